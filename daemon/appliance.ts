@@ -1,0 +1,167 @@
+import os from "node:os";
+import path from "node:path";
+import fs from "node:fs";
+import { Gauge, Registry, collectDefaultMetrics } from "prom-client";
+import { ensureSetupToken } from "./auth/setup.js";
+import { systemClock, type Clock } from "./clock.js";
+import { inDataDir } from "./config/load.js";
+import type { Config } from "./config/schema.js";
+import type { ApplianceContext } from "./context.js";
+import { openDatabase } from "./db/connection.js";
+import { applyMigrations, pendingMigrations } from "./db/migrate.js";
+import { assertAppRoleIsRestricted, prepareDatabase } from "./db/roles.js";
+import { createHttpApp } from "./http/app.js";
+import { startHttpServers, type RunningServer, type TlsCredentials } from "./http/server.js";
+import { RootKey } from "./keys/root-key.js";
+import { openUnsealSource } from "./keys/unseal/index.js";
+import type { Logger } from "./log/logger.js";
+import { ensureTlsMaterial, TlsError } from "./tls/internal-ca.js";
+
+export type Appliance = {
+  ctx: ApplianceContext;
+  server: RunningServer;
+  url: string;
+  stop(): Promise<{ drained: boolean }>;
+};
+
+export type StartOptions = {
+  log: Logger;
+  clock?: Clock;
+  /** Where the one-time setup token banner goes (stderr by default; never the JSON log). */
+  announce?: (text: string) => void;
+};
+
+/** The names the internal certificate covers: what browsers and probes on this host will use. */
+export function certificateHostnames(config: Config): string[] {
+  return [...new Set([config.server.publicHostname, "localhost", "127.0.0.1", "::1", os.hostname(), ...config.tls.hostnames])];
+}
+
+export async function loadTls(config: Config, log: Logger): Promise<TlsCredentials> {
+  if (config.tls.certFile && config.tls.keyFile) {
+    try {
+      return { certPem: fs.readFileSync(config.tls.certFile, "utf8"), keyPem: fs.readFileSync(config.tls.keyFile, "utf8") };
+    } catch (err) {
+      throw new TlsError(`tls: cannot read ${config.tls.certFile} or ${config.tls.keyFile} (${(err as NodeJS.ErrnoException).code})`);
+    }
+  }
+  const material = await ensureTlsMaterial({
+    dir: inDataDir(config, "tls"),
+    hostnames: certificateHostnames(config),
+    validityDays: config.tls.certValidityDays,
+  });
+  if (material.created.ca) log.info(`internal CA created: ${path.join(inDataDir(config, "tls"), "ca.crt")} (import it into browsers and clients to trust the appliance)`);
+  if (material.created.certificate) log.info(`TLS certificate issued for ${certificateHostnames(config).join(", ")}`, { fingerprint256: material.fingerprint256 });
+  if (material.expiresSoon) log.warn(`the TLS certificate expires on ${material.notAfter.toISOString()}; run \`wardkeep tls renew\` or import a new one`);
+  return { certPem: material.certPem, keyPem: material.keyPem };
+}
+
+function applianceMetrics(rootKey: RootKey): Registry {
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry, prefix: "wardkeep_" });
+  new Gauge({
+    name: "wardkeep_sealed",
+    help: "1 while the root key is sealed (PHI routes answer 503)",
+    registers: [registry],
+    collect() {
+      this.set(rootKey.isSealed ? 1 : 0);
+    },
+  });
+  return registry;
+}
+
+/**
+ * Brings the appliance up in dependency order — database and roles, migrations, TLS, root key,
+ * HTTP — and says in a few lines what it created, so a first start explains itself.
+ */
+export async function startAppliance(config: Config, opts: StartOptions): Promise<Appliance> {
+  const { log } = opts;
+  const announce = opts.announce ?? ((text: string) => process.stderr.write(text + "\n"));
+  // Traversable (not listable) so the embedded PostgreSQL's own user reaches var/pg; keys/,
+  // tls/ and secrets/ inside it are 0700.
+  fs.mkdirSync(config.dataDir, { recursive: true, mode: 0o711 });
+
+  const targets = await prepareDatabase(config);
+  for (const line of targets.created) log.info(line);
+  const db = openDatabase(targets, config);
+  const cleanup = async () => {
+    await db.close();
+    await targets.embedded?.stop();
+  };
+  try {
+    await assertAppRoleIsRestricted(targets.appUrl);
+    if (config.database.migrateOnStart) {
+      const applied = await applyMigrations(db.owner, targets.ownerUrl, targets.appRole);
+      log.info(applied.length ? `migrations applied: ${applied.join(", ")}` : "database schema is current");
+    } else {
+      const pending = await pendingMigrations(db.owner);
+      if (pending.length) log.warn(`${pending.length} migration(s) pending and migrateOnStart is false: not ready until \`wardkeep migrate\``);
+    }
+
+    const tls = await loadTls(config, log);
+
+    const rootKey = new RootKey(config.keys.unseal);
+    try {
+      const source = openUnsealSource(config);
+      const { kek, created } = await source.unseal();
+      rootKey.unseal(kek);
+      kek.fill(0);
+      if (created) {
+        log.warn(
+          `root key file created at ${inDataDir(config, config.keys.keyFile)}. KEYFILE UNSEAL IS FOR EVALUATION ONLY: anyone who copies the data directory copies the key. Production must use keys.unseal = passphrase, shamir or pkcs11.`,
+        );
+      } else if (source.mode === "keyfile") {
+        log.warn("unsealed from a key file: for evaluation only; production must use passphrase, shamir or pkcs11");
+      }
+    } catch (err) {
+      rootKey.markSealed((err as Error).message);
+      log.warn(`starting sealed: ${(err as Error).message}`);
+    }
+
+    const ctx: ApplianceContext = { config, log, db, rootKey, metrics: applianceMetrics(rootKey), clock: opts.clock ?? systemClock };
+    const app = createHttpApp(ctx);
+    const server = await startHttpServers(app, config, tls);
+    const url = `https://${config.server.publicHostname}:${server.port}`;
+    log.info(`listening on ${url}${server.redirectPort ? ` (http://:${server.redirectPort} redirects)` : ""}`);
+
+    if ((await pendingMigrations(db.app)).length === 0) {
+      const setup = await ensureSetupToken(ctx);
+      if (setup.state === "issued") {
+        announce(
+          [
+            "",
+            "  ┌─ First-run setup ──────────────────────────────────────────────────",
+            `  │ Setup token (shown once, valid until ${setup.expiresAt.toISOString()}):`,
+            `  │   ${setup.token}`,
+            `  │ Create the first super-admin at ${url}/ with it, or run`,
+            "  │   wardkeep admin create --email E --password-file F",
+            "  └────────────────────────────────────────────────────────────────────",
+            "",
+          ].join("\n"),
+        );
+      } else if (setup.state === "pending") {
+        log.info("setup pending: use the token printed at first start, `wardkeep admin setup-token` for a new one, or `wardkeep admin create`");
+      }
+    }
+
+    let stopping: Promise<{ drained: boolean }> | undefined;
+    return {
+      ctx,
+      server,
+      url,
+      stop() {
+        stopping ??= (async () => {
+          log.info("shutting down: draining in-flight requests");
+          const result = await server.close(config.server.shutdownTimeoutMs);
+          rootKey.seal("shut down");
+          await cleanup();
+          log.info(result.drained ? "stopped cleanly" : "stopped after the shutdown timeout cut remaining connections");
+          return result;
+        })();
+        return stopping;
+      },
+    };
+  } catch (err) {
+    await cleanup();
+    throw err;
+  }
+}

@@ -1,0 +1,45 @@
+import { Command, CommanderError } from "commander";
+import { APP_VERSION } from "../version.js";
+import { registerAdmin } from "./commands/admin.js";
+import { registerConfig } from "./commands/config.js";
+import { registerDoctor } from "./commands/doctor.js";
+import { registerMigrate } from "./commands/migrate.js";
+import { registerStart } from "./commands/start.js";
+import { printFailure, type GlobalOptions } from "./output.js";
+
+/** `wardkeep`: the operator's command line. Each command lives in commands/<name>.ts. */
+export function buildProgram(): Command {
+  const program = new Command("wardkeep")
+    .description("Wardkeep: on-premise PHI appliance")
+    .version(APP_VERSION)
+    .option("--json", "machine-readable output: one JSON object on stdout")
+    .exitOverride();
+  registerStart(program);
+  registerMigrate(program);
+  registerDoctor(program);
+  registerAdmin(program);
+  registerConfig(program);
+  for (const cmd of program.commands) applyExitOverride(cmd);
+  return program;
+}
+
+function applyExitOverride(cmd: Command) {
+  cmd.exitOverride();
+  for (const sub of cmd.commands) applyExitOverride(sub);
+}
+
+export async function runCli(argv: string[]): Promise<void> {
+  const program = buildProgram();
+  try {
+    await program.parseAsync(argv);
+  } catch (err) {
+    if (err instanceof CommanderError) {
+      // --help and --version end through here with exit code 0.
+      if (err.exitCode !== 0) process.exitCode = err.exitCode === 1 ? 2 : err.exitCode;
+      return;
+    }
+    printFailure(program.opts<GlobalOptions>(), err);
+  }
+}
+
+await runCli(process.argv);

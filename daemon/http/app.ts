@@ -1,0 +1,39 @@
+import express, { Router, type Express } from "express";
+import { setupRoutes } from "../auth/setup-routes.js";
+import type { ApplianceContext } from "../context.js";
+import { accessLog, httpMetrics, noStore, requestId, requireJsonBody, securityHeaders } from "./middleware.js";
+import { buildOpenApiDocument } from "./openapi.js";
+import { notFoundHandler, problemMiddleware } from "./problem.js";
+import { healthRoutes } from "./routes/health.js";
+import { APP_VERSION } from "../version.js";
+
+/**
+ * The Express application: middleware in the order a request meets it, then one router per
+ * capability under /api/v1, then 404 and the one error-to-problem+json mapping.
+ */
+export function createHttpApp(ctx: ApplianceContext): Express {
+  const app = express();
+  app.disable("x-powered-by");
+  app.set("trust proxy", ctx.config.server.trustProxy);
+  app.set("etag", false);
+  app.use(requestId);
+  app.use(securityHeaders());
+  app.use(httpMetrics(ctx.metrics));
+  app.use(accessLog(ctx.log));
+
+  app.use(healthRoutes(ctx));
+
+  const api = Router();
+  api.use(noStore);
+  api.use(requireJsonBody);
+  api.use(express.json({ limit: ctx.config.server.bodyLimit, strict: true, type: ["application/json", "application/*+json"] }));
+  api.get("/openapi.json", (_req, res) => {
+    res.json(buildOpenApiDocument(APP_VERSION));
+  });
+  api.use(setupRoutes(ctx));
+  app.use("/api/v1", api);
+
+  app.use(notFoundHandler);
+  app.use(problemMiddleware(ctx.log));
+  return app;
+}

@@ -1,0 +1,105 @@
+import http from "node:http";
+import https from "node:https";
+import type { Socket } from "node:net";
+import type { Express } from "express";
+import type { Config } from "../config/schema.js";
+
+export type TlsCredentials = { certPem: string; keyPem: string };
+
+export type RunningServer = {
+  port: number;
+  redirectPort?: number;
+  /** Stops accepting, lets in-flight requests finish (up to `timeoutMs`), then cuts what remains. */
+  close(timeoutMs: number): Promise<{ drained: boolean }>;
+  /** Loads a renewed or imported certificate without dropping connections. */
+  reloadCertificate(tls: TlsCredentials): void;
+};
+
+function listen(server: http.Server, port: number, host: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(port, host, () => {
+      server.off("error", reject);
+      const address = server.address();
+      resolve(typeof address === "object" && address ? address.port : port);
+    });
+  });
+}
+
+/** Tracks which connections are mid-request, so a drain can close idle keep-alives at once. */
+function trackConnections(server: http.Server) {
+  const busy = new Map<Socket, number>();
+  server.on("connection", (socket: Socket) => {
+    busy.set(socket, 0);
+    socket.on("close", () => busy.delete(socket));
+  });
+  server.on("secureConnection", (socket: Socket) => {
+    busy.set(socket, busy.get(socket) ?? 0);
+    socket.on("close", () => busy.delete(socket));
+  });
+  server.on("request", (req: http.IncomingMessage, res: http.ServerResponse) => {
+    const socket = req.socket;
+    busy.set(socket, (busy.get(socket) ?? 0) + 1);
+    res.on("finish", () => busy.set(socket, Math.max(0, (busy.get(socket) ?? 1) - 1)));
+  });
+  return busy;
+}
+
+export async function startHttpServers(app: Express, config: Config, tls: TlsCredentials): Promise<RunningServer> {
+  const server = https.createServer(
+    {
+      cert: tls.certPem,
+      key: tls.keyPem,
+      // TLS 1.0/1.1 are broken (RFC 8996); 1.2 is the floor, 1.3 selectable.
+      minVersion: config.tls.minVersion,
+      honorCipherOrder: true,
+    },
+    app,
+  );
+  server.headersTimeout = 30_000;
+  server.requestTimeout = 120_000;
+  server.keepAliveTimeout = 5_000;
+  const busy = trackConnections(server);
+  const port = await listen(server, config.server.port, config.server.host);
+
+  let redirect: http.Server | undefined;
+  let redirectPort: number | undefined;
+  if (config.server.redirectPort > 0) {
+    // Plain HTTP exists only to send browsers to HTTPS; it serves nothing else.
+    redirect = http.createServer((req, res) => {
+      const host = (req.headers.host ?? config.server.publicHostname).replace(/:\d+$/, "");
+      const safeHost = /^[A-Za-z0-9.-]+$|^\[[0-9a-fA-F:]+\]$/.test(host) ? host : config.server.publicHostname;
+      const target = `https://${safeHost}${port === 443 ? "" : `:${port}`}${req.url ?? "/"}`;
+      res.writeHead(308, { Location: target, "Content-Length": "0", Connection: "close" }).end();
+    });
+    redirectPort = await listen(redirect, config.server.redirectPort, config.server.host);
+  }
+
+  return {
+    port,
+    redirectPort,
+    reloadCertificate(next) {
+      server.setSecureContext({ cert: next.certPem, key: next.keyPem, minVersion: config.tls.minVersion });
+    },
+    async close(timeoutMs) {
+      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+      redirect?.close();
+      redirect?.closeAllConnections();
+      // Idle keep-alive connections would hold close() open; busy ones finish their request first.
+      for (const [socket, inFlight] of busy) if (inFlight === 0) socket.destroy();
+      server.on("request", (_req: http.IncomingMessage, res: http.ServerResponse) => res.setHeader("Connection", "close"));
+      const drainCheck = setInterval(() => {
+        for (const [socket, inFlight] of busy) if (inFlight === 0) socket.destroy();
+      }, 50);
+      let timer: NodeJS.Timeout | undefined;
+      const timedOut = new Promise<boolean>((resolve) => {
+        timer = setTimeout(() => resolve(true), timeoutMs);
+      });
+      const outcome = await Promise.race([closed.then(() => false), timedOut]);
+      clearInterval(drainCheck);
+      clearTimeout(timer);
+      if (outcome) server.closeAllConnections();
+      return { drained: !outcome };
+    },
+  };
+}

@@ -1,0 +1,2 @@
+// Replaced by the embedded PostgreSQL global setup (see test/helpers/postgres.ts).
+export default async function setup() {}
