@@ -13,7 +13,7 @@ const port = z.number().int().min(1).max(65535);
 export const serverSchema = z
   .object({
     host: z.string().min(1).default("0.0.0.0").describe("Address the HTTPS listener binds to."),
-    port: port.default(8443).describe("HTTPS port (also WARDKEEP_PORT)."),
+    port: z.number().int().min(0).max(65535).default(8443).describe("HTTPS port (also WARDKEEP_PORT); 0 picks a free port."),
     redirectPort: z
       .number()
       .int()

@@ -35,11 +35,20 @@ export function createLogger(opts: LoggerOptions): Logger {
     level: opts.level,
     levels: LEVELS,
     defaultMeta: opts.service ? { service: opts.service } : undefined,
-    format: phiSafeJsonFormat({ includeStack, defaultMeta: () => defaultMeta() }),
-    transports: [new winston.transports.Stream({ stream: opts.stream ?? process.stdout, eol: "\n" })],
+    format: phiSafeJsonFormat({
+      includeStack,
+      defaultMeta: () => defaultMeta(),
+    }),
+    transports: [
+      new winston.transports.Stream({
+        stream: opts.stream ?? process.stdout,
+        eol: "\n",
+      }),
+    ],
     exitOnError: false,
   });
-  defaultMeta = () => (logger.defaultMeta as Record<string, unknown> | undefined) ?? {};
+  defaultMeta = () =>
+    (logger.defaultMeta as Record<string, unknown> | undefined) ?? {};
   logger.child = childKeepingErrors;
   return logger;
 }
@@ -62,12 +71,15 @@ export function silentLogger(): Logger {
   });
 }
 
-interface FormatOptions {
+export interface PhiSafeFormatOptions {
   includeStack: boolean;
+  /** The logger's default metadata, re-attached when winston hands over a bare Error. */
   defaultMeta: () => Record<string, unknown>;
 }
 
-export function phiSafeJsonFormat(opts: FormatOptions): winston.Logform.Format {
+export function phiSafeJsonFormat(
+  opts: PhiSafeFormatOptions,
+): winston.Logform.Format {
   return winston.format.combine(
     liftErrors(opts),
     // Interpolation runs on arguments already redacted by liftErrors, so "%o" cannot print PHI.
@@ -86,9 +98,10 @@ const FORMAT_TOKEN_RE = /%[scdjifoO%]/g;
  * `{ message, error: Error }` so that redactInfo reduces the error as one unit to
  * `{ name, message, code }`.
  */
-function liftErrors(opts: FormatOptions): winston.Logform.Format {
+function liftErrors(opts: PhiSafeFormatOptions): winston.Logform.Format {
   return winston.format((info: Info) => {
-    const entry: Info = info instanceof Error ? errorEntry(info, opts.defaultMeta()) : info;
+    const entry: Info =
+      info instanceof Error ? errorEntry(info, opts.defaultMeta()) : info;
     const splat = entry[SPLAT];
     if (!Array.isArray(splat) || splat.length === 0) return entry;
 
@@ -104,7 +117,9 @@ function liftErrors(opts: FormatOptions): winston.Logform.Format {
 
     const interpolated = splat
       .slice(0, consumed)
-      .map((arg: unknown) => redactValue(arg, { includeStack: opts.includeStack }));
+      .map((arg: unknown) =>
+        redactValue(arg, { includeStack: opts.includeStack }),
+      );
     // Only objects are metadata; merging a string would spread its characters into the entry.
     const merged = splat
       .slice(consumed)
@@ -117,7 +132,12 @@ function liftErrors(opts: FormatOptions): winston.Logform.Format {
 
 function errorEntry(err: Error, defaultMeta: Record<string, unknown>): Info {
   const fields = err as unknown as Record<string | symbol, unknown>;
-  const entry: Info = { ...defaultMeta, level: String(fields.level), message: err.message, error: err };
+  const entry: Info = {
+    ...defaultMeta,
+    level: String(fields.level),
+    message: err.message,
+    error: err,
+  };
   entry[LEVEL] = fields[LEVEL];
   entry[SPLAT] = fields[SPLAT];
   return entry;
@@ -128,14 +148,21 @@ function errorEntry(err: Error, defaultMeta: Record<string, unknown>): Info {
  * the format sees it, which would put `detail` and `code` at the top level and lose the error's
  * name. This child keeps the Error whole so liftErrors/redactInfo treat it like the root does.
  */
-function childKeepingErrors(this: Logger, childMeta: Record<string, unknown>): Logger {
+function childKeepingErrors(
+  this: Logger,
+  childMeta: Record<string, unknown>,
+): Logger {
   const parent = this;
   return Object.create(parent, {
     write: {
       value(info: Info) {
         const entry =
           info instanceof Error
-            ? errorEntry(info, (parent.defaultMeta as Record<string, unknown> | undefined) ?? {})
+            ? errorEntry(
+                info,
+                (parent.defaultMeta as Record<string, unknown> | undefined) ??
+                  {},
+              )
             : info;
         return parent.write(Object.assign({}, childMeta, entry));
       },
@@ -143,24 +170,33 @@ function childKeepingErrors(this: Logger, childMeta: Record<string, unknown>): L
   }) as Logger;
 }
 
-function unspreadError(entry: Info, err: Error, defaultMeta: Record<string, unknown>): void {
+function unspreadError(
+  entry: Info,
+  err: Error,
+  defaultMeta: Record<string, unknown>,
+): void {
   const fields = err as unknown as Record<string, unknown>;
   for (const key of Object.keys(err)) {
     // winston's single-argument path writes `level` and the default metadata onto the Error
     // itself, so an Error logged twice carries them as own fields.
-    if (key === "level" || key === "message" || Object.hasOwn(defaultMeta, key)) continue;
+    if (key === "level" || key === "message" || Object.hasOwn(defaultMeta, key))
+      continue;
     if (entry[key] === fields[key]) delete entry[key];
   }
   if (entry.stack === err.stack) delete entry.stack;
   if (err.cause !== undefined && entry.cause === err.cause) delete entry.cause;
   // winston appends the error message to the log message; it is kept under `error.message`.
   const appended = ` ${err.message}`;
-  if (err.message && typeof entry.message === "string" && entry.message.endsWith(appended)) {
+  if (
+    err.message &&
+    typeof entry.message === "string" &&
+    entry.message.endsWith(appended)
+  ) {
     entry.message = entry.message.slice(0, -appended.length);
   }
 }
 
-function redactInfo(opts: FormatOptions): winston.Logform.Format {
+function redactInfo(opts: PhiSafeFormatOptions): winston.Logform.Format {
   return winston.format((info: Info) => {
     const rest: Record<string, unknown> = {};
     for (const key of Object.keys(info)) {
@@ -191,7 +227,11 @@ function jsonLine(): winston.Logform.Format {
       info[MESSAGE] = JSON.stringify({ timestamp, level, message, ...meta });
     } catch {
       // Unreachable for redacted data (plain JSON values), but a log call must never throw.
-      info[MESSAGE] = JSON.stringify({ timestamp, level, message: "[unserializable log entry]" });
+      info[MESSAGE] = JSON.stringify({
+        timestamp,
+        level,
+        message: "[unserializable log entry]",
+      });
     }
     return info;
   })();

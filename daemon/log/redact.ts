@@ -16,6 +16,7 @@ export const REDACTED = "[REDACTED]";
 export const MAX_DEPTH = 8;
 
 /** Key names (any casing, `_`/`-` separators ignored) whose value is always replaced. */
+// prettier-ignore
 export const SENSITIVE_KEYS: readonly string[] = Object.freeze([
   // Identity (HIPAA Safe Harbor identifiers, 45 CFR 164.514(b)(2))
   "name", "firstName", "lastName", "middleName", "maidenName", "nickname", "givenName",
@@ -46,6 +47,7 @@ export const SENSITIVE_KEYS: readonly string[] = Object.freeze([
 ]);
 
 // Compound names such as `patientEmail`, `homePhone`, `clientSecret`, `csrfToken`.
+// prettier-ignore
 const SENSITIVE_SUFFIXES: readonly string[] = [
   "password", "passphrase", "token", "secret",
   "email", "emailaddress", "phone", "phonenumber", "mrn", "ssn", "dob", "dateofbirth",
@@ -58,7 +60,9 @@ export function normalizeKey(key: string): string {
   return key.toLowerCase().replace(/[\s._-]/g, "");
 }
 
-const SENSITIVE_KEY_SET: ReadonlySet<string> = new Set(SENSITIVE_KEYS.map(normalizeKey));
+const SENSITIVE_KEY_SET: ReadonlySet<string> = new Set(
+  SENSITIVE_KEYS.map(normalizeKey),
+);
 
 /** True when the value stored under `key` must never be logged. */
 export function isSensitiveKey(key: string): boolean {
@@ -88,7 +92,10 @@ interface WalkContext {
  * scrubbed, Errors reduced to `{ name, message, code }`, cycles and excessive depth cut.
  * The result is plain JSON-compatible data.
  */
-export function redactValue(value: unknown, options: RedactOptions = {}): unknown {
+export function redactValue(
+  value: unknown,
+  options: RedactOptions = {},
+): unknown {
   const ctx: WalkContext = {
     includeStack: options.includeStack ?? false,
     maxDepth: options.maxDepth ?? MAX_DEPTH,
@@ -132,11 +139,14 @@ function walk(value: unknown, depth: number, ctx: WalkContext): unknown {
   ctx.ancestors.add(obj);
   try {
     if (obj instanceof Error) return walkError(obj, depth, ctx);
-    if (Array.isArray(obj)) return obj.map((item) => walk(item, depth + 1, ctx));
-    if (obj instanceof Set) return [...obj].map((item) => walk(item, depth + 1, ctx));
+    if (Array.isArray(obj))
+      return obj.map((item) => walk(item, depth + 1, ctx));
+    if (obj instanceof Set)
+      return [...obj].map((item) => walk(item, depth + 1, ctx));
     if (obj instanceof Map) {
       const out: Record<string, unknown> = {};
-      for (const [k, v] of obj) out[String(k)] = walkProperty(String(k), v, depth, ctx);
+      for (const [k, v] of obj)
+        out[String(k)] = walkProperty(String(k), v, depth, ctx);
       return out;
     }
     const toJSON = (obj as { toJSON?: unknown }).toJSON;
@@ -166,7 +176,12 @@ function walk(value: unknown, depth: number, ctx: WalkContext): unknown {
   }
 }
 
-function walkProperty(key: string, value: unknown, depth: number, ctx: WalkContext): unknown {
+function walkProperty(
+  key: string,
+  value: unknown,
+  depth: number,
+  ctx: WalkContext,
+): unknown {
   if (isSensitiveKey(key)) {
     // Keep "absent" visible (useful when debugging a missing header) without revealing anything.
     return value === null || value === undefined ? value : REDACTED;
@@ -174,19 +189,28 @@ function walkProperty(key: string, value: unknown, depth: number, ctx: WalkConte
   return walk(value, depth + 1, ctx);
 }
 
-function walkError(err: Error, depth: number, ctx: WalkContext): Record<string, unknown> {
+function walkError(
+  err: Error,
+  depth: number,
+  ctx: WalkContext,
+): Record<string, unknown> {
   // Own enumerable fields of errors (pg's `detail`, sequelize's `sql`, axios' `config`) are
   // deliberately dropped: they echo request data and row values.
   const out: Record<string, unknown> = {
     name: scrubText(String(err.name)),
     message: scrubText(String(err.message)),
   };
-  const extra = err as Error & { code?: unknown; status?: unknown; statusCode?: unknown };
+  const extra = err as Error & {
+    code?: unknown;
+    status?: unknown;
+    statusCode?: unknown;
+  };
   if (typeof extra.code === "string") out.code = scrubText(extra.code);
   else if (typeof extra.code === "number") out.code = extra.code;
   if (typeof extra.status === "number") out.status = extra.status;
   if (typeof extra.statusCode === "number") out.statusCode = extra.statusCode;
-  if (ctx.includeStack && typeof err.stack === "string") out.stack = scrubText(err.stack);
+  if (ctx.includeStack && typeof err.stack === "string")
+    out.stack = scrubText(err.stack);
   if (err.cause !== undefined) out.cause = walk(err.cause, depth + 1, ctx);
   if (err instanceof AggregateError && Array.isArray(err.errors)) {
     out.errors = walk(err.errors, depth + 1, ctx);
@@ -206,7 +230,8 @@ const HOLD_RE = /\uE000(\d+)\uE001/g;
 
 // Identifiers and event times are needed to correlate lines and are not PHI; they are set
 // aside before scrubbing so the token and date patterns cannot eat them.
-const UUID_RE = /\b[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\b/g;
+const UUID_RE =
+  /\b[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\b/g;
 const ISO_TIMESTAMP_RE =
   /\b\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(?::\d{2}(?:[.,]\d{1,9})?)?(?:Z|[+-]\d{2}(?::?\d{2})?)?(?!\d)/g;
 
@@ -232,10 +257,16 @@ function looksRandom(s: string): boolean {
 const RULES: readonly Rule[] = [
   // Credentials in connection strings (postgres://user:pass@host) — before the email rule,
   // which would otherwise see "pass@host".
-  [/\b([a-zA-Z][a-zA-Z0-9+.-]*:\/\/[^\s:/@]*):([^\s@/]+)@/g, (_m, prefix) => `${prefix}:****@`],
+  [
+    /\b([a-zA-Z][a-zA-Z0-9+.-]*:\/\/[^\s:/@]*):([^\s@/]+)@/g,
+    (_m, prefix) => `${prefix}:****@`,
+  ],
   [/\bBearer\s+[A-Za-z0-9\-._~+/]+=*/gi, () => "Bearer [token]"],
   [/\bBasic\s+[A-Za-z0-9+/]{8,}={0,2}/g, () => "Basic [token]"],
-  [/\beyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*/g, () => "[token]"],
+  [
+    /\beyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*/g,
+    () => "[token]",
+  ],
   // Labelled MRNs come before the generic key=value rule so they read "MRN [mrn]".
   [
     /\b(?:MRN|medical[ _-]?record[ _-]?(?:number|no\.?|#))\s*[:=#-]?\s*(?=[A-Za-z0-9-]*\d)[A-Za-z0-9][A-Za-z0-9-]*/gi,
@@ -252,7 +283,10 @@ const RULES: readonly Rule[] = [
     /(?<![\w.-])([A-Za-z_][\w.-]{0,63})=("[^"]*"|'[^']*'|[^\s&,;"'<>]+)/g,
     (m, key) => (isSensitiveKey(key) ? `${key}=${REDACTED}` : m),
   ],
-  [/[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}/g, () => "[email]"],
+  [
+    /[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}/g,
+    () => "[email]",
+  ],
   [/(?<![\w-])\d{3}-\d{2}-\d{4}(?![\w-])/g, () => "[ssn]"],
   // International numbers: "+" then 8–15 digits (E.164) with optional separators.
   [
@@ -263,7 +297,10 @@ const RULES: readonly Rule[] = [
     },
   ],
   // North American numbers: (555) 123-4567, 555-123-4567, 555.123.4567, 1-555-123-4567.
-  [/(?<![\w+])(?:1[\s.-]?)?(?:\(\d{3}\)\s?|\d{3}[\s.-])\d{3}[\s.-]\d{4}(?!\d)/g, () => "[phone]"],
+  [
+    /(?<![\w+])(?:1[\s.-]?)?(?:\(\d{3}\)\s?|\d{3}[\s.-])\d{3}[\s.-]\d{4}(?!\d)/g,
+    () => "[phone]",
+  ],
   // Dates that could be a date of birth. Full timestamps were set aside above.
   [
     /(?<![\w./-])(\d{4})([-/.])(\d{1,2})\2(\d{1,2})(?![\w]|[-/.]\d)/g,
@@ -303,7 +340,8 @@ const RULES: readonly Rule[] = [
   ],
   [
     /(?<![A-Za-z0-9+/])[A-Za-z0-9+/]{32,}={0,2}(?![A-Za-z0-9+/=])/g,
-    (m) => ((m.includes("+") || m.endsWith("=")) && looksRandom(m) ? "[token]" : m),
+    (m) =>
+      (m.includes("+") || m.endsWith("=")) && looksRandom(m) ? "[token]" : m,
   ],
 ];
 
@@ -318,7 +356,10 @@ export function scrubText(text: string): string {
   let out = text.replace(/[\uE000\uE001]/g, "");
   out = out.replace(UUID_RE, hold).replace(ISO_TIMESTAMP_RE, hold);
   for (const [pattern, replace] of RULES) {
-    out = out.replace(pattern, replace as (match: string, ...rest: unknown[]) => string);
+    out = out.replace(
+      pattern,
+      replace as (match: string, ...rest: unknown[]) => string,
+    );
   }
   return out.replace(HOLD_RE, (_m, index: string) => held[Number(index)] ?? "");
 }

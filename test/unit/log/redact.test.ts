@@ -1,5 +1,10 @@
 import { describe, expect, it } from "vitest";
-import { isSensitiveKey, redactValue, scrubText, SENSITIVE_KEYS } from "../../../daemon/log/redact.js";
+import {
+  isSensitiveKey,
+  redactValue,
+  scrubText,
+  SENSITIVE_KEYS,
+} from "../../../daemon/log/redact.js";
 
 // Made-up canary PHI: none of these strings may survive redaction in any shape.
 const CANARY = {
@@ -18,8 +23,18 @@ const CANARY = {
   token: "wk_Xy9aB3dE6gH9jK2mN5pQ8rS1tU4vW7xZ0cF",
 };
 const CANARY_FRAGMENTS = [
-  "Zebulon", "Quaxworth", "1961-04-17", "88412077", "010-7788", "zebulon.q", "example.org",
-  "Quince Orchard", "Brambleton", "chest pain", "078-05-1120", "battery-staple",
+  "Zebulon",
+  "Quaxworth",
+  "1961-04-17",
+  "88412077",
+  "010-7788",
+  "zebulon.q",
+  "example.org",
+  "Quince Orchard",
+  "Brambleton",
+  "chest pain",
+  "078-05-1120",
+  "battery-staple",
   "Xy9aB3dE6gH9jK2mN5pQ8rS1tU4vW7xZ0cF",
 ];
 
@@ -35,32 +50,88 @@ const TIMESTAMP = "2026-11-23T10:00:00Z";
 describe("isSensitiveKey", () => {
   it("matches PHI and secret keys whatever the casing or separators", () => {
     for (const key of [
-      "first_name", "firstName", "FIRST-NAME", "FirstName", "date_of_birth", "DOB", "mrn",
-      "phone_number", "Email", "email_address", "postal_code", "note", "Notes", "transcript",
-      "password", "api_key", "apiKey", "Authorization", "set-cookie", "recovery_code", "kek",
-      "dek", "key", "private_key", "signature", "otp", "code", "share", "reason", "body",
+      "first_name",
+      "firstName",
+      "FIRST-NAME",
+      "FirstName",
+      "date_of_birth",
+      "DOB",
+      "mrn",
+      "phone_number",
+      "Email",
+      "email_address",
+      "postal_code",
+      "note",
+      "Notes",
+      "transcript",
+      "password",
+      "api_key",
+      "apiKey",
+      "Authorization",
+      "set-cookie",
+      "recovery_code",
+      "kek",
+      "dek",
+      "key",
+      "private_key",
+      "signature",
+      "otp",
+      "code",
+      "share",
+      "reason",
+      "body",
     ]) {
       expect(isSensitiveKey(key), key).toBe(true);
     }
   });
 
   it("treats compound names ending in Password, Token or Secret as secrets", () => {
-    for (const key of ["adminPassword", "csrf_token", "sessionToken", "clientSecret", "WEBHOOK-SECRET"]) {
+    for (const key of [
+      "adminPassword",
+      "csrf_token",
+      "sessionToken",
+      "clientSecret",
+      "WEBHOOK-SECRET",
+    ]) {
       expect(isSensitiveKey(key), key).toBe(true);
     }
   });
 
   it("catches compound PHI names such as patientEmail or home_phone", () => {
-    for (const key of ["patientEmail", "home_phone", "patientDob", "patient_first_name", "clinicalNote"]) {
+    for (const key of [
+      "patientEmail",
+      "home_phone",
+      "patientDob",
+      "patient_first_name",
+      "clinicalNote",
+    ]) {
       expect(isSensitiveKey(key), key).toBe(true);
     }
   });
 
   it("keeps operational keys", () => {
     for (const key of [
-      "id", "tenantId", "tenant_id", "requestId", "status", "statusCode", "method", "path",
-      "durationMs", "level", "message", "timestamp", "action", "resourceType", "seq", "userId",
-      "keyVersion", "publicKey", "tokenId", "emailVerified", "ipAddress",
+      "id",
+      "tenantId",
+      "tenant_id",
+      "requestId",
+      "status",
+      "statusCode",
+      "method",
+      "path",
+      "durationMs",
+      "level",
+      "message",
+      "timestamp",
+      "action",
+      "resourceType",
+      "seq",
+      "userId",
+      "keyVersion",
+      "publicKey",
+      "tokenId",
+      "emailVerified",
+      "ipAddress",
     ]) {
       expect(isSensitiveKey(key), key).toBe(false);
     }
@@ -68,7 +139,8 @@ describe("isSensitiveKey", () => {
 
   it("exports the key list and every listed key is sensitive", () => {
     expect(SENSITIVE_KEYS.length).toBeGreaterThan(50);
-    for (const key of SENSITIVE_KEYS) expect(isSensitiveKey(key), key).toBe(true);
+    for (const key of SENSITIVE_KEYS)
+      expect(isSensitiveKey(key), key).toBe(true);
   });
 });
 
@@ -86,11 +158,22 @@ describe("redactValue", () => {
         LastName: CANARY.lastName,
         "date-of-birth": CANARY.dob,
         mrn: CANARY.mrn,
-        contacts: [{ kind: "mobile", phone_number: CANARY.phone }, { kind: "work", email: CANARY.email }],
-        address: { street: "1742 Quince Orchard Lane", city: "Brambleton", postal_code: "20148" },
+        contacts: [
+          { kind: "mobile", phone_number: CANARY.phone },
+          { kind: "work", email: CANARY.email },
+        ],
+        address: {
+          street: "1742 Quince Orchard Lane",
+          city: "Brambleton",
+          postal_code: "20148",
+        },
         notes: [{ id: 7, body: CANARY.note }],
       },
-      credentials: { password: CANARY.password, accessToken: CANARY.token, ssn: CANARY.ssn },
+      credentials: {
+        password: CANARY.password,
+        accessToken: CANARY.token,
+        ssn: CANARY.ssn,
+      },
     };
     const out = redactValue(input) as Record<string, any>;
     expectNoCanary(out);
@@ -102,42 +185,73 @@ describe("redactValue", () => {
     expect(out.patient.id).toBe(UUID);
     expect(out.patient.first_name).toBe("[REDACTED]");
     expect(out.patient.address).toBe("[REDACTED]");
-    expect(out.patient.contacts[0]).toEqual({ kind: "mobile", phone_number: "[REDACTED]" });
+    expect(out.patient.contacts[0]).toEqual({
+      kind: "mobile",
+      phone_number: "[REDACTED]",
+    });
     expect(out.patient.notes).toBe("[REDACTED]");
-    expect(out.credentials).toEqual({ password: "[REDACTED]", accessToken: "[REDACTED]", ssn: "[REDACTED]" });
+    expect(out.credentials).toEqual({
+      password: "[REDACTED]",
+      accessToken: "[REDACTED]",
+      ssn: "[REDACTED]",
+    });
   });
 
   it("does not modify its input", () => {
-    const input = { email: CANARY.email, nested: { password: CANARY.password } };
+    const input = {
+      email: CANARY.email,
+      nested: { password: CANARY.password },
+    };
     redactValue(input);
-    expect(input).toEqual({ email: CANARY.email, nested: { password: CANARY.password } });
+    expect(input).toEqual({
+      email: CANARY.email,
+      nested: { password: CANARY.password },
+    });
   });
 
   it("scrubs PHI-shaped strings under keys it does not recognise", () => {
-    const out = redactValue({ detailText: `call ${CANARY.phone} or ${CANARY.email}`, list: [CANARY.dob, CANARY.mrn] });
+    const out = redactValue({
+      detailText: `call ${CANARY.phone} or ${CANARY.email}`,
+      list: [CANARY.dob, CANARY.mrn],
+    });
     expectNoCanary(out);
-    expect(out).toEqual({ detailText: "call [phone] or [email]", list: ["[date]", "MRN [mrn]"] });
+    expect(out).toEqual({
+      detailText: "call [phone] or [email]",
+      list: ["[date]", "MRN [mrn]"],
+    });
   });
 
   it("keeps null and undefined under sensitive keys so absence stays visible", () => {
-    expect(redactValue({ token: null, password: undefined })).toEqual({ token: null, password: undefined });
+    expect(redactValue({ token: null, password: undefined })).toEqual({
+      token: null,
+      password: undefined,
+    });
   });
 
   it("reduces Errors to name, scrubbed message and code, without the stack", () => {
-    const err = Object.assign(new Error(`no patient with email ${CANARY.email} (${CANARY.mrn})`), {
-      code: "23505",
-      detail: `Key (name)=(${CANARY.name}) already exists.`,
-      sql: `INSERT INTO patients VALUES ('${CANARY.name}')`,
-    });
+    const err = Object.assign(
+      new Error(`no patient with email ${CANARY.email} (${CANARY.mrn})`),
+      {
+        code: "23505",
+        detail: `Key (name)=(${CANARY.name}) already exists.`,
+        sql: `INSERT INTO patients VALUES ('${CANARY.name}')`,
+      },
+    );
     const out = redactValue(err) as Record<string, unknown>;
     expectNoCanary(out);
-    expect(out).toEqual({ name: "Error", message: "no patient with email [email] (MRN [mrn])", code: "23505" });
+    expect(out).toEqual({
+      name: "Error",
+      message: "no patient with email [email] (MRN [mrn])",
+      code: "23505",
+    });
     expect(out).not.toHaveProperty("stack");
   });
 
   it("keeps a scrubbed stack only when includeStack is passed", () => {
     const err = new TypeError(`bad dob ${CANARY.dob}`);
-    const out = redactValue({ error: err }, { includeStack: true }) as { error: Record<string, string> };
+    const out = redactValue({ error: err }, { includeStack: true }) as {
+      error: Record<string, string>;
+    };
     expect(out.error.name).toBe("TypeError");
     expect(out.error.stack).toContain("TypeError: bad dob [date]");
     expect(out.error.stack).toContain("redact.test.ts");
@@ -145,7 +259,9 @@ describe("redactValue", () => {
   });
 
   it("redacts an Error's cause", () => {
-    const err = new Error("save failed", { cause: new Error(`duplicate ${CANARY.email}`) });
+    const err = new Error("save failed", {
+      cause: new Error(`duplicate ${CANARY.email}`),
+    });
     const out = redactValue(err) as Record<string, any>;
     expect(out.cause).toEqual({ name: "Error", message: "duplicate [email]" });
   });
@@ -166,7 +282,10 @@ describe("redactValue", () => {
 
   it("copies shared references that are not cycles", () => {
     const shared = { id: 9 };
-    expect(redactValue({ x: shared, y: shared })).toEqual({ x: { id: 9 }, y: { id: 9 } });
+    expect(redactValue({ x: shared, y: shared })).toEqual({
+      x: { id: 9 },
+      y: { id: 9 },
+    });
   });
 
   it("truncates objects nested deeper than 8 levels", () => {
@@ -192,7 +311,10 @@ describe("redactValue", () => {
       when: new Date(TIMESTAMP),
       bytes: Buffer.from("secret key material"),
       fn: () => 1,
-      map: new Map<string, unknown>([["email", CANARY.email], ["id", 3]]),
+      map: new Map<string, unknown>([
+        ["email", CANARY.email],
+        ["id", 3],
+      ]),
       set: new Set([CANARY.email]),
     });
     expectNoCanary(out);
@@ -207,12 +329,24 @@ describe("redactValue", () => {
   });
 
   it("redacts what toJSON would expose (ORM instances)", () => {
-    const model = { dataValues: { id: 5, dob: CANARY.dob }, toJSON() { return { id: 5, dob: CANARY.dob }; } };
-    expect(redactValue({ patient: model })).toEqual({ patient: { id: 5, dob: "[REDACTED]" } });
+    const model = {
+      dataValues: { id: 5, dob: CANARY.dob },
+      toJSON() {
+        return { id: 5, dob: CANARY.dob };
+      },
+    };
+    expect(redactValue({ patient: model })).toEqual({
+      patient: { id: 5, dob: "[REDACTED]" },
+    });
   });
 
   it("survives getters that throw", () => {
-    const hostile = { id: 1, get boom(): string { throw new Error("nope"); } };
+    const hostile = {
+      id: 1,
+      get boom(): string {
+        throw new Error("nope");
+      },
+    };
     expect(redactValue(hostile)).toEqual({ id: 1, boom: "[Unreadable]" });
   });
 });
@@ -221,7 +355,10 @@ describe("scrubText", () => {
   it.each([
     [`contact ${CANARY.email} now`, "contact [email] now"],
     [`call ${CANARY.phone}`, "call [phone]"],
-    ["call 555-123-4567 or (555) 123-4567 or 555.123.4567", "call [phone] or [phone] or [phone]"],
+    [
+      "call 555-123-4567 or (555) 123-4567 or 555.123.4567",
+      "call [phone] or [phone] or [phone]",
+    ],
     ["London +44 20 7946 0958", "London [phone]"],
     [`born ${CANARY.dob}`, "born [date]"],
     ["born 04/17/1961", "born [date]"],
@@ -230,22 +367,40 @@ describe("scrubText", () => {
     [`ssn ${CANARY.ssn}`, "SSN [ssn]"],
     [`id check ${CANARY.ssn} ok`, "id check [ssn] ok"],
     ["Authorization: Bearer abc.DEF-123_x", "Authorization: Bearer [token]"],
-    ["postgres://wardkeep:S3cr3t!pw@db.internal:5432/wardkeep", "postgres://wardkeep:****@db.internal:5432/wardkeep"],
+    [
+      "postgres://wardkeep:S3cr3t!pw@db.internal:5432/wardkeep",
+      "postgres://wardkeep:****@db.internal:5432/wardkeep",
+    ],
     ["MRN: 12345", "MRN [mrn]"],
     ["lookup mrn=ABC123 failed", "lookup MRN [mrn] failed"],
     [`record ${CANARY.mrn} opened`, "record MRN [mrn] opened"],
     ["lives at 1742 Quince Orchard Lane", "lives at [address]"],
-    ["patient name: Zebulon Quaxworth, ward 3", "patient name: [REDACTED], ward 3"],
-    ['body {"firstName":"Zebulon","id":3}', 'body {"firstName":"[REDACTED]","id":3}'],
-    ["GET /api/v1/invites/accept?token=abc123&tenant=4", "GET /api/v1/invites/accept?token=[REDACTED]&tenant=4"],
+    [
+      "patient name: Zebulon Quaxworth, ward 3",
+      "patient name: [REDACTED], ward 3",
+    ],
+    [
+      'body {"firstName":"Zebulon","id":3}',
+      'body {"firstName":"[REDACTED]","id":3}',
+    ],
+    [
+      "GET /api/v1/invites/accept?token=abc123&tenant=4",
+      "GET /api/v1/invites/accept?token=[REDACTED]&tenant=4",
+    ],
   ])("scrubs %j", (input, expected) => {
     expect(scrubText(input)).toBe(expected);
   });
 
   it("masks long hex and base64url secrets", () => {
-    expect(scrubText(`kek 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08`)).toBe("kek [token]");
+    expect(
+      scrubText(
+        `kek 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08`,
+      ),
+    ).toBe("kek [token]");
     expect(scrubText(`session ${CANARY.token}`)).toBe("session [token]");
-    expect(scrubText("wrapped q83vEjRWeJCrze8SNFZ4kKvN7xI0VniQq83vEjRWeJA=")).toBe("wrapped [token]");
+    expect(
+      scrubText("wrapped q83vEjRWeJCrze8SNFZ4kKvN7xI0VniQq83vEjRWeJA="),
+    ).toBe("wrapped [token]");
   });
 
   it("keeps UUIDs, ISO timestamps, request paths and status codes", () => {

@@ -1,0 +1,81 @@
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { Writable } from "node:stream";
+import { startAppliance, type Appliance } from "../../daemon/appliance.js";
+import type { Clock } from "../../daemon/clock.js";
+import { loadConfig } from "../../daemon/config/load.js";
+import type { Config } from "../../daemon/config/schema.js";
+import { createLogger } from "../../daemon/log/logger.js";
+import { createTestDatabase, type TestDatabase } from "./postgres.js";
+
+/** Environment for an appliance on a test database: ephemeral ports, its own data directory. */
+export function testEnv(db: TestDatabase, dataDir: string, extra: Record<string, string> = {}): Record<string, string> {
+  return {
+    WARDKEEP_DATA_DIR: dataDir,
+    WARDKEEP_DATABASE_URL: db.ownerUrl,
+    WARDKEEP_DATABASE_APP_URL: db.appUrl,
+    WARDKEEP_PORT: "0",
+    WARDKEEP_SERVER_REDIRECT_PORT: "0",
+    WARDKEEP_SERVER_HOST: "127.0.0.1",
+    WARDKEEP_SERVER_SHUTDOWN_TIMEOUT_MS: "5000",
+    ...extra,
+  };
+}
+
+export function tempDir(prefix = "wardkeep-test-"): string {
+  return fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+}
+
+export type TestAppliance = Appliance & {
+  db: TestDatabase;
+  config: Config;
+  dataDir: string;
+  caPem: string;
+  /** Every JSON log line the appliance wrote. */
+  logLines: string[];
+  announcements: string[];
+  baseUrl: string;
+  close(): Promise<void>;
+};
+
+/** An appliance running in this process on a fresh database, served over real TLS. */
+export async function startTestAppliance(opts: { env?: Record<string, string>; clock?: Clock; db?: TestDatabase } = {}): Promise<TestAppliance> {
+  const db = opts.db ?? (await createTestDatabase());
+  const dataDir = tempDir();
+  const config = loadConfig({ env: testEnv(db, dataDir, opts.env) });
+  const logLines: string[] = [];
+  const stream = new Writable({
+    write(chunk: Buffer, _enc, cb) {
+      logLines.push(...chunk.toString().split("\n").filter(Boolean));
+      cb();
+    },
+  });
+  const announcements: string[] = [];
+  const appliance = await startAppliance(config, {
+    log: createLogger({ level: "debug", stream }),
+    clock: opts.clock,
+    announce: (t) => announcements.push(t),
+  });
+  const caPem = fs.readFileSync(path.join(dataDir, "tls", "ca.crt"), "utf8");
+  return {
+    ...appliance,
+    db,
+    config,
+    dataDir,
+    caPem,
+    logLines,
+    announcements,
+    baseUrl: `https://localhost:${appliance.server.port}`,
+    async close() {
+      await appliance.stop();
+      if (!opts.db) await db.drop();
+      fs.rmSync(dataDir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** The setup token from the first-run banner. */
+export function setupTokenFrom(text: string): string | undefined {
+  return /wks_setup_[A-Za-z0-9_-]+/.exec(text)?.[0];
+}
