@@ -150,8 +150,10 @@ export async function startAppliance(config: Config, opts: StartOptions): Promis
       url,
       stop() {
         stopping ??= (async () => {
+          // Close the listener first, then say so: whoever reads the line can rely on it.
+          const closing = server.close(config.server.shutdownTimeoutMs);
           log.info("shutting down: draining in-flight requests");
-          const result = await server.close(config.server.shutdownTimeoutMs);
+          const result = await closing;
           rootKey.seal("shut down");
           await cleanup();
           log.info(result.drained ? "stopped cleanly" : "stopped after the shutdown timeout cut remaining connections");

@@ -1,4 +1,6 @@
 import { z } from "zod";
+import { accessSchema } from "../access/config.js";
+import { authSchema } from "../auth/config.js";
 
 /**
  * The one configuration schema. It is the single source for defaults, validation, the
@@ -157,6 +159,8 @@ export const configSchema = z
     keys: keysSchema.prefault({}),
     log: logSchema.prefault({}),
     setup: setupSchema.prefault({}),
+    auth: authSchema.prefault({}),
+    access: accessSchema.prefault({}),
   })
   .strict();
 
@@ -165,5 +169,4 @@ export type Config = z.infer<typeof configSchema>;
 /** Environment variables that are not the mechanical WARDKEEP_<SECTION>_<KEY> form. */
 export const envAliases: Record<string, string[]> = {
   WARDKEEP_PORT: ["server", "port"],
-  WARDKEEP_DATA_DIR: ["dataDir"],
 };

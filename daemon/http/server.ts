@@ -29,10 +29,7 @@ function listen(server: http.Server, port: number, host: string): Promise<number
 /** Tracks which connections are mid-request, so a drain can close idle keep-alives at once. */
 function trackConnections(server: http.Server) {
   const busy = new Map<Socket, number>();
-  server.on("connection", (socket: Socket) => {
-    busy.set(socket, 0);
-    socket.on("close", () => busy.delete(socket));
-  });
+  // Requests arrive on the TLS socket, not the TCP socket under it: track the TLS one.
   server.on("secureConnection", (socket: Socket) => {
     busy.set(socket, busy.get(socket) ?? 0);
     socket.on("close", () => busy.delete(socket));

@@ -12,17 +12,19 @@ export function registerStart(program: Command) {
       const global = cmd.optsWithGlobals<GlobalOptions>();
       const config = loadConfig();
       const log = createLogger({ level: config.log.level });
+      // Handlers go in before start-up so a signal during start-up still ends in an orderly stop.
+      let signalled: (signal: NodeJS.Signals) => void = () => {};
+      const stopRequested = new Promise<NodeJS.Signals>((resolve) => (signalled = resolve));
+      const onSignal = (signal: NodeJS.Signals) => {
+        process.off("SIGTERM", onSignal);
+        process.off("SIGINT", onSignal);
+        signalled(signal);
+      };
+      process.on("SIGTERM", onSignal);
+      process.on("SIGINT", onSignal);
       const appliance = await startAppliance(config, { log });
       if (global.json) process.stdout.write(JSON.stringify({ ok: true, url: appliance.url, port: appliance.server.port }) + "\n");
-      await new Promise<void>((resolve) => {
-        const onSignal = (signal: NodeJS.Signals) => {
-          log.info(`received ${signal}`);
-          process.off("SIGTERM", onSignal);
-          process.off("SIGINT", onSignal);
-          void appliance.stop().then(() => resolve());
-        };
-        process.on("SIGTERM", onSignal);
-        process.on("SIGINT", onSignal);
-      });
+      log.info(`received ${await stopRequested}`);
+      await appliance.stop();
     });
 }

@@ -1,0 +1,98 @@
+import { QueryTypes, Sequelize } from "sequelize";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { applyMigrations, knownMigrations, pendingMigrations } from "../../../daemon/db/migrate.js";
+import { inScope } from "../../../daemon/db/tenant-scope.js";
+import { APP_ROLE } from "../../../daemon/db/roles.js";
+import { createTestDatabase, type TestDatabase } from "../../helpers/postgres.js";
+
+let db: TestDatabase;
+let owner: Sequelize;
+let app: Sequelize;
+let tenantA: string;
+let tenantB: string;
+
+const select = <T extends object>(s: Sequelize, sql: string, transaction?: import("sequelize").Transaction) =>
+  s.query<T>(sql, { type: QueryTypes.SELECT, transaction });
+
+beforeAll(async () => {
+  db = await createTestDatabase();
+  owner = new Sequelize(db.ownerUrl, { logging: false });
+  // One connection, so a scope that leaked past its transaction would show up in the next query.
+  app = new Sequelize(db.appUrl, { logging: false, pool: { max: 1 } });
+  expect(await pendingMigrations(owner)).toEqual(knownMigrations());
+  expect(await applyMigrations(owner, db.ownerUrl, APP_ROLE)).toEqual(knownMigrations());
+  expect(await applyMigrations(owner, db.ownerUrl, APP_ROLE)).toEqual([]);
+  [tenantA, tenantB] = await inScope(app, { kind: "appliance" }, async (t) => {
+    const rows = await app.query<{ id: string }>("INSERT INTO tenants (name, slug) VALUES ('North Clinic', 'north'), ('South Clinic', 'south') RETURNING id", {
+      type: QueryTypes.SELECT,
+      transaction: t,
+    });
+    for (const [i, r] of rows.entries()) {
+      await app.query("INSERT INTO users (tenant_id, email, password_hash, role) VALUES ($1, $2, 'x', 'admin')", {
+        bind: [r.id, `admin${i}@clinic.example`],
+        transaction: t,
+      });
+    }
+    return rows.map((r) => r.id);
+  });
+});
+
+afterAll(async () => {
+  await app?.close();
+  await owner?.close();
+  await db?.drop();
+});
+
+describe("tenant isolation by row-level security", () => {
+  it("returns only the scoped tenant's rows to a query that forgot its WHERE clause", async () => {
+    const rows = await inScope(app, { kind: "tenant", tenantId: tenantA! }, (t) => select<{ tenant_id: string }>(app, "SELECT tenant_id FROM users", t));
+    expect(rows.length).toBe(1);
+    expect(rows.every((r) => r.tenant_id === tenantA)).toBe(true);
+    const tenants = await inScope(app, { kind: "tenant", tenantId: tenantA! }, (t) => select<{ id: string }>(app, "SELECT id FROM tenants", t));
+    expect(tenants.map((r) => r.id)).toEqual([tenantA]);
+  });
+
+  it("returns another tenant's row to nobody, even when asked for it by id", async () => {
+    const rows = await inScope(app, { kind: "tenant", tenantId: tenantA! }, (t) =>
+      app.query("SELECT * FROM users WHERE tenant_id = $1", { bind: [tenantB], type: QueryTypes.SELECT, transaction: t }),
+    );
+    expect(rows).toEqual([]);
+  });
+
+  it("refuses to write a row into another tenant", async () => {
+    await expect(
+      inScope(app, { kind: "tenant", tenantId: tenantA! }, (t) =>
+        app.query("INSERT INTO users (tenant_id, email, password_hash, role) VALUES ($1, 'intruder@clinic.example', 'x', 'admin')", {
+          bind: [tenantB],
+          transaction: t,
+        }),
+      ),
+    ).rejects.toThrow(/row-level security/);
+    const moved = await inScope(app, { kind: "tenant", tenantId: tenantA! }, (t) =>
+      app.query("UPDATE users SET tenant_id = $1", { bind: [tenantB], transaction: t }).then(() => "updated", (e: Error) => e.message),
+    );
+    expect(moved).toMatch(/row-level security/);
+  });
+
+  it("shows nothing outside a scope, and the scope does not leak to the next transaction on the connection", async () => {
+    await inScope(app, { kind: "tenant", tenantId: tenantA! }, (t) => select(app, "SELECT 1 FROM users", t));
+    expect(await select(app, "SELECT * FROM users")).toEqual([]);
+    expect(await select(app, "SELECT * FROM tenants")).toEqual([]);
+  });
+
+  it("cannot switch row security off as the app role", async () => {
+    const outcome = await app.transaction(async (t) => {
+      await app.query("SET LOCAL row_security = off", { transaction: t });
+      return select(app, "SELECT * FROM users", t).then(
+        () => "read",
+        (e: Error) => e.message,
+      );
+    });
+    expect(outcome).toMatch(/row-level security/);
+  });
+
+  it("runs requests as a role without BYPASSRLS or superuser", async () => {
+    const [role] = await select<{ rolsuper: boolean; rolbypassrls: boolean }>(app, "SELECT rolsuper, rolbypassrls FROM pg_roles WHERE rolname = current_user");
+    expect(role).toEqual({ rolsuper: false, rolbypassrls: false });
+  });
+});
