@@ -113,7 +113,7 @@ describe("a daemon on an external PostgreSQL", () => {
   }, 90_000);
 
   it("never writes seeded canary PHI into any log line", async () => {
-    const canaries = ["Zebulon Quaxworth", "zebulon.q@example.org", "1961-04-17", "MRN-88412077", "+1 (555) 010-7788", "17 Larkspur Crescent"];
+    const canaries = ["Zebulon Quaxworth", "zebulon.q@example.org", "1961-04-17", "MRN-88412077", "+1 (555) 010-7788", "17 Larkspur Crescent"] as const;
     const daemon = spawnDaemon({ ...testEnv(db, dataDir), WARDKEEP_LOG_LEVEL: "debug" });
     const port = await daemon.port();
     const ca = fs.readFileSync(path.join(dataDir, "tls", "ca.crt"), "utf8");

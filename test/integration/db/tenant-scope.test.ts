@@ -22,7 +22,7 @@ beforeAll(async () => {
   expect(await pendingMigrations(owner)).toEqual(knownMigrations());
   expect(await applyMigrations(owner, db.ownerUrl, APP_ROLE)).toEqual(knownMigrations());
   expect(await applyMigrations(owner, db.ownerUrl, APP_ROLE)).toEqual([]);
-  [tenantA, tenantB] = await inScope(app, { kind: "appliance" }, async (t) => {
+  const ids = await inScope(app, { kind: "appliance" }, async (t) => {
     const rows = await app.query<{ id: string }>("INSERT INTO tenants (name, slug) VALUES ('North Clinic', 'north'), ('South Clinic', 'south') RETURNING id", {
       type: QueryTypes.SELECT,
       transaction: t,
@@ -35,6 +35,8 @@ beforeAll(async () => {
     }
     return rows.map((r) => r.id);
   });
+  tenantA = ids[0]!;
+  tenantB = ids[1]!;
 });
 
 afterAll(async () => {
