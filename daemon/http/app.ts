@@ -2,6 +2,7 @@ import express, { Router, type Express } from "express";
 import { setupRoutes } from "../auth/setup-routes.js";
 import type { ApplianceContext } from "../context.js";
 import { accessLog, httpMetrics, noStore, requestId, requireJsonBody, securityHeaders } from "./middleware.js";
+import { adminUiRoutes } from "./admin-ui.js";
 import { buildOpenApiDocument } from "./openapi.js";
 import { notFoundHandler, problemMiddleware } from "./problem.js";
 import { healthRoutes } from "./routes/health.js";
@@ -32,6 +33,8 @@ export function createHttpApp(ctx: ApplianceContext): Express {
   });
   api.use(setupRoutes(ctx));
   app.use("/api/v1", api);
+
+  app.use(adminUiRoutes());
 
   app.use(notFoundHandler);
   app.use(problemMiddleware(ctx.log));
