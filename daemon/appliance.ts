@@ -2,6 +2,8 @@ import os from "node:os";
 import path from "node:path";
 import fs from "node:fs";
 import { Gauge, Registry, collectDefaultMetrics } from "prom-client";
+import { startAuditServices } from "./audit/background.js";
+import { startBackupServices } from "./backups/background.js";
 import { ensureSetupToken } from "./auth/setup.js";
 import { systemClock, type Clock } from "./clock.js";
 import { inDataDir } from "./config/load.js";
@@ -13,9 +15,11 @@ import { assertAppRoleIsRestricted, prepareDatabase } from "./db/roles.js";
 import { createHttpApp } from "./http/app.js";
 import { startHttpServers, type RunningServer, type TlsCredentials } from "./http/server.js";
 import { RootKey } from "./keys/root-key.js";
-import { openUnsealSource } from "./keys/unseal/index.js";
+import { startKeyMaintenance } from "./keys/maintenance.js";
+import { unsealAtStart } from "./keys/unseal/index.js";
 import type { Logger } from "./log/logger.js";
 import { ensureTlsMaterial, TlsError } from "./tls/internal-ca.js";
+import { watchTlsDirectory } from "./tls/watch.js";
 
 export type Appliance = {
   ctx: ApplianceContext;
@@ -99,28 +103,22 @@ export async function startAppliance(config: Config, opts: StartOptions): Promis
 
     const tls = await loadTls(config, log);
 
-    const rootKey = new RootKey(config.keys.unseal);
-    try {
-      const source = openUnsealSource(config);
-      const { kek, created } = await source.unseal();
-      rootKey.unseal(kek);
-      kek.fill(0);
-      if (created) {
-        log.warn(
-          `root key file created at ${inDataDir(config, config.keys.keyFile)}. KEYFILE UNSEAL IS FOR EVALUATION ONLY: anyone who copies the data directory copies the key. Production must use keys.unseal = passphrase, shamir or pkcs11.`,
-        );
-      } else if (source.mode === "keyfile") {
-        log.warn("unsealed from a key file: for evaluation only; production must use passphrase, shamir or pkcs11");
-      }
-    } catch (err) {
-      rootKey.markSealed((err as Error).message);
-      log.warn(`starting sealed: ${(err as Error).message}`);
-    }
-
+    const rootKey = new RootKey(config.keys.unseal, {
+      cacheSize: config.keys.dataKeyCacheSize,
+      cacheTtlMs: config.keys.dataKeyCacheSeconds * 1000,
+      nonceBudget: config.keys.nonceBudget,
+    });
     const ctx: ApplianceContext = { config, log, db, rootKey, metrics: applianceMetrics(rootKey), clock: opts.clock ?? systemClock };
+    // The key store's own mode decides how; when it cannot unseal, the appliance serves sealed (503 on PHI routes).
+    await unsealAtStart(ctx);
     const app = createHttpApp(ctx);
     const server = await startHttpServers(app, config, tls);
+    // `wardkeep tls renew|import` rewrite dataDir/tls; serve the new certificate without a restart.
+    const stopTlsWatch = config.tls.certFile ? () => undefined : watchTlsDirectory(inDataDir(config, "tls"), (next) => server.reloadCertificate(next), log);
     const url = `https://${config.server.publicHostname}:${server.port}`;
+    const audit = startAuditServices(ctx);
+    const keyMaintenance = startKeyMaintenance(ctx);
+    const backups = startBackupServices(ctx);
     log.info(`listening on ${url}${server.redirectPort ? ` (http://:${server.redirectPort} redirects)` : ""}`);
 
     if ((await pendingMigrations(db.app)).length === 0) {
@@ -154,6 +152,10 @@ export async function startAppliance(config: Config, opts: StartOptions): Promis
           const closing = server.close(config.server.shutdownTimeoutMs);
           log.info("shutting down: draining in-flight requests");
           const result = await closing;
+          await backups.stop();
+          await audit.stop();
+          stopTlsWatch();
+          await keyMaintenance.stop();
           rootKey.seal("shut down");
           await cleanup();
           log.info(result.drained ? "stopped cleanly" : "stopped after the shutdown timeout cut remaining connections");

@@ -23,10 +23,44 @@ export type Actor = {
   scopes?: string[];
   /** When the actor last proved a second factor (step-up for sensitive actions). */
   mfaVerifiedAt?: Date;
+  /**
+   * Set while support staff act inside a tenant under an approved request. Then `userId` is the
+   * tenant admin who approved it (on whose authority the work is done), `impersonatorId` the
+   * support user (who does it), and `role` stays "support" so the policy keeps them to support's
+   * permissions. Every response of such a request carries the Wardkeep-Support-Access header.
+   */
+  supportAccess?: { requestId: string; supportUserId: string; approvedBy: string; expiresAt: Date };
 };
+
+/** Why a request carries no actor, so a 401 can tell the UI what happened. */
+export type AuthenticationGap =
+  | { reason: "mfa_required" | "mfa_enrollment_required" }
+  | { reason: "idle_timeout" | "session_expired" | "session_revoked"; idleMinutes?: number };
 
 export function currentActor(res: Response): Actor {
   const actor = res.locals.actor as Actor | undefined;
-  if (!actor) throw new Unauthorized("sign in first");
+  if (!actor) throw unauthenticated(res.locals.authGap as AuthenticationGap | undefined);
   return actor;
+}
+
+function unauthenticated(gap: AuthenticationGap | undefined): Unauthorized {
+  switch (gap?.reason) {
+    case "mfa_required":
+      return new Unauthorized("enter the code from your authenticator app to finish signing in", { reason: gap.reason });
+    case "mfa_enrollment_required":
+      return new Unauthorized("set up an authenticator app to finish signing in", { reason: gap.reason });
+    case "idle_timeout":
+      return new Unauthorized(`your session ended after ${gap.idleMinutes ?? "some"} minutes without activity; sign in again`, { reason: gap.reason });
+    case "session_expired":
+      return new Unauthorized("your session reached its maximum lifetime; sign in again", { reason: gap.reason });
+    case "session_revoked":
+      return new Unauthorized("your session was ended; sign in again", { reason: gap.reason });
+    default:
+      return new Unauthorized("sign in first");
+  }
+}
+
+/** The scope a request's transaction runs in: its tenant, or the appliance for appliance staff. */
+export function scopeOf(actor: Actor): { kind: "tenant"; tenantId: string } | { kind: "appliance" } {
+  return actor.tenantId ? { kind: "tenant", tenantId: actor.tenantId } : { kind: "appliance" };
 }

@@ -4,7 +4,8 @@ import { z } from "zod";
 import type { ApplianceContext } from "../context.js";
 import { inScope } from "../db/tenant-scope.js";
 import { Conflict, Forbidden } from "../http/errors.js";
-import { assertPasswordAcceptable, hashPassword } from "./passwords.js";
+import { recordAuthEvent, SYSTEM_META } from "./audit-events.js";
+import { argon2ParamsFrom, assertPasswordAcceptable, hashPassword } from "./passwords.js";
 
 /**
  * First run, like Grafana's or Jenkins': until a super-admin exists the appliance holds one
@@ -81,13 +82,15 @@ export async function ensureSetupToken(ctx: ApplianceContext, opts: { reissue?: 
 }
 
 async function insertSuperAdmin(ctx: ApplianceContext, input: SuperAdminInput, transaction: Transaction) {
-  assertPasswordAcceptable(input.password);
-  const hash = await hashPassword(input.password);
+  assertPasswordAcceptable(input.password, { email: input.email });
+  const hash = await hashPassword(input.password, argon2ParamsFrom(ctx.config));
   const rows = await ctx.db.app.query<{ id: string }>(
     "INSERT INTO users (email, password_hash, role) VALUES ($1, $2, 'super_admin') ON CONFLICT (email) DO NOTHING RETURNING id",
     { bind: [input.email, hash], type: QueryTypes.SELECT, transaction },
   );
   if (!rows[0]) throw new Conflict("an account with this email already exists");
+  const who = { userId: rows[0].id, role: "super_admin", tenantId: null };
+  await recordAuthEvent(ctx, transaction, who, { action: "user.create", resourceType: "user", resourceId: rows[0].id, outcome: "success", reason: "first super-admin" }, SYSTEM_META);
   return { id: rows[0].id, email: input.email };
 }
 

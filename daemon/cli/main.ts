@@ -1,10 +1,14 @@
 import { Command, CommanderError } from "commander";
 import { APP_VERSION } from "../version.js";
 import { registerAdmin } from "./commands/admin.js";
+import { registerBackup } from "./commands/backup.js";
 import { registerConfig } from "./commands/config.js";
 import { registerDoctor } from "./commands/doctor.js";
 import { registerMigrate } from "./commands/migrate.js";
 import { registerStart } from "./commands/start.js";
+import { registerKeys } from "./commands/keys.js";
+import { registerTls } from "./commands/tls.js";
+import { registerUnseal } from "./commands/unseal.js";
 import { printFailure, type GlobalOptions } from "./output.js";
 
 /** `wardkeep`: the operator's command line. Each command lives in commands/<name>.ts. */
@@ -19,6 +23,10 @@ export function buildProgram(): Command {
   registerDoctor(program);
   registerAdmin(program);
   registerConfig(program);
+  registerUnseal(program);
+  registerKeys(program);
+  registerTls(program);
+  registerBackup(program);
   for (const cmd of program.commands) applyExitOverride(cmd);
   return program;
 }

@@ -1,6 +1,9 @@
 import { z } from "zod";
 import { accessSchema } from "../access/config.js";
+import { auditSchema } from "../audit/config.js";
+import { backupSchema } from "../backups/config.js";
 import { authSchema } from "../auth/config.js";
+import { keysSchema } from "../keys/config.js";
 
 /**
  * The one configuration schema. It is the single source for defaults, validation, the
@@ -112,19 +115,6 @@ export const databaseSchema = z
   })
   .strict();
 
-export const keysSchema = z
-  .object({
-    unseal: z
-      .enum(["keyfile", "passphrase", "shamir", "pkcs11"])
-      .default("keyfile")
-      .describe("How the root key is unsealed; keyfile is for trying it out only."),
-    keyFile: z
-      .string()
-      .default("keys/root.key")
-      .describe("Root key file for unseal=keyfile, relative to dataDir; created 0600 on first start."),
-  })
-  .strict();
-
 export const logSchema = z
   .object({
     level: z
@@ -161,6 +151,8 @@ export const configSchema = z
     setup: setupSchema.prefault({}),
     auth: authSchema.prefault({}),
     access: accessSchema.prefault({}),
+    audit: auditSchema.prefault({}),
+    backup: backupSchema.prefault({}),
   })
   .strict();
 

@@ -1,4 +1,7 @@
 import express, { Router, type Express } from "express";
+import { accessRoutes } from "../access/routes.js";
+import { authenticate } from "../auth/authenticate.js";
+import { authRoutes } from "../auth/routes.js";
 import { setupRoutes } from "../auth/setup-routes.js";
 import type { ApplianceContext } from "../context.js";
 import { accessLog, httpMetrics, noStore, requestId, requireJsonBody, securityHeaders } from "./middleware.js";
@@ -6,6 +9,8 @@ import { adminUiRoutes } from "./admin-ui.js";
 import { buildOpenApiDocument } from "./openapi.js";
 import { notFoundHandler, problemMiddleware } from "./problem.js";
 import { healthRoutes } from "./routes/health.js";
+import { keysRoutes } from "../keys/routes.js";
+import { backupRoutes } from "../backups/routes.js";
 import { APP_VERSION } from "../version.js";
 
 /**
@@ -32,6 +37,12 @@ export function createHttpApp(ctx: ApplianceContext): Express {
     res.json(buildOpenApiDocument(APP_VERSION));
   });
   api.use(setupRoutes(ctx));
+  // Everything after this line knows its caller (res.locals.actor) or answers 401 through the policy guard.
+  api.use(authenticate(ctx));
+  api.use(authRoutes(ctx));
+  api.use(accessRoutes(ctx));
+  api.use(keysRoutes(ctx));
+  api.use(backupRoutes(ctx));
   app.use("/api/v1", api);
 
   app.use(adminUiRoutes());

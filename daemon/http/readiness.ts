@@ -1,5 +1,6 @@
 import type { ApplianceContext } from "../context.js";
 import { pendingMigrations } from "../db/migrate.js";
+import { retryUnsealAfterMigration } from "../keys/unseal/index.js";
 
 export type Readiness = {
   ready: boolean;
@@ -38,6 +39,11 @@ export async function checkReadiness(ctx: ApplianceContext): Promise<Readiness> 
     checks.migrations = pending.length
       ? { ok: false, detail: `${pending.length} pending; run \`wardkeep migrate\``, pending }
       : { ok: true, detail: "current", pending };
+    if (!pending.length && ctx.rootKey.isSealed) {
+      // A daemon started before `wardkeep migrate` unseals once the key store exists.
+      await retryUnsealAfterMigration(ctx).catch(() => undefined);
+      checks.keys = ctx.rootKey.state.sealed ? { ok: false, detail: `sealed: ${ctx.rootKey.state.reason}` } : { ok: true, detail: `unsealed (${ctx.rootKey.mode})` };
+    }
   } catch (err) {
     // The driver's message names host and port, never credentials or SQL text.
     checks.database = { ok: false, detail: `unreachable: ${(err as Error).message.split("\n")[0]}` };

@@ -54,7 +54,10 @@ export function aesGcmEncrypt(
     authTagLength: GCM_TAG_BYTES,
   });
   cipher.setAAD(aad);
-  const ciphertext = Buffer.concat([cipher.update(plaintext), cipher.final()]);
+  const body = cipher.update(plaintext);
+  // GCM is a stream mode: final() emits nothing, so skip the copy a concat would make.
+  const rest = cipher.final();
+  const ciphertext = rest.length === 0 ? body : Buffer.concat([body, rest]);
   return { ciphertext, tag: cipher.getAuthTag() };
 }
 

@@ -280,3 +280,14 @@ export async function combineShares(shares: string[]): Promise<Buffer> {
     for (const c of copies) c.fill(0);
   }
 }
+
+/**
+ * Checks one share on its own (format and checksum) and returns its public header, so shares can
+ * be collected one at a time from different custodians (unseal progress) and a mistyped share is
+ * refused when it is entered, not after the last custodian has typed theirs.
+ */
+export function describeShare(share: string): { label: string; threshold: number; index: number; splitId: string } {
+  const parsed = parseShare(share, 1);
+  zeroize(parsed.bytes);
+  return { label: parsed.label, threshold: parsed.threshold, index: parsed.index, splitId: parsed.splitId };
+}

@@ -8,7 +8,7 @@ import { inDataDir, loadConfig } from "../../config/load.js";
 import type { Config } from "../../config/schema.js";
 import { pendingMigrations } from "../../db/migrate.js";
 import { assertAppRoleIsRestricted } from "../../db/roles.js";
-import { openUnsealSource } from "../../keys/unseal/index.js";
+import { KeyFileUnseal } from "../../keys/unseal/keyfile.js";
 import { withOfflineContext } from "../offline-context.js";
 import { oneLine, printResult, type GlobalOptions } from "../output.js";
 
@@ -49,8 +49,7 @@ async function checkKeys(config: Config): Promise<Finding> {
   const file = inDataDir(config, config.keys.keyFile);
   if (!fs.existsSync(file)) return { check: "keys", status: "warn", detail: "no root key file yet (created on first start)", fix: "for production set keys.unseal to passphrase, shamir or pkcs11" };
   try {
-    const { kek } = await openUnsealSource(config).unseal();
-    kek.fill(0);
+    (await new KeyFileUnseal(file).open()).fill(0);
   } catch (err) {
     return { check: "keys", status: "fail", detail: oneLine(err), fix: "restore the key file from the installation's backup or fix its mode" };
   }

@@ -1,6 +1,10 @@
 import * as m0001 from "./0001_foundation.js";
+import * as m0002 from "./0002_keys.js";
+import * as m0003 from "./0003_identity.js";
+import * as m0004 from "./0004_audit.js";
+import * as m0005 from "./0005_backups.js";
 
 export type Migration = { name: string; sql: string };
 
 /** In order. Forward-only: a released migration is never edited; fix forward with a new one. */
-export const migrations: Migration[] = [{ name: "0001_foundation", sql: m0001.sql }];
+export const migrations: Migration[] = [{ name: "0001_foundation", sql: m0001.sql }, { name: "0002_keys", sql: m0002.sql }, { name: "0003_identity", sql: m0003.sql }, { name: "0004_audit", sql: m0004.sql }, { name: "0005_backups", sql: m0005.sql }];

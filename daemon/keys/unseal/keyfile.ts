@@ -1,32 +1,61 @@
 import fs from "node:fs";
 import path from "node:path";
 import { randomBytes } from "node:crypto";
-import { UnsealError, type UnsealSource } from "./source.js";
+import { UnsealError, type SealCreation, type UnsealSource } from "./source.js";
 
 /**
- * Root key kept in a file next to the data (hex, mode 0600). It is the weakest source — anyone
- * who copies the data directory copies the key — so it exists for trying the appliance out;
- * production unseals with a passphrase, Shamir custodians or an HSM.
+ * Unseal key kept in a file next to the data (hex, mode 0600). It is the weakest source — anyone
+ * who copies the data directory and the database has everything — so it exists for trying the
+ * appliance out; production unseals with a passphrase, Shamir custodians or an HSM.
+ * Replicas share one key store, so each needs a copy of the same file.
  */
 export class KeyFileUnseal implements UnsealSource {
   readonly mode = "keyfile" as const;
-  constructor(private readonly file: string) {}
+  readonly wrongKeyMessage: string;
 
-  async unseal(): Promise<{ kek: Buffer; created: boolean }> {
-    if (!fs.existsSync(this.file)) {
-      fs.mkdirSync(path.dirname(this.file), { recursive: true, mode: 0o700 });
-      const kek = randomBytes(32);
-      fs.writeFileSync(this.file, kek.toString("hex") + "\n", { mode: 0o600, flag: "wx" });
-      return { kek, created: true };
+  constructor(private readonly file: string) {
+    this.wrongKeyMessage = `the key file ${file} does not belong to this key store (it was made by another install or replaced); copy the file of the replica that initialised the key store`;
+  }
+
+  /** Uses a provisioned file (the same one on every replica) or writes a new random key. */
+  async create(): Promise<SealCreation> {
+    if (fs.existsSync(this.file)) return { unsealKey: this.read(), params: {} };
+    fs.mkdirSync(path.dirname(this.file), { recursive: true, mode: 0o700 });
+    const key = randomBytes(32);
+    try {
+      fs.writeFileSync(this.file, key.toString("hex") + "\n", { mode: 0o600, flag: "wx" });
+    } catch (err) {
+      // Another replica sharing this directory won the race: use its key.
+      if ((err as NodeJS.ErrnoException).code === "EEXIST") {
+        key.fill(0);
+        return { unsealKey: this.read(), params: {} };
+      }
+      throw new UnsealError(`cannot write key file ${this.file} (${(err as NodeJS.ErrnoException).code})`);
     }
-    const stat = fs.statSync(this.file);
+    return { unsealKey: key, params: {}, createdFile: this.file };
+  }
+
+  async open(): Promise<Buffer> {
+    return this.read();
+  }
+
+  private read(): Buffer {
+    let stat: fs.Stats;
+    try {
+      stat = fs.statSync(this.file);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === "ENOENT") {
+        throw new UnsealError(`key file ${this.file} not found: every replica needs a copy of the key file of the install that initialised the key store`, "unavailable");
+      }
+      throw new UnsealError(`cannot read key file ${this.file} (${(err as NodeJS.ErrnoException).code})`, "unavailable");
+    }
     if ((stat.mode & 0o077) !== 0) {
-      throw new UnsealError(`key file ${this.file} is readable by other users (mode ${(stat.mode & 0o777).toString(8)}); run chmod 600 on it`);
+      throw new UnsealError(`key file ${this.file} is readable by other users (mode ${(stat.mode & 0o777).toString(8)}); run chmod 600 on it`, "unavailable");
     }
     const text = fs.readFileSync(this.file, "utf8").trim();
     if (!/^[0-9a-f]{64}$/i.test(text)) {
-      throw new UnsealError(`key file ${this.file} does not hold a 256-bit key (64 hex characters)`);
+      throw new UnsealError(`key file ${this.file} does not hold a 256-bit key (64 hex characters)`, "malformed");
     }
-    return { kek: Buffer.from(text, "hex"), created: false };
+    return Buffer.from(text, "hex");
   }
 }

@@ -46,7 +46,7 @@ export async function auditTestContext(opts: { clock?: Clock; env?: Record<strin
   const database = openDatabase({ ownerUrl: db.ownerUrl, appUrl: db.appUrl, appRole: APP_ROLE, created: [] }, config);
   await applyMigrations(database.owner, db.ownerUrl, APP_ROLE);
   const rootKey = new RootKey(config.keys.unseal);
-  rootKey.unseal(randomKey());
+  rootKey.open({ mode: "keyfile", unsealKey: randomKey(), generation: 1, keks: new Map(), internalKey: randomKey() });
   const ctx: ApplianceContext = {
     config,
     log: createLogger({ level: "debug", stream }),

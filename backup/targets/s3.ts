@@ -1,0 +1,193 @@
+import { PassThrough, pipeline, type Readable } from "node:stream";
+import {
+  DeleteObjectCommand,
+  GetObjectCommand,
+  HeadObjectCommand,
+  ListObjectsV2Command,
+  PutObjectCommand,
+  S3Client,
+  type ObjectLockMode,
+} from "@aws-sdk/client-s3";
+import { Upload } from "@aws-sdk/lib-storage";
+import { TargetError } from "../errors.js";
+import { checkKey, errCode, type PutOptions, type SnapshotTarget, type TargetEntry } from "./target.js";
+
+export type S3TargetOptions = {
+  name: string;
+  bucket: string;
+  prefix?: string;
+  region?: string;
+  endpoint?: string;
+  forcePathStyle?: boolean;
+  accessKeyId?: string;
+  secretAccessKey?: string;
+  objectLock?: { mode: "GOVERNANCE" | "COMPLIANCE"; days: number };
+  partSizeMiB?: number;
+};
+
+/**
+ * S3-compatible object storage through the AWS SDK v3. Large objects stream through a multipart
+ * upload (lib-storage) holding about two parts in memory; catalog files are single PUTs with
+ * `If-None-Match: *`, so a second writer cannot replace one. With Object Lock configured, every
+ * object carries its retention (mode and retain-until date) from the moment it is written, as
+ * SEC 17a-4-style WORM buckets require.
+ */
+export class S3Target implements SnapshotTarget {
+  readonly kind = "s3" as const;
+  readonly name: string;
+  private readonly client: S3Client;
+  private readonly prefix: string;
+
+  constructor(private readonly opts: S3TargetOptions) {
+    this.name = opts.name;
+    this.prefix = opts.prefix ?? "";
+    this.client = new S3Client({
+      region: opts.region ?? "us-east-1",
+      endpoint: opts.endpoint,
+      forcePathStyle: opts.forcePathStyle ?? false,
+      credentials: opts.accessKeyId && opts.secretAccessKey ? { accessKeyId: opts.accessKeyId, secretAccessKey: opts.secretAccessKey } : undefined,
+      // Many on-premises S3 servers do not speak the SDK's newer default (trailing CRC32 checksums
+      // in aws-chunked bodies); object integrity is ours anyway (SHA-256 in the manifest, GCM tags).
+      requestChecksumCalculation: "WHEN_REQUIRED",
+      responseChecksumValidation: "WHEN_REQUIRED",
+      maxAttempts: 3,
+    });
+  }
+
+  describe(): string {
+    return `s3://${this.opts.bucket}/${this.prefix}${this.opts.endpoint ? ` at ${this.opts.endpoint}` : ""}`;
+  }
+
+  private key(key: string): string {
+    return this.prefix + checkKey(key);
+  }
+
+  private lock(opts?: PutOptions): { ObjectLockMode?: ObjectLockMode; ObjectLockRetainUntilDate?: Date } {
+    if (!this.opts.objectLock) return {};
+    const until = opts?.retainUntil ?? new Date(Date.now() + this.opts.objectLock.days * 86_400_000);
+    return { ObjectLockMode: this.opts.objectLock.mode, ObjectLockRetainUntilDate: until };
+  }
+
+  private fail(op: string, key: string, err: unknown): Error {
+    if (err instanceof TargetError) return err;
+    const e = err as { $metadata?: unknown; syscall?: string; name?: string };
+    if (e.$metadata === undefined && e.syscall === undefined && !/Timeout|Network|Abort/i.test(e.name ?? "")) return err as Error;
+    return new TargetError(`target ${this.name}: ${op} ${key} failed: ${errCode(err)}`, { target: this.name, code: errCode(err) });
+  }
+
+  async putStream(key: string, body: Readable, opts?: PutOptions): Promise<number> {
+    let bytes = 0;
+    const counted = new PassThrough({
+      transform(chunk: Buffer, _enc, done) {
+        bytes += chunk.length;
+        done(null, chunk);
+      },
+    });
+    pipeline(body, counted, () => {});
+    const upload = new Upload({
+      client: this.client,
+      params: { Bucket: this.opts.bucket, Key: this.key(key), Body: counted, ContentType: "application/octet-stream", ...this.lock(opts) },
+      partSize: (this.opts.partSizeMiB ?? 8) * 1024 * 1024,
+      queueSize: 2,
+      leavePartsOnError: false,
+    });
+    try {
+      await upload.done();
+      return bytes;
+    } catch (err) {
+      body.destroy();
+      await upload.abort().catch(() => {});
+      throw this.fail("write", key, err);
+    }
+  }
+
+  async putOnce(key: string, data: Buffer, opts?: PutOptions): Promise<void> {
+    try {
+      // If-None-Match makes the PUT itself conditional where the server supports it (AWS since
+      // 2024, MinIO); the HEAD first also covers servers that ignore the header.
+      const exists = await this.client.send(new HeadObjectCommand({ Bucket: this.opts.bucket, Key: this.key(key) })).then(
+        () => true,
+        (err: { $metadata?: { httpStatusCode?: number } }) => {
+          if (err.$metadata?.httpStatusCode === 404) return false;
+          throw err;
+        },
+      );
+      if (exists) throw new TargetError(`target ${this.name}: ${key} already exists; catalog files are written once`, { target: this.name, code: "EEXIST" });
+      await this.client.send(
+        new PutObjectCommand({
+          Bucket: this.opts.bucket,
+          Key: this.key(key),
+          Body: data,
+          ContentType: key.endsWith(".json") ? "application/json" : "application/octet-stream",
+          IfNoneMatch: "*",
+          ...this.lock(opts),
+        }),
+      );
+    } catch (err) {
+      throw this.fail("write", key, err);
+    }
+  }
+
+  async get(key: string): Promise<Readable> {
+    try {
+      const out = await this.client.send(new GetObjectCommand({ Bucket: this.opts.bucket, Key: this.key(key) }));
+      return out.Body as Readable;
+    } catch (err) {
+      throw this.fail("read", key, err);
+    }
+  }
+
+  async list(prefix: string): Promise<TargetEntry[]> {
+    const out: TargetEntry[] = [];
+    let token: string | undefined;
+    try {
+      do {
+        const page = await this.client.send(
+          new ListObjectsV2Command({ Bucket: this.opts.bucket, Prefix: this.prefix + prefix, ContinuationToken: token }),
+        );
+        for (const o of page.Contents ?? []) {
+          if (o.Key) out.push({ key: o.Key.slice(this.prefix.length), size: o.Size ?? 0 });
+        }
+        token = page.IsTruncated ? page.NextContinuationToken : undefined;
+      } while (token);
+    } catch (err) {
+      throw this.fail("list", prefix || "/", err);
+    }
+    return out.sort((a, b) => (a.key < b.key ? -1 : 1));
+  }
+
+  async delete(key: string): Promise<void> {
+    try {
+      await this.client.send(new DeleteObjectCommand({ Bucket: this.opts.bucket, Key: this.key(key) }));
+    } catch (err) {
+      throw this.fail("delete", key, err);
+    }
+  }
+
+  async probeDeleteRefusal(key: string, retainUntil: Date): Promise<{ refused: boolean; detail: string }> {
+    let versionId: string | undefined;
+    try {
+      const put = await this.client.send(
+        new PutObjectCommand({ Bucket: this.opts.bucket, Key: this.key(key), Body: Buffer.from("wardkeep WORM self-test\n"), ...this.lock({ retainUntil }) }),
+      );
+      versionId = put.VersionId;
+    } catch (err) {
+      throw this.fail("write", key, err);
+    }
+    try {
+      // A plain DELETE on a versioned bucket only adds a delete marker and "succeeds": the test
+      // must try to destroy the exact version, which Object Lock refuses.
+      await this.client.send(new DeleteObjectCommand({ Bucket: this.opts.bucket, Key: this.key(key), VersionId: versionId }));
+      return {
+        refused: false,
+        detail: versionId ? "the locked object version was deleted: Object Lock is not in force" : "the bucket is not versioned, so it cannot be write-once (Object Lock needs versioning)",
+      };
+    } catch (err) {
+      return { refused: true, detail: `delete refused (${errCode(err)})` };
+    }
+  }
+
+  async close(): Promise<void> {
+    this.client.destroy();
+  }
+}

@@ -1,0 +1,75 @@
+import type { Request, RequestHandler, Response, Router } from "express";
+import type { ApplianceContext } from "../context.js";
+import { inScope } from "../db/tenant-scope.js";
+import { recordAuthEvent, requestMeta } from "../auth/audit-events.js";
+import { requireRecentMfa } from "../auth/step-up.js";
+import { StepUpRequired } from "../auth/errors.js";
+import { AppError, Forbidden } from "../http/errors.js";
+import { currentActor, scopeOf } from "./actor.js";
+import { can, denialMessage, STEP_UP_ACTIONS, type Action } from "./policy.js";
+
+/** One guarded route: what the permission-matrix test walks (test/integration/access/permission-matrix.test.ts). */
+export type GuardedRoute = { method: "get" | "post" | "put" | "patch" | "delete"; path: string; action: Action };
+
+const registry = new Map<string, GuardedRoute>();
+
+/** Every route mounted with `guardedRoute`, by full path (`/api/v1/users/:id`). */
+export function guardedRoutes(): GuardedRoute[] {
+  return [...registry.values()];
+}
+
+/** Writes a denial to the audit trail in its own transaction (the request's work never starts). */
+export async function recordDenial(ctx: ApplianceContext, req: Request, res: Response, action: string, why?: string): Promise<void> {
+  const actor = currentActor(res);
+  await inScope(ctx.db.app, scopeOf(actor), (t) =>
+    recordAuthEvent(ctx, t, actor, { action: "access.denied", resourceType: action.split(":")[0]!, outcome: "denied", reason: why ? `${action}: ${why}` : action }, requestMeta(req, res)),
+  );
+}
+
+/**
+ * Route-level authorisation: 401 without an actor, 403 (audited) when the policy says no for
+ * this kind of resource, step-up for sensitive actions. Services then check the specific
+ * resource with `authorize(actor, action, attrs)`.
+ */
+export function guard(ctx: ApplianceContext, action: Action): RequestHandler {
+  return async (req, res, next) => {
+    const actor = currentActor(res);
+    if (!can(actor, action)) {
+      await recordDenial(ctx, req, res, action);
+      throw new Forbidden(denialMessage(actor, action), { action });
+    }
+    if (STEP_UP_ACTIONS.has(action)) {
+      try {
+        requireRecentMfa(actor, ctx);
+      } catch (err) {
+        await recordDenial(ctx, req, res, action, "step-up required");
+        throw err;
+      }
+    }
+    next();
+  };
+}
+
+function isDenial(err: unknown): err is AppError {
+  return err instanceof Forbidden || err instanceof StepUpRequired;
+}
+
+type Handler = (req: Request, res: Response) => Promise<void> | void;
+
+/** Mounts a handler behind `guard` and records it for the permission matrix. `base` is the router's mount path. */
+export function guardedRoute(ctx: ApplianceContext, router: Router, base: string, spec: GuardedRoute, handler: Handler): void {
+  const full = `${base}${spec.path}`;
+  registry.set(`${spec.method} ${full}`, { ...spec, path: full });
+  router[spec.method](spec.path, guard(ctx, spec.action), async (req, res) => {
+    try {
+      await handler(req, res);
+    } catch (err) {
+      // A service's own check (this user, this patient, this role) said no: audited like the guard's.
+      if (isDenial(err)) {
+        const detailed = (err.extras as { action?: string }).action ?? spec.action;
+        await recordDenial(ctx, req, res, detailed, err instanceof StepUpRequired ? "step-up required" : undefined);
+      }
+      throw err;
+    }
+  });
+}

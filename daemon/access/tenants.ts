@@ -1,0 +1,157 @@
+import { QueryTypes } from "sequelize";
+import { z } from "zod";
+import { recordAuthEvent, type RequestMeta } from "../auth/audit-events.js";
+import type { ApplianceContext } from "../context.js";
+import { inScope } from "../db/tenant-scope.js";
+import { Conflict, NotFound } from "../http/errors.js";
+import { scopeOf, type Actor } from "./actor.js";
+import { authorize } from "./policy.js";
+
+/** Tenants (a hospital, clinic or department) and their security settings. */
+export const createTenantRequest = z
+  .object({
+    /** Display name, e.g. "St. Mary's Cardiology". */
+    name: z.string().trim().min(1).max(200),
+    /** Short unique handle: lowercase letters, digits and dashes. */
+    slug: z.string().regex(/^[a-z0-9][a-z0-9-]{1,62}$/, "lowercase letters, digits and dashes, 2 to 63 long"),
+  })
+  .strict();
+
+export const updateTenantRequest = z
+  .object({
+    name: z.string().trim().min(1).max(200).optional(),
+    /** A suspended tenant's users cannot sign in and its sessions and tokens stop working. */
+    status: z.enum(["active", "suspended"]).optional(),
+  })
+  .strict();
+
+export const securitySettingsRequest = z
+  .object({
+    /** Every user of the tenant must use an authenticator app (TOTP). */
+    mfaRequired: z.boolean().optional(),
+    /** Automatic logoff after this many idle minutes, 5 to 240 (45 CFR 164.312(a)(2)(iii)); null = appliance default. */
+    idleTimeoutMinutes: z.number().int().min(5).max(240).nullable().optional(),
+    /** Deactivate accounts unused this many days, 7 to 3650; null = appliance default. */
+    inactiveUserDays: z.number().int().min(7).max(3650).nullable().optional(),
+  })
+  .strict();
+
+export type TenantView = { id: string; name: string; slug: string; status: string; createdAt: string };
+export type SecuritySettings = {
+  mfaRequired: boolean;
+  idleTimeoutMinutes: number;
+  idleTimeoutIsDefault: boolean;
+  inactiveUserDays: number;
+  inactiveUserDaysIsDefault: boolean;
+  absoluteLifetimeHours: number;
+};
+
+type TenantRow = { id: string; name: string; slug: string; status: string; created_at: Date; mfa_required: boolean; idle_timeout_minutes: number | null; inactive_user_days: number | null };
+
+const view = (r: TenantRow): TenantView => ({ id: r.id, name: r.name, slug: r.slug, status: r.status, createdAt: r.created_at.toISOString() });
+
+export async function createTenant(ctx: ApplianceContext, actor: Actor, input: z.infer<typeof createTenantRequest>, meta: RequestMeta): Promise<TenantView> {
+  authorize(actor, "tenant:create");
+  return inScope(ctx.db.app, { kind: "appliance" }, async (t) => {
+    const [row] = await ctx.db.app.query<TenantRow>(
+      "INSERT INTO tenants (name, slug, created_at, updated_at) VALUES ($1, $2, $3, $3) ON CONFLICT (slug) DO NOTHING RETURNING *",
+      { bind: [input.name, input.slug, ctx.clock.now()], type: QueryTypes.SELECT, transaction: t },
+    );
+    if (!row) throw new Conflict("a tenant with this slug already exists");
+    await recordAuthEvent(ctx, t, actor, { action: "tenant.create", resourceType: "tenant", resourceId: row.id, tenantId: row.id, outcome: "success" }, meta);
+    return view(row);
+  });
+}
+
+/** Super-admins see every tenant; tenant staff see their own (row-level security does the filtering). */
+export async function listTenants(ctx: ApplianceContext, actor: Actor): Promise<TenantView[]> {
+  authorize(actor, "tenant:list");
+  return inScope(ctx.db.app, scopeOf(actor), async (t) => {
+    const rows = await ctx.db.app.query<TenantRow>("SELECT * FROM tenants ORDER BY name", { type: QueryTypes.SELECT, transaction: t });
+    return rows.map(view);
+  });
+}
+
+export async function getTenant(ctx: ApplianceContext, actor: Actor, tenantId: string): Promise<TenantView> {
+  return inScope(ctx.db.app, scopeOf(actor), async (t) => {
+    // Row-level security hides other tenants: their ids answer 404, not 403.
+    const [row] = await ctx.db.app.query<TenantRow>("SELECT * FROM tenants WHERE id = $1", { bind: [tenantId], type: QueryTypes.SELECT, transaction: t });
+    if (!row) throw new NotFound("no such tenant");
+    authorize(actor, "tenant:read", { tenantId });
+    return view(row);
+  });
+}
+
+export async function updateTenant(ctx: ApplianceContext, actor: Actor, tenantId: string, input: z.infer<typeof updateTenantRequest>, meta: RequestMeta): Promise<TenantView> {
+  authorize(actor, "tenant:update", { tenantId });
+  return inScope(ctx.db.app, { kind: "appliance" }, async (t) => {
+    const [row] = await ctx.db.app.query<TenantRow>(
+      "UPDATE tenants SET name = coalesce($2, name), status = coalesce($3, status), updated_at = $4 WHERE id = $1 RETURNING *",
+      { bind: [tenantId, input.name ?? null, input.status ?? null, ctx.clock.now()], type: QueryTypes.SELECT, transaction: t },
+    );
+    if (!row) throw new NotFound("no such tenant");
+    await recordAuthEvent(ctx, t, actor, { action: "tenant.update", resourceType: "tenant", resourceId: tenantId, tenantId, outcome: "success", reason: input.status ? `status ${input.status}` : null }, meta);
+    return view(row);
+  });
+}
+
+function settingsOf(ctx: ApplianceContext, r: TenantRow): SecuritySettings {
+  return {
+    mfaRequired: r.mfa_required,
+    idleTimeoutMinutes: r.idle_timeout_minutes ?? ctx.config.auth.idleTimeoutMinutes,
+    idleTimeoutIsDefault: r.idle_timeout_minutes === null,
+    inactiveUserDays: r.inactive_user_days ?? ctx.config.access.inactiveUserDays,
+    inactiveUserDaysIsDefault: r.inactive_user_days === null,
+    absoluteLifetimeHours: ctx.config.auth.absoluteLifetimeHours,
+  };
+}
+
+function requireTenant(actor: Actor): string {
+  if (!actor.tenantId) throw new NotFound("security settings belong to a tenant; appliance settings live in config");
+  return actor.tenantId;
+}
+
+export async function getSecuritySettings(ctx: ApplianceContext, actor: Actor): Promise<SecuritySettings> {
+  const tenantId = requireTenant(actor);
+  authorize(actor, "security_settings:read", { tenantId });
+  return inScope(ctx.db.app, scopeOf(actor), async (t) => {
+    const [row] = await ctx.db.app.query<TenantRow>("SELECT * FROM tenants WHERE id = $1", { bind: [tenantId], type: QueryTypes.SELECT, transaction: t });
+    if (!row) throw new NotFound("no such tenant");
+    return settingsOf(ctx, row);
+  });
+}
+
+/** Admins set MFA enforcement, the idle timeout and the inactivity period for their tenant. */
+export async function updateSecuritySettings(ctx: ApplianceContext, actor: Actor, input: z.infer<typeof securitySettingsRequest>, meta: RequestMeta): Promise<SecuritySettings> {
+  const tenantId = requireTenant(actor);
+  authorize(actor, "security_settings:update", { tenantId });
+  return inScope(ctx.db.app, scopeOf(actor), async (t) => {
+    const [row] = await ctx.db.app.query<TenantRow>(
+      `UPDATE tenants SET
+         mfa_required = coalesce($2, mfa_required),
+         idle_timeout_minutes = CASE WHEN $3::boolean THEN $4::integer ELSE idle_timeout_minutes END,
+         inactive_user_days = CASE WHEN $5::boolean THEN $6::integer ELSE inactive_user_days END,
+         updated_at = $7
+       WHERE id = $1 RETURNING *`,
+      {
+        bind: [
+          tenantId,
+          input.mfaRequired ?? null,
+          input.idleTimeoutMinutes !== undefined,
+          input.idleTimeoutMinutes ?? null,
+          input.inactiveUserDays !== undefined,
+          input.inactiveUserDays ?? null,
+          ctx.clock.now(),
+        ],
+        type: QueryTypes.SELECT,
+        transaction: t,
+      },
+    );
+    if (!row) throw new NotFound("no such tenant");
+    const changes = Object.entries(input)
+      .map(([k, v]) => `${k}=${v === null ? "default" : String(v)}`)
+      .join(" ");
+    await recordAuthEvent(ctx, t, actor, { action: "settings.security.update", resourceType: "tenant", resourceId: tenantId, outcome: "success", reason: changes || null }, meta);
+    return settingsOf(ctx, row);
+  });
+}

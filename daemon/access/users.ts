@@ -1,0 +1,241 @@
+import { QueryTypes, type Transaction } from "sequelize";
+import { z } from "zod";
+import { recordAuthEvent, SYSTEM_META, type RequestMeta } from "../auth/audit-events.js";
+import { clearMfa } from "../auth/mfa.js";
+import { revokeUserSessions } from "../auth/sessions.js";
+import type { ApplianceContext } from "../context.js";
+import { inScope } from "../db/tenant-scope.js";
+import { Conflict, Invalid, NotFound } from "../http/errors.js";
+import { ROLES, scopeOf, type Actor, type Role } from "./actor.js";
+import { authorize } from "./policy.js";
+
+/** Staff accounts: listing, role changes, deactivation, MFA reset, access reviews, the inactivity job. */
+export const updateUserRequest = z
+  .object({
+    /** New role; needs a fresh second factor (step-up). */
+    role: z.enum(ROLES).optional(),
+    /** Deactivating ends the account's sessions at once. */
+    status: z.enum(["active", "deactivated"]).optional(),
+    displayName: z.string().trim().min(1).max(200).nullable().optional(),
+  })
+  .strict();
+
+export type UserView = {
+  id: string;
+  tenantId: string | null;
+  email: string | null;
+  displayName: string | null;
+  role: Role;
+  kind: "human" | "service";
+  status: "active" | "deactivated";
+  mfaEnabled: boolean;
+  lastLoginAt: string | null;
+  createdAt: string;
+  deactivatedAt: string | null;
+};
+
+export type AccessReviewEntry = UserView & { activeSessions: number; daysSinceLastLogin: number | null };
+
+type UserRow = {
+  id: string;
+  tenant_id: string | null;
+  email: string | null;
+  display_name: string | null;
+  role: Role;
+  kind: "human" | "service";
+  status: "active" | "deactivated";
+  mfa_enabled: boolean;
+  last_login_at: Date | null;
+  created_at: Date;
+  deactivated_at: Date | null;
+};
+
+const USER_COLUMNS = "u.id, u.tenant_id, u.email, u.display_name, u.role, u.kind, u.status, (u.mfa_secret IS NOT NULL) AS mfa_enabled, u.last_login_at, u.created_at, u.deactivated_at";
+
+function view(r: UserRow): UserView {
+  return {
+    id: r.id,
+    tenantId: r.tenant_id,
+    email: r.email,
+    displayName: r.display_name,
+    role: r.role,
+    kind: r.kind,
+    status: r.status,
+    mfaEnabled: r.mfa_enabled,
+    lastLoginAt: r.last_login_at?.toISOString() ?? null,
+    createdAt: r.created_at.toISOString(),
+    deactivatedAt: r.deactivated_at?.toISOString() ?? null,
+  };
+}
+
+/** Tenant staff see their tenant's accounts; super-admins see appliance staff (tenant accounts are seen inside a tenant). */
+function tenantFilter(actor: Actor): string {
+  return actor.tenantId ? "u.tenant_id = $1" : "u.tenant_id IS NULL AND $1::uuid IS NULL";
+}
+
+export async function listUsers(ctx: ApplianceContext, actor: Actor): Promise<UserView[]> {
+  authorize(actor, "user:list", { tenantId: actor.tenantId });
+  return inScope(ctx.db.app, scopeOf(actor), async (t) => {
+    const rows = await ctx.db.app.query<UserRow>(`SELECT ${USER_COLUMNS} FROM users u WHERE ${tenantFilter(actor)} ORDER BY u.email NULLS LAST, u.created_at`, {
+      bind: [actor.tenantId],
+      type: QueryTypes.SELECT,
+      transaction: t,
+    });
+    return rows.map(view);
+  });
+}
+
+async function loadUser(ctx: ApplianceContext, t: Transaction, userId: string, forUpdate = false): Promise<UserRow> {
+  const [row] = await ctx.db.app.query<UserRow>(`SELECT ${USER_COLUMNS} FROM users u WHERE u.id = $1${forUpdate ? " FOR UPDATE" : ""}`, {
+    bind: [userId],
+    type: QueryTypes.SELECT,
+    transaction: t,
+  });
+  if (!row) throw new NotFound("no such user");
+  return row;
+}
+
+export async function getUser(ctx: ApplianceContext, actor: Actor, userId: string): Promise<UserView> {
+  return inScope(ctx.db.app, scopeOf(actor), async (t) => {
+    const row = await loadUser(ctx, t, userId);
+    // Appliance staff may only be managed at appliance level and vice versa: a miss, not a 403.
+    if ((row.tenant_id ?? null) !== (actor.tenantId ?? null)) throw new NotFound("no such user");
+    authorize(actor, "user:read", { tenantId: row.tenant_id, targetRole: row.role });
+    return view(row);
+  });
+}
+
+async function countOwners(ctx: ApplianceContext, t: Transaction, tenantId: string): Promise<number> {
+  const [r] = await ctx.db.app.query<{ n: string }>("SELECT count(*) AS n FROM users WHERE tenant_id = $1 AND role = 'owner' AND status = 'active'", {
+    bind: [tenantId],
+    type: QueryTypes.SELECT,
+    transaction: t,
+  });
+  return Number(r!.n);
+}
+
+/**
+ * Role change and (de)activation. The policy decides who may manage whom (only owners manage
+ * owners); this adds the invariants: nobody changes their own role or deactivates themselves, a
+ * tenant keeps at least one active owner, service accounts keep their role, and deactivation ends
+ * every session at once.
+ */
+export async function updateUser(ctx: ApplianceContext, actor: Actor, userId: string, input: z.infer<typeof updateUserRequest>, meta: RequestMeta): Promise<UserView> {
+  return inScope(ctx.db.app, scopeOf(actor), async (t) => {
+    const row = await loadUser(ctx, t, userId, true);
+    if ((row.tenant_id ?? null) !== (actor.tenantId ?? null)) throw new NotFound("no such user");
+    authorize(actor, "user:update", { tenantId: row.tenant_id, targetRole: row.role });
+    if (input.role) authorize(actor, "user:update", { tenantId: row.tenant_id, targetRole: input.role });
+    if (userId === actor.userId && (input.role !== undefined || input.status === "deactivated")) {
+      throw new Conflict("you cannot change your own role or deactivate yourself; ask another administrator");
+    }
+    if (input.role && row.kind === "service") throw new Conflict("a service account keeps its role; create a new API token instead");
+    if (input.role && (input.role === "super_admin" || input.role === "support") !== (row.tenant_id === null)) {
+      throw new Invalid("appliance roles (super-admin, support) and tenant roles cannot be swapped");
+    }
+    const losesOwner = row.role === "owner" && row.status === "active" && ((input.role && input.role !== "owner") || input.status === "deactivated");
+    if (losesOwner && row.tenant_id && (await countOwners(ctx, t, row.tenant_id)) <= 1) throw new Conflict("a tenant needs at least one active owner");
+    const now = ctx.clock.now();
+    await ctx.db.app.query(
+      `UPDATE users SET role = coalesce($2, role), status = coalesce($3, status),
+         display_name = CASE WHEN $4::boolean THEN $5 ELSE display_name END,
+         deactivated_at = CASE WHEN $3 = 'deactivated' THEN coalesce(deactivated_at, $6) WHEN $3 = 'active' THEN NULL ELSE deactivated_at END,
+         deactivated_reason = CASE WHEN $3 = 'deactivated' THEN 'by administrator' WHEN $3 = 'active' THEN NULL ELSE deactivated_reason END,
+         updated_at = $6
+       WHERE id = $1`,
+      { bind: [userId, input.role ?? null, input.status ?? null, input.displayName !== undefined, input.displayName ?? null, now], transaction: t },
+    );
+    if (input.role && input.role !== row.role) {
+      // A new role takes effect on the next sign-in: sessions holding the old one end now.
+      await revokeUserSessions(ctx, t, userId, "role-changed");
+      await recordAuthEvent(ctx, t, actor, { action: "user.role.change", resourceType: "user", resourceId: userId, outcome: "success", reason: `${row.role} -> ${input.role}` }, meta);
+    }
+    if (input.status && input.status !== row.status) {
+      if (input.status === "deactivated") await revokeUserSessions(ctx, t, userId, "deactivated");
+      await recordAuthEvent(ctx, t, actor, { action: input.status === "deactivated" ? "user.deactivate" : "user.reactivate", resourceType: "user", resourceId: userId, outcome: "success" }, meta);
+    }
+    if (input.displayName !== undefined) {
+      await recordAuthEvent(ctx, t, actor, { action: "user.update", resourceType: "user", resourceId: userId, outcome: "success", reason: "display name" }, meta);
+    }
+    return view(await loadUser(ctx, t, userId));
+  });
+}
+
+/** Lost phone: removes the user's authenticator and recovery codes and ends their sessions; they enrol again at next sign-in. */
+export async function resetUserMfa(ctx: ApplianceContext, actor: Actor, userId: string, meta: RequestMeta): Promise<UserView> {
+  return inScope(ctx.db.app, scopeOf(actor), async (t) => {
+    const row = await loadUser(ctx, t, userId, true);
+    if ((row.tenant_id ?? null) !== (actor.tenantId ?? null)) throw new NotFound("no such user");
+    authorize(actor, "user:reset_mfa", { tenantId: row.tenant_id, targetRole: row.role });
+    if (userId === actor.userId) throw new Conflict("ask another administrator to reset your own authenticator");
+    await clearMfa(ctx, t, userId);
+    await revokeUserSessions(ctx, t, userId, "mfa-reset");
+    await recordAuthEvent(ctx, t, actor, { action: "user.mfa.reset", resourceType: "user", resourceId: userId, outcome: "success" }, meta);
+    return view(await loadUser(ctx, t, userId));
+  });
+}
+
+/**
+ * Access review (HIPAA 164.308(a)(4), ISO 27001 A.5.18): every account with its role, last
+ * sign-in, MFA state and open sessions, for the admin's periodic review.
+ */
+export async function accessReview(ctx: ApplianceContext, actor: Actor): Promise<AccessReviewEntry[]> {
+  authorize(actor, "access_review:read", { tenantId: actor.tenantId });
+  const now = ctx.clock.now();
+  return inScope(ctx.db.app, scopeOf(actor), async (t) => {
+    const rows = await ctx.db.app.query<UserRow & { active_sessions: string }>(
+      `SELECT ${USER_COLUMNS},
+         (SELECT count(*) FROM sessions s WHERE s.user_id = u.id AND s.revoked_at IS NULL AND s.expires_at > $2) AS active_sessions
+       FROM users u WHERE ${tenantFilter(actor)} ORDER BY u.role, u.email NULLS LAST`,
+      { bind: [actor.tenantId, now], type: QueryTypes.SELECT, transaction: t },
+    );
+    return rows.map((r) => ({
+      ...view(r),
+      activeSessions: Number(r.active_sessions),
+      daysSinceLastLogin: r.last_login_at ? Math.floor((now.getTime() - r.last_login_at.getTime()) / 86_400_000) : null,
+    }));
+  });
+}
+
+export type InactivityRun = { deactivated: { userId: string; tenantId: string | null }[] };
+
+/**
+ * The inactivity job: deactivates human accounts with no sign-in (or, never signed in, no
+ * creation) for longer than their tenant's `inactive_user_days` (config `access.inactiveUserDays`
+ * by default, which also applies to appliance staff), ends their sessions and audits each one.
+ * The scheduler runs it under its advisory lock; it is safe to run twice.
+ */
+export async function deactivateInactiveUsers(ctx: ApplianceContext): Promise<InactivityRun> {
+  const now = ctx.clock.now();
+  const defaultDays = ctx.config.access.inactiveUserDays;
+  return inScope(ctx.db.app, { kind: "appliance" }, async (t) => {
+    const stale = await ctx.db.app.query<{ id: string; tenant_id: string | null; role: Role }>(
+      `SELECT u.id, u.tenant_id, u.role FROM users u LEFT JOIN tenants tn ON tn.id = u.tenant_id
+       WHERE u.status = 'active' AND u.kind = 'human'
+         AND coalesce(u.last_login_at, u.created_at) < $1::timestamptz - make_interval(days => coalesce(tn.inactive_user_days, $2))
+       FOR UPDATE OF u`,
+      { bind: [now, defaultDays], type: QueryTypes.SELECT, transaction: t },
+    );
+    const system = { userId: null, role: "system" };
+    const deactivated: InactivityRun["deactivated"] = [];
+    for (const u of stale) {
+      // The last super-admin is never locked out by a job: the appliance would lose its administrator.
+      if (u.role === "super_admin") {
+        const [others] = await ctx.db.app.query<{ n: string }>("SELECT count(*) AS n FROM users WHERE role = 'super_admin' AND status = 'active' AND id <> $1", {
+          bind: [u.id],
+          type: QueryTypes.SELECT,
+          transaction: t,
+        });
+        if (Number(others!.n) === 0) continue;
+      }
+      await ctx.db.app.query("UPDATE users SET status = 'deactivated', deactivated_at = $2, deactivated_reason = 'inactive', updated_at = $2 WHERE id = $1", {
+        bind: [u.id, now],
+        transaction: t,
+      });
+      await revokeUserSessions(ctx, t, u.id, "deactivated-inactive");
+      await recordAuthEvent(ctx, t, system, { action: "user.deactivate", resourceType: "user", resourceId: u.id, tenantId: u.tenant_id, outcome: "success", reason: "inactive" }, SYSTEM_META);
+      deactivated.push({ userId: u.id, tenantId: u.tenant_id });
+    }
+    return { deactivated };
+  });
+}

@@ -1,0 +1,161 @@
+import { randomUUID } from "node:crypto";
+import type { Request, Response } from "express";
+import { QueryTypes, type Transaction } from "sequelize";
+import type { Actor } from "../access/actor.js";
+import type { ApplianceContext } from "../context.js";
+import { Unavailable } from "../http/errors.js";
+import { stableText, wellFormed } from "./canonical.js";
+import { notifyAuditIntake } from "./chainer.js";
+
+/**
+ * The one way to record an audit event (DESIGN "Audit trail"). Call it inside the transaction
+ * that does the work: the event commits or rolls back with the work, and when it cannot be
+ * written the work fails with a 503 (`Unavailable`), never a silent omission.
+ *
+ * The event is written to `audit_intake` in the caller's transaction; the chainer gives it its
+ * sequence number and hash shortly after commit (docs/audit-format.md, "Why chaining happens
+ * after commit"), which is why the receipt's `seq`/`hash` read "pending".
+ */
+export type AuditOutcome = "success" | "denied" | "failure";
+
+export type AuditActorInput = {
+  userId: string | null;
+  role: string | null;
+  /** Support user acting inside a tenant under an approved request. */
+  impersonatorId?: string | null;
+  /** Access opened by break-glass (a reason is then required in `reason`). */
+  breakGlass?: boolean;
+};
+
+export type AuditEventInput = {
+  tenantId: string | null;
+  actor: AuditActorInput;
+  /** Dotted verb, e.g. `auth.login`, `patient.read`, `audit.export`. */
+  action: string;
+  /** e.g. `user`, `patient`, `note`, `audit_export`. */
+  resourceType: string;
+  resourceId?: string | null;
+  /** The patient whose record was touched (an id, never a name or MRN). */
+  patientId?: string | null;
+  outcome: AuditOutcome;
+  sourceIp?: string | null;
+  userAgent?: string | null;
+  requestId?: string | null;
+  /**
+   * Operator free text (break-glass reason, ticket reference). It may carry PHI typed by a
+   * person, so it is capped at REASON_MAX_CHARS, stored in the event (auditors need it) and never
+   * written to logs, errors or SIEM messages.
+   */
+  reason?: string | null;
+};
+
+export type AuditReceipt = {
+  /** "pending" until the chainer seals the event after commit; then a bigint-as-string. */
+  seq: bigint | string;
+  /** "pending" until chained; then 64 lowercase hex digits. */
+  hash: string;
+  /** Stable id of the event from the moment it is written; find it later with `findChainedEvent`. */
+  eventId: string;
+};
+
+export const REASON_MAX_CHARS = 500;
+const ID_MAX = 200;
+const TEXT_MAX = 512;
+const ACTION = /^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_-]*)*$/;
+const OUTCOMES = new Set<AuditOutcome>(["success", "denied", "failure"]);
+
+/**
+ * Makes a string safe for the canonical encoding and PostgreSQL text: lone surrogates become
+ * U+FFFD (as jq does), controls on which JSON encoders disagree become U+FFFD (canonical.ts),
+ * and length is capped so a hostile header cannot bloat the trail.
+ */
+export function cleanAuditText(value: string | null | undefined, max: number): string | null {
+  if (value === null || value === undefined) return null;
+  const s = stableText(value);
+  return s.length > max ? wellFormed(s.slice(0, max)) : s;
+}
+
+/** Validates the shape before anything touches the database; a programming error, not a 503. */
+function normalise(event: AuditEventInput) {
+  if (!ACTION.test(event.action) || event.action.length > 100) throw new TypeError(`audit: invalid action name`);
+  if (!/^[a-z][a-z0-9_]{0,62}$/.test(event.resourceType)) throw new TypeError(`audit: invalid resource type`);
+  if (!OUTCOMES.has(event.outcome)) throw new TypeError(`audit: invalid outcome`);
+  return {
+    tenantId: event.tenantId ?? null,
+    actorUserId: cleanAuditText(event.actor.userId, ID_MAX),
+    actorRole: cleanAuditText(event.actor.role, 40),
+    impersonatorId: cleanAuditText(event.actor.impersonatorId, ID_MAX),
+    breakGlass: event.actor.breakGlass === true,
+    action: event.action,
+    resourceType: event.resourceType,
+    resourceId: cleanAuditText(event.resourceId, ID_MAX),
+    patientId: cleanAuditText(event.patientId, ID_MAX),
+    outcome: event.outcome,
+    sourceIp: cleanAuditText(event.sourceIp, 64),
+    userAgent: cleanAuditText(event.userAgent, TEXT_MAX),
+    requestId: cleanAuditText(event.requestId, 128),
+    reason: cleanAuditText(event.reason, REASON_MAX_CHARS),
+  };
+}
+
+const INSERT_INTAKE = `
+INSERT INTO audit_intake (event_id, occurred_at, tenant_id, actor_user_id, actor_role, impersonator_id, break_glass,
+  action, resource_type, resource_id, patient_id, outcome, source_ip, user_agent, request_id, reason)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)`;
+
+export async function appendAuditEvent(ctx: ApplianceContext, transaction: Transaction, event: AuditEventInput): Promise<AuditReceipt> {
+  const e = normalise(event);
+  const eventId = randomUUID();
+  const sequelize = (transaction as unknown as { sequelize?: ApplianceContext["db"]["app"] }).sequelize ?? ctx.db.app;
+  try {
+    await sequelize.query(INSERT_INTAKE, {
+      bind: [
+        eventId,
+        ctx.clock.now(),
+        e.tenantId,
+        e.actorUserId,
+        e.actorRole,
+        e.impersonatorId,
+        e.breakGlass,
+        e.action,
+        e.resourceType,
+        e.resourceId,
+        e.patientId,
+        e.outcome,
+        e.sourceIp,
+        e.userAgent,
+        e.requestId,
+        e.reason,
+      ],
+      type: QueryTypes.INSERT,
+      transaction,
+    });
+  } catch (err) {
+    // Only the SQLSTATE: the event's fields (reason, ids) stay out of the log.
+    const code = (err as { original?: { code?: string }; parent?: { code?: string } }).original?.code ?? "unknown";
+    ctx.log.error("audit event could not be written; the request's work is rolled back", { action: e.action, sqlstate: code });
+    throw new Unavailable("the audit trail cannot be written right now, so the change was not made; try again shortly");
+  }
+  transaction.afterCommit(() => notifyAuditIntake(ctx));
+  return { seq: "pending", hash: "pending", eventId };
+}
+
+/** Who/where fields of an event, taken from an Express request; spread it into the event. */
+export type AuditRequestContext = Pick<AuditEventInput, "tenantId" | "actor" | "sourceIp" | "userAgent" | "requestId">;
+
+export function auditContextFrom(req: Request, res: Response): AuditRequestContext {
+  const actor = res.locals.actor as Actor | undefined;
+  return {
+    tenantId: actor?.tenantId ?? null,
+    actor: {
+      userId: actor?.userId ?? null,
+      role: actor?.role ?? null,
+      impersonatorId: actor?.impersonatorId ?? null,
+      breakGlass: false,
+    },
+    // req.ip honours server.trustProxy, so behind the hospital's proxy this is the client.
+    sourceIp: req.ip ?? req.socket.remoteAddress ?? null,
+    userAgent: req.get("user-agent") ?? null,
+    requestId: (res.locals.requestId as string | undefined) ?? null,
+  };
+}

@@ -1,0 +1,185 @@
+import { QueryTypes, type Transaction } from "sequelize";
+import type { ApplianceContext } from "../context.js";
+import { canonicalEventJson, canonicalTime, chainHash, type ChainedEvent } from "./canonical.js";
+
+/**
+ * The chainer seals committed events from `audit_intake` into the hash chain (`audit_events`).
+ *
+ * Why after commit (docs/audit-format.md): a chain head locked inside each writer's transaction
+ * serialises every audited request from its audit write to its commit (one WAL flush each), which
+ * caps the appliance at roughly 1/fsync-latency requests per second. Here writers only insert
+ * into the intake table (as cheap as an unchained insert, and durable with their work), and one
+ * chainer at a time, in any replica, moves a batch under the `audit_chain_head` row lock: one
+ * lock, one flush, thousands of events. Sequence numbers are assigned by the chainer only, so
+ * they have no gaps and no duplicates, and the row lock makes forks impossible.
+ *
+ * Runs as the owner role: the app role can neither read nor delete intake rows, nor insert into
+ * the chain, so a compromised request path cannot rewrite what it has already recorded.
+ */
+export const CHAIN_BATCH = 5_000;
+
+type IntakeRow = Omit<ChainedEvent, "seq" | "recorded_at" | "occurred_at"> & { id: string; occurred_at: string };
+export type ChainHead = { seq: string; hash: string; recordedAt: string };
+export type ChainOutcome = { chained: number; head: ChainHead; busy: boolean };
+
+const knownSegments = new Set<string>();
+
+function segmentMonth(d: Date): string {
+  return d.toISOString().slice(0, 7);
+}
+
+async function asAppliance(ctx: ApplianceContext, transaction: Transaction): Promise<void> {
+  await ctx.db.owner.query("SELECT set_config('wardkeep.scope', 'appliance', true), set_config('wardkeep.tenant_id', '', true)", { transaction });
+}
+
+/** One batch: lock the head, take up to `limit` committed intake rows, chain them, move the head. */
+async function chainBatch(ctx: ApplianceContext, limit: number, wait: boolean): Promise<ChainOutcome> {
+  const owner = ctx.db.owner;
+  return owner.transaction(async (transaction) => {
+    await asAppliance(ctx, transaction);
+    const heads = await owner.query<{ seq: string; hash: string; recorded_at: string }>(
+      `SELECT seq::text AS seq, encode(hash, 'hex') AS hash,
+              to_char(recorded_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') AS recorded_at
+         FROM audit_chain_head ${wait ? "FOR UPDATE" : "FOR UPDATE SKIP LOCKED"}`,
+      { type: QueryTypes.SELECT, transaction },
+    );
+    const head = heads[0];
+    if (!head) return { chained: 0, head: { seq: "?", hash: "?", recordedAt: "?" }, busy: true };
+    // READ COMMITTED: only committed events are visible; one still in flight (lower id, later
+    // commit) is simply chained in a later batch. Order within a batch is intake order.
+    const rows = await owner.query<IntakeRow>(
+      `DELETE FROM audit_intake WHERE id IN (SELECT id FROM audit_intake ORDER BY id LIMIT $1)
+       RETURNING id::text AS id, event_id::text AS event_id,
+         round(date_part('epoch', occurred_at) * 1000)::bigint::text AS occurred_at,
+         tenant_id::text AS tenant_id, actor_user_id, actor_role, impersonator_id, break_glass, action,
+         resource_type, resource_id, patient_id, outcome, source_ip, user_agent, request_id, reason`,
+      { bind: [limit], type: QueryTypes.SELECT, transaction },
+    );
+    const current: ChainHead = { seq: head.seq, hash: head.hash, recordedAt: head.recorded_at };
+    if (rows.length === 0) return { chained: 0, head: current, busy: false };
+    rows.sort((a, b) => (BigInt(a.id) < BigInt(b.id) ? -1 : 1));
+
+    // recorded_at never goes backwards along the chain, even when replicas' clocks disagree:
+    // segments (monthly partitions) then hold contiguous sequence ranges.
+    const now = ctx.clock.now().getTime();
+    const recordedAt = new Date(Math.max(now, Date.parse(head.recorded_at)));
+    const recorded = canonicalTime(recordedAt);
+    const month = segmentMonth(recordedAt);
+    if (!knownSegments.has(month)) {
+      await owner.query("SELECT audit_ensure_segment($1)", { bind: [recordedAt], transaction });
+      knownSegments.add(month);
+    }
+
+    let seq = BigInt(head.seq);
+    let prev = head.hash;
+    const out: { seq: string; recorded_at: string; tenant_id: string | null; canonical: string; prev_hash: string; hash: string }[] = new Array(rows.length);
+    for (let i = 0; i < rows.length; i++) {
+      const { id: _id, ...r } = rows[i]!;
+      seq += 1n;
+      const canonical = canonicalEventJson({ ...r, occurred_at: Number(r.occurred_at), seq: seq.toString(), recorded_at: recorded });
+      const hash = chainHash(prev, canonical);
+      out[i] = { seq: seq.toString(), recorded_at: recordedAt.toISOString(), tenant_id: r.tenant_id, canonical, prev_hash: "\\x" + prev, hash: "\\x" + hash };
+      prev = hash;
+    }
+    await owner.query(
+      `INSERT INTO audit_events (seq, recorded_at, tenant_id, canonical, prev_hash, hash)
+       SELECT seq, recorded_at, tenant_id, canonical, prev_hash, hash FROM json_populate_recordset(NULL::audit_events, $1::json)`,
+      { bind: [JSON.stringify(out)], transaction },
+    );
+    await owner.query("UPDATE audit_chain_head SET seq = $1, hash = decode($2, 'hex'), recorded_at = $3", {
+      bind: [seq.toString(), prev, recordedAt],
+      transaction,
+    });
+    return { chained: rows.length, head: { seq: seq.toString(), hash: prev, recordedAt: recordedAt.toISOString() }, busy: false };
+  });
+}
+
+/**
+ * Chains everything committed so far. `wait` blocks on another chainer's lock (verification and
+ * exports want a settled head); without it a busy chain is left to whoever holds it.
+ */
+export async function chainPendingEvents(ctx: ApplianceContext, opts: { wait?: boolean; batch?: number } = {}): Promise<ChainOutcome> {
+  const limit = opts.batch ?? CHAIN_BATCH;
+  let total = 0;
+  for (;;) {
+    const r = await chainBatch(ctx, limit, opts.wait ?? true);
+    total += r.chained;
+    if (r.busy || r.chained < limit) return { ...r, chained: total };
+  }
+}
+
+export async function readChainHead(ctx: ApplianceContext): Promise<ChainHead> {
+  const rows = await ctx.db.app.query<{ seq: string; hash: string; recorded_at: string }>(
+    `SELECT seq::text AS seq, encode(hash, 'hex') AS hash,
+            to_char(recorded_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') AS recorded_at FROM audit_chain_head`,
+    { type: QueryTypes.SELECT },
+  );
+  const r = rows[0]!;
+  return { seq: r.seq, hash: r.hash, recordedAt: r.recorded_at };
+}
+
+type ChainerState = { kick(): void; stop(): Promise<void> };
+const chainers = new WeakMap<ApplianceContext, ChainerState>();
+
+/** Wakes this process's chainer after a commit that wrote audit events (no-op if none runs). */
+export function notifyAuditIntake(ctx: ApplianceContext): void {
+  chainers.get(ctx)?.kick();
+}
+
+/**
+ * Runs the chainer in the background of a daemon: woken after each local commit, and polling so
+ * events committed by other replicas (or left by a crashed one) are chained too.
+ */
+export function startAuditChainer(ctx: ApplianceContext, opts: { pollMs?: number } = {}): ChainerState {
+  const pollMs = opts.pollMs ?? ctx.config.audit.chainIntervalMs;
+  let running: Promise<void> | undefined;
+  let again = false;
+  let stopped = false;
+  let failures = 0;
+  let retry: NodeJS.Timeout | undefined;
+
+  const run = () => {
+    if (stopped) return;
+    if (running) {
+      again = true;
+      return;
+    }
+    running = (async () => {
+      do {
+        again = false;
+        try {
+          const r = await chainPendingEvents(ctx, { wait: false });
+          if (failures > 0) ctx.log.info("audit chainer recovered");
+          failures = 0;
+          // Another replica holds the head: try again shortly so our commits are not left waiting.
+          if (r.busy && !stopped) {
+            clearTimeout(retry);
+            retry = setTimeout(run, 20);
+          }
+        } catch (err) {
+          failures += 1;
+          if (failures === 1 || failures % 100 === 0) {
+            const code = (err as { original?: { code?: string } }).original?.code;
+            ctx.log.error("audit chainer failed; events wait in audit_intake", { sqlstate: code, failures });
+          }
+        }
+      } while (again && !stopped);
+    })().finally(() => {
+      running = undefined;
+    });
+  };
+  const timer = setInterval(run, pollMs);
+  timer.unref();
+  const state: ChainerState = {
+    kick: run,
+    async stop() {
+      stopped = true;
+      clearInterval(timer);
+      clearTimeout(retry);
+      await running;
+    },
+  };
+  chainers.set(ctx, state);
+  run();
+  return state;
+}

@@ -1,0 +1,300 @@
+import fs from "node:fs";
+import { createPublicKey, type KeyObject } from "node:crypto";
+import type pg from "pg";
+import type { Sequelize } from "sequelize";
+import { inDataDir } from "../config/load.js";
+import type { ApplianceContext } from "../context.js";
+import { chainHash, GENESIS_HASH, parseCanonical, ROW_COLUMNS_OK_SQL, ROW_HASH_OK_SQL } from "./canonical.js";
+import { chainPendingEvents } from "./chainer.js";
+import { checkpointMessage, type Checkpoint } from "./checkpoints.js";
+import { auditKeyId, auditSigningKey, publicKeyFromRaw, rawPublicKey, verifyMessage } from "./signing-key.js";
+
+/**
+ * `wardkeep audit verify` and `GET /api/v1/audit/verify`.
+ *
+ * One pass over the chain in a REPEATABLE READ snapshot, read through a cursor (bounded memory
+ * at any size). PostgreSQL hashes each stored canonical event (SHA-256 in C) and checks seq
+ * continuity, every prev_hash link and the copied columns; this process checks the hashes that
+ * signed checkpoints vouch for and classifies the first failure from the full row. Checkpoint signatures are checked against a
+ * trusted public key — never against the key a database row claims — so a chain rewritten
+ * end to end by someone with database access still fails at the first signed checkpoint.
+ */
+export type BreakReason = "changed" | "missing" | "reordered" | "duplicate" | "bad-checkpoint-signature" | "checkpoint-mismatch";
+
+export type VerifyReport = {
+  intact: boolean;
+  /** Events checked and found intact. */
+  verified: string;
+  firstSeq: string | null;
+  /** Intact up to this seq (the head when intact). */
+  lastGoodSeq: string;
+  /** Hash at lastGoodSeq. */
+  head: string;
+  startedFrom: { kind: "genesis" } | { kind: "anchor"; segment: string; seq: string };
+  checkpoints: { total: number; verified: number; lastSignedSeq: string | null };
+  /** Which key signatures were checked against; "database" means the rows' own keys (weak). */
+  keyTrust: "keyring" | "pinned" | "given" | "database";
+  keyIds: string[];
+  break?: { seq: string; reason: BreakReason; detail: string };
+  summary: string;
+};
+
+type TrustedKeys = { keys: Map<string, KeyObject>; trust: VerifyReport["keyTrust"] };
+
+/** The public key written outside the database at the first signed checkpoint (trust on first use). */
+export function pinnedKeyPath(ctx: ApplianceContext): string {
+  return inDataDir(ctx.config, "audit/checkpoint-signing.pub.pem");
+}
+
+function trustedKeys(ctx: ApplianceContext, given?: KeyObject[]): TrustedKeys {
+  const keys = new Map<string, KeyObject>();
+  const add = (k: KeyObject) => keys.set(auditKeyId(rawPublicKey(k)), k);
+  if (given?.length) {
+    given.forEach(add);
+    return { keys, trust: "given" };
+  }
+  if (!ctx.rootKey.isSealed) {
+    add(auditSigningKey(ctx).publicKey);
+    return { keys, trust: "keyring" };
+  }
+  try {
+    add(createPublicKey(fs.readFileSync(pinnedKeyPath(ctx), "utf8")));
+    return { keys, trust: "pinned" };
+  } catch {
+    return { keys, trust: "database" };
+  }
+}
+
+/** A pooled connection of the app role as a plain pg client (COPY needs the raw protocol). */
+export async function withRawConnection<T>(db: Sequelize, work: (client: pg.Client) => Promise<T>): Promise<T> {
+  const manager = db.connectionManager as unknown as { getConnection(o: object): Promise<pg.Client>; releaseConnection(c: pg.Client): Promise<void> };
+  const client = await manager.getConnection({ type: "write" });
+  try {
+    return await work(client);
+  } finally {
+    await manager.releaseConnection(client);
+  }
+}
+
+/** Opens the read-only snapshot every auditor read runs in (appliance scope: all tenants). */
+export async function beginAuditSnapshot(client: pg.Client, scope: { tenantId: string | null }): Promise<void> {
+  await client.query("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY");
+  await client.query("SELECT set_config('wardkeep.scope', $1, true), set_config('wardkeep.tenant_id', $2, true)", [
+    scope.tenantId ? "tenant" : "appliance",
+    scope.tenantId ?? "",
+  ]);
+}
+
+const CHECKPOINT_SELECT = `SELECT id::text AS id, seq::text AS seq, encode(head_hash, 'hex') AS "headHash",
+  to_char(signed_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') AS "signedAt", key_id AS "keyId",
+  encode(public_key, 'base64') AS "publicKey", encode(signature, 'base64') AS signature, purpose
+  FROM audit_checkpoints`;
+
+/** How far from its position a moved event is looked for when classifying a failure. */
+const REORDER_WINDOW = 64;
+
+export async function verifyAuditChain(ctx: ApplianceContext, opts: { publicKeys?: KeyObject[]; flush?: boolean } = {}): Promise<VerifyReport> {
+  if (opts.flush !== false) await chainPendingEvents(ctx, { wait: true });
+  const trusted = trustedKeys(ctx, opts.publicKeys);
+  return withRawConnection(ctx.db.app, async (client) => {
+    await beginAuditSnapshot(client, { tenantId: null });
+    try {
+      // One ordered reader: parallel workers would interleave the physical order.
+      await client.query("SET LOCAL max_parallel_workers_per_gather = 0");
+      return await verifyInSnapshot(client, trusted);
+    } finally {
+      await client.query("ROLLBACK").catch(() => undefined);
+    }
+  });
+}
+
+async function verifyInSnapshot(client: pg.Client, trusted: TrustedKeys): Promise<VerifyReport> {
+  // Where the chain starts: genesis, or the anchor left by the newest dropped segment.
+  const anchor = (
+    await client.query<{ segment: string; last_seq: string | null; last_hash: string | null; checkpoint_id: string | null }>(
+      `SELECT segment, last_seq::text AS last_seq, encode(last_hash, 'hex') AS last_hash, checkpoint_id::text AS checkpoint_id
+         FROM audit_segment_anchors WHERE last_seq IS NOT NULL ORDER BY last_seq DESC LIMIT 1`,
+    )
+  ).rows[0];
+  const startSeq = anchor?.last_seq ? Number(anchor.last_seq) : 0;
+  const startedFrom: VerifyReport["startedFrom"] = anchor?.last_seq ? { kind: "anchor", segment: anchor.segment, seq: anchor.last_seq } : { kind: "genesis" };
+
+  // Signatures first: a checkpoint either verifies under a trusted key or marks where trust ends.
+  const checkpoints = (await client.query<Checkpoint>(`${CHECKPOINT_SELECT} ORDER BY seq, id`)).rows;
+  const keyIds = new Set<string>();
+  let badCheckpoint: { seq: number; detail: string } | undefined;
+  let signaturesOk = 0;
+  const noteBad = (seq: number, detail: string) => {
+    if (!badCheckpoint || seq < badCheckpoint.seq) badCheckpoint = { seq, detail };
+  };
+  for (const c of checkpoints) {
+    const raw = Buffer.from(c.publicKey, "base64");
+    let key = trusted.keys.get(c.keyId);
+    if (!key && trusted.trust === "database" && raw.length === 32 && auditKeyId(raw) === c.keyId) key = publicKeyFromRaw(raw);
+    keyIds.add(c.keyId);
+    if (key && verifyMessage(key, checkpointMessage(c), Buffer.from(c.signature, "base64"))) signaturesOk += 1;
+    else noteBad(Number(c.seq), key ? `checkpoint #${c.id} at seq ${c.seq} has a signature that does not verify` : `checkpoint #${c.id} at seq ${c.seq} is signed by unknown key ${c.keyId}`);
+  }
+  if (anchor?.last_seq) {
+    const cp = checkpoints.find((c) => c.id === anchor.checkpoint_id);
+    if (!cp || cp.seq !== anchor.last_seq || cp.headHash !== anchor.last_hash) {
+      noteBad(startSeq, `the anchor of dropped segment ${anchor.segment} is not backed by a matching signed checkpoint`);
+    }
+  }
+  const signedHash = new Map<number, { id: string; hash: Buffer }[]>();
+  for (const c of checkpoints) {
+    const s = Number(c.seq);
+    if (s > startSeq) signedHash.set(s, [...(signedHash.get(s) ?? []), { id: c.id, hash: Buffer.from(c.headHash, "hex") }]);
+  }
+
+  // The streaming pass, in SQL through a cursor: PostgreSQL hashes each stored canonical event
+  // and compares seq and prev_hash with the row before it (lag over a window); only rows that
+  // fail, rows that checkpoints sign, and the ends of the chain come back. The table is
+  // append-only, so its physical order is seq order and the first pass needs no sort; if
+  // anything fails (tampering also disturbs the physical order), a second, sorted pass names
+  // the first broken seq exactly.
+  type Found = { seq: number; reason: BreakReason | "classify"; detail: string };
+  type Flagged = { seq: string; prev_hash: Buffer; hash: Buffer; step: string | null; linked: boolean | null; hash_ok: boolean; columns_ok: boolean; last: boolean };
+  const startHash = Buffer.from(anchor?.last_hash ?? GENESIS_HASH, "hex");
+  const cpSeqs = [...signedHash.keys()];
+  const scan = async (ordered: boolean) => {
+    let expected = startSeq + 1;
+    let prevHash: Buffer = startHash;
+    let firstSeq: number | null = null;
+    let found: Found | undefined;
+    let rows = 0;
+    const w = ordered ? "ORDER BY e.seq" : "";
+    await client.query(
+      `DECLARE audit_verify NO SCROLL CURSOR FOR
+       SELECT x.seq::text AS seq, x.prev_hash, x.hash, x.step::text AS step, x.linked, x.hash_ok, x.columns_ok, x.last FROM (
+         SELECT e.seq, e.prev_hash, e.hash, e.seq - lag(e.seq) OVER w AS step, e.prev_hash = lag(e.hash) OVER w AS linked,
+                ${ROW_HASH_OK_SQL} AS hash_ok, ${ROW_COLUMNS_OK_SQL} AS columns_ok, lead(e.seq) OVER w IS NULL AS last
+           FROM audit_events e WHERE e.seq > ${startSeq} WINDOW w AS (${w})) x
+       WHERE x.step IS DISTINCT FROM 1 OR x.linked IS NOT TRUE OR NOT x.hash_ok OR NOT x.columns_ok OR x.last
+          OR x.seq = ANY('{${cpSeqs.join(",")}}'::bigint[])
+       ${ordered ? "ORDER BY x.seq" : ""}`,
+    );
+    try {
+      fetching: for (;;) {
+        const batch = (await client.query<Flagged>("FETCH 1000 FROM audit_verify")).rows;
+        for (const r of batch) {
+          rows += 1;
+          const seq = Number(r.seq);
+          firstSeq ??= seq;
+          // Rows between two flagged rows passed every check in SQL, so a flagged row whose
+          // step is 1 and whose link holds continues the chain seen so far.
+          if (r.step === null ? seq !== startSeq + 1 : r.step !== "1") {
+            const prevSeq = r.step === null ? startSeq : seq - Number(r.step);
+            found =
+              r.step === "0"
+                ? { seq, reason: "duplicate", detail: `seq ${seq} appears more than once` }
+                : { seq: prevSeq + 1, reason: "missing", detail: seq > prevSeq + 1 ? `events ${prevSeq + 1}..${seq - 1} are missing` : `seq ${seq} is out of order` };
+            break fetching;
+          }
+          if (!r.hash_ok || !r.columns_ok) {
+            found = { seq, reason: "classify", detail: "" };
+            break fetching;
+          }
+          const link = r.step === null ? r.prev_hash.equals(startHash) : r.linked === true;
+          if (!link) {
+            found =
+              r.step === null
+                ? { seq, reason: "changed", detail: startedFrom.kind === "anchor" ? `seq ${seq} does not continue the anchor of the dropped segment` : `seq ${seq} does not start from the genesis hash` }
+                : { seq: seq - 1, reason: "changed", detail: `the hash of seq ${seq - 1} differs from the one seq ${seq} was chained to: one of them was rewritten` };
+            break fetching;
+          }
+          const bad = signedHash.get(seq)?.find((c) => !c.hash.equals(r.hash));
+          if (bad) {
+            found = { seq, reason: "checkpoint-mismatch", detail: `signed checkpoint #${bad.id} recorded a different hash at seq ${seq}: events up to ${seq} were rewritten` };
+            break fetching;
+          }
+          if (r.last) {
+            expected = seq + 1;
+            prevHash = r.hash;
+          }
+        }
+        if (batch.length < 1000) break;
+      }
+    } finally {
+      await client.query("CLOSE audit_verify");
+    }
+    return { expected, prevHash, firstSeq, found, rows };
+  };
+  let pass = await scan(false);
+  if (pass.found) pass = await scan(true);
+  let { expected, prevHash, firstSeq, found } = pass as { expected: number; prevHash: Buffer; firstSeq: number | null; found: Found | undefined };
+
+  let lastGood = expected - 1;
+  if (!found) {
+    const head = (await client.query<{ seq: string; hash: string }>("SELECT seq::text AS seq, encode(hash, 'hex') AS hash FROM audit_chain_head")).rows[0]!;
+    const headSeq = Number(head.seq);
+    const beyond = checkpoints.find((c) => Number(c.seq) > lastGood);
+    if (headSeq > lastGood) found = { seq: lastGood + 1, reason: "missing", detail: `the chain head is at seq ${headSeq} but the table ends at ${lastGood}: events ${lastGood + 1}..${headSeq} are missing` };
+    else if (headSeq < lastGood) found = { seq: headSeq + 1, reason: "changed", detail: `events after the recorded chain head (seq ${headSeq}) were added outside the chainer` };
+    else if (lastGood > startSeq && head.hash !== prevHash.toString("hex")) found = { seq: lastGood, reason: "changed", detail: `the hash at seq ${lastGood} differs from the recorded chain head` };
+    else if (beyond) found = { seq: lastGood + 1, reason: "missing", detail: `checkpoint #${beyond.id} signed seq ${beyond.seq} but the chain ends at ${lastGood}` };
+  }
+  if (found?.reason === "classify") found = await classify(client, found.seq);
+  // A bad signature earlier than the first data failure is the first thing that breaks.
+  if (badCheckpoint && (!found || badCheckpoint.seq <= found.seq)) found = { seq: badCheckpoint.seq, reason: "bad-checkpoint-signature", detail: badCheckpoint.detail };
+
+  let headHex = prevHash.toString("hex");
+  if (found) {
+    lastGood = Math.max(startSeq, found.seq - 1);
+    headHex = await hashAt(client, lastGood, startSeq, anchor?.last_hash ?? GENESIS_HASH);
+  }
+  const lastSigned = checkpoints.filter((c) => Number(c.seq) <= lastGood).at(-1);
+  const brk = found ? { seq: String(found.seq), reason: found.reason as BreakReason, detail: found.detail } : undefined;
+  return {
+    intact: !brk,
+    verified: String(Math.max(0, lastGood - startSeq)),
+    firstSeq: firstSeq === null ? null : String(firstSeq),
+    lastGoodSeq: String(lastGood),
+    head: headHex,
+    startedFrom,
+    checkpoints: { total: checkpoints.length, verified: signaturesOk, lastSignedSeq: lastSigned?.seq ?? null },
+    keyTrust: trusted.trust,
+    keyIds: [...keyIds],
+    summary: brk ? `broken at seq ${brk.seq} (${brk.reason}): ${brk.detail}` : `intact up to seq ${lastGood}, head ${headHex}`,
+    ...(brk ? { break: brk } : {}),
+  };
+}
+
+async function hashAt(client: pg.Client, seq: number, startSeq: number, startHash: string): Promise<string> {
+  if (seq <= startSeq) return startHash;
+  const r = await client.query<{ hash: string }>("SELECT encode(hash, 'hex') AS hash FROM audit_events WHERE seq = $1 LIMIT 1", [seq]);
+  return r.rows[0]?.hash ?? "";
+}
+
+/** Why a row failed its own checks: moved from another position, or changed. */
+async function classify(client: pg.Client, seq: number): Promise<{ seq: number; reason: BreakReason; detail: string }> {
+  const row = (
+    await client.query<{ canonical: string; prev_hash: string; hash: string; hash_ok: boolean }>(
+      `SELECT e.canonical, encode(e.prev_hash, 'hex') AS prev_hash, encode(e.hash, 'hex') AS hash, ${ROW_HASH_OK_SQL} AS hash_ok
+         FROM audit_events e WHERE e.seq = $1 LIMIT 1`,
+      [seq],
+    )
+  ).rows[0];
+  if (!row) return { seq, reason: "changed", detail: `seq ${seq} changed` };
+  let claimed: string | undefined;
+  try {
+    claimed = parseCanonical(row.canonical).seq;
+  } catch {
+    return { seq, reason: "changed", detail: `the stored event at seq ${seq} is no longer valid canonical JSON` };
+  }
+  if (row.hash_ok) {
+    if (claimed !== String(seq)) return { seq, reason: "reordered", detail: `the event stored at seq ${seq} was recorded as seq ${claimed}: events were reordered` };
+    return { seq, reason: "changed", detail: `the time or tenant columns of seq ${seq} no longer match the recorded event` };
+  }
+  // Content rewritten to claim this position: it still hashes under the seq it was recorded at.
+  for (let d = 1; d <= REORDER_WINDOW; d++) {
+    for (const other of [seq + d, seq - d]) {
+      if (other < 1) continue;
+      const moved = row.canonical.replace(/^\{"v":1,"seq":\d+,/, `{"v":1,"seq":${other},`);
+      if (chainHash(row.prev_hash, moved) === row.hash) {
+        return { seq, reason: "reordered", detail: `the event at seq ${seq} was recorded as seq ${other}: events were reordered` };
+      }
+    }
+  }
+  return { seq, reason: "changed", detail: `the content of seq ${seq} no longer matches its hash` };
+}

@@ -1,0 +1,156 @@
+import { QueryTypes } from "sequelize";
+import { z } from "zod";
+import { scopeOf, type Actor } from "../access/actor.js";
+import { authorize } from "../access/policy.js";
+import type { ApplianceContext } from "../context.js";
+import { inScope } from "../db/tenant-scope.js";
+import { Invalid, NotFound, TooManyRequests } from "../http/errors.js";
+import { recordAuthEvent, type RequestMeta } from "./audit-events.js";
+import { argon2ParamsFrom, assertPasswordAcceptable, hashPassword, verifyPassword } from "./passwords.js";
+import { idleMinutesFor, revokeSessionById, revokeUserSessions } from "./sessions.js";
+import { accountRule, buckets, clearThrottle, countFailure, readThrottle } from "./throttle.js";
+
+/** The signed-in person's own account and sessions, and admins' view of others' sessions. */
+export const changePasswordRequest = z
+  .object({
+    currentPassword: z.string().min(1).max(256),
+    /** At least 12 characters, not a common or breached one. */
+    newPassword: z.string().min(1).max(256),
+  })
+  .strict();
+
+export type SessionView = {
+  id: string;
+  userId: string;
+  current: boolean;
+  stage: string;
+  createdAt: string;
+  lastSeenAt: string;
+  idleExpiresAt: string;
+  expiresAt: string;
+  mfaVerifiedAt: string | null;
+  sourceIp: string | null;
+  userAgent: string | null;
+  supportAccess: boolean;
+};
+
+type SessionListRow = {
+  id: string;
+  user_id: string;
+  stage: string;
+  created_at: Date;
+  last_seen_at: Date;
+  expires_at: Date;
+  mfa_verified_at: Date | null;
+  source_ip: string | null;
+  user_agent: string | null;
+  support_request_id: string | null;
+  idle_timeout_minutes: number | null;
+};
+
+/**
+ * Changing the password ends every session of the account, this one included (the client signs
+ * in again), so a session an attacker opened with the old password does not survive.
+ */
+export async function changePassword(ctx: ApplianceContext, actor: Actor, input: z.infer<typeof changePasswordRequest>, meta: RequestMeta): Promise<{ sessionsEnded: number }> {
+  authorize(actor, "account:manage");
+  if (actor.via !== "session" || actor.impersonatorId) throw new Invalid("only the account's owner, signed in, changes its password");
+  const outcome = await inScope(ctx.db.app, scopeOf(actor), async (t) => {
+    const [user] = await ctx.db.app.query<{ id: string; email: string; password_hash: string }>("SELECT id, email, password_hash FROM users WHERE id = $1 FOR UPDATE", {
+      bind: [actor.userId],
+      type: QueryTypes.SELECT,
+      transaction: t,
+    });
+    if (!user) throw new NotFound("no such account");
+    const bucket = buckets.loginAccount(user.email);
+    const lock = await readThrottle(ctx, t, bucket);
+    if (lock.locked) return { error: new TooManyRequests("too many wrong passwords; wait and try again", { retryAfterSeconds: lock.retryAfterSeconds }) };
+    if (!(await verifyPassword(user.password_hash, input.currentPassword))) {
+      await countFailure(ctx, t, bucket, accountRule(ctx));
+      await recordAuthEvent(ctx, t, actor, { action: "auth.password.change", resourceType: "user", resourceId: user.id, outcome: "failure", reason: "wrong current password" }, meta);
+      return { error: new Invalid("the current password is not correct") };
+    }
+    assertPasswordAcceptable(input.newPassword, { email: user.email });
+    if (input.newPassword === input.currentPassword) throw new Invalid("choose a password different from the current one");
+    const now = ctx.clock.now();
+    await ctx.db.app.query("UPDATE users SET password_hash = $2, password_changed_at = $3, updated_at = $3 WHERE id = $1", {
+      bind: [user.id, await hashPassword(input.newPassword, argon2ParamsFrom(ctx.config)), now],
+      transaction: t,
+    });
+    await clearThrottle(ctx, t, bucket);
+    const sessionsEnded = await revokeUserSessions(ctx, t, user.id, "password-changed");
+    await recordAuthEvent(ctx, t, actor, { action: "auth.password.change", resourceType: "user", resourceId: user.id, outcome: "success" }, meta);
+    return { sessionsEnded };
+  });
+  if ("error" in outcome) throw outcome.error;
+  return outcome;
+}
+
+/** Own sessions; with `userId`, another account's (admins, in their tenant). */
+export async function listSessions(ctx: ApplianceContext, actor: Actor, opts: { userId?: string } = {}): Promise<SessionView[]> {
+  const userId = opts.userId ?? actor.userId;
+  if (userId !== actor.userId || actor.impersonatorId) authorize(actor, "session:list_all", { tenantId: actor.tenantId });
+  else authorize(actor, "session:list");
+  const now = ctx.clock.now();
+  return inScope(ctx.db.app, scopeOf(actor), async (t) => {
+    const rows = await ctx.db.app.query<SessionListRow>(
+      `SELECT s.id, s.user_id, s.stage, s.created_at, s.last_seen_at, s.expires_at, s.mfa_verified_at, s.source_ip, s.user_agent, s.support_request_id,
+              tn.idle_timeout_minutes
+       FROM sessions s JOIN users u ON u.id = s.user_id LEFT JOIN tenants tn ON tn.id = s.tenant_id
+       WHERE s.user_id = $1 AND s.revoked_at IS NULL AND s.expires_at > $2
+         AND ${actor.tenantId ? "u.tenant_id = $3" : "u.tenant_id IS NULL AND $3::uuid IS NULL"}
+       ORDER BY s.last_seen_at DESC`,
+      { bind: [userId, now, actor.tenantId], type: QueryTypes.SELECT, transaction: t },
+    );
+    return rows
+      .map((r) => ({ r, idleEnds: new Date(r.last_seen_at.getTime() + idleMinutesFor(ctx, r.idle_timeout_minutes) * 60_000) }))
+      .filter(({ idleEnds }) => idleEnds > now)
+      .map(({ r, idleEnds }) => ({
+        id: r.id,
+        userId: r.user_id,
+        current: r.id === actor.sessionId,
+        stage: r.stage,
+        createdAt: r.created_at.toISOString(),
+        lastSeenAt: r.last_seen_at.toISOString(),
+        idleExpiresAt: idleEnds.toISOString(),
+        expiresAt: r.expires_at.toISOString(),
+        mfaVerifiedAt: r.mfa_verified_at?.toISOString() ?? null,
+        sourceIp: r.source_ip,
+        userAgent: r.user_agent,
+        supportAccess: r.support_request_id !== null,
+      }));
+  });
+}
+
+export async function revokeSession(ctx: ApplianceContext, actor: Actor, sessionId: string, meta: RequestMeta): Promise<void> {
+  await inScope(ctx.db.app, scopeOf(actor), async (t) => {
+    const [row] = await ctx.db.app.query<{ user_id: string; tenant_id: string | null }>("SELECT user_id, tenant_id FROM sessions WHERE id = $1 AND revoked_at IS NULL", {
+      bind: [sessionId],
+      type: QueryTypes.SELECT,
+      transaction: t,
+    });
+    // Appliance staff's sessions are managed at appliance level: inside a tenant they do not exist.
+    if (!row || (row.tenant_id ?? null) !== (actor.tenantId ?? null)) throw new NotFound("no such session");
+    authorize(actor, "session:revoke", { tenantId: row.tenant_id, ownerId: row.user_id });
+    await revokeSessionById(ctx, t, sessionId, row.user_id === actor.userId ? "revoked-by-owner" : "revoked-by-admin");
+    await recordAuthEvent(ctx, t, actor, { action: "auth.session.revoke", resourceType: "session", resourceId: sessionId, outcome: "success" }, meta);
+  });
+}
+
+/** "Sign out everywhere": own sessions (keeping the current one unless asked), or another account's (admins). */
+export async function revokeAllSessions(ctx: ApplianceContext, actor: Actor, opts: { userId?: string; includeCurrent?: boolean }, meta: RequestMeta): Promise<{ revoked: number }> {
+  const userId = opts.userId ?? actor.userId;
+  const own = userId === actor.userId && !actor.impersonatorId;
+  return inScope(ctx.db.app, scopeOf(actor), async (t) => {
+    if (!own) {
+      const [target] = await ctx.db.app.query<{ tenant_id: string | null }>("SELECT tenant_id FROM users WHERE id = $1", { bind: [userId], type: QueryTypes.SELECT, transaction: t });
+      if (!target || (target.tenant_id ?? null) !== (actor.tenantId ?? null)) throw new NotFound("no such user");
+      authorize(actor, "session:revoke", { tenantId: target.tenant_id, ownerId: userId });
+    }
+    const revoked = await revokeUserSessions(ctx, t, userId, own ? "revoked-by-owner" : "revoked-by-admin", {
+      ...(own && !opts.includeCurrent && actor.sessionId ? { exceptSessionId: actor.sessionId } : {}),
+    });
+    await recordAuthEvent(ctx, t, actor, { action: "auth.session.revoke_all", resourceType: "user", resourceId: userId, outcome: "success", reason: `${revoked} session(s)` }, meta);
+    return { revoked };
+  });
+}

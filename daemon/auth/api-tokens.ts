@@ -1,0 +1,164 @@
+import { QueryTypes } from "sequelize";
+import { z } from "zod";
+import type { Actor, Role } from "../access/actor.js";
+import { ACTIONS, authorize } from "../access/policy.js";
+import type { ApplianceContext } from "../context.js";
+import { inScope } from "../db/tenant-scope.js";
+import { Invalid, NotFound } from "../http/errors.js";
+import { recordAuthEvent, type RequestMeta } from "./audit-events.js";
+import { API_TOKEN_PREFIX, randomToken, sha256 } from "./tokens.js";
+
+/**
+ * Service accounts for clinical applications. Each token belongs to its own service account (a
+ * user row with kind = 'service', no email, no usable password) with one least-privilege role, and
+ * is further narrowed by scopes. Only the SHA-256 of the token is stored; it is shown once.
+ */
+const SERVICE_ROLES = ["practitioner", "front_desk", "auditor"] as const satisfies readonly Role[];
+
+const resourceTypes = [...new Set(ACTIONS.map((a) => a.split(":")[0]!))];
+const scopeSchema = z.string().refine((s) => s === "*" || /^[a-z_]+:(read|write)$/.test(s) && resourceTypes.includes(s.split(":")[0]!), {
+  message: "a scope is `*` or `<resource>:read|write` with a resource from the policy table",
+});
+
+export const createApiTokenRequest = z
+  .object({
+    /** What the clinical application is, e.g. "EHR interface". */
+    name: z.string().trim().min(1).max(100),
+    /** Role of the service account: practitioner, front_desk or auditor (never administrative). */
+    role: z.enum(SERVICE_ROLES),
+    /** e.g. ["patient:read", "note:write"]; `*` means everything the role allows. */
+    scopes: z.array(scopeSchema).min(1).max(50),
+    /** Days until the token stops working (1 to 365). */
+    expiresInDays: z.number().int().min(1).max(365).default(90),
+  })
+  .strict();
+export type CreateApiTokenRequest = z.input<typeof createApiTokenRequest>;
+
+export type ApiTokenView = {
+  id: string;
+  name: string;
+  serviceAccountId: string;
+  role: Role;
+  scopes: string[];
+  prefix: string;
+  createdAt: string;
+  expiresAt: string;
+  lastUsedAt: string | null;
+  revokedAt: string | null;
+};
+
+type TokenRow = {
+  id: string;
+  tenant_id: string;
+  user_id: string;
+  name: string;
+  token_prefix: string;
+  scopes: string[];
+  created_at: Date;
+  expires_at: Date;
+  revoked_at: Date | null;
+  last_used_at: Date | null;
+  role: Role;
+};
+
+function viewOf(r: TokenRow): ApiTokenView {
+  return {
+    id: r.id,
+    name: r.name,
+    serviceAccountId: r.user_id,
+    role: r.role,
+    scopes: r.scopes,
+    prefix: r.token_prefix,
+    createdAt: r.created_at.toISOString(),
+    expiresAt: r.expires_at.toISOString(),
+    lastUsedAt: r.last_used_at?.toISOString() ?? null,
+    revokedAt: r.revoked_at?.toISOString() ?? null,
+  };
+}
+
+function tenantOf(actor: Actor): string {
+  if (!actor.tenantId) throw new Invalid("API tokens belong to a tenant; act inside one");
+  return actor.tenantId;
+}
+
+export async function createApiToken(ctx: ApplianceContext, actor: Actor, raw: CreateApiTokenRequest, meta: RequestMeta): Promise<{ token: string; apiToken: ApiTokenView }> {
+  const input = createApiTokenRequest.parse(raw);
+  const tenantId = tenantOf(actor);
+  authorize(actor, "api_token:create", { tenantId, targetRole: input.role });
+  const token = randomToken(API_TOKEN_PREFIX);
+  const now = ctx.clock.now();
+  const expiresAt = new Date(now.getTime() + input.expiresInDays * 86_400_000);
+  const row = await inScope(ctx.db.app, { kind: "tenant", tenantId }, async (t) => {
+    const [account] = await ctx.db.app.query<{ id: string }>(
+      `INSERT INTO users (tenant_id, email, password_hash, role, kind, display_name, created_at, updated_at)
+       VALUES ($1, NULL, '!service-account', $2, 'service', $3, $4, $4) RETURNING id`,
+      { bind: [tenantId, input.role, input.name, now], type: QueryTypes.SELECT, transaction: t },
+    );
+    const [inserted] = await ctx.db.app.query<TokenRow>(
+      `INSERT INTO api_tokens (tenant_id, user_id, name, token_prefix, token_hash, scopes, created_by, created_at, expires_at)
+       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING *, $10::text AS role`,
+      { bind: [tenantId, account!.id, input.name, token.slice(0, 10), sha256(token), input.scopes, actor.userId, now, expiresAt, input.role], type: QueryTypes.SELECT, transaction: t },
+    );
+    await recordAuthEvent(ctx, t, actor, { action: "api_token.create", resourceType: "api_token", resourceId: inserted!.id, outcome: "success", reason: `role ${input.role}; scopes ${input.scopes.join(" ")}` }, meta);
+    return inserted!;
+  });
+  return { token, apiToken: viewOf(row) };
+}
+
+export async function listApiTokens(ctx: ApplianceContext, actor: Actor): Promise<ApiTokenView[]> {
+  const tenantId = tenantOf(actor);
+  authorize(actor, "api_token:list", { tenantId });
+  return inScope(ctx.db.app, { kind: "tenant", tenantId }, async (t) => {
+    const rows = await ctx.db.app.query<TokenRow>(
+      "SELECT k.*, u.role FROM api_tokens k JOIN users u ON u.id = k.user_id WHERE k.tenant_id = $1 ORDER BY k.created_at DESC",
+      { bind: [tenantId], type: QueryTypes.SELECT, transaction: t },
+    );
+    return rows.map(viewOf);
+  });
+}
+
+/** Revokes the token and deactivates its service account: nothing can act as it afterwards. */
+export async function revokeApiToken(ctx: ApplianceContext, actor: Actor, tokenId: string, meta: RequestMeta): Promise<ApiTokenView> {
+  const tenantId = tenantOf(actor);
+  return inScope(ctx.db.app, { kind: "tenant", tenantId }, async (t) => {
+    const [row] = await ctx.db.app.query<TokenRow>("SELECT k.*, u.role FROM api_tokens k JOIN users u ON u.id = k.user_id WHERE k.id = $1 FOR UPDATE OF k", {
+      bind: [tokenId],
+      type: QueryTypes.SELECT,
+      transaction: t,
+    });
+    if (!row) throw new NotFound("no such API token");
+    authorize(actor, "api_token:revoke", { tenantId: row.tenant_id });
+    const now = ctx.clock.now();
+    await ctx.db.app.query("UPDATE api_tokens SET revoked_at = coalesce(revoked_at, $2) WHERE id = $1", { bind: [tokenId, now], transaction: t });
+    await ctx.db.app.query("UPDATE users SET status = 'deactivated', deactivated_at = coalesce(deactivated_at, $2), deactivated_reason = 'api token revoked' WHERE id = $1", {
+      bind: [row.user_id, now],
+      transaction: t,
+    });
+    await recordAuthEvent(ctx, t, actor, { action: "api_token.revoke", resourceType: "api_token", resourceId: tokenId, outcome: "success" }, meta);
+    return viewOf({ ...row, revoked_at: row.revoked_at ?? now });
+  });
+}
+
+/**
+ * The actor an `Authorization: Bearer` token stands for, or null when it is unknown, revoked,
+ * expired, or its account or tenant is inactive. Looked up by the token's hash in appliance scope
+ * (the tenant is not known yet); `last_used_at` is refreshed at most once a minute.
+ */
+export async function resolveApiToken(ctx: ApplianceContext, token: string): Promise<Actor | null> {
+  if (!token.startsWith(API_TOKEN_PREFIX) || token.length > 200) return null;
+  return inScope(ctx.db.app, { kind: "appliance" }, async (t) => {
+    const [row] = await ctx.db.app.query<TokenRow & { user_status: string; tenant_status: string }>(
+      `SELECT k.*, u.role, u.status AS user_status, tn.status AS tenant_status
+       FROM api_tokens k JOIN users u ON u.id = k.user_id JOIN tenants tn ON tn.id = k.tenant_id
+       WHERE k.token_hash = $1`,
+      { bind: [sha256(token)], type: QueryTypes.SELECT, transaction: t },
+    );
+    const now = ctx.clock.now();
+    if (!row || row.revoked_at || row.expires_at <= now || row.user_status !== "active" || row.tenant_status !== "active") return null;
+    if (!row.last_used_at || now.getTime() - row.last_used_at.getTime() > 60_000) {
+      await ctx.db.app.query("UPDATE api_tokens SET last_used_at = $2 WHERE id = $1", { bind: [row.id, now], transaction: t });
+    }
+    return { userId: row.user_id, role: row.role, tenantId: row.tenant_id, via: "api-token" as const, scopes: row.scopes };
+  });
+}
+

@@ -1,0 +1,53 @@
+import { z } from "zod";
+
+/**
+ * Settings of the identity capability (`auth:` in config/default.yaml). Kept beside the code
+ * that reads them; daemon/config/schema.ts includes this section.
+ */
+export const authSchema = z
+  .object({
+    argon2MemoryKib: z
+      .number()
+      .int()
+      .min(19_456)
+      .max(4_194_304)
+      .default(19_456)
+      .describe("argon2id memory cost in KiB (OWASP minimum 19456 = 19 MiB); hashes are upgraded at the next login when raised."),
+    argon2TimeCost: z.number().int().min(2).max(20).default(2).describe("argon2id iterations (OWASP minimum 2 at 19 MiB)."),
+    argon2Parallelism: z.number().int().min(1).max(16).default(1).describe("argon2id lanes."),
+    idleTimeoutMinutes: z
+      .number()
+      .int()
+      .min(5)
+      .max(240)
+      .default(15)
+      .describe("Automatic logoff after this much inactivity (45 CFR 164.312(a)(2)(iii)); tenants may set their own, 5 to 240."),
+    absoluteLifetimeHours: z.number().int().min(1).max(24).default(12).describe("A session ends this long after sign-in, active or not."),
+    stepUpMaxAgeMinutes: z
+      .number()
+      .int()
+      .min(1)
+      .max(60)
+      .default(10)
+      .describe("Sensitive actions (key rotation, exports, role changes, restore) need a TOTP code at most this old."),
+    inviteTtlHours: z.number().int().min(1).max(720).default(72).describe("How long an invite link stays valid."),
+    lockoutMaxFailures: z.number().int().min(3).max(50).default(5).describe("Failed sign-ins (or MFA codes) on one account before it is locked."),
+    lockoutWindowMinutes: z.number().int().min(1).max(1440).default(15).describe("Window in which failures are counted."),
+    lockoutMinutes: z.number().int().min(1).max(1440).default(15).describe("How long a locked account refuses sign-in."),
+    ipMaxAttempts: z
+      .number()
+      .int()
+      .min(5)
+      .max(10_000)
+      .default(50)
+      .describe("Failed sign-ins and invite acceptances from one source IP per ipWindowMinutes before it is refused (password spraying)."),
+    ipWindowMinutes: z.number().int().min(1).max(1440).default(15).describe("Window of ipMaxAttempts."),
+    mfaIssuer: z.string().min(1).max(64).default("Wardkeep").describe("Issuer name authenticator apps show next to the account."),
+    mfaRequiredForApplianceStaff: z
+      .boolean()
+      .default(true)
+      .describe("Super-admins and support staff must enrol TOTP before their first session."),
+  })
+  .strict();
+
+export type AuthConfig = z.infer<typeof authSchema>;

@@ -1,0 +1,114 @@
+import { QueryTypes } from "sequelize";
+import { z } from "zod";
+import type { Role } from "../access/actor.js";
+import type { ApplianceContext } from "../context.js";
+import { inScope } from "../db/tenant-scope.js";
+import { recordAuthEvent, type RequestMeta } from "./audit-events.js";
+import { argon2ParamsFrom, burnPasswordCheck, hashPassword, needsRehash, verifyPassword } from "./passwords.js";
+import { issueSession, revokeSessionById, type IssuedSession, type SessionStage } from "./sessions.js";
+import { accountRule, buckets, clearThrottle, countFailure, ipRule, readThrottle } from "./throttle.js";
+
+export const loginRequest = z
+  .object({
+    /** Work email of the account. */
+    email: z.string().trim().toLowerCase().max(254),
+    /** The account's password. */
+    password: z.string().min(1).max(256),
+  })
+  .strict();
+export type LoginRequest = z.infer<typeof loginRequest>;
+
+export type LoginOutcome =
+  | { ok: true; session: IssuedSession; userId: string; mfaRequired: boolean; mfaEnrollmentRequired: boolean }
+  | { ok: false; reason: "invalid" | "locked" | "rate_limited"; retryAfterSeconds: number };
+
+type LoginUserRow = {
+  id: string;
+  tenant_id: string | null;
+  role: Role;
+  status: string;
+  password_hash: string;
+  mfa_enrolled: boolean;
+  tenant_status: string | null;
+  tenant_mfa_required: boolean | null;
+};
+
+/** Whether an account must have an authenticator before it gets a full session. */
+export function mfaEnforcedFor(ctx: ApplianceContext, role: Role, tenantMfaRequired: boolean | null): boolean {
+  if (role === "super_admin" || role === "support") return ctx.config.auth.mfaRequiredForApplianceStaff;
+  return tenantMfaRequired === true;
+}
+
+export function stageFor(ctx: ApplianceContext, u: { role: Role; mfa_enrolled: boolean; tenant_mfa_required: boolean | null }): SessionStage {
+  if (u.mfa_enrolled) return "mfa_required";
+  return mfaEnforcedFor(ctx, u.role, u.tenant_mfa_required) ? "mfa_enrollment_required" : "active";
+}
+
+/**
+ * Step one of sign-in. Whatever goes wrong before the password is proven — no such account,
+ * deactivated, service account, wrong password — answers the same way after the same argon2id
+ * work, so the response does not reveal which addresses have accounts. Failures count per
+ * account (lockout) and per source IP (password spraying across accounts), in PostgreSQL.
+ *
+ * The lookup runs in appliance scope: the tenant is not known until the account is found.
+ */
+export async function signIn(ctx: ApplianceContext, input: LoginRequest, meta: RequestMeta): Promise<LoginOutcome> {
+  const params = argon2ParamsFrom(ctx.config);
+  return inScope(ctx.db.app, { kind: "appliance" }, async (t) => {
+    const ipBucket = buckets.sourceIp(meta.sourceIp);
+    const ip = await readThrottle(ctx, t, ipBucket);
+    if (ip.locked) {
+      await recordAuthEvent(ctx, t, null, { action: "auth.login", resourceType: "session", outcome: "denied", reason: "source rate limited" }, meta);
+      return { ok: false as const, reason: "rate_limited" as const, retryAfterSeconds: ip.retryAfterSeconds };
+    }
+    const accountBucket = buckets.loginAccount(input.email);
+    const lock = await readThrottle(ctx, t, accountBucket);
+    const [user] = await ctx.db.app.query<LoginUserRow>(
+      `SELECT u.id, u.tenant_id, u.role, u.status, u.password_hash, (u.mfa_secret IS NOT NULL) AS mfa_enrolled,
+              tn.status AS tenant_status, tn.mfa_required AS tenant_mfa_required
+       FROM users u LEFT JOIN tenants tn ON tn.id = u.tenant_id
+       WHERE u.email = $1 AND u.kind = 'human'`,
+      { bind: [input.email], type: QueryTypes.SELECT, transaction: t },
+    );
+    const who = user ? { userId: user.id, role: user.role, tenantId: user.tenant_id } : null;
+    if (lock.locked) {
+      await burnPasswordCheck(input.password, params);
+      await recordAuthEvent(ctx, t, who, { action: "auth.login", resourceType: "session", outcome: "denied", reason: "account locked" }, meta);
+      return { ok: false as const, reason: "locked" as const, retryAfterSeconds: lock.retryAfterSeconds };
+    }
+    const usable = user && user.status === "active" && (user.tenant_id === null || user.tenant_status === "active");
+    const passwordOk = usable ? await verifyPassword(user.password_hash, input.password) : (await burnPasswordCheck(input.password, params), false);
+    if (!usable || !passwordOk) {
+      const state = await countFailure(ctx, t, accountBucket, accountRule(ctx));
+      await countFailure(ctx, t, ipBucket, ipRule(ctx));
+      const reason = !user ? "unknown account" : !usable ? "account or tenant inactive" : "wrong password";
+      await recordAuthEvent(ctx, t, who, { action: "auth.login", resourceType: "session", outcome: "failure", reason }, meta);
+      if (state.locked) {
+        await recordAuthEvent(ctx, t, who, { action: "auth.lockout", resourceType: "user", resourceId: user?.id ?? null, outcome: "success", reason: "too many failed sign-ins" }, meta);
+      }
+      return { ok: false as const, reason: state.locked ? ("locked" as const) : ("invalid" as const), retryAfterSeconds: state.retryAfterSeconds };
+    }
+    await clearThrottle(ctx, t, accountBucket);
+    const now = ctx.clock.now();
+    if (needsRehash(user.password_hash, params)) {
+      // Parameters were raised in config: upgrade the stored hash while the password is at hand.
+      await ctx.db.app.query("UPDATE users SET password_hash = $2, updated_at = $3 WHERE id = $1", {
+        bind: [user.id, await hashPassword(input.password, params), now],
+        transaction: t,
+      });
+    }
+    const stage = stageFor(ctx, user);
+    if (stage === "active") await ctx.db.app.query("UPDATE users SET last_login_at = $2 WHERE id = $1", { bind: [user.id, now], transaction: t });
+    const session = await issueSession(ctx, t, { userId: user.id, tenantId: user.tenant_id, stage }, meta);
+    await recordAuthEvent(ctx, t, who, { action: "auth.login", resourceType: "session", resourceId: session.id, outcome: "success", reason: stage === "active" ? null : stage }, meta);
+    return { ok: true as const, session, userId: user.id, mfaRequired: stage === "mfa_required", mfaEnrollmentRequired: stage === "mfa_enrollment_required" };
+  });
+}
+
+/** Ends the presenter's own session. */
+export async function signOut(ctx: ApplianceContext, s: { sessionId: string; userId: string; role: string; tenantId: string | null }, meta: RequestMeta): Promise<void> {
+  await inScope(ctx.db.app, s.tenantId ? { kind: "tenant", tenantId: s.tenantId } : { kind: "appliance" }, async (t) => {
+    await revokeSessionById(ctx, t, s.sessionId, "sign-out");
+    await recordAuthEvent(ctx, t, { userId: s.userId, role: s.role, tenantId: s.tenantId }, { action: "auth.logout", resourceType: "session", resourceId: s.sessionId, outcome: "success" }, meta);
+  });
+}

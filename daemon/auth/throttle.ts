@@ -1,0 +1,82 @@
+import { QueryTypes, type Transaction } from "sequelize";
+import type { ApplianceContext } from "../context.js";
+import { sha256 } from "./tokens.js";
+
+/**
+ * Lockout and rate limits kept in PostgreSQL (`auth_throttle`), so every replica behind the load
+ * balancer sees the same counts. Written by hand rather than with a rate-limiting library because
+ * the counts must follow `ctx.clock` (tests move time) and commit in the same transaction as the
+ * attempt and its audit event.
+ */
+export type ThrottleRule = { max: number; windowMs: number; lockMs: number };
+
+export type ThrottleState = { locked: boolean; retryAfterSeconds: number };
+
+/** Bucket names never contain an email address: the account is named by a hash of it. */
+export const buckets = {
+  loginAccount: (email: string) => `login:account:${sha256(email.trim().toLowerCase()).toString("hex")}`,
+  mfaUser: (userId: string) => `mfa:user:${userId}`,
+  sourceIp: (ip: string | null) => `ip:${ip ?? "unknown"}`,
+  invite: (inviteId: string) => `invite:${inviteId}`,
+};
+
+export function accountRule(ctx: ApplianceContext): ThrottleRule {
+  const a = ctx.config.auth;
+  return { max: a.lockoutMaxFailures, windowMs: a.lockoutWindowMinutes * 60_000, lockMs: a.lockoutMinutes * 60_000 };
+}
+
+export function ipRule(ctx: ApplianceContext): ThrottleRule {
+  const a = ctx.config.auth;
+  return { max: a.ipMaxAttempts, windowMs: a.ipWindowMinutes * 60_000, lockMs: a.ipWindowMinutes * 60_000 };
+}
+
+type Row = { window_started_at: Date; failures: number; locked_until: Date | null };
+
+/**
+ * Locks the bucket's row for the rest of the transaction, so concurrent attempts on one account
+ * are counted one after another instead of all slipping past the limit together.
+ */
+export async function readThrottle(ctx: ApplianceContext, t: Transaction, bucket: string): Promise<ThrottleState> {
+  const now = ctx.clock.now();
+  await ctx.db.app.query("INSERT INTO auth_throttle (bucket, window_started_at, failures) VALUES ($1, $2, 0) ON CONFLICT (bucket) DO NOTHING", {
+    bind: [bucket, now],
+    transaction: t,
+  });
+  const [row] = await ctx.db.app.query<Row>("SELECT window_started_at, failures, locked_until FROM auth_throttle WHERE bucket = $1 FOR UPDATE", {
+    bind: [bucket],
+    type: QueryTypes.SELECT,
+    transaction: t,
+  });
+  if (row?.locked_until && row.locked_until > now) {
+    return { locked: true, retryAfterSeconds: Math.ceil((row.locked_until.getTime() - now.getTime()) / 1000) };
+  }
+  return { locked: false, retryAfterSeconds: 0 };
+}
+
+/** Counts one failure (or, for rate limits, one attempt); locks the bucket when the count reaches the rule's maximum. */
+export async function countFailure(ctx: ApplianceContext, t: Transaction, bucket: string, rule: ThrottleRule): Promise<ThrottleState> {
+  const now = ctx.clock.now();
+  const windowStart = new Date(now.getTime() - rule.windowMs);
+  const [row] = await ctx.db.app.query<Row>(
+    `INSERT INTO auth_throttle (bucket, window_started_at, failures) VALUES ($1, $2, 1)
+     ON CONFLICT (bucket) DO UPDATE SET
+       failures = CASE WHEN auth_throttle.window_started_at <= $3 OR auth_throttle.locked_until <= $2 THEN 1 ELSE auth_throttle.failures + 1 END,
+       window_started_at = CASE WHEN auth_throttle.window_started_at <= $3 OR auth_throttle.locked_until <= $2 THEN $2 ELSE auth_throttle.window_started_at END,
+       locked_until = CASE WHEN auth_throttle.locked_until <= $2 THEN NULL ELSE auth_throttle.locked_until END
+     RETURNING window_started_at, failures, locked_until`,
+    { bind: [bucket, now, windowStart], type: QueryTypes.SELECT, transaction: t },
+  );
+  if (row && row.failures >= rule.max) {
+    const until = new Date(now.getTime() + rule.lockMs);
+    await ctx.db.app.query("UPDATE auth_throttle SET locked_until = $2, failures = 0, window_started_at = $3 WHERE bucket = $1", {
+      bind: [bucket, until, now],
+      transaction: t,
+    });
+    return { locked: true, retryAfterSeconds: Math.ceil(rule.lockMs / 1000) };
+  }
+  return { locked: false, retryAfterSeconds: 0 };
+}
+
+export async function clearThrottle(ctx: ApplianceContext, t: Transaction, bucket: string): Promise<void> {
+  await ctx.db.app.query("DELETE FROM auth_throttle WHERE bucket = $1", { bind: [bucket], transaction: t });
+}

@@ -1,0 +1,583 @@
+/**
+ * The backup capability's services: what routes, the CLI and the scheduler call. The engine in
+ * backup/ knows nothing of the appliance; this module hands it connections, keys and targets,
+ * holds the job locks, and records every run in the catalog tables, the audit trail, the log and
+ * the alert state (docs/backups.md).
+ */
+import { QueryTypes, type Transaction } from "sequelize";
+import { removeIncompleteSnapshots, scanTarget } from "../../backup/catalog.js";
+import { runRecoveryDrill, type DrillResult } from "../../backup/drill.js";
+import { manifestSigner } from "../../backup/keys.js";
+import { restoreSnapshot, verifySnapshot, type RestoreResult, type VerifyResult } from "../../backup/restore.js";
+import { applyRetention, type PruneOutcome } from "../../backup/retention.js";
+import { newSnapshotId, takeSnapshot, type SnapshotProgress, type SnapshotResult } from "../../backup/snapshot.js";
+import type { SnapshotTarget } from "../../backup/targets/target.js";
+import { runWormSelfTest, type WormCheck } from "../../backup/worm.js";
+import { appendAuditEvent, type AuditActorInput } from "../audit/append.js";
+import type { ApplianceContext } from "../context.js";
+import { inScope } from "../db/tenant-scope.js";
+import { Conflict, NotFound } from "../http/errors.js";
+import { SNAPSHOT_EXCLUDED_SCHEMAS } from "../keys/keystore.js";
+import { currentRecoveryPublicKey } from "../keys/recovery.js";
+import { rawPublicKey } from "../keys/recovery-crypto.js";
+import { APP_VERSION } from "../version.js";
+import { auditVerifierFor } from "./audit-check.js";
+import { ownerConnector, scratchDatabaseFactory } from "./connections.js";
+import { openPolicyTargets, readPolicyRow, type PolicyRow } from "./policy.js";
+
+/** Advisory lock ids shared by every replica (see also daemon/db/migrate.ts, daemon/keys/keystore.ts). */
+export const BACKUP_LOCKS = { snapshot: 7_301_501, drill: 7_301_502 } as const;
+
+export const SYSTEM_ACTOR: AuditActorInput = { userId: null, role: "system" };
+
+export type AuditMeta = { actor: AuditActorInput; sourceIp?: string | null; userAgent?: string | null; requestId?: string | null };
+
+const appliance = { kind: "appliance" } as const;
+
+function tx<T>(ctx: ApplianceContext, work: (t: Transaction) => Promise<T>): Promise<T> {
+  return inScope(ctx.db.app, appliance, work);
+}
+
+async function q<T extends object>(ctx: ApplianceContext, t: Transaction, sql: string, bind: unknown[] = []): Promise<T[]> {
+  return ctx.db.app.query<T>(sql, { bind, type: QueryTypes.SELECT, transaction: t });
+}
+
+async function audit(ctx: ApplianceContext, t: Transaction, meta: AuditMeta, action: string, resourceType: string, resourceId: string | null, outcome: "success" | "failure") {
+  await appendAuditEvent(ctx, t, {
+    tenantId: null,
+    actor: meta.actor,
+    action,
+    resourceType,
+    resourceId,
+    outcome,
+    sourceIp: meta.sourceIp ?? null,
+    userAgent: meta.userAgent ?? null,
+    requestId: meta.requestId ?? null,
+  });
+}
+
+/**
+ * A PostgreSQL session advisory lock on its own connection: one snapshot (or drill) at a time
+ * across every replica and CLI. If the holder dies, PostgreSQL drops the lock with its
+ * connection, which is also why anything a previous holder left unfinished can be swept.
+ */
+async function tryJobLock(ctx: ApplianceContext, id: number): Promise<{ release(): Promise<void> } | undefined> {
+  const client = await ownerConnector(ctx)();
+  client.on("error", () => {});
+  const r = await client.query<{ ok: boolean }>("SELECT pg_try_advisory_lock($1) AS ok", [id]);
+  if (!r.rows[0]!.ok) {
+    await client.end().catch(() => {});
+    return undefined;
+  }
+  return {
+    async release() {
+      await client.query("SELECT pg_advisory_unlock($1)", [id]).catch(() => {});
+      await client.end().catch(() => {});
+    },
+  };
+}
+
+/** The recovery public key from the key store (daemon/keys/recovery.ts); works sealed. */
+export async function recoveryPublicKey(ctx: ApplianceContext): Promise<Buffer> {
+  const current = await currentRecoveryPublicKey(ctx);
+  return rawPublicKey(current.publicKey);
+}
+
+// ---- alerts --------------------------------------------------------------------------------
+
+export type AlertKind = "snapshot_failed" | "snapshot_stale" | "drill_failed" | "drill_stale" | "worm_not_enforced" | "not_configured";
+
+export async function raiseAlert(ctx: ApplianceContext, t: Transaction, kind: AlertKind, detail: string): Promise<void> {
+  const r = await q<{ inserted: boolean }>(
+    ctx,
+    t,
+    `INSERT INTO backup_alerts (kind, raised_at, detail) VALUES ($1, $2, $3)
+     ON CONFLICT (kind) WHERE cleared_at IS NULL DO UPDATE SET detail = EXCLUDED.detail
+     RETURNING (xmax = 0) AS inserted`,
+    [kind, ctx.clock.now(), detail.slice(0, 1000)],
+  );
+  // Logged once when raised (not on every watchdog tick); the metric and the row stay until cleared.
+  if (r[0]?.inserted) t.afterCommit(() => void ctx.log.error(`backup alert raised: ${kind}: ${detail}`, { alert: kind }));
+}
+
+export async function clearAlert(ctx: ApplianceContext, t: Transaction, kind: AlertKind): Promise<void> {
+  const r = await q<{ id: string }>(ctx, t, "UPDATE backup_alerts SET cleared_at = $2 WHERE kind = $1 AND cleared_at IS NULL RETURNING id", [kind, ctx.clock.now()]);
+  if (r.length) t.afterCommit(() => void ctx.log.info(`backup alert cleared: ${kind}`, { alert: kind }));
+}
+
+export type OpenAlert = { kind: AlertKind; raisedAt: string; detail: string };
+
+export async function openAlerts(ctx: ApplianceContext): Promise<OpenAlert[]> {
+  const rows = await tx(ctx, (t) => q<{ kind: AlertKind; raised_at: Date; detail: string }>(ctx, t, "SELECT kind, raised_at, detail FROM backup_alerts WHERE cleared_at IS NULL ORDER BY raised_at"));
+  return rows.map((r) => ({ kind: r.kind, raisedAt: r.raised_at.toISOString(), detail: r.detail }));
+}
+
+/**
+ * The watchdog: alerts also when nothing ran at all (a dead scheduler, a lost lock, a replica
+ * that never started), measured from the last success — or from when the policy was created.
+ */
+export async function evaluateFreshness(ctx: ApplianceContext): Promise<OpenAlert[]> {
+  await tx(ctx, async (t) => {
+    const policy = await readPolicyRow(ctx, t);
+    const now = ctx.clock.now().getTime();
+    if (!policy.enabled) {
+      for (const k of ["snapshot_stale", "drill_stale", "not_configured"] as const) await clearAlert(ctx, t, k);
+      return;
+    }
+    if (policy.targets.length === 0) await raiseAlert(ctx, t, "not_configured", "snapshots are enabled but no backup target is configured");
+    else await clearAlert(ctx, t, "not_configured");
+    const [last] = await q<{ snap: Date | null; drill: Date | null }>(
+      ctx,
+      t,
+      `SELECT (SELECT max(finished_at) FROM backup_snapshots WHERE status IN ('complete', 'partial')) AS snap,
+              (SELECT max(finished_at) FROM backup_drills WHERE status = 'passed') AS drill`,
+    );
+    const since = policy.created_at.getTime();
+    const snapAge = now - (last?.snap?.getTime() ?? since);
+    if (snapAge > policy.snapshot_max_age_minutes * 60_000) {
+      await raiseAlert(
+        ctx,
+        t,
+        "snapshot_stale",
+        last?.snap
+          ? `the newest successful snapshot finished ${Math.round(snapAge / 60_000)} minutes ago (limit ${policy.snapshot_max_age_minutes})`
+          : `no snapshot has succeeded since backups were configured ${Math.round(snapAge / 60_000)} minutes ago (limit ${policy.snapshot_max_age_minutes})`,
+      );
+    } else await clearAlert(ctx, t, "snapshot_stale");
+    const drillAge = now - (last?.drill?.getTime() ?? since);
+    if (drillAge > policy.drill_max_age_days * 86_400_000) {
+      await raiseAlert(
+        ctx,
+        t,
+        "drill_stale",
+        last?.drill ? `the newest passed recovery drill is ${Math.floor(drillAge / 86_400_000)} days old (limit ${policy.drill_max_age_days})` : `no recovery drill has passed in ${Math.floor(drillAge / 86_400_000)} days (limit ${policy.drill_max_age_days})`,
+      );
+    } else await clearAlert(ctx, t, "drill_stale");
+  });
+  return openAlerts(ctx);
+}
+
+// ---- snapshots -----------------------------------------------------------------------------
+
+export type SnapshotRecord = {
+  id: string;
+  trigger: string;
+  status: "running" | "complete" | "partial" | "failed" | "interrupted";
+  startedAt: string;
+  finishedAt: string | null;
+  targets: { target: string; ok: boolean; bytes: number; error?: string }[];
+  tables: number | null;
+  rows: number | null;
+  plainBytes: number | null;
+  storedBytes: number | null;
+  durationMs: number | null;
+  phases: SnapshotResult["phases"] | null;
+  schemaVersion: string | null;
+  auditHead: { seq: string; hash: string } | null;
+  verifiedAt: string | null;
+  error: string | null;
+};
+
+type SnapshotRow = {
+  id: string;
+  trigger: string;
+  status: SnapshotRecord["status"];
+  started_at: Date;
+  finished_at: Date | null;
+  targets: SnapshotRecord["targets"];
+  tables: number | null;
+  rows: string | null;
+  plain_bytes: string | null;
+  stored_bytes: string | null;
+  duration_ms: number | null;
+  phases: SnapshotRecord["phases"];
+  schema_version: string | null;
+  audit_head_seq: string | null;
+  audit_head_hash: Buffer | null;
+  verified_at: Date | null;
+  error: string | null;
+};
+
+const num = (v: string | number | null) => (v === null ? null : Number(v));
+
+function present(r: SnapshotRow): SnapshotRecord {
+  return {
+    id: r.id,
+    trigger: r.trigger,
+    status: r.status,
+    startedAt: r.started_at.toISOString(),
+    finishedAt: r.finished_at?.toISOString() ?? null,
+    targets: r.targets,
+    tables: r.tables,
+    rows: num(r.rows),
+    plainBytes: num(r.plain_bytes),
+    storedBytes: num(r.stored_bytes),
+    durationMs: r.duration_ms,
+    phases: r.phases,
+    schemaVersion: r.schema_version,
+    auditHead: r.audit_head_seq !== null && r.audit_head_hash ? { seq: String(r.audit_head_seq), hash: r.audit_head_hash.toString("hex") } : null,
+    verifiedAt: r.verified_at?.toISOString() ?? null,
+    error: r.error,
+  };
+}
+
+export async function listSnapshotRecords(ctx: ApplianceContext, limit = 100): Promise<SnapshotRecord[]> {
+  const rows = await tx(ctx, (t) => q<SnapshotRow>(ctx, t, "SELECT * FROM backup_snapshots ORDER BY seq DESC LIMIT $1", [limit]));
+  return rows.map(present);
+}
+
+export async function getSnapshotRecord(ctx: ApplianceContext, id: string): Promise<SnapshotRecord> {
+  const rows = await tx(ctx, (t) => q<SnapshotRow>(ctx, t, "SELECT * FROM backup_snapshots WHERE id = $1", [id]));
+  if (!rows[0]) throw new NotFound(`no snapshot ${id} is recorded by this appliance`);
+  return present(rows[0]);
+}
+
+export type SnapshotRun = SnapshotRecord & { retention: PruneOutcome[]; swept: { target: string; removed: string[] }[] };
+
+export type StartOptions = { trigger: "schedule" | "manual" | "cli"; meta?: AuditMeta; onProgress?: (p: SnapshotProgress) => void };
+
+async function closeAll(targets: SnapshotTarget[]) {
+  await Promise.allSettled(targets.map((t) => t.close()));
+}
+
+/**
+ * Takes the lock and records the run, then returns at once with the id and a promise of the
+ * outcome (routes answer 202 with the id; the CLI awaits `done`). Conflict when a run holds the lock.
+ */
+export async function startSnapshot(ctx: ApplianceContext, opts: StartOptions): Promise<{ id: string; done: Promise<SnapshotRun> }> {
+  const secret = ctx.rootKey.material(); // Sealed (503) before anything starts
+  const meta = opts.meta ?? { actor: SYSTEM_ACTOR };
+  const policy = await tx(ctx, (t) => readPolicyRow(ctx, t));
+  if (policy.targets.length === 0) throw new Conflict("no backup target is configured; add one with PUT /api/v1/backups/policy");
+  const recoveryKey = await recoveryPublicKey(ctx);
+  const lock = await tryJobLock(ctx, BACKUP_LOCKS.snapshot);
+  if (!lock) throw new Conflict("a snapshot is already running (on this or another replica, or from the CLI)");
+  const id = newSnapshotId(ctx.clock.now());
+  try {
+    await tx(ctx, async (t) => {
+      // We hold the lock, so a row still 'running' belongs to a run that died.
+      await q(ctx, t, "UPDATE backup_snapshots SET status = 'interrupted', finished_at = $1, error = 'the run ended without finishing (process killed or crashed)' WHERE status = 'running' RETURNING id", [ctx.clock.now()]);
+      await q(ctx, t, "INSERT INTO backup_snapshots (id, trigger, status, started_at) VALUES ($1, $2, 'running', $3) RETURNING id", [id, opts.trigger, ctx.clock.now()]);
+    });
+  } catch (err) {
+    await lock.release();
+    throw err;
+  }
+  const done = (async (): Promise<SnapshotRun> => {
+    const targets = openPolicyTargets(ctx, policy);
+    const swept: SnapshotRun["swept"] = [];
+    const retention: PruneOutcome[] = [];
+    let result: SnapshotResult | undefined;
+    let failure: Error | undefined;
+    try {
+      for (const target of targets) {
+        try {
+          const r = await removeIncompleteSnapshots(target);
+          if (r.removed.length) ctx.log.info(`backup: removed ${r.removed.length} interrupted snapshot(s) from ${target.name}`, { target: target.name, bytes: r.bytes });
+          swept.push({ target: target.name, removed: r.removed });
+        } catch (err) {
+          ctx.log.warn(`backup: could not sweep target ${target.name}: ${(err as Error).message}`);
+        }
+      }
+      result = await takeSnapshot({
+        connect: ownerConnector(ctx),
+        targets,
+        applianceSecret: secret,
+        recoveryPublicKey: recoveryKey,
+        excludedSchemas: SNAPSHOT_EXCLUDED_SCHEMAS,
+        appVersion: APP_VERSION,
+        trigger: opts.trigger,
+        compression: ctx.config.backup.compressionLevel === 0 ? "none" : "gzip",
+        compressionLevel: ctx.config.backup.compressionLevel,
+        segmentBytes: ctx.config.backup.segmentKib * 1024,
+        retainUntil: policy.object_lock_days ? new Date(ctx.clock.now().getTime() + policy.object_lock_days * 86_400_000) : undefined,
+        snapshotId: id,
+        now: () => ctx.clock.now(),
+        onProgress: opts.onProgress,
+        log: ctx.log,
+      });
+      if (result.ok) {
+        for (const target of targets.filter((t) => result!.targets.find((o) => o.target === t.name)?.ok)) {
+          try {
+            retention.push(await applyRetention(target, (await scanTarget(target)).complete, policy.retention));
+          } catch (err) {
+            ctx.log.warn(`backup: retention on ${target.name} failed: ${(err as Error).message}`);
+          }
+        }
+      }
+    } catch (err) {
+      failure = err as Error;
+    } finally {
+      await closeAll(targets);
+    }
+    const status: SnapshotRecord["status"] = failure || !result?.ok ? "failed" : result.targets.every((t) => t.ok) ? "complete" : "partial";
+    const error = failure?.message ?? (result?.targets.filter((t) => !t.ok).map((t) => t.error).join("; ") || null);
+    try {
+      await tx(ctx, async (t) => {
+        await q(
+          ctx,
+          t,
+          `UPDATE backup_snapshots SET status = $2, finished_at = $3, targets = $4::jsonb, tables = $5, rows = $6, plain_bytes = $7, stored_bytes = $8,
+             duration_ms = $9, phases = $10::jsonb, schema_version = $11, audit_head_seq = $12, audit_head_hash = decode($13, 'hex'), error = $14
+           WHERE id = $1 RETURNING id`,
+          [
+            id,
+            status,
+            ctx.clock.now(),
+            JSON.stringify(result?.targets ?? []),
+            result?.tables ?? null,
+            result?.rows ?? null,
+            result?.plainBytes ?? null,
+            result?.storedBytes ?? null,
+            result?.durationMs ?? null,
+            JSON.stringify(result?.phases ?? null),
+            result?.manifest?.database.schemaVersion ?? null,
+            result?.manifest?.auditHead?.seq ?? null,
+            result?.manifest?.auditHead?.hash ?? null,
+            error?.slice(0, 1000) ?? null,
+          ],
+        );
+        if (status === "failed") await raiseAlert(ctx, t, "snapshot_failed", `snapshot ${id} failed: ${error ?? "unknown error"}`);
+        else {
+          await clearAlert(ctx, t, "snapshot_failed");
+          await clearAlert(ctx, t, "snapshot_stale");
+          if (status === "partial") ctx.log.warn(`backup: snapshot ${id} is missing on some targets: ${error}`);
+        }
+        await audit(ctx, t, meta, "backup.snapshot", "backup_snapshot", id, status === "failed" ? "failure" : "success");
+      });
+    } finally {
+      await lock.release();
+    }
+    if (status !== "failed") ctx.log.info(`backup: snapshot ${id} ${status} (${result!.tables} tables, ${result!.storedBytes} bytes, ${result!.durationMs} ms)`);
+    return { ...(await getSnapshotRecord(ctx, id)), retention, swept };
+  })();
+  return { id, done };
+}
+
+export async function runSnapshot(ctx: ApplianceContext, opts: StartOptions): Promise<SnapshotRun> {
+  return (await startSnapshot(ctx, opts)).done;
+}
+
+// ---- verify, restore -------------------------------------------------------------------------
+
+async function targetsHolding(ctx: ApplianceContext, id: string, name?: string): Promise<{ target: SnapshotTarget; others: SnapshotTarget[] }> {
+  const policy = await tx(ctx, (t) => readPolicyRow(ctx, t));
+  const all = openPolicyTargets(ctx, policy);
+  const pick = name ? all.find((t) => t.name === name) : undefined;
+  if (name && !pick) {
+    await closeAll(all);
+    throw new NotFound(`no backup target named ${name}`);
+  }
+  for (const t of pick ? [pick] : all) {
+    try {
+      if ((await scanTarget(t)).complete.includes(id)) return { target: t, others: all.filter((x) => x !== t) };
+    } catch (err) {
+      ctx.log.warn(`backup: target ${t.name} could not be listed: ${(err as Error).message}`);
+    }
+  }
+  await closeAll(all);
+  throw new NotFound(`snapshot ${id} is not complete on ${name ? `target ${name}` : "any configured target"}`);
+}
+
+export async function verifySnapshotById(ctx: ApplianceContext, id: string, opts: { target?: string; meta?: AuditMeta } = {}): Promise<VerifyResult & { target: string }> {
+  const secret = ctx.rootKey.material();
+  const { target, others } = await targetsHolding(ctx, id, opts.target);
+  const meta = opts.meta ?? { actor: SYSTEM_ACTOR };
+  try {
+    const r = await verifySnapshot({ target, snapshotId: id, opener: { applianceSecret: secret }, trustedSigners: [manifestSigner(secret).publicKeyRaw] });
+    await tx(ctx, async (t) => {
+      await q(ctx, t, "UPDATE backup_snapshots SET verified_at = $2 WHERE id = $1 RETURNING id", [id, ctx.clock.now()]);
+      await audit(ctx, t, meta, "backup.verify", "backup_snapshot", id, "success");
+    });
+    return { ...r, target: target.name };
+  } catch (err) {
+    await tx(ctx, (t) => audit(ctx, t, meta, "backup.verify", "backup_snapshot", id, "failure")).catch(() => {});
+    throw err;
+  } finally {
+    await closeAll([target, ...others]);
+  }
+}
+
+export type RestoreOutcome = RestoreResult & { target: string; shredList: "reapplied" | "not available" };
+
+/**
+ * Restores one of this appliance's snapshots into an empty database given by URL (never its
+ * own live database: that is not empty). Audited on the live appliance. The crypto-shredding
+ * list is re-applied by the keys capability when it provides `reapplyShredList` (not yet).
+ */
+export async function restoreSnapshotById(ctx: ApplianceContext, id: string, opts: { intoUrl: string; target?: string; meta?: AuditMeta }): Promise<RestoreOutcome> {
+  const secret = ctx.rootKey.material();
+  const { target, others } = await targetsHolding(ctx, id, opts.target);
+  const meta = opts.meta ?? { actor: SYSTEM_ACTOR };
+  try {
+    const r = await restoreSnapshot({
+      target,
+      snapshotId: id,
+      intoUrl: opts.intoUrl,
+      appRole: ctx.db.appRole,
+      opener: { applianceSecret: secret },
+      trustedSigners: [manifestSigner(secret).publicKeyRaw],
+      verifyAuditChain: auditVerifierFor(ctx, "appliance"),
+    });
+    await tx(ctx, (t) => audit(ctx, t, meta, "backup.restore", "backup_snapshot", id, "success"));
+    ctx.log.warn(`backup: snapshot ${id} restored into another database; re-apply the crypto-shredding list there before serving it`);
+    return { ...r, target: target.name, shredList: "not available" };
+  } catch (err) {
+    await tx(ctx, (t) => audit(ctx, t, meta, "backup.restore", "backup_snapshot", id, "failure")).catch(() => {});
+    throw err;
+  } finally {
+    await closeAll([target, ...others]);
+  }
+}
+
+// ---- drills ----------------------------------------------------------------------------------
+
+export type DrillRecord = DrillResult & { id: string; trigger: string; status: "running" | "passed" | "failed" | "interrupted"; startedAt: string; finishedAt: string | null };
+
+type DrillRow = {
+  id: string;
+  trigger: string;
+  status: DrillRecord["status"];
+  started_at: Date;
+  finished_at: Date | null;
+  snapshot_id: string | null;
+  target: string | null;
+  rto_ms: number | null;
+  rpo_ms: string | null;
+  phases: DrillResult["phases"];
+  checks: DrillResult["checks"];
+  error: string | null;
+};
+
+function presentDrill(r: DrillRow): DrillRecord {
+  return {
+    id: r.id,
+    trigger: r.trigger,
+    status: r.status,
+    startedAt: r.started_at.toISOString(),
+    finishedAt: r.finished_at?.toISOString() ?? null,
+    passed: r.status === "passed",
+    snapshotId: r.snapshot_id,
+    target: r.target ?? "",
+    rtoMs: r.rto_ms,
+    rpoMs: num(r.rpo_ms),
+    phases: r.phases,
+    checks: r.checks,
+    error: r.error,
+  };
+}
+
+export async function listDrills(ctx: ApplianceContext, limit = 50): Promise<DrillRecord[]> {
+  return (await tx(ctx, (t) => q<DrillRow>(ctx, t, "SELECT * FROM backup_drills ORDER BY seq DESC LIMIT $1", [limit]))).map(presentDrill);
+}
+
+export async function getDrill(ctx: ApplianceContext, id: string): Promise<DrillRecord> {
+  const rows = await tx(ctx, (t) => q<DrillRow>(ctx, t, "SELECT * FROM backup_drills WHERE id = $1::uuid", [id]));
+  if (!rows[0]) throw new NotFound(`no drill ${id}`);
+  return presentDrill(rows[0]);
+}
+
+export async function startDrill(ctx: ApplianceContext, opts: { trigger: "schedule" | "manual" | "cli"; snapshotId?: string; target?: string; meta?: AuditMeta }): Promise<{ id: string; done: Promise<DrillRecord> }> {
+  const secret = ctx.rootKey.material();
+  const meta = opts.meta ?? { actor: SYSTEM_ACTOR };
+  const policy: PolicyRow = await tx(ctx, (t) => readPolicyRow(ctx, t));
+  if (policy.targets.length === 0) throw new Conflict("no backup target is configured, so there is nothing to drill");
+  const lock = await tryJobLock(ctx, BACKUP_LOCKS.drill);
+  if (!lock) throw new Conflict("a recovery drill is already running");
+  let id: string;
+  try {
+    id = await tx(ctx, async (t) => {
+      await q(ctx, t, "UPDATE backup_drills SET status = 'interrupted', finished_at = $1 WHERE status = 'running' RETURNING id", [ctx.clock.now()]);
+      const [row] = await q<{ id: string }>(ctx, t, "INSERT INTO backup_drills (trigger, status, started_at) VALUES ($1, 'running', $2) RETURNING id", [opts.trigger, ctx.clock.now()]);
+      return row!.id;
+    });
+  } catch (err) {
+    await lock.release();
+    throw err;
+  }
+  const done = (async (): Promise<DrillRecord> => {
+    const targets = openPolicyTargets(ctx, policy);
+    let result: DrillResult;
+    try {
+      const target = (opts.target ? targets.find((t) => t.name === opts.target) : targets[0]) ?? targets[0]!;
+      result = await runRecoveryDrill({
+        target,
+        snapshotId: opts.snapshotId,
+        createScratch: scratchDatabaseFactory(ctx),
+        appRole: ctx.db.appRole,
+        opener: { applianceSecret: secret },
+        trustedSigners: [manifestSigner(secret).publicKeyRaw],
+        verifyAuditChain: auditVerifierFor(ctx, "appliance"),
+        recordedHead: async (snapshotId) => {
+          const rows = await tx(ctx, (t) =>
+            q<{ seq: string | null; hash: string | null }>(ctx, t, "SELECT audit_head_seq::text AS seq, encode(audit_head_hash, 'hex') AS hash FROM backup_snapshots WHERE id = $1", [snapshotId]),
+          );
+          if (!rows[0]) return undefined;
+          return rows[0].seq === null ? null : { seq: rows[0].seq, hash: rows[0].hash! };
+        },
+        now: () => ctx.clock.now(),
+      });
+    } catch (err) {
+      result = { passed: false, snapshotId: null, target: "", rtoMs: null, rpoMs: null, phases: null, checks: [], error: (err as Error).message };
+    } finally {
+      await closeAll(targets);
+    }
+    try {
+      await tx(ctx, async (t) => {
+        await q(
+          ctx,
+          t,
+          `UPDATE backup_drills SET status = $2, finished_at = $3, snapshot_id = $4, target = $5, rto_ms = $6, rpo_ms = $7, phases = $8::jsonb, checks = $9::jsonb, error = $10
+            WHERE id = $1::uuid RETURNING id`,
+          [
+            id,
+            result.passed ? "passed" : "failed",
+            ctx.clock.now(),
+            result.snapshotId,
+            result.target || null,
+            result.rtoMs,
+            result.rpoMs,
+            JSON.stringify(result.phases),
+            JSON.stringify(result.checks),
+            result.error?.slice(0, 1000) ?? null,
+          ],
+        );
+        if (result.passed) {
+          await clearAlert(ctx, t, "drill_failed");
+          await clearAlert(ctx, t, "drill_stale");
+        } else await raiseAlert(ctx, t, "drill_failed", `recovery drill ${id} failed: ${result.error ?? "a check failed"}`);
+        await audit(ctx, t, meta, "backup.drill", "backup_drill", id, result.passed ? "success" : "failure");
+      });
+    } finally {
+      await lock.release();
+    }
+    if (result.passed) ctx.log.info(`backup: recovery drill passed (snapshot ${result.snapshotId}, RTO ${result.rtoMs} ms, RPO ${result.rpoMs} ms)`);
+    return getDrill(ctx, id);
+  })();
+  return { id, done };
+}
+
+export async function runDrill(ctx: ApplianceContext, opts: Parameters<typeof startDrill>[1]): Promise<DrillRecord> {
+  return (await startDrill(ctx, opts)).done;
+}
+
+// ---- WORM ------------------------------------------------------------------------------------
+
+export async function wormSelfTest(ctx: ApplianceContext, targetName: string, meta: AuditMeta = { actor: SYSTEM_ACTOR }): Promise<WormCheck> {
+  const policy = await tx(ctx, (t) => readPolicyRow(ctx, t));
+  const targets = openPolicyTargets(ctx, policy);
+  try {
+    const target = targets.find((t) => t.name === targetName);
+    if (!target) throw new NotFound(`no backup target named ${targetName}`);
+    const check = await runWormSelfTest(target, ctx.clock.now());
+    await tx(ctx, async (t) => {
+      if (check.enforced) await clearAlert(ctx, t, "worm_not_enforced");
+      else await raiseAlert(ctx, t, "worm_not_enforced", `target ${targetName} accepted the delete of a retained object: ${check.detail}`);
+      await audit(ctx, t, meta, "backup.worm_test", "backup_target", targetName, check.enforced ? "success" : "failure");
+    });
+    return check;
+  } finally {
+    await closeAll(targets);
+  }
+}
+

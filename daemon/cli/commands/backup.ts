@@ -1,0 +1,219 @@
+import fs from "node:fs";
+import type { Command } from "commander";
+import cliProgress from "cli-progress";
+import { Registry } from "prom-client";
+import { scanTarget } from "../../../backup/catalog.js";
+import { restoreSnapshot } from "../../../backup/restore.js";
+import { openTarget, targetDefinitionSchema, targetSecretsSchema, type SnapshotTarget } from "../../../backup/targets/index.js";
+import { auditVerifierFor } from "../../backups/audit-check.js";
+import { listSnapshotRecords, restoreSnapshotById, runDrill, runSnapshot, verifySnapshotById, type AuditMeta } from "../../backups/service.js";
+import { systemClock } from "../../clock.js";
+import { loadConfig } from "../../config/load.js";
+import type { ApplianceContext } from "../../context.js";
+import { APP_ROLE } from "../../db/roles.js";
+import { AppError } from "../../http/errors.js";
+import { unsealForOperator } from "../../keys/operator.js";
+import { loadRecoveryPrivateKey } from "../../keys/recovery.js";
+import { RootKey } from "../../keys/root-key.js";
+import { silentLogger } from "../../log/logger.js";
+import { withOfflineContext } from "../offline-context.js";
+import { CliError, printResult, type GlobalOptions } from "../output.js";
+
+const CLI_META: AuditMeta = { actor: { userId: null, role: "host_operator" }, userAgent: "wardkeep-cli" };
+
+const collect = (v: string, prev: string[] = []) => [...prev, v];
+
+type UnsealOpts = { passphraseFile?: string; shareFile?: string[] };
+
+/** An offline context with the key store open: snapshots need the appliance-internal secret. */
+async function withUnsealed<T>(opts: UnsealOpts, work: (ctx: ApplianceContext) => Promise<T>): Promise<T> {
+  try {
+    return await withOfflineContext(loadConfig(), async (ctx) => {
+      await unsealForOperator(ctx, { passphraseFile: opts.passphraseFile, shareFiles: opts.shareFile });
+      try {
+        return await work(ctx);
+      } finally {
+        ctx.rootKey.seal("command finished");
+      }
+    });
+  } catch (err) {
+    if (err instanceof AppError) throw new CliError(err.message);
+    throw err;
+  }
+}
+
+/** A target from a JSON file (definition plus optional `secrets`), for an appliance that has no policy yet. */
+function targetFromFile(file: string): SnapshotTarget {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(fs.readFileSync(file, "utf8"));
+  } catch (err) {
+    throw new CliError(`--target-file ${file}: ${(err as NodeJS.ErrnoException).code ?? "not valid JSON"}`);
+  }
+  const { secrets, ...def } = raw as { secrets?: unknown };
+  const parsedDef = targetDefinitionSchema.safeParse(def);
+  const parsedSecrets = targetSecretsSchema.safeParse(secrets ?? {});
+  if (!parsedDef.success) throw new CliError(`--target-file ${file}: ${parsedDef.error.issues[0]!.path.join(".")}: ${parsedDef.error.issues[0]!.message}`);
+  if (!parsedSecrets.success) throw new CliError(`--target-file ${file}: secrets: ${parsedSecrets.error.issues[0]!.message}`);
+  return openTarget(parsedDef.data, parsedSecrets.data);
+}
+
+function progressBar(global: GlobalOptions) {
+  if (global.json || !process.stderr.isTTY) return undefined;
+  return new cliProgress.SingleBar(
+    { format: "  {bar} {percentage}% | {value}/{total} MiB | {table}", stream: process.stderr, hideCursor: true },
+    cliProgress.Presets.shades_classic,
+  );
+}
+
+const mib = (n: number) => Math.round(n / 1048576);
+
+export function registerBackup(program: Command) {
+  const backup = program.command("backup").description("encrypted snapshots to the configured targets");
+  const unsealOptions = (c: Command) =>
+    c.option("--passphrase-file <file>", "file holding the unseal passphrase (passphrase mode)").option("--share-file <file>", "a custodian share (shamir mode); repeat", collect);
+
+  unsealOptions(backup.command("run").description("take a snapshot now (one REPEATABLE READ transaction, streamed to every target)")).action(async (opts: UnsealOpts, cmd: Command) => {
+    const global = cmd.optsWithGlobals<GlobalOptions>();
+    const bar = progressBar(global);
+    const run = await withUnsealed(opts, (ctx) =>
+      runSnapshot(ctx, {
+        trigger: "cli",
+        meta: CLI_META,
+        onProgress: (p) => {
+          if (!bar) return;
+          if (!bar.isActive) bar.start(Math.max(1, mib(p.estimatedBytes)), 0, { table: p.table });
+          bar.setTotal(Math.max(mib(p.estimatedBytes), mib(p.plainBytes), 1));
+          bar.update(mib(p.plainBytes), { table: p.table });
+        },
+      }).finally(() => bar?.stop()),
+    );
+    if (run.status === "failed") throw new CliError(`snapshot ${run.id} failed: ${run.error}`);
+    printResult(global, { snapshot: run }, [
+      `snapshot ${run.id} ${run.status}: ${run.tables} tables, ${run.rows} rows, ${mib(run.storedBytes ?? 0)} MiB stored in ${((run.durationMs ?? 0) / 1000).toFixed(1)} s`,
+      ...run.targets.map((t) => `  ${t.ok ? "ok    " : "FAILED"} ${t.target}${t.error ? `: ${t.error}` : ""}`),
+    ]);
+  });
+
+  unsealOptions(
+    backup
+      .command("list")
+      .description("snapshots this appliance recorded, or (with --target-file) the complete snapshots on a target")
+      .option("--target-file <file>", "list a target directly (JSON definition, as in the admin API, plus optional secrets)"),
+  ).action(async (opts: UnsealOpts & { targetFile?: string }, cmd: Command) => {
+    const global = cmd.optsWithGlobals<GlobalOptions>();
+    if (opts.targetFile) {
+      const target = targetFromFile(opts.targetFile);
+      try {
+        const scan = await scanTarget(target);
+        printResult(global, { target: target.name, complete: scan.complete, incomplete: scan.incomplete.map((d) => d.id) }, [
+          ...scan.complete.map((id) => id),
+          ...(scan.incomplete.length ? [`(${scan.incomplete.length} interrupted, ignored: ${scan.incomplete.map((d) => d.id).join(", ")})`] : []),
+        ]);
+      } finally {
+        await target.close();
+      }
+      return;
+    }
+    const records = await withOfflineContext(loadConfig(), (ctx) => listSnapshotRecords(ctx));
+    printResult(
+      global,
+      { snapshots: records },
+      records.length ? records.map((r) => `${r.id}  ${r.status.padEnd(11)} ${String(mib(r.storedBytes ?? 0)).padStart(6)} MiB  ${r.targets.map((t) => `${t.target}${t.ok ? "" : "(failed)"}`).join(",")}`) : ["no snapshots yet"],
+    );
+  });
+
+  unsealOptions(
+    backup
+      .command("verify <id>")
+      .description("download the snapshot and check every digest, GCM tag and row count, without restoring")
+      .option("--target <name>", "read from this target (default: the first that holds it)"),
+  ).action(async (id: string, opts: UnsealOpts & { target?: string }, cmd: Command) => {
+    const global = cmd.optsWithGlobals<GlobalOptions>();
+    const r = await withUnsealed(opts, (ctx) => verifySnapshotById(ctx, id, { target: opts.target, meta: CLI_META }));
+    printResult(global, { verify: r }, `snapshot ${id} on ${r.target} verified: ${r.objects} objects, ${r.rows} rows, ${mib(r.storedBytes)} MiB, every digest and tag valid`);
+  });
+
+  unsealOptions(
+    program
+      .command("restore <id>")
+      .description("restore a snapshot into an EMPTY database (refuses a non-empty one)")
+      .requiredOption("--into <url>", "owner connection URL of the empty database (postgres://...)")
+      .option("--target <name>", "target from this appliance's policy")
+      .option("--target-file <file>", "target as a JSON file: for a brand-new appliance that has no policy yet")
+      .option("--recovery-key <file>", "the recovery kit (PEM): restore without this appliance's keys")
+      .option("--recovery-share <file>", "a recovery kit share (repeat k times) instead of --recovery-key", collect)
+      .option("--expect-signer <hex>", "raw Ed25519 public key (hex) the manifest must be signed with")
+      .option("--app-role <role>", "role requests run as (granted by the migrations)", APP_ROLE),
+  ).action(
+    async (
+      id: string,
+      opts: UnsealOpts & { into: string; target?: string; targetFile?: string; recoveryKey?: string; recoveryShare?: string[]; expectSigner?: string; appRole: string },
+      cmd: Command,
+    ) => {
+      const global = cmd.optsWithGlobals<GlobalOptions>();
+      if (!/^postgres(ql)?:\/\//.test(opts.into)) throw new CliError("--into must be a postgres:// URL");
+      const human = (r: Awaited<ReturnType<typeof restoreSnapshot>>) => [
+        `snapshot ${id} restored: ${r.tables} tables, ${r.rows} rows in ${(r.phases.totalMs / 1000).toFixed(1)} s (schema ${r.schema.restoredTo})`,
+        `  phases: open ${r.phases.openMs} ms, schema ${r.phases.schemaMs} ms, load ${r.phases.loadMs} ms (AES-GCM ${r.phases.decryptCpuMs} ms), constraints ${r.phases.constraintsMs} ms, verify ${r.phases.verifyMs} ms`,
+        `  audit chain: ${r.auditChain.checked ? (r.auditChain.intact ? `intact up to ${r.auditChain.expected?.seq ?? 0}` : "BROKEN") : r.auditChain.reason}`,
+        "  next: start the appliance on this database; the keys capability re-applies the crypto-shredding list",
+      ];
+      try {
+        if (opts.recoveryKey || opts.recoveryShare?.length) {
+          // A brand-new appliance: only the target and the recovery kit are needed.
+          const privateKey = opts.recoveryKey
+            ? await loadRecoveryPrivateKey({ pem: fs.readFileSync(opts.recoveryKey, "utf8") })
+            : await loadRecoveryPrivateKey({ shares: opts.recoveryShare!.map((f) => fs.readFileSync(f, "utf8")) });
+          let target: SnapshotTarget;
+          if (opts.targetFile) target = targetFromFile(opts.targetFile);
+          else throw new CliError("with --recovery-key, give the target as --target-file (this appliance may have no policy)");
+          try {
+            const config = loadConfig();
+            const r = await restoreSnapshot({
+              target,
+              snapshotId: id,
+              intoUrl: opts.into,
+              appRole: opts.appRole,
+              opener: { recoveryPrivateKey: privateKey },
+              trustedSigners: opts.expectSigner ? [Buffer.from(opts.expectSigner, "hex")] : [],
+              verifyAuditChain: auditVerifierFor({ config, log: silentLogger(), clock: systemClock, rootKey: new RootKey(config.keys.unseal), metrics: new Registry() }, "database"),
+            });
+            printResult(global, { restore: r }, human(r));
+          } finally {
+            await target.close();
+          }
+          return;
+        }
+        if (opts.targetFile) throw new CliError("--target-file is for restores with --recovery-key; otherwise name a policy target with --target");
+        const r = await withUnsealed(opts, (ctx) => restoreSnapshotById(ctx, id, { intoUrl: opts.into, target: opts.target, meta: CLI_META }));
+        printResult(global, { restore: r }, human(r));
+      } catch (err) {
+        if (err instanceof AppError) throw new CliError(err.message);
+        throw err;
+      }
+    },
+  );
+
+  unsealOptions(
+    program
+      .command("drill")
+      .description("recovery drill: restore the latest snapshot into a scratch database and verify it (RTO, RPO)")
+      .option("--snapshot <id>", "drill this snapshot instead of the latest")
+      .option("--target <name>", "read from this target"),
+  ).action(async (opts: UnsealOpts & { snapshot?: string; target?: string }, cmd: Command) => {
+    const global = cmd.optsWithGlobals<GlobalOptions>();
+    const d = await withUnsealed(opts, (ctx) => runDrill(ctx, { trigger: "cli", snapshotId: opts.snapshot, target: opts.target, meta: CLI_META }));
+    const lines = [
+      `drill ${d.status.toUpperCase()}: snapshot ${d.snapshotId ?? "-"} from ${d.target || "-"}, RTO ${d.rtoMs ?? "-"} ms, RPO ${d.rpoMs === null ? "-" : Math.round(d.rpoMs / 1000) + " s"}`,
+      ...d.checks.map((c) => `  ${c.ok ? "ok  " : "FAIL"} ${c.name}: ${c.detail}`),
+    ];
+    if (d.status !== "passed") {
+      if (global.json) printResult(global, { drill: d }, []);
+      else process.stdout.write(lines.join("\n") + "\n");
+      throw new CliError(`recovery drill failed: ${d.error ?? "a check failed"}`);
+    }
+    printResult(global, { drill: d }, lines);
+  });
+}
+

@@ -1,0 +1,251 @@
+import fs from "node:fs";
+import path from "node:path";
+import type { Command } from "commander";
+import { loadConfig } from "../../config/load.js";
+import type { ApplianceContext } from "../../context.js";
+import { CLI_OPERATOR } from "../../keys/audit-events.js";
+import { flushNonceCounts } from "../../keys/keyring.js";
+import { assertSchemaCurrent, callDaemon, daemonTarget, obtainPassphrase, OperatorError, unsealForOperator, type CurrentSecret } from "../../keys/operator.js";
+import { issueRecoveryKit } from "../../keys/recovery.js";
+import type { UnsealMode } from "../../keys/root-key.js";
+import { rewrapPending, rotateDataKey, rotateKek, tenantKeyId } from "../../keys/rotation.js";
+import { initialiseKeyStore, rekeyKeyStore } from "../../keys/seal.js";
+import { describeKeys, type KeyStatus } from "../../keys/status.js";
+import { UnsealError, type CreateSealInput } from "../../keys/unseal/source.js";
+import { AppError } from "../../http/errors.js";
+import { withOfflineContext } from "../offline-context.js";
+import { CliError, printResult, type GlobalOptions } from "../output.js";
+
+const MODES: UnsealMode[] = ["keyfile", "passphrase", "shamir", "pkcs11"];
+
+type SealOptions = { unseal: string; passphraseFile?: string; shares?: string; threshold?: string; outDir?: string; createHsmKey?: boolean };
+type SecretOptions = { currentPassphraseFile?: string; shareFile?: string[] };
+
+function collect(value: string, previous: string[] = []): string[] {
+  return [...previous, value];
+}
+
+function integer(name: string, value: string | undefined, fallback: number): number {
+  if (value === undefined) return fallback;
+  if (!/^\d+$/.test(value)) throw new CliError(`--${name} must be a whole number`);
+  return Number(value);
+}
+
+/** Runs `work` on an offline context whose barrier is unsealed with the current secret; maps errors to one line. */
+async function withKeys<T>(secret: CurrentSecret, work: (ctx: ApplianceContext) => Promise<T>, opts: { unseal?: boolean } = {}): Promise<T> {
+  const config = loadConfig();
+  try {
+    return await withOfflineContext(config, async (ctx) => {
+      if (opts.unseal === false) await assertSchemaCurrent(ctx);
+      else await unsealForOperator(ctx, secret);
+      try {
+        return await work(ctx);
+      } finally {
+        await flushNonceCounts(ctx).catch(() => undefined);
+        ctx.rootKey.seal("command finished");
+      }
+    });
+  } catch (err) {
+    if (err instanceof OperatorError || err instanceof UnsealError || err instanceof AppError) throw new CliError(err.message);
+    throw err;
+  }
+}
+
+async function sealInput(mode: UnsealMode, opts: SealOptions): Promise<CreateSealInput> {
+  switch (mode) {
+    case "passphrase":
+      return { passphrase: await obtainPassphrase(opts.passphraseFile, { confirm: true, what: "new unseal passphrase" }) };
+    case "shamir":
+      return { shareCount: integer("shares", opts.shares, 5), threshold: integer("threshold", opts.threshold, 3) };
+    case "pkcs11":
+      return { createHsmKey: opts.createHsmKey === true };
+    default:
+      return {};
+  }
+}
+
+function parseMode(value: string): UnsealMode {
+  if (!MODES.includes(value as UnsealMode)) throw new CliError(`--unseal must be one of ${MODES.join(", ")}`);
+  return value as UnsealMode;
+}
+
+/** Shares go to the terminal, or one file per custodian (0600) with --out-dir. */
+function deliverShares(shares: string[], threshold: number, outDir: string | undefined): { files?: string[]; lines: string[] } {
+  if (!outDir) {
+    return {
+      lines: [
+        `${shares.length} custodian shares (any ${threshold} unseal). Give each to a different person; they are shown once and never stored:`,
+        ...shares.map((s, i) => `  share ${i + 1}: ${s}`),
+      ],
+    };
+  }
+  fs.mkdirSync(outDir, { recursive: true, mode: 0o700 });
+  const files = shares.map((share, i) => {
+    const file = path.join(path.resolve(outDir), `unseal-share-${i + 1}-of-${shares.length}.txt`);
+    fs.writeFileSync(file, `Wardkeep unseal share ${i + 1} of ${shares.length} (any ${threshold} unseal)\n\n${share}\n`, { mode: 0o600, flag: "wx" });
+    return file;
+  });
+  return { files, lines: [`${shares.length} custodian share files written (any ${threshold} unseal); hand each to a different person and delete it from this host:`, ...files.map((f) => `  ${f}`)] };
+}
+
+function summarise(status: KeyStatus, daemon: Record<string, unknown> | undefined): string[] {
+  const lines = [
+    `key store: ${status.seal.initialised ? `initialised, unseal mode ${status.seal.mode}` : "not initialised"}`,
+    daemon ? `daemon: ${daemon.sealed ? `SEALED (${String(daemon.reason ?? "")})` : `unsealed since ${String(daemon.unsealedAt)}`}` : "daemon: not reachable",
+  ];
+  for (const k of status.kek.versions) lines.push(`KEK v${k.version}: ${k.state}, created ${k.createdAt.slice(0, 10)}, wraps ${k.wraps} data key version(s)`);
+  if (status.kek.rotation.inProgress) lines.push(`KEK rotation in progress: ${status.kek.rotation.remaining} data key version(s) still to rewrap`);
+  for (const t of status.tenants) {
+    const versions = t.versions.map((v) => `v${v.version} ${v.state}${v.values !== null ? ` (${v.values} values)` : ""}`).join(", ");
+    lines.push(`tenant ${t.tenantId}: ${versions || "no tenant key yet"}; ${t.patientKeys} patient key(s)${t.shredScheduledFor ? `; SHREDDING after ${t.shredScheduledFor}` : ""}`);
+  }
+  for (const a of status.applianceKeys) lines.push(`${a.keyId}: ${a.versions.map((v) => `v${v.version} ${v.state}`).join(", ")}`);
+  for (const r of status.rotations.filter((x) => !x.completedAt)) lines.push(`rotation open: ${r.keyId ?? "KEK"} v${r.from} -> v${r.to}, ${r.itemsDone} rewritten so far`);
+  lines.push(`shredding: ${status.shredding.scheduled} scheduled${status.shredding.nextDestroyAfter ? ` (next ${status.shredding.nextDestroyAfter})` : ""}, ${status.shredding.destroyed} destroyed`);
+  lines.push(status.recovery ? `recovery key ${status.recovery.fingerprint}: ${status.recovery.issuedAt ? `kit issued ${status.recovery.issuedAt.slice(0, 10)}` : "KIT NOT YET WRITTEN (wardkeep keys recovery-kit --out FILE)"}` : "recovery key: none");
+  return lines;
+}
+
+export function registerKeys(program: Command) {
+  const keys = program.command("keys").description("root key, data keys, rotation, custodian shares and the recovery kit");
+
+  keys
+    .command("init")
+    .description("initialise the key store: choose how it is unsealed (first install; once)")
+    .requiredOption("--unseal <mode>", `unseal mode: ${MODES.join(", ")}`)
+    .option("--passphrase-file <file>", "passphrase mode: file holding the new passphrase (- for stdin); otherwise asked twice")
+    .option("--shares <n>", "shamir mode: number of custodian shares (default 5)")
+    .option("--threshold <k>", "shamir mode: shares needed to unseal (default 3)")
+    .option("--out-dir <dir>", "shamir mode: write one share file per custodian instead of printing them")
+    .option("--create-hsm-key", "pkcs11 mode: create the AES key in the HSM when the token has none with keys.pkcs11.keyLabel")
+    .action(async (opts: SealOptions, cmd: Command) => {
+      const global = cmd.optsWithGlobals<GlobalOptions>();
+      const mode = parseMode(opts.unseal);
+      const input = await sealInput(mode, opts).catch((err: unknown) => {
+        throw err instanceof OperatorError ? new CliError(err.message) : err;
+      });
+      const result = await withKeys({}, (ctx) => initialiseKeyStore(ctx, mode, input, CLI_OPERATOR), { unseal: false });
+      const shares = result.shares ? deliverShares(result.shares, input.threshold ?? 3, opts.outDir) : undefined;
+      printResult(global, { mode, ...(shares ? { shares: shares.files ? undefined : result.shares, shareFiles: shares.files } : {}), keyFile: result.createdFile }, [
+        `key store initialised (unseal mode ${mode})`,
+        ...(shares?.lines ?? []),
+        ...(mode === "keyfile" ? ["WARNING: a key file is for evaluation only; use passphrase, shamir or pkcs11 in production"] : []),
+        `set keys.unseal: ${mode} in the configuration (or WARDKEEP_KEYS_UNSEAL) so new installs and replicas agree`,
+        "next: write the recovery kit once and store it offline: wardkeep keys recovery-kit --out FILE",
+      ]);
+    });
+
+  const rekeyAction = (forced?: UnsealMode) => async (opts: SealOptions & SecretOptions, cmd: Command) => {
+    const global = cmd.optsWithGlobals<GlobalOptions>();
+    const mode = forced ?? parseMode(opts.unseal);
+    const secret = { passphraseFile: opts.currentPassphraseFile, shareFiles: opts.shareFile };
+    const result = await withKeys(secret, async (ctx) => {
+      const input = await sealInput(mode, opts).catch((err: unknown) => {
+        throw err instanceof OperatorError ? new CliError(err.message) : err;
+      });
+      return { ...(await rekeyKeyStore(ctx, mode, input, CLI_OPERATOR)), threshold: input.threshold };
+    });
+    const shares = result.shares ? deliverShares(result.shares, result.threshold ?? 3, opts.outDir) : undefined;
+    printResult(global, { mode, generation: result.generation, ...(shares ? { shares: shares.files ? undefined : result.shares, shareFiles: shares.files } : {}) }, [
+      `unseal key replaced (mode ${mode}, generation ${result.generation}); data keys are unchanged`,
+      ...(shares?.lines ?? []),
+      "the previous passphrase, shares or key file no longer unseal; running replicas keep working and use the new secret at their next unseal",
+    ]);
+  };
+
+  keys
+    .command("rekey")
+    .description("change how the key store is unsealed (new passphrase, new shares, an HSM, or back to a key file)")
+    .requiredOption("--unseal <mode>", `new unseal mode: ${MODES.join(", ")}`)
+    .option("--passphrase-file <file>", "passphrase mode: file holding the NEW passphrase")
+    .option("--current-passphrase-file <file>", "file holding the CURRENT passphrase (passphrase mode now)")
+    .option("--share-file <file>", "a CURRENT custodian share (shamir mode now); repeat", collect)
+    .option("--shares <n>", "shamir mode: number of new shares (default 5)")
+    .option("--threshold <k>", "shamir mode: new shares needed (default 3)")
+    .option("--out-dir <dir>", "shamir mode: write one share file per custodian")
+    .option("--create-hsm-key", "pkcs11 mode: create the AES key in the HSM when missing")
+    .action(rekeyAction());
+
+  keys
+    .command("split")
+    .description("split the unseal key into k-of-n custodian shares (rekeys to shamir mode)")
+    .option("--shares <n>", "number of shares (default 5)")
+    .option("--threshold <k>", "shares needed to unseal (default 3)")
+    .option("--out-dir <dir>", "write one share file per custodian instead of printing them")
+    .option("--current-passphrase-file <file>", "file holding the CURRENT passphrase (passphrase mode now)")
+    .option("--share-file <file>", "a CURRENT custodian share (shamir mode now); repeat", collect)
+    .action(rekeyAction("shamir"));
+
+  keys
+    .command("status")
+    .description("key versions, what each protects (counts), rotation progress, seal state")
+    .option("--no-counts", "skip counting stored values per key (scans every encrypted column)")
+    .option("--url <url>", "the running daemon, for its seal state (default https://127.0.0.1:<server.port>)")
+    .action(async (opts: { counts: boolean; url?: string }, cmd: Command) => {
+      const global = cmd.optsWithGlobals<GlobalOptions>();
+      const config = loadConfig();
+      const status = await withKeys({}, (ctx) => describeKeys(ctx, { countValues: opts.counts }), { unseal: false });
+      const daemon = await callDaemon(daemonTarget(config, { url: opts.url }), "GET", "/api/v1/keys/seal-status").then(
+        (a) => (a.status === 200 ? a.body : undefined),
+        () => undefined,
+      );
+      // This process never unsealed: report the daemon's seal state, not its own.
+      const report = { ...status, seal: { ...status.seal, ...(daemon ?? { sealed: null, reason: "daemon not reachable" }) }, cache: undefined };
+      printResult(global, { status: report }, summarise(status, daemon));
+    });
+
+  keys
+    .command("rotate")
+    .description("rotate the KEK (rewraps every data key now), a tenant's data key, or the audit signing key")
+    .option("--kek", "rotate the root key-encryption key")
+    .option("--tenant <id>", "rotate this tenant's data key (the running daemon re-encrypts old values in the background)")
+    .option("--audit-signing", "rotate the audit checkpoint signing key pair")
+    .option("--current-passphrase-file <file>", "file holding the unseal passphrase (passphrase mode)")
+    .option("--share-file <file>", "a custodian share (shamir mode); repeat", collect)
+    .action(async (opts: { kek?: boolean; tenant?: string; auditSigning?: boolean } & SecretOptions, cmd: Command) => {
+      const global = cmd.optsWithGlobals<GlobalOptions>();
+      const targets = [opts.kek, opts.tenant, opts.auditSigning].filter(Boolean).length;
+      if (targets !== 1) throw new CliError("give exactly one of --kek, --tenant ID or --audit-signing");
+      if (opts.tenant && !/^[0-9a-f-]{36}$/.test(opts.tenant)) throw new CliError("--tenant must be a tenant id (UUID)");
+      const secret = { passphraseFile: opts.currentPassphraseFile, shareFiles: opts.shareFile };
+      if (opts.kek) {
+        const result = await withKeys(secret, async (ctx) => {
+          const rotated = await rotateKek(ctx, CLI_OPERATOR);
+          const rewrap = await rewrapPending(ctx);
+          return { ...rotated, rewrapped: rewrap.rewrapped, retired: rewrap.retired };
+        });
+        printResult(global, result, `KEK rotated: v${result.from} -> v${result.to}; ${result.rewrapped} key(s) rewrapped; retired ${result.retired.map((v) => `v${v}`).join(", ") || "nothing yet"}`);
+        return;
+      }
+      const keyId = opts.tenant ? tenantKeyId(opts.tenant) : "audit-signing";
+      const result = await withKeys(secret, (ctx) => rotateDataKey(ctx, keyId, "operator", CLI_OPERATOR));
+      printResult(
+        global,
+        result,
+        `${keyId} rotated: v${result.from} -> v${result.to}; new writes use v${result.to}${opts.tenant ? "; the running daemon re-encrypts older values in the background (see `wardkeep keys status`)" : ""}`,
+      );
+    });
+
+  keys
+    .command("recovery-kit")
+    .description("write the recovery private key ONCE (optionally Shamir-split) for offline storage")
+    .requiredOption("--out <file>", "kit file to write (never overwritten)")
+    .option("--shares <n>", "split the private key into n shares (one file each)")
+    .option("--threshold <k>", "shares needed to recover it")
+    .option("--reissue", "make a NEW recovery key pair (when the old kit is lost or compromised)")
+    .option("--current-passphrase-file <file>", "file holding the unseal passphrase (passphrase mode)")
+    .option("--share-file <file>", "a custodian share (shamir mode); repeat", collect)
+    .action(async (opts: { out: string; shares?: string; threshold?: string; reissue?: boolean } & SecretOptions, cmd: Command) => {
+      const global = cmd.optsWithGlobals<GlobalOptions>();
+      const shares = opts.shares === undefined ? undefined : integer("shares", opts.shares, 0);
+      const threshold = opts.threshold === undefined ? undefined : integer("threshold", opts.threshold, 0);
+      const result = await withKeys({ passphraseFile: opts.currentPassphraseFile, shareFiles: opts.shareFile }, (ctx) =>
+        issueRecoveryKit(ctx, { out: opts.out, shares, threshold, reissue: opts.reissue }, CLI_OPERATOR),
+      );
+      printResult(global, result, [
+        `recovery kit written (fingerprint ${result.fingerprint})${result.reissued ? ": NEW recovery key pair" : ""}:`,
+        ...result.files.map((f) => `  ${f}`),
+        "store it offline now; the appliance no longer holds the private key and cannot write it again",
+      ]);
+    });
+}

@@ -1,0 +1,60 @@
+/**
+ * Background key work, on every replica (each step is safe to run concurrently: SKIP LOCKED
+ * batches and advisory locks): persist nonce counts, finish KEK rewraps and data key
+ * re-encryptions, destroy keys whose shredding grace period has ended.
+ */
+import type { ApplianceContext } from "../context.js";
+import { flushNonceCounts } from "./keyring.js";
+import { reencryptPending, rewrapPending } from "./rotation.js";
+import { destroyDueKeys } from "./shred.js";
+import { retryUnsealAfterMigration } from "./unseal/index.js";
+
+export type KeyMaintenanceRun = { nonceCounts: number; rewrapped: number; reencrypted: number; destroyed: number; errors: string[] };
+
+/** One pass; `maxBatches` bounds the rewrap and re-encryption work per pass. */
+export async function runKeyMaintenance(ctx: ApplianceContext, options: { maxBatches?: number } = {}): Promise<KeyMaintenanceRun> {
+  const run: KeyMaintenanceRun = { nonceCounts: 0, rewrapped: 0, reencrypted: 0, destroyed: 0, errors: [] };
+  const step = async (name: string, work: () => Promise<void>) => {
+    try {
+      await work();
+    } catch (err) {
+      run.errors.push(`${name}: ${(err as Error).message}`);
+    }
+  };
+  await step("unseal after migration", () => retryUnsealAfterMigration(ctx));
+  await step("nonce counts", async () => {
+    run.nonceCounts = await flushNonceCounts(ctx);
+  });
+  await step("shredding", async () => {
+    run.destroyed = (await destroyDueKeys(ctx)).destroyed.length;
+  });
+  if (!ctx.rootKey.isSealed) {
+    await step("KEK rewrap", async () => {
+      run.rewrapped = (await rewrapPending(ctx, { maxBatches: options.maxBatches ?? 20 })).rewrapped;
+    });
+    await step("re-encryption", async () => {
+      run.reencrypted = (await reencryptPending(ctx, { maxBatches: options.maxBatches ?? 20 })).rewritten;
+    });
+  }
+  for (const error of run.errors) ctx.log.warn(`key maintenance: ${error}`);
+  return run;
+}
+
+/** Runs maintenance every keys.maintenanceIntervalSeconds until stopped; stop() flushes the counts. */
+export function startKeyMaintenance(ctx: ApplianceContext): { stop(): Promise<void> } {
+  let running: Promise<unknown> = Promise.resolve();
+  let stopped = false;
+  const timer = setInterval(() => {
+    if (stopped) return;
+    running = running.then(() => (stopped ? undefined : runKeyMaintenance(ctx))).catch(() => undefined);
+  }, ctx.config.keys.maintenanceIntervalSeconds * 1000);
+  timer.unref();
+  return {
+    async stop() {
+      stopped = true;
+      clearInterval(timer);
+      await running;
+      await flushNonceCounts(ctx).catch((err: unknown) => ctx.log.warn(`could not persist nonce counts at shutdown: ${(err as Error).message}`));
+    },
+  };
+}
