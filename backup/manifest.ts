@@ -26,6 +26,8 @@ export const snapshotObjectSchema = z
     schema: ident,
     table: ident,
     columns: z.array(ident).min(1),
+    /** format_type() of each column: lets tools outside Wardkeep create a table to load into. */
+    types: z.array(z.string().max(200)),
     rows: z.number().int().min(0),
     plainBytes: z.number().int().min(0),
     plainSha256: hex(64),

@@ -11,7 +11,7 @@ export function quoteIdent(name: string): string {
   return `"${name.replaceAll('"', '""')}"`;
 }
 
-export type TableInfo = { schema: string; table: string; columns: string[]; estimatedBytes: number };
+export type TableInfo = { schema: string; table: string; columns: string[]; types: string[]; estimatedBytes: number };
 
 export type DatabaseLayout = {
   tables: TableInfo[];
@@ -59,11 +59,14 @@ async function assertPoliciesAdmitApplianceScope(client: pg.Client, excluded: re
 
 export async function readDatabaseLayout(client: pg.Client, excluded: readonly string[]): Promise<DatabaseLayout> {
   await assertPoliciesAdmitApplianceScope(client, excluded);
-  const tables = await client.query<{ oid: number; schema: string; table: string; columns: string[]; bytes: string }>(
+  const tables = await client.query<{ oid: number; schema: string; table: string; columns: string[]; types: string[]; bytes: string }>(
     `SELECT c.oid, n.nspname AS schema, c.relname AS table, pg_relation_size(c.oid)::text AS bytes,
             array(SELECT a.attname::text FROM pg_attribute a
                    WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = ''
-                   ORDER BY a.attnum) AS columns
+                   ORDER BY a.attnum) AS columns,
+            array(SELECT format_type(a.atttypid, a.atttypmod) FROM pg_attribute a
+                   WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = ''
+                   ORDER BY a.attnum) AS types
        FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
       WHERE c.relkind = 'r' AND c.relpersistence = 'p'
         AND NOT ${SYSTEM_SCHEMA_SQL} AND NOT (n.nspname = ANY($1))
@@ -130,7 +133,7 @@ export async function readDatabaseLayout(client: pg.Client, excluded: readonly s
   }
 
   return {
-    tables: tables.rows.map((t) => ({ schema: t.schema, table: t.table, columns: t.columns, estimatedBytes: Number(t.bytes) })),
+    tables: tables.rows.map((t) => ({ schema: t.schema, table: t.table, columns: t.columns, types: t.types, estimatedBytes: Number(t.bytes) })),
     partitions: partitions.rows.map((p) => ({
       schema: p.schema,
       table: p.table,

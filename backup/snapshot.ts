@@ -168,6 +168,7 @@ export async function takeSnapshot(opts: SnapshotOptions): Promise<SnapshotResul
         schema: table.schema,
         table: table.table,
         columns: table.columns,
+        types: table.types,
         rows: plain.rows,
         plainBytes: plain.bytes,
         plainSha256: plain.sha256,
