@@ -10,7 +10,7 @@
  * segment is checked before its rows reach COPY, and a failure anywhere rolls the load back.
  */
 import { Writable, pipeline } from "node:stream";
-import { createGunzip } from "node:zlib";
+import { createBrotliDecompress, createGunzip } from "node:zlib";
 import pg from "pg";
 import { from as copyFrom } from "pg-copy-streams";
 import { zeroize } from "../daemon/keys/primitives.js";
@@ -54,12 +54,13 @@ async function streamObject(target: SnapshotTarget, opened: OpenedSnapshot, obj:
   const plain = new DigestStream(true);
   const stages: NodeJS.ReadWriteStream[] = [stored, decrypt];
   if (manifest.compression.alg === "gzip") stages.push(createGunzip({ chunkSize: 256 * 1024 }));
+  if (manifest.compression.alg === "brotli") stages.push(createBrotliDecompress({ chunkSize: 256 * 1024 }));
   stages.push(plain);
   await new Promise<void>((resolve, reject) => {
     (pipeline as unknown as (...a: unknown[]) => void)(source, ...stages, sink, (err: Error | null | undefined) => {
       if (!err) return resolve();
       // zlib complaining means bytes that authenticated but do not decompress: still corruption.
-      if ((err as { code?: string }).code?.startsWith("Z_")) reject(new SnapshotIntegrityError(`${obj.name}: the decrypted data does not decompress`));
+      if (/^(Z_|ERR_BROTLI|ERR__ERROR_FORMAT)/.test((err as { code?: string }).code ?? "")) reject(new SnapshotIntegrityError(`${obj.name}: the decrypted data does not decompress`));
       else reject(err);
     });
   });

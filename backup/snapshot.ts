@@ -13,7 +13,7 @@
  */
 import { randomBytes } from "node:crypto";
 import { pipeline } from "node:stream";
-import { createGzip } from "node:zlib";
+import { constants as zlibConstants, createBrotliCompress, createGzip } from "node:zlib";
 import type pg from "pg";
 import { to as copyTo } from "pg-copy-streams";
 import { zeroize } from "../daemon/keys/primitives.js";
@@ -47,7 +47,8 @@ export type SnapshotOptions = {
   excludedSchemas: readonly string[];
   appVersion: string;
   trigger: string;
-  compression?: "gzip" | "none";
+  /** brotli quality 1 by default: as small as gzip on ciphertext-like data and about 4x faster (FORMAT.md). */
+  compression?: "brotli" | "gzip" | "none";
   compressionLevel?: number;
   segmentBytes?: number;
   /** Object Lock / WORM retention to request for every object. */
@@ -90,7 +91,7 @@ export async function takeSnapshot(opts: SnapshotOptions): Promise<SnapshotResul
   const now = opts.now ?? (() => new Date());
   const started = performance.now();
   const snapshotId = opts.snapshotId ?? newSnapshotId(now());
-  const compression = opts.compression ?? "gzip";
+  const compression = opts.compression ?? "brotli";
   const level = opts.compressionLevel ?? 1;
   const segmentBytes = opts.segmentBytes ?? DEFAULT_SEGMENT_BYTES;
   const snapshotKey = newSnapshotKey();
@@ -151,6 +152,7 @@ export async function takeSnapshot(opts: SnapshotOptions): Promise<SnapshotResul
       const stored = new DigestStream(false);
       const stages: NodeJS.ReadWriteStream[] = [plain];
       if (compression === "gzip") stages.push(createGzip({ level, chunkSize: 256 * 1024 }));
+      if (compression === "brotli") stages.push(createBrotliCompress({ chunkSize: 256 * 1024, params: { [zlibConstants.BROTLI_PARAM_QUALITY]: level, [zlibConstants.BROTLI_PARAM_LGWIN]: 22 } }));
       stages.push(encrypt, stored);
       const source = (pipeline as unknown as (...s: unknown[]) => NodeJS.ReadableStream)(copy, ...stages, () => {});
       const results = await fanOut(source as AsyncIterable<Buffer>, live().map((t) => ({ name: t.name, write: (body) => t.putStream(key, body, { retainUntil: opts.retainUntil }) })));
@@ -199,7 +201,7 @@ export async function takeSnapshot(opts: SnapshotOptions): Promise<SnapshotResul
       auditHead: db.auditHead,
       excludedSchemas: [...opts.excludedSchemas],
       encryption: { alg: STREAM_ALG, segmentBytes, keyId: snapshotKeyId(snapshotKey).toString("hex") },
-      compression: { alg: compression, level: compression === "gzip" ? level : 0 },
+      compression: { alg: compression, level: compression === "none" ? 0 : level },
       keyWraps: [wrapForAppliance(opts.applianceSecret, snapshotKey), wrapForRecoveryKey(opts.recoveryPublicKey, snapshotKey)],
       objects,
       partitions: db.partitions,

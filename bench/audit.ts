@@ -153,7 +153,6 @@ export async function run(): Promise<BenchRow[]> {
       );
     });
     await chainPendingEvents(ctx, { batch: 20_000 });
-    if (process.env.BENCH_PAUSE) { console.log("PAUSE", url(OWNER_ROLE, ownerPw), embedded.superuserUrl); await new Promise((r) => setTimeout(r, 900_000)); }
     const verifyStart = performance.now();
     const report = await verifyAuditChain(ctx);
     const verifySeconds = (performance.now() - verifyStart) / 1000;

@@ -161,6 +161,8 @@ export const policy = {
     read: and(staff("practitioner"), careTeam),
     create: and(staff("practitioner"), careTeam),
     update: and(staff("practitioner"), careTeam),
+    // Sign-off is the author's attestation (ownerId = the note's author).
+    sign: and(staff("practitioner"), careTeam, self),
   },
   consent: {
     list: or(staff("front_desk"), and(staff("practitioner"), careTeam)),
@@ -173,6 +175,22 @@ export const policy = {
     read: and(staff("practitioner"), careTeam),
     create: and(staff("practitioner"), careTeam),
     delete: and(staff("practitioner"), careTeam),
+  },
+  // Data rights (records capability): erasure with a grace period, legal holds, exports. Exports
+  // decrypt everything, so they are step-up actions and each patient read is audited.
+  deletion: {
+    list: staff("owner", "admin", "auditor"),
+    request_tenant: staff("owner"),
+    cancel: staff("owner"),
+  },
+  legal_hold: {
+    list: staff("owner", "admin", "auditor"),
+    place: staff("owner", "admin"),
+    release: staff("owner", "admin"),
+  },
+  data_export: {
+    patient: staff("owner", "admin"),
+    tenant: staff("owner", "admin"),
   },
 
   // audit trail: events carry ids, never PHI values
@@ -228,6 +246,11 @@ export const STEP_UP_ACTIONS: ReadonlySet<Action> = new Set<Action>([
   "user:update",
   "user:reset_mfa",
   "api_token:create",
+  "patient:delete",
+  "deletion:request_tenant",
+  "legal_hold:release",
+  "data_export:patient",
+  "data_export:tenant",
 ]);
 
 const READ_VERBS = new Set(["read", "list", "list_all", "verify"]);

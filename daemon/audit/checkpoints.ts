@@ -62,7 +62,7 @@ export async function checkpointHead(ctx: ApplianceContext, purpose: CheckpointP
 
 const CHECKPOINT_COLUMNS = `id::text AS id, seq::text AS seq, encode(head_hash, 'hex') AS "headHash",
   to_char(signed_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') AS "signedAt", key_id AS "keyId",
-  encode(public_key, 'base64') AS "publicKey", encode(signature, 'base64') AS signature, purpose`;
+  encode(public_key, 'base64') AS "publicKey", replace(encode(signature, 'base64'), E'\n', '') AS signature, purpose`;
 
 export async function listCheckpoints(ctx: ApplianceContext, range: { fromSeq?: string; toSeq?: string } = {}): Promise<Checkpoint[]> {
   return ctx.db.app.query<Checkpoint>(

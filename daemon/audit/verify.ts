@@ -87,7 +87,7 @@ export async function beginAuditSnapshot(client: pg.Client, scope: { tenantId: s
 
 const CHECKPOINT_SELECT = `SELECT id::text AS id, seq::text AS seq, encode(head_hash, 'hex') AS "headHash",
   to_char(signed_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') AS "signedAt", key_id AS "keyId",
-  encode(public_key, 'base64') AS "publicKey", encode(signature, 'base64') AS signature, purpose
+  encode(public_key, 'base64') AS "publicKey", replace(encode(signature, 'base64'), E'\n', '') AS signature, purpose
   FROM audit_checkpoints`;
 
 /** How far from its position a moved event is looked for when classifying a failure. */
@@ -120,7 +120,7 @@ async function verifyInSnapshot(client: pg.Client, trusted: TrustedKeys): Promis
   const startedFrom: VerifyReport["startedFrom"] = anchor?.last_seq ? { kind: "anchor", segment: anchor.segment, seq: anchor.last_seq } : { kind: "genesis" };
 
   // Signatures first: a checkpoint either verifies under a trusted key or marks where trust ends.
-  const checkpoints = (await client.query<Checkpoint>(`${CHECKPOINT_SELECT} ORDER BY seq, id`)).rows;
+  const checkpoints = (await client.query<Checkpoint>(`${CHECKPOINT_SELECT} ORDER BY audit_checkpoints.seq, audit_checkpoints.id`)).rows;
   const keyIds = new Set<string>();
   let badCheckpoint: { seq: number; detail: string } | undefined;
   let signaturesOk = 0;

@@ -7,13 +7,11 @@ export const backupSchema = z
       .boolean()
       .default(true)
       .describe("Run scheduled snapshots, drills and the freshness watchdog in this replica; a PostgreSQL advisory lock makes one replica run each job."),
-    compressionLevel: z
-      .number()
-      .int()
-      .min(0)
-      .max(9)
-      .default(1)
-      .describe("gzip level for snapshot objects; 0 stores them uncompressed. Field-encrypted data barely compresses, so 1 (fastest) is the default."),
+    compression: z
+      .enum(["brotli", "gzip", "none"])
+      .default("brotli")
+      .describe("Compression of snapshot objects. Field-encrypted data barely compresses; brotli at quality 1 matched gzip's size at about 4x its speed (bench/backup.ts, backup/FORMAT.md)."),
+    compressionLevel: z.number().int().min(1).max(9).default(1).describe("brotli quality or gzip level; 1 is the fastest."),
     segmentKib: z.number().int().min(64).max(16384).default(1024).describe("Plaintext bytes per authenticated segment of a snapshot object."),
     watchdogIntervalSeconds: z
       .number()

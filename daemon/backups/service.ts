@@ -287,7 +287,7 @@ export async function startSnapshot(ctx: ApplianceContext, opts: StartOptions): 
         excludedSchemas: SNAPSHOT_EXCLUDED_SCHEMAS,
         appVersion: APP_VERSION,
         trigger: opts.trigger,
-        compression: ctx.config.backup.compressionLevel === 0 ? "none" : "gzip",
+        compression: ctx.config.backup.compression,
         compressionLevel: ctx.config.backup.compressionLevel,
         segmentBytes: ctx.config.backup.segmentKib * 1024,
         retainUntil: policy.object_lock_days ? new Date(ctx.clock.now().getTime() + policy.object_lock_days * 86_400_000) : undefined,

@@ -4,6 +4,7 @@ import { auditSchema } from "../audit/config.js";
 import { backupSchema } from "../backups/config.js";
 import { authSchema } from "../auth/config.js";
 import { keysSchema } from "../keys/config.js";
+import { recordsSchema } from "../records/config.js";
 
 /**
  * The one configuration schema. It is the single source for defaults, validation, the
@@ -153,6 +154,7 @@ export const configSchema = z
     access: accessSchema.prefault({}),
     audit: auditSchema.prefault({}),
     backup: backupSchema.prefault({}),
+    records: recordsSchema.prefault({}),
   })
   .strict();
 

@@ -11,6 +11,7 @@ import { notFoundHandler, problemMiddleware } from "./problem.js";
 import { healthRoutes } from "./routes/health.js";
 import { keysRoutes } from "../keys/routes.js";
 import { backupRoutes } from "../backups/routes.js";
+import { recordsRoutes } from "../records/routes.js";
 import { APP_VERSION } from "../version.js";
 
 /**
@@ -43,6 +44,7 @@ export function createHttpApp(ctx: ApplianceContext): Express {
   api.use(accessRoutes(ctx));
   api.use(keysRoutes(ctx));
   api.use(backupRoutes(ctx));
+  api.use(recordsRoutes(ctx));
   app.use("/api/v1", api);
 
   app.use(adminUiRoutes());

@@ -134,10 +134,10 @@ function lengthPrefixed(parts: Array<[string, string]>, prefix?: Buffer, header?
   let at = 0;
   if (prefix) at += prefix.copy(out, at);
   if (header) at += header.copy(out, at);
-  parts.forEach(([, value], i) => {
+  for (let i = 0; i < parts.length; i++) {
     at = out.writeUInt32BE(lengths[i]!, at);
-    at += out.write(value, at, "utf8");
-  });
+    at += out.write(parts[i]![1], at, "utf8");
+  }
   return out;
 }
 
@@ -217,15 +217,13 @@ const STRICT_UTF8 = new TextDecoder("utf-8", { fatal: true });
 const NONCE_BLOCK = Buffer.allocUnsafe(GCM_NONCE_BYTES * 512);
 let nonceAt = NONCE_BLOCK.length;
 
-function freshNonce(): Buffer {
+function fillNonce(target: Buffer): void {
   if (nonceAt + GCM_NONCE_BYTES > NONCE_BLOCK.length) {
     randomFillSync(NONCE_BLOCK);
     nonceAt = 0;
   }
-  const nonce = Buffer.from(NONCE_BLOCK.subarray(nonceAt, nonceAt + GCM_NONCE_BYTES));
-  NONCE_BLOCK.fill(0, nonceAt, nonceAt + GCM_NONCE_BYTES);
+  NONCE_BLOCK.copy(target, 0, nonceAt, nonceAt + GCM_NONCE_BYTES);
   nonceAt += GCM_NONCE_BYTES;
-  return nonce;
 }
 
 type ParsedField = FieldHeader & {
@@ -264,10 +262,13 @@ function parseField(ciphertext: Buffer): ParsedField {
     );
   }
   let keyId: string;
+  let ascii = true;
+  for (let i = FIXED_HEADER_BYTES; i < headerLength; i++) if (ciphertext[i]! > 0x7f) ascii = false;
   try {
-    keyId = STRICT_UTF8.decode(
-      ciphertext.subarray(FIXED_HEADER_BYTES, headerLength),
-    );
+    // Key ids are ASCII in practice ("tenant/<uuid>"): decode those without a decoder call.
+    keyId = ascii
+      ? ciphertext.toString("latin1", FIXED_HEADER_BYTES, headerLength)
+      : STRICT_UTF8.decode(ciphertext.subarray(FIXED_HEADER_BYTES, headerLength));
   } catch {
     throw new FieldFormatError("field ciphertext key id is not valid UTF-8");
   }
@@ -311,11 +312,18 @@ export function encryptField(
     typeof plaintext === "string" ? utf8("plaintext", plaintext) : plaintext;
   if (!Buffer.isBuffer(data))
     throw new TypeError("plaintext must be a Buffer or a string");
+  // One output buffer, written in place: header, nonce, ciphertext, tag (this is the hot path of
+  // every PHI write; see bench/field-crypto.ts).
+  const out = Buffer.allocUnsafe(header.length + GCM_NONCE_BYTES + data.length + GCM_TAG_BYTES);
+  header.copy(out, 0);
   // SP 800-38D §8.2.2 RBG-based construction: a fresh random 96-bit IV per invocation.
-  const nonce = freshNonce();
+  const nonce = out.subarray(header.length, header.length + GCM_NONCE_BYTES);
+  fillNonce(nonce);
   const { ciphertext, tag } = aesGcmEncrypt(dek.key, nonce, data, aad);
+  ciphertext.copy(out, header.length + GCM_NONCE_BYTES);
+  tag.copy(out, out.length - GCM_TAG_BYTES);
   options.nonceBudget?.record(dek.id, dek.version);
-  return Buffer.concat([header, nonce, ciphertext, tag]);
+  return out;
 }
 
 export function decryptField(
@@ -413,7 +421,8 @@ export const DEFAULT_NONCE_BUDGET = GCM_RANDOM_NONCE_LIMIT - 2 ** 28;
  */
 export class NonceBudget {
   readonly limit: number;
-  private readonly counts = new Map<string, number>();
+  // keyId -> version -> count: two lookups on existing values, no key string built per encryption.
+  private readonly counts = new Map<string, Map<number, number>>();
 
   constructor(options: { limit?: number } = {}) {
     const limit = options.limit ?? DEFAULT_NONCE_BUDGET;
@@ -427,10 +436,6 @@ export class NonceBudget {
     this.limit = limit;
   }
 
-  private static slot(keyId: string, version: number): string {
-    return `${version}\u0000${keyId}`;
-  }
-
   /** Adds `count` encryptions; returns the new total and whether the version should rotate. */
   record(
     keyId: string,
@@ -442,14 +447,18 @@ export class NonceBudget {
         `count must be a non-negative integer, got ${count}`,
       );
     }
-    const slot = NonceBudget.slot(keyId, version);
-    const used = (this.counts.get(slot) ?? 0) + count;
-    this.counts.set(slot, used);
+    let versions = this.counts.get(keyId);
+    if (!versions) {
+      versions = new Map();
+      this.counts.set(keyId, versions);
+    }
+    const used = (versions.get(version) ?? 0) + count;
+    versions.set(version, used);
     return { used, shouldRotate: used >= this.limit };
   }
 
   used(keyId: string, version: number): number {
-    return this.counts.get(NonceBudget.slot(keyId, version)) ?? 0;
+    return this.counts.get(keyId)?.get(version) ?? 0;
   }
 
   remaining(keyId: string, version: number): number {

@@ -36,24 +36,23 @@ type PendingCount = { keyId: string; version: number; count: number };
  * the part not yet added to keystore.data_keys.nonce_count, which maintenance flushes.
  */
 export class NonceLedger extends NonceBudget {
-  private pending = new Map<string, PendingCount>();
-
-  private static key(keyId: string, version: number) {
-    return `${version}\u0000${keyId}`;
-  }
+  // keyId -> version -> encryptions not yet added to the key store.
+  private pending = new Map<string, Map<number, number>>();
 
   override record(keyId: string, version: number, count = 1) {
     const result = super.record(keyId, version, count);
-    const slot = NonceLedger.key(keyId, version);
-    const entry = this.pending.get(slot) ?? { keyId, version, count: 0 };
-    entry.count += count;
-    this.pending.set(slot, entry);
+    let versions = this.pending.get(keyId);
+    if (!versions) {
+      versions = new Map();
+      this.pending.set(keyId, versions);
+    }
+    versions.set(version, (versions.get(version) ?? 0) + count);
     return result;
   }
 
   /** Raises the total to `persisted` (read from the key store) plus what is not flushed yet. */
   seed(keyId: string, version: number, persisted: number) {
-    const unflushed = this.pending.get(NonceLedger.key(keyId, version))?.count ?? 0;
+    const unflushed = this.pending.get(keyId)?.get(version) ?? 0;
     const target = persisted + unflushed;
     const have = this.used(keyId, version);
     if (target > have) super.record(keyId, version, target - have);
@@ -61,17 +60,20 @@ export class NonceLedger extends NonceBudget {
 
   /** Hands over the unflushed counts (and forgets them); `restore` puts them back if the write failed. */
   takePending(): PendingCount[] {
-    const out = [...this.pending.values()].filter((p) => p.count > 0);
+    const out: PendingCount[] = [];
+    for (const [keyId, versions] of this.pending) for (const [version, count] of versions) if (count > 0) out.push({ keyId, version, count });
     this.pending = new Map();
     return out;
   }
 
   restore(items: PendingCount[]) {
     for (const item of items) {
-      const slot = NonceLedger.key(item.keyId, item.version);
-      const entry = this.pending.get(slot) ?? { keyId: item.keyId, version: item.version, count: 0 };
-      entry.count += item.count;
-      this.pending.set(slot, entry);
+      let versions = this.pending.get(item.keyId);
+      if (!versions) {
+        versions = new Map();
+        this.pending.set(item.keyId, versions);
+      }
+      versions.set(item.version, (versions.get(item.version) ?? 0) + item.count);
     }
   }
 }

@@ -9,7 +9,7 @@ import { TooManyRequests } from "../http/errors.js";
 import { jsonBody, jsonResponse, openApiRegistry, problemResponse } from "../http/openapi.js";
 import { operatorOf, recordKeyEventAlone } from "./audit-events.js";
 import { flushNonceCounts } from "./keyring.js";
-import { rotateDataKey, rotateKek, tenantKeyId } from "./rotation.js";
+import { reencryptPending, rewrapPending, rotateDataKey, rotateKek, tenantKeyId } from "./rotation.js";
 import { AUDIT_SIGNING_KEY_ID } from "./audit-signing.js";
 import { cancelShred, listShredSchedule } from "./shred.js";
 import { describeKeys } from "./status.js";
@@ -136,6 +136,11 @@ function unsealRateLimit(ctx: ApplianceContext): RequestHandler {
   });
 }
 
+/** Starts the follow-up work of a rotation now rather than at the next maintenance pass (which retries on failure). */
+function inBackground(ctx: ApplianceContext, what: string, work: () => Promise<unknown>) {
+  void work().catch((err: unknown) => ctx.log.warn(`${what} after rotation stopped; key maintenance continues it`, { error: (err as Error).message }));
+}
+
 export function keysRoutes(ctx: ApplianceContext): Router {
   const router = Router();
   const route = (spec: Parameters<typeof guardedRoute>[3], handler: Parameters<typeof guardedRoute>[4]) => guardedRoute(ctx, router, API, spec, handler);
@@ -188,11 +193,14 @@ export function keysRoutes(ctx: ApplianceContext): Router {
     if (body.target === "tenant") {
       authorize(actor, "key:rotate", { tenantId: body.tenantId });
       res.status(202).json(await rotateDataKey(ctx, tenantKeyId(body.tenantId), "operator", by));
+      inBackground(ctx, "re-encryption", () => reencryptPending(ctx));
       return;
     }
     authorize(actor, "key:rotate", { tenantId: null });
-    if (body.target === "kek") res.status(202).json(await rotateKek(ctx, by));
-    else res.status(202).json(await rotateDataKey(ctx, AUDIT_SIGNING_KEY_ID, "operator", by));
+    if (body.target === "kek") {
+      res.status(202).json(await rotateKek(ctx, by));
+      inBackground(ctx, "KEK rewrap", () => rewrapPending(ctx));
+    } else res.status(202).json(await rotateDataKey(ctx, AUDIT_SIGNING_KEY_ID, "operator", by));
   });
 
   route({ method: "get", path: "/keys/shred-schedule", action: "key:read" }, async (_req, res) => {

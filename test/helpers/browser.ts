@@ -1,15 +1,58 @@
 import fs from "node:fs";
-import { chromium, type Browser, type Page } from "playwright-core";
+import path from "node:path";
+import { chromium, type Browser, type BrowserContext, type Page } from "playwright-core";
 import { build } from "vite";
 import { adminUiDirectory } from "../../daemon/http/admin-ui.js";
 import { PROJECT_ROOT } from "./daemon-process.js";
 
 const CHROMIUM = process.env.WARDKEEP_CHROMIUM ?? "/usr/bin/chromium";
 
-/** Builds the admin UI once if this checkout has no build yet (CI starts from a clean clone). */
+const UI_ROOT = path.join(PROJECT_ROOT, "admin-ui");
+const BUILD_LOCK = path.join(UI_ROOT, ".build-lock");
+
+/** Newest modification time under the UI's sources (src/, index.html, vite config). */
+function newestSource(): number {
+  let newest = 0;
+  const walk = (p: string) => {
+    const st = fs.statSync(p);
+    if (st.isDirectory()) for (const entry of fs.readdirSync(p)) walk(path.join(p, entry));
+    else newest = Math.max(newest, st.mtimeMs);
+  };
+  for (const p of ["src", "index.html", "vite.config.ts"]) walk(path.join(UI_ROOT, p));
+  return newest;
+}
+
+function buildIsCurrent(): boolean {
+  const dir = adminUiDirectory();
+  return dir !== undefined && fs.statSync(path.join(dir, "index.html")).mtimeMs >= newestSource();
+}
+
+/**
+ * Builds the admin UI when this checkout has no build (CI starts from a clean clone) or the
+ * sources changed since the last one, so a browser test never exercises stale assets. Test files
+ * run in parallel workers: a lock directory (mkdir is atomic) lets one build while others wait.
+ */
 export async function ensureAdminUiBuilt() {
-  if (adminUiDirectory()) return;
-  await build({ configFile: `${PROJECT_ROOT}/admin-ui/vite.config.ts`, logLevel: "warn" });
+  const deadline = Date.now() + 120_000;
+  for (;;) {
+    if (buildIsCurrent()) return;
+    try {
+      fs.mkdirSync(BUILD_LOCK);
+    } catch {
+      // Another worker is building; a lock older than two minutes is left over from a crash.
+      const age = Date.now() - (fs.statSync(BUILD_LOCK, { throwIfNoEntry: false })?.mtimeMs ?? Date.now());
+      if (age > 120_000) fs.rmSync(BUILD_LOCK, { recursive: true, force: true });
+      if (Date.now() > deadline) throw new Error("timed out waiting for another admin UI build");
+      await new Promise((r) => setTimeout(r, 250));
+      continue;
+    }
+    try {
+      if (!buildIsCurrent()) await build({ configFile: `${UI_ROOT}/vite.config.ts`, logLevel: "warn" });
+      return;
+    } finally {
+      fs.rmSync(BUILD_LOCK, { recursive: true, force: true });
+    }
+  }
 }
 
 /** Debian's Chromium, headless, with the flags this closed network needs (no background traffic). */
@@ -29,4 +72,22 @@ export function watchForViolations(page: Page): string[] {
   });
   page.on("pageerror", (err) => problems.push(err.message));
   return problems;
+}
+
+/**
+ * A browser context that already carries a session cookie (e.g. from `signIn` in actors.ts), for
+ * tests about what a signed-in person sees rather than about signing in. `cookie` is
+ * `name=value` as SignedIn.cookie gives it.
+ */
+export async function contextWithSession(browser: Browser, baseUrl: string, cookie: string): Promise<BrowserContext> {
+  const context = await browser.newContext({ ignoreHTTPSErrors: true });
+  const eq = cookie.indexOf("=");
+  await context.addCookies([{ name: cookie.slice(0, eq), value: cookie.slice(eq + 1), url: `${baseUrl}/`, secure: true, httpOnly: true, sameSite: "Strict" }]);
+  return context;
+}
+
+/** With WARDKEEP_SCREENSHOTS=1, saves a full-page screenshot as /tmp/wardkeep-<name>.png to look at. */
+export async function screenshot(page: Page, name: string): Promise<void> {
+  if (!process.env.WARDKEEP_SCREENSHOTS) return;
+  await page.screenshot({ path: `/tmp/wardkeep-${name}.png`, fullPage: true });
 }

@@ -1,4 +1,4 @@
-/** Hash routing: #/setup, #/login, #/ — no server round trip, no history API needed. */
+/** Hash routing: #/setup, #/login, #/users — no server round trip, no history API needed. */
 function current(): string {
   return location.hash.replace(/^#/, "") || "/";
 }
@@ -9,6 +9,12 @@ window.addEventListener("hashchange", () => {
   route.path = current();
 });
 
-export function navigate(path: string) {
+export function navigate(path: string, opts: { replace?: boolean } = {}) {
+  if (opts.replace) {
+    // Leaves no history entry (used after an invite link: its token should not linger in history).
+    history.replaceState(null, "", `#${path}`);
+    route.path = path;
+    return;
+  }
   location.hash = path;
 }

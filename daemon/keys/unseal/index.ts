@@ -5,6 +5,7 @@
  * its keys in its own memory, so each is unsealed on its own (automatic sources do it at start).
  */
 import fs from "node:fs";
+import { inDataDir } from "../../config/load.js";
 import type { ApplianceContext } from "../../context.js";
 import { Conflict, Forbidden, Invalid, Unavailable, type AppError } from "../../http/errors.js";
 import type { RootKey, UnsealMode } from "../root-key.js";
@@ -178,8 +179,9 @@ async function initialiseAtFirstStart(ctx: ApplianceContext): Promise<boolean> {
   const { config, log } = ctx;
   if (config.keys.unseal === "keyfile") {
     const result = await initialiseKeyStore(ctx, "keyfile", {});
+    const where = result.createdFile ? `root key file created at ${result.createdFile}` : `key store initialised with the provisioned key file ${inDataDir(config, config.keys.keyFile)}`;
     log.warn(
-      `key store initialised with a key file${result.createdFile ? ` (${result.createdFile}, created)` : ""}. KEYFILE UNSEAL IS FOR EVALUATION ONLY: anyone who copies the data directory copies the key. Production must use keys.unseal = passphrase, shamir or pkcs11 (\`wardkeep keys rekey\`).`,
+      `${where}. KEYFILE UNSEAL IS FOR EVALUATION ONLY: anyone who copies the data directory and the database has every key. Production must use keys.unseal = passphrase, shamir or pkcs11 (\`wardkeep keys rekey\`).`,
     );
     log.warn("a recovery key pair was made: write its private half with `wardkeep keys recovery-kit --out FILE` and store it offline");
     return true;

@@ -1,3 +1,4 @@
+import { execFile, execFileSync } from "node:child_process";
 import fs from "node:fs";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -182,5 +183,54 @@ describe("interrupted snapshots", () => {
     expect((await removeIncompleteSnapshots(t.target)).removed).toEqual([ghost]);
     expect(fs.existsSync(path.join(t.root, "snapshots", ghost))).toBe(false);
     expect((await scanTarget(t.target)).complete).toEqual([first.snapshotId, second.snapshotId].sort());
+  });
+});
+
+describe("recovery without Wardkeep (backup/recover-standalone.mjs)", () => {
+  const script = path.resolve("backup/recover-standalone.mjs");
+  const run = (args: string[]) =>
+    new Promise<{ code: number; stdout: string; stderr: string }>((resolve) => {
+      execFile(process.execPath, [script, ...args], { timeout: 30_000 }, (err, stdout, stderr) => resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr }));
+    });
+
+  it("decrypts with the recovery key alone and loads into PostgreSQL with psql", async () => {
+    const kit = path.join(tempDir(), "kit.pem");
+    fs.writeFileSync(kit, recovery.privateKey.export({ format: "pem", type: "pkcs8" }) as string);
+    const out = tempDir();
+    const r = await run(["--snapshot", path.join(dir, "snapshots", first.snapshotId), "--recovery-key", kit, "--out", out, "--expect-signer", manifestSigner(secret).publicKeyRaw.toString("hex")]);
+    expect(r.stderr).toBe("");
+    expect(r.stdout).toMatch(new RegExp(`snapshot ${first.snapshotId} verified and decrypted: \\d+ tables, ${first.rows} rows`));
+    const into = await createTestDatabase();
+    try {
+      execFileSync("psql", [into.superuserUrl, "-q", "-f", "load.sql"], { cwd: out, stdio: "pipe" });
+      const users = first.manifest!.objects.find((o) => o.table === "users")!;
+      await withClient(into.superuserUrl, async (c) => {
+        const n = await c.query(`SELECT count(*)::int AS n FROM wardkeep_recovered."public.users"`);
+        expect(n.rows[0].n).toBe(users.rows);
+        const typed = await c.query(`SELECT pg_typeof(created_at)::text AS t FROM wardkeep_recovered."public.users" LIMIT 1`);
+        expect(typed.rows[0].t).toBe("timestamp with time zone");
+      });
+    } finally {
+      await into.drop();
+      fs.rmSync(out, { recursive: true, force: true });
+    }
+  });
+
+  it("stops with one line and exit 1 on a tampered object or the wrong key", async () => {
+    const t = copyTarget();
+    const file = t.objectFile(largestObject().path);
+    const bytes = fs.readFileSync(file);
+    bytes[HEADER_BYTES + 10]! ^= 1;
+    fs.writeFileSync(file, bytes);
+    const kit = path.join(tempDir(), "kit.pem");
+    fs.writeFileSync(kit, recovery.privateKey.export({ format: "pem", type: "pkcs8" }) as string);
+    const tampered = await run(["--snapshot", path.join(t.root, "snapshots", first.snapshotId), "--recovery-key", kit, "--out", tempDir()]);
+    expect(tampered.code).toBe(1);
+    expect(tampered.stderr).toMatch(/^recover-standalone: .*the stored bytes do not match the manifest digest\n$/);
+    const wrong = path.join(tempDir(), "wrong.pem");
+    fs.writeFileSync(wrong, recoveryPair().privateKey.export({ format: "pem", type: "pkcs8" }) as string);
+    const r = await run(["--snapshot", path.join(dir, "snapshots", first.snapshotId), "--recovery-key", wrong, "--out", tempDir()]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/wrong recovery key/);
   });
 });

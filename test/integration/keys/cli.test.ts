@@ -19,7 +19,7 @@ describe("wardkeep keys", () => {
     db = await createTestDatabase();
     dataDir = tempDir("wardkeep-cli-");
     work = tempDir("wardkeep-cli-work-");
-    env = { ...testEnv(db, dataDir), WARDKEEP_KEYS_UNSEAL: "passphrase" };
+    env = { ...testEnv(db, dataDir), WARDKEEP_KEYS_UNSEAL: "passphrase", WARDKEEP_KEYS_PASSPHRASE_KDF_MEMORY_KIB: "19456", WARDKEEP_KEYS_PASSPHRASE_KDF_ITERATIONS: "2" };
     const migrated = await keysContext({ db, dataDir });
     await migrated.close();
     fs.writeFileSync(path.join(work, "passphrase"), passphrase + "\n", { mode: 0o600 });

@@ -34,6 +34,8 @@ async function expectUnsealError(p: Promise<unknown>, kind: UnsealError["kind"],
 }
 
 const TENANT = "7a1c5a36-0d5e-4c8e-9a57-6f1f3b1c2d01";
+/** The cheapest argon2id costs the configuration allows: the tests are about behaviour, not cost. */
+const FAST_KDF = { WARDKEEP_KEYS_PASSPHRASE_KDF_MEMORY_KIB: "19456", WARDKEEP_KEYS_PASSPHRASE_KDF_ITERATIONS: "2", WARDKEEP_KEYS_PASSPHRASE_KDF_PARALLELISM: "1" };
 const field = { tenantId: TENANT, table: "probe", column: "value", rowId: "1" };
 
 /** Proves the barrier is really open: a value encrypts under the tenant key and decrypts again. */
@@ -131,7 +133,7 @@ describe("passphrase unseal", () => {
   const passphrase = "correct horse battery staple";
   beforeAll(async () => {
     db = await createTestDatabase();
-    k = await replica({ db, env: { WARDKEEP_KEYS_UNSEAL: "passphrase" } });
+    k = await replica({ db, env: { WARDKEEP_KEYS_UNSEAL: "passphrase", ...FAST_KDF } });
   });
   afterAll(async () => {
     for (const r of open.splice(0)) await r.close();
@@ -340,7 +342,7 @@ describe("pkcs11 unseal (SoftHSM2)", () => {
 describe("rekey", () => {
   it("moves a key file install to a passphrase: the data stays readable, the old key file stops working", async () => {
     const db = await createTestDatabase();
-    const k = await replica({ db });
+    const k = await replica({ db, env: FAST_KDF });
     await unsealAtStart(k.ctx);
     const ct = await inScope(k.ctx.db.app, { kind: "tenant", tenantId: TENANT }, (t) => encryptFieldValue(k.ctx, t, { kind: "tenant", tenantId: TENANT }, field, "kept"));
     const result = await rekeyKeyStore(k.ctx, "passphrase", { passphrase: "a much better passphrase" });

@@ -1,0 +1,78 @@
+import { QueryTypes, type Transaction } from "sequelize";
+import type { Actor } from "../../access/actor.js";
+import { authorizePatient } from "../../access/care-team.js";
+import { can, type Action } from "../../access/policy.js";
+import type { ApplianceContext } from "../../context.js";
+import { Forbidden, NotFound } from "../../http/errors.js";
+
+/**
+ * The first step of every patient-data request: find the (not purged) patient in the actor's
+ * tenant, then ask the policy — care team, break-glass — through `authorizePatient`. Unknown and
+ * purged patients are 404 before any 403, so a 403 never confirms more than the policy allows.
+ */
+export function tenantOf(actor: Actor): string {
+  // The policy admits only tenant staff to records; appliance staff never reach a patient.
+  if (!actor.tenantId) throw new Forbidden("records belong to a tenant; appliance staff cannot open them");
+  return actor.tenantId;
+}
+
+export type PatientRow = {
+  id: string;
+  tenant_id: string;
+  status: "active" | "purged";
+  name_enc: Buffer | null;
+  birth_date_enc: Buffer | null;
+  mrn_enc: Buffer | null;
+  phone_enc: Buffer | null;
+  email_enc: Buffer | null;
+  address_enc: Buffer | null;
+  mrn_bidx: string | null;
+  email_bidx: string | null;
+  version: number;
+  created_at: Date;
+  updated_at: Date;
+};
+
+export async function findActivePatient(ctx: ApplianceContext, t: Transaction, tenantId: string, patientId: string, opts: { lock?: boolean } = {}): Promise<PatientRow> {
+  const [row] = await ctx.db.app.query<PatientRow>(`SELECT * FROM patients WHERE id = $1 AND tenant_id = $2 AND status = 'active'${opts.lock ? " FOR UPDATE" : ""}`, {
+    bind: [patientId, tenantId],
+    type: QueryTypes.SELECT,
+    transaction: t,
+  });
+  if (!row) throw new NotFound("no such patient");
+  return row;
+}
+
+/** `findActivePatient` + the policy for `action` on that patient. */
+export async function openPatient(
+  ctx: ApplianceContext,
+  t: Transaction,
+  actor: Actor,
+  action: Action,
+  patientId: string,
+  opts: { lock?: boolean } = {},
+): Promise<{ patient: PatientRow; breakGlass: boolean }> {
+  const tenantId = tenantOf(actor);
+  const patient = await findActivePatient(ctx, t, tenantId, patientId, opts);
+  const { breakGlass } = await authorizePatient(ctx, t, actor, action, patientId);
+  return { patient, breakGlass };
+}
+
+/** The patient exists (and is not purged) in the actor's tenant; no policy question asked. */
+export async function assertPatientExists(ctx: ApplianceContext, t: Transaction, tenantId: string, patientId: string): Promise<void> {
+  await findActivePatient(ctx, t, tenantId, patientId);
+}
+
+/**
+ * Whether the actor may read any patient of the tenant (front desk) or only those on their care
+ * team or under break-glass (practitioners): asked of the policy with an unassigned patient.
+ */
+export function seesWholeTenant(actor: Actor, action: Action = "patient:read"): boolean {
+  return can(actor, action, { tenantId: actor.tenantId, patient: { assigned: false, breakGlass: false } });
+}
+
+/** SQL for "patient `col` is on the actor's care team or opened by break-glass"; binds actor id at $u and now at $n. */
+export function careTeamFilter(col: string, u: number, n: number): string {
+  return `(EXISTS (SELECT 1 FROM care_team_assignments c WHERE c.tenant_id = app_tenant_id() AND c.patient_id = ${col} AND c.user_id = $${u})
+       OR EXISTS (SELECT 1 FROM break_glass_grants g WHERE g.tenant_id = app_tenant_id() AND g.patient_id = ${col} AND g.user_id = $${u} AND g.ended_at IS NULL AND g.expires_at > $${n}))`;
+}

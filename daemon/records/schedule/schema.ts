@@ -1,0 +1,60 @@
+import { z } from "zod";
+import { instant, pageQuery, uuid } from "../http.js";
+
+/** The schedule: time, patient and practitioner — no clinical content, so front desk may see it. */
+
+export const APPOINTMENT_STATUSES = ["booked", "arrived", "completed", "cancelled", "no_show"] as const;
+
+export const appointmentCreate = z
+  .object({
+    patientId: uuid,
+    /** A practitioner of the tenant. */
+    practitionerId: uuid,
+    startsAt: instant,
+    endsAt: instant,
+    status: z.enum(APPOINTMENT_STATUSES).default("booked"),
+  })
+  .strict()
+  .refine((a) => a.endsAt > a.startsAt, { path: ["endsAt"], message: "must be after startsAt" })
+  .refine((a) => a.endsAt.getTime() - a.startsAt.getTime() <= 86_400_000, { path: ["endsAt"], message: "an appointment lasts at most 24 hours" });
+
+export const appointmentUpdate = z
+  .object({
+    practitionerId: uuid.optional(),
+    startsAt: instant.optional(),
+    endsAt: instant.optional(),
+    status: z.enum(APPOINTMENT_STATUSES).optional(),
+  })
+  .strict()
+  .refine((u) => Object.keys(u).length > 0, "change at least one field");
+
+export const scheduleQuery = z
+  .object({
+    /** Start of the window (inclusive); default: now minus 12 hours. */
+    from: instant.optional(),
+    /** End of the window (exclusive); default: from plus 7 days; at most 92 days after from. */
+    to: instant.optional(),
+    practitionerId: uuid.optional(),
+    ...pageQuery,
+  })
+  .strict();
+
+export const appointmentView = z.object({
+  id: z.uuid(),
+  patientId: z.uuid(),
+  patientName: z.string(),
+  practitionerId: z.uuid(),
+  practitionerName: z.string().nullable(),
+  startsAt: z.string(),
+  endsAt: z.string(),
+  status: z.enum(APPOINTMENT_STATUSES),
+  version: z.number().int(),
+  createdAt: z.string(),
+  updatedAt: z.string(),
+});
+export const appointmentPage = z.object({ items: z.array(appointmentView), nextCursor: z.string().nullable() });
+
+export type AppointmentCreate = z.infer<typeof appointmentCreate>;
+export type AppointmentUpdate = z.infer<typeof appointmentUpdate>;
+export type ScheduleQuery = z.infer<typeof scheduleQuery>;
+export type AppointmentView = z.infer<typeof appointmentView>;

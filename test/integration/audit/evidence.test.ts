@@ -1,0 +1,185 @@
+import { execFileSync, spawnSync } from "node:child_process";
+import fs from "node:fs";
+import path from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { appendAuditEvent, type AuditEventInput } from "../../../daemon/audit/append.js";
+import { readChainHead } from "../../../daemon/audit/chainer.js";
+import { VERIFY_SCRIPT } from "../../../daemon/audit/evidence-script.js";
+import { exportAuditEvidence, writeEvidencePack, type ExportManifest } from "../../../daemon/audit/export.js";
+import { verifyAuditChain } from "../../../daemon/audit/verify.js";
+import { inScope } from "../../../daemon/db/tenant-scope.js";
+import { tempDir } from "../../helpers/appliance.js";
+import { auditTestContext, type AuditTestContext } from "./context.js";
+
+let t: AuditTestContext;
+let out: string;
+const tenantA = "0b7f0a52-3d0e-4a4e-9d1c-6f7e0f3a1a11";
+const tenantB = "6c1d8f0e-2b7a-4c55-8e0b-1f2d3c4b5a69";
+// Strings every encoder must agree on: quotes, backslashes, newlines, tabs, non-Latin, emoji, U+2028.
+const tricky = 'He said "stop" \\ then\nleft\twith 病歴 😷 \u2028 <b>&amp;</b> %s $HOME `x`';
+
+function docsScript(): string {
+  const doc = fs.readFileSync(path.resolve("docs/audit-format.md"), "utf8");
+  const block = /## Verifying a pack offline[\s\S]*?```sh\n([\s\S]*?)```/.exec(doc);
+  if (!block) throw new Error("docs/audit-format.md lost its verification script");
+  return block[1]!;
+}
+
+async function record(over: Partial<AuditEventInput>) {
+  await inScope(t.ctx.db.app, { kind: "appliance" }, (transaction) =>
+    appendAuditEvent(t.ctx, transaction, {
+      tenantId: tenantA,
+      actor: { userId: "u-1", role: "practitioner" },
+      action: "patient.read",
+      resourceType: "patient",
+      resourceId: "p-1",
+      patientId: "p-1",
+      outcome: "success",
+      ...over,
+    }),
+  );
+}
+
+function runDocsScript(dir: string) {
+  const script = path.join(tempDir("wardkeep-verify-sh-"), "verify-from-docs.sh");
+  fs.writeFileSync(script, docsScript());
+  return spawnSync("sh", [script, dir], { encoding: "utf8" });
+}
+
+beforeAll(async () => {
+  t = await auditTestContext();
+  for (let i = 0; i < 30; i++) {
+    await record({
+      tenantId: i % 3 === 2 ? tenantB : tenantA,
+      reason: i === 4 ? tricky : null,
+      userAgent: i === 5 ? tricky : "curl/8",
+      actor: { userId: `u-${i % 4}`, role: "practitioner", breakGlass: i === 4, impersonatorId: i === 6 ? "support-1" : null },
+      outcome: i % 7 === 0 ? "denied" : "success",
+      resourceId: i === 8 ? "=HYPERLINK(\"http://x\")" : `p-${i}`,
+    });
+  }
+  out = tempDir("wardkeep-export-");
+});
+afterAll(async () => {
+  await t?.close();
+});
+
+describe("evidence packs", () => {
+  let manifest: ExportManifest;
+  let dir: string;
+
+  it("writes events, checkpoints, key and a signed manifest, and audits the export itself", async () => {
+    dir = path.join(out, "pack-all");
+    const progress: number[] = [];
+    manifest = await exportAuditEvidence(
+      t.ctx,
+      { tenantId: null, actor: { userId: "auditor-1", role: "super_admin" }, sourceIp: "10.0.0.9", userAgent: null, requestId: "req-1" },
+      { from: new Date(Date.now() - 3_600_000), to: new Date(Date.now() + 3_600_000), formats: ["csv", "fhir"], tenantId: null },
+      dir,
+      (p) => progress.push(p.done),
+    );
+    expect(fs.readdirSync(dir).sort()).toEqual(
+      ["SHA256SUMS", "audit-signing-public.pem", "checkpoints.jsonl", "events.csv", "events.fhir.json", "events.jsonl", "manifest.json", "manifest.sig", "verify.sh"].sort(),
+    );
+    // 30 events plus the audit.export event recorded before the pack was written.
+    expect(manifest.events).toEqual({ total: 31, included: 31, redacted: 0 });
+    expect(progress.at(-1)).toBe(31);
+    const lines = fs.readFileSync(path.join(dir, "events.jsonl"), "utf8").trim().split("\n").map((l) => JSON.parse(l));
+    expect(lines.at(-1)).toMatchObject({ action: "audit.export", actor_user_id: "auditor-1", outcome: "success" });
+    expect(manifest.chainStart).toEqual({ seq: "0", hash: "0".repeat(64) });
+    expect(manifest.chainEnd.seq).toBe("31");
+  });
+
+  it("recomputes to the appliance's own head with the jq and sha256sum script from the docs", async () => {
+    const result = runDocsScript(dir);
+    if (process.env.DEBUG_SH) console.log(result.stdout, result.stderr, dir);
+    const report = await verifyAuditChain(t.ctx);
+    expect(result.stderr).toBe("");
+    expect(result.stdout.trim()).toBe(`intact up to seq 31, head ${manifest.chainEnd.hash}`);
+    expect(report.summary.startsWith(`intact up to seq`)).toBe(true);
+    expect(manifest.chainEnd.hash).toBe((await verifyAuditChainHeadAt(31))!);
+  });
+
+  it("ships the same script in the pack as in the docs", () => {
+    expect(fs.readFileSync(path.join(dir, "verify.sh"), "utf8")).toBe(docsScript());
+    expect(VERIFY_SCRIPT).toBe(docsScript());
+  });
+
+  it("names the seq of an event edited in the exported file", () => {
+    const copy = path.join(out, "pack-edited");
+    fs.cpSync(dir, copy, { recursive: true });
+    const file = path.join(copy, "events.jsonl");
+    const lines = fs.readFileSync(file, "utf8").split("\n");
+    lines[11] = lines[11]!.replace('"outcome":"success"', '"outcome":"denied"').replace('"outcome":"denied"', '"outcome":"failure"');
+    fs.writeFileSync(file, lines.join("\n"));
+    // Re-sign nothing: first the digest check fails; with SHA256SUMS forged too, the chain check names the seq.
+    expect(runDocsScript(copy).stdout).toContain("BROKEN: a file differs from SHA256SUMS");
+    const sums = fs.readFileSync(path.join(copy, "SHA256SUMS"), "utf8");
+    const digest = execFileSync("sha256sum", [file], { encoding: "utf8" }).slice(0, 64);
+    fs.writeFileSync(path.join(copy, "SHA256SUMS"), sums.replace(/^[0-9a-f]{64}(  events\.jsonl)$/m, `${digest}$1`));
+    expect(runDocsScript(copy).stdout).toContain("BROKEN: events.jsonl is not in the signed manifest");
+    const manifestFile = path.join(copy, "manifest.json");
+    const m = JSON.parse(fs.readFileSync(manifestFile, "utf8")) as ExportManifest;
+    m.files.find((f) => f.name === "events.jsonl")!.sha256 = digest;
+    fs.writeFileSync(manifestFile, JSON.stringify(m, null, 2) + "\n");
+    expect(runDocsScript(copy).stdout).toContain("BROKEN: manifest.json signature");
+  });
+
+  it("names the seq when the events file is changed and the pack's signature checks are bypassed", () => {
+    const copy = path.join(out, "pack-chain");
+    fs.cpSync(dir, copy, { recursive: true });
+    const file = path.join(copy, "events.jsonl");
+    const lines = fs.readFileSync(file, "utf8").split("\n");
+    lines[11] = lines[11]!.replace('"actor_role":"practitioner"', '"actor_role":"admin"');
+    fs.writeFileSync(file, lines.join("\n"));
+    // Only the chain part of the script: skip section 1 (digests and manifest signature).
+    const chainOnly = docsScript().replace(/# 1\.[\s\S]*?# 2\./, "# 2.");
+    const script = path.join(copy, "chain-only.sh");
+    fs.writeFileSync(script, chainOnly);
+    const r = spawnSync("sh", [script, copy], { encoding: "utf8" });
+    if (process.env.DEBUG_SH) console.log(r.stdout, r.stderr);
+    expect(r.stdout).toContain("BROKEN at seq 12: the event does not match its hash (changed)");
+  });
+
+  it("writes CSV with a library, defusing spreadsheet formulas, and FHIR R4 AuditEvents", () => {
+    const csv = fs.readFileSync(path.join(dir, "events.csv"), "utf8");
+    expect(csv.split("\n")[0]).toBe("seq,recorded_at,occurred_at,tenant_id,actor_user_id,actor_role,impersonator_id,break_glass,action,resource_type,resource_id,patient_id,outcome,source_ip,user_agent,request_id,reason,prev_hash,hash");
+    expect(csv).toContain(`"'=HYPERLINK(""http://x"")"`);
+    expect(csv).toContain('"He said ""stop"" \\ then\nleft');
+    const bundle = JSON.parse(fs.readFileSync(path.join(dir, "events.fhir.json"), "utf8"));
+    expect(bundle).toMatchObject({ resourceType: "Bundle", type: "collection" });
+    expect(bundle.entry).toHaveLength(31);
+    const bg = bundle.entry[4].resource;
+    expect(bg).toMatchObject({ resourceType: "AuditEvent", action: "R", outcome: "0" });
+    expect(bg.agent[0].purposeOfUse[0].coding[0].code).toBe("BTG");
+    expect(bg.agent[0].purposeOfUse[0].text).toBe(tricky);
+    expect(bg.entity[1].what.reference).toBe("Patient/p-1");
+    expect(bundle.entry[0].resource.outcome).toBe("4");
+    expect(bundle.entry[6].resource.agent[1].who.identifier.value).toBe("support-1");
+  });
+
+  it("gives a tenant's export only its own events, with the others redacted but still chained", async () => {
+    const tdir = path.join(out, "pack-tenant");
+    const m = await writeEvidencePack(t.ctx, { from: new Date(Date.now() - 3_600_000), to: new Date(Date.now() + 3_600_000), formats: ["jsonl"], tenantId: tenantB }, tdir);
+    const lines = fs.readFileSync(path.join(tdir, "events.jsonl"), "utf8").trim().split("\n").map((l) => JSON.parse(l) as Record<string, unknown>);
+    expect(m.events.included).toBe(10);
+    expect(lines.filter((l) => l.redacted)).toHaveLength(m.events.redacted);
+    expect(lines.filter((l) => !l.redacted).every((l) => l.tenant_id === tenantB)).toBe(true);
+    expect(fs.readFileSync(path.join(tdir, "events.jsonl"), "utf8")).not.toContain(tenantA);
+    expect(runDocsScript(tdir).stdout.trim()).toBe(`intact up to seq ${m.chainEnd.seq}, head ${m.chainEnd.hash}`);
+  });
+
+  it("refuses an empty range and a directory that is not empty", async () => {
+    await expect(writeEvidencePack(t.ctx, { from: new Date(), to: new Date(Date.now() - 1), formats: [], tenantId: null }, path.join(out, "x"))).rejects.toThrow(/range is empty/);
+    await expect(writeEvidencePack(t.ctx, { from: new Date(0), to: new Date(), formats: [], tenantId: null }, dir)).rejects.toThrow(/not empty/);
+  });
+});
+
+async function verifyAuditChainHeadAt(seq: number): Promise<string | undefined> {
+  const head = await readChainHead(t.ctx);
+  const rows = await t.ctx.db.owner.query<{ h: string }>("SELECT encode(hash, 'hex') AS h FROM audit_events WHERE seq = $1", {
+    bind: [seq],
+    type: "SELECT" as never,
+  });
+  return (rows as unknown as { h: string }[])[0]?.h ?? (head.seq === String(seq) ? head.hash : undefined);
+}

@@ -1,0 +1,163 @@
+import { generateKeyPairSync } from "node:crypto";
+import pg from "pg";
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
+import { appendAuditEvent } from "../../../daemon/audit/append.js";
+import { chainHash } from "../../../daemon/audit/canonical.js";
+import { chainPendingEvents, readChainHead } from "../../../daemon/audit/chainer.js";
+import { checkpointMessage, signCheckpoint } from "../../../daemon/audit/checkpoints.js";
+import { auditKeyId, rawPublicKey } from "../../../daemon/audit/signing-key.js";
+import { verifyAuditChain } from "../../../daemon/audit/verify.js";
+import { inScope } from "../../../daemon/db/tenant-scope.js";
+import { auditTestContext, type AuditTestContext } from "./context.js";
+
+let t: AuditTestContext;
+let su: pg.Client;
+
+/** Tampering as an attacker with superuser rights does it: triggers off for the session. */
+async function tamper(sql: string, params: unknown[] = []) {
+  await su.query("SET session_replication_role = replica");
+  try {
+    await su.query(sql, params);
+  } finally {
+    await su.query("SET session_replication_role = DEFAULT");
+  }
+}
+
+async function freshChain(events: number) {
+  await tamper("TRUNCATE audit_events, audit_checkpoints, audit_segment_anchors, audit_intake");
+  await tamper("UPDATE audit_chain_head SET seq = 0, hash = decode(repeat('00', 32), 'hex')");
+  for (let i = 1; i <= events; i++) {
+    await inScope(t.ctx.db.app, { kind: "appliance" }, (transaction) =>
+      appendAuditEvent(t.ctx, transaction, {
+        tenantId: null,
+        actor: { userId: `user-${i % 3}`, role: "admin" },
+        action: "record.read",
+        resourceType: "record",
+        resourceId: `r-${i}`,
+        outcome: "success",
+      }),
+    );
+    if (i % 7 === 0) await chainPendingEvents(t.ctx); // several chainer batches
+  }
+  await chainPendingEvents(t.ctx);
+}
+
+beforeAll(async () => {
+  t = await auditTestContext();
+  su = new pg.Client({ connectionString: t.db.superuserUrl });
+  await su.connect();
+});
+afterAll(async () => {
+  await su?.end();
+  await t?.close();
+});
+beforeEach(async () => {
+  await freshChain(40);
+});
+
+describe("verifying the chain", () => {
+  it("reports an untouched chain as intact up to its head", async () => {
+    await signCheckpoint(t.ctx, { seq: "20", hash: (await hashAt(20))! }, "manual");
+    const head = await readChainHead(t.ctx);
+    const report = await verifyAuditChain(t.ctx);
+    expect(report.intact).toBe(true);
+    expect(report.lastGoodSeq).toBe("40");
+    expect(report.head).toBe(head.hash);
+    expect(report.verified).toBe("40");
+    expect(report.checkpoints).toMatchObject({ total: 1, verified: 1, lastSignedSeq: "20" });
+    expect(report.summary).toBe(`intact up to seq 40, head ${head.hash}`);
+  });
+
+  it("names the seq of an event whose content was edited", async () => {
+    await tamper(`UPDATE audit_events SET canonical = replace(canonical, '"outcome":"success"', '"outcome":"denied"') WHERE seq = 17`);
+    const report = await verifyAuditChain(t.ctx);
+    expect(report.intact).toBe(false);
+    expect(report.break).toMatchObject({ seq: "17", reason: "changed" });
+    expect(report.lastGoodSeq).toBe("16");
+    expect(report.head).toBe(await hashAt(16));
+  });
+
+  it("names the seq of a deleted event as missing", async () => {
+    await tamper("DELETE FROM audit_events WHERE seq = 23");
+    const report = await verifyAuditChain(t.ctx);
+    expect(report.break).toMatchObject({ seq: "23", reason: "missing" });
+    expect(report.lastGoodSeq).toBe("22");
+  });
+
+  it("detects a deleted last event against the recorded chain head", async () => {
+    await tamper("DELETE FROM audit_events WHERE seq = 40");
+    const report = await verifyAuditChain(t.ctx);
+    expect(report.break).toMatchObject({ seq: "40", reason: "missing" });
+  });
+
+  it("names the first of two swapped events as reordered", async () => {
+    await tamper("UPDATE audit_events SET seq = 1000000 WHERE seq = 10");
+    await tamper("UPDATE audit_events SET seq = 10 WHERE seq = 11");
+    await tamper("UPDATE audit_events SET seq = 11 WHERE seq = 1000000");
+    const report = await verifyAuditChain(t.ctx);
+    expect(report.break).toMatchObject({ seq: "10", reason: "reordered" });
+    expect(report.break!.detail).toContain("recorded as seq 11");
+  });
+
+  it("detects swapped events whose content was also renumbered to fit", async () => {
+    type R = { canonical: string; prev_hash: Buffer; hash: Buffer };
+    const [a, b] = (await su.query<R>("SELECT canonical, prev_hash, hash FROM audit_events WHERE seq IN (30, 31) ORDER BY seq")).rows;
+    const renumber = (c: string, to: number) => c.replace(/^\{"v":1,"seq":\d+,/, `{"v":1,"seq":${to},`);
+    const put = (r: R, seq: number) =>
+      tamper("UPDATE audit_events SET canonical = $1, prev_hash = $2, hash = $3 WHERE seq = $4", [renumber(r.canonical, seq), r.prev_hash, r.hash, seq]);
+    await put(b!, 30);
+    await put(a!, 31);
+    const report = await verifyAuditChain(t.ctx);
+    expect(report.break).toMatchObject({ seq: "30", reason: "reordered" });
+  });
+
+  it("detects a tenant column changed behind the canonical event's back", async () => {
+    await tamper("UPDATE audit_events SET tenant_id = gen_random_uuid() WHERE seq = 5");
+    const report = await verifyAuditChain(t.ctx);
+    expect(report.break).toMatchObject({ seq: "5", reason: "changed" });
+  });
+
+  it("detects an edit hidden by recomputing every later hash, at the signed checkpoint", async () => {
+    await signCheckpoint(t.ctx, { seq: "25", hash: (await hashAt(25))! }, "periodic");
+    // The attacker edits seq 12 and re-chains 12..40 so every link and hash is consistent again.
+    const rows = (await su.query<{ seq: string; canonical: string }>("SELECT seq::text, canonical FROM audit_events WHERE seq >= 12 ORDER BY seq")).rows;
+    let prev = (await hashAt(11))!;
+    for (const r of rows) {
+      const canonical = r.seq === "12" ? r.canonical.replace('"outcome":"success"', '"outcome":"failure"') : r.canonical;
+      const hash = chainHash(prev, canonical);
+      await tamper("UPDATE audit_events SET canonical = $1, prev_hash = decode($2, 'hex'), hash = decode($3, 'hex') WHERE seq = $4", [canonical, prev, hash, r.seq]);
+      prev = hash;
+    }
+    await tamper("UPDATE audit_chain_head SET hash = decode($1, 'hex')", [prev]);
+    const report = await verifyAuditChain(t.ctx);
+    expect(report.break).toMatchObject({ seq: "25", reason: "checkpoint-mismatch" });
+  });
+
+  it("rejects a checkpoint forged with another key, at its seq", async () => {
+    const { privateKey, publicKey } = generateKeyPairSync("ed25519");
+    const raw = rawPublicKey(publicKey);
+    const forged = { seq: "30", headHash: (await hashAt(30))!, signedAt: new Date().toISOString(), keyId: auditKeyId(raw) };
+    const { sign } = await import("node:crypto");
+    const signature = sign(null, Buffer.from(checkpointMessage(forged)), privateKey);
+    await su.query(
+      "INSERT INTO audit_checkpoints (seq, head_hash, signed_at, key_id, public_key, signature, purpose) VALUES ($1, decode($2, 'hex'), $3, $4, $5, $6, 'manual')",
+      [forged.seq, forged.headHash, forged.signedAt, forged.keyId, raw, signature],
+    );
+    const report = await verifyAuditChain(t.ctx);
+    expect(report.break).toMatchObject({ seq: "30", reason: "bad-checkpoint-signature" });
+    expect(report.break!.detail).toContain("unknown key");
+    expect(report.lastGoodSeq).toBe("29");
+  });
+
+  it("rejects a checkpoint whose signature was altered, at its seq", async () => {
+    const cp = await signCheckpoint(t.ctx, { seq: "33", hash: (await hashAt(33))! }, "manual");
+    await tamper("UPDATE audit_checkpoints SET signed_at = signed_at + interval '1 day' WHERE id = $1", [cp.id]);
+    const report = await verifyAuditChain(t.ctx);
+    expect(report.break).toMatchObject({ seq: "33", reason: "bad-checkpoint-signature" });
+    expect(report.break!.detail).toContain("does not verify");
+  });
+});
+
+async function hashAt(seq: number): Promise<string | undefined> {
+  return (await su.query<{ h: string }>("SELECT encode(hash, 'hex') AS h FROM audit_events WHERE seq = $1", [seq])).rows[0]?.h;
+}
