@@ -6,6 +6,7 @@ import pg from "pg";
 import { Registry } from "prom-client";
 import { QueryTypes } from "sequelize";
 import { appendAuditEvent, type AuditEventInput } from "../daemon/audit/append.js";
+import { chainHash } from "../daemon/audit/canonical.js";
 import { chainPendingEvents, readChainHead, startAuditChainer } from "../daemon/audit/chainer.js";
 import { verifyAuditChain } from "../daemon/audit/verify.js";
 import { loadConfig } from "../daemon/config/load.js";
@@ -117,6 +118,34 @@ export async function run(): Promise<BenchRow[]> {
     });
     const plainRate = WRITES / ((performance.now() - plainStart) / 1000);
 
+    // The rejected design, measured for docs/audit-format.md: the chain head locked inside every
+    // writer's transaction (read head FOR UPDATE, hash in Node, insert, move head, commit).
+    await db.owner.query(`
+      CREATE TABLE bench_locked_head (id boolean PRIMARY KEY, seq bigint NOT NULL, hash text NOT NULL);
+      INSERT INTO bench_locked_head VALUES (true, 0, repeat('0', 64));
+      CREATE TABLE bench_locked_chain (LIKE bench_unchained INCLUDING ALL);
+      ALTER TABLE bench_locked_chain ADD COLUMN hash text;
+      GRANT SELECT, UPDATE ON bench_locked_head TO ${APP_ROLE};
+      GRANT INSERT ON bench_locked_chain TO ${APP_ROLE};`);
+    const lockedWrites = Math.min(WRITES, 3_000);
+    const lockedStart = performance.now();
+    await writers(lockedWrites, async (i) => {
+      const e = sampleEvent(i, tenantId);
+      await inScope(db.app, { kind: "tenant", tenantId }, async (transaction) => {
+        const [head] = await db.app.query<{ seq: string; hash: string }>("SELECT seq::text AS seq, hash FROM bench_locked_head FOR UPDATE", { type: QueryTypes.SELECT, transaction });
+        const seq = BigInt(head!.seq) + 1n;
+        const hash = chainHash(head!.hash, JSON.stringify({ seq: seq.toString(), ...e }));
+        await db.app.query(
+          `INSERT INTO bench_locked_chain (occurred_at, tenant_id, actor_user_id, actor_role, break_glass, action, resource_type, resource_id, patient_id,
+             outcome, source_ip, user_agent, request_id, hash) VALUES ($1, $2, $3, $4, false, $5, $6, $7, $8, $9, $10, $11, $12, $13)`,
+          { bind: [new Date(), e.tenantId, e.actor.userId, e.actor.role, e.action, e.resourceType, e.resourceId, e.patientId, e.outcome, e.sourceIp, e.userAgent, e.requestId, hash], transaction },
+        );
+        await db.app.query("UPDATE bench_locked_head SET seq = $1, hash = $2", { bind: [seq.toString(), hash], transaction });
+      });
+    });
+    const lockedRate = lockedWrites / ((performance.now() - lockedStart) / 1000);
+    rows.push({ name: `rejected design: head locked in each writer's transaction, ${WRITERS} writers`, value: lockedRate, unit: "events/s", baseline: plainRate, ratio: lockedRate / plainRate });
+
     const chainer = startAuditChainer(ctx, { pollMs: 50 });
     const startSeq = BigInt((await readChainHead(ctx)).seq);
     const chainStart = performance.now();
@@ -127,7 +156,6 @@ export async function run(): Promise<BenchRow[]> {
     while (BigInt((await readChainHead(ctx)).seq) < startSeq + BigInt(WRITES)) await new Promise((r) => setTimeout(r, 5));
     const chainedRate = WRITES / ((performance.now() - chainStart) / 1000);
     await chainer.stop();
-    process.stderr.write(`unchained ${plainRate.toFixed(0)}/s, chained ${chainedRate.toFixed(0)}/s\n`);
     rows.push({ name: `unchained inserts, ${WRITERS} writers`, value: plainRate, unit: "events/s" });
     rows.push({
       name: `chained audited writes, ${WRITERS} writers`,
@@ -152,13 +180,20 @@ export async function run(): Promise<BenchRow[]> {
         { bind: [tenantId, fill], transaction },
       );
     });
-    await chainPendingEvents(ctx, { batch: 20_000 });
-    const verifyStart = performance.now();
-    const report = await verifyAuditChain(ctx);
-    const verifySeconds = (performance.now() - verifyStart) / 1000;
-    if (!report.intact) throw new Error(`bench chain did not verify: ${JSON.stringify(report)}`);
-    const verifyRate = Number(report.verified) / verifySeconds;
-    rows.push({ name: `verification (${report.verified} events)`, value: verifyRate, unit: "events/s", target: ">= 500000/s", met: verifyRate >= 500_000 } as BenchRow);
+    const chainStartBulk = performance.now();
+    const bulk = await chainPendingEvents(ctx);
+    const bulkRate = bulk.chained / ((performance.now() - chainStartBulk) / 1000);
+    rows.push({ name: `chainer alone, ${bulk.chained} queued events`, value: bulkRate, unit: "events/s" });
+    // First pass right after the bulk load pays PostgreSQL's one-time hint-bit writes on every
+    // fresh tuple; the second is a chain at rest (what a nightly verify sees). Both reported.
+    for (const label of ["first read after load", "at rest"]) {
+      const verifyStart = performance.now();
+      const report = await verifyAuditChain(ctx);
+      const verifySeconds = (performance.now() - verifyStart) / 1000;
+      if (!report.intact) throw new Error(`bench chain did not verify: ${report.summary}`);
+      const verifyRate = Number(report.verified) / verifySeconds;
+      rows.push({ name: `verification, ${report.verified} events, ${label}`, value: verifyRate, unit: "events/s", target: ">= 500000/s", met: verifyRate >= 500_000 } as BenchRow);
+    }
     return rows;
   } finally {
     await db.close();

@@ -4,6 +4,7 @@ import fs from "node:fs";
 import { Gauge, Registry, collectDefaultMetrics } from "prom-client";
 import { startAuditServices } from "./audit/background.js";
 import { startBackupServices } from "./backups/background.js";
+import { startRecordsServices } from "./records/background.js";
 import { ensureSetupToken } from "./auth/setup.js";
 import { systemClock, type Clock } from "./clock.js";
 import { inDataDir } from "./config/load.js";
@@ -119,6 +120,7 @@ export async function startAppliance(config: Config, opts: StartOptions): Promis
     const audit = startAuditServices(ctx);
     const keyMaintenance = startKeyMaintenance(ctx);
     const backups = startBackupServices(ctx);
+    const records = startRecordsServices(ctx);
     log.info(`listening on ${url}${server.redirectPort ? ` (http://:${server.redirectPort} redirects)` : ""}`);
 
     if ((await pendingMigrations(db.app)).length === 0) {
@@ -153,6 +155,7 @@ export async function startAppliance(config: Config, opts: StartOptions): Promis
           log.info("shutting down: draining in-flight requests");
           const result = await closing;
           await backups.stop();
+          await records.stop();
           await audit.stop();
           stopTlsWatch();
           await keyMaintenance.stop();

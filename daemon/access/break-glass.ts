@@ -3,7 +3,7 @@ import { z } from "zod";
 import { recordAuthEvent, type RequestMeta } from "../auth/audit-events.js";
 import type { ApplianceContext } from "../context.js";
 import { inScope } from "../db/tenant-scope.js";
-import { Conflict } from "../http/errors.js";
+import { Conflict, NotFound } from "../http/errors.js";
 import { scopeOf, type Actor } from "./actor.js";
 import { patientAccessFor } from "./care-team.js";
 import { authorize } from "./policy.js";
@@ -38,6 +38,9 @@ export async function openBreakGlass(ctx: ApplianceContext, actor: Actor, patien
   authorize(actor, "break_glass:create", { tenantId: actor.tenantId });
   const now = ctx.clock.now();
   const grant = await inScope(ctx.db.app, scopeOf(actor), async (t) => {
+    // Unknown and purged patients (records capability, migration 0006): nothing to open.
+    const [patient] = await ctx.db.app.query("SELECT 1 FROM patients WHERE id = $1 AND tenant_id = $2 AND status = 'active'", { bind: [patientId, actor.tenantId], type: QueryTypes.SELECT, transaction: t });
+    if (!patient) throw new NotFound("no such patient");
     const access = await patientAccessFor(ctx, t, actor, patientId);
     if (access.assigned) throw new Conflict("you are on this patient's care team: no break-glass is needed");
     if (access.breakGlass) throw new Conflict("you already hold break-glass access to this patient");

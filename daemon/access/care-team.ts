@@ -60,6 +60,8 @@ export async function assignToCareTeam(ctx: ApplianceContext, actor: Actor, pati
       transaction: t,
     });
     if (!user) throw new NotFound("no such user in this tenant");
+    const [patient] = await ctx.db.app.query("SELECT 1 FROM patients WHERE id = $1 AND tenant_id = $2 AND status = 'active'", { bind: [patientId, actor.tenantId], type: QueryTypes.SELECT, transaction: t });
+    if (!patient) throw new NotFound("no such patient");
     if (user.role !== "practitioner") throw new Invalid("only practitioners join a care team");
     if (user.status !== "active") throw new Conflict("the account is deactivated");
     const inserted = await ctx.db.app.query(

@@ -54,7 +54,7 @@ export type AuditReceipt = {
   seq: bigint | string;
   /** "pending" until chained; then 64 lowercase hex digits. */
   hash: string;
-  /** Stable id of the event from the moment it is written; find it later with `findChainedEvent`. */
+  /** Stable id of the event from the moment it is written (`event_id` in the chain and in exports). */
   eventId: string;
 };
 

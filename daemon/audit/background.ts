@@ -1,12 +1,93 @@
+import fs from "node:fs";
+import path from "node:path";
+import { Gauge } from "prom-client";
+import { QueryTypes } from "sequelize";
 import type { ApplianceContext } from "../context.js";
-import { startAuditChainer } from "./chainer.js";
+import { readChainHead, startAuditChainer } from "./chainer.js";
+import { periodicCheckpoint } from "./checkpoints.js";
+import { settleExportJobs } from "./pack-jobs.js";
+import { dropExpiredAuditSegments } from "./retention.js";
+import { startSiemForwarder } from "./siem.js";
+import { auditSigningKey } from "./signing-key.js";
+import { pinnedKeyPath } from "./verify.js";
 
-/** The audit capability's background work in a running daemon: chaining, checkpoints, SIEM. */
+const RETENTION_LOCK = 7_305_002;
+const RETENTION_EVERY_MS = 6 * 3_600_000;
+
+/**
+ * Writes the checkpoint public key outside the database (trust on first use), so verification
+ * on a sealed appliance or from the CLI checks signatures against a key an attacker with only
+ * database access cannot replace.
+ */
+export async function pinAuditPublicKey(ctx: ApplianceContext): Promise<void> {
+  if (ctx.rootKey.isSealed) return;
+  const file = pinnedKeyPath(ctx);
+  const pem = (await auditSigningKey(ctx)).publicKeyPem;
+  if (fs.existsSync(file)) {
+    if (fs.readFileSync(file, "utf8") !== pem) ctx.log.warn(`the audit signing key differs from the pinned one at ${file}; old checkpoints verify only with the old key`);
+    return;
+  }
+  fs.mkdirSync(path.dirname(file), { recursive: true, mode: 0o700 });
+  fs.writeFileSync(file, pem, { mode: 0o644 });
+}
+
+/** The audit capability's background work in a running daemon: chaining, checkpoints, retention, SIEM. */
 export function startAuditServices(ctx: ApplianceContext): { stop(): Promise<void> } {
   const chainer = startAuditChainer(ctx);
+  // A growing intake means the chainer is stuck: alert on it (events are safe, not yet chained).
+  new Gauge({
+    name: "wardkeep_audit_intake_pending",
+    help: "Audit events committed but not yet in the hash chain",
+    registers: [ctx.metrics],
+    async collect() {
+      const n = await ctx.db.owner
+        .transaction(async (t) => {
+          await ctx.db.owner.query("SELECT set_config('wardkeep.scope', 'appliance', true)", { transaction: t });
+          const [r] = await ctx.db.owner.query<{ n: number }>("SELECT count(*)::int AS n FROM audit_intake", { type: QueryTypes.SELECT, transaction: t });
+          return r?.n ?? -1;
+        })
+        .catch(() => -1);
+      this.set(n);
+    },
+  });
+  new Gauge({
+    name: "wardkeep_audit_chain_head_seq",
+    help: "Sequence number of the last chained audit event",
+    registers: [ctx.metrics],
+    async collect() {
+      this.set(Number((await readChainHead(ctx).catch(() => ({ seq: "-1" }))).seq));
+    },
+  });
+  const siem = startSiemForwarder(ctx);
+  const safely = (what: string, work: () => Promise<unknown>) => () => {
+    work().catch((err: Error) => ctx.log.warn(`audit ${what} did not run: ${err.name}`));
+  };
+  const checkpoint = setInterval(
+    safely("checkpoint", async () => {
+      await pinAuditPublicKey(ctx);
+      await periodicCheckpoint(ctx);
+    }),
+    ctx.config.audit.checkpointIntervalMinutes * 60_000,
+  );
+  checkpoint.unref();
+  const retention = setInterval(
+    safely("retention", () =>
+      ctx.db.owner.transaction(async (t) => {
+        const [lock] = await ctx.db.owner.query<{ ok: boolean }>("SELECT pg_try_advisory_xact_lock($1) AS ok", { bind: [RETENTION_LOCK], type: QueryTypes.SELECT, transaction: t });
+        if (lock?.ok) await dropExpiredAuditSegments(ctx);
+      }),
+    ),
+    RETENTION_EVERY_MS,
+  );
+  retention.unref();
+  pinAuditPublicKey(ctx).catch((err: Error) => ctx.log.warn(`audit public key not pinned: ${err.message}`));
   return {
     async stop() {
+      clearInterval(checkpoint);
+      clearInterval(retention);
+      await settleExportJobs();
       await chainer.stop();
+      await siem?.stop();
     },
   };
 }

@@ -13,16 +13,16 @@ export const CANONICAL_FIELDS = [
   "seq",
   "recorded_at",
   "tenant_id",
+  "actor_user_id",
+  "patient_id",
   "event_id",
   "occurred_at",
-  "actor_user_id",
   "actor_role",
   "impersonator_id",
   "break_glass",
   "action",
   "resource_type",
   "resource_id",
-  "patient_id",
   "outcome",
   "source_ip",
   "user_agent",
@@ -83,12 +83,14 @@ export function canonicalEventJson(e: ChainedEvent): string {
     e.recorded_at +
     ',"tenant_id":' +
     str(e.tenant_id) +
+    ',"actor_user_id":' +
+    str(e.actor_user_id) +
+    ',"patient_id":' +
+    str(e.patient_id) +
     ',"event_id":' +
     str(e.event_id) +
     ',"occurred_at":' +
     e.occurred_at +
-    ',"actor_user_id":' +
-    str(e.actor_user_id) +
     ',"actor_role":' +
     str(e.actor_role) +
     ',"impersonator_id":' +
@@ -101,8 +103,6 @@ export function canonicalEventJson(e: ChainedEvent): string {
     str(e.resource_type) +
     ',"resource_id":' +
     str(e.resource_id) +
-    ',"patient_id":' +
-    str(e.patient_id) +
     ',"outcome":' +
     str(e.outcome) +
     ',"source_ip":' +
@@ -124,13 +124,16 @@ export function chainHash(prevHex: string, canonical: string): string {
 
 /**
  * SQL over a row `e` of audit_events: true when the stored hash is SHA-256(hex(prev_hash) ||
- * canonical), and when the copied columns (seq, recorded_at, tenant_id) agree with the
- * canonical text, whose first fields are exactly these three (that is why they come first).
+ * canonical), and when the copied columns (seq, recorded_at, tenant_id, actor_user_id,
+ * patient_id) agree with the canonical text, whose first fields are exactly these (that is why
+ * they come first: a prefix comparison, no JSON parsing per row).
  */
 export const ROW_HASH_OK_SQL = `pg_catalog.sha256(pg_catalog.convert_to(pg_catalog.encode(e.prev_hash, 'hex') || e.canonical, 'UTF8')) = e.hash`;
 export const ROW_COLUMNS_OK_SQL = `starts_with(e.canonical, '{"v":1,"seq":' || e.seq || ',"recorded_at":'
   || round(date_part('epoch', e.recorded_at) * 1000)::bigint || ',"tenant_id":'
-  || coalesce('"' || e.tenant_id::text || '"', 'null') || ',')`;
+  || coalesce('"' || e.tenant_id::text || '"', 'null') || ',"actor_user_id":'
+  || coalesce(to_json(e.actor_user_id)::text, 'null') || ',"patient_id":'
+  || coalesce(to_json(e.patient_id)::text, 'null') || ',')`;
 
 /** Parses stored canonical text back into an event (for search results and exports). */
 export function parseCanonical(text: string): ChainedEvent & { v: number } {

@@ -22,7 +22,20 @@ type IntakeRow = Omit<ChainedEvent, "seq" | "recorded_at" | "occurred_at"> & { i
 export type ChainHead = { seq: string; hash: string; recordedAt: string };
 export type ChainOutcome = { chained: number; head: ChainHead; busy: boolean };
 
-const knownSegments = new Set<string>();
+/** Months whose segment this process has made sure exists, per appliance (database). */
+const knownSegments = new WeakMap<ApplianceContext, Set<string>>();
+
+/** What this process just chained, for forwarders (SIEM). Called after the batch commits. */
+export type ChainedBatch = { seq: string; canonical: string; hash: string }[];
+type ChainListener = (batch: ChainedBatch) => void;
+const listeners = new WeakMap<ApplianceContext, Set<ChainListener>>();
+
+export function onAuditChained(ctx: ApplianceContext, listener: ChainListener): () => void {
+  const set = listeners.get(ctx) ?? new Set<ChainListener>();
+  listeners.set(ctx, set);
+  set.add(listener);
+  return () => set.delete(listener);
+}
 
 function segmentMonth(d: Date): string {
   return d.toISOString().slice(0, 7);
@@ -57,7 +70,8 @@ async function chainBatch(ctx: ApplianceContext, limit: number, wait: boolean): 
     );
     const current: ChainHead = { seq: head.seq, hash: head.hash, recordedAt: head.recorded_at };
     if (rows.length === 0) return { chained: 0, head: current, busy: false };
-    rows.sort((a, b) => (BigInt(a.id) < BigInt(b.id) ? -1 : 1));
+    // Intake order; ids are decimal text, so shorter is smaller (no BigInt parsing per compare).
+    rows.sort((a, b) => a.id.length - b.id.length || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
 
     // recorded_at never goes backwards along the chain, even when replicas' clocks disagree:
     // segments (monthly partitions) then hold contiguous sequence ranges.
@@ -65,27 +79,46 @@ async function chainBatch(ctx: ApplianceContext, limit: number, wait: boolean): 
     const recordedAt = new Date(Math.max(now, Date.parse(head.recorded_at)));
     const recorded = canonicalTime(recordedAt);
     const month = segmentMonth(recordedAt);
-    if (!knownSegments.has(month)) {
+    const known = knownSegments.get(ctx) ?? new Set<string>();
+    knownSegments.set(ctx, known);
+    if (!known.has(month)) {
       await owner.query("SELECT audit_ensure_segment($1)", { bind: [recordedAt], transaction });
-      knownSegments.add(month);
+      // Remembered only once this transaction commits (a rollback would undo the CREATE TABLE).
+      transaction.afterCommit(() => {
+        known.add(month);
+      });
     }
 
     let seq = BigInt(head.seq);
     let prev = head.hash;
-    const out: { seq: string; recorded_at: string; tenant_id: string | null; canonical: string; prev_hash: string; hash: string }[] = new Array(rows.length);
+    const out: { seq: string; recorded_at: string; tenant_id: string | null; actor_user_id: string | null; patient_id: string | null; canonical: string; prev_hash: string; hash: string }[] =
+      new Array(rows.length);
     for (let i = 0; i < rows.length; i++) {
       const { id: _id, ...r } = rows[i]!;
       seq += 1n;
       const canonical = canonicalEventJson({ ...r, occurred_at: Number(r.occurred_at), seq: seq.toString(), recorded_at: recorded });
       const hash = chainHash(prev, canonical);
-      out[i] = { seq: seq.toString(), recorded_at: recordedAt.toISOString(), tenant_id: r.tenant_id, canonical, prev_hash: "\\x" + prev, hash: "\\x" + hash };
+      out[i] = { seq: seq.toString(), recorded_at: recordedAt.toISOString(), tenant_id: r.tenant_id, actor_user_id: r.actor_user_id, patient_id: r.patient_id, canonical, prev_hash: "\\x" + prev, hash: "\\x" + hash };
       prev = hash;
     }
-    await owner.query(
-      `INSERT INTO audit_events (seq, recorded_at, tenant_id, canonical, prev_hash, hash)
-       SELECT seq, recorded_at, tenant_id, canonical, prev_hash, hash FROM json_populate_recordset(NULL::audit_events, $1::json)`,
-      { bind: [JSON.stringify(out)], transaction },
-    );
+    await owner
+      .query(
+        `INSERT INTO audit_events (seq, recorded_at, tenant_id, actor_user_id, patient_id, canonical, prev_hash, hash)
+         SELECT seq, recorded_at, tenant_id, actor_user_id, patient_id, canonical, prev_hash, hash FROM json_populate_recordset(NULL::audit_events, $1::json)`,
+        { bind: [JSON.stringify(out)], transaction },
+      )
+      .catch((err: unknown) => {
+        // The month's segment vanished behind our back (dropped by hand): make it again next time.
+        known.delete(month);
+        throw err;
+      });
+    const subscribers = listeners.get(ctx);
+    if (subscribers?.size) {
+      const batch: ChainedBatch = out.map((o) => ({ seq: o.seq, canonical: o.canonical, hash: o.hash.slice(2) }));
+      transaction.afterCommit(() => {
+        for (const l of subscribers) l(batch);
+      });
+    }
     await owner.query("UPDATE audit_chain_head SET seq = $1, hash = decode($2, 'hex'), recorded_at = $3", {
       bind: [seq.toString(), prev, recordedAt],
       transaction,

@@ -32,7 +32,7 @@ export async function signCheckpoint(
   at: { seq: string; hash: string },
   purpose: CheckpointPurpose,
 ): Promise<Checkpoint> {
-  const key = auditSigningKey(ctx);
+  const key = await auditSigningKey(ctx);
   const signedAt = ctx.clock.now().toISOString();
   const message = checkpointMessage({ seq: at.seq, headHash: at.hash, signedAt, keyId: key.keyId });
   const signature = signMessage(key, message);

@@ -26,8 +26,8 @@ openssl pkeyutl -verify -pubin -inkey audit-signing-public.pem -rawin -in manife
 jq -r '.seq' events.jsonl > "$tmp/seq"
 jq -r '.prev_hash' events.jsonl > "$tmp/prev"
 jq -r '.hash' events.jsonl > "$tmp/hash"
-jq -c 'if .redacted then null else {v, seq, recorded_at, tenant_id, event_id, occurred_at, actor_user_id, actor_role,
-  impersonator_id, break_glass, action, resource_type, resource_id, patient_id, outcome, source_ip, user_agent,
+jq -c 'if .redacted then null else {v, seq, recorded_at, tenant_id, actor_user_id, patient_id, event_id, occurred_at,
+  actor_role, impersonator_id, break_glass, action, resource_type, resource_id, outcome, source_ip, user_agent,
   request_id, reason} end' events.jsonl > "$tmp/canon"
 tab=$(printf '\\t')
 head=$(paste "$tmp/seq" "$tmp/prev" "$tmp/hash" "$tmp/canon" | {

@@ -201,7 +201,7 @@ export async function writeEvidencePack(
 ): Promise<ExportManifest> {
   if (!(req.from < req.to)) throw new Invalid("the export range is empty: `from` must be before `to`");
   const formats = new Set<ExportFormat>(["jsonl", ...req.formats]);
-  const key = auditSigningKey(ctx); // Sealed (503) before anything is written
+  const key = await auditSigningKey(ctx); // Sealed (503) before anything is written
   fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
   if (fs.readdirSync(dir).length > 0) throw new Invalid(`the export directory ${dir} is not empty`);
   await chainPendingEvents(ctx, { wait: true });
@@ -348,7 +348,7 @@ export async function writeEvidencePack(
   return manifest;
 }
 
-function signMessageBytes(key: ReturnType<typeof auditSigningKey>, bytes: Buffer): Buffer {
+function signMessageBytes(key: Awaited<ReturnType<typeof auditSigningKey>>, bytes: Buffer): Buffer {
   return signMessage(key, bytes.toString("utf8"));
 }
 

@@ -5,11 +5,11 @@ import { hkdfSha256 } from "../keys/primitives.js";
 /**
  * The Ed25519 key that signs audit checkpoints.
  *
- * STOPGAP, swappable in one place: until daemon/keys provides `getAuditSigningKey(ctx)` (a
- * keyring entry of kind `audit-signing`, wrapped by the root key), the key is derived from the
- * appliance-internal secret (`rootKey.material()`, itself wrapped by the KEK) with HKDF and a
- * purpose label. It never exists on disk, is the same in every replica, survives KEK rotation,
- * and is unavailable while the appliance is sealed (which then answers 503 for signing).
+ * STOPGAP, swappable in one place (the body of `auditSigningKey`): written before daemon/keys had
+ * `getAuditSigningKey(ctx)` (a versioned keyring entry wrapped by the KEK, rotatable). Until the
+ * swap, the key is derived from the appliance-internal secret (`rootKey.material()`, itself
+ * wrapped by the KEK) with HKDF and a purpose label: never on disk, the same in every replica,
+ * stable across KEK rotation, unavailable while sealed (signing then answers 503).
  */
 export type AuditSigningKey = {
   /** First 16 hex digits of SHA-256 over the raw public key. */
@@ -36,7 +36,7 @@ export function rawPublicKey(key: KeyObject): Buffer {
   return (key.export({ format: "der", type: "spki" }) as Buffer).subarray(ED25519_SPKI_PREFIX.length);
 }
 
-export function auditSigningKey(ctx: ApplianceContext): AuditSigningKey {
+export async function auditSigningKey(ctx: ApplianceContext): Promise<AuditSigningKey> {
   const seed = hkdfSha256(ctx.rootKey.material(), Buffer.alloc(0), Buffer.from("wardkeep/audit/checkpoint-signing/v1"), 32);
   const privateKey = createPrivateKey({ key: Buffer.concat([ED25519_PKCS8_PREFIX, seed]), format: "der", type: "pkcs8" });
   seed.fill(0);

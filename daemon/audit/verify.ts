@@ -46,7 +46,7 @@ export function pinnedKeyPath(ctx: ApplianceContext): string {
   return inDataDir(ctx.config, "audit/checkpoint-signing.pub.pem");
 }
 
-function trustedKeys(ctx: ApplianceContext, given?: KeyObject[]): TrustedKeys {
+async function trustedKeys(ctx: ApplianceContext, given?: KeyObject[]): Promise<TrustedKeys> {
   const keys = new Map<string, KeyObject>();
   const add = (k: KeyObject) => keys.set(auditKeyId(rawPublicKey(k)), k);
   if (given?.length) {
@@ -54,7 +54,7 @@ function trustedKeys(ctx: ApplianceContext, given?: KeyObject[]): TrustedKeys {
     return { keys, trust: "given" };
   }
   if (!ctx.rootKey.isSealed) {
-    add(auditSigningKey(ctx).publicKey);
+    add((await auditSigningKey(ctx)).publicKey);
     return { keys, trust: "keyring" };
   }
   try {
@@ -95,12 +95,13 @@ const REORDER_WINDOW = 64;
 
 export async function verifyAuditChain(ctx: ApplianceContext, opts: { publicKeys?: KeyObject[]; flush?: boolean } = {}): Promise<VerifyReport> {
   if (opts.flush !== false) await chainPendingEvents(ctx, { wait: true });
-  const trusted = trustedKeys(ctx, opts.publicKeys);
+  const trusted = await trustedKeys(ctx, opts.publicKeys);
   return withRawConnection(ctx.db.app, async (client) => {
     await beginAuditSnapshot(client, { tenantId: null });
     try {
-      // One ordered reader: parallel workers would interleave the physical order.
-      await client.query("SET LOCAL max_parallel_workers_per_gather = 0");
+      // One ordered reader: parallel workers would interleave the physical order. One FETCH may
+      // scan millions of intact rows before it has anything to return: no statement timeout.
+      await client.query("SET LOCAL max_parallel_workers_per_gather = 0; SET LOCAL statement_timeout = 0");
       return await verifyInSnapshot(client, trusted);
     } finally {
       await client.query("ROLLBACK").catch(() => undefined);

@@ -1,6 +1,7 @@
 import { Command, CommanderError } from "commander";
 import { APP_VERSION } from "../version.js";
 import { registerAdmin } from "./commands/admin.js";
+import { registerAudit } from "./commands/audit.js";
 import { registerBackup } from "./commands/backup.js";
 import { registerConfig } from "./commands/config.js";
 import { registerDoctor } from "./commands/doctor.js";
@@ -27,6 +28,7 @@ export function buildProgram(): Command {
   registerKeys(program);
   registerTls(program);
   registerBackup(program);
+  registerAudit(program);
   for (const cmd of program.commands) applyExitOverride(cmd);
   return program;
 }

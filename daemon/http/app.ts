@@ -11,7 +11,9 @@ import { notFoundHandler, problemMiddleware } from "./problem.js";
 import { healthRoutes } from "./routes/health.js";
 import { keysRoutes } from "../keys/routes.js";
 import { backupRoutes } from "../backups/routes.js";
-import { recordsRoutes } from "../records/routes.js";
+import { attachmentUploadRoutes, recordsRoutes } from "../records/routes.js";
+import { rejectInvalidUtf8 } from "../records/http.js";
+import { auditRoutes } from "../audit/routes.js";
 import { APP_VERSION } from "../version.js";
 
 /**
@@ -32,8 +34,10 @@ export function createHttpApp(ctx: ApplianceContext): Express {
 
   const api = Router();
   api.use(noStore);
+  // Streams raw (non-JSON) attachment bodies, so it sits before the JSON-only gate; it authenticates itself.
+  api.use(attachmentUploadRoutes(ctx));
   api.use(requireJsonBody);
-  api.use(express.json({ limit: ctx.config.server.bodyLimit, strict: true, type: ["application/json", "application/*+json"] }));
+  api.use(express.json({ limit: ctx.config.server.bodyLimit, strict: true, type: ["application/json", "application/*+json"], verify: rejectInvalidUtf8 }));
   api.get("/openapi.json", (_req, res) => {
     res.json(buildOpenApiDocument(APP_VERSION));
   });
@@ -45,6 +49,7 @@ export function createHttpApp(ctx: ApplianceContext): Express {
   api.use(keysRoutes(ctx));
   api.use(backupRoutes(ctx));
   api.use(recordsRoutes(ctx));
+  api.use(auditRoutes(ctx));
   app.use("/api/v1", api);
 
   app.use(adminUiRoutes());

@@ -141,18 +141,36 @@ function lengthPrefixed(parts: Array<[string, string]>, prefix?: Buffer, header?
   return out;
 }
 
-/** AAD = label || header || length-prefixed context, built in one allocation. */
-function fieldAad(header: Buffer, context: FieldContext): Buffer {
-  return lengthPrefixed(
-    [
-      ["tenantId", context.tenantId],
-      ["table", context.table],
-      ["column", context.column],
-      ["rowId", context.rowId],
-    ],
-    AAD_LABEL,
-    header,
-  );
+/**
+ * AAD = label || header || length-prefixed tenant, table, column || length-prefixed row id. The
+ * part before the row id repeats for every value of a column under one key version, so it is
+ * encoded once per cached header (bounded) and only the row id is encoded per value.
+ */
+const aadPrefixes = new WeakMap<Buffer, Map<string, Buffer>>();
+const AAD_PREFIXES_PER_HEADER = 1024;
+
+function fieldAad(header: Buffer, context: FieldContext, headerIsCached: boolean): Buffer {
+  const { tenantId, table, column, rowId } = context;
+  let prefixes = headerIsCached ? aadPrefixes.get(header) : undefined;
+  const slot = `${tenantId}\u0000${table}\u0000${column}`;
+  let prefix = prefixes?.get(slot);
+  if (!prefix) {
+    prefix = lengthPrefixed(
+      [
+        ["tenantId", tenantId],
+        ["table", table],
+        ["column", column],
+      ],
+      AAD_LABEL,
+      header,
+    );
+    if (headerIsCached) {
+      if (!prefixes) aadPrefixes.set(header, (prefixes = new Map()));
+      if (prefixes.size >= AAD_PREFIXES_PER_HEADER) prefixes.clear();
+      prefixes.set(slot, prefix);
+    }
+  }
+  return lengthPrefixed([["rowId", rowId]], prefix);
 }
 
 function checkDataKey(dek: DataKey): Buffer {
@@ -188,13 +206,21 @@ function checkDataKeyParts(dek: DataKey, id: Buffer): Buffer {
 const headerCache = new Map<string, Buffer>();
 const HEADER_CACHE_MAX = 4096;
 
+// Per key object too (no string built), re-checked against id and version in case the object was changed.
+const headerOfKey = new WeakMap<DataKey, { id: string; version: number; header: Buffer }>();
+
 function headerFor(dek: DataKey): Buffer {
+  const keyOk = Buffer.isBuffer(dek.key) && dek.key.length === AES_256_KEY_BYTES;
+  const known = keyOk ? headerOfKey.get(dek) : undefined;
+  if (known && known.id === dek.id && known.version === dek.version) return known.header;
   const slot = `${dek.version}\u0000${dek.id}`;
-  const cached = headerCache.get(slot);
-  if (cached && Number.isInteger(dek.version) && Buffer.isBuffer(dek.key) && dek.key.length === AES_256_KEY_BYTES) return cached;
-  const header = encodeHeader(checkDataKey(dek), dek.version);
-  if (headerCache.size >= HEADER_CACHE_MAX) headerCache.clear();
-  headerCache.set(slot, header);
+  let header = keyOk ? headerCache.get(slot) : undefined;
+  if (!header) {
+    header = encodeHeader(checkDataKey(dek), dek.version);
+    if (headerCache.size >= HEADER_CACHE_MAX) headerCache.clear();
+    headerCache.set(slot, header);
+  }
+  headerOfKey.set(dek, { id: dek.id, version: dek.version, header });
   return header;
 }
 
@@ -307,7 +333,7 @@ export function encryptField(
   options: EncryptFieldOptions = {},
 ): Buffer {
   const header = headerFor(dek);
-  const aad = fieldAad(header, context);
+  const aad = fieldAad(header, context, true);
   const data =
     typeof plaintext === "string" ? utf8("plaintext", plaintext) : plaintext;
   if (!Buffer.isBuffer(data))
@@ -343,7 +369,10 @@ export function decryptField(
     );
   }
   if (!Buffer.isBuffer(dek.key) || dek.key.length !== AES_256_KEY_BYTES) checkDataKey(dek);
-  const aad = fieldAad(field.header, context);
+  // The header names this key id and version, so the cached encoding is byte-identical; the
+  // comparison keeps it honest if a lookup ever returned a key object with other fields.
+  const cached = headerFor(dek);
+  const aad = cached.equals(field.header) ? fieldAad(cached, context, true) : fieldAad(field.header, context, false);
   return aesGcmDecrypt(dek.key, field.nonce, field.body, field.tag, aad);
 }
 

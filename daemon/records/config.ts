@@ -22,7 +22,7 @@ export const recordsSchema = z
       .min(4)
       .max(16384)
       .default(256)
-      .describe("Plaintext bytes per authenticated segment of an attachment file (a download never releases more than one unauthenticated segment)."),
+      .describe("Plaintext KiB per authenticated segment of an attachment file; an upload or download holds about one segment in memory."),
     deletionGraceDays: z
       .number()
       .int()

@@ -2,6 +2,7 @@
  * What every records route shares: request schema building blocks, ETag / If-Match handling and
  * signed pagination cursors. docs/records.md ("API conventions") describes the contract.
  */
+import { isUtf8 } from "node:buffer";
 import { createHmac, timingSafeEqual } from "node:crypto";
 import type { Request, Response } from "express";
 import { z } from "zod";
@@ -138,4 +139,15 @@ export function pageOf<R, T>(ctx: ApplianceContext, purpose: string, rows: R[], 
   const more = rows.length > limit;
   const kept = more ? rows.slice(0, limit) : rows;
   return { items: kept.map(view), nextCursor: more ? encodeCursor(ctx, purpose, position(kept[kept.length - 1]!)) : null };
+}
+
+// ---- request body encoding ---------------------------------------------------------------------
+
+/**
+ * `verify` hook for express.json: body-parser would decode invalid UTF-8 into U+FFFD and store
+ * something the client never sent. RFC 8259 §8.1 makes JSON text UTF-8, so such a body is not
+ * valid JSON: 400 (`entity.parse.failed`), before any handler runs.
+ */
+export function rejectInvalidUtf8(_req: unknown, _res: unknown, buf: Buffer): void {
+  if (!isUtf8(buf)) throw Object.assign(new Error("request body is not valid UTF-8"), { status: 400, type: "entity.parse.failed" });
 }

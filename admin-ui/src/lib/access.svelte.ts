@@ -19,7 +19,7 @@ const PROBES: Record<Screen, string> = {
   // The shred schedule needs the same permission as GET /keys (key:read) without its column scans.
   keys: "/api/v1/keys/shred-schedule",
   backups: "/api/v1/backups/policy",
-  audit: "/api/v1/audit/checkpoints/public-key",
+  audit: "/api/v1/audit/public-key",
 };
 
 type State = "unknown" | "allowed" | "denied";

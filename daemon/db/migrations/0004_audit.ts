@@ -50,24 +50,24 @@ GRANT INSERT ON audit_intake TO {{app_role}};
 
 -- Each event is stored as its canonical bytes (docs/audit-format.md): the hash covers exactly the
 -- stored text, so verification hashes what is there instead of rebuilding it column by column.
--- seq, recorded_at and tenant_id are copies for the primary key, partitioning and row-level
--- security; verification checks that they agree with the canonical text.
+-- seq, recorded_at, tenant_id, actor_user_id and patient_id are copies for the primary key,
+-- partitioning, row-level security and the auditors' indexes; verification checks that they
+-- agree with the canonical text.
 CREATE TABLE audit_events (
-  seq         bigint NOT NULL CHECK (seq > 0),
-  recorded_at timestamptz(3) NOT NULL,
-  tenant_id   uuid,
-  canonical   text NOT NULL,
-  prev_hash   bytea NOT NULL CHECK (length(prev_hash) = 32),
-  hash        bytea NOT NULL CHECK (length(hash) = 32),
+  seq           bigint NOT NULL CHECK (seq > 0),
+  recorded_at   timestamptz(3) NOT NULL,
+  tenant_id     uuid,
+  actor_user_id text,
+  patient_id    text,
+  canonical     text NOT NULL,
+  prev_hash     bytea NOT NULL CHECK (length(prev_hash) = 32),
+  hash          bytea NOT NULL CHECK (length(hash) = 32),
   PRIMARY KEY (seq, recorded_at)
 ) PARTITION BY RANGE (recorded_at);
 CREATE INDEX audit_events_tenant_idx ON audit_events (tenant_id, seq);
 CREATE INDEX audit_events_recorded_idx ON audit_events (recorded_at);
-CREATE INDEX audit_events_patient_idx ON audit_events (((canonical::jsonb) ->> 'patient_id'), seq)
-  WHERE ((canonical::jsonb) ->> 'patient_id') IS NOT NULL;
-CREATE INDEX audit_events_actor_idx ON audit_events (((canonical::jsonb) ->> 'actor_user_id'), seq)
-  WHERE ((canonical::jsonb) ->> 'actor_user_id') IS NOT NULL;
-CREATE INDEX audit_events_event_id_idx ON audit_events (((canonical::jsonb) ->> 'event_id'));
+CREATE INDEX audit_events_patient_idx ON audit_events (patient_id, seq) WHERE patient_id IS NOT NULL;
+CREATE INDEX audit_events_actor_idx ON audit_events (actor_user_id, seq) WHERE actor_user_id IS NOT NULL;
 -- Row triggers on a partitioned table are cloned to every partition; TRUNCATE triggers are not,
 -- so audit_ensure_segment() adds one to each partition it creates.
 CREATE TRIGGER audit_events_append_only BEFORE UPDATE OR DELETE ON audit_events
@@ -131,6 +131,29 @@ CREATE TRIGGER audit_segment_anchors_append_only BEFORE UPDATE OR DELETE ON audi
 CREATE TRIGGER audit_segment_anchors_no_truncate BEFORE TRUNCATE ON audit_segment_anchors
   FOR EACH STATEMENT EXECUTE FUNCTION audit_reject_change();
 GRANT SELECT ON audit_segment_anchors TO {{app_role}};
+
+-- Evidence packs requested over the API: their progress, so every replica can answer for them.
+CREATE TABLE audit_exports (
+  id           text PRIMARY KEY CHECK (id ~ '^audit-[0-9TZ]+-[0-9a-f]{8}$'),
+  tenant_id    uuid,
+  requested_by text,
+  range_from   timestamptz NOT NULL,
+  range_to     timestamptz NOT NULL,
+  formats      text[] NOT NULL,
+  status       text NOT NULL CHECK (status IN ('running', 'done', 'failed')),
+  done_events  bigint NOT NULL DEFAULT 0,
+  total_events bigint,
+  manifest     jsonb,
+  error        text,
+  created_at   timestamptz NOT NULL DEFAULT now(),
+  finished_at  timestamptz
+);
+ALTER TABLE audit_exports ENABLE ROW LEVEL SECURITY;
+ALTER TABLE audit_exports FORCE ROW LEVEL SECURITY;
+CREATE POLICY audit_exports_isolation ON audit_exports
+  USING (app_is_appliance_scope() OR tenant_id = app_tenant_id())
+  WITH CHECK (app_is_appliance_scope() OR tenant_id = app_tenant_id());
+GRANT SELECT, INSERT, UPDATE ON audit_exports TO {{app_role}};
 
 -- Creates the monthly segment holding ts (idempotent). Called by the chainer, as the owner role.
 CREATE FUNCTION audit_ensure_segment(ts timestamptz) RETURNS text

@@ -1,7 +1,6 @@
 import { QueryTypes, type Transaction } from "sequelize";
 import type { Actor } from "../../access/actor.js";
-import { authorizePatient } from "../../access/care-team.js";
-import { can, type Action } from "../../access/policy.js";
+import { authorize, can, type Action } from "../../access/policy.js";
 import type { ApplianceContext } from "../../context.js";
 import { Forbidden, NotFound } from "../../http/errors.js";
 
@@ -43,7 +42,12 @@ export async function findActivePatient(ctx: ApplianceContext, t: Transaction, t
   return row;
 }
 
-/** `findActivePatient` + the policy for `action` on that patient. */
+/**
+ * `findActivePatient` + the policy for `action` on that patient, in one round trip: the row and
+ * the care-team / break-glass facts come back together (the same facts, with the same
+ * definitions, as `patientAccessFor` in daemon/access/care-team.ts), and the decision is the
+ * policy table's (`authorize`). This is the hot path of every record read and write.
+ */
 export async function openPatient(
   ctx: ApplianceContext,
   t: Transaction,
@@ -53,9 +57,17 @@ export async function openPatient(
   opts: { lock?: boolean } = {},
 ): Promise<{ patient: PatientRow; breakGlass: boolean }> {
   const tenantId = tenantOf(actor);
-  const patient = await findActivePatient(ctx, t, tenantId, patientId, opts);
-  const { breakGlass } = await authorizePatient(ctx, t, actor, action, patientId);
-  return { patient, breakGlass };
+  const [row] = await ctx.db.app.query<PatientRow & { assigned: boolean; break_glass: boolean }>(
+    `SELECT p.*,
+       EXISTS (SELECT 1 FROM care_team_assignments c WHERE c.tenant_id = $2 AND c.patient_id = $1 AND c.user_id = $3) AS assigned,
+       EXISTS (SELECT 1 FROM break_glass_grants g WHERE g.tenant_id = $2 AND g.patient_id = $1 AND g.user_id = $3 AND g.ended_at IS NULL AND g.expires_at > $4) AS break_glass
+     FROM patients p WHERE p.id = $1 AND p.tenant_id = $2 AND p.status = 'active'${opts.lock ? " FOR UPDATE OF p" : ""}`,
+    { bind: [patientId, tenantId, actor.userId, ctx.clock.now()], type: QueryTypes.SELECT, transaction: t },
+  );
+  if (!row) throw new NotFound("no such patient");
+  const { assigned, break_glass, ...patient } = row;
+  authorize(actor, action, { tenantId, patient: { assigned, breakGlass: break_glass } });
+  return { patient, breakGlass: !assigned && break_glass };
 }
 
 /** The patient exists (and is not purged) in the actor's tenant; no policy question asked. */

@@ -15,8 +15,12 @@ export const appointmentCreate = z
     status: z.enum(APPOINTMENT_STATUSES).default("booked"),
   })
   .strict()
-  .refine((a) => a.endsAt > a.startsAt, { path: ["endsAt"], message: "must be after startsAt" })
-  .refine((a) => a.endsAt.getTime() - a.startsAt.getTime() <= 86_400_000, { path: ["endsAt"], message: "an appointment lasts at most 24 hours" });
+  // zod runs object refinements even when a field already failed: check the types first.
+  .refine((a) => !(a.startsAt instanceof Date && a.endsAt instanceof Date) || a.endsAt > a.startsAt, { path: ["endsAt"], message: "must be after startsAt" })
+  .refine((a) => !(a.startsAt instanceof Date && a.endsAt instanceof Date) || a.endsAt.getTime() - a.startsAt.getTime() <= 86_400_000, {
+    path: ["endsAt"],
+    message: "an appointment lasts at most 24 hours",
+  });
 
 export const appointmentUpdate = z
   .object({

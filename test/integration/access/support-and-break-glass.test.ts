@@ -1,4 +1,3 @@
-import { randomUUID } from "node:crypto";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { authorizePatient } from "../../../daemon/access/care-team.js";
 import type { Actor } from "../../../daemon/access/actor.js";
@@ -6,6 +5,7 @@ import { inScope } from "../../../daemon/db/tenant-scope.js";
 import { startTestAppliance, type TestAppliance } from "../../helpers/appliance.js";
 import { createTenant, signIn, type SignedIn } from "../../helpers/actors.js";
 import { TestClock } from "../../helpers/clock.js";
+import { createPatient } from "../../helpers/records.js";
 import { auditEvents, expectProblem } from "../auth/identity-helpers.js";
 
 let app: TestAppliance;
@@ -37,7 +37,7 @@ describe("care team", () => {
     const admin = await signIn(app, { role: "admin", tenantId });
     const doctor = await signIn(app, { role: "practitioner", tenantId });
     const desk = await signIn(app, { role: "front_desk", tenantId, mfa: false });
-    const patientId = randomUUID();
+    const patientId = await createPatient(app, tenantId);
     expect(await mayReadNotes(doctor, patientId)).toEqual({ allowed: false });
     const team = await admin.agent.post(`/api/v1/patients/${patientId}/care-team`).send({ userId: doctor.user.id });
     expect(team.body.map((m: { userId: string }) => m.userId)).toEqual([doctor.user.id]);
@@ -54,7 +54,7 @@ describe("break-glass", () => {
   it("opens a patient outside the care team for one hour with a reason, flagged in the audit trail and raised to admins", async () => {
     const admin = await signIn(app, { role: "admin", tenantId });
     const doctor = await signIn(app, { role: "practitioner", tenantId });
-    const patientId = randomUUID();
+    const patientId = await createPatient(app, tenantId);
     const reason = "unconscious patient in ED, assigned physician unreachable";
     expectProblem(await doctor.agent.post(`/api/v1/patients/${patientId}/break-glass`).send({ reason: "urgent" }), 400, "invalid-request");
     const opened = await doctor.agent.post(`/api/v1/patients/${patientId}/break-glass`).send({ reason });
@@ -82,7 +82,7 @@ describe("break-glass", () => {
     const admin = await signIn(app, { role: "admin", tenantId });
     const doctor = await signIn(app, { role: "practitioner", tenantId });
     const desk = await signIn(app, { role: "front_desk", tenantId, mfa: false });
-    const patientId = randomUUID();
+    const patientId = await createPatient(app, tenantId);
     expectProblem(await desk.agent.post(`/api/v1/patients/${patientId}/break-glass`).send({ reason: "front desk wants to look" }), 403, "forbidden");
     expectProblem(await admin.agent.post(`/api/v1/patients/${patientId}/break-glass`).send({ reason: "admin wants to look in" }), 403, "forbidden");
     await admin.agent.post(`/api/v1/patients/${patientId}/care-team`).send({ userId: doctor.user.id }).expect(200);

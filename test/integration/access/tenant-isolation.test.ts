@@ -4,6 +4,7 @@ import { QueryTypes } from "sequelize";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { inScope } from "../../../daemon/db/tenant-scope.js";
 import { startTestAppliance, type TestAppliance } from "../../helpers/appliance.js";
+import { createPatient } from "../../helpers/records.js";
 import { createTenant, signIn, type SignedIn, type TenantRef } from "../../helpers/actors.js";
 import { expectProblem } from "../auth/identity-helpers.js";
 
@@ -35,7 +36,7 @@ async function populate(name: string, support: SignedIn): Promise<World> {
   const admin = await signIn(app, { role: "admin", tenantId: tenant.id });
   const practitioner = await signIn(app, { role: "practitioner", tenantId: tenant.id });
   const other = await signIn(app, { role: "practitioner", tenantId: tenant.id, mfa: false });
-  const patientId = randomUUID();
+  const patientId = await createPatient(app, tenant.id);
   expect((await admin.agent.post("/api/v1/invites").send({ email: `pending.${randomUUID()}@hospital.example`, role: "auditor" })).status).toBe(201);
   expect((await admin.agent.post("/api/v1/api-tokens").send({ name: "EHR bridge", role: "practitioner", scopes: ["*"] })).status).toBe(201);
   expect((await admin.agent.post(`/api/v1/patients/${patientId}/care-team`).send({ userId: practitioner.user.id })).status).toBe(200);

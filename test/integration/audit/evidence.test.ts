@@ -53,7 +53,7 @@ beforeAll(async () => {
       tenantId: i % 3 === 2 ? tenantB : tenantA,
       reason: i === 4 ? tricky : null,
       userAgent: i === 5 ? tricky : "curl/8",
-      actor: { userId: `u-${i % 4}`, role: "practitioner", breakGlass: i === 4, impersonatorId: i === 6 ? "support-1" : null },
+      actor: { userId: i === 9 ? tricky : `u-${i % 4}`, role: "practitioner", breakGlass: i === 4, impersonatorId: i === 6 ? "support-1" : null },
       outcome: i % 7 === 0 ? "denied" : "success",
       resourceId: i === 8 ? "=HYPERLINK(\"http://x\")" : `p-${i}`,
     });
@@ -96,7 +96,8 @@ describe("evidence packs", () => {
     const report = await verifyAuditChain(t.ctx);
     expect(result.stderr).toBe("");
     expect(result.stdout.trim()).toBe(`intact up to seq 31, head ${manifest.chainEnd.hash}`);
-    expect(report.summary.startsWith(`intact up to seq`)).toBe(true);
+    // PostgreSQL's check of the copied columns agrees with JavaScript's encoding of odd strings.
+    expect(report.summary).toBe(`intact up to seq ${report.lastGoodSeq}, head ${report.head}`);
     expect(manifest.chainEnd.hash).toBe((await verifyAuditChainHeadAt(31))!);
   });
 

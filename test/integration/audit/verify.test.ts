@@ -4,7 +4,9 @@ import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { appendAuditEvent } from "../../../daemon/audit/append.js";
 import { chainHash } from "../../../daemon/audit/canonical.js";
 import { chainPendingEvents, readChainHead } from "../../../daemon/audit/chainer.js";
-import { checkpointMessage, signCheckpoint } from "../../../daemon/audit/checkpoints.js";
+import { pinAuditPublicKey } from "../../../daemon/audit/background.js";
+import { checkpointMessage, periodicCheckpoint, signCheckpoint } from "../../../daemon/audit/checkpoints.js";
+import { RootKey } from "../../../daemon/keys/root-key.js";
 import { auditKeyId, rawPublicKey } from "../../../daemon/audit/signing-key.js";
 import { verifyAuditChain } from "../../../daemon/audit/verify.js";
 import { inScope } from "../../../daemon/db/tenant-scope.js";
@@ -117,6 +119,12 @@ describe("verifying the chain", () => {
     expect(report.break).toMatchObject({ seq: "5", reason: "changed" });
   });
 
+  it("detects a patient column changed so that searches would show the wrong patient", async () => {
+    await tamper("UPDATE audit_events SET patient_id = 'someone-else' WHERE seq = 8");
+    const report = await verifyAuditChain(t.ctx);
+    expect(report.break).toMatchObject({ seq: "8", reason: "changed" });
+  });
+
   it("detects an edit hidden by recomputing every later hash, at the signed checkpoint", async () => {
     await signCheckpoint(t.ctx, { seq: "25", hash: (await hashAt(25))! }, "periodic");
     // The attacker edits seq 12 and re-chains 12..40 so every link and hash is consistent again.
@@ -155,6 +163,36 @@ describe("verifying the chain", () => {
     const report = await verifyAuditChain(t.ctx);
     expect(report.break).toMatchObject({ seq: "33", reason: "bad-checkpoint-signature" });
     expect(report.break!.detail).toContain("does not verify");
+  });
+});
+
+describe("checkpoints and trusted keys", () => {
+  it("signs the head periodically only when events arrived since the last checkpoint", async () => {
+    const first = await periodicCheckpoint(t.ctx);
+    expect(first).toMatchObject({ seq: "40", purpose: "periodic" });
+    expect(await periodicCheckpoint(t.ctx)).toBeUndefined();
+    await inScope(t.ctx.db.app, { kind: "appliance" }, (transaction) =>
+      appendAuditEvent(t.ctx, transaction, { tenantId: null, actor: { userId: "u", role: "admin" }, action: "record.read", resourceType: "record", outcome: "success" }),
+    );
+    expect(await periodicCheckpoint(t.ctx)).toMatchObject({ seq: "41" });
+    expect(await periodicCheckpoint({ ...t.ctx, rootKey: new RootKey("keyfile") })).toBeUndefined(); // sealed: no key, no checkpoint
+  });
+
+  it("checks signatures against the key pinned on disk while sealed, and catches a forgery with it", async () => {
+    await pinAuditPublicKey(t.ctx);
+    await signCheckpoint(t.ctx, { seq: "12", hash: (await hashAt(12))! }, "manual");
+    const sealed = { ...t.ctx, rootKey: new RootKey("keyfile") };
+    expect(await verifyAuditChain(sealed)).toMatchObject({ intact: true, keyTrust: "pinned", checkpoints: { total: 1, verified: 1 } });
+    // A forger who also replaces the public key stored in the row is still caught by the pinned key.
+    const { privateKey, publicKey } = generateKeyPairSync("ed25519");
+    const own = (await su.query<{ key_id: string }>("SELECT key_id FROM audit_checkpoints LIMIT 1")).rows[0]!.key_id;
+    const forged = { seq: "20", headHash: (await hashAt(20))!, signedAt: new Date().toISOString(), keyId: own };
+    const { sign } = await import("node:crypto");
+    await su.query(
+      "INSERT INTO audit_checkpoints (seq, head_hash, signed_at, key_id, public_key, signature, purpose) VALUES ($1, decode($2, 'hex'), $3, $4, $5, $6, 'manual')",
+      [forged.seq, forged.headHash, forged.signedAt, forged.keyId, rawPublicKey(publicKey), sign(null, Buffer.from(checkpointMessage(forged)), privateKey)],
+    );
+    expect((await verifyAuditChain(sealed)).break).toMatchObject({ seq: "20", reason: "bad-checkpoint-signature" });
   });
 });
 

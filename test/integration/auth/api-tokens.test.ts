@@ -7,6 +7,7 @@ import { requireRecentMfa } from "../../../daemon/auth/step-up.js";
 import { startTestAppliance, type TestAppliance } from "../../helpers/appliance.js";
 import { createTenant, signIn, type SignedIn } from "../../helpers/actors.js";
 import { TestClock } from "../../helpers/clock.js";
+import { createPatient } from "../../helpers/records.js";
 import { auditEvents, expectProblem } from "./identity-helpers.js";
 
 let app: TestAppliance;
@@ -47,7 +48,8 @@ describe("API tokens for service accounts", () => {
     expect(session.body).toMatchObject({ via: "api-token", user: { id: serviceAccountId, role: "practitioner" }, scopes: ["care_team:read", "break_glass:write"] });
     expect((await bearer(token).get(`/api/v1/patients/${randomUUID()}/care-team`)).status).toBe(200);
     // A write without any CSRF header: bearer tokens are not sent by browsers on their own.
-    expect((await bearer(token).post(`/api/v1/patients/${randomUUID()}/break-glass`).send({ reason: "integration test of the bridge" })).status).toBe(201);
+    const patientId = await createPatient(app, admin.user.tenantId!);
+    expect((await bearer(token).post(`/api/v1/patients/${patientId}/break-glass`).send({ reason: "integration test of the bridge" })).status).toBe(201);
   });
 
   it("limits a token to its scopes on top of its role", async () => {

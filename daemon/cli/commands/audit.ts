@@ -1,0 +1,121 @@
+import { createPublicKey, type KeyObject } from "node:crypto";
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import type { Command } from "commander";
+import type { AuditRequestContext } from "../../audit/append.js";
+import { EXPORT_FORMATS, exportAuditEvidence, newPackId, type ExportFormat } from "../../audit/export.js";
+import { verifyAuditChain } from "../../audit/verify.js";
+import { loadConfig } from "../../config/load.js";
+import type { ApplianceContext } from "../../context.js";
+import { AppError } from "../../http/errors.js";
+import { unsealForOperator } from "../../keys/operator.js";
+import { withOfflineContext } from "../offline-context.js";
+import { CliError, printResult, type GlobalOptions } from "../output.js";
+
+type UnsealOpts = { passphraseFile?: string; shareFile?: string[] };
+const collect = (v: string, prev: string[] = []) => [...prev, v];
+
+/** The host operator who ran the command, for the audit trail (the CLI has no session). */
+function cliActor(): AuditRequestContext {
+  let user = "unknown";
+  try {
+    user = os.userInfo().username;
+  } catch {
+    /* no passwd entry in some containers */
+  }
+  return { tenantId: null, actor: { userId: `os:${user}`, role: "host_operator" }, sourceIp: null, userAgent: "wardkeep-cli", requestId: null };
+}
+
+async function withAuditContext<T>(opts: UnsealOpts, unseal: "required" | "optional", work: (ctx: ApplianceContext) => Promise<T>): Promise<T> {
+  try {
+    return await withOfflineContext(loadConfig(), async (ctx) => {
+      try {
+        await unsealForOperator(ctx, { passphraseFile: opts.passphraseFile, shareFiles: opts.shareFile });
+      } catch (err) {
+        // Verification does not need the keys: it checks signatures against the pinned public key.
+        if (unseal === "required") throw err;
+      }
+      try {
+        return await work(ctx);
+      } finally {
+        ctx.rootKey.seal("command finished");
+      }
+    });
+  } catch (err) {
+    if (err instanceof AppError) throw new CliError(err.message);
+    throw err;
+  }
+}
+
+function parseDate(flag: string, value: string): Date {
+  const d = new Date(value);
+  if (Number.isNaN(d.getTime())) throw new CliError(`${flag}: not a date (use ISO 8601, e.g. 2025-01-31 or 2025-01-31T12:00:00Z)`);
+  return d;
+}
+
+export function registerAudit(program: Command) {
+  const audit = program.command("audit").description("the hash-chained audit trail");
+  const unsealOptions = (c: Command) =>
+    c.option("--passphrase-file <file>", "file holding the unseal passphrase (passphrase mode)").option("--share-file <file>", "a custodian share (shamir mode); repeat", collect);
+
+  unsealOptions(
+    audit
+      .command("verify")
+      .description("recompute the whole chain and check checkpoint signatures; exit 1 and name the first broken seq if it is not intact")
+      .option("--public-key <file>", "verify checkpoint signatures against this PEM public key (e.g. from an earlier evidence pack)"),
+  ).action(async (opts: UnsealOpts & { publicKey?: string }, cmd: Command) => {
+    const global = cmd.optsWithGlobals<GlobalOptions>();
+    let keys: KeyObject[] | undefined;
+    if (opts.publicKey) {
+      try {
+        keys = [createPublicKey(fs.readFileSync(opts.publicKey, "utf8"))];
+      } catch (err) {
+        throw new CliError(`--public-key: cannot read an Ed25519 public key from ${opts.publicKey} (${(err as Error).message})`);
+      }
+    }
+    const report = await withAuditContext(opts, "optional", (ctx) => verifyAuditChain(ctx, { publicKeys: keys }));
+    if (!report.intact) {
+      if (!global.json) throw new CliError(`audit chain ${report.summary}`);
+      process.stdout.write(JSON.stringify({ ok: false, error: `audit chain ${report.summary}`, ...report }) + "\n");
+      process.exitCode = 1;
+      return;
+    }
+    printResult(global, report, [
+      report.summary,
+      `${report.verified} events, ${report.checkpoints.verified}/${report.checkpoints.total} checkpoint signatures verified (key: ${report.keyTrust}${report.keyIds.length ? " " + report.keyIds.join(", ") : ""})`,
+    ]);
+  });
+
+  unsealOptions(
+    audit
+      .command("export")
+      .description("write an evidence pack (events, checkpoints, public key, signed manifest) to a local directory")
+      .requiredOption("--from <date>", "start of the range, inclusive (ISO 8601)")
+      .requiredOption("--to <date>", "end of the range, exclusive (ISO 8601)")
+      .option("--format <formats>", "events as csv, jsonl and/or fhir (comma-separated; JSON Lines is always written)", "csv,jsonl,fhir")
+      .requiredOption("--out <dir>", "directory to write the pack into (a new sub-directory is made per pack)")
+      .option("--tenant <id>", "only this tenant's events (others appear redacted, still chained)"),
+  ).action(async (opts: UnsealOpts & { from: string; to: string; format: string; out: string; tenant?: string }, cmd: Command) => {
+    const global = cmd.optsWithGlobals<GlobalOptions>();
+    const formats = opts.format.split(",").map((f) => f.trim().toLowerCase()).filter(Boolean);
+    const bad = formats.find((f) => !EXPORT_FORMATS.includes(f as ExportFormat));
+    if (bad) throw new CliError(`--format: unknown format ${bad} (use csv, jsonl, fhir)`);
+    const from = parseDate("--from", opts.from);
+    const to = parseDate("--to", opts.to);
+    const manifest = await withAuditContext(opts, "required", async (ctx) => {
+      const dir = path.resolve(opts.out, newPackId(ctx.clock.now()));
+      let last = 0;
+      return exportAuditEvidence(ctx, cliActor(), { from, to, formats: formats as ExportFormat[], tenantId: opts.tenant ?? null }, dir, (p) => {
+        if (global.json || Date.now() - last < 1_000) return;
+        last = Date.now();
+        process.stderr.write(`exported ${p.done} of ${p.total} events\n`);
+      }).then((m) => ({ ...m, dir }));
+    });
+    printResult(global, manifest, [
+      `evidence pack written to ${manifest.dir}`,
+      `${manifest.events.included} events (${manifest.events.redacted} redacted), seq ${Number(manifest.chainStart.seq) + 1}..${manifest.chainEnd.seq}, head ${manifest.chainEnd.hash}`,
+      `verify offline: sh ${path.join(manifest.dir, "verify.sh")} ${manifest.dir}`,
+    ]);
+  });
+}

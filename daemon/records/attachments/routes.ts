@@ -1,0 +1,140 @@
+import { Router, type Request, type Response } from "express";
+import { pipeline } from "node:stream/promises";
+import { currentActor } from "../../access/actor.js";
+import { authenticate } from "../../auth/authenticate.js";
+import { requestMeta } from "../../auth/audit-events.js";
+import type { ApplianceContext } from "../../context.js";
+import { Invalid, PayloadTooLarge, UnsupportedMediaType } from "../../http/errors.js";
+import { requireUnsealed } from "../../keys/index.js";
+import { patientItemParams, patientParams } from "../http.js";
+import { doc, mountOn } from "../route-kit.js";
+import { attachmentListQuery, attachmentPage, attachmentView, uploadQuery } from "./schema.js";
+import { deleteAttachment, getAttachment, listAttachments, openDownload, uploadAttachment } from "./service.js";
+
+const UPLOAD_PATH = "/patients/:id/attachments";
+
+doc("post", UPLOAD_PATH, {
+  summary: "Upload an attachment as the raw request body (streamed and encrypted as it arrives; care team only)",
+  description:
+    "Send the file's bytes as the body with its media type as Content-Type (not multipart or form encoding) and, optionally, its name in " +
+    "`Content-Disposition: attachment; filename*=UTF-8''<percent-encoded>`. Bodies over records.attachmentMaxBytes get 413 and nothing is kept.",
+  params: patientParams,
+  query: uploadQuery,
+  rawBody: "The attachment's bytes",
+  ok: { status: 201, description: "The attachment's metadata", schema: attachmentView },
+});
+doc("get", UPLOAD_PATH, { summary: "A page of the patient's attachments (metadata)", params: patientParams, query: attachmentListQuery, ok: { status: 200, description: "Attachments", schema: attachmentPage } });
+doc("get", "/patients/:id/attachments/:itemId", { summary: "One attachment's metadata", params: patientItemParams, ok: { status: 200, description: "The attachment", schema: attachmentView } });
+doc("get", "/patients/:id/attachments/:itemId/content", {
+  summary: "Download an attachment (streamed, decrypted segment by segment, audited before the first byte)",
+  description: "Repr-Digest (RFC 9530) carries the SHA-256 of the content. A stored file that fails authentication ends the response early instead of sending unauthenticated bytes.",
+  params: patientItemParams,
+  ok: { status: 200, description: "The content, with its stored media type", mediaType: "application/octet-stream" },
+});
+doc("delete", "/patients/:id/attachments/:itemId", { summary: "Delete an attachment and its stored file (refused under legal hold)", params: patientItemParams, ok: { status: 204, description: "Deleted" } });
+
+/** Form encodings are what a cross-site form can send; attachments come as their own media type. */
+const REFUSED_TYPES = new Set(["multipart/form-data", "application/x-www-form-urlencoded"]);
+const MEDIA_TYPE = /^[a-z0-9][a-z0-9!#$&^_.+-]{0,62}\/[a-z0-9][a-z0-9!#$&^_.+-]{0,62}$/;
+
+function mediaTypeOf(req: Request): string {
+  const raw = req.get("content-type");
+  if (!raw) throw new UnsupportedMediaType("send the attachment's media type as Content-Type (e.g. audio/mpeg, application/pdf)");
+  const type = raw.split(";")[0]!.trim().toLowerCase();
+  if (REFUSED_TYPES.has(type)) throw new UnsupportedMediaType("send the file's bytes as the raw body with the file's own media type, not a form encoding");
+  if (!MEDIA_TYPE.test(type)) throw new UnsupportedMediaType("Content-Type is not a valid media type");
+  return type;
+}
+
+/** RFC 6266 filename from Content-Disposition (`filename*` in RFC 8187 UTF-8 form wins over `filename`). */
+export function filenameOf(header: string | undefined): string | null {
+  if (!header) return null;
+  const invalid = (message: string) => new Invalid(message, { errors: [{ path: "Content-Disposition", message, code: "custom" }] });
+  let name: string | undefined;
+  const extended = /filename\*\s*=\s*UTF-8''([^;\s]+)/i.exec(header);
+  if (extended) {
+    try {
+      name = decodeURIComponent(extended[1]!);
+    } catch {
+      throw invalid("the filename is not valid percent-encoded UTF-8");
+    }
+  } else {
+    const plain = /filename\s*=\s*"([^"]*)"|filename\s*=\s*([^;\s]+)/i.exec(header);
+    name = plain ? (plain[1] ?? plain[2]) : undefined;
+  }
+  if (name === undefined) return null;
+  if (!(name as unknown as { isWellFormed(): boolean }).isWellFormed()) throw invalid("the filename is not valid UTF-8");
+  name = name.trim();
+  if (name.length === 0 || name.length > 255) throw invalid("the filename must be 1 to 255 characters");
+  // eslint-disable-next-line no-control-regex
+  if (/[\u0000-\u001f\u007f/\\]/.test(name)) throw invalid("the filename must not contain path separators or control characters");
+  return name;
+}
+
+function contentDisposition(filename: string | null): string {
+  if (!filename) return "attachment";
+  const ascii = filename.replace(/[^\x20-\x7e]|["\\%]/g, "_");
+  return `attachment; filename="${ascii}"; filename*=UTF-8''${encodeURIComponent(filename)}`;
+}
+
+/**
+ * The upload route: mounted ahead of the JSON body parser (the body is a stream of bytes, never
+ * buffered) and so it authenticates on its own path, before the policy guard.
+ */
+export function attachmentUploadRoutes(ctx: ApplianceContext): Router {
+  const router = Router();
+  router.post(UPLOAD_PATH, requireUnsealed(ctx), authenticate(ctx));
+  mountOn(ctx, router)({ method: "post", path: UPLOAD_PATH, action: "attachment:create" }, async (req, res) => {
+    try {
+      const { id } = patientParams.parse(req.params);
+      const { kind } = uploadQuery.parse(req.query);
+      const mediaType = mediaTypeOf(req);
+      const filename = filenameOf(req.get("content-disposition"));
+      const declared = Number(req.get("content-length") ?? NaN);
+      const limit = ctx.config.records.attachmentMaxBytes;
+      if (Number.isFinite(declared) && declared > limit) throw new PayloadTooLarge(`the attachment exceeds the limit of ${limit} bytes`, { limitBytes: limit });
+      const attachment = await uploadAttachment(ctx, currentActor(res), id, { kind, mediaType, filename }, req, requestMeta(req, res));
+      res.status(201).location(`/api/v1/patients/${id}/attachments/${attachment.id}`).json(attachment);
+    } catch (err) {
+      // The rest of an unread body is not worth receiving: answer and close the connection.
+      if (!req.complete) res.setHeader("Connection", "close");
+      throw err;
+    }
+  });
+  return router;
+}
+
+async function sendDownload(ctx: ApplianceContext, req: Request, res: Response): Promise<void> {
+  const p = patientItemParams.parse(req.params);
+  const dl = await openDownload(ctx, currentActor(res), p.id, p.itemId, requestMeta(req, res));
+  res.status(200);
+  res.setHeader("Content-Type", dl.attachment.mediaType);
+  res.setHeader("Content-Length", String(dl.attachment.sizeBytes));
+  res.setHeader("Content-Disposition", contentDisposition(dl.attachment.filename));
+  res.setHeader("Repr-Digest", `sha-256=:${Buffer.from(dl.attachment.sha256, "hex").toString("base64")}:`);
+  try {
+    await pipeline(dl.content(), res);
+  } catch (err) {
+    // Headers are gone: the only honest signal left is an incomplete response.
+    ctx.log.error("attachment download failed mid-stream", { attachmentId: p.itemId, error: (err as Error).name });
+    res.destroy();
+  }
+}
+
+export function mountAttachmentRoutes(ctx: ApplianceContext, router: Router): void {
+  const route = mountOn(ctx, router);
+  route({ method: "get", path: UPLOAD_PATH, action: "attachment:list" }, async (req, res) => {
+    const { id } = patientParams.parse(req.params);
+    res.json(await listAttachments(ctx, currentActor(res), id, attachmentListQuery.parse(req.query), requestMeta(req, res)));
+  });
+  route({ method: "get", path: "/patients/:id/attachments/:itemId", action: "attachment:read" }, async (req, res) => {
+    const p = patientItemParams.parse(req.params);
+    res.json(await getAttachment(ctx, currentActor(res), p.id, p.itemId, requestMeta(req, res)));
+  });
+  route({ method: "get", path: "/patients/:id/attachments/:itemId/content", action: "attachment:read" }, (req, res) => sendDownload(ctx, req, res));
+  route({ method: "delete", path: "/patients/:id/attachments/:itemId", action: "attachment:delete" }, async (req, res) => {
+    const p = patientItemParams.parse(req.params);
+    await deleteAttachment(ctx, currentActor(res), p.id, p.itemId, requestMeta(req, res));
+    res.status(204).end();
+  });
+}
