@@ -23,7 +23,7 @@ export type AuditActorInput = {
   role: string | null;
   /** Support user acting inside a tenant under an approved request. */
   impersonatorId?: string | null;
-  /** Access opened by break-glass (a reason is then required in `reason`). */
+  /** Access opened by break-glass (put the clinician's stated reason in `reason`). */
   breakGlass?: boolean;
 };
 

@@ -21,10 +21,10 @@ const isWellFormed = (s: string): boolean => (s as unknown as { isWellFormed(): 
 export const text = (min: number, max: number) =>
   z
     .string()
-    .max(max * 2)
+    .max(max)
     .refine(isWellFormed, { message: "must be well-formed Unicode text" })
     .transform((s) => s.trim())
-    .pipe(z.string().min(min).max(max));
+    .pipe(z.string().min(min));
 
 export const uuid = z.uuid().transform((s) => s.toLowerCase());
 export const patientParams = z.object({ id: uuid }).strict();
