@@ -317,10 +317,16 @@ export async function reencryptPending(ctx: ApplianceContext, options: { batchSi
       continue;
     }
     let failed = 0;
+    let interrupted = false;
     for (const column of encryptedColumns()) {
       let after: string | undefined;
       for (;;) {
-        if (budget-- <= 0) break;
+        // Only batches that found rows count against the budget: a column with nothing to
+        // rewrite must not starve the columns after it.
+        if (budget <= 0) {
+          interrupted = true;
+          break;
+        }
         const batch = await inScope(ctx.db.app, { kind: "tenant", tenantId }, async (t) => {
           const result = await reencryptColumnBatch(ctx, t, column, keyId, tenantId, active, after, batchSize);
           if (result.rewritten > 0) {
@@ -331,11 +337,12 @@ export async function reencryptPending(ctx: ApplianceContext, options: { batchSi
         outcome.rewritten += batch.rewritten;
         failed += batch.failed;
         after = batch.lastId;
+        if (batch.rewritten + batch.failed > 0) budget--;
         if (batch.exhausted) break;
       }
     }
     outcome.failed += failed;
-    if (budget < 0 || failed > 0) continue;
+    if (interrupted || failed > 0) continue;
     // Rows skipped because a request held them locked are caught by this check and the next run.
     const done = await inScope(ctx.db.app, { kind: "tenant", tenantId }, async (t) => {
       if (await oldCiphertextsRemain(ctx, t, keyId, tenantId, active)) return false;

@@ -10,6 +10,12 @@ import { runCli } from "../../helpers/daemon-process.js";
 
 let app: TestAppliance;
 let env: Record<string, string>;
+const made: string[] = [];
+const scratch = (prefix?: string) => {
+  const d = tempDir(prefix);
+  made.push(d);
+  return d;
+};
 
 beforeAll(async () => {
   app = await startTestAppliance();
@@ -22,6 +28,7 @@ beforeAll(async () => {
 });
 afterAll(async () => {
   await app?.close();
+  for (const d of made) fs.rmSync(d, { recursive: true, force: true });
 });
 
 describe("wardkeep audit", () => {
@@ -29,7 +36,7 @@ describe("wardkeep audit", () => {
     // Two processes at once: each CLI start costs seconds on a loaded 2-core machine.
     const [verify, bad] = await Promise.all([
       runCli(["audit", "verify", "--json"], env),
-      runCli(["audit", "export", "--from", "2025-01-01", "--to", "2025-02-01", "--format", "xml", "--out", tempDir()], env),
+      runCli(["audit", "export", "--from", "2025-01-01", "--to", "2025-02-01", "--format", "xml", "--out", scratch()], env),
     ]);
     expect(verify.code).toBe(0);
     const report = JSON.parse(verify.stdout);
@@ -40,7 +47,7 @@ describe("wardkeep audit", () => {
   });
 
   it("export writes an evidence pack to a local directory that verifies offline", async () => {
-    const out = tempDir("wardkeep-cli-export-");
+    const out = scratch("wardkeep-cli-export-");
     const from = new Date(Date.now() - 86_400_000).toISOString();
     const to = new Date(Date.now() + 86_400_000).toISOString();
     const r = await runCli(["audit", "export", "--from", from, "--to", to, "--format", "csv,fhir", "--out", out, "--json"], env);

@@ -1,3 +1,4 @@
+import fs from "node:fs";
 import { Writable } from "node:stream";
 import { Registry } from "prom-client";
 import type { Clock } from "../../../daemon/clock.js";
@@ -63,6 +64,7 @@ export async function auditTestContext(opts: { clock?: Clock; env?: Record<strin
     async close() {
       await database.close();
       await db.drop();
+      fs.rmSync(dataDir, { recursive: true, force: true });
     },
   };
 }

@@ -41,7 +41,7 @@ async function record(over: Partial<AuditEventInput>) {
 }
 
 function runDocsScript(dir: string) {
-  const script = path.join(tempDir("wardkeep-verify-sh-"), "verify-from-docs.sh");
+  const script = path.join(out, "verify-from-docs.sh");
   fs.writeFileSync(script, docsScript());
   return spawnSync("sh", [script, dir], { encoding: "utf8" });
 }
@@ -62,6 +62,7 @@ beforeAll(async () => {
 });
 afterAll(async () => {
   await t?.close();
+  if (out) fs.rmSync(out, { recursive: true, force: true });
 });
 
 describe("evidence packs", () => {
