@@ -18,6 +18,7 @@ import type { ApplianceContext } from "../context.js";
 import { inScope } from "../db/tenant-scope.js";
 import { Conflict, NotFound } from "../http/errors.js";
 import { SNAPSHOT_EXCLUDED_SCHEMAS } from "../keys/keystore.js";
+import { reapplyShredList } from "../keys/shred.js";
 import { currentRecoveryPublicKey } from "../keys/recovery.js";
 import { rawPublicKey } from "../keys/recovery-crypto.js";
 import { APP_VERSION } from "../version.js";
@@ -398,12 +399,13 @@ export async function verifySnapshotById(ctx: ApplianceContext, id: string, opts
   }
 }
 
-export type RestoreOutcome = RestoreResult & { target: string; shredList: "reapplied" | "not available" };
+export type RestoreOutcome = RestoreResult & { target: string; shredList: "reapplied" };
 
 /**
  * Restores one of this appliance's snapshots into an empty database given by URL (never its
  * own live database: that is not empty). Audited on the live appliance. The crypto-shredding
- * list is re-applied by the keys capability when it provides `reapplyShredList` (not yet).
+ * list of this appliance's key store is re-applied afterwards, so a key destroyed since the
+ * snapshot was taken cannot come back with it.
  */
 export async function restoreSnapshotById(ctx: ApplianceContext, id: string, opts: { intoUrl: string; target?: string; meta?: AuditMeta }): Promise<RestoreOutcome> {
   const secret = ctx.rootKey.material();
@@ -420,8 +422,8 @@ export async function restoreSnapshotById(ctx: ApplianceContext, id: string, opt
       verifyAuditChain: auditVerifierFor(ctx, "appliance"),
     });
     await tx(ctx, (t) => audit(ctx, t, meta, "backup.restore", "backup_snapshot", id, "success"));
-    ctx.log.warn(`backup: snapshot ${id} restored into another database; re-apply the crypto-shredding list there before serving it`);
-    return { ...r, target: target.name, shredList: "not available" };
+    await reapplyShredList(ctx);
+    return { ...r, target: target.name, shredList: "reapplied" };
   } catch (err) {
     await tx(ctx, (t) => audit(ctx, t, meta, "backup.restore", "backup_snapshot", id, "failure")).catch(() => {});
     throw err;
