@@ -6,14 +6,10 @@ import type { Command } from "commander";
 import type { AuditRequestContext } from "../../audit/append.js";
 import { EXPORT_FORMATS, exportAuditEvidence, newPackId, type ExportFormat } from "../../audit/export.js";
 import { verifyAuditChain } from "../../audit/verify.js";
-import { loadConfig } from "../../config/load.js";
 import type { ApplianceContext } from "../../context.js";
-import { AppError } from "../../http/errors.js";
-import { unsealForOperator } from "../../keys/operator.js";
-import { withOfflineContext } from "../offline-context.js";
+import { withUnsealedContext, type UnsealOpts } from "../offline-context.js";
 import { CliError, printResult, type GlobalOptions } from "../output.js";
 
-type UnsealOpts = { passphraseFile?: string; shareFile?: string[] };
 const collect = (v: string, prev: string[] = []) => [...prev, v];
 
 /** The host operator who ran the command, for the audit trail (the CLI has no session). */
@@ -27,26 +23,6 @@ function cliActor(): AuditRequestContext {
   return { tenantId: null, actor: { userId: `os:${user}`, role: "host_operator" }, sourceIp: null, userAgent: "wardkeep-cli", requestId: null };
 }
 
-async function withAuditContext<T>(opts: UnsealOpts, unseal: "required" | "optional", work: (ctx: ApplianceContext) => Promise<T>): Promise<T> {
-  try {
-    return await withOfflineContext(loadConfig(), async (ctx) => {
-      try {
-        await unsealForOperator(ctx, { passphraseFile: opts.passphraseFile, shareFiles: opts.shareFile });
-      } catch (err) {
-        // Verification does not need the keys: it checks signatures against the pinned public key.
-        if (unseal === "required") throw err;
-      }
-      try {
-        return await work(ctx);
-      } finally {
-        ctx.rootKey.seal("command finished");
-      }
-    });
-  } catch (err) {
-    if (err instanceof AppError) throw new CliError(err.message);
-    throw err;
-  }
-}
 
 function parseDate(flag: string, value: string): Date {
   const d = new Date(value);
@@ -74,7 +50,7 @@ export function registerAudit(program: Command) {
         throw new CliError(`--public-key: cannot read an Ed25519 public key from ${opts.publicKey} (${(err as Error).message})`);
       }
     }
-    const report = await withAuditContext(opts, "optional", (ctx) => verifyAuditChain(ctx, { publicKeys: keys }));
+    const report = await withUnsealedContext(opts, (ctx) => verifyAuditChain(ctx, { publicKeys: keys }), "optional");
     if (!report.intact) {
       if (!global.json) throw new CliError(`audit chain ${report.summary}`);
       process.stdout.write(JSON.stringify({ ok: false, error: `audit chain ${report.summary}`, ...report }) + "\n");
@@ -103,7 +79,7 @@ export function registerAudit(program: Command) {
     if (bad) throw new CliError(`--format: unknown format ${bad} (use csv, jsonl, fhir)`);
     const from = parseDate("--from", opts.from);
     const to = parseDate("--to", opts.to);
-    const manifest = await withAuditContext(opts, "required", async (ctx) => {
+    const manifest = await withUnsealedContext(opts, async (ctx) => {
       const dir = path.resolve(opts.out, newPackId(ctx.clock.now()));
       let last = 0;
       return exportAuditEvidence(ctx, cliActor(), { from, to, formats: formats as ExportFormat[], tenantId: opts.tenant ?? null }, dir, (p) => {

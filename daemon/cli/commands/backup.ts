@@ -12,35 +12,17 @@ import { loadConfig } from "../../config/load.js";
 import type { ApplianceContext } from "../../context.js";
 import { APP_ROLE } from "../../db/roles.js";
 import { AppError } from "../../http/errors.js";
-import { unsealForOperator } from "../../keys/operator.js";
 import { loadRecoveryPrivateKey } from "../../keys/recovery.js";
 import { RootKey } from "../../keys/root-key.js";
 import { silentLogger } from "../../log/logger.js";
-import { withOfflineContext } from "../offline-context.js";
+import { withOfflineContext, withUnsealedContext, type UnsealOpts } from "../offline-context.js";
 import { CliError, printResult, type GlobalOptions } from "../output.js";
 
 const CLI_META: AuditMeta = { actor: { userId: null, role: "host_operator" }, userAgent: "wardkeep-cli" };
 
 const collect = (v: string, prev: string[] = []) => [...prev, v];
 
-type UnsealOpts = { passphraseFile?: string; shareFile?: string[] };
 
-/** An offline context with the key store open: snapshots need the appliance-internal secret. */
-async function withUnsealed<T>(opts: UnsealOpts, work: (ctx: ApplianceContext) => Promise<T>): Promise<T> {
-  try {
-    return await withOfflineContext(loadConfig(), async (ctx) => {
-      await unsealForOperator(ctx, { passphraseFile: opts.passphraseFile, shareFiles: opts.shareFile });
-      try {
-        return await work(ctx);
-      } finally {
-        ctx.rootKey.seal("command finished");
-      }
-    });
-  } catch (err) {
-    if (err instanceof AppError) throw new CliError(err.message);
-    throw err;
-  }
-}
 
 /** A target from a JSON file (definition plus optional `secrets`), for an appliance that has no policy yet. */
 function targetFromFile(file: string): SnapshotTarget {
@@ -76,7 +58,7 @@ export function registerBackup(program: Command) {
   unsealOptions(backup.command("run").description("take a snapshot now (one REPEATABLE READ transaction, streamed to every target)")).action(async (opts: UnsealOpts, cmd: Command) => {
     const global = cmd.optsWithGlobals<GlobalOptions>();
     const bar = progressBar(global);
-    const run = await withUnsealed(opts, (ctx) =>
+    const run = await withUnsealedContext(opts, (ctx) =>
       runSnapshot(ctx, {
         trigger: "cli",
         meta: CLI_META,
@@ -130,7 +112,7 @@ export function registerBackup(program: Command) {
       .option("--target <name>", "read from this target (default: the first that holds it)"),
   ).action(async (id: string, opts: UnsealOpts & { target?: string }, cmd: Command) => {
     const global = cmd.optsWithGlobals<GlobalOptions>();
-    const r = await withUnsealed(opts, (ctx) => verifySnapshotById(ctx, id, { target: opts.target, meta: CLI_META }));
+    const r = await withUnsealedContext(opts, (ctx) => verifySnapshotById(ctx, id, { target: opts.target, meta: CLI_META }));
     printResult(global, { verify: r }, `snapshot ${id} on ${r.target} verified: ${r.objects} objects, ${r.rows} rows, ${mib(r.storedBytes)} MiB, every digest and tag valid`);
   });
 
@@ -186,7 +168,7 @@ export function registerBackup(program: Command) {
           return;
         }
         if (opts.targetFile) throw new CliError("--target-file is for restores with --recovery-key; otherwise name a policy target with --target");
-        const r = await withUnsealed(opts, (ctx) => restoreSnapshotById(ctx, id, { intoUrl: opts.into, target: opts.target, meta: CLI_META }));
+        const r = await withUnsealedContext(opts, (ctx) => restoreSnapshotById(ctx, id, { intoUrl: opts.into, target: opts.target, meta: CLI_META }));
         printResult(global, { restore: r }, human(r));
       } catch (err) {
         if (err instanceof AppError) throw new CliError(err.message);
@@ -203,7 +185,7 @@ export function registerBackup(program: Command) {
       .option("--target <name>", "read from this target"),
   ).action(async (opts: UnsealOpts & { snapshot?: string; target?: string }, cmd: Command) => {
     const global = cmd.optsWithGlobals<GlobalOptions>();
-    const d = await withUnsealed(opts, (ctx) => runDrill(ctx, { trigger: "cli", snapshotId: opts.snapshot, target: opts.target, meta: CLI_META }));
+    const d = await withUnsealedContext(opts, (ctx) => runDrill(ctx, { trigger: "cli", snapshotId: opts.snapshot, target: opts.target, meta: CLI_META }));
     const lines = [
       `drill ${d.status.toUpperCase()}: snapshot ${d.snapshotId ?? "-"} from ${d.target || "-"}, RTO ${d.rtoMs ?? "-"} ms, RPO ${d.rpoMs === null ? "-" : Math.round(d.rpoMs / 1000) + " s"}`,
       ...d.checks.map((c) => `  ${c.ok ? "ok  " : "FAIL"} ${c.name}: ${c.detail}`),
