@@ -1,9 +1,9 @@
-import { randomUUID } from "node:crypto";
 import request from "supertest";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { Actor } from "../../../daemon/access/actor.js";
 import { guardedRoutes, type GuardedRoute } from "../../../daemon/access/guard.js";
 import { can } from "../../../daemon/access/policy.js";
+import { callGuardedRoute } from "../../helpers/permission-matrix.js";
 import { startTestAppliance, type TestAppliance } from "../../helpers/appliance.js";
 import { createTenant, signIn, type SignedIn } from "../../helpers/actors.js";
 
@@ -45,13 +45,7 @@ afterAll(async () => {
   await app?.close();
 });
 
-const concrete = (path: string) => path.replace(/:\w+/g, () => randomUUID());
-
-function send(agentOrNull: SignedIn | null, route: GuardedRoute) {
-  const path = concrete(route.path);
-  const req = agentOrNull ? agentOrNull.agent[route.method](path) : request(app.baseUrl)[route.method](path).ca(app.caPem);
-  return route.method === "get" || route.method === "delete" ? req : req.send({});
-}
+const send = (who: SignedIn | null, route: GuardedRoute) => callGuardedRoute(app, who, route);
 
 describe("permission matrix", () => {
   it("covers every identity and access route", () => {

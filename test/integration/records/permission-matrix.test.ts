@@ -1,9 +1,9 @@
-import { randomUUID } from "node:crypto";
 import request from "supertest";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { Actor } from "../../../daemon/access/actor.js";
 import { guardedRoutes, type GuardedRoute } from "../../../daemon/access/guard.js";
 import { can, STEP_UP_ACTIONS } from "../../../daemon/access/policy.js";
+import { callGuardedRoute } from "../../helpers/permission-matrix.js";
 import { startTestAppliance, type TestAppliance } from "../../helpers/appliance.js";
 import { createTenant, signIn, type SignedIn } from "../../helpers/actors.js";
 import { auditEvents } from "../auth/identity-helpers.js";
@@ -44,13 +44,7 @@ afterAll(async () => {
   await app?.close();
 });
 
-const concrete = (p: string) => p.replace(/:\w+/g, () => randomUUID());
-
-function send(who: SignedIn | null, route: GuardedRoute) {
-  const p = concrete(route.path);
-  const req = who ? who.agent[route.method](p) : request(app.baseUrl)[route.method](p).ca(app.caPem);
-  return route.method === "get" || route.method === "delete" ? req : req.send({});
-}
+const send = (who: SignedIn | null, route: GuardedRoute) => callGuardedRoute(app, who, route);
 
 describe("records permission matrix", () => {
   it("covers every records route", () => {
