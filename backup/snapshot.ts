@@ -76,9 +76,14 @@ export type SnapshotResult = {
   phases: { prepareMs: number; streamMs: number; encryptCpuMs: number; digestCpuMs: number; manifestMs: number };
 };
 
+/**
+ * `YYYYMMDDTHHMMSSZ-<8 hex>`: the suffix starts with the milliseconds in 3 hex digits (000-3e7) and
+ * ends with 5 random ones, so two snapshots started within the same second still sort by start time.
+ */
 export function newSnapshotId(at: Date): string {
   const stamp = at.toISOString().replace(/[-:]/g, "").replace(/\.\d{3}Z$/, "Z");
-  return `${stamp}-${randomBytes(4).toString("hex")}`;
+  const ms = at.getUTCMilliseconds().toString(16).padStart(3, "0");
+  return `${stamp}-${ms}${randomBytes(3).toString("hex").slice(0, 5)}`;
 }
 
 /** The name an object has in the manifest and in its AEAD binding. */

@@ -29,7 +29,7 @@ export type Actor = {
    * support user (who does it), and `role` stays "support" so the policy keeps them to support's
    * permissions. Every response of such a request carries the Wardkeep-Support-Access header.
    */
-  supportAccess?: { requestId: string; supportUserId: string; approvedBy: string; expiresAt: Date };
+  supportAccess?: { requestId: string; supportUserId: string; approvedBy: string; approvedByName: string; expiresAt: Date };
 };
 
 /** Why a request carries no actor, so a 401 can tell the UI what happened. */

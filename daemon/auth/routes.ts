@@ -48,7 +48,7 @@ const sessionInfo = z.object({
   expiresAt: z.string().optional(),
   mfaEnabled: z.boolean().optional(),
   mfaVerifiedAt: z.string().nullable().optional(),
-  supportAccess: z.object({ requestId: z.string(), supportUserId: z.string(), approvedBy: z.string(), expiresAt: z.string() }).nullable().optional(),
+  supportAccess: z.object({ requestId: z.string(), supportUserId: z.string(), approvedBy: z.string(), approvedByName: z.string(), expiresAt: z.string() }).nullable().optional(),
 });
 
 function doc(method: "get" | "post" | "delete", path: string, summary: string, extra: { body?: z.ZodType; response?: z.ZodType; status?: number; problems?: Record<number, string> } = {}) {

@@ -89,7 +89,7 @@ export type SessionLookup =
   | { state: "pending"; session: ResolvedSession; gap: AuthenticationGap }
   | { state: "active"; session: ResolvedSession; actor: Actor };
 
-type SupportRow = { id: string; tenant_id: string; status: string; expires_at: Date | null; decided_by: string | null; requested_by: string };
+type SupportRow = { id: string; tenant_id: string; status: string; expires_at: Date | null; decided_by: string | null; approver_name: string | null; requested_by: string };
 
 /**
  * Finds the session a cookie names and decides whether it still stands: not revoked, within its
@@ -147,7 +147,8 @@ export async function resolveSession(ctx: ApplianceContext, token: string, opts:
     };
     if (s.support_request_id && s.role === "support") {
       const [req] = await ctx.db.app.query<SupportRow>(
-        "SELECT id, tenant_id, status, expires_at, decided_by, requested_by FROM support_requests WHERE id = $1",
+        `SELECT r.id, r.tenant_id, r.status, r.expires_at, r.decided_by, r.requested_by, coalesce(u.display_name, u.email) AS approver_name
+           FROM support_requests r LEFT JOIN users u ON u.id = r.decided_by WHERE r.id = $1`,
         { bind: [s.support_request_id], type: QueryTypes.SELECT, transaction: t },
       );
       if (req && req.status === "approved" && req.expires_at && req.expires_at > now && req.requested_by === s.user_id && req.decided_by) {
@@ -155,7 +156,7 @@ export async function resolveSession(ctx: ApplianceContext, token: string, opts:
         actor.userId = req.decided_by;
         actor.tenantId = req.tenant_id;
         actor.impersonatorId = s.user_id;
-        actor.supportAccess = { requestId: req.id, supportUserId: s.user_id, approvedBy: req.decided_by, expiresAt: req.expires_at };
+        actor.supportAccess = { requestId: req.id, supportUserId: s.user_id, approvedBy: req.decided_by, approvedByName: req.approver_name ?? "a tenant administrator", expiresAt: req.expires_at };
       } else {
         await ctx.db.app.query("UPDATE sessions SET support_request_id = NULL WHERE id = $1", { bind: [s.id], transaction: t });
         s.support_request_id = null;

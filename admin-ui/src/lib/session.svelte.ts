@@ -10,7 +10,7 @@ import { navigate } from "./route.svelte";
  * after a poll confirms the deadline is near, and the session ends in the UI only when the
  * server answers that it has ended.
  */
-export type SupportAccess = { requestId: string; supportUserId: string; approvedBy: string; expiresAt: string };
+export type SupportAccess = { requestId: string; supportUserId: string; approvedBy: string; approvedByName: string; expiresAt: string };
 export type SessionUser = { id: string; email: string | null; role: string; tenantId: string | null };
 export type SessionInfo = {
   via: "session" | "api-token";

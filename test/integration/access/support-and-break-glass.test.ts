@@ -113,7 +113,7 @@ describe("support access", () => {
     expect(users.status).toBe(200);
     expect(users.headers["wardkeep-support-access"]).toBe(`request=${id}; expires=${approved.body.expiresAt}`);
     const info = await support.agent.get("/api/v1/auth/session");
-    expect(info.body.supportAccess).toMatchObject({ requestId: id, supportUserId: support.user.id, approvedBy: owner.user.id });
+    expect(info.body.supportAccess).toMatchObject({ requestId: id, supportUserId: support.user.id, approvedBy: owner.user.id, approvedByName: owner.user.email });
     // Read-only: a change is refused and the refusal names both identities.
     expectProblem(await support.agent.put("/api/v1/settings/security").send({ mfaRequired: true }), 403, "forbidden");
     const denial = (await auditEvents(app, { action: "access.denied" })).at(-1)!;

@@ -59,7 +59,7 @@ describe("least privilege", () => {
     const outside = actor("support");
     expect(can(outside, "user:list", { tenantId: A })).toBe(false);
     expect(can(outside, "support_request:create")).toBe(true);
-    const inside = actor("support", { tenantId: A, userId: "approver", impersonatorId: "support-user", supportAccess: { requestId: "r", supportUserId: "support-user", approvedBy: "approver", expiresAt: new Date() } });
+    const inside = actor("support", { tenantId: A, userId: "approver", impersonatorId: "support-user", supportAccess: { requestId: "r", supportUserId: "support-user", approvedBy: "approver", approvedByName: "Approver", expiresAt: new Date() } });
     expect(can(inside, "user:list", { tenantId: A })).toBe(true);
     expect(can(inside, "user:update", { tenantId: A })).toBe(false);
     expect(can(inside, "security_settings:update", { tenantId: A })).toBe(false);
