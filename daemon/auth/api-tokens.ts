@@ -146,19 +146,18 @@ export async function revokeApiToken(ctx: ApplianceContext, actor: Actor, tokenI
  */
 export async function resolveApiToken(ctx: ApplianceContext, token: string): Promise<Actor | null> {
   if (!token.startsWith(API_TOKEN_PREFIX) || token.length > 200) return null;
-  return inScope(ctx.db.app, { kind: "appliance" }, async (t) => {
-    const [row] = await ctx.db.app.query<TokenRow & { user_status: string; tenant_status: string }>(
-      `SELECT k.*, u.role, u.status AS user_status, tn.status AS tenant_status
-       FROM api_tokens k JOIN users u ON u.id = k.user_id JOIN tenants tn ON tn.id = k.tenant_id
-       WHERE k.token_hash = $1`,
-      { bind: [sha256(token)], type: QueryTypes.SELECT, transaction: t },
+  // One statement, no explicit transaction (migration 0007): this runs before every API request.
+  const [row] = await ctx.db.app.query<Pick<TokenRow, "id" | "tenant_id" | "user_id" | "scopes" | "expires_at" | "revoked_at" | "last_used_at" | "role"> & { user_status: string; tenant_status: string }>(
+    "SELECT * FROM api_token_lookup($1)",
+    { bind: [sha256(token)], type: QueryTypes.SELECT },
+  );
+  const now = ctx.clock.now();
+  if (!row || row.revoked_at || row.expires_at <= now || row.user_status !== "active" || row.tenant_status !== "active") return null;
+  if (!row.last_used_at || now.getTime() - row.last_used_at.getTime() > 60_000) {
+    await inScope(ctx.db.app, { kind: "tenant", tenantId: row.tenant_id }, (t) =>
+      ctx.db.app.query("UPDATE api_tokens SET last_used_at = $2 WHERE id = $1", { bind: [row.id, now], transaction: t }),
     );
-    const now = ctx.clock.now();
-    if (!row || row.revoked_at || row.expires_at <= now || row.user_status !== "active" || row.tenant_status !== "active") return null;
-    if (!row.last_used_at || now.getTime() - row.last_used_at.getTime() > 60_000) {
-      await ctx.db.app.query("UPDATE api_tokens SET last_used_at = $2 WHERE id = $1", { bind: [row.id, now], transaction: t });
-    }
-    return { userId: row.user_id, role: row.role, tenantId: row.tenant_id, via: "api-token" as const, scopes: row.scopes };
-  });
+  }
+  return { userId: row.user_id, role: row.role, tenantId: row.tenant_id, via: "api-token" as const, scopes: row.scopes };
 }
 

@@ -1,6 +1,7 @@
 import { Sequelize } from "sequelize";
 import type { Config } from "../config/schema.js";
 import type { DatabaseTargets } from "./roles.js";
+import { scopedTransactions } from "./tenant-scope.js";
 
 /**
  * The two connection pools. `owner` runs migrations and appliance maintenance; `app` serves
@@ -14,7 +15,7 @@ export type Database = {
 };
 
 function pool(url: string, config: Config, applicationName: string): Sequelize {
-  return new Sequelize(url, {
+  const db = new Sequelize(url, {
     dialect: "postgres",
     logging: false,
     pool: { max: config.database.poolMax, min: 0, idle: 10_000, acquire: 15_000 },
@@ -25,6 +26,7 @@ function pool(url: string, config: Config, applicationName: string): Sequelize {
       connectionTimeoutMillis: 5_000,
     },
   });
+  return scopedTransactions(db);
 }
 
 export function openDatabase(targets: DatabaseTargets, config: Config): Database {

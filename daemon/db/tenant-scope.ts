@@ -1,4 +1,4 @@
-import type { Sequelize, Transaction } from "sequelize";
+import type { Sequelize, Transaction, TransactionOptions } from "sequelize";
 
 /**
  * Who a transaction acts for. Row-level security policies read these settings through
@@ -8,17 +8,51 @@ import type { Sequelize, Transaction } from "sequelize";
  */
 export type Scope = { kind: "tenant"; tenantId: string } | { kind: "appliance" };
 
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+const SCOPE_OPTION = "wardkeepScope";
+
+/** Pools whose transactions set the scope in their opening round trip (`scopedTransactions`). */
+const scoped = new WeakSet<Sequelize>();
+
+/**
+ * The statement that sets a scope for the rest of the transaction: `set_config(..., is_local =>
+ * true)`, the same as `SET LOCAL`, so the setting cannot leak to the next user of the pooled
+ * connection. The values are literals (it travels with `START TRANSACTION` in one simple-protocol
+ * round trip, which takes no bind parameters), so the tenant id must be a UUID and nothing else.
+ */
+export function scopeStatement(scope: Scope): string {
+  if (scope.kind === "appliance") return "SELECT set_config('wardkeep.tenant_id', '', true), set_config('wardkeep.scope', 'appliance', true)";
+  if (!UUID.test(scope.tenantId)) throw new TypeError("a tenant scope needs a tenant UUID");
+  return `SELECT set_config('wardkeep.tenant_id', '${scope.tenantId.toLowerCase()}', true), set_config('wardkeep.scope', 'tenant', true)`;
+}
+
+/**
+ * Makes `inScope` transactions on this pool open with `START TRANSACTION; <scope>` in one round
+ * trip instead of two (every request pays for each round trip; see docs/records.md, Performance).
+ * It replaces Sequelize's `QueryInterface.startTransaction` for top-level transactions that carry a
+ * scope, and leaves every other transaction to Sequelize.
+ */
+export function scopedTransactions(db: Sequelize): Sequelize {
+  const qi = db.getQueryInterface();
+  const start = qi.startTransaction.bind(qi);
+  qi.startTransaction = async (transaction: Transaction, options?: TransactionOptions) => {
+    const scope = (options as Record<string, unknown> | undefined)?.[SCOPE_OPTION] as Scope | undefined;
+    if (!scope || (transaction as unknown as { parent?: unknown }).parent) return start(transaction, options);
+    await db.query(`START TRANSACTION; ${scopeStatement(scope)}`, { transaction });
+  };
+  scoped.add(db);
+  return db;
+}
+
 /**
  * The one helper through which every query that touches tenant data runs: it opens a
- * transaction and sets the scope with `set_config(..., is_local => true)` — the same as
- * `SET LOCAL`, so the setting cannot leak to the next user of the pooled connection.
+ * transaction whose first statement sets the scope (see `scopeStatement`), then runs `work` in it.
  */
 export async function inScope<T>(db: Sequelize, scope: Scope, work: (t: Transaction) => Promise<T>): Promise<T> {
+  const statement = scopeStatement(scope);
+  if (scoped.has(db)) return db.transaction({ [SCOPE_OPTION]: scope } as TransactionOptions, work);
   return db.transaction(async (transaction) => {
-    await db.query("SELECT set_config('wardkeep.tenant_id', $1, true), set_config('wardkeep.scope', $2, true)", {
-      bind: [scope.kind === "tenant" ? scope.tenantId : "", scope.kind],
-      transaction,
-    });
+    await db.query(statement, { transaction });
     return work(transaction);
   });
 }

@@ -1,0 +1,33 @@
+/**
+ * API-token authentication in one round trip (docs/records.md, Performance).
+ *
+ * A clinical application presents its token on every request, before the tenant is known, so the
+ * lookup runs in appliance scope. Done from the daemon that is four round trips (START, scope,
+ * SELECT, COMMIT); `api_token_lookup(hash)` is one statement that needs no explicit transaction.
+ * It runs with the caller's rights (SECURITY INVOKER: the app role, under row-level security),
+ * sets appliance scope for its own query only, and puts back the caller's scope before it returns,
+ * so a call inside a tenant transaction leaves that transaction's scope as it was. It returns the
+ * facts; the daemon decides (daemon/auth/api-tokens.ts: revoked, expired, inactive account or tenant).
+ */
+export const sql = `
+CREATE FUNCTION api_token_lookup(p_hash bytea)
+  RETURNS TABLE (id uuid, tenant_id uuid, user_id uuid, scopes text[], expires_at timestamptz, revoked_at timestamptz,
+                 last_used_at timestamptz, role text, user_status text, tenant_status text)
+  LANGUAGE plpgsql VOLATILE SECURITY INVOKER
+AS $$
+#variable_conflict use_column
+DECLARE
+  prev_scope  text := coalesce(current_setting('wardkeep.scope', true), '');
+  prev_tenant text := coalesce(current_setting('wardkeep.tenant_id', true), '');
+BEGIN
+  PERFORM set_config('wardkeep.scope', 'appliance', true), set_config('wardkeep.tenant_id', '', true);
+  RETURN QUERY
+    SELECT k.id, k.tenant_id, k.user_id, k.scopes, k.expires_at, k.revoked_at, k.last_used_at, u.role, u.status, tn.status
+    FROM api_tokens k JOIN users u ON u.id = k.user_id JOIN tenants tn ON tn.id = k.tenant_id
+    WHERE k.token_hash = p_hash;
+  PERFORM set_config('wardkeep.scope', prev_scope, true), set_config('wardkeep.tenant_id', prev_tenant, true);
+END
+$$;
+REVOKE ALL ON FUNCTION api_token_lookup(bytea) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION api_token_lookup(bytea) TO {{app_role}};
+`;
