@@ -122,14 +122,19 @@ async function keyOfRow(ctx: ApplianceContext, t: Transaction, row: DataKeyRow):
   return key;
 }
 
-async function lockKeyShared(ctx: ApplianceContext, t: Transaction, keyId: string) {
-  await execute(ctx, t, "SELECT pg_advisory_xact_lock_shared($1, hashtext($2))", [LOCKS.dataKey, keyId]);
-}
-
 const ROW_COLUMNS = "key_id, version, kind, tenant_id, patient_id, wrapped, kek_version, public_key, state, nonce_count, created_at, retired_at";
 
 async function activeRow(ctx: ApplianceContext, t: Transaction, keyId: string): Promise<DataKeyRow | undefined> {
   const rows = await select<DataKeyRow>(ctx, t, `SELECT ${ROW_COLUMNS} FROM keystore.data_keys WHERE key_id = $1 AND state = 'active'`, [keyId]);
+  return rows[0];
+}
+
+/**
+ * The key's advisory lock, shared (a rotation takes it exclusively), then its active version, in
+ * one round trip: see migration 0007 for why the read still follows the lock.
+ */
+async function lockedActiveRow(ctx: ApplianceContext, t: Transaction, keyId: string): Promise<DataKeyRow | undefined> {
+  const rows = await select<DataKeyRow>(ctx, t, `SELECT ${ROW_COLUMNS} FROM keystore.lock_and_read_active_key($1, $2)`, [LOCKS.dataKey, keyId]);
   return rows[0];
 }
 
@@ -164,8 +169,7 @@ async function createFirstVersion(ctx: ApplianceContext, t: Transaction, target:
 
 async function writeRow(ctx: ApplianceContext, t: Transaction, target: KeyTarget): Promise<DataKeyRow> {
   ctx.rootKey.assertUnsealed();
-  await lockKeyShared(ctx, t, target.keyId);
-  return (await activeRow(ctx, t, target.keyId)) ?? (await createFirstVersion(ctx, t, target));
+  return (await lockedActiveRow(ctx, t, target.keyId)) ?? (await createFirstVersion(ctx, t, target));
 }
 
 /**
@@ -181,8 +185,7 @@ export async function dataKeyFor(ctx: ApplianceContext, t: Transaction, subject:
 /** Internal: the current write key of an existing key id (re-encryption). */
 export async function currentWriteKey(ctx: ApplianceContext, t: Transaction, keyId: string): Promise<WriteKey> {
   ctx.rootKey.assertUnsealed();
-  await lockKeyShared(ctx, t, keyId);
-  const row = await activeRow(ctx, t, keyId);
+  const row = await lockedActiveRow(ctx, t, keyId);
   if (!row) throw new NotFound(`no data key ${keyId}`);
   return writeKeyOfRow(ctx, t, row);
 }
@@ -300,8 +303,7 @@ export async function applianceKeyFor(
   create: () => { key: Buffer; publicKey?: Buffer },
 ): Promise<{ row: DataKeyRow; key: Buffer }> {
   ctx.rootKey.assertUnsealed();
-  await lockKeyShared(ctx, t, keyId);
-  const row = (await activeRow(ctx, t, keyId)) ?? (await createFirstVersion(ctx, t, { keyId, kind, tenantId: null, patientId: null }, create()));
+  const row = (await lockedActiveRow(ctx, t, keyId)) ?? (await createFirstVersion(ctx, t, { keyId, kind, tenantId: null, patientId: null }, create()));
   return { row, key: await keyOfRow(ctx, t, row) };
 }
 

@@ -1,7 +1,11 @@
 import { randomInt, randomUUID } from "node:crypto";
+import pg from "pg";
 import { setTimeout as sleep } from "node:timers/promises";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { unregisterEncryptedColumn, type EncryptedColumn } from "../../../daemon/keys/columns.js";
+import { dataKeyFor } from "../../../daemon/keys/keyring.js";
+import { LOCKS } from "../../../daemon/keys/keystore.js";
+import { zeroize } from "../../../daemon/keys/primitives.js";
 import { reencryptPending, rewrapPending, rotateDataKey, rotateKek } from "../../../daemon/keys/rotation.js";
 import { describeKeys } from "../../../daemon/keys/status.js";
 import { unsealAtStart } from "../../../daemon/keys/unseal/index.js";
@@ -119,5 +123,36 @@ describe("rotation while the appliance keeps serving", () => {
     expect(keks.map((r) => r.version)).toEqual([kek!.to]);
     const values = await inTenant(k.ctx, tenantId, (t) => Promise.all(ids.map((id) => readRow(k.ctx, t, column, tenantId, id))));
     values.forEach((v, i) => expect(v.startsWith(expected.get(ids[i]!)!)).toBe(true));
+  });
+
+  it("gives a writer that waited behind a rotation the version that rotation made", async () => {
+    const keyId = `tenant/${tenantId}`;
+    const before = await inTenant(k.ctx, tenantId, async (t) => {
+      const key = await dataKeyFor(k.ctx, t, subject);
+      zeroize(key.key);
+      return key.version;
+    });
+    // Hold the key's lock exclusively, queue a rotation behind it, then a writer behind that.
+    const holder = new pg.Client({ connectionString: k.db.ownerUrl });
+    await holder.connect();
+    try {
+      await holder.query("BEGIN");
+      await holder.query("SELECT pg_advisory_xact_lock($1, hashtext($2))", [LOCKS.dataKey, keyId]);
+      const rotation = rotateDataKey(k.ctx, keyId);
+      await sleep(200);
+      const writer = inTenant(k.ctx, tenantId, async (t) => {
+        const key = await dataKeyFor(k.ctx, t, subject);
+        zeroize(key.key);
+        return key.version;
+      });
+      await sleep(200);
+      await holder.query("COMMIT");
+      // The writer's lookup started (and took its statement snapshot) before the rotation
+      // committed; it must still see the new version, or it would write under a retired key.
+      expect(await rotation).toMatchObject({ from: before, to: before + 1, rotated: true });
+      expect(await writer).toBe(before + 1);
+    } finally {
+      await holder.end();
+    }
   });
 });
