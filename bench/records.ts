@@ -17,6 +17,7 @@ import { APP_ROLE, OWNER_ROLE } from "../daemon/db/roles.js";
 import { silentLogger } from "../daemon/log/logger.js";
 import { createPatient } from "../daemon/records/patients/service.js";
 import { startBaseline } from "./records-baseline.js";
+import { openLoop } from "./open-loop.js";
 import type { BenchRow } from "./run.js";
 
 /**
@@ -27,8 +28,9 @@ import type { BenchRow } from "./run.js";
  * appliance, and the same two requests against a bare Express baseline on the same PostgreSQL
  * (bench/records-baseline.ts) in the same run.
  *
- * Two measurements each: latency at a fixed 200 requests/s (target p99 < 50 ms), and the
- * highest throughput with CONNECTIONS concurrent clients (target ≥ 50 % of the baseline's).
+ * Two measurements each: latency at a fixed 200 requests/s, open-loop (bench/open-loop.ts; target
+ * p99 < 50 ms), and the highest throughput with CONNECTIONS concurrent clients through autocannon
+ * (target ≥ 50 % of the baseline's).
  * A last row measures authentication alone (identity's API-token check, on every request of
  * both paths) so the report can say how much of the gap is the records capability's.
  */
@@ -42,7 +44,7 @@ const NOTE_BODY = JSON.stringify({
 type Target = { url: string; method: "GET" | "POST"; headers: Record<string, string>; body?: string };
 type Measure = { p50: number; p99: number; rps: number; non2xx: number; errors: number };
 
-export async function drive(target: Target, opts: { connections: number; rate?: number; seconds: number }): Promise<Measure> {
+export async function drive(target: Target, opts: { connections: number; seconds: number }): Promise<Measure> {
   const result = await autocannon({
     url: target.url,
     method: target.method,
@@ -52,7 +54,6 @@ export async function drive(target: Target, opts: { connections: number; rate?: 
     duration: opts.seconds,
     // Load is generated in a worker thread, so the event loop measured is the server's alone.
     workers: 1,
-    ...(opts.rate ? { overallRate: opts.rate } : {}),
   });
   return { p50: result.latency.p50, p99: result.latency.p99, rps: result.requests.average, non2xx: result.non2xx, errors: result.errors + result.timeouts };
 }
@@ -134,8 +135,8 @@ export async function run(): Promise<BenchRow[]> {
       await drive(env.product[kind], { connections: 4, seconds: 2 });
       await drive(env.baseline[kind], { connections: 4, seconds: 2 });
 
-      const fixed = await drive(env.product[kind], { connections: 20, rate: RATE, seconds: DURATION });
-      const fixedBase = await drive(env.baseline[kind], { connections: 20, rate: RATE, seconds: DURATION });
+      const fixed = await openLoop(env.product[kind], { connections: 32, rate: RATE, seconds: DURATION });
+      const fixedBase = await openLoop(env.baseline[kind], { connections: 32, rate: RATE, seconds: DURATION });
       const max = await drive(env.product[kind], { connections: CONNECTIONS, seconds: DURATION });
       const maxBase = await drive(env.baseline[kind], { connections: CONNECTIONS, seconds: DURATION });
       for (const [what, m] of [
