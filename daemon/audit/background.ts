@@ -1,5 +1,3 @@
-import fs from "node:fs";
-import path from "node:path";
 import { Gauge } from "prom-client";
 import { QueryTypes } from "sequelize";
 import type { ApplianceContext } from "../context.js";
@@ -8,28 +6,10 @@ import { periodicCheckpoint } from "./checkpoints.js";
 import { settleExportJobs } from "./pack-jobs.js";
 import { dropExpiredAuditSegments } from "./retention.js";
 import { startSiemForwarder } from "./siem.js";
-import { auditSigningKey } from "./signing-key.js";
-import { pinnedKeyPath } from "./verify.js";
+import { pinAuditPublicKey } from "./signing-key.js";
 
 const RETENTION_LOCK = 7_305_002;
 const RETENTION_EVERY_MS = 6 * 3_600_000;
-
-/**
- * Writes the checkpoint public key outside the database (trust on first use), so verification
- * on a sealed appliance or from the CLI checks signatures against a key an attacker with only
- * database access cannot replace.
- */
-export async function pinAuditPublicKey(ctx: ApplianceContext): Promise<void> {
-  if (ctx.rootKey.isSealed) return;
-  const file = pinnedKeyPath(ctx);
-  const pem = (await auditSigningKey(ctx)).publicKeyPem;
-  if (fs.existsSync(file)) {
-    if (fs.readFileSync(file, "utf8") !== pem) ctx.log.warn(`the audit signing key differs from the pinned one at ${file}; old checkpoints verify only with the old key`);
-    return;
-  }
-  fs.mkdirSync(path.dirname(file), { recursive: true, mode: 0o700 });
-  fs.writeFileSync(file, pem, { mode: 0o644 });
-}
 
 /** The audit capability's background work in a running daemon: chaining, checkpoints, retention, SIEM. */
 export function startAuditServices(ctx: ApplianceContext): { stop(): Promise<void> } {

@@ -1,13 +1,13 @@
 import { QueryTypes } from "sequelize";
 import type { ApplianceContext } from "../context.js";
 import { chainPendingEvents, readChainHead } from "./chainer.js";
-import { auditSigningKey, signMessage } from "./signing-key.js";
+import { checkpointSigningKey, pinSigningKey, signMessage } from "./signing-key.js";
 
 /**
  * Signed checkpoints: the chain head (seq, hash) signed with Ed25519, so that rewriting the
  * chain — even recomputing every hash after an edit — is detectable by anyone holding the public
  * key. The signed message is plain text (docs/audit-format.md) so `openssl pkeyutl -verify
- * -rawin` checks it.
+ * -rawin` checks it. Signed with the keyring's current audit key (./signing-key.ts).
  */
 export type CheckpointPurpose = "periodic" | "export" | "retention" | "manual";
 
@@ -16,6 +16,7 @@ export type Checkpoint = {
   seq: string;
   headHash: string;
   signedAt: string;
+  /** Fingerprint of the signing key (`auditKeyId`). */
   keyId: string;
   publicKey: string; // base64 raw Ed25519
   signature: string; // base64
@@ -32,7 +33,8 @@ export async function signCheckpoint(
   at: { seq: string; hash: string },
   purpose: CheckpointPurpose,
 ): Promise<Checkpoint> {
-  const key = await auditSigningKey(ctx);
+  const key = await checkpointSigningKey(ctx);
+  pinSigningKey(ctx, key);
   const signedAt = ctx.clock.now().toISOString();
   const message = checkpointMessage({ seq: at.seq, headHash: at.hash, signedAt, keyId: key.keyId });
   const signature = signMessage(key, message);

@@ -19,8 +19,11 @@ for f in $(cut -c67- SHA256SUMS); do
   [ "$(jq -r --arg f "$f" '.files[] | select(.name == $f) | .sha256' manifest.json)" = "$(sha256sum "$f" | cut -c1-64)" ] \\
     || { echo "BROKEN: $f is not in the signed manifest"; exit 1; }
 done
-openssl pkeyutl -verify -pubin -inkey audit-signing-public.pem -rawin -in manifest.json -sigfile manifest.sig >/dev/null \\
+openssl pkeyutl -verify -pubin -inkey "$(jq -r '.publicKey.file' manifest.json)" -rawin -in manifest.json -sigfile manifest.sig >/dev/null \\
   || { echo "BROKEN: manifest.json signature"; exit 1; }
+# SHA256SUMS itself is in the signed manifest: no line (a key file's, say) can be dropped from it.
+[ "$(jq -r '.files[] | select(.name == "SHA256SUMS") | .sha256' manifest.json)" = "$(sha256sum SHA256SUMS | cut -c1-64)" ] \\
+  || { echo "BROKEN: SHA256SUMS is not the one in the signed manifest"; exit 1; }
 
 # 2. The chain: hash_n = SHA-256(hash_{n-1} as 64 hex digits || canonical event bytes).
 jq -r '.seq' events.jsonl > "$tmp/seq"
@@ -45,12 +48,16 @@ head=$(paste "$tmp/seq" "$tmp/prev" "$tmp/hash" "$tmp/canon" | {
 case "$head" in BROKEN*) echo "$head"; exit 1;; esac
 last=\${head% *}; hash=\${head#* }
 
-# 3. Signed checkpoints: each signature, and each signed hash that falls inside the export.
+# 3. Signed checkpoints: each signature, under the key the manifest lists for its key id (keys
+#    from before a rotation included), and each signed hash that falls inside the export.
 jq -c '.' checkpoints.jsonl | while IFS= read -r cp; do
   seq=$(printf '%s' "$cp" | jq -r .seq)
+  kid=$(printf '%s' "$cp" | jq -r .keyId)
+  key=$(jq -r --arg k "$kid" '[.keys[] | select(.keyId == $k)][0].file // empty' manifest.json)
+  [ -n "$key" ] || fail "$seq" "checkpoint signed by unknown key $kid"
   printf '%s' "$cp" | jq -j .message > "$tmp/msg"
   printf '%s' "$cp" | jq -r .signature | openssl base64 -d -A > "$tmp/sig"
-  openssl pkeyutl -verify -pubin -inkey audit-signing-public.pem -rawin -in "$tmp/msg" -sigfile "$tmp/sig" >/dev/null \\
+  openssl pkeyutl -verify -pubin -inkey "$key" -rawin -in "$tmp/msg" -sigfile "$tmp/sig" >/dev/null \\
     || fail "$seq" "checkpoint signature does not verify"
   n=$(grep -n -x -- "$seq" "$tmp/seq" | cut -d: -f1 | head -n1)
   if [ -n "$n" ]; then

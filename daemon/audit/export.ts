@@ -12,14 +12,15 @@ import { parseCanonical, type ChainedEvent } from "./canonical.js";
 import { chainPendingEvents, readChainHead } from "./chainer.js";
 import { checkpointMessage, signCheckpoint, type Checkpoint } from "./checkpoints.js";
 import { VERIFY_SCRIPT } from "./evidence-script.js";
-import { auditSigningKey, signMessage } from "./signing-key.js";
+import { applianceCheckpointKeys, checkpointSigningKey, signMessage, type CheckpointKey } from "./signing-key.js";
 import { beginAuditSnapshot, withRawConnection } from "./verify.js";
 import { inScope } from "../db/tenant-scope.js";
 
 /**
  * Evidence packs (docs/audit-format.md, "Evidence pack"): the events of a time range as JSON
  * Lines (the verifiable form, always written), CSV and a FHIR R4 AuditEvent Bundle, the signed
- * checkpoints, the public key, SHA256SUMS, and a manifest of file digests signed with Ed25519.
+ * checkpoints, every public key their signatures need, SHA256SUMS, and a manifest of file digests
+ * signed with Ed25519.
  * Written only to a local path (CLI `--out`, or the configured exportDir for API exports, then
  * downloaded by the browser): nothing is ever sent anywhere else.
  *
@@ -38,7 +39,7 @@ export type ExportRequest = {
 };
 
 export type ExportManifest = {
-  format: "wardkeep-audit-evidence/1";
+  format: "wardkeep-audit-evidence/2";
   packId: string;
   createdAt: string;
   range: { from: string; to: string };
@@ -46,9 +47,17 @@ export type ExportManifest = {
   chainStart: { seq: string; hash: string };
   chainEnd: { seq: string; hash: string };
   events: { total: number; included: number; redacted: number };
+  /** The key that signed manifest.sig (the keyring's current audit signing key). */
   publicKey: { keyId: string; file: string };
+  /**
+   * Every public key the pack's signatures need: each checkpoint's key (a rotated-out keyring
+   * version, or the legacy key) and the manifest's. keyringVersion is null for the legacy key.
+   */
+  keys: PackKey[];
   files: { name: string; sha256: string; bytes: number }[];
 };
+
+export type PackKey = { keyId: string; keyringVersion: number | null; legacy: boolean; file: string };
 
 export type ExportProgress = { done: number; total: number };
 
@@ -201,7 +210,7 @@ export async function writeEvidencePack(
 ): Promise<ExportManifest> {
   if (!(req.from < req.to)) throw new Invalid("the export range is empty: `from` must be before `to`");
   const formats = new Set<ExportFormat>(["jsonl", ...req.formats]);
-  const key = await auditSigningKey(ctx); // Sealed (503) before anything is written
+  const key = await checkpointSigningKey(ctx); // Sealed (503) before anything is written
   fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
   if (fs.readdirSync(dir).length > 0) throw new Invalid(`the export directory ${dir} is not empty`);
   await chainPendingEvents(ctx, { wait: true });
@@ -326,12 +335,13 @@ export async function writeEvidencePack(
     .map((c) => JSON.stringify({ id: c.id, seq: c.seq, hash: c.headHash, signedAt: c.signedAt, keyId: c.keyId, purpose: c.purpose, message: checkpointMessage(c), signature: c.signature }))
     .join("\n");
   written.push(await writeSmallFile(dir, "checkpoints.jsonl", cpLines ? cpLines + "\n" : ""));
-  written.push(await writeSmallFile(dir, "audit-signing-public.pem", key.publicKeyPem));
+  const keys = await packKeys(ctx, key, cps);
+  for (const k of keys) written.push(await writeSmallFile(dir, k.file, k.pem));
   written.push(await writeSmallFile(dir, "verify.sh", VERIFY_SCRIPT));
   written.push(await writeSmallFile(dir, "SHA256SUMS", written.map((f) => `${f.sha256}  ${f.name}\n`).join("")));
 
   const manifest: ExportManifest = {
-    format: "wardkeep-audit-evidence/1",
+    format: "wardkeep-audit-evidence/2",
     packId,
     createdAt: ctx.clock.now().toISOString(),
     range: { from: req.from.toISOString(), to: req.to.toISOString() },
@@ -339,17 +349,36 @@ export async function writeEvidencePack(
     chainStart,
     chainEnd,
     events: { total: Number(range.total), included, redacted },
-    publicKey: { keyId: key.keyId, file: "audit-signing-public.pem" },
+    publicKey: { keyId: key.keyId, file: keyFileName(key.keyId) },
+    keys: keys.map(({ pem: _pem, ...k }) => k),
     files: written,
   };
   const manifestBytes = Buffer.from(JSON.stringify(manifest, null, 2) + "\n", "utf8");
   await writeSmallFile(dir, "manifest.json", manifestBytes);
-  await writeSmallFile(dir, "manifest.sig", signMessageBytes(key, manifestBytes));
+  await writeSmallFile(dir, "manifest.sig", signMessage(key, manifestBytes));
   return manifest;
 }
 
-function signMessageBytes(key: Awaited<ReturnType<typeof auditSigningKey>>, bytes: Buffer): Buffer {
-  return signMessage(key, bytes.toString("utf8"));
+const keyFileName = (keyId: string) => `audit-signing-${keyId}.pem`;
+
+/**
+ * The public keys an auditor needs offline: the manifest signer's and every trusted key a shipped
+ * checkpoint names. A checkpoint signed by a key the appliance does not trust gets no key file,
+ * so verify.sh reports it as signed by an unknown key, as `wardkeep audit verify` does.
+ */
+async function packKeys(ctx: ApplianceContext, signer: CheckpointKey, cps: Checkpoint[]): Promise<Array<PackKey & { pem: string }>> {
+  const trusted = new Map((await applianceCheckpointKeys(ctx)).map((k) => [k.keyId, k]));
+  trusted.set(signer.keyId, signer);
+  const needed = new Set([...cps.map((c) => c.keyId), signer.keyId]);
+  return [...trusted.values()]
+    .filter((k) => needed.has(k.keyId))
+    .map((k) => ({
+      keyId: k.keyId,
+      keyringVersion: k.origin.kind === "keyring" ? k.origin.version : null,
+      legacy: k.origin.kind === "legacy",
+      file: keyFileName(k.keyId),
+      pem: k.publicKeyPem,
+    }));
 }
 
 async function pumpCsv(csv: ReturnType<typeof stringify>, file: DigestedFile): Promise<void> {

@@ -9,7 +9,7 @@ import { auditContextFrom } from "./append.js";
 import { listCheckpoints } from "./checkpoints.js";
 import { downloadExport, exportRequest, getExportJob, listExportJobs, startExportJob } from "./pack-jobs.js";
 import { patientAccessTimeline, searchAuditEvents, searchQuery, timelineQuery } from "./search.js";
-import { auditSigningKey } from "./signing-key.js";
+import { describeCheckpointKeys } from "./signing-key.js";
 import { verifyAuditChain } from "./verify.js";
 
 const API = "/api/v1";
@@ -32,7 +32,7 @@ function doc(method: "get" | "post", path: string, summary: string, opts: { body
 doc("get", "/audit", "Search audit events (time range, actor, patient, action, outcome), newest first, cursor pagination", { query: searchQuery });
 doc("get", "/audit/patients/:patientId/timeline", "Who accessed this patient's record, and when (oldest first)", { query: timelineQuery });
 doc("get", "/audit/verify", "Verify the whole hash chain and the checkpoint signatures");
-doc("get", "/audit/public-key", "The Ed25519 public key that signs checkpoints and evidence packs");
+doc("get", "/audit/public-key", "The Ed25519 public key that signs checkpoints and evidence packs, and every key that still verifies older checkpoints");
 doc("get", "/audit/checkpoints", "Signed checkpoints of the chain head");
 doc("get", "/audit/exports", "Evidence packs requested over the API");
 doc("post", "/audit/exports", "Start an evidence pack export (step-up); poll it, then download it", { body: exportRequest, status: 202 });
@@ -56,8 +56,7 @@ export function auditRoutes(ctx: ApplianceContext): Router {
     res.json(await verifyAuditChain(ctx));
   });
   route({ method: "get", path: "/audit/public-key", action: "audit:read" }, async (_req, res) => {
-    const key = await auditSigningKey(ctx);
-    res.json({ algorithm: "Ed25519", keyId: key.keyId, publicKeyPem: key.publicKeyPem, publicKeyRaw: key.publicKeyRaw.toString("base64") });
+    res.json(await describeCheckpointKeys(ctx));
   });
   route({ method: "get", path: "/audit/checkpoints", action: "audit:read" }, async (_req, res) => {
     res.json({ checkpoints: (await listCheckpoints(ctx)).slice(-500) });

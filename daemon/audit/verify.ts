@@ -1,13 +1,11 @@
-import fs from "node:fs";
-import { createPublicKey, type KeyObject } from "node:crypto";
+import type { KeyObject } from "node:crypto";
 import type pg from "pg";
 import type { Sequelize } from "sequelize";
-import { inDataDir } from "../config/load.js";
 import type { ApplianceContext } from "../context.js";
 import { chainHash, GENESIS_HASH, parseCanonical, ROW_COLUMNS_OK_SQL, ROW_HASH_OK_SQL } from "./canonical.js";
 import { chainPendingEvents } from "./chainer.js";
 import { checkpointMessage, type Checkpoint } from "./checkpoints.js";
-import { auditKeyId, auditSigningKey, publicKeyFromRaw, rawPublicKey, verifyMessage } from "./signing-key.js";
+import { auditKeyId, publicKeyFromRaw, trustedCheckpointKeys, verifyMessage, type KeyTrust, type TrustedCheckpointKeys } from "./signing-key.js";
 
 /**
  * `wardkeep audit verify` and `GET /api/v1/audit/verify`.
@@ -15,9 +13,11 @@ import { auditKeyId, auditSigningKey, publicKeyFromRaw, rawPublicKey, verifyMess
  * One pass over the chain in a REPEATABLE READ snapshot, read through a cursor (bounded memory
  * at any size). PostgreSQL hashes each stored canonical event (SHA-256 in C) and checks seq
  * continuity, every prev_hash link and the copied columns; this process checks the hashes that
- * signed checkpoints vouch for and classifies the first failure from the full row. Checkpoint signatures are checked against a
- * trusted public key — never against the key a database row claims — so a chain rewritten
- * end to end by someone with database access still fails at the first signed checkpoint.
+ * signed checkpoints vouch for and classifies the first failure from the full row. Checkpoint
+ * signatures are checked against trusted public keys (`trustedCheckpointKeys`: every keyring
+ * version, rotated-out ones included, and the legacy key) — never against the key a database row
+ * claims — so a chain rewritten end to end by someone with database access still fails at the
+ * first signed checkpoint.
  */
 export type BreakReason = "changed" | "missing" | "reordered" | "duplicate" | "bad-checkpoint-signature" | "checkpoint-mismatch";
 
@@ -32,38 +32,13 @@ export type VerifyReport = {
   head: string;
   startedFrom: { kind: "genesis" } | { kind: "anchor"; segment: string; seq: string };
   checkpoints: { total: number; verified: number; lastSignedSeq: string | null };
-  /** Which key signatures were checked against; "database" means the rows' own keys (weak). */
-  keyTrust: "keyring" | "pinned" | "given" | "database";
+  /** Which keys signatures were checked against; "database" means the rows' own keys (weak). */
+  keyTrust: KeyTrust;
+  /** Key ids (fingerprints) the checkpoints name. */
   keyIds: string[];
   break?: { seq: string; reason: BreakReason; detail: string };
   summary: string;
 };
-
-type TrustedKeys = { keys: Map<string, KeyObject>; trust: VerifyReport["keyTrust"] };
-
-/** The public key written outside the database at the first signed checkpoint (trust on first use). */
-export function pinnedKeyPath(ctx: ApplianceContext): string {
-  return inDataDir(ctx.config, "audit/checkpoint-signing.pub.pem");
-}
-
-async function trustedKeys(ctx: ApplianceContext, given?: KeyObject[]): Promise<TrustedKeys> {
-  const keys = new Map<string, KeyObject>();
-  const add = (k: KeyObject) => keys.set(auditKeyId(rawPublicKey(k)), k);
-  if (given?.length) {
-    given.forEach(add);
-    return { keys, trust: "given" };
-  }
-  if (!ctx.rootKey.isSealed) {
-    add((await auditSigningKey(ctx)).publicKey);
-    return { keys, trust: "keyring" };
-  }
-  try {
-    add(createPublicKey(fs.readFileSync(pinnedKeyPath(ctx), "utf8")));
-    return { keys, trust: "pinned" };
-  } catch {
-    return { keys, trust: "database" };
-  }
-}
 
 /** A pooled connection of the app role as a plain pg client (COPY needs the raw protocol). */
 export async function withRawConnection<T>(db: Sequelize, work: (client: pg.Client) => Promise<T>): Promise<T> {
@@ -93,9 +68,16 @@ const CHECKPOINT_SELECT = `SELECT id::text AS id, seq::text AS seq, encode(head_
 /** How far from its position a moved event is looked for when classifying a failure. */
 const REORDER_WINDOW = 64;
 
-export async function verifyAuditChain(ctx: ApplianceContext, opts: { publicKeys?: KeyObject[]; flush?: boolean } = {}): Promise<VerifyReport> {
+/**
+ * `keysFrom`: the appliance whose keys are trusted, when the chain is another database (a
+ * restored snapshot: data snapshots carry no key store). `publicKeys`: trust only these.
+ */
+export async function verifyAuditChain(
+  ctx: ApplianceContext,
+  opts: { publicKeys?: KeyObject[]; keysFrom?: ApplianceContext; flush?: boolean } = {},
+): Promise<VerifyReport> {
   if (opts.flush !== false) await chainPendingEvents(ctx, { wait: true });
-  const trusted = await trustedKeys(ctx, opts.publicKeys);
+  const trusted = await trustedCheckpointKeys(opts.keysFrom ?? ctx, opts.publicKeys);
   return withRawConnection(ctx.db.app, async (client) => {
     await beginAuditSnapshot(client, { tenantId: null });
     try {
@@ -109,7 +91,7 @@ export async function verifyAuditChain(ctx: ApplianceContext, opts: { publicKeys
   });
 }
 
-async function verifyInSnapshot(client: pg.Client, trusted: TrustedKeys): Promise<VerifyReport> {
+async function verifyInSnapshot(client: pg.Client, trusted: TrustedCheckpointKeys): Promise<VerifyReport> {
   // Where the chain starts: genesis, or the anchor left by the newest dropped segment.
   const anchor = (
     await client.query<{ segment: string; last_seq: string | null; last_hash: string | null; checkpoint_id: string | null }>(
@@ -130,7 +112,7 @@ async function verifyInSnapshot(client: pg.Client, trusted: TrustedKeys): Promis
   };
   for (const c of checkpoints) {
     const raw = Buffer.from(c.publicKey, "base64");
-    let key = trusted.keys.get(c.keyId);
+    let key = trusted.keys.get(c.keyId)?.publicKey;
     if (!key && trusted.trust === "database" && raw.length === 32 && auditKeyId(raw) === c.keyId) key = publicKeyFromRaw(raw);
     keyIds.add(c.keyId);
     if (key && verifyMessage(key, checkpointMessage(c), Buffer.from(c.signature, "base64"))) signaturesOk += 1;

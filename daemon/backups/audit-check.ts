@@ -7,20 +7,23 @@ import { RootKey } from "../keys/root-key.js";
 /**
  * Runs the audit capability's own verifier (daemon/audit/verify.ts) against a restored database,
  * so the canonical encoding has one implementation. Checkpoint signatures are checked with this
- * appliance's key when `trust` is "appliance" (drills, restores of our own snapshots); a restore
- * on a brand-new appliance from the recovery kit can only check their self-consistency
- * ("database"), and the head is then vouched for by the signed manifest alone.
+ * appliance's keys when `trust` is "appliance" (drills, restores of our own snapshots): read from
+ * its live key store, since data snapshots carry none. A restore on a brand-new appliance from the
+ * recovery kit can only check their self-consistency ("database", or the keys pinned in the data
+ * directory if there are any), and the head is then vouched for by the signed manifest alone.
  */
-export function auditVerifierFor(ctx: Pick<ApplianceContext, "config" | "log" | "clock" | "rootKey" | "metrics">, trust: "appliance" | "database"): AuditChainVerifier {
+export function auditVerifierFor(ctx: ApplianceContext, trust: "appliance"): AuditChainVerifier;
+export function auditVerifierFor(ctx: Pick<ApplianceContext, "config" | "log" | "clock" | "rootKey" | "metrics">, trust: "database"): AuditChainVerifier;
+export function auditVerifierFor(ctx: Pick<ApplianceContext, "config" | "log" | "clock" | "rootKey" | "metrics"> & { db?: ApplianceContext["db"] }, trust: "appliance" | "database"): AuditChainVerifier {
   return async (url) => {
     const db = new Sequelize(url, { dialect: "postgres", logging: false, pool: { max: 2, min: 0 }, dialectOptions: { statement_timeout: 0 } });
     const scratch = {
       ...ctx,
-      rootKey: trust === "appliance" ? ctx.rootKey : new RootKey(ctx.rootKey.mode),
+      rootKey: new RootKey(ctx.rootKey.mode),
       db: { owner: db, app: db, appRole: "", close: () => db.close() },
     } as ApplianceContext;
     try {
-      const report = await verifyAuditChain(scratch, { flush: false });
+      const report = await verifyAuditChain(scratch, { flush: false, keysFrom: trust === "appliance" ? (ctx as ApplianceContext) : undefined });
       const head = report.lastGoodSeq && report.lastGoodSeq !== "0" ? { seq: report.lastGoodSeq, hash: report.head } : null;
       return { intact: report.intact, head, detail: report.break?.detail ?? (report.intact ? undefined : report.summary) };
     } finally {

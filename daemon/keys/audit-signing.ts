@@ -2,14 +2,15 @@
  * The Ed25519 key pair that signs audit checkpoints (DESIGN "Audit trail"). The private half is
  * a data key like any other: wrapped by the KEK in the key store, versioned, rotatable
  * (`wardkeep keys rotate --audit-signing`); older public halves stay listed so checkpoints signed
- * before a rotation still verify.
+ * before a rotation still verify. daemon/audit/signing-key.ts signs and verifies with them.
  */
 import { createPrivateKey, createPublicKey, generateKeyPairSync, type KeyObject } from "node:crypto";
+import type { Transaction } from "sequelize";
 import type { ApplianceContext } from "../context.js";
 import { inScope } from "../db/tenant-scope.js";
-import { applianceKeyFor } from "./keyring.js";
-import { select } from "./keystore.js";
-import { zeroize } from "./primitives.js";
+import { applianceKeyFor, keyOfDataKeyRow } from "./keyring.js";
+import { select, type DataKeyRow } from "./keystore.js";
+import { DecryptionError, zeroize } from "./primitives.js";
 
 export const AUDIT_SIGNING_KEY_ID = "audit-signing";
 
@@ -53,21 +54,73 @@ export async function getAuditSigningKey(ctx: ApplianceContext): Promise<AuditSi
   });
 }
 
-/** Every signing key version's public half (works sealed: no secret is involved). */
-export async function listAuditVerificationKeys(ctx: ApplianceContext): Promise<Array<{ version: number; publicKey: KeyObject; publicKeyDer: string; createdAt: Date; retiredAt: Date | null }>> {
+export type AuditVerificationKey = {
+  version: number;
+  publicKey: KeyObject;
+  publicKeyDer: string;
+  createdAt: Date;
+  retiredAt: Date | null;
+  /**
+   * True when the public half was derived from the version's private half, unwrapped under the
+   * KEK (unsealed only). The clear `public_key` column alone proves nothing: the app role can
+   * write keystore.data_keys, so anyone with database access could add or swap a public key
+   * there and then sign forged checkpoints that "verify".
+   */
+  authenticated: boolean;
+};
+
+/**
+ * Every signing key version's public half. Works sealed (no secret is involved; nothing is then
+ * `authenticated`); unsealed, each public half is derived from its unwrapped private half, and a
+ * version whose wrapped secret does not unwrap (forged or edited row) is listed unauthenticated.
+ */
+export async function listAuditVerificationKeys(ctx: ApplianceContext): Promise<AuditVerificationKey[]> {
   return inScope(ctx.db.app, { kind: "appliance" }, async (t) => {
-    const rows = await select<{ version: number; public_key: Buffer; created_at: Date; retired_at: Date | null }>(
+    const rows = await select<DataKeyRow & { public_key: Buffer }>(
       ctx,
       t,
-      "SELECT version, public_key, created_at, retired_at FROM keystore.data_keys WHERE key_id = $1 ORDER BY version",
+      "SELECT key_id, version, kind, tenant_id, patient_id, wrapped, kek_version, public_key, state, nonce_count, created_at, retired_at FROM keystore.data_keys WHERE key_id = $1 ORDER BY version",
       [AUDIT_SIGNING_KEY_ID],
     );
-    return rows.map((r) => ({
-      version: r.version,
-      publicKey: createPublicKey({ key: r.public_key, format: "der", type: "spki" }),
-      publicKeyDer: r.public_key.toString("base64"),
-      createdAt: r.created_at,
-      retiredAt: r.retired_at,
-    }));
+    const unsealed = !ctx.rootKey.isSealed;
+    const listed: AuditVerificationKey[] = [];
+    for (const r of rows) {
+      let publicKey = createPublicKey({ key: r.public_key, format: "der", type: "spki" });
+      let authenticated = false;
+      if (unsealed) {
+        const proven = await provenPublicKey(ctx, t, r);
+        if (proven) {
+          publicKey = proven;
+          authenticated = true;
+        }
+      }
+      listed.push({
+        version: r.version,
+        publicKey,
+        publicKeyDer: publicKey.export({ format: "der", type: "spki" }).toString("base64"),
+        createdAt: r.created_at,
+        retiredAt: r.retired_at,
+        authenticated,
+      });
+    }
+    return listed;
   });
+}
+
+/** The public half of a version's unwrapped private half, or undefined if it does not unwrap. */
+async function provenPublicKey(ctx: ApplianceContext, t: Transaction, row: DataKeyRow): Promise<KeyObject | undefined> {
+  let key: Buffer;
+  try {
+    key = await keyOfDataKeyRow(ctx, t, row);
+  } catch (err) {
+    if (err instanceof DecryptionError) return undefined;
+    throw err;
+  }
+  try {
+    return createPublicKey(createPrivateKey({ key, format: "der", type: "pkcs8" }));
+  } catch {
+    return undefined;
+  } finally {
+    zeroize(key);
+  }
 }

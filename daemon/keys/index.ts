@@ -18,7 +18,7 @@ export { encryptedColumns, registerEncryptedColumn, type EncryptedColumn } from 
 export { reencryptPending, rewrapPending, rotateDataKey, rotateKek, tenantKeyId } from "./rotation.js";
 export { cancelShred, destroyDueKeys, listShredSchedule, reapplyShredList, scheduleShred, type ShredSchedule } from "./shred.js";
 export { currentRecoveryPublicKey, issueRecoveryKit, loadRecoveryPrivateKey, unwrapWithRecovery, wrapForRecovery, recoveryFingerprint } from "./recovery.js";
-export { getAuditSigningKey, listAuditVerificationKeys, type AuditSigningKey } from "./audit-signing.js";
+export { getAuditSigningKey, listAuditVerificationKeys, type AuditSigningKey, type AuditVerificationKey } from "./audit-signing.js";
 export { describeKeys, type KeyStatus } from "./status.js";
 export { requireUnsealed } from "./require-unsealed.js";
 export { runKeyMaintenance, startKeyMaintenance } from "./maintenance.js";

@@ -1,10 +1,11 @@
-import { createPublicKey, type KeyObject } from "node:crypto";
+import type { KeyObject } from "node:crypto";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import type { Command } from "commander";
 import type { AuditRequestContext } from "../../audit/append.js";
 import { EXPORT_FORMATS, exportAuditEvidence, newPackId, type ExportFormat } from "../../audit/export.js";
+import { publicKeysFromPem } from "../../audit/signing-key.js";
 import { verifyAuditChain } from "../../audit/verify.js";
 import type { ApplianceContext } from "../../context.js";
 import { withUnsealedContext, type UnsealOpts } from "../offline-context.js";
@@ -39,15 +40,19 @@ export function registerAudit(program: Command) {
     audit
       .command("verify")
       .description("recompute the whole chain and check checkpoint signatures; exit 1 and name the first broken seq if it is not intact")
-      .option("--public-key <file>", "verify checkpoint signatures against this PEM public key (e.g. from an earlier evidence pack)"),
-  ).action(async (opts: UnsealOpts & { publicKey?: string }, cmd: Command) => {
+      .option(
+        "--public-key <file>",
+        "verify checkpoint signatures against the PEM public keys in this file only (e.g. an evidence pack's audit-signing-*.pem); repeat for keys from before a rotation",
+        collect,
+      ),
+  ).action(async (opts: UnsealOpts & { publicKey?: string[] }, cmd: Command) => {
     const global = cmd.optsWithGlobals<GlobalOptions>();
     let keys: KeyObject[] | undefined;
-    if (opts.publicKey) {
+    for (const file of opts.publicKey ?? []) {
       try {
-        keys = [createPublicKey(fs.readFileSync(opts.publicKey, "utf8"))];
+        keys = [...(keys ?? []), ...publicKeysFromPem(fs.readFileSync(file, "utf8"))];
       } catch (err) {
-        throw new CliError(`--public-key: cannot read an Ed25519 public key from ${opts.publicKey} (${(err as Error).message})`);
+        throw new CliError(`--public-key: cannot read an Ed25519 public key from ${file} (${(err as Error).message})`);
       }
     }
     const report = await withUnsealedContext(opts, (ctx) => verifyAuditChain(ctx, { publicKeys: keys }), "optional");

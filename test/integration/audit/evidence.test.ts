@@ -1,15 +1,20 @@
 import { execFileSync, spawnSync } from "node:child_process";
+import { generateKeyPairSync, sign, type KeyObject } from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
+import { QueryTypes } from "sequelize";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { appendAuditEvent, type AuditEventInput } from "../../../daemon/audit/append.js";
 import { readChainHead } from "../../../daemon/audit/chainer.js";
+import { checkpointMessage } from "../../../daemon/audit/checkpoints.js";
 import { VERIFY_SCRIPT } from "../../../daemon/audit/evidence-script.js";
-import { exportAuditEvidence, writeEvidencePack, type ExportManifest } from "../../../daemon/audit/export.js";
+import { exportAuditEvidence, writeEvidencePack, type ExportFormat, type ExportManifest } from "../../../daemon/audit/export.js";
+import { auditKeyId, publicKeysFromPem, rawPublicKey } from "../../../daemon/audit/signing-key.js";
 import { verifyAuditChain } from "../../../daemon/audit/verify.js";
 import { inScope } from "../../../daemon/db/tenant-scope.js";
+import { rotateDataKey } from "../../../daemon/keys/index.js";
 import { tempDir } from "../../helpers/appliance.js";
-import { auditTestContext, type AuditTestContext } from "./context.js";
+import { auditTestContext, legacyAuditSigningKey, type AuditTestContext } from "./context.js";
 
 let t: AuditTestContext;
 let out: string;
@@ -79,9 +84,12 @@ describe("evidence packs", () => {
       dir,
       (p) => progress.push(p.done),
     );
+    const keyFile = `audit-signing-${manifest.publicKey.keyId}.pem`;
     expect(fs.readdirSync(dir).sort()).toEqual(
-      ["SHA256SUMS", "audit-signing-public.pem", "checkpoints.jsonl", "events.csv", "events.fhir.json", "events.jsonl", "manifest.json", "manifest.sig", "verify.sh"].sort(),
+      ["SHA256SUMS", keyFile, "checkpoints.jsonl", "events.csv", "events.fhir.json", "events.jsonl", "manifest.json", "manifest.sig", "verify.sh"].sort(),
     );
+    // Only the keyring's key signed anything yet: one key, which also signed the manifest.
+    expect(manifest.keys).toEqual([{ keyId: manifest.publicKey.keyId, keyringVersion: 1, legacy: false, file: keyFile }]);
     // 30 events plus the audit.export event recorded before the pack was written.
     expect(manifest.events).toEqual({ total: 31, included: 31, redacted: 0 });
     expect(progress.at(-1)).toBe(31);
@@ -176,6 +184,57 @@ describe("evidence packs", () => {
     await expect(writeEvidencePack(t.ctx, { from: new Date(0), to: new Date(), formats: [], tenantId: null }, dir)).rejects.toThrow(/not empty/);
   });
 });
+
+describe("evidence packs and signing keys", () => {
+  const range = () => ({ from: new Date(Date.now() - 3_600_000), to: new Date(Date.now() + 3_600_000), formats: [] as ExportFormat[], tenantId: null });
+  const packKeys = (d: string, m: ExportManifest) => m.keys.flatMap((k) => publicKeysFromPem(fs.readFileSync(path.join(d, k.file), "utf8")));
+
+  it("ships every key its checkpoints were signed with — before and after a rotation, and the legacy key — and verifies offline", async () => {
+    await insertCheckpoint(3, legacyAuditSigningKey(t.ctx));
+    const rotated = await rotateDataKey(t.ctx, "audit-signing");
+    const pdir = path.join(out, "pack-rotated");
+    const m = await writeEvidencePack(t.ctx, range(), pdir);
+    const byOrigin = (v: number | null) => m.keys.find((k) => k.keyringVersion === v);
+    expect(m.keys).toHaveLength(3);
+    expect(byOrigin(rotated.from)).toMatchObject({ legacy: false });
+    expect(byOrigin(rotated.to)).toMatchObject({ legacy: false, keyId: m.publicKey.keyId });
+    expect(byOrigin(null)).toMatchObject({ legacy: true });
+    for (const k of m.keys) expect(fs.existsSync(path.join(pdir, k.file))).toBe(true);
+    const r = runDocsScript(pdir);
+    expect(r.stderr).toBe("");
+    expect(r.stdout.trim()).toBe(`intact up to seq ${m.chainEnd.seq}, head ${m.chainEnd.hash}`);
+    // `wardkeep audit verify --public-key` with the pack's key files: every checkpoint verifies.
+    const report = await verifyAuditChain(t.ctx, { publicKeys: packKeys(pdir, m) });
+    expect(report).toMatchObject({ intact: true, keyTrust: "given" });
+    expect(report.checkpoints.verified).toBe(report.checkpoints.total);
+  });
+
+  it("reports a checkpoint signed with a foreign key as broken at its seq, offline and on the appliance", async () => {
+    const foreign = generateKeyPairSync("ed25519");
+    const foreignId = auditKeyId(rawPublicKey(foreign.publicKey));
+    await insertCheckpoint(20, foreign);
+    const pdir = path.join(out, "pack-forged");
+    const m = await writeEvidencePack(t.ctx, range(), pdir);
+    expect(m.keys.map((k) => k.keyId)).not.toContain(foreignId);
+    expect(runDocsScript(pdir).stdout.trim()).toBe(`BROKEN at seq 20: checkpoint signed by unknown key ${foreignId}`);
+    const report = await verifyAuditChain(t.ctx);
+    expect(report.break).toMatchObject({ seq: "20", reason: "bad-checkpoint-signature" });
+    expect(report.lastGoodSeq).toBe("19");
+  });
+});
+
+/** A checkpoint at `seq` signed with `key`, stored as the app role may (INSERT only). */
+async function insertCheckpoint(seq: number, key: { privateKey: KeyObject; publicKey: KeyObject }) {
+  const raw = rawPublicKey(key.publicKey);
+  const [row] = await inScope(t.ctx.db.app, { kind: "appliance" }, (transaction) =>
+    t.ctx.db.app.query<{ h: string }>("SELECT encode(hash, 'hex') AS h FROM audit_events WHERE seq = $1", { bind: [seq], type: QueryTypes.SELECT, transaction }),
+  );
+  const c = { seq: String(seq), headHash: row!.h, signedAt: new Date().toISOString(), keyId: auditKeyId(raw) };
+  await t.ctx.db.app.query(
+    "INSERT INTO audit_checkpoints (seq, head_hash, signed_at, key_id, public_key, signature, purpose) VALUES ($1, decode($2, 'hex'), $3, $4, $5, $6, 'manual')",
+    { bind: [c.seq, c.headHash, c.signedAt, c.keyId, raw, sign(null, Buffer.from(checkpointMessage(c)), key.privateKey)] },
+  );
+}
 
 async function verifyAuditChainHeadAt(seq: number): Promise<string | undefined> {
   const head = await readChainHead(t.ctx);

@@ -90,6 +90,12 @@ describe("audit routes", () => {
     const key = await auditor.agent.get("/api/v1/audit/public-key").expect(200);
     expect(key.body.algorithm).toBe("Ed25519");
     expect(key.body.publicKeyPem).toContain("BEGIN PUBLIC KEY");
+    // The keyring's current version signs; it and the legacy key are listed for verification.
+    expect(key.body).toMatchObject({ keyringVersion: 1, legacy: false });
+    expect(key.body.verificationKeys).toEqual([
+      expect.objectContaining({ keyId: key.body.keyId, keyringVersion: 1, legacy: false, retiredAt: null }),
+      expect.objectContaining({ keyringVersion: null, legacy: true }),
+    ]);
   });
 
   it("exports an evidence pack in the background and downloads it as a tar", async () => {

@@ -1,16 +1,16 @@
-import { generateKeyPairSync } from "node:crypto";
+import { generateKeyPairSync, sign } from "node:crypto";
 import pg from "pg";
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { appendAuditEvent } from "../../../daemon/audit/append.js";
 import { chainHash } from "../../../daemon/audit/canonical.js";
 import { chainPendingEvents, readChainHead } from "../../../daemon/audit/chainer.js";
-import { pinAuditPublicKey } from "../../../daemon/audit/background.js";
 import { checkpointMessage, periodicCheckpoint, signCheckpoint } from "../../../daemon/audit/checkpoints.js";
+import { rotateDataKey } from "../../../daemon/keys/index.js";
 import { RootKey } from "../../../daemon/keys/root-key.js";
-import { auditKeyId, rawPublicKey } from "../../../daemon/audit/signing-key.js";
+import { auditKeyId, describeCheckpointKeys, pinAuditPublicKey, rawPublicKey } from "../../../daemon/audit/signing-key.js";
 import { verifyAuditChain } from "../../../daemon/audit/verify.js";
 import { inScope } from "../../../daemon/db/tenant-scope.js";
-import { auditTestContext, type AuditTestContext } from "./context.js";
+import { auditTestContext, legacyAuditSigningKey, type AuditTestContext } from "./context.js";
 
 let t: AuditTestContext;
 let su: pg.Client;
@@ -145,7 +145,6 @@ describe("verifying the chain", () => {
     const { privateKey, publicKey } = generateKeyPairSync("ed25519");
     const raw = rawPublicKey(publicKey);
     const forged = { seq: "30", headHash: (await hashAt(30))!, signedAt: new Date().toISOString(), keyId: auditKeyId(raw) };
-    const { sign } = await import("node:crypto");
     const signature = sign(null, Buffer.from(checkpointMessage(forged)), privateKey);
     await su.query(
       "INSERT INTO audit_checkpoints (seq, head_hash, signed_at, key_id, public_key, signature, purpose) VALUES ($1, decode($2, 'hex'), $3, $4, $5, $6, 'manual')",
@@ -187,12 +186,82 @@ describe("checkpoints and trusted keys", () => {
     const { privateKey, publicKey } = generateKeyPairSync("ed25519");
     const own = (await su.query<{ key_id: string }>("SELECT key_id FROM audit_checkpoints LIMIT 1")).rows[0]!.key_id;
     const forged = { seq: "20", headHash: (await hashAt(20))!, signedAt: new Date().toISOString(), keyId: own };
-    const { sign } = await import("node:crypto");
     await su.query(
       "INSERT INTO audit_checkpoints (seq, head_hash, signed_at, key_id, public_key, signature, purpose) VALUES ($1, decode($2, 'hex'), $3, $4, $5, $6, 'manual')",
       [forged.seq, forged.headHash, forged.signedAt, forged.keyId, rawPublicKey(publicKey), sign(null, Buffer.from(checkpointMessage(forged)), privateKey)],
     );
     expect((await verifyAuditChain(sealed)).break).toMatchObject({ seq: "20", reason: "bad-checkpoint-signature" });
+  });
+});
+
+describe("the keyring's audit signing key", () => {
+  it("verifies checkpoints made before and after a rotation of the signing key, unsealed and sealed", async () => {
+    await pinAuditPublicKey(t.ctx);
+    const before = await signCheckpoint(t.ctx, { seq: "10", hash: (await hashAt(10))! }, "manual");
+    const rotated = await rotateDataKey(t.ctx, "audit-signing");
+    const after = await signCheckpoint(t.ctx, { seq: "30", hash: (await hashAt(30))! }, "manual");
+    expect(after.keyId).not.toBe(before.keyId);
+    const shown = await describeCheckpointKeys(t.ctx);
+    expect(shown).toMatchObject({ keyId: after.keyId, keyringVersion: rotated.to, legacy: false });
+    expect(shown.verificationKeys).toEqual(
+      expect.arrayContaining([
+        expect.objectContaining({ keyId: before.keyId, keyringVersion: rotated.from, legacy: false, retiredAt: expect.any(String) }),
+        expect.objectContaining({ keyId: after.keyId, keyringVersion: rotated.to, retiredAt: null }),
+      ]),
+    );
+
+    const report = await verifyAuditChain(t.ctx);
+    expect(report).toMatchObject({ intact: true, keyTrust: "keyring", checkpoints: { total: 2, verified: 2, lastSignedSeq: "30" } });
+    expect(report.keyIds.sort()).toEqual([before.keyId, after.keyId].sort());
+    // The new key was pinned before its first checkpoint was stored, with no daemon start between.
+    const sealed = { ...t.ctx, rootKey: new RootKey("keyfile") };
+    expect(await verifyAuditChain(sealed)).toMatchObject({ intact: true, keyTrust: "pinned", checkpoints: { total: 2, verified: 2 } });
+  });
+
+  it("still verifies checkpoints signed with the legacy key derived from the appliance secret", async () => {
+    const legacy = legacyAuditSigningKey(t.ctx);
+    const raw = rawPublicKey(legacy.publicKey);
+    const old = { seq: "15", headHash: (await hashAt(15))!, signedAt: "2024-05-01T10:00:00.000Z", keyId: auditKeyId(raw) };
+    await su.query(
+      "INSERT INTO audit_checkpoints (seq, head_hash, signed_at, key_id, public_key, signature, purpose) VALUES ($1, decode($2, 'hex'), $3, $4, $5, $6, 'periodic')",
+      [old.seq, old.headHash, old.signedAt, old.keyId, raw, sign(null, Buffer.from(checkpointMessage(old)), legacy.privateKey)],
+    );
+    const now = await signCheckpoint(t.ctx, { seq: "35", hash: (await hashAt(35))! }, "manual");
+    expect(now.keyId).not.toBe(old.keyId); // new checkpoints use the keyring's key, never the legacy one
+    expect(await verifyAuditChain(t.ctx)).toMatchObject({ intact: true, checkpoints: { total: 2, verified: 2 } });
+    const shown = await describeCheckpointKeys(t.ctx);
+    expect(shown.verificationKeys).toContainEqual(expect.objectContaining({ keyId: old.keyId, legacy: true, keyringVersion: null }));
+    // Sealed: the legacy key is among the pinned ones (earlier versions pinned it; so does this one).
+    await pinAuditPublicKey(t.ctx);
+    expect(await verifyAuditChain({ ...t.ctx, rootKey: new RootKey("keyfile") })).toMatchObject({ intact: true, keyTrust: "pinned", checkpoints: { verified: 2 } });
+  });
+
+  it("does not trust a signing key version added to the key store by someone with database access", async () => {
+    const { privateKey, publicKey } = generateKeyPairSync("ed25519");
+    const [current] = (
+      await su.query<{ version: number; wrapped: Buffer; kek_version: number }>(
+        "SELECT version, wrapped, kek_version FROM keystore.data_keys WHERE key_id = 'audit-signing' ORDER BY version DESC LIMIT 1",
+      )
+    ).rows;
+    // A plausible retired version: a real wrapped blob (bound to another version, so it cannot unwrap) and the attacker's public key.
+    await su.query(
+      "INSERT INTO keystore.data_keys (key_id, version, kind, wrapped, kek_version, public_key, state, retired_at) VALUES ('audit-signing', 1000, 'audit-signing', $1, $2, $3, 'retired', now())",
+      [current!.wrapped, current!.kek_version, publicKey.export({ format: "der", type: "spki" })],
+    );
+    try {
+      const raw = rawPublicKey(publicKey);
+      const forged = { seq: "27", headHash: (await hashAt(27))!, signedAt: new Date().toISOString(), keyId: auditKeyId(raw) };
+      await su.query(
+        "INSERT INTO audit_checkpoints (seq, head_hash, signed_at, key_id, public_key, signature, purpose) VALUES ($1, decode($2, 'hex'), $3, $4, $5, $6, 'manual')",
+        [forged.seq, forged.headHash, forged.signedAt, forged.keyId, raw, sign(null, Buffer.from(checkpointMessage(forged)), privateKey)],
+      );
+      const report = await verifyAuditChain(t.ctx);
+      expect(report.break).toMatchObject({ seq: "27", reason: "bad-checkpoint-signature" });
+      expect(report.break!.detail).toContain(`unknown key ${forged.keyId}`);
+      expect(t.logLines.some((l) => l.includes("does not unwrap under the KEK"))).toBe(true);
+    } finally {
+      await tamper("DELETE FROM keystore.data_keys WHERE key_id = 'audit-signing' AND version = 1000");
+    }
   });
 });
 

@@ -193,6 +193,7 @@ describe("audit checkpoint signing key", () => {
     expect(next.publicKeyDer).not.toBe(key.publicKeyDer);
     const listed = await listAuditVerificationKeys(k.ctx);
     expect(listed.map((l) => l.publicKeyDer)).toEqual([key.publicKeyDer, next.publicKeyDer]);
+    expect(listed.map((l) => l.authenticated)).toEqual([true, true]); // proven by their unwrapped private halves
     expect(verify(null, Buffer.from("checkpoint"), listed[0]!.publicKey, signature)).toBe(true);
   });
 });
