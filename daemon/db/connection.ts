@@ -1,4 +1,4 @@
-import { Sequelize } from "sequelize";
+import { Sequelize, type Transaction, type TransactionOptions } from "sequelize";
 import type { Config } from "../config/schema.js";
 import type { DatabaseTargets } from "./roles.js";
 import { scopedTransactions } from "./tenant-scope.js";
@@ -26,7 +26,28 @@ function pool(url: string, config: Config, applicationName: string): Sequelize {
       connectionTimeoutMillis: 5_000,
     },
   });
-  return scopedTransactions(db);
+  return scopedTransactions(afterCommitOnlyOnCommit(db));
+}
+
+/**
+ * Sequelize runs a transaction's `afterCommit` hooks even when its COMMIT fails (transaction.js,
+ * `commit()`: the hooks are in a `finally`). Ours must not: the keyring caches a data key made in
+ * the transaction (a rolled-back key, cached, would shadow the real one made later under the same
+ * id and version), the audit chainer hands the batch to SIEM forwarding, and backup alerts log.
+ * So when a COMMIT fails, the hooks are dropped before Sequelize gets to them.
+ */
+export function afterCommitOnlyOnCommit(db: Sequelize): Sequelize {
+  const qi = db.getQueryInterface();
+  const commit = qi.commitTransaction.bind(qi);
+  qi.commitTransaction = async (transaction: Transaction, options?: TransactionOptions) => {
+    try {
+      return await commit(transaction, options);
+    } catch (err) {
+      (transaction as unknown as { _afterCommitHooks: unknown[] })._afterCommitHooks = [];
+      throw err;
+    }
+  };
+  return db;
 }
 
 export function openDatabase(targets: DatabaseTargets, config: Config): Database {
