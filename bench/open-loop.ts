@@ -9,7 +9,7 @@ import { Worker } from "node:worker_threads";
 export type OpenLoopTarget = { url: string; method: "GET" | "POST"; headers: Record<string, string>; body?: string };
 export type OpenLoopResult = { p50: number; p99: number; rps: number; non2xx: number; errors: number };
 
-export function openLoop(target: OpenLoopTarget, opts: { rate: number; seconds: number; connections: number }): Promise<OpenLoopResult> {
+export function openLoop(target: OpenLoopTarget, opts: { rate: number; seconds: number; connections: number; warmupSeconds?: number }): Promise<OpenLoopResult> {
   const worker = new Worker(new URL("./open-loop-worker.mjs", import.meta.url), { workerData: { ...target, ...opts } });
   return new Promise((resolve, reject) => {
     worker.once("message", (m: OpenLoopResult) => {

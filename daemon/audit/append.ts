@@ -1,8 +1,9 @@
 import { randomUUID } from "node:crypto";
 import type { Request, Response } from "express";
-import { QueryTypes, type Transaction } from "sequelize";
+import type { Transaction } from "sequelize";
 import type { Actor } from "../access/actor.js";
 import type { ApplianceContext } from "../context.js";
+import { withCommit } from "../db/commit-pipeline.js";
 import { Unavailable } from "../http/errors.js";
 import { stableText, wellFormed } from "./canonical.js";
 import { notifyAuditIntake } from "./chainer.js";
@@ -107,35 +108,35 @@ export async function appendAuditEvent(ctx: ApplianceContext, transaction: Trans
   const e = normalise(event);
   const eventId = randomUUID();
   const sequelize = (transaction as unknown as { sequelize?: ApplianceContext["db"]["app"] }).sequelize ?? ctx.db.app;
-  try {
-    await sequelize.query(INSERT_INTAKE, {
-      bind: [
-        eventId,
-        ctx.clock.now(),
-        e.tenantId,
-        e.actorUserId,
-        e.actorRole,
-        e.impersonatorId,
-        e.breakGlass,
-        e.action,
-        e.resourceType,
-        e.resourceId,
-        e.patientId,
-        e.outcome,
-        e.sourceIp,
-        e.userAgent,
-        e.requestId,
-        e.reason,
-      ],
-      type: QueryTypes.INSERT,
-      transaction,
-    });
-  } catch (err) {
-    // Only the SQLSTATE: the event's fields (reason, ids) stay out of the log.
-    const code = (err as { original?: { code?: string }; parent?: { code?: string } }).original?.code ?? "unknown";
-    ctx.log.error("audit event could not be written; the request's work is rolled back", { action: e.action, sqlstate: code });
-    throw new Unavailable("the audit trail cannot be written right now, so the change was not made; try again shortly");
-  }
+  // Sent with the transaction's COMMIT (one round trip for both, daemon/db/commit-pipeline.ts):
+  // if it cannot be written, the COMMIT does not happen and the work is rolled back.
+  await withCommit(sequelize, transaction, {
+    text: INSERT_INTAKE,
+    values: [
+      eventId,
+      ctx.clock.now(),
+      e.tenantId,
+      e.actorUserId,
+      e.actorRole,
+      e.impersonatorId,
+      e.breakGlass,
+      e.action,
+      e.resourceType,
+      e.resourceId,
+      e.patientId,
+      e.outcome,
+      e.sourceIp,
+      e.userAgent,
+      e.requestId,
+      e.reason,
+    ],
+    onError: (err) => {
+      // Only the SQLSTATE: the event's fields (reason, ids) stay out of the log.
+      const code = (err as { code?: string; original?: { code?: string } }).code ?? (err as { original?: { code?: string } }).original?.code ?? "unknown";
+      ctx.log.error("audit event could not be written; the request's work is rolled back", { action: e.action, sqlstate: code });
+      return new Unavailable("the audit trail cannot be written right now, so the change was not made; try again shortly");
+    },
+  });
   transaction.afterCommit(() => notifyAuditIntake(ctx));
   return { seq: "pending", hash: "pending", eventId };
 }

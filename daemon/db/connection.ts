@@ -1,6 +1,7 @@
 import { Sequelize, type Transaction, type TransactionOptions } from "sequelize";
 import type { Config } from "../config/schema.js";
 import type { DatabaseTargets } from "./roles.js";
+import { commitPipelines } from "./commit-pipeline.js";
 import { scopedTransactions } from "./tenant-scope.js";
 
 /**
@@ -26,7 +27,8 @@ function pool(url: string, config: Config, applicationName: string): Sequelize {
       connectionTimeoutMillis: 5_000,
     },
   });
-  return scopedTransactions(afterCommitOnlyOnCommit(db));
+  // Order matters: the commit-hook guard wraps the pipelined COMMIT, so a failed one drops the hooks.
+  return scopedTransactions(afterCommitOnlyOnCommit(commitPipelines(db)));
 }
 
 /**

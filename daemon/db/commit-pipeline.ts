@@ -1,0 +1,120 @@
+import { createRequire } from "node:module";
+import type pg from "pg";
+import type { Sequelize, Transaction, TransactionOptions } from "sequelize";
+
+/**
+ * Statements that travel with COMMIT: `withCommit(t, statement)` holds a parameterised statement
+ * until the transaction commits, then sends it and `COMMIT` in one round trip (one extended-protocol
+ * pipeline: Parse/Bind/Execute for each, one Sync). The audit trail uses it for the event every
+ * PHI read and write records (docs/records.md, Performance): the event is still written in the
+ * same transaction as the work, and if it cannot be written PostgreSQL skips the COMMIT, the
+ * transaction rolls back and the statement's `onError` says what the client is told.
+ *
+ * Only top-level transactions on a pool set up with `commitPipelines` defer; anywhere else (a
+ * nested transaction, another pool) the statement runs at once, as before.
+ */
+export type DeferredStatement = { text: string; values: unknown[]; onError: (err: Error) => Error };
+
+const prepareValue = (createRequire(import.meta.url)("pg/lib/utils.js") as { prepareValue: (v: unknown) => unknown }).prepareValue;
+const pipelined = new WeakSet<Sequelize>();
+const pending = new WeakMap<Transaction, DeferredStatement[]>();
+
+type Step = { text: string; values: unknown[] };
+
+/** A node-postgres "submittable": several statements, one Sync, one round trip. */
+class Pipeline {
+  private completed = 0;
+  private error: (Error & { step?: number }) | undefined;
+  constructor(
+    private readonly steps: Step[],
+    private readonly done: (err: (Error & { step?: number }) | undefined) => void,
+  ) {}
+  submit(connection: PgConnection): null {
+    connection.stream.cork?.();
+    try {
+      for (const s of this.steps) {
+        connection.parse({ text: s.text, name: "", types: [] });
+        connection.bind({ portal: "", statement: "", values: s.values, binary: false, valueMapper: prepareValue });
+        connection.execute({ portal: "", rows: 0 });
+      }
+      connection.sync();
+    } finally {
+      connection.stream.uncork?.();
+    }
+    return null;
+  }
+  handleCommandComplete(): void {
+    this.completed += 1;
+  }
+  handleError(err: Error): void {
+    // After an error PostgreSQL skips to the Sync, so the step that failed is the one after the
+    // last that completed. node-postgres forgets the active query on an error (its ReadyForQuery
+    // goes to no one), so the outcome is reported here.
+    if (this.error) return;
+    this.error = Object.assign(err, { step: this.completed });
+    this.done(this.error);
+  }
+  handleReadyForQuery(): void {
+    if (!this.error) this.done(undefined);
+  }
+  handleRowDescription(): void {}
+  handleDataRow(): void {}
+  handleEmptyQuery(): void {}
+  handlePortalSuspended(): void {}
+  handleCopyInResponse(connection: PgConnection): void {
+    connection.sendCopyFail("no COPY in a commit pipeline");
+  }
+  handleCopyData(): void {}
+}
+
+type PgConnection = {
+  stream: { cork?: () => void; uncork?: () => void };
+  parse(m: { text: string; name: string; types: unknown[] }): void;
+  bind(m: { portal: string; statement: string; values: unknown[]; binary: boolean; valueMapper: (v: unknown) => unknown }): void;
+  execute(m: { portal: string; rows: number }): void;
+  sync(): void;
+  sendCopyFail(message: string): void;
+};
+
+function runPipeline(client: pg.Client, steps: Step[]): Promise<void> {
+  return new Promise((resolve, reject) => {
+    (client as unknown as { query(q: Pipeline): void }).query(new Pipeline(steps, (err) => (err ? reject(err) : resolve())));
+  });
+}
+
+/** Runs `statement` with this transaction's COMMIT, or at once where that is not possible. */
+export async function withCommit(db: Sequelize, t: Transaction, statement: DeferredStatement): Promise<void> {
+  if (pipelined.has(db) && !(t as unknown as { parent?: unknown }).parent) {
+    const list = pending.get(t) ?? [];
+    list.push(statement);
+    pending.set(t, list);
+    return;
+  }
+  try {
+    await db.query(statement.text, { bind: statement.values, transaction: t });
+  } catch (err) {
+    throw statement.onError(err as Error);
+  }
+}
+
+/** Makes this pool's top-level COMMITs carry the statements `withCommit` held for them. */
+export function commitPipelines(db: Sequelize): Sequelize {
+  const qi = db.getQueryInterface();
+  const commit = qi.commitTransaction.bind(qi);
+  qi.commitTransaction = async (transaction: Transaction, options?: TransactionOptions) => {
+    const statements = pending.get(transaction);
+    if (!statements?.length || (transaction as unknown as { parent?: unknown }).parent) return commit(transaction, options);
+    pending.delete(transaction);
+    const client = (transaction as unknown as { connection: pg.Client }).connection;
+    try {
+      await runPipeline(client, [...statements, { text: "COMMIT", values: [] }]);
+    } catch (err) {
+      const step = (err as { step?: number }).step ?? statements.length;
+      throw step < statements.length ? statements[step]!.onError(err as Error) : err;
+    } finally {
+      (transaction as unknown as { finished?: string }).finished = "commit";
+    }
+  };
+  pipelined.add(db);
+  return db;
+}
