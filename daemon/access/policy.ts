@@ -272,6 +272,15 @@ export function can(actor: Actor, action: Action, resource?: ResourceAttrs): boo
   return rule(actor, resource);
 }
 
+/**
+ * Every action this actor may take on some resource of its kind: the route-level answer `guard`
+ * gives, listed (`GET /api/v1/access/capabilities`), so the admin UI shows only what will work
+ * without probing routes and leaving `access.denied` events behind.
+ */
+export function capabilitiesOf(actor: Actor): Action[] {
+  return ACTIONS.filter((action) => can(actor, action));
+}
+
 /** "your role (front desk) may not read note": names the action, never the resource's contents. */
 export function denialMessage(actor: Actor, action: Action): string {
   const [type, verb] = action.split(":") as [string, string];

@@ -7,6 +7,7 @@ import { currentActor } from "./actor.js";
 import { breakGlassRequest, listBreakGlass, openBreakGlass } from "./break-glass.js";
 import { assignToCareTeam, listCareTeam, removeFromCareTeam } from "./care-team.js";
 import { guardedRoute } from "./guard.js";
+import { capabilitiesOf, STEP_UP_ACTIONS } from "./policy.js";
 import { acknowledgeNotification, listNotifications } from "./notifications.js";
 import { decideSupportRequest, endSupportAccess, enterSupportAccess, listSupportRequests, requestSupportAccess, supportRequestInput } from "./support.js";
 import { createTenant, createTenantRequest, getSecuritySettings, getTenant, listTenants, securitySettingsRequest, updateSecuritySettings, updateTenant, updateTenantRequest } from "./tenants.js";
@@ -31,6 +32,7 @@ function doc(method: "get" | "post" | "put" | "patch" | "delete", path: string, 
   });
 }
 
+doc("get", "/access/capabilities", "What the caller may do: every policy action allowed at route level, and which of them ask for a fresh second factor");
 doc("get", "/tenants", "Tenants (all for super-admins, own for tenant staff)");
 doc("post", "/tenants", "Create a tenant (super-admin)", createTenantRequest);
 doc("get", "/tenants/:id", "One tenant");
@@ -59,6 +61,12 @@ doc("post", "/notifications/:id/acknowledge", "Acknowledge a notification");
 export function accessRoutes(ctx: ApplianceContext): Router {
   const router = Router();
   const route = (spec: Parameters<typeof guardedRoute>[3], handler: Parameters<typeof guardedRoute>[4]) => guardedRoute(ctx, router, API, spec, handler);
+
+  // Any signed-in caller may ask what it may do; answered from the policy table alone.
+  router.get("/access/capabilities", (_req, res) => {
+    const actions = capabilitiesOf(currentActor(res));
+    res.json({ actions, stepUp: actions.filter((a) => STEP_UP_ACTIONS.has(a)) });
+  });
 
   route({ method: "get", path: "/tenants", action: "tenant:list" }, async (_req, res) => {
     res.json(await listTenants(ctx, currentActor(res)));

@@ -1,25 +1,22 @@
-import { api, ApiError } from "./api";
+import { api } from "./api";
 import type { SessionInfo } from "./session.svelte";
 
 /**
- * Which screens the signed-in person may use. The daemon has no capability list yet, so each
- * screen is probed once per session with the cheapest read it needs: a 403 (or a 404 for an
- * API this appliance lacks) hides it. The policy table is not copied here, so the navigation can
- * never disagree with what the server allows. The cost: each hidden screen costs one
- * `access.denied` audit event per sign-in; a `GET /api/v1/auth/capabilities` answering from the
- * policy module would remove both the probes and that noise.
+ * Which screens the signed-in person may use, from `GET /api/v1/access/capabilities` (the
+ * daemon's policy table, asked once per session): a screen shows when its first read's action is
+ * allowed. Nothing is probed, so hidden screens leave no `access.denied` events in the audit trail.
  */
 export type Screen = "users" | "sessions" | "security" | "support" | "keys" | "backups" | "audit";
 
-const PROBES: Record<Screen, string> = {
-  users: "/api/v1/users",
-  sessions: "/api/v1/sessions",
-  security: "/api/v1/settings/security",
-  support: "/api/v1/support/requests",
-  // The shred schedule needs the same permission as GET /keys (key:read) without its column scans.
-  keys: "/api/v1/keys/shred-schedule",
-  backups: "/api/v1/backups/policy",
-  audit: "/api/v1/audit/public-key",
+/** The action that guards each screen's first read (the route that loads it). */
+const SCREEN_ACTIONS: Record<Screen, string> = {
+  users: "user:list",
+  sessions: "session:list",
+  security: "security_settings:read",
+  support: "support_request:list",
+  keys: "key:read",
+  backups: "backup:read",
+  audit: "audit:read",
 };
 
 type State = "unknown" | "allowed" | "denied";
@@ -29,15 +26,29 @@ function cacheKey(info: SessionInfo): string {
 }
 
 class AccessStore {
-  screens = $state<Record<Screen, State>>(Object.fromEntries(Object.keys(PROBES).map((s) => [s, "unknown"])) as Record<Screen, State>);
+  screens = $state<Record<Screen, State>>(Object.fromEntries(Object.keys(SCREEN_ACTIONS).map((s) => [s, "unknown"])) as Record<Screen, State>);
   ready = $state(false);
+  /** The policy actions this session may take (route level); null until known. */
+  actions = $state<ReadonlySet<string> | null>(null);
   #key: string | null = null;
 
   may(screen: Screen): boolean {
     return this.screens[screen] === "allowed";
   }
 
-  /** Probes every screen for this session (once; cached for the browser tab's lifetime of the session). */
+  /** Whether the policy lets this session take `action` (a section of a screen asks before loading). */
+  can(action: string): boolean {
+    return this.actions?.has(action) ?? false;
+  }
+
+  #apply(actions: string[]) {
+    const allowed = new Set(actions);
+    this.actions = allowed;
+    this.screens = Object.fromEntries((Object.entries(SCREEN_ACTIONS) as [Screen, string][]).map(([screen, action]) => [screen, allowed.has(action) ? "allowed" : "denied"])) as Record<Screen, State>;
+    this.ready = true;
+  }
+
+  /** Asks which screens this session may use (once; cached for the browser tab's lifetime of the session). */
   async load(info: SessionInfo): Promise<void> {
     const key = cacheKey(info);
     if (this.#key === key) return;
@@ -45,32 +56,31 @@ class AccessStore {
     this.ready = false;
     const cached = sessionStorage.getItem(key);
     if (cached) {
-      this.screens = JSON.parse(cached) as Record<Screen, State>;
+      this.#apply(JSON.parse(cached) as string[]);
+      return;
+    }
+    let actions: string[];
+    try {
+      ({ actions } = await api<{ actions: string[] }>("GET", "/api/v1/access/capabilities"));
+    } catch {
+      // Not answered (sealed, a transient failure): every screen shows and explains the problem
+      // itself; nothing is cached, so the next page load asks again.
+      if (this.#key !== key) return;
+      this.#key = null;
+      this.actions = null;
+      this.screens = Object.fromEntries(Object.keys(SCREEN_ACTIONS).map((s) => [s, "allowed"])) as Record<Screen, State>;
       this.ready = true;
       return;
     }
-    const entries = await Promise.all(
-      (Object.entries(PROBES) as [Screen, string][]).map(async ([screen, path]): Promise<[Screen, State]> => {
-        try {
-          await api("GET", path);
-          return [screen, "allowed"];
-        } catch (err) {
-          // Not allowed, or not part of this appliance's API: hidden. Anything else (sealed,
-          // a transient failure) shows the screen, which then explains the problem itself.
-          if (err instanceof ApiError && [401, 403, 404].includes(err.status)) return [screen, "denied"];
-          return [screen, "allowed"];
-        }
-      }),
-    );
     if (this.#key !== key) return;
-    this.screens = Object.fromEntries(entries) as Record<Screen, State>;
-    sessionStorage.setItem(key, JSON.stringify(this.screens));
-    this.ready = true;
+    sessionStorage.setItem(key, JSON.stringify(actions));
+    this.#apply(actions);
   }
 
   reset() {
     this.#key = null;
     this.ready = false;
+    this.actions = null;
     for (const k of Object.keys(sessionStorage)) if (k.startsWith("wardkeep.screens.")) sessionStorage.removeItem(k);
   }
 }
