@@ -1,5 +1,6 @@
 import { QueryTypes } from "sequelize";
 import { z } from "zod";
+import { forgetResolvedApiTokens } from "../auth/api-tokens.js";
 import { recordAuthEvent, type RequestMeta } from "../auth/audit-events.js";
 import type { ApplianceContext } from "../context.js";
 import { inScope } from "../db/tenant-scope.js";
@@ -90,6 +91,8 @@ export async function updateTenant(ctx: ApplianceContext, actor: Actor, tenantId
       { bind: [tenantId, input.name ?? null, input.status ?? null, ctx.clock.now()], type: QueryTypes.SELECT, transaction: t },
     );
     if (!row) throw new NotFound("no such tenant");
+    // A suspended tenant's API tokens stop at once here (other replicas: auth.apiTokenCacheSeconds).
+    t.afterCommit(() => forgetResolvedApiTokens(ctx));
     await recordAuthEvent(ctx, t, actor, { action: "tenant.update", resourceType: "tenant", resourceId: tenantId, tenantId, outcome: "success", reason: input.status ? `status ${input.status}` : null }, meta);
     return view(row);
   });

@@ -1,5 +1,6 @@
 import { QueryTypes, type Transaction } from "sequelize";
 import { z } from "zod";
+import { forgetResolvedApiTokens } from "../auth/api-tokens.js";
 import { recordAuthEvent, SYSTEM_META, type RequestMeta } from "../auth/audit-events.js";
 import { clearMfa } from "../auth/mfa.js";
 import { revokeUserSessions } from "../auth/sessions.js";
@@ -136,6 +137,8 @@ export async function updateUser(ctx: ApplianceContext, actor: Actor, userId: st
     const losesOwner = row.role === "owner" && row.status === "active" && ((input.role && input.role !== "owner") || input.status === "deactivated");
     if (losesOwner && row.tenant_id && (await countOwners(ctx, t, row.tenant_id)) <= 1) throw new Conflict("a tenant needs at least one active owner");
     const now = ctx.clock.now();
+    // A service account's role or status changes what its API token may do: no cached answer survives it.
+    t.afterCommit(() => forgetResolvedApiTokens(ctx));
     await ctx.db.app.query(
       `UPDATE users SET role = coalesce($2, role), status = coalesce($3, status),
          display_name = CASE WHEN $4::boolean THEN $5 ELSE display_name END,

@@ -135,8 +135,25 @@ export async function revokeApiToken(ctx: ApplianceContext, actor: Actor, tokenI
       transaction: t,
     });
     await recordAuthEvent(ctx, t, actor, { action: "api_token.revoke", resourceType: "api_token", resourceId: tokenId, outcome: "success" }, meta);
+    t.afterCommit(() => forgetResolvedApiTokens(ctx));
     return viewOf({ ...row, revoked_at: row.revoked_at ?? now });
   });
+}
+
+/**
+ * Resolved tokens, per daemon: a clinical application sends its token with every request, and
+ * asking PostgreSQL each time is a round trip per request (docs/records.md, Performance). An entry
+ * lives `auth.apiTokenCacheSeconds` (2 s by default) and never past the token's own expiry; the
+ * services that revoke a token or change an account or tenant empty the cache of their replica
+ * when they commit (`forgetResolvedApiTokens`), so there the change is immediate, and other
+ * replicas see it within the cache time. Keyed by the token's SHA-256, never the token.
+ */
+const resolved = new WeakMap<ApplianceContext, Map<string, { actor: Actor; tokenExpiresAt: number; until: number }>>();
+const RESOLVED_MAX = 10_000;
+
+/** Empties this daemon's cache of resolved API tokens (call after the change has committed). */
+export function forgetResolvedApiTokens(ctx: ApplianceContext): void {
+  resolved.get(ctx)?.clear();
 }
 
 /**
@@ -146,18 +163,32 @@ export async function revokeApiToken(ctx: ApplianceContext, actor: Actor, tokenI
  */
 export async function resolveApiToken(ctx: ApplianceContext, token: string): Promise<Actor | null> {
   if (!token.startsWith(API_TOKEN_PREFIX) || token.length > 200) return null;
-  // One statement, no explicit transaction (migration 0007): this runs before every API request.
+  const hash = sha256(token);
+  const key = hash.toString("hex");
+  const now = ctx.clock.now();
+  const cache = resolved.get(ctx) ?? new Map<string, { actor: Actor; tokenExpiresAt: number; until: number }>();
+  resolved.set(ctx, cache);
+  const hit = cache.get(key);
+  if (hit && hit.until > now.getTime() && hit.tokenExpiresAt > now.getTime()) return { ...hit.actor };
+  if (hit) cache.delete(key);
+
+  // One statement, no explicit transaction (migration 0007).
   const [row] = await ctx.db.app.query<Pick<TokenRow, "id" | "tenant_id" | "user_id" | "scopes" | "expires_at" | "revoked_at" | "last_used_at" | "role"> & { user_status: string; tenant_status: string }>(
     "SELECT * FROM api_token_lookup($1)",
-    { bind: [sha256(token)], type: QueryTypes.SELECT },
+    { bind: [hash], type: QueryTypes.SELECT },
   );
-  const now = ctx.clock.now();
   if (!row || row.revoked_at || row.expires_at <= now || row.user_status !== "active" || row.tenant_status !== "active") return null;
   if (!row.last_used_at || now.getTime() - row.last_used_at.getTime() > 60_000) {
     await inScope(ctx.db.app, { kind: "tenant", tenantId: row.tenant_id }, (t) =>
       ctx.db.app.query("UPDATE api_tokens SET last_used_at = $2 WHERE id = $1", { bind: [row.id, now], transaction: t }),
     );
   }
-  return { userId: row.user_id, role: row.role, tenantId: row.tenant_id, via: "api-token" as const, scopes: row.scopes };
+  const actor: Actor = { userId: row.user_id, role: row.role, tenantId: row.tenant_id, via: "api-token" as const, scopes: row.scopes };
+  const seconds = ctx.config.auth.apiTokenCacheSeconds;
+  if (seconds > 0) {
+    if (cache.size >= RESOLVED_MAX) cache.clear();
+    cache.set(key, { actor, tokenExpiresAt: row.expires_at.getTime(), until: now.getTime() + seconds * 1000 });
+  }
+  return { ...actor };
 }
 

@@ -42,6 +42,15 @@ export const authSchema = z
       .default(50)
       .describe("Failed sign-ins and invite acceptances from one source IP per ipWindowMinutes before it is refused (password spraying)."),
     ipWindowMinutes: z.number().int().min(1).max(1440).default(15).describe("Window of ipMaxAttempts."),
+    apiTokenCacheSeconds: z
+      .number()
+      .int()
+      .min(0)
+      .max(30)
+      .default(2)
+      .describe(
+        "A verified API token is trusted for this many seconds before PostgreSQL is asked again (0: every request asks). Revoking a token, or changing its account or tenant, takes effect at once on the replica that made the change and within this time on the others.",
+      ),
     mfaIssuer: z.string().min(1).max(64).default("Wardkeep").describe("Issuer name authenticator apps show next to the account."),
     mfaRequiredForApplianceStaff: z
       .boolean()

@@ -40,9 +40,10 @@ export type TestAppliance = Appliance & {
 };
 
 /** An appliance running in this process on a fresh database, served over real TLS. */
-export async function startTestAppliance(opts: { env?: Record<string, string>; clock?: Clock; db?: TestDatabase } = {}): Promise<TestAppliance> {
+export async function startTestAppliance(opts: { env?: Record<string, string>; clock?: Clock; db?: TestDatabase; dataDir?: string } = {}): Promise<TestAppliance> {
   const db = opts.db ?? (await createTestDatabase());
-  const dataDir = tempDir();
+  // A given data directory (keys, TLS) makes this a replica of the appliance that owns it.
+  const dataDir = opts.dataDir ?? tempDir();
   const config = loadConfig({ env: testEnv(db, dataDir, opts.env) });
   const logLines: string[] = [];
   const stream = new Writable({
@@ -70,7 +71,7 @@ export async function startTestAppliance(opts: { env?: Record<string, string>; c
     async close() {
       await appliance.stop();
       if (!opts.db) await db.drop();
-      fs.rmSync(dataDir, { recursive: true, force: true });
+      if (!opts.dataDir) fs.rmSync(dataDir, { recursive: true, force: true });
     },
   };
 }

@@ -83,6 +83,28 @@ describe("API tokens for service accounts", () => {
     expect(events.some((e) => e.resource_id === id && e.actor_user_id === admin.user.id)).toBe(true);
   });
 
+  it("stops at once on the replica that revoked it, and on another replica within auth.apiTokenCacheSeconds", async () => {
+    // A second daemon on the same database and data directory (keys, TLS), like a replica.
+    const replica = await startTestAppliance({ db: app.db, clock, dataDir: app.dataDir });
+    try {
+      expect(replica.config.auth.apiTokenCacheSeconds).toBe(2);
+      const { token, id } = await newToken({ name: "Replicated bridge", role: "front_desk", scopes: ["*"] });
+      const onReplica = () => request(replica.baseUrl).get("/api/v1/auth/session").ca(replica.caPem).set("Authorization", `Bearer ${token}`);
+      expect((await onReplica()).status).toBe(200);
+      expect((await bearer(token).get("/api/v1/auth/session")).status).toBe(200);
+      await admin.agent.delete(`/api/v1/api-tokens/${id}`).expect(200);
+      expect((await bearer(token).get("/api/v1/auth/session")).status).toBe(401);
+      // The other replica still trusts its answer of a moment ago...
+      clock.advance(1_500);
+      expect((await onReplica()).status).toBe(200);
+      // ...and asks PostgreSQL again once it is older than the cache time.
+      clock.advance(600);
+      expectProblem(await onReplica(), 401, "unauthorized");
+    } finally {
+      await replica.close();
+    }
+  });
+
   it("stops working when it expires", async () => {
     const { token } = await newToken({ name: "Short-lived", role: "auditor", scopes: ["*"], expiresInDays: 1 });
     expect((await bearer(token).get("/api/v1/auth/session")).status).toBe(200);
