@@ -2,6 +2,7 @@ import os from "node:os";
 import path from "node:path";
 import fs from "node:fs";
 import { Gauge, Registry, collectDefaultMetrics } from "prom-client";
+import { startAccessServices } from "./access/background.js";
 import { startAuditServices } from "./audit/background.js";
 import { startBackupServices } from "./backups/background.js";
 import { startRecordsServices } from "./records/background.js";
@@ -121,6 +122,7 @@ export async function startAppliance(config: Config, opts: StartOptions): Promis
     const keyMaintenance = startKeyMaintenance(ctx);
     const backups = startBackupServices(ctx);
     const records = startRecordsServices(ctx);
+    const access = startAccessServices(ctx);
     log.info(`listening on ${url}${server.redirectPort ? ` (http://:${server.redirectPort} redirects)` : ""}`);
 
     if ((await pendingMigrations(db.app)).length === 0) {
@@ -156,6 +158,7 @@ export async function startAppliance(config: Config, opts: StartOptions): Promis
           const result = await closing;
           await backups.stop();
           await records.stop();
+          await access.stop();
           await audit.stop();
           stopTlsWatch();
           await keyMaintenance.stop();

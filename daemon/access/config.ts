@@ -24,6 +24,13 @@ export const accessSchema = z
       .max(3650)
       .default(90)
       .describe("Accounts unused this many days are deactivated by the access-review job; tenants may set their own."),
+    inactivityCheckMinutes: z
+      .number()
+      .int()
+      .min(1)
+      .max(1440)
+      .default(60)
+      .describe("How often each replica runs the inactivity job (also once at start); running it on several replicas at once is safe."),
   })
   .strict();
 

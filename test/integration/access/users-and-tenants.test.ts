@@ -1,7 +1,7 @@
 import request from "supertest";
 import { QueryTypes } from "sequelize";
 import { inScope } from "../../../daemon/db/tenant-scope.js";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { deactivateInactiveUsers } from "../../../daemon/access/users.js";
 import { startTestAppliance, type TestAppliance } from "../../helpers/appliance.js";
 import { createTenant, rootSuperAdmin, signIn, signInWithPassword } from "../../helpers/actors.js";
@@ -137,5 +137,31 @@ describe("inactive accounts", () => {
     );
     expect(admins.filter((a) => a.status === "active")).toHaveLength(1);
     expect(root.id).toBeDefined();
+  });
+});
+
+describe("the inactivity schedule", () => {
+  it("runs on every replica without anyone calling the job: at start, then every access.inactivityCheckMinutes", async () => {
+    const ward = await createTenant(app, "Scheduler Ward");
+    const idle = await signIn(app, { role: "practitioner", tenantId: ward.id, mfa: false });
+    const status = async () =>
+      (
+        await inScope(app.ctx.db.app, { kind: "appliance" }, (t) =>
+          app.ctx.db.app.query<{ status: string; deactivated_reason: string | null }>("SELECT status, deactivated_reason FROM users WHERE id = $1", {
+            bind: [idle.user.id],
+            type: QueryTypes.SELECT,
+            transaction: t,
+          }),
+        )
+      )[0];
+    expect(await status()).toEqual({ status: "active", deactivated_reason: null });
+    clock.advanceMinutes(91 * 24 * 60);
+    // A replica starting now runs the job once, shortly after start.
+    const replica = await startTestAppliance({ db: app.db, clock, dataDir: app.dataDir });
+    try {
+      await vi.waitFor(async () => expect(await status()).toEqual({ status: "deactivated", deactivated_reason: "inactive" }), { timeout: 15_000, interval: 200 });
+    } finally {
+      await replica.close();
+    }
   });
 });
