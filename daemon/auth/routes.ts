@@ -49,6 +49,8 @@ const sessionInfo = z.object({
   mfaEnabled: z.boolean().optional(),
   mfaVerifiedAt: z.string().nullable().optional(),
   supportAccess: z.object({ requestId: z.string(), supportUserId: z.string(), approvedBy: z.string(), approvedByName: z.string(), expiresAt: z.string() }).nullable().optional(),
+  /** The appliance's clock when it answered: the UI corrects its countdowns for a skewed workstation clock. */
+  serverTime: z.string(),
 });
 
 function doc(method: "get" | "post" | "delete", path: string, summary: string, extra: { body?: z.ZodType; response?: z.ZodType; status?: number; problems?: Record<number, string> } = {}) {
@@ -167,7 +169,7 @@ export function authRoutes(ctx: ApplianceContext): Router {
   router.get("/auth/session", async (_req, res) => {
     const actor = res.locals.actor as Actor | undefined;
     if (actor?.via === "api-token") {
-      res.json({ via: "api-token", stage: "active", user: { id: actor.userId, email: null, role: actor.role, tenantId: actor.tenantId }, scopes: actor.scopes });
+      res.json({ via: "api-token", stage: "active", user: { id: actor.userId, email: null, role: actor.role, tenantId: actor.tenantId }, scopes: actor.scopes, serverTime: ctx.clock.now().toISOString() });
       return;
     }
     const s = presentedSession(res);
@@ -185,6 +187,7 @@ export function authRoutes(ctx: ApplianceContext): Router {
       mfaEnabled: s.mfa_enrolled,
       mfaVerifiedAt: s.mfa_verified_at?.toISOString() ?? null,
       supportAccess: support ? { ...support, expiresAt: support.expiresAt.toISOString() } : null,
+      serverTime: ctx.clock.now().toISOString(),
     });
   });
 

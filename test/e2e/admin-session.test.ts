@@ -93,6 +93,25 @@ describe("admin UI sign-in and automatic logoff", () => {
     await context.close();
   });
 
+  it("warns on the appliance's time, not on a workstation clock that runs ten minutes slow", async () => {
+    const person = await signIn(app, { role: "admin", tenantId: tenant.id });
+    const context = await contextWithSession(browser, app.baseUrl, person.cookie);
+    const page = await context.newPage();
+    const violations = watchForViolations(page);
+    // The workstation believes it is ten minutes earlier than the appliance does.
+    await page.clock.install({ time: new Date(clock.now().getTime() - 10 * 60_000) });
+    await page.goto(`${app.baseUrl}/`);
+    await page.getByRole("heading", { name: "Appliance status" }).waitFor();
+    // 13.5 idle minutes on both clocks: by the appliance's deadline, 1.5 minutes are left. Read
+    // with the workstation's own clock the deadline would still be 11.5 minutes away (no warning).
+    await advance(page, 13.5 * 60_000);
+    const warning = page.getByTestId("idle-warning");
+    await warning.getByRole("heading", { name: "Are you still there?" }).waitFor();
+    await expect(page.getByTestId("idle-countdown").textContent()).resolves.toMatch(/^1:[0-9]{2}$/);
+    expect(violations).toEqual([]);
+    await context.close();
+  });
+
   it("signs in with a recovery code instead of a TOTP code, and says how many are left", async () => {
     const person = await signIn(app, { role: "auditor", tenantId: tenant.id });
     const context = await browser.newContext({ ignoreHTTPSErrors: true });

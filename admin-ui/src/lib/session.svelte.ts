@@ -23,6 +23,8 @@ export type SessionInfo = {
   mfaEnabled?: boolean;
   mfaVerifiedAt?: string | null;
   supportAccess?: SupportAccess | null;
+  /** The appliance's clock when it answered. */
+  serverTime?: string;
 };
 export type LoginResult = { mfaRequired: boolean; mfaEnrollmentRequired: boolean; csrfToken: string; expiresAt: string };
 
@@ -65,6 +67,8 @@ class SessionStore {
   notice = $state<string | null>(null);
 
   #timer: ReturnType<typeof setInterval> | undefined;
+  /** Appliance clock minus this workstation's clock, from the last session read (ms). */
+  #skewMs = 0;
   #lastPoll = 0;
   #polling: Promise<void> | null = null;
   #lifetimeDismissed = false;
@@ -88,17 +92,29 @@ class SessionStore {
   get support(): SupportAccess | null {
     return this.info?.supportAccess ?? null;
   }
+  /**
+   * The appliance's time now, as far as this page can tell: the workstation's clock corrected by
+   * the skew the last session read measured. Every deadline the server sends is compared with it,
+   * so a workstation clock that is minutes off neither warns too early nor too late.
+   */
+  get serverNow(): number {
+    return this.now + this.#skewMs;
+  }
   get idleRemainingMs(): number | null {
-    return this.info?.idleExpiresAt ? Date.parse(this.info.idleExpiresAt) - this.now : null;
+    return this.info?.idleExpiresAt ? Date.parse(this.info.idleExpiresAt) - this.serverNow : null;
   }
   get lifetimeRemainingMs(): number | null {
-    return this.info?.expiresAt ? Date.parse(this.info.expiresAt) - this.now : null;
+    return this.info?.expiresAt ? Date.parse(this.info.expiresAt) - this.serverNow : null;
   }
 
   /** Reads the session from the server (never extends it) and moves to the matching phase. */
   async refresh(): Promise<void> {
+    const sent = Date.now();
     try {
-      this.#apply(await api<SessionInfo>("GET", "/api/v1/auth/session"));
+      const info = await api<SessionInfo>("GET", "/api/v1/auth/session");
+      // The server's clock read falls somewhere in the round trip: take its middle.
+      if (info.serverTime) this.#skewMs = Date.parse(info.serverTime) - (sent + Date.now()) / 2;
+      this.#apply(info);
     } catch (err) {
       if (err instanceof ApiError && err.status === 401) {
         if (this.phase === "active") this.#ended(err.problem);
