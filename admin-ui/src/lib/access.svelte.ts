@@ -19,21 +19,22 @@ const SCREEN_ACTIONS: Record<Screen, string> = {
   audit: "audit:read",
 };
 
-type State = "unknown" | "allowed" | "denied";
-
 function cacheKey(info: SessionInfo): string {
   return `wardkeep.screens.${info.user.id}.${info.user.role}.${info.supportAccess?.requestId ?? "own"}`;
 }
 
 class AccessStore {
-  screens = $state<Record<Screen, State>>(Object.fromEntries(Object.keys(SCREEN_ACTIONS).map((s) => [s, "unknown"])) as Record<Screen, State>);
   ready = $state(false);
-  /** The policy actions this session may take (route level); null until known. */
+  /**
+   * The policy actions this session may take (route level). null once ready means the daemon
+   * could not answer (sealed, a transient failure): every screen then shows and explains the
+   * problem itself, and nothing is cached, so the next page load asks again.
+   */
   actions = $state<ReadonlySet<string> | null>(null);
   #key: string | null = null;
 
   may(screen: Screen): boolean {
-    return this.screens[screen] === "allowed";
+    return this.ready && (this.actions === null || this.actions.has(SCREEN_ACTIONS[screen]));
   }
 
   /** Whether the policy lets this session take `action` (a section of a screen asks before loading). */
@@ -41,40 +42,25 @@ class AccessStore {
     return this.actions?.has(action) ?? false;
   }
 
-  #apply(actions: string[]) {
-    const allowed = new Set(actions);
-    this.actions = allowed;
-    this.screens = Object.fromEntries((Object.entries(SCREEN_ACTIONS) as [Screen, string][]).map(([screen, action]) => [screen, allowed.has(action) ? "allowed" : "denied"])) as Record<Screen, State>;
-    this.ready = true;
-  }
-
-  /** Asks which screens this session may use (once; cached for the browser tab's lifetime of the session). */
+  /** Asks what this session may do (once; cached for the browser tab's lifetime of the session). */
   async load(info: SessionInfo): Promise<void> {
     const key = cacheKey(info);
     if (this.#key === key) return;
     this.#key = key;
     this.ready = false;
     const cached = sessionStorage.getItem(key);
-    if (cached) {
-      this.#apply(JSON.parse(cached) as string[]);
-      return;
+    let actions: string[] | null = cached ? (JSON.parse(cached) as string[]) : null;
+    if (!actions) {
+      actions = await api<{ actions: string[] }>("GET", "/api/v1/access/capabilities").then(
+        (r) => r.actions,
+        () => null,
+      );
+      if (this.#key !== key) return; // another session, or a sign-out, came in the meantime
+      if (actions) sessionStorage.setItem(key, JSON.stringify(actions));
+      else this.#key = null; // not answered: the next page load asks again
     }
-    let actions: string[];
-    try {
-      ({ actions } = await api<{ actions: string[] }>("GET", "/api/v1/access/capabilities"));
-    } catch {
-      // Not answered (sealed, a transient failure): every screen shows and explains the problem
-      // itself; nothing is cached, so the next page load asks again.
-      if (this.#key !== key) return;
-      this.#key = null;
-      this.actions = null;
-      this.screens = Object.fromEntries(Object.keys(SCREEN_ACTIONS).map((s) => [s, "allowed"])) as Record<Screen, State>;
-      this.ready = true;
-      return;
-    }
-    if (this.#key !== key) return;
-    sessionStorage.setItem(key, JSON.stringify(actions));
-    this.#apply(actions);
+    this.actions = actions ? new Set(actions) : null;
+    this.ready = true;
   }
 
   reset() {
