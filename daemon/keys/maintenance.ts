@@ -4,6 +4,7 @@
  * re-encryptions, destroy keys whose shredding grace period has ended.
  */
 import type { ApplianceContext } from "../context.js";
+import { repeatInBackground } from "../repeat.js";
 import { flushNonceCounts } from "./keyring.js";
 import { reencryptPending, rewrapPending } from "./rotation.js";
 import { destroyDueKeys } from "./shred.js";
@@ -42,18 +43,11 @@ export async function runKeyMaintenance(ctx: ApplianceContext, options: { maxBat
 
 /** Runs maintenance every keys.maintenanceIntervalSeconds until stopped; stop() flushes the counts. */
 export function startKeyMaintenance(ctx: ApplianceContext): { stop(): Promise<void> } {
-  let running: Promise<unknown> = Promise.resolve();
-  let stopped = false;
-  const timer = setInterval(() => {
-    if (stopped) return;
-    running = running.then(() => (stopped ? undefined : runKeyMaintenance(ctx))).catch(() => undefined);
-  }, ctx.config.keys.maintenanceIntervalSeconds * 1000);
-  timer.unref();
+  // runKeyMaintenance logs its own failures.
+  const job = repeatInBackground({ everyMs: ctx.config.keys.maintenanceIntervalSeconds * 1000, onError: () => undefined }, () => runKeyMaintenance(ctx));
   return {
     async stop() {
-      stopped = true;
-      clearInterval(timer);
-      await running;
+      await job.stop();
       await flushNonceCounts(ctx).catch((err: unknown) => ctx.log.warn(`could not persist nonce counts at shutdown: ${(err as Error).message}`));
     },
   };

@@ -1,4 +1,5 @@
 import type { ApplianceContext } from "../context.js";
+import { repeatInBackground } from "../repeat.js";
 import { sweepStaleUploads } from "./attachments/store.js";
 import { purgeDueDeletions } from "./data-rights/deletion.js";
 
@@ -9,25 +10,15 @@ import { purgeDueDeletions } from "./data-rights/deletion.js";
  * key destruction), so it also runs while sealed.
  */
 export function startRecordsServices(ctx: ApplianceContext): { stop(): Promise<void> } {
-  let running: Promise<unknown> = Promise.resolve();
-  let stopped = false;
-  const timer = setInterval(() => {
-    if (stopped) return;
-    running = running
-      .then(async () => {
-        if (stopped) return;
-        await purgeDueDeletions(ctx);
-        const swept = await sweepStaleUploads(ctx);
-        if (swept) ctx.log.info("removed unfinished attachment uploads", { files: swept });
-      })
-      .catch((err: unknown) => ctx.log.warn(`records purge run failed; retried at the next interval: ${(err as Error).name}`));
-  }, ctx.config.records.purgeIntervalMinutes * 60_000);
-  timer.unref();
-  return {
-    async stop() {
-      stopped = true;
-      clearInterval(timer);
-      await running;
+  return repeatInBackground(
+    {
+      everyMs: ctx.config.records.purgeIntervalMinutes * 60_000,
+      onError: (err) => ctx.log.warn(`records purge run failed; retried at the next interval: ${err.name}`),
     },
-  };
+    async () => {
+      await purgeDueDeletions(ctx);
+      const swept = await sweepStaleUploads(ctx);
+      if (swept) ctx.log.info("removed unfinished attachment uploads", { files: swept });
+    },
+  );
 }
