@@ -148,7 +148,8 @@ export async function revokeApiToken(ctx: ApplianceContext, actor: Actor, tokenI
  * when they commit (`forgetResolvedApiTokens`), so there the change is immediate, and other
  * replicas see it within the cache time. Keyed by the token's SHA-256, never the token.
  */
-const resolved = new WeakMap<ApplianceContext, Map<string, { actor: Actor; tokenExpiresAt: number; until: number }>>();
+type ResolvedToken = { actor: Actor; tokenExpiresAt: number; until: number };
+const resolved = new WeakMap<ApplianceContext, Map<string, ResolvedToken>>();
 const RESOLVED_MAX = 10_000;
 
 /** Empties this daemon's cache of resolved API tokens (call after the change has committed). */
@@ -166,8 +167,8 @@ export async function resolveApiToken(ctx: ApplianceContext, token: string): Pro
   const hash = sha256(token);
   const key = hash.toString("hex");
   const now = ctx.clock.now();
-  const cache = resolved.get(ctx) ?? new Map<string, { actor: Actor; tokenExpiresAt: number; until: number }>();
-  resolved.set(ctx, cache);
+  let cache = resolved.get(ctx);
+  if (!cache) resolved.set(ctx, (cache = new Map<string, ResolvedToken>()));
   const hit = cache.get(key);
   if (hit && hit.until > now.getTime() && hit.tokenExpiresAt > now.getTime()) return { ...hit.actor };
   if (hit) cache.delete(key);
