@@ -111,8 +111,6 @@ export function commitPipelines(db: Sequelize): Sequelize {
     } catch (err) {
       const step = (err as { step?: number }).step ?? statements.length;
       throw step < statements.length ? statements[step]!.onError(err as Error) : err;
-    } finally {
-      (transaction as unknown as { finished?: string }).finished = "commit";
     }
   };
   pipelined.add(db);
