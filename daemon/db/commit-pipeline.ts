@@ -1,6 +1,7 @@
 import { createRequire } from "node:module";
 import type pg from "pg";
 import type { Sequelize, Transaction, TransactionOptions } from "sequelize";
+import { takeOpening } from "./opening-pipeline.js";
 
 /**
  * Statements that travel with COMMIT: `withCommit(t, statement)` holds a parameterised statement
@@ -82,9 +83,21 @@ function runPipeline(client: pg.Client, steps: Step[]): Promise<void> {
   });
 }
 
+export function parentOf(t: Transaction): unknown {
+  return (t as unknown as { parent?: unknown }).parent;
+}
+
+export function connectionOf(t: Transaction): pg.Client {
+  return (t as unknown as { connection: pg.Client }).connection;
+}
+
+export function isCommitPipelined(db: Sequelize): boolean {
+  return pipelined.has(db);
+}
+
 /** Runs `statement` with this transaction's COMMIT, or at once where that is not possible. */
 export async function withCommit(db: Sequelize, t: Transaction, statement: DeferredStatement): Promise<void> {
-  if (pipelined.has(db) && !(t as unknown as { parent?: unknown }).parent) {
+  if (pipelined.has(db) && !parentOf(t)) {
     const list = pending.get(t) ?? [];
     list.push(statement);
     pending.set(t, list);
@@ -97,20 +110,27 @@ export async function withCommit(db: Sequelize, t: Transaction, statement: Defer
   }
 }
 
-/** Makes this pool's top-level COMMITs carry the statements `withCommit` held for them. */
+/**
+ * Makes this pool's top-level COMMITs carry the statements `withCommit` held for them, and the
+ * transaction's opening if it is still held (daemon/db/opening-pipeline.ts): a transaction whose
+ * only work was held costs one round trip; one that sent nothing at all sends nothing.
+ */
 export function commitPipelines(db: Sequelize): Sequelize {
   const qi = db.getQueryInterface();
   const commit = qi.commitTransaction.bind(qi);
   qi.commitTransaction = async (transaction: Transaction, options?: TransactionOptions) => {
-    const statements = pending.get(transaction);
-    if (!statements?.length || (transaction as unknown as { parent?: unknown }).parent) return commit(transaction, options);
+    if (parentOf(transaction)) return commit(transaction, options);
+    const client = connectionOf(transaction);
+    const statements = pending.get(transaction) ?? [];
     pending.delete(transaction);
-    const client = (transaction as unknown as { connection: pg.Client }).connection;
+    const opening = takeOpening(client) ?? [];
+    if (statements.length === 0) return opening.length ? undefined : commit(transaction, options);
+    const steps: Step[] = [...opening.map((text) => ({ text, values: [] })), ...statements, { text: "COMMIT", values: [] }];
     try {
-      await runPipeline(client, [...statements, { text: "COMMIT", values: [] }]);
+      await runPipeline(client, steps);
     } catch (err) {
-      const step = (err as { step?: number }).step ?? statements.length;
-      throw step < statements.length ? statements[step]!.onError(err as Error) : err;
+      const step = ((err as { step?: number }).step ?? steps.length - 1) - opening.length;
+      throw step >= 0 && step < statements.length ? statements[step]!.onError(err as Error) : err;
     }
   };
   pipelined.add(db);

@@ -1,4 +1,6 @@
 import type { Sequelize, Transaction, TransactionOptions } from "sequelize";
+import { connectionOf, isCommitPipelined, parentOf } from "./commit-pipeline.js";
+import { holdOpening, takeOpening } from "./opening-pipeline.js";
 
 /**
  * Who a transaction acts for. Row-level security policies read these settings through
@@ -18,7 +20,7 @@ const scoped = new WeakSet<Sequelize>();
  * The statement that sets a scope for the rest of the transaction: `set_config(..., is_local =>
  * true)`, the same as `SET LOCAL`, so the setting cannot leak to the next user of the pooled
  * connection. The values are literals (it travels with `START TRANSACTION` in one simple-protocol
- * round trip, which takes no bind parameters), so the tenant id must be a UUID and nothing else.
+ * round trip and may be prefixed to a simple-protocol query, which takes no bind parameters), so the tenant id must be a UUID and nothing else.
  */
 export function scopeStatement(scope: Scope): string {
   if (scope.kind === "appliance") return "SELECT set_config('wardkeep.tenant_id', '', true), set_config('wardkeep.scope', 'appliance', true)";
@@ -27,18 +29,27 @@ export function scopeStatement(scope: Scope): string {
 }
 
 /**
- * Makes `inScope` transactions on this pool open with `START TRANSACTION; <scope>` in one round
- * trip instead of two (every request pays for each round trip; see docs/records.md, Performance).
- * It replaces Sequelize's `QueryInterface.startTransaction` for top-level transactions that carry a
- * scope, and leaves every other transaction to Sequelize.
+ * Makes `inScope` transactions on this pool open lazily: `START TRANSACTION; <scope>` is held and
+ * sent with the transaction's first statement, in the same round trip (daemon/db/opening-pipeline.ts;
+ * every request pays for each round trip, see docs/records.md, Performance). It replaces
+ * Sequelize's `QueryInterface.startTransaction` for top-level transactions that carry a scope, and
+ * leaves every other transaction to Sequelize. A transaction that sends nothing is never opened on
+ * the server, so its ROLLBACK sends nothing either; its COMMIT is `commitPipelines`' to decide
+ * (the pool must have them: a COMMIT may carry the opening too).
  */
 export function scopedTransactions(db: Sequelize): Sequelize {
+  if (!isCommitPipelined(db)) throw new Error("scopedTransactions needs a pool set up with commitPipelines");
   const qi = db.getQueryInterface();
   const start = qi.startTransaction.bind(qi);
+  const rollback = qi.rollbackTransaction.bind(qi);
   qi.startTransaction = async (transaction: Transaction, options?: TransactionOptions) => {
     const scope = (options as Record<string, unknown> | undefined)?.[SCOPE_OPTION] as Scope | undefined;
-    if (!scope || (transaction as unknown as { parent?: unknown }).parent) return start(transaction, options);
-    await db.query(`START TRANSACTION; ${scopeStatement(scope)}`, { transaction });
+    if (!scope || parentOf(transaction)) return start(transaction, options);
+    holdOpening(connectionOf(transaction), ["START TRANSACTION", scopeStatement(scope)]);
+  };
+  qi.rollbackTransaction = async (transaction: Transaction, options?: TransactionOptions) => {
+    if (!parentOf(transaction) && takeOpening(connectionOf(transaction))) return;
+    return rollback(transaction, options);
   };
   scoped.add(db);
   return db;

@@ -1,16 +1,20 @@
 import { QueryTypes, Sequelize } from "sequelize";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { applyMigrations, knownMigrations, pendingMigrations } from "../../../daemon/db/migrate.js";
+import pg from "pg";
+import { commitPipelines, withCommit } from "../../../daemon/db/commit-pipeline.js";
+import { holdOpening } from "../../../daemon/db/opening-pipeline.js";
 import { inScope, scopedTransactions, scopeStatement } from "../../../daemon/db/tenant-scope.js";
 import { APP_ROLE } from "../../../daemon/db/roles.js";
 import { createTestDatabase, type TestDatabase } from "../../helpers/postgres.js";
+import { recordPoolWire, recordWire, type Wire } from "../../helpers/wire.js";
 
 let db: TestDatabase;
 let owner: Sequelize;
 let app: Sequelize;
-/** As the daemon opens it (daemon/db/connection.ts): the scope travels with START TRANSACTION. */
+/** As the daemon opens it (daemon/db/connection.ts): START TRANSACTION and the scope travel with the first statement. */
 let scopedApp: Sequelize;
-const statements: string[] = [];
+let wire: Wire;
 let tenantA: string;
 let tenantB: string;
 
@@ -22,7 +26,7 @@ beforeAll(async () => {
   owner = new Sequelize(db.ownerUrl, { logging: false });
   // One connection, so a scope that leaked past its transaction would show up in the next query.
   app = new Sequelize(db.appUrl, { logging: false, pool: { max: 1 } });
-  scopedApp = scopedTransactions(new Sequelize(db.appUrl, { logging: (sql) => statements.push(sql), pool: { max: 1 } }));
+  scopedApp = scopedTransactions(commitPipelines(new Sequelize(db.appUrl, { logging: false, pool: { max: 1 } })));
   expect(await pendingMigrations(owner)).toEqual(knownMigrations());
   expect(await applyMigrations(owner, db.ownerUrl, APP_ROLE)).toEqual(knownMigrations());
   expect(await applyMigrations(owner, db.ownerUrl, APP_ROLE)).toEqual([]);
@@ -41,6 +45,8 @@ beforeAll(async () => {
   });
   tenantA = ids[0]!;
   tenantB = ids[1]!;
+  await owner.query("CREATE TABLE scratch (n int CHECK (n < 100)); GRANT SELECT, INSERT, UPDATE ON scratch TO " + APP_ROLE);
+  wire = await recordPoolWire(scopedApp);
 });
 
 afterAll(async () => {
@@ -52,7 +58,7 @@ afterAll(async () => {
 
 describe.each([
   ["a plain pool (scope in its own statement)", () => app],
-  ["the daemon's pool (scope sent with START TRANSACTION)", () => scopedApp],
+  ["the daemon's pool (opening sent with the first statement)", () => scopedApp],
 ])("tenant isolation by row-level security, through %s", (_name, pool) => {
   let app: Sequelize;
   beforeAll(() => {
@@ -113,21 +119,91 @@ describe.each([
 });
 
 describe("setting the scope", () => {
-  it("opens a daemon transaction and sets its scope in one round trip, and commits the work", async () => {
-    statements.length = 0;
-    await inScope(scopedApp, { kind: "tenant", tenantId: tenantA }, (t) => select(scopedApp, "SELECT 1 FROM users", t));
-    expect(statements.map((s) => s.replace(/^Executing \([^)]*\): /, ""))).toEqual([
-      `START TRANSACTION; SELECT set_config('wardkeep.tenant_id', '${tenantA}', true), set_config('wardkeep.scope', 'tenant', true)`,
-      "SELECT 1 FROM users",
-      "COMMIT;",
-    ]);
+  const opening = () => ["START TRANSACTION", scopeStatement({ kind: "tenant", tenantId: tenantA })];
+
+  it("opens a daemon transaction and sets its scope with its first statement, in the same round trip", async () => {
+    wire.reset();
+    const rows = await inScope(scopedApp, { kind: "tenant", tenantId: tenantA }, (t) => select<{ email: string }>(scopedApp, "SELECT email FROM users", t));
+    // The scope's own reply (its set_config row) is not part of the query's result.
+    expect(rows).toEqual([{ email: "admin0@clinic.example" }]);
+    expect(wire.statements).toEqual([`${opening().join("; ")}; SELECT email FROM users`, "COMMIT;"]);
+    expect(wire.roundTrips).toBe(2);
+  });
+
+  it("carries the opening ahead of a statement with bind parameters, and keeps that statement's row count", async () => {
+    wire.reset();
+    const [rows, updated] = await inScope(scopedApp, { kind: "tenant", tenantId: tenantA }, async (t) => {
+      const found = await scopedApp.query<{ email: string }>("SELECT email FROM users WHERE email LIKE $1", { bind: ["admin%"], type: QueryTypes.SELECT, transaction: t });
+      const [, meta] = await scopedApp.query("UPDATE users SET email = email WHERE tenant_id = $1", { bind: [tenantA], transaction: t });
+      return [found, (meta as { rowCount: number }).rowCount];
+    });
+    expect(rows).toEqual([{ email: "admin0@clinic.example" }]);
+    expect(updated).toBe(1);
+    expect(wire.statements).toEqual([...opening(), "SELECT email FROM users WHERE email LIKE $1", "UPDATE users SET email = email WHERE tenant_id = $1", "COMMIT;"]);
+    expect(wire.roundTrips).toBe(3);
+  });
+
+  it("sends nothing for a transaction that sends nothing, whether it commits or fails, and leaks no scope", async () => {
+    wire.reset();
+    expect(await inScope(scopedApp, { kind: "tenant", tenantId: tenantA }, async () => "done")).toBe("done");
+    await expect(
+      inScope(scopedApp, { kind: "tenant", tenantId: tenantA }, async () => {
+        throw new Error("refused before any query");
+      }),
+    ).rejects.toThrow("refused before any query");
+    expect(wire.roundTrips).toBe(0);
+    expect(await select(scopedApp, "SELECT * FROM users")).toEqual([]);
+    expect(await select(scopedApp, "SELECT current_setting('wardkeep.tenant_id', true) AS t")).toEqual([{ t: expect.toBeOneOf(["", null]) }]);
+  });
+
+  it("writes a transaction whose only work is held for COMMIT in one round trip: opening, held statements and COMMIT", async () => {
+    wire.reset();
+    await inScope(scopedApp, { kind: "tenant", tenantId: tenantA }, (t) =>
+      withCommit(scopedApp, t, { text: "INSERT INTO scratch VALUES ($1)", values: [7], onError: (e) => e }),
+    );
+    expect(wire.statements).toEqual([...opening(), "INSERT INTO scratch VALUES ($1)", "COMMIT"]);
+    expect(wire.roundTrips).toBe(1);
+    expect(await owner.query("SELECT n FROM scratch WHERE n = 7", { type: QueryTypes.SELECT })).toEqual([{ n: 7 }]);
+  });
+
+  it("rolls back the work of a transaction whose held statement fails, opening included", async () => {
+    const err = await inScope(scopedApp, { kind: "tenant", tenantId: tenantA }, (t) =>
+      withCommit(scopedApp, t, { text: "INSERT INTO scratch VALUES ($1)", values: [500], onError: () => new Error("held insert refused") }),
+    ).catch((e: Error) => e);
+    expect((err as Error).message).toBe("held insert refused");
+    expect(await owner.query("SELECT n FROM scratch WHERE n = 500", { type: QueryTypes.SELECT })).toEqual([]);
+  });
+
+  it("runs nothing of a first statement whose opening fails, in either protocol, and reports the opening's error", async () => {
+    const client = new pg.Client({ connectionString: db.ownerUrl });
+    await client.connect();
+    try {
+      const w = recordWire(client);
+      holdOpening(client, ["BEGIN", "SELECT 1 / 0"]);
+      await expect(client.query("INSERT INTO scratch VALUES ($1)", [11])).rejects.toThrow(/division by zero/);
+      await client.query("ROLLBACK");
+      holdOpening(client, ["BEGIN", "SELECT 1 / 0"]);
+      await expect(client.query("INSERT INTO scratch VALUES (12)")).rejects.toThrow(/division by zero/);
+      await client.query("ROLLBACK");
+      expect((await client.query("SELECT count(*)::int AS n FROM scratch WHERE n IN (11, 12)")).rows).toEqual([{ n: 0 }]);
+      expect(w.roundTrips).toBe(5);
+      // And a good opening: the statement's result is its own (no BEGIN tag, no row of the opening).
+      holdOpening(client, ["BEGIN", "SELECT 42 AS answer"]);
+      const r = await client.query("SELECT $1::int AS n", [5]);
+      expect(r.rows).toEqual([{ n: 5 }]);
+      expect(r.command).toBe("SELECT");
+      await client.query("COMMIT");
+    } finally {
+      await client.end();
+    }
   });
 
   it("refuses a tenant id that is not a UUID before anything reaches the database", async () => {
     expect(() => scopeStatement({ kind: "tenant", tenantId: "x', true); DROP TABLE users; --" })).toThrow(/tenant UUID/);
-    statements.length = 0;
+    wire = await recordPoolWire(scopedApp);
+    wire.reset();
     await expect(inScope(scopedApp, { kind: "tenant", tenantId: "not-a-uuid" }, async () => "ran")).rejects.toThrow(/tenant UUID/);
-    expect(statements).toEqual([]);
+    expect(wire.statements).toEqual([]);
   });
 
   it("looks up an API token in appliance scope and gives the caller's tenant scope back", async () => {

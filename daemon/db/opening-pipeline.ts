@@ -1,0 +1,122 @@
+import { createRequire } from "node:module";
+import pg from "pg";
+
+/**
+ * Statements that travel with a transaction's first query: `holdOpening(client, statements)`
+ * keeps `START TRANSACTION` and the scope until the transaction sends something, then writes them
+ * ahead of that first query in the same round trip. A request that reads one row and records its
+ * audit event then costs two round trips (open + read, audit event + COMMIT) instead of three,
+ * and a transaction whose only work is held for COMMIT (daemon/db/commit-pipeline.ts) costs one.
+ * Every round trip costs both processes a socket write and a wake-up (docs/records.md,
+ * Performance), which is most of a request's cost on small machines.
+ *
+ * How the first query carries them, without a second ReadyForQuery:
+ * - extended protocol (bind parameters): Parse/Bind/Execute for each opening statement, then the
+ *   query's own Parse/Bind/Describe/Execute and its one Sync. If an opening statement fails,
+ *   PostgreSQL skips to the Sync, the query does not run, and its caller gets the error;
+ * - simple protocol (no parameters): the opening statements are prefixed to the query's text.
+ * The opening statements' own replies (command tags, the scope's set_config row) are dropped
+ * before the query sees them, so its result is exactly what it would have been alone.
+ *
+ * A transaction that ends before sending anything sent nothing: `takeOpening` lets COMMIT and
+ * ROLLBACK know there is no transaction on the server to end (or carry the opening themselves).
+ */
+const prepareValue = (createRequire(import.meta.url)("pg/lib/utils.js") as { prepareValue: (v: unknown) => unknown }).prepareValue;
+
+const OPENING = Symbol("wardkeep.opening");
+const PATCHED = Symbol("wardkeep.openingPatched");
+
+type Client = pg.Client & { [OPENING]?: string[]; [PATCHED]?: boolean };
+
+type Connection = {
+  stream: { cork?: () => void; uncork?: () => void };
+  parse(m: { text: string; name: string; types: unknown[] }): void;
+  bind(m: { portal: string; statement: string; values: unknown[]; binary: boolean; valueMapper: (v: unknown) => unknown }): void;
+  execute(m: { portal: string; rows: number }): void;
+};
+
+type QueryInternals = {
+  text: string;
+  requiresPreparation(): boolean;
+  submit(connection: Connection): Error | null;
+  handleRowDescription(msg: unknown): void;
+  handleDataRow(msg: unknown): void;
+  handleCommandComplete(msg: unknown, connection: unknown): void;
+};
+
+/** Holds `statements` (no parameters) until this client's next query, or the end of its transaction. */
+export function holdOpening(client: pg.Client, statements: string[]): void {
+  const c = client as Client;
+  if (c[OPENING]) throw new Error("a transaction opening is already held on this connection");
+  if (!c[PATCHED]) carryOpeningOnFirstQuery(c);
+  c[OPENING] = statements;
+}
+
+/** The opening statements not yet sent (and forgets them): the transaction has not begun on the server. */
+export function takeOpening(client: pg.Client): string[] | undefined {
+  const c = client as Client;
+  const statements = c[OPENING];
+  c[OPENING] = undefined;
+  return statements;
+}
+
+export function hasHeldOpening(client: pg.Client): boolean {
+  return (client as Client)[OPENING] !== undefined;
+}
+
+function carryOpeningOnFirstQuery(client: Client): void {
+  const query = client.query.bind(client) as (config: unknown, values?: unknown, callback?: unknown) => unknown;
+  client[PATCHED] = true;
+  (client as unknown as { query: typeof query }).query = (config, values, callback) => {
+    const opening = client[OPENING];
+    if (!opening) return query(config, values, callback);
+    client[OPENING] = undefined;
+    if (typeof (config as { submit?: unknown }).submit === "function") {
+      prefix(config as QueryInternals, opening);
+      return query(config, values, callback);
+    }
+    const make = (cb: unknown) => {
+      const q = new pg.Query(config as pg.QueryConfig, (typeof values === "function" ? undefined : values) as unknown[], cb as () => void) as unknown as QueryInternals;
+      prefix(q, opening);
+      return query(q);
+    };
+    const cb = typeof values === "function" ? values : callback;
+    if (typeof cb === "function") return make(cb);
+    return new Promise((resolve, reject) => make((err: Error | null, result: unknown) => (err ? reject(err) : resolve(result))));
+  };
+}
+
+function prefix(q: QueryInternals, opening: string[]): void {
+  let repliesToDrop = opening.length;
+  const submit = q.submit.bind(q);
+  q.submit = (connection) => {
+    if (!q.requiresPreparation()) {
+      q.text = `${opening.join("; ")}; ${q.text}`;
+      return submit(connection);
+    }
+    connection.stream.cork?.();
+    try {
+      for (const text of opening) {
+        connection.parse({ text, name: "", types: [] });
+        connection.bind({ portal: "", statement: "", values: [], binary: false, valueMapper: prepareValue });
+        connection.execute({ portal: "", rows: 0 });
+      }
+      return submit(connection);
+    } finally {
+      connection.stream.uncork?.();
+    }
+  };
+  const rowDescription = q.handleRowDescription.bind(q);
+  const dataRow = q.handleDataRow.bind(q);
+  const commandComplete = q.handleCommandComplete.bind(q);
+  q.handleRowDescription = (msg) => {
+    if (repliesToDrop === 0) rowDescription(msg);
+  };
+  q.handleDataRow = (msg) => {
+    if (repliesToDrop === 0) dataRow(msg);
+  };
+  q.handleCommandComplete = (msg, connection) => {
+    if (repliesToDrop > 0) repliesToDrop -= 1;
+    else commandComplete(msg, connection);
+  };
+}
