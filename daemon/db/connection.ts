@@ -1,7 +1,10 @@
 import { Sequelize, type Transaction, type TransactionOptions } from "sequelize";
 import type { Config } from "../config/schema.js";
 import type { DatabaseTargets } from "./roles.js";
+import type pg from "pg";
 import { commitPipelines } from "./commit-pipeline.js";
+import { carryOpenings } from "./opening-pipeline.js";
+import { nameRepeatedStatements } from "./prepared-statements.js";
 import { scopedTransactions } from "./tenant-scope.js";
 
 /**
@@ -26,6 +29,13 @@ function pool(url: string, config: Config, applicationName: string): Sequelize {
       // Fail fast when PostgreSQL is down so /readyz answers instead of hanging.
       connectionTimeoutMillis: 5_000,
     },
+  });
+  // Each new connection: openings ride on the first statement (daemon/db/opening-pipeline.ts), and
+  // repeated statements are prepared (daemon/db/prepared-statements.ts). Order matters: naming is
+  // the outer layer, so a first statement that carries an opening is named too.
+  db.addHook("afterConnect", (connection) => {
+    carryOpenings(connection as pg.Client);
+    nameRepeatedStatements(connection as pg.Client);
   });
   // Order matters: the commit-hook guard wraps the pipelined COMMIT, so a failed one drops the hooks.
   return scopedTransactions(afterCommitOnlyOnCommit(commitPipelines(db)));

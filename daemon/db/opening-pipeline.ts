@@ -37,18 +37,20 @@ type Connection = {
 
 type QueryInternals = {
   text: string;
+  name?: string;
   requiresPreparation(): boolean;
   submit(connection: Connection): Error | null;
   handleRowDescription(msg: unknown): void;
   handleDataRow(msg: unknown): void;
   handleCommandComplete(msg: unknown, connection: unknown): void;
+  handleError(err: Error, connection: { parsedStatements: Record<string, string>; submittedNamedStatements: Record<string, string> }): void;
 };
 
 /** Holds `statements` (no parameters) until this client's next query, or the end of its transaction. */
 export function holdOpening(client: pg.Client, statements: string[]): void {
   const c = client as Client;
   if (c[OPENING]) throw new Error("a transaction opening is already held on this connection");
-  if (!c[PATCHED]) carryOpeningOnFirstQuery(c);
+  carryOpenings(c);
   c[OPENING] = statements;
 }
 
@@ -64,7 +66,10 @@ export function hasHeldOpening(client: pg.Client): boolean {
   return (client as Client)[OPENING] !== undefined;
 }
 
-function carryOpeningOnFirstQuery(client: Client): void {
+/** Lets this client carry held openings (done at connect by the daemon's pools; `holdOpening` does it otherwise). */
+export function carryOpenings(pgClient: pg.Client): void {
+  const client = pgClient as Client;
+  if (client[PATCHED]) return;
   const query = client.query.bind(client) as (config: unknown, values?: unknown, callback?: unknown) => unknown;
   client[PATCHED] = true;
   (client as unknown as { query: typeof query }).query = (config, values, callback) => {
@@ -88,6 +93,22 @@ function carryOpeningOnFirstQuery(client: Client): void {
 
 function prefix(q: QueryInternals, opening: string[]): void {
   let repliesToDrop = opening.length;
+  // node-postgres records a named statement as parsed at the first ParseComplete it sees: hide
+  // the name while the opening's own ParseCompletes arrive. If the opening fails, PostgreSQL skips
+  // the statement's Parse: forget that it was submitted, so the next run parses it again.
+  const name = q.name;
+  let inOpeningReplies = false;
+  if (name) {
+    Object.defineProperty(q, "name", { configurable: true, get: () => (inOpeningReplies ? undefined : name) });
+    const handleError = q.handleError.bind(q);
+    q.handleError = (err, connection) => {
+      if (inOpeningReplies) {
+        delete connection.parsedStatements[name];
+        delete connection.submittedNamedStatements[name];
+      }
+      handleError(err, connection);
+    };
+  }
   const submit = q.submit.bind(q);
   q.submit = (connection) => {
     if (!q.requiresPreparation()) {
@@ -101,7 +122,9 @@ function prefix(q: QueryInternals, opening: string[]): void {
         connection.bind({ portal: "", statement: "", values: [], binary: false, valueMapper: prepareValue });
         connection.execute({ portal: "", rows: 0 });
       }
-      return submit(connection);
+      const refused = submit(connection);
+      inOpeningReplies = true;
+      return refused;
     } finally {
       connection.stream.uncork?.();
     }
@@ -116,7 +139,8 @@ function prefix(q: QueryInternals, opening: string[]): void {
     if (repliesToDrop === 0) dataRow(msg);
   };
   q.handleCommandComplete = (msg, connection) => {
-    if (repliesToDrop > 0) repliesToDrop -= 1;
-    else commandComplete(msg, connection);
+    if (repliesToDrop === 0) return commandComplete(msg, connection);
+    repliesToDrop -= 1;
+    inOpeningReplies = repliesToDrop > 0;
   };
 }
