@@ -46,10 +46,13 @@ type QueryInternals = {
   handleError(err: Error, connection: { parsedStatements: Record<string, string>; submittedNamedStatements: Record<string, string> }): void;
 };
 
-/** Holds `statements` (no parameters) until this client's next query, or the end of its transaction. */
+/**
+ * Holds `statements` (no parameters) until this client's next query, or the end of its
+ * transaction. An opening still held from before was never sent (its transaction never began on
+ * the server), so it is replaced.
+ */
 export function holdOpening(client: pg.Client, statements: string[]): void {
   const c = client as Client;
-  if (c[OPENING]) throw new Error("a transaction opening is already held on this connection");
   carryOpenings(c);
   c[OPENING] = statements;
 }
@@ -60,10 +63,6 @@ export function takeOpening(client: pg.Client): string[] | undefined {
   const statements = c[OPENING];
   c[OPENING] = undefined;
   return statements;
-}
-
-export function hasHeldOpening(client: pg.Client): boolean {
-  return (client as Client)[OPENING] !== undefined;
 }
 
 /** Lets this client carry held openings (done at connect by the daemon's pools; `holdOpening` does it otherwise). */

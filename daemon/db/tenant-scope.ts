@@ -19,8 +19,9 @@ const scoped = new WeakSet<Sequelize>();
 /**
  * The statement that sets a scope for the rest of the transaction: `set_config(..., is_local =>
  * true)`, the same as `SET LOCAL`, so the setting cannot leak to the next user of the pooled
- * connection. The values are literals (it travels with `START TRANSACTION` in one simple-protocol
- * round trip and may be prefixed to a simple-protocol query, which takes no bind parameters), so the tenant id must be a UUID and nothing else.
+ * connection. The values are literals (it is held with `START TRANSACTION` and may be prefixed to
+ * the text of a simple-protocol query, which takes no bind parameters), so the tenant id must be a
+ * UUID and nothing else.
  */
 export function scopeStatement(scope: Scope): string {
   if (scope.kind === "appliance") return "SELECT set_config('wardkeep.tenant_id', '', true), set_config('wardkeep.scope', 'appliance', true)";
