@@ -1,3 +1,4 @@
+import { createHash } from "node:crypto";
 import { createRequire } from "node:module";
 import type pg from "pg";
 import type { Sequelize, Transaction, TransactionOptions } from "sequelize";
@@ -6,7 +7,9 @@ import { takeOpening } from "./opening-pipeline.js";
 /**
  * Statements that travel with COMMIT: `withCommit(t, statement)` holds a parameterised statement
  * until the transaction commits, then sends it and `COMMIT` in one round trip (one extended-protocol
- * pipeline: Parse/Bind/Execute for each, one Sync). The audit trail uses it for the event every
+ * pipeline: Parse/Bind/Execute for each, one Sync; a held statement is prepared under a name on
+ * its connection the first time, so later COMMITs only Bind and Execute it — PostgreSQL would
+ * otherwise plan the audit INSERT on every request). The audit trail uses it for the event every
  * PHI read and write records (docs/records.md, Performance): the event is still written in the
  * same transaction as the work, and if it cannot be written PostgreSQL skips the COMMIT, the
  * transaction rolls back and the statement's `onError` says what the client is told.
@@ -20,22 +23,49 @@ const prepareValue = (createRequire(import.meta.url)("pg/lib/utils.js") as { pre
 const pipelined = new WeakSet<Sequelize>();
 const pending = new WeakMap<Transaction, DeferredStatement[]>();
 
-type Step = { text: string; values: unknown[] };
+/** `prepared`: keep it as a named prepared statement on the connection (held statements recur). */
+export type Step = { text: string; values: unknown[]; prepared?: boolean };
+
+/**
+ * Named statements of the commit pipelines, per connection: "parsed", or "unknown" after a
+ * pipeline failed at or before the statement (its Parse may or may not have happened, so the next
+ * pipeline closes the name first; closing a name that does not exist is not an error).
+ */
+const namedOn = new WeakMap<PgConnection, Map<string, "parsed" | "unknown">>();
+const names = new Map<string, string>();
+
+function nameOf(text: string): string {
+  let name = names.get(text);
+  if (!name) {
+    name = `wk_commit_${createHash("sha256").update(text).digest("hex").slice(0, 24)}`;
+    names.set(text, name);
+  }
+  return name;
+}
 
 /** A node-postgres "submittable": several statements, one Sync, one round trip. */
 class Pipeline {
   private completed = 0;
   private error: (Error & { step?: number }) | undefined;
+  private connection: PgConnection | undefined;
   constructor(
     private readonly steps: Step[],
     private readonly done: (err: (Error & { step?: number }) | undefined) => void,
   ) {}
   submit(connection: PgConnection): null {
+    this.connection = connection;
+    const named = namedOn.get(connection) ?? new Map<string, "parsed" | "unknown">();
+    namedOn.set(connection, named);
     connection.stream.cork?.();
     try {
+      const parsedHere = new Set<string>();
       for (const s of this.steps) {
-        connection.parse({ text: s.text, name: "", types: [] });
-        connection.bind({ portal: "", statement: "", values: s.values, binary: false, valueMapper: prepareValue });
+        const name = s.prepared ? nameOf(s.text) : "";
+        const state = name ? (parsedHere.has(name) ? "parsed" : named.get(name)) : undefined;
+        if (state === "unknown") connection.close({ type: "S", name });
+        if (state !== "parsed") connection.parse({ text: s.text, name, types: [] });
+        if (name) parsedHere.add(name);
+        connection.bind({ portal: "", statement: name, values: s.values, binary: false, valueMapper: prepareValue });
         connection.execute({ portal: "", rows: 0 });
       }
       connection.sync();
@@ -43,6 +73,13 @@ class Pipeline {
       connection.stream.uncork?.();
     }
     return null;
+  }
+  /** Steps before `upTo` ran, so their named statements exist; the rest are in doubt. */
+  private settleNames(upTo: number): void {
+    const named = namedOn.get(this.connection!)!;
+    this.steps.forEach((s, i) => {
+      if (s.prepared) named.set(nameOf(s.text), i < upTo ? "parsed" : "unknown");
+    });
   }
   handleCommandComplete(): void {
     this.completed += 1;
@@ -52,11 +89,14 @@ class Pipeline {
     // last that completed. node-postgres forgets the active query on an error (its ReadyForQuery
     // goes to no one), so the outcome is reported here.
     if (this.error) return;
+    this.settleNames(this.completed);
     this.error = Object.assign(err, { step: this.completed });
     this.done(this.error);
   }
   handleReadyForQuery(): void {
-    if (!this.error) this.done(undefined);
+    if (this.error) return;
+    this.settleNames(this.steps.length);
+    this.done(undefined);
   }
   handleRowDescription(): void {}
   handleDataRow(): void {}
@@ -73,11 +113,13 @@ type PgConnection = {
   parse(m: { text: string; name: string; types: unknown[] }): void;
   bind(m: { portal: string; statement: string; values: unknown[]; binary: boolean; valueMapper: (v: unknown) => unknown }): void;
   execute(m: { portal: string; rows: number }): void;
+  close(m: { type: "S"; name: string }): void;
   sync(): void;
   sendCopyFail(message: string): void;
 };
 
-function runPipeline(client: pg.Client, steps: Step[]): Promise<void> {
+/** Sends `steps` with one Sync; a failure carries `step`, the index of the statement that failed. */
+export function runPipeline(client: pg.Client, steps: Step[]): Promise<void> {
   return new Promise((resolve, reject) => {
     (client as unknown as { query(q: Pipeline): void }).query(new Pipeline(steps, (err) => (err ? reject(err) : resolve())));
   });
@@ -125,7 +167,7 @@ export function commitPipelines(db: Sequelize): Sequelize {
     pending.delete(transaction);
     const opening = takeOpening(client) ?? [];
     if (statements.length === 0) return opening.length ? undefined : commit(transaction, options);
-    const steps: Step[] = [...opening.map((text) => ({ text, values: [] })), ...statements, { text: "COMMIT", values: [] }];
+    const steps: Step[] = [...opening.map((text) => ({ text, values: [] })), ...statements.map((s) => ({ ...s, prepared: true })), { text: "COMMIT", values: [] }];
     try {
       await runPipeline(client, steps);
     } catch (err) {

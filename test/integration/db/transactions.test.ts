@@ -1,8 +1,10 @@
 import { QueryTypes, Sequelize } from "sequelize";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { commitPipelines, withCommit } from "../../../daemon/db/commit-pipeline.js";
+import pg from "pg";
+import { commitPipelines, runPipeline, withCommit } from "../../../daemon/db/commit-pipeline.js";
 import { afterCommitOnlyOnCommit } from "../../../daemon/db/connection.js";
 import { createTestDatabase, type TestDatabase } from "../../helpers/postgres.js";
+import { recordPoolWire } from "../../helpers/wire.js";
 
 let db: TestDatabase;
 let plain: Sequelize;
@@ -98,6 +100,36 @@ describe("statements sent with COMMIT", () => {
     // The pool still works (the failed connection was replaced).
     await piped.transaction((t) => withCommit(piped, t, held("after")));
     expect(await notes()).toEqual(["after"]);
+  });
+
+  it("prepares a held statement on its connection once: later COMMITs only bind and execute it", async () => {
+    await plain.query("DELETE FROM notes");
+    // A fresh connection, on which nothing is prepared yet.
+    await (piped.connectionManager as unknown as { pool: { destroyAllNow(): Promise<void> } }).pool.destroyAllNow();
+    const wire = await recordPoolWire(piped);
+    for (const body of ["one", "two", "three"]) await piped.transaction((t) => withCommit(piped, t, held(body)));
+    expect(await notes()).toEqual(["one", "three", "two"]);
+    expect(wire.statements.filter((s) => s === "INSERT INTO notes VALUES ($1)")).toHaveLength(1);
+    const names = await piped.query<{ name: string }>("SELECT name FROM pg_prepared_statements", { type: QueryTypes.SELECT });
+    expect(names.map((n) => n.name)).toEqual([expect.stringMatching(/^wk_commit_[0-9a-f]{24}$/)]);
+  });
+
+  it("prepares a held statement again, closing the old name first, after a pipeline failed at it", async () => {
+    await plain.query("DELETE FROM notes");
+    const client = new pg.Client({ connectionString: db.ownerUrl });
+    await client.connect();
+    try {
+      const step = (body: string) => ({ text: "INSERT INTO notes VALUES ($1)", values: [body], prepared: true });
+      // Parsed (the name now exists on the server), then failed while executing.
+      await expect(runPipeline(client, [{ text: "BEGIN", values: [] }, step("much too long for the check constraint"), { text: "COMMIT", values: [] }])).rejects.toMatchObject({ step: 1 });
+      await client.query("ROLLBACK");
+      // Parsing the same name again without closing it would fail: "prepared statement already exists".
+      await runPipeline(client, [{ text: "BEGIN", values: [] }, step("retried"), { text: "COMMIT", values: [] }]);
+      await runPipeline(client, [{ text: "BEGIN", values: [] }, step("again"), { text: "COMMIT", values: [] }]);
+      expect(await notes()).toEqual(["again", "retried"]);
+    } finally {
+      await client.end();
+    }
   });
 
   it("reports a failure of the COMMIT itself as it is, not as the held statement's", async () => {
