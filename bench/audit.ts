@@ -12,7 +12,7 @@ import { verifyAuditChain } from "../daemon/audit/verify.js";
 import { loadConfig } from "../daemon/config/load.js";
 import type { ApplianceContext } from "../daemon/context.js";
 import { openDatabase } from "../daemon/db/connection.js";
-import { startEmbeddedPostgres } from "../daemon/db/embedded.js";
+import { embeddedDatabaseUrl, startEmbeddedPostgres } from "../daemon/db/embedded.js";
 import { applyMigrations } from "../daemon/db/migrate.js";
 import { APP_ROLE, OWNER_ROLE } from "../daemon/db/roles.js";
 import { inScope } from "../daemon/db/tenant-scope.js";
@@ -71,7 +71,13 @@ export async function run(): Promise<BenchRow[]> {
   await su.query(`CREATE ROLE ${APP_ROLE} LOGIN PASSWORD '${appPw}'`);
   await su.query(`CREATE DATABASE wk_bench OWNER ${OWNER_ROLE}`);
   await su.end();
-  const url = (u: string, p: string) => `postgres://${u}:${p}@127.0.0.1:${port}/wk_bench`;
+  // As the daemon connects to its embedded server: through the private Unix socket (both sides).
+  const url = (u: string, p: string) => {
+    const target = new URL(embeddedDatabaseUrl(embedded, "wk_bench"));
+    target.username = u;
+    target.password = p;
+    return target.toString();
+  };
   const config = loadConfig({ env: { WARDKEEP_DATA_DIR: dir, WARDKEEP_DATABASE_POOL_MAX: String(WRITERS), WARDKEEP_DATABASE_URL: url(OWNER_ROLE, ownerPw) } });
   const db = openDatabase({ ownerUrl: url(OWNER_ROLE, ownerPw), appUrl: url(APP_ROLE, appPw), appRole: APP_ROLE, created: [] }, config);
   const rootKey = new RootKey("keyfile");

@@ -12,7 +12,7 @@ import { createApiToken } from "../daemon/auth/api-tokens.js";
 import { acceptInvite, createInvite } from "../daemon/auth/invites.js";
 import { createFirstSuperAdmin } from "../daemon/auth/setup.js";
 import { loadConfig } from "../daemon/config/load.js";
-import { startEmbeddedPostgres } from "../daemon/db/embedded.js";
+import { embeddedDatabaseUrl, startEmbeddedPostgres } from "../daemon/db/embedded.js";
 import { APP_ROLE, OWNER_ROLE } from "../daemon/db/roles.js";
 import { silentLogger } from "../daemon/log/logger.js";
 import { createPatient } from "../daemon/records/patients/service.js";
@@ -69,7 +69,13 @@ export async function setUp(dir: string) {
   await su.query(`CREATE ROLE ${APP_ROLE} LOGIN NOSUPERUSER NOBYPASSRLS PASSWORD '${appPw}'`);
   await su.query(`CREATE DATABASE wk_bench OWNER ${OWNER_ROLE}`);
   await su.end();
-  const url = (u: string, p: string) => `postgres://${u}:${p}@127.0.0.1:${port}/wk_bench`;
+  // As the daemon connects to its embedded server: through the private Unix socket (both sides).
+  const url = (u: string, p: string) => {
+    const target = new URL(embeddedDatabaseUrl(embedded, "wk_bench"));
+    target.username = u;
+    target.password = p;
+    return target.toString();
+  };
   const config = loadConfig({
     env: {
       WARDKEEP_DATA_DIR: path.join(dir, "data"),

@@ -11,7 +11,9 @@ import { Unavailable } from "../http/errors.js";
 export function urlOf(db: Sequelize, database?: string): string {
   const c = db.config;
   const u = new URL("postgres://localhost");
-  u.hostname = c.host ?? "127.0.0.1";
+  // A host that is a directory is a Unix socket (the embedded server): it travels as ?host=.
+  if (c.host?.startsWith("/")) u.searchParams.set("host", c.host);
+  else u.hostname = c.host ?? "127.0.0.1";
   if (c.port) u.port = String(c.port);
   u.username = encodeURIComponent(c.username);
   if (c.password) u.password = encodeURIComponent(c.password);

@@ -18,6 +18,11 @@ export type EmbeddedPostgres = {
   /** Superuser connection URL (loopback). */
   superuserUrl: string;
   port: number;
+  /**
+   * The server's private Unix-socket directory (`<dataDir>.sock`, mode 0700), which the daemon's
+   * pools connect through; undefined when the path is too long for a socket address (TCP only).
+   */
+  socketDir: string | undefined;
   /** True when this call ran initdb. */
   initialised: boolean;
   /** True when another live process (the running daemon) owns the server and this one only attached. */
@@ -65,6 +70,27 @@ function hydrateSymlinks(bins: Binaries) {
       if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
     }
   }
+}
+
+/**
+ * Where the embedded server puts its Unix socket: a directory of its own next to the data
+ * directory, never a shared one such as /tmp. A local socket costs each round trip less than
+ * loopback TCP (no TCP/IP stack on either side; docs/records.md, Performance). Socket addresses
+ * are limited to 107 bytes, so a deep data directory falls back to TCP only.
+ */
+export function embeddedSocketDir(dataDir: string, port: number): string | undefined {
+  const dir = `${path.resolve(dataDir)}.sock`;
+  return Buffer.byteLength(path.join(dir, `.s.PGSQL.${port}`)) <= 103 ? dir : undefined;
+}
+
+/**
+ * A URL for `database` on the embedded server, without credentials: through its private Unix
+ * socket when it has one (cheaper round trips), else loopback TCP.
+ */
+export function embeddedDatabaseUrl(embedded: Pick<EmbeddedPostgres, "port" | "socketDir">, database: string): string {
+  return embedded.socketDir
+    ? `postgres://localhost:${embedded.port}/${database}?host=${encodeURIComponent(embedded.socketDir)}`
+    : `postgres://127.0.0.1:${embedded.port}/${database}`;
 }
 
 /** PostgreSQL refuses to run as root; as root we run it as the `postgres` system user. */
@@ -193,14 +219,22 @@ export async function startEmbeddedPostgres(opts: EmbeddedOptions): Promise<Embe
   }
 
   const superuserUrl = `postgres://postgres:${encodeURIComponent(password)}@127.0.0.1:${opts.port}/postgres`;
+  const socketDir = embeddedSocketDir(opts.dataDir, opts.port);
   if ((await runningPostmaster(opts.dataDir)) === "attach") {
-    return { superuserUrl, port: opts.port, initialised, attached: true, stop: async () => {} };
+    const listening = socketDir && fs.existsSync(path.join(socketDir, `.s.PGSQL.${opts.port}`)) ? socketDir : undefined;
+    return { superuserUrl, port: opts.port, socketDir: listening, initialised, attached: true, stop: async () => {} };
+  }
+  if (socketDir) {
+    fs.mkdirSync(socketDir, { recursive: true, mode: 0o700 });
+    fs.chmodSync(socketDir, 0o700);
+    if (ids) fs.chownSync(socketDir, ids.uid, ids.gid);
   }
 
-  // Loopback only, and no Unix socket in a shared /tmp: nothing outside this host reaches it.
+  // Loopback TCP, and a Unix socket in the server's own 0700 directory (not a shared /tmp):
+  // nothing outside this host reaches it.
   const child = spawn(
     bins.postgres,
-    ["-D", opts.dataDir, "-p", String(opts.port), "-c", "listen_addresses=127.0.0.1", "-c", "unix_socket_directories=", "-c", "max_connections=200"],
+    ["-D", opts.dataDir, "-p", String(opts.port), "-c", "listen_addresses=127.0.0.1", "-c", `unix_socket_directories=${socketDir ?? ""}`, "-c", "max_connections=200"],
     // Its own process group: a Ctrl-C at the terminal reaches the daemon, which drains and then stops PostgreSQL.
     { ...ids, detached: true, env: { ...process.env, LC_ALL: "C" }, stdio: ["ignore", "pipe", "pipe"] },
   );
@@ -226,6 +260,7 @@ export async function startEmbeddedPostgres(opts: EmbeddedOptions): Promise<Embe
   return {
     superuserUrl,
     port: opts.port,
+    socketDir,
     initialised,
     attached: false,
     async stop() {

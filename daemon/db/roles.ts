@@ -4,7 +4,7 @@ import { randomBytes } from "node:crypto";
 import pg from "pg";
 import type { Config } from "../config/schema.js";
 import { inDataDir } from "../config/load.js";
-import { startEmbeddedPostgres, type EmbeddedPostgres } from "./embedded.js";
+import { embeddedDatabaseUrl, startEmbeddedPostgres, type EmbeddedPostgres } from "./embedded.js";
 
 /**
  * Two roles, as DESIGN.md requires: the owner runs migrations and owns the tables; the app role
@@ -108,7 +108,7 @@ export async function prepareDatabase(config: Config, onLog?: (line: string) => 
     try {
       const owner = readOrCreateSecret(path.join(secrets, "db-owner-password"));
       const app = readOrCreateSecret(path.join(secrets, "db-app-password"));
-      const base = `postgres://127.0.0.1:${embedded.port}/${EMBEDDED_DATABASE}`;
+      const base = embeddedDatabaseUrl(embedded, EMBEDDED_DATABASE);
       await withClient(embedded.superuserUrl, async (c) => {
         const madeOwner = await ensureLoginRole(c, OWNER_ROLE, owner.value);
         const madeApp = await ensureLoginRole(c, APP_ROLE, app.value);

@@ -2,6 +2,7 @@ import fs from "node:fs";
 import net from "node:net";
 import path from "node:path";
 import tls from "node:tls";
+import pg from "pg";
 import request from "supertest";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { knownMigrations } from "../../../daemon/db/migrate.js";
@@ -41,6 +42,23 @@ describe("first start and restart on the embedded PostgreSQL", () => {
       const rootKey = fs.readFileSync(path.join(dataDir, "keys", "root.key"), "utf8");
       expect(fs.statSync(path.join(dataDir, "keys", "root.key")).mode & 0o777).toBe(0o600);
       expect((await request(`https://localhost:${port}`).get("/readyz").ca(ca)).status).toBe(200);
+      // The daemon's pools reach the embedded PostgreSQL through its private Unix socket.
+      expect(fs.statSync(path.join(dataDir, "pg.sock")).mode & 0o777).toBe(0o700);
+      const su = new pg.Client({
+        host: "127.0.0.1",
+        port: Number(env.WARDKEEP_DATABASE_EMBEDDED_PORT),
+        user: "postgres",
+        password: fs.readFileSync(path.join(dataDir, "secrets", "pg-superuser-password"), "utf8").trim(),
+        database: "wardkeep",
+      });
+      await su.connect();
+      try {
+        const sessions = (await su.query<{ client_addr: string | null }>("SELECT client_addr FROM pg_stat_activity WHERE usename IN ('wardkeep_owner', 'wardkeep_app')")).rows;
+        expect(sessions.length).toBeGreaterThan(0);
+        expect(sessions.every((s) => s.client_addr === null)).toBe(true);
+      } finally {
+        await su.end();
+      }
       expect(await first.stop()).toBe(0);
       expect(fs.existsSync(path.join(dataDir, "pg", "postmaster.pid"))).toBe(false);
 
