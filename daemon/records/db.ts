@@ -1,5 +1,6 @@
 import { QueryTypes, type Transaction } from "sequelize";
 import type { ApplianceContext } from "../context.js";
+import { withCommit } from "../db/commit-pipeline.js";
 
 /** Rows of a parameterised query in the caller's transaction (values only ever travel as binds). */
 export function rows<T extends object>(ctx: ApplianceContext, t: Transaction, sql: string, bind: unknown[] = []): Promise<T[]> {
@@ -8,6 +9,15 @@ export function rows<T extends object>(ctx: ApplianceContext, t: Transaction, sq
 
 export async function exec(ctx: ApplianceContext, t: Transaction, sql: string, bind: unknown[] = []): Promise<void> {
   await ctx.db.app.query(sql, { bind, transaction: t });
+}
+
+/**
+ * A write whose result the request does not need before it commits: sent with the transaction's
+ * COMMIT (and its audit event) in one round trip (daemon/db/commit-pipeline.ts). If it fails the
+ * transaction rolls back, and its error reaches the caller as any failed statement's would.
+ */
+export async function execWithCommit(ctx: ApplianceContext, t: Transaction, sql: string, bind: unknown[] = []): Promise<void> {
+  await withCommit(ctx.db.app, t, { text: sql, values: bind, onError: (err) => err });
 }
 
 /** PostgreSQL unique_violation on the named constraint or index (never its detail: it quotes values). */

@@ -62,6 +62,24 @@ describe("clinical notes", () => {
     expect(actions).toEqual(["note.create", "note.edit", "note.sign", "note.amend", "note.history", "note.sign"]);
   });
 
+  it("writes nothing, not even the audit event, when the note's insert (sent with COMMIT) fails, and says so in a problem", async () => {
+    const before = (await auditEvents(app, { action: "note.create" })).length;
+    await asSuperuser(app, "ALTER TABLE notes ADD CONSTRAINT test_refuse_transcriptions CHECK (kind <> 'transcription')");
+    try {
+      const res = await clinic.doctor.agent.post(notes()).send({ kind: "transcription", body: "Refused by the database." });
+      expect(res.status).toBe(500);
+      expect(res.headers["content-type"]).toMatch(/application\/problem\+json/);
+      expect(JSON.stringify(res.body)).not.toContain("Refused by the database.");
+    } finally {
+      await asSuperuser(app, "ALTER TABLE notes DROP CONSTRAINT test_refuse_transcriptions");
+    }
+    expect(await asSuperuser(app, "SELECT 1 FROM notes WHERE kind = 'transcription'")).toEqual([]);
+    expect((await auditEvents(app, { action: "note.create" })).length).toBe(before);
+    // The next write goes through.
+    expect((await clinic.doctor.agent.post(notes()).send({ kind: "transcription", body: "Accepted." })).status).toBe(201);
+    expect((await auditEvents(app, { action: "note.create" })).length).toBe(before + 1);
+  });
+
   it("lets only the care team write and read notes, only the author sign, and never front desk, admins, owners or auditors", async () => {
     const created = await clinic.doctor.agent.post(notes()).send({ body: "Plan: stress test." });
     const url = `${notes()}/${created.body.id}`;
