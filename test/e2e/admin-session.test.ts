@@ -45,7 +45,8 @@ describe("admin UI sign-in and automatic logoff", () => {
     await page.clock.install({ time: clock.now() });
     await page.goto(`${app.baseUrl}/`);
     await page.waitForURL(/#\/login$/);
-    await expect(page.locator("h1").textContent()).resolves.toBe("Sign in to Wardkeep");
+    // The hash changes before the page re-renders: wait for the heading, not just the URL.
+    await expect.poll(() => page.locator("h1").textContent(), { timeout: 10_000 }).toBe("Sign in to Wardkeep");
 
     await page.getByLabel("Work email").fill(admin.user.email);
     await page.getByLabel("Password").fill("not-the-password-at-all");

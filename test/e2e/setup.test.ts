@@ -23,7 +23,8 @@ describe("admin UI first-run setup in a real browser", () => {
     const violations = watchForViolations(page);
     await page.goto(`${app.baseUrl}/`);
     await page.waitForURL(/#\/setup$/);
-    await expect(page.locator("h1").textContent()).resolves.toBe("First-run setup");
+    // The hash changes before the page re-renders: wait for the heading, not just the URL.
+    await expect.poll(() => page.locator("h1").textContent(), { timeout: 10_000 }).toBe("First-run setup");
 
     await page.fill("input[name=token]", "wks_setup_not-the-right-one");
     await page.fill("input[name=email]", "it@hospital.example");

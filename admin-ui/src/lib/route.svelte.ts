@@ -17,4 +17,8 @@ export function navigate(path: string, opts: { replace?: boolean } = {}) {
     return;
   }
   location.hash = path;
+  // The hashchange event comes a task later; until then effects that read the route would see
+  // the old path and could send the user elsewhere (a fresh appliance landing on sign-in instead
+  // of setup, when the session check answered after the setup check).
+  route.path = path;
 }
