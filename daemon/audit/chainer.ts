@@ -160,11 +160,15 @@ export function notifyAuditIntake(ctx: ApplianceContext): void {
 }
 
 /**
- * Runs the chainer in the background of a daemon: woken after each local commit, and polling so
- * events committed by other replicas (or left by a crashed one) are chained too.
+ * Runs the chainer in the background of a daemon: woken `delayMs` after a local commit (so under
+ * load one chainer transaction seals the events of many requests: each costs several round trips
+ * and a WAL flush), and polling so events committed by other replicas (or left by a crashed one)
+ * are chained too.
  */
-export function startAuditChainer(ctx: ApplianceContext, opts: { pollMs?: number } = {}): ChainerState {
+export function startAuditChainer(ctx: ApplianceContext, opts: { pollMs?: number; delayMs?: number } = {}): ChainerState {
   const pollMs = opts.pollMs ?? ctx.config.audit.chainIntervalMs;
+  const delayMs = opts.delayMs ?? ctx.config.audit.chainDelayMs;
+  let woken: NodeJS.Timeout | undefined;
   let running: Promise<void> | undefined;
   let again = false;
   let stopped = false;
@@ -204,11 +208,19 @@ export function startAuditChainer(ctx: ApplianceContext, opts: { pollMs?: number
   const timer = setInterval(run, pollMs);
   timer.unref();
   const state: ChainerState = {
-    kick: run,
+    kick() {
+      if (delayMs === 0) return run();
+      if (woken || stopped) return;
+      woken = setTimeout(() => {
+        woken = undefined;
+        run();
+      }, delayMs);
+    },
     async stop() {
       stopped = true;
       clearInterval(timer);
       clearTimeout(retry);
+      clearTimeout(woken);
       await running;
     },
   };

@@ -27,6 +27,15 @@ export const auditSchema = z
       .max(60_000)
       .default(500)
       .describe("How often each replica looks for committed events to chain (it is also woken by its own commits)."),
+    chainDelayMs: z
+      .number()
+      .int()
+      .min(0)
+      .max(5_000)
+      .default(20)
+      .describe(
+        "After a commit that wrote events, wait this long before chaining, so one chainer transaction seals the events of many requests (0: chain at once).",
+      ),
     checkpointIntervalMinutes: z
       .number()
       .int()

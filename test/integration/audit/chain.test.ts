@@ -3,7 +3,7 @@ import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { appendAuditEvent, REASON_MAX_CHARS, type AuditEventInput } from "../../../daemon/audit/append.js";
 import { canonicalEventJson, chainHash, GENESIS_HASH, parseCanonical, type ChainedEvent } from "../../../daemon/audit/canonical.js";
-import { chainPendingEvents, readChainHead } from "../../../daemon/audit/chainer.js";
+import { chainPendingEvents, onAuditChained, readChainHead, startAuditChainer } from "../../../daemon/audit/chainer.js";
 import { inScope } from "../../../daemon/db/tenant-scope.js";
 import { Unavailable } from "../../../daemon/http/errors.js";
 import { auditTestContext, type AuditTestContext } from "./context.js";
@@ -173,6 +173,28 @@ describe("the append-only table", () => {
 async function appendOne(over: Partial<AuditEventInput> = {}) {
   return inScope(t.ctx.db.app, { kind: "appliance" }, (transaction) => appendAuditEvent(t.ctx, transaction, event(over)));
 }
+
+describe("the background chainer", () => {
+  it("waits chainDelayMs after a commit, then seals every event committed meanwhile in one batch", async () => {
+    await chainPendingEvents(t.ctx);
+    const batches: number[] = [];
+    const stopListening = onAuditChained(t.ctx, (batch) => batches.push(batch.length));
+    const chainer = startAuditChainer(t.ctx, { pollMs: 60_000, delayMs: 400 });
+    try {
+      await new Promise((r) => setTimeout(r, 100)); // its first run at start finds nothing
+      const start = BigInt((await readChainHead(t.ctx)).seq);
+      for (let i = 0; i < 10; i++) await appendOne({ resourceId: `burst-${i}` });
+      expect(BigInt((await readChainHead(t.ctx)).seq)).toBe(start);
+      const deadline = Date.now() + 5_000;
+      while (BigInt((await readChainHead(t.ctx)).seq) < start + 10n && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+      expect(BigInt((await readChainHead(t.ctx)).seq)).toBe(start + 10n);
+      expect(batches).toEqual([10]);
+    } finally {
+      stopListening();
+      await chainer.stop();
+    }
+  });
+});
 
 describe("the chain under concurrency", () => {
   it("has no gaps, forks or duplicate sequence numbers with 64 writers and 3 competing chainers", async () => {
