@@ -58,7 +58,7 @@ export async function drive(target: Target, opts: { connections: number; seconds
   return { p50: result.latency.p50, p99: result.latency.p99, rps: result.requests.average, non2xx: result.non2xx, errors: result.errors + result.timeouts };
 }
 
-export async function setUp(dir: string) {
+export async function setUp(dir: string, extraEnv: Record<string, string> = {}) {
   const port = 20_000 + Math.floor(Math.random() * 20_000);
   const embedded = await startEmbeddedPostgres({ dataDir: path.join(dir, "pg"), port, passwordFile: path.join(dir, "su-password") });
   const ownerPw = randomBytes(12).toString("hex");
@@ -85,6 +85,7 @@ export async function setUp(dir: string) {
       WARDKEEP_SERVER_REDIRECT_PORT: "0",
       WARDKEEP_SERVER_HOST: "127.0.0.1",
       WARDKEEP_LOG_LEVEL: "error",
+      ...extraEnv,
     },
   });
   const appliance = await startAppliance(config, { log: silentLogger(), announce: () => undefined });
