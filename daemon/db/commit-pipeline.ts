@@ -1,8 +1,7 @@
-import { createHash } from "node:crypto";
-import { createRequire } from "node:module";
 import type pg from "pg";
 import type { Sequelize, Transaction, TransactionOptions } from "sequelize";
 import { takeOpening } from "./opening-pipeline.js";
+import { sendStatement, statementName, type PgConnection } from "./wire-protocol.js";
 
 /**
  * Statements that travel with COMMIT: `withCommit(t, statement)` holds a parameterised statement
@@ -19,7 +18,6 @@ import { takeOpening } from "./opening-pipeline.js";
  */
 export type DeferredStatement = { text: string; values: unknown[]; onError: (err: Error) => Error };
 
-const prepareValue = (createRequire(import.meta.url)("pg/lib/utils.js") as { prepareValue: (v: unknown) => unknown }).prepareValue;
 const pipelined = new WeakSet<Sequelize>();
 const pending = new WeakMap<Transaction, DeferredStatement[]>();
 
@@ -37,7 +35,7 @@ const names = new Map<string, string>();
 function nameOf(text: string): string {
   let name = names.get(text);
   if (!name) {
-    name = `wk_commit_${createHash("sha256").update(text).digest("hex").slice(0, 24)}`;
+    name = statementName("wk_commit_", text);
     names.set(text, name);
   }
   return name;
@@ -63,10 +61,8 @@ class Pipeline {
         const name = s.prepared ? nameOf(s.text) : "";
         const state = name ? (parsedHere.has(name) ? "parsed" : named.get(name)) : undefined;
         if (state === "unknown") connection.close({ type: "S", name });
-        if (state !== "parsed") connection.parse({ text: s.text, name, types: [] });
         if (name) parsedHere.add(name);
-        connection.bind({ portal: "", statement: name, values: s.values, binary: false, valueMapper: prepareValue });
-        connection.execute({ portal: "", rows: 0 });
+        sendStatement(connection, { text: s.text, values: s.values, name, parsed: state === "parsed" });
       }
       connection.sync();
     } finally {
@@ -107,16 +103,6 @@ class Pipeline {
   }
   handleCopyData(): void {}
 }
-
-type PgConnection = {
-  stream: { cork?: () => void; uncork?: () => void };
-  parse(m: { text: string; name: string; types: unknown[] }): void;
-  bind(m: { portal: string; statement: string; values: unknown[]; binary: boolean; valueMapper: (v: unknown) => unknown }): void;
-  execute(m: { portal: string; rows: number }): void;
-  close(m: { type: "S"; name: string }): void;
-  sync(): void;
-  sendCopyFail(message: string): void;
-};
 
 /** Sends `steps` with one Sync; a failure carries `step`, the index of the statement that failed. */
 export function runPipeline(client: pg.Client, steps: Step[]): Promise<void> {

@@ -1,5 +1,5 @@
-import { createRequire } from "node:module";
 import pg from "pg";
+import { sendStatement, type PgConnection } from "./wire-protocol.js";
 
 /**
  * Statements that travel with a transaction's first query: `holdOpening(client, statements)`
@@ -21,25 +21,16 @@ import pg from "pg";
  * A transaction that ends before sending anything sent nothing: `takeOpening` lets COMMIT and
  * ROLLBACK know there is no transaction on the server to end (or carry the opening themselves).
  */
-const prepareValue = (createRequire(import.meta.url)("pg/lib/utils.js") as { prepareValue: (v: unknown) => unknown }).prepareValue;
-
 const OPENING = Symbol("wardkeep.opening");
 const PATCHED = Symbol("wardkeep.openingPatched");
 
 type Client = pg.Client & { [OPENING]?: string[]; [PATCHED]?: boolean };
 
-type Connection = {
-  stream: { cork?: () => void; uncork?: () => void };
-  parse(m: { text: string; name: string; types: unknown[] }): void;
-  bind(m: { portal: string; statement: string; values: unknown[]; binary: boolean; valueMapper: (v: unknown) => unknown }): void;
-  execute(m: { portal: string; rows: number }): void;
-};
-
 type QueryInternals = {
   text: string;
   name?: string;
   requiresPreparation(): boolean;
-  submit(connection: Connection): Error | null;
+  submit(connection: PgConnection): Error | null;
   handleRowDescription(msg: unknown): void;
   handleDataRow(msg: unknown): void;
   handleCommandComplete(msg: unknown, connection: unknown): void;
@@ -116,11 +107,7 @@ function prefix(q: QueryInternals, opening: string[]): void {
     }
     connection.stream.cork?.();
     try {
-      for (const text of opening) {
-        connection.parse({ text, name: "", types: [] });
-        connection.bind({ portal: "", statement: "", values: [], binary: false, valueMapper: prepareValue });
-        connection.execute({ portal: "", rows: 0 });
-      }
+      for (const text of opening) sendStatement(connection, { text, values: [] });
       const refused = submit(connection);
       inOpeningReplies = true;
       return refused;

@@ -1,5 +1,5 @@
-import { createHash } from "node:crypto";
 import type pg from "pg";
+import { statementName } from "./wire-protocol.js";
 
 /**
  * Server-side prepared statements for the statements a connection runs again and again.
@@ -41,7 +41,7 @@ export function nameRepeatedStatements(client: pg.Client): void {
         return query(config, values, callback);
       }
       seen.delete(config);
-      name = `wk_${createHash("sha256").update(config).digest("hex").slice(0, 24)}`;
+      name = statementName("wk_", config);
       named.set(config, name);
     }
     const done = callback as Callback;
