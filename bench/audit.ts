@@ -72,12 +72,7 @@ export async function run(): Promise<BenchRow[]> {
   await su.query(`CREATE DATABASE wk_bench OWNER ${OWNER_ROLE}`);
   await su.end();
   // As the daemon connects to its embedded server: through the private Unix socket (both sides).
-  const url = (u: string, p: string) => {
-    const target = new URL(embeddedDatabaseUrl(embedded, "wk_bench"));
-    target.username = u;
-    target.password = p;
-    return target.toString();
-  };
+  const url = (user: string, password: string) => embeddedDatabaseUrl(embedded, "wk_bench", { user, password });
   const config = loadConfig({ env: { WARDKEEP_DATA_DIR: dir, WARDKEEP_DATABASE_POOL_MAX: String(WRITERS), WARDKEEP_DATABASE_URL: url(OWNER_ROLE, ownerPw) } });
   const db = openDatabase({ ownerUrl: url(OWNER_ROLE, ownerPw), appUrl: url(APP_ROLE, appPw), appRole: APP_ROLE, created: [] }, config);
   const rootKey = new RootKey("keyfile");

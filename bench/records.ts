@@ -70,12 +70,7 @@ export async function setUp(dir: string, extraEnv: Record<string, string> = {}) 
   await su.query(`CREATE DATABASE wk_bench OWNER ${OWNER_ROLE}`);
   await su.end();
   // As the daemon connects to its embedded server: through the private Unix socket (both sides).
-  const url = (u: string, p: string) => {
-    const target = new URL(embeddedDatabaseUrl(embedded, "wk_bench"));
-    target.username = u;
-    target.password = p;
-    return target.toString();
-  };
+  const url = (user: string, password: string) => embeddedDatabaseUrl(embedded, "wk_bench", { user, password });
   const config = loadConfig({
     env: {
       WARDKEEP_DATA_DIR: path.join(dir, "data"),

@@ -80,17 +80,29 @@ function hydrateSymlinks(bins: Binaries) {
  */
 export function embeddedSocketDir(dataDir: string, port: number): string | undefined {
   const dir = `${path.resolve(dataDir)}.sock`;
-  return Buffer.byteLength(path.join(dir, `.s.PGSQL.${port}`)) <= 103 ? dir : undefined;
+  return Buffer.byteLength(socketFile(dir, port)) <= 103 ? dir : undefined;
+}
+
+/** The socket PostgreSQL creates in its socket directory for `port`. */
+function socketFile(dir: string, port: number): string {
+  return path.join(dir, `.s.PGSQL.${port}`);
 }
 
 /**
- * A URL for `database` on the embedded server, without credentials: through its private Unix
+ * A URL for `database` on the embedded server, as `login` when given: through its private Unix
  * socket when it has one (cheaper round trips), else loopback TCP.
  */
-export function embeddedDatabaseUrl(embedded: Pick<EmbeddedPostgres, "port" | "socketDir">, database: string): string {
-  return embedded.socketDir
-    ? `postgres://localhost:${embedded.port}/${database}?host=${encodeURIComponent(embedded.socketDir)}`
-    : `postgres://127.0.0.1:${embedded.port}/${database}`;
+export function embeddedDatabaseUrl(embedded: Pick<EmbeddedPostgres, "port" | "socketDir">, database: string, login?: { user: string; password: string }): string {
+  const url = new URL(`postgres://127.0.0.1:${embedded.port}/${database}`);
+  if (embedded.socketDir) {
+    url.hostname = "localhost";
+    url.searchParams.set("host", embedded.socketDir);
+  }
+  if (login) {
+    url.username = encodeURIComponent(login.user);
+    url.password = encodeURIComponent(login.password);
+  }
+  return url.toString();
 }
 
 /** PostgreSQL refuses to run as root; as root we run it as the `postgres` system user. */
@@ -221,7 +233,7 @@ export async function startEmbeddedPostgres(opts: EmbeddedOptions): Promise<Embe
   const superuserUrl = `postgres://postgres:${encodeURIComponent(password)}@127.0.0.1:${opts.port}/postgres`;
   const socketDir = embeddedSocketDir(opts.dataDir, opts.port);
   if ((await runningPostmaster(opts.dataDir)) === "attach") {
-    const listening = socketDir && fs.existsSync(path.join(socketDir, `.s.PGSQL.${opts.port}`)) ? socketDir : undefined;
+    const listening = socketDir && fs.existsSync(socketFile(socketDir, opts.port)) ? socketDir : undefined;
     return { superuserUrl, port: opts.port, socketDir: listening, initialised, attached: true, stop: async () => {} };
   }
   if (socketDir) {

@@ -108,7 +108,6 @@ export async function prepareDatabase(config: Config, onLog?: (line: string) => 
     try {
       const owner = readOrCreateSecret(path.join(secrets, "db-owner-password"));
       const app = readOrCreateSecret(path.join(secrets, "db-app-password"));
-      const base = embeddedDatabaseUrl(embedded, EMBEDDED_DATABASE);
       await withClient(embedded.superuserUrl, async (c) => {
         const madeOwner = await ensureLoginRole(c, OWNER_ROLE, owner.value);
         const madeApp = await ensureLoginRole(c, APP_ROLE, app.value);
@@ -122,8 +121,8 @@ export async function prepareDatabase(config: Config, onLog?: (line: string) => 
         if (madeOwner || madeApp) created.push(`roles ${OWNER_ROLE} (migrations) and ${APP_ROLE} (requests, no BYPASSRLS) created`);
       });
       return {
-        ownerUrl: withCredentials(base, OWNER_ROLE, owner.value),
-        appUrl: withCredentials(base, APP_ROLE, app.value),
+        ownerUrl: embeddedDatabaseUrl(embedded, EMBEDDED_DATABASE, { user: OWNER_ROLE, password: owner.value }),
+        appUrl: embeddedDatabaseUrl(embedded, EMBEDDED_DATABASE, { user: APP_ROLE, password: app.value }),
         appRole: APP_ROLE,
         embedded,
         created,
