@@ -8,7 +8,7 @@ import { createPrivateKey, createPublicKey, generateKeyPairSync, type KeyObject 
 import type { Transaction } from "sequelize";
 import type { ApplianceContext } from "../context.js";
 import { inScope } from "../db/tenant-scope.js";
-import { applianceKeyFor, keyOfDataKeyRow } from "./keyring.js";
+import { applianceKeyFor, DATA_KEY_COLUMNS, keyOfDataKeyRow } from "./keyring.js";
 import { select, type DataKeyRow } from "./keystore.js";
 import { DecryptionError, zeroize } from "./primitives.js";
 
@@ -79,7 +79,7 @@ export async function listAuditVerificationKeys(ctx: ApplianceContext): Promise<
     const rows = await select<DataKeyRow & { public_key: Buffer }>(
       ctx,
       t,
-      "SELECT key_id, version, kind, tenant_id, patient_id, wrapped, kek_version, public_key, state, nonce_count, created_at, retired_at FROM keystore.data_keys WHERE key_id = $1 ORDER BY version",
+      `SELECT ${DATA_KEY_COLUMNS} FROM keystore.data_keys WHERE key_id = $1 ORDER BY version`,
       [AUDIT_SIGNING_KEY_ID],
     );
     const unsealed = !ctx.rootKey.isSealed;

@@ -122,10 +122,11 @@ async function keyOfRow(ctx: ApplianceContext, t: Transaction, row: DataKeyRow):
   return key;
 }
 
-const ROW_COLUMNS = "key_id, version, kind, tenant_id, patient_id, wrapped, kek_version, public_key, state, nonce_count, created_at, retired_at";
+/** Every column of a keystore.data_keys row (`DataKeyRow`), for the selects that read whole rows. */
+export const DATA_KEY_COLUMNS = "key_id, version, kind, tenant_id, patient_id, wrapped, kek_version, public_key, state, nonce_count, created_at, retired_at";
 
 async function activeRow(ctx: ApplianceContext, t: Transaction, keyId: string): Promise<DataKeyRow | undefined> {
-  const rows = await select<DataKeyRow>(ctx, t, `SELECT ${ROW_COLUMNS} FROM keystore.data_keys WHERE key_id = $1 AND state = 'active'`, [keyId]);
+  const rows = await select<DataKeyRow>(ctx, t, `SELECT ${DATA_KEY_COLUMNS} FROM keystore.data_keys WHERE key_id = $1 AND state = 'active'`, [keyId]);
   return rows[0];
 }
 
@@ -134,7 +135,7 @@ async function activeRow(ctx: ApplianceContext, t: Transaction, keyId: string): 
  * one round trip: see migration 0007 for why the read still follows the lock.
  */
 async function lockedActiveRow(ctx: ApplianceContext, t: Transaction, keyId: string): Promise<DataKeyRow | undefined> {
-  const rows = await select<DataKeyRow>(ctx, t, `SELECT ${ROW_COLUMNS} FROM keystore.lock_and_read_active_key($1, $2)`, [LOCKS.dataKey, keyId]);
+  const rows = await select<DataKeyRow>(ctx, t, `SELECT ${DATA_KEY_COLUMNS} FROM keystore.lock_and_read_active_key($1, $2)`, [LOCKS.dataKey, keyId]);
   return rows[0];
 }
 
@@ -153,7 +154,7 @@ async function createFirstVersion(ctx: ApplianceContext, t: Transaction, target:
     ctx,
     t,
     `INSERT INTO keystore.data_keys (key_id, version, kind, tenant_id, patient_id, wrapped, kek_version, public_key)
-     VALUES ($1, 1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING RETURNING ${ROW_COLUMNS}`,
+     VALUES ($1, 1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING RETURNING ${DATA_KEY_COLUMNS}`,
     [target.keyId, target.kind, target.tenantId, target.patientId, wrapped, kekVersion, secret?.publicKey ?? null],
   );
   if (inserted[0]) {
@@ -229,7 +230,7 @@ async function readKeys(ctx: ApplianceContext, t: Transaction, wanted: Array<{ k
       out.set(slot, { id: keyId, version, key: Buffer.from(cached) });
       continue;
     }
-    const rows = await select<DataKeyRow>(ctx, t, `SELECT ${ROW_COLUMNS} FROM keystore.data_keys WHERE key_id = $1 AND version = $2`, [keyId, version]);
+    const rows = await select<DataKeyRow>(ctx, t, `SELECT ${DATA_KEY_COLUMNS} FROM keystore.data_keys WHERE key_id = $1 AND version = $2`, [keyId, version]);
     if (!rows[0]) {
       const at = await destroyedAt(ctx, t, keyId, null);
       if (at) throw new KeyDestroyed(keyId, at);
