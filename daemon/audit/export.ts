@@ -12,7 +12,7 @@ import { parseCanonical, type ChainedEvent } from "./canonical.js";
 import { chainPendingEvents, readChainHead } from "./chainer.js";
 import { checkpointMessage, signCheckpoint, type Checkpoint } from "./checkpoints.js";
 import { VERIFY_SCRIPT } from "./evidence-script.js";
-import { applianceCheckpointKeys, checkpointSigningKey, signMessage, type CheckpointKey } from "./signing-key.js";
+import { applianceCheckpointKeys, checkpointSigningKey, keyLabel, signMessage, type CheckpointKey, type KeyLabel } from "./signing-key.js";
 import { beginAuditSnapshot, withRawConnection } from "./verify.js";
 import { inScope } from "../db/tenant-scope.js";
 
@@ -57,7 +57,7 @@ export type ExportManifest = {
   files: { name: string; sha256: string; bytes: number }[];
 };
 
-export type PackKey = { keyId: string; keyringVersion: number | null; legacy: boolean; file: string };
+export type PackKey = KeyLabel & { file: string };
 
 export type ExportProgress = { done: number; total: number };
 
@@ -372,13 +372,7 @@ async function packKeys(ctx: ApplianceContext, signer: CheckpointKey, cps: Check
   const needed = new Set([...cps.map((c) => c.keyId), signer.keyId]);
   return [...trusted.values()]
     .filter((k) => needed.has(k.keyId))
-    .map((k) => ({
-      keyId: k.keyId,
-      keyringVersion: k.origin.kind === "keyring" ? k.origin.version : null,
-      legacy: k.origin.kind === "legacy",
-      file: keyFileName(k.keyId),
-      pem: k.publicKeyPem,
-    }));
+    .map((k) => ({ ...keyLabel(k), file: keyFileName(k.keyId), pem: k.publicKeyPem }));
 }
 
 async function pumpCsv(csv: ReturnType<typeof stringify>, file: DigestedFile): Promise<void> {

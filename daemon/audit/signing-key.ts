@@ -180,16 +180,17 @@ export function pinSigningKey(ctx: ApplianceContext, key: CheckpointSigningKey):
   }
 }
 
-type ShownKey = { keyId: string; keyringVersion: number | null; legacy: boolean; publicKeyPem: string; publicKeyRaw: string };
+/** How a key is named to people and in evidence packs: its fingerprint and where it comes from. */
+export type KeyLabel = { keyId: string; keyringVersion: number | null; legacy: boolean };
+
+export function keyLabel(k: CheckpointKey): KeyLabel {
+  return { keyId: k.keyId, keyringVersion: k.origin.kind === "keyring" ? k.origin.version : null, legacy: k.origin.kind === "legacy" };
+}
+
+type ShownKey = KeyLabel & { publicKeyPem: string; publicKeyRaw: string };
 
 function showKey(k: CheckpointKey): ShownKey {
-  return {
-    keyId: k.keyId,
-    keyringVersion: k.origin.kind === "keyring" ? k.origin.version : null,
-    legacy: k.origin.kind === "legacy",
-    publicKeyPem: k.publicKeyPem,
-    publicKeyRaw: k.publicKeyRaw.toString("base64"),
-  };
+  return { ...keyLabel(k), publicKeyPem: k.publicKeyPem, publicKeyRaw: k.publicKeyRaw.toString("base64") };
 }
 
 /** `GET /api/v1/audit/public-key`: the key that signs now, and every key that verifies (rotated-out and legacy included). */
