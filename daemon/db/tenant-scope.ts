@@ -11,7 +11,8 @@ import { holdOpening, takeOpening } from "./opening-pipeline.js";
 export type Scope = { kind: "tenant"; tenantId: string } | { kind: "appliance" };
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
-const SCOPE_OPTION = "wardkeepScope";
+/** The transaction option that carries the scope statement from `inScope` to `startTransaction`. */
+const SCOPE_OPTION = "wardkeepScopeStatement";
 
 /** Pools whose transactions set the scope in their opening round trip (`scopedTransactions`). */
 const scoped = new WeakSet<Sequelize>();
@@ -44,9 +45,9 @@ export function scopedTransactions(db: Sequelize): Sequelize {
   const start = qi.startTransaction.bind(qi);
   const rollback = qi.rollbackTransaction.bind(qi);
   qi.startTransaction = async (transaction: Transaction, options?: TransactionOptions) => {
-    const scope = (options as Record<string, unknown> | undefined)?.[SCOPE_OPTION] as Scope | undefined;
-    if (!scope || parentOf(transaction)) return start(transaction, options);
-    holdOpening(connectionOf(transaction), ["START TRANSACTION", scopeStatement(scope)]);
+    const statement = (options as Record<string, unknown> | undefined)?.[SCOPE_OPTION] as string | undefined;
+    if (!statement || parentOf(transaction)) return start(transaction, options);
+    holdOpening(connectionOf(transaction), ["START TRANSACTION", statement]);
   };
   qi.rollbackTransaction = async (transaction: Transaction, options?: TransactionOptions) => {
     if (!parentOf(transaction) && takeOpening(connectionOf(transaction))) return;
@@ -62,7 +63,7 @@ export function scopedTransactions(db: Sequelize): Sequelize {
  */
 export async function inScope<T>(db: Sequelize, scope: Scope, work: (t: Transaction) => Promise<T>): Promise<T> {
   const statement = scopeStatement(scope);
-  if (scoped.has(db)) return db.transaction({ [SCOPE_OPTION]: scope } as TransactionOptions, work);
+  if (scoped.has(db)) return db.transaction({ [SCOPE_OPTION]: statement } as TransactionOptions, work);
   return db.transaction(async (transaction) => {
     await db.query(statement, { transaction });
     return work(transaction);
