@@ -27,8 +27,12 @@ export async function auditEvents(app: TestAppliance, filter: { action?: string 
   await client.connect();
   try {
     const cols = "action, outcome, tenant_id, actor_user_id, actor_role, impersonator_id, break_glass, resource_type, resource_id, patient_id, reason";
+    // Both tables from one snapshot: the chainer moves events from the intake to the chain in one
+    // transaction, and two separate reads could fall on either side of it and miss those events.
+    await client.query("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY");
     const chained = (await client.query<{ canonical: string }>("SELECT canonical FROM audit_events ORDER BY seq")).rows.map((r) => JSON.parse(r.canonical) as AuditRow);
     const pending = (await client.query<AuditRow>(`SELECT ${cols} FROM audit_intake ORDER BY id`)).rows;
+    await client.query("COMMIT");
     return [...chained, ...pending].filter((e) => filter.action === undefined || e.action === filter.action);
   } finally {
     await client.end();
