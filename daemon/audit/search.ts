@@ -84,7 +84,8 @@ const J = "(e.canonical::jsonb)";
 /** Newest first, `limit` per page; `nextCursor` continues below the last seq returned. */
 export async function searchAuditEvents(ctx: ApplianceContext, actor: Actor, q: SearchQuery, who: AuditRequestContext) {
   if (q.tenant && actor.tenantId !== null) throw new Invalid("`tenant` is for appliance-wide auditors; your search is already limited to your tenant");
-  await chainPendingEvents(ctx, { wait: false });
+  // Waits for a batch another chainer has in flight, so every event committed before the search is in it.
+  await chainPendingEvents(ctx, { wait: true });
   const where: string[] = [];
   const bind: unknown[] = [];
   const add = (sql: string, v: unknown) => {
@@ -127,7 +128,8 @@ export const timelineQuery = z
  * including denied attempts, break-glass openings and support access.
  */
 export async function patientAccessTimeline(ctx: ApplianceContext, actor: Actor, patientId: string, q: z.infer<typeof timelineQuery>, who: AuditRequestContext) {
-  await chainPendingEvents(ctx, { wait: false });
+  // Waits for a batch another chainer has in flight, so every event committed before the search is in it.
+  await chainPendingEvents(ctx, { wait: true });
   const bind: unknown[] = [patientId];
   const where = ["e.patient_id = $1"];
   if (q.from) where.push(`e.recorded_at >= $${bind.push(new Date(q.from))}`);

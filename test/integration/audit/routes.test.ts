@@ -83,6 +83,23 @@ describe("audit routes", () => {
     expect(denials.body.events.some((e: { actor: { userId: string } }) => e.actor.userId === clerk.user.id)).toBe(true);
   });
 
+  it("shows events committed before the search even while another chainer holds the chain head", async () => {
+    // A chainer batch in flight elsewhere (another replica): the head row stays locked for 300 ms.
+    const other = new pg.Client({ connectionString: app.db.superuserUrl });
+    await other.connect();
+    try {
+      await other.query("BEGIN");
+      await other.query("SELECT 1 FROM audit_chain_head FOR UPDATE");
+      await seed(north.id, 1, { action: "record.export", resourceId: "held-head" });
+      const release = new Promise((r) => setTimeout(r, 300)).then(() => other.query("COMMIT"));
+      const found = await auditor.agent.get("/api/v1/audit?action=record.export").expect(200);
+      await release;
+      expect(found.body.events.map((e: { resourceId: string }) => e.resourceId)).toContain("held-head");
+    } finally {
+      await other.end();
+    }
+  });
+
   it("verifies the chain and shows the checkpoint public key", async () => {
     const res = await auditor.agent.get("/api/v1/audit/verify").expect(200);
     expect(res.body).toMatchObject({ intact: true, keyTrust: "keyring" });
