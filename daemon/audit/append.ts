@@ -99,46 +99,105 @@ function normalise(event: AuditEventInput) {
   };
 }
 
-const INSERT_INTAKE = `
-INSERT INTO audit_intake (event_id, occurred_at, tenant_id, actor_user_id, actor_role, impersonator_id, break_glass,
-  action, resource_type, resource_id, patient_id, outcome, source_ip, user_agent, request_id, reason)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)`;
+/** The intake's columns, in the order of `intakeRow`'s values. */
+const INTAKE_COLUMNS = [
+  "event_id",
+  "occurred_at",
+  "tenant_id",
+  "actor_user_id",
+  "actor_role",
+  "impersonator_id",
+  "break_glass",
+  "action",
+  "resource_type",
+  "resource_id",
+  "patient_id",
+  "outcome",
+  "source_ip",
+  "user_agent",
+  "request_id",
+  "reason",
+] as const;
 
-export async function appendAuditEvent(ctx: ApplianceContext, transaction: Transaction, event: AuditEventInput): Promise<AuditReceipt> {
+type IntakeColumn = (typeof INTAKE_COLUMNS)[number];
+
+/** Types of the columns that are not text (an INSERT ... SELECT takes untyped parameters as text). */
+const INTAKE_TYPES: Partial<Record<IntakeColumn, string>> = { event_id: "uuid", occurred_at: "timestamptz", tenant_id: "uuid", break_glass: "boolean" };
+
+function intakeRow(ctx: ApplianceContext, event: AuditEventInput): { eventId: string; values: Record<IntakeColumn, unknown> } {
   const e = normalise(event);
   const eventId = randomUUID();
+  return {
+    eventId,
+    values: {
+      event_id: eventId,
+      occurred_at: ctx.clock.now(),
+      tenant_id: e.tenantId,
+      actor_user_id: e.actorUserId,
+      actor_role: e.actorRole,
+      impersonator_id: e.impersonatorId,
+      break_glass: e.breakGlass,
+      action: e.action,
+      resource_type: e.resourceType,
+      resource_id: e.resourceId,
+      patient_id: e.patientId,
+      outcome: e.outcome,
+      source_ip: e.sourceIp,
+      user_agent: e.userAgent,
+      request_id: e.requestId,
+      reason: e.reason,
+    },
+  };
+}
+
+const INSERT_INTAKE = `INSERT INTO audit_intake (${INTAKE_COLUMNS.join(", ")}) VALUES (${INTAKE_COLUMNS.map((_, i) => `$${i + 1}`).join(", ")})`;
+
+/** What a failed intake write becomes: a log line with the SQLSTATE only (the event's fields stay out of it) and a 503. */
+export function auditWriteFailed(ctx: ApplianceContext, action: string): (err: Error) => Error {
+  return (err) => {
+    const code = (err as { code?: string; original?: { code?: string } }).code ?? (err as { original?: { code?: string } }).original?.code ?? "unknown";
+    ctx.log.error("audit event could not be written; the request's work is rolled back", { action, sqlstate: code });
+    return new Unavailable("the audit trail cannot be written right now, so the request was not carried out; try again shortly");
+  };
+}
+
+export async function appendAuditEvent(ctx: ApplianceContext, transaction: Transaction, event: AuditEventInput): Promise<AuditReceipt> {
+  const { eventId, values } = intakeRow(ctx, event);
   const sequelize = (transaction as unknown as { sequelize?: ApplianceContext["db"]["app"] }).sequelize ?? ctx.db.app;
   // Sent with the transaction's COMMIT (one round trip for both, daemon/db/commit-pipeline.ts):
   // if it cannot be written, the COMMIT does not happen and the work is rolled back.
   await withCommit(sequelize, transaction, {
     text: INSERT_INTAKE,
-    values: [
-      eventId,
-      ctx.clock.now(),
-      e.tenantId,
-      e.actorUserId,
-      e.actorRole,
-      e.impersonatorId,
-      e.breakGlass,
-      e.action,
-      e.resourceType,
-      e.resourceId,
-      e.patientId,
-      e.outcome,
-      e.sourceIp,
-      e.userAgent,
-      e.requestId,
-      e.reason,
-    ],
-    onError: (err) => {
-      // Only the SQLSTATE: the event's fields (reason, ids) stay out of the log.
-      const code = (err as { code?: string; original?: { code?: string } }).code ?? (err as { original?: { code?: string } }).original?.code ?? "unknown";
-      ctx.log.error("audit event could not be written; the request's work is rolled back", { action: e.action, sqlstate: code });
-      return new Unavailable("the audit trail cannot be written right now, so the change was not made; try again shortly");
-    },
+    values: INTAKE_COLUMNS.map((c) => values[c]),
+    onError: auditWriteFailed(ctx, event.action),
   });
   transaction.afterCommit(() => notifyAuditIntake(ctx));
   return { seq: "pending", hash: "pending", eventId };
+}
+
+/**
+ * An event that a statement of the caller writes itself, as one of its WITH queries, when whether
+ * it is written depends on what that statement reads (the one-round-trip patient read,
+ * daemon/records/patients/access.ts): `INSERT INTO audit_intake (...) SELECT <the event> FROM
+ * <from> WHERE <where>`. Its bind parameters are numbered from `firstParam`; `expressions` gives
+ * a column an SQL expression over `from` instead of the event's value (the break-glass flag, which
+ * depends on the row). The caller maps the statement's failure with `auditWriteFailed` and calls
+ * `notifyAuditIntake` once it commits.
+ */
+export function auditIntakeFrom(
+  ctx: ApplianceContext,
+  event: AuditEventInput,
+  opts: { from: string; where: string; firstParam: number; expressions?: Partial<Record<IntakeColumn, string>> },
+): { sql: string; values: unknown[] } {
+  const { values } = intakeRow(ctx, event);
+  const bind: unknown[] = [];
+  const select = INTAKE_COLUMNS.map((c) => {
+    const expression = opts.expressions?.[c];
+    if (expression) return expression;
+    bind.push(values[c]);
+    return `$${opts.firstParam + bind.length - 1}::${INTAKE_TYPES[c] ?? "text"}`;
+  });
+  return { sql: `INSERT INTO audit_intake (${INTAKE_COLUMNS.join(", ")}) SELECT ${select.join(", ")} FROM ${opts.from} WHERE ${opts.where}`, values: bind };
 }
 
 /** Who/where fields of an event, taken from an Express request; spread it into the event. */

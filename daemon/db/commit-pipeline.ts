@@ -1,3 +1,4 @@
+import { createRequire } from "node:module";
 import type pg from "pg";
 import type { Sequelize, Transaction, TransactionOptions } from "sequelize";
 import { takeOpening } from "./opening-pipeline.js";
@@ -21,8 +22,15 @@ export type DeferredStatement = { text: string; values: unknown[]; onError: (err
 const pipelined = new WeakSet<Sequelize>();
 const pending = new WeakMap<Transaction, DeferredStatement[]>();
 
-/** `prepared`: keep it as a named prepared statement on the connection (held statements recur). */
-export type Step = { text: string; values: unknown[]; prepared?: boolean };
+/**
+ * `prepared`: keep it as a named prepared statement on the connection (held statements recur).
+ * `rows`: the pipeline's result is this step's rows (one step at most asks for them).
+ */
+export type Step = { text: string; values: unknown[]; prepared?: boolean; rows?: boolean };
+
+/** node-postgres' row parser; the client gives it the connection's type parsers (`_types`) when the pipeline is queued. */
+type PgResult = { rows: Record<string, unknown>[]; _types?: unknown; addFields(fields: unknown[]): void; parseRow(fields: unknown[]): Record<string, unknown>; addRow(row: Record<string, unknown>): void };
+const PgResultClass = createRequire(import.meta.url)("pg/lib/result.js") as new () => PgResult;
 
 /**
  * Named statements of the commit pipelines, per connection: "parsed", or "unknown" after a
@@ -46,10 +54,15 @@ class Pipeline {
   private completed = 0;
   private error: (Error & { step?: number }) | undefined;
   private connection: PgConnection | undefined;
+  /** Read by the client: it sets `_types` here, so rows parse as any query's would. */
+  readonly _result: PgResult = new PgResultClass();
+  private readonly rowsOf: number;
   constructor(
     private readonly steps: Step[],
-    private readonly done: (err: (Error & { step?: number }) | undefined) => void,
-  ) {}
+    private readonly done: (err: (Error & { step?: number }) | undefined, rows: Record<string, unknown>[]) => void,
+  ) {
+    this.rowsOf = steps.findIndex((s) => s.rows);
+  }
   submit(connection: PgConnection): null {
     this.connection = connection;
     const named = namedOn.get(connection) ?? new Map<string, "parsed" | "unknown">();
@@ -62,7 +75,7 @@ class Pipeline {
         const state = name ? (parsedHere.has(name) ? "parsed" : named.get(name)) : undefined;
         if (state === "unknown") connection.close({ type: "S", name });
         if (name) parsedHere.add(name);
-        sendStatement(connection, { text: s.text, values: s.values, name, parsed: state === "parsed" });
+        sendStatement(connection, { text: s.text, values: s.values, name, parsed: state === "parsed", describe: s.rows });
       }
       connection.sync();
     } finally {
@@ -87,15 +100,21 @@ class Pipeline {
     if (this.error) return;
     this.settleNames(this.completed);
     this.error = Object.assign(err, { step: this.completed });
-    this.done(this.error);
+    this.done(this.error, []);
   }
   handleReadyForQuery(): void {
     if (this.error) return;
     this.settleNames(this.steps.length);
-    this.done(undefined);
+    this.done(undefined, this._result.rows);
   }
-  handleRowDescription(): void {}
-  handleDataRow(): void {}
+  handleRowDescription(msg: { fields: unknown[] }): void {
+    // Only the step that asked (Describe) gets a description.
+    this._result.addFields(msg.fields);
+  }
+  handleDataRow(msg: { fields: unknown[] }): void {
+    // Other steps' rows (the scope's set_config) arrive undescribed: dropped.
+    if (this.completed === this.rowsOf) this._result.addRow(this._result.parseRow(msg.fields));
+  }
   handleEmptyQuery(): void {}
   handlePortalSuspended(): void {}
   handleCopyInResponse(connection: PgConnection): void {
@@ -104,10 +123,13 @@ class Pipeline {
   handleCopyData(): void {}
 }
 
-/** Sends `steps` with one Sync; a failure carries `step`, the index of the statement that failed. */
-export function runPipeline(client: pg.Client, steps: Step[]): Promise<void> {
+/**
+ * Sends `steps` with one Sync and resolves to the rows of the step marked `rows` (none: []); a
+ * failure carries `step`, the index of the statement that failed.
+ */
+export function runPipeline<T = Record<string, unknown>>(client: pg.Client, steps: Step[]): Promise<T[]> {
   return new Promise((resolve, reject) => {
-    (client as unknown as { query(q: Pipeline): void }).query(new Pipeline(steps, (err) => (err ? reject(err) : resolve())));
+    (client as unknown as { query(q: Pipeline): void }).query(new Pipeline(steps, (err, rows) => (err ? reject(err) : resolve(rows as T[]))));
   });
 }
 

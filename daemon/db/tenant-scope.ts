@@ -1,5 +1,6 @@
+import type pg from "pg";
 import type { Sequelize, Transaction, TransactionOptions } from "sequelize";
-import { connectionOf, isCommitPipelined, parentOf } from "./commit-pipeline.js";
+import { connectionOf, isCommitPipelined, parentOf, runPipeline } from "./commit-pipeline.js";
 import { holdOpening, takeOpening } from "./opening-pipeline.js";
 
 /**
@@ -68,4 +69,41 @@ export async function inScope<T>(db: Sequelize, scope: Scope, work: (t: Transact
     await db.query(statement, { transaction });
     return work(transaction);
   });
+}
+
+/** `scopeStatement` with the tenant as a bind parameter, so it can be prepared once per connection. */
+function scopeStep(scope: Scope): { text: string; values: unknown[]; prepared: true } {
+  if (scope.kind === "appliance") return { text: scopeStatement(scope), values: [], prepared: true };
+  if (!UUID.test(scope.tenantId)) throw new TypeError("a tenant scope needs a tenant UUID");
+  return { text: "SELECT set_config('wardkeep.tenant_id', $1, true), set_config('wardkeep.scope', 'tenant', true)", values: [scope.tenantId.toLowerCase()], prepared: true };
+}
+
+type PooledClient = pg.Client & { _invalid?: boolean };
+
+/**
+ * One statement in a scoped transaction of its own, committed in the same round trip: `START
+ * TRANSACTION`, the scope, the statement and `COMMIT` go out together with one Sync (see
+ * daemon/db/commit-pipeline.ts), and its rows come back. For a request whose whole database work
+ * is one statement, a patient read with its audit event (daemon/records/patients/access.ts): one
+ * round trip, where `inScope` needs one for the work and one for COMMIT. Both prepared on the
+ * connection after their first use.
+ *
+ * If anything fails, PostgreSQL runs nothing after it (the COMMIT included), the transaction is
+ * rolled back here and the error is the statement's (`step` says which one failed: 2 is the
+ * statement). A connection that cannot roll back is not returned to the pool.
+ */
+export async function singleStatementInScope<T>(db: Sequelize, scope: Scope, statement: { text: string; values: unknown[] }): Promise<T[]> {
+  const steps = [{ text: "START TRANSACTION", values: [] }, scopeStep(scope), { ...statement, prepared: true, rows: true }, { text: "COMMIT", values: [] }];
+  const manager = db.connectionManager as unknown as { getConnection(o: object): Promise<PooledClient>; releaseConnection(c: PooledClient): Promise<void> };
+  const client = await manager.getConnection({ type: "write" });
+  try {
+    return await runPipeline<T>(client, steps);
+  } catch (err) {
+    await client.query("ROLLBACK").catch(() => {
+      client._invalid = true;
+    });
+    throw err;
+  } finally {
+    await manager.releaseConnection(client);
+  }
 }

@@ -10,6 +10,7 @@ export type PgConnection = {
   stream: { cork?: () => void; uncork?: () => void };
   parse(m: { text: string; name: string; types: unknown[] }): void;
   bind(m: { portal: string; statement: string; values: unknown[]; binary: boolean; valueMapper: (v: unknown) => unknown }): void;
+  describe(m: { type: "P"; name: string }): void;
   execute(m: { portal: string; rows: number }): void;
   close(m: { type: "S"; name: string }): void;
   sync(): void;
@@ -21,11 +22,13 @@ const prepareValue = (createRequire(import.meta.url)("pg/lib/utils.js") as { pre
 /**
  * Bind and Execute one statement on the unnamed portal, after its Parse unless `parsed` (a named
  * statement already prepared on this connection). Values are mapped as node-postgres maps them.
+ * `describe`: ask for the row description too (without it PostgreSQL sends rows but no columns).
  */
-export function sendStatement(connection: PgConnection, s: { text: string; values: unknown[]; name?: string; parsed?: boolean }): void {
+export function sendStatement(connection: PgConnection, s: { text: string; values: unknown[]; name?: string; parsed?: boolean; describe?: boolean }): void {
   const name = s.name ?? "";
   if (!s.parsed) connection.parse({ text: s.text, name, types: [] });
   connection.bind({ portal: "", statement: name, values: s.values, binary: false, valueMapper: prepareValue });
+  if (s.describe) connection.describe({ type: "P", name: "" });
   connection.execute({ portal: "", rows: 0 });
 }
 

@@ -1,6 +1,6 @@
 import type { Transaction } from "sequelize";
 import type { Actor } from "../access/actor.js";
-import { appendAuditEvent, type AuditOutcome } from "../audit/append.js";
+import { appendAuditEvent, type AuditEventInput, type AuditOutcome } from "../audit/append.js";
 import type { RequestMeta } from "../auth/audit-events.js";
 import type { ApplianceContext } from "../context.js";
 
@@ -28,7 +28,12 @@ export type PhiEvent = {
  * work (DESIGN "Audit trail"): ids only, never values. A failed audit write fails the request.
  */
 export async function recordPhiEvent(ctx: ApplianceContext, t: Transaction, actor: RecordsActor, event: PhiEvent, meta: RequestMeta | null): Promise<void> {
-  await appendAuditEvent(ctx, t, {
+  await appendAuditEvent(ctx, t, phiAuditEvent(actor, event, meta));
+}
+
+/** The audit event of a PHI read or write (for `recordPhiEvent`, or a statement that writes it itself). */
+export function phiAuditEvent(actor: RecordsActor, event: PhiEvent, meta: RequestMeta | null): AuditEventInput {
+  return {
     tenantId: event.tenantId,
     actor: {
       userId: actor.userId,
@@ -45,5 +50,5 @@ export async function recordPhiEvent(ctx: ApplianceContext, t: Transaction, acto
     userAgent: meta?.userAgent ?? null,
     requestId: meta?.requestId ?? null,
     reason: event.reason ?? null,
-  });
+  };
 }

@@ -1,8 +1,13 @@
 import { QueryTypes, type Transaction } from "sequelize";
 import type { Actor } from "../../access/actor.js";
 import { authorize, can, type Action } from "../../access/policy.js";
+import { auditIntakeFrom, auditWriteFailed } from "../../audit/append.js";
+import { notifyAuditIntake } from "../../audit/chainer.js";
+import type { RequestMeta } from "../../auth/audit-events.js";
 import type { ApplianceContext } from "../../context.js";
+import { singleStatementInScope } from "../../db/tenant-scope.js";
 import { Forbidden, NotFound } from "../../http/errors.js";
+import { phiAuditEvent, type PhiEvent } from "../audit.js";
 
 /**
  * The first step of every patient-data request: find the (not purged) patient in the actor's
@@ -43,10 +48,29 @@ export async function findActivePatient(ctx: ApplianceContext, t: Transaction, t
 }
 
 /**
+ * A patient row with the policy's facts about the actor: care team (`assigned`) and an open
+ * break-glass grant (`break_glass`), the same facts with the same definitions as
+ * `patientAccessFor` in daemon/access/care-team.ts. Binds patient $1, tenant $2, actor $3, now $4.
+ */
+const PATIENT_WITH_FACTS = `SELECT p.*,
+       EXISTS (SELECT 1 FROM care_team_assignments c WHERE c.tenant_id = $2 AND c.patient_id = $1 AND c.user_id = $3) AS assigned,
+       EXISTS (SELECT 1 FROM break_glass_grants g WHERE g.tenant_id = $2 AND g.patient_id = $1 AND g.user_id = $3 AND g.ended_at IS NULL AND g.expires_at > $4) AS break_glass
+     FROM patients p WHERE p.id = $1 AND p.tenant_id = $2 AND p.status = 'active'`;
+
+type PatientWithFacts = PatientRow & { assigned: boolean; break_glass: boolean };
+
+/** The policy's decision on the facts that came back with the row (404 before any 403). */
+function decide(actor: Actor, action: Action, tenantId: string, row: PatientWithFacts | undefined): { patient: PatientRow; breakGlass: boolean } {
+  if (!row) throw new NotFound("no such patient");
+  const { assigned, break_glass, ...patient } = row;
+  authorize(actor, action, { tenantId, patient: { assigned, breakGlass: break_glass } });
+  return { patient, breakGlass: !assigned && break_glass };
+}
+
+/**
  * `findActivePatient` + the policy for `action` on that patient, in one round trip: the row and
- * the care-team / break-glass facts come back together (the same facts, with the same
- * definitions, as `patientAccessFor` in daemon/access/care-team.ts), and the decision is the
- * policy table's (`authorize`). This is the hot path of every record read and write.
+ * the care-team / break-glass facts come back together, and the decision is the policy table's
+ * (`authorize`). This is the hot path of every record write.
  */
 export async function openPatient(
   ctx: ApplianceContext,
@@ -57,17 +81,57 @@ export async function openPatient(
   opts: { lock?: boolean } = {},
 ): Promise<{ patient: PatientRow; breakGlass: boolean }> {
   const tenantId = tenantOf(actor);
-  const [row] = await ctx.db.app.query<PatientRow & { assigned: boolean; break_glass: boolean }>(
-    `SELECT p.*,
-       EXISTS (SELECT 1 FROM care_team_assignments c WHERE c.tenant_id = $2 AND c.patient_id = $1 AND c.user_id = $3) AS assigned,
-       EXISTS (SELECT 1 FROM break_glass_grants g WHERE g.tenant_id = $2 AND g.patient_id = $1 AND g.user_id = $3 AND g.ended_at IS NULL AND g.expires_at > $4) AS break_glass
-     FROM patients p WHERE p.id = $1 AND p.tenant_id = $2 AND p.status = 'active'${opts.lock ? " FOR UPDATE OF p" : ""}`,
-    { bind: [patientId, tenantId, actor.userId, ctx.clock.now()], type: QueryTypes.SELECT, transaction: t },
-  );
-  if (!row) throw new NotFound("no such patient");
-  const { assigned, break_glass, ...patient } = row;
-  authorize(actor, action, { tenantId, patient: { assigned, breakGlass: break_glass } });
-  return { patient, breakGlass: !assigned && break_glass };
+  const [row] = await ctx.db.app.query<PatientWithFacts>(`${PATIENT_WITH_FACTS}${opts.lock ? " FOR UPDATE OF p" : ""}`, {
+    bind: [patientId, tenantId, actor.userId, ctx.clock.now()],
+    type: QueryTypes.SELECT,
+    transaction: t,
+  });
+  return decide(actor, action, tenantId, row);
+}
+
+/**
+ * A read of one patient whose whole database work is one round trip: the row, the policy's facts
+ * and the read's audit event in one statement, in a transaction of its own that commits in the
+ * same round trip (`singleStatementInScope`). `openPatient` + `recordPhiEvent` in a transaction
+ * cost two (the event needs the decision, the decision needs the row).
+ *
+ * The decision still comes from the policy table alone: before sending, the policy is asked about
+ * this actor and action under each of the four combinations of the facts, and the statement
+ * writes the event only under the combination that the row's facts select (with the break-glass
+ * flag they imply). After the row comes back, `authorize` decides on the same facts, so the
+ * answer is the same: PHI goes out only with its event committed (DESIGN "Audit trail"), and a
+ * read the policy refuses writes no read event (it gets the denial event every 403 gets). An
+ * unknown patient writes nothing and is a 404, as in `openPatient`.
+ */
+export async function readPatient(
+  ctx: ApplianceContext,
+  actor: Actor,
+  action: Action,
+  patientId: string,
+  event: Omit<PhiEvent, "tenantId" | "patientId" | "breakGlass">,
+  meta: RequestMeta,
+): Promise<{ patient: PatientRow; breakGlass: boolean }> {
+  const tenantId = tenantOf(actor);
+  // Indexed by 2 * assigned + break_glass, the order of the array below.
+  const decisions = [false, true].flatMap((assigned) => [false, true].map((breakGlass) => can(actor, action, { tenantId, patient: { assigned, breakGlass } })));
+  const audit = auditIntakeFrom(ctx, phiAuditEvent(actor, { ...event, tenantId, patientId }, meta), {
+    from: "p",
+    where: "($5::boolean[])[1 + 2 * p.assigned::int + p.break_glass::int]",
+    firstParam: 6,
+    expressions: { break_glass: "NOT p.assigned AND p.break_glass" },
+  });
+  let row: PatientWithFacts | undefined;
+  try {
+    [row] = await singleStatementInScope<PatientWithFacts>(ctx.db.app, { kind: "tenant", tenantId }, {
+      text: `WITH p AS (${PATIENT_WITH_FACTS}), audited AS (${audit.sql}) SELECT * FROM p`,
+      values: [patientId, tenantId, actor.userId, ctx.clock.now(), `{${decisions.join(",")}}`, ...audit.values],
+    });
+  } catch (err) {
+    throw auditWriteFailed(ctx, event.action)(err as Error);
+  }
+  const decided = decide(actor, action, tenantId, row);
+  notifyAuditIntake(ctx);
+  return decided;
 }
 
 /** The patient exists (and is not purged) in the actor's tenant; no policy question asked. */

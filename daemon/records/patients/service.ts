@@ -12,7 +12,7 @@ import { recordPhiEvent } from "../audit.js";
 import { openerFor, sealRow } from "../columns.js";
 import { exec, isUniqueViolation, rows } from "../db.js";
 import { assertVersion, decodeCursor, pageOf, timeIdPosition, type Page } from "../http.js";
-import { careTeamFilter, openPatient, seesWholeTenant, tenantOf, type PatientRow } from "./access.js";
+import { careTeamFilter, openPatient, readPatient, seesWholeTenant, tenantOf, type PatientRow } from "./access.js";
 import type { PatientCreate, PatientSearch, PatientUpdate, PatientView } from "./schema.js";
 
 const FIELDS = {
@@ -106,13 +106,12 @@ export async function createPatient(ctx: ApplianceContext, actor: Actor, input: 
 }
 
 export async function getPatient(ctx: ApplianceContext, actor: Actor, patientId: string, meta: RequestMeta): Promise<PatientView> {
-  const tenantId = tenantOf(actor);
-  return inScope(ctx.db.app, { kind: "tenant", tenantId }, async (t) => {
-    const { patient, breakGlass } = await openPatient(ctx, t, actor, "patient:read", patientId);
-    const [view] = await patientViews(ctx, t, [patient]);
-    await recordPhiEvent(ctx, t, actor, { action: "patient.read", resourceType: "patient", resourceId: patientId, patientId, tenantId, breakGlass }, meta);
-    return view!;
-  });
+  // One round trip: the row and its audit event, committed together (readPatient). The values are
+  // decrypted after that commit; a data key not in the cache is read in a transaction of its own
+  // (with every key cached, that transaction sends nothing).
+  const { patient } = await readPatient(ctx, actor, "patient:read", patientId, { action: "patient.read", resourceType: "patient", resourceId: patientId }, meta);
+  const [view] = await inScope(ctx.db.app, { kind: "tenant", tenantId: patient.tenant_id }, (t) => patientViews(ctx, t, [patient]));
+  return view!;
 }
 
 export async function updatePatient(ctx: ApplianceContext, actor: Actor, patientId: string, expectedVersion: number, input: PatientUpdate, meta: RequestMeta): Promise<PatientView> {

@@ -4,7 +4,7 @@ import { applyMigrations, knownMigrations, pendingMigrations } from "../../../da
 import pg from "pg";
 import { commitPipelines, withCommit } from "../../../daemon/db/commit-pipeline.js";
 import { holdOpening } from "../../../daemon/db/opening-pipeline.js";
-import { inScope, scopedTransactions, scopeStatement } from "../../../daemon/db/tenant-scope.js";
+import { inScope, scopedTransactions, scopeStatement, singleStatementInScope } from "../../../daemon/db/tenant-scope.js";
 import { APP_ROLE } from "../../../daemon/db/roles.js";
 import { createTestDatabase, type TestDatabase } from "../../helpers/postgres.js";
 import { recordPoolWire, recordWire, type Wire } from "../../helpers/wire.js";
@@ -172,6 +172,31 @@ describe("setting the scope", () => {
     ).catch((e: Error) => e);
     expect((err as Error).message).toBe("held insert refused");
     expect(await owner.query("SELECT n FROM scratch WHERE n = 500", { type: QueryTypes.SELECT })).toEqual([]);
+  });
+
+  it("runs a single statement in a scoped transaction of its own, committed in the same round trip, prepared after its first use", async () => {
+    const statement = (n: number) => ({ text: "WITH w AS (INSERT INTO scratch VALUES ($1)) SELECT email, tenant_id FROM users", values: [n] });
+    wire = await recordPoolWire(scopedApp); // the test before retired the pool's connection
+    wire.reset();
+    expect(await singleStatementInScope(scopedApp, { kind: "tenant", tenantId: tenantA }, statement(21))).toEqual([{ email: "admin0@clinic.example", tenant_id: tenantA }]);
+    expect(wire.roundTrips).toBe(1);
+    expect(wire.statements).toEqual(["START TRANSACTION", expect.stringContaining("set_config('wardkeep.tenant_id', $1, true)"), statement(21).text, "COMMIT"]);
+    wire.reset();
+    expect(await singleStatementInScope(scopedApp, { kind: "tenant", tenantId: tenantB }, statement(22))).toEqual([{ email: "admin1@clinic.example", tenant_id: tenantB }]);
+    // The scope and the statement are prepared on the connection now: only their Bind and Execute are sent.
+    expect(wire.statements).toEqual(["START TRANSACTION", "COMMIT"]);
+    expect(wire.roundTrips).toBe(1);
+    expect(await owner.query("SELECT n FROM scratch WHERE n IN (21, 22) ORDER BY n", { type: QueryTypes.SELECT })).toEqual([{ n: 21 }, { n: 22 }]);
+    // Committed, not left open: the connection is outside any transaction, with no scope.
+    expect(await select(scopedApp, "SELECT current_setting('wardkeep.tenant_id', true) AS t, now() = statement_timestamp() AS fresh")).toEqual([{ t: expect.toBeOneOf(["", null]), fresh: true }]);
+  });
+
+  it("rolls a failing single statement back and returns its connection usable", async () => {
+    const err = await singleStatementInScope(scopedApp, { kind: "tenant", tenantId: tenantA }, { text: "WITH w AS (INSERT INTO scratch VALUES ($1)) SELECT 1", values: [501] }).catch((e: Error) => e);
+    expect(err).toMatchObject({ code: "23514", step: 2 });
+    expect(await owner.query("SELECT n FROM scratch WHERE n = 501", { type: QueryTypes.SELECT })).toEqual([]);
+    expect(await inScope(scopedApp, { kind: "tenant", tenantId: tenantA }, (t) => select<{ email: string }>(scopedApp, "SELECT email FROM users", t))).toEqual([{ email: "admin0@clinic.example" }]);
+    await expect(singleStatementInScope(scopedApp, { kind: "tenant", tenantId: "not-a-uuid" }, { text: "SELECT 1", values: [] })).rejects.toThrow(/tenant UUID/);
   });
 
   it("runs nothing of a first statement whose opening fails, in either protocol, and reports the opening's error", async () => {

@@ -91,6 +91,9 @@ describe("patients", () => {
     for (const who of [clinic.admin, clinic.owner, clinic.auditor]) expectProblem(await who.agent.get(url), 403, "forbidden");
     const denied = (await auditEvents(app, { action: "access.denied" })).filter((e) => e.actor_user_id === clinic.otherDoctor.user.id);
     expect(denied.length).toBeGreaterThan(0);
+    // The read and its event are one statement (readPatient): a refused read writes no read event.
+    const readers = async () => (await auditEvents(app, { action: "patient.read" })).filter((e) => e.patient_id === p.id).map((e) => e.actor_user_id);
+    expect(await readers()).toEqual([clinic.frontDesk.user.id]);
 
     // A practitioner finds the patient by MRN but only sees the id: enough to decide on break-glass.
     const found = await clinic.otherDoctor.agent.post("/api/v1/patients/search").send({ mrn: "NG-555001" });
@@ -108,10 +111,13 @@ describe("patients", () => {
     await assignCareTeam(clinic, p.id);
     expect((await clinic.doctor.agent.get("/api/v1/patients?limit=100")).body.items.map((x: { id: string }) => x.id)).toContain(p.id);
     expect((await clinic.doctor.agent.get(url)).status).toBe(200);
+    const own = (await auditEvents(app, { action: "patient.read" })).filter((e) => e.patient_id === p.id && e.actor_user_id === clinic.doctor.user.id);
+    expect(own).toEqual([expect.objectContaining({ break_glass: false, outcome: "success" })]);
+    expect(await readers()).toEqual([clinic.frontDesk.user.id, clinic.otherDoctor.user.id, clinic.doctor.user.id]);
     // A practitioner who registers a patient joins its care team at once.
-    const own = await clinic.doctor.agent.post("/api/v1/patients").send({ name: "Walk-in Patient" });
-    expect(own.status).toBe(201);
-    expect((await clinic.doctor.agent.get(`/api/v1/patients/${own.body.id}`)).status).toBe(200);
+    const walkIn = await clinic.doctor.agent.post("/api/v1/patients").send({ name: "Walk-in Patient" });
+    expect(walkIn.status).toBe(201);
+    expect((await clinic.doctor.agent.get(`/api/v1/patients/${walkIn.body.id}`)).status).toBe(200);
   });
 
   it("pages with signed cursors and refuses altered cursors and huge page sizes", async () => {
@@ -161,6 +167,30 @@ describe("patients", () => {
     expectProblem(await post().set("Content-Type", "application/x-www-form-urlencoded").send("name=Eve"), 415, "unsupported-media-type");
     expectProblem(await clinic.frontDesk.agent.get("/api/v1/patients/not-a-uuid"), 400, "invalid-request");
     expect(await patientCount()).toBe(before);
+  });
+
+  it("never shows a patient whose read event cannot be written, and writes no read event for an unknown patient", async () => {
+    const p = await registerPatient(clinic, { name: "Amelia Earhart", mrn: "NG-937001" });
+    const url = `/api/v1/patients/${p.id}`;
+    expect((await clinic.frontDesk.agent.get(url)).status).toBe(200);
+    const readsOf = async (id: string) => (await auditEvents(app, { action: "patient.read" })).filter((e) => e.patient_id === id).length;
+    await asSuperuser(app, "REVOKE INSERT ON audit_intake FROM wardkeep_app");
+    try {
+      const refused = await clinic.frontDesk.agent.get(url);
+      expectProblem(refused, 503, "unavailable");
+      expect(JSON.stringify(refused.body)).not.toMatch(/Earhart|NG-937001/);
+    } finally {
+      await asSuperuser(app, "GRANT INSERT ON audit_intake TO wardkeep_app");
+    }
+    expect(app.logLines.some((l) => l.includes("audit event could not be written") && l.includes('"sqlstate":"42501"'))).toBe(true);
+    expect(await readsOf(p.id)).toBe(1);
+    // The connection that failed went back to the pool usable: every later read succeeds.
+    for (let i = 0; i < 12; i++) expect((await clinic.frontDesk.agent.get(url)).status).toBe(200);
+    expect(await readsOf(p.id)).toBe(13);
+
+    const unknown = "00000000-0000-4000-8000-00000000beef";
+    expectProblem(await clinic.frontDesk.agent.get(`/api/v1/patients/${unknown}`), 404, "not-found");
+    expect(await readsOf(unknown)).toBe(0);
   });
 
   it("keeps row-level security forced on every records table", async () => {
