@@ -8,6 +8,7 @@ import { accessLog, httpMetrics, noStore, requestId, requireJsonBody, securityHe
 import { adminUiRoutes } from "./admin-ui.js";
 import { buildOpenApiDocument } from "./openapi.js";
 import { notFoundHandler, problemMiddleware } from "./problem.js";
+import { gatedByFirstSegment } from "./router-gate.js";
 import { healthRoutes } from "./routes/health.js";
 import { keysRoutes } from "../keys/routes.js";
 import { backupRoutes } from "../backups/routes.js";
@@ -44,12 +45,8 @@ export function createHttpApp(ctx: ApplianceContext): Express {
   api.use(setupRoutes(ctx));
   // Everything after this line knows its caller (res.locals.actor) or answers 401 through the policy guard.
   api.use(authenticate(ctx));
-  api.use(authRoutes(ctx));
-  api.use(accessRoutes(ctx));
-  api.use(keysRoutes(ctx));
-  api.use(backupRoutes(ctx));
-  api.use(recordsRoutes(ctx));
-  api.use(auditRoutes(ctx));
+  // Each capability's router is entered only by paths it could answer (daemon/http/router-gate.ts).
+  for (const routes of [authRoutes, accessRoutes, keysRoutes, backupRoutes, recordsRoutes, auditRoutes]) api.use(gatedByFirstSegment(routes(ctx)));
   app.use("/api/v1", api);
 
   app.use(adminUiRoutes());

@@ -6,6 +6,7 @@ export { SNAPSHOT_EXCLUDED_SCHEMAS } from "./keystore.js";
 export {
   blindIndexFor,
   dataKeyFor,
+  cachedDataKeysForRead,
   dataKeysForRead,
   decryptFieldValue,
   encryptFieldValue,

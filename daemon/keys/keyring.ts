@@ -246,6 +246,24 @@ async function readKeys(ctx: ApplianceContext, t: Transaction, wanted: Array<{ k
  * per key not cached), e.g. for a page of records. Keys of another tenant are invisible under
  * row-level security, so they fail as unknown keys even before the AAD check.
  */
+/**
+ * `dataKeysForRead` without a transaction, when the cache holds every key the ciphertexts name
+ * (the usual case); null when one is missing, and then `dataKeysForRead` reads it.
+ */
+export function cachedDataKeysForRead(ctx: ApplianceContext, ciphertexts: Buffer[]): DataKeyLookup | null {
+  ctx.rootKey.assertUnsealed();
+  const keys = new Map<string, DataKey>();
+  for (const c of ciphertexts) {
+    const { keyId, keyVersion: version } = readFieldHeader(c);
+    const slot = slotOf(keyId, version);
+    if (keys.has(slot)) continue;
+    const cached = ctx.rootKey.cachedDataKey(slot);
+    if (!cached) return null;
+    keys.set(slot, { id: keyId, version, key: Buffer.from(cached) });
+  }
+  return (keyId, version) => keys.get(slotOf(keyId, version));
+}
+
 export async function dataKeysForRead(ctx: ApplianceContext, t: Transaction, ciphertexts: Buffer[]): Promise<DataKeyLookup> {
   const wanted = ciphertexts
     .filter((c) => c != null)

@@ -7,10 +7,11 @@
  *
  * Patient data uses per-patient keys so that one patient can be crypto-shredded on its own.
  */
-import type { Transaction } from "sequelize";
+import { Transaction } from "sequelize";
 import type { ApplianceContext } from "../context.js";
+import { inScope } from "../db/tenant-scope.js";
 import { InternalError } from "../http/errors.js";
-import { dataKeyFor, dataKeysForRead, KeyDestroyed, registerEncryptedColumn } from "../keys/index.js";
+import { cachedDataKeysForRead, dataKeyFor, dataKeysForRead, KeyDestroyed, registerEncryptedColumn } from "../keys/index.js";
 import { decryptField, encryptField, UnknownKeyVersionError } from "../keys/field-cipher.js";
 import { DecryptionError, zeroize } from "../keys/primitives.js";
 
@@ -59,13 +60,23 @@ export type FieldOpener = {
 };
 
 /**
+ * Where `openerFor` reads the data keys its cache does not hold: the transaction that read the
+ * values, or, for values whose transaction has already committed (the one-round-trip patient read,
+ * daemon/records/patients/access.ts), a transaction of that tenant's own (none when every key is cached).
+ */
+export type KeySource = Transaction | { committedForTenant: string };
+
+/**
  * Loads every data key the given ciphertexts name (cached keys cost no query) and returns a
  * synchronous decryptor. A value that fails authentication is tamper evidence: the request
  * fails with a 500 and a log line naming the row, never the value.
  */
-export async function openerFor(ctx: ApplianceContext, t: Transaction, ciphertexts: Array<Buffer | null | undefined>): Promise<FieldOpener> {
+export async function openerFor(ctx: ApplianceContext, keys: KeySource, ciphertexts: Array<Buffer | null | undefined>): Promise<FieldOpener> {
   const present = ciphertexts.filter((c): c is Buffer => Buffer.isBuffer(c));
-  const lookup = await dataKeysForRead(ctx, t, present);
+  const lookup =
+    keys instanceof Transaction
+      ? await dataKeysForRead(ctx, keys, present)
+      : (cachedDataKeysForRead(ctx, present) ?? (await inScope(ctx.db.app, { kind: "tenant", tenantId: keys.committedForTenant }, (t) => dataKeysForRead(ctx, t, present))));
   const bytes = (table: string, column: string, rowId: string, tenantId: string, value: Buffer | null): Buffer | null => {
     if (value === null) return null;
     try {

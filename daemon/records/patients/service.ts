@@ -9,7 +9,7 @@ import { Conflict } from "../../http/errors.js";
 import { blindIndexFor } from "../../keys/index.js";
 import { normaliseEmail } from "../../keys/field-cipher.js";
 import { recordPhiEvent } from "../audit.js";
-import { openerFor, sealRow } from "../columns.js";
+import { openerFor, sealRow, type KeySource } from "../columns.js";
 import { exec, isUniqueViolation, rows } from "../db.js";
 import { assertVersion, decodeCursor, pageOf, timeIdPosition, type Page } from "../http.js";
 import { careTeamFilter, openPatient, readPatient, seesWholeTenant, tenantOf, type PatientRow } from "./access.js";
@@ -25,10 +25,10 @@ const FIELDS = {
 } as const;
 
 /** Decrypts a page of patient rows (one key lookup for the lot). */
-export async function patientViews(ctx: ApplianceContext, t: Transaction, list: PatientRow[]): Promise<PatientView[]> {
+export async function patientViews(ctx: ApplianceContext, keys: KeySource, list: PatientRow[]): Promise<PatientView[]> {
   const open = await openerFor(
     ctx,
-    t,
+    keys,
     list.flatMap((r) => Object.values(FIELDS).map((c) => r[c])),
   );
   return list.map((r) => {
@@ -107,10 +107,9 @@ export async function createPatient(ctx: ApplianceContext, actor: Actor, input: 
 
 export async function getPatient(ctx: ApplianceContext, actor: Actor, patientId: string, meta: RequestMeta): Promise<PatientView> {
   // One round trip: the row and its audit event, committed together (readPatient). The values are
-  // decrypted after that commit; a data key not in the cache is read in a transaction of its own
-  // (with every key cached, that transaction sends nothing).
+  // decrypted after that commit (a data key not in the cache is read in a transaction of its own).
   const { patient } = await readPatient(ctx, actor, "patient:read", patientId, { action: "patient.read", resourceType: "patient", resourceId: patientId }, meta);
-  const [view] = await inScope(ctx.db.app, { kind: "tenant", tenantId: patient.tenant_id }, (t) => patientViews(ctx, t, [patient]));
+  const [view] = await patientViews(ctx, { committedForTenant: patient.tenant_id }, [patient]);
   return view!;
 }
 

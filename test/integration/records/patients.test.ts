@@ -275,6 +275,7 @@ describe("sealed appliance", () => {
   it("answers 503 on records routes while sealed, and serves again once unsealed", async () => {
     const p = await registerPatient(clinic);
     const other = await signIn(app, { role: "front_desk", tenantId: (await createTenant(app, "Sealed Clinic")).id });
+    const before = (await clinic.frontDesk.agent.get(`/api/v1/patients/${p.id}`)).body;
     sealAppliance(app.ctx, "test");
     try {
       for (const res of [
@@ -289,7 +290,11 @@ describe("sealed appliance", () => {
     } finally {
       await unsealAtStart(app.ctx);
     }
-    expect((await clinic.frontDesk.agent.get(`/api/v1/patients/${p.id}`)).status).toBe(200);
+    // Sealing emptied the data-key cache: this read finds its key in a transaction of its own.
+    expect(app.ctx.rootKey.cachedDataKeyCount).toBe(0);
+    const after = await clinic.frontDesk.agent.get(`/api/v1/patients/${p.id}`);
+    expect(after.status).toBe(200);
+    expect(after.body).toEqual(before);
     expect((await other.agent.get("/api/v1/patients")).body.items).toEqual([]);
   });
 });
