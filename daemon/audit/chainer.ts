@@ -1,5 +1,7 @@
-import { QueryTypes, type Transaction } from "sequelize";
+import { QueryTypes } from "sequelize";
 import type { ApplianceContext } from "../context.js";
+import { withCommit } from "../db/commit-pipeline.js";
+import { inScope } from "../db/tenant-scope.js";
 import { canonicalEventJson, canonicalTime, chainHash, type ChainedEvent } from "./canonical.js";
 
 /**
@@ -41,15 +43,14 @@ function segmentMonth(d: Date): string {
   return d.toISOString().slice(0, 7);
 }
 
-async function asAppliance(ctx: ApplianceContext, transaction: Transaction): Promise<void> {
-  await ctx.db.owner.query("SELECT set_config('wardkeep.scope', 'appliance', true), set_config('wardkeep.tenant_id', '', true)", { transaction });
-}
-
-/** One batch: lock the head, take up to `limit` committed intake rows, chain them, move the head. */
+/**
+ * One batch: lock the head, take up to `limit` committed intake rows, chain them, move the head.
+ * Three round trips: the transaction's opening travels with the head's lock, and the chain rows
+ * and the new head with COMMIT (daemon/db/commit-pipeline.ts).
+ */
 async function chainBatch(ctx: ApplianceContext, limit: number, wait: boolean): Promise<ChainOutcome> {
   const owner = ctx.db.owner;
-  return owner.transaction(async (transaction) => {
-    await asAppliance(ctx, transaction);
+  return inScope(owner, { kind: "appliance" }, async (transaction) => {
     const heads = await owner.query<{ seq: string; hash: string; recorded_at: string }>(
       `SELECT seq::text AS seq, encode(hash, 'hex') AS hash,
               to_char(recorded_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') AS recorded_at
@@ -101,17 +102,16 @@ async function chainBatch(ctx: ApplianceContext, limit: number, wait: boolean): 
       out[i] = { seq: seq.toString(), recorded_at: recordedAt.toISOString(), tenant_id: r.tenant_id, actor_user_id: r.actor_user_id, patient_id: r.patient_id, canonical, prev_hash: "\\x" + prev, hash: "\\x" + hash };
       prev = hash;
     }
-    await owner
-      .query(
-        `INSERT INTO audit_events (seq, recorded_at, tenant_id, actor_user_id, patient_id, canonical, prev_hash, hash)
+    await withCommit(owner, transaction, {
+      text: `INSERT INTO audit_events (seq, recorded_at, tenant_id, actor_user_id, patient_id, canonical, prev_hash, hash)
          SELECT seq, recorded_at, tenant_id, actor_user_id, patient_id, canonical, prev_hash, hash FROM json_populate_recordset(NULL::audit_events, $1::json)`,
-        { bind: [JSON.stringify(out)], transaction },
-      )
-      .catch((err: unknown) => {
+      values: [JSON.stringify(out)],
+      onError: (err) => {
         // The month's segment vanished behind our back (dropped by hand): make it again next time.
         known.delete(month);
-        throw err;
-      });
+        return err;
+      },
+    });
     const subscribers = listeners.get(ctx);
     if (subscribers?.size) {
       const batch: ChainedBatch = out.map((o) => ({ seq: o.seq, canonical: o.canonical, hash: o.hash.slice(2) }));
@@ -119,9 +119,10 @@ async function chainBatch(ctx: ApplianceContext, limit: number, wait: boolean): 
         for (const l of subscribers) l(batch);
       });
     }
-    await owner.query("UPDATE audit_chain_head SET seq = $1, hash = decode($2, 'hex'), recorded_at = $3", {
-      bind: [seq.toString(), prev, recordedAt],
-      transaction,
+    await withCommit(owner, transaction, {
+      text: "UPDATE audit_chain_head SET seq = $1, hash = decode($2, 'hex'), recorded_at = $3",
+      values: [seq.toString(), prev, recordedAt],
+      onError: (err) => err,
     });
     return { chained: rows.length, head: { seq: seq.toString(), hash: prev, recordedAt: recordedAt.toISOString() }, busy: false };
   });

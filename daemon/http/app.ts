@@ -31,18 +31,18 @@ export function createHttpApp(ctx: ApplianceContext): Express {
   app.use(httpMetrics(ctx.metrics));
   app.use(accessLog(ctx.log));
 
-  app.use(healthRoutes(ctx));
+  app.use(gatedByFirstSegment(healthRoutes(ctx)));
 
   const api = Router();
   api.use(noStore);
   // Streams raw (non-JSON) attachment bodies, so it sits before the JSON-only gate; it authenticates itself.
-  api.use(attachmentUploadRoutes(ctx));
+  api.use(gatedByFirstSegment(attachmentUploadRoutes(ctx)));
   api.use(requireJsonBody);
   api.use(express.json({ limit: ctx.config.server.bodyLimit, strict: true, type: ["application/json", "application/*+json"], verify: rejectInvalidUtf8 }));
   api.get("/openapi.json", (_req, res) => {
     res.json(buildOpenApiDocument(APP_VERSION));
   });
-  api.use(setupRoutes(ctx));
+  api.use(gatedByFirstSegment(setupRoutes(ctx)));
   // Everything after this line knows its caller (res.locals.actor) or answers 401 through the policy guard.
   api.use(authenticate(ctx));
   // Each capability's router is entered only by paths it could answer (daemon/http/router-gate.ts).

@@ -6,6 +6,7 @@ import { canonicalEventJson, chainHash, GENESIS_HASH, parseCanonical, type Chain
 import { chainPendingEvents, onAuditChained, readChainHead, startAuditChainer } from "../../../daemon/audit/chainer.js";
 import { inScope } from "../../../daemon/db/tenant-scope.js";
 import { Unavailable } from "../../../daemon/http/errors.js";
+import { recordPoolWire } from "../../helpers/wire.js";
 import { auditTestContext, type AuditTestContext } from "./context.js";
 
 let t: AuditTestContext;
@@ -192,6 +193,42 @@ describe("the background chainer", () => {
     } finally {
       stopListening();
       await chainer.stop();
+    }
+  });
+});
+
+describe("the chainer's transaction", () => {
+  it("takes three round trips a batch, and makes a month's segment again when it was dropped behind its back, losing no event", async () => {
+    // One connection per pool, so the wire of the owner pool is the chainer's.
+    const one = await auditTestContext({ poolMax: 1 });
+    try {
+      const append = (resourceId: string) => inScope(one.ctx.db.app, { kind: "appliance" }, (transaction) => appendAuditEvent(one.ctx, transaction, event({ resourceId })));
+      await append("first");
+      expect((await chainPendingEvents(one.ctx)).chained).toBe(1); // also makes this month's segment
+      await append("second");
+      const wire = await recordPoolWire(one.ctx.db.owner);
+      wire.reset();
+      expect((await chainPendingEvents(one.ctx)).chained).toBe(1);
+      // The opening with the head's lock, the intake, then the chain rows and the new head with COMMIT.
+      expect(wire.roundTrips).toBe(3);
+
+      const owner = new pg.Client({ connectionString: one.db.ownerUrl });
+      await owner.connect();
+      try {
+        const segments = await owner.query("SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = 'audit_events'::regclass");
+        for (const r of segments.rows) {
+          await owner.query(`ALTER TABLE audit_events DETACH PARTITION ${r.relname}`);
+          await owner.query(`DROP TABLE ${r.relname}`);
+        }
+      } finally {
+        await owner.end();
+      }
+      await append("third");
+      await expect(chainPendingEvents(one.ctx)).rejects.toThrow(/no partition/);
+      // The failed batch rolled back: the event is still in the intake, and the next batch remakes the segment.
+      expect(await chainPendingEvents(one.ctx)).toMatchObject({ chained: 1, head: { seq: "3" } });
+    } finally {
+      await one.close();
     }
   });
 });
