@@ -27,8 +27,12 @@ const scoped = new WeakSet<Sequelize>();
  */
 export function scopeStatement(scope: Scope): string {
   if (scope.kind === "appliance") return "SELECT set_config('wardkeep.tenant_id', '', true), set_config('wardkeep.scope', 'appliance', true)";
+  return `SELECT set_config('wardkeep.tenant_id', '${checkedTenantId(scope)}', true), set_config('wardkeep.scope', 'tenant', true)`;
+}
+
+function checkedTenantId(scope: { tenantId: string }): string {
   if (!UUID.test(scope.tenantId)) throw new TypeError("a tenant scope needs a tenant UUID");
-  return `SELECT set_config('wardkeep.tenant_id', '${scope.tenantId.toLowerCase()}', true), set_config('wardkeep.scope', 'tenant', true)`;
+  return scope.tenantId.toLowerCase();
 }
 
 /**
@@ -74,8 +78,7 @@ export async function inScope<T>(db: Sequelize, scope: Scope, work: (t: Transact
 /** `scopeStatement` with the tenant as a bind parameter, so it can be prepared once per connection. */
 function scopeStep(scope: Scope): { text: string; values: unknown[]; prepared: true } {
   if (scope.kind === "appliance") return { text: scopeStatement(scope), values: [], prepared: true };
-  if (!UUID.test(scope.tenantId)) throw new TypeError("a tenant scope needs a tenant UUID");
-  return { text: "SELECT set_config('wardkeep.tenant_id', $1, true), set_config('wardkeep.scope', 'tenant', true)", values: [scope.tenantId.toLowerCase()], prepared: true };
+  return { text: "SELECT set_config('wardkeep.tenant_id', $1, true), set_config('wardkeep.scope', 'tenant', true)", values: [checkedTenantId(scope)], prepared: true };
 }
 
 type PooledClient = pg.Client & { _invalid?: boolean };

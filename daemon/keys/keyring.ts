@@ -242,11 +242,6 @@ async function readKeys(ctx: ApplianceContext, t: Transaction, wanted: Array<{ k
 }
 
 /**
- * A synchronous lookup for `decryptField` over every key the given ciphertexts name (one query
- * per key not cached), e.g. for a page of records. Keys of another tenant are invisible under
- * row-level security, so they fail as unknown keys even before the AAD check.
- */
-/**
  * `dataKeysForRead` without a transaction, when the cache holds every key the ciphertexts name
  * (the usual case); null when one is missing, and then `dataKeysForRead` reads it.
  */
@@ -264,6 +259,11 @@ export function cachedDataKeysForRead(ctx: ApplianceContext, ciphertexts: Buffer
   return (keyId, version) => keys.get(slotOf(keyId, version));
 }
 
+/**
+ * A synchronous lookup for `decryptField` over every key the given ciphertexts name (one query
+ * per key not cached), e.g. for a page of records. Keys of another tenant are invisible under
+ * row-level security, so they fail as unknown keys even before the AAD check.
+ */
 export async function dataKeysForRead(ctx: ApplianceContext, t: Transaction, ciphertexts: Buffer[]): Promise<DataKeyLookup> {
   const wanted = ciphertexts
     .filter((c) => c != null)
