@@ -18,11 +18,21 @@ export type Database = {
   close(): Promise<void>;
 };
 
+/**
+ * How long a pooled connection may sit idle before it is closed. A new connection costs a
+ * password exchange (SCRAM), a fresh PostgreSQL backend with cold caches, and the statements it had
+ * prepared (daemon/db/prepared-statements.ts). With 10 seconds, a steady 200 requests/s used a few
+ * connections, the rest timed out, and every burst opened them again: the event loop stalled 40–50
+ * ms and the patient read's p99 at 200 req/s swung between 16 and 79 ms (docs/records.md,
+ * Performance). Five minutes keeps them through such swings; an idle appliance still holds none.
+ */
+const POOL_IDLE_MS = 300_000;
+
 function pool(url: string, config: Config, applicationName: string): Sequelize {
   const db = new Sequelize(url, {
     dialect: "postgres",
     logging: false,
-    pool: { max: config.database.poolMax, min: 0, idle: 10_000, acquire: 15_000 },
+    pool: { max: config.database.poolMax, min: 0, idle: POOL_IDLE_MS, acquire: 15_000 },
     dialectOptions: {
       application_name: applicationName,
       statement_timeout: config.database.statementTimeoutMs,

@@ -3,6 +3,7 @@ import pg from "pg";
 import request from "supertest";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { Actor } from "../../../daemon/access/actor.js";
+import { forgetResolvedApiTokens, resolveApiToken } from "../../../daemon/auth/api-tokens.js";
 import { requireRecentMfa } from "../../../daemon/auth/step-up.js";
 import { startTestAppliance, type TestAppliance } from "../../helpers/appliance.js";
 import { createTenant, signIn, type SignedIn } from "../../helpers/actors.js";
@@ -102,6 +103,50 @@ describe("API tokens for service accounts", () => {
       expectProblem(await onReplica(), 401, "unauthorized");
     } finally {
       await replica.close();
+    }
+  });
+
+  it("looks a token up once for concurrent requests that find the cache empty, and never caches a lookup that a change overtook", async () => {
+    const { token, id } = await newToken({ name: "Busy bridge", role: "front_desk", scopes: ["*"] });
+    const db = app.ctx.db.app;
+    const query = db.query.bind(db);
+    const statements: string[] = [];
+    db.query = ((sql: string, options?: object) => {
+      statements.push(String(sql));
+      return query(sql, options);
+    }) as typeof db.query;
+    const lookups = () => statements.filter((q) => q.includes("api_token_lookup")).length;
+    const refreshes = () => statements.filter((q) => q.includes("SET last_used_at")).length;
+    try {
+      clock.advance(5_000); // past any cached answer
+      const actors = await Promise.all(Array.from({ length: 12 }, () => resolveApiToken(app.ctx, token)));
+      expect(actors.every((a) => a?.via === "api-token")).toBe(true);
+      expect([lookups(), refreshes()]).toEqual([1, 1]);
+      // Each caller gets its own copy of the actor.
+      expect(new Set(actors).size).toBe(12);
+
+      // A change commits while a lookup is in flight (its last_used_at refresh waits on a row lock here):
+      // the lookup answers its own callers, but does not fill the cache for later ones.
+      clock.advance(65_000);
+      const su = new pg.Client({ connectionString: app.db.superuserUrl });
+      await su.connect();
+      try {
+        await su.query("BEGIN");
+        await su.query("SELECT 1 FROM api_tokens WHERE id = $1 FOR UPDATE", [id]);
+        const overtaken = resolveApiToken(app.ctx, token);
+        const deadline = Date.now() + 5_000;
+        while (refreshes() < 2 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+        forgetResolvedApiTokens(app.ctx);
+        await su.query("COMMIT");
+        expect((await overtaken)?.via).toBe("api-token");
+      } finally {
+        await su.end();
+      }
+      const before = lookups();
+      expect((await resolveApiToken(app.ctx, token))?.via).toBe("api-token");
+      expect(lookups()).toBe(before + 1);
+    } finally {
+      db.query = query;
     }
   });
 
