@@ -12,7 +12,10 @@ export {
   encryptFieldValue,
   keyIdOf,
   KeyDestroyed,
+  lockedWriteKeyOf,
+  lockedWriteKeySql,
   type KeySubject,
+  type LockedWriteKey,
   type WriteKey,
 } from "./keyring.js";
 export { encryptedColumns, registerEncryptedColumn, type EncryptedColumn } from "./columns.js";

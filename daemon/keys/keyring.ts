@@ -139,6 +139,34 @@ async function lockedActiveRow(ctx: ApplianceContext, t: Transaction, keyId: str
   return rows[0];
 }
 
+/**
+ * What `lockedActiveRow` does, as part of a caller's statement, so a write learns its key in the
+ * round trip that reads its record (the note write's patient check, daemon/records/patients/access.ts):
+ * `join` takes the subject's key lock (shared) and reads its active version for each row of the
+ * caller's FROM (so only once that row is known to exist), binding the key id at `$<keyIdParam>`;
+ * `columns` lists the key's columns as `wk_<column>`. `lockedWriteKeyOf` reads them back, and
+ * `dataKeyFor` takes the result instead of asking again.
+ */
+export function lockedWriteKeySql(keyIdParam: number): { join: string; columns: string } {
+  return {
+    join: `LEFT JOIN LATERAL keystore.lock_and_read_active_key(${LOCKS.dataKey}, $${keyIdParam}) wk ON true`,
+    columns: DATA_KEY_COLUMNS.split(", ")
+      .map((c) => `wk.${c} AS wk_${c}`)
+      .join(", "),
+  };
+}
+
+/** The key a write for `subject` asked for with `lockedWriteKeySql` (its lock is held): `row` is undefined when the subject has no key yet. */
+export type LockedWriteKey = { keyId: string; row: DataKeyRow | undefined };
+
+export function lockedWriteKeyOf(subject: KeySubject, result: Record<string, unknown>): LockedWriteKey {
+  const keyId = keyIdOf(subject);
+  if (result.wk_key_id === null || result.wk_key_id === undefined) return { keyId, row: undefined };
+  if (result.wk_key_id !== keyId) throw new TypeError("the locked key is not the subject's");
+  const row = Object.fromEntries(DATA_KEY_COLUMNS.split(", ").map((c) => [c, result[`wk_${c}`]])) as DataKeyRow;
+  return { keyId, row };
+}
+
 /** Makes version 1 of a key (first write for a tenant or patient) in the caller's transaction. */
 async function createFirstVersion(ctx: ApplianceContext, t: Transaction, target: KeyTarget, secret?: { key: Buffer; publicKey?: Buffer }): Promise<DataKeyRow> {
   const at = await destroyedAt(ctx, t, target.keyId, target.tenantId);
@@ -178,9 +206,13 @@ async function writeRow(ctx: ApplianceContext, t: Transaction, target: KeyTarget
  * encryptions the caller makes with it when given to `encryptField` as `nonceBudget`, and rotates
  * the key (after this transaction commits) once the budget is spent.
  */
-export async function dataKeyFor(ctx: ApplianceContext, t: Transaction, subject: KeySubject): Promise<WriteKey> {
-  const row = await writeRow(ctx, t, targetOf(subject));
-  return writeKeyOfRow(ctx, t, row);
+export async function dataKeyFor(ctx: ApplianceContext, t: Transaction, subject: KeySubject, locked?: LockedWriteKey): Promise<WriteKey> {
+  const target = targetOf(subject);
+  if (!locked) return writeKeyOfRow(ctx, t, await writeRow(ctx, t, target));
+  // The caller's statement took the lock and read the active version (`lockedWriteKeySql`).
+  if (locked.keyId !== target.keyId) throw new TypeError("the locked key is not the subject's");
+  ctx.rootKey.assertUnsealed();
+  return writeKeyOfRow(ctx, t, locked.row ?? (await createFirstVersion(ctx, t, target)));
 }
 
 /** Internal: the current write key of an existing key id (re-encryption). */

@@ -11,7 +11,7 @@ import { Transaction } from "sequelize";
 import type { ApplianceContext } from "../context.js";
 import { inScope } from "../db/tenant-scope.js";
 import { InternalError } from "../http/errors.js";
-import { cachedDataKeysForRead, dataKeyFor, dataKeysForRead, KeyDestroyed, registerEncryptedColumn } from "../keys/index.js";
+import { cachedDataKeysForRead, dataKeyFor, dataKeysForRead, KeyDestroyed, registerEncryptedColumn, type LockedWriteKey } from "../keys/index.js";
 import { decryptField, encryptField, UnknownKeyVersionError } from "../keys/field-cipher.js";
 import { DecryptionError, zeroize } from "../keys/primitives.js";
 
@@ -33,14 +33,19 @@ for (const [table, spec] of Object.entries(COLUMNS)) {
   }
 }
 
-/** Encrypts the values of one row under the patient's current data key (taken once per row, in the caller's transaction). */
+/**
+ * Encrypts the values of one row under the patient's current data key (taken once per row, in the
+ * caller's transaction; `locked`: the key as the caller's statement already locked and read it,
+ * see `openPatient`'s `writeKey`).
+ */
 export async function sealRow<T extends RecordsTable>(
   ctx: ApplianceContext,
   t: Transaction,
   where: { tenantId: string; patientId: string; table: T; rowId: string },
   values: Partial<Record<ColumnOf<T>, string | Buffer | null | undefined>>,
+  locked?: LockedWriteKey,
 ): Promise<Partial<Record<ColumnOf<T>, Buffer | null>>> {
-  const key = await dataKeyFor(ctx, t, { kind: "patient", tenantId: where.tenantId, patientId: where.patientId });
+  const key = await dataKeyFor(ctx, t, { kind: "patient", tenantId: where.tenantId, patientId: where.patientId }, locked);
   try {
     const out: Partial<Record<ColumnOf<T>, Buffer | null>> = {};
     for (const [column, value] of Object.entries(values) as [ColumnOf<T>, string | Buffer | null | undefined][]) {

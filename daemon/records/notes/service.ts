@@ -92,7 +92,7 @@ async function insertVersion(
 export async function createNote(ctx: ApplianceContext, actor: Actor, patientId: string, input: NoteCreate, meta: RequestMeta): Promise<NoteView> {
   const tenantId = tenantOf(actor);
   return inScope(ctx.db.app, { kind: "tenant", tenantId }, async (t) => {
-    const { breakGlass } = await openPatient(ctx, t, actor, "note:create", patientId);
+    const { breakGlass, lockedWriteKey } = await openPatient(ctx, t, actor, "note:create", patientId, { writeKey: true });
     if (input.sourceAttachmentId) {
       const [a] = await rows(ctx, t, "SELECT 1 FROM attachments WHERE id = $1 AND tenant_id = $2 AND patient_id = $3", [input.sourceAttachmentId, tenantId, patientId]);
       if (!a) throw new Invalid("sourceAttachmentId must name an attachment of this patient", { errors: [{ path: "sourceAttachmentId", message: "no such attachment for this patient", code: "custom" }] });
@@ -100,7 +100,7 @@ export async function createNote(ctx: ApplianceContext, actor: Actor, patientId:
     const id = randomUUID();
     const versionId = randomUUID();
     const now = ctx.clock.now();
-    const enc = await sealRow(ctx, t, { tenantId, patientId, table: "note_versions", rowId: versionId }, { body_enc: input.body });
+    const enc = await sealRow(ctx, t, { tenantId, patientId, table: "note_versions", rowId: versionId }, { body_enc: input.body }, lockedWriteKey);
     // The note and its original version in one statement, sent with the audit event and COMMIT
     // in one round trip (this is the benchmarked write path).
     await execWithCommit(

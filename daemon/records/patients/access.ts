@@ -7,6 +7,7 @@ import type { RequestMeta } from "../../auth/audit-events.js";
 import type { ApplianceContext } from "../../context.js";
 import { singleStatementInScope } from "../../db/tenant-scope.js";
 import { Forbidden, NotFound } from "../../http/errors.js";
+import { keyIdOf, lockedWriteKeyOf, lockedWriteKeySql, type LockedWriteKey } from "../../keys/index.js";
 import { phiAuditEvent, type PhiEvent } from "../audit.js";
 
 /**
@@ -52,10 +53,13 @@ export async function findActivePatient(ctx: ApplianceContext, t: Transaction, t
  * break-glass grant (`break_glass`), the same facts with the same definitions as
  * `patientAccessFor` in daemon/access/care-team.ts. Binds patient $1, tenant $2, actor $3, now $4.
  */
-const PATIENT_WITH_FACTS = `SELECT p.*,
+const patientWithFacts = (more: { columns: string; join: string } = { columns: "", join: "" }) => `SELECT p.*,
        EXISTS (SELECT 1 FROM care_team_assignments c WHERE c.tenant_id = $2 AND c.patient_id = $1 AND c.user_id = $3) AS assigned,
-       EXISTS (SELECT 1 FROM break_glass_grants g WHERE g.tenant_id = $2 AND g.patient_id = $1 AND g.user_id = $3 AND g.ended_at IS NULL AND g.expires_at > $4) AS break_glass
-     FROM patients p WHERE p.id = $1 AND p.tenant_id = $2 AND p.status = 'active'`;
+       EXISTS (SELECT 1 FROM break_glass_grants g WHERE g.tenant_id = $2 AND g.patient_id = $1 AND g.user_id = $3 AND g.ended_at IS NULL AND g.expires_at > $4) AS break_glass${more.columns ? `, ${more.columns}` : ""}
+     FROM patients p ${more.join} WHERE p.id = $1 AND p.tenant_id = $2 AND p.status = 'active'`;
+const PATIENT_WITH_FACTS = patientWithFacts();
+/** The same, with the patient's data key locked and read for a write (`lockedWriteKeySql`, key id at $5). */
+const PATIENT_WITH_FACTS_AND_KEY = patientWithFacts(lockedWriteKeySql(5));
 
 type PatientWithFacts = PatientRow & { assigned: boolean; break_glass: boolean };
 
@@ -70,7 +74,9 @@ function decide(actor: Actor, action: Action, tenantId: string, row: PatientWith
 /**
  * `findActivePatient` + the policy for `action` on that patient, in one round trip: the row and
  * the care-team / break-glass facts come back together, and the decision is the policy table's
- * (`authorize`). This is the hot path of every record write.
+ * (`authorize`). This is the hot path of every record write. `writeKey`: the same statement takes
+ * the patient's data key lock and reads its active version (`lockedWriteKey`, for `sealRow`), so
+ * an encrypted write does not spend a round trip on it (daemon/keys/keyring.ts, `lockedWriteKeySql`).
  */
 export async function openPatient(
   ctx: ApplianceContext,
@@ -78,15 +84,19 @@ export async function openPatient(
   actor: Actor,
   action: Action,
   patientId: string,
-  opts: { lock?: boolean } = {},
-): Promise<{ patient: PatientRow; breakGlass: boolean }> {
+  opts: { lock?: boolean; writeKey?: boolean } = {},
+): Promise<{ patient: PatientRow; breakGlass: boolean; lockedWriteKey?: LockedWriteKey }> {
   const tenantId = tenantOf(actor);
-  const [row] = await ctx.db.app.query<PatientWithFacts>(`${PATIENT_WITH_FACTS}${opts.lock ? " FOR UPDATE OF p" : ""}`, {
-    bind: [patientId, tenantId, actor.userId, ctx.clock.now()],
+  const subject = { kind: "patient", tenantId, patientId } as const;
+  const [row] = await ctx.db.app.query<PatientWithFacts & Record<string, unknown>>(`${opts.writeKey ? PATIENT_WITH_FACTS_AND_KEY : PATIENT_WITH_FACTS}${opts.lock ? " FOR UPDATE OF p" : ""}`, {
+    bind: [patientId, tenantId, actor.userId, ctx.clock.now(), ...(opts.writeKey ? [keyIdOf(subject)] : [])],
     type: QueryTypes.SELECT,
     transaction: t,
   });
-  return decide(actor, action, tenantId, row);
+  if (!opts.writeKey) return decide(actor, action, tenantId, row);
+  // The key's columns (wk_*) are not the patient's.
+  const patientColumns = row && (Object.fromEntries(Object.entries(row).filter(([k]) => !k.startsWith("wk_"))) as PatientWithFacts);
+  return { ...decide(actor, action, tenantId, patientColumns), lockedWriteKey: lockedWriteKeyOf(subject, row!) };
 }
 
 /**
