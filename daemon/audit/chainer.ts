@@ -122,7 +122,6 @@ async function chainBatch(ctx: ApplianceContext, limit: number, wait: boolean): 
     await withCommit(owner, transaction, {
       text: "UPDATE audit_chain_head SET seq = $1, hash = decode($2, 'hex'), recorded_at = $3",
       values: [seq.toString(), prev, recordedAt],
-      onError: (err) => err,
     });
     return { chained: rows.length, head: { seq: seq.toString(), hash: prev, recordedAt: recordedAt.toISOString() }, busy: false };
   });

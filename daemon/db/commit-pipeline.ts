@@ -12,12 +12,13 @@ import { sendStatement, statementName, type PgConnection } from "./wire-protocol
  * otherwise plan the audit INSERT on every request). The audit trail uses it for the event every
  * PHI read and write records (docs/records.md, Performance): the event is still written in the
  * same transaction as the work, and if it cannot be written PostgreSQL skips the COMMIT, the
- * transaction rolls back and the statement's `onError` says what the client is told.
+ * transaction rolls back and the statement's `onError` says what the client is told (without one,
+ * the statement's own error).
  *
  * Only top-level transactions on a pool set up with `commitPipelines` defer; anywhere else (a
  * nested transaction, another pool) the statement runs at once, as before.
  */
-export type DeferredStatement = { text: string; values: unknown[]; onError: (err: Error) => Error };
+export type DeferredStatement = { text: string; values: unknown[]; onError?: (err: Error) => Error };
 
 const pipelined = new WeakSet<Sequelize>();
 const pending = new WeakMap<Transaction, DeferredStatement[]>();
@@ -156,7 +157,7 @@ export async function withCommit(db: Sequelize, t: Transaction, statement: Defer
   try {
     await db.query(statement.text, { bind: statement.values, transaction: t });
   } catch (err) {
-    throw statement.onError(err as Error);
+    throw statement.onError ? statement.onError(err as Error) : err;
   }
 }
 
@@ -180,7 +181,8 @@ export function commitPipelines(db: Sequelize): Sequelize {
       await runPipeline(client, steps);
     } catch (err) {
       const step = ((err as { step?: number }).step ?? steps.length - 1) - opening.length;
-      throw step >= 0 && step < statements.length ? statements[step]!.onError(err as Error) : err;
+      const failed = step >= 0 && step < statements.length ? statements[step]! : undefined;
+      throw failed?.onError ? failed.onError(err as Error) : err;
     }
   };
   pipelined.add(db);

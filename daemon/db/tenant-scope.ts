@@ -88,8 +88,8 @@ type PooledClient = pg.Client & { _invalid?: boolean };
  * TRANSACTION`, the scope, the statement and `COMMIT` go out together with one Sync (see
  * daemon/db/commit-pipeline.ts), and its rows come back. For a request whose whole database work
  * is one statement, a patient read with its audit event (daemon/records/patients/access.ts): one
- * round trip, where `inScope` needs one for the work and one for COMMIT. Both prepared on the
- * connection after their first use.
+ * round trip, where `inScope` needs one for the work and one for COMMIT. The scope and the
+ * statement are prepared on the connection at their first use.
  *
  * If anything fails, PostgreSQL runs nothing after it (the COMMIT included), the transaction is
  * rolled back here and the error is the statement's (`step` says which one failed: 2 is the

@@ -124,6 +124,7 @@ async function keyOfRow(ctx: ApplianceContext, t: Transaction, row: DataKeyRow):
 
 /** Every column of a keystore.data_keys row (`DataKeyRow`), for the selects that read whole rows. */
 export const DATA_KEY_COLUMNS = "key_id, version, kind, tenant_id, patient_id, wrapped, kek_version, public_key, state, nonce_count, created_at, retired_at";
+const DATA_KEY_COLUMN_NAMES = DATA_KEY_COLUMNS.split(", ");
 
 async function activeRow(ctx: ApplianceContext, t: Transaction, keyId: string): Promise<DataKeyRow | undefined> {
   const rows = await select<DataKeyRow>(ctx, t, `SELECT ${DATA_KEY_COLUMNS} FROM keystore.data_keys WHERE key_id = $1 AND state = 'active'`, [keyId]);
@@ -150,21 +151,22 @@ async function lockedActiveRow(ctx: ApplianceContext, t: Transaction, keyId: str
 export function lockedWriteKeySql(keyIdParam: number): { join: string; columns: string } {
   return {
     join: `LEFT JOIN LATERAL keystore.lock_and_read_active_key(${LOCKS.dataKey}, $${keyIdParam}) wk ON true`,
-    columns: DATA_KEY_COLUMNS.split(", ")
-      .map((c) => `wk.${c} AS wk_${c}`)
-      .join(", "),
+    columns: DATA_KEY_COLUMN_NAMES.map((c) => `wk.${c} AS wk_${c}`).join(", "),
   };
 }
 
 /** The key a write for `subject` asked for with `lockedWriteKeySql` (its lock is held): `row` is undefined when the subject has no key yet. */
 export type LockedWriteKey = { keyId: string; row: DataKeyRow | undefined };
 
-export function lockedWriteKeyOf(subject: KeySubject, result: Record<string, unknown>): LockedWriteKey {
-  const keyId = keyIdOf(subject);
-  if (result.wk_key_id === null || result.wk_key_id === undefined) return { keyId, row: undefined };
-  if (result.wk_key_id !== keyId) throw new TypeError("the locked key is not the subject's");
-  const row = Object.fromEntries(DATA_KEY_COLUMNS.split(", ").map((c) => [c, result[`wk_${c}`]])) as DataKeyRow;
-  return { keyId, row };
+/**
+ * Splits a row of a statement built with `lockedWriteKeySql` into the subject's key and the
+ * caller's own columns (the `wk_` ones removed).
+ */
+export function lockedWriteKeyOf<T extends Record<string, unknown>>(subject: KeySubject, result: T): { key: LockedWriteKey; rest: T } {
+  const rest = { ...result };
+  for (const c of DATA_KEY_COLUMN_NAMES) delete rest[`wk_${c}`];
+  const row = result.wk_key_id === null || result.wk_key_id === undefined ? undefined : (Object.fromEntries(DATA_KEY_COLUMN_NAMES.map((c) => [c, result[`wk_${c}`]])) as DataKeyRow);
+  return { key: { keyId: keyIdOf(subject), row }, rest };
 }
 
 /** Makes version 1 of a key (first write for a tenant or patient) in the caller's transaction. */
@@ -250,18 +252,43 @@ function scheduleBudgetRotation(ctx: ApplianceContext, t: Transaction, keyId: st
   });
 }
 
-/** Loads the exact key versions named by stored ciphertext headers. */
-async function readKeys(ctx: ApplianceContext, t: Transaction, wanted: Array<{ keyId: string; version: number }>): Promise<Map<string, DataKey>> {
+type WantedKey = { keyId: string; version: number };
+
+/** The key versions that stored ciphertexts name, from their headers. */
+function wantedBy(ciphertexts: Buffer[]): WantedKey[] {
+  return ciphertexts
+    .filter((c) => c != null)
+    .map((c) => {
+      const header = readFieldHeader(c);
+      return { keyId: header.keyId, version: header.keyVersion };
+    });
+}
+
+/** The wanted keys the cache holds (by slot), and those it does not. */
+function fromCache(ctx: ApplianceContext, wanted: WantedKey[]): { found: Map<string, DataKey>; missing: WantedKey[] } {
   ctx.rootKey.assertUnsealed();
-  const out = new Map<string, DataKey>();
+  const found = new Map<string, DataKey>();
+  const missing: WantedKey[] = [];
   for (const { keyId, version } of wanted) {
     const slot = slotOf(keyId, version);
-    if (out.has(slot)) continue;
+    if (found.has(slot)) continue;
     const cached = ctx.rootKey.cachedDataKey(slot);
-    if (cached) {
-      out.set(slot, { id: keyId, version, key: Buffer.from(cached) });
-      continue;
-    }
+    if (cached) found.set(slot, { id: keyId, version, key: Buffer.from(cached) });
+    else missing.push({ keyId, version });
+  }
+  return { found, missing };
+}
+
+function lookupOf(keys: Map<string, DataKey>): DataKeyLookup {
+  return (keyId, version) => keys.get(slotOf(keyId, version));
+}
+
+/** Loads the exact key versions named by stored ciphertext headers. */
+async function readKeys(ctx: ApplianceContext, t: Transaction, wanted: WantedKey[]): Promise<Map<string, DataKey>> {
+  const { found: out, missing } = fromCache(ctx, wanted);
+  for (const { keyId, version } of missing) {
+    const slot = slotOf(keyId, version);
+    if (out.has(slot)) continue;
     const rows = await select<DataKeyRow>(ctx, t, `SELECT ${DATA_KEY_COLUMNS} FROM keystore.data_keys WHERE key_id = $1 AND version = $2`, [keyId, version]);
     if (!rows[0]) {
       const at = await destroyedAt(ctx, t, keyId, null);
@@ -278,17 +305,8 @@ async function readKeys(ctx: ApplianceContext, t: Transaction, wanted: Array<{ k
  * (the usual case); null when one is missing, and then `dataKeysForRead` reads it.
  */
 export function cachedDataKeysForRead(ctx: ApplianceContext, ciphertexts: Buffer[]): DataKeyLookup | null {
-  ctx.rootKey.assertUnsealed();
-  const keys = new Map<string, DataKey>();
-  for (const c of ciphertexts) {
-    const { keyId, keyVersion: version } = readFieldHeader(c);
-    const slot = slotOf(keyId, version);
-    if (keys.has(slot)) continue;
-    const cached = ctx.rootKey.cachedDataKey(slot);
-    if (!cached) return null;
-    keys.set(slot, { id: keyId, version, key: Buffer.from(cached) });
-  }
-  return (keyId, version) => keys.get(slotOf(keyId, version));
+  const { found, missing } = fromCache(ctx, wantedBy(ciphertexts));
+  return missing.length === 0 ? lookupOf(found) : null;
 }
 
 /**
@@ -297,14 +315,7 @@ export function cachedDataKeysForRead(ctx: ApplianceContext, ciphertexts: Buffer
  * row-level security, so they fail as unknown keys even before the AAD check.
  */
 export async function dataKeysForRead(ctx: ApplianceContext, t: Transaction, ciphertexts: Buffer[]): Promise<DataKeyLookup> {
-  const wanted = ciphertexts
-    .filter((c) => c != null)
-    .map((c) => {
-      const header = readFieldHeader(c);
-      return { keyId: header.keyId, version: header.keyVersion };
-    });
-  const keys = await readKeys(ctx, t, wanted);
-  return (keyId, version) => keys.get(slotOf(keyId, version));
+  return lookupOf(await readKeys(ctx, t, wantedBy(ciphertexts)));
 }
 
 /** Encrypts one field value under the subject's current key (see the module comment). */
@@ -364,9 +375,8 @@ export async function keyOfDataKeyRow(ctx: ApplianceContext, t: Transaction, row
 }
 
 /** Internal: loads specific versions (re-encryption reads old ciphertexts through this). */
-export async function lookupFor(ctx: ApplianceContext, t: Transaction, wanted: Array<{ keyId: string; version: number }>): Promise<DataKeyLookup> {
-  const keys = await readKeys(ctx, t, wanted);
-  return (keyId, version) => keys.get(slotOf(keyId, version));
+export async function lookupFor(ctx: ApplianceContext, t: Transaction, wanted: WantedKey[]): Promise<DataKeyLookup> {
+  return lookupOf(await readKeys(ctx, t, wanted));
 }
 
 /**

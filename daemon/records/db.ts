@@ -17,7 +17,7 @@ export async function exec(ctx: ApplianceContext, t: Transaction, sql: string, b
  * transaction rolls back, and its error reaches the caller as any failed statement's would.
  */
 export async function execWithCommit(ctx: ApplianceContext, t: Transaction, sql: string, bind: unknown[] = []): Promise<void> {
-  await withCommit(ctx.db.app, t, { text: sql, values: bind, onError: (err) => err });
+  await withCommit(ctx.db.app, t, { text: sql, values: bind });
 }
 
 /** PostgreSQL unique_violation on the named constraint or index (never its detail: it quotes values). */

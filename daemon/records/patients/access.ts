@@ -93,10 +93,9 @@ export async function openPatient(
     type: QueryTypes.SELECT,
     transaction: t,
   });
-  if (!opts.writeKey) return decide(actor, action, tenantId, row);
-  // The key's columns (wk_*) are not the patient's.
-  const patientColumns = row && (Object.fromEntries(Object.entries(row).filter(([k]) => !k.startsWith("wk_"))) as PatientWithFacts);
-  return { ...decide(actor, action, tenantId, patientColumns), lockedWriteKey: lockedWriteKeyOf(subject, row!) };
+  if (!opts.writeKey || !row) return decide(actor, action, tenantId, row);
+  const { key, rest } = lockedWriteKeyOf(subject, row);
+  return { ...decide(actor, action, tenantId, rest), lockedWriteKey: key };
 }
 
 /**
