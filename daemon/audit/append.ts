@@ -5,7 +5,7 @@ import type { Actor } from "../access/actor.js";
 import type { ApplianceContext } from "../context.js";
 import { withCommit } from "../db/commit-pipeline.js";
 import { Unavailable } from "../http/errors.js";
-import { stableText, wellFormed } from "./canonical.js";
+import { CANONICAL_FIELDS, stableText, wellFormed } from "./canonical.js";
 import { notifyAuditIntake } from "./chainer.js";
 
 /**
@@ -99,27 +99,13 @@ function normalise(event: AuditEventInput) {
   };
 }
 
-/** The intake's columns, in the order of `intakeRow`'s values. */
-const INTAKE_COLUMNS = [
-  "event_id",
-  "occurred_at",
-  "tenant_id",
-  "actor_user_id",
-  "actor_role",
-  "impersonator_id",
-  "break_glass",
-  "action",
-  "resource_type",
-  "resource_id",
-  "patient_id",
-  "outcome",
-  "source_ip",
-  "user_agent",
-  "request_id",
-  "reason",
-] as const;
-
-type IntakeColumn = (typeof INTAKE_COLUMNS)[number];
+/**
+ * The intake's columns: the event's canonical fields (docs/audit-format.md) except those the
+ * chainer assigns when it seals the event.
+ */
+const CHAINER_FIELDS = ["v", "seq", "recorded_at"] as const;
+type IntakeColumn = Exclude<(typeof CANONICAL_FIELDS)[number], (typeof CHAINER_FIELDS)[number]>;
+const INTAKE_COLUMNS = CANONICAL_FIELDS.filter((f): f is IntakeColumn => !(CHAINER_FIELDS as readonly string[]).includes(f));
 
 /** Types of the columns that are not text (an INSERT ... SELECT takes untyped parameters as text). */
 const INTAKE_TYPES: Partial<Record<IntakeColumn, string>> = { event_id: "uuid", occurred_at: "timestamptz", tenant_id: "uuid", break_glass: "boolean" };
