@@ -1,0 +1,66 @@
+import { z } from "zod";
+
+/**
+ * Response schemas of the backup and drill routes. Leaf module (zod only): the admin UI imports
+ * the inferred types, so it cannot read a field these routes do not send.
+ */
+
+/** Milliseconds per named phase of a snapshot or a restore. */
+const phases = z.record(z.string(), z.number());
+
+export const snapshotRecord = z.object({
+  id: z.string(),
+  trigger: z.string(),
+  /** `partial`: at least one target did not get the snapshot. */
+  status: z.enum(["running", "complete", "partial", "failed", "interrupted"]),
+  startedAt: z.string(),
+  finishedAt: z.string().nullable(),
+  /** Per target: whether it holds the snapshot, and why not. */
+  targets: z.array(z.object({ target: z.string(), ok: z.boolean(), bytes: z.number(), error: z.string().optional() })),
+  tables: z.number().nullable(),
+  rows: z.number().nullable(),
+  plainBytes: z.number().nullable(),
+  storedBytes: z.number().nullable(),
+  durationMs: z.number().nullable(),
+  phases: phases.nullable(),
+  schemaVersion: z.string().nullable(),
+  auditHead: z.object({ seq: z.string(), hash: z.string() }).nullable(),
+  verifiedAt: z.string().nullable(),
+  error: z.string().nullable(),
+});
+
+export const backupAlert = z.object({
+  kind: z.enum(["snapshot_failed", "snapshot_stale", "drill_failed", "drill_stale", "worm_not_enforced", "not_configured"]),
+  raisedAt: z.string(),
+  detail: z.string(),
+});
+
+/** `GET /api/v1/backups`: the catalogue and the open backup alerts. */
+export const backupListResponse = z.object({ snapshots: z.array(snapshotRecord), alerts: z.array(backupAlert) });
+
+/** `POST /api/v1/backups` and `POST /api/v1/drills` answer 202 at once with the run's id. */
+export const runStartedResponse = z.object({ id: z.string(), status: z.literal("running") });
+
+export const drillRecord = z.object({
+  id: z.string(),
+  trigger: z.string(),
+  status: z.enum(["running", "passed", "failed", "interrupted"]),
+  startedAt: z.string(),
+  finishedAt: z.string().nullable(),
+  passed: z.boolean(),
+  snapshotId: z.string().nullable(),
+  target: z.string(),
+  /** Restore time measured by the drill (recovery time objective). */
+  rtoMs: z.number().nullable(),
+  /** Age of the snapshot's data when drilled (recovery point). */
+  rpoMs: z.number().nullable(),
+  phases: phases.nullable(),
+  checks: z.array(z.object({ name: z.string(), ok: z.boolean(), detail: z.string() })),
+  error: z.string().nullable(),
+});
+
+export type SnapshotRecordRes = z.infer<typeof snapshotRecord>;
+export type BackupAlertRes = z.infer<typeof backupAlert>;
+export type BackupListRes = z.infer<typeof backupListResponse>;
+export type RunStartedRes = z.infer<typeof runStartedResponse>;
+export type DrillRecordRes = z.infer<typeof drillRecord>;
