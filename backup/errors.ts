@@ -1,4 +1,4 @@
-import { AppError } from "../daemon/http/errors.js";
+import { AppError } from "../daemon/kernel/errors.js";
 
 /**
  * Errors of the snapshot engine. They extend the daemon's AppError so routes map them to

@@ -1,11 +1,12 @@
 import type { Request, RequestHandler, Response, Router } from "express";
 import type { ApplianceContext } from "../context.js";
 import { inScope } from "../db/tenant-scope.js";
-import { recordAuthEvent, requestMeta } from "../auth/audit-events.js";
+import { recordAuthEvent } from "../audit/append.js";
+import { requestMeta } from "../kernel/request-meta.js";
 import { requireRecentMfa } from "../auth/step-up.js";
 import { StepUpRequired } from "../auth/errors.js";
-import { AppError, Forbidden } from "../http/errors.js";
-import { currentActor, scopeOf } from "./actor.js";
+import { AppError, Forbidden } from "../kernel/errors.js";
+import { currentActor, scopeOf } from "../kernel/actor.js";
 import { can, denialMessage, STEP_UP_ACTIONS, type Action } from "./policy.js";
 
 /** One guarded route: what the permission-matrix test walks (test/integration/access/permission-matrix.test.ts). */

@@ -1,9 +1,10 @@
 import { QueryTypes } from "sequelize";
-import { recordAuthEvent, type RequestMeta } from "../auth/audit-events.js";
+import { recordAuthEvent } from "../audit/append.js";
+import type { RequestMeta } from "../kernel/request-meta.js";
 import type { ApplianceContext } from "../context.js";
 import { inScope } from "../db/tenant-scope.js";
-import { NotFound } from "../http/errors.js";
-import { scopeOf, type Actor } from "./actor.js";
+import { NotFound } from "../kernel/errors.js";
+import { scopeOf, type Actor } from "../kernel/actor.js";
 import { authorize } from "./policy.js";
 
 /**

@@ -1,5 +1,5 @@
-import { Forbidden } from "../http/errors.js";
-import type { Actor, Role } from "./actor.js";
+import { Forbidden } from "../kernel/errors.js";
+import type { Actor, Role } from "../kernel/actor.js";
 
 /**
  * The one policy module (CONVENTIONS 3): every permission in Wardkeep is decided here, by

@@ -1,9 +1,9 @@
 import { Router } from "express";
 import { z } from "zod";
-import { requestMeta } from "../auth/audit-events.js";
+import { requestMeta } from "../kernel/request-meta.js";
 import type { ApplianceContext } from "../context.js";
 import { jsonBody, jsonResponse, openApiRegistry } from "../http/openapi.js";
-import { currentActor } from "./actor.js";
+import { currentActor } from "../kernel/actor.js";
 import { breakGlassRequest, listBreakGlass, openBreakGlass } from "./break-glass.js";
 import { assignToCareTeam, listCareTeam, removeFromCareTeam } from "./care-team.js";
 import { guardedRoute } from "./guard.js";

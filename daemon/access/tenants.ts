@@ -1,11 +1,12 @@
 import { QueryTypes } from "sequelize";
 import { z } from "zod";
 import { forgetResolvedApiTokens } from "../auth/api-tokens.js";
-import { recordAuthEvent, type RequestMeta } from "../auth/audit-events.js";
+import { recordAuthEvent } from "../audit/append.js";
+import type { RequestMeta } from "../kernel/request-meta.js";
 import type { ApplianceContext } from "../context.js";
 import { inScope } from "../db/tenant-scope.js";
-import { Conflict, NotFound } from "../http/errors.js";
-import { scopeOf, type Actor } from "./actor.js";
+import { Conflict, NotFound } from "../kernel/errors.js";
+import { scopeOf, type Actor } from "../kernel/actor.js";
 import { authorize } from "./policy.js";
 
 /** Tenants (a hospital, clinic or department) and their security settings. */

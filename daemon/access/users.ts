@@ -1,13 +1,14 @@
 import { QueryTypes, type Transaction } from "sequelize";
 import { z } from "zod";
 import { forgetResolvedApiTokens } from "../auth/api-tokens.js";
-import { recordAuthEvent, SYSTEM_META, type RequestMeta } from "../auth/audit-events.js";
+import { recordAuthEvent } from "../audit/append.js";
+import { SYSTEM_META, type RequestMeta } from "../kernel/request-meta.js";
 import { clearMfa } from "../auth/mfa.js";
 import { revokeUserSessions } from "../auth/sessions.js";
 import type { ApplianceContext } from "../context.js";
 import { inScope } from "../db/tenant-scope.js";
-import { Conflict, Invalid, NotFound } from "../http/errors.js";
-import { ROLES, scopeOf, type Actor, type Role } from "./actor.js";
+import { Conflict, Invalid, NotFound } from "../kernel/errors.js";
+import { ROLES, scopeOf, type Actor, type Role } from "../kernel/actor.js";
 import { authorize } from "./policy.js";
 
 /** Staff accounts: listing, role changes, deactivation, MFA reset, access reviews, the inactivity job. */

@@ -1,10 +1,12 @@
 import { randomUUID } from "node:crypto";
 import type { Request, Response } from "express";
 import type { Transaction } from "sequelize";
-import type { Actor } from "../access/actor.js";
+import type { Actor } from "../kernel/actor.js";
+import { requestMeta, type RequestMeta } from "../kernel/request-meta.js";
 import type { ApplianceContext } from "../context.js";
 import { withCommit } from "../db/commit-pipeline.js";
-import { Unavailable } from "../http/errors.js";
+import { inScope } from "../db/tenant-scope.js";
+import { Unavailable } from "../kernel/errors.js";
 import { CANONICAL_FIELDS, stableText, wellFormed } from "./canonical.js";
 import { notifyAuditIntake } from "./chainer.js";
 
@@ -204,4 +206,122 @@ export function auditContextFrom(req: Request, res: Response): AuditRequestConte
     userAgent: req.get("user-agent") ?? null,
     requestId: (res.locals.requestId as string | undefined) ?? null,
   };
+}
+
+/**
+ * Who an event is recorded for: a signed-in actor, a known account before its session exists
+ * (login, invite acceptance), the appliance itself (jobs) or nobody (an unknown account).
+ */
+export type EventActor = Actor | { userId: string | null; role: string | null; tenantId?: string | null; impersonatorId?: string | null } | null;
+
+/** The purge job, key maintenance and other work nobody in particular asked for at that moment. */
+export const SYSTEM_ACTOR = { userId: null, role: "system", tenantId: null } as const;
+
+/** What a capability says about its event; the actor and the request's metadata say the rest. */
+export type CapabilityEvent = {
+  /** Dotted verb: `auth.login`, `user.role.change`, `patient.read`, `keys.rotate`… */
+  action: string;
+  resourceType: string;
+  resourceId?: string | null;
+  /** The patient whose record was touched (an id, never a name or MRN). */
+  patientId?: string | null;
+  /** Defaults to the actor's tenant. */
+  tenantId?: string | null;
+  outcome: AuditOutcome;
+  /** Access rides on a break-glass grant. */
+  breakGlass?: boolean;
+  /** Ids, counts, rule names, a stated reason: never a password, token or PHI value. */
+  reason?: string | null;
+};
+
+/** The one mapping from (actor, event, request) to the audit trail's fields, for every capability. */
+export function auditEventOf(actor: EventActor, event: CapabilityEvent, meta: RequestMeta | null): AuditEventInput {
+  return {
+    tenantId: event.tenantId !== undefined ? event.tenantId : (actor?.tenantId ?? null),
+    actor: {
+      userId: actor?.userId ?? null,
+      role: actor?.role ?? null,
+      impersonatorId: actor && "impersonatorId" in actor ? (actor.impersonatorId ?? null) : null,
+      breakGlass: event.breakGlass === true,
+    },
+    action: event.action,
+    resourceType: event.resourceType,
+    resourceId: event.resourceId ?? null,
+    patientId: event.patientId ?? null,
+    outcome: event.outcome,
+    sourceIp: meta?.sourceIp ?? null,
+    userAgent: meta?.userAgent ?? null,
+    requestId: meta?.requestId ?? null,
+    reason: event.reason ?? null,
+  };
+}
+
+/**
+ * Records a capability's event in the transaction of the work it records, so the event and the
+ * change commit together (and a failed audit write fails the work).
+ */
+export async function recordEvent(ctx: ApplianceContext, t: Transaction, actor: EventActor, event: CapabilityEvent, meta: RequestMeta | null): Promise<void> {
+  await appendAuditEvent(ctx, t, auditEventOf(actor, event, meta));
+}
+
+/** Identity and access events (`auth.login`, `user.invite`, `access.denied`…). */
+export type AuthEvent = CapabilityEvent;
+export type AuthEventActor = EventActor;
+export const recordAuthEvent = recordEvent;
+
+/** A PHI read or write: always inside a tenant, a success unless said otherwise; ids only, never values. */
+export type PhiEvent = Omit<CapabilityEvent, "outcome" | "resourceType" | "tenantId"> & {
+  resourceType: "patient" | "appointment" | "note" | "consent" | "attachment" | "legal_hold" | "deletion_request" | "tenant";
+  tenantId: string;
+  outcome?: AuditOutcome;
+};
+export type RecordsActor = Actor | typeof SYSTEM_ACTOR;
+
+/** The audit event of a PHI read or write (for `recordPhiEvent`, or a statement that writes it itself). */
+export function phiAuditEvent(actor: RecordsActor, event: PhiEvent, meta: RequestMeta | null): AuditEventInput {
+  return auditEventOf(actor, { ...event, outcome: event.outcome ?? "success" }, meta);
+}
+
+/** Every PHI read and write of the records capability (DESIGN "Audit trail"). */
+export async function recordPhiEvent(ctx: ApplianceContext, t: Transaction, actor: RecordsActor, event: PhiEvent, meta: RequestMeta | null): Promise<void> {
+  await appendAuditEvent(ctx, t, phiAuditEvent(actor, event, meta));
+}
+
+/**
+ * Who asked for a key operation, with where from: a signed-in actor over HTTP, an operator at the
+ * CLI (`wardkeep keys ...` on the appliance host), or the appliance itself (jobs).
+ */
+export type KeyOperator = {
+  userId: string | null;
+  role: string | null;
+  tenantId: string | null;
+  impersonatorId?: string | null;
+} & RequestMeta;
+
+export const CLI_OPERATOR: KeyOperator = { userId: null, role: "host_operator", tenantId: null, sourceIp: null, userAgent: "wardkeep-cli", requestId: null };
+export const SYSTEM_OPERATOR: KeyOperator = { ...SYSTEM_ACTOR, sourceIp: null, userAgent: null, requestId: null };
+
+export function operatorOf(req: Request, res: Response, actor?: Actor): KeyOperator {
+  return {
+    userId: actor?.userId ?? null,
+    role: actor?.role ?? null,
+    tenantId: actor?.tenantId ?? null,
+    impersonatorId: actor?.impersonatorId ?? null,
+    ...requestMeta(req, res),
+  };
+}
+
+export type KeyEvent = Omit<CapabilityEvent, "resourceType" | "breakGlass" | "resourceId"> & {
+  /** Key id or subject ("tenant/<uuid>", "kek"): ids only. */
+  resourceId: string | null;
+};
+
+/** A key event (`keys.unseal`, `keys.rotate`, `keys.shred.*`…) in the transaction of the work it records. */
+export async function recordKeyEvent(ctx: ApplianceContext, t: Transaction, by: KeyOperator, event: KeyEvent): Promise<void> {
+  await recordEvent(ctx, t, by, { ...event, resourceType: "key" }, by);
+}
+
+/** For operations with no transaction of their own (unseal, seal): the event in its own. */
+export async function recordKeyEventAlone(ctx: ApplianceContext, by: KeyOperator, event: KeyEvent): Promise<void> {
+  await inScope(ctx.db.app, { kind: "appliance" }, (t) => recordKeyEvent(ctx, t, by, event));
 }

@@ -6,7 +6,7 @@ import { stringify } from "csv-stringify";
 import type pg from "pg";
 import { QueryTypes } from "sequelize";
 import type { ApplianceContext } from "../context.js";
-import { Invalid } from "../http/errors.js";
+import { Invalid } from "../kernel/errors.js";
 import { appendAuditEvent, type AuditRequestContext } from "./append.js";
 import { parseCanonical, type ChainedEvent } from "./canonical.js";
 import { chainPendingEvents, readChainHead } from "./chainer.js";

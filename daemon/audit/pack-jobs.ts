@@ -3,11 +3,11 @@ import path from "node:path";
 import { QueryTypes } from "sequelize";
 import { pack as tarPack } from "tar-stream";
 import { z } from "zod";
-import { scopeOf, type Actor } from "../access/actor.js";
+import { scopeOf, type Actor } from "../kernel/actor.js";
 import { inDataDir } from "../config/load.js";
 import type { ApplianceContext } from "../context.js";
 import { inScope } from "../db/tenant-scope.js";
-import { Conflict, Invalid, NotFound } from "../http/errors.js";
+import { Conflict, Invalid, NotFound } from "../kernel/errors.js";
 import { appendAuditEvent, type AuditRequestContext } from "./append.js";
 import { EXPORT_FORMATS, exportAuditEvidence, newPackId, type ExportFormat } from "./export.js";
 

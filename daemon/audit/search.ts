@@ -1,10 +1,10 @@
 import { QueryTypes } from "sequelize";
 import { z } from "zod";
-import type { Actor } from "../access/actor.js";
-import { scopeOf } from "../access/actor.js";
+import type { Actor } from "../kernel/actor.js";
+import { scopeOf } from "../kernel/actor.js";
 import type { ApplianceContext } from "../context.js";
 import { inScope } from "../db/tenant-scope.js";
-import { Invalid } from "../http/errors.js";
+import { Invalid } from "../kernel/errors.js";
 import { appendAuditEvent, type AuditRequestContext } from "./append.js";
 import { parseCanonical } from "./canonical.js";
 import { chainPendingEvents } from "./chainer.js";

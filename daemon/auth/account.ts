@@ -1,11 +1,12 @@
 import { QueryTypes } from "sequelize";
 import { z } from "zod";
-import { scopeOf, type Actor } from "../access/actor.js";
+import { scopeOf, type Actor } from "../kernel/actor.js";
 import { authorize } from "../access/policy.js";
 import type { ApplianceContext } from "../context.js";
 import { inScope } from "../db/tenant-scope.js";
-import { Invalid, NotFound, TooManyRequests } from "../http/errors.js";
-import { recordAuthEvent, type RequestMeta } from "./audit-events.js";
+import { Invalid, NotFound, TooManyRequests } from "../kernel/errors.js";
+import { recordAuthEvent } from "../audit/append.js";
+import type { RequestMeta } from "../kernel/request-meta.js";
 import { argon2ParamsFrom, assertPasswordAcceptable, hashPassword, verifyPassword } from "./passwords.js";
 import { idleMinutesFor, revokeSessionById, revokeUserSessions } from "./sessions.js";
 import { accountRule, buckets, clearThrottle, countFailure, readThrottle } from "./throttle.js";

@@ -1,11 +1,12 @@
 import { QueryTypes } from "sequelize";
 import { z } from "zod";
-import type { Actor, Role } from "../access/actor.js";
+import type { Actor, Role } from "../kernel/actor.js";
 import { ACTIONS, authorize } from "../access/policy.js";
 import type { ApplianceContext } from "../context.js";
 import { inScope } from "../db/tenant-scope.js";
-import { Invalid, NotFound } from "../http/errors.js";
-import { recordAuthEvent, type RequestMeta } from "./audit-events.js";
+import { Invalid, NotFound } from "../kernel/errors.js";
+import { recordAuthEvent } from "../audit/append.js";
+import type { RequestMeta } from "../kernel/request-meta.js";
 import { API_TOKEN_PREFIX, randomToken, sha256 } from "./tokens.js";
 
 /**

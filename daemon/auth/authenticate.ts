@@ -1,7 +1,7 @@
 import type { RequestHandler } from "express";
 import type { ApplianceContext } from "../context.js";
-import { Unauthorized } from "../http/errors.js";
-import { requestMeta } from "./audit-events.js";
+import { Unauthorized } from "../kernel/errors.js";
+import { requestMeta } from "../kernel/request-meta.js";
 import { resolveApiToken } from "./api-tokens.js";
 import { CsrfRejected } from "./errors.js";
 import { resolveSession, type ResolvedSession } from "./sessions.js";

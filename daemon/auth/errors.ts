@@ -1,4 +1,4 @@
-import { AppError } from "../http/errors.js";
+import { AppError } from "../kernel/errors.js";
 
 /**
  * Problems specific to identity, each with its own stable `type` so the admin UI and clients can

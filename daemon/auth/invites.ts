@@ -1,13 +1,14 @@
 import { randomBytes, randomUUID } from "node:crypto";
 import { QueryTypes } from "sequelize";
 import { z } from "zod";
-import { ROLES, scopeOf, type Actor, type Role } from "../access/actor.js";
+import { ROLES, scopeOf, type Actor, type Role } from "../kernel/actor.js";
 import { authorize } from "../access/policy.js";
 import type { ApplianceContext } from "../context.js";
 import { inScope, type Scope } from "../db/tenant-scope.js";
-import { Conflict, Invalid, NotFound, TooManyRequests } from "../http/errors.js";
+import { Conflict, Invalid, NotFound, TooManyRequests } from "../kernel/errors.js";
 import { hmacSha256 } from "../keys/primitives.js";
-import { recordAuthEvent, type RequestMeta } from "./audit-events.js";
+import { recordAuthEvent } from "../audit/append.js";
+import type { RequestMeta } from "../kernel/request-meta.js";
 import { InviteExpired, InviteInvalid, InviteRevoked, InviteUsed } from "./errors.js";
 import { stageFor } from "./login.js";
 import { argon2ParamsFrom, assertPasswordAcceptable, hashPassword } from "./passwords.js";

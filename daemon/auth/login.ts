@@ -1,9 +1,10 @@
 import { QueryTypes } from "sequelize";
 import { z } from "zod";
-import type { Role } from "../access/actor.js";
+import type { Role } from "../kernel/actor.js";
 import type { ApplianceContext } from "../context.js";
 import { inScope } from "../db/tenant-scope.js";
-import { recordAuthEvent, type RequestMeta } from "./audit-events.js";
+import { recordAuthEvent } from "../audit/append.js";
+import type { RequestMeta } from "../kernel/request-meta.js";
 import { argon2ParamsFrom, burnPasswordCheck, hashPassword, needsRehash, verifyPassword } from "./passwords.js";
 import { issueSession, revokeSessionById, type IssuedSession, type SessionStage } from "./sessions.js";
 import { accountRule, buckets, clearThrottle, countFailure, ipRule, readThrottle } from "./throttle.js";

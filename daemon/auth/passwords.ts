@@ -1,7 +1,7 @@
 import { createRequire } from "node:module";
 import argon2 from "argon2";
 import type { Config } from "../config/schema.js";
-import { Invalid } from "../http/errors.js";
+import { Invalid } from "../kernel/errors.js";
 
 /**
  * argon2id at OWASP's minimum (m = 19 MiB, t = 2, p = 1: OWASP Password Storage Cheat Sheet);

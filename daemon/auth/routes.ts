@@ -1,13 +1,13 @@
 import { Router, type Response } from "express";
 import { z } from "zod";
-import { currentActor, type Actor } from "../access/actor.js";
+import { currentActor, type Actor } from "../kernel/actor.js";
 import { guardedRoute } from "../access/guard.js";
 import type { ApplianceContext } from "../context.js";
-import { TooManyRequests, Unauthorized } from "../http/errors.js";
+import { TooManyRequests, Unauthorized } from "../kernel/errors.js";
 import { jsonBody, jsonResponse, openApiRegistry, problemResponse } from "../http/openapi.js";
 import { changePassword, changePasswordRequest, listSessions, revokeAllSessions, revokeSession } from "./account.js";
 import { createApiToken, createApiTokenRequest, listApiTokens, revokeApiToken } from "./api-tokens.js";
-import { requestMeta } from "./audit-events.js";
+import { requestMeta } from "../kernel/request-meta.js";
 import { acceptInvite, acceptInviteRequest, createInvite, createInviteRequest, listInvites, revokeInvite } from "./invites.js";
 import { signIn, signOut, loginRequest } from "./login.js";
 import { activateMfa, regenerateRecoveryCodes, startMfaEnrollment, subjectOfSession, verifySecondFactor, type MfaAttempt, type SessionSubject } from "./mfa.js";

@@ -1,8 +1,9 @@
 import { QueryTypes, type Transaction } from "sequelize";
-import type { Actor, AuthenticationGap, Role } from "../access/actor.js";
+import type { Actor, AuthenticationGap, Role } from "../kernel/actor.js";
 import type { ApplianceContext } from "../context.js";
 import { inScope } from "../db/tenant-scope.js";
-import { recordAuthEvent, type RequestMeta } from "./audit-events.js";
+import { recordAuthEvent } from "../audit/append.js";
+import type { RequestMeta } from "../kernel/request-meta.js";
 import { csrfTokenFor, randomToken, SESSION_TOKEN_PREFIX, sha256 } from "./tokens.js";
 
 export type SessionStage = "mfa_required" | "mfa_enrollment_required" | "active";

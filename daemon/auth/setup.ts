@@ -3,8 +3,9 @@ import { QueryTypes, type Transaction } from "sequelize";
 import { z } from "zod";
 import type { ApplianceContext } from "../context.js";
 import { inScope } from "../db/tenant-scope.js";
-import { Conflict, Forbidden } from "../http/errors.js";
-import { recordAuthEvent, SYSTEM_META } from "./audit-events.js";
+import { Conflict, Forbidden } from "../kernel/errors.js";
+import { recordAuthEvent } from "../audit/append.js";
+import { SYSTEM_META } from "../kernel/request-meta.js";
 import { argon2ParamsFrom, assertPasswordAcceptable, hashPassword } from "./passwords.js";
 
 /**

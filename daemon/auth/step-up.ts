@@ -1,4 +1,4 @@
-import type { Actor } from "../access/actor.js";
+import type { Actor } from "../kernel/actor.js";
 import type { ApplianceContext } from "../context.js";
 import { StepUpRequired } from "./errors.js";
 

@@ -3,7 +3,7 @@ import { Gauge } from "prom-client";
 import { QueryTypes } from "sequelize";
 import type { ApplianceContext } from "../context.js";
 import { inScope } from "../db/tenant-scope.js";
-import { Conflict } from "../http/errors.js";
+import { Conflict } from "../kernel/errors.js";
 import { readPolicyRow } from "./policy.js";
 import { evaluateFreshness, startDrill, startSnapshot } from "./service.js";
 

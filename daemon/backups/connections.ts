@@ -5,7 +5,7 @@ import type { Sequelize } from "sequelize";
 import type { ScratchDatabase } from "../../backup/drill.js";
 import { inDataDir } from "../config/load.js";
 import type { ApplianceContext } from "../context.js";
-import { Unavailable } from "../http/errors.js";
+import { Unavailable } from "../kernel/errors.js";
 
 /** The URL a pool connects with (the engine opens its own connections: COPY streams need one each). */
 export function urlOf(db: Sequelize, database?: string): string {

@@ -5,7 +5,7 @@ import { openTarget, targetDefinitionSchema, targetSecretsSchema, type SnapshotT
 import type { ApplianceContext } from "../context.js";
 import { hkdfSha256, zeroize } from "../keys/primitives.js";
 import { unwrapSecret, wrapSecret } from "../keys/keystore.js";
-import { Invalid } from "../http/errors.js";
+import { Invalid } from "../kernel/errors.js";
 
 /**
  * The backup policy (one row, `backup_policy`): schedules, targets, retention, freshness limits.

@@ -1,8 +1,8 @@
 import { Router, type Request, type Response } from "express";
 import { z } from "zod";
-import { currentActor } from "../access/actor.js";
+import { currentActor } from "../kernel/actor.js";
 import { guardedRoute } from "../access/guard.js";
-import { requestMeta } from "../auth/audit-events.js";
+import { requestMeta } from "../kernel/request-meta.js";
 import type { ApplianceContext } from "../context.js";
 import { inScope } from "../db/tenant-scope.js";
 import { jsonBody, jsonResponse, openApiRegistry, problemResponse } from "../http/openapi.js";

@@ -16,7 +16,7 @@ import { runWormSelfTest, type WormCheck } from "../../backup/worm.js";
 import { appendAuditEvent, type AuditActorInput } from "../audit/append.js";
 import type { ApplianceContext } from "../context.js";
 import { inScope } from "../db/tenant-scope.js";
-import { Conflict, NotFound } from "../http/errors.js";
+import { Conflict, NotFound } from "../kernel/errors.js";
 import { SNAPSHOT_EXCLUDED_SCHEMAS } from "../keys/keystore.js";
 import { reapplyShredList } from "../keys/shred.js";
 import { currentRecoveryPublicKey } from "../keys/recovery.js";

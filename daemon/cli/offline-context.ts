@@ -1,6 +1,6 @@
 import { Registry } from "prom-client";
 import { loadConfig } from "../config/load.js";
-import { AppError } from "../http/errors.js";
+import { AppError } from "../kernel/errors.js";
 import { unsealForOperator } from "../keys/operator.js";
 import { CliError } from "./output.js";
 import { systemClock } from "../clock.js";

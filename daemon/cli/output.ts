@@ -1,5 +1,5 @@
 import { ConfigError } from "../config/load.js";
-import { AppError } from "../http/errors.js";
+import { AppError } from "../kernel/errors.js";
 
 /** Options every command accepts. */
 export type GlobalOptions = { json?: boolean };

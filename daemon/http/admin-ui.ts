@@ -2,7 +2,7 @@ import fs from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import express, { Router } from "express";
-import { Unavailable } from "./errors.js";
+import { Unavailable } from "../kernel/errors.js";
 
 // Sources run from daemon/http, the build from dist/daemon/http.
 const candidates = ["../../admin-ui/dist", "../../../admin-ui/dist"].map((p) => fileURLToPath(new URL(p, import.meta.url)));

@@ -3,7 +3,7 @@ import type { RequestHandler } from "express";
 import helmet from "helmet";
 import { Counter, Histogram, type Registry } from "prom-client";
 import type { Logger } from "../log/logger.js";
-import { UnsupportedMediaType } from "./errors.js";
+import { UnsupportedMediaType } from "../kernel/errors.js";
 
 const INBOUND_ID = /^[A-Za-z0-9._:-]{1,128}$/;
 

@@ -1,7 +1,7 @@
 import type { ErrorRequestHandler, RequestHandler, Response } from "express";
 import { z } from "zod";
 import type { Logger } from "../log/logger.js";
-import { AppError, InternalError, Invalid, NotFound, PayloadTooLarge, UnsupportedMediaType } from "./errors.js";
+import { AppError, InternalError, Invalid, NotFound, PayloadTooLarge, UnsupportedMediaType } from "../kernel/errors.js";
 
 export function sendProblem(res: Response, err: AppError) {
   const requestId = res.locals.requestId as string | undefined;

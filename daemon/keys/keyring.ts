@@ -14,7 +14,7 @@ import { randomBytes } from "node:crypto";
 import type { Transaction } from "sequelize";
 import type { ApplianceContext } from "../context.js";
 import { inScope } from "../db/tenant-scope.js";
-import { NotFound, Unavailable } from "../http/errors.js";
+import { NotFound, Unavailable } from "../kernel/errors.js";
 import {
   GCM_RANDOM_NONCE_LIMIT,
   blindIndex,

@@ -9,7 +9,7 @@ import path from "node:path";
 import type { KeyObject } from "node:crypto";
 import type { ApplianceContext } from "../context.js";
 import { inScope } from "../db/tenant-scope.js";
-import { Conflict, Invalid } from "../http/errors.js";
+import { Conflict, Invalid } from "../kernel/errors.js";
 import { aad, execute, LOCKS, select, unwrapSecret } from "./keystore.js";
 import { zeroize } from "./primitives.js";
 import {
@@ -20,7 +20,7 @@ import {
   recoveryPrivateKeyFromRaw,
   recoveryPublicKeyFromRaw,
 } from "./recovery-crypto.js";
-import { recordKeyEvent, SYSTEM_OPERATOR, type KeyOperator } from "./audit-events.js";
+import { recordKeyEvent, SYSTEM_OPERATOR, type KeyOperator } from "../audit/append.js";
 import { loadKek } from "./seal.js";
 import { combineShares, splitSecret } from "./shamir.js";
 

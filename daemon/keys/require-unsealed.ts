@@ -1,6 +1,6 @@
 import type { RequestHandler } from "express";
 import type { ApplianceContext } from "../context.js";
-import { Sealed } from "../http/errors.js";
+import { Sealed } from "../kernel/errors.js";
 
 /**
  * For PHI routes (records capability): while sealed, answer 503 problem+json naming the state

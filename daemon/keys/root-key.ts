@@ -1,5 +1,5 @@
 import { LRUCache } from "lru-cache";
-import { Sealed } from "../http/errors.js";
+import { Sealed } from "../kernel/errors.js";
 import { NonceBudget } from "./field-cipher.js";
 import { zeroize } from "./primitives.js";
 

@@ -1,13 +1,13 @@
 import { Router, type RequestHandler } from "express";
 import { rateLimit } from "express-rate-limit";
 import { z } from "zod";
-import { currentActor } from "../access/actor.js";
+import { currentActor } from "../kernel/actor.js";
 import { guardedRoute } from "../access/guard.js";
 import { authorize } from "../access/policy.js";
 import type { ApplianceContext } from "../context.js";
-import { TooManyRequests } from "../http/errors.js";
+import { TooManyRequests } from "../kernel/errors.js";
 import { jsonBody, jsonResponse, openApiRegistry, problemResponse } from "../http/openapi.js";
-import { operatorOf, recordKeyEventAlone } from "./audit-events.js";
+import { operatorOf, recordKeyEventAlone } from "../audit/append.js";
 import { flushNonceCounts } from "./keyring.js";
 import { reencryptPending, rewrapPending, rotateDataKey, rotateKek, tenantKeyId } from "./rotation.js";
 import { AUDIT_SIGNING_KEY_ID } from "./audit-signing.js";

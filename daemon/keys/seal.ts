@@ -8,9 +8,9 @@ import { inDataDir } from "../config/load.js";
 import type { Config } from "../config/schema.js";
 import type { ApplianceContext } from "../context.js";
 import { inScope } from "../db/tenant-scope.js";
-import { Conflict } from "../http/errors.js";
+import { Conflict } from "../kernel/errors.js";
 import { DecryptionError, zeroize } from "./primitives.js";
-import { recordKeyEvent, SYSTEM_OPERATOR, type KeyOperator } from "./audit-events.js";
+import { recordKeyEvent, SYSTEM_OPERATOR, type KeyOperator } from "../audit/append.js";
 import { generateRecoveryKeyPair, rawPrivateKey, rawPublicKey } from "./recovery-crypto.js";
 import type { UnsealMode } from "./root-key.js";
 import {

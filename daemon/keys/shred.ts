@@ -12,9 +12,9 @@
 import type { Transaction } from "sequelize";
 import type { ApplianceContext } from "../context.js";
 import { inScope } from "../db/tenant-scope.js";
-import { Conflict, NotFound } from "../http/errors.js";
+import { Conflict, NotFound } from "../kernel/errors.js";
 import { keyIdOf, type KeySubject } from "./keyring.js";
-import { recordKeyEvent, SYSTEM_OPERATOR, type KeyOperator } from "./audit-events.js";
+import { recordKeyEvent, SYSTEM_OPERATOR, type KeyOperator } from "../audit/append.js";
 import { execute, LOCKS, select } from "./keystore.js";
 
 export type ShredSchedule = { subject: string; kind: "tenant" | "patient"; tenantId: string; patientId: string | null; scheduledAt: Date; destroyAfter: Date };

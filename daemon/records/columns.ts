@@ -10,7 +10,7 @@
 import { Transaction } from "sequelize";
 import type { ApplianceContext } from "../context.js";
 import { inScope } from "../db/tenant-scope.js";
-import { InternalError } from "../http/errors.js";
+import { InternalError } from "../kernel/errors.js";
 import { cachedDataKeysForRead, dataKeyFor, dataKeysForRead, KeyDestroyed, registerEncryptedColumn, type LockedWriteKey } from "../keys/index.js";
 import { decryptField, encryptField, UnknownKeyVersionError } from "../keys/field-cipher.js";
 import { DecryptionError, zeroize } from "../keys/primitives.js";

@@ -1,4 +1,4 @@
-import { AppError } from "../http/errors.js";
+import { AppError } from "../kernel/errors.js";
 
 /**
  * RFC 6585 §3: an update without `If-Match`. Lost-update protection only works when every writer

@@ -7,7 +7,7 @@ import { createHmac, timingSafeEqual } from "node:crypto";
 import type { Request, Response } from "express";
 import { z } from "zod";
 import type { ApplianceContext } from "../context.js";
-import { Invalid, PreconditionFailed } from "../http/errors.js";
+import { Invalid, PreconditionFailed } from "../kernel/errors.js";
 import { hkdfSha256 } from "../keys/primitives.js";
 import { PreconditionRequired } from "./errors.js";
 

@@ -25,9 +25,9 @@
 import { randomBytes } from "node:crypto";
 import request from "supertest";
 import speakeasy from "speakeasy";
-import type { Actor, Role } from "../../daemon/access/actor.js";
+import type { Actor, Role } from "../../daemon/kernel/actor.js";
 import { createTenant as createTenantService } from "../../daemon/access/tenants.js";
-import { SYSTEM_META } from "../../daemon/auth/audit-events.js";
+import { SYSTEM_META } from "../../daemon/kernel/request-meta.js";
 import { createInvite } from "../../daemon/auth/invites.js";
 import { createFirstSuperAdmin } from "../../daemon/auth/setup.js";
 import { SESSION_COOKIE } from "../../daemon/auth/tokens.js";

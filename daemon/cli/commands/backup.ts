@@ -11,7 +11,7 @@ import { systemClock } from "../../clock.js";
 import { loadConfig } from "../../config/load.js";
 import type { ApplianceContext } from "../../context.js";
 import { APP_ROLE } from "../../db/roles.js";
-import { AppError } from "../../http/errors.js";
+import { AppError } from "../../kernel/errors.js";
 import { loadRecoveryPrivateKey } from "../../keys/recovery.js";
 import { RootKey } from "../../keys/root-key.js";
 import { silentLogger } from "../../log/logger.js";

@@ -3,7 +3,7 @@ import path from "node:path";
 import type { Command } from "commander";
 import { loadConfig } from "../../config/load.js";
 import type { ApplianceContext } from "../../context.js";
-import { CLI_OPERATOR } from "../../keys/audit-events.js";
+import { CLI_OPERATOR } from "../../audit/append.js";
 import { flushNonceCounts } from "../../keys/keyring.js";
 import { assertSchemaCurrent, callDaemon, daemonTarget, obtainPassphrase, OperatorError, unsealForOperator, type CurrentSecret } from "../../keys/operator.js";
 import { issueRecoveryKit } from "../../keys/recovery.js";
@@ -12,7 +12,7 @@ import { rewrapPending, rotateDataKey, rotateKek, tenantKeyId } from "../../keys
 import { initialiseKeyStore, rekeyKeyStore } from "../../keys/seal.js";
 import { describeKeys, type KeyStatus } from "../../keys/status.js";
 import { UnsealError, type CreateSealInput } from "../../keys/unseal/source.js";
-import { AppError } from "../../http/errors.js";
+import { AppError } from "../../kernel/errors.js";
 import { withOfflineContext } from "../offline-context.js";
 import { CliError, printResult, type GlobalOptions } from "../output.js";
 

@@ -1,7 +1,7 @@
 import { Router } from "express";
 import { z } from "zod";
 import type { ApplianceContext } from "../../context.js";
-import { problemType } from "../errors.js";
+import { problemType } from "../../kernel/errors.js";
 import { jsonResponse, openApiRegistry, problemResponse } from "../openapi.js";
 import { checkReadiness } from "../readiness.js";
 

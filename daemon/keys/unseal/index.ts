@@ -7,7 +7,7 @@
 import fs from "node:fs";
 import { inDataDir } from "../../config/load.js";
 import type { ApplianceContext } from "../../context.js";
-import { Conflict, Forbidden, Invalid, Unavailable, type AppError } from "../../http/errors.js";
+import { Conflict, Forbidden, Invalid, Unavailable, type AppError } from "../../kernel/errors.js";
 import type { RootKey, UnsealMode } from "../root-key.js";
 import { initialiseKeyStore, openKeyStore, readSealRecord } from "../seal.js";
 import type { SealRow } from "../keystore.js";

@@ -1,10 +1,10 @@
 import { Router, type Request, type Response } from "express";
 import { pipeline } from "node:stream/promises";
-import { currentActor } from "../../access/actor.js";
+import { currentActor } from "../../kernel/actor.js";
 import { authenticate } from "../../auth/authenticate.js";
-import { requestMeta } from "../../auth/audit-events.js";
+import { requestMeta } from "../../kernel/request-meta.js";
 import type { ApplianceContext } from "../../context.js";
-import { Invalid, PayloadTooLarge, UnsupportedMediaType } from "../../http/errors.js";
+import { Invalid, PayloadTooLarge, UnsupportedMediaType } from "../../kernel/errors.js";
 import { requireUnsealed } from "../../keys/index.js";
 import { patientItemParams, patientParams } from "../http.js";
 import { doc, mountOn } from "../route-kit.js";

@@ -1,12 +1,12 @@
 import { randomBytes, randomUUID } from "node:crypto";
 import type { Readable } from "node:stream";
 import type { Transaction } from "sequelize";
-import type { Actor } from "../../access/actor.js";
-import type { RequestMeta } from "../../auth/audit-events.js";
+import type { Actor } from "../../kernel/actor.js";
+import type { RequestMeta } from "../../kernel/request-meta.js";
 import type { ApplianceContext } from "../../context.js";
 import { inScope } from "../../db/tenant-scope.js";
-import { NotFound } from "../../http/errors.js";
-import { recordPhiEvent } from "../audit.js";
+import { NotFound } from "../../kernel/errors.js";
+import { recordPhiEvent } from "../../audit/append.js";
 import { openerFor, sealRow, type FieldOpener } from "../columns.js";
 import { exec, rows } from "../db.js";
 import { decodeCursor, pageOf, timeIdPosition, type Page } from "../http.js";

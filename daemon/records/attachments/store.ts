@@ -16,7 +16,7 @@ import { pipeline } from "node:stream/promises";
 import { SegmentDecryptStream, SegmentEncryptStream } from "../../../backup/stream-aead.js";
 import { inDataDir } from "../../config/load.js";
 import type { ApplianceContext } from "../../context.js";
-import { Invalid, PayloadTooLarge } from "../../http/errors.js";
+import { Invalid, PayloadTooLarge } from "../../kernel/errors.js";
 
 export function attachmentsRoot(ctx: ApplianceContext): string {
   return inDataDir(ctx.config, ctx.config.records.attachmentsDir);

@@ -1,6 +1,6 @@
 import type { Router } from "express";
-import { currentActor } from "../../access/actor.js";
-import { requestMeta } from "../../auth/audit-events.js";
+import { currentActor } from "../../kernel/actor.js";
+import { requestMeta } from "../../kernel/request-meta.js";
 import type { ApplianceContext } from "../../context.js";
 import { patientItemParams, patientParams } from "../http.js";
 import { doc, mountOn } from "../route-kit.js";

@@ -1,11 +1,11 @@
 import { randomUUID } from "node:crypto";
 import type { Transaction } from "sequelize";
-import type { Actor } from "../../access/actor.js";
-import type { RequestMeta } from "../../auth/audit-events.js";
+import type { Actor } from "../../kernel/actor.js";
+import type { RequestMeta } from "../../kernel/request-meta.js";
 import type { ApplianceContext } from "../../context.js";
 import { inScope } from "../../db/tenant-scope.js";
-import { Conflict, Invalid, NotFound } from "../../http/errors.js";
-import { recordPhiEvent } from "../audit.js";
+import { Conflict, Invalid, NotFound } from "../../kernel/errors.js";
+import { recordPhiEvent } from "../../audit/append.js";
 import { openerFor, sealRow, type FieldOpener } from "../columns.js";
 import { exec, isUniqueViolation, rows } from "../db.js";
 import { decodeCursor, pageOf, timeIdPosition, type Page } from "../http.js";

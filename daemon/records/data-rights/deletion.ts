@@ -13,14 +13,14 @@
  */
 import type { Transaction } from "sequelize";
 import { z } from "zod";
-import type { Actor } from "../../access/actor.js";
+import type { Actor } from "../../kernel/actor.js";
 import { authorize } from "../../access/policy.js";
-import type { RequestMeta } from "../../auth/audit-events.js";
+import type { RequestMeta } from "../../kernel/request-meta.js";
 import type { ApplianceContext } from "../../context.js";
 import { inScope } from "../../db/tenant-scope.js";
-import { Conflict, NotFound } from "../../http/errors.js";
+import { Conflict, NotFound } from "../../kernel/errors.js";
 import { destroyDueKeys, scheduleShred } from "../../keys/index.js";
-import { recordPhiEvent, SYSTEM_ACTOR } from "../audit.js";
+import { recordPhiEvent, SYSTEM_ACTOR } from "../../audit/append.js";
 import { exec, isUniqueViolation, rows } from "../db.js";
 import { LegalHoldActive } from "../errors.js";
 import { pageQuery } from "../http.js";

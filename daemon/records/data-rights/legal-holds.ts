@@ -1,12 +1,12 @@
 import type { Transaction } from "sequelize";
 import { z } from "zod";
-import type { Actor } from "../../access/actor.js";
+import type { Actor } from "../../kernel/actor.js";
 import { authorize } from "../../access/policy.js";
-import type { RequestMeta } from "../../auth/audit-events.js";
+import type { RequestMeta } from "../../kernel/request-meta.js";
 import type { ApplianceContext } from "../../context.js";
 import { inScope } from "../../db/tenant-scope.js";
-import { Conflict, NotFound } from "../../http/errors.js";
-import { recordPhiEvent } from "../audit.js";
+import { Conflict, NotFound } from "../../kernel/errors.js";
+import { recordPhiEvent } from "../../audit/append.js";
 import { openerFor, sealRow } from "../columns.js";
 import { exec, rows } from "../db.js";
 import { LegalHoldActive } from "../errors.js";

@@ -1,7 +1,7 @@
 import type { Request, Response, Router } from "express";
 import { z } from "zod";
-import { currentActor } from "../../access/actor.js";
-import { requestMeta } from "../../auth/audit-events.js";
+import { currentActor } from "../../kernel/actor.js";
+import { requestMeta } from "../../kernel/request-meta.js";
 import type { ApplianceContext } from "../../context.js";
 import { itemParams, patientItemParams, patientParams } from "../http.js";
 import { doc, mountOn } from "../route-kit.js";

@@ -1,14 +1,13 @@
 import { QueryTypes, type Transaction } from "sequelize";
-import type { Actor } from "../../access/actor.js";
+import type { Actor } from "../../kernel/actor.js";
 import { authorize, can, type Action } from "../../access/policy.js";
-import { auditIntakeFrom, auditWriteFailed } from "../../audit/append.js";
+import { auditIntakeFrom, auditWriteFailed, phiAuditEvent, type PhiEvent } from "../../audit/append.js";
 import { notifyAuditIntake } from "../../audit/chainer.js";
-import type { RequestMeta } from "../../auth/audit-events.js";
+import type { RequestMeta } from "../../kernel/request-meta.js";
 import type { ApplianceContext } from "../../context.js";
 import { singleStatementInScope } from "../../db/tenant-scope.js";
-import { Forbidden, NotFound } from "../../http/errors.js";
+import { Forbidden, NotFound } from "../../kernel/errors.js";
 import { keyIdOf, lockedWriteKeyOf, lockedWriteKeySql, type LockedWriteKey } from "../../keys/index.js";
-import { phiAuditEvent, type PhiEvent } from "../audit.js";
 
 /**
  * The first step of every patient-data request: find the (not purged) patient in the actor's

@@ -1,14 +1,14 @@
 import { randomUUID } from "node:crypto";
 import type { Transaction } from "sequelize";
-import type { Actor } from "../../access/actor.js";
+import type { Actor } from "../../kernel/actor.js";
 import { authorize } from "../../access/policy.js";
-import type { RequestMeta } from "../../auth/audit-events.js";
+import type { RequestMeta } from "../../kernel/request-meta.js";
 import type { ApplianceContext } from "../../context.js";
 import { inScope } from "../../db/tenant-scope.js";
-import { Conflict } from "../../http/errors.js";
+import { Conflict } from "../../kernel/errors.js";
 import { blindIndexFor } from "../../keys/index.js";
 import { normaliseEmail } from "../../keys/field-cipher.js";
-import { recordPhiEvent } from "../audit.js";
+import { recordPhiEvent } from "../../audit/append.js";
 import { openerFor, sealRow, type KeySource } from "../columns.js";
 import { exec, isUniqueViolation, rows } from "../db.js";
 import { assertVersion, decodeCursor, pageOf, timeIdPosition, type Page } from "../http.js";

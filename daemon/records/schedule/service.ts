@@ -1,11 +1,11 @@
 import type { Transaction } from "sequelize";
-import type { Actor } from "../../access/actor.js";
+import type { Actor } from "../../kernel/actor.js";
 import { authorize } from "../../access/policy.js";
-import type { RequestMeta } from "../../auth/audit-events.js";
+import type { RequestMeta } from "../../kernel/request-meta.js";
 import type { ApplianceContext } from "../../context.js";
 import { inScope } from "../../db/tenant-scope.js";
-import { Forbidden, Invalid, NotFound } from "../../http/errors.js";
-import { recordPhiEvent } from "../audit.js";
+import { Forbidden, Invalid, NotFound } from "../../kernel/errors.js";
+import { recordPhiEvent } from "../../audit/append.js";
 import { openerFor } from "../columns.js";
 import { rows } from "../db.js";
 import { assertVersion, decodeCursor, pageOf, timeIdPosition, type Page } from "../http.js";

@@ -1,7 +1,7 @@
 import pg from "pg";
 import request from "supertest";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import type { Role } from "../../../daemon/access/actor.js";
+import type { Role } from "../../../daemon/kernel/actor.js";
 import { createTenant, signIn, type SignedIn } from "../../helpers/actors.js";
 import { startTestAppliance, type TestAppliance } from "../../helpers/appliance.js";
 

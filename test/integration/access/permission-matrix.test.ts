@@ -1,6 +1,6 @@
 import request from "supertest";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import type { Actor } from "../../../daemon/access/actor.js";
+import type { Actor } from "../../../daemon/kernel/actor.js";
 import { guardedRoutes, type GuardedRoute } from "../../../daemon/access/guard.js";
 import { can } from "../../../daemon/access/policy.js";
 import { callGuardedRoute } from "../../helpers/permission-matrix.js";

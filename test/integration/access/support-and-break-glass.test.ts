@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { authorizePatient } from "../../../daemon/access/care-team.js";
-import type { Actor } from "../../../daemon/access/actor.js";
+import type { Actor } from "../../../daemon/kernel/actor.js";
 import { inScope } from "../../../daemon/db/tenant-scope.js";
 import { startTestAppliance, type TestAppliance } from "../../helpers/appliance.js";
 import { createTenant, signIn, type SignedIn } from "../../helpers/actors.js";

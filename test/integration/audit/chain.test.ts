@@ -5,7 +5,7 @@ import { appendAuditEvent, REASON_MAX_CHARS, type AuditEventInput } from "../../
 import { canonicalEventJson, chainHash, GENESIS_HASH, parseCanonical, type ChainedEvent } from "../../../daemon/audit/canonical.js";
 import { chainPendingEvents, onAuditChained, readChainHead, startAuditChainer } from "../../../daemon/audit/chainer.js";
 import { inScope } from "../../../daemon/db/tenant-scope.js";
-import { Unavailable } from "../../../daemon/http/errors.js";
+import { Unavailable } from "../../../daemon/kernel/errors.js";
 import { recordPoolWire } from "../../helpers/wire.js";
 import { auditTestContext, type AuditTestContext } from "./context.js";
 

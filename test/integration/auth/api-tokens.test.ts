@@ -2,7 +2,7 @@ import { createHash, randomUUID } from "node:crypto";
 import pg from "pg";
 import request from "supertest";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import type { Actor } from "../../../daemon/access/actor.js";
+import type { Actor } from "../../../daemon/kernel/actor.js";
 import { forgetResolvedApiTokens, resolveApiToken } from "../../../daemon/auth/api-tokens.js";
 import { requireRecentMfa } from "../../../daemon/auth/step-up.js";
 import { startTestAppliance, type TestAppliance } from "../../helpers/appliance.js";

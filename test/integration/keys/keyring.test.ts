@@ -2,7 +2,7 @@ import { randomUUID, sign, verify } from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { Sealed } from "../../../daemon/http/errors.js";
+import { Sealed } from "../../../daemon/kernel/errors.js";
 import { getAuditSigningKey, listAuditVerificationKeys } from "../../../daemon/keys/audit-signing.js";
 import { unregisterEncryptedColumn, type EncryptedColumn } from "../../../daemon/keys/columns.js";
 import { DecryptionError, readFieldHeader, UnknownKeyVersionError } from "../../../daemon/keys/field-cipher.js";

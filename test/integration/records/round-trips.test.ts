@@ -1,6 +1,6 @@
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import type { Actor } from "../../../daemon/access/actor.js";
+import type { Actor } from "../../../daemon/kernel/actor.js";
 import { LOCKS } from "../../../daemon/keys/keystore.js";
 import { readFieldHeader } from "../../../daemon/keys/field-cipher.js";
 import { rotateDataKey } from "../../../daemon/keys/index.js";

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { ROLES, type Actor, type Role } from "../../../daemon/access/actor.js";
+import { ROLES, type Actor, type Role } from "../../../daemon/kernel/actor.js";
 import { ACTIONS, authorize, can, scopeAllows, STEP_UP_ACTIONS, type Action } from "../../../daemon/access/policy.js";
 
 const A = "11111111-1111-4111-8111-111111111111";

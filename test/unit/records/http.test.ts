@@ -1,7 +1,7 @@
 import type { Request } from "express";
 import { describe, expect, it } from "vitest";
 import type { ApplianceContext } from "../../../daemon/context.js";
-import { AppError } from "../../../daemon/http/errors.js";
+import { AppError } from "../../../daemon/kernel/errors.js";
 import { randomKey } from "../../../daemon/keys/primitives.js";
 import { RootKey } from "../../../daemon/keys/root-key.js";
 import { filenameOf } from "../../../daemon/records/attachments/routes.js";

@@ -1,5 +1,5 @@
 import type { Response } from "express";
-import { Unauthorized } from "../http/errors.js";
+import { Unauthorized } from "./errors.js";
 
 export const ROLES = ["super_admin", "owner", "admin", "practitioner", "front_desk", "auditor", "support"] as const;
 export type Role = (typeof ROLES)[number];

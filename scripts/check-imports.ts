@@ -1,0 +1,139 @@
+/**
+ * Import-cycle check over the TypeScript import graph of daemon/, backup/ and admin-ui/src/
+ * (run by `npm run lint`). ESLint's no-restricted-imports says which folder may import which;
+ * this says nothing imports itself in a circle, which a per-file rule cannot see.
+ * Type-only imports count too: a type cycle still means two modules that cannot be read apart.
+ *
+ *   tsx scripts/check-imports.ts            exits 1 and names each cycle
+ *   tsx scripts/check-imports.ts --edges    prints every edge between top-level folders
+ */
+import { readdirSync, readFileSync, statSync, existsSync } from "node:fs";
+import { dirname, join, relative, resolve } from "node:path";
+import ts from "typescript";
+
+const ROOT = resolve(dirname(new URL(import.meta.url).pathname), "..");
+const SOURCE_DIRS = ["daemon", "backup", "admin-ui/src"];
+
+function sourceFiles(dir: string): string[] {
+  const out: string[] = [];
+  if (!existsSync(dir)) return out;
+  for (const name of readdirSync(dir)) {
+    const path = join(dir, name);
+    if (statSync(path).isDirectory()) out.push(...sourceFiles(path));
+    else if (/\.(ts|svelte)$/.test(name) && !name.endsWith(".d.ts")) out.push(path);
+  }
+  return out;
+}
+
+/** Module specifiers of a file: static imports, re-exports and `import("...")`. */
+function specifiers(path: string): string[] {
+  let text = readFileSync(path, "utf8");
+  if (path.endsWith(".svelte")) text = [...text.matchAll(/<script[^>]*>([\s\S]*?)<\/script>/g)].map((m) => m[1]).join("\n");
+  const file = ts.createSourceFile(path, text, ts.ScriptTarget.Latest, false, ts.ScriptKind.TS);
+  const out: string[] = [];
+  const visit = (node: ts.Node): void => {
+    if ((ts.isImportDeclaration(node) || ts.isExportDeclaration(node)) && node.moduleSpecifier && ts.isStringLiteral(node.moduleSpecifier)) out.push(node.moduleSpecifier.text);
+    else if (ts.isCallExpression(node) && node.expression.kind === ts.SyntaxKind.ImportKeyword && node.arguments[0] && ts.isStringLiteral(node.arguments[0])) out.push(node.arguments[0].text);
+    else if (ts.isImportTypeNode(node) && ts.isLiteralTypeNode(node.argument) && ts.isStringLiteral(node.argument.literal)) out.push(node.argument.literal.text);
+    ts.forEachChild(node, visit);
+  };
+  visit(file);
+  return out;
+}
+
+/** Resolves a relative specifier to a source file (`./x.js` is `./x.ts` under NodeNext). */
+function resolveSpecifier(from: string, spec: string): string | null {
+  if (!spec.startsWith(".")) return null;
+  const base = resolve(dirname(from), spec);
+  const candidates = [base, base.replace(/\.js$/, ".ts"), `${base}.ts`, join(base, "index.ts")];
+  return candidates.find((c) => existsSync(c) && statSync(c).isFile()) ?? null;
+}
+
+export function importGraph(): Map<string, Set<string>> {
+  const graph = new Map<string, Set<string>>();
+  for (const dir of SOURCE_DIRS) {
+    for (const file of sourceFiles(join(ROOT, dir))) {
+      const to = new Set<string>();
+      for (const spec of specifiers(file)) {
+        const target = resolveSpecifier(file, spec);
+        if (target) to.add(target);
+      }
+      graph.set(file, to);
+    }
+  }
+  return graph;
+}
+
+/** Strongly connected components with more than one file, or a file importing itself (Tarjan). */
+export function cycles(graph: Map<string, Set<string>>): string[][] {
+  let index = 0;
+  const indices = new Map<string, number>();
+  const low = new Map<string, number>();
+  const stack: string[] = [];
+  const onStack = new Set<string>();
+  const found: string[][] = [];
+  const connect = (v: string): void => {
+    indices.set(v, index);
+    low.set(v, index);
+    index++;
+    stack.push(v);
+    onStack.add(v);
+    for (const w of graph.get(v) ?? []) {
+      if (!graph.has(w)) continue;
+      if (!indices.has(w)) {
+        connect(w);
+        low.set(v, Math.min(low.get(v)!, low.get(w)!));
+      } else if (onStack.has(w)) low.set(v, Math.min(low.get(v)!, indices.get(w)!));
+    }
+    if (low.get(v) === indices.get(v)) {
+      const component: string[] = [];
+      let w: string;
+      do {
+        w = stack.pop()!;
+        onStack.delete(w);
+        component.push(w);
+      } while (w !== v);
+      if (component.length > 1 || graph.get(v)?.has(v)) found.push(component.sort());
+    }
+  };
+  for (const v of graph.keys()) if (!indices.has(v)) connect(v);
+  return found;
+}
+
+/** One path around a component, so the message shows how the circle closes. */
+function loopThrough(graph: Map<string, Set<string>>, component: string[]): string[] {
+  const members = new Set(component);
+  const start = component[0]!;
+  const previous = new Map<string, string>();
+  const queue = [start];
+  while (queue.length > 0) {
+    const v = queue.shift()!;
+    for (const w of graph.get(v) ?? []) {
+      if (!members.has(w)) continue;
+      if (w === start) {
+        const path = [start];
+        for (let p: string | undefined = v; p && p !== start; p = previous.get(p)) path.splice(1, 0, p);
+        return [...path, start];
+      }
+      if (!previous.has(w)) {
+        previous.set(w, v);
+        queue.push(w);
+      }
+    }
+  }
+  return component;
+}
+
+const rel = (p: string): string => relative(ROOT, p);
+
+if (process.argv[1] && resolve(process.argv[1]) === resolve(new URL(import.meta.url).pathname)) {
+  const graph = importGraph();
+  if (process.argv.includes("--edges")) {
+    for (const [from, tos] of graph) for (const to of tos) console.log(`${rel(from)} -> ${rel(to)}`);
+    process.exit(0);
+  }
+  const found = cycles(graph);
+  for (const component of found) console.error(`import cycle (${component.length} files): ${loopThrough(graph, component).map(rel).join(" -> ")}`);
+  if (found.length > 0) process.exit(1);
+  console.log(`no import cycle among ${graph.size} files`);
+}
