@@ -61,9 +61,14 @@ export async function loadTls(config: Config, log: Logger): Promise<TlsCredentia
   return { certPem: material.certPem, keyPem: material.keyPem };
 }
 
+const REDUNDANT_TOTAL_GAUGES = ["wardkeep_nodejs_active_handles_total", "wardkeep_nodejs_active_requests_total", "wardkeep_nodejs_active_resources_total"];
+
 function applianceMetrics(rootKey: RootKey): Registry {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry, prefix: "wardkeep_" });
+  // prom-client names three gauges with `_total`, which Prometheus reserves for counters (promtool
+  // check metrics fails them); each is the sum of the same gauge by type (docs/metrics.md, Renamed).
+  for (const name of REDUNDANT_TOTAL_GAUGES) registry.removeSingleMetric(name);
   new Gauge({
     name: "wardkeep_sealed",
     help: "1 while the root key is sealed (PHI routes answer 503)",
