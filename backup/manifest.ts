@@ -6,6 +6,7 @@
 import { timingSafeEqual } from "node:crypto";
 import { z } from "zod";
 import { hmacSha256, zeroize } from "../daemon/keys/primitives.js";
+import { attachmentsSectionSchema } from "./attachments.js";
 import { canonicalJson } from "./canonical-json.js";
 import { SnapshotIntegrityError } from "./errors.js";
 import { ed25519Sign, ed25519Verify, manifestMacKey, type ManifestSigner } from "./keys.js";
@@ -76,6 +77,8 @@ export const manifestBodySchema = z
     ),
     sequences: z.array(z.object({ schema: ident, name: ident, lastValue: z.string().regex(/^-?\d+$/), isCalled: z.boolean() }).strict()),
     signer: z.object({ alg: z.literal("Ed25519"), keyId: hex(16), publicKey: z.string() }).strict(),
+    /** Attachment files copied or referenced by this snapshot (backup/attachments.ts); absent in older snapshots. */
+    attachments: attachmentsSectionSchema.optional(),
   })
   .strict();
 

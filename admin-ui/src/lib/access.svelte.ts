@@ -1,28 +1,17 @@
 import { api } from "./api";
+import type { ScreenRoute } from "./routes";
 import type { SessionInfo } from "./session.svelte";
-
-/**
- * Which screens the signed-in person may use, from `GET /api/v1/access/capabilities` (the
- * daemon's policy table, asked once per session): a screen shows when its first read's action is
- * allowed. Nothing is probed, so hidden screens leave no `access.denied` events in the audit trail.
- */
-export type Screen = "users" | "sessions" | "security" | "support" | "keys" | "backups" | "audit";
-
-/** The action that guards each screen's first read (the route that loads it). */
-const SCREEN_ACTIONS: Record<Screen, string> = {
-  users: "user:list",
-  sessions: "session:list",
-  security: "security_settings:read",
-  support: "support_request:list",
-  keys: "key:read",
-  backups: "backup:read",
-  audit: "audit:read",
-};
 
 function cacheKey(info: SessionInfo): string {
   return `wardkeep.screens.${info.user.id}.${info.user.role}.${info.supportAccess?.requestId ?? "own"}`;
 }
 
+/**
+ * Which screens the signed-in person may use, from `GET /api/v1/access/capabilities` (the
+ * daemon's policy table, asked once per session): a screen shows when the action its routes-table
+ * entry names (./routes.ts) is allowed. Nothing is probed, so hidden screens leave no
+ * `access.denied` events in the audit trail.
+ */
 class AccessStore {
   ready = $state(false);
   /**
@@ -33,8 +22,9 @@ class AccessStore {
   actions = $state<ReadonlySet<string> | null>(null);
   #key: string | null = null;
 
-  may(screen: Screen): boolean {
-    return this.ready && (this.actions === null || this.actions.has(SCREEN_ACTIONS[screen]));
+  /** Whether the screen shows: it needs no action, or its action is allowed (or unknown: see `actions`). */
+  may(route: Pick<ScreenRoute, "action">): boolean {
+    return route.action === undefined || (this.ready && (this.actions === null || this.actions.has(route.action)));
   }
 
   /** Whether the policy lets this session take `action` (a section of a screen asks before loading). */
@@ -51,7 +41,7 @@ class AccessStore {
     const cached = sessionStorage.getItem(key);
     let actions: string[] | null = cached ? (JSON.parse(cached) as string[]) : null;
     if (!actions) {
-      actions = await api<{ actions: string[] }>("GET", "/api/v1/access/capabilities").then(
+      actions = await api.access.capabilities().then(
         (r) => r.actions,
         () => null,
       );

@@ -1,9 +1,33 @@
 /**
- * The only module that calls fetch. It sends JSON, carries the CSRF token for cookie-session
- * writes, and turns RFC 9457 problem+json answers into ApiError with a message for people.
- * Every answer is also shown to the listeners registered with `onApiResponse` (the session
- * store watches for "your session ended" and for the support-access header there).
+ * The typed API client: the only module that calls fetch, with one function per resource.
+ * Response types are the daemon's own zod response schemas (`z.infer`, imported as types only,
+ * so no daemon code reaches the bundle): a page that reads a field the API does not send fails
+ * `npm run typecheck:ui`. It sends JSON, carries the CSRF token for cookie-session writes, and
+ * turns RFC 9457 problem+json answers into ApiError with a message for people. Every answer is
+ * also shown to the listeners registered with `onApiResponse` (the session store watches for
+ * "your session ended" and for the support-access header there).
  */
+import type { CapabilitiesRes, SecuritySettingsRes, SupportRequestRes, TenantRes, UserRes } from "../../../daemon/access/schema.js";
+import type { AuditSearchRes, ExportJobRes, ExportListRes, PublicKeyRes, TimelineRes, VerifyReportRes } from "../../../daemon/audit/schema.js";
+import type {
+  InviteAcceptRes,
+  InviteCreatedRes,
+  InviteRes,
+  LoginRes,
+  MfaActivateRes,
+  MfaEnrollRes,
+  MfaVerifyRes,
+  RecoveryCodesRes,
+  RevokeAllRes,
+  SessionInfoRes,
+  SessionRes,
+  SetupCreatedRes,
+  SetupStatusRes,
+} from "../../../daemon/auth/schema.js";
+import type { BackupListRes, DrillRecordRes, RunStartedRes, SnapshotRecordRes } from "../../../daemon/backups/schema.js";
+import type { NotReadyProblem, ReadinessChecks, ReadinessRes } from "../../../daemon/http/schema.js";
+import type { KeyStatusRes, SealProgressRes } from "../../../daemon/keys/schema.js";
+
 export type Problem = {
   type: string;
   title: string;
@@ -84,7 +108,8 @@ function parse(text: string): unknown {
   }
 }
 
-export async function api<T>(method: string, path: string, body?: unknown): Promise<T> {
+/** One HTTP exchange: JSON in and out, problem+json turned into ApiError. */
+async function request<T>(method: "GET" | "POST" | "PUT" | "PATCH" | "DELETE", path: string, body?: unknown): Promise<T> {
   const headers: Record<string, string> = { Accept: "application/json" };
   if (body !== undefined) headers["Content-Type"] = "application/json";
   if (csrfToken && method !== "GET") headers["X-CSRF-Token"] = csrfToken;
@@ -102,12 +127,117 @@ export async function api<T>(method: string, path: string, body?: unknown): Prom
   return data as T;
 }
 
-/** GET for endpoints whose body matters whatever the status (/readyz answers 503 with its checks). */
-export async function probe<T>(path: string): Promise<{ status: number; data: T | undefined }> {
+/** What the status page shows: /readyz answers 200 `{status: "ready"}` or a 503 problem with the same checks. */
+export type Readiness = { ready: boolean; checks: ReadinessChecks };
+
+async function readiness(): Promise<Readiness> {
+  let res: Response;
   try {
-    const res = await fetch(path, { headers: { Accept: "application/json" }, credentials: "same-origin" });
-    return { status: res.status, data: parse(await res.text()) as T | undefined };
+    res = await fetch("/readyz", { headers: { Accept: "application/json" }, credentials: "same-origin" });
   } catch {
-    return { status: 0, data: undefined };
+    throw new ApiError({ type: "about:blank", title: "The appliance cannot be reached", status: 0 });
   }
+  const data = parse(await res.text());
+  if (res.status === 200) {
+    const ready = data as ReadinessRes;
+    return { ready: ready.status === "ready", checks: ready.checks };
+  }
+  const notReady = data as NotReadyProblem | undefined;
+  if (res.status === 503 && notReady?.checks) return { ready: false, checks: notReady.checks };
+  throw new ApiError({ type: "about:blank", title: `The readiness check answered ${res.status}`, status: res.status });
 }
+
+const V1 = "/api/v1";
+const seg = encodeURIComponent;
+
+/** Query string from the members that are set. */
+function query(params: Record<string, string | number | undefined>): string {
+  const q = new URLSearchParams();
+  for (const [k, v] of Object.entries(params)) if (v !== undefined && v !== "") q.set(k, String(v));
+  const text = q.toString();
+  return text ? `?${text}` : "";
+}
+
+export type AuditSearch = { from?: string; to?: string; actor?: string; patient?: string; action?: string; outcome?: string; cursor?: string; limit?: number };
+export type KeyRotation = { target: "kek" } | { target: "tenant"; tenantId: string } | { target: "audit-signing" };
+
+/** One function per resource and operation; request bodies follow the daemon's request schemas. */
+export const api = {
+  health: { readiness },
+  setup: {
+    status: () => request<SetupStatusRes>("GET", `${V1}/setup`),
+    complete: (body: { token: string; email: string; password: string }) => request<SetupCreatedRes>("POST", `${V1}/setup`, body),
+  },
+  auth: {
+    session: () => request<SessionInfoRes>("GET", `${V1}/auth/session`),
+    login: (body: { email: string; password: string }) => request<LoginRes>("POST", `${V1}/auth/login`, body),
+    verify: (body: { code: string } | { recoveryCode: string }) => request<MfaVerifyRes>("POST", `${V1}/auth/mfa`, body),
+    logout: () => request<void>("POST", `${V1}/auth/logout`),
+    enrollMfa: () => request<MfaEnrollRes>("POST", `${V1}/auth/mfa/enroll`),
+    activateMfa: (code: string) => request<MfaActivateRes>("POST", `${V1}/auth/mfa/activate`, { code }),
+    newRecoveryCodes: () => request<RecoveryCodesRes>("POST", `${V1}/auth/mfa/recovery-codes`),
+  },
+  access: {
+    capabilities: () => request<CapabilitiesRes>("GET", `${V1}/access/capabilities`),
+  },
+  tenants: {
+    list: () => request<TenantRes[]>("GET", `${V1}/tenants`),
+  },
+  securitySettings: {
+    get: () => request<SecuritySettingsRes>("GET", `${V1}/settings/security`),
+    update: (body: { mfaRequired: boolean; idleTimeoutMinutes: number | null; inactiveUserDays: number | null }) => request<SecuritySettingsRes>("PUT", `${V1}/settings/security`, body),
+  },
+  users: {
+    list: () => request<UserRes[]>("GET", `${V1}/users`),
+    update: (id: string, body: { role?: string; status?: "active" | "deactivated"; displayName?: string }) => request<UserRes>("PATCH", `${V1}/users/${seg(id)}`, body),
+    resetMfa: (id: string) => request<UserRes>("POST", `${V1}/users/${seg(id)}/mfa/reset`),
+  },
+  invites: {
+    list: () => request<InviteRes[]>("GET", `${V1}/invites`),
+    create: (body: { email: string; role: string; tenantId?: string }) => request<InviteCreatedRes>("POST", `${V1}/invites`, body),
+    revoke: (id: string) => request<InviteRes>("DELETE", `${V1}/invites/${seg(id)}`),
+    accept: (body: { token: string; password: string; displayName?: string }) => request<InviteAcceptRes>("POST", `${V1}/invites/accept`, body),
+  },
+  sessions: {
+    /** Own sessions, or another account's (admins). */
+    list: (userId?: string) => request<SessionRes[]>("GET", `${V1}/sessions${query({ userId })}`),
+    revoke: (id: string) => request<void>("DELETE", `${V1}/sessions/${seg(id)}`),
+    revokeAll: (body: { userId?: string }) => request<RevokeAllRes>("POST", `${V1}/sessions/revoke-all`, body),
+  },
+  support: {
+    list: () => request<SupportRequestRes[]>("GET", `${V1}/support/requests`),
+    create: (body: { tenantId: string; ticketRef: string; reason: string }) => request<SupportRequestRes>("POST", `${V1}/support/requests`, body),
+    act: (id: string, action: "approve" | "deny" | "enter" | "end") => request<SupportRequestRes>("POST", `${V1}/support/requests/${seg(id)}/${action}`),
+  },
+  keys: {
+    status: () => request<KeyStatusRes>("GET", `${V1}/keys`),
+    sealStatus: () => request<SealProgressRes>("GET", `${V1}/keys/seal-status`),
+    rotate: (body: KeyRotation) => request<unknown>("POST", `${V1}/keys/rotate`, body),
+  },
+  audit: {
+    search: (q: AuditSearch) => request<AuditSearchRes>("GET", `${V1}/audit${query(q)}`),
+    timeline: (patientId: string, q: { cursor?: string } = {}) => request<TimelineRes>("GET", `${V1}/audit/patients/${seg(patientId)}/timeline${query(q)}`),
+    verify: () => request<VerifyReportRes>("GET", `${V1}/audit/verify`),
+    publicKey: () => request<PublicKeyRes>("GET", `${V1}/audit/public-key`),
+    exports: {
+      list: () => request<ExportListRes>("GET", `${V1}/audit/exports`),
+      get: (id: string) => request<ExportJobRes>("GET", `${V1}/audit/exports/${seg(id)}`),
+      start: (body: { from: string; to: string; formats: string[] }) => request<ExportJobRes>("POST", `${V1}/audit/exports`, body),
+      /** A plain link (the browser downloads the tar archive itself). */
+      downloadUrl: (id: string) => `${V1}/audit/exports/${seg(id)}/download`,
+    },
+  },
+  backups: {
+    list: () => request<BackupListRes>("GET", `${V1}/backups`),
+    get: (id: string) => request<SnapshotRecordRes>("GET", `${V1}/backups/${seg(id)}`),
+    run: () => request<RunStartedRes>("POST", `${V1}/backups`),
+    // The policy editor keeps its own draft types (components/backups); its schema is the daemon's policy input.
+    policy: <P>() => request<P>("GET", `${V1}/backups/policy`),
+    savePolicy: <P>(body: unknown) => request<P>("PUT", `${V1}/backups/policy`, body),
+  },
+  drills: {
+    list: () => request<DrillRecordRes[]>("GET", `${V1}/drills`),
+    get: (id: string) => request<DrillRecordRes>("GET", `${V1}/drills/${seg(id)}`),
+    run: () => request<RunStartedRes>("POST", `${V1}/drills`, {}),
+  },
+};

@@ -1,4 +1,9 @@
-/** Hash routing: #/setup, #/login, #/users — no server round trip, no history API needed. */
+import type { ScreenPath } from "./routes";
+
+/**
+ * Hash routing: #/setup, #/login, #/users — no server round trip, no history API needed. Which
+ * page a path shows is in the routes table (./routes.ts); `navigate` only takes its paths.
+ */
 function current(): string {
   return location.hash.replace(/^#/, "") || "/";
 }
@@ -9,7 +14,7 @@ window.addEventListener("hashchange", () => {
   route.path = current();
 });
 
-export function navigate(path: string, opts: { replace?: boolean } = {}) {
+export function navigate(path: ScreenPath, opts: { replace?: boolean } = {}) {
   if (opts.replace) {
     // Leaves no history entry (used after an invite link: its token should not linger in history).
     history.replaceState(null, "", `#${path}`);

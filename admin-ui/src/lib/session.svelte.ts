@@ -1,3 +1,4 @@
+import type { LoginRes, SessionInfoRes, SupportAccessRes } from "../../../daemon/auth/schema.js";
 import { api, ApiError, onApiResponse, setCsrfToken, type Problem } from "./api";
 import { navigate } from "./route.svelte";
 
@@ -10,23 +11,10 @@ import { navigate } from "./route.svelte";
  * after a poll confirms the deadline is near, and the session ends in the UI only when the
  * server answers that it has ended.
  */
-export type SupportAccess = { requestId: string; supportUserId: string; approvedBy: string; approvedByName: string; expiresAt: string };
-export type SessionUser = { id: string; email: string | null; role: string; tenantId: string | null };
-export type SessionInfo = {
-  via: "session" | "api-token";
-  stage: "active" | "mfa_required" | "mfa_enrollment_required";
-  user: SessionUser;
-  csrfToken?: string;
-  idleTimeoutMinutes?: number;
-  idleExpiresAt?: string;
-  expiresAt?: string;
-  mfaEnabled?: boolean;
-  mfaVerifiedAt?: string | null;
-  supportAccess?: SupportAccess | null;
-  /** The appliance's clock when it answered. */
-  serverTime?: string;
-};
-export type LoginResult = { mfaRequired: boolean; mfaEnrollmentRequired: boolean; csrfToken: string; expiresAt: string };
+export type SupportAccess = SupportAccessRes;
+export type SessionInfo = SessionInfoRes;
+export type SessionUser = SessionInfo["user"];
+export type LoginResult = LoginRes;
 
 export type Phase = "loading" | "signed-out" | "mfa" | "enroll" | "active";
 
@@ -111,7 +99,7 @@ class SessionStore {
   async refresh(): Promise<void> {
     const sent = Date.now();
     try {
-      const info = await api<SessionInfo>("GET", "/api/v1/auth/session");
+      const info = await api.auth.session();
       // The server's clock read falls somewhere in the round trip: take its middle.
       if (info.serverTime) this.#skewMs = Date.parse(info.serverTime) - (sent + Date.now()) / 2;
       this.#apply(info);
@@ -128,7 +116,7 @@ class SessionStore {
   }
 
   async signIn(email: string, password: string): Promise<LoginResult> {
-    const result = await api<LoginResult>("POST", "/api/v1/auth/login", { email, password });
+    const result = await api.auth.login({ email, password });
     setCsrfToken(result.csrfToken);
     this.endedMessage = null;
     await this.refresh();
@@ -137,14 +125,14 @@ class SessionStore {
 
   /** Second step of sign-in, and step-up: a TOTP code or a recovery code. */
   async verify(input: { code: string } | { recoveryCode: string }): Promise<{ recoveryCodesLeft?: number }> {
-    const result = await api<{ stage: string; recoveryCodesLeft?: number }>("POST", "/api/v1/auth/mfa", input);
+    const result = await api.auth.verify(input);
     await this.refresh();
     return result;
   }
 
   async signOut(message: string | null = "You have signed out."): Promise<void> {
     try {
-      await api("POST", "/api/v1/auth/logout");
+      await api.auth.logout();
     } catch (err) {
       // Already ended server-side: signing out is done either way.
       if (!(err instanceof ApiError && err.status === 401)) throw err;
@@ -159,7 +147,7 @@ class SessionStore {
    * cheapest one every role may make without an audit entry is the public seal-state read.
    */
   async staySignedIn(): Promise<void> {
-    await api("GET", "/api/v1/keys/seal-status");
+    await api.keys.sealStatus();
     await this.refresh();
     if (this.warning === "idle") this.warning = null;
   }

@@ -1,0 +1,81 @@
+import type { Component } from "svelte";
+import PageAcceptInvite from "../pages/PageAcceptInvite.svelte";
+import PageAudit from "../pages/PageAudit.svelte";
+import PageBackups from "../pages/PageBackups.svelte";
+import PageHome from "../pages/PageHome.svelte";
+import PageKeys from "../pages/PageKeys.svelte";
+import PageLogin from "../pages/PageLogin.svelte";
+import PageMfa from "../pages/PageMfa.svelte";
+import PageSecuritySettings from "../pages/PageSecuritySettings.svelte";
+import PageSessions from "../pages/PageSessions.svelte";
+import PageSetup from "../pages/PageSetup.svelte";
+import PageSupportRequests from "../pages/PageSupportRequests.svelte";
+import PageUsers from "../pages/PageUsers.svelte";
+
+/**
+ * The one table of screens (PocketBase's ui/src/routes.js, plus label, section and policy
+ * action): the router in App.svelte, the side navigation and screen visibility all read it, so
+ * a screen is added, renamed or guarded in one line.
+ */
+export const SECTIONS = ["Overview", "People", "Operations", "My account"] as const;
+export type Section = (typeof SECTIONS)[number];
+
+export type ScreenRoute = {
+  /** Hash path; a `:name` segment is handed to the page as a prop of that name. */
+  path: string;
+  // Pages take different props (only the invite page takes one); the table cannot name them all.
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any
+  page: Component<any>;
+  /** The link text in the side navigation; screens without one are not listed there. */
+  label?: string;
+  section?: Section;
+  /**
+   * The policy action that guards the screen's first read (the daemon's `can()` decides it, via
+   * `GET /api/v1/access/capabilities`). Absent: every signed-in person may open the screen.
+   */
+  action?: string;
+  /** Reachable without a session, and drawn without the navigation frame. */
+  public?: boolean;
+};
+
+export const ROUTES = [
+  { path: "/", page: PageHome, label: "Appliance status", section: "Overview" },
+  { path: "/users", page: PageUsers, label: "Users & invites", section: "People", action: "user:list" },
+  { path: "/support", page: PageSupportRequests, label: "Support access", section: "People", action: "support_request:list" },
+  { path: "/settings/security", page: PageSecuritySettings, label: "Security settings", section: "People", action: "security_settings:read" },
+  { path: "/keys", page: PageKeys, label: "Encryption keys", section: "Operations", action: "key:read" },
+  { path: "/audit", page: PageAudit, label: "Audit trail", section: "Operations", action: "audit:read" },
+  { path: "/backups", page: PageBackups, label: "Backups & drills", section: "Operations", action: "backup:read" },
+  { path: "/sessions", page: PageSessions, label: "Sessions", section: "My account", action: "session:list" },
+  { path: "/mfa", page: PageMfa, label: "Authenticator", section: "My account" },
+  { path: "/login", page: PageLogin, public: true },
+  { path: "/setup", page: PageSetup, public: true },
+  { path: "/invite/:token", page: PageAcceptInvite, public: true },
+] as const satisfies readonly ScreenRoute[];
+
+type Table = (typeof ROUTES)[number];
+/** A path `navigate()` accepts: a screen of the table (parameterised ones with their value filled in). */
+export type ScreenPath = Exclude<Table["path"], `${string}:${string}`> | `/invite/${string}`;
+
+export type Match = { route: ScreenRoute; params: Record<string, string> };
+
+const HOME: ScreenRoute = ROUTES[0];
+
+/** The screen a hash path shows; unknown paths show the status page. */
+export function matchRoute(path: string): Match {
+  const parts = path.split("/");
+  for (const route of ROUTES as readonly ScreenRoute[]) {
+    const pattern = route.path.split("/");
+    if (pattern.length !== parts.length) continue;
+    const params: Record<string, string> = {};
+    if (pattern.every((p, i) => (p.startsWith(":") ? parts[i] !== "" && ((params[p.slice(1)] = parts[i]!), true) : p === parts[i]))) return { route, params };
+  }
+  return { route: HOME, params: {} };
+}
+
+/** The navigation: sections in order, each with the screens that have a label. */
+export function navigation(visible: (route: ScreenRoute) => boolean): { title: Section; items: ScreenRoute[] }[] {
+  return SECTIONS.map((title) => ({ title, items: (ROUTES as readonly ScreenRoute[]).filter((r) => r.label && r.section === title && visible(r)) })).filter(
+    (s) => s.items.length > 0,
+  );
+}

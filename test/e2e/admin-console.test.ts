@@ -1,0 +1,136 @@
+import type { Browser, BrowserContext, Page } from "playwright-core";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { createTenant, signIn, type SignedIn, type TenantRef } from "../helpers/actors.js";
+import { startTestAppliance, type TestAppliance } from "../helpers/appliance.js";
+import { contextWithSession, ensureAdminUiBuilt, launchBrowser, screenshot, watchForViolations } from "../helpers/browser.js";
+import { createPatient } from "../helpers/records.js";
+
+/**
+ * What the console shows, read off the screen: the status page's readiness (it said "Not ready"
+ * on a ready appliance while it read a field the API never sent), a patient's access timeline
+ * (stuck on "Loading…" for the same reason), and the navigation each role is given by the routes
+ * table and the daemon's policy.
+ */
+let app: TestAppliance;
+let browser: Browser;
+let tenant: TenantRef;
+
+beforeAll(async () => {
+  await ensureAdminUiBuilt();
+  app = await startTestAppliance();
+  browser = await launchBrowser();
+  tenant = await createTenant(app, "Lakeside Oncology");
+});
+afterAll(async () => {
+  await browser?.close();
+  await app?.close();
+});
+
+async function open(actor: SignedIn, path = "/"): Promise<{ context: BrowserContext; page: Page; violations: string[] }> {
+  const context = await contextWithSession(browser, app.baseUrl, actor.cookie);
+  const page = await context.newPage();
+  const violations = watchForViolations(page);
+  await page.goto(`${app.baseUrl}/#${path}`);
+  return { context, page, violations };
+}
+
+const navLinks = (page: Page) => page.getByRole("navigation", { name: "Main" }).getByRole("link");
+
+describe("admin console shows what the API says", () => {
+  it("shows Ready, with every check OK, on a ready appliance", async () => {
+    const admin = await signIn(app, { role: "admin", tenantId: tenant.id });
+    const { context, page, violations } = await open(admin);
+    await page.getByRole("heading", { level: 1, name: "Appliance status" }).waitFor();
+    await expect.poll(() => page.getByTestId("readiness").textContent(), { timeout: 10_000 }).toBe("Ready");
+    const checks = page.getByTestId("checks").locator("li");
+    await expect(checks.allTextContents()).resolves.toEqual([
+      expect.stringMatching(/^OK\s*database — reachable as the app role$/),
+      expect.stringMatching(/^OK\s*migrations — current$/),
+      expect.stringMatching(/^OK\s*keys — unsealed \(keyfile\)$/),
+    ]);
+    await screenshot(page, "status-ready");
+    expect(violations).toEqual([]);
+    await context.close();
+  });
+
+  it("lists a patient's real access events on the timeline, oldest first, with who and how", async () => {
+    const patientId = await createPatient(app, tenant.id, { name: "Timeline Patient" });
+    const desk = await signIn(app, { role: "front_desk", tenantId: tenant.id, mfa: false });
+    await desk.agent.get(`/api/v1/patients/${patientId}`).expect(200);
+    const auditor = await signIn(app, { role: "auditor", tenantId: tenant.id });
+
+    const { context, page, violations } = await open(auditor, "/audit");
+    const search = page.getByTestId("audit-search");
+    await search.getByLabel("Patient id").fill(patientId);
+    await search.getByRole("button", { name: "Search" }).click();
+    const events = page.getByTestId("audit-events");
+    await events.getByText("patient.read").waitFor();
+    await events.getByTitle("Show this patient's access timeline").first().click();
+
+    const timeline = page.getByTestId("patient-timeline");
+    await timeline.waitFor({ timeout: 10_000 });
+    const rows = timeline.locator("tbody tr");
+    const texts = await rows.allTextContents();
+    // The registration, then the front desk's read: both named, both successful, in chain order.
+    const actions = await rows.locator("td:nth-child(4)").allTextContents();
+    expect(actions).toEqual(expect.arrayContaining(["patient.create", "patient.read"]));
+    expect(actions.indexOf("patient.create")).toBeLessThan(actions.indexOf("patient.read"));
+    const read = texts[actions.indexOf("patient.read")]!;
+    expect(read).toContain(desk.user.id.slice(0, 8));
+    expect(read).toContain("Front desk");
+    expect(read).toContain("success");
+    const seqs = (await rows.locator("td:nth-child(1)").allTextContents()).map(Number);
+    expect(seqs).toEqual([...seqs].sort((a, b) => a - b));
+    await expect(page.getByText("Loading…").count()).resolves.toBe(0);
+    await screenshot(page, "patient-timeline");
+    expect(violations).toEqual([]);
+    await context.close();
+  });
+
+  it("shows an admin the people and audit screens, and not keys or backups", async () => {
+    const admin = await signIn(app, { role: "admin", tenantId: tenant.id });
+    const { context, page, violations } = await open(admin);
+    await navLinks(page).filter({ hasText: "Users & invites" }).waitFor();
+    await expect(navLinks(page).allTextContents()).resolves.toEqual([
+      "Appliance status",
+      "Users & invites",
+      "Support access",
+      "Security settings",
+      "Audit trail",
+      "Sessions",
+      "Authenticator",
+    ]);
+    await expect(page.getByRole("navigation", { name: "Main" }).locator("h2").allTextContents()).resolves.toEqual(["Overview", "People", "Operations", "My account"]);
+    expect(violations).toEqual([]);
+    await context.close();
+  });
+
+  it("shows an auditor the audit trail but no user management, and says so when a hidden screen is opened by its address", async () => {
+    const auditor = await signIn(app, { role: "auditor", tenantId: tenant.id });
+    const { context, page, violations } = await open(auditor);
+    await navLinks(page).filter({ hasText: "Audit trail" }).waitFor();
+    await expect(navLinks(page).allTextContents()).resolves.toEqual(["Appliance status", "Security settings", "Audit trail", "Sessions", "Authenticator"]);
+
+    // Typed into the address bar: the screen is not drawn and nothing is asked of the API.
+    await page.goto(`${app.baseUrl}/#/users`);
+    await page.getByText("Not available to your role").waitFor();
+    await expect(page.getByTestId("users-table").count()).resolves.toBe(0);
+    const denied = await auditor.agent.get(`/api/v1/audit?actor=${auditor.user.id}&action=access.denied`).expect(200);
+    expect(denied.body.events).toEqual([]);
+    expect(violations).toEqual([]);
+    await context.close();
+  });
+
+  it("says Not ready and names the failing check once the appliance is sealed", async () => {
+    const root = await signIn(app, { role: "super_admin" });
+    await root.agent.post("/api/v1/keys/seal").send({ reason: "console test" }).expect(200);
+    const { context, page, violations } = await open(root);
+    await page.getByRole("heading", { level: 1, name: "Appliance status" }).waitFor();
+    await expect.poll(() => page.getByTestId("readiness").textContent(), { timeout: 10_000 }).toBe("Not ready");
+    const keys = page.getByTestId("checks").locator("li", { hasText: "keys" });
+    await expect(keys.textContent()).resolves.toMatch(/^Failing\s*keys — sealed: sealed by an operator: console test$/);
+    await screenshot(page, "status-sealed");
+    expect(violations).toEqual([]);
+    await context.close();
+  });
+});
