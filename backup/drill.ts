@@ -5,14 +5,20 @@
  * - every object's digests, GCM tags and row counts match (checked while loading);
  * - the audit chain verifies up to the head in the manifest, and that head equals the one the
  *   live appliance recorded when it took the snapshot (a head kept outside the snapshot);
+ * - the run's key-store backup (same id) authenticates and its KEKs open with the same key as the
+ *   snapshot, and a sample of every encrypted column of every tenant decrypts with ITS data keys
+ *   (a drill that decrypts nothing proves nothing: without the key store a restore is ciphertext);
  * - a smoke query through the app role (row-level security on) sees the restored rows.
  * RTO is the time from the first byte downloaded to a verified database; RPO is the age of the
  * snapshot when the drill started — what a disaster at that moment would lose.
  */
 import pg from "pg";
+import { encryptedColumns, type EncryptedColumn, decryptField, UnknownKeyVersionError, type DataKeyLookup, DecryptionError, zeroize, recoveryPrivateKeyFromRaw } from "../daemon/keys/index.js";
+import { backupDataKeyLookup, shreddedSubjects, unwrapBackupKeks, type KeyStoreContents, type KeyStoreOpener } from "../daemon/keys/recovery-backup.js";
 import { latestSnapshot } from "./catalog.js";
 import { SnapshotNotFound } from "./errors.js";
 import type { SnapshotOpener } from "./keys.js";
+import { openKeyStoreBackup, purgeShreddedSubjects } from "./keystore-backup.js";
 import { restoreSnapshot, type AuditChainVerifier, type RestorePhases } from "./restore.js";
 import type { SnapshotTarget } from "./targets/target.js";
 
@@ -41,8 +47,89 @@ export type DrillOptions = {
   verifyAuditChain?: AuditChainVerifier;
   /** The audit head the live appliance recorded for this snapshot (outside the snapshot). */
   recordedHead?: (snapshotId: string) => Promise<{ seq: string; hash: string } | null | undefined>;
+  /** Rows per tenant and encrypted column decrypted with the key-store backup (default 2). */
+  decryptSamplePerTenant?: number;
+  /** The field-encrypted columns to sample; default the keys capability's registry (records registers its own). */
+  encryptedColumns?: EncryptedColumn[];
   now?: () => Date;
 };
+
+export const KEYSTORE_CHECK = "key-store backup";
+export const DECRYPT_CHECK = "encrypted columns decrypt";
+
+function keyStoreOpener(opener: SnapshotOpener): KeyStoreOpener {
+  if ("applianceSecret" in opener) return opener;
+  const k = opener.recoveryPrivateKey;
+  return { recoveryPrivateKey: Buffer.isBuffer(k) ? recoveryPrivateKeyFromRaw(k) : k };
+}
+
+type LoadedKeyStore = { id: string; contents: KeyStoreContents; keks: Map<number, Buffer> };
+
+/** The run's key-store backup, opened with the snapshot's opener and pinned to the same signers. */
+async function loadKeyStore(opts: DrillOptions, id: string): Promise<{ loaded?: LoadedKeyStore; check: DrillCheck }> {
+  try {
+    const opened = await openKeyStoreBackup(opts.target, id, opts.opener, opts.trustedSigners);
+    const keks = unwrapBackupKeks(opened.contents, keyStoreOpener(opts.opener));
+    const c = opened.manifest.counts;
+    return {
+      loaded: { id, contents: opened.contents, keks },
+      check: { name: KEYSTORE_CHECK, ok: true, detail: `${id} authenticated: ${c.kekVersions} KEK version(s) open, ${c.dataKeys} data key(s), ${c.shredded} shredded subject(s)` },
+    };
+  } catch (err) {
+    return { check: { name: KEYSTORE_CHECK, ok: false, detail: (err as Error).message.slice(0, 500) } };
+  }
+}
+
+/**
+ * Decrypts up to `perTenant` values of every encrypted column for every tenant of the restored
+ * database with the backup's data keys. Names the first failures by table, column and row id.
+ */
+async function decryptSample(ownerUrl: string, columns: EncryptedColumn[], lookup: DataKeyLookup, perTenant: number, keystoreId: string): Promise<DrillCheck> {
+  const client = new pg.Client({ connectionString: ownerUrl });
+  let values = 0;
+  const tenants = new Set<string>();
+  const sampled = new Set<string>();
+  const failures: string[] = [];
+  try {
+    await client.connect();
+    await client.query("BEGIN READ ONLY");
+    await client.query("SELECT set_config('wardkeep.scope', 'appliance', true), set_config('wardkeep.tenant_id', '', true)");
+    for (const col of columns) {
+      const rel = col.table.split(".").map((p) => `"${p}"`).join(".");
+      const exists = await client.query("SELECT to_regclass($1) AS r", [rel]);
+      if (!exists.rows[0].r) continue;
+      const rows = await client.query<{ tenant: string; id: string; value: Buffer }>(
+        `SELECT tenant, id, value FROM (
+           SELECT "${col.tenantColumn}"::text AS tenant, "${col.idColumn}"::text AS id, "${col.column}" AS value,
+                  row_number() OVER (PARTITION BY "${col.tenantColumn}" ORDER BY "${col.idColumn}") AS rn
+             FROM ${rel} WHERE "${col.column}" IS NOT NULL) s
+          WHERE rn <= $1`,
+        [perTenant],
+      );
+      for (const r of rows.rows) {
+        values += 1;
+        tenants.add(r.tenant);
+        sampled.add(`${col.table}.${col.column}`);
+        try {
+          zeroize(decryptField(lookup, { tenantId: r.tenant, table: col.table, column: col.column, rowId: r.id }, r.value));
+        } catch (err) {
+          if (!(err instanceof DecryptionError || err instanceof UnknownKeyVersionError)) throw err;
+          failures.push(`${col.table}.${col.column} (tenant ${r.tenant}, row ${r.id}: ${err instanceof UnknownKeyVersionError ? "its data key is not in the key-store backup" : "authentication failed"})`);
+        }
+      }
+    }
+    await client.query("COMMIT");
+  } catch (err) {
+    return { name: DECRYPT_CHECK, ok: false, detail: `could not sample the restored database (${(err as { code?: string }).code ?? (err as Error).message})` };
+  } finally {
+    await client.end().catch(() => {});
+  }
+  if (failures.length) {
+    return { name: DECRYPT_CHECK, ok: false, detail: `${failures.length} of ${values} sampled value(s) did not decrypt with key-store backup ${keystoreId}: ${failures.slice(0, 3).join("; ")}${failures.length > 3 ? "; ..." : ""}` };
+  }
+  if (values === 0) return { name: DECRYPT_CHECK, ok: true, detail: "the snapshot holds no encrypted values yet" };
+  return { name: DECRYPT_CHECK, ok: true, detail: `${values} value(s) of ${sampled.size} encrypted column(s) across ${tenants.size} tenant(s) decrypted with key-store backup ${keystoreId}` };
+}
 
 async function smokeQuery(appUrl: string, expectTenants: number | undefined): Promise<DrillCheck> {
   const client = new pg.Client({ connectionString: appUrl });
@@ -71,10 +158,13 @@ export async function runRecoveryDrill(opts: DrillOptions): Promise<DrillResult>
   const checks: DrillCheck[] = [];
   const result: DrillResult = { passed: false, snapshotId: null, target: opts.target.name, rtoMs: null, rpoMs: null, phases: null, checks, error: null };
   let scratch: ScratchDatabase | undefined;
+  let loaded: LoadedKeyStore | undefined;
   try {
     const id = opts.snapshotId ?? (await latestSnapshot(opts.target));
     if (!id) throw new SnapshotNotFound(`target ${opts.target.name} holds no complete snapshot to drill`);
     result.snapshotId = id;
+    const keyStore = await loadKeyStore(opts, id);
+    loaded = keyStore.loaded;
     scratch = await opts.createScratch();
     const t = performance.now();
     const restored = await restoreSnapshot({
@@ -85,6 +175,8 @@ export async function runRecoveryDrill(opts: DrillOptions): Promise<DrillResult>
       opener: opts.opener,
       trustedSigners: opts.trustedSigners,
       verifyAuditChain: opts.verifyAuditChain,
+      // As a recovery would: rows of subjects shredded by the time of the key-store backup go.
+      beforeCommit: loaded ? async (client) => ({ purged: await purgeShreddedSubjects(client, shreddedSubjects(loaded!.contents, now()), now()) }) : undefined,
     });
     result.rtoMs = Math.round(performance.now() - t);
     result.phases = restored.phases;
@@ -105,6 +197,16 @@ export async function runRecoveryDrill(opts: DrillOptions): Promise<DrillResult>
         checks.push({ name: "audit head recorded outside the snapshot", ok: same, detail: same ? `matches the head the appliance recorded (${recorded?.seq ?? "0"})` : `the appliance recorded ${recorded?.seq ?? "0"}, the snapshot holds ${manifestHead?.seq ?? "0"}` });
       }
     }
+    checks.push(keyStore.check);
+    if (loaded) {
+      const keys = backupDataKeyLookup(loaded.contents, loaded.keks);
+      try {
+        const columns = opts.encryptedColumns ?? (await registeredColumns());
+        checks.push(await decryptSample(scratch.ownerUrl, columns, keys.lookup, opts.decryptSamplePerTenant ?? 2, loaded.id));
+      } finally {
+        keys.dispose();
+      }
+    } else checks.push({ name: DECRYPT_CHECK, ok: false, detail: "not checked: without the run's key-store backup no encrypted value can be decrypted" });
     const tenants = restored.tableRows.find((o) => o.table === "tenants")?.rows;
     checks.push(await smokeQuery(scratch.appUrl, tenants));
     result.rpoMs = started.getTime() - snapshotCreatedAt(id).getTime();
@@ -114,9 +216,16 @@ export async function runRecoveryDrill(opts: DrillOptions): Promise<DrillResult>
     result.error = (err as Error).message.slice(0, 1000);
     checks.push({ name: "restore", ok: false, detail: result.error });
   } finally {
+    for (const k of loaded?.keks.values() ?? []) zeroize(k);
     await scratch?.drop().catch(() => {});
   }
   return result;
+}
+
+/** The registry, with the records capability's columns registered (they register on import). */
+async function registeredColumns(): Promise<EncryptedColumn[]> {
+  await import("../daemon/records/columns.js");
+  return encryptedColumns();
 }
 
 function snapshotCreatedAt(id: string): Date {

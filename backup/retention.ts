@@ -4,7 +4,8 @@
  * newest one. A snapshot kept for any reason is kept. Buckets are in UTC, so the result does not
  * move with daylight saving time.
  */
-import { deleteSnapshot } from "./catalog.js";
+import { removeUnreferencedAttachments } from "./attachments.js";
+import { deleteSnapshot, readManifest, scanTarget } from "./catalog.js";
 import type { SnapshotTarget } from "./targets/target.js";
 
 export type RetentionPolicy = { hourly: number; daily: number; weekly: number; monthly: number };
@@ -53,7 +54,26 @@ export function planRetention(ids: string[], policy: RetentionPolicy): Retention
   };
 }
 
-export type PruneOutcome = { target: string; pruned: string[]; refused: { id: string; error: string }[] };
+export type AttachmentSweep = { removed: number; refused: number; skipped?: string };
+
+export type PruneOutcome = { target: string; pruned: string[]; refused: { id: string; error: string }[]; attachments: AttachmentSweep };
+
+/**
+ * Attachment objects are shared by every snapshot that references them, so one goes only when no
+ * complete snapshot left on the target lists it. A manifest that cannot be read stops the sweep:
+ * better an orphan object than a snapshot that lost its attachments.
+ */
+export async function sweepAttachments(target: SnapshotTarget): Promise<AttachmentSweep> {
+  const referenced = new Set<string>();
+  for (const id of (await scanTarget(target)).complete) {
+    try {
+      for (const e of (await readManifest(target, id)).body.attachments?.entries ?? []) referenced.add(e.key);
+    } catch (err) {
+      return { removed: 0, refused: 0, skipped: `the manifest of ${id} could not be read (${(err as Error).message})` };
+    }
+  }
+  return removeUnreferencedAttachments(target, referenced);
+}
 
 /**
  * Deletes what the plan prunes. On a WORM target a snapshot still under retention refuses; that
@@ -61,7 +81,7 @@ export type PruneOutcome = { target: string; pruned: string[]; refused: { id: st
  */
 export async function applyRetention(target: SnapshotTarget, ids: string[], policy: RetentionPolicy): Promise<PruneOutcome> {
   const plan = planRetention(ids, policy);
-  const out: PruneOutcome = { target: target.name, pruned: [], refused: [] };
+  const out: PruneOutcome = { target: target.name, pruned: [], refused: [], attachments: { removed: 0, refused: 0 } };
   for (const id of plan.prune) {
     try {
       await deleteSnapshot(target, id);
@@ -70,5 +90,6 @@ export async function applyRetention(target: SnapshotTarget, ids: string[], poli
       out.refused.push({ id, error: (err as Error).message });
     }
   }
+  if (out.pruned.length) out.attachments = await sweepAttachments(target);
   return out;
 }

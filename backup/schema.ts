@@ -4,11 +4,10 @@
  * migrations the snapshot was taken at, before the data is loaded, and any newer ones after,
  * so an old snapshot restored by a newer Wardkeep has its data migrated like a live database.
  */
-import { Sequelize } from "sequelize";
-import { SequelizeStorage, Umzug } from "umzug";
+import { runMigrationList } from "../daemon/db/migrate.js";
+import { SqlPool } from "../daemon/db/sql.js";
 import { migrations as buildMigrations, type Migration } from "../daemon/db/migrations/index.js";
 import { RestoreRefused } from "./errors.js";
-import { MIGRATIONS_TABLE } from "./pg-layout.js";
 
 export function buildMigrationNames(): string[] {
   return buildMigrations.map((m) => m.name);
@@ -36,25 +35,10 @@ export function planSchema(snapshotMigrations: string[], available: Migration[] 
 /** Runs migrations as migrate.ts does (one transaction each, recorded in schema_migrations). */
 export async function applyMigrationList(url: string, appRole: string, list: Migration[]): Promise<string[]> {
   if (list.length === 0) return [];
-  const sequelize = new Sequelize(url, { dialect: "postgres", logging: false, pool: { max: 1, min: 0 } });
-  const quote = (s: string) => `"${s.replaceAll('"', '""')}"`;
+  const owner = new SqlPool({ url, applicationName: "wardkeep-restore", max: 1, statementTimeoutMs: 0 });
   try {
-    const umzug = new Umzug({
-      migrations: list.map((m) => ({
-        name: m.name,
-        up: async () => {
-          await sequelize.transaction(async (transaction) => {
-            await sequelize.query(m.sql.replaceAll("{{app_role}}", quote(appRole)), { transaction });
-          });
-        },
-      })),
-      storage: new SequelizeStorage({ sequelize, tableName: MIGRATIONS_TABLE }),
-      logger: undefined,
-    });
-    const applied = await umzug.up();
-    await sequelize.query(`GRANT SELECT ON ${MIGRATIONS_TABLE} TO ${quote(appRole)}`);
-    return applied.map((m) => m.name);
+    return await runMigrationList(owner, appRole, list);
   } finally {
-    await sequelize.close();
+    await owner.close();
   }
 }

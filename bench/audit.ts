@@ -4,7 +4,6 @@ import path from "node:path";
 import { randomBytes, randomUUID } from "node:crypto";
 import pg from "pg";
 import { Registry } from "prom-client";
-import { QueryTypes } from "sequelize";
 import { appendAuditEvent, type AuditEventInput } from "../daemon/audit/append.js";
 import { chainHash } from "../daemon/audit/canonical.js";
 import { chainPendingEvents, readChainHead, startAuditChainer } from "../daemon/audit/chainer.js";
@@ -15,7 +14,7 @@ import { openDatabase } from "../daemon/db/connection.js";
 import { embeddedDatabaseUrl, startEmbeddedPostgres } from "../daemon/db/embedded.js";
 import { applyMigrations } from "../daemon/db/migrate.js";
 import { APP_ROLE, OWNER_ROLE } from "../daemon/db/roles.js";
-import { inScope } from "../daemon/db/tenant-scope.js";
+import { inScope } from "../daemon/db/sql.js";
 import { RootKey } from "../daemon/keys/root-key.js";
 import { randomKey } from "../daemon/keys/primitives.js";
 import { silentLogger } from "../daemon/log/logger.js";
@@ -83,7 +82,7 @@ export async function run(): Promise<BenchRow[]> {
     await applyMigrations(db.owner, url(OWNER_ROLE, ownerPw), APP_ROLE);
     // The unchained baseline: the same event fields and the same search indexes, written
     // directly with a sequence number from an identity column, no hashes, no chain.
-    await db.owner.query(`
+    await db.owner.exec(`
       CREATE TABLE bench_unchained (
         seq bigint GENERATED ALWAYS AS IDENTITY, recorded_at timestamptz(3) NOT NULL DEFAULT now(), event_id uuid NOT NULL DEFAULT gen_random_uuid(),
         occurred_at timestamptz(3) NOT NULL, tenant_id uuid, actor_user_id text, actor_role text, impersonator_id text, break_glass boolean NOT NULL,
@@ -96,7 +95,7 @@ export async function run(): Promise<BenchRow[]> {
       CREATE INDEX ON bench_unchained (recorded_at);
       GRANT INSERT ON bench_unchained TO ${APP_ROLE};`);
     const tenantId = await inScope(db.app, { kind: "appliance" }, async (transaction) => {
-      const r = await db.app.query<{ id: string }>("INSERT INTO tenants (name, slug) VALUES ('Bench', 'bench') RETURNING id", { type: QueryTypes.SELECT, transaction });
+      const r = await transaction.rows<{ id: string }>("INSERT INTO tenants (name, slug) VALUES ('Bench', 'bench') RETURNING id");
       return r[0]!.id;
     });
 
@@ -115,11 +114,8 @@ export async function run(): Promise<BenchRow[]> {
       await writers(perRound, async (i) => {
         const e = sampleEvent(i, tenantId);
         await inScope(db.app, { kind: "tenant", tenantId }, (transaction) =>
-          db.app.query(
-            `INSERT INTO bench_unchained (occurred_at, tenant_id, actor_user_id, actor_role, break_glass, action, resource_type, resource_id, patient_id,
-               outcome, source_ip, user_agent, request_id) VALUES ($1, $2, $3, $4, false, $5, $6, $7, $8, $9, $10, $11, $12)`,
-            { bind: [new Date(), e.tenantId, e.actor.userId, e.actor.role, e.action, e.resourceType, e.resourceId, e.patientId, e.outcome, e.sourceIp, e.userAgent, e.requestId], transaction },
-          ),
+          transaction.rows(`INSERT INTO bench_unchained (occurred_at, tenant_id, actor_user_id, actor_role, break_glass, action, resource_type, resource_id, patient_id,
+               outcome, source_ip, user_agent, request_id) VALUES ($1, $2, $3, $4, false, $5, $6, $7, $8, $9, $10, $11, $12)`, [new Date(), e.tenantId, e.actor.userId, e.actor.role, e.action, e.resourceType, e.resourceId, e.patientId, e.outcome, e.sourceIp, e.userAgent, e.requestId]),
         );
       });
       return performance.now() - t0;
@@ -147,7 +143,7 @@ export async function run(): Promise<BenchRow[]> {
 
     // The rejected design, measured for docs/audit-format.md: the chain head locked inside every
     // writer's transaction (read head FOR UPDATE, hash in Node, insert, move head, commit).
-    await db.owner.query(`
+    await db.owner.exec(`
       CREATE TABLE bench_locked_head (id boolean PRIMARY KEY, seq bigint NOT NULL, hash text NOT NULL);
       INSERT INTO bench_locked_head VALUES (true, 0, repeat('0', 64));
       CREATE TABLE bench_locked_chain (LIKE bench_unchained INCLUDING ALL);
@@ -159,15 +155,12 @@ export async function run(): Promise<BenchRow[]> {
     await writers(lockedWrites, async (i) => {
       const e = sampleEvent(i, tenantId);
       await inScope(db.app, { kind: "tenant", tenantId }, async (transaction) => {
-        const [head] = await db.app.query<{ seq: string; hash: string }>("SELECT seq::text AS seq, hash FROM bench_locked_head FOR UPDATE", { type: QueryTypes.SELECT, transaction });
+        const [head] = await transaction.rows<{ seq: string; hash: string }>("SELECT seq::text AS seq, hash FROM bench_locked_head FOR UPDATE");
         const seq = BigInt(head!.seq) + 1n;
         const hash = chainHash(head!.hash, JSON.stringify({ seq: seq.toString(), ...e }));
-        await db.app.query(
-          `INSERT INTO bench_locked_chain (occurred_at, tenant_id, actor_user_id, actor_role, break_glass, action, resource_type, resource_id, patient_id,
-             outcome, source_ip, user_agent, request_id, hash) VALUES ($1, $2, $3, $4, false, $5, $6, $7, $8, $9, $10, $11, $12, $13)`,
-          { bind: [new Date(), e.tenantId, e.actor.userId, e.actor.role, e.action, e.resourceType, e.resourceId, e.patientId, e.outcome, e.sourceIp, e.userAgent, e.requestId, hash], transaction },
-        );
-        await db.app.query("UPDATE bench_locked_head SET seq = $1, hash = $2", { bind: [seq.toString(), hash], transaction });
+        await transaction.exec(`INSERT INTO bench_locked_chain (occurred_at, tenant_id, actor_user_id, actor_role, break_glass, action, resource_type, resource_id, patient_id,
+             outcome, source_ip, user_agent, request_id, hash) VALUES ($1, $2, $3, $4, false, $5, $6, $7, $8, $9, $10, $11, $12, $13)`, [new Date(), e.tenantId, e.actor.userId, e.actor.role, e.action, e.resourceType, e.resourceId, e.patientId, e.outcome, e.sourceIp, e.userAgent, e.requestId, hash]);
+        await transaction.exec("UPDATE bench_locked_head SET seq = $1, hash = $2", [seq.toString(), hash]);
       });
     });
     const lockedRate = lockedWrites / ((performance.now() - lockedStart) / 1000);
@@ -188,14 +181,11 @@ export async function run(): Promise<BenchRow[]> {
     const have = Number((await readChainHead(ctx)).seq);
     const fill = Math.max(0, VERIFY_EVENTS - have);
     await db.owner.transaction(async (transaction) => {
-      await db.owner.query("SELECT set_config('wardkeep.scope', 'appliance', true)", { transaction });
-      await db.owner.query(
-        `INSERT INTO audit_intake (event_id, occurred_at, tenant_id, actor_user_id, actor_role, action, resource_type, resource_id, patient_id, outcome, source_ip, user_agent, request_id)
+      await transaction.exec("SELECT set_config('wardkeep.scope', 'appliance', true)");
+      await transaction.exec(`INSERT INTO audit_intake (event_id, occurred_at, tenant_id, actor_user_id, actor_role, action, resource_type, resource_id, patient_id, outcome, source_ip, user_agent, request_id)
          SELECT gen_random_uuid(), now(), $1::uuid, gen_random_uuid()::text, 'practitioner', 'patient.read', 'patient', gen_random_uuid()::text, gen_random_uuid()::text,
                 'success', '10.20.30.40', 'Mozilla/5.0 (X11; Linux x86_64) Chrome/126.0', gen_random_uuid()::text
-           FROM generate_series(1, $2::int)`,
-        { bind: [tenantId, fill], transaction },
-      );
+           FROM generate_series(1, $2::int)`, [tenantId, fill]);
     });
     const chainStartBulk = performance.now();
     const bulk = await chainPendingEvents(ctx);

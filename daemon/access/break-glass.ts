@@ -1,13 +1,12 @@
-import { QueryTypes } from "sequelize";
 import { z } from "zod";
 import { recordAuthEvent } from "../audit/append.js";
 import type { RequestMeta } from "../kernel/request-meta.js";
 import type { ApplianceContext } from "../context.js";
-import { inScope } from "../db/tenant-scope.js";
+import { inScope } from "../db/sql.js";
 import { Conflict, NotFound } from "../kernel/errors.js";
 import { scopeOf, type Actor } from "../kernel/actor.js";
 import { patientAccessFor } from "./care-team.js";
-import { authorize } from "./policy.js";
+import { authorize } from "../kernel/policy.js";
 
 /**
  * Break-glass: a practitioner opens a patient outside their care team by stating why. The grant
@@ -40,20 +39,14 @@ export async function openBreakGlass(ctx: ApplianceContext, actor: Actor, patien
   const now = ctx.clock.now();
   const grant = await inScope(ctx.db.app, scopeOf(actor), async (t) => {
     // Unknown and purged patients (records capability, migration 0006): nothing to open.
-    const [patient] = await ctx.db.app.query("SELECT 1 FROM patients WHERE id = $1 AND tenant_id = $2 AND status = 'active'", { bind: [patientId, actor.tenantId], type: QueryTypes.SELECT, transaction: t });
+    const [patient] = await t.rows("SELECT 1 FROM patients WHERE id = $1 AND tenant_id = $2 AND status = 'active'", [patientId, actor.tenantId]);
     if (!patient) throw new NotFound("no such patient");
     const access = await patientAccessFor(ctx, t, actor, patientId);
     if (access.assigned) throw new Conflict("you are on this patient's care team: no break-glass is needed");
     if (access.breakGlass) throw new Conflict("you already hold break-glass access to this patient");
     const expiresAt = new Date(now.getTime() + ctx.config.access.breakGlassMinutes * 60_000);
-    const [row] = await ctx.db.app.query<GrantRow>(
-      "INSERT INTO break_glass_grants (tenant_id, user_id, patient_id, reason, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6) RETURNING *",
-      { bind: [actor.tenantId, actor.userId, patientId, input.reason, now, expiresAt], type: QueryTypes.SELECT, transaction: t },
-    );
-    await ctx.db.app.query("INSERT INTO admin_notifications (tenant_id, kind, actor_user_id, subject_id, patient_id, created_at) VALUES ($1, 'break_glass', $2, $3, $4, $5)", {
-      bind: [actor.tenantId, actor.userId, row!.id, patientId, now],
-      transaction: t,
-    });
+    const [row] = await t.rows<GrantRow>("INSERT INTO break_glass_grants (tenant_id, user_id, patient_id, reason, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6) RETURNING *", [actor.tenantId, actor.userId, patientId, input.reason, now, expiresAt]);
+    await t.exec("INSERT INTO admin_notifications (tenant_id, kind, actor_user_id, subject_id, patient_id, created_at) VALUES ($1, 'break_glass', $2, $3, $4, $5)", [actor.tenantId, actor.userId, row!.id, patientId, now]);
     await recordAuthEvent(ctx, t, actor, { action: "break_glass.open", resourceType: "patient", resourceId: patientId, patientId, outcome: "success", breakGlass: true, reason: input.reason }, meta);
     return row!;
   });
@@ -66,11 +59,8 @@ export async function listBreakGlass(ctx: ApplianceContext, actor: Actor, opts: 
   authorize(actor, "break_glass:list", { tenantId: actor.tenantId });
   const now = ctx.clock.now();
   return inScope(ctx.db.app, scopeOf(actor), async (t) => {
-    const rows = await ctx.db.app.query<GrantRow>(
-      `SELECT * FROM break_glass_grants WHERE tenant_id = $1 AND ($2::uuid IS NULL OR patient_id = $2::uuid)
-         AND (NOT $3::boolean OR (ended_at IS NULL AND expires_at > $4)) ORDER BY created_at DESC LIMIT 500`,
-      { bind: [actor.tenantId, opts.patientId ?? null, opts.activeOnly === true, now], type: QueryTypes.SELECT, transaction: t },
-    );
+    const rows = await t.rows<GrantRow>(`SELECT * FROM break_glass_grants WHERE tenant_id = $1 AND ($2::uuid IS NULL OR patient_id = $2::uuid)
+         AND (NOT $3::boolean OR (ended_at IS NULL AND expires_at > $4)) ORDER BY created_at DESC LIMIT 500`, [actor.tenantId, opts.patientId ?? null, opts.activeOnly === true, now]);
     return rows.map((r) => view(r, now));
   });
 }

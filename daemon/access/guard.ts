@@ -1,22 +1,39 @@
 import type { Request, RequestHandler, Response, Router } from "express";
 import type { ApplianceContext } from "../context.js";
-import { inScope } from "../db/tenant-scope.js";
+import { inScope } from "../db/sql.js";
 import { recordAuthEvent } from "../audit/append.js";
 import { requestMeta } from "../kernel/request-meta.js";
-import { requireRecentMfa } from "../auth/step-up.js";
-import { StepUpRequired } from "../auth/errors.js";
+import { requireRecentMfa, StepUpRequired } from "../auth/index.js";
 import { AppError, Forbidden } from "../kernel/errors.js";
 import { currentActor, scopeOf } from "../kernel/actor.js";
-import { can, denialMessage, STEP_UP_ACTIONS, type Action } from "./policy.js";
+import { definedRoutes, isPolicyAction, type RouteBinding } from "../kernel/define-route.js";
+import { ACTIONS, can, denialMessage, STEP_UP_ACTIONS, type Action } from "../kernel/policy.js";
 
 /** One guarded route: what the permission-matrix test walks (test/integration/access/permission-matrix.test.ts). */
 export type GuardedRoute = { method: "get" | "post" | "put" | "patch" | "delete"; path: string; action: Action };
 
-const registry = new Map<string, GuardedRoute>();
-
-/** Every route mounted with `guardedRoute`, by full path (`/api/v1/users/:id`). */
+/** Every route bound to a policy action (defineRoute), by full path (`/api/v1/users/:id`). */
 export function guardedRoutes(): GuardedRoute[] {
-  return [...registry.values()];
+  return definedRoutes()
+    .filter((r) => isPolicyAction(r.action))
+    .map((r) => ({ method: r.method, path: r.path, action: r.action as Action }))
+    .concat([...registry.values()]);
+}
+
+// Transitional: routes not yet moved to defineRoute.
+const registry = new Map<string, GuardedRoute>();
+type Handler = (req: Request, res: Response) => Promise<void> | void;
+export function guardedRoute(ctx: ApplianceContext, router: Router, base: string, spec: GuardedRoute, handler: Handler): void {
+  const full = `${base}${spec.path}`;
+  registry.set(`${spec.method} ${full}`, { ...spec, path: full });
+  router[spec.method](spec.path, guard(ctx, spec.action), async (req, res) => {
+    try {
+      await handler(req, res);
+    } catch (err) {
+      await policyBinding.refused(ctx, req, res, spec.action, err);
+      throw err;
+    }
+  });
 }
 
 /** Writes a denial to the audit trail in its own transaction (the request's work never starts). */
@@ -55,22 +72,18 @@ function isDenial(err: unknown): err is AppError {
   return err instanceof Forbidden || err instanceof StepUpRequired;
 }
 
-type Handler = (req: Request, res: Response) => Promise<void> | void;
-
-/** Mounts a handler behind `guard` and records it for the permission matrix. `base` is the router's mount path. */
-export function guardedRoute(ctx: ApplianceContext, router: Router, base: string, spec: GuardedRoute, handler: Handler): void {
-  const full = `${base}${spec.path}`;
-  registry.set(`${spec.method} ${full}`, { ...spec, path: full });
-  router[spec.method](spec.path, guard(ctx, spec.action), async (req, res) => {
-    try {
-      await handler(req, res);
-    } catch (err) {
-      // A service's own check (this user, this patient, this role) said no: audited like the guard's.
-      if (isDenial(err)) {
-        const detailed = (err.extras as { action?: string }).action ?? spec.action;
-        await recordDenial(ctx, req, res, detailed, err instanceof StepUpRequired ? "step-up required" : undefined);
-      }
-      throw err;
+/**
+ * How routes meet the policy: `defineRoute` (daemon/kernel/define-route.ts) mounts every route
+ * with a policy action behind `guard`, and hands its handler's errors to `refused`.
+ */
+export const policyBinding: RouteBinding = {
+  knows: (action) => (ACTIONS as string[]).includes(action),
+  authorize: (ctx, action) => guard(ctx, action as Action),
+  async refused(ctx, req, res, action, err) {
+    // A service's own check (this user, this patient, this role) said no: audited like the guard's.
+    if (isDenial(err)) {
+      const detailed = (err.extras as { action?: string }).action ?? action;
+      await recordDenial(ctx, req, res, detailed, err instanceof StepUpRequired ? "step-up required" : undefined);
     }
-  });
-}
+  },
+};

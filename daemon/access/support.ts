@@ -1,12 +1,11 @@
-import { QueryTypes } from "sequelize";
 import { z } from "zod";
 import { recordAuthEvent } from "../audit/append.js";
 import type { RequestMeta } from "../kernel/request-meta.js";
 import type { ApplianceContext } from "../context.js";
-import { inScope } from "../db/tenant-scope.js";
+import { inScope } from "../db/sql.js";
 import { Conflict, Invalid, NotFound } from "../kernel/errors.js";
 import { scopeOf, type Actor } from "../kernel/actor.js";
-import { authorize } from "./policy.js";
+import { authorize } from "../kernel/policy.js";
 
 /**
  * Support access: appliance support staff ask to enter a tenant with a ticket reference; one of
@@ -71,16 +70,10 @@ export async function requestSupportAccess(ctx: ApplianceContext, actor: Actor, 
   authorize(actor, "support_request:create");
   const now = ctx.clock.now();
   return inScope(ctx.db.app, { kind: "tenant", tenantId: input.tenantId }, async (t) => {
-    const tenant = await ctx.db.app.query("SELECT 1 FROM tenants WHERE id = $1 AND status = 'active'", { bind: [input.tenantId], type: QueryTypes.SELECT, transaction: t });
+    const tenant = await t.rows("SELECT 1 FROM tenants WHERE id = $1 AND status = 'active'", [input.tenantId]);
     if (!tenant.length) throw new NotFound("no such active tenant");
-    const [row] = await ctx.db.app.query<Row>(
-      "INSERT INTO support_requests (tenant_id, requested_by, ticket_ref, reason, created_at) VALUES ($1, $2, $3, $4, $5) RETURNING *",
-      { bind: [input.tenantId, actor.userId, input.ticketRef, input.reason, now], type: QueryTypes.SELECT, transaction: t },
-    );
-    await ctx.db.app.query("INSERT INTO admin_notifications (tenant_id, kind, actor_user_id, subject_id, created_at) VALUES ($1, 'support_request', $2, $3, $4)", {
-      bind: [input.tenantId, actor.userId, row!.id, now],
-      transaction: t,
-    });
+    const [row] = await t.rows<Row>("INSERT INTO support_requests (tenant_id, requested_by, ticket_ref, reason, created_at) VALUES ($1, $2, $3, $4, $5) RETURNING *", [input.tenantId, actor.userId, input.ticketRef, input.reason, now]);
+    await t.exec("INSERT INTO admin_notifications (tenant_id, kind, actor_user_id, subject_id, created_at) VALUES ($1, 'support_request', $2, $3, $4)", [input.tenantId, actor.userId, row!.id, now]);
     await recordAuthEvent(ctx, t, actor, { action: "support.request", resourceType: "support_request", resourceId: row!.id, tenantId: input.tenantId, outcome: "success", reason: `ticket ${input.ticketRef}` }, meta);
     return view(row!, now);
   });
@@ -92,17 +85,13 @@ export async function listSupportRequests(ctx: ApplianceContext, actor: Actor): 
   const now = ctx.clock.now();
   return inScope(ctx.db.app, scopeOf(actor), async (t) => {
     const [where, bind] = actor.tenantId ? ["tenant_id = $1", [actor.tenantId]] : actor.role === "support" ? ["requested_by = $1", [actor.userId]] : ["true", []];
-    const rows = await ctx.db.app.query<Row>(`SELECT * FROM support_requests WHERE ${where} ORDER BY created_at DESC LIMIT 500`, {
-      bind,
-      type: QueryTypes.SELECT,
-      transaction: t,
-    });
+    const rows = await t.rows<Row>(`SELECT * FROM support_requests WHERE ${where} ORDER BY created_at DESC LIMIT 500`, bind);
     return rows.map((r) => view(r, now));
   });
 }
 
 async function lockRequest(ctx: ApplianceContext, t: Parameters<typeof recordAuthEvent>[1], id: string): Promise<Row> {
-  const [row] = await ctx.db.app.query<Row>("SELECT * FROM support_requests WHERE id = $1 FOR UPDATE", { bind: [id], type: QueryTypes.SELECT, transaction: t });
+  const [row] = await t.rows<Row>("SELECT * FROM support_requests WHERE id = $1 FOR UPDATE", [id]);
   if (!row) throw new NotFound("no such support request");
   return row;
 }
@@ -116,10 +105,7 @@ export async function decideSupportRequest(ctx: ApplianceContext, actor: Actor, 
     authorize(actor, "support_request:decide", { tenantId: row.tenant_id });
     if (row.status !== "pending") throw new Conflict(`the request is already ${row.status}`);
     const expiresAt = decision === "approve" ? new Date(now.getTime() + ctx.config.access.supportAccessMinutes * 60_000) : null;
-    const [updated] = await ctx.db.app.query<Row>(
-      "UPDATE support_requests SET status = $2, decided_by = $3, decided_at = $4, expires_at = $5 WHERE id = $1 RETURNING *",
-      { bind: [id, decision === "approve" ? "approved" : "denied", actor.userId, now, expiresAt], type: QueryTypes.SELECT, transaction: t },
-    );
+    const [updated] = await t.rows<Row>("UPDATE support_requests SET status = $2, decided_by = $3, decided_at = $4, expires_at = $5 WHERE id = $1 RETURNING *", [id, decision === "approve" ? "approved" : "denied", actor.userId, now, expiresAt]);
     await recordAuthEvent(ctx, t, actor, { action: `support.${decision}`, resourceType: "support_request", resourceId: id, outcome: "success", reason: `ticket ${row.ticket_ref}` }, meta);
     return view(updated!, now);
   });
@@ -135,7 +121,7 @@ export async function enterSupportAccess(ctx: ApplianceContext, actor: Actor, id
     authorize(actor, "support_request:enter", { ownerId: row.requested_by });
     if (row.status !== "approved") throw new Conflict(row.status === "pending" ? "the request has not been approved yet" : `the request is ${row.status}`);
     if (!row.expires_at || row.expires_at <= now) throw new Conflict("the approved access has expired; file a new request");
-    await ctx.db.app.query("UPDATE sessions SET support_request_id = $2 WHERE id = $1", { bind: [actor.sessionId, id], transaction: t });
+    await t.exec("UPDATE sessions SET support_request_id = $2 WHERE id = $1", [actor.sessionId, id]);
     await recordAuthEvent(
       ctx,
       t,
@@ -155,11 +141,7 @@ export async function endSupportAccess(ctx: ApplianceContext, actor: Actor, id: 
     const row = await lockRequest(ctx, t, id);
     authorize(actor, "support_request:end", { tenantId: actor.tenantId ? row.tenant_id : undefined, ownerId: row.requested_by });
     if (row.status === "denied" || row.status === "ended") throw new Conflict(`the request is already ${row.status}`);
-    const [updated] = await ctx.db.app.query<Row>("UPDATE support_requests SET status = 'ended', ended_at = $2 WHERE id = $1 RETURNING *", {
-      bind: [id, now],
-      type: QueryTypes.SELECT,
-      transaction: t,
-    });
+    const [updated] = await t.rows<Row>("UPDATE support_requests SET status = 'ended', ended_at = $2 WHERE id = $1 RETURNING *", [id, now]);
     // Sessions bound to it drop out of the tenant at their next request: authentication only
     // honours an approved, unexpired request (daemon/auth/sessions.ts).
     await recordAuthEvent(ctx, t, actor, { action: "support.end", resourceType: "support_request", resourceId: id, tenantId: row.tenant_id, outcome: "success" }, meta);

@@ -1,13 +1,12 @@
-import { QueryTypes } from "sequelize";
 import { z } from "zod";
-import { forgetResolvedApiTokens } from "../auth/api-tokens.js";
+import { forgetResolvedApiTokens } from "../auth/index.js";
 import { recordAuthEvent } from "../audit/append.js";
 import type { RequestMeta } from "../kernel/request-meta.js";
 import type { ApplianceContext } from "../context.js";
-import { inScope } from "../db/tenant-scope.js";
+import { inScope } from "../db/sql.js";
 import { Conflict, NotFound } from "../kernel/errors.js";
 import { scopeOf, type Actor } from "../kernel/actor.js";
-import { authorize } from "./policy.js";
+import { authorize } from "../kernel/policy.js";
 
 /** Tenants (a hospital, clinic or department) and their security settings. */
 export const createTenantRequest = z
@@ -55,10 +54,7 @@ const view = (r: TenantRow): TenantView => ({ id: r.id, name: r.name, slug: r.sl
 export async function createTenant(ctx: ApplianceContext, actor: Actor, input: z.infer<typeof createTenantRequest>, meta: RequestMeta): Promise<TenantView> {
   authorize(actor, "tenant:create");
   return inScope(ctx.db.app, { kind: "appliance" }, async (t) => {
-    const [row] = await ctx.db.app.query<TenantRow>(
-      "INSERT INTO tenants (name, slug, created_at, updated_at) VALUES ($1, $2, $3, $3) ON CONFLICT (slug) DO NOTHING RETURNING *",
-      { bind: [input.name, input.slug, ctx.clock.now()], type: QueryTypes.SELECT, transaction: t },
-    );
+    const [row] = await t.rows<TenantRow>("INSERT INTO tenants (name, slug, created_at, updated_at) VALUES ($1, $2, $3, $3) ON CONFLICT (slug) DO NOTHING RETURNING *", [input.name, input.slug, ctx.clock.now()]);
     if (!row) throw new Conflict("a tenant with this slug already exists");
     await recordAuthEvent(ctx, t, actor, { action: "tenant.create", resourceType: "tenant", resourceId: row.id, tenantId: row.id, outcome: "success" }, meta);
     return view(row);
@@ -69,7 +65,7 @@ export async function createTenant(ctx: ApplianceContext, actor: Actor, input: z
 export async function listTenants(ctx: ApplianceContext, actor: Actor): Promise<TenantView[]> {
   authorize(actor, "tenant:list");
   return inScope(ctx.db.app, scopeOf(actor), async (t) => {
-    const rows = await ctx.db.app.query<TenantRow>("SELECT * FROM tenants ORDER BY name", { type: QueryTypes.SELECT, transaction: t });
+    const rows = await t.rows<TenantRow>("SELECT * FROM tenants ORDER BY name");
     return rows.map(view);
   });
 }
@@ -77,7 +73,7 @@ export async function listTenants(ctx: ApplianceContext, actor: Actor): Promise<
 export async function getTenant(ctx: ApplianceContext, actor: Actor, tenantId: string): Promise<TenantView> {
   return inScope(ctx.db.app, scopeOf(actor), async (t) => {
     // Row-level security hides other tenants: their ids answer 404, not 403.
-    const [row] = await ctx.db.app.query<TenantRow>("SELECT * FROM tenants WHERE id = $1", { bind: [tenantId], type: QueryTypes.SELECT, transaction: t });
+    const [row] = await t.rows<TenantRow>("SELECT * FROM tenants WHERE id = $1", [tenantId]);
     if (!row) throw new NotFound("no such tenant");
     authorize(actor, "tenant:read", { tenantId });
     return view(row);
@@ -87,10 +83,7 @@ export async function getTenant(ctx: ApplianceContext, actor: Actor, tenantId: s
 export async function updateTenant(ctx: ApplianceContext, actor: Actor, tenantId: string, input: z.infer<typeof updateTenantRequest>, meta: RequestMeta): Promise<TenantView> {
   authorize(actor, "tenant:update", { tenantId });
   return inScope(ctx.db.app, { kind: "appliance" }, async (t) => {
-    const [row] = await ctx.db.app.query<TenantRow>(
-      "UPDATE tenants SET name = coalesce($2, name), status = coalesce($3, status), updated_at = $4 WHERE id = $1 RETURNING *",
-      { bind: [tenantId, input.name ?? null, input.status ?? null, ctx.clock.now()], type: QueryTypes.SELECT, transaction: t },
-    );
+    const [row] = await t.rows<TenantRow>("UPDATE tenants SET name = coalesce($2, name), status = coalesce($3, status), updated_at = $4 WHERE id = $1 RETURNING *", [tenantId, input.name ?? null, input.status ?? null, ctx.clock.now()]);
     if (!row) throw new NotFound("no such tenant");
     // A suspended tenant's API tokens stop at once here (other replicas: auth.apiTokenCacheSeconds).
     t.afterCommit(() => forgetResolvedApiTokens(ctx));
@@ -119,7 +112,7 @@ export async function getSecuritySettings(ctx: ApplianceContext, actor: Actor): 
   const tenantId = requireTenant(actor);
   authorize(actor, "security_settings:read", { tenantId });
   return inScope(ctx.db.app, scopeOf(actor), async (t) => {
-    const [row] = await ctx.db.app.query<TenantRow>("SELECT * FROM tenants WHERE id = $1", { bind: [tenantId], type: QueryTypes.SELECT, transaction: t });
+    const [row] = await t.rows<TenantRow>("SELECT * FROM tenants WHERE id = $1", [tenantId]);
     if (!row) throw new NotFound("no such tenant");
     return settingsOf(ctx, row);
   });
@@ -130,15 +123,12 @@ export async function updateSecuritySettings(ctx: ApplianceContext, actor: Actor
   const tenantId = requireTenant(actor);
   authorize(actor, "security_settings:update", { tenantId });
   return inScope(ctx.db.app, scopeOf(actor), async (t) => {
-    const [row] = await ctx.db.app.query<TenantRow>(
-      `UPDATE tenants SET
+    const [row] = await t.rows<TenantRow>(`UPDATE tenants SET
          mfa_required = coalesce($2, mfa_required),
          idle_timeout_minutes = CASE WHEN $3::boolean THEN $4::integer ELSE idle_timeout_minutes END,
          inactive_user_days = CASE WHEN $5::boolean THEN $6::integer ELSE inactive_user_days END,
          updated_at = $7
-       WHERE id = $1 RETURNING *`,
-      {
-        bind: [
+       WHERE id = $1 RETURNING *`, [
           tenantId,
           input.mfaRequired ?? null,
           input.idleTimeoutMinutes !== undefined,
@@ -146,11 +136,7 @@ export async function updateSecuritySettings(ctx: ApplianceContext, actor: Actor
           input.inactiveUserDays !== undefined,
           input.inactiveUserDays ?? null,
           ctx.clock.now(),
-        ],
-        type: QueryTypes.SELECT,
-        transaction: t,
-      },
-    );
+        ]);
     if (!row) throw new NotFound("no such tenant");
     const changes = Object.entries(input)
       .map(([k, v]) => `${k}=${v === null ? "default" : String(v)}`)

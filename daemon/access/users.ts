@@ -1,15 +1,13 @@
-import { QueryTypes, type Transaction } from "sequelize";
+import { type Tx } from "../db/sql.js";
 import { z } from "zod";
-import { forgetResolvedApiTokens } from "../auth/api-tokens.js";
+import { forgetResolvedApiTokens, clearMfa, revokeUserSessions } from "../auth/index.js";
 import { recordAuthEvent } from "../audit/append.js";
 import { SYSTEM_META, type RequestMeta } from "../kernel/request-meta.js";
-import { clearMfa } from "../auth/mfa.js";
-import { revokeUserSessions } from "../auth/sessions.js";
 import type { ApplianceContext } from "../context.js";
-import { inScope } from "../db/tenant-scope.js";
+import { inScope } from "../db/sql.js";
 import { Conflict, Invalid, NotFound } from "../kernel/errors.js";
 import { ROLES, scopeOf, type Actor, type Role } from "../kernel/actor.js";
-import { authorize } from "./policy.js";
+import { authorize } from "../kernel/policy.js";
 
 /** Staff accounts: listing, role changes, deactivation, MFA reset, access reviews, the inactivity job. */
 export const updateUserRequest = z
@@ -78,21 +76,13 @@ function tenantFilter(actor: Actor): string {
 export async function listUsers(ctx: ApplianceContext, actor: Actor): Promise<UserView[]> {
   authorize(actor, "user:list", { tenantId: actor.tenantId });
   return inScope(ctx.db.app, scopeOf(actor), async (t) => {
-    const rows = await ctx.db.app.query<UserRow>(`SELECT ${USER_COLUMNS} FROM users u WHERE ${tenantFilter(actor)} ORDER BY u.email NULLS LAST, u.created_at`, {
-      bind: [actor.tenantId],
-      type: QueryTypes.SELECT,
-      transaction: t,
-    });
+    const rows = await t.rows<UserRow>(`SELECT ${USER_COLUMNS} FROM users u WHERE ${tenantFilter(actor)} ORDER BY u.email NULLS LAST, u.created_at`, [actor.tenantId]);
     return rows.map(view);
   });
 }
 
-async function loadUser(ctx: ApplianceContext, t: Transaction, userId: string, forUpdate = false): Promise<UserRow> {
-  const [row] = await ctx.db.app.query<UserRow>(`SELECT ${USER_COLUMNS} FROM users u WHERE u.id = $1${forUpdate ? " FOR UPDATE" : ""}`, {
-    bind: [userId],
-    type: QueryTypes.SELECT,
-    transaction: t,
-  });
+async function loadUser(ctx: ApplianceContext, t: Tx, userId: string, forUpdate = false): Promise<UserRow> {
+  const [row] = await t.rows<UserRow>(`SELECT ${USER_COLUMNS} FROM users u WHERE u.id = $1${forUpdate ? " FOR UPDATE" : ""}`, [userId]);
   if (!row) throw new NotFound("no such user");
   return row;
 }
@@ -107,12 +97,8 @@ export async function getUser(ctx: ApplianceContext, actor: Actor, userId: strin
   });
 }
 
-async function countOwners(ctx: ApplianceContext, t: Transaction, tenantId: string): Promise<number> {
-  const [r] = await ctx.db.app.query<{ n: string }>("SELECT count(*) AS n FROM users WHERE tenant_id = $1 AND role = 'owner' AND status = 'active'", {
-    bind: [tenantId],
-    type: QueryTypes.SELECT,
-    transaction: t,
-  });
+async function countOwners(ctx: ApplianceContext, t: Tx, tenantId: string): Promise<number> {
+  const [r] = await t.rows<{ n: string }>("SELECT count(*) AS n FROM users WHERE tenant_id = $1 AND role = 'owner' AND status = 'active'", [tenantId]);
   return Number(r!.n);
 }
 
@@ -140,15 +126,12 @@ export async function updateUser(ctx: ApplianceContext, actor: Actor, userId: st
     const now = ctx.clock.now();
     // A service account's role or status changes what its API token may do: no cached answer survives it.
     t.afterCommit(() => forgetResolvedApiTokens(ctx));
-    await ctx.db.app.query(
-      `UPDATE users SET role = coalesce($2, role), status = coalesce($3, status),
+    await t.exec(`UPDATE users SET role = coalesce($2, role), status = coalesce($3, status),
          display_name = CASE WHEN $4::boolean THEN $5 ELSE display_name END,
          deactivated_at = CASE WHEN $3 = 'deactivated' THEN coalesce(deactivated_at, $6) WHEN $3 = 'active' THEN NULL ELSE deactivated_at END,
          deactivated_reason = CASE WHEN $3 = 'deactivated' THEN 'by administrator' WHEN $3 = 'active' THEN NULL ELSE deactivated_reason END,
          updated_at = $6
-       WHERE id = $1`,
-      { bind: [userId, input.role ?? null, input.status ?? null, input.displayName !== undefined, input.displayName ?? null, now], transaction: t },
-    );
+       WHERE id = $1`, [userId, input.role ?? null, input.status ?? null, input.displayName !== undefined, input.displayName ?? null, now]);
     if (input.role && input.role !== row.role) {
       // A new role takes effect on the next sign-in: sessions holding the old one end now.
       await revokeUserSessions(ctx, t, userId, "role-changed");
@@ -187,12 +170,9 @@ export async function accessReview(ctx: ApplianceContext, actor: Actor): Promise
   authorize(actor, "access_review:read", { tenantId: actor.tenantId });
   const now = ctx.clock.now();
   return inScope(ctx.db.app, scopeOf(actor), async (t) => {
-    const rows = await ctx.db.app.query<UserRow & { active_sessions: string }>(
-      `SELECT ${USER_COLUMNS},
+    const rows = await t.rows<UserRow & { active_sessions: string }>(`SELECT ${USER_COLUMNS},
          (SELECT count(*) FROM sessions s WHERE s.user_id = u.id AND s.revoked_at IS NULL AND s.expires_at > $2) AS active_sessions
-       FROM users u WHERE ${tenantFilter(actor)} ORDER BY u.role, u.email NULLS LAST`,
-      { bind: [actor.tenantId, now], type: QueryTypes.SELECT, transaction: t },
-    );
+       FROM users u WHERE ${tenantFilter(actor)} ORDER BY u.role, u.email NULLS LAST`, [actor.tenantId, now]);
     return rows.map((r) => ({
       ...view(r),
       activeSessions: Number(r.active_sessions),
@@ -213,29 +193,19 @@ export async function deactivateInactiveUsers(ctx: ApplianceContext): Promise<In
   const now = ctx.clock.now();
   const defaultDays = ctx.config.access.inactiveUserDays;
   return inScope(ctx.db.app, { kind: "appliance" }, async (t) => {
-    const stale = await ctx.db.app.query<{ id: string; tenant_id: string | null; role: Role }>(
-      `SELECT u.id, u.tenant_id, u.role FROM users u LEFT JOIN tenants tn ON tn.id = u.tenant_id
+    const stale = await t.rows<{ id: string; tenant_id: string | null; role: Role }>(`SELECT u.id, u.tenant_id, u.role FROM users u LEFT JOIN tenants tn ON tn.id = u.tenant_id
        WHERE u.status = 'active' AND u.kind = 'human'
          AND coalesce(u.last_login_at, u.created_at) < $1::timestamptz - make_interval(days => coalesce(tn.inactive_user_days, $2))
-       FOR UPDATE OF u`,
-      { bind: [now, defaultDays], type: QueryTypes.SELECT, transaction: t },
-    );
+       FOR UPDATE OF u`, [now, defaultDays]);
     const system = { userId: null, role: "system" };
     const deactivated: InactivityRun["deactivated"] = [];
     for (const u of stale) {
       // The last super-admin is never locked out by a job: the appliance would lose its administrator.
       if (u.role === "super_admin") {
-        const [others] = await ctx.db.app.query<{ n: string }>("SELECT count(*) AS n FROM users WHERE role = 'super_admin' AND status = 'active' AND id <> $1", {
-          bind: [u.id],
-          type: QueryTypes.SELECT,
-          transaction: t,
-        });
+        const [others] = await t.rows<{ n: string }>("SELECT count(*) AS n FROM users WHERE role = 'super_admin' AND status = 'active' AND id <> $1", [u.id]);
         if (Number(others!.n) === 0) continue;
       }
-      await ctx.db.app.query("UPDATE users SET status = 'deactivated', deactivated_at = $2, deactivated_reason = 'inactive', updated_at = $2 WHERE id = $1", {
-        bind: [u.id, now],
-        transaction: t,
-      });
+      await t.exec("UPDATE users SET status = 'deactivated', deactivated_at = $2, deactivated_reason = 'inactive', updated_at = $2 WHERE id = $1", [u.id, now]);
       await revokeUserSessions(ctx, t, u.id, "deactivated-inactive");
       await recordAuthEvent(ctx, t, system, { action: "user.deactivate", resourceType: "user", resourceId: u.id, tenantId: u.tenant_id, outcome: "success", reason: "inactive" }, SYSTEM_META);
       deactivated.push({ userId: u.id, tenantId: u.tenant_id });

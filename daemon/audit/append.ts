@@ -1,14 +1,16 @@
 import { randomUUID } from "node:crypto";
 import type { Request, Response } from "express";
-import type { Transaction } from "sequelize";
+import type { Tx } from "../db/sql.js";
 import type { Actor } from "../kernel/actor.js";
 import { requestMeta, type RequestMeta } from "../kernel/request-meta.js";
 import type { ApplianceContext } from "../context.js";
-import { withCommit } from "../db/commit-pipeline.js";
-import { inScope } from "../db/tenant-scope.js";
+import { inScope, sql, sqlState, type SqlFragment } from "../db/sql.js";
 import { Unavailable } from "../kernel/errors.js";
 import { CANONICAL_FIELDS, stableText, wellFormed } from "./canonical.js";
 import { notifyAuditIntake } from "./chainer.js";
+
+/** Callers of `auditIntakeFrom` wake the chainer once their statement commits. */
+export { notifyAuditIntake } from "./chainer.js";
 
 /**
  * The one way to record an audit event (DESIGN "Audit trail"). Call it inside the transaction
@@ -143,18 +145,17 @@ const INSERT_INTAKE = `INSERT INTO audit_intake (${INTAKE_COLUMNS.join(", ")}) V
 /** What a failed intake write becomes: a log line with the SQLSTATE only (the event's fields stay out of it) and a 503. */
 export function auditWriteFailed(ctx: ApplianceContext, action: string): (err: Error) => Error {
   return (err) => {
-    const code = (err as { code?: string; original?: { code?: string } }).code ?? (err as { original?: { code?: string } }).original?.code ?? "unknown";
+    const code = sqlState(err) ?? "unknown";
     ctx.log.error("audit event could not be written; the request's work is rolled back", { action, sqlstate: code });
     return new Unavailable("the audit trail cannot be written right now, so the request was not carried out; try again shortly");
   };
 }
 
-export async function appendAuditEvent(ctx: ApplianceContext, transaction: Transaction, event: AuditEventInput): Promise<AuditReceipt> {
+export async function appendAuditEvent(ctx: ApplianceContext, transaction: Tx, event: AuditEventInput): Promise<AuditReceipt> {
   const { eventId, values } = intakeRow(ctx, event);
-  const sequelize = (transaction as unknown as { sequelize?: ApplianceContext["db"]["app"] }).sequelize ?? ctx.db.app;
-  // Sent with the transaction's COMMIT (one round trip for both, daemon/db/commit-pipeline.ts):
+  // Sent with the transaction's COMMIT (one round trip for both, daemon/db/sql.ts):
   // if it cannot be written, the COMMIT does not happen and the work is rolled back.
-  await withCommit(sequelize, transaction, {
+  transaction.holdForCommit({
     text: INSERT_INTAKE,
     values: INTAKE_COLUMNS.map((c) => values[c]),
     onError: auditWriteFailed(ctx, event.action),
@@ -175,17 +176,14 @@ export async function appendAuditEvent(ctx: ApplianceContext, transaction: Trans
 export function auditIntakeFrom(
   ctx: ApplianceContext,
   event: AuditEventInput,
-  opts: { from: string; where: string; firstParam: number; expressions?: Partial<Record<IntakeColumn, string>> },
-): { sql: string; values: unknown[] } {
+  opts: { from: string; where: SqlFragment; expressions?: Partial<Record<IntakeColumn, string>> },
+): SqlFragment {
   const { values } = intakeRow(ctx, event);
-  const bind: unknown[] = [];
   const select = INTAKE_COLUMNS.map((c) => {
     const expression = opts.expressions?.[c];
-    if (expression) return expression;
-    bind.push(values[c]);
-    return `$${opts.firstParam + bind.length - 1}::${INTAKE_TYPES[c] ?? "text"}`;
+    return expression ? sql.raw(expression) : sql`${values[c]}::${sql.raw(INTAKE_TYPES[c] ?? "text")}`;
   });
-  return { sql: `INSERT INTO audit_intake (${INTAKE_COLUMNS.join(", ")}) SELECT ${select.join(", ")} FROM ${opts.from} WHERE ${opts.where}`, values: bind };
+  return sql`INSERT INTO audit_intake (${sql.raw(INTAKE_COLUMNS.join(", "))}) SELECT ${sql.join(select)} FROM ${sql.raw(opts.from)} WHERE ${opts.where}`;
 }
 
 /** Who/where fields of an event, taken from an Express request; spread it into the event. */
@@ -260,7 +258,7 @@ export function auditEventOf(actor: EventActor, event: CapabilityEvent, meta: Re
  * Records a capability's event in the transaction of the work it records, so the event and the
  * change commit together (and a failed audit write fails the work).
  */
-export async function recordEvent(ctx: ApplianceContext, t: Transaction, actor: EventActor, event: CapabilityEvent, meta: RequestMeta | null): Promise<void> {
+export async function recordEvent(ctx: ApplianceContext, t: Tx, actor: EventActor, event: CapabilityEvent, meta: RequestMeta | null): Promise<void> {
   await appendAuditEvent(ctx, t, auditEventOf(actor, event, meta));
 }
 
@@ -283,7 +281,7 @@ export function phiAuditEvent(actor: RecordsActor, event: PhiEvent, meta: Reques
 }
 
 /** Every PHI read and write of the records capability (DESIGN "Audit trail"). */
-export async function recordPhiEvent(ctx: ApplianceContext, t: Transaction, actor: RecordsActor, event: PhiEvent, meta: RequestMeta | null): Promise<void> {
+export async function recordPhiEvent(ctx: ApplianceContext, t: Tx, actor: RecordsActor, event: PhiEvent, meta: RequestMeta | null): Promise<void> {
   await appendAuditEvent(ctx, t, phiAuditEvent(actor, event, meta));
 }
 
@@ -317,7 +315,7 @@ export type KeyEvent = Omit<CapabilityEvent, "resourceType" | "breakGlass" | "re
 };
 
 /** A key event (`keys.unseal`, `keys.rotate`, `keys.shred.*`…) in the transaction of the work it records. */
-export async function recordKeyEvent(ctx: ApplianceContext, t: Transaction, by: KeyOperator, event: KeyEvent): Promise<void> {
+export async function recordKeyEvent(ctx: ApplianceContext, t: Tx, by: KeyOperator, event: KeyEvent): Promise<void> {
   await recordEvent(ctx, t, by, { ...event, resourceType: "key" }, by);
 }
 

@@ -1,5 +1,4 @@
 import { Gauge } from "prom-client";
-import { QueryTypes } from "sequelize";
 import type { ApplianceContext } from "../context.js";
 import { readChainHead, startAuditChainer } from "./chainer.js";
 import { periodicCheckpoint } from "./checkpoints.js";
@@ -22,8 +21,8 @@ export function startAuditServices(ctx: ApplianceContext): { stop(): Promise<voi
     async collect() {
       const n = await ctx.db.owner
         .transaction(async (t) => {
-          await ctx.db.owner.query("SELECT set_config('wardkeep.scope', 'appliance', true)", { transaction: t });
-          const [r] = await ctx.db.owner.query<{ n: number }>("SELECT count(*)::int AS n FROM audit_intake", { type: QueryTypes.SELECT, transaction: t });
+          await t.exec("SELECT set_config('wardkeep.scope', 'appliance', true)");
+          const [r] = await t.rows<{ n: number }>("SELECT count(*)::int AS n FROM audit_intake");
           return r?.n ?? -1;
         })
         .catch(() => -1);
@@ -53,7 +52,7 @@ export function startAuditServices(ctx: ApplianceContext): { stop(): Promise<voi
   const retention = setInterval(
     safely("retention", () =>
       ctx.db.owner.transaction(async (t) => {
-        const [lock] = await ctx.db.owner.query<{ ok: boolean }>("SELECT pg_try_advisory_xact_lock($1) AS ok", { bind: [RETENTION_LOCK], type: QueryTypes.SELECT, transaction: t });
+        const [lock] = await t.rows<{ ok: boolean }>("SELECT pg_try_advisory_xact_lock($1) AS ok", [RETENTION_LOCK]);
         if (lock?.ok) await dropExpiredAuditSegments(ctx);
       }),
     ),

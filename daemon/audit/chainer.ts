@@ -1,7 +1,5 @@
-import { QueryTypes } from "sequelize";
 import type { ApplianceContext } from "../context.js";
-import { withCommit } from "../db/commit-pipeline.js";
-import { inScope } from "../db/tenant-scope.js";
+import { inScope, sqlState } from "../db/sql.js";
 import { canonicalEventJson, canonicalTime, chainHash, type ChainedEvent } from "./canonical.js";
 
 /**
@@ -46,29 +44,23 @@ function segmentMonth(d: Date): string {
 /**
  * One batch: lock the head, take up to `limit` committed intake rows, chain them, move the head.
  * Three round trips: the transaction's opening travels with the head's lock, and the chain rows
- * and the new head with COMMIT (daemon/db/commit-pipeline.ts).
+ * and the new head with COMMIT (daemon/db/sql.ts).
  */
 async function chainBatch(ctx: ApplianceContext, limit: number, wait: boolean): Promise<ChainOutcome> {
   const owner = ctx.db.owner;
   return inScope(owner, { kind: "appliance" }, async (transaction) => {
-    const heads = await owner.query<{ seq: string; hash: string; recorded_at: string }>(
-      `SELECT seq::text AS seq, encode(hash, 'hex') AS hash,
+    const heads = await transaction.rows<{ seq: string; hash: string; recorded_at: string }>(`SELECT seq::text AS seq, encode(hash, 'hex') AS hash,
               to_char(recorded_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') AS recorded_at
-         FROM audit_chain_head ${wait ? "FOR UPDATE" : "FOR UPDATE SKIP LOCKED"}`,
-      { type: QueryTypes.SELECT, transaction },
-    );
+         FROM audit_chain_head ${wait ? "FOR UPDATE" : "FOR UPDATE SKIP LOCKED"}`);
     const head = heads[0];
     if (!head) return { chained: 0, head: { seq: "?", hash: "?", recordedAt: "?" }, busy: true };
     // READ COMMITTED: only committed events are visible; one still in flight (lower id, later
     // commit) is simply chained in a later batch. Order within a batch is intake order.
-    const rows = await owner.query<IntakeRow>(
-      `DELETE FROM audit_intake WHERE id IN (SELECT id FROM audit_intake ORDER BY id LIMIT $1)
+    const rows = await transaction.rows<IntakeRow>(`DELETE FROM audit_intake WHERE id IN (SELECT id FROM audit_intake ORDER BY id LIMIT $1)
        RETURNING id::text AS id, event_id::text AS event_id,
          round(date_part('epoch', occurred_at) * 1000)::bigint::text AS occurred_at,
          tenant_id::text AS tenant_id, actor_user_id, actor_role, impersonator_id, break_glass, action,
-         resource_type, resource_id, patient_id, outcome, source_ip, user_agent, request_id, reason`,
-      { bind: [limit], type: QueryTypes.SELECT, transaction },
-    );
+         resource_type, resource_id, patient_id, outcome, source_ip, user_agent, request_id, reason`, [limit]);
     const current: ChainHead = { seq: head.seq, hash: head.hash, recordedAt: head.recorded_at };
     if (rows.length === 0) return { chained: 0, head: current, busy: false };
     // Intake order; ids are decimal text, so shorter is smaller (no BigInt parsing per compare).
@@ -83,7 +75,7 @@ async function chainBatch(ctx: ApplianceContext, limit: number, wait: boolean): 
     const known = knownSegments.get(ctx) ?? new Set<string>();
     knownSegments.set(ctx, known);
     if (!known.has(month)) {
-      await owner.query("SELECT audit_ensure_segment($1)", { bind: [recordedAt], transaction });
+      await transaction.exec("SELECT audit_ensure_segment($1)", [recordedAt]);
       // Remembered only once this transaction commits (a rollback would undo the CREATE TABLE).
       transaction.afterCommit(() => {
         known.add(month);
@@ -102,11 +94,11 @@ async function chainBatch(ctx: ApplianceContext, limit: number, wait: boolean): 
       out[i] = { seq: seq.toString(), recorded_at: recordedAt.toISOString(), tenant_id: r.tenant_id, actor_user_id: r.actor_user_id, patient_id: r.patient_id, canonical, prev_hash: "\\x" + prev, hash: "\\x" + hash };
       prev = hash;
     }
-    await withCommit(owner, transaction, {
+    transaction.holdForCommit({
       text: `INSERT INTO audit_events (seq, recorded_at, tenant_id, actor_user_id, patient_id, canonical, prev_hash, hash)
          SELECT seq, recorded_at, tenant_id, actor_user_id, patient_id, canonical, prev_hash, hash FROM json_populate_recordset(NULL::audit_events, $1::json)`,
       values: [JSON.stringify(out)],
-      onError: (err) => {
+      onError: (err: Error) => {
         // The month's segment vanished behind our back (dropped by hand): make it again next time.
         known.delete(month);
         return err;
@@ -119,7 +111,7 @@ async function chainBatch(ctx: ApplianceContext, limit: number, wait: boolean): 
         for (const l of subscribers) l(batch);
       });
     }
-    await withCommit(owner, transaction, {
+    transaction.holdForCommit({
       text: "UPDATE audit_chain_head SET seq = $1, hash = decode($2, 'hex'), recorded_at = $3",
       values: [seq.toString(), prev, recordedAt],
     });
@@ -142,11 +134,8 @@ export async function chainPendingEvents(ctx: ApplianceContext, opts: { wait?: b
 }
 
 export async function readChainHead(ctx: ApplianceContext): Promise<ChainHead> {
-  const rows = await ctx.db.app.query<{ seq: string; hash: string; recorded_at: string }>(
-    `SELECT seq::text AS seq, encode(hash, 'hex') AS hash,
-            to_char(recorded_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') AS recorded_at FROM audit_chain_head`,
-    { type: QueryTypes.SELECT },
-  );
+  const rows = await ctx.db.app.rows<{ seq: string; hash: string; recorded_at: string }>(`SELECT seq::text AS seq, encode(hash, 'hex') AS hash,
+            to_char(recorded_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') AS recorded_at FROM audit_chain_head`);
   const r = rows[0]!;
   return { seq: r.seq, hash: r.hash, recordedAt: r.recorded_at };
 }
@@ -196,7 +185,7 @@ export function startAuditChainer(ctx: ApplianceContext, opts: { pollMs?: number
         } catch (err) {
           failures += 1;
           if (failures === 1 || failures % 100 === 0) {
-            const code = (err as { original?: { code?: string } }).original?.code;
+            const code = sqlState(err);
             ctx.log.error("audit chainer failed; events wait in audit_intake", { sqlstate: code, failures });
           }
         }

@@ -1,4 +1,3 @@
-import { QueryTypes } from "sequelize";
 import type { ApplianceContext } from "../context.js";
 import { chainPendingEvents, readChainHead } from "./chainer.js";
 import { checkpointSigningKey, pinSigningKey, signMessage } from "./signing-key.js";
@@ -38,11 +37,8 @@ export async function signCheckpoint(
   const signedAt = ctx.clock.now().toISOString();
   const message = checkpointMessage({ seq: at.seq, headHash: at.hash, signedAt, keyId: key.keyId });
   const signature = signMessage(key, message);
-  const rows = await ctx.db.app.query<{ id: string }>(
-    `INSERT INTO audit_checkpoints (seq, head_hash, signed_at, key_id, public_key, signature, purpose)
-     VALUES ($1, decode($2, 'hex'), $3, $4, $5, $6, $7) RETURNING id::text AS id`,
-    { bind: [at.seq, at.hash, signedAt, key.keyId, key.publicKeyRaw, signature, purpose], type: QueryTypes.SELECT },
-  );
+  const rows = await ctx.db.app.rows<{ id: string }>(`INSERT INTO audit_checkpoints (seq, head_hash, signed_at, key_id, public_key, signature, purpose)
+     VALUES ($1, decode($2, 'hex'), $3, $4, $5, $6, $7) RETURNING id::text AS id`, [at.seq, at.hash, signedAt, key.keyId, key.publicKeyRaw, signature, purpose]);
   return {
     id: rows[0]!.id,
     seq: at.seq,
@@ -67,11 +63,8 @@ const CHECKPOINT_COLUMNS = `id::text AS id, seq::text AS seq, encode(head_hash, 
   encode(public_key, 'base64') AS "publicKey", replace(encode(signature, 'base64'), E'\n', '') AS signature, purpose`;
 
 export async function listCheckpoints(ctx: ApplianceContext, range: { fromSeq?: string; toSeq?: string } = {}): Promise<Checkpoint[]> {
-  return ctx.db.app.query<Checkpoint>(
-    `SELECT ${CHECKPOINT_COLUMNS} FROM audit_checkpoints
-      WHERE ($1::bigint IS NULL OR seq >= $1) AND ($2::bigint IS NULL OR seq <= $2) ORDER BY audit_checkpoints.seq, audit_checkpoints.id`,
-    { bind: [range.fromSeq ?? null, range.toSeq ?? null], type: QueryTypes.SELECT },
-  );
+  return ctx.db.app.rows<Checkpoint>(`SELECT ${CHECKPOINT_COLUMNS} FROM audit_checkpoints
+      WHERE ($1::bigint IS NULL OR seq >= $1) AND ($2::bigint IS NULL OR seq <= $2) ORDER BY audit_checkpoints.seq, audit_checkpoints.id`, [range.fromSeq ?? null, range.toSeq ?? null]);
 }
 
 const CHECKPOINT_LOCK = 7_305_001;
@@ -83,15 +76,11 @@ const CHECKPOINT_LOCK = 7_305_001;
 export async function periodicCheckpoint(ctx: ApplianceContext): Promise<Checkpoint | undefined> {
   if (ctx.rootKey.isSealed) return undefined;
   return ctx.db.app.transaction(async (transaction) => {
-    const [lock] = await ctx.db.app.query<{ ok: boolean }>("SELECT pg_try_advisory_xact_lock($1) AS ok", {
-      bind: [CHECKPOINT_LOCK],
-      type: QueryTypes.SELECT,
-      transaction,
-    });
+    const [lock] = await transaction.rows<{ ok: boolean }>("SELECT pg_try_advisory_xact_lock($1) AS ok", [CHECKPOINT_LOCK]);
     if (!lock?.ok) return undefined;
     await chainPendingEvents(ctx, { wait: true });
     const head = await readChainHead(ctx);
-    const [last] = await ctx.db.app.query<{ seq: string | null }>("SELECT max(seq)::text AS seq FROM audit_checkpoints", { type: QueryTypes.SELECT, transaction });
+    const [last] = await transaction.rows<{ seq: string | null }>("SELECT max(seq)::text AS seq FROM audit_checkpoints");
     if (head.seq === "0" || (last?.seq !== null && last?.seq !== undefined && BigInt(last.seq) >= BigInt(head.seq))) return undefined;
     return signCheckpoint(ctx, { seq: head.seq, hash: head.hash }, "periodic");
   });

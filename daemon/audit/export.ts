@@ -4,7 +4,6 @@ import path from "node:path";
 import { once } from "node:events";
 import { stringify } from "csv-stringify";
 import type pg from "pg";
-import { QueryTypes } from "sequelize";
 import type { ApplianceContext } from "../context.js";
 import { Invalid } from "../kernel/errors.js";
 import { appendAuditEvent, type AuditRequestContext } from "./append.js";
@@ -14,7 +13,7 @@ import { checkpointMessage, signCheckpoint, type Checkpoint } from "./checkpoint
 import { VERIFY_SCRIPT } from "./evidence-script.js";
 import { applianceCheckpointKeys, checkpointSigningKey, keyLabel, signMessage, type CheckpointKey, type KeyLabel } from "./signing-key.js";
 import { beginAuditSnapshot, withRawConnection } from "./verify.js";
-import { inScope } from "../db/tenant-scope.js";
+import { inScope } from "../db/sql.js";
 
 /**
  * Evidence packs (docs/audit-format.md, "Evidence pack"): the events of a time range as JSON
@@ -324,13 +323,10 @@ export async function writeEvidencePack(
   if (range.last) await signCheckpoint(ctx, { seq: range.last, hash: lastHash }, "export");
   const head = await readChainHead(ctx);
   if (head.seq !== "0") await signCheckpoint(ctx, { seq: head.seq, hash: head.hash }, "export");
-  const cps = await ctx.db.app.query<Checkpoint>(
-    `SELECT id::text AS id, seq::text AS seq, encode(head_hash, 'hex') AS "headHash",
+  const cps = await ctx.db.app.rows<Checkpoint>(`SELECT id::text AS id, seq::text AS seq, encode(head_hash, 'hex') AS "headHash",
        to_char(signed_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') AS "signedAt", key_id AS "keyId",
        encode(public_key, 'base64') AS "publicKey", replace(encode(signature, 'base64'), E'\n', '') AS signature, purpose
-     FROM audit_checkpoints WHERE seq >= $1 ORDER BY audit_checkpoints.seq, audit_checkpoints.id`,
-    { bind: [chainStart.seq], type: QueryTypes.SELECT },
-  );
+     FROM audit_checkpoints WHERE seq >= $1 ORDER BY audit_checkpoints.seq, audit_checkpoints.id`, [chainStart.seq]);
   const cpLines = cps
     .map((c) => JSON.stringify({ id: c.id, seq: c.seq, hash: c.headHash, signedAt: c.signedAt, keyId: c.keyId, purpose: c.purpose, message: checkpointMessage(c), signature: c.signature }))
     .join("\n");

@@ -1,12 +1,11 @@
 import fs from "node:fs";
 import path from "node:path";
-import { QueryTypes } from "sequelize";
 import { pack as tarPack } from "tar-stream";
 import { z } from "zod";
 import { scopeOf, type Actor } from "../kernel/actor.js";
 import { inDataDir } from "../config/load.js";
 import type { ApplianceContext } from "../context.js";
-import { inScope } from "../db/tenant-scope.js";
+import { inScope } from "../db/sql.js";
 import { Conflict, Invalid, NotFound } from "../kernel/errors.js";
 import { appendAuditEvent, type AuditRequestContext } from "./append.js";
 import { EXPORT_FORMATS, exportAuditEvidence, newPackId, type ExportFormat } from "./export.js";
@@ -78,12 +77,9 @@ export async function startExportJob(ctx: ApplianceContext, actor: Actor, input:
   const formats = [...new Set(input.formats)].filter((f): f is ExportFormat => EXPORT_FORMATS.includes(f));
   const scope = scopeOf(actor);
   await inScope(ctx.db.app, scope, (t) =>
-    ctx.db.app.query("INSERT INTO audit_exports (id, tenant_id, requested_by, range_from, range_to, formats, status) VALUES ($1, $2, $3, $4, $5, $6, 'running')", {
-      bind: [id, actor.tenantId, actor.userId, from, to, formats],
-      transaction: t,
-    }),
+    t.rows("INSERT INTO audit_exports (id, tenant_id, requested_by, range_from, range_to, formats, status) VALUES ($1, $2, $3, $4, $5, $6, 'running')", [id, actor.tenantId, actor.userId, from, to, formats]),
   );
-  const update = (sql: string, bind: unknown[]) => inScope(ctx.db.app, scope, (t) => ctx.db.app.query(sql, { bind, transaction: t }));
+  const update = (sql: string, bind: unknown[]) => inScope(ctx.db.app, scope, (t) => t.rows(sql, bind));
   let lastWrite = 0;
   const job = (async () => {
     try {
@@ -111,13 +107,13 @@ export async function startExportJob(ctx: ApplianceContext, actor: Actor, input:
 }
 
 export async function getExportJob(ctx: ApplianceContext, actor: Actor, id: string): Promise<ExportJob> {
-  const rows = await inScope(ctx.db.app, scopeOf(actor), (t) => ctx.db.app.query<Row>(`${SELECT} WHERE id = $1`, { bind: [id], type: QueryTypes.SELECT, transaction: t }));
+  const rows = await inScope(ctx.db.app, scopeOf(actor), (t) => t.rows<Row>(`${SELECT} WHERE id = $1`, [id]));
   if (!rows[0]) throw new NotFound("no such export");
   return toJob(rows[0]);
 }
 
 export async function listExportJobs(ctx: ApplianceContext, actor: Actor): Promise<ExportJob[]> {
-  const rows = await inScope(ctx.db.app, scopeOf(actor), (t) => ctx.db.app.query<Row>(`${SELECT} ORDER BY created_at DESC LIMIT 100`, { type: QueryTypes.SELECT, transaction: t }));
+  const rows = await inScope(ctx.db.app, scopeOf(actor), (t) => t.rows<Row>(`${SELECT} ORDER BY created_at DESC LIMIT 100`));
   return rows.map(toJob);
 }
 

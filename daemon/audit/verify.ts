@@ -1,6 +1,6 @@
 import type { KeyObject } from "node:crypto";
 import type pg from "pg";
-import type { Sequelize } from "sequelize";
+import type { SqlPool } from "../db/sql.js";
 import type { ApplianceContext } from "../context.js";
 import { chainHash, GENESIS_HASH, parseCanonical, ROW_COLUMNS_OK_SQL, ROW_HASH_OK_SQL } from "./canonical.js";
 import { chainPendingEvents } from "./chainer.js";
@@ -40,15 +40,9 @@ export type VerifyReport = {
   summary: string;
 };
 
-/** A pooled connection of the app role as a plain pg client (COPY needs the raw protocol). */
-export async function withRawConnection<T>(db: Sequelize, work: (client: pg.Client) => Promise<T>): Promise<T> {
-  const manager = db.connectionManager as unknown as { getConnection(o: object): Promise<pg.Client>; releaseConnection(c: pg.Client): Promise<void> };
-  const client = await manager.getConnection({ type: "write" });
-  try {
-    return await work(client);
-  } finally {
-    await manager.releaseConnection(client);
-  }
+/** A connection of the app role as a plain pg client (COPY and cursors need the raw protocol). */
+export function withRawConnection<T>(db: SqlPool, work: (client: pg.Client) => Promise<T>): Promise<T> {
+  return db.withDedicatedClient("wardkeep-audit", work);
 }
 
 /** Opens the read-only snapshot every auditor read runs in (appliance scope: all tenants). */

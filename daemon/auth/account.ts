@@ -1,24 +1,18 @@
-import { QueryTypes } from "sequelize";
 import { z } from "zod";
 import { scopeOf, type Actor } from "../kernel/actor.js";
-import { authorize } from "../access/policy.js";
+import { authorize } from "../kernel/policy.js";
 import type { ApplianceContext } from "../context.js";
-import { inScope } from "../db/tenant-scope.js";
+import { inScope } from "../db/sql.js";
 import { Invalid, NotFound, TooManyRequests } from "../kernel/errors.js";
 import { recordAuthEvent } from "../audit/append.js";
 import type { RequestMeta } from "../kernel/request-meta.js";
 import { argon2ParamsFrom, assertPasswordAcceptable, hashPassword, verifyPassword } from "./passwords.js";
 import { idleMinutesFor, revokeSessionById, revokeUserSessions } from "./sessions.js";
 import { accountRule, buckets, clearThrottle, countFailure, readThrottle } from "./throttle.js";
+import { changePasswordRequest } from "./schema.js";
 
 /** The signed-in person's own account and sessions, and admins' view of others' sessions. */
-export const changePasswordRequest = z
-  .object({
-    currentPassword: z.string().min(1).max(256),
-    /** At least 12 characters, not a common or breached one. */
-    newPassword: z.string().min(1).max(256),
-  })
-  .strict();
+export { changePasswordRequest };
 
 export type SessionView = {
   id: string;
@@ -57,11 +51,7 @@ export async function changePassword(ctx: ApplianceContext, actor: Actor, input:
   authorize(actor, "account:manage");
   if (actor.via !== "session" || actor.impersonatorId) throw new Invalid("only the account's owner, signed in, changes its password");
   const outcome = await inScope(ctx.db.app, scopeOf(actor), async (t) => {
-    const [user] = await ctx.db.app.query<{ id: string; email: string; password_hash: string }>("SELECT id, email, password_hash FROM users WHERE id = $1 FOR UPDATE", {
-      bind: [actor.userId],
-      type: QueryTypes.SELECT,
-      transaction: t,
-    });
+    const [user] = await t.rows<{ id: string; email: string; password_hash: string }>("SELECT id, email, password_hash FROM users WHERE id = $1 FOR UPDATE", [actor.userId]);
     if (!user) throw new NotFound("no such account");
     const bucket = buckets.loginAccount(user.email);
     const lock = await readThrottle(ctx, t, bucket);
@@ -74,10 +64,7 @@ export async function changePassword(ctx: ApplianceContext, actor: Actor, input:
     assertPasswordAcceptable(input.newPassword, { email: user.email });
     if (input.newPassword === input.currentPassword) throw new Invalid("choose a password different from the current one");
     const now = ctx.clock.now();
-    await ctx.db.app.query("UPDATE users SET password_hash = $2, password_changed_at = $3, updated_at = $3 WHERE id = $1", {
-      bind: [user.id, await hashPassword(input.newPassword, argon2ParamsFrom(ctx.config)), now],
-      transaction: t,
-    });
+    await t.exec("UPDATE users SET password_hash = $2, password_changed_at = $3, updated_at = $3 WHERE id = $1", [user.id, await hashPassword(input.newPassword, argon2ParamsFrom(ctx.config)), now]);
     await clearThrottle(ctx, t, bucket);
     const sessionsEnded = await revokeUserSessions(ctx, t, user.id, "password-changed");
     await recordAuthEvent(ctx, t, actor, { action: "auth.password.change", resourceType: "user", resourceId: user.id, outcome: "success" }, meta);
@@ -94,15 +81,12 @@ export async function listSessions(ctx: ApplianceContext, actor: Actor, opts: { 
   else authorize(actor, "session:list");
   const now = ctx.clock.now();
   return inScope(ctx.db.app, scopeOf(actor), async (t) => {
-    const rows = await ctx.db.app.query<SessionListRow>(
-      `SELECT s.id, s.user_id, s.stage, s.created_at, s.last_seen_at, s.expires_at, s.mfa_verified_at, s.source_ip, s.user_agent, s.support_request_id,
+    const rows = await t.rows<SessionListRow>(`SELECT s.id, s.user_id, s.stage, s.created_at, s.last_seen_at, s.expires_at, s.mfa_verified_at, s.source_ip, s.user_agent, s.support_request_id,
               tn.idle_timeout_minutes
        FROM sessions s JOIN users u ON u.id = s.user_id LEFT JOIN tenants tn ON tn.id = s.tenant_id
        WHERE s.user_id = $1 AND s.revoked_at IS NULL AND s.expires_at > $2
          AND ${actor.tenantId ? "u.tenant_id = $3" : "u.tenant_id IS NULL AND $3::uuid IS NULL"}
-       ORDER BY s.last_seen_at DESC`,
-      { bind: [userId, now, actor.tenantId], type: QueryTypes.SELECT, transaction: t },
-    );
+       ORDER BY s.last_seen_at DESC`, [userId, now, actor.tenantId]);
     return rows
       .map((r) => ({ r, idleEnds: new Date(r.last_seen_at.getTime() + idleMinutesFor(ctx, r.idle_timeout_minutes) * 60_000) }))
       .filter(({ idleEnds }) => idleEnds > now)
@@ -125,11 +109,7 @@ export async function listSessions(ctx: ApplianceContext, actor: Actor, opts: { 
 
 export async function revokeSession(ctx: ApplianceContext, actor: Actor, sessionId: string, meta: RequestMeta): Promise<void> {
   await inScope(ctx.db.app, scopeOf(actor), async (t) => {
-    const [row] = await ctx.db.app.query<{ user_id: string; tenant_id: string | null }>("SELECT user_id, tenant_id FROM sessions WHERE id = $1 AND revoked_at IS NULL", {
-      bind: [sessionId],
-      type: QueryTypes.SELECT,
-      transaction: t,
-    });
+    const [row] = await t.rows<{ user_id: string; tenant_id: string | null }>("SELECT user_id, tenant_id FROM sessions WHERE id = $1 AND revoked_at IS NULL", [sessionId]);
     // Appliance staff's sessions are managed at appliance level: inside a tenant they do not exist.
     if (!row || (row.tenant_id ?? null) !== (actor.tenantId ?? null)) throw new NotFound("no such session");
     authorize(actor, "session:revoke", { tenantId: row.tenant_id, ownerId: row.user_id });
@@ -144,7 +124,7 @@ export async function revokeAllSessions(ctx: ApplianceContext, actor: Actor, opt
   const own = userId === actor.userId && !actor.impersonatorId;
   return inScope(ctx.db.app, scopeOf(actor), async (t) => {
     if (!own) {
-      const [target] = await ctx.db.app.query<{ tenant_id: string | null }>("SELECT tenant_id FROM users WHERE id = $1", { bind: [userId], type: QueryTypes.SELECT, transaction: t });
+      const [target] = await t.rows<{ tenant_id: string | null }>("SELECT tenant_id FROM users WHERE id = $1", [userId]);
       if (!target || (target.tenant_id ?? null) !== (actor.tenantId ?? null)) throw new NotFound("no such user");
       authorize(actor, "session:revoke", { tenantId: target.tenant_id, ownerId: userId });
     }

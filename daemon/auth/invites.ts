@@ -1,12 +1,11 @@
 import { randomBytes, randomUUID } from "node:crypto";
-import { QueryTypes } from "sequelize";
 import { z } from "zod";
 import { ROLES, scopeOf, type Actor, type Role } from "../kernel/actor.js";
-import { authorize } from "../access/policy.js";
+import { authorize } from "../kernel/policy.js";
 import type { ApplianceContext } from "../context.js";
-import { inScope, type Scope } from "../db/tenant-scope.js";
+import { inScope, type Scope } from "../db/sql.js";
 import { Conflict, Invalid, NotFound, TooManyRequests } from "../kernel/errors.js";
-import { hmacSha256 } from "../keys/primitives.js";
+import { hmacSha256 } from "../keys/index.js";
 import { recordAuthEvent } from "../audit/append.js";
 import type { RequestMeta } from "../kernel/request-meta.js";
 import { InviteExpired, InviteInvalid, InviteRevoked, InviteUsed } from "./errors.js";
@@ -16,6 +15,8 @@ import { deriveAuthKey } from "./secret-box.js";
 import { issueSession, type IssuedSession } from "./sessions.js";
 import { buckets, countFailure, ipRule, readThrottle } from "./throttle.js";
 import { sameBytes, sha256 } from "./tokens.js";
+import { acceptInviteRequest, createInviteRequest } from "./schema.js";
+
 
 /**
  * Invites: an admin names an email address and a role; the person gets a link carrying a signed,
@@ -29,28 +30,10 @@ import { sameBytes, sha256 } from "./tokens.js";
  */
 export const INVITE_PREFIX = "wki_";
 
-export const createInviteRequest = z
-  .object({
-    /** Work email of the person invited. */
-    email: z.string().trim().toLowerCase().pipe(z.email()).pipe(z.string().max(254)),
-    /** The role the account will have. */
-    role: z.enum(ROLES),
-    /** Tenant to invite into; only super-admins name one (tenant admins invite into their own). */
-    tenantId: z.uuid().optional(),
-  })
-  .strict();
+export { createInviteRequest };
 export type CreateInviteRequest = z.infer<typeof createInviteRequest>;
 
-export const acceptInviteRequest = z
-  .object({
-    /** The token from the invite link. */
-    token: z.string().min(1).max(300),
-    /** The new account's password: at least 12 characters, not a common one. */
-    password: z.string().min(1).max(256),
-    /** How colleagues see the person in the admin UI. */
-    displayName: z.string().trim().min(1).max(200).optional(),
-  })
-  .strict();
+export { acceptInviteRequest };
 export type AcceptInviteRequest = z.infer<typeof acceptInviteRequest>;
 
 export type InviteView = {
@@ -137,22 +120,19 @@ export async function createInvite(ctx: ApplianceContext, actor: Actor, input: C
 
   // Email addresses are unique across the appliance, so this one check looks beyond the tenant.
   const taken = await inScope(ctx.db.app, { kind: "appliance" }, (t) =>
-    ctx.db.app.query("SELECT 1 FROM users WHERE email = $1", { bind: [input.email], type: QueryTypes.SELECT, transaction: t }),
+    t.rows("SELECT 1 FROM users WHERE email = $1", [input.email]),
   );
   if (taken.length) throw new Conflict("an account with this email address already exists");
 
   const row = await inScope(ctx.db.app, scope, async (t) => {
     if (tenantId) {
-      const tenant = await ctx.db.app.query("SELECT 1 FROM tenants WHERE id = $1 AND status = 'active'", { bind: [tenantId], type: QueryTypes.SELECT, transaction: t });
+      const tenant = await t.rows("SELECT 1 FROM tenants WHERE id = $1 AND status = 'active'", [tenantId]);
       if (!tenant.length) throw new NotFound("no such active tenant");
     }
     // A new invite replaces an outstanding one for the same address: only the latest link works.
-    await ctx.db.app.query("UPDATE invites SET revoked_at = $2 WHERE email = $1 AND accepted_at IS NULL AND revoked_at IS NULL", { bind: [input.email, now], transaction: t });
-    const [inserted] = await ctx.db.app.query<InviteRow>(
-      `INSERT INTO invites (id, tenant_id, email, role, token_hash, created_by, created_at, expires_at)
-       VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING *`,
-      { bind: [id, tenantId, input.email, input.role, sha256(token), actor.userId, now, expiresAt], type: QueryTypes.SELECT, transaction: t },
-    );
+    await t.exec("UPDATE invites SET revoked_at = $2 WHERE email = $1 AND accepted_at IS NULL AND revoked_at IS NULL", [input.email, now]);
+    const [inserted] = await t.rows<InviteRow>(`INSERT INTO invites (id, tenant_id, email, role, token_hash, created_by, created_at, expires_at)
+       VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING *`, [id, tenantId, input.email, input.role, sha256(token), actor.userId, now, expiresAt]);
     await recordAuthEvent(ctx, t, actor, { action: "invite.create", resourceType: "invite", resourceId: id, tenantId, outcome: "success", reason: `role ${input.role}` }, meta);
     return inserted!;
   });
@@ -163,10 +143,7 @@ export async function listInvites(ctx: ApplianceContext, actor: Actor): Promise<
   authorize(actor, "invite:list", { tenantId: actor.tenantId });
   return inScope(ctx.db.app, scopeOf(actor), async (t) => {
     // Appliance staff see appliance-level invites here; a tenant's invites are seen inside the tenant.
-    const rows = await ctx.db.app.query<InviteRow>(
-      `SELECT * FROM invites WHERE ${actor.tenantId ? "tenant_id = $1" : "tenant_id IS NULL AND $1::uuid IS NULL"} ORDER BY created_at DESC LIMIT 500`,
-      { bind: [actor.tenantId], type: QueryTypes.SELECT, transaction: t },
-    );
+    const rows = await t.rows<InviteRow>(`SELECT * FROM invites WHERE ${actor.tenantId ? "tenant_id = $1" : "tenant_id IS NULL AND $1::uuid IS NULL"} ORDER BY created_at DESC LIMIT 500`, [actor.tenantId]);
     const now = ctx.clock.now();
     return rows.map((r) => viewOf(r, now));
   });
@@ -174,16 +151,12 @@ export async function listInvites(ctx: ApplianceContext, actor: Actor): Promise<
 
 export async function revokeInvite(ctx: ApplianceContext, actor: Actor, inviteId: string, meta: RequestMeta): Promise<InviteView> {
   return inScope(ctx.db.app, scopeOf(actor), async (t) => {
-    const [row] = await ctx.db.app.query<InviteRow>("SELECT * FROM invites WHERE id = $1 FOR UPDATE", { bind: [inviteId], type: QueryTypes.SELECT, transaction: t });
+    const [row] = await t.rows<InviteRow>("SELECT * FROM invites WHERE id = $1 FOR UPDATE", [inviteId]);
     if (!row) throw new NotFound("no such invite");
     authorize(actor, "invite:revoke", { tenantId: row.tenant_id });
     if (row.accepted_at) throw new Conflict("the invite was already accepted; deactivate the account instead");
     const now = ctx.clock.now();
-    const [updated] = await ctx.db.app.query<InviteRow>("UPDATE invites SET revoked_at = coalesce(revoked_at, $2) WHERE id = $1 RETURNING *", {
-      bind: [inviteId, now],
-      type: QueryTypes.SELECT,
-      transaction: t,
-    });
+    const [updated] = await t.rows<InviteRow>("UPDATE invites SET revoked_at = coalesce(revoked_at, $2) WHERE id = $1 RETURNING *", [inviteId, now]);
     await recordAuthEvent(ctx, t, actor, { action: "invite.revoke", resourceType: "invite", resourceId: inviteId, tenantId: row.tenant_id, outcome: "success" }, meta);
     return viewOf(updated!, now);
   });
@@ -210,7 +183,7 @@ export async function acceptInvite(ctx: ApplianceContext, input: AcceptInviteReq
     };
     const inviteId = verifyInviteToken(ctx, input.token);
     if (!inviteId) return fail(new InviteInvalid("the invite link is damaged or was altered; ask for a new invite"), "malformed or tampered token");
-    const [invite] = await ctx.db.app.query<InviteRow>("SELECT * FROM invites WHERE id = $1", { bind: [inviteId], type: QueryTypes.SELECT, transaction: t });
+    const [invite] = await t.rows<InviteRow>("SELECT * FROM invites WHERE id = $1", [inviteId]);
     if (!invite || !sameBytes(invite.token_hash, sha256(input.token))) return fail(new InviteInvalid("the invite link is not valid; ask for a new invite"), "unknown token");
     if (invite.accepted_at) return fail(new InviteUsed("this invite has already been used; sign in instead"), "token reused", invite);
     if (invite.revoked_at) return fail(new InviteRevoked("this invite was withdrawn or replaced by a newer one"), "invite revoked", invite);
@@ -226,29 +199,22 @@ export async function acceptInvite(ctx: ApplianceContext, input: AcceptInviteReq
   // acceptances race.
   const scope: Scope = invite.tenant_id ? { kind: "tenant", tenantId: invite.tenant_id } : { kind: "appliance" };
   return inScope(ctx.db.app, scope, async (t) => {
-    const [locked] = await ctx.db.app.query<InviteRow>("SELECT * FROM invites WHERE id = $1 FOR UPDATE", { bind: [invite.id], type: QueryTypes.SELECT, transaction: t });
+    const [locked] = await t.rows<InviteRow>("SELECT * FROM invites WHERE id = $1 FOR UPDATE", [invite.id]);
     if (!locked || locked.accepted_at) throw new InviteUsed("this invite has already been used; sign in instead");
     if (locked.revoked_at) throw new InviteRevoked("this invite was withdrawn or replaced by a newer one");
     const now = ctx.clock.now();
     let tenantMfaRequired: boolean | null = null;
     if (invite.tenant_id) {
-      const [tenant] = await ctx.db.app.query<{ status: string; mfa_required: boolean }>("SELECT status, mfa_required FROM tenants WHERE id = $1", {
-        bind: [invite.tenant_id],
-        type: QueryTypes.SELECT,
-        transaction: t,
-      });
+      const [tenant] = await t.rows<{ status: string; mfa_required: boolean }>("SELECT status, mfa_required FROM tenants WHERE id = $1", [invite.tenant_id]);
       if (!tenant || tenant.status !== "active") throw new InviteRevoked("the organisation this invite is for is no longer active");
       tenantMfaRequired = tenant.mfa_required;
     }
-    const [user] = await ctx.db.app.query<{ id: string }>(
-      `INSERT INTO users (tenant_id, email, password_hash, role, display_name, password_changed_at, created_at, updated_at)
-       VALUES ($1, $2, $3, $4, $5, $6, $6, $6) ON CONFLICT (email) DO NOTHING RETURNING id`,
-      { bind: [invite.tenant_id, invite.email, passwordHash, invite.role, input.displayName ?? null, now], type: QueryTypes.SELECT, transaction: t },
-    );
+    const [user] = await t.rows<{ id: string }>(`INSERT INTO users (tenant_id, email, password_hash, role, display_name, password_changed_at, created_at, updated_at)
+       VALUES ($1, $2, $3, $4, $5, $6, $6, $6) ON CONFLICT (email) DO NOTHING RETURNING id`, [invite.tenant_id, invite.email, passwordHash, invite.role, input.displayName ?? null, now]);
     if (!user) throw new Conflict("an account with this email address already exists; sign in instead");
-    await ctx.db.app.query("UPDATE invites SET accepted_at = $2, accepted_user_id = $3 WHERE id = $1", { bind: [invite.id, now, user.id], transaction: t });
+    await t.exec("UPDATE invites SET accepted_at = $2, accepted_user_id = $3 WHERE id = $1", [invite.id, now, user.id]);
     const stage = stageFor(ctx, { role: invite.role, mfa_enrolled: false, tenant_mfa_required: tenantMfaRequired });
-    if (stage === "active") await ctx.db.app.query("UPDATE users SET last_login_at = $2 WHERE id = $1", { bind: [user.id, now], transaction: t });
+    if (stage === "active") await t.exec("UPDATE users SET last_login_at = $2 WHERE id = $1", [user.id, now]);
     const session = await issueSession(ctx, t, { userId: user.id, tenantId: invite.tenant_id, stage }, meta);
     const who = { userId: user.id, role: invite.role, tenantId: invite.tenant_id };
     await recordAuthEvent(ctx, t, who, { action: "invite.accept", resourceType: "invite", resourceId: invite.id, outcome: "success" }, meta);

@@ -1,22 +1,15 @@
-import { QueryTypes } from "sequelize";
 import { z } from "zod";
 import type { Role } from "../kernel/actor.js";
 import type { ApplianceContext } from "../context.js";
-import { inScope } from "../db/tenant-scope.js";
+import { inScope } from "../db/sql.js";
 import { recordAuthEvent } from "../audit/append.js";
 import type { RequestMeta } from "../kernel/request-meta.js";
 import { argon2ParamsFrom, burnPasswordCheck, hashPassword, needsRehash, verifyPassword } from "./passwords.js";
 import { issueSession, revokeSessionById, type IssuedSession, type SessionStage } from "./sessions.js";
 import { accountRule, buckets, clearThrottle, countFailure, ipRule, readThrottle } from "./throttle.js";
+import { loginRequest } from "./schema.js";
 
-export const loginRequest = z
-  .object({
-    /** Work email of the account. */
-    email: z.string().trim().toLowerCase().max(254),
-    /** The account's password. */
-    password: z.string().min(1).max(256),
-  })
-  .strict();
+export { loginRequest };
 export type LoginRequest = z.infer<typeof loginRequest>;
 
 export type LoginOutcome =
@@ -64,13 +57,10 @@ export async function signIn(ctx: ApplianceContext, input: LoginRequest, meta: R
     }
     const accountBucket = buckets.loginAccount(input.email);
     const lock = await readThrottle(ctx, t, accountBucket);
-    const [user] = await ctx.db.app.query<LoginUserRow>(
-      `SELECT u.id, u.tenant_id, u.role, u.status, u.password_hash, (u.mfa_secret IS NOT NULL) AS mfa_enrolled,
+    const [user] = await t.rows<LoginUserRow>(`SELECT u.id, u.tenant_id, u.role, u.status, u.password_hash, (u.mfa_secret IS NOT NULL) AS mfa_enrolled,
               tn.status AS tenant_status, tn.mfa_required AS tenant_mfa_required
        FROM users u LEFT JOIN tenants tn ON tn.id = u.tenant_id
-       WHERE u.email = $1 AND u.kind = 'human'`,
-      { bind: [input.email], type: QueryTypes.SELECT, transaction: t },
-    );
+       WHERE u.email = $1 AND u.kind = 'human'`, [input.email]);
     const who = user ? { userId: user.id, role: user.role, tenantId: user.tenant_id } : null;
     if (lock.locked) {
       await burnPasswordCheck(input.password, params);
@@ -93,13 +83,10 @@ export async function signIn(ctx: ApplianceContext, input: LoginRequest, meta: R
     const now = ctx.clock.now();
     if (needsRehash(user.password_hash, params)) {
       // Parameters were raised in config: upgrade the stored hash while the password is at hand.
-      await ctx.db.app.query("UPDATE users SET password_hash = $2, updated_at = $3 WHERE id = $1", {
-        bind: [user.id, await hashPassword(input.password, params), now],
-        transaction: t,
-      });
+      await t.exec("UPDATE users SET password_hash = $2, updated_at = $3 WHERE id = $1", [user.id, await hashPassword(input.password, params), now]);
     }
     const stage = stageFor(ctx, user);
-    if (stage === "active") await ctx.db.app.query("UPDATE users SET last_login_at = $2 WHERE id = $1", { bind: [user.id, now], transaction: t });
+    if (stage === "active") await t.exec("UPDATE users SET last_login_at = $2 WHERE id = $1", [user.id, now]);
     const session = await issueSession(ctx, t, { userId: user.id, tenantId: user.tenant_id, stage }, meta);
     await recordAuthEvent(ctx, t, who, { action: "auth.login", resourceType: "session", resourceId: session.id, outcome: "success", reason: stage === "active" ? null : stage }, meta);
     return { ok: true as const, session, userId: user.id, mfaRequired: stage === "mfa_required", mfaEnrollmentRequired: stage === "mfa_enrollment_required" };

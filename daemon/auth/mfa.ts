@@ -1,10 +1,10 @@
 import { randomBytes } from "node:crypto";
 import QRCode from "qrcode";
-import { QueryTypes, type Transaction } from "sequelize";
+import { type Tx } from "../db/sql.js";
 import speakeasy from "speakeasy";
 import type { Actor } from "../kernel/actor.js";
 import type { ApplianceContext } from "../context.js";
-import { inScope, type Scope } from "../db/tenant-scope.js";
+import { inScope, type Scope } from "../db/sql.js";
 import { Conflict, Invalid } from "../kernel/errors.js";
 import { recordAuthEvent } from "../audit/append.js";
 import type { RequestMeta } from "../kernel/request-meta.js";
@@ -88,24 +88,18 @@ function scopeForTenant(tenantId: string | null): Scope {
   return tenantId ? { kind: "tenant", tenantId } : { kind: "appliance" };
 }
 
-async function loadMfaUser(ctx: ApplianceContext, t: Transaction, userId: string): Promise<MfaUserRow> {
-  const [user] = await ctx.db.app.query<MfaUserRow>(
-    "SELECT id, email, role, tenant_id, mfa_secret, mfa_pending_secret, mfa_last_step FROM users WHERE id = $1 FOR UPDATE",
-    { bind: [userId], type: QueryTypes.SELECT, transaction: t },
-  );
+async function loadMfaUser(ctx: ApplianceContext, t: Tx, userId: string): Promise<MfaUserRow> {
+  const [user] = await t.rows<MfaUserRow>("SELECT id, email, role, tenant_id, mfa_secret, mfa_pending_secret, mfa_last_step FROM users WHERE id = $1 FOR UPDATE", [userId]);
   if (!user) throw new Conflict("the account no longer exists");
   return user;
 }
 
-async function storeRecoveryCodes(ctx: ApplianceContext, t: Transaction, user: { id: string; tenant_id: string | null }): Promise<string[]> {
+async function storeRecoveryCodes(ctx: ApplianceContext, t: Tx, user: { id: string; tenant_id: string | null }): Promise<string[]> {
   const codes = newRecoveryCodes();
   const now = ctx.clock.now();
-  await ctx.db.app.query("DELETE FROM mfa_recovery_codes WHERE user_id = $1", { bind: [user.id], transaction: t });
+  await t.exec("DELETE FROM mfa_recovery_codes WHERE user_id = $1", [user.id]);
   for (const code of codes) {
-    await ctx.db.app.query("INSERT INTO mfa_recovery_codes (user_id, tenant_id, code_hash, created_at) VALUES ($1, $2, $3, $4)", {
-      bind: [user.id, user.tenant_id, recoveryCodeHash(code), now],
-      transaction: t,
-    });
+    await t.exec("INSERT INTO mfa_recovery_codes (user_id, tenant_id, code_hash, created_at) VALUES ($1, $2, $3, $4)", [user.id, user.tenant_id, recoveryCodeHash(code), now]);
   }
   return codes;
 }
@@ -133,10 +127,7 @@ export async function startMfaEnrollment(ctx: ApplianceContext, subject: Session
   const email = await inScope(ctx.db.app, scopeForTenant(subject.tenantId), async (t) => {
     const user = await loadMfaUser(ctx, t, subject.userId);
     if (user.mfa_secret) throw new Conflict("an authenticator is already set up; ask an administrator to reset it to enrol a new one");
-    await ctx.db.app.query("UPDATE users SET mfa_pending_secret = $2, updated_at = $3 WHERE id = $1", {
-      bind: [user.id, sealSecret(ctx.rootKey, secret, user.id), ctx.clock.now()],
-      transaction: t,
-    });
+    await t.exec("UPDATE users SET mfa_pending_secret = $2, updated_at = $3 WHERE id = $1", [user.id, sealSecret(ctx.rootKey, secret, user.id), ctx.clock.now()]);
     await recordAuthEvent(ctx, t, { userId: user.id, role: user.role, tenantId: user.tenant_id }, { action: "auth.mfa.enroll.start", resourceType: "user", resourceId: user.id, outcome: "success" }, meta);
     return user.email;
   });
@@ -164,10 +155,7 @@ export async function activateMfa(ctx: ApplianceContext, subject: SessionSubject
       await recordAuthEvent(ctx, t, who, { action: "auth.mfa.enroll.activate", resourceType: "user", resourceId: user.id, outcome: "failure", reason: "wrong code" }, meta);
       return { ok: false as const, ...state };
     }
-    await ctx.db.app.query(
-      "UPDATE users SET mfa_secret = mfa_pending_secret, mfa_pending_secret = NULL, mfa_enrolled_at = $2, mfa_last_step = $3, updated_at = $2 WHERE id = $1",
-      { bind: [user.id, now, step], transaction: t },
-    );
+    await t.exec("UPDATE users SET mfa_secret = mfa_pending_secret, mfa_pending_secret = NULL, mfa_enrolled_at = $2, mfa_last_step = $3, updated_at = $2 WHERE id = $1", [user.id, now, step]);
     const recoveryCodes = await storeRecoveryCodes(ctx, t, user);
     await completeSecondFactor(ctx, t, subject, now);
     await clearThrottle(ctx, t, buckets.mfaUser(user.id));
@@ -177,13 +165,10 @@ export async function activateMfa(ctx: ApplianceContext, subject: SessionSubject
 }
 
 /** A session that proves a second factor becomes active (first sign-in) or refreshes its step-up time. */
-async function completeSecondFactor(ctx: ApplianceContext, t: Transaction, subject: SessionSubject, now: Date) {
-  await ctx.db.app.query("UPDATE sessions SET stage = 'active', mfa_verified_at = $2, last_seen_at = $2 WHERE id = $1", {
-    bind: [subject.sessionId, now],
-    transaction: t,
-  });
+async function completeSecondFactor(ctx: ApplianceContext, t: Tx, subject: SessionSubject, now: Date) {
+  await t.exec("UPDATE sessions SET stage = 'active', mfa_verified_at = $2, last_seen_at = $2 WHERE id = $1", [subject.sessionId, now]);
   if (subject.stage !== "active") {
-    await ctx.db.app.query("UPDATE users SET last_login_at = $2 WHERE id = $1", { bind: [subject.userId, now], transaction: t });
+    await t.exec("UPDATE users SET last_login_at = $2 WHERE id = $1", [subject.userId, now]);
   }
 }
 
@@ -214,21 +199,14 @@ export async function verifySecondFactor(
     if (input.code !== undefined) {
       const step = matchTotp(openSecret(ctx.rootKey, user.mfa_secret, user.id), input.code, now);
       if (step !== null && (user.mfa_last_step === null || step > Number(user.mfa_last_step))) {
-        await ctx.db.app.query("UPDATE users SET mfa_last_step = $2 WHERE id = $1", { bind: [user.id, step], transaction: t });
+        await t.exec("UPDATE users SET mfa_last_step = $2 WHERE id = $1", [user.id, step]);
         ok = true;
       }
     } else if (input.recoveryCode !== undefined) {
-      const used = await ctx.db.app.query<{ id: string }>(
-        "UPDATE mfa_recovery_codes SET used_at = $3 WHERE user_id = $1 AND code_hash = $2 AND used_at IS NULL RETURNING id",
-        { bind: [user.id, recoveryCodeHash(input.recoveryCode), now], type: QueryTypes.SELECT, transaction: t },
-      );
+      const used = await t.rows<{ id: string }>("UPDATE mfa_recovery_codes SET used_at = $3 WHERE user_id = $1 AND code_hash = $2 AND used_at IS NULL RETURNING id", [user.id, recoveryCodeHash(input.recoveryCode), now]);
       if (used.length) {
         ok = true;
-        const [left] = await ctx.db.app.query<{ n: string }>("SELECT count(*) AS n FROM mfa_recovery_codes WHERE user_id = $1 AND used_at IS NULL", {
-          bind: [user.id],
-          type: QueryTypes.SELECT,
-          transaction: t,
-        });
+        const [left] = await t.rows<{ n: string }>("SELECT count(*) AS n FROM mfa_recovery_codes WHERE user_id = $1 AND used_at IS NULL", [user.id]);
         recoveryCodesLeft = Number(left!.n);
       }
     }
@@ -257,10 +235,7 @@ export async function regenerateRecoveryCodes(ctx: ApplianceContext, actor: Acto
 }
 
 /** Removes a user's authenticator and recovery codes (lost phone); their sessions end. Used by the users service. */
-export async function clearMfa(ctx: ApplianceContext, t: Transaction, userId: string): Promise<void> {
-  await ctx.db.app.query("UPDATE users SET mfa_secret = NULL, mfa_pending_secret = NULL, mfa_enrolled_at = NULL, mfa_last_step = NULL, updated_at = $2 WHERE id = $1", {
-    bind: [userId, ctx.clock.now()],
-    transaction: t,
-  });
-  await ctx.db.app.query("DELETE FROM mfa_recovery_codes WHERE user_id = $1", { bind: [userId], transaction: t });
+export async function clearMfa(ctx: ApplianceContext, t: Tx, userId: string): Promise<void> {
+  await t.exec("UPDATE users SET mfa_secret = NULL, mfa_pending_secret = NULL, mfa_enrolled_at = NULL, mfa_last_step = NULL, updated_at = $2 WHERE id = $1", [userId, ctx.clock.now()]);
+  await t.exec("DELETE FROM mfa_recovery_codes WHERE user_id = $1", [userId]);
 }

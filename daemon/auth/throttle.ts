@@ -1,4 +1,4 @@
-import { QueryTypes, type Transaction } from "sequelize";
+import { type Tx } from "../db/sql.js";
 import type { ApplianceContext } from "../context.js";
 import { sha256 } from "./tokens.js";
 
@@ -36,17 +36,10 @@ type Row = { window_started_at: Date; failures: number; locked_until: Date | nul
  * Locks the bucket's row for the rest of the transaction, so concurrent attempts on one account
  * are counted one after another instead of all slipping past the limit together.
  */
-export async function readThrottle(ctx: ApplianceContext, t: Transaction, bucket: string): Promise<ThrottleState> {
+export async function readThrottle(ctx: ApplianceContext, t: Tx, bucket: string): Promise<ThrottleState> {
   const now = ctx.clock.now();
-  await ctx.db.app.query("INSERT INTO auth_throttle (bucket, window_started_at, failures) VALUES ($1, $2, 0) ON CONFLICT (bucket) DO NOTHING", {
-    bind: [bucket, now],
-    transaction: t,
-  });
-  const [row] = await ctx.db.app.query<Row>("SELECT window_started_at, failures, locked_until FROM auth_throttle WHERE bucket = $1 FOR UPDATE", {
-    bind: [bucket],
-    type: QueryTypes.SELECT,
-    transaction: t,
-  });
+  await t.exec("INSERT INTO auth_throttle (bucket, window_started_at, failures) VALUES ($1, $2, 0) ON CONFLICT (bucket) DO NOTHING", [bucket, now]);
+  const [row] = await t.rows<Row>("SELECT window_started_at, failures, locked_until FROM auth_throttle WHERE bucket = $1 FOR UPDATE", [bucket]);
   if (row?.locked_until && row.locked_until > now) {
     return { locked: true, retryAfterSeconds: Math.ceil((row.locked_until.getTime() - now.getTime()) / 1000) };
   }
@@ -54,29 +47,23 @@ export async function readThrottle(ctx: ApplianceContext, t: Transaction, bucket
 }
 
 /** Counts one failure (or, for rate limits, one attempt); locks the bucket when the count reaches the rule's maximum. */
-export async function countFailure(ctx: ApplianceContext, t: Transaction, bucket: string, rule: ThrottleRule): Promise<ThrottleState> {
+export async function countFailure(ctx: ApplianceContext, t: Tx, bucket: string, rule: ThrottleRule): Promise<ThrottleState> {
   const now = ctx.clock.now();
   const windowStart = new Date(now.getTime() - rule.windowMs);
-  const [row] = await ctx.db.app.query<Row>(
-    `INSERT INTO auth_throttle (bucket, window_started_at, failures) VALUES ($1, $2, 1)
+  const [row] = await t.rows<Row>(`INSERT INTO auth_throttle (bucket, window_started_at, failures) VALUES ($1, $2, 1)
      ON CONFLICT (bucket) DO UPDATE SET
        failures = CASE WHEN auth_throttle.window_started_at <= $3 OR auth_throttle.locked_until <= $2 THEN 1 ELSE auth_throttle.failures + 1 END,
        window_started_at = CASE WHEN auth_throttle.window_started_at <= $3 OR auth_throttle.locked_until <= $2 THEN $2 ELSE auth_throttle.window_started_at END,
        locked_until = CASE WHEN auth_throttle.locked_until <= $2 THEN NULL ELSE auth_throttle.locked_until END
-     RETURNING window_started_at, failures, locked_until`,
-    { bind: [bucket, now, windowStart], type: QueryTypes.SELECT, transaction: t },
-  );
+     RETURNING window_started_at, failures, locked_until`, [bucket, now, windowStart]);
   if (row && row.failures >= rule.max) {
     const until = new Date(now.getTime() + rule.lockMs);
-    await ctx.db.app.query("UPDATE auth_throttle SET locked_until = $2, failures = 0, window_started_at = $3 WHERE bucket = $1", {
-      bind: [bucket, until, now],
-      transaction: t,
-    });
+    await t.exec("UPDATE auth_throttle SET locked_until = $2, failures = 0, window_started_at = $3 WHERE bucket = $1", [bucket, until, now]);
     return { locked: true, retryAfterSeconds: Math.ceil(rule.lockMs / 1000) };
   }
   return { locked: false, retryAfterSeconds: 0 };
 }
 
-export async function clearThrottle(ctx: ApplianceContext, t: Transaction, bucket: string): Promise<void> {
-  await ctx.db.app.query("DELETE FROM auth_throttle WHERE bucket = $1", { bind: [bucket], transaction: t });
+export async function clearThrottle(ctx: ApplianceContext, t: Tx, bucket: string): Promise<void> {
+  await t.exec("DELETE FROM auth_throttle WHERE bucket = $1", [bucket]);
 }

@@ -1,8 +1,8 @@
-import { Sequelize } from "sequelize";
+import { SqlPool } from "../db/sql.js";
 import type { AuditChainVerifier } from "../../backup/restore.js";
-import { verifyAuditChain } from "../audit/verify.js";
+import { verifyAuditChain } from "../audit/index.js";
+import { RootKey } from "../keys/index.js";
 import type { ApplianceContext } from "../context.js";
-import { RootKey } from "../keys/root-key.js";
 
 /**
  * Runs the audit capability's own verifier (daemon/audit/verify.ts) against a restored database,
@@ -16,7 +16,7 @@ export function auditVerifierFor(ctx: ApplianceContext, trust: "appliance"): Aud
 export function auditVerifierFor(ctx: Pick<ApplianceContext, "config" | "log" | "clock" | "rootKey" | "metrics">, trust: "database"): AuditChainVerifier;
 export function auditVerifierFor(ctx: Pick<ApplianceContext, "config" | "log" | "clock" | "rootKey" | "metrics"> & { db?: ApplianceContext["db"] }, trust: "appliance" | "database"): AuditChainVerifier {
   return async (url) => {
-    const db = new Sequelize(url, { dialect: "postgres", logging: false, pool: { max: 2, min: 0 }, dialectOptions: { statement_timeout: 0 } });
+    const db = new SqlPool({ url, applicationName: "wardkeep-restore-verify", max: 2, statementTimeoutMs: 0 });
     const scratch = {
       ...ctx,
       rootKey: new RootKey(ctx.rootKey.mode),

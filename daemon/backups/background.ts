@@ -1,11 +1,13 @@
 import cron, { type ScheduledTask } from "node-cron";
 import { Gauge } from "prom-client";
-import { QueryTypes } from "sequelize";
 import type { ApplianceContext } from "../context.js";
-import { inScope } from "../db/tenant-scope.js";
+import { inScope } from "../db/sql.js";
 import { Conflict } from "../kernel/errors.js";
 import { readPolicyRow } from "./policy.js";
-import { evaluateFreshness, startDrill, startSnapshot } from "./service.js";
+import { ALERT_KINDS, COMPLETE_EVERYWHERE, evaluateFreshness, reconcileCatalogue, startDrill, startSnapshot } from "./service.js";
+
+/** How often the watchdog compares the catalogue with the targets (each snapshot run also does). */
+export const RECONCILE_EVERY_MS = 15 * 60_000;
 
 const registered = new WeakSet<object>();
 
@@ -16,27 +18,35 @@ const registered = new WeakSet<object>();
 export function registerBackupMetrics(ctx: ApplianceContext): void {
   if (registered.has(ctx.metrics)) return;
   registered.add(ctx.metrics);
-  const state = async () => {
+  // One query per scrape, not one per gauge: a scrape collects every gauge at once, and they share the query in flight.
+  let inFlight: ReturnType<typeof read> | undefined;
+  const state = () => {
+    if (!inFlight) inFlight = read().finally(() => (inFlight = undefined));
+    return inFlight;
+  };
+  const read = async () => {
     try {
       return await inScope(ctx.db.app, { kind: "appliance" }, async (t) => {
-        const rows = await ctx.db.app.query<{
+        const rows = await t.rows<{
           snap: Date | null;
           snap_bytes: string | null;
           drill: Date | null;
           drill_rto: number | null;
           drill_rpo: string | null;
           last_drill_passed: boolean | null;
-          alerts: { kind: string }[];
-        }>(
-          `SELECT (SELECT max(finished_at) FROM backup_snapshots WHERE status IN ('complete', 'partial')) AS snap,
-                  (SELECT stored_bytes FROM backup_snapshots WHERE status IN ('complete', 'partial') ORDER BY seq DESC LIMIT 1)::text AS snap_bytes,
+          alerts: { kind: string; subject: string }[];
+          per_target: { target: string; last: string | null }[];
+        }>(`SELECT (SELECT max(finished_at) FROM backup_snapshots WHERE ${COMPLETE_EVERYWHERE}) AS snap,
+                  (SELECT stored_bytes FROM backup_snapshots WHERE ${COMPLETE_EVERYWHERE} ORDER BY seq DESC LIMIT 1)::text AS snap_bytes,
                   (SELECT max(finished_at) FROM backup_drills WHERE status = 'passed') AS drill,
                   (SELECT rto_ms FROM backup_drills WHERE status = 'passed' ORDER BY seq DESC LIMIT 1) AS drill_rto,
                   (SELECT rpo_ms FROM backup_drills WHERE status = 'passed' ORDER BY seq DESC LIMIT 1)::text AS drill_rpo,
                   (SELECT status = 'passed' FROM backup_drills WHERE status IN ('passed', 'failed') ORDER BY seq DESC LIMIT 1) AS last_drill_passed,
-                  coalesce((SELECT json_agg(json_build_object('kind', kind)) FROM backup_alerts WHERE cleared_at IS NULL), '[]') AS alerts`,
-          { type: QueryTypes.SELECT, transaction: t },
-        );
+                  coalesce((SELECT json_agg(json_build_object('kind', kind, 'subject', subject)) FROM backup_alerts WHERE cleared_at IS NULL), '[]') AS alerts,
+                  coalesce((SELECT json_agg(json_build_object('target', p.name, 'last',
+                             (SELECT max(s.finished_at) FROM backup_snapshots s, jsonb_array_elements(s.targets) o
+                               WHERE s.status NOT IN ('running', 'failed', 'interrupted') AND o ->> 'target' = p.name AND (o ->> 'ok')::boolean)))
+                              FROM (SELECT d ->> 'name' AS name FROM backup_policy, jsonb_array_elements(backup_policy.targets) d) p), '[]') AS per_target`);
         return rows[0];
       });
     } catch {
@@ -92,15 +102,39 @@ export function registerBackupMetrics(ctx: ApplianceContext): void {
       this.set(Number((await state())?.drill_rpo ?? 0) / 1000);
     },
   });
-  const kinds = ["snapshot_failed", "snapshot_stale", "drill_failed", "drill_stale", "worm_not_enforced", "not_configured"];
   new Gauge({
     name: "wardkeep_backup_alert",
-    help: "1 while a backup alert of this kind is open",
+    help: "1 while a backup alert of this kind is open (for any subject: see wardkeep_backup_target_failing for targets)",
     labelNames: ["kind"],
     registers: [ctx.metrics],
     async collect() {
       const open = new Set(((await state())?.alerts ?? []).map((a) => a.kind));
-      for (const kind of kinds) this.set({ kind }, open.has(kind) ? 1 : 0);
+      for (const kind of ALERT_KINDS) this.set({ kind }, open.has(kind) ? 1 : 0);
+    },
+  });
+  new Gauge({
+    name: "wardkeep_backup_target_last_success_timestamp_seconds",
+    help: "Per configured target: when the newest snapshot it took whole finished (0: never). A partial run advances only the targets that got it.",
+    labelNames: ["target"],
+    registers: [ctx.metrics],
+    async collect() {
+      const st = await state();
+      if (!st) return;
+      this.reset(); // a target removed from the policy stops being reported
+      for (const p of st.per_target) this.set({ target: p.target }, p.last ? new Date(p.last).getTime() / 1000 : 0);
+    },
+  });
+  new Gauge({
+    name: "wardkeep_backup_target_failing",
+    help: "Per configured target: 1 while its target_failed alert is open (it failed a run or could not be listed), 0 once it succeeds again",
+    labelNames: ["target"],
+    registers: [ctx.metrics],
+    async collect() {
+      const st = await state();
+      if (!st) return;
+      this.reset();
+      const failing = new Set(st.alerts.filter((a) => a.kind === "target_failed").map((a) => a.subject));
+      for (const p of st.per_target) this.set({ target: p.target }, failing.has(p.target) ? 1 : 0);
     },
   });
 }
@@ -146,11 +180,18 @@ export function startBackupServices(ctx: ApplianceContext): { stop(): Promise<vo
     }
   };
 
+  let lastReconcile = 0;
   const tick = async () => {
     if (stopped) return;
     try {
       await reschedule();
       await evaluateFreshness(ctx);
+      // Vanished and unrecorded snapshots are found even when no snapshot runs (the lock makes one replica do it).
+      if (!ctx.rootKey.isSealed && ctx.clock.now().getTime() - lastReconcile >= RECONCILE_EVERY_MS) {
+        lastReconcile = ctx.clock.now().getTime();
+        const r = await reconcileCatalogue(ctx);
+        for (const t of r.targets) if (t.error) ctx.log.warn(`backup reconcile: target ${t.target} could not be listed`, { target: t.target });
+      }
     } catch (err) {
       ctx.log.warn(`backup watchdog: ${(err as Error).message}`);
     }

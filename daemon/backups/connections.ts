@@ -1,24 +1,15 @@
 import fs from "node:fs";
 import { randomBytes } from "node:crypto";
 import pg from "pg";
-import type { Sequelize } from "sequelize";
+import type { SqlPool } from "../db/sql.js";
 import type { ScratchDatabase } from "../../backup/drill.js";
 import { inDataDir } from "../config/load.js";
 import type { ApplianceContext } from "../context.js";
 import { Unavailable } from "../kernel/errors.js";
 
 /** The URL a pool connects with (the engine opens its own connections: COPY streams need one each). */
-export function urlOf(db: Sequelize, database?: string): string {
-  const c = db.config;
-  const u = new URL("postgres://localhost");
-  // A host that is a directory is a Unix socket (the embedded server): it travels as ?host=.
-  if (c.host?.startsWith("/")) u.searchParams.set("host", c.host);
-  else u.hostname = c.host ?? "127.0.0.1";
-  if (c.port) u.port = String(c.port);
-  u.username = encodeURIComponent(c.username);
-  if (c.password) u.password = encodeURIComponent(c.password);
-  u.pathname = `/${database ?? c.database}`;
-  return u.toString();
+export function urlOf(db: SqlPool, database?: string): string {
+  return db.url(database);
 }
 
 export function ownerConnector(ctx: ApplianceContext): () => Promise<pg.Client> {
@@ -54,8 +45,8 @@ export function scratchDatabaseFactory(ctx: ApplianceContext): () => Promise<Scr
     const admin = new pg.Client({ connectionString: adminUrl(ctx) });
     await admin.connect();
     const name = `wardkeep_drill_${randomBytes(5).toString("hex")}`;
-    const owner = ctx.db.owner.config.username;
-    const app = ctx.db.app.config.username;
+    const owner = ctx.db.owner.info.user;
+    const app = ctx.db.app.info.user;
     try {
       await admin.query(`CREATE DATABASE ${name} OWNER ${admin.escapeIdentifier(owner)}`);
       await admin.query(`REVOKE ALL ON DATABASE ${name} FROM PUBLIC`);

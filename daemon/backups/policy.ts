@@ -1,10 +1,9 @@
-import { QueryTypes, type Transaction } from "sequelize";
+import { type Tx } from "../db/sql.js";
 import { z } from "zod";
 import cron from "node-cron";
 import { openTarget, targetDefinitionSchema, targetSecretsSchema, type SnapshotTarget, type TargetDefinition, type TargetSecrets } from "../../backup/targets/index.js";
 import type { ApplianceContext } from "../context.js";
-import { hkdfSha256, zeroize } from "../keys/primitives.js";
-import { unwrapSecret, wrapSecret } from "../keys/keystore.js";
+import { hkdfSha256, zeroize, unwrapSecret, wrapSecret } from "../keys/index.js";
 import { Invalid } from "../kernel/errors.js";
 
 /**
@@ -106,8 +105,8 @@ function sealSecrets(ctx: ApplianceContext, secrets: Record<string, TargetSecret
   }
 }
 
-export async function readPolicyRow(ctx: ApplianceContext, t: Transaction, forUpdate = false): Promise<PolicyRow> {
-  const rows = await ctx.db.app.query<PolicyRow>(`SELECT * FROM backup_policy${forUpdate ? " FOR UPDATE" : ""}`, { type: QueryTypes.SELECT, transaction: t });
+export async function readPolicyRow(ctx: ApplianceContext, t: Tx, forUpdate = false): Promise<PolicyRow> {
+  const rows = await t.rows<PolicyRow>(`SELECT * FROM backup_policy${forUpdate ? " FOR UPDATE" : ""}`);
   if (!rows[0]) throw new Error("backup_policy has no row (migration 0005 not applied?)");
   return rows[0];
 }
@@ -129,7 +128,7 @@ export function presentPolicy(row: PolicyRow, secrets: Record<string, TargetSecr
 }
 
 /** Applies a policy change inside the caller's transaction; returns the new policy. */
-export async function writePolicy(ctx: ApplianceContext, t: Transaction, input: PolicyInput, updatedBy: string | null): Promise<BackupPolicy> {
+export async function writePolicy(ctx: ApplianceContext, t: Tx, input: PolicyInput, updatedBy: string | null): Promise<BackupPolicy> {
   const row = await readPolicyRow(ctx, t, true);
   const targets = input.targets ?? row.targets;
   let secrets = row.target_secrets || input.targetSecrets ? openSecrets(ctx, row.target_secrets) : {};
@@ -138,11 +137,8 @@ export async function writePolicy(ctx: ApplianceContext, t: Transaction, input: 
     if (!names.has(name)) throw new Invalid(`targetSecrets names ${name}, which is not a target`, { field: "targetSecrets" });
   }
   secrets = Object.fromEntries(Object.entries({ ...secrets, ...(input.targetSecrets ?? {}) }).filter(([n]) => names.has(n)));
-  await ctx.db.app.query(
-    `UPDATE backup_policy SET enabled = $1, snapshot_schedule = $2, drill_schedule = $3, retention = $4::jsonb, targets = $5::jsonb,
-       target_secrets = $6, snapshot_max_age_minutes = $7, drill_max_age_days = $8, object_lock_days = $9, updated_at = now(), updated_by = $10`,
-    {
-      bind: [
+  await t.exec(`UPDATE backup_policy SET enabled = $1, snapshot_schedule = $2, drill_schedule = $3, retention = $4::jsonb, targets = $5::jsonb,
+       target_secrets = $6, snapshot_max_age_minutes = $7, drill_max_age_days = $8, object_lock_days = $9, updated_at = now(), updated_by = $10`, [
         input.enabled ?? row.enabled,
         input.snapshotSchedule ?? row.snapshot_schedule,
         input.drillSchedule ?? row.drill_schedule,
@@ -153,10 +149,7 @@ export async function writePolicy(ctx: ApplianceContext, t: Transaction, input: 
         input.drillMaxAgeDays ?? row.drill_max_age_days,
         input.objectLockDays ?? row.object_lock_days,
         updatedBy,
-      ],
-      transaction: t,
-    },
-  );
+      ]);
   return presentPolicy(await readPolicyRow(ctx, t), secrets);
 }
 

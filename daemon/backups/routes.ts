@@ -1,10 +1,10 @@
 import { Router, type Request, type Response } from "express";
 import { z } from "zod";
 import { currentActor } from "../kernel/actor.js";
-import { guardedRoute } from "../access/guard.js";
+import { guardedRoute } from "../access/index.js";
 import { requestMeta } from "../kernel/request-meta.js";
 import type { ApplianceContext } from "../context.js";
-import { inScope } from "../db/tenant-scope.js";
+import { inScope } from "../db/sql.js";
 import { jsonBody, jsonResponse, openApiRegistry, problemResponse } from "../http/openapi.js";
 import { appendAuditEvent } from "../audit/append.js";
 import { policyInputSchema, policyView, readPolicyRow, writePolicy } from "./policy.js";

@@ -4,25 +4,24 @@
  * holds the job locks, and records every run in the catalog tables, the audit trail, the log and
  * the alert state (docs/backups.md).
  */
-import { QueryTypes, type Transaction } from "sequelize";
+import { type Tx } from "../db/sql.js";
 import { removeIncompleteSnapshots, scanTarget } from "../../backup/catalog.js";
 import { runRecoveryDrill, type DrillResult } from "../../backup/drill.js";
 import { manifestSigner } from "../../backup/keys.js";
 import { restoreSnapshot, verifySnapshot, type RestoreResult, type VerifyResult } from "../../backup/restore.js";
-import { applyRetention, type PruneOutcome } from "../../backup/retention.js";
+import { applyRetention, planRetention, type PruneOutcome } from "../../backup/retention.js";
 import { newSnapshotId, takeSnapshot, type SnapshotProgress, type SnapshotResult } from "../../backup/snapshot.js";
 import type { SnapshotTarget } from "../../backup/targets/target.js";
 import { runWormSelfTest, type WormCheck } from "../../backup/worm.js";
 import { appendAuditEvent, type AuditActorInput } from "../audit/append.js";
+import { inDataDir } from "../config/load.js";
 import type { ApplianceContext } from "../context.js";
-import { inScope } from "../db/tenant-scope.js";
+import { inScope } from "../db/sql.js";
 import { Conflict, NotFound } from "../kernel/errors.js";
-import { SNAPSHOT_EXCLUDED_SCHEMAS } from "../keys/keystore.js";
-import { reapplyShredList } from "../keys/shred.js";
-import { currentRecoveryPublicKey } from "../keys/recovery.js";
-import { rawPublicKey } from "../keys/recovery-crypto.js";
+import { SNAPSHOT_EXCLUDED_SCHEMAS, reapplyShredList, currentRecoveryPublicKey, rawPublicKey } from "../keys/index.js";
 import { APP_VERSION } from "../version.js";
 import { auditVerifierFor } from "./audit-check.js";
+import { backUpKeyStore } from "./keystore-backups.js";
 import { ownerConnector, scratchDatabaseFactory } from "./connections.js";
 import { openPolicyTargets, readPolicyRow, type PolicyRow } from "./policy.js";
 
@@ -35,15 +34,11 @@ export type AuditMeta = { actor: AuditActorInput; sourceIp?: string | null; user
 
 const appliance = { kind: "appliance" } as const;
 
-function tx<T>(ctx: ApplianceContext, work: (t: Transaction) => Promise<T>): Promise<T> {
+function tx<T>(ctx: ApplianceContext, work: (t: Tx) => Promise<T>): Promise<T> {
   return inScope(ctx.db.app, appliance, work);
 }
 
-async function q<T extends object>(ctx: ApplianceContext, t: Transaction, sql: string, bind: unknown[] = []): Promise<T[]> {
-  return ctx.db.app.query<T>(sql, { bind, type: QueryTypes.SELECT, transaction: t });
-}
-
-async function audit(ctx: ApplianceContext, t: Transaction, meta: AuditMeta, action: string, resourceType: string, resourceId: string | null, outcome: "success" | "failure") {
+async function audit(ctx: ApplianceContext, t: Tx, meta: AuditMeta, action: string, resourceType: string, resourceId: string | null, outcome: "success" | "failure") {
   await appendAuditEvent(ctx, t, {
     tenantId: null,
     actor: meta.actor,
@@ -86,32 +81,72 @@ export async function recoveryPublicKey(ctx: ApplianceContext): Promise<Buffer> 
 
 // ---- alerts --------------------------------------------------------------------------------
 
-export type AlertKind = "snapshot_failed" | "snapshot_stale" | "drill_failed" | "drill_stale" | "worm_not_enforced" | "not_configured";
+export type AlertKind =
+  | "snapshot_failed"
+  | "snapshot_stale"
+  | "drill_failed"
+  | "drill_stale"
+  | "worm_not_enforced"
+  | "not_configured"
+  /** One per target (subject = its name): raised when it fails a run or cannot be listed, cleared by its next success. */
+  | "target_failed"
+  /** One per target: snapshots this appliance recorded there are gone without retention deleting them. */
+  | "snapshot_vanished"
+  /** One per target: complete snapshots on it that this appliance did not record there. */
+  | "snapshot_appeared"
+  /** Attachment files the latest snapshot could not copy (gone from disk, or not matching their digest). */
+  | "attachment_missing";
 
-export async function raiseAlert(ctx: ApplianceContext, t: Transaction, kind: AlertKind, detail: string): Promise<void> {
-  const r = await q<{ inserted: boolean }>(
-    ctx,
-    t,
-    `INSERT INTO backup_alerts (kind, raised_at, detail) VALUES ($1, $2, $3)
-     ON CONFLICT (kind) WHERE cleared_at IS NULL DO UPDATE SET detail = EXCLUDED.detail
+export const ALERT_KINDS: readonly AlertKind[] = [
+  "snapshot_failed",
+  "snapshot_stale",
+  "drill_failed",
+  "drill_stale",
+  "worm_not_enforced",
+  "not_configured",
+  "target_failed",
+  "snapshot_vanished",
+  "snapshot_appeared",
+  "attachment_missing",
+];
+
+/** Raises (or refreshes the detail of) the open alert of this kind and subject ("" when the kind has none). */
+export async function raiseAlert(ctx: ApplianceContext, t: Tx, kind: AlertKind, detail: string, subject = ""): Promise<void> {
+  const r = await t.rows<{ inserted: boolean }>(
+    `INSERT INTO backup_alerts (kind, subject, raised_at, detail) VALUES ($1, $2, $3, $4)
+     ON CONFLICT (kind, subject) WHERE cleared_at IS NULL DO UPDATE SET detail = EXCLUDED.detail
      RETURNING (xmax = 0) AS inserted`,
-    [kind, ctx.clock.now(), detail.slice(0, 1000)],
+    [kind, subject, ctx.clock.now(), detail.slice(0, 1000)],
   );
   // Logged once when raised (not on every watchdog tick); the metric and the row stay until cleared.
-  if (r[0]?.inserted) t.afterCommit(() => void ctx.log.error(`backup alert raised: ${kind}: ${detail}`, { alert: kind }));
+  if (r[0]?.inserted) t.afterCommit(() => void ctx.log.error(`backup alert raised: ${kind}${subject ? ` (${subject})` : ""}: ${detail}`, { alert: kind, subject }));
 }
 
-export async function clearAlert(ctx: ApplianceContext, t: Transaction, kind: AlertKind): Promise<void> {
-  const r = await q<{ id: string }>(ctx, t, "UPDATE backup_alerts SET cleared_at = $2 WHERE kind = $1 AND cleared_at IS NULL RETURNING id", [kind, ctx.clock.now()]);
-  if (r.length) t.afterCommit(() => void ctx.log.info(`backup alert cleared: ${kind}`, { alert: kind }));
+/** Clears the open alert of this kind: of one subject when given, else of every subject. */
+export async function clearAlert(ctx: ApplianceContext, t: Tx, kind: AlertKind, subject?: string): Promise<void> {
+  const r = await t.rows<{ subject: string }>(
+    "UPDATE backup_alerts SET cleared_at = $2 WHERE kind = $1 AND ($3::text IS NULL OR subject = $3) AND cleared_at IS NULL RETURNING subject",
+    [kind, ctx.clock.now(), subject ?? null],
+  );
+  for (const row of r) t.afterCommit(() => void ctx.log.info(`backup alert cleared: ${kind}${row.subject ? ` (${row.subject})` : ""}`, { alert: kind, subject: row.subject }));
 }
 
-export type OpenAlert = { kind: AlertKind; raisedAt: string; detail: string };
+/** `subject` names what the alert is about (the target of `target_failed`), null when the kind has none. */
+export type OpenAlert = { kind: AlertKind; subject: string | null; raisedAt: string; detail: string };
 
 export async function openAlerts(ctx: ApplianceContext): Promise<OpenAlert[]> {
-  const rows = await tx(ctx, (t) => q<{ kind: AlertKind; raised_at: Date; detail: string }>(ctx, t, "SELECT kind, raised_at, detail FROM backup_alerts WHERE cleared_at IS NULL ORDER BY raised_at"));
-  return rows.map((r) => ({ kind: r.kind, raisedAt: r.raised_at.toISOString(), detail: r.detail }));
+  const rows = await tx(ctx, (t) =>
+    t.rows<{ kind: AlertKind; subject: string; raised_at: Date; detail: string }>("SELECT kind, subject, raised_at, detail FROM backup_alerts WHERE cleared_at IS NULL ORDER BY raised_at, id"),
+  );
+  return rows.map((r) => ({ kind: r.kind, subject: r.subject || null, raisedAt: r.raised_at.toISOString(), detail: r.detail }));
 }
+
+/**
+ * A run that reached every target it had: `complete` (or since pruned or vanished, which says
+ * nothing against the run). A `partial` run never counts as a success: an off-site copy that
+ * stopped must not hide behind a NAS that works.
+ */
+export const COMPLETE_EVERYWHERE = `status IN ('complete', 'pruned', 'vanished') AND NOT targets @> '[{"ok": false}]'::jsonb`;
 
 /**
  * The watchdog: alerts also when nothing ran at all (a dead scheduler, a lost lock, a replica
@@ -127,12 +162,8 @@ export async function evaluateFreshness(ctx: ApplianceContext): Promise<OpenAler
     }
     if (policy.targets.length === 0) await raiseAlert(ctx, t, "not_configured", "snapshots are enabled but no backup target is configured");
     else await clearAlert(ctx, t, "not_configured");
-    const [last] = await q<{ snap: Date | null; drill: Date | null }>(
-      ctx,
-      t,
-      `SELECT (SELECT max(finished_at) FROM backup_snapshots WHERE status IN ('complete', 'partial')) AS snap,
-              (SELECT max(finished_at) FROM backup_drills WHERE status = 'passed') AS drill`,
-    );
+    const [last] = await t.rows<{ snap: Date | null; drill: Date | null }>(`SELECT (SELECT max(finished_at) FROM backup_snapshots WHERE ${COMPLETE_EVERYWHERE}) AS snap,
+              (SELECT max(finished_at) FROM backup_drills WHERE status = 'passed') AS drill`);
     const since = policy.created_at.getTime();
     const snapAge = now - (last?.snap?.getTime() ?? since);
     if (snapAge > policy.snapshot_max_age_minutes * 60_000) {
@@ -163,7 +194,8 @@ export async function evaluateFreshness(ctx: ApplianceContext): Promise<OpenAler
 export type SnapshotRecord = {
   id: string;
   trigger: string;
-  status: "running" | "complete" | "partial" | "failed" | "interrupted";
+  /** `pruned`: retention deleted every copy; `vanished`: every copy is gone from its target without retention deleting it. */
+  status: "running" | "complete" | "partial" | "failed" | "interrupted" | "pruned" | "vanished";
   startedAt: string;
   finishedAt: string | null;
   targets: { target: string; ok: boolean; bytes: number; error?: string }[];
@@ -177,7 +209,14 @@ export type SnapshotRecord = {
   auditHead: { seq: string; hash: string } | null;
   verifiedAt: string | null;
   error: string | null;
+  prunedAt: string | null;
+  /** Where the snapshot is now, per target, as the last run or reconcile found it. */
+  copies: SnapshotCopy[];
+  /** Attachment files: how many the snapshot lists, per target uploaded or referenced, and any left out (ids). */
+  attachments: SnapshotResult["attachments"];
 };
+
+export type SnapshotCopy = { target: string; state: "present" | "pruned" | "vanished" | "unrecorded"; changedAt: string };
 
 type SnapshotRow = {
   id: string;
@@ -197,7 +236,15 @@ type SnapshotRow = {
   audit_head_hash: Buffer | null;
   verified_at: Date | null;
   error: string | null;
+  pruned_at: Date | null;
+  attachments: SnapshotResult["attachments"];
+  copies: SnapshotCopy[];
 };
+
+/** Every column plus the snapshot's copies, oldest target name first. */
+const SNAPSHOT_SELECT = `SELECT s.*, coalesce((SELECT json_agg(json_build_object('target', c.target, 'state', c.state, 'changedAt', c.changed_at) ORDER BY c.target)
+                                   FROM backup_snapshot_copies c WHERE c.snapshot_id = s.id), '[]') AS copies
+                      FROM backup_snapshots s`;
 
 const num = (v: string | number | null) => (v === null ? null : Number(v));
 
@@ -219,16 +266,19 @@ function present(r: SnapshotRow): SnapshotRecord {
     auditHead: r.audit_head_seq !== null && r.audit_head_hash ? { seq: String(r.audit_head_seq), hash: r.audit_head_hash.toString("hex") } : null,
     verifiedAt: r.verified_at?.toISOString() ?? null,
     error: r.error,
+    prunedAt: r.pruned_at?.toISOString() ?? null,
+    copies: r.copies.map((c) => ({ ...c, changedAt: new Date(c.changedAt).toISOString() })),
+    attachments: r.attachments ?? null,
   };
 }
 
 export async function listSnapshotRecords(ctx: ApplianceContext, limit = 100): Promise<SnapshotRecord[]> {
-  const rows = await tx(ctx, (t) => q<SnapshotRow>(ctx, t, "SELECT * FROM backup_snapshots ORDER BY seq DESC LIMIT $1", [limit]));
+  const rows = await tx(ctx, (t) => t.rows<SnapshotRow>(`${SNAPSHOT_SELECT} ORDER BY s.seq DESC LIMIT $1`, [limit]));
   return rows.map(present);
 }
 
 export async function getSnapshotRecord(ctx: ApplianceContext, id: string): Promise<SnapshotRecord> {
-  const rows = await tx(ctx, (t) => q<SnapshotRow>(ctx, t, "SELECT * FROM backup_snapshots WHERE id = $1", [id]));
+  const rows = await tx(ctx, (t) => t.rows<SnapshotRow>(`${SNAPSHOT_SELECT} WHERE s.id = $1`, [id]));
   if (!rows[0]) throw new NotFound(`no snapshot ${id} is recorded by this appliance`);
   return present(rows[0]);
 }
@@ -257,8 +307,8 @@ export async function startSnapshot(ctx: ApplianceContext, opts: StartOptions): 
   try {
     await tx(ctx, async (t) => {
       // We hold the lock, so a row still 'running' belongs to a run that died.
-      await q(ctx, t, "UPDATE backup_snapshots SET status = 'interrupted', finished_at = $1, error = 'the run ended without finishing (process killed or crashed)' WHERE status = 'running' RETURNING id", [ctx.clock.now()]);
-      await q(ctx, t, "INSERT INTO backup_snapshots (id, trigger, status, started_at) VALUES ($1, $2, 'running', $3) RETURNING id", [id, opts.trigger, ctx.clock.now()]);
+      await t.rows("UPDATE backup_snapshots SET status = 'interrupted', finished_at = $1, error = 'the run ended without finishing (process killed or crashed)' WHERE status = 'running' RETURNING id", [ctx.clock.now()]);
+      await t.rows("INSERT INTO backup_snapshots (id, trigger, status, started_at) VALUES ($1, $2, 'running', $3) RETURNING id", [id, opts.trigger, ctx.clock.now()]);
     });
   } catch (err) {
     await lock.release();
@@ -293,10 +343,13 @@ export async function startSnapshot(ctx: ApplianceContext, opts: StartOptions): 
         segmentBytes: ctx.config.backup.segmentKib * 1024,
         retainUntil: policy.object_lock_days ? new Date(ctx.clock.now().getTime() + policy.object_lock_days * 86_400_000) : undefined,
         snapshotId: id,
+        attachments: { root: inDataDir(ctx.config, ctx.config.records.attachmentsDir) },
         now: () => ctx.clock.now(),
         onProgress: opts.onProgress,
         log: ctx.log,
       });
+      // The key store goes beside the data on every target that took it (DESIGN "Key-store backups").
+      if (result.ok) await backUpKeyStore(ctx, { id, targets, result, recoveryPublicKey: recoveryKey });
       if (result.ok) {
         for (const target of targets.filter((t) => result!.targets.find((o) => o.target === t.name)?.ok)) {
           try {
@@ -315,12 +368,10 @@ export async function startSnapshot(ctx: ApplianceContext, opts: StartOptions): 
     const error = failure?.message ?? (result?.targets.filter((t) => !t.ok).map((t) => t.error).join("; ") || null);
     try {
       await tx(ctx, async (t) => {
-        await q(
-          ctx,
-          t,
+        await t.exec(
           `UPDATE backup_snapshots SET status = $2, finished_at = $3, targets = $4::jsonb, tables = $5, rows = $6, plain_bytes = $7, stored_bytes = $8,
-             duration_ms = $9, phases = $10::jsonb, schema_version = $11, audit_head_seq = $12, audit_head_hash = decode($13, 'hex'), error = $14
-           WHERE id = $1 RETURNING id`,
+             duration_ms = $9, phases = $10::jsonb, schema_version = $11, audit_head_seq = $12, audit_head_hash = decode($13, 'hex'), error = $14, attachments = $15::jsonb
+           WHERE id = $1`,
           [
             id,
             status,
@@ -336,16 +387,36 @@ export async function startSnapshot(ctx: ApplianceContext, opts: StartOptions): 
             result?.manifest?.auditHead?.seq ?? null,
             result?.manifest?.auditHead?.hash ?? null,
             error?.slice(0, 1000) ?? null,
+            JSON.stringify(result?.attachments ?? null),
           ],
         );
+        if (status !== "failed") {
+          for (const o of result!.targets.filter((o) => o.ok)) await setCopyState(ctx, t, id, o.target, "present");
+        }
+        await recordTargetOutcomes(ctx, t, id, result?.targets ?? []);
+        // Only a snapshot on every target clears the run alerts: a partial one leaves snapshot_failed
+        // (and the staleness clock) as they were, and its failing targets have their own alerts.
         if (status === "failed") await raiseAlert(ctx, t, "snapshot_failed", `snapshot ${id} failed: ${error ?? "unknown error"}`);
-        else {
+        else if (status === "complete") {
           await clearAlert(ctx, t, "snapshot_failed");
           await clearAlert(ctx, t, "snapshot_stale");
-          if (status === "partial") ctx.log.warn(`backup: snapshot ${id} is missing on some targets: ${error}`);
+        } else ctx.log.warn(`backup: snapshot ${id} is missing on some targets: ${error}`);
+        if (result?.attachments) {
+          const missing = result.attachments.missing;
+          if (missing.length)
+            await raiseAlert(
+              ctx,
+              t,
+              "attachment_missing",
+              `snapshot ${id} could not copy ${missing.length} attachment file(s): ${missing.slice(0, 5).map((m) => `${m.id} (${m.reason})`).join(", ")}${missing.length > 5 ? ", ..." : ""}`,
+            );
+          else if (status !== "failed") await clearAlert(ctx, t, "attachment_missing");
         }
         await audit(ctx, t, meta, "backup.snapshot", "backup_snapshot", id, status === "failed" ? "failure" : "success");
+        await recordPruned(ctx, t, meta, retention);
       });
+      // Retention and this run changed the targets: check the catalogue against them while the lock is held.
+      await reconcileUnderLock(ctx, policy, meta).catch((err: Error) => ctx.log.warn(`backup: reconcile after snapshot ${id} failed: ${err.message}`));
     } finally {
       await lock.release();
     }
@@ -357,6 +428,176 @@ export async function startSnapshot(ctx: ApplianceContext, opts: StartOptions): 
 
 export async function runSnapshot(ctx: ApplianceContext, opts: StartOptions): Promise<SnapshotRun> {
   return (await startSnapshot(ctx, opts)).done;
+}
+
+// ---- catalogue: copies per target, pruning, reconcile ----------------------------------------
+
+async function setCopyState(ctx: ApplianceContext, t: Tx, snapshotId: string, target: string, state: SnapshotCopy["state"]): Promise<void> {
+  await t.exec(
+    `INSERT INTO backup_snapshot_copies (snapshot_id, target, state, changed_at) VALUES ($1, $2, $3, $4)
+     ON CONFLICT (snapshot_id, target) DO UPDATE SET state = EXCLUDED.state, changed_at = EXCLUDED.changed_at WHERE backup_snapshot_copies.state <> EXCLUDED.state`,
+    [snapshotId, target, state, ctx.clock.now()],
+  );
+}
+
+/** Each target's own alert: raised when it failed this run, cleared when it took the whole snapshot. */
+async function recordTargetOutcomes(ctx: ApplianceContext, t: Tx, id: string, outcomes: SnapshotResult["targets"]): Promise<void> {
+  for (const o of outcomes) {
+    if (o.ok) await clearAlert(ctx, t, "target_failed", o.target);
+    else await raiseAlert(ctx, t, "target_failed", `target ${o.target} did not get snapshot ${id}: ${o.error ?? "unknown error"}`, o.target);
+  }
+}
+
+/**
+ * A snapshot's status follows its copies: one still present keeps (or gives back) its run
+ * outcome; none left is `pruned` when retention deleted one, else `vanished`.
+ */
+async function recomputeStatus(ctx: ApplianceContext, t: Tx, ids: string[]): Promise<void> {
+  if (ids.length === 0) return;
+  await t.exec(
+    `WITH c AS (
+       SELECT s.id,
+              bool_or(c.state = 'present') AS present, bool_or(c.state = 'pruned') AS pruned, bool_or(c.state = 'vanished') AS vanished
+         FROM backup_snapshots s JOIN backup_snapshot_copies c ON c.snapshot_id = s.id
+        WHERE s.id = ANY($1::text[]) AND s.status IN ('complete', 'partial', 'pruned', 'vanished')
+        GROUP BY s.id)
+     UPDATE backup_snapshots s
+        SET status = CASE WHEN c.present THEN (CASE WHEN s.status IN ('pruned', 'vanished') THEN (CASE WHEN s.targets @> '[{"ok": false}]'::jsonb THEN 'partial' ELSE 'complete' END) ELSE s.status END)
+                          WHEN c.pruned THEN 'pruned' ELSE 'vanished' END,
+            pruned_at = CASE WHEN NOT c.present AND c.pruned THEN coalesce(s.pruned_at, $2) ELSE NULL END
+       FROM c WHERE c.id = s.id`,
+    [ids, ctx.clock.now()],
+  );
+}
+
+/** What retention deleted: marked per target, audited per snapshot, statuses follow. */
+async function recordPruned(ctx: ApplianceContext, t: Tx, meta: AuditMeta, retention: PruneOutcome[]): Promise<void> {
+  const ids = new Set<string>();
+  for (const r of retention) {
+    for (const id of r.pruned) {
+      await setCopyState(ctx, t, id, r.target, "pruned");
+      await audit(ctx, t, meta, "backup.prune", "backup_snapshot", id, "success");
+      ids.add(id);
+    }
+    if (r.pruned.length) t.afterCommit(() => void ctx.log.info(`backup: retention pruned ${r.pruned.length} snapshot(s) from ${r.target}`, { target: r.target }));
+  }
+  await recomputeStatus(ctx, t, [...ids]);
+}
+
+export type TargetReconcile = { target: string; listed: number; vanished: string[]; appeared: string[]; returned: string[]; error?: string };
+export type ReconcileResult = { skipped?: string; targets: TargetReconcile[] };
+
+/**
+ * Compares the catalogue with what each target really holds (under the snapshot lock, so no run
+ * is writing): a recorded copy missing from its target is marked `vanished`; a complete snapshot
+ * on a target with no copy recorded there is marked `unrecorded`; both are audited and alerted
+ * per target. A vanished copy that retention would have deleted by now stops counting (`pruned`),
+ * so the alert ends when the gap would have closed on its own. A target that cannot be listed
+ * raises its `target_failed` alert and is left as it was.
+ */
+async function reconcileUnderLock(ctx: ApplianceContext, policy: PolicyRow, meta: AuditMeta): Promise<ReconcileResult> {
+  const targets = openPolicyTargets(ctx, policy);
+  const out: TargetReconcile[] = [];
+  try {
+    for (const target of targets) {
+      const r: TargetReconcile = { target: target.name, listed: 0, vanished: [], appeared: [], returned: [] };
+      out.push(r);
+      let onTarget: string[];
+      try {
+        onTarget = (await scanTarget(target)).complete;
+      } catch (err) {
+        r.error = (err as Error).message;
+        await tx(ctx, (t) => raiseAlert(ctx, t, "target_failed", `target ${target.name} could not be listed: ${r.error}`, target.name));
+        continue;
+      }
+      r.listed = onTarget.length;
+      const there = new Set(onTarget);
+      await tx(ctx, async (t) => {
+        const copies = await t.rows<{ snapshot_id: string; state: SnapshotCopy["state"]; recorded: boolean }>(
+          `SELECT c.snapshot_id, c.state, (s.id IS NOT NULL) AS recorded
+             FROM backup_snapshot_copies c LEFT JOIN backup_snapshots s ON s.id = c.snapshot_id WHERE c.target = $1`,
+          [target.name],
+        );
+        const known = new Map(copies.map((c) => [c.snapshot_id, c]));
+        const touched: string[] = [];
+        for (const c of copies) {
+          const id = c.snapshot_id;
+          if (there.has(id)) {
+            if (c.state === "vanished" || c.state === "pruned") {
+              await setCopyState(ctx, t, id, target.name, c.recorded ? "present" : "unrecorded");
+              r.returned.push(id);
+              touched.push(id);
+            }
+          } else if (c.state === "present") {
+            await setCopyState(ctx, t, id, target.name, "vanished");
+            await audit(ctx, t, meta, "backup.snapshot.vanished", "backup_snapshot", id, "failure");
+            r.vanished.push(id);
+            touched.push(id);
+          } else if (c.state === "unrecorded" || (c.state === "vanished" && planRetention([...onTarget, id], policy.retention).prune.includes(id))) {
+            // Gone from the target, and nothing is lost by that any more: no longer reported.
+            await setCopyState(ctx, t, id, target.name, "pruned");
+            touched.push(id);
+          }
+        }
+        for (const id of onTarget) {
+          if (known.has(id)) continue;
+          await setCopyState(ctx, t, id, target.name, "unrecorded");
+          await audit(ctx, t, meta, "backup.snapshot.appeared", "backup_snapshot", id, "success");
+          r.appeared.push(id);
+        }
+        await recomputeStatus(ctx, t, touched);
+        const [counts] = await t.rows<{ vanished: string[]; unrecorded: string[] }>(
+          `SELECT coalesce(array_agg(snapshot_id ORDER BY snapshot_id) FILTER (WHERE state = 'vanished'), '{}') AS vanished,
+                  coalesce(array_agg(snapshot_id ORDER BY snapshot_id) FILTER (WHERE state = 'unrecorded'), '{}') AS unrecorded
+             FROM backup_snapshot_copies WHERE target = $1`,
+          [target.name],
+        );
+        const list = (ids: string[]) => `${ids.slice(0, 5).join(", ")}${ids.length > 5 ? `, ... (${ids.length} in all)` : ""}`;
+        if (counts!.vanished.length)
+          await raiseAlert(ctx, t, "snapshot_vanished", `${counts!.vanished.length} snapshot(s) recorded on target ${target.name} are no longer there: ${list(counts!.vanished)}`, target.name);
+        else await clearAlert(ctx, t, "snapshot_vanished", target.name);
+        if (counts!.unrecorded.length)
+          await raiseAlert(ctx, t, "snapshot_appeared", `${counts!.unrecorded.length} snapshot(s) on target ${target.name} were not written there by this appliance: ${list(counts!.unrecorded)}`, target.name);
+        else await clearAlert(ctx, t, "snapshot_appeared", target.name);
+      });
+      if (r.vanished.length || r.appeared.length) ctx.log.warn(`backup: target ${target.name} differs from the catalogue: ${r.vanished.length} vanished, ${r.appeared.length} unrecorded`, { target: target.name });
+    }
+    // A target removed from the policy keeps no alerts open.
+    const names = policy.targets.map((d) => d.name);
+    await tx(ctx, (t) =>
+      t.exec(
+        "UPDATE backup_alerts SET cleared_at = $2 WHERE kind IN ('target_failed', 'snapshot_vanished', 'snapshot_appeared') AND cleared_at IS NULL AND NOT (subject = ANY($1::text[]))",
+        [names, ctx.clock.now()],
+      ),
+    );
+  } finally {
+    await closeAll(targets);
+  }
+  return { targets: out };
+}
+
+/** The periodic reconcile (and `POST`-able from tools): skipped while a snapshot holds the lock. */
+export async function reconcileCatalogue(ctx: ApplianceContext, meta: AuditMeta = { actor: SYSTEM_ACTOR }): Promise<ReconcileResult> {
+  ctx.rootKey.material(); // target secrets need the unsealed appliance
+  const policy = await tx(ctx, (t) => readPolicyRow(ctx, t));
+  const lock = await tryJobLock(ctx, BACKUP_LOCKS.snapshot);
+  if (!lock) return { skipped: "a snapshot is running", targets: [] };
+  try {
+    return await reconcileUnderLock(ctx, policy, meta);
+  } finally {
+    await lock.release();
+  }
+}
+
+/** Verify and restore name a snapshot retention deleted, or that vanished, for what it is. */
+async function assertStillStored(ctx: ApplianceContext, id: string): Promise<void> {
+  const row = await tx(ctx, (t) => t.one<{ status: string; pruned_at: Date | null; gone: string[] }>(
+    `SELECT s.status, s.pruned_at, coalesce((SELECT array_agg(c.target ORDER BY c.target) FROM backup_snapshot_copies c WHERE c.snapshot_id = s.id AND c.state = 'vanished'), '{}') AS gone
+       FROM backup_snapshots s WHERE s.id = $1`,
+    [id],
+  ));
+  if (row?.status === "pruned") throw new NotFound(`snapshot ${id} was pruned by the retention policy on ${row.pruned_at?.toISOString() ?? "an earlier run"}; no target holds it any more`);
+  if (row?.status === "vanished") throw new NotFound(`snapshot ${id} has vanished from ${row.gone.length ? `target ${row.gone.join(", ")}` : "every target"} without being pruned; see the snapshot_vanished alert`);
 }
 
 // ---- verify, restore -------------------------------------------------------------------------
@@ -382,12 +623,18 @@ async function targetsHolding(ctx: ApplianceContext, id: string, name?: string):
 
 export async function verifySnapshotById(ctx: ApplianceContext, id: string, opts: { target?: string; meta?: AuditMeta } = {}): Promise<VerifyResult & { target: string }> {
   const secret = ctx.rootKey.material();
-  const { target, others } = await targetsHolding(ctx, id, opts.target);
   const meta = opts.meta ?? { actor: SYSTEM_ACTOR };
+  try {
+    await assertStillStored(ctx, id);
+  } catch (err) {
+    await tx(ctx, (t) => audit(ctx, t, meta, "backup.verify", "backup_snapshot", id, "failure")).catch(() => {});
+    throw err;
+  }
+  const { target, others } = await targetsHolding(ctx, id, opts.target);
   try {
     const r = await verifySnapshot({ target, snapshotId: id, opener: { applianceSecret: secret }, trustedSigners: [manifestSigner(secret).publicKeyRaw] });
     await tx(ctx, async (t) => {
-      await q(ctx, t, "UPDATE backup_snapshots SET verified_at = $2 WHERE id = $1 RETURNING id", [id, ctx.clock.now()]);
+      await t.rows("UPDATE backup_snapshots SET verified_at = $2 WHERE id = $1 RETURNING id", [id, ctx.clock.now()]);
       await audit(ctx, t, meta, "backup.verify", "backup_snapshot", id, "success");
     });
     return { ...r, target: target.name };
@@ -470,11 +717,11 @@ function presentDrill(r: DrillRow): DrillRecord {
 }
 
 export async function listDrills(ctx: ApplianceContext, limit = 50): Promise<DrillRecord[]> {
-  return (await tx(ctx, (t) => q<DrillRow>(ctx, t, "SELECT * FROM backup_drills ORDER BY seq DESC LIMIT $1", [limit]))).map(presentDrill);
+  return (await tx(ctx, (t) => t.rows<DrillRow>("SELECT * FROM backup_drills ORDER BY seq DESC LIMIT $1", [limit]))).map(presentDrill);
 }
 
 export async function getDrill(ctx: ApplianceContext, id: string): Promise<DrillRecord> {
-  const rows = await tx(ctx, (t) => q<DrillRow>(ctx, t, "SELECT * FROM backup_drills WHERE id = $1::uuid", [id]));
+  const rows = await tx(ctx, (t) => t.rows<DrillRow>("SELECT * FROM backup_drills WHERE id = $1::uuid", [id]));
   if (!rows[0]) throw new NotFound(`no drill ${id}`);
   return presentDrill(rows[0]);
 }
@@ -489,8 +736,8 @@ export async function startDrill(ctx: ApplianceContext, opts: { trigger: "schedu
   let id: string;
   try {
     id = await tx(ctx, async (t) => {
-      await q(ctx, t, "UPDATE backup_drills SET status = 'interrupted', finished_at = $1 WHERE status = 'running' RETURNING id", [ctx.clock.now()]);
-      const [row] = await q<{ id: string }>(ctx, t, "INSERT INTO backup_drills (trigger, status, started_at) VALUES ($1, 'running', $2) RETURNING id", [opts.trigger, ctx.clock.now()]);
+      await t.rows("UPDATE backup_drills SET status = 'interrupted', finished_at = $1 WHERE status = 'running' RETURNING id", [ctx.clock.now()]);
+      const [row] = await t.rows<{ id: string }>("INSERT INTO backup_drills (trigger, status, started_at) VALUES ($1, 'running', $2) RETURNING id", [opts.trigger, ctx.clock.now()]);
       return row!.id;
     });
   } catch (err) {
@@ -512,7 +759,7 @@ export async function startDrill(ctx: ApplianceContext, opts: { trigger: "schedu
         verifyAuditChain: auditVerifierFor(ctx, "appliance"),
         recordedHead: async (snapshotId) => {
           const rows = await tx(ctx, (t) =>
-            q<{ seq: string | null; hash: string | null }>(ctx, t, "SELECT audit_head_seq::text AS seq, encode(audit_head_hash, 'hex') AS hash FROM backup_snapshots WHERE id = $1", [snapshotId]),
+            t.rows<{ seq: string | null; hash: string | null }>("SELECT audit_head_seq::text AS seq, encode(audit_head_hash, 'hex') AS hash FROM backup_snapshots WHERE id = $1", [snapshotId]),
           );
           if (!rows[0]) return undefined;
           return rows[0].seq === null ? null : { seq: rows[0].seq, hash: rows[0].hash! };
@@ -526,12 +773,8 @@ export async function startDrill(ctx: ApplianceContext, opts: { trigger: "schedu
     }
     try {
       await tx(ctx, async (t) => {
-        await q(
-          ctx,
-          t,
-          `UPDATE backup_drills SET status = $2, finished_at = $3, snapshot_id = $4, target = $5, rto_ms = $6, rpo_ms = $7, phases = $8::jsonb, checks = $9::jsonb, error = $10
-            WHERE id = $1::uuid RETURNING id`,
-          [
+        await t.rows(`UPDATE backup_drills SET status = $2, finished_at = $3, snapshot_id = $4, target = $5, rto_ms = $6, rpo_ms = $7, phases = $8::jsonb, checks = $9::jsonb, error = $10
+            WHERE id = $1::uuid RETURNING id`, [
             id,
             result.passed ? "passed" : "failed",
             ctx.clock.now(),
@@ -542,8 +785,7 @@ export async function startDrill(ctx: ApplianceContext, opts: { trigger: "schedu
             JSON.stringify(result.phases),
             JSON.stringify(result.checks),
             result.error?.slice(0, 1000) ?? null,
-          ],
-        );
+          ]);
         if (result.passed) {
           await clearAlert(ctx, t, "drill_failed");
           await clearAlert(ctx, t, "drill_stale");

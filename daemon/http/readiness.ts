@@ -1,6 +1,6 @@
 import type { ApplianceContext } from "../context.js";
 import { pendingMigrations } from "../db/migrate.js";
-import { retryUnsealAfterMigration } from "../keys/unseal/index.js";
+import { retryUnsealAfterMigration } from "../keys/index.js";
 
 export type Readiness = {
   ready: boolean;
@@ -33,7 +33,7 @@ export async function checkReadiness(ctx: ApplianceContext): Promise<Readiness> 
       : { ok: true, detail: `unsealed (${ctx.rootKey.mode})` },
   };
   try {
-    await withTimeout(ctx.db.app.query("SELECT 1"), 3_000, "PostgreSQL");
+    await withTimeout(ctx.db.app.exec("SELECT 1"), 3_000, "PostgreSQL");
     checks.database = { ok: true, detail: "reachable as the app role" };
     const pending = await withTimeout(pendingMigrations(ctx.db.app), 3_000, "PostgreSQL");
     checks.migrations = pending.length

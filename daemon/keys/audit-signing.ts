@@ -5,11 +5,11 @@
  * before a rotation still verify. daemon/audit/signing-key.ts signs and verifies with them.
  */
 import { createPrivateKey, createPublicKey, generateKeyPairSync, type KeyObject } from "node:crypto";
-import type { Transaction } from "sequelize";
+import type { Tx } from "../db/sql.js";
 import type { ApplianceContext } from "../context.js";
-import { inScope } from "../db/tenant-scope.js";
+import { inScope } from "../db/sql.js";
 import { applianceKeyFor, DATA_KEY_COLUMNS, keyOfDataKeyRow } from "./keyring.js";
-import { select, type DataKeyRow } from "./keystore.js";
+import { type DataKeyRow } from "./keystore.js";
 import { DecryptionError, zeroize } from "./primitives.js";
 
 export const AUDIT_SIGNING_KEY_ID = "audit-signing";
@@ -76,12 +76,7 @@ export type AuditVerificationKey = {
  */
 export async function listAuditVerificationKeys(ctx: ApplianceContext): Promise<AuditVerificationKey[]> {
   return inScope(ctx.db.app, { kind: "appliance" }, async (t) => {
-    const rows = await select<DataKeyRow & { public_key: Buffer }>(
-      ctx,
-      t,
-      `SELECT ${DATA_KEY_COLUMNS} FROM keystore.data_keys WHERE key_id = $1 ORDER BY version`,
-      [AUDIT_SIGNING_KEY_ID],
-    );
+    const rows = await t.rows<DataKeyRow & { public_key: Buffer }>(`SELECT ${DATA_KEY_COLUMNS} FROM keystore.data_keys WHERE key_id = $1 ORDER BY version`, [AUDIT_SIGNING_KEY_ID]);
     const unsealed = !ctx.rootKey.isSealed;
     const listed: AuditVerificationKey[] = [];
     for (const r of rows) {
@@ -108,7 +103,7 @@ export async function listAuditVerificationKeys(ctx: ApplianceContext): Promise<
 }
 
 /** The public half of a version's unwrapped private half, or undefined if it does not unwrap. */
-async function provenPublicKey(ctx: ApplianceContext, t: Transaction, row: DataKeyRow): Promise<KeyObject | undefined> {
+async function provenPublicKey(ctx: ApplianceContext, t: Tx, row: DataKeyRow): Promise<KeyObject | undefined> {
   let key: Buffer;
   try {
     key = await keyOfDataKeyRow(ctx, t, row);

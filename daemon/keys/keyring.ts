@@ -11,9 +11,8 @@
  * writing the old version: the background re-encryption then finds every old ciphertext.
  */
 import { randomBytes } from "node:crypto";
-import type { Transaction } from "sequelize";
 import type { ApplianceContext } from "../context.js";
-import { inScope } from "../db/tenant-scope.js";
+import { inScope, sql, type SqlFragment, type Tx } from "../db/sql.js";
 import { NotFound, Unavailable } from "../kernel/errors.js";
 import {
   GCM_RANDOM_NONCE_LIMIT,
@@ -27,7 +26,7 @@ import {
   type DataKeyLookup,
   type FieldContext,
 } from "./field-cipher.js";
-import { aad, execute, LOCKS, select, slotOf, unwrapSecret, wrapSecret, type DataKeyKind, type DataKeyRow } from "./keystore.js";
+import { aad, LOCKS, slotOf, unwrapSecret, wrapSecret, type DataKeyKind, type DataKeyRow } from "./keystore.js";
 import { zeroize } from "./primitives.js";
 import type { NonceLedger } from "./root-key.js";
 import { activeKekVersion, loadKek } from "./seal.js";
@@ -75,7 +74,7 @@ export class KeyDestroyed extends NotFound {
 /** A write key: the DEK plus the counter that `encryptField` must be given (nonce budget). */
 export type WriteKey = DataKey & { nonceBudget: NonceLedger };
 
-const createdIn = new WeakMap<Transaction, Set<string>>();
+const createdIn = new WeakMap<Tx, Set<string>>();
 const rotationsInFlight = new Set<string>();
 
 /** The shredded-list subject a key id belongs to (a tenant's index key goes with the tenant). */
@@ -88,14 +87,14 @@ function shredSubjectOf(keyId: string): string {
  * new key is created, so a destroyed subject never silently gets a fresh key, and when a key is
  * missing, so the error says "destroyed" rather than "unknown".
  */
-async function destroyedAt(ctx: ApplianceContext, t: Transaction, keyId: string, tenantId: string | null): Promise<Date | undefined> {
+async function destroyedAt(ctx: ApplianceContext, t: Tx, keyId: string, tenantId: string | null): Promise<Date | undefined> {
   const subjects = [shredSubjectOf(keyId)];
   if (tenantId) subjects.push(`tenant/${tenantId}`);
-  const rows = await select<{ destroyed_at: Date }>(ctx, t, "SELECT destroyed_at FROM keystore.shredded WHERE subject = ANY($1) ORDER BY destroyed_at LIMIT 1", [subjects]);
+  const rows = await t.rows<{ destroyed_at: Date }>("SELECT destroyed_at FROM keystore.shredded WHERE subject = ANY($1) ORDER BY destroyed_at LIMIT 1", [subjects]);
   return rows[0]?.destroyed_at;
 }
 
-async function unwrapRow(ctx: ApplianceContext, t: Transaction, row: DataKeyRow): Promise<Buffer> {
+async function unwrapRow(ctx: ApplianceContext, t: Tx, row: DataKeyRow): Promise<Buffer> {
   const kek = await loadKek(ctx, t, row.kek_version);
   return unwrapSecret(kek, row.wrapped, aad.dataKey(row.key_id, row.version, row.kek_version));
 }
@@ -105,7 +104,7 @@ async function unwrapRow(ctx: ApplianceContext, t: Transaction, row: DataKeyRow)
  * transaction are cached only after it commits: a rolled-back key must never be cached, or a
  * key made later under the same id and version would be shadowed by it.
  */
-async function keyOfRow(ctx: ApplianceContext, t: Transaction, row: DataKeyRow): Promise<Buffer> {
+async function keyOfRow(ctx: ApplianceContext, t: Tx, row: DataKeyRow): Promise<Buffer> {
   const slot = slotOf(row.key_id, row.version);
   const cached = ctx.rootKey.cachedDataKey(slot);
   if (cached) return Buffer.from(cached);
@@ -126,8 +125,8 @@ async function keyOfRow(ctx: ApplianceContext, t: Transaction, row: DataKeyRow):
 export const DATA_KEY_COLUMNS = "key_id, version, kind, tenant_id, patient_id, wrapped, kek_version, public_key, state, nonce_count, created_at, retired_at";
 const DATA_KEY_COLUMN_NAMES = DATA_KEY_COLUMNS.split(", ");
 
-async function activeRow(ctx: ApplianceContext, t: Transaction, keyId: string): Promise<DataKeyRow | undefined> {
-  const rows = await select<DataKeyRow>(ctx, t, `SELECT ${DATA_KEY_COLUMNS} FROM keystore.data_keys WHERE key_id = $1 AND state = 'active'`, [keyId]);
+async function activeRow(ctx: ApplianceContext, t: Tx, keyId: string): Promise<DataKeyRow | undefined> {
+  const rows = await t.rows<DataKeyRow>(`SELECT ${DATA_KEY_COLUMNS} FROM keystore.data_keys WHERE key_id = $1 AND state = 'active'`, [keyId]);
   return rows[0];
 }
 
@@ -135,8 +134,8 @@ async function activeRow(ctx: ApplianceContext, t: Transaction, keyId: string): 
  * The key's advisory lock, shared (a rotation takes it exclusively), then its active version, in
  * one round trip: see migration 0007 for why the read still follows the lock.
  */
-async function lockedActiveRow(ctx: ApplianceContext, t: Transaction, keyId: string): Promise<DataKeyRow | undefined> {
-  const rows = await select<DataKeyRow>(ctx, t, `SELECT ${DATA_KEY_COLUMNS} FROM keystore.lock_and_read_active_key($1, $2)`, [LOCKS.dataKey, keyId]);
+async function lockedActiveRow(ctx: ApplianceContext, t: Tx, keyId: string): Promise<DataKeyRow | undefined> {
+  const rows = await t.rows<DataKeyRow>(`SELECT ${DATA_KEY_COLUMNS} FROM keystore.lock_and_read_active_key($1, $2)`, [LOCKS.dataKey, keyId]);
   return rows[0];
 }
 
@@ -144,14 +143,14 @@ async function lockedActiveRow(ctx: ApplianceContext, t: Transaction, keyId: str
  * What `lockedActiveRow` does, as part of a caller's statement, so a write learns its key in the
  * round trip that reads its record (the note write's patient check, daemon/records/patients/access.ts):
  * `join` takes the subject's key lock (shared) and reads its active version for each row of the
- * caller's FROM (so only once that row is known to exist), binding the key id at `$<keyIdParam>`;
+ * caller's FROM (so only once that row is known to exist), with the subject's key id as a parameter;
  * `columns` lists the key's columns as `wk_<column>`. `lockedWriteKeyOf` reads them back, and
  * `dataKeyFor` takes the result instead of asking again.
  */
-export function lockedWriteKeySql(keyIdParam: number): { join: string; columns: string } {
+export function lockedWriteKeySql(subject: KeySubject): { join: SqlFragment; columns: SqlFragment } {
   return {
-    join: `LEFT JOIN LATERAL keystore.lock_and_read_active_key(${LOCKS.dataKey}, $${keyIdParam}) wk ON true`,
-    columns: DATA_KEY_COLUMN_NAMES.map((c) => `wk.${c} AS wk_${c}`).join(", "),
+    join: sql`LEFT JOIN LATERAL keystore.lock_and_read_active_key(${sql.raw(String(LOCKS.dataKey))}, ${keyIdOf(subject)}) wk ON true`,
+    columns: sql.raw(DATA_KEY_COLUMN_NAMES.map((c) => `wk.${c} AS wk_${c}`).join(", ")),
   };
 }
 
@@ -170,7 +169,7 @@ export function lockedWriteKeyOf<T extends Record<string, unknown>>(subject: Key
 }
 
 /** Makes version 1 of a key (first write for a tenant or patient) in the caller's transaction. */
-async function createFirstVersion(ctx: ApplianceContext, t: Transaction, target: KeyTarget, secret?: { key: Buffer; publicKey?: Buffer }): Promise<DataKeyRow> {
+async function createFirstVersion(ctx: ApplianceContext, t: Tx, target: KeyTarget, secret?: { key: Buffer; publicKey?: Buffer }): Promise<DataKeyRow> {
   const at = await destroyedAt(ctx, t, target.keyId, target.tenantId);
   if (at) throw new KeyDestroyed(target.keyId, at);
   const kekVersion = await activeKekVersion(ctx, t);
@@ -180,13 +179,8 @@ async function createFirstVersion(ctx: ApplianceContext, t: Transaction, target:
   zeroize(key);
   // Two first writes racing: the loser's insert waits for the winner's commit, does nothing, and
   // the re-read below (a new statement, so a new READ COMMITTED snapshot) sees the winner's key.
-  const inserted = await select<DataKeyRow>(
-    ctx,
-    t,
-    `INSERT INTO keystore.data_keys (key_id, version, kind, tenant_id, patient_id, wrapped, kek_version, public_key)
-     VALUES ($1, 1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING RETURNING ${DATA_KEY_COLUMNS}`,
-    [target.keyId, target.kind, target.tenantId, target.patientId, wrapped, kekVersion, secret?.publicKey ?? null],
-  );
+  const inserted = await t.rows<DataKeyRow>(`INSERT INTO keystore.data_keys (key_id, version, kind, tenant_id, patient_id, wrapped, kek_version, public_key)
+     VALUES ($1, 1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING RETURNING ${DATA_KEY_COLUMNS}`, [target.keyId, target.kind, target.tenantId, target.patientId, wrapped, kekVersion, secret?.publicKey ?? null]);
   if (inserted[0]) {
     const set = createdIn.get(t) ?? new Set<string>();
     set.add(slotOf(target.keyId, 1));
@@ -198,7 +192,7 @@ async function createFirstVersion(ctx: ApplianceContext, t: Transaction, target:
   return row;
 }
 
-async function writeRow(ctx: ApplianceContext, t: Transaction, target: KeyTarget): Promise<DataKeyRow> {
+async function writeRow(ctx: ApplianceContext, t: Tx, target: KeyTarget): Promise<DataKeyRow> {
   ctx.rootKey.assertUnsealed();
   return (await lockedActiveRow(ctx, t, target.keyId)) ?? (await createFirstVersion(ctx, t, target));
 }
@@ -208,7 +202,7 @@ async function writeRow(ctx: ApplianceContext, t: Transaction, target: KeyTarget
  * encryptions the caller makes with it when given to `encryptField` as `nonceBudget`, and rotates
  * the key (after this transaction commits) once the budget is spent.
  */
-export async function dataKeyFor(ctx: ApplianceContext, t: Transaction, subject: KeySubject, locked?: LockedWriteKey): Promise<WriteKey> {
+export async function dataKeyFor(ctx: ApplianceContext, t: Tx, subject: KeySubject, locked?: LockedWriteKey): Promise<WriteKey> {
   const target = targetOf(subject);
   if (!locked) return writeKeyOfRow(ctx, t, await writeRow(ctx, t, target));
   // The caller's statement took the lock and read the active version (`lockedWriteKeySql`).
@@ -218,14 +212,14 @@ export async function dataKeyFor(ctx: ApplianceContext, t: Transaction, subject:
 }
 
 /** Internal: the current write key of an existing key id (re-encryption). */
-export async function currentWriteKey(ctx: ApplianceContext, t: Transaction, keyId: string): Promise<WriteKey> {
+export async function currentWriteKey(ctx: ApplianceContext, t: Tx, keyId: string): Promise<WriteKey> {
   ctx.rootKey.assertUnsealed();
   const row = await lockedActiveRow(ctx, t, keyId);
   if (!row) throw new NotFound(`no data key ${keyId}`);
   return writeKeyOfRow(ctx, t, row);
 }
 
-async function writeKeyOfRow(ctx: ApplianceContext, t: Transaction, row: DataKeyRow): Promise<WriteKey> {
+async function writeKeyOfRow(ctx: ApplianceContext, t: Tx, row: DataKeyRow): Promise<WriteKey> {
   const key = await keyOfRow(ctx, t, row);
   const ledger = ctx.rootKey.nonces;
   ledger.seed(row.key_id, row.version, Number(row.nonce_count));
@@ -238,7 +232,7 @@ async function writeKeyOfRow(ctx: ApplianceContext, t: Transaction, row: DataKey
   return { id: row.key_id, version: row.version, key, nonceBudget: ledger };
 }
 
-function scheduleBudgetRotation(ctx: ApplianceContext, t: Transaction, keyId: string) {
+function scheduleBudgetRotation(ctx: ApplianceContext, t: Tx, keyId: string) {
   if (rotationsInFlight.has(keyId)) return;
   // After commit: rotation waits for the exclusive key lock, which this transaction holds shared.
   t.afterCommit(() => {
@@ -284,12 +278,12 @@ function lookupOf(keys: Map<string, DataKey>): DataKeyLookup {
 }
 
 /** Loads the exact key versions named by stored ciphertext headers. */
-async function readKeys(ctx: ApplianceContext, t: Transaction, wanted: WantedKey[]): Promise<Map<string, DataKey>> {
+async function readKeys(ctx: ApplianceContext, t: Tx, wanted: WantedKey[]): Promise<Map<string, DataKey>> {
   const { found: out, missing } = fromCache(ctx, wanted);
   for (const { keyId, version } of missing) {
     const slot = slotOf(keyId, version);
     if (out.has(slot)) continue;
-    const rows = await select<DataKeyRow>(ctx, t, `SELECT ${DATA_KEY_COLUMNS} FROM keystore.data_keys WHERE key_id = $1 AND version = $2`, [keyId, version]);
+    const rows = await t.rows<DataKeyRow>(`SELECT ${DATA_KEY_COLUMNS} FROM keystore.data_keys WHERE key_id = $1 AND version = $2`, [keyId, version]);
     if (!rows[0]) {
       const at = await destroyedAt(ctx, t, keyId, null);
       if (at) throw new KeyDestroyed(keyId, at);
@@ -314,12 +308,12 @@ export function cachedDataKeysForRead(ctx: ApplianceContext, ciphertexts: Buffer
  * per key not cached), e.g. for a page of records. Keys of another tenant are invisible under
  * row-level security, so they fail as unknown keys even before the AAD check.
  */
-export async function dataKeysForRead(ctx: ApplianceContext, t: Transaction, ciphertexts: Buffer[]): Promise<DataKeyLookup> {
+export async function dataKeysForRead(ctx: ApplianceContext, t: Tx, ciphertexts: Buffer[]): Promise<DataKeyLookup> {
   return lookupOf(await readKeys(ctx, t, wantedBy(ciphertexts)));
 }
 
 /** Encrypts one field value under the subject's current key (see the module comment). */
-export async function encryptFieldValue(ctx: ApplianceContext, t: Transaction, subject: KeySubject, field: FieldContext, plaintext: Buffer | string): Promise<Buffer> {
+export async function encryptFieldValue(ctx: ApplianceContext, t: Tx, subject: KeySubject, field: FieldContext, plaintext: Buffer | string): Promise<Buffer> {
   if (field.tenantId !== subject.tenantId) throw new TypeError("the field's tenant differs from the key subject's tenant");
   const key = await dataKeyFor(ctx, t, subject);
   try {
@@ -329,7 +323,7 @@ export async function encryptFieldValue(ctx: ApplianceContext, t: Transaction, s
   }
 }
 
-export async function decryptFieldValue(ctx: ApplianceContext, t: Transaction, field: FieldContext, ciphertext: Buffer): Promise<Buffer> {
+export async function decryptFieldValue(ctx: ApplianceContext, t: Tx, field: FieldContext, ciphertext: Buffer): Promise<Buffer> {
   const lookup = await dataKeysForRead(ctx, t, [ciphertext]);
   return decryptField(lookup, field, ciphertext);
 }
@@ -341,7 +335,7 @@ export async function decryptFieldValue(ctx: ApplianceContext, t: Transaction, f
  */
 export async function blindIndexFor(
   ctx: ApplianceContext,
-  t: Transaction,
+  t: Tx,
   field: { tenantId: string; table: string; column: string },
   value: string,
   options: BlindIndexOptions = {},
@@ -359,7 +353,7 @@ export async function blindIndexFor(
 /** Internal: the appliance-scope key (audit signing) by id, created with `create` on first use. */
 export async function applianceKeyFor(
   ctx: ApplianceContext,
-  t: Transaction,
+  t: Tx,
   keyId: string,
   kind: DataKeyKind,
   create: () => { key: Buffer; publicKey?: Buffer },
@@ -370,12 +364,12 @@ export async function applianceKeyFor(
 }
 
 /** Internal: unwraps any row (rotation, re-encryption, status) through the cache. */
-export async function keyOfDataKeyRow(ctx: ApplianceContext, t: Transaction, row: DataKeyRow): Promise<Buffer> {
+export async function keyOfDataKeyRow(ctx: ApplianceContext, t: Tx, row: DataKeyRow): Promise<Buffer> {
   return keyOfRow(ctx, t, row);
 }
 
 /** Internal: loads specific versions (re-encryption reads old ciphertexts through this). */
-export async function lookupFor(ctx: ApplianceContext, t: Transaction, wanted: WantedKey[]): Promise<DataKeyLookup> {
+export async function lookupFor(ctx: ApplianceContext, t: Tx, wanted: WantedKey[]): Promise<DataKeyLookup> {
   return lookupOf(await readKeys(ctx, t, wanted));
 }
 
@@ -389,7 +383,7 @@ export async function flushNonceCounts(ctx: ApplianceContext): Promise<number> {
   try {
     await inScope(ctx.db.app, { kind: "appliance" }, async (t) => {
       for (const p of pending) {
-        await execute(ctx, t, "UPDATE keystore.data_keys SET nonce_count = nonce_count + $1 WHERE key_id = $2 AND version = $3", [p.count, p.keyId, p.version]);
+        await t.exec("UPDATE keystore.data_keys SET nonce_count = nonce_count + $1 WHERE key_id = $2 AND version = $3", [p.count, p.keyId, p.version]);
       }
     });
   } catch (err) {

@@ -12,7 +12,7 @@
  * key stays far below the 2^32 bound.
  */
 import { createHmac, randomBytes, timingSafeEqual } from "node:crypto";
-import { QueryTypes, type Transaction } from "sequelize";
+import { type Tx } from "../db/sql.js";
 import type { ApplianceContext } from "../context.js";
 import { DecryptionError, GCM_NONCE_BYTES, GCM_TAG_BYTES, aesGcmDecrypt, aesGcmEncrypt } from "./primitives.js";
 
@@ -108,16 +108,8 @@ export type DataKeyRow = {
   retired_at: Date | null;
 };
 
-export async function select<T extends object>(ctx: ApplianceContext, t: Transaction, sql: string, bind: unknown[] = []): Promise<T[]> {
-  return ctx.db.app.query<T>(sql, { bind, type: QueryTypes.SELECT, transaction: t });
-}
-
-export async function execute(ctx: ApplianceContext, t: Transaction, sql: string, bind: unknown[] = []): Promise<void> {
-  await ctx.db.app.query(sql, { bind, transaction: t });
-}
-
-export async function readSeal(ctx: ApplianceContext, t: Transaction, forUpdate = false): Promise<SealRow | undefined> {
-  const rows = await select<SealRow>(ctx, t, `SELECT mode, params, check_value, generation, created_at, updated_at FROM keystore.seal${forUpdate ? " FOR UPDATE" : ""}`);
+export async function readSeal(ctx: ApplianceContext, t: Tx, forUpdate = false): Promise<SealRow | undefined> {
+  const rows = await t.rows<SealRow>(`SELECT mode, params, check_value, generation, created_at, updated_at FROM keystore.seal${forUpdate ? " FOR UPDATE" : ""}`);
   return rows[0];
 }
 

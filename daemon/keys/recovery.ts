@@ -8,9 +8,9 @@ import fs from "node:fs";
 import path from "node:path";
 import type { KeyObject } from "node:crypto";
 import type { ApplianceContext } from "../context.js";
-import { inScope } from "../db/tenant-scope.js";
+import { inScope } from "../db/sql.js";
 import { Conflict, Invalid } from "../kernel/errors.js";
-import { aad, execute, LOCKS, select, unwrapSecret } from "./keystore.js";
+import { aad, LOCKS, unwrapSecret } from "./keystore.js";
 import { zeroize } from "./primitives.js";
 import {
   generateRecoveryKeyPair,
@@ -40,7 +40,7 @@ type RecoveryRow = {
 
 /** The public half that wraps snapshot keys now (works sealed). */
 export async function currentRecoveryPublicKey(ctx: ApplianceContext): Promise<{ id: number; publicKey: KeyObject; fingerprint: string; createdAt: Date; issued: boolean }> {
-  const row = await inScope(ctx.db.app, { kind: "appliance" }, async (t) => (await select<RecoveryRow>(ctx, t, "SELECT * FROM keystore.recovery_keys WHERE state = 'active'"))[0]);
+  const row = await inScope(ctx.db.app, { kind: "appliance" }, async (t) => (await t.rows<RecoveryRow>("SELECT * FROM keystore.recovery_keys WHERE state = 'active'"))[0]);
   if (!row) throw new Conflict("no recovery key pair exists: the key store is not initialised");
   return { id: row.id, publicKey: recoveryPublicKeyFromRaw(row.public_key), fingerprint: recoveryFingerprint(row.public_key), createdAt: row.created_at, issued: row.issued_at !== null };
 }
@@ -90,8 +90,8 @@ export async function issueRecoveryKit(ctx: ApplianceContext, options: RecoveryK
   fs.mkdirSync(path.dirname(out), { recursive: true, mode: 0o700 });
 
   return inScope(ctx.db.app, { kind: "appliance" }, async (t) => {
-    await execute(ctx, t, "SELECT pg_advisory_xact_lock($1)", [LOCKS.recovery]);
-    const [row] = await select<RecoveryRow>(ctx, t, "SELECT * FROM keystore.recovery_keys WHERE state = 'active' FOR UPDATE");
+    await t.exec("SELECT pg_advisory_xact_lock($1)", [LOCKS.recovery]);
+    const [row] = await t.rows<RecoveryRow>("SELECT * FROM keystore.recovery_keys WHERE state = 'active' FOR UPDATE");
     let privateRaw: Buffer;
     let publicRaw: Buffer;
     let reissued = false;
@@ -130,8 +130,8 @@ export async function issueRecoveryKit(ctx: ApplianceContext, options: RecoveryK
         );
       }
       if (reissued) {
-        await execute(ctx, t, "UPDATE keystore.recovery_keys SET state = 'retired', retired_at = $1 WHERE state = 'active'", [now]);
-        await execute(ctx, t, "INSERT INTO keystore.recovery_keys (public_key, state, issued_at, issued_shares, issued_threshold) VALUES ($1, 'active', $2, $3, $4)", [
+        await t.exec("UPDATE keystore.recovery_keys SET state = 'retired', retired_at = $1 WHERE state = 'active'", [now]);
+        await t.exec("INSERT INTO keystore.recovery_keys (public_key, state, issued_at, issued_shares, issued_threshold) VALUES ($1, 'active', $2, $3, $4)", [
           publicRaw,
           now,
           options.shares ?? null,
@@ -139,7 +139,7 @@ export async function issueRecoveryKit(ctx: ApplianceContext, options: RecoveryK
         ]);
       } else {
         // The files are on disk (fsynced) before the appliance forgets its copy.
-        await execute(ctx, t, "UPDATE keystore.recovery_keys SET wrapped_private = NULL, kek_version = NULL, issued_at = $1, issued_shares = $2, issued_threshold = $3 WHERE id = $4", [
+        await t.exec("UPDATE keystore.recovery_keys SET wrapped_private = NULL, kek_version = NULL, issued_at = $1, issued_shares = $2, issued_threshold = $3 WHERE id = $4", [
           now,
           options.shares ?? null,
           options.threshold ?? null,

@@ -11,16 +11,16 @@
  *   readable: data snapshots taken before the rotation still need them.
  */
 import { randomBytes } from "node:crypto";
-import type { Transaction } from "sequelize";
+import type { Tx } from "../db/sql.js";
 import type { ApplianceContext } from "../context.js";
-import { inScope } from "../db/tenant-scope.js";
+import { inScope } from "../db/sql.js";
 import { Conflict, NotFound } from "../kernel/errors.js";
 import { newAuditSigningSecret } from "./audit-signing.js";
 import { recordKeyEvent, SYSTEM_OPERATOR, type KeyOperator } from "../audit/append.js";
 import { encryptedColumns, quoteIdentifier, type EncryptedColumn } from "./columns.js";
 import { decryptField, encryptField, readFieldHeader } from "./field-cipher.js";
 import { currentWriteKey, lookupFor } from "./keyring.js";
-import { aad, execute, kekCheckValue, LOCKS, readSeal, sameCheckValue, select, unsealCheckValue, unwrapSecret, wrapSecret, type DataKeyRow } from "./keystore.js";
+import { aad, kekCheckValue, LOCKS, readSeal, sameCheckValue, unsealCheckValue, unwrapSecret, wrapSecret, type DataKeyRow } from "./keystore.js";
 import { zeroize } from "./primitives.js";
 import { activeKekVersion, loadKek } from "./seal.js";
 
@@ -44,8 +44,8 @@ export async function rotateDataKey(
   ctx.rootKey.assertUnsealed();
   return inScope(ctx.db.app, { kind: "appliance" }, async (t) => {
     // Exclusive: waits until every transaction writing with the current version has ended.
-    await execute(ctx, t, "SELECT pg_advisory_xact_lock($1, hashtext($2))", [LOCKS.dataKey, keyId]);
-    const [row] = await select<DataKeyRow>(ctx, t, "SELECT key_id, version, kind, tenant_id, patient_id, kek_version, nonce_count FROM keystore.data_keys WHERE key_id = $1 AND state = 'active' FOR UPDATE", [keyId]);
+    await t.exec("SELECT pg_advisory_xact_lock($1, hashtext($2))", [LOCKS.dataKey, keyId]);
+    const [row] = await t.rows<DataKeyRow>("SELECT key_id, version, kind, tenant_id, patient_id, kek_version, nonce_count FROM keystore.data_keys WHERE key_id = $1 AND state = 'active' FOR UPDATE", [keyId]);
     if (!row) throw new NotFound(`no data key ${keyId} (nothing has been encrypted for it yet, or it was destroyed)`);
     const refusal = NOT_ROTATABLE[row.kind];
     if (refusal) throw new Conflict(refusal);
@@ -59,22 +59,12 @@ export async function rotateDataKey(
     const secret = row.kind === "audit-signing" ? newAuditSigningSecret() : { key: randomBytes(32), publicKey: undefined };
     const wrapped = wrapSecret(kek, secret.key, aad.dataKey(keyId, to, kekVersion));
     zeroize(secret.key);
-    await execute(ctx, t, "UPDATE keystore.data_keys SET state = 'retired', retired_at = now() WHERE key_id = $1 AND version = $2", [keyId, row.version]);
-    await execute(
-      ctx,
-      t,
-      `INSERT INTO keystore.data_keys (key_id, version, kind, tenant_id, patient_id, wrapped, kek_version, public_key, state)
-       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'active')`,
-      [keyId, to, row.kind, row.tenant_id, row.patient_id, wrapped, kekVersion, secret.publicKey ?? null],
-    );
+    await t.exec("UPDATE keystore.data_keys SET state = 'retired', retired_at = now() WHERE key_id = $1 AND version = $2", [keyId, row.version]);
+    await t.exec(`INSERT INTO keystore.data_keys (key_id, version, kind, tenant_id, patient_id, wrapped, kek_version, public_key, state)
+       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'active')`, [keyId, to, row.kind, row.tenant_id, row.patient_id, wrapped, kekVersion, secret.publicKey ?? null]);
     // Only field-encryption keys have ciphertexts to rewrite; the signing key has none.
     const completed = row.kind === "audit-signing" ? "now()" : "NULL";
-    await execute(
-      ctx,
-      t,
-      `INSERT INTO keystore.rotations (target, key_id, tenant_id, from_version, to_version, reason, completed_at) VALUES ('data-key', $1, $2, $3, $4, $5, ${completed})`,
-      [keyId, row.tenant_id, row.version, to, reason],
-    );
+    await t.exec(`INSERT INTO keystore.rotations (target, key_id, tenant_id, from_version, to_version, reason, completed_at) VALUES ('data-key', $1, $2, $3, $4, $5, ${completed})`, [keyId, row.tenant_id, row.version, to, reason]);
     await recordKeyEvent(ctx, t, by, { action: "keys.rotate", resourceId: keyId, tenantId: row.tenant_id, outcome: "success", reason: `version ${row.version} to ${to} (${reason})` });
     ctx.log.info("data key rotated", { keyId, from: row.version, to, reason });
     return { keyId, from: row.version, to, rotated: true };
@@ -91,7 +81,7 @@ export async function rotateKek(ctx: ApplianceContext, by: KeyOperator = SYSTEM_
   const kek = randomBytes(32);
   try {
     const result = await inScope(ctx.db.app, { kind: "appliance" }, async (t) => {
-      await execute(ctx, t, "SELECT pg_advisory_xact_lock($1)", [LOCKS.kekRotation]);
+      await t.exec("SELECT pg_advisory_xact_lock($1)", [LOCKS.kekRotation]);
       const seal = await readSeal(ctx, t, true);
       if (!seal) throw new Conflict("the key store is not initialised");
       const unsealKey = ctx.rootKey.unsealKeyMaterial();
@@ -102,14 +92,14 @@ export async function rotateKek(ctx: ApplianceContext, by: KeyOperator = SYSTEM_
       const from = await activeKekVersion(ctx, t);
       const previous = await loadKek(ctx, t, from);
       const to = from + 1;
-      await execute(ctx, t, "UPDATE keystore.kek_versions SET state = 'retiring', retired_at = now() WHERE version = $1", [from]);
-      await execute(ctx, t, "INSERT INTO keystore.kek_versions (version, wrapped, wrapped_by_previous, check_value, state) VALUES ($1, $2, $3, $4, 'active')", [
+      await t.exec("UPDATE keystore.kek_versions SET state = 'retiring', retired_at = now() WHERE version = $1", [from]);
+      await t.exec("INSERT INTO keystore.kek_versions (version, wrapped, wrapped_by_previous, check_value, state) VALUES ($1, $2, $3, $4, 'active')", [
         to,
         wrapSecret(unsealKey, kek, aad.kek(to)),
         wrapSecret(previous, kek, aad.kekChain(to)),
         kekCheckValue(kek, to),
       ]);
-      await execute(ctx, t, "INSERT INTO keystore.rotations (target, from_version, to_version, reason) VALUES ('kek', $1, $2, 'operator')", [from, to]);
+      await t.exec("INSERT INTO keystore.rotations (target, from_version, to_version, reason) VALUES ('kek', $1, $2, 'operator')", [from, to]);
       await recordKeyEvent(ctx, t, by, { action: "keys.rotate", resourceId: "kek", tenantId: null, outcome: "success", reason: `KEK version ${from} to ${to}` });
       return { from, to };
     });
@@ -134,16 +124,11 @@ export async function rewrapPending(ctx: ApplianceContext, options: { batchSize?
     const n = await inScope(ctx.db.app, { kind: "appliance" }, async (t) => {
       const active = await activeKekVersion(ctx, t);
       const kek = await loadKek(ctx, t, active);
-      const rows = await select<DataKeyRow>(
-        ctx,
-        t,
-        "SELECT key_id, version, wrapped, kek_version FROM keystore.data_keys WHERE kek_version <> $1 ORDER BY key_id, version LIMIT $2 FOR UPDATE SKIP LOCKED",
-        [active, batchSize],
-      );
+      const rows = await t.rows<DataKeyRow>("SELECT key_id, version, wrapped, kek_version FROM keystore.data_keys WHERE kek_version <> $1 ORDER BY key_id, version LIMIT $2 FOR UPDATE SKIP LOCKED", [active, batchSize]);
       for (const row of rows) {
         const old = await loadKek(ctx, t, row.kek_version);
         const key = unwrapSecret(old, row.wrapped, aad.dataKey(row.key_id, row.version, row.kek_version));
-        await execute(ctx, t, "UPDATE keystore.data_keys SET wrapped = $1, kek_version = $2 WHERE key_id = $3 AND version = $4", [
+        await t.exec("UPDATE keystore.data_keys SET wrapped = $1, kek_version = $2 WHERE key_id = $3 AND version = $4", [
           wrapSecret(kek, key, aad.dataKey(row.key_id, row.version, active)),
           active,
           row.key_id,
@@ -151,20 +136,15 @@ export async function rewrapPending(ctx: ApplianceContext, options: { batchSize?
         ]);
         zeroize(key);
       }
-      const recovery = await select<{ id: number; wrapped_private: Buffer; kek_version: number }>(
-        ctx,
-        t,
-        "SELECT id, wrapped_private, kek_version FROM keystore.recovery_keys WHERE wrapped_private IS NOT NULL AND kek_version <> $1 FOR UPDATE SKIP LOCKED",
-        [active],
-      );
+      const recovery = await t.rows<{ id: number; wrapped_private: Buffer; kek_version: number }>("SELECT id, wrapped_private, kek_version FROM keystore.recovery_keys WHERE wrapped_private IS NOT NULL AND kek_version <> $1 FOR UPDATE SKIP LOCKED", [active]);
       for (const r of recovery) {
         const old = await loadKek(ctx, t, r.kek_version);
         const secret = unwrapSecret(old, r.wrapped_private, aad.recoveryPrivate(r.id, r.kek_version));
-        await execute(ctx, t, "UPDATE keystore.recovery_keys SET wrapped_private = $1, kek_version = $2 WHERE id = $3", [wrapSecret(kek, secret, aad.recoveryPrivate(r.id, active)), active, r.id]);
+        await t.exec("UPDATE keystore.recovery_keys SET wrapped_private = $1, kek_version = $2 WHERE id = $3", [wrapSecret(kek, secret, aad.recoveryPrivate(r.id, active)), active, r.id]);
         zeroize(secret);
       }
       const done = rows.length + recovery.length;
-      if (done > 0) await execute(ctx, t, "UPDATE keystore.rotations SET items_done = items_done + $1 WHERE target = 'kek' AND completed_at IS NULL AND to_version = $2", [done, active]);
+      if (done > 0) await t.exec("UPDATE keystore.rotations SET items_done = items_done + $1 WHERE target = 'kek' AND completed_at IS NULL AND to_version = $2", [done, active]);
       return done;
     });
     rewrapped += n;
@@ -176,21 +156,17 @@ export async function rewrapPending(ctx: ApplianceContext, options: { batchSize?
 
 async function retireUnusedKeks(ctx: ApplianceContext): Promise<{ remaining: boolean; retired: number[] }> {
   const outcome = await inScope(ctx.db.app, { kind: "appliance" }, async (t) => {
-    await execute(ctx, t, "SELECT pg_advisory_xact_lock($1)", [LOCKS.rewrap]);
-    const retired = await select<{ version: number }>(
-      ctx,
-      t,
-      `DELETE FROM keystore.kek_versions k
+    await t.exec("SELECT pg_advisory_xact_lock($1)", [LOCKS.rewrap]);
+    const retired = await t.rows<{ version: number }>(`DELETE FROM keystore.kek_versions k
         WHERE k.state = 'retiring'
           AND NOT EXISTS (SELECT 1 FROM keystore.data_keys d WHERE d.kek_version = k.version)
           AND NOT EXISTS (SELECT 1 FROM keystore.recovery_keys r WHERE r.kek_version = k.version)
-        RETURNING k.version`,
-    );
+        RETURNING k.version`);
     // A chain link is useless once the version it was wrapped under is gone.
-    await execute(ctx, t, "UPDATE keystore.kek_versions k SET wrapped_by_previous = NULL WHERE wrapped_by_previous IS NOT NULL AND NOT EXISTS (SELECT 1 FROM keystore.kek_versions p WHERE p.version = k.version - 1)");
-    const [left] = await select<{ n: string }>(ctx, t, "SELECT count(*) AS n FROM keystore.kek_versions WHERE state = 'retiring'");
+    await t.exec("UPDATE keystore.kek_versions k SET wrapped_by_previous = NULL WHERE wrapped_by_previous IS NOT NULL AND NOT EXISTS (SELECT 1 FROM keystore.kek_versions p WHERE p.version = k.version - 1)");
+    const [left] = await t.rows<{ n: string }>("SELECT count(*) AS n FROM keystore.kek_versions WHERE state = 'retiring'");
     const remaining = Number(left?.n ?? 0) > 0;
-    if (!remaining) await execute(ctx, t, "UPDATE keystore.rotations SET completed_at = now() WHERE target = 'kek' AND completed_at IS NULL");
+    if (!remaining) await t.exec("UPDATE keystore.rotations SET completed_at = now() WHERE target = 'kek' AND completed_at IS NULL");
     return { remaining, retired: retired.map((r) => r.version) };
   });
   for (const version of outcome.retired) ctx.rootKey.forgetKek(version);
@@ -219,7 +195,7 @@ type ColumnBatch = { rewritten: number; failed: number; lastId?: string; exhaust
 
 async function reencryptColumnBatch(
   ctx: ApplianceContext,
-  t: Transaction,
+  t: Tx,
   column: EncryptedColumn,
   keyId: string,
   tenantId: string,
@@ -233,14 +209,9 @@ async function reencryptColumnBatch(
   const tenant = quoteIdentifier(column.tenantColumn);
   const bind: unknown[] = [tenantId, ...headerParams(keyId, active), batchSize];
   const afterClause = after === undefined ? "" : ` AND ${id} > $${bind.push(after)}`;
-  const rows = await select<{ id: string; value: Buffer }>(
-    ctx,
-    t,
-    `SELECT ${id}::text AS id, ${col} AS value FROM ${table}
+  const rows = await t.rows<{ id: string; value: Buffer }>(`SELECT ${id}::text AS id, ${col} AS value FROM ${table}
       WHERE ${tenant} = $1 AND ${oldVersionPredicate(column, 2)}${afterClause}
-      ORDER BY ${id} LIMIT $5 FOR UPDATE SKIP LOCKED`,
-    bind,
-  );
+      ORDER BY ${id} LIMIT $5 FOR UPDATE SKIP LOCKED`, bind);
   if (rows.length === 0) return { rewritten: 0, failed: 0, exhausted: true };
   const lookup = await lookupFor(
     ctx,
@@ -264,7 +235,7 @@ async function reencryptColumnBatch(
       }
       const next = encryptField(writeKey, field, plaintext, { nonceBudget: writeKey.nonceBudget });
       zeroize(plaintext);
-      await execute(ctx, t, `UPDATE ${table} SET ${col} = $1 WHERE ${id} = $2 AND ${col} = $3`, [next, row.id, row.value]);
+      await t.exec(`UPDATE ${table} SET ${col} = $1 WHERE ${id} = $2 AND ${col} = $3`, [next, row.id, row.value]);
       rewritten++;
     }
   } finally {
@@ -273,14 +244,9 @@ async function reencryptColumnBatch(
   return { rewritten, failed, lastId: rows[rows.length - 1]!.id, exhausted: rows.length < batchSize };
 }
 
-async function oldCiphertextsRemain(ctx: ApplianceContext, t: Transaction, keyId: string, tenantId: string, active: number): Promise<boolean> {
+async function oldCiphertextsRemain(ctx: ApplianceContext, t: Tx, keyId: string, tenantId: string, active: number): Promise<boolean> {
   for (const column of encryptedColumns()) {
-    const rows = await select(
-      ctx,
-      t,
-      `SELECT 1 FROM ${quoteIdentifier(column.table)} WHERE ${quoteIdentifier(column.tenantColumn)} = $1 AND ${oldVersionPredicate(column, 2)} LIMIT 1`,
-      [tenantId, ...headerParams(keyId, active)],
-    );
+    const rows = await t.rows(`SELECT 1 FROM ${quoteIdentifier(column.table)} WHERE ${quoteIdentifier(column.tenantColumn)} = $1 AND ${oldVersionPredicate(column, 2)} LIMIT 1`, [tenantId, ...headerParams(keyId, active)]);
     if (rows.length > 0) return true;
   }
   return false;
@@ -298,12 +264,8 @@ export async function reencryptPending(ctx: ApplianceContext, options: { batchSi
   const batchSize = options.batchSize ?? ctx.config.keys.reencryptBatchSize;
   let budget = options.maxBatches ?? Number.POSITIVE_INFINITY;
   const open = await inScope(ctx.db.app, { kind: "appliance" }, (t) =>
-    select<{ key_id: string; tenant_id: string | null; active: number | null }>(
-      ctx,
-      t,
-      `SELECT DISTINCT r.key_id, r.tenant_id, (SELECT version FROM keystore.data_keys d WHERE d.key_id = r.key_id AND d.state = 'active') AS active
-         FROM keystore.rotations r WHERE r.target = 'data-key' AND r.completed_at IS NULL ORDER BY r.key_id`,
-    ),
+    t.rows<{ key_id: string; tenant_id: string | null; active: number | null }>(`SELECT DISTINCT r.key_id, r.tenant_id, (SELECT version FROM keystore.data_keys d WHERE d.key_id = r.key_id AND d.state = 'active') AS active
+         FROM keystore.rotations r WHERE r.target = 'data-key' AND r.completed_at IS NULL ORDER BY r.key_id`),
   );
   const outcome: ReencryptOutcome = { rewritten: 0, failed: 0, completed: [], open: open.length };
   for (const rotation of open) {
@@ -311,7 +273,7 @@ export async function reencryptPending(ctx: ApplianceContext, options: { batchSi
     const { key_id: keyId, tenant_id: tenantId, active } = rotation;
     if (!tenantId || active == null) {
       // No ciphertexts of its own (or the key was shredded meanwhile): nothing to rewrite.
-      await inScope(ctx.db.app, { kind: "appliance" }, (t) => execute(ctx, t, "UPDATE keystore.rotations SET completed_at = now() WHERE key_id = $1 AND completed_at IS NULL", [keyId]));
+      await inScope(ctx.db.app, { kind: "appliance" }, (t) => t.exec("UPDATE keystore.rotations SET completed_at = now() WHERE key_id = $1 AND completed_at IS NULL", [keyId]));
       outcome.completed.push(keyId);
       outcome.open--;
       continue;
@@ -330,7 +292,7 @@ export async function reencryptPending(ctx: ApplianceContext, options: { batchSi
         const batch = await inScope(ctx.db.app, { kind: "tenant", tenantId }, async (t) => {
           const result = await reencryptColumnBatch(ctx, t, column, keyId, tenantId, active, after, batchSize);
           if (result.rewritten > 0) {
-            await execute(ctx, t, "UPDATE keystore.rotations SET items_done = items_done + $1 WHERE key_id = $2 AND completed_at IS NULL AND to_version = $3", [result.rewritten, keyId, active]);
+            await t.exec("UPDATE keystore.rotations SET items_done = items_done + $1 WHERE key_id = $2 AND completed_at IS NULL AND to_version = $3", [result.rewritten, keyId, active]);
           }
           return result;
         });
@@ -346,7 +308,7 @@ export async function reencryptPending(ctx: ApplianceContext, options: { batchSi
     // Rows skipped because a request held them locked are caught by this check and the next run.
     const done = await inScope(ctx.db.app, { kind: "tenant", tenantId }, async (t) => {
       if (await oldCiphertextsRemain(ctx, t, keyId, tenantId, active)) return false;
-      await execute(ctx, t, "UPDATE keystore.rotations SET completed_at = now() WHERE key_id = $1 AND completed_at IS NULL AND to_version <= $2", [keyId, active]);
+      await t.exec("UPDATE keystore.rotations SET completed_at = now() WHERE key_id = $1 AND completed_at IS NULL AND to_version <= $2", [keyId, active]);
       return true;
     });
     if (done) {

@@ -3,11 +3,11 @@
  * is unsealed (rekey), and loading KEK versions. docs/keys.md has the hierarchy.
  */
 import { randomBytes } from "node:crypto";
-import type { Transaction } from "sequelize";
+import type { Tx } from "../db/sql.js";
 import { inDataDir } from "../config/load.js";
 import type { Config } from "../config/schema.js";
 import type { ApplianceContext } from "../context.js";
-import { inScope } from "../db/tenant-scope.js";
+import { inScope } from "../db/sql.js";
 import { Conflict } from "../kernel/errors.js";
 import { DecryptionError, zeroize } from "./primitives.js";
 import { recordKeyEvent, SYSTEM_OPERATOR, type KeyOperator } from "../audit/append.js";
@@ -15,12 +15,10 @@ import { generateRecoveryKeyPair, rawPrivateKey, rawPublicKey } from "./recovery
 import type { UnsealMode } from "./root-key.js";
 import {
   aad,
-  execute,
   kekCheckValue,
   LOCKS,
   readSeal,
   sameCheckValue,
-  select,
   unsealCheckValue,
   unwrapSecret,
   wrapSecret,
@@ -69,14 +67,14 @@ export async function initialiseKeyStore(ctx: ApplianceContext, mode: UnsealMode
   const internalKey = randomBytes(32);
   try {
     await inScope(ctx.db.app, { kind: "appliance" }, async (t) => {
-      await execute(ctx, t, "SELECT pg_advisory_xact_lock($1)", [LOCKS.initialise]);
+      await t.exec("SELECT pg_advisory_xact_lock($1)", [LOCKS.initialise]);
       if (await readSeal(ctx, t)) throw new Conflict("the key store was initialised by another replica at the same time; restart to unseal with it");
-      await execute(ctx, t, "INSERT INTO keystore.seal (mode, params, check_value) VALUES ($1, $2, $3)", [mode, JSON.stringify(creation.params), unsealCheckValue(creation.unsealKey)]);
-      await execute(ctx, t, "INSERT INTO keystore.kek_versions (version, wrapped, check_value, state) VALUES (1, $1, $2, 'active')", [
+      await t.exec("INSERT INTO keystore.seal (mode, params, check_value) VALUES ($1, $2, $3)", [mode, JSON.stringify(creation.params), unsealCheckValue(creation.unsealKey)]);
+      await t.exec("INSERT INTO keystore.kek_versions (version, wrapped, check_value, state) VALUES (1, $1, $2, 'active')", [
         wrapSecret(creation.unsealKey, kek, aad.kek(1)),
         kekCheckValue(kek, 1),
       ]);
-      await execute(ctx, t, "INSERT INTO keystore.data_keys (key_id, version, kind, wrapped, kek_version) VALUES ($1, 1, 'appliance-internal', $2, 1)", [
+      await t.exec("INSERT INTO keystore.data_keys (key_id, version, kind, wrapped, kek_version) VALUES ($1, 1, 'appliance-internal', $2, 1)", [
         INTERNAL_KEY_ID,
         wrapSecret(kek, internalKey, aad.dataKey(INTERNAL_KEY_ID, 1, 1)),
       ]);
@@ -93,11 +91,11 @@ export async function initialiseKeyStore(ctx: ApplianceContext, mode: UnsealMode
 }
 
 /** Made at install (DESIGN "Keys"): the private half waits wrapped under the KEK until the kit is written. */
-export async function insertRecoveryKeyPair(ctx: ApplianceContext, t: Transaction, kek: Buffer, kekVersion: number): Promise<void> {
+export async function insertRecoveryKeyPair(ctx: ApplianceContext, t: Tx, kek: Buffer, kekVersion: number): Promise<void> {
   const pair = generateRecoveryKeyPair();
   const privateRaw = rawPrivateKey(pair.privateKey);
-  const [row] = await select<{ id: number }>(ctx, t, "INSERT INTO keystore.recovery_keys (public_key, state) VALUES ($1, 'active') RETURNING id", [rawPublicKey(pair.publicKey)]);
-  await execute(ctx, t, "UPDATE keystore.recovery_keys SET wrapped_private = $1, kek_version = $2 WHERE id = $3", [
+  const [row] = await t.rows<{ id: number }>("INSERT INTO keystore.recovery_keys (public_key, state) VALUES ($1, 'active') RETURNING id", [rawPublicKey(pair.publicKey)]);
+  await t.exec("UPDATE keystore.recovery_keys SET wrapped_private = $1, kek_version = $2 WHERE id = $3", [
     wrapSecret(kek, privateRaw, aad.recoveryPrivate(row!.id, kekVersion)),
     kekVersion,
     row!.id,
@@ -130,9 +128,9 @@ export async function openWithUnsealKey(ctx: ApplianceContext, mode: UnsealMode,
   let internalKey: Buffer | undefined;
   try {
     await inScope(ctx.db.app, { kind: "appliance" }, async (t) => {
-      const rows = await select<KekRow>(ctx, t, "SELECT version, wrapped, wrapped_by_previous, check_value, state FROM keystore.kek_versions ORDER BY version");
+      const rows = await t.rows<KekRow>("SELECT version, wrapped, wrapped_by_previous, check_value, state FROM keystore.kek_versions ORDER BY version");
       for (const row of rows) keks.set(row.version, unwrapKekRow(row, unsealKey));
-      const [internal] = await select<DataKeyRow>(ctx, t, "SELECT key_id, version, wrapped, kek_version FROM keystore.data_keys WHERE key_id = $1 AND state = 'active'", [INTERNAL_KEY_ID]);
+      const [internal] = await t.rows<DataKeyRow>("SELECT key_id, version, wrapped, kek_version FROM keystore.data_keys WHERE key_id = $1 AND state = 'active'", [INTERNAL_KEY_ID]);
       if (!internal) throw new UnsealError("the key store is damaged: the appliance-internal key is missing", "unavailable");
       const kek = keks.get(internal.kek_version);
       if (!kek) throw new UnsealError(`the key store is damaged: KEK version ${internal.kek_version} is missing`, "unavailable");
@@ -162,10 +160,10 @@ function unwrapKekRow(row: KekRow, unsealKey: Buffer): Buffer {
  * an outdated unseal key; it follows the chain (each version is also wrapped under the previous
  * one) from a version it already holds.
  */
-export async function loadKek(ctx: ApplianceContext, t: Transaction, version: number): Promise<Buffer> {
+export async function loadKek(ctx: ApplianceContext, t: Tx, version: number): Promise<Buffer> {
   const held = ctx.rootKey.kek(version);
   if (held) return held;
-  const [row] = await select<KekRow>(ctx, t, "SELECT version, wrapped, wrapped_by_previous, check_value, state FROM keystore.kek_versions WHERE version = $1", [version]);
+  const [row] = await t.rows<KekRow>("SELECT version, wrapped, wrapped_by_previous, check_value, state FROM keystore.kek_versions WHERE version = $1", [version]);
   if (!row) throw new Conflict(`KEK version ${version} no longer exists (it was retired after a rotation); retry the request`);
   let kek: Buffer | undefined;
   try {
@@ -186,8 +184,8 @@ export async function loadKek(ctx: ApplianceContext, t: Transaction, version: nu
   return ctx.rootKey.kek(version)!;
 }
 
-export async function activeKekVersion(ctx: ApplianceContext, t: Transaction): Promise<number> {
-  const [row] = await select<{ version: number }>(ctx, t, "SELECT version FROM keystore.kek_versions WHERE state = 'active'");
+export async function activeKekVersion(ctx: ApplianceContext, t: Tx): Promise<number> {
+  const [row] = await t.rows<{ version: number }>("SELECT version FROM keystore.kek_versions WHERE state = 'active'");
   if (!row) throw new Conflict("the key store has no active KEK; it is not initialised");
   return row.version;
 }
@@ -207,20 +205,20 @@ export async function rekeyKeyStore(
   const creation = await unsealSourceFor(ctx.config, mode).create(input);
   try {
     const generation = await inScope(ctx.db.app, { kind: "appliance" }, async (t) => {
-      await execute(ctx, t, "SELECT pg_advisory_xact_lock($1)", [LOCKS.kekRotation]);
+      await t.exec("SELECT pg_advisory_xact_lock($1)", [LOCKS.kekRotation]);
       const seal = await readSeal(ctx, t, true);
       if (!seal) throw new Conflict("the key store is not initialised: run `wardkeep keys init`");
       const current = ctx.rootKey.unsealKeyMaterial();
       if (!sameCheckValue(unsealCheckValue(current), seal.check_value)) {
         throw new Conflict("this process holds an outdated unseal key (the key store was rekeyed since it was unsealed); unseal it again first");
       }
-      const rows = await select<KekRow>(ctx, t, "SELECT version, wrapped, wrapped_by_previous, check_value, state FROM keystore.kek_versions ORDER BY version FOR UPDATE");
+      const rows = await t.rows<KekRow>("SELECT version, wrapped, wrapped_by_previous, check_value, state FROM keystore.kek_versions ORDER BY version FOR UPDATE");
       for (const row of rows) {
         const kek = unwrapKekRow(row, current);
-        await execute(ctx, t, "UPDATE keystore.kek_versions SET wrapped = $1 WHERE version = $2", [wrapSecret(creation.unsealKey, kek, aad.kek(row.version)), row.version]);
+        await t.exec("UPDATE keystore.kek_versions SET wrapped = $1 WHERE version = $2", [wrapSecret(creation.unsealKey, kek, aad.kek(row.version)), row.version]);
         zeroize(kek);
       }
-      await execute(ctx, t, "UPDATE keystore.seal SET mode = $1, params = $2, check_value = $3, generation = generation + 1, updated_at = now()", [
+      await t.exec("UPDATE keystore.seal SET mode = $1, params = $2, check_value = $3, generation = generation + 1, updated_at = now()", [
         mode,
         JSON.stringify(creation.params),
         unsealCheckValue(creation.unsealKey),

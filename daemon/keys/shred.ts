@@ -9,13 +9,13 @@
  * restored already holds the schedule row, and `reapplyShredList` (run by the backup capability
  * after every restore) destroys again whatever the restored key store still has.
  */
-import type { Transaction } from "sequelize";
+import type { Tx } from "../db/sql.js";
 import type { ApplianceContext } from "../context.js";
-import { inScope } from "../db/tenant-scope.js";
+import { inScope } from "../db/sql.js";
 import { Conflict, NotFound } from "../kernel/errors.js";
 import { keyIdOf, type KeySubject } from "./keyring.js";
 import { recordKeyEvent, SYSTEM_OPERATOR, type KeyOperator } from "../audit/append.js";
-import { execute, LOCKS, select } from "./keystore.js";
+import { LOCKS } from "./keystore.js";
 
 export type ShredSchedule = { subject: string; kind: "tenant" | "patient"; tenantId: string; patientId: string | null; scheduledAt: Date; destroyAfter: Date };
 
@@ -33,23 +33,18 @@ function fromRow(r: ScheduleRow): ShredSchedule {
 export async function scheduleShred(
   ctx: ApplianceContext,
   subject: KeySubject,
-  options: { transaction?: Transaction; graceDays?: number; by?: KeyOperator } = {},
+  options: { transaction?: Tx; graceDays?: number; by?: KeyOperator } = {},
 ): Promise<ShredSchedule> {
-  const work = async (t: Transaction) => {
+  const work = async (t: Tx) => {
     const now = ctx.clock.now();
     const graceDays = options.graceDays ?? ctx.config.keys.shredGraceDays;
     const destroyAfter = new Date(now.getTime() + graceDays * 86_400_000);
     const key = keyIdOf(subject);
-    const [already] = await select<{ destroyed_at: Date }>(ctx, t, "SELECT destroyed_at FROM keystore.shredded WHERE subject = $1", [key]);
+    const [already] = await t.rows<{ destroyed_at: Date }>("SELECT destroyed_at FROM keystore.shredded WHERE subject = $1", [key]);
     if (already) throw new Conflict(`${key} was already crypto-shredded on ${already.destroyed_at.toISOString().slice(0, 10)}`);
-    await execute(
-      ctx,
-      t,
-      `INSERT INTO keystore.shred_schedule (subject, kind, tenant_id, patient_id, scheduled_at, destroy_after)
-       VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (subject) DO NOTHING`,
-      [key, subject.kind, subject.tenantId, subject.kind === "patient" ? subject.patientId : null, now, destroyAfter],
-    );
-    const [row] = await select<ScheduleRow>(ctx, t, "SELECT * FROM keystore.shred_schedule WHERE subject = $1", [key]);
+    await t.exec(`INSERT INTO keystore.shred_schedule (subject, kind, tenant_id, patient_id, scheduled_at, destroy_after)
+       VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (subject) DO NOTHING`, [key, subject.kind, subject.tenantId, subject.kind === "patient" ? subject.patientId : null, now, destroyAfter]);
+    const [row] = await t.rows<ScheduleRow>("SELECT * FROM keystore.shred_schedule WHERE subject = $1", [key]);
     await recordKeyEvent(ctx, t, options.by ?? SYSTEM_OPERATOR, {
       action: "keys.shred.schedule",
       resourceId: key,
@@ -69,11 +64,11 @@ export async function scheduleShred(
 export async function cancelShred(ctx: ApplianceContext, subject: KeySubject, by: KeyOperator = SYSTEM_OPERATOR): Promise<{ subject: string; cancelled: true }> {
   const key = keyIdOf(subject);
   return inScope(ctx.db.app, { kind: "tenant", tenantId: subject.tenantId }, async (t) => {
-    const [done] = await select<{ destroyed_at: Date }>(ctx, t, "SELECT destroyed_at FROM keystore.shredded WHERE subject = $1", [key]);
+    const [done] = await t.rows<{ destroyed_at: Date }>("SELECT destroyed_at FROM keystore.shredded WHERE subject = $1", [key]);
     if (done) throw new Conflict(`too late: ${key} was crypto-shredded on ${done.destroyed_at.toISOString().slice(0, 10)} and cannot be restored`);
-    const deleted = await select<{ subject: string }>(ctx, t, "DELETE FROM keystore.shred_schedule WHERE subject = $1 AND destroy_after > $2 RETURNING subject", [key, ctx.clock.now()]);
+    const deleted = await t.rows<{ subject: string }>("DELETE FROM keystore.shred_schedule WHERE subject = $1 AND destroy_after > $2 RETURNING subject", [key, ctx.clock.now()]);
     if (!deleted[0]) {
-      const [due] = await select(ctx, t, "SELECT 1 FROM keystore.shred_schedule WHERE subject = $1", [key]);
+      const [due] = await t.rows("SELECT 1 FROM keystore.shred_schedule WHERE subject = $1", [key]);
       if (due) throw new Conflict(`too late: the grace period of ${key} has ended and its keys are being destroyed`);
       throw new NotFound(`no crypto-shredding is scheduled for ${key}`);
     }
@@ -84,24 +79,19 @@ export async function cancelShred(ctx: ApplianceContext, subject: KeySubject, by
 }
 
 export async function listShredSchedule(ctx: ApplianceContext): Promise<ShredSchedule[]> {
-  return inScope(ctx.db.app, { kind: "appliance" }, async (t) => (await select<ScheduleRow>(ctx, t, "SELECT * FROM keystore.shred_schedule ORDER BY destroy_after")).map(fromRow));
+  return inScope(ctx.db.app, { kind: "appliance" }, async (t) => (await t.rows<ScheduleRow>("SELECT * FROM keystore.shred_schedule ORDER BY destroy_after")).map(fromRow));
 }
 
 /** Deletes the key rows of one subject (all versions; a tenant's take its patients' keys with them). */
-async function destroyKeysOf(ctx: ApplianceContext, t: Transaction, s: ScheduleRow): Promise<string[]> {
+async function destroyKeysOf(ctx: ApplianceContext, t: Tx, s: ScheduleRow): Promise<string[]> {
   if (s.kind === "patient") {
-    return (await select<{ key_id: string }>(ctx, t, "DELETE FROM keystore.data_keys WHERE key_id = $1 RETURNING key_id", [s.subject])).map((r) => r.key_id);
+    return (await t.rows<{ key_id: string }>("DELETE FROM keystore.data_keys WHERE key_id = $1 RETURNING key_id", [s.subject])).map((r) => r.key_id);
   }
-  const destroyed = await select<{ key_id: string; kind: string; patient_id: string | null }>(ctx, t, "DELETE FROM keystore.data_keys WHERE tenant_id = $1 RETURNING key_id, kind, patient_id", [s.tenant_id]);
+  const destroyed = await t.rows<{ key_id: string; kind: string; patient_id: string | null }>("DELETE FROM keystore.data_keys WHERE tenant_id = $1 RETURNING key_id, kind, patient_id", [s.tenant_id]);
   // Each patient key goes on the list too, so a lookup by its id says "destroyed", not "unknown".
   for (const p of new Map(destroyed.filter((d) => d.kind === "patient").map((d) => [d.key_id, d])).values()) {
-    await execute(
-      ctx,
-      t,
-      `INSERT INTO keystore.shredded (subject, kind, tenant_id, patient_id, scheduled_at, destroyed_at, key_versions)
-       VALUES ($1, 'patient', $2, $3, $4, $5, 0) ON CONFLICT (subject) DO NOTHING`,
-      [p.key_id, s.tenant_id, p.patient_id, s.scheduled_at, ctx.clock.now()],
-    );
+    await t.exec(`INSERT INTO keystore.shredded (subject, kind, tenant_id, patient_id, scheduled_at, destroyed_at, key_versions)
+       VALUES ($1, 'patient', $2, $3, $4, $5, 0) ON CONFLICT (subject) DO NOTHING`, [p.key_id, s.tenant_id, p.patient_id, s.scheduled_at, ctx.clock.now()]);
   }
   return destroyed.map((r) => r.key_id);
 }
@@ -117,20 +107,15 @@ function evictLocally(ctx: ApplianceContext, keyIds: string[]) {
  */
 export async function destroyDueKeys(ctx: ApplianceContext): Promise<{ destroyed: Array<{ subject: string; keyVersions: number }> }> {
   const result = await inScope(ctx.db.app, { kind: "appliance" }, async (t) => {
-    await execute(ctx, t, "SELECT pg_advisory_xact_lock($1)", [LOCKS.shred]);
-    const due = await select<ScheduleRow>(ctx, t, "SELECT * FROM keystore.shred_schedule WHERE destroy_after <= $1 ORDER BY destroy_after", [ctx.clock.now()]);
+    await t.exec("SELECT pg_advisory_xact_lock($1)", [LOCKS.shred]);
+    const due = await t.rows<ScheduleRow>("SELECT * FROM keystore.shred_schedule WHERE destroy_after <= $1 ORDER BY destroy_after", [ctx.clock.now()]);
     const destroyed: Array<{ subject: string; keyVersions: number; keyIds: string[] }> = [];
     for (const s of due) {
       const keyIds = await destroyKeysOf(ctx, t, s);
-      await execute(
-        ctx,
-        t,
-        `INSERT INTO keystore.shredded (subject, kind, tenant_id, patient_id, scheduled_at, destroyed_at, key_versions)
+      await t.exec(`INSERT INTO keystore.shredded (subject, kind, tenant_id, patient_id, scheduled_at, destroyed_at, key_versions)
          VALUES ($1, $2, $3, $4, $5, $6, $7)
-         ON CONFLICT (subject) DO NOTHING`,
-        [s.subject, s.kind, s.tenant_id, s.patient_id, s.scheduled_at, ctx.clock.now(), keyIds.length],
-      );
-      await execute(ctx, t, "DELETE FROM keystore.shred_schedule WHERE subject = $1", [s.subject]);
+         ON CONFLICT (subject) DO NOTHING`, [s.subject, s.kind, s.tenant_id, s.patient_id, s.scheduled_at, ctx.clock.now(), keyIds.length]);
+      await t.exec("DELETE FROM keystore.shred_schedule WHERE subject = $1", [s.subject]);
       await recordKeyEvent(ctx, t, SYSTEM_OPERATOR, {
         action: "keys.shred.destroy",
         resourceId: s.subject,
@@ -158,21 +143,13 @@ export async function destroyDueKeys(ctx: ApplianceContext): Promise<{ destroyed
  */
 export async function reapplyShredList(ctx: ApplianceContext): Promise<{ reapplied: number; subjects: Array<{ subject: string; kind: "tenant" | "patient"; tenantId: string; patientId: string | null }> }> {
   const outcome = await inScope(ctx.db.app, { kind: "appliance" }, async (t) => {
-    await execute(ctx, t, "SELECT pg_advisory_xact_lock($1)", [LOCKS.shred]);
-    const deleted = await select<{ key_id: string }>(
-      ctx,
-      t,
-      `DELETE FROM keystore.data_keys d
+    await t.exec("SELECT pg_advisory_xact_lock($1)", [LOCKS.shred]);
+    const deleted = await t.rows<{ key_id: string }>(`DELETE FROM keystore.data_keys d
         USING keystore.shredded s
         WHERE (s.kind = 'tenant' AND d.tenant_id = s.tenant_id) OR (s.kind = 'patient' AND d.key_id = s.subject)
-        RETURNING d.key_id`,
-    );
-    await execute(ctx, t, "DELETE FROM keystore.shred_schedule q USING keystore.shredded s WHERE q.subject = s.subject");
-    const subjects = await select<{ subject: string; kind: "tenant" | "patient"; tenant_id: string; patient_id: string | null }>(
-      ctx,
-      t,
-      "SELECT subject, kind, tenant_id, patient_id FROM keystore.shredded ORDER BY subject",
-    );
+        RETURNING d.key_id`);
+    await t.exec("DELETE FROM keystore.shred_schedule q USING keystore.shredded s WHERE q.subject = s.subject");
+    const subjects = await t.rows<{ subject: string; kind: "tenant" | "patient"; tenant_id: string; patient_id: string | null }>("SELECT subject, kind, tenant_id, patient_id FROM keystore.shredded ORDER BY subject");
     return { deleted: deleted.map((d) => d.key_id), subjects };
   });
   evictLocally(ctx, outcome.deleted);

@@ -4,10 +4,10 @@
  * while sealed: everything here is read from the key store's public columns.
  */
 import type { ApplianceContext } from "../context.js";
-import { inScope } from "../db/tenant-scope.js";
+import { inScope } from "../db/sql.js";
 import { encryptedColumns, quoteIdentifier } from "./columns.js";
 import { readFieldHeader } from "./field-cipher.js";
-import { select } from "./keystore.js";
+
 import { recoveryFingerprint } from "./recovery-crypto.js";
 import { sealProgress, type SealProgress } from "./unseal/index.js";
 
@@ -40,12 +40,8 @@ async function countValues(ctx: ApplianceContext): Promise<Map<string, number> |
   await inScope(ctx.db.app, { kind: "appliance" }, async (t) => {
     for (const c of columns) {
       const col = quoteIdentifier(c.column);
-      const rows = await select<{ header: Buffer; n: string }>(
-        ctx,
-        t,
-        `SELECT substring(${col} from 1 for 6 + get_byte(${col}, 5)) AS header, count(*) AS n
-           FROM ${quoteIdentifier(c.table)} WHERE ${col} IS NOT NULL AND length(${col}) > 6 GROUP BY 1`,
-      );
+      const rows = await t.rows<{ header: Buffer; n: string }>(`SELECT substring(${col} from 1 for 6 + get_byte(${col}, 5)) AS header, count(*) AS n
+           FROM ${quoteIdentifier(c.table)} WHERE ${col} IS NOT NULL AND length(${col}) > 6 GROUP BY 1`);
       for (const r of rows) {
         try {
           const h = readFieldHeader(Buffer.concat([r.header, Buffer.alloc(40)]));
@@ -64,40 +60,16 @@ export async function describeKeys(ctx: ApplianceContext, options: { countValues
   const seal = await sealProgress(ctx);
   const values = options.countValues === false ? null : await countValues(ctx);
   return inScope(ctx.db.app, { kind: "appliance" }, async (t) => {
-    const keks = await select<{ version: number; state: "active" | "retiring"; created_at: Date; retired_at: Date | null; wraps: string }>(
-      ctx,
-      t,
-      "SELECT k.version, k.state, k.created_at, k.retired_at, (SELECT count(*) FROM keystore.data_keys d WHERE d.kek_version = k.version) AS wraps FROM keystore.kek_versions k ORDER BY k.version",
-    );
-    const keys = await select<KeyRow>(
-      ctx,
-      t,
-      "SELECT key_id, version, kind, tenant_id, patient_id, state, nonce_count, created_at, retired_at FROM keystore.data_keys WHERE kind <> 'patient' ORDER BY key_id, version",
-    );
-    const patientSummary = await select<{ tenant_id: string; patients: string }>(
-      ctx,
-      t,
-      "SELECT tenant_id, count(DISTINCT key_id) AS patients FROM keystore.data_keys WHERE kind = 'patient' GROUP BY tenant_id",
-    );
+    const keks = await t.rows<{ version: number; state: "active" | "retiring"; created_at: Date; retired_at: Date | null; wraps: string }>("SELECT k.version, k.state, k.created_at, k.retired_at, (SELECT count(*) FROM keystore.data_keys d WHERE d.kek_version = k.version) AS wraps FROM keystore.kek_versions k ORDER BY k.version");
+    const keys = await t.rows<KeyRow>("SELECT key_id, version, kind, tenant_id, patient_id, state, nonce_count, created_at, retired_at FROM keystore.data_keys WHERE kind <> 'patient' ORDER BY key_id, version");
+    const patientSummary = await t.rows<{ tenant_id: string; patients: string }>("SELECT tenant_id, count(DISTINCT key_id) AS patients FROM keystore.data_keys WHERE kind = 'patient' GROUP BY tenant_id");
     const patientKeyTenants = values
-      ? await select<{ key_id: string; version: number; tenant_id: string }>(ctx, t, "SELECT key_id, version, tenant_id FROM keystore.data_keys WHERE kind = 'patient'")
+      ? await t.rows<{ key_id: string; version: number; tenant_id: string }>("SELECT key_id, version, tenant_id FROM keystore.data_keys WHERE kind = 'patient'")
       : [];
-    const rotations = await select<{ target: "kek" | "data-key"; key_id: string | null; from_version: number; to_version: number; reason: string; started_at: Date; completed_at: Date | null; items_done: string }>(
-      ctx,
-      t,
-      "SELECT * FROM (SELECT * FROM keystore.rotations ORDER BY started_at DESC, id DESC LIMIT 50) r UNION SELECT * FROM keystore.rotations WHERE completed_at IS NULL ORDER BY started_at DESC",
-    );
-    const [shred] = await select<{ scheduled: string; next: Date | null; destroyed: string }>(
-      ctx,
-      t,
-      "SELECT (SELECT count(*) FROM keystore.shred_schedule) AS scheduled, (SELECT min(destroy_after) FROM keystore.shred_schedule) AS next, (SELECT count(*) FROM keystore.shredded) AS destroyed",
-    );
-    const schedules = await select<{ tenant_id: string; destroy_after: Date }>(ctx, t, "SELECT tenant_id, destroy_after FROM keystore.shred_schedule WHERE kind = 'tenant'");
-    const [recovery] = await select<{ public_key: Buffer; created_at: Date; issued_at: Date | null; issued_shares: number | null; issued_threshold: number | null }>(
-      ctx,
-      t,
-      "SELECT public_key, created_at, issued_at, issued_shares, issued_threshold FROM keystore.recovery_keys WHERE state = 'active'",
-    );
+    const rotations = await t.rows<{ target: "kek" | "data-key"; key_id: string | null; from_version: number; to_version: number; reason: string; started_at: Date; completed_at: Date | null; items_done: string }>("SELECT * FROM (SELECT * FROM keystore.rotations ORDER BY started_at DESC, id DESC LIMIT 50) r UNION SELECT * FROM keystore.rotations WHERE completed_at IS NULL ORDER BY started_at DESC");
+    const [shred] = await t.rows<{ scheduled: string; next: Date | null; destroyed: string }>("SELECT (SELECT count(*) FROM keystore.shred_schedule) AS scheduled, (SELECT min(destroy_after) FROM keystore.shred_schedule) AS next, (SELECT count(*) FROM keystore.shredded) AS destroyed");
+    const schedules = await t.rows<{ tenant_id: string; destroy_after: Date }>("SELECT tenant_id, destroy_after FROM keystore.shred_schedule WHERE kind = 'tenant'");
+    const [recovery] = await t.rows<{ public_key: Buffer; created_at: Date; issued_at: Date | null; issued_shares: number | null; issued_threshold: number | null }>("SELECT public_key, created_at, issued_at, issued_shares, issued_threshold FROM keystore.recovery_keys WHERE state = 'active'");
 
     const version = (r: KeyRow): VersionStatus => ({
       version: r.version,

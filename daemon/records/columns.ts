@@ -7,13 +7,11 @@
  *
  * Patient data uses per-patient keys so that one patient can be crypto-shredded on its own.
  */
-import { Transaction } from "sequelize";
+import { type Tx } from "../db/sql.js";
 import type { ApplianceContext } from "../context.js";
-import { inScope } from "../db/tenant-scope.js";
-import { InternalError } from "../kernel/errors.js";
-import { cachedDataKeysForRead, dataKeyFor, dataKeysForRead, KeyDestroyed, registerEncryptedColumn, type LockedWriteKey } from "../keys/index.js";
-import { decryptField, encryptField, UnknownKeyVersionError } from "../keys/field-cipher.js";
-import { DecryptionError, zeroize } from "../keys/primitives.js";
+import { inScope } from "../db/sql.js";
+import { AppError, InternalError } from "../kernel/errors.js";
+import { decryptField, encryptField, readFieldHeader, UnknownKeyVersionError, type DataKeyLookup, DecryptionError, zeroize, cachedDataKeysForRead, dataKeyFor, dataKeysForRead, KeyDestroyed, registerEncryptedColumn, type LockedWriteKey } from "../keys/index.js";
 
 const COLUMNS = {
   patients: { idColumn: "id", patientColumn: "id", columns: ["name_enc", "birth_date_enc", "mrn_enc", "phone_enc", "email_enc", "address_enc"] },
@@ -40,7 +38,7 @@ for (const [table, spec] of Object.entries(COLUMNS)) {
  */
 export async function sealRow<T extends RecordsTable>(
   ctx: ApplianceContext,
-  t: Transaction,
+  t: Tx,
   where: { tenantId: string; patientId: string; table: T; rowId: string },
   values: Partial<Record<ColumnOf<T>, string | Buffer | null | undefined>>,
   locked?: LockedWriteKey,
@@ -69,28 +67,100 @@ export type FieldOpener = {
  * values, or, for values whose transaction has already committed (the one-round-trip patient read,
  * daemon/records/patients/access.ts), a transaction of that tenant's own (none when every key is cached).
  */
-export type KeySource = Transaction | { committedForTenant: string };
+export type KeySource = Tx | { committedForTenant: string };
+
+/**
+ * A stored value whose data key was crypto-shredded (restored from a snapshot taken before the
+ * patient was erased): gone for good, so 410 rather than the keys capability's 404, which would
+ * read as "no such patient" (and, raised inside a list, answered the whole list with it).
+ */
+export class RecordShredded extends AppError {
+  readonly status = 410;
+  readonly slug = "record-shredded";
+  readonly title = "The record was crypto-shredded and can no longer be read";
+}
+
+/**
+ * A stored value that fails to decrypt for another reason: it fails authentication (tampered, or
+ * copied from another row) or its key version is missing from the key store. Tamper evidence:
+ * a single read is a 500 with a log line naming the row, never the value.
+ */
+export class UndecryptableValue extends InternalError {
+  constructor(readonly why: "tampered" | "key-missing") {
+    super("a stored value could not be decrypted; quote the request id to your administrator");
+  }
+}
+
+/** Why a key a ciphertext names could not be loaded, by `keyId#version`. */
+type UnavailableKeys = Map<string, "destroyed" | "missing">;
+const slotOf = (keyId: string, version: number) => `${keyId}#${version}`;
+
+function isKeyOrFormatFailure(err: unknown): boolean {
+  return err instanceof KeyDestroyed || err instanceof UnknownKeyVersionError || err instanceof DecryptionError;
+}
+
+/**
+ * The keys the ciphertexts name, each loaded on its own so that one destroyed or missing key
+ * does not stop the others (the fallback of `openerFor` once loading them together failed).
+ * Values whose header does not parse are left to fail in `decryptField` as tampered.
+ */
+async function loadEachKey(ctx: ApplianceContext, t: Tx, present: Buffer[]): Promise<{ lookup: DataKeyLookup; unavailable: UnavailableKeys }> {
+  const byKey = new Map<string, Buffer>();
+  for (const c of present) {
+    try {
+      const h = readFieldHeader(c);
+      const slot = slotOf(h.keyId, h.keyVersion);
+      if (!byKey.has(slot)) byKey.set(slot, c);
+    } catch (err) {
+      if (!(err instanceof DecryptionError)) throw err;
+    }
+  }
+  const lookups: DataKeyLookup[] = [];
+  const unavailable: UnavailableKeys = new Map();
+  for (const [slot, sample] of byKey) {
+    try {
+      lookups.push(await dataKeysForRead(ctx, t, [sample]));
+    } catch (err) {
+      if (err instanceof KeyDestroyed) unavailable.set(slot, "destroyed");
+      else if (err instanceof UnknownKeyVersionError) unavailable.set(slot, "missing");
+      else throw err;
+    }
+  }
+  return { lookup: (keyId, version) => lookups.map((l) => l(keyId, version)).find((k) => k) ?? undefined, unavailable };
+}
 
 /**
  * Loads every data key the given ciphertexts name (cached keys cost no query) and returns a
- * synchronous decryptor. A value that fails authentication is tamper evidence: the request
- * fails with a 500 and a log line naming the row, never the value.
+ * synchronous decryptor. A value that cannot be decrypted throws from the decryptor, not here,
+ * so a list can leave that row out (`openRows`) and still show the others:
+ * `RecordShredded` (410) when its key was crypto-shredded, `UndecryptableValue` (500, logged
+ * with the row's ids, never the value) when it fails authentication or its key is missing.
  */
 export async function openerFor(ctx: ApplianceContext, keys: KeySource, ciphertexts: Array<Buffer | null | undefined>): Promise<FieldOpener> {
   const present = ciphertexts.filter((c): c is Buffer => Buffer.isBuffer(c));
-  const lookup =
-    keys instanceof Transaction
-      ? await dataKeysForRead(ctx, keys, present)
-      : (cachedDataKeysForRead(ctx, present) ?? (await inScope(ctx.db.app, { kind: "tenant", tenantId: keys.committedForTenant }, (t) => dataKeysForRead(ctx, t, present))));
+  let lookup: DataKeyLookup;
+  let unavailable: UnavailableKeys = new Map();
+  try {
+    lookup =
+      !("committedForTenant" in keys)
+        ? await dataKeysForRead(ctx, keys, present)
+        : (cachedDataKeysForRead(ctx, present) ?? (await inScope(ctx.db.app, { kind: "tenant", tenantId: keys.committedForTenant }, (t) => dataKeysForRead(ctx, t, present))));
+  } catch (err) {
+    if (!isKeyOrFormatFailure(err)) throw err;
+    ({ lookup, unavailable } =
+      !("committedForTenant" in keys) ? await loadEachKey(ctx, keys, present) : await inScope(ctx.db.app, { kind: "tenant", tenantId: keys.committedForTenant }, (t) => loadEachKey(ctx, t, present)));
+  }
   const bytes = (table: string, column: string, rowId: string, tenantId: string, value: Buffer | null): Buffer | null => {
     if (value === null) return null;
     try {
       return decryptField(lookup, { tenantId, table, column, rowId }, value);
     } catch (err) {
-      if (err instanceof KeyDestroyed) throw err;
+      if (err instanceof UnknownKeyVersionError && unavailable.get(slotOf(err.keyId, err.keyVersion)) === "destroyed") {
+        throw new RecordShredded("this record's data key was destroyed when the patient was erased (crypto-shredded); the value cannot be recovered", { rowId });
+      }
       if (err instanceof DecryptionError || err instanceof UnknownKeyVersionError) {
         ctx.log.error("stored field failed to decrypt (tampered, moved or its key is missing)", { table, column, rowId, error: (err as Error).name });
-        throw new InternalError("a stored value could not be decrypted; quote the request id to your administrator");
+        throw new UndecryptableValue(err instanceof UnknownKeyVersionError ? "key-missing" : "tampered");
       }
       throw err;
     }
@@ -99,4 +169,27 @@ export async function openerFor(ctx: ApplianceContext, keys: KeySource, cipherte
     bytes,
     text: (table, column, rowId, tenantId, value) => bytes(table, column, rowId, tenantId, value)?.toString("utf8") ?? null,
   };
+}
+
+/** A row a list left out because its values do not decrypt, and why. */
+export type SkippedRow = { id: string; cause: "shredded" | "unreadable" };
+
+/**
+ * Builds each row's view with the opener; a row whose values do not decrypt is left out and
+ * reported instead of failing the whole list (a restored snapshot can hold rows of a patient
+ * crypto-shredded since; one tampered value must not hide every other record either).
+ */
+export function openRows<R, V>(rows: R[], idOf: (r: R) => string, view: (r: R) => V): { items: V[]; skipped: SkippedRow[] } {
+  const items: V[] = [];
+  const skipped: SkippedRow[] = [];
+  for (const r of rows) {
+    try {
+      items.push(view(r));
+    } catch (err) {
+      if (err instanceof RecordShredded) skipped.push({ id: idOf(r), cause: "shredded" });
+      else if (err instanceof UndecryptableValue) skipped.push({ id: idOf(r), cause: "unreadable" });
+      else throw err;
+    }
+  }
+  return { items, skipped };
 }

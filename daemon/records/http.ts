@@ -8,7 +8,7 @@ import type { Request, Response } from "express";
 import { z } from "zod";
 import type { ApplianceContext } from "../context.js";
 import { Invalid, PreconditionFailed } from "../kernel/errors.js";
-import { hkdfSha256 } from "../keys/primitives.js";
+import { hkdfSha256 } from "../keys/index.js";
 import { PreconditionRequired } from "./errors.js";
 
 // ---- schema building blocks --------------------------------------------------------------------
@@ -77,7 +77,19 @@ export const pageQuery = {
   cursor: z.string().max(1024).optional(),
 };
 
+/** The `undecryptable` field of every records list response (see `ListPage`). */
+export const undecryptableCount = z
+  .number()
+  .int()
+  .min(0)
+  .describe("Rows of this page left out because they cannot be decrypted (crypto-shredded or damaged); each is audited by id. The cursor moves past them.");
+
 export type Page<T> = { items: T[]; nextCursor: string | null };
+/**
+ * A page as the API sends it: `undecryptable` counts the rows of this page left out because they
+ * cannot be decrypted (audited; docs/records.md "Undecryptable rows"). The cursor still moves past them.
+ */
+export type ListPage<T> = Page<T> & { undecryptable: number };
 
 const CURSOR_SHAPE = /^[A-Za-z0-9_-]{1,900}\.[A-Za-z0-9_-]{22}$/;
 const cursorPayload = z.object({ p: z.string(), k: z.array(z.union([z.string().max(64), z.number()])).max(4) }).strict();

@@ -1,25 +1,50 @@
-import type pg from "pg";
-import type { Sequelize } from "sequelize";
+import net from "node:net";
+import { SqlPool } from "../../daemon/db/sql.js";
 
 /**
- * What a pooled connection writes to PostgreSQL and how many round trips that takes, read off the
- * protocol itself (every round trip ends with the server's ReadyForQuery): `statements` are the
- * texts of simple Query and Parse messages in the order they were written.
+ * What a pool writes to PostgreSQL and how many round trips that takes, read off the wire by a
+ * proxy between the pool and the server: a round trip is a flight of client messages sent after
+ * the server last answered (pipelined statements written together are one flight, however many
+ * ReadyForQuery they get back). `statements` are the texts of Query and Parse messages in the
+ * order they were written.
  */
 export type Wire = { statements: string[]; roundTrips: number; reset(): void };
 
-type Connection = {
-  query(text: string): void;
-  parse(m: { text: string }): void;
-  on(event: "readyForQuery", listener: () => void): void;
-};
+type Proxy = { port: number; wire: Wire; close(): Promise<void> };
 
-const recorded = new WeakMap<object, Wire>();
+/** Frontend messages: an untyped startup (or SSLRequest) first, then type byte + int32 length. */
+function frontendParser(onText: (text: string) => void): (chunk: Buffer) => void {
+  let buf = Buffer.alloc(0);
+  let started = false;
+  return (chunk) => {
+    buf = Buffer.concat([buf, chunk]);
+    for (;;) {
+      if (!started) {
+        if (buf.length < 8) return;
+        const len = buf.readInt32BE(0);
+        if (buf.length < len) return;
+        const code = buf.readInt32BE(4);
+        buf = buf.subarray(len);
+        // SSLRequest / GSSENCRequest come before the real startup message.
+        if (code !== 80877103 && code !== 80877104) started = true;
+        continue;
+      }
+      if (buf.length < 5) return;
+      const type = String.fromCharCode(buf[0]!);
+      const len = buf.readInt32BE(1);
+      if (buf.length < 1 + len) return;
+      const body = buf.subarray(5, 1 + len);
+      buf = buf.subarray(1 + len);
+      if (type === "Q") onText(body.subarray(0, body.indexOf(0)).toString("utf8"));
+      if (type === "P") {
+        const nameEnd = body.indexOf(0);
+        onText(body.subarray(nameEnd + 1, body.indexOf(0, nameEnd + 1)).toString("utf8"));
+      }
+    }
+  };
+}
 
-export function recordWire(client: pg.Client): Wire {
-  const connection = (client as unknown as { connection: Connection }).connection;
-  const known = recorded.get(connection);
-  if (known) return known;
+export async function startWireProxy(target: { host: string; port: number }): Promise<Proxy> {
   const wire: Wire = {
     statements: [],
     roundTrips: 0,
@@ -28,27 +53,62 @@ export function recordWire(client: pg.Client): Wire {
       wire.roundTrips = 0;
     },
   };
-  const query = connection.query.bind(connection);
-  const parse = connection.parse.bind(connection);
-  connection.query = (text) => {
-    wire.statements.push(text);
-    query(text);
-  };
-  connection.parse = (m) => {
-    wire.statements.push(m.text);
-    parse(m);
-  };
-  connection.on("readyForQuery", () => {
-    wire.roundTrips += 1;
+  const sockets = new Set<net.Socket>();
+  const server = net.createServer((client) => {
+    const upstream = target.host.startsWith("/") ? net.connect(`${target.host}/.s.PGSQL.${target.port}`) : net.connect(target.port, target.host);
+    sockets.add(client).add(upstream);
+    // Per connection: did the server answer since the client last wrote?
+    let answered = true;
+    const parse = frontendParser((text) => wire.statements.push(text));
+    client.on("data", (chunk) => {
+      if (answered) wire.roundTrips += 1;
+      answered = false;
+      parse(chunk);
+      upstream.write(chunk);
+    });
+    upstream.on("data", (chunk) => {
+      answered = true;
+      client.write(chunk);
+    });
+    const end = () => {
+      client.destroy();
+      upstream.destroy();
+    };
+    client.on("close", end).on("error", end);
+    upstream.on("close", end).on("error", end);
   });
-  recorded.set(connection, wire);
-  return wire;
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const port = (server.address() as net.AddressInfo).port;
+  return {
+    port,
+    wire,
+    async close() {
+      for (const s of sockets) s.destroy();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    },
+  };
 }
 
-/** The wire of a one-connection pool (`pool: { max: 1 }`): every transaction runs on this connection. */
-export async function recordPoolWire(db: Sequelize): Promise<Wire> {
-  const manager = db.connectionManager as unknown as { getConnection(o: object): Promise<pg.Client>; releaseConnection(c: pg.Client): Promise<void> };
-  const client = await manager.getConnection({ type: "write" });
-  await manager.releaseConnection(client);
-  return recordWire(client);
+/**
+ * Routes `holder[key]` (an appliance's `ctx.db.app` or `ctx.db.owner`) through a counting proxy:
+ * a new pool of the same options, one connection, reaching the same server through the proxy.
+ * `close` puts the original pool back.
+ */
+export async function recordPoolWire<K extends string>(holder: Record<K, SqlPool>, key: K): Promise<{ wire: Wire; close(): Promise<void> }> {
+  const original = holder[key];
+  const proxy = await startWireProxy({ host: original.info.host, port: original.info.port });
+  const u = new URL(original.url());
+  u.searchParams.delete("host");
+  u.hostname = "127.0.0.1";
+  u.port = String(proxy.port);
+  const routed = new SqlPool({ ...original.options, url: u.toString(), max: 1 });
+  holder[key] = routed;
+  return {
+    wire: proxy.wire,
+    async close() {
+      holder[key] = original;
+      await routed.close();
+      await proxy.close();
+    },
+  };
 }

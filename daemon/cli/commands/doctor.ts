@@ -2,13 +2,12 @@ import fs from "node:fs";
 import { X509Certificate, createPrivateKey } from "node:crypto";
 import path from "node:path";
 import type { Command } from "commander";
-import { QueryTypes } from "sequelize";
 import { certificateHostnames } from "../../appliance.js";
 import { inDataDir, loadConfig } from "../../config/load.js";
 import type { Config } from "../../config/schema.js";
 import { pendingMigrations } from "../../db/migrate.js";
 import { assertAppRoleIsRestricted } from "../../db/roles.js";
-import { KeyFileUnseal } from "../../keys/unseal/keyfile.js";
+import { KeyFileUnseal } from "../../keys/index.js";
 import { withOfflineContext } from "../offline-context.js";
 import { oneLine, printResult, type GlobalOptions } from "../output.js";
 
@@ -86,7 +85,7 @@ export async function runDoctor(config: Config): Promise<Finding[]> {
           ? { check: "migrations", status: "fail", detail: `${pending.length} pending (${pending.join(", ")})`, fix: "run `wardkeep migrate`" }
           : { check: "migrations", status: "ok", detail: "current" },
       );
-      const [row] = await ctx.db.owner.query<{ now: Date }>("SELECT now() AS now", { type: QueryTypes.SELECT });
+      const [row] = await ctx.db.owner.rows<{ now: Date }>("SELECT now() AS now");
       const skew = Math.abs(row!.now.getTime() - Date.now());
       findings.push(
         skew > MAX_CLOCK_SKEW_MS

@@ -11,6 +11,7 @@ import { Conflict, Forbidden, Invalid, Unavailable, type AppError } from "../../
 import type { RootKey, UnsealMode } from "../root-key.js";
 import { initialiseKeyStore, openKeyStore, readSealRecord } from "../seal.js";
 import type { SealRow } from "../keystore.js";
+import { sqlState } from "../../db/sql.js";
 import { isInteractive, promptHidden } from "./prompt.js";
 import { ShamirProgress } from "./shamir.js";
 import { UnsealError } from "./source.js";
@@ -58,7 +59,7 @@ async function sealRecordOrUndefined(ctx: ApplianceContext, opts: { schemaRequir
     return await readSealRecord(ctx);
   } catch (err) {
     // 42P01 undefined_table: migrations have not created the key store yet.
-    if ((err as { original?: { code?: string } }).original?.code === "42P01") {
+    if (sqlState(err) === "42P01") {
       if (opts.schemaRequired) throw new SchemaPending("the key store does not exist yet: migrations are pending (`wardkeep migrate`)");
       return undefined;
     }

@@ -1,7 +1,7 @@
 import { Router, type Request, type Response } from "express";
 import { pipeline } from "node:stream/promises";
 import { currentActor } from "../../kernel/actor.js";
-import { authenticate } from "../../auth/authenticate.js";
+import { authenticate } from "../../auth/index.js";
 import { requestMeta } from "../../kernel/request-meta.js";
 import type { ApplianceContext } from "../../context.js";
 import { Invalid, PayloadTooLarge, UnsupportedMediaType } from "../../kernel/errors.js";

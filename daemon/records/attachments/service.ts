@@ -1,15 +1,15 @@
 import { randomBytes, randomUUID } from "node:crypto";
 import type { Readable } from "node:stream";
-import type { Transaction } from "sequelize";
+import type { Tx } from "../../db/sql.js";
 import type { Actor } from "../../kernel/actor.js";
 import type { RequestMeta } from "../../kernel/request-meta.js";
 import type { ApplianceContext } from "../../context.js";
-import { inScope } from "../../db/tenant-scope.js";
+import { inScope } from "../../db/sql.js";
 import { NotFound } from "../../kernel/errors.js";
 import { recordPhiEvent } from "../../audit/append.js";
-import { openerFor, sealRow, type FieldOpener } from "../columns.js";
-import { exec, rows } from "../db.js";
-import { decodeCursor, pageOf, timeIdPosition, type Page } from "../http.js";
+import { recordUndecryptable } from "../audit.js";
+import { openerFor, openRows, sealRow, type FieldOpener } from "../columns.js";
+import { decodeCursor, pageOf, timeIdPosition, type ListPage } from "../http.js";
 import { assertNoLegalHold } from "../data-rights/legal-holds.js";
 import { openPatient, tenantOf } from "../patients/access.js";
 import type { AttachmentView } from "./schema.js";
@@ -46,8 +46,8 @@ function view(open: FieldOpener, r: AttachmentRow): AttachmentView {
   };
 }
 
-async function load(ctx: ApplianceContext, t: Transaction, tenantId: string, patientId: string, id: string, lock = false): Promise<AttachmentRow> {
-  const [row] = await rows<AttachmentRow>(ctx, t, `SELECT * FROM attachments WHERE id = $1 AND tenant_id = $2 AND patient_id = $3${lock ? " FOR UPDATE" : ""}`, [id, tenantId, patientId]);
+async function load(ctx: ApplianceContext, t: Tx, tenantId: string, patientId: string, id: string, lock = false): Promise<AttachmentRow> {
+  const [row] = await t.rows<AttachmentRow>(`SELECT * FROM attachments WHERE id = $1 AND tenant_id = $2 AND patient_id = $3${lock ? " FOR UPDATE" : ""}`, [id, tenantId, patientId]);
   if (!row) throw new NotFound("no such attachment for this patient");
   return row;
 }
@@ -73,13 +73,8 @@ export async function uploadAttachment(ctx: ApplianceContext, actor: Actor, pati
         const { breakGlass } = await openPatient(ctx, t, actor, "attachment:create", patientId, { lock: true });
         const enc = await sealRow(ctx, t, { tenantId, patientId, table: "attachments", rowId: id }, { filename_enc: meta.filename, file_key_enc: fileKey, plain_sha256_enc: staged.plainSha256 });
         const now = ctx.clock.now();
-        await exec(
-          ctx,
-          t,
-          `INSERT INTO attachments (id, tenant_id, patient_id, kind, media_type, filename_enc, file_key_enc, plain_sha256_enc, size_bytes, stored_bytes, cipher_sha256, storage_path, created_at, created_by)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)`,
-          [id, tenantId, patientId, meta.kind, meta.mediaType, enc.filename_enc, enc.file_key_enc, enc.plain_sha256_enc, staged.sizeBytes, staged.storedBytes, staged.cipherSha256, staged.storagePath, now, actor.userId],
-        );
+        await t.exec(`INSERT INTO attachments (id, tenant_id, patient_id, kind, media_type, filename_enc, file_key_enc, plain_sha256_enc, size_bytes, stored_bytes, cipher_sha256, storage_path, created_at, created_by)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)`, [id, tenantId, patientId, meta.kind, meta.mediaType, enc.filename_enc, enc.file_key_enc, enc.plain_sha256_enc, staged.sizeBytes, staged.storedBytes, staged.cipherSha256, staged.storagePath, now, actor.userId]);
         await recordPhiEvent(ctx, t, actor, { action: "attachment.create", resourceType: "attachment", resourceId: id, patientId, tenantId, breakGlass, reason: `${meta.kind}, ${staged.sizeBytes} bytes` }, req);
         await staged.commit();
         const row = await load(ctx, t, tenantId, patientId, id);
@@ -104,27 +99,24 @@ export async function getAttachment(ctx: ApplianceContext, actor: Actor, patient
   });
 }
 
-export async function listAttachments(ctx: ApplianceContext, actor: Actor, patientId: string, q: { limit: number; cursor?: string | undefined }, req: RequestMeta): Promise<Page<AttachmentView>> {
+export async function listAttachments(ctx: ApplianceContext, actor: Actor, patientId: string, q: { limit: number; cursor?: string | undefined }, req: RequestMeta): Promise<ListPage<AttachmentView>> {
   const tenantId = tenantOf(actor);
   const purpose = `attachments:${tenantId}:${patientId}`;
   const after = timeIdPosition(decodeCursor(ctx, purpose, q.cursor));
   return inScope(ctx.db.app, { kind: "tenant", tenantId }, async (t) => {
     const { breakGlass } = await openPatient(ctx, t, actor, "attachment:list", patientId);
-    const list = await rows<AttachmentRow>(
-      ctx,
-      t,
-      `SELECT * FROM attachments WHERE tenant_id = $1 AND patient_id = $2 AND ($3::timestamptz IS NULL OR (created_at, id) > ($3::timestamptz, $4::uuid))
-        ORDER BY created_at, id LIMIT $5`,
-      [tenantId, patientId, after?.at ?? null, after?.id ?? null, q.limit + 1],
-    );
+    const list = await t.rows<AttachmentRow>(`SELECT * FROM attachments WHERE tenant_id = $1 AND patient_id = $2 AND ($3::timestamptz IS NULL OR (created_at, id) > ($3::timestamptz, $4::uuid))
+        ORDER BY created_at, id LIMIT $5`, [tenantId, patientId, after?.at ?? null, after?.id ?? null, q.limit + 1]);
     const page = pageOf(ctx, purpose, list, q.limit, (r) => [r.created_at.toISOString(), r.id], (r) => r);
     const open = await openerFor(
       ctx,
       t,
       page.items.flatMap((r) => [r.filename_enc, r.plain_sha256_enc]),
     );
-    await recordPhiEvent(ctx, t, actor, { action: "attachment.list", resourceType: "attachment", patientId, tenantId, breakGlass, reason: `${page.items.length} shown` }, req);
-    return { items: page.items.map((r) => view(open, r)), nextCursor: page.nextCursor };
+    const { items, skipped } = openRows(page.items, (r) => r.id, (r) => view(open, r));
+    await recordPhiEvent(ctx, t, actor, { action: "attachment.list", resourceType: "attachment", patientId, tenantId, breakGlass, reason: `${items.length} shown` }, req);
+    await recordUndecryptable(ctx, t, actor, skipped, { resourceType: "attachment", tenantId, patientId, breakGlass }, req);
+    return { items, nextCursor: page.nextCursor, undecryptable: skipped.length };
   });
 }
 
@@ -163,7 +155,7 @@ export async function deleteAttachment(ctx: ApplianceContext, actor: Actor, pati
     const { breakGlass } = await openPatient(ctx, t, actor, "attachment:delete", patientId);
     const row = await load(ctx, t, tenantId, patientId, id, true);
     await assertNoLegalHold(ctx, t, tenantId, patientId, "deleting an attachment of this patient");
-    await exec(ctx, t, "DELETE FROM attachments WHERE id = $1", [id]);
+    await t.exec("DELETE FROM attachments WHERE id = $1", [id]);
     await recordPhiEvent(ctx, t, actor, { action: "attachment.delete", resourceType: "attachment", resourceId: id, patientId, tenantId, breakGlass }, req);
     return row.storage_path;
   });

@@ -1,14 +1,15 @@
 import { randomUUID } from "node:crypto";
-import type { Transaction } from "sequelize";
+import type { Tx } from "../../db/sql.js";
 import type { Actor } from "../../kernel/actor.js";
 import type { RequestMeta } from "../../kernel/request-meta.js";
 import type { ApplianceContext } from "../../context.js";
-import { inScope } from "../../db/tenant-scope.js";
+import { inScope } from "../../db/sql.js";
 import { Conflict, Invalid, NotFound } from "../../kernel/errors.js";
 import { recordPhiEvent } from "../../audit/append.js";
-import { openerFor, sealRow, type FieldOpener } from "../columns.js";
-import { exec, isUniqueViolation, rows } from "../db.js";
-import { decodeCursor, pageOf, timeIdPosition, type Page } from "../http.js";
+import { recordUndecryptable } from "../audit.js";
+import { openerFor, openRows, sealRow, type FieldOpener } from "../columns.js";
+import { isUniqueViolation } from "../../db/sql.js";
+import { decodeCursor, pageOf, timeIdPosition, type ListPage } from "../http.js";
 import { openPatient, tenantOf } from "../patients/access.js";
 import type { ConsentGrant, ConsentRevoke, ConsentSummary, ConsentView, InForceQuery } from "./schema.js";
 
@@ -77,8 +78,8 @@ function fullView(open: FieldOpener, r: ConsentRow, now: Date): ConsentView {
 
 const summaryCiphertexts = (list: ConsentRow[]) => list.flatMap((r) => [r.scope_enc, r.revocation_reason_enc]);
 
-async function loadConsent(ctx: ApplianceContext, t: Transaction, tenantId: string, patientId: string, id: string): Promise<ConsentRow> {
-  const [row] = await rows<ConsentRow>(ctx, t, `${SELECT} WHERE c.id = $1 AND c.tenant_id = $2 AND c.patient_id = $3`, [id, tenantId, patientId]);
+async function loadConsent(ctx: ApplianceContext, t: Tx, tenantId: string, patientId: string, id: string): Promise<ConsentRow> {
+  const [row] = await t.rows<ConsentRow>(`${SELECT} WHERE c.id = $1 AND c.tenant_id = $2 AND c.patient_id = $3`, [id, tenantId, patientId]);
   if (!row) throw new NotFound("no such consent for this patient");
   return row;
 }
@@ -91,13 +92,8 @@ export async function grantConsent(ctx: ApplianceContext, actor: Actor, patientI
     const { breakGlass } = await openPatient(ctx, t, actor, "consent:create", patientId);
     const id = randomUUID();
     const enc = await sealRow(ctx, t, { tenantId, patientId, table: "consents", rowId: id }, { scope_enc: input.scope ?? null, evidence_enc: JSON.stringify(input.evidence) });
-    await exec(
-      ctx,
-      t,
-      `INSERT INTO consents (id, tenant_id, patient_id, consent_type, text_version, scope_enc, method, evidence_enc, granted_at, granted_by, expires_at)
-       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)`,
-      [id, tenantId, patientId, input.type, input.textVersion, enc.scope_enc, input.evidence.method, enc.evidence_enc, now, actor.userId, input.expiresAt ?? null],
-    );
+    await t.exec(`INSERT INTO consents (id, tenant_id, patient_id, consent_type, text_version, scope_enc, method, evidence_enc, granted_at, granted_by, expires_at)
+       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)`, [id, tenantId, patientId, input.type, input.textVersion, enc.scope_enc, input.evidence.method, enc.evidence_enc, now, actor.userId, input.expiresAt ?? null]);
     await recordPhiEvent(ctx, t, actor, { action: "consent.grant", resourceType: "consent", resourceId: id, patientId, tenantId, breakGlass, reason: `type ${input.type} v${input.textVersion}` }, meta);
     const row = await loadConsent(ctx, t, tenantId, patientId, id);
     const open = await openerFor(ctx, t, [row.scope_enc, row.evidence_enc]);
@@ -114,12 +110,7 @@ export async function revokeConsent(ctx: ApplianceContext, actor: Actor, patient
       const existing = await loadConsent(ctx, t, tenantId, patientId, consentId);
       if (existing.revoked_at) throw new Conflict(`this consent was already revoked on ${existing.revoked_at.toISOString()}`);
       const enc = await sealRow(ctx, t, { tenantId, patientId, table: "consent_revocations", rowId: consentId }, { evidence_enc: JSON.stringify(input.evidence), reason_enc: input.reason ?? null });
-      await exec(
-        ctx,
-        t,
-        `INSERT INTO consent_revocations (consent_id, tenant_id, patient_id, revoked_at, revoked_by, method, evidence_enc, reason_enc) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`,
-        [consentId, tenantId, patientId, now, actor.userId, input.evidence.method, enc.evidence_enc, enc.reason_enc],
-      );
+      await t.exec(`INSERT INTO consent_revocations (consent_id, tenant_id, patient_id, revoked_at, revoked_by, method, evidence_enc, reason_enc) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`, [consentId, tenantId, patientId, now, actor.userId, input.evidence.method, enc.evidence_enc, enc.reason_enc]);
       await recordPhiEvent(ctx, t, actor, { action: "consent.revoke", resourceType: "consent", resourceId: consentId, patientId, tenantId, breakGlass, reason: `type ${existing.consent_type}` }, meta);
       const row = await loadConsent(ctx, t, tenantId, patientId, consentId);
       const open = await openerFor(ctx, t, [row.scope_enc, row.evidence_enc, row.revocation_evidence_enc, row.revocation_reason_enc]);
@@ -150,25 +141,22 @@ export async function listConsents(
   patientId: string,
   q: { type?: string | undefined; limit: number; cursor?: string | undefined },
   meta: RequestMeta,
-): Promise<Page<ConsentSummary>> {
+): Promise<ListPage<ConsentSummary>> {
   const tenantId = tenantOf(actor);
   const purpose = `consents:${tenantId}:${patientId}:${q.type ?? ""}`;
   const after = timeIdPosition(decodeCursor(ctx, purpose, q.cursor));
   return inScope(ctx.db.app, { kind: "tenant", tenantId }, async (t) => {
     const { breakGlass } = await openPatient(ctx, t, actor, "consent:list", patientId);
-    const list = await rows<ConsentRow>(
-      ctx,
-      t,
-      `${SELECT} WHERE c.tenant_id = $1 AND c.patient_id = $2 AND ($3::text IS NULL OR c.consent_type = $3)
+    const list = await t.rows<ConsentRow>(`${SELECT} WHERE c.tenant_id = $1 AND c.patient_id = $2 AND ($3::text IS NULL OR c.consent_type = $3)
          AND ($4::timestamptz IS NULL OR (c.granted_at, c.id) > ($4::timestamptz, $5::uuid))
-       ORDER BY c.granted_at, c.id LIMIT $6`,
-      [tenantId, patientId, q.type ?? null, after?.at ?? null, after?.id ?? null, q.limit + 1],
-    );
+       ORDER BY c.granted_at, c.id LIMIT $6`, [tenantId, patientId, q.type ?? null, after?.at ?? null, after?.id ?? null, q.limit + 1]);
     const page = pageOf(ctx, purpose, list, q.limit, (r) => [r.granted_at.toISOString(), r.id], (r) => r);
     const open = await openerFor(ctx, t, summaryCiphertexts(page.items));
     const now = ctx.clock.now();
-    await recordPhiEvent(ctx, t, actor, { action: "consent.list", resourceType: "consent", patientId, tenantId, breakGlass, reason: `${page.items.length} shown` }, meta);
-    return { items: page.items.map((r) => summary(open, r, now)), nextCursor: page.nextCursor };
+    const { items, skipped } = openRows(page.items, (r) => r.id, (r) => summary(open, r, now));
+    await recordPhiEvent(ctx, t, actor, { action: "consent.list", resourceType: "consent", patientId, tenantId, breakGlass, reason: `${items.length} shown` }, meta);
+    await recordUndecryptable(ctx, t, actor, skipped, { resourceType: "consent", tenantId, patientId, breakGlass }, meta);
+    return { items, nextCursor: page.nextCursor, undecryptable: skipped.length };
   });
 }
 
@@ -181,14 +169,9 @@ export async function consentInForce(ctx: ApplianceContext, actor: Actor, patien
   const at = q.at ?? ctx.clock.now();
   return inScope(ctx.db.app, { kind: "tenant", tenantId }, async (t) => {
     const { breakGlass } = await openPatient(ctx, t, actor, "consent:read", patientId);
-    const [row] = await rows<ConsentRow>(
-      ctx,
-      t,
-      `${SELECT} WHERE c.tenant_id = $1 AND c.patient_id = $2 AND c.consent_type = $3 AND ($4::text IS NULL OR c.text_version = $4)
+    const [row] = await t.rows<ConsentRow>(`${SELECT} WHERE c.tenant_id = $1 AND c.patient_id = $2 AND c.consent_type = $3 AND ($4::text IS NULL OR c.text_version = $4)
          AND c.granted_at <= $5 AND (c.expires_at IS NULL OR c.expires_at > $5) AND (r.revoked_at IS NULL OR r.revoked_at > $5)
-       ORDER BY c.granted_at DESC, c.id DESC LIMIT 1`,
-      [tenantId, patientId, q.type, q.textVersion ?? null, at],
-    );
+       ORDER BY c.granted_at DESC, c.id DESC LIMIT 1`, [tenantId, patientId, q.type, q.textVersion ?? null, at]);
     await recordPhiEvent(
       ctx,
       t,

@@ -11,17 +11,17 @@
  *
  * A legal hold blocks the request and the purge; both refusals are audited.
  */
-import type { Transaction } from "sequelize";
+import type { Tx } from "../../db/sql.js";
 import { z } from "zod";
 import type { Actor } from "../../kernel/actor.js";
-import { authorize } from "../../access/policy.js";
+import { authorize } from "../../kernel/policy.js";
 import type { RequestMeta } from "../../kernel/request-meta.js";
 import type { ApplianceContext } from "../../context.js";
-import { inScope } from "../../db/tenant-scope.js";
+import { inScope } from "../../db/sql.js";
 import { Conflict, NotFound } from "../../kernel/errors.js";
 import { destroyDueKeys, scheduleShred } from "../../keys/index.js";
 import { recordPhiEvent, SYSTEM_ACTOR } from "../../audit/append.js";
-import { exec, isUniqueViolation, rows } from "../db.js";
+import { isUniqueViolation } from "../../db/sql.js";
 import { LegalHoldActive } from "../errors.js";
 import { pageQuery } from "../http.js";
 import { removeFolder } from "../attachments/store.js";
@@ -87,16 +87,11 @@ async function auditHoldRefusal(ctx: ApplianceContext, actor: Actor, tenantId: s
   );
 }
 
-async function insertRequest(ctx: ApplianceContext, t: Transaction, actor: Actor, tenantId: string, patientId: string | null): Promise<RequestRow> {
+async function insertRequest(ctx: ApplianceContext, t: Tx, actor: Actor, tenantId: string, patientId: string | null): Promise<RequestRow> {
   const now = ctx.clock.now();
   const purgeAfter = new Date(now.getTime() + ctx.config.records.deletionGraceDays * 86_400_000);
   try {
-    const [row] = await rows<RequestRow>(
-      ctx,
-      t,
-      `INSERT INTO deletion_requests (tenant_id, subject, patient_id, requested_at, requested_by, purge_after) VALUES ($1, $2, $3, $4, $5, $6) RETURNING *`,
-      [tenantId, patientId ? "patient" : "tenant", patientId, now, actor.userId, purgeAfter],
-    );
+    const [row] = await t.rows<RequestRow>(`INSERT INTO deletion_requests (tenant_id, subject, patient_id, requested_at, requested_by, purge_after) VALUES ($1, $2, $3, $4, $5, $6) RETURNING *`, [tenantId, patientId ? "patient" : "tenant", patientId, now, actor.userId, purgeAfter]);
     return row!;
   } catch (err) {
     if (isUniqueViolation(err, "deletion_requests_pending_patient") || isUniqueViolation(err, "deletion_requests_pending_tenant")) {
@@ -152,10 +147,10 @@ export async function cancelDeletion(ctx: ApplianceContext, actor: Actor, reques
   const tenantId = tenantOf(actor);
   authorize(actor, "deletion:cancel", { tenantId });
   return inScope(ctx.db.app, { kind: "tenant", tenantId }, async (t) => {
-    const [existing] = await rows<RequestRow>(ctx, t, "SELECT * FROM deletion_requests WHERE id = $1 AND tenant_id = $2 FOR UPDATE", [requestId, tenantId]);
+    const [existing] = await t.rows<RequestRow>("SELECT * FROM deletion_requests WHERE id = $1 AND tenant_id = $2 FOR UPDATE", [requestId, tenantId]);
     if (!existing) throw new NotFound("no such deletion request");
     if (existing.status !== "pending") throw new Conflict(`the deletion request is ${existing.status}; only a pending one can be cancelled`);
-    const [row] = await rows<RequestRow>(ctx, t, "UPDATE deletion_requests SET status = 'cancelled', cancelled_at = $2, cancelled_by = $3 WHERE id = $1 RETURNING *", [
+    const [row] = await t.rows<RequestRow>("UPDATE deletion_requests SET status = 'cancelled', cancelled_at = $2, cancelled_by = $3 WHERE id = $1 RETURNING *", [
       requestId,
       ctx.clock.now(),
       actor.userId,
@@ -175,7 +170,7 @@ export async function listDeletionRequests(ctx: ApplianceContext, actor: Actor, 
   const tenantId = tenantOf(actor);
   authorize(actor, "deletion:list", { tenantId });
   return inScope(ctx.db.app, { kind: "tenant", tenantId }, async (t) => {
-    const list = await rows<RequestRow>(ctx, t, "SELECT * FROM deletion_requests WHERE tenant_id = $1 AND ($2::text IS NULL OR status = $2) ORDER BY requested_at DESC LIMIT $3", [
+    const list = await t.rows<RequestRow>("SELECT * FROM deletion_requests WHERE tenant_id = $1 AND ($2::text IS NULL OR status = $2) ORDER BY requested_at DESC LIMIT $3", [
       tenantId,
       q.status ?? null,
       q.limit,
@@ -191,30 +186,25 @@ export async function listDeletionRequests(ctx: ApplianceContext, actor: Actor, 
  * Returns nothing to log: ids only ever. The history tables' trigger lets these deletes through
  * because the transaction names the patient in wardkeep.purge_patient.
  */
-async function purgePatientRows(ctx: ApplianceContext, t: Transaction, tenantId: string, patientId: string): Promise<void> {
+async function purgePatientRows(ctx: ApplianceContext, t: Tx, tenantId: string, patientId: string): Promise<void> {
   const now = ctx.clock.now();
-  await exec(ctx, t, "SELECT set_config('wardkeep.purge_patient', $1, true)", [patientId]);
+  await t.exec("SELECT set_config('wardkeep.purge_patient', $1, true)", [patientId]);
   const scoped = "WHERE tenant_id = $1 AND patient_id = $2";
   for (const table of ["note_versions", "notes", "consent_revocations", "consents", "attachments", "appointments", "legal_holds", "care_team_assignments"]) {
-    await exec(ctx, t, `DELETE FROM ${table} ${scoped}`, [tenantId, patientId]);
+    await t.exec(`DELETE FROM ${table} ${scoped}`, [tenantId, patientId]);
   }
   // Break-glass reasons are free text typed about this patient: they go too (the audit trail keeps its copy).
-  await exec(ctx, t, `UPDATE break_glass_grants SET reason = '(removed when the patient was purged)', ended_at = coalesce(ended_at, $3) ${scoped}`, [tenantId, patientId, now]);
-  await exec(
-    ctx,
-    t,
-    `UPDATE patients SET status = 'purged', name_enc = NULL, birth_date_enc = NULL, mrn_enc = NULL, phone_enc = NULL, email_enc = NULL, address_enc = NULL,
+  await t.exec(`UPDATE break_glass_grants SET reason = '(removed when the patient was purged)', ended_at = coalesce(ended_at, $3) ${scoped}`, [tenantId, patientId, now]);
+  await t.exec(`UPDATE patients SET status = 'purged', name_enc = NULL, birth_date_enc = NULL, mrn_enc = NULL, phone_enc = NULL, email_enc = NULL, address_enc = NULL,
        mrn_bidx = NULL, email_bidx = NULL, purged_at = $3, updated_at = $3, updated_by = NULL, version = version + 1
-     WHERE tenant_id = $1 AND id = $2`,
-    [tenantId, patientId, now],
-  );
+     WHERE tenant_id = $1 AND id = $2`, [tenantId, patientId, now]);
 }
 
 export type PurgeOutcome = { requestId: string; subject: "patient" | "tenant"; tenantId: string; patientId: string | null; result: "purged" | "blocked" | "skipped" };
 
-async function markBlocked(ctx: ApplianceContext, t: Transaction, r: RequestRow, holds: string[]): Promise<PurgeOutcome> {
+async function markBlocked(ctx: ApplianceContext, t: Tx, r: RequestRow, holds: string[]): Promise<PurgeOutcome> {
   if (!r.blocked_since) {
-    await exec(ctx, t, "UPDATE deletion_requests SET blocked_since = $2 WHERE id = $1", [r.id, ctx.clock.now()]);
+    await t.exec("UPDATE deletion_requests SET blocked_since = $2 WHERE id = $1", [r.id, ctx.clock.now()]);
     await recordPhiEvent(
       ctx,
       t,
@@ -228,8 +218,8 @@ async function markBlocked(ctx: ApplianceContext, t: Transaction, r: RequestRow,
 }
 
 /** Locks a due request; replicas racing for it skip it (SKIP LOCKED). */
-async function lockDue(ctx: ApplianceContext, t: Transaction, id: string): Promise<RequestRow | undefined> {
-  const [r] = await rows<RequestRow>(ctx, t, "SELECT * FROM deletion_requests WHERE id = $1 AND status = 'pending' AND purge_after <= $2 FOR UPDATE SKIP LOCKED", [id, ctx.clock.now()]);
+async function lockDue(ctx: ApplianceContext, t: Tx, id: string): Promise<RequestRow | undefined> {
+  const [r] = await t.rows<RequestRow>("SELECT * FROM deletion_requests WHERE id = $1 AND status = 'pending' AND purge_after <= $2 FOR UPDATE SKIP LOCKED", [id, ctx.clock.now()]);
   return r;
 }
 
@@ -242,7 +232,7 @@ async function purgePatientRequest(ctx: ApplianceContext, id: string, tenantId: 
     await purgePatientRows(ctx, t, tenantId, r.patient_id!);
     // Grace 0: the grace period was the request's; the keys go now, with the rows.
     await scheduleShred(ctx, { kind: "patient", tenantId, patientId: r.patient_id! }, { transaction: t, graceDays: 0 });
-    await exec(ctx, t, "UPDATE deletion_requests SET status = 'purged', purged_at = $2 WHERE id = $1", [id, ctx.clock.now()]);
+    await t.exec("UPDATE deletion_requests SET status = 'purged', purged_at = $2 WHERE id = $1", [id, ctx.clock.now()]);
     await recordPhiEvent(ctx, t, SYSTEM_ACTOR, { action: "patient.purge", resourceType: "patient", resourceId: r.patient_id, patientId: r.patient_id, tenantId, reason: `deletion request ${id}` }, null);
     return { requestId: id, subject: "patient" as const, tenantId, patientId: r.patient_id, result: "purged" as const };
   });
@@ -262,14 +252,14 @@ async function purgeTenantRequest(ctx: ApplianceContext, id: string, tenantId: s
       if (!r) return { done: true as const, outcome: undefined };
       const holds = await activeHolds(ctx, t, tenantId);
       if (holds.length) return { done: true as const, outcome: await markBlocked(ctx, t, r, holds) };
-      const batch = await rows<{ id: string }>(ctx, t, "SELECT id FROM patients WHERE tenant_id = $1 AND status = 'active' ORDER BY id LIMIT 100", [tenantId]);
+      const batch = await t.rows<{ id: string }>("SELECT id FROM patients WHERE tenant_id = $1 AND status = 'active' ORDER BY id LIMIT 100", [tenantId]);
       if (batch.length) {
         for (const p of batch) await purgePatientRows(ctx, t, tenantId, p.id);
         return { done: false as const, outcome: undefined };
       }
       await scheduleShred(ctx, { kind: "tenant", tenantId }, { transaction: t, graceDays: 0 });
-      await exec(ctx, t, "UPDATE tenants SET status = 'deleting', updated_at = $2 WHERE id = $1", [tenantId, ctx.clock.now()]);
-      await exec(ctx, t, "UPDATE deletion_requests SET status = 'purged', purged_at = $2 WHERE id = $1", [id, ctx.clock.now()]);
+      await t.exec("UPDATE tenants SET status = 'deleting', updated_at = $2 WHERE id = $1", [tenantId, ctx.clock.now()]);
+      await t.exec("UPDATE deletion_requests SET status = 'purged', purged_at = $2 WHERE id = $1", [id, ctx.clock.now()]);
       await recordPhiEvent(ctx, t, SYSTEM_ACTOR, { action: "tenant.purge", resourceType: "tenant", resourceId: tenantId, tenantId, reason: `deletion request ${id}` }, null);
       return { done: true as const, outcome: { requestId: id, subject: "tenant" as const, tenantId, patientId: null, result: "purged" as const } };
     });
@@ -286,12 +276,7 @@ async function purgeTenantRequest(ctx: ApplianceContext, id: string, tenantId: s
  */
 export async function purgeDueDeletions(ctx: ApplianceContext): Promise<PurgeOutcome[]> {
   const due = await inScope(ctx.db.app, { kind: "appliance" }, (t) =>
-    rows<{ id: string; tenant_id: string; subject: "patient" | "tenant" }>(
-      ctx,
-      t,
-      "SELECT id, tenant_id, subject FROM deletion_requests WHERE status = 'pending' AND purge_after <= $1 ORDER BY purge_after LIMIT 1000",
-      [ctx.clock.now()],
-    ),
+    t.rows<{ id: string; tenant_id: string; subject: "patient" | "tenant" }>("SELECT id, tenant_id, subject FROM deletion_requests WHERE status = 'pending' AND purge_after <= $1 ORDER BY purge_after LIMIT 1000", [ctx.clock.now()]),
   );
   const outcomes: PurgeOutcome[] = [];
   for (const d of due) {

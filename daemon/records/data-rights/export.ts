@@ -10,16 +10,15 @@
  */
 import type { Writable } from "node:stream";
 import { stringify } from "csv-stringify";
-import type { Transaction } from "sequelize";
+import type { Tx } from "../../db/sql.js";
 import { z } from "zod";
 import type { Actor } from "../../kernel/actor.js";
-import { authorize } from "../../access/policy.js";
+import { authorize } from "../../kernel/policy.js";
 import type { RequestMeta } from "../../kernel/request-meta.js";
 import type { ApplianceContext } from "../../context.js";
-import { inScope } from "../../db/tenant-scope.js";
+import { inScope } from "../../db/sql.js";
 import { recordPhiEvent } from "../../audit/append.js";
 import { openerFor, type FieldOpener } from "../columns.js";
-import { rows } from "../db.js";
 import { findActivePatient, tenantOf, type PatientRow } from "../patients/access.js";
 import { patientViews } from "../patients/service.js";
 import type { PatientView } from "../patients/schema.js";
@@ -69,18 +68,13 @@ type Bundle = {
 
 const iso = (d: Date | null) => d?.toISOString() ?? null;
 
-async function loadBundles(ctx: ApplianceContext, t: Transaction, patients: PatientRow[]): Promise<Bundle[]> {
+async function loadBundles(ctx: ApplianceContext, t: Tx, patients: PatientRow[]): Promise<Bundle[]> {
   const ids = patients.map((p) => p.id);
   const tenantId = patients[0]!.tenant_id;
   const bind = [tenantId, ids];
   const where = "tenant_id = $1 AND patient_id = ANY($2::uuid[])";
-  const appts = await rows<{ id: string; patient_id: string; practitioner_id: string; starts_at: Date; ends_at: Date; status: string; created_at: Date }>(
-    ctx,
-    t,
-    `SELECT id, patient_id, practitioner_id, starts_at, ends_at, status, created_at FROM appointments WHERE ${where} ORDER BY starts_at, id`,
-    bind,
-  );
-  const notes = await rows<{
+  const appts = await t.rows<{ id: string; patient_id: string; practitioner_id: string; starts_at: Date; ends_at: Date; status: string; created_at: Date }>(`SELECT id, patient_id, practitioner_id, starts_at, ends_at, status, created_at FROM appointments WHERE ${where} ORDER BY starts_at, id`, bind);
+  const notes = await t.rows<{
     id: string;
     patient_id: string;
     kind: string;
@@ -92,14 +86,9 @@ async function loadBundles(ctx: ApplianceContext, t: Transaction, patients: Pati
     source_attachment_id: string | null;
     created_at: Date;
     created_by: string;
-  }>(ctx, t, `SELECT * FROM notes WHERE ${where} ORDER BY created_at, id`, bind);
-  const versions = await rows<{ id: string; note_id: string; version: number; change: string; body_enc: Buffer; reason_enc: Buffer | null; created_at: Date; created_by: string }>(
-    ctx,
-    t,
-    `SELECT * FROM note_versions WHERE ${where} ORDER BY note_id, version`,
-    bind,
-  );
-  const consents = await rows<{
+  }>(`SELECT * FROM notes WHERE ${where} ORDER BY created_at, id`, bind);
+  const versions = await t.rows<{ id: string; note_id: string; version: number; change: string; body_enc: Buffer; reason_enc: Buffer | null; created_at: Date; created_by: string }>(`SELECT * FROM note_versions WHERE ${where} ORDER BY note_id, version`, bind);
+  const consents = await t.rows<{
     id: string;
     patient_id: string;
     consent_type: string;
@@ -115,14 +104,9 @@ async function loadBundles(ctx: ApplianceContext, t: Transaction, patients: Pati
     r_method: string | null;
     r_evidence_enc: Buffer | null;
     r_reason_enc: Buffer | null;
-  }>(
-    ctx,
-    t,
-    `SELECT c.*, r.revoked_at, r.revoked_by, r.method AS r_method, r.evidence_enc AS r_evidence_enc, r.reason_enc AS r_reason_enc
-       FROM consents c LEFT JOIN consent_revocations r ON r.consent_id = c.id WHERE c.tenant_id = $1 AND c.patient_id = ANY($2::uuid[]) ORDER BY c.granted_at, c.id`,
-    bind,
-  );
-  const attachments = await rows<{
+  }>(`SELECT c.*, r.revoked_at, r.revoked_by, r.method AS r_method, r.evidence_enc AS r_evidence_enc, r.reason_enc AS r_reason_enc
+       FROM consents c LEFT JOIN consent_revocations r ON r.consent_id = c.id WHERE c.tenant_id = $1 AND c.patient_id = ANY($2::uuid[]) ORDER BY c.granted_at, c.id`, bind);
+  const attachments = await t.rows<{
     id: string;
     patient_id: string;
     kind: string;
@@ -132,7 +116,7 @@ async function loadBundles(ctx: ApplianceContext, t: Transaction, patients: Pati
     size_bytes: string;
     created_at: Date;
     created_by: string;
-  }>(ctx, t, `SELECT id, patient_id, kind, media_type, filename_enc, plain_sha256_enc, size_bytes, created_at, created_by FROM attachments WHERE ${where} ORDER BY created_at, id`, bind);
+  }>(`SELECT id, patient_id, kind, media_type, filename_enc, plain_sha256_enc, size_bytes, created_at, created_by FROM attachments WHERE ${where} ORDER BY created_at, id`, bind);
 
   const open: FieldOpener = await openerFor(ctx, t, [
     ...versions.flatMap((v) => [v.body_enc, v.reason_enc]),
@@ -218,7 +202,7 @@ async function* bundlesOf(ctx: ApplianceContext, actor: Actor, tenantId: string,
       const patients =
         scope.kind === "patient"
           ? [await findActivePatient(ctx, t, tenantId, scope.patientId)]
-          : await rows<PatientRow>(ctx, t, "SELECT * FROM patients WHERE tenant_id = $1 AND status = 'active' AND id > $2 ORDER BY id LIMIT $3", [tenantId, after, size]);
+          : await t.rows<PatientRow>("SELECT * FROM patients WHERE tenant_id = $1 AND status = 'active' AND id > $2 ORDER BY id LIMIT $3", [tenantId, after, size]);
       if (patients.length === 0) return [];
       const bundles = await loadBundles(ctx, t, patients);
       for (const b of bundles) {

@@ -1,14 +1,13 @@
-import type { Transaction } from "sequelize";
+import type { Tx } from "../../db/sql.js";
 import { z } from "zod";
 import type { Actor } from "../../kernel/actor.js";
-import { authorize } from "../../access/policy.js";
+import { authorize } from "../../kernel/policy.js";
 import type { RequestMeta } from "../../kernel/request-meta.js";
 import type { ApplianceContext } from "../../context.js";
-import { inScope } from "../../db/tenant-scope.js";
+import { inScope } from "../../db/sql.js";
 import { Conflict, NotFound } from "../../kernel/errors.js";
 import { recordPhiEvent } from "../../audit/append.js";
 import { openerFor, sealRow } from "../columns.js";
-import { exec, rows } from "../db.js";
 import { LegalHoldActive } from "../errors.js";
 import { text, uuid } from "../http.js";
 import { findActivePatient, tenantOf } from "../patients/access.js";
@@ -40,7 +39,7 @@ export type LegalHoldView = z.infer<typeof legalHoldView>;
 
 type HoldRow = { id: string; tenant_id: string; patient_id: string; reason_enc: Buffer; placed_at: Date; placed_by: string; released_at: Date | null; released_by: string | null };
 
-async function views(ctx: ApplianceContext, t: Transaction, list: HoldRow[]): Promise<LegalHoldView[]> {
+async function views(ctx: ApplianceContext, t: Tx, list: HoldRow[]): Promise<LegalHoldView[]> {
   const open = await openerFor(
     ctx,
     t,
@@ -59,8 +58,8 @@ async function views(ctx: ApplianceContext, t: Transaction, list: HoldRow[]): Pr
 }
 
 /** Ids of the active holds on a patient (or on any patient of the tenant). */
-export async function activeHolds(ctx: ApplianceContext, t: Transaction, tenantId: string, patientId?: string): Promise<string[]> {
-  const found = await rows<{ id: string }>(ctx, t, "SELECT id FROM legal_holds WHERE tenant_id = $1 AND ($2::uuid IS NULL OR patient_id = $2::uuid) AND released_at IS NULL", [
+export async function activeHolds(ctx: ApplianceContext, t: Tx, tenantId: string, patientId?: string): Promise<string[]> {
+  const found = await t.rows<{ id: string }>("SELECT id FROM legal_holds WHERE tenant_id = $1 AND ($2::uuid IS NULL OR patient_id = $2::uuid) AND released_at IS NULL", [
     tenantId,
     patientId ?? null,
   ]);
@@ -68,7 +67,7 @@ export async function activeHolds(ctx: ApplianceContext, t: Transaction, tenantI
 }
 
 /** Throws 409 `legal-hold` when a hold stands (the caller audits the refusal). */
-export async function assertNoLegalHold(ctx: ApplianceContext, t: Transaction, tenantId: string, patientId: string | undefined, what: string): Promise<void> {
+export async function assertNoLegalHold(ctx: ApplianceContext, t: Tx, tenantId: string, patientId: string | undefined, what: string): Promise<void> {
   const holds = await activeHolds(ctx, t, tenantId, patientId);
   if (holds.length) throw new LegalHoldActive(`${what} is blocked by ${holds.length} active legal hold(s); release them first`, { legalHoldIds: holds });
 }
@@ -78,9 +77,9 @@ export async function placeLegalHold(ctx: ApplianceContext, actor: Actor, patien
   authorize(actor, "legal_hold:place", { tenantId });
   return inScope(ctx.db.app, { kind: "tenant", tenantId }, async (t) => {
     await findActivePatient(ctx, t, tenantId, patientId, { lock: true });
-    const [{ id }] = (await rows<{ id: string }>(ctx, t, "SELECT gen_random_uuid() AS id")) as [{ id: string }];
+    const [{ id }] = (await t.rows<{ id: string }>("SELECT gen_random_uuid() AS id")) as [{ id: string }];
     const enc = await sealRow(ctx, t, { tenantId, patientId, table: "legal_holds", rowId: id }, { reason_enc: input.reason });
-    const [row] = await rows<HoldRow>(ctx, t, "INSERT INTO legal_holds (id, tenant_id, patient_id, reason_enc, placed_at, placed_by) VALUES ($1, $2, $3, $4, $5, $6) RETURNING *", [
+    const [row] = await t.rows<HoldRow>("INSERT INTO legal_holds (id, tenant_id, patient_id, reason_enc, placed_at, placed_by) VALUES ($1, $2, $3, $4, $5, $6) RETURNING *", [
       id,
       tenantId,
       patientId,
@@ -97,12 +96,12 @@ export async function releaseLegalHold(ctx: ApplianceContext, actor: Actor, pati
   const tenantId = tenantOf(actor);
   authorize(actor, "legal_hold:release", { tenantId });
   return inScope(ctx.db.app, { kind: "tenant", tenantId }, async (t) => {
-    const [hold] = await rows<HoldRow>(ctx, t, "SELECT * FROM legal_holds WHERE id = $1 AND tenant_id = $2 AND patient_id = $3 FOR UPDATE", [holdId, tenantId, patientId]);
+    const [hold] = await t.rows<HoldRow>("SELECT * FROM legal_holds WHERE id = $1 AND tenant_id = $2 AND patient_id = $3 FOR UPDATE", [holdId, tenantId, patientId]);
     if (!hold) throw new NotFound("no such legal hold on this patient");
     if (hold.released_at) throw new Conflict(`this legal hold was already released on ${hold.released_at.toISOString()}`);
-    const [row] = await rows<HoldRow>(ctx, t, "UPDATE legal_holds SET released_at = $2, released_by = $3 WHERE id = $1 RETURNING *", [holdId, ctx.clock.now(), actor.userId]);
+    const [row] = await t.rows<HoldRow>("UPDATE legal_holds SET released_at = $2, released_by = $3 WHERE id = $1 RETURNING *", [holdId, ctx.clock.now(), actor.userId]);
     // A purge this hold blocked is audited again if another hold blocks it later.
-    await exec(ctx, t, "UPDATE deletion_requests SET blocked_since = NULL WHERE tenant_id = $1 AND status = 'pending' AND (patient_id = $2 OR subject = 'tenant')", [tenantId, patientId]);
+    await t.exec("UPDATE deletion_requests SET blocked_since = NULL WHERE tenant_id = $1 AND status = 'pending' AND (patient_id = $2 OR subject = 'tenant')", [tenantId, patientId]);
     await recordPhiEvent(ctx, t, actor, { action: "legal_hold.release", resourceType: "legal_hold", resourceId: holdId, patientId, tenantId }, meta);
     return (await views(ctx, t, [row!]))[0]!;
   });
@@ -112,13 +111,8 @@ export async function listLegalHolds(ctx: ApplianceContext, actor: Actor, q: z.i
   const tenantId = tenantOf(actor);
   authorize(actor, "legal_hold:list", { tenantId });
   return inScope(ctx.db.app, { kind: "tenant", tenantId }, async (t) => {
-    const list = await rows<HoldRow>(
-      ctx,
-      t,
-      `SELECT * FROM legal_holds WHERE tenant_id = $1 AND ($2::uuid IS NULL OR patient_id = $2::uuid) AND (NOT $3::boolean OR released_at IS NULL)
-        ORDER BY placed_at DESC LIMIT 500`,
-      [tenantId, q.patientId ?? null, q.active === "true"],
-    );
+    const list = await t.rows<HoldRow>(`SELECT * FROM legal_holds WHERE tenant_id = $1 AND ($2::uuid IS NULL OR patient_id = $2::uuid) AND (NOT $3::boolean OR released_at IS NULL)
+        ORDER BY placed_at DESC LIMIT 500`, [tenantId, q.patientId ?? null, q.active === "true"]);
     await recordPhiEvent(ctx, t, actor, { action: "legal_hold.list", resourceType: "legal_hold", patientId: q.patientId ?? null, tenantId, reason: `${list.length} shown` }, meta);
     return { items: await views(ctx, t, list) };
   });

@@ -1,16 +1,16 @@
 import { randomUUID } from "node:crypto";
-import type { Transaction } from "sequelize";
+import type { Tx } from "../../db/sql.js";
 import type { Actor } from "../../kernel/actor.js";
-import { patientAccessFor } from "../../access/care-team.js";
-import { authorize } from "../../access/policy.js";
+import { patientAccessFor } from "../../access/index.js";
+import { authorize } from "../../kernel/policy.js";
 import type { RequestMeta } from "../../kernel/request-meta.js";
 import type { ApplianceContext } from "../../context.js";
-import { inScope } from "../../db/tenant-scope.js";
+import { inScope } from "../../db/sql.js";
 import { Conflict, Invalid, NotFound } from "../../kernel/errors.js";
 import { recordPhiEvent } from "../../audit/append.js";
-import { openerFor, sealRow } from "../columns.js";
-import { exec, execWithCommit, rows } from "../db.js";
-import { assertVersion, decodeCursor, pageOf, timeIdPosition, type Page } from "../http.js";
+import { recordUndecryptable } from "../audit.js";
+import { openerFor, openRows, sealRow } from "../columns.js";
+import { assertVersion, decodeCursor, pageOf, timeIdPosition, type ListPage } from "../http.js";
 import { findActivePatient, openPatient, tenantOf } from "../patients/access.js";
 import type { NoteCreate, NoteRevise, NoteVersionView, NoteView } from "./schema.js";
 
@@ -43,13 +43,18 @@ type NoteRow = {
 const SELECT = `SELECT n.*, v.id AS version_id, v.body_enc, v.created_by AS version_author
   FROM notes n JOIN note_versions v ON v.note_id = n.id AND v.version = n.current_version`;
 
-async function views(ctx: ApplianceContext, t: Transaction, list: NoteRow[]): Promise<NoteView[]> {
+async function views(ctx: ApplianceContext, t: Tx, list: NoteRow[]): Promise<NoteView[]> {
+  return list.map(await viewer(ctx, t, list));
+}
+
+/** The view of each row, with the keys of all of them loaded at once (for `openRows`). */
+async function viewer(ctx: ApplianceContext, t: Tx, list: NoteRow[]): Promise<(r: NoteRow) => NoteView> {
   const open = await openerFor(
     ctx,
     t,
     list.map((r) => r.body_enc),
   );
-  return list.map((r) => ({
+  return (r) => ({
     id: r.id,
     patientId: r.patient_id,
     kind: r.kind,
@@ -64,29 +69,24 @@ async function views(ctx: ApplianceContext, t: Transaction, list: NoteRow[]): Pr
     createdAt: r.created_at.toISOString(),
     createdBy: r.created_by,
     updatedAt: r.updated_at.toISOString(),
-  }));
+  });
 }
 
-async function loadNote(ctx: ApplianceContext, t: Transaction, tenantId: string, patientId: string, noteId: string, lock = false): Promise<NoteRow> {
-  const [row] = await rows<NoteRow>(ctx, t, `${SELECT} WHERE n.id = $1 AND n.tenant_id = $2 AND n.patient_id = $3${lock ? " FOR UPDATE OF n" : ""}`, [noteId, tenantId, patientId]);
+async function loadNote(ctx: ApplianceContext, t: Tx, tenantId: string, patientId: string, noteId: string, lock = false): Promise<NoteRow> {
+  const [row] = await t.rows<NoteRow>(`${SELECT} WHERE n.id = $1 AND n.tenant_id = $2 AND n.patient_id = $3${lock ? " FOR UPDATE OF n" : ""}`, [noteId, tenantId, patientId]);
   if (!row) throw new NotFound("no such note for this patient");
   return row;
 }
 
 async function insertVersion(
   ctx: ApplianceContext,
-  t: Transaction,
+  t: Tx,
   w: { tenantId: string; patientId: string; noteId: string; version: number; change: "original" | "edit" | "amendment"; body: string; reason?: string | undefined; by: string; at: Date },
 ): Promise<void> {
   const id = randomUUID();
   const enc = await sealRow(ctx, t, { tenantId: w.tenantId, patientId: w.patientId, table: "note_versions", rowId: id }, { body_enc: w.body, reason_enc: w.reason ?? null });
-  await exec(
-    ctx,
-    t,
-    `INSERT INTO note_versions (id, tenant_id, patient_id, note_id, version, change, body_enc, reason_enc, created_at, created_by)
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)`,
-    [id, w.tenantId, w.patientId, w.noteId, w.version, w.change, enc.body_enc, enc.reason_enc, w.at, w.by],
-  );
+  await t.exec(`INSERT INTO note_versions (id, tenant_id, patient_id, note_id, version, change, body_enc, reason_enc, created_at, created_by)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)`, [id, w.tenantId, w.patientId, w.noteId, w.version, w.change, enc.body_enc, enc.reason_enc, w.at, w.by]);
 }
 
 export async function createNote(ctx: ApplianceContext, actor: Actor, patientId: string, input: NoteCreate, meta: RequestMeta): Promise<NoteView> {
@@ -94,7 +94,7 @@ export async function createNote(ctx: ApplianceContext, actor: Actor, patientId:
   return inScope(ctx.db.app, { kind: "tenant", tenantId }, async (t) => {
     const { breakGlass, lockedWriteKey } = await openPatient(ctx, t, actor, "note:create", patientId, { writeKey: true });
     if (input.sourceAttachmentId) {
-      const [a] = await rows(ctx, t, "SELECT 1 FROM attachments WHERE id = $1 AND tenant_id = $2 AND patient_id = $3", [input.sourceAttachmentId, tenantId, patientId]);
+      const [a] = await t.rows("SELECT 1 FROM attachments WHERE id = $1 AND tenant_id = $2 AND patient_id = $3", [input.sourceAttachmentId, tenantId, patientId]);
       if (!a) throw new Invalid("sourceAttachmentId must name an attachment of this patient", { errors: [{ path: "sourceAttachmentId", message: "no such attachment for this patient", code: "custom" }] });
     }
     const id = randomUUID();
@@ -103,15 +103,10 @@ export async function createNote(ctx: ApplianceContext, actor: Actor, patientId:
     const enc = await sealRow(ctx, t, { tenantId, patientId, table: "note_versions", rowId: versionId }, { body_enc: input.body }, lockedWriteKey);
     // The note and its original version in one statement, sent with the audit event and COMMIT
     // in one round trip (this is the benchmarked write path).
-    await execWithCommit(
-      ctx,
-      t,
-      `WITH note AS (
+    await t.holdForCommit({ text: `WITH note AS (
          INSERT INTO notes (id, tenant_id, patient_id, kind, source_attachment_id, created_at, created_by, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $6) RETURNING id)
        INSERT INTO note_versions (id, tenant_id, patient_id, note_id, version, change, body_enc, created_at, created_by)
-       SELECT $8, $2, $3, note.id, 1, 'original', $9, $6, $7 FROM note`,
-      [id, tenantId, patientId, input.kind, input.sourceAttachmentId ?? null, now, actor.userId, versionId, enc.body_enc],
-    );
+       SELECT $8, $2, $3, note.id, 1, 'original', $9, $6, $7 FROM note`, values: [id, tenantId, patientId, input.kind, input.sourceAttachmentId ?? null, now, actor.userId, versionId, enc.body_enc] });
     await recordPhiEvent(ctx, t, actor, { action: "note.create", resourceType: "note", resourceId: id, patientId, tenantId, breakGlass }, meta);
     const at = now.toISOString();
     return {
@@ -143,23 +138,19 @@ export async function getNote(ctx: ApplianceContext, actor: Actor, patientId: st
   });
 }
 
-export async function listNotes(ctx: ApplianceContext, actor: Actor, patientId: string, q: { limit: number; cursor?: string | undefined }, meta: RequestMeta): Promise<Page<NoteView>> {
+export async function listNotes(ctx: ApplianceContext, actor: Actor, patientId: string, q: { limit: number; cursor?: string | undefined }, meta: RequestMeta): Promise<ListPage<NoteView>> {
   const tenantId = tenantOf(actor);
   const purpose = `notes:${tenantId}:${patientId}`;
   const after = timeIdPosition(decodeCursor(ctx, purpose, q.cursor));
   return inScope(ctx.db.app, { kind: "tenant", tenantId }, async (t) => {
     const { breakGlass } = await openPatient(ctx, t, actor, "note:list", patientId);
-    const list = await rows<NoteRow>(
-      ctx,
-      t,
-      `${SELECT} WHERE n.tenant_id = $1 AND n.patient_id = $2 AND ($3::timestamptz IS NULL OR (n.created_at, n.id) > ($3::timestamptz, $4::uuid))
-        ORDER BY n.created_at, n.id LIMIT $5`,
-      [tenantId, patientId, after?.at ?? null, after?.id ?? null, q.limit + 1],
-    );
+    const list = await t.rows<NoteRow>(`${SELECT} WHERE n.tenant_id = $1 AND n.patient_id = $2 AND ($3::timestamptz IS NULL OR (n.created_at, n.id) > ($3::timestamptz, $4::uuid))
+        ORDER BY n.created_at, n.id LIMIT $5`, [tenantId, patientId, after?.at ?? null, after?.id ?? null, q.limit + 1]);
     const page = pageOf(ctx, purpose, list, q.limit, (r) => [r.created_at.toISOString(), r.id], (r) => r);
-    const items = await views(ctx, t, page.items);
+    const { items, skipped } = openRows(page.items, (r) => r.id, await viewer(ctx, t, page.items));
     for (const n of items) await recordPhiEvent(ctx, t, actor, { action: "note.list", resourceType: "note", resourceId: n.id, patientId, tenantId, breakGlass }, meta);
-    return { items, nextCursor: page.nextCursor };
+    await recordUndecryptable(ctx, t, actor, skipped, { resourceType: "note", tenantId, patientId, breakGlass }, meta);
+    return { items, nextCursor: page.nextCursor, undecryptable: skipped.length };
   });
 }
 
@@ -177,7 +168,7 @@ export async function reviseNote(ctx: ApplianceContext, actor: Actor, patientId:
     const now = ctx.clock.now();
     const next = note.current_version + 1;
     await insertVersion(ctx, t, { tenantId, patientId, noteId, version: next, change: amending ? "amendment" : "edit", body: input.body, reason: input.reason, by: actor.userId, at: now });
-    await exec(ctx, t, "UPDATE notes SET current_version = $2, status = $3, version = version + 1, updated_at = $4 WHERE id = $1", [noteId, next, amending ? "amended" : "draft", now]);
+    await t.exec("UPDATE notes SET current_version = $2, status = $3, version = version + 1, updated_at = $4 WHERE id = $1", [noteId, next, amending ? "amended" : "draft", now]);
     await recordPhiEvent(
       ctx,
       t,
@@ -200,7 +191,7 @@ export async function signNote(ctx: ApplianceContext, actor: Actor, patientId: s
     assertVersion(note.version, expectedVersion);
     if (note.status === "signed") throw new Conflict(`version ${note.current_version} is already signed`);
     const now = ctx.clock.now();
-    await exec(ctx, t, "UPDATE notes SET status = 'signed', signed_version = current_version, signed_by = $2, signed_at = $3, version = version + 1, updated_at = $3 WHERE id = $1", [
+    await t.exec("UPDATE notes SET status = 'signed', signed_version = current_version, signed_by = $2, signed_at = $3, version = version + 1, updated_at = $3 WHERE id = $1", [
       noteId,
       actor.userId,
       now,
@@ -222,12 +213,7 @@ export async function noteHistory(ctx: ApplianceContext, actor: Actor, patientId
   return inScope(ctx.db.app, { kind: "tenant", tenantId }, async (t) => {
     const { breakGlass } = await openPatient(ctx, t, actor, "note:read", patientId);
     const note = await loadNote(ctx, t, tenantId, patientId, noteId);
-    const list = await rows<{ id: string; tenant_id: string; version: number; change: NoteVersionView["change"]; body_enc: Buffer; reason_enc: Buffer | null; created_at: Date; created_by: string }>(
-      ctx,
-      t,
-      "SELECT * FROM note_versions WHERE note_id = $1 AND tenant_id = $2 ORDER BY version",
-      [noteId, tenantId],
-    );
+    const list = await t.rows<{ id: string; tenant_id: string; version: number; change: NoteVersionView["change"]; body_enc: Buffer; reason_enc: Buffer | null; created_at: Date; created_by: string }>("SELECT * FROM note_versions WHERE note_id = $1 AND tenant_id = $2 ORDER BY version", [noteId, tenantId]);
     const open = await openerFor(
       ctx,
       t,

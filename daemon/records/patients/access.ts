@@ -1,13 +1,11 @@
-import { QueryTypes, type Transaction } from "sequelize";
 import type { Actor } from "../../kernel/actor.js";
-import { authorize, can, type Action } from "../../access/policy.js";
-import { auditIntakeFrom, auditWriteFailed, phiAuditEvent, type PhiEvent } from "../../audit/append.js";
-import { notifyAuditIntake } from "../../audit/chainer.js";
+import { authorize, can, type Action } from "../../kernel/policy.js";
+import { auditIntakeFrom, auditWriteFailed, phiAuditEvent, type PhiEvent, notifyAuditIntake } from "../../audit/append.js";
 import type { RequestMeta } from "../../kernel/request-meta.js";
 import type { ApplianceContext } from "../../context.js";
-import { singleStatementInScope } from "../../db/tenant-scope.js";
+import { sql, type SqlFragment, type Tx } from "../../db/sql.js";
 import { Forbidden, NotFound } from "../../kernel/errors.js";
-import { keyIdOf, lockedWriteKeyOf, lockedWriteKeySql, type LockedWriteKey } from "../../keys/index.js";
+import { lockedWriteKeyOf, lockedWriteKeySql, type LockedWriteKey } from "../../keys/index.js";
 
 /**
  * The first step of every patient-data request: find the (not purged) patient in the actor's
@@ -37,12 +35,8 @@ export type PatientRow = {
   updated_at: Date;
 };
 
-export async function findActivePatient(ctx: ApplianceContext, t: Transaction, tenantId: string, patientId: string, opts: { lock?: boolean } = {}): Promise<PatientRow> {
-  const [row] = await ctx.db.app.query<PatientRow>(`SELECT * FROM patients WHERE id = $1 AND tenant_id = $2 AND status = 'active'${opts.lock ? " FOR UPDATE" : ""}`, {
-    bind: [patientId, tenantId],
-    type: QueryTypes.SELECT,
-    transaction: t,
-  });
+export async function findActivePatient(ctx: ApplianceContext, t: Tx, tenantId: string, patientId: string, opts: { lock?: boolean } = {}): Promise<PatientRow> {
+  const [row] = await t.rows<PatientRow>(`SELECT * FROM patients WHERE id = $1 AND tenant_id = $2 AND status = 'active'${opts.lock ? " FOR UPDATE" : ""}`, [patientId, tenantId]);
   if (!row) throw new NotFound("no such patient");
   return row;
 }
@@ -50,15 +44,15 @@ export async function findActivePatient(ctx: ApplianceContext, t: Transaction, t
 /**
  * A patient row with the policy's facts about the actor: care team (`assigned`) and an open
  * break-glass grant (`break_glass`), the same facts with the same definitions as
- * `patientAccessFor` in daemon/access/care-team.ts. Binds patient $1, tenant $2, actor $3, now $4.
+ * `patientAccessFor` in daemon/access/care-team.ts. `more`: the patient's data key locked and read
+ * for a write (`lockedWriteKeySql`).
  */
-const patientWithFacts = (more: { columns: string; join: string } = { columns: "", join: "" }) => `SELECT p.*,
-       EXISTS (SELECT 1 FROM care_team_assignments c WHERE c.tenant_id = $2 AND c.patient_id = $1 AND c.user_id = $3) AS assigned,
-       EXISTS (SELECT 1 FROM break_glass_grants g WHERE g.tenant_id = $2 AND g.patient_id = $1 AND g.user_id = $3 AND g.ended_at IS NULL AND g.expires_at > $4) AS break_glass${more.columns ? `, ${more.columns}` : ""}
-     FROM patients p ${more.join} WHERE p.id = $1 AND p.tenant_id = $2 AND p.status = 'active'`;
-const PATIENT_WITH_FACTS = patientWithFacts();
-/** The same, with the patient's data key locked and read for a write (`lockedWriteKeySql`, key id at $5). */
-const PATIENT_WITH_FACTS_AND_KEY = patientWithFacts(lockedWriteKeySql(5));
+function patientWithFacts(f: { patientId: string; tenantId: string; actorId: string; now: Date }, more?: { columns: SqlFragment; join: SqlFragment }): SqlFragment {
+  return sql`SELECT p.*,
+       EXISTS (SELECT 1 FROM care_team_assignments c WHERE c.tenant_id = ${f.tenantId} AND c.patient_id = ${f.patientId} AND c.user_id = ${f.actorId}) AS assigned,
+       EXISTS (SELECT 1 FROM break_glass_grants g WHERE g.tenant_id = ${f.tenantId} AND g.patient_id = ${f.patientId} AND g.user_id = ${f.actorId} AND g.ended_at IS NULL AND g.expires_at > ${f.now}) AS break_glass${more ? sql`, ${more.columns}` : sql``}
+     FROM patients p ${more?.join ?? sql``} WHERE p.id = ${f.patientId} AND p.tenant_id = ${f.tenantId} AND p.status = 'active'`;
+}
 
 type PatientWithFacts = PatientRow & { assigned: boolean; break_glass: boolean };
 
@@ -79,7 +73,7 @@ function decide(actor: Actor, action: Action, tenantId: string, row: PatientWith
  */
 export async function openPatient(
   ctx: ApplianceContext,
-  t: Transaction,
+  t: Tx,
   actor: Actor,
   action: Action,
   patientId: string,
@@ -87,11 +81,8 @@ export async function openPatient(
 ): Promise<{ patient: PatientRow; breakGlass: boolean; lockedWriteKey?: LockedWriteKey }> {
   const tenantId = tenantOf(actor);
   const subject = { kind: "patient", tenantId, patientId } as const;
-  const [row] = await ctx.db.app.query<PatientWithFacts & Record<string, unknown>>(`${opts.writeKey ? PATIENT_WITH_FACTS_AND_KEY : PATIENT_WITH_FACTS}${opts.lock ? " FOR UPDATE OF p" : ""}`, {
-    bind: [patientId, tenantId, actor.userId, ctx.clock.now(), ...(opts.writeKey ? [keyIdOf(subject)] : [])],
-    type: QueryTypes.SELECT,
-    transaction: t,
-  });
+  const facts = patientWithFacts({ patientId, tenantId, actorId: actor.userId, now: ctx.clock.now() }, opts.writeKey ? lockedWriteKeySql(subject) : undefined);
+  const [row] = await t.rows<PatientWithFacts & Record<string, unknown>>(opts.lock ? sql`${facts} FOR UPDATE OF p` : facts);
   if (!opts.writeKey || !row) return decide(actor, action, tenantId, row);
   const { key, rest } = lockedWriteKeyOf(subject, row);
   return { ...decide(actor, action, tenantId, rest), lockedWriteKey: key };
@@ -124,16 +115,13 @@ export async function readPatient(
   const decisions = [false, true].flatMap((assigned) => [false, true].map((breakGlass) => can(actor, action, { tenantId, patient: { assigned, breakGlass } })));
   const audit = auditIntakeFrom(ctx, phiAuditEvent(actor, { ...event, tenantId, patientId }, meta), {
     from: "p",
-    where: "($5::boolean[])[1 + 2 * p.assigned::int + p.break_glass::int]",
-    firstParam: 6,
+    where: sql`(${`{${decisions.join(",")}}`}::boolean[])[1 + 2 * p.assigned::int + p.break_glass::int]`,
     expressions: { break_glass: "NOT p.assigned AND p.break_glass" },
   });
   let row: PatientWithFacts | undefined;
   try {
-    [row] = await singleStatementInScope<PatientWithFacts>(ctx.db.app, { kind: "tenant", tenantId }, {
-      text: `WITH p AS (${PATIENT_WITH_FACTS}), audited AS (${audit.sql}) SELECT * FROM p`,
-      values: [patientId, tenantId, actor.userId, ctx.clock.now(), `{${decisions.join(",")}}`, ...audit.values],
-    });
+    const facts = patientWithFacts({ patientId, tenantId, actorId: actor.userId, now: ctx.clock.now() });
+    [row] = await ctx.db.app.singleStatementInScope<PatientWithFacts>({ kind: "tenant", tenantId }, sql`WITH p AS (${facts}), audited AS (${audit}) SELECT * FROM p`);
   } catch (err) {
     throw auditWriteFailed(ctx, event.action)(err as Error);
   }
@@ -143,7 +131,7 @@ export async function readPatient(
 }
 
 /** The patient exists (and is not purged) in the actor's tenant; no policy question asked. */
-export async function assertPatientExists(ctx: ApplianceContext, t: Transaction, tenantId: string, patientId: string): Promise<void> {
+export async function assertPatientExists(ctx: ApplianceContext, t: Tx, tenantId: string, patientId: string): Promise<void> {
   await findActivePatient(ctx, t, tenantId, patientId);
 }
 

@@ -1,17 +1,17 @@
 import { randomUUID } from "node:crypto";
-import type { Transaction } from "sequelize";
+import type { Tx } from "../../db/sql.js";
 import type { Actor } from "../../kernel/actor.js";
-import { authorize } from "../../access/policy.js";
+import { authorize } from "../../kernel/policy.js";
 import type { RequestMeta } from "../../kernel/request-meta.js";
 import type { ApplianceContext } from "../../context.js";
-import { inScope } from "../../db/tenant-scope.js";
+import { inScope } from "../../db/sql.js";
 import { Conflict } from "../../kernel/errors.js";
-import { blindIndexFor } from "../../keys/index.js";
-import { normaliseEmail } from "../../keys/field-cipher.js";
+import { normaliseEmail, blindIndexFor } from "../../keys/index.js";
 import { recordPhiEvent } from "../../audit/append.js";
-import { openerFor, sealRow, type KeySource } from "../columns.js";
-import { exec, isUniqueViolation, rows } from "../db.js";
-import { assertVersion, decodeCursor, pageOf, timeIdPosition, type Page } from "../http.js";
+import { recordUndecryptable } from "../audit.js";
+import { openerFor, openRows, sealRow, type KeySource } from "../columns.js";
+import { isUniqueViolation } from "../../db/sql.js";
+import { assertVersion, decodeCursor, pageOf, timeIdPosition, type ListPage } from "../http.js";
 import { careTeamFilter, openPatient, readPatient, seesWholeTenant, tenantOf, type PatientRow } from "./access.js";
 import type { PatientCreate, PatientSearch, PatientUpdate, PatientView } from "./schema.js";
 
@@ -24,14 +24,20 @@ const FIELDS = {
   address: "address_enc",
 } as const;
 
-/** Decrypts a page of patient rows (one key lookup for the lot). */
+/** Decrypts patient rows (one key lookup for the lot); a row that does not decrypt throws (`openerFor`). */
 export async function patientViews(ctx: ApplianceContext, keys: KeySource, list: PatientRow[]): Promise<PatientView[]> {
+  const view = await patientViewer(ctx, keys, list);
+  return list.map(view);
+}
+
+/** The view of each row, with the keys of all of them loaded at once (for `openRows`). */
+async function patientViewer(ctx: ApplianceContext, keys: KeySource, list: PatientRow[]): Promise<(r: PatientRow) => PatientView> {
   const open = await openerFor(
     ctx,
     keys,
     list.flatMap((r) => Object.values(FIELDS).map((c) => r[c])),
   );
-  return list.map((r) => {
+  return (r) => {
     const f = (c: (typeof FIELDS)[keyof typeof FIELDS]) => open.text("patients", c, r.id, r.tenant_id, r[c]);
     return {
       id: r.id,
@@ -45,19 +51,19 @@ export async function patientViews(ctx: ApplianceContext, keys: KeySource, list:
       createdAt: r.created_at.toISOString(),
       updatedAt: r.updated_at.toISOString(),
     };
-  });
+  };
 }
 
-async function indexes(ctx: ApplianceContext, t: Transaction, tenantId: string, input: { mrn?: string | null; email?: string | null }) {
+async function indexes(ctx: ApplianceContext, t: Tx, tenantId: string, input: { mrn?: string | null; email?: string | null }) {
   return {
     mrn: input.mrn ? await blindIndexFor(ctx, t, { tenantId, table: "patients", column: "mrn" }, input.mrn) : input.mrn === null ? null : undefined,
     email: input.email ? await blindIndexFor(ctx, t, { tenantId, table: "patients", column: "email" }, input.email, { normalise: normaliseEmail }) : input.email === null ? null : undefined,
   };
 }
 
-async function assertMrnFree(ctx: ApplianceContext, t: Transaction, tenantId: string, mrnIndex: string | null | undefined, exceptId?: string) {
+async function assertMrnFree(ctx: ApplianceContext, t: Tx, tenantId: string, mrnIndex: string | null | undefined, exceptId?: string) {
   if (!mrnIndex) return;
-  const [taken] = await rows<{ id: string }>(ctx, t, "SELECT id FROM patients WHERE tenant_id = $1 AND mrn_bidx = $2 AND id IS DISTINCT FROM $3::uuid", [tenantId, mrnIndex, exceptId ?? null]);
+  const [taken] = await t.rows<{ id: string }>("SELECT id FROM patients WHERE tenant_id = $1 AND mrn_bidx = $2 AND id IS DISTINCT FROM $3::uuid", [tenantId, mrnIndex, exceptId ?? null]);
   if (taken) throw new Conflict("another patient of this tenant already has this MRN", { patientId: taken.id });
 }
 
@@ -80,17 +86,12 @@ export async function createPatient(ctx: ApplianceContext, actor: Actor, input: 
         email_enc: input.email ?? null,
         address_enc: input.address ?? null,
       });
-      const [row] = await rows<PatientRow>(
-        ctx,
-        t,
-        `INSERT INTO patients (id, tenant_id, name_enc, birth_date_enc, mrn_enc, phone_enc, email_enc, address_enc, mrn_bidx, email_bidx, created_at, created_by, updated_at, updated_by)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $11, $12) RETURNING *`,
-        [id, tenantId, enc.name_enc, enc.birth_date_enc, enc.mrn_enc, enc.phone_enc, enc.email_enc, enc.address_enc, idx.mrn ?? null, idx.email ?? null, now, actor.userId],
-      );
+      const [row] = await t.rows<PatientRow>(`INSERT INTO patients (id, tenant_id, name_enc, birth_date_enc, mrn_enc, phone_enc, email_enc, address_enc, mrn_bidx, email_bidx, created_at, created_by, updated_at, updated_by)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $11, $12) RETURNING *`, [id, tenantId, enc.name_enc, enc.birth_date_enc, enc.mrn_enc, enc.phone_enc, enc.email_enc, enc.address_enc, idx.mrn ?? null, idx.email ?? null, now, actor.userId]);
       // A practitioner who registers a patient looks after them: put them on the care team, or
       // they could not read back what they just wrote.
       if (!seesWholeTenant(actor)) {
-        await exec(ctx, t, "INSERT INTO care_team_assignments (tenant_id, patient_id, user_id, assigned_by, assigned_at) VALUES ($1, $2, $3, $3, $4) ON CONFLICT DO NOTHING", [
+        await t.exec("INSERT INTO care_team_assignments (tenant_id, patient_id, user_id, assigned_by, assigned_at) VALUES ($1, $2, $3, $3, $4) ON CONFLICT DO NOTHING", [
           tenantId,
           id,
           actor.userId,
@@ -139,12 +140,7 @@ export async function updatePatient(ctx: ApplianceContext, actor: Actor, patient
       for (const [column, value] of Object.entries(enc)) set(column, value);
       if (idx.mrn !== undefined) set("mrn_bidx", idx.mrn);
       if (idx.email !== undefined) set("email_bidx", idx.email);
-      const [row] = await rows<PatientRow>(
-        ctx,
-        t,
-        `UPDATE patients SET ${sets.join(", ")}, version = version + 1, updated_at = $2, updated_by = $3 WHERE id = $1 RETURNING *`,
-        bind,
-      );
+      const [row] = await t.rows<PatientRow>(`UPDATE patients SET ${sets.join(", ")}, version = version + 1, updated_at = $2, updated_by = $3 WHERE id = $1 RETURNING *`, bind);
       await recordPhiEvent(
         ctx,
         t,
@@ -163,27 +159,23 @@ export async function updatePatient(ctx: ApplianceContext, actor: Actor, patient
  * A page of the tenant's patients (front desk: all; practitioners: their care team and any
  * break-glass grant), oldest registration first. Each patient shown is audited as a read.
  */
-export async function listPatients(ctx: ApplianceContext, actor: Actor, q: { limit: number; cursor?: string | undefined }, meta: RequestMeta): Promise<Page<PatientView>> {
+export async function listPatients(ctx: ApplianceContext, actor: Actor, q: { limit: number; cursor?: string | undefined }, meta: RequestMeta): Promise<ListPage<PatientView>> {
   const tenantId = tenantOf(actor);
   authorize(actor, "patient:list", { tenantId });
   const purpose = `patients:${tenantId}:${actor.userId}`;
   const after = timeIdPosition(decodeCursor(ctx, purpose, q.cursor));
   return inScope(ctx.db.app, { kind: "tenant", tenantId }, async (t) => {
     const all = seesWholeTenant(actor);
-    const list = await rows<PatientRow>(
-      ctx,
-      t,
-      `SELECT p.* FROM patients p
+    const list = await t.rows<PatientRow>(`SELECT p.* FROM patients p
         WHERE p.tenant_id = $1 AND p.status = 'active'
           AND ($2::timestamptz IS NULL OR (p.created_at, p.id) > ($2::timestamptz, $3::uuid))
           AND ($4::boolean OR ${careTeamFilter("p.id", 5, 6)})
-        ORDER BY p.created_at, p.id LIMIT $7`,
-      [tenantId, after?.at ?? null, after?.id ?? null, all, actor.userId, ctx.clock.now(), q.limit + 1],
-    );
+        ORDER BY p.created_at, p.id LIMIT $7`, [tenantId, after?.at ?? null, after?.id ?? null, all, actor.userId, ctx.clock.now(), q.limit + 1]);
     const page = pageOf(ctx, purpose, list, q.limit, (r) => [r.created_at.toISOString(), r.id], (r) => r);
-    const views = await patientViews(ctx, t, page.items);
-    for (const v of views) await recordPhiEvent(ctx, t, actor, { action: "patient.list", resourceType: "patient", resourceId: v.id, patientId: v.id, tenantId }, meta);
-    return { items: views, nextCursor: page.nextCursor };
+    const { items, skipped } = openRows(page.items, (r) => r.id, await patientViewer(ctx, t, page.items));
+    for (const v of items) await recordPhiEvent(ctx, t, actor, { action: "patient.list", resourceType: "patient", resourceId: v.id, patientId: v.id, tenantId }, meta);
+    await recordUndecryptable(ctx, t, actor, skipped, { resourceType: "patient", tenantId }, meta);
+    return { items, nextCursor: page.nextCursor, undecryptable: skipped.length };
   });
 }
 
@@ -193,27 +185,26 @@ export type SearchHit = (PatientView & { accessible: true }) | { id: string; acc
  * Exact lookup by MRN or email through the blind index. Matches the caller may not open come
  * back as bare ids (so a practitioner can decide on break-glass), audited as such.
  */
-export async function searchPatients(ctx: ApplianceContext, actor: Actor, input: PatientSearch, meta: RequestMeta): Promise<{ items: SearchHit[] }> {
+export async function searchPatients(ctx: ApplianceContext, actor: Actor, input: PatientSearch, meta: RequestMeta): Promise<{ items: SearchHit[]; undecryptable: number }> {
   const tenantId = tenantOf(actor);
   authorize(actor, "patient:list", { tenantId });
   return inScope(ctx.db.app, { kind: "tenant", tenantId }, async (t) => {
     const by = "mrn" in input ? "mrn" : "email";
     const idx = await indexes(ctx, t, tenantId, input);
     const value = by === "mrn" ? idx.mrn : idx.email;
-    const found = await rows<PatientRow & { visible: boolean }>(
-      ctx,
-      t,
-      `SELECT p.*, ($3::boolean OR ${careTeamFilter("p.id", 4, 5)}) AS visible FROM patients p
+    const found = await t.rows<PatientRow & { visible: boolean }>(`SELECT p.*, ($3::boolean OR ${careTeamFilter("p.id", 4, 5)}) AS visible FROM patients p
         WHERE p.tenant_id = $1 AND p.status = 'active' AND p.${by === "mrn" ? "mrn_bidx" : "email_bidx"} = $2
-        ORDER BY p.created_at, p.id LIMIT 20`,
-      [tenantId, value, seesWholeTenant(actor), actor.userId, ctx.clock.now()],
-    );
-    const visible = await patientViews(ctx, t, found.filter((r) => r.visible));
+        ORDER BY p.created_at, p.id LIMIT 20`, [tenantId, value, seesWholeTenant(actor), actor.userId, ctx.clock.now()]);
+    const visibleRows = found.filter((r) => r.visible);
+    const { items: visible, skipped } = openRows(visibleRows, (r) => r.id, await patientViewer(ctx, t, visibleRows));
     const byId = new Map(visible.map((v) => [v.id, v]));
-    const items: SearchHit[] = found.map((r) => {
-      const v = byId.get(r.id);
-      return v ? { ...v, accessible: true as const } : { id: r.id, accessible: false as const };
-    });
+    const left = new Set(skipped.map((s) => s.id));
+    const items: SearchHit[] = found
+      .filter((r) => !left.has(r.id))
+      .map((r) => {
+        const v = byId.get(r.id);
+        return v ? { ...v, accessible: true as const } : { id: r.id, accessible: false as const };
+      });
     for (const hit of items) {
       await recordPhiEvent(
         ctx,
@@ -223,7 +214,8 @@ export async function searchPatients(ctx: ApplianceContext, actor: Actor, input:
         meta,
       );
     }
-    if (items.length === 0) await recordPhiEvent(ctx, t, actor, { action: "patient.search", resourceType: "patient", tenantId, reason: `by ${by}; no match` }, meta);
-    return { items };
+    if (items.length === 0 && skipped.length === 0) await recordPhiEvent(ctx, t, actor, { action: "patient.search", resourceType: "patient", tenantId, reason: `by ${by}; no match` }, meta);
+    await recordUndecryptable(ctx, t, actor, skipped, { resourceType: "patient", tenantId }, meta);
+    return { items, undecryptable: skipped.length };
   });
 }

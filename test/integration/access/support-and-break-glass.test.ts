@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { authorizePatient } from "../../../daemon/access/care-team.js";
 import type { Actor } from "../../../daemon/kernel/actor.js";
-import { inScope } from "../../../daemon/db/tenant-scope.js";
+import { inScope } from "../../../daemon/db/sql.js";
 import { startTestAppliance, type TestAppliance } from "../../helpers/appliance.js";
 import { createTenant, signIn, type SignedIn } from "../../helpers/actors.js";
 import { TestClock } from "../../helpers/clock.js";

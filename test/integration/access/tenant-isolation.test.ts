@@ -1,8 +1,7 @@
 import { randomUUID } from "node:crypto";
 import pg from "pg";
-import { QueryTypes } from "sequelize";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { inScope } from "../../../daemon/db/tenant-scope.js";
+import { inScope } from "../../../daemon/db/sql.js";
 import { startTestAppliance, type TestAppliance } from "../../helpers/appliance.js";
 import { createPatient } from "../../helpers/records.js";
 import { createTenant, signIn, type SignedIn, type TenantRef } from "../../helpers/actors.js";
@@ -59,17 +58,17 @@ describe("row-level security", () => {
   it("returns none of tenant B's rows to an unfiltered query in tenant A's scope, on every tenant table", async () => {
     await inScope(app.ctx.db.app, { kind: "tenant", tenantId: a.tenant.id }, async (t) => {
       for (const table of TENANT_TABLES) {
-        const rows = await app.ctx.db.app.query<{ tenant_id: string }>(`SELECT tenant_id FROM ${table}`, { type: QueryTypes.SELECT, transaction: t });
+        const rows = await t.rows<{ tenant_id: string }>(`SELECT tenant_id FROM ${table}`);
         expect(rows.length, table).toBeGreaterThan(0);
         expect(rows.every((r) => r.tenant_id === a.tenant.id), table).toBe(true);
       }
-      const tenants = await app.ctx.db.app.query<{ id: string }>("SELECT id FROM tenants", { type: QueryTypes.SELECT, transaction: t });
+      const tenants = await t.rows<{ id: string }>("SELECT id FROM tenants");
       expect(tenants.map((r) => r.id)).toEqual([a.tenant.id]);
     });
     // The same tables hold B's rows: the filter above was RLS, not an empty table.
     await inScope(app.ctx.db.app, { kind: "appliance" }, async (t) => {
       for (const table of TENANT_TABLES) {
-        const rows = await app.ctx.db.app.query<{ n: string }>(`SELECT count(*) AS n FROM ${table} WHERE tenant_id = $1`, { bind: [b.tenant.id], type: QueryTypes.SELECT, transaction: t });
+        const rows = await t.rows<{ n: string }>(`SELECT count(*) AS n FROM ${table} WHERE tenant_id = $1`, [b.tenant.id]);
         expect(Number(rows[0]!.n), table).toBeGreaterThan(0);
       }
     });
@@ -110,7 +109,7 @@ describe("row-level security", () => {
     }
     // B's rows were untouched by A's bad UPDATE.
     const names = await inScope(app.ctx.db.app, { kind: "tenant", tenantId: b.tenant.id }, (t) =>
-      app.ctx.db.app.query<{ display_name: string | null }>("SELECT display_name FROM users", { type: QueryTypes.SELECT, transaction: t }),
+      t.rows<{ display_name: string | null }>("SELECT display_name FROM users"),
     );
     expect(names.some((n) => n.display_name === "renamed by a bad query")).toBe(false);
   });

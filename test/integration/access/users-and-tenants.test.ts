@@ -1,6 +1,5 @@
 import request from "supertest";
-import { QueryTypes } from "sequelize";
-import { inScope } from "../../../daemon/db/tenant-scope.js";
+import { inScope } from "../../../daemon/db/sql.js";
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { deactivateInactiveUsers } from "../../../daemon/access/users.js";
 import { startTestAppliance, type TestAppliance } from "../../helpers/appliance.js";
@@ -133,7 +132,7 @@ describe("inactive accounts", () => {
     // The appliance never deactivates its last super-admin, however long it sat unused.
     const root = await rootSuperAdmin(app);
     const admins = await inScope(app.ctx.db.app, { kind: "appliance" }, (t) =>
-      app.ctx.db.app.query<{ status: string }>("SELECT status FROM users WHERE role = 'super_admin'", { type: QueryTypes.SELECT, transaction: t }),
+      t.rows<{ status: string }>("SELECT status FROM users WHERE role = 'super_admin'"),
     );
     expect(admins.filter((a) => a.status === "active")).toHaveLength(1);
     expect(root.id).toBeDefined();
@@ -147,11 +146,7 @@ describe("the inactivity schedule", () => {
     const status = async () =>
       (
         await inScope(app.ctx.db.app, { kind: "appliance" }, (t) =>
-          app.ctx.db.app.query<{ status: string; deactivated_reason: string | null }>("SELECT status, deactivated_reason FROM users WHERE id = $1", {
-            bind: [idle.user.id],
-            type: QueryTypes.SELECT,
-            transaction: t,
-          }),
+          t.rows<{ status: string; deactivated_reason: string | null }>("SELECT status, deactivated_reason FROM users WHERE id = $1", [idle.user.id]),
         )
       )[0];
     expect(await status()).toEqual({ status: "active", deactivated_reason: null });

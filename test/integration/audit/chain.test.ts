@@ -1,10 +1,9 @@
-import { QueryTypes } from "sequelize";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { appendAuditEvent, REASON_MAX_CHARS, type AuditEventInput } from "../../../daemon/audit/append.js";
 import { canonicalEventJson, chainHash, GENESIS_HASH, parseCanonical, type ChainedEvent } from "../../../daemon/audit/canonical.js";
 import { chainPendingEvents, onAuditChained, readChainHead, startAuditChainer } from "../../../daemon/audit/chainer.js";
-import { inScope } from "../../../daemon/db/tenant-scope.js";
+import { inScope } from "../../../daemon/db/sql.js";
 import { Unavailable } from "../../../daemon/kernel/errors.js";
 import { recordPoolWire } from "../../helpers/wire.js";
 import { auditTestContext, type AuditTestContext } from "./context.js";
@@ -26,10 +25,7 @@ const event = (over: Partial<AuditEventInput> = {}): AuditEventInput => ({
 type Row = ChainedEvent & { v: number; prev_hash: string; hash: string; canonical: string };
 async function chainRows(): Promise<Row[]> {
   const rows = await inScope(t.ctx.db.app, { kind: "appliance" }, (transaction) =>
-    t.ctx.db.app.query<{ canonical: string; prev_hash: string; hash: string }>(
-      `SELECT canonical, encode(prev_hash, 'hex') AS prev_hash, encode(hash, 'hex') AS hash FROM audit_events ORDER BY audit_events.seq`,
-      { type: QueryTypes.SELECT, transaction },
-    ),
+    transaction.rows<{ canonical: string; prev_hash: string; hash: string }>(`SELECT canonical, encode(prev_hash, 'hex') AS prev_hash, encode(hash, 'hex') AS hash FROM audit_events ORDER BY audit_events.seq`),
   );
   return rows.map((r) => ({ ...parseCanonical(r.canonical), prev_hash: r.prev_hash, hash: r.hash, canonical: r.canonical }));
 }
@@ -37,10 +33,7 @@ async function chainRows(): Promise<Row[]> {
 beforeAll(async () => {
   t = await auditTestContext({ poolMax: 20 });
   [tenantA, tenantB] = await inScope(t.ctx.db.app, { kind: "appliance" }, async (transaction) => {
-    const rows = await t.ctx.db.app.query<{ id: string }>("INSERT INTO tenants (name, slug) VALUES ('North', 'north'), ('South', 'south') RETURNING id", {
-      type: QueryTypes.SELECT,
-      transaction,
-    });
+    const rows = await transaction.rows<{ id: string }>("INSERT INTO tenants (name, slug) VALUES ('North', 'north'), ('South', 'south') RETURNING id");
     return rows.map((r) => r.id) as [string, string];
   });
 });
@@ -206,11 +199,15 @@ describe("the chainer's transaction", () => {
       await append("first");
       expect((await chainPendingEvents(one.ctx)).chained).toBe(1); // also makes this month's segment
       await append("second");
-      const wire = await recordPoolWire(one.ctx.db.owner);
-      wire.reset();
-      expect((await chainPendingEvents(one.ctx)).chained).toBe(1);
-      // The opening with the head's lock, the intake, then the chain rows and the new head with COMMIT.
-      expect(wire.roundTrips).toBe(3);
+      const routed = await recordPoolWire(one.ctx.db, "owner");
+      try {
+        routed.wire.reset();
+        expect((await chainPendingEvents(one.ctx)).chained).toBe(1);
+        // The opening with the head's lock, the intake, then the chain rows and the new head with COMMIT.
+        expect(routed.wire.roundTrips).toBe(3);
+      } finally {
+        await routed.close();
+      }
 
       const owner = new pg.Client({ connectionString: one.db.ownerUrl });
       await owner.connect();

@@ -4,7 +4,7 @@ import path from "node:path";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { appendAuditEvent } from "../../../daemon/audit/append.js";
-import { inScope } from "../../../daemon/db/tenant-scope.js";
+import { inScope } from "../../../daemon/db/sql.js";
 import { startTestAppliance, tempDir, testEnv, type TestAppliance } from "../../helpers/appliance.js";
 import { runCli } from "../../helpers/daemon-process.js";
 

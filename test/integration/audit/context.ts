@@ -62,8 +62,8 @@ export async function auditTestContext(opts: { clock?: Clock; env?: Record<strin
   // Initialising the key store audited itself (keys.initialise, still in the intake: nothing has
   // chained yet). These tests count seqs from an empty trail, so that event is set aside.
   await database.owner.transaction(async (transaction) => {
-    await database.owner.query("SELECT set_config('wardkeep.scope', 'appliance', true)", { transaction });
-    await database.owner.query("DELETE FROM audit_intake", { transaction });
+    await transaction.exec("SELECT set_config('wardkeep.scope', 'appliance', true)");
+    await transaction.exec("DELETE FROM audit_intake");
   });
   return {
     ctx,

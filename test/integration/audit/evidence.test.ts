@@ -2,7 +2,6 @@ import { execFileSync, spawnSync } from "node:child_process";
 import { generateKeyPairSync, sign, type KeyObject } from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
-import { QueryTypes } from "sequelize";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { appendAuditEvent, type AuditEventInput } from "../../../daemon/audit/append.js";
 import { readChainHead } from "../../../daemon/audit/chainer.js";
@@ -11,7 +10,7 @@ import { VERIFY_SCRIPT } from "../../../daemon/audit/evidence-script.js";
 import { exportAuditEvidence, writeEvidencePack, type ExportFormat, type ExportManifest } from "../../../daemon/audit/export.js";
 import { auditKeyId, publicKeysFromPem, rawPublicKey } from "../../../daemon/audit/signing-key.js";
 import { verifyAuditChain } from "../../../daemon/audit/verify.js";
-import { inScope } from "../../../daemon/db/tenant-scope.js";
+import { inScope } from "../../../daemon/db/sql.js";
 import { rotateDataKey } from "../../../daemon/keys/index.js";
 import { tempDir } from "../../helpers/appliance.js";
 import { auditTestContext, legacyAuditSigningKey, type AuditTestContext } from "./context.js";
@@ -227,20 +226,14 @@ describe("evidence packs and signing keys", () => {
 async function insertCheckpoint(seq: number, key: { privateKey: KeyObject; publicKey: KeyObject }) {
   const raw = rawPublicKey(key.publicKey);
   const [row] = await inScope(t.ctx.db.app, { kind: "appliance" }, (transaction) =>
-    t.ctx.db.app.query<{ h: string }>("SELECT encode(hash, 'hex') AS h FROM audit_events WHERE seq = $1", { bind: [seq], type: QueryTypes.SELECT, transaction }),
+    transaction.rows<{ h: string }>("SELECT encode(hash, 'hex') AS h FROM audit_events WHERE seq = $1", [seq]),
   );
   const c = { seq: String(seq), headHash: row!.h, signedAt: new Date().toISOString(), keyId: auditKeyId(raw) };
-  await t.ctx.db.app.query(
-    "INSERT INTO audit_checkpoints (seq, head_hash, signed_at, key_id, public_key, signature, purpose) VALUES ($1, decode($2, 'hex'), $3, $4, $5, $6, 'manual')",
-    { bind: [c.seq, c.headHash, c.signedAt, c.keyId, raw, sign(null, Buffer.from(checkpointMessage(c)), key.privateKey)] },
-  );
+  await t.ctx.db.app.exec("INSERT INTO audit_checkpoints (seq, head_hash, signed_at, key_id, public_key, signature, purpose) VALUES ($1, decode($2, 'hex'), $3, $4, $5, $6, 'manual')", [c.seq, c.headHash, c.signedAt, c.keyId, raw, sign(null, Buffer.from(checkpointMessage(c)), key.privateKey)]);
 }
 
 async function verifyAuditChainHeadAt(seq: number): Promise<string | undefined> {
   const head = await readChainHead(t.ctx);
-  const rows = await t.ctx.db.owner.query<{ h: string }>("SELECT encode(hash, 'hex') AS h FROM audit_events WHERE seq = $1", {
-    bind: [seq],
-    type: "SELECT" as never,
-  });
+  const rows = await t.ctx.db.owner.rows<{ h: string }>("SELECT encode(hash, 'hex') AS h FROM audit_events WHERE seq = $1", [seq]);
   return (rows as unknown as { h: string }[])[0]?.h ?? (head.seq === String(seq) ? head.hash : undefined);
 }

@@ -4,7 +4,7 @@ import { appendAuditEvent } from "../../../daemon/audit/append.js";
 import { chainPendingEvents } from "../../../daemon/audit/chainer.js";
 import { dropExpiredAuditSegments } from "../../../daemon/audit/retention.js";
 import { verifyAuditChain } from "../../../daemon/audit/verify.js";
-import { inScope } from "../../../daemon/db/tenant-scope.js";
+import { inScope } from "../../../daemon/db/sql.js";
 import { auditTestContext, ManualClock, type AuditTestContext } from "./context.js";
 
 let t: AuditTestContext;

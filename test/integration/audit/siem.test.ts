@@ -5,7 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { appendAuditEvent } from "../../../daemon/audit/append.js";
 import { chainPendingEvents } from "../../../daemon/audit/chainer.js";
 import { startSiemForwarder } from "../../../daemon/audit/siem.js";
-import { inScope } from "../../../daemon/db/tenant-scope.js";
+import { inScope } from "../../../daemon/db/sql.js";
 import { ensureTlsMaterial } from "../../../daemon/tls/internal-ca.js";
 import { tempDir } from "../../helpers/appliance.js";
 import { auditTestContext, type AuditTestContext } from "./context.js";

@@ -9,7 +9,7 @@ import { rotateDataKey } from "../../../daemon/keys/index.js";
 import { RootKey } from "../../../daemon/keys/root-key.js";
 import { auditKeyId, describeCheckpointKeys, pinAuditPublicKey, rawPublicKey } from "../../../daemon/audit/signing-key.js";
 import { verifyAuditChain } from "../../../daemon/audit/verify.js";
-import { inScope } from "../../../daemon/db/tenant-scope.js";
+import { inScope } from "../../../daemon/db/sql.js";
 import { auditTestContext, legacyAuditSigningKey, type AuditTestContext } from "./context.js";
 
 let t: AuditTestContext;

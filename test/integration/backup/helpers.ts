@@ -3,7 +3,7 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import pg from "pg";
-import { Sequelize } from "sequelize";
+import { SqlPool } from "../../../daemon/db/sql.js";
 import { applyMigrationList } from "../../../backup/schema.js";
 import { FsTarget } from "../../../backup/targets/fs.js";
 import { chainPendingEvents } from "../../../daemon/audit/chainer.js";
@@ -68,7 +68,7 @@ export async function seededDatabase(opts: { users?: number; events?: number; pa
     );
   });
   if (opts.chain === false) return { db, tenants: 3, users, events: 0 };
-  const owner = new Sequelize(db.ownerUrl, { dialect: "postgres", logging: false });
+  const owner = new SqlPool({ url: db.ownerUrl, applicationName: "wardkeep-test", max: 2, statementTimeoutMs: 0 });
   try {
     await chainPendingEvents({ db: { owner }, clock: systemClock } as unknown as ApplianceContext);
   } finally {

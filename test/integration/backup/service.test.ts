@@ -4,10 +4,9 @@ import path from "node:path";
 import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { inject } from "vitest";
-import { QueryTypes } from "sequelize";
 import { evaluateFreshness, listSnapshotRecords, openAlerts, runDrill, runSnapshot, verifySnapshotById } from "../../../daemon/backups/service.js";
 import { writePolicy } from "../../../daemon/backups/policy.js";
-import { inScope } from "../../../daemon/db/tenant-scope.js";
+import { inScope } from "../../../daemon/db/sql.js";
 import { issueRecoveryKit } from "../../../daemon/keys/recovery.js";
 import { startTestAppliance, type TestAppliance } from "../../helpers/appliance.js";
 import { createTestDatabase } from "../../helpers/postgres.js";
@@ -39,10 +38,7 @@ const metrics = async () => app.ctx.metrics.metrics();
 /** Events still in the intake and those already chained (the owner reads both; the app role may not). */
 const auditActions = async () =>
   inScope(app.ctx.db.owner, { kind: "appliance" }, (t) =>
-    app.ctx.db.owner.query<{ action: string; outcome: string }>(
-      "SELECT action, outcome FROM audit_intake UNION ALL SELECT canonical::jsonb ->> 'action', canonical::jsonb ->> 'outcome' FROM audit_events",
-      { type: QueryTypes.SELECT, transaction: t },
-    ),
+    t.rows<{ action: string; outcome: string }>("SELECT action, outcome FROM audit_intake UNION ALL SELECT canonical::jsonb ->> 'action', canonical::jsonb ->> 'outcome' FROM audit_events"),
   );
 
 describe("backups on a running appliance", () => {

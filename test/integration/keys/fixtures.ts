@@ -1,8 +1,7 @@
 import { randomUUID } from "node:crypto";
-import type { Transaction } from "sequelize";
-import { QueryTypes } from "sequelize";
+import type { Tx } from "../../../daemon/db/sql.js";
 import type { ApplianceContext } from "../../../daemon/context.js";
-import { inScope } from "../../../daemon/db/tenant-scope.js";
+import { inScope } from "../../../daemon/db/sql.js";
 import { registerEncryptedColumn, type EncryptedColumn } from "../../../daemon/keys/columns.js";
 import { decryptFieldValue, encryptFieldValue, type KeySubject } from "../../../daemon/keys/keyring.js";
 import type { KeysContext } from "./context.js";
@@ -12,7 +11,7 @@ import type { KeysContext } from "./context.js";
  * every tenant table, created in the test database and registered through the column registry.
  */
 export async function createEncryptedTable(k: KeysContext, table: string, subject: "tenant" | "patient" = "tenant"): Promise<EncryptedColumn> {
-  await k.ctx.db.owner.query(`
+  await k.ctx.db.owner.exec(`
     CREATE TABLE ${table} (
       id         uuid PRIMARY KEY,
       tenant_id  uuid NOT NULL,
@@ -41,32 +40,29 @@ export function fieldOf(column: EncryptedColumn, tenantId: string, rowId: string
 
 export async function insertRow(
   ctx: ApplianceContext,
-  t: Transaction,
+  t: Tx,
   column: EncryptedColumn,
   subject: KeySubject,
   plaintext: string,
   id: string = randomUUID(),
 ): Promise<string> {
   const ct = await encryptFieldValue(ctx, t, subject, fieldOf(column, subject.tenantId, id), plaintext);
-  await ctx.db.app.query(`INSERT INTO ${column.table} (id, tenant_id, patient_id, secret) VALUES ($1, $2, $3, $4)`, {
-    bind: [id, subject.tenantId, subject.kind === "patient" ? subject.patientId : null, ct],
-    transaction: t,
-  });
+  await t.exec(`INSERT INTO ${column.table} (id, tenant_id, patient_id, secret) VALUES ($1, $2, $3, $4)`, [id, subject.tenantId, subject.kind === "patient" ? subject.patientId : null, ct]);
   return id;
 }
 
-export async function updateRow(ctx: ApplianceContext, t: Transaction, column: EncryptedColumn, subject: KeySubject, id: string, plaintext: string): Promise<void> {
+export async function updateRow(ctx: ApplianceContext, t: Tx, column: EncryptedColumn, subject: KeySubject, id: string, plaintext: string): Promise<void> {
   const ct = await encryptFieldValue(ctx, t, subject, fieldOf(column, subject.tenantId, id), plaintext);
-  await ctx.db.app.query(`UPDATE ${column.table} SET secret = $1 WHERE id = $2`, { bind: [ct, id], transaction: t });
+  await t.exec(`UPDATE ${column.table} SET secret = $1 WHERE id = $2`, [ct, id]);
 }
 
-export async function readRow(ctx: ApplianceContext, t: Transaction, column: EncryptedColumn, tenantId: string, id: string): Promise<string> {
-  const [row] = await ctx.db.app.query<{ secret: Buffer }>(`SELECT secret FROM ${column.table} WHERE id = $1`, { bind: [id], type: QueryTypes.SELECT, transaction: t });
+export async function readRow(ctx: ApplianceContext, t: Tx, column: EncryptedColumn, tenantId: string, id: string): Promise<string> {
+  const [row] = await t.rows<{ secret: Buffer }>(`SELECT secret FROM ${column.table} WHERE id = $1`, [id]);
   if (!row) throw new Error(`row ${id} not found`);
   return (await decryptFieldValue(ctx, t, fieldOf(column, tenantId, id), row.secret)).toString();
 }
 
-export function inTenant<T>(ctx: ApplianceContext, tenantId: string, work: (t: Transaction) => Promise<T>): Promise<T> {
+export function inTenant<T>(ctx: ApplianceContext, tenantId: string, work: (t: Tx) => Promise<T>): Promise<T> {
   return inScope(ctx.db.app, { kind: "tenant", tenantId }, work);
 }
 

@@ -7,7 +7,7 @@ import { initialiseKeyStore, openKeyStore, readSealRecord, rekeyKeyStore } from 
 import { sealProgress, submitUnseal, unsealAtStart } from "../../../daemon/keys/unseal/index.js";
 import { UnsealError } from "../../../daemon/keys/unseal/source.js";
 import { encryptFieldValue, decryptFieldValue } from "../../../daemon/keys/keyring.js";
-import { inScope } from "../../../daemon/db/tenant-scope.js";
+import { inScope } from "../../../daemon/db/sql.js";
 import { tempDir } from "../../helpers/appliance.js";
 import { createTestDatabase, type TestDatabase } from "../../helpers/postgres.js";
 import { expectNoSecretIn, keysContext, type KeysContext } from "./context.js";

@@ -2,7 +2,7 @@ import { randomBytes } from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { inScope } from "../../../daemon/db/tenant-scope.js";
+import { inScope } from "../../../daemon/db/sql.js";
 import { decryptFieldValue, KeyDestroyed } from "../../../daemon/keys/index.js";
 import { purgeDueDeletions } from "../../../daemon/records/data-rights/deletion.js";
 import { startTestAppliance, type TestAppliance } from "../../helpers/appliance.js";

@@ -34,20 +34,26 @@ afterAll(async () => {
 
 describe("round trips of the records hot paths", () => {
   it("reads a patient in one round trip and writes a note in two", async () => {
-    // Warm: data keys cached, statements prepared on the connection.
-    for (let i = 0; i < 3; i++) {
-      await getPatient(app.ctx, doctor, patientId, meta);
-      await createNote(app.ctx, doctor, patientId, { kind: "note", body: `warm-up ${i}` }, meta);
+    const { wire, close } = await recordPoolWire(app.ctx.db, "app");
+    try {
+      // Warm: data keys cached, statements prepared on the connection.
+      for (let i = 0; i < 3; i++) {
+        await getPatient(app.ctx, doctor, patientId, meta);
+        await createNote(app.ctx, doctor, patientId, { kind: "note", body: `warm-up ${i}` }, meta);
+      }
+      wire.reset();
+      expect((await getPatient(app.ctx, doctor, patientId, meta)).name).toBe("Bessie Stringfield");
+      expect(wire.roundTrips).toBe(1);
+      // Prepared on the connection: the read sent no Parse, only Bind/Execute.
+      expect(wire.statements).toEqual([]);
+      wire.reset();
+      const note = await createNote(app.ctx, doctor, patientId, { kind: "note", body: "Two round trips" }, meta);
+      // The patient check with its data key lock and version; the note, its audit event and COMMIT.
+      expect(wire.roundTrips).toBe(2);
+      expect((await getNote(app.ctx, doctor, patientId, note.id, meta)).body).toBe("Two round trips");
+    } finally {
+      await close();
     }
-    const wire = await recordPoolWire(app.ctx.db.app);
-    wire.reset();
-    expect((await getPatient(app.ctx, doctor, patientId, meta)).name).toBe("Bessie Stringfield");
-    expect(wire.roundTrips).toBe(1);
-    wire.reset();
-    const note = await createNote(app.ctx, doctor, patientId, { kind: "note", body: "Two round trips" }, meta);
-    // The patient check with its data key lock and version; the note, its audit event and COMMIT.
-    expect(wire.roundTrips).toBe(2);
-    expect((await getNote(app.ctx, doctor, patientId, note.id, meta)).body).toBe("Two round trips");
   });
 
 });

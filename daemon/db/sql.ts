@@ -1,0 +1,491 @@
+import { createHash } from "node:crypto";
+import pg from "pg";
+
+/**
+ * The database layer: pg's public API only (`Pool`, pipeline mode, named statements), no ORM.
+ *
+ * - `sql` is a tagged template that numbers its own parameters: values never enter the text.
+ * - `SqlPool.inScope(scope, tx => …)` runs work in a transaction under a row-level-security scope.
+ *   Clients run in pg's pipeline mode (`pipeline: true`), so statements written one after the other
+ *   without waiting travel in one round trip: a transaction's opening (`BEGIN` and its scope) goes
+ *   out with its first statement, and statements held for COMMIT (`tx.holdForCommit`) go out with
+ *   the COMMIT. Every round trip costs both processes a socket write and a wake-up, which is most of
+ *   a request's cost on small machines (docs/records.md, Performance).
+ * - A statement text a connection runs a second time is prepared under a name (a digest of the
+ *   text), so PostgreSQL plans it once per connection, not on every request.
+ */
+
+// ---- statements ------------------------------------------------------------------------------
+
+export type Row = Record<string, unknown>;
+
+/** A statement ready to send: text with `$n` placeholders and the values they stand for. */
+export type Statement = { readonly text: string; readonly values: readonly unknown[] };
+
+/** What the query functions accept: a `sql` fragment, a Statement, or plain text with its values. */
+export type Query = Statement | string;
+
+const RAW = Symbol("wardkeep.sql.raw");
+
+/** A piece of SQL built by `sql`: text pieces and the values (or nested fragments) between them. */
+export class SqlFragment implements Statement {
+  readonly text: string;
+  readonly values: unknown[];
+  constructor(
+    private readonly strings: readonly string[],
+    private readonly args: readonly unknown[],
+  ) {
+    // Own properties (not getters), so `{ ...fragment, onError }` is still a statement.
+    const values: unknown[] = [];
+    this.text = this.appendTo(values);
+    this.values = values;
+  }
+  /** Writes this fragment's text, numbering its values after those already in `values`. */
+  appendTo(values: unknown[]): string {
+    let text = this.strings[0] ?? "";
+    this.args.forEach((arg, i) => {
+      if (arg instanceof SqlFragment) text += arg.appendTo(values);
+      else if (isRaw(arg)) text += arg[RAW];
+      else {
+        values.push(arg);
+        text += `$${values.length}`;
+      }
+      text += this.strings[i + 1] ?? "";
+    });
+    return text;
+  }
+}
+
+type Raw = { [RAW]: string };
+function isRaw(v: unknown): v is Raw {
+  return typeof v === "object" && v !== null && RAW in v;
+}
+
+/**
+ * `sql\`SELECT … WHERE id = ${id}\`` → `{text: "SELECT … WHERE id = $1", values: [id]}`. A nested
+ * fragment is spliced in with its values renumbered, so SQL can be composed without counting
+ * placeholders by hand.
+ */
+export function sql(strings: TemplateStringsArray, ...args: unknown[]): SqlFragment {
+  return new SqlFragment(strings, args);
+}
+
+/** Trusted text spliced as is: only for SQL the code itself spells (never a request's value). */
+sql.raw = (text: string): SqlFragment => new SqlFragment([""], [{ [RAW]: text }]);
+
+/** A quoted identifier (schema, table or column name read from the catalogue). */
+sql.ident = (name: string): SqlFragment => sql.raw(quoteIdent(name));
+
+/** Fragments joined by a separator (default `, `). */
+sql.join = (parts: readonly SqlFragment[], separator = ", "): SqlFragment => {
+  if (parts.length === 0) return sql.raw("");
+  const strings = ["", ...parts.slice(1).map(() => separator), ""];
+  return new SqlFragment(strings, parts);
+};
+
+export function quoteIdent(name: string): string {
+  return `"${name.replaceAll('"', '""')}"`;
+}
+
+function statementOf(q: Query, values?: readonly unknown[]): Statement {
+  if (typeof q === "string") return { text: q, values: values ?? [] };
+  if (values !== undefined) throw new TypeError("a sql fragment carries its own values");
+  return q;
+}
+
+/** A prepared-statement name for `text`: `prefix` plus a digest of the text, the same on every connection. */
+export function statementName(prefix: string, text: string): string {
+  return `${prefix}${createHash("sha256").update(text).digest("hex").slice(0, 24)}`;
+}
+
+// ---- errors ----------------------------------------------------------------------------------
+
+/** A PostgreSQL error as pg reports it (`code` is the SQLSTATE). */
+export type PgError = Error & { code?: string; constraint?: string; table?: string; column?: string; step?: number };
+
+/** The SQLSTATE of a database error, if it is one. */
+export function sqlState(err: unknown): string | undefined {
+  const code = (err as { code?: unknown } | null)?.code;
+  return typeof code === "string" && /^[0-9A-Z]{5}$/.test(code) ? code : undefined;
+}
+
+/** unique_violation on the named constraint or index (never its detail: it quotes values). */
+export function isUniqueViolation(err: unknown, constraint?: string): boolean {
+  return sqlState(err) === "23505" && (constraint === undefined || (err as PgError).constraint === constraint);
+}
+
+/** The transaction was rolled back by PostgreSQL (an earlier statement failed) where a COMMIT was asked. */
+export class TransactionRolledBack extends Error {
+  readonly code = "25P02";
+  constructor() {
+    super("the transaction was rolled back: a statement in it failed");
+  }
+}
+
+// ---- scopes ----------------------------------------------------------------------------------
+
+/**
+ * Who a transaction acts for. Row-level security policies read these settings through
+ * `app_tenant_id()` and `app_is_appliance_scope()` (migration 0001).
+ * - tenant: a request inside one tenant (hospital, clinic, department) sees only its rows.
+ * - appliance: super-admin work across tenants (creating tenants, first-run setup).
+ */
+export type Scope = { kind: "tenant"; tenantId: string } | { kind: "appliance" };
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+/**
+ * The statement that sets a scope for the rest of the transaction: `set_config(..., is_local =>
+ * true)`, the same as `SET LOCAL`, so the setting cannot leak to the next user of the pooled
+ * connection. A tenant id that is not a UUID is refused before anything is sent.
+ */
+export function scopeStatement(scope: Scope): Statement {
+  if (scope.kind === "appliance") return { text: "SELECT set_config('wardkeep.tenant_id', '', true), set_config('wardkeep.scope', 'appliance', true)", values: [] };
+  if (!UUID.test(scope.tenantId)) throw new TypeError("a tenant scope needs a tenant UUID");
+  return { text: "SELECT set_config('wardkeep.tenant_id', $1, true), set_config('wardkeep.scope', 'tenant', true)", values: [scope.tenantId.toLowerCase()] };
+}
+
+// ---- prepared statements ---------------------------------------------------------------------
+
+/**
+ * Which statement texts a connection runs under a name. A text seen a second time gets one; at
+ * most MAX_NAMED per connection (statements built with a varying shape cannot grow the server's
+ * memory without limit) and a bounded memory of texts seen once.
+ */
+const MAX_NAMED = 100;
+const MAX_SEEN = 2_000;
+/** SQLSTATEs after which a connection's prepared statements cannot be trusted any more. */
+const STALE = new Set(["26000", "0A000"]);
+
+type Naming = { seen: Set<string>; named: Map<string, string> };
+const namings = new WeakMap<pg.ClientBase, Naming>();
+
+function namingOf(client: pg.ClientBase): Naming {
+  let n = namings.get(client);
+  if (!n) {
+    n = { seen: new Set(), named: new Map() };
+    namings.set(client, n);
+  }
+  return n;
+}
+
+/** The query config for `s` on `client`: named once the text recurs (or at once when `prepare`). */
+function configFor(client: pg.ClientBase, s: Statement, prepare: boolean): pg.QueryConfig {
+  const values = s.values as unknown[];
+  const n = namingOf(client);
+  let name = n.named.get(s.text);
+  // Statements without parameters may hold several commands (migrations), which only the simple
+  // protocol runs: they are named only when asked (the scope statement, BEGIN).
+  if (!name && !prepare && values.length === 0) return { text: s.text, values };
+  if (!name && n.named.size < MAX_NAMED && (prepare || n.seen.has(s.text))) {
+    name = statementName("wk_", s.text);
+    n.named.set(s.text, name);
+    n.seen.delete(s.text);
+  } else if (!name) {
+    if (n.seen.size >= MAX_SEEN) n.seen.clear();
+    n.seen.add(s.text);
+  }
+  return name ? { name, text: s.text, values } : { text: s.text, values };
+}
+
+// ---- transactions ----------------------------------------------------------------------------
+
+/** A statement held for COMMIT; `onError` says what the caller is told when it fails. */
+export type HeldStatement = Statement & { onError?: (err: PgError) => Error };
+
+/** What work inside a transaction can do. */
+export interface Tx {
+  /** The rows of a statement. */
+  rows<T = Row>(q: Query, values?: readonly unknown[]): Promise<T[]>;
+  /** The first row of a statement, or undefined. */
+  one<T = Row>(q: Query, values?: readonly unknown[]): Promise<T | undefined>;
+  /** Runs a statement; resolves to its row count. */
+  exec(q: Query, values?: readonly unknown[]): Promise<number>;
+  /**
+   * Holds a statement until COMMIT and sends it with the COMMIT in one round trip. If it fails,
+   * PostgreSQL rolls the whole transaction back and the caller gets `onError(err)` (or `err`).
+   */
+  holdForCommit(s: HeldStatement): void;
+  /** Runs `fn` after a COMMIT that succeeded (never after a failed one). */
+  afterCommit(fn: () => void): void;
+}
+
+type Sent = { promise: Promise<pg.QueryResult>; settled: Promise<unknown> };
+
+/**
+ * One transaction on one pipelined client. The opening (`BEGIN` + scope) is held until the first
+ * statement and sent in the same flight; a transaction that never sends anything is never opened.
+ */
+class PipelinedTx implements Tx {
+  private opening: Statement[] | undefined;
+  private readonly held: HeldStatement[] = [];
+  private readonly hooks: (() => void)[] = [];
+  private readonly inFlight = new Set<Promise<unknown>>();
+  /** Set when the connection must not go back to the pool (stale prepared statement, broken socket). */
+  broken: Error | undefined;
+  private ended = false;
+  private commitSent = false;
+
+  constructor(
+    private readonly client: pg.PoolClient,
+    opening: Statement[],
+    private readonly observe: ((text: string) => void) | undefined,
+  ) {
+    this.opening = opening;
+  }
+
+  private send(s: Statement, prepare = false): Sent {
+    if (this.ended) throw new Error("the transaction has ended");
+    this.observe?.(s.text);
+    const promise = this.client.query(configFor(this.client, s, prepare)) as Promise<pg.QueryResult>;
+    const settled = promise.then(
+      () => undefined,
+      (err: PgError) => {
+        if (err.code && STALE.has(err.code)) this.broken = err;
+        else if (!err.code) this.broken = err; // no SQLSTATE: the connection itself failed
+      },
+    );
+    this.inFlight.add(settled);
+    void settled.finally(() => this.inFlight.delete(settled));
+    return { promise, settled };
+  }
+
+  /** Sends the held opening (if any) and then `s`, in one flight; the first failure in order is reported. */
+  private async run(s: Statement): Promise<pg.QueryResult> {
+    const opening = this.opening?.map((o) => this.send(o, true)) ?? [];
+    this.opening = undefined;
+    const sent = this.send(s);
+    for (const o of opening) await o.promise;
+    return sent.promise;
+  }
+
+  async rows<T>(q: Query, values?: readonly unknown[]): Promise<T[]> {
+    return (await this.run(statementOf(q, values))).rows as T[];
+  }
+  async one<T>(q: Query, values?: readonly unknown[]): Promise<T | undefined> {
+    return (await this.run(statementOf(q, values))).rows[0] as T | undefined;
+  }
+  async exec(q: Query, values?: readonly unknown[]): Promise<number> {
+    return (await this.run(statementOf(q, values))).rowCount ?? 0;
+  }
+  holdForCommit(s: HeldStatement): void {
+    this.held.push(s);
+  }
+  afterCommit(fn: () => void): void {
+    this.hooks.push(fn);
+  }
+
+  /** COMMIT with the held statements (and the opening, if nothing was sent yet) in one flight. */
+  async commit(): Promise<void> {
+    const opening = this.opening;
+    this.opening = undefined;
+    if (opening && this.held.length === 0) {
+      this.ended = true;
+      return; // nothing was ever sent: there is no transaction on the server
+    }
+    const steps: { sent: Sent; held?: HeldStatement }[] = [
+      ...(opening ?? []).map((o) => ({ sent: this.send(o, true) })),
+      ...this.held.map((h) => ({ sent: this.send(h, true), held: h })),
+      { sent: this.send({ text: "COMMIT", values: [] }) },
+    ];
+    this.ended = true;
+    this.commitSent = true;
+    const outcomes = await Promise.all(steps.map((s) => s.sent.promise.then((r) => ({ r }), (err: PgError) => ({ err }))));
+    const failed = outcomes.findIndex((o) => "err" in o);
+    if (failed >= 0) {
+      const err = (outcomes[failed] as { err: PgError }).err;
+      const held = steps[failed]!.held;
+      throw held?.onError ? held.onError(err) : err;
+    }
+    // PostgreSQL answers a COMMIT of a failed transaction with ROLLBACK, not an error: a statement
+    // whose error the work caught and swallowed. Its work is gone, so the caller must hear it.
+    if ((outcomes[outcomes.length - 1] as { r: pg.QueryResult }).r.command === "ROLLBACK") throw new TransactionRolledBack();
+  }
+
+  async rollback(): Promise<void> {
+    const opened = this.opening === undefined;
+    this.opening = undefined;
+    this.ended = true;
+    await Promise.all([...this.inFlight]);
+    // A COMMIT that was sent ended the transaction either way (PostgreSQL rolled back what failed).
+    if (!opened || this.broken || this.commitSent) return;
+    try {
+      await this.client.query("ROLLBACK");
+    } catch (err) {
+      this.broken = err as Error;
+    }
+  }
+
+  async settle(): Promise<void> {
+    await Promise.all([...this.inFlight]);
+  }
+
+  runAfterCommit(): void {
+    for (const fn of this.hooks) fn();
+  }
+}
+
+// ---- the pool --------------------------------------------------------------------------------
+
+export type PoolOptions = {
+  url: string;
+  applicationName: string;
+  max: number;
+  statementTimeoutMs: number;
+  /** How long a request waits for a connection (to open one, or for one to be free). */
+  acquireTimeoutMs?: number;
+  idleTimeoutMs?: number;
+};
+
+/**
+ * How long a pooled connection may sit idle before it is closed. A new connection costs a
+ * password exchange, a cold backend and the statements it had prepared; a steady load that
+ * reopened connections on every burst doubled its tail latency (docs/records.md, Performance).
+ */
+const POOL_IDLE_MS = 300_000;
+
+export type TransactionOptions = { isolation?: "READ COMMITTED" | "REPEATABLE READ" | "SERIALIZABLE"; readOnly?: boolean };
+
+/** Connection details of a pool, for tools that open their own connections (backup COPY streams). */
+export type ConnectionInfo = { host: string; port: number; user: string; password?: string; database: string };
+
+export class SqlPool {
+  readonly pool: pg.Pool;
+  readonly info: ConnectionInfo;
+  /** Sees the text of every statement this pool sends (diagnostics and tests; never logged: texts hold no values). */
+  onStatement: ((text: string) => void) | undefined;
+
+  constructor(readonly options: PoolOptions) {
+    const parsed = new pg.Client({ connectionString: options.url });
+    this.info = { host: parsed.host, port: parsed.port, user: parsed.user ?? "", password: parsed.password ?? undefined, database: parsed.database ?? "" };
+    this.pool = new pg.Pool({
+      connectionString: options.url,
+      application_name: options.applicationName,
+      max: options.max,
+      idleTimeoutMillis: options.idleTimeoutMs ?? POOL_IDLE_MS,
+      connectionTimeoutMillis: options.acquireTimeoutMs ?? 5_000,
+      statement_timeout: options.statementTimeoutMs,
+      pipeline: true,
+    } as pg.PoolConfig);
+    // An idle client whose server went away emits 'error' on the pool; without a listener that
+    // would end the process. The pool drops the client; the next request opens a fresh one.
+    this.pool.on("error", () => {});
+  }
+
+  /** Runs `work` in a transaction under `scope`; commits when it resolves, rolls back when it throws. */
+  async inScope<T>(scope: Scope, work: (tx: Tx) => Promise<T>): Promise<T> {
+    return this.transactionWith([{ text: "BEGIN", values: [] }, scopeStatement(scope)], work);
+  }
+
+  /** A transaction without a row-level-security scope (appliance tables, advisory locks, migrations). */
+  transaction<T>(work: (tx: Tx) => Promise<T>, opts: TransactionOptions = {}): Promise<T> {
+    const modes = [opts.isolation ? `ISOLATION LEVEL ${opts.isolation}` : "", opts.readOnly ? "READ ONLY" : ""].filter(Boolean).join(" ");
+    return this.transactionWith([{ text: modes ? `BEGIN ${modes}` : "BEGIN", values: [] }], work);
+  }
+
+  private async transactionWith<T>(opening: Statement[], work: (tx: Tx) => Promise<T>): Promise<T> {
+    const client = await this.pool.connect();
+    const tx = new PipelinedTx(client, opening, this.onStatement);
+    try {
+      let result: T;
+      try {
+        result = await work(tx);
+        await tx.commit();
+      } catch (err) {
+        await tx.rollback();
+        throw err;
+      }
+      await tx.settle();
+      tx.runAfterCommit();
+      return result;
+    } finally {
+      client.release(tx.broken ?? false);
+    }
+  }
+
+  /**
+   * One statement in a scoped transaction of its own: `BEGIN`, the scope, the statement and
+   * `COMMIT` go out in one flight and its rows come back. If the statement fails, PostgreSQL
+   * answers the COMMIT with a ROLLBACK; the error is the statement's, with `step` 2.
+   */
+  async singleStatementInScope<T = Row>(scope: Scope, q: Query, values?: readonly unknown[]): Promise<T[]> {
+    const client = await this.pool.connect();
+    const steps = [{ text: "BEGIN", values: [] }, scopeStatement(scope), statementOf(q, values), { text: "COMMIT", values: [] }];
+    for (const s of steps) this.onStatement?.(s.text);
+    const sent = steps.map((s, i) => (client.query(configFor(client, s, i === 1 || i === 2)) as Promise<pg.QueryResult>).then((r) => ({ r }), (err: PgError) => ({ err })));
+    let broken: Error | undefined;
+    try {
+      const outcomes = await Promise.all(sent);
+      const failed = outcomes.findIndex((o) => "err" in o);
+      if (failed >= 0) {
+        const err = (outcomes[failed] as { err: PgError }).err;
+        if (!err.code || STALE.has(err.code)) broken = err;
+        throw Object.assign(err, { step: failed });
+      }
+      const commit = (outcomes[3] as { r: pg.QueryResult }).r;
+      if (commit.command === "ROLLBACK") throw new TransactionRolledBack();
+      return (outcomes[2] as { r: pg.QueryResult }).r.rows as T[];
+    } finally {
+      client.release(broken ?? false);
+    }
+  }
+
+  /** A statement on its own, outside any transaction (autocommit). */
+  async rows<T = Row>(q: Query, values?: readonly unknown[]): Promise<T[]> {
+    const s = statementOf(q, values);
+    this.onStatement?.(s.text);
+    return (await this.pool.query(s as pg.QueryConfig)).rows as T[];
+  }
+  async one<T = Row>(q: Query, values?: readonly unknown[]): Promise<T | undefined> {
+    return (await this.rows<T>(q, values))[0];
+  }
+  async exec(q: Query, values?: readonly unknown[]): Promise<number> {
+    const s = statementOf(q, values);
+    this.onStatement?.(s.text);
+    return (await this.pool.query(s as pg.QueryConfig)).rowCount ?? 0;
+  }
+
+  /** A URL for the same server and role, optionally another database. */
+  url(database?: string): string {
+    const u = new URL("postgres://localhost");
+    const host = this.info.host;
+    // A host that is a directory is a Unix socket (the embedded server): it travels as ?host=.
+    if (host.startsWith("/")) u.searchParams.set("host", host);
+    else u.hostname = host || "127.0.0.1";
+    if (this.info.port) u.port = String(this.info.port);
+    u.username = encodeURIComponent(this.info.user);
+    if (this.info.password) u.password = encodeURIComponent(this.info.password);
+    u.pathname = `/${database ?? this.info.database}`;
+    return u.toString();
+  }
+
+  /**
+   * A connection of its own, outside the pool and not pipelined: for COPY streams, cursors and
+   * session-level advisory locks, which pipeline mode refuses or which must outlive a transaction.
+   * The caller ends it.
+   */
+  async dedicatedClient(applicationName: string, database?: string): Promise<pg.Client> {
+    const client = new pg.Client({ connectionString: this.url(database), application_name: applicationName, statement_timeout: this.options.statementTimeoutMs } as pg.ClientConfig);
+    await client.connect();
+    return client;
+  }
+
+  /** `work` on a dedicated client (see `dedicatedClient`), ended afterwards. */
+  async withDedicatedClient<T>(applicationName: string, work: (client: pg.Client) => Promise<T>): Promise<T> {
+    const client = await this.dedicatedClient(applicationName);
+    try {
+      return await work(client);
+    } finally {
+      await client.end().catch(() => {});
+    }
+  }
+
+  close(): Promise<void> {
+    return this.pool.end();
+  }
+}
+
+/** `db.inScope(scope, work)`, as a function (the shape every service calls). */
+export function inScope<T>(db: SqlPool, scope: Scope, work: (tx: Tx) => Promise<T>): Promise<T> {
+  return db.inScope(scope, work);
+}
