@@ -15,6 +15,17 @@ export const siemSchema = z
     appName: z.string().regex(/^[!-~]{1,48}$/).default("wardkeep").describe("RFC 5424 APP-NAME field."),
     facility: z.number().int().min(0).max(23).default(13).describe("Syslog facility (13 = log audit)."),
     reconnectMs: z.number().int().min(100).max(600_000).default(5_000).describe("Wait before reconnecting after the collector drops the connection."),
+    startFrom: z
+      .enum(["head", "genesis"])
+      .default("head")
+      .describe("Where forwarding starts the first time it runs: head (events chained from then on) or genesis (the whole retained chain). Afterwards it always resumes from its durable cursor."),
+    lagAlertSeconds: z
+      .number()
+      .int()
+      .min(1)
+      .max(604_800)
+      .default(300)
+      .describe("Raise the SIEM lag alert when the oldest event not yet written to the collector is older than this (wardkeep_audit_siem_lag_alert, an error log line)."),
   })
   .strict();
 
