@@ -1,5 +1,5 @@
 import { z } from "zod";
-import { pageQuery } from "../http.js";
+import { pageQuery, undecryptableCount } from "../http.js";
 
 /** Attachments: audio recordings, scanned documents, images — streamed, encrypted in segments. */
 export const ATTACHMENT_KINDS = ["audio", "document", "image", "other"] as const;
@@ -18,6 +18,6 @@ export const attachmentView = z.object({
   createdAt: z.string(),
   createdBy: z.uuid(),
 });
-export const attachmentPage = z.object({ items: z.array(attachmentView), nextCursor: z.string().nullable() });
+export const attachmentPage = z.object({ items: z.array(attachmentView), nextCursor: z.string().nullable(), undecryptable: undecryptableCount });
 
 export type AttachmentView = z.infer<typeof attachmentView>;

@@ -1,5 +1,5 @@
 import { z } from "zod";
-import { instant, pageQuery, text } from "../http.js";
+import { instant, pageQuery, text, undecryptableCount } from "../http.js";
 
 /**
  * Consent records of a consent platform. A grant never changes; a revocation is a new event
@@ -88,7 +88,7 @@ export const consentView = consentSummary.extend({
   evidence: z.record(z.string(), z.unknown()).describe("The captured signature or attestation, as granted"),
   revocationEvidence: z.record(z.string(), z.unknown()).nullable(),
 });
-export const consentPage = z.object({ items: z.array(consentSummary), nextCursor: z.string().nullable() });
+export const consentPage = z.object({ items: z.array(consentSummary), nextCursor: z.string().nullable(), undecryptable: undecryptableCount });
 export const inForceAnswer = z.object({
   patientId: z.uuid(),
   type: z.string(),

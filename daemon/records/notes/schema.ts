@@ -1,5 +1,5 @@
 import { z } from "zod";
-import { pageQuery, text, uuid } from "../http.js";
+import { pageQuery, text, uuid, undecryptableCount } from "../http.js";
 
 /** Clinical notes and transcriptions: encrypted bodies, every version kept, sign-off. */
 
@@ -41,7 +41,7 @@ export const noteView = z.object({
   createdBy: z.uuid(),
   updatedAt: z.string(),
 });
-export const notePage = z.object({ items: z.array(noteView), nextCursor: z.string().nullable() });
+export const notePage = z.object({ items: z.array(noteView), nextCursor: z.string().nullable(), undecryptable: undecryptableCount });
 
 export const noteVersionView = z.object({
   version: z.number().int(),

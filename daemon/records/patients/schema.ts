@@ -1,5 +1,5 @@
 import { z } from "zod";
-import { pageQuery, text } from "../http.js";
+import { pageQuery, text, undecryptableCount } from "../http.js";
 
 /** Patients: demographics, every field encrypted; lookups by MRN or email through blind indexes. */
 
@@ -60,11 +60,12 @@ export const patientView = z.object({
   updatedAt: z.string(),
 });
 
-export const patientPage = z.object({ items: z.array(patientView), nextCursor: z.string().nullable() });
+export const patientPage = z.object({ items: z.array(patientView), nextCursor: z.string().nullable(), undecryptable: undecryptableCount });
 
 /** A match the caller may not open: only the id, so a practitioner can decide on break-glass. */
 export const patientSearchResult = z.object({
   items: z.array(z.union([patientView.extend({ accessible: z.literal(true) }), z.object({ id: z.uuid(), accessible: z.literal(false) })])),
+  undecryptable: undecryptableCount,
 });
 
 export type PatientCreate = z.infer<typeof patientCreate>;

@@ -1,5 +1,5 @@
 import { z } from "zod";
-import { instant, pageQuery, uuid } from "../http.js";
+import { instant, pageQuery, uuid, undecryptableCount } from "../http.js";
 
 /** The schedule: time, patient and practitioner — no clinical content, so front desk may see it. */
 
@@ -56,7 +56,7 @@ export const appointmentView = z.object({
   createdAt: z.string(),
   updatedAt: z.string(),
 });
-export const appointmentPage = z.object({ items: z.array(appointmentView), nextCursor: z.string().nullable() });
+export const appointmentPage = z.object({ items: z.array(appointmentView), nextCursor: z.string().nullable(), undecryptable: undecryptableCount });
 
 export type AppointmentCreate = z.infer<typeof appointmentCreate>;
 export type AppointmentUpdate = z.infer<typeof appointmentUpdate>;
