@@ -10,6 +10,8 @@
  *   dies leaves a directory without a manifest, which restore and list ignore and the next run
  *   sweeps (a "resume" is impossible by design: the REPEATABLE READ snapshot died with the run).
  * - The key store's schemas are never read (crypto-shredding must survive a restore).
+ * - Attachment files (already ciphertext) are copied as they are, after the tables and before the
+ *   manifest; one already on a target is referenced, not uploaded again (backup/attachments.ts).
  */
 import { randomBytes } from "node:crypto";
 import { pipeline } from "node:stream";
@@ -17,6 +19,7 @@ import { constants as zlibConstants, createBrotliCompress, createGzip } from "no
 import type pg from "pg";
 import { to as copyTo } from "pg-copy-streams";
 import { zeroize } from "../daemon/keys/primitives.js";
+import { copyAttachments, listAttachmentRows, type AttachmentCopyStats, type AttachmentEntry, type AttachmentsSection } from "./attachments.js";
 import { TargetError } from "./errors.js";
 import { manifestSigner, newSnapshotKey, wrapForAppliance, wrapForRecoveryKey } from "./keys.js";
 import {
@@ -54,6 +57,8 @@ export type SnapshotOptions = {
   /** Object Lock / WORM retention to request for every object. */
   retainUntil?: Date;
   snapshotId?: string;
+  /** The appliance's attachments directory: its files go into the snapshot (omitted: none, e.g. a bare database). */
+  attachments?: { root: string };
   now?: () => Date;
   onProgress?: (p: SnapshotProgress) => void;
   log?: { info(msg: string, meta?: object): void; warn(msg: string, meta?: object): void };
@@ -73,7 +78,9 @@ export type SnapshotResult = {
   storedBytes: number;
   durationMs: number;
   /** Where the time went (ms): reading, compressing and encrypting overlap in one stream. */
-  phases: { prepareMs: number; streamMs: number; encryptCpuMs: number; digestCpuMs: number; manifestMs: number };
+  phases: { prepareMs: number; streamMs: number; encryptCpuMs: number; digestCpuMs: number; attachmentsMs: number; manifestMs: number };
+  /** Attachment files: how many the snapshot lists, per target how many were uploaded or referenced, and any left out. */
+  attachments: { total: number; missing: AttachmentsSection["missing"]; targets: AttachmentCopyStats[] } | null;
 };
 
 /**
@@ -117,6 +124,9 @@ export async function takeSnapshot(opts: SnapshotOptions): Promise<SnapshotResul
   let digestCpuMs = 0;
   let prepareMs = 0;
   let streamMs = 0;
+  let attachmentsMs = 0;
+  let attachmentRows: AttachmentEntry[] = [];
+  let attachments: { section: AttachmentsSection; stats: AttachmentCopyStats[] } | undefined;
   let db: DatabaseLayout;
   const client = await opts.connect();
   // Failures surface through the query that hits them; a bare 'error' event would crash the process.
@@ -130,6 +140,8 @@ export async function takeSnapshot(opts: SnapshotOptions): Promise<SnapshotResul
     );
     const createdAt = now();
     db = await readDatabaseLayout(client, opts.excludedSchemas);
+    // The same MVCC snapshot as the attachments table's COPY: the manifest lists exactly its rows.
+    if (opts.attachments) attachmentRows = await listAttachmentRows(client);
     prepareMs = performance.now() - started;
     let done = 0;
     let plainSoFar = 0;
@@ -190,6 +202,20 @@ export async function takeSnapshot(opts: SnapshotOptions): Promise<SnapshotResul
     }
     if (!copyAbandoned) await client.query("COMMIT");
 
+    if (opts.attachments && live().length > 0) {
+      const tAttachments = performance.now();
+      attachments = await copyAttachments({
+        entries: attachmentRows,
+        root: opts.attachments.root,
+        targets: live(),
+        put: { retainUntil: opts.retainUntil },
+        onTargetFailed: markFailed,
+        onProgress: (i, n) => opts.onProgress?.({ table: `attachments ${i}/${n}`, tablesDone: done, tablesTotal: db.tables.length, plainBytes: plainSoFar, estimatedBytes: estimated }),
+      });
+      attachmentsMs = performance.now() - tAttachments;
+      for (const st of attachments.stats) outcomes.get(st.target)!.bytes += st.uploadedBytes;
+    }
+
     if (live().length === 0) {
       zeroize(snapshotKey);
       return result(false, undefined);
@@ -212,6 +238,7 @@ export async function takeSnapshot(opts: SnapshotOptions): Promise<SnapshotResul
       partitions: db.partitions,
       sequences: db.sequences,
       signer: { alg: "Ed25519", keyId: signer.keyId, publicKey: signer.publicKeyRaw.toString("base64") },
+      ...(attachments ? { attachments: attachments.section } : {}),
     };
     const manifest = sealManifest(body, snapshotKey, signer);
     zeroize(snapshotKey);
@@ -255,8 +282,12 @@ export async function takeSnapshot(opts: SnapshotOptions): Promise<SnapshotResul
         streamMs: Math.round(streamMs),
         encryptCpuMs: Math.round(encryptCpuMs),
         digestCpuMs: Math.round(digestCpuMs),
+        attachmentsMs: Math.round(attachmentsMs),
         manifestMs: Math.round(manifestMs),
       },
+      attachments: attachments
+        ? { total: attachments.section.entries.length, missing: attachments.section.missing, targets: attachments.stats.filter((s) => outcomes.get(s.target)?.ok) }
+        : null,
     };
   }
 }
