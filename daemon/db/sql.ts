@@ -286,7 +286,7 @@ class PipelinedTx implements Tx {
     const steps: { sent: Sent; held?: HeldStatement }[] = [
       ...(opening ?? []).map((o) => ({ sent: this.send(o, true) })),
       ...this.held.map((h) => ({ sent: this.send(h, true), held: h })),
-      { sent: this.send({ text: "COMMIT", values: [] }) },
+      { sent: this.send({ text: "COMMIT", values: [] }, true) },
     ];
     this.ended = true;
     this.commitSent = true;
@@ -412,7 +412,7 @@ export class SqlPool {
     const client = await this.pool.connect();
     const steps = [{ text: "BEGIN", values: [] }, scopeStatement(scope), statementOf(q, values), { text: "COMMIT", values: [] }];
     for (const s of steps) this.onStatement?.(s.text);
-    const sent = steps.map((s, i) => (client.query(configFor(client, s, i === 1 || i === 2)) as Promise<pg.QueryResult>).then((r) => ({ r }), (err: PgError) => ({ err })));
+    const sent = steps.map((s) => (client.query(configFor(client, s, true)) as Promise<pg.QueryResult>).then((r) => ({ r }), (err: PgError) => ({ err })));
     let broken: Error | undefined;
     try {
       const outcomes = await Promise.all(sent);

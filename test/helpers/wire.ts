@@ -102,6 +102,9 @@ export async function recordPoolWire<K extends string>(holder: Record<K, SqlPool
   u.hostname = "127.0.0.1";
   u.port = String(proxy.port);
   const routed = new SqlPool({ ...original.options, url: u.toString(), max: 1 });
+  // Connected before counting: the startup and password exchange are round trips of their own.
+  await routed.exec("SELECT 1");
+  proxy.wire.reset();
   holder[key] = routed;
   return {
     wire: proxy.wire,
