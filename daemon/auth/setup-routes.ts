@@ -1,39 +1,25 @@
-import { Router } from "express";
-import { z } from "zod";
-import type { ApplianceContext } from "../context.js";
-import { jsonBody, jsonResponse, openApiRegistry, problemResponse } from "../http/openapi.js";
-import { completeSetup, setupRequest, superAdminExists } from "./setup.js";
+import { defineRoute } from "../kernel/define-route.js";
+import { completeSetup, superAdminExists } from "./setup.js";
+import { createdSuperAdmin, setupRequest, setupStatus } from "./schema.js";
 
-const setupStatus = z.object({ setupRequired: z.boolean() });
-const createdAdmin = z.object({ id: z.uuid(), email: z.string() });
-
-openApiRegistry.registerPath({
-  method: "get",
-  path: "/api/v1/setup",
-  summary: "Whether first-run setup is still open (no super-admin yet)",
-  responses: { 200: jsonResponse("Setup state", setupStatus) },
-});
-openApiRegistry.registerPath({
-  method: "post",
-  path: "/api/v1/setup",
-  summary: "Create the first super-admin with the one-time setup token printed at first start",
-  request: { body: jsonBody(setupRequest) },
-  responses: {
-    201: jsonResponse("Super-admin created", createdAdmin),
-    400: problemResponse("Invalid body"),
-    403: problemResponse("Token invalid, used or expired"),
-    409: problemResponse("Setup already complete"),
-  },
-});
-
-export function setupRoutes(ctx: ApplianceContext): Router {
-  const router = Router();
-  router.get("/setup", async (_req, res) => {
-    res.json({ setupRequired: !(await superAdminExists(ctx)) });
-  });
-  router.post("/setup", async (req, res) => {
-    const admin = await completeSetup(ctx, setupRequest.parse(req.body));
-    res.status(201).json(admin);
-  });
-  return router;
-}
+/** First-run setup: public until the first super-admin exists, then closed (409). */
+export const setupRoutes = [
+  defineRoute(
+    { method: "get", path: "/setup", action: "public", tag: "setup", summary: "Whether first-run setup is still open (no super-admin yet)", response: setupStatus },
+    async ({ ctx }) => ({ setupRequired: !(await superAdminExists(ctx)) }),
+  ),
+  defineRoute(
+    {
+      method: "post",
+      path: "/setup",
+      action: "public",
+      tag: "setup",
+      summary: "Create the first super-admin with the one-time setup token printed at first start",
+      body: setupRequest,
+      response: createdSuperAdmin,
+      status: 201,
+      problems: { 403: "Token invalid, used or expired", 409: "Setup already complete" },
+    },
+    ({ ctx, body }) => completeSetup(ctx, body),
+  ),
+];

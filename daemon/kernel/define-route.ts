@@ -42,7 +42,8 @@ export type Sendable<T> = T extends string
         ? { [K in keyof T]: Sendable<T[K]> }
         : T;
 
-type Reply<R> = R extends Schema ? Sendable<z.input<R>> : void;
+/** A handler that answers by itself (a problem, a stream) returns nothing. */
+type Reply<R> = R extends Schema ? Sendable<z.input<R>> | void : void;
 
 export type RouteSpec<P extends ObjectSchema | undefined, Q extends ObjectSchema | undefined, B extends Schema | RawContent | undefined, R extends Schema | RawContent | undefined> = {
   method: Method;
@@ -224,6 +225,7 @@ export function defineRoute<
     } as RouteInput<P, Q, B>;
     const reply = await handler(input);
     if (res.headersSent || res.writableEnded) return;
+    if (reply === undefined && spec.response !== undefined && !isRaw(spec.response)) throw new Error(`${spec.method.toUpperCase()} ${fullPath}: the handler sent no response`);
     if (reply === undefined) res.status(status).end();
     else res.status(status).json(reply);
   };

@@ -11,9 +11,7 @@ export const openApiRegistry = new OpenAPIRegistry();
 /** The base path of the JSON API; health and metrics sit at the root. */
 export const API_BASE = "/api/v1";
 
-export const problemSchema = openApiRegistry.register(
-  "Problem",
-  z
+export const problemSchema = z
     .object({
       /** Stable URN naming the kind of problem. */
       type: z.string().describe("Stable URN naming the kind of problem, e.g. urn:wardkeep:problem:not-found"),
@@ -29,8 +27,8 @@ export const problemSchema = openApiRegistry.register(
       requestId: z.string().optional().describe("The request's X-Request-Id, to find it in the logs"),
     })
     .passthrough()
-    .describe("RFC 9457 problem details; some problems add fields (errors, reason, retryAfterSeconds)"),
-);
+  .describe("RFC 9457 problem details; some problems add fields (errors, reason, retryAfterSeconds)")
+  .meta({ id: "Problem" });
 
 export const problemResponse = (description: string) => ({
   description,
