@@ -156,6 +156,8 @@ export type RestoreResult = {
   auditChain: ChainCheck;
   signer: ManifestTrust;
   phases: RestorePhases;
+  /** What `beforeCommit` reported (the key store installed, shredded subjects purged), or null. */
+  beforeCommit: Record<string, unknown> | null;
 };
 
 export type RestoreOptions = {
@@ -169,6 +171,12 @@ export type RestoreOptions = {
   trustedSigners?: Buffer[];
   verifyAuditChain?: AuditChainVerifier;
   onProgress?: (p: { object: string; done: number; total: number }) => void;
+  /**
+   * Runs inside the load transaction once every row is in and counted, before COMMIT: recovery
+   * installs the key store and purges crypto-shredded subjects here, so a restore either ends
+   * with all of it or with nothing.
+   */
+  beforeCommit?: (client: pg.Client) => Promise<Record<string, unknown> | void>;
 };
 
 async function connect(url: string): Promise<pg.Client> {
@@ -318,6 +326,7 @@ export async function restoreSnapshot(opts: RestoreOptions): Promise<RestoreResu
       const c = await client.query<{ n: string }>(`SELECT count(*)::text AS n FROM ONLY ${quoteIdent(obj.schema)}.${quoteIdent(obj.table)}`);
       if (Number(c.rows[0]!.n) !== obj.rows) throw new SnapshotIntegrityError(`${obj.name}: ${c.rows[0]!.n} rows loaded, the manifest says ${obj.rows}`);
     }
+    const hooked = (await opts.beforeCommit?.(client)) ?? null;
     for (const rel of forced) await client.query(`ALTER TABLE ${rel} FORCE ROW LEVEL SECURITY`);
     await client.query("COMMIT");
     let verifyMs = performance.now() - t;
@@ -346,6 +355,7 @@ export async function restoreSnapshot(opts: RestoreOptions): Promise<RestoreResu
       auditChain,
       signer: opened.trust,
       phases,
+      beforeCommit: hooked,
     };
   } catch (err) {
     await client?.query("ROLLBACK").catch(() => {});
