@@ -11,8 +11,8 @@ const phases = z.record(z.string(), z.number());
 export const snapshotRecord = z.object({
   id: z.string(),
   trigger: z.string(),
-  /** `partial`: at least one target did not get the snapshot. */
-  status: z.enum(["running", "complete", "partial", "failed", "interrupted"]),
+  /** `partial`: at least one target did not get the snapshot. `pruned`: retention deleted every copy. `vanished`: every copy is gone without retention deleting it. */
+  status: z.enum(["running", "complete", "partial", "failed", "interrupted", "pruned", "vanished"]),
   startedAt: z.string(),
   finishedAt: z.string().nullable(),
   /** Per target: whether it holds the snapshot, and why not. */
@@ -27,10 +27,35 @@ export const snapshotRecord = z.object({
   auditHead: z.object({ seq: z.string(), hash: z.string() }).nullable(),
   verifiedAt: z.string().nullable(),
   error: z.string().nullable(),
+  /** When retention deleted the last copy (status `pruned`). */
+  prunedAt: z.string().nullable(),
+  /** Per target, where the snapshot is now, as the last run or reconcile found it. */
+  copies: z.array(z.object({ target: z.string(), state: z.enum(["present", "pruned", "vanished", "unrecorded"]), changedAt: z.string() })),
+  /** Attachment files: how many the snapshot lists, per target uploaded or referenced, and ids of any left out. */
+  attachments: z
+    .object({
+      total: z.number(),
+      missing: z.array(z.object({ id: z.string(), reason: z.string() })),
+      targets: z.array(z.object({ target: z.string(), uploaded: z.number(), referenced: z.number(), uploadedBytes: z.number() })),
+    })
+    .nullable(),
 });
 
 export const backupAlert = z.object({
-  kind: z.enum(["snapshot_failed", "snapshot_stale", "drill_failed", "drill_stale", "worm_not_enforced", "not_configured"]),
+  kind: z.enum([
+    "snapshot_failed",
+    "snapshot_stale",
+    "drill_failed",
+    "drill_stale",
+    "worm_not_enforced",
+    "not_configured",
+    "target_failed",
+    "snapshot_vanished",
+    "snapshot_appeared",
+    "attachment_missing",
+  ]),
+  /** What the alert is about: the target's name for `target_failed`, `snapshot_vanished` and `snapshot_appeared`. */
+  subject: z.string().nullable(),
   raisedAt: z.string(),
   detail: z.string(),
 });

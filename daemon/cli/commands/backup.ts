@@ -2,11 +2,11 @@ import fs from "node:fs";
 import type { Command } from "commander";
 import cliProgress from "cli-progress";
 import { Registry } from "prom-client";
-import { scanTarget } from "../../../backup/catalog.js";
+import { readManifest, scanTarget } from "../../../backup/catalog.js";
 import { restoreSnapshot } from "../../../backup/restore.js";
 import { openTarget, targetDefinitionSchema, targetSecretsSchema, type SnapshotTarget } from "../../../backup/targets/index.js";
 import { auditVerifierFor } from "../../backups/audit-check.js";
-import { listSnapshotRecords, restoreSnapshotById, runDrill, runSnapshot, verifySnapshotById, type AuditMeta } from "../../backups/service.js";
+import { listSnapshotRecords, reconcileCatalogue, restoreSnapshotById, runDrill, runSnapshot, verifySnapshotById, type AuditMeta, type SnapshotRecord } from "../../backups/service.js";
 import { systemClock } from "../../clock.js";
 import { loadConfig } from "../../config/load.js";
 import type { ApplianceContext } from "../../context.js";
@@ -50,6 +50,54 @@ function progressBar(global: GlobalOptions) {
 
 const mib = (n: number) => Math.round(n / 1048576);
 
+/** One line of `backup list`: a pruned or vanished snapshot says so and when, a partial one names the target that failed. */
+function recordLine(r: SnapshotRecord): string {
+  const where = r.copies.length
+    ? r.copies.map((c) => `${c.target}${c.state === "present" ? "" : `(${c.state})`}`).join(",")
+    : r.targets.map((t) => `${t.target}${t.ok ? "" : "(failed)"}`).join(",");
+  const note = r.status === "pruned" ? `  pruned ${r.prunedAt?.slice(0, 19) ?? ""}Z` : r.status === "partial" ? `  missing on ${r.targets.filter((t) => !t.ok).map((t) => t.target).join(", ")}` : "";
+  return `${r.id}  ${r.status.padEnd(11)} ${String(mib(r.storedBytes ?? 0)).padStart(6)} MiB  ${where}${note}`;
+}
+
+type TargetListing = {
+  target: string;
+  /** Ids only, as before (scripts rely on it). */
+  complete: string[];
+  snapshots: (
+    | { id: string; createdAt: string; completedAt: string; trigger: string; appVersion: string; schemaVersion: string; tables: number; rows: number; storedBytes: number; attachments: number; attachmentsMissing: number; signerKeyId: string }
+    | { id: string; error: string }
+  )[];
+  incomplete: string[];
+};
+
+/** What is really on a target: every complete snapshot's manifest read (not authenticated: no key needed). */
+async function listTarget(target: SnapshotTarget): Promise<TargetListing> {
+  const scan = await scanTarget(target);
+  const snapshots: TargetListing["snapshots"] = [];
+  for (const id of scan.complete) {
+    try {
+      const { body } = await readManifest(target, id);
+      snapshots.push({
+        id,
+        createdAt: body.createdAt,
+        completedAt: body.completedAt,
+        trigger: body.producer.trigger,
+        appVersion: body.producer.appVersion,
+        schemaVersion: body.database.schemaVersion,
+        tables: body.objects.length,
+        rows: body.objects.reduce((n, o) => n + o.rows, 0),
+        storedBytes: body.objects.reduce((n, o) => n + o.storedBytes, 0),
+        attachments: body.attachments?.entries.length ?? 0,
+        attachmentsMissing: body.attachments?.missing.length ?? 0,
+        signerKeyId: body.signer.keyId,
+      });
+    } catch (err) {
+      snapshots.push({ id, error: (err as Error).message });
+    }
+  }
+  return { target: target.name, complete: scan.complete, snapshots, incomplete: scan.incomplete.map((d) => d.id) };
+}
+
 export function registerBackup(program: Command) {
   const backup = program.command("backup").description("encrypted snapshots to the configured targets");
   const unsealOptions = (c: Command) =>
@@ -87,22 +135,46 @@ export function registerBackup(program: Command) {
     if (opts.targetFile) {
       const target = targetFromFile(opts.targetFile);
       try {
-        const scan = await scanTarget(target);
-        printResult(global, { target: target.name, complete: scan.complete, incomplete: scan.incomplete.map((d) => d.id) }, [
-          ...scan.complete.map((id) => id),
-          ...(scan.incomplete.length ? [`(${scan.incomplete.length} interrupted, ignored: ${scan.incomplete.map((d) => d.id).join(", ")})`] : []),
+        const listing = await listTarget(target);
+        printResult(global, listing, [
+          `target ${target.name} (${target.describe()}): ${listing.snapshots.length} complete snapshot(s)`,
+          ...listing.snapshots.map((s) =>
+            "error" in s
+              ? `${s.id}  UNREADABLE manifest: ${s.error}`
+              : `${s.id}  ${s.trigger.padEnd(8)} ${String(s.tables).padStart(3)} tables ${String(s.rows).padStart(9)} rows ${String(mib(s.storedBytes)).padStart(6)} MiB  ${s.attachments} attachment(s)${s.attachmentsMissing ? ` (${s.attachmentsMissing} left out)` : ""}`,
+          ),
+          ...(listing.incomplete.length ? [`(${listing.incomplete.length} interrupted, ignored: ${listing.incomplete.join(", ")})`] : []),
         ]);
+      } catch (err) {
+        if (err instanceof AppError) throw new CliError(err.message);
+        throw err;
       } finally {
         await target.close();
       }
       return;
     }
     const records = await withOfflineContext(loadConfig(), (ctx) => listSnapshotRecords(ctx));
+    printResult(global, { snapshots: records }, records.length ? records.map(recordLine) : ["no snapshots yet"]);
+  });
+
+  unsealOptions(
+    backup
+      .command("reconcile")
+      .description("compare the catalogue with what every target holds now: marks and alerts vanished and unrecorded snapshots"),
+  ).action(async (opts: UnsealOpts, cmd: Command) => {
+    const global = cmd.optsWithGlobals<GlobalOptions>();
+    const r = await withUnsealedContext(opts, (ctx) => reconcileCatalogue(ctx, CLI_META));
+    if (r.skipped) throw new CliError(`reconcile skipped: ${r.skipped}; try again when it has finished`);
     printResult(
       global,
-      { snapshots: records },
-      records.length ? records.map((r) => `${r.id}  ${r.status.padEnd(11)} ${String(mib(r.storedBytes ?? 0)).padStart(6)} MiB  ${r.targets.map((t) => `${t.target}${t.ok ? "" : "(failed)"}`).join(",")}`) : ["no snapshots yet"],
+      { reconcile: r },
+      r.targets.map((t) =>
+        t.error
+          ? `  FAILED ${t.target}: ${t.error}`
+          : `  ${t.vanished.length || t.appeared.length ? "DIFFERS" : "ok     "} ${t.target}: ${t.listed} snapshot(s)${t.vanished.length ? `, vanished: ${t.vanished.join(", ")}` : ""}${t.appeared.length ? `, not recorded here: ${t.appeared.join(", ")}` : ""}${t.returned.length ? `, back again: ${t.returned.join(", ")}` : ""}`,
+      ),
     );
+    if (r.targets.some((t) => t.error)) throw new CliError(`reconcile could not list ${r.targets.filter((t) => t.error).map((t) => t.target).join(", ")}`);
   });
 
   unsealOptions(
