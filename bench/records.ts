@@ -17,6 +17,7 @@ import { APP_ROLE, OWNER_ROLE } from "../daemon/db/roles.js";
 import { silentLogger } from "../daemon/log/logger.js";
 import { createPatient } from "../daemon/records/patients/service.js";
 import { startBaseline } from "./records-baseline.js";
+import { checkPeer, startPeer } from "./records-peer.js";
 import { openLoop } from "./open-loop.js";
 import type { BenchRow } from "./run.js";
 
@@ -33,11 +34,17 @@ import type { BenchRow } from "./run.js";
  * (target ≥ 50 % of the baseline's).
  * A last row measures authentication alone (identity's API-token check, on every request of
  * both paths) so the report can say how much of the gap is the records capability's.
+ *
+ * A third side, the peer (bench/records-peer.ts: Express + pg, PHI decrypted in SQL with pgcrypto,
+ * RLS, an audit row per request chained by a trigger under a lock on the head row), serves the
+ * same two request shapes in the same run; every measurement alternates the three sides. Targets
+ * (issue 13): throughput ≥ 2x the peer's and p99 at 200 req/s ≤ 0.5x the peer's; ≥ 0.5x bare.
  */
 const DURATION = Number(process.env.BENCH_RECORDS_SECONDS ?? 10);
 const CONNECTIONS = Number(process.env.BENCH_RECORDS_CONNECTIONS ?? 16);
 const RATE = 200;
 const ROUNDS = Number(process.env.BENCH_RECORDS_ROUNDS ?? 3);
+const FIXED_ROUNDS = Number(process.env.BENCH_RECORDS_FIXED_ROUNDS ?? 3);
 const NOTE_BODY = JSON.stringify({
   body: "Patient reports intermittent chest discomfort on exertion for two weeks, relieved by rest. No syncope. ECG today: sinus rhythm, no acute changes. Plan: stress test, lipid panel, review in clinic in one week; return sooner if symptoms at rest.".repeat(2),
 });
@@ -70,6 +77,11 @@ export async function setUp(dir: string, extraEnv: Record<string, string> = {}) 
   await su.query(`CREATE ROLE ${APP_ROLE} LOGIN NOSUPERUSER NOBYPASSRLS PASSWORD '${appPw}'`);
   await su.query(`CREATE DATABASE wk_bench OWNER ${OWNER_ROLE}`);
   await su.end();
+  // The peer decrypts in SQL with pgcrypto: the embedded server ships it (fails here if not).
+  const suBench = new pg.Client({ connectionString: embedded.superuserUrl.replace(/\/postgres$/, "/wk_bench") });
+  await suBench.connect();
+  await suBench.query("CREATE EXTENSION IF NOT EXISTS pgcrypto");
+  await suBench.end();
   // As the daemon connects to its embedded server: through the private Unix socket (both sides).
   const url = (user: string, password: string) => embeddedDatabaseUrl(embedded, "wk_bench", { user, password });
   const config = loadConfig({
@@ -105,6 +117,7 @@ export async function setUp(dir: string, extraEnv: Record<string, string> = {}) 
   );
   const tls = { certPem: fs.readFileSync(path.join(config.dataDir, "tls", "server.crt"), "utf8"), keyPem: fs.readFileSync(path.join(config.dataDir, "tls", "server.key"), "utf8") };
   const baseline = await startBaseline({ databaseUrl: url(OWNER_ROLE, ownerPw), poolMax: config.database.poolMax, tls });
+  const peer = await startPeer({ databaseUrl: url(OWNER_ROLE, ownerPw), poolMax: config.database.poolMax, tls });
   const applianceUrl = `https://127.0.0.1:${appliance.server.port}`;
   return {
     ctx,
@@ -118,7 +131,14 @@ export async function setUp(dir: string, extraEnv: Record<string, string> = {}) 
       read: { url: `${baseline.url}/baseline/patients/${baseline.patientId}`, method: "GET", headers: {} } satisfies Target,
       write: { url: `${baseline.url}/baseline/patients/${baseline.patientId}/notes`, method: "POST", headers: { "content-type": "application/json" }, body: NOTE_BODY } satisfies Target,
     },
+    peer: {
+      read: { url: `${peer.url}/peer/patients/${peer.patientId}`, method: "GET", headers: { authorization: `Bearer ${peer.token}` } } satisfies Target,
+      write: { url: `${peer.url}/peer/patients/${peer.patientId}/notes`, method: "POST", headers: { authorization: `Bearer ${peer.token}`, "content-type": "application/json" }, body: NOTE_BODY } satisfies Target,
+    },
+    checkPeer: () => checkPeer(url(OWNER_ROLE, ownerPw)),
+    settlePeer: () => peer.settle(),
     async close() {
+      await peer.close();
       await baseline.close();
       await appliance.stop();
       await embedded.stop();
@@ -126,23 +146,36 @@ export async function setUp(dir: string, extraEnv: Record<string, string> = {}) 
   };
 }
 
+type Side = "product" | "baseline" | "peer";
+const SIDES: readonly Side[] = ["product", "baseline", "peer"];
+/** Round i runs the sides in this order rotated by i, so each side goes first, second and last once every three rounds. */
+const orderOf = (round: number): Side[] => SIDES.map((_, k) => SIDES[(k + round) % SIDES.length]!);
+const median = (xs: number[]) => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
+};
+
 /**
- * Throughput of both sides in ROUNDS alternating rounds (product, baseline; then baseline,
- * product; ...), each side's rate the mean of its rounds. This machine's speed drifts by tens of
- * percent within a minute (other tenants of the host, the product's own autovacuum), and one long
- * run of each side in turn put all of a drift on one of them; alternating spreads it over both.
- * The per-round ratios go to stderr, so a reader sees the spread behind the one figure.
+ * Throughput of the three sides in ROUNDS alternating rounds, each side's rate the mean of its
+ * rounds. This machine's speed drifts by tens of percent within a minute (other tenants of the
+ * host, the product's own autovacuum), and one long run of each side in turn put all of a drift
+ * on one of them; alternating spreads it over all. The per-round ratios go to stderr, so a reader
+ * sees the spread behind the one figure.
  */
-async function alternatingThroughput(product: Target, baseline: Target, kind: string): Promise<{ product: Measure; baseline: Measure }> {
+async function alternatingThroughput(targets: Record<Side, Target>, kind: string, settle: (side: Side) => Promise<void>): Promise<Record<Side, Measure>> {
   const seconds = Math.max(2, Math.round(DURATION / 2));
-  const rounds: { product: Measure; baseline: Measure }[] = [];
+  const rounds: Record<Side, Measure>[] = [];
   for (let i = 0; i < ROUNDS; i++) {
-    const first = i % 2 === 0 ? product : baseline;
-    const a = await drive(first, { connections: CONNECTIONS, seconds });
-    const b = await drive(first === product ? baseline : product, { connections: CONNECTIONS, seconds });
-    rounds.push(first === product ? { product: a, baseline: b } : { product: b, baseline: a });
+    const round = {} as Record<Side, Measure>;
+    for (const side of orderOf(i)) {
+      round[side] = await drive(targets[side], { connections: CONNECTIONS, seconds });
+      await settle(side);
+    }
+    rounds.push(round);
   }
-  process.stderr.write(`records bench: ${kind} throughput ratio by round: ${rounds.map((r) => (r.product.rps / r.baseline.rps).toFixed(2)).join(", ")}\n`);
+  process.stderr.write(
+    `records bench: ${kind} throughput by round (product / bare, product / peer): ${rounds.map((r) => `${(r.product.rps / r.baseline.rps).toFixed(2)} / ${(r.product.rps / r.peer.rps).toFixed(2)}`).join(", ")}\n`,
+  );
   const mean = (ms: Measure[]): Measure => ({
     rps: ms.reduce((n, m) => n + m.rps, 0) / ms.length,
     p50: ms.reduce((n, m) => n + m.p50, 0) / ms.length,
@@ -150,60 +183,140 @@ async function alternatingThroughput(product: Target, baseline: Target, kind: st
     non2xx: ms.reduce((n, m) => n + m.non2xx, 0),
     errors: ms.reduce((n, m) => n + m.errors, 0),
   });
-  return { product: mean(rounds.map((r) => r.product)), baseline: mean(rounds.map((r) => r.baseline)) };
+  return { product: mean(rounds.map((r) => r.product)), baseline: mean(rounds.map((r) => r.baseline)), peer: mean(rounds.map((r) => r.peer)) };
 }
+
+/**
+ * Latency at RATE requests/s, open-loop, in FIXED_ROUNDS alternating rounds: each side's p50 and
+ * p99 the median of its rounds (one stall of this machine lands in one round of one side; the
+ * median keeps it from deciding the comparison, and stderr shows every round).
+ */
+async function alternatingFixedRate(targets: Record<Side, Target>, kind: string, settle: (side: Side) => Promise<void>): Promise<Record<Side, Measure>> {
+  const rounds: Record<Side, Measure>[] = [];
+  for (let i = 0; i < FIXED_ROUNDS; i++) {
+    const round = {} as Record<Side, Measure>;
+    for (const side of orderOf(i)) {
+      round[side] = await openLoop(targets[side], { connections: 32, rate: RATE, seconds: DURATION, warmupSeconds: 5 });
+      // A side that could not keep up still has requests in its queue: they must not run into the next side's measurement.
+      await settle(side);
+    }
+    rounds.push(round);
+  }
+  process.stderr.write(
+    `records bench: ${kind} p99 at ${RATE} req/s by round (product, bare, peer): ${rounds.map((r) => SIDES.map((s) => r[s].p99.toFixed(1)).join(" ")).join("; ")} ms\n`,
+  );
+  const out = {} as Record<Side, Measure>;
+  for (const side of SIDES) {
+    const ms = rounds.map((r) => r[side]);
+    out[side] = {
+      p50: median(ms.map((m) => m.p50)),
+      p99: median(ms.map((m) => m.p99)),
+      rps: median(ms.map((m) => m.rps)),
+      non2xx: ms.reduce((n, m) => n + m.non2xx, 0),
+      errors: ms.reduce((n, m) => n + m.errors, 0),
+    };
+  }
+  return out;
+}
+
+const clean = (m: Measure) => m.non2xx === 0 && m.errors === 0;
+const f = (n: number) => (n >= 100 ? n.toFixed(0) : n.toPrecision(3));
 
 export async function run(): Promise<BenchRow[]> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "wardkeep-bench-records-"));
   fs.chmodSync(dir, 0o711);
   const env = await setUp(dir);
   const rows: BenchRow[] = [];
+  // The side-by-side table (docs/records.md, Performance), printed to stderr at the end.
+  const table: string[] = ["| request | measure | product | bare baseline | peer | product / bare | product / peer | targets |", "| --- | --- | --- | --- | --- | --- | --- | --- |"];
+  const verdict = (ok: boolean) => (ok ? "met" : "not met");
   try {
     for (const kind of ["read", "write"] as const) {
       const label = kind === "read" ? "patient read (audited, decrypted)" : "note write (encrypted, audited)";
-      // Warm both paths (TLS sessions, plans, key cache) at the measured concurrency, so both
-      // pools hold as many warm PostgreSQL backends as the run uses: a backend's first queries
+      const targets: Record<Side, Target> = { product: env.product[kind], baseline: env.baseline[kind], peer: env.peer[kind] };
+      // Warm every side (TLS sessions, plans, key cache) at the measured concurrency, so each
+      // pool holds as many warm PostgreSQL backends as the run uses: a backend's first queries
       // fill its catalog and plan caches, which is start-up cost, not the service's.
-      await drive(env.product[kind], { connections: CONNECTIONS, seconds: 4 });
-      await drive(env.baseline[kind], { connections: CONNECTIONS, seconds: 4 });
+      for (const side of SIDES) await drive(targets[side], { connections: CONNECTIONS, seconds: 4 });
+      await env.settlePeer();
 
-      // Throughput first, so the fixed-rate runs meet a warm process (JIT, pools, PostgreSQL
-      // backends' caches): the latency target is about the appliance in service, not its first seconds.
-      const { product: max, baseline: maxBase } = await alternatingThroughput(env.product[kind], env.baseline[kind], kind);
-      const fixed = await openLoop(env.product[kind], { connections: 32, rate: RATE, seconds: DURATION, warmupSeconds: 5 });
-      const fixedBase = await openLoop(env.baseline[kind], { connections: 32, rate: RATE, seconds: DURATION, warmupSeconds: 5 });
-      for (const [what, m] of [
-        ["fixed", fixed],
-        ["max", max],
-      ] as const) {
-        if (m.non2xx || m.errors) process.stderr.write(`records bench: ${kind} ${what}: ${m.non2xx} non-2xx answers, ${m.errors} errors\n`);
+      // Throughput first, so the fixed-rate runs meet warm processes (JIT, pools, PostgreSQL
+      // backends' caches): the latency targets are about services in use, not their first seconds.
+      const settle = async (side: Side) => {
+        if (side === "peer") await env.settlePeer();
+      };
+      const max = await alternatingThroughput(targets, kind, settle);
+      const fixed = await alternatingFixedRate(targets, kind, settle);
+      for (const side of SIDES) {
+        for (const [what, m] of [
+          ["fixed", fixed[side]],
+          ["max", max[side]],
+        ] as const) {
+          if (!clean(m)) process.stderr.write(`records bench: ${kind} ${side} ${what}: ${m.non2xx} non-2xx answers, ${m.errors} errors\n`);
+        }
       }
 
-      rows.push({ name: `${label}: p50 at ${RATE} req/s`, value: fixed.p50, unit: "ms", baseline: fixedBase.p50, ratio: fixed.p50 / Math.max(fixedBase.p50, 0.001) });
+      const p = fixed.product;
+      rows.push({ name: `${label}: p50 at ${RATE} req/s (baseline column: bare)`, value: p.p50, unit: "ms", baseline: fixed.baseline.p50, ratio: p.p50 / Math.max(fixed.baseline.p50, 0.001) });
+      rows.push({ name: `${label}: p50 at ${RATE} req/s (baseline column: peer)`, value: p.p50, unit: "ms", baseline: fixed.peer.p50, ratio: p.p50 / Math.max(fixed.peer.p50, 0.001) });
       rows.push({
-        name: `${label}: p99 at ${RATE} req/s`,
-        value: fixed.p99,
+        name: `${label}: p99 at ${RATE} req/s (baseline column: bare)`,
+        value: p.p99,
         unit: "ms",
-        baseline: fixedBase.p99,
-        ratio: fixed.p99 / Math.max(fixedBase.p99, 0.001),
+        baseline: fixed.baseline.p99,
+        ratio: p.p99 / Math.max(fixed.baseline.p99, 0.001),
         target: "< 50 ms",
-        met: fixed.p99 < 50 && fixed.non2xx === 0 && fixed.errors === 0,
+        met: p.p99 < 50 && clean(p),
       });
-      rows.push({ name: `${label}: achieved rate at ${RATE} req/s`, value: fixed.rps, unit: "req/s", baseline: fixedBase.rps, ratio: fixed.rps / fixedBase.rps });
+      const p99VsPeer = p.p99 / Math.max(fixed.peer.p99, 0.001);
       rows.push({
-        name: `${label}: throughput, ${CONNECTIONS} connections`,
-        value: max.rps,
-        unit: "req/s",
-        baseline: maxBase.rps,
-        ratio: max.rps / maxBase.rps,
-        target: ">= 0.5x unprotected",
-        met: max.rps / maxBase.rps >= 0.5 && max.non2xx === 0 && max.errors === 0,
+        name: `${label}: p99 at ${RATE} req/s (baseline column: peer)`,
+        value: p.p99,
+        unit: "ms",
+        baseline: fixed.peer.p99,
+        ratio: p99VsPeer,
+        target: "<= 0.5x peer",
+        // The peer's own failures (requests still unanswered when its run ends) are its result, not a flaw of the comparison.
+        met: p99VsPeer <= 0.5 && clean(p),
       });
-      rows.push({ name: `${label}: p50 / p99 at max throughput`, value: max.p50, unit: "ms (p50)", baseline: maxBase.p50, ratio: max.p99 });
+      rows.push({ name: `${label}: achieved rate at ${RATE} req/s (baseline column: bare)`, value: p.rps, unit: "req/s", baseline: fixed.baseline.rps, ratio: p.rps / fixed.baseline.rps });
+      const vsBare = max.product.rps / max.baseline.rps;
+      const vsPeer = max.product.rps / max.peer.rps;
+      rows.push({
+        name: `${label}: throughput, ${CONNECTIONS} connections (baseline column: bare)`,
+        value: max.product.rps,
+        unit: "req/s",
+        baseline: max.baseline.rps,
+        ratio: vsBare,
+        target: ">= 0.5x bare",
+        met: vsBare >= 0.5 && clean(max.product) && clean(max.baseline),
+      });
+      rows.push({
+        name: `${label}: throughput, ${CONNECTIONS} connections (baseline column: peer)`,
+        value: max.product.rps,
+        unit: "req/s",
+        baseline: max.peer.rps,
+        ratio: vsPeer,
+        target: ">= 2x peer",
+        met: vsPeer >= 2 && clean(max.product),
+      });
+      rows.push({ name: `${label}: p50 / p99 at max throughput`, value: max.product.p50, unit: "ms (p50)", baseline: max.baseline.p50, ratio: max.product.p99 });
+
+      const what = kind === "read" ? "patient read" : "note write";
+      table.push(
+        `| ${what} | throughput, ${CONNECTIONS} connections (req/s) | ${f(max.product.rps)} | ${f(max.baseline.rps)} | ${f(max.peer.rps)} | ${vsBare.toFixed(2)} | ${vsPeer.toFixed(2)} | ≥ 0.5x bare: ${verdict(vsBare >= 0.5)}; ≥ 2x peer: ${verdict(vsPeer >= 2)} |`,
+        `| ${what} | p50 / p99 at ${RATE} req/s (ms) [achieved req/s] | ${f(p.p50)} / ${f(p.p99)} [${f(p.rps)}] | ${f(fixed.baseline.p50)} / ${f(fixed.baseline.p99)} [${f(fixed.baseline.rps)}] | ${f(fixed.peer.p50)} / ${f(fixed.peer.p99)} [${f(fixed.peer.rps)}] | ${(p.p99 / fixed.baseline.p99).toFixed(2)} | ${p99VsPeer.toFixed(2)} | p99 < 50 ms: ${verdict(p.p99 < 50)}; p99 ≤ 0.5x peer: ${verdict(p99VsPeer <= 0.5)} |`,
+      );
     }
     await drive(env.product.authOnly, { connections: 4, seconds: 2 });
     const auth = await drive(env.product.authOnly, { connections: CONNECTIONS, seconds: DURATION });
-    rows.push({ name: `authentication alone (GET /auth/session, same token): throughput, ${CONNECTIONS} connections`, value: auth.rps, unit: "req/s", baseline: rows.find((r) => r.name.startsWith("patient read") && r.name.includes("throughput"))?.baseline, ratio: auth.rps / (rows.find((r) => r.name.startsWith("patient read") && r.name.includes("throughput"))?.baseline ?? auth.rps) });
+    const readBare = rows.find((r) => r.name.startsWith("patient read") && r.name.includes("throughput") && r.name.includes("bare"))?.baseline;
+    rows.push({ name: `authentication alone (GET /auth/session, same token): throughput, ${CONNECTIONS} connections`, value: auth.rps, unit: "req/s", baseline: readBare, ratio: auth.rps / (readBare ?? auth.rps) });
+
+    // The peer must have done what it claims, or the comparison flatters the product.
+    const peer = await env.checkPeer();
+    rows.push({ name: "peer: audit rows written (one per answered read and write), chain recomputes, PHI stored as pgp ciphertext", value: peer.auditRows, unit: "rows", target: "chain and encryption verified", met: peer.chainOk && peer.encrypted && peer.auditRows > 0 });
+    process.stderr.write(`\nrecords bench, side by side (${ROUNDS} throughput rounds of ${Math.max(2, Math.round(DURATION / 2))} s, ${FIXED_ROUNDS} fixed-rate rounds of ${DURATION} s; peer audit chain ${peer.chainOk ? "verified" : "BROKEN"} over ${peer.auditRows} rows):\n${table.join("\n")}\n\n`);
   } finally {
     await env.close();
     fs.rmSync(dir, { recursive: true, force: true });
