@@ -197,6 +197,8 @@ export function startSiemForwarder(ctx: ApplianceContext): SiemForwarder | undef
   let again = false;
   let lastLagCheck = 0;
   let failures = 0;
+  let nextConnectAt = 0;
+  let connectFailures = 0;
   const timers = new Set<NodeJS.Timeout>();
   const later = (fn: () => void, ms: number) => {
     const t = setTimeout(() => {
@@ -262,7 +264,7 @@ export function startSiemForwarder(ctx: ApplianceContext): SiemForwarder | undef
   }
 
   const connect = () => {
-    if (stopped || connecting || socket) return;
+    if (stopped || connecting || socket || Date.now() < nextConnectAt) return;
     connecting = true;
     const s = tls.connect({ host: cfg.host, port: cfg.port, servername: /^[\d.:]+$/.test(cfg.host) ? undefined : cfg.host, minVersion: "TLSv1.2", ...secure });
     socket = s;
@@ -270,11 +272,16 @@ export function startSiemForwarder(ctx: ApplianceContext): SiemForwarder | undef
     s.once("secureConnect", () => {
       connecting = false;
       connected = true;
+      connectFailures = 0;
       ctx.log.info("SIEM collector connected", { host: cfg.host, port: cfg.port });
       kick();
     });
     s.on("error", (err) => {
-      ctx.log.warn("SIEM collector connection failed", { host: cfg.host, port: cfg.port, code: (err as NodeJS.ErrnoException).code ?? err.message });
+      // A collector away for hours would otherwise write a line every reconnectMs; the lag alert says the rest.
+      connectFailures += 1;
+      if (connectFailures === 1 || connectFailures % 100 === 0) {
+        ctx.log.warn("SIEM collector connection failed", { host: cfg.host, port: cfg.port, code: (err as NodeJS.ErrnoException).code ?? err.message, attempts: connectFailures });
+      }
     });
     // The collector never speaks in RFC 5425; reading keeps a half-closed socket noticed.
     s.on("data", () => {});
@@ -284,6 +291,7 @@ export function startSiemForwarder(ctx: ApplianceContext): SiemForwarder | undef
         socket = undefined;
         connected = false;
       }
+      nextConnectAt = Date.now() + cfg.reconnectMs;
       if (!stopped) later(kick, cfg.reconnectMs);
     });
   };
@@ -293,8 +301,9 @@ export function startSiemForwarder(ctx: ApplianceContext): SiemForwarder | undef
     for (;;) {
       const [cursor] = (await client.query<{ seq: string }>("SELECT seq::text AS seq FROM audit_siem_cursor")).rows;
       const from = BigInt(cursor!.seq);
+      // ORDER BY audit_events.seq: a bare `seq` would sort by the text alias ("10" before "5").
       const { rows } = await client.query<{ seq: string; canonical: string; hash: string }>(
-        "SELECT seq::text AS seq, canonical, encode(hash, 'hex') AS hash FROM audit_events WHERE seq > $1 ORDER BY seq LIMIT $2",
+        "SELECT seq::text AS seq, canonical, encode(hash, 'hex') AS hash FROM audit_events WHERE seq > $1 ORDER BY audit_events.seq LIMIT $2",
         [from.toString(), BATCH],
       );
       if (rows.length === 0) return;
