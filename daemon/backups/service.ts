@@ -110,11 +110,14 @@ export const ALERT_KINDS: readonly AlertKind[] = [
   "attachment_missing",
 ];
 
-/** Raises (or refreshes the detail of) the open alert of this kind and subject ("" when the kind has none). */
-export async function raiseAlert(ctx: ApplianceContext, t: Tx, kind: AlertKind, detail: string, subject = ""): Promise<void> {
+/**
+ * Raises the open alert of this kind and subject ("" when the kind has none), or refreshes its
+ * detail; `keepDetail` leaves an open one as it is (a reconcile must not hide why a run failed).
+ */
+export async function raiseAlert(ctx: ApplianceContext, t: Tx, kind: AlertKind, detail: string, subject = "", keepDetail = false): Promise<void> {
   const r = await t.rows<{ inserted: boolean }>(
     `INSERT INTO backup_alerts (kind, subject, raised_at, detail) VALUES ($1, $2, $3, $4)
-     ON CONFLICT (kind, subject) WHERE cleared_at IS NULL DO UPDATE SET detail = EXCLUDED.detail
+     ON CONFLICT (kind, subject) WHERE cleared_at IS NULL DO ${keepDetail ? "NOTHING" : "UPDATE SET detail = EXCLUDED.detail"}
      RETURNING (xmax = 0) AS inserted`,
     [kind, subject, ctx.clock.now(), detail.slice(0, 1000)],
   );
@@ -507,7 +510,7 @@ async function reconcileUnderLock(ctx: ApplianceContext, policy: PolicyRow, meta
         onTarget = (await scanTarget(target)).complete;
       } catch (err) {
         r.error = (err as Error).message;
-        await tx(ctx, (t) => raiseAlert(ctx, t, "target_failed", `target ${target.name} could not be listed: ${r.error}`, target.name));
+        await tx(ctx, (t) => raiseAlert(ctx, t, "target_failed", `target ${target.name} could not be listed: ${r.error}`, target.name, true));
         continue;
       }
       r.listed = onTarget.length;
