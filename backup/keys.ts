@@ -14,8 +14,7 @@
  *   who only knows the (public) recovery key is told apart when the signer is pinned.
  */
 import { createHmac, createPrivateKey, createPublicKey, randomBytes, sign, verify, type KeyObject } from "node:crypto";
-import { hkdfSha256, unwrapKey, wrapKey, zeroize } from "../daemon/keys/primitives.js";
-import { recoveryFingerprint, unwrapWithRecovery, wrapForRecovery } from "../daemon/keys/recovery-crypto.js";
+import { hkdfSha256, unwrapKey, wrapKey, zeroize, recoveryFingerprint, unwrapWithRecovery, wrapForRecovery } from "../daemon/keys/index.js";
 import { SnapshotKeyError } from "./errors.js";
 
 const ED25519_PKCS8_PREFIX = Buffer.from("302e020100300506032b657004220420", "hex");

@@ -5,7 +5,7 @@
  */
 import { timingSafeEqual } from "node:crypto";
 import { z } from "zod";
-import { hmacSha256, zeroize } from "../daemon/keys/primitives.js";
+import { hmacSha256, zeroize } from "../daemon/keys/index.js";
 import { attachmentsSectionSchema } from "./attachments.js";
 import { canonicalJson } from "./canonical-json.js";
 import { SnapshotIntegrityError } from "./errors.js";

@@ -13,7 +13,7 @@ import { Writable, pipeline } from "node:stream";
 import { createBrotliDecompress, createGunzip } from "node:zlib";
 import pg from "pg";
 import { from as copyFrom } from "pg-copy-streams";
-import { zeroize } from "../daemon/keys/primitives.js";
+import { zeroize } from "../daemon/keys/index.js";
 import { readManifest } from "./catalog.js";
 import { RestoreRefused, SnapshotIntegrityError } from "./errors.js";
 import { unwrapSnapshotKey, type SnapshotOpener } from "./keys.js";

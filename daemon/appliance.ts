@@ -6,7 +6,9 @@ import { startAccessServices } from "./access/background.js";
 import { startAuditServices } from "./audit/background.js";
 import { startBackupServices } from "./backups/background.js";
 import { startRecordsServices } from "./records/background.js";
-import { ensureSetupToken } from "./auth/setup.js";
+import { ensureSetupToken } from "./auth/index.js";
+import { RootKey, startKeyMaintenance, unsealAtStart } from "./keys/index.js";
+import { ensureTlsMaterial, TlsError, watchTlsDirectory } from "./tls/index.js";
 import { systemClock, type Clock } from "./clock.js";
 import { inDataDir } from "./config/load.js";
 import type { Config } from "./config/schema.js";
@@ -16,12 +18,7 @@ import { applyMigrations, pendingMigrations } from "./db/migrate.js";
 import { assertAppRoleIsRestricted, prepareDatabase } from "./db/roles.js";
 import { createHttpApp } from "./http/app.js";
 import { startHttpServers, type RunningServer, type TlsCredentials } from "./http/server.js";
-import { RootKey } from "./keys/root-key.js";
-import { startKeyMaintenance } from "./keys/maintenance.js";
-import { unsealAtStart } from "./keys/unseal/index.js";
 import type { Logger } from "./log/logger.js";
-import { ensureTlsMaterial, TlsError } from "./tls/internal-ca.js";
-import { watchTlsDirectory } from "./tls/watch.js";
 
 export type Appliance = {
   ctx: ApplianceContext;

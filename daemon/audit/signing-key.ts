@@ -3,8 +3,7 @@ import fs from "node:fs";
 import path from "node:path";
 import { inDataDir } from "../config/load.js";
 import type { ApplianceContext } from "../context.js";
-import { getAuditSigningKey, listAuditVerificationKeys } from "../keys/index.js";
-import { hkdfSha256 } from "../keys/primitives.js";
+import { hkdfSha256, getAuditSigningKey, listAuditVerificationKeys } from "../keys/index.js";
 
 /**
  * The keys that sign audit checkpoints and evidence-pack manifests, and the one place that

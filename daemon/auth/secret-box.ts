@@ -1,6 +1,5 @@
 import { randomBytes } from "node:crypto";
-import type { RootKey } from "../keys/root-key.js";
-import { aesGcmDecrypt, aesGcmEncrypt, GCM_NONCE_BYTES, GCM_TAG_BYTES, hkdfSha256 } from "../keys/primitives.js";
+import { type RootKey, aesGcmDecrypt, aesGcmEncrypt, GCM_NONCE_BYTES, GCM_TAG_BYTES, hkdfSha256 } from "../keys/index.js";
 
 /**
  * Keys of the identity capability, derived with HKDF (RFC 5869) under a purpose label from the

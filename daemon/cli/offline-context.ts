@@ -1,14 +1,13 @@
 import { Registry } from "prom-client";
 import { loadConfig } from "../config/load.js";
 import { AppError } from "../kernel/errors.js";
-import { unsealForOperator } from "../keys/operator.js";
+import { unsealForOperator, RootKey } from "../keys/index.js";
 import { CliError } from "./output.js";
 import { systemClock } from "../clock.js";
 import type { Config } from "../config/schema.js";
 import type { ApplianceContext } from "../context.js";
 import { openDatabase } from "../db/connection.js";
 import { prepareDatabase, type DatabaseTargets } from "../db/roles.js";
-import { RootKey } from "../keys/root-key.js";
 import { silentLogger, type Logger } from "../log/logger.js";
 
 /**

@@ -1,6 +1,7 @@
 import express, { Router, type Express } from "express";
 import { accessRoutes } from "../access/routes.js";
-import { authenticate } from "../auth/authenticate.js";
+import { authenticate } from "../auth/index.js";
+import { rejectInvalidUtf8 } from "../records/index.js";
 import { authRoutes } from "../auth/routes.js";
 import { setupRoutes } from "../auth/setup-routes.js";
 import type { ApplianceContext } from "../context.js";
@@ -13,7 +14,6 @@ import { healthRoutes } from "./routes/health.js";
 import { keysRoutes } from "../keys/routes.js";
 import { backupRoutes } from "../backups/routes.js";
 import { attachmentUploadRoutes, recordsRoutes } from "../records/routes.js";
-import { rejectInvalidUtf8 } from "../records/http.js";
 import { auditRoutes } from "../audit/routes.js";
 import { APP_VERSION } from "../version.js";
 

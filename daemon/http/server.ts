@@ -4,7 +4,9 @@ import type { Socket } from "node:net";
 import type { Express } from "express";
 import type { Config } from "../config/schema.js";
 
-export type TlsCredentials = { certPem: string; keyPem: string };
+import type { TlsCredentials } from "../tls/index.js";
+
+export type { TlsCredentials };
 
 export type RunningServer = {
   port: number;

@@ -1,6 +1,6 @@
 import type { Request, Response, Router } from "express";
 import type { z } from "zod";
-import { guardedRoute, type GuardedRoute } from "../access/guard.js";
+import { guardedRoute, type GuardedRoute } from "../access/index.js";
 import type { ApplianceContext } from "../context.js";
 import { jsonBody, jsonResponse, openApiRegistry, problemResponse } from "../http/openapi.js";
 

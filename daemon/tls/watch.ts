@@ -2,7 +2,8 @@ import fs from "node:fs";
 import path from "node:path";
 import { X509Certificate, createPrivateKey } from "node:crypto";
 import type { Logger } from "../log/logger.js";
-import type { TlsCredentials } from "../http/server.js";
+/** A server certificate chain and its private key, PEM. */
+export type TlsCredentials = { certPem: string; keyPem: string };
 
 /**
  * Reloads the server certificate when `wardkeep tls renew|import` rewrites dataDir/tls, so a new

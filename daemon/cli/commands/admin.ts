@@ -1,6 +1,6 @@
 import fs from "node:fs";
 import type { Command } from "commander";
-import { createFirstSuperAdmin, ensureSetupToken, superAdminInput } from "../../auth/setup.js";
+import { createFirstSuperAdmin, ensureSetupToken, superAdminInput } from "../../auth/index.js";
 import { loadConfig } from "../../config/load.js";
 import { pendingMigrations } from "../../db/migrate.js";
 import { withOfflineContext } from "../offline-context.js";

@@ -5,8 +5,8 @@ import type { Command } from "commander";
 import { certificateHostnames } from "../../appliance.js";
 import { inDataDir, loadConfig } from "../../config/load.js";
 import type { Config } from "../../config/schema.js";
-import { daemonTarget, OperatorError } from "../../keys/operator.js";
-import { createCertificateSigningRequest, describeCertificate, importCertificate, renewServerCertificate, TlsError, type TlsMaterial } from "../../tls/internal-ca.js";
+import { daemonTarget, OperatorError } from "../../keys/index.js";
+import { createCertificateSigningRequest, describeCertificate, importCertificate, renewServerCertificate, TlsError, type TlsMaterial } from "../../tls/index.js";
 import { CliError, printResult, type GlobalOptions } from "../output.js";
 
 function readPem(file: string, what: string): string {

@@ -1,7 +1,6 @@
 import type { Command } from "commander";
 import { loadConfig } from "../../config/load.js";
-import { callDaemon, daemonTarget, extractShare, OperatorError, readSecretFile } from "../../keys/operator.js";
-import { isInteractive, promptHidden } from "../../keys/unseal/prompt.js";
+import { callDaemon, daemonTarget, extractShare, OperatorError, readSecretFile, isInteractive, promptHidden } from "../../keys/index.js";
 import { CliError, printResult, type GlobalOptions } from "../output.js";
 
 type UnsealOptions = { url?: string; ca?: string; passphraseFile?: string; shareFile?: string; reset?: boolean; status?: boolean };

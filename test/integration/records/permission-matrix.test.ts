@@ -2,7 +2,7 @@ import request from "supertest";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { Actor } from "../../../daemon/kernel/actor.js";
 import { guardedRoutes, type GuardedRoute } from "../../../daemon/access/guard.js";
-import { can, STEP_UP_ACTIONS } from "../../../daemon/access/policy.js";
+import { can, STEP_UP_ACTIONS } from "../../../daemon/kernel/policy.js";
 import { callGuardedRoute } from "../../helpers/permission-matrix.js";
 import { startTestAppliance, type TestAppliance } from "../../helpers/appliance.js";
 import { createTenant, signIn, type SignedIn } from "../../helpers/actors.js";

@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { ROLES, type Actor, type Role } from "../../../daemon/kernel/actor.js";
-import { ACTIONS, authorize, can, scopeAllows, STEP_UP_ACTIONS, type Action } from "../../../daemon/access/policy.js";
+import { ACTIONS, authorize, can, scopeAllows, STEP_UP_ACTIONS, type Action } from "../../../daemon/kernel/policy.js";
 
 const A = "11111111-1111-4111-8111-111111111111";
 const B = "22222222-2222-4222-8222-222222222222";

@@ -1,5 +1,5 @@
-import { Forbidden } from "../kernel/errors.js";
-import type { Actor, Role } from "../kernel/actor.js";
+import { Forbidden } from "./errors.js";
+import type { Actor, Role } from "./actor.js";
 
 /**
  * The one policy module (CONVENTIONS 3): every permission in Wardkeep is decided here, by

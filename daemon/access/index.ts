@@ -1,0 +1,7 @@
+/**
+ * The access capability's public face (docs/architecture.md): care-team facts for records'
+ * checks, and the guard that binds a route to its policy action. The policy table itself is
+ * kernel/policy.ts, shared by every capability.
+ */
+export { authorizePatient, patientAccessFor, type PatientAccess } from "./care-team.js";
+export { guard, guardedRoute, guardedRoutes, policyBinding, recordDenial, type GuardedRoute } from "./guard.js";

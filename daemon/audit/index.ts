@@ -1,0 +1,7 @@
+/**
+ * The audit capability's public face for readers of the trail (the CLI, backups' restore check).
+ * Writing an event goes through ./append.ts, the one audit-event module every capability imports.
+ */
+export { verifyAuditChain, type VerifyReport } from "./verify.js";
+export { exportAuditEvidence, newPackId, EXPORT_FORMATS, type ExportFormat } from "./export.js";
+export { publicKeysFromPem } from "./signing-key.js";

@@ -1,0 +1,12 @@
+/**
+ * The auth capability's public face (docs/architecture.md): who is calling (the authenticate
+ * middleware), step-up for sensitive actions, and what account administration in access/ needs
+ * to end sessions, clear a second factor or drop cached API-token answers.
+ */
+export { authenticate } from "./authenticate.js";
+export { requireRecentMfa } from "./step-up.js";
+export { StepUpRequired, CsrfRejected, InviteExpired, InviteInvalid, InviteRevoked, InviteUsed } from "./errors.js";
+export { revokeUserSessions } from "./sessions.js";
+export { clearMfa } from "./mfa.js";
+export { forgetResolvedApiTokens } from "./api-tokens.js";
+export { createFirstSuperAdmin, ensureSetupToken, superAdminExists, superAdminInput, type SuperAdminInput } from "./setup.js";
