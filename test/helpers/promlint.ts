@@ -58,7 +58,8 @@ const NON_BASE: Record<string, string> = {
 };
 const PREFIXES = ["pico", "nano", "micro", "milli", "centi", "deci", "deca", "hecto", "kilo", "kibi", "mega", "mibi", "giga", "gibi", "tera", "tebi", "peta", "pebi"];
 const ABBREVIATIONS = ["s", "ms", "us", "ns", "sec", "b", "kb", "mb", "gb", "tb", "pb", "m", "h", "d"];
-const TYPES_IN_NAME = ["counter", "gauge", "histogram", "summary", "gaugehistogram", "info", "stateset"];
+// The exposition types (client_model MetricType); `_info` is the convention for info metrics, not a type.
+const TYPES_IN_NAME = ["counter", "gauge", "summary", "histogram", "gauge_histogram"];
 // Units a help text may name that contradict a base-unit metric name (our own rule).
 const HELP_UNITS = /\b(milliseconds?|microseconds?|nanoseconds?|minutes?|hours?|days?|ms|kib|mib|gib|kilobytes?|megabytes?|gigabytes?|kb|mb|gb)\b/i;
 
