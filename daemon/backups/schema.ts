@@ -1,4 +1,5 @@
 import { z } from "zod";
+import { fsTargetSchema, s3TargetSchema, sftpTargetSchema } from "../../backup/targets/target.js";
 
 /**
  * Response schemas of the backup and drill routes. Leaf module (zod only): the admin UI imports
@@ -84,8 +85,27 @@ export const drillRecord = z.object({
   error: z.string().nullable(),
 });
 
+/** Whether the target's secrets are stored; null while sealed (they cannot be opened to tell). Secrets are never returned. */
+const hasSecrets = { hasSecrets: z.boolean().nullable() };
+
+/** `GET|PUT /api/v1/backups/policy`: schedules, targets (as entered, without secrets), retention and freshness limits. */
+export const backupPolicyView = z.object({
+  enabled: z.boolean(),
+  snapshotSchedule: z.string(),
+  drillSchedule: z.string(),
+  /** Grandfather-father-son counts. */
+  retention: z.object({ hourly: z.number(), daily: z.number(), weekly: z.number(), monthly: z.number() }),
+  targets: z.array(z.discriminatedUnion("kind", [fsTargetSchema.extend(hasSecrets), sftpTargetSchema.extend(hasSecrets), s3TargetSchema.extend(hasSecrets)])),
+  snapshotMaxAgeMinutes: z.number(),
+  drillMaxAgeDays: z.number(),
+  objectLockDays: z.number(),
+  createdAt: z.string(),
+  updatedAt: z.string(),
+});
+
 export type SnapshotRecordRes = z.infer<typeof snapshotRecord>;
 export type BackupAlertRes = z.infer<typeof backupAlert>;
 export type BackupListRes = z.infer<typeof backupListResponse>;
 export type RunStartedRes = z.infer<typeof runStartedResponse>;
 export type DrillRecordRes = z.infer<typeof drillRecord>;
+export type BackupPolicyRes = z.infer<typeof backupPolicyView>;

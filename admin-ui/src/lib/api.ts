@@ -24,7 +24,7 @@ import type {
   SetupCreatedRes,
   SetupStatusRes,
 } from "../../../daemon/auth/schema.js";
-import type { BackupListRes, DrillRecordRes, RunStartedRes, SnapshotRecordRes } from "../../../daemon/backups/schema.js";
+import type { BackupListRes, BackupPolicyRes, DrillRecordRes, RunStartedRes, SnapshotRecordRes } from "../../../daemon/backups/schema.js";
 import type { NotReadyProblem, ReadinessChecks, ReadinessRes } from "../../../daemon/http/schema.js";
 import type { KeyStatusRes, SealProgressRes } from "../../../daemon/keys/schema.js";
 
@@ -231,9 +231,9 @@ export const api = {
     list: () => request<BackupListRes>("GET", `${V1}/backups`),
     get: (id: string) => request<SnapshotRecordRes>("GET", `${V1}/backups/${seg(id)}`),
     run: () => request<RunStartedRes>("POST", `${V1}/backups`),
-    // The policy editor keeps its own draft types (components/backups); its schema is the daemon's policy input.
-    policy: <P>() => request<P>("GET", `${V1}/backups/policy`),
-    savePolicy: <P>(body: unknown) => request<P>("PUT", `${V1}/backups/policy`, body),
+    policy: () => request<BackupPolicyRes>("GET", `${V1}/backups/policy`),
+    // The editor's body follows the daemon's policyInputSchema (targets as entered, secrets by target name).
+    savePolicy: (body: unknown) => request<BackupPolicyRes>("PUT", `${V1}/backups/policy`, body),
   },
   drills: {
     list: () => request<DrillRecordRes[]>("GET", `${V1}/drills`),
