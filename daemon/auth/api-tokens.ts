@@ -137,9 +137,8 @@ const resolved = new WeakMap<ApplianceContext, Map<string, ResolvedToken>>();
 const RESOLVED_MAX = 10_000;
 /**
  * Lookups in flight, per token: the requests that find the cache empty at the same moment (every
- * `apiTokenCacheSeconds` under load) share one lookup, and so one `last_used_at` refresh. Before,
- * each ran its own, and the refreshes queued on the token's row lock one commit after another
- * (up to 90 ms each, seen with the statement log under 16 concurrent requests).
+ * `apiTokenCacheSeconds` under load) share one lookup, and so one `last_used_at` refresh, instead
+ * of queueing refreshes on the token's row lock one commit after another (docs/records.md, Performance).
  */
 const inFlight = new WeakMap<ApplianceContext, Map<string, Promise<Actor | null>>>();
 /** Bumped by `forgetResolvedApiTokens`: a lookup that started before a change does not fill the cache after it. */

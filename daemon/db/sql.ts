@@ -339,8 +339,8 @@ export type PoolOptions = {
 
 /**
  * How long a pooled connection may sit idle before it is closed. A new connection costs a
- * password exchange, a cold backend and the statements it had prepared; a steady load that
- * reopened connections on every burst doubled its tail latency (docs/records.md, Performance).
+ * password exchange, a cold backend and the statements it had prepared, so a steady load must
+ * not reopen connections on every burst (its effect on tail latency: docs/records.md, Performance).
  */
 const POOL_IDLE_MS = 300_000;
 

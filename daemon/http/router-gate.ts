@@ -2,10 +2,10 @@ import type { RequestHandler, Router } from "express";
 
 /**
  * Lets a capability's router be passed over by requests it cannot answer. Express tries every
- * route of every router mounted before the one that answers, matching each path pattern in turn;
- * across the whole API that was about 60 µs of a patient read's CPU (docs/records.md,
- * Performance). The gate enters the router only when the request path's first segment is one its
- * routes and middleware start with, so the router sees exactly the requests it could match.
+ * route of every router mounted before the one that answers, matching each path pattern in turn,
+ * a cost paid on every request (measured in docs/records.md, Performance). The gate enters the
+ * router only when the request path's first segment is one its routes and middleware start with,
+ * so the router sees exactly the requests it could match.
  *
  * The segments are read off the router's own layers at the first request (after every route is
  * mounted), so a new route needs no list kept by hand. A router with anything the gate cannot

@@ -1,7 +1,7 @@
 /**
  * Two lookups that every API request or every encrypted write makes, each in one round trip
- * instead of several (docs/records.md, Performance: on a virtual machine each round trip costs
- * about 0.1 ms of CPU in the daemon and as much in PostgreSQL).
+ * instead of several: a round trip costs CPU in both the daemon and PostgreSQL (docs/records.md,
+ * Performance, has the figures).
  *
  * API-token authentication.
  * A clinical application presents its token on every request, before the tenant is known, so the
