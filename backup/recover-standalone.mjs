@@ -5,13 +5,19 @@
 // then writes each table as a PostgreSQL COPY text file plus a load.sql script for psql. The
 // standard library cannot speak the PostgreSQL wire protocol, so loading is done by psql:
 //
-//   node recover-standalone.mjs --snapshot DIR --recovery-key kit.pem --out OUT [--expect-signer HEX]
+//   node recover-standalone.mjs --snapshot DIR --recovery-key kit.pem --out OUT [--expect-signer HEX] [--keystore KDIR]
 //   psql "postgres://..." -f OUT/load.sql                    # plain mode (default): typed tables
 //   psql "postgres://..." -v mode=wardkeep -f OUT/load.sql   # into a schema made by `wardkeep migrate`
 //
 // DIR is a copy of `snapshots/<id>/` from the target (a NAS folder, `sftp get -r`,
 // `aws s3 cp --recursive s3://bucket/prefix/snapshots/<id>/ DIR`). Every byte is authenticated
 // before it is written out; any mismatch stops with a message and a non-zero exit.
+//
+// KDIR is a copy of `keystores/<id>/` (take the NEWEST one): the key-store backup. With it the
+// script also opens every KEK version with the recovery key, unwraps every data key with them,
+// checks that the appliance-internal key derives the signer of both manifests, and writes
+// OUT/data-keys.json (0600: raw data keys, hex, by "keyId#version"; crypto-shredded subjects are
+// not in it) so the field ciphertexts in the COPY files can be decrypted (FORMAT.md "Fields").
 // The format is specified in backup/FORMAT.md.
 import { createDecipheriv, createHash, createHmac, createPrivateKey, createPublicKey, diffieHellman, hkdfSync, timingSafeEqual, verify } from "node:crypto";
 import fs from "node:fs";
@@ -31,6 +37,7 @@ function args(argv) {
     out[k.slice(2)] = argv[++i];
   }
   for (const need of ["snapshot", "recovery-key", "out"]) if (!out[need]) fail(`--${need} is required (see the header of this file)`);
+  for (const k of Object.keys(out)) if (!["snapshot", "recovery-key", "out", "expect-signer", "keystore"].includes(k)) fail(`unknown option --${k}`);
   return out;
 }
 
@@ -101,6 +108,70 @@ function decryptObject(sealed, snapshotKey, ad, keyId, name) {
   return Buffer.concat(out);
 }
 
+// FORMAT.md "Key-store backups": manifest like a snapshot's, one object `keystore.wkd`.
+function openKeyStore(dir, privateKey, expectSigner) {
+  const file = JSON.parse(fs.readFileSync(path.join(dir, "manifest.json"), "utf8"));
+  const body = file.body;
+  if (body.format !== "wardkeep-keystore" || body.formatVersion !== 1) fail("--keystore: not a Wardkeep key-store backup manifest of format version 1");
+  const id = path.basename(path.resolve(dir));
+  if (/^\d{8}T\d{6}Z-[0-9a-f]{8}$/.test(id) && body.keystoreId !== id) fail(`the key-store manifest in ${id} belongs to ${body.keystoreId}`);
+  const wrap = body.keyWraps.find((w) => w.type === "recovery");
+  if (!wrap) fail("the key-store backup has no recovery-key wrapping");
+  const key = unwrapRecovery(privateKey, Buffer.from(wrap.wrapped, "base64"));
+  const bytes = Buffer.from(canonicalJson(body), "utf8");
+  const mac = createHmac("sha256", hkdf(key, Buffer.alloc(0), "wardkeep-backup/manifest-mac/v1")).update(bytes).digest();
+  const given = Buffer.from(file.mac.value, "base64");
+  if (given.length !== 32 || !timingSafeEqual(mac, given)) fail("the key-store manifest failed its MAC check (tampered or swapped)");
+  const signer = Buffer.from(body.signer.publicKey, "base64");
+  const spki = Buffer.concat([Buffer.from("302a300506032b6570032100", "hex"), signer]);
+  if (!verify(null, bytes, createPublicKey({ key: spki, format: "der", type: "spki" }), Buffer.from(file.signature.value, "base64"))) fail("the key-store manifest signature is invalid");
+  if (expectSigner && expectSigner.toLowerCase() !== signer.toString("hex")) fail(`the key-store backup was signed by ${signer.toString("hex")}, not the expected signer`);
+  const stored = fs.readFileSync(path.join(dir, "keystore.wkd"));
+  if (createHash("sha256").update(stored).digest("hex") !== body.object.sha256) fail("keystore.wkd: the stored bytes do not match the manifest digest");
+  const plain = decryptObject(stored, key, `keystore/${body.keystoreId}`, body.encryption.keyId, "keystore.wkd");
+  if (createHash("sha256").update(plain).digest("hex") !== body.object.plainSha256) fail("keystore.wkd: the data digest does not match the manifest");
+  key.fill(0);
+  const contents = JSON.parse(plain.toString("utf8"));
+  // KEK versions: wrapped for the recovery key like a snapshot key; check value = HMAC-SHA256(kek, "wardkeep/kek-check/v1|<version>").
+  const keks = new Map();
+  for (const k of contents.kekVersions) {
+    const kek = unwrapRecovery(privateKey, Buffer.from(k.wraps.recovery, "base64"));
+    if (createHmac("sha256", kek).update(`wardkeep/kek-check/v1|${k.version}`).digest("hex") !== k.checkValue) fail(`KEK version ${k.version} does not match its check value`);
+    keks.set(k.version, kek);
+  }
+  // Data keys: 0x01 || nonce (12) || AES-256-GCM ciphertext || tag (16) under their KEK version,
+  // associated data "wardkeep/data-key/v1|<keyId>|<version>|<kekVersion>".
+  const dataKeys = {};
+  let internal;
+  for (const d of contents.dataKeys) {
+    const blob = Buffer.from(d.wrapped, "hex");
+    const kek = keks.get(d.kekVersion);
+    if (!kek || blob[0] !== 1) fail(`data key ${d.keyId} v${d.version} is malformed`);
+    const dec = createDecipheriv("aes-256-gcm", kek, blob.subarray(1, 13));
+    dec.setAAD(Buffer.from(`wardkeep/data-key/v1|${d.keyId}|${d.version}|${d.kekVersion}`));
+    dec.setAuthTag(blob.subarray(blob.length - 16));
+    let raw;
+    try {
+      raw = Buffer.concat([dec.update(blob.subarray(13, blob.length - 16)), dec.final()]);
+    } catch {
+      fail(`data key ${d.keyId} v${d.version} does not unwrap with KEK version ${d.kekVersion}`);
+    }
+    if (d.keyId === "appliance-internal" && d.state === "active") internal = raw;
+    const shredded = contents.shredded.some((s) => (s.kind === "tenant" ? s.tenantId === d.tenantId : s.subject === d.keyId));
+    if (!shredded) dataKeys[`${d.keyId}#${d.version}`] = raw.toString("hex");
+  }
+  for (const kek of keks.values()) kek.fill(0);
+  // The manifests' Ed25519 signing seed = HKDF-SHA256(appliance-internal key, salt empty, "wardkeep-backup/manifest-signing/v1").
+  let derivedSigner = null;
+  if (internal) {
+    const seed = hkdf(internal, Buffer.alloc(0), "wardkeep-backup/manifest-signing/v1");
+    const priv = createPrivateKey({ key: Buffer.concat([Buffer.from("302e020100300506032b657004220420", "hex"), seed]), format: "der", type: "pkcs8" });
+    derivedSigner = createPublicKey(priv).export({ format: "der", type: "spki" }).subarray(12);
+    if (!derivedSigner.equals(signer)) fail("the key-store backup was not signed by the appliance whose keys it holds");
+  }
+  return { id: body.keystoreId, dataKeys, derivedSigner, shredded: contents.shredded.map((s) => s.subject), kekVersions: keks.size };
+}
+
 const quote = (s) => `"${s.replaceAll('"', '""')}"`;
 const PLAIN_TYPES = /^(bigint|integer|smallint|boolean|text|bytea|uuid|jsonb?|numeric(\(\d+(,\d+)?\))?|real|double precision|date|inet|character varying(\(\d+\))?|timestamp(\(\d\))? with(out)? time zone|time(\(\d\))? with(out)? time zone|interval)(\[\])?$/;
 
@@ -128,7 +199,16 @@ function main() {
   if (!verify(null, bytes, createPublicKey({ key: spki, format: "der", type: "spki" }), Buffer.from(file.signature.value, "base64"))) fail("the manifest signature is invalid");
   if (a["expect-signer"] && a["expect-signer"].toLowerCase() !== signer.toString("hex")) fail(`the manifest was signed by ${signer.toString("hex")}, not the expected signer`);
 
+  let keyStore;
+  if (a.keystore) {
+    keyStore = openKeyStore(a.keystore, privateKey, a["expect-signer"]);
+    if (keyStore.derivedSigner && !keyStore.derivedSigner.equals(signer)) fail("the snapshot was not signed by the appliance whose key-store backup was given");
+  }
+
   fs.mkdirSync(a.out, { recursive: true });
+  if (keyStore) {
+    fs.writeFileSync(path.join(a.out, "data-keys.json"), JSON.stringify({ keystoreId: keyStore.id, shredded: keyStore.shredded, keys: keyStore.dataKeys }, null, 2) + "\n", { mode: 0o600 });
+  }
   const load = [
     "-- Generated by recover-standalone.mjs from snapshot " + body.snapshotId,
     "\\set ON_ERROR_STOP on",
@@ -178,6 +258,9 @@ function main() {
     `snapshot ${body.snapshotId} verified and decrypted: ${body.objects.length} tables, ${total} rows -> ${a.out}\n` +
       `audit chain head at snapshot time: ${body.auditHead ? `seq ${body.auditHead.seq}, hash ${body.auditHead.hash}` : "none"}\n` +
       `signer (Ed25519, raw hex): ${signer.toString("hex")}\n` +
+      (keyStore
+        ? `key-store backup ${keyStore.id}: ${keyStore.kekVersions} KEK version(s), ${Object.keys(keyStore.dataKeys).length} data key(s) -> ${path.join(a.out, "data-keys.json")} (${keyStore.shredded.length} crypto-shredded subject(s) left out); signer derived from its appliance key: ${keyStore.derivedSigner ? "matches" : "not checked"}\n`
+        : "") +
       `load: cd ${a.out} && psql "postgres://USER@HOST/DB" -f load.sql\n`,
   );
 }

@@ -6,6 +6,7 @@ import { registerBackup } from "./commands/backup.js";
 import { registerConfig } from "./commands/config.js";
 import { registerDoctor } from "./commands/doctor.js";
 import { registerMigrate } from "./commands/migrate.js";
+import { registerRecover } from "./commands/recover.js";
 import { registerStart } from "./commands/start.js";
 import { registerKeys } from "./commands/keys.js";
 import { registerTls } from "./commands/tls.js";
@@ -28,6 +29,7 @@ export function buildProgram(): Command {
   registerKeys(program);
   registerTls(program);
   registerBackup(program);
+  registerRecover(program);
   registerAudit(program);
   for (const cmd of program.commands) applyExitOverride(cmd);
   return program;

@@ -1,0 +1,344 @@
+/**
+ * `wardkeep recover`: the whole appliance back on new hardware (DESIGN "Key-store backups").
+ * Given only the target's connection details and the recovery kit, it restores a data snapshot
+ * (the newest, or --snapshot) into this appliance's empty database (embedded or external), the
+ * NEWEST key-store backup into its key store, and the attachment files into its data directory;
+ * re-applies the crypto-shredding list; and seals the key store under a NEW unseal source chosen
+ * here (the old unseal key is gone with the old machine). `wardkeep start` then serves the same
+ * patients, notes and attachments. docs/backups.md "Whole-appliance recovery" is the runbook.
+ */
+import fs from "node:fs";
+import path from "node:path";
+import type { KeyObject } from "node:crypto";
+import type { Command } from "commander";
+import cliProgress from "cli-progress";
+import { Registry } from "prom-client";
+import { restoreAttachments, type RestoreAttachmentsResult } from "../../../backup/attachments.js";
+import { latestSnapshot } from "../../../backup/catalog.js";
+import { manifestSigner } from "../../../backup/keys.js";
+import { latestKeyStoreBackup, openKeyStoreBackup, purgeShreddedSubjects, type PurgeResult } from "../../../backup/keystore-backup.js";
+import { openSnapshot, restoreSnapshot, type RestoreResult } from "../../../backup/restore.js";
+import { openTarget, targetDefinitionSchema, targetSecretsSchema, type SnapshotTarget } from "../../../backup/targets/index.js";
+import { appendAuditEvent } from "../../audit/append.js";
+import { auditVerifierFor } from "../../backups/audit-check.js";
+import { systemClock } from "../../clock.js";
+import { inDataDir, loadConfig } from "../../config/load.js";
+import type { Config } from "../../config/schema.js";
+import type { ApplianceContext } from "../../context.js";
+import { openDatabase } from "../../db/connection.js";
+import { prepareDatabase } from "../../db/roles.js";
+import { inScope } from "../../db/sql.js";
+import { AppError } from "../../kernel/errors.js";
+import { obtainPassphrase, OperatorError, loadRecoveryPrivateKey, RootKey, type UnsealMode, reapplyShredList, openWithUnsealKey, unsealSourceFor, zeroize, UnsealError, type CreateSealInput, type SealCreation } from "../../keys/index.js";
+import { backupApplianceSecret, installRecoveredKeyStore, KeyStoreBackupError, unwrapBackupKeks, type InstalledKeyStore } from "../../keys/recovery-backup.js";
+import { silentLogger } from "../../log/logger.js";
+import { CliError, printResult, type GlobalOptions } from "../output.js";
+
+const MODES: UnsealMode[] = ["keyfile", "passphrase", "shamir", "pkcs11"];
+
+type RecoverOptions = {
+  targetFile: string;
+  recoveryKey?: string;
+  recoveryShare?: string[];
+  snapshot?: string;
+  expectSigner?: string;
+  unseal?: string;
+  passphraseFile?: string;
+  shares?: string;
+  threshold?: string;
+  outDir?: string;
+  createHsmKey?: boolean;
+};
+
+const collect = (v: string, prev: string[] = []) => [...prev, v];
+
+/**
+ * The target file: the target's definition exactly as in the backup policy (`kind`, `name`, ...,
+ * see backup/targets/target.ts), plus an optional `secrets` object (`privateKey`, `passphrase`,
+ * `password`, `secretAccessKey`). docs/backups.md shows one per kind.
+ */
+export function readTargetFile(file: string): SnapshotTarget {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(fs.readFileSync(file, "utf8"));
+  } catch (err) {
+    throw new CliError(`--target-file ${file}: ${(err as NodeJS.ErrnoException).code ?? "not valid JSON"}`);
+  }
+  if (!raw || typeof raw !== "object" || Array.isArray(raw)) throw new CliError(`--target-file ${file}: expected one JSON object`);
+  const { secrets, ...def } = raw as { secrets?: unknown };
+  const parsedDef = targetDefinitionSchema.safeParse(def);
+  if (!parsedDef.success) throw new CliError(`--target-file ${file}: ${parsedDef.error.issues[0]!.path.join(".") || "kind"}: ${parsedDef.error.issues[0]!.message}`);
+  const parsedSecrets = targetSecretsSchema.safeParse(secrets ?? {});
+  if (!parsedSecrets.success) throw new CliError(`--target-file ${file}: secrets: ${parsedSecrets.error.issues[0]!.message}`);
+  try {
+    return openTarget(parsedDef.data, parsedSecrets.data);
+  } catch (err) {
+    throw new CliError(`--target-file ${file}: ${(err as Error).message}`);
+  }
+}
+
+function integer(name: string, value: string | undefined, fallback: number): number {
+  if (value === undefined) return fallback;
+  if (!/^\d+$/.test(value)) throw new CliError(`--${name} must be a whole number`);
+  return Number(value);
+}
+
+async function sealInput(mode: UnsealMode, opts: RecoverOptions): Promise<CreateSealInput> {
+  switch (mode) {
+    case "passphrase":
+      return { passphrase: await obtainPassphrase(opts.passphraseFile, { confirm: true, what: "new unseal passphrase" }) };
+    case "shamir":
+      return { shareCount: integer("shares", opts.shares, 5), threshold: integer("threshold", opts.threshold, 3) };
+    case "pkcs11":
+      return { createHsmKey: opts.createHsmKey === true };
+    default:
+      return {};
+  }
+}
+
+export type RecoveryOutcome = {
+  target: string;
+  snapshotId: string;
+  keyStoreBackup: string;
+  signerKeyId: string;
+  restore: Pick<RestoreResult, "tables" | "rows" | "storedBytes" | "schema" | "auditChain" | "phases">;
+  keyStore: Omit<InstalledKeyStore, "shredded"> & { shreddedSubjects: number };
+  purged: PurgeResult;
+  shredListReapplied: number;
+  attachments: Pick<RestoreAttachmentsResult, "restored" | "alreadyPresent" | "bytes"> & { leftOut: number };
+  unseal: { mode: UnsealMode; keyFile?: string; shares?: string[]; shareFiles?: string[]; threshold?: number };
+  durationMs: number;
+  phases: { locateMs: number; keyStoreMs: number; restoreMs: number; attachmentsMs: number; finishMs: number };
+};
+
+export type RecoveryProgress = { phase: string; done: number; total: number; detail?: string };
+
+/**
+ * The recovery itself (the command is a thin wrapper). Order matters: everything that can be
+ * checked without touching the new appliance is checked first (snapshot and key-store backup
+ * present, both authenticate, the kit opens every KEK), so a wrong kit or a missing key-store
+ * backup leaves the new machine as it was.
+ */
+export async function recoverAppliance(
+  config: Config,
+  opts: { target: SnapshotTarget; privateKey: KeyObject; snapshotId?: string; expectSigner?: Buffer; mode: UnsealMode; input: CreateSealInput; onProgress?: (p: RecoveryProgress) => void },
+): Promise<RecoveryOutcome> {
+  const started = performance.now();
+  const mark = () => performance.now();
+  let t = mark();
+  const snapshotId = opts.snapshotId ?? (await latestSnapshot(opts.target));
+  if (!snapshotId) throw new CliError(`target ${opts.target.name} holds no complete snapshot to recover from`);
+  const keyStoreId = await latestKeyStoreBackup(opts.target);
+  if (!keyStoreId) {
+    throw new CliError(
+      `target ${opts.target.name} holds no key-store backup: without one, no encrypted value of the snapshot can be decrypted (each snapshot run writes one; they are kept keys.shredGraceDays days)`,
+    );
+  }
+  const locateMs = mark() - t;
+
+  t = mark();
+  opts.onProgress?.({ phase: "key store", done: 0, total: 1 });
+  const opener = { recoveryPrivateKey: opts.privateKey };
+  const keyStore = await openKeyStoreBackup(opts.target, keyStoreId, opener, opts.expectSigner ? [opts.expectSigner] : []);
+  const keks = unwrapBackupKeks(keyStore.contents, opener);
+  let creation: SealCreation | undefined;
+  try {
+    // The manifests' signing key derives from the appliance-internal secret the backup holds: a
+    // key-store backup (and a snapshot) not signed by the appliance whose keys they are is refused.
+    const internal = backupApplianceSecret(keyStore.contents, keks);
+    const signer = manifestSigner(internal);
+    zeroize(internal);
+    if (!signer.publicKeyRaw.equals(keyStore.signerPublicKey)) {
+      throw new KeyStoreBackupError(`key-store backup ${keyStoreId} was not signed by the appliance whose keys it holds (signer ${keyStore.manifest.signer.keyId}, expected ${signer.keyId})`);
+    }
+    // Authenticates the snapshot with the same signer before anything is written.
+    const opened = await openSnapshot(opts.target, snapshotId, opener, [signer.publicKeyRaw]);
+    zeroize(opened.key);
+    const keyStoreMs = mark() - t;
+
+    creation = await unsealSourceFor(config, opts.mode).create(opts.input);
+    t = mark();
+    const db = await prepareDatabase(config);
+    try {
+      const now = new Date();
+      let installed: InstalledKeyStore | undefined;
+      let purged: PurgeResult | undefined;
+      const seal = { mode: opts.mode, params: creation.params, unsealKey: creation.unsealKey };
+      const restored = await restoreSnapshot({
+        target: opts.target,
+        snapshotId,
+        intoUrl: db.ownerUrl,
+        appRole: db.appRole,
+        opener,
+        trustedSigners: [signer.publicKeyRaw],
+        verifyAuditChain: auditVerifierFor({ config, log: silentLogger(), clock: systemClock, rootKey: new RootKey(config.keys.unseal), metrics: new Registry() }, "database"),
+        onProgress: (p) => opts.onProgress?.({ phase: "data", done: p.done, total: p.total }),
+        beforeCommit: async (client) => {
+          installed = await installRecoveredKeyStore(client, keyStore.contents, keks, seal, now);
+          purged = await purgeShreddedSubjects(client, installed.shredded, now);
+          return { keyStore: { ...installed, shredded: installed.shredded.length }, purged };
+        },
+      });
+      const restoreMs = mark() - t;
+
+      t = mark();
+      const shredded = installed!.shredded;
+      const entries = opened.manifest.attachments?.entries ?? [];
+      const keep = entries.filter((e) => !shredded.some((s) => (s.kind === "tenant" ? s.tenantId === e.tenantId : s.patientId === e.patientId)));
+      const files = await restoreAttachments({
+        target: opts.target,
+        entries: keep,
+        root: inDataDir(config, config.records.attachmentsDir),
+        onProgress: (p) => opts.onProgress?.({ phase: "attachments", done: p.done, total: p.total }),
+      });
+      const attachmentsMs = mark() - t;
+
+      t = mark();
+      const pools = openDatabase(db, config);
+      const ctx: ApplianceContext = { config, log: silentLogger(), db: pools, rootKey: new RootKey(opts.mode), metrics: new Registry(), clock: systemClock };
+      let reapplied = 0;
+      try {
+        await openWithUnsealKey(ctx, opts.mode, creation.unsealKey, 1);
+        // The keys capability's own pass: anything of a shredded subject still in the store goes.
+        reapplied = (await reapplyShredList(ctx)).reapplied;
+        await inScope(ctx.db.app, { kind: "appliance" }, (tx) =>
+          appendAuditEvent(ctx, tx, {
+            tenantId: null,
+            actor: { userId: null, role: "host_operator" },
+            action: "backup.recover",
+            resourceType: "backup_snapshot",
+            resourceId: snapshotId,
+            outcome: "success",
+            userAgent: "wardkeep-cli",
+            reason: `key-store backup ${keyStoreId}; ${shredded.length} crypto-shredded subject(s) re-applied; new unseal mode ${opts.mode}`,
+          }),
+        );
+      } finally {
+        ctx.rootKey.seal("recovery finished");
+        await pools.close();
+      }
+      const finishMs = mark() - t;
+      const { shredded: _, ...keyCounts } = installed!;
+      return {
+        target: opts.target.name,
+        snapshotId,
+        keyStoreBackup: keyStoreId,
+        signerKeyId: signer.keyId,
+        restore: { tables: restored.tables, rows: restored.rows, storedBytes: restored.storedBytes, schema: restored.schema, auditChain: restored.auditChain, phases: restored.phases },
+        keyStore: { ...keyCounts, shreddedSubjects: shredded.length },
+        purged: purged!,
+        shredListReapplied: reapplied,
+        attachments: { restored: files.restored, alreadyPresent: files.alreadyPresent, bytes: files.bytes, leftOut: entries.length - keep.length },
+        unseal: { mode: opts.mode, keyFile: creation.createdFile, shares: creation.shares, threshold: opts.input.threshold },
+        durationMs: Math.round(mark() - started),
+        phases: { locateMs: Math.round(locateMs), keyStoreMs: Math.round(keyStoreMs), restoreMs: Math.round(restoreMs), attachmentsMs: Math.round(attachmentsMs), finishMs: Math.round(finishMs) },
+      };
+    } finally {
+      await db.embedded?.stop();
+    }
+  } finally {
+    for (const k of keks.values()) zeroize(k);
+    if (creation) zeroize(creation.unsealKey);
+  }
+}
+
+function progressBar(global: GlobalOptions) {
+  if (global.json || !process.stderr.isTTY) return undefined;
+  return new cliProgress.SingleBar({ format: "  {phase} {bar} {value}/{total}", stream: process.stderr, hideCursor: true }, cliProgress.Presets.shades_classic);
+}
+
+/** Shares go to the terminal, or one 0600 file per custodian with --out-dir. */
+function deliverShares(shares: string[], threshold: number, outDir: string | undefined): { files?: string[]; lines: string[] } {
+  if (!outDir) return { lines: [`${shares.length} custodian shares (any ${threshold} unseal); shown once, never stored:`, ...shares.map((s, i) => `  share ${i + 1}: ${s}`)] };
+  fs.mkdirSync(outDir, { recursive: true, mode: 0o700 });
+  const files = shares.map((share, i) => {
+    const file = path.join(path.resolve(outDir), `unseal-share-${i + 1}-of-${shares.length}.txt`);
+    fs.writeFileSync(file, `Wardkeep unseal share ${i + 1} of ${shares.length} (any ${threshold} unseal)\n\n${share}\n`, { mode: 0o600, flag: "wx" });
+    return file;
+  });
+  return { files, lines: [`${shares.length} custodian share files written (any ${threshold} unseal):`, ...files.map((f) => `  ${f}`)] };
+}
+
+export function registerRecover(program: Command) {
+  program
+    .command("recover")
+    .description("recover the whole appliance on new hardware: newest (or --snapshot) data snapshot + newest key-store backup + recovery kit")
+    .requiredOption("--target-file <file>", "the target holding the snapshots: JSON definition as in the backup policy, plus optional `secrets`")
+    .option("--recovery-key <file>", "the recovery kit (PEM)")
+    .option("--recovery-share <file>", "a recovery kit share file (repeat k times) instead of --recovery-key", collect)
+    .option("--snapshot <id>", "data snapshot to restore (default: the newest complete one)")
+    .option("--expect-signer <hex>", "raw Ed25519 public key (hex) the manifests must be signed with (printed by `wardkeep backup verify`)")
+    .option("--unseal <mode>", `NEW unseal source for this appliance: ${MODES.join(", ")} (default: keys.unseal)`)
+    .option("--passphrase-file <file>", "passphrase mode: file holding the new passphrase (- for stdin); otherwise asked twice")
+    .option("--shares <n>", "shamir mode: number of custodian shares (default 5)")
+    .option("--threshold <k>", "shamir mode: shares needed to unseal (default 3)")
+    .option("--out-dir <dir>", "shamir mode: write one share file per custodian instead of printing them")
+    .option("--create-hsm-key", "pkcs11 mode: create the AES key in the HSM when the token has none")
+    .action(async (opts: RecoverOptions, cmd: Command) => {
+      const global = cmd.optsWithGlobals<GlobalOptions>();
+      const config = loadConfig();
+      const mode = (opts.unseal ?? config.keys.unseal) as UnsealMode;
+      if (!MODES.includes(mode)) throw new CliError(`--unseal must be one of ${MODES.join(", ")}`);
+      if (!opts.recoveryKey && !opts.recoveryShare?.length) throw new CliError("give the recovery kit: --recovery-key FILE, or --recovery-share FILE once per share");
+      if (opts.expectSigner !== undefined && !/^[0-9a-fA-F]{64}$/.test(opts.expectSigner)) throw new CliError("--expect-signer must be 64 hex digits (a raw Ed25519 public key)");
+      const bar = progressBar(global);
+      let target: SnapshotTarget | undefined;
+      try {
+        const privateKey = opts.recoveryKey
+          ? await loadRecoveryPrivateKey({ pem: readKit(opts.recoveryKey) })
+          : await loadRecoveryPrivateKey({ shares: opts.recoveryShare!.map(readKit) });
+        const input = await sealInput(mode, opts);
+        target = readTargetFile(opts.targetFile);
+        let phase = "";
+        const r = await recoverAppliance(config, {
+          target,
+          privateKey,
+          snapshotId: opts.snapshot,
+          expectSigner: opts.expectSigner ? Buffer.from(opts.expectSigner, "hex") : undefined,
+          mode,
+          input,
+          onProgress: (p) => {
+            if (!bar) return;
+            if (p.phase !== phase) {
+              if (bar.isActive) bar.stop();
+              phase = p.phase;
+              bar.start(Math.max(p.total, 1), p.done, { phase: p.phase.padEnd(11) });
+            }
+            bar.setTotal(Math.max(p.total, 1));
+            bar.update(p.done, { phase: p.phase.padEnd(11) });
+          },
+        });
+        bar?.stop();
+        const shares = r.unseal.shares ? deliverShares(r.unseal.shares, r.unseal.threshold ?? 3, opts.outDir) : undefined;
+        const unseal = { ...r.unseal, shares: shares?.files ? undefined : r.unseal.shares, shareFiles: shares?.files };
+        const chain = r.restore.auditChain;
+        printResult(global, { recovery: { ...r, unseal } }, [
+          `recovered snapshot ${r.snapshotId} with key-store backup ${r.keyStoreBackup} from target ${r.target} in ${(r.durationMs / 1000).toFixed(1)} s`,
+          `  data: ${r.restore.tables} tables, ${r.restore.rows} rows (schema ${r.restore.schema.restoredTo}); audit chain ${chain.checked ? (chain.intact ? `intact up to ${chain.expected?.seq ?? 0}` : "BROKEN") : chain.reason}`,
+          `  keys: ${r.keyStore.kekVersions} KEK version(s), ${r.keyStore.dataKeys} data key(s); ${r.keyStore.shreddedSubjects} crypto-shredded subject(s) kept destroyed (${r.purged.patients} patient record(s) purged)`,
+          `  attachments: ${r.attachments.restored} restored${r.attachments.leftOut ? `, ${r.attachments.leftOut} of shredded patients left out` : ""}`,
+          `  phases: locate ${r.phases.locateMs} ms, key store ${r.phases.keyStoreMs} ms, data ${r.phases.restoreMs} ms (load ${r.restore.phases.loadMs} ms, verify ${r.restore.phases.verifyMs} ms), attachments ${r.phases.attachmentsMs} ms, finish ${r.phases.finishMs} ms`,
+          `  manifests signed by ${r.signerKeyId}`,
+          ...(mode === "keyfile" ? [`  unseal: key file ${r.unseal.keyFile ?? inDataDir(config, config.keys.keyFile)} (evaluation only; use passphrase, shamir or pkcs11 in production)`] : []),
+          ...(mode === "passphrase" ? ["  unseal: the new passphrase (the old one no longer exists anywhere)"] : []),
+          ...(shares?.lines ?? []),
+          "  next: wardkeep start — then write a NEW recovery kit only if you want to rotate it (the old kit still opens every snapshot)",
+        ]);
+      } catch (err) {
+        bar?.stop();
+        if (err instanceof AppError || err instanceof UnsealError || err instanceof OperatorError || err instanceof KeyStoreBackupError) throw new CliError(err.message);
+        if (err instanceof CliError) throw err;
+        throw new CliError((err as Error).message.split("\n")[0]!.slice(0, 500));
+      } finally {
+        await target?.close().catch(() => {});
+      }
+    });
+}
+
+function readKit(file: string): string {
+  try {
+    return fs.readFileSync(file, "utf8");
+  } catch (err) {
+    throw new CliError(`cannot read the recovery kit ${file} (${(err as NodeJS.ErrnoException).code})`);
+  }
+}
