@@ -160,7 +160,16 @@ export async function copyAttachments(opts: CopyAttachmentsOptions): Promise<Cop
     const writers = needing.filter((t) => !failed.has(t.name));
     const digest = new DigestStream(false);
     source.on("error", (err) => digest.destroy(err));
-    const results = await fanOut(source.pipe(digest), writers.map((t) => ({ name: t.name, write: (body: Readable) => t.putStream(entry.key, body, opts.put) })));
+    let results: Awaited<ReturnType<typeof fanOut>>;
+    try {
+      results = await fanOut(source.pipe(digest), writers.map((t) => ({ name: t.name, write: (body: Readable) => t.putStream(entry.key, body, opts.put) })));
+    } catch {
+      // The local file failed mid-read (fanOut throws only for its source): the targets are fine,
+      // and what they got is unlisted, replaced or swept by a later run.
+      for (const t of writers) await t.delete(entry.key).catch(() => {});
+      missing.push({ id: entry.id, reason: "the file could not be read" });
+      continue;
+    }
     if (digest.bytes !== entry.storedBytes || digest.sha256 !== entry.sha256) {
       // The local file changed or rotted since it was recorded: it must not be published under a digest it does not have.
       for (const r of results) if (r.ok) await writers.find((t) => t.name === r.name)!.delete(entry.key).catch(() => {});

@@ -187,10 +187,15 @@ describe("attachments in snapshots", () => {
     }
   });
 
-  it("leaves out an attachment whose file is gone or altered on the appliance, lists it by id and raises attachment_missing", async () => {
+  it("leaves out an attachment whose file is gone, unreadable or altered on the appliance, lists it by id and raises attachment_missing", async () => {
     const lost = await upload("lost");
     const altered = await upload("altered");
+    const unreadable = await upload("unreadable");
     fs.rmSync((await storedRow(lost.id)).file);
+    // A name that fails mid-read (EISDIR), like a disk error under the file.
+    const unreadableFile = (await storedRow(unreadable.id)).file;
+    fs.rmSync(unreadableFile);
+    fs.mkdirSync(unreadableFile);
     const alteredFile = (await storedRow(altered.id)).file;
     const bytes = fs.readFileSync(alteredFile);
     bytes[bytes.length - 5]! ^= 1;
@@ -203,8 +208,10 @@ describe("attachments in snapshots", () => {
       expect.arrayContaining([
         { id: lost.id, reason: "the file is not in the attachments directory" },
         { id: altered.id, reason: "the file does not match its recorded digest" },
+        { id: unreadable.id, reason: "the file could not be read" },
       ]),
     );
+    expect(run.targets.every((t) => t.ok)).toBe(true);
     const entries = await entriesOf(run.id);
     expect(entries.map((e) => e.id)).not.toContain(lost.id);
     expect(entries.map((e) => e.id)).not.toContain(altered.id);
@@ -217,7 +224,7 @@ describe("attachments in snapshots", () => {
     expect(app.logLines.some((l) => /backup alert raised: attachment_missing/.test(l))).toBe(true);
 
     // Once the files are whole again (here: the rows go), the next snapshot clears the alert.
-    await asSuperuser(app, "DELETE FROM attachments WHERE id = ANY($1::uuid[])", [[lost.id, altered.id]]);
+    await asSuperuser(app, "DELETE FROM attachments WHERE id = ANY($1::uuid[])", [[lost.id, altered.id, unreadable.id]]);
     const next = await runSnapshot(app.ctx, { trigger: "manual" });
     expect(next.attachments?.missing).toEqual([]);
     expect((await openAlerts(app.ctx)).map((a) => a.kind)).not.toContain("attachment_missing");
