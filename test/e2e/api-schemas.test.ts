@@ -4,7 +4,7 @@ import type { z } from "zod";
 import { capabilitiesResponse, securitySettingsView, supportRequestView, tenantView, userView } from "../../daemon/access/schema.js";
 import { auditSearchResponse, exportListResponse, publicKeyResponse, timelineResponse, verifyReport } from "../../daemon/audit/schema.js";
 import { createdInvite, inviteView, sessionInfo, sessionView, setupStatus } from "../../daemon/auth/schema.js";
-import { backupListResponse, drillRecord } from "../../daemon/backups/schema.js";
+import { backupListResponse, backupPolicyView, drillRecord } from "../../daemon/backups/schema.js";
 import { notReadyProblem, readinessResponse } from "../../daemon/http/schema.js";
 import { keyStatusResponse, sealProgressView } from "../../daemon/keys/schema.js";
 import { createTenant, signIn, type SignedIn, type TenantRef } from "../helpers/actors.js";
@@ -78,6 +78,9 @@ describe("response schemas the admin UI is typed with", () => {
     conforms(exportListResponse, (await owner.agent.get("/api/v1/audit/exports").expect(200)).body);
 
     conforms(backupListResponse, (await root.agent.get("/api/v1/backups").expect(200)).body);
+    conforms(backupPolicyView, (await root.agent.get("/api/v1/backups/policy").expect(200)).body);
+    const saved = conforms(backupPolicyView, (await root.agent.put("/api/v1/backups/policy").send({ targets: [{ kind: "fs", name: "nas", path: "/srv/wardkeep-contract" }] }).expect(200)).body);
+    expect(saved.targets).toEqual([{ kind: "fs", name: "nas", path: "/srv/wardkeep-contract", hasSecrets: false }]);
     for (const d of (await root.agent.get("/api/v1/drills").expect(200)).body) conforms(drillRecord, d);
   });
 
