@@ -18,9 +18,10 @@ import type { RequestMeta } from "../../kernel/request-meta.js";
 import type { ApplianceContext } from "../../context.js";
 import { inScope } from "../../db/sql.js";
 import { recordPhiEvent } from "../../audit/append.js";
-import { openerFor, type FieldOpener } from "../columns.js";
+import { recordUndecryptable } from "../audit.js";
+import { openerFor, openRows, RecordShredded, UndecryptableValue, type FieldOpener, type SkippedRow } from "../columns.js";
 import { findActivePatient, tenantOf, type PatientRow } from "../patients/access.js";
-import { patientViews } from "../patients/service.js";
+import { patientViewer } from "../patients/service.js";
 import type { PatientView } from "../patients/schema.js";
 
 export const CSV_RECORDS = ["patients", "appointments", "notes", "consents", "attachments"] as const;
@@ -68,7 +69,12 @@ type Bundle = {
 
 const iso = (d: Date | null) => d?.toISOString() ?? null;
 
-async function loadBundles(ctx: ApplianceContext, t: Tx, patients: PatientRow[]): Promise<Bundle[]> {
+/**
+ * The bundles of a batch of patients. A patient any of whose values does not decrypt (its key
+ * crypto-shredded after the snapshot its rows were restored from, or a damaged value) is left
+ * out and reported in `skipped`, so one such patient does not end a tenant's export.
+ */
+async function loadBundles(ctx: ApplianceContext, t: Tx, patients: PatientRow[]): Promise<{ bundles: Bundle[]; skipped: SkippedRow[] }> {
   const ids = patients.map((p) => p.id);
   const tenantId = patients[0]!.tenant_id;
   const bind = [tenantId, ids];
@@ -123,9 +129,9 @@ async function loadBundles(ctx: ApplianceContext, t: Tx, patients: PatientRow[])
     ...consents.flatMap((c) => [c.scope_enc, c.evidence_enc, c.r_evidence_enc, c.r_reason_enc]),
     ...attachments.flatMap((a) => [a.filename_enc, a.plain_sha256_enc]),
   ]);
-  const views = await patientViews(ctx, t, patients);
+  const viewOf = await patientViewer(ctx, t, patients);
   const json = (s: string | null) => (s === null ? null : (JSON.parse(s) as unknown));
-  return views.map((patient) => ({
+  const bundleOf = (patient: PatientView): Bundle => ({
     patient,
     appointments: appts
       .filter((a) => a.patient_id === patient.id)
@@ -188,13 +194,15 @@ async function loadBundles(ctx: ApplianceContext, t: Tx, patients: PatientRow[])
         createdAt: a.created_at.toISOString(),
         createdBy: a.created_by,
       })),
-  }));
+  });
+  const { items, skipped } = openRows(patients, (p) => p.id, (row) => bundleOf(viewOf(row)));
+  return { bundles: items, skipped };
 }
 
 type Scope = { kind: "patient"; patientId: string } | { kind: "tenant" };
 
 /** Batches of bundles, each batch read and audited in one transaction. */
-async function* bundlesOf(ctx: ApplianceContext, actor: Actor, tenantId: string, scope: Scope, q: ExportQuery, meta: RequestMeta): AsyncGenerator<Bundle> {
+async function* bundlesOf(ctx: ApplianceContext, actor: Actor, tenantId: string, scope: Scope, q: ExportQuery, meta: RequestMeta, skippedOut: SkippedRow[]): AsyncGenerator<Bundle> {
   const size = ctx.config.records.exportBatchSize;
   let after = "00000000-0000-0000-0000-000000000000";
   for (;;) {
@@ -203,16 +211,20 @@ async function* bundlesOf(ctx: ApplianceContext, actor: Actor, tenantId: string,
         scope.kind === "patient"
           ? [await findActivePatient(ctx, t, tenantId, scope.patientId)]
           : await t.rows<PatientRow>("SELECT * FROM patients WHERE tenant_id = $1 AND status = 'active' AND id > $2 ORDER BY id LIMIT $3", [tenantId, after, size]);
-      if (patients.length === 0) return [];
-      const bundles = await loadBundles(ctx, t, patients);
+      if (patients.length === 0) return { bundles: [], read: 0 };
+      const { bundles, skipped } = await loadBundles(ctx, t, patients);
+      // One patient asked for: its export fails as a read of it would (410 when shredded).
+      if (scope.kind === "patient" && skipped[0]) throw skipped[0].cause === "shredded" ? new RecordShredded("this patient's data key was destroyed (crypto-shredded); the records cannot be exported") : new UndecryptableValue("tampered");
+      await recordUndecryptable(ctx, t, actor, skipped, { resourceType: "patient", tenantId }, meta);
+      skippedOut.push(...skipped);
       for (const b of bundles) {
         await recordPhiEvent(ctx, t, actor, { action: "patient.export", resourceType: "patient", resourceId: b.patient.id, patientId: b.patient.id, tenantId, reason: `${q.format}${q.format === "csv" ? ` ${q.records}` : ""}` }, meta);
       }
-      return bundles;
+      return { bundles, read: patients.length, last: patients[patients.length - 1]!.id };
     });
-    for (const b of batch) yield b;
-    if (scope.kind === "patient" || batch.length < size) return;
-    after = batch[batch.length - 1]!.patient.id;
+    for (const b of batch.bundles) yield b;
+    if (scope.kind === "patient" || batch.read < size || !batch.last) return;
+    after = batch.last;
   }
 }
 
@@ -292,7 +304,7 @@ export type ExportTarget = {
  * happen before `begin`, so a refusal is still a clean problem answer; a failure later can only
  * cut the stream short, which the caller turns into an aborted response.
  */
-export async function streamExport(ctx: ApplianceContext, actor: Actor, scope: Scope, q: ExportQuery, target: ExportTarget, meta: RequestMeta): Promise<{ patients: number }> {
+export async function streamExport(ctx: ApplianceContext, actor: Actor, scope: Scope, q: ExportQuery, target: ExportTarget, meta: RequestMeta): Promise<{ patients: number; undecryptable: number }> {
   const tenantId = tenantOf(actor);
   authorize(actor, scope.kind === "patient" ? "data_export:patient" : "data_export:tenant", { tenantId });
   const exportedAt = ctx.clock.now().toISOString();
@@ -301,7 +313,8 @@ export async function streamExport(ctx: ApplianceContext, actor: Actor, scope: S
       recordPhiEvent(ctx, t, actor, { action: "tenant.export", resourceType: "tenant", resourceId: tenantId, tenantId, reason: `${q.format}${q.format === "csv" ? ` ${q.records}` : ""}` }, meta),
     );
   }
-  const source = bundlesOf(ctx, actor, tenantId, scope, q, meta);
+  const skipped: SkippedRow[] = [];
+  const source = bundlesOf(ctx, actor, tenantId, scope, q, meta, skipped);
   const first = await source.next();
   const name = scope.kind === "patient" ? `patient-${scope.patientId}` : `tenant-${tenantId}`;
   let count = 0;
@@ -311,9 +324,10 @@ export async function streamExport(ctx: ApplianceContext, actor: Actor, scope: S
     for (let it = first; !it.done; it = await source.next()) {
       await write(target.out, (count++ ? "," : "") + JSON.stringify(it.value));
     }
-    await write(target.out, "]}\n");
+    // Ids only: which patients are missing from this document, and that they are missing on purpose.
+    await write(target.out, `],"undecryptablePatientIds":${JSON.stringify(skipped.map((s) => s.id))}}\n`);
     target.out.end();
-    return { patients: count };
+    return { patients: count, undecryptable: skipped.length };
   }
   target.begin("text/csv; charset=utf-8", `${name}-${q.records}.csv`);
   const csv = stringify({ header: true, columns: CSV_COLUMNS[q.records], cast: { boolean: (b) => (b ? "true" : "false") } });
@@ -331,5 +345,5 @@ export async function streamExport(ctx: ApplianceContext, actor: Actor, scope: S
     target.out.once("error", reject);
     target.out.once("close", resolve);
   });
-  return { patients: count };
+  return { patients: count, undecryptable: skipped.length };
 }

@@ -31,7 +31,7 @@ export async function patientViews(ctx: ApplianceContext, keys: KeySource, list:
 }
 
 /** The view of each row, with the keys of all of them loaded at once (for `openRows`). */
-async function patientViewer(ctx: ApplianceContext, keys: KeySource, list: PatientRow[]): Promise<(r: PatientRow) => PatientView> {
+export async function patientViewer(ctx: ApplianceContext, keys: KeySource, list: PatientRow[]): Promise<(r: PatientRow) => PatientView> {
   const open = await openerFor(
     ctx,
     keys,

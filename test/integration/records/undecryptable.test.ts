@@ -135,6 +135,29 @@ describe("a crypto-shredded patient whose rows came back", () => {
   });
 });
 
+describe("exports after such a restore", () => {
+  it("exports the tenant without the shredded patient, names its id in the document and the audit trail, and refuses its own export with 410", async () => {
+    const before = (await undecryptableEvents("patient.undecryptable")).length;
+    const json = await clinic.admin.agent.get("/api/v1/exports/tenant");
+    expect(json.status).toBe(200);
+    const doc = JSON.parse(json.text);
+    expect(doc.patients.map((b: { patient: { id: string } }) => b.patient.id)).toEqual([kept.id]);
+    expect(doc.undecryptablePatientIds).toEqual([shredded.id]);
+    expect(json.text).not.toContain("Bob Shredded");
+    const csv = await clinic.owner.agent.get("/api/v1/exports/tenant?format=csv&records=notes");
+    expect(csv.status).toBe(200);
+    expect(csv.text).toContain("Note for Ada Kept");
+    expect(csv.text.trim().split("\n")).toHaveLength(2);
+    const events = await undecryptableEvents("patient.undecryptable");
+    expect(events.length).toBe(before + 2);
+    expect(events.at(-1)!.reason).toBe(`1 undecryptable row(s) left out of the list: ${shredded.id} shredded`);
+    expect((await auditEvents(app, { action: "patient.export" })).filter((e) => e.patient_id === shredded.id)).toEqual([]);
+
+    expectProblem(await clinic.admin.agent.get(`/api/v1/exports/patients/${shredded.id}`), 410, "record-shredded");
+    expect((await clinic.admin.agent.get(`/api/v1/exports/patients/${kept.id}`)).status).toBe(200);
+  });
+});
+
 describe("a damaged value", () => {
   it("leaves the damaged patient out of the list as unreadable, logs its id without a value, and keeps the 500 for a read of it alone", async () => {
     const other = await openClinic(app, "Damaged Clinic");
