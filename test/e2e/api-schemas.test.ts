@@ -60,7 +60,10 @@ describe("response schemas the admin UI is typed with", () => {
     for (const t of (await root.agent.get("/api/v1/tenants").expect(200)).body) conforms(tenantView, t);
     conforms(securitySettingsView, (await owner.agent.get("/api/v1/settings/security").expect(200)).body);
     const support = await signIn(app, { role: "support" });
-    conforms(supportRequestView, (await support.agent.post("/api/v1/support/requests").send({ tenantId: tenant.id, ticketRef: "INC-1", reason: "contract check" }).expect(201)).body);
+    conforms(
+      supportRequestView,
+      (await support.agent.post("/api/v1/support/requests").send({ tenantId: tenant.id, ticketRef: "INC-1", reason: "contract check" }).expect(201)).body,
+    );
     for (const r of (await owner.agent.get("/api/v1/support/requests").expect(200)).body) conforms(supportRequestView, r);
   });
 
@@ -79,7 +82,15 @@ describe("response schemas the admin UI is typed with", () => {
 
     conforms(backupListResponse, (await root.agent.get("/api/v1/backups").expect(200)).body);
     conforms(backupPolicyView, (await root.agent.get("/api/v1/backups/policy").expect(200)).body);
-    const saved = conforms(backupPolicyView, (await root.agent.put("/api/v1/backups/policy").send({ targets: [{ kind: "fs", name: "nas", path: "/srv/wardkeep-contract" }] }).expect(200)).body);
+    const saved = conforms(
+      backupPolicyView,
+      (
+        await root.agent
+          .put("/api/v1/backups/policy")
+          .send({ targets: [{ kind: "fs", name: "nas", path: "/srv/wardkeep-contract" }] })
+          .expect(200)
+      ).body,
+    );
     expect(saved.targets).toEqual([{ kind: "fs", name: "nas", path: "/srv/wardkeep-contract", hasSecrets: false }]);
     for (const d of (await root.agent.get("/api/v1/drills").expect(200)).body) conforms(drillRecord, d);
   });

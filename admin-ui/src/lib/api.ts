@@ -185,7 +185,8 @@ export const api = {
   },
   securitySettings: {
     get: () => request<SecuritySettingsRes>("GET", `${V1}/settings/security`),
-    update: (body: { mfaRequired: boolean; idleTimeoutMinutes: number | null; inactiveUserDays: number | null }) => request<SecuritySettingsRes>("PUT", `${V1}/settings/security`, body),
+    update: (body: { mfaRequired: boolean; idleTimeoutMinutes: number | null; inactiveUserDays: number | null }) =>
+      request<SecuritySettingsRes>("PUT", `${V1}/settings/security`, body),
   },
   users: {
     list: () => request<UserRes[]>("GET", `${V1}/users`),
