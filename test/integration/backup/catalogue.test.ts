@@ -11,7 +11,7 @@ import { writePolicy } from "../../../daemon/backups/policy.js";
 import { getSnapshotRecord, listSnapshotRecords, openAlerts, reconcileCatalogue, runSnapshot, verifySnapshotById } from "../../../daemon/backups/service.js";
 import { inScope } from "../../../daemon/db/sql.js";
 import { signIn, type SignedIn } from "../../helpers/actors.js";
-import { startTestAppliance, type TestAppliance } from "../../helpers/appliance.js";
+import { startTestAppliance, testEnv, type TestAppliance } from "../../helpers/appliance.js";
 import { runCli } from "../../helpers/daemon-process.js";
 import { asSuperuser, assignCareTeam, openClinic, registerPatient, type Clinic } from "../records/helpers.js";
 import { tempDir } from "./helpers.js";
@@ -105,6 +105,17 @@ describe("pruning", () => {
     const verify = await root.agent.post(`/api/v1/backups/${first}/verify`).send({});
     expect(verify.status).toBe(404);
     expect(verify.body.detail).toMatch(/was pruned by the retention policy/);
+
+    // The CLI, as an operator runs it on the appliance.
+    const env = testEnv(app.db, app.dataDir);
+    const listed2 = await runCli(["backup", "list"], env);
+    expect(listed2.code, listed2.stderr).toBe(0);
+    expect(listed2.stdout).toMatch(new RegExp(`^${first}  pruned\\s+\\d+ MiB  nas\\(pruned\\)  pruned 2026-03-02T`, "m"));
+    expect(listed2.stdout).toMatch(new RegExp(`^${runs.at(-1)}  complete\\s+\\d+ MiB  nas$`, "m"));
+    const verified = await runCli(["backup", "verify", first], env);
+    expect(verified.code).toBe(1);
+    expect(verified.stderr.trim().split("\n")).toHaveLength(1);
+    expect(verified.stderr).toMatch(/snapshot .* was pruned by the retention policy on 2026-03-02T/);
   });
 });
 
