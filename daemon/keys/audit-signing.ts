@@ -4,10 +4,11 @@
  * (`wardkeep keys rotate --audit-signing`); older public halves stay listed so checkpoints signed
  * before a rotation still verify. daemon/audit/signing-key.ts signs and verifies with them.
  */
-import { createPrivateKey, createPublicKey, generateKeyPairSync, type KeyObject } from "node:crypto";
+import { createPrivateKey, createPublicKey, type KeyObject } from "node:crypto";
 import type { Tx } from "../db/sql.js";
 import type { ApplianceContext } from "../context.js";
 import { inScope } from "../db/sql.js";
+import { newAuditSigningSecret } from "./data-key-rotation.js";
 import { applianceKeyFor, DATA_KEY_COLUMNS, keyOfDataKeyRow } from "./keyring.js";
 import { type DataKeyRow } from "./keystore.js";
 import { DecryptionError, zeroize } from "./primitives.js";
@@ -24,14 +25,6 @@ export type AuditSigningKey = {
   createdAt: Date;
 };
 
-/** A new pair: the wrapped secret is the PKCS#8 DER of the private key, the public half is stored in the clear. */
-export function newAuditSigningSecret(): { key: Buffer; publicKey: Buffer } {
-  const pair = generateKeyPairSync("ed25519");
-  return {
-    key: pair.privateKey.export({ format: "der", type: "pkcs8" }),
-    publicKey: pair.publicKey.export({ format: "der", type: "spki" }),
-  };
-}
 
 /** The current signing key, made on first use. Throws `Sealed` (503) while sealed. */
 export async function getAuditSigningKey(ctx: ApplianceContext): Promise<AuditSigningKey> {

@@ -24,7 +24,8 @@ import {
 } from "./keyring.js";
 import { encryptedColumns, registerEncryptedColumn } from "./columns.js";
 import { decryptField, encryptField, normaliseEmail, normaliseIdentifier, readFieldHeader } from "./field-cipher.js";
-import { reencryptPending, rewrapPending, rotateDataKey, rotateKek, tenantKeyId } from "./rotation.js";
+import { reencryptPending, rewrapPending, rotateKek } from "./rotation.js";
+import { rotateDataKey, tenantKeyId } from "./data-key-rotation.js";
 import { cancelShred, destroyDueKeys, listShredSchedule, reapplyShredList, scheduleShred } from "./shred.js";
 import { issueRecoveryKit, loadRecoveryPrivateKey } from "./recovery.js";
 import { describeKeys } from "./status.js";
@@ -138,7 +139,8 @@ export {
   type DaemonTarget,
 } from "./operator.js";
 export { flushNonceCounts } from "./keyring.js";
-export { reencryptPending, rewrapPending, rotateDataKey, rotateKek, tenantKeyId } from "./rotation.js";
+export { reencryptPending, rewrapPending, rotateKek } from "./rotation.js";
+export { rotateDataKey, tenantKeyId, type RotationReason } from "./data-key-rotation.js";
 export { cancelShred, listShredSchedule, reapplyShredList, type ShredSchedule } from "./shred.js";
 export { currentRecoveryPublicKey, issueRecoveryKit, loadRecoveryPrivateKey } from "./recovery.js";
 export { describeKeys, type KeyStatus } from "./status.js";

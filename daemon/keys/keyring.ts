@@ -30,6 +30,7 @@ import { aad, LOCKS, slotOf, unwrapSecret, wrapSecret, type DataKeyKind, type Da
 import { zeroize } from "./primitives.js";
 import type { NonceLedger } from "./root-key.js";
 import { activeKekVersion, loadKek } from "./seal.js";
+import { rotateDataKey } from "./data-key-rotation.js";
 
 /** Whose data a key protects. Ids only: key ids are readable in every ciphertext header. */
 export type KeySubject = { kind: "tenant"; tenantId: string } | { kind: "patient"; tenantId: string; patientId: string };
@@ -238,9 +239,7 @@ function scheduleBudgetRotation(ctx: ApplianceContext, t: Tx, keyId: string) {
   t.afterCommit(() => {
     if (rotationsInFlight.has(keyId)) return;
     rotationsInFlight.add(keyId);
-    // Imported lazily: rotation.ts builds on this module.
-    void import("./rotation.js")
-      .then(({ rotateDataKey }) => rotateDataKey(ctx, keyId, "nonce-budget"))
+    void rotateDataKey(ctx, keyId, "nonce-budget")
       .catch((err: unknown) => ctx.log.warn("automatic data key rotation failed; it is retried on the next write", { keyId, error: (err as Error).message }))
       .finally(() => rotationsInFlight.delete(keyId));
   });

@@ -9,7 +9,7 @@ import { DecryptionError, readFieldHeader, UnknownKeyVersionError } from "../../
 import { blindIndexFor, dataKeyFor, encryptFieldValue, flushNonceCounts, KeyDestroyed } from "../../../daemon/keys/keyring.js";
 import { SNAPSHOT_EXCLUDED_SCHEMAS } from "../../../daemon/keys/keystore.js";
 import { currentRecoveryPublicKey, issueRecoveryKit, loadRecoveryPrivateKey, unwrapWithRecovery, wrapForRecovery } from "../../../daemon/keys/recovery.js";
-import { rewrapPending, rotateDataKey, rotateKek } from "../../../daemon/keys/rotation.js";
+import { rewrapPending, rotateDataKey, rotateKek } from "../../../daemon/keys/index.js";
 import { cancelShred, destroyDueKeys, listShredSchedule, reapplyShredList, scheduleShred } from "../../../daemon/keys/shred.js";
 import { describeKeys } from "../../../daemon/keys/status.js";
 import { unsealAtStart } from "../../../daemon/keys/unseal/index.js";

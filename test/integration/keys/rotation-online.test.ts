@@ -6,7 +6,7 @@ import { unregisterEncryptedColumn, type EncryptedColumn } from "../../../daemon
 import { dataKeyFor } from "../../../daemon/keys/keyring.js";
 import { LOCKS } from "../../../daemon/keys/keystore.js";
 import { zeroize } from "../../../daemon/keys/primitives.js";
-import { reencryptPending, rewrapPending, rotateDataKey, rotateKek } from "../../../daemon/keys/rotation.js";
+import { reencryptPending, rewrapPending, rotateDataKey, rotateKek } from "../../../daemon/keys/index.js";
 import { describeKeys } from "../../../daemon/keys/status.js";
 import { unsealAtStart } from "../../../daemon/keys/unseal/index.js";
 import { keysContext, type KeysContext } from "./context.js";
