@@ -236,6 +236,10 @@ export async function recoverAppliance(
     } finally {
       await db.embedded?.stop();
     }
+  } catch (err) {
+    // A key file made for a recovery that did not happen would only mislead the next attempt.
+    if (creation?.createdFile) fs.rmSync(creation.createdFile, { force: true });
+    throw err;
   } finally {
     for (const k of keks.values()) zeroize(k);
     if (creation) zeroize(creation.unsealKey);

@@ -284,9 +284,11 @@ describe("recovery refusals (one line, non-zero exit, nothing written)", () => {
     const { db, dataDir, result } = await recoverB("fs");
     try {
       expect(result.code, result.stderr).toBe(0);
-      const again = await runCli(["recover", "--target-file", targetFiles.fs!, "--recovery-key", kit, "--unseal", "passphrase", "--passphrase-file", passphraseFile], testEnv(db, dataDir));
+      const again = await runCli(["recover", "--target-file", targetFiles.fs!, "--recovery-key", kit, "--unseal", "keyfile"], testEnv(db, dataDir));
       expect(again.code).toBe(1);
       expect(again.stderr).toMatch(/^wardkeep: the database .* is not empty \(\d+ relations, e\.g\. .+\); restore writes only into an empty database/);
+      // The key file made for the refused attempt is removed again.
+      expect(fs.existsSync(path.join(dataDir, "keys", "root.key"))).toBe(false);
     } finally {
       await db.drop();
       fs.rmSync(dataDir, { recursive: true, force: true });

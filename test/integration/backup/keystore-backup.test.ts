@@ -1,3 +1,4 @@
+import { execFile } from "node:child_process";
 import fs from "node:fs";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
@@ -5,6 +6,7 @@ import { openKeyStoreBackup, scanKeyStoreBackups } from "../../../backup/keystor
 import { writePolicy } from "../../../daemon/backups/policy.js";
 import { runDrill, runSnapshot } from "../../../daemon/backups/service.js";
 import { inScope } from "../../../daemon/db/sql.js";
+import { decryptField } from "../../../daemon/keys/field-cipher.js";
 import { issueRecoveryKit, loadRecoveryPrivateKey } from "../../../daemon/keys/recovery.js";
 import { unwrapBackupKeks } from "../../../daemon/keys/recovery-backup.js";
 import { startTestAppliance, type TestAppliance } from "../../helpers/appliance.js";
@@ -78,6 +80,26 @@ describe("key-store backups", () => {
     const stored = fs.readFileSync(path.join(keystoreDir(run.id), "keystore.wkd"));
     expect(stored.includes(Buffer.from(patients[0]!))).toBe(false);
     expect(stored.includes(Buffer.from("patient/"))).toBe(false);
+  });
+
+  it("the standalone script (no Wardkeep) opens the key-store backup with the kit and its data keys decrypt the stored fields", async () => {
+    const out = tempDir();
+    const r = await new Promise<{ code: number; stdout: string; stderr: string }>((resolve) =>
+      execFile(
+        process.execPath,
+        [path.resolve("backup/recover-standalone.mjs"), "--snapshot", path.join(nas, "snapshots", first), "--recovery-key", kit, "--out", out, "--keystore", keystoreDir(first)],
+        { timeout: 60_000 },
+        (err, stdout, stderr) => resolve({ code: err ? 1 : 0, stdout, stderr }),
+      ),
+    );
+    expect(r.stderr).toBe("");
+    expect(r.stdout).toMatch(new RegExp(`key-store backup ${first}: \\d+ KEK version\\(s\\), \\d+ data key\\(s\\) .*signer derived from its appliance key: matches`));
+    const file = JSON.parse(fs.readFileSync(path.join(out, "data-keys.json"), "utf8")) as { keys: Record<string, string> };
+    const [row] = await asSuperuser<{ name_enc: Buffer }>(app, "SELECT name_enc FROM patients WHERE id = $1", [patients[0]]);
+    const lookup = (keyId: string, version: number) => (file.keys[`${keyId}#${version}`] ? { id: keyId, version, key: Buffer.from(file.keys[`${keyId}#${version}`]!, "hex") } : undefined);
+    const plain = decryptField(lookup, { tenantId: tenants[0]!, table: "patients", column: "name_enc", rowId: patients[0]! }, row!.name_enc);
+    expect(plain.toString("utf8")).toBe("Canary East Wing");
+    fs.rmSync(out, { recursive: true, force: true });
   });
 
   it("a drill decrypts a sample of every encrypted column of every tenant with the run's key-store backup", async () => {
