@@ -18,7 +18,7 @@ class StepUpStore {
     } catch (err) {
       if (!(err instanceof ApiError && err.stepUpPossible)) throw err;
       const confirmed = await this.#ask(err.message);
-      if (!confirmed) throw new Error("Not done: this change needs a fresh code from your authenticator app.");
+      if (!confirmed) throw new Error("Not done: this change needs a fresh code from your authenticator app.", { cause: err });
       return await action();
     }
   }
