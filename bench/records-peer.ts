@@ -141,16 +141,10 @@ export async function startPeer(opts: { databaseUrl: string; poolMax: number; tl
   }
 
   const audit = (c: pg.PoolClient, req: Request, caller: Caller, action: string, type: string, resourceId: string, patientId: string) =>
-    c.query("INSERT INTO bench_peer.audit_log (tenant_id, actor_id, action, resource_type, resource_id, patient_id, source_ip, user_agent) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)", [
-      caller.tenantId,
-      caller.userId,
-      action,
-      type,
-      resourceId,
-      patientId,
-      req.ip ?? null,
-      req.get("user-agent") ?? null,
-    ]);
+    c.query(
+      "INSERT INTO bench_peer.audit_log (tenant_id, actor_id, action, resource_type, resource_id, patient_id, source_ip, user_agent) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+      [caller.tenantId, caller.userId, action, type, resourceId, patientId, req.ip ?? null, req.get("user-agent") ?? null],
+    );
 
   const patient = await inTenant({ tenantId, userId }, async (c) => {
     const { rows } = await c.query<{ id: string }>(
@@ -189,7 +183,18 @@ export async function startPeer(opts: { databaseUrl: string; poolMax: number; tl
       });
       if (!row) return void res.status(404).json({ error: "not found" });
       res.setHeader("ETag", `"${row.version}"`);
-      res.json({ id: row.id, name: row.name, birthDate: row.birth_date, mrn: row.mrn, phone: row.phone, email: row.email, address: row.address, version: row.version, createdAt: row.created_at, updatedAt: row.updated_at });
+      res.json({
+        id: row.id,
+        name: row.name,
+        birthDate: row.birth_date,
+        mrn: row.mrn,
+        phone: row.phone,
+        email: row.email,
+        address: row.address,
+        version: row.version,
+        createdAt: row.created_at,
+        updatedAt: row.updated_at,
+      });
     } catch {
       res.status(500).json({ error: "internal" });
     }
@@ -204,7 +209,11 @@ export async function startPeer(opts: { databaseUrl: string; poolMax: number; tl
         if (!found[0]) return undefined;
         const {
           rows: [n],
-        } = await c.query("INSERT INTO bench_peer.notes (tenant_id, patient_id, kind, created_by) VALUES ($1, $2, 'note', $3) RETURNING *", [caller.tenantId, req.params.id, caller.userId]);
+        } = await c.query("INSERT INTO bench_peer.notes (tenant_id, patient_id, kind, created_by) VALUES ($1, $2, 'note', $3) RETURNING *", [
+          caller.tenantId,
+          req.params.id,
+          caller.userId,
+        ]);
         await c.query(
           "INSERT INTO bench_peer.note_versions (tenant_id, patient_id, note_id, version, change, body, created_by) VALUES ($1, $2, $3, 1, 'original', pgp_sym_encrypt($4, $6, $7), $5)",
           [caller.tenantId, req.params.id, n.id, body, caller.userId, phiKey, PGP_OPTIONS],
@@ -213,7 +222,19 @@ export async function startPeer(opts: { databaseUrl: string; poolMax: number; tl
         return n;
       });
       if (!note) return void res.status(404).json({ error: "not found" });
-      res.status(201).json({ id: note.id, patientId: note.patient_id, kind: note.kind, status: note.status, body, currentVersion: 1, version: note.version, createdAt: note.created_at, createdBy: note.created_by });
+      res
+        .status(201)
+        .json({
+          id: note.id,
+          patientId: note.patient_id,
+          kind: note.kind,
+          status: note.status,
+          body,
+          currentVersion: 1,
+          version: note.version,
+          createdAt: note.created_at,
+          createdBy: note.created_by,
+        });
     } catch {
       res.status(500).json({ error: "internal" });
     }

@@ -46,7 +46,9 @@ const RATE = 200;
 const ROUNDS = Number(process.env.BENCH_RECORDS_ROUNDS ?? 3);
 const FIXED_ROUNDS = Number(process.env.BENCH_RECORDS_FIXED_ROUNDS ?? 3);
 const NOTE_BODY = JSON.stringify({
-  body: "Patient reports intermittent chest discomfort on exertion for two weeks, relieved by rest. No syncope. ECG today: sinus rhythm, no acute changes. Plan: stress test, lipid panel, review in clinic in one week; return sooner if symptoms at rest.".repeat(2),
+  body: "Patient reports intermittent chest discomfort on exertion for two weeks, relieved by rest. No syncope. ECG today: sinus rhythm, no acute changes. Plan: stress test, lipid panel, review in clinic in one week; return sooner if symptoms at rest.".repeat(
+    2,
+  ),
 });
 
 type Target = { url: string; method: "GET" | "POST"; headers: Record<string, string>; body?: string };
@@ -123,17 +125,32 @@ export async function setUp(dir: string, extraEnv: Record<string, string> = {}) 
     ctx,
     product: {
       read: { url: `${applianceUrl}/api/v1/patients/${patient.id}`, method: "GET", headers: { authorization: `Bearer ${token}` } } satisfies Target,
-      write: { url: `${applianceUrl}/api/v1/patients/${patient.id}/notes`, method: "POST", headers: { authorization: `Bearer ${token}`, "content-type": "application/json" }, body: NOTE_BODY } satisfies Target,
+      write: {
+        url: `${applianceUrl}/api/v1/patients/${patient.id}/notes`,
+        method: "POST",
+        headers: { authorization: `Bearer ${token}`, "content-type": "application/json" },
+        body: NOTE_BODY,
+      } satisfies Target,
       /** The same token on a route that only authenticates: the share of the time that is not records'. */
       authOnly: { url: `${applianceUrl}/api/v1/auth/session`, method: "GET", headers: { authorization: `Bearer ${token}` } } satisfies Target,
     },
     baseline: {
       read: { url: `${baseline.url}/baseline/patients/${baseline.patientId}`, method: "GET", headers: {} } satisfies Target,
-      write: { url: `${baseline.url}/baseline/patients/${baseline.patientId}/notes`, method: "POST", headers: { "content-type": "application/json" }, body: NOTE_BODY } satisfies Target,
+      write: {
+        url: `${baseline.url}/baseline/patients/${baseline.patientId}/notes`,
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: NOTE_BODY,
+      } satisfies Target,
     },
     peer: {
       read: { url: `${peer.url}/peer/patients/${peer.patientId}`, method: "GET", headers: { authorization: `Bearer ${peer.token}` } } satisfies Target,
-      write: { url: `${peer.url}/peer/patients/${peer.patientId}/notes`, method: "POST", headers: { authorization: `Bearer ${peer.token}`, "content-type": "application/json" }, body: NOTE_BODY } satisfies Target,
+      write: {
+        url: `${peer.url}/peer/patients/${peer.patientId}/notes`,
+        method: "POST",
+        headers: { authorization: `Bearer ${peer.token}`, "content-type": "application/json" },
+        body: NOTE_BODY,
+      } satisfies Target,
     },
     checkPeer: () => checkPeer(url(OWNER_ROLE, ownerPw)),
     settlePeer: () => peer.settle(),
@@ -228,7 +245,10 @@ export async function run(): Promise<BenchRow[]> {
   const env = await setUp(dir);
   const rows: BenchRow[] = [];
   // The side-by-side table (docs/records.md, Performance), printed to stderr at the end.
-  const table: string[] = ["| request | measure | product | bare baseline | peer | product / bare | product / peer | targets |", "| --- | --- | --- | --- | --- | --- | --- | --- |"];
+  const table: string[] = [
+    "| request | measure | product | bare baseline | peer | product / bare | product / peer | targets |",
+    "| --- | --- | --- | --- | --- | --- | --- | --- |",
+  ];
   const verdict = (ok: boolean) => (ok ? "met" : "not met");
   try {
     for (const kind of ["read", "write"] as const) {
@@ -257,8 +277,20 @@ export async function run(): Promise<BenchRow[]> {
       }
 
       const p = fixed.product;
-      rows.push({ name: `${label}: p50 at ${RATE} req/s (baseline column: bare)`, value: p.p50, unit: "ms", baseline: fixed.baseline.p50, ratio: p.p50 / Math.max(fixed.baseline.p50, 0.001) });
-      rows.push({ name: `${label}: p50 at ${RATE} req/s (baseline column: peer)`, value: p.p50, unit: "ms", baseline: fixed.peer.p50, ratio: p.p50 / Math.max(fixed.peer.p50, 0.001) });
+      rows.push({
+        name: `${label}: p50 at ${RATE} req/s (baseline column: bare)`,
+        value: p.p50,
+        unit: "ms",
+        baseline: fixed.baseline.p50,
+        ratio: p.p50 / Math.max(fixed.baseline.p50, 0.001),
+      });
+      rows.push({
+        name: `${label}: p50 at ${RATE} req/s (baseline column: peer)`,
+        value: p.p50,
+        unit: "ms",
+        baseline: fixed.peer.p50,
+        ratio: p.p50 / Math.max(fixed.peer.p50, 0.001),
+      });
       rows.push({
         name: `${label}: p99 at ${RATE} req/s (baseline column: bare)`,
         value: p.p99,
@@ -279,7 +311,13 @@ export async function run(): Promise<BenchRow[]> {
         // The peer's own failures (requests still unanswered when its run ends) are its result, not a flaw of the comparison.
         met: p99VsPeer <= 0.5 && clean(p),
       });
-      rows.push({ name: `${label}: achieved rate at ${RATE} req/s (baseline column: bare)`, value: p.rps, unit: "req/s", baseline: fixed.baseline.rps, ratio: p.rps / fixed.baseline.rps });
+      rows.push({
+        name: `${label}: achieved rate at ${RATE} req/s (baseline column: bare)`,
+        value: p.rps,
+        unit: "req/s",
+        baseline: fixed.baseline.rps,
+        ratio: p.rps / fixed.baseline.rps,
+      });
       const vsBare = max.product.rps / max.baseline.rps;
       const vsPeer = max.product.rps / max.peer.rps;
       rows.push({
@@ -311,12 +349,26 @@ export async function run(): Promise<BenchRow[]> {
     await drive(env.product.authOnly, { connections: 4, seconds: 2 });
     const auth = await drive(env.product.authOnly, { connections: CONNECTIONS, seconds: DURATION });
     const readBare = rows.find((r) => r.name.startsWith("patient read") && r.name.includes("throughput") && r.name.includes("bare"))?.baseline;
-    rows.push({ name: `authentication alone (GET /auth/session, same token): throughput, ${CONNECTIONS} connections`, value: auth.rps, unit: "req/s", baseline: readBare, ratio: auth.rps / (readBare ?? auth.rps) });
+    rows.push({
+      name: `authentication alone (GET /auth/session, same token): throughput, ${CONNECTIONS} connections`,
+      value: auth.rps,
+      unit: "req/s",
+      baseline: readBare,
+      ratio: auth.rps / (readBare ?? auth.rps),
+    });
 
     // The peer must have done what it claims, or the comparison flatters the product.
     const peer = await env.checkPeer();
-    rows.push({ name: "peer: audit rows written (one per answered read and write), chain recomputes, PHI stored as pgp ciphertext", value: peer.auditRows, unit: "rows", target: "chain and encryption verified", met: peer.chainOk && peer.encrypted && peer.auditRows > 0 });
-    process.stderr.write(`\nrecords bench, side by side (${ROUNDS} throughput rounds of ${Math.max(2, Math.round(DURATION / 2))} s, ${FIXED_ROUNDS} fixed-rate rounds of ${DURATION} s; peer audit chain ${peer.chainOk ? "verified" : "BROKEN"} over ${peer.auditRows} rows):\n${table.join("\n")}\n\n`);
+    rows.push({
+      name: "peer: audit rows written (one per answered read and write), chain recomputes, PHI stored as pgp ciphertext",
+      value: peer.auditRows,
+      unit: "rows",
+      target: "chain and encryption verified",
+      met: peer.chainOk && peer.encrypted && peer.auditRows > 0,
+    });
+    process.stderr.write(
+      `\nrecords bench, side by side (${ROUNDS} throughput rounds of ${Math.max(2, Math.round(DURATION / 2))} s, ${FIXED_ROUNDS} fixed-rate rounds of ${DURATION} s; peer audit chain ${peer.chainOk ? "verified" : "BROKEN"} over ${peer.auditRows} rows):\n${table.join("\n")}\n\n`,
+    );
   } finally {
     await env.close();
     fs.rmSync(dir, { recursive: true, force: true });

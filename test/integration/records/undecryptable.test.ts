@@ -32,7 +32,13 @@ async function withRecords(name: string, mrn: string) {
   const base = `/api/v1/patients/${p.id}`;
   const note = await clinic.doctor.agent.post(`${base}/notes`).send({ body: `Note for ${name}` });
   expect(note.status).toBe(201);
-  expect((await clinic.frontDesk.agent.post(`${base}/consents`).send({ type: "treatment", textVersion: "1", scope: "Outpatient", evidence: { method: "attestation", statement: "Paper form." } })).status).toBe(201);
+  expect(
+    (
+      await clinic.frontDesk.agent
+        .post(`${base}/consents`)
+        .send({ type: "treatment", textVersion: "1", scope: "Outpatient", evidence: { method: "attestation", statement: "Paper form." } })
+    ).status,
+  ).toBe(201);
   expect((await clinic.doctor.agent.post(`${base}/attachments?kind=document`).set("Content-Type", "application/pdf").send(randomBytes(2_000))).status).toBe(201);
   const startsAt = new Date(Date.now() + DAY);
   const appt = await clinic.frontDesk.agent
