@@ -254,10 +254,9 @@ export function startSiemForwarder(ctx: ApplianceContext): SiemForwarder | undef
     const client = await connection();
     const r = await client.query<{ ok: boolean }>("SELECT pg_try_advisory_lock($1) AS ok", [FORWARDER_LOCK]);
     if (!r.rows[0]?.ok) return false;
-    await client.query(
-      `UPDATE audit_siem_cursor SET seq = CASE WHEN $1 = 'genesis' THEN 0 ELSE (SELECT seq FROM audit_chain_head) END, acked_at = now() WHERE seq IS NULL`,
-      [cfg.startFrom],
-    );
+    await client.query(`UPDATE audit_siem_cursor SET seq = CASE WHEN $1 = 'genesis' THEN 0 ELSE (SELECT seq FROM audit_chain_head) END, acked_at = now() WHERE seq IS NULL`, [
+      cfg.startFrom,
+    ]);
     leader = true;
     ctx.log.info("SIEM forwarder leads on this replica", { host: cfg.host, port: cfg.port });
     return true;
@@ -280,7 +279,7 @@ export function startSiemForwarder(ctx: ApplianceContext): SiemForwarder | undef
       // A collector away for hours would otherwise write a line every reconnectMs; the lag alert says the rest.
       connectFailures += 1;
       if (connectFailures === 1 || connectFailures % 100 === 0) {
-        ctx.log.warn("SIEM collector connection failed", { host: cfg.host, port: cfg.port, code: (err as NodeJS.ErrnoException).code ?? err.message, attempts: connectFailures });
+        ctx.log.warn("SIEM collector connection failed", { host: cfg.host, port: cfg.port, errno: (err as NodeJS.ErrnoException).code ?? err.name, attempts: connectFailures });
       }
     });
     // The collector never speaks in RFC 5425; reading keeps a half-closed socket noticed.
@@ -370,7 +369,7 @@ export function startSiemForwarder(ctx: ApplianceContext): SiemForwarder | undef
         } catch (err) {
           failures += 1;
           if (failures === 1 || failures % 100 === 0) {
-            ctx.log.warn("SIEM forwarding round failed; it resumes from its cursor", { code: (err as { code?: string }).code ?? (err as Error).name, failures });
+            ctx.log.warn("SIEM forwarding round failed; it resumes from its cursor", { sqlstate: (err as { code?: string }).code ?? (err as Error).name, failures });
           }
           // A lock connection that failed may be half-dead: give leadership up and start afresh.
           resign();

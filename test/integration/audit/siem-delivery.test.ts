@@ -54,7 +54,15 @@ async function setUp(extra: Record<string, string> = {}, clock?: ManualClock): P
 async function writeEvents(ctx: ApplianceContext, n: number, tag: string): Promise<void> {
   for (let i = 0; i < n; i++) {
     await inScope(ctx.db.app, { kind: "appliance" }, (tx) =>
-      appendAuditEvent(ctx, tx, { tenantId: null, actor: { userId: `u-${tag}-${i}`, role: "practitioner" }, action: "patient.read", resourceType: "patient", resourceId: `p-${i}`, patientId: `p-${i}`, outcome: "success" }),
+      appendAuditEvent(ctx, tx, {
+        tenantId: null,
+        actor: { userId: `u-${tag}-${i}`, role: "practitioner" },
+        action: "patient.read",
+        resourceType: "patient",
+        resourceId: `p-${i}`,
+        patientId: `p-${i}`,
+        outcome: "success",
+      }),
     );
   }
   await chainPendingEvents(ctx);
@@ -143,7 +151,10 @@ describe("SIEM forwarding never skips an event", () => {
   });
 
   it("starts at the chain head the first time by default, or at the oldest retained event with startFrom genesis", async () => {
-    for (const [startFrom, first] of [["head", 4], ["genesis", 1]] as const) {
+    for (const [startFrom, first] of [
+      ["head", 4],
+      ["genesis", 1],
+    ] as const) {
       const { t, collector, port } = await setUp({ WARDKEEP_AUDIT_SIEM_START_FROM: startFrom });
       await writeEvents(t.ctx, 3, "before");
       await collector.listen(port);
@@ -156,10 +167,11 @@ describe("SIEM forwarding never skips an event", () => {
     }
   });
 
-  it("resends what a collector that stopped reading never took, after it drops the connection", async () => {
+  it("picks up where it stopped when the collector restarts, over a new connection", async () => {
     const { t, collector, port } = await setUp();
     await collector.listen(port);
     const forwarder = started(startSiemForwarder(t.ctx));
+    await waitUntil(() => forwarder.isLeader(), 10_000, "leadership");
     await writeEvents(t.ctx, 4, "x");
     await waitUntil(() => collector.frames.length >= 4, 10_000, "4 frames");
     // The collector restarts: connections cut, nothing listening, then back.

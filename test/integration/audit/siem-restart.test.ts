@@ -55,7 +55,10 @@ describe("SIEM forwarding across a crash (real daemon processes, real TLS collec
     // Failed sign-ins are audited (auth.login failure, or denied once rate limited).
     const signIns = async (port: number, ca: string, n: number, tag: string) => {
       for (let i = 0; i < n; i++) {
-        const res = await request(`https://localhost:${port}`).post("/api/v1/auth/login").ca(ca).send({ email: `nobody-${tag}-${i}@example.org`, password: "wrong password 123" });
+        const res = await request(`https://localhost:${port}`)
+          .post("/api/v1/auth/login")
+          .ca(ca)
+          .send({ email: `nobody-${tag}-${i}@example.org`, password: "wrong password 123" });
         expect([401, 429]).toContain(res.status);
       }
     };

@@ -27,7 +27,15 @@ const promtool = spawnSync("promtool", ["--version"]).status === 0;
 describe("Prometheus metric names", () => {
   it("scrapes every family the appliance registers, the SIEM lag among them", () => {
     const names = [...parseExposition(exposition).keys()];
-    expect(names).toEqual(expect.arrayContaining(["wardkeep_http_requests_total", "wardkeep_audit_siem_lag_events", "wardkeep_audit_siem_lag_seconds", "wardkeep_audit_siem_lag_alert", "wardkeep_sealed"]));
+    expect(names).toEqual(
+      expect.arrayContaining([
+        "wardkeep_http_requests_total",
+        "wardkeep_audit_siem_lag_events",
+        "wardkeep_audit_siem_lag_seconds",
+        "wardkeep_audit_siem_lag_alert",
+        "wardkeep_sealed",
+      ]),
+    );
     // prom-client's gauges named like counters are gone; their by-type gauges remain.
     expect(names).not.toContain("wardkeep_nodejs_active_handles_total");
     expect(names).toContain("wardkeep_nodejs_active_handles");
