@@ -1,4 +1,4 @@
-import type { Request, RequestHandler, Response, Router } from "express";
+import type { Request, RequestHandler, Response } from "express";
 import type { ApplianceContext } from "../context.js";
 import { inScope } from "../db/sql.js";
 import { recordAuthEvent } from "../audit/append.js";
@@ -16,24 +16,7 @@ export type GuardedRoute = { method: "get" | "post" | "put" | "patch" | "delete"
 export function guardedRoutes(): GuardedRoute[] {
   return definedRoutes()
     .filter((r) => isPolicyAction(r.action))
-    .map((r) => ({ method: r.method, path: r.path, action: r.action as Action }))
-    .concat([...registry.values()]);
-}
-
-// Transitional: routes not yet moved to defineRoute.
-const registry = new Map<string, GuardedRoute>();
-type Handler = (req: Request, res: Response) => Promise<void> | void;
-export function guardedRoute(ctx: ApplianceContext, router: Router, base: string, spec: GuardedRoute, handler: Handler): void {
-  const full = `${base}${spec.path}`;
-  registry.set(`${spec.method} ${full}`, { ...spec, path: full });
-  router[spec.method](spec.path, guard(ctx, spec.action), async (req, res) => {
-    try {
-      await handler(req, res);
-    } catch (err) {
-      await policyBinding.refused(ctx, req, res, spec.action, err);
-      throw err;
-    }
-  });
+    .map((r) => ({ method: r.method, path: r.path, action: r.action as Action }));
 }
 
 /** Writes a denial to the audit trail in its own transaction (the request's work never starts). */

@@ -4,4 +4,4 @@
  * kernel/policy.ts, shared by every capability.
  */
 export { authorizePatient, patientAccessFor, type PatientAccess } from "./care-team.js";
-export { guard, guardedRoute, guardedRoutes, policyBinding, recordDenial, type GuardedRoute } from "./guard.js";
+export { guard, guardedRoutes, policyBinding, recordDenial, type GuardedRoute } from "./guard.js";

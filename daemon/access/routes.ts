@@ -1,156 +1,253 @@
-import { Router } from "express";
 import { z } from "zod";
-import { requestMeta } from "../kernel/request-meta.js";
-import type { ApplianceContext } from "../context.js";
-import { jsonBody, jsonResponse, openApiRegistry } from "../http/openapi.js";
-import { currentActor } from "../kernel/actor.js";
-import { breakGlassRequest, listBreakGlass, openBreakGlass } from "./break-glass.js";
-import { assignToCareTeam, listCareTeam, removeFromCareTeam } from "./care-team.js";
-import { guardedRoute } from "./guard.js";
+import { defineRoute } from "../kernel/define-route.js";
 import { capabilitiesOf, STEP_UP_ACTIONS } from "../kernel/policy.js";
+import { listBreakGlass, openBreakGlass } from "./break-glass.js";
+import { assignToCareTeam, listCareTeam, removeFromCareTeam } from "./care-team.js";
 import { acknowledgeNotification, listNotifications } from "./notifications.js";
-import { decideSupportRequest, endSupportAccess, enterSupportAccess, listSupportRequests, requestSupportAccess, supportRequestInput } from "./support.js";
-import { createTenant, createTenantRequest, getSecuritySettings, getTenant, listTenants, securitySettingsRequest, updateSecuritySettings, updateTenant, updateTenantRequest } from "./tenants.js";
-import { accessReview, getUser, listUsers, resetUserMfa, updateUser, updateUserRequest } from "./users.js";
+import {
+  accessReviewEntry,
+  adminNotification,
+  breakGlassGrant,
+  breakGlassQuery,
+  breakGlassRequest,
+  capabilitiesResponse,
+  careTeamAssign,
+  careTeamMember,
+  createTenantRequest,
+  idParams,
+  notificationsQuery,
+  patientUserParams,
+  securitySettingsRequest,
+  securitySettingsView,
+  supportRequestInput,
+  supportRequestView,
+  tenantView,
+  updateTenantRequest,
+  updateUserRequest,
+  userView,
+} from "./schema.js";
+import { decideSupportRequest, endSupportAccess, enterSupportAccess, listSupportRequests, requestSupportAccess } from "./support.js";
+import { createTenant, getSecuritySettings, getTenant, listTenants, updateSecuritySettings, updateTenant } from "./tenants.js";
+import { accessReview, getUser, listUsers, resetUserMfa, updateUser } from "./users.js";
 
-const API = "/api/v1";
-const idParam = z.object({ id: z.uuid() }).strict();
-const patientUserParams = z.object({ id: z.uuid(), userId: z.uuid() }).strict();
-const careTeamAssign = z.object({ /** A practitioner of the tenant. */ userId: z.uuid() }).strict();
-const breakGlassQuery = z.object({ patientId: z.uuid().optional(), active: z.enum(["true", "false"]).optional() }).strict();
-const notificationsQuery = z.object({ unacknowledged: z.enum(["true", "false"]).optional() }).strict();
-const anyJson = z.object({}).passthrough();
+const tag = "access";
 
-function doc(method: "get" | "post" | "put" | "patch" | "delete", path: string, summary: string, body?: z.ZodType) {
-  openApiRegistry.registerPath({
-    method,
-    path: `${API}${path}`.replace(/:(\w+)/g, "{$1}"),
-    summary,
-    tags: ["access"],
-    ...(body ? { request: { body: jsonBody(body) } } : {}),
-    responses: { 200: jsonResponse(summary, anyJson) },
-  });
-}
-
-doc("get", "/access/capabilities", "What the caller may do: every policy action allowed at route level, and which of them ask for a fresh second factor");
-doc("get", "/tenants", "Tenants (all for super-admins, own for tenant staff)");
-doc("post", "/tenants", "Create a tenant (super-admin)", createTenantRequest);
-doc("get", "/tenants/:id", "One tenant");
-doc("patch", "/tenants/:id", "Rename or suspend a tenant (super-admin)", updateTenantRequest);
-doc("get", "/settings/security", "The tenant's MFA enforcement, idle timeout and inactivity period");
-doc("put", "/settings/security", "Change the tenant's security settings (owner, admin)", securitySettingsRequest);
-doc("get", "/users", "Accounts of the tenant (or appliance staff for super-admins)");
-doc("get", "/users/:id", "One account");
-doc("patch", "/users/:id", "Change role (step-up), display name or status; deactivation ends sessions", updateUserRequest);
-doc("post", "/users/:id/mfa/reset", "Remove an account's authenticator (lost phone; step-up)");
-doc("get", "/access-reviews", "Access review: every account with role, last sign-in, MFA state and open sessions");
-doc("get", "/support/requests", "Support-access requests");
-doc("post", "/support/requests", "Ask for support access to a tenant (support staff)", supportRequestInput);
-doc("post", "/support/requests/:id/approve", "Approve a support-access request (tenant owner or admin)");
-doc("post", "/support/requests/:id/deny", "Deny a support-access request");
-doc("post", "/support/requests/:id/enter", "Act inside the tenant under the approved request (the support user's session)");
-doc("post", "/support/requests/:id/end", "End support access early");
-doc("post", "/patients/:id/break-glass", "Open a patient outside your care team, with a reason (practitioners; time-limited, flagged, admins notified)", breakGlassRequest);
-doc("get", "/break-glass", "Break-glass grants of the tenant (owners, admins, auditors)");
-doc("get", "/patients/:id/care-team", "The patient's care team");
-doc("post", "/patients/:id/care-team", "Assign a practitioner to the patient's care team", careTeamAssign);
-doc("delete", "/patients/:id/care-team/:userId", "Remove a practitioner from the care team");
-doc("get", "/notifications", "Notifications for the tenant's admins (break-glass, support requests)");
-doc("post", "/notifications/:id/acknowledge", "Acknowledge a notification");
-
-export function accessRoutes(ctx: ApplianceContext): Router {
-  const router = Router();
-  const route = (spec: Parameters<typeof guardedRoute>[3], handler: Parameters<typeof guardedRoute>[4]) => guardedRoute(ctx, router, API, spec, handler);
-
+/** Tenants, security settings, users, support access, break-glass, care teams and admin notifications. */
+export const accessRoutes = [
   // Any signed-in caller may ask what it may do; answered from the policy table alone.
-  router.get("/access/capabilities", (_req, res) => {
-    const actions = capabilitiesOf(currentActor(res));
-    res.json({ actions, stepUp: actions.filter((a) => STEP_UP_ACTIONS.has(a)) });
-  });
+  defineRoute(
+    {
+      method: "get",
+      path: "/access/capabilities",
+      action: "authenticated",
+      tag,
+      summary: "What the caller may do: every policy action allowed at route level, and which of them ask for a fresh second factor",
+      response: capabilitiesResponse,
+    },
+    ({ actor }) => {
+      const actions = capabilitiesOf(actor);
+      return { actions, stepUp: actions.filter((a) => STEP_UP_ACTIONS.has(a)) };
+    },
+  ),
 
-  route({ method: "get", path: "/tenants", action: "tenant:list" }, async (_req, res) => {
-    res.json(await listTenants(ctx, currentActor(res)));
-  });
-  route({ method: "post", path: "/tenants", action: "tenant:create" }, async (req, res) => {
-    res.status(201).json(await createTenant(ctx, currentActor(res), createTenantRequest.parse(req.body), requestMeta(req, res)));
-  });
-  route({ method: "get", path: "/tenants/:id", action: "tenant:read" }, async (req, res) => {
-    res.json(await getTenant(ctx, currentActor(res), idParam.parse(req.params).id));
-  });
-  route({ method: "patch", path: "/tenants/:id", action: "tenant:update" }, async (req, res) => {
-    res.json(await updateTenant(ctx, currentActor(res), idParam.parse(req.params).id, updateTenantRequest.parse(req.body), requestMeta(req, res)));
-  });
+  defineRoute(
+    { method: "get", path: "/tenants", action: "tenant:list", tag, summary: "Tenants (all for super-admins, own for tenant staff)", response: z.array(tenantView) },
+    ({ ctx, actor }) => listTenants(ctx, actor),
+  ),
+  defineRoute(
+    { method: "post", path: "/tenants", action: "tenant:create", tag, summary: "Create a tenant (super-admin)", body: createTenantRequest, response: tenantView, status: 201, problems: { 409: "The slug is taken" } },
+    ({ ctx, actor, body, meta }) => createTenant(ctx, actor, body, meta),
+  ),
+  defineRoute(
+    { method: "get", path: "/tenants/:id", action: "tenant:read", tag, summary: "One tenant", params: idParams, response: tenantView },
+    ({ ctx, actor, params }) => getTenant(ctx, actor, params.id),
+  ),
+  defineRoute(
+    { method: "patch", path: "/tenants/:id", action: "tenant:update", tag, summary: "Rename or suspend a tenant (super-admin)", params: idParams, body: updateTenantRequest, response: tenantView },
+    ({ ctx, actor, params, body, meta }) => updateTenant(ctx, actor, params.id, body, meta),
+  ),
 
-  route({ method: "get", path: "/settings/security", action: "security_settings:read" }, async (_req, res) => {
-    res.json(await getSecuritySettings(ctx, currentActor(res)));
-  });
-  route({ method: "put", path: "/settings/security", action: "security_settings:update" }, async (req, res) => {
-    res.json(await updateSecuritySettings(ctx, currentActor(res), securitySettingsRequest.parse(req.body), requestMeta(req, res)));
-  });
+  defineRoute(
+    { method: "get", path: "/settings/security", action: "security_settings:read", tag, summary: "The tenant's MFA enforcement, idle timeout and inactivity period", response: securitySettingsView },
+    ({ ctx, actor }) => getSecuritySettings(ctx, actor),
+  ),
+  defineRoute(
+    {
+      method: "put",
+      path: "/settings/security",
+      action: "security_settings:update",
+      tag,
+      summary: "Change the tenant's security settings (owner, admin)",
+      body: securitySettingsRequest,
+      response: securitySettingsView,
+    },
+    ({ ctx, actor, body, meta }) => updateSecuritySettings(ctx, actor, body, meta),
+  ),
 
-  route({ method: "get", path: "/users", action: "user:list" }, async (_req, res) => {
-    res.json(await listUsers(ctx, currentActor(res)));
-  });
-  route({ method: "get", path: "/users/:id", action: "user:read" }, async (req, res) => {
-    res.json(await getUser(ctx, currentActor(res), idParam.parse(req.params).id));
-  });
-  route({ method: "patch", path: "/users/:id", action: "user:update" }, async (req, res) => {
-    res.json(await updateUser(ctx, currentActor(res), idParam.parse(req.params).id, updateUserRequest.parse(req.body), requestMeta(req, res)));
-  });
-  route({ method: "post", path: "/users/:id/mfa/reset", action: "user:reset_mfa" }, async (req, res) => {
-    res.json(await resetUserMfa(ctx, currentActor(res), idParam.parse(req.params).id, requestMeta(req, res)));
-  });
-  route({ method: "get", path: "/access-reviews", action: "access_review:read" }, async (_req, res) => {
-    res.json(await accessReview(ctx, currentActor(res)));
-  });
+  defineRoute(
+    { method: "get", path: "/users", action: "user:list", tag, summary: "Accounts of the tenant (or appliance staff for super-admins)", response: z.array(userView) },
+    ({ ctx, actor }) => listUsers(ctx, actor),
+  ),
+  defineRoute({ method: "get", path: "/users/:id", action: "user:read", tag, summary: "One account", params: idParams, response: userView }, ({ ctx, actor, params }) =>
+    getUser(ctx, actor, params.id),
+  ),
+  defineRoute(
+    {
+      method: "patch",
+      path: "/users/:id",
+      action: "user:update",
+      tag,
+      summary: "Change role (step-up), display name or status; deactivation ends sessions",
+      params: idParams,
+      body: updateUserRequest,
+      response: userView,
+    },
+    ({ ctx, actor, params, body, meta }) => updateUser(ctx, actor, params.id, body, meta),
+  ),
+  defineRoute(
+    { method: "post", path: "/users/:id/mfa/reset", action: "user:reset_mfa", tag, summary: "Remove an account's authenticator (lost phone; step-up)", params: idParams, response: userView },
+    ({ ctx, actor, params, meta }) => resetUserMfa(ctx, actor, params.id, meta),
+  ),
+  defineRoute(
+    {
+      method: "get",
+      path: "/access-reviews",
+      action: "access_review:read",
+      tag,
+      summary: "Access review: every account with role, last sign-in, MFA state and open sessions",
+      response: z.array(accessReviewEntry),
+    },
+    ({ ctx, actor }) => accessReview(ctx, actor),
+  ),
 
-  route({ method: "get", path: "/support/requests", action: "support_request:list" }, async (_req, res) => {
-    res.json(await listSupportRequests(ctx, currentActor(res)));
-  });
-  route({ method: "post", path: "/support/requests", action: "support_request:create" }, async (req, res) => {
-    res.status(201).json(await requestSupportAccess(ctx, currentActor(res), supportRequestInput.parse(req.body), requestMeta(req, res)));
-  });
-  route({ method: "post", path: "/support/requests/:id/approve", action: "support_request:decide" }, async (req, res) => {
-    res.json(await decideSupportRequest(ctx, currentActor(res), idParam.parse(req.params).id, "approve", requestMeta(req, res)));
-  });
-  route({ method: "post", path: "/support/requests/:id/deny", action: "support_request:decide" }, async (req, res) => {
-    res.json(await decideSupportRequest(ctx, currentActor(res), idParam.parse(req.params).id, "deny", requestMeta(req, res)));
-  });
-  route({ method: "post", path: "/support/requests/:id/enter", action: "support_request:enter" }, async (req, res) => {
-    res.json(await enterSupportAccess(ctx, currentActor(res), idParam.parse(req.params).id, requestMeta(req, res)));
-  });
-  route({ method: "post", path: "/support/requests/:id/end", action: "support_request:end" }, async (req, res) => {
-    res.json(await endSupportAccess(ctx, currentActor(res), idParam.parse(req.params).id, requestMeta(req, res)));
-  });
+  defineRoute(
+    { method: "get", path: "/support/requests", action: "support_request:list", tag, summary: "Support-access requests", response: z.array(supportRequestView) },
+    ({ ctx, actor }) => listSupportRequests(ctx, actor),
+  ),
+  defineRoute(
+    {
+      method: "post",
+      path: "/support/requests",
+      action: "support_request:create",
+      tag,
+      summary: "Ask for support access to a tenant (support staff)",
+      body: supportRequestInput,
+      response: supportRequestView,
+      status: 201,
+    },
+    ({ ctx, actor, body, meta }) => requestSupportAccess(ctx, actor, body, meta),
+  ),
+  defineRoute(
+    {
+      method: "post",
+      path: "/support/requests/:id/approve",
+      action: "support_request:decide",
+      tag,
+      summary: "Approve a support-access request (tenant owner or admin)",
+      params: idParams,
+      response: supportRequestView,
+      problems: { 409: "Already decided" },
+    },
+    ({ ctx, actor, params, meta }) => decideSupportRequest(ctx, actor, params.id, "approve", meta),
+  ),
+  defineRoute(
+    {
+      method: "post",
+      path: "/support/requests/:id/deny",
+      action: "support_request:decide",
+      tag,
+      summary: "Deny a support-access request",
+      params: idParams,
+      response: supportRequestView,
+      problems: { 409: "Already decided" },
+    },
+    ({ ctx, actor, params, meta }) => decideSupportRequest(ctx, actor, params.id, "deny", meta),
+  ),
+  defineRoute(
+    {
+      method: "post",
+      path: "/support/requests/:id/enter",
+      action: "support_request:enter",
+      tag,
+      summary: "Act inside the tenant under the approved request (the support user's session)",
+      params: idParams,
+      response: supportRequestView,
+      problems: { 409: "Not approved, or expired" },
+    },
+    ({ ctx, actor, params, meta }) => enterSupportAccess(ctx, actor, params.id, meta),
+  ),
+  defineRoute(
+    { method: "post", path: "/support/requests/:id/end", action: "support_request:end", tag, summary: "End support access early", params: idParams, response: supportRequestView },
+    ({ ctx, actor, params, meta }) => endSupportAccess(ctx, actor, params.id, meta),
+  ),
 
-  route({ method: "post", path: "/patients/:id/break-glass", action: "break_glass:create" }, async (req, res) => {
-    res.status(201).json(await openBreakGlass(ctx, currentActor(res), idParam.parse(req.params).id, breakGlassRequest.parse(req.body), requestMeta(req, res)));
-  });
-  route({ method: "get", path: "/break-glass", action: "break_glass:list" }, async (req, res) => {
-    const q = breakGlassQuery.parse(req.query);
-    res.json(await listBreakGlass(ctx, currentActor(res), { ...(q.patientId ? { patientId: q.patientId } : {}), activeOnly: q.active === "true" }));
-  });
-  route({ method: "get", path: "/patients/:id/care-team", action: "care_team:read" }, async (req, res) => {
-    res.json(await listCareTeam(ctx, currentActor(res), idParam.parse(req.params).id));
-  });
-  route({ method: "post", path: "/patients/:id/care-team", action: "care_team:update" }, async (req, res) => {
-    const patientId = idParam.parse(req.params).id;
-    await assignToCareTeam(ctx, currentActor(res), patientId, careTeamAssign.parse(req.body).userId, requestMeta(req, res));
-    res.json(await listCareTeam(ctx, currentActor(res), patientId));
-  });
-  route({ method: "delete", path: "/patients/:id/care-team/:userId", action: "care_team:update" }, async (req, res) => {
-    const p = patientUserParams.parse(req.params);
-    await removeFromCareTeam(ctx, currentActor(res), p.id, p.userId, requestMeta(req, res));
-    res.status(204).end();
-  });
+  defineRoute(
+    {
+      method: "post",
+      path: "/patients/:id/break-glass",
+      action: "break_glass:create",
+      tag,
+      summary: "Open a patient outside your care team, with a reason (practitioners; time-limited, flagged, admins notified)",
+      params: idParams,
+      body: breakGlassRequest,
+      response: breakGlassGrant,
+      status: 201,
+    },
+    ({ ctx, actor, params, body, meta }) => openBreakGlass(ctx, actor, params.id, body, meta),
+  ),
+  defineRoute(
+    {
+      method: "get",
+      path: "/break-glass",
+      action: "break_glass:list",
+      tag,
+      summary: "Break-glass grants of the tenant (owners, admins, auditors)",
+      query: breakGlassQuery,
+      response: z.array(breakGlassGrant),
+    },
+    ({ ctx, actor, query }) => listBreakGlass(ctx, actor, { ...(query.patientId ? { patientId: query.patientId } : {}), activeOnly: query.active === "true" }),
+  ),
+  defineRoute(
+    { method: "get", path: "/patients/:id/care-team", action: "care_team:read", tag, summary: "The patient's care team", params: idParams, response: z.array(careTeamMember) },
+    ({ ctx, actor, params }) => listCareTeam(ctx, actor, params.id),
+  ),
+  defineRoute(
+    {
+      method: "post",
+      path: "/patients/:id/care-team",
+      action: "care_team:update",
+      tag,
+      summary: "Assign a practitioner to the patient's care team; answers with the team",
+      params: idParams,
+      body: careTeamAssign,
+      response: z.array(careTeamMember),
+    },
+    async ({ ctx, actor, params, body, meta }) => {
+      await assignToCareTeam(ctx, actor, params.id, body.userId, meta);
+      return listCareTeam(ctx, actor, params.id);
+    },
+  ),
+  defineRoute(
+    { method: "delete", path: "/patients/:id/care-team/:userId", action: "care_team:update", tag, summary: "Remove a practitioner from the care team", params: patientUserParams },
+    async ({ ctx, actor, params, meta }) => {
+      await removeFromCareTeam(ctx, actor, params.id, params.userId, meta);
+    },
+  ),
 
-  route({ method: "get", path: "/notifications", action: "notification:list" }, async (req, res) => {
-    const q = notificationsQuery.parse(req.query);
-    res.json(await listNotifications(ctx, currentActor(res), { unacknowledgedOnly: q.unacknowledged === "true" }));
-  });
-  route({ method: "post", path: "/notifications/:id/acknowledge", action: "notification:acknowledge" }, async (req, res) => {
-    res.json(await acknowledgeNotification(ctx, currentActor(res), idParam.parse(req.params).id, requestMeta(req, res)));
-  });
-
-  return router;
-}
+  defineRoute(
+    {
+      method: "get",
+      path: "/notifications",
+      action: "notification:list",
+      tag,
+      summary: "Notifications for the tenant's admins (break-glass, support requests)",
+      query: notificationsQuery,
+      response: z.array(adminNotification),
+    },
+    ({ ctx, actor, query }) => listNotifications(ctx, actor, { unacknowledgedOnly: query.unacknowledged === "true" }),
+  ),
+  defineRoute(
+    { method: "post", path: "/notifications/:id/acknowledge", action: "notification:acknowledge", tag, summary: "Acknowledge a notification", params: idParams, response: adminNotification },
+    ({ ctx, actor, params, meta }) => acknowledgeNotification(ctx, actor, params.id, meta),
+  ),
+];

@@ -1,4 +1,5 @@
 import { z } from "zod";
+import { ROLES } from "../kernel/actor.js";
 
 /**
  * Response schemas of the access routes (capabilities, tenants, security settings, users,
@@ -53,3 +54,148 @@ export type TenantRes = z.infer<typeof tenantView>;
 export type SecuritySettingsRes = z.infer<typeof securitySettingsView>;
 export type UserRes = z.infer<typeof userView>;
 export type SupportRequestRes = z.infer<typeof supportRequestView>;
+
+// ---- requests, and the responses the admin UI does not read yet --------------------------------
+
+const isoTime = z.string().describe("ISO 8601 instant");
+export const idParams = z.object({ /** The resource's id. */ id: z.uuid() }).strict();
+export const patientUserParams = z.object({ /** The patient. */ id: z.uuid(), /** The practitioner. */ userId: z.uuid() }).strict();
+
+export const createTenantRequest = z
+  .object({
+    /** Display name, e.g. "St. Mary's Cardiology". */
+    name: z.string().trim().min(1).max(200),
+    /** Short unique handle: lowercase letters, digits and dashes. */
+    slug: z.string().regex(/^[a-z0-9][a-z0-9-]{1,62}$/, "lowercase letters, digits and dashes, 2 to 63 long"),
+  })
+  .strict();
+
+export const updateTenantRequest = z
+  .object({
+    /** New display name. */
+    name: z.string().trim().min(1).max(200).optional(),
+    /** A suspended tenant's users cannot sign in and its sessions and tokens stop working. */
+    status: z.enum(["active", "suspended"]).optional(),
+  })
+  .strict();
+
+export const securitySettingsRequest = z
+  .object({
+    /** Every user of the tenant must use an authenticator app (TOTP). */
+    mfaRequired: z.boolean().optional(),
+    /** Automatic logoff after this many idle minutes, 5 to 240 (45 CFR 164.312(a)(2)(iii)); null = appliance default. */
+    idleTimeoutMinutes: z.number().int().min(5).max(240).nullable().optional(),
+    /** Deactivate accounts unused this many days, 7 to 3650; null = appliance default. */
+    inactiveUserDays: z.number().int().min(7).max(3650).nullable().optional(),
+  })
+  .strict();
+
+export const updateUserRequest = z
+  .object({
+    /** New role; needs a fresh second factor (step-up). */
+    role: z.enum(ROLES).optional(),
+    /** Deactivating ends the account's sessions at once. */
+    status: z.enum(["active", "deactivated"]).optional(),
+    /** How colleagues see the person; null removes it. */
+    displayName: z.string().trim().min(1).max(200).nullable().optional(),
+  })
+  .strict();
+
+export const accessReviewEntry = userView.extend({
+  /** Open sessions of the account. */
+  activeSessions: z.number().int(),
+  /** Days since the last sign-in; null if never. */
+  daysSinceLastLogin: z.number().int().nullable(),
+});
+
+export const supportRequestInput = z
+  .object({
+    /** The tenant support needs to act in. */
+    tenantId: z.uuid(),
+    /** The helpdesk ticket this work belongs to, e.g. "INC-20931". */
+    ticketRef: z.string().regex(/^[A-Za-z0-9._:#/-]{1,64}$/, "letters, digits and . _ : # / -, up to 64"),
+    /** What support needs to look at (shown to the approving admin). */
+    reason: z.string().trim().min(1).max(500),
+  })
+  .strict();
+
+export const breakGlassRequest = z
+  .object({
+    /** Why the record must be opened now (10 to 1000 characters); auditors and admins read it. */
+    reason: z.string().trim().min(10).max(1000),
+  })
+  .strict();
+
+export const breakGlassQuery = z
+  .object({
+    /** Only grants for this patient. */
+    patientId: z.uuid().optional(),
+    /** "true": only grants still open. */
+    active: z.enum(["true", "false"]).optional(),
+  })
+  .strict();
+
+export const breakGlassGrant = z.object({
+  /** Grant id. */
+  id: z.uuid(),
+  /** The practitioner who opened the record. */
+  userId: z.uuid(),
+  /** The patient opened. */
+  patientId: z.uuid(),
+  /** The reason given. */
+  reason: z.string(),
+  /** When it was opened. */
+  createdAt: isoTime,
+  /** When it lapses. */
+  expiresAt: isoTime,
+  /** Still open now. */
+  active: z.boolean(),
+});
+
+export const careTeamAssign = z.object({ /** A practitioner of the tenant. */ userId: z.uuid() }).strict();
+
+export const careTeamMember = z.object({
+  /** The practitioner. */
+  userId: z.uuid(),
+  /** Their work email. */
+  email: z.string().nullable(),
+  /** Their display name. */
+  displayName: z.string().nullable(),
+  /** When they joined the care team. */
+  assignedAt: isoTime,
+  /** Who assigned them. */
+  assignedBy: z.uuid(),
+});
+
+export const notificationsQuery = z.object({ /** "true": only notifications nobody acknowledged yet. */ unacknowledged: z.enum(["true", "false"]).optional() }).strict();
+
+export const adminNotification = z.object({
+  /** Notification id. */
+  id: z.uuid(),
+  /** What happened. */
+  kind: z.enum(["break_glass", "support_request"]),
+  /** Who did it. */
+  actorUserId: z.uuid().nullable(),
+  /** The grant or request it is about. */
+  subjectId: z.uuid().nullable(),
+  /** The patient concerned (break-glass). */
+  patientId: z.uuid().nullable(),
+  /** When it was raised. */
+  createdAt: isoTime,
+  /** When an admin acknowledged it. */
+  acknowledgedAt: isoTime.nullable(),
+  /** Who acknowledged it. */
+  acknowledgedBy: z.uuid().nullable(),
+});
+
+export type CreateTenantReq = z.infer<typeof createTenantRequest>;
+export type UpdateTenantReq = z.infer<typeof updateTenantRequest>;
+export type SecuritySettingsReq = z.infer<typeof securitySettingsRequest>;
+export type UpdateUserReq = z.infer<typeof updateUserRequest>;
+export type AccessReviewEntryRes = z.infer<typeof accessReviewEntry>;
+export type SupportRequestReq = z.infer<typeof supportRequestInput>;
+export type BreakGlassReq = z.infer<typeof breakGlassRequest>;
+export type BreakGlassGrantRes = z.infer<typeof breakGlassGrant>;
+export type CareTeamAssignReq = z.infer<typeof careTeamAssign>;
+export type CareTeamMemberRes = z.infer<typeof careTeamMember>;
+export type AdminNotificationRes = z.infer<typeof adminNotification>;

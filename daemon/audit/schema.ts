@@ -76,7 +76,9 @@ export const verifyReport = z.object({
   /** Which keys signatures were checked against; "database" means the rows' own keys (weak). */
   keyTrust: z.enum(["keyring", "pinned", "given", "database"]),
   keyIds: z.array(z.string()),
-  break: z.object({ seq: z.string(), reason: z.enum(["changed", "missing", "reordered", "duplicate", "bad-checkpoint-signature", "checkpoint-mismatch"]), detail: z.string() }).optional(),
+  break: z
+    .object({ seq: z.string(), reason: z.enum(["changed", "missing", "reordered", "duplicate", "bad-checkpoint-signature", "checkpoint-mismatch"]), detail: z.string() })
+    .optional(),
   summary: z.string(),
 });
 
@@ -122,3 +124,97 @@ export type VerifyReportRes = z.infer<typeof verifyReport>;
 export type PublicKeyRes = z.infer<typeof publicKeyResponse>;
 export type ExportJobRes = z.infer<typeof exportJob>;
 export type ExportListRes = z.infer<typeof exportListResponse>;
+
+// ---- requests, and the responses the admin UI does not read yet --------------------------------
+
+const instant = z.iso.datetime({ offset: true });
+
+export const searchQuery = z
+  .object({
+    /** Events chained at or after this instant (ISO 8601). */
+    from: instant.optional(),
+    /** Events chained before this instant (ISO 8601). */
+    to: instant.optional(),
+    /** Acting user's id. */
+    actor: z.string().min(1).max(200).optional(),
+    /** Patient id. */
+    patient: z.string().min(1).max(200).optional(),
+    /** Exact action (`patient.read`), or a prefix ending in `.*` (`auth.*`). */
+    action: z
+      .string()
+      .regex(/^[a-z][a-z0-9_.-]*(\.\*)?$/)
+      .max(100)
+      .optional(),
+    /** Only events with this outcome. */
+    outcome: z.enum(["success", "denied", "failure"]).optional(),
+    /** Super-admins only: one tenant's events. */
+    tenant: z.uuid().optional(),
+    /** Opaque cursor from the previous page's `nextCursor`. */
+    cursor: z
+      .string()
+      .regex(/^[0-9]{1,19}$/)
+      .optional(),
+    /** Events per page, 1 to 500. */
+    limit: z.coerce.number().int().min(1).max(500).default(100),
+  })
+  .strict();
+
+export const timelineQuery = z
+  .object({
+    /** Accesses at or after this instant (ISO 8601). */
+    from: instant.optional(),
+    /** Accesses before this instant (ISO 8601). */
+    to: instant.optional(),
+    /** Opaque cursor from the previous page's `nextCursor`. */
+    cursor: z
+      .string()
+      .regex(/^[0-9]{1,19}$/)
+      .optional(),
+    /** Entries per page, 1 to 500. */
+    limit: z.coerce.number().int().min(1).max(500).default(200),
+  })
+  .strict();
+
+export const timelineParams = z.object({ /** The patient whose record's access history is asked for. */ patientId: z.string().min(1).max(200) }).strict();
+
+export const exportRequest = z
+  .object({
+    /** Start of the range (ISO 8601), inclusive. */
+    from: instant,
+    /** End of the range (ISO 8601), exclusive. */
+    to: instant,
+    /** Event formats besides JSON Lines (always written: it is the verifiable form). */
+    formats: z
+      .array(z.enum(["csv", "jsonl", "fhir"]))
+      .max(3)
+      .default(["csv", "jsonl", "fhir"]),
+  })
+  .strict();
+
+export const exportParams = z.object({ /** The export, e.g. audit-20250101T120000Z-1a2b3c4d. */ id: z.string().regex(/^audit-[0-9TZ]+-[0-9a-f]{8}$/) }).strict();
+
+export const checkpointView = z.object({
+  /** Checkpoint id. */
+  id: z.string(),
+  /** The chain sequence number it covers (decimal string). */
+  seq: z.string(),
+  /** The chain head hash at that sequence, hex. */
+  headHash: z.string(),
+  /** When it was signed. */
+  signedAt: z.string(),
+  /** Fingerprint of the signing key. */
+  keyId: z.string(),
+  /** Raw Ed25519 public key, base64. */
+  publicKey: z.string(),
+  /** Ed25519 signature, base64. */
+  signature: z.string(),
+  /** Why it was written. */
+  purpose: z.enum(["periodic", "export", "retention", "manual"]),
+});
+export const checkpointListResponse = z.object({ /** The newest 500 checkpoints, oldest first. */ checkpoints: z.array(checkpointView) });
+
+export type SearchQueryReq = z.infer<typeof searchQuery>;
+export type TimelineQueryReq = z.infer<typeof timelineQuery>;
+export type ExportReq = z.input<typeof exportRequest>;
+export type CheckpointRes = z.infer<typeof checkpointView>;
+export type CheckpointListRes = z.infer<typeof checkpointListResponse>;

@@ -109,3 +109,111 @@ export type BackupListRes = z.infer<typeof backupListResponse>;
 export type RunStartedRes = z.infer<typeof runStartedResponse>;
 export type DrillRecordRes = z.infer<typeof drillRecord>;
 export type BackupPolicyRes = z.infer<typeof backupPolicyView>;
+
+// ---- requests, and the responses the admin UI does not read yet --------------------------------
+
+const snapshotId = z.string().regex(/^\d{8}T\d{6}Z-[0-9a-f]{8}$/, "a snapshot id such as 20250101T120000Z-1a2b3c4d");
+export const snapshotParams = z.object({ /** The snapshot, e.g. 20250101T120000Z-1a2b3c4d. */ id: snapshotId }).strict();
+export const drillParams = z.object({ /** The drill. */ id: z.uuid() }).strict();
+export const targetParams = z.object({ /** The target's name in the backup policy. */ name: z.string().regex(/^[a-z0-9][a-z0-9-]{0,39}$/) }).strict();
+
+export const verifyRequest = z
+  .object({
+    /** Target to read from; omitted: the first configured target that holds the snapshot. */
+    target: z.string().max(40).optional(),
+  })
+  .strict();
+export const restoreRequest = z
+  .object({
+    /** Owner connection (postgres://) to an EMPTY database; a non-empty one is refused. */
+    intoUrl: z.string().regex(/^postgres(ql)?:\/\//, "a postgres:// URL").max(2000),
+    /** Target to read from; omitted: the first that holds the snapshot. */
+    target: z.string().max(40).optional(),
+  })
+  .strict();
+export const drillRequest = z
+  .object({
+    /** Snapshot to drill; omitted: the latest complete one. */
+    snapshotId: snapshotId.optional(),
+    /** Target to read from; omitted: the first configured target. */
+    target: z.string().max(40).optional(),
+  })
+  .strict();
+
+const manifestTrust = z.object({
+  /** Key id of the Ed25519 key that signed the manifest. */
+  signerKeyId: z.string(),
+  /** Whether it is a signer this appliance trusts; null when no signer was pinned. */
+  signerMatches: z.boolean().nullable(),
+});
+
+export const verifyResult = z.object({
+  /** The snapshot verified. */
+  snapshotId: z.string(),
+  /** Every digest, tag and row count matched (a failure is a 422 problem instead). */
+  ok: z.literal(true),
+  /** Objects checked. */
+  objects: z.number().int(),
+  /** Rows counted. */
+  rows: z.number().int(),
+  /** Bytes downloaded. */
+  storedBytes: z.number().int(),
+  /** Time taken. */
+  durationMs: z.number(),
+  /** Who signed the manifest. */
+  signer: manifestTrust,
+  /** The target read from. */
+  target: z.string(),
+});
+
+const headRef = z.object({ seq: z.string(), hash: z.string() });
+
+export const restoreOutcome = z.object({
+  /** The snapshot restored. */
+  snapshotId: z.string(),
+  /** Tables loaded. */
+  tables: z.number().int(),
+  /** Rows loaded. */
+  rows: z.number().int(),
+  /** Rows per restored table, as the manifest records and the load confirmed. */
+  tableRows: z.array(z.object({ schema: z.string(), table: z.string(), rows: z.number().int() })),
+  /** Bytes downloaded. */
+  storedBytes: z.number().int(),
+  /** Bytes after decryption and decompression. */
+  plainBytes: z.number().int(),
+  /** Schema version of the snapshot, the restored database, and migrations run after loading. */
+  schema: z.object({ snapshot: z.string(), restoredTo: z.string(), migratedAfterLoad: z.array(z.string()) }),
+  /** The restored audit chain compared with the head recorded in the signed manifest. */
+  auditChain: z.union([
+    z.object({ checked: z.literal(false), reason: z.string() }),
+    z.object({ checked: z.literal(true), intact: z.boolean(), head: headRef.nullable(), expected: headRef.nullable(), detail: z.string().optional() }),
+  ]),
+  /** Who signed the manifest. */
+  signer: manifestTrust,
+  /** Milliseconds per phase (open, schema, load, decrypt CPU, constraints, verify, total). */
+  phases: z.record(z.string(), z.number()),
+  /** What the key-store step reported (installed, shredded subjects purged), or null. */
+  beforeCommit: z.record(z.string(), z.unknown()).nullable(),
+  /** The target read from. */
+  target: z.string(),
+  /** The appliance's crypto-shredding list was applied to the restored data. */
+  shredList: z.literal("reapplied"),
+});
+
+export const wormCheck = z.object({
+  /** The target tested. */
+  target: z.string(),
+  /** The target refused to delete a retained object (the only passing answer). */
+  enforced: z.boolean(),
+  /** What happened. */
+  detail: z.string(),
+  /** When it was tested. */
+  checkedAt: z.string(),
+});
+
+export type VerifyReq = z.infer<typeof verifyRequest>;
+export type RestoreReq = z.infer<typeof restoreRequest>;
+export type DrillReq = z.infer<typeof drillRequest>;
+export type VerifyResultRes = z.infer<typeof verifyResult>;
+export type RestoreOutcomeRes = z.infer<typeof restoreOutcome>;
+export type WormCheckRes = z.infer<typeof wormCheck>;

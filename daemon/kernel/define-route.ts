@@ -3,6 +3,7 @@ import { z } from "zod";
 import type { ApplianceContext } from "../context.js";
 import { currentActor, type Actor } from "./actor.js";
 import { API_BASE, openApiRegistry, problemResponse, type Tag } from "./openapi.js";
+import type { Action } from "./policy.js";
 import { requestMeta, type RequestMeta } from "./request-meta.js";
 
 /**
@@ -17,12 +18,12 @@ export type Method = "get" | "post" | "put" | "patch" | "delete";
 
 /**
  * Who may call the route:
- * - a policy action (`resource:verb`, daemon/access/policy.ts): the policy decides, 401/403 otherwise;
+ * - a policy action (`resource:verb`, ./policy.ts): the policy decides, 401/403 otherwise;
  * - `"authenticated"`: any signed-in caller, session or API token (the handler reads `actor`);
  * - `"session"`: a browser session, also one still waiting for its second factor (sign-in steps);
  * - `"public"`: no credentials (health, first-run setup, sign-in, unseal).
  */
-export type RouteAccess = `${string}:${string}` | "authenticated" | "session" | "public";
+export type RouteAccess = Action | "authenticated" | "session" | "public";
 
 /** A non-JSON body or response: its media type and what it is. */
 export type RawContent = { mediaType: string; description: string };
@@ -209,6 +210,15 @@ export function defineRoute<
   documentOperation(spec, fullPath, operationId, status);
 
   const run = async (ctx: ApplianceContext, req: Request, res: Response) => {
+    try {
+      await answer(ctx, req, res);
+    } catch (err) {
+      // A refused request whose body was not read (a streamed upload) is not worth receiving: close after answering.
+      if (!req.complete && !res.headersSent) res.setHeader("Connection", "close");
+      throw err;
+    }
+  };
+  const answer = async (ctx: ApplianceContext, req: Request, res: Response) => {
     const input = {
       ctx,
       req,

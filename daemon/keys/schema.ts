@@ -74,3 +74,69 @@ export const keyStatusResponse = z.object({
 
 export type SealProgressRes = z.infer<typeof sealProgressView>;
 export type KeyStatusRes = z.infer<typeof keyStatusResponse>;
+
+// ---- requests, and the responses the admin UI does not read yet --------------------------------
+
+export const unsealRequest = z
+  .object({
+    /** The unseal passphrase (passphrase mode). */
+    passphrase: z.string().min(1).max(1024).optional(),
+    /** One custodian's share (shamir mode), e.g. `wks1-3-2-K7QD-…-9F3A`. */
+    share: z.string().min(1).max(1024).optional(),
+    /** Discard the shares entered so far on this replica. */
+    reset: z.literal(true).optional(),
+  })
+  .strict()
+  .refine((b) => [b.passphrase, b.share, b.reset].filter((v) => v !== undefined).length <= 1, { message: "send one of passphrase, share or reset" });
+
+export const sealRequest = z.object({ /** Why (shown in /readyz and 503 answers; no PHI). */ reason: z.string().min(1).max(200).optional() }).strict();
+
+export const rotateRequest = z.discriminatedUnion("target", [
+  z.object({ /** Rotate the root key-encryption key (rewraps every data key in the background). */ target: z.literal("kek") }).strict(),
+  z
+    .object({ /** Rotate one tenant's data key (old ciphertexts are re-encrypted in the background). */ target: z.literal("tenant"), /** The tenant. */ tenantId: z.uuid() })
+    .strict(),
+  z.object({ /** Rotate the audit checkpoint signing key pair. */ target: z.literal("audit-signing") }).strict(),
+]);
+
+export const rotationStarted = z.object({
+  /** The data key rotated (tenant and audit-signing rotations). */
+  keyId: z.string().optional(),
+  /** The version that was active. */
+  from: z.number().int(),
+  /** The new active version. */
+  to: z.number().int(),
+  /** False when the key was already rotated by a concurrent request. */
+  rotated: z.boolean().optional(),
+});
+
+export const shredSubject = z.discriminatedUnion("kind", [
+  z.object({ /** A whole tenant. */ kind: z.literal("tenant"), /** The tenant. */ tenantId: z.uuid() }).strict(),
+  z.object({ /** One patient. */ kind: z.literal("patient"), /** The patient's tenant. */ tenantId: z.uuid(), /** The patient. */ patientId: z.uuid() }).strict(),
+]);
+
+export const shredScheduleEntry = z.object({
+  /** The subject's key id. */
+  subject: z.string(),
+  /** A tenant or a patient. */
+  kind: z.enum(["tenant", "patient"]),
+  /** The tenant. */
+  tenantId: z.string(),
+  /** The patient, for a patient. */
+  patientId: z.string().nullable(),
+  /** When deletion scheduled it. */
+  scheduledAt: z.string(),
+  /** When its keys are destroyed unless cancelled. */
+  destroyAfter: z.string(),
+});
+export const shredScheduleResponse = z.object({ /** Subjects waiting for crypto-shredding. */ schedule: z.array(shredScheduleEntry) });
+
+export const shredCancelled = z.object({ /** The subject's key id. */ subject: z.string(), /** Always true. */ cancelled: z.literal(true) });
+
+export type UnsealReq = z.infer<typeof unsealRequest>;
+export type SealReq = z.infer<typeof sealRequest>;
+export type RotateReq = z.infer<typeof rotateRequest>;
+export type RotationStartedRes = z.infer<typeof rotationStarted>;
+export type ShredSubjectReq = z.infer<typeof shredSubject>;
+export type ShredScheduleRes = z.infer<typeof shredScheduleResponse>;
+export type ShredCancelledRes = z.infer<typeof shredCancelled>;

@@ -1,65 +1,31 @@
-import type { Request, Response, Router } from "express";
-import type { z } from "zod";
-import { guardedRoute, type GuardedRoute } from "../access/index.js";
+import { z } from "zod";
 import type { ApplianceContext } from "../context.js";
-import { jsonBody, jsonResponse, openApiRegistry, problemResponse } from "../http/openapi.js";
+import { requireUnsealed } from "../keys/index.js";
 
-export const API = "/api/v1";
+/**
+ * What every records route's definition shares (spread into `defineRoute` specs): the records
+ * tag, the seal gate (PHI: 503 while sealed, before anything else runs) and the problems a
+ * records route may answer besides those `defineRoute` adds for its kind.
+ */
+const sealed = "The appliance is sealed, or the audit trail cannot be written";
 
-export type Handler = (req: Request, res: Response) => Promise<void> | void;
-/** Mounts one guarded route (policy check, audited denials, permission matrix) on the records router. */
-export type Mount = (spec: GuardedRoute, handler: Handler) => void;
+export const PHI_READ = {
+  tag: "records",
+  use: (ctx: ApplianceContext) => [requireUnsealed(ctx)],
+  problems: { 503: sealed },
+} as const;
 
-export function mountOn(ctx: ApplianceContext, router: Router): Mount {
-  return (spec, handler) => guardedRoute(ctx, router, API, spec, handler);
-}
+export const PHI_WRITE = {
+  ...PHI_READ,
+  problems: { 409: "Conflicts with the current state (duplicate MRN, legal hold, already signed…)", 413: "Body too large", 503: sealed },
+} as const;
 
-type DocSpec = {
-  summary: string;
-  description?: string;
-  params?: z.ZodObject;
-  query?: z.ZodObject;
-  body?: z.ZodType;
-  /** Non-JSON request body (attachments): media type → description. */
-  rawBody?: string;
-  ok: { status: number; description: string; schema?: z.ZodType; mediaType?: string };
-  /** Sends/needs an ETag (reads) or If-Match (updates). */
-  etag?: "sends" | "if-match";
-};
+/** Updates that need the ETag of the version read (RFC 9110 §13.1.1): lost-update protection. */
+export const IF_MATCH = {
+  ...PHI_WRITE,
+  headers: z.object({ "if-match": z.string().describe("The ETag of the version you read (428 when missing, 412 when stale)") }),
+  problems: { ...PHI_WRITE.problems, 412: "If-Match names another version (lost update prevented)", 428: "If-Match is missing" },
+} as const;
 
-const COMMON_PROBLEMS = {
-  400: problemResponse("Invalid input (unknown fields, wrong types, bad cursor, invalid UTF-8); nothing was changed"),
-  401: problemResponse("Not signed in"),
-  403: problemResponse("The policy does not allow this (audited), or step-up MFA is required"),
-  404: problemResponse("No such patient or record in your tenant"),
-  503: problemResponse("The appliance is sealed, or the audit trail cannot be written"),
-};
-
-/** Registers one records path in the OpenAPI description (the same zod schemas validate requests). */
-export function doc(method: GuardedRoute["method"], path: string, spec: DocSpec): void {
-  const headers = spec.etag === "if-match" ? [{ name: "If-Match", in: "header" as const, required: true, schema: { type: "string" as const }, description: "The ETag of the version you read (428 when missing, 412 when stale)" }] : [];
-  openApiRegistry.registerPath({
-    method,
-    path: `${API}${path}`.replace(/:(\w+)/g, "{$1}"),
-    summary: spec.summary,
-    ...(spec.description ? { description: spec.description } : {}),
-    tags: ["records"],
-    parameters: headers,
-    request: {
-      ...(spec.params ? { params: spec.params } : {}),
-      ...(spec.query ? { query: spec.query } : {}),
-      ...(spec.body ? { body: jsonBody(spec.body) } : {}),
-      ...(spec.rawBody ? { body: { required: true, content: { "application/octet-stream": { schema: { type: "string", format: "binary" } } }, description: spec.rawBody } } : {}),
-    },
-    responses: {
-      [spec.ok.status]: spec.ok.mediaType
-        ? { description: spec.ok.description, content: { [spec.ok.mediaType]: { schema: { type: "string" as const } } } }
-        : spec.ok.schema
-          ? jsonResponse(spec.ok.description, spec.ok.schema)
-          : { description: spec.ok.description },
-      ...COMMON_PROBLEMS,
-      ...(spec.etag === "if-match" ? { 412: problemResponse("If-Match names another version (lost update prevented)"), 428: problemResponse("If-Match is missing") } : {}),
-      ...(method !== "get" ? { 409: problemResponse("Conflicts with the current state (duplicate MRN, legal hold, already signed…)"), 413: problemResponse("Body too large") } : {}),
-    },
-  });
-}
+/** Where a created resource lives, for its Location header. */
+export const location = (path: string) => `/api/v1${path}`;

@@ -1,4 +1,4 @@
-import { Router, type Request, type Response } from "express";
+import type { Request, Response } from "express";
 import { pipeline } from "node:stream/promises";
 import { currentActor } from "../../kernel/actor.js";
 import { authenticate } from "../../auth/index.js";
@@ -7,31 +7,12 @@ import type { ApplianceContext } from "../../context.js";
 import { Invalid, PayloadTooLarge, UnsupportedMediaType } from "../../kernel/errors.js";
 import { requireUnsealed } from "../../keys/index.js";
 import { patientItemParams, patientParams } from "../http.js";
-import { doc, mountOn } from "../route-kit.js";
+import { defineRoute } from "../../kernel/define-route.js";
+import { location, PHI_READ, PHI_WRITE } from "../route-kit.js";
 import { attachmentListQuery, attachmentPage, attachmentView, uploadQuery } from "./schema.js";
 import { deleteAttachment, getAttachment, listAttachments, openDownload, uploadAttachment } from "./service.js";
 
 const UPLOAD_PATH = "/patients/:id/attachments";
-
-doc("post", UPLOAD_PATH, {
-  summary: "Upload an attachment as the raw request body (streamed and encrypted as it arrives; care team only)",
-  description:
-    "Send the file's bytes as the body with its media type as Content-Type (not multipart or form encoding) and, optionally, its name in " +
-    "`Content-Disposition: attachment; filename*=UTF-8''<percent-encoded>`. Bodies over records.attachmentMaxBytes get 413 and nothing is kept.",
-  params: patientParams,
-  query: uploadQuery,
-  rawBody: "The attachment's bytes",
-  ok: { status: 201, description: "The attachment's metadata", schema: attachmentView },
-});
-doc("get", UPLOAD_PATH, { summary: "A page of the patient's attachments (metadata)", params: patientParams, query: attachmentListQuery, ok: { status: 200, description: "Attachments", schema: attachmentPage } });
-doc("get", "/patients/:id/attachments/:itemId", { summary: "One attachment's metadata", params: patientItemParams, ok: { status: 200, description: "The attachment", schema: attachmentView } });
-doc("get", "/patients/:id/attachments/:itemId/content", {
-  summary: "Download an attachment (streamed, decrypted segment by segment, audited before the first byte)",
-  description: "Repr-Digest (RFC 9530) carries the SHA-256 of the content. A stored file that fails authentication ends the response early instead of sending unauthenticated bytes.",
-  params: patientItemParams,
-  ok: { status: 200, description: "The content, with its stored media type", mediaType: "application/octet-stream" },
-});
-doc("delete", "/patients/:id/attachments/:itemId", { summary: "Delete an attachment and its stored file (refused under legal hold)", params: patientItemParams, ok: { status: 204, description: "Deleted" } });
 
 /** Form encodings are what a cross-site form can send; attachments come as their own media type. */
 const REFUSED_TYPES = new Set(["multipart/form-data", "application/x-www-form-urlencoded"]);
@@ -81,28 +62,38 @@ function contentDisposition(filename: string | null): string {
  * The upload route: mounted ahead of the JSON body parser (the body is a stream of bytes, never
  * buffered) and so it authenticates on its own path, before the policy guard.
  */
-export function attachmentUploadRoutes(ctx: ApplianceContext): Router {
-  const router = Router();
-  router.post(UPLOAD_PATH, requireUnsealed(ctx), authenticate(ctx));
-  mountOn(ctx, router)({ method: "post", path: UPLOAD_PATH, action: "attachment:create" }, async (req, res) => {
-    try {
-      const { id } = patientParams.parse(req.params);
-      const { kind } = uploadQuery.parse(req.query);
+export const attachmentUploadRoutes = [
+  defineRoute(
+    {
+      ...PHI_WRITE,
+      method: "post",
+      path: UPLOAD_PATH,
+      action: "attachment:create",
+      summary: "Upload an attachment as the raw request body (streamed and encrypted as it arrives; care team only)",
+      description:
+        "Send the file's bytes as the body with its media type as Content-Type (not multipart or form encoding) and, optionally, its name in " +
+        "`Content-Disposition: attachment; filename*=UTF-8''<percent-encoded>`. Bodies over records.attachmentMaxBytes get 413 and nothing is kept.",
+      params: patientParams,
+      query: uploadQuery,
+      body: { mediaType: "application/octet-stream", description: "The attachment's bytes (any media type, sent as Content-Type)" },
+      response: attachmentView,
+      status: 201,
+      responseDescription: "The attachment's metadata",
+      problems: { ...PHI_WRITE.problems, 415: "A form encoding or an invalid Content-Type" },
+      use: (ctx) => [requireUnsealed(ctx), authenticate(ctx)],
+    },
+    async ({ ctx, actor, params, query, req, res, meta }) => {
       const mediaType = mediaTypeOf(req);
       const filename = filenameOf(req.get("content-disposition"));
       const declared = Number(req.get("content-length") ?? NaN);
       const limit = ctx.config.records.attachmentMaxBytes;
       if (Number.isFinite(declared) && declared > limit) throw new PayloadTooLarge(`the attachment exceeds the limit of ${limit} bytes`, { limitBytes: limit });
-      const attachment = await uploadAttachment(ctx, currentActor(res), id, { kind, mediaType, filename }, req, requestMeta(req, res));
-      res.status(201).location(`/api/v1/patients/${id}/attachments/${attachment.id}`).json(attachment);
-    } catch (err) {
-      // The rest of an unread body is not worth receiving: answer and close the connection.
-      if (!req.complete) res.setHeader("Connection", "close");
-      throw err;
-    }
-  });
-  return router;
-}
+      const attachment = await uploadAttachment(ctx, actor, params.id, { kind: query.kind, mediaType, filename }, req, meta);
+      res.location(location(`/patients/${params.id}/attachments/${attachment.id}`));
+      return attachment;
+    },
+  ),
+];
 
 async function sendDownload(ctx: ApplianceContext, req: Request, res: Response): Promise<void> {
   const p = patientItemParams.parse(req.params);
@@ -121,20 +112,49 @@ async function sendDownload(ctx: ApplianceContext, req: Request, res: Response):
   }
 }
 
-export function mountAttachmentRoutes(ctx: ApplianceContext, router: Router): void {
-  const route = mountOn(ctx, router);
-  route({ method: "get", path: UPLOAD_PATH, action: "attachment:list" }, async (req, res) => {
-    const { id } = patientParams.parse(req.params);
-    res.json(await listAttachments(ctx, currentActor(res), id, attachmentListQuery.parse(req.query), requestMeta(req, res)));
-  });
-  route({ method: "get", path: "/patients/:id/attachments/:itemId", action: "attachment:read" }, async (req, res) => {
-    const p = patientItemParams.parse(req.params);
-    res.json(await getAttachment(ctx, currentActor(res), p.id, p.itemId, requestMeta(req, res)));
-  });
-  route({ method: "get", path: "/patients/:id/attachments/:itemId/content", action: "attachment:read" }, (req, res) => sendDownload(ctx, req, res));
-  route({ method: "delete", path: "/patients/:id/attachments/:itemId", action: "attachment:delete" }, async (req, res) => {
-    const p = patientItemParams.parse(req.params);
-    await deleteAttachment(ctx, currentActor(res), p.id, p.itemId, requestMeta(req, res));
-    res.status(204).end();
-  });
-}
+/** Attachment metadata, downloads and deletion (care team only). */
+export const attachmentRoutes = [
+  defineRoute(
+    {
+      ...PHI_READ,
+      method: "get",
+      path: UPLOAD_PATH,
+      action: "attachment:list",
+      summary: "A page of the patient's attachments (metadata)",
+      params: patientParams,
+      query: attachmentListQuery,
+      response: attachmentPage,
+    },
+    ({ ctx, actor, params, query, meta }) => listAttachments(ctx, actor, params.id, query, meta),
+  ),
+  defineRoute(
+    { ...PHI_READ, method: "get", path: "/patients/:id/attachments/:itemId", action: "attachment:read", summary: "One attachment's metadata", params: patientItemParams, response: attachmentView },
+    ({ ctx, actor, params, meta }) => getAttachment(ctx, actor, params.id, params.itemId, meta),
+  ),
+  defineRoute(
+    {
+      ...PHI_READ,
+      method: "get",
+      path: "/patients/:id/attachments/:itemId/content",
+      action: "attachment:read",
+      summary: "Download an attachment (streamed, decrypted segment by segment, audited before the first byte)",
+      description: "Repr-Digest (RFC 9530) carries the SHA-256 of the content. A stored file that fails authentication ends the response early instead of sending unauthenticated bytes.",
+      params: patientItemParams,
+      response: { mediaType: "application/octet-stream", description: "The content, with its stored media type as Content-Type" },
+    },
+    ({ ctx, req, res }) => sendDownload(ctx, req, res),
+  ),
+  defineRoute(
+    {
+      ...PHI_WRITE,
+      method: "delete",
+      path: "/patients/:id/attachments/:itemId",
+      action: "attachment:delete",
+      summary: "Delete an attachment and its stored file (refused under legal hold)",
+      params: patientItemParams,
+    },
+    async ({ ctx, actor, params, meta }) => {
+      await deleteAttachment(ctx, actor, params.id, params.itemId, meta);
+    },
+  ),
+];
