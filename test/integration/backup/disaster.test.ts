@@ -10,8 +10,9 @@ import { purgeDueDeletions } from "../../../daemon/records/data-rights/deletion.
 import { startTestAppliance, testEnv, type TestAppliance } from "../../helpers/appliance.js";
 import { signInWithPassword, type SignedIn } from "../../helpers/actors.js";
 import { TestClock } from "../../helpers/clock.js";
-import { runCli } from "../../helpers/daemon-process.js";
-import { createTestDatabase, type TestDatabase } from "../../helpers/postgres.js";
+import { runCli, spawnDaemon } from "../../helpers/daemon-process.js";
+import { createTestDatabase, freePort, type TestDatabase } from "../../helpers/postgres.js";
+import { systemClock } from "../../../daemon/clock.js";
 import { assignCareTeam, binary, openClinic, registerPatient, tag, type Clinic } from "../records/helpers.js";
 import { tempDir } from "./helpers.js";
 import { startS3, startSshd, type S3Server, type Sshd } from "./servers.js";
@@ -236,6 +237,43 @@ describe.each(["fs", "sftp", "s3"])("recovery of the whole appliance from a %s t
     } finally {
       await b?.close();
       await db.drop();
+      fs.rmSync(dataDir, { recursive: true, force: true });
+    }
+  }, 240_000);
+});
+
+describe("recovery into the embedded PostgreSQL", () => {
+  it("recovers into a brand-new data directory with no database configured, and `wardkeep start` serves the patients", async () => {
+    const dataDir = tempDir("wardkeep-embedded-b-");
+    fs.chmodSync(dataDir, 0o711);
+    const env = {
+      WARDKEEP_DATA_DIR: dataDir,
+      WARDKEEP_DATABASE_EMBEDDED_PORT: String(await freePort()),
+      WARDKEEP_PORT: "0",
+      WARDKEEP_SERVER_REDIRECT_PORT: "0",
+      WARDKEEP_SERVER_HOST: "127.0.0.1",
+      WARDKEEP_BACKUP_SCHEDULER_ENABLED: "false",
+    };
+    let daemon: ReturnType<typeof spawnDaemon> | undefined;
+    try {
+      const r = await runCli(["recover", "--json", "--target-file", targetFiles.fs!, "--recovery-key", kit, "--unseal", "keyfile"], env);
+      expect(r.code, r.stdout + r.stderr).toBe(0);
+      const out = JSON.parse(r.stdout).recovery;
+      expect(out).toMatchObject({ snapshotId: snap2, keyStoreBackup: snap2, unseal: { mode: "keyfile", keyFile: path.join(dataDir, "keys", "root.key") } });
+      expect(fs.statSync(path.join(dataDir, "keys", "root.key")).mode & 0o777).toBe(0o600);
+
+      daemon = spawnDaemon(env);
+      const port = await daemon.port();
+      const caPem = fs.readFileSync(path.join(dataDir, "tls", "ca.crt"), "utf8");
+      // The daemon runs on the real clock (the one TOTP codes are computed with here).
+      const b = { baseUrl: `https://localhost:${port}`, caPem, ctx: { clock: systemClock } } as unknown as TestAppliance;
+      const desk = await signInWithPassword(b, people.southDesk);
+      const patient = await desk.agent.get(`/api/v1/patients/${kept.south}`);
+      expect(patient.status, JSON.stringify(patient.body)).toBe(200);
+      expect(patient.body).toEqual(expected.get(kept.south)!.patient);
+      expect(daemon.stdout() + daemon.stderr()).not.toMatch(/Setup token|Grace Hopper/);
+    } finally {
+      await daemon?.stop();
       fs.rmSync(dataDir, { recursive: true, force: true });
     }
   }, 240_000);
