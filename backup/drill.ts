@@ -13,8 +13,7 @@
  * snapshot when the drill started — what a disaster at that moment would lose.
  */
 import pg from "pg";
-import { encryptedColumns, type EncryptedColumn, decryptField, UnknownKeyVersionError, type DataKeyLookup, DecryptionError, zeroize, recoveryPrivateKeyFromRaw } from "../daemon/keys/index.js";
-import { backupDataKeyLookup, shreddedSubjects, unwrapBackupKeks, type KeyStoreContents, type KeyStoreOpener } from "../daemon/keys/recovery-backup.js";
+import { backupDataKeyLookup, shreddedSubjects, unwrapBackupKeks, type KeyStoreContents, type KeyStoreOpener, encryptedColumns, type EncryptedColumn, decryptField, UnknownKeyVersionError, type DataKeyLookup, DecryptionError, zeroize, recoveryPrivateKeyFromRaw } from "../daemon/keys/index.js";
 import { latestSnapshot } from "./catalog.js";
 import { SnapshotNotFound } from "./errors.js";
 import type { SnapshotOpener } from "./keys.js";

@@ -8,7 +8,7 @@ import { pruneKeyStoreBackups, writeKeyStoreBackup, type KeyStorePruneOutcome } 
 import type { SnapshotResult } from "../../backup/snapshot.js";
 import type { SnapshotTarget } from "../../backup/targets/target.js";
 import type { ApplianceContext } from "../context.js";
-import { exportKeyStore } from "../keys/recovery-backup.js";
+import { exportKeyStore } from "../keys/index.js";
 import { APP_VERSION } from "../version.js";
 
 export type KeyStoreRun = { written: string[]; failed: string[]; pruned: KeyStorePruneOutcome[] };

@@ -236,3 +236,19 @@ export {
 } from "./recovery-crypto.js";
 /** The Ed25519 key that signs audit checkpoints, kept in the keyring. */
 export { getAuditSigningKey, listAuditVerificationKeys, AUDIT_SIGNING_KEY_ID, type AuditSigningKey, type AuditVerificationKey } from "./audit-signing.js";
+/** The key store's own backup, written beside every snapshot, and its recovery onto a new appliance. */
+export {
+  backupApplianceSecret,
+  backupDataKeyLookup,
+  exportKeyStore,
+  installRecoveredKeyStore,
+  keyStoreContentsSchema,
+  KeyStoreBackupError,
+  shreddedSubjects,
+  unwrapBackupKeks,
+  type InstalledKeyStore,
+  type KeyStoreContents,
+  type KeyStoreOpener,
+  type NewSeal,
+  type ShreddedSubject,
+} from "./recovery-backup.js";

@@ -20,7 +20,8 @@ import { latestKeyStoreBackup, openKeyStoreBackup, purgeShreddedSubjects, type P
 import { openSnapshot, restoreSnapshot, type RestoreResult } from "../../../backup/restore.js";
 import { openTarget, targetDefinitionSchema, targetSecretsSchema, type SnapshotTarget } from "../../../backup/targets/index.js";
 import { appendAuditEvent } from "../../audit/append.js";
-import { auditVerifierFor } from "../../backups/audit-check.js";
+import { auditVerifierFor } from "../../backups/index.js";
+import { backupApplianceSecret, installRecoveredKeyStore, KeyStoreBackupError, unwrapBackupKeks, type InstalledKeyStore, obtainPassphrase, OperatorError, loadRecoveryPrivateKey, RootKey, type UnsealMode, reapplyShredList, openWithUnsealKey, unsealSourceFor, zeroize, UnsealError, type CreateSealInput, type SealCreation } from "../../keys/index.js";
 import { systemClock } from "../../clock.js";
 import { inDataDir, loadConfig } from "../../config/load.js";
 import type { Config } from "../../config/schema.js";
@@ -29,8 +30,6 @@ import { openDatabase } from "../../db/connection.js";
 import { prepareDatabase } from "../../db/roles.js";
 import { inScope } from "../../db/sql.js";
 import { AppError } from "../../kernel/errors.js";
-import { obtainPassphrase, OperatorError, loadRecoveryPrivateKey, RootKey, type UnsealMode, reapplyShredList, openWithUnsealKey, unsealSourceFor, zeroize, UnsealError, type CreateSealInput, type SealCreation } from "../../keys/index.js";
-import { backupApplianceSecret, installRecoveredKeyStore, KeyStoreBackupError, unwrapBackupKeks, type InstalledKeyStore } from "../../keys/recovery-backup.js";
 import { silentLogger } from "../../log/logger.js";
 import { CliError, printResult, type GlobalOptions } from "../output.js";
 

@@ -1,0 +1,16 @@
+/**
+ * The backups capability's public face: what the CLI runs (snapshots, verify, restore, drills,
+ * reconcile) and the audit-chain check a restore ends with. The routes and the scheduler are
+ * wired by the appliance (routes.ts, background.ts).
+ */
+export {
+  listSnapshotRecords,
+  reconcileCatalogue,
+  restoreSnapshotById,
+  runDrill,
+  runSnapshot,
+  verifySnapshotById,
+  type AuditMeta,
+  type SnapshotRecord,
+} from "./service.js";
+export { auditVerifierFor } from "./audit-check.js";
