@@ -1,8 +1,10 @@
 import path from "node:path";
+import pg from "pg";
 import { Registry } from "prom-client";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { appendAuditEvent } from "../../../daemon/audit/append.js";
 import { chainPendingEvents } from "../../../daemon/audit/chainer.js";
+import { dropExpiredAuditSegments } from "../../../daemon/audit/retention.js";
 import { readSiemLag, startSiemForwarder, type SiemForwarder } from "../../../daemon/audit/siem.js";
 import type { ApplianceContext } from "../../../daemon/context.js";
 import { inScope } from "../../../daemon/db/sql.js";
@@ -184,5 +186,52 @@ describe("SIEM forwarding never skips an event", () => {
 
     expect(collector.seqs()).toEqual(range(1, 10));
     expect(collector.connections()).toBeGreaterThanOrEqual(2);
+  });
+  it("gives up leadership when its database connection is cut, takes it again, and neither skips nor repeats", async () => {
+    const { t, collector, port } = await setUp();
+    await collector.listen(port);
+    const forwarder = started(startSiemForwarder(t.ctx));
+    await waitUntil(() => forwarder.isLeader(), 10_000, "leadership");
+    await writeEvents(t.ctx, 5, "before");
+    await waitUntil(() => collector.frames.length >= 5, 10_000, "5 frames");
+    const su = new pg.Client({ connectionString: t.db.superuserUrl });
+    await su.connect();
+    try {
+      const cut = await su.query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'wardkeep-siem' AND datname = $1", [t.db.name]);
+      expect(cut.rowCount).toBe(1);
+    } finally {
+      await su.end();
+    }
+    await waitUntil(() => t.logLines.some((l) => l.includes("SIEM forwarder lost its database connection")), 10_000, "the lost-connection warning");
+    await writeEvents(t.ctx, 5, "after");
+    await waitUntil(() => collector.frames.length >= 10, 15_000, "10 frames");
+    await new Promise((r) => setTimeout(r, 300));
+    expect(collector.seqs()).toEqual(range(1, 10));
+    expect(forwarder.isLeader()).toBe(true);
+  });
+
+  it("says which sequence numbers retention dropped before they could be sent, and sends the rest", async () => {
+    const clock = new ManualClock();
+    const { t, collector, port } = await setUp({}, clock);
+    const at = async (iso: string, n: number) => {
+      clock.set(new Date(iso));
+      await writeEvents(t.ctx, n, iso.slice(0, 7));
+    };
+    await at("2015-03-10T10:00:00Z", 4);
+    await at("2015-04-02T10:00:00Z", 3);
+    await at(new Date().toISOString(), 5);
+    // The collector got seq 1 and 2 back then, and was away for the rest of the decade.
+    await t.ctx.db.owner.transaction(async (tx) => {
+      await tx.exec("SELECT set_config('wardkeep.scope', 'appliance', true)");
+      await tx.exec("UPDATE audit_siem_cursor SET seq = 2");
+    });
+    expect(await dropExpiredAuditSegments(t.ctx)).toEqual(["audit_events_2015_03", "audit_events_2015_04"]);
+    await collector.listen(port);
+    started(startSiemForwarder(t.ctx));
+    await waitUntil(() => collector.frames.length >= 5, 10_000, "5 frames");
+    await new Promise((r) => setTimeout(r, 300));
+    expect(collector.seqs()).toEqual(range(8, 12));
+    const warning = t.logLines.map((l) => JSON.parse(l) as Record<string, unknown>).find((l) => String(l.message).includes("retention already dropped"));
+    expect(warning).toMatchObject({ level: "warn", fromSeq: "3", toSeq: "7" });
   });
 });
