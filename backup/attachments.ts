@@ -27,6 +27,9 @@ import type { PutOptions, SnapshotTarget } from "./targets/target.js";
 
 export const ATTACHMENT_PREFIX = "attachments/";
 
+/** Attachment files copied at once: memory stays at about this many 1 MiB queues per target. */
+const ATTACHMENT_CONCURRENCY = 4;
+
 const uuid = z.string().regex(/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/);
 const sha256Hex = z.string().regex(/^[0-9a-f]{64}$/);
 /** The appliance's own layout under `records.attachmentsDir` (daemon/records/attachments/store.ts). */
@@ -133,25 +136,21 @@ export async function copyAttachments(opts: CopyAttachmentsOptions): Promise<Cop
       fail(t.name, err as Error);
     }
   }
-  const entries: AttachmentEntry[] = [];
-  const missing: AttachmentsSection["missing"] = [];
-  for (const [i, entry] of opts.entries.entries()) {
-    opts.onProgress?.(i, opts.entries.length);
-    if (live().length === 0) break;
+  type Outcome = { entry: AttachmentEntry } | { missing: AttachmentsSection["missing"][number] };
+  const gone = (entry: AttachmentEntry, reason: string): Outcome => ({ missing: { id: entry.id, reason } });
+
+  /** One attachment to every live target that lacks it. Never throws: a problem is a missing file or a failed target. */
+  const copyOne = async (entry: AttachmentEntry): Promise<Outcome> => {
     const needing = live().filter((t) => stored.get(t.name)!.get(entry.key) !== entry.storedBytes);
     for (const t of live()) if (!needing.includes(t)) stats.get(t.name)!.referenced += 1;
-    if (needing.length === 0) {
-      entries.push(entry);
-      continue;
-    }
-    const file = fileUnder(opts.root, entry.storagePath);
+    if (needing.length === 0) return { entry };
     let source: fs.ReadStream;
     try {
+      const file = fileUnder(opts.root, entry.storagePath);
       await fs.promises.access(file, fs.constants.R_OK);
       source = fs.createReadStream(file, { highWaterMark: 1 << 20 });
     } catch {
-      missing.push({ id: entry.id, reason: "the file is not in the attachments directory" });
-      continue;
+      return gone(entry, "the file is not in the attachments directory");
     }
     // A short object left by an interrupted run: replace it (write-once refuses an existing name).
     for (const t of needing) {
@@ -167,25 +166,41 @@ export async function copyAttachments(opts: CopyAttachmentsOptions): Promise<Cop
       // The local file failed mid-read (fanOut throws only for its source): the targets are fine,
       // and what they got is unlisted, replaced or swept by a later run.
       for (const t of writers) await t.delete(entry.key).catch(() => {});
-      missing.push({ id: entry.id, reason: "the file could not be read" });
-      continue;
+      return gone(entry, "the file could not be read");
     }
     if (digest.bytes !== entry.storedBytes || digest.sha256 !== entry.sha256) {
       // The local file changed or rotted since it was recorded: it must not be published under a digest it does not have.
       for (const r of results) if (r.ok) await writers.find((t) => t.name === r.name)!.delete(entry.key).catch(() => {});
-      missing.push({ id: entry.id, reason: "the file does not match its recorded digest" });
-      continue;
+      return gone(entry, "the file does not match its recorded digest");
     }
     for (const r of results) {
       if (!r.ok) fail(r.name, r.error);
       else {
-        const s = stats.get(r.name)!;
-        s.uploaded += 1;
-        s.uploadedBytes += r.bytes;
+        const st = stats.get(r.name)!;
+        st.uploaded += 1;
+        st.uploadedBytes += r.bytes;
         stored.get(r.name)!.set(entry.key, entry.storedBytes);
       }
     }
-    entries.push(entry);
+    return { entry };
+  };
+
+  // A few files in flight: many small attachments are bound by round trips to the target, not bandwidth.
+  const outcomes: (Outcome | undefined)[] = new Array(opts.entries.length);
+  let next = 0;
+  let finished = 0;
+  const worker = async () => {
+    for (let i = next++; i < opts.entries.length && live().length > 0; i = next++) {
+      outcomes[i] = await copyOne(opts.entries[i]!);
+      opts.onProgress?.(++finished, opts.entries.length);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(ATTACHMENT_CONCURRENCY, opts.entries.length) }, worker));
+  const entries: AttachmentEntry[] = [];
+  const missing: AttachmentsSection["missing"] = [];
+  for (const o of outcomes) {
+    if (o && "entry" in o) entries.push(o.entry);
+    else if (o) missing.push(o.missing);
   }
   opts.onProgress?.(opts.entries.length, opts.entries.length);
   return { section: { entries, missing }, stats: [...stats.values()].filter((s) => !failed.has(s.target)) };

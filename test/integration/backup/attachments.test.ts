@@ -230,6 +230,40 @@ describe("attachments in snapshots", () => {
     expect((await openAlerts(app.ctx)).map((a) => a.kind)).not.toContain("attachment_missing");
   });
 
+  it("drops a target that fails while taking attachments from the snapshot (partial), and the other target completes it", async () => {
+    await upload("during an outage");
+    const attachmentsDir = path.join(dir, "nas", "attachments");
+    const aside = path.join(dir, "nas-attachments-aside");
+    fs.renameSync(attachmentsDir, aside);
+    fs.writeFileSync(attachmentsDir, "not a directory"); // the share's folder is broken
+    try {
+      const run = await runSnapshot(app.ctx, { trigger: "manual" });
+      expect(run.status).toBe("partial");
+      expect(run.targets).toEqual(
+        expect.arrayContaining([
+          expect.objectContaining({ target: "nas", ok: false, error: expect.stringMatching(/target nas: list attachments\/ failed: ENOTDIR/) }),
+          expect.objectContaining({ target: "offsite", ok: true }),
+        ]),
+      );
+      // No manifest on the failed target: nothing there claims attachments it lacks.
+      expect(fs.existsSync(path.join(dir, "nas", "snapshots", run.id, "manifest.json"))).toBe(false);
+      const s3 = offsite();
+      try {
+        expect((await readManifest(s3, run.id)).body.attachments?.entries.length).toBe(run.attachments?.total);
+      } finally {
+        await s3.close();
+      }
+      expect(run.attachments?.targets.map((t) => t.target)).toEqual(["offsite"]);
+      expect((await openAlerts(app.ctx)).find((a) => a.kind === "target_failed" && a.subject === "nas")).toBeDefined();
+    } finally {
+      fs.rmSync(attachmentsDir);
+      fs.renameSync(aside, attachmentsDir);
+    }
+    const next = await runSnapshot(app.ctx, { trigger: "manual" });
+    expect(next.status).toBe("complete");
+    expect(next.attachments?.targets.find((t) => t.target === "nas")).toMatchObject({ uploaded: 1 });
+  });
+
   it("keeps the manifest's attachment list under its MAC: the list is part of the signed body", async () => {
     const [latest] = fs.readdirSync(path.join(dir, "nas", "snapshots")).sort().reverse();
     const manifest = JSON.parse(fs.readFileSync(path.join(dir, "nas", "snapshots", latest!, "manifest.json"), "utf8"));
