@@ -1,7 +1,8 @@
 /**
  * Import-cycle check over the TypeScript import graph of daemon/, backup/ and admin-ui/src/
  * (run by `npm run lint`). ESLint's no-restricted-imports says which folder may import which;
- * this says nothing imports itself in a circle, which a per-file rule cannot see.
+ * this says nothing imports itself in a circle, which a per-file rule cannot see, and applies the
+ * admin UI's rule to its Svelte components, which ESLint does not parse here.
  * A lazy `import("...")` counts: it still means two modules that cannot be read apart.
  *
  *   tsx scripts/check-imports.ts            exits 1 and names each cycle
@@ -11,7 +12,7 @@ import { readdirSync, readFileSync, statSync, existsSync } from "node:fs";
 import { dirname, join, relative, resolve } from "node:path";
 import ts from "typescript";
 
-const ROOT = resolve(dirname(new URL(import.meta.url).pathname), "..");
+export const ROOT = resolve(dirname(new URL(import.meta.url).pathname), "..");
 const SOURCE_DIRS = ["daemon", "backup", "admin-ui/src"];
 
 function sourceFiles(dir: string): string[] {
@@ -35,23 +36,52 @@ function typeOnly(node: ts.ImportDeclaration | ts.ExportDeclaration): boolean {
   return !clause.name && !!named && ts.isNamedImports(named) && named.elements.length > 0 && named.elements.every((e) => e.isTypeOnly);
 }
 
+/** Every module a file names, with whether the naming is erased at run time. */
+export function imports(path: string): { spec: string; typeOnly: boolean }[] {
+  let text = readFileSync(path, "utf8");
+  if (path.endsWith(".svelte")) text = [...text.matchAll(/<script[^>]*>([\s\S]*?)<\/script>/g)].map((m) => m[1]).join("\n");
+  const file = ts.createSourceFile(path, text, ts.ScriptTarget.Latest, false, ts.ScriptKind.TS);
+  const out: { spec: string; typeOnly: boolean }[] = [];
+  const visit = (node: ts.Node): void => {
+    if ((ts.isImportDeclaration(node) || ts.isExportDeclaration(node)) && node.moduleSpecifier && ts.isStringLiteral(node.moduleSpecifier)) {
+      out.push({ spec: node.moduleSpecifier.text, typeOnly: typeOnly(node) });
+    } else if (ts.isCallExpression(node) && node.expression.kind === ts.SyntaxKind.ImportKeyword && node.arguments[0] && ts.isStringLiteral(node.arguments[0])) {
+      out.push({ spec: node.arguments[0].text, typeOnly: false });
+    } else if (ts.isImportTypeNode(node) && ts.isLiteralTypeNode(node.argument) && ts.isStringLiteral(node.argument.literal)) {
+      out.push({ spec: node.argument.literal.text, typeOnly: true });
+    }
+    ts.forEachChild(node, visit);
+  };
+  visit(file);
+  return out;
+}
+
 /**
  * Module specifiers of a file that load a module at run time: static imports, re-exports and
  * `import("...")`. Type-only imports are left out: they are erased, and a capability may name
  * another's types (ApplianceContext names RootKey) without a cycle at run time.
  */
-function specifiers(path: string): string[] {
-  let text = readFileSync(path, "utf8");
-  if (path.endsWith(".svelte")) text = [...text.matchAll(/<script[^>]*>([\s\S]*?)<\/script>/g)].map((m) => m[1]).join("\n");
-  const file = ts.createSourceFile(path, text, ts.ScriptTarget.Latest, false, ts.ScriptKind.TS);
+export function specifiers(path: string): string[] {
+  return imports(path)
+    .filter((i) => !i.typeOnly)
+    .map((i) => i.spec);
+}
+
+/**
+ * Svelte components of the admin UI, which ESLint does not parse here: like the UI's .ts files
+ * they may import from the daemon only `import type`, and only from a schema.ts or the kernel.
+ */
+export function adminUiViolations(files = sourceFiles(join(ROOT, "admin-ui/src")).filter((f) => f.endsWith(".svelte"))): string[] {
   const out: string[] = [];
-  const visit = (node: ts.Node): void => {
-    if ((ts.isImportDeclaration(node) || ts.isExportDeclaration(node)) && node.moduleSpecifier && ts.isStringLiteral(node.moduleSpecifier)) {
-      if (!typeOnly(node)) out.push(node.moduleSpecifier.text);
-    } else if (ts.isCallExpression(node) && node.expression.kind === ts.SyntaxKind.ImportKeyword && node.arguments[0] && ts.isStringLiteral(node.arguments[0])) out.push(node.arguments[0].text);
-    ts.forEachChild(node, visit);
-  };
-  visit(file);
+  for (const file of files) {
+    for (const { spec, typeOnly } of imports(file)) {
+      const target = resolveSpecifier(file, spec);
+      if (!target || !relative(ROOT, target).startsWith("daemon/")) continue;
+      const where = relative(ROOT, target);
+      if (!typeOnly) out.push(`${relative(ROOT, file)}: imports code from ${where}; the admin UI takes only types from the daemon (import type)`);
+      else if (!/^daemon\/([a-z-]+\/schema|kernel\/.*)\.ts$/.test(where)) out.push(`${relative(ROOT, file)}: imports ${where}; the admin UI takes types from daemon/<capability>/schema.ts and daemon/kernel/ only`);
+    }
+  }
   return out;
 }
 
@@ -148,6 +178,8 @@ if (process.argv[1] && resolve(process.argv[1]) === resolve(new URL(import.meta.
   }
   const found = cycles(graph);
   for (const component of found) console.error(`import cycle (${component.length} files): ${loopThrough(graph, component).map(rel).join(" -> ")}`);
-  if (found.length > 0) process.exit(1);
-  console.log(`no import cycle among ${graph.size} files`);
+  const violations = adminUiViolations();
+  for (const v of violations) console.error(v);
+  if (found.length > 0 || violations.length > 0) process.exit(1);
+  console.log(`no import cycle among ${graph.size} files; the admin UI's components import only daemon types`);
 }
