@@ -142,7 +142,8 @@ function registerSiemMetrics(ctx: ApplianceContext, state: { leader(): boolean; 
 
 /** A connection of the owner pool's role, for the session lock (held as long as the connection). */
 function ownerClient(ctx: ApplianceContext): pg.Client {
-  return new pg.Client({ connectionString: ctx.db.owner.url(), application_name: "wardkeep-siem" });
+  // keepAlive: a leader cut off from PostgreSQL finds out (and stops sending) instead of waiting on a dead socket.
+  return new pg.Client({ connectionString: ctx.db.owner.url(), application_name: "wardkeep-siem", keepAlive: true });
 }
 
 /**
