@@ -21,7 +21,17 @@ import { keyStoreContentsSchema, type KeyStoreContents, type ShreddedSubject, hm
 import { canonicalJson } from "./canonical-json.js";
 import { readAll } from "./catalog.js";
 import { SnapshotIntegrityError, SnapshotNotFound, TargetError } from "./errors.js";
-import { ed25519Sign, ed25519Verify, manifestMacKey, manifestSigner, newSnapshotKey, unwrapSnapshotKey, wrapForAppliance, wrapForRecoveryKey, type SnapshotOpener } from "./keys.js";
+import {
+  ed25519Sign,
+  ed25519Verify,
+  manifestMacKey,
+  manifestSigner,
+  newSnapshotKey,
+  unwrapSnapshotKey,
+  wrapForAppliance,
+  wrapForRecoveryKey,
+  type SnapshotOpener,
+} from "./keys.js";
 import { SNAPSHOT_ID, STREAM_ALG } from "./manifest.js";
 import { snapshotTime } from "./retention.js";
 import { SegmentDecryptStream, SegmentEncryptStream, snapshotKeyId } from "./stream-aead.js";
@@ -126,7 +136,12 @@ export async function writeKeyStoreBackup(opts: WriteKeyStoreOptions): Promise<{
       encryption: { alg: STREAM_ALG, segmentBytes: SEGMENT_BYTES, keyId: snapshotKeyId(key).toString("hex") },
       keyWraps: [wrapForAppliance(opts.applianceSecret, key), wrapForRecoveryKey(opts.recoveryPublicKey, key)],
       object: { path: "keystore.wkd", plainBytes: plain.length, plainSha256: sha256(plain), storedBytes: stored.length, sha256: sha256(stored) },
-      counts: { kekVersions: opts.contents.kekVersions.length, dataKeys: opts.contents.dataKeys.length, shredded: opts.contents.shredded.length, scheduled: opts.contents.shredSchedule.length },
+      counts: {
+        kekVersions: opts.contents.kekVersions.length,
+        dataKeys: opts.contents.dataKeys.length,
+        shredded: opts.contents.shredded.length,
+        scheduled: opts.contents.shredSchedule.length,
+      },
       signer: { alg: "Ed25519", keyId: signer.keyId, publicKey: signer.publicKeyRaw.toString("base64") },
     };
     const bytes = Buffer.from(canonicalJson(keyStoreManifestBodySchema.parse(body)), "utf8");
@@ -134,7 +149,11 @@ export async function writeKeyStoreBackup(opts: WriteKeyStoreOptions): Promise<{
     const mac = hmacSha256(macKey, bytes);
     zeroize(macKey);
     const manifest = Buffer.from(
-      JSON.stringify({ body, mac: { alg: "HMAC-SHA256", value: mac.toString("base64") }, signature: { alg: "Ed25519", value: ed25519Sign(signer, bytes).toString("base64") } }, null, 2) + "\n",
+      JSON.stringify(
+        { body, mac: { alg: "HMAC-SHA256", value: mac.toString("base64") }, signature: { alg: "Ed25519", value: ed25519Sign(signer, bytes).toString("base64") } },
+        null,
+        2,
+      ) + "\n",
       "utf8",
     );
     // The lock ends when the backup expires: a WORM target must let pruning delete it in time.
@@ -205,7 +224,8 @@ export async function openKeyStoreBackup(target: SnapshotTarget, id: string, ope
     throw new SnapshotIntegrityError(`the manifest of key-store backup ${id} is not valid JSON`);
   }
   const parsed = keyStoreManifestFileSchema.safeParse(json);
-  if (!parsed.success) throw new SnapshotIntegrityError(`the manifest of key-store backup ${id} is malformed (${parsed.error.issues[0]!.path.join(".")}: ${parsed.error.issues[0]!.message})`);
+  if (!parsed.success)
+    throw new SnapshotIntegrityError(`the manifest of key-store backup ${id} is malformed (${parsed.error.issues[0]!.path.join(".")}: ${parsed.error.issues[0]!.message})`);
   const file = parsed.data;
   if (file.body.keystoreId !== id) throw new SnapshotIntegrityError(`the key-store manifest stored as ${id} belongs to ${file.body.keystoreId}`);
   const key = unwrapSnapshotKey(file.body.keyWraps, opener);
@@ -217,7 +237,8 @@ export async function openKeyStoreBackup(target: SnapshotTarget, id: string, ope
     const given = Buffer.from(file.mac.value, "base64");
     if (given.length !== expected.length || !timingSafeEqual(given, expected)) throw new SnapshotIntegrityError(`the manifest of key-store backup ${id} failed its MAC check`);
     const signerPublicKey = Buffer.from(file.body.signer.publicKey, "base64");
-    if (!ed25519Verify(signerPublicKey, bytes, Buffer.from(file.signature.value, "base64"))) throw new SnapshotIntegrityError(`the manifest of key-store backup ${id} has an invalid signature`);
+    if (!ed25519Verify(signerPublicKey, bytes, Buffer.from(file.signature.value, "base64")))
+      throw new SnapshotIntegrityError(`the manifest of key-store backup ${id} has an invalid signature`);
     if (trustedSigners.length && !trustedSigners.some((k) => k.equals(signerPublicKey))) {
       throw new SnapshotIntegrityError(`key-store backup ${id} was signed by ${file.body.signer.keyId}, which is not a trusted signer`);
     }
@@ -277,7 +298,9 @@ export async function purgeShreddedSubjects(client: pg.ClientBase, subjects: Shr
   const result: PurgeResult = { patients: 0, tenants: 0, rowsDeleted: 0 };
   if (subjects.length === 0) return result;
   const present = new Set(
-    (await client.query<{ t: string }>("SELECT t FROM unnest($1::text[]) AS t WHERE to_regclass(t) IS NOT NULL", [[...PURGED_TABLES, "patients", "break_glass_grants", "tenants"]])).rows.map((r) => r.t),
+    (
+      await client.query<{ t: string }>("SELECT t FROM unnest($1::text[]) AS t WHERE to_regclass(t) IS NOT NULL", [[...PURGED_TABLES, "patients", "break_glass_grants", "tenants"]])
+    ).rows.map((r) => r.t),
   );
   if (!present.has("patients")) return result;
   // The patient row's PHI columns: every field-encrypted (_enc) and blind-index (_bidx) column.
@@ -303,11 +326,10 @@ export async function purgeShreddedSubjects(client: pg.ClientBase, subjects: Shr
       result.rowsDeleted += r.rowCount ?? 0;
     }
     if (present.has("break_glass_grants")) {
-      await client.query("UPDATE break_glass_grants SET reason = '(removed when the patient was purged)', ended_at = coalesce(ended_at, $3) WHERE tenant_id = $1 AND patient_id = $2", [
-        p.tenantId,
-        p.patientId,
-        now,
-      ]);
+      await client.query(
+        "UPDATE break_glass_grants SET reason = '(removed when the patient was purged)', ended_at = coalesce(ended_at, $3) WHERE tenant_id = $1 AND patient_id = $2",
+        [p.tenantId, p.patientId, now],
+      );
     }
     const r = await client.query(
       `UPDATE patients SET status = 'purged', ${phi.join(", ")}, purged_at = coalesce(purged_at, $3), updated_at = $3, updated_by = NULL, version = version + 1

@@ -18,7 +18,10 @@ export type KeyStoreRun = { written: string[]; failed: string[]; pruned: KeyStor
  * snapshot, then prunes key-store backups older than keys.shredGraceDays on those targets.
  * Mutates `result.targets` / `result.ok` so the run's status tells the truth.
  */
-export async function backUpKeyStore(ctx: ApplianceContext, run: { id: string; targets: SnapshotTarget[]; result: SnapshotResult; recoveryPublicKey: Buffer }): Promise<KeyStoreRun> {
+export async function backUpKeyStore(
+  ctx: ApplianceContext,
+  run: { id: string; targets: SnapshotTarget[]; result: SnapshotResult; recoveryPublicKey: Buffer },
+): Promise<KeyStoreRun> {
   const live = run.targets.filter((t) => run.result.targets.find((o) => o.target === t.name)?.ok);
   const out: KeyStoreRun = { written: [], failed: [], pruned: [] };
   const fail = (name: string, error: string) => {
@@ -60,7 +63,10 @@ export async function backUpKeyStore(ctx: ApplianceContext, run: { id: string; t
       out.pruned.push(p);
       if (p.pruned.length) ctx.log.info(`backup: pruned ${p.pruned.length} key-store backup(s) older than ${retentionDays} days from ${t.name}`, { target: t.name });
       // A WORM target that still refuses would keep destroyed keys restorable: loud, not fatal to the run.
-      if (p.refused.length) ctx.log.error(`backup: target ${t.name} refused to delete ${p.refused.length} expired key-store backup(s); crypto-shredded keys stay recoverable until they go`, { target: t.name });
+      if (p.refused.length)
+        ctx.log.error(`backup: target ${t.name} refused to delete ${p.refused.length} expired key-store backup(s); crypto-shredded keys stay recoverable until they go`, {
+          target: t.name,
+        });
     } catch (err) {
       ctx.log.warn(`backup: key-store retention on ${t.name} failed: ${(err as Error).message}`);
     }

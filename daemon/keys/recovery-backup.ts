@@ -98,7 +98,10 @@ export const keyStoreContentsSchema = z
         .strict(),
     ),
     /** How the old appliance was unsealed (public metadata only: no check value, no salt secret). */
-    seal: z.object({ mode: z.enum(["keyfile", "passphrase", "shamir", "pkcs11"]), generation: z.number().int(), createdAt: stamp, updatedAt: stamp }).strict().nullable(),
+    seal: z
+      .object({ mode: z.enum(["keyfile", "passphrase", "shamir", "pkcs11"]), generation: z.number().int(), createdAt: stamp, updatedAt: stamp })
+      .strict()
+      .nullable(),
   })
   .strict();
 
@@ -280,7 +283,8 @@ export function backupDataKeyLookup(contents: KeyStoreContents, keks: Map<number
 export function shreddedSubjects(contents: KeyStoreContents, now: Date): ShreddedSubject[] {
   const out = new Map<string, ShreddedSubject>();
   for (const s of contents.shredded) out.set(s.subject, { subject: s.subject, kind: s.kind, tenantId: s.tenantId, patientId: s.patientId });
-  for (const s of contents.shredSchedule) if (Date.parse(s.destroyAfter) <= now.getTime()) out.set(s.subject, { subject: s.subject, kind: s.kind, tenantId: s.tenantId, patientId: s.patientId });
+  for (const s of contents.shredSchedule)
+    if (Date.parse(s.destroyAfter) <= now.getTime()) out.set(s.subject, { subject: s.subject, kind: s.kind, tenantId: s.tenantId, patientId: s.patientId });
   return [...out.values()].sort((a, b) => a.subject.localeCompare(b.subject));
 }
 
@@ -313,7 +317,9 @@ async function insertJson(client: pg.Client, sql: string, items: unknown[]): Pro
  * the pending schedule and the recovery public keys.
  */
 export async function installRecoveredKeyStore(client: pg.Client, contents: KeyStoreContents, keks: Map<number, Buffer>, seal: NewSeal, now: Date): Promise<InstalledKeyStore> {
-  const existing = await client.query<{ n: number }>("SELECT (SELECT count(*) FROM keystore.seal) + (SELECT count(*) FROM keystore.kek_versions) + (SELECT count(*) FROM keystore.data_keys) AS n");
+  const existing = await client.query<{ n: number }>(
+    "SELECT (SELECT count(*) FROM keystore.seal) + (SELECT count(*) FROM keystore.kek_versions) + (SELECT count(*) FROM keystore.data_keys) AS n",
+  );
   if (Number(existing.rows[0]!.n) > 0) throw new KeyStoreBackupError("the key store of the database being restored is not empty");
   await client.query("INSERT INTO keystore.seal (mode, params, check_value, generation, created_at, updated_at) VALUES ($1, $2::jsonb, $3, 1, $4, $4)", [
     seal.mode,
@@ -326,7 +332,15 @@ export async function installRecoveredKeyStore(client: pg.Client, contents: KeyS
     if (!kek) throw new KeyStoreBackupError(`KEK version ${k.version} was not unwrapped`);
     await client.query(
       "INSERT INTO keystore.kek_versions (version, wrapped, wrapped_by_previous, check_value, state, created_at, retired_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
-      [k.version, wrapSecret(seal.unsealKey, kek, aad.kek(k.version)), k.wrappedByPrevious ? Buffer.from(k.wrappedByPrevious, "hex") : null, Buffer.from(k.checkValue, "hex"), k.state, k.createdAt, k.retiredAt],
+      [
+        k.version,
+        wrapSecret(seal.unsealKey, kek, aad.kek(k.version)),
+        k.wrappedByPrevious ? Buffer.from(k.wrappedByPrevious, "hex") : null,
+        Buffer.from(k.checkValue, "hex"),
+        k.state,
+        k.createdAt,
+        k.retiredAt,
+      ],
     );
   }
   const subjects = shreddedSubjects(contents, now);

@@ -21,7 +21,25 @@ import { openSnapshot, restoreSnapshot, type RestoreResult } from "../../../back
 import { openTarget, targetDefinitionSchema, targetSecretsSchema, type SnapshotTarget } from "../../../backup/targets/index.js";
 import { appendAuditEvent } from "../../audit/append.js";
 import { auditVerifierFor } from "../../backups/index.js";
-import { backupApplianceSecret, installRecoveredKeyStore, KeyStoreBackupError, unwrapBackupKeks, type InstalledKeyStore, obtainPassphrase, OperatorError, loadRecoveryPrivateKey, RootKey, type UnsealMode, reapplyShredList, openWithUnsealKey, unsealSourceFor, zeroize, UnsealError, type CreateSealInput, type SealCreation } from "../../keys/index.js";
+import {
+  backupApplianceSecret,
+  installRecoveredKeyStore,
+  KeyStoreBackupError,
+  unwrapBackupKeks,
+  type InstalledKeyStore,
+  obtainPassphrase,
+  OperatorError,
+  loadRecoveryPrivateKey,
+  RootKey,
+  type UnsealMode,
+  reapplyShredList,
+  openWithUnsealKey,
+  unsealSourceFor,
+  zeroize,
+  UnsealError,
+  type CreateSealInput,
+  type SealCreation,
+} from "../../keys/index.js";
 import { systemClock } from "../../clock.js";
 import { inDataDir, loadConfig } from "../../config/load.js";
 import type { Config } from "../../config/schema.js";
@@ -120,7 +138,15 @@ export type RecoveryProgress = { phase: string; done: number; total: number; det
  */
 export async function recoverAppliance(
   config: Config,
-  opts: { target: SnapshotTarget; privateKey: KeyObject; snapshotId?: string; expectSigner?: Buffer; mode: UnsealMode; input: CreateSealInput; onProgress?: (p: RecoveryProgress) => void },
+  opts: {
+    target: SnapshotTarget;
+    privateKey: KeyObject;
+    snapshotId?: string;
+    expectSigner?: Buffer;
+    mode: UnsealMode;
+    input: CreateSealInput;
+    onProgress?: (p: RecoveryProgress) => void;
+  },
 ): Promise<RecoveryOutcome> {
   const started = performance.now();
   const mark = () => performance.now();
@@ -148,7 +174,9 @@ export async function recoverAppliance(
     const signer = manifestSigner(internal);
     zeroize(internal);
     if (!signer.publicKeyRaw.equals(keyStore.signerPublicKey)) {
-      throw new KeyStoreBackupError(`key-store backup ${keyStoreId} was not signed by the appliance whose keys it holds (signer ${keyStore.manifest.signer.keyId}, expected ${signer.keyId})`);
+      throw new KeyStoreBackupError(
+        `key-store backup ${keyStoreId} was not signed by the appliance whose keys it holds (signer ${keyStore.manifest.signer.keyId}, expected ${signer.keyId})`,
+      );
     }
     // Authenticates the snapshot with the same signer before anything is written.
     const opened = await openSnapshot(opts.target, snapshotId, opener, [signer.publicKeyRaw]);
@@ -223,14 +251,27 @@ export async function recoverAppliance(
         snapshotId,
         keyStoreBackup: keyStoreId,
         signerKeyId: signer.keyId,
-        restore: { tables: restored.tables, rows: restored.rows, storedBytes: restored.storedBytes, schema: restored.schema, auditChain: restored.auditChain, phases: restored.phases },
+        restore: {
+          tables: restored.tables,
+          rows: restored.rows,
+          storedBytes: restored.storedBytes,
+          schema: restored.schema,
+          auditChain: restored.auditChain,
+          phases: restored.phases,
+        },
         keyStore: { ...keyCounts, shreddedSubjects: shredded.length },
         purged: purged!,
         shredListReapplied: reapplied,
         attachments: { restored: files.restored, alreadyPresent: files.alreadyPresent, bytes: files.bytes, leftOut: entries.length - keep.length },
         unseal: { mode: opts.mode, keyFile: creation.createdFile, shares: creation.shares, threshold: opts.input.threshold },
         durationMs: Math.round(mark() - started),
-        phases: { locateMs: Math.round(locateMs), keyStoreMs: Math.round(keyStoreMs), restoreMs: Math.round(restoreMs), attachmentsMs: Math.round(attachmentsMs), finishMs: Math.round(finishMs) },
+        phases: {
+          locateMs: Math.round(locateMs),
+          keyStoreMs: Math.round(keyStoreMs),
+          restoreMs: Math.round(restoreMs),
+          attachmentsMs: Math.round(attachmentsMs),
+          finishMs: Math.round(finishMs),
+        },
       };
     } finally {
       await db.embedded?.stop();
@@ -322,7 +363,9 @@ export function registerRecover(program: Command) {
           `  attachments: ${r.attachments.restored} restored${r.attachments.leftOut ? `, ${r.attachments.leftOut} of shredded patients left out` : ""}`,
           `  phases: locate ${r.phases.locateMs} ms, key store ${r.phases.keyStoreMs} ms, data ${r.phases.restoreMs} ms (load ${r.restore.phases.loadMs} ms, verify ${r.restore.phases.verifyMs} ms), attachments ${r.phases.attachmentsMs} ms, finish ${r.phases.finishMs} ms`,
           `  manifests signed by ${r.signerKeyId}`,
-          ...(mode === "keyfile" ? [`  unseal: key file ${r.unseal.keyFile ?? inDataDir(config, config.keys.keyFile)} (evaluation only; use passphrase, shamir or pkcs11 in production)`] : []),
+          ...(mode === "keyfile"
+            ? [`  unseal: key file ${r.unseal.keyFile ?? inDataDir(config, config.keys.keyFile)} (evaluation only; use passphrase, shamir or pkcs11 in production)`]
+            : []),
           ...(mode === "passphrase" ? ["  unseal: the new passphrase (the old one no longer exists anywhere)"] : []),
           ...(shares?.lines ?? []),
           "  next: wardkeep start — then write a NEW recovery kit only if you want to rotate it (the old kit still opens every snapshot)",

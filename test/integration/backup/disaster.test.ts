@@ -51,11 +51,20 @@ let erased: string;
 let northList: string[];
 
 async function fullRecord(clinic: Clinic, name: string, withAttachment: boolean): Promise<string> {
-  const p = await registerPatient(clinic, { name, mrn: `MRN-${randomBytes(3).toString("hex")}`, email: `${randomBytes(3).toString("hex")}@example.org`, birthDate: "1958-02-11", phone: "+1 555 0100" });
+  const p = await registerPatient(clinic, {
+    name,
+    mrn: `MRN-${randomBytes(3).toString("hex")}`,
+    email: `${randomBytes(3).toString("hex")}@example.org`,
+    birthDate: "1958-02-11",
+    phone: "+1 555 0100",
+  });
   await assignCareTeam(clinic, p.id);
   const note = await clinic.doctor.agent.post(`/api/v1/patients/${p.id}/notes`).send({ body: `Assessment of ${name}: stable.` });
   expect(note.status, JSON.stringify(note.body)).toBe(201);
-  const edited = await clinic.doctor.agent.put(`/api/v1/patients/${p.id}/notes/${note.body.id}`).set("If-Match", tag(note)).send({ body: `Assessment of ${name}: stable, afebrile.` });
+  const edited = await clinic.doctor.agent
+    .put(`/api/v1/patients/${p.id}/notes/${note.body.id}`)
+    .set("If-Match", tag(note))
+    .send({ body: `Assessment of ${name}: stable, afebrile.` });
   expect(edited.status, JSON.stringify(edited.body)).toBe(200);
   const consent = await clinic.frontDesk.agent
     .post(`/api/v1/patients/${p.id}/consents`)
@@ -101,8 +110,20 @@ beforeAll(async () => {
   });
   const targets = {
     fs: { kind: "fs" as const, name: "nas", path: path.join(dir, "nas") },
-    sftp: HAVE_SSHD ? { kind: "sftp" as const, name: "offsite-sftp", host: "127.0.0.1", port: sshd.port, username: "root", path: sshd.root, hostKeySha256: sshd.hostKeySha256 } : undefined,
-    s3: { kind: "s3" as const, name: "offsite-s3", bucket: s3.bucket, prefix: "wardkeep/", region: "us-east-1", endpoint: s3.endpoint, forcePathStyle: true, accessKeyId: "S3RVER", partSizeMiB: 5 },
+    sftp: HAVE_SSHD
+      ? { kind: "sftp" as const, name: "offsite-sftp", host: "127.0.0.1", port: sshd.port, username: "root", path: sshd.root, hostKeySha256: sshd.hostKeySha256 }
+      : undefined,
+    s3: {
+      kind: "s3" as const,
+      name: "offsite-s3",
+      bucket: s3.bucket,
+      prefix: "wardkeep/",
+      region: "us-east-1",
+      endpoint: s3.endpoint,
+      forcePathStyle: true,
+      accessKeyId: "S3RVER",
+      partSizeMiB: 5,
+    },
   };
   await inScope(a.ctx.db.app, { kind: "appliance" }, (t) =>
     writePolicy(
@@ -182,64 +203,73 @@ async function recoverB(kind: string, extra: string[] = []): Promise<{ db: TestD
 }
 
 describe.each(["fs", "sftp", "s3"])("recovery of the whole appliance from a %s target", (kind) => {
-  it.skipIf(kind === "sftp" && !HAVE_SSHD)("brings back every surviving value on a fresh appliance with the kit alone, and not the shredded patient", async () => {
-    const { db, dataDir, result } = await recoverB(kind, ["--snapshot", snap1]);
-    let b: TestAppliance | undefined;
-    try {
-      // Only runtime notices (the AWS SDK warns about Node versions) may reach stderr, never a failure line.
-      expect(result.stderr).not.toMatch(/^wardkeep: /m);
-      expect(result.code, result.stdout).toBe(0);
-      const out = JSON.parse(result.stdout).recovery;
-      expect(out).toMatchObject({
-        snapshotId: snap1,
-        keyStoreBackup: snap2,
-        keyStore: { shreddedSubjects: 1, dataKeysLeftOut: expect.any(Number) },
-        purged: { patients: 1 },
-        attachments: { restored: 1 },
-        unseal: { mode: "passphrase" },
-        restore: { auditChain: { checked: true, intact: true } },
-      });
-      expect(out.keyStore.dataKeysLeftOut).toBe(0); // A destroyed the key itself; the backup never had it
-      expect(result.stdout).not.toMatch(/Ada Lovelace|Mary Seacole|Grace Hopper/);
+  it.skipIf(kind === "sftp" && !HAVE_SSHD)(
+    "brings back every surviving value on a fresh appliance with the kit alone, and not the shredded patient",
+    async () => {
+      const { db, dataDir, result } = await recoverB(kind, ["--snapshot", snap1]);
+      let b: TestAppliance | undefined;
+      try {
+        // Only runtime notices (the AWS SDK warns about Node versions) may reach stderr, never a failure line.
+        expect(result.stderr).not.toMatch(/^wardkeep: /m);
+        expect(result.code, result.stdout).toBe(0);
+        const out = JSON.parse(result.stdout).recovery;
+        expect(out).toMatchObject({
+          snapshotId: snap1,
+          keyStoreBackup: snap2,
+          keyStore: { shreddedSubjects: 1, dataKeysLeftOut: expect.any(Number) },
+          purged: { patients: 1 },
+          attachments: { restored: 1 },
+          unseal: { mode: "passphrase" },
+          restore: { auditChain: { checked: true, intact: true } },
+        });
+        expect(out.keyStore.dataKeysLeftOut).toBe(0); // A destroyed the key itself; the backup never had it
+        expect(result.stdout).not.toMatch(/Ada Lovelace|Mary Seacole|Grace Hopper/);
 
-      b = await startTestAppliance({ db, dataDir, clock, env: { WARDKEEP_BACKUP_SCHEDULER_ENABLED: "false", WARDKEEP_KEYS_UNSEAL: "passphrase", WARDKEEP_KEYS_PASSPHRASE_FILE: passphraseFile } });
-      expect(b.ctx.rootKey.isSealed).toBe(false);
-      const northDesk = await signInWithPassword(b, people.northDesk);
-      const northDoctor = await signInWithPassword(b, people.northDoctor);
-      const southDesk = await signInWithPassword(b, people.southDesk);
-      const southDoctor = await signInWithPassword(b, people.southDoctor);
+        b = await startTestAppliance({
+          db,
+          dataDir,
+          clock,
+          env: { WARDKEEP_BACKUP_SCHEDULER_ENABLED: "false", WARDKEEP_KEYS_UNSEAL: "passphrase", WARDKEEP_KEYS_PASSPHRASE_FILE: passphraseFile },
+        });
+        expect(b.ctx.rootKey.isSealed).toBe(false);
+        const northDesk = await signInWithPassword(b, people.northDesk);
+        const northDoctor = await signInWithPassword(b, people.northDoctor);
+        const southDesk = await signInWithPassword(b, people.southDesk);
+        const southDoctor = await signInWithPassword(b, people.southDoctor);
 
-      const n = await readBack(northDesk, northDoctor, kept.north);
-      const want = expected.get(kept.north)!;
-      expect(n.patient).toEqual(want.patient);
-      expect(n.notes).toEqual(want.notes);
-      expect(n.consents).toEqual(want.consents);
-      expect(n.attachment?.id).toBe(want.attachment!.id);
-      expect(n.attachment!.bytes.equals(want.attachment!.bytes)).toBe(true);
-      const s = await readBack(southDesk, southDoctor, kept.south);
-      expect(s).toEqual(expected.get(kept.south));
+        const n = await readBack(northDesk, northDoctor, kept.north);
+        const want = expected.get(kept.north)!;
+        expect(n.patient).toEqual(want.patient);
+        expect(n.notes).toEqual(want.notes);
+        expect(n.consents).toEqual(want.consents);
+        expect(n.attachment?.id).toBe(want.attachment!.id);
+        expect(n.attachment!.bytes.equals(want.attachment!.bytes)).toBe(true);
+        const s = await readBack(southDesk, southDoctor, kept.south);
+        expect(s).toEqual(expected.get(kept.south));
 
-      // The patient shredded after the snapshot is gone, and the list works without it.
-      expect((await northDesk.agent.get(`/api/v1/patients/${erased}`)).status).toBe(404);
-      const list = await northDesk.agent.get("/api/v1/patients");
-      expect(list.status, JSON.stringify(list.body)).toBe(200);
-      expect(list.body.items.map((p: { id: string }) => p.id).sort()).toEqual([...northList].sort());
-      expect((await northDoctor.agent.get(`/api/v1/patients/${erased}/notes`)).status).toBe(404);
+        // The patient shredded after the snapshot is gone, and the list works without it.
+        expect((await northDesk.agent.get(`/api/v1/patients/${erased}`)).status).toBe(404);
+        const list = await northDesk.agent.get("/api/v1/patients");
+        expect(list.status, JSON.stringify(list.body)).toBe(200);
+        expect(list.body.items.map((p: { id: string }) => p.id).sort()).toEqual([...northList].sort());
+        expect((await northDoctor.agent.get(`/api/v1/patients/${erased}/notes`)).status).toBe(404);
 
-      // Tenant isolation came back with the data: South's staff cannot see North's patient.
-      expect((await southDesk.agent.get(`/api/v1/patients/${kept.north}`)).status).toBe(404);
+        // Tenant isolation came back with the data: South's staff cannot see North's patient.
+        expect((await southDesk.agent.get(`/api/v1/patients/${kept.north}`)).status).toBe(404);
 
-      const auditor = await signInWithPassword(b, people.northAuditor);
-      const verify = await auditor.agent.get("/api/v1/audit/verify");
-      expect(verify.status, JSON.stringify(verify.body)).toBe(200);
-      expect(verify.body.intact).toBe(true);
-      expect(b.logLines.join("\n")).not.toMatch(/Ada Lovelace|Mary Seacole|Grace Hopper/);
-    } finally {
-      await b?.close();
-      await db.drop();
-      fs.rmSync(dataDir, { recursive: true, force: true });
-    }
-  }, 240_000);
+        const auditor = await signInWithPassword(b, people.northAuditor);
+        const verify = await auditor.agent.get("/api/v1/audit/verify");
+        expect(verify.status, JSON.stringify(verify.body)).toBe(200);
+        expect(verify.body.intact).toBe(true);
+        expect(b.logLines.join("\n")).not.toMatch(/Ada Lovelace|Mary Seacole|Grace Hopper/);
+      } finally {
+        await b?.close();
+        await db.drop();
+        fs.rmSync(dataDir, { recursive: true, force: true });
+      }
+    },
+    240_000,
+  );
 });
 
 describe("recovery into the embedded PostgreSQL", () => {
@@ -287,7 +317,10 @@ describe("recovery refusals (one line, non-zero exit, nothing written)", () => {
     const db = await createTestDatabase();
     const dataDir = tempDir("wardkeep-appliance-b-");
     try {
-      const r = await runCli(["recover", "--target-file", targetFiles.fs!, "--recovery-key", wrong, "--unseal", "passphrase", "--passphrase-file", passphraseFile], testEnv(db, dataDir));
+      const r = await runCli(
+        ["recover", "--target-file", targetFiles.fs!, "--recovery-key", wrong, "--unseal", "passphrase", "--passphrase-file", passphraseFile],
+        testEnv(db, dataDir),
+      );
       expect(r.code).toBe(1);
       expect(r.stderr).toMatch(/^wardkeep: wrong recovery key: this snapshot is wrapped for recovery key [0-9a-f:]+, the key given is [0-9a-f:]+\n$/);
       const c = await import("pg").then((pg) => new pg.default.Client({ connectionString: db.ownerUrl }));

@@ -96,7 +96,8 @@ describe("key-store backups", () => {
     expect(r.stdout).toMatch(new RegExp(`key-store backup ${first}: \\d+ KEK version\\(s\\), \\d+ data key\\(s\\) .*signer derived from its appliance key: matches`));
     const file = JSON.parse(fs.readFileSync(path.join(out, "data-keys.json"), "utf8")) as { keys: Record<string, string> };
     const [row] = await asSuperuser<{ name_enc: Buffer }>(app, "SELECT name_enc FROM patients WHERE id = $1", [patients[0]]);
-    const lookup = (keyId: string, version: number) => (file.keys[`${keyId}#${version}`] ? { id: keyId, version, key: Buffer.from(file.keys[`${keyId}#${version}`]!, "hex") } : undefined);
+    const lookup = (keyId: string, version: number) =>
+      file.keys[`${keyId}#${version}`] ? { id: keyId, version, key: Buffer.from(file.keys[`${keyId}#${version}`]!, "hex") } : undefined;
     const plain = decryptField(lookup, { tenantId: tenants[0]!, table: "patients", column: "name_enc", rowId: patients[0]! }, row!.name_enc);
     expect(plain.toString("utf8")).toBe("Canary East Wing");
     fs.rmSync(out, { recursive: true, force: true });
@@ -108,7 +109,10 @@ describe("key-store backups", () => {
     expect(drill.status).toBe("passed");
     const byName = Object.fromEntries(drill.checks.map((c) => [c.name, c]));
     expect(byName["key-store backup"]).toMatchObject({ ok: true, detail: expect.stringMatching(new RegExp(`^${first} authenticated: \\d+ KEK version`)) });
-    expect(byName["encrypted columns decrypt"]).toMatchObject({ ok: true, detail: expect.stringMatching(/^\d+ value\(s\) of \d+ encrypted column\(s\) across 2 tenant\(s\) decrypted/) });
+    expect(byName["encrypted columns decrypt"]).toMatchObject({
+      ok: true,
+      detail: expect.stringMatching(/^\d+ value\(s\) of \d+ encrypted column\(s\) across 2 tenant\(s\) decrypted/),
+    });
   });
 
   it("a drill of a snapshot whose key-store backup is missing fails with a named check", async () => {
@@ -146,7 +150,11 @@ describe("key-store backups", () => {
       expect(drill.status).toBe("failed");
       const check = drill.checks.find((c) => c.name === "encrypted columns decrypt")!;
       expect(check.ok).toBe(false);
-      expect(check.detail).toMatch(new RegExp(`^1 of \\d+ sampled value\\(s\\) did not decrypt with key-store backup ${run.id}: patients\\.name_enc \\(tenant ${tenants[0]}, row ${patients[0]}: authentication failed\\)`));
+      expect(check.detail).toMatch(
+        new RegExp(
+          `^1 of \\d+ sampled value\\(s\\) did not decrypt with key-store backup ${run.id}: patients\\.name_enc \\(tenant ${tenants[0]}, row ${patients[0]}: authentication failed\\)`,
+        ),
+      );
       expect(check.detail).not.toMatch(/Canary/);
     } finally {
       await asSuperuser(app, "UPDATE patients SET name_enc = $2 WHERE id = $1", [patients[0], a]);
