@@ -27,22 +27,9 @@ import { pageQuery } from "../http.js";
 import { removeFolder } from "../attachments/store.js";
 import { findActivePatient, tenantOf } from "../patients/access.js";
 import { activeHolds } from "./legal-holds.js";
+import { deletionListQuery, deletionRequestView } from "./schema.js";
 
-export const deletionListQuery = z.object({ status: z.enum(["pending", "cancelled", "purged"]).optional(), limit: pageQuery.limit }).strict();
-
-export const deletionRequestView = z.object({
-  id: z.uuid(),
-  subject: z.enum(["patient", "tenant"]),
-  patientId: z.uuid().nullable(),
-  status: z.enum(["pending", "cancelled", "purged"]),
-  requestedAt: z.string(),
-  requestedBy: z.uuid(),
-  purgeAfter: z.string(),
-  cancelledAt: z.string().nullable(),
-  cancelledBy: z.uuid().nullable(),
-  purgedAt: z.string().nullable(),
-  blockedByLegalHoldSince: z.string().nullable(),
-});
+export { deletionListQuery, deletionRequestView };
 export type DeletionRequestView = z.infer<typeof deletionRequestView>;
 
 type RequestRow = {

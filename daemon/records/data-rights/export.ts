@@ -23,17 +23,10 @@ import { openerFor, openRows, RecordShredded, UndecryptableValue, type FieldOpen
 import { findActivePatient, tenantOf, type PatientRow } from "../patients/access.js";
 import { patientViewer } from "../patients/service.js";
 import type { PatientView } from "../patients/schema.js";
+import { CSV_RECORDS, exportQuery } from "./schema.js";
 
-export const CSV_RECORDS = ["patients", "appointments", "notes", "consents", "attachments"] as const;
+export { CSV_RECORDS, exportQuery };
 export type CsvRecords = (typeof CSV_RECORDS)[number];
-
-export const exportQuery = z
-  .object({
-    format: z.enum(["json", "csv"]).default("json"),
-    /** For CSV (one table per download): which records. JSON always carries all of them. */
-    records: z.enum(CSV_RECORDS).default("patients"),
-  })
-  .strict();
 export type ExportQuery = z.infer<typeof exportQuery>;
 
 type Bundle = {

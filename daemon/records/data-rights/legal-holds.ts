@@ -11,30 +11,14 @@ import { openerFor, sealRow } from "../columns.js";
 import { LegalHoldActive } from "../errors.js";
 import { text, uuid } from "../http.js";
 import { findActivePatient, tenantOf } from "../patients/access.js";
+import { legalHoldPlace, legalHoldQuery, legalHoldView } from "./schema.js";
 
 /**
  * Legal hold (litigation, investigation): while one stands on a patient, the patient cannot be
  * deleted, a due purge waits, and attachments cannot be deleted. Placing and releasing are
  * audited, and so is every deletion or purge a hold blocks.
  */
-export const legalHoldPlace = z
-  .object({
-    /** The matter and why (for owners, admins and auditors; keep clinical detail out of it). */
-    reason: text(3, 500),
-  })
-  .strict();
-export const legalHoldQuery = z.object({ patientId: uuid.optional(), active: z.enum(["true", "false"]).optional() }).strict();
-
-export const legalHoldView = z.object({
-  id: z.uuid(),
-  patientId: z.uuid(),
-  reason: z.string(),
-  placedAt: z.string(),
-  placedBy: z.uuid(),
-  releasedAt: z.string().nullable(),
-  releasedBy: z.uuid().nullable(),
-  active: z.boolean(),
-});
+export { legalHoldPlace, legalHoldQuery, legalHoldView };
 export type LegalHoldView = z.infer<typeof legalHoldView>;
 
 type HoldRow = { id: string; tenant_id: string; patient_id: string; reason_enc: Buffer; placed_at: Date; placed_by: string; released_at: Date | null; released_by: string | null };

@@ -6,11 +6,11 @@ import type { ApplianceContext } from "../../context.js";
 import { itemParams, patientItemParams, patientParams } from "../http.js";
 import { defineRoute } from "../../kernel/define-route.js";
 import { PHI_READ, PHI_WRITE } from "../route-kit.js";
-import { cancelDeletion, deletionListQuery, deletionRequestView, listDeletionRequests, requestPatientDeletion, requestTenantDeletion } from "./deletion.js";
-import { exportQuery, streamExport } from "./export.js";
-import { legalHoldPlace, legalHoldQuery, legalHoldView, listLegalHolds, placeLegalHold, releaseLegalHold } from "./legal-holds.js";
+import { cancelDeletion, listDeletionRequests, requestPatientDeletion, requestTenantDeletion } from "./deletion.js";
+import { streamExport } from "./export.js";
+import { listLegalHolds, placeLegalHold, releaseLegalHold } from "./legal-holds.js";
+import { deletionListQuery, deletionRequestList, deletionRequestView, emptyBody, exportQuery, legalHoldList, legalHoldPlace, legalHoldQuery, legalHoldView } from "./schema.js";
 
-const emptyBody = z.object({}).strict();
 
 async function sendExport(ctx: ApplianceContext, req: Request, res: Response, q: z.output<typeof exportQuery>, scope: { kind: "patient"; patientId: string } | { kind: "tenant" }): Promise<void> {
   let started = false;
@@ -37,8 +37,6 @@ async function sendExport(ctx: ApplianceContext, req: Request, res: Response, q:
   }
 }
 
-const requestList = z.object({ /** Deletion requests, newest first. */ items: z.array(deletionRequestView) });
-const holdList = z.object({ /** Legal holds, newest first. */ items: z.array(legalHoldView) });
 const exportDownload = { mediaType: "application/json", description: "The export as a download: JSON with everything, or CSV (text/csv) of one record type" };
 
 /** Data rights: erasure with a grace period, legal holds, and exports (owners and admins, step-up). */
@@ -72,7 +70,7 @@ export const dataRightsRoutes = [
     ({ ctx, actor, meta }) => requestTenantDeletion(ctx, actor, meta),
   ),
   defineRoute(
-    { ...PHI_READ, method: "get", path: "/deletion-requests", action: "deletion:list", summary: "Deletion requests of the tenant", query: deletionListQuery, response: requestList },
+    { ...PHI_READ, method: "get", path: "/deletion-requests", action: "deletion:list", summary: "Deletion requests of the tenant", query: deletionListQuery, response: deletionRequestList },
     ({ ctx, actor, query }) => listDeletionRequests(ctx, actor, query),
   ),
   defineRoute(
@@ -90,7 +88,7 @@ export const dataRightsRoutes = [
     ({ ctx, actor, params, meta }) => cancelDeletion(ctx, actor, params.itemId, meta),
   ),
   defineRoute(
-    { ...PHI_READ, method: "get", path: "/legal-holds", action: "legal_hold:list", summary: "Legal holds of the tenant", query: legalHoldQuery, response: holdList },
+    { ...PHI_READ, method: "get", path: "/legal-holds", action: "legal_hold:list", summary: "Legal holds of the tenant", query: legalHoldQuery, response: legalHoldList },
     ({ ctx, actor, query, meta }) => listLegalHolds(ctx, actor, query, meta),
   ),
   defineRoute(
