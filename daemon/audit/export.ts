@@ -11,7 +11,7 @@ import { parseCanonical, type ChainedEvent } from "./canonical.js";
 import { chainPendingEvents, readChainHead } from "./chainer.js";
 import { checkpointMessage, signCheckpoint, type Checkpoint } from "./checkpoints.js";
 import { VERIFY_SCRIPT } from "./evidence-script.js";
-import { applianceCheckpointKeys, checkpointSigningKey, keyLabel, signMessage, type CheckpointKey, type KeyLabel } from "./signing-key.js";
+import { applianceCheckpointKeys, checkpointSigningKey, keyLabel, signMessage, type CheckpointKey, type CheckpointSigningKey, type KeyLabel } from "./signing-key.js";
 import { beginAuditSnapshot, withRawConnection } from "./verify.js";
 import { inScope } from "../db/sql.js";
 
@@ -197,157 +197,225 @@ const CSV_COLUMNS = [
 
 type Row = { seq: string; tenant_id: string | null; canonical: string; prev_hash: string; hash: string };
 
+type PackFile = { name: string; sha256: string; bytes: number };
+type ChainPoint = { seq: string; hash: string };
+
+/** What the events phase read and wrote. */
+type EventsWritten = {
+  files: PackFile[];
+  total: number;
+  included: number;
+  redacted: number;
+  chainStart: ChainPoint;
+  chainEnd: ChainPoint;
+  /** Whether the range holds any event (a checkpoint is signed at the last one). */
+  nonEmpty: boolean;
+};
+
 /**
  * Writes an evidence pack into `dir` (created; must not exist or be empty). Signs a checkpoint
  * at the last exported event and one at the chain head (DESIGN: "and at each export").
  */
-export async function writeEvidencePack(
-  ctx: ApplianceContext,
-  req: ExportRequest,
-  dir: string,
-  onProgress: (p: ExportProgress) => void = () => {},
-): Promise<ExportManifest> {
+export async function writeEvidencePack(ctx: ApplianceContext, req: ExportRequest, dir: string, onProgress: (p: ExportProgress) => void = () => {}): Promise<ExportManifest> {
+  const { key, formats } = await preparePack(ctx, req, dir);
+  const packId = path.basename(dir);
+  const events = await writeEventFiles(ctx, req, { dir, packId, formats, onProgress });
+  const checkpoints = await writeCheckpoints(ctx, dir, events);
+  const verification = await writeVerificationFiles(ctx, dir, key, checkpoints.rows, [...events.files, checkpoints.file]);
+  return writeSignedManifest(ctx, dir, key, { packId, req, events, ...verification });
+}
+
+/** Every refusal comes before the first file: an empty range, a sealed appliance (503), a used directory. */
+async function preparePack(ctx: ApplianceContext, req: ExportRequest, dir: string): Promise<{ key: CheckpointSigningKey; formats: Set<ExportFormat> }> {
   if (!(req.from < req.to)) throw new Invalid("the export range is empty: `from` must be before `to`");
   const formats = new Set<ExportFormat>(["jsonl", ...req.formats]);
   const key = await checkpointSigningKey(ctx); // Sealed (503) before anything is written
   fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
   if (fs.readdirSync(dir).length > 0) throw new Invalid(`the export directory ${dir} is not empty`);
+  // Events committed before the export started are in the chain, so in the range.
   await chainPendingEvents(ctx, { wait: true });
+  return { key, formats };
+}
 
-  const packId = path.basename(dir);
-  const written: { name: string; sha256: string; bytes: number }[] = [];
-  let included = 0;
-  let redacted = 0;
-  let lastHash = "0".repeat(64);
-  const { range, chainStart } = await withRawConnection(ctx.db.app, async (client) => {
+type EventsOut = { dir: string; packId: string; formats: Set<ExportFormat>; onProgress: (p: ExportProgress) => void };
+
+/** The range's events, read in one read-only snapshot, written as JSON Lines and the other formats asked for. */
+async function writeEventFiles(ctx: ApplianceContext, req: ExportRequest, out: EventsOut): Promise<EventsWritten> {
+  return withRawConnection(ctx.db.app, async (client) => {
     await beginAuditSnapshot(client, { tenantId: null });
     try {
-      const r = (
+      const range = (
         await client.query<{ first: string | null; last: string | null; total: string }>(
           "SELECT min(seq)::text AS first, max(seq)::text AS last, count(*)::text AS total FROM audit_events WHERE recorded_at >= $1 AND recorded_at < $2",
           [req.from, req.to],
         )
       ).rows[0]!;
-      const startSeq = r.first ? (BigInt(r.first) - 1n).toString() : "0";
-      let startHash = "0".repeat(64);
-      if (r.first) {
-        const p = await client.query<{ h: string }>("SELECT encode(prev_hash, 'hex') AS h FROM audit_events WHERE seq = $1 LIMIT 1", [r.first]);
-        startHash = p.rows[0]!.h;
+      const chainStart = { seq: range.first ? (BigInt(range.first) - 1n).toString() : "0", hash: "0".repeat(64) };
+      if (range.first) {
+        const p = await client.query<{ h: string }>("SELECT encode(prev_hash, 'hex') AS h FROM audit_events WHERE seq = $1 LIMIT 1", [range.first]);
+        chainStart.hash = p.rows[0]!.h;
       }
-      lastHash = startHash;
-      await streamEvents(client, r.first, r.last, Number(r.total));
-      return { range: r, chainStart: { seq: startSeq, hash: startHash } };
+      const streamed = await streamEvents(ctx, client, req, out, range, chainStart.hash);
+      return {
+        files: streamed.files,
+        total: Number(range.total),
+        included: streamed.included,
+        redacted: streamed.redacted,
+        chainStart,
+        chainEnd: range.last ? { seq: range.last, hash: streamed.lastHash } : chainStart,
+        nonEmpty: range.last !== null,
+      };
     } finally {
       await client.query("ROLLBACK").catch(() => undefined);
     }
   });
+}
 
-  async function streamEvents(client: pg.Client, first: string | null, last: string | null, total: number) {
-    const jsonl = new DigestedFile(dir, "events.jsonl");
-    const csvFile = formats.has("csv") ? new DigestedFile(dir, "events.csv") : undefined;
-    const fhir = formats.has("fhir") ? new DigestedFile(dir, "events.fhir.json") : undefined;
-    const csv = csvFile ? stringify({ header: true, columns: CSV_COLUMNS }) : undefined;
-    const csvDone = csv && csvFile ? pumpCsv(csv, csvFile) : undefined;
-    await fhir?.write(`{"resourceType":"Bundle","id":${JSON.stringify(packId)},"type":"collection","timestamp":${JSON.stringify(ctx.clock.now().toISOString())},"entry":[`);
-    let done = 0;
-    let firstEntry = true;
-    if (first && last) {
-      await client.query(
-        `DECLARE audit_export NO SCROLL CURSOR FOR SELECT seq::text AS seq, tenant_id::text AS tenant_id, canonical,
-           encode(prev_hash, 'hex') AS prev_hash, encode(hash, 'hex') AS hash FROM audit_events WHERE seq BETWEEN $1 AND $2 ORDER BY audit_events.seq`,
-        [first, last],
-      );
-      for (;;) {
-        const rows = (await client.query<Row>(`FETCH ${PAGE} FROM audit_export`)).rows;
-        for (const r of rows) {
-          const own = req.tenantId === null || r.tenant_id === req.tenantId;
-          if (!own) {
-            // Another tenant's event: only its place in the chain, never its content.
-            await jsonl.write(`{"seq":${r.seq},"redacted":true,"prev_hash":"${r.prev_hash}","hash":"${r.hash}"}\n`);
-            redacted += 1;
-          } else {
-            await jsonl.write(`${r.canonical.slice(0, -1)},"prev_hash":"${r.prev_hash}","hash":"${r.hash}"}\n`);
-            const e = parseCanonical(r.canonical);
-            if (csv) {
-              const ok = csv.write([
-                e.seq,
-                iso(e.recorded_at),
-                iso(e.occurred_at),
-                e.tenant_id,
-                csvSafe(e.actor_user_id),
-                csvSafe(e.actor_role),
-                csvSafe(e.impersonator_id),
-                e.break_glass ? "true" : "false",
-                e.action,
-                e.resource_type,
-                csvSafe(e.resource_id),
-                csvSafe(e.patient_id),
-                e.outcome,
-                csvSafe(e.source_ip),
-                csvSafe(e.user_agent),
-                csvSafe(e.request_id),
-                csvSafe(e.reason),
-                r.prev_hash,
-                r.hash,
-              ]);
-              if (!ok) await once(csv, "drain");
-            }
-            if (fhir) {
-              await fhir.write((firstEntry ? "" : ",") + JSON.stringify({ fullUrl: `urn:uuid:${e.event_id}`, resource: fhirAuditEvent(e, r.hash) }));
-              firstEntry = false;
-            }
-            included += 1;
+/** Streams the events `first..last` through a cursor into the pack's event files, a page at a time. */
+async function streamEvents(
+  ctx: ApplianceContext,
+  client: pg.Client,
+  req: ExportRequest,
+  { dir, packId, formats, onProgress }: EventsOut,
+  { first, last, total: totalText }: { first: string | null; last: string | null; total: string },
+  startHash: string,
+): Promise<{ files: PackFile[]; included: number; redacted: number; lastHash: string }> {
+  const total = Number(totalText);
+  const files: PackFile[] = [];
+  let included = 0;
+  let redacted = 0;
+  let lastHash = startHash;
+  const jsonl = new DigestedFile(dir, "events.jsonl");
+  const csvFile = formats.has("csv") ? new DigestedFile(dir, "events.csv") : undefined;
+  const fhir = formats.has("fhir") ? new DigestedFile(dir, "events.fhir.json") : undefined;
+  const csv = csvFile ? stringify({ header: true, columns: CSV_COLUMNS }) : undefined;
+  const csvDone = csv && csvFile ? pumpCsv(csv, csvFile) : undefined;
+  await fhir?.write(`{"resourceType":"Bundle","id":${JSON.stringify(packId)},"type":"collection","timestamp":${JSON.stringify(ctx.clock.now().toISOString())},"entry":[`);
+  let done = 0;
+  let firstEntry = true;
+  if (first && last) {
+    await client.query(
+      `DECLARE audit_export NO SCROLL CURSOR FOR SELECT seq::text AS seq, tenant_id::text AS tenant_id, canonical,
+         encode(prev_hash, 'hex') AS prev_hash, encode(hash, 'hex') AS hash FROM audit_events WHERE seq BETWEEN $1 AND $2 ORDER BY audit_events.seq`,
+      [first, last],
+    );
+    for (;;) {
+      const rows = (await client.query<Row>(`FETCH ${PAGE} FROM audit_export`)).rows;
+      for (const r of rows) {
+        const own = req.tenantId === null || r.tenant_id === req.tenantId;
+        if (!own) {
+          // Another tenant's event: only its place in the chain, never its content.
+          await jsonl.write(`{"seq":${r.seq},"redacted":true,"prev_hash":"${r.prev_hash}","hash":"${r.hash}"}\n`);
+          redacted += 1;
+        } else {
+          await jsonl.write(`${r.canonical.slice(0, -1)},"prev_hash":"${r.prev_hash}","hash":"${r.hash}"}\n`);
+          const e = parseCanonical(r.canonical);
+          if (csv) {
+            const ok = csv.write([
+              e.seq,
+              iso(e.recorded_at),
+              iso(e.occurred_at),
+              e.tenant_id,
+              csvSafe(e.actor_user_id),
+              csvSafe(e.actor_role),
+              csvSafe(e.impersonator_id),
+              e.break_glass ? "true" : "false",
+              e.action,
+              e.resource_type,
+              csvSafe(e.resource_id),
+              csvSafe(e.patient_id),
+              e.outcome,
+              csvSafe(e.source_ip),
+              csvSafe(e.user_agent),
+              csvSafe(e.request_id),
+              csvSafe(e.reason),
+              r.prev_hash,
+              r.hash,
+            ]);
+            if (!ok) await once(csv, "drain");
           }
-          lastHash = r.hash;
-          done += 1;
+          if (fhir) {
+            await fhir.write((firstEntry ? "" : ",") + JSON.stringify({ fullUrl: `urn:uuid:${e.event_id}`, resource: fhirAuditEvent(e, r.hash) }));
+            firstEntry = false;
+          }
+          included += 1;
         }
-        onProgress({ done, total });
-        if (rows.length < PAGE) break;
+        lastHash = r.hash;
+        done += 1;
       }
-      await client.query("CLOSE audit_export");
-    } else {
-      onProgress({ done: 0, total: 0 });
+      onProgress({ done, total });
+      if (rows.length < PAGE) break;
     }
-    await fhir?.write("]}\n");
-    written.push(await jsonl.close());
-    if (csv && csvFile && csvDone) {
-      csv.end();
-      await csvDone;
-      written.push(await csvFile.close());
-    }
-    if (fhir) written.push(await fhir.close());
+    await client.query("CLOSE audit_export");
+  } else {
+    onProgress({ done: 0, total: 0 });
   }
+  await fhir?.write("]}\n");
+  files.push(await jsonl.close());
+  if (csv && csvFile && csvDone) {
+    csv.end();
+    await csvDone;
+    files.push(await csvFile.close());
+  }
+  if (fhir) files.push(await fhir.close());
+  return { files, included, redacted, lastHash };
+}
 
-  const chainEnd = range.last ? { seq: range.last, hash: lastHash } : chainStart;
-  // Sign the last exported link and the head; ship every checkpoint from the range on.
-  if (range.last) await signCheckpoint(ctx, { seq: range.last, hash: lastHash }, "export");
+/** Signs the last exported link and the head, and ships every checkpoint from the range on. */
+async function writeCheckpoints(ctx: ApplianceContext, dir: string, events: EventsWritten): Promise<{ file: PackFile; rows: Checkpoint[] }> {
+  if (events.nonEmpty) await signCheckpoint(ctx, { seq: events.chainEnd.seq, hash: events.chainEnd.hash }, "export");
   const head = await readChainHead(ctx);
   if (head.seq !== "0") await signCheckpoint(ctx, { seq: head.seq, hash: head.hash }, "export");
-  const cps = await ctx.db.app.rows<Checkpoint>(`SELECT id::text AS id, seq::text AS seq, encode(head_hash, 'hex') AS "headHash",
+  const cps = await ctx.db.app.rows<Checkpoint>(
+    `SELECT id::text AS id, seq::text AS seq, encode(head_hash, 'hex') AS "headHash",
        to_char(signed_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') AS "signedAt", key_id AS "keyId",
        encode(public_key, 'base64') AS "publicKey", replace(encode(signature, 'base64'), E'\n', '') AS signature, purpose
-     FROM audit_checkpoints WHERE seq >= $1 ORDER BY audit_checkpoints.seq, audit_checkpoints.id`, [chainStart.seq]);
+     FROM audit_checkpoints WHERE seq >= $1 ORDER BY audit_checkpoints.seq, audit_checkpoints.id`,
+    [events.chainStart.seq],
+  );
   const cpLines = cps
-    .map((c) => JSON.stringify({ id: c.id, seq: c.seq, hash: c.headHash, signedAt: c.signedAt, keyId: c.keyId, purpose: c.purpose, message: checkpointMessage(c), signature: c.signature }))
+    .map((c) =>
+      JSON.stringify({ id: c.id, seq: c.seq, hash: c.headHash, signedAt: c.signedAt, keyId: c.keyId, purpose: c.purpose, message: checkpointMessage(c), signature: c.signature }),
+    )
     .join("\n");
-  written.push(await writeSmallFile(dir, "checkpoints.jsonl", cpLines ? cpLines + "\n" : ""));
-  const keys = await packKeys(ctx, key, cps);
-  for (const k of keys) written.push(await writeSmallFile(dir, k.file, k.pem));
-  written.push(await writeSmallFile(dir, "verify.sh", VERIFY_SCRIPT));
-  written.push(await writeSmallFile(dir, "SHA256SUMS", written.map((f) => `${f.sha256}  ${f.name}\n`).join("")));
+  return { file: await writeSmallFile(dir, "checkpoints.jsonl", cpLines ? cpLines + "\n" : ""), rows: cps };
+}
 
+/** What an auditor needs offline beside the data: the public keys, verify.sh, and SHA256SUMS of every file so far. */
+async function writeVerificationFiles(
+  ctx: ApplianceContext,
+  dir: string,
+  key: CheckpointSigningKey,
+  cps: Checkpoint[],
+  written: PackFile[],
+): Promise<{ keys: PackKey[]; files: PackFile[] }> {
+  const files = [...written];
+  const keys = await packKeys(ctx, key, cps);
+  for (const k of keys) files.push(await writeSmallFile(dir, k.file, k.pem));
+  files.push(await writeSmallFile(dir, "verify.sh", VERIFY_SCRIPT));
+  files.push(await writeSmallFile(dir, "SHA256SUMS", files.map((f) => `${f.sha256}  ${f.name}\n`).join("")));
+  return { keys: keys.map(({ pem: _pem, ...k }) => k), files };
+}
+
+/** The manifest lists every file's digest and is signed last: a pack without manifest.sig is incomplete. */
+async function writeSignedManifest(
+  ctx: ApplianceContext,
+  dir: string,
+  key: CheckpointSigningKey,
+  p: { packId: string; req: ExportRequest; events: EventsWritten; keys: PackKey[]; files: PackFile[] },
+): Promise<ExportManifest> {
   const manifest: ExportManifest = {
     format: "wardkeep-audit-evidence/2",
-    packId,
+    packId: p.packId,
     createdAt: ctx.clock.now().toISOString(),
-    range: { from: req.from.toISOString(), to: req.to.toISOString() },
-    tenantId: req.tenantId,
-    chainStart,
-    chainEnd,
-    events: { total: Number(range.total), included, redacted },
+    range: { from: p.req.from.toISOString(), to: p.req.to.toISOString() },
+    tenantId: p.req.tenantId,
+    chainStart: p.events.chainStart,
+    chainEnd: p.events.chainEnd,
+    events: { total: p.events.total, included: p.events.included, redacted: p.events.redacted },
     publicKey: { keyId: key.keyId, file: keyFileName(key.keyId) },
-    keys: keys.map(({ pem: _pem, ...k }) => k),
-    files: written,
+    keys: p.keys,
+    files: p.files,
   };
   const manifestBytes = Buffer.from(JSON.stringify(manifest, null, 2) + "\n", "utf8");
   await writeSmallFile(dir, "manifest.json", manifestBytes);
@@ -366,9 +434,7 @@ async function packKeys(ctx: ApplianceContext, signer: CheckpointKey, cps: Check
   const trusted = new Map((await applianceCheckpointKeys(ctx)).map((k) => [k.keyId, k]));
   trusted.set(signer.keyId, signer);
   const needed = new Set([...cps.map((c) => c.keyId), signer.keyId]);
-  return [...trusted.values()]
-    .filter((k) => needed.has(k.keyId))
-    .map((k) => ({ ...keyLabel(k), file: keyFileName(k.keyId), pem: k.publicKeyPem }));
+  return [...trusted.values()].filter((k) => needed.has(k.keyId)).map((k) => ({ ...keyLabel(k), file: keyFileName(k.keyId), pem: k.publicKeyPem }));
 }
 
 async function pumpCsv(csv: ReturnType<typeof stringify>, file: DigestedFile): Promise<void> {
@@ -401,5 +467,8 @@ export async function exportAuditEvidence(
 }
 
 export function newPackId(now: Date): string {
-  return `audit-${now.toISOString().replace(/[-:]/g, "").replace(/\.\d+Z$/, "Z")}-${randomUUID().slice(0, 8)}`;
+  return `audit-${now
+    .toISOString()
+    .replace(/[-:]/g, "")
+    .replace(/\.\d+Z$/, "Z")}-${randomUUID().slice(0, 8)}`;
 }
