@@ -136,6 +136,16 @@ export async function copyAttachments(opts: CopyAttachmentsOptions): Promise<Cop
       fail(t.name, err as Error);
     }
   }
+  // Folders `attachments/<2 hex>/` known to exist per target. An upload that creates one runs alone:
+  // SFTP creates folders by checking then making each level, which two uploads at once would race.
+  const dirs = new Map(opts.targets.map((t) => [t.name, new Set([...(stored.get(t.name)?.keys() ?? [])].map((k) => k.slice(0, k.lastIndexOf("/"))))]));
+  let creating: Promise<unknown> = Promise.resolve();
+  const alone = <T>(work: () => Promise<T>): Promise<T> => {
+    const run = creating.then(work);
+    creating = run.catch(() => {});
+    return run;
+  };
+
   type Outcome = { entry: AttachmentEntry } | { missing: AttachmentsSection["missing"][number] };
   const gone = (entry: AttachmentEntry, reason: string): Outcome => ({ missing: { id: entry.id, reason } });
 
@@ -158,20 +168,29 @@ export async function copyAttachments(opts: CopyAttachmentsOptions): Promise<Cop
     }
     const writers = needing.filter((t) => !failed.has(t.name));
     const digest = new DigestStream(false);
-    source.on("error", (err) => digest.destroy(err));
+    // A read error ends the copy short instead of failing the targets: the digest check below
+    // then removes what they got and leaves the attachment out.
+    let unreadable = false;
+    source.on("error", () => {
+      unreadable = true;
+      digest.end();
+    });
+    const dir = entry.key.slice(0, entry.key.lastIndexOf("/"));
+    const upload = () => fanOut(source.pipe(digest), writers.map((t) => ({ name: t.name, write: (body: Readable) => t.putStream(entry.key, body, opts.put) })));
     let results: Awaited<ReturnType<typeof fanOut>>;
     try {
-      results = await fanOut(source.pipe(digest), writers.map((t) => ({ name: t.name, write: (body: Readable) => t.putStream(entry.key, body, opts.put) })));
+      results = writers.every((t) => dirs.get(t.name)!.has(dir)) ? await upload() : await alone(upload);
     } catch {
       // The local file failed mid-read (fanOut throws only for its source): the targets are fine,
       // and what they got is unlisted, replaced or swept by a later run.
       for (const t of writers) await t.delete(entry.key).catch(() => {});
       return gone(entry, "the file could not be read");
     }
-    if (digest.bytes !== entry.storedBytes || digest.sha256 !== entry.sha256) {
-      // The local file changed or rotted since it was recorded: it must not be published under a digest it does not have.
+    if (unreadable || digest.bytes !== entry.storedBytes || digest.sha256 !== entry.sha256) {
+      // The local file could not be read whole, or changed or rotted since it was recorded: it must
+      // not be published under a digest it does not have.
       for (const r of results) if (r.ok) await writers.find((t) => t.name === r.name)!.delete(entry.key).catch(() => {});
-      return gone(entry, "the file does not match its recorded digest");
+      return gone(entry, unreadable ? "the file could not be read" : "the file does not match its recorded digest");
     }
     for (const r of results) {
       if (!r.ok) fail(r.name, r.error);
@@ -180,6 +199,7 @@ export async function copyAttachments(opts: CopyAttachmentsOptions): Promise<Cop
         st.uploaded += 1;
         st.uploadedBytes += r.bytes;
         stored.get(r.name)!.set(entry.key, entry.storedBytes);
+        dirs.get(r.name)!.add(dir);
       }
     }
     return { entry };

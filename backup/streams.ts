@@ -62,6 +62,9 @@ export async function fanOut(
 ): Promise<SinkResult[]> {
   const outs = sinks.map((s) => {
     const body = new PassThrough({ highWaterMark: 1 << 20 });
+    // A failing source destroys every body with its error, maybe before a sink has started reading
+    // (an SFTP sink still connecting): the sink sees it through `settled`; unheard, it would crash the process.
+    body.on("error", () => {});
     const state = { name: s.name, body, failed: undefined as Error | undefined, done: false };
     const settled = s.write(body).then(
       (bytes) => {

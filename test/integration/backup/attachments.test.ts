@@ -17,12 +17,13 @@ import { inScope } from "../../../daemon/db/sql.js";
 import { startTestAppliance, type TestAppliance } from "../../helpers/appliance.js";
 import { asSuperuser, assignCareTeam, openClinic, registerPatient, type Clinic } from "../records/helpers.js";
 import { fsTarget, tempDir } from "./helpers.js";
-import { startS3, type S3Server } from "./servers.js";
+import { startS3, startSshd, type S3Server, type Sshd } from "./servers.js";
 
 let app: TestAppliance;
 let clinic: Clinic;
 let patientId: string;
 let s3: S3Server;
+let sshd: Sshd;
 let dir: string;
 const uploaded: { id: string; content: Buffer }[] = [];
 
@@ -31,7 +32,7 @@ const offsite = () => new S3Target({ name: "offsite", bucket: s3.bucket, prefix:
 
 beforeAll(async () => {
   dir = tempDir();
-  s3 = await startS3();
+  [s3, sshd] = await Promise.all([startS3(), startSshd()]);
   app = await startTestAppliance({ env: { WARDKEEP_BACKUP_SCHEDULER_ENABLED: "false", WARDKEEP_BACKUP_SEGMENT_KIB: "64", WARDKEEP_RECORDS_ATTACHMENT_SEGMENT_KIB: "64" } });
   await inScope(app.ctx.db.app, { kind: "appliance" }, (t) =>
     writePolicy(
@@ -41,8 +42,9 @@ beforeAll(async () => {
         targets: [
           { kind: "fs", name: "nas", path: path.join(dir, "nas") },
           { kind: "s3", name: "offsite", bucket: s3.bucket, prefix: "wk/", endpoint: s3.endpoint, forcePathStyle: true, accessKeyId: "S3RVER", region: "us-east-1", partSizeMiB: 5 },
+          { kind: "sftp", name: "vault", host: "127.0.0.1", port: sshd.port, username: "root", path: sshd.root, hostKeySha256: sshd.hostKeySha256 },
         ],
-        targetSecrets: { offsite: { secretAccessKey: "S3RVER" } },
+        targetSecrets: { offsite: { secretAccessKey: "S3RVER" }, vault: { privateKey: sshd.clientKey } },
       },
       null,
     ),
@@ -54,6 +56,7 @@ beforeAll(async () => {
 afterAll(async () => {
   await app?.close();
   await s3?.stop();
+  await sshd?.stop();
   if (dir) fs.rmSync(dir, { recursive: true, force: true });
 });
 
@@ -84,18 +87,21 @@ describe("attachments in snapshots", () => {
   it("copies every attachment's ciphertext to each target, with its digest in the manifest", async () => {
     const a = await upload("first");
     const b = await upload("second");
+    // More files than are copied at once, so uploads overlap (and folders are created on a fresh target).
+    const more = [await upload("x", 20_000), await upload("y", 20_000), await upload("z", 20_000), await upload("w", 20_000)];
     const run = await runSnapshot(app.ctx, { trigger: "manual" });
     expect(run.status, run.error ?? "").toBe("complete");
     expect(run.attachments).toMatchObject({
-      total: 2,
+      total: 6,
       missing: [],
       targets: expect.arrayContaining([
-        { target: "nas", uploaded: 2, referenced: 0, uploadedBytes: expect.any(Number) },
-        { target: "offsite", uploaded: 2, referenced: 0, uploadedBytes: expect.any(Number) },
+        { target: "nas", uploaded: 6, referenced: 0, uploadedBytes: expect.any(Number) },
+        { target: "offsite", uploaded: 6, referenced: 0, uploadedBytes: expect.any(Number) },
+        { target: "vault", uploaded: 6, referenced: 0, uploadedBytes: expect.any(Number) },
       ]),
     });
     const entries = await entriesOf(run.id);
-    expect(entries.map((e) => e.id).sort()).toEqual([a.id, b.id].sort());
+    expect(entries.map((e) => e.id).sort()).toEqual([a.id, b.id, ...more.map((m) => m.id)].sort());
     for (const e of entries) {
       const row = await storedRow(e.id);
       expect(e.sha256).toBe(row.cipher_sha256.toString("hex"));
@@ -114,17 +120,19 @@ describe("attachments in snapshots", () => {
     const c = await upload("third");
     const run = await runSnapshot(app.ctx, { trigger: "manual" });
     expect(run.status).toBe("complete");
-    expect(run.attachments?.total).toBe(3);
+    expect(run.attachments?.total).toBe(7);
     expect(run.attachments?.targets).toEqual(
       expect.arrayContaining([
-        expect.objectContaining({ target: "nas", uploaded: 1, referenced: 2 }),
-        expect.objectContaining({ target: "offsite", uploaded: 1, referenced: 2 }),
+        expect.objectContaining({ target: "nas", uploaded: 1, referenced: 6 }),
+        expect.objectContaining({ target: "offsite", uploaded: 1, referenced: 6 }),
+        expect.objectContaining({ target: "vault", uploaded: 1, referenced: 6 }),
       ]),
     );
     const sha = (await storedRow(c.id)).cipher_sha256.toString("hex");
     expect((await entriesOf(run.id)).find((e) => e.id === c.id)?.key).toBe(`attachments/${sha.slice(0, 2)}/${sha}.wka`);
-    // Three objects for three attachments across two snapshots: nothing was stored twice.
-    expect((await offsite().list("attachments/")).length).toBe(3);
+    // Seven objects for seven attachments across two snapshots: nothing was stored twice.
+    expect((await offsite().list("attachments/")).length).toBe(7);
+    expect(fs.readdirSync(path.join(sshd.root, "attachments")).flatMap((d) => fs.readdirSync(path.join(sshd.root, "attachments", d))).length).toBe(7);
   });
 
   it("restores every attachment from S3 into an empty attachments directory, digests verified, and keeps files already there", async () => {
@@ -134,7 +142,7 @@ describe("attachments in snapshots", () => {
     try {
       const entries = (await readManifest(target, latest!)).body.attachments!.entries;
       const r = await restoreAttachments({ target, entries, root: into });
-      expect(r).toMatchObject({ restored: 3, alreadyPresent: 0, failures: [] });
+      expect(r).toMatchObject({ restored: 7, alreadyPresent: 0, failures: [] });
       for (const e of entries) {
         const restored = path.join(into, e.storagePath);
         expect(fs.readFileSync(restored).equals(fs.readFileSync((await storedRow(e.id)).file))).toBe(true);
@@ -142,7 +150,7 @@ describe("attachments in snapshots", () => {
         expect(fs.statSync(path.dirname(restored)).mode & 0o777).toBe(0o700);
       }
       expect(fs.readdirSync(path.join(into, entries[0]!.storagePath, "..")).filter((f) => f.endsWith(".part"))).toEqual([]);
-      expect(await restoreAttachments({ target, entries, root: into })).toMatchObject({ restored: 0, alreadyPresent: 3 });
+      expect(await restoreAttachments({ target, entries, root: into })).toMatchObject({ restored: 0, alreadyPresent: 7 });
       const check = await attachmentDigestCheck(target, entries[0]!);
       expect(check).toMatchObject({ id: entries[0]!.id, ok: true, bytes: entries[0]!.storedBytes });
     } finally {
@@ -170,7 +178,7 @@ describe("attachments in snapshots", () => {
       expect(await attachmentDigestCheck(target, gone!)).toMatchObject({ ok: false, detail: expect.stringMatching(/not readable on target nas/) });
       const err = await restoreAttachments({ target, entries, root: into }).catch((e: unknown) => e);
       expect(err).toBeInstanceOf(SnapshotIntegrityError);
-      expect((err as Error).message).toMatch(/2 of 3 attachment\(s\) could not be restored/);
+      expect((err as Error).message).toMatch(/2 of 7 attachment\(s\) could not be restored/);
       expect((err as Error).message).toContain(damaged!.id);
       expect((err as Error).message).toContain(gone!.id);
       expect(fs.existsSync(path.join(into, damaged!.storagePath))).toBe(false);
@@ -253,7 +261,7 @@ describe("attachments in snapshots", () => {
       } finally {
         await s3.close();
       }
-      expect(run.attachments?.targets.map((t) => t.target)).toEqual(["offsite"]);
+      expect(run.attachments?.targets.map((t) => t.target).sort()).toEqual(["offsite", "vault"]);
       expect((await openAlerts(app.ctx)).find((a) => a.kind === "target_failed" && a.subject === "nas")).toBeDefined();
     } finally {
       fs.rmSync(attachmentsDir);
