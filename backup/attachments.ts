@@ -176,7 +176,11 @@ export async function copyAttachments(opts: CopyAttachmentsOptions): Promise<Cop
       digest.end();
     });
     const dir = entry.key.slice(0, entry.key.lastIndexOf("/"));
-    const upload = () => fanOut(source.pipe(digest), writers.map((t) => ({ name: t.name, write: (body: Readable) => t.putStream(entry.key, body, opts.put) })));
+    const upload = () =>
+      fanOut(
+        source.pipe(digest),
+        writers.map((t) => ({ name: t.name, write: (body: Readable) => t.putStream(entry.key, body, opts.put) })),
+      );
     let results: Awaited<ReturnType<typeof fanOut>>;
     try {
       results = writers.every((t) => dirs.get(t.name)!.has(dir)) ? await upload() : await alone(upload);
@@ -189,7 +193,12 @@ export async function copyAttachments(opts: CopyAttachmentsOptions): Promise<Cop
     if (unreadable || digest.bytes !== entry.storedBytes || digest.sha256 !== entry.sha256) {
       // The local file could not be read whole, or changed or rotted since it was recorded: it must
       // not be published under a digest it does not have.
-      for (const r of results) if (r.ok) await writers.find((t) => t.name === r.name)!.delete(entry.key).catch(() => {});
+      for (const r of results)
+        if (r.ok)
+          await writers
+            .find((t) => t.name === r.name)!
+            .delete(entry.key)
+            .catch(() => {});
       return gone(entry, unreadable ? "the file could not be read" : "the file does not match its recorded digest");
     }
     for (const r of results) {
@@ -240,7 +249,8 @@ class ExpectDigest extends Transform {
     done(null, chunk);
   }
   override _flush(done: TransformCallback) {
-    if (this.bytes !== this.entry.storedBytes) return done(new SnapshotIntegrityError(`attachment ${this.entry.id} is truncated on the target (${this.bytes} of ${this.entry.storedBytes} bytes)`));
+    if (this.bytes !== this.entry.storedBytes)
+      return done(new SnapshotIntegrityError(`attachment ${this.entry.id} is truncated on the target (${this.bytes} of ${this.entry.storedBytes} bytes)`));
     if (this.hash.digest("hex") !== this.entry.sha256) return done(new SnapshotIntegrityError(`attachment ${this.entry.id} does not match its SHA-256 in the manifest`));
     done();
   }
@@ -345,7 +355,10 @@ export async function restoreAttachments(opts: RestoreAttachmentsOptions): Promi
   }
   opts.onProgress?.({ done: todo.length, total: todo.length, bytes: out.bytes });
   if (out.failures.length) {
-    const first = out.failures.slice(0, 3).map((f) => `${f.id}: ${f.detail}`).join("; ");
+    const first = out.failures
+      .slice(0, 3)
+      .map((f) => `${f.id}: ${f.detail}`)
+      .join("; ");
     throw new SnapshotIntegrityError(`${out.failures.length} of ${todo.length} attachment(s) could not be restored (${first}${out.failures.length > 3 ? "; ..." : ""})`, {
       failures: out.failures,
       restored: out.restored,

@@ -28,7 +28,17 @@ let dir: string;
 const uploaded: { id: string; content: Buffer }[] = [];
 
 const nas = () => fsTarget(path.join(dir, "nas"), "nas");
-const offsite = () => new S3Target({ name: "offsite", bucket: s3.bucket, prefix: "wk/", endpoint: s3.endpoint, forcePathStyle: true, accessKeyId: "S3RVER", secretAccessKey: "S3RVER", partSizeMiB: 5 });
+const offsite = () =>
+  new S3Target({
+    name: "offsite",
+    bucket: s3.bucket,
+    prefix: "wk/",
+    endpoint: s3.endpoint,
+    forcePathStyle: true,
+    accessKeyId: "S3RVER",
+    secretAccessKey: "S3RVER",
+    partSizeMiB: 5,
+  });
 
 beforeAll(async () => {
   dir = tempDir();
@@ -41,7 +51,17 @@ beforeAll(async () => {
       {
         targets: [
           { kind: "fs", name: "nas", path: path.join(dir, "nas") },
-          { kind: "s3", name: "offsite", bucket: s3.bucket, prefix: "wk/", endpoint: s3.endpoint, forcePathStyle: true, accessKeyId: "S3RVER", region: "us-east-1", partSizeMiB: 5 },
+          {
+            kind: "s3",
+            name: "offsite",
+            bucket: s3.bucket,
+            prefix: "wk/",
+            endpoint: s3.endpoint,
+            forcePathStyle: true,
+            accessKeyId: "S3RVER",
+            region: "us-east-1",
+            partSizeMiB: 5,
+          },
           { kind: "sftp", name: "vault", host: "127.0.0.1", port: sshd.port, username: "root", path: sshd.root, hostKeySha256: sshd.hostKeySha256 },
         ],
         targetSecrets: { offsite: { secretAccessKey: "S3RVER" }, vault: { privateKey: sshd.clientKey } },
@@ -70,7 +90,11 @@ async function upload(name: string, bytes = 200_000): Promise<{ id: string; cont
 }
 
 async function storedRow(id: string) {
-  const [row] = await asSuperuser<{ storage_path: string; cipher_sha256: Buffer; stored_bytes: string }>(app, "SELECT storage_path, cipher_sha256, stored_bytes FROM attachments WHERE id = $1", [id]);
+  const [row] = await asSuperuser<{ storage_path: string; cipher_sha256: Buffer; stored_bytes: string }>(
+    app,
+    "SELECT storage_path, cipher_sha256, stored_bytes FROM attachments WHERE id = $1",
+    [id],
+  );
   return { ...row!, file: path.join(app.dataDir, "attachments", row!.storage_path) };
 }
 
@@ -136,7 +160,11 @@ describe("attachments in snapshots", () => {
   });
 
   it("restores every attachment from S3 into an empty attachments directory, digests verified, and keeps files already there", async () => {
-    const [latest] = (await offsite().list("snapshots/")).filter((e) => e.key.endsWith("manifest.json")).map((e) => e.key.split("/")[1]!).sort().reverse();
+    const [latest] = (await offsite().list("snapshots/"))
+      .filter((e) => e.key.endsWith("manifest.json"))
+      .map((e) => e.key.split("/")[1]!)
+      .sort()
+      .reverse();
     const target = offsite();
     const into = tempDir("wardkeep-restored-attachments-");
     try {
@@ -160,7 +188,10 @@ describe("attachments in snapshots", () => {
   });
 
   it("refuses a damaged or missing object by attachment id, and still restores the others", async () => {
-    const [latest] = fs.readdirSync(path.join(dir, "nas", "snapshots")).sort().reverse();
+    const [latest] = fs
+      .readdirSync(path.join(dir, "nas", "snapshots"))
+      .sort()
+      .reverse();
     const target = nas();
     const into = tempDir("wardkeep-restored-attachments-");
     const entries = await entriesOf(latest!);
@@ -273,7 +304,10 @@ describe("attachments in snapshots", () => {
   });
 
   it("keeps the manifest's attachment list under its MAC: the list is part of the signed body", async () => {
-    const [latest] = fs.readdirSync(path.join(dir, "nas", "snapshots")).sort().reverse();
+    const [latest] = fs
+      .readdirSync(path.join(dir, "nas", "snapshots"))
+      .sort()
+      .reverse();
     const manifest = JSON.parse(fs.readFileSync(path.join(dir, "nas", "snapshots", latest!, "manifest.json"), "utf8"));
     expect(manifest.body.attachments.entries.length).toBeGreaterThan(0);
     const file = path.join(dir, "nas", "snapshots", latest!, "manifest.json");

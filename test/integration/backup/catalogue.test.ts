@@ -29,11 +29,21 @@ const nasDir = () => path.join(dir, "nas");
 /** Complete snapshots on the NAS: directories with a manifest. */
 const onNas = () => {
   const base = path.join(nasDir(), "snapshots");
-  return fs.existsSync(base) ? fs.readdirSync(base).filter((id) => fs.existsSync(path.join(base, id, "manifest.json"))).sort() : [];
+  return fs.existsSync(base)
+    ? fs
+        .readdirSync(base)
+        .filter((id) => fs.existsSync(path.join(base, id, "manifest.json")))
+        .sort()
+    : [];
 };
 const attachmentObjects = () => {
   const base = path.join(nasDir(), "attachments");
-  return fs.existsSync(base) ? fs.readdirSync(base).flatMap((d) => fs.readdirSync(path.join(base, d))).sort() : [];
+  return fs.existsSync(base)
+    ? fs
+        .readdirSync(base)
+        .flatMap((d) => fs.readdirSync(path.join(base, d)))
+        .sort()
+    : [];
 };
 const alertOf = async (kind: string, subject = "nas") => (await openAlerts(app.ctx)).find((a) => a.kind === kind && a.subject === subject);
 const auditOf = async (action: string) =>
@@ -98,7 +108,10 @@ describe("pruning", () => {
     root = await signIn(app, { role: "super_admin" }); // the test clock moved past the idle timeout
     const listed = await root.agent.get("/api/v1/backups");
     expect(listed.status).toBe(200);
-    expect(listed.body.snapshots.find((s: { id: string }) => s.id === first)).toMatchObject({ status: "pruned", copies: [expect.objectContaining({ target: "nas", state: "pruned" })] });
+    expect(listed.body.snapshots.find((s: { id: string }) => s.id === first)).toMatchObject({
+      status: "pruned",
+      copies: [expect.objectContaining({ target: "nas", state: "pruned" })],
+    });
     expect(listed.body.snapshots.find((s: { id: string }) => s.id === runs.at(-1))).toMatchObject({ status: "complete", copies: [expect.objectContaining({ state: "present" })] });
     const one = await root.agent.get(`/api/v1/backups/${first}`);
     expect(one.body).toMatchObject({ status: "pruned", prunedAt: expect.any(String) });
@@ -199,7 +212,14 @@ describe("backup list --target-file", () => {
     expect(out.code, out.stderr).toBe(0);
     const listing = JSON.parse(out.stdout.trim().split("\n").at(-1)!);
     expect(listing.complete).toEqual(onNas());
-    expect(listing.snapshots.at(-1)).toMatchObject({ id: runs.at(-1), trigger: "manual", tables: expect.any(Number), rows: expect.any(Number), attachments: 1, attachmentsMissing: 0 });
+    expect(listing.snapshots.at(-1)).toMatchObject({
+      id: runs.at(-1),
+      trigger: "manual",
+      tables: expect.any(Number),
+      rows: expect.any(Number),
+      attachments: 1,
+      attachmentsMissing: 0,
+    });
     expect(listing.incomplete).toEqual(["20260101T000001Z-000fffff"]);
 
     fs.writeFileSync(targetFile, JSON.stringify({ kind: "fs", name: "nas" }));

@@ -69,7 +69,17 @@ describe("backups screen", () => {
 
     // Once every target gets a snapshot, the warning goes.
     await inScope(app.ctx.db.app, { kind: "appliance" }, (t) =>
-      writePolicy(app.ctx, t, { targets: [{ kind: "fs", name: "nas", path: path.join(dir, "nas") }, { kind: "fs", name: "offsite", path: path.join(dir, "offsite") }] }, null),
+      writePolicy(
+        app.ctx,
+        t,
+        {
+          targets: [
+            { kind: "fs", name: "nas", path: path.join(dir, "nas") },
+            { kind: "fs", name: "offsite", path: path.join(dir, "offsite") },
+          ],
+        },
+        null,
+      ),
     );
     expect((await runSnapshot(app.ctx, { trigger: "manual" })).status).toBe("complete");
     await page.reload();

@@ -100,7 +100,9 @@ describe("per-target alerts and metrics", () => {
     const listed = await root.agent.get("/api/v1/backups");
     expect(listed.status).toBe(200);
     expect(listed.body.snapshots[0]).toMatchObject({ id: run.id, status: "partial", targets: expect.arrayContaining([expect.objectContaining({ target: "offsite", ok: false })]) });
-    expect(listed.body.alerts).toEqual(expect.arrayContaining([expect.objectContaining({ kind: "target_failed", subject: "offsite", detail: expect.stringContaining("target offsite") })]));
+    expect(listed.body.alerts).toEqual(
+      expect.arrayContaining([expect.objectContaining({ kind: "target_failed", subject: "offsite", detail: expect.stringContaining("target offsite") })]),
+    );
     expect((await listSnapshotRecords(app.ctx))[0]!.copies).toEqual([expect.objectContaining({ target: "nas", state: "present" })]);
   });
 
