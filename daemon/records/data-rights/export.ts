@@ -62,74 +62,122 @@ type Bundle = {
 
 const iso = (d: Date | null) => d?.toISOString() ?? null;
 
+type AppointmentRow = { id: string; patient_id: string; practitioner_id: string; starts_at: Date; ends_at: Date; status: string; created_at: Date };
+type NoteRow = {
+  id: string;
+  patient_id: string;
+  kind: string;
+  status: string;
+  current_version: number;
+  signed_version: number | null;
+  signed_by: string | null;
+  signed_at: Date | null;
+  source_attachment_id: string | null;
+  created_at: Date;
+  created_by: string;
+};
+type NoteVersionRow = { id: string; note_id: string; version: number; change: string; body_enc: Buffer; reason_enc: Buffer | null; created_at: Date; created_by: string };
+type ConsentRow = {
+  id: string;
+  patient_id: string;
+  consent_type: string;
+  text_version: string;
+  scope_enc: Buffer | null;
+  method: string;
+  evidence_enc: Buffer;
+  granted_at: Date;
+  granted_by: string;
+  expires_at: Date | null;
+  revoked_at: Date | null;
+  revoked_by: string | null;
+  r_method: string | null;
+  r_evidence_enc: Buffer | null;
+  r_reason_enc: Buffer | null;
+};
+type AttachmentRow = {
+  id: string;
+  patient_id: string;
+  kind: string;
+  media_type: string;
+  filename_enc: Buffer | null;
+  plain_sha256_enc: Buffer;
+  size_bytes: string;
+  created_at: Date;
+  created_by: string;
+};
+
+/** The stored rows of a batch of patients, values still encrypted. */
+type BatchRows = { appts: AppointmentRow[]; notes: NoteRow[]; versions: NoteVersionRow[]; consents: ConsentRow[]; attachments: AttachmentRow[] };
+
 /**
  * The bundles of a batch of patients. A patient any of whose values does not decrypt (its key
  * crypto-shredded after the snapshot its rows were restored from, or a damaged value) is left
  * out and reported in `skipped`, so one such patient does not end a tenant's export.
  */
 async function loadBundles(ctx: ApplianceContext, t: Tx, patients: PatientRow[]): Promise<{ bundles: Bundle[]; skipped: SkippedRow[] }> {
-  const ids = patients.map((p) => p.id);
   const tenantId = patients[0]!.tenant_id;
+  const rows = await readBatchRows(
+    t,
+    tenantId,
+    patients.map((p) => p.id),
+  );
+  const open = await openerFor(ctx, t, ciphertextsOf(rows));
+  const viewOf = await patientViewer(ctx, t, patients);
+  const { items, skipped } = openRows(
+    patients,
+    (p) => p.id,
+    (row) => bundleOf(rows, open, tenantId, viewOf(row)),
+  );
+  return { bundles: items, skipped };
+}
+
+async function readBatchRows(t: Tx, tenantId: string, ids: string[]): Promise<BatchRows> {
   const bind = [tenantId, ids];
   const where = "tenant_id = $1 AND patient_id = ANY($2::uuid[])";
-  const appts = await t.rows<{ id: string; patient_id: string; practitioner_id: string; starts_at: Date; ends_at: Date; status: string; created_at: Date }>(`SELECT id, patient_id, practitioner_id, starts_at, ends_at, status, created_at FROM appointments WHERE ${where} ORDER BY starts_at, id`, bind);
-  const notes = await t.rows<{
-    id: string;
-    patient_id: string;
-    kind: string;
-    status: string;
-    current_version: number;
-    signed_version: number | null;
-    signed_by: string | null;
-    signed_at: Date | null;
-    source_attachment_id: string | null;
-    created_at: Date;
-    created_by: string;
-  }>(`SELECT * FROM notes WHERE ${where} ORDER BY created_at, id`, bind);
-  const versions = await t.rows<{ id: string; note_id: string; version: number; change: string; body_enc: Buffer; reason_enc: Buffer | null; created_at: Date; created_by: string }>(`SELECT * FROM note_versions WHERE ${where} ORDER BY note_id, version`, bind);
-  const consents = await t.rows<{
-    id: string;
-    patient_id: string;
-    consent_type: string;
-    text_version: string;
-    scope_enc: Buffer | null;
-    method: string;
-    evidence_enc: Buffer;
-    granted_at: Date;
-    granted_by: string;
-    expires_at: Date | null;
-    revoked_at: Date | null;
-    revoked_by: string | null;
-    r_method: string | null;
-    r_evidence_enc: Buffer | null;
-    r_reason_enc: Buffer | null;
-  }>(`SELECT c.*, r.revoked_at, r.revoked_by, r.method AS r_method, r.evidence_enc AS r_evidence_enc, r.reason_enc AS r_reason_enc
-       FROM consents c LEFT JOIN consent_revocations r ON r.consent_id = c.id WHERE c.tenant_id = $1 AND c.patient_id = ANY($2::uuid[]) ORDER BY c.granted_at, c.id`, bind);
-  const attachments = await t.rows<{
-    id: string;
-    patient_id: string;
-    kind: string;
-    media_type: string;
-    filename_enc: Buffer | null;
-    plain_sha256_enc: Buffer;
-    size_bytes: string;
-    created_at: Date;
-    created_by: string;
-  }>(`SELECT id, patient_id, kind, media_type, filename_enc, plain_sha256_enc, size_bytes, created_at, created_by FROM attachments WHERE ${where} ORDER BY created_at, id`, bind);
+  const appts = await t.rows<AppointmentRow>(
+    `SELECT id, patient_id, practitioner_id, starts_at, ends_at, status, created_at FROM appointments WHERE ${where} ORDER BY starts_at, id`,
+    bind,
+  );
+  const notes = await t.rows<NoteRow>(`SELECT * FROM notes WHERE ${where} ORDER BY created_at, id`, bind);
+  const versions = await t.rows<NoteVersionRow>(`SELECT * FROM note_versions WHERE ${where} ORDER BY note_id, version`, bind);
+  const consents = await t.rows<ConsentRow>(
+    `SELECT c.*, r.revoked_at, r.revoked_by, r.method AS r_method, r.evidence_enc AS r_evidence_enc, r.reason_enc AS r_reason_enc
+       FROM consents c LEFT JOIN consent_revocations r ON r.consent_id = c.id WHERE c.tenant_id = $1 AND c.patient_id = ANY($2::uuid[]) ORDER BY c.granted_at, c.id`,
+    bind,
+  );
+  const attachments = await t.rows<AttachmentRow>(
+    `SELECT id, patient_id, kind, media_type, filename_enc, plain_sha256_enc, size_bytes, created_at, created_by FROM attachments WHERE ${where} ORDER BY created_at, id`,
+    bind,
+  );
+  return { appts, notes, versions, consents, attachments };
+}
 
-  const open: FieldOpener = await openerFor(ctx, t, [
-    ...versions.flatMap((v) => [v.body_enc, v.reason_enc]),
-    ...consents.flatMap((c) => [c.scope_enc, c.evidence_enc, c.r_evidence_enc, c.r_reason_enc]),
-    ...attachments.flatMap((a) => [a.filename_enc, a.plain_sha256_enc]),
-  ]);
-  const viewOf = await patientViewer(ctx, t, patients);
-  const json = (s: string | null) => (s === null ? null : (JSON.parse(s) as unknown));
-  const bundleOf = (patient: PatientView): Bundle => ({
+/** Every encrypted value of the batch, so their data keys are loaded together. */
+function ciphertextsOf(rows: BatchRows): Array<Buffer | null> {
+  return [
+    ...rows.versions.flatMap((v) => [v.body_enc, v.reason_enc]),
+    ...rows.consents.flatMap((c) => [c.scope_enc, c.evidence_enc, c.r_evidence_enc, c.r_reason_enc]),
+    ...rows.attachments.flatMap((a) => [a.filename_enc, a.plain_sha256_enc]),
+  ];
+}
+
+const json = (s: string | null) => (s === null ? null : (JSON.parse(s) as unknown));
+
+/** One patient's bundle from the batch's rows; throws if one of its values does not decrypt. */
+function bundleOf(rows: BatchRows, open: FieldOpener, tenantId: string, patient: PatientView): Bundle {
+  return {
     patient,
-    appointments: appts
+    appointments: rows.appts
       .filter((a) => a.patient_id === patient.id)
-      .map((a) => ({ id: a.id, practitionerId: a.practitioner_id, startsAt: a.starts_at.toISOString(), endsAt: a.ends_at.toISOString(), status: a.status, createdAt: a.created_at.toISOString() })),
-    notes: notes
+      .map((a) => ({
+        id: a.id,
+        practitionerId: a.practitioner_id,
+        startsAt: a.starts_at.toISOString(),
+        endsAt: a.ends_at.toISOString(),
+        status: a.status,
+        createdAt: a.created_at.toISOString(),
+      })),
+    notes: rows.notes
       .filter((n) => n.patient_id === patient.id)
       .map((n) => ({
         id: n.id,
@@ -142,7 +190,7 @@ async function loadBundles(ctx: ApplianceContext, t: Tx, patients: PatientRow[])
         sourceAttachmentId: n.source_attachment_id,
         createdAt: n.created_at.toISOString(),
         createdBy: n.created_by,
-        versions: versions
+        versions: rows.versions
           .filter((v) => v.note_id === n.id)
           .map((v) => ({
             version: v.version,
@@ -153,7 +201,7 @@ async function loadBundles(ctx: ApplianceContext, t: Tx, patients: PatientRow[])
             createdBy: v.created_by,
           })),
       })),
-    consents: consents
+    consents: rows.consents
       .filter((c) => c.patient_id === patient.id)
       .map((c) => ({
         id: c.id,
@@ -175,7 +223,7 @@ async function loadBundles(ctx: ApplianceContext, t: Tx, patients: PatientRow[])
             }
           : null,
       })),
-    attachments: attachments
+    attachments: rows.attachments
       .filter((a) => a.patient_id === patient.id)
       .map((a) => ({
         id: a.id,
@@ -187,9 +235,7 @@ async function loadBundles(ctx: ApplianceContext, t: Tx, patients: PatientRow[])
         createdAt: a.created_at.toISOString(),
         createdBy: a.created_by,
       })),
-  });
-  const { items, skipped } = openRows(patients, (p) => p.id, (row) => bundleOf(viewOf(row)));
-  return { bundles: items, skipped };
+  };
 }
 
 type Scope = { kind: "patient"; patientId: string } | { kind: "tenant" };
