@@ -67,7 +67,7 @@ describe("backups screen", () => {
     await page.getByText(/Target failed \(offsite\): target offsite did not get snapshot/).waitFor();
     await screenshot(page, "backups-partial");
 
-    // Once every target gets a snapshot, the warning goes.
+    // Once every target gets a snapshot, the warning goes; retention keeping only the newest prunes the partial one.
     await inScope(app.ctx.db.app, { kind: "appliance" }, (t) =>
       writePolicy(
         app.ctx,
@@ -77,6 +77,7 @@ describe("backups screen", () => {
             { kind: "fs", name: "nas", path: path.join(dir, "nas") },
             { kind: "fs", name: "offsite", path: path.join(dir, "offsite") },
           ],
+          retention: { hourly: 1, daily: 0, weekly: 0, monthly: 0 },
         },
         null,
       ),
@@ -86,6 +87,9 @@ describe("backups screen", () => {
     await page.getByTestId("snapshots").waitFor();
     expect(await page.getByTestId("partial-warning").count()).toBe(0);
     expect(await page.getByText(/Target failed/).count()).toBe(0);
+    const pruned = page.getByTestId("snapshots").locator("tr", { hasText: run.id });
+    await expect(pruned.textContent()).resolves.toMatch(/pruned\s*by retention/);
+    await expect(pruned.textContent()).resolves.toContain("nas (pruned)");
     expect(violations).toEqual([]);
     await context.close();
   });
