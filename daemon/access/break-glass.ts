@@ -7,18 +7,14 @@ import { Conflict, NotFound } from "../kernel/errors.js";
 import { scopeOf, type Actor } from "../kernel/actor.js";
 import { patientAccessFor } from "./care-team.js";
 import { authorize } from "../kernel/policy.js";
+import { breakGlassRequest } from "./schema.js";
 
 /**
  * Break-glass: a practitioner opens a patient outside their care team by stating why. The grant
  * lasts `access.breakGlassMinutes` (1 h by default), is flagged in the audit trail (and every
  * access under it is, through `authorizePatient`), and raises a notification to the tenant's admins.
  */
-export const breakGlassRequest = z
-  .object({
-    /** Why the record must be opened now (10 to 1000 characters); auditors and admins read it. */
-    reason: z.string().trim().min(10).max(1000),
-  })
-  .strict();
+export { breakGlassRequest };
 
 export type BreakGlassGrant = { id: string; userId: string; patientId: string; reason: string; createdAt: string; expiresAt: string; active: boolean };
 

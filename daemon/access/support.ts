@@ -6,6 +6,7 @@ import { inScope } from "../db/sql.js";
 import { Conflict, Invalid, NotFound } from "../kernel/errors.js";
 import { scopeOf, type Actor } from "../kernel/actor.js";
 import { authorize } from "../kernel/policy.js";
+import { supportRequestInput } from "./schema.js";
 
 /**
  * Support access: appliance support staff ask to enter a tenant with a ticket reference; one of
@@ -14,15 +15,7 @@ import { authorize } from "../kernel/policy.js";
  * session: every request of that session acts inside the tenant with support's (read-only)
  * permissions, records both identities, and its responses carry the Wardkeep-Support-Access header.
  */
-export const supportRequestInput = z
-  .object({
-    tenantId: z.uuid(),
-    /** The helpdesk ticket this work belongs to, e.g. "INC-20931". */
-    ticketRef: z.string().regex(/^[A-Za-z0-9._:#/-]{1,64}$/, "letters, digits and . _ : # / -, up to 64"),
-    /** What support needs to look at (shown to the approving admin). */
-    reason: z.string().trim().min(1).max(500),
-  })
-  .strict();
+export { supportRequestInput };
 
 export type SupportRequestView = {
   id: string;

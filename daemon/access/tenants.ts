@@ -7,35 +7,14 @@ import { inScope } from "../db/sql.js";
 import { Conflict, NotFound } from "../kernel/errors.js";
 import { scopeOf, type Actor } from "../kernel/actor.js";
 import { authorize } from "../kernel/policy.js";
+import { createTenantRequest, updateTenantRequest, securitySettingsRequest } from "./schema.js";
 
 /** Tenants (a hospital, clinic or department) and their security settings. */
-export const createTenantRequest = z
-  .object({
-    /** Display name, e.g. "St. Mary's Cardiology". */
-    name: z.string().trim().min(1).max(200),
-    /** Short unique handle: lowercase letters, digits and dashes. */
-    slug: z.string().regex(/^[a-z0-9][a-z0-9-]{1,62}$/, "lowercase letters, digits and dashes, 2 to 63 long"),
-  })
-  .strict();
+export { createTenantRequest };
 
-export const updateTenantRequest = z
-  .object({
-    name: z.string().trim().min(1).max(200).optional(),
-    /** A suspended tenant's users cannot sign in and its sessions and tokens stop working. */
-    status: z.enum(["active", "suspended"]).optional(),
-  })
-  .strict();
+export { updateTenantRequest };
 
-export const securitySettingsRequest = z
-  .object({
-    /** Every user of the tenant must use an authenticator app (TOTP). */
-    mfaRequired: z.boolean().optional(),
-    /** Automatic logoff after this many idle minutes, 5 to 240 (45 CFR 164.312(a)(2)(iii)); null = appliance default. */
-    idleTimeoutMinutes: z.number().int().min(5).max(240).nullable().optional(),
-    /** Deactivate accounts unused this many days, 7 to 3650; null = appliance default. */
-    inactiveUserDays: z.number().int().min(7).max(3650).nullable().optional(),
-  })
-  .strict();
+export { securitySettingsRequest };
 
 export type TenantView = { id: string; name: string; slug: string; status: string; createdAt: string };
 export type SecuritySettings = {

@@ -6,19 +6,12 @@ import { SYSTEM_META, type RequestMeta } from "../kernel/request-meta.js";
 import type { ApplianceContext } from "../context.js";
 import { inScope } from "../db/sql.js";
 import { Conflict, Invalid, NotFound } from "../kernel/errors.js";
-import { ROLES, scopeOf, type Actor, type Role } from "../kernel/actor.js";
+import { scopeOf, type Actor, type Role } from "../kernel/actor.js";
 import { authorize } from "../kernel/policy.js";
+import { updateUserRequest } from "./schema.js";
 
 /** Staff accounts: listing, role changes, deactivation, MFA reset, access reviews, the inactivity job. */
-export const updateUserRequest = z
-  .object({
-    /** New role; needs a fresh second factor (step-up). */
-    role: z.enum(ROLES).optional(),
-    /** Deactivating ends the account's sessions at once. */
-    status: z.enum(["active", "deactivated"]).optional(),
-    displayName: z.string().trim().min(1).max(200).nullable().optional(),
-  })
-  .strict();
+export { updateUserRequest };
 
 export type UserView = {
   id: string;

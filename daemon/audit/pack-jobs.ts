@@ -9,6 +9,7 @@ import { inScope } from "../db/sql.js";
 import { Conflict, Invalid, NotFound } from "../kernel/errors.js";
 import { appendAuditEvent, type AuditRequestContext } from "./append.js";
 import { EXPORT_FORMATS, exportAuditEvidence, newPackId, type ExportFormat } from "./export.js";
+import { exportRequest } from "./schema.js";
 
 /**
  * `POST /api/v1/audit/exports`: an evidence pack written in the background into
@@ -16,16 +17,7 @@ import { EXPORT_FORMATS, exportAuditEvidence, newPackId, type ExportFormat } fro
  * it), downloaded by the browser as a tar. With several replicas, exportDir should be shared
  * storage; a replica without the files answers 409.
  */
-export const exportRequest = z
-  .object({
-    /** Start of the range (ISO 8601), inclusive. */
-    from: z.iso.datetime({ offset: true }),
-    /** End of the range (ISO 8601), exclusive. */
-    to: z.iso.datetime({ offset: true }),
-    /** Event formats besides JSON Lines (always written: it is the verifiable form). */
-    formats: z.array(z.enum(["csv", "jsonl", "fhir"])).max(3).default(["csv", "jsonl", "fhir"]),
-  })
-  .strict();
+export { exportRequest };
 
 export type ExportJob = {
   id: string;

@@ -7,6 +7,7 @@ import { Invalid } from "../kernel/errors.js";
 import { appendAuditEvent, type AuditRequestContext } from "./append.js";
 import { parseCanonical } from "./canonical.js";
 import { chainPendingEvents } from "./chainer.js";
+import { searchQuery, timelineQuery } from "./schema.js";
 
 /**
  * Auditor search and the per-patient access timeline. Row-level security keeps a tenant's
@@ -15,26 +16,7 @@ import { chainPendingEvents } from "./chainer.js";
  * access history is itself accountable. The patient goes in resource_id (`patient:<id>`), not
  * patient_id, so a patient's timeline lists access to their record, not reviews of it.
  */
-export const searchQuery = z
-  .object({
-    /** Events chained at or after this instant (ISO 8601). */
-    from: z.iso.datetime({ offset: true }).optional(),
-    /** Events chained before this instant (ISO 8601). */
-    to: z.iso.datetime({ offset: true }).optional(),
-    /** Acting user's id. */
-    actor: z.string().min(1).max(200).optional(),
-    /** Patient id. */
-    patient: z.string().min(1).max(200).optional(),
-    /** Exact action (`patient.read`), or a prefix ending in `.*` (`auth.*`). */
-    action: z.string().regex(/^[a-z][a-z0-9_.-]*(\.\*)?$/).max(100).optional(),
-    outcome: z.enum(["success", "denied", "failure"]).optional(),
-    /** Super-admins only: one tenant's events. */
-    tenant: z.uuid().optional(),
-    /** Opaque cursor from the previous page's `nextCursor`. */
-    cursor: z.string().regex(/^[0-9]{1,19}$/).optional(),
-    limit: z.coerce.number().int().min(1).max(500).default(100),
-  })
-  .strict();
+export { searchQuery };
 export type SearchQuery = z.infer<typeof searchQuery>;
 
 export type AuditEventView = {
@@ -110,14 +92,7 @@ export async function searchAuditEvents(ctx: ApplianceContext, actor: Actor, q: 
   });
 }
 
-export const timelineQuery = z
-  .object({
-    from: z.iso.datetime({ offset: true }).optional(),
-    to: z.iso.datetime({ offset: true }).optional(),
-    cursor: z.string().regex(/^[0-9]{1,19}$/).optional(),
-    limit: z.coerce.number().int().min(1).max(500).default(200),
-  })
-  .strict();
+export { timelineQuery };
 
 /**
  * "Who saw what, and when" for one patient: every event naming the patient, oldest first,

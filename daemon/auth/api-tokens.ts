@@ -1,37 +1,20 @@
 import { z } from "zod";
 import type { Actor, Role } from "../kernel/actor.js";
-import { ACTIONS, authorize } from "../kernel/policy.js";
+import { authorize } from "../kernel/policy.js";
 import type { ApplianceContext } from "../context.js";
 import { inScope } from "../db/sql.js";
 import { Invalid, NotFound } from "../kernel/errors.js";
 import { recordAuthEvent } from "../audit/append.js";
 import type { RequestMeta } from "../kernel/request-meta.js";
 import { API_TOKEN_PREFIX, randomToken, sha256 } from "./tokens.js";
+import { createApiTokenRequest } from "./schema.js";
 
 /**
  * Service accounts for clinical applications. Each token belongs to its own service account (a
  * user row with kind = 'service', no email, no usable password) with one least-privilege role, and
  * is further narrowed by scopes. Only the SHA-256 of the token is stored; it is shown once.
  */
-const SERVICE_ROLES = ["practitioner", "front_desk", "auditor"] as const satisfies readonly Role[];
-
-const resourceTypes = [...new Set(ACTIONS.map((a) => a.split(":")[0]!))];
-const scopeSchema = z.string().refine((s) => s === "*" || /^[a-z_]+:(read|write)$/.test(s) && resourceTypes.includes(s.split(":")[0]!), {
-  message: "a scope is `*` or `<resource>:read|write` with a resource from the policy table",
-});
-
-export const createApiTokenRequest = z
-  .object({
-    /** What the clinical application is, e.g. "EHR interface". */
-    name: z.string().trim().min(1).max(100),
-    /** Role of the service account: practitioner, front_desk or auditor (never administrative). */
-    role: z.enum(SERVICE_ROLES),
-    /** e.g. ["patient:read", "note:write"]; `*` means everything the role allows. */
-    scopes: z.array(scopeSchema).min(1).max(50),
-    /** Days until the token stops working (1 to 365). */
-    expiresInDays: z.number().int().min(1).max(365).default(90),
-  })
-  .strict();
+export { createApiTokenRequest };
 export type CreateApiTokenRequest = z.input<typeof createApiTokenRequest>;
 
 export type ApiTokenView = {

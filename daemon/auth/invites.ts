@@ -1,6 +1,6 @@
 import { randomBytes, randomUUID } from "node:crypto";
 import { z } from "zod";
-import { ROLES, scopeOf, type Actor, type Role } from "../kernel/actor.js";
+import { scopeOf, type Actor, type Role } from "../kernel/actor.js";
 import { authorize } from "../kernel/policy.js";
 import type { ApplianceContext } from "../context.js";
 import { inScope, type Scope } from "../db/sql.js";

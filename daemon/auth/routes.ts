@@ -3,7 +3,7 @@ import { currentActor, type Actor } from "../kernel/actor.js";
 import { defineRoute } from "../kernel/define-route.js";
 import { TooManyRequests, Unauthorized } from "../kernel/errors.js";
 import { changePassword, listSessions, revokeAllSessions, revokeSession } from "./account.js";
-import { createApiToken, createApiTokenRequest, listApiTokens, revokeApiToken } from "./api-tokens.js";
+import { createApiToken, listApiTokens, revokeApiToken } from "./api-tokens.js";
 import { acceptInvite, createInvite, listInvites, revokeInvite } from "./invites.js";
 import { signIn, signOut } from "./login.js";
 import { activateMfa, regenerateRecoveryCodes, startMfaEnrollment, subjectOfSession, verifySecondFactor, type MfaAttempt } from "./mfa.js";
@@ -15,6 +15,7 @@ import {
   apiTokenView,
   changePasswordRequest,
   codeRequest,
+  createApiTokenRequest,
   createdApiToken,
   createdInvite,
   createInviteRequest,

@@ -1,13 +1,14 @@
 import { z } from "zod";
+import { ROLES, type Role } from "../kernel/actor.js";
+import { ACTIONS } from "../kernel/policy.js";
 
 /**
  * Identity: sign-in, MFA, sessions, invites, API tokens and first-run setup. Request and response
- * schemas of the identity routes. Leaf module (zod only): the admin UI imports the inferred
- * types, so it cannot read a field these routes do not send. (The API-token request stays in
- * ./api-tokens.ts: its scopes are checked against the policy table.)
+ * schemas of the identity routes. Leaf module (zod and the kernel only): the admin UI imports the inferred
+ * types, so it cannot read a field these routes do not send.
  */
 
-const role = z.string().describe("One of super_admin, owner, admin, practitioner, front_desk, auditor, support");
+const role = z.enum(ROLES);
 const isoTime = z.string().describe("ISO 8601 instant");
 export const idParams = z.object({ /** The resource's id. */ id: z.uuid() }).strict();
 
@@ -240,6 +241,25 @@ export const acceptedInvite = z.object({
 
 // ---- API tokens -------------------------------------------------------------------------------
 
+const SERVICE_ROLES = ["practitioner", "front_desk", "auditor"] as const satisfies readonly Role[];
+const resourceTypes = [...new Set(ACTIONS.map((a) => a.split(":")[0]!))];
+const scopeSchema = z.string().refine((s) => s === "*" || (/^[a-z_]+:(read|write)$/.test(s) && resourceTypes.includes(s.split(":")[0]!)), {
+  message: "a scope is `*` or `<resource>:read|write` with a resource from the policy table",
+});
+
+export const createApiTokenRequest = z
+  .object({
+    /** What the clinical application is, e.g. "EHR interface". */
+    name: z.string().trim().min(1).max(100),
+    /** Role of the service account: practitioner, front_desk or auditor (never administrative). */
+    role: z.enum(SERVICE_ROLES),
+    /** e.g. ["patient:read", "note:write"]; `*` means everything the role allows. */
+    scopes: z.array(scopeSchema).min(1).max(50),
+    /** Days until the token stops working (1 to 365). */
+    expiresInDays: z.number().int().min(1).max(365).default(90),
+  })
+  .strict();
+
 export const apiTokenView = z.object({
   /** Token id. */
   id: z.uuid(),
@@ -310,6 +330,7 @@ export type AcceptInviteReq = z.infer<typeof acceptInviteRequest>;
 export type InviteRes = z.infer<typeof inviteView>;
 export type CreatedInviteRes = z.infer<typeof createdInvite>;
 export type AcceptedInviteRes = z.infer<typeof acceptedInvite>;
+export type CreateApiTokenReq = z.input<typeof createApiTokenRequest>;
 export type ApiTokenRes = z.infer<typeof apiTokenView>;
 export type CreatedApiTokenRes = z.infer<typeof createdApiToken>;
 export type SetupReq = z.infer<typeof setupRequest>;

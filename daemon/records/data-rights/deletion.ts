@@ -23,7 +23,6 @@ import { destroyDueKeys, scheduleShred } from "../../keys/index.js";
 import { recordPhiEvent, SYSTEM_ACTOR } from "../../audit/append.js";
 import { isUniqueViolation } from "../../db/sql.js";
 import { LegalHoldActive } from "../errors.js";
-import { pageQuery } from "../http.js";
 import { removeFolder } from "../attachments/store.js";
 import { findActivePatient, tenantOf } from "../patients/access.js";
 import { activeHolds } from "./legal-holds.js";

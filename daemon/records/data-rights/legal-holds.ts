@@ -9,7 +9,6 @@ import { Conflict, NotFound } from "../../kernel/errors.js";
 import { recordPhiEvent } from "../../audit/append.js";
 import { openerFor, sealRow } from "../columns.js";
 import { LegalHoldActive } from "../errors.js";
-import { text, uuid } from "../http.js";
 import { findActivePatient, tenantOf } from "../patients/access.js";
 import { legalHoldPlace, legalHoldQuery, legalHoldView } from "./schema.js";
 
