@@ -3,49 +3,93 @@ import { ROLES } from "../kernel/actor.js";
 
 /**
  * Response schemas of the access routes (capabilities, tenants, security settings, users,
- * support requests). Leaf module (zod only): the admin UI imports the inferred types, so it
- * cannot read a field these routes do not send.
+ * support requests, break-glass, care teams, notifications) and their requests. Leaf module
+ * (zod and the kernel only): the admin UI imports the inferred types, so it cannot read a field
+ * these routes do not send.
  */
 
 /** `GET /api/v1/access/capabilities`: policy actions allowed at route level, and which ask for step-up. */
-export const capabilitiesResponse = z.object({ actions: z.array(z.string()), stepUp: z.array(z.string()) });
+export const capabilitiesResponse = z.object({
+  /** Every policy action (`resource:verb`) the caller may take on some resource of its kind. */
+  actions: z.array(z.string()),
+  /** Those of them that need a fresh second factor (step-up). */
+  stepUp: z.array(z.string()),
+});
 
-export const tenantView = z.object({ id: z.string(), name: z.string(), slug: z.string(), status: z.string(), createdAt: z.string() });
+export const tenantView = z.object({
+  /** Tenant id. */
+  id: z.string(),
+  /** Display name. */
+  name: z.string(),
+  /** Short unique handle. */
+  slug: z.string(),
+  /** active, or suspended (nobody of it can sign in). */
+  status: z.string(),
+  /** When it was created. */
+  createdAt: z.string(),
+});
 
 /** `GET|PUT /api/v1/settings/security`: effective values, and whether each is the appliance default. */
 export const securitySettingsView = z.object({
+  /** Every user of the tenant must use an authenticator app. */
   mfaRequired: z.boolean(),
+  /** Automatic logoff after this many idle minutes. */
   idleTimeoutMinutes: z.number(),
+  /** The idle timeout is the appliance default (not set for the tenant). */
   idleTimeoutIsDefault: z.boolean(),
+  /** Accounts unused this many days are deactivated. */
   inactiveUserDays: z.number(),
+  /** The inactivity period is the appliance default. */
   inactiveUserDaysIsDefault: z.boolean(),
+  /** A session ends this many hours after sign-in, however active (appliance setting). */
   absoluteLifetimeHours: z.number(),
 });
 
 export const userView = z.object({
+  /** Account id. */
   id: z.string(),
+  /** The account's tenant; null for appliance staff. */
   tenantId: z.string().nullable(),
+  /** Work email; null for service accounts. */
   email: z.string().nullable(),
+  /** How colleagues see the person. */
   displayName: z.string().nullable(),
+  /** One of super_admin, owner, admin, practitioner, front_desk, auditor, support. */
   role: z.string(),
+  /** A person, or a service account behind an API token. */
   kind: z.enum(["human", "service"]),
+  /** Deactivated accounts cannot sign in. */
   status: z.enum(["active", "deactivated"]),
+  /** Has an authenticator. */
   mfaEnabled: z.boolean(),
+  /** Last successful sign-in. */
   lastLoginAt: z.string().nullable(),
+  /** When the account was made. */
   createdAt: z.string(),
+  /** When it was deactivated. */
   deactivatedAt: z.string().nullable(),
 });
 
 export const supportRequestView = z.object({
+  /** Request id. */
   id: z.string(),
+  /** The tenant support asks to act in. */
   tenantId: z.string(),
+  /** The support user asking. */
   requestedBy: z.string(),
+  /** The helpdesk ticket. */
   ticketRef: z.string(),
+  /** What support needs to look at. */
   reason: z.string(),
+  /** Where the request stands. */
   status: z.enum(["pending", "approved", "denied", "ended", "expired"]),
+  /** When it was filed. */
   createdAt: z.string(),
+  /** The tenant admin who decided it. */
   decidedBy: z.string().nullable(),
+  /** When it was decided. */
   decidedAt: z.string().nullable(),
+  /** When approved access ends by itself. */
   expiresAt: z.string().nullable(),
 });
 
