@@ -447,7 +447,7 @@ async function setCopyState(ctx: ApplianceContext, t: Tx, snapshotId: string, ta
 async function recordTargetOutcomes(ctx: ApplianceContext, t: Tx, id: string, outcomes: SnapshotResult["targets"]): Promise<void> {
   for (const o of outcomes) {
     if (o.ok) await clearAlert(ctx, t, "target_failed", o.target);
-    else await raiseAlert(ctx, t, "target_failed", `target ${o.target} did not get snapshot ${id}: ${o.error ?? "unknown error"}`, o.target);
+    else await raiseAlert(ctx, t, "target_failed", `target ${o.target} did not get snapshot ${id}: ${(o.error ?? "unknown error").replace(`target ${o.target}: `, "")}`, o.target);
   }
 }
 
