@@ -55,20 +55,45 @@ export const accessRoutes = [
     ({ ctx, actor }) => listTenants(ctx, actor),
   ),
   defineRoute(
-    { method: "post", path: "/tenants", action: "tenant:create", tag, summary: "Create a tenant (super-admin)", body: createTenantRequest, response: tenantView, status: 201, problems: { 409: "The slug is taken" } },
+    {
+      method: "post",
+      path: "/tenants",
+      action: "tenant:create",
+      tag,
+      summary: "Create a tenant (super-admin)",
+      body: createTenantRequest,
+      response: tenantView,
+      status: 201,
+      problems: { 409: "The slug is taken" },
+    },
     ({ ctx, actor, body, meta }) => createTenant(ctx, actor, body, meta),
   ),
-  defineRoute(
-    { method: "get", path: "/tenants/:id", action: "tenant:read", tag, summary: "One tenant", params: idParams, response: tenantView },
-    ({ ctx, actor, params }) => getTenant(ctx, actor, params.id),
+  defineRoute({ method: "get", path: "/tenants/:id", action: "tenant:read", tag, summary: "One tenant", params: idParams, response: tenantView }, ({ ctx, actor, params }) =>
+    getTenant(ctx, actor, params.id),
   ),
   defineRoute(
-    { method: "patch", path: "/tenants/:id", action: "tenant:update", tag, summary: "Rename or suspend a tenant (super-admin)", params: idParams, body: updateTenantRequest, response: tenantView },
+    {
+      method: "patch",
+      path: "/tenants/:id",
+      action: "tenant:update",
+      tag,
+      summary: "Rename or suspend a tenant (super-admin)",
+      params: idParams,
+      body: updateTenantRequest,
+      response: tenantView,
+    },
     ({ ctx, actor, params, body, meta }) => updateTenant(ctx, actor, params.id, body, meta),
   ),
 
   defineRoute(
-    { method: "get", path: "/settings/security", action: "security_settings:read", tag, summary: "The tenant's MFA enforcement, idle timeout and inactivity period", response: securitySettingsView },
+    {
+      method: "get",
+      path: "/settings/security",
+      action: "security_settings:read",
+      tag,
+      summary: "The tenant's MFA enforcement, idle timeout and inactivity period",
+      response: securitySettingsView,
+    },
     ({ ctx, actor }) => getSecuritySettings(ctx, actor),
   ),
   defineRoute(
@@ -105,7 +130,15 @@ export const accessRoutes = [
     ({ ctx, actor, params, body, meta }) => updateUser(ctx, actor, params.id, body, meta),
   ),
   defineRoute(
-    { method: "post", path: "/users/:id/mfa/reset", action: "user:reset_mfa", tag, summary: "Remove an account's authenticator (lost phone; step-up)", params: idParams, response: userView },
+    {
+      method: "post",
+      path: "/users/:id/mfa/reset",
+      action: "user:reset_mfa",
+      tag,
+      summary: "Remove an account's authenticator (lost phone; step-up)",
+      params: idParams,
+      response: userView,
+    },
     ({ ctx, actor, params, meta }) => resetUserMfa(ctx, actor, params.id, meta),
   ),
   defineRoute(
@@ -247,7 +280,15 @@ export const accessRoutes = [
     ({ ctx, actor, query }) => listNotifications(ctx, actor, { unacknowledgedOnly: query.unacknowledged === "true" }),
   ),
   defineRoute(
-    { method: "post", path: "/notifications/:id/acknowledge", action: "notification:acknowledge", tag, summary: "Acknowledge a notification", params: idParams, response: adminNotification },
+    {
+      method: "post",
+      path: "/notifications/:id/acknowledge",
+      action: "notification:acknowledge",
+      tag,
+      summary: "Acknowledge a notification",
+      params: idParams,
+      response: adminNotification,
+    },
     ({ ctx, actor, params, meta }) => acknowledgeNotification(ctx, actor, params.id, meta),
   ),
 ];

@@ -123,7 +123,13 @@ export const authRoutes = [
     ({ ctx, res }) => {
       const actor = res.locals.actor as Actor | undefined;
       if (actor?.via === "api-token") {
-        return { via: "api-token" as const, stage: "active" as const, user: { id: actor.userId, email: null, role: actor.role, tenantId: actor.tenantId }, scopes: actor.scopes, serverTime: ctx.clock.now() };
+        return {
+          via: "api-token" as const,
+          stage: "active" as const,
+          user: { id: actor.userId, email: null, role: actor.role, tenantId: actor.tenantId },
+          scopes: actor.scopes,
+          serverTime: ctx.clock.now(),
+        };
       }
       const s = presentedSession(res);
       const token = res.locals.sessionToken as string;
@@ -219,14 +225,30 @@ export const authRoutes = [
 
   // ---- sessions -----------------------------------------------------------------------------
   defineRoute(
-    { method: "get", path: "/sessions", action: "session:list", tag, summary: "Open sessions: own, or another account's with ?userId= (admins)", query: sessionsQuery, response: sessionList },
+    {
+      method: "get",
+      path: "/sessions",
+      action: "session:list",
+      tag,
+      summary: "Open sessions: own, or another account's with ?userId= (admins)",
+      query: sessionsQuery,
+      response: sessionList,
+    },
     ({ ctx, actor, query }) => listSessions(ctx, actor, query.userId ? { userId: query.userId } : {}),
   ),
   defineRoute({ method: "delete", path: "/sessions/:id", action: "session:revoke", tag, summary: "Revoke one session", params: idParams }, async ({ ctx, actor, params, meta }) => {
     await revokeSession(ctx, actor, params.id, meta);
   }),
   defineRoute(
-    { method: "post", path: "/sessions/revoke-all", action: "session:revoke", tag, summary: "Sign out everywhere: own sessions or another account's (admins)", body: revokeAllRequest, response: revokedCount },
+    {
+      method: "post",
+      path: "/sessions/revoke-all",
+      action: "session:revoke",
+      tag,
+      summary: "Sign out everywhere: own sessions or another account's (admins)",
+      body: revokeAllRequest,
+      response: revokedCount,
+    },
     ({ ctx, actor, body, meta }) => revokeAllSessions(ctx, actor, { ...(body.userId ? { userId: body.userId } : {}), includeCurrent: body.includeCurrent === true }, meta),
   ),
 
@@ -273,7 +295,15 @@ export const authRoutes = [
     ({ ctx, actor, body, meta }) => createApiToken(ctx, actor, body, meta),
   ),
   defineRoute(
-    { method: "delete", path: "/api-tokens/:id", action: "api_token:revoke", tag, summary: "Revoke an API token (its service account is deactivated)", params: idParams, response: apiTokenView },
+    {
+      method: "delete",
+      path: "/api-tokens/:id",
+      action: "api_token:revoke",
+      tag,
+      summary: "Revoke an API token (its service account is deactivated)",
+      params: idParams,
+      response: apiTokenView,
+    },
     ({ ctx, actor, params, meta }) => revokeApiToken(ctx, actor, params.id, meta),
   ),
 ];

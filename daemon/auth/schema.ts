@@ -90,7 +90,10 @@ export const sessionInfo = z.object({
 export const codeRequest = z
   .object({
     /** Six digits from the authenticator app. */
-    code: z.string().regex(/^\d{6}$/, "six digits").optional(),
+    code: z
+      .string()
+      .regex(/^\d{6}$/, "six digits")
+      .optional(),
     /** One of the recovery codes shown at enrollment (single use). */
     recoveryCode: z.string().min(16).max(32).optional(),
   })

@@ -52,7 +52,14 @@ const tag = "backups";
 /** Snapshots, the backup policy, WORM self-tests, verify, restore and recovery drills (appliance operators). */
 export const backupRoutes = [
   defineRoute(
-    { method: "get", path: "/backups", action: "backup:read", tag, summary: "Snapshots this appliance recorded (newest first) and open backup alerts", response: backupListResponse },
+    {
+      method: "get",
+      path: "/backups",
+      action: "backup:read",
+      tag,
+      summary: "Snapshots this appliance recorded (newest first) and open backup alerts",
+      response: backupListResponse,
+    },
     async ({ ctx }) => ({ snapshots: await listSnapshotRecords(ctx), alerts: await openAlerts(ctx) }),
   ),
   defineRoute(
@@ -90,7 +97,14 @@ export const backupRoutes = [
       const meta = metaOf(req, res);
       return inScope(ctx.db.app, { kind: "appliance" }, async (t) => {
         const p = await writePolicy(ctx, t, body, meta.actor.userId);
-        await appendAuditEvent(ctx, t, { tenantId: null, actor: meta.actor, action: "backup.policy.update", resourceType: "backup_policy", outcome: "success", ...requestMeta(req, res) });
+        await appendAuditEvent(ctx, t, {
+          tenantId: null,
+          actor: meta.actor,
+          action: "backup.policy.update",
+          resourceType: "backup_policy",
+          outcome: "success",
+          ...requestMeta(req, res),
+        });
         return p;
       });
     },
@@ -108,7 +122,15 @@ export const backupRoutes = [
     ({ ctx, params, req, res }) => wormSelfTest(ctx, params.name, metaOf(req, res)),
   ),
   defineRoute(
-    { method: "get", path: "/backups/:id", action: "backup:read", tag, summary: "One snapshot: status, targets, sizes, phases, audit head", params: snapshotParams, response: snapshotRecord },
+    {
+      method: "get",
+      path: "/backups/:id",
+      action: "backup:read",
+      tag,
+      summary: "One snapshot: status, targets, sizes, phases, audit head",
+      params: snapshotParams,
+      response: snapshotRecord,
+    },
     ({ ctx, params }) => getSnapshotRecord(ctx, params.id),
   ),
   defineRoute(

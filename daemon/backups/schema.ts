@@ -126,7 +126,10 @@ export const verifyRequest = z
 export const restoreRequest = z
   .object({
     /** Owner connection (postgres://) to an EMPTY database; a non-empty one is refused. */
-    intoUrl: z.string().regex(/^postgres(ql)?:\/\//, "a postgres:// URL").max(2000),
+    intoUrl: z
+      .string()
+      .regex(/^postgres(ql)?:\/\//, "a postgres:// URL")
+      .max(2000),
     /** Target to read from; omitted: the first that holds the snapshot. */
     target: z.string().max(40).optional(),
   })

@@ -46,7 +46,12 @@ export type Sendable<T> = T extends string
 /** A handler that answers by itself (a problem, a stream) returns nothing. */
 type Reply<R> = R extends Schema ? Sendable<z.input<R>> | void : void;
 
-export type RouteSpec<P extends ObjectSchema | undefined, Q extends ObjectSchema | undefined, B extends Schema | RawContent | undefined, R extends Schema | RawContent | undefined> = {
+export type RouteSpec<
+  P extends ObjectSchema | undefined,
+  Q extends ObjectSchema | undefined,
+  B extends Schema | RawContent | undefined,
+  R extends Schema | RawContent | undefined,
+> = {
   method: Method;
   /** Express path; under /api/v1 unless `root` is set. Parameters as `:name`. */
   path: string;
@@ -141,7 +146,12 @@ export function operationIdOf(method: Method, path: string): string {
 
 const REASON: Record<number, string> = { 200: "OK", 201: "Created", 202: "Accepted", 204: "No Content" };
 
-function documentOperation(spec: RouteSpec<ObjectSchema | undefined, ObjectSchema | undefined, Schema | RawContent | undefined, Schema | RawContent | undefined>, fullPath: string, operationId: string, status: number): void {
+function documentOperation(
+  spec: RouteSpec<ObjectSchema | undefined, ObjectSchema | undefined, Schema | RawContent | undefined, Schema | RawContent | undefined>,
+  fullPath: string,
+  operationId: string,
+  status: number,
+): void {
   const policy = isPolicyAction(spec.action);
   const changes = spec.method !== "get";
   // Browser sessions send the CSRF token with every change; API tokens need none.

@@ -12,21 +12,21 @@ export const openApiRegistry = new OpenAPIRegistry();
 export const API_BASE = "/api/v1";
 
 export const problemSchema = z
-    .object({
-      /** Stable URN naming the kind of problem. */
-      type: z.string().describe("Stable URN naming the kind of problem, e.g. urn:wardkeep:problem:not-found"),
-      /** Short summary of the kind of problem. */
-      title: z.string().describe("Short summary of the kind of problem"),
-      /** The HTTP status code. */
-      status: z.number().int().describe("The HTTP status code"),
-      /** A sentence for people; never carries PHI. */
-      detail: z.string().describe("A sentence for people; never carries PHI"),
-      /** The request path the problem occurred on. */
-      instance: z.string().optional().describe("The request path"),
-      /** The X-Request-Id of the request, to find it in the logs. */
-      requestId: z.string().optional().describe("The request's X-Request-Id, to find it in the logs"),
-    })
-    .passthrough()
+  .object({
+    /** Stable URN naming the kind of problem. */
+    type: z.string().describe("Stable URN naming the kind of problem, e.g. urn:wardkeep:problem:not-found"),
+    /** Short summary of the kind of problem. */
+    title: z.string().describe("Short summary of the kind of problem"),
+    /** The HTTP status code. */
+    status: z.number().int().describe("The HTTP status code"),
+    /** A sentence for people; never carries PHI. */
+    detail: z.string().describe("A sentence for people; never carries PHI"),
+    /** The request path the problem occurred on. */
+    instance: z.string().optional().describe("The request path"),
+    /** The X-Request-Id of the request, to find it in the logs. */
+    requestId: z.string().optional().describe("The request's X-Request-Id, to find it in the logs"),
+  })
+  .passthrough()
   .describe("RFC 9457 problem details; some problems add fields (errors, reason, retryAfterSeconds)")
   .meta({ id: "Problem" });
 
@@ -77,8 +77,7 @@ export function buildOpenApiDocument(version: string) {
     info: {
       title: "Wardkeep API",
       version,
-      description:
-        "On-premise PHI appliance. Errors are RFC 9457 application/problem+json with a stable `type` URN. All endpoints are HTTPS only.",
+      description: "On-premise PHI appliance. Errors are RFC 9457 application/problem+json with a stable `type` URN. All endpoints are HTTPS only.",
       license: { name: "Proprietary", identifier: "LicenseRef-Proprietary" },
     },
     servers: [{ url: "/" }],

@@ -40,7 +40,14 @@ const tag = "keys";
 /** Seal state, unseal and seal, key status, rotation and the crypto-shredding schedule. */
 export const keysRoutes = [
   defineRoute(
-    { method: "get", path: "/keys/seal-status", action: "public", tag, summary: "Seal state of this replica and Shamir unseal progress (public, like Vault's seal-status)", response: sealProgressView },
+    {
+      method: "get",
+      path: "/keys/seal-status",
+      action: "public",
+      tag,
+      summary: "Seal state of this replica and Shamir unseal progress (public, like Vault's seal-status)",
+      response: sealProgressView,
+    },
     ({ ctx }) => sealProgress(ctx),
   ),
   defineRoute(
@@ -65,13 +72,16 @@ export const keysRoutes = [
       const by = operatorOf(req, res);
       try {
         const state = await submitUnseal(ctx, body);
-        if (!state.sealed && !body.reset) await recordKeyEventAlone(ctx, by, { action: "keys.unseal", resourceId: state.mode, tenantId: null, outcome: "success" }).catch(() => undefined);
+        if (!state.sealed && !body.reset)
+          await recordKeyEventAlone(ctx, by, { action: "keys.unseal", resourceId: state.mode, tenantId: null, outcome: "success" }).catch(() => undefined);
         return state;
       } catch (err) {
         if (!(err instanceof UnsealError)) throw err;
         if (err.kind === "wrong-secret") {
           // A wrong secret is worth an auditor's attention; the event says which mode, never the input.
-          await recordKeyEventAlone(ctx, by, { action: "keys.unseal", resourceId: ctx.rootKey.mode, tenantId: null, outcome: "failure", reason: "wrong secret" }).catch(() => undefined);
+          await recordKeyEventAlone(ctx, by, { action: "keys.unseal", resourceId: ctx.rootKey.mode, tenantId: null, outcome: "failure", reason: "wrong secret" }).catch(
+            () => undefined,
+          );
         }
         throw unsealProblem(err);
       }
@@ -91,7 +101,12 @@ export const keysRoutes = [
       const status = await describeKeys(ctx);
       if (actor.tenantId === null) return status;
       // Tenant owners see their own tenant's keys and the appliance's seal state, nothing of other tenants.
-      return { seal: status.seal, kek: status.kek, tenants: status.tenants.filter((t) => t.tenantId === actor.tenantId), rotations: status.rotations.filter((r) => r.keyId === tenantKeyId(actor.tenantId!)) };
+      return {
+        seal: status.seal,
+        kek: status.kek,
+        tenants: status.tenants.filter((t) => t.tenantId === actor.tenantId),
+        rotations: status.rotations.filter((r) => r.keyId === tenantKeyId(actor.tenantId!)),
+      };
     },
   ),
   defineRoute(
@@ -106,7 +121,13 @@ export const keysRoutes = [
     },
     async ({ ctx, actor, body, req, res }) => {
       await flushNonceCounts(ctx).catch(() => undefined);
-      await recordKeyEventAlone(ctx, operatorOf(req, res, actor), { action: "keys.seal", resourceId: ctx.rootKey.mode, tenantId: null, outcome: "success", reason: body.reason ?? null });
+      await recordKeyEventAlone(ctx, operatorOf(req, res, actor), {
+        action: "keys.seal",
+        resourceId: ctx.rootKey.mode,
+        tenantId: null,
+        outcome: "success",
+        reason: body.reason ?? null,
+      });
       sealAppliance(ctx, `sealed by an operator${body.reason ? `: ${body.reason}` : ""}`);
       return sealProgress(ctx);
     },

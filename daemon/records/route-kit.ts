@@ -8,11 +8,13 @@ import { requireUnsealed } from "../keys/index.js";
  * records route may answer besides those `defineRoute` adds for its kind.
  */
 const sealed = "The appliance is sealed, or the audit trail cannot be written";
+/** docs/records.md "Undecryptable rows": a read of one such record; lists leave it out and count it. */
+const shredded = "record-shredded: the record's data key was crypto-shredded (rows restored from an older snapshot); lists leave such rows out and count them in `undecryptable`";
 
 export const PHI_READ = {
   tag: "records",
   use: (ctx: ApplianceContext) => [requireUnsealed(ctx)],
-  problems: { 503: sealed },
+  problems: { 410: shredded, 503: sealed },
 } as const;
 
 export const PHI_WRITE = {

@@ -128,7 +128,15 @@ export const attachmentRoutes = [
     ({ ctx, actor, params, query, meta }) => listAttachments(ctx, actor, params.id, query, meta),
   ),
   defineRoute(
-    { ...PHI_READ, method: "get", path: "/patients/:id/attachments/:itemId", action: "attachment:read", summary: "One attachment's metadata", params: patientItemParams, response: attachmentView },
+    {
+      ...PHI_READ,
+      method: "get",
+      path: "/patients/:id/attachments/:itemId",
+      action: "attachment:read",
+      summary: "One attachment's metadata",
+      params: patientItemParams,
+      response: attachmentView,
+    },
     ({ ctx, actor, params, meta }) => getAttachment(ctx, actor, params.id, params.itemId, meta),
   ),
   defineRoute(
@@ -138,7 +146,8 @@ export const attachmentRoutes = [
       path: "/patients/:id/attachments/:itemId/content",
       action: "attachment:read",
       summary: "Download an attachment (streamed, decrypted segment by segment, audited before the first byte)",
-      description: "Repr-Digest (RFC 9530) carries the SHA-256 of the content. A stored file that fails authentication ends the response early instead of sending unauthenticated bytes.",
+      description:
+        "Repr-Digest (RFC 9530) carries the SHA-256 of the content. A stored file that fails authentication ends the response early instead of sending unauthenticated bytes.",
       params: patientItemParams,
       response: { mediaType: "application/octet-stream", description: "The content, with its stored media type as Content-Type" },
     },

@@ -54,7 +54,15 @@ export const consentRoutes = [
     ({ ctx, actor, params, query, meta }) => consentInForce(ctx, actor, params.id, query, meta),
   ),
   defineRoute(
-    { ...PHI_READ, method: "get", path: "/patients/:id/consents/:itemId", action: "consent:read", summary: "One consent with its evidence and revocation", params: patientItemParams, response: consentView },
+    {
+      ...PHI_READ,
+      method: "get",
+      path: "/patients/:id/consents/:itemId",
+      action: "consent:read",
+      summary: "One consent with its evidence and revocation",
+      params: patientItemParams,
+      response: consentView,
+    },
     ({ ctx, actor, params, meta }) => getConsent(ctx, actor, params.id, params.itemId, meta),
   ),
   defineRoute(

@@ -11,8 +11,13 @@ import { streamExport } from "./export.js";
 import { listLegalHolds, placeLegalHold, releaseLegalHold } from "./legal-holds.js";
 import { deletionListQuery, deletionRequestList, deletionRequestView, emptyBody, exportQuery, legalHoldList, legalHoldPlace, legalHoldQuery, legalHoldView } from "./schema.js";
 
-
-async function sendExport(ctx: ApplianceContext, req: Request, res: Response, q: z.output<typeof exportQuery>, scope: { kind: "patient"; patientId: string } | { kind: "tenant" }): Promise<void> {
+async function sendExport(
+  ctx: ApplianceContext,
+  req: Request,
+  res: Response,
+  q: z.output<typeof exportQuery>,
+  scope: { kind: "patient"; patientId: string } | { kind: "tenant" },
+): Promise<void> {
   let started = false;
   try {
     await streamExport(
@@ -70,7 +75,15 @@ export const dataRightsRoutes = [
     ({ ctx, actor, meta }) => requestTenantDeletion(ctx, actor, meta),
   ),
   defineRoute(
-    { ...PHI_READ, method: "get", path: "/deletion-requests", action: "deletion:list", summary: "Deletion requests of the tenant", query: deletionListQuery, response: deletionRequestList },
+    {
+      ...PHI_READ,
+      method: "get",
+      path: "/deletion-requests",
+      action: "deletion:list",
+      summary: "Deletion requests of the tenant",
+      query: deletionListQuery,
+      response: deletionRequestList,
+    },
     ({ ctx, actor, query }) => listDeletionRequests(ctx, actor, query),
   ),
   defineRoute(

@@ -40,7 +40,15 @@ export const noteRoutes = [
     },
   ),
   defineRoute(
-    { ...PHI_READ, method: "get", path: "/patients/:id/notes/:itemId", action: "note:read", summary: "One note, current version, with its ETag", params: patientItemParams, response: noteView },
+    {
+      ...PHI_READ,
+      method: "get",
+      path: "/patients/:id/notes/:itemId",
+      action: "note:read",
+      summary: "One note, current version, with its ETag",
+      params: patientItemParams,
+      response: noteView,
+    },
     async ({ ctx, actor, params, res, meta }) => {
       const note = await getNote(ctx, actor, params.id, params.itemId, meta);
       setEtag(res, note.version);

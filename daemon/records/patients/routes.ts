@@ -52,7 +52,15 @@ export const patientRoutes = [
     ({ ctx, actor, body, meta }) => searchPatients(ctx, actor, body, meta),
   ),
   defineRoute(
-    { ...PHI_READ, method: "get", path: "/patients/:id", action: "patient:read", summary: "A patient's demographics (audited), with its ETag", params: patientParams, response: patientView },
+    {
+      ...PHI_READ,
+      method: "get",
+      path: "/patients/:id",
+      action: "patient:read",
+      summary: "A patient's demographics (audited), with its ETag",
+      params: patientParams,
+      response: patientView,
+    },
     async ({ ctx, actor, params, res, meta }) => {
       const patient = await getPatient(ctx, actor, params.id, meta);
       setEtag(res, patient.version);

@@ -38,7 +38,15 @@ export const scheduleRoutes = [
     },
   ),
   defineRoute(
-    { ...PHI_READ, method: "get", path: "/schedule/appointments/:itemId", action: "schedule:read", summary: "One appointment, with its ETag", params: itemParams, response: appointmentView },
+    {
+      ...PHI_READ,
+      method: "get",
+      path: "/schedule/appointments/:itemId",
+      action: "schedule:read",
+      summary: "One appointment, with its ETag",
+      params: itemParams,
+      response: appointmentView,
+    },
     async ({ ctx, actor, params, res, meta }) => {
       const a = await getAppointment(ctx, actor, params.itemId, meta);
       setEtag(res, a.version);

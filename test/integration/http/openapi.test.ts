@@ -112,9 +112,22 @@ describe("the OpenAPI document", () => {
       writeFileSync(file, JSON.stringify(doc));
       const cli = join(process.cwd(), "node_modules", ".bin", "redocly");
       // No network: a proxy that refuses every connection; no telemetry or update check.
-      const env = { ...process.env, REDOCLY_TELEMETRY: "off", REDOCLY_SUPPRESS_UPDATE_NOTICE: "true", HTTPS_PROXY: "http://127.0.0.1:9", HTTP_PROXY: "http://127.0.0.1:9", https_proxy: "http://127.0.0.1:9", http_proxy: "http://127.0.0.1:9" };
-      const result = await promisify(execFile)(cli, ["lint", file, "--extends=recommended", "--format=json"], { env, cwd: dir, timeout: 120_000 }).catch((err: { stdout?: string; stderr?: string; code?: number }) => err);
-      const report = JSON.parse(result.stdout ?? "{}") as { totals?: { errors: number; warnings: number }; problems?: { ruleId: string; severity: string; message: string; location: { pointer: string }[] }[] };
+      const env = {
+        ...process.env,
+        REDOCLY_TELEMETRY: "off",
+        REDOCLY_SUPPRESS_UPDATE_NOTICE: "true",
+        HTTPS_PROXY: "http://127.0.0.1:9",
+        HTTP_PROXY: "http://127.0.0.1:9",
+        https_proxy: "http://127.0.0.1:9",
+        http_proxy: "http://127.0.0.1:9",
+      };
+      const result = await promisify(execFile)(cli, ["lint", file, "--extends=recommended", "--format=json"], { env, cwd: dir, timeout: 120_000 }).catch(
+        (err: { stdout?: string; stderr?: string; code?: number }) => err,
+      );
+      const report = JSON.parse(result.stdout ?? "{}") as {
+        totals?: { errors: number; warnings: number };
+        problems?: { ruleId: string; severity: string; message: string; location: { pointer: string }[] }[];
+      };
       const errors = (report.problems ?? []).filter((p) => p.severity === "error").map((p) => `${p.ruleId}: ${p.message} at ${p.location[0]?.pointer}`);
       expect(errors).toEqual([]);
       expect(report.totals?.errors, result.stderr).toBe(0);
