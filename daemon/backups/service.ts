@@ -487,7 +487,8 @@ async function recordPruned(ctx: ApplianceContext, t: Tx, meta: AuditMeta, reten
   await recomputeStatus(ctx, t, [...ids]);
 }
 
-export type TargetReconcile = { target: string; listed: number; vanished: string[]; appeared: string[]; returned: string[]; error?: string };
+/** `adopted`: snapshots whose run died after writing the manifest (or that a recovered appliance restored with its row still running): now recorded. */
+export type TargetReconcile = { target: string; listed: number; vanished: string[]; appeared: string[]; returned: string[]; adopted: string[]; error?: string };
 export type ReconcileResult = { skipped?: string; targets: TargetReconcile[] };
 
 /**
@@ -503,7 +504,7 @@ async function reconcileUnderLock(ctx: ApplianceContext, policy: PolicyRow, meta
   const out: TargetReconcile[] = [];
   try {
     for (const target of targets) {
-      const r: TargetReconcile = { target: target.name, listed: 0, vanished: [], appeared: [], returned: [] };
+      const r: TargetReconcile = { target: target.name, listed: 0, vanished: [], appeared: [], returned: [], adopted: [] };
       out.push(r);
       let onTarget: string[];
       try {
@@ -542,8 +543,16 @@ async function reconcileUnderLock(ctx: ApplianceContext, policy: PolicyRow, meta
             touched.push(id);
           }
         }
+        // Under the lock no run is live: a row still running or interrupted belongs to a run that died.
+        const unfinished = new Set((await t.rows<{ id: string }>("SELECT id FROM backup_snapshots WHERE status IN ('running', 'interrupted')")).map((row) => row.id));
         for (const id of onTarget) {
           if (known.has(id)) continue;
+          if (unfinished.has(id)) {
+            await setCopyState(ctx, t, id, target.name, "present");
+            await audit(ctx, t, meta, "backup.snapshot.adopted", "backup_snapshot", id, "success");
+            r.adopted.push(id);
+            continue;
+          }
           await setCopyState(ctx, t, id, target.name, "unrecorded");
           await audit(ctx, t, meta, "backup.snapshot.appeared", "backup_snapshot", id, "success");
           r.appeared.push(id);
@@ -564,6 +573,23 @@ async function reconcileUnderLock(ctx: ApplianceContext, policy: PolicyRow, meta
         else await clearAlert(ctx, t, "snapshot_appeared", target.name);
       });
       if (r.vanished.length || r.appeared.length) ctx.log.warn(`backup: target ${target.name} differs from the catalogue: ${r.vanished.length} vanished, ${r.appeared.length} unrecorded`, { target: target.name });
+    }
+    // A run that died after its manifest was written is a snapshot after all: complete when every target holds it.
+    const adopted = [...new Set(out.flatMap((r) => r.adopted))];
+    if (adopted.length) {
+      await tx(ctx, (t) =>
+        t.exec(
+          `UPDATE backup_snapshots s
+              SET status = CASE WHEN p.targets >= $2 THEN 'complete' ELSE 'partial' END,
+                  finished_at = coalesce(s.finished_at, $3),
+                  error = CASE WHEN p.targets >= $2 THEN NULL ELSE 'its run ended before recording it; reconcile found it only on ' || p.names END
+             FROM (SELECT snapshot_id, count(*) AS targets, string_agg(target, ', ' ORDER BY target) AS names
+                     FROM backup_snapshot_copies WHERE state = 'present' AND snapshot_id = ANY($1::text[]) GROUP BY snapshot_id) p
+            WHERE p.snapshot_id = s.id AND s.status IN ('running', 'interrupted')`,
+          [adopted, policy.targets.length, ctx.clock.now()],
+        ),
+      );
+      ctx.log.info(`backup: reconcile recorded ${adopted.length} snapshot(s) whose run ended before recording them`);
     }
     // A target removed from the policy keeps no alerts open.
     const names = policy.targets.map((d) => d.name);

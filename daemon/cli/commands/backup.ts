@@ -169,7 +169,7 @@ export function registerBackup(program: Command) {
       r.targets.map((t) =>
         t.error
           ? `  FAILED ${t.target}: ${t.error}`
-          : `  ${t.vanished.length || t.appeared.length ? "DIFFERS" : "ok     "} ${t.target}: ${t.listed} snapshot(s)${t.vanished.length ? `, vanished: ${t.vanished.join(", ")}` : ""}${t.appeared.length ? `, not recorded here: ${t.appeared.join(", ")}` : ""}${t.returned.length ? `, back again: ${t.returned.join(", ")}` : ""}`,
+          : `  ${t.vanished.length || t.appeared.length ? "DIFFERS" : "ok     "} ${t.target}: ${t.listed} snapshot(s)${t.vanished.length ? `, vanished: ${t.vanished.join(", ")}` : ""}${t.appeared.length ? `, not recorded here: ${t.appeared.join(", ")}` : ""}${t.returned.length ? `, back again: ${t.returned.join(", ")}` : ""}${t.adopted.length ? `, recorded now: ${t.adopted.join(", ")}` : ""}`,
       ),
     );
     if (r.targets.some((t) => t.error)) throw new CliError(`reconcile could not list ${r.targets.filter((t) => t.error).map((t) => t.target).join(", ")}`);

@@ -170,6 +170,17 @@ describe("reconcile", () => {
     expect((await listSnapshotRecords(app.ctx)).map((s) => s.id)).not.toContain(foreign);
   });
 
+  it("records a snapshot whose run died after writing its manifest (or that a recovery restored mid-run) instead of calling it foreign", async () => {
+    const id = runs.at(-1)!;
+    await asSuperuser(app, "UPDATE backup_snapshots SET status = 'interrupted', error = 'the run ended without finishing (process killed or crashed)' WHERE id = $1", [id]);
+    await asSuperuser(app, "DELETE FROM backup_snapshot_copies WHERE snapshot_id = $1", [id]);
+    const r = await reconcileCatalogue(app.ctx);
+    expect(r.targets[0]).toMatchObject({ adopted: [id], appeared: [] });
+    expect(await getSnapshotRecord(app.ctx, id)).toMatchObject({ status: "complete", error: null, copies: [expect.objectContaining({ target: "nas", state: "present" })] });
+    expect((await alertOf("snapshot_appeared"))?.detail ?? "").not.toContain(id);
+    expect((await auditOf("backup.snapshot.adopted")).map((e) => e.resource_id)).toContain(id);
+  });
+
   it("stops reporting a vanished snapshot once retention would have deleted it anyway, and prunes the foreign one", async () => {
     const victim = runs.at(-2)!;
     fs.rmSync(path.join(nasDir(), "snapshots", victim), { recursive: true });
