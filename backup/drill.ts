@@ -13,11 +13,11 @@
  * snapshot when the drill started — what a disaster at that moment would lose.
  */
 import pg from "pg";
-import { backupDataKeyLookup, shreddedSubjects, unwrapBackupKeks, type KeyStoreContents, type KeyStoreOpener, encryptedColumns, type EncryptedColumn, decryptField, UnknownKeyVersionError, type DataKeyLookup, DecryptionError, zeroize, recoveryPrivateKeyFromRaw } from "../daemon/keys/index.js";
+import { backupDataKeyLookup, recoveryPrivateKeyFromRaw, shreddedSubjects, unwrapBackupKeks, zeroize, type DataKeyLookup, type EncryptedColumn, type KeyStoreContents, type KeyStoreOpener } from "../daemon/keys/index.js";
 import { latestSnapshot } from "./catalog.js";
 import { SnapshotNotFound } from "./errors.js";
 import type { SnapshotOpener } from "./keys.js";
-import { openKeyStoreBackup, purgeShreddedSubjects } from "./keystore-backup.js";
+import { checkEncryptedValues, describeUnreadable, openKeyStoreBackup, purgeShreddedSubjects, registeredEncryptedColumns, type EncryptedValuesCheck } from "./keystore-backup.js";
 import { restoreSnapshot, type AuditChainVerifier, type RestorePhases } from "./restore.js";
 import type { SnapshotTarget } from "./targets/target.js";
 
@@ -80,54 +80,31 @@ async function loadKeyStore(opts: DrillOptions, id: string): Promise<{ loaded?: 
 }
 
 /**
- * Decrypts up to `perTenant` values of every encrypted column for every tenant of the restored
- * database with the backup's data keys. Names the first failures by table, column and row id.
+ * Every stored value names a key of the backup, and up to `perTenant` values of every encrypted
+ * column of every tenant of the restored database decrypt with the backup's data keys.
  */
-async function decryptSample(ownerUrl: string, columns: EncryptedColumn[], lookup: DataKeyLookup, perTenant: number, keystoreId: string): Promise<DrillCheck> {
+async function decryptSample(ownerUrl: string, columns: EncryptedColumn[], loaded: LoadedKeyStore, lookup: DataKeyLookup, perTenant: number): Promise<DrillCheck> {
   const client = new pg.Client({ connectionString: ownerUrl });
-  let values = 0;
-  const tenants = new Set<string>();
-  const sampled = new Set<string>();
-  const failures: string[] = [];
+  let check: EncryptedValuesCheck;
   try {
     await client.connect();
     await client.query("BEGIN READ ONLY");
     await client.query("SELECT set_config('wardkeep.scope', 'appliance', true), set_config('wardkeep.tenant_id', '', true)");
-    for (const col of columns) {
-      const rel = col.table.split(".").map((p) => `"${p}"`).join(".");
-      const exists = await client.query("SELECT to_regclass($1) AS r", [rel]);
-      if (!exists.rows[0].r) continue;
-      const rows = await client.query<{ tenant: string; id: string; value: Buffer }>(
-        `SELECT tenant, id, value FROM (
-           SELECT "${col.tenantColumn}"::text AS tenant, "${col.idColumn}"::text AS id, "${col.column}" AS value,
-                  row_number() OVER (PARTITION BY "${col.tenantColumn}" ORDER BY "${col.idColumn}") AS rn
-             FROM ${rel} WHERE "${col.column}" IS NOT NULL) s
-          WHERE rn <= $1`,
-        [perTenant],
-      );
-      for (const r of rows.rows) {
-        values += 1;
-        tenants.add(r.tenant);
-        sampled.add(`${col.table}.${col.column}`);
-        try {
-          zeroize(decryptField(lookup, { tenantId: r.tenant, table: col.table, column: col.column, rowId: r.id }, r.value));
-        } catch (err) {
-          if (!(err instanceof DecryptionError || err instanceof UnknownKeyVersionError)) throw err;
-          failures.push(`${col.table}.${col.column} (tenant ${r.tenant}, row ${r.id}: ${err instanceof UnknownKeyVersionError ? "its data key is not in the key-store backup" : "authentication failed"})`);
-        }
-      }
-    }
+    const keySlots = new Set(loaded.contents.dataKeys.map((d) => `${d.keyId}#${d.version}`));
+    check = await checkEncryptedValues(client, columns, lookup, { perTenant, keySlots });
     await client.query("COMMIT");
   } catch (err) {
     return { name: DECRYPT_CHECK, ok: false, detail: `could not sample the restored database (${(err as { code?: string }).code ?? (err as Error).message})` };
   } finally {
     await client.end().catch(() => {});
   }
-  if (failures.length) {
-    return { name: DECRYPT_CHECK, ok: false, detail: `${failures.length} of ${values} sampled value(s) did not decrypt with key-store backup ${keystoreId}: ${failures.slice(0, 3).join("; ")}${failures.length > 3 ? "; ..." : ""}` };
-  }
-  if (values === 0) return { name: DECRYPT_CHECK, ok: true, detail: "the snapshot holds no encrypted values yet" };
-  return { name: DECRYPT_CHECK, ok: true, detail: `${values} value(s) of ${sampled.size} encrypted column(s) across ${tenants.size} tenant(s) decrypted with key-store backup ${keystoreId}` };
+  if (!check.ok) return { name: DECRYPT_CHECK, ok: false, detail: describeUnreadable(check, loaded.id) };
+  if (check.sampled === 0) return { name: DECRYPT_CHECK, ok: true, detail: "the snapshot holds no encrypted values yet" };
+  return {
+    name: DECRYPT_CHECK,
+    ok: true,
+    detail: `${check.sampled} value(s) of ${check.columns} encrypted column(s) across ${check.tenants} tenant(s) decrypted with key-store backup ${loaded.id}; all ${check.values} stored value(s) name keys it holds`,
+  };
 }
 
 async function smokeQuery(appUrl: string, expectTenants: number | undefined): Promise<DrillCheck> {
@@ -200,8 +177,8 @@ export async function runRecoveryDrill(opts: DrillOptions): Promise<DrillResult>
     if (loaded) {
       const keys = backupDataKeyLookup(loaded.contents, loaded.keks);
       try {
-        const columns = opts.encryptedColumns ?? (await registeredColumns());
-        checks.push(await decryptSample(scratch.ownerUrl, columns, keys.lookup, opts.decryptSamplePerTenant ?? 2, loaded.id));
+        const columns = opts.encryptedColumns ?? (await registeredEncryptedColumns());
+        checks.push(await decryptSample(scratch.ownerUrl, columns, loaded, keys.lookup, opts.decryptSamplePerTenant ?? 2));
       } finally {
         keys.dispose();
       }
@@ -219,12 +196,6 @@ export async function runRecoveryDrill(opts: DrillOptions): Promise<DrillResult>
     await scratch?.drop().catch(() => {});
   }
   return result;
-}
-
-/** The registry, with the records capability's columns registered (they register on import). */
-async function registeredColumns(): Promise<EncryptedColumn[]> {
-  await import("../daemon/records/columns.js");
-  return encryptedColumns();
 }
 
 function snapshotCreatedAt(id: string): Date {

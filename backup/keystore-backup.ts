@@ -17,7 +17,19 @@ import { Readable, Writable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import type pg from "pg";
 import { z } from "zod";
-import { keyStoreContentsSchema, type KeyStoreContents, type ShreddedSubject, hmacSha256, zeroize } from "../daemon/keys/index.js";
+import {
+  decryptField,
+  DecryptionError,
+  encryptedColumns,
+  hmacSha256,
+  keyStoreContentsSchema,
+  UnknownKeyVersionError,
+  zeroize,
+  type DataKeyLookup,
+  type EncryptedColumn,
+  type KeyStoreContents,
+  type ShreddedSubject,
+} from "../daemon/keys/index.js";
 import { canonicalJson } from "./canonical-json.js";
 import { readAll } from "./catalog.js";
 import { SnapshotIntegrityError, SnapshotNotFound, TargetError } from "./errors.js";
@@ -345,4 +357,90 @@ export async function purgeShreddedSubjects(client: pg.ClientBase, subjects: Shr
     }
   }
   return result;
+}
+
+// ---- readability of the restored data ------------------------------------------------------------
+
+/** The field-encrypted columns, with the records capability's registered (it registers them on import). */
+export async function registeredEncryptedColumns(): Promise<EncryptedColumn[]> {
+  await import("../daemon/records/columns.js");
+  return encryptedColumns();
+}
+
+export type EncryptedValuesCheck = { ok: boolean; values: number; sampled: number; columns: number; tenants: number; missingKeys: string[]; undecryptable: string[] };
+
+const quoteRel = (table: string) =>
+  table
+    .split(".")
+    .map((p) => `"${p}"`)
+    .join(".");
+
+/**
+ * Whether the restored data can be read with a key store (`lookup`, `keySlots` = "keyId#version"
+ * it holds): every stored value's header is checked to name a key the store holds (a full scan
+ * in SQL, headers only), and up to `perTenant` values of every column of every tenant are
+ * decrypted (which also checks the associated data: tenant, table, column, row). Failures name
+ * table, column, tenant, row or key ids, never a value. `client` has the appliance scope set.
+ */
+export async function checkEncryptedValues(
+  client: pg.ClientBase,
+  columns: EncryptedColumn[],
+  lookup: DataKeyLookup,
+  opts: { perTenant: number; keySlots?: Set<string> },
+): Promise<EncryptedValuesCheck> {
+  const out: EncryptedValuesCheck = { ok: true, values: 0, sampled: 0, columns: 0, tenants: 0, missingKeys: [], undecryptable: [] };
+  const tenants = new Set<string>();
+  for (const col of columns) {
+    const rel = quoteRel(col.table);
+    const exists = await client.query("SELECT to_regclass($1) AS r", [rel]);
+    if (!exists.rows[0].r) continue;
+    if (opts.keySlots) {
+      // Field header: format (1) || key version (uint32 BE) || key id length L (1) || key id (L).
+      const keys = await client.query<{ key_id: string; version: string; n: number }>(
+        `SELECT convert_from(substring(v FROM 7 FOR get_byte(v, 5)), 'UTF8') AS key_id,
+                ((get_byte(v, 1)::bigint << 24) | (get_byte(v, 2) << 16) | (get_byte(v, 3) << 8) | get_byte(v, 4))::text AS version,
+                count(*)::int AS n
+           FROM (SELECT "${col.column}" AS v FROM ${rel} WHERE "${col.column}" IS NOT NULL AND length("${col.column}") > 6) s
+          GROUP BY 1, 2`,
+      );
+      for (const k of keys.rows) {
+        out.values += k.n;
+        if (!opts.keySlots.has(`${k.key_id}#${k.version}`)) out.missingKeys.push(`${col.table}.${col.column}: ${k.n} value(s) under ${k.key_id} v${k.version}`);
+      }
+    }
+    const rows = await client.query<{ tenant: string; id: string; value: Buffer }>(
+      `SELECT tenant, id, value FROM (
+         SELECT "${col.tenantColumn}"::text AS tenant, "${col.idColumn}"::text AS id, "${col.column}" AS value,
+                row_number() OVER (PARTITION BY "${col.tenantColumn}" ORDER BY "${col.idColumn}") AS rn
+           FROM ${rel} WHERE "${col.column}" IS NOT NULL) s
+        WHERE rn <= $1`,
+      [opts.perTenant],
+    );
+    if (rows.rows.length) out.columns += 1;
+    for (const r of rows.rows) {
+      out.sampled += 1;
+      tenants.add(r.tenant);
+      try {
+        zeroize(decryptField(lookup, { tenantId: r.tenant, table: col.table, column: col.column, rowId: r.id }, r.value));
+      } catch (err) {
+        if (!(err instanceof DecryptionError || err instanceof UnknownKeyVersionError)) throw err;
+        out.undecryptable.push(
+          `${col.table}.${col.column} (tenant ${r.tenant}, row ${r.id}: ${err instanceof UnknownKeyVersionError ? "its data key is not in the key-store backup" : "authentication failed"})`,
+        );
+      }
+    }
+  }
+  out.tenants = tenants.size;
+  out.ok = out.missingKeys.length === 0 && out.undecryptable.length === 0;
+  return out;
+}
+
+/** One line about a failed check (first three of each kind). */
+export function describeUnreadable(check: EncryptedValuesCheck, keystoreId: string): string {
+  const parts: string[] = [];
+  const some = (list: string[]) => `${list.slice(0, 3).join("; ")}${list.length > 3 ? "; ..." : ""}`;
+  if (check.undecryptable.length)
+    parts.push(`${check.undecryptable.length} of ${check.sampled} sampled value(s) did not decrypt with key-store backup ${keystoreId}: ${some(check.undecryptable)}`);
+  if (check.missingKeys.length) parts.push(`stored values name data keys that key-store backup ${keystoreId} does not hold: ${some(check.missingKeys)}`);
+  return parts.join("; ");
 }

@@ -16,13 +16,24 @@ import { Registry } from "prom-client";
 import { restoreAttachments, type RestoreAttachmentsResult } from "../../../backup/attachments.js";
 import { latestSnapshot } from "../../../backup/catalog.js";
 import { manifestSigner } from "../../../backup/keys.js";
-import { latestKeyStoreBackup, openKeyStoreBackup, purgeShreddedSubjects, type PurgeResult } from "../../../backup/keystore-backup.js";
+import { RestoreRefused } from "../../../backup/errors.js";
+import {
+  checkEncryptedValues,
+  describeUnreadable,
+  latestKeyStoreBackup,
+  openKeyStoreBackup,
+  purgeShreddedSubjects,
+  registeredEncryptedColumns,
+  type EncryptedValuesCheck,
+  type PurgeResult,
+} from "../../../backup/keystore-backup.js";
 import { openSnapshot, restoreSnapshot, type RestoreResult } from "../../../backup/restore.js";
 import { openTarget, targetDefinitionSchema, targetSecretsSchema, type SnapshotTarget } from "../../../backup/targets/index.js";
 import { appendAuditEvent } from "../../audit/append.js";
 import { auditVerifierFor } from "../../backups/index.js";
 import {
   backupApplianceSecret,
+  backupDataKeyLookup,
   installRecoveredKeyStore,
   KeyStoreBackupError,
   unwrapBackupKeks,
@@ -121,6 +132,8 @@ export type RecoveryOutcome = {
   restore: Pick<RestoreResult, "tables" | "rows" | "storedBytes" | "schema" | "auditChain" | "phases">;
   keyStore: Omit<InstalledKeyStore, "shredded"> & { shreddedSubjects: number };
   purged: PurgeResult;
+  /** Every stored encrypted value names a key the recovered store holds; a sample per column and tenant decrypted. */
+  readable: { values: number; sampled: number; columns: number; tenants: number };
   shredListReapplied: number;
   attachments: Pick<RestoreAttachmentsResult, "restored" | "alreadyPresent" | "bytes"> & { leftOut: number };
   unseal: { mode: UnsealMode; keyFile?: string; shares?: string[]; shareFiles?: string[]; threshold?: number };
@@ -190,6 +203,8 @@ export async function recoverAppliance(
       const now = new Date();
       let installed: InstalledKeyStore | undefined;
       let purged: PurgeResult | undefined;
+      let readable: EncryptedValuesCheck | undefined;
+      const columns = await registeredEncryptedColumns();
       const seal = { mode: opts.mode, params: creation.params, unsealKey: creation.unsealKey };
       const restored = await restoreSnapshot({
         target: opts.target,
@@ -203,7 +218,22 @@ export async function recoverAppliance(
         beforeCommit: async (client) => {
           installed = await installRecoveredKeyStore(client, keyStore.contents, keks, seal, now);
           purged = await purgeShreddedSubjects(client, installed.shredded, now);
-          return { keyStore: { ...installed, shredded: installed.shredded.length }, purged };
+          // Before COMMIT: data the key store cannot read (a snapshot newer than the newest
+          // key-store backup) is refused whole rather than restored as ciphertext.
+          const gone = installed.shredded;
+          const held = keyStore.contents.dataKeys.filter((d) => !gone.some((x) => (x.kind === "tenant" ? d.tenantId === x.tenantId : d.keyId === x.subject)));
+          const keys = backupDataKeyLookup(keyStore.contents, keks);
+          try {
+            readable = await checkEncryptedValues(client, columns, keys.lookup, { perTenant: 2, keySlots: new Set(held.map((d) => `${d.keyId}#${d.version}`)) });
+          } finally {
+            keys.dispose();
+          }
+          if (!readable.ok) {
+            throw new RestoreRefused(
+              `the snapshot cannot be read with the newest key-store backup (${describeUnreadable(readable, keyStoreId)}); no data was loaded (start again on an empty database) — recover a --snapshot taken no later than ${keyStoreId}`,
+            );
+          }
+          return { keyStore: { ...installed, shredded: installed.shredded.length }, purged, readable: { values: readable.values, sampled: readable.sampled } };
         },
       });
       const restoreMs = mark() - t;
@@ -261,6 +291,7 @@ export async function recoverAppliance(
         },
         keyStore: { ...keyCounts, shreddedSubjects: shredded.length },
         purged: purged!,
+        readable: { values: readable!.values, sampled: readable!.sampled, columns: readable!.columns, tenants: readable!.tenants },
         shredListReapplied: reapplied,
         attachments: { restored: files.restored, alreadyPresent: files.alreadyPresent, bytes: files.bytes, leftOut: entries.length - keep.length },
         unseal: { mode: opts.mode, keyFile: creation.createdFile, shares: creation.shares, threshold: opts.input.threshold },
@@ -360,6 +391,7 @@ export function registerRecover(program: Command) {
           `recovered snapshot ${r.snapshotId} with key-store backup ${r.keyStoreBackup} from target ${r.target} in ${(r.durationMs / 1000).toFixed(1)} s`,
           `  data: ${r.restore.tables} tables, ${r.restore.rows} rows (schema ${r.restore.schema.restoredTo}); audit chain ${chain.checked ? (chain.intact ? `intact up to ${chain.expected?.seq ?? 0}` : "BROKEN") : chain.reason}`,
           `  keys: ${r.keyStore.kekVersions} KEK version(s), ${r.keyStore.dataKeys} data key(s); ${r.keyStore.shreddedSubjects} crypto-shredded subject(s) kept destroyed (${r.purged.patients} patient record(s) purged)`,
+          `  readable: all ${r.readable.values} encrypted value(s) name keys the recovered key store holds; ${r.readable.sampled} sampled across ${r.readable.tenants} tenant(s) decrypted`,
           `  attachments: ${r.attachments.restored} restored${r.attachments.leftOut ? `, ${r.attachments.leftOut} of shredded patients left out` : ""}`,
           `  phases: locate ${r.phases.locateMs} ms, key store ${r.phases.keyStoreMs} ms, data ${r.phases.restoreMs} ms (load ${r.restore.phases.loadMs} ms, verify ${r.restore.phases.verifyMs} ms), attachments ${r.phases.attachmentsMs} ms, finish ${r.phases.finishMs} ms`,
           `  manifests signed by ${r.signerKeyId}`,

@@ -1,6 +1,7 @@
 import { randomBytes } from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
+import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { writePolicy } from "../../../daemon/backups/policy.js";
 import { runSnapshot } from "../../../daemon/backups/service.js";
@@ -48,6 +49,7 @@ type Expected = { patient: unknown; notes: unknown; consents: unknown; attachmen
 const expected = new Map<string, Expected>();
 let kept: { north: string; south: string };
 let erased: string;
+let late: string;
 let northList: string[];
 
 async function fullRecord(clinic: Clinic, name: string, withAttachment: boolean): Promise<string> {
@@ -167,6 +169,8 @@ beforeAll(async () => {
   const first = await runSnapshot(a.ctx, { trigger: "manual" });
   expect(first.status, first.error ?? "").toBe("complete");
   snap1 = first.id;
+  // Registered after the first run: only the second key-store backup holds this patient's key.
+  late = (await registerPatient(south, { name: "Late Arrival" })).id;
 
   // Erased and crypto-shredded after the first snapshot: the old snapshot still holds the rows.
   const requested = await north.owner.agent.delete(`/api/v1/patients/${erased}`);
@@ -345,6 +349,35 @@ describe("recovery refusals (one line, non-zero exit, nothing written)", () => {
       const r = await runCli(["recover", "--json", "--target-file", tf, "--recovery-key", kit, "--unseal", "keyfile"], testEnv(db, dataDir));
       expect(r.code).toBe(1);
       expect(JSON.parse(r.stdout)).toEqual({ ok: false, error: expect.stringMatching(/^target nas-copy holds no key-store backup: without one, no encrypted value/) });
+    } finally {
+      await db.drop();
+      fs.rmSync(dataDir, { recursive: true, force: true });
+    }
+  });
+
+  it("refuses a snapshot newer than the newest key-store backup instead of restoring ciphertext", async () => {
+    const copy = path.join(dir, "nas-older-keystore");
+    fs.cpSync(path.join(dir, "nas"), copy, { recursive: true });
+    fs.rmSync(path.join(copy, "keystores", snap2), { recursive: true });
+    const tf = path.join(dir, "older.json");
+    fs.writeFileSync(tf, JSON.stringify({ kind: "fs", name: "nas-older", path: copy }));
+    const db = await createTestDatabase();
+    const dataDir = tempDir("wardkeep-appliance-b-");
+    try {
+      const r = await runCli(["recover", "--target-file", tf, "--recovery-key", kit, "--snapshot", snap2, "--unseal", "keyfile"], testEnv(db, dataDir));
+      expect(r.code).toBe(1);
+      expect(r.stderr).toMatch(
+        new RegExp(
+          `^wardkeep: the snapshot cannot be read with the newest key-store backup \\(.*stored values name data keys that key-store backup ${snap1} does not hold: patients\\.name_enc: 1 value\\(s\\) under patient/${late} v1.*recover a --snapshot taken no later than ${snap1}\n$`,
+        ),
+      );
+      const c = new pg.Client({ connectionString: db.ownerUrl });
+      await c.connect();
+      try {
+        expect((await c.query("SELECT count(*)::int AS n FROM patients")).rows[0].n).toBe(0);
+      } finally {
+        await c.end();
+      }
     } finally {
       await db.drop();
       fs.rmSync(dataDir, { recursive: true, force: true });
