@@ -175,7 +175,7 @@ export async function evaluateFreshness(ctx: ApplianceContext): Promise<OpenAler
         t,
         "snapshot_stale",
         last?.snap
-          ? `the newest successful snapshot finished ${Math.round(snapAge / 60_000)} minutes ago (limit ${policy.snapshot_max_age_minutes})`
+          ? `the newest snapshot that reached every target finished ${Math.round(snapAge / 60_000)} minutes ago (limit ${policy.snapshot_max_age_minutes}; partial ones do not count)`
           : `no snapshot has succeeded since backups were configured ${Math.round(snapAge / 60_000)} minutes ago (limit ${policy.snapshot_max_age_minutes})`,
       );
     } else await clearAlert(ctx, t, "snapshot_stale");
