@@ -6,10 +6,13 @@ import { z } from "zod";
  */
 
 export const auditActor = z.object({
+  /** The acting user (for support access: the approving admin). */
   userId: z.string().nullable(),
+  /** The actor's role. */
   role: z.string().nullable(),
   /** The support user acting under an approved request, when there is one. */
   impersonatorId: z.string().nullable(),
+  /** The access was made under a break-glass grant. */
   breakGlass: z.boolean(),
 });
 
@@ -17,19 +20,33 @@ export const auditActor = z.object({
 export const auditEventView = z.object({
   /** Chain sequence number (a decimal string: bigint). */
   seq: z.string(),
+  /** When the event was chained. */
   recordedAt: z.string(),
+  /** When it happened (inside the work's transaction). */
   occurredAt: z.string(),
+  /** The tenant; null for appliance events. */
   tenantId: z.string().nullable(),
+  /** The event's own id. */
   eventId: z.string(),
+  /** Who acted. */
   actor: auditActor,
+  /** What was done, e.g. patient.read. */
   action: z.string(),
+  /** Kind of resource acted on. */
   resourceType: z.string(),
+  /** The resource's id (never a PHI value). */
   resourceId: z.string().nullable(),
+  /** The patient concerned, when there is one. */
   patientId: z.string().nullable(),
+  /** success, denied or failure. */
   outcome: z.string(),
+  /** Client address. */
   sourceIp: z.string().nullable(),
+  /** Client software. */
   userAgent: z.string().nullable(),
+  /** The request's X-Request-Id. */
   requestId: z.string().nullable(),
+  /** Why (break-glass reason, denial reason); never PHI. */
   reason: z.string().nullable(),
   /** SHA-256 of the event in the chain, hex. */
   hash: z.string(),
@@ -37,56 +54,80 @@ export const auditEventView = z.object({
 
 /** `GET /api/v1/audit`: newest first; `nextCursor` continues below the last seq. */
 export const auditSearchResponse = z.object({
+  /** Events, newest first. */
   events: z.array(auditEventView),
+  /** Pass as `cursor` for the next page; null at the end. */
   nextCursor: z.string().nullable(),
 });
 
 /** One line of a patient's access timeline. */
 export const timelineEntry = z.object({
+  /** Chain sequence number (decimal string). */
   seq: z.string(),
   /** When the access happened. */
   at: z.string(),
+  /** Who accessed the record. */
   actor: auditActor,
+  /** What was done. */
   action: z.string(),
+  /** Kind of resource. */
   resourceType: z.string(),
+  /** The resource's id. */
   resourceId: z.string().nullable(),
+  /** success, denied or failure. */
   outcome: z.string(),
+  /** Why (break-glass reason, denial reason). */
   reason: z.string().nullable(),
+  /** Client address. */
   sourceIp: z.string().nullable(),
 });
 
 /** `GET /api/v1/audit/patients/{patientId}/timeline`: oldest first. */
 export const timelineResponse = z.object({
+  /** The patient. */
   patientId: z.string(),
+  /** Accesses, oldest first. */
   entries: z.array(timelineEntry),
+  /** Pass as `cursor` for the next page; null at the end. */
   nextCursor: z.string().nullable(),
 });
 
 /** `GET /api/v1/audit/verify`. */
 export const verifyReport = z.object({
+  /** Every event and checkpoint checked out. */
   intact: z.boolean(),
   /** Events checked and found intact (decimal string). */
   verified: z.string(),
+  /** First sequence checked. */
   firstSeq: z.string().nullable(),
   /** Intact up to this seq (the head when intact). */
   lastGoodSeq: z.string(),
+  /** The chain head's sequence number. */
   head: z.string(),
+  /** Where verification began: the genesis, or a retention anchor. */
   startedFrom: z.discriminatedUnion("kind", [z.object({ kind: z.literal("genesis") }), z.object({ kind: z.literal("anchor"), segment: z.string(), seq: z.string() })]),
+  /** Signed checkpoints found and verified, and the last signed sequence. */
   checkpoints: z.object({ total: z.number(), verified: z.number(), lastSignedSeq: z.string().nullable() }),
   /** Which keys signatures were checked against; "database" means the rows' own keys (weak). */
   keyTrust: z.enum(["keyring", "pinned", "given", "database"]),
+  /** Ids of the keys checkpoint signatures were checked against. */
   keyIds: z.array(z.string()),
+  /** The first broken sequence number and why (absent when intact). */
   break: z
     .object({ seq: z.string(), reason: z.enum(["changed", "missing", "reordered", "duplicate", "bad-checkpoint-signature", "checkpoint-mismatch"]), detail: z.string() })
     .optional(),
+  /** One sentence for people. */
   summary: z.string(),
 });
 
 const shownKey = z.object({
   /** Fingerprint-based key id. */
   keyId: z.string(),
+  /** Version in the appliance keyring; null for a legacy key. */
   keyringVersion: z.number().nullable(),
+  /** A key from before the keyring (still verifies old checkpoints). */
   legacy: z.boolean(),
+  /** The public key, PEM (SPKI). */
   publicKeyPem: z.string(),
   /** Raw 32-byte Ed25519 public key, base64. */
   publicKeyRaw: z.string(),
@@ -94,22 +135,35 @@ const shownKey = z.object({
 
 /** `GET /api/v1/audit/public-key`: the key that signs now, and every key that still verifies. */
 export const publicKeyResponse = shownKey.extend({
+  /** Always Ed25519. */
   algorithm: z.literal("Ed25519"),
+  /** Every key that still verifies older checkpoints, with when it was retired. */
   verificationKeys: z.array(shownKey.extend({ retiredAt: z.string().nullable() })),
 });
 
 /** An evidence-pack export requested over the API. */
 export const exportJob = z.object({
+  /** Export id. */
   id: z.string(),
+  /** running, done (download it) or failed. */
   status: z.enum(["running", "done", "failed"]),
+  /** The tenant exported; null for appliance-wide. */
   tenantId: z.string().nullable(),
+  /** Start of the range, inclusive. */
   from: z.string(),
+  /** End of the range, exclusive. */
   to: z.string(),
+  /** Event formats written besides JSON Lines. */
   formats: z.array(z.enum(["csv", "jsonl", "fhir"])),
+  /** Events written so far, and the total when known. */
   progress: z.object({ done: z.number(), total: z.number().nullable() }),
+  /** The pack's manifest once done (digests of every file). */
   manifest: z.unknown(),
+  /** Why it failed. */
   error: z.string().nullable(),
+  /** When it was requested. */
   createdAt: z.string(),
+  /** When it finished. */
   finishedAt: z.string().nullable(),
 });
 

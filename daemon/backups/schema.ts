@@ -10,23 +10,37 @@ import { fsTargetSchema, s3TargetSchema, sftpTargetSchema } from "../../backup/t
 const phases = z.record(z.string(), z.number());
 
 export const snapshotRecord = z.object({
+  /** Snapshot id, e.g. 20250101T120000Z-1a2b3c4d. */
   id: z.string(),
+  /** schedule, manual or cli. */
   trigger: z.string(),
   /** `partial`: at least one target did not get the snapshot. `pruned`: retention deleted every copy. `vanished`: every copy is gone without retention deleting it. */
   status: z.enum(["running", "complete", "partial", "failed", "interrupted", "pruned", "vanished"]),
+  /** When it started. */
   startedAt: z.string(),
+  /** When it finished. */
   finishedAt: z.string().nullable(),
   /** Per target: whether it holds the snapshot, and why not. */
   targets: z.array(z.object({ target: z.string(), ok: z.boolean(), bytes: z.number(), error: z.string().optional() })),
+  /** Tables copied. */
   tables: z.number().nullable(),
+  /** Rows copied. */
   rows: z.number().nullable(),
+  /** Bytes before compression and encryption. */
   plainBytes: z.number().nullable(),
+  /** Bytes written to each target. */
   storedBytes: z.number().nullable(),
+  /** Time taken. */
   durationMs: z.number().nullable(),
+  /** Milliseconds per phase (open consistent read, stream tables, publish manifest). */
   phases: phases.nullable(),
+  /** Last migration in the snapshot. */
   schemaVersion: z.string().nullable(),
+  /** The audit chain head at snapshot time. */
   auditHead: z.object({ seq: z.string(), hash: z.string() }).nullable(),
+  /** When it was last verified. */
   verifiedAt: z.string().nullable(),
+  /** Why it failed. */
   error: z.string().nullable(),
   /** When retention deleted the last copy (status `pruned`). */
   prunedAt: z.string().nullable(),
@@ -43,6 +57,7 @@ export const snapshotRecord = z.object({
 });
 
 export const backupAlert = z.object({
+  /** What is wrong. */
   kind: z.enum([
     "snapshot_failed",
     "snapshot_stale",
@@ -57,7 +72,9 @@ export const backupAlert = z.object({
   ]),
   /** What the alert is about: the target's name for `target_failed`, `snapshot_vanished` and `snapshot_appeared`. */
   subject: z.string().nullable(),
+  /** Since when. */
   raisedAt: z.string(),
+  /** A sentence for people. */
   detail: z.string(),
 });
 
@@ -68,20 +85,31 @@ export const backupListResponse = z.object({ snapshots: z.array(snapshotRecord),
 export const runStartedResponse = z.object({ id: z.string(), status: z.literal("running") });
 
 export const drillRecord = z.object({
+  /** Drill id. */
   id: z.string(),
+  /** schedule, manual or cli. */
   trigger: z.string(),
+  /** running, passed, failed or interrupted. */
   status: z.enum(["running", "passed", "failed", "interrupted"]),
+  /** When it started. */
   startedAt: z.string(),
+  /** When it finished. */
   finishedAt: z.string().nullable(),
+  /** Every check passed. */
   passed: z.boolean(),
+  /** The snapshot drilled. */
   snapshotId: z.string().nullable(),
+  /** The target it was read from. */
   target: z.string(),
   /** Restore time measured by the drill (recovery time objective). */
   rtoMs: z.number().nullable(),
   /** Age of the snapshot's data when drilled (recovery point). */
   rpoMs: z.number().nullable(),
+  /** Milliseconds per phase (download, decrypt, load, verify). */
   phases: phases.nullable(),
+  /** Each check: digests, row counts, audit chain, decryption samples. */
   checks: z.array(z.object({ name: z.string(), ok: z.boolean(), detail: z.string() })),
+  /** Why it failed. */
   error: z.string().nullable(),
 });
 
@@ -90,16 +118,25 @@ const hasSecrets = { hasSecrets: z.boolean().nullable() };
 
 /** `GET|PUT /api/v1/backups/policy`: schedules, targets (as entered, without secrets), retention and freshness limits. */
 export const backupPolicyView = z.object({
+  /** Scheduled snapshots and drills run. */
   enabled: z.boolean(),
+  /** Cron expression for snapshots. */
   snapshotSchedule: z.string(),
+  /** Cron expression for recovery drills. */
   drillSchedule: z.string(),
   /** Grandfather-father-son counts. */
   retention: z.object({ hourly: z.number(), daily: z.number(), weekly: z.number(), monthly: z.number() }),
+  /** Where snapshots go (fs, sftp, s3), as entered, without secrets. */
   targets: z.array(z.discriminatedUnion("kind", [fsTargetSchema.extend(hasSecrets), sftpTargetSchema.extend(hasSecrets), s3TargetSchema.extend(hasSecrets)])),
+  /** Alert when the newest complete snapshot is older. */
   snapshotMaxAgeMinutes: z.number(),
+  /** Alert when the last passed drill is older. */
   drillMaxAgeDays: z.number(),
+  /** S3 Object Lock retention for new objects. */
   objectLockDays: z.number(),
+  /** When the policy was first saved. */
   createdAt: z.string(),
+  /** When it last changed. */
   updatedAt: z.string(),
 });
 

@@ -8,20 +8,28 @@ import { z } from "zod";
 
 /** `GET /api/v1/keys/seal-status`, and the `seal` member of `GET /api/v1/keys`. */
 export const sealProgressView = z.object({
+  /** Whether this replica's keys are sealed (PHI routes answer 503). */
   sealed: z.boolean(),
   /** The key store's unseal mode (or the configured one before initialisation). */
   mode: z.enum(["keyfile", "passphrase", "shamir", "pkcs11"]),
+  /** Whether the key store exists (first unseal done). */
   initialised: z.boolean(),
+  /** Why it is sealed (no PHI). */
   reason: z.string().optional(),
+  /** When this replica was last unsealed. */
   unsealedAt: z.string().optional(),
   /** Shamir: shares entered on this replica so far. */
   progress: z.object({ provided: z.number(), threshold: z.number(), shares: z.number() }).optional(),
 });
 
 const keyVersion = z.object({
+  /** Key version number. */
   version: z.number(),
+  /** active encrypts new data; retired only decrypts. */
   state: z.enum(["active", "retired"]),
+  /** When the version was made. */
   createdAt: z.string(),
+  /** When a newer version replaced it. */
   retiredAt: z.string().nullable(),
   /** Encryptions made under this version (nonce counter). */
   encryptions: z.number(),
@@ -34,11 +42,14 @@ const keyVersion = z.object({
  * operators also get the members marked optional here.
  */
 export const keyStatusResponse = z.object({
+  /** This replica's seal state. */
   seal: sealProgressView,
+  /** Root key-encryption key versions (wraps: data keys wrapped by each) and rewrap progress. */
   kek: z.object({
     versions: z.array(z.object({ version: z.number(), state: z.enum(["active", "retiring"]), createdAt: z.string(), retiredAt: z.string().nullable(), wraps: z.number() })),
     rotation: z.object({ inProgress: z.boolean(), remaining: z.number() }),
   }),
+  /** Per tenant: data key versions, patient keys, blind-index key, scheduled shredding. */
   tenants: z.array(
     z.object({
       tenantId: z.string(),
@@ -50,6 +61,7 @@ export const keyStatusResponse = z.object({
       shredScheduledFor: z.string().nullable(),
     }),
   ),
+  /** Rotations, newest first, with re-encryption progress. */
   rotations: z.array(
     z.object({
       target: z.enum(["kek", "data-key"]),
@@ -62,13 +74,18 @@ export const keyStatusResponse = z.object({
       itemsDone: z.number(),
     }),
   ),
+  /** Appliance-level keys (audit signing, internal); appliance operators only. */
   applianceKeys: z.array(z.object({ keyId: z.string(), kind: z.string(), versions: z.array(keyVersion) })).optional(),
+  /** Crypto-shredding schedule summary; appliance operators only. */
   shredding: z.object({ scheduled: z.number(), nextDestroyAfter: z.string().nullable(), destroyed: z.number() }).optional(),
+  /** The recovery key pair's fingerprint and kit; appliance operators only. */
   recovery: z
     .object({ fingerprint: z.string(), createdAt: z.string(), issuedAt: z.string().nullable(), shares: z.number().nullable(), threshold: z.number().nullable() })
     .nullable()
     .optional(),
+  /** Unwrapped data keys held in memory on this replica; appliance operators only. */
   cache: z.object({ entries: z.number(), capacity: z.number() }).optional(),
+  /** Which columns are field-encrypted, and under which subject's key; appliance operators only. */
   encryptedColumns: z.array(z.object({ table: z.string(), column: z.string(), subject: z.enum(["tenant", "patient"]) })).optional(),
 });
 
