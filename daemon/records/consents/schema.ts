@@ -72,15 +72,25 @@ export const inForceQuery = z
 const revocationView = z.object({ revokedAt: z.string(), revokedBy: z.uuid(), method: z.enum(["signature", "attestation"]), reason: z.string().nullable() });
 
 export const consentSummary = z.object({
+  /** Consent id. */
   id: z.uuid(),
+  /** The patient. */
   patientId: z.uuid(),
+  /** Consent type code. */
   type: z.string(),
+  /** Version of the consent text agreed to. */
   textVersion: z.string(),
+  /** What the consent covers. */
   scope: z.string().nullable(),
+  /** Captured signature, or staff attestation. */
   method: z.enum(["signature", "attestation"]),
+  /** When it was granted. */
   grantedAt: z.string(),
+  /** Who recorded it. */
   grantedBy: z.uuid(),
+  /** When it lapses by itself. */
   expiresAt: z.string().nullable(),
+  /** The revocation, if revoked. */
   revocation: revocationView.nullable(),
   state: z.enum(["in_force", "revoked", "expired"]).describe("As of now"),
 });
@@ -90,9 +100,13 @@ export const consentView = consentSummary.extend({
 });
 export const consentPage = z.object({ items: z.array(consentSummary), nextCursor: z.string().nullable(), undecryptable: undecryptableCount });
 export const inForceAnswer = z.object({
+  /** The patient. */
   patientId: z.uuid(),
+  /** The consent type asked about. */
   type: z.string(),
+  /** The moment asked about. */
   at: z.string(),
+  /** Whether such a consent is in force then. */
   inForce: z.boolean(),
   /** The grant that makes it in force (the latest one), or null. */
   consent: consentSummary.nullable(),

@@ -26,29 +26,46 @@ export const noteSign = z.object({}).strict();
 export const noteListQuery = z.object(pageQuery).strict();
 
 export const noteView = z.object({
+  /** Note id. */
   id: z.uuid(),
+  /** The patient. */
   patientId: z.uuid(),
+  /** A note, or a transcription of an audio attachment. */
   kind: z.enum(["note", "transcription"]),
   status: z.enum(["draft", "signed", "amended"]).describe("draft: editable; signed: current version signed off; amended: signed note with a newer unsigned amendment"),
   body: z.string().describe("The current version's text"),
+  /** Number of the current version. */
   currentVersion: z.number().int(),
+  /** The version that was signed off. */
   signedVersion: z.number().int().nullable(),
+  /** Who signed it off (its author). */
   signedBy: z.uuid().nullable(),
+  /** When it was signed off. */
   signedAt: z.string().nullable(),
+  /** For a transcription: the audio attachment it transcribes. */
   sourceAttachmentId: z.uuid().nullable(),
   version: z.number().int().describe("Row version behind the ETag"),
+  /** When it was written. */
   createdAt: z.string(),
+  /** Its author. */
   createdBy: z.uuid(),
+  /** When it last changed. */
   updatedAt: z.string(),
 });
 export const notePage = z.object({ items: z.array(noteView), nextCursor: z.string().nullable(), undecryptable: undecryptableCount });
 
 export const noteVersionView = z.object({
+  /** Version number. */
   version: z.number().int(),
+  /** The original, an edit of a draft, or an amendment after sign-off. */
   change: z.enum(["original", "edit", "amendment"]),
+  /** The version's text. */
   body: z.string(),
+  /** Why it was amended. */
   reason: z.string().nullable(),
+  /** When it was written. */
   createdAt: z.string(),
+  /** Who wrote it. */
   createdBy: z.uuid(),
   signed: z.boolean().describe("This is the version that was signed off"),
 });

@@ -48,15 +48,25 @@ export const patientSearch = z.union([z.object({ mrn }).strict(), z.object({ ema
 export const patientListQuery = z.object(pageQuery).strict();
 
 export const patientView = z.object({
+  /** Patient id. */
   id: z.uuid(),
+  /** Full name. */
   name: z.string(),
+  /** Date of birth, YYYY-MM-DD. */
   birthDate: z.string().nullable(),
+  /** Medical record number. */
   mrn: z.string().nullable(),
+  /** Phone number. */
   phone: z.string().nullable(),
+  /** Email address. */
   email: z.string().nullable(),
+  /** Postal address. */
   address: z.string().nullable(),
+  /** Row version behind the ETag. */
   version: z.number().int(),
+  /** When the patient was registered. */
   createdAt: z.string(),
+  /** When the demographics last changed. */
   updatedAt: z.string(),
 });
 

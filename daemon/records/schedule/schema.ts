@@ -44,16 +44,27 @@ export const scheduleQuery = z
   .strict();
 
 export const appointmentView = z.object({
+  /** Appointment id. */
   id: z.uuid(),
+  /** The patient. */
   patientId: z.uuid(),
+  /** The patient's name. */
   patientName: z.string(),
+  /** The practitioner seen. */
   practitionerId: z.uuid(),
+  /** The practitioner's display name. */
   practitionerName: z.string().nullable(),
+  /** Start. */
   startsAt: z.string(),
+  /** End. */
   endsAt: z.string(),
+  /** booked, arrived, completed, cancelled or no_show. */
   status: z.enum(APPOINTMENT_STATUSES),
+  /** Row version behind the ETag. */
   version: z.number().int(),
+  /** When it was booked. */
   createdAt: z.string(),
+  /** When it last changed. */
   updatedAt: z.string(),
 });
 export const appointmentPage = z.object({ items: z.array(appointmentView), nextCursor: z.string().nullable(), undecryptable: undecryptableCount });
