@@ -342,7 +342,7 @@ export function registerRecover(program: Command) {
     .option("--recovery-key <file>", "the recovery kit (PEM)")
     .option("--recovery-share <file>", "a recovery kit share file (repeat k times) instead of --recovery-key", collect)
     .option("--snapshot <id>", "data snapshot to restore (default: the newest complete one)")
-    .option("--expect-signer <hex>", "raw Ed25519 public key (hex) the manifests must be signed with (printed by `wardkeep backup verify`)")
+    .option("--expect-signer <hex>", "raw Ed25519 public key (hex) the manifests must be signed with (backup/FORMAT.md, Manifest: write it down beside the kit)")
     .option("--unseal <mode>", `NEW unseal source for this appliance: ${MODES.join(", ")} (default: keys.unseal)`)
     .option("--passphrase-file <file>", "passphrase mode: file holding the new passphrase (- for stdin); otherwise asked twice")
     .option("--shares <n>", "shamir mode: number of custodian shares (default 5)")

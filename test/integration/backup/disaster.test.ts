@@ -337,6 +337,23 @@ describe("recovery refusals (one line, non-zero exit, nothing written)", () => {
     }
   });
 
+  it("refuses backups signed by another key than the one pinned with --expect-signer", async () => {
+    const db = await createTestDatabase();
+    const dataDir = tempDir("wardkeep-appliance-b-");
+    try {
+      const r = await runCli(
+        ["recover", "--target-file", targetFiles.fs!, "--recovery-key", kit, "--unseal", "keyfile", "--expect-signer", randomBytes(32).toString("hex")],
+        testEnv(db, dataDir),
+      );
+      expect(r.code).toBe(1);
+      expect(r.stderr).toMatch(new RegExp(`^wardkeep: key-store backup ${snap2} was signed by [0-9a-f]{16}, which is not a trusted signer\n$`));
+      expect(fs.existsSync(path.join(dataDir, "keys", "root.key"))).toBe(false);
+    } finally {
+      await db.drop();
+      fs.rmSync(dataDir, { recursive: true, force: true });
+    }
+  });
+
   it("refuses a target without a key-store backup: the data alone would be ciphertext", async () => {
     const copy = path.join(dir, "nas-without-keystores");
     fs.cpSync(path.join(dir, "nas"), copy, { recursive: true });
