@@ -173,4 +173,31 @@ describe("key-store backups", () => {
     // Data snapshots follow their own (grandfather-father-son) retention: older ones stay restorable.
     expect(fs.readdirSync(path.join(nas, "snapshots")).length).toBeGreaterThan(1);
   });
+  it("a target that takes the snapshot but not the key-store backup is marked failed: the run is partial, not green", async () => {
+    const broken = path.join(dir, "broken");
+    fs.mkdirSync(broken);
+    // A file where the key-store directory must go: the data snapshot fits, the key store cannot be written.
+    fs.writeFileSync(path.join(broken, "keystores"), "not a directory");
+    await inScope(app.ctx.db.app, { kind: "appliance" }, (t) =>
+      writePolicy(
+        app.ctx,
+        t,
+        {
+          targets: [
+            { kind: "fs", name: "nas", path: nas },
+            { kind: "fs", name: "broken", path: broken },
+          ],
+        },
+        null,
+      ),
+    );
+    const run = await snapshot();
+    expect(run.status).toBe("partial");
+    expect(run.targets).toEqual([
+      expect.objectContaining({ target: "nas", ok: true }),
+      expect.objectContaining({ target: "broken", ok: false, error: expect.stringMatching(/key-store backup: /) }),
+    ]);
+    expect(fs.existsSync(path.join(broken, "snapshots", run.id, "manifest.json"))).toBe(true);
+    expect(app.logLines.some((l) => l.includes(`key-store backup ${run.id} failed on target broken`))).toBe(true);
+  });
 });
