@@ -57,13 +57,18 @@ async function audit(ctx: ApplianceContext, t: Tx, meta: AuditMeta, action: stri
  * across every replica and CLI. If the holder dies, PostgreSQL drops the lock with its
  * connection, which is also why anything a previous holder left unfinished can be swept.
  */
-async function tryJobLock(ctx: ApplianceContext, id: number): Promise<{ release(): Promise<void> } | undefined> {
+async function tryJobLock(ctx: ApplianceContext, id: number, waitMs = 0): Promise<{ release(): Promise<void> } | undefined> {
   const client = await ownerConnector(ctx)();
   client.on("error", () => {});
-  const r = await client.query<{ ok: boolean }>("SELECT pg_try_advisory_lock($1) AS ok", [id]);
-  if (!r.rows[0]!.ok) {
-    await client.end().catch(() => {});
-    return undefined;
+  const deadline = Date.now() + waitMs;
+  for (;;) {
+    const r = await client.query<{ ok: boolean }>("SELECT pg_try_advisory_lock($1) AS ok", [id]);
+    if (r.rows[0]!.ok) break;
+    if (Date.now() >= deadline) {
+      await client.end().catch(() => {});
+      return undefined;
+    }
+    await new Promise((resolve) => setTimeout(resolve, 250));
   }
   return {
     async release() {
@@ -304,7 +309,9 @@ export async function startSnapshot(ctx: ApplianceContext, opts: StartOptions): 
   const policy = await tx(ctx, (t) => readPolicyRow(ctx, t));
   if (policy.targets.length === 0) throw new Conflict("no backup target is configured; add one with PUT /api/v1/backups/policy");
   const recoveryKey = await recoveryPublicKey(ctx);
-  const lock = await tryJobLock(ctx, BACKUP_LOCKS.snapshot);
+  // A scheduled run waits out a reconcile holding the lock (seconds) rather than skip its hour; a snapshot
+  // in progress holds it for longer, and the scheduled run is then skipped as before.
+  const lock = await tryJobLock(ctx, BACKUP_LOCKS.snapshot, opts.trigger === "schedule" ? 30_000 : 0);
   if (!lock) throw new Conflict("a snapshot is already running (on this or another replica, or from the CLI)");
   const id = newSnapshotId(ctx.clock.now());
   try {

@@ -6,9 +6,19 @@
 import { randomBytes } from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
+import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { writePolicy } from "../../../daemon/backups/policy.js";
-import { getSnapshotRecord, listSnapshotRecords, openAlerts, reconcileCatalogue, runSnapshot, verifySnapshotById } from "../../../daemon/backups/service.js";
+import {
+  BACKUP_LOCKS,
+  getSnapshotRecord,
+  listSnapshotRecords,
+  openAlerts,
+  reconcileCatalogue,
+  runSnapshot,
+  startSnapshot,
+  verifySnapshotById,
+} from "../../../daemon/backups/service.js";
 import { inScope } from "../../../daemon/db/sql.js";
 import { signIn, type SignedIn } from "../../helpers/actors.js";
 import { startTestAppliance, testEnv, type TestAppliance } from "../../helpers/appliance.js";
@@ -213,6 +223,29 @@ describe("reconcile", () => {
   });
 });
 
+describe("the snapshot lock", () => {
+  it("makes a scheduled snapshot wait out a short holder (a reconcile) instead of skipping its hour; a manual one is refused at once", async () => {
+    const holder = new pg.Client({ connectionString: app.db.ownerUrl });
+    await holder.connect();
+    try {
+      await holder.query("SELECT pg_advisory_lock($1)", [BACKUP_LOCKS.snapshot]);
+      expect(await reconcileCatalogue(app.ctx)).toMatchObject({ skipped: "a snapshot is running", targets: [] });
+      await expect(startSnapshot(app.ctx, { trigger: "manual" })).rejects.toThrow(/a snapshot is already running/);
+      now += 3_600_000;
+      const started = Date.now();
+      const scheduled = startSnapshot(app.ctx, { trigger: "schedule" });
+      await new Promise((r) => setTimeout(r, 1500));
+      await holder.query("SELECT pg_advisory_unlock($1)", [BACKUP_LOCKS.snapshot]);
+      const run = await (await scheduled).done;
+      expect(Date.now() - started).toBeGreaterThanOrEqual(1500);
+      expect(run).toMatchObject({ trigger: "schedule", status: "complete" });
+      runs.push(run.id);
+    } finally {
+      await holder.end();
+    }
+  });
+});
+
 describe("backup list --target-file", () => {
   it("lists what is really on the target, with each manifest's summary, and names interrupted runs", async () => {
     fs.mkdirSync(path.join(nasDir(), "snapshots", "20260101T000001Z-000fffff", "objects"), { recursive: true });
@@ -225,7 +258,7 @@ describe("backup list --target-file", () => {
     expect(listing.complete).toEqual(onNas());
     expect(listing.snapshots.at(-1)).toMatchObject({
       id: runs.at(-1),
-      trigger: "manual",
+      trigger: "schedule", // the run the lock test started
       tables: expect.any(Number),
       rows: expect.any(Number),
       attachments: 1,
