@@ -1,5 +1,5 @@
 import { execFile } from "node:child_process";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
@@ -52,6 +52,26 @@ describe("the OpenAPI document", () => {
     expect(defined.length).toBeGreaterThan(90);
     expect(new Set(defined).size).toBe(defined.length);
     expect([...documented].sort()).toEqual([...defined].sort());
+  });
+
+  it("has no API route mounted by hand, outside defineRoute (only the admin UI's pages are)", () => {
+    const byHand = /\b\w+\.(get|post|put|patch|delete|all)\(\s*["'/`]/;
+    const offenders: string[] = [];
+    const walk = (dir: string): void => {
+      for (const entry of readdirSync(dir, { withFileTypes: true })) {
+        const path = join(dir, entry.name);
+        if (entry.isDirectory()) walk(path);
+        else if (entry.name.endsWith(".ts") && !path.endsWith(join("http", "admin-ui.ts"))) {
+          readFileSync(path, "utf8")
+            .split("\n")
+            .forEach((line, i) => {
+              if (byHand.test(line) && /router|app\b|api\b/i.test(line)) offenders.push(`${path}:${i + 1}: ${line.trim()}`);
+            });
+        }
+      }
+    };
+    walk(join(process.cwd(), "daemon"));
+    expect(offenders).toEqual([]);
   });
 
   it("has every documented operation answered by a mounted route, not the catch-all 404", async () => {
