@@ -101,6 +101,23 @@ describe("key-store backups", () => {
     const plain = decryptField(lookup, { tenantId: tenants[0]!, table: "patients", column: "name_enc", rowId: patients[0]! }, row!.name_enc);
     expect(plain.toString("utf8")).toBe("Canary East Wing");
     fs.rmSync(out, { recursive: true, force: true });
+
+    // A tampered key-store object stops the script with one line and exit 1.
+    const copy = path.join(tempDir(), first);
+    fs.cpSync(keystoreDir(first), copy, { recursive: true });
+    const bytes = fs.readFileSync(path.join(copy, "keystore.wkd"));
+    bytes[100]! ^= 0x01;
+    fs.writeFileSync(path.join(copy, "keystore.wkd"), bytes);
+    const bad = await new Promise<{ code: number; stderr: string }>((resolve) =>
+      execFile(
+        process.execPath,
+        [path.resolve("backup/recover-standalone.mjs"), "--snapshot", path.join(nas, "snapshots", first), "--recovery-key", kit, "--out", tempDir(), "--keystore", copy],
+        { timeout: 60_000 },
+        (err, _stdout, stderr) => resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stderr }),
+      ),
+    );
+    expect(bad.code).toBe(1);
+    expect(bad.stderr).toBe("recover-standalone: keystore.wkd: the stored bytes do not match the manifest digest\n");
   });
 
   it("a drill decrypts a sample of every encrypted column of every tenant with the run's key-store backup", async () => {
