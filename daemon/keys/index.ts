@@ -208,7 +208,9 @@ export const keyAdmin: KeyAdmin = {
 // ---- What backups and the audit trail need -----------------------------------------------------
 
 /** Schemas a data snapshot never contains (the key store is backed up on its own; DESIGN "Keys"). */
-export { SNAPSHOT_EXCLUDED_SCHEMAS, wrapSecret, unwrapSecret } from "./keystore.js";
+export { SNAPSHOT_EXCLUDED_SCHEMAS } from "./keystore.js";
+/** AES-256-GCM under a key with bound associated data: backups seal target credentials with it. */
+export { wrapSecret, unwrapSecret } from "./keystore.js";
 /** The primitives the snapshot stream, the manifest and the key-store backup are built from. */
 export {
   AES_256_KEY_BYTES,
