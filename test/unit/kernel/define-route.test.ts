@@ -1,0 +1,142 @@
+import express, { type ErrorRequestHandler } from "express";
+import request from "supertest";
+import { describe, expect, it } from "vitest";
+import { z } from "zod";
+import type { ApplianceContext } from "../../../daemon/context.js";
+import { defineRoute, mountRoutes, operationIdOf, type Route, type RouteBinding } from "../../../daemon/kernel/define-route.js";
+import { buildOpenApiDocument } from "../../../daemon/kernel/openapi.js";
+
+/**
+ * defineRoute's own contract, on a bare Express app: parsed input, the declared status, the
+ * policy binding around the handler, and the failures a route author can make. The appliance's
+ * routes are covered end to end by the integration suites and test/integration/http/openapi.test.ts.
+ */
+const ctx = {} as ApplianceContext;
+
+/** A binding like access/guard.ts: lets a request through only with `x-allow: <action>`. */
+function headerBinding(refusals: string[]): RouteBinding {
+  return {
+    knows: (action) => action === "patient:read" || action === "patient:create",
+    authorize: (_ctx, action) => (req, res, next) => {
+      if (req.get("x-allow") === action) return next();
+      res.status(403).json({ denied: action });
+    },
+    refused: async (_ctx, _req, _res, action, err) => {
+      refusals.push(`${action}: ${(err as Error).message}`);
+    },
+  };
+}
+
+const errors: ErrorRequestHandler = (err: Error, _req, res, _next) => {
+  res.status(err instanceof z.ZodError ? 400 : 500).json({ error: err instanceof z.ZodError ? "invalid" : err.message });
+};
+
+function appWith(routes: Route[], refusals: string[] = []) {
+  const app = express();
+  app.use(express.json());
+  app.use("/api/v1", mountRoutes(ctx, routes, headerBinding(refusals)));
+  app.use(errors);
+  return app;
+}
+
+const made = defineRoute(
+  {
+    method: "post",
+    path: "/kernel-test/things/:id",
+    action: "patient:create",
+    tag: "records",
+    summary: "Make a thing",
+    params: z.object({ id: z.uuid() }).strict(),
+    body: z.object({ name: z.string().min(1) }).strict(),
+    response: z.object({ id: z.string(), name: z.string(), at: z.string() }),
+    status: 201,
+  },
+  ({ params, body }) => {
+    if (body.name === "boom") throw new Error("service said no");
+    return { id: params.id, name: body.name, at: new Date("2025-01-01T00:00:00Z") };
+  },
+);
+const ID = "7d5e2a4c-2f7e-4c8b-9a51-0c7e3f1d2b6a";
+
+describe("defineRoute", () => {
+  it("answers with the declared status and the handler's result, dates as ISO strings", async () => {
+    const res = await request(appWith([made]))
+      .post(`/api/v1/kernel-test/things/${ID}`)
+      .set("x-allow", "patient:create")
+      .send({ name: "a" });
+    expect(res.status).toBe(201);
+    expect(res.body).toEqual({ id: ID, name: "a", at: "2025-01-01T00:00:00.000Z" });
+  });
+
+  it("checks the policy before parsing anything, and parses params and body before the handler", async () => {
+    const app = appWith([made]);
+    expect((await request(app).post("/api/v1/kernel-test/things/not-a-uuid").send({ name: "a" })).status).toBe(403);
+    expect((await request(app).post("/api/v1/kernel-test/things/not-a-uuid").set("x-allow", "patient:create").send({ name: "a" })).status).toBe(400);
+    expect((await request(app).post(`/api/v1/kernel-test/things/${ID}`).set("x-allow", "patient:create").send({ name: "a", extra: 1 })).status).toBe(400);
+  });
+
+  it("hands a handler's error to the binding (to audit a service's denial) and passes it on", async () => {
+    const refusals: string[] = [];
+    const res = await request(appWith([made], refusals))
+      .post(`/api/v1/kernel-test/things/${ID}`)
+      .set("x-allow", "patient:create")
+      .send({ name: "boom" });
+    expect(res.status).toBe(500);
+    expect(refusals).toEqual(["patient:create: service said no"]);
+  });
+
+  it("answers 204 without a response schema, and refuses a JSON route whose handler sends nothing", async () => {
+    const gone = defineRoute({ method: "delete", path: "/kernel-test/gone", action: "public", tag: "records", summary: "Forget it" }, () => undefined);
+    const silent = defineRoute(
+      { method: "get", path: "/kernel-test/silent", action: "public", tag: "records", summary: "Says nothing", response: z.object({ ok: z.boolean() }) },
+      // A handler that forgot to return its result.
+      () => undefined,
+    );
+    const app = appWith([gone, silent]);
+    expect((await request(app).delete("/api/v1/kernel-test/gone")).status).toBe(204);
+    const res = await request(app).get("/api/v1/kernel-test/silent");
+    expect(res.status).toBe(500);
+    expect(res.body.error).toMatch(/sent no response/);
+  });
+
+  it("closes the connection when it refuses a streamed body it has not read", async () => {
+    const upload = defineRoute(
+      {
+        method: "post",
+        path: "/kernel-test/uploads",
+        action: "public",
+        tag: "records",
+        summary: "Upload bytes",
+        query: z.object({ kind: z.enum(["audio"]) }).strict(),
+        body: { mediaType: "application/octet-stream", description: "bytes" },
+      },
+      () => undefined,
+    );
+    const app = express();
+    app.use("/api/v1", mountRoutes(ctx, [upload], headerBinding([])));
+    app.use(errors);
+    const res = await request(app)
+      .post("/api/v1/kernel-test/uploads?kind=video")
+      .set("Content-Type", "application/octet-stream")
+      .send(Buffer.alloc(4 * 1024 * 1024));
+    expect(res.status).toBe(400);
+    expect(res.headers.connection).toBe("close");
+  });
+
+  it("refuses a second definition of the same method and path, and an action the policy does not know", () => {
+    expect(() => defineRoute({ method: "post", path: "/kernel-test/things/:id", action: "public", tag: "records", summary: "Again" }, () => undefined)).toThrow(/defined twice/);
+    const unknown = defineRoute({ method: "get", path: "/kernel-test/unknown", action: "patient:list", tag: "records", summary: "Unknown action" }, () => undefined);
+    expect(() => appWith([unknown])).toThrow(/no action patient:list/);
+  });
+
+  it("names operations after their method and path, and documents them with security and problems", () => {
+    expect(operationIdOf("post", "/patients/:id/notes")).toBe("postPatientsNotesById");
+    expect(operationIdOf("get", "/patients/:id/notes/:itemId")).toBe("getPatientsNotesByIdAndItemId");
+    expect(operationIdOf("get", "/audit/public-key")).toBe("getAuditPublicKey");
+    const op = (buildOpenApiDocument("test").paths as Record<string, Record<string, Record<string, unknown>>>)["/api/v1/kernel-test/things/{id}"]!.post!;
+    expect(op.operationId).toBe("postKernelTestThingsById");
+    expect(op.security).toEqual([{ sessionCookie: [], csrfToken: [] }, { apiToken: [] }]);
+    expect(Object.keys(op.responses as object).sort()).toEqual(["201", "400", "401", "403", "404", "415"]);
+    expect(op["x-wardkeep-action"]).toBe("patient:create");
+  });
+});
