@@ -8,7 +8,6 @@ import { openTarget, targetDefinitionSchema, targetSecretsSchema, type SnapshotT
 import { auditVerifierFor, listSnapshotRecords, reconcileCatalogue, restoreSnapshotById, runDrill, runSnapshot, verifySnapshotById, type AuditMeta, type SnapshotRecord } from "../../backups/index.js";
 import { systemClock } from "../../clock.js";
 import { loadConfig } from "../../config/load.js";
-import type { ApplianceContext } from "../../context.js";
 import { APP_ROLE } from "../../db/roles.js";
 import { AppError } from "../../kernel/errors.js";
 import { loadRecoveryPrivateKey, RootKey } from "../../keys/index.js";
