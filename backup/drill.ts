@@ -18,7 +18,8 @@ import { latestSnapshot } from "./catalog.js";
 import { SnapshotNotFound } from "./errors.js";
 import type { SnapshotOpener } from "./keys.js";
 import { checkEncryptedValues, describeUnreadable, openKeyStoreBackup, purgeShreddedSubjects, registeredEncryptedColumns, type EncryptedValuesCheck } from "./keystore-backup.js";
-import { restoreSnapshot, type AuditChainVerifier, type RestorePhases } from "./restore.js";
+import { attachmentDigestCheck } from "./attachments.js";
+import { openSnapshot, restoreSnapshot, type AuditChainVerifier, type RestorePhases } from "./restore.js";
 import type { SnapshotTarget } from "./targets/target.js";
 
 export type ScratchDatabase = { ownerUrl: string; appUrl: string; drop(): Promise<void> };
@@ -128,6 +129,17 @@ async function smokeQuery(appUrl: string, expectTenants: number | undefined): Pr
   }
 }
 
+/** One attachment of the snapshot, chosen at random, read back from the target against the manifest's digest. */
+async function attachmentSample(opts: DrillOptions, snapshotId: string): Promise<DrillCheck> {
+  const name = "attachment bytes";
+  const { manifest } = await openSnapshot(opts.target, snapshotId, opts.opener, opts.trustedSigners);
+  const entries = manifest.attachments?.entries ?? [];
+  if (entries.length === 0) return { name, ok: true, detail: "the snapshot holds no attachment" };
+  const entry = entries[Math.floor(Math.random() * entries.length)]!;
+  const r = await attachmentDigestCheck(opts.target, entry);
+  return { name, ok: r.ok, detail: `attachment ${r.id}: ${r.detail}` };
+}
+
 export async function runRecoveryDrill(opts: DrillOptions): Promise<DrillResult> {
   const now = opts.now ?? (() => new Date());
   const started = now();
@@ -183,6 +195,7 @@ export async function runRecoveryDrill(opts: DrillOptions): Promise<DrillResult>
         keys.dispose();
       }
     } else checks.push({ name: DECRYPT_CHECK, ok: false, detail: "not checked: without the run's key-store backup no encrypted value can be decrypted" });
+    checks.push(await attachmentSample(opts, id));
     const tenants = restored.tableRows.find((o) => o.table === "tenants")?.rows;
     checks.push(await smokeQuery(scratch.appUrl, tenants));
     result.rpoMs = started.getTime() - snapshotCreatedAt(id).getTime();

@@ -6,13 +6,13 @@
 import { randomBytes } from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { attachmentDigestCheck, restoreAttachments, type AttachmentEntry } from "../../../backup/attachments.js";
 import { readManifest } from "../../../backup/catalog.js";
 import { SnapshotIntegrityError } from "../../../backup/errors.js";
 import { S3Target } from "../../../backup/targets/s3.js";
 import { writePolicy } from "../../../daemon/backups/policy.js";
-import { openAlerts, runSnapshot, verifySnapshotById } from "../../../daemon/backups/service.js";
+import { openAlerts, runDrill, runSnapshot, verifySnapshotById } from "../../../daemon/backups/service.js";
 import { inScope } from "../../../daemon/db/sql.js";
 import { startTestAppliance, type TestAppliance } from "../../helpers/appliance.js";
 import { asSuperuser, assignCareTeam, openClinic, registerPatient, type Clinic } from "../records/helpers.js";
@@ -43,7 +43,7 @@ const offsite = () =>
 beforeAll(async () => {
   dir = tempDir();
   [s3, sshd] = await Promise.all([startS3(), startSshd()]);
-  app = await startTestAppliance({ env: { WARDKEEP_BACKUP_SCHEDULER_ENABLED: "false", WARDKEEP_BACKUP_SEGMENT_KIB: "64", WARDKEEP_RECORDS_ATTACHMENT_SEGMENT_KIB: "64" } });
+  app = await startTestAppliance({ env: { WARDKEEP_BACKUP_SCHEDULER_ENABLED: "false", WARDKEEP_BACKUP_SEGMENT_KIB: "64", WARDKEEP_RECORDS_ATTACHMENT_SEGMENT_KIB: "64", WARDKEEP_BACKUP_DRILL_ADMIN_URL: inject("pgCluster").superuserUrl } });
   await inScope(app.ctx.db.app, { kind: "appliance" }, (t) =>
     writePolicy(
       app.ctx,
@@ -319,6 +319,31 @@ describe("attachments in snapshots", () => {
       await expect(verifySnapshotById(app.ctx, latest!, { target: "nas" })).rejects.toThrow(/MAC/);
     } finally {
       fs.writeFileSync(file, original);
+    }
+  });
+
+  it("a drill reads one attachment back from the target against the manifest's digest, and fails by name when the target's copy was altered", async () => {
+    const run = await runSnapshot(app.ctx, { trigger: "manual" });
+    const good = await runDrill(app.ctx, { trigger: "manual", snapshotId: run.id, target: "nas" });
+    expect(good.checks.find((c) => c.name === "attachment bytes")).toMatchObject({ ok: true, detail: expect.stringMatching(/SHA-256 as in the manifest/) });
+    // Every attachment object on the target altered, so whichever the drill samples is damaged.
+    const objects = fs.readdirSync(path.join(dir, "nas", "attachments"), { recursive: true, withFileTypes: true }).filter((e) => e.isFile());
+    const saved = objects.map((e) => {
+      const file = path.join(e.parentPath, e.name);
+      const bytes = fs.readFileSync(file);
+      const altered = Buffer.from(bytes);
+      altered[altered.length - 1]! ^= 0x01;
+      fs.chmodSync(file, 0o600);
+      fs.writeFileSync(file, altered);
+      return { file, bytes };
+    });
+    try {
+      const bad = await runDrill(app.ctx, { trigger: "manual", snapshotId: run.id, target: "nas" });
+      expect(bad.status).toBe("failed");
+      expect(bad.checks.find((c) => c.name === "attachment bytes")).toMatchObject({ ok: false });
+      expect(bad.error).toMatch(/attachment bytes: /);
+    } finally {
+      for (const { file, bytes } of saved) fs.writeFileSync(file, bytes);
     }
   });
 });

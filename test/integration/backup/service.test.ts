@@ -71,6 +71,9 @@ describe("backups on a running appliance", () => {
       "digests, tags and row counts",
       "audit chain",
       "audit head recorded outside the snapshot",
+      "key-store backup",
+      "encrypted columns decrypt",
+      "attachment bytes",
       "smoke query as the app role",
     ]);
     expect(drill.phases).toMatchObject({ loadMs: expect.any(Number), verifyMs: expect.any(Number) });
