@@ -109,12 +109,8 @@ describe("API tokens for service accounts", () => {
   it("looks a token up once for concurrent requests that find the cache empty, and never caches a lookup that a change overtook", async () => {
     const { token, id } = await newToken({ name: "Busy bridge", role: "front_desk", scopes: ["*"] });
     const db = app.ctx.db.app;
-    const query = db.query.bind(db);
     const statements: string[] = [];
-    db.query = ((sql: string, options?: object) => {
-      statements.push(String(sql));
-      return query(sql, options);
-    }) as typeof db.query;
+    db.onStatement = (text) => statements.push(text);
     const lookups = () => statements.filter((q) => q.includes("api_token_lookup")).length;
     const refreshes = () => statements.filter((q) => q.includes("SET last_used_at")).length;
     try {
@@ -146,7 +142,7 @@ describe("API tokens for service accounts", () => {
       expect((await resolveApiToken(app.ctx, token))?.via).toBe("api-token");
       expect(lookups()).toBe(before + 1);
     } finally {
-      db.query = query;
+      db.onStatement = undefined;
     }
   });
 
