@@ -4,11 +4,13 @@
  * empty database, as `wardkeep recover` does it (its library function, recoverAppliance: data
  * snapshot + key-store backup + attachments + new unseal source), against a plain `COPY FROM` of
  * the same rows into the same schema in the same run. The two alternate (COPY, recover, COPY, ...:
- * BENCH_BACKUP_ROUNDS recoveries, one more COPY round than that), so a drift in machine load
- * weighs on both. Targets: the whole recovery under 5 minutes, and the restore's load rate at
+ * BENCH_BACKUP_ROUNDS recoveries, default 2, and one more COPY round than that), so a drift in
+ * machine load weighs on both; one more COPY round measures building secondary indexes after the
+ * load instead of during it (a lever for the restore). Targets: the whole recovery under 5 minutes, and the restore's load rate at
  * least half the raw COPY load rate. Also measured:
- * - snapshot throughput (COPY → brotli-1 → AES-256-GCM segments → directory target) and the raw
- *   `COPY TO` read of the same tables (the floor any logical backup pays),
+ * - snapshot throughput (COPY → brotli-1 → AES-256-GCM segments → directory target) and a raw
+ *   `COPY TO` of the same tables into local files (the floor any logical backup pays; those files
+ *   are what the raw COPY FROM loads),
  * - `pg_dump -Fc` when a pg_dump matching the server's major version is installed (Debian 12
  *   ships 15; the embedded server is 18, which pg_dump 15 refuses: the row says so),
  * - where the time goes: compressors, AES-GCM and SHA-256 on one core.
@@ -59,7 +61,7 @@ const MB = 1024 * 1024;
 const SIZE_MB = Number(process.env.BENCH_BACKUP_MB ?? 1024);
 /** Share of the appliance's bytes that are attachment files (the rest is the database). */
 const ATTACHMENT_SHARE = Number(process.env.BENCH_BACKUP_ATTACHMENT_SHARE ?? 0.25);
-const ROUNDS = Math.max(1, Number(process.env.BENCH_BACKUP_ROUNDS ?? 1));
+const ROUNDS = Math.max(1, Number(process.env.BENCH_BACKUP_ROUNDS ?? 2));
 const ATTACHMENT_BYTES = 4 * MB;
 const NOTE_BYTES = 3000; // ciphertext of a clinical note of a few KB: stored out of line (TOAST)
 const PATIENTS = 200;
