@@ -134,7 +134,15 @@ export default defineConfig(
       ...restrict([{ regex: "(^|/)daemon/(?!kernel/|[a-z-]+/schema\\.js$)", message: "The admin UI imports only types from daemon/<capability>/schema.ts and daemon/kernel/." }]),
       "@typescript-eslint/no-restricted-imports": [
         "error",
-        { patterns: [{ regex: "(^|/)daemon/", allowTypeImports: true, message: "The admin UI imports types from the daemon (`import type`), never code: the bundle must not carry server modules." }] },
+        {
+          patterns: [
+            {
+              regex: "(^|/)daemon/",
+              allowTypeImports: true,
+              message: "The admin UI imports types from the daemon (`import type`), never code: the bundle must not carry server modules.",
+            },
+          ],
+        },
       ],
     },
   },

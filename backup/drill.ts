@@ -13,7 +13,17 @@
  * snapshot when the drill started — what a disaster at that moment would lose.
  */
 import pg from "pg";
-import { backupDataKeyLookup, recoveryPrivateKeyFromRaw, shreddedSubjects, unwrapBackupKeks, zeroize, type DataKeyLookup, type EncryptedColumn, type KeyStoreContents, type KeyStoreOpener } from "../daemon/keys/index.js";
+import {
+  backupDataKeyLookup,
+  recoveryPrivateKeyFromRaw,
+  shreddedSubjects,
+  unwrapBackupKeks,
+  zeroize,
+  type DataKeyLookup,
+  type EncryptedColumn,
+  type KeyStoreContents,
+  type KeyStoreOpener,
+} from "../daemon/keys/index.js";
 import { latestSnapshot } from "./catalog.js";
 import { SnapshotNotFound } from "./errors.js";
 import type { SnapshotOpener } from "./keys.js";
@@ -120,7 +130,8 @@ async function smokeQuery(appUrl: string, expectTenants: number | undefined): Pr
     await client.query("COMMIT");
     const n = Number(r.rows[0]!.n);
     if (r.rows[0]!.rls) return { name: "smoke query as the app role", ok: false, detail: "the app role bypasses row-level security" };
-    if (expectTenants !== undefined && n !== expectTenants) return { name: "smoke query as the app role", ok: false, detail: `the app role sees ${n} tenants, the snapshot holds ${expectTenants}` };
+    if (expectTenants !== undefined && n !== expectTenants)
+      return { name: "smoke query as the app role", ok: false, detail: `the app role sees ${n} tenants, the snapshot holds ${expectTenants}` };
     return { name: "smoke query as the app role", ok: true, detail: `the app role reads ${n} tenant(s) under row-level security` };
   } catch (err) {
     return { name: "smoke query as the app role", ok: false, detail: `the app role cannot query the restored database (${(err as { code?: string }).code ?? "error"})` };
@@ -168,7 +179,11 @@ export async function runRecoveryDrill(opts: DrillOptions): Promise<DrillResult>
     });
     result.rtoMs = Math.round(performance.now() - t);
     result.phases = restored.phases;
-    checks.push({ name: "manifest authenticated", ok: true, detail: `MAC and Ed25519 signature valid (signer ${restored.signer.signerKeyId}${restored.signer.signerMatches ? ", this appliance" : ""})` });
+    checks.push({
+      name: "manifest authenticated",
+      ok: true,
+      detail: `MAC and Ed25519 signature valid (signer ${restored.signer.signerKeyId}${restored.signer.signerMatches ? ", this appliance" : ""})`,
+    });
     checks.push({ name: "digests, tags and row counts", ok: true, detail: `${restored.tables} objects, ${restored.rows} rows, ${restored.storedBytes} bytes` });
     const chain = restored.auditChain;
     checks.push(
@@ -182,7 +197,13 @@ export async function runRecoveryDrill(opts: DrillOptions): Promise<DrillResult>
       if (recorded === undefined) checks.push({ name: "audit head recorded outside the snapshot", ok: false, detail: "the appliance has no record of this snapshot" });
       else {
         const same = (recorded?.seq ?? "0") === (manifestHead?.seq ?? "0") && (recorded?.hash ?? "") === (manifestHead?.hash ?? "");
-        checks.push({ name: "audit head recorded outside the snapshot", ok: same, detail: same ? `matches the head the appliance recorded (${recorded?.seq ?? "0"})` : `the appliance recorded ${recorded?.seq ?? "0"}, the snapshot holds ${manifestHead?.seq ?? "0"}` });
+        checks.push({
+          name: "audit head recorded outside the snapshot",
+          ok: same,
+          detail: same
+            ? `matches the head the appliance recorded (${recorded?.seq ?? "0"})`
+            : `the appliance recorded ${recorded?.seq ?? "0"}, the snapshot holds ${manifestHead?.seq ?? "0"}`,
+        });
       }
     }
     checks.push(keyStore.check);
@@ -200,7 +221,11 @@ export async function runRecoveryDrill(opts: DrillOptions): Promise<DrillResult>
     checks.push(await smokeQuery(scratch.appUrl, tenants));
     result.rpoMs = started.getTime() - snapshotCreatedAt(id).getTime();
     result.passed = checks.every((c) => c.ok);
-    if (!result.passed) result.error = checks.filter((c) => !c.ok).map((c) => `${c.name}: ${c.detail}`).join("; ");
+    if (!result.passed)
+      result.error = checks
+        .filter((c) => !c.ok)
+        .map((c) => `${c.name}: ${c.detail}`)
+        .join("; ");
   } catch (err) {
     result.error = (err as Error).message.slice(0, 1000);
     checks.push({ name: "restore", ok: false, detail: result.error });

@@ -60,9 +60,7 @@ export function unwrapSnapshotKey(wraps: KeyWrap[], opener: SnapshotOpener): Buf
     const wrap = wraps.find((w) => w.type === "appliance" && w.keyId === id);
     if (!wrap) {
       const other = wraps.find((w) => w.type === "appliance")?.keyId ?? "none";
-      throw new SnapshotKeyError(
-        `this snapshot was made by another appliance (key ${other}, this appliance is ${id}); restore it with the recovery key (--recovery-key)`,
-      );
+      throw new SnapshotKeyError(`this snapshot was made by another appliance (key ${other}, this appliance is ${id}); restore it with the recovery key (--recovery-key)`);
     }
     const k = applianceWrappingKey(opener.applianceSecret);
     try {

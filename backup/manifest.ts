@@ -53,13 +53,14 @@ export const manifestBodySchema = z
         schemaVersion: z.string(),
       })
       .strict(),
-    auditHead: z.object({ seq: z.string().regex(/^\d+$/), hash: hex(64), recordedAt: z.string() }).strict().nullable(),
+    auditHead: z
+      .object({ seq: z.string().regex(/^\d+$/), hash: hex(64), recordedAt: z.string() })
+      .strict()
+      .nullable(),
     excludedSchemas: z.array(ident),
     encryption: z.object({ alg: z.literal(STREAM_ALG), segmentBytes: z.number().int(), keyId: hex(16) }).strict(),
     compression: z.object({ alg: z.enum(["brotli", "gzip", "none"]), level: z.number().int() }).strict(),
-    keyWraps: z
-      .array(z.object({ type: z.enum(["appliance", "recovery"]), alg: z.string(), keyId: z.string(), wrapped: z.string() }).strict())
-      .min(1),
+    keyWraps: z.array(z.object({ type: z.enum(["appliance", "recovery"]), alg: z.string(), keyId: z.string(), wrapped: z.string() }).strict()).min(1),
     objects: z.array(snapshotObjectSchema),
     partitions: z.array(
       z

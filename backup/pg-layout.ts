@@ -46,9 +46,7 @@ async function assertPoliciesAdmitApplianceScope(client: pg.Client, excluded: re
   const admits = (qual: string | null) => qual !== null && /^\(?app_is_appliance_scope\(\)( OR |\)?$)/.test(qual.trim());
   for (const row of r.rows) {
     const reading = row.policies.filter((p) => p.cmd === "ALL" || p.cmd === "SELECT");
-    const ok =
-      reading.some((p) => p.permissive === "PERMISSIVE" && admits(p.qual)) &&
-      reading.filter((p) => p.permissive === "RESTRICTIVE").every((p) => admits(p.qual));
+    const ok = reading.some((p) => p.permissive === "PERMISSIVE" && admits(p.qual)) && reading.filter((p) => p.permissive === "RESTRICTIVE").every((p) => admits(p.qual));
     if (!ok) {
       throw new SnapshotRefused(
         `table ${row.schema}.${row.table} has a row-level security policy that does not admit the appliance scope, so a snapshot would miss rows; add "app_is_appliance_scope() OR" to its SELECT policy`,
@@ -107,9 +105,7 @@ export async function readDatabaseLayout(client: pg.Client, excluded: readonly s
   );
   const sequences: ManifestBody["sequences"] = [];
   for (const s of seqNames.rows) {
-    const v = await client.query<{ last_value: string; is_called: boolean }>(
-      `SELECT last_value::text AS last_value, is_called FROM ${quoteIdent(s.schema)}.${quoteIdent(s.name)}`,
-    );
+    const v = await client.query<{ last_value: string; is_called: boolean }>(`SELECT last_value::text AS last_value, is_called FROM ${quoteIdent(s.schema)}.${quoteIdent(s.name)}`);
     sequences.push({ schema: s.schema, name: s.name, lastValue: v.rows[0]!.last_value, isCalled: v.rows[0]!.is_called });
   }
 

@@ -25,9 +25,7 @@ export function planSchema(snapshotMigrations: string[], available: Migration[] 
   }
   const prefix = names.slice(0, snapshotMigrations.length);
   if (prefix.join("\n") !== snapshotMigrations.join("\n")) {
-    throw new RestoreRefused(
-      `the snapshot's migrations (${snapshotMigrations.join(", ")}) are not a prefix of this Wardkeep's (${names.join(", ")}); the schemas diverge`,
-    );
+    throw new RestoreRefused(`the snapshot's migrations (${snapshotMigrations.join(", ")}) are not a prefix of this Wardkeep's (${names.join(", ")}); the schemas diverge`);
   }
   return { before: available.slice(0, snapshotMigrations.length), after: available.slice(snapshotMigrations.length) };
 }

@@ -95,7 +95,11 @@ export class SegmentEncryptStream extends Transform {
   private readonly queue = new ByteQueue();
   private index = 0;
 
-  constructor(snapshotKey: Buffer, associatedData: string, readonly segmentBytes = DEFAULT_SEGMENT_BYTES) {
+  constructor(
+    snapshotKey: Buffer,
+    associatedData: string,
+    readonly segmentBytes = DEFAULT_SEGMENT_BYTES,
+  ) {
     super();
     if (!Number.isInteger(segmentBytes) || segmentBytes < MIN_SEGMENT || segmentBytes > MAX_SEGMENT) {
       throw new RangeError(`segment size must be ${MIN_SEGMENT}..${MAX_SEGMENT} bytes`);

@@ -56,10 +56,7 @@ export type SinkResult = { name: string; ok: true; bytes: number } | { name: str
  * at the pace of the slowest: each chunk waits until every live sink has taken it, so memory stays
  * bounded. A sink that fails is dropped and the others go on; the source failing fails them all.
  */
-export async function fanOut(
-  source: AsyncIterable<Buffer>,
-  sinks: { name: string; write: (body: Readable) => Promise<number> }[],
-): Promise<SinkResult[]> {
+export async function fanOut(source: AsyncIterable<Buffer>, sinks: { name: string; write: (body: Readable) => Promise<number> }[]): Promise<SinkResult[]> {
   const outs = sinks.map((s) => {
     const body = new PassThrough({ highWaterMark: 1 << 20 });
     // A failing source destroys every body with its error, maybe before a sink has started reading

@@ -114,8 +114,11 @@ export async function run(): Promise<BenchRow[]> {
       await writers(perRound, async (i) => {
         const e = sampleEvent(i, tenantId);
         await inScope(db.app, { kind: "tenant", tenantId }, (transaction) =>
-          transaction.rows(`INSERT INTO bench_unchained (occurred_at, tenant_id, actor_user_id, actor_role, break_glass, action, resource_type, resource_id, patient_id,
-               outcome, source_ip, user_agent, request_id) VALUES ($1, $2, $3, $4, false, $5, $6, $7, $8, $9, $10, $11, $12)`, [new Date(), e.tenantId, e.actor.userId, e.actor.role, e.action, e.resourceType, e.resourceId, e.patientId, e.outcome, e.sourceIp, e.userAgent, e.requestId]),
+          transaction.rows(
+            `INSERT INTO bench_unchained (occurred_at, tenant_id, actor_user_id, actor_role, break_glass, action, resource_type, resource_id, patient_id,
+               outcome, source_ip, user_agent, request_id) VALUES ($1, $2, $3, $4, false, $5, $6, $7, $8, $9, $10, $11, $12)`,
+            [new Date(), e.tenantId, e.actor.userId, e.actor.role, e.action, e.resourceType, e.resourceId, e.patientId, e.outcome, e.sourceIp, e.userAgent, e.requestId],
+          ),
         );
       });
       return performance.now() - t0;
@@ -158,13 +161,22 @@ export async function run(): Promise<BenchRow[]> {
         const [head] = await transaction.rows<{ seq: string; hash: string }>("SELECT seq::text AS seq, hash FROM bench_locked_head FOR UPDATE");
         const seq = BigInt(head!.seq) + 1n;
         const hash = chainHash(head!.hash, JSON.stringify({ seq: seq.toString(), ...e }));
-        await transaction.exec(`INSERT INTO bench_locked_chain (occurred_at, tenant_id, actor_user_id, actor_role, break_glass, action, resource_type, resource_id, patient_id,
-             outcome, source_ip, user_agent, request_id, hash) VALUES ($1, $2, $3, $4, false, $5, $6, $7, $8, $9, $10, $11, $12, $13)`, [new Date(), e.tenantId, e.actor.userId, e.actor.role, e.action, e.resourceType, e.resourceId, e.patientId, e.outcome, e.sourceIp, e.userAgent, e.requestId, hash]);
+        await transaction.exec(
+          `INSERT INTO bench_locked_chain (occurred_at, tenant_id, actor_user_id, actor_role, break_glass, action, resource_type, resource_id, patient_id,
+             outcome, source_ip, user_agent, request_id, hash) VALUES ($1, $2, $3, $4, false, $5, $6, $7, $8, $9, $10, $11, $12, $13)`,
+          [new Date(), e.tenantId, e.actor.userId, e.actor.role, e.action, e.resourceType, e.resourceId, e.patientId, e.outcome, e.sourceIp, e.userAgent, e.requestId, hash],
+        );
         await transaction.exec("UPDATE bench_locked_head SET seq = $1, hash = $2", [seq.toString(), hash]);
       });
     });
     const lockedRate = lockedWrites / ((performance.now() - lockedStart) / 1000);
-    rows.push({ name: `rejected design: head locked in each writer's transaction, ${WRITERS} writers`, value: lockedRate, unit: "events/s", baseline: plainRate, ratio: lockedRate / plainRate });
+    rows.push({
+      name: `rejected design: head locked in each writer's transaction, ${WRITERS} writers`,
+      value: lockedRate,
+      unit: "events/s",
+      baseline: plainRate,
+      ratio: lockedRate / plainRate,
+    });
 
     rows.push({ name: `unchained inserts, ${WRITERS} writers`, value: plainRate, unit: "events/s" });
     rows.push({
@@ -182,10 +194,13 @@ export async function run(): Promise<BenchRow[]> {
     const fill = Math.max(0, VERIFY_EVENTS - have);
     await db.owner.transaction(async (transaction) => {
       await transaction.exec("SELECT set_config('wardkeep.scope', 'appliance', true)");
-      await transaction.exec(`INSERT INTO audit_intake (event_id, occurred_at, tenant_id, actor_user_id, actor_role, action, resource_type, resource_id, patient_id, outcome, source_ip, user_agent, request_id)
+      await transaction.exec(
+        `INSERT INTO audit_intake (event_id, occurred_at, tenant_id, actor_user_id, actor_role, action, resource_type, resource_id, patient_id, outcome, source_ip, user_agent, request_id)
          SELECT gen_random_uuid(), now(), $1::uuid, gen_random_uuid()::text, 'practitioner', 'patient.read', 'patient', gen_random_uuid()::text, gen_random_uuid()::text,
                 'success', '10.20.30.40', 'Mozilla/5.0 (X11; Linux x86_64) Chrome/126.0', gen_random_uuid()::text
-           FROM generate_series(1, $2::int)`, [tenantId, fill]);
+           FROM generate_series(1, $2::int)`,
+        [tenantId, fill],
+      );
     });
     const chainStartBulk = performance.now();
     const bulk = await chainPendingEvents(ctx);

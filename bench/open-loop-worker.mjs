@@ -57,4 +57,3 @@ agent.destroy();
 latencies.sort((a, b) => a - b);
 const at = (q) => (latencies.length ? latencies[Math.min(latencies.length - 1, Math.ceil(q * latencies.length) - 1)] : NaN);
 parentPort.postMessage({ p50: at(0.5), p99: at(0.99), rps: latencies.length / elapsed, non2xx, errors: errors + (total - done) });
-

@@ -43,7 +43,18 @@ export async function startBaseline(opts: { databaseUrl: string; poolMax: number
     const { rows } = await pool.query("SELECT * FROM bench_baseline.patients WHERE id = $1", [req.params.id]);
     if (!rows[0]) return void res.status(404).end();
     const r = rows[0];
-    res.json({ id: r.id, name: r.name, birthDate: r.birth_date, mrn: r.mrn, phone: r.phone, email: r.email, address: r.address, version: r.version, createdAt: r.created_at, updatedAt: r.updated_at });
+    res.json({
+      id: r.id,
+      name: r.name,
+      birthDate: r.birth_date,
+      mrn: r.mrn,
+      phone: r.phone,
+      email: r.email,
+      address: r.address,
+      version: r.version,
+      createdAt: r.created_at,
+      updatedAt: r.updated_at,
+    });
   });
   app.post("/baseline/patients/:id/notes", async (req, res) => {
     const client = await pool.connect();
@@ -51,14 +62,15 @@ export async function startBaseline(opts: { databaseUrl: string; poolMax: number
       await client.query("BEGIN");
       const {
         rows: [note],
-      } = await client.query("INSERT INTO bench_baseline.notes (tenant_id, patient_id, kind, created_by) VALUES ($1, $2, 'note', $3) RETURNING *", [tenantId, req.params.id, userId]);
-      await client.query("INSERT INTO bench_baseline.note_versions (tenant_id, patient_id, note_id, version, change, body, created_by) VALUES ($1, $2, $3, 1, 'original', $4, $5)", [
+      } = await client.query("INSERT INTO bench_baseline.notes (tenant_id, patient_id, kind, created_by) VALUES ($1, $2, 'note', $3) RETURNING *", [
         tenantId,
         req.params.id,
-        note.id,
-        String(req.body?.body ?? ""),
         userId,
       ]);
+      await client.query(
+        "INSERT INTO bench_baseline.note_versions (tenant_id, patient_id, note_id, version, change, body, created_by) VALUES ($1, $2, $3, 1, 'original', $4, $5)",
+        [tenantId, req.params.id, note.id, String(req.body?.body ?? ""), userId],
+      );
       await client.query("COMMIT");
       res.status(201).json({ ...note, body: req.body?.body });
     } catch {

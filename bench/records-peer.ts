@@ -222,19 +222,17 @@ export async function startPeer(opts: { databaseUrl: string; poolMax: number; tl
         return n;
       });
       if (!note) return void res.status(404).json({ error: "not found" });
-      res
-        .status(201)
-        .json({
-          id: note.id,
-          patientId: note.patient_id,
-          kind: note.kind,
-          status: note.status,
-          body,
-          currentVersion: 1,
-          version: note.version,
-          createdAt: note.created_at,
-          createdBy: note.created_by,
-        });
+      res.status(201).json({
+        id: note.id,
+        patientId: note.patient_id,
+        kind: note.kind,
+        status: note.status,
+        body,
+        currentVersion: 1,
+        version: note.version,
+        createdAt: note.created_at,
+        createdBy: note.created_by,
+      });
     } catch {
       res.status(500).json({ error: "internal" });
     }

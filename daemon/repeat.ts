@@ -4,10 +4,7 @@
  * which waits for the run in flight. A failed run goes to `onError` and the next interval
  * tries again. The timers do not keep the process alive.
  */
-export function repeatInBackground(
-  opts: { everyMs: number; firstAfterMs?: number; onError: (err: Error) => void },
-  work: () => Promise<unknown>,
-): { stop(): Promise<void> } {
+export function repeatInBackground(opts: { everyMs: number; firstAfterMs?: number; onError: (err: Error) => void }, work: () => Promise<unknown>): { stop(): Promise<void> } {
   let running: Promise<unknown> = Promise.resolve();
   let stopped = false;
   const run = () => {

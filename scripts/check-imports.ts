@@ -28,7 +28,11 @@ function sourceFiles(dir: string): string[] {
 
 /** An import or re-export that is erased at run time (`import type`, or every name `type`). */
 function typeOnly(node: ts.ImportDeclaration | ts.ExportDeclaration): boolean {
-  if (ts.isExportDeclaration(node)) return node.isTypeOnly || (!!node.exportClause && ts.isNamedExports(node.exportClause) && node.exportClause.elements.length > 0 && node.exportClause.elements.every((e) => e.isTypeOnly));
+  if (ts.isExportDeclaration(node))
+    return (
+      node.isTypeOnly ||
+      (!!node.exportClause && ts.isNamedExports(node.exportClause) && node.exportClause.elements.length > 0 && node.exportClause.elements.every((e) => e.isTypeOnly))
+    );
   const clause = node.importClause;
   if (!clause) return false; // `import "./x.js"` runs the module
   if (clause.isTypeOnly) return true;
@@ -79,7 +83,8 @@ export function adminUiViolations(files = sourceFiles(join(ROOT, "admin-ui/src")
       if (!target || !relative(ROOT, target).startsWith("daemon/")) continue;
       const where = relative(ROOT, target);
       if (!typeOnly) out.push(`${relative(ROOT, file)}: imports code from ${where}; the admin UI takes only types from the daemon (import type)`);
-      else if (!/^daemon\/([a-z-]+\/schema|kernel\/.*)\.ts$/.test(where)) out.push(`${relative(ROOT, file)}: imports ${where}; the admin UI takes types from daemon/<capability>/schema.ts and daemon/kernel/ only`);
+      else if (!/^daemon\/([a-z-]+\/schema|kernel\/.*)\.ts$/.test(where))
+        out.push(`${relative(ROOT, file)}: imports ${where}; the admin UI takes types from daemon/<capability>/schema.ts and daemon/kernel/ only`);
     }
   }
   return out;

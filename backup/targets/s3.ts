@@ -1,13 +1,5 @@
 import { PassThrough, pipeline, type Readable } from "node:stream";
-import {
-  DeleteObjectCommand,
-  GetObjectCommand,
-  HeadObjectCommand,
-  ListObjectsV2Command,
-  PutObjectCommand,
-  S3Client,
-  type ObjectLockMode,
-} from "@aws-sdk/client-s3";
+import { DeleteObjectCommand, GetObjectCommand, HeadObjectCommand, ListObjectsV2Command, PutObjectCommand, S3Client, type ObjectLockMode } from "@aws-sdk/client-s3";
 import { Upload } from "@aws-sdk/lib-storage";
 import { TargetError } from "../errors.js";
 import { checkKey, errCode, type PutOptions, type SnapshotTarget, type TargetEntry } from "./target.js";
@@ -142,9 +134,7 @@ export class S3Target implements SnapshotTarget {
     let token: string | undefined;
     try {
       do {
-        const page = await this.client.send(
-          new ListObjectsV2Command({ Bucket: this.opts.bucket, Prefix: this.prefix + prefix, ContinuationToken: token }),
-        );
+        const page = await this.client.send(new ListObjectsV2Command({ Bucket: this.opts.bucket, Prefix: this.prefix + prefix, ContinuationToken: token }));
         for (const o of page.Contents ?? []) {
           if (o.Key) out.push({ key: o.Key.slice(this.prefix.length), size: o.Size ?? 0 });
         }
@@ -180,7 +170,9 @@ export class S3Target implements SnapshotTarget {
       await this.client.send(new DeleteObjectCommand({ Bucket: this.opts.bucket, Key: this.key(key), VersionId: versionId }));
       return {
         refused: false,
-        detail: versionId ? "the locked object version was deleted: Object Lock is not in force" : "the bucket is not versioned, so it cannot be write-once (Object Lock needs versioning)",
+        detail: versionId
+          ? "the locked object version was deleted: Object Lock is not in force"
+          : "the bucket is not versioned, so it cannot be write-once (Object Lock needs versioning)",
       };
     } catch (err) {
       return { refused: true, detail: `delete refused (${errCode(err)})` };

@@ -56,7 +56,8 @@ export class SftpTarget implements SnapshotTarget {
     if (err instanceof TargetError) return err;
     const e = err as { code?: unknown; level?: string; syscall?: string; message?: string };
     // Errors of the source stream (database, encryptor) are not the target's: pass them on.
-    const fromSsh = e.syscall !== undefined || e.level !== undefined || typeof e.code === "number" || /sftp|ssh|connect|socket|handshake|No response|closed|ECONN/i.test(e.message ?? "");
+    const fromSsh =
+      e.syscall !== undefined || e.level !== undefined || typeof e.code === "number" || /sftp|ssh|connect|socket|handshake|No response|closed|ECONN/i.test(e.message ?? "");
     if (!fromSsh) return err as Error;
     this.reset();
     return new TargetError(`target ${this.name}: ${op} ${key} failed: ${errCode(err)}${/host key/i.test(e.message ?? "") ? " (host key mismatch)" : ""}`, {
@@ -163,9 +164,7 @@ export class SftpTarget implements SnapshotTarget {
       await flush();
       await this.call<void>((cb) =>
         // fsync@openssh.com: the object is on the server's disk, not in its page cache, before we go on.
-        (sftp as unknown as { ext_openssh_fsync?: SFTPWrapper["ext_openssh_fsync"] }).ext_openssh_fsync
-          ? sftp.ext_openssh_fsync(handle, (err) => cb(err))
-          : cb(undefined),
+        (sftp as unknown as { ext_openssh_fsync?: SFTPWrapper["ext_openssh_fsync"] }).ext_openssh_fsync ? sftp.ext_openssh_fsync(handle, (err) => cb(err)) : cb(undefined),
       );
     } finally {
       await this.call<void>((cb) => sftp.close(handle, (err) => cb(err))).catch(() => {});

@@ -62,12 +62,7 @@ export const fsTargetSchema = z
     kind: z.literal("fs"),
     name,
     path: z.string().min(1).describe("Absolute path of a local or mounted directory (NFS, SMB)."),
-    quotaBytes: z
-      .number()
-      .int()
-      .min(0)
-      .optional()
-      .describe("Refuse writes (ENOSPC) once the snapshots under `path` would exceed this many bytes; 0 or unset is no quota."),
+    quotaBytes: z.number().int().min(0).optional().describe("Refuse writes (ENOSPC) once the snapshots under `path` would exceed this many bytes; 0 or unset is no quota."),
   })
   .strict();
 
@@ -92,7 +87,10 @@ export const s3TargetSchema = z
     kind: z.literal("s3"),
     name,
     bucket: z.string().min(3).max(63),
-    prefix: z.string().regex(/^([A-Za-z0-9._-]+\/)*$/, "empty or ending with /").default(""),
+    prefix: z
+      .string()
+      .regex(/^([A-Za-z0-9._-]+\/)*$/, "empty or ending with /")
+      .default(""),
     region: z.string().min(1).default("us-east-1"),
     endpoint: z.string().url().optional().describe("S3-compatible endpoint (MinIO, Ceph, NetApp StorageGRID); unset is AWS."),
     forcePathStyle: z.boolean().default(false),

@@ -30,7 +30,13 @@ const view = (r: GrantRow, now: Date): BreakGlassGrant => ({
   active: !r.ended_at && r.expires_at > now,
 });
 
-export async function openBreakGlass(ctx: ApplianceContext, actor: Actor, patientId: string, input: z.infer<typeof breakGlassRequest>, meta: RequestMeta): Promise<BreakGlassGrant> {
+export async function openBreakGlass(
+  ctx: ApplianceContext,
+  actor: Actor,
+  patientId: string,
+  input: z.infer<typeof breakGlassRequest>,
+  meta: RequestMeta,
+): Promise<BreakGlassGrant> {
   authorize(actor, "break_glass:create", { tenantId: actor.tenantId });
   const now = ctx.clock.now();
   const grant = await inScope(ctx.db.app, scopeOf(actor), async (t) => {
@@ -41,9 +47,24 @@ export async function openBreakGlass(ctx: ApplianceContext, actor: Actor, patien
     if (access.assigned) throw new Conflict("you are on this patient's care team: no break-glass is needed");
     if (access.breakGlass) throw new Conflict("you already hold break-glass access to this patient");
     const expiresAt = new Date(now.getTime() + ctx.config.access.breakGlassMinutes * 60_000);
-    const [row] = await t.rows<GrantRow>("INSERT INTO break_glass_grants (tenant_id, user_id, patient_id, reason, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6) RETURNING *", [actor.tenantId, actor.userId, patientId, input.reason, now, expiresAt]);
-    await t.exec("INSERT INTO admin_notifications (tenant_id, kind, actor_user_id, subject_id, patient_id, created_at) VALUES ($1, 'break_glass', $2, $3, $4, $5)", [actor.tenantId, actor.userId, row!.id, patientId, now]);
-    await recordAuthEvent(ctx, t, actor, { action: "break_glass.open", resourceType: "patient", resourceId: patientId, patientId, outcome: "success", breakGlass: true, reason: input.reason }, meta);
+    const [row] = await t.rows<GrantRow>(
+      "INSERT INTO break_glass_grants (tenant_id, user_id, patient_id, reason, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6) RETURNING *",
+      [actor.tenantId, actor.userId, patientId, input.reason, now, expiresAt],
+    );
+    await t.exec("INSERT INTO admin_notifications (tenant_id, kind, actor_user_id, subject_id, patient_id, created_at) VALUES ($1, 'break_glass', $2, $3, $4, $5)", [
+      actor.tenantId,
+      actor.userId,
+      row!.id,
+      patientId,
+      now,
+    ]);
+    await recordAuthEvent(
+      ctx,
+      t,
+      actor,
+      { action: "break_glass.open", resourceType: "patient", resourceId: patientId, patientId, outcome: "success", breakGlass: true, reason: input.reason },
+      meta,
+    );
     return row!;
   });
   // Ids only: the reason may name the patient's condition.
@@ -55,8 +76,11 @@ export async function listBreakGlass(ctx: ApplianceContext, actor: Actor, opts: 
   authorize(actor, "break_glass:list", { tenantId: actor.tenantId });
   const now = ctx.clock.now();
   return inScope(ctx.db.app, scopeOf(actor), async (t) => {
-    const rows = await t.rows<GrantRow>(`SELECT * FROM break_glass_grants WHERE tenant_id = $1 AND ($2::uuid IS NULL OR patient_id = $2::uuid)
-         AND (NOT $3::boolean OR (ended_at IS NULL AND expires_at > $4)) ORDER BY created_at DESC LIMIT 500`, [actor.tenantId, opts.patientId ?? null, opts.activeOnly === true, now]);
+    const rows = await t.rows<GrantRow>(
+      `SELECT * FROM break_glass_grants WHERE tenant_id = $1 AND ($2::uuid IS NULL OR patient_id = $2::uuid)
+         AND (NOT $3::boolean OR (ended_at IS NULL AND expires_at > $4)) ORDER BY created_at DESC LIMIT 500`,
+      [actor.tenantId, opts.patientId ?? null, opts.activeOnly === true, now],
+    );
     return rows.map((r) => view(r, now));
   });
 }

@@ -17,9 +17,12 @@ export type PatientAccess = { assigned: boolean; breakGlass: boolean };
 /** Whether the actor is on the patient's care team, or holds an unexpired break-glass grant. */
 export async function patientAccessFor(ctx: ApplianceContext, t: Tx, actor: Actor, patientId: string): Promise<PatientAccess> {
   if (!actor.tenantId) return { assigned: false, breakGlass: false };
-  const [row] = await t.rows<{ assigned: boolean; break_glass: boolean }>(`SELECT
+  const [row] = await t.rows<{ assigned: boolean; break_glass: boolean }>(
+    `SELECT
        EXISTS (SELECT 1 FROM care_team_assignments WHERE tenant_id = $1 AND patient_id = $2 AND user_id = $3) AS assigned,
-       EXISTS (SELECT 1 FROM break_glass_grants WHERE tenant_id = $1 AND patient_id = $2 AND user_id = $3 AND ended_at IS NULL AND expires_at > $4) AS break_glass`, [actor.tenantId, patientId, actor.userId, ctx.clock.now()]);
+       EXISTS (SELECT 1 FROM break_glass_grants WHERE tenant_id = $1 AND patient_id = $2 AND user_id = $3 AND ended_at IS NULL AND expires_at > $4) AS break_glass`,
+    [actor.tenantId, patientId, actor.userId, ctx.clock.now()],
+  );
   return { assigned: row!.assigned, breakGlass: row!.break_glass };
 }
 
@@ -39,8 +42,11 @@ export type CareTeamMember = { userId: string; email: string | null; displayName
 export async function listCareTeam(ctx: ApplianceContext, actor: Actor, patientId: string): Promise<CareTeamMember[]> {
   authorize(actor, "care_team:read", { tenantId: actor.tenantId });
   return inScope(ctx.db.app, scopeOf(actor), async (t) => {
-    const rows = await t.rows<{ user_id: string; email: string | null; display_name: string | null; assigned_at: Date; assigned_by: string }>(`SELECT c.user_id, u.email, u.display_name, c.assigned_at, c.assigned_by
-       FROM care_team_assignments c JOIN users u ON u.id = c.user_id WHERE c.tenant_id = $1 AND c.patient_id = $2 ORDER BY c.assigned_at`, [actor.tenantId, patientId]);
+    const rows = await t.rows<{ user_id: string; email: string | null; display_name: string | null; assigned_at: Date; assigned_by: string }>(
+      `SELECT c.user_id, u.email, u.display_name, c.assigned_at, c.assigned_by
+       FROM care_team_assignments c JOIN users u ON u.id = c.user_id WHERE c.tenant_id = $1 AND c.patient_id = $2 ORDER BY c.assigned_at`,
+      [actor.tenantId, patientId],
+    );
     return rows.map((r) => ({ userId: r.user_id, email: r.email, displayName: r.display_name, assignedAt: r.assigned_at.toISOString(), assignedBy: r.assigned_by }));
   });
 }
@@ -55,8 +61,11 @@ export async function assignToCareTeam(ctx: ApplianceContext, actor: Actor, pati
     if (!patient) throw new NotFound("no such patient");
     if (user.role !== "practitioner") throw new Invalid("only practitioners join a care team");
     if (user.status !== "active") throw new Conflict("the account is deactivated");
-    const inserted = await t.rows(`INSERT INTO care_team_assignments (tenant_id, patient_id, user_id, assigned_by, assigned_at) VALUES ($1, $2, $3, $4, $5)
-       ON CONFLICT DO NOTHING RETURNING user_id`, [actor.tenantId, patientId, userId, actor.userId, ctx.clock.now()]);
+    const inserted = await t.rows(
+      `INSERT INTO care_team_assignments (tenant_id, patient_id, user_id, assigned_by, assigned_at) VALUES ($1, $2, $3, $4, $5)
+       ON CONFLICT DO NOTHING RETURNING user_id`,
+      [actor.tenantId, patientId, userId, actor.userId, ctx.clock.now()],
+    );
     if (inserted.length) {
       await recordAuthEvent(ctx, t, actor, { action: "care_team.assign", resourceType: "care_team", resourceId: userId, patientId, outcome: "success" }, meta);
     }
@@ -66,7 +75,11 @@ export async function assignToCareTeam(ctx: ApplianceContext, actor: Actor, pati
 export async function removeFromCareTeam(ctx: ApplianceContext, actor: Actor, patientId: string, userId: string, meta: RequestMeta): Promise<void> {
   authorize(actor, "care_team:update", { tenantId: actor.tenantId });
   await inScope(ctx.db.app, scopeOf(actor), async (t) => {
-    const removed = await t.rows("DELETE FROM care_team_assignments WHERE tenant_id = $1 AND patient_id = $2 AND user_id = $3 RETURNING user_id", [actor.tenantId, patientId, userId]);
+    const removed = await t.rows("DELETE FROM care_team_assignments WHERE tenant_id = $1 AND patient_id = $2 AND user_id = $3 RETURNING user_id", [
+      actor.tenantId,
+      patientId,
+      userId,
+    ]);
     if (!removed.length) throw new NotFound("that practitioner is not on this patient's care team");
     await recordAuthEvent(ctx, t, actor, { action: "care_team.remove", resourceType: "care_team", resourceId: userId, patientId, outcome: "success" }, meta);
   });

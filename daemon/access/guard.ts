@@ -23,7 +23,13 @@ export function guardedRoutes(): GuardedRoute[] {
 export async function recordDenial(ctx: ApplianceContext, req: Request, res: Response, action: string, why?: string): Promise<void> {
   const actor = currentActor(res);
   await inScope(ctx.db.app, scopeOf(actor), (t) =>
-    recordAuthEvent(ctx, t, actor, { action: "access.denied", resourceType: action.split(":")[0]!, outcome: "denied", reason: why ? `${action}: ${why}` : action }, requestMeta(req, res)),
+    recordAuthEvent(
+      ctx,
+      t,
+      actor,
+      { action: "access.denied", resourceType: action.split(":")[0]!, outcome: "denied", reason: why ? `${action}: ${why}` : action },
+      requestMeta(req, res),
+    ),
   );
 }
 

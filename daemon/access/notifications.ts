@@ -46,7 +46,10 @@ const view = (r: Row): AdminNotification => ({
 export async function listNotifications(ctx: ApplianceContext, actor: Actor, opts: { unacknowledgedOnly?: boolean } = {}): Promise<AdminNotification[]> {
   authorize(actor, "notification:list", { tenantId: actor.tenantId });
   return inScope(ctx.db.app, scopeOf(actor), async (t) => {
-    const rows = await t.rows<Row>("SELECT * FROM admin_notifications WHERE tenant_id = $1 AND (NOT $2::boolean OR acknowledged_at IS NULL) ORDER BY created_at DESC LIMIT 500", [actor.tenantId, opts.unacknowledgedOnly === true]);
+    const rows = await t.rows<Row>("SELECT * FROM admin_notifications WHERE tenant_id = $1 AND (NOT $2::boolean OR acknowledged_at IS NULL) ORDER BY created_at DESC LIMIT 500", [
+      actor.tenantId,
+      opts.unacknowledgedOnly === true,
+    ]);
     return rows.map(view);
   });
 }
@@ -54,7 +57,10 @@ export async function listNotifications(ctx: ApplianceContext, actor: Actor, opt
 export async function acknowledgeNotification(ctx: ApplianceContext, actor: Actor, id: string, meta: RequestMeta): Promise<AdminNotification> {
   authorize(actor, "notification:acknowledge", { tenantId: actor.tenantId });
   return inScope(ctx.db.app, scopeOf(actor), async (t) => {
-    const [row] = await t.rows<Row>("UPDATE admin_notifications SET acknowledged_at = coalesce(acknowledged_at, $2), acknowledged_by = coalesce(acknowledged_by, $3) WHERE id = $1 AND tenant_id = $4 RETURNING *", [id, ctx.clock.now(), actor.userId, actor.tenantId]);
+    const [row] = await t.rows<Row>(
+      "UPDATE admin_notifications SET acknowledged_at = coalesce(acknowledged_at, $2), acknowledged_by = coalesce(acknowledged_by, $3) WHERE id = $1 AND tenant_id = $4 RETURNING *",
+      [id, ctx.clock.now(), actor.userId, actor.tenantId],
+    );
     if (!row) throw new NotFound("no such notification");
     await recordAuthEvent(ctx, t, actor, { action: "notification.acknowledge", resourceType: "notification", resourceId: id, outcome: "success" }, meta);
     return view(row);

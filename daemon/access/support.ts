@@ -65,9 +65,26 @@ export async function requestSupportAccess(ctx: ApplianceContext, actor: Actor, 
   return inScope(ctx.db.app, { kind: "tenant", tenantId: input.tenantId }, async (t) => {
     const tenant = await t.rows("SELECT 1 FROM tenants WHERE id = $1 AND status = 'active'", [input.tenantId]);
     if (!tenant.length) throw new NotFound("no such active tenant");
-    const [row] = await t.rows<Row>("INSERT INTO support_requests (tenant_id, requested_by, ticket_ref, reason, created_at) VALUES ($1, $2, $3, $4, $5) RETURNING *", [input.tenantId, actor.userId, input.ticketRef, input.reason, now]);
-    await t.exec("INSERT INTO admin_notifications (tenant_id, kind, actor_user_id, subject_id, created_at) VALUES ($1, 'support_request', $2, $3, $4)", [input.tenantId, actor.userId, row!.id, now]);
-    await recordAuthEvent(ctx, t, actor, { action: "support.request", resourceType: "support_request", resourceId: row!.id, tenantId: input.tenantId, outcome: "success", reason: `ticket ${input.ticketRef}` }, meta);
+    const [row] = await t.rows<Row>("INSERT INTO support_requests (tenant_id, requested_by, ticket_ref, reason, created_at) VALUES ($1, $2, $3, $4, $5) RETURNING *", [
+      input.tenantId,
+      actor.userId,
+      input.ticketRef,
+      input.reason,
+      now,
+    ]);
+    await t.exec("INSERT INTO admin_notifications (tenant_id, kind, actor_user_id, subject_id, created_at) VALUES ($1, 'support_request', $2, $3, $4)", [
+      input.tenantId,
+      actor.userId,
+      row!.id,
+      now,
+    ]);
+    await recordAuthEvent(
+      ctx,
+      t,
+      actor,
+      { action: "support.request", resourceType: "support_request", resourceId: row!.id, tenantId: input.tenantId, outcome: "success", reason: `ticket ${input.ticketRef}` },
+      meta,
+    );
     return view(row!, now);
   });
 }
@@ -98,8 +115,20 @@ export async function decideSupportRequest(ctx: ApplianceContext, actor: Actor, 
     authorize(actor, "support_request:decide", { tenantId: row.tenant_id });
     if (row.status !== "pending") throw new Conflict(`the request is already ${row.status}`);
     const expiresAt = decision === "approve" ? new Date(now.getTime() + ctx.config.access.supportAccessMinutes * 60_000) : null;
-    const [updated] = await t.rows<Row>("UPDATE support_requests SET status = $2, decided_by = $3, decided_at = $4, expires_at = $5 WHERE id = $1 RETURNING *", [id, decision === "approve" ? "approved" : "denied", actor.userId, now, expiresAt]);
-    await recordAuthEvent(ctx, t, actor, { action: `support.${decision}`, resourceType: "support_request", resourceId: id, outcome: "success", reason: `ticket ${row.ticket_ref}` }, meta);
+    const [updated] = await t.rows<Row>("UPDATE support_requests SET status = $2, decided_by = $3, decided_at = $4, expires_at = $5 WHERE id = $1 RETURNING *", [
+      id,
+      decision === "approve" ? "approved" : "denied",
+      actor.userId,
+      now,
+      expiresAt,
+    ]);
+    await recordAuthEvent(
+      ctx,
+      t,
+      actor,
+      { action: `support.${decision}`, resourceType: "support_request", resourceId: id, outcome: "success", reason: `ticket ${row.ticket_ref}` },
+      meta,
+    );
     return view(updated!, now);
   });
 }

@@ -26,14 +26,27 @@ export type SecuritySettings = {
   absoluteLifetimeHours: number;
 };
 
-type TenantRow = { id: string; name: string; slug: string; status: string; created_at: Date; mfa_required: boolean; idle_timeout_minutes: number | null; inactive_user_days: number | null };
+type TenantRow = {
+  id: string;
+  name: string;
+  slug: string;
+  status: string;
+  created_at: Date;
+  mfa_required: boolean;
+  idle_timeout_minutes: number | null;
+  inactive_user_days: number | null;
+};
 
 const view = (r: TenantRow): TenantView => ({ id: r.id, name: r.name, slug: r.slug, status: r.status, createdAt: r.created_at.toISOString() });
 
 export async function createTenant(ctx: ApplianceContext, actor: Actor, input: z.infer<typeof createTenantRequest>, meta: RequestMeta): Promise<TenantView> {
   authorize(actor, "tenant:create");
   return inScope(ctx.db.app, { kind: "appliance" }, async (t) => {
-    const [row] = await t.rows<TenantRow>("INSERT INTO tenants (name, slug, created_at, updated_at) VALUES ($1, $2, $3, $3) ON CONFLICT (slug) DO NOTHING RETURNING *", [input.name, input.slug, ctx.clock.now()]);
+    const [row] = await t.rows<TenantRow>("INSERT INTO tenants (name, slug, created_at, updated_at) VALUES ($1, $2, $3, $3) ON CONFLICT (slug) DO NOTHING RETURNING *", [
+      input.name,
+      input.slug,
+      ctx.clock.now(),
+    ]);
     if (!row) throw new Conflict("a tenant with this slug already exists");
     await recordAuthEvent(ctx, t, actor, { action: "tenant.create", resourceType: "tenant", resourceId: row.id, tenantId: row.id, outcome: "success" }, meta);
     return view(row);
@@ -62,11 +75,22 @@ export async function getTenant(ctx: ApplianceContext, actor: Actor, tenantId: s
 export async function updateTenant(ctx: ApplianceContext, actor: Actor, tenantId: string, input: z.infer<typeof updateTenantRequest>, meta: RequestMeta): Promise<TenantView> {
   authorize(actor, "tenant:update", { tenantId });
   return inScope(ctx.db.app, { kind: "appliance" }, async (t) => {
-    const [row] = await t.rows<TenantRow>("UPDATE tenants SET name = coalesce($2, name), status = coalesce($3, status), updated_at = $4 WHERE id = $1 RETURNING *", [tenantId, input.name ?? null, input.status ?? null, ctx.clock.now()]);
+    const [row] = await t.rows<TenantRow>("UPDATE tenants SET name = coalesce($2, name), status = coalesce($3, status), updated_at = $4 WHERE id = $1 RETURNING *", [
+      tenantId,
+      input.name ?? null,
+      input.status ?? null,
+      ctx.clock.now(),
+    ]);
     if (!row) throw new NotFound("no such tenant");
     // A suspended tenant's API tokens stop at once here (other replicas: auth.apiTokenCacheSeconds).
     t.afterCommit(() => forgetResolvedApiTokens(ctx));
-    await recordAuthEvent(ctx, t, actor, { action: "tenant.update", resourceType: "tenant", resourceId: tenantId, tenantId, outcome: "success", reason: input.status ? `status ${input.status}` : null }, meta);
+    await recordAuthEvent(
+      ctx,
+      t,
+      actor,
+      { action: "tenant.update", resourceType: "tenant", resourceId: tenantId, tenantId, outcome: "success", reason: input.status ? `status ${input.status}` : null },
+      meta,
+    );
     return view(row);
   });
 }
@@ -102,20 +126,23 @@ export async function updateSecuritySettings(ctx: ApplianceContext, actor: Actor
   const tenantId = requireTenant(actor);
   authorize(actor, "security_settings:update", { tenantId });
   return inScope(ctx.db.app, scopeOf(actor), async (t) => {
-    const [row] = await t.rows<TenantRow>(`UPDATE tenants SET
+    const [row] = await t.rows<TenantRow>(
+      `UPDATE tenants SET
          mfa_required = coalesce($2, mfa_required),
          idle_timeout_minutes = CASE WHEN $3::boolean THEN $4::integer ELSE idle_timeout_minutes END,
          inactive_user_days = CASE WHEN $5::boolean THEN $6::integer ELSE inactive_user_days END,
          updated_at = $7
-       WHERE id = $1 RETURNING *`, [
-          tenantId,
-          input.mfaRequired ?? null,
-          input.idleTimeoutMinutes !== undefined,
-          input.idleTimeoutMinutes ?? null,
-          input.inactiveUserDays !== undefined,
-          input.inactiveUserDays ?? null,
-          ctx.clock.now(),
-        ]);
+       WHERE id = $1 RETURNING *`,
+      [
+        tenantId,
+        input.mfaRequired ?? null,
+        input.idleTimeoutMinutes !== undefined,
+        input.idleTimeoutMinutes ?? null,
+        input.inactiveUserDays !== undefined,
+        input.inactiveUserDays ?? null,
+        ctx.clock.now(),
+      ],
+    );
     if (!row) throw new NotFound("no such tenant");
     const changes = Object.entries(input)
       .map(([k, v]) => `${k}=${v === null ? "default" : String(v)}`)

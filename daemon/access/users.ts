@@ -43,7 +43,8 @@ type UserRow = {
   deactivated_at: Date | null;
 };
 
-const USER_COLUMNS = "u.id, u.tenant_id, u.email, u.display_name, u.role, u.kind, u.status, (u.mfa_secret IS NOT NULL) AS mfa_enabled, u.last_login_at, u.created_at, u.deactivated_at";
+const USER_COLUMNS =
+  "u.id, u.tenant_id, u.email, u.display_name, u.role, u.kind, u.status, (u.mfa_secret IS NOT NULL) AS mfa_enabled, u.last_login_at, u.created_at, u.deactivated_at";
 
 function view(r: UserRow): UserView {
   return {
@@ -119,20 +120,35 @@ export async function updateUser(ctx: ApplianceContext, actor: Actor, userId: st
     const now = ctx.clock.now();
     // A service account's role or status changes what its API token may do: no cached answer survives it.
     t.afterCommit(() => forgetResolvedApiTokens(ctx));
-    await t.exec(`UPDATE users SET role = coalesce($2, role), status = coalesce($3, status),
+    await t.exec(
+      `UPDATE users SET role = coalesce($2, role), status = coalesce($3, status),
          display_name = CASE WHEN $4::boolean THEN $5 ELSE display_name END,
          deactivated_at = CASE WHEN $3 = 'deactivated' THEN coalesce(deactivated_at, $6) WHEN $3 = 'active' THEN NULL ELSE deactivated_at END,
          deactivated_reason = CASE WHEN $3 = 'deactivated' THEN 'by administrator' WHEN $3 = 'active' THEN NULL ELSE deactivated_reason END,
          updated_at = $6
-       WHERE id = $1`, [userId, input.role ?? null, input.status ?? null, input.displayName !== undefined, input.displayName ?? null, now]);
+       WHERE id = $1`,
+      [userId, input.role ?? null, input.status ?? null, input.displayName !== undefined, input.displayName ?? null, now],
+    );
     if (input.role && input.role !== row.role) {
       // A new role takes effect on the next sign-in: sessions holding the old one end now.
       await revokeUserSessions(ctx, t, userId, "role-changed");
-      await recordAuthEvent(ctx, t, actor, { action: "user.role.change", resourceType: "user", resourceId: userId, outcome: "success", reason: `${row.role} -> ${input.role}` }, meta);
+      await recordAuthEvent(
+        ctx,
+        t,
+        actor,
+        { action: "user.role.change", resourceType: "user", resourceId: userId, outcome: "success", reason: `${row.role} -> ${input.role}` },
+        meta,
+      );
     }
     if (input.status && input.status !== row.status) {
       if (input.status === "deactivated") await revokeUserSessions(ctx, t, userId, "deactivated");
-      await recordAuthEvent(ctx, t, actor, { action: input.status === "deactivated" ? "user.deactivate" : "user.reactivate", resourceType: "user", resourceId: userId, outcome: "success" }, meta);
+      await recordAuthEvent(
+        ctx,
+        t,
+        actor,
+        { action: input.status === "deactivated" ? "user.deactivate" : "user.reactivate", resourceType: "user", resourceId: userId, outcome: "success" },
+        meta,
+      );
     }
     if (input.displayName !== undefined) {
       await recordAuthEvent(ctx, t, actor, { action: "user.update", resourceType: "user", resourceId: userId, outcome: "success", reason: "display name" }, meta);
@@ -163,9 +179,12 @@ export async function accessReview(ctx: ApplianceContext, actor: Actor): Promise
   authorize(actor, "access_review:read", { tenantId: actor.tenantId });
   const now = ctx.clock.now();
   return inScope(ctx.db.app, scopeOf(actor), async (t) => {
-    const rows = await t.rows<UserRow & { active_sessions: string }>(`SELECT ${USER_COLUMNS},
+    const rows = await t.rows<UserRow & { active_sessions: string }>(
+      `SELECT ${USER_COLUMNS},
          (SELECT count(*) FROM sessions s WHERE s.user_id = u.id AND s.revoked_at IS NULL AND s.expires_at > $2) AS active_sessions
-       FROM users u WHERE ${tenantFilter(actor)} ORDER BY u.role, u.email NULLS LAST`, [actor.tenantId, now]);
+       FROM users u WHERE ${tenantFilter(actor)} ORDER BY u.role, u.email NULLS LAST`,
+      [actor.tenantId, now],
+    );
     return rows.map((r) => ({
       ...view(r),
       activeSessions: Number(r.active_sessions),
@@ -186,10 +205,13 @@ export async function deactivateInactiveUsers(ctx: ApplianceContext): Promise<In
   const now = ctx.clock.now();
   const defaultDays = ctx.config.access.inactiveUserDays;
   return inScope(ctx.db.app, { kind: "appliance" }, async (t) => {
-    const stale = await t.rows<{ id: string; tenant_id: string | null; role: Role }>(`SELECT u.id, u.tenant_id, u.role FROM users u LEFT JOIN tenants tn ON tn.id = u.tenant_id
+    const stale = await t.rows<{ id: string; tenant_id: string | null; role: Role }>(
+      `SELECT u.id, u.tenant_id, u.role FROM users u LEFT JOIN tenants tn ON tn.id = u.tenant_id
        WHERE u.status = 'active' AND u.kind = 'human'
          AND coalesce(u.last_login_at, u.created_at) < $1::timestamptz - make_interval(days => coalesce(tn.inactive_user_days, $2))
-       FOR UPDATE OF u`, [now, defaultDays]);
+       FOR UPDATE OF u`,
+      [now, defaultDays],
+    );
     const system = { userId: null, role: "system" };
     const deactivated: InactivityRun["deactivated"] = [];
     for (const u of stale) {
@@ -200,7 +222,13 @@ export async function deactivateInactiveUsers(ctx: ApplianceContext): Promise<In
       }
       await t.exec("UPDATE users SET status = 'deactivated', deactivated_at = $2, deactivated_reason = 'inactive', updated_at = $2 WHERE id = $1", [u.id, now]);
       await revokeUserSessions(ctx, t, u.id, "deactivated-inactive");
-      await recordAuthEvent(ctx, t, system, { action: "user.deactivate", resourceType: "user", resourceId: u.id, tenantId: u.tenant_id, outcome: "success", reason: "inactive" }, SYSTEM_META);
+      await recordAuthEvent(
+        ctx,
+        t,
+        system,
+        { action: "user.deactivate", resourceType: "user", resourceId: u.id, tenantId: u.tenant_id, outcome: "success", reason: "inactive" },
+        SYSTEM_META,
+      );
       deactivated.push({ userId: u.id, tenantId: u.tenant_id });
     }
     return { deactivated };

@@ -56,11 +56,14 @@ async function chainBatch(ctx: ApplianceContext, limit: number, wait: boolean): 
     if (!head) return { chained: 0, head: { seq: "?", hash: "?", recordedAt: "?" }, busy: true };
     // READ COMMITTED: only committed events are visible; one still in flight (lower id, later
     // commit) is simply chained in a later batch. Order within a batch is intake order.
-    const rows = await transaction.rows<IntakeRow>(`DELETE FROM audit_intake WHERE id IN (SELECT id FROM audit_intake ORDER BY id LIMIT $1)
+    const rows = await transaction.rows<IntakeRow>(
+      `DELETE FROM audit_intake WHERE id IN (SELECT id FROM audit_intake ORDER BY id LIMIT $1)
        RETURNING id::text AS id, event_id::text AS event_id,
          round(date_part('epoch', occurred_at) * 1000)::bigint::text AS occurred_at,
          tenant_id::text AS tenant_id, actor_user_id, actor_role, impersonator_id, break_glass, action,
-         resource_type, resource_id, patient_id, outcome, source_ip, user_agent, request_id, reason`, [limit]);
+         resource_type, resource_id, patient_id, outcome, source_ip, user_agent, request_id, reason`,
+      [limit],
+    );
     const current: ChainHead = { seq: head.seq, hash: head.hash, recordedAt: head.recorded_at };
     if (rows.length === 0) return { chained: 0, head: current, busy: false };
     // Intake order; ids are decimal text, so shorter is smaller (no BigInt parsing per compare).
@@ -84,14 +87,31 @@ async function chainBatch(ctx: ApplianceContext, limit: number, wait: boolean): 
 
     let seq = BigInt(head.seq);
     let prev = head.hash;
-    const out: { seq: string; recorded_at: string; tenant_id: string | null; actor_user_id: string | null; patient_id: string | null; canonical: string; prev_hash: string; hash: string }[] =
-      new Array(rows.length);
+    const out: {
+      seq: string;
+      recorded_at: string;
+      tenant_id: string | null;
+      actor_user_id: string | null;
+      patient_id: string | null;
+      canonical: string;
+      prev_hash: string;
+      hash: string;
+    }[] = new Array(rows.length);
     for (let i = 0; i < rows.length; i++) {
       const { id: _id, ...r } = rows[i]!;
       seq += 1n;
       const canonical = canonicalEventJson({ ...r, occurred_at: Number(r.occurred_at), seq: seq.toString(), recorded_at: recorded });
       const hash = chainHash(prev, canonical);
-      out[i] = { seq: seq.toString(), recorded_at: recordedAt.toISOString(), tenant_id: r.tenant_id, actor_user_id: r.actor_user_id, patient_id: r.patient_id, canonical, prev_hash: "\\x" + prev, hash: "\\x" + hash };
+      out[i] = {
+        seq: seq.toString(),
+        recorded_at: recordedAt.toISOString(),
+        tenant_id: r.tenant_id,
+        actor_user_id: r.actor_user_id,
+        patient_id: r.patient_id,
+        canonical,
+        prev_hash: "\\x" + prev,
+        hash: "\\x" + hash,
+      };
       prev = hash;
     }
     transaction.holdForCommit({

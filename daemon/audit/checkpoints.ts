@@ -27,18 +27,17 @@ export function checkpointMessage(c: { seq: string; headHash: string; signedAt: 
 }
 
 /** Signs a given link of the chain (seq and its hash) — the head, or a segment's last event. */
-export async function signCheckpoint(
-  ctx: ApplianceContext,
-  at: { seq: string; hash: string },
-  purpose: CheckpointPurpose,
-): Promise<Checkpoint> {
+export async function signCheckpoint(ctx: ApplianceContext, at: { seq: string; hash: string }, purpose: CheckpointPurpose): Promise<Checkpoint> {
   const key = await checkpointSigningKey(ctx);
   pinSigningKey(ctx, key);
   const signedAt = ctx.clock.now().toISOString();
   const message = checkpointMessage({ seq: at.seq, headHash: at.hash, signedAt, keyId: key.keyId });
   const signature = signMessage(key, message);
-  const rows = await ctx.db.app.rows<{ id: string }>(`INSERT INTO audit_checkpoints (seq, head_hash, signed_at, key_id, public_key, signature, purpose)
-     VALUES ($1, decode($2, 'hex'), $3, $4, $5, $6, $7) RETURNING id::text AS id`, [at.seq, at.hash, signedAt, key.keyId, key.publicKeyRaw, signature, purpose]);
+  const rows = await ctx.db.app.rows<{ id: string }>(
+    `INSERT INTO audit_checkpoints (seq, head_hash, signed_at, key_id, public_key, signature, purpose)
+     VALUES ($1, decode($2, 'hex'), $3, $4, $5, $6, $7) RETURNING id::text AS id`,
+    [at.seq, at.hash, signedAt, key.keyId, key.publicKeyRaw, signature, purpose],
+  );
   return {
     id: rows[0]!.id,
     seq: at.seq,
@@ -63,8 +62,11 @@ const CHECKPOINT_COLUMNS = `id::text AS id, seq::text AS seq, encode(head_hash, 
   encode(public_key, 'base64') AS "publicKey", replace(encode(signature, 'base64'), E'\n', '') AS signature, purpose`;
 
 export async function listCheckpoints(ctx: ApplianceContext, range: { fromSeq?: string; toSeq?: string } = {}): Promise<Checkpoint[]> {
-  return ctx.db.app.rows<Checkpoint>(`SELECT ${CHECKPOINT_COLUMNS} FROM audit_checkpoints
-      WHERE ($1::bigint IS NULL OR seq >= $1) AND ($2::bigint IS NULL OR seq <= $2) ORDER BY audit_checkpoints.seq, audit_checkpoints.id`, [range.fromSeq ?? null, range.toSeq ?? null]);
+  return ctx.db.app.rows<Checkpoint>(
+    `SELECT ${CHECKPOINT_COLUMNS} FROM audit_checkpoints
+      WHERE ($1::bigint IS NULL OR seq >= $1) AND ($2::bigint IS NULL OR seq <= $2) ORDER BY audit_checkpoints.seq, audit_checkpoints.id`,
+    [range.fromSeq ?? null, range.toSeq ?? null],
+  );
 }
 
 const CHECKPOINT_LOCK = 7_305_001;

@@ -35,7 +35,14 @@ export type ExportJob = {
 
 const SELECT = `SELECT id, status, tenant_id AS "tenantId", range_from AS "from", range_to AS "to", formats, done_events::int AS done,
   total_events::int AS total, manifest, error, created_at AS "createdAt", finished_at AS "finishedAt" FROM audit_exports`;
-type Row = Omit<ExportJob, "progress" | "from" | "to" | "createdAt" | "finishedAt"> & { from: Date; to: Date; createdAt: Date; finishedAt: Date | null; done: number; total: number | null };
+type Row = Omit<ExportJob, "progress" | "from" | "to" | "createdAt" | "finishedAt"> & {
+  from: Date;
+  to: Date;
+  createdAt: Date;
+  finishedAt: Date | null;
+  done: number;
+  total: number | null;
+};
 const toJob = (r: Row): ExportJob => ({
   id: r.id,
   status: r.status,
@@ -69,7 +76,14 @@ export async function startExportJob(ctx: ApplianceContext, actor: Actor, input:
   const formats = [...new Set(input.formats)].filter((f): f is ExportFormat => EXPORT_FORMATS.includes(f));
   const scope = scopeOf(actor);
   await inScope(ctx.db.app, scope, (t) =>
-    t.rows("INSERT INTO audit_exports (id, tenant_id, requested_by, range_from, range_to, formats, status) VALUES ($1, $2, $3, $4, $5, $6, 'running')", [id, actor.tenantId, actor.userId, from, to, formats]),
+    t.rows("INSERT INTO audit_exports (id, tenant_id, requested_by, range_from, range_to, formats, status) VALUES ($1, $2, $3, $4, $5, $6, 'running')", [
+      id,
+      actor.tenantId,
+      actor.userId,
+      from,
+      to,
+      formats,
+    ]),
   );
   const update = (sql: string, bind: unknown[]) => inScope(ctx.db.app, scope, (t) => t.rows(sql, bind));
   let lastWrite = 0;

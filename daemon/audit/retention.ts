@@ -12,12 +12,15 @@ export async function dropExpiredAuditSegments(ctx: ApplianceContext, opts: { re
   const owner = ctx.db.owner;
   const dropped: string[] = [];
   for (;;) {
-    const [oldest] = await owner.rows<{ name: string; expired: boolean }>(`WITH segs AS (
+    const [oldest] = await owner.rows<{ name: string; expired: boolean }>(
+      `WITH segs AS (
          SELECT c.relname AS name,
                 (regexp_match(pg_get_expr(c.relpartbound, c.oid), 'TO \\(''([^'']+)''\\)'))[1]::timestamptz AS hi
            FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = 'audit_events'::regclass)
        SELECT name, hi <= now() - make_interval(years => $1) AS expired
-         FROM segs ORDER BY hi LIMIT 1`, [years]);
+         FROM segs ORDER BY hi LIMIT 1`,
+      [years],
+    );
     if (!oldest?.expired) return dropped;
     const last = await owner.transaction(async (t) => {
       await t.exec("SELECT set_config('wardkeep.scope', 'appliance', true)");

@@ -84,10 +84,20 @@ export async function searchAuditEvents(ctx: ApplianceContext, actor: Actor, q: 
   if (q.cursor) add("e.seq < ?", q.cursor);
   bind.push(q.limit + 1);
   return inScope(ctx.db.app, scopeOf(actor), async (transaction) => {
-    const rows = await transaction.rows<{ canonical: string; hash: string }>(`SELECT e.canonical, encode(e.hash, 'hex') AS hash FROM audit_events e
-        ${where.length ? "WHERE " + where.join(" AND ") : ""} ORDER BY e.seq DESC LIMIT $${bind.length}`, bind);
+    const rows = await transaction.rows<{ canonical: string; hash: string }>(
+      `SELECT e.canonical, encode(e.hash, 'hex') AS hash FROM audit_events e
+        ${where.length ? "WHERE " + where.join(" AND ") : ""} ORDER BY e.seq DESC LIMIT $${bind.length}`,
+      bind,
+    );
     const page = rows.slice(0, q.limit).map((r) => view(r.canonical, r.hash));
-    await appendAuditEvent(ctx, transaction, { ...who, tenantId: actor.tenantId, action: "audit.search", resourceType: "audit_trail", resourceId: q.patient ? `patient:${q.patient}` : null, outcome: "success" });
+    await appendAuditEvent(ctx, transaction, {
+      ...who,
+      tenantId: actor.tenantId,
+      action: "audit.search",
+      resourceType: "audit_trail",
+      resourceId: q.patient ? `patient:${q.patient}` : null,
+      outcome: "success",
+    });
     return { events: page, nextCursor: rows.length > q.limit ? page.at(-1)!.seq : null };
   });
 }
@@ -108,12 +118,32 @@ export async function patientAccessTimeline(ctx: ApplianceContext, actor: Actor,
   if (q.cursor) where.push(`e.seq > $${bind.push(q.cursor)}`);
   bind.push(q.limit + 1);
   return inScope(ctx.db.app, scopeOf(actor), async (transaction) => {
-    const rows = await transaction.rows<{ canonical: string; hash: string }>(`SELECT e.canonical, encode(e.hash, 'hex') AS hash FROM audit_events e WHERE ${where.join(" AND ")} ORDER BY e.seq LIMIT $${bind.length}`, bind);
+    const rows = await transaction.rows<{ canonical: string; hash: string }>(
+      `SELECT e.canonical, encode(e.hash, 'hex') AS hash FROM audit_events e WHERE ${where.join(" AND ")} ORDER BY e.seq LIMIT $${bind.length}`,
+      bind,
+    );
     const page = rows.slice(0, q.limit).map((r) => {
       const v = view(r.canonical, r.hash);
-      return { seq: v.seq, at: v.occurredAt, actor: v.actor, action: v.action, resourceType: v.resourceType, resourceId: v.resourceId, outcome: v.outcome, reason: v.reason, sourceIp: v.sourceIp };
+      return {
+        seq: v.seq,
+        at: v.occurredAt,
+        actor: v.actor,
+        action: v.action,
+        resourceType: v.resourceType,
+        resourceId: v.resourceId,
+        outcome: v.outcome,
+        reason: v.reason,
+        sourceIp: v.sourceIp,
+      };
     });
-    await appendAuditEvent(ctx, transaction, { ...who, tenantId: actor.tenantId, action: "audit.timeline", resourceType: "audit_trail", resourceId: `patient:${patientId}`, outcome: "success" });
+    await appendAuditEvent(ctx, transaction, {
+      ...who,
+      tenantId: actor.tenantId,
+      action: "audit.timeline",
+      resourceType: "audit_trail",
+      resourceId: `patient:${patientId}`,
+      outcome: "success",
+    });
     return { patientId, entries: page, nextCursor: rows.length > q.limit ? page.at(-1)!.seq : null };
   });
 }

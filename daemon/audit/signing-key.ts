@@ -193,7 +193,9 @@ function showKey(k: CheckpointKey): ShownKey {
 }
 
 /** `GET /api/v1/audit/public-key`: the key that signs now, and every key that verifies (rotated-out and legacy included). */
-export async function describeCheckpointKeys(ctx: ApplianceContext): Promise<ShownKey & { algorithm: "Ed25519"; verificationKeys: Array<ShownKey & { retiredAt: string | null }> }> {
+export async function describeCheckpointKeys(
+  ctx: ApplianceContext,
+): Promise<ShownKey & { algorithm: "Ed25519"; verificationKeys: Array<ShownKey & { retiredAt: string | null }> }> {
   const signer = await checkpointSigningKey(ctx);
   const keys = await applianceCheckpointKeys(ctx);
   return {

@@ -58,13 +58,23 @@ export async function changePassword(ctx: ApplianceContext, actor: Actor, input:
     if (lock.locked) return { error: new TooManyRequests("too many wrong passwords; wait and try again", { retryAfterSeconds: lock.retryAfterSeconds }) };
     if (!(await verifyPassword(user.password_hash, input.currentPassword))) {
       await countFailure(ctx, t, bucket, accountRule(ctx));
-      await recordAuthEvent(ctx, t, actor, { action: "auth.password.change", resourceType: "user", resourceId: user.id, outcome: "failure", reason: "wrong current password" }, meta);
+      await recordAuthEvent(
+        ctx,
+        t,
+        actor,
+        { action: "auth.password.change", resourceType: "user", resourceId: user.id, outcome: "failure", reason: "wrong current password" },
+        meta,
+      );
       return { error: new Invalid("the current password is not correct") };
     }
     assertPasswordAcceptable(input.newPassword, { email: user.email });
     if (input.newPassword === input.currentPassword) throw new Invalid("choose a password different from the current one");
     const now = ctx.clock.now();
-    await t.exec("UPDATE users SET password_hash = $2, password_changed_at = $3, updated_at = $3 WHERE id = $1", [user.id, await hashPassword(input.newPassword, argon2ParamsFrom(ctx.config)), now]);
+    await t.exec("UPDATE users SET password_hash = $2, password_changed_at = $3, updated_at = $3 WHERE id = $1", [
+      user.id,
+      await hashPassword(input.newPassword, argon2ParamsFrom(ctx.config)),
+      now,
+    ]);
     await clearThrottle(ctx, t, bucket);
     const sessionsEnded = await revokeUserSessions(ctx, t, user.id, "password-changed");
     await recordAuthEvent(ctx, t, actor, { action: "auth.password.change", resourceType: "user", resourceId: user.id, outcome: "success" }, meta);
@@ -81,12 +91,15 @@ export async function listSessions(ctx: ApplianceContext, actor: Actor, opts: { 
   else authorize(actor, "session:list");
   const now = ctx.clock.now();
   return inScope(ctx.db.app, scopeOf(actor), async (t) => {
-    const rows = await t.rows<SessionListRow>(`SELECT s.id, s.user_id, s.stage, s.created_at, s.last_seen_at, s.expires_at, s.mfa_verified_at, s.source_ip, s.user_agent, s.support_request_id,
+    const rows = await t.rows<SessionListRow>(
+      `SELECT s.id, s.user_id, s.stage, s.created_at, s.last_seen_at, s.expires_at, s.mfa_verified_at, s.source_ip, s.user_agent, s.support_request_id,
               tn.idle_timeout_minutes
        FROM sessions s JOIN users u ON u.id = s.user_id LEFT JOIN tenants tn ON tn.id = s.tenant_id
        WHERE s.user_id = $1 AND s.revoked_at IS NULL AND s.expires_at > $2
          AND ${actor.tenantId ? "u.tenant_id = $3" : "u.tenant_id IS NULL AND $3::uuid IS NULL"}
-       ORDER BY s.last_seen_at DESC`, [userId, now, actor.tenantId]);
+       ORDER BY s.last_seen_at DESC`,
+      [userId, now, actor.tenantId],
+    );
     return rows
       .map((r) => ({ r, idleEnds: new Date(r.last_seen_at.getTime() + idleMinutesFor(ctx, r.idle_timeout_minutes) * 60_000) }))
       .filter(({ idleEnds }) => idleEnds > now)
@@ -131,7 +144,13 @@ export async function revokeAllSessions(ctx: ApplianceContext, actor: Actor, opt
     const revoked = await revokeUserSessions(ctx, t, userId, own ? "revoked-by-owner" : "revoked-by-admin", {
       ...(own && !opts.includeCurrent && actor.sessionId ? { exceptSessionId: actor.sessionId } : {}),
     });
-    await recordAuthEvent(ctx, t, actor, { action: "auth.session.revoke_all", resourceType: "user", resourceId: userId, outcome: "success", reason: `${revoked} session(s)` }, meta);
+    await recordAuthEvent(
+      ctx,
+      t,
+      actor,
+      { action: "auth.session.revoke_all", resourceType: "user", resourceId: userId, outcome: "success", reason: `${revoked} session(s)` },
+      meta,
+    );
     return { revoked };
   });
 }

@@ -72,11 +72,23 @@ export async function createApiToken(ctx: ApplianceContext, actor: Actor, raw: C
   const now = ctx.clock.now();
   const expiresAt = new Date(now.getTime() + input.expiresInDays * 86_400_000);
   const row = await inScope(ctx.db.app, { kind: "tenant", tenantId }, async (t) => {
-    const [account] = await t.rows<{ id: string }>(`INSERT INTO users (tenant_id, email, password_hash, role, kind, display_name, created_at, updated_at)
-       VALUES ($1, NULL, '!service-account', $2, 'service', $3, $4, $4) RETURNING id`, [tenantId, input.role, input.name, now]);
-    const [inserted] = await t.rows<TokenRow>(`INSERT INTO api_tokens (tenant_id, user_id, name, token_prefix, token_hash, scopes, created_by, created_at, expires_at)
-       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING *, $10::text AS role`, [tenantId, account!.id, input.name, token.slice(0, 10), sha256(token), input.scopes, actor.userId, now, expiresAt, input.role]);
-    await recordAuthEvent(ctx, t, actor, { action: "api_token.create", resourceType: "api_token", resourceId: inserted!.id, outcome: "success", reason: `role ${input.role}; scopes ${input.scopes.join(" ")}` }, meta);
+    const [account] = await t.rows<{ id: string }>(
+      `INSERT INTO users (tenant_id, email, password_hash, role, kind, display_name, created_at, updated_at)
+       VALUES ($1, NULL, '!service-account', $2, 'service', $3, $4, $4) RETURNING id`,
+      [tenantId, input.role, input.name, now],
+    );
+    const [inserted] = await t.rows<TokenRow>(
+      `INSERT INTO api_tokens (tenant_id, user_id, name, token_prefix, token_hash, scopes, created_by, created_at, expires_at)
+       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING *, $10::text AS role`,
+      [tenantId, account!.id, input.name, token.slice(0, 10), sha256(token), input.scopes, actor.userId, now, expiresAt, input.role],
+    );
+    await recordAuthEvent(
+      ctx,
+      t,
+      actor,
+      { action: "api_token.create", resourceType: "api_token", resourceId: inserted!.id, outcome: "success", reason: `role ${input.role}; scopes ${input.scopes.join(" ")}` },
+      meta,
+    );
     return inserted!;
   });
   return { token, apiToken: viewOf(row) };
@@ -100,7 +112,10 @@ export async function revokeApiToken(ctx: ApplianceContext, actor: Actor, tokenI
     authorize(actor, "api_token:revoke", { tenantId: row.tenant_id });
     const now = ctx.clock.now();
     await t.exec("UPDATE api_tokens SET revoked_at = coalesce(revoked_at, $2) WHERE id = $1", [tokenId, now]);
-    await t.exec("UPDATE users SET status = 'deactivated', deactivated_at = coalesce(deactivated_at, $2), deactivated_reason = 'api token revoked' WHERE id = $1", [row.user_id, now]);
+    await t.exec("UPDATE users SET status = 'deactivated', deactivated_at = coalesce(deactivated_at, $2), deactivated_reason = 'api token revoked' WHERE id = $1", [
+      row.user_id,
+      now,
+    ]);
     await recordAuthEvent(ctx, t, actor, { action: "api_token.revoke", resourceType: "api_token", resourceId: tokenId, outcome: "success" }, meta);
     t.afterCommit(() => forgetResolvedApiTokens(ctx));
     return viewOf({ ...row, revoked_at: row.revoked_at ?? now });
@@ -168,12 +183,12 @@ export async function resolveApiToken(ctx: ApplianceContext, token: string): Pro
 async function lookUpApiToken(ctx: ApplianceContext, hash: Buffer, key: string, now: Date): Promise<Actor | null> {
   const generation = generations.get(ctx) ?? 0;
   // One statement, no explicit transaction (migration 0007).
-  const [row] = await ctx.db.app.rows<Pick<TokenRow, "id" | "tenant_id" | "user_id" | "scopes" | "expires_at" | "revoked_at" | "last_used_at" | "role"> & { user_status: string; tenant_status: string }>("SELECT * FROM api_token_lookup($1)", [hash]);
+  const [row] = await ctx.db.app.rows<
+    Pick<TokenRow, "id" | "tenant_id" | "user_id" | "scopes" | "expires_at" | "revoked_at" | "last_used_at" | "role"> & { user_status: string; tenant_status: string }
+  >("SELECT * FROM api_token_lookup($1)", [hash]);
   if (!row || row.revoked_at || row.expires_at <= now || row.user_status !== "active" || row.tenant_status !== "active") return null;
   if (!row.last_used_at || now.getTime() - row.last_used_at.getTime() > 60_000) {
-    await inScope(ctx.db.app, { kind: "tenant", tenantId: row.tenant_id }, (t) =>
-      t.rows("UPDATE api_tokens SET last_used_at = $2 WHERE id = $1", [row.id, now]),
-    );
+    await inScope(ctx.db.app, { kind: "tenant", tenantId: row.tenant_id }, (t) => t.rows("UPDATE api_tokens SET last_used_at = $2 WHERE id = $1", [row.id, now]));
   }
   const actor: Actor = { userId: row.user_id, role: row.role, tenantId: row.tenant_id, via: "api-token" as const, scopes: row.scopes };
   const seconds = ctx.config.auth.apiTokenCacheSeconds;
@@ -184,4 +199,3 @@ async function lookUpApiToken(ctx: ApplianceContext, hash: Buffer, key: string, 
   }
   return actor;
 }
-

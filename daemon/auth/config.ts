@@ -52,10 +52,7 @@ export const authSchema = z
         "A verified API token is trusted for this many seconds before PostgreSQL is asked again (0: every request asks). Revoking a token, or changing its account or tenant, takes effect at once on the replica that made the change and within this time on the others.",
       ),
     mfaIssuer: z.string().min(1).max(64).default("Wardkeep").describe("Issuer name authenticator apps show next to the account."),
-    mfaRequiredForApplianceStaff: z
-      .boolean()
-      .default(true)
-      .describe("Super-admins and support staff must enrol TOTP before their first session."),
+    mfaRequiredForApplianceStaff: z.boolean().default(true).describe("Super-admins and support staff must enrol TOTP before their first session."),
   })
   .strict();
 

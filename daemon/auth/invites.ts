@@ -17,7 +17,6 @@ import { buckets, countFailure, ipRule, readThrottle } from "./throttle.js";
 import { sameBytes, sha256 } from "./tokens.js";
 import { acceptInviteRequest, createInviteRequest } from "./schema.js";
 
-
 /**
  * Invites: an admin names an email address and a role; the person gets a link carrying a signed,
  * single-use token that expires (`auth.inviteTtlHours`, 72 h by default). Accepting sets the
@@ -119,9 +118,7 @@ export async function createInvite(ctx: ApplianceContext, actor: Actor, input: C
   const expiresAt = new Date(now.getTime() + ctx.config.auth.inviteTtlHours * 3_600_000);
 
   // Email addresses are unique across the appliance, so this one check looks beyond the tenant.
-  const taken = await inScope(ctx.db.app, { kind: "appliance" }, (t) =>
-    t.rows("SELECT 1 FROM users WHERE email = $1", [input.email]),
-  );
+  const taken = await inScope(ctx.db.app, { kind: "appliance" }, (t) => t.rows("SELECT 1 FROM users WHERE email = $1", [input.email]));
   if (taken.length) throw new Conflict("an account with this email address already exists");
 
   const row = await inScope(ctx.db.app, scope, async (t) => {
@@ -131,8 +128,11 @@ export async function createInvite(ctx: ApplianceContext, actor: Actor, input: C
     }
     // A new invite replaces an outstanding one for the same address: only the latest link works.
     await t.exec("UPDATE invites SET revoked_at = $2 WHERE email = $1 AND accepted_at IS NULL AND revoked_at IS NULL", [input.email, now]);
-    const [inserted] = await t.rows<InviteRow>(`INSERT INTO invites (id, tenant_id, email, role, token_hash, created_by, created_at, expires_at)
-       VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING *`, [id, tenantId, input.email, input.role, sha256(token), actor.userId, now, expiresAt]);
+    const [inserted] = await t.rows<InviteRow>(
+      `INSERT INTO invites (id, tenant_id, email, role, token_hash, created_by, created_at, expires_at)
+       VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING *`,
+      [id, tenantId, input.email, input.role, sha256(token), actor.userId, now, expiresAt],
+    );
     await recordAuthEvent(ctx, t, actor, { action: "invite.create", resourceType: "invite", resourceId: id, tenantId, outcome: "success", reason: `role ${input.role}` }, meta);
     return inserted!;
   });
@@ -143,7 +143,10 @@ export async function listInvites(ctx: ApplianceContext, actor: Actor): Promise<
   authorize(actor, "invite:list", { tenantId: actor.tenantId });
   return inScope(ctx.db.app, scopeOf(actor), async (t) => {
     // Appliance staff see appliance-level invites here; a tenant's invites are seen inside the tenant.
-    const rows = await t.rows<InviteRow>(`SELECT * FROM invites WHERE ${actor.tenantId ? "tenant_id = $1" : "tenant_id IS NULL AND $1::uuid IS NULL"} ORDER BY created_at DESC LIMIT 500`, [actor.tenantId]);
+    const rows = await t.rows<InviteRow>(
+      `SELECT * FROM invites WHERE ${actor.tenantId ? "tenant_id = $1" : "tenant_id IS NULL AND $1::uuid IS NULL"} ORDER BY created_at DESC LIMIT 500`,
+      [actor.tenantId],
+    );
     const now = ctx.clock.now();
     return rows.map((r) => viewOf(r, now));
   });
@@ -178,7 +181,13 @@ export async function acceptInvite(ctx: ApplianceContext, input: AcceptInviteReq
     if (limited.locked) return { error: new TooManyRequests("too many attempts from this address; wait and try again", { retryAfterSeconds: limited.retryAfterSeconds }) };
     const fail = async (error: Error, reason: string, invite?: InviteRow) => {
       await countFailure(ctx, t, ipBucket, ipRule(ctx));
-      await recordAuthEvent(ctx, t, null, { action: "invite.accept", resourceType: "invite", resourceId: invite?.id ?? null, tenantId: invite?.tenant_id ?? null, outcome: "failure", reason }, meta);
+      await recordAuthEvent(
+        ctx,
+        t,
+        null,
+        { action: "invite.accept", resourceType: "invite", resourceId: invite?.id ?? null, tenantId: invite?.tenant_id ?? null, outcome: "failure", reason },
+        meta,
+      );
       return { error };
     };
     const inviteId = verifyInviteToken(ctx, input.token);
@@ -209,8 +218,11 @@ export async function acceptInvite(ctx: ApplianceContext, input: AcceptInviteReq
       if (!tenant || tenant.status !== "active") throw new InviteRevoked("the organisation this invite is for is no longer active");
       tenantMfaRequired = tenant.mfa_required;
     }
-    const [user] = await t.rows<{ id: string }>(`INSERT INTO users (tenant_id, email, password_hash, role, display_name, password_changed_at, created_at, updated_at)
-       VALUES ($1, $2, $3, $4, $5, $6, $6, $6) ON CONFLICT (email) DO NOTHING RETURNING id`, [invite.tenant_id, invite.email, passwordHash, invite.role, input.displayName ?? null, now]);
+    const [user] = await t.rows<{ id: string }>(
+      `INSERT INTO users (tenant_id, email, password_hash, role, display_name, password_changed_at, created_at, updated_at)
+       VALUES ($1, $2, $3, $4, $5, $6, $6, $6) ON CONFLICT (email) DO NOTHING RETURNING id`,
+      [invite.tenant_id, invite.email, passwordHash, invite.role, input.displayName ?? null, now],
+    );
     if (!user) throw new Conflict("an account with this email address already exists; sign in instead");
     await t.exec("UPDATE invites SET accepted_at = $2, accepted_user_id = $3 WHERE id = $1", [invite.id, now, user.id]);
     const stage = stageFor(ctx, { role: invite.role, mfa_enrolled: false, tenant_mfa_required: tenantMfaRequired });

@@ -57,10 +57,13 @@ export async function signIn(ctx: ApplianceContext, input: LoginRequest, meta: R
     }
     const accountBucket = buckets.loginAccount(input.email);
     const lock = await readThrottle(ctx, t, accountBucket);
-    const [user] = await t.rows<LoginUserRow>(`SELECT u.id, u.tenant_id, u.role, u.status, u.password_hash, (u.mfa_secret IS NOT NULL) AS mfa_enrolled,
+    const [user] = await t.rows<LoginUserRow>(
+      `SELECT u.id, u.tenant_id, u.role, u.status, u.password_hash, (u.mfa_secret IS NOT NULL) AS mfa_enrolled,
               tn.status AS tenant_status, tn.mfa_required AS tenant_mfa_required
        FROM users u LEFT JOIN tenants tn ON tn.id = u.tenant_id
-       WHERE u.email = $1 AND u.kind = 'human'`, [input.email]);
+       WHERE u.email = $1 AND u.kind = 'human'`,
+      [input.email],
+    );
     const who = user ? { userId: user.id, role: user.role, tenantId: user.tenant_id } : null;
     if (lock.locked) {
       await burnPasswordCheck(input.password, params);
@@ -75,7 +78,13 @@ export async function signIn(ctx: ApplianceContext, input: LoginRequest, meta: R
       const reason = !user ? "unknown account" : !usable ? "account or tenant inactive" : "wrong password";
       await recordAuthEvent(ctx, t, who, { action: "auth.login", resourceType: "session", outcome: "failure", reason }, meta);
       if (state.locked) {
-        await recordAuthEvent(ctx, t, who, { action: "auth.lockout", resourceType: "user", resourceId: user?.id ?? null, outcome: "success", reason: "too many failed sign-ins" }, meta);
+        await recordAuthEvent(
+          ctx,
+          t,
+          who,
+          { action: "auth.lockout", resourceType: "user", resourceId: user?.id ?? null, outcome: "success", reason: "too many failed sign-ins" },
+          meta,
+        );
       }
       return { ok: false as const, reason: state.locked ? ("locked" as const) : ("invalid" as const), retryAfterSeconds: state.retryAfterSeconds };
     }
@@ -88,7 +97,13 @@ export async function signIn(ctx: ApplianceContext, input: LoginRequest, meta: R
     const stage = stageFor(ctx, user);
     if (stage === "active") await t.exec("UPDATE users SET last_login_at = $2 WHERE id = $1", [user.id, now]);
     const session = await issueSession(ctx, t, { userId: user.id, tenantId: user.tenant_id, stage }, meta);
-    await recordAuthEvent(ctx, t, who, { action: "auth.login", resourceType: "session", resourceId: session.id, outcome: "success", reason: stage === "active" ? null : stage }, meta);
+    await recordAuthEvent(
+      ctx,
+      t,
+      who,
+      { action: "auth.login", resourceType: "session", resourceId: session.id, outcome: "success", reason: stage === "active" ? null : stage },
+      meta,
+    );
     return { ok: true as const, session, userId: user.id, mfaRequired: stage === "mfa_required", mfaEnrollmentRequired: stage === "mfa_enrollment_required" };
   });
 }
@@ -97,6 +112,12 @@ export async function signIn(ctx: ApplianceContext, input: LoginRequest, meta: R
 export async function signOut(ctx: ApplianceContext, s: { sessionId: string; userId: string; role: string; tenantId: string | null }, meta: RequestMeta): Promise<void> {
   await inScope(ctx.db.app, s.tenantId ? { kind: "tenant", tenantId: s.tenantId } : { kind: "appliance" }, async (t) => {
     await revokeSessionById(ctx, t, s.sessionId, "sign-out");
-    await recordAuthEvent(ctx, t, { userId: s.userId, role: s.role, tenantId: s.tenantId }, { action: "auth.logout", resourceType: "session", resourceId: s.sessionId, outcome: "success" }, meta);
+    await recordAuthEvent(
+      ctx,
+      t,
+      { userId: s.userId, role: s.role, tenantId: s.tenantId },
+      { action: "auth.logout", resourceType: "session", resourceId: s.sessionId, outcome: "success" },
+      meta,
+    );
   });
 }

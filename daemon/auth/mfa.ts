@@ -58,12 +58,7 @@ export function matchTotp(secretBase32: string, code: string, now: Date): number
 
 /** 80 random bits each, grouped for reading aloud: xxxx-xxxx-xxxx-xxxx. */
 export function newRecoveryCodes(): string[] {
-  return Array.from({ length: RECOVERY_CODE_COUNT }, () =>
-    base32(randomBytes(10))
-      .toLowerCase()
-      .match(/.{4}/g)!
-      .join("-"),
-  );
+  return Array.from({ length: RECOVERY_CODE_COUNT }, () => base32(randomBytes(10)).toLowerCase().match(/.{4}/g)!.join("-"));
 }
 
 function normaliseRecoveryCode(code: string): string {
@@ -128,10 +123,24 @@ export async function startMfaEnrollment(ctx: ApplianceContext, subject: Session
     const user = await loadMfaUser(ctx, t, subject.userId);
     if (user.mfa_secret) throw new Conflict("an authenticator is already set up; ask an administrator to reset it to enrol a new one");
     await t.exec("UPDATE users SET mfa_pending_secret = $2, updated_at = $3 WHERE id = $1", [user.id, sealSecret(ctx.rootKey, secret, user.id), ctx.clock.now()]);
-    await recordAuthEvent(ctx, t, { userId: user.id, role: user.role, tenantId: user.tenant_id }, { action: "auth.mfa.enroll.start", resourceType: "user", resourceId: user.id, outcome: "success" }, meta);
+    await recordAuthEvent(
+      ctx,
+      t,
+      { userId: user.id, role: user.role, tenantId: user.tenant_id },
+      { action: "auth.mfa.enroll.start", resourceType: "user", resourceId: user.id, outcome: "success" },
+      meta,
+    );
     return user.email;
   });
-  const otpauthUrl = speakeasy.otpauthURL({ secret, encoding: "base32", label: `${ctx.config.auth.mfaIssuer}:${email ?? subject.userId}`, issuer: ctx.config.auth.mfaIssuer, algorithm: "sha1", digits: 6, period: STEP_SECONDS });
+  const otpauthUrl = speakeasy.otpauthURL({
+    secret,
+    encoding: "base32",
+    label: `${ctx.config.auth.mfaIssuer}:${email ?? subject.userId}`,
+    issuer: ctx.config.auth.mfaIssuer,
+    algorithm: "sha1",
+    digits: 6,
+    period: STEP_SECONDS,
+  });
   const qrCodeDataUrl = await QRCode.toDataURL(otpauthUrl, { errorCorrectionLevel: "M", margin: 2, width: 240 });
   return { secret, otpauthUrl, qrCodeDataUrl };
 }
@@ -155,7 +164,11 @@ export async function activateMfa(ctx: ApplianceContext, subject: SessionSubject
       await recordAuthEvent(ctx, t, who, { action: "auth.mfa.enroll.activate", resourceType: "user", resourceId: user.id, outcome: "failure", reason: "wrong code" }, meta);
       return { ok: false as const, ...state };
     }
-    await t.exec("UPDATE users SET mfa_secret = mfa_pending_secret, mfa_pending_secret = NULL, mfa_enrolled_at = $2, mfa_last_step = $3, updated_at = $2 WHERE id = $1", [user.id, now, step]);
+    await t.exec("UPDATE users SET mfa_secret = mfa_pending_secret, mfa_pending_secret = NULL, mfa_enrolled_at = $2, mfa_last_step = $3, updated_at = $2 WHERE id = $1", [
+      user.id,
+      now,
+      step,
+    ]);
     const recoveryCodes = await storeRecoveryCodes(ctx, t, user);
     await completeSecondFactor(ctx, t, subject, now);
     await clearThrottle(ctx, t, buckets.mfaUser(user.id));
@@ -177,12 +190,7 @@ async function completeSecondFactor(ctx: ApplianceContext, t: Tx, subject: Sessi
  * step-up on an active session. Codes are accepted once (RFC 6238 §5.2); failures count towards
  * the account's MFA lockout.
  */
-export async function verifySecondFactor(
-  ctx: ApplianceContext,
-  subject: SessionSubject,
-  input: { code?: string; recoveryCode?: string },
-  meta: RequestMeta,
-): Promise<MfaAttempt> {
+export async function verifySecondFactor(ctx: ApplianceContext, subject: SessionSubject, input: { code?: string; recoveryCode?: string }, meta: RequestMeta): Promise<MfaAttempt> {
   return inScope(ctx.db.app, scopeForTenant(subject.tenantId), async (t) => {
     const throttle = await readThrottle(ctx, t, buckets.mfaUser(subject.userId));
     const user = await loadMfaUser(ctx, t, subject.userId);
@@ -203,7 +211,11 @@ export async function verifySecondFactor(
         ok = true;
       }
     } else if (input.recoveryCode !== undefined) {
-      const used = await t.rows<{ id: string }>("UPDATE mfa_recovery_codes SET used_at = $3 WHERE user_id = $1 AND code_hash = $2 AND used_at IS NULL RETURNING id", [user.id, recoveryCodeHash(input.recoveryCode), now]);
+      const used = await t.rows<{ id: string }>("UPDATE mfa_recovery_codes SET used_at = $3 WHERE user_id = $1 AND code_hash = $2 AND used_at IS NULL RETURNING id", [
+        user.id,
+        recoveryCodeHash(input.recoveryCode),
+        now,
+      ]);
       if (used.length) {
         ok = true;
         const [left] = await t.rows<{ n: string }>("SELECT count(*) AS n FROM mfa_recovery_codes WHERE user_id = $1 AND used_at IS NULL", [user.id]);
@@ -212,12 +224,24 @@ export async function verifySecondFactor(
     }
     if (!ok) {
       const state = await countFailure(ctx, t, buckets.mfaUser(user.id), accountRule(ctx));
-      await recordAuthEvent(ctx, t, who, { action, resourceType: "user", resourceId: user.id, outcome: "failure", reason: input.code !== undefined ? "wrong or reused code" : "wrong or used recovery code" }, meta);
+      await recordAuthEvent(
+        ctx,
+        t,
+        who,
+        { action, resourceType: "user", resourceId: user.id, outcome: "failure", reason: input.code !== undefined ? "wrong or reused code" : "wrong or used recovery code" },
+        meta,
+      );
       return { ok: false as const, ...state };
     }
     await completeSecondFactor(ctx, t, subject, now);
     await clearThrottle(ctx, t, buckets.mfaUser(user.id));
-    await recordAuthEvent(ctx, t, who, { action, resourceType: "user", resourceId: user.id, outcome: "success", reason: input.recoveryCode !== undefined ? "recovery code" : null }, meta);
+    await recordAuthEvent(
+      ctx,
+      t,
+      who,
+      { action, resourceType: "user", resourceId: user.id, outcome: "success", reason: input.recoveryCode !== undefined ? "recovery code" : null },
+      meta,
+    );
     return { ok: true as const, ...(recoveryCodesLeft !== undefined ? { recoveryCodesLeft } : {}) };
   });
 }
@@ -236,6 +260,9 @@ export async function regenerateRecoveryCodes(ctx: ApplianceContext, actor: Acto
 
 /** Removes a user's authenticator and recovery codes (lost phone); their sessions end. Used by the users service. */
 export async function clearMfa(ctx: ApplianceContext, t: Tx, userId: string): Promise<void> {
-  await t.exec("UPDATE users SET mfa_secret = NULL, mfa_pending_secret = NULL, mfa_enrolled_at = NULL, mfa_last_step = NULL, updated_at = $2 WHERE id = $1", [userId, ctx.clock.now()]);
+  await t.exec("UPDATE users SET mfa_secret = NULL, mfa_pending_secret = NULL, mfa_enrolled_at = NULL, mfa_last_step = NULL, updated_at = $2 WHERE id = $1", [
+    userId,
+    ctx.clock.now(),
+  ]);
   await t.exec("DELETE FROM mfa_recovery_codes WHERE user_id = $1", [userId]);
 }

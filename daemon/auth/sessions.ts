@@ -48,26 +48,30 @@ export async function issueSession(
   const token = randomToken(SESSION_TOKEN_PREFIX);
   // Absolute lifetime: a stolen cookie stops working at this time at the latest, active or not.
   const expiresAt = new Date(now.getTime() + ctx.config.auth.absoluteLifetimeHours * 3_600_000);
-  const [row] = await t.rows<{ id: string }>(`INSERT INTO sessions (token_hash, user_id, tenant_id, stage, created_at, last_seen_at, expires_at, mfa_verified_at, source_ip, user_agent)
-     VALUES ($1, $2, $3, $4, $5, $5, $6, $7, $8, $9) RETURNING id`, [sha256(token), input.userId, input.tenantId, input.stage, now, expiresAt, input.mfaVerifiedAt ?? null, meta.sourceIp, meta.userAgent]);
+  const [row] = await t.rows<{ id: string }>(
+    `INSERT INTO sessions (token_hash, user_id, tenant_id, stage, created_at, last_seen_at, expires_at, mfa_verified_at, source_ip, user_agent)
+     VALUES ($1, $2, $3, $4, $5, $5, $6, $7, $8, $9) RETURNING id`,
+    [sha256(token), input.userId, input.tenantId, input.stage, now, expiresAt, input.mfaVerifiedAt ?? null, meta.sourceIp, meta.userAgent],
+  );
   return { id: row!.id, token, csrfToken: csrfTokenFor(token), stage: input.stage, expiresAt };
 }
 
 /** Ends sessions of one user (password change, deactivation, MFA reset, admin "sign out everywhere"). */
-export async function revokeUserSessions(
-  ctx: ApplianceContext,
-  t: Tx,
-  userId: string,
-  reason: string,
-  opts: { exceptSessionId?: string } = {},
-): Promise<number> {
-  const rows = await t.rows<{ id: string }>(`UPDATE sessions SET revoked_at = $2, revoked_reason = $3
-     WHERE user_id = $1 AND revoked_at IS NULL AND ($4::uuid IS NULL OR id <> $4::uuid) RETURNING id`, [userId, ctx.clock.now(), reason, opts.exceptSessionId ?? null]);
+export async function revokeUserSessions(ctx: ApplianceContext, t: Tx, userId: string, reason: string, opts: { exceptSessionId?: string } = {}): Promise<number> {
+  const rows = await t.rows<{ id: string }>(
+    `UPDATE sessions SET revoked_at = $2, revoked_reason = $3
+     WHERE user_id = $1 AND revoked_at IS NULL AND ($4::uuid IS NULL OR id <> $4::uuid) RETURNING id`,
+    [userId, ctx.clock.now(), reason, opts.exceptSessionId ?? null],
+  );
   return rows.length;
 }
 
 export async function revokeSessionById(ctx: ApplianceContext, t: Tx, sessionId: string, reason: string): Promise<boolean> {
-  const rows = await t.rows<{ id: string }>("UPDATE sessions SET revoked_at = $2, revoked_reason = $3 WHERE id = $1 AND revoked_at IS NULL RETURNING id", [sessionId, ctx.clock.now(), reason]);
+  const rows = await t.rows<{ id: string }>("UPDATE sessions SET revoked_at = $2, revoked_reason = $3 WHERE id = $1 AND revoked_at IS NULL RETURNING id", [
+    sessionId,
+    ctx.clock.now(),
+    reason,
+  ]);
   return rows.length > 0;
 }
 
@@ -89,11 +93,14 @@ type SupportRow = { id: string; tenant_id: string; status: string; expires_at: D
  */
 export async function resolveSession(ctx: ApplianceContext, token: string, opts: { touch: boolean; meta: RequestMeta }): Promise<SessionLookup> {
   return inScope(ctx.db.app, { kind: "appliance" }, async (t) => {
-    const [s] = await t.rows<ResolvedSession>(`SELECT s.id, s.user_id, s.tenant_id, s.stage, s.created_at, s.last_seen_at, s.expires_at, s.mfa_verified_at, s.revoked_at,
+    const [s] = await t.rows<ResolvedSession>(
+      `SELECT s.id, s.user_id, s.tenant_id, s.stage, s.created_at, s.last_seen_at, s.expires_at, s.mfa_verified_at, s.revoked_at,
               s.support_request_id, u.role, u.email, u.status AS user_status, (u.mfa_secret IS NOT NULL) AS mfa_enrolled,
               tn.status AS tenant_status, tn.idle_timeout_minutes AS idle_minutes
        FROM sessions s JOIN users u ON u.id = s.user_id LEFT JOIN tenants tn ON tn.id = s.tenant_id
-       WHERE s.token_hash = $1`, [sha256(token)]);
+       WHERE s.token_hash = $1`,
+      [sha256(token)],
+    );
     if (!s) return { state: "none" as const };
     s.idle_minutes = idleMinutesFor(ctx, s.idle_minutes);
     if (s.revoked_at) return { state: "ended" as const, gap: { reason: "session_revoked" as const } };
@@ -131,14 +138,23 @@ export async function resolveSession(ctx: ApplianceContext, token: string, opts:
       ...(s.mfa_verified_at ? { mfaVerifiedAt: s.mfa_verified_at } : {}),
     };
     if (s.support_request_id && s.role === "support") {
-      const [req] = await t.rows<SupportRow>(`SELECT r.id, r.tenant_id, r.status, r.expires_at, r.decided_by, r.requested_by, coalesce(u.display_name, u.email) AS approver_name
-           FROM support_requests r LEFT JOIN users u ON u.id = r.decided_by WHERE r.id = $1`, [s.support_request_id]);
+      const [req] = await t.rows<SupportRow>(
+        `SELECT r.id, r.tenant_id, r.status, r.expires_at, r.decided_by, r.requested_by, coalesce(u.display_name, u.email) AS approver_name
+           FROM support_requests r LEFT JOIN users u ON u.id = r.decided_by WHERE r.id = $1`,
+        [s.support_request_id],
+      );
       if (req && req.status === "approved" && req.expires_at && req.expires_at > now && req.requested_by === s.user_id && req.decided_by) {
         // Acting for the approving admin, as support: both identities reach every audit event.
         actor.userId = req.decided_by;
         actor.tenantId = req.tenant_id;
         actor.impersonatorId = s.user_id;
-        actor.supportAccess = { requestId: req.id, supportUserId: s.user_id, approvedBy: req.decided_by, approvedByName: req.approver_name ?? "a tenant administrator", expiresAt: req.expires_at };
+        actor.supportAccess = {
+          requestId: req.id,
+          supportUserId: s.user_id,
+          approvedBy: req.decided_by,
+          approvedByName: req.approver_name ?? "a tenant administrator",
+          expiresAt: req.expires_at,
+        };
       } else {
         await t.exec("UPDATE sessions SET support_request_id = NULL WHERE id = $1", [s.id]);
         s.support_request_id = null;

@@ -41,10 +41,7 @@ async function lockSetupAndCheckDone(ctx: ApplianceContext, transaction: Tx): Pr
   return admins.length > 0;
 }
 
-export type SetupTokenOutcome =
-  | { state: "complete" }
-  | { state: "issued"; token: string; expiresAt: Date }
-  | { state: "pending"; expiresAt: Date };
+export type SetupTokenOutcome = { state: "complete" } | { state: "issued"; token: string; expiresAt: Date } | { state: "pending"; expiresAt: Date };
 
 /**
  * Called at every start. Issues a token only when no super-admin exists and no unexpired token
@@ -58,7 +55,9 @@ export async function ensureSetupToken(ctx: ApplianceContext, opts: { reissue?: 
     if (opts.reissue) {
       await transaction.exec("UPDATE setup_tokens SET expires_at = $1 WHERE used_at IS NULL AND expires_at > $1", [now]);
     } else {
-      const open = await transaction.rows<{ expires_at: Date }>("SELECT expires_at FROM setup_tokens WHERE used_at IS NULL AND expires_at > $1 ORDER BY expires_at DESC LIMIT 1", [now]);
+      const open = await transaction.rows<{ expires_at: Date }>("SELECT expires_at FROM setup_tokens WHERE used_at IS NULL AND expires_at > $1 ORDER BY expires_at DESC LIMIT 1", [
+        now,
+      ]);
       if (open[0]) return { state: "pending" as const, expiresAt: open[0].expires_at };
     }
     const token = TOKEN_PREFIX + randomBytes(24).toString("base64url");
@@ -71,10 +70,19 @@ export async function ensureSetupToken(ctx: ApplianceContext, opts: { reissue?: 
 async function insertSuperAdmin(ctx: ApplianceContext, input: SuperAdminInput, transaction: Tx) {
   assertPasswordAcceptable(input.password, { email: input.email });
   const hash = await hashPassword(input.password, argon2ParamsFrom(ctx.config));
-  const rows = await transaction.rows<{ id: string }>("INSERT INTO users (email, password_hash, role) VALUES ($1, $2, 'super_admin') ON CONFLICT (email) DO NOTHING RETURNING id", [input.email, hash]);
+  const rows = await transaction.rows<{ id: string }>("INSERT INTO users (email, password_hash, role) VALUES ($1, $2, 'super_admin') ON CONFLICT (email) DO NOTHING RETURNING id", [
+    input.email,
+    hash,
+  ]);
   if (!rows[0]) throw new Conflict("an account with this email already exists");
   const who = { userId: rows[0].id, role: "super_admin", tenantId: null };
-  await recordAuthEvent(ctx, transaction, who, { action: "user.create", resourceType: "user", resourceId: rows[0].id, outcome: "success", reason: "first super-admin" }, SYSTEM_META);
+  await recordAuthEvent(
+    ctx,
+    transaction,
+    who,
+    { action: "user.create", resourceType: "user", resourceId: rows[0].id, outcome: "success", reason: "first super-admin" },
+    SYSTEM_META,
+  );
   return { id: rows[0].id, email: input.email };
 }
 

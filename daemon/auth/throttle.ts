@@ -50,12 +50,15 @@ export async function readThrottle(ctx: ApplianceContext, t: Tx, bucket: string)
 export async function countFailure(ctx: ApplianceContext, t: Tx, bucket: string, rule: ThrottleRule): Promise<ThrottleState> {
   const now = ctx.clock.now();
   const windowStart = new Date(now.getTime() - rule.windowMs);
-  const [row] = await t.rows<Row>(`INSERT INTO auth_throttle (bucket, window_started_at, failures) VALUES ($1, $2, 1)
+  const [row] = await t.rows<Row>(
+    `INSERT INTO auth_throttle (bucket, window_started_at, failures) VALUES ($1, $2, 1)
      ON CONFLICT (bucket) DO UPDATE SET
        failures = CASE WHEN auth_throttle.window_started_at <= $3 OR auth_throttle.locked_until <= $2 THEN 1 ELSE auth_throttle.failures + 1 END,
        window_started_at = CASE WHEN auth_throttle.window_started_at <= $3 OR auth_throttle.locked_until <= $2 THEN $2 ELSE auth_throttle.window_started_at END,
        locked_until = CASE WHEN auth_throttle.locked_until <= $2 THEN NULL ELSE auth_throttle.locked_until END
-     RETURNING window_started_at, failures, locked_until`, [bucket, now, windowStart]);
+     RETURNING window_started_at, failures, locked_until`,
+    [bucket, now, windowStart],
+  );
   if (row && row.failures >= rule.max) {
     const until = new Date(now.getTime() + rule.lockMs);
     await t.exec("UPDATE auth_throttle SET locked_until = $2, failures = 0, window_started_at = $3 WHERE bucket = $1", [bucket, until, now]);

@@ -14,7 +14,10 @@ import type { ApplianceContext } from "../context.js";
  */
 export function auditVerifierFor(ctx: ApplianceContext, trust: "appliance"): AuditChainVerifier;
 export function auditVerifierFor(ctx: Pick<ApplianceContext, "config" | "log" | "clock" | "rootKey" | "metrics">, trust: "database"): AuditChainVerifier;
-export function auditVerifierFor(ctx: Pick<ApplianceContext, "config" | "log" | "clock" | "rootKey" | "metrics"> & { db?: ApplianceContext["db"] }, trust: "appliance" | "database"): AuditChainVerifier {
+export function auditVerifierFor(
+  ctx: Pick<ApplianceContext, "config" | "log" | "clock" | "rootKey" | "metrics"> & { db?: ApplianceContext["db"] },
+  trust: "appliance" | "database",
+): AuditChainVerifier {
   return async (url) => {
     const db = new SqlPool({ url, applicationName: "wardkeep-restore-verify", max: 2, statementTimeoutMs: 0 });
     const scratch = {

@@ -10,7 +10,9 @@ export const backupSchema = z
     compression: z
       .enum(["brotli", "gzip", "none"])
       .default("brotli")
-      .describe("Compression of snapshot objects. Field-encrypted data barely compresses; brotli at quality 1 matched gzip's size at about 4x its speed (bench/backup.ts, backup/FORMAT.md)."),
+      .describe(
+        "Compression of snapshot objects. Field-encrypted data barely compresses; brotli at quality 1 matched gzip's size at about 4x its speed (bench/backup.ts, backup/FORMAT.md).",
+      ),
     compressionLevel: z.number().int().min(1).max(9).default(1).describe("brotli quality or gzip level; 1 is the fastest."),
     segmentKib: z.number().int().min(64).max(16384).default(1024).describe("Plaintext bytes per authenticated segment of a snapshot object."),
     watchdogIntervalSeconds: z

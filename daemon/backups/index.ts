@@ -3,14 +3,5 @@
  * reconcile) and the audit-chain check a restore ends with. The routes and the scheduler are
  * wired by the appliance (routes.ts, background.ts).
  */
-export {
-  listSnapshotRecords,
-  reconcileCatalogue,
-  restoreSnapshotById,
-  runDrill,
-  runSnapshot,
-  verifySnapshotById,
-  type AuditMeta,
-  type SnapshotRecord,
-} from "./service.js";
+export { listSnapshotRecords, reconcileCatalogue, restoreSnapshotById, runDrill, runSnapshot, verifySnapshotById, type AuditMeta, type SnapshotRecord } from "./service.js";
 export { auditVerifierFor } from "./audit-check.js";

@@ -137,19 +137,22 @@ export async function writePolicy(ctx: ApplianceContext, t: Tx, input: PolicyInp
     if (!names.has(name)) throw new Invalid(`targetSecrets names ${name}, which is not a target`, { field: "targetSecrets" });
   }
   secrets = Object.fromEntries(Object.entries({ ...secrets, ...(input.targetSecrets ?? {}) }).filter(([n]) => names.has(n)));
-  await t.exec(`UPDATE backup_policy SET enabled = $1, snapshot_schedule = $2, drill_schedule = $3, retention = $4::jsonb, targets = $5::jsonb,
-       target_secrets = $6, snapshot_max_age_minutes = $7, drill_max_age_days = $8, object_lock_days = $9, updated_at = now(), updated_by = $10`, [
-        input.enabled ?? row.enabled,
-        input.snapshotSchedule ?? row.snapshot_schedule,
-        input.drillSchedule ?? row.drill_schedule,
-        JSON.stringify(input.retention ?? row.retention),
-        JSON.stringify(targets),
-        sealSecrets(ctx, secrets),
-        input.snapshotMaxAgeMinutes ?? row.snapshot_max_age_minutes,
-        input.drillMaxAgeDays ?? row.drill_max_age_days,
-        input.objectLockDays ?? row.object_lock_days,
-        updatedBy,
-      ]);
+  await t.exec(
+    `UPDATE backup_policy SET enabled = $1, snapshot_schedule = $2, drill_schedule = $3, retention = $4::jsonb, targets = $5::jsonb,
+       target_secrets = $6, snapshot_max_age_minutes = $7, drill_max_age_days = $8, object_lock_days = $9, updated_at = now(), updated_by = $10`,
+    [
+      input.enabled ?? row.enabled,
+      input.snapshotSchedule ?? row.snapshot_schedule,
+      input.drillSchedule ?? row.drill_schedule,
+      JSON.stringify(input.retention ?? row.retention),
+      JSON.stringify(targets),
+      sealSecrets(ctx, secrets),
+      input.snapshotMaxAgeMinutes ?? row.snapshot_max_age_minutes,
+      input.drillMaxAgeDays ?? row.drill_max_age_days,
+      input.objectLockDays ?? row.object_lock_days,
+      updatedBy,
+    ],
+  );
   return presentPolicy(await readPolicyRow(ctx, t), secrets);
 }
 

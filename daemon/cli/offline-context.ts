@@ -15,11 +15,7 @@ import { silentLogger, type Logger } from "../log/logger.js";
  * doctor). With the embedded PostgreSQL it attaches to a running daemon's server, or starts
  * the server for the duration of the command.
  */
-export async function withOfflineContext<T>(
-  config: Config,
-  work: (ctx: ApplianceContext, targets: DatabaseTargets) => Promise<T>,
-  log: Logger = silentLogger(),
-): Promise<T> {
+export async function withOfflineContext<T>(config: Config, work: (ctx: ApplianceContext, targets: DatabaseTargets) => Promise<T>, log: Logger = silentLogger()): Promise<T> {
   const targets = await prepareDatabase(config);
   const db = openDatabase(targets, config);
   const ctx: ApplianceContext = { config, log, db, rootKey: new RootKey(config.keys.unseal), metrics: new Registry(), clock: systemClock };
@@ -39,11 +35,7 @@ export type UnsealOpts = { passphraseFile?: string; shareFile?: string[] };
  * after. `unseal: "optional"` carries on sealed (audit verification checks signatures against a
  * pinned public key and needs no secret). Key and service errors become one-line CLI errors.
  */
-export async function withUnsealedContext<T>(
-  opts: UnsealOpts,
-  work: (ctx: ApplianceContext) => Promise<T>,
-  unseal: "required" | "optional" = "required",
-): Promise<T> {
+export async function withUnsealedContext<T>(opts: UnsealOpts, work: (ctx: ApplianceContext) => Promise<T>, unseal: "required" | "optional" = "required"): Promise<T> {
   try {
     return await withOfflineContext(loadConfig(), async (ctx) => {
       try {

@@ -58,5 +58,10 @@ export function renderDefaultConfig(): string {
     }
   };
   walk(objectProps(configJsonSchema()) ?? {}, [], "");
-  return lines.join("\n").replace(/\n{3,}/g, "\n\n").trimEnd() + "\n";
+  return (
+    lines
+      .join("\n")
+      .replace(/\n{3,}/g, "\n\n")
+      .trimEnd() + "\n"
+  );
 }

@@ -20,58 +20,25 @@ export const serverSchema = z
   .object({
     host: z.string().min(1).default("0.0.0.0").describe("Address the HTTPS listener binds to."),
     port: z.number().int().min(0).max(65535).default(8443).describe("HTTPS port (also WARDKEEP_PORT); 0 picks a free port."),
-    redirectPort: z
-      .number()
-      .int()
-      .min(0)
-      .max(65535)
-      .default(8080)
-      .describe("Plain HTTP port that only redirects to HTTPS; 0 disables it."),
-    publicHostname: z
-      .string()
-      .default("localhost")
-      .describe("Host name clients use; it goes into the internal TLS certificate and redirects."),
+    redirectPort: z.number().int().min(0).max(65535).default(8080).describe("Plain HTTP port that only redirects to HTTPS; 0 disables it."),
+    publicHostname: z.string().default("localhost").describe("Host name clients use; it goes into the internal TLS certificate and redirects."),
     bodyLimit: z
       .string()
       .regex(/^\d+(b|kb|mb)$/i, "a size such as 512kb or 1mb")
       .default("1mb")
       .describe("Largest JSON request body accepted; larger bodies get 413."),
-    trustProxy: z
-      .boolean()
-      .default(false)
-      .describe("Trust X-Forwarded-For from a load balancer in front (source IPs in the audit trail)."),
-    shutdownTimeoutMs: z
-      .number()
-      .int()
-      .min(0)
-      .max(600_000)
-      .default(30_000)
-      .describe("On SIGTERM, how long in-flight requests may take before connections are cut."),
+    trustProxy: z.boolean().default(false).describe("Trust X-Forwarded-For from a load balancer in front (source IPs in the audit trail)."),
+    shutdownTimeoutMs: z.number().int().min(0).max(600_000).default(30_000).describe("On SIGTERM, how long in-flight requests may take before connections are cut."),
   })
   .strict();
 
 export const tlsSchema = z
   .object({
-    minVersion: z
-      .enum(["TLSv1.2", "TLSv1.3"])
-      .default("TLSv1.2")
-      .describe("Lowest TLS version accepted. TLS 1.0 and 1.1 are never accepted."),
-    certFile: z
-      .string()
-      .optional()
-      .describe("PEM certificate (chain) issued by the hospital's CA; unset uses the internal CA."),
+    minVersion: z.enum(["TLSv1.2", "TLSv1.3"]).default("TLSv1.2").describe("Lowest TLS version accepted. TLS 1.0 and 1.1 are never accepted."),
+    certFile: z.string().optional().describe("PEM certificate (chain) issued by the hospital's CA; unset uses the internal CA."),
     keyFile: z.string().optional().describe("PEM private key for certFile."),
-    hostnames: z
-      .array(z.string().min(1))
-      .default([])
-      .describe("Extra DNS names or IP addresses for the internal certificate (comma-separated in env)."),
-    certValidityDays: z
-      .number()
-      .int()
-      .min(1)
-      .max(397)
-      .default(397)
-      .describe("Lifetime of a certificate issued by the internal CA (CA/Browser Forum maximum 397)."),
+    hostnames: z.array(z.string().min(1)).default([]).describe("Extra DNS names or IP addresses for the internal certificate (comma-separated in env)."),
+    certValidityDays: z.number().int().min(1).max(397).default(397).describe("Lifetime of a certificate issued by the internal CA (CA/Browser Forum maximum 397)."),
   })
   .strict()
   .refine((t) => Boolean(t.certFile) === Boolean(t.keyFile), {
@@ -85,65 +52,36 @@ export const databaseSchema = z
       .string()
       .regex(/^postgres(ql)?:\/\//, "a postgres:// URL")
       .optional()
-      .describe(
-        "Owner connection (runs migrations) to an external PostgreSQL; unset runs the embedded one. Also WARDKEEP_DATABASE_URL.",
-      ),
-    passwordFile: z
-      .string()
-      .optional()
-      .describe("File holding the password for the url's user, so no password sits in the URL or the environment."),
+      .describe("Owner connection (runs migrations) to an external PostgreSQL; unset runs the embedded one. Also WARDKEEP_DATABASE_URL."),
+    passwordFile: z.string().optional().describe("File holding the password for the url's user, so no password sits in the URL or the environment."),
     appUrl: z
       .string()
       .regex(/^postgres(ql)?:\/\//, "a postgres:// URL")
       .optional()
       .describe("Connection for requests, as a role without BYPASSRLS; unset derives it (role wardkeep_app)."),
-    appPasswordFile: z
-      .string()
-      .optional()
-      .describe("File holding the app role's password when appUrl is unset; unset generates one under dataDir."),
+    appPasswordFile: z.string().optional().describe("File holding the app role's password when appUrl is unset; unset generates one under dataDir."),
     poolMax: z.number().int().min(1).max(200).default(10).describe("Largest connection pool per role."),
-    statementTimeoutMs: z
-      .number()
-      .int()
-      .min(0)
-      .default(30_000)
-      .describe("Longest single SQL statement a request may run."),
-    migrateOnStart: z
-      .boolean()
-      .default(true)
-      .describe("Apply pending migrations at start; false leaves /readyz not ready until `wardkeep migrate`."),
+    statementTimeoutMs: z.number().int().min(0).default(30_000).describe("Longest single SQL statement a request may run."),
+    migrateOnStart: z.boolean().default(true).describe("Apply pending migrations at start; false leaves /readyz not ready until `wardkeep migrate`."),
     embeddedPort: port.default(54329).describe("Loopback port of the embedded PostgreSQL."),
   })
   .strict();
 
 export const logSchema = z
   .object({
-    level: z
-      .enum(["error", "warn", "info", "http", "debug"])
-      .default("info")
-      .describe("Lowest level written. PHI is redacted at every level."),
+    level: z.enum(["error", "warn", "info", "http", "debug"]).default("info").describe("Lowest level written. PHI is redacted at every level."),
   })
   .strict();
 
 export const setupSchema = z
   .object({
-    tokenTtlHours: z
-      .number()
-      .int()
-      .min(1)
-      .max(720)
-      .default(24)
-      .describe("How long the one-time setup token printed at first start stays valid."),
+    tokenTtlHours: z.number().int().min(1).max(720).default(24).describe("How long the one-time setup token printed at first start stays valid."),
   })
   .strict();
 
 export const configSchema = z
   .object({
-    dataDir: z
-      .string()
-      .min(1)
-      .default("var")
-      .describe("Where state lives: embedded PostgreSQL, TLS, keys, generated secrets."),
+    dataDir: z.string().min(1).default("var").describe("Where state lives: embedded PostgreSQL, TLS, keys, generated secrets."),
     server: serverSchema.prefault({}),
     tls: tlsSchema.prefault({}),
     database: databaseSchema.prefault({}),

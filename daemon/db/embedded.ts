@@ -46,9 +46,7 @@ async function binaries(): Promise<Binaries> {
   try {
     return (await import(platformPackage)) as Binaries;
   } catch {
-    throw new Error(
-      `no embedded PostgreSQL for ${os.platform()}-${os.arch()} (package ${platformPackage}); set WARDKEEP_DATABASE_URL to an external PostgreSQL`,
-    );
+    throw new Error(`no embedded PostgreSQL for ${os.platform()}-${os.arch()} (package ${platformPackage}); set WARDKEEP_DATABASE_URL to an external PostgreSQL`);
   }
 }
 
@@ -138,9 +136,7 @@ function run(cmd: string, args: string[], ids: { uid: number; gid: number } | un
       onLog(d.toString());
     });
     child.on("error", reject);
-    child.on("close", (code) =>
-      code === 0 ? resolve() : reject(new Error(`${path.basename(cmd)} failed (exit ${code}): ${stderr.trim().split("\n").pop()}`)),
-    );
+    child.on("close", (code) => (code === 0 ? resolve() : reject(new Error(`${path.basename(cmd)} failed (exit ${code}): ${stderr.trim().split("\n").pop()}`))));
   });
 }
 
@@ -218,12 +214,7 @@ export async function startEmbeddedPostgres(opts: EmbeddedOptions): Promise<Embe
     fs.writeFileSync(pwfile, password + "\n", { mode: 0o600 });
     if (ids) fs.chownSync(pwfile, ids.uid, ids.gid);
     try {
-      await run(
-        bins.initdb,
-        [`--pgdata=${opts.dataDir}`, "--auth=scram-sha-256", "--username=postgres", `--pwfile=${pwfile}`, "--encoding=UTF8", "--locale=C"],
-        ids,
-        onLog,
-      );
+      await run(bins.initdb, [`--pgdata=${opts.dataDir}`, "--auth=scram-sha-256", "--username=postgres", `--pwfile=${pwfile}`, "--encoding=UTF8", "--locale=C"], ids, onLog);
     } finally {
       fs.rmSync(pwfile, { force: true });
     }

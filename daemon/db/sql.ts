@@ -290,7 +290,14 @@ class PipelinedTx implements Tx {
     ];
     this.ended = true;
     this.commitSent = true;
-    const outcomes = await Promise.all(steps.map((s) => s.sent.promise.then((r) => ({ r }), (err: PgError) => ({ err }))));
+    const outcomes = await Promise.all(
+      steps.map((s) =>
+        s.sent.promise.then(
+          (r) => ({ r }),
+          (err: PgError) => ({ err }),
+        ),
+      ),
+    );
     const failed = outcomes.findIndex((o) => "err" in o);
     if (failed >= 0) {
       const err = (outcomes[failed] as { err: PgError }).err;
@@ -412,7 +419,12 @@ export class SqlPool {
     const client = await this.pool.connect();
     const steps = [{ text: "BEGIN", values: [] }, scopeStatement(scope), statementOf(q, values), { text: "COMMIT", values: [] }];
     for (const s of steps) this.onStatement?.(s.text);
-    const sent = steps.map((s) => (client.query(configFor(client, s, true)) as Promise<pg.QueryResult>).then((r) => ({ r }), (err: PgError) => ({ err })));
+    const sent = steps.map((s) =>
+      (client.query(configFor(client, s, true)) as Promise<pg.QueryResult>).then(
+        (r) => ({ r }),
+        (err: PgError) => ({ err }),
+      ),
+    );
     let broken: Error | undefined;
     try {
       const outcomes = await Promise.all(sent);
@@ -465,7 +477,11 @@ export class SqlPool {
    * The caller ends it.
    */
   async dedicatedClient(applicationName: string, database?: string): Promise<pg.Client> {
-    const client = new pg.Client({ connectionString: this.url(database), application_name: applicationName, statement_timeout: this.options.statementTimeoutMs } as pg.ClientConfig);
+    const client = new pg.Client({
+      connectionString: this.url(database),
+      application_name: applicationName,
+      statement_timeout: this.options.statementTimeoutMs,
+    } as pg.ClientConfig);
     await client.connect();
     return client;
   }

@@ -8,7 +8,15 @@ export function sendProblem(res: Response, err: AppError) {
   res
     .status(err.status)
     .type("application/problem+json")
-    .json({ type: err.type, title: err.title, status: err.status, detail: err.detail, instance: requestId ? `urn:wardkeep:request:${requestId}` : undefined, requestId, ...err.extras });
+    .json({
+      type: err.type,
+      title: err.title,
+      status: err.status,
+      detail: err.detail,
+      instance: requestId ? `urn:wardkeep:request:${requestId}` : undefined,
+      requestId,
+      ...err.extras,
+    });
 }
 
 /** Field paths and rules only: the rejected values may be PHI, so they are never echoed. */

@@ -36,9 +36,7 @@ export async function checkReadiness(ctx: ApplianceContext): Promise<Readiness> 
     await withTimeout(ctx.db.app.exec("SELECT 1"), 3_000, "PostgreSQL");
     checks.database = { ok: true, detail: "reachable as the app role" };
     const pending = await withTimeout(pendingMigrations(ctx.db.app), 3_000, "PostgreSQL");
-    checks.migrations = pending.length
-      ? { ok: false, detail: `${pending.length} pending; run \`wardkeep migrate\``, pending }
-      : { ok: true, detail: "current", pending };
+    checks.migrations = pending.length ? { ok: false, detail: `${pending.length} pending; run \`wardkeep migrate\``, pending } : { ok: true, detail: "current", pending };
     if (!pending.length && ctx.rootKey.isSealed) {
       // A daemon started before `wardkeep migrate` unseals once the key store exists.
       await retryUnsealAfterMigration(ctx).catch(() => undefined);

@@ -33,9 +33,7 @@ export type Actor = {
 };
 
 /** Why a request carries no actor, so a 401 can tell the UI what happened. */
-export type AuthenticationGap =
-  | { reason: "mfa_required" | "mfa_enrollment_required" }
-  | { reason: "idle_timeout" | "session_expired" | "session_revoked"; idleMinutes?: number };
+export type AuthenticationGap = { reason: "mfa_required" | "mfa_enrollment_required" } | { reason: "idle_timeout" | "session_expired" | "session_revoked"; idleMinutes?: number };
 
 export function currentActor(res: Response): Actor {
   const actor = res.locals.actor as Actor | undefined;

@@ -25,7 +25,6 @@ export type AuditSigningKey = {
   createdAt: Date;
 };
 
-
 /** The current signing key, made on first use. Throws `Sealed` (503) while sealed. */
 export async function getAuditSigningKey(ctx: ApplianceContext): Promise<AuditSigningKey> {
   return inScope(ctx.db.app, { kind: "appliance" }, async (t) => {

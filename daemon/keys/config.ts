@@ -7,18 +7,10 @@ import { DEFAULT_NONCE_BUDGET, GCM_RANDOM_NONCE_LIMIT } from "./field-cipher.js"
  */
 export const pkcs11Schema = z
   .object({
-    module: z
-      .string()
-      .optional()
-      .describe("Path of the HSM vendor's PKCS#11 library, e.g. /usr/lib/softhsm/libsofthsm2.so; required for unseal=pkcs11."),
+    module: z.string().optional().describe("Path of the HSM vendor's PKCS#11 library, e.g. /usr/lib/softhsm/libsofthsm2.so; required for unseal=pkcs11."),
     tokenLabel: z.string().min(1).max(32).optional().describe("Label of the HSM token (slot) holding the wrapping key; unset takes the first token present."),
     pinFile: z.string().optional().describe("File holding the token's user PIN (mode 0600); never put the PIN in the config itself."),
-    keyLabel: z
-      .string()
-      .min(1)
-      .max(64)
-      .default("wardkeep-unseal")
-      .describe("Label (CKA_LABEL) of the AES-256 key inside the HSM that wraps the unseal key."),
+    keyLabel: z.string().min(1).max(64).default("wardkeep-unseal").describe("Label (CKA_LABEL) of the AES-256 key inside the HSM that wraps the unseal key."),
   })
   .strict();
 
@@ -47,10 +39,7 @@ export const keysSchema = z
       .string()
       .optional()
       .describe("File (or /dev/fd/N) holding the unseal passphrase at start, e.g. a container secret; unset prompts on a terminal or waits for `wardkeep unseal`."),
-    promptAtStart: z
-      .boolean()
-      .default(true)
-      .describe("With unseal=passphrase and no passphraseFile, ask for the passphrase when the daemon runs in a terminal."),
+    promptAtStart: z.boolean().default(true).describe("With unseal=passphrase and no passphraseFile, ask for the passphrase when the daemon runs in a terminal."),
     passphraseKdf: passphraseKdfSchema.prefault({}),
     pkcs11: pkcs11Schema.prefault({}),
     dataKeyCacheSize: z.number().int().min(16).max(1_000_000).default(4096).describe("Most unwrapped data keys kept in memory (least recently used are zeroed first)."),

@@ -34,7 +34,10 @@ export async function rotateDataKey(
   return inScope(ctx.db.app, { kind: "appliance" }, async (t) => {
     // Exclusive: waits until every transaction writing with the current version has ended.
     await t.exec("SELECT pg_advisory_xact_lock($1, hashtext($2))", [LOCKS.dataKey, keyId]);
-    const [row] = await t.rows<DataKeyRow>("SELECT key_id, version, kind, tenant_id, patient_id, kek_version, nonce_count FROM keystore.data_keys WHERE key_id = $1 AND state = 'active' FOR UPDATE", [keyId]);
+    const [row] = await t.rows<DataKeyRow>(
+      "SELECT key_id, version, kind, tenant_id, patient_id, kek_version, nonce_count FROM keystore.data_keys WHERE key_id = $1 AND state = 'active' FOR UPDATE",
+      [keyId],
+    );
     if (!row) throw new NotFound(`no data key ${keyId} (nothing has been encrypted for it yet, or it was destroyed)`);
     const refusal = NOT_ROTATABLE[row.kind];
     if (refusal) throw new Conflict(refusal);
@@ -49,12 +52,24 @@ export async function rotateDataKey(
     const wrapped = wrapSecret(kek, secret.key, aad.dataKey(keyId, to, kekVersion));
     zeroize(secret.key);
     await t.exec("UPDATE keystore.data_keys SET state = 'retired', retired_at = now() WHERE key_id = $1 AND version = $2", [keyId, row.version]);
-    await t.exec(`INSERT INTO keystore.data_keys (key_id, version, kind, tenant_id, patient_id, wrapped, kek_version, public_key, state)
-       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'active')`, [keyId, to, row.kind, row.tenant_id, row.patient_id, wrapped, kekVersion, secret.publicKey ?? null]);
+    await t.exec(
+      `INSERT INTO keystore.data_keys (key_id, version, kind, tenant_id, patient_id, wrapped, kek_version, public_key, state)
+       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'active')`,
+      [keyId, to, row.kind, row.tenant_id, row.patient_id, wrapped, kekVersion, secret.publicKey ?? null],
+    );
     // Only field-encryption keys have ciphertexts to rewrite; the signing key has none.
     const completed = row.kind === "audit-signing" ? "now()" : "NULL";
-    await t.exec(`INSERT INTO keystore.rotations (target, key_id, tenant_id, from_version, to_version, reason, completed_at) VALUES ('data-key', $1, $2, $3, $4, $5, ${completed})`, [keyId, row.tenant_id, row.version, to, reason]);
-    await recordKeyEvent(ctx, t, by, { action: "keys.rotate", resourceId: keyId, tenantId: row.tenant_id, outcome: "success", reason: `version ${row.version} to ${to} (${reason})` });
+    await t.exec(
+      `INSERT INTO keystore.rotations (target, key_id, tenant_id, from_version, to_version, reason, completed_at) VALUES ('data-key', $1, $2, $3, $4, $5, ${completed})`,
+      [keyId, row.tenant_id, row.version, to, reason],
+    );
+    await recordKeyEvent(ctx, t, by, {
+      action: "keys.rotate",
+      resourceId: keyId,
+      tenantId: row.tenant_id,
+      outcome: "success",
+      reason: `version ${row.version} to ${to} (${reason})`,
+    });
     ctx.log.info("data key rotated", { keyId, from: row.version, to, reason });
     return { keyId, from: row.version, to, rotated: true };
   });

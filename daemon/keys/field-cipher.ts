@@ -25,15 +25,7 @@
  * to authenticate (and "ab"+"c" cannot collide with "a"+"bc").
  */
 import { randomFillSync } from "node:crypto";
-import {
-  AES_256_KEY_BYTES,
-  DecryptionError,
-  GCM_NONCE_BYTES,
-  GCM_TAG_BYTES,
-  aesGcmDecrypt,
-  aesGcmEncrypt,
-  hmacSha256,
-} from "./primitives.js";
+import { AES_256_KEY_BYTES, DecryptionError, GCM_NONCE_BYTES, GCM_TAG_BYTES, aesGcmDecrypt, aesGcmEncrypt, hmacSha256 } from "./primitives.js";
 
 export { DecryptionError } from "./primitives.js";
 
@@ -51,10 +43,7 @@ export type DataKey = { id: string; version: number; key: Buffer };
  * Finds the DEK named in a ciphertext header; returns undefined/null when that version is not
  * available (never created, or destroyed by crypto-shredding).
  */
-export type DataKeyLookup = (
-  keyId: string,
-  version: number,
-) => DataKey | undefined | null;
+export type DataKeyLookup = (keyId: string, version: number) => DataKey | undefined | null;
 
 export type FieldHeader = {
   formatVersion: number;
@@ -69,8 +58,7 @@ const AAD_LABEL = Buffer.from("wardkeep/field/v1", "utf8");
 const BLIND_INDEX_LABEL = Buffer.from("wardkeep/blind-index/v1", "utf8");
 /** format version + key version + key id length byte. */
 const FIXED_HEADER_BYTES = 6;
-const MIN_FIELD_BYTES =
-  FIXED_HEADER_BYTES + 1 + GCM_NONCE_BYTES + GCM_TAG_BYTES;
+const MIN_FIELD_BYTES = FIXED_HEADER_BYTES + 1 + GCM_NONCE_BYTES + GCM_TAG_BYTES;
 
 /**
  * The stored value cannot be parsed (truncated, unknown format). A subclass of DecryptionError so
@@ -103,10 +91,8 @@ export class UnknownKeyVersionError extends Error {
 const isWellFormed = (value: string): boolean => (value as unknown as { isWellFormed(): boolean }).isWellFormed();
 
 function checkString(name: string, value: string): void {
-  if (typeof value !== "string")
-    throw new TypeError(`${name} must be a string`);
-  if (!isWellFormed(value))
-    throw new RangeError(`${name} is not well-formed Unicode`);
+  if (typeof value !== "string") throw new TypeError(`${name} must be a string`);
+  if (!isWellFormed(value)) throw new RangeError(`${name} is not well-formed Unicode`);
 }
 
 function utf8(name: string, value: string): Buffer {
@@ -180,18 +166,10 @@ function checkDataKey(dek: DataKey): Buffer {
 
 function checkDataKeyParts(dek: DataKey, id: Buffer): Buffer {
   if (id.length < 1 || id.length > MAX_KEY_ID_BYTES) {
-    throw new RangeError(
-      `data key id must be 1..${MAX_KEY_ID_BYTES} UTF-8 bytes, got ${id.length}`,
-    );
+    throw new RangeError(`data key id must be 1..${MAX_KEY_ID_BYTES} UTF-8 bytes, got ${id.length}`);
   }
-  if (
-    !Number.isInteger(dek.version) ||
-    dek.version < 0 ||
-    dek.version > MAX_KEY_VERSION
-  ) {
-    throw new RangeError(
-      `data key version must be an integer 0..${MAX_KEY_VERSION}, got ${dek.version}`,
-    );
+  if (!Number.isInteger(dek.version) || dek.version < 0 || dek.version > MAX_KEY_VERSION) {
+    throw new RangeError(`data key version must be an integer 0..${MAX_KEY_VERSION}, got ${dek.version}`);
   }
   if (!Buffer.isBuffer(dek.key) || dek.key.length !== AES_256_KEY_BYTES) {
     throw new RangeError(`data key must be ${AES_256_KEY_BYTES} bytes`);
@@ -260,41 +238,28 @@ type ParsedField = FieldHeader & {
 };
 
 function parseField(ciphertext: Buffer): ParsedField {
-  if (!Buffer.isBuffer(ciphertext))
-    throw new TypeError("field ciphertext must be a Buffer");
-  if (ciphertext.length < 1)
-    throw new FieldFormatError("field ciphertext is empty");
+  if (!Buffer.isBuffer(ciphertext)) throw new TypeError("field ciphertext must be a Buffer");
+  if (ciphertext.length < 1) throw new FieldFormatError("field ciphertext is empty");
   const formatVersion = ciphertext.readUInt8(0);
   // Reject rather than guess: a future format may lay out or bind fields differently.
   if (formatVersion !== FIELD_FORMAT_VERSION) {
-    throw new FieldFormatError(
-      `unsupported field ciphertext format version ${formatVersion} (this build reads version ${FIELD_FORMAT_VERSION})`,
-    );
+    throw new FieldFormatError(`unsupported field ciphertext format version ${formatVersion} (this build reads version ${FIELD_FORMAT_VERSION})`);
   }
   if (ciphertext.length < MIN_FIELD_BYTES) {
-    throw new FieldFormatError(
-      `field ciphertext is truncated: ${ciphertext.length} bytes, a version ${FIELD_FORMAT_VERSION} value is at least ${MIN_FIELD_BYTES}`,
-    );
+    throw new FieldFormatError(`field ciphertext is truncated: ${ciphertext.length} bytes, a version ${FIELD_FORMAT_VERSION} value is at least ${MIN_FIELD_BYTES}`);
   }
   const keyVersion = ciphertext.readUInt32BE(1);
   const keyIdLength = ciphertext.readUInt8(5);
   const headerLength = FIXED_HEADER_BYTES + keyIdLength;
-  if (
-    keyIdLength === 0 ||
-    ciphertext.length < headerLength + GCM_NONCE_BYTES + GCM_TAG_BYTES
-  ) {
-    throw new FieldFormatError(
-      `field ciphertext is truncated or its key id length (${keyIdLength}) is invalid for ${ciphertext.length} bytes`,
-    );
+  if (keyIdLength === 0 || ciphertext.length < headerLength + GCM_NONCE_BYTES + GCM_TAG_BYTES) {
+    throw new FieldFormatError(`field ciphertext is truncated or its key id length (${keyIdLength}) is invalid for ${ciphertext.length} bytes`);
   }
   let keyId: string;
   let ascii = true;
   for (let i = FIXED_HEADER_BYTES; i < headerLength; i++) if (ciphertext[i]! > 0x7f) ascii = false;
   try {
     // Key ids are ASCII in practice ("tenant/<uuid>"): decode those without a decoder call.
-    keyId = ascii
-      ? ciphertext.toString("latin1", FIXED_HEADER_BYTES, headerLength)
-      : STRICT_UTF8.decode(ciphertext.subarray(FIXED_HEADER_BYTES, headerLength));
+    keyId = ascii ? ciphertext.toString("latin1", FIXED_HEADER_BYTES, headerLength) : STRICT_UTF8.decode(ciphertext.subarray(FIXED_HEADER_BYTES, headerLength));
   } catch {
     throw new FieldFormatError("field ciphertext key id is not valid UTF-8");
   }
@@ -326,18 +291,11 @@ export type EncryptFieldOptions = {
   nonceBudget?: NonceBudget;
 };
 
-export function encryptField(
-  dek: DataKey,
-  context: FieldContext,
-  plaintext: Buffer | string,
-  options: EncryptFieldOptions = {},
-): Buffer {
+export function encryptField(dek: DataKey, context: FieldContext, plaintext: Buffer | string, options: EncryptFieldOptions = {}): Buffer {
   const header = headerFor(dek);
   const aad = fieldAad(header, context, true);
-  const data =
-    typeof plaintext === "string" ? utf8("plaintext", plaintext) : plaintext;
-  if (!Buffer.isBuffer(data))
-    throw new TypeError("plaintext must be a Buffer or a string");
+  const data = typeof plaintext === "string" ? utf8("plaintext", plaintext) : plaintext;
+  if (!Buffer.isBuffer(data)) throw new TypeError("plaintext must be a Buffer or a string");
   // One output buffer, written in place: header, nonce, ciphertext, tag (this is the hot path of
   // every PHI write; see bench/field-crypto.ts).
   const out = Buffer.allocUnsafe(header.length + GCM_NONCE_BYTES + data.length + GCM_TAG_BYTES);
@@ -352,21 +310,13 @@ export function encryptField(
   return out;
 }
 
-export function decryptField(
-  lookup: DataKeyLookup,
-  context: FieldContext,
-  ciphertext: Buffer,
-): Buffer {
+export function decryptField(lookup: DataKeyLookup, context: FieldContext, ciphertext: Buffer): Buffer {
   const field = parseField(ciphertext);
   const dek = lookup(field.keyId, field.keyVersion);
   if (!dek) throw new UnknownKeyVersionError(field.keyId, field.keyVersion);
   if (dek.id !== field.keyId || dek.version !== field.keyVersion) {
     // A key store returning the wrong version would otherwise surface as "tampered data".
-    throw new UnknownKeyVersionError(
-      field.keyId,
-      field.keyVersion,
-      `lookup returned "${dek.id}" version ${dek.version} instead`,
-    );
+    throw new UnknownKeyVersionError(field.keyId, field.keyVersion, `lookup returned "${dek.id}" version ${dek.version} instead`);
   }
   if (!Buffer.isBuffer(dek.key) || dek.key.length !== AES_256_KEY_BYTES) checkDataKey(dek);
   // The header names this key id and version, so the cached encoding is byte-identical; the
@@ -404,12 +354,7 @@ export type BlindIndexOptions = {
  * brute-forced from the small MRN space); tenant, table and column are inside the MAC so equal
  * values in two tenants or two columns do not produce linkable digests. Returns 64 hex chars.
  */
-export function blindIndex(
-  indexKey: Buffer,
-  context: { tenantId: string; table: string; column: string },
-  value: string,
-  options: BlindIndexOptions = {},
-): string {
+export function blindIndex(indexKey: Buffer, context: { tenantId: string; table: string; column: string }, value: string, options: BlindIndexOptions = {}): string {
   // A short key would make the index brute-forceable regardless of HMAC.
   if (!Buffer.isBuffer(indexKey) || indexKey.length < 32) {
     throw new RangeError("blind index key must be at least 32 bytes");
@@ -455,26 +400,16 @@ export class NonceBudget {
 
   constructor(options: { limit?: number } = {}) {
     const limit = options.limit ?? DEFAULT_NONCE_BUDGET;
-    if (
-      !Number.isSafeInteger(limit) ||
-      limit < 1 ||
-      limit > GCM_RANDOM_NONCE_LIMIT
-    ) {
+    if (!Number.isSafeInteger(limit) || limit < 1 || limit > GCM_RANDOM_NONCE_LIMIT) {
       throw new RangeError(`nonce budget limit must be 1..2^32, got ${limit}`);
     }
     this.limit = limit;
   }
 
   /** Adds `count` encryptions; returns the new total and whether the version should rotate. */
-  record(
-    keyId: string,
-    version: number,
-    count = 1,
-  ): { used: number; shouldRotate: boolean } {
+  record(keyId: string, version: number, count = 1): { used: number; shouldRotate: boolean } {
     if (!Number.isSafeInteger(count) || count < 0) {
-      throw new RangeError(
-        `count must be a non-negative integer, got ${count}`,
-      );
+      throw new RangeError(`count must be a non-negative integer, got ${count}`);
     }
     let versions = this.counts.get(keyId);
     if (!versions) {

@@ -212,19 +212,7 @@ export { SNAPSHOT_EXCLUDED_SCHEMAS } from "./keystore.js";
 /** AES-256-GCM under a key with bound associated data: backups seal target credentials with it. */
 export { wrapSecret, unwrapSecret } from "./keystore.js";
 /** The primitives the snapshot stream, the manifest and the key-store backup are built from. */
-export {
-  AES_256_KEY_BYTES,
-  GCM_NONCE_BYTES,
-  GCM_TAG_BYTES,
-  aesGcmDecrypt,
-  aesGcmEncrypt,
-  hkdfSha256,
-  hmacSha256,
-  randomKey,
-  unwrapKey,
-  wrapKey,
-  zeroize,
-} from "./primitives.js";
+export { AES_256_KEY_BYTES, GCM_NONCE_BYTES, GCM_TAG_BYTES, aesGcmDecrypt, aesGcmEncrypt, hkdfSha256, hmacSha256, randomKey, unwrapKey, wrapKey, zeroize } from "./primitives.js";
 /** The recovery key pair that wraps every snapshot key (DESIGN "Keys"). */
 export {
   generateRecoveryKeyPair,

@@ -165,7 +165,8 @@ export type LockedWriteKey = { keyId: string; row: DataKeyRow | undefined };
 export function lockedWriteKeyOf<T extends Record<string, unknown>>(subject: KeySubject, result: T): { key: LockedWriteKey; rest: T } {
   const rest = { ...result };
   for (const c of DATA_KEY_COLUMN_NAMES) delete rest[`wk_${c}`];
-  const row = result.wk_key_id === null || result.wk_key_id === undefined ? undefined : (Object.fromEntries(DATA_KEY_COLUMN_NAMES.map((c) => [c, result[`wk_${c}`]])) as DataKeyRow);
+  const row =
+    result.wk_key_id === null || result.wk_key_id === undefined ? undefined : (Object.fromEntries(DATA_KEY_COLUMN_NAMES.map((c) => [c, result[`wk_${c}`]])) as DataKeyRow);
   return { key: { keyId: keyIdOf(subject), row }, rest };
 }
 
@@ -180,8 +181,11 @@ async function createFirstVersion(ctx: ApplianceContext, t: Tx, target: KeyTarge
   zeroize(key);
   // Two first writes racing: the loser's insert waits for the winner's commit, does nothing, and
   // the re-read below (a new statement, so a new READ COMMITTED snapshot) sees the winner's key.
-  const inserted = await t.rows<DataKeyRow>(`INSERT INTO keystore.data_keys (key_id, version, kind, tenant_id, patient_id, wrapped, kek_version, public_key)
-     VALUES ($1, 1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING RETURNING ${DATA_KEY_COLUMNS}`, [target.keyId, target.kind, target.tenantId, target.patientId, wrapped, kekVersion, secret?.publicKey ?? null]);
+  const inserted = await t.rows<DataKeyRow>(
+    `INSERT INTO keystore.data_keys (key_id, version, kind, tenant_id, patient_id, wrapped, kek_version, public_key)
+     VALUES ($1, 1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING RETURNING ${DATA_KEY_COLUMNS}`,
+    [target.keyId, target.kind, target.tenantId, target.patientId, wrapped, kekVersion, secret?.publicKey ?? null],
+  );
   if (inserted[0]) {
     const set = createdIn.get(t) ?? new Set<string>();
     set.add(slotOf(target.keyId, 1));

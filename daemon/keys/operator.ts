@@ -133,7 +133,9 @@ export function callDaemon(target: DaemonTarget, method: "GET" | "POST", pathnam
       },
     );
     req.on("timeout", () => req.destroy(new Error("timed out")));
-    req.on("error", (err) => reject(new OperatorError(`cannot reach the daemon at ${target.url} (${(err as NodeJS.ErrnoException).code ?? err.message}); is it running? (--url to point elsewhere)`)));
+    req.on("error", (err) =>
+      reject(new OperatorError(`cannot reach the daemon at ${target.url} (${(err as NodeJS.ErrnoException).code ?? err.message}); is it running? (--url to point elsewhere)`)),
+    );
     if (payload) req.write(payload);
     req.end();
   });

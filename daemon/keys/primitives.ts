@@ -4,13 +4,7 @@
  * Everything here is a thin, validated wrapper over `node:crypto` (OpenSSL). DESIGN.md "Runtime and
  * dependencies": data is never encrypted with node-forge's JavaScript ciphers.
  */
-import {
-  createCipheriv,
-  createDecipheriv,
-  createHmac,
-  hkdfSync,
-  randomBytes,
-} from "node:crypto";
+import { createCipheriv, createDecipheriv, createHmac, hkdfSync, randomBytes } from "node:crypto";
 
 export const AES_256_KEY_BYTES = 32;
 /** NIST SP 800-38D §5.2.1.1: 96-bit IVs are the recommended length (no GHASH of the IV). */
@@ -25,9 +19,7 @@ export const GCM_TAG_BYTES = 16;
  * an attacker).
  */
 export class DecryptionError extends Error {
-  constructor(
-    message = "decryption failed: data is corrupt, tampered with, or bound to another context or key",
-  ) {
+  constructor(message = "decryption failed: data is corrupt, tampered with, or bound to another context or key") {
     super(message);
     this.name = "DecryptionError";
   }
@@ -36,18 +28,11 @@ export class DecryptionError extends Error {
 function requireLength(name: string, buf: Buffer, expected: number): void {
   if (!Buffer.isBuffer(buf)) throw new TypeError(`${name} must be a Buffer`);
   if (buf.length !== expected) {
-    throw new RangeError(
-      `${name} must be ${expected} bytes, got ${buf.length}`,
-    );
+    throw new RangeError(`${name} must be ${expected} bytes, got ${buf.length}`);
   }
 }
 
-export function aesGcmEncrypt(
-  key: Buffer,
-  nonce: Buffer,
-  plaintext: Buffer,
-  aad: Buffer,
-): { ciphertext: Buffer; tag: Buffer } {
+export function aesGcmEncrypt(key: Buffer, nonce: Buffer, plaintext: Buffer, aad: Buffer): { ciphertext: Buffer; tag: Buffer } {
   requireLength("key", key, AES_256_KEY_BYTES);
   requireLength("nonce", nonce, GCM_NONCE_BYTES);
   const cipher = createCipheriv("aes-256-gcm", key, nonce, {
@@ -61,19 +46,12 @@ export function aesGcmEncrypt(
   return { ciphertext, tag: cipher.getAuthTag() };
 }
 
-export function aesGcmDecrypt(
-  key: Buffer,
-  nonce: Buffer,
-  ciphertext: Buffer,
-  tag: Buffer,
-  aad: Buffer,
-): Buffer {
+export function aesGcmDecrypt(key: Buffer, nonce: Buffer, ciphertext: Buffer, tag: Buffer, aad: Buffer): Buffer {
   requireLength("key", key, AES_256_KEY_BYTES);
   requireLength("nonce", nonce, GCM_NONCE_BYTES);
   // The tag comes from stored (attacker-reachable) data, so a wrong length is a tamper, not a
   // programming error. Checking it here also stops OpenSSL accepting a truncated tag.
-  if (!Buffer.isBuffer(tag) || tag.length !== GCM_TAG_BYTES)
-    throw new DecryptionError();
+  if (!Buffer.isBuffer(tag) || tag.length !== GCM_TAG_BYTES) throw new DecryptionError();
   let plaintext: Buffer | undefined;
   try {
     const decipher = createDecipheriv("aes-256-gcm", key, nonce, {
@@ -93,17 +71,10 @@ export function aesGcmDecrypt(
 }
 
 /** RFC 5869 HKDF with SHA-256. */
-export function hkdfSha256(
-  ikm: Buffer,
-  salt: Buffer,
-  info: Buffer,
-  length: number,
-): Buffer {
+export function hkdfSha256(ikm: Buffer, salt: Buffer, info: Buffer, length: number): Buffer {
   // RFC 5869 §2.3: L <= 255 * HashLen.
   if (!Number.isInteger(length) || length < 1 || length > 255 * 32) {
-    throw new RangeError(
-      `HKDF-SHA256 output length must be 1..8160 bytes, got ${length}`,
-    );
+    throw new RangeError(`HKDF-SHA256 output length must be 1..8160 bytes, got ${length}`);
   }
   return Buffer.from(hkdfSync("sha256", ikm, salt, info, length));
 }
@@ -119,9 +90,7 @@ export function wrapKey(kek: Buffer, key: Buffer): Buffer {
   requireLength("kek", kek, AES_256_KEY_BYTES);
   // RFC 3394 §2: plaintext is n >= 2 64-bit blocks.
   if (!Buffer.isBuffer(key) || key.length < 16 || key.length % 8 !== 0) {
-    throw new RangeError(
-      `key to wrap must be a multiple of 8 bytes and at least 16, got ${key.length}`,
-    );
+    throw new RangeError(`key to wrap must be a multiple of 8 bytes and at least 16, got ${key.length}`);
   }
   const cipher = createCipheriv("id-aes256-wrap", kek, RFC3394_DEFAULT_IV);
   return Buffer.concat([cipher.update(key), cipher.final()]);
@@ -129,22 +98,12 @@ export function wrapKey(kek: Buffer, key: Buffer): Buffer {
 
 export function unwrapKey(kek: Buffer, wrapped: Buffer): Buffer {
   requireLength("kek", kek, AES_256_KEY_BYTES);
-  if (
-    !Buffer.isBuffer(wrapped) ||
-    wrapped.length < 24 ||
-    wrapped.length % 8 !== 0
-  ) {
-    throw new DecryptionError(
-      "key unwrap failed: wrapped key has an invalid length",
-    );
+  if (!Buffer.isBuffer(wrapped) || wrapped.length < 24 || wrapped.length % 8 !== 0) {
+    throw new DecryptionError("key unwrap failed: wrapped key has an invalid length");
   }
   let out: Buffer | undefined;
   try {
-    const decipher = createDecipheriv(
-      "id-aes256-wrap",
-      kek,
-      RFC3394_DEFAULT_IV,
-    );
+    const decipher = createDecipheriv("id-aes256-wrap", kek, RFC3394_DEFAULT_IV);
     // OpenSSL checks the integrity value inside update(), so the error can surface from either call.
     out = decipher.update(wrapped);
     const rest = decipher.final();
@@ -154,9 +113,7 @@ export function unwrapKey(kek: Buffer, wrapped: Buffer): Buffer {
     return key;
   } catch {
     if (out) zeroize(out);
-    throw new DecryptionError(
-      "key unwrap failed: wrong key-encryption key or corrupt wrapped key",
-    );
+    throw new DecryptionError("key unwrap failed: wrong key-encryption key or corrupt wrapped key");
   }
 }
 

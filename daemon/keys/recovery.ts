@@ -12,14 +12,7 @@ import { inScope } from "../db/sql.js";
 import { Conflict, Invalid } from "../kernel/errors.js";
 import { aad, LOCKS, unwrapSecret } from "./keystore.js";
 import { zeroize } from "./primitives.js";
-import {
-  generateRecoveryKeyPair,
-  rawPrivateKey,
-  rawPublicKey,
-  recoveryFingerprint,
-  recoveryPrivateKeyFromRaw,
-  recoveryPublicKeyFromRaw,
-} from "./recovery-crypto.js";
+import { generateRecoveryKeyPair, rawPrivateKey, rawPublicKey, recoveryFingerprint, recoveryPrivateKeyFromRaw, recoveryPublicKeyFromRaw } from "./recovery-crypto.js";
 import { recordKeyEvent, SYSTEM_OPERATOR, type KeyOperator } from "../audit/append.js";
 import { loadKek } from "./seal.js";
 import { combineShares, splitSecret } from "./shamir.js";
@@ -42,7 +35,13 @@ type RecoveryRow = {
 export async function currentRecoveryPublicKey(ctx: ApplianceContext): Promise<{ id: number; publicKey: KeyObject; fingerprint: string; createdAt: Date; issued: boolean }> {
   const row = await inScope(ctx.db.app, { kind: "appliance" }, async (t) => (await t.rows<RecoveryRow>("SELECT * FROM keystore.recovery_keys WHERE state = 'active'"))[0]);
   if (!row) throw new Conflict("no recovery key pair exists: the key store is not initialised");
-  return { id: row.id, publicKey: recoveryPublicKeyFromRaw(row.public_key), fingerprint: recoveryFingerprint(row.public_key), createdAt: row.created_at, issued: row.issued_at !== null };
+  return {
+    id: row.id,
+    publicKey: recoveryPublicKeyFromRaw(row.public_key),
+    fingerprint: recoveryFingerprint(row.public_key),
+    createdAt: row.created_at,
+    issued: row.issued_at !== null,
+  };
 }
 
 export type RecoveryKitOptions = { out: string; shares?: number; threshold?: number; reissue?: boolean };
@@ -126,7 +125,11 @@ export async function issueRecoveryKit(ctx: ApplianceContext, options: RecoveryK
         );
         writeSecretFile(
           out,
-          kitText(fingerprint, [`The private key was split into ${options.shares} shares; any ${options.threshold} recover it. Share files:`, ...shareFiles.map((f) => `  ${f}`)], now),
+          kitText(
+            fingerprint,
+            [`The private key was split into ${options.shares} shares; any ${options.threshold} recover it. Share files:`, ...shareFiles.map((f) => `  ${f}`)],
+            now,
+          ),
         );
       }
       if (reissued) {
@@ -146,7 +149,13 @@ export async function issueRecoveryKit(ctx: ApplianceContext, options: RecoveryK
           row!.id,
         ]);
       }
-      await recordKeyEvent(ctx, t, by, { action: "keys.recovery_kit", resourceId: fingerprint, tenantId: null, outcome: "success", reason: reissued ? "new recovery key pair" : "first issue" });
+      await recordKeyEvent(ctx, t, by, {
+        action: "keys.recovery_kit",
+        resourceId: fingerprint,
+        tenantId: null,
+        outcome: "success",
+        reason: reissued ? "new recovery key pair" : "first issue",
+      });
       ctx.log.info("recovery kit written", { fingerprint, shares: options.shares ?? null, reissued });
       return { fingerprint, files: [out, ...shareFiles], shares: options.shares, threshold: options.threshold, reissued };
     } finally {

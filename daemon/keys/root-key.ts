@@ -5,9 +5,7 @@ import { zeroize } from "./primitives.js";
 
 export type UnsealMode = "keyfile" | "passphrase" | "shamir" | "pkcs11";
 
-export type SealStatus =
-  | { sealed: true; mode: UnsealMode; reason: string }
-  | { sealed: false; mode: UnsealMode; unsealedAt: Date };
+export type SealStatus = { sealed: true; mode: UnsealMode; reason: string } | { sealed: false; mode: UnsealMode; unsealedAt: Date };
 
 /** What a successful unseal hands to the barrier (daemon/keys/seal.ts builds it). */
 export type OpenedKeys = {

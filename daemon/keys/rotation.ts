@@ -64,7 +64,10 @@ export async function rotateKek(ctx: ApplianceContext, by: KeyOperator = SYSTEM_
  * Rewraps up to `maxBatches` batches of keys still wrapped by an older KEK version, then deletes
  * versions nothing references. Safe on several replicas at once (SKIP LOCKED).
  */
-export async function rewrapPending(ctx: ApplianceContext, options: { batchSize?: number; maxBatches?: number } = {}): Promise<{ rewrapped: number; remaining: boolean; retired: number[] }> {
+export async function rewrapPending(
+  ctx: ApplianceContext,
+  options: { batchSize?: number; maxBatches?: number } = {},
+): Promise<{ rewrapped: number; remaining: boolean; retired: number[] }> {
   ctx.rootKey.assertUnsealed();
   const batchSize = options.batchSize ?? 500;
   const maxBatches = options.maxBatches ?? Number.POSITIVE_INFINITY;
@@ -73,7 +76,10 @@ export async function rewrapPending(ctx: ApplianceContext, options: { batchSize?
     const n = await inScope(ctx.db.app, { kind: "appliance" }, async (t) => {
       const active = await activeKekVersion(ctx, t);
       const kek = await loadKek(ctx, t, active);
-      const rows = await t.rows<DataKeyRow>("SELECT key_id, version, wrapped, kek_version FROM keystore.data_keys WHERE kek_version <> $1 ORDER BY key_id, version LIMIT $2 FOR UPDATE SKIP LOCKED", [active, batchSize]);
+      const rows = await t.rows<DataKeyRow>(
+        "SELECT key_id, version, wrapped, kek_version FROM keystore.data_keys WHERE kek_version <> $1 ORDER BY key_id, version LIMIT $2 FOR UPDATE SKIP LOCKED",
+        [active, batchSize],
+      );
       for (const row of rows) {
         const old = await loadKek(ctx, t, row.kek_version);
         const key = unwrapSecret(old, row.wrapped, aad.dataKey(row.key_id, row.version, row.kek_version));
@@ -85,11 +91,18 @@ export async function rewrapPending(ctx: ApplianceContext, options: { batchSize?
         ]);
         zeroize(key);
       }
-      const recovery = await t.rows<{ id: number; wrapped_private: Buffer; kek_version: number }>("SELECT id, wrapped_private, kek_version FROM keystore.recovery_keys WHERE wrapped_private IS NOT NULL AND kek_version <> $1 FOR UPDATE SKIP LOCKED", [active]);
+      const recovery = await t.rows<{ id: number; wrapped_private: Buffer; kek_version: number }>(
+        "SELECT id, wrapped_private, kek_version FROM keystore.recovery_keys WHERE wrapped_private IS NOT NULL AND kek_version <> $1 FOR UPDATE SKIP LOCKED",
+        [active],
+      );
       for (const r of recovery) {
         const old = await loadKek(ctx, t, r.kek_version);
         const secret = unwrapSecret(old, r.wrapped_private, aad.recoveryPrivate(r.id, r.kek_version));
-        await t.exec("UPDATE keystore.recovery_keys SET wrapped_private = $1, kek_version = $2 WHERE id = $3", [wrapSecret(kek, secret, aad.recoveryPrivate(r.id, active)), active, r.id]);
+        await t.exec("UPDATE keystore.recovery_keys SET wrapped_private = $1, kek_version = $2 WHERE id = $3", [
+          wrapSecret(kek, secret, aad.recoveryPrivate(r.id, active)),
+          active,
+          r.id,
+        ]);
         zeroize(secret);
       }
       const done = rows.length + recovery.length;
@@ -112,7 +125,9 @@ async function retireUnusedKeks(ctx: ApplianceContext): Promise<{ remaining: boo
           AND NOT EXISTS (SELECT 1 FROM keystore.recovery_keys r WHERE r.kek_version = k.version)
         RETURNING k.version`);
     // A chain link is useless once the version it was wrapped under is gone.
-    await t.exec("UPDATE keystore.kek_versions k SET wrapped_by_previous = NULL WHERE wrapped_by_previous IS NOT NULL AND NOT EXISTS (SELECT 1 FROM keystore.kek_versions p WHERE p.version = k.version - 1)");
+    await t.exec(
+      "UPDATE keystore.kek_versions k SET wrapped_by_previous = NULL WHERE wrapped_by_previous IS NOT NULL AND NOT EXISTS (SELECT 1 FROM keystore.kek_versions p WHERE p.version = k.version - 1)",
+    );
     const [left] = await t.rows<{ n: string }>("SELECT count(*) AS n FROM keystore.kek_versions WHERE state = 'retiring'");
     const remaining = Number(left?.n ?? 0) > 0;
     if (!remaining) await t.exec("UPDATE keystore.rotations SET completed_at = now() WHERE target = 'kek' AND completed_at IS NULL");
@@ -158,9 +173,12 @@ async function reencryptColumnBatch(
   const tenant = quoteIdentifier(column.tenantColumn);
   const bind: unknown[] = [tenantId, ...headerParams(keyId, active), batchSize];
   const afterClause = after === undefined ? "" : ` AND ${id} > $${bind.push(after)}`;
-  const rows = await t.rows<{ id: string; value: Buffer }>(`SELECT ${id}::text AS id, ${col} AS value FROM ${table}
+  const rows = await t.rows<{ id: string; value: Buffer }>(
+    `SELECT ${id}::text AS id, ${col} AS value FROM ${table}
       WHERE ${tenant} = $1 AND ${oldVersionPredicate(column, 2)}${afterClause}
-      ORDER BY ${id} LIMIT $5 FOR UPDATE SKIP LOCKED`, bind);
+      ORDER BY ${id} LIMIT $5 FOR UPDATE SKIP LOCKED`,
+    bind,
+  );
   if (rows.length === 0) return { rewritten: 0, failed: 0, exhausted: true };
   const lookup = await lookupFor(
     ctx,
@@ -195,7 +213,10 @@ async function reencryptColumnBatch(
 
 async function oldCiphertextsRemain(ctx: ApplianceContext, t: Tx, keyId: string, tenantId: string, active: number): Promise<boolean> {
   for (const column of encryptedColumns()) {
-    const rows = await t.rows(`SELECT 1 FROM ${quoteIdentifier(column.table)} WHERE ${quoteIdentifier(column.tenantColumn)} = $1 AND ${oldVersionPredicate(column, 2)} LIMIT 1`, [tenantId, ...headerParams(keyId, active)]);
+    const rows = await t.rows(`SELECT 1 FROM ${quoteIdentifier(column.table)} WHERE ${quoteIdentifier(column.tenantColumn)} = $1 AND ${oldVersionPredicate(column, 2)} LIMIT 1`, [
+      tenantId,
+      ...headerParams(keyId, active),
+    ]);
     if (rows.length > 0) return true;
   }
   return false;
@@ -213,7 +234,11 @@ export async function reencryptPending(ctx: ApplianceContext, options: { batchSi
   const batchSize = options.batchSize ?? ctx.config.keys.reencryptBatchSize;
   let budget = options.maxBatches ?? Number.POSITIVE_INFINITY;
   const open = await inScope(ctx.db.app, { kind: "appliance" }, (t) =>
-    t.rows<{ key_id: string; tenant_id: string | null; active: number | null }>(`SELECT DISTINCT r.key_id, r.tenant_id, (SELECT version FROM keystore.data_keys d WHERE d.key_id = r.key_id AND d.state = 'active') AS active
+    t.rows<{
+      key_id: string;
+      tenant_id: string | null;
+      active: number | null;
+    }>(`SELECT DISTINCT r.key_id, r.tenant_id, (SELECT version FROM keystore.data_keys d WHERE d.key_id = r.key_id AND d.state = 'active') AS active
          FROM keystore.rotations r WHERE r.target = 'data-key' AND r.completed_at IS NULL ORDER BY r.key_id`),
   );
   const outcome: ReencryptOutcome = { rewritten: 0, failed: 0, completed: [], open: open.length };
@@ -241,7 +266,11 @@ export async function reencryptPending(ctx: ApplianceContext, options: { batchSi
         const batch = await inScope(ctx.db.app, { kind: "tenant", tenantId }, async (t) => {
           const result = await reencryptColumnBatch(ctx, t, column, keyId, tenantId, active, after, batchSize);
           if (result.rewritten > 0) {
-            await t.exec("UPDATE keystore.rotations SET items_done = items_done + $1 WHERE key_id = $2 AND completed_at IS NULL AND to_version = $3", [result.rewritten, keyId, active]);
+            await t.exec("UPDATE keystore.rotations SET items_done = items_done + $1 WHERE key_id = $2 AND completed_at IS NULL AND to_version = $3", [
+              result.rewritten,
+              keyId,
+              active,
+            ]);
           }
           return result;
         });

@@ -13,19 +13,7 @@ import { DecryptionError, zeroize } from "./primitives.js";
 import { recordKeyEvent, SYSTEM_OPERATOR, type KeyOperator } from "../audit/append.js";
 import { generateRecoveryKeyPair, rawPrivateKey, rawPublicKey } from "./recovery-crypto.js";
 import type { UnsealMode } from "./root-key.js";
-import {
-  aad,
-  kekCheckValue,
-  LOCKS,
-  readSeal,
-  sameCheckValue,
-  unsealCheckValue,
-  unwrapSecret,
-  wrapSecret,
-  type DataKeyRow,
-  type KekRow,
-  type SealRow,
-} from "./keystore.js";
+import { aad, kekCheckValue, LOCKS, readSeal, sameCheckValue, unsealCheckValue, unwrapSecret, wrapSecret, type DataKeyRow, type KekRow, type SealRow } from "./keystore.js";
 import { KeyFileUnseal } from "./unseal/keyfile.js";
 import { PassphraseUnseal } from "./unseal/passphrase.js";
 import { Pkcs11Unseal } from "./unseal/pkcs11.js";

@@ -86,18 +86,8 @@ function group(text: string): string {
   return text.match(new RegExp(`.{1,${GROUP}}`, "g"))?.join("-") ?? "";
 }
 
-function checksum(
-  threshold: number,
-  index: number,
-  splitId: string,
-  shareBytes: Uint8Array,
-): string {
-  return createHash("sha256")
-    .update(`${PREFIX}-${threshold}-${index}-${splitId}-`)
-    .update(shareBytes)
-    .digest("hex")
-    .slice(0, CHECKSUM_HEX)
-    .toUpperCase();
+function checksum(threshold: number, index: number, splitId: string, shareBytes: Uint8Array): string {
+  return createHash("sha256").update(`${PREFIX}-${threshold}-${index}-${splitId}-`).update(shareBytes).digest("hex").slice(0, CHECKSUM_HEX).toUpperCase();
 }
 
 function checkParameters(shares: number, threshold: number): void {
@@ -105,23 +95,15 @@ function checkParameters(shares: number, threshold: number): void {
     throw new ShamirError("shares and threshold must be integers");
   }
   // A threshold of 1 would make every share the secret itself.
-  if (threshold < 2)
-    throw new ShamirError(`threshold must be at least 2, got ${threshold}`);
+  if (threshold < 2) throw new ShamirError(`threshold must be at least 2, got ${threshold}`);
   if (shares < threshold) {
-    throw new ShamirError(
-      `shares (${shares}) must be at least the threshold (${threshold})`,
-    );
+    throw new ShamirError(`shares (${shares}) must be at least the threshold (${threshold})`);
   }
-  if (shares > MAX_SHARES)
-    throw new ShamirError(`at most ${MAX_SHARES} shares, got ${shares}`);
+  if (shares > MAX_SHARES) throw new ShamirError(`at most ${MAX_SHARES} shares, got ${shares}`);
 }
 
 /** Splits `secret` into `shares` printable shares, any `threshold` of which recover it. */
-export async function splitSecret(
-  secret: Buffer,
-  shares: number,
-  threshold: number,
-): Promise<string[]> {
+export async function splitSecret(secret: Buffer, shares: number, threshold: number): Promise<string[]> {
   checkParameters(shares, threshold);
   if (!Buffer.isBuffer(secret) || secret.length === 0) {
     throw new ShamirError("secret must be a non-empty Buffer");
@@ -162,59 +144,38 @@ function describe(position: number, label: string | undefined): string {
  * material and must not end up in logs.
  */
 function parseShare(input: string, position: number): ParsedShare {
-  if (typeof input !== "string")
-    throw new ShamirError(`${describe(position, undefined)} is not text`);
+  if (typeof input !== "string") throw new ShamirError(`${describe(position, undefined)} is not text`);
   const text = input.replace(/\s+/g, "").toUpperCase();
   const parts = text.split("-").filter((p) => p.length > 0);
   const [prefix, t, i, splitId] = parts;
   if (prefix !== PREFIX.toUpperCase() || parts.length < 6) {
-    throw new ShamirError(
-      `${describe(position, undefined)} is malformed: expected "${PREFIX}-<threshold>-<index>-<split id>-…-<checksum>"`,
-    );
+    throw new ShamirError(`${describe(position, undefined)} is malformed: expected "${PREFIX}-<threshold>-<index>-<split id>-…-<checksum>"`);
   }
   const label = `${PREFIX}-${t}-${i}-${splitId}`;
   const where = describe(position, label);
   if (!/^\d{1,3}$/.test(t!) || !/^\d{1,3}$/.test(i!)) {
-    throw new ShamirError(
-      `${where} is malformed: threshold and index must be numbers`,
-    );
+    throw new ShamirError(`${where} is malformed: threshold and index must be numbers`);
   }
   const threshold = Number(t);
   const index = Number(i);
-  if (
-    threshold < 2 ||
-    threshold > MAX_SHARES ||
-    index < 1 ||
-    index > MAX_SHARES
-  ) {
-    throw new ShamirError(
-      `${where} is malformed: threshold or index out of range`,
-    );
+  if (threshold < 2 || threshold > MAX_SHARES || index < 1 || index > MAX_SHARES) {
+    throw new ShamirError(`${where} is malformed: threshold or index out of range`);
   }
   if (!new RegExp(`^[${BASE32_ALPHABET}]{${SPLIT_ID_CHARS}}$`).test(splitId!)) {
-    throw new ShamirError(
-      `${where} is malformed: split id must be ${SPLIT_ID_CHARS} base32 characters`,
-    );
+    throw new ShamirError(`${where} is malformed: split id must be ${SPLIT_ID_CHARS} base32 characters`);
   }
   const check = parts[parts.length - 1]!;
   const body = parts.slice(4, -1).join("");
   const bytes = base32Decode(body);
   if (!bytes) {
-    const hint = /[0189]/.test(body)
-      ? " (0, 1, 8 and 9 are not base32: did you mean O, I or B?)"
-      : "";
-    throw new ShamirError(
-      `${where} is malformed: its body is not valid base32${hint}; check it was typed correctly`,
-    );
+    const hint = /[0189]/.test(body) ? " (0, 1, 8 and 9 are not base32: did you mean O, I or B?)" : "";
+    throw new ShamirError(`${where} is malformed: its body is not valid base32${hint}; check it was typed correctly`);
   }
   // Library shares are the secret bytes plus a 1-byte x coordinate.
-  if (bytes.length < 2)
-    throw new ShamirError(`${where} is malformed: too short`);
+  if (bytes.length < 2) throw new ShamirError(`${where} is malformed: too short`);
   if (check !== checksum(threshold, index, splitId!, bytes)) {
     zeroize(bytes);
-    throw new ShamirError(
-      `${where} has a wrong checksum: it was mistyped or damaged; check it was typed correctly`,
-    );
+    throw new ShamirError(`${where} has a wrong checksum: it was mistyped or damaged; check it was typed correctly`);
   }
   return { position, label, threshold, index, splitId: splitId!, bytes };
 }
@@ -234,19 +195,11 @@ export async function combineShares(shares: string[]): Promise<Buffer> {
 
     const splitIds = [...new Set(parsed.map((p) => p.splitId))];
     if (splitIds.length > 1) {
-      throw new ShamirError(
-        `shares come from different splits (${splitIds.join(", ")}): combine shares of one split only`,
-      );
+      throw new ShamirError(`shares come from different splits (${splitIds.join(", ")}): combine shares of one split only`);
     }
-    const mismatch = parsed.find(
-      (p) =>
-        p.threshold !== first.threshold ||
-        p.bytes.length !== first.bytes.length,
-    );
+    const mismatch = parsed.find((p) => p.threshold !== first.threshold || p.bytes.length !== first.bytes.length);
     if (mismatch) {
-      throw new ShamirError(
-        `${describe(mismatch.position, mismatch.label)} does not match ${describe(first.position, first.label)}`,
-      );
+      throw new ShamirError(`${describe(mismatch.position, mismatch.label)} does not match ${describe(first.position, first.label)}`);
     }
 
     const seenIndex = new Map<number, ParsedShare>();
@@ -255,18 +208,14 @@ export async function combineShares(shares: string[]): Promise<Buffer> {
       const x = p.bytes[p.bytes.length - 1]!;
       const dup = seenIndex.get(p.index) ?? seenX.get(x);
       if (dup) {
-        throw new ShamirError(
-          `${describe(p.position, p.label)} duplicates ${describe(dup.position, dup.label)}: each share can be used once`,
-        );
+        throw new ShamirError(`${describe(p.position, p.label)} duplicates ${describe(dup.position, dup.label)}: each share can be used once`);
       }
       seenIndex.set(p.index, p);
       seenX.set(x, p);
     }
 
     if (parsed.length < first.threshold) {
-      throw new ShamirError(
-        `need ${first.threshold} shares, got ${parsed.length}`,
-      );
+      throw new ShamirError(`need ${first.threshold} shares, got ${parsed.length}`);
     }
 
     // Plain Uint8Array copies: the library rejects Buffer (it checks the constructor).

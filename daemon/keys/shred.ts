@@ -30,11 +30,7 @@ function fromRow(r: ScheduleRow): ShredSchedule {
  * Pass the transaction that deletes the patient or tenant, so both commit or neither does.
  * Scheduling again keeps the earlier date.
  */
-export async function scheduleShred(
-  ctx: ApplianceContext,
-  subject: KeySubject,
-  options: { transaction?: Tx; graceDays?: number; by?: KeyOperator } = {},
-): Promise<ShredSchedule> {
+export async function scheduleShred(ctx: ApplianceContext, subject: KeySubject, options: { transaction?: Tx; graceDays?: number; by?: KeyOperator } = {}): Promise<ShredSchedule> {
   const work = async (t: Tx) => {
     const now = ctx.clock.now();
     const graceDays = options.graceDays ?? ctx.config.keys.shredGraceDays;
@@ -42,8 +38,11 @@ export async function scheduleShred(
     const key = keyIdOf(subject);
     const [already] = await t.rows<{ destroyed_at: Date }>("SELECT destroyed_at FROM keystore.shredded WHERE subject = $1", [key]);
     if (already) throw new Conflict(`${key} was already crypto-shredded on ${already.destroyed_at.toISOString().slice(0, 10)}`);
-    await t.exec(`INSERT INTO keystore.shred_schedule (subject, kind, tenant_id, patient_id, scheduled_at, destroy_after)
-       VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (subject) DO NOTHING`, [key, subject.kind, subject.tenantId, subject.kind === "patient" ? subject.patientId : null, now, destroyAfter]);
+    await t.exec(
+      `INSERT INTO keystore.shred_schedule (subject, kind, tenant_id, patient_id, scheduled_at, destroy_after)
+       VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (subject) DO NOTHING`,
+      [key, subject.kind, subject.tenantId, subject.kind === "patient" ? subject.patientId : null, now, destroyAfter],
+    );
     const [row] = await t.rows<ScheduleRow>("SELECT * FROM keystore.shred_schedule WHERE subject = $1", [key]);
     await recordKeyEvent(ctx, t, options.by ?? SYSTEM_OPERATOR, {
       action: "keys.shred.schedule",
@@ -72,7 +71,13 @@ export async function cancelShred(ctx: ApplianceContext, subject: KeySubject, by
       if (due) throw new Conflict(`too late: the grace period of ${key} has ended and its keys are being destroyed`);
       throw new NotFound(`no crypto-shredding is scheduled for ${key}`);
     }
-    await recordKeyEvent(ctx, t, by, { action: "keys.shred.cancel", resourceId: key, tenantId: subject.tenantId, patientId: subject.kind === "patient" ? subject.patientId : null, outcome: "success" });
+    await recordKeyEvent(ctx, t, by, {
+      action: "keys.shred.cancel",
+      resourceId: key,
+      tenantId: subject.tenantId,
+      patientId: subject.kind === "patient" ? subject.patientId : null,
+      outcome: "success",
+    });
     ctx.log.info("crypto-shredding cancelled", { subject: key });
     return { subject: key, cancelled: true as const };
   });
@@ -87,11 +92,17 @@ async function destroyKeysOf(ctx: ApplianceContext, t: Tx, s: ScheduleRow): Prom
   if (s.kind === "patient") {
     return (await t.rows<{ key_id: string }>("DELETE FROM keystore.data_keys WHERE key_id = $1 RETURNING key_id", [s.subject])).map((r) => r.key_id);
   }
-  const destroyed = await t.rows<{ key_id: string; kind: string; patient_id: string | null }>("DELETE FROM keystore.data_keys WHERE tenant_id = $1 RETURNING key_id, kind, patient_id", [s.tenant_id]);
+  const destroyed = await t.rows<{ key_id: string; kind: string; patient_id: string | null }>(
+    "DELETE FROM keystore.data_keys WHERE tenant_id = $1 RETURNING key_id, kind, patient_id",
+    [s.tenant_id],
+  );
   // Each patient key goes on the list too, so a lookup by its id says "destroyed", not "unknown".
   for (const p of new Map(destroyed.filter((d) => d.kind === "patient").map((d) => [d.key_id, d])).values()) {
-    await t.exec(`INSERT INTO keystore.shredded (subject, kind, tenant_id, patient_id, scheduled_at, destroyed_at, key_versions)
-       VALUES ($1, 'patient', $2, $3, $4, $5, 0) ON CONFLICT (subject) DO NOTHING`, [p.key_id, s.tenant_id, p.patient_id, s.scheduled_at, ctx.clock.now()]);
+    await t.exec(
+      `INSERT INTO keystore.shredded (subject, kind, tenant_id, patient_id, scheduled_at, destroyed_at, key_versions)
+       VALUES ($1, 'patient', $2, $3, $4, $5, 0) ON CONFLICT (subject) DO NOTHING`,
+      [p.key_id, s.tenant_id, p.patient_id, s.scheduled_at, ctx.clock.now()],
+    );
   }
   return destroyed.map((r) => r.key_id);
 }
@@ -112,9 +123,12 @@ export async function destroyDueKeys(ctx: ApplianceContext): Promise<{ destroyed
     const destroyed: Array<{ subject: string; keyVersions: number; keyIds: string[] }> = [];
     for (const s of due) {
       const keyIds = await destroyKeysOf(ctx, t, s);
-      await t.exec(`INSERT INTO keystore.shredded (subject, kind, tenant_id, patient_id, scheduled_at, destroyed_at, key_versions)
+      await t.exec(
+        `INSERT INTO keystore.shredded (subject, kind, tenant_id, patient_id, scheduled_at, destroyed_at, key_versions)
          VALUES ($1, $2, $3, $4, $5, $6, $7)
-         ON CONFLICT (subject) DO NOTHING`, [s.subject, s.kind, s.tenant_id, s.patient_id, s.scheduled_at, ctx.clock.now(), keyIds.length]);
+         ON CONFLICT (subject) DO NOTHING`,
+        [s.subject, s.kind, s.tenant_id, s.patient_id, s.scheduled_at, ctx.clock.now(), keyIds.length],
+      );
       await t.exec("DELETE FROM keystore.shred_schedule WHERE subject = $1", [s.subject]);
       await recordKeyEvent(ctx, t, SYSTEM_OPERATOR, {
         action: "keys.shred.destroy",
@@ -141,7 +155,9 @@ export async function destroyDueKeys(ctx: ApplianceContext): Promise<{ destroyed
  * the shredded list that the restored key store still holds, then runs the due destructions.
  * Returns the shredded subjects (ids only), so the caller can also drop restored rows of them.
  */
-export async function reapplyShredList(ctx: ApplianceContext): Promise<{ reapplied: number; subjects: Array<{ subject: string; kind: "tenant" | "patient"; tenantId: string; patientId: string | null }> }> {
+export async function reapplyShredList(
+  ctx: ApplianceContext,
+): Promise<{ reapplied: number; subjects: Array<{ subject: string; kind: "tenant" | "patient"; tenantId: string; patientId: string | null }> }> {
   const outcome = await inScope(ctx.db.app, { kind: "appliance" }, async (t) => {
     await t.exec("SELECT pg_advisory_xact_lock($1)", [LOCKS.shred]);
     const deleted = await t.rows<{ key_id: string }>(`DELETE FROM keystore.data_keys d
@@ -149,7 +165,9 @@ export async function reapplyShredList(ctx: ApplianceContext): Promise<{ reappli
         WHERE (s.kind = 'tenant' AND d.tenant_id = s.tenant_id) OR (s.kind = 'patient' AND d.key_id = s.subject)
         RETURNING d.key_id`);
     await t.exec("DELETE FROM keystore.shred_schedule q USING keystore.shredded s WHERE q.subject = s.subject");
-    const subjects = await t.rows<{ subject: string; kind: "tenant" | "patient"; tenant_id: string; patient_id: string | null }>("SELECT subject, kind, tenant_id, patient_id FROM keystore.shredded ORDER BY subject");
+    const subjects = await t.rows<{ subject: string; kind: "tenant" | "patient"; tenant_id: string; patient_id: string | null }>(
+      "SELECT subject, kind, tenant_id, patient_id FROM keystore.shredded ORDER BY subject",
+    );
     return { deleted: deleted.map((d) => d.key_id), subjects };
   });
   evictLocally(ctx, outcome.deleted);

@@ -19,16 +19,43 @@ export type KeyStatus = {
     versions: Array<{ version: number; state: "active" | "retiring"; createdAt: string; retiredAt: string | null; wraps: number }>;
     rotation: { inProgress: boolean; remaining: number };
   };
-  tenants: Array<{ tenantId: string; keyId: string; versions: VersionStatus[]; patientKeys: number; patientValues: number | null; blindIndexKey: boolean; shredScheduledFor: string | null }>;
+  tenants: Array<{
+    tenantId: string;
+    keyId: string;
+    versions: VersionStatus[];
+    patientKeys: number;
+    patientValues: number | null;
+    blindIndexKey: boolean;
+    shredScheduledFor: string | null;
+  }>;
   applianceKeys: Array<{ keyId: string; kind: string; versions: VersionStatus[] }>;
-  rotations: Array<{ target: "kek" | "data-key"; keyId: string | null; from: number; to: number; reason: string; startedAt: string; completedAt: string | null; itemsDone: number }>;
+  rotations: Array<{
+    target: "kek" | "data-key";
+    keyId: string | null;
+    from: number;
+    to: number;
+    reason: string;
+    startedAt: string;
+    completedAt: string | null;
+    itemsDone: number;
+  }>;
   shredding: { scheduled: number; nextDestroyAfter: string | null; destroyed: number };
   recovery: { fingerprint: string; createdAt: string; issuedAt: string | null; shares: number | null; threshold: number | null } | null;
   cache: { entries: number; capacity: number };
   encryptedColumns: Array<{ table: string; column: string; subject: "tenant" | "patient" }>;
 };
 
-type KeyRow = { key_id: string; version: number; kind: string; tenant_id: string | null; patient_id: string | null; state: "active" | "retired"; nonce_count: string; created_at: Date; retired_at: Date | null };
+type KeyRow = {
+  key_id: string;
+  version: number;
+  kind: string;
+  tenant_id: string | null;
+  patient_id: string | null;
+  state: "active" | "retired";
+  nonce_count: string;
+  created_at: Date;
+  retired_at: Date | null;
+};
 
 const iso = (d: Date | null) => (d ? d.toISOString() : null);
 
@@ -60,16 +87,37 @@ export async function describeKeys(ctx: ApplianceContext, options: { countValues
   const seal = await sealProgress(ctx);
   const values = options.countValues === false ? null : await countValues(ctx);
   return inScope(ctx.db.app, { kind: "appliance" }, async (t) => {
-    const keks = await t.rows<{ version: number; state: "active" | "retiring"; created_at: Date; retired_at: Date | null; wraps: string }>("SELECT k.version, k.state, k.created_at, k.retired_at, (SELECT count(*) FROM keystore.data_keys d WHERE d.kek_version = k.version) AS wraps FROM keystore.kek_versions k ORDER BY k.version");
-    const keys = await t.rows<KeyRow>("SELECT key_id, version, kind, tenant_id, patient_id, state, nonce_count, created_at, retired_at FROM keystore.data_keys WHERE kind <> 'patient' ORDER BY key_id, version");
-    const patientSummary = await t.rows<{ tenant_id: string; patients: string }>("SELECT tenant_id, count(DISTINCT key_id) AS patients FROM keystore.data_keys WHERE kind = 'patient' GROUP BY tenant_id");
+    const keks = await t.rows<{ version: number; state: "active" | "retiring"; created_at: Date; retired_at: Date | null; wraps: string }>(
+      "SELECT k.version, k.state, k.created_at, k.retired_at, (SELECT count(*) FROM keystore.data_keys d WHERE d.kek_version = k.version) AS wraps FROM keystore.kek_versions k ORDER BY k.version",
+    );
+    const keys = await t.rows<KeyRow>(
+      "SELECT key_id, version, kind, tenant_id, patient_id, state, nonce_count, created_at, retired_at FROM keystore.data_keys WHERE kind <> 'patient' ORDER BY key_id, version",
+    );
+    const patientSummary = await t.rows<{ tenant_id: string; patients: string }>(
+      "SELECT tenant_id, count(DISTINCT key_id) AS patients FROM keystore.data_keys WHERE kind = 'patient' GROUP BY tenant_id",
+    );
     const patientKeyTenants = values
       ? await t.rows<{ key_id: string; version: number; tenant_id: string }>("SELECT key_id, version, tenant_id FROM keystore.data_keys WHERE kind = 'patient'")
       : [];
-    const rotations = await t.rows<{ target: "kek" | "data-key"; key_id: string | null; from_version: number; to_version: number; reason: string; started_at: Date; completed_at: Date | null; items_done: string }>("SELECT * FROM (SELECT * FROM keystore.rotations ORDER BY started_at DESC, id DESC LIMIT 50) r UNION SELECT * FROM keystore.rotations WHERE completed_at IS NULL ORDER BY started_at DESC");
-    const [shred] = await t.rows<{ scheduled: string; next: Date | null; destroyed: string }>("SELECT (SELECT count(*) FROM keystore.shred_schedule) AS scheduled, (SELECT min(destroy_after) FROM keystore.shred_schedule) AS next, (SELECT count(*) FROM keystore.shredded) AS destroyed");
+    const rotations = await t.rows<{
+      target: "kek" | "data-key";
+      key_id: string | null;
+      from_version: number;
+      to_version: number;
+      reason: string;
+      started_at: Date;
+      completed_at: Date | null;
+      items_done: string;
+    }>(
+      "SELECT * FROM (SELECT * FROM keystore.rotations ORDER BY started_at DESC, id DESC LIMIT 50) r UNION SELECT * FROM keystore.rotations WHERE completed_at IS NULL ORDER BY started_at DESC",
+    );
+    const [shred] = await t.rows<{ scheduled: string; next: Date | null; destroyed: string }>(
+      "SELECT (SELECT count(*) FROM keystore.shred_schedule) AS scheduled, (SELECT min(destroy_after) FROM keystore.shred_schedule) AS next, (SELECT count(*) FROM keystore.shredded) AS destroyed",
+    );
     const schedules = await t.rows<{ tenant_id: string; destroy_after: Date }>("SELECT tenant_id, destroy_after FROM keystore.shred_schedule WHERE kind = 'tenant'");
-    const [recovery] = await t.rows<{ public_key: Buffer; created_at: Date; issued_at: Date | null; issued_shares: number | null; issued_threshold: number | null }>("SELECT public_key, created_at, issued_at, issued_shares, issued_threshold FROM keystore.recovery_keys WHERE state = 'active'");
+    const [recovery] = await t.rows<{ public_key: Buffer; created_at: Date; issued_at: Date | null; issued_shares: number | null; issued_threshold: number | null }>(
+      "SELECT public_key, created_at, issued_at, issued_shares, issued_threshold FROM keystore.recovery_keys WHERE state = 'active'",
+    );
 
     const version = (r: KeyRow): VersionStatus => ({
       version: r.version,

@@ -25,9 +25,7 @@ const LEVELS = winston.config.npm.levels;
 
 export function createLogger(opts: LoggerOptions): Logger {
   if (!Object.hasOwn(LEVELS, opts.level)) {
-    throw new Error(
-      `Unknown log level "${opts.level}"; expected one of ${Object.keys(LEVELS).join(", ")}`,
-    );
+    throw new Error(`Unknown log level "${opts.level}"; expected one of ${Object.keys(LEVELS).join(", ")}`);
   }
   const includeStack = opts.includeStack ?? false;
   let defaultMeta: () => Record<string, unknown> = () => ({});
@@ -47,8 +45,7 @@ export function createLogger(opts: LoggerOptions): Logger {
     ],
     exitOnError: false,
   });
-  defaultMeta = () =>
-    (logger.defaultMeta as Record<string, unknown> | undefined) ?? {};
+  defaultMeta = () => (logger.defaultMeta as Record<string, unknown> | undefined) ?? {};
   logger.child = childKeepingErrors;
   return logger;
 }
@@ -77,9 +74,7 @@ export interface PhiSafeFormatOptions {
   defaultMeta: () => Record<string, unknown>;
 }
 
-export function phiSafeJsonFormat(
-  opts: PhiSafeFormatOptions,
-): winston.Logform.Format {
+export function phiSafeJsonFormat(opts: PhiSafeFormatOptions): winston.Logform.Format {
   return winston.format.combine(
     liftErrors(opts),
     // Interpolation runs on arguments already redacted by liftErrors, so "%o" cannot print PHI.
@@ -100,8 +95,7 @@ const FORMAT_TOKEN_RE = /%[scdjifoO%]/g;
  */
 function liftErrors(opts: PhiSafeFormatOptions): winston.Logform.Format {
   return winston.format((info: Info) => {
-    const entry: Info =
-      info instanceof Error ? errorEntry(info, opts.defaultMeta()) : info;
+    const entry: Info = info instanceof Error ? errorEntry(info, opts.defaultMeta()) : info;
     const splat = entry[SPLAT];
     if (!Array.isArray(splat) || splat.length === 0) return entry;
 
@@ -115,11 +109,7 @@ function liftErrors(opts: PhiSafeFormatOptions): winston.Logform.Format {
       unspreadError(entry, splat[0], opts.defaultMeta());
     }
 
-    const interpolated = splat
-      .slice(0, consumed)
-      .map((arg: unknown) =>
-        redactValue(arg, { includeStack: opts.includeStack }),
-      );
+    const interpolated = splat.slice(0, consumed).map((arg: unknown) => redactValue(arg, { includeStack: opts.includeStack }));
     // Only objects are metadata; merging a string would spread its characters into the entry.
     const merged = splat
       .slice(consumed)
@@ -148,50 +138,31 @@ function errorEntry(err: Error, defaultMeta: Record<string, unknown>): Info {
  * the format sees it, which would put `detail` and `code` at the top level and lose the error's
  * name. This child keeps the Error whole so liftErrors/redactInfo treat it like the root does.
  */
-function childKeepingErrors(
-  this: Logger,
-  childMeta: Record<string, unknown>,
-): Logger {
+function childKeepingErrors(this: Logger, childMeta: Record<string, unknown>): Logger {
   const parent = this;
   return Object.create(parent, {
     write: {
       value(info: Info) {
-        const entry =
-          info instanceof Error
-            ? errorEntry(
-                info,
-                (parent.defaultMeta as Record<string, unknown> | undefined) ??
-                  {},
-              )
-            : info;
+        const entry = info instanceof Error ? errorEntry(info, (parent.defaultMeta as Record<string, unknown> | undefined) ?? {}) : info;
         return parent.write(Object.assign({}, childMeta, entry));
       },
     },
   }) as Logger;
 }
 
-function unspreadError(
-  entry: Info,
-  err: Error,
-  defaultMeta: Record<string, unknown>,
-): void {
+function unspreadError(entry: Info, err: Error, defaultMeta: Record<string, unknown>): void {
   const fields = err as unknown as Record<string, unknown>;
   for (const key of Object.keys(err)) {
     // winston's single-argument path writes `level` and the default metadata onto the Error
     // itself, so an Error logged twice carries them as own fields.
-    if (key === "level" || key === "message" || Object.hasOwn(defaultMeta, key))
-      continue;
+    if (key === "level" || key === "message" || Object.hasOwn(defaultMeta, key)) continue;
     if (entry[key] === fields[key]) delete entry[key];
   }
   if (entry.stack === err.stack) delete entry.stack;
   if (err.cause !== undefined && entry.cause === err.cause) delete entry.cause;
   // winston appends the error message to the log message; it is kept under `error.message`.
   const appended = ` ${err.message}`;
-  if (
-    err.message &&
-    typeof entry.message === "string" &&
-    entry.message.endsWith(appended)
-  ) {
+  if (err.message && typeof entry.message === "string" && entry.message.endsWith(appended)) {
     entry.message = entry.message.slice(0, -appended.length);
   }
 }
@@ -209,10 +180,7 @@ function redactInfo(opts: PhiSafeFormatOptions): winston.Logform.Format {
     const entry: Info = {
       ...(typeof redacted === "object" && redacted !== null ? redacted : {}),
       level: info.level,
-      message:
-        typeof info.message === "string"
-          ? scrubText(info.message)
-          : redactValue(info.message, { includeStack: opts.includeStack }),
+      message: typeof info.message === "string" ? scrubText(info.message) : redactValue(info.message, { includeStack: opts.includeStack }),
     };
     // Raw splat arguments are not carried past this point.
     entry[LEVEL] = info[LEVEL];

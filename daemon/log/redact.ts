@@ -60,9 +60,7 @@ export function normalizeKey(key: string): string {
   return key.toLowerCase().replace(/[\s._-]/g, "");
 }
 
-const SENSITIVE_KEY_SET: ReadonlySet<string> = new Set(
-  SENSITIVE_KEYS.map(normalizeKey),
-);
+const SENSITIVE_KEY_SET: ReadonlySet<string> = new Set(SENSITIVE_KEYS.map(normalizeKey));
 
 /** True when the value stored under `key` must never be logged. */
 export function isSensitiveKey(key: string): boolean {
@@ -92,10 +90,7 @@ interface WalkContext {
  * scrubbed, Errors reduced to `{ name, message, code }`, cycles and excessive depth cut.
  * The result is plain JSON-compatible data.
  */
-export function redactValue(
-  value: unknown,
-  options: RedactOptions = {},
-): unknown {
+export function redactValue(value: unknown, options: RedactOptions = {}): unknown {
   const ctx: WalkContext = {
     includeStack: options.includeStack ?? false,
     maxDepth: options.maxDepth ?? MAX_DEPTH,
@@ -139,14 +134,11 @@ function walk(value: unknown, depth: number, ctx: WalkContext): unknown {
   ctx.ancestors.add(obj);
   try {
     if (obj instanceof Error) return walkError(obj, depth, ctx);
-    if (Array.isArray(obj))
-      return obj.map((item) => walk(item, depth + 1, ctx));
-    if (obj instanceof Set)
-      return [...obj].map((item) => walk(item, depth + 1, ctx));
+    if (Array.isArray(obj)) return obj.map((item) => walk(item, depth + 1, ctx));
+    if (obj instanceof Set) return [...obj].map((item) => walk(item, depth + 1, ctx));
     if (obj instanceof Map) {
       const out: Record<string, unknown> = {};
-      for (const [k, v] of obj)
-        out[String(k)] = walkProperty(String(k), v, depth, ctx);
+      for (const [k, v] of obj) out[String(k)] = walkProperty(String(k), v, depth, ctx);
       return out;
     }
     const toJSON = (obj as { toJSON?: unknown }).toJSON;
@@ -176,12 +168,7 @@ function walk(value: unknown, depth: number, ctx: WalkContext): unknown {
   }
 }
 
-function walkProperty(
-  key: string,
-  value: unknown,
-  depth: number,
-  ctx: WalkContext,
-): unknown {
+function walkProperty(key: string, value: unknown, depth: number, ctx: WalkContext): unknown {
   if (isSensitiveKey(key)) {
     // Keep "absent" visible (useful when debugging a missing header) without revealing anything.
     return value === null || value === undefined ? value : REDACTED;
@@ -189,11 +176,7 @@ function walkProperty(
   return walk(value, depth + 1, ctx);
 }
 
-function walkError(
-  err: Error,
-  depth: number,
-  ctx: WalkContext,
-): Record<string, unknown> {
+function walkError(err: Error, depth: number, ctx: WalkContext): Record<string, unknown> {
   // Own enumerable fields of errors (pg's `detail`, sequelize's `sql`, axios' `config`) are
   // deliberately dropped: they echo request data and row values.
   const out: Record<string, unknown> = {
@@ -209,8 +192,7 @@ function walkError(
   else if (typeof extra.code === "number") out.code = extra.code;
   if (typeof extra.status === "number") out.status = extra.status;
   if (typeof extra.statusCode === "number") out.statusCode = extra.statusCode;
-  if (ctx.includeStack && typeof err.stack === "string")
-    out.stack = scrubText(err.stack);
+  if (ctx.includeStack && typeof err.stack === "string") out.stack = scrubText(err.stack);
   if (err.cause !== undefined) out.cause = walk(err.cause, depth + 1, ctx);
   if (err instanceof AggregateError && Array.isArray(err.errors)) {
     out.errors = walk(err.errors, depth + 1, ctx);
@@ -230,13 +212,10 @@ const HOLD_RE = /\uE000(\d+)\uE001/g;
 
 // Identifiers and event times are needed to correlate lines and are not PHI; they are set
 // aside before scrubbing so the token and date patterns cannot eat them.
-const UUID_RE =
-  /\b[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\b/g;
-const ISO_TIMESTAMP_RE =
-  /\b\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(?::\d{2}(?:[.,]\d{1,9})?)?(?:Z|[+-]\d{2}(?::?\d{2})?)?(?!\d)/g;
+const UUID_RE = /\b[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\b/g;
+const ISO_TIMESTAMP_RE = /\b\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(?::\d{2}(?:[.,]\d{1,9})?)?(?:Z|[+-]\d{2}(?::?\d{2})?)?(?!\d)/g;
 
-const MONTHS =
-  "(?:Jan(?:uary)?|Feb(?:ruary)?|Mar(?:ch)?|Apr(?:il)?|May|June?|July?|Aug(?:ust)?|Sep(?:t(?:ember)?)?|Oct(?:ober)?|Nov(?:ember)?|Dec(?:ember)?)";
+const MONTHS = "(?:Jan(?:uary)?|Feb(?:ruary)?|Mar(?:ch)?|Apr(?:il)?|May|June?|July?|Aug(?:ust)?|Sep(?:t(?:ember)?)?|Oct(?:ober)?|Nov(?:ember)?|Dec(?:ember)?)";
 
 function isMonthDay(month: string, day: string): boolean {
   const m = Number(month);
@@ -257,36 +236,18 @@ function looksRandom(s: string): boolean {
 const RULES: readonly Rule[] = [
   // Credentials in connection strings (postgres://user:pass@host) — before the email rule,
   // which would otherwise see "pass@host".
-  [
-    /\b([a-zA-Z][a-zA-Z0-9+.-]*:\/\/[^\s:/@]*):([^\s@/]+)@/g,
-    (_m, prefix) => `${prefix}:****@`,
-  ],
+  [/\b([a-zA-Z][a-zA-Z0-9+.-]*:\/\/[^\s:/@]*):([^\s@/]+)@/g, (_m, prefix) => `${prefix}:****@`],
   [/\bBearer\s+[A-Za-z0-9\-._~+/]+=*/gi, () => "Bearer [token]"],
   [/\bBasic\s+[A-Za-z0-9+/]{8,}={0,2}/g, () => "Basic [token]"],
-  [
-    /\beyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*/g,
-    () => "[token]",
-  ],
+  [/\beyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*/g, () => "[token]"],
   // Labelled MRNs come before the generic key=value rule so they read "MRN [mrn]".
-  [
-    /\b(?:MRN|medical[ _-]?record[ _-]?(?:number|no\.?|#))\s*[:=#-]?\s*(?=[A-Za-z0-9-]*\d)[A-Za-z0-9][A-Za-z0-9-]*/gi,
-    () => "MRN [mrn]",
-  ],
+  [/\b(?:MRN|medical[ _-]?record[ _-]?(?:number|no\.?|#))\s*[:=#-]?\s*(?=[A-Za-z0-9-]*\d)[A-Za-z0-9][A-Za-z0-9-]*/gi, () => "MRN [mrn]"],
   [/\bSSN\s*[:=#-]?\s*\d{3}[- ]?\d{2}[- ]?\d{4}(?!\d)/gi, () => "SSN [ssn]"],
   // JSON fragments inside messages (a stringified request body in an error message).
-  [
-    /"([A-Za-z_][\w .-]{0,63})"(\s*:\s*)("(?:[^"\\]|\\.)*"|-?\d[\d.eE+-]*|true|false)/g,
-    (m, key, sep) => (isSensitiveKey(key) ? `"${key}"${sep}"${REDACTED}"` : m),
-  ],
+  [/"([A-Za-z_][\w .-]{0,63})"(\s*:\s*)("(?:[^"\\]|\\.)*"|-?\d[\d.eE+-]*|true|false)/g, (m, key, sep) => (isSensitiveKey(key) ? `"${key}"${sep}"${REDACTED}"` : m)],
   // key=value pairs: query strings, libpq conninfo, logfmt.
-  [
-    /(?<![\w.-])([A-Za-z_][\w.-]{0,63})=("[^"]*"|'[^']*'|[^\s&,;"'<>]+)/g,
-    (m, key) => (isSensitiveKey(key) ? `${key}=${REDACTED}` : m),
-  ],
-  [
-    /[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}/g,
-    () => "[email]",
-  ],
+  [/(?<![\w.-])([A-Za-z_][\w.-]{0,63})=("[^"]*"|'[^']*'|[^\s&,;"'<>]+)/g, (m, key) => (isSensitiveKey(key) ? `${key}=${REDACTED}` : m)],
+  [/[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}/g, () => "[email]"],
   [/(?<![\w-])\d{3}-\d{2}-\d{4}(?![\w-])/g, () => "[ssn]"],
   // International numbers: "+" then 8–15 digits (E.164) with optional separators.
   [
@@ -297,30 +258,12 @@ const RULES: readonly Rule[] = [
     },
   ],
   // North American numbers: (555) 123-4567, 555-123-4567, 555.123.4567, 1-555-123-4567.
-  [
-    /(?<![\w+])(?:1[\s.-]?)?(?:\(\d{3}\)\s?|\d{3}[\s.-])\d{3}[\s.-]\d{4}(?!\d)/g,
-    () => "[phone]",
-  ],
+  [/(?<![\w+])(?:1[\s.-]?)?(?:\(\d{3}\)\s?|\d{3}[\s.-])\d{3}[\s.-]\d{4}(?!\d)/g, () => "[phone]"],
   // Dates that could be a date of birth. Full timestamps were set aside above.
-  [
-    /(?<![\w./-])(\d{4})([-/.])(\d{1,2})\2(\d{1,2})(?![\w]|[-/.]\d)/g,
-    (m, _y, _sep, month, day) => (isMonthDay(month, day) ? "[date]" : m),
-  ],
-  [
-    /(?<![\w./-])(\d{1,2})([-/.])(\d{1,2})\2(\d{4})(?![\w]|[-/.]\d)/g,
-    (m, a, _sep, b) => (isMonthDay(a, b) || isMonthDay(b, a) ? "[date]" : m),
-  ],
-  [
-    /(?<![\w./-])(\d{1,2})\/(\d{1,2})\/(\d{2})(?![\w]|[-/.]\d)/g,
-    (m, a, b) => (isMonthDay(a, b) || isMonthDay(b, a) ? "[date]" : m),
-  ],
-  [
-    new RegExp(
-      `\\b(?:\\d{1,2}(?:st|nd|rd|th)?\\s+${MONTHS}\\.?,?\\s+\\d{4}|${MONTHS}\\.?\\s+\\d{1,2}(?:st|nd|rd|th)?,?\\s+\\d{4})\\b`,
-      "gi",
-    ),
-    () => "[date]",
-  ],
+  [/(?<![\w./-])(\d{4})([-/.])(\d{1,2})\2(\d{1,2})(?![\w]|[-/.]\d)/g, (m, _y, _sep, month, day) => (isMonthDay(month, day) ? "[date]" : m)],
+  [/(?<![\w./-])(\d{1,2})([-/.])(\d{1,2})\2(\d{4})(?![\w]|[-/.]\d)/g, (m, a, _sep, b) => (isMonthDay(a, b) || isMonthDay(b, a) ? "[date]" : m)],
+  [/(?<![\w./-])(\d{1,2})\/(\d{1,2})\/(\d{2})(?![\w]|[-/.]\d)/g, (m, a, b) => (isMonthDay(a, b) || isMonthDay(b, a) ? "[date]" : m)],
+  [new RegExp(`\\b(?:\\d{1,2}(?:st|nd|rd|th)?\\s+${MONTHS}\\.?,?\\s+\\d{4}|${MONTHS}\\.?\\s+\\d{1,2}(?:st|nd|rd|th)?,?\\s+\\d{4})\\b`, "gi"), () => "[date]"],
   // Street addresses ("1742 Quince Orchard Lane").
   [
     /\b\d{1,6}\s+(?:[A-Z][A-Za-z'.-]*\s+){1,4}(?:Street|St|Avenue|Ave|Road|Rd|Boulevard|Blvd|Lane|Ln|Drive|Dr|Court|Ct|Way|Place|Pl|Terrace|Circle|Parkway|Pkwy|Highway|Hwy|Square|Trail|Crescent|Close)\b\.?/g,
@@ -334,15 +277,8 @@ const RULES: readonly Rule[] = [
   ],
   // Secrets: hex keys/hashes, random base64url/base32, padded or '+'-bearing base64.
   [/\b[0-9a-fA-F]{32,}\b/g, () => "[token]"],
-  [
-    /(?<![A-Za-z0-9_-])[A-Za-z0-9_-]{32,}={0,2}(?![A-Za-z0-9_=-])/g,
-    (m) => (looksRandom(m) ? "[token]" : m),
-  ],
-  [
-    /(?<![A-Za-z0-9+/])[A-Za-z0-9+/]{32,}={0,2}(?![A-Za-z0-9+/=])/g,
-    (m) =>
-      (m.includes("+") || m.endsWith("=")) && looksRandom(m) ? "[token]" : m,
-  ],
+  [/(?<![A-Za-z0-9_-])[A-Za-z0-9_-]{32,}={0,2}(?![A-Za-z0-9_=-])/g, (m) => (looksRandom(m) ? "[token]" : m)],
+  [/(?<![A-Za-z0-9+/])[A-Za-z0-9+/]{32,}={0,2}(?![A-Za-z0-9+/=])/g, (m) => ((m.includes("+") || m.endsWith("=")) && looksRandom(m) ? "[token]" : m)],
 ];
 
 /** Replaces PHI- and credential-shaped substrings of a free string. Idempotent. */
@@ -356,10 +292,7 @@ export function scrubText(text: string): string {
   let out = text.replace(/[\uE000\uE001]/g, "");
   out = out.replace(UUID_RE, hold).replace(ISO_TIMESTAMP_RE, hold);
   for (const [pattern, replace] of RULES) {
-    out = out.replace(
-      pattern,
-      replace as (match: string, ...rest: unknown[]) => string,
-    );
+    out = out.replace(pattern, replace as (match: string, ...rest: unknown[]) => string);
   }
   return out.replace(HOLD_RE, (_m, index: string) => held[Number(index)] ?? "");
 }

@@ -11,7 +11,21 @@ import { type Tx } from "../db/sql.js";
 import type { ApplianceContext } from "../context.js";
 import { inScope } from "../db/sql.js";
 import { AppError, InternalError } from "../kernel/errors.js";
-import { decryptField, encryptField, readFieldHeader, UnknownKeyVersionError, type DataKeyLookup, DecryptionError, zeroize, cachedDataKeysForRead, dataKeyFor, dataKeysForRead, KeyDestroyed, registerEncryptedColumn, type LockedWriteKey } from "../keys/index.js";
+import {
+  decryptField,
+  encryptField,
+  readFieldHeader,
+  UnknownKeyVersionError,
+  type DataKeyLookup,
+  DecryptionError,
+  zeroize,
+  cachedDataKeysForRead,
+  dataKeyFor,
+  dataKeysForRead,
+  KeyDestroyed,
+  registerEncryptedColumn,
+  type LockedWriteKey,
+} from "../keys/index.js";
 
 const COLUMNS = {
   patients: { idColumn: "id", patientColumn: "id", columns: ["name_enc", "birth_date_enc", "mrn_enc", "phone_enc", "email_enc", "address_enc"] },
@@ -48,7 +62,8 @@ export async function sealRow<T extends RecordsTable>(
     const out: Partial<Record<ColumnOf<T>, Buffer | null>> = {};
     for (const [column, value] of Object.entries(values) as [ColumnOf<T>, string | Buffer | null | undefined][]) {
       if (value === undefined) continue;
-      out[column] = value === null ? null : encryptField(key, { tenantId: where.tenantId, table: where.table, column, rowId: where.rowId }, value, { nonceBudget: key.nonceBudget });
+      out[column] =
+        value === null ? null : encryptField(key, { tenantId: where.tenantId, table: where.table, column, rowId: where.rowId }, value, { nonceBudget: key.nonceBudget });
     }
     return out;
   } finally {
@@ -141,14 +156,14 @@ export async function openerFor(ctx: ApplianceContext, keys: KeySource, cipherte
   let lookup: DataKeyLookup;
   let unavailable: UnavailableKeys = new Map();
   try {
-    lookup =
-      !("committedForTenant" in keys)
-        ? await dataKeysForRead(ctx, keys, present)
-        : (cachedDataKeysForRead(ctx, present) ?? (await inScope(ctx.db.app, { kind: "tenant", tenantId: keys.committedForTenant }, (t) => dataKeysForRead(ctx, t, present))));
+    lookup = !("committedForTenant" in keys)
+      ? await dataKeysForRead(ctx, keys, present)
+      : (cachedDataKeysForRead(ctx, present) ?? (await inScope(ctx.db.app, { kind: "tenant", tenantId: keys.committedForTenant }, (t) => dataKeysForRead(ctx, t, present))));
   } catch (err) {
     if (!isKeyOrFormatFailure(err)) throw err;
-    ({ lookup, unavailable } =
-      !("committedForTenant" in keys) ? await loadEachKey(ctx, keys, present) : await inScope(ctx.db.app, { kind: "tenant", tenantId: keys.committedForTenant }, (t) => loadEachKey(ctx, t, present)));
+    ({ lookup, unavailable } = !("committedForTenant" in keys)
+      ? await loadEachKey(ctx, keys, present)
+      : await inScope(ctx.db.app, { kind: "tenant", tenantId: keys.committedForTenant }, (t) => loadEachKey(ctx, t, present)));
   }
   const bytes = (table: string, column: string, rowId: string, tenantId: string, value: Buffer | null): Buffer | null => {
     if (value === null) return null;

@@ -6,9 +6,7 @@ export const recordsSchema = z
     attachmentsDir: z
       .string()
       .default("attachments")
-      .describe(
-        "Where encrypted attachment files live (relative paths are inside dataDir). Replicas must share it (NFS/SMB mount); the database holds only metadata and digests.",
-      ),
+      .describe("Where encrypted attachment files live (relative paths are inside dataDir). Replicas must share it (NFS/SMB mount); the database holds only metadata and digests."),
     attachmentMaxBytes: z
       .number()
       .int()
@@ -37,13 +35,7 @@ export const recordsSchema = z
       .max(1440)
       .default(60)
       .describe("How often this replica looks for deletion requests whose grace period has ended (row locks keep replicas from purging the same one)."),
-    exportBatchSize: z
-      .number()
-      .int()
-      .min(1)
-      .max(1000)
-      .default(100)
-      .describe("Patients read (and audited) per transaction while streaming a data-rights export."),
+    exportBatchSize: z.number().int().min(1).max(1000).default(100).describe("Patients read (and audited) per transaction while streaming a data-rights export."),
   })
   .strict();
 

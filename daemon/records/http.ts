@@ -120,7 +120,8 @@ export function encodeCursor(ctx: ApplianceContext, purpose: string, keys: Array
 
 export function decodeCursor(ctx: ApplianceContext, purpose: string, cursor: string | undefined): Array<string | number> | undefined {
   if (cursor === undefined) return undefined;
-  const invalid = () => new Invalid("the cursor is not valid for this listing; start again without it", { errors: [{ path: "cursor", message: "invalid cursor", code: "invalid_cursor" }] });
+  const invalid = () =>
+    new Invalid("the cursor is not valid for this listing; start again without it", { errors: [{ path: "cursor", message: "invalid cursor", code: "invalid_cursor" }] });
   if (!CURSOR_SHAPE.test(cursor)) throw invalid();
   const [payload, tag] = cursor.split(".") as [string, string];
   const expected = tagOf(ctx, payload);

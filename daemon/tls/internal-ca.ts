@@ -3,13 +3,7 @@
 // from its own CA (import a PEM pair, or sign our CSR). node-forge builds and signs certificates
 // (DESIGN: PKI uses node-forge); keys are generated and checked with node:crypto (OpenSSL), which
 // is both faster and the same parser the TLS server will use.
-import {
-  X509Certificate,
-  createPrivateKey,
-  generateKeyPairSync,
-  randomBytes,
-  type KeyObject,
-} from "node:crypto";
+import { X509Certificate, createPrivateKey, generateKeyPairSync, randomBytes, type KeyObject } from "node:crypto";
 import { promises as fs } from "node:fs";
 import { hostname as machineHostname } from "node:os";
 import { isIP } from "node:net";
@@ -142,11 +136,7 @@ export async function importCertificate(opts: ImportCertificateOptions): Promise
  * Makes a key (`server.next.key`) and a PKCS#10 request for the hospital's CA. The current
  * server certificate keeps working until the signed certificate is imported.
  */
-export async function createCertificateSigningRequest(opts: {
-  dir: string;
-  hostnames: string[];
-  organization?: string;
-}): Promise<{ csrPem: string; keyPath: string }> {
+export async function createCertificateSigningRequest(opts: { dir: string; hostnames: string[]; organization?: string }): Promise<{ csrPem: string; keyPath: string }> {
   const names = normalizeHostnames(opts.hostnames);
   await ensurePrivateDirectory(opts.dir);
   return withDirectoryLock(opts.dir, async () => {
@@ -255,14 +245,10 @@ async function loadOrCreateCa(dir: string, now: Date): Promise<{ ca: Certificate
     x509 = new X509Certificate(certPem);
     key = createPrivateKey(keyPem);
   } catch {
-    throw new TlsError(
-      `the internal CA in ${dir} does not parse: restore ${FILES.caKey} and ${FILES.caCert} from backup, or move both away to create a new CA`,
-    );
+    throw new TlsError(`the internal CA in ${dir} does not parse: restore ${FILES.caKey} and ${FILES.caCert} from backup, or move both away to create a new CA`);
   }
   if (!x509.checkPrivateKey(key)) {
-    throw new TlsError(
-      `${FILES.caKey} does not match ${FILES.caCert} in ${dir}: restore the pair from backup, or move both away to create a new CA`,
-    );
+    throw new TlsError(`${FILES.caKey} does not match ${FILES.caCert} in ${dir}: restore the pair from backup, or move both away to create a new CA`);
   }
   if (new Date(x509.validTo).getTime() <= now.getTime()) {
     throw new TlsError(
@@ -331,13 +317,7 @@ async function loadServerPair(dir: string): Promise<ServerPair | null> {
   }
 }
 
-function reasonToReissue(
-  server: ServerPair,
-  ca: CertificateAuthority,
-  hostnames: string[],
-  validityDays: number,
-  now: Date,
-): string | null {
+function reasonToReissue(server: ServerPair, ca: CertificateAuthority, hostnames: string[], validityDays: number, now: Date): string | null {
   const cert = server.x509;
   if (!cert) return "the existing certificate does not parse";
   if (!server.keyMatches) return "the existing key does not match the certificate";
@@ -405,13 +385,7 @@ async function issueServerCertificate(
   return internalMaterial(certPem, keyPem, ca, now, created);
 }
 
-function internalMaterial(
-  certPem: string,
-  keyPem: string,
-  ca: CertificateAuthority,
-  now: Date,
-  created: TlsMaterial["created"],
-): TlsMaterial {
+function internalMaterial(certPem: string, keyPem: string, ca: CertificateAuthority, now: Date, created: TlsMaterial["created"]): TlsMaterial {
   const x509 = new X509Certificate(certPem);
   const notAfter = new Date(x509.validTo);
   return {
@@ -437,9 +411,7 @@ async function loadImported(dir: string, now: Date): Promise<TlsMaterial | null>
   try {
     meta = serverMetaSchema.parse(JSON.parse(metaText));
   } catch {
-    throw new TlsError(
-      `${path.join(dir, FILES.serverMeta)} is not valid: re-import the hospital certificate, or delete the file to return to the internal CA`,
-    );
+    throw new TlsError(`${path.join(dir, FILES.serverMeta)} is not valid: re-import the hospital certificate, or delete the file to return to the internal CA`);
   }
   if (meta.source !== "imported") return null;
 
@@ -469,16 +441,11 @@ async function loadImported(dir: string, now: Date): Promise<TlsMaterial | null>
   return importedMaterial(chain, keyPem, now, { ca: false, certificate: false });
 }
 
-async function selectImportKey(
-  opts: ImportCertificateOptions,
-  leaf: X509Certificate,
-): Promise<{ key: KeyObject; keyPem: string; fromPendingKey: boolean }> {
+async function selectImportKey(opts: ImportCertificateOptions, leaf: X509Certificate): Promise<{ key: KeyObject; keyPem: string; fromPendingKey: boolean }> {
   if (opts.keyPem !== undefined) {
     const key = parsePrivateKey(opts.keyPem);
     if (!leaf.checkPrivateKey(key)) {
-      throw new TlsError(
-        "the private key does not match the certificate: import the key that was generated together with this certificate's signing request",
-      );
+      throw new TlsError("the private key does not match the certificate: import the key that was generated together with this certificate's signing request");
     }
     return { key, keyPem: opts.keyPem, fromPendingKey: false };
   }
@@ -501,22 +468,16 @@ function assertImportable(leaf: X509Certificate, key: KeyObject, now: Date): voi
   const notBefore = new Date(leaf.validFrom);
   const notAfter = new Date(leaf.validTo);
   if (notAfter.getTime() <= now.getTime()) {
-    throw new TlsError(
-      `the certificate expired on ${notAfter.toISOString()}: ask the issuing CA for a new certificate`,
-    );
+    throw new TlsError(`the certificate expired on ${notAfter.toISOString()}: ask the issuing CA for a new certificate`);
   }
   if (notBefore.getTime() > now.getTime()) {
-    throw new TlsError(
-      `the certificate is not valid until ${notBefore.toISOString()}: check this appliance's clock, or import it after that time`,
-    );
+    throw new TlsError(`the certificate is not valid until ${notBefore.toISOString()}: check this appliance's clock, or import it after that time`);
   }
   // Node reports the extended key usage OIDs as `keyUsage`; undefined means the extension is
   // absent, which RFC 5280 4.2.1.12 treats as "any purpose".
   const extendedKeyUsage = leaf.keyUsage;
   if (extendedKeyUsage !== undefined && !extendedKeyUsage.includes(OID_SERVER_AUTH)) {
-    throw new TlsError(
-      "the certificate is not for TLS servers (its extended key usage lacks serverAuth): ask the issuing CA for a server certificate",
-    );
+    throw new TlsError("the certificate is not for TLS servers (its extended key usage lacks serverAuth): ask the issuing CA for a server certificate");
   }
   const bits = key.asymmetricKeyDetails?.modulusLength;
   if (key.asymmetricKeyType === "rsa" && bits !== undefined && bits < MIN_IMPORTED_RSA_BITS) {
@@ -526,12 +487,7 @@ function assertImportable(leaf: X509Certificate, key: KeyObject, now: Date): voi
   }
 }
 
-function importedMaterial(
-  chain: X509Certificate[],
-  keyPem: string,
-  now: Date,
-  created: TlsMaterial["created"],
-): TlsMaterial {
+function importedMaterial(chain: X509Certificate[], keyPem: string, now: Date, created: TlsMaterial["created"]): TlsMaterial {
   const leaf = chain[0]!;
   const notAfter = new Date(leaf.validTo);
   return {
@@ -551,14 +507,10 @@ function importedMaterial(
 
 function parsePrivateKey(keyPem: string): KeyObject {
   if (!/-----BEGIN [A-Z ]*PRIVATE KEY-----/.test(keyPem)) {
-    throw new TlsError(
-      "the private key is not a PEM private key: use the file that begins with -----BEGIN PRIVATE KEY----- (or RSA/EC PRIVATE KEY)",
-    );
+    throw new TlsError("the private key is not a PEM private key: use the file that begins with -----BEGIN PRIVATE KEY----- (or RSA/EC PRIVATE KEY)");
   }
   if (keyPem.includes("ENCRYPTED")) {
-    throw new TlsError(
-      "the private key is encrypted with a passphrase: decrypt it first (openssl pkey -in key.pem -out plain-key.pem) and import the decrypted file",
-    );
+    throw new TlsError("the private key is encrypted with a passphrase: decrypt it first (openssl pkey -in key.pem -out plain-key.pem) and import the decrypted file");
   }
   try {
     const key = createPrivateKey(keyPem);
@@ -573,17 +525,13 @@ function parsePrivateKey(keyPem: string): KeyObject {
 function parseCertificateChain(certPem: string): X509Certificate[] {
   const blocks = certPem.match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g);
   if (!blocks) {
-    throw new TlsError(
-      "the certificate is not a PEM certificate: use the file that begins with -----BEGIN CERTIFICATE-----",
-    );
+    throw new TlsError("the certificate is not a PEM certificate: use the file that begins with -----BEGIN CERTIFICATE-----");
   }
   const chain = blocks.map((block, i) => {
     try {
       return new X509Certificate(block);
     } catch {
-      throw new TlsError(
-        `certificate ${i + 1} in the PEM file could not be read: check that the file is complete and not corrupted`,
-      );
+      throw new TlsError(`certificate ${i + 1} in the PEM file could not be read: check that the file is complete and not corrupted`);
     }
   });
   // Servers send the chain in file order and RFC 8446 4.4.2 expects leaf first, each certificate
@@ -629,9 +577,7 @@ function canonicalHostname(raw: string): string {
   }
   const name = trimmed.toLowerCase().replace(/\.$/, "");
   const labels = name.split(".");
-  const valid =
-    name.length <= 253 &&
-    labels.every((label, i) => (i === 0 && label === "*" && labels.length > 2) || DNS_LABEL.test(label));
+  const valid = name.length <= 253 && labels.every((label, i) => (i === 0 && label === "*" && labels.length > 2) || DNS_LABEL.test(label));
   if (!valid) {
     throw new TlsError(`"${raw}" is neither a DNS name nor an IP address: use a name such as wardkeep.hospital.local or an address such as 10.0.0.5`);
   }
@@ -814,9 +760,7 @@ async function withLockFile<T>(dir: string, work: () => Promise<T>): Promise<T> 
         continue;
       }
       if (Date.now() > deadline) {
-        throw new TlsError(
-          `${lockPath} is held by another wardkeep process: wait for it to finish, or delete the file if no other wardkeep process is running`,
-        );
+        throw new TlsError(`${lockPath} is held by another wardkeep process: wait for it to finish, or delete the file if no other wardkeep process is running`);
       }
       await new Promise((resolve) => setTimeout(resolve, 50));
     }

@@ -220,7 +220,11 @@ export async function signIn(app: TestAppliance, opts: SignInOptions): Promise<S
   const cookie = cookieFrom(accepted);
   const csrfToken = accepted.body.csrfToken as string;
   const wantMfa = opts.mfa ?? true;
-  const mfa = await finishMfa(app, { Cookie: cookie, "X-CSRF-Token": csrfToken }, { enroll: wantMfa || accepted.body.mfaEnrollmentRequired === true, verify: false, totpSecret: null });
+  const mfa = await finishMfa(
+    app,
+    { Cookie: cookie, "X-CSRF-Token": csrfToken },
+    { enroll: wantMfa || accepted.body.mfaEnrollmentRequired === true, verify: false, totpSecret: null },
+  );
   return signedIn(app, { id: accepted.body.userId as string, email, role: opts.role, tenantId: tenantId ?? null }, cookie, csrfToken, password, mfa);
 }
 

@@ -40,9 +40,7 @@ function composeInstalled(): boolean {
 /** Runs `docker-compose <files> config` in the project root and returns its output. */
 function composeConfig(files: string[]): string {
   // Variables from the caller's shell must not change what is validated.
-  const env = Object.fromEntries(
-    Object.entries(process.env).filter(([k]) => !k.startsWith("WARDKEEP_") && !k.startsWith("COMPOSE_")),
-  );
+  const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith("WARDKEEP_") && !k.startsWith("COMPOSE_")));
   const args = [...files.flatMap((f) => ["-f", f]), "config"];
   try {
     return execFileSync("docker-compose", args, { cwd: root, env, encoding: "utf8", stdio: "pipe" });
@@ -89,9 +87,7 @@ function defaultServices(config: ComposeConfig): [string, Service][] {
 }
 
 function secretNames(service: Service): string[] {
-  return ((service.secrets as unknown[] | undefined) ?? []).map((s) =>
-    typeof s === "string" ? s : String((s as { source: string }).source),
-  );
+  return ((service.secrets as unknown[] | undefined) ?? []).map((s) => (typeof s === "string" ? s : String((s as { source: string }).source)));
 }
 
 function expectNoPasswordLiterals(config: ComposeConfig) {
@@ -102,9 +98,7 @@ function expectNoPasswordLiterals(config: ComposeConfig) {
         // Only a *_FILE variable naming a mounted secret is allowed to carry a password.
         expect(key, `${where} must be a *_FILE variable`).toMatch(/_FILE$/);
         expect(value, `${where} must name a file under /run/secrets`).toMatch(/^\/run\/secrets\/[\w.-]+$/);
-        expect(secretNames(service), `${where} names a secret the service does not mount`).toContain(
-          path.posix.basename(value),
-        );
+        expect(secretNames(service), `${where} names a secret the service does not mount`).toContain(path.posix.basename(value));
       }
       expect(value, `${where} holds credentials in a URL`).not.toMatch(/\w+:\/\/[^\s/@:]+:[^\s@]*@/);
       expect(value, `${where} holds a password parameter`).not.toMatch(/password=/i);
@@ -135,8 +129,7 @@ describe.skipIf(skipCompose)("docker-compose.yml (single node)", () => {
   beforeAll(() => {
     if (!composeInstalled()) {
       throw new Error(
-        "docker-compose is not installed: `apt-get install docker-compose` (Debian package; CI installs it), " +
-          "or set WARDKEEP_SKIP_COMPOSE=1 to skip these checks",
+        "docker-compose is not installed: `apt-get install docker-compose` (Debian package; CI installs it), " + "or set WARDKEEP_SKIP_COMPOSE=1 to skip these checks",
       );
     }
     config = YAML.parse(composeConfig(["docker-compose.yml"])) as ComposeConfig;
@@ -147,9 +140,7 @@ describe.skipIf(skipCompose)("docker-compose.yml (single node)", () => {
   });
 
   it("publishes only the daemon's HTTPS port 8443", () => {
-    const published = Object.entries(config.services).flatMap(([name, s]) =>
-      publishedPorts(s).map((p) => ({ name, ...p })),
-    );
+    const published = Object.entries(config.services).flatMap(([name, s]) => publishedPorts(s).map((p) => ({ name, ...p })));
     expect(published).toEqual([{ name: "wardkeep", published: 8443, target: 8443 }]);
     expect(config.services.db!.ports ?? []).toEqual([]);
   });
@@ -206,8 +197,7 @@ describe.skipIf(skipCompose)("deploy/docker-compose.ha.yml (scale-out override)"
   beforeAll(() => {
     if (!composeInstalled()) {
       throw new Error(
-        "docker-compose is not installed: `apt-get install docker-compose` (Debian package; CI installs it), " +
-          "or set WARDKEEP_SKIP_COMPOSE=1 to skip these checks",
+        "docker-compose is not installed: `apt-get install docker-compose` (Debian package; CI installs it), " + "or set WARDKEEP_SKIP_COMPOSE=1 to skip these checks",
       );
     }
     config = YAML.parse(composeConfig(["docker-compose.yml", "deploy/docker-compose.ha.yml"])) as ComposeConfig;
@@ -305,7 +295,9 @@ describe("deploy/Dockerfile", () => {
   });
 
   it("keeps state and secrets out of the build context", () => {
-    const ignored = readFileSync(path.join(root, ".dockerignore"), "utf8").split("\n").map((l) => l.trim());
+    const ignored = readFileSync(path.join(root, ".dockerignore"), "utf8")
+      .split("\n")
+      .map((l) => l.trim());
     for (const entry of ["secrets/", "var/", ".env", "node_modules/"]) expect(ignored).toContain(entry);
     expect(readFileSync(path.join(root, ".gitignore"), "utf8").split("\n")).toContain("secrets/");
   });

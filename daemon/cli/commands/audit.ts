@@ -22,7 +22,6 @@ function cliActor(): AuditRequestContext {
   return { tenantId: null, actor: { userId: `os:${user}`, role: "host_operator" }, sourceIp: null, userAgent: "wardkeep-cli", requestId: null };
 }
 
-
 function parseDate(flag: string, value: string): Date {
   const d = new Date(value);
   if (Number.isNaN(d.getTime())) throw new CliError(`${flag}: not a date (use ISO 8601, e.g. 2025-01-31 or 2025-01-31T12:00:00Z)`);
@@ -77,7 +76,10 @@ export function registerAudit(program: Command) {
       .option("--tenant <id>", "only this tenant's events (others appear redacted, still chained)"),
   ).action(async (opts: UnsealOpts & { from: string; to: string; format: string; out: string; tenant?: string }, cmd: Command) => {
     const global = cmd.optsWithGlobals<GlobalOptions>();
-    const formats = opts.format.split(",").map((f) => f.trim().toLowerCase()).filter(Boolean);
+    const formats = opts.format
+      .split(",")
+      .map((f) => f.trim().toLowerCase())
+      .filter(Boolean);
     const bad = formats.find((f) => !EXPORT_FORMATS.includes(f as ExportFormat));
     if (bad) throw new CliError(`--format: unknown format ${bad} (use csv, jsonl, fhir)`);
     const from = parseDate("--from", opts.from);

@@ -5,7 +5,17 @@ import { Registry } from "prom-client";
 import { readManifest, scanTarget } from "../../../backup/catalog.js";
 import { restoreSnapshot } from "../../../backup/restore.js";
 import { openTarget, targetDefinitionSchema, targetSecretsSchema, type SnapshotTarget } from "../../../backup/targets/index.js";
-import { auditVerifierFor, listSnapshotRecords, reconcileCatalogue, restoreSnapshotById, runDrill, runSnapshot, verifySnapshotById, type AuditMeta, type SnapshotRecord } from "../../backups/index.js";
+import {
+  auditVerifierFor,
+  listSnapshotRecords,
+  reconcileCatalogue,
+  restoreSnapshotById,
+  runDrill,
+  runSnapshot,
+  verifySnapshotById,
+  type AuditMeta,
+  type SnapshotRecord,
+} from "../../backups/index.js";
 import { systemClock } from "../../clock.js";
 import { loadConfig } from "../../config/load.js";
 import { APP_ROLE } from "../../db/roles.js";
@@ -18,8 +28,6 @@ import { CliError, printResult, type GlobalOptions } from "../output.js";
 const CLI_META: AuditMeta = { actor: { userId: null, role: "host_operator" }, userAgent: "wardkeep-cli" };
 
 const collect = (v: string, prev: string[] = []) => [...prev, v];
-
-
 
 /** A target from a JSON file (definition plus optional `secrets`), for an appliance that has no policy yet. */
 function targetFromFile(file: string): SnapshotTarget {
@@ -52,7 +60,15 @@ function recordLine(r: SnapshotRecord): string {
   const where = r.copies.length
     ? r.copies.map((c) => `${c.target}${c.state === "present" ? "" : `(${c.state})`}`).join(",")
     : r.targets.map((t) => `${t.target}${t.ok ? "" : "(failed)"}`).join(",");
-  const note = r.status === "pruned" ? `  pruned ${r.prunedAt?.slice(0, 19) ?? ""}Z` : r.status === "partial" ? `  missing on ${r.targets.filter((t) => !t.ok).map((t) => t.target).join(", ")}` : "";
+  const note =
+    r.status === "pruned"
+      ? `  pruned ${r.prunedAt?.slice(0, 19) ?? ""}Z`
+      : r.status === "partial"
+        ? `  missing on ${r.targets
+            .filter((t) => !t.ok)
+            .map((t) => t.target)
+            .join(", ")}`
+        : "";
   return `${r.id}  ${r.status.padEnd(11)} ${String(mib(r.storedBytes ?? 0)).padStart(6)} MiB  ${where}${note}`;
 }
 
@@ -61,7 +77,20 @@ type TargetListing = {
   /** Ids only, as before (scripts rely on it). */
   complete: string[];
   snapshots: (
-    | { id: string; createdAt: string; completedAt: string; trigger: string; appVersion: string; schemaVersion: string; tables: number; rows: number; storedBytes: number; attachments: number; attachmentsMissing: number; signerKeyId: string }
+    | {
+        id: string;
+        createdAt: string;
+        completedAt: string;
+        trigger: string;
+        appVersion: string;
+        schemaVersion: string;
+        tables: number;
+        rows: number;
+        storedBytes: number;
+        attachments: number;
+        attachmentsMissing: number;
+        signerKeyId: string;
+      }
     | { id: string; error: string }
   )[];
   incomplete: string[];
@@ -100,27 +129,29 @@ export function registerBackup(program: Command) {
   const unsealOptions = (c: Command) =>
     c.option("--passphrase-file <file>", "file holding the unseal passphrase (passphrase mode)").option("--share-file <file>", "a custodian share (shamir mode); repeat", collect);
 
-  unsealOptions(backup.command("run").description("take a snapshot now (one REPEATABLE READ transaction, streamed to every target)")).action(async (opts: UnsealOpts, cmd: Command) => {
-    const global = cmd.optsWithGlobals<GlobalOptions>();
-    const bar = progressBar(global);
-    const run = await withUnsealedContext(opts, (ctx) =>
-      runSnapshot(ctx, {
-        trigger: "cli",
-        meta: CLI_META,
-        onProgress: (p) => {
-          if (!bar) return;
-          if (!bar.isActive) bar.start(Math.max(1, mib(p.estimatedBytes)), 0, { table: p.table });
-          bar.setTotal(Math.max(mib(p.estimatedBytes), mib(p.plainBytes), 1));
-          bar.update(mib(p.plainBytes), { table: p.table });
-        },
-      }).finally(() => bar?.stop()),
-    );
-    if (run.status === "failed") throw new CliError(`snapshot ${run.id} failed: ${run.error}`);
-    printResult(global, { snapshot: run }, [
-      `snapshot ${run.id} ${run.status}: ${run.tables} tables, ${run.rows} rows, ${mib(run.storedBytes ?? 0)} MiB stored in ${((run.durationMs ?? 0) / 1000).toFixed(1)} s`,
-      ...run.targets.map((t) => `  ${t.ok ? "ok    " : "FAILED"} ${t.target}${t.error ? `: ${t.error}` : ""}`),
-    ]);
-  });
+  unsealOptions(backup.command("run").description("take a snapshot now (one REPEATABLE READ transaction, streamed to every target)")).action(
+    async (opts: UnsealOpts, cmd: Command) => {
+      const global = cmd.optsWithGlobals<GlobalOptions>();
+      const bar = progressBar(global);
+      const run = await withUnsealedContext(opts, (ctx) =>
+        runSnapshot(ctx, {
+          trigger: "cli",
+          meta: CLI_META,
+          onProgress: (p) => {
+            if (!bar) return;
+            if (!bar.isActive) bar.start(Math.max(1, mib(p.estimatedBytes)), 0, { table: p.table });
+            bar.setTotal(Math.max(mib(p.estimatedBytes), mib(p.plainBytes), 1));
+            bar.update(mib(p.plainBytes), { table: p.table });
+          },
+        }).finally(() => bar?.stop()),
+      );
+      if (run.status === "failed") throw new CliError(`snapshot ${run.id} failed: ${run.error}`);
+      printResult(global, { snapshot: run }, [
+        `snapshot ${run.id} ${run.status}: ${run.tables} tables, ${run.rows} rows, ${mib(run.storedBytes ?? 0)} MiB stored in ${((run.durationMs ?? 0) / 1000).toFixed(1)} s`,
+        ...run.targets.map((t) => `  ${t.ok ? "ok    " : "FAILED"} ${t.target}${t.error ? `: ${t.error}` : ""}`),
+      ]);
+    },
+  );
 
   unsealOptions(
     backup
@@ -154,25 +185,29 @@ export function registerBackup(program: Command) {
     printResult(global, { snapshots: records }, records.length ? records.map(recordLine) : ["no snapshots yet"]);
   });
 
-  unsealOptions(
-    backup
-      .command("reconcile")
-      .description("compare the catalogue with what every target holds now: marks and alerts vanished and unrecorded snapshots"),
-  ).action(async (opts: UnsealOpts, cmd: Command) => {
-    const global = cmd.optsWithGlobals<GlobalOptions>();
-    const r = await withUnsealedContext(opts, (ctx) => reconcileCatalogue(ctx, CLI_META));
-    if (r.skipped) throw new CliError(`reconcile skipped: ${r.skipped}; try again when it has finished`);
-    printResult(
-      global,
-      { reconcile: r },
-      r.targets.map((t) =>
-        t.error
-          ? `  FAILED ${t.target}: ${t.error}`
-          : `  ${t.vanished.length || t.appeared.length ? "DIFFERS" : "ok     "} ${t.target}: ${t.listed} snapshot(s)${t.vanished.length ? `, vanished: ${t.vanished.join(", ")}` : ""}${t.appeared.length ? `, not recorded here: ${t.appeared.join(", ")}` : ""}${t.returned.length ? `, back again: ${t.returned.join(", ")}` : ""}${t.adopted.length ? `, recorded now: ${t.adopted.join(", ")}` : ""}`,
-      ),
-    );
-    if (r.targets.some((t) => t.error)) throw new CliError(`reconcile could not list ${r.targets.filter((t) => t.error).map((t) => t.target).join(", ")}`);
-  });
+  unsealOptions(backup.command("reconcile").description("compare the catalogue with what every target holds now: marks and alerts vanished and unrecorded snapshots")).action(
+    async (opts: UnsealOpts, cmd: Command) => {
+      const global = cmd.optsWithGlobals<GlobalOptions>();
+      const r = await withUnsealedContext(opts, (ctx) => reconcileCatalogue(ctx, CLI_META));
+      if (r.skipped) throw new CliError(`reconcile skipped: ${r.skipped}; try again when it has finished`);
+      printResult(
+        global,
+        { reconcile: r },
+        r.targets.map((t) =>
+          t.error
+            ? `  FAILED ${t.target}: ${t.error}`
+            : `  ${t.vanished.length || t.appeared.length ? "DIFFERS" : "ok     "} ${t.target}: ${t.listed} snapshot(s)${t.vanished.length ? `, vanished: ${t.vanished.join(", ")}` : ""}${t.appeared.length ? `, not recorded here: ${t.appeared.join(", ")}` : ""}${t.returned.length ? `, back again: ${t.returned.join(", ")}` : ""}${t.adopted.length ? `, recorded now: ${t.adopted.join(", ")}` : ""}`,
+        ),
+      );
+      if (r.targets.some((t) => t.error))
+        throw new CliError(
+          `reconcile could not list ${r.targets
+            .filter((t) => t.error)
+            .map((t) => t.target)
+            .join(", ")}`,
+        );
+    },
+  );
 
   unsealOptions(
     backup
@@ -228,7 +263,10 @@ export function registerBackup(program: Command) {
               appRole: opts.appRole,
               opener: { recoveryPrivateKey: privateKey },
               trustedSigners: opts.expectSigner ? [Buffer.from(opts.expectSigner, "hex")] : [],
-              verifyAuditChain: auditVerifierFor({ config, log: silentLogger(), clock: systemClock, rootKey: new RootKey(config.keys.unseal), metrics: new Registry() }, "database"),
+              verifyAuditChain: auditVerifierFor(
+                { config, log: silentLogger(), clock: systemClock, rootKey: new RootKey(config.keys.unseal), metrics: new Registry() },
+                "database",
+              ),
             });
             printResult(global, { restore: r }, human(r));
           } finally {
@@ -267,4 +305,3 @@ export function registerBackup(program: Command) {
     printResult(global, { drill: d }, lines);
   });
 }
-

@@ -30,9 +30,11 @@ function checkTls(config: Config, now: Date): Finding {
       return { check: "tls", status: "fail", detail: "the private key does not match the certificate", fix: "import the matching key with `wardkeep tls import`" };
     }
     const notAfter = new Date(cert.validTo);
-    if (notAfter < now) return { check: "tls", status: "fail", detail: `certificate expired on ${notAfter.toISOString()}`, fix: "run `wardkeep tls renew` or import a new certificate" };
+    if (notAfter < now)
+      return { check: "tls", status: "fail", detail: `certificate expired on ${notAfter.toISOString()}`, fix: "run `wardkeep tls renew` or import a new certificate" };
     const missing = config.tls.certFile ? [] : certificateHostnames(config).filter((h) => !cert.checkHost(h) && !cert.checkIP(h));
-    if (missing.length) return { check: "tls", status: "warn", detail: `certificate does not cover ${missing.join(", ")}`, fix: "restart the daemon (it re-issues) or run `wardkeep tls renew`" };
+    if (missing.length)
+      return { check: "tls", status: "warn", detail: `certificate does not cover ${missing.join(", ")}`, fix: "restart the daemon (it re-issues) or run `wardkeep tls renew`" };
     const days = Math.floor((notAfter.getTime() - now.getTime()) / 86_400_000);
     if (days < 30) return { check: "tls", status: "warn", detail: `certificate expires in ${days} days`, fix: "run `wardkeep tls renew` or import a new certificate" };
     return { check: "tls", status: "ok", detail: `certificate valid until ${notAfter.toISOString().slice(0, 10)} (${days} days)` };
@@ -46,7 +48,8 @@ async function checkKeys(config: Config): Promise<Finding> {
     return { check: "keys", status: "ok", detail: `unseal mode ${config.keys.unseal}: an operator unseals after start (\`wardkeep unseal\`)` };
   }
   const file = inDataDir(config, config.keys.keyFile);
-  if (!fs.existsSync(file)) return { check: "keys", status: "warn", detail: "no root key file yet (created on first start)", fix: "for production set keys.unseal to passphrase, shamir or pkcs11" };
+  if (!fs.existsSync(file))
+    return { check: "keys", status: "warn", detail: "no root key file yet (created on first start)", fix: "for production set keys.unseal to passphrase, shamir or pkcs11" };
   try {
     (await new KeyFileUnseal(file).open()).fill(0);
   } catch (err) {
@@ -89,7 +92,12 @@ export async function runDoctor(config: Config): Promise<Finding[]> {
       const skew = Math.abs(row!.now.getTime() - Date.now());
       findings.push(
         skew > MAX_CLOCK_SKEW_MS
-          ? { check: "clock", status: "fail", detail: `this host and PostgreSQL disagree by ${(skew / 1000).toFixed(1)} s`, fix: "synchronise both with NTP (audit timestamps and TOTP depend on it)" }
+          ? {
+              check: "clock",
+              status: "fail",
+              detail: `this host and PostgreSQL disagree by ${(skew / 1000).toFixed(1)} s`,
+              fix: "synchronise both with NTP (audit timestamps and TOTP depend on it)",
+            }
           : { check: "clock", status: "ok", detail: `within ${skew} ms of PostgreSQL` },
       );
     });

@@ -4,7 +4,28 @@ import type { Command } from "commander";
 import { loadConfig } from "../../config/load.js";
 import type { ApplianceContext } from "../../context.js";
 import { CLI_OPERATOR } from "../../audit/append.js";
-import { flushNonceCounts, assertSchemaCurrent, callDaemon, daemonTarget, obtainPassphrase, OperatorError, unsealForOperator, type CurrentSecret, issueRecoveryKit, type UnsealMode, rewrapPending, rotateDataKey, rotateKek, tenantKeyId, initialiseKeyStore, rekeyKeyStore, describeKeys, type KeyStatus, UnsealError, type CreateSealInput } from "../../keys/index.js";
+import {
+  flushNonceCounts,
+  assertSchemaCurrent,
+  callDaemon,
+  daemonTarget,
+  obtainPassphrase,
+  OperatorError,
+  unsealForOperator,
+  type CurrentSecret,
+  issueRecoveryKit,
+  type UnsealMode,
+  rewrapPending,
+  rotateDataKey,
+  rotateKek,
+  tenantKeyId,
+  initialiseKeyStore,
+  rekeyKeyStore,
+  describeKeys,
+  type KeyStatus,
+  UnsealError,
+  type CreateSealInput,
+} from "../../keys/index.js";
 import { AppError } from "../../kernel/errors.js";
 import { withOfflineContext } from "../offline-context.js";
 import { CliError, printResult, type GlobalOptions } from "../output.js";
@@ -78,7 +99,13 @@ function deliverShares(shares: string[], threshold: number, outDir: string | und
     fs.writeFileSync(file, `Wardkeep unseal share ${i + 1} of ${shares.length} (any ${threshold} unseal)\n\n${share}\n`, { mode: 0o600, flag: "wx" });
     return file;
   });
-  return { files, lines: [`${shares.length} custodian share files written (any ${threshold} unseal); hand each to a different person and delete it from this host:`, ...files.map((f) => `  ${f}`)] };
+  return {
+    files,
+    lines: [
+      `${shares.length} custodian share files written (any ${threshold} unseal); hand each to a different person and delete it from this host:`,
+      ...files.map((f) => `  ${f}`),
+    ],
+  };
 }
 
 function summarise(status: KeyStatus, daemon: Record<string, unknown> | undefined): string[] {
@@ -94,8 +121,14 @@ function summarise(status: KeyStatus, daemon: Record<string, unknown> | undefine
   }
   for (const a of status.applianceKeys) lines.push(`${a.keyId}: ${a.versions.map((v) => `v${v.version} ${v.state}`).join(", ")}`);
   for (const r of status.rotations.filter((x) => !x.completedAt)) lines.push(`rotation open: ${r.keyId ?? "KEK"} v${r.from} -> v${r.to}, ${r.itemsDone} rewritten so far`);
-  lines.push(`shredding: ${status.shredding.scheduled} scheduled${status.shredding.nextDestroyAfter ? ` (next ${status.shredding.nextDestroyAfter})` : ""}, ${status.shredding.destroyed} destroyed`);
-  lines.push(status.recovery ? `recovery key ${status.recovery.fingerprint}: ${status.recovery.issuedAt ? `kit issued ${status.recovery.issuedAt.slice(0, 10)}` : "KIT NOT YET WRITTEN (wardkeep keys recovery-kit --out FILE)"}` : "recovery key: none");
+  lines.push(
+    `shredding: ${status.shredding.scheduled} scheduled${status.shredding.nextDestroyAfter ? ` (next ${status.shredding.nextDestroyAfter})` : ""}, ${status.shredding.destroyed} destroyed`,
+  );
+  lines.push(
+    status.recovery
+      ? `recovery key ${status.recovery.fingerprint}: ${status.recovery.issuedAt ? `kit issued ${status.recovery.issuedAt.slice(0, 10)}` : "KIT NOT YET WRITTEN (wardkeep keys recovery-kit --out FILE)"}`
+      : "recovery key: none",
+  );
   return lines;
 }
 
@@ -207,7 +240,11 @@ export function registerKeys(program: Command) {
           const rewrap = await rewrapPending(ctx);
           return { ...rotated, rewrapped: rewrap.rewrapped, retired: rewrap.retired };
         });
-        printResult(global, result, `KEK rotated: v${result.from} -> v${result.to}; ${result.rewrapped} key(s) rewrapped; retired ${result.retired.map((v) => `v${v}`).join(", ") || "nothing yet"}`);
+        printResult(
+          global,
+          result,
+          `KEK rotated: v${result.from} -> v${result.to}; ${result.rewrapped} key(s) rewrapped; retired ${result.retired.map((v) => `v${v}`).join(", ") || "nothing yet"}`,
+        );
         return;
       }
       const keyId = opts.tenant ? tenantKeyId(opts.tenant) : "audit-signing";

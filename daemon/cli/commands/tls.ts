@@ -47,11 +47,14 @@ async function servedCertificate(url: string) {
   const tls = await import("node:tls");
   const u = new URL(url);
   return new Promise<{ fingerprint256?: string }>((resolve, reject) => {
-    const socket = tls.connect({ host: u.hostname, port: Number(u.port || 443), servername: u.hostname === "127.0.0.1" ? "localhost" : u.hostname, rejectUnauthorized: false }, () => {
-      const fingerprint256 = socket.getPeerCertificate().fingerprint256;
-      socket.end();
-      resolve({ fingerprint256 });
-    });
+    const socket = tls.connect(
+      { host: u.hostname, port: Number(u.port || 443), servername: u.hostname === "127.0.0.1" ? "localhost" : u.hostname, rejectUnauthorized: false },
+      () => {
+        const fingerprint256 = socket.getPeerCertificate().fingerprint256;
+        socket.end();
+        resolve({ fingerprint256 });
+      },
+    );
     socket.on("error", (err) => reject(new OperatorError(err.message)));
   });
 }
@@ -88,9 +91,11 @@ export function registerTls(program: Command) {
       const global = cmd.optsWithGlobals<GlobalOptions>();
       const config = loadConfig();
       refuseConfiguredCertificate(config);
-      const material = await renewServerCertificate({ dir: inDataDir(config, "tls"), hostnames: certificateHostnames(config), validityDays: config.tls.certValidityDays }).catch((err: unknown) => {
-        throw err instanceof TlsError ? new CliError(err.message) : err;
-      });
+      const material = await renewServerCertificate({ dir: inDataDir(config, "tls"), hostnames: certificateHostnames(config), validityDays: config.tls.certValidityDays }).catch(
+        (err: unknown) => {
+          throw err instanceof TlsError ? new CliError(err.message) : err;
+        },
+      );
       const outcome = await reloadOutcome(config, material.fingerprint256);
       printResult(global, { certificate: describeMaterial(material), reload: outcome }, [
         `certificate renewed until ${material.notAfter.toISOString()} (SHA-256 ${material.fingerprint256})`,

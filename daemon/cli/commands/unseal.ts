@@ -44,7 +44,11 @@ export function registerUnseal(program: Command) {
         } else if (current.body.mode === "shamir") {
           const progress = current.body.progress as { provided: number; threshold: number } | undefined;
           if (!opts.shareFile && !isInteractive()) throw new CliError("no terminal to ask for the share: use --share-file FILE (- for stdin)");
-          body = { share: opts.shareFile ? extractShare(readSecretFile(opts.shareFile, "share")) : await promptHidden(`Share (${(progress?.provided ?? 0) + 1} of ${progress?.threshold ?? "?"}): `) };
+          body = {
+            share: opts.shareFile
+              ? extractShare(readSecretFile(opts.shareFile, "share"))
+              : await promptHidden(`Share (${(progress?.provided ?? 0) + 1} of ${progress?.threshold ?? "?"}): `),
+          };
         } else body = {};
         const answer = await callDaemon(target, "POST", "/api/v1/keys/unseal", body);
         if (answer.status !== 200) throw new CliError(String(answer.body.detail ?? `the daemon answered ${answer.status}`), answer.status === 403 ? 3 : 1);

@@ -11,4 +11,14 @@ import * as m0009 from "./0009_backup_catalogue.js";
 export type Migration = { name: string; sql: string };
 
 /** In order. Forward-only: a released migration is never edited; fix forward with a new one. */
-export const migrations: Migration[] = [{ name: "0001_foundation", sql: m0001.sql }, { name: "0002_keys", sql: m0002.sql }, { name: "0003_identity", sql: m0003.sql }, { name: "0004_audit", sql: m0004.sql }, { name: "0005_backups", sql: m0005.sql }, { name: "0006_records", sql: m0006.sql }, { name: "0007_hot_path_lookups", sql: m0007.sql }, { name: "0008_siem_cursor", sql: m0008.sql }, { name: "0009_backup_catalogue", sql: m0009.sql }];
+export const migrations: Migration[] = [
+  { name: "0001_foundation", sql: m0001.sql },
+  { name: "0002_keys", sql: m0002.sql },
+  { name: "0003_identity", sql: m0003.sql },
+  { name: "0004_audit", sql: m0004.sql },
+  { name: "0005_backups", sql: m0005.sql },
+  { name: "0006_records", sql: m0006.sql },
+  { name: "0007_hot_path_lookups", sql: m0007.sql },
+  { name: "0008_siem_cursor", sql: m0008.sql },
+  { name: "0009_backup_catalogue", sql: m0009.sql },
+];

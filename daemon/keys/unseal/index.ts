@@ -180,7 +180,9 @@ async function initialiseAtFirstStart(ctx: ApplianceContext): Promise<boolean> {
   const { config, log } = ctx;
   if (config.keys.unseal === "keyfile") {
     const result = await initialiseKeyStore(ctx, "keyfile", {});
-    const where = result.createdFile ? `root key file created at ${result.createdFile}` : `key store initialised with the provisioned key file ${inDataDir(config, config.keys.keyFile)}`;
+    const where = result.createdFile
+      ? `root key file created at ${result.createdFile}`
+      : `key store initialised with the provisioned key file ${inDataDir(config, config.keys.keyFile)}`;
     log.warn(
       `${where}. KEYFILE UNSEAL IS FOR EVALUATION ONLY: anyone who copies the data directory and the database has every key. Production must use keys.unseal = passphrase, shamir or pkcs11 (\`wardkeep keys rekey\`).`,
     );

@@ -31,8 +31,7 @@ function shareError(err: unknown): UnsealError {
  */
 export class ShamirUnseal implements UnsealSource {
   readonly mode = "shamir" as const;
-  readonly wrongKeyMessage =
-    "the shares do not reconstruct this key store's unseal key: at least one share was altered or belongs to another install";
+  readonly wrongKeyMessage = "the shares do not reconstruct this key store's unseal key: at least one share was altered or belongs to another install";
 
   async create(input: CreateSealInput): Promise<SealCreation> {
     const shareCount = input.shareCount ?? 5;
@@ -70,7 +69,10 @@ function checkShareBelongs(share: string, params: z.infer<typeof paramsSchema>) 
     throw shareError(err);
   }
   if (info.splitId !== params.splitId) {
-    throw new UnsealError(`share ${info.label} belongs to split ${info.splitId}, but this key store was split as ${params.splitId} (an older or another install's share)`, "wrong-secret");
+    throw new UnsealError(
+      `share ${info.label} belongs to split ${info.splitId}, but this key store was split as ${params.splitId} (an older or another install's share)`,
+      "wrong-secret",
+    );
   }
   if (info.threshold !== params.threshold) throw new UnsealError(`share ${info.label} does not match this key store's threshold of ${params.threshold}`, "wrong-secret");
   return info;

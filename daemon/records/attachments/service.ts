@@ -47,7 +47,11 @@ function view(open: FieldOpener, r: AttachmentRow): AttachmentView {
 }
 
 async function load(ctx: ApplianceContext, t: Tx, tenantId: string, patientId: string, id: string, lock = false): Promise<AttachmentRow> {
-  const [row] = await t.rows<AttachmentRow>(`SELECT * FROM attachments WHERE id = $1 AND tenant_id = $2 AND patient_id = $3${lock ? " FOR UPDATE" : ""}`, [id, tenantId, patientId]);
+  const [row] = await t.rows<AttachmentRow>(`SELECT * FROM attachments WHERE id = $1 AND tenant_id = $2 AND patient_id = $3${lock ? " FOR UPDATE" : ""}`, [
+    id,
+    tenantId,
+    patientId,
+  ]);
   if (!row) throw new NotFound("no such attachment for this patient");
   return row;
 }
@@ -71,11 +75,40 @@ export async function uploadAttachment(ctx: ApplianceContext, actor: Actor, pati
       return await inScope(ctx.db.app, { kind: "tenant", tenantId }, async (t) => {
         // Again: the patient may have been purged or the care team changed during a long upload.
         const { breakGlass } = await openPatient(ctx, t, actor, "attachment:create", patientId, { lock: true });
-        const enc = await sealRow(ctx, t, { tenantId, patientId, table: "attachments", rowId: id }, { filename_enc: meta.filename, file_key_enc: fileKey, plain_sha256_enc: staged.plainSha256 });
+        const enc = await sealRow(
+          ctx,
+          t,
+          { tenantId, patientId, table: "attachments", rowId: id },
+          { filename_enc: meta.filename, file_key_enc: fileKey, plain_sha256_enc: staged.plainSha256 },
+        );
         const now = ctx.clock.now();
-        await t.exec(`INSERT INTO attachments (id, tenant_id, patient_id, kind, media_type, filename_enc, file_key_enc, plain_sha256_enc, size_bytes, stored_bytes, cipher_sha256, storage_path, created_at, created_by)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)`, [id, tenantId, patientId, meta.kind, meta.mediaType, enc.filename_enc, enc.file_key_enc, enc.plain_sha256_enc, staged.sizeBytes, staged.storedBytes, staged.cipherSha256, staged.storagePath, now, actor.userId]);
-        await recordPhiEvent(ctx, t, actor, { action: "attachment.create", resourceType: "attachment", resourceId: id, patientId, tenantId, breakGlass, reason: `${meta.kind}, ${staged.sizeBytes} bytes` }, req);
+        await t.exec(
+          `INSERT INTO attachments (id, tenant_id, patient_id, kind, media_type, filename_enc, file_key_enc, plain_sha256_enc, size_bytes, stored_bytes, cipher_sha256, storage_path, created_at, created_by)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)`,
+          [
+            id,
+            tenantId,
+            patientId,
+            meta.kind,
+            meta.mediaType,
+            enc.filename_enc,
+            enc.file_key_enc,
+            enc.plain_sha256_enc,
+            staged.sizeBytes,
+            staged.storedBytes,
+            staged.cipherSha256,
+            staged.storagePath,
+            now,
+            actor.userId,
+          ],
+        );
+        await recordPhiEvent(
+          ctx,
+          t,
+          actor,
+          { action: "attachment.create", resourceType: "attachment", resourceId: id, patientId, tenantId, breakGlass, reason: `${meta.kind}, ${staged.sizeBytes} bytes` },
+          req,
+        );
         await staged.commit();
         const row = await load(ctx, t, tenantId, patientId, id);
         return view(await openerFor(ctx, t, [row.filename_enc, row.plain_sha256_enc]), row);
@@ -99,21 +132,41 @@ export async function getAttachment(ctx: ApplianceContext, actor: Actor, patient
   });
 }
 
-export async function listAttachments(ctx: ApplianceContext, actor: Actor, patientId: string, q: { limit: number; cursor?: string | undefined }, req: RequestMeta): Promise<ListPage<AttachmentView>> {
+export async function listAttachments(
+  ctx: ApplianceContext,
+  actor: Actor,
+  patientId: string,
+  q: { limit: number; cursor?: string | undefined },
+  req: RequestMeta,
+): Promise<ListPage<AttachmentView>> {
   const tenantId = tenantOf(actor);
   const purpose = `attachments:${tenantId}:${patientId}`;
   const after = timeIdPosition(decodeCursor(ctx, purpose, q.cursor));
   return inScope(ctx.db.app, { kind: "tenant", tenantId }, async (t) => {
     const { breakGlass } = await openPatient(ctx, t, actor, "attachment:list", patientId);
-    const list = await t.rows<AttachmentRow>(`SELECT * FROM attachments WHERE tenant_id = $1 AND patient_id = $2 AND ($3::timestamptz IS NULL OR (created_at, id) > ($3::timestamptz, $4::uuid))
-        ORDER BY created_at, id LIMIT $5`, [tenantId, patientId, after?.at ?? null, after?.id ?? null, q.limit + 1]);
-    const page = pageOf(ctx, purpose, list, q.limit, (r) => [r.created_at.toISOString(), r.id], (r) => r);
+    const list = await t.rows<AttachmentRow>(
+      `SELECT * FROM attachments WHERE tenant_id = $1 AND patient_id = $2 AND ($3::timestamptz IS NULL OR (created_at, id) > ($3::timestamptz, $4::uuid))
+        ORDER BY created_at, id LIMIT $5`,
+      [tenantId, patientId, after?.at ?? null, after?.id ?? null, q.limit + 1],
+    );
+    const page = pageOf(
+      ctx,
+      purpose,
+      list,
+      q.limit,
+      (r) => [r.created_at.toISOString(), r.id],
+      (r) => r,
+    );
     const open = await openerFor(
       ctx,
       t,
       page.items.flatMap((r) => [r.filename_enc, r.plain_sha256_enc]),
     );
-    const { items, skipped } = openRows(page.items, (r) => r.id, (r) => view(open, r));
+    const { items, skipped } = openRows(
+      page.items,
+      (r) => r.id,
+      (r) => view(open, r),
+    );
     await recordPhiEvent(ctx, t, actor, { action: "attachment.list", resourceType: "attachment", patientId, tenantId, breakGlass, reason: `${items.length} shown` }, req);
     await recordUndecryptable(ctx, t, actor, skipped, { resourceType: "attachment", tenantId, patientId, breakGlass }, req);
     return { items, nextCursor: page.nextCursor, undecryptable: skipped.length };

@@ -106,7 +106,13 @@ export async function stageEncrypted(
   const out: Writable = fs.createWriteStream(partPath, { flags: "wx", mode: 0o600 });
   const remove = async (p: string) => fs.promises.rm(p, { force: true });
   try {
-    await pipeline(w.body, limiter, new SegmentEncryptStream(w.fileKey, associatedData(w.tenantId, w.patientId, w.attachmentId), ctx.config.records.attachmentSegmentKib * 1024), tap, out);
+    await pipeline(
+      w.body,
+      limiter,
+      new SegmentEncryptStream(w.fileKey, associatedData(w.tenantId, w.patientId, w.attachmentId), ctx.config.records.attachmentSegmentKib * 1024),
+      tap,
+      out,
+    );
     await fsyncPath(partPath);
   } catch (err) {
     await remove(partPath);

@@ -87,14 +87,24 @@ async function loadConsent(ctx: ApplianceContext, t: Tx, tenantId: string, patie
 export async function grantConsent(ctx: ApplianceContext, actor: Actor, patientId: string, input: ConsentGrant, meta: RequestMeta): Promise<ConsentView> {
   const tenantId = tenantOf(actor);
   const now = ctx.clock.now();
-  if (input.expiresAt && input.expiresAt <= now) throw new Invalid("expiresAt must be in the future", { errors: [{ path: "expiresAt", message: "must be in the future", code: "custom" }] });
+  if (input.expiresAt && input.expiresAt <= now)
+    throw new Invalid("expiresAt must be in the future", { errors: [{ path: "expiresAt", message: "must be in the future", code: "custom" }] });
   return inScope(ctx.db.app, { kind: "tenant", tenantId }, async (t) => {
     const { breakGlass } = await openPatient(ctx, t, actor, "consent:create", patientId);
     const id = randomUUID();
     const enc = await sealRow(ctx, t, { tenantId, patientId, table: "consents", rowId: id }, { scope_enc: input.scope ?? null, evidence_enc: JSON.stringify(input.evidence) });
-    await t.exec(`INSERT INTO consents (id, tenant_id, patient_id, consent_type, text_version, scope_enc, method, evidence_enc, granted_at, granted_by, expires_at)
-       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)`, [id, tenantId, patientId, input.type, input.textVersion, enc.scope_enc, input.evidence.method, enc.evidence_enc, now, actor.userId, input.expiresAt ?? null]);
-    await recordPhiEvent(ctx, t, actor, { action: "consent.grant", resourceType: "consent", resourceId: id, patientId, tenantId, breakGlass, reason: `type ${input.type} v${input.textVersion}` }, meta);
+    await t.exec(
+      `INSERT INTO consents (id, tenant_id, patient_id, consent_type, text_version, scope_enc, method, evidence_enc, granted_at, granted_by, expires_at)
+       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)`,
+      [id, tenantId, patientId, input.type, input.textVersion, enc.scope_enc, input.evidence.method, enc.evidence_enc, now, actor.userId, input.expiresAt ?? null],
+    );
+    await recordPhiEvent(
+      ctx,
+      t,
+      actor,
+      { action: "consent.grant", resourceType: "consent", resourceId: id, patientId, tenantId, breakGlass, reason: `type ${input.type} v${input.textVersion}` },
+      meta,
+    );
     const row = await loadConsent(ctx, t, tenantId, patientId, id);
     const open = await openerFor(ctx, t, [row.scope_enc, row.evidence_enc]);
     return fullView(open, row, now);
@@ -109,9 +119,23 @@ export async function revokeConsent(ctx: ApplianceContext, actor: Actor, patient
       const { breakGlass } = await openPatient(ctx, t, actor, "consent:update", patientId);
       const existing = await loadConsent(ctx, t, tenantId, patientId, consentId);
       if (existing.revoked_at) throw new Conflict(`this consent was already revoked on ${existing.revoked_at.toISOString()}`);
-      const enc = await sealRow(ctx, t, { tenantId, patientId, table: "consent_revocations", rowId: consentId }, { evidence_enc: JSON.stringify(input.evidence), reason_enc: input.reason ?? null });
-      await t.exec(`INSERT INTO consent_revocations (consent_id, tenant_id, patient_id, revoked_at, revoked_by, method, evidence_enc, reason_enc) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`, [consentId, tenantId, patientId, now, actor.userId, input.evidence.method, enc.evidence_enc, enc.reason_enc]);
-      await recordPhiEvent(ctx, t, actor, { action: "consent.revoke", resourceType: "consent", resourceId: consentId, patientId, tenantId, breakGlass, reason: `type ${existing.consent_type}` }, meta);
+      const enc = await sealRow(
+        ctx,
+        t,
+        { tenantId, patientId, table: "consent_revocations", rowId: consentId },
+        { evidence_enc: JSON.stringify(input.evidence), reason_enc: input.reason ?? null },
+      );
+      await t.exec(
+        `INSERT INTO consent_revocations (consent_id, tenant_id, patient_id, revoked_at, revoked_by, method, evidence_enc, reason_enc) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`,
+        [consentId, tenantId, patientId, now, actor.userId, input.evidence.method, enc.evidence_enc, enc.reason_enc],
+      );
+      await recordPhiEvent(
+        ctx,
+        t,
+        actor,
+        { action: "consent.revoke", resourceType: "consent", resourceId: consentId, patientId, tenantId, breakGlass, reason: `type ${existing.consent_type}` },
+        meta,
+      );
       const row = await loadConsent(ctx, t, tenantId, patientId, consentId);
       const open = await openerFor(ctx, t, [row.scope_enc, row.evidence_enc, row.revocation_evidence_enc, row.revocation_reason_enc]);
       return fullView(open, row, now);
@@ -147,13 +171,27 @@ export async function listConsents(
   const after = timeIdPosition(decodeCursor(ctx, purpose, q.cursor));
   return inScope(ctx.db.app, { kind: "tenant", tenantId }, async (t) => {
     const { breakGlass } = await openPatient(ctx, t, actor, "consent:list", patientId);
-    const list = await t.rows<ConsentRow>(`${SELECT} WHERE c.tenant_id = $1 AND c.patient_id = $2 AND ($3::text IS NULL OR c.consent_type = $3)
+    const list = await t.rows<ConsentRow>(
+      `${SELECT} WHERE c.tenant_id = $1 AND c.patient_id = $2 AND ($3::text IS NULL OR c.consent_type = $3)
          AND ($4::timestamptz IS NULL OR (c.granted_at, c.id) > ($4::timestamptz, $5::uuid))
-       ORDER BY c.granted_at, c.id LIMIT $6`, [tenantId, patientId, q.type ?? null, after?.at ?? null, after?.id ?? null, q.limit + 1]);
-    const page = pageOf(ctx, purpose, list, q.limit, (r) => [r.granted_at.toISOString(), r.id], (r) => r);
+       ORDER BY c.granted_at, c.id LIMIT $6`,
+      [tenantId, patientId, q.type ?? null, after?.at ?? null, after?.id ?? null, q.limit + 1],
+    );
+    const page = pageOf(
+      ctx,
+      purpose,
+      list,
+      q.limit,
+      (r) => [r.granted_at.toISOString(), r.id],
+      (r) => r,
+    );
     const open = await openerFor(ctx, t, summaryCiphertexts(page.items));
     const now = ctx.clock.now();
-    const { items, skipped } = openRows(page.items, (r) => r.id, (r) => summary(open, r, now));
+    const { items, skipped } = openRows(
+      page.items,
+      (r) => r.id,
+      (r) => summary(open, r, now),
+    );
     await recordPhiEvent(ctx, t, actor, { action: "consent.list", resourceType: "consent", patientId, tenantId, breakGlass, reason: `${items.length} shown` }, meta);
     await recordUndecryptable(ctx, t, actor, skipped, { resourceType: "consent", tenantId, patientId, breakGlass }, meta);
     return { items, nextCursor: page.nextCursor, undecryptable: skipped.length };
@@ -169,14 +207,25 @@ export async function consentInForce(ctx: ApplianceContext, actor: Actor, patien
   const at = q.at ?? ctx.clock.now();
   return inScope(ctx.db.app, { kind: "tenant", tenantId }, async (t) => {
     const { breakGlass } = await openPatient(ctx, t, actor, "consent:read", patientId);
-    const [row] = await t.rows<ConsentRow>(`${SELECT} WHERE c.tenant_id = $1 AND c.patient_id = $2 AND c.consent_type = $3 AND ($4::text IS NULL OR c.text_version = $4)
+    const [row] = await t.rows<ConsentRow>(
+      `${SELECT} WHERE c.tenant_id = $1 AND c.patient_id = $2 AND c.consent_type = $3 AND ($4::text IS NULL OR c.text_version = $4)
          AND c.granted_at <= $5 AND (c.expires_at IS NULL OR c.expires_at > $5) AND (r.revoked_at IS NULL OR r.revoked_at > $5)
-       ORDER BY c.granted_at DESC, c.id DESC LIMIT 1`, [tenantId, patientId, q.type, q.textVersion ?? null, at]);
+       ORDER BY c.granted_at DESC, c.id DESC LIMIT 1`,
+      [tenantId, patientId, q.type, q.textVersion ?? null, at],
+    );
     await recordPhiEvent(
       ctx,
       t,
       actor,
-      { action: "consent.check", resourceType: "consent", resourceId: row?.id ?? null, patientId, tenantId, breakGlass, reason: `type ${q.type}: ${row ? "in force" : "not in force"}` },
+      {
+        action: "consent.check",
+        resourceType: "consent",
+        resourceId: row?.id ?? null,
+        patientId,
+        tenantId,
+        breakGlass,
+        reason: `type ${q.type}: ${row ? "in force" : "not in force"}`,
+      },
       meta,
     );
     const open = await openerFor(ctx, t, row ? summaryCiphertexts([row]) : []);

@@ -61,13 +61,29 @@ const view = (r: RequestRow): DeletionRequestView => ({
 });
 
 /** A refusal because of a legal hold, audited in its own transaction (the work never starts). */
-async function auditHoldRefusal(ctx: ApplianceContext, actor: Actor, tenantId: string, action: string, patientId: string | null, holds: string[], meta: RequestMeta): Promise<void> {
+async function auditHoldRefusal(
+  ctx: ApplianceContext,
+  actor: Actor,
+  tenantId: string,
+  action: string,
+  patientId: string | null,
+  holds: string[],
+  meta: RequestMeta,
+): Promise<void> {
   await inScope(ctx.db.app, { kind: "tenant", tenantId }, (t) =>
     recordPhiEvent(
       ctx,
       t,
       actor,
-      { action, resourceType: patientId ? "patient" : "tenant", resourceId: patientId ?? tenantId, patientId, tenantId, outcome: "denied", reason: `legal hold: ${holds.join(",")}` },
+      {
+        action,
+        resourceType: patientId ? "patient" : "tenant",
+        resourceId: patientId ?? tenantId,
+        patientId,
+        tenantId,
+        outcome: "denied",
+        reason: `legal hold: ${holds.join(",")}`,
+      },
       meta,
     ),
   );
@@ -77,7 +93,10 @@ async function insertRequest(ctx: ApplianceContext, t: Tx, actor: Actor, tenantI
   const now = ctx.clock.now();
   const purgeAfter = new Date(now.getTime() + ctx.config.records.deletionGraceDays * 86_400_000);
   try {
-    const [row] = await t.rows<RequestRow>(`INSERT INTO deletion_requests (tenant_id, subject, patient_id, requested_at, requested_by, purge_after) VALUES ($1, $2, $3, $4, $5, $6) RETURNING *`, [tenantId, patientId ? "patient" : "tenant", patientId, now, actor.userId, purgeAfter]);
+    const [row] = await t.rows<RequestRow>(
+      `INSERT INTO deletion_requests (tenant_id, subject, patient_id, requested_at, requested_by, purge_after) VALUES ($1, $2, $3, $4, $5, $6) RETURNING *`,
+      [tenantId, patientId ? "patient" : "tenant", patientId, now, actor.userId, purgeAfter],
+    );
     return row!;
   } catch (err) {
     if (isUniqueViolation(err, "deletion_requests_pending_patient") || isUniqueViolation(err, "deletion_requests_pending_tenant")) {
@@ -119,7 +138,13 @@ export async function requestTenantDeletion(ctx: ApplianceContext, actor: Actor,
       const holds = await activeHolds(ctx, t, tenantId);
       if (holds.length) throw new LegalHoldActive(`deleting this tenant is blocked by ${holds.length} active legal hold(s)`, { legalHoldIds: holds });
       const row = await insertRequest(ctx, t, actor, tenantId, null);
-      await recordPhiEvent(ctx, t, actor, { action: "tenant.deletion.request", resourceType: "deletion_request", resourceId: row.id, tenantId, reason: `purge after ${row.purge_after.toISOString()}` }, meta);
+      await recordPhiEvent(
+        ctx,
+        t,
+        actor,
+        { action: "tenant.deletion.request", resourceType: "deletion_request", resourceId: row.id, tenantId, reason: `purge after ${row.purge_after.toISOString()}` },
+        meta,
+      );
       ctx.log.warn("tenant deletion requested", { tenantId, requestId: row.id, purgeAfter: row.purge_after.toISOString() });
       return view(row);
     });
@@ -181,9 +206,12 @@ async function purgePatientRows(ctx: ApplianceContext, t: Tx, tenantId: string, 
   }
   // Break-glass reasons are free text typed about this patient: they go too (the audit trail keeps its copy).
   await t.exec(`UPDATE break_glass_grants SET reason = '(removed when the patient was purged)', ended_at = coalesce(ended_at, $3) ${scoped}`, [tenantId, patientId, now]);
-  await t.exec(`UPDATE patients SET status = 'purged', name_enc = NULL, birth_date_enc = NULL, mrn_enc = NULL, phone_enc = NULL, email_enc = NULL, address_enc = NULL,
+  await t.exec(
+    `UPDATE patients SET status = 'purged', name_enc = NULL, birth_date_enc = NULL, mrn_enc = NULL, phone_enc = NULL, email_enc = NULL, address_enc = NULL,
        mrn_bidx = NULL, email_bidx = NULL, purged_at = $3, updated_at = $3, updated_by = NULL, version = version + 1
-     WHERE tenant_id = $1 AND id = $2`, [tenantId, patientId, now]);
+     WHERE tenant_id = $1 AND id = $2`,
+    [tenantId, patientId, now],
+  );
 }
 
 export type PurgeOutcome = { requestId: string; subject: "patient" | "tenant"; tenantId: string; patientId: string | null; result: "purged" | "blocked" | "skipped" };
@@ -195,7 +223,15 @@ async function markBlocked(ctx: ApplianceContext, t: Tx, r: RequestRow, holds: s
       ctx,
       t,
       SYSTEM_ACTOR,
-      { action: `${r.subject}.purge`, resourceType: r.subject, resourceId: r.patient_id ?? r.tenant_id, patientId: r.patient_id, tenantId: r.tenant_id, outcome: "denied", reason: `legal hold: ${holds.join(",")}` },
+      {
+        action: `${r.subject}.purge`,
+        resourceType: r.subject,
+        resourceId: r.patient_id ?? r.tenant_id,
+        patientId: r.patient_id,
+        tenantId: r.tenant_id,
+        outcome: "denied",
+        reason: `legal hold: ${holds.join(",")}`,
+      },
       null,
     );
     ctx.log.warn("purge postponed by a legal hold", { requestId: r.id, tenantId: r.tenant_id, legalHolds: holds.length });
@@ -219,7 +255,13 @@ async function purgePatientRequest(ctx: ApplianceContext, id: string, tenantId: 
     // Grace 0: the grace period was the request's; the keys go now, with the rows.
     await scheduleShred(ctx, { kind: "patient", tenantId, patientId: r.patient_id! }, { transaction: t, graceDays: 0 });
     await t.exec("UPDATE deletion_requests SET status = 'purged', purged_at = $2 WHERE id = $1", [id, ctx.clock.now()]);
-    await recordPhiEvent(ctx, t, SYSTEM_ACTOR, { action: "patient.purge", resourceType: "patient", resourceId: r.patient_id, patientId: r.patient_id, tenantId, reason: `deletion request ${id}` }, null);
+    await recordPhiEvent(
+      ctx,
+      t,
+      SYSTEM_ACTOR,
+      { action: "patient.purge", resourceType: "patient", resourceId: r.patient_id, patientId: r.patient_id, tenantId, reason: `deletion request ${id}` },
+      null,
+    );
     return { requestId: id, subject: "patient" as const, tenantId, patientId: r.patient_id, result: "purged" as const };
   });
   if (outcome?.result === "purged") await removeFolder(ctx, tenantId, outcome.patientId!);
@@ -262,7 +304,10 @@ async function purgeTenantRequest(ctx: ApplianceContext, id: string, tenantId: s
  */
 export async function purgeDueDeletions(ctx: ApplianceContext): Promise<PurgeOutcome[]> {
   const due = await inScope(ctx.db.app, { kind: "appliance" }, (t) =>
-    t.rows<{ id: string; tenant_id: string; subject: "patient" | "tenant" }>("SELECT id, tenant_id, subject FROM deletion_requests WHERE status = 'pending' AND purge_after <= $1 ORDER BY purge_after LIMIT 1000", [ctx.clock.now()]),
+    t.rows<{ id: string; tenant_id: string; subject: "patient" | "tenant" }>(
+      "SELECT id, tenant_id, subject FROM deletion_requests WHERE status = 'pending' AND purge_after <= $1 ORDER BY purge_after LIMIT 1000",
+      [ctx.clock.now()],
+    ),
   );
   const outcomes: PurgeOutcome[] = [];
   for (const d of due) {
@@ -276,7 +321,8 @@ export async function purgeDueDeletions(ctx: ApplianceContext): Promise<PurgeOut
   }
   if (outcomes.some((o) => o.result === "purged")) {
     await destroyDueKeys(ctx);
-    for (const o of outcomes.filter((x) => x.result === "purged")) ctx.log.info("records purged and data keys destroyed", { requestId: o.requestId, subject: o.subject, tenantId: o.tenantId, patientId: o.patientId });
+    for (const o of outcomes.filter((x) => x.result === "purged"))
+      ctx.log.info("records purged and data keys destroyed", { requestId: o.requestId, subject: o.subject, tenantId: o.tenantId, patientId: o.patientId });
   }
   return outcomes;
 }

@@ -241,7 +241,15 @@ function bundleOf(rows: BatchRows, open: FieldOpener, tenantId: string, patient:
 type Scope = { kind: "patient"; patientId: string } | { kind: "tenant" };
 
 /** Batches of bundles, each batch read and audited in one transaction. */
-async function* bundlesOf(ctx: ApplianceContext, actor: Actor, tenantId: string, scope: Scope, q: ExportQuery, meta: RequestMeta, skippedOut: SkippedRow[]): AsyncGenerator<Bundle> {
+async function* bundlesOf(
+  ctx: ApplianceContext,
+  actor: Actor,
+  tenantId: string,
+  scope: Scope,
+  q: ExportQuery,
+  meta: RequestMeta,
+  skippedOut: SkippedRow[],
+): AsyncGenerator<Bundle> {
   const size = ctx.config.records.exportBatchSize;
   let after = "00000000-0000-0000-0000-000000000000";
   for (;;) {
@@ -253,11 +261,27 @@ async function* bundlesOf(ctx: ApplianceContext, actor: Actor, tenantId: string,
       if (patients.length === 0) return { bundles: [], read: 0 };
       const { bundles, skipped } = await loadBundles(ctx, t, patients);
       // One patient asked for: its export fails as a read of it would (410 when shredded).
-      if (scope.kind === "patient" && skipped[0]) throw skipped[0].cause === "shredded" ? new RecordShredded("this patient's data key was destroyed (crypto-shredded); the records cannot be exported") : new UndecryptableValue("tampered");
+      if (scope.kind === "patient" && skipped[0])
+        throw skipped[0].cause === "shredded"
+          ? new RecordShredded("this patient's data key was destroyed (crypto-shredded); the records cannot be exported")
+          : new UndecryptableValue("tampered");
       await recordUndecryptable(ctx, t, actor, skipped, { resourceType: "patient", tenantId }, meta);
       skippedOut.push(...skipped);
       for (const b of bundles) {
-        await recordPhiEvent(ctx, t, actor, { action: "patient.export", resourceType: "patient", resourceId: b.patient.id, patientId: b.patient.id, tenantId, reason: `${q.format}${q.format === "csv" ? ` ${q.records}` : ""}` }, meta);
+        await recordPhiEvent(
+          ctx,
+          t,
+          actor,
+          {
+            action: "patient.export",
+            resourceType: "patient",
+            resourceId: b.patient.id,
+            patientId: b.patient.id,
+            tenantId,
+            reason: `${q.format}${q.format === "csv" ? ` ${q.records}` : ""}`,
+          },
+          meta,
+        );
       }
       return { bundles, read: patients.length, last: patients[patients.length - 1]!.id };
     });
@@ -296,7 +320,23 @@ const CSV_COLUMNS: Record<CsvRecords, string[]> = {
   patients: ["id", "name", "birth_date", "mrn", "phone", "email", "address", "created_at", "updated_at"],
   appointments: ["id", "patient_id", "practitioner_id", "starts_at", "ends_at", "status", "created_at"],
   notes: ["note_id", "patient_id", "kind", "status", "version", "change", "body", "reason", "created_at", "created_by", "signed"],
-  consents: ["id", "patient_id", "type", "text_version", "scope", "method", "evidence", "granted_at", "granted_by", "expires_at", "revoked_at", "revoked_by", "revocation_method", "revocation_reason", "revocation_evidence"],
+  consents: [
+    "id",
+    "patient_id",
+    "type",
+    "text_version",
+    "scope",
+    "method",
+    "evidence",
+    "granted_at",
+    "granted_by",
+    "expires_at",
+    "revoked_at",
+    "revoked_by",
+    "revocation_method",
+    "revocation_reason",
+    "revocation_evidence",
+  ],
   attachments: ["id", "patient_id", "kind", "media_type", "filename", "size_bytes", "sha256", "created_at", "created_by"],
 };
 
@@ -308,7 +348,9 @@ function csvRows(records: CsvRecords, b: Bundle): unknown[][] {
     case "appointments":
       return b.appointments.map((a) => [a.id, p.id, a.practitionerId, a.startsAt, a.endsAt, a.status, a.createdAt]);
     case "notes":
-      return b.notes.flatMap((n) => n.versions.map((v) => [n.id, p.id, n.kind, n.status, v.version, v.change, v.body, v.reason, v.createdAt, v.createdBy, n.signedVersion === v.version]));
+      return b.notes.flatMap((n) =>
+        n.versions.map((v) => [n.id, p.id, n.kind, n.status, v.version, v.change, v.body, v.reason, v.createdAt, v.createdBy, n.signedVersion === v.version]),
+      );
     case "consents":
       return b.consents.map((c) => [
         c.id,
@@ -343,13 +385,26 @@ export type ExportTarget = {
  * happen before `begin`, so a refusal is still a clean problem answer; a failure later can only
  * cut the stream short, which the caller turns into an aborted response.
  */
-export async function streamExport(ctx: ApplianceContext, actor: Actor, scope: Scope, q: ExportQuery, target: ExportTarget, meta: RequestMeta): Promise<{ patients: number; undecryptable: number }> {
+export async function streamExport(
+  ctx: ApplianceContext,
+  actor: Actor,
+  scope: Scope,
+  q: ExportQuery,
+  target: ExportTarget,
+  meta: RequestMeta,
+): Promise<{ patients: number; undecryptable: number }> {
   const tenantId = tenantOf(actor);
   authorize(actor, scope.kind === "patient" ? "data_export:patient" : "data_export:tenant", { tenantId });
   const exportedAt = ctx.clock.now().toISOString();
   if (scope.kind === "tenant") {
     await inScope(ctx.db.app, { kind: "tenant", tenantId }, (t) =>
-      recordPhiEvent(ctx, t, actor, { action: "tenant.export", resourceType: "tenant", resourceId: tenantId, tenantId, reason: `${q.format}${q.format === "csv" ? ` ${q.records}` : ""}` }, meta),
+      recordPhiEvent(
+        ctx,
+        t,
+        actor,
+        { action: "tenant.export", resourceType: "tenant", resourceId: tenantId, tenantId, reason: `${q.format}${q.format === "csv" ? ` ${q.records}` : ""}` },
+        meta,
+      ),
     );
   }
   const skipped: SkippedRow[] = [];
@@ -359,7 +414,10 @@ export async function streamExport(ctx: ApplianceContext, actor: Actor, scope: S
   let count = 0;
   if (q.format === "json") {
     target.begin("application/json; charset=utf-8", `${name}.json`);
-    await write(target.out, `{"format":"wardkeep-records-export/v1","scope":${JSON.stringify(scope.kind)},"tenantId":${JSON.stringify(tenantId)},"exportedAt":${JSON.stringify(exportedAt)},"patients":[`);
+    await write(
+      target.out,
+      `{"format":"wardkeep-records-export/v1","scope":${JSON.stringify(scope.kind)},"tenantId":${JSON.stringify(tenantId)},"exportedAt":${JSON.stringify(exportedAt)},"patients":[`,
+    );
     for (let it = first; !it.done; it = await source.next()) {
       await write(target.out, (count++ ? "," : "") + JSON.stringify(it.value));
     }

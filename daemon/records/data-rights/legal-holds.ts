@@ -84,7 +84,10 @@ export async function releaseLegalHold(ctx: ApplianceContext, actor: Actor, pati
     if (hold.released_at) throw new Conflict(`this legal hold was already released on ${hold.released_at.toISOString()}`);
     const [row] = await t.rows<HoldRow>("UPDATE legal_holds SET released_at = $2, released_by = $3 WHERE id = $1 RETURNING *", [holdId, ctx.clock.now(), actor.userId]);
     // A purge this hold blocked is audited again if another hold blocks it later.
-    await t.exec("UPDATE deletion_requests SET blocked_since = NULL WHERE tenant_id = $1 AND status = 'pending' AND (patient_id = $2 OR subject = 'tenant')", [tenantId, patientId]);
+    await t.exec("UPDATE deletion_requests SET blocked_since = NULL WHERE tenant_id = $1 AND status = 'pending' AND (patient_id = $2 OR subject = 'tenant')", [
+      tenantId,
+      patientId,
+    ]);
     await recordPhiEvent(ctx, t, actor, { action: "legal_hold.release", resourceType: "legal_hold", resourceId: holdId, patientId, tenantId }, meta);
     return (await views(ctx, t, [row!]))[0]!;
   });
@@ -94,8 +97,11 @@ export async function listLegalHolds(ctx: ApplianceContext, actor: Actor, q: z.i
   const tenantId = tenantOf(actor);
   authorize(actor, "legal_hold:list", { tenantId });
   return inScope(ctx.db.app, { kind: "tenant", tenantId }, async (t) => {
-    const list = await t.rows<HoldRow>(`SELECT * FROM legal_holds WHERE tenant_id = $1 AND ($2::uuid IS NULL OR patient_id = $2::uuid) AND (NOT $3::boolean OR released_at IS NULL)
-        ORDER BY placed_at DESC LIMIT 500`, [tenantId, q.patientId ?? null, q.active === "true"]);
+    const list = await t.rows<HoldRow>(
+      `SELECT * FROM legal_holds WHERE tenant_id = $1 AND ($2::uuid IS NULL OR patient_id = $2::uuid) AND (NOT $3::boolean OR released_at IS NULL)
+        ORDER BY placed_at DESC LIMIT 500`,
+      [tenantId, q.patientId ?? null, q.active === "true"],
+    );
     await recordPhiEvent(ctx, t, actor, { action: "legal_hold.list", resourceType: "legal_hold", patientId: q.patientId ?? null, tenantId, reason: `${list.length} shown` }, meta);
     return { items: await views(ctx, t, list) };
   });

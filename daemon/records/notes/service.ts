@@ -81,12 +81,25 @@ async function loadNote(ctx: ApplianceContext, t: Tx, tenantId: string, patientI
 async function insertVersion(
   ctx: ApplianceContext,
   t: Tx,
-  w: { tenantId: string; patientId: string; noteId: string; version: number; change: "original" | "edit" | "amendment"; body: string; reason?: string | undefined; by: string; at: Date },
+  w: {
+    tenantId: string;
+    patientId: string;
+    noteId: string;
+    version: number;
+    change: "original" | "edit" | "amendment";
+    body: string;
+    reason?: string | undefined;
+    by: string;
+    at: Date;
+  },
 ): Promise<void> {
   const id = randomUUID();
   const enc = await sealRow(ctx, t, { tenantId: w.tenantId, patientId: w.patientId, table: "note_versions", rowId: id }, { body_enc: w.body, reason_enc: w.reason ?? null });
-  await t.exec(`INSERT INTO note_versions (id, tenant_id, patient_id, note_id, version, change, body_enc, reason_enc, created_at, created_by)
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)`, [id, w.tenantId, w.patientId, w.noteId, w.version, w.change, enc.body_enc, enc.reason_enc, w.at, w.by]);
+  await t.exec(
+    `INSERT INTO note_versions (id, tenant_id, patient_id, note_id, version, change, body_enc, reason_enc, created_at, created_by)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)`,
+    [id, w.tenantId, w.patientId, w.noteId, w.version, w.change, enc.body_enc, enc.reason_enc, w.at, w.by],
+  );
 }
 
 export async function createNote(ctx: ApplianceContext, actor: Actor, patientId: string, input: NoteCreate, meta: RequestMeta): Promise<NoteView> {
@@ -95,7 +108,10 @@ export async function createNote(ctx: ApplianceContext, actor: Actor, patientId:
     const { breakGlass, lockedWriteKey } = await openPatient(ctx, t, actor, "note:create", patientId, { writeKey: true });
     if (input.sourceAttachmentId) {
       const [a] = await t.rows("SELECT 1 FROM attachments WHERE id = $1 AND tenant_id = $2 AND patient_id = $3", [input.sourceAttachmentId, tenantId, patientId]);
-      if (!a) throw new Invalid("sourceAttachmentId must name an attachment of this patient", { errors: [{ path: "sourceAttachmentId", message: "no such attachment for this patient", code: "custom" }] });
+      if (!a)
+        throw new Invalid("sourceAttachmentId must name an attachment of this patient", {
+          errors: [{ path: "sourceAttachmentId", message: "no such attachment for this patient", code: "custom" }],
+        });
     }
     const id = randomUUID();
     const versionId = randomUUID();
@@ -103,10 +119,13 @@ export async function createNote(ctx: ApplianceContext, actor: Actor, patientId:
     const enc = await sealRow(ctx, t, { tenantId, patientId, table: "note_versions", rowId: versionId }, { body_enc: input.body }, lockedWriteKey);
     // The note and its original version in one statement, sent with the audit event and COMMIT
     // in one round trip (this is the benchmarked write path).
-    await t.holdForCommit({ text: `WITH note AS (
+    await t.holdForCommit({
+      text: `WITH note AS (
          INSERT INTO notes (id, tenant_id, patient_id, kind, source_attachment_id, created_at, created_by, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $6) RETURNING id)
        INSERT INTO note_versions (id, tenant_id, patient_id, note_id, version, change, body_enc, created_at, created_by)
-       SELECT $8, $2, $3, note.id, 1, 'original', $9, $6, $7 FROM note`, values: [id, tenantId, patientId, input.kind, input.sourceAttachmentId ?? null, now, actor.userId, versionId, enc.body_enc] });
+       SELECT $8, $2, $3, note.id, 1, 'original', $9, $6, $7 FROM note`,
+      values: [id, tenantId, patientId, input.kind, input.sourceAttachmentId ?? null, now, actor.userId, versionId, enc.body_enc],
+    });
     await recordPhiEvent(ctx, t, actor, { action: "note.create", resourceType: "note", resourceId: id, patientId, tenantId, breakGlass }, meta);
     const at = now.toISOString();
     return {
@@ -138,15 +157,31 @@ export async function getNote(ctx: ApplianceContext, actor: Actor, patientId: st
   });
 }
 
-export async function listNotes(ctx: ApplianceContext, actor: Actor, patientId: string, q: { limit: number; cursor?: string | undefined }, meta: RequestMeta): Promise<ListPage<NoteView>> {
+export async function listNotes(
+  ctx: ApplianceContext,
+  actor: Actor,
+  patientId: string,
+  q: { limit: number; cursor?: string | undefined },
+  meta: RequestMeta,
+): Promise<ListPage<NoteView>> {
   const tenantId = tenantOf(actor);
   const purpose = `notes:${tenantId}:${patientId}`;
   const after = timeIdPosition(decodeCursor(ctx, purpose, q.cursor));
   return inScope(ctx.db.app, { kind: "tenant", tenantId }, async (t) => {
     const { breakGlass } = await openPatient(ctx, t, actor, "note:list", patientId);
-    const list = await t.rows<NoteRow>(`${SELECT} WHERE n.tenant_id = $1 AND n.patient_id = $2 AND ($3::timestamptz IS NULL OR (n.created_at, n.id) > ($3::timestamptz, $4::uuid))
-        ORDER BY n.created_at, n.id LIMIT $5`, [tenantId, patientId, after?.at ?? null, after?.id ?? null, q.limit + 1]);
-    const page = pageOf(ctx, purpose, list, q.limit, (r) => [r.created_at.toISOString(), r.id], (r) => r);
+    const list = await t.rows<NoteRow>(
+      `${SELECT} WHERE n.tenant_id = $1 AND n.patient_id = $2 AND ($3::timestamptz IS NULL OR (n.created_at, n.id) > ($3::timestamptz, $4::uuid))
+        ORDER BY n.created_at, n.id LIMIT $5`,
+      [tenantId, patientId, after?.at ?? null, after?.id ?? null, q.limit + 1],
+    );
+    const page = pageOf(
+      ctx,
+      purpose,
+      list,
+      q.limit,
+      (r) => [r.created_at.toISOString(), r.id],
+      (r) => r,
+    );
     const { items, skipped } = openRows(page.items, (r) => r.id, await viewer(ctx, t, page.items));
     for (const n of items) await recordPhiEvent(ctx, t, actor, { action: "note.list", resourceType: "note", resourceId: n.id, patientId, tenantId, breakGlass }, meta);
     await recordUndecryptable(ctx, t, actor, skipped, { resourceType: "note", tenantId, patientId, breakGlass }, meta);
@@ -155,7 +190,15 @@ export async function listNotes(ctx: ApplianceContext, actor: Actor, patientId: 
 }
 
 /** An edit of a draft, or an amendment (with a reason) of a signed note: a new version either way. */
-export async function reviseNote(ctx: ApplianceContext, actor: Actor, patientId: string, noteId: string, expectedVersion: number, input: NoteRevise, meta: RequestMeta): Promise<NoteView> {
+export async function reviseNote(
+  ctx: ApplianceContext,
+  actor: Actor,
+  patientId: string,
+  noteId: string,
+  expectedVersion: number,
+  input: NoteRevise,
+  meta: RequestMeta,
+): Promise<NoteView> {
   const tenantId = tenantOf(actor);
   return inScope(ctx.db.app, { kind: "tenant", tenantId }, async (t) => {
     const { breakGlass } = await openPatient(ctx, t, actor, "note:update", patientId);
@@ -167,7 +210,17 @@ export async function reviseNote(ctx: ApplianceContext, actor: Actor, patientId:
     }
     const now = ctx.clock.now();
     const next = note.current_version + 1;
-    await insertVersion(ctx, t, { tenantId, patientId, noteId, version: next, change: amending ? "amendment" : "edit", body: input.body, reason: input.reason, by: actor.userId, at: now });
+    await insertVersion(ctx, t, {
+      tenantId,
+      patientId,
+      noteId,
+      version: next,
+      change: amending ? "amendment" : "edit",
+      body: input.body,
+      reason: input.reason,
+      by: actor.userId,
+      at: now,
+    });
     await t.exec("UPDATE notes SET current_version = $2, status = $3, version = version + 1, updated_at = $4 WHERE id = $1", [noteId, next, amending ? "amended" : "draft", now]);
     await recordPhiEvent(
       ctx,
@@ -200,7 +253,15 @@ export async function signNote(ctx: ApplianceContext, actor: Actor, patientId: s
       ctx,
       t,
       actor,
-      { action: "note.sign", resourceType: "note", resourceId: noteId, patientId, tenantId, breakGlass: !access.assigned && access.breakGlass, reason: `version ${note.current_version}` },
+      {
+        action: "note.sign",
+        resourceType: "note",
+        resourceId: noteId,
+        patientId,
+        tenantId,
+        breakGlass: !access.assigned && access.breakGlass,
+        reason: `version ${note.current_version}`,
+      },
       meta,
     );
     return (await views(ctx, t, [await loadNote(ctx, t, tenantId, patientId, noteId)]))[0]!;
@@ -208,12 +269,27 @@ export async function signNote(ctx: ApplianceContext, actor: Actor, patientId: s
 }
 
 /** Every version of a note, oldest first, with amendment reasons. */
-export async function noteHistory(ctx: ApplianceContext, actor: Actor, patientId: string, noteId: string, meta: RequestMeta): Promise<{ noteId: string; versions: NoteVersionView[] }> {
+export async function noteHistory(
+  ctx: ApplianceContext,
+  actor: Actor,
+  patientId: string,
+  noteId: string,
+  meta: RequestMeta,
+): Promise<{ noteId: string; versions: NoteVersionView[] }> {
   const tenantId = tenantOf(actor);
   return inScope(ctx.db.app, { kind: "tenant", tenantId }, async (t) => {
     const { breakGlass } = await openPatient(ctx, t, actor, "note:read", patientId);
     const note = await loadNote(ctx, t, tenantId, patientId, noteId);
-    const list = await t.rows<{ id: string; tenant_id: string; version: number; change: NoteVersionView["change"]; body_enc: Buffer; reason_enc: Buffer | null; created_at: Date; created_by: string }>("SELECT * FROM note_versions WHERE note_id = $1 AND tenant_id = $2 ORDER BY version", [noteId, tenantId]);
+    const list = await t.rows<{
+      id: string;
+      tenant_id: string;
+      version: number;
+      change: NoteVersionView["change"];
+      body_enc: Buffer;
+      reason_enc: Buffer | null;
+      created_at: Date;
+      created_by: string;
+    }>("SELECT * FROM note_versions WHERE note_id = $1 AND tenant_id = $2 ORDER BY version", [noteId, tenantId]);
     const open = await openerFor(
       ctx,
       t,

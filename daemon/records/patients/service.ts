@@ -57,13 +57,21 @@ export async function patientViewer(ctx: ApplianceContext, keys: KeySource, list
 async function indexes(ctx: ApplianceContext, t: Tx, tenantId: string, input: { mrn?: string | null; email?: string | null }) {
   return {
     mrn: input.mrn ? await blindIndexFor(ctx, t, { tenantId, table: "patients", column: "mrn" }, input.mrn) : input.mrn === null ? null : undefined,
-    email: input.email ? await blindIndexFor(ctx, t, { tenantId, table: "patients", column: "email" }, input.email, { normalise: normaliseEmail }) : input.email === null ? null : undefined,
+    email: input.email
+      ? await blindIndexFor(ctx, t, { tenantId, table: "patients", column: "email" }, input.email, { normalise: normaliseEmail })
+      : input.email === null
+        ? null
+        : undefined,
   };
 }
 
 async function assertMrnFree(ctx: ApplianceContext, t: Tx, tenantId: string, mrnIndex: string | null | undefined, exceptId?: string) {
   if (!mrnIndex) return;
-  const [taken] = await t.rows<{ id: string }>("SELECT id FROM patients WHERE tenant_id = $1 AND mrn_bidx = $2 AND id IS DISTINCT FROM $3::uuid", [tenantId, mrnIndex, exceptId ?? null]);
+  const [taken] = await t.rows<{ id: string }>("SELECT id FROM patients WHERE tenant_id = $1 AND mrn_bidx = $2 AND id IS DISTINCT FROM $3::uuid", [
+    tenantId,
+    mrnIndex,
+    exceptId ?? null,
+  ]);
   if (taken) throw new Conflict("another patient of this tenant already has this MRN", { patientId: taken.id });
 }
 
@@ -78,16 +86,24 @@ export async function createPatient(ctx: ApplianceContext, actor: Actor, input: 
     return await inScope(ctx.db.app, { kind: "tenant", tenantId }, async (t) => {
       const idx = await indexes(ctx, t, tenantId, input);
       await assertMrnFree(ctx, t, tenantId, idx.mrn);
-      const enc = await sealRow(ctx, t, { tenantId, patientId: id, table: "patients", rowId: id }, {
-        name_enc: input.name,
-        birth_date_enc: input.birthDate ?? null,
-        mrn_enc: input.mrn ?? null,
-        phone_enc: input.phone ?? null,
-        email_enc: input.email ?? null,
-        address_enc: input.address ?? null,
-      });
-      const [row] = await t.rows<PatientRow>(`INSERT INTO patients (id, tenant_id, name_enc, birth_date_enc, mrn_enc, phone_enc, email_enc, address_enc, mrn_bidx, email_bidx, created_at, created_by, updated_at, updated_by)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $11, $12) RETURNING *`, [id, tenantId, enc.name_enc, enc.birth_date_enc, enc.mrn_enc, enc.phone_enc, enc.email_enc, enc.address_enc, idx.mrn ?? null, idx.email ?? null, now, actor.userId]);
+      const enc = await sealRow(
+        ctx,
+        t,
+        { tenantId, patientId: id, table: "patients", rowId: id },
+        {
+          name_enc: input.name,
+          birth_date_enc: input.birthDate ?? null,
+          mrn_enc: input.mrn ?? null,
+          phone_enc: input.phone ?? null,
+          email_enc: input.email ?? null,
+          address_enc: input.address ?? null,
+        },
+      );
+      const [row] = await t.rows<PatientRow>(
+        `INSERT INTO patients (id, tenant_id, name_enc, birth_date_enc, mrn_enc, phone_enc, email_enc, address_enc, mrn_bidx, email_bidx, created_at, created_by, updated_at, updated_by)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $11, $12) RETURNING *`,
+        [id, tenantId, enc.name_enc, enc.birth_date_enc, enc.mrn_enc, enc.phone_enc, enc.email_enc, enc.address_enc, idx.mrn ?? null, idx.email ?? null, now, actor.userId],
+      );
       // A practitioner who registers a patient looks after them: put them on the care team, or
       // they could not read back what they just wrote.
       if (!seesWholeTenant(actor)) {
@@ -114,7 +130,14 @@ export async function getPatient(ctx: ApplianceContext, actor: Actor, patientId:
   return view!;
 }
 
-export async function updatePatient(ctx: ApplianceContext, actor: Actor, patientId: string, expectedVersion: number, input: PatientUpdate, meta: RequestMeta): Promise<PatientView> {
+export async function updatePatient(
+  ctx: ApplianceContext,
+  actor: Actor,
+  patientId: string,
+  expectedVersion: number,
+  input: PatientUpdate,
+  meta: RequestMeta,
+): Promise<PatientView> {
   const tenantId = tenantOf(actor);
   try {
     return await inScope(ctx.db.app, { kind: "tenant", tenantId }, async (t) => {
@@ -122,14 +145,19 @@ export async function updatePatient(ctx: ApplianceContext, actor: Actor, patient
       assertVersion(patient.version, expectedVersion);
       const idx = await indexes(ctx, t, tenantId, input);
       await assertMrnFree(ctx, t, tenantId, idx.mrn, patientId);
-      const enc = await sealRow(ctx, t, { tenantId, patientId, table: "patients", rowId: patientId }, {
-        name_enc: input.name,
-        birth_date_enc: input.birthDate,
-        mrn_enc: input.mrn,
-        phone_enc: input.phone,
-        email_enc: input.email,
-        address_enc: input.address,
-      });
+      const enc = await sealRow(
+        ctx,
+        t,
+        { tenantId, patientId, table: "patients", rowId: patientId },
+        {
+          name_enc: input.name,
+          birth_date_enc: input.birthDate,
+          mrn_enc: input.mrn,
+          phone_enc: input.phone,
+          email_enc: input.email,
+          address_enc: input.address,
+        },
+      );
       // Column names come from the fixed FIELDS map, values travel as binds.
       const sets: string[] = [];
       const bind: unknown[] = [patientId, ctx.clock.now(), actor.userId];
@@ -166,12 +194,22 @@ export async function listPatients(ctx: ApplianceContext, actor: Actor, q: { lim
   const after = timeIdPosition(decodeCursor(ctx, purpose, q.cursor));
   return inScope(ctx.db.app, { kind: "tenant", tenantId }, async (t) => {
     const all = seesWholeTenant(actor);
-    const list = await t.rows<PatientRow>(`SELECT p.* FROM patients p
+    const list = await t.rows<PatientRow>(
+      `SELECT p.* FROM patients p
         WHERE p.tenant_id = $1 AND p.status = 'active'
           AND ($2::timestamptz IS NULL OR (p.created_at, p.id) > ($2::timestamptz, $3::uuid))
           AND ($4::boolean OR ${careTeamFilter("p.id", 5, 6)})
-        ORDER BY p.created_at, p.id LIMIT $7`, [tenantId, after?.at ?? null, after?.id ?? null, all, actor.userId, ctx.clock.now(), q.limit + 1]);
-    const page = pageOf(ctx, purpose, list, q.limit, (r) => [r.created_at.toISOString(), r.id], (r) => r);
+        ORDER BY p.created_at, p.id LIMIT $7`,
+      [tenantId, after?.at ?? null, after?.id ?? null, all, actor.userId, ctx.clock.now(), q.limit + 1],
+    );
+    const page = pageOf(
+      ctx,
+      purpose,
+      list,
+      q.limit,
+      (r) => [r.created_at.toISOString(), r.id],
+      (r) => r,
+    );
     const { items, skipped } = openRows(page.items, (r) => r.id, await patientViewer(ctx, t, page.items));
     for (const v of items) await recordPhiEvent(ctx, t, actor, { action: "patient.list", resourceType: "patient", resourceId: v.id, patientId: v.id, tenantId }, meta);
     await recordUndecryptable(ctx, t, actor, skipped, { resourceType: "patient", tenantId }, meta);
@@ -192,9 +230,12 @@ export async function searchPatients(ctx: ApplianceContext, actor: Actor, input:
     const by = "mrn" in input ? "mrn" : "email";
     const idx = await indexes(ctx, t, tenantId, input);
     const value = by === "mrn" ? idx.mrn : idx.email;
-    const found = await t.rows<PatientRow & { visible: boolean }>(`SELECT p.*, ($3::boolean OR ${careTeamFilter("p.id", 4, 5)}) AS visible FROM patients p
+    const found = await t.rows<PatientRow & { visible: boolean }>(
+      `SELECT p.*, ($3::boolean OR ${careTeamFilter("p.id", 4, 5)}) AS visible FROM patients p
         WHERE p.tenant_id = $1 AND p.status = 'active' AND p.${by === "mrn" ? "mrn_bidx" : "email_bidx"} = $2
-        ORDER BY p.created_at, p.id LIMIT 20`, [tenantId, value, seesWholeTenant(actor), actor.userId, ctx.clock.now()]);
+        ORDER BY p.created_at, p.id LIMIT 20`,
+      [tenantId, value, seesWholeTenant(actor), actor.userId, ctx.clock.now()],
+    );
     const visibleRows = found.filter((r) => r.visible);
     const { items: visible, skipped } = openRows(visibleRows, (r) => r.id, await patientViewer(ctx, t, visibleRows));
     const byId = new Map(visible.map((v) => [v.id, v]));
@@ -210,11 +251,19 @@ export async function searchPatients(ctx: ApplianceContext, actor: Actor, input:
         ctx,
         t,
         actor,
-        { action: "patient.search", resourceType: "patient", resourceId: hit.id, patientId: hit.id, tenantId, reason: `by ${by}${hit.accessible ? "" : "; not opened (outside care team)"}` },
+        {
+          action: "patient.search",
+          resourceType: "patient",
+          resourceId: hit.id,
+          patientId: hit.id,
+          tenantId,
+          reason: `by ${by}${hit.accessible ? "" : "; not opened (outside care team)"}`,
+        },
         meta,
       );
     }
-    if (items.length === 0 && skipped.length === 0) await recordPhiEvent(ctx, t, actor, { action: "patient.search", resourceType: "patient", tenantId, reason: `by ${by}; no match` }, meta);
+    if (items.length === 0 && skipped.length === 0)
+      await recordPhiEvent(ctx, t, actor, { action: "patient.search", resourceType: "patient", tenantId, reason: `by ${by}; no match` }, meta);
     await recordUndecryptable(ctx, t, actor, skipped, { resourceType: "patient", tenantId }, meta);
     return { items, undecryptable: skipped.length };
   });

@@ -58,7 +58,10 @@ async function viewer(ctx: ApplianceContext, t: Tx, list: AppointmentRow[]): Pro
 
 async function assertPractitioner(ctx: ApplianceContext, t: Tx, tenantId: string, userId: string): Promise<void> {
   const [u] = await t.rows<{ role: string; status: string }>("SELECT role, status FROM users WHERE id = $1 AND tenant_id = $2", [userId, tenantId]);
-  if (!u || u.role !== "practitioner") throw new Invalid("practitionerId must name a practitioner of this tenant", { errors: [{ path: "practitionerId", message: "not a practitioner of this tenant", code: "custom" }] });
+  if (!u || u.role !== "practitioner")
+    throw new Invalid("practitionerId must name a practitioner of this tenant", {
+      errors: [{ path: "practitionerId", message: "not a practitioner of this tenant", code: "custom" }],
+    });
   if (u.status !== "active") throw new Invalid("the practitioner's account is deactivated", { errors: [{ path: "practitionerId", message: "deactivated", code: "custom" }] });
 }
 
@@ -83,8 +86,11 @@ export async function createAppointment(ctx: ApplianceContext, actor: Actor, inp
     await findActivePatient(ctx, t, tenantId, input.patientId);
     await assertPractitioner(ctx, t, tenantId, input.practitionerId);
     const now = ctx.clock.now();
-    const [created] = await t.rows<{ id: string }>(`INSERT INTO appointments (tenant_id, patient_id, practitioner_id, starts_at, ends_at, status, created_at, created_by, updated_at, updated_by)
-       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $7, $8) RETURNING id`, [tenantId, input.patientId, input.practitionerId, input.startsAt, input.endsAt, input.status, now, actor.userId]);
+    const [created] = await t.rows<{ id: string }>(
+      `INSERT INTO appointments (tenant_id, patient_id, practitioner_id, starts_at, ends_at, status, created_at, created_by, updated_at, updated_by)
+       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $7, $8) RETURNING id`,
+      [tenantId, input.patientId, input.practitionerId, input.startsAt, input.endsAt, input.status, now, actor.userId],
+    );
     const [row] = await t.rows<AppointmentRow>(`${SELECT} WHERE a.id = $1`, [created!.id]);
     await recordPhiEvent(ctx, t, actor, { action: "appointment.create", resourceType: "appointment", resourceId: row!.id, patientId: input.patientId, tenantId }, meta);
     return (await views(ctx, t, [row!]))[0]!;
@@ -101,7 +107,14 @@ export async function getAppointment(ctx: ApplianceContext, actor: Actor, id: st
   });
 }
 
-export async function updateAppointment(ctx: ApplianceContext, actor: Actor, id: string, expectedVersion: number, input: AppointmentUpdate, meta: RequestMeta): Promise<AppointmentView> {
+export async function updateAppointment(
+  ctx: ApplianceContext,
+  actor: Actor,
+  id: string,
+  expectedVersion: number,
+  input: AppointmentUpdate,
+  meta: RequestMeta,
+): Promise<AppointmentView> {
   const tenantId = tenantOf(actor);
   authorize(actor, "schedule:write", { tenantId });
   return inScope(ctx.db.app, { kind: "tenant", tenantId }, async (t) => {
@@ -110,10 +123,14 @@ export async function updateAppointment(ctx: ApplianceContext, actor: Actor, id:
     const startsAt = input.startsAt ?? row.starts_at;
     const endsAt = input.endsAt ?? row.ends_at;
     if (endsAt <= startsAt) throw new Invalid("endsAt must be after startsAt", { errors: [{ path: "endsAt", message: "must be after startsAt", code: "custom" }] });
-    if (endsAt.getTime() - startsAt.getTime() > 86_400_000) throw new Invalid("an appointment lasts at most 24 hours", { errors: [{ path: "endsAt", message: "at most 24 hours", code: "custom" }] });
+    if (endsAt.getTime() - startsAt.getTime() > 86_400_000)
+      throw new Invalid("an appointment lasts at most 24 hours", { errors: [{ path: "endsAt", message: "at most 24 hours", code: "custom" }] });
     if (input.practitionerId) await assertPractitioner(ctx, t, tenantId, input.practitionerId);
-    await t.rows(`UPDATE appointments SET practitioner_id = $2, starts_at = $3, ends_at = $4, status = $5, version = version + 1, updated_at = $6, updated_by = $7
-        WHERE id = $1 RETURNING id`, [id, input.practitionerId ?? row.practitioner_id, startsAt, endsAt, input.status ?? row.status, ctx.clock.now(), actor.userId]);
+    await t.rows(
+      `UPDATE appointments SET practitioner_id = $2, starts_at = $3, ends_at = $4, status = $5, version = version + 1, updated_at = $6, updated_by = $7
+        WHERE id = $1 RETURNING id`,
+      [id, input.practitionerId ?? row.practitioner_id, startsAt, endsAt, input.status ?? row.status, ctx.clock.now(), actor.userId],
+    );
     const [updated] = await t.rows<AppointmentRow>(`${SELECT} WHERE a.id = $1`, [id]);
     await recordPhiEvent(
       ctx,
@@ -135,19 +152,31 @@ export async function listSchedule(ctx: ApplianceContext, actor: Actor, q: Sched
   const from = q.from ?? new Date(ctx.clock.now().getTime() - 12 * 3_600_000);
   const to = q.to ?? new Date(from.getTime() + 7 * 86_400_000);
   if (to <= from) throw new Invalid("to must be after from", { errors: [{ path: "to", message: "must be after from", code: "custom" }] });
-  if (to.getTime() - from.getTime() > WINDOW_MAX_MS) throw new Invalid("the window may span at most 92 days", { errors: [{ path: "to", message: "at most 92 days after from", code: "too_big" }] });
+  if (to.getTime() - from.getTime() > WINDOW_MAX_MS)
+    throw new Invalid("the window may span at most 92 days", { errors: [{ path: "to", message: "at most 92 days after from", code: "too_big" }] });
   const purpose = `schedule:${tenantId}:${actor.userId}:${from.toISOString()}:${to.toISOString()}:${q.practitionerId ?? ""}`;
   const after = timeIdPosition(decodeCursor(ctx, purpose, q.cursor));
   return inScope(ctx.db.app, { kind: "tenant", tenantId }, async (t) => {
-    const list = await t.rows<AppointmentRow>(`${SELECT}
+    const list = await t.rows<AppointmentRow>(
+      `${SELECT}
         WHERE a.tenant_id = $1 AND a.starts_at >= $2 AND a.starts_at < $3
           AND ($4::uuid IS NULL OR a.practitioner_id = $4::uuid)
           AND ($5::timestamptz IS NULL OR (a.starts_at, a.id) > ($5::timestamptz, $6::uuid))
           AND ($7::boolean OR a.practitioner_id = $8 OR ${careTeamFilter("a.patient_id", 8, 9)})
-        ORDER BY a.starts_at, a.id LIMIT $10`, [tenantId, from, to, q.practitionerId ?? null, after?.at ?? null, after?.id ?? null, seesWholeTenant(actor), actor.userId, ctx.clock.now(), q.limit + 1]);
-    const page = pageOf(ctx, purpose, list, q.limit, (r) => [r.starts_at.toISOString(), r.id], (r) => r);
+        ORDER BY a.starts_at, a.id LIMIT $10`,
+      [tenantId, from, to, q.practitionerId ?? null, after?.at ?? null, after?.id ?? null, seesWholeTenant(actor), actor.userId, ctx.clock.now(), q.limit + 1],
+    );
+    const page = pageOf(
+      ctx,
+      purpose,
+      list,
+      q.limit,
+      (r) => [r.starts_at.toISOString(), r.id],
+      (r) => r,
+    );
     const { items, skipped } = openRows(page.items, (r) => r.id, await viewer(ctx, t, page.items));
-    for (const a of items) await recordPhiEvent(ctx, t, actor, { action: "appointment.list", resourceType: "appointment", resourceId: a.id, patientId: a.patientId, tenantId }, meta);
+    for (const a of items)
+      await recordPhiEvent(ctx, t, actor, { action: "appointment.list", resourceType: "appointment", resourceId: a.id, patientId: a.patientId, tenantId }, meta);
     await recordUndecryptable(ctx, t, actor, skipped, { resourceType: "appointment", tenantId }, meta);
     return { items, nextCursor: page.nextCursor, undecryptable: skipped.length };
   });

@@ -13,7 +13,10 @@ import { createTenant, signIn, type SignedIn } from "../../helpers/actors.js";
  * table denies, or refuses one it allows, fails here. Allowed requests carry placeholder ids and
  * empty bodies, so they end in 200/201/204, 400 or 404 — anything but 401 and 403.
  */
-const OWNED = [/^\/api\/v1\/(auth|sessions|invites|api-tokens|tenants|settings\/security|users|access-reviews|support|break-glass|notifications)(\/|$)/, /^\/api\/v1\/patients\/:id\/(break-glass|care-team)/];
+const OWNED = [
+  /^\/api\/v1\/(auth|sessions|invites|api-tokens|tenants|settings\/security|users|access-reviews|support|break-glass|notifications)(\/|$)/,
+  /^\/api\/v1\/patients\/:id\/(break-glass|care-team)/,
+];
 
 let app: TestAppliance;
 type Subject = { label: string; signedIn: SignedIn; actor: Actor };
@@ -51,7 +54,15 @@ describe("permission matrix", () => {
   it("covers every identity and access route", () => {
     expect(routes.length).toBeGreaterThanOrEqual(35);
     const paths = routes.map((r) => `${r.method} ${r.path}`);
-    for (const expected of ["get /api/v1/users", "patch /api/v1/users/:id", "post /api/v1/invites", "get /api/v1/sessions", "put /api/v1/settings/security", "post /api/v1/patients/:id/break-glass", "post /api/v1/support/requests/:id/approve"]) {
+    for (const expected of [
+      "get /api/v1/users",
+      "patch /api/v1/users/:id",
+      "post /api/v1/invites",
+      "get /api/v1/sessions",
+      "put /api/v1/settings/security",
+      "post /api/v1/patients/:id/break-glass",
+      "post /api/v1/support/requests/:id/approve",
+    ]) {
       expect(paths).toContain(expected);
     }
   });
@@ -82,7 +93,10 @@ describe("permission matrix", () => {
           const expectAllowed = can(s.actor, route.action);
           const res = await send(s.signedIn, route);
           const ok = expectAllowed ? res.status !== 401 && res.status !== 403 : res.status === 403 && res.body.type === "urn:wardkeep:problem:forbidden";
-          if (!ok) mismatches.push(`${s.label} ${route.method.toUpperCase()} ${route.path} (${route.action}): expected ${expectAllowed ? "allowed" : "403"}, got ${res.status} ${res.body?.detail ?? ""}`);
+          if (!ok)
+            mismatches.push(
+              `${s.label} ${route.method.toUpperCase()} ${route.path} (${route.action}): expected ${expectAllowed ? "allowed" : "403"}, got ${res.status} ${res.body?.detail ?? ""}`,
+            );
           if (expectAllowed) allowed++;
           else denied++;
         }),

@@ -60,7 +60,10 @@ describe("row-level security", () => {
       for (const table of TENANT_TABLES) {
         const rows = await t.rows<{ tenant_id: string }>(`SELECT tenant_id FROM ${table}`);
         expect(rows.length, table).toBeGreaterThan(0);
-        expect(rows.every((r) => r.tenant_id === a.tenant.id), table).toBe(true);
+        expect(
+          rows.every((r) => r.tenant_id === a.tenant.id),
+          table,
+        ).toBe(true);
       }
       const tenants = await t.rows<{ id: string }>("SELECT id FROM tenants");
       expect(tenants.map((r) => r.id)).toEqual([a.tenant.id]);
@@ -95,7 +98,11 @@ describe("row-level security", () => {
       expect(deleted.rowCount).toBe(1);
       // Writing a row into B from A's scope is refused by the policy's WITH CHECK.
       await expect(
-        client.query("INSERT INTO care_team_assignments (tenant_id, patient_id, user_id, assigned_by, assigned_at) VALUES ($1, $2, $3, $3, now())", [b.tenant.id, b.patientId, b.practitioner.user.id]),
+        client.query("INSERT INTO care_team_assignments (tenant_id, patient_id, user_id, assigned_by, assigned_at) VALUES ($1, $2, $3, $3, now())", [
+          b.tenant.id,
+          b.patientId,
+          b.practitioner.user.id,
+        ]),
       ).rejects.toThrow(/row-level security/);
       await client.query("ROLLBACK");
 
@@ -108,9 +115,7 @@ describe("row-level security", () => {
       await client.end();
     }
     // B's rows were untouched by A's bad UPDATE.
-    const names = await inScope(app.ctx.db.app, { kind: "tenant", tenantId: b.tenant.id }, (t) =>
-      t.rows<{ display_name: string | null }>("SELECT display_name FROM users"),
-    );
+    const names = await inScope(app.ctx.db.app, { kind: "tenant", tenantId: b.tenant.id }, (t) => t.rows<{ display_name: string | null }>("SELECT display_name FROM users"));
     expect(names.some((n) => n.display_name === "renamed by a bad query")).toBe(false);
   });
 

@@ -131,9 +131,7 @@ describe("inactive accounts", () => {
     expect(events.find((e) => e.resource_id === idleStrict.user.id)).toMatchObject({ reason: "inactive", actor_role: "system", tenant_id: strict.id });
     // The appliance never deactivates its last super-admin, however long it sat unused.
     const root = await rootSuperAdmin(app);
-    const admins = await inScope(app.ctx.db.app, { kind: "appliance" }, (t) =>
-      t.rows<{ status: string }>("SELECT status FROM users WHERE role = 'super_admin'"),
-    );
+    const admins = await inScope(app.ctx.db.app, { kind: "appliance" }, (t) => t.rows<{ status: string }>("SELECT status FROM users WHERE role = 'super_admin'"));
     expect(admins.filter((a) => a.status === "active")).toHaveLength(1);
     expect(root.id).toBeDefined();
   });

@@ -25,7 +25,9 @@ const event = (over: Partial<AuditEventInput> = {}): AuditEventInput => ({
 type Row = ChainedEvent & { v: number; prev_hash: string; hash: string; canonical: string };
 async function chainRows(): Promise<Row[]> {
   const rows = await inScope(t.ctx.db.app, { kind: "appliance" }, (transaction) =>
-    transaction.rows<{ canonical: string; prev_hash: string; hash: string }>(`SELECT canonical, encode(prev_hash, 'hex') AS prev_hash, encode(hash, 'hex') AS hash FROM audit_events ORDER BY audit_events.seq`),
+    transaction.rows<{ canonical: string; prev_hash: string; hash: string }>(
+      `SELECT canonical, encode(prev_hash, 'hex') AS prev_hash, encode(hash, 'hex') AS hash FROM audit_events ORDER BY audit_events.seq`,
+    ),
   );
   return rows.map((r) => ({ ...parseCanonical(r.canonical), prev_hash: r.prev_hash, hash: r.hash, canonical: r.canonical }));
 }
@@ -75,18 +77,18 @@ describe("appending audit events", () => {
 
   it("fails the work with 503 Unavailable when the event cannot be written", async () => {
     // A tenant's transaction may not write another tenant's event: row-level security refuses it.
-    const err = await inScope(t.ctx.db.app, { kind: "tenant", tenantId: tenantA }, (transaction) =>
-      appendAuditEvent(t.ctx, transaction, event({ tenantId: tenantB })),
-    ).catch((e: unknown) => e);
+    const err = await inScope(t.ctx.db.app, { kind: "tenant", tenantId: tenantA }, (transaction) => appendAuditEvent(t.ctx, transaction, event({ tenantId: tenantB }))).catch(
+      (e: unknown) => e,
+    );
     expect(err).toBeInstanceOf(Unavailable);
     expect((err as Unavailable).status).toBe(503);
   });
 
   it("keeps the free-text reason out of the log when the write fails", async () => {
     const secret = "Reason mentions Jane Roe MRN 99812";
-    await inScope(t.ctx.db.app, { kind: "tenant", tenantId: tenantA }, (transaction) =>
-      appendAuditEvent(t.ctx, transaction, event({ tenantId: tenantB, reason: secret })),
-    ).catch(() => undefined);
+    await inScope(t.ctx.db.app, { kind: "tenant", tenantId: tenantA }, (transaction) => appendAuditEvent(t.ctx, transaction, event({ tenantId: tenantB, reason: secret }))).catch(
+      () => undefined,
+    );
     expect(t.logLines.some((l) => l.includes("audit event could not be written"))).toBe(true);
     expect(t.logLines.some((l) => l.includes("Jane Roe") || l.includes("99812"))).toBe(false);
   });
@@ -102,9 +104,7 @@ describe("appending audit events", () => {
   });
 
   it("rejects a malformed action name as a programming error", async () => {
-    await expect(
-      inScope(t.ctx.db.app, { kind: "appliance" }, (transaction) => appendAuditEvent(t.ctx, transaction, event({ action: "Drop Table" }))),
-    ).rejects.toThrow(TypeError);
+    await expect(inScope(t.ctx.db.app, { kind: "appliance" }, (transaction) => appendAuditEvent(t.ctx, transaction, event({ action: "Drop Table" })))).rejects.toThrow(TypeError);
   });
 });
 

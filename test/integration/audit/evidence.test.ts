@@ -59,7 +59,7 @@ beforeAll(async () => {
       userAgent: i === 5 ? tricky : "curl/8",
       actor: { userId: i === 9 ? tricky : `u-${i % 4}`, role: "practitioner", breakGlass: i === 4, impersonatorId: i === 6 ? "support-1" : null },
       outcome: i % 7 === 0 ? "denied" : "success",
-      resourceId: i === 8 ? "=HYPERLINK(\"http://x\")" : `p-${i}`,
+      resourceId: i === 8 ? '=HYPERLINK("http://x")' : `p-${i}`,
     });
   }
   out = tempDir("wardkeep-export-");
@@ -92,7 +92,11 @@ describe("evidence packs", () => {
     // 30 events plus the audit.export event recorded before the pack was written.
     expect(manifest.events).toEqual({ total: 31, included: 31, redacted: 0 });
     expect(progress.at(-1)).toBe(31);
-    const lines = fs.readFileSync(path.join(dir, "events.jsonl"), "utf8").trim().split("\n").map((l) => JSON.parse(l));
+    const lines = fs
+      .readFileSync(path.join(dir, "events.jsonl"), "utf8")
+      .trim()
+      .split("\n")
+      .map((l) => JSON.parse(l));
     expect(lines.at(-1)).toMatchObject({ action: "audit.export", actor_user_id: "auditor-1", outcome: "success" });
     expect(manifest.chainStart).toEqual({ seq: "0", hash: "0".repeat(64) });
     expect(manifest.chainEnd.seq).toBe("31");
@@ -152,7 +156,9 @@ describe("evidence packs", () => {
 
   it("writes CSV with a library, defusing spreadsheet formulas, and FHIR R4 AuditEvents", () => {
     const csv = fs.readFileSync(path.join(dir, "events.csv"), "utf8");
-    expect(csv.split("\n")[0]).toBe("seq,recorded_at,occurred_at,tenant_id,actor_user_id,actor_role,impersonator_id,break_glass,action,resource_type,resource_id,patient_id,outcome,source_ip,user_agent,request_id,reason,prev_hash,hash");
+    expect(csv.split("\n")[0]).toBe(
+      "seq,recorded_at,occurred_at,tenant_id,actor_user_id,actor_role,impersonator_id,break_glass,action,resource_type,resource_id,patient_id,outcome,source_ip,user_agent,request_id,reason,prev_hash,hash",
+    );
     expect(csv).toContain(`"'=HYPERLINK(""http://x"")"`);
     expect(csv).toContain('"He said ""stop"" \\ then\nleft');
     const bundle = JSON.parse(fs.readFileSync(path.join(dir, "events.fhir.json"), "utf8"));
@@ -170,7 +176,11 @@ describe("evidence packs", () => {
   it("gives a tenant's export only its own events, with the others redacted but still chained", async () => {
     const tdir = path.join(out, "pack-tenant");
     const m = await writeEvidencePack(t.ctx, { from: new Date(Date.now() - 3_600_000), to: new Date(Date.now() + 3_600_000), formats: ["jsonl"], tenantId: tenantB }, tdir);
-    const lines = fs.readFileSync(path.join(tdir, "events.jsonl"), "utf8").trim().split("\n").map((l) => JSON.parse(l) as Record<string, unknown>);
+    const lines = fs
+      .readFileSync(path.join(tdir, "events.jsonl"), "utf8")
+      .trim()
+      .split("\n")
+      .map((l) => JSON.parse(l) as Record<string, unknown>);
     expect(m.events.included).toBe(10);
     expect(lines.filter((l) => l.redacted)).toHaveLength(m.events.redacted);
     expect(lines.filter((l) => !l.redacted).every((l) => l.tenant_id === tenantB)).toBe(true);
@@ -229,7 +239,10 @@ async function insertCheckpoint(seq: number, key: { privateKey: KeyObject; publi
     transaction.rows<{ h: string }>("SELECT encode(hash, 'hex') AS h FROM audit_events WHERE seq = $1", [seq]),
   );
   const c = { seq: String(seq), headHash: row!.h, signedAt: new Date().toISOString(), keyId: auditKeyId(raw) };
-  await t.ctx.db.app.exec("INSERT INTO audit_checkpoints (seq, head_hash, signed_at, key_id, public_key, signature, purpose) VALUES ($1, decode($2, 'hex'), $3, $4, $5, $6, 'manual')", [c.seq, c.headHash, c.signedAt, c.keyId, raw, sign(null, Buffer.from(checkpointMessage(c)), key.privateKey)]);
+  await t.ctx.db.app.exec(
+    "INSERT INTO audit_checkpoints (seq, head_hash, signed_at, key_id, public_key, signature, purpose) VALUES ($1, decode($2, 'hex'), $3, $4, $5, $6, 'manual')",
+    [c.seq, c.headHash, c.signedAt, c.keyId, raw, sign(null, Buffer.from(checkpointMessage(c)), key.privateKey)],
+  );
 }
 
 async function verifyAuditChainHeadAt(seq: number): Promise<string | undefined> {

@@ -67,7 +67,9 @@ describe("retention of the audit trail", () => {
     const owner = new pg.Client({ connectionString: t.db.ownerUrl });
     await owner.connect();
     try {
-      const current = (await owner.query("SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = 'audit_events'::regclass ORDER BY 1 LIMIT 1")).rows[0].relname as string;
+      const current = (
+        await owner.query("SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = 'audit_events'::regclass ORDER BY 1 LIMIT 1")
+      ).rows[0].relname as string;
       await owner.query(`ALTER TABLE audit_events DETACH PARTITION ${current}`);
       await owner.query(`DROP TABLE ${current}`);
     } finally {

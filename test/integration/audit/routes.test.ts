@@ -119,7 +119,10 @@ describe("audit routes", () => {
     await auditor.stepUp();
     const from = new Date(Date.now() - 3_600_000).toISOString();
     const to = new Date(Date.now() + 3_600_000).toISOString();
-    const started = await auditor.agent.post("/api/v1/audit/exports").send({ from, to, formats: ["csv", "fhir"] }).expect(202);
+    const started = await auditor.agent
+      .post("/api/v1/audit/exports")
+      .send({ from, to, formats: ["csv", "fhir"] })
+      .expect(202);
     expect(started.headers.location).toBe(`/api/v1/audit/exports/${started.body.id}`);
     let job = started.body;
     for (let i = 0; i < 100 && job.status === "running"; i++) {
@@ -129,13 +132,16 @@ describe("audit routes", () => {
     expect(job.status).toBe("done");
     expect(job.manifest.tenantId).toBe(north.id);
     expect(job.progress.done).toBe(job.progress.total);
-    const dl = await auditor.agent.get(`/api/v1/audit/exports/${job.id}/download`).buffer(true).parse((res, cb) => {
-      const chunks: Buffer[] = [];
-      res.on("data", (c: Buffer) => {
-        chunks.push(c);
+    const dl = await auditor.agent
+      .get(`/api/v1/audit/exports/${job.id}/download`)
+      .buffer(true)
+      .parse((res, cb) => {
+        const chunks: Buffer[] = [];
+        res.on("data", (c: Buffer) => {
+          chunks.push(c);
+        });
+        res.on("end", () => cb(null, Buffer.concat(chunks)));
       });
-      res.on("end", () => cb(null, Buffer.concat(chunks)));
-    });
     expect(dl.status).toBe(200);
     expect(dl.headers["content-type"]).toContain("application/x-tar");
     const names: string[] = [];

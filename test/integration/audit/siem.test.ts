@@ -32,10 +32,12 @@ function startCollector(certPem: string, keyPem: string): Promise<void> {
       }
     });
   });
-  return new Promise((resolve) => collector.listen(0, "127.0.0.1", () => {
-    port = (collector.address() as { port: number }).port;
-    resolve();
-  }));
+  return new Promise((resolve) =>
+    collector.listen(0, "127.0.0.1", () => {
+      port = (collector.address() as { port: number }).port;
+      resolve();
+    }),
+  );
 }
 
 beforeAll(async () => {

@@ -146,10 +146,14 @@ describe("verifying the chain", () => {
     const raw = rawPublicKey(publicKey);
     const forged = { seq: "30", headHash: (await hashAt(30))!, signedAt: new Date().toISOString(), keyId: auditKeyId(raw) };
     const signature = sign(null, Buffer.from(checkpointMessage(forged)), privateKey);
-    await su.query(
-      "INSERT INTO audit_checkpoints (seq, head_hash, signed_at, key_id, public_key, signature, purpose) VALUES ($1, decode($2, 'hex'), $3, $4, $5, $6, 'manual')",
-      [forged.seq, forged.headHash, forged.signedAt, forged.keyId, raw, signature],
-    );
+    await su.query("INSERT INTO audit_checkpoints (seq, head_hash, signed_at, key_id, public_key, signature, purpose) VALUES ($1, decode($2, 'hex'), $3, $4, $5, $6, 'manual')", [
+      forged.seq,
+      forged.headHash,
+      forged.signedAt,
+      forged.keyId,
+      raw,
+      signature,
+    ]);
     const report = await verifyAuditChain(t.ctx);
     expect(report.break).toMatchObject({ seq: "30", reason: "bad-checkpoint-signature" });
     expect(report.break!.detail).toContain("unknown key");
@@ -186,10 +190,14 @@ describe("checkpoints and trusted keys", () => {
     const { privateKey, publicKey } = generateKeyPairSync("ed25519");
     const own = (await su.query<{ key_id: string }>("SELECT key_id FROM audit_checkpoints LIMIT 1")).rows[0]!.key_id;
     const forged = { seq: "20", headHash: (await hashAt(20))!, signedAt: new Date().toISOString(), keyId: own };
-    await su.query(
-      "INSERT INTO audit_checkpoints (seq, head_hash, signed_at, key_id, public_key, signature, purpose) VALUES ($1, decode($2, 'hex'), $3, $4, $5, $6, 'manual')",
-      [forged.seq, forged.headHash, forged.signedAt, forged.keyId, rawPublicKey(publicKey), sign(null, Buffer.from(checkpointMessage(forged)), privateKey)],
-    );
+    await su.query("INSERT INTO audit_checkpoints (seq, head_hash, signed_at, key_id, public_key, signature, purpose) VALUES ($1, decode($2, 'hex'), $3, $4, $5, $6, 'manual')", [
+      forged.seq,
+      forged.headHash,
+      forged.signedAt,
+      forged.keyId,
+      rawPublicKey(publicKey),
+      sign(null, Buffer.from(checkpointMessage(forged)), privateKey),
+    ]);
     expect((await verifyAuditChain(sealed)).break).toMatchObject({ seq: "20", reason: "bad-checkpoint-signature" });
   });
 });
@@ -222,10 +230,14 @@ describe("the keyring's audit signing key", () => {
     const legacy = legacyAuditSigningKey(t.ctx);
     const raw = rawPublicKey(legacy.publicKey);
     const old = { seq: "15", headHash: (await hashAt(15))!, signedAt: "2024-05-01T10:00:00.000Z", keyId: auditKeyId(raw) };
-    await su.query(
-      "INSERT INTO audit_checkpoints (seq, head_hash, signed_at, key_id, public_key, signature, purpose) VALUES ($1, decode($2, 'hex'), $3, $4, $5, $6, 'periodic')",
-      [old.seq, old.headHash, old.signedAt, old.keyId, raw, sign(null, Buffer.from(checkpointMessage(old)), legacy.privateKey)],
-    );
+    await su.query("INSERT INTO audit_checkpoints (seq, head_hash, signed_at, key_id, public_key, signature, purpose) VALUES ($1, decode($2, 'hex'), $3, $4, $5, $6, 'periodic')", [
+      old.seq,
+      old.headHash,
+      old.signedAt,
+      old.keyId,
+      raw,
+      sign(null, Buffer.from(checkpointMessage(old)), legacy.privateKey),
+    ]);
     const now = await signCheckpoint(t.ctx, { seq: "35", hash: (await hashAt(35))! }, "manual");
     expect(now.keyId).not.toBe(old.keyId); // new checkpoints use the keyring's key, never the legacy one
     expect(await verifyAuditChain(t.ctx)).toMatchObject({ intact: true, checkpoints: { total: 2, verified: 2 } });
@@ -251,10 +263,14 @@ describe("the keyring's audit signing key", () => {
     try {
       const raw = rawPublicKey(publicKey);
       const forged = { seq: "27", headHash: (await hashAt(27))!, signedAt: new Date().toISOString(), keyId: auditKeyId(raw) };
-      await su.query(
-        "INSERT INTO audit_checkpoints (seq, head_hash, signed_at, key_id, public_key, signature, purpose) VALUES ($1, decode($2, 'hex'), $3, $4, $5, $6, 'manual')",
-        [forged.seq, forged.headHash, forged.signedAt, forged.keyId, raw, sign(null, Buffer.from(checkpointMessage(forged)), privateKey)],
-      );
+      await su.query("INSERT INTO audit_checkpoints (seq, head_hash, signed_at, key_id, public_key, signature, purpose) VALUES ($1, decode($2, 'hex'), $3, $4, $5, $6, 'manual')", [
+        forged.seq,
+        forged.headHash,
+        forged.signedAt,
+        forged.keyId,
+        raw,
+        sign(null, Buffer.from(checkpointMessage(forged)), privateKey),
+      ]);
       const report = await verifyAuditChain(t.ctx);
       expect(report.break).toMatchObject({ seq: "27", reason: "bad-checkpoint-signature" });
       expect(report.break!.detail).toContain(`unknown key ${forged.keyId}`);

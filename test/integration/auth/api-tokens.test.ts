@@ -23,7 +23,10 @@ afterAll(async () => {
   await app?.close();
 });
 
-const bearer = (token: string) => ({ get: (p: string) => request(app.baseUrl).get(p).ca(app.caPem).set("Authorization", `Bearer ${token}`), post: (p: string) => request(app.baseUrl).post(p).ca(app.caPem).set("Authorization", `Bearer ${token}`) });
+const bearer = (token: string) => ({
+  get: (p: string) => request(app.baseUrl).get(p).ca(app.caPem).set("Authorization", `Bearer ${token}`),
+  post: (p: string) => request(app.baseUrl).post(p).ca(app.caPem).set("Authorization", `Bearer ${token}`),
+});
 
 async function newToken(body: object): Promise<{ token: string; id: string; serviceAccountId: string }> {
   await admin.stepUp();

@@ -42,7 +42,9 @@ describe("invites", () => {
     const res = await accept({ token, password: "quiet-lantern-5821", displayName: "Sam Reyes" });
     expect(res.status).toBe(201);
     expect(res.body).toMatchObject({ role: "front_desk", tenantId, mfaEnrollmentRequired: false });
-    const cookie = setCookies(res).find((c) => c.startsWith("__Host-wardkeep_session=w"))!.split(";")[0]!;
+    const cookie = setCookies(res)
+      .find((c) => c.startsWith("__Host-wardkeep_session=w"))!
+      .split(";")[0]!;
     const session = await request(app.baseUrl).get("/api/v1/auth/session").ca(app.caPem).set("Cookie", cookie);
     expect(session.body.user).toMatchObject({ email: address, role: "front_desk", tenantId });
     const listed = (await admin.agent.get("/api/v1/invites")).body.find((i: { id: string }) => i.id === id);
@@ -100,7 +102,12 @@ describe("invites", () => {
     const { token } = await invite("practitioner", owner);
     const res = await accept({ token, password: "quiet-lantern-5821" });
     expect(res.body.mfaEnrollmentRequired).toBe(true);
-    const headers = { Cookie: setCookies(res).find((c) => c.startsWith("__Host-wardkeep_session=w"))!.split(";")[0]!, "X-CSRF-Token": res.body.csrfToken };
+    const headers = {
+      Cookie: setCookies(res)
+        .find((c) => c.startsWith("__Host-wardkeep_session=w"))!
+        .split(";")[0]!,
+      "X-CSRF-Token": res.body.csrfToken,
+    };
     const post = (p: string) => request(app.baseUrl).post(p).ca(app.caPem).set(headers);
     const blocked = await request(app.baseUrl).get("/api/v1/sessions").ca(app.caPem).set(headers);
     expect(blocked.status).toBe(401);
@@ -109,7 +116,11 @@ describe("invites", () => {
     const enroll = await post("/api/v1/auth/mfa/enroll");
     expect(enroll.body.otpauthUrl).toMatch(/^otpauth:\/\/totp\/Wardkeep:.+\?secret=[A-Z2-7]+.*issuer=Wardkeep/);
     expect(enroll.body.qrCodeDataUrl).toMatch(/^data:image\/png;base64,/);
-    const when = clock.now().toISOString().replace("T", " ").replace(/\.\d+Z$/, " UTC");
+    const when = clock
+      .now()
+      .toISOString()
+      .replace("T", " ")
+      .replace(/\.\d+Z$/, " UTC");
     const code = execFileSync("/usr/bin/oathtool", ["--totp", "-b", enroll.body.secret, "--now", when], { encoding: "utf8" }).trim();
     expectProblem(await post("/api/v1/auth/mfa/activate").send({ code: code === "000000" ? "111111" : "000000" }), 401, "unauthorized");
     const activated = await post("/api/v1/auth/mfa/activate").send({ code });

@@ -164,4 +164,3 @@ describe("step-up and password hashing", () => {
     }
   });
 });
-

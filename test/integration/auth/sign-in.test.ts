@@ -25,7 +25,11 @@ const login = (email: string, password: string) => post("/api/v1/auth/login").se
 
 /** The code an authenticator app shows at the appliance's (test) time, computed by OATH Toolkit. */
 function oathtool(secret: string): string {
-  const when = clock.now().toISOString().replace("T", " ").replace(/\.\d+Z$/, " UTC");
+  const when = clock
+    .now()
+    .toISOString()
+    .replace("T", " ")
+    .replace(/\.\d+Z$/, " UTC");
   return execFileSync("/usr/bin/oathtool", ["--totp", "-b", secret, "--now", when], { encoding: "utf8" }).trim();
 }
 
@@ -134,7 +138,9 @@ describe("signing in", () => {
     expect(ok.status).toBe(200);
     expect(ok.body.recoveryCodesLeft).toBe(9);
     const second = await login(user.user.email, user.password);
-    const again = await post("/api/v1/auth/mfa").set({ Cookie: cookieOf(second), "X-CSRF-Token": second.body.csrfToken }).send({ recoveryCode: user.recoveryCodes[0] });
+    const again = await post("/api/v1/auth/mfa")
+      .set({ Cookie: cookieOf(second), "X-CSRF-Token": second.body.csrfToken })
+      .send({ recoveryCode: user.recoveryCodes[0] });
     expectProblem(again, 401, "unauthorized");
   });
 

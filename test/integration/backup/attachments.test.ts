@@ -43,7 +43,14 @@ const offsite = () =>
 beforeAll(async () => {
   dir = tempDir();
   [s3, sshd] = await Promise.all([startS3(), startSshd()]);
-  app = await startTestAppliance({ env: { WARDKEEP_BACKUP_SCHEDULER_ENABLED: "false", WARDKEEP_BACKUP_SEGMENT_KIB: "64", WARDKEEP_RECORDS_ATTACHMENT_SEGMENT_KIB: "64", WARDKEEP_BACKUP_DRILL_ADMIN_URL: inject("pgCluster").superuserUrl } });
+  app = await startTestAppliance({
+    env: {
+      WARDKEEP_BACKUP_SCHEDULER_ENABLED: "false",
+      WARDKEEP_BACKUP_SEGMENT_KIB: "64",
+      WARDKEEP_RECORDS_ATTACHMENT_SEGMENT_KIB: "64",
+      WARDKEEP_BACKUP_DRILL_ADMIN_URL: inject("pgCluster").superuserUrl,
+    },
+  });
   await inScope(app.ctx.db.app, { kind: "appliance" }, (t) =>
     writePolicy(
       app.ctx,

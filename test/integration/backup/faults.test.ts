@@ -101,7 +101,8 @@ describe("a snapshot cut short leaves the previous snapshots valid and the next 
   });
 
   it("when the SFTP server stops mid-upload (the NAS copy still completes)", async () => {
-    const sftp = () => new SftpTarget({ name: "offsite", host: "127.0.0.1", port: sshd.port, username: "root", path: sshd.root, hostKeySha256: sshd.hostKeySha256, privateKey: sshd.clientKey });
+    const sftp = () =>
+      new SftpTarget({ name: "offsite", host: "127.0.0.1", port: sshd.port, username: "root", path: sshd.root, hostKeySha256: sshd.hostKeySha256, privateKey: sshd.clientKey });
     const nasRoot = dir();
     const first = await snap([sftp()]);
     expect(first.ok).toBe(true);

@@ -64,7 +64,9 @@ export async function startSshd(): Promise<Sshd> {
   execFileSync("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-f", path.join(dir, "host_ed25519")]);
   execFileSync("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-f", path.join(dir, "client_ed25519")]);
   fs.copyFileSync(path.join(dir, "client_ed25519.pub"), path.join(dir, "authorized_keys"));
-  const hostKeySha256 = execFileSync("ssh-keygen", ["-lf", path.join(dir, "host_ed25519.pub")]).toString().split(" ")[1]!;
+  const hostKeySha256 = execFileSync("ssh-keygen", ["-lf", path.join(dir, "host_ed25519.pub")])
+    .toString()
+    .split(" ")[1]!;
   const port = await freePort();
   fs.writeFileSync(
     path.join(dir, "sshd_config"),

@@ -38,7 +38,9 @@ const metrics = async () => app.ctx.metrics.metrics();
 /** Events still in the intake and those already chained (the owner reads both; the app role may not). */
 const auditActions = async () =>
   inScope(app.ctx.db.owner, { kind: "appliance" }, (t) =>
-    t.rows<{ action: string; outcome: string }>("SELECT action, outcome FROM audit_intake UNION ALL SELECT canonical::jsonb ->> 'action', canonical::jsonb ->> 'outcome' FROM audit_events"),
+    t.rows<{ action: string; outcome: string }>(
+      "SELECT action, outcome FROM audit_intake UNION ALL SELECT canonical::jsonb ->> 'action', canonical::jsonb ->> 'outcome' FROM audit_events",
+    ),
   );
 
 describe("backups on a running appliance", () => {
@@ -89,7 +91,10 @@ describe("backups on a running appliance", () => {
   it("raises an alert and records the failure when a drill finds a damaged snapshot", async () => {
     const [latest] = await listSnapshotRecords(app.ctx);
     const objects = path.join(dir, "nas", "snapshots", latest!.id, "objects");
-    const biggest = fs.readdirSync(objects).map((f) => path.join(objects, f)).sort((a, b) => fs.statSync(b).size - fs.statSync(a).size)[0]!;
+    const biggest = fs
+      .readdirSync(objects)
+      .map((f) => path.join(objects, f))
+      .sort((a, b) => fs.statSync(b).size - fs.statSync(a).size)[0]!;
     const bytes = fs.readFileSync(biggest);
     bytes[bytes.length - 20]! ^= 1;
     fs.writeFileSync(biggest, bytes);
@@ -130,11 +135,15 @@ describe("backups on a running appliance", () => {
       expect(restored.backup_policy).toBe(1);
       expect(restored.tenants).toBe((await tableCounts(app.db.ownerUrl)).tenants);
       // Refused the second time: the database is no longer empty.
-      const again = await execFileAsync(process.execPath, ["--import", "tsx", "daemon/cli/main.ts", "restore", latest!.id, "--into", into.ownerUrl, "--target-file", targetFile, "--recovery-key", kit], {
-        cwd: process.cwd(),
-        env: { ...process.env, WARDKEEP_DATA_DIR: emptyDataDir },
-        timeout: 50_000,
-      }).catch((e: { code: number; stderr: string }) => e);
+      const again = await execFileAsync(
+        process.execPath,
+        ["--import", "tsx", "daemon/cli/main.ts", "restore", latest!.id, "--into", into.ownerUrl, "--target-file", targetFile, "--recovery-key", kit],
+        {
+          cwd: process.cwd(),
+          env: { ...process.env, WARDKEEP_DATA_DIR: emptyDataDir },
+          timeout: 50_000,
+        },
+      ).catch((e: { code: number; stderr: string }) => e);
       expect((again as { code: number }).code).toBe(1);
       expect((again as { stderr: string }).stderr).toMatch(/^wardkeep: the database .* is not empty .*restore writes only into an empty database/m);
     } finally {

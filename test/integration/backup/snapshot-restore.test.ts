@@ -62,7 +62,14 @@ describe("snapshot and restore on a directory target", () => {
 
     const into = await createTestDatabase();
     try {
-      const restored = await restoreSnapshot({ target: fsTarget(dir), snapshotId: second.snapshotId, intoUrl: into.ownerUrl, appRole: APP_ROLE, opener: { applianceSecret: secret }, verifyAuditChain: auditVerifier() });
+      const restored = await restoreSnapshot({
+        target: fsTarget(dir),
+        snapshotId: second.snapshotId,
+        intoUrl: into.ownerUrl,
+        appRole: APP_ROLE,
+        opener: { applianceSecret: secret },
+        verifyAuditChain: auditVerifier(),
+      });
       expect(restored.rows).toBe(second.rows);
       expect(restored.auditChain).toMatchObject({ checked: true, intact: true });
       expect(restored.phases.loadMs).toBeGreaterThan(0);
@@ -90,7 +97,13 @@ describe("snapshot and restore on a directory target", () => {
   });
 
   it("refuses to restore into a database that is not empty", async () => {
-    const err = await restoreSnapshot({ target: fsTarget(dir), snapshotId: first.snapshotId, intoUrl: seeded.db.ownerUrl, appRole: APP_ROLE, opener: { applianceSecret: secret } }).catch((e: unknown) => e);
+    const err = await restoreSnapshot({
+      target: fsTarget(dir),
+      snapshotId: first.snapshotId,
+      intoUrl: seeded.db.ownerUrl,
+      appRole: APP_ROLE,
+      opener: { applianceSecret: secret },
+    }).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(RestoreRefused);
     expect((err as Error).message).toMatch(/is not empty \(\d+ relations, e\.g\. .+\); restore writes only into an empty database/);
     expect((err as Error).message).not.toContain(new URL(seeded.db.ownerUrl).password);
@@ -108,7 +121,12 @@ describe("snapshot and restore on a directory target", () => {
 
   it("refuses a snapshot signed by someone else when the signer is pinned", async () => {
     await expect(
-      verifySnapshot({ target: fsTarget(dir), snapshotId: first.snapshotId, opener: { recoveryPrivateKey: recovery.privateKey }, trustedSigners: [manifestSigner(applianceSecret()).publicKeyRaw] }),
+      verifySnapshot({
+        target: fsTarget(dir),
+        snapshotId: first.snapshotId,
+        opener: { recoveryPrivateKey: recovery.privateKey },
+        trustedSigners: [manifestSigner(applianceSecret()).publicKeyRaw],
+      }),
     ).rejects.toThrow(/not a trusted signer/);
   });
 });
@@ -190,14 +208,25 @@ describe("recovery without Wardkeep (backup/recover-standalone.mjs)", () => {
   const script = path.resolve("backup/recover-standalone.mjs");
   const run = (args: string[]) =>
     new Promise<{ code: number; stdout: string; stderr: string }>((resolve) => {
-      execFile(process.execPath, [script, ...args], { timeout: 30_000 }, (err, stdout, stderr) => resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr }));
+      execFile(process.execPath, [script, ...args], { timeout: 30_000 }, (err, stdout, stderr) =>
+        resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr }),
+      );
     });
 
   it("decrypts with the recovery key alone and loads into PostgreSQL with psql", async () => {
     const kit = path.join(tempDir(), "kit.pem");
     fs.writeFileSync(kit, recovery.privateKey.export({ format: "pem", type: "pkcs8" }) as string);
     const out = tempDir();
-    const r = await run(["--snapshot", path.join(dir, "snapshots", first.snapshotId), "--recovery-key", kit, "--out", out, "--expect-signer", manifestSigner(secret).publicKeyRaw.toString("hex")]);
+    const r = await run([
+      "--snapshot",
+      path.join(dir, "snapshots", first.snapshotId),
+      "--recovery-key",
+      kit,
+      "--out",
+      out,
+      "--expect-signer",
+      manifestSigner(secret).publicKeyRaw.toString("hex"),
+    ]);
     expect(r.stderr).toBe("");
     expect(r.stdout).toMatch(new RegExp(`snapshot ${first.snapshotId} verified and decrypted: \\d+ tables, ${first.rows} rows`));
     const into = await createTestDatabase();

@@ -95,7 +95,9 @@ describe("per-target alerts and metrics", () => {
     now += 61 * 60_000;
     await evaluateFreshness(app.ctx);
     expect(await alerts()).toContain("snapshot_stale");
-    expect((await openAlerts(app.ctx)).find((a) => a.kind === "snapshot_stale")?.detail).toMatch(/the newest snapshot that reached every target finished \d+ minutes ago .*partial ones do not count/);
+    expect((await openAlerts(app.ctx)).find((a) => a.kind === "snapshot_stale")?.detail).toMatch(
+      /the newest snapshot that reached every target finished \d+ minutes ago .*partial ones do not count/,
+    );
 
     root = await signIn(app, { role: "super_admin" }); // the test clock moved past the idle timeout
     const listed = await root.agent.get("/api/v1/backups");

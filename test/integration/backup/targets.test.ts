@@ -86,7 +86,14 @@ describe("snapshots on every target at once", () => {
         await verifySnapshot({ target, snapshotId: snap.snapshotId, opener: { applianceSecret: secret } });
         const into = await createTestDatabase();
         try {
-          const restored = await restoreSnapshot({ target, snapshotId: snap.snapshotId, intoUrl: into.ownerUrl, appRole: APP_ROLE, opener: { recoveryPrivateKey: recovery.privateKey }, verifyAuditChain: auditVerifier() });
+          const restored = await restoreSnapshot({
+            target,
+            snapshotId: snap.snapshotId,
+            intoUrl: into.ownerUrl,
+            appRole: APP_ROLE,
+            opener: { recoveryPrivateKey: recovery.privateKey },
+            verifyAuditChain: auditVerifier(),
+          });
           expect(restored.rows).toBe(snap.rows);
           expect(await tableCounts(into.ownerUrl)).toEqual(await tableCounts(seeded.db.ownerUrl));
         } finally {

@@ -66,10 +66,7 @@ describe("wardkeep CLI", () => {
     const created = await runCli(["--json", "admin", "create", "--email", "IT.Admin@hospital.example", "--password-file", passwordFile], env);
     expect(created.code).toBe(0);
     expect(JSON.parse(created.stdout)).toMatchObject({ ok: true, email: "it.admin@hospital.example", id: expect.any(String) });
-    expectOneLineFailure(
-      await runCli(["admin", "create", "--email", "second@hospital.example", "--password-file", passwordFile], env),
-      /a super-admin already exists/,
-    );
+    expectOneLineFailure(await runCli(["admin", "create", "--email", "second@hospital.example", "--password-file", passwordFile], env), /a super-admin already exists/);
   });
 
   it("explains a bad email, a short password and a missing password file in one line each", async () => {

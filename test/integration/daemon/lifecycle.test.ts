@@ -104,10 +104,7 @@ describe("a daemon on an external PostgreSQL", () => {
     socket.on("data", (d: Buffer) => (response += d.toString()));
     const closed = new Promise<void>((resolve) => socket.on("close", () => resolve()));
     // Headers and half the body: the request is in flight when the signal arrives.
-    socket.write(
-      `POST /api/v1/setup HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n` +
-        body.slice(0, 20),
-    );
+    socket.write(`POST /api/v1/setup HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n` + body.slice(0, 20));
     await new Promise((r) => setTimeout(r, 300));
     daemon.child.kill("SIGTERM");
     await daemon.waitFor(/shutting down: draining/);
@@ -141,9 +138,17 @@ describe("a daemon on an external PostgreSQL", () => {
       .ca(ca)
       .send({ token: "wks_setup_wrong", email: canaries[1], password: `${canaries[0]} ${canaries[2]}`, name: canaries[0], mrn: canaries[3] });
     await base().post("/api/v1/setup").ca(ca).set("content-type", "application/json").send(`{"name": "${canaries[0]}", "dob": "${canaries[2]}"`);
-    await base().get(`/api/v1/patients?name=${encodeURIComponent(canaries[0])}&mrn=${canaries[3]}`).ca(ca);
-    await base().get(`/api/v1/lookup/${encodeURIComponent(canaries[1])}`).ca(ca).set("x-request-id", canaries[4]);
-    await base().post("/api/v1/setup").ca(ca).send({ token: "t", email: "x@y.org", password: "p".repeat(20), address: canaries[5], phone: canaries[4] });
+    await base()
+      .get(`/api/v1/patients?name=${encodeURIComponent(canaries[0])}&mrn=${canaries[3]}`)
+      .ca(ca);
+    await base()
+      .get(`/api/v1/lookup/${encodeURIComponent(canaries[1])}`)
+      .ca(ca)
+      .set("x-request-id", canaries[4]);
+    await base()
+      .post("/api/v1/setup")
+      .ca(ca)
+      .send({ token: "t", email: "x@y.org", password: "p".repeat(20), address: canaries[5], phone: canaries[4] });
     expect(await daemon.stop()).toBe(0);
     const output = daemon.stdout() + daemon.stderr();
     expect(daemon.logs().filter((l) => l.message === "request").length).toBeGreaterThanOrEqual(5);

@@ -69,7 +69,9 @@ describe("tenant isolation by row-level security", () => {
 
   it("refuses to write a row into another tenant", async () => {
     const err = await app()
-      .inScope({ kind: "tenant", tenantId: tenantA }, (t) => t.exec(sql`INSERT INTO users (tenant_id, email, password_hash, role) VALUES (${tenantB}, 'x@y.example', 'x', 'admin')`))
+      .inScope({ kind: "tenant", tenantId: tenantA }, (t) =>
+        t.exec(sql`INSERT INTO users (tenant_id, email, password_hash, role) VALUES (${tenantB}, 'x@y.example', 'x', 'admin')`),
+      )
       .catch((e: Error) => e);
     expect(String((err as Error).message)).toMatch(/row-level security/);
   });
@@ -150,7 +152,9 @@ describe("round trips of a transaction", () => {
     expect(wire.statements).toEqual([]);
     expect([...(await scratch(21)), ...(await scratch(22))]).toEqual([21, 22]);
     // Committed, not left open: the connection is outside any transaction, with no scope.
-    expect(await app().rows("SELECT current_setting('wardkeep.tenant_id', true) AS t, now() = statement_timestamp() AS fresh")).toEqual([{ t: expect.toBeOneOf(["", null]), fresh: true }]);
+    expect(await app().rows("SELECT current_setting('wardkeep.tenant_id', true) AS t, now() = statement_timestamp() AS fresh")).toEqual([
+      { t: expect.toBeOneOf(["", null]), fresh: true },
+    ]);
   });
 
   it("prepares a statement the second time a connection runs it, and parses it no more after that", async () => {

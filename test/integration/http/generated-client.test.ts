@@ -49,7 +49,11 @@ await client.GET("/api/v1/patients/{id}", {});
 `;
 
 const tsc = (file: string) =>
-  run(join(process.cwd(), "node_modules", ".bin", "tsc"), ["--noEmit", "--strict", "--skipLibCheck", "--target", "es2022", "--module", "nodenext", "--moduleResolution", "nodenext", file], { cwd: dir }).then(
+  run(
+    join(process.cwd(), "node_modules", ".bin", "tsc"),
+    ["--noEmit", "--strict", "--skipLibCheck", "--target", "es2022", "--module", "nodenext", "--moduleResolution", "nodenext", file],
+    { cwd: dir },
+  ).then(
     () => ({ ok: true, out: "" }),
     (err: { stdout?: string }) => ({ ok: false, out: err.stdout ?? "" }),
   );

@@ -82,9 +82,7 @@ describe("HTTPS and security headers", () => {
 
   it("only redirects on the plain HTTP port, keeping path and query", async () => {
     const res = await new Promise<http.IncomingMessage>((resolve, reject) =>
-      http
-        .get({ host: "127.0.0.1", port: app.server.redirectPort, path: "/api/v1/setup?x=1", headers: { host: "wardkeep.example.org" } }, resolve)
-        .on("error", reject),
+      http.get({ host: "127.0.0.1", port: app.server.redirectPort, path: "/api/v1/setup?x=1", headers: { host: "wardkeep.example.org" } }, resolve).on("error", reject),
     );
     expect(res.statusCode).toBe(308);
     expect(res.headers.location).toBe(`https://wardkeep.example.org:${app.server.port}/api/v1/setup?x=1`);
@@ -106,11 +104,7 @@ describe("problem+json errors", () => {
   });
 
   it("answers a non-JSON body with 415 problem+json", async () => {
-    expectProblem(
-      await post("/api/v1/setup").set("content-type", "application/x-www-form-urlencoded").send("token=a&email=b"),
-      415,
-      "unsupported-media-type",
-    );
+    expectProblem(await post("/api/v1/setup").set("content-type", "application/x-www-form-urlencoded").send("token=a&email=b"), 415, "unsupported-media-type");
   });
 
   it("lists failing fields without echoing their values", async () => {
@@ -129,11 +123,7 @@ describe("first-run setup", () => {
     expect(app.logLines.join("\n")).not.toContain(token!);
     expect((await get("/api/v1/setup")).body).toEqual({ setupRequired: true });
 
-    expectProblem(
-      await post("/api/v1/setup").send({ token: "wks_setup_wrong", email: "it@hospital.example", password: "correct horse battery" }),
-      403,
-      "forbidden",
-    );
+    expectProblem(await post("/api/v1/setup").send({ token: "wks_setup_wrong", email: "it@hospital.example", password: "correct horse battery" }), 403, "forbidden");
     expectProblem(await post("/api/v1/setup").send({ token, email: "it@hospital.example", password: "short" }), 400, "invalid-request");
 
     const created = await post("/api/v1/setup").send({ token, email: "IT@Hospital.example", password: "correct horse battery" });
@@ -141,11 +131,7 @@ describe("first-run setup", () => {
     expect(created.body).toMatchObject({ email: "it@hospital.example", id: expect.stringMatching(/^[0-9a-f-]{36}$/) });
     expect((await get("/api/v1/setup")).body).toEqual({ setupRequired: false });
 
-    expectProblem(
-      await post("/api/v1/setup").send({ token, email: "other@hospital.example", password: "correct horse battery" }),
-      409,
-      "conflict",
-    );
+    expectProblem(await post("/api/v1/setup").send({ token, email: "other@hospital.example", password: "correct horse battery" }), 409, "conflict");
   });
 });
 

@@ -59,13 +59,16 @@ describe("wardkeep keys", () => {
     const issue = await runCli(["--json", "keys", "recovery-kit", "--out", kit, "--share-file", files[0]!, "--share-file", files[2]!], env);
     expect(issue.code, issue.stderr).toBe(0);
     expect(fs.readFileSync(kit, "utf8")).toMatch(/-----BEGIN PRIVATE KEY-----/);
-
   });
 
   it("status reports the key store without any secret", async () => {
     const status = await runCli(["--json", "keys", "status"], env);
     expect(status.code, status.stderr).toBe(0);
-    const body = json(status.stdout).status as { seal: { mode: string; initialised: boolean; sealed: unknown }; kek: { versions: Array<{ version: number }> }; recovery: { issuedAt: string } };
+    const body = json(status.stdout).status as {
+      seal: { mode: string; initialised: boolean; sealed: unknown };
+      kek: { versions: Array<{ version: number }> };
+      recovery: { issuedAt: string };
+    };
     expect(body.seal).toMatchObject({ mode: "shamir", initialised: true, sealed: null, reason: "daemon not reachable" });
     expect(body.kek.versions.map((v) => v.version)).toEqual([2]);
     expect(body.recovery.issuedAt).toBeTruthy();

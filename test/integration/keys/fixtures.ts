@@ -38,16 +38,14 @@ export function fieldOf(column: EncryptedColumn, tenantId: string, rowId: string
   return { tenantId, table: column.table, column: column.column, rowId };
 }
 
-export async function insertRow(
-  ctx: ApplianceContext,
-  t: Tx,
-  column: EncryptedColumn,
-  subject: KeySubject,
-  plaintext: string,
-  id: string = randomUUID(),
-): Promise<string> {
+export async function insertRow(ctx: ApplianceContext, t: Tx, column: EncryptedColumn, subject: KeySubject, plaintext: string, id: string = randomUUID()): Promise<string> {
   const ct = await encryptFieldValue(ctx, t, subject, fieldOf(column, subject.tenantId, id), plaintext);
-  await t.exec(`INSERT INTO ${column.table} (id, tenant_id, patient_id, secret) VALUES ($1, $2, $3, $4)`, [id, subject.tenantId, subject.kind === "patient" ? subject.patientId : null, ct]);
+  await t.exec(`INSERT INTO ${column.table} (id, tenant_id, patient_id, secret) VALUES ($1, $2, $3, $4)`, [
+    id,
+    subject.tenantId,
+    subject.kind === "patient" ? subject.patientId : null,
+    ct,
+  ]);
   return id;
 }
 

@@ -166,13 +166,17 @@ describe("the barrier", () => {
   });
 
   it("zeroes every key on seal and answers 503 Sealed until unsealed again", async () => {
-    const held = k.ctx.rootKey.cachedDataKey(`tenant/${tenantA}#2`) ?? (await inTenant(k.ctx, tenantA, (t) => dataKeyFor(k.ctx, t, { kind: "tenant", tenantId: tenantA })), k.ctx.rootKey.cachedDataKey(`tenant/${tenantA}#2`)!);
+    const held =
+      k.ctx.rootKey.cachedDataKey(`tenant/${tenantA}#2`) ??
+      (await inTenant(k.ctx, tenantA, (t) => dataKeyFor(k.ctx, t, { kind: "tenant", tenantId: tenantA })), k.ctx.rootKey.cachedDataKey(`tenant/${tenantA}#2`)!);
     const kek = k.ctx.rootKey.kek(k.ctx.rootKey.kekVersions()[0]!)!;
     const internal = k.ctx.rootKey.material();
     k.ctx.rootKey.seal("test");
     for (const b of [held, kek, internal]) expect(b.equals(Buffer.alloc(b.length))).toBe(true);
     expect(k.ctx.rootKey.cachedDataKeyCount).toBe(0);
-    const err = await expectRejects(inTenant(k.ctx, tenantA, (t) => encryptFieldValue(k.ctx, t, { kind: "tenant", tenantId: tenantA }, fieldOf(column, tenantA, randomUUID()), "x")));
+    const err = await expectRejects(
+      inTenant(k.ctx, tenantA, (t) => encryptFieldValue(k.ctx, t, { kind: "tenant", tenantId: tenantA }, fieldOf(column, tenantA, randomUUID()), "x")),
+    );
     expect(err).toBeInstanceOf(Sealed);
     expect(() => k.ctx.rootKey.material()).toThrow(Sealed);
     await unsealAtStart(k.ctx);

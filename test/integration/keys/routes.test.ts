@@ -122,7 +122,12 @@ describe("sealing and unsealing over HTTPS", () => {
     expect(sealed.status).toBe(503);
     expect(sealed.headers["content-type"]).toMatch(/^application\/problem\+json/);
     expect(sealed.headers["retry-after"]).toBe("30");
-    expect(sealed.body).toMatchObject({ type: "urn:wardkeep:problem:sealed", sealState: "sealed", unsealMode: "shamir", detail: expect.stringMatching(/sealed by an operator: drill/) });
+    expect(sealed.body).toMatchObject({
+      type: "urn:wardkeep:problem:sealed",
+      sealState: "sealed",
+      unsealMode: "shamir",
+      detail: expect.stringMatching(/sealed by an operator: drill/),
+    });
   });
 
   it("takes one share per call with progress, refuses a repeated or malformed share, and unseals at the threshold", async () => {

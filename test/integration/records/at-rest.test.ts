@@ -44,8 +44,16 @@ beforeAll(async () => {
   const note = await d.post(`${base}/notes`).send({ body: CANARY.note });
   const signed = await d.post(`${base}/notes/${note.body.id}/sign`).set("If-Match", tag(note)).send({});
   expect((await d.put(`${base}/notes/${note.body.id}`).set("If-Match", tag(signed)).send({ body: CANARY.amendment, reason: CANARY.reason })).status).toBe(200);
-  const consent = await clinic.frontDesk.agent.post(`${base}/consents`).send({ type: "research", textVersion: "1", scope: CANARY.scope, evidence: { method: "attestation", statement: CANARY.attestation } });
-  expect((await clinic.frontDesk.agent.post(`${base}/consents/${consent.body.id}/revocation`).send({ evidence: { method: "attestation", statement: CANARY.attestation }, reason: CANARY.revocation })).status).toBe(201);
+  const consent = await clinic.frontDesk.agent
+    .post(`${base}/consents`)
+    .send({ type: "research", textVersion: "1", scope: CANARY.scope, evidence: { method: "attestation", statement: CANARY.attestation } });
+  expect(
+    (
+      await clinic.frontDesk.agent
+        .post(`${base}/consents/${consent.body.id}/revocation`)
+        .send({ evidence: { method: "attestation", statement: CANARY.attestation }, reason: CANARY.revocation })
+    ).status,
+  ).toBe(201);
   const file = await d
     .post(`${base}/attachments?kind=document`)
     .set("Content-Type", "application/pdf")
@@ -82,7 +90,9 @@ describe("data at rest", () => {
       app,
       "SELECT schemaname, tablename FROM pg_tables WHERE schemaname NOT IN ('pg_catalog', 'information_schema') ORDER BY 1, 2",
     );
-    expect(tables.map((t) => t.tablename)).toEqual(expect.arrayContaining(["patients", "note_versions", "consents", "attachments", "legal_holds", "audit_events", "audit_intake", "data_keys"]));
+    expect(tables.map((t) => t.tablename)).toEqual(
+      expect.arrayContaining(["patients", "note_versions", "consents", "attachments", "legal_holds", "audit_events", "audit_intake", "data_keys"]),
+    );
     const found: string[] = [];
     let scanned = 0;
     let control = 0; // a value stored in clear on purpose (the consent type code): proves the scan sees values
@@ -110,7 +120,7 @@ describe("data at rest", () => {
     const root = path.join(app.dataDir, "attachments");
     const files: string[] = [];
     const walk = (dir: string) => {
-      for (const e of fs.readdirSync(dir, { withFileTypes: true })) (e.isDirectory() ? walk(path.join(dir, e.name)) : files.push(path.join(dir, e.name)));
+      for (const e of fs.readdirSync(dir, { withFileTypes: true })) e.isDirectory() ? walk(path.join(dir, e.name)) : files.push(path.join(dir, e.name));
     };
     walk(root);
     expect(files.length).toBe(1);

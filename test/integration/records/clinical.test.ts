@@ -98,7 +98,9 @@ describe("clinical notes", () => {
 
   it("refuses to rewrite or delete note versions and consents, even on a raw app-role connection, outside a purge", async () => {
     const note = await clinic.doctor.agent.post(notes()).send({ body: "Original wording." });
-    const consent = await clinic.frontDesk.agent.post(`/api/v1/patients/${patientId}/consents`).send({ type: "treatment", textVersion: "3", evidence: { method: "attestation", statement: "Agreed verbally." } });
+    const consent = await clinic.frontDesk.agent
+      .post(`/api/v1/patients/${patientId}/consents`)
+      .send({ type: "treatment", textVersion: "3", evidence: { method: "attestation", statement: "Agreed verbally." } });
     const client = new pg.Client({ connectionString: app.db.appUrl });
     await client.connect();
     const inTenant = async (work: () => Promise<unknown>) => {
@@ -111,7 +113,9 @@ describe("clinical notes", () => {
       }
     };
     try {
-      await expect(inTenant(() => client.query("UPDATE note_versions SET created_by = created_by, change = 'edit' WHERE note_id = $1", [note.body.id]))).rejects.toThrow(/append-only/);
+      await expect(inTenant(() => client.query("UPDATE note_versions SET created_by = created_by, change = 'edit' WHERE note_id = $1", [note.body.id]))).rejects.toThrow(
+        /append-only/,
+      );
       await expect(inTenant(() => client.query("DELETE FROM note_versions WHERE note_id = $1", [note.body.id]))).rejects.toThrow(/append-only/);
       await expect(inTenant(() => client.query("UPDATE consents SET consent_type = 'research' WHERE id = $1", [consent.body.id]))).rejects.toThrow(/append-only/);
       await expect(inTenant(() => client.query("DELETE FROM consents WHERE id = $1", [consent.body.id]))).rejects.toThrow(/append-only/);
@@ -132,15 +136,28 @@ describe("consents", () => {
   it("records grants and revocations as events and answers whether a consent is in force now or at any past moment", async () => {
     const granted = await clinic.frontDesk.agent.post(consents()).send({ type: "research", textVersion: "2024.1", scope: "Registry of cardiac outcomes", evidence: signature });
     expect(granted.status).toBe(201);
-    expect(granted.body).toMatchObject({ type: "research", textVersion: "2024.1", scope: "Registry of cardiac outcomes", state: "in_force", revocation: null, evidence: signature });
+    expect(granted.body).toMatchObject({
+      type: "research",
+      textVersion: "2024.1",
+      scope: "Registry of cardiac outcomes",
+      state: "in_force",
+      revocation: null,
+      evidence: signature,
+    });
     const check = (q: string) => clinic.doctor.agent.get(`${consents()}/in-force?type=research${q}`);
     expect((await check("")).body).toMatchObject({ inForce: true, consent: { id: granted.body.id } });
     expect((await check("&textVersion=2025.1")).body.inForce).toBe(false);
 
-    const revoked = await clinic.frontDesk.agent.post(`${consents()}/${granted.body.id}/revocation`).send({ evidence: { method: "attestation", statement: "Patient withdrew by phone." }, reason: "moved away" });
+    const revoked = await clinic.frontDesk.agent
+      .post(`${consents()}/${granted.body.id}/revocation`)
+      .send({ evidence: { method: "attestation", statement: "Patient withdrew by phone." }, reason: "moved away" });
     expect(revoked.status).toBe(201);
     expect(revoked.body).toMatchObject({ state: "revoked", revocation: { reason: "moved away", revokedBy: clinic.frontDesk.user.id }, evidence: signature });
-    expectProblem(await clinic.frontDesk.agent.post(`${consents()}/${granted.body.id}/revocation`).send({ evidence: { method: "attestation", statement: "again" } }), 409, "conflict");
+    expectProblem(
+      await clinic.frontDesk.agent.post(`${consents()}/${granted.body.id}/revocation`).send({ evidence: { method: "attestation", statement: "again" } }),
+      409,
+      "conflict",
+    );
 
     expect((await check("")).body).toMatchObject({ inForce: false, consent: null });
     // History is never rewritten: the moment of the grant still answers "in force".
@@ -159,9 +176,13 @@ describe("consents", () => {
 
   it("lets a consent lapse at its expiry and refuses bad consent records", async () => {
     const soon = new Date(Date.now() + 1500).toISOString();
-    const granted = await clinic.doctor.agent.post(consents()).send({ type: "telehealth", textVersion: "1", evidence: { method: "attestation", statement: "Agreed on video call." }, expiresAt: soon });
+    const granted = await clinic.doctor.agent
+      .post(consents())
+      .send({ type: "telehealth", textVersion: "1", evidence: { method: "attestation", statement: "Agreed on video call." }, expiresAt: soon });
     expect(granted.status).toBe(201);
-    expect((await clinic.doctor.agent.get(`${consents()}/in-force?type=telehealth&at=${encodeURIComponent(new Date(Date.parse(soon) - 1).toISOString())}`)).body.inForce).toBe(true);
+    expect((await clinic.doctor.agent.get(`${consents()}/in-force?type=telehealth&at=${encodeURIComponent(new Date(Date.parse(soon) - 1).toISOString())}`)).body.inForce).toBe(
+      true,
+    );
     expect((await clinic.doctor.agent.get(`${consents()}/in-force?type=telehealth&at=${encodeURIComponent(soon)}`)).body.inForce).toBe(false);
 
     const post = (body: object) => clinic.frontDesk.agent.post(consents()).send(body);
@@ -180,7 +201,11 @@ describe("attachments", () => {
   const attachments = () => `/api/v1/patients/${patientId}/attachments`;
   const download = (who: SignedIn, id: string) => who.agent.get(`${attachments()}/${id}/content`).buffer(true).parse(binary);
   const storedFile = async (id: string) => {
-    const [row] = await asSuperuser<{ storage_path: string; cipher_sha256: Buffer; stored_bytes: string }>(app, "SELECT storage_path, cipher_sha256, stored_bytes FROM attachments WHERE id = $1", [id]);
+    const [row] = await asSuperuser<{ storage_path: string; cipher_sha256: Buffer; stored_bytes: string }>(
+      app,
+      "SELECT storage_path, cipher_sha256, stored_bytes FROM attachments WHERE id = $1",
+      [id],
+    );
     return { ...row!, file: path.join(app.dataDir, "attachments", row!.storage_path) };
   };
 
@@ -219,12 +244,19 @@ describe("attachments", () => {
     // A transcription of that recording points back at it.
     const t = await clinic.doctor.agent.post(notes()).send({ kind: "transcription", body: "Transcript: patient describes...", sourceAttachmentId: up.body.id });
     expect(t.body).toMatchObject({ kind: "transcription", sourceAttachmentId: up.body.id });
-    expectProblem(await clinic.doctor.agent.post(notes()).send({ kind: "transcription", body: "x", sourceAttachmentId: "00000000-0000-4000-8000-000000000000" }), 400, "invalid-request");
+    expectProblem(
+      await clinic.doctor.agent.post(notes()).send({ kind: "transcription", body: "x", sourceAttachmentId: "00000000-0000-4000-8000-000000000000" }),
+      400,
+      "invalid-request",
+    );
   });
 
   it("refuses uploads over the limit with 413 and keeps nothing, whether declared or streamed", async () => {
     const before = await asSuperuser(app, "SELECT id FROM attachments");
-    const declared = await clinic.doctor.agent.post(attachments()).set("Content-Type", "application/pdf").send(Buffer.alloc(LIMIT + 1, 1));
+    const declared = await clinic.doctor.agent
+      .post(attachments())
+      .set("Content-Type", "application/pdf")
+      .send(Buffer.alloc(LIMIT + 1, 1));
     expectProblem(declared, 413, "payload-too-large");
     const streamed = await streamRequest(app, {
       method: "POST",
@@ -274,11 +306,27 @@ describe("attachments", () => {
     expectProblem(await d.post(attachments()).set("Content-Type", "application/x-www-form-urlencoded").send("a=b"), 415, "unsupported-media-type");
     expectProblem(await d.post(attachments()).set("Content-Type", "not a type").send(Buffer.from("x")), 415, "unsupported-media-type");
     expectProblem(await d.post(`${attachments()}?kind=video`).set("Content-Type", "video/mp4").send(Buffer.from("x")), 400, "invalid-request");
-    expectProblem(await d.post(attachments()).set("Content-Type", "application/pdf").set("Content-Disposition", "attachment; filename*=UTF-8''%C3%28.pdf").send(Buffer.from("x")), 400, "invalid-request");
+    expectProblem(
+      await d.post(attachments()).set("Content-Type", "application/pdf").set("Content-Disposition", "attachment; filename*=UTF-8''%C3%28.pdf").send(Buffer.from("x")),
+      400,
+      "invalid-request",
+    );
     expectProblem(await d.post(attachments()).set("Content-Type", "application/pdf").send(Buffer.alloc(0)), 400, "invalid-request");
-    expectProblem(await d.post("/api/v1/patients/00000000-0000-4000-8000-000000000000/attachments").set("Content-Type", "application/pdf").send(Buffer.from("x")), 404, "not-found");
+    expectProblem(
+      await d.post("/api/v1/patients/00000000-0000-4000-8000-000000000000/attachments").set("Content-Type", "application/pdf").send(Buffer.from("x")),
+      404,
+      "not-found",
+    );
     // Cookie-authenticated uploads need the CSRF header like every other write.
-    const noCsrf = await (await import("supertest")).default(app.baseUrl).post(attachments()).ca(app.caPem).set("Cookie", clinic.doctor.cookie).set("Content-Type", "application/pdf").send(Buffer.from("x"));
+    const noCsrf = await (
+      await import("supertest")
+    )
+      .default(app.baseUrl)
+      .post(attachments())
+      .ca(app.caPem)
+      .set("Cookie", clinic.doctor.cookie)
+      .set("Content-Type", "application/pdf")
+      .send(Buffer.from("x"));
     expect(noCsrf.status).toBe(403);
   });
 

@@ -29,11 +29,20 @@ async function fullRecord(clinic: Clinic, name: string) {
   await assignCareTeam(clinic, p.id);
   const note = await clinic.doctor.agent.post(`/api/v1/patients/${p.id}/notes`).send({ body: "Initial assessment: stable." });
   await clinic.doctor.agent.put(`/api/v1/patients/${p.id}/notes/${note.body.id}`).set("If-Match", tag(note)).send({ body: "Initial assessment: stable, afebrile." });
-  await clinic.frontDesk.agent.post(`/api/v1/patients/${p.id}/consents`).send({ type: "treatment", textVersion: "7", scope: "Outpatient care", evidence: { method: "attestation", statement: "Signed paper form." } });
   await clinic.frontDesk.agent
-    .post("/api/v1/schedule/appointments")
-    .send({ patientId: p.id, practitionerId: clinic.doctor.user.id, startsAt: new Date(clock.now().getTime() + DAY).toISOString(), endsAt: new Date(clock.now().getTime() + DAY + 1_800_000).toISOString() });
-  const file = await clinic.doctor.agent.post(`/api/v1/patients/${p.id}/attachments?kind=document`).set("Content-Type", "application/pdf").set("Content-Disposition", 'attachment; filename="referral.pdf"').send(randomBytes(20_000));
+    .post(`/api/v1/patients/${p.id}/consents`)
+    .send({ type: "treatment", textVersion: "7", scope: "Outpatient care", evidence: { method: "attestation", statement: "Signed paper form." } });
+  await clinic.frontDesk.agent.post("/api/v1/schedule/appointments").send({
+    patientId: p.id,
+    practitionerId: clinic.doctor.user.id,
+    startsAt: new Date(clock.now().getTime() + DAY).toISOString(),
+    endsAt: new Date(clock.now().getTime() + DAY + 1_800_000).toISOString(),
+  });
+  const file = await clinic.doctor.agent
+    .post(`/api/v1/patients/${p.id}/attachments?kind=document`)
+    .set("Content-Type", "application/pdf")
+    .set("Content-Disposition", 'attachment; filename="referral.pdf"')
+    .send(randomBytes(20_000));
   expect(file.status).toBe(201);
   return { id: p.id, noteId: note.body.id as string, attachmentId: file.body.id as string };
 }
@@ -41,7 +50,7 @@ async function fullRecord(clinic: Clinic, name: string) {
 describe("exports", () => {
   it("exports one patient's records as JSON and CSV to an owner or admin with a fresh second factor, audited", async () => {
     const clinic = await openClinic(app, "Export Clinic");
-    const p = await fullRecord(clinic, "=HYPERLINK(\"http://evil\")");
+    const p = await fullRecord(clinic, '=HYPERLINK("http://evil")');
     const json = await clinic.admin.agent.get(`/api/v1/exports/patients/${p.id}`);
     expect(json.status).toBe(200);
     expect(json.headers["content-disposition"]).toBe(`attachment; filename="patient-${p.id}.json"`);
@@ -86,7 +95,12 @@ describe("exports", () => {
     expect(doc.patients.map((b: { patient: { id: string } }) => b.patient.id).sort()).toEqual([...ids].sort());
     const events = (await auditEvents(app)).filter((e) => e.tenant_id === clinic.tenant.id && (e.action === "tenant.export" || e.action === "patient.export"));
     expect(events.filter((e) => e.action === "tenant.export")).toHaveLength(1);
-    expect(events.filter((e) => e.action === "patient.export").map((e) => e.patient_id).sort()).toEqual([...ids].sort());
+    expect(
+      events
+        .filter((e) => e.action === "patient.export")
+        .map((e) => e.patient_id)
+        .sort(),
+    ).toEqual([...ids].sort());
     const csv = await clinic.owner.agent.get("/api/v1/exports/tenant?format=csv&records=patients");
     expect(csv.text.trim().split("\n")).toHaveLength(6);
   });
@@ -190,6 +204,8 @@ describe("erasure", () => {
     expect((await asSuperuser<{ status: string }>(app, "SELECT status FROM tenants WHERE id = $1", [clinic.tenant.id]))[0]!.status).toBe("deleting");
     expect(fs.existsSync(path.join(app.dataDir, "attachments", clinic.tenant.id))).toBe(false);
     expect((await auditEvents(app, { action: "tenant.purge" })).filter((e) => e.tenant_id === clinic.tenant.id)).toHaveLength(1);
-    await expect(signInWithPassword(app, { email: clinic.owner.user.email, password: clinic.owner.password, totpSecret: clinic.owner.totpSecret })).rejects.toThrow(/sign-in failed: 401/);
+    await expect(signInWithPassword(app, { email: clinic.owner.user.email, password: clinic.owner.password, totpSecret: clinic.owner.totpSecret })).rejects.toThrow(
+      /sign-in failed: 401/,
+    );
   });
 });

@@ -22,7 +22,14 @@ const patientCount = async () => Number((await asSuperuser<{ n: string }>(app, "
 
 describe("patients", () => {
   it("registers a patient, reads it back with an ETag, and audits both by id only", async () => {
-    const body = { name: "Harriet Quimby", birthDate: "1975-04-11", mrn: "NG-100200", phone: "+1 617 555 0199", email: "harriet.q@example.org", address: "12 Aviation Row\nBoston MA" };
+    const body = {
+      name: "Harriet Quimby",
+      birthDate: "1975-04-11",
+      mrn: "NG-100200",
+      phone: "+1 617 555 0199",
+      email: "harriet.q@example.org",
+      address: "12 Aviation Row\nBoston MA",
+    };
     const created = await clinic.frontDesk.agent.post("/api/v1/patients").send(body);
     expect(created.status).toBe(201);
     expect(created.headers.etag).toBe('"1"');
@@ -100,7 +107,11 @@ describe("patients", () => {
     expect(found.body.items).toEqual([{ id: p.id, accessible: false }]);
     expect((await clinic.otherDoctor.agent.get("/api/v1/patients?limit=100")).body.items.map((x: { id: string }) => x.id)).not.toContain(p.id);
 
-    expectProblem(await clinic.otherDoctor.agent.post(`/api/v1/patients/00000000-0000-4000-8000-000000000000/break-glass`).send({ reason: "no such patient at all" }), 404, "not-found");
+    expectProblem(
+      await clinic.otherDoctor.agent.post(`/api/v1/patients/00000000-0000-4000-8000-000000000000/break-glass`).send({ reason: "no such patient at all" }),
+      404,
+      "not-found",
+    );
     const grant = await clinic.otherDoctor.agent.post(`${url}/break-glass`).send({ reason: "cardiac arrest in the waiting room" });
     expect(grant.status).toBe(201);
     expect((await clinic.otherDoctor.agent.get(url)).status).toBe(200);
@@ -144,7 +155,8 @@ describe("patients", () => {
     expectProblem(await t.frontDesk.agent.get(`/api/v1/patients?limit=2&cursor=${encodeURIComponent(tampered)}`), 400, "invalid-request");
     // A cursor of another tenant's (or another person's) listing is not valid here.
     expectProblem(await clinic.frontDesk.agent.get(`/api/v1/patients?limit=2&cursor=${encodeURIComponent(c)}`), 400, "invalid-request");
-    for (const limit of ["1000", "1e9", "0", "-5", "ten", "99999999999999999999"]) expectProblem(await t.frontDesk.agent.get(`/api/v1/patients?limit=${limit}`), 400, "invalid-request");
+    for (const limit of ["1000", "1e9", "0", "-5", "ten", "99999999999999999999"])
+      expectProblem(await t.frontDesk.agent.get(`/api/v1/patients?limit=${limit}`), 400, "invalid-request");
     expectProblem(await t.frontDesk.agent.get("/api/v1/patients?offset=10"), 400, "invalid-request");
   });
 
@@ -163,7 +175,13 @@ describe("patients", () => {
     const invalidUtf8 = Buffer.concat([Buffer.from('{"name":"Eve '), Buffer.from([0xc3, 0x28]), Buffer.from('"}')]);
     expectProblem(await post().set("Content-Type", "application/json").send(invalidUtf8), 400, "invalid-request");
     expectProblem(await post().set("Content-Type", "application/json").send('{"name": "Eve"'), 400, "invalid-request");
-    expectProblem(await post().set("Content-Type", "application/json").send(JSON.stringify({ name: "Eve", address: "x".repeat(1_100_000) })), 413, "payload-too-large");
+    expectProblem(
+      await post()
+        .set("Content-Type", "application/json")
+        .send(JSON.stringify({ name: "Eve", address: "x".repeat(1_100_000) })),
+      413,
+      "payload-too-large",
+    );
     expectProblem(await post().set("Content-Type", "application/x-www-form-urlencoded").send("name=Eve"), 415, "unsupported-media-type");
     expectProblem(await clinic.frontDesk.agent.get("/api/v1/patients/not-a-uuid"), 400, "invalid-request");
     expect(await patientCount()).toBe(before);
@@ -241,7 +259,11 @@ describe("schedule", () => {
     await assignCareTeam(t, theirs.id);
     expect((await t.doctor.agent.get(`/api/v1/schedule?${window}`)).body.items).toHaveLength(2);
     for (const who of [t.admin, t.auditor, t.owner]) expectProblem(await who.agent.get(`/api/v1/schedule?${window}`), 403, "forbidden");
-    expectProblem(await t.doctor.agent.post("/api/v1/schedule/appointments").send({ patientId: mine.id, practitionerId: t.doctor.user.id, startsAt: at(13), endsAt: at(14) }), 403, "forbidden");
+    expectProblem(
+      await t.doctor.agent.post("/api/v1/schedule/appointments").send({ patientId: mine.id, practitionerId: t.doctor.user.id, startsAt: at(13), endsAt: at(14) }),
+      403,
+      "forbidden",
+    );
 
     const listed = (await auditEvents(app, { action: "appointment.list" })).filter((e) => e.tenant_id === t.tenant.id);
     expect(listed.length).toBeGreaterThanOrEqual(5);
@@ -250,8 +272,18 @@ describe("schedule", () => {
     // Moving an appointment needs the ETag; a bad move is refused and nothing changes.
     const url = `/api/v1/schedule/appointments/${a1.body.id}`;
     expectProblem(await t.frontDesk.agent.patch(url).send({ status: "arrived" }), 428, "precondition-required");
-    expectProblem(await t.frontDesk.agent.patch(url).set("If-Match", '"1"').send({ endsAt: at(8) }), 400, "invalid-request");
-    const moved = await t.frontDesk.agent.patch(url).set("If-Match", '"1"').send({ startsAt: at(10), endsAt: at(11), status: "arrived" });
+    expectProblem(
+      await t.frontDesk.agent
+        .patch(url)
+        .set("If-Match", '"1"')
+        .send({ endsAt: at(8) }),
+      400,
+      "invalid-request",
+    );
+    const moved = await t.frontDesk.agent
+      .patch(url)
+      .set("If-Match", '"1"')
+      .send({ startsAt: at(10), endsAt: at(11), status: "arrived" });
     expect(moved.status).toBe(200);
     expect(moved.body).toMatchObject({ startsAt: at(10), status: "arrived", version: 2 });
     expectProblem(await t.frontDesk.agent.patch(url).set("If-Match", '"1"').send({ status: "completed" }), 412, "precondition-failed");

@@ -14,7 +14,11 @@ import { auditEvents } from "../auth/identity-helpers.js";
  * empty bodies, so they end in 2xx, 400, 404 or 415 — anything but 401 and 403. Denied ones must
  * be 403 `forbidden` (or `step-up-required` for a step-up action without a fresh factor).
  */
-const RECORDS = [/^\/api\/v1\/(schedule|exports|legal-holds|deletion-requests|tenant\/deletion)(\/|$)/, /^\/api\/v1\/patients(\/search)?$/, /^\/api\/v1\/patients\/:id(\/(notes|consents|attachments|legal-holds)(\/|$)|$)/];
+const RECORDS = [
+  /^\/api\/v1\/(schedule|exports|legal-holds|deletion-requests|tenant\/deletion)(\/|$)/,
+  /^\/api\/v1\/patients(\/search)?$/,
+  /^\/api\/v1\/patients\/:id(\/(notes|consents|attachments|legal-holds)(\/|$)|$)/,
+];
 
 let app: TestAppliance;
 type Subject = { label: string; signedIn: SignedIn; actor: Actor };
@@ -89,7 +93,10 @@ describe("records permission matrix", () => {
           const res = await send(s.signedIn, route);
           const deniedTypes = ["urn:wardkeep:problem:forbidden", ...(STEP_UP_ACTIONS.has(route.action) ? ["urn:wardkeep:problem:step-up-required"] : [])];
           const ok = expectAllowed ? res.status !== 401 && res.status !== 403 && res.status < 500 : res.status === 403 && deniedTypes.includes(res.body.type);
-          if (!ok) mismatches.push(`${s.label} ${route.method.toUpperCase()} ${route.path} (${route.action}): expected ${expectAllowed ? "allowed" : "403"}, got ${res.status} ${res.body?.detail ?? ""}`);
+          if (!ok)
+            mismatches.push(
+              `${s.label} ${route.method.toUpperCase()} ${route.path} (${route.action}): expected ${expectAllowed ? "allowed" : "403"}, got ${res.status} ${res.body?.detail ?? ""}`,
+            );
           if (expectAllowed) allowed++;
           else denied++;
         }),

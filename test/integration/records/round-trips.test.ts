@@ -55,7 +55,6 @@ describe("round trips of the records hot paths", () => {
       await close();
     }
   });
-
 });
 
 describe("a note write's data key, locked and read with the patient check", () => {

@@ -59,7 +59,12 @@ describe("least privilege", () => {
     const outside = actor("support");
     expect(can(outside, "user:list", { tenantId: A })).toBe(false);
     expect(can(outside, "support_request:create")).toBe(true);
-    const inside = actor("support", { tenantId: A, userId: "approver", impersonatorId: "support-user", supportAccess: { requestId: "r", supportUserId: "support-user", approvedBy: "approver", approvedByName: "Approver", expiresAt: new Date() } });
+    const inside = actor("support", {
+      tenantId: A,
+      userId: "approver",
+      impersonatorId: "support-user",
+      supportAccess: { requestId: "r", supportUserId: "support-user", approvedBy: "approver", approvedByName: "Approver", expiresAt: new Date() },
+    });
     expect(can(inside, "user:list", { tenantId: A })).toBe(true);
     expect(can(inside, "user:update", { tenantId: A })).toBe(false);
     expect(can(inside, "security_settings:update", { tenantId: A })).toBe(false);
@@ -84,8 +89,16 @@ describe("least privilege", () => {
   });
 
   it("gives every role something and every action someone", () => {
-    for (const role of ROLES) expect(ACTIONS.some((a) => can(actor(role), a)), role).toBe(true);
-    for (const a of ACTIONS) expect(ROLES.some((role) => can(actor(role), a) || can(actor(role, { tenantId: A }), a)), a).toBe(true);
+    for (const role of ROLES)
+      expect(
+        ACTIONS.some((a) => can(actor(role), a)),
+        role,
+      ).toBe(true);
+    for (const a of ACTIONS)
+      expect(
+        ROLES.some((role) => can(actor(role), a) || can(actor(role, { tenantId: A }), a)),
+        a,
+      ).toBe(true);
   });
 });
 

@@ -4,7 +4,10 @@ import { base32, matchTotp, newRecoveryCodes, newTotpSecret } from "../../../dae
 
 /** The independent TOTP client (OATH Toolkit), as an authenticator app would compute the code. */
 function oathtool(secret: string, at: Date): string {
-  const when = at.toISOString().replace("T", " ").replace(/\.\d+Z$/, " UTC");
+  const when = at
+    .toISOString()
+    .replace("T", " ")
+    .replace(/\.\d+Z$/, " UTC");
   return execFileSync("/usr/bin/oathtool", ["--totp", "-b", secret, "--now", when], { encoding: "utf8" }).trim();
 }
 

@@ -1,9 +1,12 @@
 import { describe, expect, it } from "vitest";
 import { planRetention, snapshotTime } from "../../../backup/retention.js";
 
-const id = (iso: string, n = 0) => iso.replace(/[-:]/g, "").replace(/\.\d+Z$/, "Z").replace(/Z$/, "Z") + `-0000000${n}`;
-const hourlyFor = (days: number, from = Date.UTC(2025, 0, 1)) =>
-  Array.from({ length: days * 24 }, (_, h) => id(new Date(from + h * 3_600_000).toISOString().slice(0, 19) + "Z"));
+const id = (iso: string, n = 0) =>
+  iso
+    .replace(/[-:]/g, "")
+    .replace(/\.\d+Z$/, "Z")
+    .replace(/Z$/, "Z") + `-0000000${n}`;
+const hourlyFor = (days: number, from = Date.UTC(2025, 0, 1)) => Array.from({ length: days * 24 }, (_, h) => id(new Date(from + h * 3_600_000).toISOString().slice(0, 19) + "Z"));
 
 describe("grandfather-father-son retention", () => {
   it("keeps 24 hourly, 14 daily, 8 weekly and 12 monthly snapshots of a year of hourly runs", () => {

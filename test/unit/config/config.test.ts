@@ -49,9 +49,7 @@ describe("configuration", () => {
   });
 
   it("names the key, the value, the source and what is allowed for a bad number", () => {
-    expect(errorOf(() => loadConfig({ env: { WARDKEEP_PORT: "eighty" } }))).toBe(
-      'config: server.port = "eighty" (environment WARDKEEP_PORT) is invalid: expected a number',
-    );
+    expect(errorOf(() => loadConfig({ env: { WARDKEEP_PORT: "eighty" } }))).toBe('config: server.port = "eighty" (environment WARDKEEP_PORT) is invalid: expected a number');
     expect(errorOf(() => loadConfig({ env: { WARDKEEP_PORT: "70000" } }))).toMatch(/server\.port = 70000 .*at most 65535/);
   });
 
@@ -78,9 +76,7 @@ describe("configuration", () => {
   });
 
   it("reports unreadable and malformed files in one line", () => {
-    expect(errorOf(() => loadConfig({ env: { WARDKEEP_CONFIG: "/nonexistent/wardkeep.yaml" } }))).toBe(
-      "config: cannot read config file /nonexistent/wardkeep.yaml (ENOENT)",
-    );
+    expect(errorOf(() => loadConfig({ env: { WARDKEEP_CONFIG: "/nonexistent/wardkeep.yaml" } }))).toBe("config: cannot read config file /nonexistent/wardkeep.yaml (ENOENT)");
     const bad = writeConfig("server:\n  port: [1,\n");
     expect(errorOf(() => loadConfig({ env: { WARDKEEP_CONFIG: bad } }))).toMatch(/is not valid YAML/);
     const scalar = writeConfig("just a string\n");

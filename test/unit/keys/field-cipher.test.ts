@@ -25,8 +25,7 @@ const v1: DataKey = { id: "tenant:tenant-a", version: 1, key: randomKey() };
 const v2: DataKey = { id: "tenant:tenant-a", version: 2, key: randomKey() };
 
 function keyStore(...keys: DataKey[]): DataKeyLookup {
-  return (id, version) =>
-    keys.find((k) => k.id === id && k.version === version);
+  return (id, version) => keys.find((k) => k.id === id && k.version === version);
 }
 const lookup = keyStore(v1, v2);
 
@@ -67,16 +66,12 @@ describe("encryptField / decryptField", () => {
     ["another tenant", { tenantId: "tenant-b" }],
   ])("refuses a ciphertext moved to %s", (_name, change) => {
     const ct = encryptField(v1, ctx, "Jane Doe");
-    expect(() => decryptField(lookup, { ...ctx, ...change }, ct)).toThrow(
-      DecryptionError,
-    );
+    expect(() => decryptField(lookup, { ...ctx, ...change }, ct)).toThrow(DecryptionError);
   });
 
   it("binds the context unambiguously ('ab'+'c' is not 'a'+'bc')", () => {
     const ct = encryptField(v1, { ...ctx, table: "ab", column: "c" }, "x");
-    expect(() =>
-      decryptField(lookup, { ...ctx, table: "a", column: "bc" }, ct),
-    ).toThrow(DecryptionError);
+    expect(() => decryptField(lookup, { ...ctx, table: "a", column: "bc" }, ct)).toThrow(DecryptionError);
   });
 
   it("rejects a flipped bit anywhere in the stored value", () => {
@@ -99,9 +94,7 @@ describe("encryptField / decryptField", () => {
     for (const [part, at] of Object.entries(positions)) {
       const bad = Buffer.from(ct);
       bad[at]! ^= 0x01;
-      expect(() => decryptField(lookup, ctx, bad), part).toThrow(
-        DecryptionError,
-      );
+      expect(() => decryptField(lookup, ctx, bad), part).toThrow(DecryptionError);
     }
   });
 
@@ -116,20 +109,15 @@ describe("encryptField / decryptField", () => {
     const versionFlipped = Buffer.from(ct);
     versionFlipped[4]! ^= 0x02; // key version 1 -> 3
     expect(readFieldHeader(versionFlipped).keyVersion).toBe(3);
-    expect(() => decryptField(anything, ctx, versionFlipped)).toThrow(
-      DecryptionError,
-    );
+    expect(() => decryptField(anything, ctx, versionFlipped)).toThrow(DecryptionError);
     const idFlipped = Buffer.from(ct);
     idFlipped[7]! ^= 0x01; // "tenant:..." -> "tdnant:..."
-    expect(() => decryptField(anything, ctx, idFlipped)).toThrow(
-      DecryptionError,
-    );
+    expect(() => decryptField(anything, ctx, idFlipped)).toThrow(DecryptionError);
   });
 
   it("reads with the version in the header across a rotation", () => {
     const store: DataKey[] = [v1];
-    const rotatingLookup: DataKeyLookup = (id, version) =>
-      store.find((k) => k.id === id && k.version === version);
+    const rotatingLookup: DataKeyLookup = (id, version) => store.find((k) => k.id === id && k.version === version);
     const old = encryptField(v1, ctx, "written before rotation");
 
     store.push(v2); // rotate: new writes use v2, v1 stays readable
@@ -137,21 +125,15 @@ describe("encryptField / decryptField", () => {
 
     expect(readFieldHeader(old).keyVersion).toBe(1);
     expect(readFieldHeader(fresh).keyVersion).toBe(2);
-    expect(decryptField(rotatingLookup, ctx, old).toString()).toBe(
-      "written before rotation",
-    );
-    expect(decryptField(rotatingLookup, ctx, fresh).toString()).toBe(
-      "written after rotation",
-    );
+    expect(decryptField(rotatingLookup, ctx, old).toString()).toBe("written before rotation");
+    expect(decryptField(rotatingLookup, ctx, fresh).toString()).toBe("written after rotation");
   });
 
   it("says clearly which key version is missing (for example after crypto-shredding)", () => {
     const ct = encryptField(v2, ctx, "x");
     const onlyV1 = keyStore(v1);
     expect(() => decryptField(onlyV1, ctx, ct)).toThrow(UnknownKeyVersionError);
-    expect(() => decryptField(onlyV1, ctx, ct)).toThrow(
-      'no data key "tenant:tenant-a" version 2',
-    );
+    expect(() => decryptField(onlyV1, ctx, ct)).toThrow('no data key "tenant:tenant-a" version 2');
     try {
       decryptField(onlyV1, ctx, ct);
     } catch (err) {
@@ -162,41 +144,27 @@ describe("encryptField / decryptField", () => {
 
   it("refuses a key store that answers with a different version", () => {
     const ct = encryptField(v2, ctx, "x");
-    expect(() => decryptField(() => v1, ctx, ct)).toThrow(
-      /lookup returned "tenant:tenant-a" version 1 instead/,
-    );
+    expect(() => decryptField(() => v1, ctx, ct)).toThrow(/lookup returned "tenant:tenant-a" version 1 instead/);
   });
 
   it("rejects an unknown format version clearly", () => {
     const ct = encryptField(v1, ctx, "x");
     ct[0] = 2;
     expect(() => readFieldHeader(ct)).toThrow(FieldFormatError);
-    expect(() => decryptField(lookup, ctx, ct)).toThrow(
-      "unsupported field ciphertext format version 2",
-    );
+    expect(() => decryptField(lookup, ctx, ct)).toThrow("unsupported field ciphertext format version 2");
   });
 
   it("rejects truncated input clearly", () => {
     const ct = encryptField(v1, ctx, "Jane");
-    expect(() => decryptField(lookup, ctx, Buffer.alloc(0))).toThrow(
-      "field ciphertext is empty",
-    );
-    expect(() => decryptField(lookup, ctx, ct.subarray(0, 20))).toThrow(
-      /truncated/,
-    );
-    expect(() =>
-      decryptField(lookup, ctx, ct.subarray(0, 6 + v1.id.length + 12 + 15)),
-    ).toThrow(/truncated/);
+    expect(() => decryptField(lookup, ctx, Buffer.alloc(0))).toThrow("field ciphertext is empty");
+    expect(() => decryptField(lookup, ctx, ct.subarray(0, 20))).toThrow(/truncated/);
+    expect(() => decryptField(lookup, ctx, ct.subarray(0, 6 + v1.id.length + 12 + 15))).toThrow(/truncated/);
     // Losing the last bytes of a longer value leaves a parseable value whose tag then fails.
-    expect(() =>
-      decryptField(lookup, ctx, ct.subarray(0, ct.length - 1)),
-    ).toThrow(DecryptionError);
+    expect(() => decryptField(lookup, ctx, ct.subarray(0, ct.length - 1))).toThrow(DecryptionError);
   });
 
   it("refuses an empty context component", () => {
-    expect(() => encryptField(v1, { ...ctx, rowId: "" }, "x")).toThrow(
-      /rowId must not be empty/,
-    );
+    expect(() => encryptField(v1, { ...ctx, rowId: "" }, "x")).toThrow(/rowId must not be empty/);
   });
 });
 
@@ -213,12 +181,8 @@ describe("blindIndex", () => {
 
   it("differs across tenants and columns for the same value, even under one key", () => {
     const a = blindIndex(indexKey, mrn, "0012345");
-    expect(
-      blindIndex(indexKey, { ...mrn, tenantId: "tenant-b" }, "0012345"),
-    ).not.toBe(a);
-    expect(blindIndex(indexKey, { ...mrn, column: "ssn" }, "0012345")).not.toBe(
-      a,
-    );
+    expect(blindIndex(indexKey, { ...mrn, tenantId: "tenant-b" }, "0012345")).not.toBe(a);
+    expect(blindIndex(indexKey, { ...mrn, column: "ssn" }, "0012345")).not.toBe(a);
     expect(blindIndex(randomKey(), mrn, "0012345")).not.toBe(a);
   });
 
@@ -242,9 +206,7 @@ describe("blindIndex", () => {
   });
 
   it("refuses a short index key", () => {
-    expect(() => blindIndex(Buffer.alloc(16), mrn, "x")).toThrow(
-      /at least 32 bytes/,
-    );
+    expect(() => blindIndex(Buffer.alloc(16), mrn, "x")).toThrow(/at least 32 bytes/);
   });
 });
 

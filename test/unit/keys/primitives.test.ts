@@ -1,15 +1,5 @@
 import { describe, expect, it } from "vitest";
-import {
-  DecryptionError,
-  aesGcmDecrypt,
-  aesGcmEncrypt,
-  hkdfSha256,
-  hmacSha256,
-  randomKey,
-  unwrapKey,
-  wrapKey,
-  zeroize,
-} from "../../../daemon/keys/primitives.js";
+import { DecryptionError, aesGcmDecrypt, aesGcmEncrypt, hkdfSha256, hmacSha256, randomKey, unwrapKey, wrapKey, zeroize } from "../../../daemon/keys/primitives.js";
 
 const hex = (s: string) => Buffer.from(s, "hex");
 
@@ -144,28 +134,12 @@ const CAVP_GCM_256: Array<{
 ];
 
 describe("AES-256-GCM", () => {
-  it.each(CAVP_GCM_256.map((v, i) => ({ ...v, n: i })))(
-    "matches NIST CAVP gcmEncryptExtIV256 vector $n ($group)",
-    (v) => {
-      const { ciphertext, tag } = aesGcmEncrypt(
-        hex(v.key),
-        hex(v.iv),
-        hex(v.pt),
-        hex(v.aad),
-      );
-      expect(ciphertext.toString("hex")).toBe(v.ct);
-      expect(tag.toString("hex")).toBe(v.tag);
-      expect(
-        aesGcmDecrypt(
-          hex(v.key),
-          hex(v.iv),
-          hex(v.ct),
-          hex(v.tag),
-          hex(v.aad),
-        ).toString("hex"),
-      ).toBe(v.pt);
-    },
-  );
+  it.each(CAVP_GCM_256.map((v, i) => ({ ...v, n: i })))("matches NIST CAVP gcmEncryptExtIV256 vector $n ($group)", (v) => {
+    const { ciphertext, tag } = aesGcmEncrypt(hex(v.key), hex(v.iv), hex(v.pt), hex(v.aad));
+    expect(ciphertext.toString("hex")).toBe(v.ct);
+    expect(tag.toString("hex")).toBe(v.tag);
+    expect(aesGcmDecrypt(hex(v.key), hex(v.iv), hex(v.ct), hex(v.tag), hex(v.aad)).toString("hex")).toBe(v.pt);
+  });
 
   describe("rejects a single flipped bit", () => {
     const v = CAVP_GCM_256[6]!; // has plaintext and AAD
@@ -175,61 +149,11 @@ describe("AES-256-GCM", () => {
       return b;
     };
     const cases: Array<[string, () => Buffer]> = [
-      [
-        "nonce",
-        () =>
-          aesGcmDecrypt(
-            hex(v.key),
-            flip(v.iv, 11),
-            hex(v.ct),
-            hex(v.tag),
-            hex(v.aad),
-          ),
-      ],
-      [
-        "tag",
-        () =>
-          aesGcmDecrypt(
-            hex(v.key),
-            hex(v.iv),
-            hex(v.ct),
-            flip(v.tag, 15),
-            hex(v.aad),
-          ),
-      ],
-      [
-        "ciphertext",
-        () =>
-          aesGcmDecrypt(
-            hex(v.key),
-            hex(v.iv),
-            flip(v.ct, 20),
-            hex(v.tag),
-            hex(v.aad),
-          ),
-      ],
-      [
-        "AAD",
-        () =>
-          aesGcmDecrypt(
-            hex(v.key),
-            hex(v.iv),
-            hex(v.ct),
-            hex(v.tag),
-            flip(v.aad, 3),
-          ),
-      ],
-      [
-        "key",
-        () =>
-          aesGcmDecrypt(
-            flip(v.key, 31),
-            hex(v.iv),
-            hex(v.ct),
-            hex(v.tag),
-            hex(v.aad),
-          ),
-      ],
+      ["nonce", () => aesGcmDecrypt(hex(v.key), flip(v.iv, 11), hex(v.ct), hex(v.tag), hex(v.aad))],
+      ["tag", () => aesGcmDecrypt(hex(v.key), hex(v.iv), hex(v.ct), flip(v.tag, 15), hex(v.aad))],
+      ["ciphertext", () => aesGcmDecrypt(hex(v.key), hex(v.iv), flip(v.ct, 20), hex(v.tag), hex(v.aad))],
+      ["AAD", () => aesGcmDecrypt(hex(v.key), hex(v.iv), hex(v.ct), hex(v.tag), flip(v.aad, 3))],
+      ["key", () => aesGcmDecrypt(flip(v.key, 31), hex(v.iv), hex(v.ct), hex(v.tag), hex(v.aad))],
     ];
     it.each(cases)("in the %s", (_name, attempt) => {
       expect(attempt).toThrow(DecryptionError);
@@ -238,27 +162,14 @@ describe("AES-256-GCM", () => {
 
   it("rejects a truncated tag instead of checking fewer bits", () => {
     const v = CAVP_GCM_256[6]!;
-    expect(() =>
-      aesGcmDecrypt(
-        hex(v.key),
-        hex(v.iv),
-        hex(v.ct),
-        hex(v.tag).subarray(0, 12),
-        hex(v.aad),
-      ),
-    ).toThrow(DecryptionError);
+    expect(() => aesGcmDecrypt(hex(v.key), hex(v.iv), hex(v.ct), hex(v.tag).subarray(0, 12), hex(v.aad))).toThrow(DecryptionError);
   });
 
   it("never puts key or plaintext bytes in the error message", () => {
     const key = randomKey();
     const nonce = Buffer.alloc(12, 7);
     const plaintext = Buffer.from("MRN 0012345 Jane Doe");
-    const { ciphertext, tag } = aesGcmEncrypt(
-      key,
-      nonce,
-      plaintext,
-      Buffer.alloc(0),
-    );
+    const { ciphertext, tag } = aesGcmEncrypt(key, nonce, plaintext, Buffer.alloc(0));
     tag[0]! ^= 1;
     let message = "";
     try {
@@ -275,57 +186,22 @@ describe("AES-256-GCM", () => {
   });
 
   it("validates key and nonce lengths", () => {
-    expect(() =>
-      aesGcmEncrypt(
-        Buffer.alloc(16),
-        Buffer.alloc(12),
-        Buffer.alloc(1),
-        Buffer.alloc(0),
-      ),
-    ).toThrow(/key must be 32 bytes/);
-    expect(() =>
-      aesGcmEncrypt(
-        Buffer.alloc(32),
-        Buffer.alloc(16),
-        Buffer.alloc(1),
-        Buffer.alloc(0),
-      ),
-    ).toThrow(/nonce must be 12 bytes/);
-    expect(() =>
-      aesGcmDecrypt(
-        Buffer.alloc(32),
-        Buffer.alloc(8),
-        Buffer.alloc(1),
-        Buffer.alloc(16),
-        Buffer.alloc(0),
-      ),
-    ).toThrow(/nonce must be 12 bytes/);
+    expect(() => aesGcmEncrypt(Buffer.alloc(16), Buffer.alloc(12), Buffer.alloc(1), Buffer.alloc(0))).toThrow(/key must be 32 bytes/);
+    expect(() => aesGcmEncrypt(Buffer.alloc(32), Buffer.alloc(16), Buffer.alloc(1), Buffer.alloc(0))).toThrow(/nonce must be 12 bytes/);
+    expect(() => aesGcmDecrypt(Buffer.alloc(32), Buffer.alloc(8), Buffer.alloc(1), Buffer.alloc(16), Buffer.alloc(0))).toThrow(/nonce must be 12 bytes/);
   });
 });
 
 describe("HKDF-SHA256 (RFC 5869 Appendix A)", () => {
-  const range = (from: number, to: number) =>
-    Buffer.from(Array.from({ length: to - from + 1 }, (_, i) => from + i));
+  const range = (from: number, to: number) => Buffer.from(Array.from({ length: to - from + 1 }, (_, i) => from + i));
 
   it("test case 1: basic", () => {
-    const okm = hkdfSha256(
-      Buffer.alloc(22, 0x0b),
-      hex("000102030405060708090a0b0c"),
-      hex("f0f1f2f3f4f5f6f7f8f9"),
-      42,
-    );
-    expect(okm.toString("hex")).toBe(
-      "3cb25f25faacd57a90434f64d0362f2a2d2d0a90cf1a5a4c5db02d56ecc4c5bf34007208d5b887185865",
-    );
+    const okm = hkdfSha256(Buffer.alloc(22, 0x0b), hex("000102030405060708090a0b0c"), hex("f0f1f2f3f4f5f6f7f8f9"), 42);
+    expect(okm.toString("hex")).toBe("3cb25f25faacd57a90434f64d0362f2a2d2d0a90cf1a5a4c5db02d56ecc4c5bf34007208d5b887185865");
   });
 
   it("test case 2: longer inputs and outputs", () => {
-    const okm = hkdfSha256(
-      range(0x00, 0x4f),
-      range(0x60, 0xaf),
-      range(0xb0, 0xff),
-      82,
-    );
+    const okm = hkdfSha256(range(0x00, 0x4f), range(0x60, 0xaf), range(0xb0, 0xff), 82);
     expect(okm.toString("hex")).toBe(
       "b11e398dc80327a1c8e7f78c596a49344f012eda2d4efad8a050cc4c19afa97c" +
         "59045a99cac7827271cb41c65e590e09da3275600c2f09b8367793a9aca3db71" +
@@ -334,43 +210,21 @@ describe("HKDF-SHA256 (RFC 5869 Appendix A)", () => {
   });
 
   it("test case 3: zero-length salt and info", () => {
-    const okm = hkdfSha256(
-      Buffer.alloc(22, 0x0b),
-      Buffer.alloc(0),
-      Buffer.alloc(0),
-      42,
-    );
-    expect(okm.toString("hex")).toBe(
-      "8da4e775a563c18f715f802a063c5a31b8a11f5c5ee1879ec3454e5f3c738d2d9d201395faa4b61a96c8",
-    );
+    const okm = hkdfSha256(Buffer.alloc(22, 0x0b), Buffer.alloc(0), Buffer.alloc(0), 42);
+    expect(okm.toString("hex")).toBe("8da4e775a563c18f715f802a063c5a31b8a11f5c5ee1879ec3454e5f3c738d2d9d201395faa4b61a96c8");
   });
 
   it("rejects output lengths RFC 5869 §2.3 forbids", () => {
-    expect(() =>
-      hkdfSha256(Buffer.alloc(32), Buffer.alloc(0), Buffer.alloc(0), 0),
-    ).toThrow(RangeError);
-    expect(() =>
-      hkdfSha256(
-        Buffer.alloc(32),
-        Buffer.alloc(0),
-        Buffer.alloc(0),
-        255 * 32 + 1,
-      ),
-    ).toThrow(RangeError);
+    expect(() => hkdfSha256(Buffer.alloc(32), Buffer.alloc(0), Buffer.alloc(0), 0)).toThrow(RangeError);
+    expect(() => hkdfSha256(Buffer.alloc(32), Buffer.alloc(0), Buffer.alloc(0), 255 * 32 + 1)).toThrow(RangeError);
   });
 });
 
 describe("AES-256 key wrap (RFC 3394)", () => {
   // RFC 3394 §4.6: wrap 256 bits of key data with a 256-bit KEK.
-  const kek = hex(
-    "000102030405060708090A0B0C0D0E0F101112131415161718191A1B1C1D1E1F",
-  );
-  const keyData = hex(
-    "00112233445566778899AABBCCDDEEFF000102030405060708090A0B0C0D0E0F",
-  );
-  const wrapped = hex(
-    "28C9F404C4B810F4CBCCB35CFB87F8263F5786E2D80ED326CBC7F0E71A99F43BFB988B9B7A02DD21",
-  );
+  const kek = hex("000102030405060708090A0B0C0D0E0F101112131415161718191A1B1C1D1E1F");
+  const keyData = hex("00112233445566778899AABBCCDDEEFF000102030405060708090A0B0C0D0E0F");
+  const wrapped = hex("28C9F404C4B810F4CBCCB35CFB87F8263F5786E2D80ED326CBC7F0E71A99F43BFB988B9B7A02DD21");
 
   it("matches the §4.6 vector", () => {
     expect(wrapKey(kek, keyData).equals(wrapped)).toBe(true);
@@ -389,23 +243,14 @@ describe("AES-256 key wrap (RFC 3394)", () => {
       bad[byte]! ^= 0x80;
       expect(() => unwrapKey(kek, bad)).toThrow(DecryptionError);
     }
-    expect(() => unwrapKey(kek, wrapped.subarray(0, 32))).toThrow(
-      DecryptionError,
-    );
-    expect(() => unwrapKey(kek, wrapped.subarray(0, 37))).toThrow(
-      DecryptionError,
-    );
+    expect(() => unwrapKey(kek, wrapped.subarray(0, 32))).toThrow(DecryptionError);
+    expect(() => unwrapKey(kek, wrapped.subarray(0, 37))).toThrow(DecryptionError);
   });
 });
 
 describe("HMAC, random keys, zeroize", () => {
   it("HMAC-SHA-256 matches RFC 4231 test case 2", () => {
-    expect(
-      hmacSha256(
-        Buffer.from("Jefe"),
-        Buffer.from("what do ya want for nothing?"),
-      ).toString("hex"),
-    ).toBe("5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843");
+    expect(hmacSha256(Buffer.from("Jefe"), Buffer.from("what do ya want for nothing?")).toString("hex")).toBe("5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843");
   });
 
   it("randomKey gives distinct 32-byte keys", () => {

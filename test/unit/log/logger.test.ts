@@ -1,10 +1,6 @@
 import { Writable } from "node:stream";
 import { afterEach, describe, expect, it, vi } from "vitest";
-import {
-  createLogger,
-  silentLogger,
-  type Logger,
-} from "../../../daemon/log/logger.js";
+import { createLogger, silentLogger, type Logger } from "../../../daemon/log/logger.js";
 
 // Made-up canary PHI; the integration suite seeds the same kind of values.
 const NAME = "Zebulon Quaxworth";
@@ -13,22 +9,9 @@ const MRN = "MRN-88412077";
 const PHONE = "+1 (555) 010-7788";
 const EMAIL = "zebulon.q@example.org";
 const ADDRESS = "1742 Quince Orchard Lane, Brambleton VA 20148";
-const NOTE =
-  "Patient reports intermittent chest pain radiating to the left arm";
+const NOTE = "Patient reports intermittent chest pain radiating to the left arm";
 const PASSWORD = "correct-horse-battery-staple";
-const CANARY_FRAGMENTS = [
-  "Zebulon",
-  "Quaxworth",
-  DOB,
-  "88412077",
-  "010-7788",
-  "zebulon.q",
-  "example.org",
-  "Quince",
-  "Brambleton",
-  "chest pain",
-  "battery-staple",
-];
+const CANARY_FRAGMENTS = ["Zebulon", "Quaxworth", DOB, "88412077", "010-7788", "zebulon.q", "example.org", "Quince", "Brambleton", "chest pain", "battery-staple"];
 
 const REQUEST_ID = "3f1c2a9e-7b4d-4c8e-9a61-2d5e8f0b7c13";
 const PATIENT_ID = "b7e4d2c1-0a9f-4e3b-8c7d-6f5e4d3c2b1a";
@@ -41,9 +24,7 @@ interface Capture {
   raw(): string;
 }
 
-function capture(
-  opts: { level?: string; includeStack?: boolean } = {},
-): Capture {
+function capture(opts: { level?: string; includeStack?: boolean } = {}): Capture {
   const chunks: string[] = [];
   const stream = new Writable({
     write(chunk, _encoding, callback) {
@@ -62,8 +43,7 @@ function capture(
     logger,
     raw,
     async lines() {
-      for (let i = 0; i < 5; i++)
-        await new Promise((resolve) => setImmediate(resolve));
+      for (let i = 0; i < 5; i++) await new Promise((resolve) => setImmediate(resolve));
       const text = raw();
       expect(text.endsWith("\n")).toBe(true);
       // JSON.parse throws on any line that is not a complete JSON object.
@@ -105,11 +85,7 @@ describe("createLogger", () => {
       durationMs: 12,
     });
     expect(new Date(line!.timestamp).toISOString()).toBe(line!.timestamp);
-    expect(Object.keys(line!).slice(0, 3)).toEqual([
-      "timestamp",
-      "level",
-      "message",
-    ]);
+    expect(Object.keys(line!).slice(0, 3)).toEqual(["timestamp", "level", "message"]);
   });
 
   it("never lets canary PHI reach a log line, whatever shape it is logged in", async () => {
@@ -155,9 +131,7 @@ describe("createLogger", () => {
       firstName: "Zebulon",
       id: PATIENT_ID,
     });
-    logger.warn(
-      `invalid body {"name":"${NAME}","dob":"${DOB}"} for patient name: ${NAME}`,
-    );
+    logger.warn(`invalid body {"name":"${NAME}","dob":"${DOB}"} for patient name: ${NAME}`);
     // Errors: as metadata, as the entry itself, nested, with database details.
     const dbError = Object.assign(new Error(`duplicate key for ${EMAIL}`), {
       code: "23505",
@@ -212,9 +186,7 @@ describe("createLogger", () => {
       before: "[phone]",
       after: "[none]",
     });
-    expect(parsed[4]!.message).toBe(
-      "lookup by [email] / [phone] / [date] / MRN [mrn]",
-    );
+    expect(parsed[4]!.message).toBe("lookup by [email] / [phone] / [date] / MRN [mrn]");
     expect(parsed[5]!.message).toContain(PATIENT_ID);
     expect(parsed[7]).toMatchObject({
       message: "could not create patient",
@@ -246,18 +218,14 @@ describe("createLogger", () => {
       error: { name: "Error", message: "child saw [email]" },
     });
     for (const line of parsed) {
-      expect(line.timestamp).toMatch(
-        /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$/,
-      );
+      expect(line.timestamp).toMatch(/^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$/);
     }
   });
 
   it("does not write stacks unless includeStack is set, and scrubs them when it is", async () => {
     const plain = capture();
     plain.logger.error("boom", new Error(`failed for ${EMAIL}`));
-    plain.logger
-      .child({ requestId: REQUEST_ID })
-      .error(new Error("child boom"));
+    plain.logger.child({ requestId: REQUEST_ID }).error(new Error("child boom"));
     const plainLines = await plain.lines();
     expect(plain.raw()).not.toContain("stack");
     expect(plain.raw()).not.toContain("logger.test.ts");
@@ -306,22 +274,17 @@ describe("createLogger", () => {
   });
 
   it("rejects an unknown level", () => {
-    expect(() => createLogger({ level: "loud" })).toThrow(
-      /Unknown log level "loud"/,
-    );
+    expect(() => createLogger({ level: "loud" })).toThrow(/Unknown log level "loud"/);
   });
 
   it("writes to stdout by default", async () => {
     const writes: string[] = [];
-    vi.spyOn(process.stdout, "write").mockImplementation(
-      (chunk: string | Uint8Array) => {
-        writes.push(chunk.toString());
-        return true;
-      },
-    );
+    vi.spyOn(process.stdout, "write").mockImplementation((chunk: string | Uint8Array) => {
+      writes.push(chunk.toString());
+      return true;
+    });
     createLogger({ level: "info" }).info("to stdout", { email: EMAIL, id: 3 });
-    for (let i = 0; i < 5; i++)
-      await new Promise((resolve) => setImmediate(resolve));
+    for (let i = 0; i < 5; i++) await new Promise((resolve) => setImmediate(resolve));
     vi.restoreAllMocks();
     const line = writes.find((w) => w.includes("to stdout"));
     expect(line).toBeDefined();
@@ -336,18 +299,15 @@ describe("createLogger", () => {
 describe("silentLogger", () => {
   it("accepts every call and writes nothing", async () => {
     const writes: unknown[] = [];
-    vi.spyOn(process.stdout, "write").mockImplementation(
-      (chunk: string | Uint8Array) => {
-        writes.push(chunk);
-        return true;
-      },
-    );
+    vi.spyOn(process.stdout, "write").mockImplementation((chunk: string | Uint8Array) => {
+      writes.push(chunk);
+      return true;
+    });
     const logger = silentLogger();
     logger.error("boom", new Error(EMAIL));
     logger.info("hello", { email: EMAIL });
     logger.child({ requestId: REQUEST_ID }).warn("child");
-    for (let i = 0; i < 5; i++)
-      await new Promise((resolve) => setImmediate(resolve));
+    for (let i = 0; i < 5; i++) await new Promise((resolve) => setImmediate(resolve));
     vi.restoreAllMocks();
     expect(writes).toEqual([]);
   });

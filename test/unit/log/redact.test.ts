@@ -1,10 +1,5 @@
 import { describe, expect, it } from "vitest";
-import {
-  isSensitiveKey,
-  redactValue,
-  scrubText,
-  SENSITIVE_KEYS,
-} from "../../../daemon/log/redact.js";
+import { isSensitiveKey, redactValue, scrubText, SENSITIVE_KEYS } from "../../../daemon/log/redact.js";
 
 // Made-up canary PHI: none of these strings may survive redaction in any shape.
 const CANARY = {
@@ -86,25 +81,13 @@ describe("isSensitiveKey", () => {
   });
 
   it("treats compound names ending in Password, Token or Secret as secrets", () => {
-    for (const key of [
-      "adminPassword",
-      "csrf_token",
-      "sessionToken",
-      "clientSecret",
-      "WEBHOOK-SECRET",
-    ]) {
+    for (const key of ["adminPassword", "csrf_token", "sessionToken", "clientSecret", "WEBHOOK-SECRET"]) {
       expect(isSensitiveKey(key), key).toBe(true);
     }
   });
 
   it("catches compound PHI names such as patientEmail or home_phone", () => {
-    for (const key of [
-      "patientEmail",
-      "home_phone",
-      "patientDob",
-      "patient_first_name",
-      "clinicalNote",
-    ]) {
+    for (const key of ["patientEmail", "home_phone", "patientDob", "patient_first_name", "clinicalNote"]) {
       expect(isSensitiveKey(key), key).toBe(true);
     }
   });
@@ -139,8 +122,7 @@ describe("isSensitiveKey", () => {
 
   it("exports the key list and every listed key is sensitive", () => {
     expect(SENSITIVE_KEYS.length).toBeGreaterThan(50);
-    for (const key of SENSITIVE_KEYS)
-      expect(isSensitiveKey(key), key).toBe(true);
+    for (const key of SENSITIVE_KEYS) expect(isSensitiveKey(key), key).toBe(true);
   });
 });
 
@@ -229,14 +211,11 @@ describe("redactValue", () => {
   });
 
   it("reduces Errors to name, scrubbed message and code, without the stack", () => {
-    const err = Object.assign(
-      new Error(`no patient with email ${CANARY.email} (${CANARY.mrn})`),
-      {
-        code: "23505",
-        detail: `Key (name)=(${CANARY.name}) already exists.`,
-        sql: `INSERT INTO patients VALUES ('${CANARY.name}')`,
-      },
-    );
+    const err = Object.assign(new Error(`no patient with email ${CANARY.email} (${CANARY.mrn})`), {
+      code: "23505",
+      detail: `Key (name)=(${CANARY.name}) already exists.`,
+      sql: `INSERT INTO patients VALUES ('${CANARY.name}')`,
+    });
     const out = redactValue(err) as Record<string, unknown>;
     expectNoCanary(out);
     expect(out).toEqual({
@@ -355,10 +334,7 @@ describe("scrubText", () => {
   it.each([
     [`contact ${CANARY.email} now`, "contact [email] now"],
     [`call ${CANARY.phone}`, "call [phone]"],
-    [
-      "call 555-123-4567 or (555) 123-4567 or 555.123.4567",
-      "call [phone] or [phone] or [phone]",
-    ],
+    ["call 555-123-4567 or (555) 123-4567 or 555.123.4567", "call [phone] or [phone] or [phone]"],
     ["London +44 20 7946 0958", "London [phone]"],
     [`born ${CANARY.dob}`, "born [date]"],
     ["born 04/17/1961", "born [date]"],
@@ -367,40 +343,22 @@ describe("scrubText", () => {
     [`ssn ${CANARY.ssn}`, "SSN [ssn]"],
     [`id check ${CANARY.ssn} ok`, "id check [ssn] ok"],
     ["Authorization: Bearer abc.DEF-123_x", "Authorization: Bearer [token]"],
-    [
-      "postgres://wardkeep:S3cr3t!pw@db.internal:5432/wardkeep",
-      "postgres://wardkeep:****@db.internal:5432/wardkeep",
-    ],
+    ["postgres://wardkeep:S3cr3t!pw@db.internal:5432/wardkeep", "postgres://wardkeep:****@db.internal:5432/wardkeep"],
     ["MRN: 12345", "MRN [mrn]"],
     ["lookup mrn=ABC123 failed", "lookup MRN [mrn] failed"],
     [`record ${CANARY.mrn} opened`, "record MRN [mrn] opened"],
     ["lives at 1742 Quince Orchard Lane", "lives at [address]"],
-    [
-      "patient name: Zebulon Quaxworth, ward 3",
-      "patient name: [REDACTED], ward 3",
-    ],
-    [
-      'body {"firstName":"Zebulon","id":3}',
-      'body {"firstName":"[REDACTED]","id":3}',
-    ],
-    [
-      "GET /api/v1/invites/accept?token=abc123&tenant=4",
-      "GET /api/v1/invites/accept?token=[REDACTED]&tenant=4",
-    ],
+    ["patient name: Zebulon Quaxworth, ward 3", "patient name: [REDACTED], ward 3"],
+    ['body {"firstName":"Zebulon","id":3}', 'body {"firstName":"[REDACTED]","id":3}'],
+    ["GET /api/v1/invites/accept?token=abc123&tenant=4", "GET /api/v1/invites/accept?token=[REDACTED]&tenant=4"],
   ])("scrubs %j", (input, expected) => {
     expect(scrubText(input)).toBe(expected);
   });
 
   it("masks long hex and base64url secrets", () => {
-    expect(
-      scrubText(
-        `kek 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08`,
-      ),
-    ).toBe("kek [token]");
+    expect(scrubText(`kek 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08`)).toBe("kek [token]");
     expect(scrubText(`session ${CANARY.token}`)).toBe("session [token]");
-    expect(
-      scrubText("wrapped q83vEjRWeJCrze8SNFZ4kKvN7xI0VniQq83vEjRWeJA="),
-    ).toBe("wrapped [token]");
+    expect(scrubText("wrapped q83vEjRWeJCrze8SNFZ4kKvN7xI0VniQq83vEjRWeJA=")).toBe("wrapped [token]");
   });
 
   it("keeps UUIDs, ISO timestamps, request paths and status codes", () => {

@@ -29,9 +29,7 @@ function makeTempDir(): string {
 
 /** Every file in dir with its bytes, to prove a rejected import changed nothing. */
 function snapshotDir(dir: string): Record<string, string> {
-  return Object.fromEntries(
-    fs.readdirSync(dir).map((f) => [f, fs.readFileSync(path.join(dir, f)).toString("base64")]),
-  );
+  return Object.fromEntries(fs.readdirSync(dir).map((f) => [f, fs.readFileSync(path.join(dir, f)).toString("base64")]));
 }
 
 /** node-forge writes PEM with CRLF; the module stores what Node's X509Certificate prints. */
@@ -123,13 +121,8 @@ function issueFromHospitalCa(
 
 // ---- a real TLS server and client ----
 
-async function withTlsServer<T>(
-  material: { certPem: string; keyPem: string },
-  fn: (port: number) => Promise<T>,
-): Promise<T> {
-  const server = tls.createServer({ cert: material.certPem, key: material.keyPem, minVersion: "TLSv1.2" }, (s) =>
-    s.end("ok"),
-  );
+async function withTlsServer<T>(material: { certPem: string; keyPem: string }, fn: (port: number) => Promise<T>): Promise<T> {
+  const server = tls.createServer({ cert: material.certPem, key: material.keyPem, minVersion: "TLSv1.2" }, (s) => s.end("ok"));
   await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
   try {
     return await fn((server.address() as AddressInfo).port);
@@ -233,9 +226,7 @@ describe("internal CA on first start", () => {
     await withTlsServer(base, async (port) => {
       expect(await connect(port, { ca: base.caPem, servername: "localhost" })).toBe("verified");
       expect(await connect(port, { ca: base.caPem, servername: "wardkeep.hospital.example" })).toBe("verified");
-      expect(await connect(port, { ca: base.caPem, servername: "intranet.other.example" })).toBe(
-        "ERR_TLS_CERT_ALTNAME_INVALID",
-      );
+      expect(await connect(port, { ca: base.caPem, servername: "intranet.other.example" })).toBe("ERR_TLS_CERT_ALTNAME_INVALID");
       // Without the internal CA the chain has no trust anchor.
       expect(await connect(port, { servername: "localhost" })).toMatch(/UNABLE_TO_VERIFY_LEAF_SIGNATURE|SELF_SIGNED/);
     });
@@ -251,10 +242,7 @@ describe("internal CA on first start", () => {
   });
 
   it("rejects host names that cannot go into a certificate", async () => {
-    await expectTlsError(
-      ensureTlsMaterial({ dir: copyOfBase(), hostnames: ["https://wardkeep"], validityDays: 30 }),
-      /neither a DNS name nor an IP address/,
-    );
+    await expectTlsError(ensureTlsMaterial({ dir: copyOfBase(), hostnames: ["https://wardkeep"], validityDays: 30 }), /neither a DNS name nor an IP address/);
     await expectTlsError(ensureTlsMaterial({ dir: copyOfBase(), hostnames: [], validityDays: 30 }), /no host names/);
   });
 });
@@ -346,10 +334,7 @@ describe("later starts", () => {
   it("refuses to replace a CA whose key is missing, since clients already trust it", async () => {
     const dir = copyOfBase();
     fs.rmSync(path.join(dir, "ca.key"));
-    await expectTlsError(
-      ensureTlsMaterial({ dir, hostnames: HOSTNAMES, validityDays: VALIDITY_DAYS }),
-      /ca\.crt exists without ca\.key/,
-    );
+    await expectTlsError(ensureTlsMaterial({ dir, hostnames: HOSTNAMES, validityDays: VALIDITY_DAYS }), /ca\.crt exists without ca\.key/);
     expect(fs.readFileSync(path.join(dir, "ca.crt"), "utf8")).toBe(base.caPem);
   });
 });
@@ -374,10 +359,7 @@ describe("importing a certificate from the hospital's CA", () => {
     const dir = copyOfBase();
     const before = snapshotDir(dir);
     const { certPem } = hospitalCertificate();
-    await expectTlsError(
-      importCertificate({ dir, certPem, keyPem: newRsaKey().pem }),
-      /^the private key does not match the certificate/,
-    );
+    await expectTlsError(importCertificate({ dir, certPem, keyPem: newRsaKey().pem }), /^the private key does not match the certificate/);
     expect(snapshotDir(dir)).toEqual(before);
   });
 
@@ -396,10 +378,7 @@ describe("importing a certificate from the hospital's CA", () => {
     const dir = copyOfBase();
     const before = snapshotDir(dir);
     const good = hospitalCertificate();
-    await expectTlsError(
-      importCertificate({ dir, certPem: "not a certificate at all", keyPem: good.keyPem }),
-      /^the certificate is not a PEM certificate/,
-    );
+    await expectTlsError(importCertificate({ dir, certPem: "not a certificate at all", keyPem: good.keyPem }), /^the certificate is not a PEM certificate/);
     await expectTlsError(
       importCertificate({
         dir,
@@ -408,10 +387,7 @@ describe("importing a certificate from the hospital's CA", () => {
       }),
       /certificate 1 in the PEM file could not be read/,
     );
-    const notAKey = await expectTlsError(
-      importCertificate({ dir, certPem: good.certPem, keyPem: "hunter2" }),
-      /^the private key is not a PEM private key/,
-    );
+    const notAKey = await expectTlsError(importCertificate({ dir, certPem: good.certPem, keyPem: "hunter2" }), /^the private key is not a PEM private key/);
     expect(notAKey.message).not.toContain("hunter2");
     expect(snapshotDir(dir)).toEqual(before);
   });
@@ -425,10 +401,7 @@ describe("importing a certificate from the hospital's CA", () => {
   it("rejects a chain whose issuers are out of order", async () => {
     const dir = copyOfBase();
     const good = hospitalCertificate();
-    await expectTlsError(
-      importCertificate({ dir, certPem: hospital.certPem + good.certPem, keyPem: good.keyPem }),
-      /chain is out of order/,
-    );
+    await expectTlsError(importCertificate({ dir, certPem: hospital.certPem + good.certPem, keyPem: good.keyPem }), /chain is out of order/);
   });
 
   it("keeps an imported certificate on later starts and warns when it expires soon", async () => {
@@ -473,11 +446,7 @@ describe("importing a certificate from the hospital's CA", () => {
       extensions: { name: string; altNames?: { type: number; value?: string; ip?: string }[] }[];
     };
     const san = requested.extensions.find((e) => e.name === "subjectAltName")!;
-    expect(san.altNames!.map((n) => (n.type === 7 ? n.ip : n.value))).toEqual([
-      "wardkeep.hospital.example",
-      "10.0.0.5",
-      expect.stringMatching(/^fd00:0{0,4}:/),
-    ]);
+    expect(san.altNames!.map((n) => (n.type === 7 ? n.ip : n.value))).toEqual(["wardkeep.hospital.example", "10.0.0.5", expect.stringMatching(/^fd00:0{0,4}:/)]);
     const certPem = issueFromHospitalCa(hospital, { publicKey: csr.publicKey!, hostnames: names });
 
     const imported = await importCertificate({ dir, certPem });
