@@ -215,6 +215,10 @@ export async function assertEmptyDatabase(client: pg.Client, url: string): Promi
   }
 }
 
+type LoadPrep = { tables: string[]; fks: { rel: string; name: string; def: string }[]; forced: string[]; triggers: { rel: string; name: string }[] };
+type LoadTotals = { rows: number; plainBytes: number; storedBytes: number };
+
+/** Open manifest → prepare schema → load (download, decrypt, COPY) → index → verify, each phase timed in `phases`. */
 export async function restoreSnapshot(opts: RestoreOptions): Promise<RestoreResult> {
   const t0 = performance.now();
   const opened = await openSnapshot(opts.target, opts.snapshotId, opts.opener, opts.trustedSigners);
@@ -224,117 +228,20 @@ export async function restoreSnapshot(opts: RestoreOptions): Promise<RestoreResu
   try {
     const plan = planSchema(manifest.database.migrations);
     client = await connect(opts.intoUrl);
-    await assertEmptyDatabase(client, opts.intoUrl);
-    const role = await client.query("SELECT 1 FROM pg_roles WHERE rolname = $1", [opts.appRole]);
-    if (role.rowCount === 0) throw new RestoreRefused(`the app role ${opts.appRole} does not exist in this PostgreSQL cluster; create it (LOGIN NOBYPASSRLS) first`);
+    await checkTarget(client, opts);
     phases.openMs = performance.now() - t0;
 
+    phases.schemaMs = await timed(() => applyMigrationList(opts.intoUrl, opts.appRole, plan.before));
+
     let t = performance.now();
-    await applyMigrationList(opts.intoUrl, opts.appRole, plan.before);
-    phases.schemaMs = performance.now() - t;
-
-    t = performance.now();
-    await client.query("BEGIN");
-    await client.query(
-      "SELECT set_config('statement_timeout', '0', true), set_config('wardkeep.scope', 'appliance', true), set_config('wardkeep.tenant_id', '', true)",
-    );
-    const excluded = manifest.excludedSchemas;
-    // Partitions made at run time (audit segments) do not come from migrations: recreate them.
-    for (const p of manifest.partitions) {
-      const exists = await client.query("SELECT to_regclass($1) AS r", [`${quoteIdent(p.schema)}.${quoteIdent(p.table)}`]);
-      if (exists.rows[0].r) continue;
-      await client.query(`CREATE TABLE ${quoteIdent(p.schema)}.${quoteIdent(p.table)} PARTITION OF ${quoteIdent(p.parentSchema)}.${quoteIdent(p.parent)} ${p.bound}`);
-      for (const trg of p.triggers) await client.query(trg.definition);
-      if (p.rowSecurity) await client.query(`ALTER TABLE ${quoteIdent(p.schema)}.${quoteIdent(p.table)} ENABLE ROW LEVEL SECURITY`);
-      if (p.forceRowSecurity) await client.query(`ALTER TABLE ${quoteIdent(p.schema)}.${quoteIdent(p.table)} FORCE ROW LEVEL SECURITY`);
-    }
-    const tables = manifest.objects.map((o) => `${quoteIdent(o.schema)}.${quoteIdent(o.table)}`);
-    const missing = await client.query<{ t: string }>("SELECT t FROM unnest($1::text[]) AS t WHERE to_regclass(t) IS NULL", [tables]);
-    if (missing.rowCount) throw new RestoreRefused(`the schema made by the migrations lacks table(s) the snapshot holds: ${missing.rows.map((r) => r.t).join(", ")}`);
-
-    // Foreign keys among restored tables: dropped for the load, re-added (and so re-validated) after.
-    const fks = (
-      await client.query<{ rel: string; name: string; def: string }>(
-        `SELECT con.conrelid::regclass::text AS rel, con.conname AS name, pg_get_constraintdef(con.oid) AS def
-           FROM pg_constraint con JOIN pg_class c ON c.oid = con.conrelid JOIN pg_namespace n ON n.oid = c.relnamespace
-           JOIN pg_class rc ON rc.oid = con.confrelid JOIN pg_namespace rn ON rn.oid = rc.relnamespace
-          WHERE con.contype = 'f' AND con.conparentid = 0 AND NOT ${SYSTEM_SCHEMA_SQL}
-            AND NOT (n.nspname = ANY($1)) AND NOT (rn.nspname = ANY($1))
-          ORDER BY 1, 2`,
-        [excluded],
-      )
-    ).rows;
-    for (const fk of fks) await client.query(`ALTER TABLE ${fk.rel} DROP CONSTRAINT ${quoteIdent(fk.name)}`);
-    // Row-level security still binds the owner under FORCE, and COPY FROM refuses RLS tables:
-    // lifted for this transaction only (nobody sees the gap: ALTER TABLE holds an exclusive lock).
-    const forced = (
-      await client.query<{ rel: string }>(
-        `SELECT c.oid::regclass::text AS rel FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-          WHERE c.relkind IN ('r', 'p') AND c.relforcerowsecurity AND NOT ${SYSTEM_SCHEMA_SQL} AND NOT (n.nspname = ANY($1))`,
-        [excluded],
-      )
-    ).rows.map((r) => r.rel);
-    for (const rel of forced) await client.query(`ALTER TABLE ${rel} NO FORCE ROW LEVEL SECURITY`);
-    // Enabled user triggers that fire on INSERT (bit 2 of tgtype) would rewrite restored rows.
-    const triggers = (
-      await client.query<{ rel: string; name: string }>(
-        `SELECT t.tgrelid::regclass::text AS rel, t.tgname AS name FROM pg_trigger t
-          WHERE t.tgrelid = ANY (SELECT to_regclass(x) FROM unnest($1::text[]) AS x)
-            AND NOT t.tgisinternal AND t.tgenabled <> 'D' AND (t.tgtype & 4) <> 0`,
-        [tables],
-      )
-    ).rows;
-    for (const trg of triggers) await client.query(`ALTER TABLE ${trg.rel} DISABLE TRIGGER ${quoteIdent(trg.name)}`);
-    // Rows the migrations seeded (singletons such as the audit chain head or the default backup
-    // policy) are replaced by the snapshot's: the snapshot holds their real state. Append-only
-    // guards (TRUNCATE triggers, bit 32 of tgtype) are paused for this one statement.
-    for (const rel of tables) {
-      const seeded = await client.query(`SELECT EXISTS (SELECT 1 FROM ONLY ${rel}) AS e`);
-      if (!seeded.rows[0].e) continue;
-      const guards = (
-        await client.query<{ name: string }>(
-          `SELECT tgname AS name FROM pg_trigger WHERE tgrelid = to_regclass($1) AND NOT tgisinternal AND tgenabled <> 'D' AND (tgtype & 32) <> 0`,
-          [rel],
-        )
-      ).rows;
-      for (const g of guards) await client.query(`ALTER TABLE ${rel} DISABLE TRIGGER ${quoteIdent(g.name)}`);
-      await client.query(`TRUNCATE ONLY ${rel}`);
-      for (const g of guards) await client.query(`ALTER TABLE ${rel} ENABLE TRIGGER ${quoteIdent(g.name)}`);
-    }
-
-    let rows = 0;
-    let plainBytes = 0;
-    let storedBytes = 0;
-    for (const [i, obj] of manifest.objects.entries()) {
-      const copy = client.query(copyFrom(`COPY ${quoteIdent(obj.schema)}.${quoteIdent(obj.table)} (${obj.columns.map(quoteIdent).join(", ")}) FROM STDIN`));
-      const r = await streamObject(opts.target, opened, obj, copy);
-      rows += r.rows;
-      plainBytes += r.plainBytes;
-      storedBytes += r.storedBytes;
-      phases.decryptCpuMs += r.decryptCpuMs;
-      opts.onProgress?.({ object: obj.name, done: i + 1, total: manifest.objects.length });
-    }
+    const prep = await prepareLoad(client, manifest);
+    const totals = await loadObjects(client, opts, opened, phases);
     phases.loadMs = performance.now() - t;
 
-    t = performance.now();
-    for (const trg of triggers) await client.query(`ALTER TABLE ${trg.rel} ENABLE TRIGGER ${quoteIdent(trg.name)}`);
-    for (const fk of fks) await client.query(`ALTER TABLE ${fk.rel} ADD CONSTRAINT ${quoteIdent(fk.name)} ${fk.def}`);
-    for (const s of manifest.sequences) {
-      const exists = await client.query("SELECT to_regclass($1) AS r", [`${quoteIdent(s.schema)}.${quoteIdent(s.name)}`]);
-      if (exists.rows[0].r) await client.query("SELECT setval($1::regclass, $2::bigint, $3)", [`${quoteIdent(s.schema)}.${quoteIdent(s.name)}`, s.lastValue, s.isCalled]);
-    }
-    phases.constraintsMs = performance.now() - t;
+    phases.constraintsMs = await timed(() => rebuildIndexes(client!, manifest, prep));
 
     t = performance.now();
-    for (const obj of manifest.objects) {
-      const c = await client.query<{ n: string }>(`SELECT count(*)::text AS n FROM ONLY ${quoteIdent(obj.schema)}.${quoteIdent(obj.table)}`);
-      if (Number(c.rows[0]!.n) !== obj.rows) throw new SnapshotIntegrityError(`${obj.name}: ${c.rows[0]!.n} rows loaded, the manifest says ${obj.rows}`);
-    }
-    const hookStart = performance.now();
-    const hooked = (await opts.beforeCommit?.(client)) ?? null;
-    phases.beforeCommitMs = performance.now() - hookStart;
-    for (const rel of forced) await client.query(`ALTER TABLE ${rel} FORCE ROW LEVEL SECURITY`);
-    await client.query("COMMIT");
+    const hooked = await verifyAndCommit(client, opts, manifest, prep, phases);
     let verifyMs = performance.now() - t;
 
     t = performance.now();
@@ -354,10 +261,10 @@ export async function restoreSnapshot(opts: RestoreOptions): Promise<RestoreResu
     return {
       snapshotId: manifest.snapshotId,
       tables: manifest.objects.length,
-      rows,
+      rows: totals.rows,
       tableRows: manifest.objects.map((o) => ({ schema: o.schema, table: o.table, rows: o.rows })),
-      storedBytes,
-      plainBytes,
+      storedBytes: totals.storedBytes,
+      plainBytes: totals.plainBytes,
       schema: { snapshot: manifest.database.schemaVersion, restoredTo: [...plan.before, ...plan.after].at(-1)!.name, migratedAfterLoad: after },
       auditChain,
       signer: opened.trust,
@@ -371,4 +278,132 @@ export async function restoreSnapshot(opts: RestoreOptions): Promise<RestoreResu
     zeroize(opened.key);
     await client?.end().catch(() => {});
   }
+}
+
+async function timed(fn: () => Promise<unknown>): Promise<number> {
+  const t = performance.now();
+  await fn();
+  return performance.now() - t;
+}
+
+/** Open: the target database must be empty and the app role must exist. */
+async function checkTarget(client: pg.Client, opts: RestoreOptions): Promise<void> {
+  await assertEmptyDatabase(client, opts.intoUrl);
+  const role = await client.query("SELECT 1 FROM pg_roles WHERE rolname = $1", [opts.appRole]);
+  if (role.rowCount === 0) throw new RestoreRefused(`the app role ${opts.appRole} does not exist in this PostgreSQL cluster; create it (LOGIN NOBYPASSRLS) first`);
+}
+
+/**
+ * Load, first part: opens the load transaction and clears the way for COPY (run-time partitions
+ * recreated, foreign keys dropped, forced RLS lifted, INSERT triggers paused, seeded rows removed).
+ */
+async function prepareLoad(client: pg.Client, manifest: ManifestBody): Promise<LoadPrep> {
+  await client.query("BEGIN");
+  await client.query(
+    "SELECT set_config('statement_timeout', '0', true), set_config('wardkeep.scope', 'appliance', true), set_config('wardkeep.tenant_id', '', true)",
+  );
+  const excluded = manifest.excludedSchemas;
+  // Partitions made at run time (audit segments) do not come from migrations: recreate them.
+  for (const p of manifest.partitions) {
+    const exists = await client.query("SELECT to_regclass($1) AS r", [`${quoteIdent(p.schema)}.${quoteIdent(p.table)}`]);
+    if (exists.rows[0].r) continue;
+    await client.query(`CREATE TABLE ${quoteIdent(p.schema)}.${quoteIdent(p.table)} PARTITION OF ${quoteIdent(p.parentSchema)}.${quoteIdent(p.parent)} ${p.bound}`);
+    for (const trg of p.triggers) await client.query(trg.definition);
+    if (p.rowSecurity) await client.query(`ALTER TABLE ${quoteIdent(p.schema)}.${quoteIdent(p.table)} ENABLE ROW LEVEL SECURITY`);
+    if (p.forceRowSecurity) await client.query(`ALTER TABLE ${quoteIdent(p.schema)}.${quoteIdent(p.table)} FORCE ROW LEVEL SECURITY`);
+  }
+  const tables = manifest.objects.map((o) => `${quoteIdent(o.schema)}.${quoteIdent(o.table)}`);
+  const missing = await client.query<{ t: string }>("SELECT t FROM unnest($1::text[]) AS t WHERE to_regclass(t) IS NULL", [tables]);
+  if (missing.rowCount) throw new RestoreRefused(`the schema made by the migrations lacks table(s) the snapshot holds: ${missing.rows.map((r) => r.t).join(", ")}`);
+
+  // Foreign keys among restored tables: dropped for the load, re-added (and so re-validated) after.
+  const fks = (
+    await client.query<{ rel: string; name: string; def: string }>(
+      `SELECT con.conrelid::regclass::text AS rel, con.conname AS name, pg_get_constraintdef(con.oid) AS def
+         FROM pg_constraint con JOIN pg_class c ON c.oid = con.conrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+         JOIN pg_class rc ON rc.oid = con.confrelid JOIN pg_namespace rn ON rn.oid = rc.relnamespace
+        WHERE con.contype = 'f' AND con.conparentid = 0 AND NOT ${SYSTEM_SCHEMA_SQL}
+          AND NOT (n.nspname = ANY($1)) AND NOT (rn.nspname = ANY($1))
+        ORDER BY 1, 2`,
+      [excluded],
+    )
+  ).rows;
+  for (const fk of fks) await client.query(`ALTER TABLE ${fk.rel} DROP CONSTRAINT ${quoteIdent(fk.name)}`);
+  // Row-level security still binds the owner under FORCE, and COPY FROM refuses RLS tables:
+  // lifted for this transaction only (nobody sees the gap: ALTER TABLE holds an exclusive lock).
+  const forced = (
+    await client.query<{ rel: string }>(
+      `SELECT c.oid::regclass::text AS rel FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE c.relkind IN ('r', 'p') AND c.relforcerowsecurity AND NOT ${SYSTEM_SCHEMA_SQL} AND NOT (n.nspname = ANY($1))`,
+      [excluded],
+    )
+  ).rows.map((r) => r.rel);
+  for (const rel of forced) await client.query(`ALTER TABLE ${rel} NO FORCE ROW LEVEL SECURITY`);
+  // Enabled user triggers that fire on INSERT (bit 2 of tgtype) would rewrite restored rows.
+  const triggers = (
+    await client.query<{ rel: string; name: string }>(
+      `SELECT t.tgrelid::regclass::text AS rel, t.tgname AS name FROM pg_trigger t
+        WHERE t.tgrelid = ANY (SELECT to_regclass(x) FROM unnest($1::text[]) AS x)
+          AND NOT t.tgisinternal AND t.tgenabled <> 'D' AND (t.tgtype & 4) <> 0`,
+      [tables],
+    )
+  ).rows;
+  for (const trg of triggers) await client.query(`ALTER TABLE ${trg.rel} DISABLE TRIGGER ${quoteIdent(trg.name)}`);
+  // Rows the migrations seeded (singletons such as the audit chain head or the default backup
+  // policy) are replaced by the snapshot's: the snapshot holds their real state. Append-only
+  // guards (TRUNCATE triggers, bit 32 of tgtype) are paused for this one statement.
+  for (const rel of tables) {
+    const seeded = await client.query(`SELECT EXISTS (SELECT 1 FROM ONLY ${rel}) AS e`);
+    if (!seeded.rows[0].e) continue;
+    const guards = (
+      await client.query<{ name: string }>(
+        `SELECT tgname AS name FROM pg_trigger WHERE tgrelid = to_regclass($1) AND NOT tgisinternal AND tgenabled <> 'D' AND (tgtype & 32) <> 0`,
+        [rel],
+      )
+    ).rows;
+    for (const g of guards) await client.query(`ALTER TABLE ${rel} DISABLE TRIGGER ${quoteIdent(g.name)}`);
+    await client.query(`TRUNCATE ONLY ${rel}`);
+    for (const g of guards) await client.query(`ALTER TABLE ${rel} ENABLE TRIGGER ${quoteIdent(g.name)}`);
+  }
+  return { tables, fks, forced, triggers };
+}
+
+/** Load, second part: every object downloaded, authenticated, decrypted and COPYed in, in manifest order. */
+async function loadObjects(client: pg.Client, opts: RestoreOptions, opened: OpenedSnapshot, phases: RestorePhases): Promise<LoadTotals> {
+  const { manifest } = opened;
+  const totals: LoadTotals = { rows: 0, plainBytes: 0, storedBytes: 0 };
+  for (const [i, obj] of manifest.objects.entries()) {
+    const copy = client.query(copyFrom(`COPY ${quoteIdent(obj.schema)}.${quoteIdent(obj.table)} (${obj.columns.map(quoteIdent).join(", ")}) FROM STDIN`));
+    const r = await streamObject(opts.target, opened, obj, copy);
+    totals.rows += r.rows;
+    totals.plainBytes += r.plainBytes;
+    totals.storedBytes += r.storedBytes;
+    phases.decryptCpuMs += r.decryptCpuMs;
+    opts.onProgress?.({ object: obj.name, done: i + 1, total: manifest.objects.length });
+  }
+  return totals;
+}
+
+/** Index: triggers back on, foreign keys re-added (re-validated), sequences set to the snapshot's values. */
+async function rebuildIndexes(client: pg.Client, manifest: ManifestBody, prep: LoadPrep): Promise<void> {
+  for (const trg of prep.triggers) await client.query(`ALTER TABLE ${trg.rel} ENABLE TRIGGER ${quoteIdent(trg.name)}`);
+  for (const fk of prep.fks) await client.query(`ALTER TABLE ${fk.rel} ADD CONSTRAINT ${quoteIdent(fk.name)} ${fk.def}`);
+  for (const s of manifest.sequences) {
+    const exists = await client.query("SELECT to_regclass($1) AS r", [`${quoteIdent(s.schema)}.${quoteIdent(s.name)}`]);
+    if (exists.rows[0].r) await client.query("SELECT setval($1::regclass, $2::bigint, $3)", [`${quoteIdent(s.schema)}.${quoteIdent(s.name)}`, s.lastValue, s.isCalled]);
+  }
+}
+
+/** Verify, inside the transaction: row counts, the caller's beforeCommit hook, forced RLS back, COMMIT. */
+async function verifyAndCommit(client: pg.Client, opts: RestoreOptions, manifest: ManifestBody, prep: LoadPrep, phases: RestorePhases): Promise<Record<string, unknown> | null> {
+  for (const obj of manifest.objects) {
+    const c = await client.query<{ n: string }>(`SELECT count(*)::text AS n FROM ONLY ${quoteIdent(obj.schema)}.${quoteIdent(obj.table)}`);
+    if (Number(c.rows[0]!.n) !== obj.rows) throw new SnapshotIntegrityError(`${obj.name}: ${c.rows[0]!.n} rows loaded, the manifest says ${obj.rows}`);
+  }
+  const hookStart = performance.now();
+  const hooked = (await opts.beforeCommit?.(client)) ?? null;
+  phases.beforeCommitMs = performance.now() - hookStart;
+  for (const rel of prep.forced) await client.query(`ALTER TABLE ${rel} FORCE ROW LEVEL SECURITY`);
+  await client.query("COMMIT");
+  return hooked;
 }
