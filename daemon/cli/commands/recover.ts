@@ -149,29 +149,25 @@ export type RecoveryProgress = { phase: string; done: number; total: number; det
  * present, both authenticate, the kit opens every KEK), so a wrong kit or a missing key-store
  * backup leaves the new machine as it was.
  */
-export async function recoverAppliance(
-  config: Config,
-  opts: {
-    target: SnapshotTarget;
-    privateKey: KeyObject;
-    snapshotId?: string;
-    expectSigner?: Buffer;
-    mode: UnsealMode;
-    input: CreateSealInput;
-    onProgress?: (p: RecoveryProgress) => void;
-  },
-): Promise<RecoveryOutcome> {
+export type RecoveryRequest = {
+  target: SnapshotTarget;
+  privateKey: KeyObject;
+  snapshotId?: string;
+  expectSigner?: Buffer;
+  mode: UnsealMode;
+  input: CreateSealInput;
+  onProgress?: (p: RecoveryProgress) => void;
+};
+
+/**
+ * Read kit and target → open key store → restore → install keys and purge shredded (inside the
+ * restore's transaction) → attachments → new unseal source; each phase timed in `phases`.
+ */
+export async function recoverAppliance(config: Config, opts: RecoveryRequest): Promise<RecoveryOutcome> {
   const started = performance.now();
   const mark = () => performance.now();
   let t = mark();
-  const snapshotId = opts.snapshotId ?? (await latestSnapshot(opts.target));
-  if (!snapshotId) throw new CliError(`target ${opts.target.name} holds no complete snapshot to recover from`);
-  const keyStoreId = await latestKeyStoreBackup(opts.target);
-  if (!keyStoreId) {
-    throw new CliError(
-      `target ${opts.target.name} holds no key-store backup: without one, no encrypted value of the snapshot can be decrypted (each snapshot run writes one; they are kept keys.shredGraceDays days)`,
-    );
-  }
+  const { snapshotId, keyStoreId } = await locateBackups(opts.target, opts.snapshotId);
   const locateMs = mark() - t;
 
   t = mark();
@@ -181,101 +177,28 @@ export async function recoverAppliance(
   const keks = unwrapBackupKeks(keyStore.contents, opener);
   let creation: SealCreation | undefined;
   try {
-    // The manifests' signing key derives from the appliance-internal secret the backup holds: a
-    // key-store backup (and a snapshot) not signed by the appliance whose keys they are is refused.
-    const internal = backupApplianceSecret(keyStore.contents, keks);
-    const signer = manifestSigner(internal);
-    zeroize(internal);
-    if (!signer.publicKeyRaw.equals(keyStore.signerPublicKey)) {
-      throw new KeyStoreBackupError(
-        `key-store backup ${keyStoreId} was not signed by the appliance whose keys it holds (signer ${keyStore.manifest.signer.keyId}, expected ${signer.keyId})`,
-      );
-    }
-    // Authenticates the snapshot with the same signer before anything is written.
-    const opened = await openSnapshot(opts.target, snapshotId, opener, [signer.publicKeyRaw]);
-    zeroize(opened.key);
+    const { signer, opened } = await authenticateBackups(opts.target, snapshotId, keyStoreId, keyStore, keks, opener);
     const keyStoreMs = mark() - t;
 
     creation = await unsealSourceFor(config, opts.mode).create(opts.input);
     t = mark();
     const db = await prepareDatabase(config);
     try {
-      const now = new Date();
-      let installed: InstalledKeyStore | undefined;
-      let purged: PurgeResult | undefined;
-      let readable: EncryptedValuesCheck | undefined;
-      const columns = await registeredEncryptedColumns();
       const seal = { mode: opts.mode, params: creation.params, unsealKey: creation.unsealKey };
-      const restored = await restoreSnapshot({
-        target: opts.target,
-        snapshotId,
-        intoUrl: db.ownerUrl,
-        appRole: db.appRole,
-        opener,
-        trustedSigners: [signer.publicKeyRaw],
-        verifyAuditChain: auditVerifierFor({ config, log: silentLogger(), clock: systemClock, rootKey: new RootKey(config.keys.unseal), metrics: new Registry() }, "database"),
-        onProgress: (p) => opts.onProgress?.({ phase: "data", done: p.done, total: p.total }),
-        beforeCommit: async (client) => {
-          installed = await installRecoveredKeyStore(client, keyStore.contents, keks, seal, now);
-          purged = await purgeShreddedSubjects(client, installed.shredded, now);
-          // Before COMMIT: data the key store cannot read (a snapshot newer than the newest
-          // key-store backup) is refused whole rather than restored as ciphertext.
-          const gone = installed.shredded;
-          const held = keyStore.contents.dataKeys.filter((d) => !gone.some((x) => (x.kind === "tenant" ? d.tenantId === x.tenantId : d.keyId === x.subject)));
-          const keys = backupDataKeyLookup(keyStore.contents, keks);
-          try {
-            readable = await checkEncryptedValues(client, columns, keys.lookup, { perTenant: 2, keySlots: new Set(held.map((d) => `${d.keyId}#${d.version}`)) });
-          } finally {
-            keys.dispose();
-          }
-          if (!readable.ok) {
-            throw new RestoreRefused(
-              `the snapshot cannot be read with the newest key-store backup (${describeUnreadable(readable, keyStoreId)}); no data was loaded (start again on an empty database) — recover a --snapshot taken no later than ${keyStoreId}`,
-            );
-          }
-          return { keyStore: { ...installed, shredded: installed.shredded.length }, purged, readable: { values: readable.values, sampled: readable.sampled } };
-        },
-      });
+      const { restored, keys } = await restoreWithKeys(config, opts, db, { snapshotId, keyStoreId, keyStore, keks, opener, signer, seal });
       const restoreMs = mark() - t;
 
       t = mark();
-      const shredded = installed!.shredded;
+      const shredded = keys.installed.shredded;
       const entries = opened.manifest.attachments?.entries ?? [];
-      const keep = entries.filter((e) => !shredded.some((s) => (s.kind === "tenant" ? s.tenantId === e.tenantId : s.patientId === e.patientId)));
-      const files = await restoreAttachments({
-        target: opts.target,
-        entries: keep,
-        root: inDataDir(config, config.records.attachmentsDir),
-        onProgress: (p) => opts.onProgress?.({ phase: "attachments", done: p.done, total: p.total }),
-      });
+      const files = await restoreAttachmentFiles(config, opts, entries, shredded);
       const attachmentsMs = mark() - t;
 
       t = mark();
-      const pools = openDatabase(db, config);
-      const ctx: ApplianceContext = { config, log: silentLogger(), db: pools, rootKey: new RootKey(opts.mode), metrics: new Registry(), clock: systemClock };
-      let reapplied = 0;
-      try {
-        await openWithUnsealKey(ctx, opts.mode, creation.unsealKey, 1);
-        // The keys capability's own pass: anything of a shredded subject still in the store goes.
-        reapplied = (await reapplyShredList(ctx)).reapplied;
-        await inScope(ctx.db.app, { kind: "appliance" }, (tx) =>
-          appendAuditEvent(ctx, tx, {
-            tenantId: null,
-            actor: { userId: null, role: "host_operator" },
-            action: "backup.recover",
-            resourceType: "backup_snapshot",
-            resourceId: snapshotId,
-            outcome: "success",
-            userAgent: "wardkeep-cli",
-            reason: `key-store backup ${keyStoreId}; ${shredded.length} crypto-shredded subject(s) re-applied; new unseal mode ${opts.mode}`,
-          }),
-        );
-      } finally {
-        ctx.rootKey.seal("recovery finished");
-        await pools.close();
-      }
+      const reapplied = await openWithNewUnsealSource(config, opts, db, creation, { snapshotId, keyStoreId, shredded: shredded.length });
       const finishMs = mark() - t;
-      const { shredded: _, ...keyCounts } = installed!;
+      const { shredded: _, ...keyCounts } = keys.installed;
+      const { readable, purged } = keys;
       return {
         target: opts.target.name,
         snapshotId,
@@ -290,10 +213,10 @@ export async function recoverAppliance(
           phases: restored.phases,
         },
         keyStore: { ...keyCounts, shreddedSubjects: shredded.length },
-        purged: purged!,
-        readable: { values: readable!.values, sampled: readable!.sampled, columns: readable!.columns, tenants: readable!.tenants },
+        purged,
+        readable: { values: readable.values, sampled: readable.sampled, columns: readable.columns, tenants: readable.tenants },
         shredListReapplied: reapplied,
-        attachments: { restored: files.restored, alreadyPresent: files.alreadyPresent, bytes: files.bytes, leftOut: entries.length - keep.length },
+        attachments: { restored: files.restored, alreadyPresent: files.alreadyPresent, bytes: files.bytes, leftOut: files.leftOut },
         unseal: { mode: opts.mode, keyFile: creation.createdFile, shares: creation.shares, threshold: opts.input.threshold },
         durationMs: Math.round(mark() - started),
         phases: {
@@ -314,6 +237,161 @@ export async function recoverAppliance(
   } finally {
     for (const k of keks.values()) zeroize(k);
     if (creation) zeroize(creation.unsealKey);
+  }
+}
+
+type KeyStoreBackup = Awaited<ReturnType<typeof openKeyStoreBackup>>;
+type Keks = ReturnType<typeof unwrapBackupKeks>;
+type Opener = { recoveryPrivateKey: KeyObject };
+type Signer = ReturnType<typeof manifestSigner>;
+type PreparedDatabase = Awaited<ReturnType<typeof prepareDatabase>>;
+
+/** Phase 1, read the target: the snapshot to restore (given or newest) and the newest key-store backup. */
+async function locateBackups(target: SnapshotTarget, wanted: string | undefined): Promise<{ snapshotId: string; keyStoreId: string }> {
+  const snapshotId = wanted ?? (await latestSnapshot(target));
+  if (!snapshotId) throw new CliError(`target ${target.name} holds no complete snapshot to recover from`);
+  const keyStoreId = await latestKeyStoreBackup(target);
+  if (!keyStoreId) {
+    throw new CliError(
+      `target ${target.name} holds no key-store backup: without one, no encrypted value of the snapshot can be decrypted (each snapshot run writes one; they are kept keys.shredGraceDays days)`,
+    );
+  }
+  return { snapshotId, keyStoreId };
+}
+
+/**
+ * Phase 2, open the key store: the manifests' signing key derives from the appliance-internal
+ * secret the backup holds, so a key-store backup (and a snapshot) not signed by the appliance
+ * whose keys they are is refused, before anything is written.
+ */
+async function authenticateBackups(target: SnapshotTarget, snapshotId: string, keyStoreId: string, keyStore: KeyStoreBackup, keks: Keks, opener: Opener) {
+  const internal = backupApplianceSecret(keyStore.contents, keks);
+  const signer = manifestSigner(internal);
+  zeroize(internal);
+  if (!signer.publicKeyRaw.equals(keyStore.signerPublicKey)) {
+    throw new KeyStoreBackupError(
+      `key-store backup ${keyStoreId} was not signed by the appliance whose keys it holds (signer ${keyStore.manifest.signer.keyId}, expected ${signer.keyId})`,
+    );
+  }
+  // Authenticates the snapshot with the same signer before anything is written.
+  const opened = await openSnapshot(target, snapshotId, opener, [signer.publicKeyRaw]);
+  zeroize(opened.key);
+  return { signer, opened };
+}
+
+type RecoveredKeys = { installed: InstalledKeyStore; purged: PurgeResult; readable: EncryptedValuesCheck };
+
+/**
+ * Phases 3 and 4, restore, then install keys and purge shredded subjects inside the restore's
+ * transaction, so the recovery ends with all of it or with nothing.
+ */
+async function restoreWithKeys(
+  config: Config,
+  opts: RecoveryRequest,
+  db: PreparedDatabase,
+  c: { snapshotId: string; keyStoreId: string; keyStore: KeyStoreBackup; keks: Keks; opener: Opener; signer: Signer; seal: Parameters<typeof installRecoveredKeyStore>[3] },
+): Promise<{ restored: RestoreResult; keys: RecoveredKeys }> {
+  const now = new Date();
+  let keys: RecoveredKeys | undefined;
+  const columns = await registeredEncryptedColumns();
+  const restored = await restoreSnapshot({
+    target: opts.target,
+    snapshotId: c.snapshotId,
+    intoUrl: db.ownerUrl,
+    appRole: db.appRole,
+    opener: c.opener,
+    trustedSigners: [c.signer.publicKeyRaw],
+    verifyAuditChain: auditVerifierFor({ config, log: silentLogger(), clock: systemClock, rootKey: new RootKey(config.keys.unseal), metrics: new Registry() }, "database"),
+    onProgress: (p) => opts.onProgress?.({ phase: "data", done: p.done, total: p.total }),
+    beforeCommit: async (client) => {
+      keys = await installKeysAndPurge(client, c.keyStore, c.keks, c.keyStoreId, c.seal, columns, now);
+      const { installed, purged, readable } = keys;
+      return { keyStore: { ...installed, shredded: installed.shredded.length }, purged, readable: { values: readable.values, sampled: readable.sampled } };
+    },
+  });
+  return { restored, keys: keys! };
+}
+
+/** Phase 4, inside the load transaction: the key store installed, shredded subjects purged, every encrypted value checked. */
+async function installKeysAndPurge(
+  client: Parameters<NonNullable<Parameters<typeof restoreSnapshot>[0]["beforeCommit"]>>[0],
+  keyStore: KeyStoreBackup,
+  keks: Keks,
+  keyStoreId: string,
+  seal: Parameters<typeof installRecoveredKeyStore>[3],
+  columns: Awaited<ReturnType<typeof registeredEncryptedColumns>>,
+  now: Date,
+): Promise<RecoveredKeys> {
+  const installed = await installRecoveredKeyStore(client, keyStore.contents, keks, seal, now);
+  const purged = await purgeShreddedSubjects(client, installed.shredded, now);
+  // Before COMMIT: data the key store cannot read (a snapshot newer than the newest
+  // key-store backup) is refused whole rather than restored as ciphertext.
+  const gone = installed.shredded;
+  const held = keyStore.contents.dataKeys.filter((d) => !gone.some((x) => (x.kind === "tenant" ? d.tenantId === x.tenantId : d.keyId === x.subject)));
+  const keys = backupDataKeyLookup(keyStore.contents, keks);
+  let readable: EncryptedValuesCheck;
+  try {
+    readable = await checkEncryptedValues(client, columns, keys.lookup, { perTenant: 2, keySlots: new Set(held.map((d) => `${d.keyId}#${d.version}`)) });
+  } finally {
+    keys.dispose();
+  }
+  if (!readable.ok) {
+    throw new RestoreRefused(
+      `the snapshot cannot be read with the newest key-store backup (${describeUnreadable(readable, keyStoreId)}); no data was loaded (start again on an empty database) — recover a --snapshot taken no later than ${keyStoreId}`,
+    );
+  }
+  return { installed, purged, readable };
+}
+
+/** Phase 5: attachment files, except those of crypto-shredded subjects. */
+async function restoreAttachmentFiles(
+  config: Config,
+  opts: RecoveryRequest,
+  entries: AttachmentEntryOf,
+  shredded: InstalledKeyStore["shredded"],
+): Promise<RestoreAttachmentsResult & { leftOut: number }> {
+  const keep = entries.filter((e) => !shredded.some((s) => (s.kind === "tenant" ? s.tenantId === e.tenantId : s.patientId === e.patientId)));
+  const files = await restoreAttachments({
+    target: opts.target,
+    entries: keep,
+    root: inDataDir(config, config.records.attachmentsDir),
+    onProgress: (p) => opts.onProgress?.({ phase: "attachments", done: p.done, total: p.total }),
+  });
+  return { ...files, leftOut: entries.length - keep.length };
+}
+
+type AttachmentEntryOf = NonNullable<Awaited<ReturnType<typeof openSnapshot>>["manifest"]["attachments"]>["entries"];
+
+/** Phase 6: the appliance opened with its new unseal source, the shred list re-applied, the recovery audited. */
+async function openWithNewUnsealSource(
+  config: Config,
+  opts: RecoveryRequest,
+  db: PreparedDatabase,
+  creation: SealCreation,
+  r: { snapshotId: string; keyStoreId: string; shredded: number },
+): Promise<number> {
+  const pools = openDatabase(db, config);
+  const ctx: ApplianceContext = { config, log: silentLogger(), db: pools, rootKey: new RootKey(opts.mode), metrics: new Registry(), clock: systemClock };
+  try {
+    await openWithUnsealKey(ctx, opts.mode, creation.unsealKey, 1);
+    // The keys capability's own pass: anything of a shredded subject still in the store goes.
+    const reapplied = (await reapplyShredList(ctx)).reapplied;
+    await inScope(ctx.db.app, { kind: "appliance" }, (tx) =>
+      appendAuditEvent(ctx, tx, {
+        tenantId: null,
+        actor: { userId: null, role: "host_operator" },
+        action: "backup.recover",
+        resourceType: "backup_snapshot",
+        resourceId: r.snapshotId,
+        outcome: "success",
+        userAgent: "wardkeep-cli",
+        reason: `key-store backup ${r.keyStoreId}; ${r.shredded} crypto-shredded subject(s) re-applied; new unseal mode ${opts.mode}`,
+      }),
+    );
+    return reapplied;
+  } finally {
+    ctx.rootKey.seal("recovery finished");
+    await pools.close();
   }
 }
 
