@@ -299,9 +299,14 @@ async function closeAll(targets: SnapshotTarget[]) {
   await Promise.allSettled(targets.map((t) => t.close()));
 }
 
+type RunLock = NonNullable<Awaited<ReturnType<typeof tryJobLock>>>;
+type RunContext = { id: string; policy: PolicyRow; secret: Buffer; recoveryKey: Buffer; meta: AuditMeta; opts: StartOptions };
+
 /**
  * Takes the lock and records the run, then returns at once with the id and a promise of the
  * outcome (routes answer 202 with the id; the CLI awaits `done`). Conflict when a run holds the lock.
+ * The run: sweep interrupted runs → take the snapshot → back up the key store → retention →
+ * record the outcome → reconcile.
  */
 export async function startSnapshot(ctx: ApplianceContext, opts: StartOptions): Promise<{ id: string; done: Promise<SnapshotRun> }> {
   const secret = ctx.rootKey.material(); // Sealed (503) before anything starts
@@ -309,131 +314,168 @@ export async function startSnapshot(ctx: ApplianceContext, opts: StartOptions): 
   const policy = await tx(ctx, (t) => readPolicyRow(ctx, t));
   if (policy.targets.length === 0) throw new Conflict("no backup target is configured; add one with PUT /api/v1/backups/policy");
   const recoveryKey = await recoveryPublicKey(ctx);
+  const { id, lock } = await claimRun(ctx, opts.trigger);
+  const done = runSnapshotJob(ctx, { id, policy, secret, recoveryKey, meta, opts }, lock);
+  return { id, done };
+}
+
+/** The lock, and the run's row ('running'); a row still 'running' from a run that died is marked interrupted. */
+async function claimRun(ctx: ApplianceContext, trigger: StartOptions["trigger"]): Promise<{ id: string; lock: RunLock }> {
   // A scheduled run waits out a reconcile holding the lock (seconds) rather than skip its hour; a snapshot
   // in progress holds it for longer, and the scheduled run is then skipped as before.
-  const lock = await tryJobLock(ctx, BACKUP_LOCKS.snapshot, opts.trigger === "schedule" ? 30_000 : 0);
+  const lock = await tryJobLock(ctx, BACKUP_LOCKS.snapshot, trigger === "schedule" ? 30_000 : 0);
   if (!lock) throw new Conflict("a snapshot is already running (on this or another replica, or from the CLI)");
   const id = newSnapshotId(ctx.clock.now());
   try {
     await tx(ctx, async (t) => {
       // We hold the lock, so a row still 'running' belongs to a run that died.
       await t.rows("UPDATE backup_snapshots SET status = 'interrupted', finished_at = $1, error = 'the run ended without finishing (process killed or crashed)' WHERE status = 'running' RETURNING id", [ctx.clock.now()]);
-      await t.rows("INSERT INTO backup_snapshots (id, trigger, status, started_at) VALUES ($1, $2, 'running', $3) RETURNING id", [id, opts.trigger, ctx.clock.now()]);
+      await t.rows("INSERT INTO backup_snapshots (id, trigger, status, started_at) VALUES ($1, $2, 'running', $3) RETURNING id", [id, trigger, ctx.clock.now()]);
     });
   } catch (err) {
     await lock.release();
     throw err;
   }
-  const done = (async (): Promise<SnapshotRun> => {
-    const targets = openPolicyTargets(ctx, policy);
-    const swept: SnapshotRun["swept"] = [];
-    const retention: PruneOutcome[] = [];
-    let result: SnapshotResult | undefined;
-    let failure: Error | undefined;
+  return { id, lock };
+}
+
+async function runSnapshotJob(ctx: ApplianceContext, run: RunContext, lock: RunLock): Promise<SnapshotRun> {
+  const { id, policy } = run;
+  const targets = openPolicyTargets(ctx, policy);
+  const swept: SnapshotRun["swept"] = [];
+  const retention: PruneOutcome[] = [];
+  let result: SnapshotResult | undefined;
+  let failure: Error | undefined;
+  try {
+    swept.push(...(await sweepInterrupted(ctx, targets)));
+    result = await takeSnapshotOn(ctx, run, targets);
+    // The key store goes beside the data on every target that took it (DESIGN "Key-store backups").
+    if (result.ok) await backUpKeyStore(ctx, { id, targets, result, recoveryPublicKey: run.recoveryKey });
+    if (result.ok) retention.push(...(await applyRetentionOn(ctx, policy, targets, result)));
+  } catch (err) {
+    failure = err as Error;
+  } finally {
+    await closeAll(targets);
+  }
+  const status: SnapshotRecord["status"] = failure || !result?.ok ? "failed" : result.targets.every((t) => t.ok) ? "complete" : "partial";
+  const error = failure?.message ?? (result?.targets.filter((t) => !t.ok).map((t) => t.error).join("; ") || null);
+  try {
+    await recordOutcome(ctx, run, { status, error, result, retention });
+    // Retention and this run changed the targets: check the catalogue against them while the lock is held.
+    await reconcileUnderLock(ctx, policy, run.meta).catch((err: Error) => ctx.log.warn(`backup: reconcile after snapshot ${id} failed: ${err.message}`));
+  } finally {
+    await lock.release();
+  }
+  if (status !== "failed") ctx.log.info(`backup: snapshot ${id} ${status} (${result!.tables} tables, ${result!.storedBytes} bytes, ${result!.durationMs} ms)`);
+  return { ...(await getSnapshotRecord(ctx, id)), retention, swept };
+}
+
+/** Interrupted runs' objects (no manifest) removed from every target; a target that cannot be swept is only logged. */
+async function sweepInterrupted(ctx: ApplianceContext, targets: SnapshotTarget[]): Promise<SnapshotRun["swept"]> {
+  const swept: SnapshotRun["swept"] = [];
+  for (const target of targets) {
     try {
-      for (const target of targets) {
-        try {
-          const r = await removeIncompleteSnapshots(target);
-          if (r.removed.length) ctx.log.info(`backup: removed ${r.removed.length} interrupted snapshot(s) from ${target.name}`, { target: target.name, bytes: r.bytes });
-          swept.push({ target: target.name, removed: r.removed });
-        } catch (err) {
-          ctx.log.warn(`backup: could not sweep target ${target.name}: ${(err as Error).message}`);
-        }
-      }
-      result = await takeSnapshot({
-        connect: ownerConnector(ctx),
-        targets,
-        applianceSecret: secret,
-        recoveryPublicKey: recoveryKey,
-        excludedSchemas: SNAPSHOT_EXCLUDED_SCHEMAS,
-        appVersion: APP_VERSION,
-        trigger: opts.trigger,
-        compression: ctx.config.backup.compression,
-        compressionLevel: ctx.config.backup.compressionLevel,
-        segmentBytes: ctx.config.backup.segmentKib * 1024,
-        retainUntil: policy.object_lock_days ? new Date(ctx.clock.now().getTime() + policy.object_lock_days * 86_400_000) : undefined,
-        snapshotId: id,
-        attachments: { root: inDataDir(ctx.config, ctx.config.records.attachmentsDir) },
-        now: () => ctx.clock.now(),
-        onProgress: opts.onProgress,
-        log: ctx.log,
-      });
-      // The key store goes beside the data on every target that took it (DESIGN "Key-store backups").
-      if (result.ok) await backUpKeyStore(ctx, { id, targets, result, recoveryPublicKey: recoveryKey });
-      if (result.ok) {
-        for (const target of targets.filter((t) => result!.targets.find((o) => o.target === t.name)?.ok)) {
-          try {
-            retention.push(await applyRetention(target, (await scanTarget(target)).complete, policy.retention));
-          } catch (err) {
-            ctx.log.warn(`backup: retention on ${target.name} failed: ${(err as Error).message}`);
-          }
-        }
-      }
+      const r = await removeIncompleteSnapshots(target);
+      if (r.removed.length) ctx.log.info(`backup: removed ${r.removed.length} interrupted snapshot(s) from ${target.name}`, { target: target.name, bytes: r.bytes });
+      swept.push({ target: target.name, removed: r.removed });
     } catch (err) {
-      failure = err as Error;
-    } finally {
-      await closeAll(targets);
+      ctx.log.warn(`backup: could not sweep target ${target.name}: ${(err as Error).message}`);
     }
-    const status: SnapshotRecord["status"] = failure || !result?.ok ? "failed" : result.targets.every((t) => t.ok) ? "complete" : "partial";
-    const error = failure?.message ?? (result?.targets.filter((t) => !t.ok).map((t) => t.error).join("; ") || null);
+  }
+  return swept;
+}
+
+function takeSnapshotOn(ctx: ApplianceContext, run: RunContext, targets: SnapshotTarget[]): Promise<SnapshotResult> {
+  const { policy } = run;
+  return takeSnapshot({
+    connect: ownerConnector(ctx),
+    targets,
+    applianceSecret: run.secret,
+    recoveryPublicKey: run.recoveryKey,
+    excludedSchemas: SNAPSHOT_EXCLUDED_SCHEMAS,
+    appVersion: APP_VERSION,
+    trigger: run.opts.trigger,
+    compression: ctx.config.backup.compression,
+    compressionLevel: ctx.config.backup.compressionLevel,
+    segmentBytes: ctx.config.backup.segmentKib * 1024,
+    retainUntil: policy.object_lock_days ? new Date(ctx.clock.now().getTime() + policy.object_lock_days * 86_400_000) : undefined,
+    snapshotId: run.id,
+    attachments: { root: inDataDir(ctx.config, ctx.config.records.attachmentsDir) },
+    now: () => ctx.clock.now(),
+    onProgress: run.opts.onProgress,
+    log: ctx.log,
+  });
+}
+
+/** The policy's retention on every target that holds the new snapshot; a failing target is only logged. */
+async function applyRetentionOn(ctx: ApplianceContext, policy: PolicyRow, targets: SnapshotTarget[], result: SnapshotResult): Promise<PruneOutcome[]> {
+  const retention: PruneOutcome[] = [];
+  for (const target of targets.filter((t) => result.targets.find((o) => o.target === t.name)?.ok)) {
     try {
-      await tx(ctx, async (t) => {
-        await t.exec(
-          `UPDATE backup_snapshots SET status = $2, finished_at = $3, targets = $4::jsonb, tables = $5, rows = $6, plain_bytes = $7, stored_bytes = $8,
-             duration_ms = $9, phases = $10::jsonb, schema_version = $11, audit_head_seq = $12, audit_head_hash = decode($13, 'hex'), error = $14, attachments = $15::jsonb
-           WHERE id = $1`,
-          [
-            id,
-            status,
-            ctx.clock.now(),
-            JSON.stringify(result?.targets ?? []),
-            result?.tables ?? null,
-            result?.rows ?? null,
-            result?.plainBytes ?? null,
-            result?.storedBytes ?? null,
-            result?.durationMs ?? null,
-            JSON.stringify(result?.phases ?? null),
-            result?.manifest?.database.schemaVersion ?? null,
-            result?.manifest?.auditHead?.seq ?? null,
-            result?.manifest?.auditHead?.hash ?? null,
-            error?.slice(0, 1000) ?? null,
-            JSON.stringify(result?.attachments ?? null),
-          ],
-        );
-        if (status !== "failed") {
-          for (const o of result!.targets.filter((o) => o.ok)) await setCopyState(ctx, t, id, o.target, "present");
-        }
-        await recordTargetOutcomes(ctx, t, id, result?.targets ?? []);
-        // Only a snapshot on every target clears the run alerts: a partial one leaves snapshot_failed
-        // (and the staleness clock) as they were, and its failing targets have their own alerts.
-        if (status === "failed") await raiseAlert(ctx, t, "snapshot_failed", `snapshot ${id} failed: ${error ?? "unknown error"}`);
-        else if (status === "complete") {
-          await clearAlert(ctx, t, "snapshot_failed");
-          await clearAlert(ctx, t, "snapshot_stale");
-        } else ctx.log.warn(`backup: snapshot ${id} is missing on some targets: ${error}`);
-        if (result?.attachments) {
-          const missing = result.attachments.missing;
-          if (missing.length)
-            await raiseAlert(
-              ctx,
-              t,
-              "attachment_missing",
-              `snapshot ${id} could not copy ${missing.length} attachment file(s): ${missing.slice(0, 5).map((m) => `${m.id} (${m.reason})`).join(", ")}${missing.length > 5 ? ", ..." : ""}`,
-            );
-          else if (status !== "failed") await clearAlert(ctx, t, "attachment_missing");
-        }
-        await audit(ctx, t, meta, "backup.snapshot", "backup_snapshot", id, status === "failed" ? "failure" : "success");
-        await recordPruned(ctx, t, meta, retention);
-      });
-      // Retention and this run changed the targets: check the catalogue against them while the lock is held.
-      await reconcileUnderLock(ctx, policy, meta).catch((err: Error) => ctx.log.warn(`backup: reconcile after snapshot ${id} failed: ${err.message}`));
-    } finally {
-      await lock.release();
+      retention.push(await applyRetention(target, (await scanTarget(target)).complete, policy.retention));
+    } catch (err) {
+      ctx.log.warn(`backup: retention on ${target.name} failed: ${(err as Error).message}`);
     }
-    if (status !== "failed") ctx.log.info(`backup: snapshot ${id} ${status} (${result!.tables} tables, ${result!.storedBytes} bytes, ${result!.durationMs} ms)`);
-    return { ...(await getSnapshotRecord(ctx, id)), retention, swept };
-  })();
-  return { id, done };
+  }
+  return retention;
+}
+
+/** One transaction: the run's row, its copies, target outcomes, alerts, the audit event and what retention pruned. */
+async function recordOutcome(
+  ctx: ApplianceContext,
+  run: RunContext,
+  o: { status: SnapshotRecord["status"]; error: string | null; result: SnapshotResult | undefined; retention: PruneOutcome[] },
+): Promise<void> {
+  const { id, meta } = run;
+  const { status, error, result, retention } = o;
+  await tx(ctx, async (t) => {
+    await t.exec(
+      `UPDATE backup_snapshots SET status = $2, finished_at = $3, targets = $4::jsonb, tables = $5, rows = $6, plain_bytes = $7, stored_bytes = $8,
+         duration_ms = $9, phases = $10::jsonb, schema_version = $11, audit_head_seq = $12, audit_head_hash = decode($13, 'hex'), error = $14, attachments = $15::jsonb
+       WHERE id = $1`,
+      [
+        id,
+        status,
+        ctx.clock.now(),
+        JSON.stringify(result?.targets ?? []),
+        result?.tables ?? null,
+        result?.rows ?? null,
+        result?.plainBytes ?? null,
+        result?.storedBytes ?? null,
+        result?.durationMs ?? null,
+        JSON.stringify(result?.phases ?? null),
+        result?.manifest?.database.schemaVersion ?? null,
+        result?.manifest?.auditHead?.seq ?? null,
+        result?.manifest?.auditHead?.hash ?? null,
+        error?.slice(0, 1000) ?? null,
+        JSON.stringify(result?.attachments ?? null),
+      ],
+    );
+    if (status !== "failed") {
+      for (const ok of result!.targets.filter((x) => x.ok)) await setCopyState(ctx, t, id, ok.target, "present");
+    }
+    await recordTargetOutcomes(ctx, t, id, result?.targets ?? []);
+    // Only a snapshot on every target clears the run alerts: a partial one leaves snapshot_failed
+    // (and the staleness clock) as they were, and its failing targets have their own alerts.
+    if (status === "failed") await raiseAlert(ctx, t, "snapshot_failed", `snapshot ${id} failed: ${error ?? "unknown error"}`);
+    else if (status === "complete") {
+      await clearAlert(ctx, t, "snapshot_failed");
+      await clearAlert(ctx, t, "snapshot_stale");
+    } else ctx.log.warn(`backup: snapshot ${id} is missing on some targets: ${error}`);
+    if (result?.attachments) {
+      const missing = result.attachments.missing;
+      if (missing.length)
+        await raiseAlert(
+          ctx,
+          t,
+          "attachment_missing",
+          `snapshot ${id} could not copy ${missing.length} attachment file(s): ${missing.slice(0, 5).map((m) => `${m.id} (${m.reason})`).join(", ")}${missing.length > 5 ? ", ..." : ""}`,
+        );
+      else if (status !== "failed") await clearAlert(ctx, t, "attachment_missing");
+    }
+    await audit(ctx, t, meta, "backup.snapshot", "backup_snapshot", id, status === "failed" ? "failure" : "success");
+    await recordPruned(ctx, t, meta, retention);
+  });
 }
 
 export async function runSnapshot(ctx: ApplianceContext, opts: StartOptions): Promise<SnapshotRun> {
