@@ -60,12 +60,12 @@ async function streamObject(target: SnapshotTarget, opened: OpenedSnapshot, obj:
     (pipeline as unknown as (...a: unknown[]) => void)(source, ...stages, sink, (err: Error | null | undefined) => {
       if (!err) return resolve();
       // zlib complaining means bytes that authenticated but do not decompress: still corruption.
-      if (/^(Z_|ERR_BROTLI|ERR__ERROR_FORMAT)/.test((err as { code?: string }).code ?? "")) reject(new SnapshotIntegrityError(`${obj.name}: the decrypted data does not decompress`));
+      if (/^(Z_|ERR_BROTLI|ERR__ERROR_FORMAT)/.test((err as { code?: string }).code ?? ""))
+        reject(new SnapshotIntegrityError(`${obj.name}: the decrypted data does not decompress`));
       else reject(err);
     });
   });
-  const mismatch =
-    stored.sha256 !== obj.sha256 ? "stored bytes digest" : plain.sha256 !== obj.plainSha256 ? "data digest" : plain.rows !== obj.rows ? "row count" : undefined;
+  const mismatch = stored.sha256 !== obj.sha256 ? "stored bytes digest" : plain.sha256 !== obj.plainSha256 ? "data digest" : plain.rows !== obj.rows ? "row count" : undefined;
   if (mismatch) throw new SnapshotIntegrityError(`${obj.name}: ${mismatch} does not match the manifest`, { object: obj.name });
   return { object: obj.name, rows: plain.rows, plainBytes: plain.bytes, storedBytes: stored.bytes, decryptCpuMs: decrypt.stats.cryptoMs };
 }
@@ -92,7 +92,15 @@ export async function verifySnapshot(opts: { target: SnapshotTarget; snapshotId:
       rows += r.rows;
       storedBytes += r.storedBytes;
     }
-    return { snapshotId: opts.snapshotId, ok: true, objects: opened.manifest.objects.length, rows, storedBytes, durationMs: Math.round(performance.now() - started), signer: opened.trust };
+    return {
+      snapshotId: opts.snapshotId,
+      ok: true,
+      objects: opened.manifest.objects.length,
+      rows,
+      storedBytes,
+      durationMs: Math.round(performance.now() - started),
+      signer: opened.trust,
+    };
   } finally {
     zeroize(opened.key);
   }
@@ -299,9 +307,7 @@ async function checkTarget(client: pg.Client, opts: RestoreOptions): Promise<voi
  */
 async function prepareLoad(client: pg.Client, manifest: ManifestBody): Promise<LoadPrep> {
   await client.query("BEGIN");
-  await client.query(
-    "SELECT set_config('statement_timeout', '0', true), set_config('wardkeep.scope', 'appliance', true), set_config('wardkeep.tenant_id', '', true)",
-  );
+  await client.query("SELECT set_config('statement_timeout', '0', true), set_config('wardkeep.scope', 'appliance', true), set_config('wardkeep.tenant_id', '', true)");
   const excluded = manifest.excludedSchemas;
   // Partitions made at run time (audit segments) do not come from migrations: recreate them.
   for (const p of manifest.partitions) {

@@ -22,16 +22,7 @@ import { zeroize } from "../daemon/keys/index.js";
 import { copyAttachments, listAttachmentRows, type AttachmentCopyStats, type AttachmentEntry, type AttachmentsSection } from "./attachments.js";
 import { TargetError } from "./errors.js";
 import { manifestSigner, newSnapshotKey, wrapForAppliance, wrapForRecoveryKey } from "./keys.js";
-import {
-  layout,
-  MANIFEST_FORMAT,
-  MANIFEST_VERSION,
-  objectAssociatedData,
-  sealManifest,
-  STREAM_ALG,
-  type ManifestBody,
-  type SnapshotObject,
-} from "./manifest.js";
+import { layout, MANIFEST_FORMAT, MANIFEST_VERSION, objectAssociatedData, sealManifest, STREAM_ALG, type ManifestBody, type SnapshotObject } from "./manifest.js";
 import { quoteIdent, readDatabaseLayout, type DatabaseLayout } from "./pg-layout.js";
 import { DEFAULT_SEGMENT_BYTES, SegmentEncryptStream, snapshotKeyId } from "./stream-aead.js";
 import { DigestStream, fanOut } from "./streams.js";
@@ -88,7 +79,10 @@ export type SnapshotResult = {
  * ends with 5 random ones, so two snapshots started within the same second still sort by start time.
  */
 export function newSnapshotId(at: Date): string {
-  const stamp = at.toISOString().replace(/[-:]/g, "").replace(/\.\d{3}Z$/, "Z");
+  const stamp = at
+    .toISOString()
+    .replace(/[-:]/g, "")
+    .replace(/\.\d{3}Z$/, "Z");
   const ms = at.getUTCMilliseconds().toString(16).padStart(3, "0");
   return `${stamp}-${ms}${randomBytes(3).toString("hex").slice(0, 5)}`;
 }
@@ -247,10 +241,14 @@ async function streamTables(run: SnapshotRun, client: pg.Client, db: DatabaseLay
     const stored = new DigestStream(false);
     const stages: NodeJS.ReadWriteStream[] = [plain];
     if (run.compression === "gzip") stages.push(createGzip({ level: run.level, chunkSize: 256 * 1024 }));
-    if (run.compression === "brotli") stages.push(createBrotliCompress({ chunkSize: 256 * 1024, params: { [zlibConstants.BROTLI_PARAM_QUALITY]: run.level, [zlibConstants.BROTLI_PARAM_LGWIN]: 22 } }));
+    if (run.compression === "brotli")
+      stages.push(createBrotliCompress({ chunkSize: 256 * 1024, params: { [zlibConstants.BROTLI_PARAM_QUALITY]: run.level, [zlibConstants.BROTLI_PARAM_LGWIN]: 22 } }));
     stages.push(encrypt, stored);
     const source = (pipeline as unknown as (...s: unknown[]) => NodeJS.ReadableStream)(copy, ...stages, () => {});
-    const results = await fanOut(source as AsyncIterable<Buffer>, run.live().map((t) => ({ name: t.name, write: (body) => t.putStream(key, body, { retainUntil: opts.retainUntil }) })));
+    const results = await fanOut(
+      source as AsyncIterable<Buffer>,
+      run.live().map((t) => ({ name: t.name, write: (body) => t.putStream(key, body, { retainUntil: opts.retainUntil }) })),
+    );
     for (const r of results) if (!r.ok) run.markFailed(r.name, r.error);
     // Every target gave up mid-object: the COPY was abandoned, so this connection is unusable.
     if (run.live().length === 0) return true;

@@ -144,7 +144,9 @@ export type OpenAlert = { kind: AlertKind; subject: string | null; raisedAt: str
 
 export async function openAlerts(ctx: ApplianceContext): Promise<OpenAlert[]> {
   const rows = await tx(ctx, (t) =>
-    t.rows<{ kind: AlertKind; subject: string; raised_at: Date; detail: string }>("SELECT kind, subject, raised_at, detail FROM backup_alerts WHERE cleared_at IS NULL ORDER BY raised_at, id"),
+    t.rows<{ kind: AlertKind; subject: string; raised_at: Date; detail: string }>(
+      "SELECT kind, subject, raised_at, detail FROM backup_alerts WHERE cleared_at IS NULL ORDER BY raised_at, id",
+    ),
   );
   return rows.map((r) => ({ kind: r.kind, subject: r.subject || null, raisedAt: r.raised_at.toISOString(), detail: r.detail }));
 }
@@ -190,7 +192,9 @@ export async function evaluateFreshness(ctx: ApplianceContext): Promise<OpenAler
         ctx,
         t,
         "drill_stale",
-        last?.drill ? `the newest passed recovery drill is ${Math.floor(drillAge / 86_400_000)} days old (limit ${policy.drill_max_age_days})` : `no recovery drill has passed in ${Math.floor(drillAge / 86_400_000)} days (limit ${policy.drill_max_age_days})`,
+        last?.drill
+          ? `the newest passed recovery drill is ${Math.floor(drillAge / 86_400_000)} days old (limit ${policy.drill_max_age_days})`
+          : `no recovery drill has passed in ${Math.floor(drillAge / 86_400_000)} days (limit ${policy.drill_max_age_days})`,
       );
     } else await clearAlert(ctx, t, "drill_stale");
   });
@@ -329,7 +333,10 @@ async function claimRun(ctx: ApplianceContext, trigger: StartOptions["trigger"])
   try {
     await tx(ctx, async (t) => {
       // We hold the lock, so a row still 'running' belongs to a run that died.
-      await t.rows("UPDATE backup_snapshots SET status = 'interrupted', finished_at = $1, error = 'the run ended without finishing (process killed or crashed)' WHERE status = 'running' RETURNING id", [ctx.clock.now()]);
+      await t.rows(
+        "UPDATE backup_snapshots SET status = 'interrupted', finished_at = $1, error = 'the run ended without finishing (process killed or crashed)' WHERE status = 'running' RETURNING id",
+        [ctx.clock.now()],
+      );
       await t.rows("INSERT INTO backup_snapshots (id, trigger, status, started_at) VALUES ($1, $2, 'running', $3) RETURNING id", [id, trigger, ctx.clock.now()]);
     });
   } catch (err) {
@@ -358,7 +365,13 @@ async function runSnapshotJob(ctx: ApplianceContext, run: RunContext, lock: RunL
     await closeAll(targets);
   }
   const status: SnapshotRecord["status"] = failure || !result?.ok ? "failed" : result.targets.every((t) => t.ok) ? "complete" : "partial";
-  const error = failure?.message ?? (result?.targets.filter((t) => !t.ok).map((t) => t.error).join("; ") || null);
+  const error =
+    failure?.message ??
+    (result?.targets
+      .filter((t) => !t.ok)
+      .map((t) => t.error)
+      .join("; ") ||
+      null);
   try {
     await recordOutcome(ctx, run, { status, error, result, retention });
     // Retention and this run changed the targets: check the catalogue against them while the lock is held.
@@ -469,7 +482,10 @@ async function recordOutcome(
           ctx,
           t,
           "attachment_missing",
-          `snapshot ${id} could not copy ${missing.length} attachment file(s): ${missing.slice(0, 5).map((m) => `${m.id} (${m.reason})`).join(", ")}${missing.length > 5 ? ", ..." : ""}`,
+          `snapshot ${id} could not copy ${missing.length} attachment file(s): ${missing
+            .slice(0, 5)
+            .map((m) => `${m.id} (${m.reason})`)
+            .join(", ")}${missing.length > 5 ? ", ..." : ""}`,
         );
       else if (status !== "failed") await clearAlert(ctx, t, "attachment_missing");
     }
@@ -615,13 +631,26 @@ async function reconcileUnderLock(ctx: ApplianceContext, policy: PolicyRow, meta
         );
         const list = (ids: string[]) => `${ids.slice(0, 5).join(", ")}${ids.length > 5 ? `, ... (${ids.length} in all)` : ""}`;
         if (counts!.vanished.length)
-          await raiseAlert(ctx, t, "snapshot_vanished", `${counts!.vanished.length} snapshot(s) recorded on target ${target.name} are no longer there: ${list(counts!.vanished)}`, target.name);
+          await raiseAlert(
+            ctx,
+            t,
+            "snapshot_vanished",
+            `${counts!.vanished.length} snapshot(s) recorded on target ${target.name} are no longer there: ${list(counts!.vanished)}`,
+            target.name,
+          );
         else await clearAlert(ctx, t, "snapshot_vanished", target.name);
         if (counts!.unrecorded.length)
-          await raiseAlert(ctx, t, "snapshot_appeared", `${counts!.unrecorded.length} snapshot(s) on target ${target.name} were not written there by this appliance: ${list(counts!.unrecorded)}`, target.name);
+          await raiseAlert(
+            ctx,
+            t,
+            "snapshot_appeared",
+            `${counts!.unrecorded.length} snapshot(s) on target ${target.name} were not written there by this appliance: ${list(counts!.unrecorded)}`,
+            target.name,
+          );
         else await clearAlert(ctx, t, "snapshot_appeared", target.name);
       });
-      if (r.vanished.length || r.appeared.length) ctx.log.warn(`backup: target ${target.name} differs from the catalogue: ${r.vanished.length} vanished, ${r.appeared.length} unrecorded`, { target: target.name });
+      if (r.vanished.length || r.appeared.length)
+        ctx.log.warn(`backup: target ${target.name} differs from the catalogue: ${r.vanished.length} vanished, ${r.appeared.length} unrecorded`, { target: target.name });
     }
     // A run that died after its manifest was written is a snapshot after all: complete when every target holds it.
     const adopted = [...new Set(out.flatMap((r) => r.adopted))];
@@ -669,13 +698,19 @@ export async function reconcileCatalogue(ctx: ApplianceContext, meta: AuditMeta 
 
 /** Verify and restore name a snapshot retention deleted, or that vanished, for what it is. */
 async function assertStillStored(ctx: ApplianceContext, id: string): Promise<void> {
-  const row = await tx(ctx, (t) => t.one<{ status: string; pruned_at: Date | null; gone: string[] }>(
-    `SELECT s.status, s.pruned_at, coalesce((SELECT array_agg(c.target ORDER BY c.target) FROM backup_snapshot_copies c WHERE c.snapshot_id = s.id AND c.state = 'vanished'), '{}') AS gone
+  const row = await tx(ctx, (t) =>
+    t.one<{ status: string; pruned_at: Date | null; gone: string[] }>(
+      `SELECT s.status, s.pruned_at, coalesce((SELECT array_agg(c.target ORDER BY c.target) FROM backup_snapshot_copies c WHERE c.snapshot_id = s.id AND c.state = 'vanished'), '{}') AS gone
        FROM backup_snapshots s WHERE s.id = $1`,
-    [id],
-  ));
-  if (row?.status === "pruned") throw new NotFound(`snapshot ${id} was pruned by the retention policy on ${row.pruned_at?.toISOString() ?? "an earlier run"}; no target holds it any more`);
-  if (row?.status === "vanished") throw new NotFound(`snapshot ${id} has vanished from ${row.gone.length ? `target ${row.gone.join(", ")}` : "every target"} without being pruned; see the snapshot_vanished alert`);
+      [id],
+    ),
+  );
+  if (row?.status === "pruned")
+    throw new NotFound(`snapshot ${id} was pruned by the retention policy on ${row.pruned_at?.toISOString() ?? "an earlier run"}; no target holds it any more`);
+  if (row?.status === "vanished")
+    throw new NotFound(
+      `snapshot ${id} has vanished from ${row.gone.length ? `target ${row.gone.join(", ")}` : "every target"} without being pruned; see the snapshot_vanished alert`,
+    );
 }
 
 // ---- verify, restore -------------------------------------------------------------------------
@@ -804,7 +839,10 @@ export async function getDrill(ctx: ApplianceContext, id: string): Promise<Drill
   return presentDrill(rows[0]);
 }
 
-export async function startDrill(ctx: ApplianceContext, opts: { trigger: "schedule" | "manual" | "cli"; snapshotId?: string; target?: string; meta?: AuditMeta }): Promise<{ id: string; done: Promise<DrillRecord> }> {
+export async function startDrill(
+  ctx: ApplianceContext,
+  opts: { trigger: "schedule" | "manual" | "cli"; snapshotId?: string; target?: string; meta?: AuditMeta },
+): Promise<{ id: string; done: Promise<DrillRecord> }> {
   const secret = ctx.rootKey.material();
   const meta = opts.meta ?? { actor: SYSTEM_ACTOR };
   const policy: PolicyRow = await tx(ctx, (t) => readPolicyRow(ctx, t));
@@ -815,7 +853,10 @@ export async function startDrill(ctx: ApplianceContext, opts: { trigger: "schedu
   try {
     id = await tx(ctx, async (t) => {
       await t.rows("UPDATE backup_drills SET status = 'interrupted', finished_at = $1 WHERE status = 'running' RETURNING id", [ctx.clock.now()]);
-      const [row] = await t.rows<{ id: string }>("INSERT INTO backup_drills (trigger, status, started_at) VALUES ($1, 'running', $2) RETURNING id", [opts.trigger, ctx.clock.now()]);
+      const [row] = await t.rows<{ id: string }>("INSERT INTO backup_drills (trigger, status, started_at) VALUES ($1, 'running', $2) RETURNING id", [
+        opts.trigger,
+        ctx.clock.now(),
+      ]);
       return row!.id;
     });
   } catch (err) {
@@ -837,7 +878,9 @@ export async function startDrill(ctx: ApplianceContext, opts: { trigger: "schedu
         verifyAuditChain: auditVerifierFor(ctx, "appliance"),
         recordedHead: async (snapshotId) => {
           const rows = await tx(ctx, (t) =>
-            t.rows<{ seq: string | null; hash: string | null }>("SELECT audit_head_seq::text AS seq, encode(audit_head_hash, 'hex') AS hash FROM backup_snapshots WHERE id = $1", [snapshotId]),
+            t.rows<{ seq: string | null; hash: string | null }>("SELECT audit_head_seq::text AS seq, encode(audit_head_hash, 'hex') AS hash FROM backup_snapshots WHERE id = $1", [
+              snapshotId,
+            ]),
           );
           if (!rows[0]) return undefined;
           return rows[0].seq === null ? null : { seq: rows[0].seq, hash: rows[0].hash! };
@@ -851,8 +894,10 @@ export async function startDrill(ctx: ApplianceContext, opts: { trigger: "schedu
     }
     try {
       await tx(ctx, async (t) => {
-        await t.rows(`UPDATE backup_drills SET status = $2, finished_at = $3, snapshot_id = $4, target = $5, rto_ms = $6, rpo_ms = $7, phases = $8::jsonb, checks = $9::jsonb, error = $10
-            WHERE id = $1::uuid RETURNING id`, [
+        await t.rows(
+          `UPDATE backup_drills SET status = $2, finished_at = $3, snapshot_id = $4, target = $5, rto_ms = $6, rpo_ms = $7, phases = $8::jsonb, checks = $9::jsonb, error = $10
+            WHERE id = $1::uuid RETURNING id`,
+          [
             id,
             result.passed ? "passed" : "failed",
             ctx.clock.now(),
@@ -863,7 +908,8 @@ export async function startDrill(ctx: ApplianceContext, opts: { trigger: "schedu
             JSON.stringify(result.phases),
             JSON.stringify(result.checks),
             result.error?.slice(0, 1000) ?? null,
-          ]);
+          ],
+        );
         if (result.passed) {
           await clearAlert(ctx, t, "drill_failed");
           await clearAlert(ctx, t, "drill_stale");
@@ -902,4 +948,3 @@ export async function wormSelfTest(ctx: ApplianceContext, targetName: string, me
     await closeAll(targets);
   }
 }
-
