@@ -65,9 +65,13 @@ export const backupAlert = z.object({
     "drill_stale",
     "worm_not_enforced",
     "not_configured",
+    /** One per target (subject = its name): raised when it fails a run or cannot be listed, cleared by its next success. */
     "target_failed",
+    /** One per target: snapshots this appliance recorded there are gone without retention deleting them. */
     "snapshot_vanished",
+    /** One per target: complete snapshots on it that this appliance did not record there. */
     "snapshot_appeared",
+    /** Attachment files the latest snapshot could not copy (gone from disk, or not matching their digest). */
     "attachment_missing",
   ]),
   /** What the alert is about: the target's name for `target_failed`, `snapshot_vanished` and `snapshot_appeared`. */

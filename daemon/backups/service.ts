@@ -4,7 +4,6 @@
  * holds the job locks, and records every run in the catalog tables, the audit trail, the log and
  * the alert state (docs/backups.md).
  */
-import { type Tx } from "../db/sql.js";
 import { removeIncompleteSnapshots, scanTarget } from "../../backup/catalog.js";
 import { runRecoveryDrill, type DrillResult } from "../../backup/drill.js";
 import { manifestSigner } from "../../backup/keys.js";
@@ -16,7 +15,8 @@ import { runWormSelfTest, type WormCheck } from "../../backup/worm.js";
 import { appendAuditEvent, type AuditActorInput } from "../audit/append.js";
 import { inDataDir } from "../config/load.js";
 import type { ApplianceContext } from "../context.js";
-import { inScope } from "../db/sql.js";
+import { inScope, type Tx } from "../db/sql.js";
+import { backupAlert, type BackupAlertRes } from "./schema.js";
 import { Conflict, NotFound } from "../kernel/errors.js";
 import { SNAPSHOT_EXCLUDED_SCHEMAS, reapplyShredList, currentRecoveryPublicKey, rawPublicKey } from "../keys/index.js";
 import { APP_VERSION } from "../version.js";
@@ -86,34 +86,10 @@ export async function recoveryPublicKey(ctx: ApplianceContext): Promise<Buffer> 
 
 // ---- alerts --------------------------------------------------------------------------------
 
-export type AlertKind =
-  | "snapshot_failed"
-  | "snapshot_stale"
-  | "drill_failed"
-  | "drill_stale"
-  | "worm_not_enforced"
-  | "not_configured"
-  /** One per target (subject = its name): raised when it fails a run or cannot be listed, cleared by its next success. */
-  | "target_failed"
-  /** One per target: snapshots this appliance recorded there are gone without retention deleting them. */
-  | "snapshot_vanished"
-  /** One per target: complete snapshots on it that this appliance did not record there. */
-  | "snapshot_appeared"
-  /** Attachment files the latest snapshot could not copy (gone from disk, or not matching their digest). */
-  | "attachment_missing";
+/** The kinds of backup alert; the list and what each means live with the API's schema (./schema.ts, `backupAlert`). */
+export type AlertKind = BackupAlertRes["kind"];
 
-export const ALERT_KINDS: readonly AlertKind[] = [
-  "snapshot_failed",
-  "snapshot_stale",
-  "drill_failed",
-  "drill_stale",
-  "worm_not_enforced",
-  "not_configured",
-  "target_failed",
-  "snapshot_vanished",
-  "snapshot_appeared",
-  "attachment_missing",
-];
+export const ALERT_KINDS: readonly AlertKind[] = backupAlert.shape.kind.options;
 
 /**
  * Raises the open alert of this kind and subject ("" when the kind has none), or refreshes its
