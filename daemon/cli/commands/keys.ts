@@ -9,7 +9,6 @@ import {
   assertSchemaCurrent,
   callDaemon,
   daemonTarget,
-  obtainPassphrase,
   OperatorError,
   unsealForOperator,
   type CurrentSecret,
@@ -24,25 +23,17 @@ import {
   describeKeys,
   type KeyStatus,
   UnsealError,
-  type CreateSealInput,
 } from "../../keys/index.js";
 import { AppError } from "../../kernel/errors.js";
 import { withOfflineContext } from "../offline-context.js";
+import { integerOption, parseUnsealMode, sealInput, UNSEAL_MODES } from "../seal-input.js";
 import { CliError, printResult, type GlobalOptions } from "../output.js";
-
-const MODES: UnsealMode[] = ["keyfile", "passphrase", "shamir", "pkcs11"];
 
 type SealOptions = { unseal: string; passphraseFile?: string; shares?: string; threshold?: string; outDir?: string; createHsmKey?: boolean };
 type SecretOptions = { currentPassphraseFile?: string; shareFile?: string[] };
 
 function collect(value: string, previous: string[] = []): string[] {
   return [...previous, value];
-}
-
-function integer(name: string, value: string | undefined, fallback: number): number {
-  if (value === undefined) return fallback;
-  if (!/^\d+$/.test(value)) throw new CliError(`--${name} must be a whole number`);
-  return Number(value);
 }
 
 /** Runs `work` on an offline context whose barrier is unsealed with the current secret; maps errors to one line. */
@@ -63,24 +54,6 @@ async function withKeys<T>(secret: CurrentSecret, work: (ctx: ApplianceContext) 
     if (err instanceof OperatorError || err instanceof UnsealError || err instanceof AppError) throw new CliError(err.message);
     throw err;
   }
-}
-
-async function sealInput(mode: UnsealMode, opts: SealOptions): Promise<CreateSealInput> {
-  switch (mode) {
-    case "passphrase":
-      return { passphrase: await obtainPassphrase(opts.passphraseFile, { confirm: true, what: "new unseal passphrase" }) };
-    case "shamir":
-      return { shareCount: integer("shares", opts.shares, 5), threshold: integer("threshold", opts.threshold, 3) };
-    case "pkcs11":
-      return { createHsmKey: opts.createHsmKey === true };
-    default:
-      return {};
-  }
-}
-
-function parseMode(value: string): UnsealMode {
-  if (!MODES.includes(value as UnsealMode)) throw new CliError(`--unseal must be one of ${MODES.join(", ")}`);
-  return value as UnsealMode;
 }
 
 /** Shares go to the terminal, or one file per custodian (0600) with --out-dir. */
@@ -138,7 +111,7 @@ export function registerKeys(program: Command) {
   keys
     .command("init")
     .description("initialise the key store: choose how it is unsealed (first install; once)")
-    .requiredOption("--unseal <mode>", `unseal mode: ${MODES.join(", ")}`)
+    .requiredOption("--unseal <mode>", `unseal mode: ${UNSEAL_MODES.join(", ")}`)
     .option("--passphrase-file <file>", "passphrase mode: file holding the new passphrase (- for stdin); otherwise asked twice")
     .option("--shares <n>", "shamir mode: number of custodian shares (default 5)")
     .option("--threshold <k>", "shamir mode: shares needed to unseal (default 3)")
@@ -146,7 +119,7 @@ export function registerKeys(program: Command) {
     .option("--create-hsm-key", "pkcs11 mode: create the AES key in the HSM when the token has none with keys.pkcs11.keyLabel")
     .action(async (opts: SealOptions, cmd: Command) => {
       const global = cmd.optsWithGlobals<GlobalOptions>();
-      const mode = parseMode(opts.unseal);
+      const mode = parseUnsealMode(opts.unseal);
       const input = await sealInput(mode, opts).catch((err: unknown) => {
         throw err instanceof OperatorError ? new CliError(err.message) : err;
       });
@@ -163,7 +136,7 @@ export function registerKeys(program: Command) {
 
   const rekeyAction = (forced?: UnsealMode) => async (opts: SealOptions & SecretOptions, cmd: Command) => {
     const global = cmd.optsWithGlobals<GlobalOptions>();
-    const mode = forced ?? parseMode(opts.unseal);
+    const mode = forced ?? parseUnsealMode(opts.unseal);
     const secret = { passphraseFile: opts.currentPassphraseFile, shareFiles: opts.shareFile };
     const result = await withKeys(secret, async (ctx) => {
       const input = await sealInput(mode, opts).catch((err: unknown) => {
@@ -182,7 +155,7 @@ export function registerKeys(program: Command) {
   keys
     .command("rekey")
     .description("change how the key store is unsealed (new passphrase, new shares, an HSM, or back to a key file)")
-    .requiredOption("--unseal <mode>", `new unseal mode: ${MODES.join(", ")}`)
+    .requiredOption("--unseal <mode>", `new unseal mode: ${UNSEAL_MODES.join(", ")}`)
     .option("--passphrase-file <file>", "passphrase mode: file holding the NEW passphrase")
     .option("--current-passphrase-file <file>", "file holding the CURRENT passphrase (passphrase mode now)")
     .option("--share-file <file>", "a CURRENT custodian share (shamir mode now); repeat", collect)
@@ -267,8 +240,8 @@ export function registerKeys(program: Command) {
     .option("--share-file <file>", "a custodian share (shamir mode); repeat", collect)
     .action(async (opts: { out: string; shares?: string; threshold?: string; reissue?: boolean } & SecretOptions, cmd: Command) => {
       const global = cmd.optsWithGlobals<GlobalOptions>();
-      const shares = opts.shares === undefined ? undefined : integer("shares", opts.shares, 0);
-      const threshold = opts.threshold === undefined ? undefined : integer("threshold", opts.threshold, 0);
+      const shares = opts.shares === undefined ? undefined : integerOption("shares", opts.shares, 0);
+      const threshold = opts.threshold === undefined ? undefined : integerOption("threshold", opts.threshold, 0);
       const result = await withKeys({ passphraseFile: opts.currentPassphraseFile, shareFiles: opts.shareFile }, (ctx) =>
         issueRecoveryKit(ctx, { out: opts.out, shares, threshold, reissue: opts.reissue }, CLI_OPERATOR),
       );

@@ -38,7 +38,6 @@ import {
   KeyStoreBackupError,
   unwrapBackupKeks,
   type InstalledKeyStore,
-  obtainPassphrase,
   OperatorError,
   loadRecoveryPrivateKey,
   RootKey,
@@ -60,9 +59,8 @@ import { prepareDatabase } from "../../db/roles.js";
 import { inScope } from "../../db/sql.js";
 import { AppError } from "../../kernel/errors.js";
 import { silentLogger } from "../../log/logger.js";
+import { parseUnsealMode, sealInput, UNSEAL_MODES } from "../seal-input.js";
 import { CliError, printResult, type GlobalOptions } from "../output.js";
-
-const MODES: UnsealMode[] = ["keyfile", "passphrase", "shamir", "pkcs11"];
 
 type RecoverOptions = {
   targetFile: string;
@@ -102,25 +100,6 @@ export function readTargetFile(file: string): SnapshotTarget {
     return openTarget(parsedDef.data, parsedSecrets.data);
   } catch (err) {
     throw new CliError(`--target-file ${file}: ${(err as Error).message}`);
-  }
-}
-
-function integer(name: string, value: string | undefined, fallback: number): number {
-  if (value === undefined) return fallback;
-  if (!/^\d+$/.test(value)) throw new CliError(`--${name} must be a whole number`);
-  return Number(value);
-}
-
-async function sealInput(mode: UnsealMode, opts: RecoverOptions): Promise<CreateSealInput> {
-  switch (mode) {
-    case "passphrase":
-      return { passphrase: await obtainPassphrase(opts.passphraseFile, { confirm: true, what: "new unseal passphrase" }) };
-    case "shamir":
-      return { shareCount: integer("shares", opts.shares, 5), threshold: integer("threshold", opts.threshold, 3) };
-    case "pkcs11":
-      return { createHsmKey: opts.createHsmKey === true };
-    default:
-      return {};
   }
 }
 
@@ -421,7 +400,7 @@ export function registerRecover(program: Command) {
     .option("--recovery-share <file>", "a recovery kit share file (repeat k times) instead of --recovery-key", collect)
     .option("--snapshot <id>", "data snapshot to restore (default: the newest complete one)")
     .option("--expect-signer <hex>", "raw Ed25519 public key (hex) the manifests must be signed with (backup/FORMAT.md, Manifest: write it down beside the kit)")
-    .option("--unseal <mode>", `NEW unseal source for this appliance: ${MODES.join(", ")} (default: keys.unseal)`)
+    .option("--unseal <mode>", `NEW unseal source for this appliance: ${UNSEAL_MODES.join(", ")} (default: keys.unseal)`)
     .option("--passphrase-file <file>", "passphrase mode: file holding the new passphrase (- for stdin); otherwise asked twice")
     .option("--shares <n>", "shamir mode: number of custodian shares (default 5)")
     .option("--threshold <k>", "shamir mode: shares needed to unseal (default 3)")
@@ -430,8 +409,7 @@ export function registerRecover(program: Command) {
     .action(async (opts: RecoverOptions, cmd: Command) => {
       const global = cmd.optsWithGlobals<GlobalOptions>();
       const config = loadConfig();
-      const mode = (opts.unseal ?? config.keys.unseal) as UnsealMode;
-      if (!MODES.includes(mode)) throw new CliError(`--unseal must be one of ${MODES.join(", ")}`);
+      const mode = parseUnsealMode(opts.unseal ?? config.keys.unseal);
       if (!opts.recoveryKey && !opts.recoveryShare?.length) throw new CliError("give the recovery kit: --recovery-key FILE, or --recovery-share FILE once per share");
       if (opts.expectSigner !== undefined && !/^[0-9a-fA-F]{64}$/.test(opts.expectSigner)) throw new CliError("--expect-signer must be 64 hex digits (a raw Ed25519 public key)");
       const bar = progressBar(global);
