@@ -1,8 +1,8 @@
-import type { Browser, BrowserContext, Page } from "playwright-core";
+import type { Browser, Page } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createTenant, signIn, totpCode, type SignedIn, type TenantRef } from "../helpers/actors.js";
 import { startTestAppliance, type TestAppliance } from "../helpers/appliance.js";
-import { contextWithSession, ensureAdminUiBuilt, launchBrowser, screenshot, watchForViolations } from "../helpers/browser.js";
+import { ensureAdminUiBuilt, launchBrowser, openScreen, screenshot, watchForViolations } from "../helpers/browser.js";
 import { TestClock } from "../helpers/clock.js";
 
 /**
@@ -29,13 +29,7 @@ afterAll(async () => {
   await app?.close();
 });
 
-async function open(actor: SignedIn, path = "/"): Promise<{ context: BrowserContext; page: Page; violations: string[] }> {
-  const context = await contextWithSession(browser, app.baseUrl, actor.cookie);
-  const page = await context.newPage();
-  const violations = watchForViolations(page);
-  await page.goto(`${app.baseUrl}/#${path}`);
-  return { context, page, violations };
-}
+const open = (actor: SignedIn, path = "/") => openScreen(browser, app.baseUrl, actor.cookie, path);
 
 /** Follows a navigation link and waits for the screen's heading. */
 async function visit(page: Page, link: string, heading: string) {

@@ -86,6 +86,15 @@ export async function contextWithSession(browser: Browser, baseUrl: string, cook
   return context;
 }
 
+/** A new browser context signed in with `cookie`, on `path` of the admin UI, collecting CSP violations. */
+export async function openScreen(browser: Browser, baseUrl: string, cookie: string, path = "/"): Promise<{ context: BrowserContext; page: Page; violations: string[] }> {
+  const context = await contextWithSession(browser, baseUrl, cookie);
+  const page = await context.newPage();
+  const violations = watchForViolations(page);
+  await page.goto(`${baseUrl}/#${path}`);
+  return { context, page, violations };
+}
+
 /** With WARDKEEP_SCREENSHOTS=1, saves a full-page screenshot as /tmp/wardkeep-<name>.png to look at. */
 export async function screenshot(page: Page, name: string): Promise<void> {
   if (!process.env.WARDKEEP_SCREENSHOTS) return;
