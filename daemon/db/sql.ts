@@ -94,7 +94,7 @@ function statementOf(q: Query, values?: readonly unknown[]): Statement {
 }
 
 /** A prepared-statement name for `text`: `prefix` plus a digest of the text, the same on every connection. */
-export function statementName(prefix: string, text: string): string {
+function statementName(prefix: string, text: string): string {
   return `${prefix}${createHash("sha256").update(text).digest("hex").slice(0, 24)}`;
 }
 
