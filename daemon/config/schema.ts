@@ -3,6 +3,7 @@ import { accessSchema } from "../access/config.js";
 import { auditSchema } from "../audit/config.js";
 import { backupSchema } from "../backups/config.js";
 import { authSchema } from "../auth/config.js";
+import { jobsSchema } from "../jobs/config.js";
 import { keysSchema } from "../keys/config.js";
 import { recordsSchema } from "../records/config.js";
 
@@ -93,6 +94,7 @@ export const configSchema = z
     audit: auditSchema.prefault({}),
     backup: backupSchema.prefault({}),
     records: recordsSchema.prefault({}),
+    jobs: jobsSchema.prefault({}),
   })
   .strict();
 

@@ -68,6 +68,8 @@ export const TAGS = [
   { name: "backups", description: "Snapshots, restores, recovery drills and the backup policy" },
   { name: "records", description: "Patients, schedule, notes, consents, attachments and data rights (PHI)" },
   { name: "audit", description: "The hash-chained audit trail, its verification and evidence packs" },
+  { name: "jobs", description: "Recurring jobs: schedules, run history and run now" },
+  { name: "retention", description: "The retention register: rules, legal holds, purge preview and disposition certificates" },
 ] as const;
 export type Tag = (typeof TAGS)[number]["name"];
 
