@@ -6,6 +6,7 @@ import { authSchema } from "../auth/config.js";
 import { jobsSchema } from "../jobs/config.js";
 import { keysSchema } from "../keys/config.js";
 import { recordsSchema } from "../records/config.js";
+import { webhooksSchema } from "../webhooks/config.js";
 
 /**
  * The one configuration schema. It is the single source for defaults, validation, the
@@ -94,6 +95,7 @@ export const configSchema = z
     audit: auditSchema.prefault({}),
     backup: backupSchema.prefault({}),
     records: recordsSchema.prefault({}),
+    webhooks: webhooksSchema.prefault({}),
     jobs: jobsSchema.prefault({}),
   })
   .strict();

@@ -95,7 +95,7 @@ async function perform(ctx: ApplianceContext, spec: JobSpec, handle: { runId: st
       JSON.stringify(counts),
       error,
     ]);
-    await jobFailed(ctx, t, spec.name, outcome === "failed" ? { runId: handle.runId, error: error ?? "" } : undefined);
+    await jobFailed(ctx, t, spec.name, outcome, handle.runId);
   });
 }
 

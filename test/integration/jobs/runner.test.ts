@@ -27,6 +27,12 @@ async function jobs(
   return res.body.jobs;
 }
 
+async function openAlerts(kind: string): Promise<{ key: string; summary: string; details: Record<string, unknown> }[]> {
+  const res = await admin.agent.get("/api/v1/alerts?state=open");
+  expect(res.status, JSON.stringify(res.body)).toBe(200);
+  return res.body.alerts.filter((a: { kind: string }) => a.kind === kind);
+}
+
 async function metric(name: string, job: string): Promise<number | undefined> {
   const res = await request(app.baseUrl).get("/metrics").ca(app.caPem);
   const line = res.text.split("\n").find((l) => l.startsWith(`${name}{job="${job}"}`));
@@ -99,6 +105,11 @@ describe("run now", () => {
     registerJobs([failing]);
     const runs = await admin.agent.get("/api/v1/jobs/test-failing/runs");
     expect(runs.body.runs[0]).toMatchObject({ outcome: "failed", error: "RangeError: batch 3 of 7 could not be written" });
+    expect(await openAlerts("jobs.run_failed")).toEqual([expect.objectContaining({ key: "test-failing", details: { job: "test-failing", runId: claimed!.runId } })]);
+    // The next success resolves it.
+    const fixed: JobSpec = { ...failing, run: async () => ({ counts: { written: 7 } }) };
+    await (await claimAndRun(app.ctx, fixed, { trigger: "manual" }))!.done;
+    expect(await openAlerts("jobs.run_failed")).toEqual([]);
   });
 });
 
@@ -114,6 +125,7 @@ describe("overdue detection", () => {
     const late = (await jobs()).find((j) => j.name === "audit-retention")!;
     expect(late.overdueSince).toBe(clock.now().toISOString());
     expect(await metric("wardkeep_job_overdue", "audit-retention")).toBe(1);
+    expect((await openAlerts("jobs.overdue")).map((a) => a.key)).toContain("audit-retention");
 
     const run = await admin.agent.post("/api/v1/jobs/audit-retention/run");
     expect(run.status, JSON.stringify(run.body)).toBe(202);
@@ -121,5 +133,6 @@ describe("overdue detection", () => {
     await checkOverdueJobs(app.ctx);
     expect((await jobs()).find((j) => j.name === "audit-retention")?.overdueSince).toBeNull();
     expect(await metric("wardkeep_job_overdue", "audit-retention")).toBe(0);
+    expect((await openAlerts("jobs.overdue")).map((a) => a.key)).not.toContain("audit-retention");
   });
 });
