@@ -66,9 +66,10 @@ export async function startHttpServers(app: Express, config: Config, tls: TlsCre
   if (config.server.redirectPort > 0) {
     // Plain HTTP exists only to send browsers to HTTPS; it serves nothing else.
     redirect = http.createServer((req, res) => {
-      const host = (req.headers.host ?? config.server.publicHostname).replace(/:\d+$/, "");
-      const safeHost = /^[A-Za-z0-9.-]+$|^\[[0-9a-fA-F:]+\]$/.test(host) ? host : config.server.publicHostname;
-      const target = `https://${safeHost}${port === 443 ? "" : `:${port}`}${req.url ?? "/"}`;
+      // The configured name, never the request's Host: a reflected Host lets anyone who can set it
+      // (a poisoned cache, a rogue proxy) send staff to a look-alike site with a genuine-looking link.
+      const path = (req.url ?? "/").startsWith("/") ? (req.url ?? "/") : "/";
+      const target = `https://${config.server.publicHostname}${port === 443 ? "" : `:${port}`}${path}`;
       res.writeHead(308, { Location: target, "Content-Length": "0", Connection: "close" }).end();
     });
     redirectPort = await listen(redirect, config.server.redirectPort, config.server.host);
