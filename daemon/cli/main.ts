@@ -27,7 +27,7 @@ export function buildProgram(): Command {
         "",
         "Exit codes (every command; docs/cli.md):",
         "  0  done",
-        "  1  failed: one readable line on stderr says why (with --json: {\"ok\": false, \"error\"} on stdout)",
+        '  1  failed: one readable line on stderr says why (with --json: {"ok": false, "error"} on stdout)',
         "  2  the command line is wrong: unknown command or option, or a required option missing",
       ].join("\n"),
     );

@@ -47,10 +47,16 @@ describe("tenants in the console", () => {
     expect(link).toMatch(new RegExp(`^${app.baseUrl.replace(/[.]/g, "\\.")}/#/invite/wki_`));
 
     // The link the page shows is a working owner invite.
-    const accepted = await request(app.baseUrl).post("/api/v1/invites/accept").ca(app.caPem).send({ token: link.split("/invite/")[1], password: "ember-harbor-juniper-90" });
+    const accepted = await request(app.baseUrl)
+      .post("/api/v1/invites/accept")
+      .ca(app.caPem)
+      .send({ token: link.split("/invite/")[1], password: "ember-harbor-juniper-90" });
     expect(accepted.status).toBe(201);
     expect(accepted.body.role).toBe("owner");
-    const ownerCookie = ([] as string[]).concat(accepted.headers["set-cookie"] ?? []).find((c) => c.startsWith(`${SESSION_COOKIE}=`))!.split(";")[0]!;
+    const ownerCookie = ([] as string[])
+      .concat(accepted.headers["set-cookie"] ?? [])
+      .find((c) => c.startsWith(`${SESSION_COOKIE}=`))!
+      .split(";")[0]!;
     const ownerSession = () => request(app.baseUrl).get("/api/v1/auth/session").ca(app.caPem).set("Cookie", ownerCookie);
     expect((await ownerSession()).status).toBe(200);
 

@@ -31,7 +31,11 @@ export function registerTenant(program: Command) {
   ).action(async (opts: { name: string; slug?: string; ownerEmail?: string } & UnsealOpts, cmd: Command) => {
     const global = cmd.optsWithGlobals<GlobalOptions>();
     const config = loadConfig();
-    const input = parseOptions(createTenantRequest, { name: opts.name, slug: opts.slug, ownerEmail: opts.ownerEmail }, { name: "--name", slug: "--slug", ownerEmail: "--owner-email" });
+    const input = parseOptions(
+      createTenantRequest,
+      { name: opts.name, slug: opts.slug, ownerEmail: opts.ownerEmail },
+      { name: "--name", slug: "--slug", ownerEmail: "--owner-email" },
+    );
     const created = await withHostOperator({ ...opts, unseal: opts.ownerEmail !== undefined }, (ctx) => createTenant(ctx, HOST_OPERATOR, input, SYSTEM_META));
     const { ownerInvite, ...view } = created;
     const link = ownerInvite ? inviteLink(config, ownerInvite.token) : null;
@@ -75,6 +79,10 @@ export function registerTenant(program: Command) {
         : `tenant ${updated.slug} is active again: its people can sign in`,
     );
   };
-  tenant.command("suspend").description("suspend a tenant: its users cannot sign in, sessions end, API tokens are refused").argument("<tenant>", "id or slug").action(setStatus("suspended"));
+  tenant
+    .command("suspend")
+    .description("suspend a tenant: its users cannot sign in, sessions end, API tokens are refused")
+    .argument("<tenant>", "id or slug")
+    .action(setStatus("suspended"));
   tenant.command("resume").description("make a suspended tenant active again").argument("<tenant>", "id or slug").action(setStatus("active"));
 }

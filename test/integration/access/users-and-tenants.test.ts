@@ -79,7 +79,10 @@ describe("creating a tenant with its first owner", () => {
     const superAdmin = await signIn(app, { role: "super_admin" });
     const tenant = await createTenant(app, "Token Suspension Clinic");
     const admin = await signIn(app, { role: "admin", tenantId: tenant.id });
-    const created = await admin.agent.post("/api/v1/api-tokens").send({ name: "EHR interface", role: "front_desk", scopes: ["patient:read"] }).expect(201);
+    const created = await admin.agent
+      .post("/api/v1/api-tokens")
+      .send({ name: "EHR interface", role: "front_desk", scopes: ["patient:read"] })
+      .expect(201);
     const bearer = () => request(app.baseUrl).get("/api/v1/auth/session").ca(app.caPem).set("Authorization", `Bearer ${created.body.token}`);
     expect((await bearer()).status).toBe(200);
     await superAdmin.agent.patch(`/api/v1/tenants/${tenant.id}`).send({ status: "suspended" }).expect(200);
