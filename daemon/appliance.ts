@@ -7,6 +7,7 @@ import { auditJobs, startAuditServices } from "./audit/background.js";
 import { backupJobs, registerBackupMetrics } from "./backups/background.js";
 import { jobsWatchdog, registerJobMetrics, startJobRunner, type JobSpec } from "./jobs/index.js";
 import { recordsJobs } from "./records/background.js";
+import { startWebhookServices } from "./webhooks/background.js";
 import { ensureSetupToken } from "./auth/index.js";
 import { keyMaintenanceJob, RootKey, startKeyMaintenance, unsealAtStart } from "./keys/index.js";
 import { ensureTlsMaterial, TlsError, watchTlsDirectory } from "./tls/index.js";
@@ -131,6 +132,7 @@ export async function startAppliance(config: Config, opts: StartOptions): Promis
     registerBackupMetrics(ctx);
     registerJobMetrics(ctx);
     const jobs = startJobRunner(ctx, applianceJobs());
+    const webhooks = startWebhookServices(ctx);
     log.info(`listening on ${url}${server.redirectPort ? ` (http://:${server.redirectPort} redirects)` : ""}`);
 
     if ((await pendingMigrations(db.app)).length === 0) {
@@ -165,6 +167,7 @@ export async function startAppliance(config: Config, opts: StartOptions): Promis
           log.info("shutting down: draining in-flight requests");
           const result = await closing;
           await jobs.stop();
+          await webhooks.stop();
           await audit.stop();
           stopTlsWatch();
           await keyMaintenance.stop();
