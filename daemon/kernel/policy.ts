@@ -136,7 +136,8 @@ export const policy = {
     list: staff("owner", "admin", "auditor"),
   },
   care_team: {
-    read: staff("owner", "admin", "practitioner"),
+    // A practitioner sees the team of a patient they may see (on its team, or under break-glass), not every team.
+    read: or(staff("owner", "admin"), and(staff("practitioner"), careTeam)),
     update: staff("owner", "admin"),
   },
   notification: {
