@@ -291,17 +291,11 @@ const RULES: readonly Rule[] = [
   ],
   // Labelled values in prose ("patient name: ...", "password: ..."); values already replaced
   // by an earlier rule ("[email]") are left alone.
-  [
-    /\b((?:patient|full|first|last|given|family|middle)[ _-]?name|date of birth|dob|birth ?date)(\s*:\s*)(?!\[)[^,;\r\n]{1,80}/gi,
-    (_m, label, sep) => `${label}${sep}${REDACTED}`,
-  ],
+  [/\b((?:patient|full|first|last|given|family|middle)[ _-]?name|date of birth|dob|birth ?date)(\s*:\s*)(?!\[)[^,;\r\n]{1,80}/gi, (_m, label, sep) => `${label}${sep}${REDACTED}`],
   // A password or passphrase after its label is redacted to the end of the clause (a
   // passphrase may be several words), unless the clause is the rest of a sentence about it:
   // an instruction ("passphrase: run `wardkeep unseal`") or a verdict ("password: wrong").
-  [
-    /\b(password|passphrase)(\s*:\s*)(?!\[)([^,;\r\n]{1,80})/gi,
-    (m, label, sep, value) => (isProse(value) ? m : `${label}${sep}${REDACTED}`),
-  ],
+  [/\b(password|passphrase)(\s*:\s*)(?!\[)([^,;\r\n]{1,80})/gi, (m, label, sep, value) => (isProse(value) ? m : `${label}${sep}${REDACTED}`)],
   // Secrets: hex keys/hashes, random base64url/base32, padded or '+'-bearing base64.
   [/\b[0-9a-fA-F]{32,}\b/g, () => "[token]"],
   [/(?<![A-Za-z0-9_-])[A-Za-z0-9_-]{32,}={0,2}(?![A-Za-z0-9_=-])/g, (m) => (looksRandom(m) ? "[token]" : m)],
