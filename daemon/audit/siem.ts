@@ -3,6 +3,7 @@ import os from "node:os";
 import tls from "node:tls";
 import pg from "pg";
 import { Counter, Gauge } from "prom-client";
+import { raiseAlert, resolveAlert } from "../alerts/index.js";
 import type { ApplianceContext } from "../context.js";
 import { inScope } from "../db/sql.js";
 import { parseCanonical } from "./canonical.js";
@@ -27,6 +28,8 @@ import { onAuditChained } from "./chainer.js";
  * before the cursor moved are sent again (the `seq` SD-PARAM lets the SIEM drop duplicates).
  */
 const BATCH = 500;
+/** The lag alert's kind in the alert store (docs/alerts.md). */
+const SIEM_LAG_ALERT = "audit.siem_lag";
 /** Forwarder leadership across replicas (see daemon/audit/checkpoints.ts, background.ts for 7_305_00x). */
 const FORWARDER_LOCK = 7_305_003;
 /** A collector that takes no bytes for this long is treated as gone (see writeFrames). */
@@ -70,7 +73,7 @@ const frame = (msg: string) => `${Buffer.byteLength(msg, "utf8")} ${msg}`;
 
 export type SiemLag = { cursor: string | null; head: string; events: number; seconds: number; alertRaised: boolean };
 
-const LAG_SQL = `SELECT c.seq::text AS cursor, h.seq::text AS head, c.lag_alert_raised_at IS NOT NULL AS alert,
+const LAG_SQL = `SELECT c.seq::text AS cursor, h.seq::text AS head, EXISTS (SELECT 1 FROM alerts a WHERE a.kind = 'audit.siem_lag' AND a.tenant_id IS NULL AND a.resolved_at IS NULL) AS alert,
        (SELECT round(date_part('epoch', e.recorded_at) * 1000)::bigint::text FROM audit_events e
          WHERE e.seq > coalesce(c.seq, h.seq) ORDER BY e.seq LIMIT 1) AS oldest_ms
   FROM audit_siem_cursor c, audit_chain_head h`;
@@ -325,7 +328,7 @@ export function startSiemForwarder(ctx: ApplianceContext): SiemForwarder | undef
     }
   }
 
-  /** Raises or clears the lag alert, once across replicas (the flag lives in the cursor row). */
+  /** Raises or clears the lag alert in the alert store (only the leader checks, so once across replicas). */
   async function checkLag(client: pg.Client): Promise<void> {
     const now = Date.now();
     if (now - lastLagCheck < pollMs) return; // a busy round does not re-read the lag for each batch
@@ -333,7 +336,12 @@ export function startSiemForwarder(ctx: ApplianceContext): SiemForwarder | undef
     const lag = lagOf(ctx, (await client.query<LagRow>(LAG_SQL)).rows[0]!);
     const over = lag.seconds > cfg.lagAlertSeconds;
     if (over && !lag.alertRaised) {
-      await client.query("UPDATE audit_siem_cursor SET lag_alert_raised_at = now()");
+      await raiseAlert(ctx, {
+        kind: SIEM_LAG_ALERT,
+        severity: "warning",
+        summary: `audit events are not reaching the SIEM collector: ${lag.events} event(s) behind, the oldest ${Math.round(lag.seconds)} s old`,
+        details: { lagEvents: lag.events, lagSeconds: Math.round(lag.seconds), thresholdSeconds: cfg.lagAlertSeconds },
+      });
       ctx.log.error("SIEM forwarding lag alert raised: audit events are not reaching the collector", {
         alert: "siem_lag",
         lagEvents: lag.events,
@@ -341,7 +349,7 @@ export function startSiemForwarder(ctx: ApplianceContext): SiemForwarder | undef
         thresholdSeconds: cfg.lagAlertSeconds,
       });
     } else if (!over && lag.alertRaised) {
-      await client.query("UPDATE audit_siem_cursor SET lag_alert_raised_at = NULL");
+      await resolveAlert(ctx, SIEM_LAG_ALERT, "");
       ctx.log.info("SIEM forwarding lag alert cleared", { alert: "siem_lag", lagEvents: lag.events });
     }
   }

@@ -5,6 +5,7 @@ import { backupSchema } from "../backups/config.js";
 import { authSchema } from "../auth/config.js";
 import { keysSchema } from "../keys/config.js";
 import { recordsSchema } from "../records/config.js";
+import { webhooksSchema } from "../webhooks/config.js";
 
 /**
  * The one configuration schema. It is the single source for defaults, validation, the
@@ -93,6 +94,7 @@ export const configSchema = z
     audit: auditSchema.prefault({}),
     backup: backupSchema.prefault({}),
     records: recordsSchema.prefault({}),
+    webhooks: webhooksSchema.prefault({}),
   })
   .strict();
 

@@ -5,6 +5,9 @@ import { currentActor, type Actor } from "./actor.js";
 import { API_BASE, openApiRegistry, problemResponse, type Tag } from "./openapi.js";
 import type { Action } from "./policy.js";
 import { requestMeta, type RequestMeta } from "./request-meta.js";
+import { assertWellFormedInput, parseInput } from "./input.js";
+
+const wellFormed = <T>(value: T, where: string): T => (assertWellFormedInput(value, where), value);
 
 /**
  * One route definition (docs/architecture.md, "Routes"): `defineRoute(spec, handler)` registers the
@@ -243,9 +246,9 @@ export function defineRoute<
       ctx,
       req,
       res,
-      params: spec.params ? spec.params.parse(req.params) : undefined,
-      query: spec.query ? spec.query.parse(req.query) : undefined,
-      body: spec.body && !isRaw(spec.body) ? spec.body.parse(req.body ?? {}) : undefined,
+      params: spec.params ? parseInput(spec.params, wellFormed(req.params, "path")) : undefined,
+      query: spec.query ? parseInput(spec.query, wellFormed(req.query, "query")) : undefined,
+      body: spec.body && !isRaw(spec.body) ? parseInput(spec.body, wellFormed(req.body ?? {}, "body")) : undefined,
       get actor() {
         return currentActor(res);
       },

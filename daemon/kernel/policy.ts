@@ -136,7 +136,8 @@ export const policy = {
     list: staff("owner", "admin", "auditor"),
   },
   care_team: {
-    read: staff("owner", "admin", "practitioner"),
+    // A practitioner sees the team of a patient they may see (on its team, or under break-glass), not every team.
+    read: or(staff("owner", "admin"), and(staff("practitioner"), careTeam)),
     update: staff("owner", "admin"),
   },
   notification: {
@@ -221,6 +222,17 @@ export const policy = {
     update: or(appliance("super_admin"), staff("owner", "admin")),
   },
   job: { read: appliance("super_admin"), run: appliance("super_admin") },
+  // Alerts carry ids and counts, never PHI: a tenant's admins and auditors see their tenant's,
+  // appliance operators every one. Channels (where alerts are sent) are configured per scope.
+  alert: {
+    list: or(appliance("super_admin"), staff("owner", "admin", "auditor")),
+    acknowledge: or(appliance("super_admin"), staff("owner", "admin")),
+  },
+  alert_channel: {
+    list: or(appliance("super_admin"), staff("owner", "admin")),
+    configure: or(appliance("super_admin"), staff("owner", "admin")),
+    test: or(appliance("super_admin"), staff("owner", "admin")),
+  },
   webhook: {
     list: staff("owner", "admin"),
     create: staff("owner", "admin"),

@@ -18,9 +18,12 @@ import {
   decryptFieldValue,
   encryptFieldValue,
   flushNonceCounts,
+  hintedKeyHolds,
+  hintedWriteKey,
   keyIdOf,
   lockedWriteKeyOf,
   lockedWriteKeySql,
+  settleHintedWrite,
 } from "./keyring.js";
 import { encryptedColumns, registerEncryptedColumn } from "./columns.js";
 import { decryptField, encryptField, normaliseEmail, normaliseIdentifier, readFieldHeader } from "./field-cipher.js";
@@ -45,10 +48,13 @@ export {
   dataKeysForRead,
   decryptFieldValue,
   encryptFieldValue,
+  hintedKeyHolds,
+  hintedWriteKey,
   keyIdOf,
   KeyDestroyed,
   lockedWriteKeyOf,
   lockedWriteKeySql,
+  settleHintedWrite,
   type KeySubject,
   type LockedWriteKey,
   type WriteKey,
@@ -81,6 +87,10 @@ export interface FieldCrypto {
   /** The write key's lock and version taken inside the caller's own statement (one round trip). */
   lockedWriteKeySql: typeof lockedWriteKeySql;
   lockedWriteKeyOf: typeof lockedWriteKeyOf;
+  /** A write key from the cache, checked under the lock in the caller's statement (a write in one round trip). */
+  hintedWriteKey: typeof hintedWriteKey;
+  hintedKeyHolds: typeof hintedKeyHolds;
+  settleHintedWrite: typeof settleHintedWrite;
   encryptField: typeof encryptField;
   decryptField: typeof decryptField;
   readFieldHeader: typeof readFieldHeader;
@@ -103,6 +113,9 @@ export const fieldCrypto: FieldCrypto = {
   cachedDataKeysForRead,
   lockedWriteKeySql,
   lockedWriteKeyOf,
+  hintedWriteKey,
+  hintedKeyHolds,
+  settleHintedWrite,
   encryptField,
   decryptField,
   readFieldHeader,
