@@ -6,6 +6,7 @@ import { startAccessServices } from "./access/background.js";
 import { startAuditServices } from "./audit/background.js";
 import { startBackupServices } from "./backups/background.js";
 import { startRecordsServices } from "./records/background.js";
+import { startWebhookServices } from "./webhooks/background.js";
 import { ensureSetupToken } from "./auth/index.js";
 import { RootKey, startKeyMaintenance, unsealAtStart } from "./keys/index.js";
 import { ensureTlsMaterial, TlsError, watchTlsDirectory } from "./tls/index.js";
@@ -125,6 +126,7 @@ export async function startAppliance(config: Config, opts: StartOptions): Promis
     const backups = startBackupServices(ctx);
     const records = startRecordsServices(ctx);
     const access = startAccessServices(ctx);
+    const webhooks = startWebhookServices(ctx);
     log.info(`listening on ${url}${server.redirectPort ? ` (http://:${server.redirectPort} redirects)` : ""}`);
 
     if ((await pendingMigrations(db.app)).length === 0) {
@@ -161,6 +163,7 @@ export async function startAppliance(config: Config, opts: StartOptions): Promis
           await backups.stop();
           await records.stop();
           await access.stop();
+          await webhooks.stop();
           await audit.stop();
           stopTlsWatch();
           await keyMaintenance.stop();
