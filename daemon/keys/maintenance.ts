@@ -9,7 +9,8 @@ import type { JobSpec } from "../jobs/index.js";
 import { repeatInBackground } from "../repeat.js";
 import { flushNonceCounts } from "./keyring.js";
 import { reencryptPending, rewrapPending } from "./rotation.js";
-import { destroyDueKeys } from "./shred.js";
+import { destroyDueKeys, followDestroyedKeys } from "./shred.js";
+import { continueOpenTenantRotations } from "./tenant-rotation.js";
 import { retryUnsealAfterMigration } from "./unseal/index.js";
 
 export type KeyMaintenanceRun = { nonceCounts: number; rewrapped: number; reencrypted: number; destroyed: number; errors: string[] };
@@ -52,6 +53,10 @@ async function sharedMaintenance(ctx: ApplianceContext, run: KeyMaintenanceRun, 
     await step("KEK rewrap", async () => {
       run.rewrapped = (await rewrapPending(ctx, { maxBatches: options.maxBatches ?? 20 })).rewrapped;
     });
+    // Before the general re-encryption: a run killed while giving its keys new versions resumes here.
+    await step("tenant key rotation", async () => {
+      await continueOpenTenantRotations(ctx, { maxBatches: options.maxBatches ?? 20 });
+    });
     await step("re-encryption", async () => {
       run.reencrypted = (await reencryptPending(ctx, { maxBatches: options.maxBatches ?? 20 })).rewritten;
     });
@@ -74,6 +79,7 @@ export const keyMaintenanceJob: JobSpec = {
 
 /** Per-replica upkeep every keys.maintenanceIntervalSeconds until stopped; stop() flushes the counts. */
 export function startKeyMaintenance(ctx: ApplianceContext): { stop(): Promise<void> } {
+  const unfollow = followDestroyedKeys(ctx);
   const job = repeatInBackground({ everyMs: ctx.config.keys.maintenanceIntervalSeconds * 1000, onError: () => undefined }, async () => {
     const run: KeyMaintenanceRun = { nonceCounts: 0, rewrapped: 0, reencrypted: 0, destroyed: 0, errors: [] };
     await replicaUpkeep(ctx, run);
@@ -81,6 +87,7 @@ export function startKeyMaintenance(ctx: ApplianceContext): { stop(): Promise<vo
   });
   return {
     async stop() {
+      unfollow();
       await job.stop();
       await flushNonceCounts(ctx).catch((err: unknown) => ctx.log.warn(`could not persist nonce counts at shutdown: ${(err as Error).message}`));
     },
