@@ -3,6 +3,7 @@ import path from "node:path";
 import fs from "node:fs";
 import { Gauge, Registry, collectDefaultMetrics } from "prom-client";
 import { startAccessServices } from "./access/background.js";
+import { startAlertServices } from "./alerts/background.js";
 import { startAuditServices } from "./audit/background.js";
 import { startBackupServices } from "./backups/background.js";
 import { startRecordsServices } from "./records/background.js";
@@ -125,6 +126,7 @@ export async function startAppliance(config: Config, opts: StartOptions): Promis
     const backups = startBackupServices(ctx);
     const records = startRecordsServices(ctx);
     const access = startAccessServices(ctx);
+    const alerts = startAlertServices(ctx);
     log.info(`listening on ${url}${server.redirectPort ? ` (http://:${server.redirectPort} redirects)` : ""}`);
 
     if ((await pendingMigrations(db.app)).length === 0) {
@@ -161,6 +163,7 @@ export async function startAppliance(config: Config, opts: StartOptions): Promis
           await backups.stop();
           await records.stop();
           await access.stop();
+          await alerts.stop();
           await audit.stop();
           stopTlsWatch();
           await keyMaintenance.stop();

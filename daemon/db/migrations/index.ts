@@ -8,6 +8,7 @@ import * as m0007 from "./0007_hot_path_lookups.js";
 import * as m0008 from "./0008_siem_cursor.js";
 import * as m0009 from "./0009_backup_catalogue.js";
 import * as m0030 from "./0030_alerts.js";
+import * as m0031 from "./0031_alert_channels.js";
 import * as m0040 from "./0040_webhooks.js";
 
 export type Migration = { name: string; sql: string };
@@ -24,5 +25,6 @@ export const migrations: Migration[] = [
   { name: "0008_siem_cursor", sql: m0008.sql },
   { name: "0009_backup_catalogue", sql: m0009.sql },
   { name: "0030_alerts", sql: m0030.sql },
+  { name: "0031_alert_channels", sql: m0031.sql },
   { name: "0040_webhooks", sql: m0040.sql },
 ];
