@@ -7,7 +7,7 @@
  * also shown to the listeners registered with `onApiResponse` (the session store watches for
  * "your session ended" and for the support-access header there).
  */
-import type { CapabilitiesRes, SecuritySettingsRes, SupportRequestRes, TenantRes, UserRes } from "../../../daemon/access/schema.js";
+import type { CapabilitiesRes, CreatedTenantRes, SecuritySettingsRes, SupportRequestRes, TenantRes, UserRes } from "../../../daemon/access/schema.js";
 import type { AuditSearchRes, ExportJobRes, ExportListRes, PublicKeyRes, TimelineRes, VerifyReportRes } from "../../../daemon/audit/schema.js";
 import type {
   InviteAcceptRes,
@@ -182,6 +182,8 @@ export const api = {
   },
   tenants: {
     list: () => request<TenantRes[]>("GET", `${V1}/tenants`),
+    create: (body: { name: string; slug?: string; ownerEmail?: string }) => request<CreatedTenantRes>("POST", `${V1}/tenants`, body),
+    update: (id: string, body: { name?: string; status?: "active" | "suspended" }) => request<TenantRes>("PATCH", `${V1}/tenants/${seg(id)}`, body),
   },
   securitySettings: {
     get: () => request<SecuritySettingsRes>("GET", `${V1}/settings/security`),
