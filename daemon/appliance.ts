@@ -7,6 +7,7 @@ import { auditJobs, startAuditServices } from "./audit/background.js";
 import { backupJobs, registerBackupMetrics } from "./backups/background.js";
 import { jobsWatchdog, registerJobMetrics, startJobRunner, type JobSpec } from "./jobs/index.js";
 import { recordsJobs } from "./records/background.js";
+import { startAlertServices } from "./alerts/background.js";
 import { startWebhookServices } from "./webhooks/background.js";
 import { ensureSetupToken } from "./auth/index.js";
 import { keyMaintenanceJob, RootKey, startKeyMaintenance, unsealAtStart } from "./keys/index.js";
@@ -134,6 +135,7 @@ export async function startAppliance(config: Config, opts: StartOptions): Promis
     registerBackupMetrics(ctx);
     registerJobMetrics(ctx);
     const jobs = startJobRunner(ctx, applianceJobs());
+    const alerts = startAlertServices(ctx);
     const webhooks = startWebhookServices(ctx);
     log.info(`listening on ${url}${server.redirectPort ? ` (http://:${server.redirectPort} redirects)` : ""}`);
 
@@ -169,6 +171,7 @@ export async function startAppliance(config: Config, opts: StartOptions): Promis
           log.info("shutting down: draining in-flight requests");
           const result = await closing;
           await jobs.stop();
+          await alerts.stop();
           await webhooks.stop();
           await audit.stop();
           stopTlsWatch();
