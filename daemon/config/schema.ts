@@ -5,6 +5,7 @@ import { auditSchema } from "../audit/config.js";
 import { backupSchema } from "../backups/config.js";
 import { authSchema } from "../auth/config.js";
 import { jobsSchema } from "../jobs/config.js";
+import { retentionSchema } from "../retention/config.js";
 import { keysSchema } from "../keys/config.js";
 import { recordsSchema } from "../records/config.js";
 import { webhooksSchema } from "../webhooks/config.js";
@@ -99,6 +100,7 @@ export const configSchema = z
     webhooks: webhooksSchema.prefault({}),
     alerts: alertsSchema.prefault({}),
     jobs: jobsSchema.prefault({}),
+    retention: retentionSchema.prefault({}),
   })
   .strict();
 

@@ -1,2 +1,4 @@
 /** The records capability's public face: what the HTTP layer needs besides records' routers. */
 export { rejectInvalidUtf8 } from "./http.js";
+/** Removes an attachment's encrypted file (the retention purge, after its row is gone). */
+export { removeStored as removeAttachmentFile } from "./attachments/store.js";

@@ -1,0 +1,85 @@
+import { z } from "zod";
+
+export const RECORD_CLASSES = ["note", "audio", "attachment", "appointment", "session", "invite"] as const;
+export type RecordClass = (typeof RECORD_CLASSES)[number];
+
+export const classParams = z.object({ /** The record class. */ recordClass: z.enum(RECORD_CLASSES) });
+
+/** One class's rule as it applies now: the tenant's own, or the default from config. */
+export const retentionRuleView = z.object({
+  recordClass: z.enum(RECORD_CLASSES),
+  /** creation (notes, attachments, appointments: from when they were written or ended) or expiry (sessions, invites). */
+  trigger: z.enum(["creation", "expiry"]),
+  periodDays: z.number(),
+  /** The citation the tenant entered (state law, 42 CFR 482.24(b)(1), HIPAA 164.316(b)(2)(i)…). */
+  legalBasis: z.string().nullable(),
+  /** The legal minimum the tenant entered: a shorter period is refused. */
+  legalMinimumDays: z.number().nullable(),
+  /** default: from config; tenant: the tenant's own rule. */
+  source: z.enum(["default", "tenant"]),
+  updatedAt: z.string().nullable(),
+});
+export type RetentionRuleRes = z.infer<typeof retentionRuleView>;
+export const retentionRulesResponse = z.object({ rules: z.array(retentionRuleView) });
+
+export const retentionRuleChange = z
+  .object({
+    periodDays: z.number().int().min(1).max(36500),
+    legalBasis: z.string().trim().max(500).nullable().optional(),
+    legalMinimumDays: z.number().int().min(1).max(36500).nullable().optional(),
+    /** When the new rule would purge records on the next run: the count the preview showed, to confirm it. */
+    confirmPurgeCount: z.number().int().min(0).optional(),
+  })
+  .strict();
+export type RetentionRuleChangeReq = z.infer<typeof retentionRuleChange>;
+
+/** What the next run would purge, per class (held records are not counted as purged). */
+export const retentionPreview = z.object({
+  classes: z.array(z.object({ recordClass: z.enum(RECORD_CLASSES), cutoff: z.string(), wouldPurge: z.number(), heldBack: z.number() })),
+  total: z.number(),
+});
+export type RetentionPreviewRes = z.infer<typeof retentionPreview>;
+
+export const ruleChangeResult = z.object({ rule: retentionRuleView, preview: retentionPreview });
+
+export const retentionHoldView = z.object({
+  id: z.string(),
+  /** null: every class of the tenant. */
+  recordClass: z.enum(RECORD_CLASSES).nullable(),
+  reason: z.string(),
+  placedAt: z.string(),
+  placedBy: z.string().nullable(),
+  releasedAt: z.string().nullable(),
+  releasedBy: z.string().nullable(),
+  releaseReason: z.string().nullable(),
+});
+export const retentionHoldsResponse = z.object({ holds: z.array(retentionHoldView) });
+export const retentionHoldPlace = z.object({ recordClass: z.enum(RECORD_CLASSES).nullable(), reason: z.string().trim().min(1).max(500) }).strict();
+export const retentionHoldRelease = z.object({ reason: z.string().trim().min(1).max(500) }).strict();
+export const holdParams = z.object({ id: z.uuid() });
+
+const classCounts = z.object({ count: z.number(), batches: z.number(), firstId: z.string().nullable(), lastId: z.string().nullable() });
+export const retentionRunView = z.object({
+  id: z.string(),
+  status: z.enum(["running", "finished"]),
+  startedAt: z.string(),
+  finishedAt: z.string().nullable(),
+  /** Per class: rows destroyed, batches, and the first and last id destroyed. */
+  counts: z.record(z.string(), classCounts),
+  /** Whether the signed disposition certificate is ready to download. */
+  certified: z.boolean(),
+});
+export const retentionRunsResponse = z.object({ runs: z.array(retentionRunView) });
+export const runParams = z.object({ id: z.uuid() });
+
+/** The disposition certificate: the signed text, the Ed25519 signature and the public key to check it with. */
+export const dispositionCertificate = z.object({
+  /** The certificate as signed (canonical JSON): verify the signature over these exact bytes (UTF-8). */
+  certificate: z.string(),
+  /** Ed25519 signature, base64. */
+  signature: z.string(),
+  /** The audit checkpoint signing key's public key, SPKI DER base64 (also in audit evidence packs). */
+  publicKeySpki: z.string(),
+  keyId: z.string(),
+});
+export type DispositionCertificateRes = z.infer<typeof dispositionCertificate>;
