@@ -1,6 +1,7 @@
 import type { Config } from "../config/schema.js";
 import type { DatabaseTargets } from "./roles.js";
 import { DatabaseCircuit } from "./circuit.js";
+import { InvalidationBus } from "./invalidation.js";
 import { SqlPool } from "./sql.js";
 
 /**
@@ -13,6 +14,8 @@ export type Database = {
   appRole: string;
   /** Shared by both pools: fails requests fast while PostgreSQL is unreachable (./circuit.ts). */
   circuit: DatabaseCircuit;
+  /** Cross-replica cache invalidation (LISTEN/NOTIFY on the app role's connection; daemon/db/invalidation.ts). */
+  invalidations: InvalidationBus;
   close(): Promise<void>;
 };
 
@@ -34,15 +37,17 @@ export function openDatabase(targets: DatabaseTargets, config: Config): Database
   const circuit = new DatabaseCircuit({ url: targets.appUrl, heartbeatMs: d.heartbeatMs, probeTimeoutMs: d.probeTimeoutMs, retryAfterSeconds: d.retryAfterSeconds });
   const owner = pool(targets.ownerUrl, config, "wardkeep-owner", circuit);
   const app = pool(targets.appUrl, config, "wardkeep", circuit);
+  const invalidations = new InvalidationBus(targets.appUrl);
   circuit.start();
   return {
     owner,
     app,
     appRole: targets.appRole,
     circuit,
+    invalidations,
     async close() {
       await circuit.stop();
-      await Promise.allSettled([app.close(), owner.close()]);
+      await Promise.allSettled([invalidations.close(), app.close(), owner.close()]);
     },
   };
 }

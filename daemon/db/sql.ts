@@ -1,4 +1,5 @@
 import { createHash } from "node:crypto";
+import net from "node:net";
 import pg from "pg";
 import { DatabaseUnavailable, isConnectionFailure, type DatabaseCircuit } from "./circuit.js";
 
@@ -375,6 +376,32 @@ const POOL_IDLE_MS = 300_000;
 
 export type TransactionOptions = { isolation?: "READ COMMITTED" | "REPEATABLE READ" | "SERIALIZABLE"; readOnly?: boolean };
 
+/**
+ * The socket under each pooled connection (pg's `stream` option): what is written in one tick of
+ * the event loop leaves in one system call. pg corks and uncorks around each statement, so a
+ * flight of pipelined statements (BEGIN, the scope, a statement, COMMIT) was one write each, and
+ * each write can wake the backend on its own; corked until the tick ends, the flight is one write
+ * and one wake-up. Nothing waits past the current tick.
+ */
+function coalescingSocket(): net.Socket {
+  const socket = new net.Socket();
+  const write = socket.write.bind(socket);
+  let corked = false;
+  const flush = () => {
+    corked = false;
+    socket.uncork();
+  };
+  socket.write = ((...args: Parameters<typeof write>) => {
+    if (!corked) {
+      corked = true;
+      socket.cork();
+      process.nextTick(flush);
+    }
+    return write(...args);
+  }) as typeof socket.write;
+  return socket;
+}
+
 /** Connection details of a pool, for tools that open their own connections (backup COPY streams). */
 export type ConnectionInfo = { host: string; port: number; user: string; password?: string; database: string };
 
@@ -397,13 +424,14 @@ export class SqlPool {
       // A server that vanished without closing the connection (power, cable, a frozen VM) is noticed by TCP.
       keepAlive: true,
       pipeline: true,
+      stream: coalescingSocket,
     } as pg.PoolConfig);
     // An idle client whose server went away emits 'error' on the pool; without a listener that
     // would end the process. The pool drops the client; the next request opens a fresh one.
     this.pool.on("error", () => {});
-    // A checked-out client has no listener of the pool's: a server that ends its connection between
-    // two statements (a restart, an outage) would otherwise raise an unhandled 'error' and end the
-    // process. The failure reaches the caller through its next query.
+    // A connection lost while checked out (the server killed, a failover) emits 'error' on the
+    // client, which the pool listens to only while the client is idle: unheard, it would end the
+    // process. The statement in flight fails with it, and the pool drops the broken client on release.
     this.pool.on("connect", (client) => client.on("error", () => {}));
   }
 
@@ -546,7 +574,8 @@ export class SqlPool {
       application_name: applicationName,
       statement_timeout: this.options.statementTimeoutMs,
     } as pg.ClientConfig);
-    client.on("error", () => {}); // as for pooled clients: the caller hears of a failure through its queries
+    // A lost connection fails the statement in flight; unheard, its 'error' event would end the process.
+    client.on("error", () => {});
     await client.connect();
     return client;
   }
