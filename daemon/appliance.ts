@@ -114,6 +114,8 @@ export async function startAppliance(config: Config, opts: StartOptions): Promis
       nonceBudget: config.keys.nonceBudget,
     });
     const ctx: ApplianceContext = { config, log, db, rootKey, metrics: applianceMetrics(rootKey), clock: opts.clock ?? systemClock };
+    // Other replicas' changes reach this daemon's caches through LISTEN/NOTIFY (daemon/db/invalidation.ts).
+    db.invalidations.start(log);
     // The key store's own mode decides how; when it cannot unseal, the appliance serves sealed (503 on PHI routes).
     await unsealAtStart(ctx);
     const app = createHttpApp(ctx);

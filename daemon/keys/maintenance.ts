@@ -7,7 +7,7 @@ import type { ApplianceContext } from "../context.js";
 import { repeatInBackground } from "../repeat.js";
 import { flushNonceCounts } from "./keyring.js";
 import { reencryptPending, rewrapPending } from "./rotation.js";
-import { destroyDueKeys } from "./shred.js";
+import { destroyDueKeys, followDestroyedKeys } from "./shred.js";
 import { retryUnsealAfterMigration } from "./unseal/index.js";
 
 export type KeyMaintenanceRun = { nonceCounts: number; rewrapped: number; reencrypted: number; destroyed: number; errors: string[] };
@@ -44,9 +44,11 @@ export async function runKeyMaintenance(ctx: ApplianceContext, options: { maxBat
 /** Runs maintenance every keys.maintenanceIntervalSeconds until stopped; stop() flushes the counts. */
 export function startKeyMaintenance(ctx: ApplianceContext): { stop(): Promise<void> } {
   // runKeyMaintenance logs its own failures.
+  const unfollow = followDestroyedKeys(ctx);
   const job = repeatInBackground({ everyMs: ctx.config.keys.maintenanceIntervalSeconds * 1000, onError: () => undefined }, () => runKeyMaintenance(ctx));
   return {
     async stop() {
+      unfollow();
       await job.stop();
       await flushNonceCounts(ctx).catch((err: unknown) => ctx.log.warn(`could not persist nonce counts at shutdown: ${(err as Error).message}`));
     },
