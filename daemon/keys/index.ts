@@ -29,6 +29,7 @@ import { encryptedColumns, registerEncryptedColumn } from "./columns.js";
 import { decryptField, encryptField, normaliseEmail, normaliseIdentifier, readFieldHeader } from "./field-cipher.js";
 import { reencryptPending, rewrapPending, rotateKek } from "./rotation.js";
 import { rotateDataKey, tenantKeyId } from "./data-key-rotation.js";
+import { continueTenantRotation, rotateTenantKeys, startTenantRotation } from "./tenant-rotation.js";
 import { cancelShred, destroyDueKeys, listShredSchedule, reapplyShredList, scheduleShred } from "./shred.js";
 import { issueRecoveryKit, loadRecoveryPrivateKey } from "./recovery.js";
 import { describeKeys } from "./status.js";
@@ -154,6 +155,7 @@ export {
 export { flushNonceCounts } from "./keyring.js";
 export { reencryptPending, rewrapPending, rotateKek } from "./rotation.js";
 export { rotateDataKey, tenantKeyId, type RotationReason } from "./data-key-rotation.js";
+export { continueTenantRotation, rotateTenantKeys, startTenantRotation, type TenantRotation } from "./tenant-rotation.js";
 export { cancelShred, listShredSchedule, reapplyShredList, type ShredSchedule } from "./shred.js";
 export { currentRecoveryPublicKey, issueRecoveryKit, loadRecoveryPrivateKey } from "./recovery.js";
 export { describeKeys, type KeyStatus } from "./status.js";
@@ -173,6 +175,9 @@ export interface KeyAdmin {
   unsealForOperator: typeof unsealForOperator;
   assertSchemaCurrent: typeof assertSchemaCurrent;
   rotateDataKey: typeof rotateDataKey;
+  rotateTenantKeys: typeof rotateTenantKeys;
+  startTenantRotation: typeof startTenantRotation;
+  continueTenantRotation: typeof continueTenantRotation;
   rotateKek: typeof rotateKek;
   rewrapPending: typeof rewrapPending;
   reencryptPending: typeof reencryptPending;
@@ -202,6 +207,9 @@ export const keyAdmin: KeyAdmin = {
   unsealForOperator,
   assertSchemaCurrent,
   rotateDataKey,
+  rotateTenantKeys,
+  startTenantRotation,
+  continueTenantRotation,
   rotateKek,
   rewrapPending,
   reencryptPending,

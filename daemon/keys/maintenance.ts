@@ -8,6 +8,7 @@ import { repeatInBackground } from "../repeat.js";
 import { flushNonceCounts } from "./keyring.js";
 import { reencryptPending, rewrapPending } from "./rotation.js";
 import { destroyDueKeys, followDestroyedKeys } from "./shred.js";
+import { continueOpenTenantRotations } from "./tenant-rotation.js";
 import { retryUnsealAfterMigration } from "./unseal/index.js";
 
 export type KeyMaintenanceRun = { nonceCounts: number; rewrapped: number; reencrypted: number; destroyed: number; errors: string[] };
@@ -32,6 +33,10 @@ export async function runKeyMaintenance(ctx: ApplianceContext, options: { maxBat
   if (!ctx.rootKey.isSealed) {
     await step("KEK rewrap", async () => {
       run.rewrapped = (await rewrapPending(ctx, { maxBatches: options.maxBatches ?? 20 })).rewrapped;
+    });
+    // Before the general re-encryption: a run killed while giving its keys new versions resumes here.
+    await step("tenant key rotation", async () => {
+      await continueOpenTenantRotations(ctx, { maxBatches: options.maxBatches ?? 20 });
     });
     await step("re-encryption", async () => {
       run.reencrypted = (await reencryptPending(ctx, { maxBatches: options.maxBatches ?? 20 })).rewritten;
