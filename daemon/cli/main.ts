@@ -9,6 +9,8 @@ import { registerMigrate } from "./commands/migrate.js";
 import { registerRecover } from "./commands/recover.js";
 import { registerStart } from "./commands/start.js";
 import { registerTenant } from "./commands/tenant.js";
+import { registerToken } from "./commands/token.js";
+import { registerUser } from "./commands/user.js";
 import { registerKeys } from "./commands/keys.js";
 import { registerTls } from "./commands/tls.js";
 import { registerUnseal } from "./commands/unseal.js";
@@ -43,6 +45,8 @@ export function buildProgram(): Command {
   registerRecover(program);
   registerAudit(program);
   registerTenant(program);
+  registerToken(program);
+  registerUser(program);
   for (const cmd of program.commands) applyExitOverride(cmd);
   return program;
 }
