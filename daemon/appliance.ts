@@ -2,14 +2,15 @@ import os from "node:os";
 import path from "node:path";
 import fs from "node:fs";
 import { Gauge, Registry, collectDefaultMetrics } from "prom-client";
-import { startAccessServices } from "./access/background.js";
+import { accessJobs } from "./access/background.js";
+import { auditJobs, startAuditServices } from "./audit/background.js";
+import { backupJobs, registerBackupMetrics } from "./backups/background.js";
+import { jobsWatchdog, registerJobMetrics, startJobRunner, type JobSpec } from "./jobs/index.js";
+import { recordsJobs } from "./records/background.js";
 import { startAlertServices } from "./alerts/background.js";
-import { startAuditServices } from "./audit/background.js";
-import { startBackupServices } from "./backups/background.js";
-import { startRecordsServices } from "./records/background.js";
 import { startWebhookServices } from "./webhooks/background.js";
 import { ensureSetupToken } from "./auth/index.js";
-import { RootKey, startKeyMaintenance, unsealAtStart } from "./keys/index.js";
+import { keyMaintenanceJob, RootKey, startKeyMaintenance, unsealAtStart } from "./keys/index.js";
 import { ensureTlsMaterial, TlsError, watchTlsDirectory } from "./tls/index.js";
 import { systemClock, type Clock } from "./clock.js";
 import { inDataDir } from "./config/load.js";
@@ -79,6 +80,11 @@ function applianceMetrics(rootKey: RootKey): Registry {
   return registry;
 }
 
+/** Every recurring job of the appliance: the one list the job runner schedules (docs/jobs.md). */
+export function applianceJobs(): JobSpec[] {
+  return [...auditJobs, keyMaintenanceJob, ...backupJobs, ...recordsJobs, ...accessJobs, jobsWatchdog];
+}
+
 /**
  * Brings the appliance up in dependency order — database and roles, migrations, TLS, root key,
  * HTTP — and says in a few lines what it created, so a first start explains itself.
@@ -126,9 +132,9 @@ export async function startAppliance(config: Config, opts: StartOptions): Promis
     const url = `https://${config.server.publicHostname}:${server.port}`;
     const audit = startAuditServices(ctx);
     const keyMaintenance = startKeyMaintenance(ctx);
-    const backups = startBackupServices(ctx);
-    const records = startRecordsServices(ctx);
-    const access = startAccessServices(ctx);
+    registerBackupMetrics(ctx);
+    registerJobMetrics(ctx);
+    const jobs = startJobRunner(ctx, applianceJobs());
     const alerts = startAlertServices(ctx);
     const webhooks = startWebhookServices(ctx);
     log.info(`listening on ${url}${server.redirectPort ? ` (http://:${server.redirectPort} redirects)` : ""}`);
@@ -164,9 +170,7 @@ export async function startAppliance(config: Config, opts: StartOptions): Promis
           const closing = server.close(config.server.shutdownTimeoutMs);
           log.info("shutting down: draining in-flight requests");
           const result = await closing;
-          await backups.stop();
-          await records.stop();
-          await access.stop();
+          await jobs.stop();
           await alerts.stop();
           await webhooks.stop();
           await audit.stop();

@@ -4,6 +4,7 @@ import { alertsSchema } from "../alerts/config.js";
 import { auditSchema } from "../audit/config.js";
 import { backupSchema } from "../backups/config.js";
 import { authSchema } from "../auth/config.js";
+import { jobsSchema } from "../jobs/config.js";
 import { keysSchema } from "../keys/config.js";
 import { recordsSchema } from "../records/config.js";
 import { webhooksSchema } from "../webhooks/config.js";
@@ -97,6 +98,7 @@ export const configSchema = z
     records: recordsSchema.prefault({}),
     webhooks: webhooksSchema.prefault({}),
     alerts: alertsSchema.prefault({}),
+    jobs: jobsSchema.prefault({}),
   })
   .strict();
 

@@ -13,6 +13,7 @@ import * as m0021 from "./0021_host_operator_api_tokens.js";
 import * as m0030 from "./0030_alerts.js";
 import * as m0031 from "./0031_alert_channels.js";
 import * as m0040 from "./0040_webhooks.js";
+import * as m0050 from "./0050_jobs.js";
 import * as m0070 from "./0070_cache_invalidation.js";
 
 export type Migration = { name: string; sql: string };
@@ -34,5 +35,6 @@ export const migrations: Migration[] = [
   { name: "0030_alerts", sql: m0030.sql },
   { name: "0031_alert_channels", sql: m0031.sql },
   { name: "0040_webhooks", sql: m0040.sql },
+  { name: "0050_jobs", sql: m0050.sql },
   { name: "0070_cache_invalidation", sql: m0070.sql },
 ];
