@@ -9,6 +9,7 @@ import { registerDoctor } from "./commands/doctor.js";
 import { registerMigrate } from "./commands/migrate.js";
 import { registerRecover } from "./commands/recover.js";
 import { registerStart } from "./commands/start.js";
+import { registerWebhook } from "./commands/webhook.js";
 import { registerTenant } from "./commands/tenant.js";
 import { registerToken } from "./commands/token.js";
 import { registerUser } from "./commands/user.js";
@@ -49,6 +50,7 @@ export function buildProgram(): Command {
   registerTenant(program);
   registerToken(program);
   registerUser(program);
+  registerWebhook(program);
   for (const cmd of program.commands) applyExitOverride(cmd);
   return program;
 }
