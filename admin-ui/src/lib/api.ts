@@ -10,6 +10,9 @@
 import type { CapabilitiesRes, CreatedTenantRes, SecuritySettingsRes, SupportRequestRes, TenantRes, UserRes } from "../../../daemon/access/schema.js";
 import type { AuditSearchRes, ExportJobRes, ExportListRes, PublicKeyRes, TimelineRes, VerifyReportRes } from "../../../daemon/audit/schema.js";
 import type {
+  ApiTokenRes,
+  CreateApiTokenReq,
+  CreatedApiTokenRes,
   InviteAcceptRes,
   InviteCreatedRes,
   InviteRes,
@@ -24,6 +27,7 @@ import type {
   SetupCreatedRes,
   SetupStatusRes,
 } from "../../../daemon/auth/schema.js";
+import type { AlertChannelTestRes, AlertChannelViewRes, AlertDetailRes, AlertListRes, AlertSummaryRes, AlertViewRes } from "../../../daemon/alerts/schema.js";
 import type { BackupListRes, BackupPolicyRes, DrillRecordRes, RunStartedRes, SnapshotRecordRes } from "../../../daemon/backups/schema.js";
 import type { NotReadyProblem, ReadinessChecks, ReadinessRes } from "../../../daemon/http/schema.js";
 import type { KeyStatusRes, SealProgressRes } from "../../../daemon/keys/schema.js";
@@ -207,6 +211,11 @@ export const api = {
     revoke: (id: string) => request<void>("DELETE", `${V1}/sessions/${seg(id)}`),
     revokeAll: (body: { userId?: string }) => request<RevokeAllRes>("POST", `${V1}/sessions/revoke-all`, body),
   },
+  apiTokens: {
+    list: () => request<ApiTokenRes[]>("GET", `${V1}/api-tokens`),
+    create: (body: CreateApiTokenReq) => request<CreatedApiTokenRes>("POST", `${V1}/api-tokens`, body),
+    revoke: (id: string) => request<ApiTokenRes>("DELETE", `${V1}/api-tokens/${seg(id)}`),
+  },
   support: {
     list: () => request<SupportRequestRes[]>("GET", `${V1}/support/requests`),
     create: (body: { tenantId: string; ticketRef: string; reason: string }) => request<SupportRequestRes>("POST", `${V1}/support/requests`, body),
@@ -240,6 +249,19 @@ export const api = {
     policy: () => request<BackupPolicyRes>("GET", `${V1}/backups/policy`),
     // The editor's body follows the daemon's policyInputSchema (targets as entered, secrets by target name).
     savePolicy: (body: unknown) => request<BackupPolicyRes>("PUT", `${V1}/backups/policy`, body),
+  },
+  alerts: {
+    list: (state: "open" | "resolved" | "all" = "open") => request<AlertListRes>("GET", `${V1}/alerts?state=${state}`),
+    summary: () => request<AlertSummaryRes>("GET", `${V1}/alerts/summary`),
+    get: (id: string) => request<AlertDetailRes>("GET", `${V1}/alerts/${seg(id)}`),
+    acknowledge: (id: string, note: string) => request<AlertViewRes>("POST", `${V1}/alerts/${seg(id)}/acknowledge`, { note }),
+    channels: {
+      list: () => request<{ channels: AlertChannelViewRes[] }>("GET", `${V1}/alert-channels`),
+      // The body follows the daemon's alertChannelInput (type, name, settings, password for e-mail).
+      create: (body: unknown) => request<AlertChannelViewRes>("POST", `${V1}/alert-channels`, body),
+      remove: (id: string) => request<void>("DELETE", `${V1}/alert-channels/${seg(id)}`),
+      test: (id: string) => request<AlertChannelTestRes>("POST", `${V1}/alert-channels/${seg(id)}/test`),
+    },
   },
   drills: {
     list: () => request<DrillRecordRes[]>("GET", `${V1}/drills`),
