@@ -114,7 +114,12 @@ function sentText(x: unknown, schemaNames: ReadonlySet<string>, out: string[] = 
   if (typeof x === "string") {
     if (x.length >= 8 && /[A-Za-z]{4}/.test(x) && !schemaNames.has(x)) out.push(x);
   } else if (Array.isArray(x)) x.forEach((v) => sentText(v, schemaNames, out));
-  else if (x && typeof x === "object") for (const [k, v] of Object.entries(x)) (sentText(k, schemaNames, out), sentText(v, schemaNames, out));
+  else if (x && typeof x === "object") {
+    for (const [k, v] of Object.entries(x)) {
+      sentText(k, schemaNames, out);
+      sentText(v, schemaNames, out);
+    }
+  }
   return out;
 }
 
