@@ -3,6 +3,7 @@ import { Gauge } from "prom-client";
 import type { ApplianceContext } from "../context.js";
 import { inScope } from "../db/sql.js";
 import { Conflict } from "../kernel/errors.js";
+import { evaluatePitrAlerts, registerPitrMetrics, startBaseBackupSchedule, startWalShipper } from "./pitr.js";
 import { readPolicyRow } from "./policy.js";
 import { ALERT_KINDS, COMPLETE_EVERYWHERE, evaluateFreshness, reconcileCatalogue, startDrill, startSnapshot } from "./service.js";
 
@@ -146,7 +147,11 @@ export function registerBackupMetrics(ctx: ApplianceContext): void {
  */
 export function startBackupServices(ctx: ApplianceContext): { stop(): Promise<void> } {
   registerBackupMetrics(ctx);
-  if (!ctx.config.backup.schedulerEnabled) return { stop: async () => {} };
+  registerPitrMetrics(ctx);
+  // Shipping WAL is not a schedule: it runs whenever the spool has files, in the replica that has the spool.
+  const shipper = startWalShipper(ctx);
+  if (!ctx.config.backup.schedulerEnabled) return { stop: () => shipper.stop() };
+  const baseBackups = startBaseBackupSchedule(ctx);
   const inFlight = new Set<Promise<unknown>>();
   const tasks: { snapshot?: ScheduledTask; drill?: ScheduledTask } = {};
   const current = { snapshot: "", drill: "" };
@@ -186,6 +191,7 @@ export function startBackupServices(ctx: ApplianceContext): { stop(): Promise<vo
     try {
       await reschedule();
       await evaluateFreshness(ctx);
+      if (ctx.config.backup.walArchiving) await evaluatePitrAlerts(ctx);
       // Vanished and unrecorded snapshots are found even when no snapshot runs (the lock makes one replica do it).
       if (!ctx.rootKey.isSealed && ctx.clock.now().getTime() - lastReconcile >= RECONCILE_EVERY_MS) {
         lastReconcile = ctx.clock.now().getTime();
@@ -203,6 +209,8 @@ export function startBackupServices(ctx: ApplianceContext): { stop(): Promise<vo
     async stop() {
       stopped = true;
       clearInterval(timer);
+      await shipper.stop();
+      await baseBackups.stop();
       await tasks.snapshot?.destroy();
       await tasks.drill?.destroy();
       await Promise.allSettled([...inFlight]);

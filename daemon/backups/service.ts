@@ -57,7 +57,7 @@ async function audit(ctx: ApplianceContext, t: Tx, meta: AuditMeta, action: stri
  * across every replica and CLI. If the holder dies, PostgreSQL drops the lock with its
  * connection, which is also why anything a previous holder left unfinished can be swept.
  */
-async function tryJobLock(ctx: ApplianceContext, id: number, waitMs = 0): Promise<{ release(): Promise<void> } | undefined> {
+export async function tryJobLock(ctx: ApplianceContext, id: number, waitMs = 0): Promise<{ release(): Promise<void> } | undefined> {
   const client = await ownerConnector(ctx)();
   client.on("error", () => {});
   const deadline = Date.now() + waitMs;

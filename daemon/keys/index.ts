@@ -232,6 +232,8 @@ export {
   backupDataKeyLookup,
   exportKeyStore,
   installRecoveredKeyStore,
+  readDataKeyRows,
+  clearRestoredKeyStore,
   keyStoreContentsSchema,
   KeyStoreBackupError,
   shreddedSubjects,

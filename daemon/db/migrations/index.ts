@@ -7,6 +7,7 @@ import * as m0006 from "./0006_records.js";
 import * as m0007 from "./0007_hot_path_lookups.js";
 import * as m0008 from "./0008_siem_cursor.js";
 import * as m0009 from "./0009_backup_catalogue.js";
+import * as m0080 from "./0080_pitr.js";
 
 export type Migration = { name: string; sql: string };
 
@@ -21,4 +22,5 @@ export const migrations: Migration[] = [
   { name: "0007_hot_path_lookups", sql: m0007.sql },
   { name: "0008_siem_cursor", sql: m0008.sql },
   { name: "0009_backup_catalogue", sql: m0009.sql },
+  { name: "0080_pitr", sql: m0080.sql },
 ];
