@@ -3,9 +3,11 @@ import path from "node:path";
 import fs from "node:fs";
 import { Gauge, Registry, collectDefaultMetrics } from "prom-client";
 import { startAccessServices } from "./access/background.js";
+import { startAlertServices } from "./alerts/background.js";
 import { startAuditServices } from "./audit/background.js";
 import { startBackupServices } from "./backups/background.js";
 import { startRecordsServices } from "./records/background.js";
+import { startWebhookServices } from "./webhooks/background.js";
 import { ensureSetupToken } from "./auth/index.js";
 import { RootKey, startKeyMaintenance, unsealAtStart } from "./keys/index.js";
 import { ensureTlsMaterial, TlsError, watchTlsDirectory } from "./tls/index.js";
@@ -113,6 +115,8 @@ export async function startAppliance(config: Config, opts: StartOptions): Promis
       nonceBudget: config.keys.nonceBudget,
     });
     const ctx: ApplianceContext = { config, log, db, rootKey, metrics: applianceMetrics(rootKey), clock: opts.clock ?? systemClock };
+    // Other replicas' changes reach this daemon's caches through LISTEN/NOTIFY (daemon/db/invalidation.ts).
+    db.invalidations.start(log);
     // The key store's own mode decides how; when it cannot unseal, the appliance serves sealed (503 on PHI routes).
     await unsealAtStart(ctx);
     const app = createHttpApp(ctx);
@@ -125,6 +129,8 @@ export async function startAppliance(config: Config, opts: StartOptions): Promis
     const backups = startBackupServices(ctx);
     const records = startRecordsServices(ctx);
     const access = startAccessServices(ctx);
+    const alerts = startAlertServices(ctx);
+    const webhooks = startWebhookServices(ctx);
     log.info(`listening on ${url}${server.redirectPort ? ` (http://:${server.redirectPort} redirects)` : ""}`);
 
     if ((await pendingMigrations(db.app)).length === 0) {
@@ -161,6 +167,8 @@ export async function startAppliance(config: Config, opts: StartOptions): Promis
           await backups.stop();
           await records.stop();
           await access.stop();
+          await alerts.stop();
+          await webhooks.stop();
           await audit.stop();
           stopTlsWatch();
           await keyMaintenance.stop();

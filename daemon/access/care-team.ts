@@ -40,8 +40,12 @@ export async function authorizePatient(ctx: ApplianceContext, t: Tx, actor: Acto
 export type CareTeamMember = { userId: string; email: string | null; displayName: string | null; assignedAt: string; assignedBy: string };
 
 export async function listCareTeam(ctx: ApplianceContext, actor: Actor, patientId: string): Promise<CareTeamMember[]> {
-  authorize(actor, "care_team:read", { tenantId: actor.tenantId });
   return inScope(ctx.db.app, scopeOf(actor), async (t) => {
+    // Who treats a patient is itself about the patient: practitioners see only teams of patients
+    // they may see. An unknown patient is 404 before any 403, as for the records themselves.
+    const [patient] = await t.rows("SELECT 1 FROM patients WHERE id = $1 AND tenant_id = $2 AND status = 'active'", [patientId, actor.tenantId]);
+    if (!patient) throw new NotFound("no such patient");
+    await authorizePatient(ctx, t, actor, "care_team:read", patientId);
     const rows = await t.rows<{ user_id: string; email: string | null; display_name: string | null; assigned_at: Date; assigned_by: string }>(
       `SELECT c.user_id, u.email, u.display_name, c.assigned_at, c.assigned_by
        FROM care_team_assignments c JOIN users u ON u.id = c.user_id WHERE c.tenant_id = $1 AND c.patient_id = $2 ORDER BY c.assigned_at`,

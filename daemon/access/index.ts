@@ -5,3 +5,5 @@
  */
 export { authorizePatient, patientAccessFor, type PatientAccess } from "./care-team.js";
 export { guard, guardedRoutes, policyBinding, recordDenial, type GuardedRoute } from "./guard.js";
+export { createTenant, listTenants, updateTenant, type TenantView, type CreatedTenantView } from "./tenants.js";
+export { createTenantRequest, updateTenantRequest } from "./schema.js";

@@ -29,6 +29,23 @@ export const tenantView = z.object({
   createdAt: z.string(),
 });
 
+/** `POST /api/v1/tenants`: the tenant, and its owner's invite when an owner email was given. */
+export const createdTenant = tenantView.extend({
+  /** The first owner's invite; its token is shown only in this answer. Null when no owner email was given. */
+  ownerInvite: z
+    .object({
+      /** Invite id. */
+      id: z.string(),
+      /** Who is invited (as owner). */
+      email: z.string(),
+      /** The one-time token; the link is `/#/invite/<token>` on the appliance. */
+      token: z.string(),
+      /** When the link stops working. */
+      expiresAt: z.string(),
+    })
+    .nullable(),
+});
+
 /** `GET|PUT /api/v1/settings/security`: effective values, and whether each is the appliance default. */
 export const securitySettingsView = z.object({
   /** Every user of the tenant must use an authenticator app. */
@@ -95,6 +112,7 @@ export const supportRequestView = z.object({
 
 export type CapabilitiesRes = z.infer<typeof capabilitiesResponse>;
 export type TenantRes = z.infer<typeof tenantView>;
+export type CreatedTenantRes = z.infer<typeof createdTenant>;
 export type SecuritySettingsRes = z.infer<typeof securitySettingsView>;
 export type UserRes = z.infer<typeof userView>;
 export type SupportRequestRes = z.infer<typeof supportRequestView>;
@@ -109,8 +127,13 @@ export const createTenantRequest = z
   .object({
     /** Display name, e.g. "St. Mary's Cardiology". */
     name: z.string().trim().min(1).max(200),
-    /** Short unique handle: lowercase letters, digits and dashes. */
-    slug: z.string().regex(/^[a-z0-9][a-z0-9-]{1,62}$/, "lowercase letters, digits and dashes, 2 to 63 long"),
+    /** Short unique handle: lowercase letters, digits and dashes; left out, it is made from the name. */
+    slug: z
+      .string()
+      .regex(/^[a-z0-9][a-z0-9-]{1,62}$/, "lowercase letters, digits and dashes, 2 to 63 long")
+      .optional(),
+    /** Work email of the tenant's first owner: an owner invite is created with the tenant (its link is in the answer, once). */
+    ownerEmail: z.string().trim().toLowerCase().pipe(z.email()).pipe(z.string().max(254)).optional(),
   })
   .strict();
 

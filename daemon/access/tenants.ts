@@ -1,13 +1,13 @@
 import { z } from "zod";
-import { forgetResolvedApiTokens } from "../auth/index.js";
+import { forgetResolvedApiTokens, inviteInTransaction } from "../auth/index.js";
 import { recordAuthEvent } from "../audit/append.js";
 import type { RequestMeta } from "../kernel/request-meta.js";
 import type { ApplianceContext } from "../context.js";
-import { inScope } from "../db/sql.js";
+import { inScope, type Tx } from "../db/sql.js";
 import { Conflict, NotFound } from "../kernel/errors.js";
 import { scopeOf, type Actor } from "../kernel/actor.js";
 import { authorize } from "../kernel/policy.js";
-import { createTenantRequest, updateTenantRequest, securitySettingsRequest } from "./schema.js";
+import { createTenantRequest, updateTenantRequest, securitySettingsRequest, type CreatedTenantRes } from "./schema.js";
 
 /** Tenants (a hospital, clinic or department) and their security settings. */
 export { createTenantRequest };
@@ -17,6 +17,7 @@ export { updateTenantRequest };
 export { securitySettingsRequest };
 
 export type TenantView = { id: string; name: string; slug: string; status: string; createdAt: string };
+export type CreatedTenantView = CreatedTenantRes;
 export type SecuritySettings = {
   mfaRequired: boolean;
   idleTimeoutMinutes: number;
@@ -39,17 +40,50 @@ type TenantRow = {
 
 const view = (r: TenantRow): TenantView => ({ id: r.id, name: r.name, slug: r.slug, status: r.status, createdAt: r.created_at.toISOString() });
 
-export async function createTenant(ctx: ApplianceContext, actor: Actor, input: z.infer<typeof createTenantRequest>, meta: RequestMeta): Promise<TenantView> {
+/** A slug made from the name: "St. Mary's Cardiology" → "st-marys-cardiology". */
+export function slugFrom(name: string): string {
+  const base = name
+    .normalize("NFKD")
+    .replace(/[\u0300-\u036f]/g, "")
+    .toLowerCase()
+    .replace(/['’]/g, "")
+    .replace(/[^a-z0-9]+/g, "-")
+    .replace(/^-+|-+$/g, "")
+    .slice(0, 56)
+    .replace(/-+$/, "");
+  return base.length >= 2 ? base : `tenant${base ? `-${base}` : ""}`;
+}
+
+/** The derived slug, or the first of `slug-2`, `slug-3`… nobody has (a given slug is taken as it is). */
+async function freeSlug(t: Tx, base: string): Promise<string> {
+  const rows = await t.rows<{ slug: string }>("SELECT slug FROM tenants WHERE slug = $1 OR slug LIKE $2", [base, `${base}-%`]);
+  const taken = new Set(rows.map((r) => r.slug));
+  let slug = base;
+  for (let n = 2; taken.has(slug); n++) slug = `${base}-${n}`;
+  return slug;
+}
+
+/**
+ * A new tenant and, when an owner email is given, its first owner's invite, in one transaction:
+ * a tenant nobody can enter is not left behind when the invite cannot be made (email taken).
+ */
+export async function createTenant(ctx: ApplianceContext, actor: Actor, input: z.infer<typeof createTenantRequest>, meta: RequestMeta): Promise<CreatedTenantView> {
   authorize(actor, "tenant:create");
   return inScope(ctx.db.app, { kind: "appliance" }, async (t) => {
+    const slug = input.slug ?? (await freeSlug(t, slugFrom(input.name)));
     const [row] = await t.rows<TenantRow>("INSERT INTO tenants (name, slug, created_at, updated_at) VALUES ($1, $2, $3, $3) ON CONFLICT (slug) DO NOTHING RETURNING *", [
       input.name,
-      input.slug,
+      slug,
       ctx.clock.now(),
     ]);
-    if (!row) throw new Conflict("a tenant with this slug already exists");
+    if (!row) throw new Conflict(`a tenant with the slug ${slug} already exists`);
     await recordAuthEvent(ctx, t, actor, { action: "tenant.create", resourceType: "tenant", resourceId: row.id, tenantId: row.id, outcome: "success" }, meta);
-    return view(row);
+    let ownerInvite: CreatedTenantView["ownerInvite"] = null;
+    if (input.ownerEmail) {
+      const created = await inviteInTransaction(ctx, t, actor, { email: input.ownerEmail, role: "owner", tenantId: row.id }, meta);
+      ownerInvite = { id: created.invite.id, email: created.invite.email, token: created.token, expiresAt: created.invite.expiresAt };
+    }
+    return { ...view(row), ownerInvite };
   });
 }
 

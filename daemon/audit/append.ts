@@ -234,11 +234,13 @@ export type CapabilityEvent = {
 
 /** The one mapping from (actor, event, request) to the audit trail's fields, for every capability. */
 export function auditEventOf(actor: EventActor, event: CapabilityEvent, meta: RequestMeta | null): AuditEventInput {
+  // The host's command line has no account: recorded as the other CLI commands record it.
+  const host = actor !== null && "via" in actor && actor.via === "host";
   return {
     tenantId: event.tenantId !== undefined ? event.tenantId : (actor?.tenantId ?? null),
     actor: {
-      userId: actor?.userId ?? null,
-      role: actor?.role ?? null,
+      userId: host ? null : (actor?.userId ?? null),
+      role: host ? CLI_OPERATOR.role : (actor?.role ?? null),
       impersonatorId: actor && "impersonatorId" in actor ? (actor.impersonatorId ?? null) : null,
       breakGlass: event.breakGlass === true,
     },
@@ -248,7 +250,7 @@ export function auditEventOf(actor: EventActor, event: CapabilityEvent, meta: Re
     patientId: event.patientId ?? null,
     outcome: event.outcome,
     sourceIp: meta?.sourceIp ?? null,
-    userAgent: meta?.userAgent ?? null,
+    userAgent: meta?.userAgent ?? (host ? CLI_OPERATOR.userAgent : null),
     requestId: meta?.requestId ?? null,
     reason: event.reason ?? null,
   };

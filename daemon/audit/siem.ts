@@ -3,8 +3,10 @@ import os from "node:os";
 import tls from "node:tls";
 import pg from "pg";
 import { Counter, Gauge } from "prom-client";
+import { raiseAlert, resolveAlert } from "../alerts/index.js";
 import type { ApplianceContext } from "../context.js";
 import { inScope } from "../db/sql.js";
+import { octetFrame, printable, sdEscape, syslogTlsOptions } from "../log/syslog.js";
 import { parseCanonical } from "./canonical.js";
 import { onAuditChained } from "./chainer.js";
 
@@ -27,15 +29,14 @@ import { onAuditChained } from "./chainer.js";
  * before the cursor moved are sent again (the `seq` SD-PARAM lets the SIEM drop duplicates).
  */
 const BATCH = 500;
+/** The lag alert's kind in the alert store (docs/alerts.md). */
+const SIEM_LAG_ALERT = "audit.siem_lag";
 /** Forwarder leadership across replicas (see daemon/audit/checkpoints.ts, background.ts for 7_305_00x). */
 const FORWARDER_LOCK = 7_305_003;
 /** A collector that takes no bytes for this long is treated as gone (see writeFrames). */
 const STALL_MS = 30_000;
 // RFC 5612 documentation enterprise number; a hospital's SIEM keys on the SD-ID name.
 const SD_ID = "wardkeep@32473";
-
-const sdEscape = (v: string) => v.replace(/[\\"\]]/g, (c) => `\\${c}`);
-const printable = (v: string, max: number) => v.replace(/[^\x21-\x7e]/g, "_").slice(0, max) || "-";
 
 /** One event as an RFC 5424 message (without framing). */
 export function syslogMessage(canonical: string, hash: string, opts: { appName: string; facility: number; hostname: string }): string {
@@ -65,12 +66,11 @@ export function syslogMessage(canonical: string, hash: string, opts: { appName: 
   return `${header} ${sd} ${e.action} ${e.outcome}`;
 }
 
-/** RFC 5425 section 4.3: octet-counting framing. */
-const frame = (msg: string) => `${Buffer.byteLength(msg, "utf8")} ${msg}`;
+const frame = octetFrame;
 
 export type SiemLag = { cursor: string | null; head: string; events: number; seconds: number; alertRaised: boolean };
 
-const LAG_SQL = `SELECT c.seq::text AS cursor, h.seq::text AS head, c.lag_alert_raised_at IS NOT NULL AS alert,
+const LAG_SQL = `SELECT c.seq::text AS cursor, h.seq::text AS head, EXISTS (SELECT 1 FROM alerts a WHERE a.kind = 'audit.siem_lag' AND a.tenant_id IS NULL AND a.resolved_at IS NULL) AS alert,
        (SELECT round(date_part('epoch', e.recorded_at) * 1000)::bigint::text FROM audit_events e
          WHERE e.seq > coalesce(c.seq, h.seq) ORDER BY e.seq LIMIT 1) AS oldest_ms
   FROM audit_siem_cursor c, audit_chain_head h`;
@@ -266,7 +266,7 @@ export function startSiemForwarder(ctx: ApplianceContext): SiemForwarder | undef
   const connect = () => {
     if (stopped || connecting || socket || Date.now() < nextConnectAt) return;
     connecting = true;
-    const s = tls.connect({ host: cfg.host, port: cfg.port, servername: /^[\d.:]+$/.test(cfg.host) ? undefined : cfg.host, minVersion: "TLSv1.2", ...secure });
+    const s = tls.connect(syslogTlsOptions({ host: cfg.host, port: cfg.port, ...secure }));
     socket = s;
     s.setNoDelay(true);
     s.once("secureConnect", () => {
@@ -325,7 +325,7 @@ export function startSiemForwarder(ctx: ApplianceContext): SiemForwarder | undef
     }
   }
 
-  /** Raises or clears the lag alert, once across replicas (the flag lives in the cursor row). */
+  /** Raises or clears the lag alert in the alert store (only the leader checks, so once across replicas). */
   async function checkLag(client: pg.Client): Promise<void> {
     const now = Date.now();
     if (now - lastLagCheck < pollMs) return; // a busy round does not re-read the lag for each batch
@@ -333,7 +333,12 @@ export function startSiemForwarder(ctx: ApplianceContext): SiemForwarder | undef
     const lag = lagOf(ctx, (await client.query<LagRow>(LAG_SQL)).rows[0]!);
     const over = lag.seconds > cfg.lagAlertSeconds;
     if (over && !lag.alertRaised) {
-      await client.query("UPDATE audit_siem_cursor SET lag_alert_raised_at = now()");
+      await raiseAlert(ctx, {
+        kind: SIEM_LAG_ALERT,
+        severity: "warning",
+        summary: `audit events are not reaching the SIEM collector: ${lag.events} event(s) behind, the oldest ${Math.round(lag.seconds)} s old`,
+        details: { lagEvents: lag.events, lagSeconds: Math.round(lag.seconds), thresholdSeconds: cfg.lagAlertSeconds },
+      });
       ctx.log.error("SIEM forwarding lag alert raised: audit events are not reaching the collector", {
         alert: "siem_lag",
         lagEvents: lag.events,
@@ -341,7 +346,7 @@ export function startSiemForwarder(ctx: ApplianceContext): SiemForwarder | undef
         thresholdSeconds: cfg.lagAlertSeconds,
       });
     } else if (!over && lag.alertRaised) {
-      await client.query("UPDATE audit_siem_cursor SET lag_alert_raised_at = NULL");
+      await resolveAlert(ctx, SIEM_LAG_ALERT, "");
       ctx.log.info("SIEM forwarding lag alert cleared", { alert: "siem_lag", lagEvents: lag.events });
     }
   }

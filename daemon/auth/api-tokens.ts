@@ -127,8 +127,10 @@ export async function revokeApiToken(ctx: ApplianceContext, actor: Actor, tokenI
  * asking PostgreSQL each time is a round trip per request (docs/records.md, Performance). An entry
  * lives `auth.apiTokenCacheSeconds` (2 s by default) and never past the token's own expiry; the
  * services that revoke a token or change an account or tenant empty the cache of their replica
- * when they commit (`forgetResolvedApiTokens`), so there the change is immediate, and other
- * replicas see it within the cache time. Keyed by the token's SHA-256, never the token.
+ * when they commit (`forgetResolvedApiTokens`), so there the change is immediate, and every
+ * replica empties its own when PostgreSQL's notification of the change arrives (migration 0070,
+ * daemon/db/invalidation.ts): milliseconds, or the cache time while a replica's listener is
+ * reconnecting. Keyed by the token's SHA-256, never the token.
  */
 type ResolvedToken = { actor: Actor; tokenExpiresAt: number; until: number };
 const resolved = new WeakMap<ApplianceContext, Map<string, ResolvedToken>>();
@@ -160,7 +162,10 @@ export async function resolveApiToken(ctx: ApplianceContext, token: string): Pro
   const key = hash.toString("hex");
   const now = ctx.clock.now();
   let cache = resolved.get(ctx);
-  if (!cache) resolved.set(ctx, (cache = new Map<string, ResolvedToken>()));
+  if (!cache) {
+    resolved.set(ctx, (cache = new Map<string, ResolvedToken>()));
+    ctx.db.invalidations.subscribe("api-tokens", () => forgetResolvedApiTokens(ctx));
+  }
   const hit = cache.get(key);
   if (hit && hit.until > now.getTime() && hit.tokenExpiresAt > now.getTime()) return { ...hit.actor };
   if (hit) cache.delete(key);

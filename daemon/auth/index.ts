@@ -10,3 +10,4 @@ export { revokeUserSessions } from "./sessions.js";
 export { clearMfa } from "./mfa.js";
 export { forgetResolvedApiTokens } from "./api-tokens.js";
 export { createFirstSuperAdmin, ensureSetupToken, superAdminExists, superAdminInput, type SuperAdminInput } from "./setup.js";
+export { createInvite, inviteInTransaction, type CreatedInvite } from "./invites.js";

@@ -3,7 +3,7 @@ import { z } from "zod";
 import { scopeOf, type Actor, type Role } from "../kernel/actor.js";
 import { authorize } from "../kernel/policy.js";
 import type { ApplianceContext } from "../context.js";
-import { inScope, type Scope } from "../db/sql.js";
+import { inScope, type Scope, type Tx } from "../db/sql.js";
 import { Conflict, Invalid, NotFound, TooManyRequests } from "../kernel/errors.js";
 import { hmacSha256 } from "../keys/index.js";
 import { recordAuthEvent } from "../audit/append.js";
@@ -97,46 +97,66 @@ export function verifyInviteToken(ctx: ApplianceContext, token: string): string 
 
 const APPLIANCE_ROLES: Role[] = ["super_admin", "support"];
 
-export async function createInvite(ctx: ApplianceContext, actor: Actor, input: CreateInviteRequest, meta: RequestMeta): Promise<{ invite: InviteView; token: string }> {
-  const applianceRole = APPLIANCE_ROLES.includes(input.role);
-  let tenantId: string | null;
-  if (applianceRole) {
+/** The tenant an invite goes to: none for appliance roles, the actor's own, or the one a super-admin names. */
+function inviteTenant(actor: Actor, input: CreateInviteRequest): string | null {
+  if (APPLIANCE_ROLES.includes(input.role)) {
     if (input.tenantId) throw new Invalid("super-admins and support staff belong to no tenant: leave tenantId out");
-    tenantId = null;
-  } else if (actor.tenantId) {
-    if (input.tenantId && input.tenantId !== actor.tenantId) throw new NotFound("no such tenant");
-    tenantId = actor.tenantId;
-  } else {
-    if (!input.tenantId) throw new Invalid("name the tenant (tenantId) to invite into");
-    tenantId = input.tenantId;
+    return null;
   }
+  if (actor.tenantId) {
+    if (input.tenantId && input.tenantId !== actor.tenantId) throw new NotFound("no such tenant");
+    return actor.tenantId;
+  }
+  if (!input.tenantId) throw new Invalid("name the tenant (tenantId) to invite into");
+  return input.tenantId;
+}
+
+// Email addresses are unique across the appliance, so this check needs a transaction in appliance scope.
+async function assertEmailFree(t: Tx, email: string): Promise<void> {
+  const taken = await t.rows("SELECT 1 FROM users WHERE email = $1", [email]);
+  if (taken.length) throw new Conflict("an account with this email address already exists");
+}
+
+export type CreatedInvite = { invite: InviteView; token: string };
+
+export async function createInvite(ctx: ApplianceContext, actor: Actor, input: CreateInviteRequest, meta: RequestMeta): Promise<CreatedInvite> {
+  const tenantId = inviteTenant(actor, input);
   authorize(actor, "invite:create", { tenantId, targetRole: input.role });
+  await inScope(ctx.db.app, { kind: "appliance" }, (t) => assertEmailFree(t, input.email));
   const scope: Scope = tenantId ? { kind: "tenant", tenantId } : { kind: "appliance" };
+  return inScope(ctx.db.app, scope, (t) => insertInvite(ctx, t, actor, tenantId, input, meta));
+}
+
+/**
+ * An invite written in the caller's transaction, which runs in appliance scope: a new tenant and
+ * its owner's invite commit together or not at all (access/tenants.ts).
+ */
+export async function inviteInTransaction(ctx: ApplianceContext, t: Tx, actor: Actor, input: CreateInviteRequest, meta: RequestMeta): Promise<CreatedInvite> {
+  const tenantId = inviteTenant(actor, input);
+  authorize(actor, "invite:create", { tenantId, targetRole: input.role });
+  await assertEmailFree(t, input.email);
+  return insertInvite(ctx, t, actor, tenantId, input, meta);
+}
+
+async function insertInvite(ctx: ApplianceContext, t: Tx, actor: Actor, tenantId: string | null, input: CreateInviteRequest, meta: RequestMeta): Promise<CreatedInvite> {
   const now = ctx.clock.now();
   const id = randomUUID();
   const token = mintInviteToken(ctx, id);
   const expiresAt = new Date(now.getTime() + ctx.config.auth.inviteTtlHours * 3_600_000);
-
-  // Email addresses are unique across the appliance, so this one check looks beyond the tenant.
-  const taken = await inScope(ctx.db.app, { kind: "appliance" }, (t) => t.rows("SELECT 1 FROM users WHERE email = $1", [input.email]));
-  if (taken.length) throw new Conflict("an account with this email address already exists");
-
-  const row = await inScope(ctx.db.app, scope, async (t) => {
-    if (tenantId) {
-      const tenant = await t.rows("SELECT 1 FROM tenants WHERE id = $1 AND status = 'active'", [tenantId]);
-      if (!tenant.length) throw new NotFound("no such active tenant");
-    }
-    // A new invite replaces an outstanding one for the same address: only the latest link works.
-    await t.exec("UPDATE invites SET revoked_at = $2 WHERE email = $1 AND accepted_at IS NULL AND revoked_at IS NULL", [input.email, now]);
-    const [inserted] = await t.rows<InviteRow>(
-      `INSERT INTO invites (id, tenant_id, email, role, token_hash, created_by, created_at, expires_at)
-       VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING *`,
-      [id, tenantId, input.email, input.role, sha256(token), actor.userId, now, expiresAt],
-    );
-    await recordAuthEvent(ctx, t, actor, { action: "invite.create", resourceType: "invite", resourceId: id, tenantId, outcome: "success", reason: `role ${input.role}` }, meta);
-    return inserted!;
-  });
-  return { invite: viewOf(row, now), token };
+  if (tenantId) {
+    const tenant = await t.rows("SELECT 1 FROM tenants WHERE id = $1 AND status = 'active'", [tenantId]);
+    if (!tenant.length) throw new NotFound("no such active tenant");
+  }
+  // A new invite replaces an outstanding one for the same address: only the latest link works.
+  await t.exec("UPDATE invites SET revoked_at = $2 WHERE email = $1 AND accepted_at IS NULL AND revoked_at IS NULL", [input.email, now]);
+  const [inserted] = await t.rows<InviteRow>(
+    `INSERT INTO invites (id, tenant_id, email, role, token_hash, created_by, created_at, expires_at)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING *`,
+    // The host's command line has no account (created_by NULL, migration 0020).
+    [id, tenantId, input.email, input.role, sha256(token), actor.via === "host" ? null : actor.userId, now, expiresAt],
+  );
+  await recordAuthEvent(ctx, t, actor, { action: "invite.create", resourceType: "invite", resourceId: id, tenantId, outcome: "success", reason: `role ${input.role}` }, meta);
+  return { invite: viewOf(inserted!, now), token };
 }
 
 export async function listInvites(ctx: ApplianceContext, actor: Actor): Promise<InviteView[]> {

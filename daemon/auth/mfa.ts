@@ -150,9 +150,10 @@ export type MfaAttempt = { ok: true; recoveryCodes?: string[]; recoveryCodesLeft
 /** Ends enrollment with a code from the new secret; returns the recovery codes (shown once). */
 export async function activateMfa(ctx: ApplianceContext, subject: SessionSubject, code: string, meta: RequestMeta): Promise<MfaAttempt> {
   return inScope(ctx.db.app, scopeForTenant(subject.tenantId), async (t) => {
+    // The account row first, then its throttle row: one lock order for every second-factor attempt (see verifySecondFactor).
+    const user = await loadMfaUser(ctx, t, subject.userId);
     const throttle = await readThrottle(ctx, t, buckets.mfaUser(subject.userId));
     if (throttle.locked) return { ok: false as const, ...throttle };
-    const user = await loadMfaUser(ctx, t, subject.userId);
     if (user.mfa_secret) throw new Conflict("an authenticator is already set up");
     if (!user.mfa_pending_secret) throw new Conflict("start enrollment first (POST /api/v1/auth/mfa/enroll)");
     const secret = openSecret(ctx.rootKey, user.mfa_pending_secret, user.id);
@@ -192,8 +193,11 @@ async function completeSecondFactor(ctx: ApplianceContext, t: Tx, subject: Sessi
  */
 export async function verifySecondFactor(ctx: ApplianceContext, subject: SessionSubject, input: { code?: string; recoveryCode?: string }, meta: RequestMeta): Promise<MfaAttempt> {
   return inScope(ctx.db.app, scopeForTenant(subject.tenantId), async (t) => {
-    const throttle = await readThrottle(ctx, t, buckets.mfaUser(subject.userId));
+    // Concurrent attempts for one account queue on its row, taken before the throttle row. The
+    // reverse order deadlocked: an attempt that found the throttle row just deleted by a success
+    // went on to lock the account, while a later one re-created the throttle row and waited for it.
     const user = await loadMfaUser(ctx, t, subject.userId);
+    const throttle = await readThrottle(ctx, t, buckets.mfaUser(subject.userId));
     const who = { userId: user.id, role: user.role, tenantId: user.tenant_id };
     const action = subject.stage === "active" ? "auth.mfa.step_up" : "auth.mfa.verify";
     if (throttle.locked) {

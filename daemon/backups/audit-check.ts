@@ -1,3 +1,4 @@
+import { InvalidationBus } from "../db/invalidation.js";
 import { SqlPool } from "../db/sql.js";
 import type { AuditChainVerifier } from "../../backup/restore.js";
 import { verifyAuditChain } from "../audit/index.js";
@@ -23,7 +24,7 @@ export function auditVerifierFor(
     const scratch = {
       ...ctx,
       rootKey: new RootKey(ctx.rootKey.mode),
-      db: { owner: db, app: db, appRole: "", close: () => db.close() },
+      db: { owner: db, app: db, appRole: "", invalidations: new InvalidationBus(url), close: () => db.close() },
     } as ApplianceContext;
     try {
       const report = await verifyAuditChain(scratch, { flush: false, keysFrom: trust === "appliance" ? (ctx as ApplianceContext) : undefined });

@@ -43,7 +43,7 @@ export function registerBackupMetrics(ctx: ApplianceContext): void {
                   (SELECT rto_ms FROM backup_drills WHERE status = 'passed' ORDER BY seq DESC LIMIT 1) AS drill_rto,
                   (SELECT rpo_ms FROM backup_drills WHERE status = 'passed' ORDER BY seq DESC LIMIT 1)::text AS drill_rpo,
                   (SELECT status = 'passed' FROM backup_drills WHERE status IN ('passed', 'failed') ORDER BY seq DESC LIMIT 1) AS last_drill_passed,
-                  coalesce((SELECT json_agg(json_build_object('kind', kind, 'subject', subject)) FROM backup_alerts WHERE cleared_at IS NULL), '[]') AS alerts,
+                  coalesce((SELECT json_agg(json_build_object('kind', substr(kind, 8), 'subject', key)) FROM alerts WHERE resolved_at IS NULL AND tenant_id IS NULL AND kind LIKE 'backup.%'), '[]') AS alerts,
                   coalesce((SELECT json_agg(json_build_object('target', p.name, 'last',
                              (SELECT max(s.finished_at) FROM backup_snapshots s, jsonb_array_elements(s.targets) o
                                WHERE s.status NOT IN ('running', 'failed', 'interrupted') AND o ->> 'target' = p.name AND (o ->> 'ok')::boolean)))

@@ -17,6 +17,7 @@ import { inDataDir } from "../config/load.js";
 import type { ApplianceContext } from "../context.js";
 import { inScope, type Tx } from "../db/sql.js";
 import { backupAlert, type BackupAlertRes } from "./schema.js";
+import { openAlertsOf, raiseAlert as raiseStoredAlert, resolveAlert, type AlertSeverity } from "../alerts/index.js";
 import { Conflict, NotFound } from "../kernel/errors.js";
 import { SNAPSHOT_EXCLUDED_SCHEMAS, reapplyShredList, currentRecoveryPublicKey, rawPublicKey } from "../keys/index.js";
 import { APP_VERSION } from "../version.js";
@@ -91,40 +92,53 @@ export type AlertKind = BackupAlertRes["kind"];
 
 export const ALERT_KINDS: readonly AlertKind[] = backupAlert.shape.kind.options;
 
+/** Backup alerts live in the one alert store (daemon/alerts) as `backup.<kind>`, keyed by subject. */
+const storeKind = (kind: AlertKind) => `backup.${kind}`;
+
+/** Problems a person must act on now; the rest say something is late or odd. */
+const SEVERITY: Record<AlertKind, AlertSeverity> = {
+  snapshot_failed: "critical",
+  drill_failed: "critical",
+  target_failed: "critical",
+  snapshot_vanished: "critical",
+  worm_not_enforced: "critical",
+  snapshot_stale: "warning",
+  drill_stale: "warning",
+  not_configured: "warning",
+  snapshot_appeared: "warning",
+  attachment_missing: "warning",
+  wal_ship_failed: "critical",
+  wal_spool_full: "critical",
+  rpo_exceeded: "critical",
+  archiver_failed: "critical",
+  base_backup_failed: "critical",
+  pitr_drill_failed: "critical",
+};
+
 /**
  * Raises the open alert of this kind and subject ("" when the kind has none), or refreshes its
- * detail; `keepDetail` leaves an open one as it is (a reconcile must not hide why a run failed).
+ * detail; `keepDetail` leaves an open one's detail as it is (a reconcile must not hide why a run failed).
  */
 export async function raiseAlert(ctx: ApplianceContext, t: Tx, kind: AlertKind, detail: string, subject = "", keepDetail = false): Promise<void> {
-  const r = await t.rows<{ inserted: boolean }>(
-    `INSERT INTO backup_alerts (kind, subject, raised_at, detail) VALUES ($1, $2, $3, $4)
-     ON CONFLICT (kind, subject) WHERE cleared_at IS NULL DO ${keepDetail ? "NOTHING" : "UPDATE SET detail = EXCLUDED.detail"}
-     RETURNING (xmax = 0) AS inserted`,
-    [kind, subject, ctx.clock.now(), detail.slice(0, 1000)],
-  );
+  const r = await raiseStoredAlert(ctx, { kind: storeKind(kind), severity: SEVERITY[kind], key: subject, summary: detail, keepSummary: keepDetail }, t);
   // Logged once when raised (not on every watchdog tick); the metric and the row stay until cleared.
-  if (r[0]?.inserted) t.afterCommit(() => void ctx.log.error(`backup alert raised: ${kind}${subject ? ` (${subject})` : ""}: ${detail}`, { alert: kind, subject }));
+  if (r.opened) t.afterCommit(() => void ctx.log.error(`backup alert raised: ${kind}${subject ? ` (${subject})` : ""}: ${detail}`, { alert: kind, subject }));
 }
 
-/** Clears the open alert of this kind: of one subject when given, else of every subject. */
-export async function clearAlert(ctx: ApplianceContext, t: Tx, kind: AlertKind, subject?: string): Promise<void> {
-  const r = await t.rows<{ subject: string }>(
-    "UPDATE backup_alerts SET cleared_at = $2 WHERE kind = $1 AND ($3::text IS NULL OR subject = $3) AND cleared_at IS NULL RETURNING subject",
-    [kind, ctx.clock.now(), subject ?? null],
-  );
-  for (const row of r) t.afterCommit(() => void ctx.log.info(`backup alert cleared: ${kind}${row.subject ? ` (${row.subject})` : ""}`, { alert: kind, subject: row.subject }));
+/** Clears the open alert of this kind: of one subject when given, else of every subject (or those `subject` accepts). */
+export async function clearAlert(ctx: ApplianceContext, t: Tx, kind: AlertKind, subject?: string | ((subject: string) => boolean)): Promise<void> {
+  const r = await resolveAlert(ctx, storeKind(kind), subject ?? null, { tx: t });
+  for (const row of r) t.afterCommit(() => void ctx.log.info(`backup alert cleared: ${kind}${row.key ? ` (${row.key})` : ""}`, { alert: kind, subject: row.key }));
 }
 
 /** `subject` names what the alert is about (the target of `target_failed`), null when the kind has none. */
 export type OpenAlert = { kind: AlertKind; subject: string | null; raisedAt: string; detail: string };
 
 export async function openAlerts(ctx: ApplianceContext): Promise<OpenAlert[]> {
-  const rows = await tx(ctx, (t) =>
-    t.rows<{ kind: AlertKind; subject: string; raised_at: Date; detail: string }>(
-      "SELECT kind, subject, raised_at, detail FROM backup_alerts WHERE cleared_at IS NULL ORDER BY raised_at, id",
-    ),
-  );
-  return rows.map((r) => ({ kind: r.kind, subject: r.subject || null, raisedAt: r.raised_at.toISOString(), detail: r.detail }));
+  const open = await openAlertsOf(ctx, ALERT_KINDS.map(storeKind));
+  return open
+    .filter((a) => a.tenantId === null)
+    .map((a) => ({ kind: a.kind.slice("backup.".length) as AlertKind, subject: a.key || null, raisedAt: a.firstSeen, detail: a.summary }));
 }
 
 /**
@@ -647,12 +661,10 @@ async function reconcileUnderLock(ctx: ApplianceContext, policy: PolicyRow, meta
     }
     // A target removed from the policy keeps no alerts open.
     const names = policy.targets.map((d) => d.name);
-    await tx(ctx, (t) =>
-      t.exec(
-        "UPDATE backup_alerts SET cleared_at = $2 WHERE kind IN ('target_failed', 'snapshot_vanished', 'snapshot_appeared') AND cleared_at IS NULL AND NOT (subject = ANY($1::text[]))",
-        [names, ctx.clock.now()],
-      ),
-    );
+    const gone = (subject: string) => !names.includes(subject);
+    await tx(ctx, async (t) => {
+      for (const kind of ["target_failed", "snapshot_vanished", "snapshot_appeared"] as const) await clearAlert(ctx, t, kind, gone);
+    });
   } finally {
     await closeAll(targets);
   }

@@ -1,6 +1,7 @@
 import { Command, CommanderError } from "commander";
 import { APP_VERSION } from "../version.js";
 import { registerAdmin } from "./commands/admin.js";
+import { registerAlerts } from "./commands/alerts.js";
 import { registerAudit } from "./commands/audit.js";
 import { registerBackup } from "./commands/backup.js";
 import { registerConfig } from "./commands/config.js";
@@ -8,6 +9,7 @@ import { registerDoctor } from "./commands/doctor.js";
 import { registerMigrate } from "./commands/migrate.js";
 import { registerRecover } from "./commands/recover.js";
 import { registerStart } from "./commands/start.js";
+import { registerTenant } from "./commands/tenant.js";
 import { registerKeys } from "./commands/keys.js";
 import { registerTls } from "./commands/tls.js";
 import { registerUnseal } from "./commands/unseal.js";
@@ -19,7 +21,17 @@ export function buildProgram(): Command {
     .description("Wardkeep: on-premise PHI appliance")
     .version(APP_VERSION)
     .option("--json", "machine-readable output: one JSON object on stdout")
-    .exitOverride();
+    .exitOverride()
+    .addHelpText(
+      "after",
+      [
+        "",
+        "Exit codes (every command; docs/cli.md):",
+        "  0  done",
+        '  1  failed: one readable line on stderr says why (with --json: {"ok": false, "error"} on stdout)',
+        "  2  the command line is wrong: unknown command or option, or a required option missing",
+      ].join("\n"),
+    );
   registerStart(program);
   registerMigrate(program);
   registerDoctor(program);
@@ -31,6 +43,8 @@ export function buildProgram(): Command {
   registerBackup(program);
   registerRecover(program);
   registerAudit(program);
+  registerAlerts(program);
+  registerTenant(program);
   for (const cmd of program.commands) applyExitOverride(cmd);
   return program;
 }

@@ -1,10 +1,12 @@
 import { z } from "zod";
 import { accessSchema } from "../access/config.js";
+import { alertsSchema } from "../alerts/config.js";
 import { auditSchema } from "../audit/config.js";
 import { backupSchema } from "../backups/config.js";
 import { authSchema } from "../auth/config.js";
 import { keysSchema } from "../keys/config.js";
 import { recordsSchema } from "../records/config.js";
+import { webhooksSchema } from "../webhooks/config.js";
 
 /**
  * The one configuration schema. It is the single source for defaults, validation, the
@@ -93,6 +95,8 @@ export const configSchema = z
     audit: auditSchema.prefault({}),
     backup: backupSchema.prefault({}),
     records: recordsSchema.prefault({}),
+    webhooks: webhooksSchema.prefault({}),
+    alerts: alertsSchema.prefault({}),
   })
   .strict();
 

@@ -1,5 +1,6 @@
 import type { Config } from "../config/schema.js";
 import type { DatabaseTargets } from "./roles.js";
+import { InvalidationBus } from "./invalidation.js";
 import { SqlPool } from "./sql.js";
 
 /**
@@ -10,6 +11,8 @@ export type Database = {
   owner: SqlPool;
   app: SqlPool;
   appRole: string;
+  /** Cross-replica cache invalidation (LISTEN/NOTIFY on the app role's connection; daemon/db/invalidation.ts). */
+  invalidations: InvalidationBus;
   close(): Promise<void>;
 };
 
@@ -20,12 +23,14 @@ function pool(url: string, config: Config, applicationName: string): SqlPool {
 export function openDatabase(targets: DatabaseTargets, config: Config): Database {
   const owner = pool(targets.ownerUrl, config, "wardkeep-owner");
   const app = pool(targets.appUrl, config, "wardkeep");
+  const invalidations = new InvalidationBus(targets.appUrl);
   return {
     owner,
     app,
     appRole: targets.appRole,
+    invalidations,
     async close() {
-      await Promise.allSettled([app.close(), owner.close()]);
+      await Promise.allSettled([invalidations.close(), app.close(), owner.close()]);
     },
   };
 }

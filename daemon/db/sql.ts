@@ -1,4 +1,5 @@
 import { createHash } from "node:crypto";
+import net from "node:net";
 import pg from "pg";
 
 /**
@@ -353,6 +354,32 @@ const POOL_IDLE_MS = 300_000;
 
 export type TransactionOptions = { isolation?: "READ COMMITTED" | "REPEATABLE READ" | "SERIALIZABLE"; readOnly?: boolean };
 
+/**
+ * The socket under each pooled connection (pg's `stream` option): what is written in one tick of
+ * the event loop leaves in one system call. pg corks and uncorks around each statement, so a
+ * flight of pipelined statements (BEGIN, the scope, a statement, COMMIT) was one write each, and
+ * each write can wake the backend on its own; corked until the tick ends, the flight is one write
+ * and one wake-up. Nothing waits past the current tick.
+ */
+function coalescingSocket(): net.Socket {
+  const socket = new net.Socket();
+  const write = socket.write.bind(socket);
+  let corked = false;
+  const flush = () => {
+    corked = false;
+    socket.uncork();
+  };
+  socket.write = ((...args: Parameters<typeof write>) => {
+    if (!corked) {
+      corked = true;
+      socket.cork();
+      process.nextTick(flush);
+    }
+    return write(...args);
+  }) as typeof socket.write;
+  return socket;
+}
+
 /** Connection details of a pool, for tools that open their own connections (backup COPY streams). */
 export type ConnectionInfo = { host: string; port: number; user: string; password?: string; database: string };
 
@@ -373,6 +400,7 @@ export class SqlPool {
       connectionTimeoutMillis: options.acquireTimeoutMs ?? 5_000,
       statement_timeout: options.statementTimeoutMs,
       pipeline: true,
+      stream: coalescingSocket,
     } as pg.PoolConfig);
     // An idle client whose server went away emits 'error' on the pool; without a listener that
     // would end the process. The pool drops the client; the next request opens a fresh one.

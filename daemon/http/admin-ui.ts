@@ -16,9 +16,8 @@ export function adminUiDirectory(): string | undefined {
  * strict CSP's 'self' covers it). Hashed assets are immutable; index.html is never cached so
  * an upgrade takes effect at once. Unknown non-API paths get index.html (client-side routes).
  */
-export function adminUiRoutes(): Router {
+export function adminUiRoutes(dir: string | undefined = adminUiDirectory()): Router {
   const router = Router();
-  const dir = adminUiDirectory();
   if (!dir) {
     router.get("/", (_req, _res, next) => next(new Unavailable("the admin UI is not built; run `npm run build:ui`")));
     return router;

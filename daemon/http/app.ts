@@ -15,7 +15,9 @@ import { backupRoutes } from "../backups/routes.js";
 import { attachmentUploadRoutes, recordsRoutes } from "../records/routes.js";
 import { rejectInvalidUtf8 } from "../records/index.js";
 import { auditRoutes } from "../audit/routes.js";
+import { alertRoutes } from "../alerts/routes.js";
 import { mountRoutes, type Route } from "../kernel/define-route.js";
+import { inboundWebhookRoutes, webhookRoutes } from "../webhooks/routes.js";
 
 /**
  * The Express application: middleware in the order a request meets it, then one router per
@@ -39,13 +41,15 @@ export function createHttpApp(ctx: ApplianceContext): Express {
   api.use(noStore);
   // Streams raw (non-JSON) attachment bodies, so it sits before the JSON-only gate; it authenticates itself.
   api.use(mount(attachmentUploadRoutes));
+  // Signed raw bodies (the signature covers the exact bytes): before the JSON gate, public, verified by their signature.
+  api.use(mount(inboundWebhookRoutes));
   api.use(requireJsonBody);
   api.use(express.json({ limit: ctx.config.server.bodyLimit, strict: true, type: ["application/json", "application/*+json"], verify: rejectInvalidUtf8 }));
   api.use(mount(apiDescriptionRoutes));
   api.use(mount(setupRoutes));
   // Everything after this line knows its caller (res.locals.actor) or answers 401 through the policy guard.
   api.use(authenticate(ctx));
-  for (const routes of [authRoutes, accessRoutes, keysRoutes, backupRoutes, recordsRoutes, auditRoutes]) api.use(mount(routes));
+  for (const routes of [authRoutes, accessRoutes, keysRoutes, backupRoutes, recordsRoutes, auditRoutes, alertRoutes, webhookRoutes]) api.use(mount(routes));
   app.use("/api/v1", api);
 
   app.use(adminUiRoutes());

@@ -19,9 +19,14 @@ export function sendProblem(res: Response, err: AppError) {
     });
 }
 
-/** Field paths and rules only: the rejected values may be PHI, so they are never echoed. */
+/**
+ * Field paths and rules only: the rejected values may be PHI, so they are never echoed. Routes
+ * parse through kernel/input.ts, which already names unknown keys by count and the allowed ones;
+ * a parse elsewhere still never sends the caller's key names back.
+ */
 function fromZod(err: z.ZodError): Invalid {
-  const errors = err.issues.slice(0, 20).map((i) => ({ path: i.path.map(String).join(".") || "(body)", message: i.message, code: i.code }));
+  const messageOf = (i: z.core.$ZodIssue) => (i.code === "unrecognized_keys" && i.keys.length ? `${i.keys.length} unknown key${i.keys.length === 1 ? "" : "s"}` : i.message);
+  const errors = err.issues.slice(0, 20).map((i) => ({ path: i.path.map(String).join(".") || "(body)", message: messageOf(i), code: i.code }));
   return new Invalid(`${err.issues.length} field${err.issues.length === 1 ? "" : "s"} failed validation`, { errors });
 }
 
@@ -42,6 +47,8 @@ function fromHttpError(err: { type?: string; status?: number; statusCode?: numbe
   }
   const status = err.status ?? err.statusCode;
   if (status === 400) return new Invalid("the request is malformed");
+  // express.static (the admin UI's assets) signals a missing file this way.
+  if (status === 404) return new NotFound("no such resource");
   return undefined;
 }
 

@@ -44,17 +44,39 @@ function trackConnections(server: http.Server) {
   return busy;
 }
 
+/**
+ * What the listener offers. TLS 1.2 gets only ECDHE key exchange (forward secrecy) with AEAD
+ * ciphers (GCM, ChaCha20-Poly1305), as BSI TR-02102-2 and Mozilla's "intermediate" profile ask:
+ * no CBC (Lucky13, padding oracles), no static RSA key exchange (no forward secrecy, ROBOT), no
+ * SHA-1 MACs. TLS 1.3's suites are all AEAD with forward secrecy. docs/hardening.md lists them.
+ */
+export const TLS_CIPHERS = [
+  "TLS_AES_256_GCM_SHA384",
+  "TLS_CHACHA20_POLY1305_SHA256",
+  "TLS_AES_128_GCM_SHA256",
+  "ECDHE-ECDSA-AES256-GCM-SHA384",
+  "ECDHE-RSA-AES256-GCM-SHA384",
+  "ECDHE-ECDSA-CHACHA20-POLY1305",
+  "ECDHE-RSA-CHACHA20-POLY1305",
+  "ECDHE-ECDSA-AES128-GCM-SHA256",
+  "ECDHE-RSA-AES128-GCM-SHA256",
+].join(":");
+const TLS_CURVES = "X25519:P-256:P-384";
+
+function tlsOptions(config: Config, tls: TlsCredentials) {
+  return {
+    cert: tls.certPem,
+    key: tls.keyPem,
+    // TLS 1.0/1.1 are broken (RFC 8996); 1.2 is the floor, 1.3 selectable.
+    minVersion: config.tls.minVersion,
+    ciphers: TLS_CIPHERS,
+    ecdhCurve: TLS_CURVES,
+    honorCipherOrder: true,
+  };
+}
+
 export async function startHttpServers(app: Express, config: Config, tls: TlsCredentials): Promise<RunningServer> {
-  const server = https.createServer(
-    {
-      cert: tls.certPem,
-      key: tls.keyPem,
-      // TLS 1.0/1.1 are broken (RFC 8996); 1.2 is the floor, 1.3 selectable.
-      minVersion: config.tls.minVersion,
-      honorCipherOrder: true,
-    },
-    app,
-  );
+  const server = https.createServer(tlsOptions(config, tls), app);
   server.headersTimeout = 30_000;
   server.requestTimeout = 120_000;
   server.keepAliveTimeout = 5_000;
@@ -66,9 +88,10 @@ export async function startHttpServers(app: Express, config: Config, tls: TlsCre
   if (config.server.redirectPort > 0) {
     // Plain HTTP exists only to send browsers to HTTPS; it serves nothing else.
     redirect = http.createServer((req, res) => {
-      const host = (req.headers.host ?? config.server.publicHostname).replace(/:\d+$/, "");
-      const safeHost = /^[A-Za-z0-9.-]+$|^\[[0-9a-fA-F:]+\]$/.test(host) ? host : config.server.publicHostname;
-      const target = `https://${safeHost}${port === 443 ? "" : `:${port}`}${req.url ?? "/"}`;
+      // The configured name, never the request's Host: a reflected Host lets anyone who can set it
+      // (a poisoned cache, a rogue proxy) send staff to a look-alike site with a genuine-looking link.
+      const path = (req.url ?? "/").startsWith("/") ? (req.url ?? "/") : "/";
+      const target = `https://${config.server.publicHostname}${port === 443 ? "" : `:${port}`}${path}`;
       res.writeHead(308, { Location: target, "Content-Length": "0", Connection: "close" }).end();
     });
     redirectPort = await listen(redirect, config.server.redirectPort, config.server.host);
@@ -78,7 +101,7 @@ export async function startHttpServers(app: Express, config: Config, tls: TlsCre
     port,
     redirectPort,
     reloadCertificate(next) {
-      server.setSecureContext({ cert: next.certPem, key: next.keyPem, minVersion: config.tls.minVersion });
+      server.setSecureContext(tlsOptions(config, next));
     },
     async close(timeoutMs) {
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));

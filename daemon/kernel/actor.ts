@@ -15,8 +15,8 @@ export type Actor = {
   tenantId: string | null;
   /** Support staff acting inside a tenant under an approved request: the support user's id. */
   impersonatorId?: string;
-  /** How the actor authenticated. */
-  via: "session" | "api-token";
+  /** How the actor authenticated; "host": an operator at the appliance host's command line (`wardkeep ...`). */
+  via: "session" | "api-token" | "host";
   /** Session id (for step-up, revocation) when via = session. */
   sessionId?: string;
   /** Scopes of an API token; undefined for sessions. */
@@ -31,6 +31,15 @@ export type Actor = {
    */
   supportAccess?: { requestId: string; supportUserId: string; approvedBy: string; approvedByName: string; expiresAt: Date };
 };
+
+/**
+ * The operator at the appliance host's command line (`wardkeep tenant ...`, `wardkeep user ...`).
+ * Whoever can run the CLI already holds the database owner's credentials and the key store, so
+ * the policy treats them as appliance staff (super-admin) without a second factor; the audit
+ * trail records them as `host_operator` with no account id, as the other CLI commands do.
+ */
+export const HOST_OPERATOR_ID = "00000000-0000-0000-0000-000000000000";
+export const HOST_OPERATOR: Actor = { userId: HOST_OPERATOR_ID, role: "super_admin", tenantId: null, via: "host" };
 
 /** Why a request carries no actor, so a 401 can tell the UI what happened. */
 export type AuthenticationGap = { reason: "mfa_required" | "mfa_enrollment_required" } | { reason: "idle_timeout" | "session_expired" | "session_revoked"; idleMinutes?: number };

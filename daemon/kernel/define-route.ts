@@ -5,6 +5,9 @@ import { currentActor, type Actor } from "./actor.js";
 import { API_BASE, openApiRegistry, problemResponse, type Tag } from "./openapi.js";
 import type { Action } from "./policy.js";
 import { requestMeta, type RequestMeta } from "./request-meta.js";
+import { assertWellFormedInput, parseInput } from "./input.js";
+
+const wellFormed = <T>(value: T, where: string): T => (assertWellFormedInput(value, where), value);
 
 /**
  * One route definition (docs/architecture.md, "Routes"): `defineRoute(spec, handler)` registers the
@@ -120,6 +123,16 @@ export type RouteBinding = {
 };
 
 const defined: Route[] = [];
+const undocumented: string[] = [];
+
+/**
+ * Successes a route sent with a status its OpenAPI operation does not declare ("POST /tenants
+ * sent 200, documents 201"). Empty unless a handler that answers by itself picks its own status;
+ * the test appliance fails its test when this is not empty.
+ */
+export function undocumentedSuccesses(): readonly string[] {
+  return undocumented;
+}
 
 /** Every route defined so far (all of them once the capabilities' route modules are loaded). */
 export function definedRoutes(): readonly Route[] {
@@ -233,9 +246,9 @@ export function defineRoute<
       ctx,
       req,
       res,
-      params: spec.params ? spec.params.parse(req.params) : undefined,
-      query: spec.query ? spec.query.parse(req.query) : undefined,
-      body: spec.body && !isRaw(spec.body) ? spec.body.parse(req.body ?? {}) : undefined,
+      params: spec.params ? parseInput(spec.params, wellFormed(req.params, "path")) : undefined,
+      query: spec.query ? parseInput(spec.query, wellFormed(req.query, "query")) : undefined,
+      body: spec.body && !isRaw(spec.body) ? parseInput(spec.body, wellFormed(req.body ?? {}, "body")) : undefined,
       get actor() {
         return currentActor(res);
       },
@@ -243,6 +256,14 @@ export function defineRoute<
         return requestMeta(req, res);
       },
     } as RouteInput<P, Q, B>;
+    // The documented status is the default for a handler that streams its own answer too; a
+    // success sent with another one is recorded (the document would lie to client generators).
+    res.status(status);
+    res.once("finish", () => {
+      if (res.statusCode >= 200 && res.statusCode < 300 && res.statusCode !== status) {
+        if (undocumented.length < 100) undocumented.push(`${spec.method.toUpperCase()} ${fullPath} sent ${res.statusCode}, documents ${status}`);
+      }
+    });
     const reply = await handler(input);
     if (res.headersSent || res.writableEnded) return;
     if (reply === undefined && spec.response !== undefined && !isRaw(spec.response)) throw new Error(`${spec.method.toUpperCase()} ${fullPath}: the handler sent no response`);

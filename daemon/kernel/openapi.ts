@@ -68,6 +68,8 @@ export const TAGS = [
   { name: "backups", description: "Snapshots, restores, recovery drills and the backup policy" },
   { name: "records", description: "Patients, schedule, notes, consents, attachments and data rights (PHI)" },
   { name: "audit", description: "The hash-chained audit trail, its verification and evidence packs" },
+  { name: "alerts", description: "The alerts centre: open alerts, their history and acknowledgement, and the channels they are sent to" },
+  { name: "webhooks", description: "Outbound Standard Webhooks (subscriptions, allow-list, deliveries, dead letters) and inbound webhook sources" },
 ] as const;
 export type Tag = (typeof TAGS)[number]["name"];
 

@@ -136,7 +136,8 @@ export const policy = {
     list: staff("owner", "admin", "auditor"),
   },
   care_team: {
-    read: staff("owner", "admin", "practitioner"),
+    // A practitioner sees the team of a patient they may see (on its team, or under break-glass), not every team.
+    read: or(staff("owner", "admin"), and(staff("practitioner"), careTeam)),
     update: staff("owner", "admin"),
   },
   notification: {
@@ -221,11 +222,32 @@ export const policy = {
     update: or(appliance("super_admin"), staff("owner", "admin")),
   },
   job: { read: appliance("super_admin"), run: appliance("super_admin") },
+  // Alerts carry ids and counts, never PHI: a tenant's admins and auditors see their tenant's,
+  // appliance operators every one. Channels (where alerts are sent) are configured per scope.
+  alert: {
+    list: or(appliance("super_admin"), staff("owner", "admin", "auditor")),
+    acknowledge: or(appliance("super_admin"), staff("owner", "admin")),
+  },
+  alert_channel: {
+    list: or(appliance("super_admin"), staff("owner", "admin")),
+    configure: or(appliance("super_admin"), staff("owner", "admin")),
+    test: or(appliance("super_admin"), staff("owner", "admin")),
+  },
+  // Webhooks: a tenant's owners and admins manage its endpoints and inbound sources; super-admins
+  // the appliance's own (snapshot and drill events). Destinations must be on the allow-list, which
+  // only appliance operators change, so no tenant role can aim a webhook at the hospital network.
   webhook: {
-    list: staff("owner", "admin"),
-    create: staff("owner", "admin"),
-    update: staff("owner", "admin"),
-    delete: staff("owner", "admin"),
+    list: or(appliance("super_admin"), staff("owner", "admin")),
+    create: or(appliance("super_admin"), staff("owner", "admin")),
+    update: or(appliance("super_admin"), staff("owner", "admin")),
+    delete: or(appliance("super_admin"), staff("owner", "admin")),
+    replay: or(appliance("super_admin"), staff("owner", "admin")),
+    rotate_secret: or(appliance("super_admin"), staff("owner", "admin")),
+  },
+  webhook_host: {
+    list: or(appliance("super_admin"), staff("owner", "admin")),
+    approve: appliance("super_admin"),
+    revoke: appliance("super_admin"),
   },
 } satisfies Record<string, Record<string, Rule>>;
 
@@ -241,6 +263,8 @@ export const ACTIONS: Action[] = Object.entries(policy).flatMap(([type, verbs]) 
  */
 export const STEP_UP_ACTIONS: ReadonlySet<Action> = new Set<Action>([
   "key:rotate",
+  // Sealing stops PHI service for everyone on the replica: a stolen session alone must not do it.
+  "key:seal",
   "audit:export",
   "backup:restore",
   "user:update",

@@ -6,7 +6,7 @@
  */
 import { generateKeyPairSync, randomBytes } from "node:crypto";
 import type { ApplianceContext } from "../context.js";
-import { inScope } from "../db/sql.js";
+import { inScope, type Tx } from "../db/sql.js";
 import { Conflict, NotFound } from "../kernel/errors.js";
 import { recordKeyEvent, SYSTEM_OPERATOR, type KeyOperator } from "../audit/append.js";
 import { aad, LOCKS, wrapSecret, type DataKeyRow } from "./keystore.js";
@@ -32,37 +32,57 @@ export async function rotateDataKey(
 ): Promise<{ keyId: string; from: number; to: number; rotated: boolean }> {
   ctx.rootKey.assertUnsealed();
   return inScope(ctx.db.app, { kind: "appliance" }, async (t) => {
-    // Exclusive: waits until every transaction writing with the current version has ended.
-    await t.exec("SELECT pg_advisory_xact_lock($1, hashtext($2))", [LOCKS.dataKey, keyId]);
-    const [row] = await t.rows<DataKeyRow>(
-      "SELECT key_id, version, kind, tenant_id, patient_id, kek_version, nonce_count FROM keystore.data_keys WHERE key_id = $1 AND state = 'active' FOR UPDATE",
-      [keyId],
-    );
-    if (!row) throw new NotFound(`no data key ${keyId} (nothing has been encrypted for it yet, or it was destroyed)`);
-    const refusal = NOT_ROTATABLE[row.kind];
-    if (refusal) throw new Conflict(refusal);
-    if (reason === "nonce-budget") {
-      ctx.rootKey.nonces.seed(row.key_id, row.version, Number(row.nonce_count));
-      if (!ctx.rootKey.nonces.shouldRotate(row.key_id, row.version)) return { keyId, from: row.version, to: row.version, rotated: false };
-    }
-    const to = row.version + 1;
-    const kekVersion = await activeKekVersion(ctx, t);
-    const kek = await loadKek(ctx, t, kekVersion);
-    const secret = row.kind === "audit-signing" ? newAuditSigningSecret() : { key: randomBytes(32), publicKey: undefined };
-    const wrapped = wrapSecret(kek, secret.key, aad.dataKey(keyId, to, kekVersion));
-    zeroize(secret.key);
-    await t.exec("UPDATE keystore.data_keys SET state = 'retired', retired_at = now() WHERE key_id = $1 AND version = $2", [keyId, row.version]);
-    await t.exec(
-      `INSERT INTO keystore.data_keys (key_id, version, kind, tenant_id, patient_id, wrapped, kek_version, public_key, state)
+    const result = await rotateDataKeyIn(ctx, t, keyId, reason, by);
+    if (!result) throw new NotFound(`no data key ${keyId} (nothing has been encrypted for it yet, or it was destroyed)`);
+    return result;
+  });
+}
+
+/**
+ * `rotateDataKey` inside the caller's transaction (appliance scope); undefined when the key has
+ * no active version. A tenant rotation (./tenant-rotation.ts) rotates its keys in batches this
+ * way, links each rotation to itself and audits once for the tenant instead of once per key.
+ */
+export async function rotateDataKeyIn(
+  ctx: ApplianceContext,
+  t: Tx,
+  keyId: string,
+  reason: RotationReason,
+  by: KeyOperator,
+  options: { tenantRotationId?: string; audit?: boolean } = {},
+): Promise<{ keyId: string; from: number; to: number; rotated: boolean } | undefined> {
+  // Exclusive: waits until every transaction writing with the current version has ended.
+  await t.exec("SELECT pg_advisory_xact_lock($1, hashtext($2))", [LOCKS.dataKey, keyId]);
+  const [row] = await t.rows<DataKeyRow>(
+    "SELECT key_id, version, kind, tenant_id, patient_id, kek_version, nonce_count FROM keystore.data_keys WHERE key_id = $1 AND state = 'active' FOR UPDATE",
+    [keyId],
+  );
+  if (!row) return undefined;
+  const refusal = NOT_ROTATABLE[row.kind];
+  if (refusal) throw new Conflict(refusal);
+  if (reason === "nonce-budget") {
+    ctx.rootKey.nonces.seed(row.key_id, row.version, Number(row.nonce_count));
+    if (!ctx.rootKey.nonces.shouldRotate(row.key_id, row.version)) return { keyId, from: row.version, to: row.version, rotated: false };
+  }
+  const to = row.version + 1;
+  const kekVersion = await activeKekVersion(ctx, t);
+  const kek = await loadKek(ctx, t, kekVersion);
+  const secret = row.kind === "audit-signing" ? newAuditSigningSecret() : { key: randomBytes(32), publicKey: undefined };
+  const wrapped = wrapSecret(kek, secret.key, aad.dataKey(keyId, to, kekVersion));
+  zeroize(secret.key);
+  await t.exec("UPDATE keystore.data_keys SET state = 'retired', retired_at = now() WHERE key_id = $1 AND version = $2", [keyId, row.version]);
+  await t.exec(
+    `INSERT INTO keystore.data_keys (key_id, version, kind, tenant_id, patient_id, wrapped, kek_version, public_key, state)
        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'active')`,
-      [keyId, to, row.kind, row.tenant_id, row.patient_id, wrapped, kekVersion, secret.publicKey ?? null],
-    );
-    // Only field-encryption keys have ciphertexts to rewrite; the signing key has none.
-    const completed = row.kind === "audit-signing" ? "now()" : "NULL";
-    await t.exec(
-      `INSERT INTO keystore.rotations (target, key_id, tenant_id, from_version, to_version, reason, completed_at) VALUES ('data-key', $1, $2, $3, $4, $5, ${completed})`,
-      [keyId, row.tenant_id, row.version, to, reason],
-    );
+    [keyId, to, row.kind, row.tenant_id, row.patient_id, wrapped, kekVersion, secret.publicKey ?? null],
+  );
+  // Only field-encryption keys have ciphertexts to rewrite; the signing key has none.
+  const completed = row.kind === "audit-signing" ? "now()" : "NULL";
+  await t.exec(
+    `INSERT INTO keystore.rotations (target, key_id, tenant_id, from_version, to_version, reason, tenant_rotation_id, completed_at) VALUES ('data-key', $1, $2, $3, $4, $5, $6, ${completed})`,
+    [keyId, row.tenant_id, row.version, to, reason, options.tenantRotationId ?? null],
+  );
+  if (options.audit !== false) {
     await recordKeyEvent(ctx, t, by, {
       action: "keys.rotate",
       resourceId: keyId,
@@ -71,8 +91,8 @@ export async function rotateDataKey(
       reason: `version ${row.version} to ${to} (${reason})`,
     });
     ctx.log.info("data key rotated", { keyId, from: row.version, to, reason });
-    return { keyId, from: row.version, to, rotated: true };
-  });
+  }
+  return { keyId, from: row.version, to, rotated: true };
 }
 
 export function tenantKeyId(tenantId: string): string {

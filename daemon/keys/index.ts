@@ -18,14 +18,18 @@ import {
   decryptFieldValue,
   encryptFieldValue,
   flushNonceCounts,
+  hintedKeyHolds,
+  hintedWriteKey,
   keyIdOf,
   lockedWriteKeyOf,
   lockedWriteKeySql,
+  settleHintedWrite,
 } from "./keyring.js";
 import { encryptedColumns, registerEncryptedColumn } from "./columns.js";
 import { decryptField, encryptField, normaliseEmail, normaliseIdentifier, readFieldHeader } from "./field-cipher.js";
 import { reencryptPending, rewrapPending, rotateKek } from "./rotation.js";
 import { rotateDataKey, tenantKeyId } from "./data-key-rotation.js";
+import { continueTenantRotation, rotateTenantKeys, startTenantRotation } from "./tenant-rotation.js";
 import { cancelShred, destroyDueKeys, listShredSchedule, reapplyShredList, scheduleShred } from "./shred.js";
 import { issueRecoveryKit, loadRecoveryPrivateKey } from "./recovery.js";
 import { describeKeys } from "./status.js";
@@ -44,10 +48,13 @@ export {
   dataKeysForRead,
   decryptFieldValue,
   encryptFieldValue,
+  hintedKeyHolds,
+  hintedWriteKey,
   keyIdOf,
   KeyDestroyed,
   lockedWriteKeyOf,
   lockedWriteKeySql,
+  settleHintedWrite,
   type KeySubject,
   type LockedWriteKey,
   type WriteKey,
@@ -80,6 +87,10 @@ export interface FieldCrypto {
   /** The write key's lock and version taken inside the caller's own statement (one round trip). */
   lockedWriteKeySql: typeof lockedWriteKeySql;
   lockedWriteKeyOf: typeof lockedWriteKeyOf;
+  /** A write key from the cache, checked under the lock in the caller's statement (a write in one round trip). */
+  hintedWriteKey: typeof hintedWriteKey;
+  hintedKeyHolds: typeof hintedKeyHolds;
+  settleHintedWrite: typeof settleHintedWrite;
   encryptField: typeof encryptField;
   decryptField: typeof decryptField;
   readFieldHeader: typeof readFieldHeader;
@@ -102,6 +113,9 @@ export const fieldCrypto: FieldCrypto = {
   cachedDataKeysForRead,
   lockedWriteKeySql,
   lockedWriteKeyOf,
+  hintedWriteKey,
+  hintedKeyHolds,
+  settleHintedWrite,
   encryptField,
   decryptField,
   readFieldHeader,
@@ -141,6 +155,7 @@ export {
 export { flushNonceCounts } from "./keyring.js";
 export { reencryptPending, rewrapPending, rotateKek } from "./rotation.js";
 export { rotateDataKey, tenantKeyId, type RotationReason } from "./data-key-rotation.js";
+export { continueTenantRotation, rotateTenantKeys, startTenantRotation, type TenantRotation } from "./tenant-rotation.js";
 export { cancelShred, listShredSchedule, reapplyShredList, type ShredSchedule } from "./shred.js";
 export { currentRecoveryPublicKey, issueRecoveryKit, loadRecoveryPrivateKey } from "./recovery.js";
 export { describeKeys, type KeyStatus } from "./status.js";
@@ -160,6 +175,9 @@ export interface KeyAdmin {
   unsealForOperator: typeof unsealForOperator;
   assertSchemaCurrent: typeof assertSchemaCurrent;
   rotateDataKey: typeof rotateDataKey;
+  rotateTenantKeys: typeof rotateTenantKeys;
+  startTenantRotation: typeof startTenantRotation;
+  continueTenantRotation: typeof continueTenantRotation;
   rotateKek: typeof rotateKek;
   rewrapPending: typeof rewrapPending;
   reencryptPending: typeof reencryptPending;
@@ -189,6 +207,9 @@ export const keyAdmin: KeyAdmin = {
   unsealForOperator,
   assertSchemaCurrent,
   rotateDataKey,
+  rotateTenantKeys,
+  startTenantRotation,
+  continueTenantRotation,
   rotateKek,
   rewrapPending,
   reencryptPending,

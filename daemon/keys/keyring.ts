@@ -226,6 +226,7 @@ export async function currentWriteKey(ctx: ApplianceContext, t: Tx, keyId: strin
 
 async function writeKeyOfRow(ctx: ApplianceContext, t: Tx, row: DataKeyRow): Promise<WriteKey> {
   const key = await keyOfRow(ctx, t, row);
+  hintsOf(ctx).set(row.key_id, row.version);
   const ledger = ctx.rootKey.nonces;
   ledger.seed(row.key_id, row.version, Number(row.nonce_count));
   // SP 800-38D §8.3: never past 2^32 under one key, whatever the configured budget says.
@@ -240,13 +241,73 @@ async function writeKeyOfRow(ctx: ApplianceContext, t: Tx, row: DataKeyRow): Pro
 function scheduleBudgetRotation(ctx: ApplianceContext, t: Tx, keyId: string) {
   if (rotationsInFlight.has(keyId)) return;
   // After commit: rotation waits for the exclusive key lock, which this transaction holds shared.
-  t.afterCommit(() => {
-    if (rotationsInFlight.has(keyId)) return;
-    rotationsInFlight.add(keyId);
-    void rotateDataKey(ctx, keyId, "nonce-budget")
-      .catch((err: unknown) => ctx.log.warn("automatic data key rotation failed; it is retried on the next write", { keyId, error: (err as Error).message }))
-      .finally(() => rotationsInFlight.delete(keyId));
-  });
+  t.afterCommit(() => startBudgetRotation(ctx, keyId));
+}
+
+function startBudgetRotation(ctx: ApplianceContext, keyId: string) {
+  if (rotationsInFlight.has(keyId)) return;
+  rotationsInFlight.add(keyId);
+  void rotateDataKey(ctx, keyId, "nonce-budget")
+    .catch((err: unknown) => ctx.log.warn("automatic data key rotation failed; it is retried on the next write", { keyId, error: (err as Error).message }))
+    .finally(() => rotationsInFlight.delete(keyId));
+}
+
+// ---- the hinted write key: a write in one round trip -------------------------------------------
+
+/**
+ * The active version each key id had when this process last wrote under it, per root key: a hint,
+ * never trusted on its own. Bounded; a forgotten hint costs one write its second round trip.
+ */
+const activeVersionHints = new WeakMap<object, Map<string, number>>();
+const MAX_HINTS = 100_000;
+
+function hintsOf(ctx: ApplianceContext): Map<string, number> {
+  let hints = activeVersionHints.get(ctx.rootKey);
+  if (!hints) {
+    hints = new Map();
+    activeVersionHints.set(ctx.rootKey, hints);
+  }
+  if (hints.size >= MAX_HINTS) hints.clear();
+  return hints;
+}
+
+/**
+ * A write key taken from this process's cache without asking the key store, so that a write can
+ * encrypt before its transaction and send everything in one round trip: the version the subject's
+ * key had at this process's last write under it, if that key is still cached and its nonce budget
+ * is not running out. Undefined otherwise (the caller takes `dataKeyFor`'s path).
+ *
+ * The caller's statement must take the key's lock and read its active version
+ * (`lockedWriteKeySql`), write only where `hintedKeyHolds` (the version is still the active one:
+ * no rotation or shredding came in between), and hand the key it read to `settleHintedWrite`.
+ */
+export function hintedWriteKey(ctx: ApplianceContext, subject: KeySubject): WriteKey | undefined {
+  const keyId = keyIdOf(subject);
+  const version = hintsOf(ctx).get(keyId);
+  if (version === undefined) return undefined;
+  const cached = ctx.rootKey.cachedDataKey(slotOf(keyId, version));
+  if (!cached) return undefined;
+  const ledger = ctx.rootKey.nonces;
+  if (ledger.used(keyId, version) >= GCM_RANDOM_NONCE_LIMIT - 1 || ledger.shouldRotate(keyId, version)) return undefined;
+  return { id: keyId, version, key: Buffer.from(cached), nonceBudget: ledger };
+}
+
+/** SQL: the key read by `lockedWriteKeySql` (in the FROM item `from`) is the hinted key's version, still active. */
+export function hintedKeyHolds(from: string, key: WriteKey): SqlFragment {
+  return sql`${sql.raw(from)}.wk_key_id = ${key.id} AND ${sql.raw(from)}.wk_version = ${key.version}::integer`;
+}
+
+/**
+ * After a statement with a hinted key committed: what `dataKeyFor` does once it holds the lock,
+ * from the key row that statement read. The nonce count is raised to the key store's (other
+ * replicas' encryptions) and a rotation starts when the budget runs low.
+ */
+export function settleHintedWrite(ctx: ApplianceContext, locked: LockedWriteKey): void {
+  const row = locked.row;
+  if (!row) return;
+  const ledger = ctx.rootKey.nonces;
+  ledger.seed(row.key_id, row.version, Number(row.nonce_count));
+  if (ledger.shouldRotate(row.key_id, row.version)) startBudgetRotation(ctx, row.key_id);
 }
 
 type WantedKey = { keyId: string; version: number };

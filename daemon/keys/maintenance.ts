@@ -7,7 +7,8 @@ import type { ApplianceContext } from "../context.js";
 import { repeatInBackground } from "../repeat.js";
 import { flushNonceCounts } from "./keyring.js";
 import { reencryptPending, rewrapPending } from "./rotation.js";
-import { destroyDueKeys } from "./shred.js";
+import { destroyDueKeys, followDestroyedKeys } from "./shred.js";
+import { continueOpenTenantRotations } from "./tenant-rotation.js";
 import { retryUnsealAfterMigration } from "./unseal/index.js";
 
 export type KeyMaintenanceRun = { nonceCounts: number; rewrapped: number; reencrypted: number; destroyed: number; errors: string[] };
@@ -33,6 +34,10 @@ export async function runKeyMaintenance(ctx: ApplianceContext, options: { maxBat
     await step("KEK rewrap", async () => {
       run.rewrapped = (await rewrapPending(ctx, { maxBatches: options.maxBatches ?? 20 })).rewrapped;
     });
+    // Before the general re-encryption: a run killed while giving its keys new versions resumes here.
+    await step("tenant key rotation", async () => {
+      await continueOpenTenantRotations(ctx, { maxBatches: options.maxBatches ?? 20 });
+    });
     await step("re-encryption", async () => {
       run.reencrypted = (await reencryptPending(ctx, { maxBatches: options.maxBatches ?? 20 })).rewritten;
     });
@@ -44,9 +49,11 @@ export async function runKeyMaintenance(ctx: ApplianceContext, options: { maxBat
 /** Runs maintenance every keys.maintenanceIntervalSeconds until stopped; stop() flushes the counts. */
 export function startKeyMaintenance(ctx: ApplianceContext): { stop(): Promise<void> } {
   // runKeyMaintenance logs its own failures.
+  const unfollow = followDestroyedKeys(ctx);
   const job = repeatInBackground({ everyMs: ctx.config.keys.maintenanceIntervalSeconds * 1000, onError: () => undefined }, () => runKeyMaintenance(ctx));
   return {
     async stop() {
+      unfollow();
       await job.stop();
       await flushNonceCounts(ctx).catch((err: unknown) => ctx.log.warn(`could not persist nonce counts at shutdown: ${(err as Error).message}`));
     },

@@ -166,6 +166,7 @@ async function reencryptColumnBatch(
   active: number,
   after: string | undefined,
   batchSize: number,
+  patientId: string | null,
 ): Promise<ColumnBatch> {
   const table = quoteIdentifier(column.table);
   const id = quoteIdentifier(column.idColumn);
@@ -173,9 +174,10 @@ async function reencryptColumnBatch(
   const tenant = quoteIdentifier(column.tenantColumn);
   const bind: unknown[] = [tenantId, ...headerParams(keyId, active), batchSize];
   const afterClause = after === undefined ? "" : ` AND ${id} > $${bind.push(after)}`;
+  const patientClause = subjectClause(column, patientId, bind);
   const rows = await t.rows<{ id: string; value: Buffer }>(
     `SELECT ${id}::text AS id, ${col} AS value FROM ${table}
-      WHERE ${tenant} = $1 AND ${oldVersionPredicate(column, 2)}${afterClause}
+      WHERE ${tenant} = $1 AND ${oldVersionPredicate(column, 2)}${afterClause}${patientClause}
       ORDER BY ${id} LIMIT $5 FOR UPDATE SKIP LOCKED`,
     bind,
   );
@@ -211,12 +213,29 @@ async function reencryptColumnBatch(
   return { rewritten, failed, lastId: rows[rows.length - 1]!.id, exhausted: rows.length < batchSize };
 }
 
-async function oldCiphertextsRemain(ctx: ApplianceContext, t: Tx, keyId: string, tenantId: string, active: number): Promise<boolean> {
-  for (const column of encryptedColumns()) {
-    const rows = await t.rows(`SELECT 1 FROM ${quoteIdentifier(column.table)} WHERE ${quoteIdentifier(column.tenantColumn)} = $1 AND ${oldVersionPredicate(column, 2)} LIMIT 1`, [
-      tenantId,
-      ...headerParams(keyId, active),
-    ]);
+/**
+ * Only the columns a key can have encrypted: a patient's key covers the patient-subject columns
+ * (and only that patient's rows, found through the (tenant_id, patient_id) indexes, so rotating
+ * every key of a tenant reads each row about once instead of once per patient); a tenant's key
+ * covers the tenant-subject columns.
+ */
+function columnsOf(patientId: string | null): EncryptedColumn[] {
+  return encryptedColumns().filter((c) => (c.subject.kind === "patient") === (patientId !== null));
+}
+
+function subjectClause(column: EncryptedColumn, patientId: string | null, bind: unknown[]): string {
+  if (column.subject.kind !== "patient" || patientId === null) return "";
+  return ` AND ${quoteIdentifier(column.subject.patientColumn)} = $${bind.push(patientId)}::uuid`;
+}
+
+async function oldCiphertextsRemain(ctx: ApplianceContext, t: Tx, keyId: string, tenantId: string, active: number, patientId: string | null): Promise<boolean> {
+  for (const column of columnsOf(patientId)) {
+    const bind: unknown[] = [tenantId, ...headerParams(keyId, active)];
+    const patientClause = subjectClause(column, patientId, bind);
+    const rows = await t.rows(
+      `SELECT 1 FROM ${quoteIdentifier(column.table)} WHERE ${quoteIdentifier(column.tenantColumn)} = $1 AND ${oldVersionPredicate(column, 2)}${patientClause} LIMIT 1`,
+      bind,
+    );
     if (rows.length > 0) return true;
   }
   return false;
@@ -229,7 +248,7 @@ export type ReencryptOutcome = { rewritten: number; failed: number; completed: s
  * columns, `batchSize` rows per transaction in the key's tenant scope, and marks a rotation
  * complete once no old-version ciphertext is left. `maxBatches` bounds one call's work.
  */
-export async function reencryptPending(ctx: ApplianceContext, options: { batchSize?: number; maxBatches?: number } = {}): Promise<ReencryptOutcome> {
+export async function reencryptPending(ctx: ApplianceContext, options: { batchSize?: number; maxBatches?: number; tenantRotationId?: string } = {}): Promise<ReencryptOutcome> {
   ctx.rootKey.assertUnsealed();
   const batchSize = options.batchSize ?? ctx.config.keys.reencryptBatchSize;
   let budget = options.maxBatches ?? Number.POSITIVE_INFINITY;
@@ -238,13 +257,20 @@ export async function reencryptPending(ctx: ApplianceContext, options: { batchSi
       key_id: string;
       tenant_id: string | null;
       active: number | null;
-    }>(`SELECT DISTINCT r.key_id, r.tenant_id, (SELECT version FROM keystore.data_keys d WHERE d.key_id = r.key_id AND d.state = 'active') AS active
-         FROM keystore.rotations r WHERE r.target = 'data-key' AND r.completed_at IS NULL ORDER BY r.key_id`),
+      patient_id: string | null;
+    }>(
+      `SELECT o.key_id, o.tenant_id, d.version AS active, d.patient_id
+         FROM (SELECT DISTINCT r.key_id, r.tenant_id FROM keystore.rotations r
+                WHERE r.target = 'data-key' AND r.completed_at IS NULL AND ($1::bigint IS NULL OR r.tenant_rotation_id = $1::bigint)) o
+         LEFT JOIN keystore.data_keys d ON d.key_id = o.key_id AND d.state = 'active'
+        ORDER BY o.key_id`,
+      [options.tenantRotationId ?? null],
+    ),
   );
   const outcome: ReencryptOutcome = { rewritten: 0, failed: 0, completed: [], open: open.length };
   for (const rotation of open) {
     if (budget <= 0) break;
-    const { key_id: keyId, tenant_id: tenantId, active } = rotation;
+    const { key_id: keyId, tenant_id: tenantId, active, patient_id: patientId } = rotation;
     if (!tenantId || active == null) {
       // No ciphertexts of its own (or the key was shredded meanwhile): nothing to rewrite.
       await inScope(ctx.db.app, { kind: "appliance" }, (t) => t.exec("UPDATE keystore.rotations SET completed_at = now() WHERE key_id = $1 AND completed_at IS NULL", [keyId]));
@@ -254,7 +280,7 @@ export async function reencryptPending(ctx: ApplianceContext, options: { batchSi
     }
     let failed = 0;
     let interrupted = false;
-    for (const column of encryptedColumns()) {
+    for (const column of columnsOf(patientId)) {
       let after: string | undefined;
       for (;;) {
         // Only batches that found rows count against the budget: a column with nothing to
@@ -264,7 +290,7 @@ export async function reencryptPending(ctx: ApplianceContext, options: { batchSi
           break;
         }
         const batch = await inScope(ctx.db.app, { kind: "tenant", tenantId }, async (t) => {
-          const result = await reencryptColumnBatch(ctx, t, column, keyId, tenantId, active, after, batchSize);
+          const result = await reencryptColumnBatch(ctx, t, column, keyId, tenantId, active, after, batchSize, patientId);
           if (result.rewritten > 0) {
             await t.exec("UPDATE keystore.rotations SET items_done = items_done + $1 WHERE key_id = $2 AND completed_at IS NULL AND to_version = $3", [
               result.rewritten,
@@ -285,7 +311,7 @@ export async function reencryptPending(ctx: ApplianceContext, options: { batchSi
     if (interrupted || failed > 0) continue;
     // Rows skipped because a request held them locked are caught by this check and the next run.
     const done = await inScope(ctx.db.app, { kind: "tenant", tenantId }, async (t) => {
-      if (await oldCiphertextsRemain(ctx, t, keyId, tenantId, active)) return false;
+      if (await oldCiphertextsRemain(ctx, t, keyId, tenantId, active, patientId)) return false;
       await t.exec("UPDATE keystore.rotations SET completed_at = now() WHERE key_id = $1 AND completed_at IS NULL AND to_version <= $2", [keyId, active]);
       return true;
     });

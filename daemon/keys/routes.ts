@@ -6,7 +6,8 @@ import type { ApplianceContext } from "../context.js";
 import { TooManyRequests } from "../kernel/errors.js";
 import { operatorOf, recordKeyEventAlone } from "../audit/append.js";
 import { flushNonceCounts } from "./keyring.js";
-import { reencryptPending, rewrapPending, rotateKek } from "./rotation.js";
+import { rewrapPending, rotateKek } from "./rotation.js";
+import { continueTenantRotation, startTenantRotation } from "./tenant-rotation.js";
 import { rotateDataKey, tenantKeyId } from "./data-key-rotation.js";
 import { AUDIT_SIGNING_KEY_ID } from "./audit-signing.js";
 import { cancelShred, listShredSchedule } from "./shred.js";
@@ -106,6 +107,7 @@ export const keysRoutes = [
         kek: status.kek,
         tenants: status.tenants.filter((t) => t.tenantId === actor.tenantId),
         rotations: status.rotations.filter((r) => r.keyId === tenantKeyId(actor.tenantId!)),
+        tenantRotations: status.tenantRotations.filter((r) => r.tenantId === actor.tenantId),
       };
     },
   ),
@@ -138,8 +140,9 @@ export const keysRoutes = [
       path: "/keys/rotate",
       action: "key:rotate",
       tag,
-      summary: "Rotate the KEK, a tenant's data key or the audit signing key, online (step-up MFA required)",
-      description: "Answers once the new version is active; rewrapping or re-encryption continues in the background.",
+      summary: "Rotate the KEK, a tenant's data keys or the audit signing key, online (step-up MFA required)",
+      description:
+        "KEK and audit signing key: answers once the new version is active; rewrapping continues in the background. Tenant: starts (or continues) a tenant rotation, which gives every data key of the tenant (one per patient) a new version and re-encrypts what they cover in the background; its progress is in `GET /keys` `tenantRotations`.",
       body: rotateRequest,
       response: rotationStarted,
       status: 202,
@@ -149,9 +152,9 @@ export const keysRoutes = [
       const by = operatorOf(req, res, actor);
       if (body.target === "tenant") {
         authorize(actor, "key:rotate", { tenantId: body.tenantId });
-        const rotated = await rotateDataKey(ctx, tenantKeyId(body.tenantId), "operator", by);
-        inBackground(ctx, "re-encryption", () => reencryptPending(ctx));
-        return rotated;
+        const { rotation, resumed } = await startTenantRotation(ctx, body.tenantId, by);
+        inBackground(ctx, "tenant key rotation", () => continueTenantRotation(ctx, rotation.id, { by }));
+        return { keyId: tenantKeyId(body.tenantId), tenantRotation: rotation, resumed };
       }
       authorize(actor, "key:rotate", { tenantId: null });
       if (body.target === "kek") {

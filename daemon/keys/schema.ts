@@ -37,6 +37,30 @@ const keyVersion = z.object({
   values: z.number().nullable(),
 });
 
+/** One tenant key rotation: every data key of the tenant gets a new version, then the values they cover are re-encrypted. */
+export const tenantRotationView = z.object({
+  /** The run. */
+  id: z.string(),
+  /** The tenant. */
+  tenantId: z.string(),
+  /** Where the run stands. */
+  state: z.enum(["rotating-keys", "re-encrypting", "finished"]),
+  /** When it started. */
+  startedAt: z.string(),
+  /** Data keys of the tenant when it started (one per patient, and the tenant's own where it has one). */
+  keysTotal: z.number(),
+  /** Keys given their new version so far. */
+  keysRotated: z.number(),
+  /** Keys whose values are all re-encrypted under their new version. */
+  keysReencrypted: z.number(),
+  /** Values re-encrypted so far. */
+  valuesReencrypted: z.number(),
+  /** When the last key got its new version. */
+  keysRotatedAt: z.string().nullable(),
+  /** When the last value was re-encrypted. */
+  completedAt: z.string().nullable(),
+});
+
 /**
  * `GET /api/v1/keys`. Tenant owners get seal, KEK, their own tenant and its rotations; appliance
  * operators also get the members marked optional here.
@@ -74,6 +98,8 @@ export const keyStatusResponse = z.object({
       itemsDone: z.number(),
     }),
   ),
+  /** The latest tenant key rotation of each tenant (every data key of the tenant gets a new version, then its values are re-encrypted), newest first. */
+  tenantRotations: z.array(tenantRotationView),
   /** Appliance-level keys (audit signing, internal); appliance operators only. */
   applianceKeys: z.array(z.object({ keyId: z.string(), kind: z.string(), versions: z.array(keyVersion) })).optional(),
   /** Crypto-shredding schedule summary; appliance operators only. */
@@ -117,14 +143,18 @@ export const rotateRequest = z.discriminatedUnion("target", [
 ]);
 
 export const rotationStarted = z.object({
-  /** The data key rotated (tenant and audit-signing rotations). */
+  /** The data key rotated (tenant and audit-signing rotations; `tenant/<id>` for a tenant). */
   keyId: z.string().optional(),
-  /** The version that was active. */
-  from: z.number().int(),
-  /** The new active version. */
-  to: z.number().int(),
+  /** The version that was active (KEK and audit-signing rotations). */
+  from: z.number().int().optional(),
+  /** The new active version (KEK and audit-signing rotations). */
+  to: z.number().int().optional(),
   /** False when the key was already rotated by a concurrent request. */
   rotated: z.boolean().optional(),
+  /** A tenant rotation: its progress (it continues in the background; `GET /keys` follows it). */
+  tenantRotation: tenantRotationView.optional(),
+  /** True when the tenant already had a rotation running: this continues it rather than starting another. */
+  resumed: z.boolean().optional(),
 });
 
 export const shredSubject = z.discriminatedUnion("kind", [
@@ -154,6 +184,7 @@ export type UnsealReq = z.infer<typeof unsealRequest>;
 export type SealReq = z.infer<typeof sealRequest>;
 export type RotateReq = z.infer<typeof rotateRequest>;
 export type RotationStartedRes = z.infer<typeof rotationStarted>;
+export type TenantRotationRes = z.infer<typeof tenantRotationView>;
 export type ShredSubjectReq = z.infer<typeof shredSubject>;
 export type ShredScheduleRes = z.infer<typeof shredScheduleResponse>;
 export type ShredCancelledRes = z.infer<typeof shredCancelled>;

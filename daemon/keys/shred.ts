@@ -113,8 +113,18 @@ function evictLocally(ctx: ApplianceContext, keyIds: string[]) {
 }
 
 /**
+ * Drops this daemon's cached copies of keys destroyed anywhere (another replica's job, the CLI, a
+ * restore re-applying the shredded list) as soon as PostgreSQL's notification arrives (migration
+ * 0070); an empty list (the listener was away) drops every cached key. Returns the unsubscribe.
+ */
+export function followDestroyedKeys(ctx: ApplianceContext): () => void {
+  return ctx.db.invalidations.subscribe("data-keys", (keyIds) => (keyIds.length ? evictLocally(ctx, keyIds) : ctx.rootKey.evictDataKeys(() => true)));
+}
+
+/**
  * The job: destroys the keys of every subject whose grace period has ended. Other replicas drop
- * their cached copies within keys.dataKeyCacheSeconds. Works while sealed (deleting needs no key).
+ * their cached copies when the deletion's notification arrives (`followDestroyedKeys`), within
+ * keys.dataKeyCacheSeconds at the latest. Works while sealed (deleting needs no key).
  */
 export async function destroyDueKeys(ctx: ApplianceContext): Promise<{ destroyed: Array<{ subject: string; keyVersions: number }> }> {
   const result = await inScope(ctx.db.app, { kind: "appliance" }, async (t) => {

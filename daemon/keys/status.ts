@@ -9,6 +9,7 @@ import { encryptedColumns, quoteIdentifier } from "./columns.js";
 import { readFieldHeader } from "./field-cipher.js";
 
 import { recoveryFingerprint } from "./recovery-crypto.js";
+import { listTenantRotations, type TenantRotation } from "./tenant-rotation.js";
 import { sealProgress, type SealProgress } from "./unseal/index.js";
 
 type VersionStatus = { version: number; state: "active" | "retired"; createdAt: string; retiredAt: string | null; encryptions: number; values: number | null };
@@ -39,6 +40,7 @@ export type KeyStatus = {
     completedAt: string | null;
     itemsDone: number;
   }>;
+  tenantRotations: TenantRotation[];
   shredding: { scheduled: number; nextDestroyAfter: string | null; destroyed: number };
   recovery: { fingerprint: string; createdAt: string; issuedAt: string | null; shares: number | null; threshold: number | null } | null;
   cache: { entries: number; capacity: number };
@@ -109,8 +111,11 @@ export async function describeKeys(ctx: ApplianceContext, options: { countValues
       completed_at: Date | null;
       items_done: string;
     }>(
-      "SELECT * FROM (SELECT * FROM keystore.rotations ORDER BY started_at DESC, id DESC LIMIT 50) r UNION SELECT * FROM keystore.rotations WHERE completed_at IS NULL ORDER BY started_at DESC",
+      // A tenant rotation's per-key rotations (one per patient) are summed up in tenantRotations.
+      `SELECT * FROM (SELECT * FROM keystore.rotations WHERE tenant_rotation_id IS NULL ORDER BY started_at DESC, id DESC LIMIT 50) r
+        UNION SELECT * FROM keystore.rotations WHERE completed_at IS NULL AND tenant_rotation_id IS NULL ORDER BY started_at DESC`,
     );
+    const tenantRotations = await listTenantRotations(ctx, t);
     const [shred] = await t.rows<{ scheduled: string; next: Date | null; destroyed: string }>(
       "SELECT (SELECT count(*) FROM keystore.shred_schedule) AS scheduled, (SELECT min(destroy_after) FROM keystore.shred_schedule) AS next, (SELECT count(*) FROM keystore.shredded) AS destroyed",
     );
@@ -165,6 +170,7 @@ export async function describeKeys(ctx: ApplianceContext, options: { countValues
         completedAt: iso(r.completed_at),
         itemsDone: Number(r.items_done),
       })),
+      tenantRotations,
       shredding: { scheduled: Number(shred?.scheduled ?? 0), nextDestroyAfter: iso(shred?.next ?? null), destroyed: Number(shred?.destroyed ?? 0) },
       recovery: recovery
         ? {

@@ -214,6 +214,9 @@ const HOLD_RE = /\uE000(\d+)\uE001/g;
 // aside before scrubbing so the token and date patterns cannot eat them.
 const UUID_RE = /\b[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\b/g;
 const ISO_TIMESTAMP_RE = /\b\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(?::\d{2}(?:[.,]\d{1,9})?)?(?:Z|[+-]\d{2}(?::?\d{2})?)?(?!\d)/g;
+// OpenSSH host-key fingerprints ("SHA256:" + 43 unpadded base64 characters) are public: an
+// operator compares them with `ssh-keygen -lf` output, so the token rule must not eat them.
+const SSH_FINGERPRINT_RE = /\bSHA256:[A-Za-z0-9+/]{43}(?![A-Za-z0-9+/=])/g;
 
 const MONTHS = "(?:Jan(?:uary)?|Feb(?:ruary)?|Mar(?:ch)?|Apr(?:il)?|May|June?|July?|Aug(?:ust)?|Sep(?:t(?:ember)?)?|Oct(?:ober)?|Nov(?:ember)?|Dec(?:ember)?)";
 
@@ -231,6 +234,23 @@ function looksRandom(s: string): boolean {
   // snake_case / kebab-case identifiers in a single case are words, not secrets;
   // random base64url is mixed-case, and base32/base36 secrets have no separators.
   return (hasUpper && hasLower) || !/[_-]/.test(s);
+}
+
+// Words that open a sentence about a secret rather than the secret itself.
+// prettier-ignore
+const PROSE_OPENERS: ReadonlySet<string> = new Set([
+  "run", "use", "enter", "type", "set", "see", "give", "provide", "supply", "read", "wait", "waiting",
+  "none", "not", "no", "missing", "required", "wrong", "incorrect", "invalid", "expired", "empty",
+  "changed", "unchanged", "reset", "accepted", "rejected", "too", "must", "is", "was", "the", "a", "an",
+]);
+
+/** True when the text after "password:" is prose (an instruction, a verdict, a command in backticks). */
+function isProse(value: string): boolean {
+  const trimmed = value.trim();
+  if (trimmed.startsWith("`")) return true;
+  // Lower case only: "Wrong" or "RUN" could be the start of a chosen passphrase.
+  const first = trimmed.split(/\s+/)[0]!.replace(/[.!]$/, "");
+  return PROSE_OPENERS.has(first);
 }
 
 const RULES: readonly Rule[] = [
@@ -271,10 +291,11 @@ const RULES: readonly Rule[] = [
   ],
   // Labelled values in prose ("patient name: ...", "password: ..."); values already replaced
   // by an earlier rule ("[email]") are left alone.
-  [
-    /\b((?:patient|full|first|last|given|family|middle)[ _-]?name|date of birth|dob|birth ?date|password|passphrase)(\s*:\s*)(?!\[)[^,;\r\n]{1,80}/gi,
-    (_m, label, sep) => `${label}${sep}${REDACTED}`,
-  ],
+  [/\b((?:patient|full|first|last|given|family|middle)[ _-]?name|date of birth|dob|birth ?date)(\s*:\s*)(?!\[)[^,;\r\n]{1,80}/gi, (_m, label, sep) => `${label}${sep}${REDACTED}`],
+  // A password or passphrase after its label is redacted to the end of the clause (a
+  // passphrase may be several words), unless the clause is the rest of a sentence about it:
+  // an instruction ("passphrase: run `wardkeep unseal`") or a verdict ("password: wrong").
+  [/\b(password|passphrase)(\s*:\s*)(?!\[)([^,;\r\n]{1,80})/gi, (m, label, sep, value) => (isProse(value) ? m : `${label}${sep}${REDACTED}`)],
   // Secrets: hex keys/hashes, random base64url/base32, padded or '+'-bearing base64.
   [/\b[0-9a-fA-F]{32,}\b/g, () => "[token]"],
   [/(?<![A-Za-z0-9_-])[A-Za-z0-9_-]{32,}={0,2}(?![A-Za-z0-9_=-])/g, (m) => (looksRandom(m) ? "[token]" : m)],
@@ -290,7 +311,7 @@ export function scrubText(text: string): string {
     return `${HOLD_OPEN}${held.length - 1}${HOLD_CLOSE}`;
   };
   let out = text.replace(/[\uE000\uE001]/g, "");
-  out = out.replace(UUID_RE, hold).replace(ISO_TIMESTAMP_RE, hold);
+  out = out.replace(UUID_RE, hold).replace(ISO_TIMESTAMP_RE, hold).replace(SSH_FINGERPRINT_RE, hold);
   for (const [pattern, replace] of RULES) {
     out = out.replace(pattern, replace as (match: string, ...rest: unknown[]) => string);
   }

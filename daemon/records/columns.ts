@@ -25,6 +25,7 @@ import {
   KeyDestroyed,
   registerEncryptedColumn,
   type LockedWriteKey,
+  type WriteKey,
 } from "../keys/index.js";
 
 const COLUMNS = {
@@ -58,6 +59,15 @@ export async function sealRow<T extends RecordsTable>(
   locked?: LockedWriteKey,
 ): Promise<Partial<Record<ColumnOf<T>, Buffer | null>>> {
   const key = await dataKeyFor(ctx, t, { kind: "patient", tenantId: where.tenantId, patientId: where.patientId }, locked);
+  return sealRowWith(key, where, values);
+}
+
+/** `sealRow` with a write key the caller already holds (`hintedWriteKey`); zeroes it when done. */
+export function sealRowWith<T extends RecordsTable>(
+  key: WriteKey,
+  where: { tenantId: string; table: T; rowId: string },
+  values: Partial<Record<ColumnOf<T>, string | Buffer | null | undefined>>,
+): Partial<Record<ColumnOf<T>, Buffer | null>> {
   try {
     const out: Partial<Record<ColumnOf<T>, Buffer | null>> = {};
     for (const [column, value] of Object.entries(values) as [ColumnOf<T>, string | Buffer | null | undefined][]) {

@@ -6,6 +6,7 @@ import { startAppliance, type Appliance } from "../../daemon/appliance.js";
 import type { Clock } from "../../daemon/clock.js";
 import { loadConfig } from "../../daemon/config/load.js";
 import type { Config } from "../../daemon/config/schema.js";
+import { undocumentedSuccesses } from "../../daemon/kernel/define-route.js";
 import { createLogger } from "../../daemon/log/logger.js";
 import { createTestDatabase, type TestDatabase } from "./postgres.js";
 
@@ -70,6 +71,9 @@ export async function startTestAppliance(opts: { env?: Record<string, string>; c
     baseUrl: `https://localhost:${appliance.server.port}`,
     async close() {
       await appliance.stop();
+      // Every success this appliance sent had the status its OpenAPI operation declares.
+      const mismatches = undocumentedSuccesses();
+      if (mismatches.length > 0) throw new Error(`routes answered with statuses their OpenAPI operations do not declare: ${mismatches.join("; ")}`);
       if (!opts.db) await db.drop();
       if (!opts.dataDir) fs.rmSync(dataDir, { recursive: true, force: true });
     },

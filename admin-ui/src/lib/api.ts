@@ -7,7 +7,7 @@
  * also shown to the listeners registered with `onApiResponse` (the session store watches for
  * "your session ended" and for the support-access header there).
  */
-import type { CapabilitiesRes, SecuritySettingsRes, SupportRequestRes, TenantRes, UserRes } from "../../../daemon/access/schema.js";
+import type { CapabilitiesRes, CreatedTenantRes, SecuritySettingsRes, SupportRequestRes, TenantRes, UserRes } from "../../../daemon/access/schema.js";
 import type { AuditSearchRes, ExportJobRes, ExportListRes, PublicKeyRes, TimelineRes, VerifyReportRes } from "../../../daemon/audit/schema.js";
 import type {
   InviteAcceptRes,
@@ -182,6 +182,8 @@ export const api = {
   },
   tenants: {
     list: () => request<TenantRes[]>("GET", `${V1}/tenants`),
+    create: (body: { name: string; slug?: string; ownerEmail?: string }) => request<CreatedTenantRes>("POST", `${V1}/tenants`, body),
+    update: (id: string, body: { name?: string; status?: "active" | "suspended" }) => request<TenantRes>("PATCH", `${V1}/tenants/${seg(id)}`, body),
   },
   securitySettings: {
     get: () => request<SecuritySettingsRes>("GET", `${V1}/settings/security`),
@@ -213,6 +215,9 @@ export const api = {
   keys: {
     status: () => request<KeyStatusRes>("GET", `${V1}/keys`),
     sealStatus: () => request<SealProgressRes>("GET", `${V1}/keys/seal-status`),
+    /** One passphrase, or one custodian's share per call; `{}` retries a key file or HSM; `{reset: true}` discards entered shares. */
+    unseal: (body: { passphrase: string } | { share: string } | { reset: true } | Record<string, never>) => request<SealProgressRes>("POST", `${V1}/keys/unseal`, body),
+    seal: (body: { reason?: string }) => request<SealProgressRes>("POST", `${V1}/keys/seal`, body),
     rotate: (body: KeyRotation) => request<unknown>("POST", `${V1}/keys/rotate`, body),
   },
   audit: {

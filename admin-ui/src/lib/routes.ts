@@ -10,6 +10,7 @@ import PageSecuritySettings from "../pages/PageSecuritySettings.svelte";
 import PageSessions from "../pages/PageSessions.svelte";
 import PageSetup from "../pages/PageSetup.svelte";
 import PageSupportRequests from "../pages/PageSupportRequests.svelte";
+import PageTenants from "../pages/PageTenants.svelte";
 import PageUsers from "../pages/PageUsers.svelte";
 
 /**
@@ -40,6 +41,7 @@ export type ScreenRoute = {
 
 export const ROUTES = [
   { path: "/", page: PageHome, label: "Appliance status", section: "Overview" },
+  { path: "/tenants", page: PageTenants, label: "Tenants", section: "People", action: "tenant:create" },
   { path: "/users", page: PageUsers, label: "Users & invites", section: "People", action: "user:list" },
   { path: "/support", page: PageSupportRequests, label: "Support access", section: "People", action: "support_request:list" },
   { path: "/settings/security", page: PageSecuritySettings, label: "Security settings", section: "People", action: "security_settings:read" },

@@ -17,7 +17,9 @@ import {
   rewrapPending,
   rotateDataKey,
   rotateKek,
+  rotateTenantKeys,
   tenantKeyId,
+  type TenantRotation,
   initialiseKeyStore,
   rekeyKeyStore,
   describeKeys,
@@ -81,6 +83,11 @@ function deliverShares(shares: string[], threshold: number, outDir: string | und
   };
 }
 
+function tenantProgressLine(p: TenantRotation): string {
+  if (p.state === "rotating-keys") return `rotating keys: ${p.keysRotated} of ${p.keysTotal} at a new version`;
+  return `re-encrypting: ${p.keysReencrypted} of ${p.keysRotated} key(s) done, ${p.valuesReencrypted} value(s) re-encrypted${p.state === "finished" ? "; finished" : ""}`;
+}
+
 function summarise(status: KeyStatus, daemon: Record<string, unknown> | undefined): string[] {
   const lines = [
     `key store: ${status.seal.initialised ? `initialised, unseal mode ${status.seal.mode}` : "not initialised"}`,
@@ -93,6 +100,7 @@ function summarise(status: KeyStatus, daemon: Record<string, unknown> | undefine
     lines.push(`tenant ${t.tenantId}: ${versions || "no tenant key yet"}; ${t.patientKeys} patient key(s)${t.shredScheduledFor ? `; SHREDDING after ${t.shredScheduledFor}` : ""}`);
   }
   for (const a of status.applianceKeys) lines.push(`${a.keyId}: ${a.versions.map((v) => `v${v.version} ${v.state}`).join(", ")}`);
+  for (const r of status.tenantRotations.filter((x) => !x.completedAt)) lines.push(`tenant rotation open: tenant ${r.tenantId}, ${tenantProgressLine(r)}`);
   for (const r of status.rotations.filter((x) => !x.completedAt)) lines.push(`rotation open: ${r.keyId ?? "KEK"} v${r.from} -> v${r.to}, ${r.itemsDone} rewritten so far`);
   lines.push(
     `shredding: ${status.shredding.scheduled} scheduled${status.shredding.nextDestroyAfter ? ` (next ${status.shredding.nextDestroyAfter})` : ""}, ${status.shredding.destroyed} destroyed`,
@@ -195,9 +203,9 @@ export function registerKeys(program: Command) {
 
   keys
     .command("rotate")
-    .description("rotate the KEK (rewraps every data key now), a tenant's data key, or the audit signing key")
+    .description("rotate the KEK (rewraps every data key now), a tenant's data keys (every patient's key, then re-encrypts their values; resumable), or the audit signing key")
     .option("--kek", "rotate the root key-encryption key")
-    .option("--tenant <id>", "rotate this tenant's data key (the running daemon re-encrypts old values in the background)")
+    .option("--tenant <id>", "rotate every data key of this tenant and re-encrypt what they cover, with progress; run it again to resume an interrupted rotation")
     .option("--audit-signing", "rotate the audit checkpoint signing key pair")
     .option("--current-passphrase-file <file>", "file holding the unseal passphrase (passphrase mode)")
     .option("--share-file <file>", "a custodian share (shamir mode); repeat", collect)
@@ -220,13 +228,22 @@ export function registerKeys(program: Command) {
         );
         return;
       }
-      const keyId = opts.tenant ? tenantKeyId(opts.tenant) : "audit-signing";
-      const result = await withKeys(secret, (ctx) => rotateDataKey(ctx, keyId, "operator", CLI_OPERATOR));
-      printResult(
-        global,
-        result,
-        `${keyId} rotated: v${result.from} -> v${result.to}; new writes use v${result.to}${opts.tenant ? "; the running daemon re-encrypts older values in the background (see `wardkeep keys status`)" : ""}`,
-      );
+      if (opts.tenant) {
+        const tenantId = opts.tenant;
+        // Progress on stderr (stdout stays the result, or the one JSON object with --json); it is
+        // persisted after each batch, so a killed run resumes from the last line printed.
+        const progress = (p: TenantRotation) => process.stderr.write(`${tenantProgressLine(p)}\n`);
+        const { rotation, resumed } = await withKeys(secret, (ctx) => rotateTenantKeys(ctx, tenantId, CLI_OPERATOR, { onProgress: progress }));
+        printResult(global, { keyId: tenantKeyId(tenantId), tenantRotation: rotation, resumed }, [
+          ...(resumed ? [`resumed the tenant key rotation started ${rotation.startedAt}`] : []),
+          rotation.state === "finished"
+            ? `tenant ${tenantId}: ${rotation.keysRotated} data key(s) at a new version, ${rotation.valuesReencrypted} value(s) re-encrypted; finished`
+            : `tenant ${tenantId}: ${tenantProgressLine(rotation)}; some values could not be re-encrypted now (locked or unreadable: see the daemon log); key maintenance retries them (wardkeep keys status)`,
+        ]);
+        return;
+      }
+      const result = await withKeys(secret, (ctx) => rotateDataKey(ctx, "audit-signing", "operator", CLI_OPERATOR));
+      printResult(global, result, `audit-signing rotated: v${result.from} -> v${result.to}; new writes use v${result.to}`);
     });
 
   keys

@@ -5,7 +5,6 @@
  *   is the age of the newest one there; retention marks rows `pruned`).
  * - `pitr_base_backups`: one row per physical base backup run, with the WAL range it needs.
  * - `pitr_drills`: point-in-time recovery drills (chosen time, achieved recovery point, RTO, checks).
- * - `backup_alerts` gains the kinds of the WAL archive, base backups and PITR drills.
  */
 export const sql = /* sql */ `
 CREATE TABLE pitr_wal (
@@ -61,10 +60,4 @@ ALTER TABLE pitr_drills ENABLE ROW LEVEL SECURITY;
 ALTER TABLE pitr_drills FORCE ROW LEVEL SECURITY;
 CREATE POLICY pitr_drills_appliance ON pitr_drills USING (app_is_appliance_scope()) WITH CHECK (app_is_appliance_scope());
 GRANT SELECT, INSERT, UPDATE ON pitr_drills TO {{app_role}};
-
-ALTER TABLE backup_alerts DROP CONSTRAINT backup_alerts_kind_check;
-ALTER TABLE backup_alerts ADD CONSTRAINT backup_alerts_kind_check CHECK (kind IN (
-  'snapshot_failed', 'snapshot_stale', 'drill_failed', 'drill_stale', 'worm_not_enforced', 'not_configured',
-  'target_failed', 'snapshot_vanished', 'snapshot_appeared', 'attachment_missing',
-  'wal_ship_failed', 'wal_spool_full', 'rpo_exceeded', 'archiver_failed', 'base_backup_failed', 'pitr_drill_failed'));
 `;

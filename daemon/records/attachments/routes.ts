@@ -27,6 +27,19 @@ function mediaTypeOf(req: Request): string {
   return type;
 }
 
+const BIDI_CONTROLS = /[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]/;
+
+/**
+ * Types a browser may render or run when the download is opened in a tab. Anything else is sent as
+ * application/octet-stream: an uploaded HTML or SVG file must never execute script on the
+ * appliance's origin, whatever Content-Disposition and the CSP say (nosniff is on every response).
+ */
+const PASSIVE_TYPE = /^(audio|video)\/|^image\/(png|jpeg|gif|webp|tiff|bmp|heic|heif|avif)$|^application\/(pdf|dicom|zip)$|^text\/(plain|csv)$/;
+
+export function servedMediaType(stored: string): string {
+  return PASSIVE_TYPE.test(stored) ? stored : "application/octet-stream";
+}
+
 /** RFC 6266 filename from Content-Disposition (`filename*` in RFC 8187 UTF-8 form wins over `filename`). */
 export function filenameOf(header: string | undefined): string | null {
   if (!header) return null;
@@ -49,6 +62,8 @@ export function filenameOf(header: string | undefined): string | null {
   if (name.length === 0 || name.length > 255) throw invalid("the filename must be 1 to 255 characters");
   // eslint-disable-next-line no-control-regex
   if (/[\u0000-\u001f\u007f/\\]/.test(name)) throw invalid("the filename must not contain path separators or control characters");
+  // Bidirectional overrides and isolates make "invoice\u202Efdp.exe" display as "invoiceexe.pdf" (CVE-2021-42574's trick).
+  if (BIDI_CONTROLS.test(name)) throw invalid("the filename must not contain bidirectional control characters");
   return name;
 }
 
@@ -99,7 +114,7 @@ async function sendDownload(ctx: ApplianceContext, req: Request, res: Response):
   const p = patientItemParams.parse(req.params);
   const dl = await openDownload(ctx, currentActor(res), p.id, p.itemId, requestMeta(req, res));
   res.status(200);
-  res.setHeader("Content-Type", dl.attachment.mediaType);
+  res.setHeader("Content-Type", servedMediaType(dl.attachment.mediaType));
   res.setHeader("Content-Length", String(dl.attachment.sizeBytes));
   res.setHeader("Content-Disposition", contentDisposition(dl.attachment.filename));
   res.setHeader("Repr-Digest", `sha-256=:${Buffer.from(dl.attachment.sha256, "hex").toString("base64")}:`);
@@ -149,7 +164,11 @@ export const attachmentRoutes = [
       description:
         "Repr-Digest (RFC 9530) carries the SHA-256 of the content. A stored file that fails authentication ends the response early instead of sending unauthenticated bytes.",
       params: patientItemParams,
-      response: { mediaType: "application/octet-stream", description: "The content, with its stored media type as Content-Type" },
+      response: {
+        mediaType: "application/octet-stream",
+        description:
+          "The content, with its stored media type as Content-Type when that type is passive (audio, video, raster images, PDF, plain text); otherwise application/octet-stream",
+      },
     },
     ({ ctx, req, res }) => sendDownload(ctx, req, res),
   ),

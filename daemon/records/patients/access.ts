@@ -3,9 +3,9 @@ import { authorize, can, type Action } from "../../kernel/policy.js";
 import { auditIntakeFrom, auditWriteFailed, phiAuditEvent, type PhiEvent, notifyAuditIntake } from "../../audit/append.js";
 import type { RequestMeta } from "../../kernel/request-meta.js";
 import type { ApplianceContext } from "../../context.js";
-import { sql, type SqlFragment, type Tx } from "../../db/sql.js";
+import { sql, sqlState, type SqlFragment, type Tx } from "../../db/sql.js";
 import { Forbidden, NotFound } from "../../kernel/errors.js";
-import { lockedWriteKeyOf, lockedWriteKeySql, type LockedWriteKey } from "../../keys/index.js";
+import { hintedKeyHolds, hintedWriteKey, lockedWriteKeyOf, lockedWriteKeySql, settleHintedWrite, type LockedWriteKey, type WriteKey } from "../../keys/index.js";
 
 /**
  * The first step of every patient-data request: find the (not purged) patient in the actor's
@@ -102,6 +102,77 @@ export async function openPatient(
  * read the policy refuses writes no read event (it gets the denial event every 403 gets). An
  * unknown patient writes nothing and is a 404, as in `openPatient`.
  */
+/**
+ * The policy's answers for `action` under each of the four combinations of the facts, as SQL over
+ * the FROM item `p` of `patientWithFacts`: true where the row's facts select an allowed
+ * combination. Only the policy table decides: this asks it four times, it holds no rule itself.
+ */
+function allowedByPolicy(actor: Actor, action: Action, tenantId: string): SqlFragment {
+  // Indexed by 2 * assigned + break_glass, the order of the array below.
+  const decisions = [false, true].flatMap((assigned) => [false, true].map((breakGlass) => can(actor, action, { tenantId, patient: { assigned, breakGlass } })));
+  return sql`(${`{${decisions.join(",")}}`}::boolean[])[1 + 2 * p.assigned::int + p.break_glass::int]`;
+}
+
+/** The break-glass flag of an event written by a statement over `p`: the facts say it. */
+const BREAK_GLASS_OF_ROW = { break_glass: "NOT p.assigned AND p.break_glass" };
+
+/**
+ * A patient-data write whose whole database work is one round trip, when this process holds the
+ * patient's write key (`hintedWriteKey`): the values are encrypted first, then `BEGIN`, the scope,
+ * one statement and `COMMIT` go out together (`singleStatementInScope`). The statement finds the
+ * patient with the policy's facts, takes the key's lock and reads its active version, and writes
+ * (`write`: data-modifying WITH queries over `p`, the last one named `written`, whose rows `event`'s
+ * audit INSERT joins) only
+ * where the policy allows the facts' combination (`allowedByPolicy`) and the hinted key is still
+ * the active version. `openPatient` + the write + its event cost two round trips.
+ *
+ * Resolves to undefined, having written nothing, when the key was not cached here or changed in
+ * between (a rotation, a shred), or when PostgreSQL refused the statement: the caller then takes
+ * its two-round-trip path, which makes or reads the key under the lock and reports a failure
+ * precisely. The caller reuses its row ids there, so a write can never land twice. Unknown patients are 404 and refusals 403, from `decide`, as in
+ * `openPatient`; in both cases nothing was written.
+ */
+export async function writePatientInOneTrip(
+  ctx: ApplianceContext,
+  actor: Actor,
+  action: Action,
+  patientId: string,
+  event: Omit<PhiEvent, "tenantId" | "patientId" | "breakGlass">,
+  meta: RequestMeta,
+  write: (key: WriteKey, allowed: SqlFragment) => SqlFragment,
+): Promise<{ patient: PatientRow; breakGlass: boolean } | undefined> {
+  const tenantId = tenantOf(actor);
+  const subject = { kind: "patient", tenantId, patientId } as const;
+  const key = hintedWriteKey(ctx, subject);
+  if (!key) return undefined;
+  const allowed = sql`${allowedByPolicy(actor, action, tenantId)} AND ${hintedKeyHolds("p", key)}`;
+  const statement = write(key, allowed); // encrypts; zeroes the key
+  const audit = auditIntakeFrom(ctx, phiAuditEvent(actor, { ...event, tenantId, patientId }, meta), { from: "p, written", where: sql`true`, expressions: BREAK_GLASS_OF_ROW });
+  const facts = patientWithFacts({ patientId, tenantId, actorId: actor.userId, now: ctx.clock.now() }, lockedWriteKeySql(subject));
+  let row: (PatientWithFacts & { written: boolean } & Record<string, unknown>) | undefined;
+  try {
+    [row] = await ctx.db.app.singleStatementInScope<PatientWithFacts & { written: boolean }>(
+      { kind: "tenant", tenantId },
+      sql`WITH p AS (${facts}), ${statement}, audited AS (${audit}) SELECT p.*, EXISTS (SELECT 1 FROM written) AS written FROM p`,
+    );
+  } catch (err) {
+    // PostgreSQL refused the statement and rolled it back: nothing was written. The general path
+    // runs the same work as separate statements and says which one failed (the audit trail's 503,
+    // or the record's own error). Without an SQLSTATE the connection itself failed, and whether
+    // the COMMIT took effect is unknown: no second attempt then.
+    if (sqlState(err)) return undefined;
+    throw err;
+  }
+  if (!row) return decide(actor, action, tenantId, undefined);
+  const { key: locked, rest } = lockedWriteKeyOf(subject, row);
+  const { written, ...patientFacts } = rest;
+  const decided = decide(actor, action, tenantId, patientFacts);
+  if (!written) return undefined;
+  settleHintedWrite(ctx, locked);
+  notifyAuditIntake(ctx);
+  return decided;
+}
+
 export async function readPatient(
   ctx: ApplianceContext,
   actor: Actor,
@@ -111,12 +182,10 @@ export async function readPatient(
   meta: RequestMeta,
 ): Promise<{ patient: PatientRow; breakGlass: boolean }> {
   const tenantId = tenantOf(actor);
-  // Indexed by 2 * assigned + break_glass, the order of the array below.
-  const decisions = [false, true].flatMap((assigned) => [false, true].map((breakGlass) => can(actor, action, { tenantId, patient: { assigned, breakGlass } })));
   const audit = auditIntakeFrom(ctx, phiAuditEvent(actor, { ...event, tenantId, patientId }, meta), {
     from: "p",
-    where: sql`(${`{${decisions.join(",")}}`}::boolean[])[1 + 2 * p.assigned::int + p.break_glass::int]`,
-    expressions: { break_glass: "NOT p.assigned AND p.break_glass" },
+    where: allowedByPolicy(actor, action, tenantId),
+    expressions: BREAK_GLASS_OF_ROW,
   });
   let row: PatientWithFacts | undefined;
   try {

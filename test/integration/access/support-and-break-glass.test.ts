@@ -48,6 +48,18 @@ describe("care team", () => {
     expect(await mayReadNotes(doctor, patientId)).toEqual({ allowed: false });
     expectProblem(await doctor.agent.post(`/api/v1/patients/${patientId}/care-team`).send({ userId: doctor.user.id }), 403, "forbidden");
   });
+  it("shows a practitioner the care team only of a patient they may see", async () => {
+    const admin = await signIn(app, { role: "admin", tenantId });
+    const doctor = await signIn(app, { role: "practitioner", tenantId });
+    const colleague = await signIn(app, { role: "practitioner", tenantId });
+    const patientId = await createPatient(app, tenantId);
+    await admin.agent.post(`/api/v1/patients/${patientId}/care-team`).send({ userId: colleague.user.id }).expect(200);
+    expectProblem(await doctor.agent.get(`/api/v1/patients/${patientId}/care-team`), 403, "forbidden");
+    const seen = await colleague.agent.get(`/api/v1/patients/${patientId}/care-team`).expect(200);
+    expect(seen.body.map((m: { userId: string }) => m.userId)).toEqual([colleague.user.id]);
+    const listed = await admin.agent.get(`/api/v1/patients/${patientId}/care-team`);
+    expect(listed.body).toHaveLength(1);
+  });
 });
 
 describe("break-glass", () => {

@@ -44,6 +44,54 @@ describe("tenants", () => {
   });
 });
 
+describe("creating a tenant with its first owner", () => {
+  it("makes the slug from the name, and answers with the owner's invite, which the owner accepts", async () => {
+    const superAdmin = await signIn(app, { role: "super_admin" });
+    const first = await superAdmin.agent.post("/api/v1/tenants").send({ name: "St. Mary's Cardiology", ownerEmail: "Owner.StMarys@Hospital.example" }).expect(201);
+    expect(first.body).toMatchObject({
+      name: "St. Mary's Cardiology",
+      slug: "st-marys-cardiology",
+      status: "active",
+      ownerInvite: { email: "owner.stmarys@hospital.example", token: expect.stringMatching(/^wki_/), expiresAt: expect.any(String) },
+    });
+    // The same name again gets the next free slug rather than a conflict.
+    const second = await superAdmin.agent.post("/api/v1/tenants").send({ name: "St. Mary's Cardiology" }).expect(201);
+    expect(second.body).toMatchObject({ slug: "st-marys-cardiology-2", ownerInvite: null });
+
+    const accepted = await request(app.baseUrl).post("/api/v1/invites/accept").ca(app.caPem).send({ token: first.body.ownerInvite.token, password: "juniper-cobalt-harbor-77" });
+    expect(accepted.status).toBe(201);
+    expect(accepted.body).toMatchObject({ role: "owner", tenantId: first.body.id });
+    const events = await auditEvents(app, { action: "invite.create" });
+    expect(events.find((e) => e.resource_id === first.body.ownerInvite.id)).toMatchObject({ tenant_id: first.body.id, actor_user_id: superAdmin.user.id, reason: "role owner" });
+  });
+
+  it("leaves no tenant behind when the owner email already has an account", async () => {
+    const superAdmin = await signIn(app, { role: "super_admin" });
+    const taken = await superAdmin.agent.post("/api/v1/tenants").send({ name: "Taken Owner Clinic", ownerEmail: superAdmin.user.email });
+    expectProblem(taken, 409, "conflict");
+    expect(taken.body.detail).toBe("an account with this email address already exists");
+    const names = (await superAdmin.agent.get("/api/v1/tenants").expect(200)).body.map((t: { name: string }) => t.name);
+    expect(names).not.toContain("Taken Owner Clinic");
+    expectProblem(await superAdmin.agent.post("/api/v1/tenants").send({ name: "No Owner", ownerEmail: "not-an-email" }), 400, "invalid-request");
+  });
+
+  it("refuses a suspended tenant's API tokens, and takes them again once resumed", async () => {
+    const superAdmin = await signIn(app, { role: "super_admin" });
+    const tenant = await createTenant(app, "Token Suspension Clinic");
+    const admin = await signIn(app, { role: "admin", tenantId: tenant.id });
+    const created = await admin.agent
+      .post("/api/v1/api-tokens")
+      .send({ name: "EHR interface", role: "front_desk", scopes: ["patient:read"] })
+      .expect(201);
+    const bearer = () => request(app.baseUrl).get("/api/v1/auth/session").ca(app.caPem).set("Authorization", `Bearer ${created.body.token}`);
+    expect((await bearer()).status).toBe(200);
+    await superAdmin.agent.patch(`/api/v1/tenants/${tenant.id}`).send({ status: "suspended" }).expect(200);
+    expectProblem(await bearer(), 401, "unauthorized");
+    await superAdmin.agent.patch(`/api/v1/tenants/${tenant.id}`).send({ status: "active" }).expect(200);
+    expect((await bearer()).body).toMatchObject({ via: "api-token", user: { role: "front_desk", tenantId: tenant.id } });
+  });
+});
+
 describe("managing accounts", () => {
   it("ends a deactivated account's sessions at once and lets it back in only when reactivated", async () => {
     const tenant = await createTenant(app, "Deactivation Ward");

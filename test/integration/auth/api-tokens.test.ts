@@ -87,7 +87,7 @@ describe("API tokens for service accounts", () => {
     expect(events.some((e) => e.resource_id === id && e.actor_user_id === admin.user.id)).toBe(true);
   });
 
-  it("stops at once on the replica that revoked it, and on another replica within auth.apiTokenCacheSeconds", async () => {
+  it("stops at once on the replica that revoked it, and on another replica as soon as PostgreSQL announces the change", async () => {
     // A second daemon on the same database and data directory (keys, TLS), like a replica.
     const replica = await startTestAppliance({ db: app.db, clock, dataDir: app.dataDir });
     try {
@@ -98,12 +98,14 @@ describe("API tokens for service accounts", () => {
       expect((await bearer(token).get("/api/v1/auth/session")).status).toBe(200);
       await admin.agent.delete(`/api/v1/api-tokens/${id}`).expect(200);
       expect((await bearer(token).get("/api/v1/auth/session")).status).toBe(401);
-      // The other replica still trusts its answer of a moment ago...
-      clock.advance(1_500);
-      expect((await onReplica()).status).toBe(200);
-      // ...and asks PostgreSQL again once it is older than the cache time.
-      clock.advance(600);
-      expectProblem(await onReplica(), 401, "unauthorized");
+      // The other replica cached its answer a moment ago (the test clock stands still, so the
+      // cache time never runs out here), and drops it when the revocation's NOTIFY arrives.
+      let res = await onReplica();
+      for (let i = 0; res.status === 200 && i < 40; i++) {
+        await new Promise((r) => setTimeout(r, 50));
+        res = await onReplica();
+      }
+      expectProblem(res, 401, "unauthorized");
     } finally {
       await replica.close();
     }

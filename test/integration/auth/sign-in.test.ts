@@ -144,6 +144,23 @@ describe("signing in", () => {
     expectProblem(again, 401, "unauthorized");
   });
 
+  it("answers concurrent code submissions one by one: one succeeds, the rest are refused, none fails", async () => {
+    const statuses: number[] = [];
+    for (let round = 0; round < 4; round++) {
+      const user = await signIn(app, { role: "practitioner", tenantId });
+      clock.advance(31_000);
+      const res = await login(user.user.email, user.password);
+      const headers = { Cookie: cookieOf(res), "X-CSRF-Token": res.body.csrfToken };
+      const wrong = user.totp() === "000000" ? "111111" : "000000";
+      const bodies = [...Array(4)].flatMap(() => [{ code: user.totp() }, { code: wrong }, { recoveryCode: user.recoveryCodes[0]! }]);
+      // Staggered, so some arrive while the first success commits (the interleaving that deadlocked).
+      const answers = await Promise.all(bodies.map((b, i) => new Promise((r) => setTimeout(r, i * 4)).then(() => post("/api/v1/auth/mfa").set(headers).send(b))));
+      statuses.push(...answers.map((a) => a.status));
+    }
+    expect(statuses.filter((s) => s >= 500)).toEqual([]);
+    expect(statuses.filter((s) => s === 200).length).toBeGreaterThanOrEqual(4);
+  });
+
   it("locks the second factor after 5 wrong codes", async () => {
     const user = await signIn(app, { role: "practitioner", tenantId });
     const res = await login(user.user.email, user.password);

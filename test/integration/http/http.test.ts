@@ -1,4 +1,10 @@
+import fs from "node:fs";
 import http from "node:http";
+import os from "node:os";
+import path from "node:path";
+import express from "express";
+import { adminUiRoutes } from "../../../daemon/http/admin-ui.js";
+import { notFoundHandler, problemMiddleware } from "../../../daemon/http/problem.js";
 import tls from "node:tls";
 import request from "supertest";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -80,12 +86,12 @@ describe("HTTPS and security headers", () => {
     await expect(request(app.baseUrl).get("/healthz")).rejects.toThrow(/self[- ]signed|unable to verify|certificate/i);
   });
 
-  it("only redirects on the plain HTTP port, keeping path and query", async () => {
+  it("only redirects on the plain HTTP port, to the configured host name whatever Host says, keeping path and query", async () => {
     const res = await new Promise<http.IncomingMessage>((resolve, reject) =>
-      http.get({ host: "127.0.0.1", port: app.server.redirectPort, path: "/api/v1/setup?x=1", headers: { host: "wardkeep.example.org" } }, resolve).on("error", reject),
+      http.get({ host: "127.0.0.1", port: app.server.redirectPort, path: "/api/v1/setup?x=1", headers: { host: "evil.example.org" } }, resolve).on("error", reject),
     );
     expect(res.statusCode).toBe(308);
-    expect(res.headers.location).toBe(`https://wardkeep.example.org:${app.server.port}/api/v1/setup?x=1`);
+    expect(res.headers.location).toBe(`https://${app.config.server.publicHostname}:${app.server.port}/api/v1/setup?x=1`);
   });
 });
 
@@ -113,6 +119,39 @@ describe("problem+json errors", () => {
     const paths = (res.body.errors as { path: string }[]).map((e) => e.path);
     expect(paths).toEqual(expect.arrayContaining(["email", "password"]));
     expect(JSON.stringify(res.body)).not.toContain("zebulon");
+  });
+});
+
+describe("input is never echoed, and text stays as sent", () => {
+  it("names unknown keys by count and lists the allowed ones, never the caller's key", async () => {
+    const res = await post("/api/v1/setup").send({ token: "t", email: "a@b.org", password: "p", "Jane Roe, HIV positive": 1, "MRN 8812": 2 });
+    expectProblem(res, 400, "invalid-request");
+    const unknown = (res.body.errors as { path: string; message: string; code: string }[]).find((e) => e.code === "unrecognized_keys");
+    expect(unknown).toEqual({ path: "(body)", code: "unrecognized_keys", message: "2 unknown keys; allowed: email, password, token" });
+    expect(JSON.stringify(res.body)).not.toMatch(/Jane|HIV|8812/);
+  });
+
+  it("refuses a lone surrogate on an identity route instead of rewriting it", async () => {
+    const res = await post("/api/v1/auth/login").send({ email: "someone@hospital.example", password: "correct\ud800horse" });
+    expectProblem(res, 400, "invalid-request");
+    expect(res.body.detail).toContain("not well-formed Unicode");
+  });
+
+  it("answers a missing admin UI asset with 404 problem+json", async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "wardkeep-ui-"));
+    fs.mkdirSync(path.join(dir, "assets"));
+    fs.writeFileSync(path.join(dir, "index.html"), "<!doctype html><title>x</title>");
+    fs.writeFileSync(path.join(dir, "assets", "app.js"), "export {};");
+    const ui = express().use(adminUiRoutes(dir)).use(notFoundHandler).use(problemMiddleware(app.ctx.log));
+    try {
+      expect((await request(ui).get("/assets/app.js")).status).toBe(200);
+      const res = await request(ui).get("/assets/missing-0123abcd.js");
+      expect(res.status).toBe(404);
+      expect(res.headers["content-type"]).toMatch(/^application\/problem\+json/);
+      expect(res.body).toMatchObject({ type: "urn:wardkeep:problem:not-found", status: 404 });
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
 

@@ -74,7 +74,7 @@ describe("GET /api/v1/keys", () => {
     const tenant = await createTenant(app, "Owner's clinic");
     const owner = await signIn(app, { role: "owner", tenantId: tenant.id });
     const res = await owner.agent.get("/api/v1/keys").expect(200);
-    expect(Object.keys(res.body).sort()).toEqual(["kek", "rotations", "seal", "tenants"]);
+    expect(Object.keys(res.body).sort()).toEqual(["kek", "rotations", "seal", "tenantRotations", "tenants"]);
     expect(res.body.tenants.every((t: { tenantId: string }) => t.tenantId === tenant.id)).toBe(true);
   });
 });
@@ -103,8 +103,9 @@ describe("POST /api/v1/keys/rotate", () => {
     const owner = await signIn(app, { role: "owner", tenantId: tenant.id });
     expectProblem(await owner.agent.post("/api/v1/keys/rotate").send({ target: "kek" }), 403, "forbidden");
     expectProblem(await owner.agent.post("/api/v1/keys/rotate").send({ target: "tenant", tenantId: other.id }), 403, "forbidden");
-    // Nothing is encrypted for the tenant yet: there is no key to rotate.
-    expectProblem(await owner.agent.post("/api/v1/keys/rotate").send({ target: "tenant", tenantId: tenant.id }), 404, "not-found");
+    // Nothing is encrypted for the tenant yet: the rotation has no key to give a new version.
+    const empty = await owner.agent.post("/api/v1/keys/rotate").send({ target: "tenant", tenantId: tenant.id }).expect(202);
+    expect(empty.body).toMatchObject({ keyId: `tenant/${tenant.id}`, resumed: false, tenantRotation: { keysTotal: 0 } });
     expectProblem(await owner.agent.post("/api/v1/keys/rotate").send({ target: "everything" }), 400, "invalid-request");
   });
 });

@@ -298,6 +298,33 @@ describe("attachments", () => {
     expect(((await download(clinic.doctor, a.body.id)).body as Buffer).length).toBe(300_000);
   });
 
+  it("serves uploaded HTML and SVG as an octet-stream download, never as a page, and refuses names with bidirectional controls", async () => {
+    const d = clinic.doctor.agent;
+    for (const [type, body] of [
+      ["text/html", "<script>alert(document.cookie)</script>"],
+      ["image/svg+xml", '<svg xmlns="http://www.w3.org/2000/svg" onload="alert(1)"/>'],
+    ] as const) {
+      const up = await d.post(attachments()).set("Content-Type", type).set("Content-Disposition", "attachment; filename=x").send(Buffer.from(body));
+      expect(up.status, JSON.stringify(up.body)).toBe(201);
+      expect(up.body.mediaType).toBe(type);
+      const dl = await download(clinic.doctor, up.body.id);
+      expect(dl.headers["content-type"]).toBe("application/octet-stream");
+      expect(dl.headers["content-disposition"]).toMatch(/^attachment/);
+      expect(dl.headers["x-content-type-options"]).toBe("nosniff");
+      expect((dl.body as Buffer).toString()).toBe(body);
+    }
+    const pdf = await d.post(attachments()).set("Content-Type", "application/pdf").send(Buffer.from("%PDF-1.7"));
+    expect((await download(clinic.doctor, pdf.body.id)).headers["content-type"]).toBe("application/pdf");
+    // "invoice<RLO>fdp.exe" shows as "invoiceexe.pdf".
+    const bidi = await d
+      .post(attachments())
+      .set("Content-Type", "application/pdf")
+      .set("Content-Disposition", "attachment; filename*=UTF-8''invoice%E2%80%AEfdp.exe")
+      .send(Buffer.from("x"));
+    expectProblem(bidi, 400, "invalid-request");
+    expect(JSON.stringify(bidi.body)).toContain("bidirectional");
+  });
+
   it("keeps front desk and other roles out and refuses form encodings, bad names and kinds", async () => {
     const up = (who: SignedIn) => who.agent.post(attachments()).set("Content-Type", "application/pdf").send(Buffer.from("%PDF-1.7"));
     for (const who of [clinic.frontDesk, clinic.admin, clinic.auditor, clinic.otherDoctor]) expectProblem(await up(who), 403, "forbidden");

@@ -8,6 +8,7 @@ import { createNote, getNote } from "../../../daemon/records/notes/service.js";
 import { getPatient } from "../../../daemon/records/patients/service.js";
 import { startTestAppliance, type TestAppliance } from "../../helpers/appliance.js";
 import { recordPoolWire } from "../../helpers/wire.js";
+import { auditEvents } from "../auth/identity-helpers.js";
 import { asSuperuser, assignCareTeam, openClinic, registerPatient, type Clinic } from "./helpers.js";
 
 /**
@@ -33,7 +34,7 @@ afterAll(async () => {
 });
 
 describe("round trips of the records hot paths", () => {
-  it("reads a patient in one round trip and writes a note in two", async () => {
+  it("reads a patient in one round trip and writes a note in one once the patient's key is cached (two before)", async () => {
     const { wire, close } = await recordPoolWire(app.ctx.db, "app");
     try {
       // Warm: data keys cached, statements prepared on the connection.
@@ -47,13 +48,56 @@ describe("round trips of the records hot paths", () => {
       // Prepared on the connection: the read sent no Parse, only Bind/Execute.
       expect(wire.statements).toEqual([]);
       wire.reset();
-      const note = await createNote(app.ctx, doctor, patientId, { kind: "note", body: "Two round trips" }, meta);
-      // The patient check with its data key lock and version; the note, its audit event and COMMIT.
+      const note = await createNote(app.ctx, doctor, patientId, { kind: "note", body: "One round trip" }, meta);
+      // The check, the key's lock and version, the note, its audit event: one statement, with BEGIN and COMMIT.
+      expect(wire.roundTrips).toBe(1);
+      expect((await getNote(app.ctx, doctor, patientId, note.id, meta)).body).toBe("One round trip");
+
+      // A patient whose key is not in this process's cache: two, the key read under its lock.
+      const fresh = (await registerPatient(clinic, { name: "Hellé Nice" })).id;
+      await assignCareTeam(clinic, fresh);
+      app.ctx.rootKey.evictDataKeys(() => true);
+      wire.reset();
+      const first = await createNote(app.ctx, doctor, fresh, { kind: "note", body: "first under a new key" }, meta);
       expect(wire.roundTrips).toBe(2);
-      expect((await getNote(app.ctx, doctor, patientId, note.id, meta)).body).toBe("Two round trips");
+      wire.reset();
+      await createNote(app.ctx, doctor, fresh, { kind: "note", body: "second" }, meta);
+      expect(wire.roundTrips).toBe(1);
+      expect((await getNote(app.ctx, doctor, fresh, first.id, meta)).body).toBe("first under a new key");
     } finally {
       await close();
     }
+  });
+});
+
+describe("the one-round-trip note write refuses as the two-round-trip one does", () => {
+  const notesOf = async (id: string) => (await asSuperuser<{ n: number }>(app, "SELECT count(*)::int AS n FROM notes WHERE patient_id = $1", [id]))[0]!.n;
+  const createEventsOf = async (id: string) => (await auditEvents(app, { action: "note.create" })).filter((e) => e.patient_id === id).length;
+
+  it("writes nothing for a practitioner off the care team (403), an unknown patient (404) or when the audit event cannot be written (503)", async () => {
+    // The doctor's writes put the patient's key in this process's cache: the next writes take the one-trip path.
+    await createNote(app.ctx, doctor, patientId, { kind: "note", body: "cached" }, meta);
+    const notes = await notesOf(patientId);
+    const events = await createEventsOf(patientId);
+
+    const stranger: Actor = { userId: clinic.otherDoctor.user.id, role: "practitioner", tenantId: clinic.tenant.id, via: "session", mfaVerifiedAt: new Date() };
+    await expect(createNote(app.ctx, stranger, patientId, { kind: "note", body: "not my patient" }, meta)).rejects.toMatchObject({ status: 403 });
+    const unknown = "00000000-0000-4000-8000-00000000beef";
+    await expect(createNote(app.ctx, doctor, unknown, { kind: "note", body: "nobody" }, meta)).rejects.toMatchObject({ status: 404 });
+
+    await asSuperuser(app, "REVOKE INSERT ON audit_intake FROM wardkeep_app");
+    try {
+      await expect(createNote(app.ctx, doctor, patientId, { kind: "note", body: "unaudited" }, meta)).rejects.toMatchObject({ status: 503 });
+    } finally {
+      await asSuperuser(app, "GRANT INSERT ON audit_intake TO wardkeep_app");
+    }
+    expect(await notesOf(patientId)).toBe(notes);
+    expect(await createEventsOf(patientId)).toBe(events);
+    // And the path still writes, with its event, once the grant is back.
+    const note = await createNote(app.ctx, doctor, patientId, { kind: "note", body: "audited again" }, meta);
+    expect((await getNote(app.ctx, doctor, patientId, note.id, meta)).body).toBe("audited again");
+    expect(await notesOf(patientId)).toBe(notes + 1);
+    expect(await createEventsOf(patientId)).toBe(events + 1);
   });
 });
 

@@ -3,7 +3,7 @@ import request from "supertest";
 import { describe, expect, it } from "vitest";
 import { z } from "zod";
 import type { ApplianceContext } from "../../../daemon/context.js";
-import { defineRoute, mountRoutes, operationIdOf, type Route, type RouteBinding } from "../../../daemon/kernel/define-route.js";
+import { defineRoute, mountRoutes, operationIdOf, undocumentedSuccesses, type Route, type RouteBinding } from "../../../daemon/kernel/define-route.js";
 import { buildOpenApiDocument } from "../../../daemon/kernel/openapi.js";
 
 /**
@@ -121,6 +121,22 @@ describe("defineRoute", () => {
       .send(Buffer.alloc(4 * 1024 * 1024));
     expect(res.status).toBe(400);
     expect(res.headers.connection).toBe("close");
+  });
+
+  it("sends the documented status from a handler that writes its own answer, and records a success sent with another", async () => {
+    const raw = { mediaType: "text/plain", description: "A report" } as const;
+    const streamed = defineRoute({ method: "post", path: "/kernel-test/reports", action: "public", tag: "records", summary: "Stream", response: raw, status: 201 }, ({ res }) => {
+      res.type("text/plain").end("made");
+    });
+    const liar = defineRoute({ method: "post", path: "/kernel-test/liar", action: "public", tag: "records", summary: "Lies", response: raw, status: 201 }, ({ res }) => {
+      res.status(200).type("text/plain").end("made");
+    });
+    const app = appWith([streamed, liar]);
+    const first = await request(app).post("/api/v1/kernel-test/reports").expect(201);
+    expect(first.text).toBe("made");
+    expect(undocumentedSuccesses()).toEqual([]);
+    await request(app).post("/api/v1/kernel-test/liar").expect(200);
+    expect(undocumentedSuccesses()).toEqual(["POST /api/v1/kernel-test/liar sent 200, documents 201"]);
   });
 
   it("refuses a second definition of the same method and path, and an action the policy does not know", () => {

@@ -361,6 +361,29 @@ describe("scrubText", () => {
     expect(scrubText("wrapped q83vEjRWeJCrze8SNFZ4kKvN7xI0VniQq83vEjRWeJA=")).toBe("wrapped [token]");
   });
 
+  it("redacts a password or passphrase after its label, whole clause, and keeps the rest of the line", () => {
+    expect(scrubText("login with password: hunter2, user 4")).toBe("login with password: [REDACTED], user 4");
+    expect(scrubText("passphrase: correct horse battery staple")).toBe("passphrase: [REDACTED]");
+    expect(scrubText("Passphrase: Run fast 42; retry")).toBe("Passphrase: [REDACTED]; retry");
+  });
+
+  it("keeps a sentence about a passphrase: the instruction or verdict after the label is not a secret", () => {
+    for (const text of [
+      "waiting for the unseal passphrase: run `wardkeep unseal`",
+      "unseal passphrase: wrong, 2 attempts left",
+      "password: not set for user 4",
+      "passphrase: `wardkeep keys rekey --unseal passphrase`",
+    ]) {
+      expect(scrubText(text), text).toBe(text);
+    }
+  });
+
+  it("keeps an SFTP host-key fingerprint (public) while a bare base64 secret of the same length is masked", () => {
+    const line = "target nas: the server presented host key SHA256:uNiVztksCsDhcc0u9e8BujQXVUpKZIDTMczCvj3tD2s, not the pinned SHA256:+Ab/9xQz1kLmNoPqRsTuVwXyZaBcDeFgHiJkLmNoPqR";
+    expect(scrubText(line)).toBe(line);
+    expect(scrubText("wrapped uNiVztksCsDhcc0u9e8BujQXVUpKZIDTMczCvj3tD2s")).toBe("wrapped [token]");
+  });
+
   it("keeps UUIDs, ISO timestamps, request paths and status codes", () => {
     const line = `GET /api/v1/tenants/${UUID}/patients/${UUID} 200 at ${TIMESTAMP} (2026-11-23T10:00:00.123+01:00) took 12ms`;
     expect(scrubText(line)).toBe(line);

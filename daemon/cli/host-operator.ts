@@ -1,0 +1,57 @@
+import type { Command } from "commander";
+import type { z } from "zod";
+import { loadConfig } from "../config/load.js";
+import type { Config } from "../config/schema.js";
+import type { ApplianceContext } from "../context.js";
+import { pendingMigrations } from "../db/migrate.js";
+import { AppError } from "../kernel/errors.js";
+import { withOfflineContext, withUnsealedContext, type UnsealOpts } from "./offline-context.js";
+import { CliError } from "./output.js";
+
+/**
+ * What the account-administration commands (`tenant`, `user`, `token`) share: they call the same
+ * services as the HTTP routes, as the host operator (kernel/actor.ts `HOST_OPERATOR`), on an
+ * offline context. Work that signs something with a key derived from the root key (invite links,
+ * API tokens) needs the key store unsealed for the command; the rest does not.
+ */
+export async function withHostOperator<T>(opts: UnsealOpts & { unseal: boolean }, work: (ctx: ApplianceContext) => Promise<T>): Promise<T> {
+  if (opts.unseal) return withUnsealedContext(opts, work);
+  try {
+    return await withOfflineContext(loadConfig(), async (ctx) => {
+      if ((await pendingMigrations(ctx.db.app)).length) throw new CliError("the database schema is not current; run `wardkeep migrate` first");
+      return work(ctx);
+    });
+  } catch (err) {
+    if (err instanceof AppError) throw new CliError(err.message);
+    throw err;
+  }
+}
+
+function collect(value: string, previous: string[] = []): string[] {
+  return [...previous, value];
+}
+
+/** The options of a command that unseals the key store for its own duration. */
+export function unsealOptions(c: Command): Command {
+  return c
+    .option("--passphrase-file <file>", "file holding the unseal passphrase (passphrase mode)")
+    .option("--share-file <file>", "a custodian share (shamir mode); repeat", collect);
+}
+
+/** The address people open an invite link at: the appliance's public host name and port. */
+export function inviteLink(config: Config, token: string): string {
+  const port = config.server.port === 443 || config.server.port === 0 ? "" : `:${config.server.port}`;
+  return `https://${config.server.publicHostname}${port}/#/invite/${token}`;
+}
+
+/**
+ * Validates a command's options with the route's own request schema, so the CLI accepts exactly
+ * what the API accepts; the first problem becomes one line naming the option (`--slug: ...`).
+ */
+export function parseOptions<S extends z.ZodType>(schema: S, input: unknown, flags: Record<string, string>): z.infer<S> {
+  const parsed = schema.safeParse(input);
+  if (parsed.success) return parsed.data;
+  const issue = parsed.error.issues[0]!;
+  const key = String(issue.path[0] ?? "");
+  throw new CliError(`${flags[key] ?? (key ? `--${key}` : "input")}: ${issue.message}`);
+}

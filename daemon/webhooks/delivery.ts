@@ -1,0 +1,381 @@
+import fs from "node:fs";
+import http from "node:http";
+import https from "node:https";
+import tls from "node:tls";
+import type { ApplianceContext } from "../context.js";
+import { inScope } from "../db/sql.js";
+import { AppError } from "../kernel/errors.js";
+import { recordEvent, SYSTEM_ACTOR } from "../audit/append.js";
+import { allowListEntryFor, assertAddressLiteral, DestinationRefused, guardedLookup, parseDestination, readAllowList, type AllowListEntry } from "./destinations.js";
+import { openWebhookSecret, signV1 } from "./secrets.js";
+import { onPublished } from "./wake.js";
+
+/**
+ * The outbound delivery worker (docs/webhooks.md, "Delivery"). Every replica runs one; each
+ * claims due deliveries with FOR UPDATE SKIP LOCKED and a lease, so a delivery is sent by one
+ * replica at a time and one that died mid-attempt is picked up again when its lease ends
+ * (at-least-once: receivers deduplicate on `webhook-id`, as Standard Webhooks asks).
+ *
+ * An attempt's outcome:
+ * - 2xx: delivered;
+ * - 410 Gone: the delivery goes to the dead-letter list and the endpoint is disabled;
+ * - a destination the allow-list rules refuse: dead-letter list at once (retrying cannot help);
+ * - anything else (3xx, which is never followed, 4xx, 5xx, timeout, connection failure): retried
+ *   after `retryDelayMs(attempt)`, or later if the answer's Retry-After asks, until
+ *   `webhooks.maxAttempts`; then the dead-letter list.
+ */
+
+type Claimed = {
+  id: string;
+  attempts: number;
+  tenant_id: string | null;
+  message_id: string;
+  body: string;
+  endpoint_id: string;
+  url: string;
+  secret: Buffer;
+  secret_version: number;
+  previous_secret: Buffer | null;
+  previous_secret_version: number | null;
+  previous_secret_expires_at: Date | null;
+};
+
+type Outcome = "delivered" | "failed" | "gone" | "refused";
+
+type AttemptResult = {
+  deliveryId: string;
+  endpointId: string;
+  tenantId: string | null;
+  attempt: number;
+  startedAt: Date;
+  durationMs: number;
+  statusCode: number | null;
+  outcome: Outcome;
+  error: string | null;
+  nextAttemptAt: Date | null;
+};
+
+/** Retry-After may ask for at most this (a receiver cannot park a delivery for ever). */
+const RETRY_AFTER_MAX_MS = 24 * 3_600_000;
+/** Bytes of a response body read (and thrown away) so the connection can be reused. */
+const RESPONSE_READ_LIMIT = 64 * 1024;
+
+/** Wait after failed attempt `n` (1-based): retryBaseMs × 4^(n−1), at most retryMaxMs. */
+export function retryDelayMs(ctx: ApplianceContext, attempt: number): number {
+  const { retryBaseMs, retryMaxMs } = ctx.config.webhooks;
+  return Math.min(retryMaxMs, retryBaseMs * 4 ** (attempt - 1));
+}
+
+/** Retry-After as delay-seconds or an HTTP date (RFC 9110 §10.2.3), in milliseconds from `now`. */
+export function parseRetryAfter(value: string | undefined, now: Date): number | undefined {
+  if (!value) return undefined;
+  const v = value.trim();
+  if (/^\d+$/.test(v)) return Math.min(Number(v) * 1000, RETRY_AFTER_MAX_MS);
+  const at = Date.parse(v);
+  if (Number.isNaN(at)) return undefined;
+  return Math.min(Math.max(0, at - now.getTime()), RETRY_AFTER_MAX_MS);
+}
+
+type Answer = { statusCode: number; retryAfter: string | undefined };
+
+export class DeliveryWorker {
+  private readonly httpAgent = new http.Agent({ keepAlive: true, maxSockets: 256 });
+  private readonly httpsAgent: https.Agent;
+  private inFlight = 0;
+  private readonly results: AttemptResult[] = [];
+  private flushing: Promise<void> | undefined;
+  private signal: (() => void) | undefined;
+  private woken = false;
+  private stopped = false;
+  private loop: Promise<void> | undefined;
+  private allowList: { at: number; list: AllowListEntry[] } | undefined;
+  private readonly idle = new Set<() => void>();
+  private readonly unsubscribe: () => void;
+
+  constructor(private readonly ctx: ApplianceContext) {
+    const extraCa = ctx.config.webhooks.caFile ? fs.readFileSync(ctx.config.webhooks.caFile, "utf8") : undefined;
+    this.httpsAgent = new https.Agent({ keepAlive: true, maxSockets: 256, ...(extraCa ? { ca: [...tls.rootCertificates, extraCa] } : {}) });
+    this.unsubscribe = onPublished(ctx, () => this.wake());
+  }
+
+  start(): this {
+    this.loop ??= this.run();
+    return this;
+  }
+
+  wake(): void {
+    this.woken = true;
+    this.signal?.();
+  }
+
+  /** Resolves when nothing is in flight or waiting to be recorded (tests, the bench). */
+  settled(): Promise<void> {
+    if (this.inFlight === 0 && this.results.length === 0 && !this.flushing) return Promise.resolve();
+    return new Promise((resolve) => this.idle.add(resolve));
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    this.unsubscribe();
+    this.signal?.();
+    await this.loop;
+    while (this.inFlight > 0 || this.results.length > 0 || this.flushing) await this.settled();
+    this.httpAgent.destroy();
+    this.httpsAgent.destroy();
+  }
+
+  private async run(): Promise<void> {
+    const { pollIntervalMs, concurrency, batchSize } = this.ctx.config.webhooks;
+    while (!this.stopped) {
+      const want = Math.min(concurrency - this.inFlight, batchSize);
+      let claimed = 0;
+      if (want > 0 && !this.ctx.rootKey.isSealed) {
+        try {
+          claimed = await this.claimAndSend(want);
+        } catch (err) {
+          this.ctx.log.warn(`webhooks: claiming deliveries failed: ${(err as Error).message}`);
+        }
+      }
+      // A full claim means more may be due: go again at once (or when a slot frees). Otherwise
+      // sleep until an event is published here, a slot frees, or the next poll.
+      if (claimed > 0 && claimed === want && this.inFlight < concurrency) continue;
+      await this.sleep(pollIntervalMs);
+    }
+  }
+
+  private sleep(ms: number): Promise<void> {
+    if (this.woken) {
+      this.woken = false;
+      return Promise.resolve();
+    }
+    return new Promise((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        this.signal = undefined;
+        this.woken = false;
+        resolve();
+      };
+      const timer = setTimeout(done, ms);
+      timer.unref();
+      this.signal = done;
+    });
+  }
+
+  private async currentAllowList(fresh = false): Promise<AllowListEntry[]> {
+    // Re-read at most every 2 s: a host removed from the list stops receiving within that time
+    // (one just approved is seen at once: a miss re-reads before refusing).
+    if (!fresh && this.allowList && Date.now() - this.allowList.at < 2000) return this.allowList.list;
+    const list = await inScope(this.ctx.db.app, { kind: "appliance" }, (tx) => readAllowList(tx));
+    this.allowList = { at: Date.now(), list };
+    return list;
+  }
+
+  private async claimAndSend(limit: number): Promise<number> {
+    const now = this.ctx.clock.now();
+    const lease = new Date(now.getTime() + this.ctx.config.webhooks.timeoutMs * 2 + 30_000);
+    const rows = await inScope(this.ctx.db.app, { kind: "appliance" }, (tx) =>
+      tx.rows<Claimed>(
+        `UPDATE webhook_deliveries d SET claimed_until = $2
+           FROM (SELECT d2.id FROM webhook_deliveries d2 JOIN webhook_endpoints e2 ON e2.id = d2.endpoint_id
+                  WHERE d2.status = 'pending' AND d2.next_attempt_at <= $1 AND (d2.claimed_until IS NULL OR d2.claimed_until <= $1) AND e2.status = 'enabled'
+                  ORDER BY d2.next_attempt_at LIMIT $3 FOR UPDATE OF d2 SKIP LOCKED) c,
+                webhook_messages m, webhook_endpoints e
+          WHERE d.id = c.id AND m.id = d.message_id AND e.id = d.endpoint_id
+        RETURNING d.id, d.attempts, d.tenant_id, m.id AS message_id, m.body, e.id AS endpoint_id, e.url, e.secret, e.secret_version,
+                  e.previous_secret, e.previous_secret_version, e.previous_secret_expires_at`,
+        [now, lease, limit],
+      ),
+    );
+    if (rows.length === 0) return 0;
+    const allowList = await this.currentAllowList();
+    const secrets = new Map<string, Buffer[]>();
+    for (const row of rows) {
+      this.inFlight++;
+      void this.attempt(row, allowList, secrets).then((result) => this.finished(result));
+    }
+    return rows.length;
+  }
+
+  /** The secrets that sign now: the current one, and the previous one during a rotation's overlap. */
+  private signingSecrets(row: Claimed, cache: Map<string, Buffer[]>, now: Date): Buffer[] {
+    const key = `${row.endpoint_id}:${row.secret_version}:${row.previous_secret_expires_at && row.previous_secret_expires_at > now ? "2" : "1"}`;
+    let secrets = cache.get(key);
+    if (!secrets) {
+      secrets = [openWebhookSecret(this.ctx, row.secret, { kind: "endpoint", id: row.endpoint_id, version: row.secret_version })];
+      if (row.previous_secret && row.previous_secret_version && row.previous_secret_expires_at && row.previous_secret_expires_at > now) {
+        secrets.push(openWebhookSecret(this.ctx, row.previous_secret, { kind: "endpoint", id: row.endpoint_id, version: row.previous_secret_version }));
+      }
+      cache.set(key, secrets);
+    }
+    return secrets;
+  }
+
+  private async attempt(row: Claimed, allowList: AllowListEntry[], cache: Map<string, Buffer[]>): Promise<AttemptResult> {
+    const attempt = row.attempts + 1;
+    const startedAt = this.ctx.clock.now();
+    const t0 = performance.now();
+    const result = (outcome: Outcome, statusCode: number | null, error: string | null, retryAfterMs?: number): AttemptResult => {
+      const max = this.ctx.config.webhooks.maxAttempts;
+      const retry = outcome === "failed" && attempt < max;
+      const delay = retry ? Math.max(retryDelayMs(this.ctx, attempt), retryAfterMs ?? 0) : 0;
+      return {
+        deliveryId: row.id,
+        endpointId: row.endpoint_id,
+        tenantId: row.tenant_id,
+        attempt,
+        startedAt,
+        durationMs: Math.round(performance.now() - t0),
+        statusCode,
+        outcome,
+        error: error?.slice(0, 300) ?? null,
+        nextAttemptAt: retry ? new Date(this.ctx.clock.now().getTime() + delay) : null,
+      };
+    };
+    try {
+      const dest = parseDestination(this.ctx, row.url);
+      const entry = allowListEntryFor(allowList, dest.host, dest.port) ?? allowListEntryFor(await this.currentAllowList(true), dest.host, dest.port);
+      if (!entry) throw new DestinationRefused(`${dest.host}:${dest.port} is no longer on the allow-list`);
+      assertAddressLiteral(dest.host, entry.allowPrivate);
+      const timestamp = Math.floor(this.ctx.clock.now().getTime() / 1000);
+      const signature = this.signingSecrets(row, cache, startedAt)
+        .map((s) => signV1(s, row.message_id, timestamp, row.body))
+        .join(" ");
+      const answer = await this.post(
+        dest.url,
+        dest.secure,
+        entry.allowPrivate,
+        {
+          "content-type": "application/json",
+          "user-agent": "Wardkeep-Webhooks/1",
+          "webhook-id": row.message_id,
+          "webhook-timestamp": String(timestamp),
+          "webhook-signature": signature,
+          "content-length": String(Buffer.byteLength(row.body)),
+        },
+        row.body,
+      );
+      const code = answer.statusCode;
+      if (code >= 200 && code < 300) return result("delivered", code, null);
+      if (code === 410) return result("gone", code, "the endpoint answered 410 Gone; it was disabled");
+      const retryAfterMs = parseRetryAfter(answer.retryAfter, this.ctx.clock.now());
+      if (code >= 300 && code < 400) return result("failed", code, `redirect (HTTP ${code}) not followed`, retryAfterMs);
+      return result("failed", code, `HTTP ${code}`, retryAfterMs);
+    } catch (err) {
+      if (err instanceof DestinationRefused) return result("refused", null, `refused: ${err.message}`);
+      if (err instanceof AppError) return result("failed", null, err.detail); // sealed while the attempt was prepared
+      const e = err as NodeJS.ErrnoException;
+      if (e.name === "TimeoutError" || e.name === "AbortError") return result("failed", null, `no answer within ${this.ctx.config.webhooks.timeoutMs} ms`);
+      if (e.cause instanceof DestinationRefused) return result("refused", null, `refused: ${e.cause.message}`);
+      return result("failed", null, e.code ? `connection failed (${e.code})` : "connection failed");
+    }
+  }
+
+  private post(url: URL, secure: boolean, allowPrivate: boolean, headers: Record<string, string>, body: string): Promise<Answer> {
+    return new Promise<Answer>((resolve, reject) => {
+      const req = (secure ? https : http).request(url, {
+        method: "POST",
+        headers,
+        agent: secure ? this.httpsAgent : this.httpAgent,
+        lookup: guardedLookup(allowPrivate) as unknown as http.RequestOptions["lookup"],
+        signal: AbortSignal.timeout(this.ctx.config.webhooks.timeoutMs),
+      });
+      req.on("error", reject);
+      req.on("response", (res) => {
+        let read = 0;
+        res.on("data", (chunk: Buffer) => {
+          read += chunk.length;
+          if (read > RESPONSE_READ_LIMIT) res.destroy();
+        });
+        const answer = { statusCode: res.statusCode ?? 0, retryAfter: res.headers["retry-after"] };
+        res.on("end", () => resolve(answer));
+        res.on("close", () => resolve(answer));
+        res.on("error", () => resolve(answer));
+      });
+      req.end(body);
+    });
+  }
+
+  private finished(result: AttemptResult): void {
+    this.inFlight--;
+    this.results.push(result);
+    this.wake(); // a slot is free
+    void this.flush();
+  }
+
+  /** Records finished attempts in one statement (the delivery's new state and its log row), serially. */
+  private flush(): Promise<void> {
+    if (this.flushing) return this.flushing;
+    this.flushing = (async () => {
+      while (this.results.length > 0) {
+        const batch = this.results.splice(0, this.results.length);
+        try {
+          await this.record(batch);
+        } catch (err) {
+          // The lease runs out and the deliveries are attempted again: at-least-once, never lost.
+          this.ctx.log.warn(`webhooks: recording ${batch.length} attempt(s) failed: ${(err as Error).message}`);
+        }
+      }
+    })().finally(() => {
+      this.flushing = undefined;
+      if (this.inFlight === 0 && this.results.length === 0) {
+        for (const resolve of this.idle) resolve();
+        this.idle.clear();
+      } else if (this.results.length > 0) void this.flush();
+    });
+    return this.flushing;
+  }
+
+  private async record(batch: AttemptResult[]): Promise<void> {
+    const now = this.ctx.clock.now();
+    await inScope(this.ctx.db.app, { kind: "appliance" }, async (tx) => {
+      await tx.exec(
+        `WITH r AS (
+           SELECT * FROM unnest($1::uuid[], $2::int[], $3::text[], $4::int[], $5::int[], $6::text[], $7::timestamptz[], $8::timestamptz[])
+             AS r(id, attempt, outcome, status_code, duration_ms, error, next_at, started_at)
+         ), upd AS (
+           UPDATE webhook_deliveries d SET
+             attempts = r.attempt,
+             status = CASE WHEN r.outcome = 'delivered' THEN 'delivered' WHEN r.next_at IS NULL THEN 'dead' ELSE 'pending' END,
+             next_attempt_at = r.next_at,
+             claimed_until = NULL,
+             last_status_code = r.status_code,
+             last_error = r.error,
+             dead_reason = CASE WHEN r.outcome = 'delivered' OR r.next_at IS NOT NULL THEN NULL
+                                WHEN r.outcome = 'gone' THEN 'gone' WHEN r.outcome = 'refused' THEN 'destination_refused' ELSE 'exhausted' END,
+             finished_at = CASE WHEN r.next_at IS NULL THEN $9::timestamptz END
+           FROM r WHERE d.id = r.id AND d.status = 'pending'
+           RETURNING d.id, d.tenant_id
+         )
+         INSERT INTO webhook_attempts (delivery_id, attempt, tenant_id, started_at, duration_ms, status_code, outcome, error, next_attempt_at)
+         SELECT r.id, r.attempt, upd.tenant_id, r.started_at, r.duration_ms, r.status_code, r.outcome, r.error, r.next_at FROM r JOIN upd ON upd.id = r.id
+         ON CONFLICT DO NOTHING`,
+        [
+          batch.map((r) => r.deliveryId),
+          batch.map((r) => r.attempt),
+          batch.map((r) => r.outcome),
+          batch.map((r) => r.statusCode),
+          batch.map((r) => r.durationMs),
+          batch.map((r) => r.error),
+          batch.map((r) => r.nextAttemptAt),
+          batch.map((r) => r.startedAt),
+          now,
+        ],
+      );
+      const gone = [...new Set(batch.filter((r) => r.outcome === "gone").map((r) => r.endpointId))];
+      if (gone.length === 0) return;
+      const disabled = await tx.rows<{ id: string; tenant_id: string | null }>(
+        "UPDATE webhook_endpoints SET status = 'disabled', disabled_reason = 'gone', disabled_at = $2, updated_at = $2 WHERE id = ANY($1::uuid[]) AND status = 'enabled' RETURNING id, tenant_id",
+        [gone, now],
+      );
+      for (const e of disabled) {
+        await recordEvent(
+          this.ctx,
+          tx,
+          SYSTEM_ACTOR,
+          { action: "webhook.endpoint.disable", resourceType: "webhook_endpoint", resourceId: e.id, tenantId: e.tenant_id, outcome: "success", reason: "410 gone" },
+          null,
+        );
+      }
+    });
+  }
+}

@@ -1,0 +1,101 @@
+import http from "node:http";
+import type { AddressInfo } from "node:net";
+import { Webhook } from "standardwebhooks";
+
+/**
+ * A real HTTP receiver for outbound webhooks that checks every request with the Standard
+ * Webhooks reference code (`standardwebhooks` Webhook.verify) against the secrets the test gives
+ * it. `answer` decides the response per request (default 204), so a test can play an endpoint
+ * that is down, gone, redirecting or asking to retry later.
+ */
+export type Received = {
+  path: string;
+  id: string;
+  timestamp: string;
+  signature: string;
+  body: string;
+  /** Which of the receiver's secrets verify this request (by index into `secrets`). */
+  verifiedBy: number[];
+  at: number;
+};
+
+export type Answer = { status: number; headers?: Record<string, string> } | "reset";
+
+export class WebhookReceiver {
+  readonly received: Received[] = [];
+  secrets: string[] = [];
+  answer: (r: Received, n: number) => Answer = () => ({ status: 204 });
+  private server: http.Server | undefined;
+  port = 0;
+
+  async listen(port = 0): Promise<this> {
+    this.server = http.createServer((req, res) => {
+      const chunks: Buffer[] = [];
+      req.on("data", (c: Buffer) => chunks.push(c));
+      req.on("end", () => {
+        const body = Buffer.concat(chunks).toString("utf8");
+        const headers = {
+          "webhook-id": String(req.headers["webhook-id"] ?? ""),
+          "webhook-timestamp": String(req.headers["webhook-timestamp"] ?? ""),
+          "webhook-signature": String(req.headers["webhook-signature"] ?? ""),
+        };
+        const verifiedBy: number[] = [];
+        this.secrets.forEach((secret, i) => {
+          try {
+            new Webhook(secret).verify(body, headers);
+            verifiedBy.push(i);
+          } catch {
+            // not signed with this secret
+          }
+        });
+        const r: Received = {
+          path: req.url ?? "",
+          id: headers["webhook-id"],
+          timestamp: headers["webhook-timestamp"],
+          signature: headers["webhook-signature"],
+          body,
+          verifiedBy,
+          at: Date.now(),
+        };
+        this.received.push(r);
+        const a = this.answer(r, this.received.length);
+        if (a === "reset") {
+          req.socket.destroy();
+          return;
+        }
+        res.writeHead(a.status, a.headers ?? {});
+        res.end();
+      });
+    });
+    await new Promise<void>((resolve) => this.server!.listen(port, "127.0.0.1", resolve));
+    this.port = (this.server.address() as AddressInfo).port;
+    return this;
+  }
+
+  async close(): Promise<void> {
+    const s = this.server;
+    this.server = undefined;
+    if (!s) return;
+    s.closeAllConnections();
+    await new Promise<void>((resolve) => s.close(() => resolve()));
+  }
+}
+
+/** A port nothing listens on (yet): an endpoint that is down. */
+export async function freePort(): Promise<number> {
+  const s = http.createServer();
+  await new Promise<void>((resolve) => s.listen(0, "127.0.0.1", resolve));
+  const port = (s.address() as AddressInfo).port;
+  await new Promise<void>((resolve) => s.close(() => resolve()));
+  return port;
+}
+
+export async function until<T>(fn: () => Promise<T> | T, ok: (v: T) => boolean, ms = 15_000): Promise<T> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const v = await fn();
+    if (ok(v)) return v;
+    if (Date.now() > deadline) throw new Error(`condition not met within ${ms} ms; last value: ${JSON.stringify(v)?.slice(0, 800)}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}

@@ -1,0 +1,318 @@
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { Webhook } from "standardwebhooks";
+import { publishWebhookEventAlone } from "../../../daemon/webhooks/index.js";
+import { createTenant, signIn, type SignedIn, type TenantRef } from "../../helpers/actors.js";
+import { startTestAppliance, type TestAppliance } from "../../helpers/appliance.js";
+import { freePort, until, WebhookReceiver } from "../../helpers/webhook-receiver.js";
+
+/**
+ * Outbound webhooks against real HTTP receivers on this host, each request checked with the
+ * Standard Webhooks reference verifier. Retries are fast here (base 100 ms, ×4), the schedule's
+ * shape is the production one.
+ */
+let app: TestAppliance;
+let root: SignedIn;
+let tenant: TenantRef;
+let admin: SignedIn;
+const receivers: WebhookReceiver[] = [];
+
+const PATIENT = "3f0c1d9e-8a51-4a52-9a0f-0b8f3b2b7c11";
+
+beforeAll(async () => {
+  app = await startTestAppliance({
+    env: {
+      WARDKEEP_WEBHOOKS_ALLOW_PLAIN_HTTP: "true",
+      WARDKEEP_WEBHOOKS_POLL_INTERVAL_MS: "50",
+      WARDKEEP_WEBHOOKS_RETRY_BASE_MS: "100",
+      WARDKEEP_WEBHOOKS_MAX_ATTEMPTS: "3",
+      WARDKEEP_WEBHOOKS_TIMEOUT_MS: "3000",
+    },
+  });
+  root = await signIn(app, { role: "super_admin" });
+  tenant = await createTenant(app, "Webhook General");
+  admin = await signIn(app, { role: "admin", tenantId: tenant.id });
+});
+// One endpoint per test: each publish reaches only the endpoint the test made.
+afterEach(async () => {
+  for (const e of (await admin.agent.get("/api/v1/webhooks")).body.endpoints as { id: string }[]) expect((await admin.agent.delete(`/api/v1/webhooks/${e.id}`)).status).toBe(204);
+});
+afterAll(async () => {
+  for (const r of receivers) await r.close();
+  await app?.close();
+});
+
+async function receiver(): Promise<WebhookReceiver> {
+  const r = await new WebhookReceiver().listen();
+  receivers.push(r);
+  return r;
+}
+
+async function allow(host: string, port: number, allowPrivate = true): Promise<string> {
+  const res = await root.agent.post("/api/v1/webhooks/allowed-hosts").send({ host, port, allowPrivate, note: "test receiver" });
+  expect(res.status).toBe(201);
+  return res.body.id as string;
+}
+
+async function subscribe(url: string, eventTypes = ["consent.revoked"]): Promise<{ id: string; secret: string }> {
+  const res = await admin.agent.post("/api/v1/webhooks").send({ url, eventTypes, description: "records system" });
+  expect(res.status, JSON.stringify(res.body)).toBe(201);
+  return { id: res.body.endpoint.id, secret: res.body.secret };
+}
+
+const revoke = (consentId: string) => publishWebhookEventAlone(app.ctx, { tenantId: tenant.id, type: "consent.revoked", data: { patientId: PATIENT, consentId } });
+
+async function deliveryOf(messageId: string) {
+  const list = await admin.agent.get("/api/v1/webhooks/deliveries?limit=500");
+  const d = (list.body.deliveries as { id: string; messageId: string; status: string }[]).filter((x) => x.messageId === messageId);
+  return d;
+}
+
+async function finished(messageId: string) {
+  const [d] = await until(
+    () => deliveryOf(messageId),
+    (ds) => ds.length > 0 && ds.every((x) => x.status !== "pending"),
+  );
+  return (await admin.agent.get(`/api/v1/webhooks/deliveries/${d!.id}`)).body as {
+    delivery: { id: string; status: string; deadReason: string | null; attempts: number; lastError: string | null };
+    attempts: { attempt: number; startedAt: string; outcome: string; statusCode: number | null; error: string | null; nextAttemptAt: string | null }[];
+    payload: { type: string; data: Record<string, unknown> };
+  };
+}
+
+describe("outbound webhooks", () => {
+  it("delivers a signed event that the Standard Webhooks reference verifier accepts, with ids only", async () => {
+    const r = await receiver();
+    await allow("127.0.0.1", r.port);
+    const ep = await subscribe(`http://127.0.0.1:${r.port}/hooks/wardkeep`);
+    expect(ep.secret).toMatch(/^whsec_[A-Za-z0-9+/]{32}$/);
+    r.secrets = [ep.secret];
+    const published = await revoke("c-1");
+    expect(published.deliveries).toBe(1);
+    await until(
+      () => r.received.length,
+      (n) => n === 1,
+    );
+    const got = r.received[0]!;
+    expect(got.path).toBe("/hooks/wardkeep");
+    expect(got.id).toBe(published.messageId);
+    expect(got.verifiedBy).toEqual([0]);
+    expect(got.signature).toMatch(/^v1,[A-Za-z0-9+/=]+$/);
+    // The reference code parses what it verified: exactly the event, ids only.
+    const body = new Webhook(ep.secret).verify(got.body, { "webhook-id": got.id, "webhook-timestamp": got.timestamp, "webhook-signature": got.signature }) as Record<
+      string,
+      unknown
+    >;
+    expect(body).toEqual({ type: "consent.revoked", timestamp: expect.any(String), data: { patientId: PATIENT, consentId: "c-1" } });
+    const detail = await finished(published.messageId!);
+    expect(detail.delivery.status).toBe("delivered");
+    expect(detail.attempts.map((a) => [a.attempt, a.outcome, a.statusCode])).toEqual([[1, "delivered", 204]]);
+    // Another secret does not verify it.
+    expect(() =>
+      new Webhook("whsec_" + Buffer.alloc(24, 7).toString("base64")).verify(got.body, {
+        "webhook-id": got.id,
+        "webhook-timestamp": got.timestamp,
+        "webhook-signature": got.signature,
+      }),
+    ).toThrow();
+  });
+
+  it("refuses a destination that is not on the allow-list, and lets only super-admins change the list", async () => {
+    const res = await admin.agent.post("/api/v1/webhooks").send({ url: "http://10.1.2.3:8080/hook", eventTypes: ["consent.revoked"] });
+    expect(res.status).toBe(400);
+    expect(res.headers["content-type"]).toContain("application/problem+json");
+    expect(res.body.reason).toBe("not_allow_listed");
+    expect(res.body.detail).toBe("10.1.2.3:8080 is not on the webhook allow-list; an appliance operator approves destinations");
+    const self = await admin.agent.post("/api/v1/webhooks/allowed-hosts").send({ host: "10.1.2.3", port: 8080 });
+    expect(self.status).toBe(403);
+    // An allow-listed host on another port is still refused: the entry pins the port.
+    const r = await receiver();
+    await allow("127.0.0.1", r.port);
+    const otherPort = await admin.agent.post("/api/v1/webhooks").send({ url: `http://127.0.0.1:${r.port + 1}/`, eventTypes: ["consent.revoked"] });
+    expect(otherPort.status).toBe(400);
+    // Credentials in the URL are refused.
+    const creds = await admin.agent.post("/api/v1/webhooks").send({ url: `http://user:pw@127.0.0.1:${r.port}/`, eventTypes: ["consent.revoked"] });
+    expect(creds.status).toBe(400);
+    expect(creds.body.detail).toContain("must not carry credentials");
+  });
+
+  it("refuses private and loopback addresses unless the allow-list entry permits them, at delivery time too", async () => {
+    const r = await receiver();
+    // "localhost" approved without allowPrivate: it resolves to loopback, so nothing is sent.
+    await allow("localhost", r.port, false);
+    const ep = await subscribe(`http://localhost:${r.port}/private`);
+    const published = await revoke("c-private");
+    const detail = await finished(published.messageId!);
+    expect(detail.delivery.status).toBe("dead");
+    expect(detail.delivery.deadReason).toBe("destination_refused");
+    expect(detail.attempts).toHaveLength(1);
+    expect(detail.attempts[0]!.error).toBe("refused: the host resolves only to addresses the allow-list entry does not permit (private)");
+    expect(r.received).toHaveLength(0);
+    // An IP literal is checked the same way, when the endpoint is saved.
+    await allow("127.0.0.2", r.port, false);
+    const literal = await admin.agent.post("/api/v1/webhooks").send({ url: `http://127.0.0.2:${r.port}/`, eventTypes: ["consent.revoked"] });
+    expect(literal.status).toBe(400);
+    expect(literal.body.reason).toBe("address_not_allowed");
+    // Link-local (cloud metadata) is never allowed, whatever the entry says.
+    await allow("169.254.169.254", 80, true);
+    const metadata = await admin.agent.post("/api/v1/webhooks").send({ url: "http://169.254.169.254/latest/meta-data", eventTypes: ["consent.revoked"] });
+    expect(metadata.status).toBe(400);
+    expect(metadata.body.detail).toContain("forbidden address");
+    expect((await admin.agent.delete(`/api/v1/webhooks/${ep.id}`)).status).toBe(204);
+  });
+
+  it("does not follow a redirect", async () => {
+    const r = await receiver();
+    r.answer = (req) => (req.path === "/moved" ? { status: 302, headers: { location: `http://127.0.0.1:${r.port}/elsewhere` } } : { status: 204 });
+    await allow("127.0.0.1", r.port);
+    const ep = await subscribe(`http://127.0.0.1:${r.port}/moved`);
+    const published = await revoke("c-redirect");
+    const detail = await finished(published.messageId!);
+    expect(detail.delivery.status).toBe("dead");
+    expect(detail.delivery.deadReason).toBe("exhausted");
+    expect(detail.attempts.map((a) => [a.outcome, a.statusCode, a.error])).toEqual(Array.from({ length: 3 }, () => ["failed", 302, "redirect (HTTP 302) not followed"]));
+    expect(r.received.map((x) => x.path)).toEqual(["/moved", "/moved", "/moved"]);
+    await admin.agent.delete(`/api/v1/webhooks/${ep.id}`);
+  });
+
+  it("retries an endpoint that is down and delivers once it is up, attempts logged in order with growing waits", async () => {
+    const port = await freePort();
+    await allow("127.0.0.1", port);
+    const ep = await subscribe(`http://127.0.0.1:${port}/late`);
+    const published = await revoke("c-down");
+    // Two attempts fail (nothing listens), then the receiver comes up on that port.
+    const [d] = await until(
+      () => deliveryOf(published.messageId!),
+      (ds) => (ds[0] as { attempts?: number } | undefined)?.attempts === 2,
+    );
+    const r = new WebhookReceiver();
+    r.secrets = [ep.secret];
+    await r.listen(port);
+    receivers.push(r);
+    const detail = await finished(published.messageId!);
+    expect(detail.delivery.id).toBe(d!.id);
+    expect(detail.delivery.status).toBe("delivered");
+    expect(detail.attempts.map((a) => [a.attempt, a.outcome])).toEqual([
+      [1, "failed"],
+      [2, "failed"],
+      [3, "delivered"],
+    ]);
+    expect(detail.attempts[0]!.error).toBe("connection failed (ECONNREFUSED)");
+    const starts = detail.attempts.map((a) => Date.parse(a.startedAt));
+    expect(starts[1]! - starts[0]!).toBeGreaterThanOrEqual(100); // retryBaseMs
+    expect(starts[2]! - starts[1]!).toBeGreaterThanOrEqual(400); // ×4
+    expect(r.received).toHaveLength(1);
+    expect(r.received[0]!.id).toBe(published.messageId);
+    expect(r.received[0]!.verifiedBy).toEqual([0]);
+  });
+
+  it("waits as long as Retry-After asks", async () => {
+    const r = await receiver();
+    r.answer = (_req, n) => (n === 1 ? { status: 503, headers: { "retry-after": "2" } } : { status: 200 });
+    await allow("127.0.0.1", r.port);
+    await subscribe(`http://127.0.0.1:${r.port}/busy`);
+    const published = await revoke("c-busy");
+    const detail = await finished(published.messageId!);
+    expect(detail.delivery.status).toBe("delivered");
+    expect(detail.attempts.map((a) => [a.outcome, a.statusCode])).toEqual([
+      ["failed", 503],
+      ["delivered", 200],
+    ]);
+    const first = detail.attempts[0]!;
+    expect(Date.parse(first.nextAttemptAt!) - Date.parse(first.startedAt)).toBeGreaterThanOrEqual(2000);
+    expect(r.received[1]!.at - r.received[0]!.at).toBeGreaterThanOrEqual(1900);
+  });
+
+  it("disables the endpoint on 410 Gone and puts the delivery in the dead-letter list", async () => {
+    const r = await receiver();
+    r.answer = () => ({ status: 410 });
+    await allow("127.0.0.1", r.port);
+    const ep = await subscribe(`http://127.0.0.1:${r.port}/gone`);
+    const published = await revoke("c-gone");
+    const detail = await finished(published.messageId!);
+    expect(detail.delivery.status).toBe("dead");
+    expect(detail.delivery.deadReason).toBe("gone");
+    expect(detail.attempts).toHaveLength(1);
+    expect(r.received).toHaveLength(1);
+    const endpoints = (await admin.agent.get("/api/v1/webhooks")).body.endpoints as { id: string; status: string; disabledReason: string; dead: number }[];
+    expect(endpoints.find((e) => e.id === ep.id)).toMatchObject({ status: "disabled", disabledReason: "gone", dead: 1 });
+    const dead = (await admin.agent.get("/api/v1/webhooks/deliveries?status=dead")).body.deliveries as { id: string }[];
+    expect(dead.map((d) => d.id)).toContain(detail.delivery.id);
+    // A disabled endpoint gets nothing new, and a dead letter cannot be replayed to it until it is enabled.
+    expect((await revoke("c-gone-2")).deliveries).toBe(0);
+    const replay = await admin.agent.post(`/api/v1/webhooks/deliveries/${detail.delivery.id}/replay`);
+    expect(replay.status).toBe(409);
+    expect(replay.body.detail).toBe("the endpoint is disabled; enable it before replaying");
+  });
+
+  it("dead-letters a delivery after the last attempt and replays it with the same webhook-id", async () => {
+    const r = await receiver();
+    let up = false;
+    r.answer = () => ({ status: up ? 200 : 500 });
+    await allow("127.0.0.1", r.port);
+    const ep = await subscribe(`http://127.0.0.1:${r.port}/flaky`);
+    r.secrets = [ep.secret];
+    const published = await revoke("c-dead");
+    const detail = await finished(published.messageId!);
+    expect(detail.delivery).toMatchObject({ status: "dead", deadReason: "exhausted", attempts: 3, lastError: "HTTP 500" });
+    expect(detail.attempts.at(-1)!.nextAttemptAt).toBeNull();
+    up = true;
+    const replay = await admin.agent.post(`/api/v1/webhooks/deliveries/${detail.delivery.id}/replay`);
+    expect(replay.status).toBe(201);
+    expect(replay.body).toMatchObject({ messageId: published.messageId, replayOf: detail.delivery.id, status: "pending" });
+    await until(
+      async () => (await admin.agent.get(`/api/v1/webhooks/deliveries/${replay.body.id}`)).body.delivery.status,
+      (s) => s === "delivered",
+    );
+    expect((await admin.agent.get(`/api/v1/webhooks/deliveries/${detail.delivery.id}`)).body.delivery.status).toBe("replayed");
+    const last = r.received.at(-1)!;
+    expect(last.id).toBe(published.messageId);
+    expect(last.verifiedBy).toEqual([0]);
+    // Replaying twice is refused: the dead letter was used.
+    expect((await admin.agent.post(`/api/v1/webhooks/deliveries/${detail.delivery.id}/replay`)).status).toBe(409);
+  });
+
+  it("signs with both secrets during a rotation's overlap, then with the new one only", async () => {
+    const r = await receiver();
+    await allow("127.0.0.1", r.port);
+    const ep = await subscribe(`http://127.0.0.1:${r.port}/rotating`);
+    const rotated = await admin.agent.post(`/api/v1/webhooks/${ep.id}/rotate-secret`).send({ overlapHours: 1 });
+    expect(rotated.status).toBe(200);
+    expect(rotated.body.secret).not.toBe(ep.secret);
+    expect(rotated.body.endpoint.secretVersion).toBe(2);
+    expect(rotated.body.endpoint.previousSecretExpiresAt).not.toBeNull();
+    r.secrets = [ep.secret, rotated.body.secret];
+    await revoke("c-overlap");
+    await until(
+      () => r.received.length,
+      (n) => n === 1,
+    );
+    expect(r.received[0]!.signature.split(" ")).toHaveLength(2);
+    expect(r.received[0]!.verifiedBy).toEqual([0, 1]);
+    // A rotation without overlap: only the newest secret signs.
+    const again = await admin.agent.post(`/api/v1/webhooks/${ep.id}/rotate-secret`).send({ overlapHours: 0 });
+    r.secrets = [ep.secret, rotated.body.secret, again.body.secret];
+    await revoke("c-after");
+    await until(
+      () => r.received.length,
+      (n) => n === 2,
+    );
+    expect(r.received[1]!.verifiedBy).toEqual([2]);
+    expect(r.received[1]!.signature.split(" ")).toHaveLength(1);
+  });
+
+  it("keeps endpoints and deliveries inside their tenant, and out of reach of clinical roles", async () => {
+    const r = await receiver();
+    await allow("127.0.0.1", r.port);
+    await subscribe(`http://127.0.0.1:${r.port}/mine`);
+    const other = await signIn(app, { role: "admin", tenantId: (await createTenant(app, "Other Clinic")).id });
+    const mine = (await admin.agent.get("/api/v1/webhooks")).body.endpoints as { id: string }[];
+    expect(mine.length).toBeGreaterThan(0);
+    expect((await other.agent.get("/api/v1/webhooks")).body.endpoints).toEqual([]);
+    expect((await other.agent.get("/api/v1/webhooks/deliveries")).body.deliveries).toEqual([]);
+    expect((await other.agent.patch(`/api/v1/webhooks/${mine[0]!.id}`).send({ enabled: false })).status).toBe(404);
+    const practitioner = await signIn(app, { role: "practitioner", tenantId: tenant.id });
+    expect((await practitioner.agent.get("/api/v1/webhooks")).status).toBe(403);
+    // The appliance's own endpoints are the super-admin's, apart from every tenant's.
+    expect((await root.agent.get("/api/v1/webhooks")).body.endpoints).toEqual([]);
+  });
+});
