@@ -95,9 +95,6 @@ async function switchAndArchive(): Promise<string> {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-const t0 = Date.now();
-const lap = (what: string) => console.log(`[pitr] ${what} at ${((Date.now() - t0) / 1000).toFixed(1)} s`);
-
 beforeAll(async () => {
   dir = tempDir("wardkeep-pitr-");
   fs.chmodSync(dir, 0o711);
@@ -118,10 +115,7 @@ beforeAll(async () => {
   ids.shredded = (await registerPatient(clinic, { name: "Shredded Later" })).id;
   const snap = await runSnapshot(a.ctx, { trigger: "manual" });
   expect(snap.status, snap.error ?? "").toBe("complete");
-
-  lap("snapshot");
   const base = await runBaseBackup(a.ctx, "manual");
-  lap("base backup");
   expect(base.status, JSON.stringify(base.outcomes)).toBe("complete");
   baseStartWal = base.body.startWal;
 
@@ -163,7 +157,6 @@ beforeAll(async () => {
     waitingAfter: after.waiting,
   };
   await a.stop();
-  lap("setup done");
 }, 240_000);
 
 afterAll(async () => {
@@ -222,8 +215,6 @@ describe("wardkeep recover --at", () => {
     try {
       expect(r.code, r.stdout + r.stderr).toBe(0);
       const out = JSON.parse(r.stdout).recovery;
-      console.log("[pitr] recovery", JSON.stringify({ phases: out.phases, replay: out.replay, durationMs: out.durationMs }));
-      lap("recovered");
       expect(out.auditChain.intact).toBe(true);
       expect(out.keyStore.shreddedSubjects).toBe(1);
       expect(out.purged.patients).toBe(1);
