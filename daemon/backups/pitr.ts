@@ -10,7 +10,6 @@
  */
 import fs from "node:fs";
 import path from "node:path";
-import cron from "node-cron";
 import pg from "pg";
 import { Gauge } from "prom-client";
 import { takeBaseBackup, type BaseBackupResult } from "../../backup/basebackup.js";
@@ -326,28 +325,6 @@ export async function applyPitrRetention(ctx: ApplianceContext, target: Snapshot
     if (out.baseBackupsPruned.length) await t.exec("UPDATE pitr_base_backups SET status = 'pruned' WHERE id = ANY($1::text[])", [out.baseBackupsPruned]);
   });
   return out;
-}
-
-/** node-cron schedule of base backups (embedded PostgreSQL only: they read its data directory). */
-export function startBaseBackupSchedule(ctx: ApplianceContext): { stop(): Promise<void> } {
-  if (!ctx.config.backup.walArchiving || ctx.config.database.url) return { stop: async () => {} };
-  let running: Promise<unknown> | undefined;
-  const task = cron.schedule(
-    ctx.config.backup.baseBackupCron,
-    () => {
-      if (running || ctx.rootKey.isSealed) return;
-      running = runBaseBackup(ctx, "schedule")
-        .catch((err: Error) => ctx.log.error(`backup: scheduled base backup failed: ${err.message}`))
-        .finally(() => (running = undefined));
-    },
-    { name: "wardkeep-base-backup", noOverlap: true },
-  );
-  return {
-    async stop() {
-      await task.destroy();
-      await running;
-    },
-  };
 }
 
 // ---- recovery point ------------------------------------------------------------------------------
