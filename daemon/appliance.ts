@@ -7,7 +7,7 @@ import { auditJobs, startAuditServices } from "./audit/background.js";
 import { backupJobs, registerBackupMetrics } from "./backups/background.js";
 import { jobsWatchdog, registerJobMetrics, startJobRunner, type JobSpec } from "./jobs/index.js";
 import { recordsJobs } from "./records/background.js";
-import { startAlertServices } from "./alerts/background.js";
+import { alertsJobs, startAlertServices } from "./alerts/background.js";
 import { startWebhookServices } from "./webhooks/background.js";
 import { ensureSetupToken } from "./auth/index.js";
 import { keyMaintenanceJob, RootKey, startKeyMaintenance, unsealAtStart } from "./keys/index.js";
@@ -86,7 +86,7 @@ function applianceMetrics(rootKey: RootKey): Registry {
 
 /** Every recurring job of the appliance: the one list the job runner schedules (docs/jobs.md). */
 export function applianceJobs(): JobSpec[] {
-  return [...auditJobs, keyMaintenanceJob, ...backupJobs, ...recordsJobs, ...accessJobs, jobsWatchdog];
+  return [...auditJobs, keyMaintenanceJob, ...backupJobs, ...recordsJobs, ...accessJobs, ...alertsJobs, jobsWatchdog];
 }
 
 /**
