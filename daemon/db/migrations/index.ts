@@ -15,6 +15,7 @@ import * as m0031 from "./0031_alert_channels.js";
 import * as m0040 from "./0040_webhooks.js";
 import * as m0050 from "./0050_jobs.js";
 import * as m0070 from "./0070_cache_invalidation.js";
+import * as m0080 from "./0080_pitr.js";
 
 export type Migration = { name: string; sql: string };
 
@@ -37,4 +38,5 @@ export const migrations: Migration[] = [
   { name: "0040_webhooks", sql: m0040.sql },
   { name: "0050_jobs", sql: m0050.sql },
   { name: "0070_cache_invalidation", sql: m0070.sql },
+  { name: "0080_pitr", sql: m0080.sql },
 ];
