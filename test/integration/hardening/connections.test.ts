@@ -1,3 +1,4 @@
+import net from "node:net";
 import tls from "node:tls";
 import request from "supertest";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -26,7 +27,9 @@ function slowClient(): Promise<{ closedAfterMs: () => number | undefined; establ
     const started = Date.now();
     let closedAt: number | undefined;
     let established = false;
-    const socket = tls.connect({ host: "127.0.0.1", port: app.server.port, localAddress: "127.0.0.2", ca: app.caPem, servername: "localhost" }, () => {
+    const tcp = net.connect({ host: "127.0.0.1", port: app.server.port, localAddress: "127.0.0.2" });
+    tcp.on("error", () => {});
+    const socket = tls.connect({ socket: tcp, ca: app.caPem, servername: "localhost" }, () => {
       established = true;
       socket.write("GET /api/v1/session HTTP/1.1\r\nHost: localhost\r\nX-Slow: 1\r\n");
       resolve(result);
