@@ -26,7 +26,7 @@ import type {
 } from "../../../daemon/auth/schema.js";
 import type { BackupListRes, BackupPolicyRes, DrillRecordRes, RunStartedRes, SnapshotRecordRes } from "../../../daemon/backups/schema.js";
 import type { NotReadyProblem, ReadinessChecks, ReadinessRes } from "../../../daemon/http/schema.js";
-import type { KeyStatusRes, SealProgressRes } from "../../../daemon/keys/schema.js";
+import type { KeyStatusRes, RotationStartedRes, SealProgressRes } from "../../../daemon/keys/schema.js";
 
 export type Problem = {
   type: string;
@@ -215,7 +215,7 @@ export const api = {
   keys: {
     status: () => request<KeyStatusRes>("GET", `${V1}/keys`),
     sealStatus: () => request<SealProgressRes>("GET", `${V1}/keys/seal-status`),
-    rotate: (body: KeyRotation) => request<unknown>("POST", `${V1}/keys/rotate`, body),
+    rotate: (body: KeyRotation) => request<RotationStartedRes>("POST", `${V1}/keys/rotate`, body),
   },
   audit: {
     search: (q: AuditSearch) => request<AuditSearchRes>("GET", `${V1}/audit${query(q)}`),
