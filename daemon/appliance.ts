@@ -3,6 +3,7 @@ import path from "node:path";
 import fs from "node:fs";
 import { Gauge, Registry, collectDefaultMetrics } from "prom-client";
 import { startAccessServices } from "./access/background.js";
+import { startAlertServices } from "./alerts/background.js";
 import { startAuditServices } from "./audit/background.js";
 import { startBackupServices } from "./backups/background.js";
 import { startRecordsServices } from "./records/background.js";
@@ -128,6 +129,7 @@ export async function startAppliance(config: Config, opts: StartOptions): Promis
     const backups = startBackupServices(ctx);
     const records = startRecordsServices(ctx);
     const access = startAccessServices(ctx);
+    const alerts = startAlertServices(ctx);
     const webhooks = startWebhookServices(ctx);
     log.info(`listening on ${url}${server.redirectPort ? ` (http://:${server.redirectPort} redirects)` : ""}`);
 
@@ -165,6 +167,7 @@ export async function startAppliance(config: Config, opts: StartOptions): Promis
           await backups.stop();
           await records.stop();
           await access.stop();
+          await alerts.stop();
           await webhooks.stop();
           await audit.stop();
           stopTlsWatch();

@@ -8,5 +8,6 @@
  * - `openAlertsOf(ctx, kinds?)`: what is open, for a capability's own view (backups, metrics).
  * Ids and counts only, never PHI, in the summary and the details.
  */
-export { raiseAlert, resolveAlert, openAlertsOf, onAlertChange, type AlertInput, type AlertDetails, type RaisedAlert, type ResolveOptions } from "./store.js";
+export { raiseAlert, resolveAlert, openAlertsOf, type AlertInput, type AlertDetails, type RaisedAlert, type ResolveOptions } from "./store.js";
 export { ALERT_SEVERITIES, type AlertSeverity, type AlertViewRes } from "./schema.js";
+export { listAlertsAsOperator, acknowledgeAlertAsOperator } from "./store.js";

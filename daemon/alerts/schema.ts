@@ -40,6 +40,8 @@ export const alertView = z.object({
   acknowledgementNote: z.string().nullable(),
   /** When the problem cleared; null while open. */
   resolvedAt: z.string().nullable(),
+  /** The channels (names) that took a message about it. */
+  sentTo: z.array(z.string()),
 });
 
 /** `GET /api/v1/alerts`. */
@@ -78,3 +80,117 @@ export type AlertViewRes = z.infer<typeof alertView>;
 export type AlertListRes = z.infer<typeof alertListResponse>;
 export type AlertSummaryRes = z.infer<typeof alertSummary>;
 export type AlertAckReq = z.infer<typeof alertAckRequest>;
+
+// ---- channels ---------------------------------------------------------------------------------
+
+const hostName = z
+  .string()
+  .trim()
+  .min(1)
+  .max(253)
+  .regex(/^[A-Za-z0-9.:[\]-]+$/, "a host name or IP address");
+const pem = z
+  .string()
+  .max(20_000)
+  .regex(/-----BEGIN CERTIFICATE-----/, "a PEM certificate bundle");
+
+/** An SMTP relay: STARTTLS on 587 (default), implicit TLS on 465, or plain on a trusted network. */
+export const emailSettings = z.object({
+  host: hostName,
+  port: z.number().int().min(1).max(65535).default(587),
+  /** starttls (required, the connection fails without it), tls (implicit, port 465) or none. */
+  security: z.enum(["starttls", "tls", "none"]).default("starttls"),
+  /** SMTP AUTH user; empty for a relay that accepts the appliance by address. */
+  username: z.string().max(200).default(""),
+  /** The From address. */
+  from: z.string().email().max(254),
+  /** Who gets the alerts (a team mailbox is better than a person). */
+  to: z.array(z.string().email().max(254)).min(1).max(20),
+  /** PEM CA bundle of the relay's certificate (a hospital CA); unset uses the system store. */
+  caPem: pem.optional(),
+});
+
+/** A syslog collector taking RFC 5424 over TLS (RFC 5425), as the SIEM forwarder sends. */
+export const syslogSettings = z.object({
+  host: hostName,
+  port: z.number().int().min(1).max(65535).default(6514),
+  /** PEM CA bundle of the collector's certificate; unset uses the system store. */
+  caPem: pem.optional(),
+  /** RFC 5424 facility (16 = local0). */
+  facility: z.number().int().min(0).max(23).default(16),
+});
+
+const channelCommon = {
+  /** A name people recognise ("IT on-call mailbox"). */
+  name: z.string().trim().min(1).max(100),
+  /** The lowest severity this channel takes (default warning). */
+  minSeverity: z.enum(ALERT_SEVERITIES).default("warning"),
+  /** Send an open alert again this often, in minutes (0: only when raised and resolved). */
+  resendMinutes: z.number().int().min(0).max(10_080).default(240),
+  enabled: z.boolean().default(true),
+};
+
+/** `POST /api/v1/alert-channels`, and `PUT /api/v1/alert-channels/{id}` (the whole channel; an omitted password keeps the stored one). */
+export const alertChannelInput = z.discriminatedUnion("type", [
+  z.object({ ...channelCommon, type: z.literal("email"), settings: emailSettings, /** SMTP AUTH password (write-only). */ password: z.string().min(1).max(500).optional() }),
+  z.object({ ...channelCommon, type: z.literal("syslog"), settings: syslogSettings }),
+]);
+
+export const alertChannelView = z.object({
+  id: z.string(),
+  /** The tenant whose alerts it takes; null: the appliance's. */
+  tenantId: z.string().nullable(),
+  name: z.string(),
+  type: z.enum(["email", "syslog"]),
+  /** The settings as given (never the password). */
+  settings: z.record(z.string(), z.unknown()),
+  /** An SMTP password is stored. */
+  hasPassword: z.boolean(),
+  minSeverity: z.enum(ALERT_SEVERITIES),
+  resendMinutes: z.number(),
+  enabled: z.boolean(),
+  createdAt: z.string(),
+  /** The last message (or test) it took. */
+  lastSuccessAt: z.string().nullable(),
+  /** The last attempt that failed, and why. */
+  lastFailureAt: z.string().nullable(),
+  lastError: z.string().nullable(),
+  /** Messages waiting to be sent or retried. */
+  pending: z.number(),
+});
+
+export const alertChannelList = z.object({ channels: z.array(alertChannelView) });
+export const alertChannelParams = z.object({ id: z.string().uuid("a channel id is a UUID") });
+
+/** `POST /api/v1/alert-channels/{id}/test`: a test message, sent now. */
+export const alertChannelTestResult = z.object({
+  /** The channel took the message. */
+  delivered: z.boolean(),
+  /** Why not, in one line. */
+  error: z.string().nullable(),
+});
+
+/** One message of one alert to one channel. */
+export const alertDelivery = z.object({
+  channelId: z.string(),
+  channelName: z.string(),
+  channelType: z.enum(["email", "syslog"]),
+  /** raised, reminder (still open) or resolved. */
+  event: z.enum(["raised", "reminder", "resolved"]),
+  /** pending (waiting or being retried), sent, or failed (every retry used). */
+  status: z.enum(["pending", "sent", "failed"]),
+  attempts: z.number(),
+  createdAt: z.string(),
+  sentAt: z.string().nullable(),
+  nextAttemptAt: z.string().nullable(),
+  lastError: z.string().nullable(),
+});
+
+/** `GET /api/v1/alerts/{id}`: the alert and where it went. */
+export const alertDetail = z.object({ alert: alertView, deliveries: z.array(alertDelivery) });
+
+export type AlertChannelInputReq = z.infer<typeof alertChannelInput>;
+export type AlertChannelViewRes = z.infer<typeof alertChannelView>;
+export type AlertChannelTestRes = z.infer<typeof alertChannelTestResult>;
+export type AlertDeliveryRes = z.infer<typeof alertDelivery>;
+export type AlertDetailRes = z.infer<typeof alertDetail>;

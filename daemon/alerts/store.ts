@@ -3,14 +3,16 @@
  * Raising is an upsert on (scope, kind, key) while open, so a detector that runs every minute
  * keeps one alert with a growing `occurrences`, not a row per tick.
  */
-import { recordEvent } from "../audit/append.js";
+import { recordEvent, type EventActor } from "../audit/append.js";
 import type { ApplianceContext } from "../context.js";
 import { inScope, type Scope, type Tx } from "../db/sql.js";
 import { scopeOf, type Actor } from "../kernel/actor.js";
 import { Invalid, NotFound } from "../kernel/errors.js";
 import { authorize } from "../kernel/policy.js";
 import type { RequestMeta } from "../kernel/request-meta.js";
-import type { AlertSeverity, AlertSummaryRes, AlertViewRes } from "./schema.js";
+import { publishWebhookEvent } from "../webhooks/index.js";
+import { deliveriesOf, queueDeliveries, wakeAlertSender } from "./deliveries.js";
+import type { AlertDetailRes, AlertSeverity, AlertSummaryRes, AlertViewRes } from "./schema.js";
 
 export type AlertDetails = Record<string, string | number | boolean | null>;
 
@@ -51,9 +53,12 @@ type Row = {
   acknowledged_at: Date | null;
   ack_note: string | null;
   resolved_at: Date | null;
+  sent_to: string[];
 };
 
-const COLUMNS = "id::text AS id, tenant_id, kind, key, severity, summary, details, first_seen, last_seen, occurrences, acknowledged_by, acknowledged_at, ack_note, resolved_at";
+const COLUMNS = `id::text AS id, tenant_id, kind, key, severity, summary, details, first_seen, last_seen, occurrences, acknowledged_by, acknowledged_at, ack_note, resolved_at,
+  coalesce((SELECT array_agg(DISTINCT c.name ORDER BY c.name) FROM alert_deliveries d JOIN alert_channels c ON c.id = d.channel_id
+             WHERE d.alert_id = alerts.id AND d.status = 'sent'), '{}') AS sent_to`;
 
 export function alertViewOf(r: Row): AlertViewRes {
   return {
@@ -71,19 +76,22 @@ export function alertViewOf(r: Row): AlertViewRes {
     acknowledgedBy: r.acknowledged_by,
     acknowledgementNote: r.ack_note,
     resolvedAt: r.resolved_at?.toISOString() ?? null,
+    sentTo: r.sent_to,
   };
 }
 
-type Listener = { raised?(ctx: ApplianceContext, t: Tx, alert: AlertViewRes): Promise<void>; resolved?(ctx: ApplianceContext, t: Tx, alert: AlertViewRes): Promise<void> };
-const listeners: Listener[] = [];
-
 /**
- * Called in the raising or resolving transaction, only when an alert opens or resolves (not when
- * it is seen again): the channels queue their messages here, so a rollback sends nothing.
+ * When an alert opens or resolves (not when it is seen again), in the same transaction: its
+ * messages to the scope's channels are queued, and the `alert.raised` / `alert.resolved` webhook
+ * event published, so a rollback sends nothing and a commit loses nothing.
  */
-export function onAlertChange(listener: Listener): () => void {
-  listeners.push(listener);
-  return () => void listeners.splice(listeners.indexOf(listener), 1);
+async function announce(ctx: ApplianceContext, t: Tx, alert: AlertViewRes, event: "raised" | "resolved"): Promise<void> {
+  const queued = await queueDeliveries(ctx, t, alert, event);
+  if (queued > 0) t.afterCommit(() => wakeAlertSender());
+  const data: Record<string, string | number> = { alertId: alert.id, kind: alert.kind, severity: alert.severity, occurrences: alert.occurrences };
+  // The key goes along when it is an id-like token (a target's or channel's name); the summary never does.
+  if (/^[A-Za-z0-9._:-]{1,128}$/.test(alert.key)) data.key = alert.key;
+  await publishWebhookEvent(ctx, t, { tenantId: alert.tenantId, type: event === "raised" ? "alert.raised" : "alert.resolved", data });
 }
 
 function checkInput(input: AlertInput): void {
@@ -108,7 +116,7 @@ async function raiseIn(ctx: ApplianceContext, t: Tx, input: AlertInput): Promise
     [input.tenantId ?? null, input.kind, input.key ?? "", input.severity, input.summary.slice(0, 1000) || input.kind, JSON.stringify(input.details ?? {}), now, keep],
   );
   const { opened, ...alert } = row!;
-  if (opened) for (const l of listeners) await l.raised?.(ctx, t, alertViewOf(alert));
+  if (opened) await announce(ctx, t, alertViewOf(alert), "raised");
   return { id: alert.id, opened };
 }
 
@@ -146,7 +154,7 @@ async function resolveIn(ctx: ApplianceContext, t: Tx, kind: string, key: string
     [kind, opts.tenantId ?? null, typeof key === "string" ? key : null, ctx.clock.now(), ids],
   );
   const views = rows.map(alertViewOf);
-  for (const v of views) for (const l of listeners) await l.resolved?.(ctx, t, v);
+  for (const v of views) await announce(ctx, t, v, "resolved");
   return views;
 }
 
@@ -174,7 +182,16 @@ export type AlertState = "open" | "resolved" | "all";
 /** The alerts the actor may see: a tenant's staff their tenant's, appliance staff every one. */
 export async function listAlerts(ctx: ApplianceContext, actor: Actor, opts: { state: AlertState; limit: number }): Promise<{ alerts: AlertViewRes[]; openCount: number }> {
   authorize(actor, "alert:list", { tenantId: actor.tenantId });
-  return inScope(ctx.db.app, scopeOf(actor), async (t) => {
+  return listIn(ctx, scopeOf(actor), opts);
+}
+
+/** Every alert, for the host operator (`wardkeep alerts list`: whoever runs the CLI on the host has the database). */
+export function listAlertsAsOperator(ctx: ApplianceContext, opts: { state: AlertState; limit: number }): Promise<{ alerts: AlertViewRes[]; openCount: number }> {
+  return listIn(ctx, appliance, opts);
+}
+
+function listIn(ctx: ApplianceContext, scope: Scope, opts: { state: AlertState; limit: number }): Promise<{ alerts: AlertViewRes[]; openCount: number }> {
+  return inScope(ctx.db.app, scope, async (t) => {
     const rows = await t.rows<Row>(
       `SELECT ${COLUMNS} FROM alerts
         WHERE ($1 = 'all' OR ($1 = 'open') = (resolved_at IS NULL))
@@ -199,32 +216,63 @@ export async function alertSummary(ctx: ApplianceContext, actor: Actor): Promise
   });
 }
 
-export async function getAlert(ctx: ApplianceContext, actor: Actor, id: string): Promise<AlertViewRes> {
-  authorize(actor, "alert:list", { tenantId: actor.tenantId });
-  return inScope(ctx.db.app, scopeOf(actor), async (t) => {
-    const row = await t.one<Row>(`SELECT ${COLUMNS} FROM alerts WHERE id = $1`, [id]);
-    if (!row) throw new NotFound("no such alert");
-    return alertViewOf(row);
-  });
-}
-
 /**
  * Acknowledges an open alert with a note (audited, the note as the stated reason): someone is on
  * it. The alert stays open until its detector sees the problem gone.
  */
 export async function acknowledgeAlert(ctx: ApplianceContext, actor: Actor, id: string, note: string, meta: RequestMeta | null): Promise<AlertViewRes> {
   authorize(actor, "alert:acknowledge", { tenantId: actor.tenantId });
-  return inScope(ctx.db.app, scopeOf(actor), async (t) => {
+  return acknowledgeIn(ctx, scopeOf(actor), id, note, { userId: actor.userId, auditActor: actor, meta });
+}
+
+/** The same from the host's CLI (`os:<user>`, as the audit CLI names it): acknowledgedBy stays null, the OS user is in the audit trail. */
+export async function acknowledgeAlertAsOperator(ctx: ApplianceContext, id: string, note: string, operator: { userId: string; userAgent: string }): Promise<AlertViewRes> {
+  const clean = note.trim();
+  if (!clean) throw new Invalid("say what is being done about it (--note)");
+  if (clean.length > 1000) throw new Invalid("the note has at most 1000 characters");
+  return acknowledgeIn(ctx, appliance, id, clean, {
+    userId: null,
+    auditActor: { userId: operator.userId, role: "host_operator", tenantId: null },
+    meta: { sourceIp: null, userAgent: operator.userAgent, requestId: null },
+  });
+}
+
+type Acknowledger = { userId: string | null; auditActor: EventActor; meta: RequestMeta | null };
+
+function acknowledgeIn(ctx: ApplianceContext, scope: Scope, id: string, note: string, by: Acknowledger): Promise<AlertViewRes> {
+  return inScope(ctx.db.app, scope, async (t) => {
     const current = await t.one<Row>(`SELECT ${COLUMNS} FROM alerts WHERE id = $1 FOR UPDATE`, [id]);
     if (!current) throw new NotFound("no such alert");
     if (current.resolved_at) throw new Invalid(`alert ${id} is already resolved`);
     const [row] = await t.rows<Row>(`UPDATE alerts SET acknowledged_by = $2, acknowledged_at = $3, ack_note = $4 WHERE id = $1 RETURNING ${COLUMNS}`, [
       id,
-      actor.userId,
+      by.userId,
       ctx.clock.now(),
       note,
     ]);
-    await recordEvent(ctx, t, actor, { action: "alert.acknowledge", resourceType: "alert", resourceId: id, tenantId: current.tenant_id, outcome: "success", reason: note }, meta);
+    await recordEvent(
+      ctx,
+      t,
+      by.auditActor,
+      { action: "alert.acknowledge", resourceType: "alert", resourceId: id, tenantId: current.tenant_id, outcome: "success", reason: note },
+      by.meta,
+    );
     return alertViewOf(row!);
+  });
+}
+
+/** Alerts by id, in appliance scope (the sender's view of what it sends). */
+export async function alertViewsByIds(ctx: ApplianceContext, ids: string[]): Promise<Map<string, AlertViewRes>> {
+  const rows = await inScope(ctx.db.app, appliance, (t) => t.rows<Row>(`SELECT ${COLUMNS} FROM alerts WHERE id = ANY($1::bigint[])`, [ids]));
+  return new Map(rows.map((r) => [r.id, alertViewOf(r)]));
+}
+
+/** One alert with where it went. */
+export async function getAlertDetail(ctx: ApplianceContext, actor: Actor, id: string): Promise<AlertDetailRes> {
+  authorize(actor, "alert:list", { tenantId: actor.tenantId });
+  return inScope(ctx.db.app, scopeOf(actor), async (t) => {
+    const row = await t.one<Row>(`SELECT ${COLUMNS} FROM alerts WHERE id = $1`, [id]);
+    if (!row) throw new NotFound("no such alert");
+    return { alert: alertViewOf(row), deliveries: await deliveriesOf(t, id) };
   });
 }

@@ -6,6 +6,7 @@ import { Counter, Gauge } from "prom-client";
 import { raiseAlert, resolveAlert } from "../alerts/index.js";
 import type { ApplianceContext } from "../context.js";
 import { inScope } from "../db/sql.js";
+import { octetFrame, printable, sdEscape, syslogTlsOptions } from "../log/syslog.js";
 import { parseCanonical } from "./canonical.js";
 import { onAuditChained } from "./chainer.js";
 
@@ -37,9 +38,6 @@ const STALL_MS = 30_000;
 // RFC 5612 documentation enterprise number; a hospital's SIEM keys on the SD-ID name.
 const SD_ID = "wardkeep@32473";
 
-const sdEscape = (v: string) => v.replace(/[\\"\]]/g, (c) => `\\${c}`);
-const printable = (v: string, max: number) => v.replace(/[^\x21-\x7e]/g, "_").slice(0, max) || "-";
-
 /** One event as an RFC 5424 message (without framing). */
 export function syslogMessage(canonical: string, hash: string, opts: { appName: string; facility: number; hostname: string }): string {
   const e = parseCanonical(canonical);
@@ -68,8 +66,7 @@ export function syslogMessage(canonical: string, hash: string, opts: { appName: 
   return `${header} ${sd} ${e.action} ${e.outcome}`;
 }
 
-/** RFC 5425 section 4.3: octet-counting framing. */
-const frame = (msg: string) => `${Buffer.byteLength(msg, "utf8")} ${msg}`;
+const frame = octetFrame;
 
 export type SiemLag = { cursor: string | null; head: string; events: number; seconds: number; alertRaised: boolean };
 
@@ -269,7 +266,7 @@ export function startSiemForwarder(ctx: ApplianceContext): SiemForwarder | undef
   const connect = () => {
     if (stopped || connecting || socket || Date.now() < nextConnectAt) return;
     connecting = true;
-    const s = tls.connect({ host: cfg.host, port: cfg.port, servername: /^[\d.:]+$/.test(cfg.host) ? undefined : cfg.host, minVersion: "TLSv1.2", ...secure });
+    const s = tls.connect(syslogTlsOptions({ host: cfg.host, port: cfg.port, ...secure }));
     socket = s;
     s.setNoDelay(true);
     s.once("secureConnect", () => {

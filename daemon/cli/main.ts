@@ -1,6 +1,7 @@
 import { Command, CommanderError } from "commander";
 import { APP_VERSION } from "../version.js";
 import { registerAdmin } from "./commands/admin.js";
+import { registerAlerts } from "./commands/alerts.js";
 import { registerAudit } from "./commands/audit.js";
 import { registerBackup } from "./commands/backup.js";
 import { registerConfig } from "./commands/config.js";
@@ -42,6 +43,7 @@ export function buildProgram(): Command {
   registerBackup(program);
   registerRecover(program);
   registerAudit(program);
+  registerAlerts(program);
   registerTenant(program);
   for (const cmd of program.commands) applyExitOverride(cmd);
   return program;

@@ -1,5 +1,6 @@
 import { z } from "zod";
 import { accessSchema } from "../access/config.js";
+import { alertsSchema } from "../alerts/config.js";
 import { auditSchema } from "../audit/config.js";
 import { backupSchema } from "../backups/config.js";
 import { authSchema } from "../auth/config.js";
@@ -95,6 +96,7 @@ export const configSchema = z
     backup: backupSchema.prefault({}),
     records: recordsSchema.prefault({}),
     webhooks: webhooksSchema.prefault({}),
+    alerts: alertsSchema.prefault({}),
   })
   .strict();
 

@@ -405,6 +405,10 @@ export class SqlPool {
     // An idle client whose server went away emits 'error' on the pool; without a listener that
     // would end the process. The pool drops the client; the next request opens a fresh one.
     this.pool.on("error", () => {});
+    // A connection lost while checked out (the server killed, a failover) emits 'error' on the
+    // client, which the pool listens to only while the client is idle: unheard, it would end the
+    // process. The statement in flight fails with it, and the pool drops the broken client on release.
+    this.pool.on("connect", (client) => client.on("error", () => {}));
   }
 
   /** Runs `work` in a transaction under `scope`; commits when it resolves, rolls back when it throws. */
@@ -510,6 +514,8 @@ export class SqlPool {
       application_name: applicationName,
       statement_timeout: this.options.statementTimeoutMs,
     } as pg.ClientConfig);
+    // A lost connection fails the statement in flight; unheard, its 'error' event would end the process.
+    client.on("error", () => {});
     await client.connect();
     return client;
   }

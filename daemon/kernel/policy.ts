@@ -263,6 +263,8 @@ export const ACTIONS: Action[] = Object.entries(policy).flatMap(([type, verbs]) 
  */
 export const STEP_UP_ACTIONS: ReadonlySet<Action> = new Set<Action>([
   "key:rotate",
+  // Sealing stops PHI service for everyone on the replica: a stolen session alone must not do it.
+  "key:seal",
   "audit:export",
   "backup:restore",
   "user:update",

@@ -115,14 +115,17 @@ describe("admin console shows what the API says", () => {
     await context.close();
   });
 
-  it("says Not ready and names the failing check once the appliance is sealed", async () => {
+  it("shows only the unseal page, with the reason, once the appliance is sealed", async () => {
     const root = await signIn(app, { role: "super_admin" });
     await root.agent.post("/api/v1/keys/seal").send({ reason: "console test" }).expect(200);
     const { context, page, violations } = await open(root);
-    await page.getByRole("heading", { level: 1, name: "Appliance status" }).waitFor();
-    await expect.poll(() => page.getByTestId("readiness").textContent(), { timeout: 10_000 }).toBe("Not ready");
-    const keys = page.getByTestId("checks").locator("li", { hasText: "keys" });
-    await expect(keys.textContent()).resolves.toMatch(/^Failing\s*keys — sealed: sealed by an operator: console test$/);
+    // /readyz names the failing check; the console, which cannot serve anything sealed, says why and how to unseal.
+    const ready = await root.agent.get("/readyz").expect(503);
+    expect(ready.body.checks.keys).toMatchObject({ ok: false, detail: "sealed: sealed by an operator: console test" });
+    await page.getByRole("heading", { level: 1, name: "The appliance is sealed" }).waitFor({ timeout: 10_000 });
+    await expect(page.getByTestId("seal-reason").textContent()).resolves.toContain("(sealed by an operator: console test)");
+    await expect(page.getByRole("button", { name: "Try again" }).count()).resolves.toBe(1); // key file mode
+    await expect(page.getByRole("navigation", { name: "Main" }).count()).resolves.toBe(0);
     await screenshot(page, "status-sealed");
     expect(violations).toEqual([]);
     await context.close();

@@ -53,6 +53,27 @@ export function daemonBalancerConfig(listenPort: number, servers: Server[], chec
   return cfg;
 }
 
+/**
+ * deploy/haproxy-postgres.cfg for PostgreSQL servers on this host, checked by a copy of
+ * deploy/pg-is-primary.sh in `dir` with its pg-probe.env (the probe's login) beside it.
+ */
+export function postgresBalancerConfig(listenPort: number, servers: Server[], dir: string, probe: { user: string; password: string }): string {
+  const script = path.join(dir, "pg-is-primary.sh");
+  fs.copyFileSync(path.join(PROJECT_ROOT, "deploy/pg-is-primary.sh"), script);
+  fs.chmodSync(script, 0o755);
+  fs.writeFileSync(path.join(dir, "pg-probe.env"), `PGUSER=${probe.user}\nPGPASSWORD=${probe.password}\nPGDATABASE=postgres\n`, { mode: 0o600 });
+  let cfg = fs.readFileSync(path.join(PROJECT_ROOT, "deploy/haproxy-postgres.cfg"), "utf8");
+  cfg = replaceOnce(cfg, /^(\s*)bind :5432[ \t]*$/m, `$1bind 127.0.0.1:${listenPort}`, "the frontend's bind :5432");
+  cfg = replaceOnce(cfg, /^(\s*external-check command )\S+[ \t]*$/m, `$1${script}`, "the primary check command");
+  cfg = replaceOnce(
+    cfg,
+    /^(\s*)server db-a db-a:5432\n\s*server db-b db-b:5432[ \t]*$/m,
+    servers.map((s) => `$1server ${s.name} ${s.host}:${s.port}`).join("\n"),
+    "the two database servers",
+  );
+  return cfg;
+}
+
 async function waitForPort(port: number, child: ChildProcess, output: () => string, timeoutMs = 10_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
@@ -71,8 +92,8 @@ async function waitForPort(port: number, child: ChildProcess, output: () => stri
   }
 }
 
-/** Starts `haproxy -db` (foreground) with `config`, after `haproxy -c` accepts it. */
-export async function startHaproxy(config: string, listenPort: number, dir: string): Promise<RunningHaproxy> {
+/** Starts `haproxy -db` (foreground) with `config`, after `haproxy -c` accepts it; `env` reaches external checks. */
+export async function startHaproxy(config: string, listenPort: number, dir: string, env: Record<string, string> = {}): Promise<RunningHaproxy> {
   const file = path.join(dir, `haproxy-${listenPort}.cfg`);
   fs.writeFileSync(file, config.endsWith("\n") ? config : config + "\n");
   const check = spawn("haproxy", ["-c", "-f", file], { stdio: ["ignore", "pipe", "pipe"] });
@@ -81,7 +102,7 @@ export async function startHaproxy(config: string, listenPort: number, dir: stri
   check.stderr.on("data", (d: Buffer) => (checkOut += d.toString()));
   const code = await new Promise<number | null>((resolve) => check.on("close", resolve));
   if (code !== 0) throw new Error(`haproxy -c rejected the configuration: ${checkOut}`);
-  const child = spawn("haproxy", ["-db", "-f", file], { stdio: ["ignore", "pipe", "pipe"] });
+  const child = spawn("haproxy", ["-db", "-f", file], { env: { PATH: process.env.PATH, ...env }, stdio: ["ignore", "pipe", "pipe"] });
   let out = "";
   child.stdout!.on("data", (d: Buffer) => (out += d.toString()));
   child.stderr!.on("data", (d: Buffer) => (out += d.toString()));

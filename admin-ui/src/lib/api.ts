@@ -215,6 +215,9 @@ export const api = {
   keys: {
     status: () => request<KeyStatusRes>("GET", `${V1}/keys`),
     sealStatus: () => request<SealProgressRes>("GET", `${V1}/keys/seal-status`),
+    /** One passphrase, or one custodian's share per call; `{}` retries a key file or HSM; `{reset: true}` discards entered shares. */
+    unseal: (body: { passphrase: string } | { share: string } | { reset: true } | Record<string, never>) => request<SealProgressRes>("POST", `${V1}/keys/unseal`, body),
+    seal: (body: { reason?: string }) => request<SealProgressRes>("POST", `${V1}/keys/seal`, body),
     rotate: (body: KeyRotation) => request<RotationStartedRes>("POST", `${V1}/keys/rotate`, body),
   },
   audit: {

@@ -10,6 +10,7 @@ import * as m0009 from "./0009_backup_catalogue.js";
 import * as m0010 from "./0010_tenant_key_rotations.js";
 import * as m0020 from "./0020_host_operator_invites.js";
 import * as m0030 from "./0030_alerts.js";
+import * as m0031 from "./0031_alert_channels.js";
 import * as m0040 from "./0040_webhooks.js";
 import * as m0070 from "./0070_cache_invalidation.js";
 
@@ -29,6 +30,7 @@ export const migrations: Migration[] = [
   { name: "0010_tenant_key_rotations", sql: m0010.sql },
   { name: "0020_host_operator_invites", sql: m0020.sql },
   { name: "0030_alerts", sql: m0030.sql },
+  { name: "0031_alert_channels", sql: m0031.sql },
   { name: "0040_webhooks", sql: m0040.sql },
   { name: "0070_cache_invalidation", sql: m0070.sql },
 ];

@@ -4,9 +4,14 @@
  * failure paths.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { raiseAlert, resolveAlert } from "../../../daemon/alerts/index.js";
+import fs from "node:fs";
+import path from "node:path";
+import { checkCertificate, checkDisk } from "../../../daemon/alerts/background.js";
+import { acknowledgeAlertAsOperator, openAlertsOf, raiseAlert, resolveAlert } from "../../../daemon/alerts/index.js";
+import { describeCertificate } from "../../../daemon/tls/index.js";
 import type { AlertViewRes } from "../../../daemon/alerts/schema.js";
-import { startTestAppliance, type TestAppliance } from "../../helpers/appliance.js";
+import { startTestAppliance, testEnv, type TestAppliance } from "../../helpers/appliance.js";
+import { runCli } from "../../helpers/daemon-process.js";
 import { createTenant, signIn, type SignedIn } from "../../helpers/actors.js";
 import { TestClock } from "../../helpers/clock.js";
 import { auditEvents, expectProblem } from "../auth/identity-helpers.js";
@@ -85,7 +90,7 @@ describe("alert store", () => {
     expect(await idsOf(adminB)).toEqual([b.id]);
     expect(await idsOf(root)).toEqual(expect.arrayContaining([a.id, b.id, appliance.id]));
     expectProblem(await adminB.agent.get(`/api/v1/alerts/${a.id}`), 404, "not-found");
-    expect((await adminA.agent.get(`/api/v1/alerts/${a.id}`)).body.summary).toBe("channel c1 cannot deliver");
+    expect((await adminA.agent.get(`/api/v1/alerts/${a.id}`)).body).toMatchObject({ alert: { summary: "channel c1 cannot deliver" }, deliveries: [] });
     expect((await adminA.agent.get("/api/v1/alerts/summary")).body).toEqual({ open: 1, unacknowledged: 1, critical: 0 });
 
     // Resolving one tenant's alert leaves the other's open.
@@ -121,5 +126,70 @@ describe("alert store", () => {
 
   it("refuses a kind that is not dotted lower_snake_case", async () => {
     await expect(raiseAlert(app.ctx, { kind: "Bad Kind", severity: "info", summary: "x" })).rejects.toThrow(/dotted lower_snake_case/);
+  });
+
+  it("raises disk low as warning then critical on one alert, and resolves it when space comes back", async () => {
+    await checkDisk(app.ctx, 50);
+    expect(await openAlertsOf(app.ctx, ["system.disk_low"])).toEqual([]);
+    await checkDisk(app.ctx, 90);
+    const [warn] = await openAlertsOf(app.ctx, ["system.disk_low"]);
+    expect(warn).toMatchObject({ severity: "warning", summary: "the data directory's file system is 90% full (warning at 85%, critical at 95%)", details: { usedPercent: 90 } });
+    await checkDisk(app.ctx, 96.5);
+    expect(await openAlertsOf(app.ctx, ["system.disk_low"])).toEqual([expect.objectContaining({ id: warn!.id, severity: "critical", occurrences: 2 })]);
+    await checkDisk(app.ctx, 40);
+    expect(await openAlertsOf(app.ctx, ["system.disk_low"])).toEqual([]);
+    await checkDisk(app.ctx); // the real file system: whatever it says, the check runs without error
+  });
+
+  it("lists and acknowledges from the CLI, with --json, one-line failures and exit codes", async () => {
+    const env = testEnv(app.db, app.dataDir);
+    const { id } = await raiseAlert(app.ctx, { kind: "test.cli_visible", severity: "critical", key: "nas", tenantId: tenantB, summary: "snapshot 9 failed on target nas" });
+    const listed = await runCli(["alerts", "list", "--json"], env);
+    expect(listed.code).toBe(0);
+    const body = JSON.parse(listed.stdout) as { ok: boolean; alerts: AlertViewRes[]; openCount: number };
+    expect(body.ok).toBe(true);
+    expect(body.alerts.find((a) => a.id === id)).toMatchObject({ kind: "test.cli_visible", key: "nas", tenantId: tenantB, severity: "critical" });
+
+    const acked = await runCli(["alerts", "ack", id, "--note", "swapping the NAS disk"], env);
+    expect(acked.code).toBe(0);
+    expect(acked.stdout).toMatch(
+      new RegExp(
+        `^acknowledged: +${id}  critical acknowledged test\\.cli_visible \\(nas\\) \\[tenant ${tenantB}\\]: snapshot 9 failed on target nas .* ack: swapping the NAS disk`,
+      ),
+    );
+    const shown = (await adminB.agent.get(`/api/v1/alerts/${id}`)).body.alert as AlertViewRes;
+    expect(shown).toMatchObject({ acknowledgementNote: "swapping the NAS disk", acknowledgedBy: null, resolvedAt: null });
+    expect(shown.acknowledgedAt).not.toBeNull();
+    const [event] = (await auditEvents(app, { action: "alert.acknowledge" })).filter((e) => e.resource_id === id);
+    expect(event).toMatchObject({ actor_role: "host_operator", actor_user_id: expect.stringMatching(/^os:/), tenant_id: tenantB, reason: "swapping the NAS disk" });
+
+    const missing = await runCli(["alerts", "ack", "999999999", "--note", "x", "--json"], env);
+    expect(missing.code).toBe(1);
+    expect(JSON.parse(missing.stdout)).toEqual({ ok: false, error: "no such alert" });
+    const usage = await runCli(["alerts", "ack", "abc", "--note", "x"], env);
+    expect(usage.code).toBe(2);
+    expect(usage.stderr.trim()).toBe("wardkeep: abc: an alert id is a number (see wardkeep alerts list)");
+    // The operator's note is checked like the API's (in-process: each CLI run costs seconds).
+    const op = { userId: "os:test", userAgent: "wardkeep-cli" };
+    await expect(acknowledgeAlertAsOperator(app.ctx, id, "  ", op)).rejects.toThrow("say what is being done about it (--note)");
+    await expect(acknowledgeAlertAsOperator(app.ctx, id, "x".repeat(1001), op)).rejects.toThrow("the note has at most 1000 characters");
+    await resolveAlert(app.ctx, "test.cli_visible", "nas", { tenantId: tenantB });
+  }, 180_000);
+
+  // Last: it moves the clock close to the certificate's expiry.
+  it("raises certificate expiry inside the warning window, critical in the last week", async () => {
+    const notAfter = describeCertificate(fs.readFileSync(path.join(app.ctx.config.dataDir, "tls", "server.crt"), "utf8")).notAfter;
+    await checkCertificate(app.ctx);
+    expect(await openAlertsOf(app.ctx, ["tls.certificate_expiring"])).toEqual([]);
+    clock.advance(notAfter.getTime() - clock.now().getTime() - 20.5 * 86_400_000);
+    await checkCertificate(app.ctx);
+    const [soon] = await openAlertsOf(app.ctx, ["tls.certificate_expiring"]);
+    expect(soon).toMatchObject({ severity: "warning", details: { daysLeft: 20 } });
+    expect(soon!.summary).toBe(`the server's TLS certificate expires in 20 day(s), on ${notAfter.toISOString().slice(0, 10)}: run wardkeep tls renew or import a new one`);
+    clock.advance(15 * 86_400_000);
+    await checkCertificate(app.ctx);
+    expect(await openAlertsOf(app.ctx, ["tls.certificate_expiring"])).toEqual([
+      expect.objectContaining({ id: soon!.id, severity: "critical", details: expect.objectContaining({ daysLeft: 5 }) }),
+    ]);
   });
 });

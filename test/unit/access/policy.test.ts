@@ -84,7 +84,7 @@ describe("least privilege", () => {
   });
 
   it("marks key rotation, exports, role changes and restore as step-up actions", () => {
-    for (const a of ["key:rotate", "audit:export", "user:update", "backup:restore"] as Action[]) expect(STEP_UP_ACTIONS.has(a)).toBe(true);
+    for (const a of ["key:rotate", "key:seal", "audit:export", "user:update", "backup:restore"] as Action[]) expect(STEP_UP_ACTIONS.has(a)).toBe(true);
     for (const a of STEP_UP_ACTIONS) expect(ACTIONS).toContain(a);
   });
 

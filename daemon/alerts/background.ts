@@ -1,0 +1,106 @@
+import fs from "node:fs";
+import path from "node:path";
+import { inDataDir } from "../config/load.js";
+import type { ApplianceContext } from "../context.js";
+import { describeCertificate } from "../tls/index.js";
+import { CHANNEL_FAILED, startAlertSender, type AlertRaiser } from "./deliveries.js";
+import { oneLineError } from "./transports.js";
+import { alertViewsByIds, raiseAlert, resolveAlert } from "./store.js";
+
+/** The channel-failure alert through the store (deliveries.ts cannot import the store: it queues for it). */
+const raiser: AlertRaiser = {
+  async raise(ctx, channel, error) {
+    await raiseAlert(ctx, {
+      kind: CHANNEL_FAILED,
+      severity: "warning",
+      key: channel.id,
+      tenantId: channel.tenant_id,
+      summary: `alert channel ${channel.name} (${channel.type}) cannot deliver: ${error}`,
+      details: { channelId: channel.id, channelType: channel.type },
+    });
+  },
+  async resolve(ctx, channel) {
+    await resolveAlert(ctx, CHANNEL_FAILED, channel.id, { tenantId: channel.tenant_id });
+  },
+  views: alertViewsByIds,
+};
+
+export const CERTIFICATE_EXPIRING = "tls.certificate_expiring";
+export const DISK_LOW = "system.disk_low";
+
+/** The server certificate the appliance serves: the configured one, or the internal CA's. */
+function serverCertificatePath(ctx: ApplianceContext): string {
+  return ctx.config.tls.certFile || path.join(inDataDir(ctx.config, "tls"), "server.crt");
+}
+
+/** Raises `tls.certificate_expiring` inside the warning window (critical in the last days), resolves it otherwise. */
+export async function checkCertificate(ctx: ApplianceContext): Promise<void> {
+  const cfg = ctx.config.alerts;
+  let notAfter: Date;
+  try {
+    notAfter = describeCertificate(fs.readFileSync(serverCertificatePath(ctx), "utf8")).notAfter;
+  } catch {
+    return; // no certificate file to read (yet): the TLS capability reports that at start
+  }
+  const days = Math.floor((notAfter.getTime() - ctx.clock.now().getTime()) / 86_400_000);
+  if (days >= cfg.certificateWarnDays) {
+    await resolveAlert(ctx, CERTIFICATE_EXPIRING, "");
+    return;
+  }
+  await raiseAlert(ctx, {
+    kind: CERTIFICATE_EXPIRING,
+    severity: days <= cfg.certificateCriticalDays ? "critical" : "warning",
+    summary:
+      days < 0
+        ? `the server's TLS certificate expired on ${notAfter.toISOString().slice(0, 10)}: run wardkeep tls renew or import a new one`
+        : `the server's TLS certificate expires in ${days} day(s), on ${notAfter.toISOString().slice(0, 10)}: run wardkeep tls renew or import a new one`,
+    details: { daysLeft: days, notAfter: notAfter.toISOString() },
+  });
+}
+
+/** Raises `system.disk_low` when the data directory's file system is fuller than the thresholds. */
+export async function checkDisk(ctx: ApplianceContext, usedPercent?: number): Promise<void> {
+  const cfg = ctx.config.alerts;
+  let used = usedPercent;
+  if (used === undefined) {
+    const s = await fs.promises.statfs(inDataDir(ctx.config, "."));
+    used = s.blocks > 0 ? Math.round((1 - s.bavail / s.blocks) * 1000) / 10 : 0;
+  }
+  if (used < cfg.diskWarnPercent) {
+    await resolveAlert(ctx, DISK_LOW, "");
+    return;
+  }
+  await raiseAlert(ctx, {
+    kind: DISK_LOW,
+    severity: used >= cfg.diskCriticalPercent ? "critical" : "warning",
+    summary: `the data directory's file system is ${used}% full (warning at ${cfg.diskWarnPercent}%, critical at ${cfg.diskCriticalPercent}%)`,
+    details: { usedPercent: used },
+  });
+}
+
+/** The alerts capability's background work in a running daemon: the channel sender and the appliance's own health checks. */
+export function startAlertServices(ctx: ApplianceContext): { stop(): Promise<void> } {
+  const sender = startAlertSender(ctx, raiser);
+  let stopped = false;
+  const check = async () => {
+    for (const [name, run] of [
+      ["certificate", checkCertificate],
+      ["disk", checkDisk],
+    ] as const) {
+      if (stopped) return;
+      await run(ctx).catch((err: unknown) => ctx.log.warn(`alerts: the ${name} check failed`, { error: oneLineError(err) }));
+    }
+  };
+  const timer = setInterval(() => void check(), ctx.config.alerts.checkIntervalMs);
+  timer.unref();
+  const first = setTimeout(() => void check(), 1000);
+  first.unref();
+  return {
+    async stop() {
+      stopped = true;
+      clearInterval(timer);
+      clearTimeout(first);
+      await sender?.stop();
+    },
+  };
+}
