@@ -78,7 +78,7 @@ describe("the Keys page", () => {
     // Make the second factor stale so the rotation asks for a fresh code.
     clock.advanceMinutes(app.config.auth.stepUpMaxAgeMinutes + 1);
     await row.getByRole("button", { name: "Rotate" }).click();
-    const confirm = page.getByTestId("confirm-dialog");
+    const confirm = page.getByTestId("confirm-dialog").filter({ hasText: "Rotate key" });
     const explanation = (await confirm.getByTestId("rotation-explanation").textContent())!.replace(/\s+/g, " ");
     expect(explanation).toContain("The data keys of Harbourside Hospital get a new version each (one key per patient).");
     await confirm.getByRole("button", { name: "Rotate" }).click();
@@ -101,10 +101,10 @@ describe("the Keys page", () => {
   it("says the root key rotation rewraps keys, not that it re-encrypts data", async () => {
     const { context, page } = await screen(root, "/keys");
     await page.getByRole("button", { name: "Rotate root key" }).click();
-    const text = (await page.getByTestId("confirm-dialog").getByTestId("rotation-explanation").textContent())!.replace(/\s+/g, " ");
+    const text = (await page.getByTestId("confirm-dialog").filter({ hasText: "Rotate key" }).getByTestId("rotation-explanation").textContent())!.replace(/\s+/g, " ");
     expect(text).toMatch(/Every data key is rewrapped \(re-encrypted\) under it in the background; the patient data itself is not re-encrypted/);
     expect(text).not.toMatch(/existing data is re-encrypted/);
-    await page.getByTestId("confirm-dialog").getByRole("button", { name: "Cancel" }).click();
+    await page.getByTestId("confirm-dialog").filter({ hasText: "Rotate key" }).getByRole("button", { name: "Cancel" }).click();
     await context.close();
   });
 
