@@ -2,20 +2,23 @@ import os from "node:os";
 import path from "node:path";
 import fs from "node:fs";
 import { Gauge, Registry, collectDefaultMetrics } from "prom-client";
-import { startAccessServices } from "./access/background.js";
-import { startAlertServices } from "./alerts/background.js";
-import { startAuditServices } from "./audit/background.js";
-import { startBackupServices } from "./backups/background.js";
-import { startRecordsServices } from "./records/background.js";
+import { accessJobs } from "./access/background.js";
+import { auditJobs, startAuditServices } from "./audit/background.js";
+import { backupJobs, registerBackupMetrics } from "./backups/background.js";
+import { jobsWatchdog, registerJobMetrics, startJobRunner, type JobSpec } from "./jobs/index.js";
+import { recordsJobs } from "./records/background.js";
+import { alertsJobs, startAlertServices } from "./alerts/background.js";
 import { startWebhookServices } from "./webhooks/background.js";
 import { ensureSetupToken } from "./auth/index.js";
-import { RootKey, startKeyMaintenance, unsealAtStart } from "./keys/index.js";
+import { keyMaintenanceJob, RootKey, startKeyMaintenance, unsealAtStart } from "./keys/index.js";
 import { ensureTlsMaterial, TlsError, watchTlsDirectory } from "./tls/index.js";
 import { systemClock, type Clock } from "./clock.js";
 import { inDataDir } from "./config/load.js";
 import type { Config } from "./config/schema.js";
 import type { ApplianceContext } from "./context.js";
 import { openDatabase } from "./db/connection.js";
+import type { EmbeddedPostgres } from "./db/embedded.js";
+import { raiseAlert } from "./alerts/index.js";
 import { applyMigrations, pendingMigrations } from "./db/migrate.js";
 import { assertAppRoleIsRestricted, prepareDatabase } from "./db/roles.js";
 import { createHttpApp } from "./http/app.js";
@@ -26,6 +29,8 @@ export type Appliance = {
   ctx: ApplianceContext;
   server: RunningServer;
   url: string;
+  /** The embedded PostgreSQL this appliance started and supervises (none with an external database). */
+  embedded?: EmbeddedPostgres;
   stop(): Promise<{ drained: boolean }>;
 };
 
@@ -79,6 +84,67 @@ function applianceMetrics(rootKey: RootKey): Registry {
   return registry;
 }
 
+/** Every recurring job of the appliance: the one list the job runner schedules (docs/jobs.md). */
+export function applianceJobs(): JobSpec[] {
+  return [...auditJobs, keyMaintenanceJob, ...backupJobs, ...recordsJobs, ...accessJobs, ...alertsJobs, jobsWatchdog];
+}
+
+/**
+ * Says when the database goes away and comes back (docs/hardening.md, "Database outage"): one log
+ * line each way rather than one per failed request, and an alert once the database can hold it.
+ * The embedded PostgreSQL is restarted by its supervisor (db/embedded.ts); its exit and restart
+ * are logged and alerted the same way.
+ */
+function superviseDatabase(ctx: ApplianceContext, embedded: EmbeddedPostgres | undefined): void {
+  const { log } = ctx;
+  let restarts = 0;
+  // Recorded once the database can hold it: retried for a minute after the database returns.
+  const alert = (input: Parameters<typeof raiseAlert>[1]) =>
+    void (async () => {
+      for (let attempt = 0; ; attempt++) {
+        try {
+          return await raiseAlert(ctx, input);
+        } catch (err) {
+          if (attempt >= 30) return log.warn("could not record a database alert", { kind: input.kind, error: (err as Error).message });
+          await new Promise((r) => setTimeout(r, 2_000).unref());
+        }
+      }
+    })();
+  ctx.db.circuit.onChange((e) => {
+    if (e.state === "open") {
+      log.error("database unreachable: requests are answered 503 with Retry-After until it answers again", { reason: e.reason });
+      return;
+    }
+    const seconds = Math.round(e.downMs / 100) / 10;
+    log.warn("database reachable again: serving requests", { downSeconds: seconds });
+    alert({
+      kind: "database.outage",
+      severity: "critical",
+      summary: `PostgreSQL did not answer for ${seconds} s; requests meanwhile were answered 503 and changed nothing`,
+      details: { downSeconds: seconds, embeddedRestarts: restarts },
+    });
+  });
+  embedded?.supervise({
+    exited(reason) {
+      log.error("embedded PostgreSQL exited unexpectedly; restarting it", { reason });
+    },
+    restarted(attempt) {
+      restarts += 1;
+      log.warn("embedded PostgreSQL restarted", { attempt, restarts });
+      void ctx.db.circuit.probeNow();
+      alert({
+        kind: "database.embedded_restarted",
+        severity: "warning",
+        summary: `the embedded PostgreSQL exited and was restarted (${restarts} restart(s) since start)`,
+        details: { restarts },
+      });
+    },
+    restartFailed(attempt, reason) {
+      log.error("embedded PostgreSQL did not start again; retrying with backoff", { attempt, reason });
+    },
+  });
+}
+
 /**
  * Brings the appliance up in dependency order — database and roles, migrations, TLS, root key,
  * HTTP — and says in a few lines what it created, so a first start explains itself.
@@ -115,6 +181,7 @@ export async function startAppliance(config: Config, opts: StartOptions): Promis
       nonceBudget: config.keys.nonceBudget,
     });
     const ctx: ApplianceContext = { config, log, db, rootKey, metrics: applianceMetrics(rootKey), clock: opts.clock ?? systemClock };
+    superviseDatabase(ctx, targets.embedded);
     // Other replicas' changes reach this daemon's caches through LISTEN/NOTIFY (daemon/db/invalidation.ts).
     db.invalidations.start(log);
     // The key store's own mode decides how; when it cannot unseal, the appliance serves sealed (503 on PHI routes).
@@ -126,9 +193,9 @@ export async function startAppliance(config: Config, opts: StartOptions): Promis
     const url = `https://${config.server.publicHostname}:${server.port}`;
     const audit = startAuditServices(ctx);
     const keyMaintenance = startKeyMaintenance(ctx);
-    const backups = startBackupServices(ctx);
-    const records = startRecordsServices(ctx);
-    const access = startAccessServices(ctx);
+    registerBackupMetrics(ctx);
+    registerJobMetrics(ctx);
+    const jobs = startJobRunner(ctx, applianceJobs());
     const alerts = startAlertServices(ctx);
     const webhooks = startWebhookServices(ctx);
     log.info(`listening on ${url}${server.redirectPort ? ` (http://:${server.redirectPort} redirects)` : ""}`);
@@ -158,15 +225,14 @@ export async function startAppliance(config: Config, opts: StartOptions): Promis
       ctx,
       server,
       url,
+      embedded: targets.embedded,
       stop() {
         stopping ??= (async () => {
           // Close the listener first, then say so: whoever reads the line can rely on it.
           const closing = server.close(config.server.shutdownTimeoutMs);
           log.info("shutting down: draining in-flight requests");
           const result = await closing;
-          await backups.stop();
-          await records.stop();
-          await access.stop();
+          await jobs.stop();
           await alerts.stop();
           await webhooks.stop();
           await audit.stop();

@@ -8,6 +8,7 @@ import { scopeOf, type Actor } from "../kernel/actor.js";
 import { patientAccessFor } from "./care-team.js";
 import { authorize } from "../kernel/policy.js";
 import { breakGlassRequest } from "./schema.js";
+import { publishWebhookEvent } from "../webhooks/index.js";
 
 /**
  * Break-glass: a practitioner opens a patient outside their care team by stating why. The grant
@@ -65,6 +66,12 @@ export async function openBreakGlass(
       { action: "break_glass.open", resourceType: "patient", resourceId: patientId, patientId, outcome: "success", breakGlass: true, reason: input.reason },
       meta,
     );
+    // Ids only: the stated reason stays in the audit trail.
+    await publishWebhookEvent(ctx, t, {
+      tenantId: actor.tenantId,
+      type: "break_glass.used",
+      data: { grantId: row!.id, patientId, userId: actor.userId, expiresAt: expiresAt.toISOString() },
+    });
     return row!;
   });
   // Ids only: the reason may name the patient's condition.

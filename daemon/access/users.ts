@@ -1,4 +1,5 @@
 import { type Tx } from "../db/sql.js";
+import { publishWebhookEvent } from "../webhooks/index.js";
 import { z } from "zod";
 import { forgetResolvedApiTokens, clearMfa, revokeUserSessions } from "../auth/index.js";
 import { recordAuthEvent } from "../audit/append.js";
@@ -141,7 +142,10 @@ export async function updateUser(ctx: ApplianceContext, actor: Actor, userId: st
       );
     }
     if (input.status && input.status !== row.status) {
-      if (input.status === "deactivated") await revokeUserSessions(ctx, t, userId, "deactivated");
+      if (input.status === "deactivated") {
+        await revokeUserSessions(ctx, t, userId, "deactivated");
+        await publishWebhookEvent(ctx, t, { tenantId: row.tenant_id, type: "user.deprovisioned", data: { userId, reason: "administrator" } });
+      }
       await recordAuthEvent(
         ctx,
         t,
@@ -222,6 +226,7 @@ export async function deactivateInactiveUsers(ctx: ApplianceContext): Promise<In
       }
       await t.exec("UPDATE users SET status = 'deactivated', deactivated_at = $2, deactivated_reason = 'inactive', updated_at = $2 WHERE id = $1", [u.id, now]);
       await revokeUserSessions(ctx, t, u.id, "deactivated-inactive");
+      await publishWebhookEvent(ctx, t, { tenantId: u.tenant_id, type: "user.deprovisioned", data: { userId: u.id, reason: "inactive" } });
       await recordAuthEvent(
         ctx,
         t,

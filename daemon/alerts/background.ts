@@ -1,7 +1,9 @@
 import fs from "node:fs";
+import os from "node:os";
 import path from "node:path";
 import { inDataDir } from "../config/load.js";
 import type { ApplianceContext } from "../context.js";
+import type { JobSpec } from "../jobs/index.js";
 import { describeCertificate } from "../tls/index.js";
 import { CHANNEL_FAILED, startAlertSender, type AlertRaiser } from "./deliveries.js";
 import { oneLineError } from "./transports.js";
@@ -33,19 +35,22 @@ function serverCertificatePath(ctx: ApplianceContext): string {
   return ctx.config.tls.certFile || path.join(inDataDir(ctx.config, "tls"), "server.crt");
 }
 
-/** Raises `tls.certificate_expiring` inside the warning window (critical in the last days), resolves it otherwise. */
-export async function checkCertificate(ctx: ApplianceContext): Promise<void> {
+/**
+ * Raises `tls.certificate_expiring` inside the warning window (critical in the last days),
+ * resolves it otherwise. Resolves to the days left, or undefined when there is no certificate to read.
+ */
+export async function checkCertificate(ctx: ApplianceContext): Promise<number | undefined> {
   const cfg = ctx.config.alerts;
   let notAfter: Date;
   try {
     notAfter = describeCertificate(fs.readFileSync(serverCertificatePath(ctx), "utf8")).notAfter;
   } catch {
-    return; // no certificate file to read (yet): the TLS capability reports that at start
+    return undefined; // no certificate file to read (yet): the TLS capability reports that at start
   }
   const days = Math.floor((notAfter.getTime() - ctx.clock.now().getTime()) / 86_400_000);
   if (days >= cfg.certificateWarnDays) {
     await resolveAlert(ctx, CERTIFICATE_EXPIRING, "");
-    return;
+    return days;
   }
   await raiseAlert(ctx, {
     kind: CERTIFICATE_EXPIRING,
@@ -56,10 +61,16 @@ export async function checkCertificate(ctx: ApplianceContext): Promise<void> {
         : `the server's TLS certificate expires in ${days} day(s), on ${notAfter.toISOString().slice(0, 10)}: run wardkeep tls renew or import a new one`,
     details: { daysLeft: days, notAfter: notAfter.toISOString() },
   });
+  return days;
 }
 
-/** Raises `system.disk_low` when the data directory's file system is fuller than the thresholds. */
+/**
+ * Raises `system.disk_low` when the data directory's file system is fuller than the thresholds.
+ * Each replica has its own data directory, so the key is this host's name and every replica checks
+ * its own (in the background loop, not as a job, which runs on one replica).
+ */
 export async function checkDisk(ctx: ApplianceContext, usedPercent?: number): Promise<void> {
+  const host = os.hostname().slice(0, 200);
   const cfg = ctx.config.alerts;
   let used = usedPercent;
   if (used === undefined) {
@@ -67,29 +78,39 @@ export async function checkDisk(ctx: ApplianceContext, usedPercent?: number): Pr
     used = s.blocks > 0 ? Math.round((1 - s.bavail / s.blocks) * 1000) / 10 : 0;
   }
   if (used < cfg.diskWarnPercent) {
-    await resolveAlert(ctx, DISK_LOW, "");
+    await resolveAlert(ctx, DISK_LOW, host);
     return;
   }
   await raiseAlert(ctx, {
     kind: DISK_LOW,
+    key: host,
     severity: used >= cfg.diskCriticalPercent ? "critical" : "warning",
-    summary: `the data directory's file system is ${used}% full (warning at ${cfg.diskWarnPercent}%, critical at ${cfg.diskCriticalPercent}%)`,
+    summary: `the data directory's file system on ${host} is ${used}% full (warning at ${cfg.diskWarnPercent}%, critical at ${cfg.diskCriticalPercent}%)`,
     details: { usedPercent: used },
   });
 }
 
-/** The alerts capability's background work in a running daemon: the channel sender and the appliance's own health checks. */
+/** The certificate check runs through the job runner (one replica, with a job_runs history). */
+export const alertsJobs: JobSpec[] = [
+  {
+    name: "tls-expiry",
+    summary: "Raises tls.certificate_expiring when the server certificate is within alerts.certificateWarnDays of expiry",
+    schedule: (ctx) => ctx.config.jobs.schedules.tlsExpiry || "0 0 6 * * *",
+    runAtStartAfterMs: 5_000,
+    async run(ctx) {
+      const daysLeft = await checkCertificate(ctx);
+      return daysLeft === undefined ? { skipped: "no server certificate file to read" } : { counts: { daysLeft } };
+    },
+  },
+];
+
+/** The alerts capability's background work on every replica: the channel sender and this replica's disk check. */
 export function startAlertServices(ctx: ApplianceContext): { stop(): Promise<void> } {
   const sender = startAlertSender(ctx, raiser);
   let stopped = false;
   const check = async () => {
-    for (const [name, run] of [
-      ["certificate", checkCertificate],
-      ["disk", checkDisk],
-    ] as const) {
-      if (stopped) return;
-      await run(ctx).catch((err: unknown) => ctx.log.warn(`alerts: the ${name} check failed`, { error: oneLineError(err) }));
-    }
+    if (stopped) return;
+    await checkDisk(ctx).catch((err: unknown) => ctx.log.warn("alerts: the disk check failed", { error: oneLineError(err) }));
   };
   const timer = setInterval(() => void check(), ctx.config.alerts.checkIntervalMs);
   timer.unref();

@@ -1,5 +1,6 @@
 import { Gauge } from "prom-client";
 import type { ApplianceContext } from "../context.js";
+import type { JobSpec } from "../jobs/index.js";
 import { readChainHead, startAuditChainer } from "./chainer.js";
 import { periodicCheckpoint } from "./checkpoints.js";
 import { settleExportJobs } from "./pack-jobs.js";
@@ -7,10 +8,32 @@ import { dropExpiredAuditSegments } from "./retention.js";
 import { startSiemForwarder } from "./siem.js";
 import { pinAuditPublicKey } from "./signing-key.js";
 
-const RETENTION_LOCK = 7_305_002;
-const RETENTION_EVERY_MS = 6 * 3_600_000;
+/** The audit capability's recurring jobs (daemon/jobs runs them on one replica per fire). */
+export const auditJobs: JobSpec[] = [
+  {
+    name: "audit-checkpoint",
+    summary: "Signs a checkpoint of the audit chain head when events arrived since the last one",
+    needsUnsealed: true,
+    schedule: (ctx) => ctx.config.jobs.schedules.auditCheckpoint || { everyMs: ctx.config.audit.checkpointIntervalMinutes * 60_000 },
+    async run(ctx) {
+      await pinAuditPublicKey(ctx);
+      const signed = await periodicCheckpoint(ctx);
+      return { counts: { checkpoints: signed ? 1 : 0 } };
+    },
+  },
+  {
+    name: "audit-retention",
+    summary: "Drops monthly audit segments older than audit retention (after anchoring their last hash)",
+    destructive: true,
+    schedule: (ctx) => ctx.config.jobs.schedules.auditRetention || "0 15 */6 * * *",
+    async run(ctx) {
+      const dropped = await dropExpiredAuditSegments(ctx);
+      return { counts: { segments: dropped.length } };
+    },
+  },
+];
 
-/** The audit capability's background work in a running daemon: chaining, checkpoints, retention, SIEM. */
+/** The audit capability's continuous background work in a running daemon: chaining and SIEM forwarding. */
 export function startAuditServices(ctx: ApplianceContext): { stop(): Promise<void> } {
   const chainer = startAuditChainer(ctx);
   // A growing intake means the chainer is stuck: alert on it (events are safe, not yet chained).
@@ -38,32 +61,9 @@ export function startAuditServices(ctx: ApplianceContext): { stop(): Promise<voi
     },
   });
   const siem = startSiemForwarder(ctx);
-  const safely = (what: string, work: () => Promise<unknown>) => () => {
-    work().catch((err: Error) => ctx.log.warn(`audit ${what} did not run: ${err.name}`));
-  };
-  const checkpoint = setInterval(
-    safely("checkpoint", async () => {
-      await pinAuditPublicKey(ctx);
-      await periodicCheckpoint(ctx);
-    }),
-    ctx.config.audit.checkpointIntervalMinutes * 60_000,
-  );
-  checkpoint.unref();
-  const retention = setInterval(
-    safely("retention", () =>
-      ctx.db.owner.transaction(async (t) => {
-        const [lock] = await t.rows<{ ok: boolean }>("SELECT pg_try_advisory_xact_lock($1) AS ok", [RETENTION_LOCK]);
-        if (lock?.ok) await dropExpiredAuditSegments(ctx);
-      }),
-    ),
-    RETENTION_EVERY_MS,
-  );
-  retention.unref();
   pinAuditPublicKey(ctx).catch((err: Error) => ctx.log.warn(`audit public key not pinned: ${err.message}`));
   return {
     async stop() {
-      clearInterval(checkpoint);
-      clearInterval(retention);
       await settleExportJobs();
       await chainer.stop();
       await siem?.stop();

@@ -1,7 +1,7 @@
-import cron, { type ScheduledTask } from "node-cron";
 import { Gauge } from "prom-client";
 import type { ApplianceContext } from "../context.js";
 import { inScope } from "../db/sql.js";
+import type { JobSpec } from "../jobs/index.js";
 import { Conflict } from "../kernel/errors.js";
 import { readPolicyRow } from "./policy.js";
 import { ALERT_KINDS, COMPLETE_EVERYWHERE, evaluateFreshness, reconcileCatalogue, startDrill, startSnapshot } from "./service.js";
@@ -140,72 +140,69 @@ export function registerBackupMetrics(ctx: ApplianceContext): void {
 }
 
 /**
- * Scheduled snapshots and drills (node-cron, schedules from the policy row, re-read every
- * watchdog tick so a change made on another replica applies here too) and the freshness
- * watchdog. Every replica schedules; the advisory lock in the service lets one of them run.
+ * Scheduled snapshots and drills (schedules from the policy row, which the job runner re-reads
+ * every jobs.rescheduleSeconds, so a change made on another replica applies here too) and the
+ * watchdog: freshness alerts, and a catalogue reconcile every RECONCILE_EVERY_MS even when no
+ * snapshot runs. `backup.schedulerEnabled: false` leaves all three off on this replica.
  */
-export function startBackupServices(ctx: ApplianceContext): { stop(): Promise<void> } {
-  registerBackupMetrics(ctx);
-  if (!ctx.config.backup.schedulerEnabled) return { stop: async () => {} };
-  const inFlight = new Set<Promise<unknown>>();
-  const tasks: { snapshot?: ScheduledTask; drill?: ScheduledTask } = {};
-  const current = { snapshot: "", drill: "" };
-  let stopped = false;
-
-  const launch = (what: "snapshot" | "drill") => {
-    if (stopped) return;
-    if (ctx.rootKey.isSealed) {
-      ctx.log.warn(`backup: scheduled ${what} skipped: the appliance is sealed`);
-      return;
-    }
-    const run = (async () => {
-      const started = what === "snapshot" ? await startSnapshot(ctx, { trigger: "schedule" }) : await startDrill(ctx, { trigger: "schedule" });
-      await started.done;
-    })().catch((err: unknown) => {
-      if (err instanceof Conflict) ctx.log.debug(`backup: scheduled ${what} skipped: ${err.message}`);
-      else ctx.log.error(`backup: scheduled ${what} could not run: ${(err as Error).message}`);
-    });
-    inFlight.add(run);
-    void run.finally(() => inFlight.delete(run));
-  };
-
-  const reschedule = async () => {
-    const policy = await inScope(ctx.db.app, { kind: "appliance" }, (t) => readPolicyRow(ctx, t));
-    const want = { snapshot: policy.enabled ? policy.snapshot_schedule : "", drill: policy.enabled ? policy.drill_schedule : "" };
-    for (const what of ["snapshot", "drill"] as const) {
-      if (want[what] === current[what]) continue;
-      await tasks[what]?.destroy();
-      tasks[what] = want[what] ? cron.schedule(want[what], () => launch(what), { name: `wardkeep-backup-${what}`, noOverlap: true }) : undefined;
-      current[what] = want[what];
-    }
-  };
-
-  let lastReconcile = 0;
-  const tick = async () => {
-    if (stopped) return;
-    try {
-      await reschedule();
-      await evaluateFreshness(ctx);
-      // Vanished and unrecorded snapshots are found even when no snapshot runs (the lock makes one replica do it).
-      if (!ctx.rootKey.isSealed && ctx.clock.now().getTime() - lastReconcile >= RECONCILE_EVERY_MS) {
-        lastReconcile = ctx.clock.now().getTime();
+export const backupJobs: JobSpec[] = [
+  {
+    name: "backup-snapshot",
+    summary: "Takes an encrypted snapshot to every target, then applies GFS retention and reconciles the catalogue",
+    needsUnsealed: true,
+    schedule: (ctx) => policySchedule(ctx, "snapshot"),
+    async run(ctx) {
+      const started = await startSnapshot(ctx, { trigger: "schedule" }).catch(conflictAsSkip);
+      if (!started) return { skipped: "a snapshot is already running" };
+      const run = await started.done;
+      if (run.status === "failed") throw new Error(`snapshot ${run.id} failed`);
+      return { counts: { storedBytes: run.storedBytes ?? 0, pruned: run.retention.length, targets: run.targets.length } };
+    },
+  },
+  {
+    name: "backup-drill",
+    summary: "Restores the newest snapshot into a scratch database and verifies digests, row counts, the audit chain and decryption",
+    needsUnsealed: true,
+    schedule: (ctx) => policySchedule(ctx, "drill"),
+    async run(ctx) {
+      const started = await startDrill(ctx, { trigger: "schedule" }).catch(conflictAsSkip);
+      if (!started) return { skipped: "a drill or snapshot is already running" };
+      const drill = await started.done;
+      if (drill.status !== "passed") throw new Error(`drill ${drill.id} ${drill.status}`);
+      return { counts: { rtoMs: drill.rtoMs ?? 0 } };
+    },
+  },
+  {
+    name: "backup-watchdog",
+    summary: "Raises backup alerts when no snapshot or drill succeeded recently enough, and reconciles the catalogue with the targets",
+    schedule: (ctx) => (ctx.config.backup.schedulerEnabled ? ctx.config.jobs.schedules.backupWatchdog || { everyMs: ctx.config.backup.watchdogIntervalSeconds * 1000 } : null),
+    runAtStartAfterMs: 500,
+    async run(ctx) {
+      const open = await evaluateFreshness(ctx);
+      let reconciled = 0;
+      // Vanished and unrecorded snapshots are found even when no snapshot runs.
+      const last = lastReconcile.get(ctx) ?? 0;
+      if (!ctx.rootKey.isSealed && ctx.clock.now().getTime() - last >= RECONCILE_EVERY_MS) {
+        lastReconcile.set(ctx, ctx.clock.now().getTime());
         const r = await reconcileCatalogue(ctx);
         for (const t of r.targets) if (t.error) ctx.log.warn(`backup reconcile: target ${t.target} could not be listed`, { target: t.target });
+        reconciled = 1;
       }
-    } catch (err) {
-      ctx.log.warn(`backup watchdog: ${(err as Error).message}`);
-    }
-  };
-  const timer = setInterval(() => void tick(), ctx.config.backup.watchdogIntervalSeconds * 1000);
-  timer.unref();
-  void tick();
-  return {
-    async stop() {
-      stopped = true;
-      clearInterval(timer);
-      await tasks.snapshot?.destroy();
-      await tasks.drill?.destroy();
-      await Promise.allSettled([...inFlight]);
+      return { counts: { openAlerts: open.length, reconciled } };
     },
-  };
+  },
+];
+
+const lastReconcile = new WeakMap<ApplianceContext, number>();
+
+async function policySchedule(ctx: ApplianceContext, what: "snapshot" | "drill"): Promise<string | null> {
+  if (!ctx.config.backup.schedulerEnabled) return null;
+  const policy = await inScope(ctx.db.app, { kind: "appliance" }, (t) => readPolicyRow(ctx, t));
+  if (!policy.enabled) return null;
+  return (what === "snapshot" ? policy.snapshot_schedule : policy.drill_schedule) || null;
+}
+
+function conflictAsSkip(err: unknown): undefined {
+  if (err instanceof Conflict) return undefined;
+  throw err;
 }

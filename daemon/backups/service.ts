@@ -4,6 +4,7 @@
  * holds the job locks, and records every run in the catalog tables, the audit trail, the log and
  * the alert state (docs/backups.md).
  */
+import { publishWebhookEvent } from "../webhooks/index.js";
 import { removeIncompleteSnapshots, scanTarget } from "../../backup/catalog.js";
 import { runRecoveryDrill, type DrillResult } from "../../backup/drill.js";
 import { manifestSigner } from "../../backup/keys.js";
@@ -462,6 +463,12 @@ async function recordOutcome(
     if (status !== "failed") {
       for (const ok of result!.targets.filter((x) => x.ok)) await setCopyState(ctx, t, id, ok.target, "present");
     }
+    // The appliance's own webhook endpoints hear of every finished run (ids and counts only).
+    await publishWebhookEvent(ctx, t, {
+      tenantId: null,
+      type: status === "failed" ? "snapshot.failed" : "snapshot.finished",
+      data: { snapshotId: id, status, targetsOk: result?.targets.filter((x) => x.ok).length ?? 0, targetsFailed: result?.targets.filter((x) => !x.ok).length ?? 0 },
+    });
     await recordTargetOutcomes(ctx, t, id, result?.targets ?? []);
     // Only a snapshot on every target clears the run alerts: a partial one leaves snapshot_failed
     // (and the staleness clock) as they were, and its failing targets have their own alerts.
@@ -908,6 +915,11 @@ export async function startDrill(
           await clearAlert(ctx, t, "drill_stale");
         } else await raiseAlert(ctx, t, "drill_failed", `recovery drill ${id} failed: ${result.error ?? "a check failed"}`);
         await audit(ctx, t, meta, "backup.drill", "backup_drill", id, result.passed ? "success" : "failure");
+        await publishWebhookEvent(ctx, t, {
+          tenantId: null,
+          type: "drill.completed",
+          data: { drillId: id, passed: result.passed, snapshotId: result.snapshotId, rtoMs: result.rtoMs, rpoMs: result.rpoMs },
+        });
       });
     } finally {
       await lock.release();

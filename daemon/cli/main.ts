@@ -9,6 +9,7 @@ import { registerDoctor } from "./commands/doctor.js";
 import { registerMigrate } from "./commands/migrate.js";
 import { registerRecover } from "./commands/recover.js";
 import { registerStart } from "./commands/start.js";
+import { registerWebhook } from "./commands/webhook.js";
 import { registerTenant } from "./commands/tenant.js";
 import { registerKeys } from "./commands/keys.js";
 import { registerTls } from "./commands/tls.js";
@@ -45,6 +46,7 @@ export function buildProgram(): Command {
   registerAudit(program);
   registerAlerts(program);
   registerTenant(program);
+  registerWebhook(program);
   for (const cmd of program.commands) applyExitOverride(cmd);
   return program;
 }

@@ -4,6 +4,7 @@ import { alertsSchema } from "../alerts/config.js";
 import { auditSchema } from "../audit/config.js";
 import { backupSchema } from "../backups/config.js";
 import { authSchema } from "../auth/config.js";
+import { jobsSchema } from "../jobs/config.js";
 import { keysSchema } from "../keys/config.js";
 import { recordsSchema } from "../records/config.js";
 import { webhooksSchema } from "../webhooks/config.js";
@@ -64,6 +65,23 @@ export const databaseSchema = z
     appPasswordFile: z.string().optional().describe("File holding the app role's password when appUrl is unset; unset generates one under dataDir."),
     poolMax: z.number().int().min(1).max(200).default(10).describe("Largest connection pool per role."),
     statementTimeoutMs: z.number().int().min(0).default(30_000).describe("Longest single SQL statement a request may run."),
+    acquireTimeoutMs: z.number().int().min(100).max(60_000).default(5_000).describe("How long a request waits to open or borrow a connection before it is answered 503."),
+    commitTimeoutMs: z
+      .number()
+      .int()
+      .min(500)
+      .max(120_000)
+      .default(10_000)
+      .describe("Client-side deadline of a COMMIT; past it the request is answered 503 (outcome unknown) and the connection dropped."),
+    heartbeatMs: z.number().int().min(100).max(60_000).default(1_000).describe("How often the daemon checks that PostgreSQL answers (SELECT 1 on a connection of its own)."),
+    probeTimeoutMs: z
+      .number()
+      .int()
+      .min(100)
+      .max(60_000)
+      .default(3_000)
+      .describe("A heartbeat unanswered this long, twice in a row, opens the circuit: requests get 503 at once until PostgreSQL answers again."),
+    retryAfterSeconds: z.number().int().min(1).max(3600).default(5).describe("Retry-After sent with 503 while the database is unreachable."),
     migrateOnStart: z.boolean().default(true).describe("Apply pending migrations at start; false leaves /readyz not ready until `wardkeep migrate`."),
     embeddedPort: port.default(54329).describe("Loopback port of the embedded PostgreSQL."),
   })
@@ -97,6 +115,7 @@ export const configSchema = z
     records: recordsSchema.prefault({}),
     webhooks: webhooksSchema.prefault({}),
     alerts: alertsSchema.prefault({}),
+    jobs: jobsSchema.prefault({}),
   })
   .strict();
 

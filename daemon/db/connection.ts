@@ -1,5 +1,6 @@
 import type { Config } from "../config/schema.js";
 import type { DatabaseTargets } from "./roles.js";
+import { DatabaseCircuit } from "./circuit.js";
 import { InvalidationBus } from "./invalidation.js";
 import { SqlPool } from "./sql.js";
 
@@ -11,25 +12,41 @@ export type Database = {
   owner: SqlPool;
   app: SqlPool;
   appRole: string;
+  /** Shared by both pools: fails requests fast while PostgreSQL is unreachable (./circuit.ts). */
+  circuit: DatabaseCircuit;
   /** Cross-replica cache invalidation (LISTEN/NOTIFY on the app role's connection; daemon/db/invalidation.ts). */
   invalidations: InvalidationBus;
   close(): Promise<void>;
 };
 
-function pool(url: string, config: Config, applicationName: string): SqlPool {
-  return new SqlPool({ url, applicationName, max: config.database.poolMax, statementTimeoutMs: config.database.statementTimeoutMs, acquireTimeoutMs: 15_000 });
+function pool(url: string, config: Config, applicationName: string, circuit: DatabaseCircuit): SqlPool {
+  const d = config.database;
+  return new SqlPool({
+    url,
+    applicationName,
+    max: d.poolMax,
+    statementTimeoutMs: d.statementTimeoutMs,
+    acquireTimeoutMs: d.acquireTimeoutMs,
+    commitTimeoutMs: d.commitTimeoutMs,
+    circuit,
+  });
 }
 
 export function openDatabase(targets: DatabaseTargets, config: Config): Database {
-  const owner = pool(targets.ownerUrl, config, "wardkeep-owner");
-  const app = pool(targets.appUrl, config, "wardkeep");
+  const d = config.database;
+  const circuit = new DatabaseCircuit({ url: targets.appUrl, heartbeatMs: d.heartbeatMs, probeTimeoutMs: d.probeTimeoutMs, retryAfterSeconds: d.retryAfterSeconds });
+  const owner = pool(targets.ownerUrl, config, "wardkeep-owner", circuit);
+  const app = pool(targets.appUrl, config, "wardkeep", circuit);
   const invalidations = new InvalidationBus(targets.appUrl);
+  circuit.start();
   return {
     owner,
     app,
     appRole: targets.appRole,
+    circuit,
     invalidations,
     async close() {
+      await circuit.stop();
       await Promise.allSettled([invalidations.close(), app.close(), owner.close()]);
     },
   };

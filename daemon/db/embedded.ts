@@ -27,7 +27,17 @@ export type EmbeddedPostgres = {
   initialised: boolean;
   /** True when another live process (the running daemon) owns the server and this one only attached. */
   attached: boolean;
+  /** Tells the daemon when the server exits unasked and when it is back (it is restarted either way). */
+  supervise(hooks: SupervisionHooks): void;
+  /** The postmaster's process id (undefined when attached to another daemon's server). */
+  readonly pid: number | undefined;
   stop(): Promise<void>;
+};
+
+export type SupervisionHooks = {
+  exited(reason: string): void;
+  restarted(attempt: number): void;
+  restartFailed(attempt: number, reason: string): void;
 };
 
 export type EmbeddedOptions = {
@@ -225,7 +235,7 @@ export async function startEmbeddedPostgres(opts: EmbeddedOptions): Promise<Embe
   const socketDir = embeddedSocketDir(opts.dataDir, opts.port);
   if ((await runningPostmaster(opts.dataDir)) === "attach") {
     const listening = socketDir && fs.existsSync(socketFile(socketDir, opts.port)) ? socketDir : undefined;
-    return { superuserUrl, port: opts.port, socketDir: listening, initialised, attached: true, stop: async () => {} };
+    return { superuserUrl, port: opts.port, socketDir: listening, initialised, attached: true, supervise: () => {}, pid: undefined, stop: async () => {} };
   }
   if (socketDir) {
     fs.mkdirSync(socketDir, { recursive: true, mode: 0o700 });
@@ -235,9 +245,83 @@ export async function startEmbeddedPostgres(opts: EmbeddedOptions): Promise<Embe
 
   // Loopback TCP, and a Unix socket in the server's own 0700 directory (not a shared /tmp):
   // nothing outside this host reaches it.
+  const args = ["-D", opts.dataDir, "-p", String(opts.port), "-c", "listen_addresses=127.0.0.1", "-c", `unix_socket_directories=${socketDir ?? ""}`, "-c", "max_connections=200"];
+  const launch = async (): Promise<Postmaster> => {
+    const postmaster = spawnPostmaster(bins.postgres, args, ids, onLog);
+    await waitUntilAccepting(superuserUrl, postmaster.child, () => postmaster.exitReason());
+    return postmaster;
+  };
+  let current = await launch();
+  fs.writeFileSync(ownerFile(opts.dataDir), String(process.pid), { mode: 0o600 });
+
+  let stopping = false;
+  let hooks: SupervisionHooks | undefined;
+  let restartTimer: NodeJS.Timeout | undefined;
+  /**
+   * Supervision: a postmaster that exits without being asked to (killed, crashed, out of memory)
+   * is started again, after 1 s, then 2, 4… up to 30 s between attempts, so a server that cannot
+   * start does not spin. The daemon meanwhile answers 503 (the database circuit) and recovers by
+   * itself once the server accepts connections again.
+   */
+  const watch = (postmaster: Postmaster, attempt = 0) => {
+    void postmaster.exited.then(() => {
+      if (stopping) return;
+      hooks?.exited(postmaster.exitReason() ?? "exited");
+      const retry = (n: number) => {
+        const delay = Math.min(30_000, 1000 * 2 ** Math.min(n, 5));
+        restartTimer = setTimeout(() => {
+          if (stopping) return;
+          runningPostmaster(opts.dataDir)
+            .then(() => launch())
+            .then(
+              (next) => {
+                if (stopping) return void next.child.kill("SIGINT");
+                current = next;
+                hooks?.restarted(n + 1);
+                watch(next, 0);
+              },
+              (err: Error) => {
+                hooks?.restartFailed(n + 1, err.message);
+                retry(n + 1);
+              },
+            );
+        }, delay);
+        restartTimer.unref();
+      };
+      retry(attempt);
+    });
+  };
+  watch(current);
+
+  return {
+    superuserUrl,
+    port: opts.port,
+    socketDir,
+    initialised,
+    attached: false,
+    supervise(next) {
+      hooks = next;
+    },
+    get pid() {
+      return current.child.pid;
+    },
+    async stop() {
+      stopping = true;
+      clearTimeout(restartTimer);
+      if (current.exitReason()) return;
+      current.child.kill("SIGINT"); // fast shutdown: aborts open transactions, checkpoints, exits
+      await current.exited;
+      fs.rmSync(ownerFile(opts.dataDir), { force: true });
+    },
+  };
+}
+
+type Postmaster = { child: ChildProcess; exited: Promise<void>; exitReason(): string | undefined };
+
+function spawnPostmaster(postgres: string, args: string[], ids: { uid: number; gid: number } | undefined, onLog: (line: string) => void): Postmaster {
   const child = spawn(
-    bins.postgres,
-    ["-D", opts.dataDir, "-p", String(opts.port), "-c", "listen_addresses=127.0.0.1", "-c", `unix_socket_directories=${socketDir ?? ""}`, "-c", "max_connections=200"],
+    postgres,
+    args,
     // Its own process group: a Ctrl-C at the terminal reaches the daemon, which drains and then stops PostgreSQL.
     { ...ids, detached: true, env: { ...process.env, LC_ALL: "C" }, stdio: ["ignore", "pipe", "pipe"] },
   );
@@ -250,27 +334,11 @@ export async function startEmbeddedPostgres(opts: EmbeddedOptions): Promise<Embe
   };
   child.stdout?.on("data", collect);
   child.stderr?.on("data", collect);
-  const exitedPromise = new Promise<void>((resolve) =>
+  const exited = new Promise<void>((resolve) =>
     child.on("exit", (code, signal) => {
       exitReason = `exit ${code ?? signal}: ${lastLines.trim().split("\n").pop() ?? ""}`;
       resolve();
     }),
   );
-
-  await waitUntilAccepting(superuserUrl, child, () => exitReason);
-  fs.writeFileSync(ownerFile(opts.dataDir), String(process.pid), { mode: 0o600 });
-
-  return {
-    superuserUrl,
-    port: opts.port,
-    socketDir,
-    initialised,
-    attached: false,
-    async stop() {
-      if (exitReason) return;
-      child.kill("SIGINT"); // fast shutdown: aborts open transactions, checkpoints, exits
-      await exitedPromise;
-      fs.rmSync(ownerFile(opts.dataDir), { force: true });
-    },
-  };
+  return { child, exited, exitReason: () => exitReason };
 }

@@ -1,6 +1,7 @@
 import { createHash } from "node:crypto";
 import net from "node:net";
 import pg from "pg";
+import { DatabaseUnavailable, isConnectionFailure, type DatabaseCircuit } from "./circuit.js";
 
 /**
  * The database layer: pg's public API only (`Pool`, pipeline mode, named statements), no ORM.
@@ -227,18 +228,32 @@ class PipelinedTx implements Tx {
   private ended = false;
   private commitSent = false;
 
+  private abandoned = false;
+
   constructor(
     private readonly client: pg.PoolClient,
     opening: Statement[],
     private readonly observe: ((text: string) => void) | undefined,
+    private readonly commitTimeoutMs?: number,
   ) {
     this.opening = opening;
   }
 
-  private send(s: Statement, prepare = false): Sent {
+  /**
+   * The database went away while the work waited on it: nothing more is sent, the connection is
+   * destroyed rather than pooled, and the open transaction dies with it on the server.
+   */
+  abandon(): void {
+    this.abandoned = true;
+    this.ended = true;
+    this.broken ??= new Error("abandoned while the database was not answering");
+  }
+
+  private send(s: Statement, prepare = false, deadline?: number): Sent {
     if (this.ended) throw new Error("the transaction has ended");
     this.observe?.(s.text);
-    const promise = this.client.query(configFor(this.client, s, prepare)) as Promise<pg.QueryResult>;
+    const config = configFor(this.client, s, prepare);
+    const promise = this.client.query((deadline ? { ...config, query_timeout: deadline } : config) as pg.QueryConfig) as Promise<pg.QueryResult>;
     const settled = promise.then(
       () => undefined,
       (err: PgError) => {
@@ -284,10 +299,11 @@ class PipelinedTx implements Tx {
       this.ended = true;
       return; // nothing was ever sent: there is no transaction on the server
     }
+    const deadline = this.commitTimeoutMs;
     const steps: { sent: Sent; held?: HeldStatement }[] = [
-      ...(opening ?? []).map((o) => ({ sent: this.send(o, true) })),
-      ...this.held.map((h) => ({ sent: this.send(h, true), held: h })),
-      { sent: this.send({ text: "COMMIT", values: [] }, true) },
+      ...(opening ?? []).map((o) => ({ sent: this.send(o, true, deadline) })),
+      ...this.held.map((h) => ({ sent: this.send(h, true, deadline), held: h })),
+      { sent: this.send({ text: "COMMIT", values: [] }, true, deadline) },
     ];
     this.ended = true;
     this.commitSent = true;
@@ -314,6 +330,8 @@ class PipelinedTx implements Tx {
     const opened = this.opening === undefined;
     this.opening = undefined;
     this.ended = true;
+    // Abandoned: what is in flight may never answer; the destroyed connection rolls it back.
+    if (this.abandoned) return;
     await Promise.all([...this.inFlight]);
     // A COMMIT that was sent ended the transaction either way (PostgreSQL rolled back what failed).
     if (!opened || this.broken || this.commitSent) return;
@@ -343,6 +361,10 @@ export type PoolOptions = {
   /** How long a request waits for a connection (to open one, or for one to be free). */
   acquireTimeoutMs?: number;
   idleTimeoutMs?: number;
+  /** The database circuit shared by the appliance's pools (./circuit.ts); none: no fail-fast. */
+  circuit?: DatabaseCircuit;
+  /** Client-side deadline of a flight that carries a COMMIT, whose outcome the circuit must not guess. */
+  commitTimeoutMs?: number;
 };
 
 /**
@@ -399,6 +421,8 @@ export class SqlPool {
       idleTimeoutMillis: options.idleTimeoutMs ?? POOL_IDLE_MS,
       connectionTimeoutMillis: options.acquireTimeoutMs ?? 5_000,
       statement_timeout: options.statementTimeoutMs,
+      // A server that vanished without closing the connection (power, cable, a frozen VM) is noticed by TCP.
+      keepAlive: true,
       pipeline: true,
       stream: coalescingSocket,
     } as pg.PoolConfig);
@@ -422,14 +446,46 @@ export class SqlPool {
     return this.transactionWith([{ text: modes ? `BEGIN ${modes}` : "BEGIN", values: [] }], work);
   }
 
+  /** A pooled connection, within the acquire timeout and never while the circuit is open. */
+  private async acquire(): Promise<pg.PoolClient> {
+    const circuit = this.options.circuit;
+    if (!circuit) return this.pool.connect();
+    circuit.check();
+    const pending = this.pool.connect();
+    // A connection that arrives after its request was abandoned goes straight back, destroyed.
+    return circuit.guard(
+      pending,
+      () =>
+        void pending.then(
+          (c) => c.release(new Error("abandoned")),
+          () => {},
+        ),
+    );
+  }
+
+  /** `work` under the circuit (when there is one): abandoned at once if the database goes away. */
+  private guarded<T>(work: Promise<T>, onAbandon?: () => void): Promise<T> {
+    return this.options.circuit ? this.options.circuit.guard(work, onAbandon) : work;
+  }
+
+  /** A failure of a flight that carried a COMMIT: a connection-level one is a 503 whose outcome the detail admits. */
+  private commitFailure(err: unknown): unknown {
+    const circuit = this.options.circuit;
+    if (!circuit || !isConnectionFailure(err)) return err;
+    void circuit.probeNow();
+    return new DatabaseUnavailable(circuit.options.retryAfterSeconds, "the database stopped answering while this change was being committed; read it back before trying again");
+  }
+
   private async transactionWith<T>(opening: Statement[], work: (tx: Tx) => Promise<T>): Promise<T> {
-    const client = await this.pool.connect();
-    const tx = new PipelinedTx(client, opening, this.onStatement);
+    const client = await this.acquire();
+    const tx = new PipelinedTx(client, opening, this.onStatement, this.options.commitTimeoutMs);
     try {
       let result: T;
       try {
-        result = await work(tx);
-        await tx.commit();
+        result = await this.guarded(work(tx), () => tx.abandon());
+        await tx.commit().catch((err: unknown) => {
+          throw this.commitFailure(err);
+        });
       } catch (err) {
         await tx.rollback();
         throw err;
@@ -448,11 +504,13 @@ export class SqlPool {
    * answers the COMMIT with a ROLLBACK; the error is the statement's, with `step` 2.
    */
   async singleStatementInScope<T = Row>(scope: Scope, q: Query, values?: readonly unknown[]): Promise<T[]> {
-    const client = await this.pool.connect();
+    const client = await this.acquire();
     const steps = [{ text: "BEGIN", values: [] }, scopeStatement(scope), statementOf(q, values), { text: "COMMIT", values: [] }];
     for (const s of steps) this.onStatement?.(s.text);
+    // The flight carries its COMMIT: bounded by the commit deadline, not abandoned by the circuit.
+    const deadline = this.options.commitTimeoutMs ? { query_timeout: this.options.commitTimeoutMs } : {};
     const sent = steps.map((s) =>
-      (client.query(configFor(client, s, true)) as Promise<pg.QueryResult>).then(
+      (client.query({ ...configFor(client, s, true), ...deadline } as pg.QueryConfig) as Promise<pg.QueryResult>).then(
         (r) => ({ r }),
         (err: PgError) => ({ err }),
       ),
@@ -464,7 +522,7 @@ export class SqlPool {
       if (failed >= 0) {
         const err = (outcomes[failed] as { err: PgError }).err;
         if (!err.code || STALE.has(err.code)) broken = err;
-        throw Object.assign(err, { step: failed });
+        throw this.commitFailure(Object.assign(err, { step: failed }));
       }
       const commit = (outcomes[3] as { r: pg.QueryResult }).r;
       if (commit.command === "ROLLBACK") throw new TransactionRolledBack();
@@ -474,19 +532,21 @@ export class SqlPool {
     }
   }
 
-  /** A statement on its own, outside any transaction (autocommit). */
+  /** A statement on its own, outside any transaction (autocommit: one statement, applied whole or not at all). */
   async rows<T = Row>(q: Query, values?: readonly unknown[]): Promise<T[]> {
-    const s = statementOf(q, values);
-    this.onStatement?.(s.text);
-    return (await this.pool.query(s as pg.QueryConfig)).rows as T[];
+    return (await this.autocommit(q, values)).rows as T[];
   }
   async one<T = Row>(q: Query, values?: readonly unknown[]): Promise<T | undefined> {
     return (await this.rows<T>(q, values))[0];
   }
   async exec(q: Query, values?: readonly unknown[]): Promise<number> {
+    return (await this.autocommit(q, values)).rowCount ?? 0;
+  }
+  private autocommit(q: Query, values?: readonly unknown[]): Promise<pg.QueryResult> {
     const s = statementOf(q, values);
     this.onStatement?.(s.text);
-    return (await this.pool.query(s as pg.QueryConfig)).rowCount ?? 0;
+    this.options.circuit?.check();
+    return this.guarded(this.pool.query(s as pg.QueryConfig));
   }
 
   /** A URL for the same server and role, optionally another database. */

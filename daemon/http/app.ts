@@ -16,6 +16,7 @@ import { attachmentUploadRoutes, recordsRoutes } from "../records/routes.js";
 import { rejectInvalidUtf8 } from "../records/index.js";
 import { auditRoutes } from "../audit/routes.js";
 import { alertRoutes } from "../alerts/routes.js";
+import { jobsRoutes } from "../jobs/routes.js";
 import { mountRoutes, type Route } from "../kernel/define-route.js";
 import { inboundWebhookRoutes, webhookRoutes } from "../webhooks/routes.js";
 
@@ -49,7 +50,7 @@ export function createHttpApp(ctx: ApplianceContext): Express {
   api.use(mount(setupRoutes));
   // Everything after this line knows its caller (res.locals.actor) or answers 401 through the policy guard.
   api.use(authenticate(ctx));
-  for (const routes of [authRoutes, accessRoutes, keysRoutes, backupRoutes, recordsRoutes, auditRoutes, alertRoutes, webhookRoutes]) api.use(mount(routes));
+  for (const routes of [authRoutes, accessRoutes, keysRoutes, backupRoutes, recordsRoutes, auditRoutes, alertRoutes, webhookRoutes, jobsRoutes]) api.use(mount(routes));
   app.use("/api/v1", api);
 
   app.use(adminUiRoutes());

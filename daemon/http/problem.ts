@@ -1,10 +1,14 @@
 import type { ErrorRequestHandler, RequestHandler, Response } from "express";
 import { z } from "zod";
 import type { Logger } from "../log/logger.js";
+import { DatabaseUnavailable } from "../db/circuit.js";
 import { AppError, InternalError, Invalid, NotFound, PayloadTooLarge, UnsupportedMediaType } from "../kernel/errors.js";
 
 export function sendProblem(res: Response, err: AppError) {
   const requestId = res.locals.requestId as string | undefined;
+  // RFC 9110 §10.2.3: a 503 or 429 says when to come back.
+  const retryAfter = err.extras.retryAfterSeconds;
+  if (typeof retryAfter === "number" && (err.status === 503 || err.status === 429)) res.setHeader("Retry-After", String(retryAfter));
   res
     .status(err.status)
     .type("application/problem+json")
@@ -69,7 +73,8 @@ export const notFoundHandler: RequestHandler = (req, _res, next) => {
 export function problemMiddleware(log: Logger): ErrorRequestHandler {
   return (err, _req, res, _next) => {
     const problem = toAppError(err);
-    if (problem.status >= 500) {
+    // A database outage is logged once by the circuit, not once per refused request.
+    if (problem.status >= 500 && !(problem instanceof DatabaseUnavailable)) {
       // The original error stays server-side (redacted by the logger); the client gets the request id.
       log.error("request failed", { requestId: res.locals.requestId, error: err });
     }

@@ -70,6 +70,8 @@ export const TAGS = [
   { name: "audit", description: "The hash-chained audit trail, its verification and evidence packs" },
   { name: "alerts", description: "The alerts centre: open alerts, their history and acknowledgement, and the channels they are sent to" },
   { name: "webhooks", description: "Outbound Standard Webhooks (subscriptions, allow-list, deliveries, dead letters) and inbound webhook sources" },
+  { name: "jobs", description: "Recurring jobs: schedules, run history and run now" },
+  { name: "retention", description: "The retention register: rules, legal holds, purge preview and disposition certificates" },
 ] as const;
 export type Tag = (typeof TAGS)[number]["name"];
 

@@ -159,7 +159,7 @@ export { continueTenantRotation, rotateTenantKeys, startTenantRotation, type Ten
 export { cancelShred, listShredSchedule, reapplyShredList, type ShredSchedule } from "./shred.js";
 export { currentRecoveryPublicKey, issueRecoveryKit, loadRecoveryPrivateKey } from "./recovery.js";
 export { describeKeys, type KeyStatus } from "./status.js";
-export { runKeyMaintenance, startKeyMaintenance } from "./maintenance.js";
+export { keyMaintenanceJob, runKeyMaintenance, startKeyMaintenance } from "./maintenance.js";
 
 /** The operator's and the appliance's view: the seal, rotation, shredding, recovery kit, status. */
 export interface KeyAdmin {

@@ -9,3 +9,7 @@
  */
 export { publishWebhookEvent, publishWebhookEventAlone, type Published, type WebhookEvent } from "./events.js";
 export { WEBHOOK_EVENT_TYPES, type WebhookEventData, type WebhookEventType } from "./schema.js";
+
+/** Administration for the CLI (as the host operator) and the routes. */
+export { approveHost, listAllowedHosts, listDeliveries, listEndpoints, replayDelivery, revokeHost } from "./service.js";
+export { allowedHostCreate, deliveryQuery, idParams, type AllowedHostView, type DeliveryView, type EndpointView } from "./schema.js";

@@ -32,6 +32,9 @@ import { wakeDeliveryWorker } from "./wake.js";
 
 const iso = (d: Date | null) => d?.toISOString() ?? null;
 
+/** The host operator (CLI) sees every tenant's endpoints and deliveries; everyone else their own tenant's (or the appliance's). */
+const seesAllTenants = (actor: Actor) => actor.via === "host";
+
 // ---- allow-list -------------------------------------------------------------------------------
 
 type HostRow = { id: string; host: string; port: number; allow_private: boolean; note: string | null; approved_by: string | null; approved_at: Date };
@@ -50,9 +53,9 @@ export async function listAllowedHosts(ctx: ApplianceContext, actor: Actor): Pro
   return inScope(ctx.db.app, scopeOf(actor), async (tx) => (await tx.rows<HostRow>("SELECT * FROM webhook_allowed_hosts ORDER BY host, port")).map(hostView));
 }
 
-/** Approves a destination. `actor` null: the host operator at the CLI. */
-export async function approveHost(ctx: ApplianceContext, actor: Actor | null, body: AllowedHostCreateReq, meta: RequestMeta): Promise<AllowedHostView> {
-  if (actor) authorize(actor, "webhook_host:approve");
+/** Approves a destination (a super-admin, or the host operator at the CLI). */
+export async function approveHost(ctx: ApplianceContext, actor: Actor, body: AllowedHostCreateReq, meta: RequestMeta): Promise<AllowedHostView> {
+  authorize(actor, "webhook_host:approve");
   return inScope(ctx.db.app, { kind: "appliance" }, async (tx) => {
     try {
       const row = await tx.one<HostRow>(
@@ -62,7 +65,7 @@ export async function approveHost(ctx: ApplianceContext, actor: Actor | null, bo
       await recordEvent(
         ctx,
         tx,
-        actor ?? { userId: null, role: "host_operator" },
+        actor,
         {
           action: "webhook.host.approve",
           resourceType: "webhook_host",
@@ -81,15 +84,15 @@ export async function approveHost(ctx: ApplianceContext, actor: Actor | null, bo
   });
 }
 
-export async function revokeHost(ctx: ApplianceContext, actor: Actor | null, id: string, meta: RequestMeta): Promise<void> {
-  if (actor) authorize(actor, "webhook_host:revoke");
+export async function revokeHost(ctx: ApplianceContext, actor: Actor, id: string, meta: RequestMeta): Promise<void> {
+  authorize(actor, "webhook_host:revoke");
   await inScope(ctx.db.app, { kind: "appliance" }, async (tx) => {
     const row = await tx.one<HostRow>("DELETE FROM webhook_allowed_hosts WHERE id = $1 RETURNING *", [id]);
     if (!row) throw new NotFound("no such allow-list entry");
     await recordEvent(
       ctx,
       tx,
-      actor ?? { userId: null, role: "host_operator" },
+      actor,
       { action: "webhook.host.revoke", resourceType: "webhook_host", resourceId: id, tenantId: null, outcome: "success", reason: `${row.host}:${row.port}` },
       meta,
     );
@@ -147,9 +150,12 @@ export async function listEndpoints(ctx: ApplianceContext, actor: Actor): Promis
   authorize(actor, "webhook:list");
   const now = ctx.clock.now();
   return inScope(ctx.db.app, scopeOf(actor), async (tx) =>
-    (await tx.rows<EndpointRow>(`SELECT ${ENDPOINT_COLUMNS} FROM webhook_endpoints e WHERE e.tenant_id IS NOT DISTINCT FROM $1::uuid ORDER BY e.created_at`, [actor.tenantId])).map(
-      (r) => endpointView(r, now),
-    ),
+    (
+      await tx.rows<EndpointRow>(`SELECT ${ENDPOINT_COLUMNS} FROM webhook_endpoints e WHERE ($2::boolean OR e.tenant_id IS NOT DISTINCT FROM $1::uuid) ORDER BY e.created_at`, [
+        actor.tenantId,
+        seesAllTenants(actor),
+      ])
+    ).map((r) => endpointView(r, now)),
   );
 }
 
@@ -287,9 +293,9 @@ export async function listDeliveries(ctx: ApplianceContext, actor: Actor, query:
     (
       await tx.rows<DeliveryRow>(
         `SELECT ${DELIVERY_COLUMNS} FROM webhook_deliveries d JOIN webhook_messages m ON m.id = d.message_id
-          WHERE d.tenant_id IS NOT DISTINCT FROM $1::uuid AND ($2::text IS NULL OR d.status = $2) AND ($3::uuid IS NULL OR d.endpoint_id = $3)
+          WHERE ($5::boolean OR d.tenant_id IS NOT DISTINCT FROM $1::uuid) AND ($2::text IS NULL OR d.status = $2) AND ($3::uuid IS NULL OR d.endpoint_id = $3)
           ORDER BY coalesce(d.finished_at, d.created_at) DESC, d.id LIMIT $4`,
-        [actor.tenantId, query.status ?? null, query.endpointId ?? null, query.limit],
+        [actor.tenantId, query.status ?? null, query.endpointId ?? null, query.limit, seesAllTenants(actor)],
       )
     ).map(deliveryView),
   );
@@ -334,13 +340,13 @@ export async function getDelivery(ctx: ApplianceContext, actor: Actor, id: strin
  * Sends a dead-lettered message again: a new delivery of the same message (same `webhook-id`,
  * same body, signed afresh) with a fresh attempt budget; the dead one is marked `replayed`.
  */
-export async function replayDelivery(ctx: ApplianceContext, actor: Actor | null, id: string, meta: RequestMeta): Promise<DeliveryView> {
-  if (actor) authorize(actor, "webhook:replay");
-  return inScope(ctx.db.app, actor ? scopeOf(actor) : { kind: "appliance" }, async (tx) => {
+export async function replayDelivery(ctx: ApplianceContext, actor: Actor, id: string, meta: RequestMeta): Promise<DeliveryView> {
+  authorize(actor, "webhook:replay");
+  return inScope(ctx.db.app, scopeOf(actor), async (tx) => {
     const dead = await tx.one<{ endpoint_id: string; message_id: string; tenant_id: string | null; status: string; endpoint_status: string }>(
       `SELECT d.endpoint_id, d.message_id, d.tenant_id, d.status, e.status AS endpoint_status FROM webhook_deliveries d JOIN webhook_endpoints e ON e.id = d.endpoint_id
         WHERE d.id = $1 AND ($2::boolean OR d.tenant_id IS NOT DISTINCT FROM $3::uuid) FOR UPDATE OF d`,
-      [id, actor === null, actor?.tenantId ?? null],
+      [id, seesAllTenants(actor), actor.tenantId],
     );
     if (!dead) throw new NotFound("no such delivery");
     if (dead.status !== "dead") throw new Conflict(`only a dead-lettered delivery can be replayed; this one is ${dead.status}`);
@@ -354,7 +360,7 @@ export async function replayDelivery(ctx: ApplianceContext, actor: Actor | null,
     await recordEvent(
       ctx,
       tx,
-      actor ?? { userId: null, role: "host_operator" },
+      actor,
       { action: "webhook.delivery.replay", resourceType: "webhook_delivery", resourceId: created!.id, tenantId: dead.tenant_id, outcome: "success", reason: `replays ${id}` },
       meta,
     );

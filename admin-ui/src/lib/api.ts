@@ -24,6 +24,7 @@ import type {
   SetupCreatedRes,
   SetupStatusRes,
 } from "../../../daemon/auth/schema.js";
+import type { AlertChannelTestRes, AlertChannelViewRes, AlertDetailRes, AlertListRes, AlertSummaryRes, AlertViewRes } from "../../../daemon/alerts/schema.js";
 import type { BackupListRes, BackupPolicyRes, DrillRecordRes, RunStartedRes, SnapshotRecordRes } from "../../../daemon/backups/schema.js";
 import type { NotReadyProblem, ReadinessChecks, ReadinessRes } from "../../../daemon/http/schema.js";
 import type { KeyStatusRes, RotationStartedRes, SealProgressRes } from "../../../daemon/keys/schema.js";
@@ -240,6 +241,19 @@ export const api = {
     policy: () => request<BackupPolicyRes>("GET", `${V1}/backups/policy`),
     // The editor's body follows the daemon's policyInputSchema (targets as entered, secrets by target name).
     savePolicy: (body: unknown) => request<BackupPolicyRes>("PUT", `${V1}/backups/policy`, body),
+  },
+  alerts: {
+    list: (state: "open" | "resolved" | "all" = "open") => request<AlertListRes>("GET", `${V1}/alerts?state=${state}`),
+    summary: () => request<AlertSummaryRes>("GET", `${V1}/alerts/summary`),
+    get: (id: string) => request<AlertDetailRes>("GET", `${V1}/alerts/${seg(id)}`),
+    acknowledge: (id: string, note: string) => request<AlertViewRes>("POST", `${V1}/alerts/${seg(id)}/acknowledge`, { note }),
+    channels: {
+      list: () => request<{ channels: AlertChannelViewRes[] }>("GET", `${V1}/alert-channels`),
+      // The body follows the daemon's alertChannelInput (type, name, settings, password for e-mail).
+      create: (body: unknown) => request<AlertChannelViewRes>("POST", `${V1}/alert-channels`, body),
+      remove: (id: string) => request<void>("DELETE", `${V1}/alert-channels/${seg(id)}`),
+      test: (id: string) => request<AlertChannelTestRes>("POST", `${V1}/alert-channels/${seg(id)}/test`),
+    },
   },
   drills: {
     list: () => request<DrillRecordRes[]>("GET", `${V1}/drills`),

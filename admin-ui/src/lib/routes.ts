@@ -1,5 +1,6 @@
 import type { Component } from "svelte";
 import PageAcceptInvite from "../pages/PageAcceptInvite.svelte";
+import PageAlerts from "../pages/PageAlerts.svelte";
 import PageAudit from "../pages/PageAudit.svelte";
 import PageBackups from "../pages/PageBackups.svelte";
 import PageHome from "../pages/PageHome.svelte";
@@ -50,6 +51,7 @@ export const ROUTES = [
   { path: "/keys", page: PageKeys, label: "Encryption keys", section: "Operations", action: "key:read" },
   { path: "/audit", page: PageAudit, label: "Audit trail", section: "Operations", action: "audit:read" },
   { path: "/backups", page: PageBackups, label: "Backups & drills", section: "Operations", action: "backup:read" },
+  { path: "/alerts", page: PageAlerts, label: "Alerts", section: "Operations", action: "alert:list" },
   { path: "/sessions", page: PageSessions, label: "Sessions", section: "My account", action: "session:list" },
   { path: "/mfa", page: PageMfa, label: "Authenticator", section: "My account" },
   { path: "/login", page: PageLogin, public: true, title: "Sign in" },

@@ -12,6 +12,7 @@ import * as m0020 from "./0020_host_operator_invites.js";
 import * as m0030 from "./0030_alerts.js";
 import * as m0031 from "./0031_alert_channels.js";
 import * as m0040 from "./0040_webhooks.js";
+import * as m0050 from "./0050_jobs.js";
 import * as m0070 from "./0070_cache_invalidation.js";
 
 export type Migration = { name: string; sql: string };
@@ -32,5 +33,6 @@ export const migrations: Migration[] = [
   { name: "0030_alerts", sql: m0030.sql },
   { name: "0031_alert_channels", sql: m0031.sql },
   { name: "0040_webhooks", sql: m0040.sql },
+  { name: "0050_jobs", sql: m0050.sql },
   { name: "0070_cache_invalidation", sql: m0070.sql },
 ];

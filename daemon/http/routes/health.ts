@@ -29,6 +29,7 @@ export const healthRoutes = [
       const failing = Object.entries(checks)
         .filter(([, c]) => !c.ok)
         .map(([name, c]) => `${name}: ${c.detail}`);
+      if (!checks.database.ok) res.setHeader("Retry-After", String(ctx.config.database.retryAfterSeconds));
       res
         .status(503)
         .type("application/problem+json")

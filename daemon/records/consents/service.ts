@@ -1,4 +1,5 @@
 import { randomUUID } from "node:crypto";
+import { publishWebhookEvent } from "../../webhooks/index.js";
 import type { Tx } from "../../db/sql.js";
 import type { Actor } from "../../kernel/actor.js";
 import type { RequestMeta } from "../../kernel/request-meta.js";
@@ -136,6 +137,7 @@ export async function revokeConsent(ctx: ApplianceContext, actor: Actor, patient
         { action: "consent.revoke", resourceType: "consent", resourceId: consentId, patientId, tenantId, breakGlass, reason: `type ${existing.consent_type}` },
         meta,
       );
+      await publishWebhookEvent(ctx, t, { tenantId, type: "consent.revoked", data: { patientId, consentId, consentType: existing.consent_type, method: input.evidence.method } });
       const row = await loadConsent(ctx, t, tenantId, patientId, consentId);
       const open = await openerFor(ctx, t, [row.scope_enc, row.evidence_enc, row.revocation_evidence_enc, row.revocation_reason_enc]);
       return fullView(open, row, now);

@@ -11,6 +11,7 @@
  *
  * A legal hold blocks the request and the purge; both refusals are audited.
  */
+import { publishWebhookEvent } from "../../webhooks/index.js";
 import type { Tx } from "../../db/sql.js";
 import { z } from "zod";
 import type { Actor } from "../../kernel/actor.js";
@@ -262,6 +263,7 @@ async function purgePatientRequest(ctx: ApplianceContext, id: string, tenantId: 
       { action: "patient.purge", resourceType: "patient", resourceId: r.patient_id, patientId: r.patient_id, tenantId, reason: `deletion request ${id}` },
       null,
     );
+    await publishWebhookEvent(ctx, t, { tenantId, type: "erasure.completed", data: { deletionRequestId: id, subject: "patient", patientId: r.patient_id } });
     return { requestId: id, subject: "patient" as const, tenantId, patientId: r.patient_id, result: "purged" as const };
   });
   if (outcome?.result === "purged") await removeFolder(ctx, tenantId, outcome.patientId!);
@@ -289,6 +291,7 @@ async function purgeTenantRequest(ctx: ApplianceContext, id: string, tenantId: s
       await t.exec("UPDATE tenants SET status = 'deleting', updated_at = $2 WHERE id = $1", [tenantId, ctx.clock.now()]);
       await t.exec("UPDATE deletion_requests SET status = 'purged', purged_at = $2 WHERE id = $1", [id, ctx.clock.now()]);
       await recordPhiEvent(ctx, t, SYSTEM_ACTOR, { action: "tenant.purge", resourceType: "tenant", resourceId: tenantId, tenantId, reason: `deletion request ${id}` }, null);
+      await publishWebhookEvent(ctx, t, { tenantId, type: "erasure.completed", data: { deletionRequestId: id, subject: "tenant", patientId: null } });
       return { done: true as const, outcome: { requestId: id, subject: "tenant" as const, tenantId, patientId: null, result: "purged" as const } };
     });
     if (step.done) {

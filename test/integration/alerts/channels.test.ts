@@ -17,6 +17,8 @@ import { freePort } from "../../helpers/postgres.js";
 import { startSmtpRelay, type SmtpRelay } from "../../helpers/smtp-relay.js";
 import { syslogCollector, waitUntil, type SyslogCollector } from "../../helpers/syslog-collector.js";
 import { auditEvents, expectProblem } from "../auth/identity-helpers.js";
+import { Webhook } from "standardwebhooks";
+import { WebhookReceiver } from "../../helpers/webhook-receiver.js";
 
 let app: TestAppliance;
 const clock = new TestClock();
@@ -38,6 +40,8 @@ beforeAll(async () => {
   app = await startTestAppliance({
     clock,
     env: {
+      WARDKEEP_WEBHOOKS_ALLOW_PLAIN_HTTP: "true",
+      WARDKEEP_WEBHOOKS_POLL_INTERVAL_MS: "100",
       WARDKEEP_ALERTS_POLL_INTERVAL_MS: "100",
       WARDKEEP_ALERTS_RETRY_DELAYS_SECONDS: "5",
       WARDKEEP_ALERTS_SEND_TIMEOUT_MS: "3000",
@@ -164,6 +168,43 @@ describe("alert channels", () => {
     await resolveAlert(app.ctx, "test.info_only", "");
   });
 
+  // Before the tests that move the clock: webhook receivers check the timestamp against real time.
+  it("sends a tenant's alerts to that tenant's channels only, and as signed alert.raised / alert.resolved webhooks with ids only", async () => {
+    const tenantId = (await createTenant(app, "Channel Hospital")).id;
+    const admin = await signIn(app, { role: "admin", tenantId });
+    const own = await create(admin, { ...emailChannel("Ward IT", "relay-secret-1"), settings: { ...emailChannel("x", "y").settings, to: ["ward-it@hospital.example"] } });
+    expect(own.tenantId).toBe(tenantId);
+    expect(((await admin.agent.get("/api/v1/alert-channels")).body.channels as AlertChannelViewRes[]).map((c) => c.name)).toEqual(["Ward IT"]);
+    expectProblem(await admin.agent.post(`/api/v1/alert-channels/${channels[0]!.id}/test`), 404, "not-found");
+
+    const hooks = await new WebhookReceiver().listen();
+    try {
+      expect((await root.agent.post("/api/v1/webhooks/allowed-hosts").send({ host: "127.0.0.1", port: hooks.port, allowPrivate: true, note: "ward pager" })).status).toBe(201);
+      const sub = await admin.agent.post("/api/v1/webhooks").send({ url: `http://127.0.0.1:${hooks.port}/alerts`, eventTypes: ["alert.raised", "alert.resolved"] });
+      expect(sub.status, JSON.stringify(sub.body)).toBe(201);
+      hooks.secrets = [sub.body.secret as string];
+
+      const { id } = await raiseAlert(app.ctx, { kind: "test.tenant_thing", severity: "critical", key: "ward-3", tenantId, summary: "tenant alert about ward 3" });
+      await waitUntil(() => mailsAbout("test.tenant_thing").length === 1, 20_000, "the tenant's mail");
+      await new Promise((r) => setTimeout(r, 300));
+      expect(mailsAbout("test.tenant_thing").map((m) => m.to)).toEqual([["ward-it@hospital.example"]]);
+      await resolveAlert(app.ctx, "test.tenant_thing", "ward-3", { tenantId });
+      await waitUntil(() => hooks.received.length === 2, 20_000, "both webhooks");
+      const bodies = hooks.received.map((r) => {
+        expect(r.verifiedBy).toEqual([0]);
+        return new Webhook(sub.body.secret as string).verify(r.body, { "webhook-id": r.id, "webhook-timestamp": r.timestamp, "webhook-signature": r.signature });
+      });
+      const data = { alertId: id, kind: "test.tenant_thing", severity: "critical", occurrences: 1, key: "ward-3" };
+      expect(bodies).toEqual([
+        { type: "alert.raised", timestamp: expect.any(String), data },
+        { type: "alert.resolved", timestamp: expect.any(String), data },
+      ]);
+      expect(JSON.stringify(bodies)).not.toContain("tenant alert about ward 3"); // the summary stays home
+    } finally {
+      await hooks.close();
+    }
+  });
+
   it("sends an open alert again after the channel's interval", async () => {
     const put = await root.agent.put(`/api/v1/alert-channels/${channels[0]!.id}`).send({ ...emailChannel("IT on-call", "ignored"), password: undefined, resendMinutes: 30 });
     expect(put.status).toBe(200);
@@ -212,20 +253,5 @@ describe("alert channels", () => {
     }
     await resolveAlert(app.ctx, "test.drill_failed", "");
     await resolveAlert(app.ctx, "test.target_failed", "s3");
-  });
-
-  it("sends a tenant's alerts to that tenant's channels only", async () => {
-    const tenantId = (await createTenant(app, "Channel Hospital")).id;
-    const admin = await signIn(app, { role: "admin", tenantId });
-    const own = await create(admin, { ...emailChannel("Ward IT", "relay-secret-1"), settings: { ...emailChannel("x", "y").settings, to: ["ward-it@hospital.example"] } });
-    expect(own.tenantId).toBe(tenantId);
-    expect(((await admin.agent.get("/api/v1/alert-channels")).body.channels as AlertChannelViewRes[]).map((c) => c.name)).toEqual(["Ward IT"]);
-    expectProblem(await admin.agent.post(`/api/v1/alert-channels/${channels[0]!.id}/test`), 404, "not-found");
-
-    await raiseAlert(app.ctx, { kind: "test.tenant_thing", severity: "critical", tenantId, summary: "tenant alert" });
-    await waitUntil(() => mailsAbout("test.tenant_thing").length === 1, 20_000, "the tenant's mail");
-    await new Promise((r) => setTimeout(r, 300));
-    expect(mailsAbout("test.tenant_thing").map((m) => m.to)).toEqual([["ward-it@hospital.example"]]);
-    await resolveAlert(app.ctx, "test.tenant_thing", "", { tenantId });
   });
 });

@@ -4,6 +4,7 @@ import { publishWebhookEventAlone } from "../../../daemon/webhooks/index.js";
 import { createTenant, signIn, type SignedIn, type TenantRef } from "../../helpers/actors.js";
 import { startTestAppliance, type TestAppliance } from "../../helpers/appliance.js";
 import { freePort, until, WebhookReceiver } from "../../helpers/webhook-receiver.js";
+import { createPatient } from "../../helpers/records.js";
 
 /**
  * Outbound webhooks against real HTTP receivers on this host, each request checked with the
@@ -314,5 +315,28 @@ describe("outbound webhooks", () => {
     expect((await practitioner.agent.get("/api/v1/webhooks")).status).toBe(403);
     // The appliance's own endpoints are the super-admin's, apart from every tenant's.
     expect((await root.agent.get("/api/v1/webhooks")).body.endpoints).toEqual([]);
+  });
+
+  it("tells the tenant's endpoint when break-glass is used and when a user is deprovisioned, with ids and never the stated reason", async () => {
+    const r = await receiver();
+    await allow("127.0.0.1", r.port);
+    const ep = await subscribe(`http://127.0.0.1:${r.port}/events`, ["break_glass.used", "user.deprovisioned"]);
+    r.secrets = [ep.secret];
+    const doctor = await signIn(app, { role: "practitioner", tenantId: tenant.id });
+    const patientId = await createPatient(app, tenant.id);
+    const opened = await doctor.agent.post(`/api/v1/patients/${patientId}/break-glass`).send({ reason: "unconscious patient in ED, physician unreachable" });
+    expect(opened.status).toBe(201);
+    expect((await admin.agent.patch(`/api/v1/users/${doctor.user.id}`).send({ status: "deactivated" })).status).toBe(200);
+    await until(
+      () => r.received.length,
+      (n) => n === 2,
+    );
+    const bodies = r.received.map((x) => JSON.parse(x.body) as { type: string; data: Record<string, unknown> });
+    expect(bodies.map((b) => [b.type, b.data])).toEqual([
+      ["break_glass.used", { grantId: opened.body.id, patientId, userId: doctor.user.id, expiresAt: opened.body.expiresAt }],
+      ["user.deprovisioned", { userId: doctor.user.id, reason: "administrator" }],
+    ]);
+    expect(r.received.every((x) => x.verifiedBy.length === 1)).toBe(true);
+    expect(r.received.map((x) => x.body).join("")).not.toContain("unconscious");
   });
 });
