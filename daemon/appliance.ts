@@ -4,7 +4,7 @@ import fs from "node:fs";
 import { Gauge, Registry, collectDefaultMetrics } from "prom-client";
 import { accessJobs } from "./access/background.js";
 import { auditJobs, startAuditServices } from "./audit/background.js";
-import { backupJobs, registerBackupMetrics } from "./backups/background.js";
+import { backupJobs, registerBackupMetrics, startWalShipper } from "./backups/background.js";
 import { jobsWatchdog, registerJobMetrics, startJobRunner, type JobSpec } from "./jobs/index.js";
 import { recordsJobs } from "./records/background.js";
 import { alertsJobs, startAlertServices } from "./alerts/background.js";
@@ -196,6 +196,7 @@ export async function startAppliance(config: Config, opts: StartOptions): Promis
     registerBackupMetrics(ctx);
     registerJobMetrics(ctx);
     const jobs = startJobRunner(ctx, applianceJobs());
+    const walShipper = startWalShipper(ctx);
     const alerts = startAlertServices(ctx);
     const webhooks = startWebhookServices(ctx);
     log.info(`listening on ${url}${server.redirectPort ? ` (http://:${server.redirectPort} redirects)` : ""}`);
@@ -233,6 +234,7 @@ export async function startAppliance(config: Config, opts: StartOptions): Promis
           log.info("shutting down: draining in-flight requests");
           const result = await closing;
           await jobs.stop();
+          await walShipper.stop();
           await alerts.stop();
           await webhooks.stop();
           await audit.stop();

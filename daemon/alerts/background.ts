@@ -1,8 +1,10 @@
 import fs from "node:fs";
+import { Gauge } from "prom-client";
 import os from "node:os";
 import path from "node:path";
 import { inDataDir } from "../config/load.js";
 import type { ApplianceContext } from "../context.js";
+import { inScope } from "../db/sql.js";
 import type { JobSpec } from "../jobs/index.js";
 import { describeCertificate } from "../tls/index.js";
 import { CHANNEL_FAILED, startAlertSender, type AlertRaiser } from "./deliveries.js";
@@ -104,8 +106,56 @@ export const alertsJobs: JobSpec[] = [
   },
 ];
 
-/** The alerts capability's background work on every replica: the channel sender and this replica's disk check. */
+/** Open alerts by severity and messages waiting for a channel, for the hospital's own monitoring. */
+function registerAlertMetrics(ctx: ApplianceContext): void {
+  type Counts = { severity: string; n: number }[];
+  let pending: Promise<{ open: Counts; waiting: number; failed: number } | undefined> | undefined;
+  // One read per scrape serves the gauges (collect runs for each; the first fills it).
+  const read = () =>
+    (pending ??= inScope(ctx.db.app, { kind: "appliance" }, async (t) => ({
+      open: await t.rows<{ severity: string; n: number }>("SELECT severity, count(*)::int AS n FROM alerts WHERE resolved_at IS NULL GROUP BY severity"),
+      waiting: (await t.one<{ n: number }>("SELECT count(*)::int AS n FROM alert_deliveries WHERE status = 'pending'"))!.n,
+      failed: (await t.one<{ n: number }>(
+        "SELECT count(*)::int AS n FROM alert_channels c WHERE c.enabled AND EXISTS (SELECT 1 FROM alerts a WHERE a.kind = $1 AND a.key = c.id::text AND a.resolved_at IS NULL)",
+        [CHANNEL_FAILED],
+      ))!.n,
+    }))
+      .catch(() => undefined)
+      .finally(() => setTimeout(() => (pending = undefined), 0)));
+  new Gauge({
+    name: "wardkeep_alerts_open",
+    help: "Open alerts of the appliance and every tenant, by severity",
+    labelNames: ["severity"],
+    registers: [ctx.metrics],
+    async collect() {
+      const r = await read();
+      if (!r) return;
+      for (const severity of ["info", "warning", "critical"]) this.set({ severity }, r.open.find((o) => o.severity === severity)?.n ?? 0);
+    },
+  });
+  new Gauge({
+    name: "wardkeep_alert_messages_pending",
+    help: "Alert messages waiting to be sent or retried to a channel",
+    registers: [ctx.metrics],
+    async collect() {
+      const r = await read();
+      if (r) this.set(r.waiting);
+    },
+  });
+  new Gauge({
+    name: "wardkeep_alert_channels_failing",
+    help: "Enabled alert channels whose alerts.channel_failed alert is open (they cannot deliver)",
+    registers: [ctx.metrics],
+    async collect() {
+      const r = await read();
+      if (r) this.set(r.failed);
+    },
+  });
+}
+
+/** The alerts capability's background work on every replica: the channel sender, this replica's disk check, the metrics. */
 export function startAlertServices(ctx: ApplianceContext): { stop(): Promise<void> } {
+  registerAlertMetrics(ctx);
   const sender = startAlertSender(ctx, raiser);
   let stopped = false;
   const check = async () => {

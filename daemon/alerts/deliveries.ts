@@ -187,6 +187,7 @@ export function startAlertSender(ctx: ApplianceContext, raiser: AlertRaiser): { 
   let stopped = false;
   let running: Promise<void> | undefined;
   let again = false;
+  let failures = 0;
   let timer: NodeJS.Timeout | undefined;
   const schedule = () => {
     if (stopped) return;
@@ -201,8 +202,14 @@ export function startAlertSender(ctx: ApplianceContext, raiser: AlertRaiser): { 
     }
     clearTimeout(timer);
     running = sendDueAlerts(ctx, raiser)
-      .then(() => undefined)
-      .catch((err: unknown) => void ctx.log.warn("alert sender pass failed; it runs again on the next tick", { error: oneLineError(err) }))
+      .then(() => {
+        failures = 0;
+      })
+      .catch((err: unknown) => {
+        // A database away for an hour would otherwise write a line every tick: the first, then every 100th.
+        failures += 1;
+        if (failures === 1 || failures % 100 === 0) ctx.log.warn("alert sender pass failed; it runs again on the next tick", { error: oneLineError(err), failures });
+      })
       .finally(() => {
         running = undefined;
         if (again) {

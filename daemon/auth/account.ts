@@ -17,6 +17,7 @@ export { changePasswordRequest };
 export type SessionView = {
   id: string;
   userId: string;
+  userEmail: string | null;
   current: boolean;
   stage: string;
   createdAt: string;
@@ -32,6 +33,7 @@ export type SessionView = {
 type SessionListRow = {
   id: string;
   user_id: string;
+  user_email: string | null;
   stage: string;
   created_at: Date;
   last_seen_at: Date;
@@ -85,17 +87,17 @@ export async function changePassword(ctx: ApplianceContext, actor: Actor, input:
 }
 
 /** Own sessions; with `userId`, another account's (admins, in their tenant). */
-export async function listSessions(ctx: ApplianceContext, actor: Actor, opts: { userId?: string } = {}): Promise<SessionView[]> {
-  const userId = opts.userId ?? actor.userId;
+export async function listSessions(ctx: ApplianceContext, actor: Actor, opts: { userId?: string; all?: boolean } = {}): Promise<SessionView[]> {
+  const userId = opts.all ? null : (opts.userId ?? actor.userId);
   if (userId !== actor.userId || actor.impersonatorId) authorize(actor, "session:list_all", { tenantId: actor.tenantId });
   else authorize(actor, "session:list");
   const now = ctx.clock.now();
   return inScope(ctx.db.app, scopeOf(actor), async (t) => {
     const rows = await t.rows<SessionListRow>(
-      `SELECT s.id, s.user_id, s.stage, s.created_at, s.last_seen_at, s.expires_at, s.mfa_verified_at, s.source_ip, s.user_agent, s.support_request_id,
+      `SELECT s.id, s.user_id, u.email AS user_email, s.stage, s.created_at, s.last_seen_at, s.expires_at, s.mfa_verified_at, s.source_ip, s.user_agent, s.support_request_id,
               tn.idle_timeout_minutes
        FROM sessions s JOIN users u ON u.id = s.user_id LEFT JOIN tenants tn ON tn.id = s.tenant_id
-       WHERE s.user_id = $1 AND s.revoked_at IS NULL AND s.expires_at > $2
+       WHERE ($1::uuid IS NULL OR s.user_id = $1) AND s.revoked_at IS NULL AND s.expires_at > $2
          AND ${actor.tenantId ? "u.tenant_id = $3" : "u.tenant_id IS NULL AND $3::uuid IS NULL"}
        ORDER BY s.last_seen_at DESC`,
       [userId, now, actor.tenantId],
@@ -106,6 +108,7 @@ export async function listSessions(ctx: ApplianceContext, actor: Actor, opts: { 
       .map(({ r, idleEnds }) => ({
         id: r.id,
         userId: r.user_id,
+        userEmail: r.user_email,
         current: r.id === actor.sessionId,
         stage: r.stage,
         createdAt: r.created_at.toISOString(),
@@ -132,7 +135,13 @@ export async function revokeSession(ctx: ApplianceContext, actor: Actor, session
 }
 
 /** "Sign out everywhere": own sessions (keeping the current one unless asked), or another account's (admins). */
-export async function revokeAllSessions(ctx: ApplianceContext, actor: Actor, opts: { userId?: string; includeCurrent?: boolean }, meta: RequestMeta): Promise<{ revoked: number }> {
+export async function revokeAllSessions(
+  ctx: ApplianceContext,
+  actor: Actor,
+  opts: { userId?: string; includeCurrent?: boolean; everyone?: boolean; reason?: string },
+  meta: RequestMeta,
+): Promise<{ revoked: number }> {
+  if (opts.everyone) return signOutEveryone(ctx, actor, opts.reason ?? "", meta);
   const userId = opts.userId ?? actor.userId;
   const own = userId === actor.userId && !actor.impersonatorId;
   return inScope(ctx.db.app, scopeOf(actor), async (t) => {
@@ -148,9 +157,33 @@ export async function revokeAllSessions(ctx: ApplianceContext, actor: Actor, opt
       ctx,
       t,
       actor,
-      { action: "auth.session.revoke_all", resourceType: "user", resourceId: userId, outcome: "success", reason: `${revoked} session(s)` },
+      { action: "auth.session.revoke_all", resourceType: "user", resourceId: userId, outcome: "success", reason: `${revoked} session(s)${opts.reason ? `; ${opts.reason}` : ""}` },
       meta,
     );
     return { revoked };
+  });
+}
+
+/**
+ * Everyone of the tenant (or every appliance staff member, for super-admins) signed out at once,
+ * but the caller's own session: after a suspected compromise. Those who may see every session may
+ * end them; the reason goes into the audit trail.
+ */
+async function signOutEveryone(ctx: ApplianceContext, actor: Actor, reason: string, meta: RequestMeta): Promise<{ revoked: number }> {
+  authorize(actor, "session:list_all", { tenantId: actor.tenantId });
+  return inScope(ctx.db.app, scopeOf(actor), async (t) => {
+    const rows = await t.rows<{ id: string }>(
+      `UPDATE sessions SET revoked_at = $1, revoked_reason = 'revoked-by-admin'
+       WHERE revoked_at IS NULL AND ${actor.tenantId ? "tenant_id = $2" : "tenant_id IS NULL AND $2::uuid IS NULL"} AND ($3::uuid IS NULL OR id <> $3::uuid) RETURNING id`,
+      [ctx.clock.now(), actor.tenantId, actor.sessionId ?? null],
+    );
+    await recordAuthEvent(
+      ctx,
+      t,
+      actor,
+      { action: "auth.session.revoke_everyone", resourceType: "tenant", resourceId: actor.tenantId, outcome: "success", reason: `${rows.length} session(s); ${reason}` },
+      meta,
+    );
+    return { revoked: rows.length };
   });
 }

@@ -11,3 +11,6 @@ export { clearMfa } from "./mfa.js";
 export { forgetResolvedApiTokens } from "./api-tokens.js";
 export { createFirstSuperAdmin, ensureSetupToken, superAdminExists, superAdminInput, type SuperAdminInput } from "./setup.js";
 export { createInvite, inviteInTransaction, type CreatedInvite } from "./invites.js";
+export { createApiToken, listApiTokens, revokeApiToken, type ApiTokenView } from "./api-tokens.js";
+export { createApiTokenRequest } from "./schema.js";
+export { createInviteRequest } from "./schema.js";

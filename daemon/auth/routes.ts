@@ -230,11 +230,11 @@ export const authRoutes = [
       path: "/sessions",
       action: "session:list",
       tag,
-      summary: "Open sessions: own, or another account's with ?userId= (admins)",
+      summary: "Open sessions: own, another account's with ?userId=, or every live session of the tenant with ?all=true (admins)",
       query: sessionsQuery,
       response: sessionList,
     },
-    ({ ctx, actor, query }) => listSessions(ctx, actor, query.userId ? { userId: query.userId } : {}),
+    ({ ctx, actor, query }) => listSessions(ctx, actor, { ...(query.userId ? { userId: query.userId } : {}), all: query.all === "true" }),
   ),
   defineRoute({ method: "delete", path: "/sessions/:id", action: "session:revoke", tag, summary: "Revoke one session", params: idParams }, async ({ ctx, actor, params, meta }) => {
     await revokeSession(ctx, actor, params.id, meta);
@@ -245,11 +245,22 @@ export const authRoutes = [
       path: "/sessions/revoke-all",
       action: "session:revoke",
       tag,
-      summary: "Sign out everywhere: own sessions or another account's (admins)",
+      summary: "Sign out everywhere: own sessions, another account's, or everyone of the tenant but the caller (admins; with a reason, audited)",
       body: revokeAllRequest,
       response: revokedCount,
     },
-    ({ ctx, actor, body, meta }) => revokeAllSessions(ctx, actor, { ...(body.userId ? { userId: body.userId } : {}), includeCurrent: body.includeCurrent === true }, meta),
+    ({ ctx, actor, body, meta }) =>
+      revokeAllSessions(
+        ctx,
+        actor,
+        {
+          ...(body.userId ? { userId: body.userId } : {}),
+          includeCurrent: body.includeCurrent === true,
+          everyone: body.everyone === true,
+          ...(body.reason ? { reason: body.reason } : {}),
+        },
+        meta,
+      ),
   ),
 
   // ---- invites ------------------------------------------------------------------------------

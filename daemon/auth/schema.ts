@@ -140,13 +140,22 @@ export const changePasswordRequest = z
   })
   .strict();
 
-export const sessionsQuery = z.object({ /** Another account's sessions (admins); omitted: your own. */ userId: z.uuid().optional() }).strict();
+export const sessionsQuery = z
+  .object({
+    /** Another account's sessions (admins); omitted: your own. */
+    userId: z.uuid().optional(),
+    /** "true": every live session of the tenant, or of appliance staff for super-admins (admins). */
+    all: z.enum(["true", "false"]).optional(),
+  })
+  .strict();
 
 export const sessionView = z.object({
   /** Session id. */
   id: z.uuid(),
   /** The account it belongs to. */
   userId: z.uuid(),
+  /** That account's email (who it is, for the tenant-wide list). */
+  userEmail: z.string().nullable(),
   /** The session making this request. */
   current: z.boolean(),
   /** Whether sign-in finished or waits for a second factor. */
@@ -176,8 +185,13 @@ export const revokeAllRequest = z
     userId: z.uuid().optional(),
     /** Also end the session making this request (own sessions only). */
     includeCurrent: z.boolean().optional(),
+    /** Sign out everyone of the tenant (or every appliance staff member) but the caller's own session (admins; needs a reason). */
+    everyone: z.literal(true).optional(),
+    /** Why (audited), e.g. "suspected phishing, ticket INC-2231"; required with everyone. */
+    reason: z.string().trim().min(1).max(300).optional(),
   })
-  .strict();
+  .strict()
+  .refine((b) => !b.everyone || (b.reason !== undefined && b.userId === undefined), { message: "signing out everyone needs a reason and no userId", path: ["reason"] });
 
 export const revokedCount = z.object({ /** Sessions ended. */ revoked: z.number().int() });
 

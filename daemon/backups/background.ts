@@ -3,6 +3,7 @@ import type { ApplianceContext } from "../context.js";
 import { inScope } from "../db/sql.js";
 import type { JobSpec } from "../jobs/index.js";
 import { Conflict } from "../kernel/errors.js";
+import { evaluatePitrAlerts, registerPitrMetrics, runBaseBackup, startWalShipper } from "./pitr.js";
 import { readPolicyRow } from "./policy.js";
 import { ALERT_KINDS, COMPLETE_EVERYWHERE, evaluateFreshness, reconcileCatalogue, startDrill, startSnapshot } from "./service.js";
 
@@ -16,6 +17,7 @@ const registered = new WeakSet<object>();
  * reports the same state whichever one ran the job.
  */
 export function registerBackupMetrics(ctx: ApplianceContext): void {
+  registerPitrMetrics(ctx);
   if (registered.has(ctx.metrics)) return;
   registered.add(ctx.metrics);
   // One query per scrape, not one per gauge: a scrape collects every gauge at once, and they share the query in flight.
@@ -173,12 +175,25 @@ export const backupJobs: JobSpec[] = [
     },
   },
   {
+    name: "pitr-base-backup",
+    summary: "Takes a physical base backup of the embedded PostgreSQL to every target, then prunes base backups and the WAL only they needed",
+    needsUnsealed: true,
+    // Base backups read the data directory: embedded PostgreSQL with WAL archiving only.
+    schedule: (ctx) => (ctx.config.backup.schedulerEnabled && ctx.config.backup.walArchiving && !ctx.config.database.url ? ctx.config.backup.baseBackupCron : null),
+    async run(ctx) {
+      const run = await runBaseBackup(ctx, "schedule");
+      if (run.status === "failed") throw new Error(`base backup ${run.id} failed`);
+      return { counts: { storedBytes: run.body.object.storedBytes, targets: run.outcomes.filter((o) => o.ok).length } };
+    },
+  },
+  {
     name: "backup-watchdog",
     summary: "Raises backup alerts when no snapshot or drill succeeded recently enough, and reconciles the catalogue with the targets",
     schedule: (ctx) => (ctx.config.backup.schedulerEnabled ? ctx.config.jobs.schedules.backupWatchdog || { everyMs: ctx.config.backup.watchdogIntervalSeconds * 1000 } : null),
     runAtStartAfterMs: 500,
     async run(ctx) {
       const open = await evaluateFreshness(ctx);
+      if (ctx.config.backup.walArchiving) await evaluatePitrAlerts(ctx);
       let reconciled = 0;
       // Vanished and unrecorded snapshots are found even when no snapshot runs.
       const last = lastReconcile.get(ctx) ?? 0;
@@ -192,6 +207,12 @@ export const backupJobs: JobSpec[] = [
     },
   },
 ];
+
+/**
+ * The WAL shipper is not a recurring job (a job_runs row a second would drown the history): it
+ * follows the spool continuously, in the replica that has it, under its own advisory lock.
+ */
+export { startWalShipper };
 
 const lastReconcile = new WeakMap<ApplianceContext, number>();
 

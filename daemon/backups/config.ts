@@ -28,6 +28,45 @@ export const backupSchema = z
       .optional()
       .describe("A role that may CREATE DATABASE, used to make and drop the drill's scratch database; unset with the embedded PostgreSQL uses its superuser."),
     drillAdminPasswordFile: z.string().optional().describe("File holding the password for drillAdminUrl's user."),
+    walArchiving: z
+      .boolean()
+      .default(true)
+      .describe(
+        "Continuous WAL archiving for point-in-time recovery (embedded PostgreSQL; the compose file sets its PostgreSQL up the same way): each completed segment goes into walSpoolDir, is encrypted and shipped to every target, then removed (docs/backups.md).",
+      ),
+    archiveTimeoutSeconds: z
+      .number()
+      .int()
+      .min(1)
+      .max(3600)
+      .default(60)
+      .describe("PostgreSQL archive_timeout: a segment with any write in it is closed and archived after at most this long, so it bounds the recovery point (RPO)."),
+    walSpoolDir: z
+      .string()
+      .min(1)
+      .default("wal-spool")
+      .describe("Where archive_command puts completed WAL segments until the daemon has shipped them (relative paths are under dataDir)."),
+    walSpoolLimitMiB: z
+      .number()
+      .int()
+      .min(64)
+      .default(4096)
+      .describe(
+        "Largest size of the spool: past it archive_command fails, PostgreSQL keeps the segments in pg_wal instead and retries (nothing is dropped), and the wal_spool_full alert fires. Budget this much disk (plus pg_wal) for a target outage.",
+      ),
+    walShipIntervalMs: z.number().int().min(100).max(60_000).default(1000).describe("How often the daemon looks for new segments in the spool."),
+    baseBackupCron: z
+      .string()
+      .default("30 1 * * *")
+      .describe("node-cron schedule of physical base backups (point-in-time recovery replays WAL from the newest one before the chosen time)."),
+    baseBackupsKept: z
+      .number()
+      .int()
+      .min(1)
+      .max(100)
+      .default(2)
+      .describe("Base backups kept on each target; WAL older than the oldest kept one's start is deleted (restores reach back to that base backup's end)."),
+    rpoAlertSeconds: z.number().int().min(10).default(300).describe("Alert (rpo_exceeded) when the newest WAL on a target is older than this while there is unshipped WAL."),
   })
   .strict();
 

@@ -73,6 +73,18 @@ export const backupAlert = z.object({
     "snapshot_appeared",
     /** Attachment files the latest snapshot could not copy (gone from disk, or not matching their digest). */
     "attachment_missing",
+    /** One per target: WAL files in the spool could not be shipped there (the spool grows until it can). */
+    "wal_ship_failed",
+    /** The WAL spool reached backup.walSpoolLimitMiB: PostgreSQL keeps its WAL in pg_wal and retries. */
+    "wal_spool_full",
+    /** One per target: the newest WAL there is older than backup.rpoAlertSeconds while newer WAL waits. */
+    "rpo_exceeded",
+    /** PostgreSQL's archiver reports a failed archive_command (pg_stat_archiver) newer than its last success. */
+    "archiver_failed",
+    /** The last base backup failed on some or all targets. */
+    "base_backup_failed",
+    /** The last point-in-time recovery drill failed. */
+    "pitr_drill_failed",
   ]),
   /** What the alert is about: the target's name for `target_failed`, `snapshot_vanished` and `snapshot_appeared`. */
   subject: z.string().nullable(),

@@ -59,7 +59,7 @@ async function audit(ctx: ApplianceContext, t: Tx, meta: AuditMeta, action: stri
  * across every replica and CLI. If the holder dies, PostgreSQL drops the lock with its
  * connection, which is also why anything a previous holder left unfinished can be swept.
  */
-async function tryJobLock(ctx: ApplianceContext, id: number, waitMs = 0): Promise<{ release(): Promise<void> } | undefined> {
+export async function tryJobLock(ctx: ApplianceContext, id: number, waitMs = 0): Promise<{ release(): Promise<void> } | undefined> {
   const client = await ownerConnector(ctx)();
   client.on("error", () => {});
   const deadline = Date.now() + waitMs;
@@ -108,6 +108,12 @@ const SEVERITY: Record<AlertKind, AlertSeverity> = {
   not_configured: "warning",
   snapshot_appeared: "warning",
   attachment_missing: "warning",
+  wal_ship_failed: "critical",
+  wal_spool_full: "critical",
+  rpo_exceeded: "critical",
+  archiver_failed: "critical",
+  base_backup_failed: "critical",
+  pitr_drill_failed: "critical",
 };
 
 /**

@@ -1,9 +1,11 @@
 import type { Command } from "commander";
 import type { z } from "zod";
+import { listTenants, type TenantView } from "../access/index.js";
 import { loadConfig } from "../config/load.js";
 import type { Config } from "../config/schema.js";
 import type { ApplianceContext } from "../context.js";
 import { pendingMigrations } from "../db/migrate.js";
+import { HOST_OPERATOR } from "../kernel/actor.js";
 import { AppError } from "../kernel/errors.js";
 import { withOfflineContext, withUnsealedContext, type UnsealOpts } from "./offline-context.js";
 import { CliError } from "./output.js";
@@ -54,4 +56,12 @@ export function parseOptions<S extends z.ZodType>(schema: S, input: unknown, fla
   const issue = parsed.error.issues[0]!;
   const key = String(issue.path[0] ?? "");
   throw new CliError(`${flags[key] ?? (key ? `--${key}` : "input")}: ${issue.message}`);
+}
+
+/** The tenant an option names, by id or slug, as the host operator sees every tenant. */
+export async function tenantByRef(ctx: ApplianceContext, ref: string): Promise<TenantView> {
+  const tenants = await listTenants(ctx, HOST_OPERATOR);
+  const found = tenants.find((t) => t.id === ref || t.slug === ref);
+  if (!found) throw new CliError(`no tenant with the id or slug ${ref} (wardkeep tenant list shows them)`);
+  return found;
 }

@@ -11,6 +11,8 @@ import { registerRecover } from "./commands/recover.js";
 import { registerStart } from "./commands/start.js";
 import { registerWebhook } from "./commands/webhook.js";
 import { registerTenant } from "./commands/tenant.js";
+import { registerToken } from "./commands/token.js";
+import { registerUser } from "./commands/user.js";
 import { registerKeys } from "./commands/keys.js";
 import { registerTls } from "./commands/tls.js";
 import { registerUnseal } from "./commands/unseal.js";
@@ -46,6 +48,8 @@ export function buildProgram(): Command {
   registerAudit(program);
   registerAlerts(program);
   registerTenant(program);
+  registerToken(program);
+  registerUser(program);
   registerWebhook(program);
   for (const cmd of program.commands) applyExitOverride(cmd);
   return program;

@@ -46,6 +46,8 @@ export type EmbeddedOptions = {
   port: number;
   /** File holding the superuser password; created 0600 on first start. */
   passwordFile: string;
+  /** Extra server settings (`-c name=value`), e.g. continuous archiving (db/wal-archive.ts). */
+  settings?: Record<string, string>;
   onLog?: (line: string) => void;
 };
 
@@ -114,7 +116,7 @@ export function embeddedDatabaseUrl(embedded: Pick<EmbeddedPostgres, "port" | "s
 }
 
 /** PostgreSQL refuses to run as root; as root we run it as the `postgres` system user. */
-function runAs(): { uid: number; gid: number } | undefined {
+export function runAs(): { uid: number; gid: number } | undefined {
   if (process.getuid?.() !== 0) return undefined;
   const lookup = () => ({
     uid: Number(execFileSync("id", ["-u", "postgres"]).toString().trim()),
@@ -245,7 +247,19 @@ export async function startEmbeddedPostgres(opts: EmbeddedOptions): Promise<Embe
 
   // Loopback TCP, and a Unix socket in the server's own 0700 directory (not a shared /tmp):
   // nothing outside this host reaches it.
-  const args = ["-D", opts.dataDir, "-p", String(opts.port), "-c", "listen_addresses=127.0.0.1", "-c", `unix_socket_directories=${socketDir ?? ""}`, "-c", "max_connections=200"];
+  const args = [
+    "-D",
+    opts.dataDir,
+    "-p",
+    String(opts.port),
+    "-c",
+    "listen_addresses=127.0.0.1",
+    "-c",
+    `unix_socket_directories=${socketDir ?? ""}`,
+    "-c",
+    "max_connections=200",
+    ...Object.entries(opts.settings ?? {}).flatMap(([k, v]) => ["-c", `${k}=${v}`]),
+  ];
   const launch = async (): Promise<Postmaster> => {
     const postmaster = spawnPostmaster(bins.postgres, args, ids, onLog);
     await waitUntilAccepting(superuserUrl, postmaster.child, () => postmaster.exitReason());
@@ -341,4 +355,102 @@ function spawnPostmaster(postgres: string, args: string[], ids: { uid: number; g
     }),
   );
   return { child, exited, exitReason: () => exitReason };
+}
+
+export type RecoveryRun = {
+  /** The promoted server, as superuser over its private socket (trust on that socket only, for this run). */
+  superuserUrl(database: string): string;
+  /** Server log lines of the run (no PHI: PostgreSQL logs positions and times, not row data). */
+  log: string[];
+};
+
+export class EmbeddedRecoveryError extends Error {
+  override name = "EmbeddedRecoveryError";
+  constructor(
+    message: string,
+    readonly log: string[],
+  ) {
+    super(message);
+  }
+}
+
+/**
+ * Runs the embedded server once in archive recovery on a restored data directory: `recovery.signal`
+ * plus the given settings (restore_command, recovery target), no TCP listener, and a temporary
+ * hba file that trusts only the superuser on the server's private 0700 socket directory (the
+ * restored cluster's passwords are the old appliance's, which this one does not know). Resolves
+ * once the server has promoted and accepts connections, runs `work`, then shuts it down; rejects
+ * with the server's last FATAL line when recovery stops or `abort` says why.
+ */
+export async function runEmbeddedRecovery<T>(opts: {
+  dataDir: string;
+  port: number;
+  settings: Record<string, string>;
+  onLog?: (line: string) => void;
+  /** Set by the caller to stop a recovery it knows cannot succeed (a tampered segment). */
+  abort?: { reason?: string; signal: AbortSignal };
+  work: (run: RecoveryRun) => Promise<T>;
+}): Promise<T> {
+  const bins = await binaries();
+  hydrateSymlinks(bins);
+  const ids = runAs();
+  const socketDir = embeddedSocketDir(opts.dataDir, opts.port);
+  if (!socketDir) throw new EmbeddedRecoveryError(`the data directory path ${opts.dataDir} is too long for a Unix socket; use a shorter dataDir`, []);
+  fs.mkdirSync(socketDir, { recursive: true, mode: 0o700 });
+  fs.chmodSync(socketDir, 0o700);
+  if (ids) fs.chownSync(socketDir, ids.uid, ids.gid);
+  const hbaFile = path.join(socketDir, "recovery_hba.conf");
+  fs.writeFileSync(hbaFile, "local all postgres trust\n", { mode: 0o600 });
+  if (ids) fs.chownSync(hbaFile, ids.uid, ids.gid);
+  const signal = path.join(opts.dataDir, "recovery.signal");
+  fs.writeFileSync(signal, "", { mode: 0o600 });
+  if (ids) fs.chownSync(signal, ids.uid, ids.gid);
+
+  const args = ["-D", opts.dataDir, "-p", String(opts.port), "-c", "listen_addresses=", "-c", `unix_socket_directories=${socketDir}`, "-c", `hba_file=${hbaFile}`];
+  args.push("-c", "hot_standby=off", "-c", "archive_mode=off");
+  for (const [k, v] of Object.entries(opts.settings)) args.push("-c", `${k}=${v}`);
+  const child = spawn(bins.postgres, args, { ...ids, detached: true, env: { ...process.env, LC_ALL: "C" }, stdio: ["ignore", "pipe", "pipe"] });
+  const log: string[] = [];
+  let ready: () => void = () => {};
+  let failed: (e: Error) => void = () => {};
+  const promoted = new Promise<void>((resolve, reject) => ((ready = resolve), (failed = reject)));
+  let exited = false;
+  const exit = new Promise<void>((resolve) =>
+    child.on("exit", (code, sig) => {
+      exited = true;
+      const fatal = [...log].reverse().find((l) => /\b(FATAL|PANIC):/.test(l));
+      failed(new EmbeddedRecoveryError(opts.abort?.reason ?? (fatal ? fatal.replace(/^.*?\b(FATAL|PANIC):\s*/, "") : `PostgreSQL exited (${code ?? sig}) during recovery`), log));
+      resolve();
+    }),
+  );
+  let partial = "";
+  const collect = (d: Buffer) => {
+    const lines = (partial + d.toString()).split("\n");
+    partial = lines.pop() ?? "";
+    for (const line of lines) {
+      log.push(line);
+      if (log.length > 2000) log.splice(0, 1000);
+      opts.onLog?.(line);
+      if (/database system is ready to accept connections/.test(line)) ready();
+    }
+  };
+  child.stdout?.on("data", collect);
+  child.stderr?.on("data", collect);
+  const onAbort = () => child.kill("SIGQUIT");
+  opts.abort?.signal.addEventListener("abort", onAbort);
+  try {
+    await promoted;
+    if (opts.abort?.signal.aborted) throw new EmbeddedRecoveryError(opts.abort.reason ?? "recovery aborted", log);
+    return await opts.work({
+      superuserUrl: (database) => `postgres://postgres@localhost:${opts.port}/${database}?host=${encodeURIComponent(socketDir)}`,
+      log,
+    });
+  } finally {
+    opts.abort?.signal.removeEventListener("abort", onAbort);
+    if (!exited) {
+      child.kill("SIGINT"); // fast shutdown: a clean checkpoint, so the next start needs no recovery
+      await exit;
+    }
+    fs.rmSync(hbaFile, { force: true });
+  }
 }

@@ -4,7 +4,8 @@ import { randomBytes } from "node:crypto";
 import pg from "pg";
 import type { Config } from "../config/schema.js";
 import { inDataDir } from "../config/load.js";
-import { embeddedDatabaseUrl, startEmbeddedPostgres, type EmbeddedPostgres } from "./embedded.js";
+import { embeddedDatabaseUrl, runAs, startEmbeddedPostgres, type EmbeddedPostgres } from "./embedded.js";
+import { archiveSettings, prepareSpool } from "./wal-archive.js";
 
 /**
  * Two roles, as DESIGN.md requires: the owner runs migrations and owns the tables; the app role
@@ -98,10 +99,17 @@ export async function prepareDatabase(config: Config, onLog?: (line: string) => 
   const created: string[] = [];
   if (!config.database.url) {
     const secrets = inDataDir(config, "secrets");
+    let settings: Record<string, string> | undefined;
+    if (config.backup.walArchiving) {
+      const spool = inDataDir(config, config.backup.walSpoolDir);
+      prepareSpool(spool, runAs());
+      settings = archiveSettings(spool, config.backup.walSpoolLimitMiB, config.backup.archiveTimeoutSeconds);
+    }
     const embedded = await startEmbeddedPostgres({
       dataDir: inDataDir(config, "pg"),
       port: config.database.embeddedPort,
       passwordFile: path.join(secrets, "pg-superuser-password"),
+      settings,
       onLog,
     });
     if (embedded.initialised) created.push(`embedded PostgreSQL initialised in ${inDataDir(config, "pg")}`);

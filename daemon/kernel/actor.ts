@@ -41,6 +41,15 @@ export type Actor = {
 export const HOST_OPERATOR_ID = "00000000-0000-0000-0000-000000000000";
 export const HOST_OPERATOR: Actor = { userId: HOST_OPERATOR_ID, role: "super_admin", tenantId: null, via: "host" };
 
+/**
+ * The host operator acting inside one tenant (`wardkeep token create --tenant`, `wardkeep user
+ * deactivate`): with the tenant owner's permissions, the highest a tenant has, since some tenant
+ * work (API tokens) is not the appliance staff's to do from the console.
+ */
+export function hostOperatorIn(tenantId: string): Actor {
+  return { userId: HOST_OPERATOR_ID, role: "owner", tenantId, via: "host" };
+}
+
 /** Why a request carries no actor, so a 401 can tell the UI what happened. */
 export type AuthenticationGap = { reason: "mfa_required" | "mfa_enrollment_required" } | { reason: "idle_timeout" | "session_expired" | "session_revoked"; idleMinutes?: number };
 

@@ -253,6 +253,8 @@ export {
   backupDataKeyLookup,
   exportKeyStore,
   installRecoveredKeyStore,
+  readDataKeyRows,
+  clearRestoredKeyStore,
   keyStoreContentsSchema,
   KeyStoreBackupError,
   shreddedSubjects,

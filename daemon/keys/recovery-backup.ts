@@ -397,3 +397,26 @@ export async function installRecoveredKeyStore(client: pg.Client, contents: KeyS
     recoveryFingerprints: contents.recoveryKeys.map((r) => recoveryFingerprint(Buffer.from(r.publicKey, "hex"))),
   };
 }
+
+/**
+ * The data keys of a key store as a backup lists them, read from a database restored to a point
+ * in time (its key store is that moment's): a point-in-time recovery keeps the keys created after
+ * the newest key-store backup, which that backup cannot hold, and still takes KEKs and the
+ * shredded list from the backup.
+ */
+export async function readDataKeyRows(client: pg.ClientBase): Promise<KeyStoreContents["dataKeys"]> {
+  const r = await client.query<{ rows: KeyStoreContents["dataKeys"] }>(
+    `SELECT coalesce(json_agg(json_build_object('keyId', key_id, 'version', version, 'kind', kind, 'tenantId', tenant_id, 'patientId', patient_id,
+            'wrapped', encode(wrapped, 'hex'), 'kekVersion', kek_version, 'publicKey', encode(public_key, 'hex'), 'state', state,
+            'nonceCount', nonce_count::text, 'createdAt', created_at, 'retiredAt', retired_at) ORDER BY key_id, version), '[]') AS rows
+       FROM keystore.data_keys`,
+  );
+  return keyStoreContentsSchema.shape.dataKeys.parse(r.rows[0]!.rows);
+}
+
+/** Empties the key store of a restored database (its KEKs are wrapped under an unseal key that is gone) before `installRecoveredKeyStore`. */
+export async function clearRestoredKeyStore(client: pg.ClientBase): Promise<void> {
+  await client.query(
+    "DELETE FROM keystore.data_keys; DELETE FROM keystore.kek_versions; DELETE FROM keystore.seal; DELETE FROM keystore.shredded; DELETE FROM keystore.shred_schedule; DELETE FROM keystore.recovery_keys",
+  );
+}

@@ -10,6 +10,9 @@
 import type { CapabilitiesRes, CreatedTenantRes, SecuritySettingsRes, SupportRequestRes, TenantRes, UserRes } from "../../../daemon/access/schema.js";
 import type { AuditSearchRes, ExportJobRes, ExportListRes, PublicKeyRes, TimelineRes, VerifyReportRes } from "../../../daemon/audit/schema.js";
 import type {
+  ApiTokenRes,
+  CreateApiTokenReq,
+  CreatedApiTokenRes,
   InviteAcceptRes,
   InviteCreatedRes,
   InviteRes,
@@ -207,6 +210,11 @@ export const api = {
     list: (userId?: string) => request<SessionRes[]>("GET", `${V1}/sessions${query({ userId })}`),
     revoke: (id: string) => request<void>("DELETE", `${V1}/sessions/${seg(id)}`),
     revokeAll: (body: { userId?: string }) => request<RevokeAllRes>("POST", `${V1}/sessions/revoke-all`, body),
+  },
+  apiTokens: {
+    list: () => request<ApiTokenRes[]>("GET", `${V1}/api-tokens`),
+    create: (body: CreateApiTokenReq) => request<CreatedApiTokenRes>("POST", `${V1}/api-tokens`, body),
+    revoke: (id: string) => request<ApiTokenRes>("DELETE", `${V1}/api-tokens/${seg(id)}`),
   },
   support: {
     list: () => request<SupportRequestRes[]>("GET", `${V1}/support/requests`),

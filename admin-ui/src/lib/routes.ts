@@ -1,6 +1,7 @@
 import type { Component } from "svelte";
 import PageAcceptInvite from "../pages/PageAcceptInvite.svelte";
 import PageAlerts from "../pages/PageAlerts.svelte";
+import PageApiTokens from "../pages/PageApiTokens.svelte";
 import PageAudit from "../pages/PageAudit.svelte";
 import PageBackups from "../pages/PageBackups.svelte";
 import PageHome from "../pages/PageHome.svelte";
@@ -47,6 +48,7 @@ export const ROUTES = [
   { path: "/tenants", page: PageTenants, label: "Tenants", section: "People", action: "tenant:create" },
   { path: "/users", page: PageUsers, label: "Users & invites", section: "People", action: "user:list" },
   { path: "/support", page: PageSupportRequests, label: "Support access", section: "People", action: "support_request:list" },
+  { path: "/api-tokens", page: PageApiTokens, label: "API tokens", section: "People", action: "api_token:list" },
   { path: "/settings/security", page: PageSecuritySettings, label: "Security settings", section: "People", action: "security_settings:read" },
   { path: "/keys", page: PageKeys, label: "Encryption keys", section: "Operations", action: "key:read" },
   { path: "/audit", page: PageAudit, label: "Audit trail", section: "Operations", action: "audit:read" },

@@ -8,7 +8,10 @@ import { openTarget, targetDefinitionSchema, targetSecretsSchema, type SnapshotT
 import {
   auditVerifierFor,
   listSnapshotRecords,
+  pitrStatus,
   reconcileCatalogue,
+  runBaseBackup,
+  shipSpool,
   restoreSnapshotById,
   runDrill,
   runSnapshot,
@@ -150,6 +153,50 @@ export function registerBackup(program: Command) {
         `snapshot ${run.id} ${run.status}: ${run.tables} tables, ${run.rows} rows, ${mib(run.storedBytes ?? 0)} MiB stored in ${((run.durationMs ?? 0) / 1000).toFixed(1)} s`,
         ...run.targets.map((t) => `  ${t.ok ? "ok    " : "FAILED"} ${t.target}${t.error ? `: ${t.error}` : ""}`),
       ]);
+    },
+  );
+
+  unsealOptions(backup.command("base-backup").description("take a physical base backup now (point-in-time recovery replays WAL over it; embedded PostgreSQL)")).action(
+    async (opts: UnsealOpts, cmd: Command) => {
+      const global = cmd.optsWithGlobals<GlobalOptions>();
+      const run = await withUnsealedContext(opts, (ctx) => runBaseBackup(ctx, "cli"));
+      if (run.status === "failed") throw new CliError(`base backup ${run.id} failed: ${run.outcomes.map((o) => `${o.target}: ${o.error}`).join("; ")}`);
+      printResult(
+        global,
+        {
+          baseBackup: {
+            id: run.id,
+            status: run.status,
+            startWal: run.body.startWal,
+            stopWal: run.body.stopWal,
+            completedAt: run.body.completedAt,
+            storedBytes: run.body.object.storedBytes,
+            targets: run.outcomes,
+            phases: run.phases,
+          },
+        },
+        [
+          `base backup ${run.id} ${run.status}: ${mib(run.body.object.storedBytes)} MiB stored, WAL ${run.body.startWal} .. ${run.body.stopWal}; restores reach back to ${run.body.completedAt}`,
+          ...run.outcomes.map((t) => `  ${t.ok ? "ok    " : "FAILED"} ${t.target}${t.error ? `: ${t.error}` : ""}`),
+        ],
+      );
+    },
+  );
+
+  unsealOptions(backup.command("wal").description("the WAL archive: ship what waits in the spool now, then show the recovery point of each target")).action(
+    async (opts: UnsealOpts, cmd: Command) => {
+      const global = cmd.optsWithGlobals<GlobalOptions>();
+      const { shipped, status } = await withUnsealedContext(opts, async (ctx) => ({ shipped: await shipSpool(ctx), status: await pitrStatus(ctx) }));
+      printResult(global, { shipped, status }, [
+        `shipped ${shipped.shipped.length} WAL file(s); ${shipped.waiting} waiting in the spool (${mib(shipped.spoolBytes)} MiB)`,
+        ...shipped.failed.map((f) => `  FAILED ${f.target}: ${f.error}`),
+        ...status.targets.map(
+          (t) =>
+            `  ${t.target}: newest ${t.newestWal ?? "none"} archived ${t.newestArchivedAt ?? "never"}; recovery point ${t.rpoSeconds == null ? "unknown" : `${t.rpoSeconds} s`}`,
+        ),
+        `  archiver: ${status.archiver.archivedCount} archived, ${status.archiver.failedCount} failed${status.archiver.failing ? ` (FAILING since ${status.archiver.lastFailedAt})` : ""}`,
+      ]);
+      if (shipped.failed.length) process.exitCode = 3;
     },
   );
 

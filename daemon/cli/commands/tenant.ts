@@ -1,20 +1,11 @@
 import type { Command } from "commander";
 import { createTenant, createTenantRequest, listTenants, updateTenant, updateTenantRequest, type TenantView } from "../../access/index.js";
 import { loadConfig } from "../../config/load.js";
-import type { ApplianceContext } from "../../context.js";
 import { HOST_OPERATOR } from "../../kernel/actor.js";
 import { SYSTEM_META } from "../../kernel/request-meta.js";
-import { inviteLink, parseOptions, unsealOptions, withHostOperator } from "../host-operator.js";
+import { inviteLink, parseOptions, tenantByRef, unsealOptions, withHostOperator } from "../host-operator.js";
 import type { UnsealOpts } from "../offline-context.js";
-import { CliError, printResult, type GlobalOptions } from "../output.js";
-
-/** A tenant named by its id or its slug. */
-async function findTenant(ctx: ApplianceContext, ref: string): Promise<TenantView> {
-  const tenants = await listTenants(ctx, HOST_OPERATOR);
-  const found = tenants.find((t) => t.id === ref || t.slug === ref);
-  if (!found) throw new CliError(`no tenant with the id or slug ${ref} (wardkeep tenant list shows them)`);
-  return found;
-}
+import { printResult, type GlobalOptions } from "../output.js";
 
 const line = (t: TenantView) => `${t.slug.padEnd(24)} ${t.status.padEnd(9)} ${t.id}  ${t.name}`;
 
@@ -64,13 +55,13 @@ export function registerTenant(program: Command) {
     .action(async (ref: string, opts: { name: string }, cmd: Command) => {
       const global = cmd.optsWithGlobals<GlobalOptions>();
       const input = parseOptions(updateTenantRequest, { name: opts.name }, { name: "--name" });
-      const updated = await withHostOperator({ unseal: false }, async (ctx) => updateTenant(ctx, HOST_OPERATOR, (await findTenant(ctx, ref)).id, input, SYSTEM_META));
+      const updated = await withHostOperator({ unseal: false }, async (ctx) => updateTenant(ctx, HOST_OPERATOR, (await tenantByRef(ctx, ref)).id, input, SYSTEM_META));
       printResult(global, { tenant: updated }, `tenant ${updated.slug} is now called "${updated.name}"`);
     });
 
   const setStatus = (status: "active" | "suspended") => async (ref: string, _opts: unknown, cmd: Command) => {
     const global = cmd.optsWithGlobals<GlobalOptions>();
-    const updated = await withHostOperator({ unseal: false }, async (ctx) => updateTenant(ctx, HOST_OPERATOR, (await findTenant(ctx, ref)).id, { status }, SYSTEM_META));
+    const updated = await withHostOperator({ unseal: false }, async (ctx) => updateTenant(ctx, HOST_OPERATOR, (await tenantByRef(ctx, ref)).id, { status }, SYSTEM_META));
     printResult(
       global,
       { tenant: updated },

@@ -9,11 +9,13 @@ import * as m0008 from "./0008_siem_cursor.js";
 import * as m0009 from "./0009_backup_catalogue.js";
 import * as m0010 from "./0010_tenant_key_rotations.js";
 import * as m0020 from "./0020_host_operator_invites.js";
+import * as m0021 from "./0021_host_operator_api_tokens.js";
 import * as m0030 from "./0030_alerts.js";
 import * as m0031 from "./0031_alert_channels.js";
 import * as m0040 from "./0040_webhooks.js";
 import * as m0050 from "./0050_jobs.js";
 import * as m0070 from "./0070_cache_invalidation.js";
+import * as m0080 from "./0080_pitr.js";
 
 export type Migration = { name: string; sql: string };
 
@@ -30,9 +32,11 @@ export const migrations: Migration[] = [
   { name: "0009_backup_catalogue", sql: m0009.sql },
   { name: "0010_tenant_key_rotations", sql: m0010.sql },
   { name: "0020_host_operator_invites", sql: m0020.sql },
+  { name: "0021_host_operator_api_tokens", sql: m0021.sql },
   { name: "0030_alerts", sql: m0030.sql },
   { name: "0031_alert_channels", sql: m0031.sql },
   { name: "0040_webhooks", sql: m0040.sql },
   { name: "0050_jobs", sql: m0050.sql },
   { name: "0070_cache_invalidation", sql: m0070.sql },
+  { name: "0080_pitr", sql: m0080.sql },
 ];

@@ -92,6 +92,33 @@ describe("creating a tenant with its first owner", () => {
   });
 });
 
+describe("tenant-wide sessions", () => {
+  it("lists every live session of the tenant for admins, and signs out everyone but the admin, with a reason, in that tenant only", async () => {
+    const tenant = await createTenant(app, "Sign-out Ward");
+    const other = await createTenant(app, "Untouched Ward");
+    const admin = await signIn(app, { role: "admin", tenantId: tenant.id });
+    const desk = await signIn(app, { role: "front_desk", tenantId: tenant.id, mfa: false });
+    const nurse = await signIn(app, { role: "practitioner", tenantId: tenant.id, mfa: false });
+    const elsewhere = await signIn(app, { role: "front_desk", tenantId: other.id, mfa: false });
+
+    const listed = (await admin.agent.get("/api/v1/sessions?all=true").expect(200)).body as { userEmail: string; current: boolean; sourceIp: string }[];
+    expect(listed.map((x) => x.userEmail).sort()).toEqual([admin.user.email, desk.user.email, nurse.user.email].sort());
+    expect(listed.find((x) => x.userEmail === admin.user.email)?.current).toBe(true);
+    expectProblem(await desk.agent.get("/api/v1/sessions?all=true"), 403, "forbidden");
+    expectProblem(await desk.agent.post("/api/v1/sessions/revoke-all").send({ everyone: true, reason: "test" }), 403, "forbidden");
+    expectProblem(await admin.agent.post("/api/v1/sessions/revoke-all").send({ everyone: true }), 400, "invalid-request");
+
+    const done = await admin.agent.post("/api/v1/sessions/revoke-all").send({ everyone: true, reason: "suspected phishing, INC-2231" }).expect(200);
+    expect(done.body).toEqual({ revoked: 2 });
+    expect((await desk.agent.get("/api/v1/sessions")).status).toBe(401);
+    expect((await nurse.agent.get("/api/v1/sessions")).status).toBe(401);
+    expect((await admin.agent.get("/api/v1/sessions")).status).toBe(200);
+    expect((await elsewhere.agent.get("/api/v1/sessions")).status).toBe(200);
+    const events = await auditEvents(app, { action: "auth.session.revoke_everyone" });
+    expect(events.find((e) => e.tenant_id === tenant.id)).toMatchObject({ actor_user_id: admin.user.id, reason: "2 session(s); suspected phishing, INC-2231" });
+  });
+});
+
 describe("managing accounts", () => {
   it("ends a deactivated account's sessions at once and lets it back in only when reactivated", async () => {
     const tenant = await createTenant(app, "Deactivation Ward");

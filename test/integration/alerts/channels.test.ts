@@ -240,6 +240,8 @@ describe("alert channels", () => {
     expect((await detail(failed.id)).deliveries.map((x) => x.channelId)).not.toContain(broken.id);
     const shown = ((await root.agent.get("/api/v1/alert-channels")).body.channels as AlertChannelViewRes[]).find((c) => c.id === broken.id)!;
     expect(shown.lastError).toMatch(/ECONNREFUSED/);
+    expect(await app.ctx.metrics.metrics()).toMatch(/^wardkeep_alert_channels_failing 1$/m);
+    expect(await app.ctx.metrics.metrics()).toMatch(/^wardkeep_alerts_open\{severity="critical"\} [1-9]/m);
 
     // The collector comes up: the next message gets through and the channel's alert resolves.
     const late = syslogCollector(certs.certPem, certs.keyPem);
@@ -248,6 +250,7 @@ describe("alert channels", () => {
       await raiseAlert(app.ctx, { kind: "test.target_failed", severity: "critical", key: "s3", summary: "target s3 failed" });
       await waitUntil(() => late.frames.some((f) => f.includes('kind="test.target_failed"')), 20_000, "delivery after recovery");
       await waitUntil(async () => (await detail(failed.id)).alert.resolvedAt !== null, 20_000, "the channel alert to resolve");
+      expect(await app.ctx.metrics.metrics()).toMatch(/^wardkeep_alert_channels_failing 0$/m);
     } finally {
       await late.close();
     }

@@ -6,7 +6,7 @@ import { runCli, type CliResult } from "../../helpers/daemon-process.js";
 import { auditEvents } from "../auth/identity-helpers.js";
 
 /**
- * `wardkeep tenant ...` against a running appliance's database: the same services as the console,
+ * `wardkeep tenant|token|user ...` against a running appliance's database: the same services as the console,
  * as the host operator. Each CLI start costs seconds on a loaded machine, so independent commands
  * run side by side and the tests share one tenant.
  */
@@ -92,6 +92,87 @@ describe("wardkeep tenant", () => {
       const root = await signIn(app, { role: "super_admin" });
       const names = (await root.agent.get("/api/v1/tenants").expect(200)).body.map((t: { name: string }) => t.name);
       expect(names).toEqual(["Harbor Kidney Care"]);
+    },
+    SLOW,
+  );
+});
+
+describe("wardkeep token", () => {
+  it(
+    "creates a tenant's API token that works as a bearer, lists it, and revokes it at once",
+    async () => {
+      const created = json(
+        await runCli(
+          ["--json", "token", "create", "--tenant", "harbor-dialysis", "--name", "Lab feed", "--role", "front_desk", "--scope", "patient:read", "--expires-in-days", "30"],
+          env,
+        ),
+      );
+      expect(created.apiToken).toMatchObject({ name: "Lab feed", role: "front_desk", scopes: ["patient:read"], revokedAt: null });
+      expect(created.token.startsWith(created.apiToken.prefix)).toBe(true);
+      const bearer = () => request(app.baseUrl).get("/api/v1/auth/session").ca(app.caPem).set("Authorization", `Bearer ${created.token}`);
+      expect((await bearer()).body).toMatchObject({ via: "api-token", scopes: ["patient:read"], user: { role: "front_desk" } });
+
+      const [listed, badScope, adminRole] = await Promise.all([
+        runCli(["token", "list", "--tenant", "harbor-dialysis"], env),
+        runCli(["token", "create", "--tenant", "harbor-dialysis", "--name", "x", "--role", "front_desk", "--scope", "everything:read"], env),
+        runCli(["token", "create", "--tenant", "harbor-dialysis", "--name", "x", "--role", "admin", "--scope", "*"], env),
+      ]);
+      const listedLine = listed.stdout.split("\n").find((l) => l.startsWith(created.apiToken.id));
+      expect(listedLine?.split(/\s+/)).toEqual([
+        created.apiToken.id,
+        "active",
+        `${created.apiToken.prefix}…`,
+        "front_desk",
+        "expires",
+        expect.stringMatching(/^\d{4}-\d{2}-\d{2}$/),
+        "Lab",
+        "feed",
+        "[patient:read]",
+      ]);
+      expect(badScope.code).toBe(1);
+      expect(badScope.stderr).toBe("wardkeep: --scope: a scope is `*` or `<resource>:read|write` with a resource from the policy table\n");
+      expect(adminRole.code).toBe(1);
+      expect(adminRole.stderr).toBe('wardkeep: --role: Invalid option: expected one of "practitioner"|"front_desk"|"auditor"\n');
+
+      const revoked = await runCli(["token", "revoke", created.apiToken.id, "--tenant", "harbor-dialysis"], env);
+      expect(revoked.stdout.trim()).toBe('API token "Lab feed" revoked; its service account is deactivated');
+      expect((await bearer()).status).toBe(401);
+    },
+    SLOW,
+  );
+});
+
+describe("wardkeep user", () => {
+  it(
+    "invites into a tenant by slug, and deactivates and reactivates the account by email",
+    async () => {
+      const invited = json(await runCli(["--json", "user", "invite", "--email", "Nurse.Ola@harbor.example", "--role", "practitioner", "--tenant", "harbor-dialysis"], env));
+      expect(invited.invite).toMatchObject({ email: "nurse.ola@harbor.example", role: "practitioner", status: "pending" });
+      expect(invited.link).toBe(`https://wardkeep.hospital.example:8443/#/invite/${invited.token}`);
+      const nurse = { email: "nurse.ola@harbor.example", password: "cobalt-dune-amber-5150" };
+      await request(app.baseUrl).post("/api/v1/invites/accept").ca(app.caPem).send({ token: invited.token, password: nurse.password }).expect(201);
+      const nurseLogin = () => request(app.baseUrl).post("/api/v1/auth/login").ca(app.caPem).send(nurse);
+
+      const [deactivated, unknown, badRole] = await Promise.all([
+        runCli(["user", "deactivate", "nurse.ola@harbor.example"], env),
+        runCli(["user", "deactivate", "nobody@harbor.example"], env),
+        runCli(["user", "invite", "--email", "x@harbor.example", "--role", "janitor", "--tenant", "harbor-dialysis"], env),
+      ]);
+      expect(deactivated.stdout.trim()).toBe("nurse.ola@harbor.example is deactivated and signed out everywhere");
+      expect((await nurseLogin()).status).toBe(401);
+      expect(unknown.code).toBe(1);
+      expect(unknown.stderr).toBe("wardkeep: no account with the email or id nobody@harbor.example (wardkeep user list [--tenant T] shows them)\n");
+      expect(badRole.code).toBe(1);
+      expect(badRole.stderr).toMatch(/^wardkeep: --role: Invalid option: expected one of /);
+
+      const [reactivated, listed] = await Promise.all([
+        runCli(["user", "reactivate", "nurse.ola@harbor.example", "--tenant", "harbor-dialysis"], env),
+        runCli(["--json", "user", "list", "--tenant", "harbor-dialysis"], env),
+      ]);
+      expect(reactivated.stdout.trim()).toBe("nurse.ola@harbor.example is active again");
+      expect((await nurseLogin()).status).toBe(200);
+      const emails = (json(listed).users as { email: string | null; role: string }[]).map((u) => `${u.email ?? "service"}:${u.role}`);
+      expect(emails).toEqual(expect.arrayContaining(["lead@harbor.example:owner", "nurse.ola@harbor.example:practitioner"]));
     },
     SLOW,
   );

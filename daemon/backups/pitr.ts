@@ -1,0 +1,486 @@
+/**
+ * Point-in-time recovery, the running appliance's side (docs/backups.md "Point-in-time recovery"):
+ * - the WAL shipper: every WAL file PostgreSQL's archive_command put in the spool is encrypted
+ *   once (backup/wal.ts), written to every target that does not hold it yet, recorded per target
+ *   in `pitr_wal`, and removed from the spool only when every target has it;
+ * - base backups (backup/basebackup.ts) with their WAL range in `pitr_base_backups`, and the
+ *   retention that keeps every WAL file a retained base backup needs and no more;
+ * - the recovery point per target (age of the newest WAL there) and pg_stat_archiver, for
+ *   /metrics, the console and the alerts.
+ */
+import fs from "node:fs";
+import path from "node:path";
+import pg from "pg";
+import { Gauge } from "prom-client";
+import { takeBaseBackup, type BaseBackupResult } from "../../backup/basebackup.js";
+import { manifestSigner } from "../../backup/keys.js";
+import type { SnapshotTarget } from "../../backup/targets/index.js";
+import { baseBackupLayout, listBaseBackups, listWal, openBaseBackupManifest, parseSegment, sealWalFile, WAL_FILE, WAL_SEGMENT, walLayout } from "../../backup/wal.js";
+import { inDataDir } from "../config/load.js";
+import type { ApplianceContext } from "../context.js";
+import { inScope } from "../db/sql.js";
+import { Unavailable } from "../kernel/errors.js";
+import { APP_VERSION } from "../version.js";
+import { openPolicyTargets, readPolicyRow } from "./policy.js";
+import { clearAlert, raiseAlert, recoveryPublicKey, tryJobLock } from "./service.js";
+
+/** Advisory lock ids next to the snapshot (7301501) and drill (7301502) locks. */
+export const WAL_SHIP_LOCK = 7301503;
+export const BASE_BACKUP_LOCK = 7301504;
+
+export function spoolDir(ctx: ApplianceContext): string {
+  return inDataDir(ctx.config, ctx.config.backup.walSpoolDir);
+}
+
+/** WAL files waiting in the spool, oldest name first (history files before the segments that follow them). */
+export function spooledFiles(dir: string): { name: string; bytes: number; archivedAt: Date }[] {
+  let names: string[];
+  try {
+    names = fs.readdirSync(dir);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === "ENOENT") return [];
+    throw err;
+  }
+  const out: { name: string; bytes: number; archivedAt: Date }[] = [];
+  for (const name of names) {
+    if (!WAL_FILE.test(name)) continue; // dot-files are copies still in progress
+    try {
+      const st = fs.statSync(path.join(dir, name));
+      out.push({ name, bytes: st.size, archivedAt: st.mtime });
+    } catch {
+      /* shipped by another pass meanwhile */
+    }
+  }
+  return out.sort((a, b) => a.archivedAt.getTime() - b.archivedAt.getTime() || a.name.localeCompare(b.name));
+}
+
+export type ShipOutcome = { shipped: { name: string; targets: string[] }[]; failed: { target: string; error: string }[]; waiting: number; spoolBytes: number };
+
+/** Names each target is known to hold, so a file is written once per target (and a retry after a crash is not an error). */
+const knownOnTarget = new WeakMap<ApplianceContext, Map<string, Set<string>>>();
+
+async function namesOn(ctx: ApplianceContext, target: SnapshotTarget): Promise<Set<string>> {
+  let byTarget = knownOnTarget.get(ctx);
+  if (!byTarget) knownOnTarget.set(ctx, (byTarget = new Map()));
+  let names = byTarget.get(target.name);
+  if (!names) {
+    names = new Set((await listWal(target)).keys());
+    byTarget.set(target.name, names);
+  }
+  return names;
+}
+
+/**
+ * One pass over the spool: each file sealed once, written to the targets lacking it, recorded,
+ * and removed once every target holds it. A target that fails keeps its files in the spool
+ * (raises `wal_ship_failed` for it); the others go on. Runs under an advisory lock.
+ */
+export async function shipSpool(ctx: ApplianceContext): Promise<ShipOutcome> {
+  const dir = spoolDir(ctx);
+  const out: ShipOutcome = { shipped: [], failed: [], waiting: 0, spoolBytes: 0 };
+  let files = spooledFiles(dir);
+  if (files.length === 0) return out;
+  const lock = await tryJobLock(ctx, WAL_SHIP_LOCK);
+  if (!lock) return { ...out, waiting: files.length, spoolBytes: files.reduce((n, f) => n + f.bytes, 0) };
+  const secret = ctx.rootKey.material();
+  let targets: SnapshotTarget[] = [];
+  try {
+    const policy = await inScope(ctx.db.app, { kind: "appliance" }, (t) => readPolicyRow(ctx, t));
+    targets = openPolicyTargets(ctx, policy);
+    if (targets.length === 0) return { ...out, waiting: files.length, spoolBytes: files.reduce((n, f) => n + f.bytes, 0) };
+    const recovery = await recoveryPublicKey(ctx);
+    const retainUntil = policy.object_lock_days ? new Date(ctx.clock.now().getTime() + policy.object_lock_days * 86_400_000) : undefined;
+    const broken = new Map<string, string>();
+    files = spooledFiles(dir);
+    for (const file of files) {
+      const todo: SnapshotTarget[] = [];
+      for (const t of targets) {
+        if (broken.has(t.name)) continue;
+        try {
+          if (!(await namesOn(ctx, t)).has(file.name)) todo.push(t);
+        } catch (err) {
+          broken.set(t.name, `cannot list: ${(err as Error).message}`);
+        }
+      }
+      const done: string[] = [];
+      if (todo.length) {
+        const bytes = fs.readFileSync(path.join(dir, file.name));
+        const { object } = await sealWalFile({ name: file.name, bytes, archivedAt: file.archivedAt, applianceSecret: secret, recoveryPublicKey: recovery });
+        await Promise.all(
+          todo.map(async (t) => {
+            try {
+              await t.putOnce(walLayout.object(file.name), object, { retainUntil });
+              (await namesOn(ctx, t)).add(file.name);
+              done.push(t.name);
+            } catch (err) {
+              // Written by a pass that died before removing it from the spool: the target has it.
+              const again = await listWal(t).catch(() => undefined);
+              if (again?.has(file.name)) {
+                (await namesOn(ctx, t)).add(file.name);
+                return;
+              }
+              broken.set(t.name, `${file.name}: ${(err as Error).message}`);
+            }
+          }),
+        );
+        if (done.length) {
+          await inScope(ctx.db.app, { kind: "appliance" }, (t) =>
+            t.exec(
+              `INSERT INTO pitr_wal (name, target, archived_at, shipped_at, stored_bytes)
+               SELECT $1, unnest($2::text[]), $3, $4, $5 ON CONFLICT (target, name) DO NOTHING`,
+              [file.name, done, file.archivedAt, ctx.clock.now(), object.length],
+            ),
+          );
+        }
+      }
+      if (targets.every((t) => !broken.has(t.name))) {
+        fs.rmSync(path.join(dir, file.name), { force: true });
+        out.shipped.push({ name: file.name, targets: done });
+      }
+    }
+    const left = spooledFiles(dir);
+    out.waiting = left.length;
+    out.spoolBytes = left.reduce((n, f) => n + f.bytes, 0);
+    out.failed = [...broken].map(([target, error]) => ({ target, error }));
+    await inScope(ctx.db.app, { kind: "appliance" }, async (t) => {
+      for (const target of targets) {
+        const error = broken.get(target.name);
+        if (error) await raiseAlert(ctx, t, "wal_ship_failed", `${out.waiting} WAL file(s) wait in the spool for this target: ${error}`.slice(0, 900), target.name);
+        else await clearAlert(ctx, t, "wal_ship_failed", target.name);
+      }
+      const limit = ctx.config.backup.walSpoolLimitMiB * 1024 * 1024;
+      if (out.spoolBytes >= limit * 0.9) {
+        await raiseAlert(ctx, t, "wal_spool_full", `the WAL spool holds ${Math.round(out.spoolBytes / 1048576)} MiB of its ${ctx.config.backup.walSpoolLimitMiB} MiB limit`);
+      } else await clearAlert(ctx, t, "wal_spool_full");
+    });
+    return out;
+  } finally {
+    await Promise.all(targets.map((t) => t.close().catch(() => {})));
+    await lock.release();
+  }
+}
+
+/** Ships the spool every `walShipIntervalMs`, one pass at a time; failures are alerts, not crashes. */
+export function startWalShipper(ctx: ApplianceContext): { stop(): Promise<void> } {
+  if (!ctx.config.backup.walArchiving) return { stop: async () => {} };
+  let running: Promise<unknown> | undefined;
+  let stopped = false;
+  const tick = () => {
+    if (running || stopped || ctx.rootKey.isSealed) return;
+    running = shipSpool(ctx)
+      .catch((err: Error) => ctx.log.warn(`WAL shipping pass failed: ${err.message}`))
+      .finally(() => (running = undefined));
+  };
+  const timer = setInterval(tick, ctx.config.backup.walShipIntervalMs);
+  timer.unref();
+  return {
+    async stop() {
+      stopped = true;
+      clearInterval(timer);
+      await running;
+    },
+  };
+}
+
+// ---- base backups ----------------------------------------------------------------------------------
+
+/** The embedded PostgreSQL's superuser and data directory: a base backup reads the cluster's files. */
+function embeddedCluster(ctx: ApplianceContext): { superuserUrl: string; dataDir: string } {
+  if (ctx.config.database.url) {
+    throw new Unavailable(
+      "base backups read the PostgreSQL data directory, which this daemon has only with the embedded PostgreSQL; for the compose PostgreSQL see docs/backups.md (Point-in-time recovery)",
+    );
+  }
+  const password = fs.readFileSync(inDataDir(ctx.config, "secrets/pg-superuser-password"), "utf8").trim();
+  return {
+    superuserUrl: `postgres://postgres:${encodeURIComponent(password)}@127.0.0.1:${ctx.config.database.embeddedPort}/postgres`,
+    dataDir: inDataDir(ctx.config, "pg"),
+  };
+}
+
+export type BaseBackupRun = BaseBackupResult & { status: "complete" | "partial" | "failed" };
+
+/** Takes a base backup to every target, records it (and its WAL range) and applies retention. */
+export async function runBaseBackup(ctx: ApplianceContext, trigger: "schedule" | "manual" | "cli" = "manual"): Promise<BaseBackupRun> {
+  const secret = ctx.rootKey.material();
+  const cluster = embeddedCluster(ctx);
+  const lock = await tryJobLock(ctx, BASE_BACKUP_LOCK, 30_000);
+  if (!lock) throw new Unavailable("another base backup is running");
+  const targets = openPolicyTargets(ctx, await inScope(ctx.db.app, { kind: "appliance" }, (t) => readPolicyRow(ctx, t)));
+  try {
+    if (targets.length === 0) throw new Unavailable("no backup target is configured");
+    const recovery = await recoveryPublicKey(ctx);
+    const started = ctx.clock.now();
+    let result: BaseBackupResult;
+    try {
+      result = await takeBaseBackup({
+        connect: async () => {
+          const c = new pg.Client({ connectionString: cluster.superuserUrl, application_name: "wardkeep-basebackup" } as pg.ClientConfig);
+          await c.connect();
+          return c;
+        },
+        dataDir: cluster.dataDir,
+        targets,
+        applianceSecret: secret,
+        recoveryPublicKey: recovery,
+        appVersion: APP_VERSION,
+        now: () => ctx.clock.now(),
+      });
+    } catch (err) {
+      await inScope(ctx.db.app, { kind: "appliance" }, (t) => raiseAlert(ctx, t, "base_backup_failed", `base backup failed: ${(err as Error).message}`));
+      throw err;
+    }
+    const ok = result.outcomes.filter((o) => o.ok);
+    const status = ok.length === targets.length ? "complete" : ok.length ? "partial" : "failed";
+    const b = result.body;
+    await inScope(ctx.db.app, { kind: "appliance" }, async (t) => {
+      await t.exec(
+        `INSERT INTO pitr_base_backups (id, status, trigger, started_at, finished_at, timeline, start_lsn, stop_lsn, start_wal, stop_wal, stored_bytes, targets, phases, error)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12::jsonb, $13::jsonb, $14)`,
+        [
+          result.id,
+          status,
+          trigger,
+          started,
+          ctx.clock.now(),
+          b.timeline,
+          b.startLsn,
+          b.stopLsn,
+          b.startWal,
+          b.stopWal,
+          b.object.storedBytes,
+          JSON.stringify(result.outcomes),
+          JSON.stringify(result.phases),
+          status === "complete"
+            ? null
+            : result.outcomes
+                .map((o) => `${o.target}: ${o.error ?? "ok"}`)
+                .join("; ")
+                .slice(0, 1000),
+        ],
+      );
+      if (status === "complete") await clearAlert(ctx, t, "base_backup_failed");
+      else
+        await raiseAlert(
+          ctx,
+          t,
+          "base_backup_failed",
+          `base backup ${result.id} ${status}: ${result.outcomes
+            .filter((o) => !o.ok)
+            .map((o) => `${o.target}: ${o.error}`)
+            .join("; ")}`,
+        );
+    });
+    for (const t of targets) await applyPitrRetention(ctx, t).catch((err: Error) => ctx.log.warn(`PITR retention on ${t.name} failed: ${err.message}`));
+    return { ...result, status };
+  } finally {
+    await Promise.all(targets.map((t) => t.close().catch(() => {})));
+    await lock.release();
+  }
+}
+
+export type PitrRetention = { target: string; baseBackupsPruned: string[]; walPruned: number; keptFrom?: string };
+
+/**
+ * Keeps the newest `baseBackupsKept` complete base backups on a target and every WAL file from
+ * the oldest kept one's start segment on (whatever its timeline: a later timeline branches off a
+ * kept one); deletes older base backups and the WAL only they needed. Nothing is deleted while
+ * fewer base backups than that exist, and a delete a WORM lock refuses is left for a later pass.
+ */
+export async function applyPitrRetention(ctx: ApplianceContext, target: SnapshotTarget): Promise<PitrRetention> {
+  const keep = ctx.config.backup.baseBackupsKept;
+  const secret = ctx.rootKey.material();
+  const { complete } = await listBaseBackups(target);
+  const out: PitrRetention = { target: target.name, baseBackupsPruned: [], walPruned: 0 };
+  if (complete.length <= keep) return out;
+  const kept = complete.slice(-keep);
+  const oldest = await openBaseBackupManifest(target, kept[0]!, { applianceSecret: secret }, [manifestSigner(secret).publicKeyRaw]);
+  oldest.key.fill(0);
+  const from = parseSegment(oldest.body.startWal, oldest.body.walSegmentBytes).segno;
+  out.keptFrom = oldest.body.startWal;
+  for (const id of complete.slice(0, -keep)) {
+    try {
+      await target.delete(baseBackupLayout.manifest(id));
+      await target.delete(baseBackupLayout.object(id)).catch(() => {});
+      out.baseBackupsPruned.push(id);
+    } catch (err) {
+      ctx.log.warn(`base backup ${id} on ${target.name} could not be pruned: ${(err as Error).message}`);
+    }
+  }
+  const pruned: string[] = [];
+  for (const name of (await listWal(target)).keys()) {
+    const seg = name.slice(0, 24);
+    if (!WAL_SEGMENT.test(seg) || parseSegment(seg, oldest.body.walSegmentBytes).segno >= from) continue;
+    try {
+      await target.delete(walLayout.object(name));
+      pruned.push(name);
+    } catch {
+      /* WORM-locked until its retention ends; the next pass tries again */
+    }
+  }
+  out.walPruned = pruned.length;
+  knownOnTarget.get(ctx)?.delete(target.name);
+  await inScope(ctx.db.app, { kind: "appliance" }, async (t) => {
+    if (pruned.length) await t.exec("UPDATE pitr_wal SET pruned_at = $3 WHERE target = $1 AND name = ANY($2::text[])", [target.name, pruned, ctx.clock.now()]);
+    if (out.baseBackupsPruned.length) await t.exec("UPDATE pitr_base_backups SET status = 'pruned' WHERE id = ANY($1::text[])", [out.baseBackupsPruned]);
+  });
+  return out;
+}
+
+// ---- recovery point ------------------------------------------------------------------------------
+
+export type PitrTargetStatus = {
+  target: string;
+  /** Newest WAL file shipped there, and when PostgreSQL archived it. */
+  newestWal: string | null;
+  newestArchivedAt: string | null;
+  /** Seconds of committed work the target would lose now: 0 when it holds everything written so far. */
+  rpoSeconds: number | null;
+};
+
+export type PitrStatus = {
+  archiving: boolean;
+  archiveTimeoutSeconds: number;
+  spool: { files: number; bytes: number; limitBytes: number };
+  archiver: { archivedCount: number; failedCount: number; lastArchivedAt: string | null; lastFailedAt: string | null; lastFailedWal: string | null; failing: boolean };
+  targets: PitrTargetStatus[];
+  lastBaseBackup: { id: string; status: string; finishedAt: string | null } | null;
+};
+
+/** The recovery point of every configured target, the spool and PostgreSQL's archiver, as the console and /metrics show them. */
+export async function pitrStatus(ctx: ApplianceContext): Promise<PitrStatus> {
+  const files = ctx.config.backup.walArchiving ? spooledFiles(spoolDir(ctx)) : [];
+  return inScope(ctx.db.app, { kind: "appliance" }, async (t) => {
+    const policy = await readPolicyRow(ctx, t);
+    const [a] = await t.rows<{
+      archived_count: string;
+      failed_count: string;
+      last_archived_time: Date | null;
+      last_failed_time: Date | null;
+      last_failed_wal: string | null;
+      current: string | null;
+    }>(
+      `SELECT archived_count::text, failed_count::text, last_archived_time, last_failed_time, last_failed_wal,
+              CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_walfile_name(pg_current_wal_lsn()) END AS current
+         FROM pg_stat_archiver`,
+    );
+    const newest = await t.rows<{ target: string; name: string; archived_at: Date }>(
+      `SELECT DISTINCT ON (target) target, name, archived_at FROM pitr_wal WHERE name ~ '^[0-9A-F]{24}$' AND pruned_at IS NULL ORDER BY target, archived_at DESC, name DESC`,
+    );
+    const [base] = await t.rows<{ id: string; status: string; finished_at: Date | null }>("SELECT id, status, finished_at FROM pitr_base_backups ORDER BY started_at DESC LIMIT 1");
+    const now = ctx.clock.now().getTime();
+    const targets = policy.targets.map((def): PitrTargetStatus => {
+      const n = newest.find((r) => r.target === def.name);
+      if (!n) return { target: def.name, newestWal: null, newestArchivedAt: null, rpoSeconds: null };
+      // Everything up to the segment being written is on the target: nothing would be lost now.
+      const behind = files.length > 0 || (a?.current != null && a.current.slice(8) > n.name.slice(8));
+      return {
+        target: def.name,
+        newestWal: n.name,
+        newestArchivedAt: n.archived_at.toISOString(),
+        rpoSeconds: behind ? Math.max(0, Math.round((now - n.archived_at.getTime()) / 1000)) : 0,
+      };
+    });
+    const failing = !!a?.last_failed_time && (!a.last_archived_time || a.last_failed_time > a.last_archived_time);
+    return {
+      archiving: ctx.config.backup.walArchiving,
+      archiveTimeoutSeconds: ctx.config.backup.archiveTimeoutSeconds,
+      spool: { files: files.length, bytes: files.reduce((s, f) => s + f.bytes, 0), limitBytes: ctx.config.backup.walSpoolLimitMiB * 1024 * 1024 },
+      archiver: {
+        archivedCount: Number(a?.archived_count ?? 0),
+        failedCount: Number(a?.failed_count ?? 0),
+        lastArchivedAt: a?.last_archived_time?.toISOString() ?? null,
+        lastFailedAt: a?.last_failed_time?.toISOString() ?? null,
+        lastFailedWal: a?.last_failed_wal ?? null,
+        failing,
+      },
+      targets,
+      lastBaseBackup: base ? { id: base.id, status: base.status, finishedAt: base.finished_at?.toISOString() ?? null } : null,
+    };
+  });
+}
+
+/** Raises or clears `rpo_exceeded` per target and `archiver_failed` (run by the backup watchdog). */
+export async function evaluatePitrAlerts(ctx: ApplianceContext): Promise<PitrStatus> {
+  const status = await pitrStatus(ctx);
+  if (!status.archiving) return status;
+  await inScope(ctx.db.app, { kind: "appliance" }, async (t) => {
+    for (const target of status.targets) {
+      if (target.rpoSeconds != null && target.rpoSeconds > ctx.config.backup.rpoAlertSeconds) {
+        await raiseAlert(
+          ctx,
+          t,
+          "rpo_exceeded",
+          `the newest WAL on this target was archived ${target.rpoSeconds} s ago (threshold ${ctx.config.backup.rpoAlertSeconds} s)`,
+          target.target,
+        );
+      } else await clearAlert(ctx, t, "rpo_exceeded", target.target);
+    }
+    if (status.archiver.failing) {
+      await raiseAlert(
+        ctx,
+        t,
+        "archiver_failed",
+        `PostgreSQL's archive_command failed for ${status.archiver.lastFailedWal ?? "a WAL file"} at ${status.archiver.lastFailedAt} (${status.archiver.failedCount} failures so far)`,
+      );
+    } else await clearAlert(ctx, t, "archiver_failed");
+  });
+  return status;
+}
+
+const pitrMetricsRegistered = new WeakSet<object>();
+
+/** /metrics: recovery point per target, spool, archiver failures (read at scrape time). */
+export function registerPitrMetrics(ctx: ApplianceContext): void {
+  if (!ctx.config.backup.walArchiving || pitrMetricsRegistered.has(ctx.metrics)) return;
+  pitrMetricsRegistered.add(ctx.metrics);
+  let inFlight: Promise<PitrStatus | undefined> | undefined;
+  const state = () =>
+    (inFlight ??= pitrStatus(ctx)
+      .catch(() => undefined)
+      .finally(() => (inFlight = undefined)));
+  new Gauge({
+    name: "wardkeep_pitr_wal_newest_age_seconds",
+    help: "Age of the newest WAL file archived on each target (the recovery point if the appliance were lost now, when WAL is waiting)",
+    labelNames: ["target"],
+    registers: [ctx.metrics],
+    async collect() {
+      const s = await state();
+      for (const t of s?.targets ?? []) if (t.newestArchivedAt) this.set({ target: t.target }, Math.max(0, (ctx.clock.now().getTime() - Date.parse(t.newestArchivedAt)) / 1000));
+    },
+  });
+  new Gauge({
+    name: "wardkeep_pitr_rpo_seconds",
+    help: "Seconds of committed work each target would lose now (0 when it holds all WAL written so far)",
+    labelNames: ["target"],
+    registers: [ctx.metrics],
+    async collect() {
+      const s = await state();
+      for (const t of s?.targets ?? []) if (t.rpoSeconds != null) this.set({ target: t.target }, t.rpoSeconds);
+    },
+  });
+  new Gauge({
+    name: "wardkeep_pitr_wal_spool_bytes",
+    help: "Bytes of WAL waiting in the spool to be shipped",
+    registers: [ctx.metrics],
+    async collect() {
+      this.set((await state())?.spool.bytes ?? 0);
+    },
+  });
+  new Gauge({
+    name: "wardkeep_pitr_archiver_failed_total",
+    help: "pg_stat_archiver.failed_count: archive_command failures since the statistics were reset",
+    registers: [ctx.metrics],
+    async collect() {
+      this.set((await state())?.archiver.failedCount ?? 0);
+    },
+  });
+  new Gauge({
+    name: "wardkeep_pitr_archiver_failing",
+    help: "1 when PostgreSQL's last archive attempt failed (pg_stat_archiver)",
+    registers: [ctx.metrics],
+    async collect() {
+      this.set((await state())?.archiver.failing ? 1 : 0);
+    },
+  });
+}

@@ -1,0 +1,38 @@
+import fs from "node:fs";
+import path from "node:path";
+
+/**
+ * Continuous archiving into a spool directory (docs/backups.md "Point-in-time recovery"): the
+ * archive_command is plain POSIX shell and coreutils, so the compose file's stock postgres image
+ * runs the same one. It copies the segment under a temporary name, fsyncs it, renames it and
+ * fsyncs the directory, and only then exits 0: PostgreSQL recycles a segment only once it is
+ * durably in the spool. A name already in the spool succeeds only with identical bytes (a retry
+ * after a crash), and a spool past its limit fails the command, so PostgreSQL keeps the segment
+ * in pg_wal and retries: nothing is dropped. The daemon encrypts, ships and removes what is there.
+ */
+export function archiveCommand(spoolDir: string, limitMiB: number): string {
+  if (/['"\\$`\n]/.test(spoolDir)) throw new Error(`the WAL spool path may not contain quotes, backslashes, $ or backticks: ${spoolDir}`);
+  const limitKib = limitMiB * 1024;
+  return [
+    `s='${spoolDir}'; f='%f'`,
+    `if [ -f "$s/$f" ]; then cmp -s '%p' "$s/$f"; exit $?; fi`,
+    `[ "$(du -sk "$s" | cut -f1)" -lt ${limitKib} ] || { echo "WAL spool $s is over its limit of ${limitMiB} MiB" >&2; exit 1; }`,
+    `cp '%p' "$s/.$f.tmp" && sync "$s/.$f.tmp" && mv "$s/.$f.tmp" "$s/$f" && sync "$s"`,
+  ].join("; ");
+}
+
+/** Server settings for continuous archiving into `spoolDir`. */
+export function archiveSettings(spoolDir: string, limitMiB: number, timeoutSeconds: number): Record<string, string> {
+  return {
+    wal_level: "replica",
+    archive_mode: "on",
+    archive_timeout: String(timeoutSeconds),
+    archive_command: archiveCommand(path.resolve(spoolDir), limitMiB),
+  };
+}
+
+/** The spool directory, 0700, owned by the user PostgreSQL runs as (it writes, the daemon reads and removes). */
+export function prepareSpool(spoolDir: string, owner: { uid: number; gid: number } | undefined): void {
+  fs.mkdirSync(spoolDir, { recursive: true, mode: 0o700 });
+  if (owner) fs.chownSync(spoolDir, owner.uid, owner.gid);
+}

@@ -1,0 +1,284 @@
+import fs from "node:fs";
+import path from "node:path";
+import { Writable } from "node:stream";
+import pg from "pg";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { startAppliance } from "../../../daemon/appliance.js";
+import { runBaseBackup, shipSpool } from "../../../daemon/backups/pitr.js";
+import { writePolicy } from "../../../daemon/backups/policy.js";
+import { openAlerts, runSnapshot } from "../../../daemon/backups/service.js";
+import { systemClock } from "../../../daemon/clock.js";
+import { loadConfig } from "../../../daemon/config/load.js";
+import { inScope } from "../../../daemon/db/sql.js";
+import { issueRecoveryKit } from "../../../daemon/keys/recovery.js";
+import { createLogger } from "../../../daemon/log/logger.js";
+import { purgeDueDeletions } from "../../../daemon/records/data-rights/deletion.js";
+import { parseSegment, segmentName, walLayout } from "../../../backup/wal.js";
+import type { TestAppliance } from "../../helpers/appliance.js";
+import { signInWithPassword, type SignedIn } from "../../helpers/actors.js";
+import { TestClock } from "../../helpers/clock.js";
+import { runCli, spawnDaemon } from "../../helpers/daemon-process.js";
+import { freePort } from "../../helpers/postgres.js";
+import { openClinic, registerPatient, type Clinic } from "../records/helpers.js";
+import { tempDir } from "./helpers.js";
+
+/**
+ * Point-in-time recovery end to end, on the embedded PostgreSQL with continuous archiving: appliance
+ * A takes a base backup, then patients are written at known times; a target outage makes the spool
+ * hold the WAL until the target is back; a patient is crypto-shredded after the chosen point. A
+ * brand-new appliance recovered with `wardkeep recover --at <point>` and the kit alone serves
+ * exactly the patients written before the point, through its API, and not the shredded one.
+ */
+const DAY = 86_400_000;
+const clock = new TestClock();
+let dir: string;
+let a: TestAppliance & { stop(): Promise<void> };
+let superUrl: string;
+let clinic: Clinic;
+let kit: string;
+let targetFile: string;
+let nas: string;
+let desk: { email: string; password: string; totpSecret: string | null };
+const ids: Record<"early" | "before" | "after" | "shredded", string> = { early: "", before: "", after: "", shredded: "" };
+let point: Date;
+let baseStartWal: string;
+let outage: { spoolAfter: string[]; failed: string[]; waitingDuring: number; alertDuring: boolean; alertAfter: boolean; waitingAfter: number };
+
+function embeddedEnv(dataDir: string, port: number, extra: Record<string, string> = {}): Record<string, string> {
+  return {
+    WARDKEEP_DATA_DIR: dataDir,
+    WARDKEEP_DATABASE_EMBEDDED_PORT: String(port),
+    WARDKEEP_PORT: "0",
+    WARDKEEP_SERVER_REDIRECT_PORT: "0",
+    WARDKEEP_SERVER_HOST: "127.0.0.1",
+    WARDKEEP_BACKUP_SCHEDULER_ENABLED: "false",
+    // The test ships by hand (shipSpool) so it knows when each segment left.
+    WARDKEEP_BACKUP_WAL_SHIP_INTERVAL_MS: "60000",
+    ...extra,
+  };
+}
+
+async function startEmbedded(dataDir: string, port: number) {
+  const config = loadConfig({ env: embeddedEnv(dataDir, port, { WARDKEEP_RECORDS_DELETION_GRACE_DAYS: "1" }) });
+  const logLines: string[] = [];
+  const stream = new Writable({
+    write(chunk: Buffer, _e, cb) {
+      logLines.push(...chunk.toString().split("\n").filter(Boolean));
+      cb();
+    },
+  });
+  const app = await startAppliance(config, { log: createLogger({ level: "debug", stream }), clock, announce: () => {} });
+  const caPem = fs.readFileSync(path.join(dataDir, "tls", "ca.crt"), "utf8");
+  return Object.assign(app, { config, dataDir, caPem, logLines, baseUrl: `https://localhost:${app.server.port}` }) as unknown as TestAppliance & { stop(): Promise<void> };
+}
+
+async function sql<T extends pg.QueryResultRow>(text: string, params: unknown[] = []): Promise<T[]> {
+  const c = new pg.Client({ connectionString: superUrl });
+  await c.connect();
+  try {
+    return (await c.query<T>(text, params)).rows;
+  } finally {
+    await c.end();
+  }
+}
+
+/** Closes the current segment and waits until the archiver has put it in the spool. */
+async function switchAndArchive(): Promise<string> {
+  const [{ wal }] = (await sql<{ wal: string }>("SELECT pg_walfile_name(pg_switch_wal()) AS wal")) as [{ wal: string }];
+  for (let i = 0; i < 200; i++) {
+    const [s] = await sql<{ last: string | null }>("SELECT last_archived_wal AS last FROM pg_stat_archiver");
+    if (s?.last && s.last >= wal) return wal;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error(`segment ${wal} was not archived`);
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+beforeAll(async () => {
+  dir = tempDir("wardkeep-pitr-");
+  fs.chmodSync(dir, 0o711);
+  const dataDir = path.join(dir, "a");
+  a = await startEmbedded(dataDir, await freePort());
+  superUrl = `postgres://postgres:${encodeURIComponent(fs.readFileSync(path.join(dataDir, "secrets", "pg-superuser-password"), "utf8").trim())}@127.0.0.1:${a.config.database.embeddedPort}/wardkeep`;
+  nas = path.join(dir, "nas");
+  const target = { kind: "fs" as const, name: "nas", path: nas };
+  await inScope(a.ctx.db.app, { kind: "appliance" }, (t) => writePolicy(a.ctx, t, { targets: [target] }, null));
+  kit = path.join(dir, "kit.pem");
+  await issueRecoveryKit(a.ctx, { out: kit });
+  targetFile = path.join(dir, "nas.json");
+  fs.writeFileSync(targetFile, JSON.stringify(target));
+
+  clinic = await openClinic(a, "PITR Clinic");
+  desk = { email: clinic.frontDesk.user.email, password: clinic.frontDesk.password, totpSecret: clinic.frontDesk.totpSecret };
+  ids.early = (await registerPatient(clinic, { name: "Early Patient" })).id;
+  ids.shredded = (await registerPatient(clinic, { name: "Shredded Later" })).id;
+  const snap = await runSnapshot(a.ctx, { trigger: "manual" });
+  expect(snap.status, snap.error ?? "").toBe("complete");
+  const base = await runBaseBackup(a.ctx, "manual");
+  expect(base.status, JSON.stringify(base.outcomes)).toBe("complete");
+  baseStartWal = base.body.startWal;
+
+  // The target goes away: the spool keeps every segment and the alert names the target.
+  fs.renameSync(nas, `${nas}.away`);
+  fs.writeFileSync(nas, "not a directory");
+  ids.before = (await registerPatient(clinic, { name: "Before Point" })).id;
+  await switchAndArchive();
+  const during = await shipSpool(a.ctx);
+  const alertsDuring = await openAlerts(a.ctx);
+
+  await sleep(1200);
+  point = new Date();
+  await sleep(1200);
+  ids.after = (await registerPatient(clinic, { name: "After Point" })).id;
+
+  // Erased and crypto-shredded after the point: the newest key-store backup lists it.
+  const erase = await clinic.owner.agent.delete(`/api/v1/patients/${ids.shredded}`);
+  expect(erase.status, JSON.stringify(erase.body)).toBe(202);
+  clock.advance(2 * DAY);
+  expect(await purgeDueDeletions(a.ctx)).toContainEqual(expect.objectContaining({ patientId: ids.shredded, result: "purged" }));
+  await switchAndArchive();
+
+  // Back: the next pass drains the spool and clears the alert.
+  fs.rmSync(nas);
+  fs.renameSync(`${nas}.away`, nas);
+  const after = await shipSpool(a.ctx);
+  const snap2 = await runSnapshot(a.ctx, { trigger: "manual" });
+  expect(snap2.status, snap2.error ?? "").toBe("complete");
+  await switchAndArchive();
+  await shipSpool(a.ctx);
+  const spoolAfter = fs.readdirSync(path.join(dataDir, "wal-spool")).filter((n) => !n.startsWith("."));
+  outage = {
+    spoolAfter,
+    failed: during.failed.map((f) => f.target),
+    waitingDuring: during.waiting,
+    alertDuring: alertsDuring.some((x) => x.kind === "wal_ship_failed" && x.subject === "nas"),
+    alertAfter: (await openAlerts(a.ctx)).some((x) => x.kind === "wal_ship_failed"),
+    waitingAfter: after.waiting,
+  };
+  await a.stop();
+}, 240_000);
+
+afterAll(async () => {
+  await a?.stop().catch(() => {});
+  if (dir) fs.rmSync(dir, { recursive: true, force: true });
+});
+
+async function recoverInto(extra: string[], from = targetFile) {
+  const dataDir = tempDir("wardkeep-pitr-b-");
+  fs.chmodSync(dataDir, 0o711);
+  const env = embeddedEnv(dataDir, await freePort());
+  const r = await runCli(["recover", "--json", "--target-file", from, "--recovery-key", kit, "--unseal", "keyfile", ...extra], env);
+  return { dataDir, env, r };
+}
+
+describe("continuous archiving through a target outage", () => {
+  it("keeps the segments in the spool with an alert naming the target, then drains it with none missing", async () => {
+    expect(outage.failed).toEqual(["nas"]);
+    expect(outage.waitingDuring).toBeGreaterThan(0);
+    expect(outage.alertDuring).toBe(true);
+    expect(outage.waitingAfter).toBe(0);
+    expect(outage.alertAfter).toBe(false);
+    expect(outage.spoolAfter).toEqual([]);
+    // Every segment from the base backup's first one to the newest is on the target.
+    const names = fs
+      .readdirSync(path.join(nas, "wal"))
+      .map((f) => f.replace(/\.wkw$/, ""))
+      .filter((n) => /^[0-9A-F]{24}$/.test(n))
+      .sort();
+    const { timeline, segno } = parseSegment(baseStartWal);
+    const last = parseSegment(names.at(-1)!).segno;
+    const expected: string[] = [];
+    for (let s = segno; s <= last; s++) expected.push(segmentName(timeline, s));
+    expect(names.filter((n) => n >= baseStartWal)).toEqual(expected);
+  });
+});
+
+describe("wardkeep recover --at", () => {
+  it("lists what it would fetch in a dry run, and writes nothing", async () => {
+    const { dataDir, r } = await recoverInto(["--at", point.toISOString(), "--dry-run"]);
+    try {
+      expect(r.code, r.stderr).toBe(0);
+      const plan = JSON.parse(r.stdout).plan;
+      expect(plan.baseBackup.startWal).toBe(baseStartWal);
+      expect(plan.wal[0].name).toBe(baseStartWal);
+      expect(plan.missing).toEqual([]);
+      expect(fs.existsSync(path.join(dataDir, "pg"))).toBe(false);
+    } finally {
+      fs.rmSync(dataDir, { recursive: true, force: true });
+    }
+  });
+
+  it("restores a fresh appliance to the point: exactly the writes before it, read through its API, and not the patient shredded later", async () => {
+    const { dataDir, env, r } = await recoverInto(["--at", point.toISOString()]);
+    let daemon: ReturnType<typeof spawnDaemon> | undefined;
+    try {
+      expect(r.code, r.stdout + r.stderr).toBe(0);
+      const out = JSON.parse(r.stdout).recovery;
+      expect(out.auditChain.intact).toBe(true);
+      expect(out.keyStore.shreddedSubjects).toBe(1);
+      expect(out.purged.patients).toBe(1);
+      expect(Date.parse(out.recoveredTo)).toBeLessThan(point.getTime());
+      expect(r.stdout).not.toMatch(/Before Point|After Point|Early Patient/);
+
+      daemon = spawnDaemon(env);
+      const port = await daemon.port();
+      const caPem = fs.readFileSync(path.join(dataDir, "tls", "ca.crt"), "utf8");
+      const b = { baseUrl: `https://localhost:${port}`, caPem, ctx: { clock: systemClock } } as unknown as TestAppliance;
+      const frontDesk: SignedIn = await signInWithPassword(b, desk);
+      const before = await frontDesk.agent.get(`/api/v1/patients/${ids.before}`);
+      expect(before.status, JSON.stringify(before.body)).toBe(200);
+      expect(before.body.name).toBe("Before Point");
+      const early = await frontDesk.agent.get(`/api/v1/patients/${ids.early}`);
+      expect(early.body.name).toBe("Early Patient");
+      expect((await frontDesk.agent.get(`/api/v1/patients/${ids.after}`)).status).toBe(404);
+      expect((await frontDesk.agent.get(`/api/v1/patients/${ids.shredded}`)).status).toBe(404);
+      const list = await frontDesk.agent.get("/api/v1/patients");
+      expect(list.status).toBe(200);
+      expect(list.body.items.map((p: { name: string }) => p.name).sort()).toEqual(["Before Point", "Early Patient"]);
+    } finally {
+      await daemon?.stop();
+      fs.rmSync(dataDir, { recursive: true, force: true });
+    }
+  }, 180_000);
+
+  it("fails naming the segment when one on the target was tampered with, and leaves no half-restored database", async () => {
+    const copy = path.join(dir, "tampered");
+    fs.cpSync(nas, copy, { recursive: true });
+    const file = path.join(copy, walLayout.object(baseStartWal));
+    const bytes = fs.readFileSync(file);
+    bytes[bytes.length - 20]! ^= 0x01;
+    fs.writeFileSync(file, bytes);
+    const tf = path.join(dir, "tampered.json");
+    fs.writeFileSync(tf, JSON.stringify({ kind: "fs", name: "nas", path: copy }));
+    const { dataDir, r } = await recoverInto(["--at", point.toISOString()], tf);
+    try {
+      expect(r.code).toBe(1);
+      expect(JSON.parse(r.stdout).error).toContain(`WAL file ${baseStartWal}: the encrypted data does not authenticate`);
+      expect(fs.existsSync(path.join(dataDir, "pg"))).toBe(false);
+    } finally {
+      fs.rmSync(dataDir, { recursive: true, force: true });
+    }
+  }, 120_000);
+
+  it("fails naming the segment when one is missing from the target", async () => {
+    const copy = path.join(dir, "gap");
+    fs.cpSync(nas, copy, { recursive: true });
+    const { timeline, segno } = parseSegment(baseStartWal);
+    const gone = segmentName(timeline, segno + 1n);
+    fs.rmSync(path.join(copy, walLayout.object(gone)));
+    const tf = path.join(dir, "gap.json");
+    fs.writeFileSync(tf, JSON.stringify({ kind: "fs", name: "nas", path: copy }));
+    const dry = await recoverInto(["--at", point.toISOString(), "--dry-run"], tf);
+    expect(dry.r.code).toBe(3);
+    expect(JSON.parse(dry.r.stdout).plan.missing).toEqual([gone]);
+    fs.rmSync(dry.dataDir, { recursive: true, force: true });
+    const { dataDir, r } = await recoverInto(["--at", point.toISOString()], tf);
+    try {
+      expect(r.code).toBe(1);
+      expect(JSON.parse(r.stdout).error).toContain(`WAL segment ${gone} is missing from target nas`);
+    } finally {
+      fs.rmSync(dataDir, { recursive: true, force: true });
+    }
+  }, 120_000);
+});
