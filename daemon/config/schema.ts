@@ -32,6 +32,24 @@ export const serverSchema = z
       .describe("Largest JSON request body accepted; larger bodies get 413."),
     trustProxy: z.boolean().default(false).describe("Trust X-Forwarded-For from a load balancer in front (source IPs in the audit trail)."),
     shutdownTimeoutMs: z.number().int().min(0).max(600_000).default(30_000).describe("On SIGTERM, how long in-flight requests may take before connections are cut."),
+    maxConnections: z.number().int().min(1).max(100_000).default(2048).describe("Open connections this process accepts at once; more are closed on arrival."),
+    maxConnectionsPerAddress: z
+      .number()
+      .int()
+      .min(1)
+      .max(100_000)
+      .default(256)
+      .describe("Open connections one client address may hold; more are closed on arrival (a proxy or NAT in front counts as one address: raise it there)."),
+    handshakeTimeoutMs: z.number().int().min(1_000).max(120_000).default(10_000).describe("Longest TLS handshake; a LAN client finishes in milliseconds."),
+    headersTimeoutMs: z.number().int().min(1_000).max(120_000).default(10_000).describe("Longest wait for a request's headers (slow-header clients are cut)."),
+    requestTimeoutMs: z
+      .number()
+      .int()
+      .min(1_000)
+      .max(3_600_000)
+      .default(120_000)
+      .describe("Longest wait for a whole request, body included (an attachment upload of records.attachmentMaxBytes must fit)."),
+    idleTimeoutMs: z.number().int().min(1_000).max(600_000).default(30_000).describe("A connection with no bytes either way for this long is closed."),
   })
   .strict();
 

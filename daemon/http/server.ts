@@ -75,11 +75,47 @@ function tlsOptions(config: Config, tls: TlsCredentials) {
   };
 }
 
+/**
+ * One client address may hold at most `max` connections: a flood of slow clients from one host
+ * cannot take the process's connections (or file descriptors) from everyone else. Counted on the
+ * TCP connection, before the TLS handshake, so a refused connection costs no handshake.
+ */
+function capConnectionsPerAddress(server: https.Server, max: number) {
+  const open = new Map<string, number>();
+  server.on("connection", (socket: Socket) => {
+    const address = socket.remoteAddress ?? "unknown";
+    const n = open.get(address) ?? 0;
+    if (n >= max) {
+      socket.destroy();
+      return;
+    }
+    open.set(address, n + 1);
+    socket.once("close", () => {
+      const left = (open.get(address) ?? 1) - 1;
+      if (left <= 0) open.delete(address);
+      else open.set(address, left);
+    });
+  });
+}
+
 export async function startHttpServers(app: Express, config: Config, tls: TlsCredentials): Promise<RunningServer> {
-  const server = https.createServer(tlsOptions(config, tls), app);
-  server.headersTimeout = 30_000;
-  server.requestTimeout = 120_000;
+  const c = config.server;
+  // Sized for a LAN appliance (docs/hardening.md, "Connections"): a hospital client finishes a
+  // handshake and its headers in milliseconds, so a slow one holds nothing for long.
+  const server = https.createServer(
+    {
+      ...tlsOptions(config, tls),
+      handshakeTimeout: c.handshakeTimeoutMs,
+      headersTimeout: c.headersTimeoutMs,
+      requestTimeout: c.requestTimeoutMs,
+      connectionsCheckingInterval: 1_000,
+    },
+    app,
+  );
   server.keepAliveTimeout = 5_000;
+  server.timeout = c.idleTimeoutMs;
+  server.maxConnections = c.maxConnections;
+  capConnectionsPerAddress(server, c.maxConnectionsPerAddress);
   const busy = trackConnections(server);
   const port = await listen(server, config.server.port, config.server.host);
 
