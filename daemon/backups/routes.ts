@@ -30,6 +30,7 @@ import {
   listSnapshotRecords,
   openAlerts,
   restoreSnapshotById,
+  settleAlertsForPolicy,
   startDrill,
   startSnapshot,
   verifySnapshotById,
@@ -97,6 +98,7 @@ export const backupRoutes = [
       const meta = metaOf(req, res);
       return inScope(ctx.db.app, { kind: "appliance" }, async (t) => {
         const p = await writePolicy(ctx, t, body, meta.actor.userId);
+        await settleAlertsForPolicy(ctx, t, p);
         await appendAuditEvent(ctx, t, {
           tenantId: null,
           actor: meta.actor,

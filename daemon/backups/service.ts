@@ -132,6 +132,17 @@ export async function clearAlert(ctx: ApplianceContext, t: Tx, kind: AlertKind, 
   for (const row of r) t.afterCommit(() => void ctx.log.info(`backup alert cleared: ${kind}${row.key ? ` (${row.key})` : ""}`, { alert: kind, subject: row.key }));
 }
 
+/**
+ * Clears at once what a saved policy settles, rather than at the watchdog's next tick (the page
+ * would go on saying "not configured" right under the target just saved): `not_configured` once
+ * the policy has a target or is off, and `target_failed` of targets the policy no longer has.
+ */
+export async function settleAlertsForPolicy(ctx: ApplianceContext, t: Tx, policy: { enabled: boolean; targets: ReadonlyArray<{ name: string }> }): Promise<void> {
+  if (!policy.enabled || policy.targets.length > 0) await clearAlert(ctx, t, "not_configured");
+  const kept = new Set(policy.targets.map((x) => x.name));
+  await clearAlert(ctx, t, "target_failed", (subject) => !kept.has(subject));
+}
+
 /** `subject` names what the alert is about (the target of `target_failed`), null when the kind has none. */
 export type OpenAlert = { kind: AlertKind; subject: string | null; raisedAt: string; detail: string };
 

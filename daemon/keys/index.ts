@@ -135,7 +135,7 @@ export const fieldCrypto: FieldCrypto = {
 
 export { RootKey, type UnsealMode, type SealStatus } from "./root-key.js";
 export { UnsealError, type CreateSealInput, type SealCreation, type UnsealInput } from "./unseal/source.js";
-export { KeyFileUnseal } from "./unseal/keyfile.js";
+export { KeyFileUnseal, shredKeyFile } from "./unseal/keyfile.js";
 export { isInteractive, promptHidden } from "./unseal/prompt.js";
 export { retryUnsealAfterMigration, sealAppliance, sealProgress, submitUnseal, unsealAtStart, type SealProgress } from "./unseal/index.js";
 export { initialiseKeyStore, openWithUnsealKey, rekeyKeyStore, unsealSourceFor } from "./seal.js";

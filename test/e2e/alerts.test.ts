@@ -52,7 +52,7 @@ describe("alerts centre", () => {
     const { context, page, violations } = await openScreen(browser, app.baseUrl, root.cookie, "/");
     const badge = page.getByTestId("alert-badge");
     await expect.poll(() => badge.textContent(), { timeout: 15_000 }).toMatch(/Alerts\s*2/);
-    await expect(badge.getAttribute("aria-label")).resolves.toBe("2 open alerts, 1 critical");
+    await expect(badge.getAttribute("aria-label")).resolves.toBe("Alerts 2 open, 1 critical");
     await badge.click();
     await page.getByRole("heading", { level: 1, name: "Alerts" }).waitFor();
 

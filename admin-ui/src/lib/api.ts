@@ -30,7 +30,7 @@ import type {
 import type { AlertChannelTestRes, AlertChannelViewRes, AlertDetailRes, AlertListRes, AlertSummaryRes, AlertViewRes } from "../../../daemon/alerts/schema.js";
 import type { BackupListRes, BackupPolicyRes, DrillRecordRes, RunStartedRes, SnapshotRecordRes } from "../../../daemon/backups/schema.js";
 import type { NotReadyProblem, ReadinessChecks, ReadinessRes } from "../../../daemon/http/schema.js";
-import type { KeyStatusRes, SealProgressRes } from "../../../daemon/keys/schema.js";
+import type { KeyStatusRes, RotationStartedRes, SealProgressRes } from "../../../daemon/keys/schema.js";
 
 export type Problem = {
   type: string;
@@ -227,7 +227,7 @@ export const api = {
     /** One passphrase, or one custodian's share per call; `{}` retries a key file or HSM; `{reset: true}` discards entered shares. */
     unseal: (body: { passphrase: string } | { share: string } | { reset: true } | Record<string, never>) => request<SealProgressRes>("POST", `${V1}/keys/unseal`, body),
     seal: (body: { reason?: string }) => request<SealProgressRes>("POST", `${V1}/keys/seal`, body),
-    rotate: (body: KeyRotation) => request<unknown>("POST", `${V1}/keys/rotate`, body),
+    rotate: (body: KeyRotation) => request<RotationStartedRes>("POST", `${V1}/keys/rotate`, body),
   },
   audit: {
     search: (q: AuditSearch) => request<AuditSearchRes>("GET", `${V1}/audit${query(q)}`),

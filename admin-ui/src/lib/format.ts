@@ -9,14 +9,24 @@ export function formatDateTime(iso: string | null | undefined): string {
   return Number.isNaN(d.getTime()) ? "—" : dateTime.format(d);
 }
 
+const dateOnly = new Intl.DateTimeFormat(undefined, { dateStyle: "medium" });
+
+export function formatDate(iso: string | null | undefined): string {
+  if (!iso) return "—";
+  const d = new Date(iso);
+  return Number.isNaN(d.getTime()) ? "—" : dateOnly.format(d);
+}
+
 export function formatTime(iso: string | null | undefined): string {
   if (!iso) return "—";
   return timeOnly.format(new Date(iso));
 }
 
-/** "3 min", "2 h 5 min", "4 days". */
+/** "140 ms", "2.4 s", "38 s", "3 min", "2 h 5 min", "4 days": a sub-second run is never "0 s". */
 export function formatDuration(ms: number): string {
   const minutes = Math.round(ms / 60_000);
+  if (Math.abs(ms) < 1000) return `${Math.round(ms)} ms`;
+  if (Math.abs(ms) < 10_000) return `${(Math.round(ms / 100) / 10).toFixed(1)} s`;
   if (Math.abs(ms) < 60_000) return `${Math.round(ms / 1000)} s`;
   if (minutes < 60) return `${minutes} min`;
   const hours = Math.floor(minutes / 60);

@@ -31,6 +31,8 @@ export type ScreenRoute = {
   page: Component<any>;
   /** The link text in the side navigation; screens without one are not listed there. */
   label?: string;
+  /** The document title of a screen with no navigation label (sign-in, setup, an invite). */
+  title?: string;
   section?: Section;
   /**
    * The policy action that guards the screen's first read (the daemon's `can()` decides it, via
@@ -54,9 +56,9 @@ export const ROUTES = [
   { path: "/alerts", page: PageAlerts, label: "Alerts", section: "Operations", action: "alert:list" },
   { path: "/sessions", page: PageSessions, label: "Sessions", section: "My account", action: "session:list" },
   { path: "/mfa", page: PageMfa, label: "Authenticator", section: "My account" },
-  { path: "/login", page: PageLogin, public: true },
-  { path: "/setup", page: PageSetup, public: true },
-  { path: "/invite/:token", page: PageAcceptInvite, public: true },
+  { path: "/login", page: PageLogin, public: true, title: "Sign in" },
+  { path: "/setup", page: PageSetup, public: true, title: "First-run setup" },
+  { path: "/invite/:token", page: PageAcceptInvite, public: true, title: "Accept your invitation" },
 ] as const satisfies readonly ScreenRoute[];
 
 type Table = (typeof ROUTES)[number];

@@ -7,7 +7,7 @@ import { inDataDir, loadConfig } from "../../config/load.js";
 import type { Config } from "../../config/schema.js";
 import { pendingMigrations } from "../../db/migrate.js";
 import { assertAppRoleIsRestricted } from "../../db/roles.js";
-import { KeyFileUnseal } from "../../keys/index.js";
+import { KeyFileUnseal, sealProgress } from "../../keys/index.js";
 import { withOfflineContext } from "../offline-context.js";
 import { oneLine, printResult, type GlobalOptions } from "../output.js";
 
@@ -43,11 +43,36 @@ function checkTls(config: Config, now: Date): Finding {
   }
 }
 
-async function checkKeys(config: Config): Promise<Finding> {
-  if (config.keys.unseal !== "keyfile") {
-    return { check: "keys", status: "ok", detail: `unseal mode ${config.keys.unseal}: an operator unseals after start (\`wardkeep unseal\`)` };
-  }
+/** The key store's own unseal mode (what a rekey set), when the database can be read. */
+type StoreSeal = { initialised: boolean; mode: string } | undefined;
+
+async function checkKeys(config: Config, store: StoreSeal): Promise<Finding[]> {
+  const mode = store?.initialised ? store.mode : config.keys.unseal;
   const file = inDataDir(config, config.keys.keyFile);
+  if (mode !== "keyfile") {
+    const findings: Finding[] = [{ check: "keys", status: "ok", detail: `unseal mode ${mode}: an operator unseals after start (\`wardkeep unseal\`)` }];
+    if (store?.initialised && config.keys.unseal !== mode) {
+      findings.push({
+        check: "keys-config",
+        status: "warn",
+        detail: `keys.unseal is ${config.keys.unseal} but the key store is sealed with ${mode}`,
+        fix: `set keys.unseal: ${mode} in the configuration (or WARDKEEP_KEYS_UNSEAL=${mode}) so new replicas agree`,
+      });
+    }
+    if (fs.existsSync(file)) {
+      findings.push({
+        check: "keys-old-keyfile",
+        status: "warn",
+        detail: `the old root key file ${file} is still on disk: it no longer unseals the key store, but it unseals key-store backups taken before the rekey`,
+        fix: `overwrite and delete it: shred -u ${file} (or rekey with --shred-old-keyfile)`,
+      });
+    }
+    return findings;
+  }
+  return [await checkKeyFile(file)];
+}
+
+async function checkKeyFile(file: string): Promise<Finding> {
   if (!fs.existsSync(file))
     return { check: "keys", status: "warn", detail: "no root key file yet (created on first start)", fix: "for production set keys.unseal to passphrase, shamir or pkcs11" };
   try {
@@ -55,7 +80,12 @@ async function checkKeys(config: Config): Promise<Finding> {
   } catch (err) {
     return { check: "keys", status: "fail", detail: oneLine(err), fix: "restore the key file from the installation's backup or fix its mode" };
   }
-  return { check: "keys", status: "warn", detail: "unsealing from a key file (evaluation only)", fix: "for production set keys.unseal to passphrase, shamir or pkcs11" };
+  return {
+    check: "keys",
+    status: "warn",
+    detail: "unsealing from a key file (evaluation only)",
+    fix: "for production rekey (`wardkeep keys rekey --unseal passphrase`, or shamir or pkcs11), then set keys.unseal to match",
+  };
 }
 
 function checkDisk(config: Config): Finding {
@@ -73,6 +103,7 @@ function checkDisk(config: Config): Finding {
 export async function runDoctor(config: Config): Promise<Finding[]> {
   const findings: Finding[] = [{ check: "config", status: "ok", detail: "valid" }];
   findings.push(checkDisk(config));
+  let store: StoreSeal;
   try {
     await withOfflineContext(config, async (ctx, targets) => {
       findings.push({ check: "database", status: "ok", detail: `reachable${targets.embedded ? " (embedded PostgreSQL)" : ""}` });
@@ -83,6 +114,8 @@ export async function runDoctor(config: Config): Promise<Finding[]> {
         findings.push({ check: "database-roles", status: "fail", detail: oneLine(err), fix: "ALTER ROLE ... NOBYPASSRLS NOSUPERUSER" });
       }
       const pending = await pendingMigrations(ctx.db.owner);
+      // The key store, not the configuration, says how it is unsealed (a rekey changes it).
+      if (pending.length === 0) store = await sealProgress(ctx).catch(() => undefined);
       findings.push(
         pending.length
           ? { check: "migrations", status: "fail", detail: `${pending.length} pending (${pending.join(", ")})`, fix: "run `wardkeep migrate`" }
@@ -105,7 +138,7 @@ export async function runDoctor(config: Config): Promise<Finding[]> {
     findings.push({ check: "database", status: "fail", detail: oneLine(err), fix: "check database.url, the password file and that PostgreSQL is running" });
   }
   findings.push(checkTls(config, new Date()));
-  findings.push(await checkKeys(config));
+  findings.push(...(await checkKeys(config, store)));
   return findings;
 }
 

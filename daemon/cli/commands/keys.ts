@@ -1,7 +1,8 @@
 import fs from "node:fs";
 import path from "node:path";
+import readline from "node:readline/promises";
 import type { Command } from "commander";
-import { loadConfig } from "../../config/load.js";
+import { inDataDir, loadConfig } from "../../config/load.js";
 import type { ApplianceContext } from "../../context.js";
 import { CLI_OPERATOR } from "../../audit/append.js";
 import {
@@ -18,6 +19,8 @@ import {
   rotateDataKey,
   rotateKek,
   rotateTenantKeys,
+  sealProgress,
+  shredKeyFile,
   tenantKeyId,
   type TenantRotation,
   initialiseKeyStore,
@@ -31,7 +34,31 @@ import { withOfflineContext } from "../offline-context.js";
 import { integerOption, parseUnsealMode, sealInput, UNSEAL_MODES } from "../seal-input.js";
 import { CliError, printResult, type GlobalOptions } from "../output.js";
 
-type SealOptions = { unseal: string; passphraseFile?: string; shares?: string; threshold?: string; outDir?: string; createHsmKey?: boolean };
+type SealOptions = { unseal: string; passphraseFile?: string; shares?: string; threshold?: string; outDir?: string; createHsmKey?: boolean; shredOldKeyfile?: boolean };
+
+/**
+ * After a rekey away from a key file the old file no longer unseals the key store but still
+ * unseals every key-store backup taken before: shred it when asked (--shred-old-keyfile), ask
+ * at a terminal, and otherwise say where it is and how to remove it.
+ */
+async function disposeOfOldKeyFile(file: string, opts: { shred?: boolean; json?: boolean }): Promise<{ shredded: boolean; lines: string[] }> {
+  if (!fs.existsSync(file)) return { shredded: false, lines: [] };
+  let shred = opts.shred === true;
+  if (!shred && !opts.json && process.stdin.isTTY && process.stderr.isTTY) {
+    const rl = readline.createInterface({ input: process.stdin, output: process.stderr });
+    const answer = await rl.question(`Overwrite and delete the old key file ${file}? It unseals key-store backups taken before this rekey. [y/N] `);
+    rl.close();
+    shred = /^y(es)?$/i.test(answer.trim());
+  }
+  if (shred) {
+    shredKeyFile(file);
+    return { shredded: true, lines: [`the old key file ${file} was overwritten and deleted`] };
+  }
+  return {
+    shredded: false,
+    lines: [`the old key file ${file} is still on disk and unseals key-store backups taken before this rekey: delete it (shred -u ${file}) or rekey with --shred-old-keyfile`],
+  };
+}
 type SecretOptions = { currentPassphraseFile?: string; shareFile?: string[] };
 
 function collect(value: string, previous: string[] = []): string[] {
@@ -150,14 +177,30 @@ export function registerKeys(program: Command) {
       const input = await sealInput(mode, opts).catch((err: unknown) => {
         throw err instanceof OperatorError ? new CliError(err.message) : err;
       });
-      return { ...(await rekeyKeyStore(ctx, mode, input, CLI_OPERATOR)), threshold: input.threshold };
+      const previous = (await sealProgress(ctx)).mode;
+      return { ...(await rekeyKeyStore(ctx, mode, input, CLI_OPERATOR)), threshold: input.threshold, previous };
     });
     const shares = result.shares ? deliverShares(result.shares, result.threshold ?? 3, opts.outDir) : undefined;
-    printResult(global, { mode, generation: result.generation, ...(shares ? { shares: shares.files ? undefined : result.shares, shareFiles: shares.files } : {}) }, [
-      `unseal key replaced (mode ${mode}, generation ${result.generation}); data keys are unchanged`,
-      ...(shares?.lines ?? []),
-      "the previous passphrase, shares or key file no longer unseal; running replicas keep working and use the new secret at their next unseal",
-    ]);
+    const oldKeyFile =
+      result.previous === "keyfile" && mode !== "keyfile"
+        ? await disposeOfOldKeyFile(inDataDir(loadConfig(), loadConfig().keys.keyFile), { shred: opts.shredOldKeyfile, json: global.json })
+        : { shredded: false, lines: [] };
+    printResult(
+      global,
+      {
+        mode,
+        generation: result.generation,
+        oldKeyFileShredded: oldKeyFile.shredded,
+        ...(shares ? { shares: shares.files ? undefined : result.shares, shareFiles: shares.files } : {}),
+      },
+      [
+        `unseal key replaced (mode ${mode}, generation ${result.generation}); data keys are unchanged`,
+        ...oldKeyFile.lines,
+        ...(shares?.lines ?? []),
+        "the previous passphrase, shares or key file no longer unseal; running replicas keep working and use the new secret at their next unseal",
+        `set keys.unseal: ${mode} in the configuration (or WARDKEEP_KEYS_UNSEAL=${mode}) so new replicas and \`wardkeep doctor\` agree`,
+      ],
+    );
   };
 
   keys
@@ -171,6 +214,7 @@ export function registerKeys(program: Command) {
     .option("--threshold <k>", "shamir mode: new shares needed (default 3)")
     .option("--out-dir <dir>", "shamir mode: write one share file per custodian")
     .option("--create-hsm-key", "pkcs11 mode: create the AES key in the HSM when missing")
+    .option("--shred-old-keyfile", "when leaving keyfile mode: overwrite and delete the old root key file (asked at a terminal otherwise)")
     .action(rekeyAction());
 
   keys

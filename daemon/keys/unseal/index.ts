@@ -130,7 +130,10 @@ export async function unsealAtStart(ctx: ApplianceContext, options: StartUnsealO
     }
     ctx.rootKey.mode = record.mode;
     if (record.mode !== config.keys.unseal) {
-      log.warn(`keys.unseal is ${config.keys.unseal} but the key store is sealed with ${record.mode}; using ${record.mode} (change it with \`wardkeep keys rekey\`)`);
+      // The key store decides (a rekey changed it); the configuration only names it for new installs and replicas.
+      log.warn(
+        `keys.unseal is ${config.keys.unseal} but the key store is sealed with ${record.mode}; using ${record.mode}. Set keys.unseal: ${record.mode} in the configuration (or WARDKEEP_KEYS_UNSEAL=${record.mode}) so new replicas agree`,
+      );
     }
     switch (record.mode) {
       case "keyfile":

@@ -4,6 +4,32 @@ import { randomBytes } from "node:crypto";
 import { UnsealError, type SealCreation, type UnsealSource } from "./source.js";
 
 /**
+ * Overwrites a key file no longer in use with random bytes, flushes it to disk, then deletes it.
+ * After a rekey the old file no longer unseals the key store, but it still unseals every
+ * key-store backup taken before the rekey: it must not linger next to the data. (On a
+ * copy-on-write or journaling file system the old blocks may survive the overwrite; the
+ * deletion is what matters most, and docs/keys.md says so.)
+ */
+export function shredKeyFile(file: string): boolean {
+  let fd: number;
+  try {
+    fd = fs.openSync(file, "r+");
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === "ENOENT") return false;
+    throw new UnsealError(`cannot open the old key file ${file} to shred it (${(err as NodeJS.ErrnoException).code})`, "unavailable");
+  }
+  try {
+    const size = Math.max(fs.fstatSync(fd).size, 65);
+    fs.writeSync(fd, randomBytes(size), 0, size, 0);
+    fs.fsyncSync(fd);
+  } finally {
+    fs.closeSync(fd);
+  }
+  fs.unlinkSync(file);
+  return true;
+}
+
+/**
  * Unseal key kept in a file next to the data (hex, mode 0600). It is the weakest source — anyone
  * who copies the data directory and the database has everything — so it exists for trying the
  * appliance out; production unseals with a passphrase, Shamir custodians or an HSM.
