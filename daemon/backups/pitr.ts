@@ -54,7 +54,8 @@ export function spooledFiles(dir: string): { name: string; bytes: number; archiv
   return out.sort((a, b) => a.archivedAt.getTime() - b.archivedAt.getTime() || a.name.localeCompare(b.name));
 }
 
-export type ShipOutcome = { shipped: { name: string; targets: string[] }[]; failed: { target: string; error: string }[]; waiting: number; spoolBytes: number };
+/** `discarded`: files removed unshipped because no backup target is configured. */
+export type ShipOutcome = { shipped: { name: string; targets: string[] }[]; failed: { target: string; error: string }[]; waiting: number; spoolBytes: number; discarded?: number };
 
 /** Names each target is known to hold, so a file is written once per target (and a retry after a crash is not an error). */
 const knownOnTarget = new WeakMap<ApplianceContext, Map<string, Set<string>>>();
@@ -87,7 +88,13 @@ export async function shipSpool(ctx: ApplianceContext): Promise<ShipOutcome> {
   try {
     const policy = await inScope(ctx.db.app, { kind: "appliance" }, (t) => readPolicyRow(ctx, t));
     targets = openPolicyTargets(ctx, policy);
-    if (targets.length === 0) return { ...out, waiting: files.length, spoolBytes: files.reduce((n, f) => n + f.bytes, 0) };
+    if (targets.length === 0) {
+      // No target: nothing could ever restore these files (a point-in-time recovery starts from a
+      // base backup, and there is none without a target), and keeping them would fill the spool
+      // and then pg_wal. Coverage starts with the first base backup once a target is saved.
+      for (const file of files) fs.rmSync(path.join(dir, file.name), { force: true });
+      return { ...out, discarded: files.length };
+    }
     const recovery = await recoveryPublicKey(ctx);
     const retainUntil = policy.object_lock_days ? new Date(ctx.clock.now().getTime() + policy.object_lock_days * 86_400_000) : undefined;
     const broken = new Map<string, string>();
