@@ -12,9 +12,15 @@ const SAFE_METHODS = new Set(["GET", "HEAD", "OPTIONS"]);
 /** The response header that marks every response given under support access (the UI shows a banner). */
 export const SUPPORT_ACCESS_HEADER = "Wardkeep-Support-Access";
 
-/** Polling the session state (the UI's logout warning) must not itself keep the session alive. */
+/**
+ * Requests the console makes on a timer, not because a person did something: the session state
+ * (the logout warning) and the open-alert count (the top bar's badge). They must not keep a
+ * session alive, or automatic logoff would never come while a console is open.
+ */
+const BACKGROUND_POLLS = new Set(["/auth/session", "/alerts/summary"]);
+
 function isSessionPoll(method: string, path: string): boolean {
-  return method === "GET" && path === "/auth/session";
+  return method === "GET" && BACKGROUND_POLLS.has(path);
 }
 
 /**

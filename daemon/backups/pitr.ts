@@ -475,7 +475,7 @@ export function registerPitrMetrics(ctx: ApplianceContext): void {
     },
   });
   new Gauge({
-    name: "wardkeep_pitr_archiver_failed_total",
+    name: "wardkeep_pitr_archiver_failures",
     help: "pg_stat_archiver.failed_count: archive_command failures since the statistics were reset",
     registers: [ctx.metrics],
     async collect() {

@@ -79,14 +79,14 @@ describe("shamir: seal from the console, unseal by three custodians", () => {
     const [a, b, c] = [await custodian(app), await custodian(app), await custodian(app)];
     await a.page.getByLabel("Your custodian share").fill(shares[0]!);
     await a.page.getByRole("button", { name: "Enter share" }).click();
-    await expect.poll(a.progress).toBe("1 of 3 custodian shares entered (5 exist).");
+    await expect.poll(a.progress, { timeout: 10_000 }).toBe("1 of 3 custodian shares entered (5 exist).");
     await expect(a.page.getByRole("status").textContent()).resolves.toContain("Your share was accepted");
     // Another custodian's page catches up by itself.
     await expect.poll(b.progress, { timeout: 10_000 }).toBe("1 of 3 custodian shares entered (5 exist).");
 
     await b.page.getByLabel("Your custodian share").fill(shares[3]!);
     await b.page.getByRole("button", { name: "Enter share" }).click();
-    await expect.poll(b.progress).toBe("2 of 3 custodian shares entered (5 exist).");
+    await expect.poll(b.progress, { timeout: 10_000 }).toBe("2 of 3 custodian shares entered (5 exist).");
     await expect.poll(a.progress, { timeout: 10_000 }).toBe("2 of 3 custodian shares entered (5 exist).");
     await screenshot(b.page, "unseal-2-of-3");
 
@@ -94,7 +94,7 @@ describe("shamir: seal from the console, unseal by three custodians", () => {
     await c.page.getByLabel("Your custodian share").fill("wks1-not-a-share");
     await c.page.getByRole("button", { name: "Enter share" }).click();
     await expect(c.page.getByRole("alert").textContent()).resolves.toMatch(/share/i);
-    await expect.poll(c.progress).toBe("2 of 3 custodian shares entered (5 exist).");
+    await expect.poll(c.progress, { timeout: 10_000 }).toBe("2 of 3 custodian shares entered (5 exist).");
 
     await c.page.getByLabel("Your custodian share").fill(shares[4]!);
     await c.page.getByRole("button", { name: "Enter share" }).click();

@@ -52,7 +52,7 @@ afterAll(async () => {
   await t?.close();
 });
 
-async function waitFor(cond: () => boolean, ms = 10_000) {
+async function waitFor(cond: () => boolean, ms = 30_000) {
   const end = Date.now() + ms;
   while (!cond() && Date.now() < end) await new Promise((r) => setTimeout(r, 25));
 }
