@@ -377,9 +377,44 @@ async function openWithNewUnsealSource(
   }
 }
 
-function progressBar(global: GlobalOptions) {
-  if (global.json || !process.stderr.isTTY) return undefined;
-  return new cliProgress.SingleBar({ format: "  {phase} {bar} {value}/{total}", stream: process.stderr, hideCursor: true }, cliProgress.Presets.shades_classic);
+/** One progress bar per phase on a terminal; nothing with --json or when stderr is not a terminal. */
+function phaseProgress(global: GlobalOptions): { onProgress: (p: { phase: string; done: number; total: number }) => void; stop: () => void } {
+  const bar =
+    global.json || !process.stderr.isTTY
+      ? undefined
+      : new cliProgress.SingleBar({ format: "  {phase} {bar} {value}/{total}", stream: process.stderr, hideCursor: true }, cliProgress.Presets.shades_classic);
+  let phase = "";
+  return {
+    onProgress: (p) => {
+      if (!bar) return;
+      if (p.phase !== phase) {
+        if (bar.isActive) bar.stop();
+        phase = p.phase;
+        bar.start(Math.max(p.total, 1), p.done, { phase: p.phase.padEnd(11) });
+      }
+      bar.setTotal(Math.max(p.total, 1));
+      bar.update(p.done, { phase: p.phase.padEnd(11) });
+    },
+    stop: () => bar?.stop(),
+  };
+}
+
+/** The recovery kit given on the command line: one PEM file, or the custodians' share files. */
+function loadKit(opts: RecoverOptions) {
+  return opts.recoveryKey ? loadRecoveryPrivateKey({ pem: readKit(opts.recoveryKey) }) : loadRecoveryPrivateKey({ shares: opts.recoveryShare!.map(readKit) });
+}
+
+/** The new unseal source's shares, delivered (terminal or --out-dir), and what the JSON answer says of them. */
+function deliveredUnseal<U extends { shares?: string[] | undefined; threshold?: number | undefined }>(unseal: U, outDir: string | undefined) {
+  const shares = unseal.shares ? deliverShares(unseal.shares, unseal.threshold ?? 3, outDir) : undefined;
+  return { shares, unseal: { ...unseal, shares: shares?.files ? undefined : unseal.shares, shareFiles: shares?.files } };
+}
+
+/** A recovery's failure as one line (the errors the recovery itself names keep their text). */
+function asCliError(err: unknown): CliError {
+  if (err instanceof AppError || err instanceof UnsealError || err instanceof OperatorError || err instanceof KeyStoreBackupError) return new CliError(err.message);
+  if (err instanceof CliError) return err;
+  return new CliError((err as Error).message.split("\n")[0]!.slice(0, 500));
 }
 
 /** Shares go to the terminal, or one 0600 file per custodian with --out-dir. */
@@ -419,15 +454,12 @@ export function registerRecover(program: Command) {
       if (opts.at !== undefined) return recoverPointInTime(global, config, mode, opts);
       if (opts.dryRun) throw new CliError("--dry-run goes with --at (point-in-time recovery)");
       if (opts.expectSigner !== undefined && !/^[0-9a-fA-F]{64}$/.test(opts.expectSigner)) throw new CliError("--expect-signer must be 64 hex digits (a raw Ed25519 public key)");
-      const bar = progressBar(global);
+      const progress = phaseProgress(global);
       let target: SnapshotTarget | undefined;
       try {
-        const privateKey = opts.recoveryKey
-          ? await loadRecoveryPrivateKey({ pem: readKit(opts.recoveryKey) })
-          : await loadRecoveryPrivateKey({ shares: opts.recoveryShare!.map(readKit) });
+        const privateKey = await loadKit(opts);
         const input = await sealInput(mode, opts);
         target = readTargetFile(opts.targetFile);
-        let phase = "";
         const r = await recoverAppliance(config, {
           target,
           privateKey,
@@ -435,20 +467,10 @@ export function registerRecover(program: Command) {
           expectSigner: opts.expectSigner ? Buffer.from(opts.expectSigner, "hex") : undefined,
           mode,
           input,
-          onProgress: (p) => {
-            if (!bar) return;
-            if (p.phase !== phase) {
-              if (bar.isActive) bar.stop();
-              phase = p.phase;
-              bar.start(Math.max(p.total, 1), p.done, { phase: p.phase.padEnd(11) });
-            }
-            bar.setTotal(Math.max(p.total, 1));
-            bar.update(p.done, { phase: p.phase.padEnd(11) });
-          },
+          onProgress: progress.onProgress,
         });
-        bar?.stop();
-        const shares = r.unseal.shares ? deliverShares(r.unseal.shares, r.unseal.threshold ?? 3, opts.outDir) : undefined;
-        const unseal = { ...r.unseal, shares: shares?.files ? undefined : r.unseal.shares, shareFiles: shares?.files };
+        progress.stop();
+        const { shares, unseal } = deliveredUnseal(r.unseal, opts.outDir);
         const chain = r.restore.auditChain;
         printResult(global, { recovery: { ...r, unseal } }, [
           `recovered snapshot ${r.snapshotId} with key-store backup ${r.keyStoreBackup} from target ${r.target} in ${(r.durationMs / 1000).toFixed(1)} s`,
@@ -466,10 +488,8 @@ export function registerRecover(program: Command) {
           "  next: wardkeep start — then write a NEW recovery kit only if you want to rotate it (the old kit still opens every snapshot)",
         ]);
       } catch (err) {
-        bar?.stop();
-        if (err instanceof AppError || err instanceof UnsealError || err instanceof OperatorError || err instanceof KeyStoreBackupError) throw new CliError(err.message);
-        if (err instanceof CliError) throw err;
-        throw new CliError((err as Error).message.split("\n")[0]!.slice(0, 500));
+        progress.stop();
+        throw asCliError(err);
       } finally {
         await target?.close().catch(() => {});
       }
@@ -490,11 +510,9 @@ async function recoverPointInTime(global: GlobalOptions, config: Config, mode: U
   if (opts.snapshot) throw new CliError("--snapshot and --at exclude each other: --at replays WAL over a base backup");
   const point = parsePoint(opts.at!);
   let target: SnapshotTarget | undefined;
-  const bar = progressBar(global);
+  const progress = phaseProgress(global);
   try {
-    const privateKey = opts.recoveryKey
-      ? await loadRecoveryPrivateKey({ pem: readKit(opts.recoveryKey) })
-      : await loadRecoveryPrivateKey({ shares: opts.recoveryShare!.map(readKit) });
+    const privateKey = await loadKit(opts);
     target = readTargetFile(opts.targetFile);
     const expectSigner = opts.expectSigner ? Buffer.from(opts.expectSigner, "hex") : undefined;
     if (opts.dryRun) {
@@ -511,7 +529,6 @@ async function recoverPointInTime(global: GlobalOptions, config: Config, mode: U
       return;
     }
     const input = await sealInput(mode, opts);
-    let phase = "";
     const r = await recoverToPointInTime(config, {
       target,
       privateKey,
@@ -519,20 +536,10 @@ async function recoverPointInTime(global: GlobalOptions, config: Config, mode: U
       expectSigner,
       mode,
       input,
-      onProgress: (p) => {
-        if (!bar) return;
-        if (p.phase !== phase) {
-          if (bar.isActive) bar.stop();
-          phase = p.phase;
-          bar.start(Math.max(p.total, 1), p.done, { phase: p.phase.padEnd(11) });
-        }
-        bar.setTotal(Math.max(p.total, 1));
-        bar.update(p.done, { phase: p.phase.padEnd(11) });
-      },
+      onProgress: progress.onProgress,
     });
-    bar?.stop();
-    const shares = r.unseal.shares ? deliverShares(r.unseal.shares, r.unseal.threshold ?? 3, opts.outDir) : undefined;
-    const unseal = { ...r.unseal, shares: shares?.files ? undefined : r.unseal.shares, shareFiles: shares?.files };
+    progress.stop();
+    const { shares, unseal } = deliveredUnseal(r.unseal, opts.outDir);
     printResult(global, { recovery: { ...r, unseal } }, [
       `recovered to ${r.point} (last transaction ${r.recoveredTo ?? "none"}) from base backup ${r.baseBackup} and ${r.replay.walFiles} WAL file(s) on target ${r.target} in ${(r.durationMs / 1000).toFixed(1)} s`,
       `  keys: key-store backup ${r.keyStoreBackup}, ${r.keyStore.kekVersions} KEK version(s), ${r.keyStore.dataKeys} data key(s) (${r.keyStore.dataKeysSinceBackup} made since that backup); ${r.keyStore.shreddedSubjects} crypto-shredded subject(s) kept destroyed (${r.purged.patients} patient record(s) purged)`,
@@ -545,10 +552,8 @@ async function recoverPointInTime(global: GlobalOptions, config: Config, mode: U
       "  next: wardkeep start",
     ]);
   } catch (err) {
-    bar?.stop();
-    if (err instanceof AppError || err instanceof UnsealError || err instanceof OperatorError || err instanceof KeyStoreBackupError) throw new CliError(err.message);
-    if (err instanceof CliError) throw err;
-    throw new CliError((err as Error).message.split("\n")[0]!.slice(0, 500));
+    progress.stop();
+    throw asCliError(err);
   } finally {
     await target?.close().catch(() => {});
   }
