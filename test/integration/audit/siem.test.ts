@@ -64,6 +64,10 @@ describe("SIEM forwarding", () => {
     });
     const forwarder = startSiemForwarder(t.ctx)!;
     try {
+      // The first leader starts its cursor at the chain head (audit.siem.startFrom "head"): events
+      // written before it leads are not its to send, so write them once it does.
+      await waitFor(() => forwarder.isLeader());
+      expect(forwarder.isLeader()).toBe(true);
       for (const [i, outcome] of (["success", "denied", "failure"] as const).entries()) {
         await inScope(t.ctx.db.app, { kind: "appliance" }, (tx) =>
           appendAuditEvent(t.ctx, tx, {
