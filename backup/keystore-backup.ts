@@ -96,7 +96,8 @@ const keyStoreManifestFileSchema = z
 /** The key-store backup named is not (completely) on the target. */
 export class KeyStoreBackupMissing extends SnapshotNotFound {}
 
-async function collect(stream: NodeJS.ReadableStream): Promise<Buffer> {
+/** Everything a stream yields, in one buffer (small objects only: key-store backups, WAL files). */
+export async function collect(stream: NodeJS.ReadableStream): Promise<Buffer> {
   const chunks: Buffer[] = [];
   await pipeline(
     stream,

@@ -13,13 +13,13 @@
  * that name, so a segment copied under another name fails to decrypt.
  */
 import { createHash, timingSafeEqual } from "node:crypto";
-import { Readable, Writable } from "node:stream";
-import { pipeline } from "node:stream/promises";
+import { Readable } from "node:stream";
 import { promisify } from "node:util";
 import zlib from "node:zlib";
 import { z } from "zod";
 import { hmacSha256, zeroize } from "../daemon/keys/index.js";
 import { canonicalJson } from "./canonical-json.js";
+import { collect } from "./keystore-backup.js";
 import { SnapshotIntegrityError, SnapshotNotFound } from "./errors.js";
 import {
   ed25519Sign,
@@ -91,20 +91,6 @@ export type WalHeader = z.infer<typeof walHeaderSchema>;
 const sha256 = (b: Buffer) => createHash("sha256").update(b).digest("hex");
 const brotli = promisify(zlib.brotliCompress);
 const unbrotli = promisify(zlib.brotliDecompress);
-
-async function collect(stream: NodeJS.ReadableStream): Promise<Buffer> {
-  const chunks: Buffer[] = [];
-  await pipeline(
-    stream,
-    new Writable({
-      write(chunk: Buffer, _enc, done) {
-        chunks.push(chunk);
-        done();
-      },
-    }),
-  );
-  return Buffer.concat(chunks);
-}
 
 export type WalSealInput = { name: string; bytes: Buffer; archivedAt: Date; applianceSecret: Buffer; recoveryPublicKey: Buffer; compressionLevel?: number };
 
