@@ -16,5 +16,5 @@ export { createApiTokenRequest } from "./schema.js";
 export { createInviteRequest } from "./schema.js";
 // Sign-in through an identity provider (daemon/sso) ends in the same session and MFA stages as a password sign-in.
 export { issueSession, type IssuedSession } from "./sessions.js";
-export { stageFor } from "./login.js";
-export { sessionCookie } from "./tokens.js";
+export { stageFor, signOut } from "./login.js";
+export { sessionCookie, clearedSessionCookie, readCookie } from "./tokens.js";

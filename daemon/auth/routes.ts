@@ -138,7 +138,7 @@ export const authRoutes = [
       return {
         via: "session" as const,
         stage: s.stage,
-        user: { id: s.user_id, email: s.email, role: s.role, tenantId: s.tenant_id },
+        user: { id: s.user_id, email: s.email, displayName: s.display_name, role: s.role, tenantId: s.tenant_id },
         csrfToken: csrfTokenFor(token),
         idleTimeoutMinutes: idleMinutes,
         idleExpiresAt: new Date(s.last_seen_at.getTime() + idleMinutes * 60_000),

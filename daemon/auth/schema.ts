@@ -60,6 +60,8 @@ export const sessionInfo = z.object({
     id: z.uuid(),
     /** Work email; null for API tokens' service accounts. */
     email: z.string().nullable(),
+    /** The person's name (from the invite, or from the identity provider), when known. */
+    displayName: z.string().nullable().optional(),
     /** The account's role. */
     role,
     /** The account's tenant; null for appliance staff. */

@@ -24,6 +24,7 @@ export type SessionRow = {
 export type ResolvedSession = SessionRow & {
   role: Role;
   email: string | null;
+  display_name: string | null;
   user_status: string;
   mfa_enrolled: boolean;
   tenant_status: string | null;
@@ -95,7 +96,7 @@ export async function resolveSession(ctx: ApplianceContext, token: string, opts:
   return inScope(ctx.db.app, { kind: "appliance" }, async (t) => {
     const [s] = await t.rows<ResolvedSession>(
       `SELECT s.id, s.user_id, s.tenant_id, s.stage, s.created_at, s.last_seen_at, s.expires_at, s.mfa_verified_at, s.revoked_at,
-              s.support_request_id, u.role, u.email, u.status AS user_status, (u.mfa_secret IS NOT NULL) AS mfa_enrolled,
+              s.support_request_id, u.role, u.email, u.display_name, u.status AS user_status, (u.mfa_secret IS NOT NULL) AS mfa_enrolled,
               tn.status AS tenant_status, tn.idle_timeout_minutes AS idle_minutes
        FROM sessions s JOIN users u ON u.id = s.user_id LEFT JOIN tenants tn ON tn.id = s.tenant_id
        WHERE s.token_hash = $1`,

@@ -6,6 +6,7 @@ import { backupSchema } from "../backups/config.js";
 import { authSchema } from "../auth/config.js";
 import { jobsSchema } from "../jobs/config.js";
 import { retentionSchema } from "../retention/config.js";
+import { ssoSchema } from "../sso/config.js";
 import { keysSchema } from "../keys/config.js";
 import { recordsSchema } from "../records/config.js";
 import { webhooksSchema } from "../webhooks/config.js";
@@ -136,6 +137,7 @@ export const configSchema = z
     alerts: alertsSchema.prefault({}),
     jobs: jobsSchema.prefault({}),
     retention: retentionSchema.prefault({}),
+    sso: ssoSchema.prefault({}),
   })
   .strict();
 

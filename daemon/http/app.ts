@@ -20,6 +20,7 @@ import { jobsRoutes } from "../jobs/routes.js";
 import { retentionRoutes } from "../retention/routes.js";
 import { mountRoutes, type Route } from "../kernel/define-route.js";
 import { inboundWebhookRoutes, webhookRoutes } from "../webhooks/routes.js";
+import { ssoRoutes } from "../sso/routes.js";
 
 /**
  * The Express application: middleware in the order a request meets it, then one router per
@@ -51,7 +52,7 @@ export function createHttpApp(ctx: ApplianceContext): Express {
   api.use(mount(setupRoutes));
   // Everything after this line knows its caller (res.locals.actor) or answers 401 through the policy guard.
   api.use(authenticate(ctx));
-  for (const routes of [authRoutes, accessRoutes, keysRoutes, backupRoutes, recordsRoutes, auditRoutes, alertRoutes, webhookRoutes, jobsRoutes, retentionRoutes])
+  for (const routes of [authRoutes, accessRoutes, keysRoutes, backupRoutes, recordsRoutes, auditRoutes, alertRoutes, webhookRoutes, jobsRoutes, retentionRoutes, ssoRoutes])
     api.use(mount(routes));
   app.use("/api/v1", api);
 

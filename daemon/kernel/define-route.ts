@@ -73,8 +73,8 @@ export type RouteSpec<
   headers?: ObjectSchema;
   /** The JSON response schema, or a streamed response the handler writes itself. None: 204 No Content. */
   response?: R;
-  /** The success status: 200 with a response, 204 without; 201 or 202 where the route says so. */
-  status?: 200 | 201 | 202 | 204;
+  /** The success status: 200 with a response, 204 without; 201 or 202 where the route says so; 303 for a browser redirect (the handler sends it). */
+  status?: 200 | 201 | 202 | 204 | 303;
   /** What the success response is (defaults to the summary). */
   responseDescription?: string;
   /** Problems this route answers besides those every route of its kind may answer, by status. */
@@ -157,7 +157,7 @@ export function operationIdOf(method: Method, path: string): string {
   return name;
 }
 
-const REASON: Record<number, string> = { 200: "OK", 201: "Created", 202: "Accepted", 204: "No Content" };
+const REASON: Record<number, string> = { 200: "OK", 201: "Created", 202: "Accepted", 204: "No Content", 303: "See Other" };
 
 function documentOperation(
   spec: RouteSpec<ObjectSchema | undefined, ObjectSchema | undefined, Schema | RawContent | undefined, Schema | RawContent | undefined>,

@@ -13,3 +13,5 @@ export { type ExternalIdentity, ExternalSignInRefused } from "./identity.js";
 export { completeExternalSignIn, refuseExternalSignIn, idpAssertsMfa, type ExternalSignInOutcome, type IdpSessionHint } from "./signin.js";
 export { registerProviderKind, registeredKinds, loadProvider, type LoadedProvider, type ProviderKind } from "./providers.js";
 export { firstMatch, type RuleSubject } from "./rules.js";
+// Provider kinds register themselves when their module loads.
+import "./oidc/index.js";

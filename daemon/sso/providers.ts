@@ -23,8 +23,8 @@ export type ProviderKind<C = unknown, S = unknown> = {
   secretsSchema?: z.ZodType<S>;
   /** What the login page's button does for a provider of this kind (absent: no button). */
   browserSignIn?: (providerId: string) => { flow: "redirect" | "password"; path: string };
-  /** The URL the IdP sends the browser back to, to register at the IdP (absent: none). */
-  redirectUri?: (ctx: ApplianceContext, providerId: string, config: C) => string | null;
+  /** The URL the IdP sends the browser back to, to register at the IdP (absent: none); `base` is the appliance's public https origin. */
+  redirectUri?: (base: string, providerId: string) => string;
   /** Checks beyond the schema when settings change (for example, discovery reachable); throws Invalid. */
   validate?: (ctx: ApplianceContext, config: C, secrets: S | null) => Promise<void>;
 };
@@ -87,7 +87,7 @@ function parsed<T>(schema: z.ZodType<T>, value: unknown, where: string): T {
   throw new Invalid(`the provider's ${where} are not valid`, { errors: result.error.issues.map((i) => ({ path: [where, ...i.path].join("."), message: i.message })) });
 }
 
-function view(ctx: ApplianceContext, r: ProviderRow): ProviderView {
+function view(base: string, r: ProviderRow): ProviderView {
   const spec = kinds.get(r.kind);
   return {
     id: r.id,
@@ -98,7 +98,7 @@ function view(ctx: ApplianceContext, r: ProviderRow): ProviderView {
     enabled: r.enabled,
     mfaAcrValues: r.mfa_acr_values,
     linkByEmail: r.link_by_email,
-    redirectUri: spec?.redirectUri?.(ctx, r.id, r.config) ?? null,
+    redirectUri: spec?.redirectUri?.(base, r.id) ?? null,
     linkedUsers: Number(r.linked_users ?? 0),
     createdAt: r.created_at.toISOString(),
     updatedAt: r.updated_at.toISOString(),
@@ -134,18 +134,18 @@ export async function loadProvider(ctx: ApplianceContext, id: string): Promise<L
   return inScope(ctx.db.app, { kind: "appliance" }, (t) => loadProviderIn(ctx, t, id));
 }
 
-export async function listProviders(ctx: ApplianceContext, actor: Actor): Promise<ProviderView[]> {
+export async function listProviders(ctx: ApplianceContext, actor: Actor, base: string): Promise<ProviderView[]> {
   authorize(actor, "identity_provider:list");
   return inScope(ctx.db.app, scopeOf(actor), async (t) => {
     const rows = await t.rows<ProviderRow>(
       `SELECT ${COLUMNS}, (SELECT count(*) FROM sso_links l WHERE l.provider_id = p.id)::int AS linked_users
          FROM identity_providers p ORDER BY p.name`,
     );
-    return rows.map((r) => view(ctx, r));
+    return rows.map((r) => view(base, r));
   });
 }
 
-export async function getProvider(ctx: ApplianceContext, actor: Actor, id: string): Promise<ProviderView> {
+export async function getProvider(ctx: ApplianceContext, actor: Actor, id: string, base: string): Promise<ProviderView> {
   authorize(actor, "identity_provider:list");
   return inScope(ctx.db.app, scopeOf(actor), async (t) => {
     const [row] = await t.rows<ProviderRow>(
@@ -153,7 +153,7 @@ export async function getProvider(ctx: ApplianceContext, actor: Actor, id: strin
       [id],
     );
     if (!row) throw new NotFound("no such identity provider in your tenant");
-    return view(ctx, row);
+    return view(base, row);
   });
 }
 
@@ -162,7 +162,7 @@ function tenantOf(actor: Actor): string {
   return actor.tenantId;
 }
 
-export async function createProvider(ctx: ApplianceContext, actor: Actor, input: CreateProviderReq, meta: RequestMeta): Promise<ProviderView> {
+export async function createProvider(ctx: ApplianceContext, actor: Actor, input: CreateProviderReq, meta: RequestMeta, base: string): Promise<ProviderView> {
   authorize(actor, "identity_provider:create");
   const tenantId = tenantOf(actor);
   const spec = kindOf(input.kind);
@@ -195,11 +195,11 @@ export async function createProvider(ctx: ApplianceContext, actor: Actor, input:
     }
     await recordAuthEvent(ctx, t, actor, { action: "identity_provider.create", resourceType: "identity_provider", resourceId: id, outcome: "success", reason: input.kind }, meta);
     const [row] = await t.rows<ProviderRow>(`SELECT ${COLUMNS}, 0 AS linked_users FROM identity_providers p WHERE p.id = $1`, [id]);
-    return view(ctx, row!);
+    return view(base, row!);
   });
 }
 
-export async function updateProvider(ctx: ApplianceContext, actor: Actor, id: string, input: UpdateProviderReq, meta: RequestMeta): Promise<ProviderView> {
+export async function updateProvider(ctx: ApplianceContext, actor: Actor, id: string, input: UpdateProviderReq, meta: RequestMeta, base: string): Promise<ProviderView> {
   authorize(actor, "identity_provider:update");
   const tenantId = tenantOf(actor);
   return inScope(ctx.db.app, { kind: "tenant", tenantId }, async (t) => {
@@ -237,7 +237,7 @@ export async function updateProvider(ctx: ApplianceContext, actor: Actor, id: st
       `SELECT ${COLUMNS}, (SELECT count(*) FROM sso_links l WHERE l.provider_id = p.id)::int AS linked_users FROM identity_providers p WHERE p.id = $1`,
       [id],
     );
-    return view(ctx, after!);
+    return view(base, after!);
   });
 }
 

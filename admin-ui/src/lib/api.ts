@@ -31,6 +31,19 @@ import type { AlertChannelTestRes, AlertChannelViewRes, AlertDetailRes, AlertLis
 import type { BackupListRes, BackupPolicyRes, DrillRecordRes, RunStartedRes, SnapshotRecordRes } from "../../../daemon/backups/schema.js";
 import type { NotReadyProblem, ReadinessChecks, ReadinessRes } from "../../../daemon/http/schema.js";
 import type { KeyStatusRes, RotationStartedRes, SealProgressRes } from "../../../daemon/keys/schema.js";
+import type {
+  CreateProviderReq,
+  DryRunRes,
+  MfaPolicyRes,
+  ProviderListRes,
+  ProviderView,
+  PublicProviderListRes,
+  RuleInput,
+  RuleListRes,
+  RuleView,
+  TestResultRes,
+  UpdateProviderReq,
+} from "../../../daemon/sso/schema.js";
 
 export type Problem = {
   type: string;
@@ -262,6 +275,25 @@ export const api = {
       remove: (id: string) => request<void>("DELETE", `${V1}/alert-channels/${seg(id)}`),
       test: (id: string) => request<AlertChannelTestRes>("POST", `${V1}/alert-channels/${seg(id)}/test`),
     },
+  },
+  sso: {
+    /** The sign-in buttons of a tenant's login page (public). */
+    providers: (tenant: string) => request<PublicProviderListRes>("GET", `${V1}/sso/providers${query({ tenant })}`),
+    /** Signs out; for a session made through an IdP, where to go so the IdP signs out too. */
+    logout: () => request<{ redirectUrl: string | null }>("POST", `${V1}/sso/logout`),
+  },
+  identityProviders: {
+    list: () => request<ProviderListRes>("GET", `${V1}/identity-providers`),
+    create: (body: CreateProviderReq) => request<ProviderView>("POST", `${V1}/identity-providers`, body),
+    update: (id: string, body: UpdateProviderReq) => request<ProviderView>("PATCH", `${V1}/identity-providers/${seg(id)}`, body),
+    remove: (id: string) => request<void>("DELETE", `${V1}/identity-providers/${seg(id)}`),
+    test: (id: string) => request<{ testId: string; url: string }>("POST", `${V1}/identity-providers/${seg(id)}/test`),
+    testResult: (id: string, testId: string) => request<TestResultRes>("GET", `${V1}/identity-providers/${seg(id)}/tests/${seg(testId)}`),
+    rules: () => request<RuleListRes>("GET", `${V1}/identity-providers/rules`),
+    saveRules: (rules: RuleInput[]) => request<RuleListRes>("PUT", `${V1}/identity-providers/rules`, { rules }),
+    dryRun: (rules: RuleInput[]) => request<DryRunRes>("POST", `${V1}/identity-providers/rules/dry-run`, { rules }),
+    approveRule: (id: string) => request<RuleView>("POST", `${V1}/identity-providers/rules/${seg(id)}/approve`),
+    mfaPolicy: () => request<MfaPolicyRes>("GET", `${V1}/identity-providers/mfa-policy`),
   },
   drills: {
     list: () => request<DrillRecordRes[]>("GET", `${V1}/drills`),

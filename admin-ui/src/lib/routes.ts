@@ -69,9 +69,9 @@ export type Match = { route: ScreenRoute; params: Record<string, string> };
 
 const HOME: ScreenRoute = ROUTES[0];
 
-/** The screen a hash path shows; unknown paths show the status page. */
+/** The screen a hash path shows (a `?query` after it is the page's to read); unknown paths show the status page. */
 export function matchRoute(path: string): Match {
-  const parts = path.split("/");
+  const parts = (path.split("?")[0] ?? "").split("/");
   for (const route of ROUTES as readonly ScreenRoute[]) {
     const pattern = route.path.split("/");
     if (pattern.length !== parts.length) continue;

@@ -131,14 +131,20 @@ class SessionStore {
   }
 
   async signOut(message: string | null = "You have signed out."): Promise<void> {
+    let idpSignOut: string | null = null;
     try {
-      await api.auth.logout();
+      // For a session made through an identity provider, the answer says where the IdP signs out too.
+      idpSignOut = (await api.sso.logout()).redirectUrl;
     } catch (err) {
       // Already ended server-side: signing out is done either way.
       if (!(err instanceof ApiError && err.status === 401)) throw err;
     }
     this.endedMessage = message;
     this.#signedOut();
+    if (idpSignOut) {
+      location.assign(idpSignOut);
+      return;
+    }
     navigate("/login");
   }
 

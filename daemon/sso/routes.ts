@@ -1,0 +1,281 @@
+import type { Request, Response } from "express";
+import { z } from "zod";
+import { clearedSessionCookie, readCookie, sessionCookie, signOut } from "../auth/index.js";
+import type { ApplianceContext } from "../context.js";
+import { defineRoute } from "../kernel/define-route.js";
+import { Unauthorized } from "../kernel/errors.js";
+import { authorize } from "../kernel/policy.js";
+import { ExternalSignInRefused } from "./identity.js";
+import { idpSignOutUrl } from "./logout.js";
+import { BROWSER_COOKIE, finishOidcSignIn, oidcTestResult, startOidcSignIn } from "./oidc/index.js";
+import { createProvider, deleteProvider, getProvider, listProviders, publicProvidersOf, updateProvider } from "./providers.js";
+import { approveRule, dryRunRules, getMfaPolicy, listRules, saveRules, setMfaPolicy } from "./rules.js";
+import {
+  createProviderRequest,
+  dryRunResult,
+  mfaPolicyRequest,
+  mfaPolicyView,
+  providerIdParams,
+  providerList,
+  providerView,
+  publicProviderList,
+  publicProvidersQuery,
+  ruleIdParams,
+  ruleList,
+  ruleView,
+  saveRulesRequest,
+  testParams,
+  testResult,
+  testStarted,
+  updateProviderRequest,
+} from "./schema.js";
+
+const tag = "sso";
+
+/** The appliance's origin as browsers reach it: configured, or this request's Host (the redirect URIs are made from it). */
+export function publicBase(ctx: ApplianceContext, req: Request): string {
+  return ctx.config.sso.publicUrl?.replace(/\/+$/, "") ?? `https://${req.get("host") ?? "localhost"}`;
+}
+
+/** Where the browser lands after a refused sign-in: the login page, with the one generic message and the request id to quote. */
+function refusedRedirect(res: Response, err: unknown): void {
+  if (!(err instanceof ExternalSignInRefused)) throw err;
+  res.redirect(303, `/#/login?sso_error=${encodeURIComponent(err.requestId ?? "")}`);
+}
+
+const signOutAnswer = z.object({
+  /** Where to send the browser so the identity provider signs out too (RP-initiated logout); null: nothing more to do. */
+  redirectUrl: z.string().nullable(),
+});
+
+/** Sign-in providers: the admin API, the login page's buttons and the OIDC browser flow. */
+export const ssoRoutes = [
+  // ---- public: the login page and the browser's round trip through the IdP -------------------
+  defineRoute(
+    {
+      method: "get",
+      path: "/sso/providers",
+      action: "public",
+      tag,
+      summary: "The sign-in buttons of a tenant's login page: its enabled providers (names only)",
+      query: publicProvidersQuery,
+      response: publicProviderList,
+    },
+    ({ ctx, query }) => publicProvidersOf(ctx, query.tenant),
+  ),
+  defineRoute(
+    {
+      method: "get",
+      path: "/sso/oidc/:id/start",
+      action: "public",
+      tag,
+      summary: "Start signing in through an OpenID Connect provider: redirects the browser to it",
+      params: providerIdParams,
+      status: 303,
+      responseDescription: "Redirect to the identity provider's authorization endpoint",
+      problems: { 503: "The identity provider cannot be reached" },
+    },
+    async ({ ctx, req, res, params, meta }) => {
+      const started = await startOidcSignIn(ctx, params.id, { base: publicBase(ctx, req), purpose: "signin", meta });
+      res.append("Set-Cookie", started.cookie);
+      res.redirect(303, started.url);
+    },
+  ),
+  defineRoute(
+    {
+      method: "get",
+      path: "/sso/oidc/:id/callback",
+      action: "public",
+      tag,
+      summary: "Where an OpenID Connect provider sends the browser back: signs in, then redirects to the console (or to the login page with a generic error)",
+      params: providerIdParams,
+      status: 303,
+      responseDescription: "Redirect to the console (signed in, or the second-factor step), to the test result, or to the login page",
+    },
+    async ({ ctx, req, res, params, meta }) => {
+      const base = publicBase(ctx, req);
+      const binding = readCookie(req.get("cookie"), BROWSER_COOKIE);
+      res.append("Set-Cookie", `${BROWSER_COOKIE}=; Path=/; Secure; HttpOnly; SameSite=Lax; Max-Age=0`);
+      try {
+        const done = await finishOidcSignIn(ctx, params.id, { currentUrl: new URL(req.originalUrl, base), browserBinding: binding, base, meta });
+        if (done.kind === "tested") return res.redirect(303, `/#/sign-in-providers?test=${done.testId}&provider=${done.providerId}`);
+        res.append("Set-Cookie", sessionCookie(done.outcome.session.token));
+        res.redirect(303, done.outcome.mfaEnrollmentRequired ? "/#/mfa" : done.outcome.mfaRequired ? "/#/login" : "/#/");
+      } catch (err) {
+        refusedRedirect(res, err);
+      }
+    },
+  ),
+  defineRoute(
+    {
+      method: "post",
+      path: "/sso/logout",
+      action: "session",
+      tag,
+      summary: "End the current session; for a session made through an identity provider, also where to sign out there",
+      response: signOutAnswer,
+    },
+    async ({ ctx, req, res, meta }) => {
+      const s = (res.locals.session ?? res.locals.pendingSession) as { id: string; user_id: string; role: string; tenant_id: string | null } | undefined;
+      if (!s) throw new Unauthorized("sign in first");
+      const redirectUrl = await idpSignOutUrl(ctx, { id: s.id, tenantId: s.tenant_id }, publicBase(ctx, req));
+      await signOut(ctx, { sessionId: s.id, userId: s.user_id, role: s.role, tenantId: s.tenant_id }, meta);
+      res.append("Set-Cookie", clearedSessionCookie());
+      return { redirectUrl };
+    },
+  ),
+
+  // ---- admin: providers, rules, MFA policy, test sign-in -----------------------------------------
+  defineRoute(
+    { method: "get", path: "/identity-providers", action: "identity_provider:list", tag, summary: "The tenant's identity providers", response: providerList },
+    async ({ ctx, req, actor }) => ({ providers: await listProviders(ctx, actor, publicBase(ctx, req)) }),
+  ),
+  defineRoute(
+    {
+      method: "post",
+      path: "/identity-providers",
+      action: "identity_provider:create",
+      tag,
+      summary: "Add an identity provider (disabled until enabled; test it first); needs step-up",
+      body: createProviderRequest,
+      response: providerView,
+      status: 201,
+      problems: { 409: "A provider with this name exists" },
+    },
+    ({ ctx, req, actor, body, meta }) => createProvider(ctx, actor, body, meta, publicBase(ctx, req)),
+  ),
+  // Fixed paths before /identity-providers/:id.
+  defineRoute(
+    {
+      method: "get",
+      path: "/identity-providers/rules",
+      action: "identity_provider:list",
+      tag,
+      summary: "The ordered claim/group → role rules (first match wins)",
+      response: ruleList,
+    },
+    async ({ ctx, actor }) => ({ rules: await listRules(ctx, actor) }),
+  ),
+  defineRoute(
+    {
+      method: "put",
+      path: "/identity-providers/rules",
+      action: "identity_provider:update",
+      tag,
+      summary: "Replace the ordered rules; rules granting owner, admin or auditor wait for a second admin's approval; needs step-up",
+      body: saveRulesRequest,
+      response: ruleList,
+    },
+    async ({ ctx, actor, body, meta }) => ({ rules: await saveRules(ctx, actor, body.rules, meta) }),
+  ),
+  defineRoute(
+    {
+      method: "post",
+      path: "/identity-providers/rules/dry-run",
+      action: "identity_provider:list",
+      tag,
+      summary: "What proposed rules would do to every linked account (nothing is saved)",
+      body: saveRulesRequest,
+      response: dryRunResult,
+    },
+    ({ ctx, actor, body }) => dryRunRules(ctx, actor, body.rules),
+  ),
+  defineRoute(
+    {
+      method: "post",
+      path: "/identity-providers/rules/:id/approve",
+      action: "identity_provider:approve_rule",
+      tag,
+      summary: "Approve a pending rule that grants a privileged role (a second admin, not the one who saved it); needs step-up",
+      params: ruleIdParams,
+      response: ruleView,
+      problems: { 409: "The rule is not pending" },
+    },
+    ({ ctx, actor, params, meta }) => approveRule(ctx, actor, params.id, meta),
+  ),
+  defineRoute(
+    {
+      method: "get",
+      path: "/identity-providers/mfa-policy",
+      action: "identity_provider:list",
+      tag,
+      summary: "Per role: accept the IdP's MFA, or ask for local TOTP as well",
+      response: mfaPolicyView,
+    },
+    ({ ctx, actor }) => getMfaPolicy(ctx, actor),
+  ),
+  defineRoute(
+    {
+      method: "put",
+      path: "/identity-providers/mfa-policy",
+      action: "identity_provider:update",
+      tag,
+      summary: "Set the MFA policy of roles signing in through an IdP; needs step-up",
+      body: mfaPolicyRequest,
+      response: mfaPolicyView,
+    },
+    ({ ctx, actor, body, meta }) => setMfaPolicy(ctx, actor, body.roles, meta),
+  ),
+  defineRoute(
+    { method: "get", path: "/identity-providers/:id", action: "identity_provider:list", tag, summary: "One identity provider", params: providerIdParams, response: providerView },
+    ({ ctx, req, actor, params }) => getProvider(ctx, actor, params.id, publicBase(ctx, req)),
+  ),
+  defineRoute(
+    {
+      method: "patch",
+      path: "/identity-providers/:id",
+      action: "identity_provider:update",
+      tag,
+      summary: "Change, enable or disable an identity provider; needs step-up",
+      params: providerIdParams,
+      body: updateProviderRequest,
+      response: providerView,
+      problems: { 409: "A provider with this name exists" },
+    },
+    ({ ctx, req, actor, params, body, meta }) => updateProvider(ctx, actor, params.id, body, meta, publicBase(ctx, req)),
+  ),
+  defineRoute(
+    {
+      method: "delete",
+      path: "/identity-providers/:id",
+      action: "identity_provider:delete",
+      tag,
+      summary: "Remove an identity provider; sessions made through it end; needs step-up",
+      params: providerIdParams,
+    },
+    async ({ ctx, actor, params, meta }) => {
+      await deleteProvider(ctx, actor, params.id, meta);
+    },
+  ),
+  defineRoute(
+    {
+      method: "post",
+      path: "/identity-providers/:id/test",
+      action: "identity_provider:test",
+      tag,
+      summary: "Start a test sign-in (also before the provider is enabled): open the URL, sign in at the IdP, then read what it sent",
+      params: providerIdParams,
+      response: testStarted,
+      status: 201,
+      problems: { 503: "The identity provider cannot be reached" },
+    },
+    async ({ ctx, req, res, actor, params, meta }) => {
+      authorize(actor, "identity_provider:test", { tenantId: actor.tenantId });
+      const started = await startOidcSignIn(ctx, params.id, { base: publicBase(ctx, req), purpose: "test", startedBy: actor, meta });
+      res.append("Set-Cookie", started.cookie);
+      return { testId: started.stateId, url: started.url };
+    },
+  ),
+  defineRoute(
+    {
+      method: "get",
+      path: "/identity-providers/:id/tests/:testId",
+      action: "identity_provider:test",
+      tag,
+      summary: "What a test sign-in received: claims, groups, amr/acr and the role the rules give (or why it failed)",
+      params: testParams,
+      response: testResult,
+    },
+    ({ ctx, actor, params }) => oidcTestResult(ctx, actor, params.id, params.testId),
+  ),
+];

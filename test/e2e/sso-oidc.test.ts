@@ -1,0 +1,164 @@
+import type { Browser, BrowserContext, Page } from "playwright-core";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { createTenant, signIn, type SignedIn, type TenantRef } from "../helpers/actors.js";
+import { startTestAppliance, type TestAppliance } from "../helpers/appliance.js";
+import { contextWithSession, ensureAdminUiBuilt, launchBrowser, screenshot, watchForViolations } from "../helpers/browser.js";
+import { startTestIdp, type TestIdp } from "../helpers/oidc-idp.js";
+
+/**
+ * Hospital sign-in through OpenID Connect, end to end: one appliance, two tenants, each with its
+ * own real OpenID Connect provider (oidc-provider on loopback), and Chromium going through the
+ * login page, the IdP's sign-in form and back. Attacks are refused with the one generic message
+ * in the browser and the precise reason in the audit trail.
+ */
+let app: TestAppliance;
+let browser: Browser;
+let tenantA: TenantRef;
+let tenantB: TenantRef;
+let adminA: SignedIn;
+let adminA2: SignedIn;
+let adminB: SignedIn;
+let idpA: TestIdp;
+let idpB: TestIdp;
+let providerA: string;
+let providerB: string;
+
+const GENERIC = /signing in through your organisation's identity provider did not work/i;
+
+async function addProvider(admin: SignedIn, idp: TestIdp, name: string): Promise<string> {
+  const created = await admin.agent
+    .post("/api/v1/identity-providers")
+    .send({
+      kind: "oidc",
+      name,
+      config: { issuer: idp.issuer, clientId: idp.clientId, scopes: ["openid", "profile", "email", "groups"] },
+      secrets: { clientSecret: idp.clientSecret },
+    })
+    .expect(201);
+  expect(created.body.enabled).toBe(false);
+  expect(created.body.hasSecrets).toBe(true);
+  expect(JSON.stringify(created.body)).not.toContain(idp.clientSecret);
+  idp.allowRedirect(created.body.redirectUri as string);
+  idp.allowRedirect(`${app.baseUrl}/`);
+  return created.body.id as string;
+}
+
+async function failedSignIns(admin: SignedIn): Promise<{ reason: string; resourceId: string | null; requestId: string | null }[]> {
+  const res = await admin.agent.get("/api/v1/audit?action=auth.login&outcome=failure&limit=50").expect(200);
+  return res.body.events as { reason: string; resourceId: string | null; requestId: string | null }[];
+}
+
+/** Signs in at the IdP's own form (as the hospital's IdP would show it). */
+async function atIdp(page: Page, username: string, opts: { mfa?: boolean } = {}) {
+  await page
+    .getByRole("heading", { name: "Hospital IdP sign-in" })
+    .waitFor({ timeout: 10_000 })
+    .catch(async (err: Error) => {
+      throw new Error(`not at the IdP's form: ${page.url()} ${(await page.content()).slice(0, 600)}`, { cause: err });
+    });
+  await page.getByLabel("Username").fill(username);
+  if (opts.mfa) await page.getByLabel("Used a second factor").check();
+  await page.getByRole("button", { name: "Sign in at the IdP" }).click();
+}
+
+async function freshPage(): Promise<{ context: BrowserContext; page: Page; violations: string[] }> {
+  const context = await browser.newContext({ ignoreHTTPSErrors: true });
+  const page = await context.newPage();
+  return { context, page, violations: watchForViolations(page) };
+}
+
+/** The generic refusal on the login page, and its reference (the request id in the audit trail). */
+async function refusedOnLoginPage(page: Page): Promise<string> {
+  await page.waitForURL(/#\/login\?sso_error=/);
+  await expect.poll(() => page.getByRole("alert").first().textContent(), { timeout: 10_000 }).toMatch(GENERIC);
+  return new URL(page.url().replace("#/login", "")).searchParams.get("sso_error") ?? "";
+}
+
+beforeAll(async () => {
+  await ensureAdminUiBuilt();
+  app = await startTestAppliance();
+  browser = await launchBrowser();
+  tenantA = await createTenant(app, "St. Mary's");
+  tenantB = await createTenant(app, "Riverside Clinic");
+  adminA = await signIn(app, { role: "admin", tenantId: tenantA.id });
+  adminA2 = await signIn(app, { role: "admin", tenantId: tenantA.id });
+  adminB = await signIn(app, { role: "admin", tenantId: tenantB.id });
+  idpA = await startTestIdp({
+    accounts: [
+      { sub: "u-grey", preferred_username: "mgrey", email: "meredith.grey@stmarys.example", name: "Meredith Grey", groups: ["wardkeep-practitioners"] },
+      { sub: "u-bailey", preferred_username: "mbailey", email: "miranda.bailey@stmarys.example", name: "Miranda Bailey", groups: ["wardkeep-admins"] },
+      { sub: "u-nobody", preferred_username: "visitor", email: "visitor@stmarys.example", name: "Vera Visitor", groups: ["cafeteria"] },
+    ],
+  });
+  idpB = await startTestIdp({ accounts: [{ sub: "u-b1", preferred_username: "bwell", email: "b.well@riverside.example", name: "Bo Well", groups: ["staff"] }] });
+  providerA = await addProvider(adminA, idpA, "St. Mary's Entra ID");
+  providerB = await addProvider(adminB, idpB, "Riverside Keycloak");
+  await adminA.agent
+    .put("/api/v1/identity-providers/rules")
+    .send({
+      rules: [
+        { source: "group", match: "equals", value: "wardkeep-practitioners", role: "practitioner" },
+        { source: "group", match: "equals", value: "wardkeep-admins", role: "admin" },
+      ],
+    })
+    .expect(200);
+  await adminB.agent
+    .put("/api/v1/identity-providers/rules")
+    .send({ rules: [{ source: "group", match: "equals", value: "staff", role: "front_desk" }] })
+    .expect(200);
+  await adminA.agent.patch(`/api/v1/identity-providers/${providerA}`).send({ enabled: true }).expect(200);
+  await adminB.agent.patch(`/api/v1/identity-providers/${providerB}`).send({ enabled: true }).expect(200);
+}, 120_000);
+
+afterAll(async () => {
+  await browser?.close();
+  await idpA?.close();
+  await idpB?.close();
+  await app?.close();
+});
+
+describe("OpenID Connect sign-in", () => {
+  it("signs in through the IdP and lands in the console with the role the rules give, showing the person's name", async () => {
+    const { context, page, violations } = await freshPage();
+    await page.goto(`${app.baseUrl}/#/login?tenant=${tenantA.slug}`);
+    // Only the tenant's own enabled providers have a button.
+    await expect.poll(() => page.getByTestId("sso-button").allTextContents(), { timeout: 10_000 }).toEqual(["Sign in with St. Mary's Entra ID"]);
+    await page.getByRole("link", { name: "Sign in with St. Mary's Entra ID" }).click();
+    await atIdp(page, "mgrey");
+    await page.waitForURL(/#\/$/);
+    await expect.poll(() => page.getByTestId("signed-in-name").textContent(), { timeout: 10_000 }).toBe("Meredith Grey");
+    const who = await page.evaluate(async () => (await fetch("/api/v1/auth/session")).json());
+    expect(who.user).toMatchObject({ email: "meredith.grey@stmarys.example", role: "practitioner", tenantId: tenantA.id });
+    await screenshot(page, "sso-signed-in");
+    expect(violations).toEqual([]);
+    await context.close();
+  });
+
+  it("refuses a wrong state with the generic message, and audits the precise reason", async () => {
+    const { context, page } = await freshPage();
+    await page.goto(`${app.baseUrl}/api/v1/sso/oidc/${providerA}/callback?code=abc&state=not-a-state-we-sent`);
+    const ref = await refusedOnLoginPage(page);
+    const events = await failedSignIns(adminA);
+    expect(events.find((e) => e.requestId === ref)?.reason).toBe("sso: wrong state: no sign-in was started with it");
+    await context.close();
+  });
+
+  for (const [tamper, reason] of [
+    ["wrong-nonce", /nonce/],
+    ["expired", /"exp"/],
+    ["alg-none", /alg/],
+    ["wrong-audience", /"aud"/],
+  ] as const) {
+    it(`refuses an ID token with ${tamper} and audits why`, async () => {
+      const { context, page } = await freshPage();
+      await page.goto(`${app.baseUrl}/api/v1/sso/oidc/${providerA}/start`);
+      idpA.tamper = tamper;
+      await atIdp(page, "mgrey");
+      const ref = await refusedOnLoginPage(page);
+      const event = (await failedSignIns(adminA)).find((e) => e.requestId === ref);
+      expect(event?.resourceId).toBe(providerA);
+      expect(event?.reason).toMatch(reason);
+      await context.close();
+    });
+  }
+});

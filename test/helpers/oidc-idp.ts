@@ -1,0 +1,164 @@
+import { createPrivateKey, createSign, generateKeyPairSync, type KeyObject } from "node:crypto";
+import http from "node:http";
+import type { AddressInfo } from "node:net";
+import Provider, { type Configuration } from "oidc-provider";
+
+/**
+ * A real OpenID Connect provider (`oidc-provider`) on loopback, started by a test: discovery,
+ * authorization code + PKCE, signed ID tokens, userinfo, RP-initiated logout. Its sign-in page is
+ * a small form of our own (username, "used a second factor") so a test chooses who signs in and
+ * which `amr` the IdP asserts. `tamper` rewrites the next ID token the token endpoint sends,
+ * re-signed with the IdP's own key (or unsigned for `alg: none`): the attacks a test plays.
+ */
+export type IdpAccount = { sub: string; preferred_username: string; email?: string; name?: string; groups?: string[] };
+export type Tamper = "alg-none" | "wrong-nonce" | "expired" | "wrong-audience" | null;
+
+export type TestIdp = {
+  issuer: string;
+  clientId: string;
+  clientSecret: string;
+  accounts: Map<string, IdpAccount>;
+  /** Rewrites the next ID token sent by the token endpoint. */
+  tamper: Tamper;
+  /** Lets the appliance's redirect URIs in (known once providers exist). */
+  allowRedirect(uri: string): void;
+  close(): Promise<void>;
+};
+
+const b64 = (v: object | Buffer) => (Buffer.isBuffer(v) ? v : Buffer.from(JSON.stringify(v))).toString("base64url");
+
+function sign(header: Record<string, unknown>, payload: Record<string, unknown>, key: KeyObject | null): string {
+  const input = `${b64(header)}.${b64(payload)}`;
+  if (!key) return `${input}.`;
+  const signer = createSign("RSA-SHA256");
+  signer.update(input);
+  return `${input}.${signer.sign(key).toString("base64url")}`;
+}
+
+function rewrite(idToken: string, mode: Exclude<Tamper, null>, key: KeyObject): string {
+  const [h, p] = idToken.split(".") as [string, string];
+  const header = JSON.parse(Buffer.from(h, "base64url").toString()) as Record<string, unknown>;
+  const payload = JSON.parse(Buffer.from(p, "base64url").toString()) as Record<string, unknown>;
+  const now = Math.floor(Date.now() / 1000);
+  switch (mode) {
+    case "alg-none":
+      return sign({ alg: "none", typ: "JWT" }, payload, null);
+    case "wrong-nonce":
+      return sign(header, { ...payload, nonce: "not-the-nonce-the-appliance-sent" }, key);
+    case "expired":
+      return sign(header, { ...payload, iat: now - 7200, exp: now - 3600 }, key);
+    case "wrong-audience":
+      return sign(header, { ...payload, aud: "some-other-client" }, key);
+  }
+}
+
+async function formBody(req: http.IncomingMessage): Promise<URLSearchParams> {
+  const chunks: Buffer[] = [];
+  for await (const c of req) chunks.push(c as Buffer);
+  return new URLSearchParams(Buffer.concat(chunks).toString());
+}
+
+export async function startTestIdp(opts: { clientId?: string; accounts?: IdpAccount[] } = {}): Promise<TestIdp> {
+  const { privateKey } = generateKeyPairSync("rsa", { modulusLength: 2048 });
+  const jwk = { ...privateKey.export({ format: "jwk" }), kid: "test-key", use: "sig", alg: "RS256" };
+  const signingKey = createPrivateKey({ key: privateKey.export({ format: "jwk" }), format: "jwk" });
+  const server = http.createServer();
+  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+  const issuer = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  const clientId = opts.clientId ?? "wardkeep";
+  const clientSecret = `secret-${Math.random().toString(36).slice(2)}-${Date.now()}`;
+  const redirectUris: string[] = [];
+  const postLogoutUris: string[] = [];
+  const accounts = new Map((opts.accounts ?? []).map((a) => [a.preferred_username, a]));
+  const bySub = () => new Map([...accounts.values()].map((a) => [a.sub, a]));
+
+  const configuration: Configuration = {
+    clients: [
+      {
+        client_id: clientId,
+        client_secret: clientSecret,
+        redirect_uris: redirectUris,
+        post_logout_redirect_uris: postLogoutUris,
+        grant_types: ["authorization_code"],
+        response_types: ["code"],
+        token_endpoint_auth_method: "client_secret_basic",
+      },
+    ],
+    jwks: { keys: [jwk] },
+    cookies: { keys: ["test-cookie-key-0123456789"] },
+    claims: { openid: ["sub"], email: ["email"], profile: ["name", "preferred_username"], groups: ["groups"] },
+    scopes: ["openid", "email", "profile", "groups"],
+    features: { devInteractions: { enabled: false }, rpInitiatedLogout: { enabled: true } },
+    interactions: { url: (_ctx, interaction) => `/interaction/${interaction.uid}` },
+    async findAccount(_ctx, sub) {
+      const a = bySub().get(sub);
+      if (!a) return undefined;
+      return { accountId: sub, claims: () => ({ ...a }) };
+    },
+    // No consent screen: the hospital's IdP has pre-approved the appliance.
+    async loadExistingGrant(ctx) {
+      const grant = new ctx.oidc.provider.Grant({ clientId: ctx.oidc.client!.clientId, accountId: ctx.oidc.session!.accountId! });
+      grant.addOIDCScope("openid email profile groups");
+      await grant.save();
+      return grant;
+    },
+  };
+  // Built at the first request: oidc-provider reads its static clients once, and the appliance's
+  // redirect URIs (which name provider ids) are known only after the test created its providers.
+  let provider: Provider | undefined;
+  // RFC 9207 `iss` in the authorization response is on by default in oidc-provider; it is what the appliance checks against mix-up.
+  const idp: TestIdp = {
+    issuer,
+    clientId,
+    clientSecret,
+    accounts,
+    tamper: null,
+    allowRedirect(uri: string) {
+      if (uri.endsWith("/callback")) redirectUris.push(uri);
+      else postLogoutUris.push(uri);
+    },
+    close: () => new Promise<void>((r) => server.close(() => r())),
+  };
+  const build = () => {
+    const p = new Provider(issuer, configuration);
+    p.use(async (ctx, next) => {
+      await next();
+      if (ctx.path === "/token" && idp.tamper && ctx.body && typeof ctx.body === "object" && "id_token" in ctx.body) {
+        const body = ctx.body as { id_token: string };
+        ctx.body = { ...body, id_token: rewrite(body.id_token, idp.tamper, signingKey) };
+        idp.tamper = null;
+      }
+    });
+    return p;
+  };
+
+  server.on("request", (req, res) => {
+    provider ??= build();
+    const url = new URL(req.url ?? "/", issuer);
+    if (!url.pathname.startsWith("/interaction/")) return provider.callback()(req, res);
+    void (async () => {
+      try {
+        const details = await provider!.interactionDetails(req, res);
+        if (req.method === "GET") {
+          res.setHeader("content-type", "text/html; charset=utf-8");
+          res.end(`<!doctype html><html><head><title>Test IdP</title></head><body><h1>Hospital IdP sign-in</h1>
+<form method="post" action="/interaction/${details.uid}"><label>Username <input name="username" autofocus></label>
+<label><input type="checkbox" name="mfa" value="1"> Used a second factor</label><button type="submit">Sign in at the IdP</button></form></body></html>`);
+          return;
+        }
+        const form = await formBody(req);
+        const account = accounts.get(form.get("username") ?? "");
+        if (!account) {
+          await provider!.interactionFinished(req, res, { error: "access_denied", error_description: "unknown user" }, { mergeWithLastSubmission: false });
+          return;
+        }
+        const amr = form.get("mfa") ? ["pwd", "otp"] : ["pwd"];
+        await provider!.interactionFinished(req, res, { login: { accountId: account.sub, amr } }, { mergeWithLastSubmission: false });
+      } catch (err) {
+        res.statusCode = 500;
+        res.end(String(err));
+      }
+    })();
+  });
+  return idp;
+}
