@@ -2,7 +2,7 @@ import type { Browser, BrowserContext, Page } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createTenant, signIn, type SignedIn, type TenantRef } from "../helpers/actors.js";
 import { startTestAppliance, type TestAppliance } from "../helpers/appliance.js";
-import { contextWithSession, ensureAdminUiBuilt, launchBrowser, screenshot, watchForViolations } from "../helpers/browser.js";
+import { ensureAdminUiBuilt, launchBrowser, openScreen, screenshot, watchForViolations } from "../helpers/browser.js";
 import { startTestIdp, type TestIdp } from "../helpers/oidc-idp.js";
 
 /**
@@ -131,6 +131,118 @@ describe("OpenID Connect sign-in", () => {
     expect(who.user).toMatchObject({ email: "meredith.grey@stmarys.example", role: "practitioner", tenantId: tenantA.id });
     await screenshot(page, "sso-signed-in");
     expect(violations).toEqual([]);
+
+    // Signing out ends the appliance session and sends the browser to the IdP's end-session endpoint.
+    await page.getByRole("button", { name: "Sign out" }).click();
+    await page.waitForURL((u) => u.href.startsWith(`${idpA.issuer}/session/end`));
+    const after = await context.request.get(`${app.baseUrl}/api/v1/auth/session`);
+    expect(after.status()).toBe(401);
+    await context.close();
+  });
+
+  it("accepts the IdP's MFA where the role's policy says so, and asks for local TOTP where it does not", async () => {
+    await adminA.agent.put("/api/v1/identity-providers/mfa-policy").send({ roles: { practitioner: "local" } }).expect(200);
+    const { context, page } = await freshPage();
+    await page.goto(`${app.baseUrl}/api/v1/sso/oidc/${providerA}/start`);
+    await atIdp(page, "mgrey", { mfa: true });
+    // No authenticator yet: enrolment first, as for a password sign-in under enforced MFA.
+    await page.waitForURL(/#\/mfa$/);
+    expect((await (await context.request.get(`${app.baseUrl}/api/v1/auth/session`)).json()).stage).toBe("mfa_enrollment_required");
+    await context.close();
+
+    await adminA.agent.put("/api/v1/identity-providers/mfa-policy").send({ roles: { practitioner: "idp" } }).expect(200);
+    const second = await freshPage();
+    await second.page.goto(`${app.baseUrl}/api/v1/sso/oidc/${providerA}/start`);
+    await atIdp(second.page, "mgrey", { mfa: true });
+    await second.page.waitForURL(/#\/$/);
+    const info = await (await second.context.request.get(`${app.baseUrl}/api/v1/auth/session`)).json();
+    expect(info.stage).toBe("active");
+    expect(info.mfaVerifiedAt).not.toBeNull();
+    await second.context.close();
+  });
+
+  it("keeps a rule granting admin pending until a second admin approves it; the dry run shows what a change would do", async () => {
+    // Bailey's group maps to admin, saved by adminA: pending, so no rule admits her yet.
+    const { context, page } = await freshPage();
+    await page.goto(`${app.baseUrl}/api/v1/sso/oidc/${providerA}/start`);
+    await atIdp(page, "mbailey");
+    const ref = await refusedOnLoginPage(page);
+    expect((await failedSignIns(adminA)).find((e) => e.requestId === ref)?.reason).toBe("sso: no rule matched (1 groups received)");
+
+    const rules = (await adminA.agent.get("/api/v1/identity-providers/rules").expect(200)).body.rules as { id: string; role: string; status: string }[];
+    const adminRule = rules.find((r) => r.role === "admin")!;
+    expect(adminRule.status).toBe("pending");
+    const own = await adminA.agent.post(`/api/v1/identity-providers/rules/${adminRule.id}/approve`).expect(403);
+    expect(own.body.detail).toMatch(/second administrator/);
+    const approved = await adminA2.agent.post(`/api/v1/identity-providers/rules/${adminRule.id}/approve`).expect(200);
+    expect(approved.body).toMatchObject({ status: "active", approvedBy: adminA2.user.id });
+
+    await page.goto(`${app.baseUrl}/api/v1/sso/oidc/${providerA}/start`);
+    await atIdp(page, "mbailey");
+    await page.waitForURL(/#\/$/);
+    expect((await (await context.request.get(`${app.baseUrl}/api/v1/auth/session`)).json()).user.role).toBe("admin");
+    await context.close();
+
+    // Proposed: practitioners become front desk; the admin rule unchanged keeps its approval.
+    const dry = await adminA.agent
+      .post("/api/v1/identity-providers/rules/dry-run")
+      .send({
+        rules: [
+          { source: "group", match: "equals", value: "wardkeep-practitioners", role: "front_desk" },
+          { source: "group", match: "equals", value: "wardkeep-admins", role: "admin" },
+        ],
+      })
+      .expect(200);
+    const byEmail = Object.fromEntries((dry.body.users as { email: string; change: string; proposedRole: string }[]).map((u) => [u.email, u]));
+    expect(byEmail["meredith.grey@stmarys.example"]).toMatchObject({ change: "role_change", proposedRole: "front_desk" });
+    expect(byEmail["miranda.bailey@stmarys.example"]).toMatchObject({ change: "unchanged", proposedRole: "admin" });
+    // Nothing was saved.
+    expect((await adminA.agent.get("/api/v1/identity-providers/rules").expect(200)).body.rules[0].role).toBe("practitioner");
+  });
+
+  it("shows an admin what a test sign-in received, before anyone can sign in with it", async () => {
+    const { context, page } = await openScreen(browser, app.baseUrl, adminA.cookie);
+    const started = await page.evaluate(
+      async ([id, csrf]) => (await fetch(`/api/v1/identity-providers/${id}/test`, { method: "POST", headers: { "X-CSRF-Token": csrf! } })).json(),
+      [providerA, adminA.csrfToken] as const,
+    );
+    await page.goto(started.url as string);
+    await atIdp(page, "visitor");
+    await page.waitForURL(/#\/sign-in-providers\?test=/);
+    const result = await adminA.agent.get(`/api/v1/identity-providers/${providerA}/tests/${started.testId}`).expect(200);
+    expect(result.body).toMatchObject({ status: "received", error: null });
+    expect(result.body.identity).toMatchObject({ subject: "u-nobody", email: "visitor@stmarys.example", groups: ["cafeteria"], role: null, amr: ["pwd"] });
+    // Another tenant's admin cannot read it.
+    await adminB.agent.get(`/api/v1/identity-providers/${providerA}/tests/${started.testId}`).expect(404);
+    await context.close();
+  });
+
+  it("refuses an authorization response of another tenant's IdP (issuer mix-up)", async () => {
+    const { context, page } = await freshPage();
+    let fromB = "";
+    await page.route(`**/api/v1/sso/oidc/${providerB}/callback**`, (route) => {
+      fromB = route.request().url();
+      return route.abort();
+    });
+    await page.goto(`${app.baseUrl}/api/v1/sso/oidc/${providerB}/start`);
+    await atIdp(page, "bwell");
+    await expect.poll(() => fromB).not.toBe("");
+    let toA = "";
+    await page.route(`${idpA.issuer}/auth**`, (route) => {
+      toA = route.request().url();
+      return route.abort();
+    });
+    await page.goto(`${app.baseUrl}/api/v1/sso/oidc/${providerA}/start`).catch(() => undefined);
+    await expect.poll(() => toA).not.toBe("");
+    await page.unrouteAll();
+    const b = new URL(fromB).searchParams;
+    const stateA = new URL(toA).searchParams.get("state")!;
+    await page.goto(`${app.baseUrl}/api/v1/sso/oidc/${providerA}/callback?${new URLSearchParams({ code: b.get("code")!, state: stateA, iss: b.get("iss")! })}`);
+    const ref = await refusedOnLoginPage(page);
+    const event = (await failedSignIns(adminA)).find((e) => e.requestId === ref);
+    expect(event?.reason).toMatch(/"iss"/);
+    // Tenant B's trail does not hold tenant A's refusal.
+    expect((await failedSignIns(adminB)).find((e) => e.requestId === ref)).toBeUndefined();
     await context.close();
   });
 
