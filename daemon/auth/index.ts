@@ -14,3 +14,5 @@ export { createInvite, inviteInTransaction, type CreatedInvite } from "./invites
 export { createApiToken, listApiTokens, revokeApiToken, type ApiTokenView } from "./api-tokens.js";
 export { createApiTokenRequest } from "./schema.js";
 export { createInviteRequest } from "./schema.js";
+export { listSessions, revokeAllSessions, type SessionView } from "./account.js";
+export { revokeAllRequest } from "./schema.js";
