@@ -16,3 +16,7 @@ export { createApiTokenRequest } from "./schema.js";
 export { createInviteRequest } from "./schema.js";
 export { listSessions, revokeAllSessions, type SessionView } from "./account.js";
 export { revokeAllRequest } from "./schema.js";
+// Sign-in through an identity provider (daemon/sso) ends in the same session and MFA stages as a password sign-in.
+export { issueSession, type IssuedSession } from "./sessions.js";
+export { stageFor } from "./login.js";
+export { sessionCookie } from "./tokens.js";
