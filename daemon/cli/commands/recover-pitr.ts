@@ -305,7 +305,9 @@ async function findAuditEvent(config: Config, req: PitrRequest, seq: string): Pr
   const found = await locate({ ...req, point: { kind: "latest" } });
   try {
     const available = await listWal(req.target);
-    const fetcher = (await restoreBaseForReplay(req, found, available, dataDir, "find event"))((s) => req.onProgress?.({ phase: "find event", done: s.files, total: available.size }));
+    const fetcher = (await restoreBaseForReplay(req, found, available, dataDir, "find event"))((s) =>
+      req.onProgress?.({ phase: "find event", done: s.files, total: available.size }),
+    );
     fetcher.start();
     try {
       return await runEmbeddedRecovery({

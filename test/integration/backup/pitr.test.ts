@@ -176,9 +176,10 @@ beforeAll(async () => {
     waitingAfter: after.waiting,
   };
   tenantChain = (
-    await sql<{ seq: string; canonical: string; hash: string }>("SELECT seq::text AS seq, canonical, encode(hash, 'hex') AS hash FROM audit_events WHERE tenant_id = $1 ORDER BY seq", [
-      clinic.tenant.id,
-    ])
+    await sql<{ seq: string; canonical: string; hash: string }>(
+      "SELECT seq::text AS seq, canonical, encode(hash, 'hex') AS hash FROM audit_events WHERE tenant_id = $1 ORDER BY seq",
+      [clinic.tenant.id],
+    )
   ).map((r) => ({ seq: r.seq, eventId: (JSON.parse(r.canonical) as { event_id: string }).event_id, hash: r.hash }));
   await a.stop();
 }, 240_000);
