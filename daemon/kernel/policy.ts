@@ -123,6 +123,12 @@ export const policy = {
     create: staff("owner", "admin"),
     revoke: staff("owner", "admin"),
   },
+  // SCIM provisioning tokens: the IdP's client manages accounts with them, so only admins hand them out.
+  scim_token: {
+    list: staff("owner", "admin"),
+    create: staff("owner", "admin"),
+    revoke: staff("owner", "admin"),
+  },
   access_review: { read: or(appliance("super_admin"), staff("owner", "admin", "auditor")) },
   support_request: {
     create: appliance("support"),
@@ -270,6 +276,7 @@ export const STEP_UP_ACTIONS: ReadonlySet<Action> = new Set<Action>([
   "user:update",
   "user:reset_mfa",
   "api_token:create",
+  "scim_token:create",
   "patient:delete",
   "deletion:request_tenant",
   "legal_hold:release",
