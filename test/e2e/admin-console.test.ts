@@ -89,6 +89,7 @@ describe("admin console shows what the API says", () => {
       "Appliance status",
       "Users & invites",
       "Support access",
+      "Signed-in people",
       "API tokens",
       "Security settings",
       "Audit trail",
