@@ -8,6 +8,7 @@ import { registerConfig } from "./commands/config.js";
 import { registerDoctor } from "./commands/doctor.js";
 import { registerMigrate } from "./commands/migrate.js";
 import { registerRecover } from "./commands/recover.js";
+import { registerSession } from "./commands/session.js";
 import { registerStart } from "./commands/start.js";
 import { registerWebhook } from "./commands/webhook.js";
 import { registerTenant } from "./commands/tenant.js";
@@ -50,6 +51,7 @@ export function buildProgram(): Command {
   registerAlerts(program);
   registerTenant(program);
   registerToken(program);
+  registerSession(program);
   registerUser(program);
   registerWebhook(program);
   for (const cmd of program.commands) applyExitOverride(cmd);
