@@ -29,7 +29,17 @@ import type {
   SetupStatusRes,
 } from "../../../daemon/auth/schema.js";
 import type { AlertChannelTestRes, AlertChannelViewRes, AlertDetailRes, AlertListRes, AlertSummaryRes, AlertViewRes } from "../../../daemon/alerts/schema.js";
-import type { BackupListRes, BackupPolicyRes, DrillRecordRes, RunStartedRes, SnapshotRecordRes } from "../../../daemon/backups/schema.js";
+import type {
+  BackupListRes,
+  BackupPolicyRes,
+  DrillRecordRes,
+  RestoreOutcomeRes,
+  RestoreReq,
+  RunStartedRes,
+  SnapshotRecordRes,
+  TargetTestRes,
+  VerifyResultRes,
+} from "../../../daemon/backups/schema.js";
 import type { NotReadyProblem, ReadinessChecks, ReadinessRes } from "../../../daemon/http/schema.js";
 import type { JobListRes, JobRunStartedRes, JobRunsRes } from "../../../daemon/jobs/schema.js";
 import type { KeyStatusRes, RotationStartedRes, SealProgressRes } from "../../../daemon/keys/schema.js";
@@ -266,6 +276,12 @@ export const api = {
     policy: () => request<BackupPolicyRes>("GET", `${V1}/backups/policy`),
     // The editor's body follows the daemon's policyInputSchema (targets as entered, secrets by target name).
     savePolicy: (body: unknown) => request<BackupPolicyRes>("PUT", `${V1}/backups/policy`, body),
+    // The body follows the daemon's targetTestRequest (a target as entered, and its secrets if typed).
+    testTarget: (body: { target: unknown; secrets?: Record<string, string> }) => request<TargetTestRes>("POST", `${V1}/backups/targets/test`, body),
+    verify: (id: string) => request<VerifyResultRes>("POST", `${V1}/backups/${seg(id)}/verify`, {}),
+    restore: (id: string, body: RestoreReq) => request<RestoreOutcomeRes>("POST", `${V1}/backups/${seg(id)}/restore`, body),
+    /** A plain link (the browser downloads the script itself). */
+    recoveryScriptUrl: `${V1}/backups/recovery-script`,
   },
   alerts: {
     list: (state: "open" | "resolved" | "all" = "open") => request<AlertListRes>("GET", `${V1}/alerts?state=${state}`),
