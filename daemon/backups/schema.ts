@@ -1,5 +1,5 @@
 import { z } from "zod";
-import { fsTargetSchema, s3TargetSchema, sftpTargetSchema } from "../../backup/targets/target.js";
+import { fsTargetSchema, s3TargetSchema, sftpTargetSchema, targetDefinitionSchema, targetSecretsSchema } from "../../backup/targets/target.js";
 
 /**
  * Response schemas of the backup and drill routes. Leaf module (zod only): the admin UI imports
@@ -156,6 +156,38 @@ export const backupPolicyView = z.object({
   updatedAt: z.string(),
 });
 
+/** `GET /api/v1/backups/pitr`: the recovery point of each target, the WAL spool and PostgreSQL's archiver. */
+export const pitrStatusView = z.object({
+  /** backup.walArchiving: continuous WAL archiving is on. */
+  archiving: z.boolean(),
+  /** PostgreSQL's archive_timeout (seconds): the longest a quiet segment waits before it is archived. */
+  archiveTimeoutSeconds: z.number(),
+  /** WAL files waiting in the spool for a target, and the spool's limit. */
+  spool: z.object({ files: z.number(), bytes: z.number(), limitBytes: z.number() }),
+  /** pg_stat_archiver: archived and failed counts; `failing` when the last failure is newer than the last success. */
+  archiver: z.object({
+    archivedCount: z.number(),
+    failedCount: z.number(),
+    lastArchivedAt: z.string().nullable(),
+    lastFailedAt: z.string().nullable(),
+    lastFailedWal: z.string().nullable(),
+    failing: z.boolean(),
+  }),
+  /** Per configured target: its newest WAL file, when it was archived, its age now, and the recovery point (seconds of work at risk). */
+  targets: z.array(
+    z.object({
+      target: z.string(),
+      newestWal: z.string().nullable(),
+      newestArchivedAt: z.string().nullable(),
+      newestAgeSeconds: z.number().nullable(),
+      rpoSeconds: z.number().nullable(),
+    }),
+  ),
+  /** The newest base backup. */
+  lastBaseBackup: z.object({ id: z.string(), status: z.string(), finishedAt: z.string().nullable() }).nullable(),
+});
+
+export type PitrStatusRes = z.infer<typeof pitrStatusView>;
 export type SnapshotRecordRes = z.infer<typeof snapshotRecord>;
 export type BackupAlertRes = z.infer<typeof backupAlert>;
 export type BackupListRes = z.infer<typeof backupListResponse>;
@@ -178,15 +210,19 @@ export const verifyRequest = z
   .strict();
 export const restoreRequest = z
   .object({
-    /** Owner connection (postgres://) to an EMPTY database; a non-empty one is refused. */
+    /** Owner connection (postgres://) to an EMPTY database; a non-empty one is refused. Give this or `scratch`. */
     intoUrl: z
       .string()
       .regex(/^postgres(ql)?:\/\//, "a postgres:// URL")
-      .max(2000),
+      .max(2000)
+      .optional(),
+    /** Restore into a new scratch database the appliance creates (as drills do) and keeps for inspection. */
+    scratch: z.literal(true).optional(),
     /** Target to read from; omitted: the first that holds the snapshot. */
     target: z.string().max(40).optional(),
   })
-  .strict();
+  .strict()
+  .refine((b) => (b.intoUrl === undefined) !== (b.scratch === undefined), { message: "give either intoUrl or scratch: true", path: ["intoUrl"] });
 export const drillRequest = z
   .object({
     /** Snapshot to drill; omitted: the latest complete one. */
@@ -254,6 +290,32 @@ export const restoreOutcome = z.object({
   target: z.string(),
   /** The appliance's crypto-shredding list was applied to the restored data. */
   shredList: z.literal("reapplied"),
+  /** The scratch database restored into (`scratch: true`), kept until an operator drops it; null for `intoUrl`. */
+  scratchDatabase: z.string().nullable(),
+});
+
+export const targetTestRequest = z
+  .object({
+    /** The target as it would be saved in the policy (need not be saved yet). */
+    target: targetDefinitionSchema,
+    /** Its secrets; omitted: the ones stored for a saved target of the same name and kind. */
+    secrets: targetSecretsSchema.optional(),
+  })
+  .strict();
+
+export const targetTestResult = z.object({
+  /** The target's name. */
+  target: z.string(),
+  /** Where it points (never a secret). */
+  where: z.string(),
+  /** Listed, wrote and read back a probe object. */
+  ok: z.boolean(),
+  /** One line for people: what worked, or the first step that failed and why. */
+  detail: z.string(),
+  /** Each step (list, write, read, delete) with its time and outcome. */
+  steps: z.array(z.object({ name: z.enum(["list", "write", "read", "delete"]), ok: z.boolean(), ms: z.number(), detail: z.string() })),
+  /** When it was tested. */
+  checkedAt: z.string(),
 });
 
 export const wormCheck = z.object({
@@ -273,3 +335,5 @@ export type DrillReq = z.infer<typeof drillRequest>;
 export type VerifyResultRes = z.infer<typeof verifyResult>;
 export type RestoreOutcomeRes = z.infer<typeof restoreOutcome>;
 export type WormCheckRes = z.infer<typeof wormCheck>;
+export type TargetTestReq = z.infer<typeof targetTestRequest>;
+export type TargetTestRes = z.infer<typeof targetTestResult>;

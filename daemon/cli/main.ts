@@ -8,10 +8,12 @@ import { registerConfig } from "./commands/config.js";
 import { registerDoctor } from "./commands/doctor.js";
 import { registerMigrate } from "./commands/migrate.js";
 import { registerRecover } from "./commands/recover.js";
+import { registerSession } from "./commands/session.js";
 import { registerStart } from "./commands/start.js";
 import { registerWebhook } from "./commands/webhook.js";
 import { registerTenant } from "./commands/tenant.js";
 import { registerToken } from "./commands/token.js";
+import { registerScim } from "./commands/scim.js";
 import { registerUser } from "./commands/user.js";
 import { registerKeys } from "./commands/keys.js";
 import { registerTls } from "./commands/tls.js";
@@ -33,6 +35,7 @@ export function buildProgram(): Command {
         "  0  done",
         '  1  failed: one readable line on stderr says why (with --json: {"ok": false, "error"} on stdout)',
         "  2  the command line is wrong: unknown command or option, or a required option missing",
+        "  3  a backup target could not be reached (backup target add|test, backup wal): nothing was saved",
       ].join("\n"),
     );
   registerStart(program);
@@ -49,6 +52,8 @@ export function buildProgram(): Command {
   registerAlerts(program);
   registerTenant(program);
   registerToken(program);
+  registerScim(program);
+  registerSession(program);
   registerUser(program);
   registerWebhook(program);
   for (const cmd of program.commands) applyExitOverride(cmd);

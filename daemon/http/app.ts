@@ -21,6 +21,7 @@ import { retentionRoutes } from "../retention/routes.js";
 import { mountRoutes, type Route } from "../kernel/define-route.js";
 import { inboundWebhookRoutes, webhookRoutes } from "../webhooks/routes.js";
 import { ssoRoutes } from "../sso/routes.js";
+import { scimProtocolRoutes, scimTokenRoutes } from "../scim/routes.js";
 
 /**
  * The Express application: middleware in the order a request meets it, then one router per
@@ -31,7 +32,9 @@ export function createHttpApp(ctx: ApplianceContext): Express {
   // Each capability's routes, on a router entered only by paths they could answer (router-gate.ts).
   const mount = (routes: readonly Route[]) => gatedByFirstSegment(mountRoutes(ctx, routes, policyBinding));
   app.disable("x-powered-by");
-  app.set("trust proxy", ctx.config.server.trustProxy);
+  // X-Forwarded-For is believed only from the configured proxies (anyone else could name any
+  // address and escape the per-address sign-in limits); the rightmost untrusted hop is the client.
+  app.set("trust proxy", ctx.config.server.trustedProxies.length > 0 ? ctx.config.server.trustedProxies : false);
   app.set("etag", false);
   app.use(requestId);
   app.use(securityHeaders());
@@ -39,6 +42,8 @@ export function createHttpApp(ctx: ApplianceContext): Express {
   app.use(accessLog(ctx.log));
 
   app.use(mount(healthRoutes));
+  // SCIM 2.0 (RFC 7644) at /scim/v2: its own bearer tokens, media type and error schema (docs/scim.md).
+  app.use(mount(scimProtocolRoutes));
 
   const api = Router();
   api.use(noStore);
@@ -52,7 +57,20 @@ export function createHttpApp(ctx: ApplianceContext): Express {
   api.use(mount(setupRoutes));
   // Everything after this line knows its caller (res.locals.actor) or answers 401 through the policy guard.
   api.use(authenticate(ctx));
-  for (const routes of [authRoutes, accessRoutes, keysRoutes, backupRoutes, recordsRoutes, auditRoutes, alertRoutes, webhookRoutes, jobsRoutes, retentionRoutes, ssoRoutes])
+  for (const routes of [
+    authRoutes,
+    accessRoutes,
+    keysRoutes,
+    backupRoutes,
+    recordsRoutes,
+    auditRoutes,
+    alertRoutes,
+    webhookRoutes,
+    jobsRoutes,
+    retentionRoutes,
+    scimTokenRoutes,
+    ssoRoutes,
+  ])
     api.use(mount(routes));
   app.use("/api/v1", api);
 

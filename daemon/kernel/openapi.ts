@@ -73,6 +73,7 @@ export const TAGS = [
   { name: "jobs", description: "Recurring jobs: schedules, run history and run now" },
   { name: "retention", description: "The retention register: rules, legal holds, purge preview and disposition certificates" },
   { name: "sso", description: "Hospital sign-in: identity providers per tenant (OpenID Connect, SAML, LDAP), claim/group rules, IdP MFA policy" },
+  { name: "scim", description: "SCIM 2.0 provisioning (/scim/v2, application/scim+json) and the tenant's SCIM tokens" },
 ] as const;
 export type Tag = (typeof TAGS)[number]["name"];
 
