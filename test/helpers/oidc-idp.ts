@@ -86,7 +86,7 @@ export async function startTestIdp(opts: { clientId?: string; accounts?: IdpAcco
     ],
     jwks: { keys: [jwk] },
     cookies: { keys: ["test-cookie-key-0123456789"] },
-    claims: { openid: ["sub"], email: ["email"], profile: ["name", "preferred_username"], groups: ["groups"] },
+    claims: { amr: null, acr: null, openid: ["sub"], email: ["email"], profile: ["name", "preferred_username"], groups: ["groups"] },
     scopes: ["openid", "email", "profile", "groups"],
     features: { devInteractions: { enabled: false }, rpInitiatedLogout: { enabled: true } },
     interactions: { url: (_ctx, interaction) => `/interaction/${interaction.uid}` },

@@ -14,7 +14,7 @@ declare module "oidc-provider" {
     clients: Record<string, unknown>[];
     jwks: { keys: Record<string, unknown>[] };
     cookies: { keys: string[] };
-    claims: Record<string, string[]>;
+    claims: Record<string, string[] | null>;
     scopes: string[];
     features: Record<string, { enabled: boolean }>;
     interactions: { url: (ctx: KoaContext, interaction: { uid: string }) => string };
