@@ -60,6 +60,10 @@ export const securitySettingsView = z.object({
   inactiveUserDaysIsDefault: z.boolean(),
   /** A session ends this many hours after sign-in, however active (appliance setting). */
   absoluteLifetimeHours: z.number(),
+  /** Who may sign in with a local password: everyone, or only the break-glass accounts (the rest through the identity provider). */
+  localSignIn: z.enum(["everyone", "break_glass_only"]),
+  /** How many active break-glass accounts the tenant has. */
+  breakGlassAccounts: z.number().int(),
 });
 
 export const userView = z.object({
@@ -85,6 +89,10 @@ export const userView = z.object({
   createdAt: z.string(),
   /** When it was deactivated. */
   deactivatedAt: z.string().nullable(),
+  /** Keeps password + TOTP sign-in when local sign-in is for break-glass accounts only; each use raises an alert. */
+  breakGlassAccount: z.boolean(),
+  /** Where the account came from: local (invite, setup), scim (the directory), idp (first sign-in through a provider). */
+  source: z.enum(["local", "scim", "idp"]),
 });
 
 export const supportRequestView = z.object({
@@ -154,6 +162,8 @@ export const securitySettingsRequest = z
     idleTimeoutMinutes: z.number().int().min(5).max(240).nullable().optional(),
     /** Deactivate accounts unused this many days, 7 to 3650; null = appliance default. */
     inactiveUserDays: z.number().int().min(7).max(3650).nullable().optional(),
+    /** break_glass_only: local password sign-in only for break-glass accounts (needs an enabled identity provider and one such account). */
+    localSignIn: z.enum(["everyone", "break_glass_only"]).optional(),
   })
   .strict();
 
@@ -165,6 +175,8 @@ export const updateUserRequest = z
     status: z.enum(["active", "deactivated"]).optional(),
     /** How colleagues see the person; null removes it. */
     displayName: z.string().trim().min(1).max(200).nullable().optional(),
+    /** Flag the account as a break-glass account (it must have an authenticator; at most 3 per tenant). */
+    breakGlassAccount: z.boolean().optional(),
   })
   .strict();
 
@@ -266,3 +278,55 @@ export type BreakGlassGrantRes = z.infer<typeof breakGlassGrant>;
 export type CareTeamAssignReq = z.infer<typeof careTeamAssign>;
 export type CareTeamMemberRes = z.infer<typeof careTeamMember>;
 export type AdminNotificationRes = z.infer<typeof adminNotification>;
+
+// ---- just-in-time privileged access ------------------------------------------------------------
+
+/** Roles a person may hold for a bounded time after a second admin's approval. */
+export const PRIVILEGED_ROLES = ["admin", "auditor"] as const;
+
+export const privilegedAccessRequest = z
+  .object({
+    /** The privileged role asked for. */
+    role: z.enum(PRIVILEGED_ROLES),
+    /** For how long, in minutes (5 up to access.privilegedAccessMaxMinutes). */
+    minutes: z.number().int().min(5).max(1440),
+    /** Why (shown to the approving admin, kept in the audit trail): 10 to 500 characters. */
+    reason: z.string().trim().min(10).max(500),
+  })
+  .strict();
+
+export const privilegedAccessView = z.object({
+  /** Grant id. */
+  id: z.string(),
+  /** The person asking. */
+  userId: z.string(),
+  /** Their email, for the approver. */
+  userEmail: z.string().nullable(),
+  /** The role they hold without the grant. */
+  baseRole: z.string(),
+  /** The privileged role asked for. */
+  role: z.enum(PRIVILEGED_ROLES),
+  /** Minutes asked for. */
+  minutes: z.number().int(),
+  /** Why. */
+  reason: z.string(),
+  /** pending, approved (active until expiresAt), denied or ended. */
+  status: z.enum(["pending", "approved", "denied", "ended"]),
+  /** When it was asked for. */
+  requestedAt: z.string(),
+  /** The admin who approved or denied it. */
+  decidedBy: z.string().nullable(),
+  /** When. */
+  decidedAt: z.string().nullable(),
+  /** When an approved grant ends by itself. */
+  expiresAt: z.string().nullable(),
+  /** When it ended. */
+  endedAt: z.string().nullable(),
+  /** expired, ended-early or account-deactivated. */
+  endReason: z.string().nullable(),
+  /** True while the grant is in force (approved and not past expiresAt). */
+  active: z.boolean(),
+});
+
+export type PrivilegedAccessReq = z.infer<typeof privilegedAccessRequest>;
+export type PrivilegedAccessRes = z.infer<typeof privilegedAccessView>;

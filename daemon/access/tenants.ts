@@ -25,6 +25,8 @@ export type SecuritySettings = {
   inactiveUserDays: number;
   inactiveUserDaysIsDefault: boolean;
   absoluteLifetimeHours: number;
+  localSignIn: "everyone" | "break_glass_only";
+  breakGlassAccounts: number;
 };
 
 type TenantRow = {
@@ -36,6 +38,8 @@ type TenantRow = {
   mfa_required: boolean;
   idle_timeout_minutes: number | null;
   inactive_user_days: number | null;
+  local_sign_in: "everyone" | "break_glass_only";
+  break_glass_accounts?: string;
 };
 
 const view = (r: TenantRow): TenantView => ({ id: r.id, name: r.name, slug: r.slug, status: r.status, createdAt: r.created_at.toISOString() });
@@ -129,6 +133,22 @@ export async function updateTenant(ctx: ApplianceContext, actor: Actor, tenantId
   });
 }
 
+const BREAK_GLASS_COUNT = "(SELECT count(*) FROM users u WHERE u.tenant_id = tenants.id AND u.break_glass_account AND u.status = 'active') AS break_glass_accounts";
+
+/**
+ * Local sign-in for break-glass accounts only: refused unless the tenant can still get in, that
+ * is, it has an enabled identity provider and at least one active break-glass account.
+ */
+async function checkLocalSignInOff(t: Tx, tenantId: string): Promise<void> {
+  const [r] = await t.rows<{ providers: string; accounts: string }>(
+    `SELECT (SELECT count(*) FROM identity_providers p WHERE p.tenant_id = $1 AND p.enabled) AS providers,
+            (SELECT count(*) FROM users u WHERE u.tenant_id = $1 AND u.break_glass_account AND u.status = 'active') AS accounts`,
+    [tenantId],
+  );
+  if (Number(r!.providers) === 0) throw new Conflict("enable an identity provider before turning local sign-in off");
+  if (Number(r!.accounts) === 0) throw new Conflict("flag at least one break-glass account before turning local sign-in off");
+}
+
 function settingsOf(ctx: ApplianceContext, r: TenantRow): SecuritySettings {
   return {
     mfaRequired: r.mfa_required,
@@ -137,6 +157,8 @@ function settingsOf(ctx: ApplianceContext, r: TenantRow): SecuritySettings {
     inactiveUserDays: r.inactive_user_days ?? ctx.config.access.inactiveUserDays,
     inactiveUserDaysIsDefault: r.inactive_user_days === null,
     absoluteLifetimeHours: ctx.config.auth.absoluteLifetimeHours,
+    localSignIn: r.local_sign_in,
+    breakGlassAccounts: Number(r.break_glass_accounts ?? 0),
   };
 }
 
@@ -149,7 +171,7 @@ export async function getSecuritySettings(ctx: ApplianceContext, actor: Actor): 
   const tenantId = requireTenant(actor);
   authorize(actor, "security_settings:read", { tenantId });
   return inScope(ctx.db.app, scopeOf(actor), async (t) => {
-    const [row] = await t.rows<TenantRow>("SELECT * FROM tenants WHERE id = $1", [tenantId]);
+    const [row] = await t.rows<TenantRow>(`SELECT *, ${BREAK_GLASS_COUNT} FROM tenants WHERE id = $1`, [tenantId]);
     if (!row) throw new NotFound("no such tenant");
     return settingsOf(ctx, row);
   });
@@ -160,13 +182,15 @@ export async function updateSecuritySettings(ctx: ApplianceContext, actor: Actor
   const tenantId = requireTenant(actor);
   authorize(actor, "security_settings:update", { tenantId });
   return inScope(ctx.db.app, scopeOf(actor), async (t) => {
+    if (input.localSignIn === "break_glass_only") await checkLocalSignInOff(t, tenantId);
     const [row] = await t.rows<TenantRow>(
       `UPDATE tenants SET
+         local_sign_in = coalesce($8, local_sign_in),
          mfa_required = coalesce($2, mfa_required),
          idle_timeout_minutes = CASE WHEN $3::boolean THEN $4::integer ELSE idle_timeout_minutes END,
          inactive_user_days = CASE WHEN $5::boolean THEN $6::integer ELSE inactive_user_days END,
          updated_at = $7
-       WHERE id = $1 RETURNING *`,
+       WHERE id = $1 RETURNING *, ${BREAK_GLASS_COUNT}`,
       [
         tenantId,
         input.mfaRequired ?? null,
@@ -175,6 +199,7 @@ export async function updateSecuritySettings(ctx: ApplianceContext, actor: Actor
         input.inactiveUserDays !== undefined,
         input.inactiveUserDays ?? null,
         ctx.clock.now(),
+        input.localSignIn ?? null,
       ],
     );
     if (!row) throw new NotFound("no such tenant");

@@ -1,8 +1,9 @@
 import { z } from "zod";
 import type { Role } from "../kernel/actor.js";
 import type { ApplianceContext } from "../context.js";
-import { inScope } from "../db/sql.js";
-import { recordAuthEvent } from "../audit/append.js";
+import { inScope, type Tx } from "../db/sql.js";
+import { recordAuthEvent, type EventActor } from "../audit/append.js";
+import { raiseAlert } from "../alerts/index.js";
 import type { RequestMeta } from "../kernel/request-meta.js";
 import { argon2ParamsFrom, burnPasswordCheck, hashPassword, needsRehash, verifyPassword } from "./passwords.js";
 import { issueSession, revokeSessionById, type IssuedSession, type SessionStage } from "./sessions.js";
@@ -14,7 +15,8 @@ export type LoginRequest = z.infer<typeof loginRequest>;
 
 export type LoginOutcome =
   | { ok: true; session: IssuedSession; userId: string; mfaRequired: boolean; mfaEnrollmentRequired: boolean }
-  | { ok: false; reason: "invalid" | "locked" | "rate_limited"; retryAfterSeconds: number };
+  | { ok: false; reason: "invalid" | "locked" | "rate_limited"; retryAfterSeconds: number }
+  | { ok: false; reason: "local_sign_in_off" };
 
 type LoginUserRow = {
   id: string;
@@ -25,6 +27,8 @@ type LoginUserRow = {
   mfa_enrolled: boolean;
   tenant_status: string | null;
   tenant_mfa_required: boolean | null;
+  break_glass_account: boolean;
+  local_sign_in: string | null;
 };
 
 /** Whether an account must have an authenticator before it gets a full session. */
@@ -59,7 +63,7 @@ export async function signIn(ctx: ApplianceContext, input: LoginRequest, meta: R
     const lock = await readThrottle(ctx, t, accountBucket);
     const [user] = await t.rows<LoginUserRow>(
       `SELECT u.id, u.tenant_id, u.role, u.status, u.password_hash, (u.mfa_secret IS NOT NULL) AS mfa_enrolled,
-              tn.status AS tenant_status, tn.mfa_required AS tenant_mfa_required
+              tn.status AS tenant_status, tn.mfa_required AS tenant_mfa_required, u.break_glass_account, tn.local_sign_in
        FROM users u LEFT JOIN tenants tn ON tn.id = u.tenant_id
        WHERE u.email = $1 AND u.kind = 'human'`,
       [input.email],
@@ -89,6 +93,12 @@ export async function signIn(ctx: ApplianceContext, input: LoginRequest, meta: R
       return { ok: false as const, reason: state.locked ? ("locked" as const) : ("invalid" as const), retryAfterSeconds: state.retryAfterSeconds };
     }
     await clearThrottle(ctx, t, accountBucket);
+    // Past the password: only someone who knows it learns that local sign-in is off for them.
+    if (user.tenant_id && user.local_sign_in === "break_glass_only" && !user.break_glass_account) {
+      await recordAuthEvent(ctx, t, who, { action: "auth.login", resourceType: "session", outcome: "denied", reason: "local sign-in is for break-glass accounts only" }, meta);
+      return { ok: false as const, reason: "local_sign_in_off" as const };
+    }
+    if (user.break_glass_account && user.tenant_id) await recordBreakGlassAccountUse(ctx, t, user.id, user.tenant_id, who, meta);
     const now = ctx.clock.now();
     if (needsRehash(user.password_hash, params)) {
       // Parameters were raised in config: upgrade the stored hash while the password is at hand.
@@ -106,6 +116,27 @@ export async function signIn(ctx: ApplianceContext, input: LoginRequest, meta: R
     );
     return { ok: true as const, session, userId: user.id, mfaRequired: stage === "mfa_required", mfaEnrollmentRequired: stage === "mfa_enrollment_required" };
   });
+}
+
+/**
+ * A break-glass account signed in with its password (its TOTP step follows): a critical alert for
+ * the tenant's admins and an audit event, every time. Keyed by account, so repeated use shows as
+ * occurrences of one open alert until someone acknowledges it.
+ */
+async function recordBreakGlassAccountUse(ctx: ApplianceContext, t: Tx, userId: string, tenantId: string, who: EventActor, meta: RequestMeta): Promise<void> {
+  await raiseAlert(
+    ctx,
+    {
+      kind: "auth.break_glass_account_used",
+      severity: "critical",
+      key: userId,
+      tenantId,
+      summary: `break-glass account ${userId} signed in with its local password`,
+      details: { userId },
+    },
+    t,
+  );
+  await recordAuthEvent(ctx, t, who, { action: "auth.break_glass_account.use", resourceType: "user", resourceId: userId, tenantId, outcome: "success" }, meta);
 }
 
 /** Ends the presenter's own session. */

@@ -19,6 +19,8 @@ import * as m0070 from "./0070_cache_invalidation.js";
 import * as m0080 from "./0080_pitr.js";
 import * as m0090 from "./0090_sso.js";
 import * as m0100 from "./0100_scim.js";
+import * as m0101 from "./0101_break_glass_accounts.js";
+import * as m0102 from "./0102_privileged_access.js";
 
 export type Migration = { name: string; sql: string };
 
@@ -45,4 +47,6 @@ export const migrations: Migration[] = [
   { name: "0080_pitr", sql: m0080.sql },
   { name: "0090_sso", sql: m0090.sql },
   { name: "0100_scim", sql: m0100.sql },
+  { name: "0101_break_glass_accounts", sql: m0101.sql },
+  { name: "0102_privileged_access", sql: m0102.sql },
 ];
