@@ -46,7 +46,7 @@ const restrict = (patterns) => ({ "no-restricted-imports": ["error", { patterns 
 
 export default defineConfig(
   {
-    ignores: ["node_modules/**", "dist/**", "var/**", "admin-ui/dist/**", "coverage/**", "**/*.svelte"],
+    ignores: ["node_modules/**", "dist/**", "var/**", "admin-ui/dist/**", "coverage/**", ".cache/**", "**/*.svelte"],
   },
   js.configs.recommended,
   tseslint.configs.recommended,

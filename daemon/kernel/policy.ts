@@ -123,6 +123,16 @@ export const policy = {
     create: staff("owner", "admin"),
     revoke: staff("owner", "admin"),
   },
+  // Sign-in providers of a tenant (daemon/sso): its owners and admins configure them; a rule that
+  // grants a privileged role takes a second admin's approval (checked in the service: not the one who saved it).
+  identity_provider: {
+    list: staff("owner", "admin"),
+    create: staff("owner", "admin"),
+    update: staff("owner", "admin"),
+    delete: staff("owner", "admin"),
+    test: staff("owner", "admin"),
+    approve_rule: staff("owner", "admin"),
+  },
   access_review: { read: or(appliance("super_admin"), staff("owner", "admin", "auditor")) },
   support_request: {
     create: appliance("support"),
@@ -275,6 +285,11 @@ export const STEP_UP_ACTIONS: ReadonlySet<Action> = new Set<Action>([
   "legal_hold:release",
   "data_export:patient",
   "data_export:tenant",
+  // Identity providers and their rules decide who becomes what in the tenant: as sensitive as user:update.
+  "identity_provider:create",
+  "identity_provider:update",
+  "identity_provider:delete",
+  "identity_provider:approve_rule",
 ]);
 
 const READ_VERBS = new Set(["read", "list", "list_all", "verify"]);

@@ -9,14 +9,18 @@ function baseEnv(extra: Record<string, string>): NodeJS.ProcessEnv {
   return { ...env, ...extra };
 }
 
-const cliArgs = (args: string[]) => ["--import", "tsx", "daemon/cli/main.ts", ...args];
+/** The bundle the test run's global setup built (cli-bundle.ts); the sources through tsx elsewhere (benchmarks). */
+export const wardkeepArgs = (args: string[]) => {
+  const bundle = process.env.WARDKEEP_TEST_CLI_BUNDLE;
+  return bundle ? ["--enable-source-maps", bundle, ...args] : ["--import", "tsx", "daemon/cli/main.ts", ...args];
+};
 
 export type CliResult = { code: number | null; stdout: string; stderr: string };
 
 /** Runs `wardkeep <args>` as a real process, the way an operator or script would. */
 export function runCli(args: string[], env: Record<string, string> = {}, input?: string): Promise<CliResult> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, cliArgs(args), { cwd: PROJECT_ROOT, env: baseEnv(env), stdio: ["pipe", "pipe", "pipe"] });
+    const child = spawn(process.execPath, wardkeepArgs(args), { cwd: PROJECT_ROOT, env: baseEnv(env), stdio: ["pipe", "pipe", "pipe"] });
     let stdout = "";
     let stderr = "";
     child.stdout.on("data", (d: Buffer) => (stdout += d.toString()));
@@ -42,7 +46,7 @@ export type DaemonProcess = {
 
 /** `wardkeep start` as a separate process: for restart, signal and multi-replica tests. */
 export function spawnDaemon(env: Record<string, string>): DaemonProcess {
-  const child = spawn(process.execPath, cliArgs(["start"]), { cwd: PROJECT_ROOT, env: baseEnv(env), stdio: ["ignore", "pipe", "pipe"] });
+  const child = spawn(process.execPath, wardkeepArgs(["start"]), { cwd: PROJECT_ROOT, env: baseEnv(env), stdio: ["ignore", "pipe", "pipe"] });
   let out = "";
   let err = "";
   const waiters = new Set<() => void>();

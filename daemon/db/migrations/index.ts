@@ -17,6 +17,7 @@ import * as m0050 from "./0050_jobs.js";
 import * as m0051 from "./0051_retention.js";
 import * as m0070 from "./0070_cache_invalidation.js";
 import * as m0080 from "./0080_pitr.js";
+import * as m0090 from "./0090_sso.js";
 
 export type Migration = { name: string; sql: string };
 
@@ -41,4 +42,5 @@ export const migrations: Migration[] = [
   { name: "0051_retention", sql: m0051.sql },
   { name: "0070_cache_invalidation", sql: m0070.sql },
   { name: "0080_pitr", sql: m0080.sql },
+  { name: "0090_sso", sql: m0090.sql },
 ];

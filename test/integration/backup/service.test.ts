@@ -1,3 +1,4 @@
+import { wardkeepArgs } from "../../helpers/daemon-process.js";
 import { execFile } from "node:child_process";
 import fs from "node:fs";
 import path from "node:path";
@@ -125,7 +126,7 @@ describe("backups on a running appliance", () => {
     try {
       const { stdout } = await execFileAsync(
         process.execPath,
-        ["--import", "tsx", "daemon/cli/main.ts", "--json", "restore", latest!.id, "--into", into.ownerUrl, "--target-file", targetFile, "--recovery-key", kit],
+        wardkeepArgs(["--json", "restore", latest!.id, "--into", into.ownerUrl, "--target-file", targetFile, "--recovery-key", kit]),
         { cwd: process.cwd(), env: { ...process.env, WARDKEEP_DATA_DIR: emptyDataDir }, timeout: 50_000 },
       );
       const out = JSON.parse(stdout.trim().split("\n").at(-1)!);
@@ -135,15 +136,11 @@ describe("backups on a running appliance", () => {
       expect(restored.backup_policy).toBe(1);
       expect(restored.tenants).toBe((await tableCounts(app.db.ownerUrl)).tenants);
       // Refused the second time: the database is no longer empty.
-      const again = await execFileAsync(
-        process.execPath,
-        ["--import", "tsx", "daemon/cli/main.ts", "restore", latest!.id, "--into", into.ownerUrl, "--target-file", targetFile, "--recovery-key", kit],
-        {
-          cwd: process.cwd(),
-          env: { ...process.env, WARDKEEP_DATA_DIR: emptyDataDir },
-          timeout: 50_000,
-        },
-      ).catch((e: { code: number; stderr: string }) => e);
+      const again = await execFileAsync(process.execPath, wardkeepArgs(["restore", latest!.id, "--into", into.ownerUrl, "--target-file", targetFile, "--recovery-key", kit]), {
+        cwd: process.cwd(),
+        env: { ...process.env, WARDKEEP_DATA_DIR: emptyDataDir },
+        timeout: 50_000,
+      }).catch((e: { code: number; stderr: string }) => e);
       expect((again as { code: number }).code).toBe(1);
       expect((again as { stderr: string }).stderr).toMatch(/^wardkeep: the database .* is not empty .*restore writes only into an empty database/m);
     } finally {

@@ -8,7 +8,7 @@ import { continueTenantRotation, startTenantRotation } from "../../../daemon/key
 import { CLI_OPERATOR } from "../../../daemon/audit/append.js";
 import { createTenant, signIn, type SignedIn, type TenantRef } from "../../helpers/actors.js";
 import { startTestAppliance, tempDir, testEnv, type TestAppliance } from "../../helpers/appliance.js";
-import { PROJECT_ROOT, runCli } from "../../helpers/daemon-process.js";
+import { PROJECT_ROOT, runCli, wardkeepArgs } from "../../helpers/daemon-process.js";
 import { createTestDatabase, type TestDatabase } from "../../helpers/postgres.js";
 
 /**
@@ -182,7 +182,7 @@ describe("wardkeep keys rotate --tenant", () => {
     await holder.query("BEGIN");
     await holder.query("SELECT pg_advisory_xact_lock($1, hashtext($2))", [LOCKS.dataKey, keys[2]!.key_id]);
 
-    const child = spawn(process.execPath, ["--import", "tsx", "daemon/cli/main.ts", "keys", "rotate", "--tenant", tenant.id], {
+    const child = spawn(process.execPath, wardkeepArgs(["keys", "rotate", "--tenant", tenant.id]), {
       cwd: PROJECT_ROOT,
       env: { PATH: process.env.PATH, HOME: process.env.HOME, LANG: "C.UTF-8", ...env },
       stdio: ["ignore", "pipe", "pipe"],

@@ -1,0 +1,15 @@
+/**
+ * The sso capability's public face (docs/sso.md, docs/architecture.md): what every protocol
+ * module (OIDC here; SAML and LDAP beside it) needs to turn a validated sign-in into a session,
+ * and the registry of provider kinds that share the one `identity_providers` table.
+ *
+ *   registerProviderKind("saml", { configSchema, secretsSchema, browserSignIn, redirectUri });
+ *   const provider = await loadProvider(ctx, providerId);          // settings parsed, secrets opened
+ *   ... validate the protocol's answer; on a failed check:
+ *   await refuseExternalSignIn(ctx, { providerId, tenantId }, "audience mismatch", meta); // throws
+ *   const outcome = await completeExternalSignIn(ctx, identity, meta);  // rules → JIT → MFA → session
+ */
+export { type ExternalIdentity, ExternalSignInRefused } from "./identity.js";
+export { completeExternalSignIn, refuseExternalSignIn, idpAssertsMfa, type ExternalSignInOutcome, type IdpSessionHint } from "./signin.js";
+export { registerProviderKind, registeredKinds, loadProvider, type LoadedProvider, type ProviderKind } from "./providers.js";
+export { firstMatch, type RuleSubject } from "./rules.js";

@@ -1,0 +1,226 @@
+import { z } from "zod";
+
+/**
+ * Request and response schemas of the sign-in providers routes (docs/sso.md). Leaf module (zod
+ * only): the admin UI imports the inferred types. A provider's `config` is validated by its kind's
+ * own schema (registerProviderKind); here it is an object.
+ */
+
+/** Tenant roles an IdP rule may grant (appliance staff never sign in through a tenant's IdP). */
+export const SSO_ROLES = ["owner", "admin", "practitioner", "front_desk", "auditor"] as const;
+export type SsoRole = (typeof SSO_ROLES)[number];
+/** Roles whose rules wait for a second admin's approval before they take effect. */
+export const PRIVILEGED_SSO_ROLES: readonly SsoRole[] = ["owner", "admin", "auditor"];
+
+export const providerIdParams = z.object({
+  /** Identity provider id. */
+  id: z.uuid(),
+});
+
+export const providerView = z.object({
+  /** Provider id. */
+  id: z.string(),
+  /** oidc, saml or ldap. */
+  kind: z.string(),
+  /** Name shown on the sign-in button. */
+  name: z.string(),
+  /** The kind's settings (never a secret). */
+  config: z.record(z.string(), z.unknown()),
+  /** Whether a client secret or bind password is stored (its value is never sent back). */
+  hasSecrets: z.boolean(),
+  /** Whether the sign-in button shows and sign-ins are accepted. */
+  enabled: z.boolean(),
+  /** acr values (SAML AuthnContextClassRef) this IdP sends only after a second factor. */
+  mfaAcrValues: z.array(z.string()),
+  /** A first sign-in links to an existing account of the tenant with the same email. */
+  linkByEmail: z.boolean(),
+  /** Where the IdP sends the browser back (register it at the IdP), when the kind has one. */
+  redirectUri: z.string().nullable(),
+  /** Linked accounts. */
+  linkedUsers: z.number().int(),
+  /** When it was created. */
+  createdAt: z.string(),
+  /** When it last changed. */
+  updatedAt: z.string(),
+});
+export type ProviderView = z.infer<typeof providerView>;
+export const providerList = z.object({ providers: z.array(providerView) });
+export type ProviderListRes = z.infer<typeof providerList>;
+
+export const createProviderRequest = z.strictObject({
+  /** oidc (saml and ldap where installed). */
+  kind: z.string().regex(/^[a-z][a-z0-9_-]{1,20}$/),
+  /** Name shown on the sign-in button, unique in the tenant. */
+  name: z.string().trim().min(1).max(100),
+  /** The kind's settings (for oidc: issuer, clientId, scopes, claim names). */
+  config: z.record(z.string(), z.unknown()),
+  /** The kind's secrets (for oidc: clientSecret); stored sealed, never sent back. */
+  secrets: z.record(z.string(), z.string().max(4096)).optional(),
+  /** acr values this IdP sends only after a second factor. */
+  mfaAcrValues: z.array(z.string().min(1).max(200)).max(20).optional(),
+  /** Link a first sign-in to an existing account of the tenant with the same email. */
+  linkByEmail: z.boolean().optional(),
+});
+export type CreateProviderReq = z.infer<typeof createProviderRequest>;
+
+export const updateProviderRequest = z.strictObject({
+  /** New name. */
+  name: z.string().trim().min(1).max(100).optional(),
+  /** Replaces the kind's settings. */
+  config: z.record(z.string(), z.unknown()).optional(),
+  /** Replaces the stored secrets. */
+  secrets: z.record(z.string(), z.string().max(4096)).optional(),
+  /** Replaces the MFA acr values. */
+  mfaAcrValues: z.array(z.string().min(1).max(200)).max(20).optional(),
+  /** Link first sign-ins by email. */
+  linkByEmail: z.boolean().optional(),
+  /** Turn sign-in through this provider on or off. */
+  enabled: z.boolean().optional(),
+});
+export type UpdateProviderReq = z.infer<typeof updateProviderRequest>;
+
+/** One rule of the ordered table. */
+export const ruleInput = z.strictObject({
+  /** Only sign-ins through this provider; absent: any provider of the tenant. */
+  providerId: z.uuid().nullable().optional(),
+  /** Match one of the groups the IdP sent, or a claim. */
+  source: z.enum(["group", "claim"]),
+  /** The claim's name (source claim only), e.g. `department`. */
+  claim: z.string().min(1).max(100).nullable().optional(),
+  /** How the value is compared (case-sensitive; regex anchored at both ends). */
+  match: z.enum(["equals", "prefix", "suffix", "regex"]),
+  /** The group name/DN, or the claim value. */
+  value: z.string().min(1).max(500),
+  /** The role granted when this is the first rule that matches. */
+  role: z.enum(SSO_ROLES),
+});
+export type RuleInput = z.infer<typeof ruleInput>;
+
+export const saveRulesRequest = z.strictObject({
+  /** The whole ordered table; first match wins. */
+  rules: z.array(ruleInput).max(200),
+});
+export type SaveRulesReq = z.infer<typeof saveRulesRequest>;
+
+export const ruleView = ruleInput.extend({
+  /** Rule id. */
+  id: z.string(),
+  /** Position in the table (0 first). */
+  position: z.number().int(),
+  /** The provider (null: any). */
+  providerId: z.string().nullable(),
+  /** The claim name (null for group rules). */
+  claim: z.string().nullable(),
+  /** active, or pending a second admin's approval (privileged roles). */
+  status: z.enum(["active", "pending"]),
+  /** Who saved it. */
+  createdBy: z.string().nullable(),
+  /** Who approved it (privileged roles). */
+  approvedBy: z.string().nullable(),
+});
+export type RuleView = z.infer<typeof ruleView>;
+export const ruleList = z.object({ rules: z.array(ruleView) });
+export type RuleListRes = z.infer<typeof ruleList>;
+
+export const dryRunResult = z.object({
+  /** One line per linked account, with what the proposed rules would make of it. */
+  users: z.array(
+    z.object({
+      /** Account id. */
+      userId: z.string(),
+      /** Email of the account. */
+      email: z.string().nullable(),
+      /** Provider it signs in through. */
+      providerName: z.string(),
+      /** Its role now. */
+      currentRole: z.string(),
+      /** Its role under the proposed rules; null: no rule matches (no access). */
+      proposedRole: z.string().nullable(),
+      /** unchanged, role_change, loses_access, or pending_approval (a privileged rule would need approval first). */
+      change: z.enum(["unchanged", "role_change", "loses_access", "pending_approval"]),
+    }),
+  ),
+});
+export type DryRunRes = z.infer<typeof dryRunResult>;
+
+export const ruleIdParams = z.object({
+  /** Rule id. */
+  id: z.uuid(),
+});
+
+export const mfaPolicyView = z.object({
+  /** Per role: `idp` accepts the IdP's amr/acr as the second factor; `local` asks for local TOTP as well. */
+  roles: z.record(z.enum(SSO_ROLES), z.enum(["idp", "local"])),
+});
+export type MfaPolicyRes = z.infer<typeof mfaPolicyView>;
+export const mfaPolicyRequest = z.strictObject({
+  /** Roles to set (others keep theirs). */
+  roles: z.partialRecord(z.enum(SSO_ROLES), z.enum(["idp", "local"])),
+});
+
+/** `GET /api/v1/sso/providers?tenant=slug`: the sign-in buttons of a tenant (public). */
+export const publicProvidersQuery = z.object({
+  /** Tenant slug, as in /login?tenant=slug. */
+  tenant: z.string().regex(/^[a-z0-9][a-z0-9-]{1,62}$/),
+});
+export const publicProviderList = z.object({
+  providers: z.array(
+    z.object({
+      /** Provider id. */
+      id: z.string(),
+      /** Button label. */
+      name: z.string(),
+      /** oidc, saml or ldap. */
+      kind: z.string(),
+      /** redirect: the browser goes to `path`; password: POST username and password to `path`. */
+      flow: z.enum(["redirect", "password"]),
+      /** Where the button leads. */
+      path: z.string(),
+    }),
+  ),
+});
+export type PublicProviderListRes = z.infer<typeof publicProviderList>;
+
+/** `POST /api/v1/identity-providers/{id}/test`: where to send the admin's browser. */
+export const testStarted = z.object({
+  /** Test id (read the claims with GET .../tests/{testId} once the IdP sent the browser back). */
+  testId: z.string(),
+  /** Open this in the browser to sign in at the IdP. */
+  url: z.string(),
+});
+export const testParams = z.object({
+  /** Provider id. */
+  id: z.uuid(),
+  /** Test id. */
+  testId: z.uuid(),
+});
+export const testResult = z.object({
+  /** waiting (not back from the IdP yet), received, or failed. */
+  status: z.enum(["waiting", "received", "failed"]),
+  /** The precise reason when failed (shown to the admin only). */
+  error: z.string().nullable(),
+  /** What the IdP sent, normalised. */
+  identity: z
+    .object({
+      /** Stable id at the IdP. */
+      subject: z.string(),
+      /** Username. */
+      username: z.string(),
+      /** Email. */
+      email: z.string().nullable(),
+      /** Display name. */
+      displayName: z.string().nullable(),
+      /** Groups. */
+      groups: z.array(z.string()),
+      /** amr values. */
+      amr: z.array(z.string()),
+      /** acr value. */
+      acr: z.string().nullable(),
+      /** Every claim received. */
+      claims: z.record(z.string(), z.unknown()),
+      /** The role the current rules give (null: no access). */
+      role: z.string().nullable(),
+    })
+    .nullable(),
+});
+export type TestResultRes = z.infer<typeof testResult>;
