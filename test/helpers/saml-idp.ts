@@ -95,7 +95,13 @@ export async function startSamlIdp(dir: string): Promise<SamlIdp> {
       `<saml:Conditions NotBefore="${iso(now - 60_000)}" NotOnOrAfter="${iso(now + 5 * 60_000)}"><saml:AudienceRestriction><saml:Audience>${esc(tweaks.audience ?? sp.entityMeta.getEntityID())}</saml:Audience></saml:AudienceRestriction></saml:Conditions>` +
       `<saml:AuthnStatement AuthnInstant="${iso(now)}" SessionIndex="${assertionId}"><saml:AuthnContext><saml:AuthnContextClassRef>urn:oasis:names:tc:SAML:2.0:ac:classes:PasswordProtectedTransport</saml:AuthnContextClassRef></saml:AuthnContext></saml:AuthnStatement>` +
       `<saml:AttributeStatement>${attrs}</saml:AttributeStatement></saml:Assertion></samlp:Response>`;
-    const ctx = await idp.createLoginResponse(sp, { extract: { request: { id: irt ?? "" } } } as never, "post", { email: user.email }, { customTagReplacement: () => ({ id, context: xml }) });
+    const ctx = await idp.createLoginResponse(
+      sp,
+      { extract: { request: { id: irt ?? "" } } } as never,
+      "post",
+      { email: user.email },
+      { customTagReplacement: () => ({ id, context: xml }) },
+    );
     return (ctx as { context: string }).context;
   }
 
@@ -105,9 +111,7 @@ export async function startSamlIdp(dir: string): Promise<SamlIdp> {
     certs: { current: pairs.current.cert, next: pairs.next.cert, attacker: pairs.attacker.cert },
     metadataXml(opts = {}) {
       const certs = [pairs.current.cert, ...(opts.withNext ? [pairs.next.cert] : [])];
-      return samlify
-        .IdentityProvider({ entityID: entityId, signingCert: certs, singleSignOnService: [{ Binding: REDIRECT, Location: ssoUrl }] })
-        .getMetadata();
+      return samlify.IdentityProvider({ entityID: entityId, signingCert: certs, singleSignOnService: [{ Binding: REDIRECT, Location: ssoUrl }] }).getMetadata();
     },
     nextUser: { nameId: "nobody@hospital.example", email: "nobody@hospital.example", displayName: "Nobody", groups: [] },
     lastRequestId: null,
@@ -142,9 +146,11 @@ export async function startSamlIdp(dir: string): Promise<SamlIdp> {
       const samlResponse = await response(md, idp.nextUser, requestId);
       idp.lastResponse = samlResponse;
       const relay = query.RelayState ? `<input type="hidden" name="RelayState" value="${esc(query.RelayState)}">` : "";
-      res.writeHead(200, { "content-type": "text/html; charset=utf-8" }).end(
-        `<!doctype html><html><body><h1>Test IdP</h1><form id="f" method="post" action="${esc(acs)}"><input type="hidden" name="SAMLResponse" value="${esc(samlResponse)}">${relay}<button type="submit">Continue</button></form><script>document.getElementById("f").submit()</script></body></html>`,
-      );
+      res
+        .writeHead(200, { "content-type": "text/html; charset=utf-8" })
+        .end(
+          `<!doctype html><html><body><h1>Test IdP</h1><form id="f" method="post" action="${esc(acs)}"><input type="hidden" name="SAMLResponse" value="${esc(samlResponse)}">${relay}<button type="submit">Continue</button></form><script>document.getElementById("f").submit()</script></body></html>`,
+        );
     })().catch((err: unknown) => res.writeHead(500).end(String(err)));
   });
   return idp;

@@ -31,6 +31,8 @@ import type { AlertChannelTestRes, AlertChannelViewRes, AlertDetailRes, AlertLis
 import type { BackupListRes, BackupPolicyRes, DrillRecordRes, RunStartedRes, SnapshotRecordRes } from "../../../daemon/backups/schema.js";
 import type { NotReadyProblem, ReadinessChecks, ReadinessRes } from "../../../daemon/http/schema.js";
 import type { KeyStatusRes, RotationStartedRes, SealProgressRes } from "../../../daemon/keys/schema.js";
+import type { PublicProviderListRes } from "../../../daemon/sso/schema.js";
+import type { SsoLoginRes } from "../../../daemon/sso/ldap/schema.js";
 
 export type Problem = {
   type: string;
@@ -267,5 +269,11 @@ export const api = {
     list: () => request<DrillRecordRes[]>("GET", `${V1}/drills`),
     get: (id: string) => request<DrillRecordRes>("GET", `${V1}/drills/${seg(id)}`),
     run: () => request<RunStartedRes>("POST", `${V1}/drills`, {}),
+  },
+  sso: {
+    /** The sign-in buttons of a tenant's login page (public). */
+    providers: (tenant: string) => request<PublicProviderListRes>("GET", `${V1}/sso/providers${query({ tenant })}`),
+    /** A "password" provider (LDAP / Active Directory): its path comes from `providers`. */
+    passwordSignIn: (path: string, body: { username: string; password: string }) => request<SsoLoginRes>("POST", path, body),
   },
 };

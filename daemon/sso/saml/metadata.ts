@@ -50,9 +50,10 @@ export function parseIdpMetadata(xml: string, opts: { entityId?: string; pinFing
   if (errors.length > 0 || !doc?.documentElement) throw new MetadataRefused("the metadata is not well-formed XML");
   const root = doc.documentElement as unknown as XmlElement;
   const entities = children(root, MD, "EntityDescriptor");
-  if ((root).localName === "EntityDescriptor") entities.unshift(root);
+  if (root.localName === "EntityDescriptor") entities.unshift(root);
   const idps = entities.filter((e) => children(e, MD, "IDPSSODescriptor").length > 0 && (!opts.entityId || e.getAttribute("entityID") === opts.entityId));
-  if (idps.length === 0) throw new MetadataRefused(opts.entityId ? `no identity provider with entityID ${opts.entityId} in the metadata` : "no identity provider (IDPSSODescriptor) in the metadata");
+  if (idps.length === 0)
+    throw new MetadataRefused(opts.entityId ? `no identity provider with entityID ${opts.entityId} in the metadata` : "no identity provider (IDPSSODescriptor) in the metadata");
   if (idps.length > 1) throw new MetadataRefused("the metadata describes several identity providers; name the one to use (entityId)");
   const entity = idps[0]!;
   const descriptor = children(entity, MD, "IDPSSODescriptor")[0]!;

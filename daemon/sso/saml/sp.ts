@@ -44,10 +44,14 @@ class RequestCache implements CacheProvider {
     if (!this.browserHash) throw new Error("a SAML request needs the browser's binding");
     const now = this.ctx.clock.now();
     await inScope(this.ctx.db.app, this.scope(), (t) =>
-      t.exec(
-        `INSERT INTO saml_requests (request_id, tenant_id, provider_id, browser_hash, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6)`,
-        [key, this.provider.tenantId, this.provider.id, this.browserHash, now, new Date(now.getTime() + REQUEST_TTL_MS)],
-      ),
+      t.exec(`INSERT INTO saml_requests (request_id, tenant_id, provider_id, browser_hash, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6)`, [
+        key,
+        this.provider.tenantId,
+        this.provider.id,
+        this.browserHash,
+        now,
+        new Date(now.getTime() + REQUEST_TTL_MS),
+      ]),
     );
     return { value, createdAt: now.getTime() };
   }
@@ -198,13 +202,18 @@ export async function finishSamlSignIn(ctx: ApplianceContext, p: SamlProvider, i
   const now = ctx.clock.now();
   const conditions = first(assertion, "Conditions");
   const notOnOrAfter = Date.parse(conditions?.$?.NotOnOrAfter ?? "");
-  const keepUntil = new Date(Math.max(Number.isFinite(notOnOrAfter) ? notOnOrAfter : 0, now.getTime() + p.config.maxAssertionAgeMinutes * 60_000) + p.config.clockSkewSeconds * 1000);
+  const keepUntil = new Date(
+    Math.max(Number.isFinite(notOnOrAfter) ? notOnOrAfter : 0, now.getTime() + p.config.maxAssertionAgeMinutes * 60_000) + p.config.clockSkewSeconds * 1000,
+  );
   const fresh = await inScope(ctx.db.app, { kind: "tenant", tenantId: p.tenantId }, async (t) => {
     await t.exec(`DELETE FROM saml_assertion_ids WHERE provider_id = $1 AND expires_at < $2`, [p.id, now]);
-    return t.exec(
-      `INSERT INTO saml_assertion_ids (provider_id, assertion_id, tenant_id, seen_at, expires_at) VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING`,
-      [p.id, assertionId.slice(0, 200), p.tenantId, now, keepUntil],
-    );
+    return t.exec(`INSERT INTO saml_assertion_ids (provider_id, assertion_id, tenant_id, seen_at, expires_at) VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING`, [
+      p.id,
+      assertionId.slice(0, 200),
+      p.tenantId,
+      now,
+      keepUntil,
+    ]);
   });
   if (fresh === 0) return { ok: false, reason: "replayed assertion id" };
 

@@ -1,5 +1,16 @@
 import fs from "node:fs";
+import request from "supertest";
+import type { Browser } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { hostOperatorIn, type Actor } from "../../../daemon/kernel/actor.js";
+import { SYSTEM_META } from "../../../daemon/kernel/request-meta.js";
+import { createProvider, updateProvider } from "../../../daemon/sso/providers.js";
+import { approveRule, saveRules } from "../../../daemon/sso/rules.js";
+import { reconcileLdapProviders } from "../../../daemon/sso/ldap/reconcile.js";
+import { createTenant, signIn } from "../../helpers/actors.js";
+import { startTestAppliance, type TestAppliance } from "../../helpers/appliance.js";
+import { ensureAdminUiBuilt, launchBrowser, watchForViolations } from "../../helpers/browser.js";
+import { auditEvents } from "../auth/identity-helpers.js";
 import { ldapProviderConfig, type LdapProviderConfig } from "../../../daemon/sso/ldap/config.js";
 import { authenticateLdap, directoryStatus, escapeFilterValue, guidToBytes, guidToText, probeDirectory } from "../../../daemon/sso/ldap/directory.js";
 import { tempDir } from "../../helpers/appliance.js";
@@ -64,6 +75,8 @@ const SEED = [
 
 let dir: string;
 let slapd: Slapd;
+let app: TestAppliance;
+let browser: Browser;
 let openldap: LdapProviderConfig;
 let ad: LdapProviderConfig;
 const secrets = { bindPassword: SERVICE_PASSWORD };
@@ -76,6 +89,8 @@ beforeAll(async () => {
   ad = ldapProviderConfig.parse({ ...common, url: slapd.ldapsUrl, flavor: "ad" });
 });
 afterAll(async () => {
+  await browser?.close();
+  await app?.close();
   await slapd?.stop();
   if (dir) fs.rmSync(dir, { recursive: true, force: true });
 });
@@ -169,5 +184,131 @@ describe("sign-in against slapd", () => {
       "not-a-guid": "gone",
     });
     await expect(directoryStatus(ad, { bindPassword: "wrong" }, [guidToText(guid(1))])).rejects.toThrow(/refused the service account/);
+  });
+});
+
+describe("sign-in through the appliance", () => {
+  let tenant: { id: string; slug: string };
+  let providerId: string;
+  let host: Actor;
+
+  beforeAll(async () => {
+    await ensureAdminUiBuilt();
+    app = await startTestAppliance();
+    browser = await launchBrowser();
+    tenant = await createTenant(app, "Example Hospital");
+    host = hostOperatorIn(tenant.id);
+    const created = await createProvider(
+      app.ctx,
+      host,
+      { kind: "ldap", name: "Hospital AD", config: { ...ad, caPem: slapd.caPem }, secrets: { bindPassword: SERVICE_PASSWORD } },
+      SYSTEM_META,
+    );
+    providerId = created.id;
+    await updateProvider(app.ctx, host, providerId, { enabled: true }, SYSTEM_META);
+    // Nested groups decide the role: only the top groups are named in the rules.
+    const rules = await saveRules(
+      app.ctx,
+      host,
+      [
+        { source: "group", match: "equals", value: "wardkeep-admins", role: "admin" },
+        { source: "group", match: "equals", value: "clinical-staff", role: "practitioner" },
+      ],
+      SYSTEM_META,
+    );
+    // A rule granting a privileged role waits for a second admin.
+    expect(rules.map((r) => r.status)).toEqual(["pending", "active"]);
+    const owner = await signIn(app, { role: "owner", tenantId: tenant.id });
+    await approveRule(app.ctx, { userId: owner.user.id, role: "owner", tenantId: tenant.id, via: "session" }, rules[0]!.id, SYSTEM_META);
+  });
+
+  const login = (username: string, password: string) => request(app.baseUrl).post(`/api/v1/sso/ldap/${providerId}/login`).ca(app.caPem).send({ username, password });
+  const reasons = async () => (await auditEvents(app, { action: "auth.login" })).filter((e) => e.outcome === "failure").map((e) => e.reason);
+
+  it("refuses provider settings with plain LDAP or a service account the directory refuses, each with a readable reason", async () => {
+    await expect(
+      createProvider(app.ctx, host, { kind: "ldap", name: "Plain", config: { ...ad, url: slapd.ldapUrl }, secrets: { bindPassword: SERVICE_PASSWORD } }, SYSTEM_META),
+    ).rejects.toMatchObject({
+      status: 400,
+      extras: { errors: [{ path: "settings.url", message: "plain LDAP sends passwords in clear: use an ldaps:// URL or set startTls: true" }] },
+    });
+    await expect(
+      createProvider(app.ctx, host, { kind: "ldap", name: "Wrong password", config: { ...ad, caPem: slapd.caPem }, secrets: { bindPassword: "wrong" } }, SYSTEM_META),
+    ).rejects.toThrow("the directory could not be used: Error: the directory refused the service account (bindDn or its password is wrong)");
+  });
+
+  it("signs alice in from the login page in Chromium with the role her nested groups map to; a disabled account gets the generic error", async () => {
+    const context = await browser.newContext({ ignoreHTTPSErrors: true });
+    const page = await context.newPage();
+    const violations = watchForViolations(page);
+    await page.goto(`${app.baseUrl}/?tenant=${tenant.slug}#/login`);
+    const form = page.getByRole("region", { name: "Sign in with Hospital AD" });
+    await form.getByLabel("User name").fill("bob");
+    await form.getByLabel("Password").fill("bob-Directory-pw1");
+    await form.getByRole("button", { name: "Sign in with Hospital AD" }).click();
+    await expect(form.getByRole("alert").textContent()).resolves.toMatch(/identity provider did not work; try again, or ask your administrator/);
+    expect(await reasons()).toContain("sso: ldap: account disabled in the directory (userAccountControl ACCOUNTDISABLE)");
+
+    await form.getByLabel("User name").fill("alice");
+    await form.getByLabel("Password").fill("alice-Directory-pw1");
+    await form.getByRole("button", { name: "Sign in with Hospital AD" }).click();
+    await page.waitForURL(/#\/$/);
+    // A practitioner's console: their own sessions, no user administration.
+    await page.getByRole("link", { name: "Sessions" }).waitFor();
+    await expect(page.getByRole("link", { name: "Users & invites" }).count()).resolves.toBe(0);
+    const session = await page.evaluate(() => fetch("/api/v1/auth/session").then((r) => r.json()));
+    expect(session).toMatchObject({ stage: "active", user: { email: "alice@hospital.example", role: "practitioner", tenantId: tenant.id } });
+    expect(violations).toEqual([]);
+    await context.close();
+  });
+
+  it("maps erin's nested admin group to admin; refuses a wrong password and an unmatched user with one answer and precise audit reasons", async () => {
+    const erin = await login("erin", "erin-Directory-pw1");
+    expect(erin.status).toBe(200);
+    expect(erin.body).toMatchObject({ mfaRequired: false, mfaEnrollmentRequired: false, csrfToken: expect.any(String) });
+    const cookie = (erin.headers["set-cookie"] as unknown as string[]).find((c) => c.startsWith("__Host-wardkeep_session="))!.split(";")[0]!;
+    const me = await request(app.baseUrl).get("/api/v1/auth/session").ca(app.caPem).set("Cookie", cookie);
+    expect(me.body.user).toMatchObject({ email: "erin@hospital.example", role: "admin" });
+
+    const refused = [await login("erin", "wrong-password"), await login("carol", "carol-Directory-pw1"), await login("nobody", "x"), await login("alice", "")];
+    for (const res of refused) {
+      expect(res.status).toBe(401);
+      expect(res.body).toMatchObject({
+        reason: "sso_refused",
+        detail: "signing in through your organisation's identity provider did not work; try again, or ask your administrator",
+      });
+    }
+    expect(await reasons()).toEqual(
+      expect.arrayContaining(["sso: ldap: wrong password", "sso: no rule matched (2 groups received)", "sso: ldap: unknown user", "sso: ldap: empty password"]),
+    );
+  });
+
+  it("the reconcile job deactivates accounts disabled in or gone from the directory and ends their sessions at once", async () => {
+    const alice = await login("alice", "alice-Directory-pw1");
+    const erin = await login("erin", "erin-Directory-pw1");
+    const cookieOf = (res: request.Response) => (res.headers["set-cookie"] as unknown as string[]).find((c) => c.startsWith("__Host-wardkeep_session="))!.split(";")[0]!;
+    const sessionOf = (cookie: string) => request(app.baseUrl).get("/api/v1/auth/session").ca(app.caPem).set("Cookie", cookie);
+    expect((await sessionOf(cookieOf(alice))).status).toBe(200);
+
+    // Nothing changed in the directory: nobody is deactivated.
+    expect(await reconcileLdapProviders(app.ctx)).toMatchObject({ providers: 1, checked: 2, deactivated: 0, failedProviders: 0 });
+    slapd.modify(`dn: ${u("alice")}\nchangetype: modify\nreplace: userAccountControl\nuserAccountControl: 514\n`);
+    slapd.modify(`dn: ${u("erin")}\nchangetype: delete\n`);
+    expect(await reconcileLdapProviders(app.ctx)).toMatchObject({ providers: 1, checked: 2, deactivated: 2, failedProviders: 0 });
+    expect((await sessionOf(cookieOf(alice))).status).toBe(401);
+    expect((await sessionOf(cookieOf(erin))).status).toBe(401);
+    const deactivations = (await auditEvents(app, { action: "user.deactivate" })).map((e) => e.reason);
+    expect(deactivations).toEqual(
+      expect.arrayContaining([
+        `ldap reconcile: account disabled in the directory (provider ${providerId})`,
+        `ldap reconcile: account gone from the directory (provider ${providerId})`,
+      ]),
+    );
+    // Run again: nothing left to do.
+    expect(await reconcileLdapProviders(app.ctx)).toMatchObject({ checked: 0, deactivated: 0 });
+    // The job is registered with the one runner.
+    const root = await signIn(app, { role: "super_admin" });
+    const jobs = await root.agent.get("/api/v1/jobs");
+    expect(JSON.stringify(jobs.body)).toContain("ldap-reconcile");
   });
 });
