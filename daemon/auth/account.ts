@@ -27,8 +27,27 @@ export type SessionView = {
   mfaVerifiedAt: string | null;
   sourceIp: string | null;
   userAgent: string | null;
+  device: string;
   supportAccess: boolean;
 };
+
+/** A readable name for a user agent ("Chrome on Linux"), so people recognise their devices. */
+export function deviceOf(ua: string | null): string {
+  if (!ua) return "Unknown client";
+  const browser = /Edg\//.test(ua)
+    ? "Edge"
+    : /Firefox\//.test(ua)
+      ? "Firefox"
+      : /Chrom(e|ium)\//.test(ua)
+        ? "Chrome"
+        : /Safari\//.test(ua)
+          ? "Safari"
+          : /^node-superagent|^curl\/|^python-/i.test(ua)
+            ? "Script"
+            : "Other client";
+  const os = /Windows/.test(ua) ? "Windows" : /Mac OS X/.test(ua) ? "macOS" : /Android/.test(ua) ? "Android" : /iPhone|iPad/.test(ua) ? "iOS" : /Linux/.test(ua) ? "Linux" : "";
+  return os ? `${browser} on ${os}` : browser;
+}
 
 type SessionListRow = {
   id: string;
@@ -118,6 +137,7 @@ export async function listSessions(ctx: ApplianceContext, actor: Actor, opts: { 
         mfaVerifiedAt: r.mfa_verified_at?.toISOString() ?? null,
         sourceIp: r.source_ip,
         userAgent: r.user_agent,
+        device: deviceOf(r.user_agent),
         supportAccess: r.support_request_id !== null,
       }));
   });

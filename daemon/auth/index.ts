@@ -14,6 +14,8 @@ export { createInvite, inviteInTransaction, type CreatedInvite } from "./invites
 export { createApiToken, listApiTokens, revokeApiToken, type ApiTokenView } from "./api-tokens.js";
 export { createApiTokenRequest } from "./schema.js";
 export { createInviteRequest } from "./schema.js";
+export { listSessions, revokeAllSessions, type SessionView } from "./account.js";
+export { revokeAllRequest } from "./schema.js";
 // Sign-in through an identity provider (daemon/sso) ends in the same session and MFA stages as a password sign-in.
 export { issueSession, type IssuedSession } from "./sessions.js";
 export { stageFor } from "./login.js";

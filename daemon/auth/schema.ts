@@ -174,6 +174,8 @@ export const sessionView = z.object({
   sourceIp: z.string().nullable(),
   /** Browser or client it signed in with. */
   userAgent: z.string().nullable(),
+  /** That client in a few words ("Chrome on Linux"), for recognising a device. */
+  device: z.string(),
   /** Support staff acting under an approved request. */
   supportAccess: z.boolean(),
 });

@@ -1,11 +1,11 @@
 import type { Command } from "commander";
 import type { z } from "zod";
-import { listTenants, type TenantView } from "../access/index.js";
+import { listTenants, listUsers, type TenantView, type UserView } from "../access/index.js";
 import { loadConfig } from "../config/load.js";
 import type { Config } from "../config/schema.js";
 import type { ApplianceContext } from "../context.js";
 import { pendingMigrations } from "../db/migrate.js";
-import { HOST_OPERATOR } from "../kernel/actor.js";
+import { HOST_OPERATOR, hostOperatorIn, type Actor } from "../kernel/actor.js";
 import { AppError } from "../kernel/errors.js";
 import { withOfflineContext, withUnsealedContext, type UnsealOpts } from "./offline-context.js";
 import { CliError } from "./output.js";
@@ -64,4 +64,23 @@ export async function tenantByRef(ctx: ApplianceContext, ref: string): Promise<T
   const found = tenants.find((t) => t.id === ref || t.slug === ref);
   if (!found) throw new CliError(`no tenant with the id or slug ${ref} (wardkeep tenant list shows them)`);
   return found;
+}
+
+/** The actor that manages accounts where `tenant` names (appliance staff when absent). */
+export async function operatorFor(ctx: ApplianceContext, tenant: string | undefined): Promise<Actor> {
+  return tenant ? hostOperatorIn((await tenantByRef(ctx, tenant)).id) : HOST_OPERATOR;
+}
+
+/**
+ * An account by email or id: among appliance staff and every tenant's accounts, or only the
+ * named tenant's. Returns it with the actor that may manage it (same tenant).
+ */
+export async function findUser(ctx: ApplianceContext, ref: string, tenant: string | undefined): Promise<{ user: UserView; actor: Actor }> {
+  const actors = tenant ? [await operatorFor(ctx, tenant)] : [HOST_OPERATOR, ...(await listTenants(ctx, HOST_OPERATOR)).map((t) => hostOperatorIn(t.id))];
+  const wanted = ref.toLowerCase();
+  for (const actor of actors) {
+    const user = (await listUsers(ctx, actor)).find((u) => u.id === wanted || u.email === wanted);
+    if (user) return { user, actor };
+  }
+  throw new CliError(`no account with the email or id ${ref}${tenant ? ` in tenant ${tenant}` : ""} (wardkeep user list [--tenant T] shows them)`);
 }

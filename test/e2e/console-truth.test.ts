@@ -205,7 +205,7 @@ describe("every screen", () => {
         route,
         name: `super-admin${route.replaceAll("/", "-") || "-home"}`,
       })),
-      ...["/users", "/settings/security"].map((route) => ({ actor: owner, route, name: `owner${route.replaceAll("/", "-")}` })),
+      ...["/users", "/settings/security", "/people/sessions"].map((route) => ({ actor: owner, route, name: `owner${route.replaceAll("/", "-")}` })),
     ];
     const findings: string[] = [];
     const titles = new Set<string>();

@@ -21,6 +21,7 @@ import type {
   MfaEnrollRes,
   MfaVerifyRes,
   RecoveryCodesRes,
+  RevokeAllReq,
   RevokeAllRes,
   SessionInfoRes,
   SessionRes,
@@ -210,8 +211,11 @@ export const api = {
   sessions: {
     /** Own sessions, or another account's (admins). */
     list: (userId?: string) => request<SessionRes[]>("GET", `${V1}/sessions${query({ userId })}`),
+    /** Every live session of the tenant (or of appliance staff, for super-admins). */
+    listAll: () => request<SessionRes[]>("GET", `${V1}/sessions${query({ all: "true" })}`),
     revoke: (id: string) => request<void>("DELETE", `${V1}/sessions/${seg(id)}`),
-    revokeAll: (body: { userId?: string }) => request<RevokeAllRes>("POST", `${V1}/sessions/revoke-all`, body),
+    /** Sign out one account (own or, for admins, another's) or everyone but the caller, with a reason that goes into the audit trail. */
+    revokeAll: (body: RevokeAllReq) => request<RevokeAllRes>("POST", `${V1}/sessions/revoke-all`, body),
   },
   apiTokens: {
     list: () => request<ApiTokenRes[]>("GET", `${V1}/api-tokens`),

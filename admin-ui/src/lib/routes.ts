@@ -13,6 +13,7 @@ import PageSessions from "../pages/PageSessions.svelte";
 import PageSetup from "../pages/PageSetup.svelte";
 import PageSupportRequests from "../pages/PageSupportRequests.svelte";
 import PageTenants from "../pages/PageTenants.svelte";
+import PageTenantSessions from "../pages/PageTenantSessions.svelte";
 import PageUsers from "../pages/PageUsers.svelte";
 
 /**
@@ -48,6 +49,7 @@ export const ROUTES = [
   { path: "/tenants", page: PageTenants, label: "Tenants", section: "People", action: "tenant:create" },
   { path: "/users", page: PageUsers, label: "Users & invites", section: "People", action: "user:list" },
   { path: "/support", page: PageSupportRequests, label: "Support access", section: "People", action: "support_request:list" },
+  { path: "/people/sessions", page: PageTenantSessions, label: "Signed-in people", section: "People", action: "session:list_all" },
   { path: "/api-tokens", page: PageApiTokens, label: "API tokens", section: "People", action: "api_token:list" },
   { path: "/settings/security", page: PageSecuritySettings, label: "Security settings", section: "People", action: "security_settings:read" },
   { path: "/keys", page: PageKeys, label: "Encryption keys", section: "Operations", action: "key:read" },

@@ -1,32 +1,12 @@
 import type { Command } from "commander";
-import { listTenants, listUsers, updateUser, type UserView } from "../../access/index.js";
+import { listUsers, updateUser, type UserView } from "../../access/index.js";
 import { createInvite, createInviteRequest } from "../../auth/index.js";
 import { loadConfig } from "../../config/load.js";
-import type { ApplianceContext } from "../../context.js";
-import { HOST_OPERATOR, hostOperatorIn, type Actor } from "../../kernel/actor.js";
+import { HOST_OPERATOR } from "../../kernel/actor.js";
 import { SYSTEM_META } from "../../kernel/request-meta.js";
-import { inviteLink, parseOptions, tenantByRef, unsealOptions, withHostOperator } from "../host-operator.js";
+import { findUser, inviteLink, operatorFor, parseOptions, tenantByRef, unsealOptions, withHostOperator } from "../host-operator.js";
 import type { UnsealOpts } from "../offline-context.js";
-import { CliError, printResult, type GlobalOptions } from "../output.js";
-
-/** The actor that manages accounts where `tenant` names (appliance staff when absent). */
-async function operatorFor(ctx: ApplianceContext, tenant: string | undefined): Promise<Actor> {
-  return tenant ? hostOperatorIn((await tenantByRef(ctx, tenant)).id) : HOST_OPERATOR;
-}
-
-/**
- * An account by email or id: among appliance staff and every tenant's accounts, or only the
- * named tenant's. Returns it with the actor that may manage it (same tenant).
- */
-async function findUser(ctx: ApplianceContext, ref: string, tenant: string | undefined): Promise<{ user: UserView; actor: Actor }> {
-  const actors = tenant ? [await operatorFor(ctx, tenant)] : [HOST_OPERATOR, ...(await listTenants(ctx, HOST_OPERATOR)).map((t) => hostOperatorIn(t.id))];
-  const wanted = ref.toLowerCase();
-  for (const actor of actors) {
-    const user = (await listUsers(ctx, actor)).find((u) => u.id === wanted || u.email === wanted);
-    if (user) return { user, actor };
-  }
-  throw new CliError(`no account with the email or id ${ref}${tenant ? ` in tenant ${tenant}` : ""} (wardkeep user list [--tenant T] shows them)`);
-}
+import { printResult, type GlobalOptions } from "../output.js";
 
 const line = (u: UserView) =>
   `${(u.email ?? `service account: ${u.displayName ?? ""}`).padEnd(36)} ${u.role.padEnd(12)} ${u.status.padEnd(11)} mfa ${u.mfaEnabled ? "on " : "off"}  ${u.id}`;

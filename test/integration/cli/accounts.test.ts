@@ -177,3 +177,56 @@ describe("wardkeep user", () => {
     SLOW,
   );
 });
+
+describe("wardkeep session", () => {
+  it(
+    "lists a tenant's live sessions and signs one account out, then everyone, with the reason in the audit trail",
+    async () => {
+      const owner = await request(app.baseUrl).post("/api/v1/auth/login").ca(app.caPem).set("User-Agent", "Mozilla/5.0 (X11; Linux x86_64) Chrome/131.0 Safari/537.36").send(OWNER);
+      expect(owner.status).toBe(200);
+      const nurse = { email: "nurse.ola@harbor.example", password: "cobalt-dune-amber-5150" };
+      const nurseLogin = await request(app.baseUrl).post("/api/v1/auth/login").ca(app.caPem).send(nurse);
+      expect(nurseLogin.status).toBe(200);
+      const cookieOf = (r: request.Response) => String(r.headers["set-cookie"]![0]).split(";")[0]!;
+      const sessionOf = (r: request.Response) => request(app.baseUrl).get("/api/v1/auth/session").ca(app.caPem).set("Cookie", cookieOf(r));
+
+      const [listed, human, mine] = await Promise.all([
+        runCli(["--json", "session", "list", "--tenant", "harbor-dialysis"], env),
+        runCli(["session", "list", "--tenant", "harbor-dialysis"], env),
+        runCli(["--json", "session", "list", "--user", "nurse.ola@harbor.example"], env),
+      ]);
+      const sessions = json(listed).sessions as { userEmail: string; device: string; sourceIp: string }[];
+      expect(sessions.map((s) => `${s.userEmail} ${s.device}`).sort()).toEqual(
+        expect.arrayContaining(["lead@harbor.example Chrome on Linux", "nurse.ola@harbor.example Unknown client"]),
+      );
+      expect(human.stdout).toMatch(/^lead@harbor\.example\s+Chrome on Linux\s+\S+\s+last seen \S+\s+signed in \S+\s+[0-9a-f-]{36}$/m);
+      expect((json(mine).sessions as { userEmail: string }[]).every((s) => s.userEmail === "nurse.ola@harbor.example")).toBe(true);
+
+      // The refused commands end nothing; the one for the nurse, run beside them, ends only the nurse's.
+      const [neither, noReason, blankReason, unknown, one] = await Promise.all([
+        runCli(["session", "revoke", "--tenant", "harbor-dialysis", "--reason", "x"], env),
+        runCli(["session", "revoke", "--all", "--tenant", "harbor-dialysis"], env),
+        runCli(["session", "revoke", "--all", "--tenant", "harbor-dialysis", "--reason", "  "], env),
+        runCli(["session", "revoke", "--user", "nobody@harbor.example", "--reason", "x"], env),
+        runCli(["session", "revoke", "--user", "nurse.ola@harbor.example", "--reason", "lost badge INC-77"], env),
+      ]);
+      expect([neither.code, neither.stderr]).toEqual([2, "wardkeep: give either --user or --all\n"]);
+      expect(noReason.code).toBe(2);
+      expect(noReason.stderr).toMatch(/required option '--reason <text>' not specified/);
+      expect([blankReason.code, blankReason.stderr]).toEqual([1, "wardkeep: --reason: Too small: expected string to have >=1 characters\n"]);
+      expect([unknown.code, unknown.stderr]).toEqual([1, "wardkeep: no account with the email or id nobody@harbor.example (wardkeep user list [--tenant T] shows them)\n"]);
+      expect(one.stdout.trim()).toMatch(/^[1-9]\d* sessions? of nurse\.ola@harbor\.example ended$/);
+      expect((await sessionOf(nurseLogin)).status).toBe(401);
+      expect((await sessionOf(owner)).status).toBe(200);
+
+      const all = json(await runCli(["--json", "session", "revoke", "--all", "--tenant", "harbor-dialysis", "--reason", "suspected phishing INC-78"], env));
+      expect(all.revoked).toBeGreaterThanOrEqual(1);
+      expect((await sessionOf(owner)).status).toBe(401);
+      const everyone = (await auditEvents(app, { action: "auth.session.revoke_everyone" })).at(-1);
+      expect(everyone).toMatchObject({ actor_role: "host_operator", actor_user_id: null, reason: `${all.revoked} session(s); suspected phishing INC-78` });
+      const user = (await auditEvents(app, { action: "auth.session.revoke_all" })).at(-1);
+      expect(user?.reason).toMatch(/^\d+ session\(s\); lost badge INC-77$/);
+    },
+    SLOW,
+  );
+});
