@@ -34,6 +34,10 @@ export type SamlIdp = {
   lastRequestId: string | null;
   /** The last SAMLResponse /sso handed to the browser (base64). */
   lastResponse: string | null;
+  /** The SP's metadata (the test fetches it from the appliance, whose TLS certificate only it trusts). */
+  spMetadata: string | null;
+  /** The ID of the AuthnRequest in an HTTP-Redirect URL (the Location the appliance redirects to). */
+  requestIdOf(location: string): string;
   /** A signed response for `user` to the SP whose metadata is given (base64 of the XML). */
   response(spMetadata: string, user: SamlUser, inResponseTo: string | null, tweaks?: ResponseTweaks): Promise<string>;
   stop(): Promise<void>;
@@ -116,6 +120,11 @@ export async function startSamlIdp(dir: string): Promise<SamlIdp> {
     nextUser: { nameId: "nobody@hospital.example", email: "nobody@hospital.example", displayName: "Nobody", groups: [] },
     lastRequestId: null,
     lastResponse: null,
+    spMetadata: null,
+    requestIdOf(location) {
+      const raw = samlify.Utility.inflateString(new URL(location).searchParams.get("SAMLRequest") ?? "");
+      return /\bID="([^"]+)"/.exec(raw)![1]!;
+    },
     response,
     async stop() {
       server.closeAllConnections();
@@ -123,22 +132,16 @@ export async function startSamlIdp(dir: string): Promise<SamlIdp> {
     },
   };
 
-  /** The SP metadata of each provider that sent a request, by its ACS URL: fetched once from the appliance. */
-  const spMetadataOf = new Map<string, string>();
   server.on("request", (req, res) => {
     void (async () => {
       const url = new URL(req.url ?? "/", ssoUrl);
       if (url.pathname !== "/sso") return void res.writeHead(404).end();
       const query = Object.fromEntries(url.searchParams);
       // The request names its ACS; the SP's metadata (served by the appliance) says the rest.
-      const raw = samlify.Utility.inflateString(decodeURIComponent(query.SAMLRequest ?? ""));
+      const raw = samlify.Utility.inflateString(query.SAMLRequest ?? "");
       const acs = /AssertionConsumerServiceURL="([^"]+)"/.exec(raw)?.[1] ?? "";
-      const metadataUrl = acs.replace(/\/acs$/, "/metadata");
-      let md = spMetadataOf.get(metadataUrl);
-      if (!md) {
-        md = await (await fetch(metadataUrl)).text();
-        spMetadataOf.set(metadataUrl, md);
-      }
+      const md = idp.spMetadata;
+      if (!md) throw new Error("set spMetadata first");
       const sp = samlify.ServiceProvider({ metadata: md });
       const parsed = await idpFor("current").parseLoginRequest(sp, "redirect", { query, octetString: "" } as never);
       const requestId = (parsed.extract as { request: { id: string } }).request.id;

@@ -32,8 +32,7 @@ import type { AlertChannelTestRes, AlertChannelViewRes, AlertDetailRes, AlertLis
 import type { BackupListRes, BackupPolicyRes, DrillRecordRes, RunStartedRes, SnapshotRecordRes } from "../../../daemon/backups/schema.js";
 import type { NotReadyProblem, ReadinessChecks, ReadinessRes } from "../../../daemon/http/schema.js";
 import type { KeyStatusRes, RotationStartedRes, SealProgressRes } from "../../../daemon/keys/schema.js";
-import type { PublicProviderListRes } from "../../../daemon/sso/schema.js";
-import type { SsoLoginRes } from "../../../daemon/sso/ldap/schema.js";
+import type { PublicProviderListRes, SsoLoginRes } from "../../../daemon/sso/schema.js";
 
 export type Problem = {
   type: string;

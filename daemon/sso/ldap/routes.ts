@@ -1,6 +1,6 @@
 import { defineRoute } from "../../kernel/define-route.js";
 import { sessionCookie } from "../../auth/index.js";
-import { ldapLoginRequest, ssoLoginResponse, ssoProviderParams } from "./schema.js";
+import { ldapLoginRequest, ssoLoginResponse, ssoProviderParams } from "../schema.js";
 import { signInWithLdap } from "./signin.js";
 
 /** Sign-in with a directory user name and password (LDAP / Active Directory providers). */

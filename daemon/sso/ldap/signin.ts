@@ -5,7 +5,7 @@ import { completeExternalSignIn, refuseExternalSignIn, type ExternalSignInOutcom
 import { loadProvider } from "../providers.js";
 import type { LdapProviderConfig, LdapSecrets } from "./config.js";
 import { authenticateLdap } from "./directory.js";
-import type { LdapLoginReq } from "./schema.js";
+import type { LdapLoginReq } from "../schema.js";
 
 /**
  * Sign-in with a directory user name and password through an LDAP / AD provider: the directory

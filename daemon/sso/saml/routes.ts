@@ -3,7 +3,7 @@ import { sessionCookie } from "../../auth/index.js";
 import { defineRoute } from "../../kernel/define-route.js";
 import { PayloadTooLarge } from "../../kernel/errors.js";
 import { ExternalSignInRefused } from "../identity.js";
-import { ssoProviderParams } from "../ldap/schema.js";
+import { ssoProviderParams } from "../schema.js";
 import { beginSamlSignIn, completeSamlSignIn, samlMetadata } from "./signin.js";
 
 /**
@@ -38,7 +38,7 @@ async function readForm(req: Request): Promise<URLSearchParams> {
 }
 
 /** Where the console shows a refused sign-in (the generic message; the reference is the request id). */
-const refusedPage = (requestId: string | null) => `/#/login?sso=refused${requestId ? `&reference=${encodeURIComponent(requestId)}` : ""}`;
+const refusedPage = (requestId: string | null) => `/?sso=refused${requestId ? `&reference=${encodeURIComponent(requestId)}` : ""}#/login`;
 
 /** Metadata and the start of a sign-in: JSON-free GETs, mounted with the other sso routes. */
 export const samlRoutes = [
