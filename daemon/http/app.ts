@@ -57,7 +57,20 @@ export function createHttpApp(ctx: ApplianceContext): Express {
   api.use(mount(setupRoutes));
   // Everything after this line knows its caller (res.locals.actor) or answers 401 through the policy guard.
   api.use(authenticate(ctx));
-  for (const routes of [authRoutes, accessRoutes, keysRoutes, backupRoutes, recordsRoutes, auditRoutes, alertRoutes, webhookRoutes, jobsRoutes, retentionRoutes, scimTokenRoutes, ssoRoutes])
+  for (const routes of [
+    authRoutes,
+    accessRoutes,
+    keysRoutes,
+    backupRoutes,
+    recordsRoutes,
+    auditRoutes,
+    alertRoutes,
+    webhookRoutes,
+    jobsRoutes,
+    retentionRoutes,
+    scimTokenRoutes,
+    ssoRoutes,
+  ])
     api.use(mount(routes));
   app.use("/api/v1", api);
 

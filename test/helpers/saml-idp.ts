@@ -80,7 +80,9 @@ export async function startSamlIdp(dir: string): Promise<SamlIdp> {
     const shift = tweaks.shiftMs ?? 0;
     const now = Date.now() + shift;
     const iso = (ms: number) => new Date(ms).toISOString();
-    const acs = sp.entityMeta.getAssertionConsumerService(POST) as string;
+    const acsElement = (spMetadata.match(/<(\w+:)?AssertionConsumerService\b[^>]*>/g) ?? []).find((e) => e.includes(`Binding="${POST}"`)) ?? "";
+    const acs = /Location="([^"]+)"/.exec(acsElement)?.[1] ?? "";
+    const spEntityId = /entityID="([^"]+)"/.exec(spMetadata)?.[1] ?? "";
     const attrs = [
       `<saml:Attribute Name="email"><saml:AttributeValue xsi:type="xs:string">${esc(user.email)}</saml:AttributeValue></saml:Attribute>`,
       `<saml:Attribute Name="displayName"><saml:AttributeValue xsi:type="xs:string">${esc(user.displayName)}</saml:AttributeValue></saml:Attribute>`,
@@ -96,7 +98,7 @@ export async function startSamlIdp(dir: string): Promise<SamlIdp> {
       `<saml:Assertion xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" xmlns:xs="http://www.w3.org/2001/XMLSchema" xmlns:saml="urn:oasis:names:tc:SAML:2.0:assertion" ID="${assertionId}" Version="2.0" IssueInstant="${iso(now)}">` +
       `<saml:Issuer>${esc(entityId)}</saml:Issuer><saml:Subject><saml:NameID Format="urn:oasis:names:tc:SAML:1.1:nameid-format:emailAddress">${esc(user.nameId)}</saml:NameID>` +
       `<saml:SubjectConfirmation Method="urn:oasis:names:tc:SAML:2.0:cm:bearer"><saml:SubjectConfirmationData NotOnOrAfter="${iso(now + 5 * 60_000)}" Recipient="${esc(tweaks.recipient ?? acs)}"${irtAttr}/></saml:SubjectConfirmation></saml:Subject>` +
-      `<saml:Conditions NotBefore="${iso(now - 60_000)}" NotOnOrAfter="${iso(now + 5 * 60_000)}"><saml:AudienceRestriction><saml:Audience>${esc(tweaks.audience ?? sp.entityMeta.getEntityID())}</saml:Audience></saml:AudienceRestriction></saml:Conditions>` +
+      `<saml:Conditions NotBefore="${iso(now - 60_000)}" NotOnOrAfter="${iso(now + 5 * 60_000)}"><saml:AudienceRestriction><saml:Audience>${esc(tweaks.audience ?? spEntityId)}</saml:Audience></saml:AudienceRestriction></saml:Conditions>` +
       `<saml:AuthnStatement AuthnInstant="${iso(now)}" SessionIndex="${assertionId}"><saml:AuthnContext><saml:AuthnContextClassRef>urn:oasis:names:tc:SAML:2.0:ac:classes:PasswordProtectedTransport</saml:AuthnContextClassRef></saml:AuthnContext></saml:AuthnStatement>` +
       `<saml:AttributeStatement>${attrs}</saml:AttributeStatement></saml:Assertion></samlp:Response>`;
     const ctx = await idp.createLoginResponse(
