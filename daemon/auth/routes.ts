@@ -35,7 +35,8 @@ import {
   sessionsQuery,
 } from "./schema.js";
 import { idleMinutesFor, type ResolvedSession } from "./sessions.js";
-import { clearedSessionCookie, csrfTokenFor, sessionCookie } from "./tokens.js";
+import { clearedSessionCookie, csrfTokenFor, readCookie, sessionCookie } from "./tokens.js";
+import { DEVICE_COOKIE, deviceCookie } from "./known-devices.js";
 
 /** The session a request presents, whether it finished its second factor or not. */
 function presentedSession(res: Response): ResolvedSession {
@@ -73,8 +74,8 @@ export const authRoutes = [
         429: "Locked out or rate limited",
       },
     },
-    async ({ ctx, body, res, meta }) => {
-      const outcome = await signIn(ctx, body, meta);
+    async ({ ctx, req, body, res, meta }) => {
+      const outcome = await signIn(ctx, body, meta, { cookie: readCookie(req.headers.cookie, DEVICE_COOKIE) });
       if (!outcome.ok) {
         if (outcome.reason === "invalid") throw new Unauthorized("the email or password is incorrect", { reason: "invalid_credentials" });
         if (outcome.reason === "local_sign_in_off") {
@@ -84,6 +85,7 @@ export const authRoutes = [
         throw new TooManyRequests("too many sign-in attempts; wait and try again", { retryAfterSeconds: outcome.retryAfterSeconds });
       }
       res.append("Set-Cookie", sessionCookie(outcome.session.token));
+      res.append("Set-Cookie", deviceCookie(ctx, outcome.deviceToken));
       return {
         mfaRequired: outcome.mfaRequired,
         mfaEnrollmentRequired: outcome.mfaEnrollmentRequired,

@@ -33,6 +33,7 @@ import type {
   BackupListRes,
   BackupPolicyRes,
   DrillRecordRes,
+  PitrStatusRes,
   RestoreOutcomeRes,
   RestoreReq,
   RunStartedRes,
@@ -55,6 +56,7 @@ import type {
   RuleChangeResultRes,
 } from "../../../daemon/retention/schema.js";
 import type { DeliveryDetailRes, DeliveryListRes, DeliveryQuery, DeliveryView, EndpointListRes, EndpointWithSecretRes } from "../../../daemon/webhooks/schema.js";
+import type { PublicProviderListRes, SsoLoginRes } from "../../../daemon/sso/schema.js";
 
 export type Problem = {
   type: string;
@@ -278,6 +280,7 @@ export const api = {
     savePolicy: (body: unknown) => request<BackupPolicyRes>("PUT", `${V1}/backups/policy`, body),
     // The body follows the daemon's targetTestRequest (a target as entered, and its secrets if typed).
     testTarget: (body: { target: unknown; secrets?: Record<string, string> }) => request<TargetTestRes>("POST", `${V1}/backups/targets/test`, body),
+    pitr: () => request<PitrStatusRes>("GET", `${V1}/backups/pitr`),
     verify: (id: string) => request<VerifyResultRes>("POST", `${V1}/backups/${seg(id)}/verify`, {}),
     restore: (id: string, body: RestoreReq) => request<RestoreOutcomeRes>("POST", `${V1}/backups/${seg(id)}/restore`, body),
     /** A plain link (the browser downloads the script itself). */
@@ -325,5 +328,11 @@ export const api = {
     list: () => request<DrillRecordRes[]>("GET", `${V1}/drills`),
     get: (id: string) => request<DrillRecordRes>("GET", `${V1}/drills/${seg(id)}`),
     run: () => request<RunStartedRes>("POST", `${V1}/drills`, {}),
+  },
+  sso: {
+    /** The sign-in buttons of a tenant's login page (public). */
+    providers: (tenant: string) => request<PublicProviderListRes>("GET", `${V1}/sso/providers${query({ tenant })}`),
+    /** A "password" provider (LDAP / Active Directory): its path comes from `providers`. */
+    passwordSignIn: (path: string, body: { username: string; password: string }) => request<SsoLoginRes>("POST", path, body),
   },
 };
