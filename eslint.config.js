@@ -9,7 +9,7 @@ import js from "@eslint/js";
 import tseslint from "typescript-eslint";
 
 /** Capabilities under daemon/: each owns its folder and shows others only its index.ts. */
-const CAPABILITIES = ["access", "audit", "auth", "backups", "keys", "records", "tls", "retention", "webhooks", "sso", "jobs", "alerts", "support"];
+const CAPABILITIES = ["access", "audit", "auth", "backups", "keys", "records", "tls", "retention", "webhooks", "sso", "jobs", "alerts", "support", "scim"];
 
 /** Files that wire capabilities together may also take a capability's router, config schema and background services. */
 const WIRING = ["routes", "setup-routes", "config", "background"];

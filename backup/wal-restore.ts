@@ -30,7 +30,16 @@ while :; do
 done
 `;
 
-export type FetchStats = { files: number; bytes: number; storedBytes: number; fetchMs: number; lastArchivedAt?: string; lastSegment?: string };
+export type FetchStats = {
+  files: number;
+  bytes: number;
+  storedBytes: number;
+  fetchMs: number;
+  lastArchivedAt?: string;
+  lastSegment?: string;
+  /** The first segment PostgreSQL asked for that the archive does not hold (and no later one does): replay has used every archived segment. */
+  endOfArchive?: string;
+};
 
 export class WalFetcher {
   readonly stats: FetchStats = { files: 0, bytes: 0, storedBytes: 0, fetchMs: 0 };
@@ -40,6 +49,7 @@ export class WalFetcher {
   private readonly cache = new Map<string, Promise<{ header: WalHeader; bytes: Buffer }>>();
   private timer: NodeJS.Timeout | undefined;
   private busy = new Set<string>();
+  private disposed = false;
   private readonly controller = new AbortController();
 
   constructor(
@@ -83,13 +93,15 @@ export class WalFetcher {
   }
 
   dispose(): void {
+    // A fetch still in flight finds its staging directory gone: it must answer nobody.
+    this.disposed = true;
     this.stop();
     this.cache.clear();
     fs.rmSync(this.opts.stagingDir, { recursive: true, force: true });
   }
 
   private fail(err: WalObjectError) {
-    if (this.failure) return;
+    if (this.failure || this.disposed) return;
     this.failure = err;
     fs.writeFileSync(path.join(this.opts.stagingDir, "abort"), err.message + "\n");
     this.controller.abort();
@@ -137,6 +149,7 @@ export class WalFetcher {
   private async serve(name: string) {
     const d = this.opts.stagingDir;
     const answer = (dir: "ready" | "none", bytes?: Buffer) => {
+      if (this.disposed) return;
       const tmp = path.join(d, dir, `.${name}`);
       fs.writeFileSync(tmp, bytes ?? "", { mode: 0o600 });
       if (this.opts.owner) fs.chownSync(tmp, this.opts.owner.uid, this.opts.owner.gid);
@@ -152,6 +165,7 @@ export class WalFetcher {
         );
         return;
       }
+      if (WAL_SEGMENT.test(name)) this.stats.endOfArchive ??= name;
       answer("none");
       return;
     }

@@ -7,4 +7,4 @@ export { authorizePatient, patientAccessFor, type PatientAccess } from "./care-t
 export { guard, guardedRoutes, policyBinding, recordDenial, type GuardedRoute } from "./guard.js";
 export { createTenant, listTenants, updateTenant, type TenantView, type CreatedTenantView } from "./tenants.js";
 export { createTenantRequest, updateTenantRequest } from "./schema.js";
-export { listUsers, updateUser, type UserView } from "./users.js";
+export { deprovisionAccount, listUsers, updateUser, type Deprovisioned, type UserView } from "./users.js";

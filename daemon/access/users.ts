@@ -2,7 +2,7 @@ import { type Tx } from "../db/sql.js";
 import { publishWebhookEvent } from "../webhooks/index.js";
 import { z } from "zod";
 import { forgetResolvedApiTokens, clearMfa, revokeUserSessions } from "../auth/index.js";
-import { recordAuthEvent } from "../audit/append.js";
+import { recordAuthEvent, type EventActor } from "../audit/append.js";
 import { SYSTEM_META, type RequestMeta } from "../kernel/request-meta.js";
 import type { ApplianceContext } from "../context.js";
 import { inScope } from "../db/sql.js";
@@ -238,4 +238,65 @@ export async function deactivateInactiveUsers(ctx: ApplianceContext): Promise<In
     }
     return { deactivated };
   });
+}
+
+export type Deprovisioned = { sessionsEnded: number; apiTokensRevoked: number };
+
+/**
+ * Ends an account's access at once (SCIM deprovisioning, access reviews): deactivates it, ends
+ * every session, revokes the API tokens this person created (they were shown the secret once and
+ * a leaver may have kept it), publishes `user.deprovisioned` and audits, in the caller's
+ * transaction. Sessions are checked against the database on every request and the status and
+ * token changes fire migration 0070's notification, so every replica refuses both on their next
+ * request. A tenant keeps at least one active owner.
+ */
+export async function deprovisionAccount(
+  ctx: ApplianceContext,
+  t: Tx,
+  actor: EventActor,
+  target: { userId: string; tenantId: string },
+  reason: "scim" | "access-review" | "access-review-deadline",
+  meta: RequestMeta,
+): Promise<Deprovisioned> {
+  const [row] = await t.rows<{ role: Role; status: string }>("SELECT role, status FROM users WHERE id = $1 AND tenant_id = $2 FOR UPDATE", [target.userId, target.tenantId]);
+  if (!row) throw new NotFound("no such user");
+  if (row.status !== "active") return { sessionsEnded: 0, apiTokensRevoked: 0 };
+  if (row.role === "owner" && (await countOwners(ctx, t, target.tenantId)) <= 1) throw new Conflict("a tenant needs at least one active owner");
+  const now = ctx.clock.now();
+  await t.exec("UPDATE users SET status = 'deactivated', deactivated_at = $2, deactivated_reason = $3, updated_at = $2 WHERE id = $1", [target.userId, now, reason]);
+  const sessionsEnded = await revokeUserSessions(ctx, t, target.userId, `deprovisioned-${reason}`);
+  const tokens = await t.rows<{ id: string; user_id: string }>(
+    "UPDATE api_tokens SET revoked_at = $2 WHERE created_by = $1 AND tenant_id = $3 AND revoked_at IS NULL RETURNING id, user_id",
+    [target.userId, now, target.tenantId],
+  );
+  for (const k of tokens) {
+    await t.exec("UPDATE users SET status = 'deactivated', deactivated_at = coalesce(deactivated_at, $2), deactivated_reason = 'api token revoked' WHERE id = $1", [
+      k.user_id,
+      now,
+    ]);
+    await recordAuthEvent(
+      ctx,
+      t,
+      actor,
+      { action: "api_token.revoke", resourceType: "api_token", resourceId: k.id, tenantId: target.tenantId, outcome: "success", reason: "creator deprovisioned" },
+      meta,
+    );
+  }
+  t.afterCommit(() => forgetResolvedApiTokens(ctx));
+  await publishWebhookEvent(ctx, t, { tenantId: target.tenantId, type: "user.deprovisioned", data: { userId: target.userId, reason } });
+  await recordAuthEvent(
+    ctx,
+    t,
+    actor,
+    {
+      action: "user.deactivate",
+      resourceType: "user",
+      resourceId: target.userId,
+      tenantId: target.tenantId,
+      outcome: "success",
+      reason: `${reason}; sessions ${sessionsEnded}; api tokens ${tokens.length}`,
+    },
+    meta,
+  );
+  return { sessionsEnded, apiTokensRevoked: tokens.length };
 }

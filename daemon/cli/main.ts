@@ -13,6 +13,7 @@ import { registerStart } from "./commands/start.js";
 import { registerWebhook } from "./commands/webhook.js";
 import { registerTenant } from "./commands/tenant.js";
 import { registerToken } from "./commands/token.js";
+import { registerScim } from "./commands/scim.js";
 import { registerUser } from "./commands/user.js";
 import { registerKeys } from "./commands/keys.js";
 import { registerTls } from "./commands/tls.js";
@@ -50,6 +51,7 @@ export function buildProgram(): Command {
   registerAlerts(program);
   registerTenant(program);
   registerToken(program);
+  registerScim(program);
   registerSession(program);
   registerUser(program);
   registerWebhook(program);

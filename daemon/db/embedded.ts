@@ -257,7 +257,7 @@ export async function startEmbeddedPostgres(opts: EmbeddedOptions): Promise<Embe
     "-c",
     `unix_socket_directories=${socketDir ?? ""}`,
     "-c",
-    "max_connections=200",
+    `max_connections=${EMBEDDED_MAX_CONNECTIONS}`,
     ...Object.entries(opts.settings ?? {}).flatMap(([k, v]) => ["-c", `${k}=${v}`]),
   ];
   const launch = async (): Promise<Postmaster> => {
@@ -382,6 +382,12 @@ export class EmbeddedRecoveryError extends Error {
  * once the server has promoted and accepts connections, runs `work`, then shuts it down; rejects
  * with the server's last FATAL line when recovery stops or `abort` says why.
  */
+/**
+ * The embedded server's max_connections. A hot standby (runEmbeddedRecovery's `standby`) must
+ * run with at least the value the archived server had, or PostgreSQL refuses to replay.
+ */
+export const EMBEDDED_MAX_CONNECTIONS = 200;
+
 export async function runEmbeddedRecovery<T>(opts: {
   dataDir: string;
   port: number;
@@ -389,6 +395,13 @@ export async function runEmbeddedRecovery<T>(opts: {
   onLog?: (line: string) => void;
   /** Set by the caller to stop a recovery it knows cannot succeed (a tampered segment). */
   abort?: { reason?: string; signal: AbortSignal };
+  /**
+   * A read-only hot standby instead of a recovery that promotes: `work` runs as soon as the
+   * replayed data is consistent, while replay goes on, and may read what has been replayed so far
+   * (recover --before-event reads the archived audit chain this way). The server is stopped
+   * afterwards; its data directory is for throwing away.
+   */
+  standby?: boolean;
   work: (run: RecoveryRun) => Promise<T>;
 }): Promise<T> {
   const bins = await binaries();
@@ -402,12 +415,13 @@ export async function runEmbeddedRecovery<T>(opts: {
   const hbaFile = path.join(socketDir, "recovery_hba.conf");
   fs.writeFileSync(hbaFile, "local all postgres trust\n", { mode: 0o600 });
   if (ids) fs.chownSync(hbaFile, ids.uid, ids.gid);
-  const signal = path.join(opts.dataDir, "recovery.signal");
+  const signal = path.join(opts.dataDir, opts.standby ? "standby.signal" : "recovery.signal");
   fs.writeFileSync(signal, "", { mode: 0o600 });
   if (ids) fs.chownSync(signal, ids.uid, ids.gid);
 
   const args = ["-D", opts.dataDir, "-p", String(opts.port), "-c", "listen_addresses=", "-c", `unix_socket_directories=${socketDir}`, "-c", `hba_file=${hbaFile}`];
-  args.push("-c", "hot_standby=off", "-c", "archive_mode=off");
+  args.push("-c", `hot_standby=${opts.standby ? "on" : "off"}`, "-c", "archive_mode=off");
+  if (opts.standby) args.push("-c", `max_connections=${EMBEDDED_MAX_CONNECTIONS}`);
   for (const [k, v] of Object.entries(opts.settings)) args.push("-c", `${k}=${v}`);
   const child = spawn(bins.postgres, args, { ...ids, detached: true, env: { ...process.env, LC_ALL: "C" }, stdio: ["ignore", "pipe", "pipe"] });
   const log: string[] = [];
@@ -431,7 +445,7 @@ export async function runEmbeddedRecovery<T>(opts: {
       log.push(line);
       if (log.length > 2000) log.splice(0, 1000);
       opts.onLog?.(line);
-      if (/database system is ready to accept connections/.test(line)) ready();
+      if (/database system is ready to accept (read-only )?connections/.test(line)) ready();
     }
   };
   child.stdout?.on("data", collect);

@@ -20,6 +20,7 @@ import { jobsRoutes } from "../jobs/routes.js";
 import { retentionRoutes } from "../retention/routes.js";
 import { mountRoutes, type Route } from "../kernel/define-route.js";
 import { inboundWebhookRoutes, webhookRoutes } from "../webhooks/routes.js";
+import { scimProtocolRoutes, scimTokenRoutes } from "../scim/routes.js";
 
 /**
  * The Express application: middleware in the order a request meets it, then one router per
@@ -38,6 +39,8 @@ export function createHttpApp(ctx: ApplianceContext): Express {
   app.use(accessLog(ctx.log));
 
   app.use(mount(healthRoutes));
+  // SCIM 2.0 (RFC 7644) at /scim/v2: its own bearer tokens, media type and error schema (docs/scim.md).
+  app.use(mount(scimProtocolRoutes));
 
   const api = Router();
   api.use(noStore);
@@ -51,7 +54,7 @@ export function createHttpApp(ctx: ApplianceContext): Express {
   api.use(mount(setupRoutes));
   // Everything after this line knows its caller (res.locals.actor) or answers 401 through the policy guard.
   api.use(authenticate(ctx));
-  for (const routes of [authRoutes, accessRoutes, keysRoutes, backupRoutes, recordsRoutes, auditRoutes, alertRoutes, webhookRoutes, jobsRoutes, retentionRoutes])
+  for (const routes of [authRoutes, accessRoutes, keysRoutes, backupRoutes, recordsRoutes, auditRoutes, alertRoutes, webhookRoutes, jobsRoutes, retentionRoutes, scimTokenRoutes])
     api.use(mount(routes));
   app.use("/api/v1", api);
 

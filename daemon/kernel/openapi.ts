@@ -72,6 +72,7 @@ export const TAGS = [
   { name: "webhooks", description: "Outbound Standard Webhooks (subscriptions, allow-list, deliveries, dead letters) and inbound webhook sources" },
   { name: "jobs", description: "Recurring jobs: schedules, run history and run now" },
   { name: "retention", description: "The retention register: rules, legal holds, purge preview and disposition certificates" },
+  { name: "scim", description: "SCIM 2.0 provisioning (/scim/v2, application/scim+json) and the tenant's SCIM tokens" },
 ] as const;
 export type Tag = (typeof TAGS)[number]["name"];
 

@@ -123,6 +123,12 @@ export const policy = {
     create: staff("owner", "admin"),
     revoke: staff("owner", "admin"),
   },
+  // SCIM provisioning tokens: the IdP's client manages accounts with them, so only admins hand them out.
+  scim_token: {
+    list: staff("owner", "admin"),
+    create: staff("owner", "admin"),
+    revoke: staff("owner", "admin"),
+  },
   // Sign-in providers of a tenant (daemon/sso): its owners and admins configure them; a rule that
   // grants a privileged role takes a second admin's approval (checked in the service: not the one who saved it).
   identity_provider: {
@@ -280,6 +286,7 @@ export const STEP_UP_ACTIONS: ReadonlySet<Action> = new Set<Action>([
   "user:update",
   "user:reset_mfa",
   "api_token:create",
+  "scim_token:create",
   "patient:delete",
   "deletion:request_tenant",
   "legal_hold:release",

@@ -69,7 +69,14 @@ import {
 import { silentLogger } from "../../log/logger.js";
 import { CliError } from "../output.js";
 
-export type PointInTime = { kind: "time"; at: Date } | { kind: "latest" };
+/**
+ * Where to stop: a time, the end of the archive, or just before an audit event's transaction
+ * (`--before-event SEQ`: its time is read from the archived chain itself, see findAuditEvent).
+ */
+export type PointInTime = { kind: "time"; at: Date } | { kind: "latest" } | { kind: "event"; seq: string };
+
+/** The audit event a `--before-event` recovery stops before, as the archived chain records it. */
+export type ArchivedAuditEvent = { seq: string; eventId: string; occurredAt: string; action: string };
 
 export type PitrRequest = {
   target: SnapshotTarget;
@@ -107,8 +114,17 @@ export type PitrOutcome = {
   auditChain: { intact: boolean; head: string | null };
   unseal: { mode: UnsealMode; keyFile?: string; shares?: string[]; threshold?: number };
   durationMs: number;
-  /** RTO by phase. */
-  phases: { locateMs: number; keyStoreMs: number; baseMs: number; replayMs: number; keysMs: number; finishMs: number };
+  /** `--before-event`: the event, and how much of the chain before it the recovered database holds. */
+  beforeEvent?: ArchivedAuditEvent & {
+    /** The recovered chain's head: every event up to it is present. */
+    chainedThrough: string;
+    /** Events committed before the stop but not yet chained then: the appliance chains them when it starts. */
+    pendingInIntake: number;
+    /** Events numbered below `seq` that the recovery could not keep (committed within the event's own request time); 0 normally. */
+    missingBefore: number;
+  };
+  /** RTO by phase (`findEventMs`: the first replay that reads the event's time, for --before-event). */
+  phases: { findEventMs: number; locateMs: number; keyStoreMs: number; baseMs: number; replayMs: number; keysMs: number; finishMs: number };
 };
 
 /** Phase 1: the newest key-store backup (it names the signer) and the base backup for the point. */
@@ -129,7 +145,7 @@ async function locate(req: PitrRequest) {
   for (const id of [...complete].reverse()) {
     const m = await openBaseBackupManifest(req.target, id, opener, [signer.publicKeyRaw]);
     zeroize(m.key);
-    if (req.point.kind === "latest" || Date.parse(m.body.completedAt) <= req.point.at.getTime()) {
+    if (req.point.kind !== "time" || Date.parse(m.body.completedAt) <= req.point.at.getTime()) {
       base = m.body;
       break;
     }
@@ -145,7 +161,7 @@ async function locate(req: PitrRequest) {
 }
 
 function describePoint(p: PointInTime): string {
-  return p.kind === "latest" ? "latest" : p.at.toISOString();
+  return p.kind === "latest" ? "latest" : p.kind === "event" ? `before audit event ${p.seq}` : p.at.toISOString();
 }
 
 /**
@@ -246,9 +262,112 @@ async function installKeys(client: pg.Client, found: Awaited<ReturnType<typeof l
   }
 }
 
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** Base backup to the data directory and a WAL fetcher for it: the start of every replay. */
+async function restoreBaseForReplay(req: PitrRequest, found: Awaited<ReturnType<typeof locate>>, available: Map<string, number>, dataDir: string, phase: string) {
+  const owner = runAs();
+  fs.mkdirSync(path.dirname(path.resolve(dataDir)), { recursive: true, mode: 0o711 });
+  if (owner) fs.chmodSync(path.dirname(path.resolve(dataDir)), fs.statSync(path.dirname(path.resolve(dataDir))).mode | 0o001);
+  const trusted = [found.signer.publicKeyRaw];
+  await restoreBaseBackup({
+    target: req.target,
+    id: found.base.backupId,
+    opener: found.opener,
+    trustedSigners: trusted,
+    intoDir: dataDir,
+    owner,
+    onProgress: (done, total) => req.onProgress?.({ phase, done, total }),
+  });
+  return (onServed?: (stats: { files: number }) => void) =>
+    new WalFetcher({
+      target: req.target,
+      available,
+      opener: found.opener,
+      trustedSigners: trusted,
+      stagingDir: `${path.resolve(dataDir)}.walfetch`,
+      owner,
+      segmentBytes: found.base.walSegmentBytes,
+      onServed: (_n, s) => onServed?.(s),
+    });
+}
+
+/**
+ * `--before-event SEQ`, first replay: the audit event's time is only in the archived database, so
+ * the newest base backup is replayed as a read-only hot standby until the chain holds event SEQ
+ * (or the archive ends without it), and the event's `occurred_at` is read. That time was taken in
+ * the event's own transaction before it committed, so a recovery that stops before the first
+ * commit at or after it leaves the event (and its work) out and keeps every transaction that
+ * committed earlier. This data directory is then thrown away; the second replay does the rest.
+ */
+async function findAuditEvent(config: Config, req: PitrRequest, seq: string): Promise<ArchivedAuditEvent> {
+  const dataDir = inDataDir(config, "pg");
+  const found = await locate({ ...req, point: { kind: "latest" } });
+  try {
+    const available = await listWal(req.target);
+    const fetcher = (await restoreBaseForReplay(req, found, available, dataDir, "find event"))((s) =>
+      req.onProgress?.({ phase: "find event", done: s.files, total: available.size }),
+    );
+    fetcher.start();
+    try {
+      return await runEmbeddedRecovery({
+        dataDir,
+        port: config.database.embeddedPort,
+        settings: { restore_command: fetcher.restoreCommand, recovery_target_timeline: "latest" },
+        standby: true,
+        abort: {
+          signal: fetcher.signal,
+          get reason() {
+            return fetcher.failure?.message;
+          },
+        },
+        work: async (run) => {
+          const client = new pg.Client({ connectionString: run.superuserUrl(EMBEDDED_DATABASE) });
+          await client.connect();
+          try {
+            let settled: string | undefined;
+            for (;;) {
+              // Read before the query: once the archive has ended and replay stands still, a miss is final.
+              const ended = fetcher.stats.endOfArchive !== undefined;
+              const lsn = (await client.query<{ lsn: string | null }>("SELECT pg_last_wal_replay_lsn()::text AS lsn")).rows[0]?.lsn ?? "";
+              const hit = await client.query<{ canonical: string }>("SELECT canonical FROM audit_events WHERE seq = $1", [seq]);
+              const row = hit.rows[0];
+              if (row) {
+                const ev = JSON.parse(row.canonical) as { event_id: string; occurred_at: string | number; action: string };
+                return { seq, eventId: ev.event_id, occurredAt: new Date(ev.occurred_at).toISOString(), action: ev.action };
+              }
+              if (fetcher.failure) throw new CliError(`point-in-time recovery stopped: ${fetcher.failure.message}`);
+              if (ended && settled === lsn) {
+                const head = await client.query<{ seq: string | null }>("SELECT max(seq)::text AS seq FROM audit_events");
+                throw new CliError(
+                  `audit event ${seq} is not in the archived WAL on target ${req.target.name}: the newest event chained there is ${head.rows[0]?.seq ?? "none"}; pick an earlier event or --at latest`,
+                );
+              }
+              settled = ended ? lsn : undefined;
+              await sleep(ended ? 500 : 100);
+            }
+          } finally {
+            await client.end().catch(() => {});
+          }
+        },
+      });
+    } catch (err) {
+      if (fetcher.failure) throw new CliError(`point-in-time recovery stopped: ${fetcher.failure.message}`);
+      if (err instanceof EmbeddedRecoveryError) throw new CliError(`point-in-time recovery stopped while reading audit event ${seq}: PostgreSQL: ${err.message}`);
+      throw err;
+    } finally {
+      fetcher.dispose();
+    }
+  } finally {
+    for (const k of found.keks.values()) zeroize(k);
+    fs.rmSync(dataDir, { recursive: true, force: true });
+  }
+}
+
 /**
  * Locate → key store → base backup → replay → keys → finish (the appliance opened with its new
  * unseal source, the shredded list re-applied, the recovery audited). Each phase is timed (RTO).
+ * `--before-event` first finds the event's time (findAuditEvent), then recovers to just before it.
  */
 export async function recoverToPointInTime(config: Config, req: PitrRequest): Promise<PitrOutcome> {
   if (config.database.url) {
@@ -259,6 +378,21 @@ export async function recoverToPointInTime(config: Config, req: PitrRequest): Pr
   const dataDir = inDataDir(config, "pg");
   if (fs.existsSync(dataDir) && fs.readdirSync(dataDir).length)
     throw new CliError(`${dataDir} is not empty: point-in-time recovery needs a brand-new appliance (an empty data directory)`);
+  if (req.point.kind !== "event") return recoverTo(config, req);
+  const t0 = performance.now();
+  const event = await findAuditEvent(config, req, req.point.seq);
+  const findEventMs = performance.now() - t0;
+  const out = await recoverTo(config, { ...req, point: { kind: "time", at: new Date(event.occurredAt) } }, event);
+  return {
+    ...out,
+    point: describePoint(req.point),
+    durationMs: Math.round(out.durationMs + findEventMs),
+    phases: { ...out.phases, findEventMs: Math.round(findEventMs) },
+  };
+}
+
+async function recoverTo(config: Config, req: PitrRequest, before?: ArchivedAuditEvent): Promise<PitrOutcome> {
+  const dataDir = inDataDir(config, "pg");
   const started = performance.now();
   const mark = () => performance.now();
   let t = mark();
@@ -322,7 +456,12 @@ export async function recoverToPointInTime(config: Config, req: PitrRequest): Pr
         return fetcher.failure?.message;
       },
     };
-    let result: { recoveredTo: string | null; keys: Awaited<ReturnType<typeof installKeys>>; audit: { intact: boolean; head: string | null } };
+    let result: {
+      recoveredTo: string | null;
+      keys: Awaited<ReturnType<typeof installKeys>>;
+      audit: { intact: boolean; head: string | null };
+      beforeEvent?: PitrOutcome["beforeEvent"];
+    };
     try {
       result = await runEmbeddedRecovery({
         dataDir,
@@ -338,13 +477,14 @@ export async function recoverToPointInTime(config: Config, req: PitrRequest): Pr
           await client.connect();
           try {
             const replayed = await client.query<{ at: Date | null }>("SELECT pg_last_xact_replay_timestamp() AS at");
+            const beforeEvent = before ? await checkStoppedBefore(client, before) : undefined;
             const keys = await installKeys(client, found, seal, now);
             await client.query(`ALTER ROLE postgres PASSWORD ${client.escapeLiteral(superPassword)}`);
             const verify = auditVerifierFor({ config, log: silentLogger(), clock: systemClock, rootKey: new RootKey(config.keys.unseal), metrics: new Registry() }, "database");
             const audit = await verify(run.superuserUrl(EMBEDDED_DATABASE));
             if (!audit.intact) throw new CliError(`the recovered audit trail does not verify: ${audit.detail ?? "broken"}`);
             keysMs = mark() - t;
-            return { recoveredTo: replayed.rows[0]?.at?.toISOString() ?? null, keys, audit: { intact: audit.intact, head: audit.head?.seq ?? null } };
+            return { recoveredTo: replayed.rows[0]?.at?.toISOString() ?? null, keys, audit: { intact: audit.intact, head: audit.head?.seq ?? null }, beforeEvent };
           } finally {
             await client.end().catch(() => {});
           }
@@ -378,9 +518,10 @@ export async function recoverToPointInTime(config: Config, req: PitrRequest): Pr
       purged,
       readable: { values: readable.values, sampled: readable.sampled, columns: readable.columns, tenants: readable.tenants },
       auditChain: result.audit,
+      ...(result.beforeEvent ? { beforeEvent: result.beforeEvent } : {}),
       unseal: { mode: req.mode, keyFile: creation.createdFile, shares: creation.shares, threshold: req.input.threshold },
       durationMs: r(mark() - started),
-      phases: { locateMs: r(locateMs), keyStoreMs: r(keyStoreMs), baseMs: r(baseMs), replayMs: r(replayMs), keysMs: r(keysMs), finishMs: r(finishMs) },
+      phases: { findEventMs: 0, locateMs: r(locateMs), keyStoreMs: r(keyStoreMs), baseMs: r(baseMs), replayMs: r(replayMs), keysMs: r(keysMs), finishMs: r(finishMs) },
     };
   } catch (err) {
     // A failed recovery leaves no half-restored cluster for the next attempt to trip over.
@@ -391,6 +532,29 @@ export async function recoverToPointInTime(config: Config, req: PitrRequest): Pr
     for (const k of found.keks.values()) zeroize(k);
     if (creation) zeroize(creation.unsealKey);
   }
+}
+
+/**
+ * `--before-event`: the replayed database must hold neither the event (chained or still in the
+ * intake) nor anything chained after it; what it holds of the chain before it is reported. A
+ * database and daemon whose clocks disagree could break the first rule: then nothing is opened.
+ */
+async function checkStoppedBefore(client: pg.Client, ev: ArchivedAuditEvent): Promise<NonNullable<PitrOutcome["beforeEvent"]>> {
+  const { rows } = await client.query<{ present: number; head: string; pending: number }>(
+    `SELECT (SELECT count(*) FROM audit_events WHERE (canonical::jsonb)->>'event_id' = $1)::int
+          + (SELECT count(*) FROM audit_intake WHERE event_id = $1::uuid)::int AS present,
+            (SELECT coalesce(max(seq), 0) FROM audit_events)::text AS head,
+            (SELECT count(*) FROM audit_intake)::int AS pending`,
+    [ev.eventId],
+  );
+  const r = rows[0]!;
+  if (r.present > 0 || BigInt(r.head) >= BigInt(ev.seq)) {
+    throw new CliError(
+      `the replay did not stop before audit event ${ev.seq} (its time ${ev.occurredAt} is later than its commit: do the daemon's and PostgreSQL's clocks disagree?); nothing was opened`,
+    );
+  }
+  const missing = BigInt(ev.seq) - 1n - BigInt(r.head) - BigInt(r.pending);
+  return { ...ev, chainedThrough: r.head, pendingInIntake: r.pending, missingBefore: missing > 0n ? Number(missing) : 0 };
 }
 
 /** Phase 6: the embedded server started as usual (roles get this appliance's passwords), unsealed with the new source, shred list re-applied, recovery audited. */

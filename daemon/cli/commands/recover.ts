@@ -76,6 +76,7 @@ type RecoverOptions = {
   outDir?: string;
   createHsmKey?: boolean;
   at?: string;
+  beforeEvent?: string;
   dryRun?: boolean;
 };
 
@@ -445,14 +446,18 @@ export function registerRecover(program: Command) {
     .option("--out-dir <dir>", "shamir mode: write one share file per custodian instead of printing them")
     .option("--create-hsm-key", "pkcs11 mode: create the AES key in the HSM when the token has none")
     .option("--at <time>", "point-in-time recovery: an ISO 8601 time (2026-12-03T10:58:30Z), or `latest`; replays archived WAL over the newest base backup before it")
-    .option("--dry-run", "with --at: list the base backup and the WAL files a recovery would fetch, and write nothing")
+    .option(
+      "--before-event <seq>",
+      "point-in-time recovery to just before the transaction that wrote audit event SEQ: its time is read from the archived audit chain (two replays; docs/backups.md)",
+    )
+    .option("--dry-run", "with --at or --before-event: list the base backup and the WAL files a recovery would fetch, and write nothing")
     .action(async (opts: RecoverOptions, cmd: Command) => {
       const global = cmd.optsWithGlobals<GlobalOptions>();
       const config = loadConfig();
       const mode = parseUnsealMode(opts.unseal ?? config.keys.unseal);
       if (!opts.recoveryKey && !opts.recoveryShare?.length) throw new CliError("give the recovery kit: --recovery-key FILE, or --recovery-share FILE once per share");
-      if (opts.at !== undefined) return recoverPointInTime(global, config, mode, opts);
-      if (opts.dryRun) throw new CliError("--dry-run goes with --at (point-in-time recovery)");
+      if (opts.at !== undefined || opts.beforeEvent !== undefined) return recoverPointInTime(global, config, mode, opts);
+      if (opts.dryRun) throw new CliError("--dry-run goes with --at or --before-event (point-in-time recovery)");
       if (opts.expectSigner !== undefined && !/^[0-9a-fA-F]{64}$/.test(opts.expectSigner)) throw new CliError("--expect-signer must be 64 hex digits (a raw Ed25519 public key)");
       const progress = phaseProgress(global);
       let target: SnapshotTarget | undefined;
@@ -496,7 +501,14 @@ export function registerRecover(program: Command) {
     });
 }
 
-function parsePoint(at: string): PointInTime {
+/** `--at` / `--before-event` as a recovery point; one readable line when they are wrong. */
+export function parsePoint(opts: Pick<RecoverOptions, "at" | "beforeEvent">): PointInTime {
+  if (opts.at !== undefined && opts.beforeEvent !== undefined) throw new CliError("--at and --before-event exclude each other: give one point to recover to");
+  if (opts.beforeEvent !== undefined) {
+    if (!/^[1-9][0-9]{0,17}$/.test(opts.beforeEvent)) throw new CliError(`--before-event must be an audit sequence number (1, 2, ...), not ${JSON.stringify(opts.beforeEvent)}`);
+    return { kind: "event", seq: opts.beforeEvent };
+  }
+  const at = opts.at!;
   if (at === "latest") return { kind: "latest" };
   const t = Date.parse(at);
   if (!/^\d{4}-\d\d-\d\dT\d\d:\d\d(:\d\d(\.\d+)?)?(Z|[+-]\d\d:\d\d)$/.test(at) || Number.isNaN(t)) {
@@ -507,8 +519,8 @@ function parsePoint(at: string): PointInTime {
 
 /** `recover --at`: the point-in-time path (recover-pitr.ts); same kit, target file, unseal choice and output conventions. */
 async function recoverPointInTime(global: GlobalOptions, config: Config, mode: UnsealMode, opts: RecoverOptions): Promise<void> {
-  if (opts.snapshot) throw new CliError("--snapshot and --at exclude each other: --at replays WAL over a base backup");
-  const point = parsePoint(opts.at!);
+  if (opts.snapshot) throw new CliError("--snapshot excludes --at and --before-event: they replay WAL over a base backup");
+  const point = parsePoint(opts);
   let target: SnapshotTarget | undefined;
   const progress = phaseProgress(global);
   try {
@@ -523,6 +535,7 @@ async function recoverPointInTime(global: GlobalOptions, config: Config, mode: U
         `  key-store backup ${plan.keyStoreBackup}`,
         `  ${plan.wal.length} WAL file(s), ${plan.walStoredBytes} bytes stored: ${plan.wal.length ? `${plan.wal[0]!.name} .. ${plan.wal.at(-1)!.name}` : "none"}`,
         ...plan.wal.map((w) => `    ${w.name}  archived ${w.archivedAt}`),
+        ...(point.kind === "event" ? [`  (the event's time is read from the archived audit chain during a first replay: every WAL file may be fetched twice)`] : []),
         ...(plan.missing.length ? [`  MISSING from the target: ${plan.missing.join(", ")} (replay would stop there)`] : []),
       ]);
       if (plan.missing.length) process.exitCode = 3;
@@ -544,7 +557,12 @@ async function recoverPointInTime(global: GlobalOptions, config: Config, mode: U
       `recovered to ${r.point} (last transaction ${r.recoveredTo ?? "none"}) from base backup ${r.baseBackup} and ${r.replay.walFiles} WAL file(s) on target ${r.target} in ${(r.durationMs / 1000).toFixed(1)} s`,
       `  keys: key-store backup ${r.keyStoreBackup}, ${r.keyStore.kekVersions} KEK version(s), ${r.keyStore.dataKeys} data key(s) (${r.keyStore.dataKeysSinceBackup} made since that backup); ${r.keyStore.shreddedSubjects} crypto-shredded subject(s) kept destroyed (${r.purged.patients} patient record(s) purged)`,
       `  readable: all ${r.readable.values} encrypted value(s) name keys the recovered key store holds; ${r.readable.sampled} sampled decrypted; audit chain intact up to ${r.auditChain.head ?? 0}`,
-      `  phases (RTO): locate ${r.phases.locateMs} ms, key store ${r.phases.keyStoreMs} ms, base backup ${r.phases.baseMs} ms, replay ${r.phases.replayMs} ms, keys ${r.phases.keysMs} ms, finish ${r.phases.finishMs} ms`,
+      ...(r.beforeEvent
+        ? [
+            `  stopped before audit event ${r.beforeEvent.seq} (${r.beforeEvent.action}, at ${r.beforeEvent.occurredAt}): chain present through ${r.beforeEvent.chainedThrough}, ${r.beforeEvent.pendingInIntake} committed event(s) chained at start${r.beforeEvent.missingBefore ? `, ${r.beforeEvent.missingBefore} earlier event(s) NOT kept (committed during the event's own request)` : ""}`,
+          ]
+        : []),
+      `  phases (RTO): ${r.phases.findEventMs ? `find event ${r.phases.findEventMs} ms, ` : ""}locate ${r.phases.locateMs} ms, key store ${r.phases.keyStoreMs} ms, base backup ${r.phases.baseMs} ms, replay ${r.phases.replayMs} ms, keys ${r.phases.keysMs} ms, finish ${r.phases.finishMs} ms`,
       ...(mode === "keyfile" ? [`  unseal: key file ${r.unseal.keyFile ?? inDataDir(config, config.keys.keyFile)} (evaluation only)`] : []),
       ...(mode === "passphrase" ? ["  unseal: the new passphrase (the old one no longer exists anywhere)"] : []),
       ...(shares?.lines ?? []),

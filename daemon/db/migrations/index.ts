@@ -18,6 +18,7 @@ import * as m0051 from "./0051_retention.js";
 import * as m0070 from "./0070_cache_invalidation.js";
 import * as m0080 from "./0080_pitr.js";
 import * as m0090 from "./0090_sso.js";
+import * as m0100 from "./0100_scim.js";
 import * as m0120 from "./0120_tenant_security_policy.js";
 
 export type Migration = { name: string; sql: string };
@@ -44,5 +45,6 @@ export const migrations: Migration[] = [
   { name: "0070_cache_invalidation", sql: m0070.sql },
   { name: "0080_pitr", sql: m0080.sql },
   { name: "0090_sso", sql: m0090.sql },
+  { name: "0100_scim", sql: m0100.sql },
   { name: "0120_tenant_security_policy", sql: m0120.sql },
 ];

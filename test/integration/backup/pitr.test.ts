@@ -17,6 +17,8 @@ import { parseSegment, segmentName, walLayout } from "../../../backup/wal.js";
 import type { TestAppliance } from "../../helpers/appliance.js";
 import { signInWithPassword, type SignedIn } from "../../helpers/actors.js";
 import { TestClock } from "../../helpers/clock.js";
+import { parsePoint } from "../../../daemon/cli/commands/recover.js";
+import { CliError } from "../../../daemon/cli/output.js";
 import { runCli, spawnDaemon } from "../../helpers/daemon-process.js";
 import { freePort } from "../../helpers/postgres.js";
 import { openClinic, registerPatient, type Clinic } from "../records/helpers.js";
@@ -39,7 +41,11 @@ let kit: string;
 let targetFile: string;
 let nas: string;
 let desk: { email: string; password: string; totpSecret: string | null };
-const ids: Record<"early" | "before" | "after" | "shredded", string> = { early: "", before: "", after: "", shredded: "" };
+let auditor: { email: string; password: string; totpSecret: string | null };
+const ids: Record<"early" | "before" | "after" | "rightAfter" | "shredded", string> = { early: "", before: "", after: "", rightAfter: "", shredded: "" };
+/** The audit event that registered "Right After" (`--before-event`), and the clinic's chain as appliance A left it. */
+let eventSeq: string;
+let tenantChain: { seq: string; eventId: string; hash: string }[];
 let point: Date;
 let baseStartWal: string;
 let outage: { spoolAfter: string[]; failed: string[]; waitingDuring: number; alertDuring: boolean; alertAfter: boolean; waitingAfter: number };
@@ -111,6 +117,7 @@ beforeAll(async () => {
 
   clinic = await openClinic(a, "PITR Clinic");
   desk = { email: clinic.frontDesk.user.email, password: clinic.frontDesk.password, totpSecret: clinic.frontDesk.totpSecret };
+  auditor = { email: clinic.auditor.user.email, password: clinic.auditor.password, totpSecret: clinic.auditor.totpSecret };
   ids.early = (await registerPatient(clinic, { name: "Early Patient" })).id;
   ids.shredded = (await registerPatient(clinic, { name: "Shredded Later" })).id;
   const snap = await runSnapshot(a.ctx, { trigger: "manual" });
@@ -131,6 +138,18 @@ beforeAll(async () => {
   point = new Date();
   await sleep(1200);
   ids.after = (await registerPatient(clinic, { name: "After Point" })).id;
+  // Registered milliseconds later, with no pause: `--before-event` on its event keeps "After
+  // Point". The event's time comes from the appliance clock, which runs in real time in production.
+  clock.set(new Date());
+  ids.rightAfter = (await registerPatient(clinic, { name: "Right After" })).id;
+  for (let i = 0; !eventSeq && i < 200; i++) {
+    const [row] = await sql<{ seq: string | null }>(
+      "SELECT min(seq)::text AS seq FROM audit_events WHERE (canonical::jsonb)->>'patient_id' = $1 OR (canonical::jsonb)->>'resource_id' = $1",
+      [ids.rightAfter],
+    );
+    if (row?.seq) eventSeq = row.seq;
+    else await sleep(50);
+  }
 
   // Erased and crypto-shredded after the point: the newest key-store backup lists it.
   const erase = await clinic.owner.agent.delete(`/api/v1/patients/${ids.shredded}`);
@@ -156,6 +175,12 @@ beforeAll(async () => {
     alertAfter: (await openAlerts(a.ctx)).some((x) => x.kind === "wal_ship_failed"),
     waitingAfter: after.waiting,
   };
+  tenantChain = (
+    await sql<{ seq: string; canonical: string; hash: string }>(
+      "SELECT seq::text AS seq, canonical, encode(hash, 'hex') AS hash FROM audit_events WHERE tenant_id = $1 ORDER BY seq",
+      [clinic.tenant.id],
+    )
+  ).map((r) => ({ seq: r.seq, eventId: (JSON.parse(r.canonical) as { event_id: string }).event_id, hash: r.hash }));
   await a.stop();
 }, 240_000);
 
@@ -163,6 +188,13 @@ afterAll(async () => {
   await a?.stop().catch(() => {});
   if (dir) fs.rmSync(dir, { recursive: true, force: true });
 });
+
+async function signInTo(dataDir: string, daemon: ReturnType<typeof spawnDaemon>, who: typeof desk): Promise<SignedIn> {
+  const port = await daemon.port();
+  const caPem = fs.readFileSync(path.join(dataDir, "tls", "ca.crt"), "utf8");
+  const b = { baseUrl: `https://localhost:${port}`, caPem, ctx: { clock: systemClock } } as unknown as TestAppliance;
+  return signInWithPassword(b, who);
+}
 
 async function recoverInto(extra: string[], from = targetFile) {
   const dataDir = tempDir("wardkeep-pitr-b-");
@@ -281,4 +313,67 @@ describe("wardkeep recover --at", () => {
       fs.rmSync(dataDir, { recursive: true, force: true });
     }
   }, 120_000);
+});
+
+describe("wardkeep recover --before-event", () => {
+  it("refuses a sequence number that is not one, or one given with --at, in one line", () => {
+    expect(() => parsePoint({ beforeEvent: "12abc" })).toThrow(new CliError('--before-event must be an audit sequence number (1, 2, ...), not "12abc"'));
+    expect(() => parsePoint({ beforeEvent: "3", at: "latest" })).toThrow(new CliError("--at and --before-event exclude each other: give one point to recover to"));
+    expect(parsePoint({ beforeEvent: "42" })).toEqual({ kind: "event", seq: "42" });
+  });
+
+  it("fails naming the chain's newest event when the event is not in the archive, and leaves nothing behind", async () => {
+    const { dataDir, r } = await recoverInto(["--before-event", "999999"]);
+    try {
+      expect(r.code, r.stderr).toBe(1);
+      expect(JSON.parse(r.stdout).error).toMatch(/^audit event 999999 is not in the archived WAL on target nas: the newest event chained there is \d+/);
+      expect(fs.existsSync(path.join(dataDir, "pg"))).toBe(false);
+    } finally {
+      fs.rmSync(dataDir, { recursive: true, force: true });
+    }
+  }, 120_000);
+
+  it("restores to just before the event's transaction: the event and everything chained after it are absent, everything before present, through the API", async () => {
+    expect(eventSeq).toMatch(/^\d+$/);
+    const { dataDir, env, r } = await recoverInto(["--before-event", eventSeq]);
+    let daemon: ReturnType<typeof spawnDaemon> | undefined;
+    try {
+      expect(r.code, r.stdout + r.stderr).toBe(0);
+      const out = JSON.parse(r.stdout).recovery;
+      expect(out.point).toBe(`before audit event ${eventSeq}`);
+      expect(out.beforeEvent).toMatchObject({ seq: eventSeq, action: "patient.create", missingBefore: 0 });
+      expect(BigInt(out.beforeEvent.chainedThrough)).toBeLessThan(BigInt(eventSeq));
+      expect(out.phases.findEventMs).toBeGreaterThan(0);
+      expect(out.auditChain.intact).toBe(true);
+
+      daemon = spawnDaemon(env);
+      const frontDesk = await signInTo(dataDir, daemon, desk);
+      const after = await frontDesk.agent.get(`/api/v1/patients/${ids.after}`);
+      expect(after.status, JSON.stringify(after.body)).toBe(200);
+      expect(after.body.name).toBe("After Point");
+      expect((await frontDesk.agent.get(`/api/v1/patients/${ids.rightAfter}`)).status).toBe(404);
+      expect((await frontDesk.agent.get(`/api/v1/patients/${ids.shredded}`)).status).toBe(404);
+      const list = await frontDesk.agent.get("/api/v1/patients");
+      expect(list.body.items.map((p: { name: string }) => p.name).sort()).toEqual(["After Point", "Before Point", "Early Patient"]);
+
+      // The clinic's audit trail as its auditor reads it: every event numbered below the event is
+      // there under its number (and hash, where it was chained before the stop); none from the event on.
+      const reader = await signInTo(dataDir, daemon, auditor);
+      const res = await reader.agent.get("/api/v1/audit?limit=500");
+      expect(res.status, JSON.stringify(res.body)).toBe(200);
+      const recovered = new Map<string, { seq: string; hash: string }>(res.body.events.map((e: { eventId: string; seq: string; hash: string }) => [e.eventId, e]));
+      const beforeIt = tenantChain.filter((e) => BigInt(e.seq) < BigInt(eventSeq));
+      const fromIt = tenantChain.filter((e) => BigInt(e.seq) >= BigInt(eventSeq));
+      expect(beforeIt.length).toBeGreaterThan(5);
+      expect(fromIt.length).toBeGreaterThan(1);
+      for (const e of beforeIt) {
+        expect(recovered.get(e.eventId)?.seq, `event ${e.seq}`).toBe(e.seq);
+        if (BigInt(e.seq) <= BigInt(out.beforeEvent.chainedThrough)) expect(recovered.get(e.eventId)?.hash).toBe(e.hash);
+      }
+      expect(fromIt.filter((e) => recovered.has(e.eventId))).toEqual([]);
+    } finally {
+      await daemon?.stop();
+      fs.rmSync(dataDir, { recursive: true, force: true });
+    }
+  }, 240_000);
 });
