@@ -33,6 +33,9 @@ export class S3Target implements SnapshotTarget {
   constructor(private readonly opts: S3TargetOptions) {
     this.name = opts.name;
     this.prefix = opts.prefix ?? "";
+    // The SDK's notice about its future Node.js floor goes to stderr on every CLI run and would
+    // break the CLI's one-line error contract; supported Node versions are ours to document.
+    process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= "true";
     this.client = new S3Client({
       region: opts.region ?? "us-east-1",
       endpoint: opts.endpoint,

@@ -123,7 +123,9 @@ export class SftpTarget implements SnapshotTarget {
             target: this.name,
           });
         }
-        throw new TargetError(`target ${this.name}: cannot connect to ${this.opts.host}:${this.opts.port} (${errCode(err)})`, { target: this.name });
+        // A refused login carries no code, only ssh2's message (its level is lost in the client's wrapping).
+        const why = /authentication methods failed/i.test((err as Error).message ?? "") ? "authentication failed: the server accepted none of the given credentials" : errCode(err);
+        throw new TargetError(`target ${this.name}: cannot connect to ${this.opts.host}:${this.opts.port} (${why})`, { target: this.name });
       }
     })();
     return this.connecting;

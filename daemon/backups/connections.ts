@@ -40,11 +40,11 @@ function adminUrl(ctx: ApplianceContext): string {
  * A fresh, empty database for one drill, owned by the appliance's owner role and reachable by the
  * app role (as the real one is), dropped afterwards even when the drill failed.
  */
-export function scratchDatabaseFactory(ctx: ApplianceContext): () => Promise<ScratchDatabase> {
+export function scratchDatabaseFactory(ctx: ApplianceContext, prefix = "wardkeep_drill"): () => Promise<ScratchDatabase> {
   return async () => {
     const admin = new pg.Client({ connectionString: adminUrl(ctx) });
     await admin.connect();
-    const name = `wardkeep_drill_${randomBytes(5).toString("hex")}`;
+    const name = `${prefix}_${randomBytes(5).toString("hex")}`;
     const owner = ctx.db.owner.info.user;
     const app = ctx.db.app.info.user;
     try {

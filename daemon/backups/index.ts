@@ -7,3 +7,5 @@ export { listSnapshotRecords, reconcileCatalogue, restoreSnapshotById, runDrill,
 export { auditVerifierFor } from "./audit-check.js";
 export { listPitrDrills, runPitrDrill, type PitrDrillRecord } from "./pitr-drill.js";
 export { applyPitrRetention, pitrStatus, runBaseBackup, shipSpool, type BaseBackupRun, type PitrStatus, type ShipOutcome } from "./pitr.js";
+export { addTarget, listTargets, testTargetConnection } from "./target-test.js";
+export type { TargetTestRes } from "./schema.js";

@@ -156,7 +156,11 @@ export async function writePolicy(ctx: ApplianceContext, t: Tx, input: PolicyInp
   return presentPolicy(await readPolicyRow(ctx, t), secrets);
 }
 
-/** Opens every configured target with its secrets (needs the appliance unsealed when secrets exist). */
+/** The stored target secrets by target name (needs the appliance unsealed when there are any). */
+export function openPolicySecrets(ctx: ApplianceContext, row: PolicyRow): Record<string, TargetSecrets> {
+  return openSecrets(ctx, row.target_secrets);
+}
+
 /** The policy as the API shows it: secrets opened only to say which targets have them. */
 export function policyView(ctx: ApplianceContext, row: PolicyRow): BackupPolicy {
   let secrets: Record<string, TargetSecrets> | undefined;
@@ -165,6 +169,7 @@ export function policyView(ctx: ApplianceContext, row: PolicyRow): BackupPolicy 
   return presentPolicy(row, secrets);
 }
 
+/** Opens every configured target with its secrets (needs the appliance unsealed when secrets exist). */
 export function openPolicyTargets(ctx: ApplianceContext, row: PolicyRow): SnapshotTarget[] {
   const secrets = openSecrets(ctx, row.target_secrets);
   return row.targets.map((def) => openTarget(targetDefinitionSchema.parse(def), secrets[def.name]));

@@ -1,3 +1,5 @@
+import fs from "node:fs";
+import { fileURLToPath } from "node:url";
 import type { Request, Response } from "express";
 import { z } from "zod";
 import { appendAuditEvent } from "../audit/append.js";
@@ -19,6 +21,8 @@ import {
   snapshotParams,
   snapshotRecord,
   targetParams,
+  targetTestRequest,
+  targetTestResult,
   verifyRequest,
   verifyResult,
   wormCheck,
@@ -37,6 +41,11 @@ import {
   wormSelfTest,
   type AuditMeta,
 } from "./service.js";
+import { testTargetConnection } from "./target-test.js";
+import { NotFound } from "../kernel/errors.js";
+
+// Sources run from daemon/backups, the build from dist/daemon/backups; the image copies the script beside dist/.
+const recoveryScriptCandidates = ["../../backup/recover-standalone.mjs", "../../../backup/recover-standalone.mjs"].map((p) => fileURLToPath(new URL(p, import.meta.url)));
 
 function metaOf(req: Request, res: Response): AuditMeta {
   const actor = currentActor(res);
@@ -125,6 +134,34 @@ export const backupRoutes = [
   ),
   defineRoute(
     {
+      method: "post",
+      path: "/backups/targets/test",
+      action: "backup:configure",
+      tag,
+      summary: "Test a target's connection before saving it: list, write, read back and delete a probe object",
+      body: targetTestRequest,
+      response: targetTestResult,
+    },
+    ({ ctx, body, req, res }) => testTargetConnection(ctx, body, metaOf(req, res)),
+  ),
+  defineRoute(
+    {
+      method: "get",
+      path: "/backups/recovery-script",
+      action: "backup:read",
+      tag,
+      summary: "The standalone recovery script (Node.js only, no Wardkeep): decrypts a snapshot with the recovery kit",
+      response: { mediaType: "text/javascript", description: "recover-standalone.mjs (backup/FORMAT.md)" },
+      problems: { 404: "This installation does not ship the script" },
+    },
+    ({ res }) => {
+      const file = recoveryScriptCandidates.find((f) => fs.existsSync(f));
+      if (!file) throw new NotFound("this installation does not ship backup/recover-standalone.mjs");
+      res.status(200).type("text/javascript").attachment("wardkeep-recover-standalone.mjs").send(fs.readFileSync(file));
+    },
+  ),
+  defineRoute(
+    {
       method: "get",
       path: "/backups/:id",
       action: "backup:read",
@@ -155,13 +192,13 @@ export const backupRoutes = [
       path: "/backups/:id/restore",
       action: "backup:restore",
       tag,
-      summary: "Restore into an empty database (needs step-up MFA)",
+      summary: "Restore into an empty database, or a new scratch database (needs step-up MFA)",
       params: snapshotParams,
       body: restoreRequest,
       response: restoreOutcome,
       problems: { 409: "Database not empty or schema mismatch", 422: "Integrity or key failure" },
     },
-    ({ ctx, params, body, req, res }) => restoreSnapshotById(ctx, params.id, { intoUrl: body.intoUrl, target: body.target, meta: metaOf(req, res) }),
+    ({ ctx, params, body, req, res }) => restoreSnapshotById(ctx, params.id, { intoUrl: body.intoUrl, scratch: body.scratch, target: body.target, meta: metaOf(req, res) }),
   ),
   defineRoute(
     { method: "get", path: "/drills", action: "drill:read", tag, summary: "Recovery drills (newest first) with RTO, RPO, phases and checks", response: z.array(drillRecord) },

@@ -1,5 +1,5 @@
 import { z } from "zod";
-import { fsTargetSchema, s3TargetSchema, sftpTargetSchema } from "../../backup/targets/target.js";
+import { fsTargetSchema, s3TargetSchema, sftpTargetSchema, targetDefinitionSchema, targetSecretsSchema } from "../../backup/targets/target.js";
 
 /**
  * Response schemas of the backup and drill routes. Leaf module (zod only): the admin UI imports
@@ -178,15 +178,19 @@ export const verifyRequest = z
   .strict();
 export const restoreRequest = z
   .object({
-    /** Owner connection (postgres://) to an EMPTY database; a non-empty one is refused. */
+    /** Owner connection (postgres://) to an EMPTY database; a non-empty one is refused. Give this or `scratch`. */
     intoUrl: z
       .string()
       .regex(/^postgres(ql)?:\/\//, "a postgres:// URL")
-      .max(2000),
+      .max(2000)
+      .optional(),
+    /** Restore into a new scratch database the appliance creates (as drills do) and keeps for inspection. */
+    scratch: z.literal(true).optional(),
     /** Target to read from; omitted: the first that holds the snapshot. */
     target: z.string().max(40).optional(),
   })
-  .strict();
+  .strict()
+  .refine((b) => (b.intoUrl === undefined) !== (b.scratch === undefined), { message: "give either intoUrl or scratch: true", path: ["intoUrl"] });
 export const drillRequest = z
   .object({
     /** Snapshot to drill; omitted: the latest complete one. */
@@ -254,6 +258,32 @@ export const restoreOutcome = z.object({
   target: z.string(),
   /** The appliance's crypto-shredding list was applied to the restored data. */
   shredList: z.literal("reapplied"),
+  /** The scratch database restored into (`scratch: true`), kept until an operator drops it; null for `intoUrl`. */
+  scratchDatabase: z.string().nullable(),
+});
+
+export const targetTestRequest = z
+  .object({
+    /** The target as it would be saved in the policy (need not be saved yet). */
+    target: targetDefinitionSchema,
+    /** Its secrets; omitted: the ones stored for a saved target of the same name and kind. */
+    secrets: targetSecretsSchema.optional(),
+  })
+  .strict();
+
+export const targetTestResult = z.object({
+  /** The target's name. */
+  target: z.string(),
+  /** Where it points (never a secret). */
+  where: z.string(),
+  /** Listed, wrote and read back a probe object. */
+  ok: z.boolean(),
+  /** One line for people: what worked, or the first step that failed and why. */
+  detail: z.string(),
+  /** Each step (list, write, read, delete) with its time and outcome. */
+  steps: z.array(z.object({ name: z.enum(["list", "write", "read", "delete"]), ok: z.boolean(), ms: z.number(), detail: z.string() })),
+  /** When it was tested. */
+  checkedAt: z.string(),
 });
 
 export const wormCheck = z.object({
@@ -273,3 +303,5 @@ export type DrillReq = z.infer<typeof drillRequest>;
 export type VerifyResultRes = z.infer<typeof verifyResult>;
 export type RestoreOutcomeRes = z.infer<typeof restoreOutcome>;
 export type WormCheckRes = z.infer<typeof wormCheck>;
+export type TargetTestReq = z.infer<typeof targetTestRequest>;
+export type TargetTestRes = z.infer<typeof targetTestResult>;

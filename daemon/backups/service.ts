@@ -19,7 +19,7 @@ import type { ApplianceContext } from "../context.js";
 import { inScope, type Tx } from "../db/sql.js";
 import { backupAlert, type BackupAlertRes } from "./schema.js";
 import { openAlertsOf, raiseAlert as raiseStoredAlert, resolveAlert, type AlertSeverity } from "../alerts/index.js";
-import { Conflict, NotFound } from "../kernel/errors.js";
+import { Conflict, Invalid, NotFound } from "../kernel/errors.js";
 import { SNAPSHOT_EXCLUDED_SCHEMAS, reapplyShredList, currentRecoveryPublicKey, rawPublicKey } from "../keys/index.js";
 import { APP_VERSION } from "../version.js";
 import { auditVerifierFor } from "./audit-check.js";
@@ -765,23 +765,32 @@ export async function verifySnapshotById(ctx: ApplianceContext, id: string, opts
   }
 }
 
-export type RestoreOutcome = RestoreResult & { target: string; shredList: "reapplied" };
+export type RestoreOutcome = RestoreResult & { target: string; shredList: "reapplied"; scratchDatabase: string | null };
 
 /**
  * Restores one of this appliance's snapshots into an empty database given by URL (never its
- * own live database: that is not empty). Audited on the live appliance. The crypto-shredding
- * list of this appliance's key store is re-applied afterwards, so a key destroyed since the
- * snapshot was taken cannot come back with it.
+ * own live database: that is not empty), or into a new scratch database (`scratch`) created as
+ * drills create theirs and kept for inspection (dropped again if the restore fails). Audited on
+ * the live appliance. The crypto-shredding list of this appliance's key store is re-applied
+ * afterwards, so a key destroyed since the snapshot was taken cannot come back with it.
  */
-export async function restoreSnapshotById(ctx: ApplianceContext, id: string, opts: { intoUrl: string; target?: string; meta?: AuditMeta }): Promise<RestoreOutcome> {
+export async function restoreSnapshotById(
+  ctx: ApplianceContext,
+  id: string,
+  opts: { intoUrl?: string; scratch?: boolean; target?: string; meta?: AuditMeta },
+): Promise<RestoreOutcome> {
   const secret = ctx.rootKey.material();
   const { target, others } = await targetsHolding(ctx, id, opts.target);
   const meta = opts.meta ?? { actor: SYSTEM_ACTOR };
+  let scratch: Awaited<ReturnType<ReturnType<typeof scratchDatabaseFactory>>> | undefined;
   try {
+    if (opts.scratch) scratch = await scratchDatabaseFactory(ctx, "wardkeep_restore")();
+    const intoUrl = scratch?.ownerUrl ?? opts.intoUrl;
+    if (!intoUrl) throw new Invalid("give the database to restore into (intoUrl), or ask for a scratch database", { field: "intoUrl" });
     const r = await restoreSnapshot({
       target,
       snapshotId: id,
-      intoUrl: opts.intoUrl,
+      intoUrl,
       appRole: ctx.db.appRole,
       opener: { applianceSecret: secret },
       trustedSigners: [manifestSigner(secret).publicKeyRaw],
@@ -789,9 +798,10 @@ export async function restoreSnapshotById(ctx: ApplianceContext, id: string, opt
     });
     await tx(ctx, (t) => audit(ctx, t, meta, "backup.restore", "backup_snapshot", id, "success"));
     await reapplyShredList(ctx);
-    return { ...r, target: target.name, shredList: "reapplied" };
+    return { ...r, target: target.name, shredList: "reapplied", scratchDatabase: scratch ? new URL(scratch.ownerUrl).pathname.slice(1) : null };
   } catch (err) {
     await tx(ctx, (t) => audit(ctx, t, meta, "backup.restore", "backup_snapshot", id, "failure")).catch(() => {});
+    await scratch?.drop().catch((e: unknown) => ctx.log.warn(`backup: could not drop scratch database after a failed restore: ${(e as Error).message}`));
     throw err;
   } finally {
     await closeAll([target, ...others]);

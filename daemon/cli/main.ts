@@ -35,6 +35,7 @@ export function buildProgram(): Command {
         "  0  done",
         '  1  failed: one readable line on stderr says why (with --json: {"ok": false, "error"} on stdout)',
         "  2  the command line is wrong: unknown command or option, or a required option missing",
+        "  3  a backup target could not be reached (backup target add|test, backup wal): nothing was saved",
       ].join("\n"),
     );
   registerStart(program);

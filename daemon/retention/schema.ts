@@ -41,6 +41,8 @@ export const retentionPreview = z.object({
 export type RetentionPreviewRes = z.infer<typeof retentionPreview>;
 
 export const ruleChangeResult = z.object({ rule: retentionRuleView, preview: retentionPreview });
+export type RetentionRulesRes = z.infer<typeof retentionRulesResponse>;
+export type RuleChangeResultRes = z.infer<typeof ruleChangeResult>;
 
 export const retentionHoldView = z.object({
   id: z.string(),
@@ -54,6 +56,8 @@ export const retentionHoldView = z.object({
   releaseReason: z.string().nullable(),
 });
 export const retentionHoldsResponse = z.object({ holds: z.array(retentionHoldView) });
+export type RetentionHoldRes = z.infer<typeof retentionHoldView>;
+export type RetentionHoldsRes = z.infer<typeof retentionHoldsResponse>;
 export const retentionHoldPlace = z.object({ recordClass: z.enum(RECORD_CLASSES).nullable(), reason: z.string().trim().min(1).max(500) }).strict();
 export const retentionHoldRelease = z.object({ reason: z.string().trim().min(1).max(500) }).strict();
 export const holdParams = z.object({ id: z.uuid() });
@@ -70,6 +74,8 @@ export const retentionRunView = z.object({
   certified: z.boolean(),
 });
 export const retentionRunsResponse = z.object({ runs: z.array(retentionRunView) });
+export type RetentionRunRes = z.infer<typeof retentionRunView>;
+export type RetentionRunsRes = z.infer<typeof retentionRunsResponse>;
 export const runParams = z.object({ id: z.uuid() });
 
 /** The disposition certificate: the signed text, the Ed25519 signature and the public key to check it with. */

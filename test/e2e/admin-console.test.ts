@@ -89,10 +89,13 @@ describe("admin console shows what the API says", () => {
       "Appliance status",
       "Users & invites",
       "Support access",
+      "Signed-in people",
       "API tokens",
       "Security settings",
       "Audit trail",
       "Alerts",
+      "Retention",
+      "Webhooks",
       "Sessions",
       "Authenticator",
     ]);
@@ -105,7 +108,7 @@ describe("admin console shows what the API says", () => {
     const auditor = await signIn(app, { role: "auditor", tenantId: tenant.id });
     const { context, page, violations } = await open(auditor);
     await navLinks(page).filter({ hasText: "Audit trail" }).waitFor();
-    await expect(navLinks(page).allTextContents()).resolves.toEqual(["Appliance status", "Security settings", "Audit trail", "Alerts", "Sessions", "Authenticator"]);
+    await expect(navLinks(page).allTextContents()).resolves.toEqual(["Appliance status", "Security settings", "Audit trail", "Alerts", "Retention", "Sessions", "Authenticator"]);
 
     // Typed into the address bar: the screen is not drawn and nothing is asked of the API.
     await page.goto(`${app.baseUrl}/#/users`);

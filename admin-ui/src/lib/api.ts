@@ -29,9 +29,32 @@ import type {
   SetupStatusRes,
 } from "../../../daemon/auth/schema.js";
 import type { AlertChannelTestRes, AlertChannelViewRes, AlertDetailRes, AlertListRes, AlertSummaryRes, AlertViewRes } from "../../../daemon/alerts/schema.js";
-import type { BackupListRes, BackupPolicyRes, DrillRecordRes, RunStartedRes, SnapshotRecordRes } from "../../../daemon/backups/schema.js";
+import type {
+  BackupListRes,
+  BackupPolicyRes,
+  DrillRecordRes,
+  RestoreOutcomeRes,
+  RestoreReq,
+  RunStartedRes,
+  SnapshotRecordRes,
+  TargetTestRes,
+  VerifyResultRes,
+} from "../../../daemon/backups/schema.js";
 import type { NotReadyProblem, ReadinessChecks, ReadinessRes } from "../../../daemon/http/schema.js";
+import type { JobListRes, JobRunStartedRes, JobRunsRes } from "../../../daemon/jobs/schema.js";
 import type { KeyStatusRes, RotationStartedRes, SealProgressRes } from "../../../daemon/keys/schema.js";
+import type {
+  DispositionCertificateRes,
+  RecordClass,
+  RetentionHoldRes,
+  RetentionHoldsRes,
+  RetentionPreviewRes,
+  RetentionRuleChangeReq,
+  RetentionRulesRes,
+  RetentionRunsRes,
+  RuleChangeResultRes,
+} from "../../../daemon/retention/schema.js";
+import type { DeliveryDetailRes, DeliveryListRes, DeliveryQuery, DeliveryView, EndpointListRes, EndpointWithSecretRes } from "../../../daemon/webhooks/schema.js";
 
 export type Problem = {
   type: string;
@@ -253,6 +276,12 @@ export const api = {
     policy: () => request<BackupPolicyRes>("GET", `${V1}/backups/policy`),
     // The editor's body follows the daemon's policyInputSchema (targets as entered, secrets by target name).
     savePolicy: (body: unknown) => request<BackupPolicyRes>("PUT", `${V1}/backups/policy`, body),
+    // The body follows the daemon's targetTestRequest (a target as entered, and its secrets if typed).
+    testTarget: (body: { target: unknown; secrets?: Record<string, string> }) => request<TargetTestRes>("POST", `${V1}/backups/targets/test`, body),
+    verify: (id: string) => request<VerifyResultRes>("POST", `${V1}/backups/${seg(id)}/verify`, {}),
+    restore: (id: string, body: RestoreReq) => request<RestoreOutcomeRes>("POST", `${V1}/backups/${seg(id)}/restore`, body),
+    /** A plain link (the browser downloads the script itself). */
+    recoveryScriptUrl: `${V1}/backups/recovery-script`,
   },
   alerts: {
     list: (state: "open" | "resolved" | "all" = "open") => request<AlertListRes>("GET", `${V1}/alerts?state=${state}`),
@@ -266,6 +295,31 @@ export const api = {
       remove: (id: string) => request<void>("DELETE", `${V1}/alert-channels/${seg(id)}`),
       test: (id: string) => request<AlertChannelTestRes>("POST", `${V1}/alert-channels/${seg(id)}/test`),
     },
+  },
+  jobs: {
+    list: () => request<JobListRes>("GET", `${V1}/jobs`),
+    runs: (name: string, limit = 20) => request<JobRunsRes>("GET", `${V1}/jobs/${seg(name)}/runs${query({ limit })}`),
+    /** Answers at once with the started run; destructive jobs need step-up (wrap in stepUp.run). */
+    runNow: (name: string) => request<JobRunStartedRes>("POST", `${V1}/jobs/${seg(name)}/run`),
+  },
+  retention: {
+    rules: () => request<RetentionRulesRes>("GET", `${V1}/retention/rules`),
+    /** The next run's counts per class; with a proposed period for one class, under that change (the dry run). */
+    preview: (proposed?: { recordClass: RecordClass; periodDays: number }) => request<RetentionPreviewRes>("GET", `${V1}/retention/preview${query({ ...proposed })}`),
+    changeRule: (recordClass: RecordClass, body: RetentionRuleChangeReq) => request<RuleChangeResultRes>("PUT", `${V1}/retention/rules/${seg(recordClass)}`, body),
+    holds: () => request<RetentionHoldsRes>("GET", `${V1}/retention/holds`),
+    placeHold: (body: { recordClass: RecordClass | null; reason: string }) => request<RetentionHoldRes>("POST", `${V1}/retention/holds`, body),
+    releaseHold: (id: string, reason: string) => request<RetentionHoldRes>("POST", `${V1}/retention/holds/${seg(id)}/release`, { reason }),
+    runs: () => request<RetentionRunsRes>("GET", `${V1}/retention/runs`),
+    certificate: (id: string) => request<DispositionCertificateRes>("GET", `${V1}/retention/runs/${seg(id)}/certificate`),
+  },
+  webhooks: {
+    endpoints: () => request<EndpointListRes>("GET", `${V1}/webhooks`),
+    rotateSecret: (id: string, overlapHours?: number) =>
+      request<EndpointWithSecretRes>("POST", `${V1}/webhooks/${seg(id)}/rotate-secret`, overlapHours === undefined ? {} : { overlapHours }),
+    deliveries: (q: Partial<DeliveryQuery> = {}) => request<DeliveryListRes>("GET", `${V1}/webhooks/deliveries${query(q)}`),
+    delivery: (id: string) => request<DeliveryDetailRes>("GET", `${V1}/webhooks/deliveries/${seg(id)}`),
+    replay: (id: string) => request<DeliveryView>("POST", `${V1}/webhooks/deliveries/${seg(id)}/replay`),
   },
   drills: {
     list: () => request<DrillRecordRes[]>("GET", `${V1}/drills`),

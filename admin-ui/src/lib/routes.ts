@@ -5,9 +5,11 @@ import PageApiTokens from "../pages/PageApiTokens.svelte";
 import PageAudit from "../pages/PageAudit.svelte";
 import PageBackups from "../pages/PageBackups.svelte";
 import PageHome from "../pages/PageHome.svelte";
+import PageJobs from "../pages/PageJobs.svelte";
 import PageKeys from "../pages/PageKeys.svelte";
 import PageLogin from "../pages/PageLogin.svelte";
 import PageMfa from "../pages/PageMfa.svelte";
+import PageRetention from "../pages/PageRetention.svelte";
 import PageSecuritySettings from "../pages/PageSecuritySettings.svelte";
 import PageSessions from "../pages/PageSessions.svelte";
 import PageSetup from "../pages/PageSetup.svelte";
@@ -15,6 +17,7 @@ import PageSupportRequests from "../pages/PageSupportRequests.svelte";
 import PageTenants from "../pages/PageTenants.svelte";
 import PageTenantSessions from "../pages/PageTenantSessions.svelte";
 import PageUsers from "../pages/PageUsers.svelte";
+import PageWebhooks from "../pages/PageWebhooks.svelte";
 
 /**
  * The one table of screens (PocketBase's ui/src/routes.js, plus label, section and policy
@@ -56,6 +59,10 @@ export const ROUTES = [
   { path: "/audit", page: PageAudit, label: "Audit trail", section: "Operations", action: "audit:read" },
   { path: "/backups", page: PageBackups, label: "Backups & drills", section: "Operations", action: "backup:read" },
   { path: "/alerts", page: PageAlerts, label: "Alerts", section: "Operations", action: "alert:list" },
+  { path: "/jobs", page: PageJobs, label: "Jobs", section: "Operations", action: "job:read" },
+  // The register belongs to a tenant (super-admins have none): guarded by the holds list, which only a tenant's staff may read.
+  { path: "/retention", page: PageRetention, label: "Retention", section: "Operations", action: "legal_hold:list" },
+  { path: "/webhooks", page: PageWebhooks, label: "Webhooks", section: "Operations", action: "webhook:list" },
   { path: "/sessions", page: PageSessions, label: "Sessions", section: "My account", action: "session:list" },
   { path: "/mfa", page: PageMfa, label: "Authenticator", section: "My account" },
   { path: "/login", page: PageLogin, public: true, title: "Sign in" },

@@ -4,7 +4,7 @@ import cliProgress from "cli-progress";
 import { Registry } from "prom-client";
 import { readManifest, scanTarget } from "../../../backup/catalog.js";
 import { restoreSnapshot } from "../../../backup/restore.js";
-import { openTarget, targetDefinitionSchema, targetSecretsSchema, type SnapshotTarget } from "../../../backup/targets/index.js";
+import { openTarget, targetDefinitionSchema, targetSecretsSchema, type SnapshotTarget, type TargetDefinition } from "../../../backup/targets/index.js";
 import {
   auditVerifierFor,
   listSnapshotRecords,
@@ -17,8 +17,12 @@ import {
   runDrill,
   runSnapshot,
   verifySnapshotById,
+  addTarget,
+  listTargets,
+  testTargetConnection,
   type AuditMeta,
   type SnapshotRecord,
+  type TargetTestRes,
 } from "../../backups/index.js";
 import { systemClock } from "../../clock.js";
 import { loadConfig } from "../../config/load.js";
@@ -35,6 +39,12 @@ const collect = (v: string, prev: string[] = []) => [...prev, v];
 
 /** A target from a JSON file (definition plus optional `secrets`), for an appliance that has no policy yet. */
 function targetFromFile(file: string): SnapshotTarget {
+  const { def, secrets } = targetInputFromFile(file);
+  return openTarget(def, secrets);
+}
+
+/** The definition and secrets of a `--target-file`, checked with the API's own schemas. */
+function targetInputFromFile(file: string) {
   let raw: unknown;
   try {
     raw = JSON.parse(fs.readFileSync(file, "utf8"));
@@ -46,7 +56,91 @@ function targetFromFile(file: string): SnapshotTarget {
   const parsedSecrets = targetSecretsSchema.safeParse(secrets ?? {});
   if (!parsedDef.success) throw new CliError(`--target-file ${file}: ${parsedDef.error.issues[0]!.path.join(".")}: ${parsedDef.error.issues[0]!.message}`);
   if (!parsedSecrets.success) throw new CliError(`--target-file ${file}: secrets: ${parsedSecrets.error.issues[0]!.message}`);
-  return openTarget(parsedDef.data, parsedSecrets.data);
+  return { def: parsedDef.data, secrets: parsedSecrets.data };
+}
+
+/** Exit code of a target whose connection test failed (docs/cli.md). */
+const EXIT_TARGET_UNREACHABLE = 3;
+
+function testLines(r: TargetTestRes): string[] {
+  return [
+    `target ${r.target} (${r.where}): ${r.ok ? "OK" : "FAILED"}: ${r.detail}`,
+    ...r.steps.map((s) => `  ${s.ok ? "ok    " : "FAILED"} ${s.name.padEnd(6)} ${String(s.ms).padStart(5)} ms  ${s.detail}`),
+  ];
+}
+
+/** Where a saved target points, without opening it (no secret is read). */
+function whereOf(t: TargetDefinition): string {
+  if (t.kind === "fs") return `fs:${t.path}`;
+  if (t.kind === "sftp") return `sftp://${t.username}@${t.host}:${t.port}${t.path.startsWith("/") ? "" : "/"}${t.path}`;
+  return `s3://${t.bucket}/${t.prefix ?? ""}${t.endpoint ? ` at ${t.endpoint}` : ""}`;
+}
+
+function registerTarget(backup: Command, unsealOptions: (c: Command) => Command) {
+  const target = backup.command("target").description("the snapshot targets of the backup policy: add (tested first), test, list");
+
+  unsealOptions(
+    target
+      .command("add")
+      .description("add a target to the policy, or replace the one of the same name; its connection is tested first and it is not saved when the test fails")
+      .requiredOption("--target-file <file>", "the target as JSON (definition as in the admin API, plus optional `secrets`)")
+      .option("--no-test", "save without testing the connection (a target that is not reachable yet)"),
+  ).action(async (opts: UnsealOpts & { targetFile: string; test: boolean }, cmd: Command) => {
+    const global = cmd.optsWithGlobals<GlobalOptions>();
+    const { def, secrets } = targetInputFromFile(opts.targetFile);
+    const r = await withUnsealedContext(opts, (ctx) => addTarget(ctx, { target: def, secrets }, CLI_META, { skipTest: !opts.test }));
+    if (r.test && !r.test.ok) {
+      if (!global.json) process.stdout.write(testLines(r.test).join("\n") + "\n");
+      throw new CliError(`target ${def.name} not saved: ${r.test.detail}`, EXIT_TARGET_UNREACHABLE);
+    }
+    printResult(global, { target: r.policy.targets.find((t) => t.name === def.name), test: r.test, replaced: r.replaced }, [
+      ...(r.test ? testLines(r.test) : [`target ${def.name}: saved without a connection test`]),
+      `target ${def.name} ${r.replaced ? "replaced" : "added"}; the policy has ${r.policy.targets.length} target(s): ${r.policy.targets.map((t) => t.name).join(", ")}`,
+    ]);
+  });
+
+  unsealOptions(
+    target
+      .command("test [name]")
+      .description("test a saved target's connection (list, write, read back, delete a probe object), or one not saved yet with --target-file")
+      .option("--target-file <file>", "test this definition (plus optional `secrets`) instead of a saved target"),
+  ).action(async (name: string | undefined, opts: UnsealOpts & { targetFile?: string }, cmd: Command) => {
+    const global = cmd.optsWithGlobals<GlobalOptions>();
+    if (!name === !opts.targetFile) throw new CliError("name a saved target, or give --target-file (not both)", 2);
+    const r = await withUnsealedContext(opts, async (ctx) => {
+      if (opts.targetFile) {
+        const { def, secrets } = targetInputFromFile(opts.targetFile);
+        return testTargetConnection(ctx, { target: def, secrets }, CLI_META);
+      }
+      const saved = (await listTargets(ctx)).find((t) => t.name === name);
+      if (!saved) throw new CliError(`no target named ${name} in the backup policy (wardkeep backup target list)`);
+      const { hasSecrets: _hasSecrets, ...def } = saved;
+      return testTargetConnection(ctx, { target: targetDefinitionSchema.parse(def) }, CLI_META);
+    });
+    if (!r.ok) {
+      if (global.json) process.stdout.write(JSON.stringify({ ok: false, error: `target ${r.target}: ${r.detail}`, test: r }) + "\n");
+      else process.stdout.write(testLines(r).join("\n") + "\n");
+      if (!global.json) process.stderr.write(`wardkeep: target ${r.target}: ${r.detail}\n`);
+      process.exitCode = EXIT_TARGET_UNREACHABLE;
+      return;
+    }
+    printResult(global, { test: r }, testLines(r));
+  });
+
+  target
+    .command("list")
+    .description("the targets of the backup policy (never their secrets)")
+    .action(async (_opts: unknown, cmd: Command) => {
+      const global = cmd.optsWithGlobals<GlobalOptions>();
+      const targets = await withOfflineContext(loadConfig(), (ctx) => listTargets(ctx));
+      printResult(
+        global,
+        { targets },
+        targets.length
+          ? targets.map((t) => `${t.name.padEnd(16)} ${t.kind.padEnd(4)} ${whereOf(t)}${t.hasSecrets ? "  (secrets stored)" : ""}`)
+          : ["no targets: add one with `wardkeep backup target add --target-file FILE`"],
+      );
+    });
 }
 
 function progressBar(global: GlobalOptions) {
@@ -132,6 +226,8 @@ export function registerBackup(program: Command) {
   const backup = program.command("backup").description("encrypted snapshots to the configured targets");
   const unsealOptions = (c: Command) =>
     c.option("--passphrase-file <file>", "file holding the unseal passphrase (passphrase mode)").option("--share-file <file>", "a custodian share (shamir mode); repeat", collect);
+
+  registerTarget(backup, unsealOptions);
 
   unsealOptions(backup.command("run").description("take a snapshot now (one REPEATABLE READ transaction, streamed to every target)")).action(
     async (opts: UnsealOpts, cmd: Command) => {
@@ -294,8 +390,9 @@ export function registerBackup(program: Command) {
   unsealOptions(
     program
       .command("restore <id>")
-      .description("restore a snapshot into an EMPTY database (refuses a non-empty one)")
-      .requiredOption("--into <url>", "owner connection URL of the empty database (postgres://...)")
+      .description("restore a snapshot into an EMPTY database (refuses a non-empty one), or into a new scratch database (--scratch)")
+      .option("--into <url>", "owner connection URL of the empty database (postgres://...)")
+      .option("--scratch", "restore into a new scratch database this appliance creates and keeps for inspection (as a drill does)")
       .option("--target <name>", "target from this appliance's policy")
       .option("--target-file <file>", "target as a JSON file: for a brand-new appliance that has no policy yet")
       .option("--recovery-key <file>", "the recovery kit (PEM): restore without this appliance's keys")
@@ -305,16 +402,28 @@ export function registerBackup(program: Command) {
   ).action(
     async (
       id: string,
-      opts: UnsealOpts & { into: string; target?: string; targetFile?: string; recoveryKey?: string; recoveryShare?: string[]; expectSigner?: string; appRole: string },
+      opts: UnsealOpts & {
+        into?: string;
+        scratch?: boolean;
+        target?: string;
+        targetFile?: string;
+        recoveryKey?: string;
+        recoveryShare?: string[];
+        expectSigner?: string;
+        appRole: string;
+      },
       cmd: Command,
     ) => {
       const global = cmd.optsWithGlobals<GlobalOptions>();
-      if (!/^postgres(ql)?:\/\//.test(opts.into)) throw new CliError("--into must be a postgres:// URL");
+      if (!opts.into === !opts.scratch) throw new CliError("give --into URL or --scratch (one of them)", 2);
+      if (opts.into && !/^postgres(ql)?:\/\//.test(opts.into)) throw new CliError("--into must be a postgres:// URL");
       const human = (r: Awaited<ReturnType<typeof restoreSnapshot>>) => [
         `snapshot ${id} restored: ${r.tables} tables, ${r.rows} rows in ${(r.phases.totalMs / 1000).toFixed(1)} s (schema ${r.schema.restoredTo})`,
         `  phases: open ${r.phases.openMs} ms, schema ${r.phases.schemaMs} ms, load ${r.phases.loadMs} ms (AES-GCM ${r.phases.decryptCpuMs} ms), constraints ${r.phases.constraintsMs} ms, verify ${r.phases.verifyMs} ms`,
         `  audit chain: ${r.auditChain.checked ? (r.auditChain.intact ? `intact up to ${r.auditChain.expected?.seq ?? 0}` : "BROKEN") : r.auditChain.reason}`,
-        "  next: start the appliance on this database; the keys capability re-applies the crypto-shredding list",
+        "scratchDatabase" in r && r.scratchDatabase
+          ? `  restored into the scratch database ${r.scratchDatabase}; drop it when done (DROP DATABASE ${r.scratchDatabase})`
+          : "  next: start the appliance on this database; the keys capability re-applies the crypto-shredding list",
       ];
       try {
         if (opts.recoveryKey || opts.recoveryShare?.length) {
@@ -323,6 +432,7 @@ export function registerBackup(program: Command) {
             ? await loadRecoveryPrivateKey({ pem: fs.readFileSync(opts.recoveryKey, "utf8") })
             : await loadRecoveryPrivateKey({ shares: opts.recoveryShare!.map((f) => fs.readFileSync(f, "utf8")) });
           let target: SnapshotTarget;
+          if (!opts.into) throw new CliError("with --recovery-key, give the empty database as --into URL");
           if (opts.targetFile) target = targetFromFile(opts.targetFile);
           else throw new CliError("with --recovery-key, give the target as --target-file (this appliance may have no policy)");
           try {
@@ -346,7 +456,7 @@ export function registerBackup(program: Command) {
           return;
         }
         if (opts.targetFile) throw new CliError("--target-file is for restores with --recovery-key; otherwise name a policy target with --target");
-        const r = await withUnsealedContext(opts, (ctx) => restoreSnapshotById(ctx, id, { intoUrl: opts.into, target: opts.target, meta: CLI_META }));
+        const r = await withUnsealedContext(opts, (ctx) => restoreSnapshotById(ctx, id, { intoUrl: opts.into, scratch: opts.scratch, target: opts.target, meta: CLI_META }));
         printResult(global, { restore: r }, human(r));
       } catch (err) {
         if (err instanceof AppError) throw new CliError(err.message);

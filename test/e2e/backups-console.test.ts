@@ -1,0 +1,301 @@
+import fs from "node:fs";
+import path from "node:path";
+import pg from "pg";
+import type { Browser, Page } from "playwright-core";
+import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
+import { createTenant, signIn, totpCode, type SignedIn } from "../helpers/actors.js";
+import { startTestAppliance, tempDir, testEnv, type TestAppliance } from "../helpers/appliance.js";
+import { ensureAdminUiBuilt, launchBrowser, openScreen } from "../helpers/browser.js";
+import { TestClock } from "../helpers/clock.js";
+import { runCli } from "../helpers/daemon-process.js";
+import { auditEvents } from "../integration/auth/identity-helpers.js";
+import { startS3, startSshd, type S3Server, type Sshd } from "../integration/backup/servers.js";
+
+/**
+ * The backup jobs of the console and of `wardkeep backup target …`, against one real appliance,
+ * a real S3 server (s3rver) and a real OpenSSH server: testing a target before saving it (a wrong
+ * bucket or key is one line on the screen and on stderr), verifying a snapshot, restoring it into
+ * a scratch database after a typed confirmation and a fresh second factor, and downloading the
+ * recovery script. Each check reads what the screen or the command shows.
+ */
+let app: TestAppliance;
+let browser: Browser;
+let clock: TestClock;
+let root: SignedIn;
+let s3: S3Server;
+let sshd: Sshd;
+let env: Record<string, string>;
+let nas: string;
+const SLOW = 150_000;
+
+beforeAll(async () => {
+  await ensureAdminUiBuilt();
+  clock = new TestClock();
+  [app, browser, s3, sshd] = await Promise.all([
+    startTestAppliance({ clock, env: { WARDKEEP_BACKUP_SCHEDULER_ENABLED: "false", WARDKEEP_BACKUP_DRILL_ADMIN_URL: inject("pgCluster").superuserUrl } }),
+    launchBrowser(),
+    startS3(),
+    startSshd(),
+  ]);
+  env = testEnv(app.db, app.dataDir, { WARDKEEP_BACKUP_DRILL_ADMIN_URL: inject("pgCluster").superuserUrl });
+  root = await signIn(app, { role: "super_admin", displayName: "Rhea Root" });
+  const tenant = await createTenant(app, "Harbourside Hospital");
+  const desk = await signIn(app, { role: "front_desk", tenantId: tenant.id, mfa: false });
+  for (const name of ["Ada Quell", "Bram Oduya", "Cleo Marsh"]) await desk.agent.post("/api/v1/patients").send({ name }).expect(201);
+  nas = tempDir("wardkeep-e2e-nas-");
+}, SLOW);
+afterAll(async () => {
+  await browser?.close();
+  await Promise.allSettled([app?.close(), s3?.stop(), sshd?.stop()]);
+});
+
+async function superuser<T extends pg.QueryResultRow>(text: string, database?: string): Promise<T[]> {
+  const url = new URL(app.db.superuserUrl);
+  if (database) url.pathname = `/${database}`;
+  const client = new pg.Client({ connectionString: url.toString() });
+  await client.connect();
+  try {
+    return (await client.query<T>(text)).rows;
+  } finally {
+    await client.end();
+  }
+}
+
+/** Fills the last target row of the policy form. */
+async function fillTarget(page: Page, fields: Record<string, string>, kind: "fs" | "sftp" | "s3") {
+  const row = page.getByTestId("backup-target").last();
+  await row.getByLabel("Kind").selectOption(kind);
+  for (const [label, value] of Object.entries(fields)) await row.getByLabel(label, { exact: true }).fill(value);
+  return row;
+}
+
+async function testLine(row: ReturnType<Page["getByTestId"]>): Promise<string> {
+  await row.getByRole("button", { name: "Test connection" }).click();
+  const line = row.getByTestId("target-test");
+  await line.waitFor({ timeout: 30_000 });
+  return (await line.textContent())!.replace(/\s+/g, " ").trim();
+}
+
+describe("testing a target's connection before saving it", () => {
+  it(
+    "shows one clear line for a wrong bucket, a wrong SFTP key and a good S3 target, and saves nothing while testing",
+    async () => {
+      const { context, page, violations } = await openScreen(browser, app.baseUrl, root.cookie, "/backups");
+      await page.getByRole("button", { name: "Add target" }).click();
+      const row = await fillTarget(
+        page,
+        { Name: "offsite", Bucket: "no-such-bucket", "Endpoint (unset: AWS)": s3.endpoint, "Access key id": "S3RVER", "Secret access key": "S3RVER" },
+        "s3",
+      );
+      await row.getByLabel("Path-style addressing (MinIO, Ceph)").check();
+      expect(await testLine(row)).toMatch(/^Connection failed: list failed: list snapshots\/ failed: NoSuchBucket$/);
+
+      await row.getByLabel("Bucket").fill(s3.bucket);
+      expect(await testLine(row)).toBe(`Connection OK: connected to s3://${s3.bucket}/ at ${s3.endpoint}: listed, wrote, read back and deleted a probe object`);
+
+      await page.getByRole("button", { name: "Add target" }).click();
+      const sftp = await fillTarget(
+        page,
+        {
+          Name: "vault",
+          Host: "127.0.0.1",
+          Port: String(sshd.port),
+          Username: "root",
+          "Directory on the server": sshd.root,
+          "Host key fingerprint": sshd.hostKeySha256,
+          Password: "not-the-password",
+        },
+        "sftp",
+      );
+      const refused = await testLine(sftp);
+      expect(refused).toBe(`Connection failed: list failed: cannot connect to 127.0.0.1:${sshd.port} (authentication failed: the server accepted none of the given credentials)`);
+      expect(refused).not.toContain("not-the-password");
+
+      // Nothing was saved by testing: the policy still has no target, and the probe is gone from the bucket.
+      expect((await root.agent.get("/api/v1/backups/policy")).body.targets).toEqual([]);
+      expect(fs.readdirSync(path.join(s3.dir, s3.bucket)).filter((f) => f.includes("connection-tests"))).toEqual([]);
+      expect(violations).toEqual([]);
+      await context.close();
+    },
+    SLOW,
+  );
+
+  it(
+    "answers with the failing step through the API, and records each test in the audit trail",
+    async () => {
+      const res = await root.agent
+        .post("/api/v1/backups/targets/test")
+        .send({ target: { kind: "fs", name: "nas", path: "/proc/wardkeep-cannot-write-here" } })
+        .expect(200);
+      expect(res.body).toMatchObject({ target: "nas", ok: false });
+      expect(res.body.detail).toMatch(/^(list|write) failed: /);
+      const bad = await root.agent.post("/api/v1/backups/targets/test").send({ target: { kind: "fs", name: "Bad Name", path: "/x" } });
+      expect(bad.status).toBe(400);
+      const rows = await auditEvents(app, { action: "backup.target.test" });
+      expect(rows.map((r) => `${r.resource_id}:${r.outcome}`)).toEqual(["offsite:failure", "offsite:success", "vault:failure", "nas:failure"]);
+    },
+    SLOW,
+  );
+});
+
+describe("wardkeep backup target add|test|list", () => {
+  it(
+    "refuses to save an unreachable target (exit 3, one line), saves a tested one, lists it and tests it by name",
+    async () => {
+      const bad = path.join(nas, "..", "bad-target.json");
+      fs.writeFileSync(
+        bad,
+        JSON.stringify({
+          kind: "s3",
+          name: "offsite",
+          bucket: "no-such-bucket",
+          endpoint: s3.endpoint,
+          forcePathStyle: true,
+          accessKeyId: "S3RVER",
+          secrets: { secretAccessKey: "S3RVER" },
+        }),
+      );
+      const good = path.join(nas, "..", "nas-target.json");
+      fs.writeFileSync(good, JSON.stringify({ kind: "fs", name: "nas", path: nas }));
+      const [refused, refusedJson] = await Promise.all([
+        runCli(["backup", "target", "add", "--target-file", bad], env),
+        runCli(["--json", "backup", "target", "add", "--target-file", bad], env),
+      ]);
+      expect(refused.code).toBe(3);
+      expect(refused.stderr).toBe("wardkeep: target offsite not saved: list failed: list snapshots/ failed: NoSuchBucket\n");
+      expect(refused.stdout.split("\n")[0]).toBe(`target offsite (s3://no-such-bucket/ at ${s3.endpoint}): FAILED: list failed: list snapshots/ failed: NoSuchBucket`);
+      expect(refusedJson.code).toBe(3);
+      expect(JSON.parse(refusedJson.stdout)).toEqual({ ok: false, error: "target offsite not saved: list failed: list snapshots/ failed: NoSuchBucket" });
+
+      const added = await runCli(["--json", "backup", "target", "add", "--target-file", good], env);
+      expect(added.stderr).toBe("");
+      expect(added.code).toBe(0);
+      const body = JSON.parse(added.stdout) as {
+        ok: boolean;
+        target: { name: string; path: string };
+        test: { ok: boolean; steps: { name: string; ok: boolean }[] };
+        replaced: boolean;
+      };
+      expect(body).toMatchObject({ ok: true, target: { name: "nas", path: nas }, test: { ok: true }, replaced: false });
+      expect(body.test.steps.map((s) => `${s.name}:${s.ok}`)).toEqual(["list:true", "write:true", "read:true", "delete:true"]);
+
+      const [list, test, missing] = await Promise.all([
+        runCli(["backup", "target", "list"], env),
+        runCli(["backup", "target", "test", "nas"], env),
+        runCli(["backup", "target", "test", "nowhere"], env),
+      ]);
+      expect(list.stdout).toBe(`nas              fs   fs:${nas}\n`);
+      expect(test.code).toBe(0);
+      expect(test.stdout.split("\n")[0]).toBe(`target nas (fs:${nas}): OK: connected to fs:${nas}: listed, wrote, read back and deleted a probe object`);
+      expect(missing.code).toBe(1);
+      expect(missing.stderr).toBe("wardkeep: no target named nowhere in the backup policy (wardkeep backup target list)\n");
+      // The API sees what the CLI saved.
+      expect((await root.agent.get("/api/v1/backups/policy")).body.targets.map((t: { name: string }) => t.name)).toEqual(["nas"]);
+    },
+    SLOW,
+  );
+});
+
+describe("verify, restore and the recovery script in the console", () => {
+  let snapshotId: string;
+
+  it(
+    "verifies a snapshot from its row and shows what was checked",
+    async () => {
+      // The target the CLI test saved (set again here so this test also runs alone).
+      await root.agent
+        .put("/api/v1/backups/policy")
+        .send({ targets: [{ kind: "fs", name: "nas", path: nas }] })
+        .expect(200);
+      const started = await root.agent.post("/api/v1/backups").send({}).expect(202);
+      snapshotId = started.body.id;
+      for (let i = 0; i < 150; i++) {
+        if ((await root.agent.get(`/api/v1/backups/${snapshotId}`)).body.status !== "running") break;
+        await new Promise((r) => setTimeout(r, 200));
+      }
+      const { context, page } = await openScreen(browser, app.baseUrl, root.cookie, "/backups");
+      const row = page.getByTestId("snapshots").locator("tr", { hasText: snapshotId });
+      await row.getByRole("button", { name: "Verify" }).click();
+      const result = row.getByTestId("verify-result");
+      await result.waitFor({ timeout: 30_000 });
+      const stored = await superuser<{ rows: string }>(`SELECT rows::text FROM backup_snapshots WHERE id = '${snapshotId}'`);
+      expect((await result.textContent())!.trim()).toMatch(
+        new RegExp(`^Verified on nas: \\d+ objects, ${Number(stored[0]!.rows).toLocaleString("en-US")} rows, every digest and tag valid$`),
+      );
+      await context.close();
+    },
+    SLOW,
+  );
+
+  it(
+    "restores into a scratch database only after the id is typed and a fresh code is given, and the patients are in it",
+    async () => {
+      const { context, page, violations } = await openScreen(browser, app.baseUrl, root.cookie, "/backups");
+      const row = page.getByTestId("snapshots").locator("tr", { hasText: snapshotId });
+      await row.getByRole("button", { name: "Restore…" }).click();
+      const dialog = page.getByTestId("restore-dialog");
+      const restore = dialog.getByRole("button", { name: "Restore" });
+      expect(await restore.isDisabled()).toBe(true);
+      await dialog.getByLabel("Type the snapshot id to confirm").fill(snapshotId.slice(0, -1));
+      expect(await restore.isDisabled()).toBe(true);
+      await dialog.getByLabel("Type the snapshot id to confirm").fill(snapshotId);
+      // Make the second factor stale so the restore asks for a fresh code.
+      clock.advanceMinutes(app.config.auth.stepUpMaxAgeMinutes + 1);
+      await restore.click();
+      const stepUp = page.getByTestId("step-up");
+      await stepUp.getByLabel("Authentication code").waitFor();
+      expect(await dialog.isVisible()).toBe(false);
+      await stepUp.getByLabel("Authentication code").fill(totpCode(root.totpSecret!, clock.now()));
+      await stepUp.getByRole("button", { name: "Confirm and continue" }).click();
+
+      const notice = page.getByRole("status").filter({ hasText: `Snapshot ${snapshotId} restored` });
+      await notice.waitFor({ timeout: 60_000 });
+      const text = (await notice.textContent())!.replace(/\s+/g, " ").trim();
+      const m = /^Snapshot \S+ restored into the scratch database (wardkeep_restore_[0-9a-f]{10}): \d+ tables, [\d,]+ rows from nas; audit chain intact up to event \d+\.$/.exec(
+        text,
+      );
+      expect(m, text).not.toBeNull();
+      try {
+        const patients = await superuser<{ n: number }>("SELECT count(*)::int AS n FROM patients", m![1]);
+        expect(patients[0]!.n).toBe(3);
+      } finally {
+        await superuser(`DROP DATABASE IF EXISTS ${m![1]} WITH (FORCE)`);
+      }
+      const audited = (await auditEvents(app, { action: "backup.restore" })).filter((e) => e.resource_id === snapshotId);
+      expect(audited.map((r) => r.outcome)).toEqual(["success"]);
+      expect(violations).toEqual([]);
+      await context.close();
+    },
+    SLOW,
+  );
+
+  it(
+    "refuses a restore into a database that is not empty with the server's reason in the dialog",
+    async () => {
+      const { context, page } = await openScreen(browser, app.baseUrl, root.cookie, "/backups");
+      await page.getByTestId("snapshots").locator("tr", { hasText: snapshotId }).getByRole("button", { name: "Restore…" }).click();
+      const dialog = page.getByTestId("restore-dialog");
+      await dialog.getByLabel("Another empty database").check();
+      await dialog.getByLabel("Owner connection URL of an empty database").fill(app.db.ownerUrl);
+      await dialog.getByLabel("Type the snapshot id to confirm").fill(snapshotId);
+      await root.stepUp();
+      await dialog.getByRole("button", { name: "Restore" }).click();
+      const alert = dialog.getByRole("alert");
+      await alert.waitFor({ timeout: 30_000 });
+      const text = (await alert.textContent())!;
+      expect(text).toMatch(/not empty/);
+      expect(text).not.toContain(new URL(app.db.ownerUrl).password);
+      await context.close();
+    },
+    SLOW,
+  );
+
+  it("downloads the standalone recovery script from the page", async () => {
+    const { context, page } = await openScreen(browser, app.baseUrl, root.cookie, "/backups");
+    const [download] = await Promise.all([page.waitForEvent("download"), page.getByRole("link", { name: "Download recovery script" }).click()]);
+    expect(download.suggestedFilename()).toBe("wardkeep-recover-standalone.mjs");
+    const file = await download.path();
+    expect(fs.readFileSync(file, "utf8")).toBe(fs.readFileSync(path.resolve("backup/recover-standalone.mjs"), "utf8"));
+    await context.close();
+  });
+});
