@@ -166,7 +166,7 @@ describe.skipIf(skipCompose)("docker-compose.yml (single node)", () => {
     const mounts = (name: string) => (config.services[name]!.volumes as unknown[]).map(String);
     expect(mounts("wardkeep")).toContainEqual(expect.stringMatching(/^wardkeep-data:\/var\/lib\/wardkeep(:|$)/));
     expect(mounts("db")).toContainEqual(expect.stringMatching(/^db-data:\/var\/lib\/postgresql\/data(:|$)/));
-    expect(Object.keys(config.volumes ?? {}).sort()).toEqual(["db-data", "wardkeep-data"]);
+    expect(Object.keys(config.volumes ?? {}).sort()).toEqual(["db-data", "wal-spool", "wardkeep-data"]);
   });
 
   it("puts no password in any environment variable", () => {
