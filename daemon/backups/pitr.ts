@@ -341,6 +341,8 @@ export type PitrTargetStatus = {
   /** Newest WAL file shipped there, and when PostgreSQL archived it. */
   newestWal: string | null;
   newestArchivedAt: string | null;
+  /** How old that newest file is now (seconds), whether or not newer WAL waits. */
+  newestAgeSeconds: number | null;
   /** Seconds of committed work the target would lose now: 0 when it holds everything written so far. */
   rpoSeconds: number | null;
 };
@@ -378,13 +380,14 @@ export async function pitrStatus(ctx: ApplianceContext): Promise<PitrStatus> {
     const now = ctx.clock.now().getTime();
     const targets = policy.targets.map((def): PitrTargetStatus => {
       const n = newest.find((r) => r.target === def.name);
-      if (!n) return { target: def.name, newestWal: null, newestArchivedAt: null, rpoSeconds: null };
+      if (!n) return { target: def.name, newestWal: null, newestArchivedAt: null, newestAgeSeconds: null, rpoSeconds: null };
       // Everything up to the segment being written is on the target: nothing would be lost now.
       const behind = files.length > 0 || (a?.current != null && a.current.slice(8) > n.name.slice(8));
       return {
         target: def.name,
         newestWal: n.name,
         newestArchivedAt: n.archived_at.toISOString(),
+        newestAgeSeconds: Math.max(0, Math.round((now - n.archived_at.getTime()) / 1000)),
         rpoSeconds: behind ? Math.max(0, Math.round((now - n.archived_at.getTime()) / 1000)) : 0,
       };
     });

@@ -21,6 +21,7 @@ import {
   snapshotParams,
   snapshotRecord,
   targetParams,
+  pitrStatusView,
   targetTestRequest,
   targetTestResult,
   verifyRequest,
@@ -42,6 +43,7 @@ import {
   type AuditMeta,
 } from "./service.js";
 import { testTargetConnection } from "./target-test.js";
+import { pitrStatus } from "./pitr.js";
 import { NotFound } from "../kernel/errors.js";
 
 // Sources run from daemon/backups, the build from dist/daemon/backups; the image copies the script beside dist/.
@@ -143,6 +145,17 @@ export const backupRoutes = [
       response: targetTestResult,
     },
     ({ ctx, body, req, res }) => testTargetConnection(ctx, body, metaOf(req, res)),
+  ),
+  defineRoute(
+    {
+      method: "get",
+      path: "/backups/pitr",
+      action: "backup:read",
+      tag,
+      summary: "Point-in-time recovery: the newest archived WAL on each target and its age, the spool, PostgreSQL's archiver",
+      response: pitrStatusView,
+    },
+    ({ ctx }) => pitrStatus(ctx),
   ),
   defineRoute(
     {

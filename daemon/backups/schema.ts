@@ -156,6 +156,38 @@ export const backupPolicyView = z.object({
   updatedAt: z.string(),
 });
 
+/** `GET /api/v1/backups/pitr`: the recovery point of each target, the WAL spool and PostgreSQL's archiver. */
+export const pitrStatusView = z.object({
+  /** backup.walArchiving: continuous WAL archiving is on. */
+  archiving: z.boolean(),
+  /** PostgreSQL's archive_timeout (seconds): the longest a quiet segment waits before it is archived. */
+  archiveTimeoutSeconds: z.number(),
+  /** WAL files waiting in the spool for a target, and the spool's limit. */
+  spool: z.object({ files: z.number(), bytes: z.number(), limitBytes: z.number() }),
+  /** pg_stat_archiver: archived and failed counts; `failing` when the last failure is newer than the last success. */
+  archiver: z.object({
+    archivedCount: z.number(),
+    failedCount: z.number(),
+    lastArchivedAt: z.string().nullable(),
+    lastFailedAt: z.string().nullable(),
+    lastFailedWal: z.string().nullable(),
+    failing: z.boolean(),
+  }),
+  /** Per configured target: its newest WAL file, when it was archived, its age now, and the recovery point (seconds of work at risk). */
+  targets: z.array(
+    z.object({
+      target: z.string(),
+      newestWal: z.string().nullable(),
+      newestArchivedAt: z.string().nullable(),
+      newestAgeSeconds: z.number().nullable(),
+      rpoSeconds: z.number().nullable(),
+    }),
+  ),
+  /** The newest base backup. */
+  lastBaseBackup: z.object({ id: z.string(), status: z.string(), finishedAt: z.string().nullable() }).nullable(),
+});
+
+export type PitrStatusRes = z.infer<typeof pitrStatusView>;
 export type SnapshotRecordRes = z.infer<typeof snapshotRecord>;
 export type BackupAlertRes = z.infer<typeof backupAlert>;
 export type BackupListRes = z.infer<typeof backupListResponse>;

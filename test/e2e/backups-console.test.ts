@@ -123,12 +123,16 @@ describe("testing a target's connection before saving it", () => {
   it(
     "answers with the failing step through the API, and records each test in the audit trail",
     async () => {
+      // A directory below a regular file: the first step fails (ENOTDIR) and the test stops there.
+      const file = path.join(tempDir("wardkeep-e2e-notdir-"), "plain-file");
+      fs.writeFileSync(file, "x");
       const res = await root.agent
         .post("/api/v1/backups/targets/test")
-        .send({ target: { kind: "fs", name: "nas", path: "/proc/wardkeep-cannot-write-here" } })
+        .send({ target: { kind: "fs", name: "nas", path: path.join(file, "snapshots-here") } })
         .expect(200);
       expect(res.body).toMatchObject({ target: "nas", ok: false });
-      expect(res.body.detail).toMatch(/^(list|write) failed: /);
+      expect(res.body.steps.map((s: { name: string; ok: boolean }) => `${s.name}:${s.ok}`)).toEqual(["list:false"]);
+      expect(res.body.detail).toBe("list failed: list snapshots/ failed: ENOTDIR");
       const bad = await root.agent.post("/api/v1/backups/targets/test").send({ target: { kind: "fs", name: "Bad Name", path: "/x" } });
       expect(bad.status).toBe(400);
       const rows = await auditEvents(app, { action: "backup.target.test" });
@@ -298,4 +302,74 @@ describe("verify, restore and the recovery script in the console", () => {
     expect(fs.readFileSync(file, "utf8")).toBe(fs.readFileSync(path.resolve("backup/recover-standalone.mjs"), "utf8"));
     await context.close();
   });
+});
+
+describe("trends per target and the point-in-time recovery panel", () => {
+  it(
+    "draws each target's snapshot size, duration, drill RTO and achieved RPO from the API's numbers, and the age of the newest archived WAL",
+    async () => {
+      const hour = 3_600_000;
+      const at = (h: number) => new Date(clock.now().getTime() - h * hour).toISOString();
+      const runs = [
+        { id: "20261201T010000Z-0000000a", at: at(3), bytes: 1_048_576, ms: 1500 },
+        { id: "20261201T020000Z-0000000b", at: at(2), bytes: 4_194_304, ms: 3000 },
+        { id: "20261201T030000Z-0000000c", at: at(1), bytes: 2_097_152, ms: 2000 },
+      ];
+      for (const r of runs) {
+        await superuser(
+          `INSERT INTO backup_snapshots (id, trigger, status, started_at, finished_at, duration_ms, targets)
+           VALUES ('${r.id}', 'schedule', 'complete', '${r.at}', '${r.at}', ${r.ms}, '[{"target":"archive","ok":true,"bytes":${r.bytes}}]')`,
+        );
+      }
+      await superuser(
+        `INSERT INTO backup_drills (trigger, status, started_at, finished_at, target, rto_ms, rpo_ms) VALUES
+           ('schedule', 'passed', '${at(2)}', '${at(2)}', 'archive', 8000, 300000),
+           ('schedule', 'passed', '${at(1)}', '${at(1)}', 'archive', 6000, 180000)`,
+      );
+      const archivedAt = new Date(clock.now().getTime() - 42_000).toISOString();
+      await superuser(
+        `INSERT INTO pitr_wal (name, target, archived_at, shipped_at, stored_bytes) VALUES ('000000010000000000000007', 'nas', '${archivedAt}', '${archivedAt}', 16777216)`,
+      );
+      const [archiver] = await superuser<{ a: string; f: string }>("SELECT archived_count::text AS a, failed_count::text AS f FROM pg_stat_archiver");
+
+      const { context, page, violations } = await openScreen(browser, app.baseUrl, root.cookie, "/backups");
+      const trends = page.getByTestId("trends-archive");
+      await trends.waitFor();
+      const chart = (title: string) => trends.locator(`[data-testid=trend-chart][data-title="${title}"]`);
+      const read = async (title: string) => ({
+        max: await chart(title).getByTestId("y-max").textContent(),
+        min: await chart(title).getByTestId("y-min").textContent(),
+        latest: (await chart(title).getByTestId("trend-latest").textContent())!.trim(),
+        points: await chart(title)
+          .locator("circle")
+          .evaluateAll((cs) => cs.map((c) => [c.getAttribute("data-value"), Number(c.getAttribute("cy"))])),
+      });
+      expect(await read("Snapshot size")).toEqual({
+        max: "4.0 MiB",
+        min: "0 B",
+        latest: "latest 2.0 MiB · 3 runs",
+        // Drawn to scale: 4 MiB at the top of the plot (y 10), 2 MiB half-way, 1 MiB a quarter up from the axis (y 98).
+        points: [
+          ["1.0 MiB", 76],
+          ["4.0 MiB", 10],
+          ["2.0 MiB", 54],
+        ],
+      });
+      expect(await read("Snapshot duration")).toMatchObject({ max: "3.0 s", min: "0 ms", latest: "latest 2.0 s · 3 runs" });
+      expect(await read("Drill RTO")).toMatchObject({ max: "8.0 s", latest: "latest 6.0 s · 2 runs" });
+      expect(await read("Achieved RPO")).toMatchObject({ max: "5 min", latest: "latest 3 min · 2 runs" });
+
+      const nas = page.getByTestId("pitr-targets").locator("tr", { hasText: "nas" });
+      await expect(nas.locator("td").nth(1).textContent()).resolves.toContain("000000010000000000000007");
+      await expect(nas.getByTestId("pitr-age").textContent()).resolves.toBe("42 s");
+      const archiverLine = (await page.getByTestId("pitr-archiver").textContent())!.replace(/\s+/g, " ");
+      expect(archiverLine).toContain(`PostgreSQL archiver: ${Number(archiver!.a).toLocaleString("en-US")} archived, ${Number(archiver!.f).toLocaleString("en-US")} failed`);
+      // The same numbers through the API the panel reads.
+      const api = (await root.agent.get("/api/v1/backups/pitr").expect(200)).body;
+      expect(api.targets.find((t: { target: string }) => t.target === "nas")).toMatchObject({ newestWal: "000000010000000000000007", newestAgeSeconds: 42 });
+      expect(violations).toEqual([]);
+      await context.close();
+    },
+    SLOW,
+  );
 });

@@ -33,6 +33,7 @@ import type {
   BackupListRes,
   BackupPolicyRes,
   DrillRecordRes,
+  PitrStatusRes,
   RestoreOutcomeRes,
   RestoreReq,
   RunStartedRes,
@@ -278,6 +279,7 @@ export const api = {
     savePolicy: (body: unknown) => request<BackupPolicyRes>("PUT", `${V1}/backups/policy`, body),
     // The body follows the daemon's targetTestRequest (a target as entered, and its secrets if typed).
     testTarget: (body: { target: unknown; secrets?: Record<string, string> }) => request<TargetTestRes>("POST", `${V1}/backups/targets/test`, body),
+    pitr: () => request<PitrStatusRes>("GET", `${V1}/backups/pitr`),
     verify: (id: string) => request<VerifyResultRes>("POST", `${V1}/backups/${seg(id)}/verify`, {}),
     restore: (id: string, body: RestoreReq) => request<RestoreOutcomeRes>("POST", `${V1}/backups/${seg(id)}/restore`, body),
     /** A plain link (the browser downloads the script itself). */
