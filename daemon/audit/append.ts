@@ -199,7 +199,7 @@ export function auditContextFrom(req: Request, res: Response): AuditRequestConte
       impersonatorId: actor?.impersonatorId ?? null,
       breakGlass: false,
     },
-    // req.ip honours server.trustProxy, so behind the hospital's proxy this is the client.
+    // req.ip honours server.trustedProxies (X-Forwarded-For) and the PROXY header, so behind the hospital's proxy this is the client.
     sourceIp: req.ip ?? req.socket.remoteAddress ?? null,
     userAgent: req.get("user-agent") ?? null,
     requestId: (res.locals.requestId as string | undefined) ?? null,

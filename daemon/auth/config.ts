@@ -40,8 +40,26 @@ export const authSchema = z
       .min(5)
       .max(10_000)
       .default(50)
-      .describe("Failed sign-ins and invite acceptances from one source IP per ipWindowMinutes before it is refused (password spraying)."),
-    ipWindowMinutes: z.number().int().min(1).max(1440).default(15).describe("Window of ipMaxAttempts."),
+      .describe(
+        "Failed sign-ins and invite acceptances from one client address per ipWindowMinutes, by browsers the account does not recognise, before that address is refused to them (password spraying). Recognised browsers behind the same address keep signing in.",
+      ),
+    ipWindowMinutes: z.number().int().min(1).max(1440).default(15).describe("Window of ipMaxAttempts; also the longest refusal of a spraying address."),
+    ipLockSeconds: z
+      .number()
+      .int()
+      .min(1)
+      .max(86_400)
+      .default(60)
+      .describe("First refusal of an address that reached ipMaxAttempts; it doubles each time the address trips again without a quiet window, up to ipWindowMinutes."),
+    knownDeviceDays: z
+      .number()
+      .int()
+      .min(1)
+      .max(400)
+      .default(90)
+      .describe(
+        "A browser that signed in to an account is recognised for this long (a device cookie): exempt from the per-address limit and from a lockout others caused; its own failures lock only itself.",
+      ),
     apiTokenCacheSeconds: z
       .number()
       .int()

@@ -7,13 +7,14 @@ import type { RequestMeta } from "../kernel/request-meta.js";
 import { argon2ParamsFrom, burnPasswordCheck, hashPassword, needsRehash, verifyPassword } from "./passwords.js";
 import { issueSession, revokeSessionById, type IssuedSession, type SessionStage } from "./sessions.js";
 import { accountRule, buckets, clearThrottle, countFailure, ipRule, readThrottle } from "./throttle.js";
+import { deviceHashOf, isKnownDevice, newDeviceToken, rememberDevice } from "./known-devices.js";
 import { loginRequest } from "./schema.js";
 
 export { loginRequest };
 export type LoginRequest = z.infer<typeof loginRequest>;
 
 export type LoginOutcome =
-  | { ok: true; session: IssuedSession; userId: string; mfaRequired: boolean; mfaEnrollmentRequired: boolean }
+  | { ok: true; session: IssuedSession; userId: string; mfaRequired: boolean; mfaEnrollmentRequired: boolean; deviceToken: string }
   | { ok: false; reason: "invalid" | "locked" | "rate_limited"; retryAfterSeconds: number };
 
 type LoginUserRow = {
@@ -41,22 +42,19 @@ export function stageFor(ctx: ApplianceContext, u: { role: Role; mfa_enrolled: b
 /**
  * Step one of sign-in. Whatever goes wrong before the password is proven — no such account,
  * deactivated, service account, wrong password — answers the same way after the same argon2id
- * work, so the response does not reveal which addresses have accounts. Failures count per
- * account (lockout) and per source IP (password spraying across accounts), in PostgreSQL.
+ * work, so the response does not reveal which addresses have accounts.
+ *
+ * Limits, all in PostgreSQL so every replica counts together (docs/hardening.md "Sign-in limits"):
+ * a browser the account does not recognise counts its failures per account (lockout) and per
+ * client address (password spraying, adaptive); a browser that signed in to the account before
+ * (device cookie) is exempt from both, so the ward behind a NAT keeps signing in while a sprayer
+ * at the same address is refused, and its own failures lock only itself.
  *
  * The lookup runs in appliance scope: the tenant is not known until the account is found.
  */
-export async function signIn(ctx: ApplianceContext, input: LoginRequest, meta: RequestMeta): Promise<LoginOutcome> {
+export async function signIn(ctx: ApplianceContext, input: LoginRequest, meta: RequestMeta, device: { cookie?: string } = {}): Promise<LoginOutcome> {
   const params = argon2ParamsFrom(ctx.config);
   return inScope(ctx.db.app, { kind: "appliance" }, async (t) => {
-    const ipBucket = buckets.sourceIp(meta.sourceIp);
-    const ip = await readThrottle(ctx, t, ipBucket);
-    if (ip.locked) {
-      await recordAuthEvent(ctx, t, null, { action: "auth.login", resourceType: "session", outcome: "denied", reason: "source rate limited" }, meta);
-      return { ok: false as const, reason: "rate_limited" as const, retryAfterSeconds: ip.retryAfterSeconds };
-    }
-    const accountBucket = buckets.loginAccount(input.email);
-    const lock = await readThrottle(ctx, t, accountBucket);
     const [user] = await t.rows<LoginUserRow>(
       `SELECT u.id, u.tenant_id, u.role, u.status, u.password_hash, (u.mfa_secret IS NOT NULL) AS mfa_enrolled,
               tn.status AS tenant_status, tn.mfa_required AS tenant_mfa_required
@@ -65,30 +63,55 @@ export async function signIn(ctx: ApplianceContext, input: LoginRequest, meta: R
       [input.email],
     );
     const who = user ? { userId: user.id, role: user.role, tenantId: user.tenant_id } : null;
+    const presented = deviceHashOf(device.cookie);
+    const known = user && presented && (await isKnownDevice(ctx, t, presented, user.id)) ? presented : null;
+    // A recognised browser answers for itself; anyone else for the account and the address.
+    const ipBucket = buckets.sourceIp(meta.sourceIp);
+    const accountBucket = known && user ? buckets.knownDevice(known, user.id) : buckets.loginAccount(input.email);
+    if (!known) {
+      const ip = await readThrottle(ctx, t, ipBucket);
+      if (ip.locked) {
+        await recordAuthEvent(ctx, t, null, { action: "auth.login", resourceType: "session", outcome: "denied", reason: "source rate limited" }, meta);
+        return { ok: false as const, reason: "rate_limited" as const, retryAfterSeconds: ip.retryAfterSeconds };
+      }
+    }
+    const lock = await readThrottle(ctx, t, accountBucket);
     if (lock.locked) {
       await burnPasswordCheck(input.password, params);
-      await recordAuthEvent(ctx, t, who, { action: "auth.login", resourceType: "session", outcome: "denied", reason: "account locked" }, meta);
+      const reason = known ? "device locked" : "account locked";
+      await recordAuthEvent(ctx, t, who, { action: "auth.login", resourceType: "session", outcome: "denied", reason }, meta);
       return { ok: false as const, reason: "locked" as const, retryAfterSeconds: lock.retryAfterSeconds };
     }
     const usable = user && user.status === "active" && (user.tenant_id === null || user.tenant_status === "active");
     const passwordOk = usable ? await verifyPassword(user.password_hash, input.password) : (await burnPasswordCheck(input.password, params), false);
     if (!usable || !passwordOk) {
-      const state = await countFailure(ctx, t, accountBucket, accountRule(ctx));
-      await countFailure(ctx, t, ipBucket, ipRule(ctx));
+      const account = await countFailure(ctx, t, accountBucket, accountRule(ctx));
+      const ip = known ? null : await countFailure(ctx, t, ipBucket, ipRule(ctx));
       const reason = !user ? "unknown account" : !usable ? "account or tenant inactive" : "wrong password";
       await recordAuthEvent(ctx, t, who, { action: "auth.login", resourceType: "session", outcome: "failure", reason }, meta);
-      if (state.locked) {
+      if (account.locked) {
         await recordAuthEvent(
           ctx,
           t,
           who,
-          { action: "auth.lockout", resourceType: "user", resourceId: user?.id ?? null, outcome: "success", reason: "too many failed sign-ins" },
+          {
+            action: "auth.lockout",
+            resourceType: "user",
+            resourceId: user?.id ?? null,
+            outcome: "success",
+            reason: known ? "too many failed sign-ins from one recognised browser" : "too many failed sign-ins",
+          },
           meta,
         );
       }
-      return { ok: false as const, reason: state.locked ? ("locked" as const) : ("invalid" as const), retryAfterSeconds: state.retryAfterSeconds };
+      // The failure that trips a limit is already answered as refused, so the next try is not a surprise.
+      if (account.locked) return { ok: false as const, reason: "locked" as const, retryAfterSeconds: account.retryAfterSeconds };
+      if (ip?.locked) return { ok: false as const, reason: "rate_limited" as const, retryAfterSeconds: ip.retryAfterSeconds };
+      return { ok: false as const, reason: "invalid" as const, retryAfterSeconds: 0 };
     }
     await clearThrottle(ctx, t, accountBucket);
+    const deviceToken = known && device.cookie ? device.cookie : newDeviceToken();
+    await rememberDevice(ctx, t, known ?? deviceHashOf(deviceToken)!, { id: user.id, tenantId: user.tenant_id });
     const now = ctx.clock.now();
     if (needsRehash(user.password_hash, params)) {
       // Parameters were raised in config: upgrade the stored hash while the password is at hand.
@@ -104,7 +127,14 @@ export async function signIn(ctx: ApplianceContext, input: LoginRequest, meta: R
       { action: "auth.login", resourceType: "session", resourceId: session.id, outcome: "success", reason: stage === "active" ? null : stage },
       meta,
     );
-    return { ok: true as const, session, userId: user.id, mfaRequired: stage === "mfa_required", mfaEnrollmentRequired: stage === "mfa_enrollment_required" };
+    return {
+      ok: true as const,
+      session,
+      userId: user.id,
+      mfaRequired: stage === "mfa_required",
+      mfaEnrollmentRequired: stage === "mfa_enrollment_required",
+      deviceToken,
+    };
   });
 }
 

@@ -35,7 +35,8 @@ import {
   sessionsQuery,
 } from "./schema.js";
 import { idleMinutesFor, type ResolvedSession } from "./sessions.js";
-import { clearedSessionCookie, csrfTokenFor, sessionCookie } from "./tokens.js";
+import { clearedSessionCookie, csrfTokenFor, readCookie, sessionCookie } from "./tokens.js";
+import { DEVICE_COOKIE, deviceCookie } from "./known-devices.js";
 
 /** The session a request presents, whether it finished its second factor or not. */
 function presentedSession(res: Response): ResolvedSession {
@@ -69,14 +70,15 @@ export const authRoutes = [
       response: loginResponse,
       problems: { 401: "Email or password incorrect (the same answer whether or not the account exists)", 429: "Locked out or rate limited" },
     },
-    async ({ ctx, body, res, meta }) => {
-      const outcome = await signIn(ctx, body, meta);
+    async ({ ctx, req, body, res, meta }) => {
+      const outcome = await signIn(ctx, body, meta, { cookie: readCookie(req.headers.cookie, DEVICE_COOKIE) });
       if (!outcome.ok) {
         if (outcome.reason === "invalid") throw new Unauthorized("the email or password is incorrect", { reason: "invalid_credentials" });
         res.setHeader("Retry-After", String(outcome.retryAfterSeconds));
         throw new TooManyRequests("too many sign-in attempts; wait and try again", { retryAfterSeconds: outcome.retryAfterSeconds });
       }
       res.append("Set-Cookie", sessionCookie(outcome.session.token));
+      res.append("Set-Cookie", deviceCookie(ctx, outcome.deviceToken));
       return {
         mfaRequired: outcome.mfaRequired,
         mfaEnrollmentRequired: outcome.mfaEnrollmentRequired,

@@ -8,7 +8,13 @@ import { sha256 } from "./tokens.js";
  * the counts must follow `ctx.clock` (tests move time) and commit in the same transaction as the
  * attempt and its audit event.
  */
-export type ThrottleRule = { max: number; windowMs: number; lockMs: number };
+export type ThrottleRule = {
+  max: number;
+  windowMs: number;
+  lockMs: number;
+  /** Adaptive: each further lock without a quiet window in between doubles, up to this. Unset: every lock is lockMs. */
+  maxLockMs?: number;
+};
 
 export type ThrottleState = { locked: boolean; retryAfterSeconds: number };
 
@@ -17,6 +23,8 @@ export const buckets = {
   loginAccount: (email: string) => `login:account:${sha256(email.trim().toLowerCase()).toString("hex")}`,
   mfaUser: (userId: string) => `mfa:user:${userId}`,
   sourceIp: (ip: string | null) => `ip:${ip ?? "unknown"}`,
+  /** One recognised browser on one account: its own guesses lock it, never the account for others. */
+  knownDevice: (deviceHash: Buffer, userId: string) => `login:device:${deviceHash.toString("hex")}:${userId}`,
   invite: (inviteId: string) => `invite:${inviteId}`,
 };
 
@@ -25,12 +33,18 @@ export function accountRule(ctx: ApplianceContext): ThrottleRule {
   return { max: a.lockoutMaxFailures, windowMs: a.lockoutWindowMinutes * 60_000, lockMs: a.lockoutMinutes * 60_000 };
 }
 
+/**
+ * Per client address, for browsers the account does not recognise: a spraying address is refused
+ * for ipLockSeconds, then twice as long each time it trips again within a window, up to
+ * ipWindowMinutes. A short first refusal keeps a ward behind a NAT from being locked out for long
+ * by a few typos; a persistent sprayer is slowed to a handful of guesses per window.
+ */
 export function ipRule(ctx: ApplianceContext): ThrottleRule {
   const a = ctx.config.auth;
-  return { max: a.ipMaxAttempts, windowMs: a.ipWindowMinutes * 60_000, lockMs: a.ipWindowMinutes * 60_000 };
+  return { max: a.ipMaxAttempts, windowMs: a.ipWindowMinutes * 60_000, lockMs: a.ipLockSeconds * 1000, maxLockMs: Math.max(a.ipLockSeconds * 1000, a.ipWindowMinutes * 60_000) };
 }
 
-type Row = { window_started_at: Date; failures: number; locked_until: Date | null };
+type Row = { window_started_at: Date; failures: number; locked_until: Date | null; strikes: number };
 
 /**
  * Locks the bucket's row for the rest of the transaction, so concurrent attempts on one account
@@ -50,19 +64,22 @@ export async function readThrottle(ctx: ApplianceContext, t: Tx, bucket: string)
 export async function countFailure(ctx: ApplianceContext, t: Tx, bucket: string, rule: ThrottleRule): Promise<ThrottleState> {
   const now = ctx.clock.now();
   const windowStart = new Date(now.getTime() - rule.windowMs);
+  // A whole quiet window since the count last restarted forgives earlier locks (strikes).
   const [row] = await t.rows<Row>(
     `INSERT INTO auth_throttle (bucket, window_started_at, failures) VALUES ($1, $2, 1)
      ON CONFLICT (bucket) DO UPDATE SET
        failures = CASE WHEN auth_throttle.window_started_at <= $3 OR auth_throttle.locked_until <= $2 THEN 1 ELSE auth_throttle.failures + 1 END,
        window_started_at = CASE WHEN auth_throttle.window_started_at <= $3 OR auth_throttle.locked_until <= $2 THEN $2 ELSE auth_throttle.window_started_at END,
-       locked_until = CASE WHEN auth_throttle.locked_until <= $2 THEN NULL ELSE auth_throttle.locked_until END
-     RETURNING window_started_at, failures, locked_until`,
+       locked_until = CASE WHEN auth_throttle.locked_until <= $2 THEN NULL ELSE auth_throttle.locked_until END,
+       strikes = CASE WHEN auth_throttle.window_started_at <= $3 THEN 0 ELSE auth_throttle.strikes END
+     RETURNING window_started_at, failures, locked_until, strikes`,
     [bucket, now, windowStart],
   );
   if (row && row.failures >= rule.max) {
-    const until = new Date(now.getTime() + rule.lockMs);
-    await t.exec("UPDATE auth_throttle SET locked_until = $2, failures = 0, window_started_at = $3 WHERE bucket = $1", [bucket, until, now]);
-    return { locked: true, retryAfterSeconds: Math.ceil(rule.lockMs / 1000) };
+    const lockMs = Math.min(rule.lockMs * 2 ** Math.min(row.strikes, 20), rule.maxLockMs ?? rule.lockMs);
+    const until = new Date(now.getTime() + lockMs);
+    await t.exec("UPDATE auth_throttle SET locked_until = $2, failures = 0, window_started_at = $3, strikes = strikes + 1 WHERE bucket = $1", [bucket, until, now]);
+    return { locked: true, retryAfterSeconds: Math.ceil(lockMs / 1000) };
   }
   return { locked: false, retryAfterSeconds: 0 };
 }

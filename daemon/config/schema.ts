@@ -20,6 +20,9 @@ import { webhooksSchema } from "../webhooks/config.js";
 
 const port = z.number().int().min(1).max(65535);
 
+/** An IPv4 or IPv6 address with an optional prefix length (what Express's `trust proxy` accepts). */
+const PROXY_ADDRESS = /^(?:\d{1,3}(?:\.\d{1,3}){3}(?:\/\d{1,2})?|[0-9a-fA-F:]*:[0-9a-fA-F:.]*(?:\/\d{1,3})?)$/;
+
 export const serverSchema = z
   .object({
     host: z.string().min(1).default("0.0.0.0").describe("Address the HTTPS listener binds to."),
@@ -31,7 +34,18 @@ export const serverSchema = z
       .regex(/^\d+(b|kb|mb)$/i, "a size such as 512kb or 1mb")
       .default("1mb")
       .describe("Largest JSON request body accepted; larger bodies get 413."),
-    trustProxy: z.boolean().default(false).describe("Trust X-Forwarded-For from a load balancer in front (source IPs in the audit trail)."),
+    trustedProxies: z
+      .array(z.string().regex(PROXY_ADDRESS, "an IPv4 or IPv6 address, optionally with a /prefix"))
+      .default([])
+      .describe(
+        "Addresses (or CIDR ranges) of the proxies in front, comma-separated in env: only connections from them may name the client with X-Forwarded-For or a PROXY protocol v2 header. Empty: the TCP peer is the client.",
+      ),
+    proxyProtocol: z
+      .boolean()
+      .default(false)
+      .describe(
+        "Accept a PROXY protocol v2 header (HAProxy send-proxy-v2) on connections from trustedProxies; the client address it names is used for limits, logs and the audit trail.",
+      ),
     shutdownTimeoutMs: z.number().int().min(0).max(600_000).default(30_000).describe("On SIGTERM, how long in-flight requests may take before connections are cut."),
     maxConnections: z.number().int().min(1).max(100_000).default(2048).describe("Open connections this process accepts at once; more are closed on arrival."),
     maxConnectionsPerAddress: z

@@ -31,7 +31,9 @@ export function createHttpApp(ctx: ApplianceContext): Express {
   // Each capability's routes, on a router entered only by paths they could answer (router-gate.ts).
   const mount = (routes: readonly Route[]) => gatedByFirstSegment(mountRoutes(ctx, routes, policyBinding));
   app.disable("x-powered-by");
-  app.set("trust proxy", ctx.config.server.trustProxy);
+  // X-Forwarded-For is believed only from the configured proxies (anyone else could name any
+  // address and escape the per-address sign-in limits); the rightmost untrusted hop is the client.
+  app.set("trust proxy", ctx.config.server.trustedProxies.length > 0 ? ctx.config.server.trustedProxies : false);
   app.set("etag", false);
   app.use(requestId);
   app.use(securityHeaders());

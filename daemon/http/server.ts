@@ -1,8 +1,10 @@
 import http from "node:http";
 import https from "node:https";
-import type { Socket } from "node:net";
+import net, { type Socket } from "node:net";
+import type { TLSSocket } from "node:tls";
 import type { Express } from "express";
 import type { Config } from "../config/schema.js";
+import { addressMatcher, parseProxyV2, PROXY_V2_SIGNATURE } from "./proxy-protocol.js";
 
 import type { TlsCredentials } from "../tls/index.js";
 
@@ -17,7 +19,7 @@ export type RunningServer = {
   reloadCertificate(tls: TlsCredentials): void;
 };
 
-function listen(server: http.Server, port: number, host: string): Promise<number> {
+function listen(server: net.Server, port: number, host: string): Promise<number> {
   return new Promise((resolve, reject) => {
     server.once("error", reject);
     server.listen(port, host, () => {
@@ -75,27 +77,91 @@ function tlsOptions(config: Config, tls: TlsCredentials) {
   };
 }
 
+type ClientAddress = { address: string; port: number; family: string };
+
 /**
- * One client address may hold at most `max` connections: a flood of slow clients from one host
- * cannot take the process's connections (or file descriptors) from everyone else. Counted on the
- * TCP connection, before the TLS handshake, so a refused connection costs no handshake.
+ * Reads the PROXY v2 header a trusted proxy sends before the TLS bytes (at most `timeoutMs`). A
+ * connection from a trusted proxy whose first byte is not the signature is the proxy's own (TLS
+ * starts with 0x16); from anyone else no header is looked for, so a forged one fails the handshake.
  */
-function capConnectionsPerAddress(server: https.Server, max: number) {
+function readProxyHeader(socket: Socket, timeoutMs: number): Promise<ClientAddress | null | "invalid"> {
+  return new Promise((resolve) => {
+    let buffered = Buffer.alloc(0);
+    const done = (outcome: ClientAddress | null | "invalid", rest?: Buffer) => {
+      clearTimeout(timer);
+      socket.off("data", onData);
+      socket.off("close", onClose);
+      socket.pause();
+      if (rest && rest.length > 0) socket.unshift(rest);
+      resolve(outcome);
+    };
+    const onData = (chunk: Buffer) => {
+      buffered = Buffer.concat([buffered, chunk]);
+      if (buffered[0] !== PROXY_V2_SIGNATURE[0]) return done(null, buffered);
+      const header = parseProxyV2(buffered);
+      if (header.kind === "incomplete") return;
+      if (header.kind === "invalid") return done("invalid");
+      done(header.source, buffered.subarray(header.length));
+    };
+    const onClose = () => done("invalid");
+    const timer = setTimeout(() => done("invalid"), timeoutMs);
+    socket.on("data", onData);
+    socket.on("close", onClose);
+  });
+}
+
+/**
+ * The listener. A plain TCP server accepts connections, learns who the client is (the peer, or
+ * the address a trusted proxy's PROXY v2 header names), applies the per-address cap to that
+ * client, and hands the socket to the HTTPS server, which never listens itself (Node documents
+ * injecting connections by emitting "connection"). One client address may hold at most
+ * `maxConnectionsPerAddress` connections, so a flood of slow clients from one host cannot take the
+ * process's connections from everyone else; counted before the TLS handshake, so a refused
+ * connection costs none.
+ */
+function frontListener(server: https.Server, c: Config["server"]): net.Server {
+  const trusted = addressMatcher(c.trustedProxies);
   const open = new Map<string, number>();
-  server.on("connection", (socket: Socket) => {
-    const address = socket.remoteAddress ?? "unknown";
+  // The TLS socket reports the TCP peer; requests must see the client the proxy named.
+  const named = new Map<string, ClientAddress>();
+  const peerKey = (s: { remoteAddress?: string; remotePort?: number }) => `${s.remoteAddress}|${s.remotePort}`;
+  server.prependListener("secureConnection", (socket: TLSSocket) => {
+    const client = named.get(peerKey(socket));
+    if (!client) return;
+    Object.defineProperty(socket, "remoteAddress", { value: client.address, configurable: true });
+    Object.defineProperty(socket, "remotePort", { value: client.port, configurable: true });
+    Object.defineProperty(socket, "remoteFamily", { value: client.family, configurable: true });
+  });
+
+  const admit = (socket: Socket, client: ClientAddress | null) => {
+    const address = client?.address ?? socket.remoteAddress ?? "unknown";
     const n = open.get(address) ?? 0;
-    if (n >= max) {
+    if (n >= c.maxConnectionsPerAddress) {
       socket.destroy();
       return;
     }
     open.set(address, n + 1);
+    const key = peerKey(socket);
+    if (client) named.set(key, client);
     socket.once("close", () => {
+      if (client) named.delete(key);
       const left = (open.get(address) ?? 1) - 1;
       if (left <= 0) open.delete(address);
       else open.set(address, left);
     });
+    server.emit("connection", socket);
+  };
+
+  const front = net.createServer((socket) => {
+    socket.on("error", () => socket.destroy());
+    if (!c.proxyProtocol || !trusted(socket.remoteAddress)) return admit(socket, null);
+    void readProxyHeader(socket, c.handshakeTimeoutMs).then((client) => {
+      if (client === "invalid") socket.destroy();
+      else admit(socket, client);
+    });
   });
+  front.maxConnections = c.maxConnections;
+  return front;
 }
 
 export async function startHttpServers(app: Express, config: Config, tls: TlsCredentials): Promise<RunningServer> {
@@ -114,10 +180,12 @@ export async function startHttpServers(app: Express, config: Config, tls: TlsCre
   );
   server.keepAliveTimeout = 5_000;
   server.timeout = c.idleTimeoutMs;
-  server.maxConnections = c.maxConnections;
-  capConnectionsPerAddress(server, c.maxConnectionsPerAddress);
   const busy = trackConnections(server);
-  const port = await listen(server, config.server.port, config.server.host);
+  const front = frontListener(server, c);
+  // Node starts the headers and request timeout checks of an HTTP server when it starts listening;
+  // this one is fed by the front listener, so it is told so before the first connection arrives.
+  server.emit("listening");
+  const port = await listen(front, config.server.port, config.server.host);
 
   let redirect: http.Server | undefined;
   let redirectPort: number | undefined;
@@ -140,7 +208,9 @@ export async function startHttpServers(app: Express, config: Config, tls: TlsCre
       server.setSecureContext(tlsOptions(config, next));
     },
     async close(timeoutMs) {
-      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+      // The front listener's close completes when its last TCP connection (under each TLS one) ends.
+      const closed = new Promise<void>((resolve) => front.close(() => resolve()));
+      server.close();
       redirect?.close();
       redirect?.closeAllConnections();
       // Idle keep-alive connections would hold close() open; busy ones finish their request first.

@@ -9,7 +9,7 @@ export type RequestMeta = { sourceIp: string | null; userAgent: string | null; r
 
 export function requestMeta(req: Request, res: Response): RequestMeta {
   return {
-    // req.ip honours server.trustProxy, so behind the hospital's proxy this is the client.
+    // req.ip honours server.trustedProxies (X-Forwarded-For) and the PROXY header, so behind the hospital's proxy this is the client.
     sourceIp: req.ip ?? req.socket.remoteAddress ?? null,
     userAgent: req.get("user-agent")?.slice(0, 512) ?? null,
     requestId: (res.locals.requestId as string | undefined) ?? null,

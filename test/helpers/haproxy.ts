@@ -38,12 +38,14 @@ function dropSection(text: string, header: RegExp, what: string): string {
 }
 
 /** deploy/haproxy.cfg for daemons on this host: same modes, checks and timeouts, local servers. */
-export function daemonBalancerConfig(listenPort: number, servers: Server[], checkInterval = "300ms"): string {
+export function daemonBalancerConfig(listenPort: number, servers: Server[], checkInterval = "300ms", opts: { proxyProtocol?: boolean } = {}): string {
   let cfg = fs.readFileSync(path.join(PROJECT_ROOT, "deploy/haproxy.cfg"), "utf8");
   cfg = dropSection(cfg, /^resolvers docker\b/, "the Docker resolvers section");
   cfg = replaceOnce(cfg, /^(\s*)bind :8443[ \t]*$/m, `$1bind 127.0.0.1:${listenPort}`, "the frontend's bind :8443");
   cfg = replaceOnce(cfg, /^(\s*default-server .*?)\s+resolvers docker init-addr none[ \t]*$/m, "$1", "default-server's Docker resolver");
   cfg = replaceOnce(cfg, /\binter \S+/, `inter ${checkInterval}`, "a check interval");
+  // The client's address to the daemons (server.proxyProtocol), health checks included.
+  if (opts.proxyProtocol) cfg = replaceOnce(cfg, /^(\s*default-server .*?)[ \t]*$/m, "$1 send-proxy-v2", "the default-server line");
   cfg = replaceOnce(
     cfg,
     /^(\s*)server-template replica \d+ wardkeep-replica:8443[ \t]*$/m,

@@ -43,9 +43,12 @@ describe("configuration", () => {
   });
 
   it("maps every setting to a WARDKEEP_ variable, booleans included", () => {
-    const config = loadConfig({ env: { WARDKEEP_DATABASE_MIGRATE_ON_START: "false", WARDKEEP_SERVER_TRUST_PROXY: "true" } });
+    const config = loadConfig({
+      env: { WARDKEEP_DATABASE_MIGRATE_ON_START: "false", WARDKEEP_SERVER_PROXY_PROTOCOL: "true", WARDKEEP_SERVER_TRUSTED_PROXIES: "10.0.0.1,10.1.0.0/16" },
+    });
     expect(config.database.migrateOnStart).toBe(false);
-    expect(config.server.trustProxy).toBe(true);
+    expect(config.server.proxyProtocol).toBe(true);
+    expect(config.server.trustedProxies).toEqual(["10.0.0.1", "10.1.0.0/16"]);
   });
 
   it("names the key, the value, the source and what is allowed for a bad number", () => {
