@@ -56,6 +56,7 @@ import type {
   RuleChangeResultRes,
 } from "../../../daemon/retention/schema.js";
 import type { DeliveryDetailRes, DeliveryListRes, DeliveryQuery, DeliveryView, EndpointListRes, EndpointWithSecretRes } from "../../../daemon/webhooks/schema.js";
+import type { PublicProviderListRes, SsoLoginRes } from "../../../daemon/sso/schema.js";
 
 export type Problem = {
   type: string;
@@ -327,5 +328,11 @@ export const api = {
     list: () => request<DrillRecordRes[]>("GET", `${V1}/drills`),
     get: (id: string) => request<DrillRecordRes>("GET", `${V1}/drills/${seg(id)}`),
     run: () => request<RunStartedRes>("POST", `${V1}/drills`, {}),
+  },
+  sso: {
+    /** The sign-in buttons of a tenant's login page (public). */
+    providers: (tenant: string) => request<PublicProviderListRes>("GET", `${V1}/sso/providers${query({ tenant })}`),
+    /** A "password" provider (LDAP / Active Directory): its path comes from `providers`. */
+    passwordSignIn: (path: string, body: { username: string; password: string }) => request<SsoLoginRes>("POST", path, body),
   },
 };
