@@ -21,7 +21,7 @@ const TRANSIENT = "urn:oasis:names:tc:SAML:2.0:nameid-format:transient";
 
 const sha256 = (s: string) => createHash("sha256").update(s).digest();
 
-type RequestRow = { browser_hash: Buffer; expires_at: Date; consumed_at: Date | null };
+type RequestRow = { browser_hash: Buffer; created_at: Date; expires_at: Date; consumed_at: Date | null };
 
 /**
  * node-saml's request-id cache, kept in `saml_requests`: saved when the request is made, found
@@ -58,13 +58,14 @@ class RequestCache implements CacheProvider {
 
   async getAsync(key: string): Promise<string | null> {
     const [row] = await inScope(this.ctx.db.app, this.scope(), (t) =>
-      t.rows<RequestRow>(`SELECT browser_hash, expires_at, consumed_at FROM saml_requests WHERE request_id = $1 AND provider_id = $2`, [key, this.provider.id]),
+      t.rows<RequestRow>(`SELECT browser_hash, created_at, expires_at, consumed_at FROM saml_requests WHERE request_id = $1 AND provider_id = $2`, [key, this.provider.id]),
     );
     if (!row) this.miss = "InResponseTo names no request this appliance made for this provider";
     else if (row.consumed_at) this.miss = "replayed response: its request was already answered";
     else if (row.expires_at.getTime() <= this.ctx.clock.now().getTime()) this.miss = "the request expired before the response came";
     else if (!this.browserHash || !row.browser_hash.equals(this.browserHash)) this.miss = "the response came to another browser than the one that asked for it";
-    else return "ok";
+    // node-saml reads the value back as the request's time (it checks the age itself too).
+    else return row.created_at.toISOString();
     return null;
   }
 
@@ -158,7 +159,7 @@ function strings(v: unknown): string[] {
 function reasonOf(message: string): string {
   const m = message.replace(/\s+/g, " ").slice(0, 300);
   if (/signature/i.test(m)) return `signature not valid (unsigned, not signed by a pinned certificate, or altered): ${m}`;
-  if (/expired|not yet valid/i.test(m)) return `assertion outside its validity period: ${m}`;
+  if (/expired|not yet valid|subject confirmation/i.test(m)) return `assertion outside its validity period: ${m}`;
   if (/audience/i.test(m)) return `audience mismatch: ${m}`;
   if (/issuer/i.test(m)) return `issuer mismatch: ${m}`;
   if (/InResponseTo/i.test(m)) return `unsolicited response (no matching request; IdP-initiated sign-in is off): ${m}`;
