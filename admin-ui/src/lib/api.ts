@@ -7,7 +7,7 @@
  * also shown to the listeners registered with `onApiResponse` (the session store watches for
  * "your session ended" and for the support-access header there).
  */
-import type { CapabilitiesRes, CreatedTenantRes, SecuritySettingsRes, SupportRequestRes, TenantRes, UserRes } from "../../../daemon/access/schema.js";
+import type { CapabilitiesRes, CreatedTenantRes, SecuritySettingsReq, SecuritySettingsRes, SupportRequestRes, TenantRes, UserRes } from "../../../daemon/access/schema.js";
 import type { AuditSearchRes, ExportJobRes, ExportListRes, PublicKeyRes, TimelineRes, VerifyReportRes } from "../../../daemon/audit/schema.js";
 import type {
   ApiTokenRes,
@@ -217,8 +217,7 @@ export const api = {
   },
   securitySettings: {
     get: () => request<SecuritySettingsRes>("GET", `${V1}/settings/security`),
-    update: (body: { mfaRequired: boolean; idleTimeoutMinutes: number | null; inactiveUserDays: number | null }) =>
-      request<SecuritySettingsRes>("PUT", `${V1}/settings/security`, body),
+    update: (body: SecuritySettingsReq) => request<SecuritySettingsRes>("PUT", `${V1}/settings/security`, body),
   },
   users: {
     list: () => request<UserRes[]>("GET", `${V1}/users`),

@@ -20,6 +20,7 @@ import * as m0080 from "./0080_pitr.js";
 import * as m0090 from "./0090_sso.js";
 import * as m0100 from "./0100_scim.js";
 import * as m0110 from "./0110_saml.js";
+import * as m0120 from "./0120_tenant_security_policy.js";
 import * as m0160 from "./0160_sign_in_limits.js";
 
 export type Migration = { name: string; sql: string };
@@ -48,5 +49,6 @@ export const migrations: Migration[] = [
   { name: "0090_sso", sql: m0090.sql },
   { name: "0100_scim", sql: m0100.sql },
   { name: "0110_saml", sql: m0110.sql },
+  { name: "0120_tenant_security_policy", sql: m0120.sql },
   { name: "0160_sign_in_limits", sql: m0160.sql },
 ];
