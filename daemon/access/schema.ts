@@ -47,9 +47,25 @@ export const createdTenant = tenantView.extend({
 });
 
 /** `GET|PUT /api/v1/settings/security`: effective values, and whether each is the appliance default. */
+const TENANT_ROLES = ["owner", "admin", "practitioner", "front_desk", "auditor"] as const;
+
 export const securitySettingsView = z.object({
   /** Every user of the tenant must use an authenticator app. */
   mfaRequired: z.boolean(),
+  /** The roles that must use an authenticator app (every tenant role when mfaRequired). */
+  mfaRequiredRoles: z.array(z.enum(TENANT_ROLES)),
+  /** Shortest password accepted (12 to 128; at invite acceptance and password change). */
+  passwordMinLength: z.number(),
+  /** Passwords on the bundled list of the 10,000 most common or breached ones are refused (always on). */
+  commonPasswordsRefused: z.literal(true),
+  /** Failed sign-ins (or MFA codes) on one account, within the lockout window, before it is locked. */
+  lockoutMaxFailures: z.number(),
+  /** How long a locked account refuses sign-in. */
+  lockoutMinutes: z.number(),
+  /** The window in which failures are counted (appliance setting). */
+  lockoutWindowMinutes: z.number(),
+  /** TOTP codes accepted this many 30-second steps before or after the current one (0 to 2). */
+  totpWindowSteps: z.number(),
   /** Automatic logoff after this many idle minutes. */
   idleTimeoutMinutes: z.number(),
   /** The idle timeout is the appliance default (not set for the tenant). */
@@ -134,6 +150,8 @@ export const createTenantRequest = z
       .optional(),
     /** Work email of the tenant's first owner: an owner invite is created with the tenant (its link is in the answer, once). */
     ownerEmail: z.string().trim().toLowerCase().pipe(z.email()).pipe(z.string().max(254)).optional(),
+    /** Every account of the tenant must use an authenticator app; on unless turned off here (the security settings change it later, per role). */
+    mfaRequired: z.boolean().default(true),
   })
   .strict();
 
@@ -150,12 +168,23 @@ export const securitySettingsRequest = z
   .object({
     /** Every user of the tenant must use an authenticator app (TOTP). */
     mfaRequired: z.boolean().optional(),
+    /** Exactly these roles must use an authenticator app (replaces mfaRequired; every role = mfaRequired). */
+    mfaRequiredRoles: z.array(z.enum(TENANT_ROLES)).max(5).optional(),
+    /** Shortest password accepted, 12 to 128; null = the appliance's 12. */
+    passwordMinLength: z.number().int().min(12).max(128).nullable().optional(),
+    /** Failed sign-ins before an account locks, 3 to 50; null = appliance default. */
+    lockoutMaxFailures: z.number().int().min(3).max(50).nullable().optional(),
+    /** Minutes a locked account stays locked, 1 to 1440; null = appliance default. */
+    lockoutMinutes: z.number().int().min(1).max(1440).nullable().optional(),
+    /** TOTP drift window in 30-second steps either side, 0 to 2; null = appliance default (1). */
+    totpWindowSteps: z.number().int().min(0).max(2).nullable().optional(),
     /** Automatic logoff after this many idle minutes, 5 to 240 (45 CFR 164.312(a)(2)(iii)); null = appliance default. */
     idleTimeoutMinutes: z.number().int().min(5).max(240).nullable().optional(),
     /** Deactivate accounts unused this many days, 7 to 3650; null = appliance default. */
     inactiveUserDays: z.number().int().min(7).max(3650).nullable().optional(),
   })
-  .strict();
+  .strict()
+  .refine((b) => b.mfaRequired === undefined || b.mfaRequiredRoles === undefined, { message: "give mfaRequired or mfaRequiredRoles, not both", path: ["mfaRequiredRoles"] });
 
 export const updateUserRequest = z
   .object({

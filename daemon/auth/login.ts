@@ -9,6 +9,7 @@ import { issueSession, revokeSessionById, type IssuedSession, type SessionStage 
 import { accountRule, buckets, clearThrottle, countFailure, ipRule, readThrottle } from "./throttle.js";
 import { deviceHashOf, isKnownDevice, newDeviceToken, rememberDevice } from "./known-devices.js";
 import { loginRequest } from "./schema.js";
+import { POLICY_COLUMNS, policyFromRow, type PolicyRow } from "./tenant-policy.js";
 
 export { loginRequest };
 export type LoginRequest = z.infer<typeof loginRequest>;
@@ -25,18 +26,20 @@ type LoginUserRow = {
   password_hash: string;
   mfa_enrolled: boolean;
   tenant_status: string | null;
-  tenant_mfa_required: boolean | null;
-};
+} & PolicyRow;
 
-/** Whether an account must have an authenticator before it gets a full session. */
-export function mfaEnforcedFor(ctx: ApplianceContext, role: Role, tenantMfaRequired: boolean | null): boolean {
+/**
+ * Whether an account must have an authenticator before it gets a full session: config for
+ * appliance staff, the tenant's policy (every role, or the roles it names) for tenant staff.
+ */
+export function mfaEnforcedFor(ctx: ApplianceContext, role: Role, tenantMfaRequired: boolean | null, tenantMfaRoles: string[] = []): boolean {
   if (role === "super_admin" || role === "support") return ctx.config.auth.mfaRequiredForApplianceStaff;
-  return tenantMfaRequired === true;
+  return tenantMfaRequired === true || tenantMfaRoles.includes(role);
 }
 
-export function stageFor(ctx: ApplianceContext, u: { role: Role; mfa_enrolled: boolean; tenant_mfa_required: boolean | null }): SessionStage {
+export function stageFor(ctx: ApplianceContext, u: { role: Role; mfa_enrolled: boolean; tenant_mfa_required: boolean | null; tenant_mfa_roles?: string[] | null }): SessionStage {
   if (u.mfa_enrolled) return "mfa_required";
-  return mfaEnforcedFor(ctx, u.role, u.tenant_mfa_required) ? "mfa_enrollment_required" : "active";
+  return mfaEnforcedFor(ctx, u.role, u.tenant_mfa_required, u.tenant_mfa_roles ?? []) ? "mfa_enrollment_required" : "active";
 }
 
 /**
@@ -57,7 +60,7 @@ export async function signIn(ctx: ApplianceContext, input: LoginRequest, meta: R
   return inScope(ctx.db.app, { kind: "appliance" }, async (t) => {
     const [user] = await t.rows<LoginUserRow>(
       `SELECT u.id, u.tenant_id, u.role, u.status, u.password_hash, (u.mfa_secret IS NOT NULL) AS mfa_enrolled,
-              tn.status AS tenant_status, tn.mfa_required AS tenant_mfa_required
+              tn.status AS tenant_status, ${POLICY_COLUMNS}
        FROM users u LEFT JOIN tenants tn ON tn.id = u.tenant_id
        WHERE u.email = $1 AND u.kind = 'human'`,
       [input.email],
@@ -85,7 +88,8 @@ export async function signIn(ctx: ApplianceContext, input: LoginRequest, meta: R
     const usable = user && user.status === "active" && (user.tenant_id === null || user.tenant_status === "active");
     const passwordOk = usable ? await verifyPassword(user.password_hash, input.password) : (await burnPasswordCheck(input.password, params), false);
     if (!usable || !passwordOk) {
-      const account = await countFailure(ctx, t, accountBucket, accountRule(ctx));
+      // The tenant's own lockout thresholds apply to its accounts; unknown addresses get config's.
+      const account = await countFailure(ctx, t, accountBucket, accountRule(ctx, user ? policyFromRow(user) : undefined));
       const ip = known ? null : await countFailure(ctx, t, ipBucket, ipRule(ctx));
       const reason = !user ? "unknown account" : !usable ? "account or tenant inactive" : "wrong password";
       await recordAuthEvent(ctx, t, who, { action: "auth.login", resourceType: "session", outcome: "failure", reason }, meta);
@@ -117,7 +121,7 @@ export async function signIn(ctx: ApplianceContext, input: LoginRequest, meta: R
       // Parameters were raised in config: upgrade the stored hash while the password is at hand.
       await t.exec("UPDATE users SET password_hash = $2, updated_at = $3 WHERE id = $1", [user.id, await hashPassword(input.password, params), now]);
     }
-    const stage = stageFor(ctx, user);
+    const stage = stageFor(ctx, { role: user.role, mfa_enrolled: user.mfa_enrolled, tenant_mfa_required: user.policy_mfa_required, tenant_mfa_roles: user.policy_mfa_roles });
     if (stage === "active") await t.exec("UPDATE users SET last_login_at = $2 WHERE id = $1", [user.id, now]);
     const session = await issueSession(ctx, t, { userId: user.id, tenantId: user.tenant_id, stage }, meta);
     await recordAuthEvent(

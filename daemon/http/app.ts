@@ -18,6 +18,7 @@ import { auditRoutes } from "../audit/routes.js";
 import { alertRoutes } from "../alerts/routes.js";
 import { jobsRoutes } from "../jobs/routes.js";
 import { retentionRoutes } from "../retention/routes.js";
+import { ssoFormRoutes, ssoRoutes } from "../sso/routes.js";
 import { mountRoutes, type Route } from "../kernel/define-route.js";
 import { inboundWebhookRoutes, webhookRoutes } from "../webhooks/routes.js";
 import { scimProtocolRoutes, scimTokenRoutes } from "../scim/routes.js";
@@ -50,13 +51,28 @@ export function createHttpApp(ctx: ApplianceContext): Express {
   api.use(mount(attachmentUploadRoutes));
   // Signed raw bodies (the signature covers the exact bytes): before the JSON gate, public, verified by their signature.
   api.use(mount(inboundWebhookRoutes));
+  // The SAML ACS takes the IdP's form post: public, verified by the assertion's signature.
+  api.use(mount(ssoFormRoutes));
   api.use(requireJsonBody);
   api.use(express.json({ limit: ctx.config.server.bodyLimit, strict: true, type: ["application/json", "application/*+json"], verify: rejectInvalidUtf8 }));
   api.use(mount(apiDescriptionRoutes));
   api.use(mount(setupRoutes));
   // Everything after this line knows its caller (res.locals.actor) or answers 401 through the policy guard.
   api.use(authenticate(ctx));
-  for (const routes of [authRoutes, accessRoutes, keysRoutes, backupRoutes, recordsRoutes, auditRoutes, alertRoutes, webhookRoutes, jobsRoutes, retentionRoutes, scimTokenRoutes])
+  for (const routes of [
+    authRoutes,
+    accessRoutes,
+    keysRoutes,
+    backupRoutes,
+    recordsRoutes,
+    auditRoutes,
+    alertRoutes,
+    webhookRoutes,
+    jobsRoutes,
+    retentionRoutes,
+    scimTokenRoutes,
+    ssoRoutes,
+  ])
     api.use(mount(routes));
   app.use("/api/v1", api);
 

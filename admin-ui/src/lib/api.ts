@@ -7,7 +7,7 @@
  * also shown to the listeners registered with `onApiResponse` (the session store watches for
  * "your session ended" and for the support-access header there).
  */
-import type { CapabilitiesRes, CreatedTenantRes, SecuritySettingsRes, SupportRequestRes, TenantRes, UserRes } from "../../../daemon/access/schema.js";
+import type { CapabilitiesRes, CreatedTenantRes, SecuritySettingsReq, SecuritySettingsRes, SupportRequestRes, TenantRes, UserRes } from "../../../daemon/access/schema.js";
 import type { AuditSearchRes, ExportJobRes, ExportListRes, PublicKeyRes, TimelineRes, VerifyReportRes } from "../../../daemon/audit/schema.js";
 import type {
   ApiTokenRes,
@@ -56,6 +56,7 @@ import type {
   RuleChangeResultRes,
 } from "../../../daemon/retention/schema.js";
 import type { DeliveryDetailRes, DeliveryListRes, DeliveryQuery, DeliveryView, EndpointListRes, EndpointWithSecretRes } from "../../../daemon/webhooks/schema.js";
+import type { PublicProviderListRes, SsoLoginRes } from "../../../daemon/sso/schema.js";
 
 export type Problem = {
   type: string;
@@ -216,8 +217,7 @@ export const api = {
   },
   securitySettings: {
     get: () => request<SecuritySettingsRes>("GET", `${V1}/settings/security`),
-    update: (body: { mfaRequired: boolean; idleTimeoutMinutes: number | null; inactiveUserDays: number | null }) =>
-      request<SecuritySettingsRes>("PUT", `${V1}/settings/security`, body),
+    update: (body: SecuritySettingsReq) => request<SecuritySettingsRes>("PUT", `${V1}/settings/security`, body),
   },
   users: {
     list: () => request<UserRes[]>("GET", `${V1}/users`),
@@ -327,5 +327,11 @@ export const api = {
     list: () => request<DrillRecordRes[]>("GET", `${V1}/drills`),
     get: (id: string) => request<DrillRecordRes>("GET", `${V1}/drills/${seg(id)}`),
     run: () => request<RunStartedRes>("POST", `${V1}/drills`, {}),
+  },
+  sso: {
+    /** The sign-in buttons of a tenant's login page (public). */
+    providers: (tenant: string) => request<PublicProviderListRes>("GET", `${V1}/sso/providers${query({ tenant })}`),
+    /** A "password" provider (LDAP / Active Directory): its path comes from `providers`. */
+    passwordSignIn: (path: string, body: { username: string; password: string }) => request<SsoLoginRes>("POST", path, body),
   },
 };
