@@ -23,6 +23,7 @@ import * as m0101 from "./0101_break_glass_accounts.js";
 import * as m0102 from "./0102_privileged_access.js";
 import * as m0110 from "./0110_saml.js";
 import * as m0120 from "./0120_tenant_security_policy.js";
+import * as m0140 from "./0140_pitr_drill_phases.js";
 import * as m0160 from "./0160_sign_in_limits.js";
 
 export type Migration = { name: string; sql: string };
@@ -54,5 +55,6 @@ export const migrations: Migration[] = [
   { name: "0102_privileged_access", sql: m0102.sql },
   { name: "0110_saml", sql: m0110.sql },
   { name: "0120_tenant_security_policy", sql: m0120.sql },
+  { name: "0140_pitr_drill_phases", sql: m0140.sql },
   { name: "0160_sign_in_limits", sql: m0160.sql },
 ];
