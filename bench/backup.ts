@@ -147,7 +147,7 @@ async function buildAppliance(c: Cluster, dir: string, targetPath: string) {
   try {
     const rootUser = await createFirstSuperAdmin(ctx, { email: "bench.root@hospital.example", password: `bench-${randomBytes(9).toString("hex")}` });
     const root: Actor = { userId: rootUser.id, role: "super_admin", tenantId: null, via: "session", mfaVerifiedAt: new Date() };
-    const tenant = await createTenant(ctx, root, { name: "Bench Hospital", slug: "bench-hospital" }, SYSTEM_META);
+    const tenant = await createTenant(ctx, root, { name: "Bench Hospital", slug: "bench-hospital", mfaRequired: false }, SYSTEM_META);
     const { token: inviteToken } = await createInvite(ctx, root, { email: "bench.admin@hospital.example", role: "admin", tenantId: tenant.id }, SYSTEM_META);
     const accepted = await acceptInvite(ctx, { token: inviteToken, password: `bench-${randomBytes(9).toString("hex")}` }, SYSTEM_META);
     const admin: Actor = { userId: accepted.userId, role: "admin", tenantId: tenant.id, via: "session", mfaVerifiedAt: new Date() };

@@ -38,14 +38,15 @@ const EXPORTS_PER_MINUTE = Number(process.env.BENCH_SOAK_EXPORTS ?? 2);
 const OUTAGE_SECONDS = Number(process.env.BENCH_SOAK_OUTAGE_SECONDS ?? 5);
 
 type Kind = "sign-in" | "read" | "write" | "export";
-type Sample = { kind: Kind; at: number; ms: number; status: number };
+/** `error`: why a request got no answer (status 0), so a run says what the client met. */
+type Sample = { kind: Kind; at: number; ms: number; status: number; error?: string };
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 function client(baseUrl: string, ca: string) {
   const agent = new https.Agent({ keepAlive: true, maxSockets: 32, ca });
   return (method: string, url: string, headers: Record<string, string>, body?: unknown) =>
-    new Promise<{ status: number; body: string; headers: Record<string, string | string[] | undefined> }>((resolve) => {
+    new Promise<{ status: number; body: string; headers: Record<string, string | string[] | undefined>; error?: string }>((resolve) => {
       const data = body === undefined ? undefined : JSON.stringify(body);
       const req = https.request(
         new URL(url, baseUrl),
@@ -54,11 +55,11 @@ function client(baseUrl: string, ca: string) {
           const chunks: Buffer[] = [];
           res.on("data", (c: Buffer) => chunks.push(c));
           res.on("end", () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks).toString(), headers: res.headers }));
-          res.on("error", () => resolve({ status: 0, body: "", headers: {} }));
+          res.on("error", (e) => resolve({ status: 0, body: "", headers: {}, error: e.message }));
         },
       );
       req.on("timeout", () => req.destroy(new Error("timeout")));
-      req.on("error", () => resolve({ status: 0, body: "", headers: {} }));
+      req.on("error", (e) => resolve({ status: 0, body: "", headers: {}, error: e.message }));
       req.end(data);
     });
 }
@@ -156,10 +157,10 @@ export async function run(): Promise<BenchRow[]> {
     const durationMs = MINUTES * 60_000;
     const t0 = Date.now();
     const stop = () => Date.now() - t0 >= durationMs;
-    const timed = async <R extends { status: number }>(kind: Kind, work: () => Promise<R>): Promise<R> => {
+    const timed = async <R extends { status: number; error?: string }>(kind: Kind, work: () => Promise<R>): Promise<R> => {
       const started = Date.now();
       const res = await work();
-      samples.push({ kind, at: started - t0, ms: Date.now() - started, status: res.status });
+      samples.push({ kind, at: started - t0, ms: Date.now() - started, status: res.status, ...(res.error ? { error: res.error } : {}) });
       return res;
     };
 
@@ -304,6 +305,9 @@ export async function run(): Promise<BenchRow[]> {
         `soak: ${MINUTES} min, ${samples.length} requests, ${acked.length} acknowledged writes`,
         `answers outside the outage window by status: ${JSON.stringify(outside)}`,
         `answers inside the outage window by status: ${JSON.stringify(inside)}`,
+        `no answer outside the outage window (kind, start s, ms, error): ${JSON.stringify(
+          samples.filter((x) => x.status === 0 && !inOutage(x)).map((x) => [x.kind, Math.round(x.at / 1000), x.ms, x.error ?? "?"]),
+        )}`,
         `events: ${JSON.stringify(events)}`,
         `RSS (s, MiB): ${rss.map((r) => `${Math.round(r.at / 1000)}:${(r.kib / 1024).toFixed(0)}`).join(" ")}`,
         `audit chain: ${chain.intact ? "intact" : "BROKEN"}, ${chain.verified} events verified`,

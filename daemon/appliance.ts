@@ -10,6 +10,7 @@ import { recordsJobs } from "./records/background.js";
 import { retentionJobs } from "./retention/background.js";
 import { alertsJobs, startAlertServices } from "./alerts/background.js";
 import { startWebhookServices } from "./webhooks/background.js";
+import { ssoJobs } from "./sso/background.js";
 import { ensureSetupToken } from "./auth/index.js";
 import { keyMaintenanceJob, RootKey, startKeyMaintenance, unsealAtStart } from "./keys/index.js";
 import { ensureTlsMaterial, TlsError, watchTlsDirectory } from "./tls/index.js";
@@ -87,7 +88,7 @@ function applianceMetrics(rootKey: RootKey): Registry {
 
 /** Every recurring job of the appliance: the one list the job runner schedules (docs/jobs.md). */
 export function applianceJobs(): JobSpec[] {
-  return [...auditJobs, keyMaintenanceJob, ...backupJobs, ...recordsJobs, ...retentionJobs, ...accessJobs, ...alertsJobs, jobsWatchdog];
+  return [...auditJobs, keyMaintenanceJob, ...backupJobs, ...recordsJobs, ...retentionJobs, ...accessJobs, ...alertsJobs, ...ssoJobs, jobsWatchdog];
 }
 
 /**

@@ -1,5 +1,6 @@
 import type { JobSpec } from "../jobs/index.js";
 import { deactivateInactiveUsers } from "./users.js";
+import { expirePrivilegedAccess } from "./privileged-access.js";
 
 /**
  * The access capability's recurring job: the inactivity job (`deactivateInactiveUsers`), once
@@ -17,6 +18,16 @@ export const accessJobs: JobSpec[] = [
       const { deactivated } = await deactivateInactiveUsers(ctx);
       if (deactivated.length) ctx.log.info("deactivated inactive accounts", { accounts: deactivated.length });
       return { counts: { deactivated: deactivated.length } };
+    },
+  },
+  {
+    name: "privileged-access-expiry",
+    summary: "Marks just-in-time privileged grants past their time as ended and audits each expiry (access already ended at expiry)",
+    schedule: () => ({ everyMs: 60_000 }),
+    runAtStartAfterMs: 2_000,
+    async run(ctx) {
+      const { expired } = await expirePrivilegedAccess(ctx);
+      return { counts: { expired } };
     },
   },
 ];

@@ -5,6 +5,13 @@ export const accessSchema = z
   .object({
     breakGlassMinutes: z.number().int().min(5).max(1440).default(60).describe("How long a practitioner's break-glass access to a patient outside their care team lasts."),
     supportAccessMinutes: z.number().int().min(5).max(480).default(30).describe("How long an approved support-access request lets support staff act inside a tenant."),
+    privilegedAccessMaxMinutes: z
+      .number()
+      .int()
+      .min(5)
+      .max(1440)
+      .default(120)
+      .describe("The longest a just-in-time privileged role (admin, auditor) may be requested for; it ends by itself after the approved time."),
     inactiveUserDays: z.number().int().min(7).max(3650).default(90).describe("Accounts unused this many days are deactivated by the access-review job; tenants may set their own."),
     inactivityCheckMinutes: z
       .number()

@@ -18,6 +18,8 @@ import {
   idParams,
   notificationsQuery,
   patientUserParams,
+  privilegedAccessRequest,
+  privilegedAccessView,
   securitySettingsRequest,
   securitySettingsView,
   supportRequestInput,
@@ -30,6 +32,7 @@ import {
 import { decideSupportRequest, endSupportAccess, enterSupportAccess, listSupportRequests, requestSupportAccess } from "./support.js";
 import { createTenant, getSecuritySettings, getTenant, listTenants, updateSecuritySettings, updateTenant } from "./tenants.js";
 import { accessReview, getUser, listUsers, resetUserMfa, updateUser } from "./users.js";
+import { decidePrivilegedAccess, endPrivilegedAccess, listPrivilegedAccess, requestPrivilegedAccess } from "./privileged-access.js";
 
 const tag = "access";
 
@@ -92,7 +95,7 @@ export const accessRoutes = [
       path: "/settings/security",
       action: "security_settings:read",
       tag,
-      summary: "The tenant's MFA enforcement, idle timeout and inactivity period",
+      summary: "The tenant's MFA enforcement, idle timeout, inactivity period and local sign-in",
       response: securitySettingsView,
     },
     ({ ctx, actor }) => getSecuritySettings(ctx, actor),
@@ -291,5 +294,71 @@ export const accessRoutes = [
       response: adminNotification,
     },
     ({ ctx, actor, params, meta }) => acknowledgeNotification(ctx, actor, params.id, meta),
+  ),
+
+  // Just-in-time privileged access (docs/sso.md).
+  defineRoute(
+    {
+      method: "post",
+      path: "/privileged-access",
+      action: "privileged_access:request",
+      tag,
+      summary: "Ask for a privileged role (admin, auditor) for a bounded time, with a reason; a second admin decides",
+      body: privilegedAccessRequest,
+      response: privilegedAccessView,
+      status: 201,
+      problems: { 409: "You already hold the role, or have an open request or grant" },
+    },
+    ({ ctx, actor, body, meta }) => requestPrivilegedAccess(ctx, actor, body, meta),
+  ),
+  defineRoute(
+    {
+      method: "get",
+      path: "/privileged-access",
+      action: "privileged_access:list",
+      tag,
+      summary: "Privileged-access requests and grants (admins: the tenant's; others: their own)",
+      response: z.array(privilegedAccessView),
+    },
+    ({ ctx, actor }) => listPrivilegedAccess(ctx, actor),
+  ),
+  defineRoute(
+    {
+      method: "post",
+      path: "/privileged-access/:id/approve",
+      action: "privileged_access:approve",
+      tag,
+      summary: "Approve someone else's request (needs step-up); the role lasts the minutes asked for from now",
+      params: idParams,
+      response: privilegedAccessView,
+      problems: { 409: "Already decided" },
+    },
+    ({ ctx, actor, params, meta }) => decidePrivilegedAccess(ctx, actor, params.id, "approve", meta),
+  ),
+  defineRoute(
+    {
+      method: "post",
+      path: "/privileged-access/:id/deny",
+      action: "privileged_access:deny",
+      tag,
+      summary: "Deny someone else's request",
+      params: idParams,
+      response: privilegedAccessView,
+      problems: { 409: "Already decided" },
+    },
+    ({ ctx, actor, params, meta }) => decidePrivilegedAccess(ctx, actor, params.id, "deny", meta),
+  ),
+  defineRoute(
+    {
+      method: "post",
+      path: "/privileged-access/:id/end",
+      action: "privileged_access:end",
+      tag,
+      summary: "End a grant or withdraw a request early (the requester or an admin)",
+      params: idParams,
+      response: privilegedAccessView,
+      problems: { 409: "Already ended, denied" },
+    },
+    ({ ctx, actor, params, meta }) => endPrivilegedAccess(ctx, actor, params.id, meta),
   ),
 ];

@@ -47,9 +47,25 @@ export const createdTenant = tenantView.extend({
 });
 
 /** `GET|PUT /api/v1/settings/security`: effective values, and whether each is the appliance default. */
+const TENANT_ROLES = ["owner", "admin", "practitioner", "front_desk", "auditor"] as const;
+
 export const securitySettingsView = z.object({
   /** Every user of the tenant must use an authenticator app. */
   mfaRequired: z.boolean(),
+  /** The roles that must use an authenticator app (every tenant role when mfaRequired). */
+  mfaRequiredRoles: z.array(z.enum(TENANT_ROLES)),
+  /** Shortest password accepted (12 to 128; at invite acceptance and password change). */
+  passwordMinLength: z.number(),
+  /** Passwords on the bundled list of the 10,000 most common or breached ones are refused (always on). */
+  commonPasswordsRefused: z.literal(true),
+  /** Failed sign-ins (or MFA codes) on one account, within the lockout window, before it is locked. */
+  lockoutMaxFailures: z.number(),
+  /** How long a locked account refuses sign-in. */
+  lockoutMinutes: z.number(),
+  /** The window in which failures are counted (appliance setting). */
+  lockoutWindowMinutes: z.number(),
+  /** TOTP codes accepted this many 30-second steps before or after the current one (0 to 2). */
+  totpWindowSteps: z.number(),
   /** Automatic logoff after this many idle minutes. */
   idleTimeoutMinutes: z.number(),
   /** The idle timeout is the appliance default (not set for the tenant). */
@@ -60,6 +76,10 @@ export const securitySettingsView = z.object({
   inactiveUserDaysIsDefault: z.boolean(),
   /** A session ends this many hours after sign-in, however active (appliance setting). */
   absoluteLifetimeHours: z.number(),
+  /** Who may sign in with a local password: everyone, or only the break-glass accounts (the rest through the identity provider). */
+  localSignIn: z.enum(["everyone", "break_glass_only"]),
+  /** How many active break-glass accounts the tenant has. */
+  breakGlassAccounts: z.number().int(),
 });
 
 export const userView = z.object({
@@ -85,6 +105,10 @@ export const userView = z.object({
   createdAt: z.string(),
   /** When it was deactivated. */
   deactivatedAt: z.string().nullable(),
+  /** Keeps password + TOTP sign-in when local sign-in is for break-glass accounts only; each use raises an alert. */
+  breakGlassAccount: z.boolean(),
+  /** Where the account came from: local (invite, setup), scim (the directory), idp (first sign-in through a provider). */
+  source: z.enum(["local", "scim", "idp"]),
 });
 
 export const supportRequestView = z.object({
@@ -134,6 +158,8 @@ export const createTenantRequest = z
       .optional(),
     /** Work email of the tenant's first owner: an owner invite is created with the tenant (its link is in the answer, once). */
     ownerEmail: z.string().trim().toLowerCase().pipe(z.email()).pipe(z.string().max(254)).optional(),
+    /** Every account of the tenant must use an authenticator app; on unless turned off here (the security settings change it later, per role). */
+    mfaRequired: z.boolean().default(true),
   })
   .strict();
 
@@ -150,12 +176,25 @@ export const securitySettingsRequest = z
   .object({
     /** Every user of the tenant must use an authenticator app (TOTP). */
     mfaRequired: z.boolean().optional(),
+    /** Exactly these roles must use an authenticator app (replaces mfaRequired; every role = mfaRequired). */
+    mfaRequiredRoles: z.array(z.enum(TENANT_ROLES)).max(5).optional(),
+    /** Shortest password accepted, 12 to 128; null = the appliance's 12. */
+    passwordMinLength: z.number().int().min(12).max(128).nullable().optional(),
+    /** Failed sign-ins before an account locks, 3 to 50; null = appliance default. */
+    lockoutMaxFailures: z.number().int().min(3).max(50).nullable().optional(),
+    /** Minutes a locked account stays locked, 1 to 1440; null = appliance default. */
+    lockoutMinutes: z.number().int().min(1).max(1440).nullable().optional(),
+    /** TOTP drift window in 30-second steps either side, 0 to 2; null = appliance default (1). */
+    totpWindowSteps: z.number().int().min(0).max(2).nullable().optional(),
     /** Automatic logoff after this many idle minutes, 5 to 240 (45 CFR 164.312(a)(2)(iii)); null = appliance default. */
     idleTimeoutMinutes: z.number().int().min(5).max(240).nullable().optional(),
     /** Deactivate accounts unused this many days, 7 to 3650; null = appliance default. */
     inactiveUserDays: z.number().int().min(7).max(3650).nullable().optional(),
+    /** break_glass_only: local password sign-in only for break-glass accounts (needs an enabled identity provider and one such account). */
+    localSignIn: z.enum(["everyone", "break_glass_only"]).optional(),
   })
-  .strict();
+  .strict()
+  .refine((b) => b.mfaRequired === undefined || b.mfaRequiredRoles === undefined, { message: "give mfaRequired or mfaRequiredRoles, not both", path: ["mfaRequiredRoles"] });
 
 export const updateUserRequest = z
   .object({
@@ -165,6 +204,8 @@ export const updateUserRequest = z
     status: z.enum(["active", "deactivated"]).optional(),
     /** How colleagues see the person; null removes it. */
     displayName: z.string().trim().min(1).max(200).nullable().optional(),
+    /** Flag the account as a break-glass account (it must have an authenticator; at most 3 per tenant). */
+    breakGlassAccount: z.boolean().optional(),
   })
   .strict();
 
@@ -266,3 +307,55 @@ export type BreakGlassGrantRes = z.infer<typeof breakGlassGrant>;
 export type CareTeamAssignReq = z.infer<typeof careTeamAssign>;
 export type CareTeamMemberRes = z.infer<typeof careTeamMember>;
 export type AdminNotificationRes = z.infer<typeof adminNotification>;
+
+// ---- just-in-time privileged access ------------------------------------------------------------
+
+/** Roles a person may hold for a bounded time after a second admin's approval. */
+export const PRIVILEGED_ROLES = ["admin", "auditor"] as const;
+
+export const privilegedAccessRequest = z
+  .object({
+    /** The privileged role asked for. */
+    role: z.enum(PRIVILEGED_ROLES),
+    /** For how long, in minutes (5 up to access.privilegedAccessMaxMinutes). */
+    minutes: z.number().int().min(5).max(1440),
+    /** Why (shown to the approving admin, kept in the audit trail): 10 to 500 characters. */
+    reason: z.string().trim().min(10).max(500),
+  })
+  .strict();
+
+export const privilegedAccessView = z.object({
+  /** Grant id. */
+  id: z.string(),
+  /** The person asking. */
+  userId: z.string(),
+  /** Their email, for the approver. */
+  userEmail: z.string().nullable(),
+  /** The role they hold without the grant. */
+  baseRole: z.string(),
+  /** The privileged role asked for. */
+  role: z.enum(PRIVILEGED_ROLES),
+  /** Minutes asked for. */
+  minutes: z.number().int(),
+  /** Why. */
+  reason: z.string(),
+  /** pending, approved (active until expiresAt), denied or ended. */
+  status: z.enum(["pending", "approved", "denied", "ended"]),
+  /** When it was asked for. */
+  requestedAt: z.string(),
+  /** The admin who approved or denied it. */
+  decidedBy: z.string().nullable(),
+  /** When. */
+  decidedAt: z.string().nullable(),
+  /** When an approved grant ends by itself. */
+  expiresAt: z.string().nullable(),
+  /** When it ended. */
+  endedAt: z.string().nullable(),
+  /** expired, ended-early or account-deactivated. */
+  endReason: z.string().nullable(),
+  /** True while the grant is in force (approved and not past expiresAt). */
+  active: z.boolean(),
+});
+
+export type PrivilegedAccessReq = z.infer<typeof privilegedAccessRequest>;
+export type PrivilegedAccessRes = z.infer<typeof privilegedAccessView>;

@@ -18,13 +18,25 @@ export { securitySettingsRequest };
 
 export type TenantView = { id: string; name: string; slug: string; status: string; createdAt: string };
 export type CreatedTenantView = CreatedTenantRes;
+const TENANT_ROLES = ["owner", "admin", "practitioner", "front_desk", "auditor"] as const;
+type TenantRole = (typeof TENANT_ROLES)[number];
+
 export type SecuritySettings = {
   mfaRequired: boolean;
+  mfaRequiredRoles: TenantRole[];
+  passwordMinLength: number;
+  commonPasswordsRefused: true;
+  lockoutMaxFailures: number;
+  lockoutMinutes: number;
+  lockoutWindowMinutes: number;
+  totpWindowSteps: number;
   idleTimeoutMinutes: number;
   idleTimeoutIsDefault: boolean;
   inactiveUserDays: number;
   inactiveUserDaysIsDefault: boolean;
   absoluteLifetimeHours: number;
+  localSignIn: "everyone" | "break_glass_only";
+  breakGlassAccounts: number;
 };
 
 type TenantRow = {
@@ -34,8 +46,15 @@ type TenantRow = {
   status: string;
   created_at: Date;
   mfa_required: boolean;
+  mfa_roles: string[];
+  password_min_length: number | null;
+  lockout_max_failures: number | null;
+  lockout_minutes: number | null;
+  totp_window_steps: number | null;
   idle_timeout_minutes: number | null;
   inactive_user_days: number | null;
+  local_sign_in: "everyone" | "break_glass_only";
+  break_glass_accounts?: string;
 };
 
 const view = (r: TenantRow): TenantView => ({ id: r.id, name: r.name, slug: r.slug, status: r.status, createdAt: r.created_at.toISOString() });
@@ -71,11 +90,11 @@ export async function createTenant(ctx: ApplianceContext, actor: Actor, input: z
   authorize(actor, "tenant:create");
   return inScope(ctx.db.app, { kind: "appliance" }, async (t) => {
     const slug = input.slug ?? (await freeSlug(t, slugFrom(input.name)));
-    const [row] = await t.rows<TenantRow>("INSERT INTO tenants (name, slug, created_at, updated_at) VALUES ($1, $2, $3, $3) ON CONFLICT (slug) DO NOTHING RETURNING *", [
-      input.name,
-      slug,
-      ctx.clock.now(),
-    ]);
+    // MFA is on for every role of a new tenant unless the creator turns it off (DESIGN: MFA enforceable; on by default).
+    const [row] = await t.rows<TenantRow>(
+      "INSERT INTO tenants (name, slug, mfa_required, created_at, updated_at) VALUES ($1, $2, $3, $4, $4) ON CONFLICT (slug) DO NOTHING RETURNING *",
+      [input.name, slug, input.mfaRequired, ctx.clock.now()],
+    );
     if (!row) throw new Conflict(`a tenant with the slug ${slug} already exists`);
     await recordAuthEvent(ctx, t, actor, { action: "tenant.create", resourceType: "tenant", resourceId: row.id, tenantId: row.id, outcome: "success" }, meta);
     let ownerInvite: CreatedTenantView["ownerInvite"] = null;
@@ -129,14 +148,39 @@ export async function updateTenant(ctx: ApplianceContext, actor: Actor, tenantId
   });
 }
 
+const BREAK_GLASS_COUNT = "(SELECT count(*) FROM users u WHERE u.tenant_id = tenants.id AND u.break_glass_account AND u.status = 'active') AS break_glass_accounts";
+
+/**
+ * Local sign-in for break-glass accounts only: refused unless the tenant can still get in, that
+ * is, it has an enabled identity provider and at least one active break-glass account.
+ */
+async function checkLocalSignInOff(t: Tx, tenantId: string): Promise<void> {
+  const [r] = await t.rows<{ providers: string; accounts: string }>(
+    `SELECT (SELECT count(*) FROM identity_providers p WHERE p.tenant_id = $1 AND p.enabled) AS providers,
+            (SELECT count(*) FROM users u WHERE u.tenant_id = $1 AND u.break_glass_account AND u.status = 'active') AS accounts`,
+    [tenantId],
+  );
+  if (Number(r!.providers) === 0) throw new Conflict("enable an identity provider before turning local sign-in off");
+  if (Number(r!.accounts) === 0) throw new Conflict("flag at least one break-glass account before turning local sign-in off");
+}
+
 function settingsOf(ctx: ApplianceContext, r: TenantRow): SecuritySettings {
   return {
     mfaRequired: r.mfa_required,
+    mfaRequiredRoles: TENANT_ROLES.filter((role) => r.mfa_required || r.mfa_roles.includes(role)),
+    passwordMinLength: r.password_min_length ?? 12,
+    commonPasswordsRefused: true,
+    lockoutMaxFailures: r.lockout_max_failures ?? ctx.config.auth.lockoutMaxFailures,
+    lockoutMinutes: r.lockout_minutes ?? ctx.config.auth.lockoutMinutes,
+    lockoutWindowMinutes: ctx.config.auth.lockoutWindowMinutes,
+    totpWindowSteps: r.totp_window_steps ?? 1,
     idleTimeoutMinutes: r.idle_timeout_minutes ?? ctx.config.auth.idleTimeoutMinutes,
     idleTimeoutIsDefault: r.idle_timeout_minutes === null,
     inactiveUserDays: r.inactive_user_days ?? ctx.config.access.inactiveUserDays,
     inactiveUserDaysIsDefault: r.inactive_user_days === null,
     absoluteLifetimeHours: ctx.config.auth.absoluteLifetimeHours,
+    localSignIn: r.local_sign_in,
+    breakGlassAccounts: Number(r.break_glass_accounts ?? 0),
   };
 }
 
@@ -149,7 +193,7 @@ export async function getSecuritySettings(ctx: ApplianceContext, actor: Actor): 
   const tenantId = requireTenant(actor);
   authorize(actor, "security_settings:read", { tenantId });
   return inScope(ctx.db.app, scopeOf(actor), async (t) => {
-    const [row] = await t.rows<TenantRow>("SELECT * FROM tenants WHERE id = $1", [tenantId]);
+    const [row] = await t.rows<TenantRow>(`SELECT *, ${BREAK_GLASS_COUNT} FROM tenants WHERE id = $1`, [tenantId]);
     if (!row) throw new NotFound("no such tenant");
     return settingsOf(ctx, row);
   });
@@ -160,26 +204,44 @@ export async function updateSecuritySettings(ctx: ApplianceContext, actor: Actor
   const tenantId = requireTenant(actor);
   authorize(actor, "security_settings:update", { tenantId });
   return inScope(ctx.db.app, scopeOf(actor), async (t) => {
+    if (input.localSignIn === "break_glass_only") await checkLocalSignInOff(t, tenantId);
+    // mfaRequiredRoles names exactly the roles; mfaRequired (all or none) is its older, coarser form.
+    const roles = input.mfaRequiredRoles;
+    const mfaAll = roles ? TENANT_ROLES.every((r) => roles.includes(r)) : (input.mfaRequired ?? null);
+    const mfaRoles = roles ?? (input.mfaRequired === false ? [] : null);
+    const set = (v: number | null | undefined) => [v !== undefined, v ?? null] as const;
     const [row] = await t.rows<TenantRow>(
       `UPDATE tenants SET
+         local_sign_in = coalesce($17, local_sign_in),
          mfa_required = coalesce($2, mfa_required),
+         mfa_roles = coalesce($8::text[], mfa_roles),
          idle_timeout_minutes = CASE WHEN $3::boolean THEN $4::integer ELSE idle_timeout_minutes END,
          inactive_user_days = CASE WHEN $5::boolean THEN $6::integer ELSE inactive_user_days END,
+         password_min_length = CASE WHEN $9::boolean THEN $10::integer ELSE password_min_length END,
+         lockout_max_failures = CASE WHEN $11::boolean THEN $12::integer ELSE lockout_max_failures END,
+         lockout_minutes = CASE WHEN $13::boolean THEN $14::integer ELSE lockout_minutes END,
+         totp_window_steps = CASE WHEN $15::boolean THEN $16::integer ELSE totp_window_steps END,
          updated_at = $7
-       WHERE id = $1 RETURNING *`,
+       WHERE id = $1 RETURNING *, ${BREAK_GLASS_COUNT}`,
       [
         tenantId,
-        input.mfaRequired ?? null,
+        mfaAll,
         input.idleTimeoutMinutes !== undefined,
         input.idleTimeoutMinutes ?? null,
         input.inactiveUserDays !== undefined,
         input.inactiveUserDays ?? null,
         ctx.clock.now(),
+        mfaRoles,
+        ...set(input.passwordMinLength),
+        ...set(input.lockoutMaxFailures),
+        ...set(input.lockoutMinutes),
+        ...set(input.totpWindowSteps),
+        input.localSignIn ?? null,
       ],
     );
     if (!row) throw new NotFound("no such tenant");
     const changes = Object.entries(input)
-      .map(([k, v]) => `${k}=${v === null ? "default" : String(v)}`)
+      .map(([k, v]) => `${k}=${v === null ? "default" : Array.isArray(v) ? v.join(",") || "none" : String(v)}`)
       .join(" ");
     await recordAuthEvent(ctx, t, actor, { action: "settings.security.update", resourceType: "tenant", resourceId: tenantId, outcome: "success", reason: changes || null }, meta);
     return settingsOf(ctx, row);

@@ -26,7 +26,12 @@ export type UserView = {
   lastLoginAt: string | null;
   createdAt: string;
   deactivatedAt: string | null;
+  breakGlassAccount: boolean;
+  source: "local" | "scim" | "idp";
 };
+
+/** A small number, so that local password sign-in stays the exception it is meant to be (docs/sso.md). */
+export const BREAK_GLASS_ACCOUNTS_MAX = 3;
 
 export type AccessReviewEntry = UserView & { activeSessions: number; daysSinceLastLogin: number | null };
 
@@ -42,10 +47,12 @@ type UserRow = {
   last_login_at: Date | null;
   created_at: Date;
   deactivated_at: Date | null;
+  break_glass_account: boolean;
+  source: "local" | "scim" | "idp";
 };
 
 const USER_COLUMNS =
-  "u.id, u.tenant_id, u.email, u.display_name, u.role, u.kind, u.status, (u.mfa_secret IS NOT NULL) AS mfa_enabled, u.last_login_at, u.created_at, u.deactivated_at";
+  "u.id, u.tenant_id, u.email, u.display_name, u.role, u.kind, u.status, (u.mfa_secret IS NOT NULL) AS mfa_enabled, u.last_login_at, u.created_at, u.deactivated_at, u.break_glass_account, u.source";
 
 function view(r: UserRow): UserView {
   return {
@@ -60,6 +67,8 @@ function view(r: UserRow): UserView {
     lastLoginAt: r.last_login_at?.toISOString() ?? null,
     createdAt: r.created_at.toISOString(),
     deactivatedAt: r.deactivated_at?.toISOString() ?? null,
+    breakGlassAccount: r.break_glass_account,
+    source: r.source,
   };
 }
 
@@ -157,8 +166,38 @@ export async function updateUser(ctx: ApplianceContext, actor: Actor, userId: st
     if (input.displayName !== undefined) {
       await recordAuthEvent(ctx, t, actor, { action: "user.update", resourceType: "user", resourceId: userId, outcome: "success", reason: "display name" }, meta);
     }
+    if (input.breakGlassAccount !== undefined && input.breakGlassAccount !== row.break_glass_account) await setBreakGlassAccount(ctx, t, actor, row, input.breakGlassAccount, meta);
     return view(await loadUser(ctx, t, userId));
   });
+}
+
+/**
+ * Flags or unflags a break-glass account. Only a person with an authenticator (the account keeps
+ * password + TOTP when every IdP is down), at most BREAK_GLASS_ACCOUNTS_MAX per tenant, and a
+ * tenant whose local sign-in is for break-glass accounts only keeps at least one.
+ */
+async function setBreakGlassAccount(ctx: ApplianceContext, t: Tx, actor: Actor, row: UserRow, flag: boolean, meta: RequestMeta): Promise<void> {
+  if (!row.tenant_id || row.kind !== "human") throw new Conflict("only a tenant's people can be break-glass accounts");
+  const [tenant] = await t.rows<{ local_sign_in: string; flagged: string }>(
+    "SELECT tn.local_sign_in, (SELECT count(*) FROM users u WHERE u.tenant_id = tn.id AND u.break_glass_account AND u.status = 'active') AS flagged FROM tenants tn WHERE tn.id = $1 FOR UPDATE",
+    [row.tenant_id],
+  );
+  const flagged = Number(tenant!.flagged);
+  if (flag) {
+    if (!row.mfa_enabled) throw new Conflict("a break-glass account needs an authenticator app first (it signs in with password and TOTP)");
+    if (row.status !== "active") throw new Conflict("reactivate the account before flagging it as a break-glass account");
+    if (flagged >= BREAK_GLASS_ACCOUNTS_MAX) throw new Conflict(`a tenant has at most ${BREAK_GLASS_ACCOUNTS_MAX} break-glass accounts`);
+  } else if (tenant!.local_sign_in === "break_glass_only" && row.status === "active" && flagged <= 1) {
+    throw new Conflict("local sign-in is for break-glass accounts only: keep one, or allow local sign-in for everyone first");
+  }
+  await t.exec("UPDATE users SET break_glass_account = $2, updated_at = $3 WHERE id = $1", [row.id, flag, ctx.clock.now()]);
+  await recordAuthEvent(
+    ctx,
+    t,
+    actor,
+    { action: flag ? "user.break_glass_account.set" : "user.break_glass_account.unset", resourceType: "user", resourceId: row.id, outcome: "success" },
+    meta,
+  );
 }
 
 /** Lost phone: removes the user's authenticator and recovery codes and ends their sessions; they enrol again at next sign-in. */

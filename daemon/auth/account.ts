@@ -10,6 +10,7 @@ import { argon2ParamsFrom, assertPasswordAcceptable, hashPassword, verifyPasswor
 import { idleMinutesFor, revokeSessionById, revokeUserSessions } from "./sessions.js";
 import { accountRule, buckets, clearThrottle, countFailure, readThrottle } from "./throttle.js";
 import { changePasswordRequest } from "./schema.js";
+import { tenantAuthPolicy } from "./tenant-policy.js";
 
 /** The signed-in person's own account and sessions, and admins' view of others' sessions. */
 export { changePasswordRequest };
@@ -78,7 +79,7 @@ export async function changePassword(ctx: ApplianceContext, actor: Actor, input:
     const lock = await readThrottle(ctx, t, bucket);
     if (lock.locked) return { error: new TooManyRequests("too many wrong passwords; wait and try again", { retryAfterSeconds: lock.retryAfterSeconds }) };
     if (!(await verifyPassword(user.password_hash, input.currentPassword))) {
-      await countFailure(ctx, t, bucket, accountRule(ctx));
+      await countFailure(ctx, t, bucket, accountRule(ctx, await tenantAuthPolicy(t, actor.tenantId)));
       await recordAuthEvent(
         ctx,
         t,
@@ -88,7 +89,7 @@ export async function changePassword(ctx: ApplianceContext, actor: Actor, input:
       );
       return { error: new Invalid("the current password is not correct") };
     }
-    assertPasswordAcceptable(input.newPassword, { email: user.email });
+    assertPasswordAcceptable(input.newPassword, { email: user.email, minLength: (await tenantAuthPolicy(t, actor.tenantId)).passwordMinLength });
     if (input.newPassword === input.currentPassword) throw new Invalid("choose a password different from the current one");
     const now = ctx.clock.now();
     await t.exec("UPDATE users SET password_hash = $2, password_changed_at = $3, updated_at = $3 WHERE id = $1", [

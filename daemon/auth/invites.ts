@@ -10,6 +10,7 @@ import { recordAuthEvent } from "../audit/append.js";
 import type { RequestMeta } from "../kernel/request-meta.js";
 import { InviteExpired, InviteInvalid, InviteRevoked, InviteUsed } from "./errors.js";
 import { stageFor } from "./login.js";
+import { tenantAuthPolicy } from "./tenant-policy.js";
 import { argon2ParamsFrom, assertPasswordAcceptable, hashPassword } from "./passwords.js";
 import { deriveAuthKey } from "./secret-box.js";
 import { issueSession, type IssuedSession } from "./sessions.js";
@@ -217,11 +218,11 @@ export async function acceptInvite(ctx: ApplianceContext, input: AcceptInviteReq
     if (invite.accepted_at) return fail(new InviteUsed("this invite has already been used; sign in instead"), "token reused", invite);
     if (invite.revoked_at) return fail(new InviteRevoked("this invite was withdrawn or replaced by a newer one"), "invite revoked", invite);
     if (invite.expires_at <= ctx.clock.now()) return fail(new InviteExpired("this invite has expired; ask an administrator for a new one"), "invite expired", invite);
-    return { invite };
+    return { invite, policy: await tenantAuthPolicy(t, invite.tenant_id) };
   });
   if ("error" in checked) throw checked.error;
   const invite = checked.invite;
-  assertPasswordAcceptable(input.password, { email: invite.email });
+  assertPasswordAcceptable(input.password, { email: invite.email, minLength: checked.policy.passwordMinLength });
   const passwordHash = await hashPassword(input.password, argon2ParamsFrom(ctx.config));
 
   // Phase 2, in the invite's own scope: the row lock makes the token single-use even when two
@@ -233,10 +234,14 @@ export async function acceptInvite(ctx: ApplianceContext, input: AcceptInviteReq
     if (locked.revoked_at) throw new InviteRevoked("this invite was withdrawn or replaced by a newer one");
     const now = ctx.clock.now();
     let tenantMfaRequired: boolean | null = null;
+    let tenantMfaRoles: string[] = [];
     if (invite.tenant_id) {
-      const [tenant] = await t.rows<{ status: string; mfa_required: boolean }>("SELECT status, mfa_required FROM tenants WHERE id = $1", [invite.tenant_id]);
+      const [tenant] = await t.rows<{ status: string; mfa_required: boolean; mfa_roles: string[] }>("SELECT status, mfa_required, mfa_roles FROM tenants WHERE id = $1", [
+        invite.tenant_id,
+      ]);
       if (!tenant || tenant.status !== "active") throw new InviteRevoked("the organisation this invite is for is no longer active");
       tenantMfaRequired = tenant.mfa_required;
+      tenantMfaRoles = tenant.mfa_roles;
     }
     const [user] = await t.rows<{ id: string }>(
       `INSERT INTO users (tenant_id, email, password_hash, role, display_name, password_changed_at, created_at, updated_at)
@@ -245,7 +250,7 @@ export async function acceptInvite(ctx: ApplianceContext, input: AcceptInviteReq
     );
     if (!user) throw new Conflict("an account with this email address already exists; sign in instead");
     await t.exec("UPDATE invites SET accepted_at = $2, accepted_user_id = $3 WHERE id = $1", [invite.id, now, user.id]);
-    const stage = stageFor(ctx, { role: invite.role, mfa_enrolled: false, tenant_mfa_required: tenantMfaRequired });
+    const stage = stageFor(ctx, { role: invite.role, mfa_enrolled: false, tenant_mfa_required: tenantMfaRequired, tenant_mfa_roles: tenantMfaRoles });
     if (stage === "active") await t.exec("UPDATE users SET last_login_at = $2 WHERE id = $1", [user.id, now]);
     const session = await issueSession(ctx, t, { userId: user.id, tenantId: invite.tenant_id, stage }, meta);
     const who = { userId: user.id, role: invite.role, tenantId: invite.tenant_id };

@@ -1,21 +1,24 @@
 import { z } from "zod";
 import type { Role } from "../kernel/actor.js";
 import type { ApplianceContext } from "../context.js";
-import { inScope } from "../db/sql.js";
-import { recordAuthEvent } from "../audit/append.js";
+import { inScope, type Tx } from "../db/sql.js";
+import { recordAuthEvent, type EventActor } from "../audit/append.js";
+import { raiseAlert } from "../alerts/index.js";
 import type { RequestMeta } from "../kernel/request-meta.js";
 import { argon2ParamsFrom, burnPasswordCheck, hashPassword, needsRehash, verifyPassword } from "./passwords.js";
 import { issueSession, revokeSessionById, type IssuedSession, type SessionStage } from "./sessions.js";
 import { accountRule, buckets, clearThrottle, countFailure, ipRule, readThrottle } from "./throttle.js";
 import { deviceHashOf, isKnownDevice, newDeviceToken, rememberDevice } from "./known-devices.js";
 import { loginRequest } from "./schema.js";
+import { POLICY_COLUMNS, policyFromRow, type PolicyRow } from "./tenant-policy.js";
 
 export { loginRequest };
 export type LoginRequest = z.infer<typeof loginRequest>;
 
 export type LoginOutcome =
   | { ok: true; session: IssuedSession; userId: string; mfaRequired: boolean; mfaEnrollmentRequired: boolean; deviceToken: string }
-  | { ok: false; reason: "invalid" | "locked" | "rate_limited"; retryAfterSeconds: number };
+  | { ok: false; reason: "invalid" | "locked" | "rate_limited"; retryAfterSeconds: number }
+  | { ok: false; reason: "local_sign_in_off" };
 
 type LoginUserRow = {
   id: string;
@@ -25,18 +28,22 @@ type LoginUserRow = {
   password_hash: string;
   mfa_enrolled: boolean;
   tenant_status: string | null;
-  tenant_mfa_required: boolean | null;
-};
+  break_glass_account: boolean;
+  local_sign_in: string | null;
+} & PolicyRow;
 
-/** Whether an account must have an authenticator before it gets a full session. */
-export function mfaEnforcedFor(ctx: ApplianceContext, role: Role, tenantMfaRequired: boolean | null): boolean {
+/**
+ * Whether an account must have an authenticator before it gets a full session: config for
+ * appliance staff, the tenant's policy (every role, or the roles it names) for tenant staff.
+ */
+export function mfaEnforcedFor(ctx: ApplianceContext, role: Role, tenantMfaRequired: boolean | null, tenantMfaRoles: string[] = []): boolean {
   if (role === "super_admin" || role === "support") return ctx.config.auth.mfaRequiredForApplianceStaff;
-  return tenantMfaRequired === true;
+  return tenantMfaRequired === true || tenantMfaRoles.includes(role);
 }
 
-export function stageFor(ctx: ApplianceContext, u: { role: Role; mfa_enrolled: boolean; tenant_mfa_required: boolean | null }): SessionStage {
+export function stageFor(ctx: ApplianceContext, u: { role: Role; mfa_enrolled: boolean; tenant_mfa_required: boolean | null; tenant_mfa_roles?: string[] | null }): SessionStage {
   if (u.mfa_enrolled) return "mfa_required";
-  return mfaEnforcedFor(ctx, u.role, u.tenant_mfa_required) ? "mfa_enrollment_required" : "active";
+  return mfaEnforcedFor(ctx, u.role, u.tenant_mfa_required, u.tenant_mfa_roles ?? []) ? "mfa_enrollment_required" : "active";
 }
 
 /**
@@ -57,7 +64,7 @@ export async function signIn(ctx: ApplianceContext, input: LoginRequest, meta: R
   return inScope(ctx.db.app, { kind: "appliance" }, async (t) => {
     const [user] = await t.rows<LoginUserRow>(
       `SELECT u.id, u.tenant_id, u.role, u.status, u.password_hash, (u.mfa_secret IS NOT NULL) AS mfa_enrolled,
-              tn.status AS tenant_status, tn.mfa_required AS tenant_mfa_required
+              tn.status AS tenant_status, ${POLICY_COLUMNS}, u.break_glass_account, tn.local_sign_in
        FROM users u LEFT JOIN tenants tn ON tn.id = u.tenant_id
        WHERE u.email = $1 AND u.kind = 'human'`,
       [input.email],
@@ -85,7 +92,8 @@ export async function signIn(ctx: ApplianceContext, input: LoginRequest, meta: R
     const usable = user && user.status === "active" && (user.tenant_id === null || user.tenant_status === "active");
     const passwordOk = usable ? await verifyPassword(user.password_hash, input.password) : (await burnPasswordCheck(input.password, params), false);
     if (!usable || !passwordOk) {
-      const account = await countFailure(ctx, t, accountBucket, accountRule(ctx));
+      // The tenant's own lockout thresholds apply to its accounts; unknown addresses get config's.
+      const account = await countFailure(ctx, t, accountBucket, accountRule(ctx, user ? policyFromRow(user) : undefined));
       const ip = known ? null : await countFailure(ctx, t, ipBucket, ipRule(ctx));
       const reason = !user ? "unknown account" : !usable ? "account or tenant inactive" : "wrong password";
       await recordAuthEvent(ctx, t, who, { action: "auth.login", resourceType: "session", outcome: "failure", reason }, meta);
@@ -110,6 +118,12 @@ export async function signIn(ctx: ApplianceContext, input: LoginRequest, meta: R
       return { ok: false as const, reason: "invalid" as const, retryAfterSeconds: 0 };
     }
     await clearThrottle(ctx, t, accountBucket);
+    // Past the password: only someone who knows it learns that local sign-in is off for them.
+    if (user.tenant_id && user.local_sign_in === "break_glass_only" && !user.break_glass_account) {
+      await recordAuthEvent(ctx, t, who, { action: "auth.login", resourceType: "session", outcome: "denied", reason: "local sign-in is for break-glass accounts only" }, meta);
+      return { ok: false as const, reason: "local_sign_in_off" as const };
+    }
+    if (user.break_glass_account && user.tenant_id) await recordBreakGlassAccountUse(ctx, t, user.id, user.tenant_id, who, meta);
     const deviceToken = known && device.cookie ? device.cookie : newDeviceToken();
     await rememberDevice(ctx, t, known ?? deviceHashOf(deviceToken)!, { id: user.id, tenantId: user.tenant_id });
     const now = ctx.clock.now();
@@ -117,7 +131,7 @@ export async function signIn(ctx: ApplianceContext, input: LoginRequest, meta: R
       // Parameters were raised in config: upgrade the stored hash while the password is at hand.
       await t.exec("UPDATE users SET password_hash = $2, updated_at = $3 WHERE id = $1", [user.id, await hashPassword(input.password, params), now]);
     }
-    const stage = stageFor(ctx, user);
+    const stage = stageFor(ctx, { role: user.role, mfa_enrolled: user.mfa_enrolled, tenant_mfa_required: user.policy_mfa_required, tenant_mfa_roles: user.policy_mfa_roles });
     if (stage === "active") await t.exec("UPDATE users SET last_login_at = $2 WHERE id = $1", [user.id, now]);
     const session = await issueSession(ctx, t, { userId: user.id, tenantId: user.tenant_id, stage }, meta);
     await recordAuthEvent(
@@ -136,6 +150,27 @@ export async function signIn(ctx: ApplianceContext, input: LoginRequest, meta: R
       deviceToken,
     };
   });
+}
+
+/**
+ * A break-glass account signed in with its password (its TOTP step follows): a critical alert for
+ * the tenant's admins and an audit event, every time. Keyed by account, so repeated use shows as
+ * occurrences of one open alert until someone acknowledges it.
+ */
+async function recordBreakGlassAccountUse(ctx: ApplianceContext, t: Tx, userId: string, tenantId: string, who: EventActor, meta: RequestMeta): Promise<void> {
+  await raiseAlert(
+    ctx,
+    {
+      kind: "auth.break_glass_account_used",
+      severity: "critical",
+      key: userId,
+      tenantId,
+      summary: `break-glass account ${userId} signed in with its local password`,
+      details: { userId },
+    },
+    t,
+  );
+  await recordAuthEvent(ctx, t, who, { action: "auth.break_glass_account.use", resourceType: "user", resourceId: userId, tenantId, outcome: "success" }, meta);
 }
 
 /** Ends the presenter's own session. */

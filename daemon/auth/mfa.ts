@@ -12,6 +12,7 @@ import { openSecret, sealSecret } from "./secret-box.js";
 import type { ResolvedSession } from "./sessions.js";
 import { requireRecentMfa } from "./step-up.js";
 import { accountRule, buckets, clearThrottle, countFailure, readThrottle } from "./throttle.js";
+import { tenantAuthPolicy } from "./tenant-policy.js";
 import { sha256 } from "./tokens.js";
 
 /**
@@ -48,10 +49,10 @@ export function newTotpSecret(): string {
 }
 
 /** The time step a code belongs to, or null when it matches none within the drift window. */
-export function matchTotp(secretBase32: string, code: string, now: Date): number | null {
+export function matchTotp(secretBase32: string, code: string, now: Date, window: number = DRIFT_WINDOW): number | null {
   if (!/^\d{6}$/.test(code)) return null;
   const time = Math.floor(now.getTime() / 1000);
-  const delta = speakeasy.totp.verifyDelta({ secret: secretBase32, encoding: "base32", token: code, window: DRIFT_WINDOW, time, step: STEP_SECONDS });
+  const delta = speakeasy.totp.verifyDelta({ secret: secretBase32, encoding: "base32", token: code, window, time, step: STEP_SECONDS });
   if (!delta) return null;
   return Math.floor(time / STEP_SECONDS) + delta.delta;
 }
@@ -158,10 +159,11 @@ export async function activateMfa(ctx: ApplianceContext, subject: SessionSubject
     if (!user.mfa_pending_secret) throw new Conflict("start enrollment first (POST /api/v1/auth/mfa/enroll)");
     const secret = openSecret(ctx.rootKey, user.mfa_pending_secret, user.id);
     const now = ctx.clock.now();
-    const step = matchTotp(secret, code, now);
+    const policy = await tenantAuthPolicy(t, user.tenant_id);
+    const step = matchTotp(secret, code, now, policy.totpWindowSteps ?? DRIFT_WINDOW);
     const who = { userId: user.id, role: user.role, tenantId: user.tenant_id };
     if (step === null) {
-      const state = await countFailure(ctx, t, buckets.mfaUser(user.id), accountRule(ctx));
+      const state = await countFailure(ctx, t, buckets.mfaUser(user.id), accountRule(ctx, policy));
       await recordAuthEvent(ctx, t, who, { action: "auth.mfa.enroll.activate", resourceType: "user", resourceId: user.id, outcome: "failure", reason: "wrong code" }, meta);
       return { ok: false as const, ...state };
     }
@@ -206,10 +208,12 @@ export async function verifySecondFactor(ctx: ApplianceContext, subject: Session
     }
     if (!user.mfa_secret) throw new Conflict("no authenticator is set up for this account");
     const now = ctx.clock.now();
+    const policy = await tenantAuthPolicy(t, user.tenant_id);
     let ok = false;
     let recoveryCodesLeft: number | undefined;
     if (input.code !== undefined) {
-      const step = matchTotp(openSecret(ctx.rootKey, user.mfa_secret, user.id), input.code, now);
+      // The tenant's drift window: 0 accepts only the current 30 s step, 2 up to a minute either way.
+      const step = matchTotp(openSecret(ctx.rootKey, user.mfa_secret, user.id), input.code, now, policy.totpWindowSteps ?? DRIFT_WINDOW);
       if (step !== null && (user.mfa_last_step === null || step > Number(user.mfa_last_step))) {
         await t.exec("UPDATE users SET mfa_last_step = $2 WHERE id = $1", [user.id, step]);
         ok = true;
@@ -227,7 +231,7 @@ export async function verifySecondFactor(ctx: ApplianceContext, subject: Session
       }
     }
     if (!ok) {
-      const state = await countFailure(ctx, t, buckets.mfaUser(user.id), accountRule(ctx));
+      const state = await countFailure(ctx, t, buckets.mfaUser(user.id), accountRule(ctx, policy));
       await recordAuthEvent(
         ctx,
         t,

@@ -77,8 +77,10 @@ export function isCommonPassword(password: string): boolean {
 }
 
 /** NIST SP 800-63B §5.1.1.2: at least 8 characters; we ask 12 of staff who reach PHI, and cap the length. */
-export function assertPasswordAcceptable(password: string, context: { email?: string | null } = {}) {
-  if (password.length < 12) throw new Invalid("the password must be at least 12 characters long");
+export function assertPasswordAcceptable(password: string, context: { email?: string | null; minLength?: number | null } = {}) {
+  // A tenant may ask for more (its security policy), never for less.
+  const min = Math.max(12, context.minLength ?? 12);
+  if (password.length < min) throw new Invalid(`the password must be at least ${min} characters long`);
   if (password.length > 256) throw new Invalid("the password must be at most 256 characters long");
   if (isCommonPassword(password)) throw new Invalid("this password is on the list of common or breached passwords; choose another");
   const local = context.email?.split("@")[0]?.toLowerCase();

@@ -1,7 +1,7 @@
 import type { Response } from "express";
 import { currentActor, type Actor } from "../kernel/actor.js";
 import { defineRoute } from "../kernel/define-route.js";
-import { TooManyRequests, Unauthorized } from "../kernel/errors.js";
+import { Forbidden, TooManyRequests, Unauthorized } from "../kernel/errors.js";
 import { changePassword, listSessions, revokeAllSessions, revokeSession } from "./account.js";
 import { createApiToken, listApiTokens, revokeApiToken } from "./api-tokens.js";
 import { acceptInvite, createInvite, listInvites, revokeInvite } from "./invites.js";
@@ -68,12 +68,19 @@ export const authRoutes = [
       summary: "Sign in with email and password; sets the session cookie",
       body: loginRequest,
       response: loginResponse,
-      problems: { 401: "Email or password incorrect (the same answer whether or not the account exists)", 429: "Locked out or rate limited" },
+      problems: {
+        401: "Email or password incorrect (the same answer whether or not the account exists)",
+        403: "Local sign-in is for break-glass accounts only in this tenant: sign in through its identity provider",
+        429: "Locked out or rate limited",
+      },
     },
     async ({ ctx, req, body, res, meta }) => {
       const outcome = await signIn(ctx, body, meta, { cookie: readCookie(req.headers.cookie, DEVICE_COOKIE) });
       if (!outcome.ok) {
         if (outcome.reason === "invalid") throw new Unauthorized("the email or password is incorrect", { reason: "invalid_credentials" });
+        if (outcome.reason === "local_sign_in_off") {
+          throw new Forbidden("local sign-in is turned off for your organisation; sign in through its identity provider", { reason: "local_sign_in_off" });
+        }
         res.setHeader("Retry-After", String(outcome.retryAfterSeconds));
         throw new TooManyRequests("too many sign-in attempts; wait and try again", { retryAfterSeconds: outcome.retryAfterSeconds });
       }

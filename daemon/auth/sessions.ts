@@ -96,11 +96,18 @@ export async function resolveSession(ctx: ApplianceContext, token: string, opts:
   return inScope(ctx.db.app, { kind: "appliance" }, async (t) => {
     const [s] = await t.rows<ResolvedSession>(
       `SELECT s.id, s.user_id, s.tenant_id, s.stage, s.created_at, s.last_seen_at, s.expires_at, s.mfa_verified_at, s.revoked_at,
-              s.support_request_id, u.role, u.email, u.display_name, u.status AS user_status, (u.mfa_secret IS NOT NULL) AS mfa_enrolled,
+              s.support_request_id, coalesce(jit.role, u.role) AS role, u.email, u.display_name, u.status AS user_status, (u.mfa_secret IS NOT NULL) AS mfa_enrolled,
               tn.status AS tenant_status, tn.idle_timeout_minutes AS idle_minutes
        FROM sessions s JOIN users u ON u.id = s.user_id LEFT JOIN tenants tn ON tn.id = s.tenant_id
+       -- Just-in-time privileged access (access/privileged-access.ts): an approved grant is the
+       -- session's role until its expiry, judged by this request's clock on whichever replica.
+       LEFT JOIN LATERAL (
+         SELECT g.role FROM privileged_access_grants g
+          WHERE g.user_id = s.user_id AND g.tenant_id = s.tenant_id AND g.status = 'approved' AND g.expires_at > $2
+          LIMIT 1
+       ) jit ON true
        WHERE s.token_hash = $1`,
-      [sha256(token)],
+      [sha256(token), ctx.clock.now()],
     );
     if (!s) return { state: "none" as const };
     s.idle_minutes = idleMinutesFor(ctx, s.idle_minutes);

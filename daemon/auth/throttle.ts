@@ -1,5 +1,6 @@
 import { type Tx } from "../db/sql.js";
 import type { ApplianceContext } from "../context.js";
+import type { TenantAuthPolicy } from "./tenant-policy.js";
 import { sha256 } from "./tokens.js";
 
 /**
@@ -28,9 +29,14 @@ export const buckets = {
   invite: (inviteId: string) => `invite:${inviteId}`,
 };
 
-export function accountRule(ctx: ApplianceContext): ThrottleRule {
+/** The account lockout rule: config's, or the tenant's own thresholds where its policy sets them. */
+export function accountRule(ctx: ApplianceContext, policy?: Pick<TenantAuthPolicy, "lockoutMaxFailures" | "lockoutMinutes">): ThrottleRule {
   const a = ctx.config.auth;
-  return { max: a.lockoutMaxFailures, windowMs: a.lockoutWindowMinutes * 60_000, lockMs: a.lockoutMinutes * 60_000 };
+  return {
+    max: policy?.lockoutMaxFailures ?? a.lockoutMaxFailures,
+    windowMs: a.lockoutWindowMinutes * 60_000,
+    lockMs: (policy?.lockoutMinutes ?? a.lockoutMinutes) * 60_000,
+  };
 }
 
 /**

@@ -4,6 +4,7 @@ import { inScope } from "../db/sql.js";
 import type { JobSpec } from "../jobs/index.js";
 import { Conflict } from "../kernel/errors.js";
 import { evaluatePitrAlerts, registerPitrMetrics, runBaseBackup, startWalShipper } from "./pitr.js";
+import { runPitrDrill } from "./pitr-drill.js";
 import { readPolicyRow } from "./policy.js";
 import { ALERT_KINDS, COMPLETE_EVERYWHERE, evaluateFreshness, reconcileCatalogue, startDrill, startSnapshot } from "./service.js";
 
@@ -184,6 +185,21 @@ export const backupJobs: JobSpec[] = [
       const run = await runBaseBackup(ctx, "schedule");
       if (run.status === "failed") throw new Error(`base backup ${run.id} failed`);
       return { counts: { storedBytes: run.body.object.storedBytes, targets: run.outcomes.filter((o) => o.ok).length } };
+    },
+  },
+  {
+    name: "pitr-drill",
+    summary:
+      "Restores one target's archive to a random time in its retained window into a scratch cluster and checks the audit chain, the signed checkpoint before it and decryption",
+    needsUnsealed: true,
+    schedule: (ctx) => (ctx.config.backup.schedulerEnabled && ctx.config.backup.walArchiving && !ctx.config.database.url ? ctx.config.backup.pitrDrillCron || null : null),
+    async run(ctx, run) {
+      const drill = await runPitrDrill(ctx, { trigger: run.trigger === "manual" ? "manual" : "schedule" }).catch(conflictAsSkip);
+      if (!drill) return { skipped: "a PITR drill is already running, or no target is configured" };
+      if (drill.status !== "passed") throw new Error(`PITR drill ${drill.id} on ${drill.target} failed: ${drill.error ?? "a check failed"}`);
+      return {
+        counts: { rtoMs: drill.rtoMs ?? 0, recoveryPointLagMs: drill.targetTime && drill.achievedTime ? Date.parse(drill.targetTime) - Date.parse(drill.achievedTime) : 0 },
+      };
     },
   },
   {

@@ -66,6 +66,12 @@ export const backupSchema = z
       .max(100)
       .default(2)
       .describe("Base backups kept on each target; WAL older than the oldest kept one's start is deleted (restores reach back to that base backup's end)."),
+    pitrDrillCron: z
+      .string()
+      .default("0 3 * * 0")
+      .describe(
+        "node-cron schedule of point-in-time recovery drills (Sundays 03:00 by default; empty turns them off): restore to a random time in one target's retained window into a scratch cluster and check the audit chain, the signed checkpoint before that time and decryption (docs/backups.md).",
+      ),
     rpoAlertSeconds: z.number().int().min(10).default(300).describe("Alert (rpo_exceeded) when the newest WAL on a target is older than this while there is unshipped WAL."),
   })
   .strict();

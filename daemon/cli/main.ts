@@ -11,6 +11,7 @@ import { registerRecover } from "./commands/recover.js";
 import { registerSession } from "./commands/session.js";
 import { registerStart } from "./commands/start.js";
 import { registerWebhook } from "./commands/webhook.js";
+import { registerRetention } from "./commands/retention.js";
 import { registerTenant } from "./commands/tenant.js";
 import { registerToken } from "./commands/token.js";
 import { registerScim } from "./commands/scim.js";
@@ -56,6 +57,7 @@ export function buildProgram(): Command {
   registerSession(program);
   registerUser(program);
   registerWebhook(program);
+  registerRetention(program);
   for (const cmd of program.commands) applyExitOverride(cmd);
   return program;
 }

@@ -10,14 +10,17 @@ import path from "node:path";
  * after a crash), and a spool past its limit fails the command, so PostgreSQL keeps the segment
  * in pg_wal and retries: nothing is dropped. The daemon encrypts, ships and removes what is there.
  */
-export function archiveCommand(spoolDir: string, limitMiB: number): string {
+export function archiveCommand(spoolDir: string, limitMiB: number, opts: { groupReadable?: boolean } = {}): string {
   if (/['"\\$`\n]/.test(spoolDir)) throw new Error(`the WAL spool path may not contain quotes, backslashes, $ or backticks: ${spoolDir}`);
   const limitKib = limitMiB * 1024;
+  // PostgreSQL's umask makes the copy 0600; in the compose file the daemon reads it as a member
+  // of PostgreSQL's group from another container (docker-compose.yml), so it is made 0640 there.
+  const chmod = opts.groupReadable ? ` && chmod 0640 "$s/.$f.tmp"` : "";
   return [
     `s='${spoolDir}'; f='%f'`,
     `if [ -f "$s/$f" ]; then cmp -s '%p' "$s/$f"; exit $?; fi`,
     `[ "$(du -sk "$s" | cut -f1)" -lt ${limitKib} ] || { echo "WAL spool $s is over its limit of ${limitMiB} MiB" >&2; exit 1; }`,
-    `cp '%p' "$s/.$f.tmp" && sync "$s/.$f.tmp" && mv "$s/.$f.tmp" "$s/$f" && sync "$s"`,
+    `cp '%p' "$s/.$f.tmp"${chmod} && sync "$s/.$f.tmp" && mv "$s/.$f.tmp" "$s/$f" && sync "$s"`,
   ].join("; ");
 }
 

@@ -18,9 +18,9 @@ import { auditRoutes } from "../audit/routes.js";
 import { alertRoutes } from "../alerts/routes.js";
 import { jobsRoutes } from "../jobs/routes.js";
 import { retentionRoutes } from "../retention/routes.js";
+import { ssoFormRoutes, ssoRoutes } from "../sso/routes.js";
 import { mountRoutes, type Route } from "../kernel/define-route.js";
 import { inboundWebhookRoutes, webhookRoutes } from "../webhooks/routes.js";
-import { ssoRoutes } from "../sso/routes.js";
 import { scimProtocolRoutes, scimTokenRoutes } from "../scim/routes.js";
 
 /**
@@ -51,6 +51,8 @@ export function createHttpApp(ctx: ApplianceContext): Express {
   api.use(mount(attachmentUploadRoutes));
   // Signed raw bodies (the signature covers the exact bytes): before the JSON gate, public, verified by their signature.
   api.use(mount(inboundWebhookRoutes));
+  // The SAML ACS takes the IdP's form post: public, verified by the assertion's signature.
+  api.use(mount(ssoFormRoutes));
   api.use(requireJsonBody);
   api.use(express.json({ limit: ctx.config.server.bodyLimit, strict: true, type: ["application/json", "application/*+json"], verify: rejectInvalidUtf8 }));
   api.use(mount(apiDescriptionRoutes));

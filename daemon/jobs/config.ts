@@ -34,6 +34,7 @@ export const jobsSchema = z
         retentionPurge: cronExpression.describe("Cron for retention-purge (the retention register); empty: daily at 02:30."),
         tlsExpiry: cronExpression.describe("Cron for tls-expiry (certificate renewal warning); empty: daily at 06:00."),
         jobsWatchdog: cronExpression.describe("Cron for jobs-watchdog (overdue jobs, history pruning); empty: every minute."),
+        ldapReconcile: cronExpression.describe("Cron for ldap-reconcile (accounts gone from or disabled in an LDAP/AD directory are deactivated); empty: every 5 minutes."),
       })
       .strict()
       .prefault({})

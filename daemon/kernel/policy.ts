@@ -139,6 +139,15 @@ export const policy = {
     test: staff("owner", "admin"),
     approve_rule: staff("owner", "admin"),
   },
+  // Just-in-time privileged access: anyone asks for themselves; a second admin decides (the
+  // service refuses the requester's own decision); the requester or an admin ends it early.
+  privileged_access: {
+    request: staff(...TENANT_STAFF),
+    list: staff(...TENANT_STAFF),
+    approve: staff("owner", "admin"),
+    deny: staff("owner", "admin"),
+    end: or(and(staff(...TENANT_STAFF), self), staff("owner", "admin")),
+  },
   access_review: { read: or(appliance("super_admin"), staff("owner", "admin", "auditor")) },
   support_request: {
     create: appliance("support"),
@@ -287,6 +296,7 @@ export const STEP_UP_ACTIONS: ReadonlySet<Action> = new Set<Action>([
   "user:reset_mfa",
   "api_token:create",
   "scim_token:create",
+  "privileged_access:approve",
   "patient:delete",
   "deletion:request_tenant",
   "legal_hold:release",

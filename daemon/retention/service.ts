@@ -444,10 +444,18 @@ async function certify(ctx: ApplianceContext, runId: string, tenantId: string): 
 }
 
 /** Every tenant's purge (the `retention-purge` job). */
-export async function purgeAllTenants(ctx: ApplianceContext, jobRunId: string | null): Promise<{ tenants: number; destroyed: number }> {
+export async function purgeAllTenants(
+  ctx: ApplianceContext,
+  jobRunId: string | null,
+  onTenant?: (tenantId: string, result: { runId: string; destroyed: number }) => void,
+): Promise<{ tenants: number; destroyed: number }> {
   const tenants = await inScope(ctx.db.app, { kind: "appliance" }, (t) => t.rows<{ id: string }>("SELECT id FROM tenants ORDER BY id"));
   let destroyed = 0;
-  for (const { id } of tenants) destroyed += (await purgeTenant(ctx, id, { jobRunId })).destroyed;
+  for (const { id } of tenants) {
+    const r = await purgeTenant(ctx, id, { jobRunId });
+    onTenant?.(id, r);
+    destroyed += r.destroyed;
+  }
   return { tenants: tenants.length, destroyed };
 }
 

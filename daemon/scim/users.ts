@@ -32,8 +32,8 @@ type UserRow = {
 };
 
 const COLUMNS = "u.id, u.tenant_id, u.email, u.display_name, u.status, u.source, u.scim_user_name, u.scim_external_id, u.scim_name, u.created_at, u.updated_at";
-/** What SCIM may see: the tenant's people, not service accounts, not what SCIM deleted. */
-const VISIBLE = "u.kind = 'human' AND u.scim_deleted_at IS NULL AND u.tenant_id = $1";
+/** What SCIM may see: the tenant's people; not service accounts, not break-glass accounts (they must outlive the directory), not what SCIM deleted. */
+const VISIBLE = "u.kind = 'human' AND NOT u.break_glass_account AND u.scim_deleted_at IS NULL AND u.tenant_id = $1";
 
 export function userResource(r: UserRow, baseUrl: string): Json {
   return {

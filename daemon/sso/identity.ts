@@ -36,3 +36,8 @@ export class ExternalSignInRefused extends Unauthorized {
     });
   }
 }
+
+/** Where a browser lands after a refused sign-in: the login page, with the one generic message and the request id to quote. */
+export function refusedSignInPath(requestId: string | null): string {
+  return `/#/login?sso_error=${encodeURIComponent(requestId ?? "")}`;
+}

@@ -10,6 +10,7 @@
  *   const outcome = await completeExternalSignIn(ctx, identity, meta);  // rules → JIT → MFA → session
  */
 export { type ExternalIdentity, ExternalSignInRefused } from "./identity.js";
+import "./kinds.js";
 export { completeExternalSignIn, refuseExternalSignIn, idpAssertsMfa, type ExternalSignInOutcome, type IdpSessionHint } from "./signin.js";
 export { registerProviderKind, registeredKinds, loadProvider, type LoadedProvider, type ProviderKind } from "./providers.js";
 export { firstMatch, type RuleSubject } from "./rules.js";

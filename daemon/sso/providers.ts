@@ -23,8 +23,11 @@ export type ProviderKind<C = unknown, S = unknown> = {
   secretsSchema?: z.ZodType<S>;
   /** What the login page's button does for a provider of this kind (absent: no button). */
   browserSignIn?: (providerId: string) => { flow: "redirect" | "password"; path: string };
-  /** The URL the IdP sends the browser back to, to register at the IdP (absent: none); `base` is the appliance's public https origin. */
-  redirectUri?: (base: string, providerId: string) => string;
+  /**
+   * The URL the IdP sends the browser back to, to register at the IdP (absent: none). `base` is the
+   * appliance's public https origin; a kind whose settings name the origin (SAML's spBaseUrl) uses those.
+   */
+  redirectUri?: (base: string, providerId: string, config: C) => string;
   /** Checks beyond the schema when settings change (for example, discovery reachable); throws Invalid. */
   validate?: (ctx: ApplianceContext, config: C, secrets: S | null) => Promise<void>;
 };
@@ -98,7 +101,7 @@ function view(base: string, r: ProviderRow): ProviderView {
     enabled: r.enabled,
     mfaAcrValues: r.mfa_acr_values,
     linkByEmail: r.link_by_email,
-    redirectUri: spec?.redirectUri?.(base, r.id) ?? null,
+    redirectUri: spec?.redirectUri?.(base, r.id, r.config) ?? null,
     linkedUsers: Number(r.linked_users ?? 0),
     createdAt: r.created_at.toISOString(),
     updatedAt: r.updated_at.toISOString(),

@@ -1,15 +1,17 @@
 import type { Request, Response } from "express";
-import { z } from "zod";
 import { clearedSessionCookie, readCookie, sessionCookie, signOut } from "../auth/index.js";
 import type { ApplianceContext } from "../context.js";
 import { defineRoute } from "../kernel/define-route.js";
 import { Unauthorized } from "../kernel/errors.js";
 import { authorize } from "../kernel/policy.js";
-import { ExternalSignInRefused } from "./identity.js";
+import { ExternalSignInRefused, refusedSignInPath } from "./identity.js";
+import "./kinds.js";
+import { ldapRoutes } from "./ldap/routes.js";
 import { idpSignOutUrl } from "./logout.js";
 import { BROWSER_COOKIE, finishOidcSignIn, oidcTestResult, startOidcSignIn } from "./oidc/index.js";
 import { createProvider, deleteProvider, getProvider, listProviders, publicProvidersOf, updateProvider } from "./providers.js";
 import { approveRule, dryRunRules, getMfaPolicy, listRules, saveRules, setMfaPolicy } from "./rules.js";
+import { samlPostRoutes, samlRoutes } from "./saml/routes.js";
 import {
   createProviderRequest,
   dryRunResult,
@@ -24,6 +26,7 @@ import {
   ruleList,
   ruleView,
   saveRulesRequest,
+  ssoLogoutResponse,
   testParams,
   testResult,
   testStarted,
@@ -40,15 +43,13 @@ export function publicBase(ctx: ApplianceContext, req: Request): string {
 /** Where the browser lands after a refused sign-in: the login page, with the one generic message and the request id to quote. */
 function refusedRedirect(res: Response, err: unknown): void {
   if (!(err instanceof ExternalSignInRefused)) throw err;
-  res.redirect(303, `/#/login?sso_error=${encodeURIComponent(err.requestId ?? "")}`);
+  res.redirect(303, refusedSignInPath(err.requestId));
 }
 
-const signOutAnswer = z.object({
-  /** Where to send the browser so the identity provider signs out too (RP-initiated logout); null: nothing more to do. */
-  redirectUrl: z.string().nullable(),
-});
-
-/** Sign-in providers: the admin API, the login page's buttons and the OIDC browser flow. */
+/**
+ * The sso capability's routes (docs/sso.md), mounted by daemon/http/app.ts: the admin API, the
+ * login page's providers, and the browser flows of OpenID Connect, LDAP / Active Directory and SAML.
+ */
 export const ssoRoutes = [
   // ---- public: the login page and the browser's round trip through the IdP -------------------
   defineRoute(
@@ -57,7 +58,7 @@ export const ssoRoutes = [
       path: "/sso/providers",
       action: "public",
       tag,
-      summary: "The sign-in buttons of a tenant's login page: its enabled providers (names only)",
+      summary: "The sign-in buttons of a tenant's login page: its enabled identity providers and how each signs in",
       query: publicProvidersQuery,
       response: publicProviderList,
     },
@@ -113,7 +114,7 @@ export const ssoRoutes = [
       action: "session",
       tag,
       summary: "End the current session; for a session made through an identity provider, also where to sign out there",
-      response: signOutAnswer,
+      response: ssoLogoutResponse,
     },
     async ({ ctx, req, res, meta }) => {
       const s = (res.locals.session ?? res.locals.pendingSession) as { id: string; user_id: string; role: string; tenant_id: string | null } | undefined;
@@ -124,6 +125,9 @@ export const ssoRoutes = [
       return { redirectUrl };
     },
   ),
+
+  ...ldapRoutes,
+  ...samlRoutes,
 
   // ---- admin: providers, rules, MFA policy, test sign-in -----------------------------------------
   defineRoute(
@@ -279,3 +283,6 @@ export const ssoRoutes = [
     ({ ctx, actor, params }) => oidcTestResult(ctx, actor, params.id, params.testId),
   ),
 ];
+
+/** Routes that take a non-JSON body (the SAML ACS form post): mounted before the JSON-only gate. */
+export { samlPostRoutes as ssoFormRoutes };

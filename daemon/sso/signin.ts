@@ -62,7 +62,9 @@ function signInTransaction(ctx: ApplianceContext, identity: ExternalIdentity, me
     const provider = await loadProviderIn(ctx, t, identity.providerId);
     if (!provider || provider.tenantId !== identity.tenantId) return { refused: "unknown identity provider for this tenant" };
     if (!provider.enabled) return { refused: "identity provider is disabled" };
-    const [tenant] = await t.rows<{ status: string; mfa_required: boolean }>("SELECT status, mfa_required FROM tenants WHERE id = $1", [identity.tenantId]);
+    const [tenant] = await t.rows<{ status: string; mfa_required: boolean; mfa_roles: string[] }>("SELECT status, mfa_required, mfa_roles FROM tenants WHERE id = $1", [
+      identity.tenantId,
+    ]);
     if (!tenant || tenant.status !== "active") return { refused: "tenant is not active" };
 
     const rule = firstMatch(await rulesIn(t), identity);
@@ -115,7 +117,7 @@ function signInTransaction(ctx: ApplianceContext, identity: ExternalIdentity, me
         ? user.mfa_enrolled
           ? "mfa_required"
           : "mfa_enrollment_required"
-        : stageFor(ctx, { role, mfa_enrolled: user.mfa_enrolled, tenant_mfa_required: tenant.mfa_required });
+        : stageFor(ctx, { role, mfa_enrolled: user.mfa_enrolled, tenant_mfa_required: tenant.mfa_required, tenant_mfa_roles: tenant.mfa_roles });
     if (stage === "active") await t.exec("UPDATE users SET last_login_at = $2 WHERE id = $1", [user.id, now]);
     const session = await issueSession(ctx, t, { userId: user.id, tenantId: identity.tenantId, stage, mfaVerifiedAt: fromIdp ? now : null }, meta);
     await t.exec("UPDATE sessions SET idp_provider_id = $2, idp_session = $3 WHERE id = $1", [session.id, provider.id, opts.idpSession ? JSON.stringify(opts.idpSession) : null]);

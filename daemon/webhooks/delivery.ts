@@ -6,6 +6,7 @@ import type { ApplianceContext } from "../context.js";
 import { inScope } from "../db/sql.js";
 import { AppError } from "../kernel/errors.js";
 import { recordEvent, SYSTEM_ACTOR } from "../audit/append.js";
+import { openAlertsOf, raiseAlert, resolveAlert } from "../alerts/index.js";
 import { allowListEntryFor, assertAddressLiteral, DestinationRefused, guardedLookup, parseDestination, readAllowList, type AllowListEntry } from "./destinations.js";
 import { openWebhookSecret, signV1 } from "./secrets.js";
 import { onPublished } from "./wake.js";
@@ -55,6 +56,9 @@ type AttemptResult = {
   nextAttemptAt: Date | null;
 };
 
+/** The alert a dead-lettered delivery raises, one per endpoint (docs/webhooks.md). */
+export const DEAD_LETTER_ALERT = "webhook.dead_letter";
+
 /** Retry-After may ask for at most this (a receiver cannot park a delivery for ever). */
 const RETRY_AFTER_MAX_MS = 24 * 3_600_000;
 /** Bytes of a response body read (and thrown away) so the connection can be reused. */
@@ -89,6 +93,8 @@ export class DeliveryWorker {
   private stopped = false;
   private loop: Promise<void> | undefined;
   private allowList: { at: number; list: AllowListEntry[] } | undefined;
+  /** Endpoints with an open dead-letter alert (any replica's), re-read at most every 5 s. */
+  private deadLetterAlerts: { at: number; endpoints: Set<string> } | undefined;
   private readonly idle = new Set<() => void>();
   private readonly unsubscribe: () => void;
 
@@ -316,6 +322,8 @@ export class DeliveryWorker {
           // The lease runs out and the deliveries are attempted again: at-least-once, never lost.
           this.ctx.log.warn(`webhooks: recording ${batch.length} attempt(s) failed: ${(err as Error).message}`);
         }
+        // Recorded: an alert that cannot be raised now is raised by the next dead letter (the log says why).
+        await this.alertOnDeadLetters(batch).catch((err: Error) => this.ctx.log.warn(`webhooks: dead-letter alert: ${err.message}`));
       }
     })().finally(() => {
       this.flushing = undefined;
@@ -325,6 +333,47 @@ export class DeliveryWorker {
       } else if (this.results.length > 0) void this.flush();
     });
     return this.flushing;
+  }
+
+  /**
+   * A delivery that went to the dead-letter list raises `webhook.dead_letter` for its endpoint
+   * (ids and counts only); the alert resolves when a delivery to the endpoint succeeds again and
+   * no dead letter is left (replayed or removed).
+   */
+  private async alertOnDeadLetters(batch: AttemptResult[]): Promise<void> {
+    const dead = new Map(batch.filter((r) => r.outcome !== "delivered" && r.nextAttemptAt === null).map((r) => [r.endpointId, r]));
+    const delivered = new Map(batch.filter((r) => r.outcome === "delivered" && !dead.has(r.endpointId)).map((r) => [r.endpointId, r]));
+    if (dead.size === 0 && delivered.size === 0) return;
+    if (delivered.size > 0 && (!this.deadLetterAlerts || Date.now() - this.deadLetterAlerts.at > 5000)) {
+      const open = await openAlertsOf(this.ctx, [DEAD_LETTER_ALERT]);
+      this.deadLetterAlerts = { at: Date.now(), endpoints: new Set(open.map((a) => a.key ?? "")) };
+    }
+    const check = [...dead.values(), ...[...delivered.values()].filter((r) => this.deadLetterAlerts?.endpoints.has(r.endpointId))];
+    if (check.length === 0) return;
+    const counts = await inScope(this.ctx.db.app, { kind: "appliance" }, (tx) =>
+      tx.rows<{ endpoint_id: string; n: number }>(
+        "SELECT endpoint_id::text, count(*)::int AS n FROM webhook_deliveries WHERE status = 'dead' AND endpoint_id = ANY($1::uuid[]) GROUP BY endpoint_id",
+        [check.map((r) => r.endpointId)],
+      ),
+    );
+    const deadCount = new Map(counts.map((c) => [c.endpoint_id, c.n]));
+    for (const r of check) {
+      const n = deadCount.get(r.endpointId) ?? 0;
+      if (n > 0 && dead.has(r.endpointId)) {
+        await raiseAlert(this.ctx, {
+          kind: DEAD_LETTER_ALERT,
+          severity: "warning",
+          key: r.endpointId,
+          tenantId: r.tenantId,
+          summary: `${n} webhook message(s) to endpoint ${r.endpointId} are in the dead-letter list (last: ${r.outcome === "gone" ? "410 Gone" : (r.error ?? r.outcome)}); replay them from the Webhooks page once the receiver is back`,
+          details: { endpointId: r.endpointId, deadLetters: n },
+        });
+        this.deadLetterAlerts?.endpoints.add(r.endpointId);
+      } else if (n === 0) {
+        await resolveAlert(this.ctx, DEAD_LETTER_ALERT, r.endpointId, { tenantId: r.tenantId });
+        this.deadLetterAlerts?.endpoints.delete(r.endpointId);
+      }
+    }
   }
 
   private async record(batch: AttemptResult[]): Promise<void> {

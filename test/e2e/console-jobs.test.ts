@@ -122,3 +122,56 @@ describe("signed-in people", () => {
     await context.close();
   });
 });
+
+describe("security policy", () => {
+  it("shows the tenant's policy and saves MFA per role, password length, lockout and the TOTP window, which the API then reports", async () => {
+    const { context, page, violations } = await openScreen(browser, app.baseUrl, admin.cookie, "/settings/security");
+    const form = page.getByTestId("security-settings");
+    const roles = form.getByTestId("mfa-roles");
+    await roles.getByLabel("Practitioner").waitFor();
+    const checked = async () => {
+      const out: string[] = [];
+      for (const label of ["Owner", "Admin", "Practitioner", "Front desk", "Auditor"]) if (await roles.getByLabel(label).isChecked()) out.push(label);
+      return out;
+    };
+    await expect(checked()).resolves.toEqual([]);
+    await expect(form.getByLabel("Minimum length (12 to 128 characters)").inputValue()).resolves.toBe("12");
+    await expect(form.getByLabel("Lock an account after this many failed sign-ins or codes (3 to 50)").inputValue()).resolves.toBe(String(app.config.auth.lockoutMaxFailures));
+    await expect(form.getByLabel("Accept codes from neighbouring 30-second steps").inputValue()).resolves.toBe("1");
+    await expect(form.getByTestId("common-passwords").textContent()).resolves.toMatch(/10,000 most common or breached passwords/);
+
+    await roles.getByLabel("Practitioner").check();
+    await roles.getByLabel("Admin").check();
+    await form.getByLabel("Minimum length (12 to 128 characters)").fill("16");
+    await form.getByLabel("Lock an account after this many failed sign-ins or codes (3 to 50)").fill("4");
+    await form.getByLabel("Keep it locked for this many minutes (1 to 1440)").fill("30");
+    await form.getByLabel("Accept codes from neighbouring 30-second steps").selectOption("0");
+    await form.getByRole("button", { name: "Save settings" }).click();
+    await form.getByRole("status").filter({ hasText: "Saved" }).waitFor();
+    await screenshot(page, "security-policy");
+
+    // What the API reports, and what the screen shows when opened again.
+    const stored = (await admin.agent.get("/api/v1/settings/security").expect(200)).body;
+    expect(stored).toMatchObject({ mfaRequiredRoles: ["admin", "practitioner"], passwordMinLength: 16, lockoutMaxFailures: 4, lockoutMinutes: 30, totpWindowSteps: 0 });
+    await page.reload();
+    await roles.getByLabel("Practitioner").waitFor();
+    await expect(checked()).resolves.toEqual(["Admin", "Practitioner"]);
+    await expect(form.getByLabel("Minimum length (12 to 128 characters)").inputValue()).resolves.toBe("16");
+    await expect(form.getByLabel("Accept codes from neighbouring 30-second steps").inputValue()).resolves.toBe("0");
+
+    // A value the API refuses comes back as its reason, and nothing is saved.
+    await form.getByLabel("Minimum length (12 to 128 characters)").evaluate((i: HTMLInputElement) => i.removeAttribute("max"));
+    await form.getByLabel("Minimum length (12 to 128 characters)").fill("500");
+    await form.getByRole("button", { name: "Save settings" }).click();
+    await expect(form.getByRole("alert").textContent()).resolves.toMatch(/passwordMinLength: Too big/);
+    expect((await admin.agent.get("/api/v1/settings/security").expect(200)).body.passwordMinLength).toBe(16);
+
+    // Restore what other tests of this file expect (no MFA for their accounts, the default lockout).
+    await admin.agent
+      .put("/api/v1/settings/security")
+      .send({ mfaRequiredRoles: [], passwordMinLength: null, lockoutMaxFailures: null, lockoutMinutes: null, totpWindowSteps: null })
+      .expect(200);
+    expect(violations).toEqual([]);
+    await context.close();
+  });
+});

@@ -181,6 +181,16 @@ describe("operations screens", () => {
       (n) => n === 1,
     );
 
+    // The dead letter raised an alert for the tenant's admins, with ids and counts only.
+    const endpointId = created.body.endpoint.id as string;
+    const deadAlert = async () =>
+      ((await clinic.admin.agent.get("/api/v1/alerts?state=all")).body.alerts as { kind: string; key: string; summary: string; resolvedAt: string | null }[]).find(
+        (a) => a.kind === "webhook.dead_letter" && a.key === endpointId,
+      );
+    expect((await until(deadAlert, (a) => a !== undefined))!).toMatchObject({
+      summary: `1 webhook message(s) to endpoint ${endpointId} are in the dead-letter list (last: HTTP 503); replay them from the Webhooks page once the receiver is back`,
+      resolvedAt: null,
+    });
     const { context, page, violations } = await openScreen(browser, app.baseUrl, clinic.admin.cookie, "/webhooks");
     const endpoint = page.getByTestId("webhook-endpoints").locator("tbody tr").first();
     await expect.poll(() => endpoint.textContent(), { timeout: 15_000 }).toContain(`http://127.0.0.1:${receiver.port}/hooks/consents`);
@@ -199,6 +209,8 @@ describe("operations screens", () => {
       () => receiver.received.filter((r) => r.id === messageId).length,
       (n) => n === 2,
     );
+    // Delivered again with no dead letter left: the alert resolves.
+    await until(deadAlert, (a) => a?.resolvedAt !== null);
     await page.reload();
     await page.getByTestId("webhook-deliveries").waitFor();
     // The log keeps both: the dead one, marked replayed, and the replay, delivered (after the time and event: receiver, status, attempts, answer).

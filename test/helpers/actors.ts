@@ -106,10 +106,12 @@ export function rootSuperAdmin(app: TestAppliance): Promise<RootSuperAdmin> {
 
 let tenantCounter = 0;
 
-export async function createTenant(app: TestAppliance, name: string, opts: { slug?: string } = {}): Promise<TenantRef> {
+export async function createTenant(app: TestAppliance, name: string, opts: { slug?: string; mfaRequired?: boolean } = {}): Promise<TenantRef> {
   const root = await rootSuperAdmin(app);
   const slug = opts.slug ?? `t-${(++tenantCounter).toString(36)}-${randomBytes(4).toString("hex")}`;
-  const tenant = await createTenantService(app.ctx, root.actor, { name, slug }, SYSTEM_META);
+  // New tenants enforce MFA for everyone by default (the API's default); tests that need it say so
+  // with `signIn(..., { mfa: true })` or set the tenant's security policy.
+  const tenant = await createTenantService(app.ctx, root.actor, { name, slug, mfaRequired: opts.mfaRequired ?? false }, SYSTEM_META);
   return { id: tenant.id, name: tenant.name, slug: tenant.slug };
 }
 

@@ -1,5 +1,5 @@
 import { execFileSync } from "node:child_process";
-import { existsSync, mkdtempSync, readFileSync, rmSync, statSync } from "node:fs";
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -166,7 +166,7 @@ describe.skipIf(skipCompose)("docker-compose.yml (single node)", () => {
     const mounts = (name: string) => (config.services[name]!.volumes as unknown[]).map(String);
     expect(mounts("wardkeep")).toContainEqual(expect.stringMatching(/^wardkeep-data:\/var\/lib\/wardkeep(:|$)/));
     expect(mounts("db")).toContainEqual(expect.stringMatching(/^db-data:\/var\/lib\/postgresql\/data(:|$)/));
-    expect(Object.keys(config.volumes ?? {}).sort()).toEqual(["db-data", "wardkeep-data"]);
+    expect(Object.keys(config.volumes ?? {}).sort()).toEqual(["db-data", "wal-spool", "wardkeep-data"]);
   });
 
   it("puts no password in any environment variable", () => {
@@ -324,5 +324,34 @@ describe("deploy/make-secrets.sh", () => {
     const before = readFileSync(path.join(target, "db_owner_password"), "utf8");
     expect(() => execFileSync("bash", [path.join(root, "deploy/make-secrets.sh"), target], { stdio: "pipe" })).toThrow();
     expect(readFileSync(path.join(target, "db_owner_password"), "utf8")).toBe(before);
+  });
+});
+
+describe.skipIf(skipCompose)("every compose file in deploy/ (as an override of docker-compose.yml)", () => {
+  const overrides = readdirSync(path.join(root, "deploy"))
+    .filter((f) => /^docker-compose\..+\.ya?ml$/.test(f))
+    .map((f) => `deploy/${f}`);
+
+  it("finds the overrides the guide names", () => {
+    expect(overrides).toEqual(expect.arrayContaining(["deploy/docker-compose.ha.yml", "deploy/docker-compose.production.yml"]));
+  });
+
+  it.each(overrides)("%s passes docker-compose config and publishes no host port but 8443", (file) => {
+    const config = YAML.parse(composeConfig(["docker-compose.yml", file])) as ComposeConfig;
+    // (the HA file keeps the single-node service behind a profile, so 8443 may appear twice)
+    const published = new Set(Object.values(config.services).flatMap((s) => publishedPorts(s).map((p) => p.published)));
+    expect([...published]).toEqual([8443]);
+  });
+
+  it("production: unseals with a passphrase read from a Docker secret, never from the environment, and mounts the NAS target", () => {
+    const config = YAML.parse(composeConfig(["docker-compose.yml", "deploy/docker-compose.production.yml"])) as ComposeConfig;
+    const daemon = config.services.wardkeep!;
+    const env = daemon.environment as Record<string, string>;
+    expect(env.WARDKEEP_KEYS_UNSEAL).toBe("passphrase");
+    expect(env.WARDKEEP_KEYS_PASSPHRASE_FILE).toBe("/run/secrets/unseal_passphrase");
+    expect(Object.keys(env).filter((k) => /PASSPHRASE$|PASSWORD$/.test(k))).toEqual([]);
+    expect((daemon.secrets as { source: string }[]).map((s) => s.source).sort()).toEqual(["db_app_password", "db_owner_password", "unseal_passphrase"]);
+    expect(daemon.read_only).toBe(true);
+    expect(daemon.volumes as string[]).toContain("/mnt/nas/wardkeep:/mnt/backup-nas:rw");
   });
 });

@@ -7,7 +7,7 @@
  * also shown to the listeners registered with `onApiResponse` (the session store watches for
  * "your session ended" and for the support-access header there).
  */
-import type { CapabilitiesRes, CreatedTenantRes, SecuritySettingsRes, SupportRequestRes, TenantRes, UserRes } from "../../../daemon/access/schema.js";
+import type { CapabilitiesRes, CreatedTenantRes, SecuritySettingsReq, SecuritySettingsRes, SupportRequestRes, TenantRes, UserRes } from "../../../daemon/access/schema.js";
 import type { AuditSearchRes, ExportJobRes, ExportListRes, PublicKeyRes, TimelineRes, VerifyReportRes } from "../../../daemon/audit/schema.js";
 import type {
   ApiTokenRes,
@@ -66,6 +66,8 @@ import type {
   RuleInput,
   RuleListRes,
   RuleView,
+  SsoLoginRes,
+  SsoLogoutRes,
   TestResultRes,
   UpdateProviderReq,
 } from "../../../daemon/sso/schema.js";
@@ -229,8 +231,7 @@ export const api = {
   },
   securitySettings: {
     get: () => request<SecuritySettingsRes>("GET", `${V1}/settings/security`),
-    update: (body: { mfaRequired: boolean; idleTimeoutMinutes: number | null; inactiveUserDays: number | null }) =>
-      request<SecuritySettingsRes>("PUT", `${V1}/settings/security`, body),
+    update: (body: SecuritySettingsReq) => request<SecuritySettingsRes>("PUT", `${V1}/settings/security`, body),
   },
   users: {
     list: () => request<UserRes[]>("GET", `${V1}/users`),
@@ -339,8 +340,10 @@ export const api = {
   sso: {
     /** The sign-in buttons of a tenant's login page (public). */
     providers: (tenant: string) => request<PublicProviderListRes>("GET", `${V1}/sso/providers${query({ tenant })}`),
+    /** A "password" provider (LDAP / Active Directory): its path comes from `providers`. */
+    passwordSignIn: (path: string, body: { username: string; password: string }) => request<SsoLoginRes>("POST", path, body),
     /** Signs out; for a session made through an IdP, where to go so the IdP signs out too. */
-    logout: () => request<{ redirectUrl: string | null }>("POST", `${V1}/sso/logout`),
+    logout: () => request<SsoLogoutRes>("POST", `${V1}/sso/logout`),
   },
   identityProviders: {
     list: () => request<ProviderListRes>("GET", `${V1}/identity-providers`),

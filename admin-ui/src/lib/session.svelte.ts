@@ -123,6 +123,15 @@ class SessionStore {
     return result;
   }
 
+  /** Sign-in with a directory user name and password through an LDAP / Active Directory provider. */
+  async signInWithDirectory(path: string, username: string, password: string): Promise<LoginResult> {
+    const result = await api.sso.passwordSignIn(path, { username, password });
+    setCsrfToken(result.csrfToken);
+    this.endedMessage = null;
+    await this.refresh();
+    return result;
+  }
+
   /** Second step of sign-in, and step-up: a TOTP code or a recovery code. */
   async verify(input: { code: string } | { recoveryCode: string }): Promise<{ recoveryCodesLeft?: number }> {
     const result = await api.auth.verify(input);

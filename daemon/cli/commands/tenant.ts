@@ -18,13 +18,14 @@ export function registerTenant(program: Command) {
       .description("create a tenant; with --owner-email, also its first owner's invite (the link is printed once)")
       .requiredOption("--name <name>", 'display name, e.g. "St. Mary\'s Cardiology"')
       .option("--slug <slug>", "short unique handle (lowercase letters, digits, dashes); default: made from the name")
-      .option("--owner-email <email>", "work email of the first owner; needs the key store unsealed (it signs the invite link)"),
-  ).action(async (opts: { name: string; slug?: string; ownerEmail?: string } & UnsealOpts, cmd: Command) => {
+      .option("--owner-email <email>", "work email of the first owner; needs the key store unsealed (it signs the invite link)")
+      .option("--no-mfa", "do not require an authenticator app of every account (on by default; the security settings change it per role)"),
+  ).action(async (opts: { name: string; slug?: string; ownerEmail?: string; mfa: boolean } & UnsealOpts, cmd: Command) => {
     const global = cmd.optsWithGlobals<GlobalOptions>();
     const config = loadConfig();
     const input = parseOptions(
       createTenantRequest,
-      { name: opts.name, slug: opts.slug, ownerEmail: opts.ownerEmail },
+      { name: opts.name, slug: opts.slug, ownerEmail: opts.ownerEmail, mfaRequired: opts.mfa },
       { name: "--name", slug: "--slug", ownerEmail: "--owner-email" },
     );
     const created = await withHostOperator({ ...opts, unseal: opts.ownerEmail !== undefined }, (ctx) => createTenant(ctx, HOST_OPERATOR, input, SYSTEM_META));

@@ -19,6 +19,11 @@ import * as m0070 from "./0070_cache_invalidation.js";
 import * as m0080 from "./0080_pitr.js";
 import * as m0090 from "./0090_sso.js";
 import * as m0100 from "./0100_scim.js";
+import * as m0101 from "./0101_break_glass_accounts.js";
+import * as m0102 from "./0102_privileged_access.js";
+import * as m0110 from "./0110_saml.js";
+import * as m0120 from "./0120_tenant_security_policy.js";
+import * as m0140 from "./0140_pitr_drill_phases.js";
 import * as m0160 from "./0160_sign_in_limits.js";
 
 export type Migration = { name: string; sql: string };
@@ -46,5 +51,10 @@ export const migrations: Migration[] = [
   { name: "0080_pitr", sql: m0080.sql },
   { name: "0090_sso", sql: m0090.sql },
   { name: "0100_scim", sql: m0100.sql },
+  { name: "0101_break_glass_accounts", sql: m0101.sql },
+  { name: "0102_privileged_access", sql: m0102.sql },
+  { name: "0110_saml", sql: m0110.sql },
+  { name: "0120_tenant_security_policy", sql: m0120.sql },
+  { name: "0140_pitr_drill_phases", sql: m0140.sql },
   { name: "0160_sign_in_limits", sql: m0160.sql },
 ];

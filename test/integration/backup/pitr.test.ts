@@ -5,6 +5,10 @@ import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startAppliance } from "../../../daemon/appliance.js";
 import { runBaseBackup, shipSpool } from "../../../daemon/backups/pitr.js";
+import { backupJobs } from "../../../daemon/backups/background.js";
+import { listPitrDrills, runPitrDrill, type PitrDrillRecord } from "../../../daemon/backups/pitr-drill.js";
+import { checkpointHead } from "../../../daemon/audit/checkpoints.js";
+import { runJobNow } from "../../../daemon/jobs/runner.js";
 import { writePolicy } from "../../../daemon/backups/policy.js";
 import { openAlerts, runSnapshot } from "../../../daemon/backups/service.js";
 import { systemClock } from "../../../daemon/clock.js";
@@ -46,6 +50,15 @@ const ids: Record<"early" | "before" | "after" | "rightAfter" | "shredded", stri
 /** The audit event that registered "Right After" (`--before-event`), and the clinic's chain as appliance A left it. */
 let eventSeq: string;
 let tenantChain: { seq: string; eventId: string; hash: string }[];
+let checkpointSeq: string;
+let drills: {
+  job: { status: string; error: string | null; counts: Record<string, number> | null };
+  passed: PitrDrillRecord;
+  failed: PitrDrillRecord;
+  gone: string;
+  alert: string | undefined;
+  window: { from: number; to: number };
+};
 let point: Date;
 let baseStartWal: string;
 let outage: { spoolAfter: string[]; failed: string[]; waitingDuring: number; alertDuring: boolean; alertAfter: boolean; waitingAfter: number };
@@ -122,6 +135,8 @@ beforeAll(async () => {
   ids.shredded = (await registerPatient(clinic, { name: "Shredded Later" })).id;
   const snap = await runSnapshot(a.ctx, { trigger: "manual" });
   expect(snap.status, snap.error ?? "").toBe("complete");
+  // Signed before the base backup, so every time a drill may pick has it in its chain.
+  checkpointSeq = (await checkpointHead(a.ctx, "manual")).seq;
   const base = await runBaseBackup(a.ctx, "manual");
   expect(base.status, JSON.stringify(base.outcomes)).toBe("complete");
   baseStartWal = base.body.startWal;
@@ -174,6 +189,35 @@ beforeAll(async () => {
     alertDuring: alertsDuring.some((x) => x.kind === "wal_ship_failed" && x.subject === "nas"),
     alertAfter: (await openAlerts(a.ctx)).some((x) => x.kind === "wal_ship_failed"),
     waitingAfter: after.waiting,
+  };
+  // A PITR drill through the job runner (a random time in the window), then the same drill to the
+  // point after a segment it needs was deleted from the target (put back afterwards).
+  const job = await runJobNow(
+    a.ctx,
+    backupJobs.find((j) => j.name === "pitr-drill")!,
+    null,
+  );
+  await job.done;
+  const [jobRun] = await sql<{ status: string; error: string | null; counts: Record<string, number> | null }>(
+    "SELECT outcome AS status, error, counts FROM job_runs WHERE id::text = $1",
+    [job.runId],
+  );
+  const [passed] = await listPitrDrills(a.ctx, 1);
+  const { timeline: tl, segno: sn } = parseSegment(baseStartWal);
+  const gone = segmentName(tl, sn + 1n);
+  const goneFile = path.join(nas, walLayout.object(gone));
+  const saved = fs.readFileSync(goneFile);
+  fs.rmSync(goneFile);
+  const failed = await runPitrDrill(a.ctx, { trigger: "manual", target: "nas", at: point });
+  const alert = (await openAlerts(a.ctx)).find((x) => x.kind === "pitr_drill_failed" && x.subject === "nas")?.detail;
+  fs.writeFileSync(goneFile, saved);
+  drills = {
+    job: jobRun!,
+    passed: passed!,
+    failed,
+    gone,
+    alert,
+    window: { from: Date.parse(base.body.completedAt), to: Date.now() },
   };
   tenantChain = (
     await sql<{ seq: string; canonical: string; hash: string }>(
@@ -376,4 +420,38 @@ describe("wardkeep recover --before-event", () => {
       fs.rmSync(dataDir, { recursive: true, force: true });
     }
   }, 240_000);
+});
+
+describe("PITR drills", () => {
+  it("a scheduled drill restores a random time in the window into a scratch cluster and passes every check, with its RTO by phase and the recovery point achieved", () => {
+    const d = drills.passed;
+    expect(drills.job.status, drills.job.error ?? "").toBe("succeeded");
+    expect(d.status, d.error ?? JSON.stringify(d.checks)).toBe("passed");
+    expect(d.trigger).toBe("manual");
+    expect(d.target).toBe("nas");
+    const at = Date.parse(d.targetTime!);
+    expect(at).toBeGreaterThanOrEqual(drills.window.from);
+    expect(at).toBeLessThanOrEqual(drills.window.to);
+    expect(Date.parse(d.achievedTime!)).toBeLessThan(at);
+    expect(d.checks.map((c) => [c.name, c.ok])).toEqual([
+      ["audit chain verifies", true],
+      ["matches the signed checkpoint before the time", true],
+      ["encrypted columns decrypt", true],
+    ]);
+    expect(d.checks[1]!.detail).toMatch(new RegExp(`^event ${checkpointSeq} has the hash checkpoint \\d+ signed at`));
+    expect(d.checks[2]!.detail).toMatch(/^[1-9]\d* value\(s\) of \d+ encrypted column\(s\) across 1 tenant\(s\) decrypted with key-store backup /);
+    expect(d.rtoMs).toBeGreaterThan(0);
+    expect(Object.keys(d.phases).sort()).toEqual(["baseMs", "locateMs", "replayMs", "verifyMs"]);
+    expect(drills.job.counts?.rtoMs).toBe(d.rtoMs);
+    expect(fs.existsSync(path.join(a.dataDir, "pitr-drill"))).toBe(false);
+  });
+
+  it("fails naming the segment when one was deleted from the target, and raises pitr_drill_failed for the target", () => {
+    const d = drills.failed;
+    expect(d.status).toBe("failed");
+    expect(d.error).toContain(`WAL segment ${drills.gone} is missing from target nas`);
+    expect(d.achievedTime).toBeNull();
+    expect(drills.alert).toContain(`PITR drill ${d.id} on target nas failed: WAL segment ${drills.gone} is missing`);
+    expect(fs.existsSync(path.join(a.dataDir, "pitr-drill"))).toBe(false);
+  });
 });
