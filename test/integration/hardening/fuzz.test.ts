@@ -123,6 +123,16 @@ function sentText(x: unknown, schemaNames: ReadonlySet<string>, out: string[] = 
   return out;
 }
 
+function isScimError(contentType: string, text: string): boolean {
+  if (!/^application\/scim\+json/.test(contentType)) return false;
+  try {
+    const body = JSON.parse(text) as { schemas?: unknown };
+    return Array.isArray(body.schemas) && body.schemas.includes("urn:ietf:params:scim:api:messages:2.0:Error");
+  } catch {
+    return false;
+  }
+}
+
 describe("fuzzing every OpenAPI operation", () => {
   it(`answers ${RUNS} hostile requests without a 5xx, a stack trace, SQL or an echo, always problem+json on errors`, async () => {
     expect(operations.length).toBeGreaterThan(60);
@@ -144,7 +154,10 @@ describe("fuzzing every OpenAPI operation", () => {
           const text = res.text ?? "";
           if (res.status >= 500) problems.push(`${where}: ${text.slice(0, 300)}`);
           if (res.status >= 400) {
-            if (!/^application\/problem\+json/.test(String(res.headers["content-type"]))) problems.push(`${where}: not problem+json (${res.headers["content-type"]})`);
+            // SCIM clients (Entra ID, Okta) read SCIM's own error format (RFC 7644 §3.12); every other route answers problem+json.
+            const scim = op.path.startsWith("/scim/v2");
+            const type = String(res.headers["content-type"]);
+            if (scim ? !isScimError(type, text) : !/^application\/problem\+json/.test(type)) problems.push(`${where}: not ${scim ? "a SCIM error" : "problem+json"} (${type})`);
             if (/\bat .+\.(ts|js):\d+/.test(text)) problems.push(`${where}: stack trace`);
             if (/\b(SELECT|INSERT INTO|UPDATE \w+ SET|DELETE FROM)\b|relation "|syntax error at/i.test(text)) problems.push(`${where}: SQL`);
             for (const s of sentText([input.body, input.query, input.params], schemaNames)) {
