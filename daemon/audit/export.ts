@@ -10,7 +10,7 @@ import { appendAuditEvent, type AuditRequestContext } from "./append.js";
 import { parseCanonical, type ChainedEvent } from "./canonical.js";
 import { chainPendingEvents, readChainHead } from "./chainer.js";
 import { checkpointMessage, signCheckpoint, type Checkpoint } from "./checkpoints.js";
-import { VERIFY_SCRIPT } from "./evidence-script.js";
+import { AUDITOR_README, VERIFY_SCRIPT } from "./evidence-script.js";
 import { applianceCheckpointKeys, checkpointSigningKey, keyLabel, signMessage, type CheckpointKey, type CheckpointSigningKey, type KeyLabel } from "./signing-key.js";
 import { beginAuditSnapshot, withRawConnection } from "./verify.js";
 import { inScope } from "../db/sql.js";
@@ -393,6 +393,7 @@ async function writeVerificationFiles(
   const keys = await packKeys(ctx, key, cps);
   for (const k of keys) files.push(await writeSmallFile(dir, k.file, k.pem));
   files.push(await writeSmallFile(dir, "verify.sh", VERIFY_SCRIPT));
+  files.push(await writeSmallFile(dir, "README.md", AUDITOR_README));
   files.push(await writeSmallFile(dir, "SHA256SUMS", files.map((f) => `${f.sha256}  ${f.name}\n`).join("")));
   return { keys: keys.map(({ pem: _pem, ...k }) => k), files };
 }

@@ -4,4 +4,4 @@
  */
 export { verifyAuditChain, type VerifyReport } from "./verify.js";
 export { exportAuditEvidence, newPackId, EXPORT_FORMATS, type ExportFormat } from "./export.js";
-export { publicKeysFromPem } from "./signing-key.js";
+export { describeCheckpointKeys, publicKeysFromPem } from "./signing-key.js";

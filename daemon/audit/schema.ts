@@ -127,6 +127,8 @@ const shownKey = z.object({
   keyringVersion: z.number().nullable(),
   /** A key from before the keyring (still verifies old checkpoints). */
   legacy: z.boolean(),
+  /** SHA-256 of the raw public key, 64 hex digits: what an auditor passes to an evidence pack's `verify.sh --fingerprint`. */
+  fingerprint: z.string(),
   /** The public key, PEM (SPKI). */
   publicKeyPem: z.string(),
   /** Raw 32-byte Ed25519 public key, base64. */

@@ -45,6 +45,11 @@ export function auditKeyId(publicKeyRaw: Buffer): string {
   return createHash("sha256").update(publicKeyRaw).digest("hex").slice(0, 16);
 }
 
+/** What an auditor compares: SHA-256 over the raw 32-byte public key, 64 hex digits (keyId is its first 16). */
+export function auditKeyFingerprint(publicKeyRaw: Buffer): string {
+  return createHash("sha256").update(publicKeyRaw).digest("hex");
+}
+
 export function publicKeyFromRaw(raw: Buffer): KeyObject {
   return createPublicKey({ key: Buffer.concat([ED25519_SPKI_PREFIX, raw]), format: "der", type: "spki" });
 }
@@ -186,10 +191,10 @@ export function keyLabel(k: CheckpointKey): KeyLabel {
   return { keyId: k.keyId, keyringVersion: k.origin.kind === "keyring" ? k.origin.version : null, legacy: k.origin.kind === "legacy" };
 }
 
-type ShownKey = KeyLabel & { publicKeyPem: string; publicKeyRaw: string };
+type ShownKey = KeyLabel & { fingerprint: string; publicKeyPem: string; publicKeyRaw: string };
 
 function showKey(k: CheckpointKey): ShownKey {
-  return { ...keyLabel(k), publicKeyPem: k.publicKeyPem, publicKeyRaw: k.publicKeyRaw.toString("base64") };
+  return { ...keyLabel(k), fingerprint: auditKeyFingerprint(k.publicKeyRaw), publicKeyPem: k.publicKeyPem, publicKeyRaw: k.publicKeyRaw.toString("base64") };
 }
 
 /** `GET /api/v1/audit/public-key`: the key that signs now, and every key that verifies (rotated-out and legacy included). */

@@ -157,6 +157,9 @@ describe("admin UI screens", () => {
     await page.getByRole("button", { name: "Verify the chain" }).click();
     await expect(page.getByTestId("verify-result").textContent()).resolves.toMatch(/Intact up to seq \d+/);
     await expect(page.getByTestId("audit-public-key").textContent()).resolves.toContain("BEGIN PUBLIC KEY");
+    // The fingerprint an auditor passes to an evidence pack's verify.sh: the API's, shown in full.
+    const shownKey = (await root.agent.get("/api/v1/audit/public-key").expect(200)).body as { fingerprint: string };
+    await expect(page.getByTestId("audit-key-fingerprint").textContent()).resolves.toBe(shownKey.fingerprint);
     await screenshot(page, "audit");
 
     await visit(page, "Backups & drills", "Backups & drills");

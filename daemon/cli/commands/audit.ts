@@ -4,7 +4,7 @@ import os from "node:os";
 import path from "node:path";
 import type { Command } from "commander";
 import type { AuditRequestContext } from "../../audit/append.js";
-import { EXPORT_FORMATS, exportAuditEvidence, newPackId, type ExportFormat, publicKeysFromPem, verifyAuditChain } from "../../audit/index.js";
+import { describeCheckpointKeys, EXPORT_FORMATS, exportAuditEvidence, newPackId, type ExportFormat, publicKeysFromPem, verifyAuditChain } from "../../audit/index.js";
 import type { ApplianceContext } from "../../context.js";
 import { withUnsealedContext, type UnsealOpts } from "../offline-context.js";
 import { CliError, printResult, type GlobalOptions } from "../output.js";
@@ -66,6 +66,28 @@ export function registerAudit(program: Command) {
   });
 
   unsealOptions(
+    audit.command("fingerprint").description("print the fingerprint of the key that signs evidence packs (and of older keys), for an auditor's verify.sh --fingerprint"),
+  ).action(async (opts: UnsealOpts, cmd: Command) => {
+    const global = cmd.optsWithGlobals<GlobalOptions>();
+    const k = await withUnsealedContext(opts, (ctx) => describeCheckpointKeys(ctx));
+    const older = k.verificationKeys.filter((v) => v.fingerprint !== k.fingerprint);
+    printResult(
+      global,
+      {
+        algorithm: k.algorithm,
+        keyId: k.keyId,
+        fingerprint: k.fingerprint,
+        olderKeys: older.map((v) => ({ keyId: v.keyId, fingerprint: v.fingerprint, keyringVersion: v.keyringVersion, legacy: v.legacy, retiredAt: v.retiredAt })),
+      },
+      [
+        `${k.fingerprint}  (${k.algorithm}, key id ${k.keyId}, signs evidence packs now)`,
+        ...older.map((v) => `${v.fingerprint}  (older key ${v.keyId}${v.legacy ? ", legacy" : ""}${v.retiredAt ? `, retired ${v.retiredAt}` : ""})`),
+        "an auditor checks a pack with: sh verify.sh --fingerprint <fingerprint> <pack dir>",
+      ],
+    );
+  });
+
+  unsealOptions(
     audit
       .command("export")
       .description("write an evidence pack (events, checkpoints, public key, signed manifest) to a local directory")
@@ -96,7 +118,7 @@ export function registerAudit(program: Command) {
     printResult(global, manifest, [
       `evidence pack written to ${manifest.dir}`,
       `${manifest.events.included} events (${manifest.events.redacted} redacted), seq ${Number(manifest.chainStart.seq) + 1}..${manifest.chainEnd.seq}, head ${manifest.chainEnd.hash}`,
-      `verify offline: sh ${path.join(manifest.dir, "verify.sh")} ${manifest.dir}`,
+      `verify offline: sh ${path.join(manifest.dir, "verify.sh")} --fingerprint <hex from wardkeep audit fingerprint> ${manifest.dir}`,
     ]);
   });
 }

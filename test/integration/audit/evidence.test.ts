@@ -1,14 +1,14 @@
 import { execFileSync, spawnSync } from "node:child_process";
-import { generateKeyPairSync, sign, type KeyObject } from "node:crypto";
+import { createHash, generateKeyPairSync, sign, type KeyObject } from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { appendAuditEvent, type AuditEventInput } from "../../../daemon/audit/append.js";
 import { readChainHead } from "../../../daemon/audit/chainer.js";
 import { checkpointMessage } from "../../../daemon/audit/checkpoints.js";
-import { VERIFY_SCRIPT } from "../../../daemon/audit/evidence-script.js";
+import { AUDITOR_README, VERIFY_SCRIPT } from "../../../daemon/audit/evidence-script.js";
 import { exportAuditEvidence, writeEvidencePack, type ExportFormat, type ExportManifest } from "../../../daemon/audit/export.js";
-import { auditKeyId, publicKeysFromPem, rawPublicKey } from "../../../daemon/audit/signing-key.js";
+import { auditKeyId, describeCheckpointKeys, publicKeysFromPem, rawPublicKey } from "../../../daemon/audit/signing-key.js";
 import { verifyAuditChain } from "../../../daemon/audit/verify.js";
 import { inScope } from "../../../daemon/db/sql.js";
 import { rotateDataKey } from "../../../daemon/keys/index.js";
@@ -44,11 +44,14 @@ async function record(over: Partial<AuditEventInput>) {
   );
 }
 
-function runDocsScript(dir: string) {
+function runDocsScript(dir: string, fingerprint?: string) {
   const script = path.join(out, "verify-from-docs.sh");
   fs.writeFileSync(script, docsScript());
-  return spawnSync("sh", [script, dir], { encoding: "utf8" });
+  return spawnSync("sh", [script, ...(fingerprint ? ["--fingerprint", fingerprint] : []), dir], { encoding: "utf8" });
 }
+
+/** The fingerprint the console's Audit page and `wardkeep audit fingerprint` show (GET /api/v1/audit/public-key). */
+const consoleFingerprint = async () => (await describeCheckpointKeys(t.ctx)).fingerprint;
 
 beforeAll(async () => {
   t = await auditTestContext();
@@ -85,7 +88,7 @@ describe("evidence packs", () => {
     );
     const keyFile = `audit-signing-${manifest.publicKey.keyId}.pem`;
     expect(fs.readdirSync(dir).sort()).toEqual(
-      ["SHA256SUMS", keyFile, "checkpoints.jsonl", "events.csv", "events.fhir.json", "events.jsonl", "manifest.json", "manifest.sig", "verify.sh"].sort(),
+      ["README.md", "SHA256SUMS", keyFile, "checkpoints.jsonl", "events.csv", "events.fhir.json", "events.jsonl", "manifest.json", "manifest.sig", "verify.sh"].sort(),
     );
     // Only the keyring's key signed anything yet: one key, which also signed the manifest.
     expect(manifest.keys).toEqual([{ keyId: manifest.publicKey.keyId, keyringVersion: 1, legacy: false, file: keyFile }]);
@@ -103,7 +106,11 @@ describe("evidence packs", () => {
   });
 
   it("recomputes to the appliance's own head with the jq and sha256sum script from the docs", async () => {
-    const result = runDocsScript(dir);
+    const fingerprint = await consoleFingerprint();
+    expect(fingerprint).toMatch(/^[0-9a-f]{64}$/);
+    expect(fingerprint.slice(0, 16)).toBe(manifest.publicKey.keyId);
+    // Given in the console's upper-case, colon-separated style too.
+    const result = runDocsScript(dir, fingerprint.toUpperCase().replace(/(..)(?!$)/g, "$1:"));
     if (process.env.DEBUG_SH) console.log(result.stdout, result.stderr, dir);
     const report = await verifyAuditChain(t.ctx);
     expect(result.stderr).toBe("");
@@ -116,6 +123,74 @@ describe("evidence packs", () => {
   it("ships the same script in the pack as in the docs", () => {
     expect(fs.readFileSync(path.join(dir, "verify.sh"), "utf8")).toBe(docsScript());
     expect(VERIFY_SCRIPT).toBe(docsScript());
+  });
+
+  it("ships a README for auditors, signed like every file, that names the fingerprint step and the failures", () => {
+    const readme = fs.readFileSync(path.join(dir, "README.md"), "utf8");
+    expect(readme).toBe(AUDITOR_README);
+    expect(manifest.files.map((f) => f.name)).toContain("README.md");
+    expect(fs.readFileSync(path.join(dir, "SHA256SUMS"), "utf8")).toMatch(/ {2}README\.md\n/);
+    expect(readme).toContain("Obtain the signing key's fingerprint from the appliance, not from this pack");
+    expect(readme).toContain("wardkeep audit fingerprint");
+    expect(readme).toContain("sh verify.sh --fingerprint <the 64 hex digits from step 1> .");
+    expect(readme).toContain("BROKEN: the pack is signed by key X, not by the appliance key Y you obtained");
+  });
+
+  it("without --fingerprint warns on stderr that the key was not checked; a missing value is a usage error", async () => {
+    const plain = runDocsScript(dir);
+    expect(plain.status).toBe(0);
+    expect(plain.stderr.trim()).toBe(
+      `WARNING: signing key ${await consoleFingerprint()} not checked against the appliance's fingerprint (run: sh verify.sh --fingerprint HEX, HEX from the console's Audit page or wardkeep audit fingerprint)`,
+    );
+    const usage = spawnSync("sh", [path.join(dir, "verify.sh"), "--fingerprint"], { encoding: "utf8" });
+    expect(usage.status).toBe(2);
+    expect(usage.stdout.trim()).toBe("usage: sh verify.sh [--fingerprint HEX] [PACK_DIR]");
+  });
+
+  it("fails a pack re-signed with another key against the console's fingerprint, with one clear line", async () => {
+    const copy = path.join(out, "pack-swapped");
+    fs.cpSync(dir, copy, { recursive: true });
+    const evil = generateKeyPairSync("ed25519");
+    const evilFingerprint = createHash("sha256").update(rawPublicKey(evil.publicKey)).digest("hex");
+    const keyFile = path.join(copy, manifest.publicKey.file);
+    fs.writeFileSync(keyFile, evil.publicKey.export({ format: "pem", type: "spki" }) as string);
+    // Every checkpoint re-signed with the other key, then every digest and the manifest redone:
+    // the pack is self-consistent again.
+    const cps = fs
+      .readFileSync(path.join(copy, "checkpoints.jsonl"), "utf8")
+      .trim()
+      .split("\n")
+      .map((l) => JSON.parse(l) as { message: string; signature: string });
+    fs.writeFileSync(
+      path.join(copy, "checkpoints.jsonl"),
+      cps.map((c) => JSON.stringify({ ...c, signature: sign(null, Buffer.from(c.message), evil.privateKey).toString("base64") })).join("\n") + "\n",
+    );
+    const digest = (f: string) =>
+      createHash("sha256")
+        .update(fs.readFileSync(path.join(copy, f)))
+        .digest("hex");
+    const listed = fs
+      .readFileSync(path.join(copy, "SHA256SUMS"), "utf8")
+      .trim()
+      .split("\n")
+      .map((l) => l.slice(66));
+    fs.writeFileSync(path.join(copy, "SHA256SUMS"), listed.map((f) => `${digest(f)}  ${f}\n`).join(""));
+    const forged = { ...manifest, files: manifest.files.map((f) => ({ ...f, sha256: digest(f.name), bytes: fs.statSync(path.join(copy, f.name)).size })) };
+    const forgedBytes = Buffer.from(JSON.stringify(forged, null, 2) + "\n");
+    fs.writeFileSync(path.join(copy, "manifest.json"), forgedBytes);
+    fs.writeFileSync(path.join(copy, "manifest.sig"), sign(null, forgedBytes, evil.privateKey));
+
+    // Checked only against the key it ships, the forged pack passes: that is why the fingerprint step exists.
+    const selfCheck = runDocsScript(copy);
+    expect(selfCheck.stdout.trim()).toBe(`intact up to seq 31, head ${manifest.chainEnd.hash}`);
+    expect(selfCheck.stderr).toContain(`WARNING: signing key ${evilFingerprint} not checked`);
+
+    const fingerprint = await consoleFingerprint();
+    const r = runDocsScript(copy, fingerprint);
+    expect(r.status).toBe(1);
+    expect(r.stdout.trim()).toBe(`BROKEN: the pack is signed by key ${evilFingerprint}, not by the appliance key ${fingerprint} you obtained: do not trust this pack`);
+    // The genuine pack still verifies against the same fingerprint.
+    expect(runDocsScript(dir, fingerprint).status).toBe(0);
   });
 
   it("names the seq of an event edited in the exported file", () => {
@@ -209,7 +284,8 @@ describe("evidence packs and signing keys", () => {
     expect(byOrigin(rotated.to)).toMatchObject({ legacy: false, keyId: m.publicKey.keyId });
     expect(byOrigin(null)).toMatchObject({ legacy: true });
     for (const k of m.keys) expect(fs.existsSync(path.join(pdir, k.file))).toBe(true);
-    const r = runDocsScript(pdir);
+    // The console now shows the rotated-in key, which signed this pack's manifest.
+    const r = runDocsScript(pdir, await consoleFingerprint());
     expect(r.stderr).toBe("");
     expect(r.stdout.trim()).toBe(`intact up to seq ${m.chainEnd.seq}, head ${m.chainEnd.hash}`);
     // `wardkeep audit verify --public-key` with the pack's key files: every checkpoint verifies.
