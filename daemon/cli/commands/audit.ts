@@ -8,6 +8,7 @@ import { describeCheckpointKeys, EXPORT_FORMATS, exportAuditEvidence, newPackId,
 import type { ApplianceContext } from "../../context.js";
 import { withUnsealedContext, type UnsealOpts } from "../offline-context.js";
 import { CliError, printResult, type GlobalOptions } from "../output.js";
+import { aliasTo, hiddenAlias } from "../flags.js";
 
 const collect = (v: string, prev: string[] = []) => [...prev, v];
 
@@ -38,18 +39,20 @@ export function registerAudit(program: Command) {
       .command("verify")
       .description("recompute the whole chain and check checkpoint signatures; exit 1 and name the first broken seq if it is not intact")
       .option(
-        "--public-key <file>",
+        "--public-key-file <file>",
         "verify checkpoint signatures against the PEM public keys in this file only (e.g. an evidence pack's audit-signing-*.pem); repeat for keys from before a rotation",
         collect,
-      ),
-  ).action(async (opts: UnsealOpts & { publicKey?: string[] }, cmd: Command) => {
+      )
+      .addOption(hiddenAlias("--public-key <file>", "--public-key-file"))
+      .on("option:public-key", aliasTo("publicKeyFile", { repeat: true })),
+  ).action(async (opts: UnsealOpts & { publicKeyFile?: string[] }, cmd: Command) => {
     const global = cmd.optsWithGlobals<GlobalOptions>();
     let keys: KeyObject[] | undefined;
-    for (const file of opts.publicKey ?? []) {
+    for (const file of opts.publicKeyFile ?? []) {
       try {
         keys = [...(keys ?? []), ...publicKeysFromPem(fs.readFileSync(file, "utf8"))];
       } catch (err) {
-        throw new CliError(`--public-key: cannot read an Ed25519 public key from ${file} (${(err as Error).message})`);
+        throw new CliError(`--public-key-file: cannot read an Ed25519 public key from ${file} (${(err as Error).message})`);
       }
     }
     const report = await withUnsealedContext(opts, (ctx) => verifyAuditChain(ctx, { publicKeys: keys }), "optional");
@@ -94,9 +97,11 @@ export function registerAudit(program: Command) {
       .requiredOption("--from <date>", "start of the range, inclusive (ISO 8601)")
       .requiredOption("--to <date>", "end of the range, exclusive (ISO 8601)")
       .option("--format <formats>", "events as csv, jsonl and/or fhir (comma-separated; JSON Lines is always written)", "csv,jsonl,fhir")
-      .requiredOption("--out <dir>", "directory to write the pack into (a new sub-directory is made per pack)")
-      .option("--tenant <id>", "only this tenant's events (others appear redacted, still chained)"),
-  ).action(async (opts: UnsealOpts & { from: string; to: string; format: string; out: string; tenant?: string }, cmd: Command) => {
+      .requiredOption("--out-dir <dir>", "directory to write the pack into (a new sub-directory is made per pack)")
+      .addOption(hiddenAlias("--out <dir>", "--out-dir"))
+      .on("option:out", aliasTo("outDir"))
+      .option("--tenant <tenant>", "only this tenant's events (others appear redacted, still chained)"),
+  ).action(async (opts: UnsealOpts & { from: string; to: string; format: string; outDir: string; tenant?: string }, cmd: Command) => {
     const global = cmd.optsWithGlobals<GlobalOptions>();
     const formats = opts.format
       .split(",")
@@ -107,7 +112,7 @@ export function registerAudit(program: Command) {
     const from = parseDate("--from", opts.from);
     const to = parseDate("--to", opts.to);
     const manifest = await withUnsealedContext(opts, async (ctx) => {
-      const dir = path.resolve(opts.out, newPackId(ctx.clock.now()));
+      const dir = path.resolve(opts.outDir, newPackId(ctx.clock.now()));
       let last = 0;
       return exportAuditEvidence(ctx, cliActor(), { from, to, formats: formats as ExportFormat[], tenantId: opts.tenant ?? null }, dir, (p) => {
         if (global.json || Date.now() - last < 1_000) return;

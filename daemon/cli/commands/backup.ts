@@ -32,6 +32,7 @@ import { loadRecoveryPrivateKey, RootKey } from "../../keys/index.js";
 import { silentLogger } from "../../log/logger.js";
 import { withOfflineContext, withUnsealedContext, type UnsealOpts } from "../offline-context.js";
 import { CliError, printResult, type GlobalOptions } from "../output.js";
+import { aliasTo, hiddenAlias } from "../flags.js";
 
 const CLI_META: AuditMeta = { actor: { userId: null, role: "host_operator" }, userAgent: "wardkeep-cli" };
 
@@ -395,8 +396,12 @@ export function registerBackup(program: Command) {
       .option("--scratch", "restore into a new scratch database this appliance creates and keeps for inspection (as a drill does)")
       .option("--target <name>", "target from this appliance's policy")
       .option("--target-file <file>", "target as a JSON file: for a brand-new appliance that has no policy yet")
-      .option("--recovery-key <file>", "the recovery kit (PEM): restore without this appliance's keys")
-      .option("--recovery-share <file>", "a recovery kit share (repeat k times) instead of --recovery-key", collect)
+      .option("--recovery-key-file <file>", "the recovery kit (PEM): restore without this appliance's keys")
+      .option("--recovery-share-file <file>", "a recovery kit share (repeat k times) instead of --recovery-key-file", collect)
+      .addOption(hiddenAlias("--recovery-key <file>", "--recovery-key-file"))
+      .on("option:recovery-key", aliasTo("recoveryKeyFile"))
+      .addOption(hiddenAlias("--recovery-share <file>", "--recovery-share-file"))
+      .on("option:recovery-share", aliasTo("recoveryShareFile", { repeat: true }))
       .option("--expect-signer <hex>", "raw Ed25519 public key (hex) the manifest must be signed with")
       .option("--app-role <role>", "role requests run as (granted by the migrations)", APP_ROLE),
   ).action(
@@ -407,8 +412,8 @@ export function registerBackup(program: Command) {
         scratch?: boolean;
         target?: string;
         targetFile?: string;
-        recoveryKey?: string;
-        recoveryShare?: string[];
+        recoveryKeyFile?: string;
+        recoveryShareFile?: string[];
         expectSigner?: string;
         appRole: string;
       },
@@ -426,15 +431,15 @@ export function registerBackup(program: Command) {
           : "  next: start the appliance on this database; the keys capability re-applies the crypto-shredding list",
       ];
       try {
-        if (opts.recoveryKey || opts.recoveryShare?.length) {
+        if (opts.recoveryKeyFile || opts.recoveryShareFile?.length) {
           // A brand-new appliance: only the target and the recovery kit are needed.
-          const privateKey = opts.recoveryKey
-            ? await loadRecoveryPrivateKey({ pem: fs.readFileSync(opts.recoveryKey, "utf8") })
-            : await loadRecoveryPrivateKey({ shares: opts.recoveryShare!.map((f) => fs.readFileSync(f, "utf8")) });
+          const privateKey = opts.recoveryKeyFile
+            ? await loadRecoveryPrivateKey({ pem: fs.readFileSync(opts.recoveryKeyFile, "utf8") })
+            : await loadRecoveryPrivateKey({ shares: opts.recoveryShareFile!.map((f) => fs.readFileSync(f, "utf8")) });
           let target: SnapshotTarget;
-          if (!opts.into) throw new CliError("with --recovery-key, give the empty database as --into URL");
+          if (!opts.into) throw new CliError("with --recovery-key-file, give the empty database as --into URL");
           if (opts.targetFile) target = targetFromFile(opts.targetFile);
-          else throw new CliError("with --recovery-key, give the target as --target-file (this appliance may have no policy)");
+          else throw new CliError("with --recovery-key-file, give the target as --target-file (this appliance may have no policy)");
           try {
             const config = loadConfig();
             const r = await restoreSnapshot({
@@ -455,7 +460,7 @@ export function registerBackup(program: Command) {
           }
           return;
         }
-        if (opts.targetFile) throw new CliError("--target-file is for restores with --recovery-key; otherwise name a policy target with --target");
+        if (opts.targetFile) throw new CliError("--target-file is for restores with --recovery-key-file; otherwise name a policy target with --target");
         const r = await withUnsealedContext(opts, (ctx) => restoreSnapshotById(ctx, id, { intoUrl: opts.into, scratch: opts.scratch, target: opts.target, meta: CLI_META }));
         printResult(global, { restore: r }, human(r));
       } catch (err) {

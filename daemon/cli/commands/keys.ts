@@ -33,6 +33,7 @@ import { AppError } from "../../kernel/errors.js";
 import { withOfflineContext } from "../offline-context.js";
 import { integerOption, parseUnsealMode, sealInput, UNSEAL_MODES } from "../seal-input.js";
 import { CliError, printResult, type GlobalOptions } from "../output.js";
+import { aliasTo, hiddenAlias } from "../flags.js";
 
 type SealOptions = { unseal: string; passphraseFile?: string; shares?: string; threshold?: string; outDir?: string; createHsmKey?: boolean; shredOldKeyfile?: boolean };
 
@@ -134,7 +135,7 @@ function summarise(status: KeyStatus, daemon: Record<string, unknown> | undefine
   );
   lines.push(
     status.recovery
-      ? `recovery key ${status.recovery.fingerprint}: ${status.recovery.issuedAt ? `kit issued ${status.recovery.issuedAt.slice(0, 10)}` : "KIT NOT YET WRITTEN (wardkeep keys recovery-kit --out FILE)"}`
+      ? `recovery key ${status.recovery.fingerprint}: ${status.recovery.issuedAt ? `kit issued ${status.recovery.issuedAt.slice(0, 10)}` : "KIT NOT YET WRITTEN (wardkeep keys recovery-kit --out-file FILE)"}`
       : "recovery key: none",
   );
   return lines;
@@ -165,7 +166,7 @@ export function registerKeys(program: Command) {
         ...(shares?.lines ?? []),
         ...(mode === "keyfile" ? ["WARNING: a key file is for evaluation only; use passphrase, shamir or pkcs11 in production"] : []),
         `set keys.unseal: ${mode} in the configuration (or WARDKEEP_KEYS_UNSEAL) so new installs and replicas agree`,
-        "next: write the recovery kit once and store it offline: wardkeep keys recovery-kit --out FILE",
+        "next: write the recovery kit once and store it offline: wardkeep keys recovery-kit --out-file FILE",
       ]);
     });
 
@@ -249,7 +250,7 @@ export function registerKeys(program: Command) {
     .command("rotate")
     .description("rotate the KEK (rewraps every data key now), a tenant's data keys (every patient's key, then re-encrypts their values; resumable), or the audit signing key")
     .option("--kek", "rotate the root key-encryption key")
-    .option("--tenant <id>", "rotate every data key of this tenant and re-encrypt what they cover, with progress; run it again to resume an interrupted rotation")
+    .option("--tenant <tenant>", "rotate every data key of this tenant and re-encrypt what they cover, with progress; run it again to resume an interrupted rotation")
     .option("--audit-signing", "rotate the audit checkpoint signing key pair")
     .option("--current-passphrase-file <file>", "file holding the unseal passphrase (passphrase mode)")
     .option("--share-file <file>", "a custodian share (shamir mode); repeat", collect)
@@ -293,18 +294,20 @@ export function registerKeys(program: Command) {
   keys
     .command("recovery-kit")
     .description("write the recovery private key ONCE (optionally Shamir-split) for offline storage")
-    .requiredOption("--out <file>", "kit file to write (never overwritten)")
+    .requiredOption("--out-file <file>", "kit file to write (never overwritten)")
+    .addOption(hiddenAlias("--out <file>", "--out-file"))
+    .on("option:out", aliasTo("outFile"))
     .option("--shares <n>", "split the private key into n shares (one file each)")
     .option("--threshold <k>", "shares needed to recover it")
     .option("--reissue", "make a NEW recovery key pair (when the old kit is lost or compromised)")
     .option("--current-passphrase-file <file>", "file holding the unseal passphrase (passphrase mode)")
     .option("--share-file <file>", "a custodian share (shamir mode); repeat", collect)
-    .action(async (opts: { out: string; shares?: string; threshold?: string; reissue?: boolean } & SecretOptions, cmd: Command) => {
+    .action(async (opts: { outFile: string; shares?: string; threshold?: string; reissue?: boolean } & SecretOptions, cmd: Command) => {
       const global = cmd.optsWithGlobals<GlobalOptions>();
       const shares = opts.shares === undefined ? undefined : integerOption("shares", opts.shares, 0);
       const threshold = opts.threshold === undefined ? undefined : integerOption("threshold", opts.threshold, 0);
       const result = await withKeys({ passphraseFile: opts.currentPassphraseFile, shareFiles: opts.shareFile }, (ctx) =>
-        issueRecoveryKit(ctx, { out: opts.out, shares, threshold, reissue: opts.reissue }, CLI_OPERATOR),
+        issueRecoveryKit(ctx, { out: opts.outFile, shares, threshold, reissue: opts.reissue }, CLI_OPERATOR),
       );
       printResult(global, result, [
         `recovery kit written (fingerprint ${result.fingerprint})${result.reissued ? ": NEW recovery key pair" : ""}:`,

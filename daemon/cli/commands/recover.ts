@@ -62,11 +62,12 @@ import { silentLogger } from "../../log/logger.js";
 import { parseUnsealMode, sealInput, UNSEAL_MODES } from "../seal-input.js";
 import { planPointInTimeRecovery, recoverToPointInTime, type PointInTime } from "./recover-pitr.js";
 import { CliError, printResult, type GlobalOptions } from "../output.js";
+import { aliasTo, hiddenAlias } from "../flags.js";
 
 type RecoverOptions = {
   targetFile: string;
-  recoveryKey?: string;
-  recoveryShare?: string[];
+  recoveryKeyFile?: string;
+  recoveryShareFile?: string[];
   snapshot?: string;
   expectSigner?: string;
   unseal?: string;
@@ -402,7 +403,7 @@ function phaseProgress(global: GlobalOptions): { onProgress: (p: { phase: string
 
 /** The recovery kit given on the command line: one PEM file, or the custodians' share files. */
 function loadKit(opts: RecoverOptions) {
-  return opts.recoveryKey ? loadRecoveryPrivateKey({ pem: readKit(opts.recoveryKey) }) : loadRecoveryPrivateKey({ shares: opts.recoveryShare!.map(readKit) });
+  return opts.recoveryKeyFile ? loadRecoveryPrivateKey({ pem: readKit(opts.recoveryKeyFile) }) : loadRecoveryPrivateKey({ shares: opts.recoveryShareFile!.map(readKit) });
 }
 
 /** The new unseal source's shares, delivered (terminal or --out-dir), and what the JSON answer says of them. */
@@ -435,8 +436,12 @@ export function registerRecover(program: Command) {
     .command("recover")
     .description("recover the whole appliance on new hardware: newest (or --snapshot) data snapshot + newest key-store backup + recovery kit")
     .requiredOption("--target-file <file>", "the target holding the snapshots: JSON definition as in the backup policy, plus optional `secrets`")
-    .option("--recovery-key <file>", "the recovery kit (PEM)")
-    .option("--recovery-share <file>", "a recovery kit share file (repeat k times) instead of --recovery-key", collect)
+    .option("--recovery-key-file <file>", "the recovery kit (PEM)")
+    .option("--recovery-share-file <file>", "a recovery kit share file (repeat k times) instead of --recovery-key-file", collect)
+    .addOption(hiddenAlias("--recovery-key <file>", "--recovery-key-file"))
+    .on("option:recovery-key", aliasTo("recoveryKeyFile"))
+    .addOption(hiddenAlias("--recovery-share <file>", "--recovery-share-file"))
+    .on("option:recovery-share", aliasTo("recoveryShareFile", { repeat: true }))
     .option("--snapshot <id>", "data snapshot to restore (default: the newest complete one)")
     .option("--expect-signer <hex>", "raw Ed25519 public key (hex) the manifests must be signed with (backup/FORMAT.md, Manifest: write it down beside the kit)")
     .option("--unseal <mode>", `NEW unseal source for this appliance: ${UNSEAL_MODES.join(", ")} (default: keys.unseal)`)
@@ -455,7 +460,8 @@ export function registerRecover(program: Command) {
       const global = cmd.optsWithGlobals<GlobalOptions>();
       const config = loadConfig();
       const mode = parseUnsealMode(opts.unseal ?? config.keys.unseal);
-      if (!opts.recoveryKey && !opts.recoveryShare?.length) throw new CliError("give the recovery kit: --recovery-key FILE, or --recovery-share FILE once per share");
+      if (!opts.recoveryKeyFile && !opts.recoveryShareFile?.length)
+        throw new CliError("give the recovery kit: --recovery-key-file FILE, or --recovery-share-file FILE once per share");
       if (opts.at !== undefined || opts.beforeEvent !== undefined) return recoverPointInTime(global, config, mode, opts);
       if (opts.dryRun) throw new CliError("--dry-run goes with --at or --before-event (point-in-time recovery)");
       if (opts.expectSigner !== undefined && !/^[0-9a-fA-F]{64}$/.test(opts.expectSigner)) throw new CliError("--expect-signer must be 64 hex digits (a raw Ed25519 public key)");

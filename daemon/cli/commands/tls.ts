@@ -8,6 +8,7 @@ import type { Config } from "../../config/schema.js";
 import { daemonTarget, OperatorError } from "../../keys/index.js";
 import { createCertificateSigningRequest, describeCertificate, importCertificate, renewServerCertificate, TlsError, type TlsMaterial } from "../../tls/index.js";
 import { CliError, printResult, type GlobalOptions } from "../output.js";
+import { aliasTo, hiddenAlias } from "../flags.js";
 
 function readPem(file: string, what: string): string {
   try {
@@ -106,16 +107,20 @@ export function registerTls(program: Command) {
   tls
     .command("import")
     .description("use a certificate issued by the hospital's CA (PEM chain, leaf first)")
-    .requiredOption("--cert <file>", "PEM certificate chain")
-    .option("--key <file>", "PEM private key; omitted, the key made by `wardkeep tls csr` is used")
-    .action(async (opts: { cert: string; key?: string }, cmd: Command) => {
+    .requiredOption("--cert-file <file>", "PEM certificate chain")
+    .option("--key-file <file>", "PEM private key; omitted, the key made by `wardkeep tls csr` is used")
+    .addOption(hiddenAlias("--cert <file>", "--cert-file"))
+    .on("option:cert", aliasTo("certFile"))
+    .addOption(hiddenAlias("--key <file>", "--key-file"))
+    .on("option:key", aliasTo("keyFile"))
+    .action(async (opts: { certFile: string; keyFile?: string }, cmd: Command) => {
       const global = cmd.optsWithGlobals<GlobalOptions>();
       const config = loadConfig();
       refuseConfiguredCertificate(config);
       const material = await importCertificate({
         dir: inDataDir(config, "tls"),
-        certPem: readPem(opts.cert, "certificate"),
-        keyPem: opts.key ? readPem(opts.key, "private key") : undefined,
+        certPem: readPem(opts.certFile, "certificate"),
+        keyPem: opts.keyFile ? readPem(opts.keyFile, "private key") : undefined,
       }).catch((err: unknown) => {
         throw err instanceof TlsError ? new CliError(err.message) : err;
       });
@@ -126,20 +131,22 @@ export function registerTls(program: Command) {
   tls
     .command("csr")
     .description("make a key and a certificate signing request for the hospital's CA; import the signed certificate with `tls import --cert`")
-    .requiredOption("--out <file>", "where to write the CSR (PEM)")
+    .requiredOption("--out-file <file>", "where to write the CSR (PEM)")
+    .addOption(hiddenAlias("--out <file>", "--out-file"))
+    .on("option:out", aliasTo("outFile"))
     .option("--hostname <name>", "a DNS name or IP for the certificate; repeat (default: the appliance's names)", (v: string, prev: string[] = []) => [...prev, v])
     .option("--organization <name>", "organisation (O) in the subject")
-    .action(async (opts: { out: string; hostname?: string[]; organization?: string }, cmd: Command) => {
+    .action(async (opts: { outFile: string; hostname?: string[]; organization?: string }, cmd: Command) => {
       const global = cmd.optsWithGlobals<GlobalOptions>();
       const config = loadConfig();
       const hostnames = opts.hostname?.length ? opts.hostname : certificateHostnames(config);
       const { csrPem, keyPath } = await createCertificateSigningRequest({ dir: inDataDir(config, "tls"), hostnames, organization: opts.organization }).catch((err: unknown) => {
         throw err instanceof TlsError ? new CliError(err.message) : err;
       });
-      fs.writeFileSync(opts.out, csrPem, { mode: 0o644 });
-      printResult(global, { csr: path.resolve(opts.out), key: keyPath, hostnames }, [
-        `CSR written to ${path.resolve(opts.out)} for ${hostnames.join(", ")}`,
-        `its private key stays in ${keyPath}; once the hospital CA signs it: wardkeep tls import --cert SIGNED.pem`,
+      fs.writeFileSync(opts.outFile, csrPem, { mode: 0o644 });
+      printResult(global, { csr: path.resolve(opts.outFile), key: keyPath, hostnames }, [
+        `CSR written to ${path.resolve(opts.outFile)} for ${hostnames.join(", ")}`,
+        `its private key stays in ${keyPath}; once the hospital CA signs it: wardkeep tls import --cert-file SIGNED.pem`,
       ]);
     });
 }

@@ -2,8 +2,9 @@ import type { Command } from "commander";
 import { loadConfig } from "../../config/load.js";
 import { callDaemon, daemonTarget, extractShare, OperatorError, readSecretFile, isInteractive, promptHidden } from "../../keys/index.js";
 import { CliError, printResult, type GlobalOptions } from "../output.js";
+import { aliasTo, hiddenAlias } from "../flags.js";
 
-type UnsealOptions = { url?: string; ca?: string; passphraseFile?: string; shareFile?: string; reset?: boolean; status?: boolean };
+type UnsealOptions = { url?: string; caFile?: string; passphraseFile?: string; shareFile?: string; reset?: boolean; status?: boolean };
 
 function describeState(body: Record<string, unknown>): string {
   if (!body.sealed) return `unsealed (${String(body.mode)})`;
@@ -21,14 +22,16 @@ export function registerUnseal(program: Command) {
     .command("unseal")
     .description("unseal the running daemon: a passphrase, or one custodian's Shamir share per run")
     .option("--url <url>", "the daemon (default https://127.0.0.1:<server.port>); each replica is unsealed on its own")
-    .option("--ca <file>", "CA certificate to trust (default dataDir/tls/ca.crt)")
+    .option("--ca-file <file>", "CA certificate to trust (default dataDir/tls/ca.crt)")
+    .addOption(hiddenAlias("--ca <file>", "--ca-file"))
+    .on("option:ca", aliasTo("caFile"))
     .option("--passphrase-file <file>", "file holding the passphrase (- for stdin); otherwise asked without echo")
     .option("--share-file <file>", "file holding this custodian's share (- for stdin); otherwise asked without echo")
     .option("--reset", "discard the shares entered so far on this replica")
     .option("--status", "only show the seal state and progress")
     .action(async (opts: UnsealOptions, cmd: Command) => {
       const global = cmd.optsWithGlobals<GlobalOptions>();
-      const target = daemonTarget(loadConfig(), { url: opts.url, ca: opts.ca });
+      const target = daemonTarget(loadConfig(), { url: opts.url, ca: opts.caFile });
       try {
         const current = await callDaemon(target, "GET", "/api/v1/keys/seal-status");
         if (current.status !== 200) throw new CliError(`the daemon answered ${current.status}: ${String(current.body.detail ?? "")}`);

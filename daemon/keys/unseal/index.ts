@@ -189,13 +189,13 @@ async function initialiseAtFirstStart(ctx: ApplianceContext): Promise<boolean> {
     log.warn(
       `${where}. KEYFILE UNSEAL IS FOR EVALUATION ONLY: anyone who copies the data directory and the database has every key. Production must use keys.unseal = passphrase, shamir or pkcs11 (\`wardkeep keys rekey\`).`,
     );
-    log.warn("a recovery key pair was made: write its private half with `wardkeep keys recovery-kit --out FILE` and store it offline");
+    log.warn("a recovery key pair was made: write its private half with `wardkeep keys recovery-kit --out-file FILE` and store it offline");
     return true;
   }
   if (config.keys.unseal === "passphrase" && config.keys.passphraseFile) {
     await initialiseKeyStore(ctx, "passphrase", { passphrase: readPassphraseFile(config.keys.passphraseFile) });
     log.info("key store initialised with the passphrase from keys.passphraseFile");
-    log.warn("a recovery key pair was made: write its private half with `wardkeep keys recovery-kit --out FILE` and store it offline");
+    log.warn("a recovery key pair was made: write its private half with `wardkeep keys recovery-kit --out-file FILE` and store it offline");
     return true;
   }
   return false;

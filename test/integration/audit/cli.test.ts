@@ -62,7 +62,7 @@ describe("wardkeep audit", () => {
     const out = scratch("wardkeep-cli-export-");
     const from = new Date(Date.now() - 86_400_000).toISOString();
     const to = new Date(Date.now() + 86_400_000).toISOString();
-    const r = await runCli(["audit", "export", "--from", from, "--to", to, "--format", "csv,fhir", "--out", out, "--json"], env);
+    const r = await runCli(["audit", "export", "--from", from, "--to", to, "--format", "csv,fhir", "--out-dir", out, "--json"], env);
     expect(r.stderr).toBe("");
     expect(r.code).toBe(0);
     const manifest = JSON.parse(r.stdout);
