@@ -226,7 +226,10 @@ export async function run(): Promise<BenchRow[]> {
 
     const bDir = path.join(dir, "b");
     fs.mkdirSync(bDir, { mode: 0o711 });
-    const r = await runCli(["recover", "--json", "--target-file", targetFile, "--recovery-key", kit, "--unseal", "keyfile", "--at", "latest"], embeddedEnv(bDir, await freePort()));
+    const r = await runCli(
+      ["recover", "--json", "--target-file", targetFile, "--recovery-key-file", kit, "--unseal", "keyfile", "--at", "latest"],
+      embeddedEnv(bDir, await freePort()),
+    );
     if (r.code !== 0) throw new Error(`recover --at latest exited ${r.code}: ${r.stderr.slice(0, 500)}`);
     const rec = JSON.parse(r.stdout).recovery as {
       durationMs: number;
