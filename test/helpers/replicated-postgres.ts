@@ -103,6 +103,10 @@ export async function startReplicatedPostgres(dir: string): Promise<ReplicatedPo
     password,
     killPrimary() {
       process.kill(-postmasterPid(primaryDir), "SIGKILL");
+      // A lost server stays lost: without this the embedded server's supervisor starts the old
+      // primary again a second later, beside the promoted standby, and the balancer sends writes
+      // to both (on the old one every COMMIT waits for a synchronous standby that is gone).
+      void primary.stop().catch(() => undefined);
     },
     async promoteStandby() {
       await query(standby.superuserUrl, "SELECT pg_promote(true, 60)");
