@@ -1,4 +1,4 @@
-import type { Request, Response } from "express";
+import type { Response } from "express";
 import { clearedSessionCookie, readCookie, sessionCookie, signOut } from "../auth/index.js";
 import { appliancePublicUrl } from "../config/public-url.js";
 import type { ApplianceContext } from "../context.js";
@@ -75,7 +75,7 @@ export const ssoRoutes = [
       responseDescription: "Redirect to the identity provider's authorization endpoint",
       problems: { 503: "The identity provider cannot be reached" },
     },
-    async ({ ctx, req, res, params, meta }) => {
+    async ({ ctx, res, params, meta }) => {
       const started = await startOidcSignIn(ctx, params.id, { base: publicBase(ctx), purpose: "signin", meta });
       res.append("Set-Cookie", started.cookie);
       res.redirect(303, started.url);
@@ -115,7 +115,7 @@ export const ssoRoutes = [
       summary: "End the current session; for a session made through an identity provider, also where to sign out there",
       response: ssoLogoutResponse,
     },
-    async ({ ctx, req, res, meta }) => {
+    async ({ ctx, res, meta }) => {
       const s = (res.locals.session ?? res.locals.pendingSession) as { id: string; user_id: string; role: string; tenant_id: string | null } | undefined;
       if (!s) throw new Unauthorized("sign in first");
       const redirectUrl = await idpSignOutUrl(ctx, { id: s.id, tenantId: s.tenant_id }, publicBase(ctx));
@@ -131,7 +131,7 @@ export const ssoRoutes = [
   // ---- admin: providers, rules, MFA policy, test sign-in -----------------------------------------
   defineRoute(
     { method: "get", path: "/identity-providers", action: "identity_provider:list", tag, summary: "The tenant's identity providers", response: providerList },
-    async ({ ctx, req, actor }) => ({ providers: await listProviders(ctx, actor, publicBase(ctx)) }),
+    async ({ ctx, actor }) => ({ providers: await listProviders(ctx, actor, publicBase(ctx)) }),
   ),
   defineRoute(
     {
@@ -145,7 +145,7 @@ export const ssoRoutes = [
       status: 201,
       problems: { 409: "A provider with this name exists" },
     },
-    ({ ctx, req, actor, body, meta }) => createProvider(ctx, actor, body, meta, publicBase(ctx)),
+    ({ ctx, actor, body, meta }) => createProvider(ctx, actor, body, meta, publicBase(ctx)),
   ),
   // Fixed paths before /identity-providers/:id.
   defineRoute(
@@ -221,7 +221,7 @@ export const ssoRoutes = [
   ),
   defineRoute(
     { method: "get", path: "/identity-providers/:id", action: "identity_provider:list", tag, summary: "One identity provider", params: providerIdParams, response: providerView },
-    ({ ctx, req, actor, params }) => getProvider(ctx, actor, params.id, publicBase(ctx)),
+    ({ ctx, actor, params }) => getProvider(ctx, actor, params.id, publicBase(ctx)),
   ),
   defineRoute(
     {
@@ -235,7 +235,7 @@ export const ssoRoutes = [
       response: providerView,
       problems: { 409: "A provider with this name exists" },
     },
-    ({ ctx, req, actor, params, body, meta }) => updateProvider(ctx, actor, params.id, body, meta, publicBase(ctx)),
+    ({ ctx, actor, params, body, meta }) => updateProvider(ctx, actor, params.id, body, meta, publicBase(ctx)),
   ),
   defineRoute(
     {
@@ -262,7 +262,7 @@ export const ssoRoutes = [
       status: 201,
       problems: { 503: "The identity provider cannot be reached" },
     },
-    async ({ ctx, req, res, actor, params, meta }) => {
+    async ({ ctx, res, actor, params, meta }) => {
       authorize(actor, "identity_provider:test", { tenantId: actor.tenantId });
       const started = await startOidcSignIn(ctx, params.id, { base: publicBase(ctx), purpose: "test", startedBy: actor, meta });
       res.append("Set-Cookie", started.cookie);
