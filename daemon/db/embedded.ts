@@ -266,7 +266,11 @@ export async function startEmbeddedPostgres(opts: EmbeddedOptions): Promise<Embe
     await waitUntilAccepting(superuserUrl, postmaster.child, () => postmaster.exitReason());
     // After every start, restarts by the supervisor included: archive_timeout bounds the RPO only
     // once the checkpointer has been woken (db/wal-archive.ts).
-    if (opts.settings?.archive_mode === "on") await wakeCheckpointer(superuserUrl);
+    if (opts.settings?.archive_mode === "on") {
+      await wakeCheckpointer(superuserUrl).catch((err: Error) =>
+        onLog(`wardkeep: could not wake the checkpointer, archive_timeout applies after its first checkpoint: ${err.message}`),
+      );
+    }
     return postmaster;
   };
   let current = await launch();
