@@ -96,7 +96,7 @@ describe("HTTPS and security headers", () => {
       new Promise<{ status: number; keepAlive: string | undefined; reused: boolean }>((resolve, reject) => {
         const req = https.get(`${app.baseUrl}/healthz`, { agent }, (res) => {
           res.resume();
-          res.on("end", () => resolve({ status: res.statusCode ?? 0, keepAlive: res.headers["keep-alive"], reused: req.reusedSocket }));
+          res.on("end", () => resolve({ status: res.statusCode ?? 0, keepAlive: res.headers["keep-alive"] as string | undefined, reused: req.reusedSocket }));
         });
         // A reused connection is handed to each of its requests: one entry per connection.
         req.on("socket", (socket) => socket.once("close", () => closedAt.set(socket, Date.now())));
