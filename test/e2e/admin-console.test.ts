@@ -91,6 +91,8 @@ describe("admin console shows what the API says", () => {
       "Support access",
       "Signed-in people",
       "API tokens",
+      "Sign-in providers",
+      "Privileged access",
       "Security settings",
       "Audit trail",
       "Alerts",
@@ -108,7 +110,16 @@ describe("admin console shows what the API says", () => {
     const auditor = await signIn(app, { role: "auditor", tenantId: tenant.id });
     const { context, page, violations } = await open(auditor);
     await navLinks(page).filter({ hasText: "Audit trail" }).waitFor();
-    await expect(navLinks(page).allTextContents()).resolves.toEqual(["Appliance status", "Security settings", "Audit trail", "Alerts", "Retention", "Sessions", "Authenticator"]);
+    await expect(navLinks(page).allTextContents()).resolves.toEqual([
+      "Appliance status",
+      "Privileged access",
+      "Security settings",
+      "Audit trail",
+      "Alerts",
+      "Retention",
+      "Sessions",
+      "Authenticator",
+    ]);
 
     // Typed into the address bar: the screen is not drawn and nothing is asked of the API.
     await page.goto(`${app.baseUrl}/#/users`);
