@@ -79,7 +79,8 @@ type ProviderRow = {
 const COLUMNS = "p.id, p.tenant_id, p.kind, p.name, p.config, p.secrets, p.enabled, p.mfa_acr_values, p.link_by_email, p.created_at, p.updated_at";
 
 /** How many accounts link to a provider, and when one last signed in through it (the console's list). */
-const LINK_FACTS = "(SELECT count(*) FROM sso_links l WHERE l.provider_id = p.id)::int AS linked_users, (SELECT max(l.last_login_at) FROM sso_links l WHERE l.provider_id = p.id) AS last_sign_in_at";
+const LINK_FACTS =
+  "(SELECT count(*) FROM sso_links l WHERE l.provider_id = p.id)::int AS linked_users, (SELECT max(l.last_login_at) FROM sso_links l WHERE l.provider_id = p.id) AS last_sign_in_at";
 
 function kindOf(kind: string): ProviderKind {
   const spec = kinds.get(kind);
@@ -156,10 +157,7 @@ export async function listProviders(ctx: ApplianceContext, actor: Actor, base: s
 export async function getProvider(ctx: ApplianceContext, actor: Actor, id: string, base: string): Promise<ProviderView> {
   authorize(actor, "identity_provider:list");
   return inScope(ctx.db.app, scopeOf(actor), async (t) => {
-    const [row] = await t.rows<ProviderRow>(
-      `SELECT ${COLUMNS}, ${LINK_FACTS} FROM identity_providers p WHERE p.id = $1`,
-      [id],
-    );
+    const [row] = await t.rows<ProviderRow>(`SELECT ${COLUMNS}, ${LINK_FACTS} FROM identity_providers p WHERE p.id = $1`, [id]);
     if (!row) throw new NotFound("no such identity provider in your tenant");
     return view(base, row);
   });
@@ -241,10 +239,7 @@ export async function updateProvider(ctx: ApplianceContext, actor: Actor, id: st
     const action =
       input.enabled === true && !row.enabled ? "identity_provider.enable" : input.enabled === false && row.enabled ? "identity_provider.disable" : "identity_provider.update";
     await recordAuthEvent(ctx, t, actor, { action, resourceType: "identity_provider", resourceId: id, outcome: "success", reason: `changed: ${changed}` }, meta);
-    const [after] = await t.rows<ProviderRow>(
-      `SELECT ${COLUMNS}, ${LINK_FACTS} FROM identity_providers p WHERE p.id = $1`,
-      [id],
-    );
+    const [after] = await t.rows<ProviderRow>(`SELECT ${COLUMNS}, ${LINK_FACTS} FROM identity_providers p WHERE p.id = $1`, [id]);
     return view(base, after!);
   });
 }

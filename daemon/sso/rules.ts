@@ -226,7 +226,13 @@ export async function rejectRule(ctx: ApplianceContext, actor: Actor, ruleId: st
     if (!row) throw new NotFound("no such rule in your tenant");
     if (row.status !== "pending") throw new Conflict("this rule is not waiting for approval");
     await t.exec("DELETE FROM sso_role_rules WHERE id = $1", [ruleId]);
-    await recordAuthEvent(ctx, t, actor, { action: "sso.rule.reject", resourceType: "sso_rule", resourceId: ruleId, outcome: "success", reason: `would have granted ${row.role}` }, meta);
+    await recordAuthEvent(
+      ctx,
+      t,
+      actor,
+      { action: "sso.rule.reject", resourceType: "sso_rule", resourceId: ruleId, outcome: "success", reason: `would have granted ${row.role}` },
+      meta,
+    );
     return (await rulesIn(t)).map(viewOf);
   });
 }

@@ -35,7 +35,11 @@ export function registerAccess(program: Command) {
       const global = cmd.optsWithGlobals<GlobalOptions>();
       const all = await withHostOperator({ unseal: false }, async (ctx) => listPrivilegedAccess(ctx, hostOperatorIn((await tenantByRef(ctx, opts.tenant)).id)));
       const grants = opts.pending ? all.filter((g) => g.status === "pending") : all;
-      printResult(global, { grants }, grants.length ? grants.map(grantLine) : [opts.pending ? "no requests waiting for a decision" : "no privileged access requests in this tenant"]);
+      printResult(
+        global,
+        { grants },
+        grants.length ? grants.map(grantLine) : [opts.pending ? "no requests waiting for a decision" : "no privileged access requests in this tenant"],
+      );
     });
 
   const decide = (verb: "approve" | "deny" | "end", description: string) =>
