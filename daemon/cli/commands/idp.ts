@@ -125,7 +125,7 @@ export function registerIdp(program: Command) {
       .requiredOption("--name <name>", "the sign-in button's label")
       .requiredOption("--sp-base-url <url>", "the URL browsers use for this appliance (https)")
       .option("--idp-metadata-file <file>", "the IdP's metadata XML (entity id, sign-on URL, signing certificates)")
-      .option("--fingerprint <sha256>", "with --idp-metadata-file: accept it only when a signing certificate has this SHA-256 fingerprint")
+      .option("--fingerprint <hex>", "with --idp-metadata-file: accept it only when a signing certificate has this SHA-256 fingerprint")
       .option("--idp-entity-id <id>", "the IdP's entity id (without metadata)")
       .option("--idp-sso-url <url>", "the IdP's HTTP-Redirect sign-on URL (without metadata)")
       .option("--idp-certificate-file <file>", "a PEM signing certificate to pin (without metadata); repeat for a rollover", (v: string, p: string[] = []) => [...p, v])
