@@ -13,7 +13,7 @@ export { type ExternalIdentity, ExternalSignInRefused } from "./identity.js";
 import "./kinds.js";
 export { completeExternalSignIn, refuseExternalSignIn, idpAssertsMfa, type ExternalSignInOutcome, type IdpSessionHint } from "./signin.js";
 export { registerProviderKind, registeredKinds, loadProvider, type LoadedProvider, type ProviderKind } from "./providers.js";
-export { firstMatch, type RuleSubject } from "./rules.js";
+export { applyScimGroupRules, firstMatch, type RuleSubject } from "./rules.js";
 // What the command line (`wardkeep idp`) calls: the same services as the admin routes.
 export { listProviders, createProvider, updateProvider } from "./providers.js";
 export { parseIdpMetadata, MetadataRefused } from "./saml/metadata.js";

@@ -1,5 +1,6 @@
 import fs from "node:fs";
 import type { Command } from "commander";
+import { publicOrigin } from "../../config/public-url.js";
 import type { Config } from "../../config/schema.js";
 import type { ApplianceContext } from "../../context.js";
 import { hostOperatorIn } from "../../kernel/actor.js";
@@ -29,12 +30,8 @@ import { CliError, printResult, type GlobalOptions } from "../output.js";
  * A provider is added disabled: check it (`idp test`), then `idp enable`.
  */
 
-/** The origin browsers reach the appliance at: sso.publicUrl, or the public host name and port. */
-function applianceBase(config: Config): string {
-  if (config.sso.publicUrl) return config.sso.publicUrl.replace(/\/+$/, "");
-  const port = config.server.port === 443 || config.server.port === 0 ? "" : `:${config.server.port}`;
-  return `https://${config.server.publicHostname}${port}`;
-}
+/** The appliance's public address (server.publicUrl), which the redirect URIs to register at the IdP are made from. */
+const applianceBase = (config: Config): string => publicOrigin(config);
 
 function readFile(flag: string, file: string): string {
   try {
@@ -123,7 +120,6 @@ export function registerIdp(program: Command) {
       .command("add-saml")
       .description("add a SAML 2.0 provider (Entra ID, ADFS, Okta…) from its metadata or its settings, disabled until enabled")
       .requiredOption("--name <name>", "the sign-in button's label")
-      .requiredOption("--sp-base-url <url>", "the URL browsers use for this appliance (https)")
       .option("--idp-metadata-file <file>", "the IdP's metadata XML (entity id, sign-on URL, signing certificates)")
       .option("--fingerprint <hex>", "with --idp-metadata-file: accept it only when a signing certificate has this SHA-256 fingerprint")
       .option("--idp-entity-id <id>", "the IdP's entity id (without metadata)")
@@ -133,7 +129,6 @@ export function registerIdp(program: Command) {
   ).action(
     async (
       opts: Common & {
-        spBaseUrl: string;
         idpMetadataFile?: string;
         fingerprint?: string;
         idpEntityId?: string;
@@ -161,7 +156,7 @@ export function registerIdp(program: Command) {
           idpCertificates: opts.idpCertificateFile.map((f) => readFile("--idp-certificate-file", f)),
         };
       }
-      const config = { spBaseUrl: opts.spBaseUrl, ...idpSide, ...(opts.groupsAttribute ? { groupsAttribute: opts.groupsAttribute } : {}) };
+      const config = { ...idpSide, ...(opts.groupsAttribute ? { groupsAttribute: opts.groupsAttribute } : {}) };
       await add(cmd, opts, { kind: "saml", config });
     },
   );
