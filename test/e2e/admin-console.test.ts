@@ -70,7 +70,8 @@ describe("admin console shows what the API says", () => {
     expect(actions).toEqual(expect.arrayContaining(["patient.create", "patient.read"]));
     expect(actions.indexOf("patient.create")).toBeLessThan(actions.indexOf("patient.read"));
     const read = texts[actions.indexOf("patient.read")]!;
-    expect(read).toContain(desk.user.id.slice(0, 8));
+    // Named (the account has no display name: its e-mail), with the id on hover.
+    expect(read).toContain(desk.user.email);
     expect(read).toContain("Front desk");
     expect(read).toContain("success");
     const seqs = (await rows.locator("td:nth-child(1)").allTextContents()).map(Number);
@@ -97,6 +98,7 @@ describe("admin console shows what the API says", () => {
       "Audit trail",
       "Alerts",
       "Retention",
+      "Data rights",
       "Webhooks",
       "Sessions",
       "Authenticator",
@@ -117,6 +119,7 @@ describe("admin console shows what the API says", () => {
       "Audit trail",
       "Alerts",
       "Retention",
+      "Data rights",
       "Sessions",
       "Authenticator",
     ]);
