@@ -60,7 +60,7 @@ function startReceiver(keys: Map<string, Key>) {
       if (key && received % 50 === 0) {
         const body = Buffer.concat(chunks);
         const h = req.headers as Record<string, string>;
-        let ok = false;
+        let ok: boolean;
         try {
           if (key.scheme === "v1") ok = new Webhook(key.value).verify(body, h) !== undefined;
           else ok = verifyV1a(key.value, { id: h["webhook-id"]!, timestamp: h["webhook-timestamp"]!, signature: h["webhook-signature"]! }, body.toString("utf8"));
