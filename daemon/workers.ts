@@ -69,6 +69,8 @@ export async function startWorkers(config: Config, log: Logger): Promise<WorkerP
   superviseEmbedded(targets.embedded, log);
 
   const running = new Map<number, Worker>();
+  /** Slots whose worker has said it listens (and so has its stop listener in place). */
+  const ready = new Set<number>();
   let stopping = false;
   let listening: Ready | undefined;
 
@@ -76,15 +78,22 @@ export async function startWorkers(config: Config, log: Logger): Promise<WorkerP
     new Promise((resolve, reject) => {
       const worker = cluster.fork({ WARDKEEP_WORKER_SLOT: String(slot) });
       running.set(slot, worker);
-      let ready = false;
+      // A message to a worker whose channel just closed fails here; its exit is handled below.
+      worker.on("error", (err) => log.warn("a worker's channel failed", { slot, error: err.message }));
       worker.on("message", (m: Ready) => {
         if (m?.type !== "wardkeep-ready") return;
-        ready = true;
+        ready.add(slot);
+        // A worker still starting when the stop came could not hear it yet: it is told now.
+        if (stopping) worker.send(STOP);
         resolve(m);
       });
       worker.on("exit", (code, signal) => {
-        if (running.get(slot) === worker) running.delete(slot);
-        if (!ready) return reject(new Error(`worker ${slot} exited during start-up (${signal ?? `code ${code}`})`));
+        const started = running.get(slot) === worker && ready.has(slot);
+        if (running.get(slot) === worker) {
+          running.delete(slot);
+          ready.delete(slot);
+        }
+        if (!started) return reject(new Error(`worker ${slot} exited during start-up (${signal ?? `code ${code}`})`));
         if (stopping) return;
         log.error("a worker exited unexpectedly; starting another", { slot, code, signal });
         // A worker that dies at once again (a broken configuration) is not restarted in a tight loop.
@@ -99,7 +108,7 @@ export async function startWorkers(config: Config, log: Logger): Promise<WorkerP
     const exits = [...running.values()].map(
       (w) => new Promise<number | null>((resolve) => (w.isDead() ? resolve(w.process.exitCode ?? null) : w.once("exit", (code) => resolve(code)))),
     );
-    for (const w of running.values()) if (w.isConnected()) w.send(STOP);
+    for (const [slot, w] of running) if (ready.has(slot) && w.isConnected()) w.send(STOP);
     const codes = await Promise.all(exits);
     await targets.embedded?.stop();
     return { drained: codes.every((c) => c === 0) };

@@ -14,12 +14,14 @@ export function registerStart(program: Command) {
       const config = loadConfig();
       const log = createLogger({ level: config.log.level });
       const worker = isWorker();
+      // A primary (server.workers > 1) and its workers keep draining through a second signal: the
+      // primary must outlive its workers to stop the embedded PostgreSQL after them.
+      const clustered = worker || config.server.workers > 1;
       // Handlers go in before start-up so a signal during start-up still ends in an orderly stop.
       let signalled: (signal: NodeJS.Signals) => void = () => {};
       const stopRequested = new Promise<NodeJS.Signals>((resolve) => (signalled = resolve));
       const onSignal = (signal: NodeJS.Signals) => {
-        // A worker keeps draining through the primary's stop request that follows a Ctrl-C.
-        if (!worker) {
+        if (!clustered) {
           process.off("SIGTERM", onSignal);
           process.off("SIGINT", onSignal);
         }

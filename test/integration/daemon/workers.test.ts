@@ -89,9 +89,16 @@ describe("server.workers: several daemon processes on one port", () => {
       const afterRestart = await request(`https://localhost:${port}`).get("/readyz").ca(ca).set("connection", "close").timeout(10_000);
       expect(afterRestart.body.status).toBe("ready");
 
+      // Stopped while a second replacement is still starting: that one is told to stop once it
+      // can hear it, and the primary waits for it before stopping PostgreSQL.
+      const before = (daemon.stdout().match(/a worker exited unexpectedly/g) ?? []).length;
+      process.kill(replaced[0]!, "SIGKILL");
+      await until("the second death to be seen", () => ((daemon.stdout().match(/a worker exited unexpectedly/g) ?? []).length > before ? true : undefined));
+      const starting = await until("a second replacement to be forked", () => workerPids(primary).find((pid) => !replaced.includes(pid)));
       expect(await daemon.stop("SIGTERM")).toBe(0);
+      // The live one of the two, and the one that was starting (the killed ones say nothing).
       expect(daemon.logs().filter((l) => l.message === "stopped cleanly")).toHaveLength(2);
-      for (const pid of replaced) expect(fs.existsSync(`/proc/${pid}`)).toBe(false);
+      for (const pid of [...replaced, starting]) expect(fs.existsSync(`/proc/${pid}`)).toBe(false);
       expect(fs.existsSync(path.join(dataDir, "pg", "postmaster.pid"))).toBe(false);
     } finally {
       if (daemon.child.exitCode === null) await daemon.stop("SIGKILL");
