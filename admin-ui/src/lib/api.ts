@@ -33,6 +33,7 @@ import type {
   BackupListRes,
   BackupPolicyRes,
   DrillRecordRes,
+  PitrDrillRes,
   PitrStatusRes,
   RestoreOutcomeRes,
   RestoreReq,
@@ -302,6 +303,7 @@ export const api = {
     // The body follows the daemon's targetTestRequest (a target as entered, and its secrets if typed).
     testTarget: (body: { target: unknown; secrets?: Record<string, string> }) => request<TargetTestRes>("POST", `${V1}/backups/targets/test`, body),
     pitr: () => request<PitrStatusRes>("GET", `${V1}/backups/pitr`),
+    pitrDrills: () => request<PitrDrillRes[]>("GET", `${V1}/backups/pitr/drills`),
     verify: (id: string) => request<VerifyResultRes>("POST", `${V1}/backups/${seg(id)}/verify`, {}),
     restore: (id: string, body: RestoreReq) => request<RestoreOutcomeRes>("POST", `${V1}/backups/${seg(id)}/restore`, body),
     /** A plain link (the browser downloads the script itself). */
