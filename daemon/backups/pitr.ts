@@ -232,7 +232,7 @@ export async function closeAndShipSegment(ctx: ApplianceContext): Promise<string
   }
   // The background shipper may hold the shipping lock: wait (up to 10 s) until the segment has left the spool.
   const dir = spoolDir(ctx);
-  for (const deadline = Date.now() + 10_000; Date.now() < deadline; ) {
+  for (const deadline = Date.now() + 10_000; Date.now() < deadline;) {
     await shipSpool(ctx);
     if (!spooledFiles(dir).some((f) => f.name === wal)) break;
     await new Promise((r) => setTimeout(r, 100));
