@@ -1,5 +1,6 @@
 import type { Component } from "svelte";
 import PageAcceptInvite from "../pages/PageAcceptInvite.svelte";
+import PageAccessReviews from "../pages/PageAccessReviews.svelte";
 import PageAlerts from "../pages/PageAlerts.svelte";
 import PageApiTokens from "../pages/PageApiTokens.svelte";
 import PageAudit from "../pages/PageAudit.svelte";
@@ -54,6 +55,8 @@ export const ROUTES = [
   { path: "/support", page: PageSupportRequests, label: "Support access", section: "People", action: "support_request:list" },
   { path: "/people/sessions", page: PageTenantSessions, label: "Signed-in people", section: "People", action: "session:list_all" },
   { path: "/api-tokens", page: PageApiTokens, label: "API tokens", section: "People", action: "api_token:list" },
+  // Campaigns belong to a tenant (super-admins have none): guarded by the evidence export, which only a tenant's owners, admins and auditors have.
+  { path: "/access-reviews", page: PageAccessReviews, label: "Access reviews", section: "People", action: "access_review:export" },
   { path: "/settings/security", page: PageSecuritySettings, label: "Security settings", section: "People", action: "security_settings:read" },
   { path: "/keys", page: PageKeys, label: "Encryption keys", section: "Operations", action: "key:read" },
   { path: "/audit", page: PageAudit, label: "Audit trail", section: "Operations", action: "audit:read" },
