@@ -10,3 +10,5 @@ export { createTenantRequest, updateTenantRequest } from "./schema.js";
 export { deprovisionAccount, listUsers, updateUser, type Deprovisioned, type UserView } from "./users.js";
 export { decideEntry, exportCampaignEvidence, getCampaign, listCampaigns, startCampaign } from "./reviews.js";
 export { reviewDecisionRequest, startCampaignRequest, type CampaignEvidenceRes, type CampaignRes, type CampaignSummaryRes } from "./schema.js";
+export { decidePrivilegedAccess, endPrivilegedAccess, listPrivilegedAccess } from "./privileged-access.js";
+export type { PrivilegedAccessRes } from "./schema.js";
