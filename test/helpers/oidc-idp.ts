@@ -11,7 +11,7 @@ import Provider, { type Configuration } from "oidc-provider";
  * re-signed with the IdP's own key (or unsigned for `alg: none`): the attacks a test plays.
  */
 export type IdpAccount = { sub: string; preferred_username: string; email?: string; name?: string; groups?: string[] };
-export type Tamper = "alg-none" | "wrong-nonce" | "expired" | "wrong-audience" | null;
+export type Tamper = "alg-none" | "wrong-nonce" | "expired" | "wrong-audience" | "stale-auth-time" | null;
 
 export type TestIdp = {
   issuer: string;
@@ -49,6 +49,9 @@ function rewrite(idToken: string, mode: Exclude<Tamper, null>, key: KeyObject): 
       return sign(header, { ...payload, iat: now - 7200, exp: now - 3600 }, key);
     case "wrong-audience":
       return sign(header, { ...payload, aud: "some-other-client" }, key);
+    case "stale-auth-time":
+      // An IdP that ignored prompt=login / max_age=0 and answered with its sign-in of an hour ago.
+      return sign(header, { ...payload, auth_time: now - 3600 }, key);
   }
 }
 

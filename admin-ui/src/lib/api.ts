@@ -78,6 +78,8 @@ import type {
   RuleView,
   SsoLoginRes,
   SsoLogoutRes,
+  StepUpReq,
+  StepUpStartedRes,
   TestResultRes,
   UpdateProviderReq,
 } from "../../../daemon/sso/schema.js";
@@ -391,6 +393,8 @@ export const api = {
     passwordSignIn: (path: string, body: { username: string; password: string }) => request<SsoLoginRes>("POST", path, body),
     /** Signs out; for a session made through an IdP, where to go so the IdP signs out too. */
     logout: () => request<SsoLogoutRes>("POST", `${V1}/sso/logout`),
+    /** Step-up at the IdP: where to send the browser to sign in again there (409 when this session cannot). */
+    stepUp: (body: StepUpReq) => request<StepUpStartedRes>("POST", `${V1}/sso/step-up`, body),
   },
   identityProviders: {
     list: () => request<ProviderListRes>("GET", `${V1}/identity-providers`),
