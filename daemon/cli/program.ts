@@ -1,6 +1,7 @@
 import { Command } from "commander";
 import { APP_VERSION } from "../version.js";
 import { registerAccess } from "./commands/access.js";
+import { registerAccessReview } from "./commands/access-review.js";
 import { registerAdmin } from "./commands/admin.js";
 import { registerAlerts } from "./commands/alerts.js";
 import { registerAudit } from "./commands/audit.js";
@@ -64,6 +65,7 @@ export function buildProgram(): Command {
   registerWebhook(program);
   registerRetention(program);
   registerDataRights(program);
+  registerAccessReview(program);
   for (const cmd of program.commands) applyExitOverride(cmd);
   return program;
 }
