@@ -5,6 +5,7 @@ import type { Actor } from "../kernel/actor.js";
 import { requestMeta, type RequestMeta } from "../kernel/request-meta.js";
 import type { ApplianceContext } from "../context.js";
 import { inScope, sql, sqlState, type SqlFragment } from "../db/sql.js";
+import { DatabaseUnavailable, isConnectionFailure } from "../db/circuit.js";
 import { Unavailable } from "../kernel/errors.js";
 import { CANONICAL_FIELDS, stableText, wellFormed } from "./canonical.js";
 import { notifyAuditIntake } from "./chainer.js";
@@ -142,9 +143,14 @@ function intakeRow(ctx: ApplianceContext, event: AuditEventInput): { eventId: st
 
 const INSERT_INTAKE = `INSERT INTO audit_intake (${INTAKE_COLUMNS.join(", ")}) VALUES (${INTAKE_COLUMNS.map((_, i) => `$${i + 1}`).join(", ")})`;
 
-/** What a failed intake write becomes: a log line with the SQLSTATE only (the event's fields stay out of it) and a 503. */
+/**
+ * What a failed intake write becomes: a log line with the SQLSTATE only (the event's fields stay
+ * out of it) and a 503. A database that went away is the circuit's 503, logged once by it.
+ */
 export function auditWriteFailed(ctx: ApplianceContext, action: string): (err: Error) => Error {
   return (err) => {
+    if (err instanceof DatabaseUnavailable) return err;
+    if (isConnectionFailure(err)) return new DatabaseUnavailable(ctx.config.database.retryAfterSeconds);
     const code = sqlState(err) ?? "unknown";
     ctx.log.error("audit event could not be written; the request's work is rolled back", { action, sqlstate: code });
     return new Unavailable("the audit trail cannot be written right now, so the request was not carried out; try again shortly");

@@ -44,6 +44,9 @@ const CONNECTION_MESSAGES =
 /** Whether an error says the server could not be reached or went away (rather than refusing a statement). */
 export function isConnectionFailure(err: unknown): boolean {
   if (!(err instanceof Error)) return false;
+  // A socket call that failed (write EPIPE, read ECONNRESET): its code is an errno name, which can
+  // look like a SQLSTATE (EPIPE is five capitals), so it is told apart by the failed call it names.
+  if (typeof (err as NodeJS.ErrnoException).syscall === "string") return true;
   const code = (err as { code?: string }).code;
   if (code && CONNECTION_CLASSES.some((c) => code.startsWith(c))) return true;
   if (code && /^[0-9A-Z]{5}$/.test(code)) return false; // any other SQLSTATE: the server answered

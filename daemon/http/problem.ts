@@ -4,10 +4,13 @@ import type { Logger } from "../log/logger.js";
 import { DatabaseUnavailable } from "../db/circuit.js";
 import { AppError, InternalError, Invalid, NotFound, PayloadTooLarge, UnsupportedMediaType } from "../kernel/errors.js";
 
+/** What a 503 raised without a time of its own tells the client (a transient refusal: a key being rotated, the audit intake). */
+const DEFAULT_RETRY_AFTER_SECONDS = 5;
+
 export function sendProblem(res: Response, err: AppError) {
   const requestId = res.locals.requestId as string | undefined;
-  // RFC 9110 §10.2.3: a 503 or 429 says when to come back.
-  const retryAfter = err.extras.retryAfterSeconds;
+  // RFC 9110 §10.2.3: a 503 or 429 says when to come back; a 503 that did not say, in a few seconds.
+  const retryAfter = err.extras.retryAfterSeconds ?? (err.status === 503 ? DEFAULT_RETRY_AFTER_SECONDS : undefined);
   if (typeof retryAfter === "number" && (err.status === 503 || err.status === 429)) res.setHeader("Retry-After", String(retryAfter));
   res
     .status(err.status)
