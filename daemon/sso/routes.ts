@@ -12,7 +12,7 @@ import { ldapRoutes } from "./ldap/routes.js";
 import { idpSignOutUrl } from "./logout.js";
 import { BROWSER_COOKIE, finishOidcSignIn, oidcTestResult, startOidcSignIn } from "./oidc/index.js";
 import { createProvider, deleteProvider, getProvider, listProviders, publicProvidersOf, updateProvider } from "./providers.js";
-import { approveRule, dryRunRules, getMfaPolicy, listRules, saveRules, setMfaPolicy } from "./rules.js";
+import { approveRule, rejectRule, dryRunRules, getMfaPolicy, listRules, saveRules, setMfaPolicy } from "./rules.js";
 import { readForm, samlPostRoutes, samlRoutes } from "./saml/routes.js";
 import { acceptBackchannelLogout } from "./oidc/backchannel.js";
 import {
@@ -236,6 +236,19 @@ export const ssoRoutes = [
       problems: { 409: "The rule is not pending" },
     },
     ({ ctx, actor, params, meta }) => approveRule(ctx, actor, params.id, meta),
+  ),
+  defineRoute(
+    {
+      method: "post",
+      path: "/identity-providers/rules/:id/reject",
+      action: "identity_provider:approve_rule",
+      tag,
+      summary: "Turn down a pending rule that grants a privileged role: it is removed from the table; needs step-up",
+      params: ruleIdParams,
+      response: ruleList,
+      problems: { 409: "The rule is not pending" },
+    },
+    async ({ ctx, actor, params, meta }) => ({ rules: await rejectRule(ctx, actor, params.id, meta) }),
   ),
   defineRoute(
     {

@@ -38,6 +38,8 @@ export const providerView = z.object({
   redirectUri: z.string().nullable(),
   /** Linked accounts. */
   linkedUsers: z.number().int(),
+  /** When someone last signed in through it; null: nobody yet. */
+  lastSignInAt: z.string().nullable(),
   /** When it was created. */
   createdAt: z.string(),
   /** When it last changed. */

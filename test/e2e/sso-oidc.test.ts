@@ -4,7 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createTenant, signIn, totpCode, type SignedIn, type TenantRef } from "../helpers/actors.js";
 import { startTestAppliance, type TestAppliance } from "../helpers/appliance.js";
 import { ensureAdminUiBuilt, launchBrowser, openScreen, screenshot, watchForViolations } from "../helpers/browser.js";
-import { startTestIdp, type TestIdp } from "../helpers/oidc-idp.js";
+import { signInAtIdp, startTestIdp, type TestIdp } from "../helpers/oidc-idp.js";
 
 /**
  * Hospital sign-in through OpenID Connect, end to end: one appliance, two tenants, each with its
@@ -51,17 +51,7 @@ async function failedSignIns(admin: SignedIn): Promise<{ reason: string; resourc
 }
 
 /** Signs in at the IdP's own form (as the hospital's IdP would show it). */
-async function atIdp(page: Page, username: string, opts: { mfa?: boolean } = {}) {
-  await page
-    .getByRole("heading", { name: "Hospital IdP sign-in" })
-    .waitFor({ timeout: 10_000 })
-    .catch(async (err: Error) => {
-      throw new Error(`not at the IdP's form: ${page.url()} ${(await page.content()).slice(0, 600)}`, { cause: err });
-    });
-  await page.getByLabel("Username").fill(username);
-  if (opts.mfa) await page.getByLabel("Used a second factor").check();
-  await page.getByRole("button", { name: "Sign in at the IdP" }).click();
-}
+const atIdp = signInAtIdp;
 
 async function freshPage(): Promise<{ context: BrowserContext; page: Page; violations: string[] }> {
   const context = await browser.newContext({ ignoreHTTPSErrors: true });

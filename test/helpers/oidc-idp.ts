@@ -3,6 +3,7 @@ import http from "node:http";
 import https from "node:https";
 import type { AddressInfo } from "node:net";
 import Provider, { type Configuration } from "oidc-provider";
+import type { Page } from "playwright-core";
 
 /**
  * A real OpenID Connect provider (`oidc-provider`) on loopback, started by a test: discovery,
@@ -214,4 +215,17 @@ export async function startTestIdp(opts: { clientId?: string; accounts?: IdpAcco
     })();
   });
   return idp;
+}
+
+/** Signs in at the test IdP's own form in the browser (as the hospital's IdP would show it). */
+export async function signInAtIdp(page: Page, username: string, opts: { mfa?: boolean } = {}): Promise<void> {
+  await page
+    .getByRole("heading", { name: "Hospital IdP sign-in" })
+    .waitFor({ timeout: 10_000 })
+    .catch(async (err: Error) => {
+      throw new Error(`not at the IdP's form: ${page.url()} ${(await page.content()).slice(0, 600)}`, { cause: err });
+    });
+  await page.getByLabel("Username").fill(username);
+  if (opts.mfa) await page.getByLabel("Used a second factor").check();
+  await page.getByRole("button", { name: "Sign in at the IdP" }).click();
 }

@@ -7,7 +7,21 @@
  * also shown to the listeners registered with `onApiResponse` (the session store watches for
  * "your session ended" and for the support-access header there).
  */
-import type { CapabilitiesRes, CreatedTenantRes, SecuritySettingsReq, SecuritySettingsRes, SupportRequestRes, TenantRes, UserRes } from "../../../daemon/access/schema.js";
+import type {
+  CampaignEvidenceRes,
+  CampaignRes,
+  CampaignSummaryRes,
+  CapabilitiesRes,
+  CreatedTenantRes,
+  PrivilegedAccessReq,
+  PrivilegedAccessRes,
+  ReviewDecisionReq,
+  SecuritySettingsReq,
+  SecuritySettingsRes,
+  SupportRequestRes,
+  TenantRes,
+  UserRes,
+} from "../../../daemon/access/schema.js";
 import type { AuditNamesReq, AuditNamesRes, AuditSearchRes, ExportJobRes, ExportListRes, PublicKeyRes, TimelineRes, VerifyReportRes } from "../../../daemon/audit/schema.js";
 import type {
   ApiTokenRes,
@@ -83,6 +97,7 @@ import type {
   TestResultRes,
   UpdateProviderReq,
 } from "../../../daemon/sso/schema.js";
+import type { CreatedScimTokenRes, CreateScimTokenReq, ScimTokenListRes, ScimTokenRes } from "../../../daemon/scim/schema.js";
 
 export type Problem = {
   type: string;
@@ -268,7 +283,8 @@ export const api = {
   },
   users: {
     list: () => request<UserRes[]>("GET", `${V1}/users`),
-    update: (id: string, body: { role?: string; status?: "active" | "deactivated"; displayName?: string }) => request<UserRes>("PATCH", `${V1}/users/${seg(id)}`, body),
+    update: (id: string, body: { role?: string; status?: "active" | "deactivated"; displayName?: string; breakGlassAccount?: boolean }) =>
+      request<UserRes>("PATCH", `${V1}/users/${seg(id)}`, body),
     resetMfa: (id: string) => request<UserRes>("POST", `${V1}/users/${seg(id)}/mfa/reset`),
   },
   invites: {
@@ -290,6 +306,14 @@ export const api = {
     list: () => request<ApiTokenRes[]>("GET", `${V1}/api-tokens`),
     create: (body: CreateApiTokenReq) => request<CreatedApiTokenRes>("POST", `${V1}/api-tokens`, body),
     revoke: (id: string) => request<ApiTokenRes>("DELETE", `${V1}/api-tokens/${seg(id)}`),
+  },
+  accessReviews: {
+    list: () => request<CampaignSummaryRes[]>("GET", `${V1}/access-reviews/campaigns`),
+    start: (body: { deadlineDays?: number }) => request<CampaignRes>("POST", `${V1}/access-reviews/campaigns`, body),
+    get: (id: string) => request<CampaignRes>("GET", `${V1}/access-reviews/campaigns/${seg(id)}`),
+    /** Removing deactivates the account: a step-up action (wrap in stepUp.run). */
+    decide: (id: string, userId: string, body: ReviewDecisionReq) => request<CampaignRes>("PUT", `${V1}/access-reviews/campaigns/${seg(id)}/entries/${seg(userId)}`, body),
+    evidence: (id: string) => request<CampaignEvidenceRes>("GET", `${V1}/access-reviews/campaigns/${seg(id)}/evidence`),
   },
   support: {
     list: () => request<SupportRequestRes[]>("GET", `${V1}/support/requests`),
@@ -407,7 +431,20 @@ export const api = {
     saveRules: (rules: RuleInput[]) => request<RuleListRes>("PUT", `${V1}/identity-providers/rules`, { rules }),
     dryRun: (rules: RuleInput[]) => request<DryRunRes>("POST", `${V1}/identity-providers/rules/dry-run`, { rules }),
     approveRule: (id: string) => request<RuleView>("POST", `${V1}/identity-providers/rules/${seg(id)}/approve`),
+    rejectRule: (id: string) => request<RuleListRes>("POST", `${V1}/identity-providers/rules/${seg(id)}/reject`),
     mfaPolicy: () => request<MfaPolicyRes>("GET", `${V1}/identity-providers/mfa-policy`),
+  },
+  scimTokens: {
+    list: () => request<ScimTokenListRes>("GET", `${V1}/scim-tokens`),
+    create: (body: CreateScimTokenReq) => request<CreatedScimTokenRes>("POST", `${V1}/scim-tokens`, body),
+    revoke: (id: string) => request<ScimTokenRes>("DELETE", `${V1}/scim-tokens/${seg(id)}`),
+  },
+  privilegedAccess: {
+    /** An admin sees the tenant's requests and grants; everyone else their own. */
+    list: () => request<PrivilegedAccessRes[]>("GET", `${V1}/privileged-access`),
+    request: (body: PrivilegedAccessReq) => request<PrivilegedAccessRes>("POST", `${V1}/privileged-access`, body),
+    /** approve needs step-up (wrap in stepUp.run). */
+    act: (id: string, action: "approve" | "deny" | "end") => request<PrivilegedAccessRes>("POST", `${V1}/privileged-access/${seg(id)}/${action}`),
   },
   drills: {
     list: () => request<DrillRecordRes[]>("GET", `${V1}/drills`),
