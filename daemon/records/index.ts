@@ -2,3 +2,7 @@
 export { rejectInvalidUtf8 } from "./http.js";
 /** Removes an attachment's encrypted file (the retention purge, after its row is gone). */
 export { removeStored as removeAttachmentFile } from "./attachments/store.js";
+/** The retention register's patient class: a patient with nothing left becomes the erasure purge's tombstone. */
+export { purgePatientRows as reducePatientToTombstone } from "./data-rights/deletion.js";
+/** The retention register's trigger "age of majority": ids of patients born before a date (birth dates decrypted in records only). */
+export { patientsBornBefore } from "./patients/service.js";

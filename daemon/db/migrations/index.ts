@@ -25,6 +25,7 @@ import * as m0110 from "./0110_saml.js";
 import * as m0120 from "./0120_tenant_security_policy.js";
 import * as m0140 from "./0140_pitr_drill_phases.js";
 import * as m0160 from "./0160_sign_in_limits.js";
+import * as m0210 from "./0210_retention_classes.js";
 
 export type Migration = { name: string; sql: string };
 
@@ -57,4 +58,5 @@ export const migrations: Migration[] = [
   { name: "0120_tenant_security_policy", sql: m0120.sql },
   { name: "0140_pitr_drill_phases", sql: m0140.sql },
   { name: "0160_sign_in_limits", sql: m0160.sql },
+  { name: "0210_retention_classes", sql: m0210.sql },
 ];
