@@ -140,7 +140,7 @@ export async function run(): Promise<BenchRow[]> {
     await approveHost(ctx, HOST_OPERATOR, { host: "127.0.0.1", port: receiverPort, allowPrivate: true }, SYSTEM_META);
     for (let i = 0; i < ENDPOINTS; i++) {
       const created = await createEndpoint(ctx, owner, { url: `http://127.0.0.1:${receiverPort}/ep${i}`, eventTypes: ["consent.revoked"] }, SYSTEM_META);
-      secrets.set(`/ep${i}`, created.secret);
+      secrets.set(`/ep${i}`, created.secret!);
     }
     const publishAll = async () => {
       // 20 events per transaction, as a busy clinic's consent revocations would come in.

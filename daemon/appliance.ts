@@ -16,6 +16,7 @@ import { keyMaintenanceJob, RootKey, startKeyMaintenance, unsealAtStart } from "
 import { ensureTlsMaterial, TlsError, watchTlsDirectory } from "./tls/index.js";
 import { systemClock, type Clock } from "./clock.js";
 import { inDataDir } from "./config/load.js";
+import { publicOrigin } from "./config/public-url.js";
 import type { Config } from "./config/schema.js";
 import type { ApplianceContext } from "./context.js";
 import { openDatabase } from "./db/connection.js";
@@ -193,6 +194,7 @@ export async function startAppliance(config: Config, opts: StartOptions): Promis
     // `wardkeep tls renew|import` rewrite dataDir/tls; serve the new certificate without a restart.
     const stopTlsWatch = config.tls.certFile ? () => undefined : watchTlsDirectory(inDataDir(config, "tls"), (next) => server.reloadCertificate(next), log);
     const url = `https://${config.server.publicHostname}:${server.port}`;
+    ctx.publicUrl = publicOrigin(config, server.port);
     const audit = startAuditServices(ctx);
     const keyMaintenance = startKeyMaintenance(ctx);
     registerBackupMetrics(ctx);

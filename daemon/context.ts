@@ -13,4 +13,6 @@ export type ApplianceContext = {
   rootKey: RootKey;
   metrics: Registry;
   clock: Clock;
+  /** The public address (config/public-url.ts), set once the HTTPS listener has its port; read it with `appliancePublicUrl(ctx)`. */
+  publicUrl?: string;
 };

@@ -1,23 +1,39 @@
 import type { JobSpec } from "../jobs/index.js";
 import { deactivateInactiveUsers } from "./users.js";
 import { expirePrivilegedAccess } from "./privileged-access.js";
+import { closeCampaignsPastDeadline, startScheduledCampaigns } from "./reviews.js";
+
+/** Quarterly: 06:00 on the first day of January, April, July and October (docs/access-reviews.md). */
+export const QUARTERLY_REVIEWS = "0 6 1 1,4,7,10 *";
 
 /**
- * The access capability's recurring job: the inactivity job (`deactivateInactiveUsers`), once
- * shortly after a replica starts and then every `access.inactivityCheckMinutes`. Two runs at once
- * do not deactivate anyone twice: the job locks the rows it changes and skips those another run
- * already deactivated.
+ * The access capability's recurring jobs. `inactive-users` is the one job that ends access
+ * automatically: access review campaigns past their deadline (accounts nobody reviewed) and
+ * accounts unused past their tenant's limit, both through `deprovisionAccount`, once shortly
+ * after a replica starts and then every `access.inactivityCheckMinutes`. Two runs at once do not
+ * deactivate anyone twice: rows are locked and what is deactivated no longer matches.
  */
 export const accessJobs: JobSpec[] = [
   {
     name: "inactive-users",
-    summary: "Deactivates accounts unused for longer than their tenant's inactivity limit",
+    summary: "Deactivates accounts not reviewed by an access review's deadline and accounts unused past their tenant's limit",
     schedule: (ctx) => ctx.config.jobs.schedules.inactiveUsers || { everyMs: ctx.config.access.inactivityCheckMinutes * 60_000 },
     runAtStartAfterMs: 1_000,
     async run(ctx) {
+      const reviews = await closeCampaignsPastDeadline(ctx);
       const { deactivated } = await deactivateInactiveUsers(ctx);
-      if (deactivated.length) ctx.log.info("deactivated inactive accounts", { accounts: deactivated.length });
-      return { counts: { deactivated: deactivated.length } };
+      if (deactivated.length || reviews.deactivated)
+        ctx.log.info("deactivated accounts", { unused: deactivated.length, unreviewed: reviews.deactivated, campaignsClosed: reviews.closed });
+      return { counts: { deactivated: deactivated.length, campaignsClosed: reviews.closed, unreviewedDeactivated: reviews.deactivated } };
+    },
+  },
+  {
+    name: "access-review-campaigns",
+    summary: "Starts an access review campaign in every active tenant that has none open",
+    schedule: (ctx) => ctx.config.jobs.schedules.accessReviewCampaigns || QUARTERLY_REVIEWS,
+    async run(ctx) {
+      const { started, alreadyOpen } = await startScheduledCampaigns(ctx);
+      return { counts: { started, alreadyOpen } };
     },
   },
   {

@@ -13,13 +13,22 @@ export const accessSchema = z
       .default(120)
       .describe("The longest a just-in-time privileged role (admin, auditor) may be requested for; it ends by itself after the approved time."),
     inactiveUserDays: z.number().int().min(7).max(3650).default(90).describe("Accounts unused this many days are deactivated by the access-review job; tenants may set their own."),
+    reviewDeadlineDays: z
+      .number()
+      .int()
+      .min(1)
+      .max(90)
+      .default(14)
+      .describe("Days reviewers have to decide on every account of an access review campaign; at the deadline, accounts nobody reviewed are deactivated."),
     inactivityCheckMinutes: z
       .number()
       .int()
       .min(1)
       .max(1440)
       .default(60)
-      .describe("How often each replica runs the inactivity job (also once at start); running it on several replicas at once is safe."),
+      .describe(
+        "How often each replica runs the inactive-users job (unused accounts, access review deadlines; also once at start); running it on several replicas at once is safe.",
+      ),
   })
   .strict();
 

@@ -6,6 +6,12 @@ import { assignToCareTeam, listCareTeam, removeFromCareTeam } from "./care-team.
 import { acknowledgeNotification, listNotifications } from "./notifications.js";
 import {
   accessReviewEntry,
+  campaignEntryParams,
+  campaignEvidence,
+  campaignSummary,
+  campaignView,
+  reviewDecisionRequest,
+  startCampaignRequest,
   adminNotification,
   breakGlassGrant,
   breakGlassQuery,
@@ -32,6 +38,7 @@ import {
 import { decideSupportRequest, endSupportAccess, enterSupportAccess, listSupportRequests, requestSupportAccess } from "./support.js";
 import { createTenant, getSecuritySettings, getTenant, listTenants, updateSecuritySettings, updateTenant } from "./tenants.js";
 import { accessReview, getUser, listUsers, resetUserMfa, updateUser } from "./users.js";
+import { decideEntry, exportCampaignEvidence, getCampaign, listCampaigns, startCampaign } from "./reviews.js";
 import { decidePrivilegedAccess, endPrivilegedAccess, listPrivilegedAccess, requestPrivilegedAccess } from "./privileged-access.js";
 
 const tag = "access";
@@ -155,6 +162,71 @@ export const accessRoutes = [
       response: z.array(accessReviewEntry),
     },
     ({ ctx, actor }) => accessReview(ctx, actor),
+  ),
+  // Access review campaigns (docs/access-reviews.md).
+  defineRoute(
+    {
+      method: "get",
+      path: "/access-reviews/campaigns",
+      action: "access_review:read",
+      tag,
+      summary: "The tenant's access review campaigns, newest first, with their progress",
+      response: z.array(campaignSummary),
+    },
+    ({ ctx, actor }) => listCampaigns(ctx, actor),
+  ),
+  defineRoute(
+    {
+      method: "post",
+      path: "/access-reviews/campaigns",
+      action: "access_review:start",
+      tag,
+      summary: "Start a campaign now: a snapshot of every active person with role, last sign-in, source and groups",
+      body: startCampaignRequest,
+      response: campaignView,
+      status: 201,
+      problems: { 409: "A campaign is already open in this tenant" },
+    },
+    ({ ctx, actor, body, meta }) => startCampaign(ctx, actor, body, meta),
+  ),
+  defineRoute(
+    {
+      method: "get",
+      path: "/access-reviews/campaigns/:id",
+      action: "access_review:read",
+      tag,
+      summary: "One campaign with every account and its decision",
+      params: idParams,
+      response: campaignView,
+    },
+    ({ ctx, actor, params }) => getCampaign(ctx, actor, params.id),
+  ),
+  defineRoute(
+    {
+      method: "put",
+      path: "/access-reviews/campaigns/:id/entries/:userId",
+      action: "access_review:decide",
+      tag,
+      summary: "Keep or remove one account, with a comment (remove deactivates it at once; step-up)",
+      params: campaignEntryParams,
+      body: reviewDecisionRequest,
+      response: campaignView,
+      problems: { 409: "The campaign is closed, the account was already removed, or it is the tenant's last owner" },
+    },
+    ({ ctx, actor, params, body, meta }) => decideEntry(ctx, actor, params.id, params.userId, body, meta),
+  ),
+  defineRoute(
+    {
+      method: "get",
+      path: "/access-reviews/campaigns/:id/evidence",
+      action: "access_review:export",
+      tag,
+      summary: "A closed campaign's signed evidence (JSON and CSV, Ed25519 over the JSON), for auditors",
+      params: idParams,
+      response: campaignEvidence,
+      problems: { 409: "The campaign is still open" },
+    },
+    ({ ctx, actor, params, meta }) => exportCampaignEvidence(ctx, actor, params.id, meta),
   ),
 
   defineRoute(

@@ -359,3 +359,116 @@ export const privilegedAccessView = z.object({
 
 export type PrivilegedAccessReq = z.infer<typeof privilegedAccessRequest>;
 export type PrivilegedAccessRes = z.infer<typeof privilegedAccessView>;
+
+// ---- access review campaigns (docs/access-reviews.md) ------------------------------------------
+
+export const startCampaignRequest = z
+  .object({
+    /** Days the reviewers have; at the deadline, accounts nobody reviewed are deactivated. 1 to 90; left out: access.reviewDeadlineDays. */
+    deadlineDays: z.number().int().min(1).max(90).optional(),
+  })
+  .strict();
+
+export const campaignEntryParams = z.object({ /** The campaign. */ id: z.uuid(), /** The account reviewed. */ userId: z.uuid() }).strict();
+
+export const reviewDecisionRequest = z
+  .object({
+    /** keep: the account still needs its access; remove: deactivate it now (sessions and API tokens end at once). */
+    decision: z.enum(["keep", "remove"]),
+    /** Why, for the evidence (1 to 1000 characters); never patient data. */
+    comment: z.string().trim().min(1).max(1000),
+  })
+  .strict();
+
+export const REVIEW_OUTCOMES = ["kept", "removed", "deactivated-unreviewed", "already-inactive", "kept-last-owner"] as const;
+
+export const reviewEntryView = z.object({
+  /** The account. */
+  userId: z.string(),
+  /** Its email when the campaign started. */
+  email: z.string().nullable(),
+  /** Its display name when the campaign started. */
+  displayName: z.string().nullable(),
+  /** Its role when the campaign started. */
+  role: z.string(),
+  /** Where the account comes from: local (invite), scim (the directory provisions it) or idp (made at a first sign-in through an identity provider). */
+  source: z.enum(["local", "scim", "idp"]),
+  /** A break-glass account (local password + TOTP when every IdP is down). */
+  breakGlassAccount: z.boolean(),
+  /** It had an authenticator app. */
+  mfaEnabled: z.boolean(),
+  /** Last sign-in before the campaign started; null if never. */
+  lastLoginAt: isoTime.nullable(),
+  /** Days from the last sign-in (or creation) to the campaign's start. */
+  daysUnused: z.number().int(),
+  /** Unused for longer than the tenant's inactivity limit when the campaign started. */
+  unused: z.boolean(),
+  /** Its SCIM groups when the campaign started. */
+  groups: z.array(z.string()),
+  /** keep, remove, or null while undecided. */
+  decision: z.enum(["keep", "remove"]).nullable(),
+  /** The reviewer's comment. */
+  comment: z.string().nullable(),
+  /** The reviewer (an account id, or the host operator's all-zero id). */
+  decidedBy: z.string().nullable(),
+  /** When. */
+  decidedAt: isoTime.nullable(),
+  /** What happened to the account; null while the campaign is open and the entry undecided. */
+  outcome: z.enum(REVIEW_OUTCOMES).nullable(),
+});
+
+export const campaignSummary = z.object({
+  /** Campaign id. */
+  id: z.string(),
+  /** open until every account is decided or the deadline passes, then closed. */
+  status: z.enum(["open", "closed"]),
+  /** schedule (the access-review-campaigns job) or manual. */
+  trigger: z.enum(["schedule", "manual"]),
+  /** Who started it (null: the schedule). */
+  startedBy: z.string().nullable(),
+  /** When it started (the snapshot's time). */
+  startedAt: isoTime,
+  /** When undecided accounts are deactivated. */
+  deadlineAt: isoTime,
+  /** The tenant's inactivity limit in days when it started. */
+  unusedDays: z.number().int(),
+  /** When it closed. */
+  closedAt: isoTime.nullable(),
+  /** all-decided or deadline. */
+  closedReason: z.enum(["all-decided", "deadline"]).nullable(),
+  /** Accounts in the snapshot. */
+  total: z.number().int(),
+  /** Accounts decided so far. */
+  decided: z.number().int(),
+  /** Accounts removed by a reviewer. */
+  removed: z.number().int(),
+  /** Accounts deactivated at the deadline for want of a review. */
+  deactivatedUnreviewed: z.number().int(),
+});
+
+export const campaignView = campaignSummary.extend({
+  /** Every account of the snapshot, by role then email. */
+  entries: z.array(reviewEntryView),
+});
+
+export const campaignEvidence = z.object({
+  /** Canonical JSON (fixed key order, format wardkeep-access-review/1): the campaign, every entry, and the SHA-256 of `csv`. */
+  evidence: z.string(),
+  /** The same entries as CSV (RFC 4180), for spreadsheets; covered by the signature through `csvSha256` in `evidence`. */
+  csv: z.string(),
+  /** Ed25519 signature over the UTF-8 bytes of `evidence`, base64. */
+  signature: z.string(),
+  /** The signing key (the audit signing key, as for evidence packs and disposition certificates), DER SubjectPublicKeyInfo, base64. */
+  publicKeySpki: z.string(),
+  /** The key's id. */
+  keyId: z.string(),
+  /** SHA-256 of the raw public key, 64 hex digits: compare with `wardkeep audit fingerprint` or the Audit page. */
+  fingerprint: z.string(),
+});
+
+export type StartCampaignReq = z.infer<typeof startCampaignRequest>;
+export type ReviewDecisionReq = z.infer<typeof reviewDecisionRequest>;
+export type ReviewEntryRes = z.infer<typeof reviewEntryView>;
+export type CampaignSummaryRes = z.infer<typeof campaignSummary>;
+export type CampaignRes = z.infer<typeof campaignView>;
+export type CampaignEvidenceRes = z.infer<typeof campaignEvidence>;

@@ -1,8 +1,8 @@
 import { type Tx } from "../db/sql.js";
 import { publishWebhookEvent } from "../webhooks/index.js";
 import { z } from "zod";
-import { forgetResolvedApiTokens, clearMfa, revokeUserSessions } from "../auth/index.js";
-import { recordAuthEvent, type EventActor } from "../audit/append.js";
+import { forgetResolvedApiTokens, clearMfa, revokeApiTokensIn, revokeUserSessions } from "../auth/index.js";
+import { recordAuthEvent, SYSTEM_ACTOR, type EventActor } from "../audit/append.js";
 import { SYSTEM_META, type RequestMeta } from "../kernel/request-meta.js";
 import type { ApplianceContext } from "../context.js";
 import { inScope } from "../db/sql.js";
@@ -130,11 +130,12 @@ export async function updateUser(ctx: ApplianceContext, actor: Actor, userId: st
     const now = ctx.clock.now();
     // A service account's role or status changes what its API token may do: no cached answer survives it.
     t.afterCommit(() => forgetResolvedApiTokens(ctx));
+    // Deactivation is deprovisionAccount's (below): the same sessions, API tokens, webhook and audit as SCIM's.
     await t.exec(
-      `UPDATE users SET role = coalesce($2, role), status = coalesce($3, status),
+      `UPDATE users SET role = coalesce($2, role), status = CASE WHEN $3 = 'active' THEN 'active' ELSE status END,
          display_name = CASE WHEN $4::boolean THEN $5 ELSE display_name END,
-         deactivated_at = CASE WHEN $3 = 'deactivated' THEN coalesce(deactivated_at, $6) WHEN $3 = 'active' THEN NULL ELSE deactivated_at END,
-         deactivated_reason = CASE WHEN $3 = 'deactivated' THEN 'by administrator' WHEN $3 = 'active' THEN NULL ELSE deactivated_reason END,
+         deactivated_at = CASE WHEN $3 = 'active' THEN NULL ELSE deactivated_at END,
+         deactivated_reason = CASE WHEN $3 = 'active' THEN NULL ELSE deactivated_reason END,
          updated_at = $6
        WHERE id = $1`,
       [userId, input.role ?? null, input.status ?? null, input.displayName !== undefined, input.displayName ?? null, now],
@@ -150,18 +151,10 @@ export async function updateUser(ctx: ApplianceContext, actor: Actor, userId: st
         meta,
       );
     }
-    if (input.status && input.status !== row.status) {
-      if (input.status === "deactivated") {
-        await revokeUserSessions(ctx, t, userId, "deactivated");
-        await publishWebhookEvent(ctx, t, { tenantId: row.tenant_id, type: "user.deprovisioned", data: { userId, reason: "administrator" } });
-      }
-      await recordAuthEvent(
-        ctx,
-        t,
-        actor,
-        { action: input.status === "deactivated" ? "user.deactivate" : "user.reactivate", resourceType: "user", resourceId: userId, outcome: "success" },
-        meta,
-      );
+    if (input.status === "deactivated" && row.status === "active") {
+      await deprovisionAccount(ctx, t, actor, { userId, tenantId: row.tenant_id }, "administrator", meta);
+    } else if (input.status === "active" && row.status !== "active") {
+      await recordAuthEvent(ctx, t, actor, { action: "user.reactivate", resourceType: "user", resourceId: userId, outcome: "success" }, meta);
     }
     if (input.displayName !== undefined) {
       await recordAuthEvent(ctx, t, actor, { action: "user.update", resourceType: "user", resourceId: userId, outcome: "success", reason: "display name" }, meta);
@@ -239,10 +232,14 @@ export async function accessReview(ctx: ApplianceContext, actor: Actor): Promise
 export type InactivityRun = { deactivated: { userId: string; tenantId: string | null }[] };
 
 /**
- * The inactivity job: deactivates human accounts with no sign-in (or, never signed in, no
- * creation) for longer than their tenant's `inactive_user_days` (config `access.inactiveUserDays`
- * by default, which also applies to appliance staff), ends their sessions and audits each one.
- * The scheduler runs it under its advisory lock; it is safe to run twice.
+ * Unused accounts (part of the `inactive-users` job, daemon/access/background.ts): deactivates
+ * human accounts with no sign-in (or, never signed in, no creation) for longer than their
+ * tenant's `inactive_user_days` (config `access.inactiveUserDays` by default, which also applies
+ * to appliance staff) through `deprovisionAccount`, so their sessions and API tokens end as when
+ * an admin deactivates them. Break-glass accounts are left alone: they exist for the day every
+ * IdP is down, so going unused is what they are for (access reviews keep or remove them). The
+ * last owner of a tenant and the last super-admin stay. Safe to run twice: rows are locked and a
+ * deactivated account no longer matches.
  */
 export async function deactivateInactiveUsers(ctx: ApplianceContext): Promise<InactivityRun> {
   const now = ctx.clock.now();
@@ -250,77 +247,70 @@ export async function deactivateInactiveUsers(ctx: ApplianceContext): Promise<In
   return inScope(ctx.db.app, { kind: "appliance" }, async (t) => {
     const stale = await t.rows<{ id: string; tenant_id: string | null; role: Role }>(
       `SELECT u.id, u.tenant_id, u.role FROM users u LEFT JOIN tenants tn ON tn.id = u.tenant_id
-       WHERE u.status = 'active' AND u.kind = 'human'
+       WHERE u.status = 'active' AND u.kind = 'human' AND NOT u.break_glass_account
          AND coalesce(u.last_login_at, u.created_at) < $1::timestamptz - make_interval(days => coalesce(tn.inactive_user_days, $2))
-       FOR UPDATE OF u`,
+       ORDER BY u.created_at FOR UPDATE OF u`,
       [now, defaultDays],
     );
-    const system = { userId: null, role: "system" };
     const deactivated: InactivityRun["deactivated"] = [];
     for (const u of stale) {
-      // The last super-admin is never locked out by a job: the appliance would lose its administrator.
-      if (u.role === "super_admin") {
-        const [others] = await t.rows<{ n: string }>("SELECT count(*) AS n FROM users WHERE role = 'super_admin' AND status = 'active' AND id <> $1", [u.id]);
-        if (Number(others!.n) === 0) continue;
-      }
-      await t.exec("UPDATE users SET status = 'deactivated', deactivated_at = $2, deactivated_reason = 'inactive', updated_at = $2 WHERE id = $1", [u.id, now]);
-      await revokeUserSessions(ctx, t, u.id, "deactivated-inactive");
-      await publishWebhookEvent(ctx, t, { tenantId: u.tenant_id, type: "user.deprovisioned", data: { userId: u.id, reason: "inactive" } });
-      await recordAuthEvent(
-        ctx,
-        t,
-        system,
-        { action: "user.deactivate", resourceType: "user", resourceId: u.id, tenantId: u.tenant_id, outcome: "success", reason: "inactive" },
-        SYSTEM_META,
-      );
-      deactivated.push({ userId: u.id, tenantId: u.tenant_id });
+      const done = await deprovisionAccount(ctx, t, SYSTEM_ACTOR, { userId: u.id, tenantId: u.tenant_id }, "inactive", SYSTEM_META, { keepLast: true });
+      if (done.deactivated) deactivated.push({ userId: u.id, tenantId: u.tenant_id });
     }
     return { deactivated };
   });
 }
 
-export type Deprovisioned = { sessionsEnded: number; apiTokensRevoked: number };
+export type Deprovisioned = { deactivated: boolean; sessionsEnded: number; apiTokensRevoked: number };
+
+/** Why an account's access ended: its `deactivated_reason`, the webhook's `reason` and the start of the audit reason. */
+export type DeprovisionReason = "administrator" | "scim" | "access-review" | "access-review-deadline" | "inactive" | "directory";
 
 /**
- * Ends an account's access at once (SCIM deprovisioning, access reviews): deactivates it, ends
- * every session, revokes the API tokens this person created (they were shown the secret once and
- * a leaver may have kept it), publishes `user.deprovisioned` and audits, in the caller's
+ * The one way an account's access ends (an admin's deactivation, SCIM deprovisioning, an access
+ * review's removal or deadline, the inactivity job, the LDAP reconcile): deactivates it, ends
+ * every session and open just-in-time grant, revokes the API tokens this person created (they
+ * were shown the secret once and a leaver may have kept it; `revokeApiTokensIn`), publishes
+ * `user.deprovisioned` and audits `user.deactivate` with the reason and counts, in the caller's
  * transaction. Sessions are checked against the database on every request and the status and
  * token changes fire migration 0070's notification, so every replica refuses both on their next
- * request. A tenant keeps at least one active owner.
+ * request. A tenant keeps one active owner and the appliance one super-admin: a Conflict, or with
+ * `keepLast` (jobs) nothing happens and `deactivated` is false.
  */
 export async function deprovisionAccount(
   ctx: ApplianceContext,
   t: Tx,
   actor: EventActor,
-  target: { userId: string; tenantId: string },
-  reason: "scim" | "access-review" | "access-review-deadline",
+  target: { userId: string; tenantId: string | null },
+  reason: DeprovisionReason,
   meta: RequestMeta,
+  opts: { keepLast?: boolean; detail?: string } = {},
 ): Promise<Deprovisioned> {
-  const [row] = await t.rows<{ role: Role; status: string }>("SELECT role, status FROM users WHERE id = $1 AND tenant_id = $2 FOR UPDATE", [target.userId, target.tenantId]);
+  const none = { deactivated: false, sessionsEnded: 0, apiTokensRevoked: 0 };
+  const [row] = await t.rows<{ role: Role; status: string }>("SELECT role, status FROM users WHERE id = $1 AND tenant_id IS NOT DISTINCT FROM $2 FOR UPDATE", [
+    target.userId,
+    target.tenantId,
+  ]);
   if (!row) throw new NotFound("no such user");
-  if (row.status !== "active") return { sessionsEnded: 0, apiTokensRevoked: 0 };
-  if (row.role === "owner" && (await countOwners(ctx, t, target.tenantId)) <= 1) throw new Conflict("a tenant needs at least one active owner");
+  if (row.status !== "active") return none;
+  const last =
+    row.role === "owner" && target.tenantId
+      ? (await countOwners(ctx, t, target.tenantId)) <= 1 && "a tenant needs at least one active owner"
+      : row.role === "super_admin" && (await countSuperAdmins(t)) <= 1 && "the appliance needs at least one active super-admin";
+  if (last) {
+    if (opts.keepLast) return none;
+    throw new Conflict(last);
+  }
   const now = ctx.clock.now();
   await t.exec("UPDATE users SET status = 'deactivated', deactivated_at = $2, deactivated_reason = $3, updated_at = $2 WHERE id = $1", [target.userId, now, reason]);
   const sessionsEnded = await revokeUserSessions(ctx, t, target.userId, `deprovisioned-${reason}`);
-  const tokens = await t.rows<{ id: string; user_id: string }>(
-    "UPDATE api_tokens SET revoked_at = $2 WHERE created_by = $1 AND tenant_id = $3 AND revoked_at IS NULL RETURNING id, user_id",
-    [target.userId, now, target.tenantId],
-  );
-  for (const k of tokens) {
-    await t.exec("UPDATE users SET status = 'deactivated', deactivated_at = coalesce(deactivated_at, $2), deactivated_reason = 'api token revoked' WHERE id = $1", [
-      k.user_id,
-      now,
-    ]);
-    await recordAuthEvent(
-      ctx,
-      t,
-      actor,
-      { action: "api_token.revoke", resourceType: "api_token", resourceId: k.id, tenantId: target.tenantId, outcome: "success", reason: "creator deprovisioned" },
-      meta,
+  if (target.tenantId) {
+    await t.exec(
+      "UPDATE privileged_access_grants SET status = 'ended', ended_at = $2, end_reason = 'account-deactivated' WHERE user_id = $1 AND status IN ('pending', 'approved')",
+      [target.userId, now],
     );
   }
+  const apiTokensRevoked = await revokeApiTokensIn(ctx, t, actor, { createdBy: target.userId }, "creator deprovisioned", meta);
   t.afterCommit(() => forgetResolvedApiTokens(ctx));
   await publishWebhookEvent(ctx, t, { tenantId: target.tenantId, type: "user.deprovisioned", data: { userId: target.userId, reason } });
   await recordAuthEvent(
@@ -333,9 +323,14 @@ export async function deprovisionAccount(
       resourceId: target.userId,
       tenantId: target.tenantId,
       outcome: "success",
-      reason: `${reason}; sessions ${sessionsEnded}; api tokens ${tokens.length}`,
+      reason: `${opts.detail ?? reason}; sessions ${sessionsEnded}; api tokens ${apiTokensRevoked}`,
     },
     meta,
   );
-  return { sessionsEnded, apiTokensRevoked: tokens.length };
+  return { deactivated: true, sessionsEnded, apiTokensRevoked };
+}
+
+async function countSuperAdmins(t: Tx): Promise<number> {
+  const [r] = await t.rows<{ n: string }>("SELECT count(*) AS n FROM users WHERE tenant_id IS NULL AND role = 'super_admin' AND status = 'active'");
+  return Number(r!.n);
 }

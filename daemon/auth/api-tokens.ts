@@ -2,9 +2,9 @@ import { z } from "zod";
 import type { Actor, Role } from "../kernel/actor.js";
 import { authorize } from "../kernel/policy.js";
 import type { ApplianceContext } from "../context.js";
-import { inScope } from "../db/sql.js";
+import { inScope, type Tx } from "../db/sql.js";
 import { Invalid, NotFound } from "../kernel/errors.js";
-import { recordAuthEvent } from "../audit/append.js";
+import { recordAuthEvent, type EventActor } from "../audit/append.js";
 import type { RequestMeta } from "../kernel/request-meta.js";
 import { API_TOKEN_PREFIX, randomToken, sha256 } from "./tokens.js";
 import { createApiTokenRequest } from "./schema.js";
@@ -110,16 +110,52 @@ export async function revokeApiToken(ctx: ApplianceContext, actor: Actor, tokenI
     const [row] = await t.rows<TokenRow>("SELECT k.*, u.role FROM api_tokens k JOIN users u ON u.id = k.user_id WHERE k.id = $1 FOR UPDATE OF k", [tokenId]);
     if (!row) throw new NotFound("no such API token");
     authorize(actor, "api_token:revoke", { tenantId: row.tenant_id });
-    const now = ctx.clock.now();
-    await t.exec("UPDATE api_tokens SET revoked_at = coalesce(revoked_at, $2) WHERE id = $1", [tokenId, now]);
+    await revokeApiTokensIn(ctx, t, actor, { tokenId }, null, meta);
+    return viewOf({ ...row, revoked_at: row.revoked_at ?? ctx.clock.now() });
+  });
+}
+
+/**
+ * The one way API tokens are revoked, in the caller's transaction: by id (an admin's revoke), or
+ * every live token a person created (their account is deactivated by an admin, SCIM, an access
+ * review or the inactivity job: they were shown each secret once and may have kept it). Each
+ * token's service account is deactivated too, each revocation is audited, and this replica's
+ * cache of resolved tokens is emptied at commit; the others hear migration 0070's notification.
+ */
+export async function revokeApiTokensIn(
+  ctx: ApplianceContext,
+  t: Tx,
+  actor: EventActor,
+  which: { tokenId: string } | { createdBy: string },
+  reason: string | null,
+  meta: RequestMeta,
+): Promise<number> {
+  const now = ctx.clock.now();
+  const revoked =
+    "tokenId" in which
+      ? await t.rows<{ id: string; user_id: string; tenant_id: string }>(
+          "UPDATE api_tokens SET revoked_at = coalesce(revoked_at, $2) WHERE id = $1 RETURNING id, user_id, tenant_id",
+          [which.tokenId, now],
+        )
+      : await t.rows<{ id: string; user_id: string; tenant_id: string }>(
+          "UPDATE api_tokens SET revoked_at = $2 WHERE created_by = $1 AND revoked_at IS NULL RETURNING id, user_id, tenant_id",
+          [which.createdBy, now],
+        );
+  for (const k of revoked) {
     await t.exec("UPDATE users SET status = 'deactivated', deactivated_at = coalesce(deactivated_at, $2), deactivated_reason = 'api token revoked' WHERE id = $1", [
-      row.user_id,
+      k.user_id,
       now,
     ]);
-    await recordAuthEvent(ctx, t, actor, { action: "api_token.revoke", resourceType: "api_token", resourceId: tokenId, outcome: "success" }, meta);
-    t.afterCommit(() => forgetResolvedApiTokens(ctx));
-    return viewOf({ ...row, revoked_at: row.revoked_at ?? now });
-  });
+    await recordAuthEvent(
+      ctx,
+      t,
+      actor,
+      { action: "api_token.revoke", resourceType: "api_token", resourceId: k.id, tenantId: k.tenant_id, outcome: "success", ...(reason ? { reason } : {}) },
+      meta,
+    );
+  }
+  t.afterCommit(() => forgetResolvedApiTokens(ctx));
+  return revoked.length;
 }
 
 /**

@@ -11,7 +11,7 @@ export { clearMfa } from "./mfa.js";
 export { forgetResolvedApiTokens } from "./api-tokens.js";
 export { createFirstSuperAdmin, ensureSetupToken, superAdminExists, superAdminInput, type SuperAdminInput } from "./setup.js";
 export { createInvite, inviteInTransaction, type CreatedInvite } from "./invites.js";
-export { createApiToken, listApiTokens, revokeApiToken, type ApiTokenView } from "./api-tokens.js";
+export { createApiToken, listApiTokens, revokeApiToken, revokeApiTokensIn, type ApiTokenView } from "./api-tokens.js";
 export { createApiTokenRequest } from "./schema.js";
 export { createInviteRequest } from "./schema.js";
 export { listSessions, revokeAllSessions, type SessionView } from "./account.js";

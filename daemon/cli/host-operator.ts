@@ -2,6 +2,7 @@ import type { Command } from "commander";
 import type { z } from "zod";
 import { listTenants, listUsers, type TenantView, type UserView } from "../access/index.js";
 import { loadConfig } from "../config/load.js";
+import { publicOrigin } from "../config/public-url.js";
 import type { Config } from "../config/schema.js";
 import type { ApplianceContext } from "../context.js";
 import { pendingMigrations } from "../db/migrate.js";
@@ -40,10 +41,9 @@ export function unsealOptions(c: Command): Command {
     .option("--share-file <file>", "a custodian share (shamir mode); repeat", collect);
 }
 
-/** The address people open an invite link at: the appliance's public host name and port. */
+/** The address people open an invite link at: the appliance's public address (server.publicUrl). */
 export function inviteLink(config: Config, token: string): string {
-  const port = config.server.port === 443 || config.server.port === 0 ? "" : `:${config.server.port}`;
-  return `https://${config.server.publicHostname}${port}/#/invite/${token}`;
+  return `${publicOrigin(config)}/#/invite/${token}`;
 }
 
 /**

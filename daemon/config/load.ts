@@ -165,6 +165,7 @@ export function loadConfig(sources: ConfigSources = {}): Config {
     origin.set(leaf.path.join("."), `environment ${name}`);
   }
 
+  refuseReplacedSettings(raw, origin, env, file);
   const result = configSchema.safeParse(raw);
   if (!result.success) {
     const issue = result.error.issues[0]!;
@@ -177,6 +178,25 @@ export function loadConfig(sources: ConfigSources = {}): Config {
     throw new ConfigError(`config: ${at}${shown} (${from}) is invalid: expected ${describeAllowed(issue)}`);
   }
   return result.data;
+}
+
+/**
+ * Settings that were replaced: a configuration that still sets one is refused at start with one
+ * line naming the replacement, rather than an "unknown key" that leaves the operator guessing (or,
+ * from the environment, silently ignored).
+ */
+export const replacedSettings: Record<string, string> = {
+  "server.trustProxy": "server.trustedProxies (the addresses of the proxies in front; docs/hardening.md)",
+  "sso.publicUrl": "server.publicUrl (the one public address for redirects, invite links and identity providers; docs/hardening.md)",
+};
+
+function refuseReplacedSettings(raw: Record<string, unknown>, origin: Map<string, string>, env: NodeJS.ProcessEnv, file: string | undefined) {
+  for (const [key, replacement] of Object.entries(replacedSettings)) {
+    const at = key.split(".");
+    const envName = "WARDKEEP_" + at.map((k) => k.replace(/([a-z0-9])([A-Z])/g, "$1_$2").toUpperCase()).join("_");
+    const from = getPath(raw, at) !== undefined ? (origin.get(key) ?? (file ? `file ${file}` : "defaults")) : env[envName] !== undefined ? `environment ${envName}` : null;
+    if (from) throw new ConfigError(`config: ${key} (${from}) was replaced by ${replacement}`);
+  }
 }
 
 function originFromFile(obj: Record<string, unknown>, at: string[], file: string, origin: Map<string, string>) {

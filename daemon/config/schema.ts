@@ -30,6 +30,20 @@ export const serverSchema = z
     port: z.number().int().min(0).max(65535).default(8443).describe("HTTPS port (also WARDKEEP_PORT); 0 picks a free port."),
     redirectPort: z.number().int().min(0).max(65535).default(8080).describe("Plain HTTP port that only redirects to HTTPS; 0 disables it."),
     publicHostname: z.string().default("localhost").describe("Host name clients use; it goes into the internal TLS certificate and redirects."),
+    publicUrl: z
+      .url()
+      .refine(
+        (u) => {
+          const url = new URL(u);
+          return url.protocol === "https:" && (url.pathname === "/" || url.pathname === "") && !url.search && !url.hash && !url.username;
+        },
+        { message: "an https:// origin without path, query or credentials (https://wardkeep.hospital.example)" },
+      )
+      .transform((u) => new URL(u).origin)
+      .optional()
+      .describe(
+        "The appliance's address as browsers reach it, for example https://wardkeep.hospital.example behind a proxy on 443. Redirects, invite links, the SCIM base URL and the URLs registered at identity providers (OIDC redirect URIs, SAML SP URLs) are made from it, never from a request's Host. Unset: https://<publicHostname>:<port>.",
+      ),
     bodyLimit: z
       .string()
       .regex(/^\d+(b|kb|mb)$/i, "a size such as 512kb or 1mb")

@@ -3,6 +3,7 @@ import https from "node:https";
 import net, { type Socket } from "node:net";
 import type { TLSSocket } from "node:tls";
 import type { Express } from "express";
+import { publicOrigin } from "../config/public-url.js";
 import type { Config } from "../config/schema.js";
 import { addressMatcher, parseProxyV2, PROXY_V2_SIGNATURE } from "./proxy-protocol.js";
 
@@ -192,10 +193,10 @@ export async function startHttpServers(app: Express, config: Config, tls: TlsCre
   if (config.server.redirectPort > 0) {
     // Plain HTTP exists only to send browsers to HTTPS; it serves nothing else.
     redirect = http.createServer((req, res) => {
-      // The configured name, never the request's Host: a reflected Host lets anyone who can set it
+      // The configured address (server.publicUrl), never the request's Host: a reflected Host lets anyone who can set it
       // (a poisoned cache, a rogue proxy) send staff to a look-alike site with a genuine-looking link.
       const path = (req.url ?? "/").startsWith("/") ? (req.url ?? "/") : "/";
-      const target = `https://${config.server.publicHostname}${port === 443 ? "" : `:${port}`}${path}`;
+      const target = `${publicOrigin(config, port)}${path}`;
       res.writeHead(308, { Location: target, "Content-Length": "0", Connection: "close" }).end();
     });
     redirectPort = await listen(redirect, config.server.redirectPort, config.server.host);

@@ -29,7 +29,12 @@ export const jobsSchema = z
         auditRetention: cronExpression.describe("Cron for audit-retention (drops audit segments past audit retention); empty: every 6 hours."),
         keyMaintenance: cronExpression.describe("Cron for key-maintenance (shredding, KEK rewrap, re-encryption); empty: every keys.maintenanceIntervalSeconds."),
         erasurePurge: cronExpression.describe("Cron for erasure-purge (deletion requests past their grace period); empty: every records.purgeIntervalMinutes."),
-        inactiveUsers: cronExpression.describe("Cron for inactive-users; empty: every access.inactivityCheckMinutes (and once shortly after start)."),
+        inactiveUsers: cronExpression.describe(
+          "Cron for inactive-users (unused accounts, access review campaigns past their deadline); empty: every access.inactivityCheckMinutes (and once shortly after start).",
+        ),
+        accessReviewCampaigns: cronExpression.describe(
+          "Cron for access-review-campaigns (a campaign in every tenant); empty: quarterly, at 06:00 on 1 January, April, July and October.",
+        ),
         backupWatchdog: cronExpression.describe("Cron for backup-watchdog (freshness alerts, catalogue reconcile); empty: every backup.watchdogIntervalSeconds."),
         retentionPurge: cronExpression.describe("Cron for retention-purge (the retention register); empty: daily at 02:30."),
         tlsExpiry: cronExpression.describe("Cron for tls-expiry (certificate renewal warning); empty: daily at 06:00."),

@@ -148,7 +148,16 @@ export const policy = {
     deny: staff("owner", "admin"),
     end: or(and(staff(...TENANT_STAFF), self), staff("owner", "admin")),
   },
-  access_review: { read: or(appliance("super_admin"), staff("owner", "admin", "auditor")) },
+  // Access reviews (docs/access-reviews.md). The reviewers are the tenant's owners and admins: a
+  // removal deactivates the account, which is theirs to do (and only owners remove owners; nobody
+  // decides on their own account, checked in the service). Auditors read every campaign and take
+  // its signed evidence, but decide nothing: the one who certifies the review is not the one who did it.
+  access_review: {
+    read: or(appliance("super_admin"), staff("owner", "admin", "auditor")),
+    start: staff("owner", "admin"),
+    decide: and(staff("owner", "admin"), managesRole),
+    export: staff("owner", "admin", "auditor"),
+  },
   support_request: {
     create: appliance("support"),
     list: or(appliance("super_admin", "support"), staff("owner", "admin")),
@@ -294,6 +303,8 @@ export const STEP_UP_ACTIONS: ReadonlySet<Action> = new Set<Action>([
   "backup:restore",
   "user:update",
   "user:reset_mfa",
+  // A removal deactivates the account: as sensitive as user:update.
+  "access_review:decide",
   "api_token:create",
   "scim_token:create",
   "privileged_access:approve",

@@ -1,4 +1,5 @@
 import { recordAuthEvent } from "../audit/append.js";
+import { applyScimGroupRules } from "../sso/index.js";
 import type { ApplianceContext } from "../context.js";
 import { inScope, isUniqueViolation, type Tx } from "../db/sql.js";
 import type { RequestMeta } from "../kernel/request-meta.js";
@@ -7,7 +8,8 @@ import { scimActor, type ScimClient } from "./tokens.js";
 
 /**
  * SCIM Groups (RFC 7643 §4.2): the directory's groups and their members, as the IdP pushes them.
- * Membership is what group-to-role rules read (docs/sso.md); SCIM itself grants no role.
+ * Membership feeds the tenant's group-to-role rules (docs/sso.md): after each change, the accounts
+ * whose groups changed get the role the rules give them (`applyScimGroupRules`).
  */
 
 type Json = Record<string, unknown>;
@@ -70,8 +72,8 @@ const uniqueness = (err: unknown): never => {
   throw err;
 };
 
-/** Sets the member list to exactly `wanted`; every id must be a visible account of the tenant. */
-async function setMembers(ctx: ApplianceContext, t: Tx, client: ScimClient, groupId: string, wanted: string[]): Promise<{ added: number; removed: number }> {
+/** Sets the member list to exactly `wanted`; every id must be a visible account of the tenant. Returns who joined and who left. */
+async function setMembers(ctx: ApplianceContext, t: Tx, client: ScimClient, groupId: string, wanted: string[]): Promise<{ added: string[]; removed: string[] }> {
   if (wanted.length) {
     const known = await t.rows<{ id: string }>("SELECT id FROM users WHERE tenant_id = $1 AND kind = 'human' AND scim_deleted_at IS NULL AND id = ANY($2::uuid[])", [
       client.tenantId,
@@ -79,14 +81,17 @@ async function setMembers(ctx: ApplianceContext, t: Tx, client: ScimClient, grou
     ]);
     if (known.length !== wanted.length) throw invalid(`${wanted.length - known.length} member(s) are not Users of this tenant`);
   }
-  const removed = await t.exec("DELETE FROM scim_group_members WHERE group_id = $1 AND NOT (user_id = ANY($2::uuid[]))", [groupId, wanted]);
-  const added = await t.exec(`INSERT INTO scim_group_members (tenant_id, group_id, user_id, added_at) SELECT $1, $2, unnest($3::uuid[]), $4 ON CONFLICT DO NOTHING`, [
-    client.tenantId,
-    groupId,
-    wanted,
-    ctx.clock.now(),
-  ]);
-  return { added, removed };
+  const removed = await t.rows<{ user_id: string }>("DELETE FROM scim_group_members WHERE group_id = $1 AND NOT (user_id = ANY($2::uuid[])) RETURNING user_id", [groupId, wanted]);
+  const added = await t.rows<{ user_id: string }>(
+    `INSERT INTO scim_group_members (tenant_id, group_id, user_id, added_at) SELECT $1, $2, unnest($3::uuid[]), $4 ON CONFLICT DO NOTHING RETURNING user_id`,
+    [client.tenantId, groupId, wanted, ctx.clock.now()],
+  );
+  return { added: added.map((r) => r.user_id), removed: removed.map((r) => r.user_id) };
+}
+
+/** Group changes feed the sign-in rules (docs/sso.md): the accounts whose groups changed get the role the rules give them now. */
+async function applyRoles(ctx: ApplianceContext, t: Tx, client: ScimClient, userIds: string[], meta: RequestMeta): Promise<void> {
+  await applyScimGroupRules(ctx, t, scimActor(client), userIds, client.defaultRole, meta);
 }
 
 export async function getScimGroup(ctx: ApplianceContext, client: ScimClient, id: string, withMembers: boolean, baseUrl: string): Promise<Json> {
@@ -145,9 +150,10 @@ export async function createScimGroup(ctx: ApplianceContext, client: ScimClient,
       ctx,
       t,
       scimActor(client),
-      { action: "scim.group.create", resourceType: "scim_group", resourceId: g!.id, outcome: "success", reason: `members +${changes.added}` },
+      { action: "scim.group.create", resourceType: "scim_group", resourceId: g!.id, outcome: "success", reason: `members +${changes.added.length}` },
       meta,
     );
+    await applyRoles(ctx, t, client, changes.added, meta);
     return groupResource(g!, await membersOf(t, [g!.id]), baseUrl);
   });
 }
@@ -159,9 +165,10 @@ async function saveGroup(ctx: ApplianceContext, t: Tx, client: ScimClient, befor
       .exec("UPDATE scim_groups SET display_name = $2, external_id = $3, updated_at = $4 WHERE id = $1", [before.id, next.displayName, next.externalId, ctx.clock.now()])
       .catch(uniqueness);
   }
-  const changes = next.members ? await setMembers(ctx, t, client, before.id, next.members) : { added: 0, removed: 0 };
-  if (changes.added || changes.removed) await t.exec("UPDATE scim_groups SET updated_at = $2 WHERE id = $1", [before.id, ctx.clock.now()]);
-  if (renamed || changes.added || changes.removed) {
+  const changes = next.members ? await setMembers(ctx, t, client, before.id, next.members) : { added: [], removed: [] };
+  const membersChanged = changes.added.length + changes.removed.length > 0;
+  if (membersChanged) await t.exec("UPDATE scim_groups SET updated_at = $2 WHERE id = $1", [before.id, ctx.clock.now()]);
+  if (renamed || membersChanged) {
     await recordAuthEvent(
       ctx,
       t,
@@ -171,11 +178,14 @@ async function saveGroup(ctx: ApplianceContext, t: Tx, client: ScimClient, befor
         resourceType: "scim_group",
         resourceId: before.id,
         outcome: "success",
-        reason: `${renamed ? "renamed; " : ""}members +${changes.added} -${changes.removed}`,
+        reason: `${renamed ? "renamed; " : ""}members +${changes.added.length} -${changes.removed.length}`,
       },
       meta,
     );
   }
+  // A rename can make a rule match or stop matching for every member.
+  const members = renamed ? (await t.rows<{ user_id: string }>("SELECT user_id FROM scim_group_members WHERE group_id = $1", [before.id])).map((r) => r.user_id) : [];
+  await applyRoles(ctx, t, client, [...changes.added, ...changes.removed, ...members], meta);
 }
 
 export async function replaceScimGroup(ctx: ApplianceContext, client: ScimClient, id: string, body: Json, baseUrl: string, meta: RequestMeta): Promise<Json> {
@@ -203,7 +213,15 @@ export async function patchScimGroup(ctx: ApplianceContext, client: ScimClient, 
 export async function deleteScimGroup(ctx: ApplianceContext, client: ScimClient, id: string, meta: RequestMeta): Promise<void> {
   await inScope(ctx.db.app, scope(client), async (t) => {
     await loadGroup(t, client, id, true);
+    const members = await t.rows<{ user_id: string }>("SELECT user_id FROM scim_group_members WHERE group_id = $1", [id]);
     await t.exec("DELETE FROM scim_groups WHERE id = $1", [id]);
     await recordAuthEvent(ctx, t, scimActor(client), { action: "scim.group.delete", resourceType: "scim_group", resourceId: id, outcome: "success" }, meta);
+    await applyRoles(
+      ctx,
+      t,
+      client,
+      members.map((m) => m.user_id),
+      meta,
+    );
   });
 }

@@ -1,5 +1,6 @@
 import express, { type Request, type RequestHandler, type Response } from "express";
 import { z } from "zod";
+import { appliancePublicUrl } from "../config/public-url.js";
 import type { ApplianceContext } from "../context.js";
 import { isUniqueViolation } from "../db/sql.js";
 import { defineRoute, type Method } from "../kernel/define-route.js";
@@ -15,9 +16,9 @@ import { createScimUser, deleteScimUser, getScimUser, listScimUsers, patchScimUs
 const tag = "scim";
 export const SCIM_BASE_PATH = "/scim/v2";
 
-/** The SCIM base URL as the caller reached this appliance (the IdP is given exactly this). */
-function baseUrlOf(req: Request): string {
-  return `${req.protocol}://${req.get("host") ?? "localhost"}${SCIM_BASE_PATH}`;
+/** The SCIM base URL at the appliance's public address (the IdP is given exactly this); never the request's Host. */
+function baseUrlOf(ctx: ApplianceContext): string {
+  return `${appliancePublicUrl(ctx)}${SCIM_BASE_PATH}`;
 }
 
 // ---- the admin side: SCIM tokens (/api/v1/scim-tokens) ------------------------------------------
@@ -26,7 +27,7 @@ function baseUrlOf(req: Request): string {
 export const scimTokenRoutes = [
   defineRoute(
     { method: "get", path: "/scim-tokens", action: "scim_token:list", tag, summary: "The tenant's SCIM provisioning tokens and the SCIM base URL", response: scimTokenList },
-    async ({ ctx, actor, req }) => ({ baseUrl: baseUrlOf(req), tokens: await listScimTokens(ctx, actor) }),
+    async ({ ctx, actor }) => ({ baseUrl: baseUrlOf(ctx), tokens: await listScimTokens(ctx, actor) }),
   ),
   defineRoute(
     {
@@ -39,7 +40,7 @@ export const scimTokenRoutes = [
       response: createdScimToken,
       status: 201,
     },
-    async ({ ctx, actor, body, meta, req }) => ({ ...(await createScimToken(ctx, actor, body, meta)), baseUrl: baseUrlOf(req) }),
+    async ({ ctx, actor, body, meta }) => ({ ...(await createScimToken(ctx, actor, body, meta)), baseUrl: baseUrlOf(ctx) }),
   ),
   defineRoute(
     {
@@ -133,7 +134,7 @@ function scimRoute(
         if (res.locals.scimBodyError) throw invalid("the body is not valid JSON", "invalidSyntax");
         const body = (req.body && typeof req.body === "object" && !Buffer.isBuffer(req.body) ? req.body : {}) as Json;
         if (spec.body && (Array.isArray(req.body) || Object.keys(body).length === 0)) throw invalid("a JSON object body is required", "invalidSyntax");
-        const baseUrl = baseUrlOf(req);
+        const baseUrl = baseUrlOf(ctx);
         const result = await handler({
           ctx,
           client,

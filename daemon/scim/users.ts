@@ -1,5 +1,6 @@
 import { deprovisionAccount } from "../access/index.js";
 import { recordAuthEvent } from "../audit/append.js";
+import { applyScimGroupRules } from "../sso/index.js";
 import type { ApplianceContext } from "../context.js";
 import { inScope, isUniqueViolation, type Tx } from "../db/sql.js";
 import { Conflict } from "../kernel/errors.js";
@@ -11,8 +12,8 @@ import { scimActor, type ScimClient } from "./tokens.js";
  * SCIM Users (RFC 7643 §4.1) over the tenant's human accounts. `userName` is the SCIM user name
  * when SCIM set one, else the account's email, so an IdP that looks an existing local account up
  * by its address links it instead of creating a second one. Service accounts and deleted
- * accounts are invisible here. SCIM never sets roles: new accounts get the token's default role
- * until a group rule assigns another (docs/scim.md).
+ * accounts are invisible here. SCIM sets no role itself: new accounts get the token's default role
+ * until a group rule assigns another (docs/scim.md, groups.ts).
  */
 
 type Json = Record<string, unknown>;
@@ -213,6 +214,8 @@ async function saveUser(ctx: ApplianceContext, t: Tx, client: ScimClient, before
   if (!wasActive && next.active) {
     await t.exec("UPDATE users SET status = 'active', deactivated_at = NULL, deactivated_reason = NULL, updated_at = $2 WHERE id = $1", [before.id, now]);
     await recordAuthEvent(ctx, t, scimActor(client), { action: "user.reactivate", resourceType: "user", resourceId: before.id, outcome: "success", reason: "scim" }, meta);
+    // Group changes while it was inactive changed no role: the rules apply now.
+    await applyScimGroupRules(ctx, t, scimActor(client), [before.id], client.defaultRole, meta);
   }
 }
 

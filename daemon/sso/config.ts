@@ -3,13 +3,6 @@ import { z } from "zod";
 /** Settings of hospital sign-in (`sso:` in config/default.yaml); docs/sso.md explains them. */
 export const ssoSchema = z
   .object({
-    publicUrl: z
-      .url()
-      .refine((u) => u.startsWith("https://"), { message: "must be an https:// URL" })
-      .optional()
-      .describe(
-        "The appliance's address as browsers reach it (https://wardkeep.hospital.example), from which the redirect URIs registered at identity providers are made. Unset: taken from each request's Host.",
-      ),
     loginStateMinutes: z
       .number()
       .int()

@@ -25,6 +25,6 @@ registerProviderKind("ldap", {
 registerProviderKind("saml", {
   configSchema: samlProviderConfig,
   browserSignIn: (id) => ({ flow: "redirect", path: `/api/v1/sso/saml/${id}/login` }),
-  // The ACS URL the assertions are checked against: made from the provider's own spBaseUrl.
-  redirectUri: (_base, id, config) => spUrls(config, id).acs,
+  // The ACS URL the assertions are checked against, made from the appliance's public address.
+  redirectUri: (base, id, config) => spUrls(base, config, id).acs,
 });

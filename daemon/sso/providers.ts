@@ -25,7 +25,7 @@ export type ProviderKind<C = unknown, S = unknown> = {
   browserSignIn?: (providerId: string) => { flow: "redirect" | "password"; path: string };
   /**
    * The URL the IdP sends the browser back to, to register at the IdP (absent: none). `base` is the
-   * appliance's public https origin; a kind whose settings name the origin (SAML's spBaseUrl) uses those.
+   * appliance's public address (server.publicUrl).
    */
   redirectUri?: (base: string, providerId: string, config: C) => string;
   /** Checks beyond the schema when settings change (for example, discovery reachable); throws Invalid. */

@@ -1,5 +1,6 @@
-import type { Request, Response } from "express";
+import type { Response } from "express";
 import { clearedSessionCookie, readCookie, sessionCookie, signOut } from "../auth/index.js";
+import { appliancePublicUrl } from "../config/public-url.js";
 import type { ApplianceContext } from "../context.js";
 import { defineRoute } from "../kernel/define-route.js";
 import { Unauthorized } from "../kernel/errors.js";
@@ -35,10 +36,8 @@ import {
 
 const tag = "sso";
 
-/** The appliance's origin as browsers reach it: configured, or this request's Host (the redirect URIs are made from it). */
-export function publicBase(ctx: ApplianceContext, req: Request): string {
-  return ctx.config.sso.publicUrl?.replace(/\/+$/, "") ?? `https://${req.get("host") ?? "localhost"}`;
-}
+/** The appliance's public address (server.publicUrl), which the redirect URIs are made from; never the request's Host. */
+const publicBase = (ctx: ApplianceContext): string => appliancePublicUrl(ctx);
 
 /** Where the browser lands after a refused sign-in: the login page, with the one generic message and the request id to quote. */
 function refusedRedirect(res: Response, err: unknown): void {
@@ -76,8 +75,8 @@ export const ssoRoutes = [
       responseDescription: "Redirect to the identity provider's authorization endpoint",
       problems: { 503: "The identity provider cannot be reached" },
     },
-    async ({ ctx, req, res, params, meta }) => {
-      const started = await startOidcSignIn(ctx, params.id, { base: publicBase(ctx, req), purpose: "signin", meta });
+    async ({ ctx, res, params, meta }) => {
+      const started = await startOidcSignIn(ctx, params.id, { base: publicBase(ctx), purpose: "signin", meta });
       res.append("Set-Cookie", started.cookie);
       res.redirect(303, started.url);
     },
@@ -94,7 +93,7 @@ export const ssoRoutes = [
       responseDescription: "Redirect to the console (signed in, or the second-factor step), to the test result, or to the login page",
     },
     async ({ ctx, req, res, params, meta }) => {
-      const base = publicBase(ctx, req);
+      const base = publicBase(ctx);
       const binding = readCookie(req.get("cookie"), BROWSER_COOKIE);
       res.append("Set-Cookie", `${BROWSER_COOKIE}=; Path=/; Secure; HttpOnly; SameSite=Lax; Max-Age=0`);
       try {
@@ -116,10 +115,10 @@ export const ssoRoutes = [
       summary: "End the current session; for a session made through an identity provider, also where to sign out there",
       response: ssoLogoutResponse,
     },
-    async ({ ctx, req, res, meta }) => {
+    async ({ ctx, res, meta }) => {
       const s = (res.locals.session ?? res.locals.pendingSession) as { id: string; user_id: string; role: string; tenant_id: string | null } | undefined;
       if (!s) throw new Unauthorized("sign in first");
-      const redirectUrl = await idpSignOutUrl(ctx, { id: s.id, tenantId: s.tenant_id }, publicBase(ctx, req));
+      const redirectUrl = await idpSignOutUrl(ctx, { id: s.id, tenantId: s.tenant_id }, publicBase(ctx));
       await signOut(ctx, { sessionId: s.id, userId: s.user_id, role: s.role, tenantId: s.tenant_id }, meta);
       res.append("Set-Cookie", clearedSessionCookie());
       return { redirectUrl };
@@ -132,7 +131,7 @@ export const ssoRoutes = [
   // ---- admin: providers, rules, MFA policy, test sign-in -----------------------------------------
   defineRoute(
     { method: "get", path: "/identity-providers", action: "identity_provider:list", tag, summary: "The tenant's identity providers", response: providerList },
-    async ({ ctx, req, actor }) => ({ providers: await listProviders(ctx, actor, publicBase(ctx, req)) }),
+    async ({ ctx, actor }) => ({ providers: await listProviders(ctx, actor, publicBase(ctx)) }),
   ),
   defineRoute(
     {
@@ -146,7 +145,7 @@ export const ssoRoutes = [
       status: 201,
       problems: { 409: "A provider with this name exists" },
     },
-    ({ ctx, req, actor, body, meta }) => createProvider(ctx, actor, body, meta, publicBase(ctx, req)),
+    ({ ctx, actor, body, meta }) => createProvider(ctx, actor, body, meta, publicBase(ctx)),
   ),
   // Fixed paths before /identity-providers/:id.
   defineRoute(
@@ -222,7 +221,7 @@ export const ssoRoutes = [
   ),
   defineRoute(
     { method: "get", path: "/identity-providers/:id", action: "identity_provider:list", tag, summary: "One identity provider", params: providerIdParams, response: providerView },
-    ({ ctx, req, actor, params }) => getProvider(ctx, actor, params.id, publicBase(ctx, req)),
+    ({ ctx, actor, params }) => getProvider(ctx, actor, params.id, publicBase(ctx)),
   ),
   defineRoute(
     {
@@ -236,7 +235,7 @@ export const ssoRoutes = [
       response: providerView,
       problems: { 409: "A provider with this name exists" },
     },
-    ({ ctx, req, actor, params, body, meta }) => updateProvider(ctx, actor, params.id, body, meta, publicBase(ctx, req)),
+    ({ ctx, actor, params, body, meta }) => updateProvider(ctx, actor, params.id, body, meta, publicBase(ctx)),
   ),
   defineRoute(
     {
@@ -263,9 +262,9 @@ export const ssoRoutes = [
       status: 201,
       problems: { 503: "The identity provider cannot be reached" },
     },
-    async ({ ctx, req, res, actor, params, meta }) => {
+    async ({ ctx, res, actor, params, meta }) => {
       authorize(actor, "identity_provider:test", { tenantId: actor.tenantId });
-      const started = await startOidcSignIn(ctx, params.id, { base: publicBase(ctx, req), purpose: "test", startedBy: actor, meta });
+      const started = await startOidcSignIn(ctx, params.id, { base: publicBase(ctx), purpose: "test", startedBy: actor, meta });
       res.append("Set-Cookie", started.cookie);
       return { testId: started.stateId, url: started.url };
     },

@@ -1,6 +1,7 @@
 import type { ApplianceContext } from "../context.js";
 import { inScope, type Tx } from "../db/sql.js";
-import { recordAuthEvent } from "../audit/append.js";
+import { recordAuthEvent, type EventActor } from "../audit/append.js";
+import { revokeUserSessions } from "../auth/index.js";
 import type { Actor } from "../kernel/actor.js";
 import { Conflict, Forbidden, Invalid, NotFound } from "../kernel/errors.js";
 import { authorize } from "../kernel/policy.js";
@@ -285,4 +286,60 @@ export async function setMfaPolicy(ctx: ApplianceContext, actor: Actor, roles: P
     await recordAuthEvent(ctx, t, actor, { action: "sso.mfa_policy.update", resourceType: "sso_mfa_policy", resourceId: tenantId, outcome: "success", reason: said }, meta);
   });
   return getMfaPolicy(ctx, actor);
+}
+
+/**
+ * SCIM groups feed the same rule table as sign-ins (docs/sso.md "Rules and SCIM groups"): after a
+ * SCIM change to group memberships, each account concerned gets the role of the first active rule
+ * of source `group` that names no provider and matches one of its SCIM groups (by displayName or
+ * externalId); with no match it falls back to the SCIM token's default role. A tenant without any
+ * such rule keeps SCIM out of roles altogether, as before. Pending privileged rules are skipped
+ * (a second admin has not approved them), and the tenant's last active owner keeps that role.
+ * A change ends the account's sessions (the new role applies from the next sign-in, as when an
+ * admin changes it) and is audited with the SCIM client as actor, in the caller's transaction.
+ */
+export async function applyScimGroupRules(
+  ctx: ApplianceContext,
+  t: Tx,
+  actor: EventActor,
+  userIds: readonly string[],
+  defaultRole: SsoRole,
+  meta: RequestMeta,
+): Promise<{ changed: number }> {
+  const rules = (await rulesIn(t)).filter((r) => r.source === "group" && r.providerId === null);
+  if (rules.length === 0 || userIds.length === 0) return { changed: 0 };
+  const accounts = await t.rows<{ id: string; tenant_id: string; role: string; groups: string[] }>(
+    `SELECT u.id, u.tenant_id, u.role,
+            coalesce((SELECT array_agg(x) FROM scim_group_members m JOIN scim_groups g ON g.id = m.group_id,
+                      LATERAL unnest(array_remove(ARRAY[g.display_name, g.external_id], NULL)) AS x WHERE m.user_id = u.id), '{}') AS groups
+       FROM users u
+      WHERE u.id = ANY($1::uuid[]) AND u.kind = 'human' AND NOT u.break_glass_account AND u.scim_deleted_at IS NULL AND u.status = 'active'
+      ORDER BY u.id FOR UPDATE OF u`,
+    [[...new Set(userIds)]],
+  );
+  let changed = 0;
+  for (const a of accounts) {
+    const hit = firstMatch(rules, { providerId: "", groups: a.groups, claims: {} });
+    const role = hit?.role ?? defaultRole;
+    if (role === a.role) continue;
+    const why = hit ? `scim group rule at position ${hit.position}` : "no scim group rule matches: the scim token's default role";
+    if (a.role === "owner") {
+      const [owners] = await t.rows<{ n: string }>("SELECT count(*) AS n FROM users WHERE tenant_id = $1 AND role = 'owner' AND status = 'active'", [a.tenant_id]);
+      if (Number(owners!.n) <= 1) {
+        await recordAuthEvent(
+          ctx,
+          t,
+          actor,
+          { action: "user.role.change", resourceType: "user", resourceId: a.id, outcome: "denied", reason: `${why}: owner -> ${role} refused, the tenant's last owner` },
+          meta,
+        );
+        continue;
+      }
+    }
+    await t.exec("UPDATE users SET role = $2, updated_at = $3 WHERE id = $1", [a.id, role, ctx.clock.now()]);
+    await revokeUserSessions(ctx, t, a.id, "role-changed");
+    await recordAuthEvent(ctx, t, actor, { action: "user.role.change", resourceType: "user", resourceId: a.id, outcome: "success", reason: `${why}: ${a.role} -> ${role}` }, meta);
+    changed += 1;
+  }
+  return { changed };
 }

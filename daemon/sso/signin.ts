@@ -168,9 +168,10 @@ async function createJitUser(ctx: ApplianceContext, t: Tx, provider: LoadedProvi
   if (!hasEmail(identity)) throw new JitRefusal("the IdP sent no email address, which a new account needs");
   const now = ctx.clock.now();
   // No usable password: '!' is no argon2 hash, so local sign-in can never succeed for this account.
+  // source 'idp': access reviews and the users list tell accounts the IdP made from local and SCIM ones.
   const [row] = await t.rows<{ id: string }>(
-    `INSERT INTO users (tenant_id, email, password_hash, role, status, display_name, created_at, updated_at)
-     VALUES ($1, $2, '!sso', $3, 'active', $4, $5, $5)
+    `INSERT INTO users (tenant_id, email, password_hash, role, status, display_name, source, created_at, updated_at)
+     VALUES ($1, $2, '!sso', $3, 'active', $4, 'idp', $5, $5)
      ON CONFLICT (email) DO NOTHING RETURNING id`,
     [identity.tenantId, identity.email!.toLowerCase(), role, identity.displayName?.slice(0, 200) || null, now],
   );

@@ -8,7 +8,8 @@ import { AppError } from "../kernel/errors.js";
 import { recordEvent, SYSTEM_ACTOR } from "../audit/append.js";
 import { openAlertsOf, raiseAlert, resolveAlert } from "../alerts/index.js";
 import { allowListEntryFor, assertAddressLiteral, DestinationRefused, guardedLookup, parseDestination, readAllowList, type AllowListEntry } from "./destinations.js";
-import { openWebhookSecret, signV1 } from "./secrets.js";
+import type { SignatureScheme } from "./schema.js";
+import { ed25519PrivateKey, openWebhookSecret, signV1, signV1a } from "./secrets.js";
 import { onPublished } from "./wake.js";
 
 /**
@@ -36,10 +37,15 @@ type Claimed = {
   url: string;
   secret: Buffer;
   secret_version: number;
+  signature_scheme: SignatureScheme;
   previous_secret: Buffer | null;
   previous_secret_version: number | null;
   previous_secret_expires_at: Date | null;
+  previous_signature_scheme: SignatureScheme | null;
 };
+
+/** Signs `{id}.{timestamp}.{body}` with one secret or key, answering `v1,<sig>` or `v1a,<sig>`. */
+type Signer = (messageId: string, timestampSeconds: number, body: string) => string;
 
 type Outcome = "delivered" | "failed" | "gone" | "refused";
 
@@ -188,13 +194,13 @@ export class DeliveryWorker {
                 webhook_messages m, webhook_endpoints e
           WHERE d.id = c.id AND m.id = d.message_id AND e.id = d.endpoint_id
         RETURNING d.id, d.attempts, d.tenant_id, m.id AS message_id, m.body, e.id AS endpoint_id, e.url, e.secret, e.secret_version,
-                  e.previous_secret, e.previous_secret_version, e.previous_secret_expires_at`,
+                  e.signature_scheme, e.previous_secret, e.previous_secret_version, e.previous_secret_expires_at, e.previous_signature_scheme`,
         [now, lease, limit],
       ),
     );
     if (rows.length === 0) return 0;
     const allowList = await this.currentAllowList();
-    const secrets = new Map<string, Buffer[]>();
+    const secrets = new Map<string, Signer[]>();
     for (const row of rows) {
       this.inFlight++;
       void this.attempt(row, allowList, secrets).then((result) => this.finished(result));
@@ -202,21 +208,32 @@ export class DeliveryWorker {
     return rows.length;
   }
 
-  /** The secrets that sign now: the current one, and the previous one during a rotation's overlap. */
-  private signingSecrets(row: Claimed, cache: Map<string, Buffer[]>, now: Date): Buffer[] {
+  /** The secrets that sign now: the current one, and the previous one during a rotation's overlap (either may be `v1` or `v1a`). */
+  private signingSecrets(row: Claimed, cache: Map<string, Signer[]>, now: Date): Signer[] {
     const key = `${row.endpoint_id}:${row.secret_version}:${row.previous_secret_expires_at && row.previous_secret_expires_at > now ? "2" : "1"}`;
-    let secrets = cache.get(key);
-    if (!secrets) {
-      secrets = [openWebhookSecret(this.ctx, row.secret, { kind: "endpoint", id: row.endpoint_id, version: row.secret_version })];
+    let signers = cache.get(key);
+    if (!signers) {
+      signers = [this.signer(row.signature_scheme, row.secret, row.endpoint_id, row.secret_version)];
       if (row.previous_secret && row.previous_secret_version && row.previous_secret_expires_at && row.previous_secret_expires_at > now) {
-        secrets.push(openWebhookSecret(this.ctx, row.previous_secret, { kind: "endpoint", id: row.endpoint_id, version: row.previous_secret_version }));
+        signers.push(this.signer(row.previous_signature_scheme ?? "v1", row.previous_secret, row.endpoint_id, row.previous_secret_version));
       }
-      cache.set(key, secrets);
+      cache.set(key, signers);
     }
-    return secrets;
+    return signers;
   }
 
-  private async attempt(row: Claimed, allowList: AllowListEntry[], cache: Map<string, Buffer[]>): Promise<AttemptResult> {
+  private signer(scheme: SignatureScheme, sealed: Buffer, endpointId: string, version: number): Signer {
+    if (scheme === "v1a") {
+      const der = openWebhookSecret(this.ctx, sealed, { kind: "endpoint_ed25519", id: endpointId, version });
+      const privateKey = ed25519PrivateKey(der);
+      der.fill(0);
+      return (id, ts, body) => signV1a(privateKey, id, ts, body);
+    }
+    const secret = openWebhookSecret(this.ctx, sealed, { kind: "endpoint", id: endpointId, version });
+    return (id, ts, body) => signV1(secret, id, ts, body);
+  }
+
+  private async attempt(row: Claimed, allowList: AllowListEntry[], cache: Map<string, Signer[]>): Promise<AttemptResult> {
     const attempt = row.attempts + 1;
     const startedAt = this.ctx.clock.now();
     const t0 = performance.now();
@@ -244,7 +261,7 @@ export class DeliveryWorker {
       assertAddressLiteral(dest.host, entry.allowPrivate);
       const timestamp = Math.floor(this.ctx.clock.now().getTime() / 1000);
       const signature = this.signingSecrets(row, cache, startedAt)
-        .map((s) => signV1(s, row.message_id, timestamp, row.body))
+        .map((sign) => sign(row.message_id, timestamp, row.body))
         .join(" ");
       const answer = await this.post(
         dest.url,

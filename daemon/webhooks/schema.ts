@@ -73,6 +73,13 @@ export type AllowedHostListRes = z.infer<typeof allowedHostList>;
 
 // ---- endpoints (subscriptions) ----------------------------------------------------------------
 
+/**
+ * How an endpoint's deliveries are signed (Standard Webhooks 1.0): `v1` HMAC-SHA-256 with a shared
+ * `whsec_` secret; `v1a` Ed25519, verified with the endpoint's `whpk_` public key alone.
+ */
+export const SIGNATURE_SCHEMES = ["v1", "v1a"] as const;
+export type SignatureScheme = (typeof SIGNATURE_SCHEMES)[number];
+
 export const endpointCreate = z
   .object({
     /** Where deliveries are POSTed: https:// on an allow-listed host and port. */
@@ -81,6 +88,8 @@ export const endpointCreate = z
     eventTypes: z.array(z.enum(WEBHOOK_EVENT_TYPES)).min(1),
     /** For people: what receives it. No PHI. */
     description: z.string().max(200).optional(),
+    /** `v1` (HMAC-SHA-256, shared secret; the default) or `v1a` (Ed25519; the receiver needs only the public key). */
+    signatureScheme: z.enum(SIGNATURE_SCHEMES).optional(),
   })
   .strict();
 export type EndpointCreateReq = z.infer<typeof endpointCreate>;
@@ -116,10 +125,18 @@ export const endpointView = z.object({
   disabledReason: z.enum(["gone", "admin"]).nullable(),
   /** When it was disabled. */
   disabledAt: z.string().nullable(),
-  /** Version of the signing secret in use. */
+  /** `v1` (HMAC-SHA-256) or `v1a` (Ed25519). */
+  signatureScheme: z.enum(SIGNATURE_SCHEMES),
+  /** Version of the signing secret (or key pair) in use. */
   secretVersion: z.number(),
+  /** For `v1a`: the public key receivers verify with (`whpk_` + base64 of 32 bytes); null for `v1`. Not secret. */
+  publicKey: z.string().nullable(),
   /** Until when the previous secret also signs (rotation overlap), or null. */
   previousSecretExpiresAt: z.string().nullable(),
+  /** During the overlap: how the previous secret signs (a rotation may switch schemes). */
+  previousSignatureScheme: z.enum(SIGNATURE_SCHEMES).nullable(),
+  /** During the overlap, when the previous scheme is `v1a`: its public key, still valid until the overlap ends. */
+  previousPublicKey: z.string().nullable(),
   /** Deliveries waiting to be sent or retried. */
   pending: z.number(),
   /** Deliveries in the dead-letter list. */
@@ -135,8 +152,8 @@ export type EndpointListRes = z.infer<typeof endpointList>;
 export const endpointWithSecret = z.object({
   /** The endpoint. */
   endpoint: endpointView,
-  /** The signing secret (`whsec_` + base64), to configure on the receiver. Shown only now. */
-  secret: z.string(),
+  /** For `v1`: the signing secret (`whsec_` + base64), to configure on the receiver, shown only now. Null for `v1a`: the receiver needs only `endpoint.publicKey`, and the private key never leaves the appliance. */
+  secret: z.string().nullable(),
 });
 export type EndpointWithSecretRes = z.infer<typeof endpointWithSecret>;
 
@@ -147,6 +164,14 @@ export const rotateRequest = z
   })
   .strict();
 export type RotateReq = z.infer<typeof rotateRequest>;
+
+export const endpointRotateRequest = rotateRequest
+  .extend({
+    /** Sign from now on with this scheme (default: the current one); during the overlap the previous secret's signature is sent too, whatever its scheme. */
+    signatureScheme: z.enum(SIGNATURE_SCHEMES).optional(),
+  })
+  .strict();
+export type EndpointRotateReq = z.infer<typeof endpointRotateRequest>;
 
 export const idParams = z.object({ id: z.string().uuid() }).strict();
 

@@ -1,4 +1,4 @@
-import { createHmac, randomBytes } from "node:crypto";
+import { createHmac, createPrivateKey, generateKeyPairSync, randomBytes, sign, type KeyObject } from "node:crypto";
 import type { ApplianceContext } from "../context.js";
 import { hkdfSha256, unwrapSecret, wrapSecret, zeroize } from "../keys/index.js";
 
@@ -12,7 +12,8 @@ import { hkdfSha256, unwrapSecret, wrapSecret, zeroize } from "../keys/index.js"
 export const SECRET_PREFIX = "whsec_";
 const SECRET_BYTES = 24;
 
-export type SecretOwner = { kind: "endpoint" | "source"; id: string; version: number };
+/** `endpoint_ed25519`: an endpoint's `v1a` private key (its own kind, so a sealed HMAC secret never opens as a key or the reverse). */
+export type SecretOwner = { kind: "endpoint" | "endpoint_ed25519" | "source"; id: string; version: number };
 
 export function newSecret(): Buffer {
   return randomBytes(SECRET_BYTES);
@@ -54,4 +55,34 @@ export function openWebhookSecret(ctx: ApplianceContext, sealed: Buffer, owner: 
  */
 export function signV1(secret: Buffer, messageId: string, timestampSeconds: number, body: Buffer | string): string {
   return "v1," + createHmac("sha256", secret).update(`${messageId}.${timestampSeconds}.`).update(body).digest("base64");
+}
+
+/**
+ * `v1a` (Standard Webhooks 1.0, asymmetric): an Ed25519 key pair per endpoint. The private key
+ * never leaves the appliance (sealed like a secret, as PKCS#8); the public key is shown as
+ * `whpk_` + base64 of its 32 raw bytes, and receivers verify with it alone.
+ */
+export const PUBLIC_KEY_PREFIX = "whpk_";
+
+export type Ed25519Pair = { privateKeyDer: Buffer; publicKey: Buffer };
+
+export function newEd25519Pair(): Ed25519Pair {
+  const { privateKey, publicKey } = generateKeyPairSync("ed25519");
+  const spki = publicKey.export({ format: "der", type: "spki" });
+  // An Ed25519 SPKI is a fixed 12-byte header and the 32-byte key (RFC 8410).
+  return { privateKeyDer: privateKey.export({ format: "der", type: "pkcs8" }), publicKey: spki.subarray(spki.length - 32) };
+}
+
+export function formatPublicKey(raw: Buffer): string {
+  return PUBLIC_KEY_PREFIX + raw.toString("base64");
+}
+
+export function ed25519PrivateKey(der: Buffer): KeyObject {
+  return createPrivateKey({ key: der, format: "der", type: "pkcs8" });
+}
+
+/** `v1a,` + base64(Ed25519 signature of "{id}.{timestamp}.{body}"). */
+export function signV1a(key: KeyObject, messageId: string, timestampSeconds: number, body: Buffer | string): string {
+  const content = Buffer.concat([Buffer.from(`${messageId}.${timestampSeconds}.`), typeof body === "string" ? Buffer.from(body) : body]);
+  return "v1a," + sign(null, content, key).toString("base64");
 }

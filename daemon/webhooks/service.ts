@@ -17,10 +17,11 @@ import type {
   EndpointCreateReq,
   EndpointUpdateReq,
   EndpointView,
+  EndpointRotateReq,
   EndpointWithSecretRes,
-  RotateReq,
+  SignatureScheme,
 } from "./schema.js";
-import { formatSecret, newSecret, sealWebhookSecret } from "./secrets.js";
+import { formatPublicKey, formatSecret, newEd25519Pair, newSecret, sealWebhookSecret } from "./secrets.js";
 import { wakeDeliveryWorker } from "./wake.js";
 
 /**
@@ -111,18 +112,23 @@ type EndpointRow = {
   disabled_reason: "gone" | "admin" | null;
   disabled_at: Date | null;
   secret_version: number;
+  signature_scheme: SignatureScheme;
+  public_key: Buffer | null;
   previous_secret_expires_at: Date | null;
+  previous_signature_scheme: SignatureScheme | null;
+  previous_public_key: Buffer | null;
   created_at: Date;
   pending: number;
   dead: number;
 };
 
 const ENDPOINT_COLUMNS = `e.id, e.tenant_id, e.url, e.description, e.event_types, e.status, e.disabled_reason, e.disabled_at, e.secret_version,
-  e.previous_secret_expires_at, e.created_at,
+  e.signature_scheme, e.public_key, e.previous_secret_expires_at, e.previous_signature_scheme, e.previous_public_key, e.created_at,
   (SELECT count(*)::int FROM webhook_deliveries d WHERE d.endpoint_id = e.id AND d.status = 'pending') AS pending,
   (SELECT count(*)::int FROM webhook_deliveries d WHERE d.endpoint_id = e.id AND d.status = 'dead') AS dead`;
 
 function endpointView(r: EndpointRow, now: Date): EndpointView {
+  const overlap = r.previous_secret_expires_at !== null && r.previous_secret_expires_at > now;
   return {
     id: r.id,
     tenantId: r.tenant_id,
@@ -132,8 +138,12 @@ function endpointView(r: EndpointRow, now: Date): EndpointView {
     status: r.status,
     disabledReason: r.disabled_reason,
     disabledAt: iso(r.disabled_at),
+    signatureScheme: r.signature_scheme,
     secretVersion: r.secret_version,
-    previousSecretExpiresAt: r.previous_secret_expires_at && r.previous_secret_expires_at > now ? r.previous_secret_expires_at.toISOString() : null,
+    publicKey: r.public_key ? formatPublicKey(r.public_key) : null,
+    previousSecretExpiresAt: overlap ? r.previous_secret_expires_at!.toISOString() : null,
+    previousSignatureScheme: overlap ? (r.previous_signature_scheme ?? "v1") : null,
+    previousPublicKey: overlap && r.previous_public_key ? formatPublicKey(r.previous_public_key) : null,
     pending: r.pending,
     dead: r.dead,
     createdAt: r.created_at.toISOString(),
@@ -162,24 +172,24 @@ export async function listEndpoints(ctx: ApplianceContext, actor: Actor): Promis
 export async function createEndpoint(ctx: ApplianceContext, actor: Actor, body: EndpointCreateReq, meta: RequestMeta): Promise<EndpointWithSecretRes> {
   authorize(actor, "webhook:create");
   const id = randomUUID();
-  const raw = newSecret();
-  const sealed = sealWebhookSecret(ctx, raw, { kind: "endpoint", id, version: 1 });
+  const scheme = body.signatureScheme ?? "v1";
+  const signing = newSigningSecret(ctx, scheme, id, 1);
   return inScope(ctx.db.app, scopeOf(actor), async (tx) => {
     const dest = await assertAllowedDestination(ctx, tx, body.url);
     const now = ctx.clock.now();
     await tx.exec(
-      `INSERT INTO webhook_endpoints (id, tenant_id, url, description, event_types, secret, created_by, created_at, updated_at)
-       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8)`,
-      [id, actor.tenantId, dest.url.toString(), body.description ?? null, [...new Set(body.eventTypes)], sealed, actor.userId, now],
+      `INSERT INTO webhook_endpoints (id, tenant_id, url, description, event_types, secret, signature_scheme, public_key, created_by, created_at, updated_at)
+       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10)`,
+      [id, actor.tenantId, dest.url.toString(), body.description ?? null, [...new Set(body.eventTypes)], signing.sealed, scheme, signing.publicKey, actor.userId, now],
     );
     await recordEvent(
       ctx,
       tx,
       actor,
-      { action: "webhook.endpoint.create", resourceType: "webhook_endpoint", resourceId: id, outcome: "success", reason: body.eventTypes.join(",") },
+      { action: "webhook.endpoint.create", resourceType: "webhook_endpoint", resourceId: id, outcome: "success", reason: `${scheme} ${body.eventTypes.join(",")}` },
       meta,
     );
-    return { endpoint: await readEndpoint(ctx, tx, actor, id), secret: formatSecret(raw) };
+    return { endpoint: await readEndpoint(ctx, tx, actor, id), secret: signing.shown };
   });
 }
 
@@ -218,34 +228,63 @@ export async function deleteEndpoint(ctx: ApplianceContext, actor: Actor, id: st
 }
 
 /**
- * A new signing secret. During the overlap the previous one keeps signing beside it (two `v1,`
- * signatures in one header), so receivers can switch at their own pace without a failed delivery.
+ * New signing material for an endpoint, sealed for (id, version): a `whsec_` secret for `v1`
+ * (shown once), or an Ed25519 key pair for `v1a` whose private half never leaves the appliance
+ * (nothing to show but the public key, which the endpoint view carries).
  */
-export async function rotateEndpointSecret(ctx: ApplianceContext, actor: Actor, id: string, body: RotateReq, meta: RequestMeta): Promise<EndpointWithSecretRes> {
+function newSigningSecret(ctx: ApplianceContext, scheme: SignatureScheme, id: string, version: number): { sealed: Buffer; publicKey: Buffer | null; shown: string | null } {
+  if (scheme === "v1a") {
+    const pair = newEd25519Pair();
+    const sealed = sealWebhookSecret(ctx, pair.privateKeyDer, { kind: "endpoint_ed25519", id, version });
+    pair.privateKeyDer.fill(0);
+    return { sealed, publicKey: pair.publicKey, shown: null };
+  }
+  const raw = newSecret();
+  const sealed = sealWebhookSecret(ctx, raw, { kind: "endpoint", id, version });
+  const shown = formatSecret(raw);
+  raw.fill(0);
+  return { sealed, publicKey: null, shown };
+}
+
+/**
+ * A new signing secret (or key pair), optionally of the other scheme. During the overlap the
+ * previous one keeps signing beside it (two signatures in one header, e.g. `v1,<new> v1,<old>` or
+ * `v1a,<new> v1,<old>`), so receivers can switch at their own pace without a failed delivery.
+ */
+export async function rotateEndpointSecret(ctx: ApplianceContext, actor: Actor, id: string, body: EndpointRotateReq, meta: RequestMeta): Promise<EndpointWithSecretRes> {
   authorize(actor, "webhook:rotate_secret");
   const overlapHours = body.overlapHours ?? ctx.config.webhooks.rotationOverlapHours;
   return inScope(ctx.db.app, scopeOf(actor), async (tx) => {
-    const current = await tx.one<{ secret_version: number }>("SELECT secret_version FROM webhook_endpoints WHERE id = $1 AND tenant_id IS NOT DISTINCT FROM $2::uuid FOR UPDATE", [
-      id,
-      actor.tenantId,
-    ]);
+    const current = await tx.one<{ secret_version: number; signature_scheme: SignatureScheme }>(
+      "SELECT secret_version, signature_scheme FROM webhook_endpoints WHERE id = $1 AND tenant_id IS NOT DISTINCT FROM $2::uuid FOR UPDATE",
+      [id, actor.tenantId],
+    );
     if (!current) throw new NotFound("no such webhook endpoint");
     const version = current.secret_version + 1;
-    const raw = newSecret();
+    const scheme = body.signatureScheme ?? current.signature_scheme;
+    const signing = newSigningSecret(ctx, scheme, id, version);
     const now = ctx.clock.now();
     await tx.exec(
       `UPDATE webhook_endpoints SET previous_secret = secret, previous_secret_version = secret_version, previous_secret_expires_at = $2,
-              secret = $3, secret_version = $4, updated_at = $5 WHERE id = $1`,
-      [id, new Date(now.getTime() + overlapHours * 3_600_000), sealWebhookSecret(ctx, raw, { kind: "endpoint", id, version }), version, now],
+              previous_signature_scheme = signature_scheme, previous_public_key = public_key,
+              secret = $3, secret_version = $4, signature_scheme = $5, public_key = $6, updated_at = $7 WHERE id = $1`,
+      [id, new Date(now.getTime() + overlapHours * 3_600_000), signing.sealed, version, scheme, signing.publicKey, now],
     );
+    const switched = scheme === current.signature_scheme ? scheme : `${current.signature_scheme} to ${scheme}`;
     await recordEvent(
       ctx,
       tx,
       actor,
-      { action: "webhook.endpoint.rotate_secret", resourceType: "webhook_endpoint", resourceId: id, outcome: "success", reason: `version ${version}, overlap ${overlapHours} h` },
+      {
+        action: "webhook.endpoint.rotate_secret",
+        resourceType: "webhook_endpoint",
+        resourceId: id,
+        outcome: "success",
+        reason: `version ${version}, ${switched}, overlap ${overlapHours} h`,
+      },
       meta,
     );
-    return { endpoint: await readEndpoint(ctx, tx, actor, id), secret: formatSecret(raw) };
+    return { endpoint: await readEndpoint(ctx, tx, actor, id), secret: signing.shown };
   });
 }
 

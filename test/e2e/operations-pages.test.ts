@@ -160,7 +160,7 @@ describe("operations screens", () => {
     await again.context.close();
   });
 
-  it("Webhooks: shows the subscription, the dead letter with why, replays it, and shows a rotated secret once", async () => {
+  it("Webhooks: shows the subscription, the dead letter with why, replays it, shows a rotated secret once, and the public key after a switch to Ed25519", async () => {
     clinic.admin = await signIn(app, { role: "admin", tenantId: clinic.tenant.id });
     const allowed = await root.agent.post("/api/v1/webhooks/allowed-hosts").send({ host: "127.0.0.1", port: receiver.port, allowPrivate: true, note: "test receiver" });
     expect(allowed.status, JSON.stringify(allowed.body)).toBe(201);
@@ -230,7 +230,21 @@ describe("operations screens", () => {
     expect(shown).toMatch(/^whsec_/);
     expect(shown).not.toBe(created.body.secret);
     await page.getByTestId("secret-dialog").getByRole("button", { name: "Done" }).click();
-    await expect.poll(() => endpoint.textContent()).toMatch(/version 2\s*previous one also signs until/);
+    await expect.poll(() => endpoint.textContent()).toMatch(/HMAC-SHA-256 \(v1\), version 2\s*previous secret also signs until/);
+
+    // Switching the endpoint to Ed25519: the dialog shows the public key the receiver needs, and the row keeps showing it.
+    await endpoint.getByRole("button", { name: "Rotate secret" }).click();
+    await confirm.getByLabel("Signature").selectOption("v1a");
+    await confirm.getByLabel("Hours the old secret also signs (0–168)").fill("1");
+    await confirm.getByRole("button", { name: "Rotate" }).click();
+    await expect(page.getByTestId("secret-dialog").getByRole("heading").textContent()).resolves.toBe("New public key");
+    const publicKey = (await page.getByTestId("new-secret").textContent())!;
+    expect(publicKey).toMatch(/^whpk_[A-Za-z0-9+/]{43}=$/);
+    const listed = ((await clinic.admin.agent.get("/api/v1/webhooks")).body.endpoints as { id: string; publicKey: string | null }[]).find((e) => e.id === endpointId);
+    expect(listed?.publicKey).toBe(publicKey);
+    await page.getByTestId("secret-dialog").getByRole("button", { name: "Done" }).click();
+    await expect.poll(() => endpoint.textContent()).toMatch(/Ed25519 \(v1a\), version 3\s*whpk_.*previous secret also signs until/);
+    await expect(endpoint.getByTestId("public-key").textContent()).resolves.toBe(publicKey);
     await screenshot(page, "webhooks");
     expect(violations).toEqual([]);
     await context.close();

@@ -1,6 +1,6 @@
 import type { Browser, BrowserContext, Page } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { createTenant, signIn, type SignedIn, type TenantRef } from "../helpers/actors.js";
+import { createTenant, signIn, totpCode, type SignedIn, type TenantRef } from "../helpers/actors.js";
 import { startTestAppliance, type TestAppliance } from "../helpers/appliance.js";
 import { ensureAdminUiBuilt, launchBrowser, openScreen, screenshot, watchForViolations } from "../helpers/browser.js";
 import { startTestIdp, type TestIdp } from "../helpers/oidc-idp.js";
@@ -22,6 +22,7 @@ let idpA: TestIdp;
 let idpB: TestIdp;
 let providerA: string;
 let providerB: string;
+let mgreySecret = "";
 
 const GENERIC = /signing in through your organisation's identity provider did not work/i;
 
@@ -268,4 +269,108 @@ describe("OpenID Connect sign-in", () => {
       await context.close();
     });
   }
+});
+
+describe("MFA asserted by the IdP", () => {
+  /** Where a sign-in through the IdP lands, and the session's stage as the API reports it. */
+  async function signInAtIdp(username: string, opts: { mfa?: boolean; acr?: string } = {}) {
+    const { context, page } = await freshPage();
+    await page.goto(`${app.baseUrl}/api/v1/sso/oidc/${providerA}/start`);
+    await page.getByRole("heading", { name: "Hospital IdP sign-in" }).waitFor({ timeout: 10_000 });
+    if (opts.acr) await page.getByLabel("Assurance level").fill(opts.acr);
+    await atIdp(page, username, opts);
+    await page.waitForURL(/#\/(mfa|login)?$/);
+    const session = await (await context.request.get(`${app.baseUrl}/api/v1/auth/session`)).json();
+    return { context, page, stage: session.stage as string, landed: new URL(page.url()).hash };
+  }
+
+  beforeAll(async () => {
+    // Practitioners of tenant A must use a second factor; the role's IdP policy is `idp` (the default).
+    await adminA.stepUp();
+    await adminA.agent
+      .put("/api/v1/settings/security")
+      .send({ mfaRequiredRoles: ["practitioner"] })
+      .expect(200);
+    await adminA.agent
+      .put("/api/v1/identity-providers/mfa-policy")
+      .send({ roles: { practitioner: "idp" } })
+      .expect(200);
+  });
+
+  it("signs in without local TOTP when the IdP says a second factor was used (amr mfa)", async () => {
+    const { context, page, stage, landed } = await signInAtIdp("mgrey", { mfa: true });
+    expect(landed).toBe("#/");
+    expect(stage).toBe("active");
+    await expect.poll(() => page.getByTestId("signed-in-name").textContent(), { timeout: 10_000 }).toBe("Meredith Grey");
+    const events = (await adminA.agent.get("/api/v1/audit?action=auth.login&outcome=success&limit=5").expect(200)).body.events as { reason: string }[];
+    expect(events[0]?.reason).toBe(`via oidc provider ${providerA}, MFA at the IdP`);
+    // The account the IdP's sign-in made just in time is marked as the IdP's, a local one as local.
+    const users = (await adminA.agent.get("/api/v1/users").expect(200)).body as { email: string; source: string }[];
+    expect(users.find((u) => u.email === "meredith.grey@stmarys.example")?.source).toBe("idp");
+    expect(users.find((u) => u.email === adminA.user.email)?.source).toBe("local");
+    await context.close();
+  });
+
+  it("asks for the local second factor when the IdP asserts none: enrolment first, then the code", async () => {
+    const first = await signInAtIdp("mgrey");
+    expect(first.landed).toBe("#/mfa");
+    expect(first.stage).toBe("mfa_enrollment_required");
+    // She sets up an authenticator, as the console's enrolment page has her do.
+    const secret = await first.page.evaluate(async () => {
+      const s = await (await fetch("/api/v1/auth/session")).json();
+      const res = await fetch("/api/v1/auth/mfa/enroll", { method: "POST", headers: { "X-CSRF-Token": s.csrfToken } });
+      return (await res.json()).secret as string;
+    });
+    const activated = await first.page.evaluate(
+      async ([code]) => {
+        const s = await (await fetch("/api/v1/auth/session")).json();
+        return (
+          await fetch("/api/v1/auth/mfa/activate", { method: "POST", headers: { "X-CSRF-Token": s.csrfToken, "content-type": "application/json" }, body: JSON.stringify({ code }) })
+        ).status;
+      },
+      [totpCode(secret, app.ctx.clock.now())] as const,
+    );
+    expect(activated).toBe(200);
+    await first.context.close();
+
+    const second = await signInAtIdp("mgrey");
+    expect(second.landed).toBe("#/login");
+    expect(second.stage).toBe("mfa_required");
+    await expect.poll(() => second.page.getByRole("heading", { name: "Two-step verification" }).isVisible(), { timeout: 10_000 }).toBe(true);
+    await second.context.close();
+
+    // An acr the provider lists as MFA counts as well as amr.
+    await adminA.agent
+      .patch(`/api/v1/identity-providers/${providerA}`)
+      .send({ mfaAcrValues: ["urn:stmarys:loa:mfa"] })
+      .expect(200);
+    const byAcr = await signInAtIdp("mgrey", { acr: "urn:stmarys:loa:mfa" });
+    expect(byAcr).toMatchObject({ landed: "#/", stage: "active" });
+    await byAcr.context.close();
+    const otherAcr = await signInAtIdp("mgrey", { acr: "urn:stmarys:loa:password" });
+    expect(otherAcr).toMatchObject({ landed: "#/login", stage: "mfa_required" });
+    await otherAcr.context.close();
+    mgreySecret = secret;
+  });
+
+  it("asks for local TOTP even when the IdP asserts MFA, where the role's policy is local TOTP", async () => {
+    await adminA.agent
+      .put("/api/v1/identity-providers/mfa-policy")
+      .send({ roles: { practitioner: "local" } })
+      .expect(200);
+    const { context, page, stage, landed } = await signInAtIdp("mgrey", { mfa: true });
+    expect(landed).toBe("#/login");
+    expect(stage).toBe("mfa_required");
+    // The code from her authenticator finishes the sign-in in the browser.
+    await page.getByRole("heading", { name: "Two-step verification" }).waitFor({ timeout: 10_000 });
+    await page.getByLabel("Authentication code").fill(totpCode(mgreySecret, new Date(app.ctx.clock.now().getTime() + 30_000)));
+    await page.getByRole("button", { name: "Verify" }).click();
+    await expect.poll(() => page.getByTestId("signed-in-name").textContent(), { timeout: 10_000 }).toBe("Meredith Grey");
+    expect((await (await context.request.get(`${app.baseUrl}/api/v1/auth/session`)).json()).stage).toBe("active");
+    await context.close();
+    await adminA.agent
+      .put("/api/v1/identity-providers/mfa-policy")
+      .send({ roles: { practitioner: "idp" } })
+      .expect(200);
+  });
 });

@@ -6,8 +6,8 @@ import Provider, { type Configuration } from "oidc-provider";
 /**
  * A real OpenID Connect provider (`oidc-provider`) on loopback, started by a test: discovery,
  * authorization code + PKCE, signed ID tokens, userinfo, RP-initiated logout. Its sign-in page is
- * a small form of our own (username, "used a second factor") so a test chooses who signs in and
- * which `amr` the IdP asserts. `tamper` rewrites the next ID token the token endpoint sends,
+ * a small form of our own (username, "used a second factor", assurance level) so a test chooses
+ * who signs in and which `amr` and `acr` the IdP asserts. `tamper` rewrites the next ID token the token endpoint sends,
  * re-signed with the IdP's own key (or unsigned for `alg: none`): the attacks a test plays.
  */
 export type IdpAccount = { sub: string; preferred_username: string; email?: string; name?: string; groups?: string[] };
@@ -86,7 +86,8 @@ export async function startTestIdp(opts: { clientId?: string; accounts?: IdpAcco
     ],
     jwks: { keys: [jwk] },
     cookies: { keys: ["test-cookie-key-0123456789"] },
-    claims: { amr: null, acr: null, openid: ["sub"], email: ["email"], profile: ["name", "preferred_username"], groups: ["groups"] },
+    // amr, acr and auth_time in every ID token (as Entra ID and Okta send them), not only when asked for by name.
+    claims: { amr: null, acr: null, auth_time: null, openid: ["sub", "amr", "acr", "auth_time"], email: ["email"], profile: ["name", "preferred_username"], groups: ["groups"] },
     scopes: ["openid", "email", "profile", "groups"],
     features: { devInteractions: { enabled: false }, rpInitiatedLogout: { enabled: true } },
     interactions: { url: (_ctx, interaction) => `/interaction/${interaction.uid}` },
@@ -143,7 +144,8 @@ export async function startTestIdp(opts: { clientId?: string; accounts?: IdpAcco
           res.setHeader("content-type", "text/html; charset=utf-8");
           res.end(`<!doctype html><html><head><title>Test IdP</title></head><body><h1>Hospital IdP sign-in</h1>
 <form method="post" action="/interaction/${details.uid}"><label>Username <input name="username" autofocus></label>
-<label><input type="checkbox" name="mfa" value="1"> Used a second factor</label><button type="submit">Sign in at the IdP</button></form></body></html>`);
+<label><input type="checkbox" name="mfa" value="1"> Used a second factor</label>
+<label>Assurance level <input name="acr"></label><button type="submit">Sign in at the IdP</button></form></body></html>`);
           return;
         }
         const form = await formBody(req);
@@ -152,8 +154,10 @@ export async function startTestIdp(opts: { clientId?: string; accounts?: IdpAcco
           await provider!.interactionFinished(req, res, { error: "access_denied", error_description: "unknown user" }, { mergeWithLastSubmission: false });
           return;
         }
-        const amr = form.get("mfa") ? ["pwd", "otp"] : ["pwd"];
-        await provider!.interactionFinished(req, res, { login: { accountId: account.sub, amr } }, { mergeWithLastSubmission: false });
+        // As Entra ID says it: amr ["pwd", "mfa"] when a second factor was used.
+        const amr = form.get("mfa") ? ["pwd", "mfa"] : ["pwd"];
+        const acr = form.get("acr") || undefined;
+        await provider!.interactionFinished(req, res, { login: { accountId: account.sub, amr, ...(acr ? { acr } : {}) } }, { mergeWithLastSubmission: false });
       } catch (err) {
         res.statusCode = 500;
         res.end(String(err));

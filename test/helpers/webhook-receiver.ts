@@ -1,3 +1,4 @@
+import { createPublicKey, verify } from "node:crypto";
 import http from "node:http";
 import type { AddressInfo } from "node:net";
 import { Webhook } from "standardwebhooks";
@@ -5,9 +6,28 @@ import { Webhook } from "standardwebhooks";
 /**
  * A real HTTP receiver for outbound webhooks that checks every request with the Standard
  * Webhooks reference code (`standardwebhooks` Webhook.verify) against the secrets the test gives
- * it. `answer` decides the response per request (default 204), so a test can play an endpoint
- * that is down, gone, redirecting or asking to retry later.
+ * it, and `v1a` signatures with `verifyV1a` against the public keys it is given. `answer` decides
+ * the response per request (default 204), so a test can play an endpoint that is down, gone,
+ * redirecting or asking to retry later.
  */
+
+/**
+ * A `v1a` verifier written from the Standard Webhooks 1.0 text, independent of the appliance's
+ * code: the public key is `whpk_` + base64 of the 32-byte Ed25519 key; the header is a
+ * space-separated list of `version,signature`; a `v1a` signature is base64 of the Ed25519
+ * signature over `{webhook-id}.{webhook-timestamp}.{body}`. True when any `v1a` entry verifies.
+ */
+export function verifyV1a(publicKey: string, headers: { id: string; timestamp: string; signature: string }, body: string): boolean {
+  if (!publicKey.startsWith("whpk_")) throw new Error("not a whpk_ public key");
+  const raw = Buffer.from(publicKey.slice("whpk_".length), "base64");
+  if (raw.length !== 32) throw new Error("an Ed25519 public key is 32 bytes");
+  const key = createPublicKey({ key: { kty: "OKP", crv: "Ed25519", x: raw.toString("base64url") }, format: "jwk" });
+  const content = Buffer.from(`${headers.id}.${headers.timestamp}.${body}`, "utf8");
+  return headers.signature.split(" ").some((entry) => {
+    const [version, sig] = entry.split(",", 2);
+    return version === "v1a" && sig !== undefined && verify(null, content, key, Buffer.from(sig, "base64"));
+  });
+}
 export type Received = {
   path: string;
   id: string;
@@ -16,6 +36,8 @@ export type Received = {
   body: string;
   /** Which of the receiver's secrets verify this request (by index into `secrets`). */
   verifiedBy: number[];
+  /** Which of the receiver's Ed25519 public keys verify a `v1a` signature of it (by index into `publicKeys`). */
+  verifiedByKey: number[];
   at: number;
 };
 
@@ -24,6 +46,8 @@ export type Answer = { status: number; headers?: Record<string, string> } | "res
 export class WebhookReceiver {
   readonly received: Received[] = [];
   secrets: string[] = [];
+  /** `whpk_` public keys of `v1a` endpoints. */
+  publicKeys: string[] = [];
   answer: (r: Received, n: number) => Answer = () => ({ status: 204 });
   private server: http.Server | undefined;
   port = 0;
@@ -48,6 +72,10 @@ export class WebhookReceiver {
             // not signed with this secret
           }
         });
+        const verifiedByKey: number[] = [];
+        this.publicKeys.forEach((key, i) => {
+          if (verifyV1a(key, { id: headers["webhook-id"], timestamp: headers["webhook-timestamp"], signature: headers["webhook-signature"] }, body)) verifiedByKey.push(i);
+        });
         const r: Received = {
           path: req.url ?? "",
           id: headers["webhook-id"],
@@ -55,6 +83,7 @@ export class WebhookReceiver {
           signature: headers["webhook-signature"],
           body,
           verifiedBy,
+          verifiedByKey,
           at: Date.now(),
         };
         this.received.push(r);

@@ -56,7 +56,15 @@ import type {
   RuleChangeResultRes,
   Trigger,
 } from "../../../daemon/retention/schema.js";
-import type { DeliveryDetailRes, DeliveryListRes, DeliveryQuery, DeliveryView, EndpointListRes, EndpointWithSecretRes } from "../../../daemon/webhooks/schema.js";
+import type {
+  DeliveryDetailRes,
+  DeliveryListRes,
+  DeliveryQuery,
+  DeliveryView,
+  EndpointListRes,
+  EndpointRotateReq,
+  EndpointWithSecretRes,
+} from "../../../daemon/webhooks/schema.js";
 import type {
   CreateProviderReq,
   DryRunRes,
@@ -333,8 +341,7 @@ export const api = {
   },
   webhooks: {
     endpoints: () => request<EndpointListRes>("GET", `${V1}/webhooks`),
-    rotateSecret: (id: string, overlapHours?: number) =>
-      request<EndpointWithSecretRes>("POST", `${V1}/webhooks/${seg(id)}/rotate-secret`, overlapHours === undefined ? {} : { overlapHours }),
+    rotateSecret: (id: string, body: EndpointRotateReq = {}) => request<EndpointWithSecretRes>("POST", `${V1}/webhooks/${seg(id)}/rotate-secret`, body),
     deliveries: (q: Partial<DeliveryQuery> = {}) => request<DeliveryListRes>("GET", `${V1}/webhooks/deliveries${query(q)}`),
     delivery: (id: string) => request<DeliveryDetailRes>("GET", `${V1}/webhooks/deliveries/${seg(id)}`),
     replay: (id: string) => request<DeliveryView>("POST", `${V1}/webhooks/deliveries/${seg(id)}/replay`),

@@ -3,13 +3,13 @@ import { createScimToken, createScimTokenRequest, listScimTokens, revokeScimToke
 import { hostOperatorIn } from "../../kernel/actor.js";
 import { SYSTEM_META } from "../../kernel/request-meta.js";
 import { parseOptions, tenantByRef, withHostOperator } from "../host-operator.js";
+import { publicOrigin } from "../../config/public-url.js";
 import type { Config } from "../../config/schema.js";
 import { CliError, printResult, type GlobalOptions } from "../output.js";
 
-/** The SCIM base URL at the appliance's public host name and port, as the identity provider is to be given it. */
+/** The SCIM base URL at the appliance's public address (server.publicUrl), as the identity provider is to be given it. */
 function scimBaseUrl(config: Config): string {
-  const port = config.server.port === 443 || config.server.port === 0 ? "" : `:${config.server.port}`;
-  return `https://${config.server.publicHostname}${port}/scim/v2`;
+  return `${publicOrigin(config)}/scim/v2`;
 }
 
 const line = (t: ScimTokenRes) =>

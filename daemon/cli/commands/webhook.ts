@@ -16,11 +16,11 @@ import {
   type EndpointView,
 } from "../../webhooks/index.js";
 import { parseOptions, withHostOperator } from "../host-operator.js";
-import { printResult, type GlobalOptions } from "../output.js";
+import { CliError, printResult, type GlobalOptions } from "../output.js";
 
 const hostLine = (h: AllowedHostView) => `${h.id}  ${`${h.host}:${h.port}`.padEnd(40)} ${h.allowPrivate ? "private allowed" : "public only   "}  ${h.note ?? ""}`;
 const endpointLine = (e: EndpointView) =>
-  `${e.id}  ${e.status.padEnd(8)} ${(e.tenantId ?? "appliance").padEnd(36)}  pending ${String(e.pending).padStart(4)}  dead ${String(e.dead).padStart(4)}  ${e.url}  [${e.eventTypes.join(",")}]`;
+  `${e.id}  ${e.status.padEnd(8)} ${(e.tenantId ?? "appliance").padEnd(36)}  ${e.signatureScheme.padEnd(3)}  pending ${String(e.pending).padStart(4)}  dead ${String(e.dead).padStart(4)}  ${e.url}  [${e.eventTypes.join(",")}]`;
 const deliveryLine = (d: DeliveryView) =>
   `${d.id}  ${d.status.padEnd(9)} ${d.eventType.padEnd(20)} attempts ${d.attempts}  ${d.deadReason ?? d.lastError ?? ""}  ${d.messageId}`.trimEnd();
 
@@ -73,6 +73,30 @@ export function registerWebhook(program: Command) {
       const global = cmd.optsWithGlobals<GlobalOptions>();
       const endpoints = await withHostOperator({ unseal: false }, (ctx) => listEndpoints(ctx, HOST_OPERATOR));
       printResult(global, { endpoints }, endpoints.length ? endpoints.map(endpointLine) : ["no webhook endpoints"]);
+    });
+
+  webhook
+    .command("public-key")
+    .description("the Ed25519 public key (whpk_) a v1a endpoint's receiver verifies with, and the previous one during a rotation's overlap")
+    .argument("<endpoint-id>", "the endpoint's id (wardkeep webhook endpoints)")
+    .action(async (id: string, _opts, cmd: Command) => {
+      const global = cmd.optsWithGlobals<GlobalOptions>();
+      parseOptions(idParams, { id }, { id: "<endpoint-id>" });
+      const endpoints = await withHostOperator({ unseal: false }, (ctx) => listEndpoints(ctx, HOST_OPERATOR));
+      const e = endpoints.find((x) => x.id === id);
+      if (!e) throw new CliError(`no webhook endpoint ${id}`);
+      const keys = {
+        endpointId: e.id,
+        signatureScheme: e.signatureScheme,
+        publicKey: e.publicKey,
+        previousPublicKey: e.previousPublicKey,
+        previousUntil: e.previousSecretExpiresAt,
+      };
+      const lines = e.publicKey
+        ? [e.publicKey, ...(e.previousPublicKey ? [`${e.previousPublicKey}  (previous key, also signs until ${e.previousSecretExpiresAt})`] : [])]
+        : undefined;
+      if (!lines) throw new CliError(`endpoint ${e.id} signs with v1 (a shared whsec_ secret, shown once when it was made); it has no public key`);
+      printResult(global, keys, lines);
     });
 
   webhook

@@ -25,7 +25,10 @@ import * as m0110 from "./0110_saml.js";
 import * as m0120 from "./0120_tenant_security_policy.js";
 import * as m0140 from "./0140_pitr_drill_phases.js";
 import * as m0160 from "./0160_sign_in_limits.js";
+import * as m0180 from "./0180_sso_public_url.js";
+import * as m0190 from "./0190_access_reviews.js";
 import * as m0210 from "./0210_retention_classes.js";
+import * as m0220 from "./0220_webhook_ed25519.js";
 
 export type Migration = { name: string; sql: string };
 
@@ -58,5 +61,8 @@ export const migrations: Migration[] = [
   { name: "0120_tenant_security_policy", sql: m0120.sql },
   { name: "0140_pitr_drill_phases", sql: m0140.sql },
   { name: "0160_sign_in_limits", sql: m0160.sql },
+  { name: "0180_sso_public_url", sql: m0180.sql },
+  { name: "0190_access_reviews", sql: m0190.sql },
   { name: "0210_retention_classes", sql: m0210.sql },
+  { name: "0220_webhook_ed25519", sql: m0220.sql },
 ];

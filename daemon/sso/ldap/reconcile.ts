@@ -1,9 +1,8 @@
-import { forgetResolvedApiTokens, revokeUserSessions } from "../../auth/index.js";
-import { recordAuthEvent } from "../../audit/append.js";
+import { deprovisionAccount } from "../../access/index.js";
+import { SYSTEM_ACTOR } from "../../audit/append.js";
 import type { ApplianceContext } from "../../context.js";
 import { inScope } from "../../db/sql.js";
 import { SYSTEM_META } from "../../kernel/request-meta.js";
-import { publishWebhookEvent } from "../../webhooks/index.js";
 import { loadProviderIn } from "../providers.js";
 import type { LdapProviderConfig, LdapSecrets } from "./config.js";
 import { directoryStatus, type DirectoryStatus } from "./directory.js";
@@ -60,28 +59,15 @@ export async function reconcileLdapProviders(ctx: ApplianceContext): Promise<Rec
     }
     for (const link of leaving) {
       const why = REASON[status.get(link.subject) as Exclude<DirectoryStatus, "active">];
+      // The same end of access as an admin's deactivation: sessions, API tokens, webhook, audit.
       const changed = await inScope(ctx.db.app, scope, async (t) => {
-        const now = ctx.clock.now();
-        const n = await t.exec(
-          `UPDATE users SET status = 'deactivated', deactivated_at = $2, deactivated_reason = 'directory', updated_at = $2 WHERE id = $1 AND status = 'active'`,
-          [link.user_id, now],
-        );
-        if (n === 0) return false;
-        await revokeUserSessions(ctx, t, link.user_id, "deactivated-directory");
-        await publishWebhookEvent(ctx, t, { tenantId: row.tenant_id, type: "user.deprovisioned", data: { userId: link.user_id, reason: "directory" } });
-        await recordAuthEvent(
-          ctx,
-          t,
-          { userId: null, role: "system" },
-          { action: "user.deactivate", resourceType: "user", resourceId: link.user_id, tenantId: row.tenant_id, outcome: "success", reason: `${why} (provider ${row.id})` },
-          SYSTEM_META,
-        );
-        return true;
+        const done = await deprovisionAccount(ctx, t, SYSTEM_ACTOR, { userId: link.user_id, tenantId: row.tenant_id }, "directory", SYSTEM_META, {
+          keepLast: true,
+          detail: `${why} (provider ${row.id})`,
+        });
+        return done.deactivated;
       });
-      if (changed) {
-        counts.deactivated += 1;
-        forgetResolvedApiTokens(ctx);
-      }
+      if (changed) counts.deactivated += 1;
     }
   }
   return counts;

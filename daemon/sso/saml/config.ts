@@ -29,8 +29,8 @@ const pem = z
  */
 export const samlProviderConfig = z
   .object({
-    /** The URL browsers use to reach this appliance (`https://wardkeep.hospital.example`); the SP's URLs derive from it. */
-    spBaseUrl: webUrl("spBaseUrl").transform((s) => s.replace(/\/+$/, "")),
+    /** Replaced by the appliance-wide `server.publicUrl`, which every SP URL is made from; refused with a line saying so. */
+    spBaseUrl: z.never({ error: "spBaseUrl was replaced by the appliance's server.publicUrl (configuration); remove it from the provider" }).optional(),
     /** The SP entity id the IdP knows this appliance by; the metadata URL when absent. */
     spEntityId: z.string().min(1).max(1024).optional(),
     /** The IdP's entity id: the Issuer every response must carry. */
@@ -58,8 +58,8 @@ export const samlProviderConfig = z
 
 export type SamlProviderConfig = z.infer<typeof samlProviderConfig>;
 
-/** The appliance's URLs for one SAML provider. */
-export function spUrls(c: Pick<SamlProviderConfig, "spBaseUrl" | "spEntityId">, providerId: string) {
-  const base = `${c.spBaseUrl}/api/v1/sso/saml/${providerId}`;
+/** The appliance's URLs for one SAML provider, made from the appliance's public address (`server.publicUrl`). */
+export function spUrls(publicUrl: string, c: Pick<SamlProviderConfig, "spEntityId">, providerId: string) {
+  const base = `${publicUrl}/api/v1/sso/saml/${providerId}`;
   return { acs: `${base}/acs`, metadata: `${base}/metadata`, login: `${base}/login`, entityId: c.spEntityId ?? `${base}/metadata` };
 }

@@ -1,5 +1,6 @@
 import { createHash, randomBytes } from "node:crypto";
 import { SAML, ValidateInResponseTo, type CacheItem, type CacheProvider, type Profile } from "@node-saml/node-saml";
+import { appliancePublicUrl } from "../../config/public-url.js";
 import type { ApplianceContext } from "../../context.js";
 import { inScope } from "../../db/sql.js";
 import { spUrls, type SamlProviderConfig } from "./config.js";
@@ -83,7 +84,7 @@ class RequestCache implements CacheProvider {
 
 function samlFor(ctx: ApplianceContext, p: SamlProvider, cache: CacheProvider): SAML {
   const c = p.config;
-  const urls = spUrls(c, p.id);
+  const urls = spUrls(appliancePublicUrl(ctx), c, p.id);
   return new SAML({
     idpCert: c.idpCertificates,
     idpIssuer: c.idpEntityId,
@@ -194,7 +195,7 @@ export async function finishSamlSignIn(ctx: ApplianceContext, p: SamlProvider, i
   if (!assertion || !assertionId) return { ok: false, reason: "response not valid: the signed assertion has no ID" };
 
   // Recipient: the signed SubjectConfirmationData must name this provider's ACS URL.
-  const acs = spUrls(p.config, p.id).acs;
+  const acs = spUrls(appliancePublicUrl(ctx), p.config, p.id).acs;
   const recipients = recipientsOf(assertion);
   if (!recipients.includes(acs)) return { ok: false, reason: `recipient mismatch: expected ${acs}, received ${recipients.join(", ").slice(0, 300) || "none"}` };
   if (profile.nameIDFormat === TRANSIENT) return { ok: false, reason: "transient NameID: it cannot identify the same person twice" };

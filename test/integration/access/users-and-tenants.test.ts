@@ -203,7 +203,7 @@ describe("inactive accounts", () => {
     expect(secondIds).not.toContain(idleStrict.user.id); // already deactivated: nothing twice
     expect((await deactivateInactiveUsers(app.ctx)).deactivated).toEqual([]);
     const events = await auditEvents(app, { action: "user.deactivate" });
-    expect(events.find((e) => e.resource_id === idleStrict.user.id)).toMatchObject({ reason: "inactive", actor_role: "system", tenant_id: strict.id });
+    expect(events.find((e) => e.resource_id === idleStrict.user.id)).toMatchObject({ reason: "inactive; sessions 1; api tokens 0", actor_role: "system", tenant_id: strict.id });
     // The appliance never deactivates its last super-admin, however long it sat unused.
     const root = await rootSuperAdmin(app);
     const admins = await inScope(app.ctx.db.app, { kind: "appliance" }, (t) => t.rows<{ status: string }>("SELECT status FROM users WHERE role = 'super_admin'"));

@@ -39,10 +39,10 @@ beforeAll(async () => {
   tenant = await createTenant(app, "Saml General");
   host = hostOperatorIn(tenant.id);
   // The IdP's current and next signing certificates are both pinned (a key rollover in progress).
-  const config = { spBaseUrl: app.baseUrl, idpEntityId: idp.entityId, idpSsoUrl: idp.ssoUrl, idpCertificates: [idp.certs.current, idp.certs.next] };
+  const config = { idpEntityId: idp.entityId, idpSsoUrl: idp.ssoUrl, idpCertificates: [idp.certs.current, idp.certs.next] };
   const created = await createProvider(app.ctx, host, { kind: "saml", name: "Hospital SAML", config }, SYSTEM_META, app.baseUrl);
   providerId = created.id;
-  // What the IdP's administrators register: the ACS URL made from the provider's spBaseUrl.
+  // What the IdP's administrators register: the ACS URL made from the appliance's public address (server.publicUrl).
   expect(created.redirectUri).toBe(`${app.baseUrl}/api/v1/sso/saml/${providerId}/acs`);
   await updateProvider(app.ctx, host, providerId, { enabled: true }, SYSTEM_META, app.baseUrl);
   // A second provider of the same IdP that accepts IdP-initiated responses (for the assertion-id replay cache).
@@ -105,16 +105,20 @@ describe("SAML metadata", () => {
     const imported = parseIdpMetadata(idp.metadataXml({ withNext: true }));
     expect(imported).toMatchObject({ idpEntityId: idp.entityId, idpSsoUrl: idp.ssoUrl, fingerprints: [fingerprintOf(idp.certs.current), fingerprintOf(idp.certs.next)] });
     const { fingerprints: _shown, ...settings } = imported;
-    expect(samlProviderConfig.parse({ spBaseUrl: app.baseUrl, ...settings }).idpCertificates).toHaveLength(2);
+    expect(samlProviderConfig.parse(settings).idpCertificates).toHaveLength(2);
     expect(parseIdpMetadata(idp.metadataXml(), { pinFingerprint: fingerprintOf(idp.certs.current).toLowerCase() }).idpCertificates).toHaveLength(1);
     expect(() => parseIdpMetadata(idp.metadataXml(), { pinFingerprint: fingerprintOf(idp.certs.attacker) })).toThrow(
       "no signing certificate in the metadata has the expected SHA-256 fingerprint",
     );
     expect(() => parseIdpMetadata("<!DOCTYPE x [<!ENTITY a 'b'>]><x/>")).toThrow("DOCTYPE");
+    expect(samlProviderConfig.safeParse({ idpEntityId: "x", idpSsoUrl: "http://idp.hospital.example/sso", idpCertificates: [idp.certs.current] }).error?.issues[0]?.message).toBe(
+      "idpSsoUrl must be an https:// URL",
+    );
+    // The SP's own address is the appliance's one public address now: a provider that still names one is refused, saying where it went.
     expect(
-      samlProviderConfig.safeParse({ spBaseUrl: "http://wardkeep.hospital.example", idpEntityId: "x", idpSsoUrl: idp.ssoUrl, idpCertificates: [idp.certs.current] }).error
+      samlProviderConfig.safeParse({ spBaseUrl: "https://wardkeep.hospital.example", idpEntityId: "x", idpSsoUrl: idp.ssoUrl, idpCertificates: [idp.certs.current] }).error
         ?.issues[0]?.message,
-    ).toBe("spBaseUrl must be an https:// URL");
+    ).toBe("spBaseUrl was replaced by the appliance's server.publicUrl (configuration); remove it from the provider");
   });
 });
 

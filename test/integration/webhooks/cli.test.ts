@@ -75,4 +75,52 @@ describe("wardkeep webhook", () => {
     },
     SLOW,
   );
+
+  it(
+    "shows a v1a endpoint's public key, which verifies what the endpoint receives, and says when an endpoint has none",
+    async () => {
+      const v1a = await admin.agent.post("/api/v1/webhooks").send({ url: `http://127.0.0.1:${receiver.port}/v1a`, eventTypes: ["consent.revoked"], signatureScheme: "v1a" });
+      expect(v1a.status).toBe(201);
+      const v1 = await admin.agent.post("/api/v1/webhooks").send({ url: `http://127.0.0.1:${receiver.port}/v1`, eventTypes: ["consent.revoked"] });
+      const [shown, json, none, missing, endpoints] = await Promise.all([
+        runCli(["webhook", "public-key", v1a.body.endpoint.id], env),
+        runCli(["webhook", "public-key", v1a.body.endpoint.id, "--json"], env),
+        runCli(["webhook", "public-key", v1.body.endpoint.id], env),
+        runCli(["webhook", "public-key", "5b0c4f62-1d9a-4c1e-9f51-3c1b8e0a7d21"], env),
+        runCli(["webhook", "endpoints"], env),
+      ]);
+      expect(shown.code).toBe(0);
+      expect(shown.stdout).toBe(`${v1a.body.endpoint.publicKey}\n`);
+      expect(JSON.parse(json.stdout)).toEqual({
+        ok: true,
+        endpointId: v1a.body.endpoint.id,
+        signatureScheme: "v1a",
+        publicKey: v1a.body.endpoint.publicKey,
+        previousPublicKey: null,
+        previousUntil: null,
+      });
+      expect(none.code).toBe(1);
+      expect(none.stderr.trim()).toBe(`wardkeep: endpoint ${v1.body.endpoint.id} signs with v1 (a shared whsec_ secret, shown once when it was made); it has no public key`);
+      expect(missing.code).toBe(1);
+      expect(missing.stderr.trim()).toBe("wardkeep: no webhook endpoint 5b0c4f62-1d9a-4c1e-9f51-3c1b8e0a7d21");
+      const line = endpoints.stdout.split("\n").find((l) => l.startsWith(v1a.body.endpoint.id));
+      expect(line).toContain(" v1a ");
+      expect(line).toContain(`http://127.0.0.1:${receiver.port}/v1a`);
+
+      // The key the CLI printed verifies what the receiver gets.
+      receiver.publicKeys = [shown.stdout.trim()];
+      const before = receiver.received.length;
+      receiver.answer = () => ({ status: 204 });
+      await publishWebhookEventAlone(app.ctx, { tenantId, type: "consent.revoked", data: { patientId: "p-1", consentId: "c-1" } });
+      const got = await until(
+        () => receiver.received.slice(before),
+        (r) => r.length === 2,
+      );
+      expect(got.map((r) => [r.path, r.verifiedByKey.length]).sort()).toEqual([
+        ["/v1", 0],
+        ["/v1a", 1],
+      ]);
+    },
+    SLOW,
+  );
 });

@@ -1,9 +1,10 @@
+import { generateKeyPairSync } from "node:crypto";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { Webhook } from "standardwebhooks";
 import { publishWebhookEventAlone } from "../../../daemon/webhooks/index.js";
 import { createTenant, signIn, type SignedIn, type TenantRef } from "../../helpers/actors.js";
 import { startTestAppliance, type TestAppliance } from "../../helpers/appliance.js";
-import { freePort, until, WebhookReceiver } from "../../helpers/webhook-receiver.js";
+import { freePort, until, verifyV1a, WebhookReceiver } from "../../helpers/webhook-receiver.js";
 import { createPatient } from "../../helpers/records.js";
 
 /**
@@ -54,10 +55,16 @@ async function allow(host: string, port: number, allowPrivate = true): Promise<s
   return res.body.id as string;
 }
 
-async function subscribe(url: string, eventTypes = ["consent.revoked"]): Promise<{ id: string; secret: string }> {
-  const res = await admin.agent.post("/api/v1/webhooks").send({ url, eventTypes, description: "records system" });
+async function subscribe(url: string, eventTypes = ["consent.revoked"], signatureScheme?: "v1" | "v1a"): Promise<{ id: string; secret: string; publicKey: string | null }> {
+  const res = await admin.agent.post("/api/v1/webhooks").send({ url, eventTypes, description: "records system", ...(signatureScheme ? { signatureScheme } : {}) });
   expect(res.status, JSON.stringify(res.body)).toBe(201);
-  return { id: res.body.endpoint.id, secret: res.body.secret };
+  return { id: res.body.endpoint.id, secret: res.body.secret, publicKey: res.body.endpoint.publicKey };
+}
+
+/** An Ed25519 public key the appliance never saw, in the spec's `whpk_` form. */
+function strangerKey(): string {
+  const spki = generateKeyPairSync("ed25519").publicKey.export({ format: "der", type: "spki" });
+  return "whpk_" + spki.subarray(spki.length - 32).toString("base64");
 }
 
 const revoke = (consentId: string) => publishWebhookEventAlone(app.ctx, { tenantId: tenant.id, type: "consent.revoked", data: { patientId: PATIENT, consentId } });
@@ -299,6 +306,125 @@ describe("outbound webhooks", () => {
     );
     expect(r.received[1]!.verifiedBy).toEqual([2]);
     expect(r.received[1]!.signature.split(" ")).toHaveLength(1);
+  });
+
+  it("delivers every attempt to an endpoint that answers 503 until it is back, in order of attempt, same webhook-id, each verified", async () => {
+    const r = await receiver();
+    r.answer = (_req, n) => (n <= 2 ? { status: 503 } : { status: 204 });
+    await allow("127.0.0.1", r.port);
+    const ep = await subscribe(`http://127.0.0.1:${r.port}/recovering`);
+    r.secrets = [ep.secret];
+    const published = await revoke("c-recovering");
+    const detail = await finished(published.messageId!);
+    expect(detail.attempts.map((a) => [a.attempt, a.outcome, a.statusCode])).toEqual([
+      [1, "failed", 503],
+      [2, "failed", 503],
+      [3, "delivered", 204],
+    ]);
+    // The receiver saw the three attempts, in the order the log gives them, all the same message.
+    expect(r.received.map((x) => [x.id, x.verifiedBy])).toEqual([
+      [published.messageId, [0]],
+      [published.messageId, [0]],
+      [published.messageId, [0]],
+    ]);
+    const arrivals = r.received.map((x) => x.at);
+    expect(arrivals[1]! - arrivals[0]!).toBeGreaterThanOrEqual(90); // retryBaseMs, less the clocks' rounding
+    expect(arrivals[2]! - arrivals[1]!).toBeGreaterThanOrEqual(390); // ×4
+    const starts = detail.attempts.map((a) => Date.parse(a.startedAt));
+    expect([...starts].sort((a, b) => a - b)).toEqual(starts);
+    // One body, byte for byte, on every attempt.
+    expect(new Set(r.received.map((x) => x.body)).size).toBe(1);
+  });
+
+  it("signs a v1a endpoint's deliveries with Ed25519, verified with its whpk_ public key alone", async () => {
+    const r = await receiver();
+    await allow("127.0.0.1", r.port);
+    const ep = await subscribe(`http://127.0.0.1:${r.port}/ed25519`, ["consent.revoked"], "v1a");
+    // No shared secret exists: the receiver gets only the public key, which stays listed.
+    expect(ep.secret).toBeNull();
+    expect(ep.publicKey).toMatch(/^whpk_[A-Za-z0-9+/]{43}=$/);
+    const listed = ((await admin.agent.get("/api/v1/webhooks")).body.endpoints as { id: string; signatureScheme: string; publicKey: string }[]).find((e) => e.id === ep.id);
+    expect(listed).toMatchObject({ signatureScheme: "v1a", publicKey: ep.publicKey });
+    r.publicKeys = [strangerKey(), ep.publicKey!];
+    const published = await revoke("c-v1a");
+    await until(
+      () => r.received.length,
+      (n) => n === 1,
+    );
+    const got = r.received[0]!;
+    expect(got.id).toBe(published.messageId);
+    expect(got.signature).toMatch(/^v1a,[A-Za-z0-9+/]{86}==$/);
+    expect(got.verifiedByKey).toEqual([1]);
+    expect(JSON.parse(got.body)).toEqual({ type: "consent.revoked", timestamp: expect.any(String), data: { patientId: PATIENT, consentId: "c-v1a" } });
+    // The signature covers the id, the timestamp and the body: changing any one fails it.
+    const headers = { id: got.id, timestamp: got.timestamp, signature: got.signature };
+    expect(verifyV1a(ep.publicKey!, headers, got.body)).toBe(true);
+    expect(verifyV1a(ep.publicKey!, headers, got.body.replace("c-v1a", "c-v1b"))).toBe(false);
+    expect(verifyV1a(ep.publicKey!, { ...headers, timestamp: String(Number(got.timestamp) + 1) }, got.body)).toBe(false);
+    expect(verifyV1a(ep.publicKey!, { ...headers, id: `${got.id}x` }, got.body)).toBe(false);
+    // An HMAC verifier with any secret finds nothing it accepts.
+    expect(() =>
+      new Webhook("whsec_" + Buffer.alloc(24, 3).toString("base64")).verify(got.body, {
+        "webhook-id": got.id,
+        "webhook-timestamp": got.timestamp,
+        "webhook-signature": got.signature,
+      }),
+    ).toThrow();
+    const detail = await finished(published.messageId!);
+    expect(detail.delivery.status).toBe("delivered");
+  });
+
+  it("rotates from v1 to v1a and between Ed25519 keys with an overlap in which both signatures are sent", async () => {
+    const r = await receiver();
+    await allow("127.0.0.1", r.port);
+    const ep = await subscribe(`http://127.0.0.1:${r.port}/switching`);
+    // v1 -> v1a with a one-hour overlap: the header carries the new Ed25519 and the old HMAC signature.
+    const toV1a = await admin.agent.post(`/api/v1/webhooks/${ep.id}/rotate-secret`).send({ overlapHours: 1, signatureScheme: "v1a" });
+    expect(toV1a.status, JSON.stringify(toV1a.body)).toBe(200);
+    expect(toV1a.body.secret).toBeNull();
+    expect(toV1a.body.endpoint).toMatchObject({ signatureScheme: "v1a", secretVersion: 2, previousSignatureScheme: "v1", previousPublicKey: null });
+    const key2 = toV1a.body.endpoint.publicKey as string;
+    expect(key2).toMatch(/^whpk_/);
+    r.secrets = [ep.secret];
+    r.publicKeys = [key2];
+    await revoke("c-switch-1");
+    await until(
+      () => r.received.length,
+      (n) => n === 1,
+    );
+    expect(r.received[0]!.signature.split(" ").map((x) => x.split(",")[0])).toEqual(["v1a", "v1"]);
+    expect([r.received[0]!.verifiedBy, r.received[0]!.verifiedByKey]).toEqual([[0], [0]]);
+
+    // v1a -> a new v1a key, overlapping: two v1a signatures, each verified by its own public key.
+    const key3Res = await admin.agent.post(`/api/v1/webhooks/${ep.id}/rotate-secret`).send({ overlapHours: 1 });
+    expect(key3Res.body.endpoint).toMatchObject({ signatureScheme: "v1a", secretVersion: 3, previousSignatureScheme: "v1a", previousPublicKey: key2 });
+    const key3 = key3Res.body.endpoint.publicKey as string;
+    expect(key3).not.toBe(key2);
+    r.publicKeys = [key2, key3];
+    await revoke("c-switch-2");
+    await until(
+      () => r.received.length,
+      (n) => n === 2,
+    );
+    expect(r.received[1]!.signature.split(" ").map((x) => x.split(",")[0])).toEqual(["v1a", "v1a"]);
+    expect([r.received[1]!.verifiedBy, r.received[1]!.verifiedByKey]).toEqual([[], [0, 1]]);
+
+    // Back to v1 with no overlap: only the new secret signs; the Ed25519 keys verify nothing.
+    const back = await admin.agent.post(`/api/v1/webhooks/${ep.id}/rotate-secret`).send({ overlapHours: 0, signatureScheme: "v1" });
+    expect(back.body.secret).toMatch(/^whsec_/);
+    expect(back.body.endpoint).toMatchObject({ signatureScheme: "v1", publicKey: null, previousSignatureScheme: null, previousPublicKey: null });
+    r.secrets = [ep.secret, back.body.secret];
+    await revoke("c-switch-3");
+    await until(
+      () => r.received.length,
+      (n) => n === 3,
+    );
+    expect(r.received[2]!.signature.split(" ")).toHaveLength(1);
+    expect([r.received[2]!.verifiedBy, r.received[2]!.verifiedByKey]).toEqual([[1], []]);
+    // A scheme the spec does not define is refused.
+    const bad = await admin.agent.post(`/api/v1/webhooks/${ep.id}/rotate-secret`).send({ signatureScheme: "v2" });
+    expect(bad.status).toBe(400);
+    expect(bad.headers["content-type"]).toContain("application/problem+json");
   });
 
   it("keeps endpoints and deliveries inside their tenant, and out of reach of clinical roles", async () => {

@@ -5,6 +5,7 @@ import { describe, expect, it } from "vitest";
 import YAML from "yaml";
 import { renderDefaultConfig } from "../../../daemon/config/document.js";
 import { ConfigError, loadConfig } from "../../../daemon/config/load.js";
+import { publicOrigin } from "../../../daemon/config/public-url.js";
 
 function writeConfig(text: string): string {
   const file = path.join(fs.mkdtempSync(path.join(os.tmpdir(), "wk-config-")), "wardkeep.yaml");
@@ -66,6 +67,32 @@ describe("configuration", () => {
   it("rejects a misspelt key instead of ignoring it", () => {
     const file = writeConfig("server:\n  prot: 9443\n");
     expect(errorOf(() => loadConfig({ env: { WARDKEEP_CONFIG: file } }))).toMatch(/server .*no key "prot"/);
+  });
+
+  it("refuses a replaced setting in one line naming its replacement, from the file or the environment", () => {
+    const file = writeConfig("sso:\n  publicUrl: https://wardkeep.hospital.example\n");
+    expect(errorOf(() => loadConfig({ env: { WARDKEEP_CONFIG: file } }))).toBe(
+      `config: sso.publicUrl (file ${file}) was replaced by server.publicUrl (the one public address for redirects, invite links and identity providers; docs/hardening.md)`,
+    );
+    expect(errorOf(() => loadConfig({ env: { WARDKEEP_SSO_PUBLIC_URL: "https://wardkeep.hospital.example" } }))).toMatch(
+      /^config: sso\.publicUrl \(environment WARDKEEP_SSO_PUBLIC_URL\) was replaced by server\.publicUrl/,
+    );
+    expect(errorOf(() => loadConfig({ env: { WARDKEEP_CONFIG: writeConfig("server:\n  trustProxy: true\n") } }))).toMatch(
+      /^config: server\.trustProxy \(file .*\) was replaced by server\.trustedProxies/,
+    );
+  });
+
+  it("takes one public address, an https origin, for everything made from it", () => {
+    expect(loadConfig({ env: { WARDKEEP_SERVER_PUBLIC_URL: "https://wardkeep.hospital.example/" } }).server.publicUrl).toBe("https://wardkeep.hospital.example");
+    expect(publicOrigin(loadConfig({ env: { WARDKEEP_SERVER_PUBLIC_URL: "https://wardkeep.hospital.example" } }), 8443)).toBe("https://wardkeep.hospital.example");
+    // Unset: the public host name and the port the listener got (443 not written).
+    expect(publicOrigin(loadConfig({ env: { WARDKEEP_SERVER_PUBLIC_HOSTNAME: "wk.example" } }), 9443)).toBe("https://wk.example:9443");
+    expect(publicOrigin(loadConfig({ env: { WARDKEEP_SERVER_PUBLIC_HOSTNAME: "wk.example" } }), 443)).toBe("https://wk.example");
+    for (const bad of ["http://wardkeep.hospital.example", "https://wardkeep.hospital.example/wardkeep", "https://user:pw@wardkeep.hospital.example"]) {
+      expect(errorOf(() => loadConfig({ env: { WARDKEEP_SERVER_PUBLIC_URL: bad } }))).toMatch(
+        /^config: server\.publicUrl = .* is invalid: expected an https:\/\/ origin without path/,
+      );
+    }
   });
 
   it("requires a certificate and its key together", () => {

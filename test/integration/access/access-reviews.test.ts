@@ -1,0 +1,313 @@
+import { execFileSync } from "node:child_process";
+import { createPublicKey } from "node:crypto";
+import fs from "node:fs";
+import path from "node:path";
+import request from "supertest";
+import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
+import { createTenant, signIn, signInWithPassword, type SignedIn, type TenantRef } from "../../helpers/actors.js";
+import { startTestAppliance, tempDir, type TestAppliance } from "../../helpers/appliance.js";
+import { TestClock } from "../../helpers/clock.js";
+import type { CampaignEvidenceRes } from "../../../daemon/access/schema.js";
+import { auditEvents } from "../auth/identity-helpers.js";
+
+/**
+ * Access review campaigns (docs/access-reviews.md) and SCIM groups → role rules (docs/sso.md),
+ * against one real appliance on a moved clock: reviewers keep or remove accounts over the API,
+ * the inactive-users job deactivates what nobody reviewed by the deadline and what went unused,
+ * the closed campaign's evidence is verified with openssl and the public key alone, and an API
+ * token stops working after each way its creator's access ends (admin, SCIM, review).
+ */
+
+const DAY = 86_400_000;
+const clock = new TestClock();
+let app: TestAppliance;
+let tenant: TenantRef;
+let owner: SignedIn;
+let admin: SignedIn;
+let auditor: SignedIn;
+let nurse: SignedIn;
+let desk: SignedIn;
+let leaver: SignedIn;
+let root: SignedIn;
+let scimToken: { token: string; id: string };
+let scimUserId: string;
+let dir: string;
+
+beforeAll(async () => {
+  app = await startTestAppliance({ clock });
+  dir = tempDir("wardkeep-review-");
+  tenant = await createTenant(app, "Review General", { mfaRequired: false });
+  [owner, admin, auditor, nurse, desk, leaver, root] = await Promise.all([
+    signIn(app, { role: "owner", tenantId: tenant.id }),
+    signIn(app, { role: "admin", tenantId: tenant.id }),
+    signIn(app, { role: "auditor", tenantId: tenant.id, mfa: false }),
+    signIn(app, { role: "practitioner", tenantId: tenant.id, mfa: false }),
+    signIn(app, { role: "front_desk", tenantId: tenant.id, mfa: false }),
+    signIn(app, { role: "admin", tenantId: tenant.id }),
+    signIn(app, { role: "super_admin" }),
+  ]);
+  const created = await owner.agent.post("/api/v1/scim-tokens").send({ name: "Entra ID", defaultRole: "practitioner" });
+  expect(created.status, JSON.stringify(created.body)).toBe(201);
+  scimToken = { token: created.body.token as string, id: created.body.scimToken.id as string };
+}, 120_000);
+
+afterAll(async () => {
+  await app?.close();
+  if (dir) fs.rmSync(dir, { recursive: true, force: true });
+});
+
+function scim(method: "get" | "post" | "patch" | "put" | "delete", p: string, body?: unknown) {
+  const req = request(app.baseUrl)[method](`/scim/v2${p}`).ca(app.caPem).set("Authorization", `Bearer ${scimToken.token}`);
+  return body === undefined ? req : req.set("Content-Type", "application/scim+json").send(JSON.stringify(body));
+}
+const scimBody = (res: request.Response) => JSON.parse(res.text) as Record<string, unknown>;
+const roleOf = async (userId: string) => ((await owner.agent.get(`/api/v1/users/${userId}`)).body as { role: string; status: string }).role;
+
+/** An API token created by `creator`, and a probe that answers its status on a patient read. */
+async function tokenOf(creator: SignedIn) {
+  await creator.stepUp();
+  const res = await creator.agent.post("/api/v1/api-tokens").send({ name: `EHR of ${creator.user.id.slice(0, 8)}`, role: "practitioner", scopes: ["patient:read"] });
+  expect(res.status, JSON.stringify(res.body)).toBe(201);
+  const token = res.body.token as string;
+  return async () => (await request(app.baseUrl).get("/api/v1/patients").ca(app.caPem).set("Authorization", `Bearer ${token}`)).status;
+}
+
+/** Runs a job as the super-admin (signed in again: the clock may have moved past the session's lifetime). */
+async function runJob(name: string) {
+  root = await signInWithPassword(app, { email: root.user.email, password: root.password, totpSecret: root.totpSecret });
+  const res = await root.agent.post(`/api/v1/jobs/${name}/run`);
+  expect(res.status, JSON.stringify(res.body)).toBe(202);
+  await vi.waitFor(
+    async () => {
+      const runs = await root.agent.get(`/api/v1/jobs/${name}/runs`);
+      expect(runs.body.runs.find((r: { id: string }) => r.id === res.body.run.id)).toMatchObject({ outcome: "succeeded" });
+    },
+    { timeout: 15_000, interval: 100 },
+  );
+}
+
+describe("one way to end an account's access", () => {
+  it("revokes the API tokens a person created whether an admin deactivates them or SCIM deprovisions them", async () => {
+    const byAdmin = await signIn(app, { role: "admin", tenantId: tenant.id });
+    const byScim = await signIn(app, { role: "admin", tenantId: tenant.id });
+    const [adminProbe, scimProbe] = [await tokenOf(byAdmin), await tokenOf(byScim)];
+    expect([await adminProbe(), await scimProbe()]).toEqual([200, 200]);
+
+    await owner.stepUp();
+    const deactivated = await owner.agent.patch(`/api/v1/users/${byAdmin.user.id}`).send({ status: "deactivated" });
+    expect(deactivated.body).toMatchObject({ status: "deactivated" });
+    expect(await adminProbe()).toBe(401);
+    expect((await byAdmin.agent.get("/api/v1/auth/session")).status).toBe(401);
+
+    // The IdP finds the local account by its email and deprovisions it.
+    const found = scimBody(await scim("get", `/Users?filter=${encodeURIComponent(`userName eq "${byScim.user.email}"`)}`));
+    expect(found.totalResults).toBe(1);
+    const patched = await scim("patch", `/Users/${byScim.user.id}`, {
+      schemas: ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+      Operations: [{ op: "replace", path: "active", value: false }],
+    });
+    expect(patched.status).toBe(200);
+    expect(await scimProbe()).toBe(401);
+
+    const reasons = (await auditEvents(app, { action: "user.deactivate" })).filter((e) => [byAdmin.user.id, byScim.user.id].includes(e.resource_id!));
+    expect(reasons.map((e) => [e.resource_id, e.actor_user_id, e.reason])).toEqual([
+      [byAdmin.user.id, owner.user.id, "administrator; sessions 1; api tokens 1"],
+      [byScim.user.id, scimToken.id, "scim; sessions 1; api tokens 1"],
+    ]);
+  });
+});
+
+describe("SCIM groups feed the role rules", () => {
+  it("gives a member the role a group rule maps its group to, takes it back when removed, and skips rules still pending approval", async () => {
+    await owner.stepUp();
+    const saved = await owner.agent.put("/api/v1/identity-providers/rules").send({
+      rules: [
+        { source: "group", match: "equals", value: "Front Office", role: "front_desk" },
+        { source: "group", match: "prefix", value: "Compliance", role: "auditor" },
+      ],
+    });
+    expect(saved.status, JSON.stringify(saved.body)).toBe(200);
+    expect(saved.body.rules.map((r: { status: string }) => r.status)).toEqual(["active", "pending"]);
+
+    const created = await scim("post", "/Users", { schemas: ["urn:ietf:params:scim:schemas:core:2.0:User"], userName: "nora.reviewed@hospital.example", active: true });
+    expect(created.status).toBe(201);
+    scimUserId = scimBody(created).id as string;
+    expect(await roleOf(scimUserId)).toBe("practitioner"); // the token's default role
+
+    const group = await scim("post", "/Groups", { schemas: ["urn:ietf:params:scim:schemas:core:2.0:Group"], displayName: "Front Office", members: [{ value: scimUserId }] });
+    expect(group.status).toBe(201);
+    const groupId = scimBody(group).id as string;
+    expect(await roleOf(scimUserId)).toBe("front_desk");
+
+    const removed = await scim("patch", `/Groups/${groupId}`, {
+      schemas: ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+      Operations: [{ op: "remove", path: `members[value eq "${scimUserId}"]` }],
+    });
+    expect(removed.status).toBe(200);
+    expect(await roleOf(scimUserId)).toBe("practitioner");
+
+    // A privileged rule waits for a second admin: membership alone grants nothing until then.
+    const compliance = await scim("post", "/Groups", {
+      schemas: ["urn:ietf:params:scim:schemas:core:2.0:Group"],
+      displayName: "Compliance Office",
+      members: [{ value: scimUserId }],
+    });
+    expect(compliance.status).toBe(201);
+    expect(await roleOf(scimUserId)).toBe("practitioner");
+    // Back into Front Office for the review below.
+    await scim("patch", `/Groups/${groupId}`, {
+      schemas: ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+      Operations: [{ op: "add", path: "members", value: [{ value: scimUserId }] }],
+    }).expect(200);
+    expect(await roleOf(scimUserId)).toBe("front_desk");
+
+    const changes = (await auditEvents(app, { action: "user.role.change" })).filter((e) => e.resource_id === scimUserId);
+    expect(changes.map((e) => [e.actor_user_id, e.actor_role, e.reason])).toEqual([
+      [scimToken.id, "scim_client", "scim group rule at position 0: practitioner -> front_desk"],
+      [scimToken.id, "scim_client", "no scim group rule matches: the scim token's default role: front_desk -> practitioner"],
+      [scimToken.id, "scim_client", "scim group rule at position 0: practitioner -> front_desk"],
+    ]);
+  });
+});
+
+describe("access review campaigns", () => {
+  let campaignId: string;
+  let leaverProbe: () => Promise<number>;
+
+  it("snapshots every active person with role, last sign-in, source and groups; one open campaign per tenant", async () => {
+    leaverProbe = await tokenOf(leaver);
+    expect(await leaverProbe()).toBe(200);
+    // Accounts unused for 30 days go too (the tenant's own limit).
+    await owner.stepUp();
+    await owner.agent.put("/api/v1/settings/security").send({ inactiveUserDays: 30 }).expect(200);
+
+    expect((await auditor.agent.post("/api/v1/access-reviews/campaigns").send({})).status).toBe(403);
+    const started = await admin.agent.post("/api/v1/access-reviews/campaigns").send({ deadlineDays: 7 });
+    expect(started.status, JSON.stringify(started.body)).toBe(201);
+    campaignId = started.body.id;
+    expect(started.body).toMatchObject({ status: "open", trigger: "manual", startedBy: admin.user.id, unusedDays: 30, decided: 0 });
+    expect(Date.parse(started.body.deadlineAt) - Date.parse(started.body.startedAt)).toBe(7 * DAY);
+    const byId = new Map(started.body.entries.map((e: { userId: string }) => [e.userId, e]));
+    for (const who of [owner, admin, auditor, nurse, desk, leaver]) expect(byId.get(who.user.id)).toMatchObject({ source: "local", decision: null, email: who.user.email });
+    expect(byId.get(admin.user.id)).toMatchObject({ role: "admin", mfaEnabled: true, lastLoginAt: expect.any(String), daysUnused: 0, unused: false });
+    expect(byId.get(scimUserId)).toMatchObject({ source: "scim", role: "front_desk", groups: ["Compliance Office", "Front Office"], lastLoginAt: null });
+    // Deactivated accounts have nothing to review; service accounts are not people.
+    expect(started.body.entries.every((e: { email: string | null }) => e.email !== null)).toBe(true);
+    expect(started.body.total).toBe(started.body.entries.length);
+
+    const again = await owner.agent.post("/api/v1/access-reviews/campaigns").send({});
+    expect(again.status).toBe(409);
+    expect(again.body.detail).toBe(`campaign ${campaignId} is still open in this tenant; finish it first`);
+    const list = await auditor.agent.get("/api/v1/access-reviews/campaigns");
+    expect(list.body).toEqual([expect.objectContaining({ id: campaignId, status: "open", total: started.body.total, decided: 0 })]);
+  });
+
+  it("lets owners and admins keep or remove with a comment, never on their own account, and only owners decide on owners", async () => {
+    const decide = (who: SignedIn, userId: string, decision: "keep" | "remove", comment = "still on the ward rota") =>
+      who.agent.put(`/api/v1/access-reviews/campaigns/${campaignId}/entries/${userId}`).send({ decision, comment });
+
+    const kept = await decide(admin, nurse.user.id, "keep");
+    expect(kept.status, JSON.stringify(kept.body)).toBe(200);
+    expect(kept.body.entries.find((e: { userId: string }) => e.userId === nurse.user.id)).toMatchObject({
+      decision: "keep",
+      comment: "still on the ward rota",
+      decidedBy: admin.user.id,
+      outcome: "kept",
+    });
+    expect(kept.body.decided).toBe(1);
+
+    const own = await decide(admin, admin.user.id, "keep");
+    expect(own.status).toBe(403);
+    expect(own.body.detail).toBe("nobody reviews their own account; another reviewer decides on it");
+    expect((await decide(admin, owner.user.id, "remove")).status).toBe(403);
+    expect((await decide(auditor, desk.user.id, "keep")).status).toBe(403);
+    expect((await admin.agent.put(`/api/v1/access-reviews/campaigns/${campaignId}/entries/${desk.user.id}`).send({ decision: "keep" })).status).toBe(400);
+
+    for (const who of [admin, auditor]) expect((await decide(owner, who.user.id, "keep", "reviews the ward's access")).status).toBe(200);
+    expect((await decide(owner, scimUserId, "keep", "front office, per the directory")).status).toBe(200);
+
+    // Removal ends the account's access at once: session and the API token it created.
+    const removed = await decide(owner, leaver.user.id, "remove", "moved to another trust in November");
+    expect(removed.status).toBe(200);
+    expect(removed.body.entries.find((e: { userId: string }) => e.userId === leaver.user.id)).toMatchObject({ decision: "remove", outcome: "removed" });
+    expect((await leaver.agent.get("/api/v1/auth/session")).status).toBe(401);
+    expect(await leaverProbe()).toBe(401);
+    expect((await owner.agent.get(`/api/v1/users/${leaver.user.id}`)).body).toMatchObject({ status: "deactivated" });
+    expect((await decide(owner, leaver.user.id, "keep")).status).toBe(409);
+
+    // The evidence is signed once the result is final.
+    const early = await auditor.agent.get(`/api/v1/access-reviews/campaigns/${campaignId}/evidence`);
+    expect(early.status).toBe(409);
+  });
+
+  it("deactivates at the deadline every account nobody reviewed, keeps the last owner, and closes the campaign", async () => {
+    clock.advance(8 * DAY);
+    await runJob("inactive-users");
+    owner = await signInWithPassword(app, { email: owner.user.email, password: owner.password, totpSecret: owner.totpSecret });
+    const closed = (await owner.agent.get(`/api/v1/access-reviews/campaigns/${campaignId}`)).body;
+    expect(closed).toMatchObject({ status: "closed", closedReason: "deadline", deactivatedUnreviewed: 1, removed: 1 });
+    const outcome = (id: string) => closed.entries.find((e: { userId: string }) => e.userId === id).outcome;
+    expect(outcome(desk.user.id)).toBe("deactivated-unreviewed");
+    expect(outcome(owner.user.id)).toBe("kept-last-owner");
+    expect(outcome(nurse.user.id)).toBe("kept");
+    await expect(signInWithPassword(app, { email: desk.user.email, password: desk.password })).rejects.toThrow(/sign-in failed: 401/);
+    const nurseAgain = await signInWithPassword(app, { email: nurse.user.email, password: nurse.password, totpSecret: nurse.totpSecret });
+    expect(nurseAgain.user.id).toBe(nurse.user.id);
+
+    const events = (await auditEvents(app, { action: "user.deactivate" })).filter((e) => e.resource_id === desk.user.id);
+    expect(events).toEqual([expect.objectContaining({ actor_role: "system", reason: `access review ${campaignId}: not reviewed by the deadline; sessions 1; api tokens 0` })]);
+  });
+
+  it("exports the closed campaign as JSON and CSV under one signature that openssl verifies with the public key alone", async () => {
+    auditor = await signInWithPassword(app, { email: auditor.user.email, password: auditor.password, totpSecret: auditor.totpSecret });
+    const res = await auditor.agent.get(`/api/v1/access-reviews/campaigns/${campaignId}/evidence`);
+    expect(res.status, JSON.stringify(res.body)).toBe(200);
+    const { evidence, csv, signature, publicKeySpki, fingerprint } = res.body as CampaignEvidenceRes;
+    const files = {
+      json: path.join(dir, "evidence.json"),
+      csv: path.join(dir, "evidence.csv"),
+      sig: path.join(dir, "evidence.sig"),
+      pem: path.join(dir, "public-key.pem"),
+    };
+    fs.writeFileSync(files.json, evidence);
+    fs.writeFileSync(files.csv, csv);
+    fs.writeFileSync(files.sig, Buffer.from(signature, "base64"));
+    fs.writeFileSync(files.pem, createPublicKey({ key: Buffer.from(publicKeySpki, "base64"), format: "der", type: "spki" }).export({ format: "pem", type: "spki" }));
+    const verify = (file: string) =>
+      execFileSync("openssl", ["pkeyutl", "-verify", "-pubin", "-inkey", files.pem, "-rawin", "-in", file, "-sigfile", files.sig], { encoding: "utf8" });
+    expect(verify(files.json)).toMatch(/Signature Verified Successfully/);
+    const parsed = JSON.parse(evidence);
+    expect(parsed.csvSha256).toBe(execFileSync("sha256sum", [files.csv], { encoding: "utf8" }).split(" ")[0]);
+    // The key is the one the Audit page and `wardkeep audit fingerprint` show.
+    expect((await auditor.agent.get("/api/v1/audit/public-key")).body.fingerprint).toBe(fingerprint);
+
+    expect(parsed).toMatchObject({
+      format: "wardkeep-access-review/1",
+      campaignId,
+      tenantId: tenant.id,
+      closedReason: "deadline",
+      counts: { total: 7, kept: 4, removed: 1, deactivatedUnreviewed: 1, alreadyInactive: 0, keptLastOwner: 1 },
+    });
+    const lines = csv.trimEnd().split("\r\n");
+    expect(lines[0]).toBe(
+      "user_id,email,display_name,role,source,break_glass_account,mfa_enabled,last_login_at,days_unused,unused,groups,decision,comment,decided_by,decided_at,outcome",
+    );
+    expect(lines.find((l) => l.startsWith(leaver.user.id))).toContain(",remove,moved to another trust in November,");
+    expect(lines.find((l) => l.startsWith(scimUserId))).toContain(",scim,false,false,,");
+
+    // A changed byte breaks the signature.
+    fs.writeFileSync(files.json, evidence.replace('"removed":1', '"removed":0'));
+    expect(() => verify(files.json)).toThrow();
+  });
+
+  it("deactivates accounts unused past the tenant's limit in the same job, with their sessions", async () => {
+    clock.advance(31 * DAY);
+    await runJob("inactive-users");
+    const user = (await request(app.baseUrl).post("/api/v1/auth/login").ca(app.caPem).send({ email: admin.user.email, password: admin.password })).status;
+    expect(user).toBe(401);
+    const events = (await auditEvents(app, { action: "user.deactivate" })).filter((e) => e.resource_id === admin.user.id);
+    expect(events).toEqual([expect.objectContaining({ actor_role: "system", reason: "inactive; sessions 1; api tokens 0" })]);
+    // The last owner stays, however long unused.
+    expect((await request(app.baseUrl).post("/api/v1/auth/login").ca(app.caPem).send({ email: owner.user.email, password: owner.password })).status).toBe(200);
+  });
+});
