@@ -56,7 +56,11 @@ describe("retention purge killed with SIGKILL", () => {
   it("resumes the same run after a restart: no row lost or counted twice, the certificate equals the audit events", async () => {
     db = await createTestDatabase();
     // The purge fires every second; small batches so the kill lands between many commits.
-    const env = testEnv(db, dir, { WARDKEEP_JOBS_SCHEDULES_RETENTION_PURGE: "* * * * * *", WARDKEEP_RETENTION_BATCH_SIZE: String(BATCH), WARDKEEP_BACKUP_SCHEDULER_ENABLED: "false" });
+    const env = testEnv(db, dir, {
+      WARDKEEP_JOBS_SCHEDULES_RETENTION_PURGE: "* * * * * *",
+      WARDKEEP_RETENTION_BATCH_SIZE: String(BATCH),
+      WARDKEEP_BACKUP_SCHEDULER_ENABLED: "false",
+    });
     daemon = spawnDaemon(env);
     await daemon.port();
 
