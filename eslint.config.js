@@ -131,7 +131,13 @@ export default defineConfig(
   {
     files: ["admin-ui/src/**/*.ts"],
     rules: {
-      ...restrict([{ regex: "(^|/)daemon/(?!kernel/|[a-z-]+/schema\\.js$)", message: "The admin UI imports only types from daemon/<capability>/schema.ts and daemon/kernel/." }]),
+      // A capability's schema.ts, or one of its resources' (daemon/records/data-rights/schema.ts).
+      ...restrict([
+        {
+          regex: "(^|/)daemon/(?!kernel/|[a-z-]+/([a-z-]+/)?schema\\.js$)",
+          message: "The admin UI imports only types from daemon/<capability>/[<resource>/]schema.ts and daemon/kernel/.",
+        },
+      ]),
       "@typescript-eslint/no-restricted-imports": [
         "error",
         {

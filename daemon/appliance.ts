@@ -24,6 +24,7 @@ import type { EmbeddedPostgres } from "./db/embedded.js";
 import { raiseAlert } from "./alerts/index.js";
 import { applyMigrations, pendingMigrations } from "./db/migrate.js";
 import { assertAppRoleIsRestricted, prepareDatabase } from "./db/roles.js";
+import { wakeCheckpointer } from "./db/wal-archive.js";
 import { createHttpApp } from "./http/app.js";
 import { startHttpServers, type RunningServer, type TlsCredentials } from "./http/server.js";
 import type { Logger } from "./log/logger.js";
@@ -161,6 +162,15 @@ export async function startAppliance(config: Config, opts: StartOptions): Promis
 
   const targets = await prepareDatabase(config);
   for (const line of targets.created) log.info(line);
+  if (config.database.url && config.backup.walArchiving) {
+    // The compose file's PostgreSQL archives too; its owner role is the image's superuser (the
+    // embedded one is woken by db/embedded.ts after each of its starts).
+    const woken = await wakeCheckpointer(targets.ownerUrl).catch((err: Error) => `failed: ${err.message}`);
+    if (woken !== "woken" && woken !== "not-archiving")
+      log.warn(
+        `could not wake PostgreSQL's checkpointer (${woken}): until its first checkpoint (checkpoint_timeout) archive_timeout is not applied; run SELECT pg_reload_conf() as a superuser after each PostgreSQL start (docs/backups.md)`,
+      );
+  }
   const db = openDatabase(targets, config);
   const cleanup = async () => {
     await db.close();

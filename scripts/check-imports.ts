@@ -83,8 +83,8 @@ export function adminUiViolations(files = sourceFiles(join(ROOT, "admin-ui/src")
       if (!target || !relative(ROOT, target).startsWith("daemon/")) continue;
       const where = relative(ROOT, target);
       if (!typeOnly) out.push(`${relative(ROOT, file)}: imports code from ${where}; the admin UI takes only types from the daemon (import type)`);
-      else if (!/^daemon\/([a-z-]+\/schema|kernel\/.*)\.ts$/.test(where))
-        out.push(`${relative(ROOT, file)}: imports ${where}; the admin UI takes types from daemon/<capability>/schema.ts and daemon/kernel/ only`);
+      else if (!/^daemon\/([a-z-]+\/([a-z-]+\/)?schema|kernel\/.*)\.ts$/.test(where))
+        out.push(`${relative(ROOT, file)}: imports ${where}; the admin UI takes types from daemon/<capability>/[<resource>/]schema.ts and daemon/kernel/ only`);
     }
   }
   return out;

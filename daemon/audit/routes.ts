@@ -6,6 +6,8 @@ import { auditContextFrom } from "./append.js";
 import { listCheckpoints } from "./checkpoints.js";
 import { downloadExport, getExportJob, listExportJobs, startExportJob } from "./pack-jobs.js";
 import {
+  auditNamesRequest,
+  auditNamesResponse,
   auditSearchResponse,
   checkpointListResponse,
   exportJob,
@@ -19,6 +21,7 @@ import {
   timelineResponse,
   verifyReport,
 } from "./schema.js";
+import { resolveAuditNames } from "./names.js";
 import { patientAccessTimeline, searchAuditEvents } from "./search.js";
 import { describeCheckpointKeys } from "./signing-key.js";
 import { verifyAuditChain } from "./verify.js";
@@ -38,6 +41,18 @@ export const auditRoutes = [
       response: auditSearchResponse,
     },
     ({ ctx, actor, query, req, res }) => searchAuditEvents(ctx, actor, query, auditContextFrom(req, res)),
+  ),
+  defineRoute(
+    {
+      method: "post",
+      path: "/audit/names",
+      action: "audit:read",
+      tag,
+      summary: "Names for the ids on a page of events: accounts and tenants the viewer may see; patients only for roles that may read their names (each an audited PHI read)",
+      body: auditNamesRequest,
+      response: auditNamesResponse,
+    },
+    ({ ctx, actor, body, meta }) => resolveAuditNames(ctx, actor, body, meta),
   ),
   defineRoute(
     {

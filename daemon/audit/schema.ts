@@ -172,6 +172,25 @@ export const exportJob = z.object({
 /** `GET /api/v1/audit/exports`. */
 export const exportListResponse = z.object({ exports: z.array(exportJob) });
 
+const namedId = z.object({
+  /** The id as the events carry it. */
+  id: z.string(),
+  /** Its name: an account's display name (or e-mail), a tenant's name, a patient's name. */
+  name: z.string(),
+});
+
+/** `POST /api/v1/audit/names`: names for the ids of one page of events (docs/audit.md). */
+export const auditNamesResponse = z.object({
+  /** Accounts (actors, support staff, accounts acted on) of the viewer's tenant and the appliance's staff. */
+  users: z.array(namedId),
+  /** Tenants the viewer may see (their own; every one for super-admins). */
+  tenants: z.array(namedId),
+  /** Patients' names (an audited PHI read each); empty when `patientNamesShown` is false. */
+  patients: z.array(namedId),
+  /** false: the viewer's role reads no PHI, so patients stay ids. */
+  patientNamesShown: z.boolean(),
+});
+
 export type AuditEventView = z.infer<typeof auditEventView>;
 export type AuditSearchRes = z.infer<typeof auditSearchResponse>;
 export type TimelineEntry = z.infer<typeof timelineEntry>;
@@ -180,6 +199,7 @@ export type VerifyReportRes = z.infer<typeof verifyReport>;
 export type PublicKeyRes = z.infer<typeof publicKeyResponse>;
 export type ExportJobRes = z.infer<typeof exportJob>;
 export type ExportListRes = z.infer<typeof exportListResponse>;
+export type AuditNamesRes = z.infer<typeof auditNamesResponse>;
 
 // ---- requests, and the responses the admin UI does not read yet --------------------------------
 
@@ -230,6 +250,19 @@ export const timelineQuery = z
     limit: z.coerce.number().int().min(1).max(500).default(200),
   })
   .strict();
+
+const idList = z.array(z.uuid()).max(500).default([]);
+export const auditNamesRequest = z
+  .object({
+    /** Account ids to name (actors, impersonators, accounts acted on), at most 500. */
+    userIds: idList,
+    /** Tenant ids to name, at most 500. */
+    tenantIds: idList,
+    /** Patient ids to name, at most 500 (only for roles that may read a patient's name). */
+    patientIds: idList,
+  })
+  .strict();
+export type AuditNamesReq = z.input<typeof auditNamesRequest>;
 
 export const timelineParams = z.object({ /** The patient whose record's access history is asked for. */ patientId: z.string().min(1).max(200) }).strict();
 

@@ -44,30 +44,15 @@ import { backupDataKeyLookup, readDataKeyRows, shreddedSubjects, unwrapBackupKek
 import { auditVerifierFor } from "./audit-check.js";
 import { openPolicyTargets, readPolicyRow } from "./policy.js";
 import { clearAlert, raiseAlert, tryJobLock } from "./service.js";
+import { closeAndShipSegment } from "./pitr.js";
+import type { PitrDrillRes } from "./schema.js";
 
 export const PITR_DRILL_LOCK = 7301505;
 
-export type PitrDrillCheck = { name: string; ok: boolean; detail: string };
-export type PitrDrillPhases = { locateMs: number; baseMs: number; replayMs: number; verifyMs: number };
-
-export type PitrDrillRecord = {
-  id: string;
-  status: "running" | "passed" | "failed";
-  trigger: "schedule" | "manual" | "cli";
-  target: string;
-  startedAt: string;
-  finishedAt: string | null;
-  baseBackup: string | null;
-  /** The randomly chosen time the drill recovered to. */
-  targetTime: string | null;
-  /** The last transaction the replay applied: the recovery point achieved for that time. */
-  achievedTime: string | null;
-  /** Total restore time (the RTO), and by phase. */
-  rtoMs: number | null;
-  phases: Partial<PitrDrillPhases>;
-  checks: PitrDrillCheck[];
-  error: string | null;
-};
+/** The record's shape is the API's (schema.ts `pitrDrillRecord`). */
+export type PitrDrillRecord = PitrDrillRes;
+export type PitrDrillCheck = PitrDrillRecord["checks"][number];
+export type PitrDrillPhases = Required<PitrDrillRecord["phases"]>;
 
 export const AUDIT_CHAIN_CHECK = "audit chain verifies";
 export const CHECKPOINT_CHECK = "matches the signed checkpoint before the time";
@@ -169,6 +154,7 @@ export async function runPitrDrill(
   const targets = openPolicyTargets(ctx, policy);
   const scratch = inDataDir(ctx.config, "pitr-drill");
   let id = "";
+  let drillStart: Date | undefined;
   try {
     const name =
       opts.target ??
@@ -180,14 +166,26 @@ export async function runPitrDrill(
     if (!target) throw new Conflict(`no backup target is named ${name}`);
     id = await inScope(ctx.db.app, { kind: "appliance" }, async (t) => {
       await t.exec("UPDATE pitr_drills SET status = 'failed', finished_at = $1, error = 'interrupted' WHERE status = 'running'", [ctx.clock.now()]);
-      const [row] = await t.rows<{ id: string }>("INSERT INTO pitr_drills (status, trigger, target, started_at) VALUES ('running', $1, $2, $3) RETURNING id::text", [
-        opts.trigger,
-        name,
-        ctx.clock.now(),
-      ]);
+      const [row] = await t.rows<{ id: string; at: Date }>(
+        "INSERT INTO pitr_drills (status, trigger, target, started_at) VALUES ('running', $1, $2, $3) RETURNING id::text, now() AS at",
+        [opts.trigger, name, ctx.clock.now()],
+      );
+      drillStart = row!.at;
       return row!.id;
     });
-    const outcome = await drill(ctx, target, secret, scratch, opts.at);
+    // PostgreSQL's replay to a time stops at the first commit after it, and fails ("recovery ended
+    // before configured recovery target was reached") when the archive holds none: a time drawn
+    // after the archive's last commit (in a quiet segment closed by archive_timeout) would fail a
+    // sound archive. This row's commit, after `drillStart` by the database's clock, is made a
+    // commit the archive holds, and the random time is drawn before it.
+    const closed = opts.at
+      ? null
+      : await closeAndShipSegment(ctx).catch((err: Error) => {
+          ctx.log.warn(`backup: PITR drill could not close and ship the current WAL segment: ${err.message}`);
+          return null;
+        });
+    const latest = closed ? drillStart : undefined;
+    const outcome = await drill(ctx, target, secret, scratch, opts.at, latest);
     const passed = !outcome.error && outcome.checks.length > 0 && outcome.checks.every((c) => c.ok);
     const error =
       outcome.error ??
@@ -247,7 +245,7 @@ type Outcome = {
   error: string | null;
 };
 
-async function drill(ctx: ApplianceContext, target: SnapshotTarget, secret: Buffer, scratch: string, at: Date | undefined): Promise<Outcome> {
+async function drill(ctx: ApplianceContext, target: SnapshotTarget, secret: Buffer, scratch: string, at: Date | undefined, latest: Date | undefined): Promise<Outcome> {
   const out: Outcome = { baseBackup: null, targetTime: null, achievedTime: null, rtoMs: null, phases: {}, checks: [], error: null };
   const opener = { applianceSecret: secret };
   const trusted = [manifestSigner(secret).publicKeyRaw];
@@ -263,7 +261,8 @@ async function drill(ctx: ApplianceContext, target: SnapshotTarget, secret: Buff
   try {
     // Locate: the window, a random time in it, the newest base backup that ended before it.
     const window = await retainedWindow(target, opener, trusted);
-    const point = at ?? new Date(window.to > window.from ? window.from + randomInt(0, Math.min(window.to - window.from, 2 ** 47)) : window.from);
+    const to = latest ? Math.min(window.to, latest.getTime()) : window.to;
+    const point = at ?? new Date(to > window.from ? window.from + randomInt(0, Math.min(to - window.from, 2 ** 47)) : window.from);
     out.targetTime = point;
     const base = [...window.bases].reverse().find((b) => b.reachesFrom <= point.getTime());
     if (!base) throw new DrillStop(`no base backup on target ${target.name} ended before ${point.toISOString()}`);

@@ -205,6 +205,35 @@ function embeddedCluster(ctx: ApplianceContext): { superuserUrl: string; dataDir
   };
 }
 
+/**
+ * Closes the WAL segment being written (`pg_switch_wal`, as a superuser: the embedded one, or the
+ * compose PostgreSQL's owner role), waits until PostgreSQL's archiver has put it in the spool, and
+ * ships the spool: every transaction committed before this call is then on every reachable target.
+ * Returns the segment's name, or null when the role may not switch (then nothing is shipped).
+ */
+export async function closeAndShipSegment(ctx: ApplianceContext): Promise<string | null> {
+  const client = ctx.config.database.url ? await ctx.db.owner.dedicatedClient("wardkeep-wal-switch") : new pg.Client({ connectionString: embeddedCluster(ctx).superuserUrl });
+  let wal: string;
+  try {
+    if (!ctx.config.database.url) await client.connect();
+    try {
+      wal = (await client.query<{ w: string }>("SELECT pg_walfile_name(pg_switch_wal()) AS w")).rows[0]!.w;
+    } catch (err) {
+      if ((err as { code?: string }).code === "42501") return null;
+      throw err;
+    }
+    for (let i = 0; i < 600; i++) {
+      const [a] = (await client.query<{ last: string | null }>("SELECT last_archived_wal AS last FROM pg_stat_archiver")).rows;
+      if (a?.last && a.last.slice(8) >= wal.slice(8)) break;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  } finally {
+    await client.end().catch(() => {});
+  }
+  await shipSpool(ctx);
+  return wal;
+}
+
 export type BaseBackupRun = BaseBackupResult & { status: "complete" | "partial" | "failed" };
 
 /** Takes a base backup to every target, records it (and its WAL range) and applies retention. */

@@ -21,6 +21,7 @@ import {
   snapshotParams,
   snapshotRecord,
   targetParams,
+  pitrDrillRecord,
   pitrStatusView,
   targetTestRequest,
   targetTestResult,
@@ -44,6 +45,7 @@ import {
 } from "./service.js";
 import { testTargetConnection } from "./target-test.js";
 import { pitrStatus } from "./pitr.js";
+import { listPitrDrills } from "./pitr-drill.js";
 import { NotFound } from "../kernel/errors.js";
 
 // Sources run from daemon/backups, the build from dist/daemon/backups; the image copies the script beside dist/.
@@ -156,6 +158,17 @@ export const backupRoutes = [
       response: pitrStatusView,
     },
     ({ ctx }) => pitrStatus(ctx),
+  ),
+  defineRoute(
+    {
+      method: "get",
+      path: "/backups/pitr/drills",
+      action: "drill:read",
+      tag,
+      summary: "PITR drills (newest 50 first): the time chosen, the recovery point achieved, the RTO by phase, each check and the error",
+      response: z.array(pitrDrillRecord),
+    },
+    ({ ctx }) => listPitrDrills(ctx),
   ),
   defineRoute(
     {

@@ -188,6 +188,31 @@ export const pitrStatusView = z.object({
 });
 
 export type PitrStatusRes = z.infer<typeof pitrStatusView>;
+
+/** One PITR drill (`GET /api/v1/backups/pitr/drills`, newest first; docs/backups.md "PITR drills"). */
+export const pitrDrillRecord = z.object({
+  id: z.string(),
+  status: z.enum(["running", "passed", "failed"]),
+  trigger: z.enum(["schedule", "manual", "cli"]),
+  /** The backup target whose base backup and WAL were restored. */
+  target: z.string(),
+  startedAt: z.string(),
+  finishedAt: z.string().nullable(),
+  baseBackup: z.string().nullable(),
+  /** The randomly chosen time the drill recovered to. */
+  targetTime: z.string().nullable(),
+  /** The last transaction the replay applied: the recovery point achieved for that time. */
+  achievedTime: z.string().nullable(),
+  /** Total restore time (the RTO), and by phase. */
+  rtoMs: z.number().nullable(),
+  phases: z.object({ locateMs: z.number(), baseMs: z.number(), replayMs: z.number(), verifyMs: z.number() }).partial(),
+  /** The audit chain, the signed checkpoint before the time, and a sample of encrypted fields. */
+  checks: z.array(z.object({ name: z.string(), ok: z.boolean(), detail: z.string() })),
+  /** Why it failed (a segment missing from the target is named here). */
+  error: z.string().nullable(),
+});
+
+export type PitrDrillRes = z.infer<typeof pitrDrillRecord>;
 export type SnapshotRecordRes = z.infer<typeof snapshotRecord>;
 export type BackupAlertRes = z.infer<typeof backupAlert>;
 export type BackupListRes = z.infer<typeof backupListResponse>;

@@ -4,6 +4,7 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import pg from "pg";
+import { wakeCheckpointer } from "./wal-archive.js";
 
 /**
  * The embedded PostgreSQL for `npm start` and the test suite: the real server binaries that
@@ -263,6 +264,13 @@ export async function startEmbeddedPostgres(opts: EmbeddedOptions): Promise<Embe
   const launch = async (): Promise<Postmaster> => {
     const postmaster = spawnPostmaster(bins.postgres, args, ids, onLog);
     await waitUntilAccepting(superuserUrl, postmaster.child, () => postmaster.exitReason());
+    // After every start, restarts by the supervisor included: archive_timeout bounds the RPO only
+    // once the checkpointer has been woken (db/wal-archive.ts).
+    if (opts.settings?.archive_mode === "on") {
+      await wakeCheckpointer(superuserUrl).catch((err: Error) =>
+        onLog(`wardkeep: could not wake the checkpointer, archive_timeout applies after its first checkpoint: ${err.message}`),
+      );
+    }
     return postmaster;
   };
   let current = await launch();

@@ -1,5 +1,6 @@
 import fs from "node:fs";
 import path from "node:path";
+import pg from "pg";
 
 /**
  * Continuous archiving into a spool directory (docs/backups.md "Point-in-time recovery"): the
@@ -38,4 +39,34 @@ export function archiveSettings(spoolDir: string, limitMiB: number, timeoutSecon
 export function prepareSpool(spoolDir: string, owner: { uid: number; gid: number } | undefined): void {
   fs.mkdirSync(spoolDir, { recursive: true, mode: 0o700 });
   if (owner) fs.chownSync(spoolDir, owner.uid, owner.gid);
+}
+
+export type CheckpointerWake = "woken" | "not-archiving" | "denied";
+
+/**
+ * Makes PostgreSQL honour archive_timeout from the start. Its checkpointer works out how long to
+ * sleep for the first time while the server is still starting up, when it leaves archive_timeout
+ * out, and so sleeps a whole checkpoint_timeout (5 min by default) before it first looks at it: a
+ * segment with a single write in it is archived only when it fills or that sleep ends, so for the
+ * first minutes after every start the recovery point has no bound (seen with PostgreSQL 15 and
+ * 18; docs/backups.md "Recovery point"). A configuration reload sets the checkpointer's latch:
+ * it wakes, and from then on sleeps at most archive_timeout. A superuser (or a role granted
+ * pg_reload_conf) may do this; `denied` otherwise.
+ */
+export async function wakeCheckpointer(url: string): Promise<CheckpointerWake> {
+  const client = new pg.Client({ connectionString: url, application_name: "wardkeep-archive-timeout" } as pg.ClientConfig);
+  await client.connect();
+  try {
+    const r = await client.query<{ on: boolean }>("SELECT current_setting('archive_mode') <> 'off' AND current_setting('archive_timeout')::interval > '0'::interval AS on");
+    if (!r.rows[0]?.on) return "not-archiving";
+    try {
+      await client.query("SELECT pg_reload_conf()");
+      return "woken";
+    } catch (err) {
+      if ((err as { code?: string }).code === "42501") return "denied";
+      throw err;
+    }
+  } finally {
+    await client.end().catch(() => {});
+  }
 }

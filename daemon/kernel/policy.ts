@@ -186,6 +186,10 @@ export const policy = {
     create: staff("front_desk", "practitioner"),
     update: or(staff("front_desk"), and(staff("practitioner"), careTeam)),
     delete: staff("owner"), // erasure (crypto-shredding), no read needed
+    // A patient's name beside its id on the Audit page (docs/audit.md): owners and admins, who may
+    // already export a patient's whole record; auditors and super-admins see ids (they read no PHI).
+    // Each name shown is an audited PHI read.
+    read_name: staff("owner", "admin"),
   },
   schedule: {
     read: staff("front_desk", "practitioner"),

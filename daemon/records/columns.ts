@@ -34,7 +34,7 @@ const COLUMNS = {
   consents: { idColumn: "id", patientColumn: "patient_id", columns: ["scope_enc", "evidence_enc"] },
   consent_revocations: { idColumn: "consent_id", patientColumn: "patient_id", columns: ["evidence_enc", "reason_enc"] },
   attachments: { idColumn: "id", patientColumn: "patient_id", columns: ["filename_enc", "file_key_enc", "plain_sha256_enc"] },
-  legal_holds: { idColumn: "id", patientColumn: "patient_id", columns: ["reason_enc"] },
+  legal_holds: { idColumn: "id", patientColumn: "patient_id", columns: ["reason_enc", "release_reason_enc"] },
 } as const;
 
 export type RecordsTable = keyof typeof COLUMNS;

@@ -6,3 +6,5 @@ export { removeStored as removeAttachmentFile } from "./attachments/store.js";
 export { purgePatientRows as reducePatientToTombstone } from "./data-rights/deletion.js";
 /** The retention register's trigger "age of majority": ids of patients born before a date (birth dates decrypted in records only). */
 export { patientsBornBefore } from "./patients/service.js";
+/** Patients' names beside their ids on the Audit page (only for roles that may read them; audited). */
+export { readPatientNames } from "./patients/names.js";

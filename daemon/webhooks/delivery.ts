@@ -67,6 +67,8 @@ export const DEAD_LETTER_ALERT = "webhook.dead_letter";
 
 /** Retry-After may ask for at most this (a receiver cannot park a delivery for ever). */
 const RETRY_AFTER_MAX_MS = 24 * 3_600_000;
+/** Opened signers kept per worker; past this many (endpoints × versions) the cache starts again. */
+const SIGNER_CACHE_MAX = 10_000;
 /** Bytes of a response body read (and thrown away) so the connection can be reused. */
 const RESPONSE_READ_LIMIT = 64 * 1024;
 
@@ -92,6 +94,13 @@ export class DeliveryWorker {
   private readonly httpAgent = new http.Agent({ keepAlive: true, maxSockets: 256 });
   private readonly httpsAgent: https.Agent;
   private inFlight = 0;
+  /**
+   * Claimed deliveries waiting for a free slot: the worker claims up to one batch ahead, so the
+   * next batch's claim (a database round trip) overlaps the current batch's requests instead of
+   * leaving the slots empty while it runs (docs/webhooks.md, Performance). A waiting delivery
+   * starts within ceil(batchSize / concurrency) request timeouts, inside its lease.
+   */
+  private readonly ready: { row: Claimed; allowList: AllowListEntry[] }[] = [];
   private readonly results: AttemptResult[] = [];
   private flushing: Promise<void> | undefined;
   private signal: (() => void) | undefined;
@@ -102,6 +111,8 @@ export class DeliveryWorker {
   /** Endpoints with an open dead-letter alert (any replica's), re-read at most every 5 s. */
   private deadLetterAlerts: { at: number; endpoints: Set<string> } | undefined;
   private readonly idle = new Set<() => void>();
+  /** Opened signing secrets by scheme, endpoint and version (see `signer`). */
+  private readonly signers = new Map<string, Signer>();
   private readonly unsubscribe: () => void;
 
   constructor(private readonly ctx: ApplianceContext) {
@@ -120,9 +131,14 @@ export class DeliveryWorker {
     this.signal?.();
   }
 
-  /** Resolves when nothing is in flight or waiting to be recorded (tests, the bench). */
+  /** Requests in flight and claimed deliveries waiting for a slot, now (the bench samples it). */
+  load(): { inFlight: number; waiting: number } {
+    return { inFlight: this.inFlight, waiting: this.ready.length };
+  }
+
+  /** Resolves when nothing is in flight, waiting to be sent or waiting to be recorded (tests, the bench). */
   settled(): Promise<void> {
-    if (this.inFlight === 0 && this.results.length === 0 && !this.flushing) return Promise.resolve();
+    if (this.inFlight === 0 && this.ready.length === 0 && this.results.length === 0 && !this.flushing) return Promise.resolve();
     return new Promise((resolve) => this.idle.add(resolve));
   }
 
@@ -131,7 +147,9 @@ export class DeliveryWorker {
     this.unsubscribe();
     this.signal?.();
     await this.loop;
-    while (this.inFlight > 0 || this.results.length > 0 || this.flushing) await this.settled();
+    // Claimed deliveries still waiting are sent before the worker stops (their claims would otherwise hold them until the lease ends).
+    while (this.inFlight > 0 || this.ready.length > 0 || this.results.length > 0 || this.flushing) await this.settled();
+    this.signers.clear();
     this.httpAgent.destroy();
     this.httpsAgent.destroy();
   }
@@ -139,8 +157,10 @@ export class DeliveryWorker {
   private async run(): Promise<void> {
     const { pollIntervalMs, concurrency, batchSize } = this.ctx.config.webhooks;
     while (!this.stopped) {
-      const want = Math.min(concurrency - this.inFlight, batchSize);
+      // Claimed and not finished: at most the slots and one batch waiting for them.
+      const want = Math.min(concurrency + batchSize - this.inFlight - this.ready.length, batchSize);
       let claimed = 0;
+      if (this.ctx.rootKey.isSealed) this.signers.clear();
       if (want > 0 && !this.ctx.rootKey.isSealed) {
         try {
           claimed = await this.claimAndSend(want);
@@ -148,9 +168,9 @@ export class DeliveryWorker {
           this.ctx.log.warn(`webhooks: claiming deliveries failed: ${(err as Error).message}`);
         }
       }
-      // A full claim means more may be due: go again at once (or when a slot frees). Otherwise
-      // sleep until an event is published here, a slot frees, or the next poll.
-      if (claimed > 0 && claimed === want && this.inFlight < concurrency) continue;
+      // A full claim means more may be due: go again at once while the window has room (or when it
+      // has room again). Otherwise sleep until an event is published here, the window drains, or the next poll.
+      if (claimed > 0 && claimed === want && this.inFlight + this.ready.length < concurrency + batchSize) continue;
       await this.sleep(pollIntervalMs);
     }
   }
@@ -184,10 +204,14 @@ export class DeliveryWorker {
 
   private async claimAndSend(limit: number): Promise<number> {
     const now = this.ctx.clock.now();
-    const lease = new Date(now.getTime() + this.ctx.config.webhooks.timeoutMs * 2 + 30_000);
-    const rows = await inScope(this.ctx.db.app, { kind: "appliance" }, (tx) =>
-      tx.rows<Claimed>(
-        `UPDATE webhook_deliveries d SET claimed_until = $2
+    // The lease covers the wait for a slot (a batch behind `concurrency` slots starts within
+    // ceil(batchSize / concurrency) request timeouts) and the attempt itself, plus 30 s.
+    const { timeoutMs, batchSize, concurrency } = this.ctx.config.webhooks;
+    const lease = new Date(now.getTime() + timeoutMs * (Math.ceil(batchSize / concurrency) + 1) + 30_000);
+    // One flight (BEGIN, scope, claim, COMMIT): the worker waits for this round trip between batches.
+    const rows = await this.ctx.db.app.singleStatementInScope<Claimed>(
+      { kind: "appliance" },
+      `UPDATE webhook_deliveries d SET claimed_until = $2
            FROM (SELECT d2.id FROM webhook_deliveries d2 JOIN webhook_endpoints e2 ON e2.id = d2.endpoint_id
                   WHERE d2.status = 'pending' AND d2.next_attempt_at <= $1 AND (d2.claimed_until IS NULL OR d2.claimed_until <= $1) AND e2.status = 'enabled'
                   ORDER BY d2.next_attempt_at LIMIT $3 FOR UPDATE OF d2 SKIP LOCKED) c,
@@ -195,45 +219,60 @@ export class DeliveryWorker {
           WHERE d.id = c.id AND m.id = d.message_id AND e.id = d.endpoint_id
         RETURNING d.id, d.attempts, d.tenant_id, m.id AS message_id, m.body, e.id AS endpoint_id, e.url, e.secret, e.secret_version,
                   e.signature_scheme, e.previous_secret, e.previous_secret_version, e.previous_secret_expires_at, e.previous_signature_scheme`,
-        [now, lease, limit],
-      ),
+      [now, lease, limit],
     );
     if (rows.length === 0) return 0;
     const allowList = await this.currentAllowList();
-    const secrets = new Map<string, Signer[]>();
-    for (const row of rows) {
-      this.inFlight++;
-      void this.attempt(row, allowList, secrets).then((result) => this.finished(result));
-    }
+    for (const row of rows) this.ready.push({ row, allowList });
+    this.pump();
     return rows.length;
   }
 
+  /** Starts waiting deliveries while a slot is free. */
+  private pump(): void {
+    const { concurrency } = this.ctx.config.webhooks;
+    while (this.inFlight < concurrency && this.ready.length > 0) {
+      const { row, allowList } = this.ready.shift()!;
+      this.inFlight++;
+      void this.attempt(row, allowList).then((result) => this.finished(result));
+    }
+  }
+
   /** The secrets that sign now: the current one, and the previous one during a rotation's overlap (either may be `v1` or `v1a`). */
-  private signingSecrets(row: Claimed, cache: Map<string, Signer[]>, now: Date): Signer[] {
-    const key = `${row.endpoint_id}:${row.secret_version}:${row.previous_secret_expires_at && row.previous_secret_expires_at > now ? "2" : "1"}`;
-    let signers = cache.get(key);
-    if (!signers) {
-      signers = [this.signer(row.signature_scheme, row.secret, row.endpoint_id, row.secret_version)];
-      if (row.previous_secret && row.previous_secret_version && row.previous_secret_expires_at && row.previous_secret_expires_at > now) {
-        signers.push(this.signer(row.previous_signature_scheme ?? "v1", row.previous_secret, row.endpoint_id, row.previous_secret_version));
-      }
-      cache.set(key, signers);
+  private signingSecrets(row: Claimed, now: Date): Signer[] {
+    const signers = [this.signer(row.signature_scheme, row.secret, row.endpoint_id, row.secret_version)];
+    if (row.previous_secret && row.previous_secret_version && row.previous_secret_expires_at && row.previous_secret_expires_at > now) {
+      signers.push(this.signer(row.previous_signature_scheme ?? "v1", row.previous_secret, row.endpoint_id, row.previous_secret_version));
     }
     return signers;
   }
 
+  /**
+   * The signer of one sealed secret, opened once per worker: a sealed secret is fixed for its
+   * (endpoint, version) pair (a rotation makes a new version), so the cache never serves a stale
+   * one. Opening costs an HKDF and an AES-GCM unwrap, and for Ed25519 a PKCS#8 parse that costs
+   * more than the signature itself (docs/webhooks.md, Performance). Emptied when the appliance is
+   * sealed, so a sealed appliance holds no opened secret.
+   */
   private signer(scheme: SignatureScheme, sealed: Buffer, endpointId: string, version: number): Signer {
+    const key = `${scheme}:${endpointId}:${version}`;
+    let signer = this.signers.get(key);
+    if (signer) return signer;
     if (scheme === "v1a") {
       const der = openWebhookSecret(this.ctx, sealed, { kind: "endpoint_ed25519", id: endpointId, version });
       const privateKey = ed25519PrivateKey(der);
       der.fill(0);
-      return (id, ts, body) => signV1a(privateKey, id, ts, body);
+      signer = (id, ts, body) => signV1a(privateKey, id, ts, body);
+    } else {
+      const secret = openWebhookSecret(this.ctx, sealed, { kind: "endpoint", id: endpointId, version });
+      signer = (id, ts, body) => signV1(secret, id, ts, body);
     }
-    const secret = openWebhookSecret(this.ctx, sealed, { kind: "endpoint", id: endpointId, version });
-    return (id, ts, body) => signV1(secret, id, ts, body);
+    if (this.signers.size >= SIGNER_CACHE_MAX) this.signers.clear();
+    this.signers.set(key, signer);
+    return signer;
   }
 
-  private async attempt(row: Claimed, allowList: AllowListEntry[], cache: Map<string, Signer[]>): Promise<AttemptResult> {
+  private async attempt(row: Claimed, allowList: AllowListEntry[]): Promise<AttemptResult> {
     const attempt = row.attempts + 1;
     const startedAt = this.ctx.clock.now();
     const t0 = performance.now();
@@ -260,7 +299,7 @@ export class DeliveryWorker {
       if (!entry) throw new DestinationRefused(`${dest.host}:${dest.port} is no longer on the allow-list`);
       assertAddressLiteral(dest.host, entry.allowPrivate);
       const timestamp = Math.floor(this.ctx.clock.now().getTime() / 1000);
-      const signature = this.signingSecrets(row, cache, startedAt)
+      const signature = this.signingSecrets(row, startedAt)
         .map((sign) => sign(row.message_id, timestamp, row.body))
         .join(" ");
       const answer = await this.post(
@@ -321,9 +360,10 @@ export class DeliveryWorker {
   private finished(result: AttemptResult): void {
     this.inFlight--;
     this.results.push(result);
-    // Claim again once half the slots are free (or at the next poll): one claim per finished
-    // delivery would cost a round trip each (docs/webhooks.md, Performance).
-    if (this.inFlight <= this.ctx.config.webhooks.concurrency / 2) this.wake();
+    this.pump();
+    // Claim again once the deliveries waiting here run low (or at the next poll): one claim per
+    // finished delivery would cost a round trip each (docs/webhooks.md, Performance).
+    if (this.ready.length <= this.ctx.config.webhooks.concurrency / 2) this.wake();
     void this.flush();
   }
 
@@ -344,7 +384,7 @@ export class DeliveryWorker {
       }
     })().finally(() => {
       this.flushing = undefined;
-      if (this.inFlight === 0 && this.results.length === 0) {
+      if (this.inFlight === 0 && this.ready.length === 0 && this.results.length === 0) {
         for (const resolve of this.idle) resolve();
         this.idle.clear();
       } else if (this.results.length > 0) void this.flush();
@@ -395,9 +435,7 @@ export class DeliveryWorker {
 
   private async record(batch: AttemptResult[]): Promise<void> {
     const now = this.ctx.clock.now();
-    await inScope(this.ctx.db.app, { kind: "appliance" }, async (tx) => {
-      await tx.exec(
-        `WITH r AS (
+    const recordSql = `WITH r AS (
            SELECT * FROM unnest($1::uuid[], $2::int[], $3::text[], $4::int[], $5::int[], $6::text[], $7::timestamptz[], $8::timestamptz[])
              AS r(id, attempt, outcome, status_code, duration_ms, error, next_at, started_at)
          ), upd AS (
@@ -416,21 +454,26 @@ export class DeliveryWorker {
          )
          INSERT INTO webhook_attempts (delivery_id, attempt, tenant_id, started_at, duration_ms, status_code, outcome, error, next_attempt_at)
          SELECT r.id, r.attempt, upd.tenant_id, r.started_at, r.duration_ms, r.status_code, r.outcome, r.error, r.next_at FROM r JOIN upd ON upd.id = r.id
-         ON CONFLICT DO NOTHING`,
-        [
-          batch.map((r) => r.deliveryId),
-          batch.map((r) => r.attempt),
-          batch.map((r) => r.outcome),
-          batch.map((r) => r.statusCode),
-          batch.map((r) => r.durationMs),
-          batch.map((r) => r.error),
-          batch.map((r) => r.nextAttemptAt),
-          batch.map((r) => r.startedAt),
-          now,
-        ],
-      );
-      const gone = [...new Set(batch.filter((r) => r.outcome === "gone").map((r) => r.endpointId))];
-      if (gone.length === 0) return;
+         ON CONFLICT DO NOTHING`;
+    const values = [
+      batch.map((r) => r.deliveryId),
+      batch.map((r) => r.attempt),
+      batch.map((r) => r.outcome),
+      batch.map((r) => r.statusCode),
+      batch.map((r) => r.durationMs),
+      batch.map((r) => r.error),
+      batch.map((r) => r.nextAttemptAt),
+      batch.map((r) => r.startedAt),
+      now,
+    ];
+    const gone = [...new Set(batch.filter((r) => r.outcome === "gone").map((r) => r.endpointId))];
+    // The usual batch (nothing answered 410) is one statement in one flight; disabling an endpoint takes a transaction.
+    if (gone.length === 0) {
+      await this.ctx.db.app.singleStatementInScope({ kind: "appliance" }, recordSql, values);
+      return;
+    }
+    await inScope(this.ctx.db.app, { kind: "appliance" }, async (tx) => {
+      await tx.exec(recordSql, values);
       const disabled = await tx.rows<{ id: string; tenant_id: string | null }>(
         "UPDATE webhook_endpoints SET status = 'disabled', disabled_reason = 'gone', disabled_at = $2, updated_at = $2 WHERE id = ANY($1::uuid[]) AND status = 'enabled' RETURNING id, tenant_id",
         [gone, now],

@@ -70,7 +70,8 @@ describe("admin console shows what the API says", () => {
     expect(actions).toEqual(expect.arrayContaining(["patient.create", "patient.read"]));
     expect(actions.indexOf("patient.create")).toBeLessThan(actions.indexOf("patient.read"));
     const read = texts[actions.indexOf("patient.read")]!;
-    expect(read).toContain(desk.user.id.slice(0, 8));
+    // Named (the account has no display name: its e-mail), with the id on hover.
+    expect(read).toContain(desk.user.email);
     expect(read).toContain("Front desk");
     expect(read).toContain("success");
     const seqs = (await rows.locator("td:nth-child(1)").allTextContents()).map(Number);
@@ -95,6 +96,7 @@ describe("admin console shows what the API says", () => {
       "Audit trail",
       "Alerts",
       "Retention",
+      "Data rights",
       "Webhooks",
       "Sessions",
       "Authenticator",
@@ -108,7 +110,16 @@ describe("admin console shows what the API says", () => {
     const auditor = await signIn(app, { role: "auditor", tenantId: tenant.id });
     const { context, page, violations } = await open(auditor);
     await navLinks(page).filter({ hasText: "Audit trail" }).waitFor();
-    await expect(navLinks(page).allTextContents()).resolves.toEqual(["Appliance status", "Security settings", "Audit trail", "Alerts", "Retention", "Sessions", "Authenticator"]);
+    await expect(navLinks(page).allTextContents()).resolves.toEqual([
+      "Appliance status",
+      "Security settings",
+      "Audit trail",
+      "Alerts",
+      "Retention",
+      "Data rights",
+      "Sessions",
+      "Authenticator",
+    ]);
 
     // Typed into the address bar: the screen is not drawn and nothing is asked of the API.
     await page.goto(`${app.baseUrl}/#/users`);

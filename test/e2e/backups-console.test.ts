@@ -331,6 +331,19 @@ describe("trends per target and the point-in-time recovery panel", () => {
         `INSERT INTO pitr_wal (name, target, archived_at, shipped_at, stored_bytes) VALUES ('000000010000000000000007', 'nas', '${archivedAt}', '${archivedAt}', 16777216)`,
       );
       const [archiver] = await superuser<{ a: string; f: string }>("SELECT archived_count::text AS a, failed_count::text AS f FROM pg_stat_archiver");
+      // Two PITR drills of target nas: one passed 1.2 s short of its time in 7.5 s, the newer one failed on a missing segment.
+      const checks = JSON.stringify([
+        { name: "audit chain verifies", ok: true, detail: "events 1..40" },
+        { name: "matches the signed checkpoint before the time", ok: true, detail: "checkpoint 2 at seq 30" },
+        { name: "encrypted columns decrypt", ok: true, detail: "6 values" },
+      ]);
+      await superuser(
+        `INSERT INTO pitr_drills (status, trigger, target, started_at, finished_at, base_backup, target_time, achieved_time, rto_ms, phases, checks, error) VALUES
+           ('passed', 'schedule', 'nas', '${at(3)}', '${at(3)}', 'bb-20261201T0100Z', '${at(4)}', '${new Date(Date.parse(at(4)) - 1200).toISOString()}', 7500,
+            '{"locateMs":100,"baseMs":2000,"replayMs":5000,"verifyMs":400}', '${checks}', NULL),
+           ('failed', 'manual', 'nas', '${at(1)}', '${at(1)}', 'bb-20261201T0100Z', '${at(2)}', NULL, NULL, '{}', '[]',
+            'WAL segment 000000010000000000000005 is missing from target nas: later segments exist')`,
+      );
 
       const { context, page, violations } = await openScreen(browser, app.baseUrl, root.cookie, "/backups");
       const trends = page.getByTestId("trends-archive");
@@ -367,6 +380,22 @@ describe("trends per target and the point-in-time recovery panel", () => {
       // The same numbers through the API the panel reads.
       const api = (await root.agent.get("/api/v1/backups/pitr").expect(200)).body;
       expect(api.targets.find((t: { target: string }) => t.target === "nas")).toMatchObject({ newestWal: "000000010000000000000007", newestAgeSeconds: 42 });
+      // The PITR drills, newest first, as the panel shows them and as the API lists them.
+      const drillRows = page.getByTestId("pitr-drills").locator("tbody tr");
+      await expect(drillRows.count()).resolves.toBe(2);
+      const cells = async (i: number) => (await drillRows.nth(i).locator("td").allInnerTexts()).map((t) => t.replace(/\s+/g, " ").trim());
+      const [failedRow, passedRow] = [await cells(0), await cells(1)];
+      expect(failedRow[1]).toBe("failed WAL segment 000000010000000000000005 is missing from target nas: later segments exist");
+      expect(failedRow[2]).toBe("nas bb-20261201T0100Z");
+      expect(failedRow.slice(4)).toEqual(["—", "—", "—"]);
+      expect(passedRow[1]).toBe("passed");
+      expect(passedRow.slice(4)).toEqual(["1.2 s", "7.5 s", "3 of 3 passed"]);
+      const listed = (await root.agent.get("/api/v1/backups/pitr/drills").expect(200)).body as { status: string; error: string | null; rtoMs: number | null; phases: object }[];
+      expect(listed.map((d) => [d.status, d.rtoMs])).toEqual([
+        ["failed", null],
+        ["passed", 7500],
+      ]);
+      expect(listed[1]!.phases).toEqual({ locateMs: 100, baseMs: 2000, replayMs: 5000, verifyMs: 400 });
       expect(violations).toEqual([]);
       await context.close();
     },

@@ -94,7 +94,7 @@ describe("operations screens", () => {
     await form.getByLabel("Hold").selectOption("audio");
     await form.getByLabel("Reason (matter or case reference)").fill("Matter 2026-114");
     await form.getByRole("button", { name: "Place hold" }).click();
-    const hold = page.getByTestId("retention-holds").locator("tr", { hasText: "Matter 2026-114" });
+    const hold = page.getByTestId("legal-holds").locator("tr", { hasText: "Matter 2026-114" });
     await expect.poll(() => hold.textContent()).toMatch(/Audio recordings.*Matter 2026-114.*in force/);
     expect(violations).toEqual([]);
     await context.close();

@@ -1,5 +1,6 @@
 import fs from "node:fs";
 import path from "node:path";
+import { build as esbuild } from "esbuild";
 import { chromium, type Browser, type BrowserContext, type Page } from "playwright-core";
 import { build } from "vite";
 import { adminUiDirectory } from "../../daemon/http/admin-ui.js";
@@ -99,4 +100,35 @@ export async function openScreen(browser: Browser, baseUrl: string, cookie: stri
 export async function screenshot(page: Page, name: string): Promise<void> {
   if (!process.env.WARDKEEP_SCREENSHOTS) return;
   await page.screenshot({ path: `/tmp/wardkeep-${name}.png`, fullPage: true });
+}
+
+/** A screen of the console's routes table (admin-ui/src/lib/routes.ts), without its page component. */
+export type ConsoleScreen = { path: string; label?: string; title?: string; action?: string; public?: boolean };
+
+/**
+ * The console's one routes table as data, read from admin-ui/src/lib/routes.ts itself (bundled
+ * with every `.svelte` page stubbed out), so a test that walks every screen covers a screen the
+ * day it is added to the table.
+ */
+export async function consoleScreens(): Promise<ConsoleScreen[]> {
+  const result = await esbuild({
+    entryPoints: [path.join(UI_ROOT, "src/lib/routes.ts")],
+    bundle: true,
+    write: false,
+    format: "esm",
+    platform: "neutral",
+    logLevel: "warning",
+    plugins: [
+      {
+        name: "svelte-page-stub",
+        setup(b) {
+          b.onResolve({ filter: /\.svelte(\.ts)?$/ }, (args) => ({ path: args.path, namespace: "stub" }));
+          b.onLoad({ filter: /.*/, namespace: "stub" }, () => ({ contents: "export default {};", loader: "js" }));
+        },
+      },
+    ],
+  });
+  const code = result.outputFiles[0]!.text;
+  const mod = (await import(`data:text/javascript;base64,${Buffer.from(code).toString("base64")}`)) as { ROUTES: ConsoleScreen[] };
+  return mod.ROUTES.map(({ path: p, label, title, action, public: isPublic }) => ({ path: p, label, title, action, public: isPublic }));
 }

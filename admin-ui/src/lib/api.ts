@@ -8,7 +8,7 @@
  * "your session ended" and for the support-access header there).
  */
 import type { CapabilitiesRes, CreatedTenantRes, SecuritySettingsReq, SecuritySettingsRes, SupportRequestRes, TenantRes, UserRes } from "../../../daemon/access/schema.js";
-import type { AuditSearchRes, ExportJobRes, ExportListRes, PublicKeyRes, TimelineRes, VerifyReportRes } from "../../../daemon/audit/schema.js";
+import type { AuditNamesReq, AuditNamesRes, AuditSearchRes, ExportJobRes, ExportListRes, PublicKeyRes, TimelineRes, VerifyReportRes } from "../../../daemon/audit/schema.js";
 import type {
   ApiTokenRes,
   CreateApiTokenReq,
@@ -33,6 +33,7 @@ import type {
   BackupListRes,
   BackupPolicyRes,
   DrillRecordRes,
+  PitrDrillRes,
   PitrStatusRes,
   RestoreOutcomeRes,
   RestoreReq,
@@ -41,6 +42,7 @@ import type {
   TargetTestRes,
   VerifyResultRes,
 } from "../../../daemon/backups/schema.js";
+import type { DeletionRequestListRes, DeletionRequestRes, LegalHoldListRes, LegalHoldRes } from "../../../daemon/records/data-rights/schema.js";
 import type { NotReadyProblem, ReadinessChecks, ReadinessRes } from "../../../daemon/http/schema.js";
 import type { JobListRes, JobRunStartedRes, JobRunsRes } from "../../../daemon/jobs/schema.js";
 import type { KeyStatusRes, RotationStartedRes, SealProgressRes } from "../../../daemon/keys/schema.js";
@@ -180,6 +182,27 @@ async function request<T>(method: "GET" | "POST" | "PUT" | "PATCH" | "DELETE", p
   return data as T;
 }
 
+/** A file the API sends as a download (an export): its bytes and the name the daemon gave it. */
+export type Download = { blob: Blob; filename: string };
+
+/** GET of a download: the body as a Blob; a problem+json answer becomes ApiError like any other. */
+async function download(path: string): Promise<Download> {
+  let res: Response;
+  try {
+    res = await fetch(path, { headers: { Accept: "application/json, text/csv" }, credentials: "same-origin" });
+  } catch {
+    throw new ApiError({ type: "about:blank", title: "The appliance cannot be reached; check the network and try again", status: 0 });
+  }
+  if (!res.ok) {
+    const data = parse(await res.text()) as Problem | undefined;
+    const problem = data?.type ? data : { type: "about:blank", title: res.statusText || `HTTP ${res.status}`, status: res.status };
+    for (const listener of listeners) listener({ method: "GET", path, status: res.status, supportAccess: res.headers.get(SUPPORT_ACCESS_HEADER), problem });
+    throw new ApiError(problem);
+  }
+  const filename = /filename="([^"]+)"/.exec(res.headers.get("Content-Disposition") ?? "")?.[1] ?? "export";
+  return { blob: await res.blob(), filename };
+}
+
 /** What the status page shows: /readyz answers 200 `{status: "ready"}` or a 503 problem with the same checks. */
 export type Readiness = { ready: boolean; checks: ReadinessChecks };
 
@@ -283,6 +306,8 @@ export const api = {
   audit: {
     search: (q: AuditSearch) => request<AuditSearchRes>("GET", `${V1}/audit${query(q)}`),
     timeline: (patientId: string, q: { cursor?: string } = {}) => request<TimelineRes>("GET", `${V1}/audit/patients/${seg(patientId)}/timeline${query(q)}`),
+    /** Names for the ids of one page of events (patients only for roles that may read them; each an audited read). */
+    names: (body: AuditNamesReq) => request<AuditNamesRes>("POST", `${V1}/audit/names`, body),
     verify: () => request<VerifyReportRes>("GET", `${V1}/audit/verify`),
     publicKey: () => request<PublicKeyRes>("GET", `${V1}/audit/public-key`),
     exports: {
@@ -303,6 +328,7 @@ export const api = {
     // The body follows the daemon's targetTestRequest (a target as entered, and its secrets if typed).
     testTarget: (body: { target: unknown; secrets?: Record<string, string> }) => request<TargetTestRes>("POST", `${V1}/backups/targets/test`, body),
     pitr: () => request<PitrStatusRes>("GET", `${V1}/backups/pitr`),
+    pitrDrills: () => request<PitrDrillRes[]>("GET", `${V1}/backups/pitr/drills`),
     verify: (id: string) => request<VerifyResultRes>("POST", `${V1}/backups/${seg(id)}/verify`, {}),
     restore: (id: string, body: RestoreReq) => request<RestoreOutcomeRes>("POST", `${V1}/backups/${seg(id)}/restore`, body),
     /** A plain link (the browser downloads the script itself). */
@@ -338,6 +364,20 @@ export const api = {
     releaseHold: (id: string, reason: string) => request<RetentionHoldRes>("POST", `${V1}/retention/holds/${seg(id)}/release`, { reason }),
     runs: () => request<RetentionRunsRes>("GET", `${V1}/retention/runs`),
     certificate: (id: string) => request<DispositionCertificateRes>("GET", `${V1}/retention/runs/${seg(id)}/certificate`),
+  },
+  dataRights: {
+    /** Holds on single patients (tenant and record-class holds are `retention.holds`). */
+    patientHolds: () => request<LegalHoldListRes>("GET", `${V1}/legal-holds`),
+    placePatientHold: (patientId: string, reason: string) => request<LegalHoldRes>("POST", `${V1}/patients/${seg(patientId)}/legal-holds`, { reason }),
+    /** Step-up: wrap in stepUp.run. */
+    releasePatientHold: (patientId: string, id: string, reason: string) =>
+      request<LegalHoldRes>("POST", `${V1}/patients/${seg(patientId)}/legal-holds/${seg(id)}/release`, { reason }),
+    deletions: () => request<DeletionRequestListRes>("GET", `${V1}/deletion-requests`),
+    /** Erasure after the grace period (owner, step-up). */
+    requestErasure: (patientId: string) => request<DeletionRequestRes>("DELETE", `${V1}/patients/${seg(patientId)}`),
+    cancelErasure: (id: string) => request<DeletionRequestRes>("POST", `${V1}/deletion-requests/${seg(id)}/cancel`, {}),
+    /** One patient's records as a JSON download (owner/admin, step-up; audited). */
+    exportPatient: (patientId: string) => download(`${V1}/exports/patients/${seg(patientId)}?format=json`),
   },
   webhooks: {
     endpoints: () => request<EndpointListRes>("GET", `${V1}/webhooks`),

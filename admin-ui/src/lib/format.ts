@@ -34,6 +34,16 @@ export function formatDuration(ms: number): string {
   return `${Math.round(hours / 24)} days`;
 }
 
+/** Time left until a deadline, for a countdown of days: "29 days 23 h", "1 day 0 h", "5 h 12 min", "12 min". */
+export function formatTimeLeft(ms: number): string {
+  const minutes = Math.max(0, Math.floor(ms / 60_000));
+  const days = Math.floor(minutes / 1440);
+  const hours = Math.floor((minutes % 1440) / 60);
+  if (days > 0) return `${days} ${days === 1 ? "day" : "days"} ${hours} h`;
+  if (hours > 0) return `${hours} h ${minutes % 60} min`;
+  return `${minutes} min`;
+}
+
 /** m:ss for a countdown. */
 export function formatCountdown(ms: number): string {
   const total = Math.max(0, Math.ceil(ms / 1000));

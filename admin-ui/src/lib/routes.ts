@@ -4,6 +4,7 @@ import PageAlerts from "../pages/PageAlerts.svelte";
 import PageApiTokens from "../pages/PageApiTokens.svelte";
 import PageAudit from "../pages/PageAudit.svelte";
 import PageBackups from "../pages/PageBackups.svelte";
+import PageDataRights from "../pages/PageDataRights.svelte";
 import PageHome from "../pages/PageHome.svelte";
 import PageJobs from "../pages/PageJobs.svelte";
 import PageKeys from "../pages/PageKeys.svelte";
@@ -62,6 +63,7 @@ export const ROUTES = [
   { path: "/jobs", page: PageJobs, label: "Jobs", section: "Operations", action: "job:read" },
   // The register belongs to a tenant (super-admins have none): guarded by the holds list, which only a tenant's staff may read.
   { path: "/retention", page: PageRetention, label: "Retention", section: "Operations", action: "legal_hold:list" },
+  { path: "/data-rights", page: PageDataRights, label: "Data rights", section: "Operations", action: "deletion:list" },
   { path: "/webhooks", page: PageWebhooks, label: "Webhooks", section: "Operations", action: "webhook:list" },
   { path: "/sessions", page: PageSessions, label: "Sessions", section: "My account", action: "session:list" },
   { path: "/mfa", page: PageMfa, label: "Authenticator", section: "My account" },

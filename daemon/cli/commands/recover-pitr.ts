@@ -98,6 +98,8 @@ export type PitrPlan = {
   walStoredBytes: number;
   /** Segments the range needs that the target lacks (a restore would stop there). */
   missing: string[];
+  /** The newest WAL file on the target and when it was archived, by the database's clock: the latest time a recovery can reach. */
+  archive: { newestWal: string | null; archivedAt: string | null };
 };
 
 export type PitrOutcome = {
@@ -140,24 +142,51 @@ async function locate(req: PitrRequest) {
   if (!signer.publicKeyRaw.equals(keyStore.signerPublicKey)) {
     throw new KeyStoreBackupError(`key-store backup ${keyStoreId} was not signed by the appliance whose keys it holds`);
   }
+  // Times are the database's: commit timestamps, and when each WAL file was archived (the spool
+  // file's time, written on the database's host). A base backup's `completedAt` is the daemon's
+  // clock, so it reaches a time only once its last segment was archived too (as the drills pick).
+  const available = await listWal(req.target);
+  const trusted = [signer.publicKeyRaw];
+  const archivedAt = async (name: string) =>
+    available.has(name) ? Date.parse(walObjectHeader(name, await readObject(req.target, walLayout.object(name), 1 << 30, `WAL file ${name}`), trusted).archivedAt) : NaN;
+  const newestWal = [...available.keys()]
+    .filter((n) => WAL_SEGMENT.test(n))
+    .sort()
+    .at(-1);
+  const archive = { newestWal: newestWal ?? null, archivedAt: newestWal ? new Date(await archivedAt(newestWal)).toISOString() : null };
+  if (req.point.kind === "time" && archive.archivedAt && req.point.at.getTime() > Date.parse(archive.archivedAt)) {
+    throw new CliError(
+      `--at ${req.point.at.toISOString()} is after the newest WAL on target ${req.target.name} (${archive.newestWal}, archived ${archive.archivedAt} by the database's clock; this machine's clock says ${new Date().toISOString()}): nothing was archived for that time; give an earlier time or --at latest`,
+    );
+  }
   const { complete } = await listBaseBackups(req.target);
   let base: BaseBackupBody | undefined;
+  let oldestReach: number | undefined;
   for (const id of [...complete].reverse()) {
-    const m = await openBaseBackupManifest(req.target, id, opener, [signer.publicKeyRaw]);
+    const m = await openBaseBackupManifest(req.target, id, opener, trusted);
     zeroize(m.key);
-    if (req.point.kind !== "time" || Date.parse(m.body.completedAt) <= req.point.at.getTime()) {
+    if (req.point.kind !== "time") {
+      base = m.body;
+      break;
+    }
+    const reachesFrom = Math.max(Date.parse(m.body.completedAt), await archivedAt(m.body.stopWal));
+    if (Number.isNaN(reachesFrom)) continue; // its last segment is not on the target: it cannot be restored
+    oldestReach = reachesFrom;
+    if (reachesFrom <= req.point.at.getTime()) {
       base = m.body;
       break;
     }
   }
   if (!base) {
     throw new CliError(
-      complete.length
-        ? `no base backup on target ${req.target.name} ended before ${describePoint(req.point)} (the oldest ended later); pick a later time`
-        : `target ${req.target.name} holds no base backup: point-in-time recovery needs one (wardkeep backup base-backup)`,
+      complete.length === 0
+        ? `target ${req.target.name} holds no base backup: point-in-time recovery needs one (wardkeep backup base-backup)`
+        : oldestReach === undefined
+          ? `no base backup on target ${req.target.name} has its last WAL segment there, so none can be restored`
+          : `no base backup on target ${req.target.name} reaches ${describePoint(req.point)}: the oldest is consistent from ${new Date(oldestReach).toISOString()} by the database's clock; pick a later time`,
     );
   }
-  return { keyStoreId, keyStore, keks, signer, base, opener };
+  return { keyStoreId, keyStore, keks, signer, base, opener, archive };
 }
 
 function describePoint(p: PointInTime): string {
@@ -212,6 +241,7 @@ export async function planPointInTimeRecovery(req: PitrRequest): Promise<PitrPla
       wal,
       walStoredBytes: wal.reduce((n, w) => n + w.storedBytes, 0),
       missing,
+      archive: found.archive,
     };
   } finally {
     for (const k of found.keks.values()) zeroize(k);

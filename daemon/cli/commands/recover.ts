@@ -520,6 +520,13 @@ export function parsePoint(opts: Pick<RecoverOptions, "at" | "beforeEvent">): Po
   if (!/^\d{4}-\d\d-\d\dT\d\d:\d\d(:\d\d(\.\d+)?)?(Z|[+-]\d\d:\d\d)$/.test(at) || Number.isNaN(t)) {
     throw new CliError(`--at must be an ISO 8601 time with a zone (2026-12-03T10:58:30Z) or "latest", not ${JSON.stringify(at)}`);
   }
+  // A time later than this machine's clock cannot have been archived; a time written in another
+  // zone without its offset is the usual cause, so say how the time was read.
+  if (t > Date.now()) {
+    throw new CliError(
+      `--at ${at} (${new Date(t).toISOString()}) is in the future: this machine's clock says ${new Date().toISOString()}; give the time with its zone offset, or --at latest (--dry-run shows the newest archived time by the database's clock)`,
+    );
+  }
   return { kind: "time", at: new Date(t) };
 }
 
@@ -537,6 +544,7 @@ async function recoverPointInTime(global: GlobalOptions, config: Config, mode: U
       const plan = await planPointInTimeRecovery({ target, privateKey, point, expectSigner, mode, input: {} });
       printResult(global, { plan }, [
         `point-in-time recovery to ${plan.point} from target ${plan.target} would use:`,
+        `  the archive reaches ${plan.archive.archivedAt ?? "no time yet"} by the database's clock (newest WAL ${plan.archive.newestWal ?? "none"}); this machine's clock says ${new Date().toISOString()}`,
         `  base backup ${plan.baseBackup.id} (ended ${plan.baseBackup.completedAt}, ${plan.baseBackup.storedBytes} bytes stored)`,
         `  key-store backup ${plan.keyStoreBackup}`,
         `  ${plan.wal.length} WAL file(s), ${plan.walStoredBytes} bytes stored: ${plan.wal.length ? `${plan.wal[0]!.name} .. ${plan.wal.at(-1)!.name}` : "none"}`,

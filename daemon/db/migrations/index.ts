@@ -27,6 +27,7 @@ import * as m0140 from "./0140_pitr_drill_phases.js";
 import * as m0160 from "./0160_sign_in_limits.js";
 import * as m0180 from "./0180_sso_public_url.js";
 import * as m0190 from "./0190_access_reviews.js";
+import * as m0200 from "./0200_legal_hold_release_reason.js";
 import * as m0210 from "./0210_retention_classes.js";
 import * as m0220 from "./0220_webhook_ed25519.js";
 
@@ -63,6 +64,7 @@ export const migrations: Migration[] = [
   { name: "0160_sign_in_limits", sql: m0160.sql },
   { name: "0180_sso_public_url", sql: m0180.sql },
   { name: "0190_access_reviews", sql: m0190.sql },
+  { name: "0200_legal_hold_release_reason", sql: m0200.sql },
   { name: "0210_retention_classes", sql: m0210.sql },
   { name: "0220_webhook_ed25519", sql: m0220.sql },
 ];

@@ -10,23 +10,33 @@ import { recordPhiEvent } from "../../audit/append.js";
 import { openerFor, sealRow } from "../columns.js";
 import { LegalHoldActive } from "../errors.js";
 import { findActivePatient, tenantOf } from "../patients/access.js";
-import { legalHoldPlace, legalHoldQuery, legalHoldView } from "./schema.js";
+import { legalHoldPlace, legalHoldQuery, legalHoldRelease, legalHoldView } from "./schema.js";
 
 /**
  * Legal hold (litigation, investigation): while one stands on a patient, the patient cannot be
  * deleted, a due purge waits, and attachments cannot be deleted. Placing and releasing are
  * audited, and so is every deletion or purge a hold blocks.
  */
-export { legalHoldPlace, legalHoldQuery, legalHoldView };
+export { legalHoldPlace, legalHoldQuery, legalHoldRelease, legalHoldView };
 export type LegalHoldView = z.infer<typeof legalHoldView>;
 
-type HoldRow = { id: string; tenant_id: string; patient_id: string; reason_enc: Buffer; placed_at: Date; placed_by: string; released_at: Date | null; released_by: string | null };
+type HoldRow = {
+  id: string;
+  tenant_id: string;
+  patient_id: string;
+  reason_enc: Buffer;
+  placed_at: Date;
+  placed_by: string;
+  released_at: Date | null;
+  released_by: string | null;
+  release_reason_enc: Buffer | null;
+};
 
 async function views(ctx: ApplianceContext, t: Tx, list: HoldRow[]): Promise<LegalHoldView[]> {
   const open = await openerFor(
     ctx,
     t,
-    list.map((h) => h.reason_enc),
+    list.flatMap((h) => [h.reason_enc, h.release_reason_enc]),
   );
   return list.map((h) => ({
     id: h.id,
@@ -36,6 +46,7 @@ async function views(ctx: ApplianceContext, t: Tx, list: HoldRow[]): Promise<Leg
     placedBy: h.placed_by,
     releasedAt: h.released_at?.toISOString() ?? null,
     releasedBy: h.released_by,
+    releaseReason: open.text("legal_holds", "release_reason_enc", h.id, h.tenant_id, h.release_reason_enc),
     active: h.released_at === null,
   }));
 }
@@ -75,20 +86,40 @@ export async function placeLegalHold(ctx: ApplianceContext, actor: Actor, patien
   });
 }
 
-export async function releaseLegalHold(ctx: ApplianceContext, actor: Actor, patientId: string, holdId: string, meta: RequestMeta): Promise<LegalHoldView> {
+export async function releaseLegalHold(
+  ctx: ApplianceContext,
+  actor: Actor,
+  patientId: string,
+  holdId: string,
+  input: z.infer<typeof legalHoldRelease>,
+  meta: RequestMeta,
+): Promise<LegalHoldView> {
   const tenantId = tenantOf(actor);
   authorize(actor, "legal_hold:release", { tenantId });
   return inScope(ctx.db.app, { kind: "tenant", tenantId }, async (t) => {
     const [hold] = await t.rows<HoldRow>("SELECT * FROM legal_holds WHERE id = $1 AND tenant_id = $2 AND patient_id = $3 FOR UPDATE", [holdId, tenantId, patientId]);
     if (!hold) throw new NotFound("no such legal hold on this patient");
     if (hold.released_at) throw new Conflict(`this legal hold was already released on ${hold.released_at.toISOString()}`);
-    const [row] = await t.rows<HoldRow>("UPDATE legal_holds SET released_at = $2, released_by = $3 WHERE id = $1 RETURNING *", [holdId, ctx.clock.now(), actor.userId]);
+    const enc = input.reason ? await sealRow(ctx, t, { tenantId, patientId, table: "legal_holds", rowId: holdId }, { release_reason_enc: input.reason }) : {};
+    const [row] = await t.rows<HoldRow>("UPDATE legal_holds SET released_at = $2, released_by = $3, release_reason_enc = $4 WHERE id = $1 RETURNING *", [
+      holdId,
+      ctx.clock.now(),
+      actor.userId,
+      enc.release_reason_enc ?? null,
+    ]);
     // A purge this hold blocked is audited again if another hold blocks it later.
     await t.exec("UPDATE deletion_requests SET blocked_since = NULL WHERE tenant_id = $1 AND status = 'pending' AND (patient_id = $2 OR subject = 'tenant')", [
       tenantId,
       patientId,
     ]);
-    await recordPhiEvent(ctx, t, actor, { action: "legal_hold.release", resourceType: "legal_hold", resourceId: holdId, patientId, tenantId }, meta);
+    // The reason is the patient's (encrypted); the event says only whether one was given.
+    await recordPhiEvent(
+      ctx,
+      t,
+      actor,
+      { action: "legal_hold.release", resourceType: "legal_hold", resourceId: holdId, patientId, tenantId, reason: input.reason ? "with a reason" : "no reason given" },
+      meta,
+    );
     return (await views(ctx, t, [row!]))[0]!;
   });
 }

@@ -9,7 +9,18 @@ import { PHI_READ, PHI_WRITE } from "../route-kit.js";
 import { cancelDeletion, listDeletionRequests, requestPatientDeletion, requestTenantDeletion } from "./deletion.js";
 import { streamExport } from "./export.js";
 import { listLegalHolds, placeLegalHold, releaseLegalHold } from "./legal-holds.js";
-import { deletionListQuery, deletionRequestList, deletionRequestView, emptyBody, exportQuery, legalHoldList, legalHoldPlace, legalHoldQuery, legalHoldView } from "./schema.js";
+import {
+  deletionListQuery,
+  deletionRequestList,
+  deletionRequestView,
+  emptyBody,
+  exportQuery,
+  legalHoldList,
+  legalHoldPlace,
+  legalHoldQuery,
+  legalHoldRelease,
+  legalHoldView,
+} from "./schema.js";
 
 async function sendExport(
   ctx: ApplianceContext,
@@ -124,13 +135,13 @@ export const dataRightsRoutes = [
       method: "post",
       path: "/patients/:id/legal-holds/:itemId/release",
       action: "legal_hold:release",
-      summary: "Release a legal hold (step-up; audited)",
+      summary: "Release a legal hold with a reason (step-up; audited)",
       params: patientItemParams,
-      body: emptyBody,
+      body: legalHoldRelease,
       response: legalHoldView,
       responseDescription: "The released hold",
     },
-    ({ ctx, actor, params, meta }) => releaseLegalHold(ctx, actor, params.id, params.itemId, meta),
+    ({ ctx, actor, params, body, meta }) => releaseLegalHold(ctx, actor, params.id, params.itemId, body, meta),
   ),
   defineRoute(
     {

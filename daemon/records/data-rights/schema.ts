@@ -40,7 +40,7 @@ export const deletionRequestView = z.object({
 });
 export const deletionRequestList = z.object({ /** Deletion requests, newest first. */ items: z.array(deletionRequestView) });
 
-/** Requesting a tenant's erasure, cancelling one, or releasing a hold takes no input. */
+/** Requesting a tenant's erasure or cancelling one takes no input. */
 export const emptyBody = z.object({}).strict();
 
 // ---- legal holds --------------------------------------------------------------------------------
@@ -49,6 +49,13 @@ export const legalHoldPlace = z
   .object({
     /** The matter and why (for owners, admins and auditors; keep clinical detail out of it). */
     reason: text(3, 500),
+  })
+  .strict();
+
+export const legalHoldRelease = z
+  .object({
+    /** Why the hold ends (matter closed, court order…): kept with the hold, encrypted like its reason. Optional for clients written before it existed; the console always asks. */
+    reason: text(3, 500).optional(),
   })
   .strict();
 
@@ -76,6 +83,8 @@ export const legalHoldView = z.object({
   releasedAt: z.string().nullable(),
   /** Who released it. */
   releasedBy: z.uuid().nullable(),
+  /** Why it was released (null while it stands, or when released without a reason). */
+  releaseReason: z.string().nullable(),
   /** Still standing. */
   active: z.boolean(),
 });
@@ -98,6 +107,7 @@ export type DeletionListReq = z.infer<typeof deletionListQuery>;
 export type DeletionRequestRes = z.infer<typeof deletionRequestView>;
 export type DeletionRequestListRes = z.infer<typeof deletionRequestList>;
 export type LegalHoldPlaceReq = z.infer<typeof legalHoldPlace>;
+export type LegalHoldReleaseReq = z.infer<typeof legalHoldRelease>;
 export type LegalHoldQueryReq = z.infer<typeof legalHoldQuery>;
 export type LegalHoldRes = z.infer<typeof legalHoldView>;
 export type LegalHoldListRes = z.infer<typeof legalHoldList>;

@@ -19,7 +19,7 @@ import { createLogger } from "../../../daemon/log/logger.js";
 import { purgeDueDeletions } from "../../../daemon/records/data-rights/deletion.js";
 import { parseSegment, segmentName, walLayout } from "../../../backup/wal.js";
 import type { TestAppliance } from "../../helpers/appliance.js";
-import { signInWithPassword, type SignedIn } from "../../helpers/actors.js";
+import { signIn, signInWithPassword, type SignedIn } from "../../helpers/actors.js";
 import { TestClock } from "../../helpers/clock.js";
 import { parsePoint } from "../../../daemon/cli/commands/recover.js";
 import { CliError } from "../../../daemon/cli/output.js";
@@ -58,6 +58,7 @@ let drills: {
   gone: string;
   alert: string | undefined;
   window: { from: number; to: number };
+  api: { status: number; body: PitrDrillRecord[]; refused: number; refusedType: string | undefined };
 };
 let point: Date;
 let baseStartWal: string;
@@ -211,12 +212,17 @@ beforeAll(async () => {
   const failed = await runPitrDrill(a.ctx, { trigger: "manual", target: "nas", at: point });
   const alert = (await openAlerts(a.ctx)).find((x) => x.kind === "pitr_drill_failed" && x.subject === "nas")?.detail;
   fs.writeFileSync(goneFile, saved);
+  // The same two drills through the API the console's PITR panel reads, and a tenant's admin refused.
+  const operator = await signIn(a, { role: "super_admin" });
+  const listed = await operator.agent.get("/api/v1/backups/pitr/drills");
+  const refused = await (await signIn(a, { role: "admin" })).agent.get("/api/v1/backups/pitr/drills");
   drills = {
     job: jobRun!,
     passed: passed!,
     failed,
     gone,
     alert,
+    api: { status: listed.status, body: listed.body as PitrDrillRecord[], refused: refused.status, refusedType: (refused.body as { type?: string }).type },
     window: { from: Date.parse(base.body.completedAt), to: Date.now() },
   };
   tenantChain = (
@@ -357,6 +363,47 @@ describe("wardkeep recover --at", () => {
       fs.rmSync(dataDir, { recursive: true, force: true });
     }
   }, 120_000);
+
+  it("states the archive's newest time by the database's clock, and refuses in one line a time after it or in the future", async () => {
+    const newest = fs
+      .readdirSync(path.join(nas, "wal"))
+      .map((f) => f.replace(/\.wkw$/, ""))
+      .filter((n) => /^[0-9A-F]{24}$/.test(n))
+      .sort()
+      .at(-1);
+    const dry = await recoverInto(["--at", point.toISOString(), "--dry-run"]);
+    fs.rmSync(dry.dataDir, { recursive: true, force: true });
+    expect(dry.r.code, dry.r.stderr).toBe(0);
+    const archive = JSON.parse(dry.r.stdout).plan.archive as { newestWal: string; archivedAt: string };
+    expect(archive.newestWal).toBe(newest);
+    // Archived on this host (the database's clock) after the point and before now.
+    expect(Date.parse(archive.archivedAt)).toBeGreaterThan(point.getTime());
+    expect(Date.parse(archive.archivedAt)).toBeLessThan(Date.now());
+
+    // After the newest archived WAL (a clock ahead of the database's, or a time read in the wrong zone): refused before any download.
+    const late = new Date(Date.parse(archive.archivedAt) + 1000);
+    const after = await recoverInto(["--at", late.toISOString()]);
+    try {
+      expect(after.r.code).toBe(1);
+      const error = JSON.parse(after.r.stdout).error as string;
+      expect(error).toContain(
+        `--at ${late.toISOString()} is after the newest WAL on target nas (${newest}, archived ${archive.archivedAt} by the database's clock; this machine's clock says `,
+      );
+      expect(error).toMatch(/\): nothing was archived for that time; give an earlier time or --at latest$/);
+      expect(error).not.toContain("\n");
+      expect(fs.existsSync(path.join(after.dataDir, "pg"))).toBe(false);
+    } finally {
+      fs.rmSync(after.dataDir, { recursive: true, force: true });
+    }
+
+    // The same wall-clock time written in another zone: an hour ahead of UTC read as UTC is in the future.
+    const ahead = new Date(Date.now() + 3_600_000).toISOString().replace(/\.\d+Z$/, "Z");
+    expect(() => parsePoint({ at: ahead })).toThrow(/^--at \S+ \(\S+\) is in the future: this machine's clock says \S+; give the time with its zone offset, or --at latest/);
+    // With its offset, the same instant is accepted.
+    const local = new Date(Date.now() - 60_000);
+    const offset = new Date(local.getTime() + 2 * 3_600_000).toISOString().replace(/\.\d+Z$/, "+02:00");
+    expect(parsePoint({ at: offset })).toEqual({ kind: "time", at: new Date(Math.floor(local.getTime() / 1000) * 1000) });
+  }, 120_000);
 });
 
 describe("wardkeep recover --before-event", () => {
@@ -453,5 +500,17 @@ describe("PITR drills", () => {
     expect(d.achievedTime).toBeNull();
     expect(drills.alert).toContain(`PITR drill ${d.id} on target nas failed: WAL segment ${drills.gone} is missing`);
     expect(fs.existsSync(path.join(a.dataDir, "pitr-drill"))).toBe(false);
+  });
+
+  it("lists both drills through GET /api/v1/backups/pitr/drills, newest first, as recorded; a tenant's admin gets 403", () => {
+    expect(drills.api.status).toBe(200);
+    expect(drills.api.body.map((d) => [d.id, d.status, d.target])).toEqual([
+      [drills.failed.id, "failed", "nas"],
+      [drills.passed.id, "passed", "nas"],
+    ]);
+    expect(drills.api.body[0]!.error).toContain(`WAL segment ${drills.gone} is missing from target nas`);
+    expect(drills.api.body[1]).toEqual(drills.passed);
+    expect(drills.api.refused).toBe(403);
+    expect(drills.api.refusedType).toBe("urn:wardkeep:problem:forbidden");
   });
 });

@@ -54,6 +54,9 @@ describe("import boundaries", () => {
   it("lets the admin UI import response types from schema.ts, and nothing that runs", async () => {
     expect(await verdict("admin-ui/src/lib/api.ts", `import type { UserRes } from "../../../daemon/access/schema.js";`)).toEqual([]);
     expect(await verdict("admin-ui/src/lib/api.ts", `import { userResponse } from "../../../daemon/access/schema.js";`)).toHaveLength(1);
+    // A resource's own schema.ts inside a capability (records' data rights) counts as well; its service does not.
+    expect(await verdict("admin-ui/src/lib/api.ts", `import type { LegalHoldRes } from "../../../daemon/records/data-rights/schema.js";`)).toEqual([]);
+    expect(await verdict("admin-ui/src/lib/api.ts", `import type { LegalHoldView } from "../../../daemon/records/data-rights/legal-holds.js";`)).toHaveLength(1);
     expect(await verdict("admin-ui/src/lib/api.ts", `import type { Actor } from "../../../daemon/access/users.js";`)).toHaveLength(1);
   });
 });
