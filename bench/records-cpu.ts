@@ -73,6 +73,7 @@ export async function run(): Promise<BenchRow[]> {
     ] as const) {
       await driveFromChild(target, 2); // warm: keys cached, statements prepared, pool filled
       const perRequest: number[] = [];
+      const systemShare: number[] = [];
       let rate = 0;
       for (let i = 0; i < ROUNDS; i++) {
         const before = process.cpuUsage();
@@ -81,8 +82,11 @@ export async function run(): Promise<BenchRow[]> {
         const used = process.cpuUsage(before);
         if (ok !== total) throw new Error(`${name}: ${total - ok} of ${total} requests failed`);
         perRequest.push((used.user + used.system) / ok);
+        systemShare.push(used.system / (used.user + used.system));
         rate += ok / ((performance.now() - started) / 1000) / ROUNDS;
-        process.stderr.write(`records-cpu ${name} round ${i + 1}: ${perRequest.at(-1)!.toFixed(0)} µs CPU/request, ${ok} requests\n`);
+        process.stderr.write(
+          `records-cpu ${name} round ${i + 1}: ${perRequest.at(-1)!.toFixed(0)} µs CPU/request (${Math.round(100 * systemShare.at(-1)!)} % in the kernel), ${ok} requests\n`,
+        );
       }
       perRequest.sort((a, b) => a - b);
       rows.push({ name: `daemon CPU per ${name} (median of ${ROUNDS})`, value: perRequest[Math.floor(ROUNDS / 2)]!, unit: "µs" });

@@ -8,3 +8,5 @@ export { guard, guardedRoutes, policyBinding, recordDenial, type GuardedRoute } 
 export { createTenant, listTenants, updateTenant, type TenantView, type CreatedTenantView } from "./tenants.js";
 export { createTenantRequest, updateTenantRequest } from "./schema.js";
 export { deprovisionAccount, listUsers, updateUser, type Deprovisioned, type UserView } from "./users.js";
+export { decidePrivilegedAccess, endPrivilegedAccess, listPrivilegedAccess } from "./privileged-access.js";
+export type { PrivilegedAccessRes } from "./schema.js";

@@ -137,7 +137,8 @@ export async function decidePrivilegedAccess(ctx: ApplianceContext, actor: Actor
     await t.exec("UPDATE privileged_access_grants SET status = $2, decided_by = $3, decided_at = $4, expires_at = $5 WHERE id = $1", [
       id,
       decision === "approve" ? "approved" : "denied",
-      actor.userId,
+      // The host's command line (wardkeep access approve) is no account: null, and the audit trail says host_operator.
+      actor.via === "host" ? null : actor.userId,
       now,
       expiresAt,
     ]);

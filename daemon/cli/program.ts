@@ -1,5 +1,6 @@
 import { Command } from "commander";
 import { APP_VERSION } from "../version.js";
+import { registerAccess } from "./commands/access.js";
 import { registerAdmin } from "./commands/admin.js";
 import { registerAlerts } from "./commands/alerts.js";
 import { registerAudit } from "./commands/audit.js";
@@ -15,6 +16,7 @@ import { registerRetention } from "./commands/retention.js";
 import { registerTenant } from "./commands/tenant.js";
 import { registerToken } from "./commands/token.js";
 import { registerScim } from "./commands/scim.js";
+import { registerIdp } from "./commands/idp.js";
 import { registerUser } from "./commands/user.js";
 import { registerKeys } from "./commands/keys.js";
 import { registerTls } from "./commands/tls.js";
@@ -35,7 +37,8 @@ export function buildProgram(): Command {
         "  0  done",
         '  1  failed: one readable line on stderr says why (with --json: {"ok": false, "error"} on stdout)',
         "  2  the command line is wrong: unknown command or option, or a required option missing",
-        "  3  a backup target could not be reached (backup target add|test, backup wal): nothing was saved",
+        "  3  a backup target could not be reached (backup target add|test, backup wal): nothing was saved;",
+        "     an identity provider cannot be used (idp test)",
       ].join("\n"),
     );
   registerStart(program);
@@ -53,6 +56,8 @@ export function buildProgram(): Command {
   registerTenant(program);
   registerToken(program);
   registerScim(program);
+  registerIdp(program);
+  registerAccess(program);
   registerSession(program);
   registerUser(program);
   registerWebhook(program);

@@ -80,6 +80,15 @@ export const serverSchema = z
       .default(120_000)
       .describe("Longest wait for a whole request, body included (an attachment upload of records.attachmentMaxBytes must fit)."),
     idleTimeoutMs: z.number().int().min(1_000).max(600_000).default(30_000).describe("A connection with no bytes either way for this long is closed."),
+    workers: z
+      .number()
+      .int()
+      .min(1)
+      .max(64)
+      .default(1)
+      .describe(
+        "Daemon processes serving the HTTPS port (node:cluster). Above 1, `wardkeep start` keeps the embedded PostgreSQL and forks this many workers, each a replica (docs/scale-out.md); needs an unseal that needs no person (keyfile, pkcs11, passphraseFile).",
+      ),
   })
   .strict();
 

@@ -29,7 +29,11 @@ export type ExternalIdentity = {
  * The precise reason is in the audit trail, found by the request id this answer carries.
  */
 export class ExternalSignInRefused extends Unauthorized {
-  constructor(readonly requestId: string | null) {
+  constructor(
+    readonly requestId: string | null,
+    /** A refused step-up at the IdP (the person stays signed in), not a refused sign-in. */
+    readonly stepUp = false,
+  ) {
     super("signing in through your organisation's identity provider did not work; try again, or ask your administrator", {
       reason: "sso_refused",
       ...(requestId ? { reference: requestId } : {}),

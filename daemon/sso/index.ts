@@ -14,5 +14,11 @@ import "./kinds.js";
 export { completeExternalSignIn, refuseExternalSignIn, idpAssertsMfa, type ExternalSignInOutcome, type IdpSessionHint } from "./signin.js";
 export { registerProviderKind, registeredKinds, loadProvider, type LoadedProvider, type ProviderKind } from "./providers.js";
 export { applyScimGroupRules, firstMatch, type RuleSubject } from "./rules.js";
+// What the command line (`wardkeep idp`) calls: the same services as the admin routes.
+export { listProviders, createProvider, updateProvider } from "./providers.js";
+export { parseIdpMetadata, MetadataRefused } from "./saml/metadata.js";
+export { listRules, dryRunRules } from "./rules.js";
+export { checkProvider, type ProviderCheck } from "./check.js";
+export { createProviderRequest, saveRulesRequest, type ProviderView, type RuleView, type DryRunRes } from "./schema.js";
 // Provider kinds register themselves when their module loads.
 import "./oidc/index.js";

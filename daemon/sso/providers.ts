@@ -73,9 +73,14 @@ type ProviderRow = {
   created_at: Date;
   updated_at: Date;
   linked_users?: number;
+  last_sign_in_at?: Date | null;
 };
 
 const COLUMNS = "p.id, p.tenant_id, p.kind, p.name, p.config, p.secrets, p.enabled, p.mfa_acr_values, p.link_by_email, p.created_at, p.updated_at";
+
+/** How many accounts link to a provider, and when one last signed in through it (the console's list). */
+const LINK_FACTS =
+  "(SELECT count(*) FROM sso_links l WHERE l.provider_id = p.id)::int AS linked_users, (SELECT max(l.last_login_at) FROM sso_links l WHERE l.provider_id = p.id) AS last_sign_in_at";
 
 function kindOf(kind: string): ProviderKind {
   const spec = kinds.get(kind);
@@ -103,6 +108,7 @@ function view(base: string, r: ProviderRow): ProviderView {
     linkByEmail: r.link_by_email,
     redirectUri: spec?.redirectUri?.(base, r.id, r.config) ?? null,
     linkedUsers: Number(r.linked_users ?? 0),
+    lastSignInAt: r.last_sign_in_at?.toISOString() ?? null,
     createdAt: r.created_at.toISOString(),
     updatedAt: r.updated_at.toISOString(),
   };
@@ -141,7 +147,7 @@ export async function listProviders(ctx: ApplianceContext, actor: Actor, base: s
   authorize(actor, "identity_provider:list");
   return inScope(ctx.db.app, scopeOf(actor), async (t) => {
     const rows = await t.rows<ProviderRow>(
-      `SELECT ${COLUMNS}, (SELECT count(*) FROM sso_links l WHERE l.provider_id = p.id)::int AS linked_users
+      `SELECT ${COLUMNS}, ${LINK_FACTS}
          FROM identity_providers p ORDER BY p.name`,
     );
     return rows.map((r) => view(base, r));
@@ -151,10 +157,7 @@ export async function listProviders(ctx: ApplianceContext, actor: Actor, base: s
 export async function getProvider(ctx: ApplianceContext, actor: Actor, id: string, base: string): Promise<ProviderView> {
   authorize(actor, "identity_provider:list");
   return inScope(ctx.db.app, scopeOf(actor), async (t) => {
-    const [row] = await t.rows<ProviderRow>(
-      `SELECT ${COLUMNS}, (SELECT count(*) FROM sso_links l WHERE l.provider_id = p.id)::int AS linked_users FROM identity_providers p WHERE p.id = $1`,
-      [id],
-    );
+    const [row] = await t.rows<ProviderRow>(`SELECT ${COLUMNS}, ${LINK_FACTS} FROM identity_providers p WHERE p.id = $1`, [id]);
     if (!row) throw new NotFound("no such identity provider in your tenant");
     return view(base, row);
   });
@@ -236,10 +239,7 @@ export async function updateProvider(ctx: ApplianceContext, actor: Actor, id: st
     const action =
       input.enabled === true && !row.enabled ? "identity_provider.enable" : input.enabled === false && row.enabled ? "identity_provider.disable" : "identity_provider.update";
     await recordAuthEvent(ctx, t, actor, { action, resourceType: "identity_provider", resourceId: id, outcome: "success", reason: `changed: ${changed}` }, meta);
-    const [after] = await t.rows<ProviderRow>(
-      `SELECT ${COLUMNS}, (SELECT count(*) FROM sso_links l WHERE l.provider_id = p.id)::int AS linked_users FROM identity_providers p WHERE p.id = $1`,
-      [id],
-    );
+    const [after] = await t.rows<ProviderRow>(`SELECT ${COLUMNS}, ${LINK_FACTS} FROM identity_providers p WHERE p.id = $1`, [id]);
     return view(base, after!);
   });
 }

@@ -3,15 +3,16 @@ import { clearedSessionCookie, readCookie, sessionCookie, signOut } from "../aut
 import { appliancePublicUrl } from "../config/public-url.js";
 import type { ApplianceContext } from "../context.js";
 import { defineRoute } from "../kernel/define-route.js";
-import { Unauthorized } from "../kernel/errors.js";
+import { Conflict, Unauthorized } from "../kernel/errors.js";
 import { authorize } from "../kernel/policy.js";
 import { ExternalSignInRefused, refusedSignInPath } from "./identity.js";
+import { idpStepUpRefusal } from "./signin.js";
 import "./kinds.js";
 import { ldapRoutes } from "./ldap/routes.js";
 import { idpSignOutUrl } from "./logout.js";
 import { BROWSER_COOKIE, finishOidcSignIn, oidcTestResult, startOidcSignIn } from "./oidc/index.js";
 import { createProvider, deleteProvider, getProvider, listProviders, publicProvidersOf, updateProvider } from "./providers.js";
-import { approveRule, dryRunRules, getMfaPolicy, listRules, saveRules, setMfaPolicy } from "./rules.js";
+import { approveRule, rejectRule, dryRunRules, getMfaPolicy, listRules, saveRules, setMfaPolicy } from "./rules.js";
 import { samlPostRoutes, samlRoutes } from "./saml/routes.js";
 import {
   createProviderRequest,
@@ -28,6 +29,8 @@ import {
   ruleView,
   saveRulesRequest,
   ssoLogoutResponse,
+  stepUpRequest,
+  stepUpStarted,
   testParams,
   testResult,
   testStarted,
@@ -99,9 +102,12 @@ export const ssoRoutes = [
       try {
         const done = await finishOidcSignIn(ctx, params.id, { currentUrl: new URL(req.originalUrl, base), browserBinding: binding, base, meta });
         if (done.kind === "tested") return res.redirect(303, `/#/sign-in-providers?test=${done.testId}&provider=${done.providerId}`);
+        if (done.kind === "stepped-up") return res.redirect(303, `/#${done.returnTo}`);
         res.append("Set-Cookie", sessionCookie(done.outcome.session.token));
         res.redirect(303, done.outcome.mfaEnrollmentRequired ? "/#/mfa" : done.outcome.mfaRequired ? "/#/login" : "/#/");
       } catch (err) {
+        // A refused step-up leaves the person signed in: the home page shows the reference.
+        if (err instanceof ExternalSignInRefused && err.stepUp) return res.redirect(303, `/#/?sso_error=${encodeURIComponent(err.requestId ?? "")}`);
         refusedRedirect(res, err);
       }
     },
@@ -122,6 +128,40 @@ export const ssoRoutes = [
       await signOut(ctx, { sessionId: s.id, userId: s.user_id, role: s.role, tenantId: s.tenant_id }, meta);
       res.append("Set-Cookie", clearedSessionCookie());
       return { redirectUrl };
+    },
+  ),
+
+  defineRoute(
+    {
+      method: "post",
+      path: "/sso/step-up",
+      action: "authenticated",
+      tag,
+      summary:
+        "Step-up at the identity provider: for a session made through an OpenID Connect provider whose role's MFA policy accepts the IdP's word, where to sign in again (prompt=login, max_age=0) to confirm a sensitive action",
+      body: stepUpRequest,
+      response: stepUpStarted,
+      status: 201,
+      problems: {
+        409: "The session cannot step up at its IdP (local session, disabled provider, or a role that must use its authenticator code)",
+        503: "The identity provider cannot be reached",
+      },
+    },
+    async ({ ctx, res, actor, body, meta }) => {
+      const s = res.locals.session as { id: string } | undefined;
+      if (actor.via !== "session" || !s || !actor.tenantId) throw new Conflict("only a person signed in through an identity provider can confirm there; API tokens cannot step up");
+      const found = await idpStepUpRefusal(ctx, s.id, actor.tenantId);
+      if ("refusal" in found) throw new Conflict(found.refusal);
+      const started = await startOidcSignIn(ctx, found.providerId, {
+        base: publicBase(ctx),
+        purpose: "step_up",
+        startedBy: actor,
+        sessionId: s.id,
+        ...(body.returnTo ? { returnTo: body.returnTo } : {}),
+        meta,
+      });
+      res.append("Set-Cookie", started.cookie);
+      return { url: started.url };
     },
   ),
 
@@ -195,6 +235,19 @@ export const ssoRoutes = [
       problems: { 409: "The rule is not pending" },
     },
     ({ ctx, actor, params, meta }) => approveRule(ctx, actor, params.id, meta),
+  ),
+  defineRoute(
+    {
+      method: "post",
+      path: "/identity-providers/rules/:id/reject",
+      action: "identity_provider:approve_rule",
+      tag,
+      summary: "Turn down a pending rule that grants a privileged role: it is removed from the table; needs step-up",
+      params: ruleIdParams,
+      response: ruleList,
+      problems: { 409: "The rule is not pending" },
+    },
+    async ({ ctx, actor, params, meta }) => ({ rules: await rejectRule(ctx, actor, params.id, meta) }),
   ),
   defineRoute(
     {

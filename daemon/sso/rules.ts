@@ -216,6 +216,29 @@ export async function approveRule(ctx: ApplianceContext, actor: Actor, ruleId: s
 }
 
 /**
+ * An admin turns a pending privileged rule down: it is removed from the table (the others keep
+ * their order). The one who saved it may withdraw it too; rejecting grants nothing, so it needs
+ * no second person. Audited.
+ */
+export async function rejectRule(ctx: ApplianceContext, actor: Actor, ruleId: string, meta: RequestMeta): Promise<RuleView[]> {
+  authorize(actor, "identity_provider:approve_rule");
+  return inScope(ctx.db.app, { kind: "tenant", tenantId: tenantOf(actor) }, async (t) => {
+    const [row] = await t.rows<{ status: string; role: string }>("SELECT status, role FROM sso_role_rules WHERE id = $1 FOR UPDATE", [ruleId]);
+    if (!row) throw new NotFound("no such rule in your tenant");
+    if (row.status !== "pending") throw new Conflict("this rule is not waiting for approval");
+    await t.exec("DELETE FROM sso_role_rules WHERE id = $1", [ruleId]);
+    await recordAuthEvent(
+      ctx,
+      t,
+      actor,
+      { action: "sso.rule.reject", resourceType: "sso_rule", resourceId: ruleId, outcome: "success", reason: `would have granted ${row.role}` },
+      meta,
+    );
+    return (await rulesIn(t)).map(viewOf);
+  });
+}
+
+/**
  * What the proposed table would do to every account linked to an IdP of the tenant, judged on the
  * groups and claims each brought at its last sign-in. Nothing is saved.
  */

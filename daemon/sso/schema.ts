@@ -38,6 +38,8 @@ export const providerView = z.object({
   redirectUri: z.string().nullable(),
   /** Linked accounts. */
   linkedUsers: z.number().int(),
+  /** When someone last signed in through it; null: nobody yet. */
+  lastSignInAt: z.string().nullable(),
   /** When it was created. */
   createdAt: z.string(),
   /** When it last changed. */
@@ -259,3 +261,21 @@ export const ssoLogoutResponse = z.object({
   redirectUrl: z.string().nullable(),
 });
 export type SsoLogoutRes = z.infer<typeof ssoLogoutResponse>;
+
+/** `POST /api/v1/sso/step-up`: confirm a sensitive action by signing in again at the identity provider. */
+export const stepUpRequest = z
+  .object({
+    /** The console path to come back to afterwards (`/backups`); the home page when absent. */
+    returnTo: z
+      .string()
+      .regex(/^\/[A-Za-z0-9/_-]{0,200}$/, "a console path such as /backups")
+      .optional(),
+  })
+  .strict();
+export type StepUpReq = z.infer<typeof stepUpRequest>;
+
+export const stepUpStarted = z.object({
+  /** Send the browser here: the IdP asks the person to sign in again (prompt=login, max_age=0), then sends them back to the console. */
+  url: z.string(),
+});
+export type StepUpStartedRes = z.infer<typeof stepUpStarted>;

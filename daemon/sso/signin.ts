@@ -199,6 +199,7 @@ export async function refuseExternalSignIn(
   who: { providerId: string | null; tenantId: string | null; userId?: string | null },
   reason: string,
   meta: RequestMeta,
+  action: "auth.login" | "auth.mfa.step_up" = "auth.login",
 ): Promise<never> {
   const scope = who.tenantId ? ({ kind: "tenant", tenantId: who.tenantId } as const) : ({ kind: "appliance" } as const);
   await inScope(ctx.db.app, scope, (t) =>
@@ -206,9 +207,69 @@ export async function refuseExternalSignIn(
       ctx,
       t,
       { userId: who.userId ?? null, role: null, tenantId: who.tenantId },
-      { action: "auth.login", resourceType: "identity_provider", resourceId: who.providerId, outcome: "failure", reason: `sso: ${reason}`.slice(0, 480) },
+      { action, resourceType: "identity_provider", resourceId: who.providerId, outcome: "failure", reason: `sso: ${reason}`.slice(0, 480) },
       meta,
     ),
   );
-  throw new ExternalSignInRefused(meta.requestId ?? null);
+  throw new ExternalSignInRefused(meta.requestId ?? null, action === "auth.mfa.step_up");
+}
+
+/** The session a step-up at the IdP is for, as the start of the step-up checks it. */
+export type StepUpSession = { id: string; userId: string; tenantId: string; providerId: string; providerKind: string };
+
+/**
+ * Whether a session may step up by signing in again at its IdP: it was made through an enabled
+ * provider of a kind that can force a fresh sign-in, and its role's MFA policy accepts the IdP's
+ * word (`idp`; under `local` the authenticator code is the only step-up). The session when it may.
+ */
+export async function idpStepUpRefusal(ctx: ApplianceContext, sessionId: string, tenantId: string): Promise<{ refusal: string } | StepUpSession> {
+  return inScope(ctx.db.app, { kind: "tenant", tenantId }, async (t) => {
+    const [s] = await t.rows<{ user_id: string; role: Role; idp_provider_id: string | null; kind: string | null; enabled: boolean | null }>(
+      `SELECT s.user_id, u.role, s.idp_provider_id, p.kind, p.enabled FROM sessions s JOIN users u ON u.id = s.user_id
+         LEFT JOIN identity_providers p ON p.id = s.idp_provider_id WHERE s.id = $1`,
+      [sessionId],
+    );
+    if (!s?.idp_provider_id || !s.kind) return { refusal: "this session was not made through an identity provider: confirm with your authenticator code" };
+    if (!s.enabled) return { refusal: "the identity provider this session was made through is disabled: confirm with your authenticator code" };
+    // SAML (ForceAuthn) is not built yet; LDAP has no sign-in of its own to repeat.
+    if (s.kind !== "oidc") return { refusal: "this identity provider cannot ask you to sign in again: confirm with your authenticator code" };
+    if ((await mfaModeFor(t, s.role)) === "local") return { refusal: "your role's policy asks for your authenticator code, not the identity provider's" };
+    return { id: sessionId, userId: s.user_id, tenantId, providerId: s.idp_provider_id, providerKind: s.kind };
+  });
+}
+
+/**
+ * The IdP signed the person in again for a step-up (OIDC `prompt=login` + `max_age=0`, SAML
+ * `ForceAuthn`); the protocol module has checked that it really did (auth_time / AuthnInstant after
+ * the step-up began). Refreshes the session's second-factor time when it is the same person, the
+ * session is still open, and the IdP asserts a second factor. Refusals are audited as
+ * `auth.mfa.step_up` failures and answered with the one generic error.
+ */
+export async function completeIdpStepUp(ctx: ApplianceContext, sessionId: string, identity: ExternalIdentity, meta: RequestMeta): Promise<void> {
+  const who = { providerId: identity.providerId, tenantId: identity.tenantId };
+  const refusal = await inScope(ctx.db.app, { kind: "tenant", tenantId: identity.tenantId }, async (t): Promise<Refusal | null> => {
+    const provider = await loadProviderIn(ctx, t, identity.providerId);
+    if (!provider?.enabled) return { refused: "identity provider is disabled" };
+    const now = ctx.clock.now();
+    const [s] = await t.rows<{ user_id: string; role: Role; stage: string; revoked_at: Date | null; expires_at: Date; idp_provider_id: string | null }>(
+      "SELECT s.user_id, u.role, s.stage, s.revoked_at, s.expires_at, s.idp_provider_id FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.id = $1 FOR UPDATE OF s",
+      [sessionId],
+    );
+    if (!s || s.revoked_at || s.expires_at <= now || s.stage !== "active") return { refused: "step-up: the session it was for has ended" };
+    if (s.idp_provider_id !== provider.id) return { refused: "step-up: the session was made through another provider", userId: s.user_id };
+    const [link] = await t.rows<{ user_id: string }>("SELECT user_id FROM sso_links WHERE provider_id = $1 AND subject = $2", [provider.id, identity.subject]);
+    if (link?.user_id !== s.user_id) return { refused: "step-up: another person signed in at the IdP (the subject is not the session's account)", userId: s.user_id };
+    if ((await mfaModeFor(t, s.role)) === "local") return { refused: "step-up: the role's policy asks for local TOTP", userId: s.user_id };
+    if (!idpAssertsMfa(provider, identity.authnContext)) return { refused: "step-up: the IdP did not assert a second factor (amr/acr)", userId: s.user_id };
+    await t.exec("UPDATE sessions SET mfa_verified_at = $2, last_seen_at = $2 WHERE id = $1", [sessionId, now]);
+    await recordAuthEvent(
+      ctx,
+      t,
+      { userId: s.user_id, role: s.role, tenantId: identity.tenantId },
+      { action: "auth.mfa.step_up", resourceType: "session", resourceId: sessionId, outcome: "success", reason: `at the IdP: ${provider.kind} provider ${provider.id}` },
+      meta,
+    );
+    return null;
+  });
+  if (refusal) return refuseExternalSignIn(ctx, { ...who, userId: refusal.userId ?? null }, refusal.refused, meta, "auth.mfa.step_up");
 }

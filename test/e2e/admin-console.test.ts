@@ -92,6 +92,8 @@ describe("admin console shows what the API says", () => {
       "Support access",
       "Signed-in people",
       "API tokens",
+      "Sign-in providers",
+      "Privileged access",
       "Security settings",
       "Audit trail",
       "Alerts",
@@ -112,6 +114,7 @@ describe("admin console shows what the API says", () => {
     await navLinks(page).filter({ hasText: "Audit trail" }).waitFor();
     await expect(navLinks(page).allTextContents()).resolves.toEqual([
       "Appliance status",
+      "Privileged access",
       "Security settings",
       "Audit trail",
       "Alerts",

@@ -3,7 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createTenant, signIn, totpCode, type SignedIn, type TenantRef } from "../helpers/actors.js";
 import { startTestAppliance, type TestAppliance } from "../helpers/appliance.js";
 import { ensureAdminUiBuilt, launchBrowser, openScreen, screenshot, watchForViolations } from "../helpers/browser.js";
-import { startTestIdp, type TestIdp } from "../helpers/oidc-idp.js";
+import { signInAtIdp, startTestIdp, type TestIdp } from "../helpers/oidc-idp.js";
 
 /**
  * Hospital sign-in through OpenID Connect, end to end: one appliance, two tenants, each with its
@@ -50,17 +50,7 @@ async function failedSignIns(admin: SignedIn): Promise<{ reason: string; resourc
 }
 
 /** Signs in at the IdP's own form (as the hospital's IdP would show it). */
-async function atIdp(page: Page, username: string, opts: { mfa?: boolean } = {}) {
-  await page
-    .getByRole("heading", { name: "Hospital IdP sign-in" })
-    .waitFor({ timeout: 10_000 })
-    .catch(async (err: Error) => {
-      throw new Error(`not at the IdP's form: ${page.url()} ${(await page.content()).slice(0, 600)}`, { cause: err });
-    });
-  await page.getByLabel("Username").fill(username);
-  if (opts.mfa) await page.getByLabel("Used a second factor").check();
-  await page.getByRole("button", { name: "Sign in at the IdP" }).click();
-}
+const atIdp = signInAtIdp;
 
 async function freshPage(): Promise<{ context: BrowserContext; page: Page; violations: string[] }> {
   const context = await browser.newContext({ ignoreHTTPSErrors: true });
@@ -371,6 +361,119 @@ describe("MFA asserted by the IdP", () => {
     await adminA.agent
       .put("/api/v1/identity-providers/mfa-policy")
       .send({ roles: { practitioner: "idp" } })
+      .expect(200);
+  });
+});
+
+describe("step-up at the IdP", () => {
+  type Call = { status: number; body: Record<string, unknown> };
+  /** A call from the browser's own session (cookie and CSRF token), as the console makes it. */
+  async function call(page: Page, method: string, path: string, body?: unknown): Promise<Call> {
+    return page.evaluate(
+      async ([m, p, b]) => {
+        const s = await (await fetch("/api/v1/auth/session")).json();
+        const res = await fetch(p as string, {
+          method: m as string,
+          headers: { "X-CSRF-Token": s.csrfToken, "content-type": "application/json" },
+          ...(b === undefined ? {} : { body: JSON.stringify(b) }),
+        });
+        return { status: res.status, body: await res.json().catch(() => ({})) };
+      },
+      [method, path, body] as const,
+    );
+  }
+  const changePolicy = (page: Page) => call(page, "PUT", "/api/v1/identity-providers/mfa-policy", { roles: { front_desk: "idp" } });
+  const stepUpEvents = async () =>
+    (await adminA.agent.get("/api/v1/audit?action=auth.mfa.step_up&limit=20").expect(200)).body.events as {
+      outcome: string;
+      reason: string;
+      requestId: string;
+      actor: { userId: string | null };
+    }[];
+
+  let bailey: { context: BrowserContext; page: Page };
+
+  beforeAll(async () => {
+    // Miranda Bailey is an admin through the IdP (the rule approved above); she signs in with a password only, so no second factor is fresh.
+    const { context, page } = await freshPage();
+    await page.goto(`${app.baseUrl}/api/v1/sso/oidc/${providerA}/start`);
+    await atIdp(page, "mbailey");
+    await page.waitForURL(/#\/$/);
+    bailey = { context, page };
+  });
+  afterAll(async () => {
+    await bailey?.context.close();
+  });
+
+  /** Starts a step-up from Bailey's session and returns the IdP URL the console sends the browser to. */
+  async function startStepUp(): Promise<string> {
+    const started = await call(bailey.page, "POST", "/api/v1/sso/step-up", { returnTo: "/sign-in-providers" });
+    expect(started.status).toBe(201);
+    return started.body.url as string;
+  }
+
+  it("re-authenticates at the IdP with prompt=login and max_age=0, after which the sensitive action succeeds", async () => {
+    const refused = await changePolicy(bailey.page);
+    expect(refused.status).toBe(403);
+    expect(refused.body.type).toMatch(/step-up-required$/);
+
+    const url = new URL(await startStepUp());
+    expect(url.origin).toBe(idpA.issuer);
+    expect(url.searchParams.get("prompt")).toBe("login");
+    expect(url.searchParams.get("max_age")).toBe("0");
+    await bailey.page.goto(url.href);
+    // The IdP has her session, yet asks her to sign in again.
+    await atIdp(bailey.page, "mbailey", { mfa: true });
+    await bailey.page.waitForURL(/#\/sign-in-providers$/);
+    expect((await changePolicy(bailey.page)).status).toBe(200);
+    const event = (await stepUpEvents()).find((e) => e.outcome === "success");
+    expect(event).toMatchObject({ reason: `at the IdP: oidc provider ${providerA}` });
+  });
+
+  for (const [what, act, reason] of [
+    ["the IdP asserts no second factor", async (page: Page) => atIdp(page, "mbailey"), /^sso: step-up: the IdP did not assert a second factor/],
+    ["another person signs in at the IdP", async (page: Page) => atIdp(page, "mgrey", { mfa: true }), /^sso: step-up: another person signed in at the IdP/],
+    [
+      "the IdP answers with an old sign-in (auth_time)",
+      async (page: Page) => {
+        idpA.tamper = "stale-auth-time";
+        await atIdp(page, "mbailey", { mfa: true });
+      },
+      /auth_time|End-User authentication/,
+    ],
+  ] as const) {
+    it(`refuses the step-up when ${what}, with the generic message, and the action stays refused`, async () => {
+      // A fresh session of hers, so the step-up above does not count.
+      await bailey.context.close();
+      const { context, page } = await freshPage();
+      await page.goto(`${app.baseUrl}/api/v1/sso/oidc/${providerA}/start`);
+      await atIdp(page, "mbailey");
+      await page.waitForURL(/#\/$/);
+      bailey = { context, page };
+      await page.goto(await startStepUp());
+      await act(page);
+      // She stays signed in; the console's home page shows the generic message and the reference.
+      await page.waitForURL(/#\/\?sso_error=/);
+      await expect.poll(() => page.getByTestId("sso-refused").textContent(), { timeout: 10_000 }).toMatch(/Confirming at your organisation's identity provider did not work/);
+      const ref = new URL(page.url().replace("#/", "")).searchParams.get("sso_error");
+      expect((await stepUpEvents()).find((e) => e.requestId === ref)).toMatchObject({ outcome: "failure", reason: expect.stringMatching(reason) });
+      expect((await changePolicy(page)).status).toBe(403);
+    });
+  }
+
+  it("refuses to step up at the IdP a local session, and a role whose policy asks for the authenticator code", async () => {
+    const local = await adminA.agent.post("/api/v1/sso/step-up").send({}).expect(409);
+    expect(local.body.detail).toBe("this session was not made through an identity provider: confirm with your authenticator code");
+    await adminA.stepUp();
+    await adminA.agent
+      .put("/api/v1/identity-providers/mfa-policy")
+      .send({ roles: { admin: "local" } })
+      .expect(200);
+    const byPolicy = await call(bailey.page, "POST", "/api/v1/sso/step-up", {});
+    expect(byPolicy).toMatchObject({ status: 409, body: { detail: "your role's policy asks for your authenticator code, not the identity provider's" } });
+    await adminA.agent
+      .put("/api/v1/identity-providers/mfa-policy")
+      .send({ roles: { admin: "idp" } })
       .expect(200);
   });
 });

@@ -2,6 +2,7 @@ import { createPrivateKey, createSign, generateKeyPairSync, type KeyObject } fro
 import http from "node:http";
 import type { AddressInfo } from "node:net";
 import Provider, { type Configuration } from "oidc-provider";
+import type { Page } from "playwright-core";
 
 /**
  * A real OpenID Connect provider (`oidc-provider`) on loopback, started by a test: discovery,
@@ -11,7 +12,7 @@ import Provider, { type Configuration } from "oidc-provider";
  * re-signed with the IdP's own key (or unsigned for `alg: none`): the attacks a test plays.
  */
 export type IdpAccount = { sub: string; preferred_username: string; email?: string; name?: string; groups?: string[] };
-export type Tamper = "alg-none" | "wrong-nonce" | "expired" | "wrong-audience" | null;
+export type Tamper = "alg-none" | "wrong-nonce" | "expired" | "wrong-audience" | "stale-auth-time" | null;
 
 export type TestIdp = {
   issuer: string;
@@ -49,6 +50,9 @@ function rewrite(idToken: string, mode: Exclude<Tamper, null>, key: KeyObject): 
       return sign(header, { ...payload, iat: now - 7200, exp: now - 3600 }, key);
     case "wrong-audience":
       return sign(header, { ...payload, aud: "some-other-client" }, key);
+    case "stale-auth-time":
+      // An IdP that ignored prompt=login / max_age=0 and answered with its sign-in of an hour ago.
+      return sign(header, { ...payload, auth_time: now - 3600 }, key);
   }
 }
 
@@ -165,4 +169,17 @@ export async function startTestIdp(opts: { clientId?: string; accounts?: IdpAcco
     })();
   });
   return idp;
+}
+
+/** Signs in at the test IdP's own form in the browser (as the hospital's IdP would show it). */
+export async function signInAtIdp(page: Page, username: string, opts: { mfa?: boolean } = {}): Promise<void> {
+  await page
+    .getByRole("heading", { name: "Hospital IdP sign-in" })
+    .waitFor({ timeout: 10_000 })
+    .catch(async (err: Error) => {
+      throw new Error(`not at the IdP's form: ${page.url()} ${(await page.content()).slice(0, 600)}`, { cause: err });
+    });
+  await page.getByLabel("Username").fill(username);
+  if (opts.mfa) await page.getByLabel("Used a second factor").check();
+  await page.getByRole("button", { name: "Sign in at the IdP" }).click();
 }

@@ -7,7 +7,17 @@
  * also shown to the listeners registered with `onApiResponse` (the session store watches for
  * "your session ended" and for the support-access header there).
  */
-import type { CapabilitiesRes, CreatedTenantRes, SecuritySettingsReq, SecuritySettingsRes, SupportRequestRes, TenantRes, UserRes } from "../../../daemon/access/schema.js";
+import type {
+  CapabilitiesRes,
+  CreatedTenantRes,
+  PrivilegedAccessReq,
+  PrivilegedAccessRes,
+  SecuritySettingsReq,
+  SecuritySettingsRes,
+  SupportRequestRes,
+  TenantRes,
+  UserRes,
+} from "../../../daemon/access/schema.js";
 import type { AuditNamesReq, AuditNamesRes, AuditSearchRes, ExportJobRes, ExportListRes, PublicKeyRes, TimelineRes, VerifyReportRes } from "../../../daemon/audit/schema.js";
 import type {
   ApiTokenRes,
@@ -79,9 +89,12 @@ import type {
   RuleView,
   SsoLoginRes,
   SsoLogoutRes,
+  StepUpReq,
+  StepUpStartedRes,
   TestResultRes,
   UpdateProviderReq,
 } from "../../../daemon/sso/schema.js";
+import type { CreatedScimTokenRes, CreateScimTokenReq, ScimTokenListRes, ScimTokenRes } from "../../../daemon/scim/schema.js";
 
 export type Problem = {
   type: string;
@@ -267,7 +280,8 @@ export const api = {
   },
   users: {
     list: () => request<UserRes[]>("GET", `${V1}/users`),
-    update: (id: string, body: { role?: string; status?: "active" | "deactivated"; displayName?: string }) => request<UserRes>("PATCH", `${V1}/users/${seg(id)}`, body),
+    update: (id: string, body: { role?: string; status?: "active" | "deactivated"; displayName?: string; breakGlassAccount?: boolean }) =>
+      request<UserRes>("PATCH", `${V1}/users/${seg(id)}`, body),
     resetMfa: (id: string) => request<UserRes>("POST", `${V1}/users/${seg(id)}/mfa/reset`),
   },
   invites: {
@@ -393,6 +407,8 @@ export const api = {
     passwordSignIn: (path: string, body: { username: string; password: string }) => request<SsoLoginRes>("POST", path, body),
     /** Signs out; for a session made through an IdP, where to go so the IdP signs out too. */
     logout: () => request<SsoLogoutRes>("POST", `${V1}/sso/logout`),
+    /** Step-up at the IdP: where to send the browser to sign in again there (409 when this session cannot). */
+    stepUp: (body: StepUpReq) => request<StepUpStartedRes>("POST", `${V1}/sso/step-up`, body),
   },
   identityProviders: {
     list: () => request<ProviderListRes>("GET", `${V1}/identity-providers`),
@@ -405,7 +421,20 @@ export const api = {
     saveRules: (rules: RuleInput[]) => request<RuleListRes>("PUT", `${V1}/identity-providers/rules`, { rules }),
     dryRun: (rules: RuleInput[]) => request<DryRunRes>("POST", `${V1}/identity-providers/rules/dry-run`, { rules }),
     approveRule: (id: string) => request<RuleView>("POST", `${V1}/identity-providers/rules/${seg(id)}/approve`),
+    rejectRule: (id: string) => request<RuleListRes>("POST", `${V1}/identity-providers/rules/${seg(id)}/reject`),
     mfaPolicy: () => request<MfaPolicyRes>("GET", `${V1}/identity-providers/mfa-policy`),
+  },
+  scimTokens: {
+    list: () => request<ScimTokenListRes>("GET", `${V1}/scim-tokens`),
+    create: (body: CreateScimTokenReq) => request<CreatedScimTokenRes>("POST", `${V1}/scim-tokens`, body),
+    revoke: (id: string) => request<ScimTokenRes>("DELETE", `${V1}/scim-tokens/${seg(id)}`),
+  },
+  privilegedAccess: {
+    /** An admin sees the tenant's requests and grants; everyone else their own. */
+    list: () => request<PrivilegedAccessRes[]>("GET", `${V1}/privileged-access`),
+    request: (body: PrivilegedAccessReq) => request<PrivilegedAccessRes>("POST", `${V1}/privileged-access`, body),
+    /** approve needs step-up (wrap in stepUp.run). */
+    act: (id: string, action: "approve" | "deny" | "end") => request<PrivilegedAccessRes>("POST", `${V1}/privileged-access/${seg(id)}/${action}`),
   },
   drills: {
     list: () => request<DrillRecordRes[]>("GET", `${V1}/drills`),

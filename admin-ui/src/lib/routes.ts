@@ -10,10 +10,12 @@ import PageJobs from "../pages/PageJobs.svelte";
 import PageKeys from "../pages/PageKeys.svelte";
 import PageLogin from "../pages/PageLogin.svelte";
 import PageMfa from "../pages/PageMfa.svelte";
+import PagePrivilegedAccess from "../pages/PagePrivilegedAccess.svelte";
 import PageRetention from "../pages/PageRetention.svelte";
 import PageSecuritySettings from "../pages/PageSecuritySettings.svelte";
 import PageSessions from "../pages/PageSessions.svelte";
 import PageSetup from "../pages/PageSetup.svelte";
+import PageSignInProviders from "../pages/PageSignInProviders.svelte";
 import PageSupportRequests from "../pages/PageSupportRequests.svelte";
 import PageTenants from "../pages/PageTenants.svelte";
 import PageTenantSessions from "../pages/PageTenantSessions.svelte";
@@ -55,6 +57,8 @@ export const ROUTES = [
   { path: "/support", page: PageSupportRequests, label: "Support access", section: "People", action: "support_request:list" },
   { path: "/people/sessions", page: PageTenantSessions, label: "Signed-in people", section: "People", action: "session:list_all" },
   { path: "/api-tokens", page: PageApiTokens, label: "API tokens", section: "People", action: "api_token:list" },
+  { path: "/sign-in-providers", page: PageSignInProviders, label: "Sign-in providers", section: "People", action: "identity_provider:list" },
+  { path: "/privileged-access", page: PagePrivilegedAccess, label: "Privileged access", section: "People", action: "privileged_access:list" },
   { path: "/settings/security", page: PageSecuritySettings, label: "Security settings", section: "People", action: "security_settings:read" },
   { path: "/keys", page: PageKeys, label: "Encryption keys", section: "Operations", action: "key:read" },
   { path: "/audit", page: PageAudit, label: "Audit trail", section: "Operations", action: "audit:read" },

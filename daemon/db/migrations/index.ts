@@ -26,6 +26,7 @@ import * as m0120 from "./0120_tenant_security_policy.js";
 import * as m0140 from "./0140_pitr_drill_phases.js";
 import * as m0160 from "./0160_sign_in_limits.js";
 import * as m0180 from "./0180_sso_public_url.js";
+import * as m0181 from "./0181_sso_step_up_and_logout.js";
 import * as m0190 from "./0190_access_reviews.js";
 import * as m0200 from "./0200_legal_hold_release_reason.js";
 import * as m0210 from "./0210_retention_classes.js";
@@ -63,6 +64,7 @@ export const migrations: Migration[] = [
   { name: "0140_pitr_drill_phases", sql: m0140.sql },
   { name: "0160_sign_in_limits", sql: m0160.sql },
   { name: "0180_sso_public_url", sql: m0180.sql },
+  { name: "0181_sso_step_up_and_logout", sql: m0181.sql },
   { name: "0190_access_reviews", sql: m0190.sql },
   { name: "0200_legal_hold_release_reason", sql: m0200.sql },
   { name: "0210_retention_classes", sql: m0210.sql },

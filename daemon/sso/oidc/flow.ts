@@ -10,7 +10,7 @@ import type { ExternalIdentity } from "../identity.js";
 import { loadProvider, type LoadedProvider } from "../providers.js";
 import { firstMatch, rulesIn } from "../rules.js";
 import { openSsoValue, sealSsoValue } from "../secrets.js";
-import { completeExternalSignIn, refuseExternalSignIn, type ExternalSignInOutcome } from "../signin.js";
+import { completeExternalSignIn, completeIdpStepUp, refuseExternalSignIn, type ExternalSignInOutcome } from "../signin.js";
 import type { TestResultRes } from "../schema.js";
 import { oidcConfiguration } from "./client.js";
 import type { OidcConfig, OidcSecrets } from "./settings.js";
@@ -27,7 +27,8 @@ import type { OidcConfig, OidcSecrets } from "./settings.js";
 export const BROWSER_COOKIE = "__Host-wardkeep_sso";
 
 type Oidc = LoadedProvider<OidcConfig, OidcSecrets>;
-type InFlight = { nonce: string; verifier: string };
+type InFlight = { nonce: string; verifier: string; returnTo?: string };
+type Purpose = "signin" | "test" | "step_up";
 
 const sha256 = (v: string) => createHash("sha256").update(v).digest();
 
@@ -44,17 +45,19 @@ async function asOidc(ctx: ApplianceContext, providerId: string): Promise<Oidc |
 }
 
 /**
- * Begins a sign-in (or an admin's test sign-in): records state, nonce and verifier, and returns
- * the IdP's authorization URL and the browser-binding cookie.
+ * Begins a sign-in (or an admin's test sign-in, or a signed-in person's step-up): records state,
+ * nonce and verifier, and returns the IdP's authorization URL and the browser-binding cookie. A
+ * step-up asks the IdP to sign the person in again whatever session it has (`prompt=login`) and
+ * to say when it did (`max_age=0`, so the ID token carries `auth_time`; OpenID Connect Core §3.1.2.1).
  */
 export async function startOidcSignIn(
   ctx: ApplianceContext,
   providerId: string,
-  opts: { base: string; purpose: "signin" | "test"; startedBy?: Actor; meta: RequestMeta },
+  opts: { base: string; purpose: Purpose; startedBy?: Actor; sessionId?: string; returnTo?: string; meta: RequestMeta },
 ): Promise<{ url: string; cookie: string; stateId: string }> {
   const provider = await asOidc(ctx, providerId);
-  if (!provider || (opts.purpose === "signin" && !provider.enabled)) throw new NotFound("no such sign-in provider");
-  if (opts.purpose === "test" && provider.tenantId !== opts.startedBy?.tenantId) throw new NotFound("no such identity provider in your tenant");
+  if (!provider || (opts.purpose !== "test" && !provider.enabled)) throw new NotFound("no such sign-in provider");
+  if (opts.purpose !== "signin" && provider.tenantId !== opts.startedBy?.tenantId) throw new NotFound("no such identity provider in your tenant");
   let config: oidc.Configuration;
   try {
     config = await oidcConfiguration(ctx, provider);
@@ -72,8 +75,8 @@ export async function startOidcSignIn(
     const [row] = await t.rows<{ id: string }>("SELECT gen_random_uuid() AS id");
     const id = row!.id;
     await t.exec(
-      `INSERT INTO sso_login_states (id, state_hash, browser_hash, tenant_id, provider_id, purpose, sealed, started_by, created_at, expires_at)
-       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)`,
+      `INSERT INTO sso_login_states (id, state_hash, browser_hash, tenant_id, provider_id, purpose, sealed, started_by, created_at, expires_at, session_id)
+       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)`,
       [
         id,
         sha256(state),
@@ -81,10 +84,11 @@ export async function startOidcSignIn(
         provider.tenantId,
         provider.id,
         opts.purpose,
-        sealSsoValue(ctx.rootKey, "login-state", { nonce, verifier } satisfies InFlight, id),
+        sealSsoValue(ctx.rootKey, "login-state", { nonce, verifier, ...(opts.returnTo ? { returnTo: opts.returnTo } : {}) } satisfies InFlight, id),
         opts.startedBy?.userId ?? null,
         now,
         new Date(now.getTime() + minutes * 60_000),
+        opts.purpose === "step_up" ? (opts.sessionId ?? null) : null,
       ],
     );
     // Old records go as new ones come: nothing else needs them after expiry.
@@ -100,6 +104,7 @@ export async function startOidcSignIn(
     code_challenge: await oidc.calculatePKCECodeChallenge(verifier),
     code_challenge_method: "S256",
     ...(opts.purpose === "test" ? { prompt: "login" } : {}),
+    ...(opts.purpose === "step_up" ? { prompt: "login", max_age: "0" } : {}),
   });
   return { url: url.href, cookie: browserCookie(binding, minutes * 60), stateId };
 }
@@ -121,14 +126,17 @@ type StateRow = {
   id: string;
   tenant_id: string;
   provider_id: string;
-  purpose: "signin" | "test";
+  purpose: Purpose;
+  session_id: string | null;
+  created_at: Date;
   browser_hash: Buffer;
   sealed: Buffer;
   expires_at: Date;
   consumed_at: Date | null;
 };
 
-export type CallbackOutcome = { kind: "signed-in"; outcome: ExternalSignInOutcome } | { kind: "tested"; providerId: string; testId: string };
+export type CallbackOutcome =
+  { kind: "signed-in"; outcome: ExternalSignInOutcome } | { kind: "tested"; providerId: string; testId: string } | { kind: "stepped-up"; returnTo: string };
 
 /**
  * The IdP sent the browser back. Every refusal is audited with its precise reason and answered
@@ -151,22 +159,23 @@ export async function finishOidcSignIn(
   const now = ctx.clock.now();
   const row = await inScope(ctx.db.app, { kind: "appliance" }, async (t) => {
     const [r] = await t.rows<StateRow>(
-      "SELECT id, tenant_id, provider_id, purpose, browser_hash, sealed, expires_at, consumed_at FROM sso_login_states WHERE state_hash = $1 FOR UPDATE",
+      "SELECT id, tenant_id, provider_id, purpose, session_id, created_at, browser_hash, sealed, expires_at, consumed_at FROM sso_login_states WHERE state_hash = $1 FOR UPDATE",
       [sha256(state)],
     );
     if (r && !r.consumed_at) await t.exec("UPDATE sso_login_states SET consumed_at = $2 WHERE id = $1", [r.id, now]);
     return r;
   });
   if (!row) return refuse("wrong state: no sign-in was started with it");
-  if (row.consumed_at) return refuse("state already used (replayed authorization response)");
-  if (row.provider_id !== provider.id) return refuse(`state belongs to another provider (${row.provider_id})`);
-  if (row.expires_at <= now) return refuse("state expired");
-  if (!input.browserBinding || !sha256(input.browserBinding).equals(row.browser_hash)) return refuse("the sign-in was started in another browser");
-  if (row.purpose === "signin" && !provider.enabled) return refuse("identity provider is disabled");
+  const refuseAs = (reason: string) => refuseExternalSignIn(ctx, who, reason, meta, row.purpose === "step_up" ? "auth.mfa.step_up" : "auth.login");
+  if (row.consumed_at) return refuseAs("state already used (replayed authorization response)");
+  if (row.provider_id !== provider.id) return refuseAs(`state belongs to another provider (${row.provider_id})`);
+  if (row.expires_at <= now) return refuseAs("state expired");
+  if (!input.browserBinding || !sha256(input.browserBinding).equals(row.browser_hash)) return refuseAs("the sign-in was started in another browser");
+  if (row.purpose !== "test" && !provider.enabled) return refuseAs("identity provider is disabled");
 
   const failed = async (reason: string): Promise<never> => {
     if (row.purpose === "test") await saveTestResult(ctx, row, { status: "failed", error: reason, identity: null });
-    return refuse(reason);
+    return refuseAs(reason);
   };
   const idpError = input.currentUrl.searchParams.get("error");
   if (idpError) return failed(`the IdP answered error ${idpError.slice(0, 60)}`);
@@ -183,9 +192,15 @@ export async function finishOidcSignIn(
       expectedState: state,
       expectedNonce: inFlight.nonce,
       idTokenExpected: true,
+      // A step-up asked for max_age=0: auth_time must be present and recent (within the clock tolerance).
+      ...(row.purpose === "step_up" ? { maxAge: 0 } : {}),
     });
     const claims = tokens.claims();
     if (!claims) return failed("no ID token in the token response");
+    // An IdP that ignored prompt=login answers with its old sign-in: auth_time before the step-up began.
+    if (row.purpose === "step_up" && (typeof claims.auth_time !== "number" || claims.auth_time * 1000 < row.created_at.getTime() - provider.config.clockToleranceSeconds * 1000)) {
+      return failed("step-up: the IdP did not sign the person in again (auth_time is before the step-up began)");
+    }
     let all: Record<string, unknown> = { ...claims };
     if (provider.config.fetchUserinfo && config.serverMetadata().userinfo_endpoint) {
       // userinfo's sub must equal the ID token's (OpenID Connect Core §5.3.4): passed as expected subject.
@@ -215,6 +230,10 @@ export async function finishOidcSignIn(
       },
     });
     return { kind: "tested", providerId: provider.id, testId: row.id };
+  }
+  if (row.purpose === "step_up") {
+    await completeIdpStepUp(ctx, row.session_id!, identity, meta);
+    return { kind: "stepped-up", returnTo: inFlight.returnTo ?? "/" };
   }
   const outcome = await completeExternalSignIn(ctx, identity, meta, {
     idpSession: { ...(idToken ? { idTokenHint: idToken } : {}), ...(typeof identity.claims.sid === "string" ? { sid: identity.claims.sid } : {}) },
