@@ -8,5 +8,7 @@ export { guard, guardedRoutes, policyBinding, recordDenial, type GuardedRoute } 
 export { createTenant, listTenants, updateTenant, type TenantView, type CreatedTenantView } from "./tenants.js";
 export { createTenantRequest, updateTenantRequest } from "./schema.js";
 export { deprovisionAccount, listUsers, updateUser, type Deprovisioned, type UserView } from "./users.js";
+export { decideEntry, exportCampaignEvidence, getCampaign, listCampaigns, startCampaign } from "./reviews.js";
+export { reviewDecisionRequest, startCampaignRequest, type CampaignEvidenceRes, type CampaignRes, type CampaignSummaryRes } from "./schema.js";
 export { decidePrivilegedAccess, endPrivilegedAccess, listPrivilegedAccess } from "./privileged-access.js";
 export type { PrivilegedAccessRes } from "./schema.js";

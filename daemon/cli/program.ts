@@ -1,6 +1,7 @@
 import { Command } from "commander";
 import { APP_VERSION } from "../version.js";
 import { registerAccess } from "./commands/access.js";
+import { registerAccessReview } from "./commands/access-review.js";
 import { registerAdmin } from "./commands/admin.js";
 import { registerAlerts } from "./commands/alerts.js";
 import { registerAudit } from "./commands/audit.js";
@@ -12,6 +13,7 @@ import { registerRecover } from "./commands/recover.js";
 import { registerSession } from "./commands/session.js";
 import { registerStart } from "./commands/start.js";
 import { registerWebhook } from "./commands/webhook.js";
+import { registerDataRights } from "./commands/data-rights.js";
 import { registerRetention } from "./commands/retention.js";
 import { registerTenant } from "./commands/tenant.js";
 import { registerToken } from "./commands/token.js";
@@ -62,6 +64,8 @@ export function buildProgram(): Command {
   registerUser(program);
   registerWebhook(program);
   registerRetention(program);
+  registerDataRights(program);
+  registerAccessReview(program);
   for (const cmd of program.commands) applyExitOverride(cmd);
   return program;
 }

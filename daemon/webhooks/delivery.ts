@@ -4,7 +4,7 @@ import https from "node:https";
 import tls from "node:tls";
 import type { ApplianceContext } from "../context.js";
 import { inScope } from "../db/sql.js";
-import { AppError } from "../kernel/errors.js";
+import { AppError, Sealed } from "../kernel/errors.js";
 import { recordEvent, SYSTEM_ACTOR } from "../audit/append.js";
 import { openAlertsOf, raiseAlert, resolveAlert } from "../alerts/index.js";
 import { allowListEntryFor, assertAddressLiteral, DestinationRefused, guardedLookup, parseDestination, readAllowList, type AllowListEntry } from "./destinations.js";
@@ -255,6 +255,11 @@ export class DeliveryWorker {
    * sealed, so a sealed appliance holds no opened secret.
    */
   private signer(scheme: SignatureScheme, sealed: Buffer, endpointId: string, version: number): Signer {
+    // A sealed appliance signs nothing, not even a delivery claimed before the seal with a signer already open.
+    if (this.ctx.rootKey.isSealed) {
+      this.signers.clear();
+      throw new Sealed("the appliance is sealed; deliveries are signed again once it is unsealed");
+    }
     const key = `${scheme}:${endpointId}:${version}`;
     let signer = this.signers.get(key);
     if (signer) return signer;

@@ -8,10 +8,14 @@
  * "your session ended" and for the support-access header there).
  */
 import type {
+  CampaignEvidenceRes,
+  CampaignRes,
+  CampaignSummaryRes,
   CapabilitiesRes,
   CreatedTenantRes,
   PrivilegedAccessReq,
   PrivilegedAccessRes,
+  ReviewDecisionReq,
   SecuritySettingsReq,
   SecuritySettingsRes,
   SupportRequestRes,
@@ -303,6 +307,14 @@ export const api = {
     list: () => request<ApiTokenRes[]>("GET", `${V1}/api-tokens`),
     create: (body: CreateApiTokenReq) => request<CreatedApiTokenRes>("POST", `${V1}/api-tokens`, body),
     revoke: (id: string) => request<ApiTokenRes>("DELETE", `${V1}/api-tokens/${seg(id)}`),
+  },
+  accessReviews: {
+    list: () => request<CampaignSummaryRes[]>("GET", `${V1}/access-reviews/campaigns`),
+    start: (body: { deadlineDays?: number }) => request<CampaignRes>("POST", `${V1}/access-reviews/campaigns`, body),
+    get: (id: string) => request<CampaignRes>("GET", `${V1}/access-reviews/campaigns/${seg(id)}`),
+    /** Removing deactivates the account: a step-up action (wrap in stepUp.run). */
+    decide: (id: string, userId: string, body: ReviewDecisionReq) => request<CampaignRes>("PUT", `${V1}/access-reviews/campaigns/${seg(id)}/entries/${seg(userId)}`, body),
+    evidence: (id: string) => request<CampaignEvidenceRes>("GET", `${V1}/access-reviews/campaigns/${seg(id)}/evidence`),
   },
   support: {
     list: () => request<SupportRequestRes[]>("GET", `${V1}/support/requests`),

@@ -1,5 +1,6 @@
 import type { Component } from "svelte";
 import PageAcceptInvite from "../pages/PageAcceptInvite.svelte";
+import PageAccessReviews from "../pages/PageAccessReviews.svelte";
 import PageAlerts from "../pages/PageAlerts.svelte";
 import PageApiTokens from "../pages/PageApiTokens.svelte";
 import PageAudit from "../pages/PageAudit.svelte";
@@ -59,6 +60,8 @@ export const ROUTES = [
   { path: "/api-tokens", page: PageApiTokens, label: "API tokens", section: "People", action: "api_token:list" },
   { path: "/sign-in-providers", page: PageSignInProviders, label: "Sign-in providers", section: "People", action: "identity_provider:list" },
   { path: "/privileged-access", page: PagePrivilegedAccess, label: "Privileged access", section: "People", action: "privileged_access:list" },
+  // Campaigns belong to a tenant (super-admins have none): guarded by the evidence export, which only a tenant's owners, admins and auditors have.
+  { path: "/access-reviews", page: PageAccessReviews, label: "Access reviews", section: "People", action: "access_review:export" },
   { path: "/settings/security", page: PageSecuritySettings, label: "Security settings", section: "People", action: "security_settings:read" },
   { path: "/keys", page: PageKeys, label: "Encryption keys", section: "Operations", action: "key:read" },
   { path: "/audit", page: PageAudit, label: "Audit trail", section: "Operations", action: "audit:read" },

@@ -5,7 +5,8 @@ import path from "node:path";
 import request from "supertest";
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { createTenant, signIn, signInWithPassword, type SignedIn, type TenantRef } from "../../helpers/actors.js";
-import { startTestAppliance, tempDir, type TestAppliance } from "../../helpers/appliance.js";
+import { startTestAppliance, tempDir, testEnv, type TestAppliance } from "../../helpers/appliance.js";
+import { runCli } from "../../helpers/daemon-process.js";
 import { TestClock } from "../../helpers/clock.js";
 import type { CampaignEvidenceRes } from "../../../daemon/access/schema.js";
 import { auditEvents } from "../auth/identity-helpers.js";
@@ -310,4 +311,61 @@ describe("access review campaigns", () => {
     // The last owner stays, however long unused.
     expect((await request(app.baseUrl).post("/api/v1/auth/login").ca(app.caPem).send({ email: owner.user.email, password: owner.password })).status).toBe(200);
   });
+});
+
+describe("wardkeep access-review", () => {
+  it("starts, lists, shows and decides as the host operator, refuses bad input in one line, and writes evidence openssl verifies", async () => {
+    const env = testEnv(app.db, app.dataDir);
+    const ward = await createTenant(app, "Review Annex", { mfaRequired: false });
+    const [head, temp] = await Promise.all([signIn(app, { role: "owner", tenantId: ward.id, mfa: false }), signIn(app, { role: "practitioner", tenantId: ward.id, mfa: false })]);
+    const started = await runCli(["--json", "access-review", "start", "--tenant", ward.slug, "--deadline-days", "3"], env);
+    expect(started.stderr).toBe("");
+    const campaign = JSON.parse(started.stdout).campaign as { id: string; total: number; entries: { email: string; source: string }[] };
+    expect(campaign.total).toBe(2);
+    expect(campaign.entries.map((e) => [e.email, e.source]).sort()).toEqual([head.user.email, temp.user.email].sort().map((e) => [e, "local"]));
+
+    const [list, twice, badDecision, unknownUser, early] = await Promise.all([
+      runCli(["access-review", "list", "--tenant", ward.slug], env),
+      runCli(["access-review", "start", "--tenant", ward.slug], env),
+      runCli(["access-review", "decide", campaign.id, "--tenant", ward.slug, "--user", temp.user.email, "--decision", "maybe", "--comment", "x"], env),
+      runCli(["access-review", "decide", campaign.id, "--tenant", ward.slug, "--user", "nobody@hospital.example", "--decision", "keep", "--comment", "x"], env),
+      runCli(["access-review", "export", campaign.id, "--tenant", ward.slug, "--out-dir", dir], env),
+    ]);
+    expect(list.stdout).toMatch(new RegExp(`^${campaign.id}  open   manual   started \\d{4}-\\d\\d-\\d\\d  deadline \\d{4}-\\d\\d-\\d\\d  decided 0/2  removed 0`));
+    expect([twice.code, twice.stderr]).toEqual([1, `wardkeep: campaign ${campaign.id} is still open in this tenant; finish it first\n`]);
+    expect([badDecision.code, badDecision.stderr]).toEqual([1, expect.stringMatching(/^wardkeep: --decision: /)]);
+    expect([unknownUser.code, unknownUser.stderr]).toEqual([
+      1,
+      `wardkeep: --user: nobody@hospital.example is not part of campaign ${campaign.id} (wardkeep access-review show lists its accounts)\n`,
+    ]);
+    expect([early.code, early.stderr]).toEqual([1, expect.stringMatching(/^wardkeep: this campaign is still open/)]);
+
+    const kept = await runCli(["access-review", "decide", campaign.id, "--tenant", ward.slug, "--user", head.user.email, "--decision", "keep", "--comment", "runs the annex"], env);
+    expect([kept.code, kept.stdout.split("\n")[0]]).toEqual([0, `${head.user.email}: keep (kept)`]);
+    const removed = await runCli(
+      ["access-review", "decide", campaign.id, "--tenant", ward.slug, "--user", temp.user.id, "--decision", "remove", "--comment", "locum contract ended"],
+      env,
+    );
+    expect(removed.stdout.split("\n")[0]).toBe(`${temp.user.email}: remove (removed)`);
+    expect((await temp.agent.get("/api/v1/auth/session")).status).toBe(401);
+    const out = path.join(dir, "cli");
+    const [shown, exported] = await Promise.all([
+      runCli(["access-review", "show", campaign.id, "--tenant", ward.slug], env),
+      runCli(["--json", "access-review", "export", campaign.id, "--tenant", ward.slug, "--out-dir", out], env),
+    ]);
+    expect(shown.stdout).toContain(`${campaign.id}  closed manual`);
+    expect(shown.stdout).toMatch(
+      new RegExp(`${temp.user.id}  ${temp.user.email.replace(/\./g, "\\.")} +practitioner +local +last sign-in \\d{4}-\\d\\d-\\d\\d +remove +removed$`, "m"),
+    );
+
+    expect(exported.stderr).toBe("");
+    const files = JSON.parse(exported.stdout).files as Record<string, string>;
+    const verified = execFileSync("openssl", ["pkeyutl", "-verify", "-pubin", "-inkey", files.publicKey!, "-rawin", "-in", files.evidence!, "-sigfile", files.signature!], {
+      encoding: "utf8",
+    });
+    expect(verified).toMatch(/Signature Verified Successfully/);
+    const evidence = JSON.parse(fs.readFileSync(files.evidence!, "utf8"));
+    expect(evidence).toMatchObject({ campaignId: campaign.id, closedReason: "all-decided", counts: { total: 2, kept: 1, removed: 1 } });
+    expect(evidence.csvSha256).toBe(execFileSync("sha256sum", [files.csv!], { encoding: "utf8" }).split(" ")[0]);
+  }, 180_000);
 });
