@@ -230,7 +230,13 @@ export async function closeAndShipSegment(ctx: ApplianceContext): Promise<string
   } finally {
     await client.end().catch(() => {});
   }
-  await shipSpool(ctx);
+  // The background shipper may hold the shipping lock: wait (up to 10 s) until the segment has left the spool.
+  const dir = spoolDir(ctx);
+  for (const deadline = Date.now() + 10_000; Date.now() < deadline;) {
+    await shipSpool(ctx);
+    if (!spooledFiles(dir).some((f) => f.name === wal)) break;
+    await new Promise((r) => setTimeout(r, 100));
+  }
   return wal;
 }
 

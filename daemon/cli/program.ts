@@ -13,6 +13,7 @@ import { registerRecover } from "./commands/recover.js";
 import { registerSession } from "./commands/session.js";
 import { registerStart } from "./commands/start.js";
 import { registerWebhook } from "./commands/webhook.js";
+import { registerDataRights } from "./commands/data-rights.js";
 import { registerRetention } from "./commands/retention.js";
 import { registerTenant } from "./commands/tenant.js";
 import { registerToken } from "./commands/token.js";
@@ -63,6 +64,7 @@ export function buildProgram(): Command {
   registerUser(program);
   registerWebhook(program);
   registerRetention(program);
+  registerDataRights(program);
   registerAccessReview(program);
   for (const cmd of program.commands) applyExitOverride(cmd);
   return program;

@@ -165,6 +165,12 @@ function frontListener(server: https.Server, c: Config["server"]): net.Server {
   return front;
 }
 
+/**
+ * An idle keep-alive connection is closed after this long, announced as `Keep-Alive: timeout=5`
+ * (docs/hardening.md, "Keep-alive and the reset a client can meet").
+ */
+export const KEEP_ALIVE_TIMEOUT_MS = 5_000;
+
 export async function startHttpServers(app: Express, config: Config, tls: TlsCredentials): Promise<RunningServer> {
   const c = config.server;
   // Sized for a LAN appliance (docs/hardening.md, "Connections"): a hospital client finishes a
@@ -179,7 +185,7 @@ export async function startHttpServers(app: Express, config: Config, tls: TlsCre
     },
     app,
   );
-  server.keepAliveTimeout = 5_000;
+  server.keepAliveTimeout = KEEP_ALIVE_TIMEOUT_MS;
   server.timeout = c.idleTimeoutMs;
   const busy = trackConnections(server);
   const front = frontListener(server, c);

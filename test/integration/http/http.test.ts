@@ -1,9 +1,11 @@
 import fs from "node:fs";
 import http from "node:http";
+import https from "node:https";
 import os from "node:os";
 import path from "node:path";
 import express from "express";
 import { adminUiRoutes } from "../../../daemon/http/admin-ui.js";
+import { KEEP_ALIVE_TIMEOUT_MS } from "../../../daemon/http/server.js";
 import { notFoundHandler, problemMiddleware } from "../../../daemon/http/problem.js";
 import tls from "node:tls";
 import request from "supertest";
@@ -84,6 +86,37 @@ describe("HTTPS and security headers", () => {
   it("serves a certificate that chains to the internal CA and nothing else", async () => {
     expect((await get("/healthz")).status).toBe(200);
     await expect(request(app.baseUrl).get("/healthz")).rejects.toThrow(/self[- ]signed|unable to verify|certificate/i);
+  });
+
+  it("announces its keep-alive timeout and closes a connection idle past it, which a client that honours the hint never writes on", async () => {
+    // A pool whose own timeout lets Node apply the server's hint (docs/hardening.md, "Keep-alive").
+    const agent = new https.Agent({ keepAlive: true, ca: app.caPem, timeout: 30_000 });
+    const closedAt = new Map<object, number>();
+    const once = () =>
+      new Promise<{ status: number; keepAlive: string | undefined; reused: boolean }>((resolve, reject) => {
+        const req = https.get(`${app.baseUrl}/healthz`, { agent }, (res) => {
+          res.resume();
+          res.on("end", () => resolve({ status: res.statusCode ?? 0, keepAlive: res.headers["keep-alive"] as string | undefined, reused: req.reusedSocket }));
+        });
+        // A reused connection is handed to each of its requests: one entry per connection.
+        req.on("socket", (socket) => socket.once("close", () => closedAt.set(socket, Date.now())));
+        req.on("error", reject);
+      });
+    try {
+      const first = await once();
+      expect(first).toEqual({ status: 200, keepAlive: `timeout=${KEEP_ALIVE_TIMEOUT_MS / 1000}`, reused: false });
+      const idleFrom = Date.now();
+      expect(await once()).toMatchObject({ status: 200, reused: true });
+      // Past the announced timeout the pooled connection is gone (the agent dropped it a second
+      // early), so the next request opens a new one instead of meeting a reset.
+      await new Promise((r) => setTimeout(r, KEEP_ALIVE_TIMEOUT_MS + 500));
+      const closed = [...closedAt.values()];
+      expect(closed.length).toBe(1);
+      expect(closed[0]! - idleFrom).toBeLessThan(KEEP_ALIVE_TIMEOUT_MS);
+      expect(await once()).toMatchObject({ status: 200, reused: false });
+    } finally {
+      agent.destroy();
+    }
   });
 
   it("only redirects on the plain HTTP port, to the configured host name whatever Host says, keeping path and query", async () => {
