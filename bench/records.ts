@@ -123,6 +123,10 @@ export async function setUp(dir: string, extraEnv: Record<string, string> = {}) 
   const applianceUrl = `https://127.0.0.1:${appliance.server.port}`;
   return {
     ctx,
+    tenantId: tenant.id,
+    practitioner,
+    /** The bench database as the PostgreSQL superuser (seeding rows the services would take hours to make). */
+    superuserUrl: embedded.superuserUrl.replace(/\/postgres$/, "/wk_bench"),
     product: {
       read: { url: `${applianceUrl}/api/v1/patients/${patient.id}`, method: "GET", headers: { authorization: `Bearer ${token}` } } satisfies Target,
       write: {

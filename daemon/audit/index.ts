@@ -5,3 +5,5 @@
 export { verifyAuditChain, type VerifyReport } from "./verify.js";
 export { exportAuditEvidence, newPackId, EXPORT_FORMATS, type ExportFormat } from "./export.js";
 export { describeCheckpointKeys, publicKeysFromPem } from "./signing-key.js";
+/** The retention register removes a tenant's evidence packs past its export_file rule. */
+export { removeExportPack } from "./pack-jobs.js";

@@ -61,6 +61,12 @@ function packDir(ctx: ApplianceContext, id: string): string {
   return path.join(inDataDir(ctx.config, ctx.config.audit.exportDir), id);
 }
 
+/** Removes a finished pack's files (the retention register's class export_file, after its row is gone). */
+export async function removeExportPack(ctx: ApplianceContext, id: string): Promise<void> {
+  if (!/^audit-[0-9TZ]+-[0-9a-f]{8}$/.test(id)) throw new Error("an evidence pack id");
+  await fs.promises.rm(packDir(ctx, id), { recursive: true, force: true });
+}
+
 const running = new Set<Promise<void>>();
 
 /** Waits for this process's background exports (shutdown, tests). */

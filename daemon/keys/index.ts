@@ -74,7 +74,7 @@ export {
   type FieldContext,
 } from "./field-cipher.js";
 export { requireUnsealed } from "./require-unsealed.js";
-export { scheduleShred, destroyDueKeys } from "./shred.js";
+export { scheduleShred, destroyDueKeys, shreddedAmong } from "./shred.js";
 
 /** Records' view of the keys capability: keys per subject, field ciphertexts, blind indexes. */
 export interface FieldCrypto {

@@ -83,6 +83,13 @@ export async function cancelShred(ctx: ApplianceContext, subject: KeySubject, by
   });
 }
 
+/** Which of these subjects' keys are destroyed (on the permanent shredded list), read in the caller's transaction. */
+export async function shreddedAmong(t: Tx, subjects: KeySubject[]): Promise<Set<string>> {
+  if (!subjects.length) return new Set();
+  const rows = await t.rows<{ subject: string }>("SELECT subject FROM keystore.shredded WHERE subject = ANY($1::text[])", [subjects.map(keyIdOf)]);
+  return new Set(rows.map((r) => r.subject));
+}
+
 export async function listShredSchedule(ctx: ApplianceContext): Promise<ShredSchedule[]> {
   return inScope(ctx.db.app, { kind: "appliance" }, async (t) => (await t.rows<ScheduleRow>("SELECT * FROM keystore.shred_schedule ORDER BY destroy_after")).map(fromRow));
 }

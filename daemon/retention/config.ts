@@ -11,12 +11,26 @@ export const retentionSchema = z
         audioDays: days(365, "Audio recordings are kept this many days after upload (1 year)."),
         attachmentDays: days(2192, "Other attachments (documents, images) are kept this many days after upload (6 years)."),
         appointmentDays: days(2192, "Appointments are kept this many days after they ended (6 years)."),
+        consentDays: days(2192, "Consents are kept this many days after they ended (revoked or expired; 6 years); a consent in force is never purged."),
+        patientDays: days(
+          2557,
+          "A patient's record (demographics) is kept this many days after the last encounter (7 years), and only once nothing else of theirs is left; then it becomes a tombstone and the patient's keys are crypto-shredded after keys.shredGraceDays.",
+        ),
         sessionDays: days(30, "Ended sessions are kept this many days after they expired."),
         inviteDays: days(30, "Invites never accepted are kept this many days after they expired."),
+        supportRequestDays: days(365, "Support access requests are kept this many days after they ended (denied, ended or expired)."),
+        exportFileDays: days(90, "A tenant's audit evidence packs (files under audit.exportDir) are kept this many days after they were made."),
       })
       .strict()
       .prefault({})
       .describe("Default retention per record class; a tenant's rule replaces it. Audit events follow audit.retentionYears (7 years)."),
+    ageOfMajorityYears: z
+      .number()
+      .int()
+      .min(14)
+      .max(25)
+      .default(18)
+      .describe("The age of majority for rules on the trigger age_of_majority: a minor's records are kept until this age plus the rule's period."),
     batchSize: z.number().int().min(1).max(50_000).default(2000).describe("Rows deleted per purge transaction (short transactions, SKIP LOCKED)."),
   })
   .strict();

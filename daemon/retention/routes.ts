@@ -14,6 +14,7 @@ import {
   retentionRunsResponse,
   ruleChangeResult,
   runParams,
+  TRIGGERS,
 } from "./schema.js";
 import { changeRule, listHolds, listRules, listRuns, placeHold, previewPurge, readCertificate, releaseHold } from "./service.js";
 
@@ -39,10 +40,16 @@ export const retentionRoutes = [
       action: "retention:read",
       tag,
       summary: "What the next purge run would destroy, per class, under the current rules or a proposed period for one class",
-      query: z.object({ recordClass: classParams.shape.recordClass.optional(), periodDays: z.coerce.number().int().min(1).max(36500).optional() }),
+      query: z.object({
+        recordClass: classParams.shape.recordClass.optional(),
+        periodDays: z.coerce.number().int().min(1).max(36500).optional(),
+        /** The trigger proposed for recordClass (kept from its rule when absent). */
+        trigger: z.enum(TRIGGERS).optional(),
+      }),
       response: retentionPreview,
     },
-    async ({ ctx, actor, query }) => previewPurge(ctx, actor, query.recordClass && query.periodDays ? { recordClass: query.recordClass, periodDays: query.periodDays } : undefined),
+    async ({ ctx, actor, query }) =>
+      previewPurge(ctx, actor, query.recordClass && query.periodDays ? { recordClass: query.recordClass, periodDays: query.periodDays, trigger: query.trigger } : undefined),
   ),
   defineRoute(
     {

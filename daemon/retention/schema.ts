@@ -1,15 +1,29 @@
 import { z } from "zod";
 
-export const RECORD_CLASSES = ["note", "audio", "attachment", "appointment", "session", "invite"] as const;
+/**
+ * Every record class of the register, in the order a run purges them: a patient's own records
+ * before the patient (whose tombstone and crypto-shredding wait until nothing of theirs is left).
+ */
+export const RECORD_CLASSES = ["note", "audio", "attachment", "appointment", "consent", "patient", "session", "invite", "support_request", "export_file", "audit_event"] as const;
 export type RecordClass = (typeof RECORD_CLASSES)[number];
+
+/**
+ * What a rule's period counts from: creation (or, for appointments, their end), expiry (sessions,
+ * invites; a consent's or support request's end), the patient's last encounter, discharge or
+ * deactivation, or the patient's age of majority (retention.ageOfMajorityYears).
+ */
+export const TRIGGERS = ["creation", "expiry", "last_encounter", "discharge", "age_of_majority"] as const;
+export type Trigger = (typeof TRIGGERS)[number];
 
 export const classParams = z.object({ /** The record class. */ recordClass: z.enum(RECORD_CLASSES) });
 
 /** One class's rule as it applies now: the tenant's own, or the default from config. */
 export const retentionRuleView = z.object({
   recordClass: z.enum(RECORD_CLASSES),
-  /** creation (notes, attachments, appointments: from when they were written or ended) or expiry (sessions, invites). */
-  trigger: z.enum(["creation", "expiry"]),
+  /** What the period counts from (TRIGGERS); each class accepts the triggers listed in `triggers`. */
+  trigger: z.enum(TRIGGERS),
+  /** The triggers this class accepts. */
+  triggers: z.array(z.enum(TRIGGERS)),
   periodDays: z.number(),
   /** The citation the tenant entered (state law, 42 CFR 482.24(b)(1), HIPAA 164.316(b)(2)(i)…). */
   legalBasis: z.string().nullable(),
@@ -25,6 +39,8 @@ export const retentionRulesResponse = z.object({ rules: z.array(retentionRuleVie
 export const retentionRuleChange = z
   .object({
     periodDays: z.number().int().min(1).max(36500),
+    /** Another trigger the class accepts (kept from the current rule when absent). */
+    trigger: z.enum(TRIGGERS).optional(),
     legalBasis: z.string().trim().max(500).nullable().optional(),
     legalMinimumDays: z.number().int().min(1).max(36500).nullable().optional(),
     /** When the new rule would purge records on the next run: the count the preview showed, to confirm it. */
@@ -35,7 +51,16 @@ export type RetentionRuleChangeReq = z.infer<typeof retentionRuleChange>;
 
 /** What the next run would purge, per class (held records are not counted as purged). */
 export const retentionPreview = z.object({
-  classes: z.array(z.object({ recordClass: z.enum(RECORD_CLASSES), cutoff: z.string(), wouldPurge: z.number(), heldBack: z.number() })),
+  classes: z.array(
+    z.object({
+      recordClass: z.enum(RECORD_CLASSES),
+      cutoff: z.string(),
+      wouldPurge: z.number(),
+      heldBack: z.number(),
+      /** Why this class's purge destroys nothing whatever its rule (no such records in the product, another job keeps them), else null. */
+      never: z.string().nullable(),
+    }),
+  ),
   total: z.number(),
 });
 export type RetentionPreviewRes = z.infer<typeof retentionPreview>;

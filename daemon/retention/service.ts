@@ -11,9 +11,18 @@ import { scopeOf, type Actor } from "../kernel/actor.js";
 import { AppError, Conflict, Invalid, NotFound } from "../kernel/errors.js";
 import { authorize } from "../kernel/policy.js";
 import type { RequestMeta } from "../kernel/request-meta.js";
-import { getAuditSigningKey } from "../keys/index.js";
-import { removeAttachmentFile } from "../records/index.js";
-import { RECORD_CLASSES, type DispositionCertificateRes, type RecordClass, type RetentionPreviewRes, type RetentionRuleChangeReq, type RetentionRuleRes } from "./schema.js";
+import { removeExportPack } from "../audit/index.js";
+import { destroyDueKeys, getAuditSigningKey, scheduleShred, shreddedAmong } from "../keys/index.js";
+import { patientsBornBefore, reducePatientToTombstone, removeAttachmentFile } from "../records/index.js";
+import {
+  RECORD_CLASSES,
+  type DispositionCertificateRes,
+  type RecordClass,
+  type RetentionPreviewRes,
+  type RetentionRuleChangeReq,
+  type RetentionRuleRes,
+  type Trigger,
+} from "./schema.js";
 
 /** A rule change that would purge records, sent without confirming the count the preview showed. */
 export class PurgeNotConfirmed extends AppError {
@@ -22,10 +31,10 @@ export class PurgeNotConfirmed extends AppError {
   readonly title = "This change purges records on the next run: confirm the count";
 }
 
-type Trigger = "creation" | "expiry";
 type Rule = {
   recordClass: RecordClass;
   trigger: Trigger;
+  triggers: Trigger[];
   periodDays: number;
   legalBasis: string | null;
   legalMinimumDays: number | null;
@@ -33,43 +42,193 @@ type Rule = {
   updatedAt: string | null;
 };
 
-const DEFAULT_KEY: Record<RecordClass, keyof ApplianceContext["config"]["retention"]["defaults"]> = {
-  note: "noteDays",
-  audio: "audioDays",
-  attachment: "attachmentDays",
-  appointment: "appointmentDays",
-  session: "sessionDays",
-  invite: "inviteDays",
-};
-const TRIGGER: Record<RecordClass, Trigger> = { note: "creation", audio: "creation", attachment: "creation", appointment: "creation", session: "expiry", invite: "expiry" };
+type Defaults = ApplianceContext["config"]["retention"]["defaults"];
 
 /**
- * Per class: the rows past a cutoff that no hold protects. `$1` tenant, `$2` cutoff. Patient
- * holds (legal_holds) and tenant or class holds (retention_holds) are part of the same statement,
- * so a record is only ever selected while no hold stands: a hold fails closed.
+ * One record class: its table, the patient a row belongs to (patient holds, last encounter, age
+ * of majority), the date its period counts from per trigger, and what else a row must be before
+ * it may go. In every SQL fragment `$1` is the tenant and `$2` the cutoff.
+ */
+type ClassDef = {
+  table: string;
+  alias: string;
+  patientCol: string | null;
+  /** The triggers the class accepts; the first is the default. */
+  triggers: Trigger[];
+  /** The column (or expression) a trigger counts from; a trigger without one purges nothing (`NO_DATE`). */
+  anchor: Partial<Record<Trigger, string>>;
+  extra?: string;
+  /** The class's default period from config. */
+  defaultDays: (ctx: ApplianceContext) => number;
+  /** Why this class is never purged by the register whatever its rule. */
+  never?: string;
+};
+
+const days = (key: keyof Defaults) => (ctx: ApplianceContext) => ctx.config.retention.defaults[key];
+const PATIENT_TRIGGERS: Trigger[] = ["creation", "last_encounter", "age_of_majority", "discharge"];
+/** The product records no discharge of a patient nor a deactivation of one: a rule on it is stored and purges nothing. */
+const NO_DISCHARGE = "no discharge or deactivation date is recorded for patients in this product: a rule on this trigger is kept and purges nothing";
+const ENCOUNTER_STATUSES = "('arrived', 'completed')";
+
+/**
+ * The patient's last encounter: the end of their latest arrived or completed appointment (one a
+ * purge destroyed is remembered in retention_encounters), else their registration.
+ */
+const lastEncounter = (p: string) =>
+  `greatest((SELECT max(le.ends_at) FROM appointments le WHERE le.tenant_id = $1 AND le.patient_id = ${p} AND le.status IN ${ENCOUNTER_STATUSES}),
+            (SELECT re.last_encounter_at FROM retention_encounters re WHERE re.tenant_id = $1 AND re.patient_id = ${p}),
+            (SELECT lp.created_at FROM patients lp WHERE lp.tenant_id = $1 AND lp.id = ${p}))`;
+const patientAnchors = (own: string, p: string): Partial<Record<Trigger, string>> => ({ creation: own, last_encounter: lastEncounter(p) });
+
+const CLASSES: Record<RecordClass, ClassDef> = {
+  note: {
+    table: "notes",
+    alias: "n",
+    patientCol: "n.patient_id",
+    triggers: PATIENT_TRIGGERS,
+    anchor: patientAnchors("n.created_at", "n.patient_id"),
+    defaultDays: days("noteDays"),
+  },
+  audio: {
+    table: "attachments",
+    alias: "a",
+    patientCol: "a.patient_id",
+    triggers: PATIENT_TRIGGERS,
+    anchor: patientAnchors("a.created_at", "a.patient_id"),
+    extra: "a.kind = 'audio'",
+    defaultDays: days("audioDays"),
+  },
+  attachment: {
+    table: "attachments",
+    alias: "a",
+    patientCol: "a.patient_id",
+    triggers: PATIENT_TRIGGERS,
+    anchor: patientAnchors("a.created_at", "a.patient_id"),
+    extra: "a.kind <> 'audio'",
+    defaultDays: days("attachmentDays"),
+  },
+  // creation: from the appointment's end.
+  appointment: {
+    table: "appointments",
+    alias: "p",
+    patientCol: "p.patient_id",
+    triggers: PATIENT_TRIGGERS,
+    anchor: patientAnchors("p.ends_at", "p.patient_id"),
+    defaultDays: days("appointmentDays"),
+  },
+  // A consent in force is never purged: only one revoked or past its expiry.
+  consent: {
+    table: "consents",
+    alias: "c",
+    patientCol: "c.patient_id",
+    triggers: ["expiry", ...PATIENT_TRIGGERS],
+    anchor: { ...patientAnchors("c.granted_at", "c.patient_id"), expiry: "coalesce((SELECT cr.revoked_at FROM consent_revocations cr WHERE cr.consent_id = c.id), c.expires_at)" },
+    extra: "(EXISTS (SELECT 1 FROM consent_revocations cr WHERE cr.consent_id = c.id) OR c.expires_at < $2)",
+    defaultDays: days("consentDays"),
+  },
+  // The patient's own row, once nothing else of theirs is left: it becomes a tombstone and the keys are crypto-shredded.
+  patient: {
+    table: "patients",
+    alias: "pt",
+    patientCol: "pt.id",
+    triggers: ["last_encounter", "creation", "age_of_majority", "discharge"],
+    anchor: patientAnchors("pt.created_at", "pt.id"),
+    extra: `pt.status = 'active'
+      AND NOT EXISTS (SELECT 1 FROM notes x WHERE x.tenant_id = $1 AND x.patient_id = pt.id)
+      AND NOT EXISTS (SELECT 1 FROM attachments x WHERE x.tenant_id = $1 AND x.patient_id = pt.id)
+      AND NOT EXISTS (SELECT 1 FROM appointments x WHERE x.tenant_id = $1 AND x.patient_id = pt.id)
+      AND NOT EXISTS (SELECT 1 FROM consents x WHERE x.tenant_id = $1 AND x.patient_id = pt.id)
+      AND NOT EXISTS (SELECT 1 FROM deletion_requests x WHERE x.tenant_id = $1 AND x.patient_id = pt.id AND x.status = 'pending')`,
+    defaultDays: days("patientDays"),
+  },
+  session: { table: "sessions", alias: "s", patientCol: null, triggers: ["expiry"], anchor: { expiry: "s.expires_at" }, defaultDays: days("sessionDays") },
+  invite: {
+    table: "invites",
+    alias: "i",
+    patientCol: null,
+    triggers: ["expiry"],
+    anchor: { expiry: "i.expires_at" },
+    extra: "i.accepted_at IS NULL",
+    defaultDays: days("inviteDays"),
+  },
+  // Ended: denied, ended, or approved and expired; one a session still names waits for that session's purge.
+  support_request: {
+    table: "support_requests",
+    alias: "sr",
+    patientCol: null,
+    triggers: ["expiry", "creation"],
+    anchor: { expiry: "coalesce(sr.ended_at, sr.expires_at, sr.decided_at)", creation: "sr.created_at" },
+    extra: "(sr.status IN ('denied', 'ended') OR (sr.status = 'approved' AND sr.expires_at < $2)) AND NOT EXISTS (SELECT 1 FROM sessions ss WHERE ss.support_request_id = sr.id)",
+    defaultDays: days("supportRequestDays"),
+  },
+  // The tenant's audit evidence packs (records exports are streamed to the caller and never stored).
+  export_file: {
+    table: "audit_exports",
+    alias: "x",
+    patientCol: null,
+    triggers: ["creation"],
+    anchor: { creation: "x.created_at" },
+    extra: "x.status <> 'running'",
+    defaultDays: days("exportFileDays"),
+  },
+  audit_event: {
+    table: "audit_events",
+    alias: "e",
+    patientCol: null,
+    triggers: ["creation"],
+    anchor: {},
+    defaultDays: (ctx) => Math.round(ctx.config.audit.retentionYears * 365.25),
+    never:
+      "audit events are dropped a whole month at a time by the audit-retention job after audit.retentionYears (a signed anchor keeps the hash chain verifiable); this register purges none",
+  },
+};
+
+/** Why a class under a trigger purges nothing, or null. */
+function neverOf(cls: RecordClass, trigger: Trigger): string | null {
+  const c = CLASSES[cls];
+  if (c.never) return c.never;
+  if (trigger === "discharge") return NO_DISCHARGE;
+  return null;
+}
+
+/**
+ * Per class: the rows past a cutoff that no hold protects. `$1` tenant, `$2` cutoff, `adults`
+ * the parameter holding the patients past their age of majority plus the period (a uuid[]).
+ * Patient holds (legal_holds) and tenant or class holds (retention_holds) are part of the same
+ * statement, so a record is only ever selected while no hold stands: a hold fails closed.
  */
 const CLASS_HOLD = (cls: RecordClass) =>
   `NOT EXISTS (SELECT 1 FROM retention_holds rh WHERE rh.tenant_id = $1 AND rh.released_at IS NULL AND (rh.record_class IS NULL OR rh.record_class = '${cls}'))`;
-const PATIENT_HOLD = (alias: string) =>
-  `NOT EXISTS (SELECT 1 FROM legal_holds h WHERE h.tenant_id = ${alias}.tenant_id AND h.patient_id = ${alias}.patient_id AND h.released_at IS NULL)`;
+const PATIENT_HOLD = (patientCol: string) => `NOT EXISTS (SELECT 1 FROM legal_holds h WHERE h.tenant_id = $1 AND h.patient_id = ${patientCol} AND h.released_at IS NULL)`;
 
-const EXPIRED: Record<RecordClass, { table: string; alias: string; past: string; patient: boolean; extra?: string }> = {
-  note: { table: "notes", alias: "n", past: "n.created_at < $2", patient: true },
-  audio: { table: "attachments", alias: "a", past: "a.created_at < $2", patient: true, extra: "a.kind = 'audio'" },
-  attachment: { table: "attachments", alias: "a", past: "a.created_at < $2", patient: true, extra: "a.kind <> 'audio'" },
-  appointment: { table: "appointments", alias: "p", past: "p.ends_at < $2", patient: true },
-  session: { table: "sessions", alias: "s", past: "s.expires_at < $2", patient: false },
-  invite: { table: "invites", alias: "i", past: "i.expires_at < $2", patient: false, extra: "i.accepted_at IS NULL" },
-};
-
-function expiredBase(cls: RecordClass): string {
-  const e = EXPIRED[cls];
-  return [`${e.alias}.tenant_id = $1`, e.past, ...(e.extra ? [e.extra] : [])].join(" AND ");
+function expiredBase(cls: RecordClass, trigger: Trigger, adults: string): string {
+  const c = CLASSES[cls];
+  const past = neverOf(cls, trigger)
+    ? "false"
+    : trigger === "age_of_majority"
+      ? `${c.patientCol} = ANY(${adults}::uuid[]) AND $2::timestamptz IS NOT NULL` // (names $2, so every parameter has a type)
+      : `${c.anchor[trigger] ?? c.anchor[c.triggers[0]!]} < $2`;
+  return [`${c.alias}.tenant_id = $1`, past, ...(c.extra ? [c.extra] : [])].join(" AND ");
 }
 
 function unheld(cls: RecordClass): string {
-  const e = EXPIRED[cls];
-  return [CLASS_HOLD(cls), ...(e.patient ? [PATIENT_HOLD(e.alias)] : [])].join(" AND ");
+  const c = CLASSES[cls];
+  return [CLASS_HOLD(cls), ...(c.patientCol ? [PATIENT_HOLD(c.patientCol)] : [])].join(" AND ");
+}
+
+/** The statement's parameters: the adults list is the last one, and only when the rule counts from the age of majority. */
+const withAdults = (params: unknown[], trigger: Trigger, adults: string[]): unknown[] => (trigger === "age_of_majority" ? [...params, adults] : params);
+
+/**
+ * The patients past their age of majority plus the period (born before cutoff minus
+ * retention.ageOfMajorityYears), when the rule counts from it; their birth dates are decrypted
+ * by the records capability and only ids come back.
+ */
+async function adultsFor(ctx: ApplianceContext, t: Tx, tenantId: string, trigger: Trigger, cutoff: Date): Promise<string[]> {
+  if (trigger !== "age_of_majority") return [];
+  const bornBefore = new Date(cutoff);
+  bornBefore.setUTCFullYear(bornBefore.getUTCFullYear() - ctx.config.retention.ageOfMajorityYears);
+  return patientsBornBefore(ctx, t, tenantId, bornBefore.toISOString().slice(0, 10));
 }
 
 // ---- rules ------------------------------------------------------------------------------------
@@ -86,6 +245,7 @@ async function readRules(ctx: ApplianceContext, t: Tx, tenantId: string): Promis
       ? {
           recordClass: cls,
           trigger: r.trigger,
+          triggers: CLASSES[cls].triggers,
           periodDays: r.period_days,
           legalBasis: r.legal_basis,
           legalMinimumDays: r.legal_minimum_days,
@@ -94,8 +254,9 @@ async function readRules(ctx: ApplianceContext, t: Tx, tenantId: string): Promis
         }
       : {
           recordClass: cls,
-          trigger: TRIGGER[cls],
-          periodDays: ctx.config.retention.defaults[DEFAULT_KEY[cls]],
+          trigger: CLASSES[cls].triggers[0]!,
+          triggers: CLASSES[cls].triggers,
+          periodDays: CLASSES[cls].defaultDays(ctx),
           legalBasis: null,
           legalMinimumDays: null,
           source: "default",
@@ -123,23 +284,35 @@ async function previewIn(ctx: ApplianceContext, t: Tx, tenantId: string, rules: 
   const classes = [];
   for (const rule of rules) {
     const cutoff = cutoffOf(now, rule);
-    const e = EXPIRED[rule.recordClass];
-    const [r] = await t.rows<{ purge: number; held: number }>(
-      `SELECT count(*) FILTER (WHERE ${unheld(rule.recordClass)})::int AS purge, count(*) FILTER (WHERE NOT (${unheld(rule.recordClass)}))::int AS held
-         FROM ${e.table} ${e.alias} WHERE ${expiredBase(rule.recordClass)}`,
-      [tenantId, cutoff],
-    );
-    classes.push({ recordClass: rule.recordClass, cutoff: cutoff.toISOString(), wouldPurge: r?.purge ?? 0, heldBack: r?.held ?? 0 });
+    const never = neverOf(rule.recordClass, rule.trigger);
+    const c = CLASSES[rule.recordClass];
+    const [r] = never
+      ? [{ purge: 0, held: 0 }]
+      : await t.rows<{ purge: number; held: number }>(
+          `SELECT count(*) FILTER (WHERE ${unheld(rule.recordClass)})::int AS purge, count(*) FILTER (WHERE NOT (${unheld(rule.recordClass)}))::int AS held
+             FROM ${c.table} ${c.alias} WHERE ${expiredBase(rule.recordClass, rule.trigger, "$3")}`,
+          withAdults([tenantId, cutoff], rule.trigger, await adultsFor(ctx, t, tenantId, rule.trigger, cutoff)),
+        );
+    classes.push({ recordClass: rule.recordClass, cutoff: cutoff.toISOString(), wouldPurge: r?.purge ?? 0, heldBack: r?.held ?? 0, never });
   }
   return { classes, total: classes.reduce((s, c) => s + c.wouldPurge, 0) };
 }
 
 /** What the next run would purge under the tenant's rules (and with `proposed`, under that change). */
-export async function previewPurge(ctx: ApplianceContext, actor: Actor, proposed?: { recordClass: RecordClass; periodDays: number }): Promise<RetentionPreviewRes> {
+export async function previewPurge(
+  ctx: ApplianceContext,
+  actor: Actor,
+  proposed?: { recordClass: RecordClass; periodDays: number; trigger?: Trigger },
+): Promise<RetentionPreviewRes> {
   const tenantId = tenantOf(actor);
   authorize(actor, "retention:read", { tenantId });
+  if (proposed?.trigger && !CLASSES[proposed.recordClass].triggers.includes(proposed.trigger)) {
+    throw new Invalid(`a ${proposed.recordClass} rule counts from ${CLASSES[proposed.recordClass].triggers.join(", ")}; not from ${proposed.trigger}`);
+  }
   return inScope(ctx.db.app, { kind: "tenant", tenantId }, async (t) => {
-    const rules = (await readRules(ctx, t, tenantId)).map((r) => (proposed && r.recordClass === proposed.recordClass ? { ...r, periodDays: proposed.periodDays } : r));
+    const rules = (await readRules(ctx, t, tenantId)).map((r) =>
+      proposed && r.recordClass === proposed.recordClass ? { ...r, periodDays: proposed.periodDays, trigger: proposed.trigger ?? r.trigger } : r,
+    );
     return previewIn(ctx, t, tenantId, rules);
   });
 }
@@ -169,8 +342,13 @@ export async function changeRule(
         legalMinimumDays: minimum,
       });
     }
+    const trigger = change.trigger ?? before.trigger;
+    if (!CLASSES[cls].triggers.includes(trigger)) {
+      throw new Invalid(`a ${cls} rule counts from ${CLASSES[cls].triggers.join(", ")}; not from ${trigger}`, { triggers: CLASSES[cls].triggers });
+    }
     const after: Rule = {
       ...before,
+      trigger,
       periodDays: change.periodDays,
       legalBasis: change.legalBasis !== undefined ? change.legalBasis || null : before.legalBasis,
       legalMinimumDays: minimum,
@@ -195,11 +373,11 @@ export async function changeRule(
     await t.exec(
       `INSERT INTO retention_rules (tenant_id, record_class, trigger, period_days, legal_basis, legal_minimum_days, updated_at, updated_by)
        VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-       ON CONFLICT (tenant_id, record_class) DO UPDATE SET period_days = EXCLUDED.period_days, legal_basis = EXCLUDED.legal_basis,
+       ON CONFLICT (tenant_id, record_class) DO UPDATE SET trigger = EXCLUDED.trigger, period_days = EXCLUDED.period_days, legal_basis = EXCLUDED.legal_basis,
          legal_minimum_days = EXCLUDED.legal_minimum_days, updated_at = EXCLUDED.updated_at, updated_by = EXCLUDED.updated_by`,
       [tenantId, cls, after.trigger, after.periodDays, after.legalBasis, after.legalMinimumDays, ctx.clock.now(), actor.userId],
     );
-    const summary = (r: Rule) => ({ periodDays: r.periodDays, legalMinimumDays: r.legalMinimumDays, source: r.source, legalBasisSet: r.legalBasis !== null });
+    const summary = (r: Rule) => ({ trigger: r.trigger, periodDays: r.periodDays, legalMinimumDays: r.legalMinimumDays, source: r.source, legalBasisSet: r.legalBasis !== null });
     await recordEvent(
       ctx,
       t,
@@ -295,21 +473,27 @@ export async function releaseHold(ctx: ApplianceContext, actor: Actor, id: strin
 // ---- the purge --------------------------------------------------------------------------------
 
 type ClassCounts = { count: number; batches: number; firstId: string | null; lastId: string | null };
+/** A class's counts, or `shredded`: the patients whose data keys the run saw destroyed. */
+type CountKey = RecordClass | "shredded";
+type RunRule = { periodDays: number; trigger: Trigger; cutoff: string; legalBasis: string | null; source: string; never?: string | null };
 type RunRow = {
   id: string;
   tenant_id: string;
   status: "running" | "finished";
   started_at: Date;
   finished_at: Date | null;
-  rules: Record<RecordClass, { periodDays: number; trigger: Trigger; cutoff: string; legalBasis: string | null; source: string }>;
-  counts: Partial<Record<RecordClass, ClassCounts>>;
+  /** A run opened before a class existed has no rule for it: that class waits for the next run. */
+  rules: Partial<Record<RecordClass, RunRule>>;
+  counts: Partial<Record<CountKey, ClassCounts>>;
   certificate: string | null;
 };
+const NONE: ClassCounts = { count: 0, batches: 0, firstId: null, lastId: null };
 
 /**
  * One tenant's purge: resumes the tenant's unfinished run (the rules and cutoffs it recorded, the
  * counts its committed batches left) or starts one, purges class by class in batches of
- * retention.batchSize, then signs the disposition certificate.
+ * retention.batchSize, crypto-shreds the keys of the patients it reduced to a tombstone once
+ * their grace period (keys.shredGraceDays) has passed, then signs the disposition certificate.
  */
 export async function purgeTenant(
   ctx: ApplianceContext,
@@ -319,15 +503,19 @@ export async function purgeTenant(
   const run = await openRun(ctx, tenantId, opts.jobRunId ?? null);
   let batches = 0;
   for (const cls of RECORD_CLASSES) {
+    const rule = run.rules[cls];
+    if (!rule || rule.never) continue;
+    const adults = await inScope(ctx.db.app, { kind: "tenant", tenantId }, (t) => adultsFor(ctx, t, tenantId, rule.trigger, new Date(rule.cutoff)));
     for (;;) {
       if (opts.maxBatches !== undefined && batches >= opts.maxBatches) return { runId: run.id, destroyed: 0, finished: false };
-      const n = await purgeBatch(ctx, run, cls);
+      const n = cls === "patient" ? await purgePatientBatch(ctx, run, rule, adults) : await purgeBatch(ctx, run, cls, rule, adults);
       if (n === 0) break;
       batches++;
     }
   }
+  await shredDue(ctx, run);
   const finished = await certify(ctx, run.id, tenantId);
-  return { runId: run.id, destroyed: Object.values(finished.counts).reduce((s, c) => s + (c?.count ?? 0), 0), finished: true };
+  return { runId: run.id, destroyed: RECORD_CLASSES.reduce((s, cls) => s + (finished.counts[cls]?.count ?? 0), 0), finished: true };
 }
 
 async function openRun(ctx: ApplianceContext, tenantId: string, jobRunId: string | null): Promise<RunRow> {
@@ -338,7 +526,14 @@ async function openRun(ctx: ApplianceContext, tenantId: string, jobRunId: string
     const rules = Object.fromEntries(
       (await readRules(ctx, t, tenantId)).map((r) => [
         r.recordClass,
-        { periodDays: r.periodDays, trigger: r.trigger, cutoff: cutoffOf(now, r).toISOString(), legalBasis: r.legalBasis, source: r.source },
+        {
+          periodDays: r.periodDays,
+          trigger: r.trigger,
+          cutoff: cutoffOf(now, r).toISOString(),
+          legalBasis: r.legalBasis,
+          source: r.source,
+          never: neverOf(r.recordClass, r.trigger),
+        } satisfies RunRule,
       ]),
     );
     const [row] = await t.rows<RunRow>("INSERT INTO retention_runs (tenant_id, job_run_id, started_at, rules) VALUES ($1, $2, $3, $4) RETURNING *", [
@@ -351,62 +546,154 @@ async function openRun(ctx: ApplianceContext, tenantId: string, jobRunId: string
   });
 }
 
+/** Adds one committed batch to the run's counts and writes its audit event, in the batch's transaction. */
+async function countBatch(ctx: ApplianceContext, t: Tx, run: RunRow, key: CountKey, r: { n: number; first: string | null; last: string | null }): Promise<void> {
+  await t.exec(
+    `UPDATE retention_runs SET counts = jsonb_set(counts, ARRAY[$2::text], jsonb_build_object(
+        'count', coalesce((counts -> $2 ->> 'count')::int, 0) + $3,
+        'batches', coalesce((counts -> $2 ->> 'batches')::int, 0) + 1,
+        'firstId', coalesce(counts -> $2 ->> 'firstId', $4),
+        'lastId', $5::text)) WHERE id = $1`,
+    [run.id, key, r.n, r.first, r.last],
+  );
+  await recordEvent(
+    ctx,
+    t,
+    SYSTEM_ACTOR,
+    {
+      tenantId: run.tenant_id,
+      action: key === "shredded" ? "retention.purge.shred" : "retention.purge.batch",
+      resourceType: "retention_run",
+      resourceId: run.id,
+      outcome: "success",
+      reason: JSON.stringify({ class: key, count: r.n, firstId: r.first, lastId: r.last }),
+    },
+    null,
+  );
+}
+
+/** The statement that deletes the selected rows of a class (with what hangs off them) and sums them up. */
+function deleteStatement(cls: RecordClass, victims: string): string {
+  const summary = "count(*)::int AS n, min(id::text) AS first, max(id::text) AS last";
+  switch (cls) {
+    case "note":
+      return `WITH victims AS (${victims}),
+              versions AS (DELETE FROM note_versions WHERE note_id IN (SELECT id FROM victims) RETURNING 1),
+              gone AS (DELETE FROM notes WHERE id IN (SELECT id FROM victims) RETURNING id)
+           SELECT ${summary}, '{}'::text[] AS files, (SELECT count(*) FROM versions)::int AS versions FROM gone`;
+    case "consent":
+      return `WITH victims AS (${victims}),
+              revocations AS (DELETE FROM consent_revocations WHERE consent_id IN (SELECT id FROM victims) RETURNING 1),
+              gone AS (DELETE FROM consents WHERE id IN (SELECT id FROM victims) RETURNING id)
+           SELECT ${summary}, '{}'::text[] AS files, (SELECT count(*) FROM revocations)::int AS revocations FROM gone`;
+    case "appointment":
+      // The trigger "last encounter" keeps counting from a destroyed appointment.
+      return `WITH victims AS (${victims}),
+              gone AS (DELETE FROM appointments WHERE id IN (SELECT id FROM victims) RETURNING id, tenant_id, patient_id, ends_at, status),
+              encounters AS (INSERT INTO retention_encounters (tenant_id, patient_id, last_encounter_at)
+                SELECT tenant_id, patient_id, max(ends_at) FROM gone WHERE status IN ${ENCOUNTER_STATUSES} GROUP BY tenant_id, patient_id
+                ON CONFLICT (tenant_id, patient_id) DO UPDATE SET last_encounter_at = greatest(retention_encounters.last_encounter_at, EXCLUDED.last_encounter_at)
+                RETURNING 1)
+           SELECT ${summary}, '{}'::text[] AS files, (SELECT count(*) FROM encounters)::int AS encounters FROM gone`;
+    case "audio":
+    case "attachment":
+      return `WITH victims AS (${victims}), gone AS (DELETE FROM attachments WHERE id IN (SELECT id FROM victims) RETURNING id, storage_path)
+           SELECT ${summary}, coalesce(array_agg(storage_path), '{}') AS files FROM gone`;
+    case "export_file":
+      return `WITH victims AS (${victims}), gone AS (DELETE FROM audit_exports WHERE id IN (SELECT id FROM victims) RETURNING id)
+           SELECT ${summary}, coalesce(array_agg(id), '{}') AS files FROM gone`;
+    default:
+      return `WITH victims AS (${victims}), gone AS (DELETE FROM ${CLASSES[cls].table} WHERE id IN (SELECT id FROM victims) RETURNING id)
+           SELECT ${summary}, '{}'::text[] AS files FROM gone`;
+  }
+}
+
 /**
  * One short transaction: delete up to batchSize expired, unheld rows of a class (`FOR UPDATE SKIP
  * LOCKED`: rows a request holds are left for the next batch), add the count and id range to the
  * run's row, and write one audit event with them. Committed together or not at all, so a killed
  * purge loses nothing and counts nothing twice.
  */
-async function purgeBatch(ctx: ApplianceContext, run: RunRow, cls: RecordClass): Promise<number> {
-  const e = EXPIRED[cls];
-  const cutoff = new Date(run.rules[cls].cutoff);
+async function purgeBatch(ctx: ApplianceContext, run: RunRow, cls: RecordClass, rule: RunRule, adults: string[]): Promise<number> {
+  const c = CLASSES[cls];
   const { n, files } = await inScope(ctx.db.app, { kind: "tenant", tenantId: run.tenant_id }, async (t) => {
-    // The records history guard lets a purge transaction that names its tenant delete note versions.
+    // The records history guard lets a purge transaction that names its tenant delete note versions and consents.
     await t.exec("SELECT set_config('wardkeep.purge_tenant', $1, true)", [run.tenant_id]);
-    const victims = `SELECT ${e.alias}.id FROM ${e.table} ${e.alias} WHERE ${expiredBase(cls)} AND ${unheld(cls)} ORDER BY ${e.alias}.id LIMIT $3 FOR UPDATE OF ${e.alias} SKIP LOCKED`;
-    const statement =
-      cls === "note"
-        ? `WITH victims AS (${victims}),
-              versions AS (DELETE FROM note_versions WHERE note_id IN (SELECT id FROM victims) RETURNING 1),
-              gone AS (DELETE FROM notes WHERE id IN (SELECT id FROM victims) RETURNING id)
-           SELECT count(*)::int AS n, min(id::text) AS first, max(id::text) AS last, '{}'::text[] AS files, (SELECT count(*) FROM versions)::int AS versions FROM gone`
-        : `WITH victims AS (${victims}),
-              gone AS (DELETE FROM ${e.table} WHERE id IN (SELECT id FROM victims) RETURNING id${e.table === "attachments" ? ", storage_path" : ", NULL::text AS storage_path"})
-           SELECT count(*)::int AS n, min(id::text) AS first, max(id::text) AS last, coalesce(array_agg(storage_path) FILTER (WHERE storage_path IS NOT NULL), '{}') AS files FROM gone`;
-    const [r] = await t.rows<{ n: number; first: string | null; last: string | null; files: string[] }>(statement, [run.tenant_id, cutoff, ctx.config.retention.batchSize]);
-    if (!r || r.n === 0) return { n: 0, first: null, last: null, files: [] };
-    await t.exec(
-      `UPDATE retention_runs SET counts = jsonb_set(counts, ARRAY[$2::text], jsonb_build_object(
-          'count', coalesce((counts -> $2 ->> 'count')::int, 0) + $3,
-          'batches', coalesce((counts -> $2 ->> 'batches')::int, 0) + 1,
-          'firstId', coalesce(counts -> $2 ->> 'firstId', $4),
-          'lastId', $5::text)) WHERE id = $1`,
-      [run.id, cls, r.n, r.first, r.last],
+    const victims = `SELECT ${c.alias}.id FROM ${c.table} ${c.alias} WHERE ${expiredBase(cls, rule.trigger, "$4")} AND ${unheld(cls)} ORDER BY ${c.alias}.id LIMIT $3 FOR UPDATE OF ${c.alias} SKIP LOCKED`;
+    const [r] = await t.rows<{ n: number; first: string | null; last: string | null; files: string[] }>(
+      deleteStatement(cls, victims),
+      withAdults([run.tenant_id, new Date(rule.cutoff), ctx.config.retention.batchSize], rule.trigger, adults),
     );
-    await recordEvent(
-      ctx,
-      t,
-      SYSTEM_ACTOR,
-      {
-        tenantId: run.tenant_id,
-        action: "retention.purge.batch",
-        resourceType: "retention_run",
-        resourceId: run.id,
-        outcome: "success",
-        reason: JSON.stringify({ class: cls, count: r.n, firstId: r.first, lastId: r.last }),
-      },
-      null,
-    );
+    if (!r || r.n === 0) return { n: 0, files: [] };
+    await countBatch(ctx, t, run, cls, r);
     return r;
   });
   // The file's key was in the deleted row: the file is unreadable already; removing it frees the space.
-  for (const f of files) await removeAttachmentFile(ctx, f).catch(() => undefined);
+  for (const f of files) await (cls === "export_file" ? removeExportPack(ctx, f) : removeAttachmentFile(ctx, f)).catch(() => undefined);
   return n;
+}
+
+/**
+ * Patients past their rule with nothing else of theirs left: each becomes the erasure purge's
+ * tombstone (no PHI, the id kept for the audit trail) and its data keys are scheduled for
+ * crypto-shredding after keys.shredGraceDays, in one transaction with the count and audit event.
+ */
+async function purgePatientBatch(ctx: ApplianceContext, run: RunRow, rule: RunRule, adults: string[]): Promise<number> {
+  return inScope(ctx.db.app, { kind: "tenant", tenantId: run.tenant_id }, async (t) => {
+    const victims = await t.rows<{ id: string }>(
+      `SELECT pt.id FROM patients pt WHERE ${expiredBase("patient", rule.trigger, "$4")} AND ${unheld("patient")} ORDER BY pt.id LIMIT $3 FOR UPDATE OF pt SKIP LOCKED`,
+      withAdults([run.tenant_id, new Date(rule.cutoff), Math.min(ctx.config.retention.batchSize, 200)], rule.trigger, adults),
+    );
+    if (!victims.length) return 0;
+    for (const { id } of victims) {
+      await reducePatientToTombstone(ctx, t, run.tenant_id, id);
+      const s = await scheduleShred(ctx, { kind: "patient", tenantId: run.tenant_id, patientId: id }, { transaction: t, graceDays: ctx.config.keys.shredGraceDays });
+      await t.exec("INSERT INTO retention_shreds (tenant_id, patient_id, run_id, scheduled_at, destroy_after) VALUES ($1, $2, $3, $4, $5)", [
+        run.tenant_id,
+        id,
+        run.id,
+        s.scheduledAt,
+        s.destroyAfter,
+      ]);
+    }
+    await countBatch(ctx, t, run, "patient", { n: victims.length, first: victims[0]!.id, last: victims[victims.length - 1]!.id });
+    return victims.length;
+  });
+}
+
+/**
+ * The crypto-shredding of patients the purge reduced to a tombstone, once their grace period has
+ * passed: the keys capability destroys every due key (`destroyDueKeys`, audited there per
+ * subject), then the patients whose keys are on its shredded list are counted in this run with
+ * one `retention.purge.shred` audit event, in one transaction (a killed run counts each once).
+ */
+async function shredDue(ctx: ApplianceContext, run: RunRow): Promise<void> {
+  const scope = { kind: "tenant" as const, tenantId: run.tenant_id };
+  const dueSql = "SELECT patient_id FROM retention_shreds WHERE tenant_id = $1 AND shredded_run_id IS NULL AND destroy_after <= $2 ORDER BY patient_id";
+  const due = await inScope(ctx.db.app, scope, (t) => t.rows<{ patient_id: string }>(dueSql + " LIMIT 1", [run.tenant_id, ctx.clock.now()]));
+  if (!due.length) return;
+  await destroyDueKeys(ctx);
+  await inScope(ctx.db.app, scope, async (t) => {
+    const rows = await t.rows<{ patient_id: string }>(dueSql + " FOR UPDATE SKIP LOCKED", [run.tenant_id, ctx.clock.now()]);
+    const destroyed = await shreddedAmong(
+      t,
+      rows.map((r) => ({ kind: "patient" as const, tenantId: run.tenant_id, patientId: r.patient_id })),
+    );
+    const ids = rows.map((r) => r.patient_id).filter((id) => destroyed.has(`patient/${id}`));
+    if (!ids.length) return;
+    await t.exec("UPDATE retention_shreds SET shredded_run_id = $3, shredded_at = $4 WHERE tenant_id = $1 AND patient_id = ANY($2::uuid[])", [
+      run.tenant_id,
+      ids,
+      run.id,
+      ctx.clock.now(),
+    ]);
+    await countBatch(ctx, t, run, "shredded", { n: ids.length, first: ids[0]!, last: ids[ids.length - 1]! });
+  });
 }
 
 /** The certificate's canonical text: fixed key order, so anyone can re-serialise and compare. */
 function certificateText(run: RunRow, finishedAt: string, signedBy: string): string {
-  const destroyed = Object.fromEntries(RECORD_CLASSES.map((cls) => [cls, run.counts[cls] ?? { count: 0, batches: 0, firstId: null, lastId: null }]));
+  const destroyed = Object.fromEntries(RECORD_CLASSES.map((cls) => [cls, run.counts[cls] ?? NONE]));
   return JSON.stringify({
     format: "wardkeep-disposition-certificate/1",
     runId: run.id,
@@ -415,7 +702,10 @@ function certificateText(run: RunRow, finishedAt: string, signedBy: string): str
     finishedAt,
     rules: Object.fromEntries(RECORD_CLASSES.map((cls) => [cls, run.rules[cls]])),
     destroyed,
+    // Patients whose data keys were destroyed (crypto-shredded) during this run: count and id range.
+    shredded: run.counts.shredded ?? NONE,
     auditAction: "retention.purge.batch",
+    shredAuditAction: "retention.purge.shred",
     signedBy,
   });
 }
@@ -431,12 +721,19 @@ async function certify(ctx: ApplianceContext, runId: string, tenantId: string): 
       "UPDATE retention_runs SET status = 'finished', finished_at = $2, certificate = $3, signature = $4, key_id = $5, public_key = $6 WHERE id = $1 RETURNING *",
       [runId, finishedAt, text, signature, key.keyId, Buffer.from(key.publicKeyDer, "base64")],
     );
-    const total = Object.values(run!.counts).reduce((s, c) => s + (c?.count ?? 0), 0);
+    const total = RECORD_CLASSES.reduce((s, cls) => s + (run!.counts[cls]?.count ?? 0), 0);
     await recordEvent(
       ctx,
       t,
       SYSTEM_ACTOR,
-      { tenantId, action: "retention.purge.certify", resourceType: "retention_run", resourceId: runId, outcome: "success", reason: `destroyed=${total}` },
+      {
+        tenantId,
+        action: "retention.purge.certify",
+        resourceType: "retention_run",
+        resourceId: runId,
+        outcome: "success",
+        reason: `destroyed=${total} shredded=${run!.counts.shredded?.count ?? 0}`,
+      },
       null,
     );
     return done!;

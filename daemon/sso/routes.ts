@@ -3,7 +3,7 @@ import { clearedSessionCookie, readCookie, sessionCookie, signOut } from "../aut
 import { appliancePublicUrl } from "../config/public-url.js";
 import type { ApplianceContext } from "../context.js";
 import { defineRoute } from "../kernel/define-route.js";
-import { Conflict, Unauthorized } from "../kernel/errors.js";
+import { Conflict, Invalid, Unauthorized } from "../kernel/errors.js";
 import { authorize } from "../kernel/policy.js";
 import { ExternalSignInRefused, refusedSignInPath } from "./identity.js";
 import { idpStepUpRefusal } from "./signin.js";
@@ -13,7 +13,8 @@ import { idpSignOutUrl } from "./logout.js";
 import { BROWSER_COOKIE, finishOidcSignIn, oidcTestResult, startOidcSignIn } from "./oidc/index.js";
 import { createProvider, deleteProvider, getProvider, listProviders, publicProvidersOf, updateProvider } from "./providers.js";
 import { approveRule, rejectRule, dryRunRules, getMfaPolicy, listRules, saveRules, setMfaPolicy } from "./rules.js";
-import { samlPostRoutes, samlRoutes } from "./saml/routes.js";
+import { readForm, samlPostRoutes, samlRoutes } from "./saml/routes.js";
+import { acceptBackchannelLogout } from "./oidc/backchannel.js";
 import {
   createProviderRequest,
   dryRunResult,
@@ -336,5 +337,28 @@ export const ssoRoutes = [
   ),
 ];
 
-/** Routes that take a non-JSON body (the SAML ACS form post): mounted before the JSON-only gate. */
-export { samlPostRoutes as ssoFormRoutes };
+/** Routes that take a non-JSON body (the SAML ACS and the IdP's logout token form posts): mounted before the JSON-only gate. */
+export const ssoFormRoutes = [
+  ...samlPostRoutes,
+  defineRoute(
+    {
+      method: "post",
+      path: "/sso/oidc/:id/backchannel-logout",
+      action: "public",
+      tag,
+      summary: "OpenID Connect Back-Channel Logout 1.0: the IdP posts a signed logout token; the appliance sessions of that IdP session (sid) or person (sub) end on every replica",
+      params: providerIdParams,
+      body: { mediaType: "application/x-www-form-urlencoded", description: "logout_token: the signed logout token (JWT)" },
+      response: { mediaType: "text/plain", description: "Empty: the sessions the token names have ended (none is also a success)" },
+      problems: { 400: "The logout token was refused (the reason is in the audit trail under the request id)", 413: "The posted form is too large" },
+    },
+    async ({ ctx, req, res, params, meta }) => {
+      const form = await readForm(req);
+      const outcome = await acceptBackchannelLogout(ctx, params.id, form.get("logout_token"), meta);
+      res.set("Cache-Control", "no-store");
+      // §2.8: 400 when the logout failed; the precise reason only in the audit trail.
+      if (!outcome.ok) throw new Invalid("the logout token was not accepted", { reason: "logout_token_refused", ...(meta.requestId ? { reference: meta.requestId } : {}) });
+      res.status(200).type("text/plain").send("");
+    },
+  ),
+];

@@ -94,6 +94,7 @@ describe("admin console shows what the API says", () => {
       "API tokens",
       "Sign-in providers",
       "Privileged access",
+      "Access reviews",
       "Security settings",
       "Audit trail",
       "Alerts",
@@ -115,6 +116,7 @@ describe("admin console shows what the API says", () => {
     await expect(navLinks(page).allTextContents()).resolves.toEqual([
       "Appliance status",
       "Privileged access",
+      "Access reviews",
       "Security settings",
       "Audit trail",
       "Alerts",

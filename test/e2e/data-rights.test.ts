@@ -61,7 +61,7 @@ describe("the Data rights page", () => {
     const { context, page, violations } = await openScreen(browser, app.baseUrl, owner.cookie, "/data-rights");
     await page.getByRole("heading", { level: 1, name: "Data rights" }).waitFor();
     const form = page.getByTestId("place-hold");
-    await form.getByLabel("Hold").selectOption("patient");
+    await form.getByLabel("Hold").selectOption("one-patient");
     await form.getByLabel("Patient id").fill("not-a-patient");
     await form.getByLabel("Reason (matter or case reference)").fill("Matter 2026-201, preservation notice");
     await form.getByRole("button", { name: "Place hold" }).click();

@@ -172,12 +172,15 @@ describe("Sign-in providers page", () => {
     await rules.getByLabel("Rule 2: value").fill("wardkeep-admins");
     await rules.getByLabel("Rule 2: role").selectOption("admin");
     await expect(rules.getByTestId("rule-row").nth(1).locator("td").nth(7).textContent()).resolves.toBe("New: needs approval");
+    await page.getByRole("button", { name: "Add rule" }).click();
+    await rules.getByLabel("Rule 3: value").fill("wardkeep-auditors");
+    await rules.getByLabel("Rule 3: role").selectOption("auditor");
     await page.getByRole("button", { name: "Preview changes" }).click();
     await page.getByTestId("dry-run").waitFor();
     await page.getByRole("button", { name: "Save rules" }).click();
     await expect.poll(() => rules.getByTestId("rule-row").nth(1).locator("td").nth(7).textContent()).toBe("Pending approval");
     await expect(page.getByRole("status").allTextContents()).resolves.toContain(
-      "Rules saved; they apply at each person's next sign-in. 1 waiting for a second administrator's approval.",
+      "Rules saved; they apply at each person's next sign-in. 2 waiting for a second administrator's approval.",
     );
     // The one who saved it cannot approve it.
     const pendingBox = page.getByTestId("pending-rules");
@@ -186,6 +189,10 @@ describe("Sign-in providers page", () => {
 
     const second = await providersPage(admin2);
     const theirs = second.page.getByTestId("pending-rules");
+    // The second admin turns the auditor rule down: it leaves the table.
+    await theirs.locator("li", { hasText: "wardkeep-auditors" }).getByRole("button", { name: "Reject" }).click();
+    await expect.poll(() => second.page.getByRole("status").allTextContents()).toContain("The rule granting Auditor to wardkeep-auditors was rejected and removed.");
+    await expect(second.page.getByTestId("rules-table").getByTestId("rule-row").count()).resolves.toBe(2);
     await expect.poll(() => theirs.textContent()).toContain("Group equals wardkeep-admins → Admin");
     await theirs.getByRole("button", { name: "Approve" }).click();
     await expect.poll(() => second.page.getByRole("status").allTextContents()).toContain("The rule granting Admin to wardkeep-admins is active.");
@@ -193,8 +200,19 @@ describe("Sign-in providers page", () => {
     await expect(second.page.getByTestId("pending-rules").count()).resolves.toBe(0);
     expect(second.violations).toEqual([]);
     await second.context.close();
-    const stored = (await admin.agent.get("/api/v1/identity-providers/rules").expect(200)).body.rules as { role: string; status: string; approvedBy: string }[];
+    const stored = (await admin.agent.get("/api/v1/identity-providers/rules").expect(200)).body.rules as { id: string; role: string; status: string; approvedBy: string }[];
+    expect(stored.map((r) => [r.role, r.status])).toEqual([
+      ["practitioner", "active"],
+      ["admin", "active"],
+    ]);
     expect(stored.find((r) => r.role === "admin")).toMatchObject({ status: "active", approvedBy: admin2.user.id });
+    // Only a pending rule can be rejected; the API says so, and the rejection is audited.
+    const active = stored.find((r) => r.role === "admin")!;
+    const notPending = await admin2.agent.post(`/api/v1/identity-providers/rules/${active.id}/reject`).expect(409);
+    expect(notPending.body.detail).toBe("this rule is not waiting for approval");
+    await admin2.agent.post("/api/v1/identity-providers/rules/00000000-0000-4000-8000-000000000000/reject").expect(404);
+    const rejected = (await admin.agent.get("/api/v1/audit?action=sso.rule.reject").expect(200)).body.events as { actor: { userId: string }; reason: string }[];
+    expect(rejected.map((e) => [e.actor.userId, e.reason])).toEqual([[admin2.user.id, "would have granted auditor"]]);
   });
 
   it("shows a new SCIM token once, with the base URL; it provisions until revoked", async () => {

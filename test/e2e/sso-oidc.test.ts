@@ -1,4 +1,5 @@
 import type { Browser, BrowserContext, Page } from "playwright-core";
+import request from "supertest";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createTenant, signIn, totpCode, type SignedIn, type TenantRef } from "../helpers/actors.js";
 import { startTestAppliance, type TestAppliance } from "../helpers/appliance.js";
@@ -80,6 +81,7 @@ beforeAll(async () => {
       { sub: "u-bailey", preferred_username: "mbailey", email: "miranda.bailey@stmarys.example", name: "Miranda Bailey", groups: ["wardkeep-admins"] },
       { sub: "u-nobody", preferred_username: "visitor", email: "visitor@stmarys.example", name: "Vera Visitor", groups: ["cafeteria"] },
     ],
+    applianceCa: app.caPem,
   });
   idpB = await startTestIdp({ accounts: [{ sub: "u-b1", preferred_username: "bwell", email: "b.well@riverside.example", name: "Bo Well", groups: ["staff"] }] });
   providerA = await addProvider(adminA, idpA, "St. Mary's Entra ID");
@@ -432,7 +434,6 @@ describe("step-up at the IdP", () => {
 
   for (const [what, act, reason] of [
     ["the IdP asserts no second factor", async (page: Page) => atIdp(page, "mbailey"), /^sso: step-up: the IdP did not assert a second factor/],
-    ["another person signs in at the IdP", async (page: Page) => atIdp(page, "mgrey", { mfa: true }), /^sso: step-up: another person signed in at the IdP/],
     [
       "the IdP answers with an old sign-in (auth_time)",
       async (page: Page) => {
@@ -461,6 +462,31 @@ describe("step-up at the IdP", () => {
     });
   }
 
+  it("refuses the step-up when another person signs in at the IdP; her IdP session, and so her appliance session, end too", async () => {
+    await bailey.context.close();
+    const { context, page } = await freshPage();
+    await page.goto(`${app.baseUrl}/api/v1/sso/oidc/${providerA}/start`);
+    await atIdp(page, "mbailey");
+    await page.waitForURL(/#\/$/);
+    bailey = { context, page };
+    const before = (await stepUpEvents()).length;
+    await page.goto(await startStepUp());
+    await atIdp(page, "mgrey", { mfa: true });
+    // The IdP ends Bailey's session when another account signs in there, and tells the appliance
+    // (back-channel logout) before the browser comes back; either check refuses the step-up.
+    await expect
+      .poll(async () => (await stepUpEvents()).slice(0, (await stepUpEvents()).length - before).find((e) => e.outcome === "failure")?.reason, { timeout: 10_000 })
+      .toMatch(/^sso: step-up: (another person signed in at the IdP|the session it was for has ended)/);
+    expect((await changePolicy(page)).status).not.toBe(200);
+    // Her next sign-in makes a new session for the tests below.
+    await context.close();
+    const next = await freshPage();
+    await next.page.goto(`${app.baseUrl}/api/v1/sso/oidc/${providerA}/start`);
+    await atIdp(next.page, "mbailey");
+    await next.page.waitForURL(/#\/$/);
+    bailey = next;
+  });
+
   it("refuses to step up at the IdP a local session, and a role whose policy asks for the authenticator code", async () => {
     const local = await adminA.agent.post("/api/v1/sso/step-up").send({}).expect(409);
     expect(local.body.detail).toBe("this session was not made through an identity provider: confirm with your authenticator code");
@@ -475,5 +501,67 @@ describe("step-up at the IdP", () => {
       .put("/api/v1/identity-providers/mfa-policy")
       .send({ roles: { admin: "idp" } })
       .expect(200);
+  });
+});
+
+describe("back-channel logout", () => {
+  const logoutPath = () => `/api/v1/sso/oidc/${providerA}/backchannel-logout`;
+  const postToken = (base: string, token: string) => request(base).post(logoutPath()).ca(app.caPem).type("form").send({ logout_token: token });
+  const logoutEvents = async () =>
+    (await adminA.agent.get("/api/v1/audit?action=auth.logout&limit=30").expect(200)).body.events as { outcome: string; reason: string; requestId: string }[];
+
+  it("ends the person's appliance sessions on every replica when they sign out at the IdP", async () => {
+    const replica = await startTestAppliance({ db: app.db, dataDir: app.dataDir });
+    try {
+      const { context, page } = await freshPage();
+      await page.goto(`${app.baseUrl}/api/v1/sso/oidc/${providerA}/start`);
+      await atIdp(page, "mgrey", { mfa: true });
+      await page.waitForURL(/#\/$/);
+      const cookie = (await context.cookies()).filter((c) => c.name.startsWith("__Host-wardkeep_session")).map((c) => `${c.name}=${c.value}`)[0]!;
+      const sessionOn = (base: string) => request(base).get("/api/v1/auth/session").ca(app.caPem).set("Cookie", cookie);
+      expect((await sessionOn(replica.baseUrl)).body.user.email).toBe("meredith.grey@stmarys.example");
+
+      // She signs out at the hospital's IdP (from another application, say): the IdP tells the appliance.
+      await page.goto(`${idpA.issuer}/session/end`);
+      await page.getByRole("button", { name: /yes/i }).click();
+      await expect.poll(async () => (await sessionOn(app.baseUrl)).status, { timeout: 10_000 }).toBe(401);
+      expect((await sessionOn(replica.baseUrl)).status).toBe(401);
+      expect((await logoutEvents()).find((e) => e.outcome === "success" && e.reason.startsWith("back-channel logout"))?.reason).toBe(
+        `back-channel logout from oidc provider ${providerA}: 1 session(s) ended (sid+sub)`,
+      );
+      await context.close();
+    } finally {
+      await replica.close();
+    }
+  });
+
+  for (const [what, token, reason] of [
+    ["signed by another key", () => idpA.logoutToken({}, { otherKey: true }), /signature verification failed/],
+    ["from another issuer", () => idpA.logoutToken({ iss: idpB.issuer }), /"iss"/],
+    ["for another client", () => idpA.logoutToken({ aud: "some-other-client" }), /"aud"/],
+    ["issued long ago", () => idpA.logoutToken({ iat: Math.floor(Date.now() / 1000) - 3600, exp: undefined }), /"iat"/],
+    ["without the logout event", () => idpA.logoutToken({ events: { "http://schemas.openid.net/event/other": {} } }), /no back-channel logout event/],
+    ["with a nonce (an ID token)", () => idpA.logoutToken({ nonce: "n-1" }), /must not carry a nonce/],
+    ["naming neither sub nor sid", () => idpA.logoutToken({ sub: undefined }), /neither sub nor sid/],
+    ["typed as something else", () => idpA.logoutToken({}, { typ: "JWT" }), /unexpected typ/],
+    ["unsigned", () => `${idpA.logoutToken().split(".").slice(0, 2).join(".")}.`, /signature|JWS/],
+  ] as const) {
+    it(`refuses a logout token ${what} with 400, and audits why`, async () => {
+      const res = await postToken(app.baseUrl, token());
+      expect(res.status).toBe(400);
+      expect(res.body).toMatchObject({ detail: "the logout token was not accepted", reason: "logout_token_refused" });
+      const event = (await logoutEvents()).find((e) => e.requestId === res.body.reference);
+      expect(event).toMatchObject({ outcome: "failure", reason: expect.stringMatching(reason) });
+    });
+  }
+
+  it("accepts a logout token once: the same jti again is refused as a replay", async () => {
+    const token = idpA.logoutToken({ sub: "u-nobody" });
+    const first = await postToken(app.baseUrl, token);
+    expect(first.status).toBe(200);
+    expect(first.headers["cache-control"]).toBe("no-store");
+    const again = await postToken(app.baseUrl, token);
+    expect(again.status).toBe(400);
+    expect((await logoutEvents()).find((e) => e.requestId === again.body.reference)?.reason).toBe("sso: back-channel logout: replayed logout token (jti already used)");
   });
 });

@@ -1,5 +1,6 @@
 import { createPrivateKey, createSign, generateKeyPairSync, type KeyObject } from "node:crypto";
 import http from "node:http";
+import https from "node:https";
 import type { AddressInfo } from "node:net";
 import Provider, { type Configuration } from "oidc-provider";
 import type { Page } from "playwright-core";
@@ -21,8 +22,10 @@ export type TestIdp = {
   accounts: Map<string, IdpAccount>;
   /** Rewrites the next ID token sent by the token endpoint. */
   tamper: Tamper;
-  /** Lets the appliance's redirect URIs in (known once providers exist). */
+  /** Lets the appliance's redirect URIs in (known once providers exist); a callback also names the back-channel logout URI beside it. */
   allowRedirect(uri: string): void;
+  /** A logout token signed with the IdP's key (or `otherKey`), with the claims a real one has unless overridden (undefined removes one). */
+  logoutToken(overrides?: Record<string, unknown>, opts?: { otherKey?: boolean; typ?: string }): string;
   close(): Promise<void>;
 };
 
@@ -62,7 +65,29 @@ async function formBody(req: http.IncomingMessage): Promise<URLSearchParams> {
   return new URLSearchParams(Buffer.concat(chunks).toString());
 }
 
-export async function startTestIdp(opts: { clientId?: string; accounts?: IdpAccount[] } = {}): Promise<TestIdp> {
+/**
+ * oidc-provider's outgoing requests (back-channel logout) go through this: the appliance's
+ * internal CA is trusted, and the provider's SSRF guard (which refuses loopback) is not used, since
+ * the appliance under test is on loopback. oidc-provider reads only the status of the answer.
+ */
+function fetchTrusting(ca: string | undefined) {
+  return (url: string | URL, options: { method?: string; headers?: Headers; body?: URLSearchParams }) =>
+    new Promise<{ status: number }>((resolve, reject) => {
+      const body = options.body?.toString() ?? "";
+      const req = https.request(
+        new URL(url),
+        { method: options.method ?? "GET", ca, headers: { ...Object.fromEntries(options.headers?.entries() ?? []), "content-length": Buffer.byteLength(body) }, timeout: 5000 },
+        (res) => {
+          res.resume();
+          res.on("end", () => resolve({ status: res.statusCode ?? 0 }));
+        },
+      );
+      req.on("error", reject);
+      req.end(body);
+    });
+}
+
+export async function startTestIdp(opts: { clientId?: string; accounts?: IdpAccount[]; applianceCa?: string } = {}): Promise<TestIdp> {
   const { privateKey } = generateKeyPairSync("rsa", { modulusLength: 2048 });
   const jwk = { ...privateKey.export({ format: "jwk" }), kid: "test-key", use: "sig", alg: "RS256" };
   const signingKey = createPrivateKey({ key: privateKey.export({ format: "jwk" }), format: "jwk" });
@@ -86,6 +111,8 @@ export async function startTestIdp(opts: { clientId?: string; accounts?: IdpAcco
         grant_types: ["authorization_code"],
         response_types: ["code"],
         token_endpoint_auth_method: "client_secret_basic",
+        // ID tokens carry sid, and logout tokens too (Back-Channel Logout 1.0 §2.2).
+        backchannel_logout_session_required: true,
       },
     ],
     jwks: { keys: [jwk] },
@@ -93,7 +120,8 @@ export async function startTestIdp(opts: { clientId?: string; accounts?: IdpAcco
     // amr, acr and auth_time in every ID token (as Entra ID and Okta send them), not only when asked for by name.
     claims: { amr: null, acr: null, auth_time: null, openid: ["sub", "amr", "acr", "auth_time"], email: ["email"], profile: ["name", "preferred_username"], groups: ["groups"] },
     scopes: ["openid", "email", "profile", "groups"],
-    features: { devInteractions: { enabled: false }, rpInitiatedLogout: { enabled: true } },
+    features: { devInteractions: { enabled: false }, rpInitiatedLogout: { enabled: true }, backchannelLogout: { enabled: true } },
+    fetch: fetchTrusting(opts.applianceCa),
     interactions: { url: (_ctx, interaction) => `/interaction/${interaction.uid}` },
     async findAccount(_ctx, sub) {
       const a = bySub().get(sub);
@@ -119,8 +147,26 @@ export async function startTestIdp(opts: { clientId?: string; accounts?: IdpAcco
     accounts,
     tamper: null,
     allowRedirect(uri: string) {
-      if (uri.endsWith("/callback")) redirectUris.push(uri);
-      else postLogoutUris.push(uri);
+      if (uri.endsWith("/callback")) {
+        redirectUris.push(uri);
+        (configuration.clients![0] as Record<string, unknown>).backchannel_logout_uri = uri.replace(/\/callback$/, "/backchannel-logout");
+      } else postLogoutUris.push(uri);
+    },
+    logoutToken(overrides = {}, o = {}) {
+      const now = Math.floor(Date.now() / 1000);
+      const claims: Record<string, unknown> = {
+        iss: issuer,
+        aud: clientId,
+        iat: now,
+        exp: now + 120,
+        jti: `jti-${Math.random().toString(36).slice(2)}`,
+        sub: "u-grey",
+        events: { "http://schemas.openid.net/event/backchannel-logout": {} },
+        ...overrides,
+      };
+      for (const [k, v] of Object.entries(claims)) if (v === undefined) delete claims[k];
+      const key = o.otherKey ? generateKeyPairSync("rsa", { modulusLength: 2048 }).privateKey : signingKey;
+      return sign({ alg: "RS256", typ: o.typ ?? "logout+jwt", kid: "test-key" }, claims, key);
     },
     close: () => new Promise<void>((r) => server.close(() => r())),
   };

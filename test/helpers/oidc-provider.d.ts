@@ -20,6 +20,8 @@ declare module "oidc-provider" {
     interactions: { url: (ctx: KoaContext, interaction: { uid: string }) => string };
     findAccount: (ctx: KoaContext, sub: string) => Promise<{ accountId: string; claims: () => Record<string, unknown> } | undefined>;
     loadExistingGrant: (ctx: KoaContext) => Promise<unknown>;
+    /** Outgoing requests (back-channel logout); only the answer's status is read. */
+    fetch?: (url: string | URL, options: { method?: string; headers?: Headers; body?: URLSearchParams }) => Promise<{ status: number }>;
   };
   class Grant {
     constructor(opts: { clientId: string; accountId: string });

@@ -70,6 +70,7 @@ import type {
   RetentionRulesRes,
   RetentionRunsRes,
   RuleChangeResultRes,
+  Trigger,
 } from "../../../daemon/retention/schema.js";
 import type {
   DeliveryDetailRes,
@@ -381,7 +382,8 @@ export const api = {
   retention: {
     rules: () => request<RetentionRulesRes>("GET", `${V1}/retention/rules`),
     /** The next run's counts per class; with a proposed period for one class, under that change (the dry run). */
-    preview: (proposed?: { recordClass: RecordClass; periodDays: number }) => request<RetentionPreviewRes>("GET", `${V1}/retention/preview${query({ ...proposed })}`),
+    preview: (proposed?: { recordClass: RecordClass; periodDays: number; trigger?: Trigger }) =>
+      request<RetentionPreviewRes>("GET", `${V1}/retention/preview${query({ ...proposed })}`),
     changeRule: (recordClass: RecordClass, body: RetentionRuleChangeReq) => request<RuleChangeResultRes>("PUT", `${V1}/retention/rules/${seg(recordClass)}`, body),
     holds: () => request<RetentionHoldsRes>("GET", `${V1}/retention/holds`),
     placeHold: (body: { recordClass: RecordClass | null; reason: string }) => request<RetentionHoldRes>("POST", `${V1}/retention/holds`, body),

@@ -6,6 +6,11 @@ export const CLASS_LABEL: Record<RecordClass, string> = {
   audio: "Audio recordings",
   attachment: "Other attachments",
   appointment: "Appointments",
+  consent: "Consents",
+  patient: "Patient records",
   session: "Sign-in sessions",
   invite: "Expired invites",
+  support_request: "Support access requests",
+  export_file: "Audit evidence packs",
+  audit_event: "Audit events",
 };

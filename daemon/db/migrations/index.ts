@@ -29,6 +29,7 @@ import * as m0180 from "./0180_sso_public_url.js";
 import * as m0181 from "./0181_sso_step_up_and_logout.js";
 import * as m0190 from "./0190_access_reviews.js";
 import * as m0200 from "./0200_legal_hold_release_reason.js";
+import * as m0210 from "./0210_retention_classes.js";
 import * as m0220 from "./0220_webhook_ed25519.js";
 
 export type Migration = { name: string; sql: string };
@@ -66,5 +67,6 @@ export const migrations: Migration[] = [
   { name: "0181_sso_step_up_and_logout", sql: m0181.sql },
   { name: "0190_access_reviews", sql: m0190.sql },
   { name: "0200_legal_hold_release_reason", sql: m0200.sql },
+  { name: "0210_retention_classes", sql: m0210.sql },
   { name: "0220_webhook_ed25519", sql: m0220.sql },
 ];

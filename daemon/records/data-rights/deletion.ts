@@ -198,7 +198,7 @@ export async function listDeletionRequests(ctx: ApplianceContext, actor: Actor, 
  * Returns nothing to log: ids only ever. The history tables' trigger lets these deletes through
  * because the transaction names the patient in wardkeep.purge_patient.
  */
-async function purgePatientRows(ctx: ApplianceContext, t: Tx, tenantId: string, patientId: string): Promise<void> {
+export async function purgePatientRows(ctx: ApplianceContext, t: Tx, tenantId: string, patientId: string): Promise<void> {
   const now = ctx.clock.now();
   await t.exec("SELECT set_config('wardkeep.purge_patient', $1, true)", [patientId]);
   const scoped = "WHERE tenant_id = $1 AND patient_id = $2";

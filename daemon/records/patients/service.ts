@@ -268,3 +268,35 @@ export async function searchPatients(ctx: ApplianceContext, actor: Actor, input:
     return { items, undecryptable: skipped.length };
   });
 }
+
+/**
+ * The active patients of a tenant born before `bornBefore` (YYYY-MM-DD), for the retention
+ * register's trigger "age of majority": decrypted here, in pages, and only the ids leave. A
+ * patient without a birth date, or whose birth date does not decrypt, is not listed (kept).
+ */
+export async function patientsBornBefore(ctx: ApplianceContext, t: Tx, tenantId: string, bornBefore: string): Promise<string[]> {
+  const out: string[] = [];
+  let after = "00000000-0000-0000-0000-000000000000";
+  for (;;) {
+    const page = await t.rows<{ id: string; tenant_id: string; birth_date_enc: Buffer }>(
+      "SELECT id, tenant_id, birth_date_enc FROM patients WHERE tenant_id = $1 AND status = 'active' AND birth_date_enc IS NOT NULL AND id > $2 ORDER BY id LIMIT 1000",
+      [tenantId, after],
+    );
+    if (!page.length) return out;
+    const open = await openerFor(
+      ctx,
+      t,
+      page.map((r) => r.birth_date_enc),
+    );
+    for (const r of page) {
+      let born: string | null = null;
+      try {
+        born = open.text("patients", "birth_date_enc", r.id, r.tenant_id, r.birth_date_enc);
+      } catch {
+        continue; // unreadable: not provably of age, so kept
+      }
+      if (born !== null && born < bornBefore) out.push(r.id);
+    }
+    after = page[page.length - 1]!.id;
+  }
+}

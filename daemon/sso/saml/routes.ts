@@ -26,7 +26,7 @@ function cookieValue(req: Request, name: string): string | null {
   return null;
 }
 
-async function readForm(req: Request): Promise<URLSearchParams> {
+export async function readForm(req: Request): Promise<URLSearchParams> {
   const chunks: Buffer[] = [];
   let size = 0;
   for await (const chunk of req as AsyncIterable<Buffer>) {

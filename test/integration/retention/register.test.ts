@@ -29,6 +29,9 @@ beforeAll(async () => {
       noteIds[which].push(res.body.id);
     }
   }
+  // The patients themselves stay (their tombstoning and crypto-shredding is tested in lifecycle.test.ts).
+  const keep = await owner.agent.put("/api/v1/retention/rules/patient").send({ periodDays: 36500 });
+  expect(keep.status, JSON.stringify(keep.body)).toBe(200);
   const hold = await clinic.admin.agent.post(`/api/v1/patients/${patients.held}/legal-holds`).send({ reason: "Litigation hold, matter 12-7" });
   expect(hold.status, JSON.stringify(hold.body)).toBe(201);
 });
@@ -146,8 +149,8 @@ describe("the purge, years later", () => {
     expect(confirmed.status, JSON.stringify(confirmed.body)).toBe(200);
     const change = await auditEvents(app, { action: "retention.rule.change" });
     expect(change.map((c) => JSON.parse(c.reason!))).toContainEqual({
-      before: { periodDays: 2600, legalMinimumDays: 2557, source: "tenant", legalBasisSet: true },
-      after: { periodDays: 1, legalMinimumDays: null, source: "tenant", legalBasisSet: true },
+      before: { trigger: "creation", periodDays: 2600, legalMinimumDays: 2557, source: "tenant", legalBasisSet: true },
+      after: { trigger: "creation", periodDays: 1, legalMinimumDays: null, source: "tenant", legalBasisSet: true },
       wouldPurge: 1,
     });
   });

@@ -1,0 +1,126 @@
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import pg from "pg";
+import { SYSTEM_META } from "../daemon/kernel/request-meta.js";
+import { createPatient } from "../daemon/records/patients/service.js";
+import { purgeTenant } from "../daemon/retention/index.js";
+import { openLoop, type OpenLoopResult } from "./open-loop.js";
+import { setUp } from "./records.js";
+import type { BenchRow } from "./run.js";
+
+/**
+ * The retention purge (issue 17): ROWS expired clinical notes (each with its version row) are
+ * destroyed by `purgeTenant` — batches of retention.batchSize in short transactions, `FOR UPDATE
+ * SKIP LOCKED`, one set-based `DELETE … RETURNING` per table and one audit event per batch — while
+ * the records read benchmark (an audited, decrypted patient read at RATE requests/s, open-loop)
+ * runs against the same appliance. Its read p99 during the purge is compared with its p99 without
+ * one, in alternating rounds (quiet window first in even rounds, purge first in odd ones).
+ *
+ * Targets: ≥ 20,000 notes/s purged, read p99 during the purge ≤ 2x the p99 without it.
+ * Environment: BENCH_RETENTION_ROWS (total notes purged over all rounds, default 1,000,000),
+ * BENCH_RETENTION_ROUNDS (2), BENCH_RETENTION_READ_SECONDS (the read window, 10),
+ * BENCH_RETENTION_BATCH (retention.batchSize, default the product's 2000), BENCH_RETENTION_READ_RATE
+ * (reads/s, 200 as in the records benchmark; lower it on a machine the reads alone saturate).
+ */
+const ROWS = Number(process.env.BENCH_RETENTION_ROWS ?? 1_000_000);
+const ROUNDS = Number(process.env.BENCH_RETENTION_ROUNDS ?? 2);
+const READ_SECONDS = Number(process.env.BENCH_RETENTION_READ_SECONDS ?? 10);
+const BATCH = process.env.BENCH_RETENTION_BATCH;
+const RATE = Number(process.env.BENCH_RETENTION_READ_RATE ?? 200);
+const WARMUP = 2;
+
+export async function run(): Promise<BenchRow[]> {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "wardkeep-bench-retention-"));
+  const env = await setUp(dir, BATCH ? { WARDKEEP_RETENTION_BATCH_SIZE: BATCH } : {});
+  const su = new pg.Client({ connectionString: env.superuserUrl });
+  await su.connect();
+  try {
+    // The patient whose old notes expire (kept itself: its rule is a century).
+    const retired = await createPatient(env.ctx, env.practitioner, { name: "Retired Patient", birthDate: "1940-03-04" }, SYSTEM_META);
+    await su.query("INSERT INTO retention_rules (tenant_id, record_class, trigger, period_days, updated_at) VALUES ($1, 'patient', 'last_encounter', 36500, now())", [
+      env.tenantId,
+    ]);
+    const body = Buffer.alloc(700, 0xab); // a note's size; never decrypted by the purge
+    const perRound = Math.floor(ROWS / ROUNDS);
+    const seed = async () => {
+      const old = new Date(Date.now() - 10 * 365 * 86_400_000);
+      for (let done = 0; done < perRound; done += 100_000) {
+        await su.query(
+          `WITH made AS (INSERT INTO notes (tenant_id, patient_id, kind, created_at, created_by, updated_at)
+                         SELECT $1, $2, 'note', $4, $5, $4 FROM generate_series(1, $3) RETURNING id)
+           INSERT INTO note_versions (tenant_id, patient_id, note_id, version, change, body_enc, created_at, created_by)
+           SELECT $1, $2, id, 1, 'original', $6, $4, $5 FROM made`,
+          [env.tenantId, retired.id, Math.min(100_000, perRound - done), old, env.practitioner.userId, body],
+        );
+      }
+      await su.query("VACUUM ANALYZE notes, note_versions");
+    };
+    const read = (seconds: number) => openLoop(env.product.read, { rate: RATE, seconds, connections: 32, warmupSeconds: WARMUP });
+
+    const quiet: OpenLoopResult[] = [];
+    const during: OpenLoopResult[] = [];
+    const rates: number[] = [];
+    const covered: number[] = [];
+    for (let i = 0; i < ROUNDS; i++) {
+      await seed();
+      const steps = [
+        async () => quiet.push(await read(READ_SECONDS)),
+        async () => {
+          const reading = read(READ_SECONDS);
+          await new Promise((r) => setTimeout(r, WARMUP * 1000)); // the purge starts as the measured window opens
+          const start = performance.now();
+          const result = await purgeTenant(env.ctx, env.tenantId);
+          const seconds = (performance.now() - start) / 1000;
+          during.push(await reading);
+          const [{ n }] = (await su.query<{ n: string }>("SELECT count(*) AS n FROM notes WHERE patient_id = $1 AND created_at < now() - interval '1 year'", [retired.id]))
+            .rows as [{ n: string }];
+          if (Number(n) !== 0 || result.destroyed < perRound) throw new Error(`the purge left ${n} expired notes (destroyed ${result.destroyed} of ${perRound})`);
+          rates.push(perRound / seconds);
+          covered.push(Math.min(1, seconds / READ_SECONDS));
+        },
+      ];
+      for (const step of i % 2 === 0 ? steps : [...steps].reverse()) await step();
+      process.stderr.write(
+        `retention bench: round ${i + 1}: ${Math.round(rates[i]!)} notes/s, read p99 ${during[i]!.p99.toFixed(1)} ms during vs ${quiet[i]!.p99.toFixed(1)} ms quiet, purge covered ${(covered[i]! * 100).toFixed(0)} % of the read window\n`,
+      );
+    }
+    const mean = (xs: number[]) => xs.reduce((s, x) => s + x, 0) / xs.length;
+    const rate = mean(rates);
+    const p99During = Math.max(...during.map((r) => r.p99));
+    const p99Quiet = Math.max(...quiet.map((r) => r.p99));
+    const failures = [...during, ...quiet].reduce((s, r) => s + r.non2xx + r.errors, 0);
+    return [
+      {
+        name: `purge rate (${perRound} notes + versions per round, batch ${BATCH ?? env.ctx.config.retention.batchSize})`,
+        value: rate,
+        unit: "notes/s",
+        target: "≥ 20000",
+        met: rate >= 20_000,
+      },
+      { name: "purge rate, table rows (a note and its version)", value: rate * 2, unit: "rows/s" },
+      {
+        name: `read p99 during the purge (${RATE} req/s open-loop)`,
+        value: p99During,
+        unit: "ms",
+        baseline: p99Quiet,
+        ratio: p99During / p99Quiet,
+        target: "≤ 2x",
+        met: p99During <= 2 * p99Quiet,
+      },
+      {
+        name: "read p50 during / without the purge",
+        value: mean(during.map((r) => r.p50)),
+        unit: "ms",
+        baseline: mean(quiet.map((r) => r.p50)),
+        ratio: mean(during.map((r) => r.p50)) / mean(quiet.map((r) => r.p50)),
+      },
+      { name: "share of the read window the purge lasted (min over rounds)", value: Math.min(...covered) * 100, unit: "%" },
+      { name: "reads failed (non-2xx or errors)", value: failures, unit: "requests", target: "0", met: failures === 0 },
+    ];
+  } finally {
+    await su.end();
+    await env.close();
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+}

@@ -1,0 +1,133 @@
+import fs from "node:fs";
+import { createPublicKey, verify } from "node:crypto";
+import pg from "pg";
+import { afterAll, describe, expect, it } from "vitest";
+import { tempDir, testEnv, type TestAppliance } from "../../helpers/appliance.js";
+import { spawnDaemon, type DaemonProcess } from "../../helpers/daemon-process.js";
+import { createTestDatabase, type TestDatabase } from "../../helpers/postgres.js";
+import { auditEvents } from "../auth/identity-helpers.js";
+
+/**
+ * A purge killed with SIGKILL in the middle resumes after a restart: the daemon runs as its own
+ * process with the retention-purge job firing every second; it is killed once some batches have
+ * committed, then started again. Nothing is lost or counted twice: at the kill, the run's counts
+ * equal the rows gone; at the end, the same run's signed certificate, the audit events of its
+ * batches and the rows left all agree, and the held patient's notes are all there.
+ */
+const NOTES = 6_000;
+const HELD = 100;
+const BATCH = 100;
+let db: TestDatabase | undefined;
+let daemon: DaemonProcess | undefined;
+const dir = tempDir("wardkeep-retention-kill-");
+let su: pg.Client | undefined;
+
+afterAll(async () => {
+  await daemon?.stop("SIGTERM").catch(() => undefined);
+  await su?.end();
+  await db?.drop();
+  fs.rmSync(dir, { recursive: true, force: true });
+});
+
+type Run = {
+  id: string;
+  status: string;
+  counts: Record<string, { count: number; batches: number }>;
+  certificate: string | null;
+  signature: Buffer | null;
+  public_key: Buffer | null;
+};
+/** The runs that purged notes (the job also runs, and certifies, empty runs every second). */
+const runs = async () =>
+  (await su!.query<Run>("SELECT id::text, status, counts, certificate, signature, public_key FROM retention_runs WHERE counts ? 'note' ORDER BY started_at")).rows;
+const notesOf = async (patient: string) => Number((await su!.query<{ n: string }>("SELECT count(*) AS n FROM notes WHERE patient_id = $1", [patient])).rows[0]!.n);
+
+async function until<T>(what: string, read: () => Promise<T>, ok: (v: T) => boolean, timeoutMs: number, everyMs = 20): Promise<T> {
+  const end = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await read();
+    if (ok(v)) return v;
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}: ${JSON.stringify(v).slice(0, 500)}`);
+    await new Promise((r) => setTimeout(r, everyMs));
+  }
+}
+
+describe("retention purge killed with SIGKILL", () => {
+  it("resumes the same run after a restart: no row lost or counted twice, the certificate equals the audit events", async () => {
+    db = await createTestDatabase();
+    // The purge fires every second; small batches so the kill lands between many commits.
+    const env = testEnv(db, dir, {
+      WARDKEEP_JOBS_SCHEDULES_RETENTION_PURGE: "* * * * * *",
+      WARDKEEP_RETENTION_BATCH_SIZE: String(BATCH),
+      WARDKEEP_BACKUP_SCHEDULER_ENABLED: "false",
+    });
+    daemon = spawnDaemon(env);
+    await daemon.port();
+
+    su = new pg.Client({ connectionString: db.superuserUrl });
+    await su.connect();
+    // One clinic, ten years ago: a patient with NOTES notes (and their versions), another under legal hold with HELD.
+    const old = new Date(Date.now() - 10 * 365 * 86_400_000);
+    await su.query("BEGIN");
+    const { rows } = await su.query<{ tenant: string; doctor: string; gone: string; held: string }>(
+      `WITH t AS (INSERT INTO tenants (name, slug) VALUES ('Kill Test Clinic', 'kill-test-clinic') RETURNING id),
+            u AS (INSERT INTO users (tenant_id, email, password_hash, role) SELECT id, 'dr.kill@clinic.example', 'x', 'practitioner' FROM t RETURNING id, tenant_id),
+            p AS (INSERT INTO patients (tenant_id, name_enc, created_at, updated_at) SELECT tenant_id, '\\x00', $1, $1 FROM u, generate_series(1, 2) RETURNING id)
+       SELECT (SELECT id FROM t)::text AS tenant, (SELECT id FROM u)::text AS doctor, (SELECT min(id::text) FROM p) AS gone, (SELECT max(id::text) FROM p) AS held`,
+      [old],
+    );
+    const { tenant, doctor, gone, held } = rows[0]!;
+    await su.query("INSERT INTO legal_holds (tenant_id, patient_id, reason_enc, placed_at, placed_by) VALUES ($1, $2, '\\x00', now(), $3)", [tenant, held, doctor]);
+    // The patients themselves stay: this test is about the notes.
+    await su.query("INSERT INTO retention_rules (tenant_id, record_class, trigger, period_days, updated_at) VALUES ($1, 'patient', 'last_encounter', 36500, now())", [tenant]);
+    for (const [patient, n] of [
+      [gone, NOTES],
+      [held, HELD],
+    ] as const) {
+      await su.query(
+        `WITH made AS (INSERT INTO notes (tenant_id, patient_id, kind, created_at, created_by, updated_at)
+                       SELECT $1, $2, 'note', $4, $5, $4 FROM generate_series(1, $3) RETURNING id)
+         INSERT INTO note_versions (tenant_id, patient_id, note_id, version, change, body_enc, created_at, created_by)
+         SELECT $1, $2, id, 1, 'original', '\\x00', $4, $5 FROM made`,
+        [tenant, patient, n, old, doctor],
+      );
+    }
+
+    await su.query("COMMIT");
+
+    // Some batches committed, far from all: kill -9.
+    await until("a few committed batches", runs, (r) => (r[0]?.counts.note?.count ?? 0) >= 5 * BATCH, 90_000);
+    daemon.child.kill("SIGKILL");
+    expect(await daemon.exited).toBeNull();
+    const [atKill] = await runs();
+    expect(atKill!.status).toBe("running");
+    const left = await notesOf(gone);
+    expect(left).toBeGreaterThan(0);
+    // Every committed batch is counted, and only those: the rows gone equal the run's count.
+    expect(atKill!.counts.note!.count).toBe(NOTES - left);
+    expect(Number((await su.query<{ n: string }>("SELECT count(*) AS n FROM note_versions WHERE patient_id = $1", [gone])).rows[0]!.n)).toBe(left);
+
+    daemon = spawnDaemon(env);
+    await daemon.port();
+    const finished = await until("the resumed run to finish", runs, (r) => r[0]?.status === "finished", 120_000, 200);
+    // The same run resumed (its cutoffs and counts), not a new one that would count from zero.
+    expect(finished.map((r) => r.id)).toEqual([atKill!.id]);
+    const run = finished[0]!;
+    expect(await notesOf(gone)).toBe(0);
+    expect(await notesOf(held)).toBe(HELD);
+    const key = createPublicKey({ key: run.public_key!, format: "der", type: "spki" });
+    expect(verify(null, Buffer.from(run.certificate!, "utf8"), key, run.signature!)).toBe(true);
+    const cert = JSON.parse(run.certificate!);
+    expect(cert.destroyed.note.count).toBe(NOTES);
+    const batches = (await auditEvents({ db } as TestAppliance, { action: "retention.purge.batch" }))
+      .filter((e) => e.resource_id === run.id)
+      .map((e) => JSON.parse(e.reason!) as { class: string; count: number; firstId: string; lastId: string });
+    const noteBatches = batches.filter((b) => b.class === "note");
+    expect(noteBatches.reduce((s, b) => s + b.count, 0)).toBe(NOTES);
+    expect(noteBatches).toHaveLength(cert.destroyed.note.batches);
+    expect(noteBatches.every((b) => b.count <= BATCH)).toBe(true);
+    // No id range overlaps another: no batch was counted twice.
+    const ranges = noteBatches.map((b) => [b.firstId, b.lastId]).sort((a, b) => a[0]!.localeCompare(b[0]!));
+    for (let i = 1; i < ranges.length; i++) expect(ranges[i]![0]! > ranges[i - 1]![1]!).toBe(true);
+  }, 240_000);
+});
