@@ -10,7 +10,8 @@ const DEFAULT_RETRY_AFTER_SECONDS = 5;
 export function sendProblem(res: Response, err: AppError) {
   const requestId = res.locals.requestId as string | undefined;
   // RFC 9110 §10.2.3: a 503 or 429 says when to come back; a 503 that did not say, in a few seconds.
-  const retryAfter = err.extras.retryAfterSeconds ?? (err.status === 503 ? DEFAULT_RETRY_AFTER_SECONDS : undefined);
+  // (A guard that already set the header, as the sealed check does, keeps its own.)
+  const retryAfter = err.extras.retryAfterSeconds ?? (err.status === 503 && !res.hasHeader("Retry-After") ? DEFAULT_RETRY_AFTER_SECONDS : undefined);
   if (typeof retryAfter === "number" && (err.status === 503 || err.status === 429)) res.setHeader("Retry-After", String(retryAfter));
   res
     .status(err.status)

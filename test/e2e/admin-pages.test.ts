@@ -105,10 +105,10 @@ describe("admin UI screens", () => {
     await page.getByLabel("I have saved these recovery codes somewhere safe.").check();
     await page.getByRole("button", { name: "Continue" }).click();
     await page.getByText("Two-step verification is on").waitFor();
-    // A practitioner sees only their own account's screens.
+    // A practitioner sees only their own account's screens, and where to ask for a privileged role for a while.
     const nav = page.getByRole("navigation", { name: "Main" });
     await nav.getByRole("link", { name: "Sessions" }).waitFor();
-    await expect(nav.getByRole("link").allTextContents()).resolves.toEqual(["Appliance status", "Sessions", "Authenticator"]);
+    await expect(nav.getByRole("link").allTextContents()).resolves.toEqual(["Appliance status", "Privileged access", "Sessions", "Authenticator"]);
     expect(violations).toEqual([]);
     await context.close();
   });
