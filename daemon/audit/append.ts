@@ -5,7 +5,7 @@ import type { Actor } from "../kernel/actor.js";
 import { requestMeta, type RequestMeta } from "../kernel/request-meta.js";
 import type { ApplianceContext } from "../context.js";
 import { inScope, sql, sqlState, type SqlFragment } from "../db/sql.js";
-import { DatabaseUnavailable, isConnectionFailure } from "../db/circuit.js";
+import { DatabaseUnavailable } from "../db/circuit.js";
 import { Unavailable } from "../kernel/errors.js";
 import { CANONICAL_FIELDS, stableText, wellFormed } from "./canonical.js";
 import { notifyAuditIntake } from "./chainer.js";
@@ -149,8 +149,8 @@ const INSERT_INTAKE = `INSERT INTO audit_intake (${INTAKE_COLUMNS.join(", ")}) V
  */
 export function auditWriteFailed(ctx: ApplianceContext, action: string): (err: Error) => Error {
   return (err) => {
-    if (err instanceof DatabaseUnavailable) return err;
-    if (isConnectionFailure(err)) return new DatabaseUnavailable(ctx.config.database.retryAfterSeconds);
+    const outage = ctx.db.circuit.translate(err);
+    if (outage instanceof DatabaseUnavailable) return outage;
     const code = sqlState(err) ?? "unknown";
     ctx.log.error("audit event could not be written; the request's work is rolled back", { action, sqlstate: code });
     return new Unavailable("the audit trail cannot be written right now, so the request was not carried out; try again shortly");
