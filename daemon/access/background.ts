@@ -1,7 +1,7 @@
 import type { JobSpec } from "../jobs/index.js";
 import { deactivateInactiveUsers } from "./users.js";
 import { expirePrivilegedAccess } from "./privileged-access.js";
-import { closeCampaignsPastDeadline, startScheduledCampaigns } from "./reviews.js";
+import { closeCampaignsPastDeadline, remindReviewers, startScheduledCampaigns } from "./reviews.js";
 
 /** Quarterly: 06:00 on the first day of January, April, July and October (docs/access-reviews.md). */
 export const QUARTERLY_REVIEWS = "0 6 1 1,4,7,10 *";
@@ -34,6 +34,15 @@ export const accessJobs: JobSpec[] = [
     async run(ctx) {
       const { started, alreadyOpen } = await startScheduledCampaigns(ctx);
       return { counts: { started, alreadyOpen } };
+    },
+  },
+  {
+    name: "access-review-reminders",
+    summary: "Reminds a tenant's reviewers, through its alert channels, of an access review campaign's deadline while accounts are still to be decided",
+    schedule: (ctx) => ctx.config.jobs.schedules.accessReviewReminders || { everyMs: 3_600_000 },
+    async run(ctx) {
+      const { reminded } = await remindReviewers(ctx);
+      return { counts: { reminded } };
     },
   },
   {

@@ -20,6 +20,13 @@ export const accessSchema = z
       .max(90)
       .default(14)
       .describe("Days reviewers have to decide on every account of an access review campaign; at the deadline, accounts nobody reviewed are deactivated."),
+    reviewReminderDays: z
+      .array(z.number().int().min(1).max(90))
+      .max(5)
+      .default([3, 1])
+      .describe(
+        "Days before an access review campaign's deadline when the tenant's alert channels remind its reviewers of the accounts still to decide (ids and counts only); empty: no reminder.",
+      ),
     inactivityCheckMinutes: z
       .number()
       .int()

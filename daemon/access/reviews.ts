@@ -15,6 +15,7 @@ import type { Actor, Role } from "../kernel/actor.js";
 import { Conflict, Forbidden, Invalid, NotFound } from "../kernel/errors.js";
 import { authorize } from "../kernel/policy.js";
 import { SYSTEM_META, type RequestMeta } from "../kernel/request-meta.js";
+import { raiseAlert, resolveAlert } from "../alerts/index.js";
 import { getAuditSigningKey } from "../keys/index.js";
 import type { CampaignEvidenceRes, CampaignRes, CampaignSummaryRes, ReviewDecisionReq, ReviewEntryRes, StartCampaignReq } from "./schema.js";
 import { deprovisionAccount } from "./users.js";
@@ -257,6 +258,8 @@ export async function decideEntry(ctx: ApplianceContext, actor: Actor, campaignI
 
 async function closeCampaign(ctx: ApplianceContext, t: Tx, c: CampaignRow, why: "all-decided" | "deadline", actor: EventActor, meta: RequestMeta): Promise<void> {
   await t.exec("UPDATE access_review_campaigns SET status = 'closed', closed_at = $2, closed_reason = $3 WHERE id = $1", [c.id, ctx.clock.now(), why]);
+  // Nothing is left to remind anyone of.
+  await resolveAlert(ctx, REMINDER_ALERT, (key) => key.startsWith(`${c.id}:`), { tenantId: c.tenant_id, tx: t });
   await recordAuthEvent(
     ctx,
     t,
@@ -304,6 +307,67 @@ export async function closeCampaignsPastDeadline(ctx: ApplianceContext): Promise
     });
   }
   return run;
+}
+
+/** The alert that reminds a tenant's reviewers of a campaign's deadline (docs/access-reviews.md "Reminders"). */
+export const REMINDER_ALERT = "access_review.deadline_near";
+
+/**
+ * The `access-review-reminders` job: for each open campaign whose deadline is within one of
+ * `access.reviewReminderDays` (3 and 1 by default) and which still has accounts nobody decided, a
+ * tenant alert keyed by campaign and stage, so the tenant's alert channels (e-mail through the
+ * SMTP relay, syslog) carry it to the reviewers once per stage: ids and counts only. A stage's alert
+ * stays open (raising it again only counts) until the campaign closes, which resolves it.
+ */
+export async function remindReviewers(ctx: ApplianceContext): Promise<{ reminded: number }> {
+  const stages = [...new Set(ctx.config.access.reviewReminderDays)].sort((a, b) => a - b);
+  if (stages.length === 0) return { reminded: 0 };
+  const now = ctx.clock.now();
+  const open = await inScope(ctx.db.app, { kind: "appliance" }, (t) =>
+    t.rows<{ id: string; tenant_id: string; deadline_at: Date }>(
+      "SELECT id, tenant_id, deadline_at FROM access_review_campaigns WHERE status = 'open' AND deadline_at > $1 AND deadline_at <= $2 ORDER BY deadline_at",
+      [now, new Date(now.getTime() + stages.at(-1)! * DAY_MS)],
+    ),
+  );
+  let reminded = 0;
+  for (const c of open) {
+    const daysLeft = (c.deadline_at.getTime() - now.getTime()) / DAY_MS;
+    // The nearest stage not yet passed: 2.5 days left is the 3-day reminder, 0.5 the 1-day one.
+    const stage = stages.find((d) => daysLeft <= d)!;
+    await inScope(ctx.db.app, { kind: "tenant", tenantId: c.tenant_id }, async (t) => {
+      const [counts] = await t.rows<{ open_entries: number; open_owners: number; reviewers: number }>(
+        `SELECT count(*) FILTER (WHERE e.decision IS NULL)::int AS open_entries,
+                count(*) FILTER (WHERE e.decision IS NULL AND e.role = 'owner')::int AS open_owners,
+                (SELECT count(*) FROM users u WHERE u.tenant_id = $2 AND u.status = 'active' AND u.role IN ('owner', 'admin'))::int AS reviewers
+           FROM access_review_entries e WHERE e.campaign_id = $1`,
+        [c.id, c.tenant_id],
+      );
+      if (!counts || counts.open_entries === 0) return;
+      const raised = await raiseAlert(
+        ctx,
+        {
+          kind: REMINDER_ALERT,
+          severity: stage <= 1 ? "critical" : "warning",
+          key: `${c.id}:${stage}d`,
+          tenantId: c.tenant_id,
+          summary:
+            `Access review ${c.id} closes within ${stage} ${stage === 1 ? "day" : "days"} (${c.deadline_at.toISOString()}): ${counts.open_entries} ${counts.open_entries === 1 ? "account is" : "accounts are"} not reviewed yet ` +
+            `(${counts.open_owners} of them owners, whom only owners decide); ${counts.reviewers} owners and admins can decide. Accounts still undecided at the deadline are deactivated.`,
+          details: {
+            campaignId: c.id,
+            daysBefore: stage,
+            deadline: c.deadline_at.toISOString(),
+            openEntries: counts.open_entries,
+            openOwnerEntries: counts.open_owners,
+            reviewers: counts.reviewers,
+          },
+        },
+        t,
+      );
+      if (raised.opened) reminded += 1;
+    });
+  }
+  return { reminded };
 }
 
 /** The `access-review-campaigns` job: a campaign in every active tenant that has none open. */

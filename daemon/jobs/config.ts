@@ -35,6 +35,9 @@ export const jobsSchema = z
         accessReviewCampaigns: cronExpression.describe(
           "Cron for access-review-campaigns (a campaign in every tenant); empty: quarterly, at 06:00 on 1 January, April, July and October.",
         ),
+        accessReviewReminders: cronExpression.describe(
+          "Cron for access-review-reminders (reviewers reminded of a campaign's deadline through the alert channels, access.reviewReminderDays before it); empty: hourly.",
+        ),
         backupWatchdog: cronExpression.describe("Cron for backup-watchdog (freshness alerts, catalogue reconcile); empty: every backup.watchdogIntervalSeconds."),
         retentionPurge: cronExpression.describe("Cron for retention-purge (the retention register); empty: daily at 02:30."),
         tlsExpiry: cronExpression.describe("Cron for tls-expiry (certificate renewal warning); empty: daily at 06:00."),
