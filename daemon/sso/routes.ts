@@ -10,10 +10,13 @@ import { idpStepUpRefusal } from "./signin.js";
 import "./kinds.js";
 import { ldapRoutes } from "./ldap/routes.js";
 import { idpSignOutUrl } from "./logout.js";
-import { BROWSER_COOKIE, finishOidcSignIn, oidcTestResult, startOidcSignIn } from "./oidc/index.js";
+import { BROWSER_COOKIE, finishOidcSignIn, startOidcSignIn } from "./oidc/index.js";
+import { testLdapSignIn } from "./ldap/signin.js";
+import { startSamlTest } from "./saml/signin.js";
+import { readTestResult } from "./tests.js";
 import { createProvider, deleteProvider, getProvider, listProviders, publicProvidersOf, updateProvider } from "./providers.js";
 import { approveRule, rejectRule, dryRunRules, getMfaPolicy, listRules, saveRules, setMfaPolicy } from "./rules.js";
-import { readForm, samlPostRoutes, samlRoutes } from "./saml/routes.js";
+import { bindingCookie, readForm, samlPostRoutes, samlRoutes } from "./saml/routes.js";
 import { acceptBackchannelLogout } from "./oidc/backchannel.js";
 import {
   createProviderRequest,
@@ -29,11 +32,13 @@ import {
   ruleList,
   ruleView,
   saveRulesRequest,
+  savedRules,
   ssoLogoutResponse,
   stepUpRequest,
   stepUpStarted,
   testParams,
   testResult,
+  testSignInRequest,
   testStarted,
   updateProviderRequest,
 } from "./schema.js";
@@ -206,11 +211,12 @@ export const ssoRoutes = [
       path: "/identity-providers/rules",
       action: "identity_provider:update",
       tag,
-      summary: "Replace the ordered rules; rules granting owner, admin or auditor wait for a second admin's approval; needs step-up",
+      summary:
+        "Replace the ordered rules and re-apply them at once to linked and SCIM accounts; rules granting owner, admin or auditor wait for a second admin's approval; needs step-up",
       body: saveRulesRequest,
-      response: ruleList,
+      response: savedRules,
     },
-    async ({ ctx, actor, body, meta }) => ({ rules: await saveRules(ctx, actor, body.rules, meta) }),
+    ({ ctx, actor, body, meta }) => saveRules(ctx, actor, body.rules, meta),
   ),
   defineRoute(
     {
@@ -256,7 +262,7 @@ export const ssoRoutes = [
       path: "/identity-providers/mfa-policy",
       action: "identity_provider:list",
       tag,
-      summary: "Per role: accept the IdP's MFA, or ask for local TOTP as well",
+      summary: "Per role: accept the IdP's MFA at sign-in or ask for local TOTP as well; step up at the IdP or with the local code",
       response: mfaPolicyView,
     },
     ({ ctx, actor }) => getMfaPolicy(ctx, actor),
@@ -267,11 +273,12 @@ export const ssoRoutes = [
       path: "/identity-providers/mfa-policy",
       action: "identity_provider:update",
       tag,
-      summary: "Set the MFA policy of roles signing in through an IdP; needs step-up",
+      summary: "Set the MFA policy of roles signing in through an IdP (sign-in and step-up); needs step-up",
+      problems: { 400: "Step-up at the IdP for a role whose sign-in asks for the local code" },
       body: mfaPolicyRequest,
       response: mfaPolicyView,
     },
-    ({ ctx, actor, body, meta }) => setMfaPolicy(ctx, actor, body.roles, meta),
+    ({ ctx, actor, body, meta }) => setMfaPolicy(ctx, actor, body, meta),
   ),
   defineRoute(
     { method: "get", path: "/identity-providers/:id", action: "identity_provider:list", tag, summary: "One identity provider", params: providerIdParams, response: providerView },
@@ -310,14 +317,23 @@ export const ssoRoutes = [
       path: "/identity-providers/:id/test",
       action: "identity_provider:test",
       tag,
-      summary: "Start a test sign-in (also before the provider is enabled): open the URL, sign in at the IdP, then read what it sent",
+      summary:
+        "Start a test sign-in (also before the provider is enabled). OpenID Connect and SAML: open the URL, sign in at the IdP, then read what it sent. LDAP: send a test user's name and password (never stored or logged); the result is ready at once",
       params: providerIdParams,
+      body: testSignInRequest,
       response: testStarted,
       status: 201,
-      problems: { 503: "The identity provider cannot be reached" },
+      problems: { 400: "An LDAP test without a user name or password", 503: "The identity provider cannot be reached" },
     },
-    async ({ ctx, res, actor, params, meta }) => {
+    async ({ ctx, res, actor, params, body, meta }) => {
       authorize(actor, "identity_provider:test", { tenantId: actor.tenantId });
+      const kind = (await getProvider(ctx, actor, params.id, publicBase(ctx))).kind;
+      if (kind === "ldap") return testLdapSignIn(ctx, actor, params.id, body);
+      if (kind === "saml") {
+        const started = await startSamlTest(ctx, actor, params.id);
+        res.append("Set-Cookie", bindingCookie(started.browserToken, 600));
+        return { testId: started.testId, url: started.url };
+      }
       const started = await startOidcSignIn(ctx, params.id, { base: publicBase(ctx), purpose: "test", startedBy: actor, meta });
       res.append("Set-Cookie", started.cookie);
       return { testId: started.stateId, url: started.url };
@@ -333,7 +349,7 @@ export const ssoRoutes = [
       params: testParams,
       response: testResult,
     },
-    ({ ctx, actor, params }) => oidcTestResult(ctx, actor, params.id, params.testId),
+    ({ ctx, actor, params }) => readTestResult(ctx, actor, params.id, params.testId),
   ),
 ];
 

@@ -123,6 +123,16 @@ export const ruleView = ruleInput.extend({
 export type RuleView = z.infer<typeof ruleView>;
 export const ruleList = z.object({ rules: z.array(ruleView) });
 export type RuleListRes = z.infer<typeof ruleList>;
+/** `PUT /identity-providers/rules`: the saved table, and what re-applying it did to the accounts it governs. */
+export const savedRules = ruleList.extend({
+  reapplied: z.object({
+    /** Linked and SCIM accounts whose role changed (their sessions ended). */
+    roleChanges: z.number().int(),
+    /** Linked accounts no rule admits any more: their sessions ended. */
+    accessEnded: z.number().int(),
+  }),
+});
+export type SavedRulesRes = z.infer<typeof savedRules>;
 
 export const dryRunResult = z.object({
   /** One line per linked account, with what the proposed rules would make of it. */
@@ -150,15 +160,22 @@ export const ruleIdParams = z.object({
   id: z.uuid(),
 });
 
+export const MFA_MODES = ["idp", "local"] as const;
+export type MfaMode = (typeof MFA_MODES)[number];
 export const mfaPolicyView = z.object({
-  /** Per role: `idp` accepts the IdP's amr/acr as the second factor; `local` asks for local TOTP as well. */
-  roles: z.record(z.enum(SSO_ROLES), z.enum(["idp", "local"])),
+  /** Per role, at sign-in: `idp` accepts the IdP's amr/acr (SAML AuthnContextClassRef) as the second factor; `local` asks for local TOTP as well. */
+  roles: z.record(z.enum(SSO_ROLES), z.enum(MFA_MODES)),
+  /** Per role, for sensitive actions: `idp` may confirm by signing in again at the IdP (OpenID Connect); `local` only with the local authenticator code. */
+  stepUp: z.record(z.enum(SSO_ROLES), z.enum(MFA_MODES)),
 });
 export type MfaPolicyRes = z.infer<typeof mfaPolicyView>;
 export const mfaPolicyRequest = z.strictObject({
-  /** Roles to set (others keep theirs). */
-  roles: z.partialRecord(z.enum(SSO_ROLES), z.enum(["idp", "local"])),
+  /** Sign-in mode of the roles to set (others keep theirs); a role set here without `stepUp` steps up the same way. */
+  roles: z.partialRecord(z.enum(SSO_ROLES), z.enum(MFA_MODES)).optional(),
+  /** Step-up mode of the roles to set; `idp` is refused for a role whose sign-in mode is `local`. */
+  stepUp: z.partialRecord(z.enum(SSO_ROLES), z.enum(MFA_MODES)).optional(),
 });
+export type MfaPolicyReq = z.infer<typeof mfaPolicyRequest>;
 
 /** `GET /api/v1/sso/providers?tenant=slug`: the sign-in buttons of a tenant (public). */
 export const publicProvidersQuery = z.object({
@@ -183,13 +200,27 @@ export const publicProviderList = z.object({
 });
 export type PublicProviderListRes = z.infer<typeof publicProviderList>;
 
-/** `POST /api/v1/identity-providers/{id}/test`: where to send the admin's browser. */
-export const testStarted = z.object({
-  /** Test id (read the claims with GET .../tests/{testId} once the IdP sent the browser back). */
-  testId: z.string(),
-  /** Open this in the browser to sign in at the IdP. */
-  url: z.string(),
+/**
+ * `POST /api/v1/identity-providers/{id}/test`: OpenID Connect and SAML send no body (the admin signs
+ * in at the IdP); LDAP takes the test user's directory name and password, which go to the directory
+ * only and are never stored or logged.
+ */
+export const testSignInRequest = z.strictObject({
+  /** LDAP: the test user's directory name (sAMAccountName or uid). */
+  username: z.string().trim().min(1).max(256).optional(),
+  /** LDAP: the test user's directory password. */
+  password: z.string().min(1).max(1024).optional(),
 });
+export type TestSignInReq = z.infer<typeof testSignInRequest>;
+
+/** Where to send the admin's browser (OIDC, SAML), or null when the test is already done (LDAP). */
+export const testStarted = z.object({
+  /** Test id (read what arrived with GET .../tests/{testId}, once the IdP sent the browser back). */
+  testId: z.string(),
+  /** Open this in the browser to sign in at the IdP; null: nothing to open, the result is ready. */
+  url: z.string().nullable(),
+});
+export type TestStartedRes = z.infer<typeof testStarted>;
 export const testParams = z.object({
   /** Provider id. */
   id: z.uuid(),
@@ -218,8 +249,10 @@ export const testResult = z.object({
       amr: z.array(z.string()),
       /** acr value. */
       acr: z.string().nullable(),
-      /** Every claim received. */
+      /** Every claim received (SAML: the assertion's attributes, issuer and NameID format). */
       claims: z.record(z.string(), z.unknown()),
+      /** LDAP: the directory entry's attributes as the service account reads them (passwords and binary values left out); rules match its groups, not these. Null for other kinds. */
+      attributes: z.record(z.string(), z.array(z.string())).nullable(),
       /** The role the current rules give (null: no access). */
       role: z.string().nullable(),
     })

@@ -233,7 +233,7 @@ export async function idpStepUpRefusal(ctx: ApplianceContext, sessionId: string,
     if (!s.enabled) return { refusal: "the identity provider this session was made through is disabled: confirm with your authenticator code" };
     // SAML (ForceAuthn) is not built yet; LDAP has no sign-in of its own to repeat.
     if (s.kind !== "oidc") return { refusal: "this identity provider cannot ask you to sign in again: confirm with your authenticator code" };
-    if ((await mfaModeFor(t, s.role)) === "local") return { refusal: "your role's policy asks for your authenticator code, not the identity provider's" };
+    if ((await mfaModeFor(t, s.role, "stepUp")) === "local") return { refusal: "your role's policy asks for your authenticator code, not the identity provider's" };
     return { id: sessionId, userId: s.user_id, tenantId, providerId: s.idp_provider_id, providerKind: s.kind };
   });
 }
@@ -259,7 +259,7 @@ export async function completeIdpStepUp(ctx: ApplianceContext, sessionId: string
     if (s.idp_provider_id !== provider.id) return { refused: "step-up: the session was made through another provider", userId: s.user_id };
     const [link] = await t.rows<{ user_id: string }>("SELECT user_id FROM sso_links WHERE provider_id = $1 AND subject = $2", [provider.id, identity.subject]);
     if (link?.user_id !== s.user_id) return { refused: "step-up: another person signed in at the IdP (the subject is not the session's account)", userId: s.user_id };
-    if ((await mfaModeFor(t, s.role)) === "local") return { refused: "step-up: the role's policy asks for local TOTP", userId: s.user_id };
+    if ((await mfaModeFor(t, s.role, "stepUp")) === "local") return { refused: "step-up: the role's policy asks for local TOTP", userId: s.user_id };
     if (!idpAssertsMfa(provider, identity.authnContext)) return { refused: "step-up: the IdP did not assert a second factor (amr/acr)", userId: s.user_id };
     await t.exec("UPDATE sessions SET mfa_verified_at = $2, last_seen_at = $2 WHERE id = $1", [sessionId, now]);
     await recordAuthEvent(

@@ -1,9 +1,16 @@
+import fs from "node:fs";
 import path from "node:path";
 import type { Browser, BrowserContext, Page } from "playwright-core";
 import request from "supertest";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createTenant, signIn, signInWithPassword, type SignedIn, type TenantRef } from "../helpers/actors.js";
-import { startTestAppliance, type TestAppliance } from "../helpers/appliance.js";
+import { inScope } from "../../daemon/db/sql.js";
+import { hostOperatorIn } from "../../daemon/kernel/actor.js";
+import { SYSTEM_META } from "../../daemon/kernel/request-meta.js";
+import { createProvider } from "../../daemon/sso/providers.js";
+import { startTestAppliance, tempDir, type TestAppliance } from "../helpers/appliance.js";
+import { startSamlIdp, type SamlIdp } from "../helpers/saml-idp.js";
+import { startSlapd, type Slapd } from "../helpers/slapd.js";
 import { ensureAdminUiBuilt, launchBrowser, openScreen, screenshot } from "../helpers/browser.js";
 import { PROJECT_ROOT } from "../helpers/daemon-process.js";
 import { signInAtIdp, startTestIdp, type TestIdp } from "../helpers/oidc-idp.js";
@@ -180,7 +187,7 @@ describe("Sign-in providers page", () => {
     await page.getByRole("button", { name: "Save rules" }).click();
     await expect.poll(() => rules.getByTestId("rule-row").nth(1).locator("td").nth(7).textContent()).toBe("Pending approval");
     await expect(page.getByRole("status").allTextContents()).resolves.toContain(
-      "Rules saved; they apply at each person's next sign-in. 2 waiting for a second administrator's approval.",
+      "Rules saved and applied to linked and SCIM accounts: no role changed. 2 waiting for a second administrator's approval.",
     );
     // The one who saved it cannot approve it.
     const pendingBox = page.getByTestId("pending-rules");
@@ -192,11 +199,11 @@ describe("Sign-in providers page", () => {
     // The second admin turns the auditor rule down: it leaves the table.
     await theirs.locator("li", { hasText: "wardkeep-auditors" }).getByRole("button", { name: "Reject" }).click();
     await expect.poll(() => second.page.getByRole("status").allTextContents()).toContain("The rule granting Auditor to wardkeep-auditors was rejected and removed.");
-    await expect(second.page.getByTestId("rules-table").getByTestId("rule-row").count()).resolves.toBe(2);
+    await expect.poll(() => second.page.getByTestId("rules-table").getByTestId("rule-row").count()).toBe(2);
     await expect.poll(() => theirs.textContent()).toContain("Group equals wardkeep-admins → Admin");
     await theirs.getByRole("button", { name: "Approve" }).click();
     await expect.poll(() => second.page.getByRole("status").allTextContents()).toContain("The rule granting Admin to wardkeep-admins is active.");
-    await expect(second.page.getByTestId("rules-table").getByTestId("rule-row").nth(1).locator("td").nth(7).textContent()).resolves.toBe("Active");
+    await expect.poll(() => second.page.getByTestId("rules-table").getByTestId("rule-row").nth(1).locator("td").nth(7).textContent()).toBe("Active");
     await expect(second.page.getByTestId("pending-rules").count()).resolves.toBe(0);
     expect(second.violations).toEqual([]);
     await second.context.close();
@@ -247,6 +254,167 @@ describe("Sign-in providers page", () => {
     await expect
       .poll(() => page.getByTestId("break-glass-used").textContent(), { timeout: 10_000 })
       .toMatch(/Critical\s*Break-glass account Bo Second signed in with its local password/);
+  });
+});
+
+describe("Test sign-in through SAML and LDAP providers, before they are enabled", () => {
+  const SAML = "St. Mary's SAML";
+  const LDAP = "St. Mary's Active Directory";
+  const SUFFIX = "dc=stmarys,dc=example";
+  const SERVICE_DN = `cn=wardkeep-svc,${SUFFIX}`;
+  const PASSWORD = "Alice-Directory-pw1";
+  const MFA_CLASS = "urn:oasis:names:tc:SAML:2.0:ac:classes:MobileTwoFactorContract";
+  let dir: string;
+  let samlIdp: SamlIdp;
+  let slapd: Slapd;
+  let context: BrowserContext;
+  let page: Page;
+  let violations: string[];
+  const row = (name: string) => page.getByTestId("providers-table").locator("tr[data-provider]", { hasText: name });
+
+  beforeAll(async () => {
+    dir = tempDir("wardkeep-test-sign-in-");
+    // alice ∈ ward-3-nurses ∈ wardkeep-practitioners: only the outer group has a rule (Practitioner).
+    const ldif = [
+      [`dn: ${SUFFIX}`, "objectClass: dcObject", "objectClass: organization", "o: St Marys", "dc: stmarys", ""],
+      [`dn: ${SERVICE_DN}`, "objectClass: organizationalRole", "objectClass: simpleSecurityObject", "cn: wardkeep-svc", "userPassword: svc-pw-test", ""],
+      [
+        `dn: uid=alice,${SUFFIX}`,
+        "objectClass: inetOrgPerson",
+        "uid: alice",
+        "cn: Alice Tester",
+        "sn: Tester",
+        "title: Staff nurse",
+        "mail: alice@stmarys.example",
+        `userPassword: ${PASSWORD}`,
+        "",
+      ],
+      [`dn: cn=ward-3-nurses,${SUFFIX}`, "objectClass: groupOfNames", "cn: ward-3-nurses", `member: uid=alice,${SUFFIX}`, ""],
+      [`dn: cn=wardkeep-practitioners,${SUFFIX}`, "objectClass: groupOfNames", "cn: wardkeep-practitioners", `member: cn=ward-3-nurses,${SUFFIX}`, ""],
+    ]
+      .map((lines) => lines.join("\n"))
+      .join("\n");
+    [samlIdp, slapd] = await Promise.all([startSamlIdp(dir), startSlapd(path.join(dir), { suffix: SUFFIX, rootPassword: "root-pw-test", ldif })]);
+    const host = hostOperatorIn(tenant.id);
+    const saml = await createProvider(
+      app.ctx,
+      host,
+      {
+        kind: "saml",
+        name: SAML,
+        config: { idpEntityId: samlIdp.entityId, idpSsoUrl: samlIdp.ssoUrl, idpCertificates: [samlIdp.certs.current] },
+        mfaAcrValues: [MFA_CLASS],
+      },
+      SYSTEM_META,
+      app.baseUrl,
+    );
+    samlIdp.spMetadata = (await request(app.baseUrl).get(`/api/v1/sso/saml/${saml.id}/metadata`).ca(app.caPem)).text;
+    samlIdp.nextUser = { nameId: "nia.nurse@stmarys.example", email: "nia.nurse@stmarys.example", displayName: "Nia Nurse", groups: ["ward-7", "wardkeep-practitioners"] };
+    const config = { url: slapd.ldapUrl, startTls: true, flavor: "openldap", bindDn: SERVICE_DN, userBase: SUFFIX, caPem: slapd.caPem };
+    await createProvider(app.ctx, host, { kind: "ldap", name: LDAP, config, secrets: { bindPassword: "svc-pw-test" } }, SYSTEM_META, app.baseUrl);
+    ({ context, page, violations } = await providersPage(admin));
+  }, 60_000);
+  afterAll(async () => {
+    expect(violations).toEqual([]);
+    await context?.close();
+    await samlIdp?.stop();
+    await slapd?.stop();
+    if (dir) fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  it("shows the NameID, the attributes and the AuthnContextClassRef a SAML IdP sent, and the role the rules give; no account is made", async () => {
+    await expect.poll(() => row(SAML).locator("td").nth(2).textContent()).toBe("Disabled");
+    await row(SAML).getByRole("button", { name: "Test sign-in" }).click();
+    // The samlify IdP answers at once with an auto-posting form; its answer comes back to this page.
+    await page.waitForURL(/#\/sign-in-providers\?test=/);
+    const result = page.getByTestId("test-result");
+    await expect.poll(() => result.textContent(), { timeout: 10_000 }).toContain("Received Nia Nurse (nia.nurse@stmarys.example).");
+    await expect(result.textContent()).resolves.toContain("The current rules would make this person Practitioner.");
+    await expect(page.getByTestId("test-subject").textContent()).resolves.toBe("nia.nurse@stmarys.example");
+    await expect(page.getByTestId("test-context").textContent()).resolves.toContain("urn:oasis:names:tc:SAML:2.0:ac:classes:PasswordProtectedTransport");
+    await expect(page.getByTestId("test-groups").textContent()).resolves.toBe("ward-7, wardkeep-practitioners");
+    const attribute = (name: string) => page.getByTestId("test-claims").locator("tr", { has: page.locator("td", { hasText: new RegExp(`^${name}$`) }) });
+    await expect(attribute("displayName").locator("td").nth(1).textContent()).resolves.toBe("Nia Nurse");
+    await expect(attribute("issuer").locator("td").nth(1).textContent()).resolves.toBe(samlIdp.entityId);
+    // A test makes no account and no link, and leaves the provider disabled.
+    await expect(row(SAML).locator("td").allTextContents()).resolves.toEqual([SAML, "SAML 2.0", "Disabled", "0", "—", expect.any(String)]);
+    const users = (await admin.agent.get("/api/v1/users").expect(200)).body as { users?: { email: string }[] } | { email: string }[];
+    expect(JSON.stringify(users)).not.toContain("nia.nurse@stmarys.example");
+  });
+
+  it("asks for a test user's password in a dialog, then shows the entry's attributes, its nested groups and the role; a wrong password shows why", async () => {
+    await row(LDAP).getByRole("button", { name: "Test sign-in" }).click();
+    const dialog = page.getByTestId("ldap-test-dialog");
+    await dialog.getByLabel("Directory user name").fill("alice");
+    await dialog.getByLabel("Password").fill("not-her-password");
+    await dialog.getByRole("button", { name: "Test sign-in" }).click();
+    const result = page.getByTestId("test-result");
+    await expect.poll(() => result.textContent(), { timeout: 10_000 }).toContain("The test sign-in failed: ldap: wrong password");
+
+    await row(LDAP).getByRole("button", { name: "Test sign-in" }).click();
+    await dialog.getByLabel("Directory user name").fill("alice");
+    // The dialog forgot the password it sent.
+    await expect(dialog.getByLabel("Password").inputValue()).resolves.toBe("");
+    await dialog.getByLabel("Password").fill(PASSWORD);
+    await dialog.getByRole("button", { name: "Test sign-in" }).click();
+    await expect.poll(() => result.textContent(), { timeout: 10_000 }).toContain("Received Alice Tester (alice@stmarys.example).");
+    await expect(result.textContent()).resolves.toContain("The current rules would make this person Practitioner.");
+    await expect(page.getByTestId("test-groups").textContent()).resolves.toBe("ward-3-nurses, wardkeep-practitioners");
+    const attributes = page.getByTestId("test-attributes");
+    await expect(attributes.locator("tr", { hasText: "title" }).locator("td").nth(1).textContent()).resolves.toBe("Staff nurse");
+    await expect(attributes.locator("tr", { hasText: "mail" }).locator("td").nth(1).textContent()).resolves.toBe("alice@stmarys.example");
+    await expect(attributes.textContent()).resolves.not.toContain("userPassword");
+    await expect(page.getByTestId("test-claims").locator("tr", { hasText: "dn" }).first().textContent()).resolves.toContain(`uid=alice,${SUFFIX}`);
+
+    // The password was never kept: not on the page, not in the test's record, not in the audit trail.
+    expect(await page.content()).not.toContain(PASSWORD);
+    const stored = await inScope(app.ctx.db.app, { kind: "appliance" }, (t) => t.rows<{ test_result: unknown }>("SELECT test_result FROM sso_login_states WHERE purpose = 'test'"));
+    expect(stored.length).toBeGreaterThanOrEqual(3);
+    expect(JSON.stringify(stored)).not.toContain(PASSWORD);
+    const tests = (await admin.agent.get("/api/v1/audit?action=identity_provider.test").expect(200)).body.events as { outcome: string; reason: string | null }[];
+    expect(tests.map((e) => [e.outcome, e.reason])).toEqual(
+      expect.arrayContaining([
+        ["failure", "ldap: wrong password"],
+        ["success", null],
+      ]),
+    );
+    expect(JSON.stringify(tests)).not.toContain(PASSWORD);
+    // The API names what an LDAP test lacks.
+    const ldapId = (await row(LDAP).getAttribute("data-provider"))!;
+    const missing = await admin.agent.post(`/api/v1/identity-providers/${ldapId}/test`).send({ username: "alice" }).expect(400);
+    expect(missing.body.errors).toEqual([{ path: "password", message: "required" }]);
+  });
+
+  it("saves a per-role MFA policy for sign-in and step-up and shows it after a reload; a combination that does not fit is refused in one readable line", async () => {
+    const policy = page.getByTestId("mfa-policy");
+    await expect(page.getByTestId("mfa-acr-values").textContent()).resolves.toContain(`${SAML}: ${MFA_CLASS}`);
+    await policy.getByLabel("Practitioner: at sign-in").selectOption({ label: "Local authenticator code as well" });
+    await policy.getByLabel("Practitioner: step-up").selectOption({ label: "Sign in again at the IdP" });
+    await policy.getByRole("button", { name: "Save MFA policy" }).click();
+    await expect
+      .poll(() => page.getByRole("alert").allTextContents())
+      .toContain("The MFA policy is not valid — stepUp.practitioner: a role that must enter the local authenticator code at sign-in steps up with it too: choose local");
+    // Nothing was saved.
+    expect((await admin.agent.get("/api/v1/identity-providers/mfa-policy").expect(200)).body.roles.practitioner).toBe("idp");
+
+    await policy.getByLabel("Practitioner: step-up").selectOption({ label: "Local authenticator code" });
+    await policy.getByLabel("Admin: step-up").selectOption({ label: "Local authenticator code" });
+    await policy.getByRole("button", { name: "Save MFA policy" }).click();
+    await expect.poll(() => page.getByRole("status").allTextContents()).toContain("MFA policy saved; it applies from each person's next sign-in and step-up.");
+
+    await page.reload();
+    const reloaded = page.getByTestId("mfa-policy");
+    const chosen = (label: string) => reloaded.getByLabel(label).evaluate((el) => (el as HTMLSelectElement).selectedOptions[0]?.textContent);
+    await expect.poll(() => chosen("Practitioner: at sign-in")).toBe("Local authenticator code as well");
+    await expect(chosen("Practitioner: step-up")).resolves.toBe("Local authenticator code");
+    await expect(chosen("Admin: at sign-in")).resolves.toBe("Accept the IdP's MFA");
+    await expect(chosen("Admin: step-up")).resolves.toBe("Local authenticator code");
+    await expect(chosen("Auditor: step-up")).resolves.toBe("Sign in again at the IdP");
+    const stored = (await admin.agent.get("/api/v1/identity-providers/mfa-policy").expect(200)).body;
+    expect(stored).toEqual({
+      roles: { owner: "idp", admin: "idp", practitioner: "local", front_desk: "idp", auditor: "idp" },
+      stepUp: { owner: "idp", admin: "local", practitioner: "local", front_desk: "idp", auditor: "idp" },
+    });
   });
 });
 

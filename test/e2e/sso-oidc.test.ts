@@ -491,15 +491,17 @@ describe("step-up at the IdP", () => {
     const local = await adminA.agent.post("/api/v1/sso/step-up").send({}).expect(409);
     expect(local.body.detail).toBe("this session was not made through an identity provider: confirm with your authenticator code");
     await adminA.stepUp();
-    await adminA.agent
+    // The step-up half of the policy alone: sign-in still accepts the IdP's MFA.
+    const set = await adminA.agent
       .put("/api/v1/identity-providers/mfa-policy")
-      .send({ roles: { admin: "local" } })
+      .send({ stepUp: { admin: "local" } })
       .expect(200);
+    expect([set.body.roles.admin, set.body.stepUp.admin]).toEqual(["idp", "local"]);
     const byPolicy = await call(bailey.page, "POST", "/api/v1/sso/step-up", {});
     expect(byPolicy).toMatchObject({ status: 409, body: { detail: "your role's policy asks for your authenticator code, not the identity provider's" } });
     await adminA.agent
       .put("/api/v1/identity-providers/mfa-policy")
-      .send({ roles: { admin: "idp" } })
+      .send({ stepUp: { admin: "idp" } })
       .expect(200);
   });
 });

@@ -84,6 +84,7 @@ import type {
 import type {
   CreateProviderReq,
   DryRunRes,
+  MfaPolicyReq,
   MfaPolicyRes,
   ProviderListRes,
   ProviderView,
@@ -91,11 +92,14 @@ import type {
   RuleInput,
   RuleListRes,
   RuleView,
+  SavedRulesRes,
   SsoLoginRes,
   SsoLogoutRes,
   StepUpReq,
   StepUpStartedRes,
   TestResultRes,
+  TestSignInReq,
+  TestStartedRes,
   UpdateProviderReq,
 } from "../../../daemon/sso/schema.js";
 import type { CreatedScimTokenRes, CreateScimTokenReq, ScimTokenListRes, ScimTokenRes } from "../../../daemon/scim/schema.js";
@@ -427,14 +431,17 @@ export const api = {
     create: (body: CreateProviderReq) => request<ProviderView>("POST", `${V1}/identity-providers`, body),
     update: (id: string, body: UpdateProviderReq) => request<ProviderView>("PATCH", `${V1}/identity-providers/${seg(id)}`, body),
     remove: (id: string) => request<void>("DELETE", `${V1}/identity-providers/${seg(id)}`),
-    test: (id: string) => request<{ testId: string; url: string }>("POST", `${V1}/identity-providers/${seg(id)}/test`),
+    /** OIDC and SAML: no body, open `url`; LDAP: the test user's name and password, the result is ready at once (`url` null). */
+    test: (id: string, body?: TestSignInReq) => request<TestStartedRes>("POST", `${V1}/identity-providers/${seg(id)}/test`, body),
     testResult: (id: string, testId: string) => request<TestResultRes>("GET", `${V1}/identity-providers/${seg(id)}/tests/${seg(testId)}`),
     rules: () => request<RuleListRes>("GET", `${V1}/identity-providers/rules`),
-    saveRules: (rules: RuleInput[]) => request<RuleListRes>("PUT", `${V1}/identity-providers/rules`, { rules }),
+    saveRules: (rules: RuleInput[]) => request<SavedRulesRes>("PUT", `${V1}/identity-providers/rules`, { rules }),
     dryRun: (rules: RuleInput[]) => request<DryRunRes>("POST", `${V1}/identity-providers/rules/dry-run`, { rules }),
     approveRule: (id: string) => request<RuleView>("POST", `${V1}/identity-providers/rules/${seg(id)}/approve`),
     rejectRule: (id: string) => request<RuleListRes>("POST", `${V1}/identity-providers/rules/${seg(id)}/reject`),
     mfaPolicy: () => request<MfaPolicyRes>("GET", `${V1}/identity-providers/mfa-policy`),
+    /** Needs step-up (wrap in stepUp.run). */
+    setMfaPolicy: (body: MfaPolicyReq) => request<MfaPolicyRes>("PUT", `${V1}/identity-providers/mfa-policy`, body),
   },
   scimTokens: {
     list: () => request<ScimTokenListRes>("GET", `${V1}/scim-tokens`),

@@ -20,6 +20,8 @@ export type LdapUser = {
   groups: string[];
   /** How the groups were found, and whether the walk stopped at maxGroupDepth. */
   groupLookup: { mode: "in-chain" | "walk"; truncated: boolean };
+  /** A test sign-in's view of the entry (`entryAttributes`): its readable attributes, passwords and binary values left out. */
+  attributes?: Record<string, string[]>;
 };
 
 export type LdapRefusal =
@@ -127,6 +129,20 @@ export async function connectDirectory(c: LdapProviderConfig, secrets: LdapSecre
 
 const userAttributes = (c: LdapProviderConfig) => ["1.1", subjectAttr(c), usernameAttr(c), "mail", "displayName", "cn", "userAccountControl"];
 
+/** Attributes a test sign-in never shows: secrets, and binary values that are no text. */
+const HIDDEN_ATTRIBUTE = /password|pwd|unicodepwd|lmpwdhistory|ntpwdhistory|supplementalcredentials|photo|certificate|objectsid|objectguid|thumbnail|^dn$|^controls$/i;
+
+/** The entry's attributes for a test sign-in's display: text only, at most 60 attributes of 20 values of 300 characters. */
+function displayableAttributes(entry: Entry): Record<string, string[]> {
+  const out: Record<string, string[]> = {};
+  for (const [name, raw] of Object.entries(entry)) {
+    if (HIDDEN_ATTRIBUTE.test(name) || Object.keys(out).length >= 60) continue;
+    const values = (Array.isArray(raw) ? raw : [raw]).filter((v): v is string => typeof v === "string");
+    if (values.length > 0) out[name] = values.slice(0, 20).map((v) => v.slice(0, 300));
+  }
+  return out;
+}
+
 async function isDisabled(c: LdapProviderConfig, client: Client, entry: Entry): Promise<LdapRefusal | null> {
   if (c.flavor === "ad") {
     const uac = Number.parseInt(one(entry, "userAccountControl") ?? "0", 10);
@@ -187,7 +203,13 @@ export async function groupsOf(c: LdapProviderConfig, client: Client, dn: string
  * disabled account is refused before its password is tried; the password is checked by binding
  * as the user (so the directory's own lockout and password policy apply).
  */
-export async function authenticateLdap(c: LdapProviderConfig, secrets: LdapSecrets, username: string, password: string): Promise<LdapSignIn> {
+export async function authenticateLdap(
+  c: LdapProviderConfig,
+  secrets: LdapSecrets,
+  username: string,
+  password: string,
+  opts: { entryAttributes?: boolean } = {},
+): Promise<LdapSignIn> {
   // An empty password is an "unauthenticated bind" (RFC 4513 5.1.2), which many servers accept.
   if (password.length === 0) return { ok: false, reason: "empty password" };
   let client: Client | undefined;
@@ -197,7 +219,8 @@ export async function authenticateLdap(c: LdapProviderConfig, secrets: LdapSecre
     const { searchEntries } = await client.search(c.userBase, {
       scope: "sub",
       filter,
-      attributes: userAttributes(c),
+      // A test sign-in also reads the entry's other attributes ("*"; the operational ones it needs by name).
+      attributes: opts.entryAttributes ? ["*", ...userAttributes(c).slice(1)] : userAttributes(c),
       explicitBufferAttributes: c.flavor === "ad" ? ["objectGUID"] : [],
       sizeLimit: 2,
     });
@@ -229,6 +252,7 @@ export async function authenticateLdap(c: LdapProviderConfig, secrets: LdapSecre
         ...(displayName ? { displayName } : {}),
         groups: found.groups.map((g) => (c.groupsAs === "dn" ? g.dn : (one(g, "cn") ?? g.dn))).sort(),
         groupLookup: { mode: found.mode, truncated: found.truncated },
+        ...(opts.entryAttributes ? { attributes: displayableAttributes(entry) } : {}),
       },
     };
   } catch (err) {

@@ -8,10 +8,9 @@ import { NotFound, Unavailable } from "../../kernel/errors.js";
 import type { RequestMeta } from "../../kernel/request-meta.js";
 import type { ExternalIdentity } from "../identity.js";
 import { loadProvider, type LoadedProvider } from "../providers.js";
-import { firstMatch, rulesIn } from "../rules.js";
+import { failedTest, saveTestResult, testIdentityView } from "../tests.js";
 import { openSsoValue, sealSsoValue } from "../secrets.js";
 import { completeExternalSignIn, completeIdpStepUp, refuseExternalSignIn, type ExternalSignInOutcome } from "../signin.js";
-import type { TestResultRes } from "../schema.js";
 import { oidcConfiguration } from "./client.js";
 import type { OidcConfig, OidcSecrets } from "./settings.js";
 
@@ -173,8 +172,9 @@ export async function finishOidcSignIn(
   if (!input.browserBinding || !sha256(input.browserBinding).equals(row.browser_hash)) return refuseAs("the sign-in was started in another browser");
   if (row.purpose !== "test" && !provider.enabled) return refuseAs("identity provider is disabled");
 
+  const test = { id: row.id, tenantId: row.tenant_id, providerId: row.provider_id };
   const failed = async (reason: string): Promise<never> => {
-    if (row.purpose === "test") await saveTestResult(ctx, row, { status: "failed", error: reason, identity: null });
+    if (row.purpose === "test") await saveTestResult(ctx, test, async () => failedTest(reason));
     return refuseAs(reason);
   };
   const idpError = input.currentUrl.searchParams.get("error");
@@ -213,22 +213,7 @@ export async function finishOidcSignIn(
     return failed(validationReason(err));
   }
   if (row.purpose === "test") {
-    const role = await inScope(ctx.db.app, { kind: "tenant", tenantId: provider.tenantId }, async (t) => firstMatch(await rulesIn(t), identity)?.role ?? null);
-    await saveTestResult(ctx, row, {
-      status: "received",
-      error: null,
-      identity: {
-        subject: identity.subject,
-        username: identity.username,
-        email: identity.email ?? null,
-        displayName: identity.displayName ?? null,
-        groups: identity.groups,
-        amr: identity.authnContext.amr ?? [],
-        acr: identity.authnContext.acr ?? null,
-        claims: identity.claims,
-        role,
-      },
-    });
+    await saveTestResult(ctx, test, async (t) => ({ status: "received", error: null, identity: await testIdentityView(t, identity) }));
     return { kind: "tested", providerId: provider.id, testId: row.id };
   }
   if (row.purpose === "step_up") {
@@ -275,37 +260,6 @@ function identityFrom(provider: Oidc, claims: Record<string, unknown>): External
     claims,
     authnContext: { ...(amr ? { amr } : {}), ...(acr ? { acr } : {}) },
   };
-}
-
-async function saveTestResult(ctx: ApplianceContext, row: StateRow, result: TestResultRes): Promise<void> {
-  await inScope(ctx.db.app, { kind: "tenant", tenantId: row.tenant_id }, async (t) => {
-    await t.exec("UPDATE sso_login_states SET test_result = $2 WHERE id = $1", [row.id, JSON.stringify(result)]);
-    await recordAuthEvent(
-      ctx,
-      t,
-      { userId: null, role: null, tenantId: row.tenant_id },
-      {
-        action: "identity_provider.test",
-        resourceType: "identity_provider",
-        resourceId: row.provider_id,
-        outcome: result.status === "received" ? "success" : "failure",
-        reason: result.error,
-      },
-      null,
-    );
-  });
-}
-
-/** What a test sign-in received, for the admin of the tenant who may see the provider. */
-export async function oidcTestResult(ctx: ApplianceContext, actor: Actor, providerId: string, testId: string): Promise<TestResultRes> {
-  return inScope(ctx.db.app, { kind: "tenant", tenantId: actor.tenantId ?? "" }, async (t) => {
-    const [row] = await t.rows<{ test_result: TestResultRes | null }>("SELECT test_result FROM sso_login_states WHERE id = $1 AND provider_id = $2 AND purpose = 'test'", [
-      testId,
-      providerId,
-    ]);
-    if (!row) throw new NotFound("no such test sign-in");
-    return row.test_result ?? { status: "waiting", error: null, identity: null };
-  });
 }
 
 /**

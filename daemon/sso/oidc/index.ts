@@ -10,4 +10,4 @@ registerProviderKind("oidc", {
   redirectUri: oidcRedirectUri,
 });
 
-export { startOidcSignIn, finishOidcSignIn, oidcTestResult, oidcEndSessionUrl, BROWSER_COOKIE } from "./flow.js";
+export { startOidcSignIn, finishOidcSignIn, oidcEndSessionUrl, BROWSER_COOKIE } from "./flow.js";

@@ -14,7 +14,7 @@ import { beginSamlSignIn, completeSamlSignIn, samlMetadata } from "./signin.js";
 const BINDING_COOKIE = "__Host-wardkeep_saml";
 const MAX_FORM_BYTES = 512 * 1024;
 
-function bindingCookie(value: string, maxAgeSeconds: number): string {
+export function bindingCookie(value: string, maxAgeSeconds: number): string {
   return `${BINDING_COOKIE}=${value}; Path=/; Secure; HttpOnly; SameSite=None; Max-Age=${maxAgeSeconds}`;
 }
 
@@ -88,7 +88,7 @@ export const samlPostRoutes = [
       summary: "SAML assertion consumer service (HTTP-POST binding): validates the response, sets the session cookie and redirects to the console",
       params: ssoProviderParams,
       body: { mediaType: "application/x-www-form-urlencoded", description: "SAMLResponse (and RelayState) as the IdP posts them" },
-      response: { mediaType: "text/plain", description: "A 303 redirect to the console (signed in, or the sign-in page with a generic error)" },
+      response: { mediaType: "text/plain", description: "A 303 redirect to the console (signed in, a test sign-in's result, or the sign-in page with a generic error)" },
       problems: { 413: "The posted form is too large" },
     },
     async ({ ctx, req, params, res, meta }) => {
@@ -96,7 +96,14 @@ export const samlPostRoutes = [
       // The binding cookie is single-use either way.
       res.append("Set-Cookie", bindingCookie("", 0));
       try {
-        const outcome = await completeSamlSignIn(ctx, params.id, { samlResponse: form.get("SAMLResponse"), browserToken: cookieValue(req, BINDING_COOKIE) }, meta);
+        const done = await completeSamlSignIn(
+          ctx,
+          params.id,
+          { samlResponse: form.get("SAMLResponse"), browserToken: cookieValue(req, BINDING_COOKIE), relayState: form.get("RelayState") },
+          meta,
+        );
+        if (done.kind === "tested") return res.redirect(303, `/#/sign-in-providers?test=${done.testId}&provider=${done.providerId}`);
+        const outcome = done.outcome;
         res.append("Set-Cookie", sessionCookie(outcome.session.token));
         res.redirect(303, outcome.mfaEnrollmentRequired ? "/#/mfa" : outcome.mfaRequired ? "/#/login" : "/#/");
       } catch (err) {

@@ -22,7 +22,7 @@ const TRANSIENT = "urn:oasis:names:tc:SAML:2.0:nameid-format:transient";
 
 const sha256 = (s: string) => createHash("sha256").update(s).digest();
 
-type RequestRow = { browser_hash: Buffer; created_at: Date; expires_at: Date; consumed_at: Date | null };
+type RequestRow = { browser_hash: Buffer; created_at: Date; expires_at: Date; consumed_at: Date | null; test_id: string | null };
 
 /**
  * node-saml's request-id cache, kept in `saml_requests`: saved when the request is made, found
@@ -31,10 +31,13 @@ type RequestRow = { browser_hash: Buffer; created_at: Date; expires_at: Date; co
  */
 class RequestCache implements CacheProvider {
   miss: string | null = null;
+  /** The test sign-in the answered request was made for (null: a real sign-in). */
+  answeredTest: string | null = null;
   constructor(
     private readonly ctx: ApplianceContext,
     private readonly provider: SamlProvider,
     private readonly browserHash: Buffer | null,
+    private readonly testId: string | null = null,
   ) {}
 
   private scope() {
@@ -45,13 +48,14 @@ class RequestCache implements CacheProvider {
     if (!this.browserHash) throw new Error("a SAML request needs the browser's binding");
     const now = this.ctx.clock.now();
     await inScope(this.ctx.db.app, this.scope(), (t) =>
-      t.exec(`INSERT INTO saml_requests (request_id, tenant_id, provider_id, browser_hash, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6)`, [
+      t.exec(`INSERT INTO saml_requests (request_id, tenant_id, provider_id, browser_hash, created_at, expires_at, test_id) VALUES ($1, $2, $3, $4, $5, $6, $7)`, [
         key,
         this.provider.tenantId,
         this.provider.id,
         this.browserHash,
         now,
         new Date(now.getTime() + REQUEST_TTL_MS),
+        this.testId,
       ]),
     );
     return { value, createdAt: now.getTime() };
@@ -59,8 +63,12 @@ class RequestCache implements CacheProvider {
 
   async getAsync(key: string): Promise<string | null> {
     const [row] = await inScope(this.ctx.db.app, this.scope(), (t) =>
-      t.rows<RequestRow>(`SELECT browser_hash, created_at, expires_at, consumed_at FROM saml_requests WHERE request_id = $1 AND provider_id = $2`, [key, this.provider.id]),
+      t.rows<RequestRow>(`SELECT browser_hash, created_at, expires_at, consumed_at, test_id FROM saml_requests WHERE request_id = $1 AND provider_id = $2`, [
+        key,
+        this.provider.id,
+      ]),
     );
+    this.answeredTest = row?.test_id ?? null;
     if (!row) this.miss = "InResponseTo names no request this appliance made for this provider";
     else if (row.consumed_at) this.miss = "replayed response: its request was already answered";
     else if (row.expires_at.getTime() <= this.ctx.clock.now().getTime()) this.miss = "the request expired before the response came";
@@ -116,12 +124,20 @@ export function spMetadataXml(ctx: ApplianceContext, p: SamlProvider): string {
  * Starts an SP-initiated sign-in: the IdP URL to send the browser to, and the browser-binding
  * token to set as a cookie (only its hash is stored with the request).
  */
-export async function startSamlSignIn(ctx: ApplianceContext, p: SamlProvider): Promise<{ redirectUrl: string; browserToken: string }> {
-  const browserToken = randomBytes(32).toString("base64url");
-  const saml = samlFor(ctx, p, new RequestCache(ctx, p, sha256(browserToken)));
-  const redirectUrl = await saml.getAuthorizeUrlAsync("", undefined, {});
+export async function startSamlSignIn(
+  ctx: ApplianceContext,
+  p: SamlProvider,
+  test?: { browserToken: string; testId: string },
+): Promise<{ redirectUrl: string; browserToken: string }> {
+  const browserToken = test?.browserToken ?? randomBytes(32).toString("base64url");
+  const saml = samlFor(ctx, p, new RequestCache(ctx, p, sha256(browserToken), test?.testId ?? null));
+  // A test's RelayState names it, so a failed test can be shown to the admin who started it.
+  const redirectUrl = await saml.getAuthorizeUrlAsync(test ? `test:${test.testId}` : "", undefined, {});
   return { redirectUrl, browserToken };
 }
+
+/** The SHA-256 of a browser-binding token, as request rows and test records keep it. */
+export const browserHashOf = (token: string): Buffer => sha256(token);
 
 /** What a validated SAML response yields (the caller makes it an ExternalIdentity). */
 export type SamlAssertion = {
@@ -136,7 +152,8 @@ export type SamlAssertion = {
   nameIdFormat?: string;
 };
 
-export type SamlOutcome = { ok: true; assertion: SamlAssertion } | { ok: false; reason: string };
+/** `testId`: the answered request was made for that test sign-in (null: a real sign-in, or unknown when the response failed before its request was found). */
+export type SamlOutcome = ({ ok: true; assertion: SamlAssertion } | { ok: false; reason: string }) & { testId?: string | null };
 
 type XmlJs = { [key: string]: XmlJs[] | string | Record<string, string> | undefined; _?: string; $?: Record<string, string> };
 
@@ -180,10 +197,15 @@ function recipientsOf(assertion: XmlJs): string[] {
  */
 export async function finishSamlSignIn(ctx: ApplianceContext, p: SamlProvider, input: { samlResponse: string; browserToken: string | null }): Promise<SamlOutcome> {
   const cache = new RequestCache(ctx, p, input.browserToken ? sha256(input.browserToken) : null);
+  const outcome = await validateResponse(ctx, p, cache, input.samlResponse);
+  return { ...outcome, testId: cache.answeredTest };
+}
+
+async function validateResponse(ctx: ApplianceContext, p: SamlProvider, cache: RequestCache, samlResponse: string): Promise<SamlOutcome> {
   const saml = samlFor(ctx, p, cache);
   let profile: Profile | null;
   try {
-    ({ profile } = await saml.validatePostResponseAsync({ SAMLResponse: input.samlResponse }));
+    ({ profile } = await saml.validatePostResponseAsync({ SAMLResponse: samlResponse }));
   } catch (err) {
     if (cache.miss) return { ok: false, reason: cache.miss };
     return { ok: false, reason: reasonOf(err instanceof Error ? err.message : String(err)) };

@@ -10,6 +10,13 @@ import { runCli } from "../../helpers/daemon-process.js";
 import { TestClock } from "../../helpers/clock.js";
 import type { CampaignEvidenceRes } from "../../../daemon/access/schema.js";
 import { auditEvents } from "../auth/identity-helpers.js";
+import { ensureTlsMaterial } from "../../../daemon/tls/internal-ca.js";
+import { freePort } from "../../helpers/postgres.js";
+import { startSmtpRelay } from "../../helpers/smtp-relay.js";
+import { hostOperatorIn } from "../../../daemon/kernel/actor.js";
+import { SYSTEM_META } from "../../../daemon/kernel/request-meta.js";
+import { createProvider, updateProvider } from "../../../daemon/sso/providers.js";
+import { completeExternalSignIn } from "../../../daemon/sso/index.js";
 
 /**
  * Access review campaigns (docs/access-reviews.md) and SCIM groups → role rules (docs/sso.md),
@@ -171,6 +178,98 @@ describe("SCIM groups feed the role rules", () => {
   });
 });
 
+describe("a saved rule edit is re-applied at once", () => {
+  it("gives SCIM and just-in-time accounts the role the edited rules give them, a privileged one only after a second admin approves it; audited", async () => {
+    const original = (await owner.agent.get("/api/v1/identity-providers/rules").expect(200)).body.rules as { id: string; role: string }[];
+    const originalRules = [
+      { source: "group", match: "equals", value: "Front Office", role: "front_desk" },
+      { source: "group", match: "prefix", value: "Compliance", role: "auditor" },
+    ];
+    expect(original.map((r) => r.role)).toEqual(["front_desk", "auditor"]);
+    // A SCIM account in a group no rule names keeps the token's default role.
+    const omar = scimBody(
+      await scim("post", "/Users", { schemas: ["urn:ietf:params:scim:schemas:core:2.0:User"], userName: "omar.radiology@hospital.example", active: true }).expect(201),
+    ).id as string;
+    await scim("post", "/Groups", { schemas: ["urn:ietf:params:scim:schemas:core:2.0:Group"], displayName: "Radiology", members: [{ value: omar }] }).expect(201);
+    // A just-in-time account made at a sign-in through an IdP (the protocol's checks passed), in the same directory group.
+    const host = hostOperatorIn(tenant.id);
+    const idp = await createProvider(
+      app.ctx,
+      host,
+      { kind: "saml", name: "Rules IdP", config: { idpEntityId: "https://idp.hospital.example", idpSsoUrl: "https://idp.hospital.example/sso", idpCertificates: [app.caPem] } },
+      SYSTEM_META,
+      app.baseUrl,
+    );
+    await updateProvider(app.ctx, host, idp.id, { enabled: true }, SYSTEM_META, app.baseUrl);
+    const identity = {
+      providerId: idp.id,
+      tenantId: tenant.id,
+      subject: "rita-1",
+      username: "rita",
+      email: "rita.radiology@hospital.example",
+      groups: ["Radiology"],
+      claims: {},
+      authnContext: {},
+    };
+    await expect(completeExternalSignIn(app.ctx, identity, SYSTEM_META)).rejects.toThrow(/identity provider did not work/); // no rule admits Radiology yet
+    await owner.stepUp();
+    const withRadiology = [{ source: "group", match: "equals", value: "Radiology", role: "practitioner" }, ...originalRules];
+    await owner.agent.put("/api/v1/identity-providers/rules").send({ rules: withRadiology }).expect(200);
+    const rita = (await completeExternalSignIn(app.ctx, identity, SYSTEM_META)).userId;
+    expect([await roleOf(omar), await roleOf(rita)]).toEqual(["practitioner", "practitioner"]);
+
+    // The dry run names both; saving applies the edit to both at once, with no SCIM change or sign-in.
+    const edited = [{ source: "group", match: "equals", value: "Radiology", role: "front_desk" }, ...originalRules];
+    const dry = (await owner.agent.post("/api/v1/identity-providers/rules/dry-run").send({ rules: edited }).expect(200)).body.users as {
+      userId: string;
+      providerName: string;
+      change: string;
+    }[];
+    expect(dry.filter((u) => [omar, rita].includes(u.userId)).map((u) => [u.userId, u.providerName, u.change])).toEqual(
+      expect.arrayContaining([
+        [omar, "SCIM provisioning", "role_change"],
+        [rita, "Rules IdP", "role_change"],
+      ]),
+    );
+    const saved = await owner.agent.put("/api/v1/identity-providers/rules").send({ rules: edited }).expect(200);
+    expect(saved.body.reapplied).toEqual({ roleChanges: 2, accessEnded: 0 });
+    expect([await roleOf(omar), await roleOf(rita), await roleOf(scimUserId)]).toEqual(["front_desk", "front_desk", "front_desk"]);
+    // The role change ended her session; she signs in again as front desk.
+    expect((await completeExternalSignIn(app.ctx, identity, SYSTEM_META)).role).toBe("front_desk");
+
+    // A rule granting admin is pending: re-applying it grants nothing until a second admin approves it.
+    const privileged = [{ source: "group", match: "equals", value: "Radiology", role: "admin" }, ...originalRules];
+    const pending = await owner.agent.put("/api/v1/identity-providers/rules").send({ rules: privileged }).expect(200);
+    expect(pending.body.rules[0]).toMatchObject({ role: "admin", status: "pending" });
+    // Omar (SCIM: no active rule matches) keeps his role; Rita (no rule admits her last sign-in) keeps hers, and her sessions end.
+    expect(pending.body.reapplied).toEqual({ roleChanges: 0, accessEnded: 1 });
+    expect([await roleOf(omar), await roleOf(rita)]).toEqual(["front_desk", "front_desk"]);
+    await admin.stepUp();
+    await admin.agent.post(`/api/v1/identity-providers/rules/${pending.body.rules[0].id}/approve`).expect(200);
+    expect([await roleOf(omar), await roleOf(rita)]).toEqual(["admin", "admin"]);
+
+    const changes = (await auditEvents(app, { action: "user.role.change" })).filter((e) => [omar, rita].includes(e.resource_id!));
+    expect(changes.map((e) => [e.resource_id, e.actor_user_id, e.reason])).toEqual([
+      [rita, owner.user.id, "sign-in rule at position 0, re-applied when the rules changed: practitioner -> front_desk"],
+      [omar, owner.user.id, "scim group rule at position 0, re-applied when the rules changed: practitioner -> front_desk"],
+      [rita, admin.user.id, "sign-in rule at position 0, re-applied when the rules changed: front_desk -> admin"],
+      [omar, admin.user.id, "scim group rule at position 0, re-applied when the rules changed: front_desk -> admin"],
+    ]);
+    const ended = (await auditEvents(app, { action: "auth.session.revoke_all" })).filter((e) => e.resource_id === rita);
+    expect(ended.map((e) => [e.actor_user_id, e.reason])).toEqual([[owner.user.id, "sign-in rules changed: no rule matches the last sign-in any more; sessions 1"]]);
+    const saves = (await auditEvents(app, { action: "sso.rules.save" })).map((e) => e.reason);
+    expect(saves.slice(-2)).toEqual([
+      "3 rules, 1 pending approval; re-applied: 2 role changes, 0 accounts without access",
+      "3 rules, 2 pending approval; re-applied: 0 role changes, 1 accounts without access",
+    ]);
+
+    // Back to the table the reviews below expect; the two leave (the campaign lists active people only).
+    await owner.agent.put("/api/v1/identity-providers/rules").send({ rules: originalRules }).expect(200);
+    await owner.agent.patch(`/api/v1/users/${omar}`).send({ status: "deactivated" }).expect(200);
+    await owner.agent.patch(`/api/v1/users/${rita}`).send({ status: "deactivated" }).expect(200);
+  });
+});
+
 describe("access review campaigns", () => {
   let campaignId: string;
   let leaverProbe: () => Promise<number>;
@@ -241,8 +340,62 @@ describe("access review campaigns", () => {
     expect(early.status).toBe(409);
   });
 
+  it("reminds the tenant's reviewers by e-mail 3 days and 1 day before the deadline, with ids and counts only, once per stage", async () => {
+    const dirTls = tempDir("wardkeep-review-smtp-");
+    const certs = await ensureTlsMaterial({ dir: dirTls, hostnames: ["localhost"], validityDays: 30 });
+    const relay = await startSmtpRelay({ ...certs, user: "wardkeep", password: "relay-secret-1", port: await freePort() });
+    try {
+      await owner.stepUp();
+      const channel = await owner.agent.post("/api/v1/alert-channels").send({
+        type: "email",
+        name: "Review desk",
+        minSeverity: "warning",
+        resendMinutes: 0,
+        password: "relay-secret-1",
+        settings: {
+          host: "localhost",
+          port: relay.port,
+          security: "starttls",
+          username: "wardkeep",
+          from: "wardkeep@hospital.example",
+          to: ["reviewers@hospital.example"],
+          caPem: fs.readFileSync(path.join(dirTls, "ca.crt"), "utf8"),
+        },
+      });
+      expect(channel.status, JSON.stringify(channel.body)).toBe(201);
+      const open = (await owner.agent.get(`/api/v1/access-reviews/campaigns/${campaignId}`)).body as { deadlineAt: string; entries: { decision: string | null; role: string }[] };
+      const undecided = open.entries.filter((e) => e.decision === null);
+      const reminders = () => relay.mails.filter((m) => m.subject.includes("access_review.deadline_near"));
+
+      // 2.5 days before the deadline: the 3-day reminder.
+      clock.advance(4.5 * DAY);
+      await runJob("access-review-reminders");
+      await vi.waitFor(() => expect(reminders()).toHaveLength(1), { timeout: 20_000, interval: 100 });
+      const first = reminders()[0]!;
+      expect(first.subject).toBe(`[Wardkeep] WARNING raised: access_review.deadline_near (${campaignId}:3d)`);
+      expect(first.to).toEqual(["reviewers@hospital.example"]);
+      expect(first.text).toContain(
+        `Access review ${campaignId} closes within 3 days (${open.deadlineAt}): ${undecided.length} accounts are not reviewed yet (${undecided.filter((e) => e.role === "owner").length} of them owners, whom only owners decide)`,
+      );
+      // Ids and counts only: no name or address of anyone under review.
+      for (const who of [desk, nurse, owner, leaver]) expect(first.text).not.toContain(who.user.email);
+      // The same stage again sends nothing; the last day's reminder is critical.
+      await runJob("access-review-reminders");
+      clock.advance(2 * DAY);
+      await runJob("access-review-reminders");
+      await vi.waitFor(() => expect(reminders()).toHaveLength(2), { timeout: 20_000, interval: 100 });
+      expect(reminders()[1]!.subject).toBe(`[Wardkeep] CRITICAL raised: access_review.deadline_near (${campaignId}:1d)`);
+      await new Promise((r) => setTimeout(r, 300));
+      expect(reminders()).toHaveLength(2);
+      await owner.agent.delete(`/api/v1/alert-channels/${channel.body.id}`);
+    } finally {
+      await relay.close();
+      fs.rmSync(dirTls, { recursive: true, force: true });
+    }
+  });
+
   it("deactivates at the deadline every account nobody reviewed, keeps the last owner, and closes the campaign", async () => {
-    clock.advance(8 * DAY);
+    clock.advance(2 * DAY); // the reminders above moved the clock 6.5 of the 7 days
     await runJob("inactive-users");
     owner = await signInWithPassword(app, { email: owner.user.email, password: owner.password, totpSecret: owner.totpSecret });
     const closed = (await owner.agent.get(`/api/v1/access-reviews/campaigns/${campaignId}`)).body;

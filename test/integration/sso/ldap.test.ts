@@ -208,7 +208,7 @@ describe("sign-in through the appliance", () => {
     providerId = created.id;
     await updateProvider(app.ctx, host, providerId, { enabled: true }, SYSTEM_META, app.baseUrl);
     // Nested groups decide the role: only the top groups are named in the rules.
-    const rules = await saveRules(
+    const { rules } = await saveRules(
       app.ctx,
       host,
       [
