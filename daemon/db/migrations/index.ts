@@ -32,6 +32,7 @@ import * as m0200 from "./0200_legal_hold_release_reason.js";
 import * as m0210 from "./0210_retention_classes.js";
 import * as m0220 from "./0220_webhook_ed25519.js";
 import * as m0260 from "./0260_host_operator_data_rights.js";
+import * as m0261 from "./0261_pre_restore_snapshots.js";
 
 export type Migration = { name: string; sql: string };
 
@@ -71,4 +72,5 @@ export const migrations: Migration[] = [
   { name: "0210_retention_classes", sql: m0210.sql },
   { name: "0220_webhook_ed25519", sql: m0220.sql },
   { name: "0260_host_operator_data_rights", sql: m0260.sql },
+  { name: "0261_pre_restore_snapshots", sql: m0261.sql },
 ];
