@@ -35,6 +35,7 @@ import * as m0230 from "./0230_webhook_source_ed25519.js";
 import * as m0231 from "./0231_webhook_endpoint_claims.js";
 import * as m0240 from "./0240_saml_logout_keys.js";
 import * as m0260 from "./0260_host_operator_data_rights.js";
+import * as m0261 from "./0261_pre_restore_snapshots.js";
 
 export type Migration = { name: string; sql: string };
 
@@ -77,4 +78,5 @@ export const migrations: Migration[] = [
   { name: "0231_webhook_endpoint_claims", sql: m0231.sql },
   { name: "0240_saml_logout_keys", sql: m0240.sql },
   { name: "0260_host_operator_data_rights", sql: m0260.sql },
+  { name: "0261_pre_restore_snapshots", sql: m0261.sql },
 ];
