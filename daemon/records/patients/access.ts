@@ -151,7 +151,7 @@ export async function writePatientInOneTrip(
   const facts = patientWithFacts({ patientId, tenantId, actorId: actor.userId, now: ctx.clock.now() }, lockedWriteKeySql(subject));
   let row: (PatientWithFacts & { written: boolean } & Record<string, unknown>) | undefined;
   try {
-    [row] = await ctx.db.app.singleStatementInScope<PatientWithFacts & { written: boolean }>(
+    [row] = await ctx.db.app.groupedStatementInScope<PatientWithFacts & { written: boolean }>(
       { kind: "tenant", tenantId },
       sql`WITH p AS (${facts}), ${statement}, audited AS (${audit}) SELECT p.*, EXISTS (SELECT 1 FROM written) AS written FROM p`,
     );
@@ -190,7 +190,7 @@ export async function readPatient(
   let row: PatientWithFacts | undefined;
   try {
     const facts = patientWithFacts({ patientId, tenantId, actorId: actor.userId, now: ctx.clock.now() });
-    [row] = await ctx.db.app.singleStatementInScope<PatientWithFacts>({ kind: "tenant", tenantId }, sql`WITH p AS (${facts}), audited AS (${audit}) SELECT * FROM p`);
+    [row] = await ctx.db.app.groupedStatementInScope<PatientWithFacts>({ kind: "tenant", tenantId }, sql`WITH p AS (${facts}), audited AS (${audit}) SELECT * FROM p`);
   } catch (err) {
     throw auditWriteFailed(ctx, event.action)(err as Error);
   }
