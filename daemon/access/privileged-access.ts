@@ -1,7 +1,7 @@
 import { recordAuthEvent, SYSTEM_ACTOR } from "../audit/append.js";
 import type { ApplianceContext } from "../context.js";
 import { inScope, isUniqueViolation, type Tx } from "../db/sql.js";
-import { scopeOf, type Actor } from "../kernel/actor.js";
+import { accountIdOf, scopeOf, type Actor } from "../kernel/actor.js";
 import { Conflict, Forbidden, Invalid, NotFound } from "../kernel/errors.js";
 import { authorize, can } from "../kernel/policy.js";
 import { SYSTEM_META, type RequestMeta } from "../kernel/request-meta.js";
@@ -138,7 +138,7 @@ export async function decidePrivilegedAccess(ctx: ApplianceContext, actor: Actor
       id,
       decision === "approve" ? "approved" : "denied",
       // The host's command line (wardkeep access approve) is no account: null, and the audit trail says host_operator.
-      actor.via === "host" ? null : actor.userId,
+      accountIdOf(actor),
       now,
       expiresAt,
     ]);

@@ -18,10 +18,11 @@ const CLAIM_BATCH = 50;
 
 const rank = (col: string) => `CASE ${col} WHEN 'info' THEN 0 WHEN 'warning' THEN 1 ELSE 2 END`;
 
-let wake: (() => void) | undefined;
+/** Per appliance: tests and the replica helpers run several appliances in one process. */
+const wakers = new WeakMap<ApplianceContext, () => void>();
 /** Makes this replica's sender look for due messages now (a new alert was committed here). */
-export function wakeAlertSender(): void {
-  wake?.();
+export function wakeAlertSender(ctx: ApplianceContext): void {
+  wakers.get(ctx)?.();
 }
 
 /**
@@ -218,12 +219,12 @@ export function startAlertSender(ctx: ApplianceContext, raiser: AlertRaiser): { 
         } else schedule();
       });
   }
-  wake = kick;
+  wakers.set(ctx, kick);
   schedule();
   return {
     async stop() {
       stopped = true;
-      if (wake === kick) wake = undefined;
+      if (wakers.get(ctx) === kick) wakers.delete(ctx);
       clearTimeout(timer);
       await running;
     },

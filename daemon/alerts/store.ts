@@ -87,7 +87,7 @@ export function alertViewOf(r: Row): AlertViewRes {
  */
 async function announce(ctx: ApplianceContext, t: Tx, alert: AlertViewRes, event: "raised" | "resolved"): Promise<void> {
   const queued = await queueDeliveries(ctx, t, alert, event);
-  if (queued > 0) t.afterCommit(() => wakeAlertSender());
+  if (queued > 0) t.afterCommit(() => wakeAlertSender(ctx));
   const data: Record<string, string | number> = { alertId: alert.id, kind: alert.kind, severity: alert.severity, occurrences: alert.occurrences };
   // The key goes along when it is an id-like token (a target's or channel's name); the summary never does.
   if (/^[A-Za-z0-9._:-]{1,128}$/.test(alert.key)) data.key = alert.key;

@@ -1,5 +1,5 @@
 import { z } from "zod";
-import type { Actor, Role } from "../kernel/actor.js";
+import { accountIdOf, type Actor, type Role } from "../kernel/actor.js";
 import { authorize } from "../kernel/policy.js";
 import type { ApplianceContext } from "../context.js";
 import { inScope, type Tx } from "../db/sql.js";
@@ -80,7 +80,7 @@ export async function createApiToken(ctx: ApplianceContext, actor: Actor, raw: C
     const [inserted] = await t.rows<TokenRow>(
       `INSERT INTO api_tokens (tenant_id, user_id, name, token_prefix, token_hash, scopes, created_by, created_at, expires_at)
        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING *, $10::text AS role`,
-      [tenantId, account!.id, input.name, token.slice(0, 10), sha256(token), input.scopes, actor.via === "host" ? null : actor.userId, now, expiresAt, input.role],
+      [tenantId, account!.id, input.name, token.slice(0, 10), sha256(token), input.scopes, accountIdOf(actor), now, expiresAt, input.role],
     );
     await recordAuthEvent(
       ctx,

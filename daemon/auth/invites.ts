@@ -1,6 +1,6 @@
 import { randomBytes, randomUUID } from "node:crypto";
 import { z } from "zod";
-import { scopeOf, type Actor, type Role } from "../kernel/actor.js";
+import { accountIdOf, scopeOf, type Actor, type Role } from "../kernel/actor.js";
 import { authorize } from "../kernel/policy.js";
 import type { ApplianceContext } from "../context.js";
 import { inScope, type Scope, type Tx } from "../db/sql.js";
@@ -154,7 +154,7 @@ async function insertInvite(ctx: ApplianceContext, t: Tx, actor: Actor, tenantId
     `INSERT INTO invites (id, tenant_id, email, role, token_hash, created_by, created_at, expires_at)
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING *`,
     // The host's command line has no account (created_by NULL, migration 0020).
-    [id, tenantId, input.email, input.role, sha256(token), actor.via === "host" ? null : actor.userId, now, expiresAt],
+    [id, tenantId, input.email, input.role, sha256(token), accountIdOf(actor), now, expiresAt],
   );
   await recordAuthEvent(ctx, t, actor, { action: "invite.create", resourceType: "invite", resourceId: id, tenantId, outcome: "success", reason: `role ${input.role}` }, meta);
   return { invite: viewOf(inserted!, now), token };

@@ -50,6 +50,11 @@ export function hostOperatorIn(tenantId: string): Actor {
   return { userId: HOST_OPERATOR_ID, role: "owner", tenantId, via: "host" };
 }
 
+/** The account a row records as having acted: none (NULL) for the host operator, who has no account. */
+export function accountIdOf(actor: Actor): string | null {
+  return actor.via === "host" ? null : actor.userId;
+}
+
 /** Why a request carries no actor, so a 401 can tell the UI what happened. */
 export type AuthenticationGap = { reason: "mfa_required" | "mfa_enrollment_required" } | { reason: "idle_timeout" | "session_expired" | "session_revoked"; idleMinutes?: number };
 

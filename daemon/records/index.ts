@@ -9,7 +9,7 @@ export { patientsBornBefore } from "./patients/service.js";
 /** Patients' names beside their ids on the Audit page (only for roles that may read them; audited). */
 export { readPatientNames } from "./patients/names.js";
 /** Data rights for the CLI (`wardkeep data-rights`): erasure requests, patient holds, one patient's export. */
-export { listDeletionRequests } from "./data-rights/deletion.js";
-export { listLegalHolds } from "./data-rights/legal-holds.js";
+export { cancelDeletion, listDeletionRequests, requestPatientDeletion, requestTenantDeletion } from "./data-rights/deletion.js";
+export { listLegalHolds, placeLegalHold, releaseLegalHold } from "./data-rights/legal-holds.js";
 export { streamExport } from "./data-rights/export.js";
-export { deletionListQuery, type DeletionRequestRes, type LegalHoldRes } from "./data-rights/schema.js";
+export { deletionListQuery, legalHoldPlace, legalHoldRelease, type DeletionRequestRes, type LegalHoldRes } from "./data-rights/schema.js";

@@ -2,7 +2,7 @@ import { z } from "zod";
 import { recordAuthEvent } from "../audit/append.js";
 import type { ApplianceContext } from "../context.js";
 import { inScope } from "../db/sql.js";
-import type { Actor } from "../kernel/actor.js";
+import { accountIdOf, type Actor } from "../kernel/actor.js";
 import { Invalid, NotFound } from "../kernel/errors.js";
 import { authorize } from "../kernel/policy.js";
 import type { RequestMeta } from "../kernel/request-meta.js";
@@ -71,7 +71,7 @@ export async function createScimToken(
     const [row] = await t.rows<TokenRow>(
       `INSERT INTO scim_tokens (tenant_id, name, token_prefix, token_hash, default_role, created_by, created_at)
        VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING *`,
-      [tenantId, input.name, token.slice(0, 12), sha256(token), input.defaultRole, actor.via === "host" ? null : actor.userId, ctx.clock.now()],
+      [tenantId, input.name, token.slice(0, 12), sha256(token), input.defaultRole, accountIdOf(actor), ctx.clock.now()],
     );
     await recordAuthEvent(
       ctx,

@@ -3,7 +3,7 @@ import { z } from "zod";
 import type { ApplianceContext } from "../context.js";
 import { inScope, isUniqueViolation, type Tx } from "../db/sql.js";
 import { recordAuthEvent } from "../audit/append.js";
-import { scopeOf, type Actor } from "../kernel/actor.js";
+import { accountIdOf, scopeOf, type Actor } from "../kernel/actor.js";
 import { Conflict, Invalid, NotFound } from "../kernel/errors.js";
 import { authorize } from "../kernel/policy.js";
 import type { RequestMeta } from "../kernel/request-meta.js";
@@ -191,7 +191,7 @@ export async function createProvider(ctx: ApplianceContext, actor: Actor, input:
           secrets ? sealSsoValue(ctx.rootKey, "idp-secret", secrets, id) : null,
           input.mfaAcrValues ?? [],
           input.linkByEmail ?? false,
-          actor.via === "host" ? null : actor.userId,
+          accountIdOf(actor),
           now,
         ],
       );

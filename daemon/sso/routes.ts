@@ -9,11 +9,12 @@ import { ExternalSignInRefused, refusedSignInPath } from "./identity.js";
 import { idpStepUpRefusal } from "./signin.js";
 import "./kinds.js";
 import { ldapRoutes } from "./ldap/routes.js";
-import { idpSignOutUrl } from "./logout.js";
+import { idpSignOut } from "./logout.js";
 import { BROWSER_COOKIE, finishOidcSignIn, oidcTestResult, startOidcSignIn } from "./oidc/index.js";
 import { createProvider, deleteProvider, getProvider, listProviders, publicProvidersOf, updateProvider } from "./providers.js";
 import { approveRule, rejectRule, dryRunRules, getMfaPolicy, listRules, saveRules, setMfaPolicy } from "./rules.js";
-import { readForm, samlPostRoutes, samlRoutes } from "./saml/routes.js";
+import { readForm, samlBindingCookie, samlPostRoutes, samlRoutes } from "./saml/routes.js";
+import { beginSamlStepUp } from "./saml/signin.js";
 import { acceptBackchannelLogout } from "./oidc/backchannel.js";
 import {
   createProviderRequest,
@@ -125,9 +126,10 @@ export const ssoRoutes = [
     async ({ ctx, res, meta }) => {
       const s = (res.locals.session ?? res.locals.pendingSession) as { id: string; user_id: string; role: string; tenant_id: string | null } | undefined;
       if (!s) throw new Unauthorized("sign in first");
-      const redirectUrl = await idpSignOutUrl(ctx, { id: s.id, tenantId: s.tenant_id }, publicBase(ctx));
+      const { redirectUrl, samlBrowserToken } = await idpSignOut(ctx, { id: s.id, tenantId: s.tenant_id }, publicBase(ctx));
       await signOut(ctx, { sessionId: s.id, userId: s.user_id, role: s.role, tenantId: s.tenant_id }, meta);
       res.append("Set-Cookie", clearedSessionCookie());
+      if (samlBrowserToken) res.append("Set-Cookie", samlBindingCookie(samlBrowserToken));
       return { redirectUrl };
     },
   ),
@@ -139,7 +141,7 @@ export const ssoRoutes = [
       action: "authenticated",
       tag,
       summary:
-        "Step-up at the identity provider: for a session made through an OpenID Connect provider whose role's MFA policy accepts the IdP's word, where to sign in again (prompt=login, max_age=0) to confirm a sensitive action",
+        "Step-up at the identity provider: for a session made through an OpenID Connect or SAML provider whose role's MFA policy accepts the IdP's word, where to sign in again (OIDC prompt=login, max_age=0; SAML ForceAuthn) to confirm a sensitive action",
       body: stepUpRequest,
       response: stepUpStarted,
       status: 201,
@@ -153,6 +155,11 @@ export const ssoRoutes = [
       if (actor.via !== "session" || !s || !actor.tenantId) throw new Conflict("only a person signed in through an identity provider can confirm there; API tokens cannot step up");
       const found = await idpStepUpRefusal(ctx, s.id, actor.tenantId);
       if ("refusal" in found) throw new Conflict(found.refusal);
+      if (found.providerKind === "saml") {
+        const started = await beginSamlStepUp(ctx, found.providerId, { sessionId: s.id, returnTo: body.returnTo ?? "/" });
+        res.append("Set-Cookie", samlBindingCookie(started.browserToken));
+        return { url: started.redirectUrl };
+      }
       const started = await startOidcSignIn(ctx, found.providerId, {
         base: publicBase(ctx),
         purpose: "step_up",

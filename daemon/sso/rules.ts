@@ -2,7 +2,7 @@ import type { ApplianceContext } from "../context.js";
 import { inScope, type Tx } from "../db/sql.js";
 import { recordAuthEvent, type EventActor } from "../audit/append.js";
 import { revokeUserSessions } from "../auth/index.js";
-import type { Actor } from "../kernel/actor.js";
+import { accountIdOf, type Actor } from "../kernel/actor.js";
 import { Conflict, Forbidden, Invalid, NotFound } from "../kernel/errors.js";
 import { authorize } from "../kernel/policy.js";
 import type { RequestMeta } from "../kernel/request-meta.js";
@@ -161,7 +161,7 @@ export async function saveRules(ctx: ApplianceContext, actor: Actor, input: Rule
           r.value,
           r.role,
           status,
-          kept ? kept.createdBy : actor.via === "host" ? null : actor.userId,
+          kept ? kept.createdBy : accountIdOf(actor),
           now,
           status === "active" && privileged ? (kept?.approvedBy ?? null) : null,
           status === "active" && privileged ? now : null,

@@ -257,7 +257,7 @@ export const ssoProviderParams = z.object({
 
 /** `POST /api/v1/sso/logout`: the session has ended; where the browser goes next. */
 export const ssoLogoutResponse = z.object({
-  /** Where to send the browser so the identity provider signs out too (RP-initiated logout); null: nothing more to do. */
+  /** Where to send the browser so the identity provider signs out too (OIDC RP-initiated logout, SAML single logout); null: nothing more to do. */
   redirectUrl: z.string().nullable(),
 });
 export type SsoLogoutRes = z.infer<typeof ssoLogoutResponse>;
@@ -275,7 +275,7 @@ export const stepUpRequest = z
 export type StepUpReq = z.infer<typeof stepUpRequest>;
 
 export const stepUpStarted = z.object({
-  /** Send the browser here: the IdP asks the person to sign in again (prompt=login, max_age=0), then sends them back to the console. */
+  /** Send the browser here: the IdP asks the person to sign in again (OIDC prompt=login, max_age=0; SAML ForceAuthn), then sends them back to the console. */
   url: z.string(),
 });
 export type StepUpStartedRes = z.infer<typeof stepUpStarted>;

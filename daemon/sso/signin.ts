@@ -20,7 +20,7 @@ export type ExternalSignInOutcome = {
 };
 
 /** What the protocol wants remembered with the session, for signing out at the IdP later. */
-export type IdpSessionHint = { idTokenHint?: string; sid?: string; nameId?: string; sessionIndex?: string };
+export type IdpSessionHint = { idTokenHint?: string; sid?: string; nameId?: string; nameIdFormat?: string; sessionIndex?: string };
 
 /** RFC 8176 methods that are a second factor, or that prove two by themselves. */
 const SECOND_FACTORS = new Set(["otp", "hwk", "sc", "swk", "fpt", "face", "iris", "retina", "vbm", "pin", "sms", "tel"]);
@@ -231,8 +231,8 @@ export async function idpStepUpRefusal(ctx: ApplianceContext, sessionId: string,
     );
     if (!s?.idp_provider_id || !s.kind) return { refusal: "this session was not made through an identity provider: confirm with your authenticator code" };
     if (!s.enabled) return { refusal: "the identity provider this session was made through is disabled: confirm with your authenticator code" };
-    // SAML (ForceAuthn) is not built yet; LDAP has no sign-in of its own to repeat.
-    if (s.kind !== "oidc") return { refusal: "this identity provider cannot ask you to sign in again: confirm with your authenticator code" };
+    // OIDC (prompt=login, max_age=0) and SAML (ForceAuthn) can ask for a fresh sign-in; LDAP has no sign-in of its own to repeat.
+    if (s.kind !== "oidc" && s.kind !== "saml") return { refusal: "this identity provider cannot ask you to sign in again: confirm with your authenticator code" };
     if ((await mfaModeFor(t, s.role)) === "local") return { refusal: "your role's policy asks for your authenticator code, not the identity provider's" };
     return { id: sessionId, userId: s.user_id, tenantId, providerId: s.idp_provider_id, providerKind: s.kind };
   });

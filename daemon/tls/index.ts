@@ -1,6 +1,7 @@
 /** The TLS capability's public face: the internal CA and server certificate, and the watcher that reloads it. */
 export {
   createCertificateSigningRequest,
+  createSelfSignedKeyPair,
   describeCertificate,
   ensureTlsMaterial,
   importCertificate,

@@ -165,6 +165,27 @@ export async function createCertificateSigningRequest(opts: { dir: string; hostn
   });
 }
 
+/**
+ * A new RSA key pair and a self-signed certificate for it, for a protocol that exchanges keys as
+ * certificates (SAML metadata names the SP's signing and encryption keys so); nothing trusts it
+ * as an authority. The key is PKCS#8 PEM for the caller to keep sealed.
+ */
+export function createSelfSignedKeyPair(opts: { commonName: string; validityYears: number; now: Date }): { keyPem: string; certPem: string } {
+  const { keyPem, forgeKey } = generateRsaKey(SERVER_KEY_BITS);
+  const cert = forge.pki.createCertificate();
+  cert.publicKey = forge.pki.setRsaPublicKey(forgeKey.n, forgeKey.e);
+  cert.serialNumber = randomSerialNumber();
+  cert.validity.notBefore = new Date(opts.now.getTime() - CLOCK_SKEW_MS);
+  const notAfter = new Date(opts.now.getTime());
+  notAfter.setUTCFullYear(notAfter.getUTCFullYear() + opts.validityYears);
+  cert.validity.notAfter = notAfter;
+  const name: forge.pki.CertificateField[] = [{ name: "commonName", value: opts.commonName.slice(0, MAX_COMMON_NAME_LENGTH) }];
+  cert.setSubject(name);
+  cert.setIssuer(name);
+  cert.sign(forgeKey, forge.md.sha256.create());
+  return { keyPem, certPem: forge.pki.certificateToPem(cert) };
+}
+
 export function describeCertificate(certPem: string): CertificateDescription {
   const cert = parseCertificateChain(certPem)[0]!;
   return {

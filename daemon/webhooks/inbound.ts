@@ -1,14 +1,14 @@
-import { randomUUID, timingSafeEqual } from "node:crypto";
+import { randomUUID, timingSafeEqual, type KeyObject } from "node:crypto";
 import { Webhook } from "standardwebhooks";
 import { recordEvent } from "../audit/append.js";
 import type { ApplianceContext } from "../context.js";
 import { inScope, type Tx } from "../db/sql.js";
 import { scopeOf, type Actor } from "../kernel/actor.js";
-import { AppError, NotFound, TooManyRequests } from "../kernel/errors.js";
+import { AppError, Invalid, NotFound, TooManyRequests } from "../kernel/errors.js";
 import { authorize } from "../kernel/policy.js";
 import type { RequestMeta } from "../kernel/request-meta.js";
 import type { InboundMessageListRes, RotateReq, SourceCreateReq, SourceUpdateReq, SourceView, SourceWithSecretRes } from "./schema.js";
-import { formatSecret, newSecret, openWebhookSecret, sealWebhookSecret } from "./secrets.js";
+import { ed25519PublicKey, formatPublicKey, formatSecret, newSecret, openWebhookSecret, parsePublicKey, sealWebhookSecret, verifyV1a } from "./secrets.js";
 
 /**
  * Inbound webhooks (docs/webhooks.md, "Inbound"): a tenant's senders (a consent form service, an
@@ -16,8 +16,9 @@ import { formatSecret, newSecret, openWebhookSecret, sealWebhookSecret } from ".
  * accepted only when, in this order: the body is within `webhooks.inboundBodyLimit` (413, before
  * anything else is read), the source exists and is enabled, its rate limit is not exceeded (429),
  * the timestamp is within `inboundToleranceSeconds` of the appliance's clock either way, a `v1`
- * signature matches the source's secret (or the previous one during a rotation's overlap),
- * compared in constant time, and the id was not seen before (409). Every refusal is a
+ * signature matches the source's secret or a `v1a` (Ed25519) one its public key (or the previous
+ * secret or key during an overlap), every candidate checked with no early exit, and the id was not
+ * seen before (409). Every refusal is a
  * problem+json 4xx that says which rule failed and nothing else: no secret, no expected value,
  * not even whether the source id exists (an unknown source reads like a bad signature).
  */
@@ -43,10 +44,14 @@ type SourceRow = {
   status: "enabled" | "disabled";
   rate_limit_per_minute: number;
   secret_version: number;
-  secret: Buffer;
+  /** Null: the source verifies `v1a` only. */
+  secret: Buffer | null;
   previous_secret: Buffer | null;
   previous_secret_version: number | null;
   previous_secret_expires_at: Date | null;
+  public_key: Buffer | null;
+  previous_public_key: Buffer | null;
+  previous_public_key_expires_at: Date | null;
   created_at: Date;
 };
 
@@ -81,6 +86,20 @@ function signatureMatches(secret: Buffer, id: string, timestamp: number, body: B
     // Every candidate is compared (no early exit), and a length mismatch costs the same comparison.
     const same = given.length === expected.length ? timingSafeEqual(given, expected) : timingSafeEqual(expected, expected) && false;
     matched = same || matched;
+  }
+  return matched;
+}
+
+/**
+ * True when one of the `v1a,` signatures verifies with one of `keys` (Ed25519). Every candidate is
+ * verified against every key, with no early exit, as the `v1` comparison does; verification reads
+ * only public values (the key, the message, the signature), so it leaks nothing secret.
+ */
+function ed25519Matches(keys: KeyObject[], id: string, timestamp: number, body: Buffer, signatures: string[]): boolean {
+  let matched = false;
+  for (const s of signatures) {
+    if (!s.startsWith("v1a,")) continue;
+    for (const key of keys) matched = verifyV1a(key, id, timestamp, body, s.slice(4)) || matched;
   }
   return matched;
 }
@@ -128,13 +147,18 @@ export async function receiveInboundWebhook(
   if (skew < -tolerance) throw new WebhookUnverified(`the webhook-timestamp is more than ${tolerance} seconds old`, { reason: "timestamp_too_old" });
   if (skew > tolerance) throw new WebhookUnverified(`the webhook-timestamp is more than ${tolerance} seconds in the future`, { reason: "timestamp_too_new" });
 
-  const secrets = [openWebhookSecret(ctx, source.secret, { kind: "source", id: source.id, version: source.secret_version })];
+  const secrets = source.secret ? [openWebhookSecret(ctx, source.secret, { kind: "source", id: source.id, version: source.secret_version })] : [];
   if (source.previous_secret && source.previous_secret_version && source.previous_secret_expires_at && source.previous_secret_expires_at > now) {
     secrets.push(openWebhookSecret(ctx, source.previous_secret, { kind: "source", id: source.id, version: source.previous_secret_version }));
   }
-  const ok = secrets.map((s) => signatureMatches(s, signed.id, signed.timestamp, body, signed.signatures)).some(Boolean);
+  const keys = [
+    ...(source.public_key ? [source.public_key] : []),
+    ...(source.previous_public_key && source.previous_public_key_expires_at && source.previous_public_key_expires_at > now ? [source.previous_public_key] : []),
+  ].map(ed25519PublicKey);
+  const hmac = secrets.map((s) => signatureMatches(s, signed.id, signed.timestamp, body, signed.signatures));
+  const ed25519 = ed25519Matches(keys, signed.id, signed.timestamp, body, signed.signatures);
   for (const s of secrets) s.fill(0);
-  if (!ok) throw new WebhookUnverified(UNVERIFIED);
+  if (!hmac.includes(true) && !ed25519) throw new WebhookUnverified(UNVERIFIED);
 
   let eventType: string | null = null;
   try {
@@ -174,8 +198,12 @@ function sourceView(r: SourceRow & { received: number; last_received_at: Date | 
     kind: r.kind,
     status: r.status,
     rateLimitPerMinute: r.rate_limit_per_minute,
+    signatureSchemes: [...(r.secret ? (["v1"] as const) : []), ...(r.public_key ? (["v1a"] as const) : [])],
     secretVersion: r.secret_version,
     previousSecretExpiresAt: r.previous_secret_expires_at && r.previous_secret_expires_at > now ? r.previous_secret_expires_at.toISOString() : null,
+    publicKey: r.public_key ? formatPublicKey(r.public_key) : null,
+    previousPublicKeyExpiresAt:
+      r.previous_public_key && r.previous_public_key_expires_at && r.previous_public_key_expires_at > now ? r.previous_public_key_expires_at.toISOString() : null,
     path: `/api/v1/webhooks/inbound/${r.id}`,
     received: r.received,
     lastReceivedAt: r.last_received_at?.toISOString() ?? null,
@@ -212,33 +240,76 @@ export async function listSources(ctx: ApplianceContext, actor: Actor): Promise<
   );
 }
 
+/** The raw bytes of a `whpk_` key that Ed25519 accepts; 400 otherwise. */
+function publicKeyOf(whpk: string): Buffer {
+  const raw = parsePublicKey(whpk);
+  try {
+    ed25519PublicKey(raw);
+  } catch {
+    throw new Invalid("the publicKey is not an Ed25519 public key");
+  }
+  return raw;
+}
+
 export async function createSource(ctx: ApplianceContext, actor: Actor, body: SourceCreateReq, meta: RequestMeta): Promise<SourceWithSecretRes> {
   authorize(actor, "webhook:create");
   const tenantId = tenantOf(actor);
+  if (!body.hmacSecret && !body.publicKey) throw new Invalid("a source without a whsec_ secret (hmacSecret: false) needs a publicKey to verify v1a signatures with");
+  const publicKey = body.publicKey ? publicKeyOf(body.publicKey) : null;
   const id = randomUUID();
-  const raw = newSecret();
-  const sealed = sealWebhookSecret(ctx, raw, { kind: "source", id, version: 1 });
+  const raw = body.hmacSecret ? newSecret() : null;
+  const sealed = raw ? sealWebhookSecret(ctx, raw, { kind: "source", id, version: 1 }) : null;
   return inScope(ctx.db.app, scopeOf(actor), async (tx) => {
     const now = ctx.clock.now();
     await tx.exec(
-      `INSERT INTO webhook_sources (id, tenant_id, name, kind, rate_limit_per_minute, secret, created_by, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8)`,
-      [id, tenantId, body.name, body.kind, body.rateLimitPerMinute, sealed, actor.userId, now],
+      `INSERT INTO webhook_sources (id, tenant_id, name, kind, rate_limit_per_minute, secret, public_key, created_by, created_at, updated_at)
+       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9)`,
+      [id, tenantId, body.name, body.kind, body.rateLimitPerMinute, sealed, publicKey, actor.userId, now],
     );
-    await recordEvent(ctx, tx, actor, { action: "webhook.source.create", resourceType: "webhook_source", resourceId: id, outcome: "success", reason: body.kind }, meta);
-    return { source: await readSource(ctx, tx, actor, id), secret: formatSecret(raw) };
+    const schemes = [raw ? "v1" : null, publicKey ? "v1a" : null].filter(Boolean).join("+");
+    await recordEvent(
+      ctx,
+      tx,
+      actor,
+      { action: "webhook.source.create", resourceType: "webhook_source", resourceId: id, outcome: "success", reason: `${body.kind} ${schemes}` },
+      meta,
+    );
+    return { source: await readSource(ctx, tx, actor, id), secret: raw ? formatSecret(raw) : null };
   });
 }
 
 export async function updateSource(ctx: ApplianceContext, actor: Actor, id: string, body: SourceUpdateReq, meta: RequestMeta): Promise<SourceView> {
   authorize(actor, "webhook:update");
   tenantOf(actor);
+  const newKey = body.publicKey ? publicKeyOf(body.publicKey) : null;
   return inScope(ctx.db.app, scopeOf(actor), async (tx) => {
-    await readSource(ctx, tx, actor, id);
+    const current = await tx.one<{ secret: Buffer | null; public_key: Buffer | null }>(
+      "SELECT secret, public_key FROM webhook_sources WHERE id = $1 AND tenant_id = $2 FOR UPDATE",
+      [id, actor.tenantId],
+    );
+    if (!current) throw new NotFound("no such inbound source");
+    const now = ctx.clock.now();
+    const keepsSecret = body.hmacSecret !== false && current.secret !== null;
+    const keepsKey = body.publicKey === undefined ? current.public_key !== null : body.publicKey !== null;
+    if (!keepsSecret && !keepsKey) throw new Invalid("a source needs a whsec_ secret or a public key: this change would leave it with neither");
     await tx.exec(
       `UPDATE webhook_sources SET name = coalesce($2, name), rate_limit_per_minute = coalesce($3, rate_limit_per_minute),
               status = CASE WHEN $4::boolean IS NULL THEN status WHEN $4 THEN 'enabled' ELSE 'disabled' END, updated_at = $5 WHERE id = $1`,
-      [id, body.name ?? null, body.rateLimitPerMinute ?? null, body.enabled ?? null, ctx.clock.now()],
+      [id, body.name ?? null, body.rateLimitPerMinute ?? null, body.enabled ?? null, now],
     );
+    if (body.publicKey !== undefined) {
+      // The key replaced or removed still verifies during the overlap (a sender switches key pairs at its own pace).
+      const overlapHours = body.overlapHours ?? ctx.config.webhooks.rotationOverlapHours;
+      await tx.exec(
+        `UPDATE webhook_sources SET previous_public_key = public_key, previous_public_key_expires_at = CASE WHEN public_key IS NULL THEN NULL ELSE $3::timestamptz END,
+                public_key = $2 WHERE id = $1`,
+        [id, newKey, new Date(now.getTime() + overlapHours * 3_600_000)],
+      );
+    }
+    if (body.hmacSecret === false) {
+      // At once, the previous secret too: removing the secret is how a compromised one is withdrawn.
+      await tx.exec("UPDATE webhook_sources SET secret = NULL, previous_secret = NULL, previous_secret_version = NULL, previous_secret_expires_at = NULL WHERE id = $1", [id]);
+    }
     await recordEvent(
       ctx,
       tx,
@@ -267,11 +338,13 @@ export async function rotateSourceSecret(ctx: ApplianceContext, actor: Actor, id
   return inScope(ctx.db.app, scopeOf(actor), async (tx) => {
     const current = await tx.one<{ secret_version: number }>("SELECT secret_version FROM webhook_sources WHERE id = $1 AND tenant_id = $2 FOR UPDATE", [id, actor.tenantId]);
     if (!current) throw new NotFound("no such inbound source");
+    // A source without a secret (v1a only) gets one: there is no previous secret to overlap with.
     const version = current.secret_version + 1;
     const raw = newSecret();
     const now = ctx.clock.now();
     await tx.exec(
-      `UPDATE webhook_sources SET previous_secret = secret, previous_secret_version = secret_version, previous_secret_expires_at = $2,
+      `UPDATE webhook_sources SET previous_secret = secret, previous_secret_version = CASE WHEN secret IS NULL THEN NULL ELSE secret_version END,
+              previous_secret_expires_at = CASE WHEN secret IS NULL THEN NULL ELSE $2::timestamptz END,
               secret = $3, secret_version = $4, updated_at = $5 WHERE id = $1`,
       [id, new Date(now.getTime() + overlapHours * 3_600_000), sealWebhookSecret(ctx, raw, { kind: "source", id, version }), version, now],
     );

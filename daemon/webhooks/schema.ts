@@ -252,6 +252,9 @@ export type DeliveryDetailRes = z.infer<typeof deliveryDetail>;
 
 export const INBOUND_SOURCE_KINDS = ["consent_forms", "ehr_events", "other"] as const;
 
+/** A sender's Ed25519 public key as Standard Webhooks writes it: `whpk_` + base64 of the 32 raw bytes. */
+const publicKeyInput = z.string().regex(/^whpk_[A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]=$/, "a whpk_ public key (whpk_ and the base64 of 32 bytes)");
+
 export const sourceCreate = z
   .object({
     /** For people: the sending system. */
@@ -260,6 +263,10 @@ export const sourceCreate = z
     kind: z.enum(INBOUND_SOURCE_KINDS),
     /** Requests accepted per minute; more get 429. */
     rateLimitPerMinute: z.number().int().min(1).max(100_000).default(600),
+    /** The sender's Ed25519 public key (`whpk_` + base64 of 32 bytes): `v1a` signatures made with its private key are accepted. */
+    publicKey: publicKeyInput.optional(),
+    /** Whether the source also gets a `whsec_` secret for `v1` (HMAC) signatures; false needs `publicKey`. */
+    hmacSecret: z.boolean().default(true),
   })
   .strict();
 export type SourceCreateReq = z.infer<typeof sourceCreate>;
@@ -272,6 +279,15 @@ export const sourceUpdate = z
     rateLimitPerMinute: z.number().int().min(1).max(100_000).optional(),
     /** Accept (true) or refuse (false) its webhooks. */
     enabled: z.boolean().optional(),
+    /**
+     * A new `whpk_` public key for `v1a` (the sender changed its key pair), or null to stop accepting
+     * `v1a`. The key it replaces or removes still verifies for `overlapHours`.
+     */
+    publicKey: publicKeyInput.nullable().optional(),
+    /** How long the replaced public key still verifies (default webhooks.rotationOverlapHours; 0: not at all). */
+    overlapHours: z.number().int().min(0).max(168).optional(),
+    /** false: remove the `whsec_` secret at once, so `v1` signatures are refused (the source must have a public key). A new one comes from rotate-secret. */
+    hmacSecret: z.literal(false).optional(),
   })
   .strict();
 export type SourceUpdateReq = z.infer<typeof sourceUpdate>;
@@ -287,10 +303,16 @@ export const sourceView = z.object({
   status: z.enum(["enabled", "disabled"]),
   /** Requests accepted per minute. */
   rateLimitPerMinute: z.number(),
-  /** Version of the verifying secret. */
+  /** The signature schemes it accepts: `v1` (it has a `whsec_` secret), `v1a` (it has a public key). */
+  signatureSchemes: z.array(z.enum(SIGNATURE_SCHEMES)),
+  /** Version of the verifying secret (counts on across a removal). */
   secretVersion: z.number(),
   /** Until when the previous secret still verifies, or null. */
   previousSecretExpiresAt: z.string().nullable(),
+  /** The sender's Ed25519 public key `v1a` signatures are verified with (`whpk_` + base64), or null. */
+  publicKey: z.string().nullable(),
+  /** Until when the replaced public key still verifies, or null. */
+  previousPublicKeyExpiresAt: z.string().nullable(),
   /** The path the sender POSTs to. */
   path: z.string(),
   /** Messages received. */
@@ -306,8 +328,8 @@ export type SourceListRes = z.infer<typeof sourceList>;
 export const sourceWithSecret = z.object({
   /** The source. */
   source: sourceView,
-  /** The secret (`whsec_` + base64) to configure on the sender. Shown only now. */
-  secret: z.string(),
+  /** The secret (`whsec_` + base64) to configure on the sender, shown only now; null for a source created with `hmacSecret: false` (it verifies `v1a` only). */
+  secret: z.string().nullable(),
 });
 export type SourceWithSecretRes = z.infer<typeof sourceWithSecret>;
 

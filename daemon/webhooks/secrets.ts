@@ -1,4 +1,4 @@
-import { createHmac, createPrivateKey, generateKeyPairSync, randomBytes, sign, type KeyObject } from "node:crypto";
+import { createHmac, createPrivateKey, createPublicKey, generateKeyPairSync, randomBytes, sign, verify, type KeyObject } from "node:crypto";
 import type { ApplianceContext } from "../context.js";
 import { hkdfSha256, unwrapSecret, wrapSecret, zeroize } from "../keys/index.js";
 
@@ -85,4 +85,24 @@ export function ed25519PrivateKey(der: Buffer): KeyObject {
 export function signV1a(key: KeyObject, messageId: string, timestampSeconds: number, body: Buffer | string): string {
   const content = Buffer.concat([Buffer.from(`${messageId}.${timestampSeconds}.`), typeof body === "string" ? Buffer.from(body) : body]);
   return "v1a," + sign(null, content, key).toString("base64");
+}
+
+/** The raw 32 bytes of a `whpk_` public key (the request schema has checked its form). */
+export function parsePublicKey(whpk: string): Buffer {
+  return Buffer.from(whpk.slice(PUBLIC_KEY_PREFIX.length), "base64");
+}
+
+/** An Ed25519 public key from its 32 raw bytes (RFC 8037's JWK form, so no DER header is spelled out here). */
+export function ed25519PublicKey(raw: Buffer): KeyObject {
+  return createPublicKey({ key: { kty: "OKP", crv: "Ed25519", x: raw.toString("base64url") }, format: "jwk" });
+}
+
+/**
+ * True when `signature` (the base64 after `v1a,`) is an Ed25519 signature of
+ * "{id}.{timestamp}.{body}" by `key`. Anything that is not 64 bytes of signature is false.
+ */
+export function verifyV1a(key: KeyObject, messageId: string, timestampSeconds: number, body: Buffer, signature: string): boolean {
+  const sig = Buffer.from(signature, "base64");
+  if (sig.length !== 64) return false;
+  return verify(null, Buffer.concat([Buffer.from(`${messageId}.${timestampSeconds}.`), body]), key, sig);
 }

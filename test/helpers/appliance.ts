@@ -24,6 +24,22 @@ export function testEnv(db: TestDatabase, dataDir: string, extra: Record<string,
   };
 }
 
+/**
+ * Background loops that run on the application pool (key maintenance, webhook and alert polls, the backup
+ * watchdog, the WAL shipper, the records purge) pushed far apart, for tests that count what one request
+ * sends to PostgreSQL: a loop's statements would otherwise land in the measured window now and then.
+ */
+export const QUIET_BACKGROUND: Record<string, string> = {
+  WARDKEEP_KEYS_MAINTENANCE_INTERVAL_SECONDS: "3600",
+  WARDKEEP_WEBHOOKS_POLL_INTERVAL_MS: "60000",
+  WARDKEEP_ALERTS_POLL_INTERVAL_MS: "300000",
+  WARDKEEP_ALERTS_CHECK_INTERVAL_MS: "86400000",
+  WARDKEEP_BACKUP_WATCHDOG_INTERVAL_SECONDS: "3600",
+  WARDKEEP_BACKUP_WAL_SHIP_INTERVAL_MS: "60000",
+  WARDKEEP_RECORDS_PURGE_INTERVAL_MINUTES: "1440",
+  WARDKEEP_AUDIT_CHECKPOINT_INTERVAL_MINUTES: "1440",
+};
+
 export function tempDir(prefix = "wardkeep-test-"): string {
   return fs.mkdtempSync(path.join(os.tmpdir(), prefix));
 }

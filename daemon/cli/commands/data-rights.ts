@@ -4,7 +4,21 @@ import type { Command } from "commander";
 import { z } from "zod";
 import { hostOperatorIn } from "../../kernel/actor.js";
 import { SYSTEM_META } from "../../kernel/request-meta.js";
-import { deletionListQuery, listDeletionRequests, listLegalHolds, streamExport, type DeletionRequestRes, type LegalHoldRes } from "../../records/index.js";
+import {
+  cancelDeletion,
+  deletionListQuery,
+  legalHoldPlace,
+  legalHoldRelease,
+  listDeletionRequests,
+  listLegalHolds,
+  placeLegalHold,
+  releaseLegalHold,
+  requestPatientDeletion,
+  requestTenantDeletion,
+  streamExport,
+  type DeletionRequestRes,
+  type LegalHoldRes,
+} from "../../records/index.js";
 import { parseOptions, tenantByRef, unsealOptions, withHostOperator } from "../host-operator.js";
 import type { UnsealOpts } from "../offline-context.js";
 import { CliError, printResult, type GlobalOptions } from "../output.js";
@@ -23,18 +37,22 @@ const holdLine = (h: LegalHoldRes) =>
   `${h.id}  patient ${h.patientId}  ${h.active ? "in force    " : `released ${h.releasedAt!.slice(0, 10)}`}  ${h.reason}${h.releaseReason ? `  (released: ${h.releaseReason})` : ""}`;
 
 const uuid = z.uuid({ message: "not a patient id (a UUID)" });
+const requestId = z.uuid({ message: "not a request id (a UUID; `data-rights erasures list` shows them)" });
+const holdId = z.uuid({ message: "not a hold id (a UUID; `data-rights holds list` shows them)" });
 
 /**
  * `wardkeep data-rights`: a tenant's erasure requests with the time left until crypto-shredding,
  * its holds on single patients, and one patient's export to a file, as the host operator acting
- * as the tenant's owner (docs/cli.md). Requesting, cancelling and placing or releasing a hold
- * record the account that did it, so they stay in the console and the API.
+ * as the tenant's owner (docs/cli.md): listed, requested and cancelled, placed and released
+ * through the same services as the console's Data rights page. The host operator has no account,
+ * so the rows record none (migration 0260) and the audit trail records `host_operator`.
  */
 export function registerDataRights(program: Command) {
   const rights = program.command("data-rights").description("a tenant's erasure requests and their countdown, its holds on single patients, one patient's export");
 
-  rights
-    .command("erasures")
+  const erasures = rights.command("erasures").description("a tenant's erasure requests: list (the default), request, cancel");
+  erasures
+    .command("list", { isDefault: true })
     .description("erasure requests of a tenant: subject, status, when the purge and crypto-shredding may run, and the time left")
     .requiredOption("--tenant <tenant>", "the tenant's id or slug")
     .option("--status <status>", "only pending, cancelled or purged requests")
@@ -47,10 +65,42 @@ export function registerDataRights(program: Command) {
       }));
       printResult(global, { erasures: items }, items.length ? items.map((r) => erasureLine(r, now)) : ["no erasure requests"]);
     });
+  erasures
+    .command("request")
+    .description("request the erasure of one patient (or --whole-tenant): purged and crypto-shredded after the grace period unless cancelled; refused while a legal hold stands")
+    .requiredOption("--tenant <tenant>", "the tenant's id or slug")
+    .option("--patient <id>", "the patient to erase")
+    .option("--whole-tenant", "erase every patient of the tenant, and the tenant")
+    .action(async (opts: { tenant: string; patient?: string; wholeTenant?: boolean }, cmd: Command) => {
+      const global = cmd.optsWithGlobals<GlobalOptions>();
+      if (!opts.patient === !opts.wholeTenant) throw new CliError("give --patient ID or --whole-tenant (one of them)");
+      const patientId = opts.patient === undefined ? undefined : parseOptions(uuid, opts.patient, { "": "--patient" });
+      const { erasure, now } = await withHostOperator({ unseal: false }, async (ctx) => {
+        const actor = hostOperatorIn((await tenantByRef(ctx, opts.tenant)).id);
+        const erasure = patientId ? await requestPatientDeletion(ctx, actor, patientId, SYSTEM_META) : await requestTenantDeletion(ctx, actor, SYSTEM_META);
+        return { erasure, now: ctx.clock.now().getTime() };
+      });
+      printResult(global, { erasure }, [`erasure requested: ${erasureLine(erasure, now)}`]);
+    });
+  erasures
+    .command("cancel")
+    .description("cancel a pending erasure request (before its purge)")
+    .requiredOption("--tenant <tenant>", "the tenant's id or slug")
+    .requiredOption("--request <id>", "the erasure request's id")
+    .action(async (opts: { tenant: string; request: string }, cmd: Command) => {
+      const global = cmd.optsWithGlobals<GlobalOptions>();
+      const id = parseOptions(requestId, opts.request, { "": "--request" });
+      const { erasure, now } = await withHostOperator({ unseal: false }, async (ctx) => ({
+        erasure: await cancelDeletion(ctx, hostOperatorIn((await tenantByRef(ctx, opts.tenant)).id), id, SYSTEM_META),
+        now: ctx.clock.now().getTime(),
+      }));
+      printResult(global, { erasure }, [`erasure cancelled: ${erasureLine(erasure, now)}`]);
+    });
 
+  const holds = rights.command("holds").description("a tenant's legal holds on single patients: list (the default), place, release");
   unsealOptions(
-    rights
-      .command("holds")
+    holds
+      .command("list", { isDefault: true })
       .description("a tenant's legal holds on single patients (in force or released, with reasons; audited as a read); class and tenant holds: `retention holds`")
       .requiredOption("--tenant <tenant>", "the tenant's id or slug")
       .option("--patient <id>", "only this patient's holds"),
@@ -61,6 +111,40 @@ export function registerDataRights(program: Command) {
       listLegalHolds(ctx, hostOperatorIn((await tenantByRef(ctx, opts.tenant)).id), patientId ? { patientId } : {}, SYSTEM_META),
     );
     printResult(global, { holds: items }, items.length ? items.map(holdLine) : ["no holds on single patients"]);
+  });
+  unsealOptions(
+    holds
+      .command("place")
+      .description("place a legal hold on one patient: no deletion, purge or attachment removal while it stands (the reason is stored encrypted)")
+      .requiredOption("--tenant <tenant>", "the tenant's id or slug")
+      .requiredOption("--patient <id>", "the patient to hold")
+      .requiredOption("--reason <text>", "the matter and why (3 to 500 characters; no clinical detail)"),
+  ).action(async (opts: UnsealOpts & { tenant: string; patient: string; reason: string }, cmd: Command) => {
+    const global = cmd.optsWithGlobals<GlobalOptions>();
+    const patientId = parseOptions(uuid, opts.patient, { "": "--patient" });
+    const body = parseOptions(legalHoldPlace, { reason: opts.reason }, { reason: "--reason" });
+    const hold = await withHostOperator({ unseal: true, ...opts }, async (ctx) =>
+      placeLegalHold(ctx, hostOperatorIn((await tenantByRef(ctx, opts.tenant)).id), patientId, body, SYSTEM_META),
+    );
+    printResult(global, { hold }, [`legal hold placed: ${holdLine(hold)}`]);
+  });
+  unsealOptions(
+    holds
+      .command("release")
+      .description("release a legal hold on one patient, with the reason it ends (stored encrypted with the hold)")
+      .requiredOption("--tenant <tenant>", "the tenant's id or slug")
+      .requiredOption("--patient <id>", "the patient held")
+      .requiredOption("--hold <id>", "the hold's id")
+      .requiredOption("--reason <text>", "why the hold ends (3 to 500 characters)"),
+  ).action(async (opts: UnsealOpts & { tenant: string; patient: string; hold: string; reason: string }, cmd: Command) => {
+    const global = cmd.optsWithGlobals<GlobalOptions>();
+    const patientId = parseOptions(uuid, opts.patient, { "": "--patient" });
+    const id = parseOptions(holdId, opts.hold, { "": "--hold" });
+    const body = parseOptions(legalHoldRelease, { reason: opts.reason }, { reason: "--reason" });
+    const hold = await withHostOperator({ unseal: true, ...opts }, async (ctx) =>
+      releaseLegalHold(ctx, hostOperatorIn((await tenantByRef(ctx, opts.tenant)).id), patientId, id, body, SYSTEM_META),
+    );
+    printResult(global, { hold }, [`legal hold released: ${holdLine(hold)}`]);
   });
 
   unsealOptions(

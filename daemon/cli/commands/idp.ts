@@ -120,12 +120,14 @@ export function registerIdp(program: Command) {
       .command("add-saml")
       .description("add a SAML 2.0 provider (Entra ID, ADFS, Okta…) from its metadata or its settings, disabled until enabled")
       .requiredOption("--name <name>", "the sign-in button's label")
-      .option("--idp-metadata-file <file>", "the IdP's metadata XML (entity id, sign-on URL, signing certificates)")
+      .option("--idp-metadata-file <file>", "the IdP's metadata XML (entity id, sign-on and single logout URLs, signing certificates)")
       .option("--fingerprint <hex>", "with --idp-metadata-file: accept it only when a signing certificate has this SHA-256 fingerprint")
       .option("--idp-entity-id <id>", "the IdP's entity id (without metadata)")
       .option("--idp-sso-url <url>", "the IdP's HTTP-Redirect sign-on URL (without metadata)")
+      .option("--idp-slo-url <url>", "the IdP's HTTP-Redirect single logout URL (without metadata; absent: no single logout)")
       .option("--idp-certificate-file <file>", "a PEM signing certificate to pin (without metadata); repeat for a rollover", (v: string, p: string[] = []) => [...p, v])
-      .option("--groups-attribute <name>", "the attribute that carries the groups (default groups)"),
+      .option("--groups-attribute <name>", "the attribute that carries the groups (default groups)")
+      .option("--require-encrypted-assertions", "refuse assertions not encrypted to the appliance's encryption certificate (in its SP metadata)"),
   ).action(
     async (
       opts: Common & {
@@ -133,8 +135,10 @@ export function registerIdp(program: Command) {
         fingerprint?: string;
         idpEntityId?: string;
         idpSsoUrl?: string;
+        idpSloUrl?: string;
         idpCertificateFile?: string[];
         groupsAttribute?: string;
+        requireEncryptedAssertions?: boolean;
       },
       cmd: Command,
     ) => {
@@ -142,7 +146,8 @@ export function registerIdp(program: Command) {
       if (opts.idpMetadataFile) {
         try {
           const imported = parseIdpMetadata(readFile("--idp-metadata-file", opts.idpMetadataFile), opts.fingerprint ? { pinFingerprint: opts.fingerprint } : {});
-          idpSide = { idpEntityId: imported.idpEntityId, idpSsoUrl: imported.idpSsoUrl, idpCertificates: imported.idpCertificates };
+          const { fingerprints: _shown, ...settings } = imported;
+          idpSide = settings;
         } catch (err) {
           if (err instanceof MetadataRefused) throw new CliError(`--idp-metadata-file: ${err.message}`);
           throw err;
@@ -153,10 +158,15 @@ export function registerIdp(program: Command) {
         idpSide = {
           idpEntityId: opts.idpEntityId,
           idpSsoUrl: opts.idpSsoUrl,
+          ...(opts.idpSloUrl ? { idpSloUrl: opts.idpSloUrl } : {}),
           idpCertificates: opts.idpCertificateFile.map((f) => readFile("--idp-certificate-file", f)),
         };
       }
-      const config = { ...idpSide, ...(opts.groupsAttribute ? { groupsAttribute: opts.groupsAttribute } : {}) };
+      const config = {
+        ...idpSide,
+        ...(opts.groupsAttribute ? { groupsAttribute: opts.groupsAttribute } : {}),
+        ...(opts.requireEncryptedAssertions ? { requireEncryptedAssertions: true } : {}),
+      };
       await add(cmd, opts, { kind: "saml", config });
     },
   );

@@ -14,7 +14,7 @@
 import { publishWebhookEvent } from "../../webhooks/index.js";
 import type { Tx } from "../../db/sql.js";
 import { z } from "zod";
-import type { Actor } from "../../kernel/actor.js";
+import { accountIdOf, type Actor } from "../../kernel/actor.js";
 import { authorize } from "../../kernel/policy.js";
 import type { RequestMeta } from "../../kernel/request-meta.js";
 import type { ApplianceContext } from "../../context.js";
@@ -39,7 +39,7 @@ type RequestRow = {
   patient_id: string | null;
   status: "pending" | "cancelled" | "purged";
   requested_at: Date;
-  requested_by: string;
+  requested_by: string | null;
   purge_after: Date;
   cancelled_at: Date | null;
   cancelled_by: string | null;
@@ -96,7 +96,7 @@ async function insertRequest(ctx: ApplianceContext, t: Tx, actor: Actor, tenantI
   try {
     const [row] = await t.rows<RequestRow>(
       `INSERT INTO deletion_requests (tenant_id, subject, patient_id, requested_at, requested_by, purge_after) VALUES ($1, $2, $3, $4, $5, $6) RETURNING *`,
-      [tenantId, patientId ? "patient" : "tenant", patientId, now, actor.userId, purgeAfter],
+      [tenantId, patientId ? "patient" : "tenant", patientId, now, accountIdOf(actor), purgeAfter],
     );
     return row!;
   } catch (err) {
@@ -165,7 +165,7 @@ export async function cancelDeletion(ctx: ApplianceContext, actor: Actor, reques
     const [row] = await t.rows<RequestRow>("UPDATE deletion_requests SET status = 'cancelled', cancelled_at = $2, cancelled_by = $3 WHERE id = $1 RETURNING *", [
       requestId,
       ctx.clock.now(),
-      actor.userId,
+      accountIdOf(actor),
     ]);
     await recordPhiEvent(
       ctx,

@@ -1,6 +1,6 @@
 import type { Tx } from "../../db/sql.js";
 import { z } from "zod";
-import type { Actor } from "../../kernel/actor.js";
+import { accountIdOf, type Actor } from "../../kernel/actor.js";
 import { authorize } from "../../kernel/policy.js";
 import type { RequestMeta } from "../../kernel/request-meta.js";
 import type { ApplianceContext } from "../../context.js";
@@ -26,7 +26,7 @@ type HoldRow = {
   patient_id: string;
   reason_enc: Buffer;
   placed_at: Date;
-  placed_by: string;
+  placed_by: string | null;
   released_at: Date | null;
   released_by: string | null;
   release_reason_enc: Buffer | null;
@@ -79,7 +79,7 @@ export async function placeLegalHold(ctx: ApplianceContext, actor: Actor, patien
       patientId,
       enc.reason_enc,
       ctx.clock.now(),
-      actor.userId,
+      accountIdOf(actor),
     ]);
     await recordPhiEvent(ctx, t, actor, { action: "legal_hold.place", resourceType: "legal_hold", resourceId: id, patientId, tenantId }, meta);
     return (await views(ctx, t, [row!]))[0]!;
@@ -104,7 +104,7 @@ export async function releaseLegalHold(
     const [row] = await t.rows<HoldRow>("UPDATE legal_holds SET released_at = $2, released_by = $3, release_reason_enc = $4 WHERE id = $1 RETURNING *", [
       holdId,
       ctx.clock.now(),
-      actor.userId,
+      accountIdOf(actor),
       enc.release_reason_enc ?? null,
     ]);
     // A purge this hold blocked is audited again if another hold blocks it later.

@@ -25,13 +25,13 @@ export const deletionRequestView = z.object({
   status: z.enum(["pending", "cancelled", "purged"]),
   /** When it was requested. */
   requestedAt: z.string(),
-  /** The owner who requested it. */
-  requestedBy: z.uuid(),
+  /** The owner who requested it; null: the host operator (`wardkeep data-rights erasures request`). */
+  requestedBy: z.uuid().nullable(),
   /** When the purge and crypto-shredding may run. */
   purgeAfter: z.string(),
   /** When it was cancelled. */
   cancelledAt: z.string().nullable(),
-  /** Who cancelled it. */
+  /** Who cancelled it (null also when the host operator did). */
   cancelledBy: z.uuid().nullable(),
   /** When the data was purged and its keys scheduled for destruction. */
   purgedAt: z.string().nullable(),
@@ -77,11 +77,11 @@ export const legalHoldView = z.object({
   reason: z.string(),
   /** When it was placed. */
   placedAt: z.string(),
-  /** Who placed it. */
-  placedBy: z.uuid(),
+  /** Who placed it; null: the host operator (`wardkeep data-rights holds place`). */
+  placedBy: z.uuid().nullable(),
   /** When it was released. */
   releasedAt: z.string().nullable(),
-  /** Who released it. */
+  /** Who released it (null also when the host operator did). */
   releasedBy: z.uuid().nullable(),
   /** Why it was released (null while it stands, or when released without a reason). */
   releaseReason: z.string().nullable(),

@@ -1,8 +1,8 @@
 import * as jose from "jose";
 import type { ApplianceContext } from "../../context.js";
 import { inScope } from "../../db/sql.js";
-import { recordAuthEvent } from "../../audit/append.js";
 import type { RequestMeta } from "../../kernel/request-meta.js";
+import { acceptLogoutMessageOnce, auditRefusedIdpLogout, endIdpSessions } from "../idp-logout.js";
 import { loadProvider, type LoadedProvider } from "../providers.js";
 import { idTokenAlg, oidcConfiguration } from "./client.js";
 import type { OidcConfig, OidcSecrets } from "./settings.js";
@@ -88,22 +88,7 @@ export async function acceptBackchannelLogout(ctx: ApplianceContext, providerId:
   const p = await loadProvider(ctx, providerId);
   const provider = p && p.kind === "oidc" ? (p as unknown as Oidc) : null;
   const refuse = async (reason: string): Promise<BackchannelOutcome> => {
-    const tenantId = provider?.tenantId ?? null;
-    await inScope(ctx.db.app, tenantId ? { kind: "tenant", tenantId } : { kind: "appliance" }, (t) =>
-      recordAuthEvent(
-        ctx,
-        t,
-        { userId: null, role: null, tenantId },
-        {
-          action: "auth.logout",
-          resourceType: "identity_provider",
-          resourceId: provider?.id ?? null,
-          outcome: "failure",
-          reason: `sso: back-channel logout: ${reason}`.slice(0, 480),
-        },
-        meta,
-      ),
-    );
+    await auditRefusedIdpLogout(ctx, provider, `back-channel logout: ${reason}`, meta);
     return { ok: false, reason };
   };
   if (!provider) return refuse("no such OpenID Connect provider");
@@ -118,43 +103,21 @@ export async function acceptBackchannelLogout(ctx: ApplianceContext, providerId:
   const sid = typeof claims.sid === "string" && claims.sid ? claims.sid : null;
   const now = ctx.clock.now();
   const result = await inScope(ctx.db.app, { kind: "tenant", tenantId: provider.tenantId }, async (t) => {
-    await t.exec("DELETE FROM sso_logout_tokens WHERE provider_id = $1 AND expires_at < $2", [provider.id, now]);
     const keepUntil = new Date(Math.max((claims.exp ?? 0) * 1000, now.getTime() + JTI_MEMORY_MS));
-    const fresh = await t.exec("INSERT INTO sso_logout_tokens (provider_id, jti, tenant_id, seen_at, expires_at) VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING", [
-      provider.id,
-      claims.jti,
-      provider.tenantId,
-      now,
-      keepUntil,
-    ]);
-    if (fresh === 0) return null;
+    if (!(await acceptLogoutMessageOnce(ctx, t, provider, claims.jti!, keepUntil))) return null;
     // sid names one IdP session; sub alone names every session of the person made through this IdP.
-    const ended = await t.rows<{ id: string; user_id: string }>(
-      `UPDATE sessions s SET revoked_at = $2, revoked_reason = 'signed out at the identity provider (back-channel logout)'
-        WHERE s.idp_provider_id = $1 AND s.revoked_at IS NULL
-          AND ($3::text IS NULL OR s.idp_session ->> 'sid' = $3)
-          AND ($4::text IS NULL OR s.user_id = (SELECT l.user_id FROM sso_links l WHERE l.provider_id = $1 AND l.subject = $4))
-        RETURNING s.id, s.user_id`,
-      [provider.id, now, sid, sub],
+    return endIdpSessions(
+      ctx,
+      t,
+      provider,
+      {
+        sql: "($4::text IS NULL OR s.idp_session ->> 'sid' = $4) AND ($5::text IS NULL OR s.user_id = (SELECT l.user_id FROM sso_links l WHERE l.provider_id = $1 AND l.subject = $5))",
+        params: [sid, sub],
+      },
+      "signed out at the identity provider (back-channel logout)",
+      (n) => `back-channel logout from oidc provider ${provider.id}: ${n} session(s) ended (${sid ? "sid" : ""}${sid && sub ? "+" : ""}${sub ? "sub" : ""})`,
+      meta,
     );
-    const users = [...new Set(ended.map((e) => e.user_id))];
-    for (const userId of users.length > 0 ? users : [null]) {
-      const mine = ended.filter((e) => e.user_id === userId).length;
-      await recordAuthEvent(
-        ctx,
-        t,
-        { userId, role: null, tenantId: provider.tenantId },
-        {
-          action: "auth.logout",
-          resourceType: "identity_provider",
-          resourceId: provider.id,
-          outcome: "success",
-          reason: `back-channel logout from oidc provider ${provider.id}: ${mine} session(s) ended (${sid ? "sid" : ""}${sid && sub ? "+" : ""}${sub ? "sub" : ""})`,
-        },
-        meta,
-      );
-    }
-    return ended.length;
   });
   if (result === null) return refuse("replayed logout token (jti already used)");
   return { ok: true, sessionsEnded: result };

@@ -37,10 +37,17 @@ export const samlProviderConfig = z
     idpEntityId: z.string().min(1).max(1024),
     /** The IdP's single sign-on URL (HTTP-Redirect binding). */
     idpSsoUrl: webUrl("idpSsoUrl"),
+    /**
+     * The IdP's single logout URL (HTTP-Redirect binding): signing out at the appliance sends a
+     * signed LogoutRequest there, and IdP-initiated logouts are answered there. Absent: no single logout.
+     */
+    idpSloUrl: webUrl("idpSloUrl").optional(),
     /** The IdP's signing certificates (PEM): one, or two during a key rollover. */
     idpCertificates: z.array(pem).min(1).max(2),
     /** Accept responses the IdP sends without a request from this appliance (IdP-initiated): off, as they cannot be bound to a browser. */
     allowIdpInitiated: z.boolean().default(false),
+    /** Refuse an assertion the IdP did not encrypt to the appliance's encryption certificate (in the SP metadata). */
+    requireEncryptedAssertions: z.boolean().default(false),
     /** Clock difference tolerated on NotBefore / NotOnOrAfter. */
     clockSkewSeconds: z.number().int().min(0).max(300).default(60),
     /** An assertion older than this (from its IssueInstant) is refused even when NotOnOrAfter is later. */
@@ -61,5 +68,5 @@ export type SamlProviderConfig = z.infer<typeof samlProviderConfig>;
 /** The appliance's URLs for one SAML provider, made from the appliance's public address (`server.publicUrl`). */
 export function spUrls(publicUrl: string, c: Pick<SamlProviderConfig, "spEntityId">, providerId: string) {
   const base = `${publicUrl}/api/v1/sso/saml/${providerId}`;
-  return { acs: `${base}/acs`, metadata: `${base}/metadata`, login: `${base}/login`, entityId: c.spEntityId ?? `${base}/metadata` };
+  return { acs: `${base}/acs`, slo: `${base}/slo`, metadata: `${base}/metadata`, login: `${base}/login`, entityId: c.spEntityId ?? `${base}/metadata` };
 }

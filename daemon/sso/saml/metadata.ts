@@ -11,7 +11,7 @@ type XmlElement = {
 
 /**
  * IdP metadata import (docs/sso.md "SAML 2.0"): the entity id, the HTTP-Redirect single sign-on
- * URL and the signing certificates, which the provider's settings then pin. Metadata is often
+ * URL, the HTTP-Redirect single logout URL when it offers one, and the signing certificates, which the provider's settings then pin. Metadata is often
  * fetched over plain links or mailed around, so an administrator can require that one of the
  * certificates has the SHA-256 fingerprint the IdP's console shows.
  */
@@ -19,7 +19,7 @@ const MD = "urn:oasis:names:tc:SAML:2.0:metadata";
 const DS = "http://www.w3.org/2000/09/xmldsig#";
 const REDIRECT = "urn:oasis:names:tc:SAML:2.0:bindings:HTTP-Redirect";
 
-export type ImportedIdp = { idpEntityId: string; idpSsoUrl: string; idpCertificates: string[]; fingerprints: string[] };
+export type ImportedIdp = { idpEntityId: string; idpSsoUrl: string; idpSloUrl?: string; idpCertificates: string[]; fingerprints: string[] };
 
 export class MetadataRefused extends Error {}
 
@@ -59,6 +59,9 @@ export function parseIdpMetadata(xml: string, opts: { entityId?: string; pinFing
   const descriptor = children(entity, MD, "IDPSSODescriptor")[0]!;
   const sso = children(descriptor, MD, "SingleSignOnService").find((s) => s.getAttribute("Binding") === REDIRECT);
   if (!sso?.getAttribute("Location")) throw new MetadataRefused("the identity provider offers no HTTP-Redirect SingleSignOnService");
+  const slo = children(descriptor, MD, "SingleLogoutService")
+    .find((s) => s.getAttribute("Binding") === REDIRECT)
+    ?.getAttribute("Location");
   const certs = children(descriptor, MD, "KeyDescriptor")
     .filter((k) => (k.getAttribute("use") ?? "signing") === "signing" || k.getAttribute("use") === "")
     .flatMap((k) => children(k, DS, "X509Certificate"))
@@ -75,7 +78,13 @@ export function parseIdpMetadata(xml: string, opts: { entityId?: string; pinFing
   if (opts.pinFingerprint && !fingerprints.some((f) => normalFingerprint(f) === normalFingerprint(opts.pinFingerprint!))) {
     throw new MetadataRefused("no signing certificate in the metadata has the expected SHA-256 fingerprint");
   }
-  return { idpEntityId: entity.getAttribute("entityID") ?? "", idpSsoUrl: sso.getAttribute("Location")!, idpCertificates: unique, fingerprints };
+  return {
+    idpEntityId: entity.getAttribute("entityID") ?? "",
+    idpSsoUrl: sso.getAttribute("Location")!,
+    ...(slo ? { idpSloUrl: slo } : {}),
+    idpCertificates: unique,
+    fingerprints,
+  };
 }
 
 /** For display: the fingerprint of each pinned certificate (hex SHA-256 of the DER). */

@@ -6,7 +6,7 @@ import { startTestAppliance, tempDir, testEnv, type TestAppliance } from "../../
 import { runCli } from "../../helpers/daemon-process.js";
 
 /**
- * `wardkeep data-rights erasures|holds|export` against a running appliance's database, as the host
+ * `wardkeep data-rights erasures [list|request|cancel]|holds [list|place|release]|export` against a running appliance's database, as the host
  * operator acting as the tenant's owner: what the console's Data rights page shows, from the host.
  */
 let app: TestAppliance;
@@ -15,6 +15,8 @@ let tenant: TenantRef;
 let owner: SignedIn;
 let held: string;
 let erased: string;
+let free: string;
+let spare: string;
 const SLOW = 150_000;
 
 beforeAll(async () => {
@@ -25,6 +27,8 @@ beforeAll(async () => {
   const desk = await signIn(app, { role: "front_desk", tenantId: tenant.id, mfa: false });
   held = (await desk.agent.post("/api/v1/patients").send({ name: "Hana Held" }).expect(201)).body.id;
   erased = (await desk.agent.post("/api/v1/patients").send({ name: "Ezra Erased" }).expect(201)).body.id;
+  free = (await desk.agent.post("/api/v1/patients").send({ name: "Fay Free" }).expect(201)).body.id;
+  spare = (await desk.agent.post("/api/v1/patients").send({ name: "Sam Spare" }).expect(201)).body.id;
   const hold = await owner.agent.post(`/api/v1/patients/${held}/legal-holds`).send({ reason: "Matter 2026-77" }).expect(201);
   await owner.agent.post(`/api/v1/patients/${held}/legal-holds/${hold.body.id}/release`).send({ reason: "Matter settled" }).expect(200);
   await owner.agent.post(`/api/v1/patients/${held}/legal-holds`).send({ reason: "Matter 2026-78" }).expect(201);
@@ -90,6 +94,51 @@ describe("wardkeep data-rights", () => {
       expect(status.code).toBe(1);
       expect(status.stderr).toMatch(/^wardkeep: --status: .+\n$/);
       expect([notId.code, notId.stderr]).toEqual([1, "wardkeep: --patient: not a patient id (a UUID)\n"]);
+    },
+    SLOW,
+  );
+
+  it(
+    "places and releases a hold, requests and cancels an erasure, as the console does (host operator, no account); refusals in one line, exit 1",
+    async () => {
+      const pending = (await owner.agent.get("/api/v1/deletion-requests?status=pending").expect(200)).body.items as Array<{ id: string; patientId: string }>;
+      const erasedRequest = pending.find((r) => r.patientId === erased)!.id;
+      const [placed, requested, cancelled, blocked, neither, shortReason] = await Promise.all([
+        runCli(["data-rights", "holds", "place", "--tenant", tenant.slug, "--patient", free, "--reason", "Matter CLI-9", "--json"], env),
+        runCli(["data-rights", "erasures", "request", "--tenant", tenant.slug, "--patient", spare], env),
+        runCli(["data-rights", "erasures", "cancel", "--tenant", tenant.slug, "--request", erasedRequest, "--json"], env),
+        runCli(["data-rights", "erasures", "request", "--tenant", tenant.slug, "--patient", held], env),
+        runCli(["data-rights", "erasures", "request", "--tenant", tenant.slug], env),
+        runCli(["data-rights", "holds", "place", "--tenant", tenant.slug, "--patient", free, "--reason", "no"], env),
+      ]);
+      expect(placed.stderr).toBe("");
+      const hold = JSON.parse(placed.stdout).hold as { id: string; reason: string; placedBy: string | null; active: boolean };
+      expect(hold).toMatchObject({ patientId: free, reason: "Matter CLI-9", placedBy: null, active: true });
+      expect([requested.code, requested.stderr]).toEqual([0, ""]);
+      const grace = app.config.records.deletionGraceDays;
+      expect(requested.stdout).toMatch(
+        new RegExp(`^erasure requested: [0-9a-f-]{36}  patient ${spare} +pending +purge after \\S+  (${grace - 1} days 23|${grace} days 0) h left\\n$`),
+      );
+      expect(JSON.parse(cancelled.stdout).erasure).toMatchObject({ id: erasedRequest, status: "cancelled", cancelledBy: null });
+      expect([blocked.code, blocked.stderr]).toEqual([1, "wardkeep: deleting this patient is blocked by 1 active legal hold(s)\n"]);
+      expect([neither.code, neither.stderr]).toEqual([1, "wardkeep: give --patient ID or --whole-tenant (one of them)\n"]);
+      expect(shortReason.code).toBe(1);
+      expect(shortReason.stderr).toMatch(/^wardkeep: --reason: .+\n$/);
+
+      const released = await runCli(["data-rights", "holds", "release", "--tenant", tenant.slug, "--patient", free, "--hold", hold.id, "--reason", "Matter CLI-9 closed"], env);
+      expect([released.code, released.stderr]).toEqual([0, ""]);
+      expect(released.stdout).toMatch(new RegExp(`^legal hold released: ${hold.id}  patient ${free}  released \\S+  Matter CLI-9  \\(released: Matter CLI-9 closed\\)\\n$`));
+
+      // What the console's Data rights page reads back through the API.
+      const holds = (await owner.agent.get(`/api/v1/legal-holds?patientId=${free}`).expect(200)).body.items;
+      expect(holds).toEqual([
+        expect.objectContaining({ id: hold.id, reason: "Matter CLI-9", releaseReason: "Matter CLI-9 closed", active: false, placedBy: null, releasedBy: null }),
+      ]);
+      const requests = (await owner.agent.get("/api/v1/deletion-requests").expect(200)).body.items as Array<{ patientId: string; status: string; requestedBy: string | null }>;
+      expect(requests.filter((r) => r.patientId === spare)).toEqual([expect.objectContaining({ status: "pending", requestedBy: null })]);
+      expect(requests.filter((r) => r.patientId === erased)).toEqual([expect.objectContaining({ status: "cancelled" })]);
+      const events = (await owner.agent.get(`/api/v1/audit?action=legal_hold.place&patient=${free}`).expect(200)).body.events;
+      expect(events).toEqual([expect.objectContaining({ patientId: free, actor: expect.objectContaining({ role: "host_operator" }) })]);
     },
     SLOW,
   );

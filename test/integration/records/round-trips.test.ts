@@ -6,7 +6,7 @@ import { readFieldHeader } from "../../../daemon/keys/field-cipher.js";
 import { rotateDataKey } from "../../../daemon/keys/index.js";
 import { createNote, getNote } from "../../../daemon/records/notes/service.js";
 import { getPatient } from "../../../daemon/records/patients/service.js";
-import { startTestAppliance, type TestAppliance } from "../../helpers/appliance.js";
+import { QUIET_BACKGROUND, startTestAppliance, type TestAppliance } from "../../helpers/appliance.js";
 import { recordPoolWire } from "../../helpers/wire.js";
 import { auditEvents } from "../auth/identity-helpers.js";
 import { asSuperuser, assignCareTeam, openClinic, registerPatient, type Clinic } from "./helpers.js";
@@ -23,7 +23,9 @@ let doctor: Actor;
 const meta = { sourceIp: "127.0.0.1", userAgent: "round-trips test", requestId: null };
 
 beforeAll(async () => {
-  app = await startTestAppliance({ env: { WARDKEEP_DATABASE_POOL_MAX: "1" } });
+  app = await startTestAppliance({
+    env: { WARDKEEP_DATABASE_POOL_MAX: "1", ...QUIET_BACKGROUND },
+  });
   clinic = await openClinic(app, "Round Trip Clinic");
   patientId = (await registerPatient(clinic, { name: "Bessie Stringfield" })).id;
   await assignCareTeam(clinic, patientId);
@@ -44,13 +46,13 @@ describe("round trips of the records hot paths", () => {
       }
       wire.reset();
       expect((await getPatient(app.ctx, doctor, patientId, meta)).name).toBe("Bessie Stringfield");
-      expect(wire.roundTrips).toBe(1);
+      expect(wire.roundTrips, wire.statements.join(" | ")).toBe(1);
       // Prepared on the connection: the read sent no Parse, only Bind/Execute.
       expect(wire.statements).toEqual([]);
       wire.reset();
       const note = await createNote(app.ctx, doctor, patientId, { kind: "note", body: "One round trip" }, meta);
       // The check, the key's lock and version, the note, its audit event: one statement, with BEGIN and COMMIT.
-      expect(wire.roundTrips).toBe(1);
+      expect(wire.roundTrips, wire.statements.join(" | ")).toBe(1);
       expect((await getNote(app.ctx, doctor, patientId, note.id, meta)).body).toBe("One round trip");
 
       // A patient whose key is not in this process's cache: two, the key read under its lock.
@@ -59,10 +61,10 @@ describe("round trips of the records hot paths", () => {
       app.ctx.rootKey.evictDataKeys(() => true);
       wire.reset();
       const first = await createNote(app.ctx, doctor, fresh, { kind: "note", body: "first under a new key" }, meta);
-      expect(wire.roundTrips).toBe(2);
+      expect(wire.roundTrips, wire.statements.join(" | ")).toBe(2);
       wire.reset();
       await createNote(app.ctx, doctor, fresh, { kind: "note", body: "second" }, meta);
-      expect(wire.roundTrips).toBe(1);
+      expect(wire.roundTrips, wire.statements.join(" | ")).toBe(1);
       expect((await getNote(app.ctx, doctor, fresh, first.id, meta)).body).toBe("first under a new key");
     } finally {
       await close();

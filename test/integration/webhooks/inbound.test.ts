@@ -1,3 +1,4 @@
+import { generateKeyPairSync, sign, type KeyObject } from "node:crypto";
 import request from "supertest";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Webhook } from "standardwebhooks";
@@ -78,10 +79,10 @@ describe("inbound webhooks", () => {
 
   it("refuses stale and future timestamps beyond five minutes, and accepts within them", async () => {
     const now = Date.now();
-    const stale = await post(source.path, signed(source.secret, consentSigned, { at: new Date(now - 301_000) }).headers, consentSigned);
+    const stale = await post(source.path, signed(source.secret, consentSigned, { at: new Date(now - 330_000) }).headers, consentSigned);
     expectProblem(stale, 401, "webhook-unverified");
     expect(stale.body.reason).toBe("timestamp_too_old");
-    const future = await post(source.path, signed(source.secret, consentSigned, { at: new Date(now + 301_000) }).headers, consentSigned);
+    const future = await post(source.path, signed(source.secret, consentSigned, { at: new Date(now + 330_000) }).headers, consentSigned);
     expectProblem(future, 401, "webhook-unverified");
     expect(future.body.reason).toBe("timestamp_too_new");
     expect((await post(source.path, signed(source.secret, consentSigned, { at: new Date(now - 240_000) }).headers, consentSigned)).status).toBe(202);
@@ -126,6 +127,84 @@ describe("inbound webhooks", () => {
     const closed = await admin.agent.post(`/api/v1/webhooks/sources/${id}/rotate-secret`).send({ overlapHours: 0 });
     expectProblem(await post(path, signed(rotated.body.secret, consentSigned).headers, consentSigned), 401, "webhook-unverified");
     expect((await post(path, signed(closed.body.secret, consentSigned).headers, consentSigned)).status).toBe(202);
+  });
+
+  /** A sender's Ed25519 key pair: the `whpk_` public key it registers, and `v1a` signatures written from the spec with node:crypto. */
+  function senderKeys() {
+    const { privateKey, publicKey } = generateKeyPairSync("ed25519");
+    const spki = publicKey.export({ format: "der", type: "spki" });
+    return { privateKey, whpk: "whpk_" + spki.subarray(spki.length - 32).toString("base64") };
+  }
+  function signedV1a(key: KeyObject, body: string, opts: { id?: string; at?: Date } = {}) {
+    const id = opts.id ?? `evt_${Date.now()}_${++n}`;
+    const ts = Math.floor((opts.at ?? new Date()).getTime() / 1000);
+    const sig = sign(null, Buffer.from(`${id}.${ts}.${body}`), key).toString("base64");
+    return { id, headers: { "webhook-id": id, "webhook-timestamp": String(ts), "webhook-signature": `v1a,${sig}` } };
+  }
+
+  it("verifies v1a (Ed25519) signatures with a source's public key, refusing a wrong one as it refuses a bad v1", async () => {
+    const sender = senderKeys();
+    const created = await admin.agent.post("/api/v1/webhooks/sources").send({ name: "EHR events", kind: "ehr_events", publicKey: sender.whpk });
+    expect(created.status).toBe(201);
+    expect(created.body.source).toMatchObject({ signatureSchemes: ["v1", "v1a"], publicKey: sender.whpk, previousPublicKeyExpiresAt: null });
+    expect(created.body.secret).toMatch(/^whsec_/);
+    const path = created.body.source.path as string;
+    const good = signedV1a(sender.privateKey, consentSigned);
+    expect(await post(path, good.headers, consentSigned).then((r) => [r.status, r.body])).toEqual([202, { messageId: good.id }]);
+    // Its whsec_ secret verifies v1 besides.
+    expect((await post(path, signed(created.body.secret, consentSigned).headers, consentSigned)).status).toBe(202);
+    // Another key's signature, a changed body, a signature of the wrong length: the generic answer of a bad v1.
+    const bad = await post(path, signedV1a(senderKeys().privateKey, consentSigned).headers, consentSigned);
+    expectProblem(bad, 401, "webhook-unverified");
+    const v1Bad = await post(path, signed("whsec_" + Buffer.alloc(24, 9).toString("base64"), consentSigned).headers, consentSigned);
+    const generic = (b: Record<string, unknown>) => ({ ...b, instance: undefined, requestId: undefined });
+    expect(generic(bad.body)).toEqual(generic(v1Bad.body));
+    expectProblem(await post(path, signedV1a(sender.privateKey, consentSigned).headers, consentSigned.replace("f-123", "f-124")), 401, "webhook-unverified");
+    const short = signedV1a(sender.privateKey, consentSigned);
+    expectProblem(await post(path, { ...short.headers, "webhook-signature": "v1a,AAAA" }, consentSigned), 401, "webhook-unverified");
+    // A v1a signature is checked for replay and time like a v1 one.
+    expectProblem(await post(path, good.headers, consentSigned), 409, "webhook-replayed");
+    expect((await post(path, signedV1a(sender.privateKey, consentSigned, { at: new Date(Date.now() - 301_000) }).headers, consentSigned)).body.reason).toBe("timestamp_too_old");
+  });
+
+  it("a source with only a public key refuses v1 HMAC signatures; a replaced key verifies during the overlap", async () => {
+    const sender = senderKeys();
+    const noKey = await admin.agent.post("/api/v1/webhooks/sources").send({ name: "No key", kind: "other", hmacSecret: false });
+    expectProblem(noKey, 400, "invalid-request");
+    expect(noKey.body.detail).toBe("a source without a whsec_ secret (hmacSecret: false) needs a publicKey to verify v1a signatures with");
+    expectProblem(await admin.agent.post("/api/v1/webhooks/sources").send({ name: "Bad key", kind: "other", publicKey: "whpk_abc" }), 400, "invalid-request");
+    const created = await admin.agent.post("/api/v1/webhooks/sources").send({ name: "Consent kiosk", kind: "consent_forms", publicKey: sender.whpk, hmacSecret: false });
+    expect(created.status).toBe(201);
+    expect(created.body.secret).toBeNull();
+    expect(created.body.source.signatureSchemes).toEqual(["v1a"]);
+    const { id, path } = created.body.source as { id: string; path: string };
+    // An HMAC signature, even one made with another source's real secret, is refused like any bad signature.
+    const v1 = await post(path, signed(source.secret, consentSigned).headers, consentSigned);
+    expectProblem(v1, 401, "webhook-unverified");
+    expect(v1.body.detail).toBe("the webhook signature does not match, or the source does not accept webhooks");
+    expect((await post(path, signedV1a(sender.privateKey, consentSigned).headers, consentSigned)).status).toBe(202);
+    // Removing the only key would leave nothing to verify with.
+    const bare = await admin.agent.patch(`/api/v1/webhooks/sources/${id}`).send({ publicKey: null });
+    expectProblem(bare, 400, "invalid-request");
+    expect(bare.body.detail).toBe("a source needs a whsec_ secret or a public key: this change would leave it with neither");
+
+    const next = senderKeys();
+    const replaced = await admin.agent.patch(`/api/v1/webhooks/sources/${id}`).send({ publicKey: next.whpk, overlapHours: 1 });
+    expect(replaced.body).toMatchObject({ publicKey: next.whpk, signatureSchemes: ["v1a"] });
+    expect(replaced.body.previousPublicKeyExpiresAt).not.toBeNull();
+    expect((await post(path, signedV1a(sender.privateKey, consentSigned).headers, consentSigned)).status).toBe(202);
+    expect((await post(path, signedV1a(next.privateKey, consentSigned).headers, consentSigned)).status).toBe(202);
+    const third = senderKeys();
+    await admin.agent.patch(`/api/v1/webhooks/sources/${id}`).send({ publicKey: third.whpk, overlapHours: 0 });
+    expectProblem(await post(path, signedV1a(next.privateKey, consentSigned).headers, consentSigned), 401, "webhook-unverified");
+
+    // A secret added by rotate-secret verifies v1 besides; hmacSecret: false withdraws it at once.
+    const rotated = await admin.agent.post(`/api/v1/webhooks/sources/${id}/rotate-secret`).send({});
+    expect(rotated.body.source).toMatchObject({ signatureSchemes: ["v1", "v1a"], previousSecretExpiresAt: null });
+    expect((await post(path, signed(rotated.body.secret, consentSigned).headers, consentSigned)).status).toBe(202);
+    expect((await admin.agent.patch(`/api/v1/webhooks/sources/${id}`).send({ hmacSecret: false })).body.signatureSchemes).toEqual(["v1a"]);
+    expectProblem(await post(path, signed(rotated.body.secret, consentSigned).headers, consentSigned), 401, "webhook-unverified");
+    expect((await post(path, signedV1a(third.privateKey, consentSigned).headers, consentSigned)).status).toBe(202);
   });
 
   it("refuses a disabled source like an unknown one", async () => {
