@@ -72,10 +72,14 @@ function variantsOf(ab: string | undefined): Variant[] {
   if (!ab) return [{ name: "as configured", apply: () => undefined }];
   if (ab === "group-commit") {
     const members = Number(process.env.BENCH_GROUP_MEMBERS ?? 16);
-    const inFlight = Number(process.env.BENCH_GROUP_IN_FLIGHT ?? 2);
+    // Several comma-separated values: one grouped variant each.
+    const inFlights = (process.env.BENCH_GROUP_IN_FLIGHT ?? "2").split(",").map(Number);
     return [
       { name: "alone", apply: (s) => s.ctx.db.app.setGroupCommit(undefined) },
-      { name: `grouped (${members} members, ${inFlight} in flight)`, apply: (s) => s.ctx.db.app.setGroupCommit({ maxMembers: members, maxInFlight: inFlight }) },
+      ...inFlights.map((inFlight) => ({
+        name: `grouped (${members} members, ${inFlight} in flight)`,
+        apply: (s: Awaited<ReturnType<typeof setUp>>) => s.ctx.db.app.setGroupCommit({ maxMembers: members, maxInFlight: inFlight }),
+      })),
     ];
   }
   throw new Error(`BENCH_CPU_AB: unknown comparison ${ab} (known: group-commit)`);
@@ -150,10 +154,10 @@ export async function run(): Promise<BenchRow[]> {
         rows.push({ name: `PostgreSQL CPU per ${name} (median of ${ROUNDS})${label}`, value: median(pgPerRequest[v]!), unit: "µs" });
         rows.push({ name: `${name} throughput, ${CONNECTIONS} connections${label}`, value: rates[v]!.reduce((a, b) => a + b, 0) / ROUNDS, unit: "req/s" });
       });
-      if (variants.length === 2) {
-        const ratios = (xs: number[][]) => xs[1]!.map((b, i) => (b / xs[0]![i]!).toFixed(2)).join(", ");
+      for (let v = 1; v < variants.length; v++) {
+        const ratios = (xs: number[][]) => xs[v]!.map((b, i) => (b / xs[0]![i]!).toFixed(2)).join(", ");
         process.stderr.write(
-          `records-cpu ${name}, ${variants[1]!.name} ÷ ${variants[0]!.name} by round: daemon CPU ${ratios(perRequest)}; PostgreSQL CPU ${ratios(pgPerRequest)}; throughput ${ratios(rates)}\n`,
+          `records-cpu ${name}, ${variants[v]!.name} ÷ ${variants[0]!.name} by round: daemon CPU ${ratios(perRequest)}; PostgreSQL CPU ${ratios(pgPerRequest)}; throughput ${ratios(rates)}\n`,
         );
       }
     }

@@ -413,7 +413,11 @@ export type GroupCommitOptions = {
   maxMembers: number;
   /** Most shared transactions in flight at once; a statement that finds fewer goes out at once. */
   maxInFlight: number;
+  /** A transaction out longer than this (a member waiting on a lock) no longer holds the queue back (default 50 ms). */
+  stallMs?: number;
 };
+
+const GROUP_STALL_MS = 50;
 
 function sameScope(a: Scope, b: Scope): boolean {
   return a.kind === b.kind && (a.kind === "appliance" || a.tenantId === (b as { tenantId: string }).tenantId);
@@ -426,7 +430,8 @@ type Member = { scope: Scope; statement: Statement; resolve: (rows: Row[]) => vo
 
 /**
  * The queue behind `groupedStatementInScope`. While `maxInFlight` transactions are out, arriving
- * statements wait; each finished transaction sends the next group. A group that PostgreSQL rolled
+ * statements wait; each finished transaction sends the next group, and so does one that has been
+ * out for `stallMs` (it stops counting), so a slow member delays the others by that much at most. A group that PostgreSQL rolled
  * back (one member refused: a policy-less audit grant, a constraint; or a deadlock) is run again
  * member by member, each in its own transaction, so a member's failure costs its neighbours one
  * retry, never their work or a wrong answer.
@@ -453,9 +458,19 @@ class GroupCommit {
     while (this.inFlight < this.options.maxInFlight && this.queue.length > 0) {
       const members = this.queue.splice(0, this.options.maxMembers);
       this.inFlight++;
-      void this.send(members).finally(() => {
+      let counted = true;
+      const release = () => {
+        if (!counted) return;
+        counted = false;
         this.inFlight--;
         this.pump();
+      };
+      // One member waiting on a lock (a key rotation) must not hold every other request back.
+      const stall = setTimeout(release, this.options.stallMs ?? GROUP_STALL_MS);
+      stall.unref();
+      void this.send(members).finally(() => {
+        clearTimeout(stall);
+        release();
       });
     }
   }

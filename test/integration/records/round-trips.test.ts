@@ -134,7 +134,7 @@ describe("group commit: concurrent reads and note writes share one transaction, 
   async function behindOneHeldRequest<T>(fire: () => Promise<T>[]): Promise<{ first: unknown; settled: PromiseSettledResult<T>[] }> {
     const pool = app.ctx.db.app;
     const configured = pool.options.groupCommit;
-    pool.setGroupCommit({ maxMembers: 16, maxInFlight: 1 });
+    pool.setGroupCommit({ maxMembers: 16, maxInFlight: 1, stallMs: 60_000 });
     const holder = new pg.Client({ connectionString: app.db.superuserUrl });
     await holder.connect();
     try {
@@ -241,7 +241,7 @@ describe("group commit: concurrent reads and note writes share one transaction, 
 });
 
 describe("a note write's data key, locked and read with the patient check", () => {
-  // Pools of the usual size: the rotation and the write must not wait for one connection.
+  // Pools of the usual size: the rotation (or a read) and the write must not wait for one connection.
   let big: TestAppliance;
   let bigClinic: Clinic;
   beforeAll(async () => {
@@ -250,6 +250,35 @@ describe("a note write's data key, locked and read with the patient check", () =
   });
   afterAll(async () => {
     await big?.close();
+  });
+
+  it("does not hold later requests behind a grouped write that waits on its patient's key lock (past the stall bound)", async () => {
+    const [locked, free] = [(await registerPatient(bigClinic, { name: "Camille du Gast" })).id, (await registerPatient(bigClinic, { name: "Joan Newton Cuneo" })).id];
+    await Promise.all([assignCareTeam(bigClinic, locked), assignCareTeam(bigClinic, free)]);
+    const doctor: Actor = { userId: bigClinic.doctor.user.id, role: "practitioner", tenantId: bigClinic.tenant.id, via: "session", mfaVerifiedAt: new Date() };
+    await createNote(big.ctx, doctor, locked, { kind: "note", body: "key cached" }, meta);
+    const pool = big.ctx.db.app;
+    const configured = pool.options.groupCommit;
+    pool.setGroupCommit({ maxMembers: 16, maxInFlight: 1, stallMs: 50 });
+    const keyHolder = new pg.Client({ connectionString: big.db.superuserUrl });
+    await keyHolder.connect();
+    try {
+      await keyHolder.query("BEGIN");
+      await keyHolder.query("SELECT pg_advisory_xact_lock($1, hashtext($2))", [LOCKS.dataKey, `patient/${locked}`]);
+      let released = false;
+      const write = createNote(big.ctx, doctor, locked, { kind: "note", body: "behind a key lock" }, meta);
+      await new Promise((r) => setTimeout(r, 100));
+      // Sent while the only grouped transaction allowed in flight waits on the lock.
+      const read = await getPatient(big.ctx, doctor, free, meta).then((p) => ({ name: p.name, beforeRelease: !released }));
+      expect(read).toEqual({ name: "Joan Newton Cuneo", beforeRelease: true });
+      released = true;
+      await keyHolder.query("COMMIT");
+      expect((await getNote(big.ctx, doctor, locked, (await write).id, meta)).body).toBe("behind a key lock");
+    } finally {
+      pool.setGroupCommit(configured);
+      await keyHolder.query("COMMIT").catch(() => undefined);
+      await keyHolder.end();
+    }
   });
 
   it("writes a note that waited behind a rotation of the patient's key under the version the rotation made", async () => {
