@@ -142,7 +142,7 @@ export const databaseSchema = z
       .int()
       .min(1)
       .max(200)
-      .default(2)
+      .default(1)
       .describe("Group commit: transactions of grouped statements in flight at once; a request that finds fewer goes out at once, alone."),
     heartbeatMs: z.number().int().min(100).max(60_000).default(1_000).describe("How often the daemon checks that PostgreSQL answers (SELECT 1 on a connection of its own)."),
     probeTimeoutMs: z
