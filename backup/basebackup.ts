@@ -70,6 +70,11 @@ export type TakeBaseBackupOptions = {
   appVersion: string;
   now: () => Date;
   id?: string;
+  /**
+   * The daemon's database and the role owning its tables, recorded in the manifest for recovery
+   * (backup/FORMAT.md "Base backups"). Unset: the session's own (the compose owner's session is).
+   */
+  app?: { database: string; owner: string };
 };
 
 /** Every file and directory under the data directory that goes into the tar, parents first. */
@@ -147,10 +152,11 @@ export async function takeBaseBackup(opts: TakeBaseBackupOptions): Promise<BaseB
     await client.query("SET statement_timeout = 0");
     const started = opts.now();
     const info = (
-      await client.query<{ lsn: string; tli: number; seg: string; ver: string; vnum: number; sysid: string }>(
+      await client.query<{ lsn: string; tli: number; seg: string; ver: string; vnum: number; sysid: string; superuser: string; db: string; owner: string }>(
         `SELECT pg_backup_start($1, true)::text AS lsn, (SELECT timeline_id FROM pg_control_checkpoint()) AS tli,
                 current_setting('wal_segment_size') AS seg, current_setting('server_version') AS ver,
-                current_setting('server_version_num')::int AS vnum, (SELECT system_identifier::text FROM pg_control_system()) AS sysid`,
+                current_setting('server_version_num')::int AS vnum, (SELECT system_identifier::text FROM pg_control_system()) AS sysid,
+                (SELECT rolname FROM pg_roles WHERE oid = 10) AS superuser, current_database() AS db, current_user AS owner`,
         [`wardkeep ${id}`],
       )
     ).rows[0]!;
@@ -207,7 +213,14 @@ export async function takeBaseBackup(opts: TakeBaseBackupOptions): Promise<BaseB
       walSegmentBytes: segBytes,
       startedAt: started.toISOString(),
       completedAt: completed.toISOString(),
-      server: { version: info.ver, versionNum: info.vnum, systemIdentifier: info.sysid },
+      server: {
+        version: info.ver,
+        versionNum: info.vnum,
+        systemIdentifier: info.sysid,
+        superuser: info.superuser,
+        database: opts.app?.database ?? info.db,
+        owner: opts.app?.owner ?? info.owner,
+      },
       producer: { appVersion: opts.appVersion },
       backupLabel: stop!.labelfile,
       encryption: { alg: STREAM_ALG, segmentBytes: SEGMENT_BYTES, keyId: snapshotKeyId(key).toString("hex") },

@@ -259,7 +259,21 @@ export const baseBackupBodySchema = z
     startedAt: z.string(),
     /** When pg_backup_stop returned: the earliest time a point-in-time recovery from this backup can reach. */
     completedAt: z.string(),
-    server: z.object({ version: z.string(), versionNum: z.number().int(), systemIdentifier: z.string() }).strict(),
+    server: z
+      .object({
+        version: z.string(),
+        versionNum: z.number().int(),
+        systemIdentifier: z.string(),
+        /**
+         * Whose cluster it is, for the recovery that makes it an embedded one (daemon/db/adopt.ts):
+         * the bootstrap superuser, the daemon's database and the role owning its tables. Absent in
+         * backups of the embedded PostgreSQL taken before they were recorded: postgres, wardkeep, wardkeep_owner.
+         */
+        superuser: z.string().optional(),
+        database: z.string().optional(),
+        owner: z.string().optional(),
+      })
+      .strict(),
     producer: z.object({ appVersion: z.string() }).strict(),
     /** The backup_label pg_backup_stop returned (also inside the tar), for tools outside Wardkeep. */
     backupLabel: z.string(),

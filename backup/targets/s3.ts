@@ -1,6 +1,5 @@
 import { PassThrough, pipeline, type Readable } from "node:stream";
-import { DeleteObjectCommand, GetObjectCommand, HeadObjectCommand, ListObjectsV2Command, PutObjectCommand, S3Client, type ObjectLockMode } from "@aws-sdk/client-s3";
-import { Upload } from "@aws-sdk/lib-storage";
+import type { ObjectLockMode, S3Client } from "@aws-sdk/client-s3";
 import { TargetError } from "../errors.js";
 import { checkKey, errCode, type PutOptions, type SnapshotTarget, type TargetEntry } from "./target.js";
 
@@ -18,6 +17,13 @@ export type S3TargetOptions = {
 };
 
 /**
+ * The SDK loads on a target's first request, not with the module: it is most of what an unrelated
+ * CLI command would otherwise spend starting up.
+ */
+let sdk: Promise<typeof import("@aws-sdk/client-s3") & typeof import("@aws-sdk/lib-storage")> | undefined;
+const loadSdk = () => (sdk ??= Promise.all([import("@aws-sdk/client-s3"), import("@aws-sdk/lib-storage")]).then(([s3, storage]) => ({ ...s3, ...storage })));
+
+/**
  * S3-compatible object storage through the AWS SDK v3. Large objects stream through a multipart
  * upload (lib-storage) holding about two parts in memory; catalog files are single PUTs with
  * `If-None-Match: *`, so a second writer cannot replace one. With Object Lock configured, every
@@ -27,7 +33,7 @@ export type S3TargetOptions = {
 export class S3Target implements SnapshotTarget {
   readonly kind = "s3" as const;
   readonly name: string;
-  private readonly client: S3Client;
+  private client: S3Client | undefined;
   private readonly prefix: string;
 
   constructor(private readonly opts: S3TargetOptions) {
@@ -36,7 +42,13 @@ export class S3Target implements SnapshotTarget {
     // The SDK's notice about its future Node.js floor goes to stderr on every CLI run and would
     // break the CLI's one-line error contract; supported Node versions are ours to document.
     process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= "true";
-    this.client = new S3Client({
+  }
+
+  /** The SDK and this target's client, both made on first use. */
+  private async s3() {
+    const api = await loadSdk();
+    const opts = this.opts;
+    this.client ??= new api.S3Client({
       region: opts.region ?? "us-east-1",
       endpoint: opts.endpoint,
       forcePathStyle: opts.forcePathStyle ?? false,
@@ -47,6 +59,7 @@ export class S3Target implements SnapshotTarget {
       responseChecksumValidation: "WHEN_REQUIRED",
       maxAttempts: 3,
     });
+    return { api, client: this.client };
   }
 
   describe(): string {
@@ -78,9 +91,10 @@ export class S3Target implements SnapshotTarget {
         done(null, chunk);
       },
     });
+    const { api, client } = await this.s3();
     pipeline(body, counted, () => {});
-    const upload = new Upload({
-      client: this.client,
+    const upload = new api.Upload({
+      client,
       params: { Bucket: this.opts.bucket, Key: this.key(key), Body: counted, ContentType: "application/octet-stream", ...this.lock(opts) },
       partSize: (this.opts.partSizeMiB ?? 8) * 1024 * 1024,
       queueSize: 2,
@@ -98,9 +112,10 @@ export class S3Target implements SnapshotTarget {
 
   async putOnce(key: string, data: Buffer, opts?: PutOptions): Promise<void> {
     try {
+      const { api, client } = await this.s3();
       // If-None-Match makes the PUT itself conditional where the server supports it (AWS since
       // 2024, MinIO); the HEAD first also covers servers that ignore the header.
-      const exists = await this.client.send(new HeadObjectCommand({ Bucket: this.opts.bucket, Key: this.key(key) })).then(
+      const exists = await client.send(new api.HeadObjectCommand({ Bucket: this.opts.bucket, Key: this.key(key) })).then(
         () => true,
         (err: { $metadata?: { httpStatusCode?: number } }) => {
           if (err.$metadata?.httpStatusCode === 404) return false;
@@ -108,8 +123,8 @@ export class S3Target implements SnapshotTarget {
         },
       );
       if (exists) throw new TargetError(`target ${this.name}: ${key} already exists; catalog files are written once`, { target: this.name, code: "EEXIST" });
-      await this.client.send(
-        new PutObjectCommand({
+      await client.send(
+        new api.PutObjectCommand({
           Bucket: this.opts.bucket,
           Key: this.key(key),
           Body: data,
@@ -125,7 +140,8 @@ export class S3Target implements SnapshotTarget {
 
   async get(key: string): Promise<Readable> {
     try {
-      const out = await this.client.send(new GetObjectCommand({ Bucket: this.opts.bucket, Key: this.key(key) }));
+      const { api, client } = await this.s3();
+      const out = await client.send(new api.GetObjectCommand({ Bucket: this.opts.bucket, Key: this.key(key) }));
       return out.Body as Readable;
     } catch (err) {
       throw this.fail("read", key, err);
@@ -136,8 +152,9 @@ export class S3Target implements SnapshotTarget {
     const out: TargetEntry[] = [];
     let token: string | undefined;
     try {
+      const { api, client } = await this.s3();
       do {
-        const page = await this.client.send(new ListObjectsV2Command({ Bucket: this.opts.bucket, Prefix: this.prefix + prefix, ContinuationToken: token }));
+        const page = await client.send(new api.ListObjectsV2Command({ Bucket: this.opts.bucket, Prefix: this.prefix + prefix, ContinuationToken: token }));
         for (const o of page.Contents ?? []) {
           if (o.Key) out.push({ key: o.Key.slice(this.prefix.length), size: o.Size ?? 0 });
         }
@@ -151,7 +168,8 @@ export class S3Target implements SnapshotTarget {
 
   async delete(key: string): Promise<void> {
     try {
-      await this.client.send(new DeleteObjectCommand({ Bucket: this.opts.bucket, Key: this.key(key) }));
+      const { api, client } = await this.s3();
+      await client.send(new api.DeleteObjectCommand({ Bucket: this.opts.bucket, Key: this.key(key) }));
     } catch (err) {
       throw this.fail("delete", key, err);
     }
@@ -159,9 +177,10 @@ export class S3Target implements SnapshotTarget {
 
   async probeDeleteRefusal(key: string, retainUntil: Date): Promise<{ refused: boolean; detail: string }> {
     let versionId: string | undefined;
+    const { api, client } = await this.s3();
     try {
-      const put = await this.client.send(
-        new PutObjectCommand({ Bucket: this.opts.bucket, Key: this.key(key), Body: Buffer.from("wardkeep WORM self-test\n"), ...this.lock({ retainUntil }) }),
+      const put = await client.send(
+        new api.PutObjectCommand({ Bucket: this.opts.bucket, Key: this.key(key), Body: Buffer.from("wardkeep WORM self-test\n"), ...this.lock({ retainUntil }) }),
       );
       versionId = put.VersionId;
     } catch (err) {
@@ -170,7 +189,7 @@ export class S3Target implements SnapshotTarget {
     try {
       // A plain DELETE on a versioned bucket only adds a delete marker and "succeeds": the test
       // must try to destroy the exact version, which Object Lock refuses.
-      await this.client.send(new DeleteObjectCommand({ Bucket: this.opts.bucket, Key: this.key(key), VersionId: versionId }));
+      await client.send(new api.DeleteObjectCommand({ Bucket: this.opts.bucket, Key: this.key(key), VersionId: versionId }));
       return {
         refused: false,
         detail: versionId
@@ -183,6 +202,6 @@ export class S3Target implements SnapshotTarget {
   }
 
   async close(): Promise<void> {
-    this.client.destroy();
+    this.client?.destroy();
   }
 }

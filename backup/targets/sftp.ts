@@ -1,7 +1,7 @@
 import { createHash, randomBytes } from "node:crypto";
 import path from "node:path/posix";
 import type { Readable } from "node:stream";
-import SftpClient from "ssh2-sftp-client";
+import type SftpClient from "ssh2-sftp-client";
 import type { SFTPWrapper } from "ssh2";
 import { TargetError } from "../errors.js";
 import { checkKey, errCode, type PutOptions, type SnapshotTarget, type TargetEntry } from "./target.js";
@@ -92,7 +92,9 @@ export class SftpTarget implements SnapshotTarget {
         dropped(err);
       };
       // Callbacks given, so the library does not print its own "global listener" lines to stdout.
-      const client = new SftpClient(`wardkeep-${this.name}`, { error: gone, end: gone, close: gone });
+      // ssh2 loads with the first connection, not with the module (CLI commands without a target start faster).
+      const { default: Client } = await import("ssh2-sftp-client");
+      const client = new Client(`wardkeep-${this.name}`, { error: gone, end: gone, close: gone });
       let offered = "";
       try {
         const sftp = await client.connect({

@@ -1,6 +1,9 @@
 import { z } from "zod";
-import { defineRoute } from "../kernel/define-route.js";
-import { capabilitiesOf, STEP_UP_ACTIONS } from "../kernel/policy.js";
+import type { ApplianceContext } from "../context.js";
+import type { Actor } from "../kernel/actor.js";
+import { defineRoute, type Route, type RouteHandler } from "../kernel/define-route.js";
+import { capabilitiesOf, STEP_UP_ACTIONS, type Action } from "../kernel/policy.js";
+import type { RequestMeta } from "../kernel/request-meta.js";
 import { listBreakGlass, openBreakGlass } from "./break-glass.js";
 import { assignToCareTeam, listCareTeam, removeFromCareTeam } from "./care-team.js";
 import { acknowledgeNotification, listNotifications } from "./notifications.js";
@@ -42,6 +45,35 @@ import { decideEntry, exportCampaignEvidence, getCampaign, listCampaigns, startC
 import { decidePrivilegedAccess, endPrivilegedAccess, listPrivilegedAccess, requestPrivilegedAccess } from "./privileged-access.js";
 
 const tag = "access";
+
+/**
+ * `POST <path>` on the one record its `:id` names, with no body, answered with the record as it is
+ * afterwards: the shape of every approve, deny, enter, end, reset and acknowledge route below. Each
+ * is still one `defineRoute` (mount, OpenAPI and policy action in one definition); this spells the
+ * parts they share once.
+ */
+function recordAction<R extends z.ZodType>(
+  spec: { path: string; action: Action; summary: string; response: R; problems?: Partial<Record<number, string>> },
+  run: (ctx: ApplianceContext, actor: Actor, id: string, meta: RequestMeta) => ReturnType<RouteHandler<typeof idParams, undefined, undefined, R>>,
+): Route {
+  return defineRoute({ method: "post", tag, params: idParams, ...spec }, ({ ctx, actor, params, meta }) => run(ctx, actor, params.id, meta));
+}
+
+type Decision = "approve" | "deny";
+
+/** `POST <base>/:id/approve` and `…/deny` of a request someone else decides: both answer the request, 409 once decided. */
+function decisionRoutes<R extends z.ZodType>(
+  base: string,
+  spec: Record<Decision, { action: Action; summary: string }>,
+  response: R,
+  decide: (ctx: ApplianceContext, actor: Actor, id: string, decision: Decision, meta: RequestMeta) => ReturnType<RouteHandler<typeof idParams, undefined, undefined, R>>,
+): Route[] {
+  return (["approve", "deny"] as const).map((decision) =>
+    recordAction({ path: `${base}/:id/${decision}`, ...spec[decision], response, problems: { 409: "Already decided" } }, (ctx, actor, id, meta) =>
+      decide(ctx, actor, id, decision, meta),
+    ),
+  );
+}
 
 /** Tenants, security settings, users, support access, break-glass, care teams and admin notifications. */
 export const accessRoutes = [
@@ -140,18 +172,7 @@ export const accessRoutes = [
     },
     ({ ctx, actor, params, body, meta }) => updateUser(ctx, actor, params.id, body, meta),
   ),
-  defineRoute(
-    {
-      method: "post",
-      path: "/users/:id/mfa/reset",
-      action: "user:reset_mfa",
-      tag,
-      summary: "Remove an account's authenticator (lost phone; step-up)",
-      params: idParams,
-      response: userView,
-    },
-    ({ ctx, actor, params, meta }) => resetUserMfa(ctx, actor, params.id, meta),
-  ),
+  recordAction({ path: "/users/:id/mfa/reset", action: "user:reset_mfa", summary: "Remove an account's authenticator (lost phone; step-up)", response: userView }, resetUserMfa),
   defineRoute(
     {
       method: "get",
@@ -246,49 +267,26 @@ export const accessRoutes = [
     },
     ({ ctx, actor, body, meta }) => requestSupportAccess(ctx, actor, body, meta),
   ),
-  defineRoute(
+  ...decisionRoutes(
+    "/support/requests",
     {
-      method: "post",
-      path: "/support/requests/:id/approve",
-      action: "support_request:decide",
-      tag,
-      summary: "Approve a support-access request (tenant owner or admin)",
-      params: idParams,
-      response: supportRequestView,
-      problems: { 409: "Already decided" },
+      approve: { action: "support_request:decide", summary: "Approve a support-access request (tenant owner or admin)" },
+      deny: { action: "support_request:decide", summary: "Deny a support-access request" },
     },
-    ({ ctx, actor, params, meta }) => decideSupportRequest(ctx, actor, params.id, "approve", meta),
+    supportRequestView,
+    decideSupportRequest,
   ),
-  defineRoute(
+  recordAction(
     {
-      method: "post",
-      path: "/support/requests/:id/deny",
-      action: "support_request:decide",
-      tag,
-      summary: "Deny a support-access request",
-      params: idParams,
-      response: supportRequestView,
-      problems: { 409: "Already decided" },
-    },
-    ({ ctx, actor, params, meta }) => decideSupportRequest(ctx, actor, params.id, "deny", meta),
-  ),
-  defineRoute(
-    {
-      method: "post",
       path: "/support/requests/:id/enter",
       action: "support_request:enter",
-      tag,
       summary: "Act inside the tenant under the approved request (the support user's session)",
-      params: idParams,
       response: supportRequestView,
       problems: { 409: "Not approved, or expired" },
     },
-    ({ ctx, actor, params, meta }) => enterSupportAccess(ctx, actor, params.id, meta),
+    enterSupportAccess,
   ),
-  defineRoute(
-    { method: "post", path: "/support/requests/:id/end", action: "support_request:end", tag, summary: "End support access early", params: idParams, response: supportRequestView },
-    ({ ctx, actor, params, meta }) => endSupportAccess(ctx, actor, params.id, meta),
-  ),
+  recordAction({ path: "/support/requests/:id/end", action: "support_request:end", summary: "End support access early", response: supportRequestView }, endSupportAccess),
 
   defineRoute(
     {
@@ -355,17 +353,9 @@ export const accessRoutes = [
     },
     ({ ctx, actor, query }) => listNotifications(ctx, actor, { unacknowledgedOnly: query.unacknowledged === "true" }),
   ),
-  defineRoute(
-    {
-      method: "post",
-      path: "/notifications/:id/acknowledge",
-      action: "notification:acknowledge",
-      tag,
-      summary: "Acknowledge a notification",
-      params: idParams,
-      response: adminNotification,
-    },
-    ({ ctx, actor, params, meta }) => acknowledgeNotification(ctx, actor, params.id, meta),
+  recordAction(
+    { path: "/notifications/:id/acknowledge", action: "notification:acknowledge", summary: "Acknowledge a notification", response: adminNotification },
+    acknowledgeNotification,
   ),
 
   // Just-in-time privileged access (docs/sso.md).
@@ -394,43 +384,23 @@ export const accessRoutes = [
     },
     ({ ctx, actor }) => listPrivilegedAccess(ctx, actor),
   ),
-  defineRoute(
+  ...decisionRoutes(
+    "/privileged-access",
     {
-      method: "post",
-      path: "/privileged-access/:id/approve",
-      action: "privileged_access:approve",
-      tag,
-      summary: "Approve someone else's request (needs step-up); the role lasts the minutes asked for from now",
-      params: idParams,
-      response: privilegedAccessView,
-      problems: { 409: "Already decided" },
+      approve: { action: "privileged_access:approve", summary: "Approve someone else's request (needs step-up); the role lasts the minutes asked for from now" },
+      deny: { action: "privileged_access:deny", summary: "Deny someone else's request" },
     },
-    ({ ctx, actor, params, meta }) => decidePrivilegedAccess(ctx, actor, params.id, "approve", meta),
+    privilegedAccessView,
+    decidePrivilegedAccess,
   ),
-  defineRoute(
+  recordAction(
     {
-      method: "post",
-      path: "/privileged-access/:id/deny",
-      action: "privileged_access:deny",
-      tag,
-      summary: "Deny someone else's request",
-      params: idParams,
-      response: privilegedAccessView,
-      problems: { 409: "Already decided" },
-    },
-    ({ ctx, actor, params, meta }) => decidePrivilegedAccess(ctx, actor, params.id, "deny", meta),
-  ),
-  defineRoute(
-    {
-      method: "post",
       path: "/privileged-access/:id/end",
       action: "privileged_access:end",
-      tag,
       summary: "End a grant or withdraw a request early (the requester or an admin)",
-      params: idParams,
       response: privilegedAccessView,
       problems: { 409: "Already ended, denied" },
     },
-    ({ ctx, actor, params, meta }) => endPrivilegedAccess(ctx, actor, params.id, meta),
+    endPrivilegedAccess,
   ),
 ];

@@ -1,5 +1,4 @@
 import os from "node:os";
-import nodemailer from "nodemailer";
 import { printable, sdEscape, sendSyslogOverTls } from "../log/syslog.js";
 import type { AlertViewRes } from "./schema.js";
 import type { z } from "zod";
@@ -78,6 +77,8 @@ export function oneLineError(err: unknown): string {
 }
 
 export async function sendEmail(settings: EmailSettings, password: string | null, mail: { subject: string; text: string }, timeoutMs: number): Promise<void> {
+  // nodemailer loads with the first e-mail, not with the module (every CLI command imports this file).
+  const { default: nodemailer } = await import("nodemailer");
   const transport = nodemailer.createTransport({
     host: settings.host,
     port: settings.port,

@@ -1,5 +1,4 @@
 import { randomBytes } from "node:crypto";
-import QRCode from "qrcode";
 import { type Tx } from "../db/sql.js";
 import speakeasy from "speakeasy";
 import type { Actor } from "../kernel/actor.js";
@@ -142,6 +141,8 @@ export async function startMfaEnrollment(ctx: ApplianceContext, subject: Session
     digits: 6,
     period: STEP_SECONDS,
   });
+  // qrcode loads with the first enrolment, not with the module (CLI commands start faster without it).
+  const { default: QRCode } = await import("qrcode");
   const qrCodeDataUrl = await QRCode.toDataURL(otpauthUrl, { errorCorrectionLevel: "M", margin: 2, width: 240 });
   return { secret, otpauthUrl, qrCodeDataUrl };
 }

@@ -37,7 +37,7 @@ import { appendAuditEvent } from "../audit/append.js";
 import { inDataDir } from "../config/load.js";
 import type { ApplianceContext } from "../context.js";
 import { EmbeddedRecoveryError, runAs, runEmbeddedRecovery } from "../db/embedded.js";
-import { EMBEDDED_DATABASE } from "../db/roles.js";
+import { clusterNames } from "../db/adopt.js";
 import { inScope } from "../db/sql.js";
 import { Conflict, Unavailable } from "../kernel/errors.js";
 import { backupDataKeyLookup, readDataKeyRows, shreddedSubjects, unwrapBackupKeks, zeroize } from "../keys/index.js";
@@ -285,8 +285,11 @@ async function drill(ctx: ApplianceContext, target: SnapshotTarget, secret: Buff
     });
     fetcher.start();
     try {
+      // A base backup of the compose PostgreSQL keeps its own names here: the scratch cluster is only read.
+      const names = clusterNames(base.server);
       await runEmbeddedRecovery({
         dataDir: scratch,
+        superuser: names.superuser,
         port: ctx.config.database.embeddedPort,
         settings: {
           restore_command: fetcher.restoreCommand,
@@ -304,7 +307,7 @@ async function drill(ctx: ApplianceContext, target: SnapshotTarget, secret: Buff
         work: async (run) => {
           fetcher.stop();
           out.phases.replayMs = lap();
-          const url = run.superuserUrl(EMBEDDED_DATABASE);
+          const url = run.superuserUrl(names.database);
           const client = new pg.Client({ connectionString: url });
           await client.connect();
           try {

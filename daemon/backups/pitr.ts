@@ -18,7 +18,9 @@ import type { SnapshotTarget } from "../../backup/targets/index.js";
 import { baseBackupLayout, listBaseBackups, listWal, openBaseBackupManifest, parseSegment, sealWalFile, WAL_FILE, WAL_SEGMENT, walLayout } from "../../backup/wal.js";
 import { inDataDir } from "../config/load.js";
 import type { ApplianceContext } from "../context.js";
+import { EMBEDDED_DATABASE, OWNER_ROLE } from "../db/roles.js";
 import { inScope } from "../db/sql.js";
+import { wakeCheckpointer } from "../db/wal-archive.js";
 import { Unavailable } from "../kernel/errors.js";
 import { APP_VERSION } from "../version.js";
 import { openPolicyTargets, readPolicyRow } from "./policy.js";
@@ -167,14 +169,40 @@ export async function shipSpool(ctx: ApplianceContext): Promise<ShipOutcome> {
   }
 }
 
-/** Ships the spool every `walShipIntervalMs`, one pass at a time; failures are alerts, not crashes. */
+/**
+ * An external PostgreSQL (the compose file's `db`) restarted on its own: its checkpointer again
+ * ignores archive_timeout until its first checkpoint (db/wal-archive.ts wakeCheckpointer), so a
+ * changed `pg_postmaster_start_time()` wakes it, as the daemon's own start does. `seen` carries
+ * the start time between passes; the first pass only records it (the daemon's start woke it).
+ */
+export async function wakeAfterServerRestart(ctx: ApplianceContext, seen: { startedAt?: string }): Promise<"woken" | "unchanged" | "not-archiving" | "denied"> {
+  const row = await ctx.db.owner.one<{ at: string }>("SELECT pg_postmaster_start_time()::text AS at");
+  if (!row) return "unchanged";
+  const before = seen.startedAt;
+  seen.startedAt = row.at;
+  if (before === undefined || before === row.at) return "unchanged";
+  const woken = await wakeCheckpointer(ctx.db.owner.url());
+  if (woken === "denied")
+    ctx.log.warn(`PostgreSQL restarted (at ${row.at}) and this role may not reload its configuration: archive_timeout applies after its first checkpoint (docs/backups.md)`);
+  else ctx.log.info(`PostgreSQL restarted (at ${row.at}): its checkpointer was woken, archive_timeout bounds the recovery point again`);
+  return woken;
+}
+
+/**
+ * Ships the spool every `walShipIntervalMs`, one pass at a time; failures are alerts, not crashes.
+ * With an external PostgreSQL each pass first notices a restart of the server alone (wakeAfterServerRestart).
+ */
 export function startWalShipper(ctx: ApplianceContext): { stop(): Promise<void> } {
   if (!ctx.config.backup.walArchiving) return { stop: async () => {} };
   let running: Promise<unknown> | undefined;
   let stopped = false;
+  const server: { startedAt?: string } = {};
   const tick = () => {
-    if (running || stopped || ctx.rootKey.isSealed) return;
-    running = shipSpool(ctx)
+    if (running || stopped) return;
+    running = (async () => {
+      if (ctx.config.database.url) await wakeAfterServerRestart(ctx, server).catch(() => {}); // down: the circuit says so; next pass
+      if (!ctx.rootKey.isSealed) await shipSpool(ctx);
+    })()
       .catch((err: Error) => ctx.log.warn(`WAL shipping pass failed: ${err.message}`))
       .finally(() => (running = undefined));
   };
@@ -191,18 +219,68 @@ export function startWalShipper(ctx: ApplianceContext): { stop(): Promise<void> 
 
 // ---- base backups ----------------------------------------------------------------------------------
 
-/** The embedded PostgreSQL's superuser and data directory: a base backup reads the cluster's files. */
-function embeddedCluster(ctx: ApplianceContext): { superuserUrl: string; dataDir: string } {
+/**
+ * Where a base backup reads the cluster: a superuser session and the data directory. The embedded
+ * PostgreSQL's own; or, with an external one (the compose file's), the owner role's session (the
+ * image's superuser) and `database.serverDataDir`, the server's data directory as this daemon sees
+ * it (the compose file mounts the `db` volume read-only; docs/backups.md "Compose PostgreSQL").
+ */
+function baseBackupSource(ctx: ApplianceContext): { connect: () => Promise<pg.Client>; dataDir: string; app?: { database: string; owner: string } } {
   if (ctx.config.database.url) {
-    throw new Unavailable(
-      "base backups read the PostgreSQL data directory, which this daemon has only with the embedded PostgreSQL; for the compose PostgreSQL see docs/backups.md (Point-in-time recovery)",
-    );
+    const dataDir = ctx.config.database.serverDataDir;
+    if (!dataDir) {
+      throw new Unavailable(
+        "base backups read the PostgreSQL data directory: set database.serverDataDir (WARDKEEP_DATABASE_SERVER_DATA_DIR) to the external server's data directory as this daemon sees it, mounted read-only (docs/backups.md, Compose PostgreSQL)",
+      );
+    }
+    return { connect: () => ctx.db.owner.dedicatedClient("wardkeep-basebackup"), dataDir };
   }
   const password = fs.readFileSync(inDataDir(ctx.config, "secrets/pg-superuser-password"), "utf8").trim();
+  const superuserUrl = `postgres://postgres:${encodeURIComponent(password)}@127.0.0.1:${ctx.config.database.embeddedPort}/postgres`;
   return {
-    superuserUrl: `postgres://postgres:${encodeURIComponent(password)}@127.0.0.1:${ctx.config.database.embeddedPort}/postgres`,
+    connect: async () => {
+      const c = new pg.Client({ connectionString: superuserUrl, application_name: "wardkeep-basebackup" } as pg.ClientConfig);
+      await c.connect();
+      return c;
+    },
     dataDir: inDataDir(ctx.config, "pg"),
+    app: { database: EMBEDDED_DATABASE, owner: OWNER_ROLE },
   };
+}
+
+/**
+ * The data directory must be the connected server's: its PG_VERSION is the server's major and its
+ * pg_control (first 8 bytes: the system identifier, native byte order) names the same cluster. A
+ * wrong or unreadable path fails here in one line instead of shipping a backup nothing can restore.
+ */
+async function checkDataDir(client: pg.Client, dataDir: string): Promise<void> {
+  const { rows } = await client.query<{ sysid: string; major: string }>(
+    "SELECT system_identifier::text AS sysid, current_setting('server_version_num')::int / 10000 || '' AS major FROM pg_control_system()",
+  );
+  const server = rows[0]!;
+  let version: string;
+  let sysid: string;
+  try {
+    version = fs.readFileSync(path.join(dataDir, "PG_VERSION"), "utf8").trim();
+    const fd = fs.openSync(path.join(dataDir, "global", "pg_control"), "r");
+    try {
+      const head = Buffer.alloc(8);
+      fs.readSync(fd, head, 0, 8, 0);
+      sysid = head.readBigUInt64LE(0).toString();
+    } finally {
+      fs.closeSync(fd);
+    }
+  } catch (err) {
+    const e = err as NodeJS.ErrnoException;
+    throw new Unavailable(
+      `database.serverDataDir ${dataDir} cannot be read (${e.code ?? e.message}): mount the server's data directory there, read-only, with group access (docs/backups.md, Compose PostgreSQL)`,
+    );
+  }
+  if (version !== server.major || sysid !== server.sysid) {
+    throw new Unavailable(
+      `database.serverDataDir ${dataDir} is not the connected server's data directory (PostgreSQL ${version}, system identifier ${sysid}; the server is ${server.major}, ${server.sysid})`,
+    );
+  }
 }
 
 /**
@@ -212,10 +290,9 @@ function embeddedCluster(ctx: ApplianceContext): { superuserUrl: string; dataDir
  * Returns the segment's name, or null when the role may not switch (then nothing is shipped).
  */
 export async function closeAndShipSegment(ctx: ApplianceContext): Promise<string | null> {
-  const client = ctx.config.database.url ? await ctx.db.owner.dedicatedClient("wardkeep-wal-switch") : new pg.Client({ connectionString: embeddedCluster(ctx).superuserUrl });
+  const client = ctx.config.database.url ? await ctx.db.owner.dedicatedClient("wardkeep-wal-switch") : await baseBackupSource(ctx).connect();
   let wal: string;
   try {
-    if (!ctx.config.database.url) await client.connect();
     try {
       wal = (await client.query<{ w: string }>("SELECT pg_walfile_name(pg_switch_wal()) AS w")).rows[0]!.w;
     } catch (err) {
@@ -245,7 +322,15 @@ export type BaseBackupRun = BaseBackupResult & { status: "complete" | "partial" 
 /** Takes a base backup to every target, records it (and its WAL range) and applies retention. */
 export async function runBaseBackup(ctx: ApplianceContext, trigger: "schedule" | "manual" | "cli" = "manual"): Promise<BaseBackupRun> {
   const secret = ctx.rootKey.material();
-  const cluster = embeddedCluster(ctx);
+  const source = baseBackupSource(ctx);
+  if (ctx.config.database.url) {
+    const c = await source.connect();
+    try {
+      await checkDataDir(c, source.dataDir);
+    } finally {
+      await c.end().catch(() => {});
+    }
+  }
   const lock = await tryJobLock(ctx, BASE_BACKUP_LOCK, 30_000);
   if (!lock) throw new Unavailable("another base backup is running");
   const targets = openPolicyTargets(ctx, await inScope(ctx.db.app, { kind: "appliance" }, (t) => readPolicyRow(ctx, t)));
@@ -256,12 +341,9 @@ export async function runBaseBackup(ctx: ApplianceContext, trigger: "schedule" |
     let result: BaseBackupResult;
     try {
       result = await takeBaseBackup({
-        connect: async () => {
-          const c = new pg.Client({ connectionString: cluster.superuserUrl, application_name: "wardkeep-basebackup" } as pg.ClientConfig);
-          await c.connect();
-          return c;
-        },
-        dataDir: cluster.dataDir,
+        connect: source.connect,
+        dataDir: source.dataDir,
+        app: source.app,
         targets,
         applianceSecret: secret,
         recoveryPublicKey: recovery,

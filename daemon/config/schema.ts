@@ -120,6 +120,13 @@ export const databaseSchema = z
       .optional()
       .describe("Connection for requests, as a role without BYPASSRLS; unset derives it (role wardkeep_app)."),
     appPasswordFile: z.string().optional().describe("File holding the app role's password when appUrl is unset; unset generates one under dataDir."),
+    serverDataDir: z
+      .string()
+      .min(1)
+      .optional()
+      .describe(
+        "The external PostgreSQL's data directory as this daemon sees it (mounted read-only, group-readable): base backups for point-in-time recovery read it. Unset: no base backups with database.url.",
+      ),
     poolMax: z.number().int().min(1).max(200).default(10).describe("Largest connection pool per role."),
     statementTimeoutMs: z.number().int().min(0).default(30_000).describe("Longest single SQL statement a request may run."),
     acquireTimeoutMs: z.number().int().min(100).max(60_000).default(5_000).describe("How long a request waits to open or borrow a connection before it is answered 503."),

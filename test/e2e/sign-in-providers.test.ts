@@ -192,7 +192,8 @@ describe("Sign-in providers page", () => {
     // The second admin turns the auditor rule down: it leaves the table.
     await theirs.locator("li", { hasText: "wardkeep-auditors" }).getByRole("button", { name: "Reject" }).click();
     await expect.poll(() => second.page.getByRole("status").allTextContents()).toContain("The rule granting Auditor to wardkeep-auditors was rejected and removed.");
-    await expect(second.page.getByTestId("rules-table").getByTestId("rule-row").count()).resolves.toBe(2);
+    // The notice comes before the table is read again: wait for the table.
+    await expect.poll(() => second.page.getByTestId("rules-table").getByTestId("rule-row").count()).toBe(2);
     await expect.poll(() => theirs.textContent()).toContain("Group equals wardkeep-admins → Admin");
     await theirs.getByRole("button", { name: "Approve" }).click();
     await expect.poll(() => second.page.getByRole("status").allTextContents()).toContain("The rule granting Admin to wardkeep-admins is active.");

@@ -165,7 +165,10 @@ describe.skipIf(skipCompose)("docker-compose.yml (single node)", () => {
   it("keeps state in named volumes", () => {
     const mounts = (name: string) => (config.services[name]!.volumes as unknown[]).map(String);
     expect(mounts("wardkeep")).toContainEqual(expect.stringMatching(/^wardkeep-data:\/var\/lib\/wardkeep(:|$)/));
-    expect(mounts("db")).toContainEqual(expect.stringMatching(/^db-data:\/var\/lib\/postgresql\/data(:|$)/));
+    // The postgres:18 image's volume is /var/lib/postgresql (its PGDATA is 18/docker inside it).
+    expect(mounts("db")).toContainEqual(expect.stringMatching(/^db-data:\/var\/lib\/postgresql(:rw)?$/));
+    // Read-only in the daemon: base backups read the data directory (docs/backups.md, Compose PostgreSQL).
+    expect(mounts("wardkeep")).toContain("db-data:/var/lib/postgresql:ro");
     expect(Object.keys(config.volumes ?? {}).sort()).toEqual(["db-data", "wal-spool", "wardkeep-data"]);
   });
 

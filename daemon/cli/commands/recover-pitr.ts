@@ -47,6 +47,7 @@ import type { Config } from "../../config/schema.js";
 import type { ApplianceContext } from "../../context.js";
 import { openDatabase } from "../../db/connection.js";
 import { EmbeddedRecoveryError, runAs, runEmbeddedRecovery } from "../../db/embedded.js";
+import { adoptAsEmbedded, clusterNames, type Adoption } from "../../db/adopt.js";
 import { EMBEDDED_DATABASE, prepareDatabase } from "../../db/roles.js";
 import { inScope } from "../../db/sql.js";
 import {
@@ -114,6 +115,8 @@ export type PitrOutcome = {
   purged: PurgeResult;
   readable: { values: number; sampled: number; columns: number; tenants: number };
   auditChain: { intact: boolean; head: string | null };
+  /** A base backup of another PostgreSQL (the compose file's) made an embedded cluster: what was renamed and reassigned (db/adopt.ts). */
+  adopted: Adoption;
   unseal: { mode: UnsealMode; keyFile?: string; shares?: string[]; threshold?: number };
   durationMs: number;
   /** `--before-event`: the event, and how much of the chain before it the recovered database holds. */
@@ -340,11 +343,13 @@ async function findAuditEvent(config: Config, req: PitrRequest, seq: string): Pr
     );
     fetcher.start();
     try {
+      const names = clusterNames(found.base.server);
       return await runEmbeddedRecovery({
         dataDir,
         port: config.database.embeddedPort,
         settings: { restore_command: fetcher.restoreCommand, recovery_target_timeline: "latest" },
         standby: true,
+        superuser: names.superuser,
         abort: {
           signal: fetcher.signal,
           get reason() {
@@ -352,7 +357,8 @@ async function findAuditEvent(config: Config, req: PitrRequest, seq: string): Pr
           },
         },
         work: async (run) => {
-          const client = new pg.Client({ connectionString: run.superuserUrl(EMBEDDED_DATABASE) });
+          // A hot standby is read-only: the restored cluster's own names (adopted only by the recovery proper).
+          const client = new pg.Client({ connectionString: run.superuserUrl(names.database) });
           await client.connect();
           try {
             let settled: string | undefined;
@@ -475,6 +481,8 @@ async function recoverTo(config: Config, req: PitrRequest, before?: ArchivedAudi
       settings.recovery_target_inclusive = "off";
     }
     const superPassword = readOrCreateSecret(inDataDir(config, "secrets/pg-superuser-password"));
+    const names = clusterNames(found.base.server);
+    let adopted: Adoption = { objects: 0 };
     const now = new Date();
     const seal = { mode: req.mode, params: creation.params, unsealKey: creation.unsealKey };
     fetcher.start();
@@ -498,12 +506,16 @@ async function recoverTo(config: Config, req: PitrRequest, before?: ArchivedAudi
         port: config.database.embeddedPort,
         settings,
         abort,
+        superuser: names.superuser,
         work: async (run) => {
           fetcher.stop();
           replayMs = mark() - t;
           t = mark();
           req.onProgress?.({ phase: "keys", done: 0, total: 1 });
-          const client = new pg.Client({ connectionString: run.superuserUrl(EMBEDDED_DATABASE) });
+          // A cluster of the compose PostgreSQL becomes an embedded one first (db/adopt.ts): from here on, postgres.
+          adopted = await adoptAsEmbedded(run, names);
+          const url = (database: string) => run.superuserUrl(database, "postgres");
+          const client = new pg.Client({ connectionString: url(EMBEDDED_DATABASE) });
           await client.connect();
           try {
             const replayed = await client.query<{ at: Date | null }>("SELECT pg_last_xact_replay_timestamp() AS at");
@@ -511,7 +523,7 @@ async function recoverTo(config: Config, req: PitrRequest, before?: ArchivedAudi
             const keys = await installKeys(client, found, seal, now);
             await client.query(`ALTER ROLE postgres PASSWORD ${client.escapeLiteral(superPassword)}`);
             const verify = auditVerifierFor({ config, log: silentLogger(), clock: systemClock, rootKey: new RootKey(config.keys.unseal), metrics: new Registry() }, "database");
-            const audit = await verify(run.superuserUrl(EMBEDDED_DATABASE));
+            const audit = await verify(url(EMBEDDED_DATABASE));
             if (!audit.intact) throw new CliError(`the recovered audit trail does not verify: ${audit.detail ?? "broken"}`);
             keysMs = mark() - t;
             return { recoveredTo: replayed.rows[0]?.at?.toISOString() ?? null, keys, audit: { intact: audit.intact, head: audit.head?.seq ?? null }, beforeEvent };
@@ -548,6 +560,7 @@ async function recoverTo(config: Config, req: PitrRequest, before?: ArchivedAudi
       purged,
       readable: { values: readable.values, sampled: readable.sampled, columns: readable.columns, tenants: readable.tenants },
       auditChain: result.audit,
+      adopted,
       ...(result.beforeEvent ? { beforeEvent: result.beforeEvent } : {}),
       unseal: { mode: req.mode, keyFile: creation.createdFile, shares: creation.shares, threshold: req.input.threshold },
       durationMs: r(mark() - started),

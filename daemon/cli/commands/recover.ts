@@ -576,6 +576,17 @@ async function recoverPointInTime(global: GlobalOptions, config: Config, mode: U
             `  stopped before audit event ${r.beforeEvent.seq} (${r.beforeEvent.action}, at ${r.beforeEvent.occurredAt}): chain present through ${r.beforeEvent.chainedThrough}, ${r.beforeEvent.pendingInIntake} committed event(s) chained at start${r.beforeEvent.missingBefore ? `, ${r.beforeEvent.missingBefore} earlier event(s) NOT kept (committed during the event's own request)` : ""}`,
           ]
         : []),
+      ...(r.adopted.renamedSuperuser || r.adopted.renamedDatabase || r.adopted.ownerFrom
+        ? [
+            `  made an embedded cluster: ${[
+              r.adopted.renamedDatabase ? `database ${r.adopted.renamedDatabase} renamed wardkeep` : "",
+              r.adopted.ownerFrom ? `${r.adopted.objects} object(s) of ${r.adopted.ownerFrom} now owned by wardkeep_owner` : "",
+              r.adopted.renamedSuperuser ? `superuser ${r.adopted.renamedSuperuser} renamed postgres` : "",
+            ]
+              .filter(Boolean)
+              .join(", ")}; password rules of the embedded server`,
+          ]
+        : []),
       `  phases (RTO): ${r.phases.findEventMs ? `find event ${r.phases.findEventMs} ms, ` : ""}locate ${r.phases.locateMs} ms, key store ${r.phases.keyStoreMs} ms, base backup ${r.phases.baseMs} ms, replay ${r.phases.replayMs} ms, keys ${r.phases.keysMs} ms, finish ${r.phases.finishMs} ms`,
       ...(mode === "keyfile" ? [`  unseal: key file ${r.unseal.keyFile ?? inDataDir(config, config.keys.keyFile)} (evaluation only)`] : []),
       ...(mode === "passphrase" ? ["  unseal: the new passphrase (the old one no longer exists anywhere)"] : []),
