@@ -21,7 +21,8 @@ export function ownerConnector(ctx: ApplianceContext): () => Promise<pg.Client> 
   };
 }
 
-function adminUrl(ctx: ApplianceContext): string {
+/** A role that may create, rename and drop databases: `backup.drillAdminUrl`, or the embedded PostgreSQL's superuser. */
+export function databaseAdminUrl(ctx: ApplianceContext): string {
   const b = ctx.config.backup;
   if (b.drillAdminUrl) {
     const u = new URL(b.drillAdminUrl);
@@ -42,7 +43,7 @@ function adminUrl(ctx: ApplianceContext): string {
  */
 export function scratchDatabaseFactory(ctx: ApplianceContext, prefix = "wardkeep_drill"): () => Promise<ScratchDatabase> {
   return async () => {
-    const admin = new pg.Client({ connectionString: adminUrl(ctx) });
+    const admin = new pg.Client({ connectionString: databaseAdminUrl(ctx) });
     await admin.connect();
     const name = `${prefix}_${randomBytes(5).toString("hex")}`;
     const owner = ctx.db.owner.info.user;
@@ -58,7 +59,7 @@ export function scratchDatabaseFactory(ctx: ApplianceContext, prefix = "wardkeep
       ownerUrl: urlOf(ctx.db.owner, name),
       appUrl: urlOf(ctx.db.app, name),
       async drop() {
-        const c = new pg.Client({ connectionString: adminUrl(ctx) });
+        const c = new pg.Client({ connectionString: databaseAdminUrl(ctx) });
         await c.connect();
         try {
           await c.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);

@@ -47,6 +47,7 @@ import { testTargetConnection } from "./target-test.js";
 import { pitrStatus } from "./pitr.js";
 import { listPitrDrills } from "./pitr-drill.js";
 import { NotFound } from "../kernel/errors.js";
+import { applianceName, restoreInPlace } from "./restore-in-place.js";
 
 // Sources run from daemon/backups, the build from dist/daemon/backups; the image copies the script beside dist/.
 const recoveryScriptCandidates = ["../../backup/recover-standalone.mjs", "../../../backup/recover-standalone.mjs"].map((p) => fileURLToPath(new URL(p, import.meta.url)));
@@ -74,7 +75,7 @@ export const backupRoutes = [
       summary: "Snapshots this appliance recorded (newest first) and open backup alerts",
       response: backupListResponse,
     },
-    async ({ ctx }) => ({ snapshots: await listSnapshotRecords(ctx), alerts: await openAlerts(ctx) }),
+    async ({ ctx }) => ({ snapshots: await listSnapshotRecords(ctx), alerts: await openAlerts(ctx), applianceName: applianceName(ctx) }),
   ),
   defineRoute(
     {
@@ -218,13 +219,21 @@ export const backupRoutes = [
       path: "/backups/:id/restore",
       action: "backup:restore",
       tag,
-      summary: "Restore into an empty database, or a new scratch database (needs step-up MFA)",
+      summary: "Restore into an empty database, a new scratch database, or in place of the live one (needs step-up MFA; in place: the appliance's name typed as confirm)",
       params: snapshotParams,
       body: restoreRequest,
       response: restoreOutcome,
-      problems: { 409: "Database not empty or schema mismatch", 422: "Integrity or key failure" },
+      problems: {
+        400: "Wrong confirmation",
+        409: "Database not empty, schema mismatch, or the safety snapshot failed",
+        422: "Integrity or key failure",
+        503: "In maintenance (another in-place restore)",
+      },
     },
-    ({ ctx, params, body, req, res }) => restoreSnapshotById(ctx, params.id, { intoUrl: body.intoUrl, scratch: body.scratch, target: body.target, meta: metaOf(req, res) }),
+    ({ ctx, params, body, req, res }) =>
+      body.inPlace
+        ? restoreInPlace(ctx, params.id, { confirm: body.confirm ?? "", target: body.target, meta: metaOf(req, res) })
+        : restoreSnapshotById(ctx, params.id, { intoUrl: body.intoUrl, scratch: body.scratch, target: body.target, meta: metaOf(req, res) }),
   ),
   defineRoute(
     { method: "get", path: "/drills", action: "drill:read", tag, summary: "Recovery drills (newest first) with RTO, RPO, phases and checks", response: z.array(drillRecord) },

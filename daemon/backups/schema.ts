@@ -12,7 +12,7 @@ const phases = z.record(z.string(), z.number());
 export const snapshotRecord = z.object({
   /** Snapshot id, e.g. 20250101T120000Z-1a2b3c4d. */
   id: z.string(),
-  /** schedule, manual or cli. */
+  /** schedule, manual, cli, or pre_restore (the safety snapshot an in-place restore takes first). */
   trigger: z.string(),
   /** `partial`: at least one target did not get the snapshot. `pruned`: retention deleted every copy. `vanished`: every copy is gone without retention deleting it. */
   status: z.enum(["running", "complete", "partial", "failed", "interrupted", "pruned", "vanished"]),
@@ -95,7 +95,12 @@ export const backupAlert = z.object({
 });
 
 /** `GET /api/v1/backups`: the catalogue and the open backup alerts. */
-export const backupListResponse = z.object({ snapshots: z.array(snapshotRecord), alerts: z.array(backupAlert) });
+export const backupListResponse = z.object({
+  snapshots: z.array(snapshotRecord),
+  alerts: z.array(backupAlert),
+  /** The appliance's host name: what an in-place restore must be confirmed with. */
+  applianceName: z.string(),
+});
 
 /** `POST /api/v1/backups` and `POST /api/v1/drills` answer 202 at once with the run's id. */
 export const runStartedResponse = z.object({ id: z.string(), status: z.literal("running") });
@@ -243,11 +248,19 @@ export const restoreRequest = z
       .optional(),
     /** Restore into a new scratch database the appliance creates (as drills do) and keeps for inspection. */
     scratch: z.literal(true).optional(),
+    /** Replace the live database with the snapshot (a safety snapshot is taken first; the API answers 503 meanwhile and every session ends). Needs `confirm`. */
+    inPlace: z.literal(true).optional(),
+    /** For `inPlace`: the appliance's name (`applianceName` of GET /backups), typed by the person restoring. */
+    confirm: z.string().max(253).optional(),
     /** Target to read from; omitted: the first that holds the snapshot. */
     target: z.string().max(40).optional(),
   })
   .strict()
-  .refine((b) => (b.intoUrl === undefined) !== (b.scratch === undefined), { message: "give either intoUrl or scratch: true", path: ["intoUrl"] });
+  .refine((b) => [b.intoUrl, b.scratch, b.inPlace].filter((x) => x !== undefined).length === 1, {
+    message: "give one of intoUrl, scratch: true or inPlace: true",
+    path: ["intoUrl"],
+  })
+  .refine((b) => !b.inPlace || b.confirm !== undefined, { message: "an in-place restore needs the appliance's name typed as confirm", path: ["confirm"] });
 export const drillRequest = z
   .object({
     /** Snapshot to drill; omitted: the latest complete one. */
@@ -315,8 +328,25 @@ export const restoreOutcome = z.object({
   target: z.string(),
   /** The appliance's crypto-shredding list was applied to the restored data. */
   shredList: z.literal("reapplied"),
-  /** The scratch database restored into (`scratch: true`), kept until an operator drops it; null for `intoUrl`. */
+  /** The scratch database restored into (`scratch: true`), kept until an operator drops it; null for `intoUrl` and `inPlace`. */
   scratchDatabase: z.string().nullable(),
+  /** For `inPlace`: what replaced the live database, and how to undo it. */
+  inPlace: z
+    .object({
+      /** The snapshot of the live database taken first: restore it in place to undo this restore. */
+      safetySnapshotId: z.string(),
+      /** Sessions ended (every one: sign in again). */
+      sessionsEnded: z.number().int(),
+      /** Key-store rows carried from the live appliance, per table (snapshots never hold keys). */
+      keyStore: z.record(z.string(), z.number()),
+      /** Patients and tenants crypto-shredded since the snapshot, purged from the restored data. */
+      purged: z.object({ patients: z.number().int(), tenants: z.number().int(), rowsDeleted: z.number().int() }),
+      /** Encrypted values checked against the key store, and the sample decrypted. */
+      readable: z.object({ values: z.number().int(), sampled: z.number().int(), columns: z.number().int(), tenants: z.number().int() }),
+      /** How long the API answered 503 (milliseconds). */
+      maintenanceMs: z.number().int(),
+    })
+    .optional(),
 });
 
 export const targetTestRequest = z

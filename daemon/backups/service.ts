@@ -36,11 +36,20 @@ export type AuditMeta = { actor: AuditActorInput; sourceIp?: string | null; user
 
 const appliance = { kind: "appliance" } as const;
 
-function tx<T>(ctx: ApplianceContext, work: (t: Tx) => Promise<T>): Promise<T> {
+export function tx<T>(ctx: ApplianceContext, work: (t: Tx) => Promise<T>): Promise<T> {
   return inScope(ctx.db.app, appliance, work);
 }
 
-async function audit(ctx: ApplianceContext, t: Tx, meta: AuditMeta, action: string, resourceType: string, resourceId: string | null, outcome: "success" | "failure") {
+export async function audit(
+  ctx: ApplianceContext,
+  t: Tx,
+  meta: AuditMeta,
+  action: string,
+  resourceType: string,
+  resourceId: string | null,
+  outcome: "success" | "failure",
+  reason?: string,
+) {
   await appendAuditEvent(ctx, t, {
     tenantId: null,
     actor: meta.actor,
@@ -48,6 +57,7 @@ async function audit(ctx: ApplianceContext, t: Tx, meta: AuditMeta, action: stri
     resourceType,
     resourceId,
     outcome,
+    ...(reason ? { reason } : {}),
     sourceIp: meta.sourceIp ?? null,
     userAgent: meta.userAgent ?? null,
     requestId: meta.requestId ?? null,
@@ -299,9 +309,9 @@ export async function getSnapshotRecord(ctx: ApplianceContext, id: string): Prom
 
 export type SnapshotRun = SnapshotRecord & { retention: PruneOutcome[]; swept: { target: string; removed: string[] }[] };
 
-export type StartOptions = { trigger: "schedule" | "manual" | "cli"; meta?: AuditMeta; onProgress?: (p: SnapshotProgress) => void };
+export type StartOptions = { trigger: "schedule" | "manual" | "cli" | "pre_restore"; meta?: AuditMeta; onProgress?: (p: SnapshotProgress) => void };
 
-async function closeAll(targets: SnapshotTarget[]) {
+export async function closeAll(targets: SnapshotTarget[]) {
   await Promise.allSettled(targets.map((t) => t.close()));
 }
 
@@ -360,7 +370,8 @@ async function runSnapshotJob(ctx: ApplianceContext, run: RunContext, lock: RunL
     result = await takeSnapshotOn(ctx, run, targets);
     // The key store goes beside the data on every target that took it (DESIGN "Key-store backups").
     if (result.ok) await backUpKeyStore(ctx, { id, targets, result, recoveryPublicKey: run.recoveryKey });
-    if (result.ok) retention.push(...(await applyRetentionOn(ctx, policy, targets, result)));
+    // An in-place restore's safety snapshot prunes nothing: the snapshot about to be restored may be one retention would thin out.
+    if (result.ok && run.opts.trigger !== "pre_restore") retention.push(...(await applyRetentionOn(ctx, policy, targets, result)));
   } catch (err) {
     failure = err as Error;
   } finally {
@@ -703,7 +714,7 @@ export async function reconcileCatalogue(ctx: ApplianceContext, meta: AuditMeta 
 }
 
 /** Verify and restore name a snapshot retention deleted, or that vanished, for what it is. */
-async function assertStillStored(ctx: ApplianceContext, id: string): Promise<void> {
+export async function assertStillStored(ctx: ApplianceContext, id: string): Promise<void> {
   const row = await tx(ctx, (t) =>
     t.one<{ status: string; pruned_at: Date | null; gone: string[] }>(
       `SELECT s.status, s.pruned_at, coalesce((SELECT array_agg(c.target ORDER BY c.target) FROM backup_snapshot_copies c WHERE c.snapshot_id = s.id AND c.state = 'vanished'), '{}') AS gone
@@ -721,7 +732,7 @@ async function assertStillStored(ctx: ApplianceContext, id: string): Promise<voi
 
 // ---- verify, restore -------------------------------------------------------------------------
 
-async function targetsHolding(ctx: ApplianceContext, id: string, name?: string): Promise<{ target: SnapshotTarget; others: SnapshotTarget[] }> {
+export async function targetsHolding(ctx: ApplianceContext, id: string, name?: string): Promise<{ target: SnapshotTarget; others: SnapshotTarget[] }> {
   const policy = await tx(ctx, (t) => readPolicyRow(ctx, t));
   const all = openPolicyTargets(ctx, policy);
   const pick = name ? all.find((t) => t.name === name) : undefined;

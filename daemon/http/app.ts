@@ -5,7 +5,7 @@ import { setupRoutes } from "../auth/setup-routes.js";
 import { policyBinding } from "../access/index.js";
 import { authRoutes } from "../auth/routes.js";
 import type { ApplianceContext } from "../context.js";
-import { accessLog, httpMetrics, noStore, requestId, requireJsonBody, securityHeaders } from "./middleware.js";
+import { accessLog, httpMetrics, maintenanceGate, noStore, requestId, requireJsonBody, securityHeaders } from "./middleware.js";
 import { adminUiRoutes } from "./admin-ui.js";
 import { notFoundHandler, problemMiddleware } from "./problem.js";
 import { gatedByFirstSegment } from "./router-gate.js";
@@ -42,6 +42,8 @@ export function createHttpApp(ctx: ApplianceContext): Express {
   app.use(accessLog(ctx.log));
 
   app.use(mount(healthRoutes));
+  // An in-place restore replaces the database under every request: they wait outside (503, Retry-After).
+  app.use(["/api/v1", "/scim"], maintenanceGate(ctx));
   // SCIM 2.0 (RFC 7644) at /scim/v2: its own bearer tokens, media type and error schema (docs/scim.md).
   app.use(mount(scimProtocolRoutes));
 

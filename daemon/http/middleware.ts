@@ -4,6 +4,8 @@ import helmet from "helmet";
 import { Counter, Histogram, type Registry } from "prom-client";
 import type { Logger } from "../log/logger.js";
 import { UnsupportedMediaType } from "../kernel/errors.js";
+import { assertNotInMaintenance } from "../kernel/maintenance.js";
+import type { ApplianceContext } from "../context.js";
 
 const INBOUND_ID = /^[A-Za-z0-9._:-]{1,128}$/;
 
@@ -104,5 +106,17 @@ export function accessLog(log: Logger): RequestHandler {
       });
     });
     next();
+  };
+}
+
+/** While the appliance is in maintenance (kernel/maintenance.ts: an in-place restore), 503 `maintenance` with Retry-After. */
+export function maintenanceGate(ctx: ApplianceContext): RequestHandler {
+  return (_req, _res, next) => {
+    try {
+      assertNotInMaintenance(ctx);
+      next();
+    } catch (err) {
+      next(err);
+    }
   };
 }

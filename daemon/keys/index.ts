@@ -247,6 +247,8 @@ export {
 } from "./recovery-crypto.js";
 /** The Ed25519 key that signs audit checkpoints, kept in the keyring. */
 export { getAuditSigningKey, listAuditVerificationKeys, AUDIT_SIGNING_KEY_ID, type AuditSigningKey, type AuditVerificationKey } from "./audit-signing.js";
+/** The live key store copied into a database an in-place restore loaded (backups' restore in place). */
+export { carryKeyStoreInto, type CarriedKeyStore } from "./carry-over.js";
 /** The key store's own backup, written beside every snapshot, and its recovery onto a new appliance. */
 export {
   backupApplianceSecret,

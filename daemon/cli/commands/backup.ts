@@ -13,6 +13,7 @@ import {
   runBaseBackup,
   runPitrDrill,
   shipSpool,
+  restoreInPlace,
   restoreSnapshotById,
   runDrill,
   runSnapshot,
@@ -21,6 +22,7 @@ import {
   listTargets,
   testTargetConnection,
   type AuditMeta,
+  type InPlaceDetails,
   type SnapshotRecord,
   type TargetTestRes,
 } from "../../backups/index.js";
@@ -391,9 +393,13 @@ export function registerBackup(program: Command) {
   unsealOptions(
     program
       .command("restore <id>")
-      .description("restore a snapshot into an EMPTY database (refuses a non-empty one), or into a new scratch database (--scratch)")
+      .description(
+        "restore a snapshot into an EMPTY database (refuses a non-empty one), into a new scratch database (--scratch), or in place of the live database (--in-place, with the daemon stopped)",
+      )
       .option("--into <url>", "owner connection URL of the empty database (postgres://...)")
       .option("--scratch", "restore into a new scratch database this appliance creates and keeps for inspection (as a drill does)")
+      .option("--in-place", "replace this appliance's live database with the snapshot: a safety snapshot first, every session ends (stop the daemon first)")
+      .option("--confirm <name>", "with --in-place: the appliance's name (its public host name), typed to confirm")
       .option("--target <name>", "target from this appliance's policy")
       .option("--target-file <file>", "target as a JSON file: for a brand-new appliance that has no policy yet")
       .option("--recovery-key-file <file>", "the recovery kit (PEM): restore without this appliance's keys")
@@ -410,6 +416,8 @@ export function registerBackup(program: Command) {
       opts: UnsealOpts & {
         into?: string;
         scratch?: boolean;
+        inPlace?: boolean;
+        confirm?: string;
         target?: string;
         targetFile?: string;
         recoveryKeyFile?: string;
@@ -420,15 +428,18 @@ export function registerBackup(program: Command) {
       cmd: Command,
     ) => {
       const global = cmd.optsWithGlobals<GlobalOptions>();
-      if (!opts.into === !opts.scratch) throw new CliError("give --into URL or --scratch (one of them)", 2);
+      if ([opts.into, opts.scratch, opts.inPlace].filter(Boolean).length !== 1) throw new CliError("give --into URL, --scratch or --in-place (one of them)", 2);
+      if (opts.inPlace && opts.confirm === undefined) throw new CliError("--in-place replaces the live database: give the appliance's name as --confirm NAME", 2);
       if (opts.into && !/^postgres(ql)?:\/\//.test(opts.into)) throw new CliError("--into must be a postgres:// URL");
-      const human = (r: Awaited<ReturnType<typeof restoreSnapshot>>) => [
+      const human = (r: Awaited<ReturnType<typeof restoreSnapshot>> & { scratchDatabase?: string | null; inPlace?: InPlaceDetails }) => [
         `snapshot ${id} restored: ${r.tables} tables, ${r.rows} rows in ${(r.phases.totalMs / 1000).toFixed(1)} s (schema ${r.schema.restoredTo})`,
         `  phases: open ${r.phases.openMs} ms, schema ${r.phases.schemaMs} ms, load ${r.phases.loadMs} ms (AES-GCM ${r.phases.decryptCpuMs} ms), constraints ${r.phases.constraintsMs} ms, verify ${r.phases.verifyMs} ms`,
         `  audit chain: ${r.auditChain.checked ? (r.auditChain.intact ? `intact up to ${r.auditChain.expected?.seq ?? 0}` : "BROKEN") : r.auditChain.reason}`,
-        "scratchDatabase" in r && r.scratchDatabase
-          ? `  restored into the scratch database ${r.scratchDatabase}; drop it when done (DROP DATABASE ${r.scratchDatabase})`
-          : "  next: start the appliance on this database; the keys capability re-applies the crypto-shredding list",
+        r.inPlace
+          ? `  restored in place of the live database; safety snapshot ${r.inPlace.safetySnapshotId} (restore it in place to undo); ${r.inPlace.sessionsEnded} session(s) ended; ${r.inPlace.readable.sampled} encrypted value(s) decrypted`
+          : "scratchDatabase" in r && r.scratchDatabase
+            ? `  restored into the scratch database ${r.scratchDatabase}; drop it when done (DROP DATABASE ${r.scratchDatabase})`
+            : "  next: start the appliance on this database; the keys capability re-applies the crypto-shredding list",
       ];
       try {
         if (opts.recoveryKeyFile || opts.recoveryShareFile?.length) {
@@ -461,7 +472,11 @@ export function registerBackup(program: Command) {
           return;
         }
         if (opts.targetFile) throw new CliError("--target-file is for restores with --recovery-key-file; otherwise name a policy target with --target");
-        const r = await withUnsealedContext(opts, (ctx) => restoreSnapshotById(ctx, id, { intoUrl: opts.into, scratch: opts.scratch, target: opts.target, meta: CLI_META }));
+        const r = await withUnsealedContext(opts, (ctx) =>
+          opts.inPlace
+            ? restoreInPlace(ctx, id, { confirm: opts.confirm!, target: opts.target, meta: CLI_META, refuseWhileServing: true })
+            : restoreSnapshotById(ctx, id, { intoUrl: opts.into, scratch: opts.scratch, target: opts.target, meta: CLI_META }),
+        );
         printResult(global, { restore: r }, human(r));
       } catch (err) {
         if (err instanceof AppError) throw new CliError(err.message);

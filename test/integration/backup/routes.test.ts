@@ -2,8 +2,10 @@ import fs from "node:fs";
 import path from "node:path";
 import request from "supertest";
 import { afterAll, beforeAll, describe, expect, it, inject } from "vitest";
-import { signIn, type SignedIn } from "../../helpers/actors.js";
-import { startTestAppliance, type TestAppliance } from "../../helpers/appliance.js";
+import pg from "pg";
+import { createTenant, signIn, type SignedIn } from "../../helpers/actors.js";
+import { startTestAppliance, testEnv, type TestAppliance } from "../../helpers/appliance.js";
+import { runCli } from "../../helpers/daemon-process.js";
 import { tempDir } from "./helpers.js";
 
 let app: TestAppliance;
@@ -90,5 +92,109 @@ describe("/api/v1/backups and /api/v1/drills", () => {
     expect(res.status).toBe(409);
     expect(res.body.type).toBe("urn:wardkeep:problem:restore-refused");
     expect(res.body.detail).not.toContain(new URL(app.db.ownerUrl).password);
+  });
+
+  it("restores in place: refuses a wrong name, a snapshot that fails verification, and a load that fails midway with the old database still serving; then replaces it, behind a safety snapshot", async () => {
+    const tenant = await createTenant(app, "In-place Clinic");
+    let desk = await signIn(app, { role: "front_desk", tenantId: tenant.id, mfa: false });
+    const before = (await desk.agent.post("/api/v1/patients").send({ name: "Ada Before" }).expect(201)).body.id as string;
+    const started = await root.agent.post("/api/v1/backups").send({});
+    const snap = (
+      await until(
+        () => root.agent.get(`/api/v1/backups/${started.body.id}`),
+        (r) => r.body.status !== "running",
+      )
+    ).body;
+    expect(snap.status).toBe("complete");
+    const after = (await desk.agent.post("/api/v1/patients").send({ name: "Bo After" }).expect(201)).body.id as string;
+    const listed = (await root.agent.get("/api/v1/backups")).body;
+    const name = listed.applianceName as string;
+    expect(name).toBe(new URL(app.baseUrl).hostname);
+    const restore = (body: Record<string, unknown>) => root.agent.post(`/api/v1/backups/${snap.id}/restore`).send(body);
+    await root.stepUp();
+
+    // A wrong name: 400 naming the field, nothing else happens. The CLI refuses while a daemon serves the database.
+    const [wrong, cli] = await Promise.all([
+      restore({ inPlace: true, confirm: "not-this-one" }),
+      runCli(["restore", snap.id, "--in-place", "--confirm", name], testEnv(app.db, app.dataDir)),
+    ]);
+    expect([cli.code, cli.stderr]).toEqual([
+      1,
+      "wardkeep: a running Wardkeep daemon is connected to this database (1 replica(s)): stop it before restoring in place from the command line, or restore from the console (Backups), which holds the API in maintenance meanwhile\n",
+    ]);
+    expect([wrong.status, wrong.body.type, wrong.body.detail]).toEqual([
+      400,
+      "urn:wardkeep:problem:invalid-request",
+      `type the appliance's name, ${name}, to confirm that the live database is to be replaced`,
+    ]);
+    expect((await restore({ inPlace: true })).status).toBe(400);
+
+    // A manifest that fails its signature: refused before maintenance, no safety snapshot.
+    const snapDir = path.join(dir, "nas", "snapshots", snap.id);
+    const manifestFile = path.join(snapDir, "manifest.json");
+    const manifest = fs.readFileSync(manifestFile);
+    fs.writeFileSync(manifestFile, manifest.toString("utf8").replace('"trigger": "manual"', '"trigger": "cli"'));
+    const forged = await restore({ inPlace: true, confirm: name });
+    fs.writeFileSync(manifestFile, manifest);
+    expect(forged.status).toBe(422);
+    expect((await root.agent.get("/api/v1/backups")).body.snapshots.length).toBe(listed.snapshots.length);
+
+    // A table object damaged in its middle: the load fails after earlier tables went in; the new
+    // database is dropped and the live one serves on (its sessions ended with the maintenance).
+    const objects = fs.readdirSync(path.join(snapDir, "objects")).sort();
+    const damaged = path.join(snapDir, "objects", objects[Math.floor(objects.length / 2)]!);
+    const original = fs.readFileSync(damaged);
+    const flipped = Buffer.from(original);
+    flipped.writeUInt8(flipped.readUInt8(flipped.length - 20) ^ 0xff, flipped.length - 20);
+    fs.writeFileSync(damaged, flipped);
+    const midway = await restore({ inPlace: true, confirm: name });
+    fs.writeFileSync(damaged, original);
+    expect(midway.status).toBe(422);
+    expect(midway.body.type).toBe("urn:wardkeep:problem:snapshot-integrity");
+    expect((await desk.agent.get(`/api/v1/patients/${after}`)).status).toBe(401);
+    desk = await signIn(app, { role: "front_desk", tenantId: tenant.id, mfa: false });
+    expect((await desk.agent.get(`/api/v1/patients/${after}`).expect(200)).body.name).toBe("Bo After");
+    const su = new pg.Client({ connectionString: inject("pgCluster").superuserUrl });
+    await su.connect();
+    try {
+      expect((await su.query("SELECT datname FROM pg_database WHERE datname LIKE 'wardkeep_inplace_%'")).rows).toEqual([]);
+    } finally {
+      await su.end();
+    }
+
+    // The restore: the API answers 503 maintenance meanwhile; afterwards the patient written after
+    // the snapshot is gone, the one from before reads back decrypted, and the safety snapshot is listed.
+    root = await signIn(app, { role: "super_admin" });
+    const pending = restore({ inPlace: true, confirm: name }).then((r) => r);
+    let gated: request.Response | undefined;
+    let done = false;
+    void pending.finally(() => (done = true));
+    while (!done && !gated) {
+      const r = await request(app.baseUrl).get("/api/v1/auth/session").ca(app.caPem);
+      if (r.status === 503) gated = r;
+      else await new Promise((res) => setTimeout(res, 50));
+    }
+    const res = await pending;
+    expect(res.status).toBe(200);
+    expect(gated?.body).toMatchObject({ type: "urn:wardkeep:problem:maintenance", status: 503 });
+    expect(gated?.headers["retry-after"]).toBe("30");
+    expect(res.body).toMatchObject({ snapshotId: snap.id, scratchDatabase: null, auditChain: { checked: true, intact: true } });
+    const safetyId = res.body.inPlace.safetySnapshotId as string;
+    expect(res.body.inPlace.readable.sampled).toBeGreaterThan(0);
+    expect(res.body.inPlace.keyStore["keystore.data_keys"]).toBeGreaterThan(0);
+
+    expect((await desk.agent.get(`/api/v1/patients/${before}`)).status).toBe(401);
+    desk = await signIn(app, { role: "front_desk", tenantId: tenant.id, mfa: false });
+    expect((await desk.agent.get(`/api/v1/patients/${before}`).expect(200)).body.name).toBe("Ada Before");
+    expect((await desk.agent.get(`/api/v1/patients/${after}`)).status).toBe(404);
+    root = await signIn(app, { role: "super_admin" });
+    const now = (await root.agent.get("/api/v1/backups").expect(200)).body.snapshots as Array<{ id: string; trigger: string; status: string }>;
+    expect(now.find((s) => s.id === safetyId)).toMatchObject({ trigger: "pre_restore", status: "complete" });
+    expect(now.map((s) => s.id)).toContain(snap.id);
+    // The audit trail goes on after the snapshot's head: the restore and the safety snapshot's id.
+    const restored = (await root.agent.get("/api/v1/audit?action=backup.restore").expect(200)).body.events as Array<{ outcome: string; reason: string | null }>;
+    expect(restored.map((e) => [e.outcome, e.reason?.split(";")[0]])).toContainEqual(["success", "in place"]);
+    const safety = (await root.agent.get("/api/v1/audit?action=backup.restore.safety_snapshot").expect(200)).body.events;
+    expect(safety).toEqual([expect.objectContaining({ resourceId: safetyId, outcome: "success" })]);
   });
 });
