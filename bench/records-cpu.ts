@@ -62,9 +62,53 @@ function driveFromChild(target: Target, seconds: number): Promise<{ ok: number; 
   });
 }
 
+/**
+ * Variants measured against each other in alternating rounds of one process
+ * (`BENCH_CPU_AB=group-commit`): round i runs every variant, in an order rotated by i. Unset: the
+ * appliance as configured, alone.
+ */
+type Variant = { name: string; apply: (s: Awaited<ReturnType<typeof setUp>>) => void };
+function variantsOf(ab: string | undefined): Variant[] {
+  if (!ab) return [{ name: "as configured", apply: () => undefined }];
+  if (ab === "group-commit") {
+    const members = Number(process.env.BENCH_GROUP_MEMBERS ?? 16);
+    // Several comma-separated values: one grouped variant each.
+    const inFlights = (process.env.BENCH_GROUP_IN_FLIGHT ?? "2").split(",").map(Number);
+    return [
+      { name: "alone", apply: (s) => s.ctx.db.app.setGroupCommit(undefined) },
+      ...inFlights.map((inFlight) => ({
+        name: `grouped (${members} members, ${inFlight} in flight)`,
+        apply: (s: Awaited<ReturnType<typeof setUp>>) => s.ctx.db.app.setGroupCommit({ maxMembers: members, maxInFlight: inFlight }),
+      })),
+    ];
+  }
+  throw new Error(`BENCH_CPU_AB: unknown comparison ${ab} (known: group-commit)`);
+}
+
+/** CPU time (µs) of the embedded PostgreSQL: the postmaster, its live children, and the children it reaped. */
+function postgresCpu(dataDir: string): number {
+  const pid = Number(fs.readFileSync(path.join(dataDir, "postmaster.pid"), "utf8").split("\n")[0]);
+  const tick = 1e6 / 100; // USER_HZ
+  const stat = (p: number | string) => fs.readFileSync(`/proc/${p}/stat`, "utf8").split(") ")[1]!.split(" ");
+  const own = stat(pid);
+  // Fields after the name: state(0) ppid(1) … utime(11) stime(12) cutime(13) cstime(14).
+  let ticks = Number(own[11]) + Number(own[12]) + Number(own[13]) + Number(own[14]);
+  for (const entry of fs.readdirSync("/proc")) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const f = stat(entry);
+      if (Number(f[1]) === pid) ticks += Number(f[11]) + Number(f[12]);
+    } catch {
+      // gone between the listing and the read
+    }
+  }
+  return ticks * tick;
+}
+
 export async function run(): Promise<BenchRow[]> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "wardkeep-bench-cpu-"));
   const s = await setUp(dir);
+  const variants = variantsOf(process.env.BENCH_CPU_AB);
   const rows: BenchRow[] = [];
   try {
     for (const [name, target] of [
@@ -72,25 +116,50 @@ export async function run(): Promise<BenchRow[]> {
       ["write", s.product.write],
     ] as const) {
       await driveFromChild(target, 2); // warm: keys cached, statements prepared, pool filled
-      const perRequest: number[] = [];
-      const systemShare: number[] = [];
-      let rate = 0;
+      const perRequest = variants.map(() => [] as number[]);
+      const pgPerRequest = variants.map(() => [] as number[]);
+      const rates = variants.map(() => [] as number[]);
       for (let i = 0; i < ROUNDS; i++) {
-        const before = process.cpuUsage();
-        const started = performance.now();
-        const { ok, total } = await profiled(`${name}-${i + 1}`, () => driveFromChild(target, SECONDS));
-        const used = process.cpuUsage(before);
-        if (ok !== total) throw new Error(`${name}: ${total - ok} of ${total} requests failed`);
-        perRequest.push((used.user + used.system) / ok);
-        systemShare.push(used.system / (used.user + used.system));
-        rate += ok / ((performance.now() - started) / 1000) / ROUNDS;
+        for (let k = 0; k < variants.length; k++) {
+          const v = (k + i) % variants.length;
+          const variant = variants[v]!;
+          variant.apply(s);
+          const groupsBefore = s.ctx.db.app.groupCommitStats();
+          const pgBefore = postgresCpu(path.join(dir, "pg"));
+          const before = process.cpuUsage();
+          const started = performance.now();
+          const { ok, total } = await profiled(`${name}-${i + 1}${variants.length > 1 ? `-${v}` : ""}`, () => driveFromChild(target, SECONDS));
+          const used = process.cpuUsage(before);
+          const pgUsed = postgresCpu(path.join(dir, "pg")) - pgBefore;
+          const groups = s.ctx.db.app.groupCommitStats();
+          if (ok !== total) throw new Error(`${name}: ${total - ok} of ${total} requests failed`);
+          perRequest[v]!.push((used.user + used.system) / ok);
+          pgPerRequest[v]!.push(pgUsed / ok);
+          rates[v]!.push(ok / ((performance.now() - started) / 1000));
+          const grouped = groups.transactions - groupsBefore.transactions;
+          process.stderr.write(
+            `records-cpu ${name} round ${i + 1} ${variant.name}: ${perRequest[v]!.at(-1)!.toFixed(0)} µs daemon CPU/request (${Math.round((100 * used.system) / (used.user + used.system))} % in the kernel), ` +
+              `${pgPerRequest[v]!.at(-1)!.toFixed(0)} µs PostgreSQL CPU/request, ${rates[v]!.at(-1)!.toFixed(0)} req/s, ${ok} requests` +
+              (grouped
+                ? `, ${((groups.members - groupsBefore.members) / grouped).toFixed(2)} statements per grouped transaction, ${groups.retried - groupsBefore.retried} retried`
+                : "") +
+              "\n",
+          );
+        }
+      }
+      const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+      variants.forEach((variant, v) => {
+        const label = variants.length > 1 ? ` [${variant.name}]` : "";
+        rows.push({ name: `daemon CPU per ${name} (median of ${ROUNDS})${label}`, value: median(perRequest[v]!), unit: "µs" });
+        rows.push({ name: `PostgreSQL CPU per ${name} (median of ${ROUNDS})${label}`, value: median(pgPerRequest[v]!), unit: "µs" });
+        rows.push({ name: `${name} throughput, ${CONNECTIONS} connections${label}`, value: rates[v]!.reduce((a, b) => a + b, 0) / ROUNDS, unit: "req/s" });
+      });
+      for (let v = 1; v < variants.length; v++) {
+        const ratios = (xs: number[][]) => xs[v]!.map((b, i) => (b / xs[0]![i]!).toFixed(2)).join(", ");
         process.stderr.write(
-          `records-cpu ${name} round ${i + 1}: ${perRequest.at(-1)!.toFixed(0)} µs CPU/request (${Math.round(100 * systemShare.at(-1)!)} % in the kernel), ${ok} requests\n`,
+          `records-cpu ${name}, ${variants[v]!.name} ÷ ${variants[0]!.name} by round: daemon CPU ${ratios(perRequest)}; PostgreSQL CPU ${ratios(pgPerRequest)}; throughput ${ratios(rates)}\n`,
         );
       }
-      perRequest.sort((a, b) => a - b);
-      rows.push({ name: `daemon CPU per ${name} (median of ${ROUNDS})`, value: perRequest[Math.floor(ROUNDS / 2)]!, unit: "µs" });
-      rows.push({ name: `${name} throughput, ${CONNECTIONS} connections`, value: rate, unit: "req/s" });
     }
   } finally {
     await s.close();

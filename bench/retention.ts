@@ -2,6 +2,8 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import pg from "pg";
+import type { ApplianceContext } from "../daemon/context.js";
+import { SqlPool } from "../daemon/db/sql.js";
 import { SYSTEM_META } from "../daemon/kernel/request-meta.js";
 import { createPatient } from "../daemon/records/patients/service.js";
 import { purgeTenant } from "../daemon/retention/index.js";
@@ -29,6 +31,40 @@ const READ_SECONDS = Number(process.env.BENCH_RETENTION_READ_SECONDS ?? 10);
 const BATCH = process.env.BENCH_RETENTION_BATCH;
 const RATE = Number(process.env.BENCH_RETENTION_READ_RATE ?? 200);
 const WARMUP = 2;
+/**
+ * BENCH_RETENTION_COMPARE: variants measured in the same process, each round alternating them with
+ * the quiet window, e.g. `dutyCycle=1;dutyCycle=0.6;batchSize=500`. A variant is comma-separated
+ * `key=value`: a retention setting (batchSize, dutyCycle), or `pool=own` (the purge on a pool of
+ * one connection of its own instead of the request pool) and `nice=N` (that connection's backend
+ * process at nice N; implies pool=own; the embedded server runs on this host). Empty: the product's
+ * settings alone. ROWS is per variant.
+ */
+const VARIANTS = (process.env.BENCH_RETENTION_COMPARE ?? "").split(";").map((v) => v.trim());
+
+const opened: SqlPool[] = [];
+function variantOf(base: ApplianceContext, spec: string): { ctx: ApplianceContext } {
+  const settings = Object.fromEntries(
+    spec
+      .split(",")
+      .filter(Boolean)
+      .map((kv) => kv.split("=").map((x) => x.trim()) as [string, string]),
+  );
+  const retention = { ...base.config.retention };
+  if (settings.batchSize) retention.batchSize = Number(settings.batchSize);
+  if (settings.dutyCycle) retention.dutyCycle = Number(settings.dutyCycle);
+  let db = base.db;
+  if (settings.pool === "own" || settings.nice) {
+    const own = new SqlPool({ ...base.db.app.options, applicationName: "wardkeep-bench-purge", max: 1 });
+    opened.push(own);
+    if (settings.nice) {
+      own.pool.on("connect", (client) => {
+        void client.query<{ pid: number }>("SELECT pg_backend_pid() AS pid").then((r) => os.setPriority(r.rows[0]!.pid, Number(settings.nice)));
+      });
+    }
+    db = { ...base.db, app: own };
+  }
+  return { ctx: { ...base, db, config: { ...base.config, retention } } };
+}
 
 export async function run(): Promise<BenchRow[]> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "wardkeep-bench-retention-"));
@@ -58,67 +94,82 @@ export async function run(): Promise<BenchRow[]> {
     };
     const read = (seconds: number) => openLoop(env.product.read, { rate: RATE, seconds, connections: 32, warmupSeconds: WARMUP });
 
+    const variants = VARIANTS.map((spec) => ({ spec, ...variantOf(env.ctx, spec) }));
     const quiet: OpenLoopResult[] = [];
-    const during: OpenLoopResult[] = [];
-    const rates: number[] = [];
-    const covered: number[] = [];
+    const byVariant = variants.map(() => ({ during: [] as OpenLoopResult[], rates: [] as number[], covered: [] as number[] }));
     for (let i = 0; i < ROUNDS; i++) {
-      await seed();
       const steps = [
         async () => quiet.push(await read(READ_SECONDS)),
-        async () => {
+        ...variants.map((v, k) => async () => {
+          await seed();
           const reading = read(READ_SECONDS);
           await new Promise((r) => setTimeout(r, WARMUP * 1000)); // the purge starts as the measured window opens
           const start = performance.now();
-          const result = await purgeTenant(env.ctx, env.tenantId);
+          const result = await purgeTenant(v.ctx, env.tenantId);
           const seconds = (performance.now() - start) / 1000;
-          during.push(await reading);
+          const during = await reading;
           const [{ n }] = (await su.query<{ n: string }>("SELECT count(*) AS n FROM notes WHERE patient_id = $1 AND created_at < now() - interval '1 year'", [retired.id]))
             .rows as [{ n: string }];
           if (Number(n) !== 0 || result.destroyed < perRound) throw new Error(`the purge left ${n} expired notes (destroyed ${result.destroyed} of ${perRound})`);
-          rates.push(perRound / seconds);
-          covered.push(Math.min(1, seconds / READ_SECONDS));
-        },
+          const m = byVariant[k]!;
+          m.during.push(during);
+          m.rates.push(perRound / seconds);
+          m.covered.push(Math.min(1, seconds / READ_SECONDS));
+          process.stderr.write(
+            `retention bench: round ${i + 1} ${v.spec || "product"}: ${Math.round(perRound / seconds)} notes/s, read p99 ${during.p99.toFixed(1)} ms during (p50 ${during.p50.toFixed(1)}), purge covered ${Math.round(Math.min(1, seconds / READ_SECONDS) * 100)} % of the read window\n`,
+          );
+        }),
       ];
-      for (const step of i % 2 === 0 ? steps : [...steps].reverse()) await step();
-      process.stderr.write(
-        `retention bench: round ${i + 1}: ${Math.round(rates[i]!)} notes/s, read p99 ${during[i]!.p99.toFixed(1)} ms during vs ${quiet[i]!.p99.toFixed(1)} ms quiet, purge covered ${(covered[i]! * 100).toFixed(0)} % of the read window\n`,
-      );
+      // Alternating rounds: each round starts one step later, so no side always runs first.
+      for (let s = 0; s < steps.length; s++) await steps[(s + i) % steps.length]!();
+      process.stderr.write(`retention bench: round ${i + 1} quiet: read p99 ${quiet[i]!.p99.toFixed(1)} ms (p50 ${quiet[i]!.p50.toFixed(1)})\n`);
     }
     const mean = (xs: number[]) => xs.reduce((s, x) => s + x, 0) / xs.length;
-    const rate = mean(rates);
-    const p99During = Math.max(...during.map((r) => r.p99));
     const p99Quiet = Math.max(...quiet.map((r) => r.p99));
-    const failures = [...during, ...quiet].reduce((s, r) => s + r.non2xx + r.errors, 0);
-    return [
-      {
-        name: `purge rate (${perRound} notes + versions per round, batch ${BATCH ?? env.ctx.config.retention.batchSize})`,
-        value: rate,
-        unit: "notes/s",
-        target: "≥ 20000",
-        met: rate >= 20_000,
-      },
-      { name: "purge rate, table rows (a note and its version)", value: rate * 2, unit: "rows/s" },
-      {
-        name: `read p99 during the purge (${RATE} req/s open-loop)`,
-        value: p99During,
-        unit: "ms",
-        baseline: p99Quiet,
-        ratio: p99During / p99Quiet,
-        target: "≤ 2x",
-        met: p99During <= 2 * p99Quiet,
-      },
-      {
-        name: "read p50 during / without the purge",
-        value: mean(during.map((r) => r.p50)),
-        unit: "ms",
-        baseline: mean(quiet.map((r) => r.p50)),
-        ratio: mean(during.map((r) => r.p50)) / mean(quiet.map((r) => r.p50)),
-      },
-      { name: "share of the read window the purge lasted (min over rounds)", value: Math.min(...covered) * 100, unit: "%" },
-      { name: "reads failed (non-2xx or errors)", value: failures, unit: "requests", target: "0", met: failures === 0 },
-    ];
+    const rows: BenchRow[] = [];
+    variants.forEach((v, k) => {
+      const { during, rates, covered } = byVariant[k]!;
+      const label = v.spec ? ` [${v.spec}]` : "";
+      const rate = mean(rates);
+      const p99During = Math.max(...during.map((r) => r.p99));
+      rows.push(
+        {
+          name: `purge rate${label} (${perRound} notes + versions per round, batch ${v.ctx.config.retention.batchSize}, duty cycle ${v.ctx.config.retention.dutyCycle})`,
+          value: rate,
+          unit: "notes/s",
+          target: "≥ 20000",
+          met: rate >= 20_000,
+        },
+        { name: `purge rate, table rows (a note and its version)${label}`, value: rate * 2, unit: "rows/s" },
+        {
+          name: `read p99 during the purge${label} (${RATE} req/s open-loop)`,
+          value: p99During,
+          unit: "ms",
+          baseline: p99Quiet,
+          ratio: p99During / p99Quiet,
+          target: "≤ 2x",
+          met: p99During <= 2 * p99Quiet,
+        },
+        {
+          name: `read p99 during / without the purge, mean of the rounds' ratios${label}`,
+          value: mean(during.map((r, j) => r.p99 / quiet[j]!.p99)),
+          unit: "x",
+        },
+        {
+          name: `read p50 during / without the purge${label}`,
+          value: mean(during.map((r) => r.p50)),
+          unit: "ms",
+          baseline: mean(quiet.map((r) => r.p50)),
+          ratio: mean(during.map((r) => r.p50)) / mean(quiet.map((r) => r.p50)),
+        },
+        { name: `share of the read window the purge lasted (min over rounds)${label}`, value: Math.min(...covered) * 100, unit: "%" },
+      );
+    });
+    const failures = [...byVariant.flatMap((v) => v.during), ...quiet].reduce((s, r) => s + r.non2xx + r.errors, 0);
+    rows.push({ name: "reads failed (non-2xx or errors)", value: failures, unit: "requests", target: "0", met: failures === 0 });
+    return rows;
   } finally {
+    for (const p of opened) await p.close();
     await su.end();
     await env.close();
     fs.rmSync(dir, { recursive: true, force: true });

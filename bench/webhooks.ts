@@ -36,7 +36,7 @@ import type { BenchRow } from "./run.js";
  * spec for v1a); a bad one fails the bench.
  *
  * BENCH_WEBHOOK_LEVERS=1 adds rounds of the v1 pipeline with one setting changed at a time
- * (claim batch, concurrency), each against the default pipeline in the same rounds.
+ * (claim batch, concurrency, the limit per endpoint), each against the default pipeline in the same rounds.
  */
 const ENDPOINTS = Number(process.env.BENCH_WEBHOOK_ENDPOINTS ?? 10);
 const EVENTS = Number(process.env.BENCH_WEBHOOK_EVENTS ?? 200);
@@ -192,7 +192,7 @@ export async function run(): Promise<BenchRow[]> {
       while ((await pending()) > 0) await new Promise((r) => setTimeout(r, 20));
       const ms = performance.now() - t0;
       clearInterval(sampler);
-      (settings.concurrency === undefined && settings.batchSize === undefined ? slots[scheme] : []).push(...busy);
+      (Object.keys(settings).length === 0 ? slots[scheme] : []).push(...busy);
       await worker.stop();
       // Every one of them delivered (the receiver answers 204): none failed and went back to wait.
       const got = (await delivered()) - before;
@@ -213,6 +213,7 @@ export async function run(): Promise<BenchRow[]> {
           { name: "concurrency 16 instead of 64", settings: { concurrency: 16 } },
           { name: "concurrency 128 instead of 64", settings: { concurrency: 128 } },
           { name: "concurrency 256 instead of 64", settings: { concurrency: 256 } },
+          { name: "perEndpointConcurrency 64 (no limit per endpoint) instead of 4", settings: { perEndpointConcurrency: 64 } },
         ]
       : [];
     let plainMs = 0;

@@ -1,5 +1,6 @@
 import { Gauge } from "prom-client";
 import type { ApplianceContext } from "../context.js";
+import { hasEmbeddedBinaries } from "../db/embedded.js";
 import { inScope } from "../db/sql.js";
 import type { JobSpec } from "../jobs/index.js";
 import { Conflict } from "../kernel/errors.js";
@@ -177,10 +178,14 @@ export const backupJobs: JobSpec[] = [
   },
   {
     name: "pitr-base-backup",
-    summary: "Takes a physical base backup of the embedded PostgreSQL to every target, then prunes base backups and the WAL only they needed",
+    summary: "Takes a physical base backup of PostgreSQL (embedded, or the compose file's) to every target, then prunes base backups and the WAL only they needed",
     needsUnsealed: true,
-    // Base backups read the data directory: embedded PostgreSQL with WAL archiving only.
-    schedule: (ctx) => (ctx.config.backup.schedulerEnabled && ctx.config.backup.walArchiving && !ctx.config.database.url ? ctx.config.backup.baseBackupCron : null),
+    // Base backups read the data directory: the embedded server's, or an external one's once
+    // database.serverDataDir says where it is mounted.
+    schedule: (ctx) =>
+      ctx.config.backup.schedulerEnabled && ctx.config.backup.walArchiving && (!ctx.config.database.url || ctx.config.database.serverDataDir)
+        ? ctx.config.backup.baseBackupCron
+        : null,
     async run(ctx) {
       const run = await runBaseBackup(ctx, "schedule");
       if (run.status === "failed") throw new Error(`base backup ${run.id} failed`);
@@ -192,7 +197,8 @@ export const backupJobs: JobSpec[] = [
     summary:
       "Restores one target's archive to a random time in its retained window into a scratch cluster and checks the audit chain, the signed checkpoint before it and decryption",
     needsUnsealed: true,
-    schedule: (ctx) => (ctx.config.backup.schedulerEnabled && ctx.config.backup.walArchiving && !ctx.config.database.url ? ctx.config.backup.pitrDrillCron || null : null),
+    // With the compose PostgreSQL too, where this install has the binaries to replay with (the daemon image has not).
+    schedule: (ctx) => (ctx.config.backup.schedulerEnabled && ctx.config.backup.walArchiving && hasEmbeddedBinaries() ? ctx.config.backup.pitrDrillCron || null : null),
     async run(ctx, run) {
       const drill = await runPitrDrill(ctx, { trigger: run.trigger === "manual" ? "manual" : "schedule" }).catch(conflictAsSkip);
       if (!drill) return { skipped: "a PITR drill is already running, or no target is configured" };

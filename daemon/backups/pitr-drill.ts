@@ -36,7 +36,7 @@ import { listBaseBackups, listWal, openBaseBackupManifest, readObject, walLayout
 import { appendAuditEvent } from "../audit/append.js";
 import { inDataDir } from "../config/load.js";
 import type { ApplianceContext } from "../context.js";
-import { EmbeddedRecoveryError, runAs, runEmbeddedRecovery } from "../db/embedded.js";
+import { EmbeddedRecoveryError, hasEmbeddedBinaries, runAs, runEmbeddedRecovery } from "../db/embedded.js";
 import { clusterNames } from "../db/adopt.js";
 import { inScope } from "../db/sql.js";
 import { Conflict, Unavailable } from "../kernel/errors.js";
@@ -145,7 +145,11 @@ export async function runPitrDrill(
   ctx: ApplianceContext,
   opts: { trigger: PitrDrillRecord["trigger"]; target?: string; at?: Date } = { trigger: "manual" },
 ): Promise<PitrDrillRecord> {
-  if (ctx.config.database.url) throw new Unavailable("PITR drills replay base backups of the embedded PostgreSQL; with database.url there are none (docs/backups.md)");
+  if (!hasEmbeddedBinaries()) {
+    throw new Unavailable(
+      "PITR drills replay with the embedded PostgreSQL's binaries, which this install does not have (the daemon image leaves them out); drill with `wardkeep recover --at` on another machine (docs/backups.md, Compose PostgreSQL)",
+    );
+  }
   const secret = ctx.rootKey.material();
   const policy = await inScope(ctx.db.app, { kind: "appliance" }, (t) => readPolicyRow(ctx, t));
   if (policy.targets.length === 0) throw new Conflict("no backup target is configured, so there is nothing to drill");

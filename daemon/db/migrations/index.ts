@@ -32,6 +32,7 @@ import * as m0200 from "./0200_legal_hold_release_reason.js";
 import * as m0210 from "./0210_retention_classes.js";
 import * as m0220 from "./0220_webhook_ed25519.js";
 import * as m0230 from "./0230_webhook_source_ed25519.js";
+import * as m0231 from "./0231_webhook_endpoint_claims.js";
 import * as m0240 from "./0240_saml_logout_keys.js";
 import * as m0260 from "./0260_host_operator_data_rights.js";
 import * as m0261 from "./0261_pre_restore_snapshots.js";
@@ -74,6 +75,7 @@ export const migrations: Migration[] = [
   { name: "0210_retention_classes", sql: m0210.sql },
   { name: "0220_webhook_ed25519", sql: m0220.sql },
   { name: "0230_webhook_source_ed25519", sql: m0230.sql },
+  { name: "0231_webhook_endpoint_claims", sql: m0231.sql },
   { name: "0240_saml_logout_keys", sql: m0240.sql },
   { name: "0260_host_operator_data_rights", sql: m0260.sql },
   { name: "0261_pre_restore_snapshots", sql: m0261.sql },

@@ -91,7 +91,8 @@ export async function openPatient(
 /**
  * A read of one patient whose whole database work is one round trip: the row, the policy's facts
  * and the read's audit event in one statement, in a transaction of its own that commits in the
- * same round trip (`singleStatementInScope`). `openPatient` + `recordPhiEvent` in a transaction
+ * same round trip (`groupedStatementInScope`: under load, concurrent requests' statements share
+ * one transaction, each answered only after that COMMIT). `openPatient` + `recordPhiEvent` in a transaction
  * cost two (the event needs the decision, the decision needs the row).
  *
  * The decision still comes from the policy table alone: before sending, the policy is asked about
@@ -119,7 +120,7 @@ const BREAK_GLASS_OF_ROW = { break_glass: "NOT p.assigned AND p.break_glass" };
 /**
  * A patient-data write whose whole database work is one round trip, when this process holds the
  * patient's write key (`hintedWriteKey`): the values are encrypted first, then `BEGIN`, the scope,
- * one statement and `COMMIT` go out together (`singleStatementInScope`). The statement finds the
+ * one statement and `COMMIT` go out together (`groupedStatementInScope`). The statement finds the
  * patient with the policy's facts, takes the key's lock and reads its active version, and writes
  * (`write`: data-modifying WITH queries over `p`, the last one named `written`, whose rows `event`'s
  * audit INSERT joins) only
@@ -151,7 +152,7 @@ export async function writePatientInOneTrip(
   const facts = patientWithFacts({ patientId, tenantId, actorId: actor.userId, now: ctx.clock.now() }, lockedWriteKeySql(subject));
   let row: (PatientWithFacts & { written: boolean } & Record<string, unknown>) | undefined;
   try {
-    [row] = await ctx.db.app.singleStatementInScope<PatientWithFacts & { written: boolean }>(
+    [row] = await ctx.db.app.groupedStatementInScope<PatientWithFacts & { written: boolean }>(
       { kind: "tenant", tenantId },
       sql`WITH p AS (${facts}), ${statement}, audited AS (${audit}) SELECT p.*, EXISTS (SELECT 1 FROM written) AS written FROM p`,
     );
@@ -190,7 +191,7 @@ export async function readPatient(
   let row: PatientWithFacts | undefined;
   try {
     const facts = patientWithFacts({ patientId, tenantId, actorId: actor.userId, now: ctx.clock.now() });
-    [row] = await ctx.db.app.singleStatementInScope<PatientWithFacts>({ kind: "tenant", tenantId }, sql`WITH p AS (${facts}), audited AS (${audit}) SELECT * FROM p`);
+    [row] = await ctx.db.app.groupedStatementInScope<PatientWithFacts>({ kind: "tenant", tenantId }, sql`WITH p AS (${facts}), audited AS (${audit}) SELECT * FROM p`);
   } catch (err) {
     throw auditWriteFailed(ctx, event.action)(err as Error);
   }

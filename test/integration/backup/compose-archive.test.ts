@@ -8,6 +8,8 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import YAML from "yaml";
 import { startAppliance } from "../../../daemon/appliance.js";
 import { closeAndShipSegment, runBaseBackup, wakeAfterServerRestart } from "../../../daemon/backups/pitr.js";
+import { backupJobs } from "../../../daemon/backups/background.js";
+import { AUDIT_CHAIN_CHECK, CHECKPOINT_CHECK, DECRYPT_CHECK, runPitrDrill } from "../../../daemon/backups/pitr-drill.js";
 import { writePolicy } from "../../../daemon/backups/policy.js";
 import { runSnapshot } from "../../../daemon/backups/service.js";
 import { systemClock } from "../../../daemon/clock.js";
@@ -35,6 +37,7 @@ import { tempDir } from "./helpers.js";
  * - with a daemon on it as its external database (database.url, database.serverDataDir), a base
  *   backup of it, and `wardkeep recover --at` onto a brand-new embedded appliance serves exactly
  *   the patients written before the point, through its API;
+ * - a PITR drill of it passes its checks, as for the embedded server;
  * - the daemon notices a restart of that server alone (restarted with archive_timeout at 1 s, so
  *   the bound is seconds): a write is on the target within archive_timeout + shipping.
  */
@@ -259,6 +262,8 @@ describe("PostgreSQL 18 set up as the compose file's db service", () => {
     let operator: SignedIn;
     let desk: { email: string; password: string; totpSecret: string | null };
     const logLines: string[] = [];
+    let point: Date;
+    let baseId: string;
     const patients: Record<"early" | "before" | "after", string> = { early: "", before: "", after: "" };
 
     beforeAll(async () => {
@@ -309,12 +314,13 @@ describe("PostgreSQL 18 set up as the compose file's db service", () => {
       patients.early = (await clinic.frontDesk.agent.post("/api/v1/patients").send({ name: "Early Patient" }).expect(201)).body.id;
       const base = await runBaseBackup(app.ctx, "manual");
       expect(base.status, JSON.stringify(base.outcomes)).toBe("complete");
+      baseId = base.id;
       // Whose cluster it is: the image's superuser owns the daemon's tables.
       expect(base.body.server).toMatchObject({ superuser: user, database: "wardkeep", owner: user });
       expect(base.body.server.versionNum).toBeGreaterThanOrEqual(180000);
       patients.before = (await clinic.frontDesk.agent.post("/api/v1/patients").send({ name: "Before Point" }).expect(201)).body.id;
       await sleep(1200);
-      const point = new Date();
+      point = new Date();
       await sleep(1200);
       patients.after = (await clinic.frontDesk.agent.post("/api/v1/patients").send({ name: "After Point" }).expect(201)).body.id;
       await closeAndShipSegment(app.ctx);
@@ -387,6 +393,28 @@ describe("PostgreSQL 18 set up as the compose file's db service", () => {
         fs.rmSync(dataDir, { recursive: true, force: true });
       }
     }, 240_000);
+
+    it("drills a point-in-time restore of it through the same path: the job is scheduled, the drill passes its three checks and the API lists it", async () => {
+      const scheduled = { ...app.ctx, config: { ...app.ctx.config, backup: { ...app.ctx.config.backup, schedulerEnabled: true } } };
+      const job = (name: string) => backupJobs.find((j) => j.name === name)!.schedule(scheduled);
+      expect(job("pitr-base-backup")).toBe(app.ctx.config.backup.baseBackupCron);
+      expect(job("pitr-drill")).toBe(app.ctx.config.backup.pitrDrillCron);
+      const noDir = { ...scheduled, config: { ...scheduled.config, database: { ...scheduled.config.database, serverDataDir: undefined } } };
+      expect(backupJobs.find((j) => j.name === "pitr-base-backup")!.schedule(noDir)).toBeNull();
+
+      const drill = await runPitrDrill(app.ctx, { trigger: "manual", target: "nas", at: point });
+      expect(drill.error).toBeNull();
+      expect(drill.status).toBe("passed");
+      expect(drill.baseBackup).toBe(baseId);
+      expect(drill.checks.map((c) => [c.name, c.ok])).toEqual([
+        [AUDIT_CHAIN_CHECK, true],
+        [CHECKPOINT_CHECK, true],
+        [DECRYPT_CHECK, true],
+      ]);
+      expect(Date.parse(drill.achievedTime!)).toBeLessThan(point.getTime());
+      const listed = await operator.agent.get("/api/v1/backups/pitr/drills").expect(200);
+      expect(listed.body[0]).toEqual(drill);
+    }, 120_000);
 
     it("notices a restart of the server alone: a write after it is on the target within archive_timeout + the shipping interval", async () => {
       const before = await one<{ at: string }>("SELECT pg_postmaster_start_time()::text AS at");

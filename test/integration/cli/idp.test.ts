@@ -44,7 +44,8 @@ beforeAll(async () => {
   ]);
   fs.writeFileSync(path.join(dir, "client-secret"), `${idp.clientSecret}\n`);
   fs.writeFileSync(path.join(dir, "bind-password"), "directory-secret\n");
-  fs.writeFileSync(path.join(dir, "idp-metadata.xml"), saml.metadataXml());
+  fs.writeFileSync(path.join(dir, "idp-metadata.xml"), saml.metadataXml({ withSlo: true }));
+  fs.writeFileSync(path.join(dir, "idp-signing.crt"), saml.certs.current);
 }, 120_000);
 
 afterAll(async () => {
@@ -92,7 +93,7 @@ describe("wardkeep idp", () => {
           ],
           env,
         ),
-        runCli(["idp", "add-saml", ...T(), "--name", "Harbor ADFS", "--idp-metadata-file", path.join(dir, "idp-metadata.xml")], env),
+        runCli(["idp", "add-saml", ...T(), "--name", "Harbor ADFS", "--idp-metadata-file", path.join(dir, "idp-metadata.xml"), "--require-encrypted-assertions"], env),
       ]);
       const provider = json(oidc).provider as { id: string; kind: string; enabled: boolean; hasSecrets: boolean; redirectUri: string; config: Record<string, unknown> };
       expect(provider).toMatchObject({ kind: "oidc", enabled: false, hasSecrets: true, config: { issuer: idp.issuer, scopes: ["openid", "profile", "email", "groups"] } });
@@ -107,6 +108,9 @@ describe("wardkeep idp", () => {
       );
       expect(lines[1]).toMatch(/^register at the identity provider: https:\/\/wardkeep\.hospital\.example:8443\/api\/v1\/sso\/saml\/[0-9a-f-]{36}\/acs$/);
       samlId = /\(([0-9a-f-]{36})\)/.exec(lines[0]!)![1]!;
+      // The metadata's single logout URL came along, and the flag is kept.
+      const stored = (await admin.agent.get(`/api/v1/identity-providers/${samlId}`).expect(200)).body.config as Record<string, unknown>;
+      expect(stored).toMatchObject({ idpEntityId: saml.entityId, idpSloUrl: saml.sloUrl, requireEncryptedAssertions: true });
 
       const listed = await runCli(["idp", "list", ...T()], env);
       expect(listed.stdout).toMatch(new RegExp(`^${oidcId}  oidc\\s+disabled\\s+0 linked  last sign-in never\\s+Harbor Entra ID$`, "m"));
@@ -118,15 +122,31 @@ describe("wardkeep idp", () => {
   );
 
   it(
-    "fails in one line, saving nothing: a plain-http issuer, plain LDAP, an unreachable directory, a wrong fingerprint, no IdP settings, an unknown tenant",
+    "fails in one line, saving nothing: a plain-http issuer, plain LDAP, an unreachable directory, a wrong fingerprint, no IdP settings, a plain-http single logout URL, an unknown tenant",
     async () => {
       const common = ["--bind-dn", "cn=svc,dc=harbor", "--bind-password-file", path.join(dir, "bind-password"), "--user-base", "ou=people,dc=harbor"];
-      const [badIssuer, plainLdap, unreachable, wrongPin, nothing, unknownTenant, missingFile, badId] = await Promise.all([
+      const [badIssuer, plainLdap, unreachable, wrongPin, nothing, plainSlo, unknownTenant, missingFile, badId] = await Promise.all([
         runCli(["idp", "add-oidc", ...T(), "--name", "Bad", "--issuer", "http://login.harbor.example", "--client-id", "x"], env),
         runCli(["idp", "add-ldap", ...T(), "--name", "Plain AD", "--url", "ldap://127.0.0.1:389", ...common], env),
         runCli(["idp", "add-ldap", ...T(), "--name", "Gone AD", "--url", "ldaps://127.0.0.1:1", ...common], env),
         runCli(["idp", "add-saml", ...T(), "--name", "Pinned", "--idp-metadata-file", path.join(dir, "idp-metadata.xml"), "--fingerprint", "AA:BB"], env),
         runCli(["idp", "add-saml", ...T(), "--name", "Empty"], env),
+        runCli(
+          [
+            "idp",
+            "add-saml",
+            ...T(),
+            "--name",
+            "Plain SLO",
+            "--idp-entity-id",
+            saml.entityId,
+            "--idp-sso-url",
+            saml.ssoUrl,
+            "--idp-slo-url",
+            "http://idp.harbor.example/slo",
+          ].concat(["--idp-certificate-file", path.join(dir, "idp-signing.crt")]),
+          env,
+        ),
         runCli(["idp", "list", "--tenant", "no-such-clinic"], env),
         runCli(["idp", "add-oidc", ...T(), "--name", "No file", "--issuer", idp.issuer, "--client-id", "x", "--client-secret-file", path.join(dir, "absent")], env),
         runCli(["idp", "enable", "not-an-id", ...T()], env),
@@ -137,6 +157,7 @@ describe("wardkeep idp", () => {
       expect(unreachable.stderr).toMatch(/^wardkeep: the directory could not be used: .+: config\.url: directory not reachable or service account refused\n$/);
       failed(wrongPin, 1, "--idp-metadata-file: no signing certificate in the metadata has the expected SHA-256 fingerprint");
       failed(nothing, 2, "give --idp-metadata-file, or --idp-entity-id, --idp-sso-url and --idp-certificate-file");
+      failed(plainSlo, 1, "the provider's settings are not valid: settings.idpSloUrl: idpSloUrl must be an https:// URL");
       failed(unknownTenant, 1, "no tenant with the id or slug no-such-clinic (wardkeep tenant list shows them)");
       failed(missingFile, 1, `--client-secret-file ${path.join(dir, "absent")}: ENOENT`);
       failed(badId, 1, "<id>: not a provider id (wardkeep idp list shows them)");

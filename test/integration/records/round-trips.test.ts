@@ -103,8 +103,145 @@ describe("the one-round-trip note write refuses as the two-round-trip one does",
   });
 });
 
+describe("group commit: concurrent reads and note writes share one transaction, each answered after its own commit", () => {
+  /** Events of one request, wherever the chainer has got to (one statement: one snapshot of both tables). */
+  const eventsOf = async (requestId: string) =>
+    (
+      await asSuperuser<{ n: number }>(
+        app,
+        "SELECT count(*)::int AS n FROM (SELECT canonical::jsonb->>'request_id' AS r FROM audit_events UNION ALL SELECT request_id FROM audit_intake) e WHERE r = $1",
+        [requestId],
+      )
+    )[0]!.n;
+  const notesWith = async (ids: string[]) => (await asSuperuser<{ n: number }>(app, "SELECT count(*)::int AS n FROM notes WHERE id = ANY($1::uuid[])", [ids]))[0]!.n;
+  let other: { doctor: Actor; patientId: string };
+
+  beforeAll(async () => {
+    // A second tenant: a group holds both tenants' statements, each under its own scope.
+    const second = await openClinic(app, "Second Group Clinic");
+    const id = (await registerPatient(second, { name: "Dorothy Levitt" })).id;
+    await assignCareTeam(second, id);
+    other = { doctor: { userId: second.doctor.user.id, role: "practitioner", tenantId: second.tenant.id, via: "session", mfaVerifiedAt: new Date() }, patientId: id };
+    // Both doctors' keys in this process's cache: their note writes take the one-statement path.
+    await createNote(app.ctx, doctor, patientId, { kind: "note", body: "warm" }, meta);
+    await createNote(app.ctx, other.doctor, other.patientId, { kind: "note", body: "warm" }, meta);
+  });
+
+  /**
+   * One transaction in flight at a time, the first request held inside it by a lock on the audit
+   * intake: the requests fired meanwhile wait and go out together as one group when it commits.
+   */
+  async function behindOneHeldRequest<T>(fire: () => Promise<T>[]): Promise<{ first: unknown; settled: PromiseSettledResult<T>[] }> {
+    const pool = app.ctx.db.app;
+    const configured = pool.options.groupCommit;
+    pool.setGroupCommit({ maxMembers: 16, maxInFlight: 1, stallMs: 60_000 });
+    const holder = new pg.Client({ connectionString: app.db.superuserUrl });
+    await holder.connect();
+    try {
+      await holder.query("BEGIN");
+      await holder.query("LOCK TABLE audit_intake IN SHARE MODE");
+      const first = getPatient(app.ctx, doctor, patientId, { ...meta, requestId: "group-first" });
+      await new Promise((r) => setTimeout(r, 150));
+      const fired = fire();
+      await new Promise((r) => setTimeout(r, 150));
+      await holder.query("COMMIT");
+      return { first: await first, settled: await Promise.allSettled(fired) };
+    } finally {
+      pool.setGroupCommit(configured);
+      await holder.end();
+    }
+  }
+
+  it("sends the waiting requests of two tenants in one transaction, each getting its own rows and its own audit event", async () => {
+    const before = app.ctx.db.app.groupCommitStats();
+    const { first, settled } = await behindOneHeldRequest(() => [
+      getPatient(app.ctx, doctor, patientId, { ...meta, requestId: "group-read-a" }).then((p) => p.name),
+      createNote(app.ctx, doctor, patientId, { kind: "note", body: "grouped note" }, { ...meta, requestId: "group-write-a" }).then((n) => n.id),
+      getPatient(app.ctx, other.doctor, other.patientId, { ...meta, requestId: "group-read-b" }).then((p) => p.name),
+      // Tenant B's doctor asking for tenant A's patient, inside the same transaction: not found.
+      getPatient(app.ctx, other.doctor, patientId, { ...meta, requestId: "group-read-cross" }).then((p) => p.name),
+    ]);
+    expect((first as { name: string }).name).toBe("Bessie Stringfield");
+    expect(settled.map((s) => s.status)).toEqual(["fulfilled", "fulfilled", "fulfilled", "rejected"]);
+    expect((settled[0] as PromiseFulfilledResult<string>).value).toBe("Bessie Stringfield");
+    expect((settled[2] as PromiseFulfilledResult<string>).value).toBe("Dorothy Levitt");
+    expect((settled[3] as PromiseRejectedResult).reason).toMatchObject({ status: 404 });
+    const noteId = (settled[1] as PromiseFulfilledResult<string>).value;
+    expect((await getNote(app.ctx, doctor, patientId, noteId, meta)).body).toBe("grouped note");
+    // Two transactions for five requests: the held one alone, the four that waited together.
+    const after = app.ctx.db.app.groupCommitStats();
+    expect({ transactions: after.transactions - before.transactions, members: after.members - before.members, retried: after.retried - before.retried }).toEqual({
+      transactions: 2,
+      members: 5,
+      retried: 0,
+    });
+    for (const requestId of ["group-first", "group-read-a", "group-write-a", "group-read-b"]) expect(await eventsOf(requestId), requestId).toBe(1);
+    expect(await eventsOf("group-read-cross")).toBe(0);
+  });
+
+  it("runs a group in which one member fails again member by member: the neighbours are answered and written once, the failing one alone gets its 503", async () => {
+    // A constraint added for the test refuses one request's audit event, as a revoked grant would.
+    await asSuperuser(app, "ALTER TABLE audit_intake ADD CONSTRAINT group_test_refuses CHECK (request_id IS DISTINCT FROM 'group-refused') NOT VALID");
+    try {
+      const before = app.ctx.db.app.groupCommitStats();
+      const { settled } = await behindOneHeldRequest(() => [
+        getPatient(app.ctx, doctor, patientId, { ...meta, requestId: "retry-read-a" }).then((p) => p.name),
+        createNote(app.ctx, doctor, patientId, { kind: "note", body: "neighbour of a failure" }, { ...meta, requestId: "retry-write-a" }).then((n) => n.id),
+        getPatient(app.ctx, doctor, patientId, { ...meta, requestId: "group-refused" }).then((p) => p.name),
+        createNote(app.ctx, other.doctor, other.patientId, { kind: "note", body: "other tenant's neighbour" }, { ...meta, requestId: "retry-write-b" }).then((n) => n.id),
+      ]);
+      expect(settled.map((s) => s.status)).toEqual(["fulfilled", "fulfilled", "rejected", "fulfilled"]);
+      expect((settled[0] as PromiseFulfilledResult<string>).value).toBe("Bessie Stringfield");
+      expect((settled[2] as PromiseRejectedResult).reason).toMatchObject({ status: 503 });
+      const noteIds = [(settled[1] as PromiseFulfilledResult<string>).value, (settled[3] as PromiseFulfilledResult<string>).value];
+      expect((await getNote(app.ctx, doctor, patientId, noteIds[0]!, meta)).body).toBe("neighbour of a failure");
+      expect((await getNote(app.ctx, other.doctor, other.patientId, noteIds[1]!, meta)).body).toBe("other tenant's neighbour");
+      expect(await notesWith(noteIds)).toBe(2);
+      // The group was rolled back whole and each of its four members ran once more, alone.
+      const after = app.ctx.db.app.groupCommitStats();
+      expect(after.retried - before.retried).toBe(4);
+      expect(after.transactions - before.transactions).toBe(2);
+      for (const requestId of ["retry-read-a", "retry-write-a", "retry-write-b"]) expect(await eventsOf(requestId), requestId).toBe(1);
+      expect(await eventsOf("group-refused")).toBe(0);
+    } finally {
+      await asSuperuser(app, "ALTER TABLE audit_intake DROP CONSTRAINT group_test_refuses");
+    }
+  });
+
+  it("answers every member of a group whose connection is lost with the 503 that admits an unknown outcome, and runs none of them again", async () => {
+    const notesBefore = await asSuperuser<{ n: number }>(app, "SELECT count(*)::int AS n FROM notes WHERE patient_id = $1", [patientId]);
+    // The group's first statement waits on the patient's key lock, held here, while its backend is ended.
+    const keyHolder = new pg.Client({ connectionString: app.db.superuserUrl });
+    await keyHolder.connect();
+    try {
+      await keyHolder.query("BEGIN");
+      await keyHolder.query("SELECT pg_advisory_xact_lock($1, hashtext($2))", [LOCKS.dataKey, `patient/${patientId}`]);
+      const before = app.ctx.db.app.groupCommitStats();
+      const held = behindOneHeldRequest(() =>
+        ["lost-write-1", "lost-write-2", "lost-write-3"].map((requestId) => createNote(app.ctx, doctor, patientId, { kind: "note", body: requestId }, { ...meta, requestId })),
+      );
+      let ended = false;
+      for (let i = 0; i < 100 && !ended; i++) {
+        const [waiting] = await asSuperuser<{ pid: number }>(app, "SELECT pid FROM pg_stat_activity WHERE wait_event = 'advisory' AND usename = 'wardkeep_app'");
+        if (waiting) ended = (await asSuperuser(app, "SELECT pg_terminate_backend($1)", [waiting.pid])).length === 1;
+        else await new Promise((r) => setTimeout(r, 50));
+      }
+      expect(ended).toBe(true);
+      const { settled } = await held;
+      for (const s of settled) expect((s as PromiseRejectedResult).reason).toMatchObject({ status: 503, detail: expect.stringContaining("read it back") });
+      const after = app.ctx.db.app.groupCommitStats();
+      expect({ members: after.members - before.members, retried: after.retried - before.retried }).toEqual({ members: 4, retried: 0 });
+    } finally {
+      await keyHolder.query("COMMIT").catch(() => undefined);
+      await keyHolder.end();
+    }
+    expect(await asSuperuser<{ n: number }>(app, "SELECT count(*)::int AS n FROM notes WHERE patient_id = $1", [patientId])).toEqual(notesBefore);
+    for (const requestId of ["lost-write-1", "lost-write-2", "lost-write-3"]) expect(await eventsOf(requestId)).toBe(0);
+  });
+});
+
 describe("a note write's data key, locked and read with the patient check", () => {
-  // Pools of the usual size: the rotation and the write must not wait for one connection.
+  // Pools of the usual size: the rotation (or a read) and the write must not wait for one connection.
   let big: TestAppliance;
   let bigClinic: Clinic;
   beforeAll(async () => {
@@ -113,6 +250,35 @@ describe("a note write's data key, locked and read with the patient check", () =
   });
   afterAll(async () => {
     await big?.close();
+  });
+
+  it("does not hold later requests behind a grouped write that waits on its patient's key lock (past the stall bound)", async () => {
+    const [locked, free] = [(await registerPatient(bigClinic, { name: "Camille du Gast" })).id, (await registerPatient(bigClinic, { name: "Joan Newton Cuneo" })).id];
+    await Promise.all([assignCareTeam(bigClinic, locked), assignCareTeam(bigClinic, free)]);
+    const doctor: Actor = { userId: bigClinic.doctor.user.id, role: "practitioner", tenantId: bigClinic.tenant.id, via: "session", mfaVerifiedAt: new Date() };
+    await createNote(big.ctx, doctor, locked, { kind: "note", body: "key cached" }, meta);
+    const pool = big.ctx.db.app;
+    const configured = pool.options.groupCommit;
+    pool.setGroupCommit({ maxMembers: 16, maxInFlight: 1, stallMs: 50 });
+    const keyHolder = new pg.Client({ connectionString: big.db.superuserUrl });
+    await keyHolder.connect();
+    try {
+      await keyHolder.query("BEGIN");
+      await keyHolder.query("SELECT pg_advisory_xact_lock($1, hashtext($2))", [LOCKS.dataKey, `patient/${locked}`]);
+      let released = false;
+      const write = createNote(big.ctx, doctor, locked, { kind: "note", body: "behind a key lock" }, meta);
+      await new Promise((r) => setTimeout(r, 100));
+      // Sent while the only grouped transaction allowed in flight waits on the lock.
+      const read = await getPatient(big.ctx, doctor, free, meta).then((p) => ({ name: p.name, beforeRelease: !released }));
+      expect(read).toEqual({ name: "Joan Newton Cuneo", beforeRelease: true });
+      released = true;
+      await keyHolder.query("COMMIT");
+      expect((await getNote(big.ctx, doctor, locked, (await write).id, meta)).body).toBe("behind a key lock");
+    } finally {
+      pool.setGroupCommit(configured);
+      await keyHolder.query("COMMIT").catch(() => undefined);
+      await keyHolder.end();
+    }
   });
 
   it("writes a note that waited behind a rotation of the patient's key under the version the rotation made", async () => {

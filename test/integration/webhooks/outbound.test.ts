@@ -27,7 +27,8 @@ beforeAll(async () => {
       WARDKEEP_WEBHOOKS_POLL_INTERVAL_MS: "50",
       WARDKEEP_WEBHOOKS_RETRY_BASE_MS: "100",
       WARDKEEP_WEBHOOKS_MAX_ATTEMPTS: "3",
-      WARDKEEP_WEBHOOKS_TIMEOUT_MS: "3000",
+      WARDKEEP_WEBHOOKS_TIMEOUT_MS: "10000",
+      WARDKEEP_WEBHOOKS_PER_ENDPOINT_CONCURRENCY: "3",
     },
   });
   root = await signIn(app, { role: "super_admin" });
@@ -334,6 +335,49 @@ describe("outbound webhooks", () => {
     expect([...starts].sort((a, b) => a - b)).toEqual(starts);
     // One body, byte for byte, on every attempt.
     expect(new Set(r.received.map((x) => x.body)).size).toBe(1);
+  });
+
+  it("holds a slow endpoint to perEndpointConcurrency requests at once, the rest in order, without delaying a fast one", async () => {
+    const slow = await receiver();
+    const fast = await receiver();
+    await allow("127.0.0.1", slow.port);
+    await allow("127.0.0.1", fast.port);
+    let release!: () => void;
+    const released = new Promise<void>((resolve) => (release = resolve));
+    // The slow receiver answers nothing until the test lets it.
+    slow.answer = () => ({ status: 204, after: released });
+    slow.secrets = [(await subscribe(`http://127.0.0.1:${slow.port}/slow`)).secret];
+    fast.secrets = [(await subscribe(`http://127.0.0.1:${fast.port}/fast`)).secret];
+    const published: string[] = [];
+    for (let i = 0; i < 9; i++) published.push((await revoke(`c-limit-${i}`)).messageId!);
+
+    // Every delivery to the fast endpoint arrives, verified, while the slow one holds three requests and gets no fourth.
+    await until(
+      () => fast.received.length,
+      (n) => n === 9,
+    );
+    expect(fast.received.map((r) => r.id).sort()).toEqual([...published].sort());
+    expect(fast.received.every((r) => r.verifiedBy[0] === 0)).toBe(true);
+    await new Promise((r) => setTimeout(r, 300));
+    expect([slow.received.length, slow.inFlight]).toEqual([3, 3]);
+    expect(new Set(slow.received.map((r) => r.id))).toEqual(new Set(published.slice(0, 3)));
+
+    release();
+    await until(
+      () => slow.received.length,
+      (n) => n === 9,
+    );
+    // Never more than three at once; the waiting ones went oldest first (each arrived within three places of its turn).
+    expect(slow.peakInFlight).toBe(3);
+    expect(slow.received.map((r, i) => Math.abs(published.indexOf(r.id) - i) < 3)).toEqual(published.map(() => true));
+    const statuses = await until(
+      async () =>
+        ((await admin.agent.get("/api/v1/webhooks/deliveries?limit=500")).body.deliveries as { messageId: string; status: string }[])
+          .filter((d) => published.includes(d.messageId))
+          .map((d) => d.status),
+      (s) => s.length === 18 && s.every((x) => x !== "pending"),
+    );
+    expect(statuses).toEqual(Array(18).fill("delivered"));
   });
 
   it("signs a v1a endpoint's deliveries with Ed25519, verified with its whpk_ public key alone", async () => {
