@@ -3,6 +3,7 @@ import cron, { type ScheduledTask } from "node-cron";
 import type { ApplianceContext } from "../context.js";
 import { inScope } from "../db/sql.js";
 import { Conflict } from "../kernel/errors.js";
+import { maintenanceOf } from "../kernel/maintenance.js";
 import { jobFailed } from "./alerts.js";
 import { cronOf, registerJobs, type JobCounts, type JobSpec, type JobTrigger } from "./registry.js";
 
@@ -25,6 +26,8 @@ type Claim = { trigger: JobTrigger; slot?: Date; requestedBy?: string | null };
  * run has finished and its row says how.
  */
 export async function claimAndRun(ctx: ApplianceContext, spec: JobSpec, claim: Claim): Promise<ClaimedRun | undefined> {
+  // While an in-place restore replaces the database (kernel/maintenance.ts), nothing starts here: what it wrote would be lost.
+  if (maintenanceOf(ctx)) return undefined;
   const client = await ctx.db.owner.dedicatedClient(`wardkeep-job-${spec.name}`);
   client.on("error", () => {});
   const release = async () => {

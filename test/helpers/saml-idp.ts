@@ -36,6 +36,8 @@ export type ReceivedLogoutRequest = { id: string; nameId: string; sessionIndex: 
 
 export type LogoutTweaks = {
   signer?: "current" | "attacker" | "none";
+  /** The message's ID (a random one when absent). */
+  id?: string;
   destination?: string;
   /** Shift IssueInstant by this many ms. */
   shiftMs?: number;
@@ -202,7 +204,7 @@ export async function startSamlIdp(dir: string): Promise<SamlIdp> {
     logoutRequests: [],
     sloUrl,
     logoutRequest(spMetadata, who, tweaks = {}) {
-      const id = logoutId();
+      const id = tweaks.id ?? logoutId();
       return { id, message: signedLogout("request", spMetadata, logoutRequestXml(spMetadata, who, tweaks, id), id, tweaks.signer ?? "current") };
     },
     logoutResponse(spMetadata, inResponseTo, tweaks = {}) {

@@ -455,7 +455,8 @@ export async function acceptSamlLogoutMessage(ctx: ApplianceContext, p: SamlProv
     kind: "request",
     nameId: profile.nameID,
     sessionIndex: typeof profile.sessionIndex === "string" ? profile.sessionIndex : null,
-    messageId: messageId.slice(0, 200),
+    // Kept with a "saml:" prefix in a column of at most 200 characters.
+    messageId: messageId.slice(0, 190),
     keepUntil: new Date(issued + maxAge + 2 * skew),
     // The signed LogoutResponse goes to the IdP's single logout URL (never to an address the message names).
     answer: async (success) => (p.config.idpSloUrl ? saml.getLogoutResponseUrlAsync(request, input.relayState ?? "", {}, success) : null),

@@ -6,6 +6,8 @@ import pg from "pg";
 import { createTenant, signIn, type SignedIn } from "../../helpers/actors.js";
 import { startTestAppliance, testEnv, type TestAppliance } from "../../helpers/appliance.js";
 import { runCli } from "../../helpers/daemon-process.js";
+import { claimAndRun } from "../../../daemon/jobs/index.js";
+import { enterMaintenance, leaveMaintenance } from "../../../daemon/kernel/maintenance.js";
 import { tempDir } from "./helpers.js";
 
 let app: TestAppliance;
@@ -92,6 +94,26 @@ describe("/api/v1/backups and /api/v1/drills", () => {
     expect(res.status).toBe(409);
     expect(res.body.type).toBe("urn:wardkeep:problem:restore-refused");
     expect(res.body.detail).not.toContain(new URL(app.db.ownerUrl).password);
+  });
+
+  it("in maintenance, answers the API and SCIM with 503 and Retry-After and starts no job, and serves again after", async () => {
+    let ran = false;
+    const spec = { name: "maintenance-probe", summary: "test", schedule: () => null, run: async () => ((ran = true), {}) };
+    enterMaintenance(app.ctx, "a test", 7);
+    try {
+      const [api, scim] = await Promise.all([request(app.baseUrl).get("/api/v1/auth/session").ca(app.caPem), request(app.baseUrl).get("/scim/v2/Users").ca(app.caPem)]);
+      for (const r of [api, scim]) {
+        expect([r.status, r.headers["retry-after"], r.body.type]).toEqual([503, "7", "urn:wardkeep:problem:maintenance"]);
+      }
+      expect(api.body.detail).toBe("the appliance is in maintenance: a test; sessions end with it, sign in again afterwards");
+      expect(await claimAndRun(app.ctx, spec, { trigger: "manual" })).toBeUndefined();
+    } finally {
+      leaveMaintenance(app.ctx);
+    }
+    expect((await request(app.baseUrl).get("/api/v1/auth/session").ca(app.caPem)).status).toBe(401);
+    const claimed = await claimAndRun(app.ctx, spec, { trigger: "manual" });
+    await claimed?.done;
+    expect(ran).toBe(true);
   });
 
   it("restores in place: refuses a wrong name, a snapshot that fails verification, and a load that fails midway with the old database still serving; then replaces it, behind a safety snapshot", async () => {

@@ -325,7 +325,7 @@ describe("single logout", () => {
     }
   });
 
-  it("accepts a signed LogoutRequest over HTTP-Redirect too, and only the session of the IdP session it names (SessionIndex)", async () => {
+  it("accepts a signed LogoutRequest over HTTP-Redirect too, and only the session of the IdP session it names (SessionIndex); a long message ID too", async () => {
     const ida: SamlUser = { nameId: "ida.redirect@hospital.example", email: "ida.redirect@hospital.example", displayName: "Ida", groups: ["clinicians"] };
     const [first, second] = [await signIn(ida), await signIn(ida)];
     const res = await request(app.baseUrl)
@@ -337,6 +337,9 @@ describe("single logout", () => {
     expect((await sessionOn(app.baseUrl, second.cookie)).status).toBe(401);
     expect((await sessionOn(app.baseUrl, first.cookie)).status).toBe(200);
     expect(await lastEvent("auth.logout", "success")).toBe(`single logout from saml provider ${providerId}: 1 session(s) ended (NameID+SessionIndex)`);
+    // An IdP's long message ID is kept for the replay check as far as the column allows.
+    const long = await postSlo({ SAMLRequest: idp.logoutRequest(spMetadata, { nameId: "nobody@hospital.example" }, { id: `_${"a".repeat(250)}` }).message });
+    expect(long.headers.location).toMatch(new RegExp(`^${idp.sloUrl}\\?SAMLResponse=`));
   });
 
   it("refuses logout messages that are unsigned, wrongly signed, for another endpoint, stale or unsolicited, each with its reason audited", async () => {
