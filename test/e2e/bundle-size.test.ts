@@ -21,4 +21,16 @@ describe("the admin UI bundle", () => {
     console.info(`admin UI JavaScript: ${(gzipped / 1024).toFixed(1)} KB gzipped in ${scripts.length} file(s)`);
     expect(gzipped).toBeLessThan(LIMIT_BYTES);
   });
+
+  it("is the production build: none of the Svelte compiler's development-only code is in it", async () => {
+    await ensureAdminUiBuilt();
+    const assets = path.join(adminUiDirectory()!, "assets");
+    const code = fs
+      .readdirSync(assets)
+      .filter((f) => f.endsWith(".js"))
+      .map((f) => fs.readFileSync(path.join(assets, f), "utf8"))
+      .join("\n");
+    // Each of these is in a development build of the same sources (element locations, dev-only warnings).
+    for (const devOnly of ["__svelte_meta", "binding_property_non_reactive", "state_snapshot_uncloneable"]) expect(code, devOnly).not.toContain(devOnly);
+  });
 });

@@ -23,14 +23,38 @@ function newestSource(): number {
   return newest;
 }
 
+/**
+ * Written into the build by `ensureAdminUiBuilt` once it has built for production: a build without
+ * it (an older test build, made in development mode) is built again.
+ */
+const PRODUCTION_STAMP = ".production-build";
+
 function buildIsCurrent(): boolean {
   const dir = adminUiDirectory();
-  return dir !== undefined && fs.statSync(path.join(dir, "index.html")).mtimeMs >= newestSource();
+  return dir !== undefined && fs.existsSync(path.join(dir, PRODUCTION_STAMP)) && fs.statSync(path.join(dir, "index.html")).mtimeMs >= newestSource();
 }
 
 /**
- * Builds the admin UI when this checkout has no build (CI starts from a clean clone) or the
- * sources changed since the last one, so a browser test never exercises stale assets. Test files
+ * The build that ships: vitest sets NODE_ENV=test, and Vite and the Svelte compiler build in
+ * development mode (dev warnings, element locations, ownership checks) unless it says production.
+ * The variable is set for the build alone; the test files of one worker run one after another.
+ */
+async function buildForProduction() {
+  const before = process.env.NODE_ENV;
+  process.env.NODE_ENV = "production";
+  try {
+    await build({ configFile: `${UI_ROOT}/vite.config.ts`, mode: "production", logLevel: "warn" });
+  } finally {
+    if (before === undefined) delete process.env.NODE_ENV;
+    else process.env.NODE_ENV = before;
+  }
+  fs.writeFileSync(path.join(adminUiDirectory()!, PRODUCTION_STAMP), "built by test/helpers/browser.ts for production\n");
+}
+
+/**
+ * Builds the admin UI for production when this checkout has no such build (CI starts from a clean
+ * clone) or the sources changed since the last one, so a browser test never exercises stale
+ * assets, nor assets other than those that ship. Test files
  * run in parallel workers: a lock directory (mkdir is atomic) lets one build while others wait.
  */
 export async function ensureAdminUiBuilt() {
@@ -48,7 +72,7 @@ export async function ensureAdminUiBuilt() {
       continue;
     }
     try {
-      if (!buildIsCurrent()) await build({ configFile: `${UI_ROOT}/vite.config.ts`, logLevel: "warn" });
+      if (!buildIsCurrent()) await buildForProduction();
       return;
     } finally {
       fs.rmSync(BUILD_LOCK, { recursive: true, force: true });

@@ -334,13 +334,19 @@ describe.skipIf(skipCompose)("every compose file in deploy/ (as an override of d
   const overrides = readdirSync(path.join(root, "deploy"))
     .filter((f) => /^docker-compose\..+\.ya?ml$/.test(f))
     .map((f) => `deploy/${f}`);
+  // An override of the scale-out bundle (docker-compose.ha-*.yml) goes on top of the files the guide stacks under it.
+  const stack = (file: string) => [
+    "docker-compose.yml",
+    ...(/docker-compose\.ha-/.test(file) ? ["deploy/docker-compose.ha.yml", "deploy/docker-compose.production.yml"] : []),
+    file,
+  ];
 
   it("finds the overrides the guide names", () => {
-    expect(overrides).toEqual(expect.arrayContaining(["deploy/docker-compose.ha.yml", "deploy/docker-compose.production.yml"]));
+    expect(overrides).toEqual(expect.arrayContaining(["deploy/docker-compose.ha.yml", "deploy/docker-compose.production.yml", "deploy/docker-compose.ha-production.yml"]));
   });
 
   it.each(overrides)("%s passes docker-compose config and publishes no host port but 8443", (file) => {
-    const config = YAML.parse(composeConfig(["docker-compose.yml", file])) as ComposeConfig;
+    const config = YAML.parse(composeConfig(stack(file))) as ComposeConfig;
     // (the HA file keeps the single-node service behind a profile, so 8443 may appear twice)
     const published = new Set(Object.values(config.services).flatMap((s) => publishedPorts(s).map((p) => p.published)));
     expect([...published]).toEqual([8443]);
@@ -356,5 +362,16 @@ describe.skipIf(skipCompose)("every compose file in deploy/ (as an override of d
     expect((daemon.secrets as { source: string }[]).map((s) => s.source).sort()).toEqual(["db_app_password", "db_owner_password", "unseal_passphrase"]);
     expect(daemon.read_only).toBe(true);
     expect(daemon.volumes as string[]).toContain("/mnt/nas/wardkeep:/mnt/backup-nas:rw");
+  });
+
+  it("production behind the balancer: every replica unseals with the passphrase secret (no key file) and mounts the NAS target", () => {
+    const config = YAML.parse(composeConfig(stack("deploy/docker-compose.ha-production.yml"))) as ComposeConfig;
+    const replica = config.services["wardkeep-replica"]!;
+    const env = replica.environment as Record<string, string>;
+    expect(env.WARDKEEP_KEYS_UNSEAL).toBe("passphrase");
+    expect(env.WARDKEEP_KEYS_PASSPHRASE_FILE).toBe("/run/secrets/unseal_passphrase");
+    expect((replica.secrets as { source: string }[]).map((s) => s.source).sort()).toEqual(["db_app_password", "db_owner_password", "unseal_passphrase"]);
+    expect(replica.volumes as string[]).toContain("/mnt/nas/wardkeep:/mnt/backup-nas:rw");
+    expect(publishedPorts(replica)).toEqual([]);
   });
 });

@@ -1,6 +1,6 @@
 import { createHash, randomBytes } from "node:crypto";
 import { inflateRawSync } from "node:zlib";
-import { SAML, ValidateInResponseTo, type CacheItem, type CacheProvider, type Profile } from "@node-saml/node-saml";
+import type { CacheItem, CacheProvider, Profile, SAML } from "@node-saml/node-saml";
 import { DOMParser } from "@xmldom/xmldom";
 import { appliancePublicUrl } from "../../config/public-url.js";
 import type { ApplianceContext } from "../../context.js";
@@ -118,7 +118,9 @@ class RequestCache implements CacheProvider {
   }
 }
 
-function samlFor(ctx: ApplianceContext, p: SamlProvider, cache: CacheProvider, keys: SpKeys, opts: { forceAuthn?: boolean; logout?: boolean } = {}): SAML {
+async function samlFor(ctx: ApplianceContext, p: SamlProvider, cache: CacheProvider, keys: SpKeys, opts: { forceAuthn?: boolean; logout?: boolean } = {}): Promise<SAML> {
+  // node-saml and its XML libraries load with the first SAML exchange, not with the module (every CLI command imports it).
+  const { SAML, ValidateInResponseTo } = await import("@node-saml/node-saml");
   const c = p.config;
   const urls = spUrls(appliancePublicUrl(ctx), c, p.id);
   return new SAML({
@@ -153,7 +155,7 @@ function samlFor(ctx: ApplianceContext, p: SamlProvider, cache: CacheProvider, k
 /** The SP metadata document the IdP imports (entity id, ACS and SLO URLs, signed assertions wanted, the SP's signing and encryption certificates). */
 export async function spMetadataXml(ctx: ApplianceContext, p: SamlProvider): Promise<string> {
   const keys = await spKeysOf(ctx, p);
-  return samlFor(ctx, p, new RequestCache(ctx, p, null), keys).generateServiceProviderMetadata(keys.encryption.certPem, keys.signing.certPem);
+  return (await samlFor(ctx, p, new RequestCache(ctx, p, null), keys)).generateServiceProviderMetadata(keys.encryption.certPem, keys.signing.certPem);
 }
 
 /**
@@ -172,7 +174,7 @@ export async function startSamlSignIn(
     accepts: [],
   });
   // A step-up asks the IdP to sign the person in again whatever session it has (ForceAuthn, SAML core §3.4.1).
-  const saml = samlFor(ctx, p, cache, await spKeysOf(ctx, p), { forceAuthn: stepUp !== undefined });
+  const saml = await samlFor(ctx, p, cache, await spKeysOf(ctx, p), { forceAuthn: stepUp !== undefined });
   const redirectUrl = await saml.getAuthorizeUrlAsync("", undefined, {});
   return { redirectUrl, browserToken };
 }
@@ -237,7 +239,7 @@ function recipientsOf(assertion: XmlJs): string[] {
  */
 export async function finishSamlSignIn(ctx: ApplianceContext, p: SamlProvider, input: { samlResponse: string; browserToken: string | null }): Promise<SamlOutcome> {
   const cache = new RequestCache(ctx, p, input.browserToken ? sha256(input.browserToken) : null);
-  const saml = samlFor(ctx, p, cache, await spKeysOf(ctx, p));
+  const saml = await samlFor(ctx, p, cache, await spKeysOf(ctx, p));
   let profile: Profile | null;
   try {
     ({ profile } = await saml.validatePostResponseAsync({ SAMLResponse: input.samlResponse }));
@@ -353,7 +355,7 @@ const UNSPECIFIED = "urn:oasis:names:tc:SAML:1.1:nameid-format:unspecified";
 export async function startSamlLogout(ctx: ApplianceContext, p: SamlProvider, hint: SamlSessionHint): Promise<{ redirectUrl: string; browserToken: string } | null> {
   if (!p.config.idpSloUrl) return null;
   const browserToken = randomBytes(32).toString("base64url");
-  const saml = samlFor(ctx, p, new RequestCache(ctx, p, sha256(browserToken), { saves: "logout", accepts: [] }), await spKeysOf(ctx, p), { logout: true });
+  const saml = await samlFor(ctx, p, new RequestCache(ctx, p, sha256(browserToken), { saves: "logout", accepts: [] }), await spKeysOf(ctx, p), { logout: true });
   const profile: Profile = {
     issuer: p.config.idpEntityId,
     nameID: hint.nameId,
@@ -409,7 +411,7 @@ export async function acceptSamlLogoutMessage(ctx: ApplianceContext, p: SamlProv
   if (input.binding === "redirect" && (!input.signature || !input.sigAlg)) return { ok: false, reason: "unsigned message (HTTP-Redirect without Signature)" };
 
   const cache = new RequestCache(ctx, p, input.browserToken ? sha256(input.browserToken) : null, { accepts: ["logout"] });
-  const saml = samlFor(ctx, p, cache, await spKeysOf(ctx, p), { logout: true });
+  const saml = await samlFor(ctx, p, cache, await spKeysOf(ctx, p), { logout: true });
   let profile: Profile | null = null;
   try {
     if (input.binding === "redirect") {

@@ -243,12 +243,17 @@ describe("attacks, each refused with the generic answer and its reason audited",
     await expectRefused(await post(response, null, openProviderId), /^sso: saml: replayed assertion id$/);
   });
 
-  it("the browser sees one generic message on the sign-in page", async () => {
+  it("the browser sees one generic message on the sign-in page, and another after a refused logout message", async () => {
     const context = await browser.newContext({ ignoreHTTPSErrors: true });
     const page = await context.newPage();
     await page.goto(`${app.baseUrl}/#/login?sso_error=req-123`);
     await expect(page.getByTestId("sso-refused").textContent()).resolves.toBe(
       "Signing in through your organisation's identity provider did not work; try again, or ask your administrator (reference req-123).",
+    );
+    // A refused logout message of the IdP (single logout) has its own message: the session here has ended, the IdP's maybe not.
+    await page.goto(`${app.baseUrl}/#/login?slo_error=req-456`);
+    await expect(page.getByTestId("slo-refused").textContent()).resolves.toBe(
+      "Signing out at your organisation's identity provider could not be confirmed; close the browser to be sure, or ask your administrator (reference req-456).",
     );
     await context.close();
   });
