@@ -66,15 +66,17 @@ export async function restoreInPlace(
   const secret = ctx.rootKey.material();
   const meta = opts.meta ?? { actor: SYSTEM_ACTOR };
   const failed = (reason: string) => tx(ctx, (t) => audit(ctx, t, meta, "backup.restore", "backup_snapshot", id, "failure", `in place: ${reason}`)).catch(() => {});
+  let holding: Awaited<ReturnType<typeof targetsHolding>>;
   try {
     checkConfirmation(ctx, opts.confirm);
     await assertStillStored(ctx, id);
     if (opts.refuseWhileServing) await refuseWhileServing(ctx);
+    holding = await targetsHolding(ctx, id, opts.target);
   } catch (err) {
     await failed((err as Error).message);
     throw err;
   }
-  const { target, others } = await targetsHolding(ctx, id, opts.target);
+  const { target, others } = holding;
   const signer = manifestSigner(secret).publicKeyRaw;
   try {
     try {

@@ -591,18 +591,18 @@ function deleteStatement(cls: RecordClass, victims: string): string {
   switch (cls) {
     case "note":
       return `WITH victims AS (${victims}),
-              versions AS (DELETE FROM note_versions WHERE note_id IN (SELECT id FROM victims) RETURNING 1),
-              gone AS (DELETE FROM notes WHERE id IN (SELECT id FROM victims) RETURNING id)
+              versions AS (DELETE FROM note_versions WHERE note_id = ANY (ARRAY(SELECT id FROM victims)) RETURNING 1),
+              gone AS (DELETE FROM notes WHERE id = ANY (ARRAY(SELECT id FROM victims)) RETURNING id)
            SELECT ${summary}, '{}'::text[] AS files, (SELECT count(*) FROM versions)::int AS versions FROM gone`;
     case "consent":
       return `WITH victims AS (${victims}),
-              revocations AS (DELETE FROM consent_revocations WHERE consent_id IN (SELECT id FROM victims) RETURNING 1),
-              gone AS (DELETE FROM consents WHERE id IN (SELECT id FROM victims) RETURNING id)
+              revocations AS (DELETE FROM consent_revocations WHERE consent_id = ANY (ARRAY(SELECT id FROM victims)) RETURNING 1),
+              gone AS (DELETE FROM consents WHERE id = ANY (ARRAY(SELECT id FROM victims)) RETURNING id)
            SELECT ${summary}, '{}'::text[] AS files, (SELECT count(*) FROM revocations)::int AS revocations FROM gone`;
     case "appointment":
       // The trigger "last encounter" keeps counting from a destroyed appointment.
       return `WITH victims AS (${victims}),
-              gone AS (DELETE FROM appointments WHERE id IN (SELECT id FROM victims) RETURNING id, tenant_id, patient_id, ends_at, status),
+              gone AS (DELETE FROM appointments WHERE id = ANY (ARRAY(SELECT id FROM victims)) RETURNING id, tenant_id, patient_id, ends_at, status),
               encounters AS (INSERT INTO retention_encounters (tenant_id, patient_id, last_encounter_at)
                 SELECT tenant_id, patient_id, max(ends_at) FROM gone WHERE status IN ${ENCOUNTER_STATUSES} GROUP BY tenant_id, patient_id
                 ON CONFLICT (tenant_id, patient_id) DO UPDATE SET last_encounter_at = greatest(retention_encounters.last_encounter_at, EXCLUDED.last_encounter_at)
@@ -610,13 +610,13 @@ function deleteStatement(cls: RecordClass, victims: string): string {
            SELECT ${summary}, '{}'::text[] AS files, (SELECT count(*) FROM encounters)::int AS encounters FROM gone`;
     case "audio":
     case "attachment":
-      return `WITH victims AS (${victims}), gone AS (DELETE FROM attachments WHERE id IN (SELECT id FROM victims) RETURNING id, storage_path)
+      return `WITH victims AS (${victims}), gone AS (DELETE FROM attachments WHERE id = ANY (ARRAY(SELECT id FROM victims)) RETURNING id, storage_path)
            SELECT ${summary}, coalesce(array_agg(storage_path), '{}') AS files FROM gone`;
     case "export_file":
-      return `WITH victims AS (${victims}), gone AS (DELETE FROM audit_exports WHERE id IN (SELECT id FROM victims) RETURNING id)
+      return `WITH victims AS (${victims}), gone AS (DELETE FROM audit_exports WHERE id = ANY (ARRAY(SELECT id FROM victims)) RETURNING id)
            SELECT ${summary}, coalesce(array_agg(id), '{}') AS files FROM gone`;
     default:
-      return `WITH victims AS (${victims}), gone AS (DELETE FROM ${CLASSES[cls].table} WHERE id IN (SELECT id FROM victims) RETURNING id)
+      return `WITH victims AS (${victims}), gone AS (DELETE FROM ${CLASSES[cls].table} WHERE id = ANY (ARRAY(SELECT id FROM victims)) RETURNING id)
            SELECT ${summary}, '{}'::text[] AS files FROM gone`;
   }
 }
