@@ -212,13 +212,16 @@ describe("the Audit page", () => {
     await search.getByRole("button", { name: "Search" }).click();
     const row = page.getByTestId("audit-events").locator("tbody tr", { hasText: "patient.create" });
     await expect.poll(() => row.locator("td").nth(2).textContent()).toMatch(/^\s*Dina Desk\s*Front desk\s*$/);
-    await expect(
-      row
-        .locator("td")
-        .nth(5)
-        .textContent()
-        .then((t) => t?.trim()),
-    ).resolves.toBe(ada.slice(0, 8));
+    // Polled: until the search's answer replaces the unfiltered list, the first patient.create row may be another patient's.
+    await expect
+      .poll(() =>
+        row
+          .locator("td")
+          .nth(5)
+          .textContent()
+          .then((t) => t?.trim()),
+      )
+      .toBe(ada.slice(0, 8));
     await expect(page.getByTestId("audit-names-note").textContent()).resolves.toContain("Patients are shown by id: your role does not read patient names.");
     await expect(page.getByText("Ada Quell").count()).resolves.toBe(0);
     expect((await owner.agent.get(`/api/v1/audit?action=patient.name_read`).expect(200)).body.events.length).toBe(before);
