@@ -12,8 +12,8 @@ import { createApiToken } from "../daemon/auth/api-tokens.js";
 import { acceptInvite, createInvite } from "../daemon/auth/invites.js";
 import { createFirstSuperAdmin } from "../daemon/auth/setup.js";
 import { loadConfig } from "../daemon/config/load.js";
-import { embeddedDatabaseUrl, startEmbeddedPostgres } from "../daemon/db/embedded.js";
-import { APP_ROLE, OWNER_ROLE } from "../daemon/db/roles.js";
+import { startEmbeddedPostgres } from "../daemon/db/embedded.js";
+import { createBenchDatabase } from "./cluster.js";
 import { silentLogger } from "../daemon/log/logger.js";
 import { createPatient } from "../daemon/records/patients/service.js";
 import { startBaseline } from "./records-baseline.js";
@@ -71,26 +71,18 @@ export async function drive(target: Target, opts: { connections: number; seconds
 export async function setUp(dir: string, extraEnv: Record<string, string> = {}) {
   const port = 20_000 + Math.floor(Math.random() * 20_000);
   const embedded = await startEmbeddedPostgres({ dataDir: path.join(dir, "pg"), port, passwordFile: path.join(dir, "su-password") });
-  const ownerPw = randomBytes(12).toString("hex");
-  const appPw = randomBytes(12).toString("hex");
-  const su = new pg.Client({ connectionString: embedded.superuserUrl });
-  await su.connect();
-  await su.query(`CREATE ROLE ${OWNER_ROLE} LOGIN NOSUPERUSER NOBYPASSRLS PASSWORD '${ownerPw}'`);
-  await su.query(`CREATE ROLE ${APP_ROLE} LOGIN NOSUPERUSER NOBYPASSRLS PASSWORD '${appPw}'`);
-  await su.query(`CREATE DATABASE wk_bench OWNER ${OWNER_ROLE}`);
-  await su.end();
+  const { ownerUrl, appUrl } = await createBenchDatabase(embedded, "wk_bench");
   // The peer decrypts in SQL with pgcrypto: the embedded server ships it (fails here if not).
   const suBench = new pg.Client({ connectionString: embedded.superuserUrl.replace(/\/postgres$/, "/wk_bench") });
   await suBench.connect();
   await suBench.query("CREATE EXTENSION IF NOT EXISTS pgcrypto");
   await suBench.end();
-  // As the daemon connects to its embedded server: through the private Unix socket (both sides).
-  const url = (user: string, password: string) => embeddedDatabaseUrl(embedded, "wk_bench", { user, password });
+  // ownerUrl and appUrl reach the server as the daemon does, through its private Unix socket (both sides).
   const config = loadConfig({
     env: {
       WARDKEEP_DATA_DIR: path.join(dir, "data"),
-      WARDKEEP_DATABASE_URL: url(OWNER_ROLE, ownerPw),
-      WARDKEEP_DATABASE_APP_URL: url(APP_ROLE, appPw),
+      WARDKEEP_DATABASE_URL: ownerUrl,
+      WARDKEEP_DATABASE_APP_URL: appUrl,
       WARDKEEP_PORT: "0",
       WARDKEEP_SERVER_REDIRECT_PORT: "0",
       WARDKEEP_SERVER_HOST: "127.0.0.1",
@@ -118,8 +110,8 @@ export async function setUp(dir: string, extraEnv: Record<string, string> = {}) 
     SYSTEM_META,
   );
   const tls = { certPem: fs.readFileSync(path.join(config.dataDir, "tls", "server.crt"), "utf8"), keyPem: fs.readFileSync(path.join(config.dataDir, "tls", "server.key"), "utf8") };
-  const baseline = await startBaseline({ databaseUrl: url(OWNER_ROLE, ownerPw), poolMax: config.database.poolMax, tls });
-  const peer = await startPeer({ databaseUrl: url(OWNER_ROLE, ownerPw), poolMax: config.database.poolMax, tls });
+  const baseline = await startBaseline({ databaseUrl: ownerUrl, poolMax: config.database.poolMax, tls });
+  const peer = await startPeer({ databaseUrl: ownerUrl, poolMax: config.database.poolMax, tls });
   const applianceUrl = `https://127.0.0.1:${appliance.server.port}`;
   return {
     ctx,
@@ -156,7 +148,7 @@ export async function setUp(dir: string, extraEnv: Record<string, string> = {}) 
         body: NOTE_BODY,
       } satisfies Target,
     },
-    checkPeer: () => checkPeer(url(OWNER_ROLE, ownerPw)),
+    checkPeer: () => checkPeer(ownerUrl),
     settlePeer: () => peer.settle(),
     async close() {
       await peer.close();

@@ -10,8 +10,8 @@ import { verifyAuditChain } from "../daemon/audit/index.js";
 import { runDrill, runSnapshot } from "../daemon/backups/index.js";
 import { writePolicy } from "../daemon/backups/policy.js";
 import { loadConfig } from "../daemon/config/load.js";
-import { embeddedDatabaseUrl, startEmbeddedPostgres, type EmbeddedPostgres } from "../daemon/db/embedded.js";
-import { APP_ROLE, OWNER_ROLE } from "../daemon/db/roles.js";
+import { startEmbeddedPostgres, type EmbeddedPostgres } from "../daemon/db/embedded.js";
+import { createBenchDatabase } from "./cluster.js";
 import { inScope } from "../daemon/db/sql.js";
 import { SYSTEM_META } from "../daemon/kernel/request-meta.js";
 import { silentLogger } from "../daemon/log/logger.js";
@@ -144,19 +144,11 @@ async function setUp(dir: string) {
   const port = 20_000 + Math.floor(Math.random() * 20_000);
   const start = () => startEmbeddedPostgres({ dataDir: pgDir, port, passwordFile });
   const embedded = await start();
-  const ownerPw = randomBytes(12).toString("hex");
-  const appPw = randomBytes(12).toString("hex");
-  const su = new pg.Client({ connectionString: embedded.superuserUrl });
-  await su.connect();
-  await su.query(`CREATE ROLE ${OWNER_ROLE} LOGIN NOSUPERUSER NOBYPASSRLS PASSWORD '${ownerPw}'`);
-  await su.query(`CREATE ROLE ${APP_ROLE} LOGIN NOSUPERUSER NOBYPASSRLS PASSWORD '${appPw}'`);
-  await su.query(`CREATE DATABASE wk_soak OWNER ${OWNER_ROLE}`);
-  await su.end();
-  const url = (user: string, password: string) => embeddedDatabaseUrl(embedded, "wk_soak", { user, password });
+  const { ownerUrl, appUrl } = await createBenchDatabase(embedded, "wk_soak");
   const env = {
     WARDKEEP_DATA_DIR: path.join(dir, "data"),
-    WARDKEEP_DATABASE_URL: url(OWNER_ROLE, ownerPw),
-    WARDKEEP_DATABASE_APP_URL: url(APP_ROLE, appPw),
+    WARDKEEP_DATABASE_URL: ownerUrl,
+    WARDKEEP_DATABASE_APP_URL: appUrl,
     WARDKEEP_PORT: "0",
     WARDKEEP_SERVER_REDIRECT_PORT: "0",
     WARDKEEP_SERVER_HOST: "127.0.0.1",

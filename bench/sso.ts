@@ -3,14 +3,12 @@ import http from "node:http";
 import https from "node:https";
 import os from "node:os";
 import path from "node:path";
-import { randomBytes } from "node:crypto";
 import * as oidc from "openid-client";
-import pg from "pg";
 import { startAppliance, type Appliance } from "../daemon/appliance.js";
 import { createApiToken } from "../daemon/auth/api-tokens.js";
 import { loadConfig } from "../daemon/config/load.js";
-import { embeddedDatabaseUrl, startEmbeddedPostgres, type EmbeddedPostgres } from "../daemon/db/embedded.js";
-import { APP_ROLE, OWNER_ROLE } from "../daemon/db/roles.js";
+import { startEmbeddedPostgres, type EmbeddedPostgres } from "../daemon/db/embedded.js";
+import { createBenchDatabase } from "./cluster.js";
 import { hostOperatorIn } from "../daemon/kernel/actor.js";
 import { SYSTEM_META } from "../daemon/kernel/request-meta.js";
 import { silentLogger } from "../daemon/log/logger.js";
@@ -177,19 +175,11 @@ async function setUp(dir: string, started: Started) {
   const port = 20_000 + Math.floor(Math.random() * 20_000);
   const embedded = await startEmbeddedPostgres({ dataDir: pgDir, port, passwordFile: path.join(dir, "su-password") });
   started.embedded = embedded;
-  const ownerPw = randomBytes(12).toString("hex");
-  const appPw = randomBytes(12).toString("hex");
-  const su = new pg.Client({ connectionString: embedded.superuserUrl });
-  await su.connect();
-  await su.query(`CREATE ROLE ${OWNER_ROLE} LOGIN NOSUPERUSER NOBYPASSRLS PASSWORD '${ownerPw}'`);
-  await su.query(`CREATE ROLE ${APP_ROLE} LOGIN NOSUPERUSER NOBYPASSRLS PASSWORD '${appPw}'`);
-  await su.query(`CREATE DATABASE wk_sso OWNER ${OWNER_ROLE}`);
-  await su.end();
-  const url = (user: string, password: string) => embeddedDatabaseUrl(embedded, "wk_sso", { user, password });
+  const { ownerUrl, appUrl } = await createBenchDatabase(embedded, "wk_sso");
   const env = {
     WARDKEEP_DATA_DIR: path.join(dir, "data"),
-    WARDKEEP_DATABASE_URL: url(OWNER_ROLE, ownerPw),
-    WARDKEEP_DATABASE_APP_URL: url(APP_ROLE, appPw),
+    WARDKEEP_DATABASE_URL: ownerUrl,
+    WARDKEEP_DATABASE_APP_URL: appUrl,
     WARDKEEP_PORT: "0",
     WARDKEEP_SERVER_REDIRECT_PORT: "0",
     WARDKEEP_SERVER_HOST: "127.0.0.1",
