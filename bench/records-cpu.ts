@@ -72,13 +72,12 @@ function variantsOf(ab: string | undefined): Variant[] {
   if (!ab) return [{ name: "as configured", apply: () => undefined }];
   if (ab === "group-commit") {
     const members = Number(process.env.BENCH_GROUP_MEMBERS ?? 16);
-    // Several comma-separated values: one grouped variant each.
-    const inFlights = (process.env.BENCH_GROUP_IN_FLIGHT ?? "2").split(",").map(Number);
-    // The busy rule (docs/database.md): 0 waits for a group whatever the load.
-    const busy = Number(process.env.BENCH_GROUP_BUSY ?? 0);
+    // Several comma-separated values, one grouped variant each: `inFlight` or `inFlight:busy`, busy
+    // being the busy rule's threshold (docs/database.md; 0 or none: wait for a group whatever the load).
+    const grouped = (process.env.BENCH_GROUP_IN_FLIGHT ?? "2").split(",").map((v) => v.split(":").map(Number) as [number, number?]);
     return [
       { name: "alone", apply: (s) => s.ctx.db.app.setGroupCommit(undefined) },
-      ...inFlights.map((inFlight) => ({
+      ...grouped.map(([inFlight, busy = 0]) => ({
         name: `grouped (${members} members, ${inFlight} in flight${busy ? `, busy ≥ ${busy}` : ""})`,
         apply: (s: Awaited<ReturnType<typeof setUp>>) => s.ctx.db.app.setGroupCommit({ maxMembers: members, maxInFlight: inFlight, busyThreshold: busy }),
       })),
