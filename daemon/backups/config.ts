@@ -40,7 +40,18 @@ export const backupSchema = z
       .min(1)
       .max(3600)
       .default(60)
-      .describe("PostgreSQL archive_timeout: a segment with any write in it is closed and archived after at most this long, so it bounds the recovery point (RPO)."),
+      .describe(
+        "PostgreSQL archive_timeout, the server's own backstop: a segment with any write in it is closed after at most this long even when the daemon does not close it (rpoObjectiveSeconds does that first).",
+      ),
+    rpoObjectiveSeconds: z
+      .number()
+      .int()
+      .min(5)
+      .max(3600)
+      .default(60)
+      .describe(
+        "Recovery point objective: the WAL shipper closes the segment holding the oldest write not yet on every target (pg_switch_wal) early enough for it to be there within this many seconds, counting its measured shipping time; no switch when nothing was written (docs/backups.md).",
+      ),
     walSpoolDir: z
       .string()
       .min(1)

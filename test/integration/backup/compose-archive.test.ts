@@ -38,6 +38,8 @@ import { tempDir } from "./helpers.js";
  *   backup of it, and `wardkeep recover --at` onto a brand-new embedded appliance serves exactly
  *   the patients written before the point, through its API;
  * - a PITR drill of it passes its checks, as for the embedded server;
+ * - the daemon keeps its recovery point objective (8 s here) although the file's archive_timeout
+ *   is 60 s: a write is on the target within the objective; an idle appliance closes no segment;
  * - the daemon notices a restart of that server alone (restarted with archive_timeout at 1 s, so
  *   the bound is seconds): a write is on the target within archive_timeout + shipping.
  */
@@ -45,6 +47,8 @@ const root = fileURLToPath(new URL("../../..", import.meta.url));
 const SPOOL = "/var/lib/wardkeep-wal";
 const ARCHIVE_TIMEOUT_S = 1;
 const SHIP_INTERVAL_MS = 1000;
+/** The daemon's backup.rpoObjectiveSeconds here: far below the file's archive_timeout (60 s). */
+const RPO_OBJECTIVE_S = 8;
 /** Copying a 16 MB segment into the spool with fsync, then sealing and writing it, on a loaded 2-core machine. */
 const SLACK_MS = 8000;
 
@@ -279,6 +283,10 @@ describe("PostgreSQL 18 set up as the compose file's db service", () => {
           WARDKEEP_BACKUP_SCHEDULER_ENABLED: "false",
           WARDKEEP_BACKUP_WAL_SPOOL_DIR: spool,
           WARDKEEP_BACKUP_WAL_SHIP_INTERVAL_MS: String(SHIP_INTERVAL_MS),
+          WARDKEEP_BACKUP_RPO_OBJECTIVE_SECONDS: String(RPO_OBJECTIVE_S),
+          // The job runner's watchdog records a run every minute (a write, so a segment to close):
+          // yearly here, so that the idle window below is idle.
+          WARDKEEP_JOBS_SCHEDULES_JOBS_WATCHDOG: "0 0 0 1 1 *",
         },
       });
       const stream = new Writable({
@@ -414,6 +422,59 @@ describe("PostgreSQL 18 set up as the compose file's db service", () => {
       expect(Date.parse(drill.achievedTime!)).toBeLessThan(point.getTime());
       const listed = await operator.agent.get("/api/v1/backups/pitr/drills").expect(200);
       expect(listed.body[0]).toEqual(drill);
+    }, 120_000);
+
+    it("keeps the recovery point objective below archive_timeout: a write is on the target within the objective, and an idle appliance closes no segment", async () => {
+      // The server closes a quiet segment only after the file's 60 s; the daemon's objective is 8 s.
+      await expect(one<{ t: string }>("SHOW archive_timeout")).resolves.toEqual({ archive_timeout: "1min" });
+      const onTarget = () => (fs.existsSync(path.join(nas, "wal")) ? fs.readdirSync(path.join(nas, "wal")).sort() : []);
+      for (const name of ["Objective Patient"]) {
+        const t0 = Date.now(); // before the commit, so the measured time is the most it can be
+        await clinic.frontDesk.agent.post("/api/v1/patients").send({ name }).expect(201);
+        const { seg } = await one<{ seg: string }>("SELECT pg_walfile_name(pg_current_wal_insert_lsn()) AS seg");
+        let status: { target: string; newestWal: string | null; rpoSeconds: number | null } | undefined;
+        for (const deadline = t0 + 60_000; Date.now() < deadline; await sleep(100)) {
+          if (!fs.existsSync(path.join(nas, "wal", `${seg}.wkw`))) continue;
+          status = (await operator.agent.get("/api/v1/backups/pitr").expect(200)).body.targets[0];
+          break;
+        }
+        const ms = Date.now() - t0;
+        expect(status?.newestWal && status.newestWal >= seg, `segment ${seg} on the target after ${ms} ms`).toBe(true);
+        expect(ms).toBeLessThanOrEqual(RPO_OBJECTIVE_S * 1000);
+      }
+      // What the console says the objective is.
+      const pitr = (await operator.agent.get("/api/v1/backups/pitr").expect(200)).body;
+      expect(pitr).toMatchObject({ rpoObjectiveSeconds: RPO_OBJECTIVE_S, archiveTimeoutSeconds: 60 });
+
+      // Idle: no request (a signed-in request writes its session's last-seen time), autovacuum paused
+      // (an ANALYZE writes statistics). The writes above are shipped first, then for longer than the
+      // objective nothing is committed: no segment may be closed, archived or shipped.
+      await one("ALTER SYSTEM SET autovacuum = off");
+      await one("SELECT pg_reload_conf()");
+      try {
+        // The segment of the last write (the status read above touched its session) reaches the target first.
+        const { seg: last } = await one<{ seg: string }>("SELECT pg_walfile_name(pg_current_wal_insert_lsn()) AS seg");
+        // Shipped means on the target and recorded in pitr_wal (the shipper's own record, committed after the upload).
+        const recorded = async () => (await one<{ n: number }>(`SELECT count(*)::int AS n FROM pitr_wal WHERE name = '${last}'`)).n > 0;
+        for (const deadline = Date.now() + RPO_OBJECTIVE_S * 2000; Date.now() < deadline && !(await recorded());) await sleep(250);
+        expect(onTarget(), "the last write's segment is shipped before the idle window").toContain(`${last}.wkw`);
+        expect(await recorded()).toBe(true);
+        const state = async () => ({
+          ...(await one<{ xmax: string; archived: string }>(
+            "SELECT pg_snapshot_xmax(pg_current_snapshot())::text AS xmax, archived_count::text AS archived FROM pg_stat_archiver",
+          )),
+          files: onTarget(),
+        });
+        const before = await state();
+        await sleep(RPO_OBJECTIVE_S * 1000 + 2000);
+        const after = await state();
+        expect(after.xmax, "nothing was committed in the idle window").toBe(before.xmax);
+        expect(after.archived).toBe(before.archived);
+        expect(after.files).toEqual(before.files);
+      } finally {
+        await one("ALTER SYSTEM RESET autovacuum");
+        await one("SELECT pg_reload_conf()");
+      }
     }, 120_000);
 
     it("notices a restart of the server alone: a write after it is on the target within archive_timeout + the shipping interval", async () => {
