@@ -83,6 +83,13 @@ export const backupSchema = z
       .describe(
         "node-cron schedule of point-in-time recovery drills (Sundays 03:00 by default; empty turns them off): restore to a random time in one target's retained window into a scratch cluster and check the audit chain, the signed checkpoint before that time and decryption (docs/backups.md).",
       ),
+    replayBinDir: z
+      .string()
+      .min(1)
+      .optional()
+      .describe(
+        "Directory of PostgreSQL 18 server binaries (postgres) that PITR drills replay with, instead of the embedded package's; the daemon image sets /opt/wardkeep/postgresql/bin, where it keeps them (docs/backups.md).",
+      ),
     rpoAlertSeconds: z.number().int().min(10).default(300).describe("Alert (rpo_exceeded) when the newest WAL on a target is older than this while there is unshipped WAL."),
   })
   .strict();

@@ -15,7 +15,7 @@ import { runSnapshot } from "../../../daemon/backups/service.js";
 import { systemClock } from "../../../daemon/clock.js";
 import { loadConfig } from "../../../daemon/config/load.js";
 import { adoptAsEmbedded } from "../../../daemon/db/adopt.js";
-import { embeddedBinaries, runAs } from "../../../daemon/db/embedded.js";
+import { embeddedBinaries, replayBinaries, runAs } from "../../../daemon/db/embedded.js";
 import { inScope } from "../../../daemon/db/sql.js";
 import { archiveCommand } from "../../../daemon/db/wal-archive.js";
 import { issueRecoveryKit } from "../../../daemon/keys/recovery.js";
@@ -284,9 +284,10 @@ describe("PostgreSQL 18 set up as the compose file's db service", () => {
           WARDKEEP_BACKUP_WAL_SPOOL_DIR: spool,
           WARDKEEP_BACKUP_WAL_SHIP_INTERVAL_MS: String(SHIP_INTERVAL_MS),
           WARDKEEP_BACKUP_RPO_OBJECTIVE_SECONDS: String(RPO_OBJECTIVE_S),
-          // The job runner's watchdog records a run every minute (a write, so a segment to close):
-          // yearly here, so that the idle window below is idle.
-          WARDKEEP_JOBS_SCHEDULES_JOBS_WATCHDOG: "0 0 0 1 1 *",
+          // Scheduled work writes (job runs every minute, the nonce counters of key maintenance),
+          // so each run is a segment to close: both quiet here, so that the idle window below is idle.
+          WARDKEEP_JOBS_ENABLED: "false",
+          WARDKEEP_KEYS_MAINTENANCE_INTERVAL_SECONDS: "3600",
         },
       });
       const stream = new Writable({
@@ -410,7 +411,23 @@ describe("PostgreSQL 18 set up as the compose file's db service", () => {
       const noDir = { ...scheduled, config: { ...scheduled.config, database: { ...scheduled.config.database, serverDataDir: undefined } } };
       expect(backupJobs.find((j) => j.name === "pitr-base-backup")!.schedule(noDir)).toBeNull();
 
-      const drill = await runPitrDrill(app.ctx, { trigger: "manual", target: "nas", at: point });
+      // With the server binaries where the daemon image keeps them: a copy of the embedded package's
+      // native tree (deploy/Dockerfile copies it to /opt/wardkeep/postgresql), named by backup.replayBinDir.
+      const copy = path.join(dir, "opt-postgresql");
+      execFileSync("cp", ["-a", path.resolve(path.dirname(postgresBin), ".."), copy]);
+      const withBinDir = (replayBinDir: string) => ({ ...app.ctx, config: { ...app.ctx.config, backup: { ...app.ctx.config.backup, replayBinDir } } });
+      const scheduledWithDir = { ...scheduled, config: { ...scheduled.config, backup: { ...scheduled.config.backup, replayBinDir: path.join(copy, "bin") } } };
+      expect(job("pitr-drill")).toBe(app.ctx.config.backup.pitrDrillCron);
+      expect(backupJobs.find((j) => j.name === "pitr-drill")!.schedule(scheduledWithDir)).toBe(app.ctx.config.backup.pitrDrillCron);
+      await expect(replayBinaries(path.join(copy, "bin"))).resolves.toMatchObject({ postgres: path.join(copy, "bin", "postgres") });
+      // A directory without them is refused in one line, before anything is fetched or recorded.
+      const drillsBefore = (await operator.agent.get("/api/v1/backups/pitr/drills").expect(200)).body.length;
+      await expect(runPitrDrill(withBinDir(path.join(dir, "no-bin")), { trigger: "manual", target: "nas", at: point })).rejects.toThrow(
+        `backup.replayBinDir ${path.join(dir, "no-bin")} has no PostgreSQL server binary to replay with (ENOENT): point it at the bin directory of PostgreSQL 18 server binaries (docs/backups.md, PITR drills)`,
+      );
+      expect((await operator.agent.get("/api/v1/backups/pitr/drills").expect(200)).body.length).toBe(drillsBefore);
+
+      const drill = await runPitrDrill(withBinDir(path.join(copy, "bin")), { trigger: "manual", target: "nas", at: point });
       expect(drill.error).toBeNull();
       expect(drill.status).toBe("passed");
       expect(drill.baseBackup).toBe(baseId);
