@@ -365,7 +365,7 @@ describe("outbound webhooks", () => {
     await new Promise((r) => setTimeout(r, 300));
     expect([slow.received.length, slow.inFlight]).toEqual([3, 3]);
     expect(new Set(slow.received.map((r) => r.id))).toEqual(new Set(published.slice(0, 3)));
-    // The claims behind it: one worker alone may hold the next 3 ahead (6); split between workers, 3 in all.
+    // The claims behind it: one worker alone may hold perEndpointClaimAhead (4) more (7); split between workers, 3 in all.
     const claims = await inScope(app.ctx.db.app, { kind: "appliance" }, (tx) =>
       tx.rows<{ worker: string; n: number }>(
         `SELECT d.claimed_by::text AS worker, count(*)::int AS n FROM webhook_deliveries d JOIN webhook_endpoints e ON e.id = d.endpoint_id
@@ -374,7 +374,9 @@ describe("outbound webhooks", () => {
       ),
     );
     const held = claims.reduce((sum, c) => sum + c.n, 0);
-    expect(claims.length === 1 ? held <= 6 && held >= 3 : held === 3, JSON.stringify(claims)).toBe(true);
+    const { perEndpointConcurrency, perEndpointClaimAhead } = app.ctx.config.webhooks;
+    expect([perEndpointConcurrency, perEndpointClaimAhead]).toEqual([3, 4]);
+    expect(claims.length === 1 ? held <= 7 && held >= 3 : held === 3, JSON.stringify(claims)).toBe(true);
 
     release();
     await until(
