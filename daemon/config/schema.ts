@@ -149,7 +149,7 @@ export const databaseSchema = z
       .int()
       .min(1)
       .max(200)
-      .default(1)
+      .default(2)
       .describe("Group commit: transactions of grouped statements in flight at once; a request that finds fewer goes out at once, alone."),
     groupCommitBusyThreshold: z
       .number()
