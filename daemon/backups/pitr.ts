@@ -247,7 +247,15 @@ async function keepObjective(ctx: ApplianceContext, objective: RpoObjective, fai
   const position = await readWalPosition(ctx);
   if (!position) return undefined;
   const own = bookkeeping(ctx);
-  objective.observe(position, own);
+  // Another replica's shipper may have written the newest pitr_wal rows: their xmin is its transaction.
+  const ended = objective.endedSince(position);
+  let bookkept: ReadonlySet<string> = own;
+  if (Array.isArray(ended) && ended.some((x) => !own.has(x))) {
+    // xmin is a 32-bit xid, the snapshot's are 64-bit (with the epoch): compared modulo 2^32.
+    const theirs = new Set(await newestBookkeepingXids(ctx));
+    bookkept = new Set([...own, ...ended.filter((x) => theirs.has((BigInt(x) & 0xffffffffn).toString()))]);
+  }
+  objective.observe(position, bookkept);
   for (const x of own) if (BigInt(x) < position.xmax && !position.inProgress.includes(x)) own.delete(x);
   if (!objective.waiting) return objective.decide(Date.now(), position.segment);
   // The newest WAL segment every configured target holds (shipped in order, so no gap below it).
@@ -271,6 +279,18 @@ async function keepObjective(ctx: ApplianceContext, objective: RpoObjective, fai
   }
   objective.cover(covered);
   return objective.decide(Date.now(), position.segment);
+}
+
+/** The inserting transactions (xmin) of the newest `pitr_wal` rows of every target: shipments, whichever replica made them. */
+async function newestBookkeepingXids(ctx: ApplianceContext): Promise<string[]> {
+  const rows = await inScope(ctx.db.app, { kind: "appliance" }, async (t) => {
+    const names = (await readPolicyRow(ctx, t)).targets.map((d) => d.name);
+    return t.rows<{ x: string }>(
+      `SELECT w.xmin::text AS x FROM unnest($1::text[]) n CROSS JOIN LATERAL (SELECT xmin FROM pitr_wal p WHERE p.target = n ORDER BY name DESC LIMIT 8) w`,
+      [names],
+    );
+  });
+  return rows.map((r) => r.x);
 }
 
 /** Ships the spool every `walShipIntervalMs`, one pass at a time (createWalShipper); failures are alerts, not crashes. */

@@ -91,7 +91,8 @@ export class RpoObjective {
   }
 
   /**
-   * One pass's reading. `own`: transaction ids of the shipper's own bookkeeping (its `pitr_wal` rows),
+   * One pass's reading. `own`: transaction ids of the shippers' own bookkeeping (`pitr_wal` rows, this
+   * replica's or another's),
    * which are not writes to keep within the objective: counting them would close a segment for the
    * record of the last one, and so on, forever. A write that completed since the previous reading is dated at that reading
    * (it may have committed just after it: the conservative side). The first reading counts as a
@@ -103,6 +104,11 @@ export class RpoObjective {
     this.previous = now;
     const wrote = !prev || wroteSince(prev, now, own);
     if (wrote && !this.pending.has(segKey(now.segment))) this.pending.set(segKey(now.segment), { segment: now.segment, since: prev?.at ?? now.at });
+  }
+
+  /** What ended since the previous reading (null before the first): the caller finds out which of them are bookkeeping. */
+  endedSince(now: WalPosition): string[] | "many" | null {
+    return this.previous ? endedBetween(this.previous, now) : null;
   }
 
   /** `covered`: the newest WAL segment every target holds (null: none yet). The writes in it and before it are safe. */
@@ -146,15 +152,20 @@ export class RpoObjective {
 }
 
 /**
- * Whether a transaction other than `own` ended between two readings: one that was in progress and
- * no longer is, or one whose id lies between the two xmax values and is not in progress now (a
- * span wider than 256 ids is a write for sure: the shipper makes one transaction per shipped file).
+ * Transaction ids that ended between two readings: one that was in progress and no longer is, or
+ * one whose id lies between the two xmax values and is not in progress now. "many": a span wider
+ * than 256 ids (a write for sure: the shipper makes one transaction per shipped file).
  */
-function wroteSince(prev: WalPosition, now: WalPosition, own: ReadonlySet<string>): boolean {
+export function endedBetween(prev: WalPosition, now: WalPosition): string[] | "many" {
   const still = new Set(now.inProgress);
-  for (const x of prev.inProgress) if (!still.has(x) && !own.has(x)) return true;
-  if (now.xmax <= prev.xmax) return false;
-  if (now.xmax - prev.xmax > 256n) return true;
-  for (let x = prev.xmax; x < now.xmax; x++) if (!still.has(x.toString()) && !own.has(x.toString())) return true;
-  return false;
+  const out = prev.inProgress.filter((x) => !still.has(x));
+  if (now.xmax <= prev.xmax) return out;
+  if (now.xmax - prev.xmax > 256n) return "many";
+  for (let x = prev.xmax; x < now.xmax; x++) if (!still.has(x.toString())) out.push(x.toString());
+  return out;
+}
+
+function wroteSince(prev: WalPosition, now: WalPosition, own: ReadonlySet<string>): boolean {
+  const ended = endedBetween(prev, now);
+  return ended === "many" || ended.some((x) => !own.has(x));
 }

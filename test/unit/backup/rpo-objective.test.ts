@@ -41,6 +41,14 @@ describe("RpoObjective", () => {
     expect(o.decide(3000, SEG(5))).toMatchObject({ kind: "waiting", oldestAgeMs: 1000 });
   });
 
+  it("lists what ended between two readings, for the caller to find the shippers' own among them", () => {
+    const o = fresh();
+    expect(o.endedSince(at(0, 50, 2))).toBeNull();
+    o.observe(at(0, 50, 2, ["47"]));
+    expect(o.endedSince(at(1000, 53, 2, ["51"]))).toEqual(["47", "50", "52"]);
+    expect(o.endedSince(at(1000, 50 + 257, 2))).toBe("many");
+  });
+
   it("asks for no switch when the write's segment was closed by PostgreSQL already, and forgets all without a target", () => {
     const o = fresh();
     o.observe(at(0, 10, 6));
