@@ -7,7 +7,7 @@ import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import YAML from "yaml";
 import { startAppliance } from "../../../daemon/appliance.js";
-import { closeAndShipSegment, runBaseBackup, wakeAfterServerRestart } from "../../../daemon/backups/pitr.js";
+import { closeAndShipSegment, createWalShipper, runBaseBackup, wakeAfterServerRestart } from "../../../daemon/backups/pitr.js";
 import { backupJobs } from "../../../daemon/backups/background.js";
 import { AUDIT_CHAIN_CHECK, CHECKPOINT_CHECK, DECRYPT_CHECK, runPitrDrill } from "../../../daemon/backups/pitr-drill.js";
 import { writePolicy } from "../../../daemon/backups/policy.js";
@@ -492,6 +492,20 @@ describe("PostgreSQL 18 set up as the compose file's db service", () => {
         await one("ALTER SYSTEM RESET autovacuum");
         await one("SELECT pg_reload_conf()");
       }
+
+      // A role that may not switch (the app role here): the pass says so, logs it once, and the
+      // segment stays open for archive_timeout to close.
+      const asApp = { ...app.ctx, db: { ...app.ctx.db, owner: app.ctx.db.app }, config: { ...app.ctx.config, backup: { ...app.ctx.config.backup, rpoObjectiveSeconds: 0 } } };
+      const denied = createWalShipper(asApp, { intervalMs: SHIP_INTERVAL_MS });
+      await one("CREATE TABLE objective_probe AS SELECT 1 AS n");
+      const { seg: open } = await one<{ seg: string }>("SELECT pg_walfile_name(pg_current_wal_insert_lsn()) AS seg");
+      const pass = await denied.pass();
+      expect(pass.objective).toMatchObject({ kind: "switch", segment: open });
+      expect(pass.switched).toBeNull();
+      await denied.pass();
+      expect(logLines.filter((l) => l.includes("the database role may not call pg_switch_wal(): the recovery point rests on archive_timeout alone")).length).toBe(1);
+      await expect(one<{ seg: string }>("SELECT pg_walfile_name(pg_current_wal_insert_lsn()) AS seg")).resolves.toEqual({ seg: open });
+      await one("DROP TABLE objective_probe");
     }, 120_000);
 
     it("notices a restart of the server alone: a write after it is on the target within archive_timeout + the shipping interval", async () => {
