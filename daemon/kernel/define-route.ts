@@ -353,7 +353,9 @@ function runChain(handlers: readonly RequestHandler[], req: Request, res: Respon
     if (!handler) return done();
     try {
       const result = handler(req, res, next) as unknown;
-      if (result instanceof Promise) result.catch((e: unknown) => next(e ?? new Error("a route handler rejected without a reason")));
+      // Any thenable, as Express 5 treats one.
+      if (typeof (result as PromiseLike<unknown> | undefined)?.then === "function")
+        (result as PromiseLike<unknown>).then(undefined, (e: unknown) => next(e ?? new Error("a route handler rejected without a reason")));
     } catch (e) {
       next(e);
     }
