@@ -72,13 +72,14 @@ function variantsOf(ab: string | undefined): Variant[] {
   if (!ab) return [{ name: "as configured", apply: () => undefined }];
   if (ab === "group-commit") {
     const members = Number(process.env.BENCH_GROUP_MEMBERS ?? 16);
-    // Several comma-separated values: one grouped variant each.
-    const inFlights = (process.env.BENCH_GROUP_IN_FLIGHT ?? "2").split(",").map(Number);
+    // Several comma-separated values, one grouped variant each: `inFlight` or `inFlight:busy`, busy
+    // being the busy rule's threshold (docs/database.md; 0 or none: wait for a group whatever the load).
+    const grouped = (process.env.BENCH_GROUP_IN_FLIGHT ?? "2").split(",").map((v) => v.split(":").map(Number) as [number, number?]);
     return [
       { name: "alone", apply: (s) => s.ctx.db.app.setGroupCommit(undefined) },
-      ...inFlights.map((inFlight) => ({
-        name: `grouped (${members} members, ${inFlight} in flight)`,
-        apply: (s: Awaited<ReturnType<typeof setUp>>) => s.ctx.db.app.setGroupCommit({ maxMembers: members, maxInFlight: inFlight }),
+      ...grouped.map(([inFlight, busy = 0]) => ({
+        name: `grouped (${members} members, ${inFlight} in flight${busy ? `, busy ≥ ${busy}` : ""})`,
+        apply: (s: Awaited<ReturnType<typeof setUp>>) => s.ctx.db.app.setGroupCommit({ maxMembers: members, maxInFlight: inFlight, busyThreshold: busy }),
       })),
     ];
   }
@@ -105,6 +106,19 @@ function postgresCpu(dataDir: string): number {
   return ticks * tick;
 }
 
+/** CPU time (µs) of this process's reaped children: the load generator, once each round's autocannon has exited. */
+function reapedChildrenCpu(): number {
+  const f = fs.readFileSync("/proc/self/stat", "utf8").split(") ")[1]!.split(" ");
+  return (Number(f[13]) + Number(f[14])) * (1e6 / 100);
+}
+
+/** CPU time (µs) the whole machine spent busy (every core, every process), from /proc/stat. */
+function machineBusyCpu(): { busy: number; cores: number } {
+  const lines = fs.readFileSync("/proc/stat", "utf8").split("\n");
+  const [, user, nice, system, , , irq, softirq, steal] = lines[0]!.split(/\s+/).map(Number);
+  return { busy: (user! + nice! + system! + irq! + softirq! + steal!) * (1e6 / 100), cores: lines.filter((l) => /^cpu\d/.test(l)).length };
+}
+
 export async function run(): Promise<BenchRow[]> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "wardkeep-bench-cpu-"));
   const s = await setUp(dir);
@@ -126,11 +140,16 @@ export async function run(): Promise<BenchRow[]> {
           variant.apply(s);
           const groupsBefore = s.ctx.db.app.groupCommitStats();
           const pgBefore = postgresCpu(path.join(dir, "pg"));
+          const loadBefore = reapedChildrenCpu();
+          const machineBefore = machineBusyCpu();
           const before = process.cpuUsage();
           const started = performance.now();
           const { ok, total } = await profiled(`${name}-${i + 1}${variants.length > 1 ? `-${v}` : ""}`, () => driveFromChild(target, SECONDS));
           const used = process.cpuUsage(before);
           const pgUsed = postgresCpu(path.join(dir, "pg")) - pgBefore;
+          const loadUsed = reapedChildrenCpu() - loadBefore;
+          const machine = machineBusyCpu();
+          const wall = (performance.now() - started) * 1000;
           const groups = s.ctx.db.app.groupCommitStats();
           if (ok !== total) throw new Error(`${name}: ${total - ok} of ${total} requests failed`);
           perRequest[v]!.push((used.user + used.system) / ok);
@@ -139,7 +158,9 @@ export async function run(): Promise<BenchRow[]> {
           const grouped = groups.transactions - groupsBefore.transactions;
           process.stderr.write(
             `records-cpu ${name} round ${i + 1} ${variant.name}: ${perRequest[v]!.at(-1)!.toFixed(0)} µs daemon CPU/request (${Math.round((100 * used.system) / (used.user + used.system))} % in the kernel), ` +
-              `${pgPerRequest[v]!.at(-1)!.toFixed(0)} µs PostgreSQL CPU/request, ${rates[v]!.at(-1)!.toFixed(0)} req/s, ${ok} requests` +
+              `${pgPerRequest[v]!.at(-1)!.toFixed(0)} µs PostgreSQL CPU/request, ${(loadUsed / ok).toFixed(0)} µs load generator CPU/request, ${rates[v]!.at(-1)!.toFixed(0)} req/s, ${ok} requests; ` +
+              `cores busy: daemon ${((used.user + used.system) / wall).toFixed(2)}, PostgreSQL ${(pgUsed / wall).toFixed(2)}, load generator ${(loadUsed / wall).toFixed(2)}, ` +
+              `everything else ${((machine.busy - machineBefore.busy - used.user - used.system - pgUsed - loadUsed) / wall).toFixed(2)} of ${machine.cores}` +
               (grouped
                 ? `, ${((groups.members - groupsBefore.members) / grouped).toFixed(2)} statements per grouped transaction, ${groups.retried - groupsBefore.retried} retried`
                 : "") +

@@ -3,11 +3,11 @@ import os from "node:os";
 import path from "node:path";
 import pg from "pg";
 import type { ApplianceContext } from "../daemon/context.js";
-import { SqlPool } from "../daemon/db/sql.js";
 import { SYSTEM_META } from "../daemon/kernel/request-meta.js";
 import { createPatient } from "../daemon/records/patients/service.js";
 import { purgeTenant } from "../daemon/retention/index.js";
 import { openLoop, type OpenLoopResult } from "./open-loop.js";
+import { describe, sampleWhile } from "./retention-sampler.js";
 import { setUp } from "./records.js";
 import type { BenchRow } from "./run.js";
 
@@ -19,8 +19,10 @@ import type { BenchRow } from "./run.js";
  * runs against the same appliance. Its read p99 during the purge is compared with its p99 without
  * one, in alternating rounds (quiet window first in even rounds, purge first in odd ones).
  *
- * Targets: ≥ 20,000 notes/s purged, read p99 during the purge ≤ 2x the p99 without it.
- * Environment: BENCH_RETENTION_ROWS (total notes purged over all rounds, default 1,000,000),
+ * A "row" is one expired record as the disposition certificate counts it: here a note, deleted with
+ * its version row (two table rows; the table-row rate is printed beside it).
+ * Targets: ≥ 20,000 rows/s purged, read p99 during the purge ≤ 2x the p99 without it.
+ * Environment: BENCH_RETENTION_ROWS (expired notes purged over all rounds, default 1,000,000),
  * BENCH_RETENTION_ROUNDS (2), BENCH_RETENTION_READ_SECONDS (the read window, 10),
  * BENCH_RETENTION_BATCH (retention.batchSize, default the product's 2000), BENCH_RETENTION_READ_RATE
  * (reads/s, 200 as in the records benchmark; lower it on a machine the reads alone saturate).
@@ -33,15 +35,15 @@ const RATE = Number(process.env.BENCH_RETENTION_READ_RATE ?? 200);
 const WARMUP = 2;
 /**
  * BENCH_RETENTION_COMPARE: variants measured in the same process, each round alternating them with
- * the quiet window, e.g. `dutyCycle=1;dutyCycle=0.6;batchSize=500`. A variant is comma-separated
- * `key=value`: a retention setting (batchSize, dutyCycle), or `pool=own` (the purge on a pool of
- * one connection of its own instead of the request pool) and `nice=N` (that connection's backend
- * process at nice N; implies pool=own; the embedded server runs on this host). Empty: the product's
- * settings alone. ROWS is per variant.
+ * the quiet window, e.g. `purgeConnections=0;purgeConnections=1;purgeConnections=1,dutyCycle=0.7`.
+ * A variant is comma-separated `key=value` retention settings (batchSize, dutyCycle,
+ * purgeConnections). Empty: the product's settings alone. ROWS is per variant.
  */
 const VARIANTS = (process.env.BENCH_RETENTION_COMPARE ?? "").split(";").map((v) => v.trim());
+/** BENCH_RETENTION_SAMPLE=1: wait events, WAL and CPU of each window on stderr (bench/retention-sampler.ts). */
+const SAMPLE = process.env.BENCH_RETENTION_SAMPLE === "1";
+const SETTINGS = ["batchSize", "dutyCycle", "purgeConnections"] as const;
 
-const opened: SqlPool[] = [];
 function variantOf(base: ApplianceContext, spec: string): { ctx: ApplianceContext } {
   const settings = Object.fromEntries(
     spec
@@ -50,20 +52,11 @@ function variantOf(base: ApplianceContext, spec: string): { ctx: ApplianceContex
       .map((kv) => kv.split("=").map((x) => x.trim()) as [string, string]),
   );
   const retention = { ...base.config.retention };
-  if (settings.batchSize) retention.batchSize = Number(settings.batchSize);
-  if (settings.dutyCycle) retention.dutyCycle = Number(settings.dutyCycle);
-  let db = base.db;
-  if (settings.pool === "own" || settings.nice) {
-    const own = new SqlPool({ ...base.db.app.options, applicationName: "wardkeep-bench-purge", max: 1 });
-    opened.push(own);
-    if (settings.nice) {
-      own.pool.on("connect", (client) => {
-        void client.query<{ pid: number }>("SELECT pg_backend_pid() AS pid").then((r) => os.setPriority(r.rows[0]!.pid, Number(settings.nice)));
-      });
-    }
-    db = { ...base.db, app: own };
+  for (const [k, v] of Object.entries(settings)) {
+    if (!(SETTINGS as readonly string[]).includes(k)) throw new Error(`BENCH_RETENTION_COMPARE: unknown setting ${k} (one of ${SETTINGS.join(", ")})`);
+    retention[k as (typeof SETTINGS)[number]] = Number(v);
   }
-  return { ctx: { ...base, db, config: { ...base.config, retention } } };
+  return { ctx: { ...base, config: { ...base.config, retention } } };
 }
 
 export async function run(): Promise<BenchRow[]> {
@@ -99,13 +92,22 @@ export async function run(): Promise<BenchRow[]> {
     const byVariant = variants.map(() => ({ during: [] as OpenLoopResult[], rates: [] as number[], covered: [] as number[] }));
     for (let i = 0; i < ROUNDS; i++) {
       const steps = [
-        async () => quiet.push(await read(READ_SECONDS)),
+        async () => {
+          if (!SAMPLE) return void quiet.push(await read(READ_SECONDS));
+          const { result, sample } = await sampleWhile(env.superuserUrl, null, () => read(READ_SECONDS));
+          quiet.push(result);
+          process.stderr.write(describe(`round ${i + 1} quiet`, sample));
+        },
         ...variants.map((v, k) => async () => {
           await seed();
           const reading = read(READ_SECONDS);
           await new Promise((r) => setTimeout(r, WARMUP * 1000)); // the purge starts as the measured window opens
           const start = performance.now();
-          const result = await purgeTenant(v.ctx, env.tenantId);
+          const purge = () => purgeTenant(v.ctx, env.tenantId);
+          const { result, sample } = SAMPLE
+            ? await sampleWhile(env.superuserUrl, v.ctx.config.retention.purgeConnections > 0 ? "wardkeep-purge" : null, purge)
+            : { result: await purge(), sample: null };
+          if (sample) process.stderr.write(describe(`round ${i + 1} ${v.spec || "product"} purge`, sample));
           const seconds = (performance.now() - start) / 1000;
           const during = await reading;
           const [{ n }] = (await su.query<{ n: string }>("SELECT count(*) AS n FROM notes WHERE patient_id = $1 AND created_at < now() - interval '1 year'", [retired.id]))
@@ -116,7 +118,7 @@ export async function run(): Promise<BenchRow[]> {
           m.rates.push(perRound / seconds);
           m.covered.push(Math.min(1, seconds / READ_SECONDS));
           process.stderr.write(
-            `retention bench: round ${i + 1} ${v.spec || "product"}: ${Math.round(perRound / seconds)} notes/s, read p99 ${during.p99.toFixed(1)} ms during (p50 ${during.p50.toFixed(1)}), purge covered ${Math.round(Math.min(1, seconds / READ_SECONDS) * 100)} % of the read window\n`,
+            `retention bench: round ${i + 1} ${v.spec || "product"}: ${Math.round(perRound / seconds)} rows/s (notes), read p99 ${during.p99.toFixed(1)} ms during (p50 ${during.p50.toFixed(1)}), purge covered ${Math.round(Math.min(1, seconds / READ_SECONDS) * 100)} % of the read window\n`,
           );
         }),
       ];
@@ -130,17 +132,18 @@ export async function run(): Promise<BenchRow[]> {
     variants.forEach((v, k) => {
       const { during, rates, covered } = byVariant[k]!;
       const label = v.spec ? ` [${v.spec}]` : "";
+      const r = v.ctx.config.retention;
       const rate = mean(rates);
       const p99During = Math.max(...during.map((r) => r.p99));
       rows.push(
         {
-          name: `purge rate${label} (${perRound} notes + versions per round, batch ${v.ctx.config.retention.batchSize}, duty cycle ${v.ctx.config.retention.dutyCycle})`,
+          name: `purge rate${label} (a row: an expired note with its version row; ${perRound} per round, batch ${r.batchSize}, duty cycle ${r.dutyCycle}, purge connections ${r.purgeConnections})`,
           value: rate,
-          unit: "notes/s",
+          unit: "rows/s",
           target: "≥ 20000",
           met: rate >= 20_000,
         },
-        { name: `purge rate, table rows (a note and its version)${label}`, value: rate * 2, unit: "rows/s" },
+        { name: `purge rate in table rows (notes and note versions)${label}`, value: rate * 2, unit: "table rows/s" },
         {
           name: `read p99 during the purge${label} (${RATE} req/s open-loop)`,
           value: p99During,
@@ -169,7 +172,6 @@ export async function run(): Promise<BenchRow[]> {
     rows.push({ name: "reads failed (non-2xx or errors)", value: failures, unit: "requests", target: "0", met: failures === 0 });
     return rows;
   } finally {
-    for (const p of opened) await p.close();
     await su.end();
     await env.close();
     fs.rmSync(dir, { recursive: true, force: true });

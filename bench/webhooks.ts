@@ -216,6 +216,10 @@ export async function run(): Promise<BenchRow[]> {
           { name: "perEndpointConcurrency 64 (no limit per endpoint) instead of 4", settings: { perEndpointConcurrency: 64 } },
         ]
       : [];
+    // BENCH_WEBHOOK_CLAIM_AHEAD="0,16": rounds with webhooks.perEndpointClaimAhead at each value, against the default pipeline.
+    for (const n of (process.env.BENCH_WEBHOOK_CLAIM_AHEAD ?? "").split(",").filter(Boolean)) {
+      levers.push({ name: `perEndpointClaimAhead ${n} instead of ${config.webhooks.perEndpointClaimAhead}`, settings: { perEndpointClaimAhead: Number(n) } });
+    }
     let plainMs = 0;
     let v1Ms = 0;
     let v1aMs = 0;

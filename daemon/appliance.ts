@@ -43,6 +43,8 @@ export type StartOptions = {
   clock?: Clock;
   /** Where the one-time setup token banner goes (stderr by default; never the JSON log). */
   announce?: (text: string) => void;
+  /** False: no background WAL shipper (bench/pitr.ts drives and times the passes itself). */
+  walShipper?: boolean;
 };
 
 /** The names the internal certificate covers: what browsers and probes on this host will use. */
@@ -210,7 +212,7 @@ export async function startAppliance(config: Config, opts: StartOptions): Promis
     registerBackupMetrics(ctx);
     registerJobMetrics(ctx);
     const jobs = startJobRunner(ctx, applianceJobs());
-    const walShipper = startWalShipper(ctx);
+    const walShipper = opts.walShipper === false ? { stop: async () => {} } : startWalShipper(ctx);
     const alerts = startAlertServices(ctx);
     const webhooks = startWebhookServices(ctx);
     log.info(`listening on ${url}${server.redirectPort ? ` (http://:${server.redirectPort} redirects)` : ""}`);

@@ -214,7 +214,17 @@ export function startAuditChainer(ctx: ApplianceContext, opts: { pollMs?: number
       running = undefined;
     });
   };
-  const timer = setInterval(run, pollMs);
+  // The poll looks first, without a lock: locking the head is a transaction id and WAL, so an idle
+  // appliance would write every pollMs and the WAL shipper would close a segment for it every
+  // recovery point objective (docs/backups.md "Recovery point objective").
+  const poll = () => {
+    if (stopped || running) return run();
+    inScope(ctx.db.owner, { kind: "appliance" }, (t) => t.rows<{ any: boolean }>("SELECT EXISTS (SELECT 1 FROM audit_intake) AS any")).then(
+      (r) => (r[0]?.any ? run() : undefined),
+      () => run(), // the batch reports the failure
+    );
+  };
+  const timer = setInterval(poll, pollMs);
   timer.unref();
   const state: ChainerState = {
     kick() {

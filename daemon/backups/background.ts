@@ -1,6 +1,6 @@
 import { Gauge } from "prom-client";
 import type { ApplianceContext } from "../context.js";
-import { hasEmbeddedBinaries } from "../db/embedded.js";
+import { hasReplayBinaries } from "../db/embedded.js";
 import { inScope } from "../db/sql.js";
 import type { JobSpec } from "../jobs/index.js";
 import { Conflict } from "../kernel/errors.js";
@@ -197,8 +197,10 @@ export const backupJobs: JobSpec[] = [
     summary:
       "Restores one target's archive to a random time in its retained window into a scratch cluster and checks the audit chain, the signed checkpoint before it and decryption",
     needsUnsealed: true,
-    // With the compose PostgreSQL too, where this install has the binaries to replay with (the daemon image has not).
-    schedule: (ctx) => (ctx.config.backup.schedulerEnabled && ctx.config.backup.walArchiving && hasEmbeddedBinaries() ? ctx.config.backup.pitrDrillCron || null : null),
+    // With the compose PostgreSQL too, where this install has binaries to replay with: the embedded
+    // package's, or backup.replayBinDir (the daemon image's copy).
+    schedule: (ctx) =>
+      ctx.config.backup.schedulerEnabled && ctx.config.backup.walArchiving && hasReplayBinaries(ctx.config.backup.replayBinDir) ? ctx.config.backup.pitrDrillCron || null : null,
     async run(ctx, run) {
       const drill = await runPitrDrill(ctx, { trigger: run.trigger === "manual" ? "manual" : "schedule" }).catch(conflictAsSkip);
       if (!drill) return { skipped: "a PITR drill is already running, or no target is configured" };

@@ -40,7 +40,18 @@ export const backupSchema = z
       .min(1)
       .max(3600)
       .default(60)
-      .describe("PostgreSQL archive_timeout: a segment with any write in it is closed and archived after at most this long, so it bounds the recovery point (RPO)."),
+      .describe(
+        "PostgreSQL archive_timeout, the server's own backstop: a segment with any write in it is closed after at most this long even when the daemon does not close it (rpoObjectiveSeconds does that first).",
+      ),
+    rpoObjectiveSeconds: z
+      .number()
+      .int()
+      .min(5)
+      .max(3600)
+      .default(60)
+      .describe(
+        "Recovery point objective: the WAL shipper closes the segment holding the oldest write not yet on every target (pg_switch_wal) early enough for it to be there within this many seconds, counting its measured shipping time; no switch when nothing was written (docs/backups.md).",
+      ),
     walSpoolDir: z
       .string()
       .min(1)
@@ -71,6 +82,13 @@ export const backupSchema = z
       .default("0 3 * * 0")
       .describe(
         "node-cron schedule of point-in-time recovery drills (Sundays 03:00 by default; empty turns them off): restore to a random time in one target's retained window into a scratch cluster and check the audit chain, the signed checkpoint before that time and decryption (docs/backups.md).",
+      ),
+    replayBinDir: z
+      .string()
+      .min(1)
+      .optional()
+      .describe(
+        "Directory of PostgreSQL 18 server binaries (postgres) that PITR drills replay with, instead of the embedded package's; the daemon image sets /opt/wardkeep/postgresql/bin, where it keeps them (docs/backups.md).",
       ),
     rpoAlertSeconds: z.number().int().min(10).default(300).describe("Alert (rpo_exceeded) when the newest WAL on a target is older than this while there is unshipped WAL."),
   })

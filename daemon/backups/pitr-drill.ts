@@ -36,7 +36,7 @@ import { listBaseBackups, listWal, openBaseBackupManifest, readObject, walLayout
 import { appendAuditEvent } from "../audit/append.js";
 import { inDataDir } from "../config/load.js";
 import type { ApplianceContext } from "../context.js";
-import { EmbeddedRecoveryError, hasEmbeddedBinaries, runAs, runEmbeddedRecovery } from "../db/embedded.js";
+import { EmbeddedRecoveryError, hasReplayBinaries, replayBinaries, runAs, runEmbeddedRecovery } from "../db/embedded.js";
 import { clusterNames } from "../db/adopt.js";
 import { inScope } from "../db/sql.js";
 import { Conflict, Unavailable } from "../kernel/errors.js";
@@ -145,11 +145,16 @@ export async function runPitrDrill(
   ctx: ApplianceContext,
   opts: { trigger: PitrDrillRecord["trigger"]; target?: string; at?: Date } = { trigger: "manual" },
 ): Promise<PitrDrillRecord> {
-  if (!hasEmbeddedBinaries()) {
+  const binDir = ctx.config.backup.replayBinDir;
+  if (!hasReplayBinaries(binDir)) {
     throw new Unavailable(
-      "PITR drills replay with the embedded PostgreSQL's binaries, which this install does not have (the daemon image leaves them out); drill with `wardkeep recover --at` on another machine (docs/backups.md, Compose PostgreSQL)",
+      "PITR drills replay with PostgreSQL 18 server binaries, and this install has neither the embedded package's nor backup.replayBinDir (WARDKEEP_BACKUP_REPLAY_BIN_DIR; the daemon image sets it) (docs/backups.md, PITR drills)",
     );
   }
+  // A wrong directory fails now, in one line, before anything is fetched.
+  await replayBinaries(binDir).catch((err: Error) => {
+    throw new Unavailable(err.message);
+  });
   const secret = ctx.rootKey.material();
   const policy = await inScope(ctx.db.app, { kind: "appliance" }, (t) => readPolicyRow(ctx, t));
   if (policy.targets.length === 0) throw new Conflict("no backup target is configured, so there is nothing to drill");
@@ -294,6 +299,7 @@ async function drill(ctx: ApplianceContext, target: SnapshotTarget, secret: Buff
       await runEmbeddedRecovery({
         dataDir: scratch,
         superuser: names.superuser,
+        binDir: ctx.config.backup.replayBinDir,
         port: ctx.config.database.embeddedPort,
         settings: {
           restore_command: fetcher.restoreCommand,

@@ -24,6 +24,7 @@ import { wakeCheckpointer } from "../db/wal-archive.js";
 import { Unavailable } from "../kernel/errors.js";
 import { APP_VERSION } from "../version.js";
 import { openPolicyTargets, readPolicyRow } from "./policy.js";
+import { readWalPosition, RpoObjective, type ObjectiveDecision } from "./rpo-objective.js";
 import { clearAlert, raiseAlert, recoveryPublicKey, tryJobLock } from "./service.js";
 
 /** Advisory lock ids next to the snapshot (7301501) and drill (7301502) locks. */
@@ -58,6 +59,14 @@ export function spooledFiles(dir: string): { name: string; bytes: number; archiv
 
 /** `discarded`: files removed unshipped because no backup target is configured. */
 export type ShipOutcome = { shipped: { name: string; targets: string[] }[]; failed: { target: string; error: string }[]; waiting: number; spoolBytes: number; discarded?: number };
+
+/** Transaction ids of the shipper's `pitr_wal` inserts, not yet seen ended by the recovery point objective's bookkeeping. */
+const ownXids = new WeakMap<ApplianceContext, Set<string>>();
+function bookkeeping(ctx: ApplianceContext): Set<string> {
+  let set = ownXids.get(ctx);
+  if (!set) ownXids.set(ctx, (set = new Set()));
+  return set;
+}
 
 /** Names each target is known to hold, so a file is written once per target (and a retry after a crash is not an error). */
 const knownOnTarget = new WeakMap<ApplianceContext, Map<string, Set<string>>>();
@@ -133,13 +142,16 @@ export async function shipSpool(ctx: ApplianceContext): Promise<ShipOutcome> {
           }),
         );
         if (done.length) {
-          await inScope(ctx.db.app, { kind: "appliance" }, (t) =>
-            t.exec(
+          const rows = await inScope(ctx.db.app, { kind: "appliance" }, (t) =>
+            t.rows<{ xid: string }>(
               `INSERT INTO pitr_wal (name, target, archived_at, shipped_at, stored_bytes)
-               SELECT $1, unnest($2::text[]), $3, $4, $5 ON CONFLICT (target, name) DO NOTHING`,
+               SELECT $1, unnest($2::text[]), $3, $4, $5 ON CONFLICT (target, name) DO NOTHING
+               RETURNING pg_current_xact_id()::text AS xid`,
               [file.name, done, file.archivedAt, ctx.clock.now(), object.length],
             ),
           );
+          // The shipper's own record of a shipment is not a write to close a segment for (rpo-objective.ts).
+          if (rows[0]) bookkeeping(ctx).add(rows[0].xid);
         }
       }
       if (targets.every((t) => !broken.has(t.name))) {
@@ -188,21 +200,89 @@ export async function wakeAfterServerRestart(ctx: ApplianceContext, seen: { star
   return woken;
 }
 
+/** One pass of the shipper: what the recovery point objective decided, and what was shipped. */
+export type ShipperPass = { objective?: ObjectiveDecision; switched?: string | null; ship?: ShipOutcome; shipMs: number };
+
 /**
- * Ships the spool every `walShipIntervalMs`, one pass at a time; failures are alerts, not crashes.
- * With an external PostgreSQL each pass first notices a restart of the server alone (wakeAfterServerRestart).
+ * The WAL shipper's passes: each notices a restart of an external PostgreSQL (wakeAfterServerRestart),
+ * keeps the recovery point objective (rpo-objective.ts: closes the segment holding the oldest write
+ * not yet on every target once it is `rpoObjectiveSeconds` minus the lead old), and ships the spool.
+ * `intervalMs` is the time between passes (the lead counts it).
  */
+export function createWalShipper(ctx: ApplianceContext, opts: { intervalMs?: number } = {}): { pass(): Promise<ShipperPass>; readonly objective: RpoObjective } {
+  const intervalMs = opts.intervalMs ?? ctx.config.backup.walShipIntervalMs;
+  const objective = new RpoObjective(ctx.config.backup.rpoObjectiveSeconds * 1000, intervalMs);
+  const server: { startedAt?: string } = {};
+  let deniedLogged = false;
+  let failing = new Set<string>();
+  return {
+    objective,
+    async pass() {
+      if (ctx.config.database.url) await wakeAfterServerRestart(ctx, server).catch(() => {}); // down: the circuit says so; next pass
+      const out: ShipperPass = { shipMs: 0 };
+      if (ctx.rootKey.isSealed) return out;
+      const switchedAt = Date.now();
+      out.objective = await keepObjective(ctx, objective, failing);
+      if (out.objective?.kind === "switch") {
+        out.switched = await closeSegment(ctx, 30_000);
+        if (out.switched) objective.closed(out.switched);
+        else if (!deniedLogged) {
+          deniedLogged = true;
+          ctx.log.warn("the database role may not call pg_switch_wal(): the recovery point rests on archive_timeout alone (docs/backups.md, Recovery point objective)");
+        }
+      }
+      const t0 = Date.now();
+      out.ship = await shipSpool(ctx);
+      out.shipMs = Date.now() - t0;
+      failing = new Set(out.ship.failed.map((f) => f.target));
+      if (out.switched && out.ship.shipped.some((f) => f.name === out.switched)) objective.shipped(Date.now() - switchedAt);
+      else if (out.ship.shipped.length) objective.shipped(out.shipMs);
+      return out;
+    },
+  };
+}
+
+/** Reads the position and, while writes wait, the newest segment on every target; then decides. Undefined without a target or on a standby. */
+async function keepObjective(ctx: ApplianceContext, objective: RpoObjective, failing: ReadonlySet<string>): Promise<ObjectiveDecision | undefined> {
+  const position = await readWalPosition(ctx);
+  if (!position) return undefined;
+  const own = bookkeeping(ctx);
+  objective.observe(position, own);
+  for (const x of own) if (BigInt(x) < position.xmax && !position.inProgress.includes(x)) own.delete(x);
+  if (!objective.waiting) return objective.decide(Date.now(), position.segment);
+  // The newest WAL segment every configured target holds (shipped in order, so no gap below it).
+  const covered = await inScope(ctx.db.app, { kind: "appliance" }, async (t) => {
+    // A target that failed the last pass cannot be kept within any objective (wal_ship_failed and
+    // rpo_exceeded say so); the others still can.
+    const names = (await readPolicyRow(ctx, t)).targets.map((d) => d.name).filter((n) => !failing.has(n));
+    if (names.length === 0) return undefined;
+    const rows = await t.rows<{ name: string | null }>(
+      `SELECT (SELECT name FROM pitr_wal w WHERE w.target = n AND w.name ~ '^[0-9A-F]{24}$' AND w.pruned_at IS NULL ORDER BY name DESC LIMIT 1) AS name
+         FROM unnest($1::text[]) n`,
+      [names],
+    );
+    if (rows.some((r) => r.name === null)) return null;
+    return rows.map((r) => r.name!).sort((a, b) => a.slice(8).localeCompare(b.slice(8)))[0]!;
+  });
+  // No target (the shipper discards the spool), or none reachable: no objective can be kept.
+  if (covered === undefined) {
+    objective.forget();
+    return undefined;
+  }
+  objective.cover(covered);
+  return objective.decide(Date.now(), position.segment);
+}
+
+/** Ships the spool every `walShipIntervalMs`, one pass at a time (createWalShipper); failures are alerts, not crashes. */
 export function startWalShipper(ctx: ApplianceContext): { stop(): Promise<void> } {
   if (!ctx.config.backup.walArchiving) return { stop: async () => {} };
+  const shipper = createWalShipper(ctx);
   let running: Promise<unknown> | undefined;
   let stopped = false;
-  const server: { startedAt?: string } = {};
   const tick = () => {
     if (running || stopped) return;
-    running = (async () => {
-      if (ctx.config.database.url) await wakeAfterServerRestart(ctx, server).catch(() => {}); // down: the circuit says so; next pass
-      if (!ctx.rootKey.isSealed) await shipSpool(ctx);
-    })()
+    running = shipper
+      .pass()
       .catch((err: Error) => ctx.log.warn(`WAL shipping pass failed: ${err.message}`))
       .finally(() => (running = undefined));
   };
@@ -285,28 +365,37 @@ async function checkDataDir(client: pg.Client, dataDir: string): Promise<void> {
 
 /**
  * Closes the WAL segment being written (`pg_switch_wal`, as a superuser: the embedded one, or the
- * compose PostgreSQL's owner role), waits until PostgreSQL's archiver has put it in the spool, and
- * ships the spool: every transaction committed before this call is then on every reachable target.
- * Returns the segment's name, or null when the role may not switch (then nothing is shipped).
+ * compose PostgreSQL's owner role) and waits (up to `waitMs`) until PostgreSQL's archiver has put it
+ * in the spool. Returns the segment's name, or null when the role may not switch.
  */
-export async function closeAndShipSegment(ctx: ApplianceContext): Promise<string | null> {
+export async function closeSegment(ctx: ApplianceContext, waitMs = 30_000): Promise<string | null> {
   const client = ctx.config.database.url ? await ctx.db.owner.dedicatedClient("wardkeep-wal-switch") : await baseBackupSource(ctx).connect();
-  let wal: string;
   try {
+    let wal: string;
     try {
       wal = (await client.query<{ w: string }>("SELECT pg_walfile_name(pg_switch_wal()) AS w")).rows[0]!.w;
     } catch (err) {
       if ((err as { code?: string }).code === "42501") return null;
       throw err;
     }
-    for (let i = 0; i < 600; i++) {
+    for (const deadline = Date.now() + waitMs; Date.now() < deadline; await new Promise((r) => setTimeout(r, 50))) {
       const [a] = (await client.query<{ last: string | null }>("SELECT last_archived_wal AS last FROM pg_stat_archiver")).rows;
       if (a?.last && a.last.slice(8) >= wal.slice(8)) break;
-      await new Promise((r) => setTimeout(r, 50));
     }
+    return wal;
   } finally {
     await client.end().catch(() => {});
   }
+}
+
+/**
+ * Closes the segment being written (closeSegment) and ships the spool: every transaction committed
+ * before this call is then on every reachable target. Returns the segment's name, or null when the
+ * role may not switch (then nothing is shipped).
+ */
+export async function closeAndShipSegment(ctx: ApplianceContext): Promise<string | null> {
+  const wal = await closeSegment(ctx);
+  if (!wal) return null;
   // The background shipper may hold the shipping lock: wait (up to 10 s) until the segment has left the spool.
   const dir = spoolDir(ctx);
   for (const deadline = Date.now() + 10_000; Date.now() < deadline;) {
@@ -467,6 +556,7 @@ export type PitrTargetStatus = {
 export type PitrStatus = {
   archiving: boolean;
   archiveTimeoutSeconds: number;
+  rpoObjectiveSeconds: number;
   spool: { files: number; bytes: number; limitBytes: number };
   archiver: { archivedCount: number; failedCount: number; lastArchivedAt: string | null; lastFailedAt: string | null; lastFailedWal: string | null; failing: boolean };
   targets: PitrTargetStatus[];
@@ -512,6 +602,7 @@ export async function pitrStatus(ctx: ApplianceContext): Promise<PitrStatus> {
     return {
       archiving: ctx.config.backup.walArchiving,
       archiveTimeoutSeconds: ctx.config.backup.archiveTimeoutSeconds,
+      rpoObjectiveSeconds: ctx.config.backup.rpoObjectiveSeconds,
       spool: { files: files.length, bytes: files.reduce((s, f) => s + f.bytes, 0), limitBytes: ctx.config.backup.walSpoolLimitMiB * 1024 * 1024 },
       archiver: {
         archivedCount: Number(a?.archived_count ?? 0),

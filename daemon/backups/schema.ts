@@ -167,6 +167,8 @@ export const pitrStatusView = z.object({
   archiving: z.boolean(),
   /** PostgreSQL's archive_timeout (seconds): the longest a quiet segment waits before it is archived. */
   archiveTimeoutSeconds: z.number(),
+  /** backup.rpoObjectiveSeconds: the shipper closes a segment early enough for each write to be on every target within this. */
+  rpoObjectiveSeconds: z.number(),
   /** WAL files waiting in the spool for a target, and the spool's limit. */
   spool: z.object({ files: z.number(), bytes: z.number(), limitBytes: z.number() }),
   /** pg_stat_archiver: archived and failed counts; `failing` when the last failure is newer than the last success. */

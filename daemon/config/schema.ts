@@ -149,8 +149,16 @@ export const databaseSchema = z
       .int()
       .min(1)
       .max(200)
-      .default(1)
+      .default(2)
       .describe("Group commit: transactions of grouped statements in flight at once; a request that finds fewer goes out at once, alone."),
+    groupCommitBusyThreshold: z
+      .number()
+      .min(0)
+      .max(1)
+      .default(0.5)
+      .describe(
+        "Group commit: a request waits to join a group only while the daemon's event loop is at least this busy (0–1); below it, it goes out at once, alone (0: always wait).",
+      ),
     heartbeatMs: z.number().int().min(100).max(60_000).default(1_000).describe("How often the daemon checks that PostgreSQL answers (SELECT 1 on a connection of its own)."),
     probeTimeoutMs: z
       .number()

@@ -29,7 +29,7 @@ function pool(url: string, config: Config, applicationName: string, circuit: Dat
     acquireTimeoutMs: d.acquireTimeoutMs,
     commitTimeoutMs: d.commitTimeoutMs,
     circuit,
-    groupCommit: opts.grouped ? { maxMembers: d.groupCommitMembers, maxInFlight: d.groupCommitInFlight } : undefined,
+    groupCommit: opts.grouped ? { maxMembers: d.groupCommitMembers, maxInFlight: d.groupCommitInFlight, busyThreshold: d.groupCommitBusyThreshold } : undefined,
   });
 }
 

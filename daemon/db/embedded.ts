@@ -68,6 +68,31 @@ export function hasEmbeddedBinaries(): boolean {
   }
 }
 
+/**
+ * The server binaries a replay runs with (PITR drills, `recover --at`): those in `binDir` when it is
+ * set (`backup.replayBinDir`: the daemon image keeps a copy of the embedded package's in
+ * /opt/wardkeep/postgresql, deploy/Dockerfile), else the embedded package's. A directory without
+ * them fails here, in one line naming the setting.
+ */
+export async function replayBinaries(binDir: string | undefined): Promise<Binaries> {
+  if (!binDir) return embeddedBinaries();
+  const bins: Binaries = { postgres: path.join(binDir, "postgres"), initdb: path.join(binDir, "initdb"), pg_ctl: path.join(binDir, "pg_ctl") };
+  try {
+    fs.accessSync(bins.postgres, fs.constants.X_OK);
+  } catch (err) {
+    throw new Error(
+      `backup.replayBinDir ${binDir} has no PostgreSQL server binary to replay with (${(err as NodeJS.ErrnoException).code ?? (err as Error).message}): point it at the bin directory of PostgreSQL 18 server binaries (docs/backups.md, PITR drills)`,
+      { cause: err },
+    );
+  }
+  return bins;
+}
+
+/** Whether replays can run here: a configured binary directory (checked when used), or the embedded package. */
+export function hasReplayBinaries(binDir: string | undefined): boolean {
+  return !!binDir || hasEmbeddedBinaries();
+}
+
 /** The embedded package's server binaries, ready to run (tests start servers of their own from them). */
 export async function embeddedBinaries(): Promise<Binaries> {
   const bins = await binaries();
@@ -438,12 +463,13 @@ export async function runEmbeddedRecovery<T>(opts: {
   standby?: boolean;
   /** The restored cluster's bootstrap superuser (postgres for the embedded server's own; the compose image's is its POSTGRES_USER). */
   superuser?: string;
+  /** backup.replayBinDir: server binaries to replay with instead of the embedded package's (replayBinaries). */
+  binDir?: string;
   work: (run: RecoveryRun) => Promise<T>;
 }): Promise<T> {
   const superuser = opts.superuser ?? "postgres";
   if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(superuser)) throw new EmbeddedRecoveryError(`the restored cluster's superuser name ${JSON.stringify(superuser)} is not supported`, []);
-  const bins = await binaries();
-  hydrateSymlinks(bins);
+  const bins = await replayBinaries(opts.binDir);
   const ids = runAs();
   const socketDir = embeddedSocketDir(opts.dataDir, opts.port);
   if (!socketDir) throw new EmbeddedRecoveryError(`the data directory path ${opts.dataDir} is too long for a Unix socket; use a shorter dataDir`, []);

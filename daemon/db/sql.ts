@@ -1,5 +1,6 @@
 import { createHash } from "node:crypto";
 import net from "node:net";
+import { performance } from "node:perf_hooks";
 import pg from "pg";
 import { DatabaseUnavailable, isConnectionFailure, type DatabaseCircuit } from "./circuit.js";
 
@@ -415,9 +416,18 @@ export type GroupCommitOptions = {
   maxInFlight: number;
   /** A transaction out longer than this (a member waiting on a lock) no longer holds the queue back (default 50 ms). */
   stallMs?: number;
+  /**
+   * Wait for a group only while this process's event loop is at least this busy (0–1, over the last
+   * `BUSY_WINDOW_MS`); below it a statement that finds `maxInFlight` transactions out goes at once,
+   * alone. Grouping buys CPU with waiting, which pays only when CPU is what requests queue for.
+   * Unset or 0: always wait.
+   */
+  busyThreshold?: number;
 };
 
 const GROUP_STALL_MS = 50;
+/** How long an event-loop utilisation sample of `busyThreshold` spans. */
+const BUSY_WINDOW_MS = 20;
 
 function sameScope(a: Scope, b: Scope): boolean {
   return a.kind === b.kind && (a.kind === "appliance" || a.tenantId === (b as { tenantId: string }).tenantId);
@@ -449,30 +459,54 @@ class GroupCommit {
 
   submit(scope: Scope, statement: Statement): Promise<Row[]> {
     return new Promise((resolve, reject) => {
-      this.queue.push({ scope, statement, resolve, reject });
-      this.pump();
+      const member = { scope, statement, resolve, reject };
+      // Nobody waiting and CPU to spare: waiting for the transactions out would only add latency.
+      if (this.queue.length === 0 && this.inFlight >= this.options.maxInFlight && !this.busy()) this.launch([member]);
+      else {
+        this.queue.push(member);
+        this.pump();
+      }
     });
   }
 
   private pump(): void {
-    while (this.inFlight < this.options.maxInFlight && this.queue.length > 0) {
-      const members = this.queue.splice(0, this.options.maxMembers);
-      this.inFlight++;
-      let counted = true;
-      const release = () => {
-        if (!counted) return;
-        counted = false;
-        this.inFlight--;
-        this.pump();
-      };
-      // One member waiting on a lock (a key rotation) must not hold every other request back.
-      const stall = setTimeout(release, this.options.stallMs ?? GROUP_STALL_MS);
-      stall.unref();
-      void this.send(members).finally(() => {
-        clearTimeout(stall);
-        release();
-      });
+    while (this.inFlight < this.options.maxInFlight && this.queue.length > 0) this.launch(this.queue.splice(0, this.options.maxMembers));
+  }
+
+  private launch(members: Member[]): void {
+    this.inFlight++;
+    let counted = true;
+    const release = () => {
+      if (!counted) return;
+      counted = false;
+      this.inFlight--;
+      this.pump();
+    };
+    // One member waiting on a lock (a key rotation) must not hold every other request back.
+    const stall = setTimeout(release, this.options.stallMs ?? GROUP_STALL_MS);
+    stall.unref();
+    void this.send(members).finally(() => {
+      clearTimeout(stall);
+      release();
+    });
+  }
+
+  private utilisation = performance.eventLoopUtilization();
+  private sampledAt = performance.now();
+  private wasBusy = true;
+
+  /** Whether the event loop was at least `busyThreshold` busy over the last sample (always, without a threshold). */
+  private busy(): boolean {
+    const threshold = this.options.busyThreshold;
+    if (!threshold) return true;
+    const now = performance.now();
+    if (now - this.sampledAt >= BUSY_WINDOW_MS) {
+      const current = performance.eventLoopUtilization();
+      this.wasBusy = performance.eventLoopUtilization(current, this.utilisation).utilization >= threshold;
+      this.utilisation = current;
+      this.sampledAt = now;
     }
+    return this.wasBusy;
   }
 
   private async send(members: Member[]): Promise<void> {

@@ -8,7 +8,6 @@ import type { ApplianceContext } from "../context.js";
 import { accessLog, httpMetrics, maintenanceGate, noStore, requestId, requireJsonBody, securityHeaders } from "./middleware.js";
 import { adminUiRoutes } from "./admin-ui.js";
 import { notFoundHandler, problemMiddleware } from "./problem.js";
-import { gatedByFirstSegment } from "./router-gate.js";
 import { apiDescriptionRoutes, healthRoutes } from "./routes/health.js";
 import { keysRoutes } from "../keys/routes.js";
 import { backupRoutes } from "../backups/routes.js";
@@ -29,8 +28,8 @@ import { scimProtocolRoutes, scimTokenRoutes } from "../scim/routes.js";
  */
 export function createHttpApp(ctx: ApplianceContext): Express {
   const app = express();
-  // Each capability's routes, on a router entered only by paths they could answer (router-gate.ts).
-  const mount = (routes: readonly Route[]) => gatedByFirstSegment(mountRoutes(ctx, routes, policyBinding));
+  // Each group of routes as one middleware over a table of its routes (kernel/define-route.ts, mountRoutes).
+  const mount = (routes: readonly Route[]) => mountRoutes(ctx, routes, policyBinding);
   app.disable("x-powered-by");
   // X-Forwarded-For is believed only from the configured proxies (anyone else could name any
   // address and escape the per-address sign-in limits); the rightmost untrusted hop is the client.
@@ -61,21 +60,23 @@ export function createHttpApp(ctx: ApplianceContext): Express {
   api.use(mount(setupRoutes));
   // Everything after this line knows its caller (res.locals.actor) or answers 401 through the policy guard.
   api.use(authenticate(ctx));
-  for (const routes of [
-    authRoutes,
-    accessRoutes,
-    keysRoutes,
-    backupRoutes,
-    recordsRoutes,
-    auditRoutes,
-    alertRoutes,
-    webhookRoutes,
-    jobsRoutes,
-    retentionRoutes,
-    scimTokenRoutes,
-    ssoRoutes,
-  ])
-    api.use(mount(routes));
+  // Every capability's routes in one table, so a request finds its route in one look-up.
+  api.use(
+    mount([
+      ...authRoutes,
+      ...accessRoutes,
+      ...keysRoutes,
+      ...backupRoutes,
+      ...recordsRoutes,
+      ...auditRoutes,
+      ...alertRoutes,
+      ...webhookRoutes,
+      ...jobsRoutes,
+      ...retentionRoutes,
+      ...scimTokenRoutes,
+      ...ssoRoutes,
+    ]),
+  );
   app.use("/api/v1", api);
 
   app.use(adminUiRoutes());

@@ -1,4 +1,4 @@
-import { Router, type Request, type RequestHandler, type Response } from "express";
+import type { NextFunction, Request, RequestHandler, Response } from "express";
 import { z } from "zod";
 import type { ApplianceContext } from "../context.js";
 import { currentActor, type Actor } from "./actor.js";
@@ -12,7 +12,7 @@ const wellFormed = <T>(value: T, where: string): T => (assertWellFormedInput(val
 /**
  * One route definition (docs/architecture.md, "Routes"): `defineRoute(spec, handler)` registers the
  * operation in the OpenAPI description with its real request and response schemas, and returns a
- * `Route` that `mountRoutes` puts on a router behind the policy check of its action. The kernel
+ * `Route` that `mountRoutes` dispatches to behind the policy check of its action. The kernel
  * names no capability: the policy check comes in as a `RouteBinding` from the composition root
  * (daemon/http/app.ts binds access/guard.ts).
  */
@@ -109,7 +109,8 @@ export type Route = {
   action: RouteAccess;
   operationId: string;
   status: number;
-  mount(ctx: ApplianceContext, router: Router, binding: RouteBinding): void;
+  /** What runs for a matched request, in order: the route's own middleware, the policy check, the handler. */
+  handlers(ctx: ApplianceContext, binding: RouteBinding): RequestHandler[];
 };
 
 /** How the composition root ties routes to the policy (daemon/access/guard.ts provides it). */
@@ -279,29 +280,171 @@ export function defineRoute<
     action: spec.action,
     operationId,
     status,
-    mount(ctx, router, binding) {
+    handlers(ctx, binding) {
       const before = spec.use?.(ctx) ?? [];
-      if (!isPolicyAction(spec.action)) {
-        router[spec.method](spec.path, ...before, (req, res) => run(ctx, req, res));
-        return;
-      }
+      if (!isPolicyAction(spec.action)) return [...before, (req, res) => run(ctx, req, res)];
       if (!binding.knows(spec.action)) throw new Error(`${spec.method.toUpperCase()} ${fullPath}: the policy table has no action ${spec.action}`);
-      router[spec.method](spec.path, ...before, binding.authorize(ctx, spec.action), async (req, res) => {
-        try {
-          await run(ctx, req, res);
-        } catch (err) {
-          await binding.refused(ctx, req, res, spec.action, err);
-          throw err;
-        }
-      });
+      return [
+        ...before,
+        binding.authorize(ctx, spec.action),
+        async (req, res) => {
+          try {
+            await run(ctx, req, res);
+          } catch (err) {
+            await binding.refused(ctx, req, res, spec.action, err);
+            throw err;
+          }
+        },
+      ];
     },
   };
   defined.push(route);
   return route;
 }
 
-/** Mounts routes in the order given (a fixed path before a parameter at the same place). */
-export function mountRoutes(ctx: ApplianceContext, routes: readonly Route[], binding: RouteBinding, router: Router = Router()): Router {
-  for (const route of routes) route.mount(ctx, router, binding);
-  return router;
+// ---- dispatch --------------------------------------------------------------------------------
+
+/** A path segment of a route: fixed text (lower case) or a parameter's name. */
+type Segment = { text: string } | { param: string };
+type Entry = { method: Method; segments: Segment[]; handlers: RequestHandler[]; label: { path: string } };
+
+/** A request path's segments, `/a/b/` → [a, b]; undefined when it has an empty segment Express would not match. */
+function segmentsOf(path: string): string[] | undefined {
+  const parts = path.split("/");
+  parts.shift();
+  if (parts.length > 1 && parts.at(-1) === "") parts.pop(); // one trailing slash is allowed (non-strict routing)
+  return parts.some((p) => p === "") && parts.length > 1 ? undefined : parts;
+}
+
+/** The decoded parameters if `entry` matches the segments, or undefined; a parameter that does not decode throws (a 400). */
+function matchEntry(entry: Entry, parts: readonly string[]): Record<string, string> | undefined {
+  const want = entry.segments;
+  if (want.length !== parts.length) return undefined;
+  let params: Record<string, string> | undefined;
+  for (let i = 0; i < want.length; i++) {
+    const w = want[i]!;
+    const got = parts[i]!;
+    if ("text" in w) {
+      if (w.text !== got && w.text !== got.toLowerCase()) return undefined;
+    } else {
+      if (got === "") return undefined;
+      params ??= {};
+      params[w.param] = decodeParam(got);
+    }
+  }
+  return params ?? {};
+}
+
+function decodeParam(value: string): string {
+  if (!value.includes("%")) return value;
+  try {
+    return decodeURIComponent(value);
+  } catch {
+    throw Object.assign(new URIError(`a path parameter is not valid percent-encoding`), { status: 400 });
+  }
+}
+
+/** Runs a route's handlers in order as Express would: `next(err)` and a rejected promise end the chain with the error. */
+function runChain(handlers: readonly RequestHandler[], req: Request, res: Response, done: (err?: unknown) => void): void {
+  let i = 0;
+  const next: NextFunction = (err?: unknown) => {
+    if (err) return done(err);
+    const handler = handlers[i++];
+    if (!handler) return done();
+    try {
+      const result = handler(req, res, next) as unknown;
+      // Any thenable, as Express 5 treats one.
+      if (typeof (result as PromiseLike<unknown> | undefined)?.then === "function")
+        (result as PromiseLike<unknown>).then(undefined, (e: unknown) => next(e ?? new Error("a route handler rejected without a reason")));
+    } catch (e) {
+      next(e);
+    }
+  };
+  next();
+}
+
+/**
+ * Mounts routes as one middleware: a table built once, indexed by method and first path segment,
+ * finds a request's route, in place of Express's router stack, which walks a layer per route and
+ * matches a regular expression for each on every request (its cost: docs/records.md, "Levers,
+ * sixth session"). Matching is Express's: fixed segments case-insensitively, a `:name` matches one
+ * non-empty segment (percent-decoded into `req.params`), one trailing slash allowed, HEAD served
+ * by a GET route, the first route in the order given wins (a fixed path before a parameter at the
+ * same place). OPTIONS is answered with the methods the path has, as Express does. A request no
+ * route matches goes on to the next middleware.
+ */
+export function mountRoutes(ctx: ApplianceContext, routes: readonly Route[], binding: RouteBinding): RequestHandler {
+  const entries: Entry[] = routes.map((route) => ({
+    method: route.method,
+    segments: (segmentsOf(route.localPath) ?? []).map((s) => (s.startsWith(":") ? { param: s.slice(1) } : { text: s.toLowerCase() })),
+    handlers: route.handlers(ctx, binding),
+    // What the metrics and the access log read (`req.route.path`): the pattern, never the URL.
+    label: { path: route.localPath },
+  }));
+  // By first segment: the entries that could match a path starting with it, in order (those with a parameter first fit every path).
+  const firstText = (e: Entry) => {
+    const first = e.segments[0];
+    return first && "text" in first ? first.text : undefined;
+  };
+  const paramFirst = entries.filter((e) => firstText(e) === undefined);
+  const byFirst = new Map<string, Entry[]>();
+  for (const text of new Set(entries.map(firstText))) {
+    if (text !== undefined)
+      byFirst.set(
+        text,
+        entries.filter((e) => firstText(e) === text || firstText(e) === undefined),
+      );
+  }
+  return (req, res, next) => {
+    const parts = segmentsOf(req.path);
+    if (!parts) return next();
+    const candidates = byFirst.get((parts[0] ?? "").toLowerCase()) ?? paramFirst;
+    if (candidates.length === 0) return next();
+    const method = req.method === "HEAD" ? "get" : req.method.toLowerCase();
+    if (method === "options") return answerOptions(candidates, parts, res, next);
+    dispatchFrom(candidates, 0, method, parts, req, res, next);
+  };
+}
+
+/** Runs the first of `candidates[start…]` that matches; a chain that ends without answering (or with `next("route")`) tries the rest. */
+function dispatchFrom(candidates: readonly Entry[], start: number, method: string, parts: readonly string[], req: Request, res: Response, next: NextFunction): void {
+  for (let i = start; i < candidates.length; i++) {
+    const entry = candidates[i]!;
+    if (entry.method !== method) continue;
+    let params: Record<string, string> | undefined;
+    try {
+      params = matchEntry(entry, parts);
+    } catch (decodeError) {
+      return next(decodeError);
+    }
+    if (!params) continue;
+    req.params = params;
+    (req as { route?: unknown }).route = entry.label;
+    return runChain(entry.handlers, req, res, (err) => {
+      if (err === undefined || err === "route") dispatchFrom(candidates, i + 1, method, parts, req, res, next);
+      else next(err === "router" ? undefined : err);
+    });
+  }
+  next();
+}
+
+/** OPTIONS on a path routes have: `Allow` with their methods (HEAD where GET), as Express's router answers. */
+function answerOptions(candidates: readonly Entry[], parts: readonly string[], res: Response, next: NextFunction): void {
+  const methods = new Set<string>();
+  for (const e of candidates) {
+    try {
+      if (!matchEntry(e, parts)) continue;
+    } catch {
+      continue;
+    }
+    methods.add(e.method.toUpperCase());
+    if (e.method === "get") methods.add("HEAD");
+  }
+  if (methods.size === 0) return next();
+  const allow = [...methods].sort().join(", ");
+  res.setHeader("Allow", allow);
+  res.setHeader("Content-Length", Buffer.byteLength(allow));
+  res.setHeader("Content-Type", "text/plain");
+  res.setHeader("X-Content-Type-Options", "nosniff");
+  res.end(allow);
 }

@@ -40,6 +40,15 @@ export const retentionSchema = z
       .describe(
         "Share of the time the purge works: after a batch that took t, it pauses t × (1 − dutyCycle) / dutyCycle, leaving the database to the requests (1: no pause; docs/retention.md, Benchmark).",
       ),
+    purgeConnections: z
+      .number()
+      .int()
+      .min(0)
+      .max(8)
+      .default(1)
+      .describe(
+        "Database connections of the purge's own, opened for a run and closed after it (0: it borrows the request pool's). More than 1 purges notes, attachments, appointments and consents with that many workers at once, each on its own range of ids; docs/retention.md, The purge's connections.",
+      ),
   })
   .strict();
 

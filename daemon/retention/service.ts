@@ -6,7 +6,7 @@ import { sign } from "node:crypto";
 import { recordEvent, SYSTEM_ACTOR } from "../audit/append.js";
 import { requireRecentMfa } from "../auth/index.js";
 import type { ApplianceContext } from "../context.js";
-import { inScope, type Tx } from "../db/sql.js";
+import { inScope, SqlPool, type Tx } from "../db/sql.js";
 import { scopeOf, type Actor } from "../kernel/actor.js";
 import { AppError, Conflict, Invalid, NotFound } from "../kernel/errors.js";
 import { authorize } from "../kernel/policy.js";
@@ -494,30 +494,76 @@ const NONE: ClassCounts = { count: 0, batches: 0, firstId: null, lastId: null };
  * counts its committed batches left) or starts one, purges class by class in batches of
  * retention.batchSize, crypto-shreds the keys of the patients it reduced to a tombstone once
  * their grace period (keys.shredGraceDays) has passed, then signs the disposition certificate.
+ * Its transactions run on the purge's own connections (retention.purgeConnections; `withPurgePool`).
  */
 export async function purgeTenant(
   ctx: ApplianceContext,
   tenantId: string,
-  opts: { jobRunId?: string | null; maxBatches?: number } = {},
+  opts: { jobRunId?: string | null; maxBatches?: number; db?: SqlPool } = {},
 ): Promise<{ runId: string; destroyed: number; finished: boolean }> {
-  const run = await openRun(ctx, tenantId, opts.jobRunId ?? null);
-  let batches = 0;
+  if (!opts.db) return withPurgePool(ctx, (db) => purgeTenant(ctx, tenantId, { ...opts, db }));
+  const db = opts.db;
+  const run = await openRun(ctx, db, tenantId, opts.jobRunId ?? null);
+  let begun = 0;
+  let stopped = false;
   for (const cls of RECORD_CLASSES) {
     const rule = run.rules[cls];
     if (!rule || rule.never) continue;
-    const adults = await inScope(ctx.db.app, { kind: "tenant", tenantId }, (t) => adultsFor(ctx, t, tenantId, rule.trigger, new Date(rule.cutoff)));
-    for (;;) {
-      if (opts.maxBatches !== undefined && batches >= opts.maxBatches) return { runId: run.id, destroyed: 0, finished: false };
-      const started = performance.now();
-      const n = cls === "patient" ? await purgePatientBatch(ctx, run, rule, adults) : await purgeBatch(ctx, run, cls, rule, adults);
-      if (n === 0) break;
-      batches++;
-      await pace(ctx, performance.now() - started);
-    }
+    const adults = await inScope(db, { kind: "tenant", tenantId }, (t) => adultsFor(ctx, t, tenantId, rule.trigger, new Date(rule.cutoff)));
+    // Several workers on one class each take a range of the id space of its own; a patient batch runs alone.
+    const workers = PARALLEL_CLASSES.has(cls) ? Math.max(1, ctx.config.retention.purgeConnections) : 1;
+    const worker = async (_: unknown, k: number) => {
+      const range = workers > 1 ? idRange(k, workers) : undefined;
+      for (;;) {
+        if (stopped) return;
+        if (opts.maxBatches !== undefined && begun >= opts.maxBatches) return void (stopped = true);
+        begun++;
+        const started = performance.now();
+        const n = cls === "patient" ? await purgePatientBatch(ctx, db, run, rule, adults) : await purgeBatch(ctx, db, run, cls, rule, adults, range);
+        if (n === 0) return void begun--;
+        await pace(ctx, performance.now() - started);
+      }
+    };
+    await Promise.all(Array.from({ length: workers }, worker));
+    if (stopped) return { runId: run.id, destroyed: 0, finished: false };
   }
-  await shredDue(ctx, run);
-  const finished = await certify(ctx, run.id, tenantId);
+  await shredDue(ctx, db, run);
+  const finished = await certify(ctx, db, run.id, tenantId);
   return { runId: run.id, destroyed: RECORD_CLASSES.reduce((s, cls) => s + (finished.counts[cls]?.count ?? 0), 0), finished: true };
+}
+
+/** The classes whose ids are random UUIDs, so N workers can split them into N ranges of about equal size. */
+const PARALLEL_CLASSES = new Set<RecordClass>(["note", "audio", "attachment", "appointment", "consent"]);
+
+/**
+ * Worker k of n's share of the UUID space, [lo, hi): disjoint ranges, so the batches of
+ * different workers never interleave and every batch's id range is apart from every other's.
+ */
+function idRange(k: number, n: number): { lo: string | null; hi: string | null } {
+  const at = (i: number) =>
+    i <= 0 || i >= n
+      ? null
+      : `${Math.floor((i * 2 ** 32) / n)
+          .toString(16)
+          .padStart(8, "0")}-0000-0000-0000-000000000000`;
+  return { lo: at(k), hi: at(k + 1) };
+}
+
+/**
+ * Runs `work` on the purge's connections: with retention.purgeConnections 0, the request pool
+ * (the purge borrows a connection between requests); with N, a pool of N connections of its own,
+ * opened for the run and closed after it, so the purge never waits for a request's connection and
+ * never holds one a request waits for (docs/retention.md, "The purge's connections").
+ */
+export async function withPurgePool<T>(ctx: ApplianceContext, work: (db: SqlPool) => Promise<T>): Promise<T> {
+  const n = ctx.config.retention.purgeConnections;
+  if (n === 0) return work(ctx.db.app);
+  const own = new SqlPool({ ...ctx.db.app.options, applicationName: "wardkeep-purge", max: n, groupCommit: undefined });
+  try {
+    return await work(own);
+  } finally {
+    await own.close();
+  }
 }
 
 /**
@@ -531,8 +577,8 @@ async function pace(ctx: ApplianceContext, ms: number): Promise<void> {
   await new Promise((resolve) => setTimeout(resolve, (ms * (1 - duty)) / duty));
 }
 
-async function openRun(ctx: ApplianceContext, tenantId: string, jobRunId: string | null): Promise<RunRow> {
-  return inScope(ctx.db.app, { kind: "tenant", tenantId }, async (t) => {
+async function openRun(ctx: ApplianceContext, db: SqlPool, tenantId: string, jobRunId: string | null): Promise<RunRow> {
+  return inScope(db, { kind: "tenant", tenantId }, async (t) => {
     const [open] = await t.rows<RunRow>("SELECT * FROM retention_runs WHERE tenant_id = $1 AND status = 'running' ORDER BY started_at LIMIT 1 FOR UPDATE", [tenantId]);
     if (open) return open;
     const now = ctx.clock.now();
@@ -559,14 +605,18 @@ async function openRun(ctx: ApplianceContext, tenantId: string, jobRunId: string
   });
 }
 
-/** Adds one committed batch to the run's counts and writes its audit event, in the batch's transaction. */
+/**
+ * Adds one committed batch to the run's counts and writes its audit event, in the batch's
+ * transaction. The class's id range is the least first and greatest last id of its batches
+ * (parallel workers commit in any order).
+ */
 async function countBatch(ctx: ApplianceContext, t: Tx, run: RunRow, key: CountKey, r: { n: number; first: string | null; last: string | null }): Promise<void> {
   await t.exec(
     `UPDATE retention_runs SET counts = jsonb_set(counts, ARRAY[$2::text], jsonb_build_object(
         'count', coalesce((counts -> $2 ->> 'count')::int, 0) + $3,
         'batches', coalesce((counts -> $2 ->> 'batches')::int, 0) + 1,
-        'firstId', coalesce(counts -> $2 ->> 'firstId', $4),
-        'lastId', $5::text)) WHERE id = $1`,
+        'firstId', least(counts -> $2 ->> 'firstId', $4::text),
+        'lastId', greatest(counts -> $2 ->> 'lastId', $5::text))) WHERE id = $1`,
     [run.id, key, r.n, r.first, r.last],
   );
   await recordEvent(
@@ -627,12 +677,22 @@ function deleteStatement(cls: RecordClass, victims: string): string {
  * run's row, and write one audit event with them. Committed together or not at all, so a killed
  * purge loses nothing and counts nothing twice.
  */
-async function purgeBatch(ctx: ApplianceContext, run: RunRow, cls: RecordClass, rule: RunRule, adults: string[]): Promise<number> {
+async function purgeBatch(
+  ctx: ApplianceContext,
+  db: SqlPool,
+  run: RunRow,
+  cls: RecordClass,
+  rule: RunRule,
+  adults: string[],
+  range?: { lo: string | null; hi: string | null },
+): Promise<number> {
   const c = CLASSES[cls];
-  const { n, files } = await inScope(ctx.db.app, { kind: "tenant", tenantId: run.tenant_id }, async (t) => {
+  const { n, files } = await inScope(db, { kind: "tenant", tenantId: run.tenant_id }, async (t) => {
     // The records history guard lets a purge transaction that names its tenant delete note versions and consents.
     await t.exec("SELECT set_config('wardkeep.purge_tenant', $1, true)", [run.tenant_id]);
-    const victims = `SELECT ${c.alias}.id FROM ${c.table} ${c.alias} WHERE ${expiredBase(cls, rule.trigger, "$4")} AND ${unheld(cls)} ORDER BY ${c.alias}.id LIMIT $3 FOR UPDATE OF ${c.alias} SKIP LOCKED`;
+    // A worker's range is a constant of the text (hex digits made by idRange), so each worker's statement is prepared once.
+    const within = [range?.lo ? `${c.alias}.id >= '${range.lo}'::uuid` : "", range?.hi ? `${c.alias}.id < '${range.hi}'::uuid` : ""].filter(Boolean);
+    const victims = `SELECT ${c.alias}.id FROM ${c.table} ${c.alias} WHERE ${[expiredBase(cls, rule.trigger, "$4"), unheld(cls), ...within].join(" AND ")} ORDER BY ${c.alias}.id LIMIT $3 FOR UPDATE OF ${c.alias} SKIP LOCKED`;
     const [r] = await t.rows<{ n: number; first: string | null; last: string | null; files: string[] }>(
       deleteStatement(cls, victims),
       withAdults([run.tenant_id, new Date(rule.cutoff), ctx.config.retention.batchSize], rule.trigger, adults),
@@ -651,8 +711,8 @@ async function purgeBatch(ctx: ApplianceContext, run: RunRow, cls: RecordClass, 
  * tombstone (no PHI, the id kept for the audit trail) and its data keys are scheduled for
  * crypto-shredding after keys.shredGraceDays, in one transaction with the count and audit event.
  */
-async function purgePatientBatch(ctx: ApplianceContext, run: RunRow, rule: RunRule, adults: string[]): Promise<number> {
-  return inScope(ctx.db.app, { kind: "tenant", tenantId: run.tenant_id }, async (t) => {
+async function purgePatientBatch(ctx: ApplianceContext, db: SqlPool, run: RunRow, rule: RunRule, adults: string[]): Promise<number> {
+  return inScope(db, { kind: "tenant", tenantId: run.tenant_id }, async (t) => {
     const victims = await t.rows<{ id: string }>(
       `SELECT pt.id FROM patients pt WHERE ${expiredBase("patient", rule.trigger, "$4")} AND ${unheld("patient")} ORDER BY pt.id LIMIT $3 FOR UPDATE OF pt SKIP LOCKED`,
       withAdults([run.tenant_id, new Date(rule.cutoff), Math.min(ctx.config.retention.batchSize, 200)], rule.trigger, adults),
@@ -680,13 +740,13 @@ async function purgePatientBatch(ctx: ApplianceContext, run: RunRow, rule: RunRu
  * subject), then the patients whose keys are on its shredded list are counted in this run with
  * one `retention.purge.shred` audit event, in one transaction (a killed run counts each once).
  */
-async function shredDue(ctx: ApplianceContext, run: RunRow): Promise<void> {
+async function shredDue(ctx: ApplianceContext, db: SqlPool, run: RunRow): Promise<void> {
   const scope = { kind: "tenant" as const, tenantId: run.tenant_id };
   const dueSql = "SELECT patient_id FROM retention_shreds WHERE tenant_id = $1 AND shredded_run_id IS NULL AND destroy_after <= $2 ORDER BY patient_id";
-  const due = await inScope(ctx.db.app, scope, (t) => t.rows<{ patient_id: string }>(dueSql + " LIMIT 1", [run.tenant_id, ctx.clock.now()]));
+  const due = await inScope(db, scope, (t) => t.rows<{ patient_id: string }>(dueSql + " LIMIT 1", [run.tenant_id, ctx.clock.now()]));
   if (!due.length) return;
   await destroyDueKeys(ctx);
-  await inScope(ctx.db.app, scope, async (t) => {
+  await inScope(db, scope, async (t) => {
     const rows = await t.rows<{ patient_id: string }>(dueSql + " FOR UPDATE SKIP LOCKED", [run.tenant_id, ctx.clock.now()]);
     const destroyed = await shreddedAmong(
       t,
@@ -723,9 +783,9 @@ function certificateText(run: RunRow, finishedAt: string, signedBy: string): str
   });
 }
 
-async function certify(ctx: ApplianceContext, runId: string, tenantId: string): Promise<RunRow> {
+async function certify(ctx: ApplianceContext, db: SqlPool, runId: string, tenantId: string): Promise<RunRow> {
   const key = await getAuditSigningKey(ctx);
-  return inScope(ctx.db.app, { kind: "tenant", tenantId }, async (t) => {
+  return inScope(db, { kind: "tenant", tenantId }, async (t) => {
     const [run] = await t.rows<RunRow>("SELECT * FROM retention_runs WHERE id = $1 FOR UPDATE", [runId]);
     const finishedAt = ctx.clock.now();
     const text = certificateText(run!, finishedAt.toISOString(), key.keyId);
@@ -760,13 +820,15 @@ export async function purgeAllTenants(
   onTenant?: (tenantId: string, result: { runId: string; destroyed: number }) => void,
 ): Promise<{ tenants: number; destroyed: number }> {
   const tenants = await inScope(ctx.db.app, { kind: "appliance" }, (t) => t.rows<{ id: string }>("SELECT id FROM tenants ORDER BY id"));
-  let destroyed = 0;
-  for (const { id } of tenants) {
-    const r = await purgeTenant(ctx, id, { jobRunId });
-    onTenant?.(id, r);
-    destroyed += r.destroyed;
-  }
-  return { tenants: tenants.length, destroyed };
+  return withPurgePool(ctx, async (db) => {
+    let destroyed = 0;
+    for (const { id } of tenants) {
+      const r = await purgeTenant(ctx, id, { jobRunId, db });
+      onTenant?.(id, r);
+      destroyed += r.destroyed;
+    }
+    return { tenants: tenants.length, destroyed };
+  });
 }
 
 export async function listRuns(ctx: ApplianceContext, actor: Actor) {

@@ -25,6 +25,15 @@ export const webhooksSchema = z
       .describe(
         "Deliveries in flight at once to one endpoint, over all replicas; the rest wait in order (oldest first), so a slow receiver holds at most this many of the replica's slots and the others' deliveries are not delayed.",
       ),
+    perEndpointClaimAhead: z
+      .number()
+      .int()
+      .min(0)
+      .max(512)
+      .default(4)
+      .describe(
+        "Deliveries a worker that alone holds an endpoint's claims keeps claimed beyond perEndpointConcurrency, sent as its slots to that endpoint free up, so a freed slot is refilled without a database round trip (0: none; claims split between replicas stay within perEndpointConcurrency).",
+      ),
     timeoutMs: z.number().int().min(100).max(60_000).default(10_000).describe("How long one HTTP attempt may take (connect to last byte) before it counts as failed."),
     maxAttempts: z.number().int().min(1).max(20).default(9).describe("Attempts per delivery before it goes to the dead-letter list (the first one plus retries)."),
     retryBaseMs: z

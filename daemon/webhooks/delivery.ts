@@ -1,3 +1,4 @@
+import { randomUUID } from "node:crypto";
 import fs from "node:fs";
 import http from "node:http";
 import https from "node:https";
@@ -101,6 +102,10 @@ export class DeliveryWorker {
    * starts within ceil(batchSize / concurrency) request timeouts, inside its lease.
    */
   private readonly ready: { row: Claimed; allowList: AllowListEntry[] }[] = [];
+  /** This worker's name on its claims (`claimed_by`): claims it alone holds for an endpoint may run ahead of the limit. */
+  private readonly workerId = randomUUID();
+  /** Requests in flight per endpoint from this worker: at most webhooks.perEndpointConcurrency each. */
+  private readonly endpointInFlight = new Map<string, number>();
   private readonly results: AttemptResult[] = [];
   private flushing: Promise<void> | undefined;
   private signal: (() => void) | undefined;
@@ -203,9 +208,16 @@ export class DeliveryWorker {
   }
 
   /**
-   * Claims up to `limit` due deliveries, at most `webhooks.perEndpointConcurrency` per endpoint
-   * counting those already claimed (by any replica: `claimed_until` is in the database), oldest
-   * first within each endpoint and across them. Two statements in one transaction, sent in one
+   * Claims up to `limit` due deliveries, oldest first within each endpoint and across them, within
+   * the per-endpoint limit `webhooks.perEndpointConcurrency` (P) counted over every worker's claims
+   * (`claimed_until` and `claimed_by` are in the database):
+   * - a worker that alone holds an endpoint's claims may hold up to P + `perEndpointClaimAhead`:
+   *   P in flight and the next ones claimed ahead, so a slot that frees is refilled at once,
+   *   without a round trip (it sends at most P at a time to the endpoint; `pump`);
+   * - when other workers hold claims for the endpoint, everyone's claims together stay within P,
+   *   and a worker takes none while another holds more than P.
+   * So at most P requests are in flight to an endpoint over all replicas (docs/webhooks.md).
+   * Two statements in one transaction, sent in one
    * flight with the opening (the COMMIT is a second round trip): the first locks the endpoints that
    * have due deliveries (`FOR NO KEY UPDATE SKIP LOCKED`: one claimer per endpoint at a time, an
    * endpoint another replica is claiming for is left to it) and hands their ids to the second in a
@@ -216,9 +228,10 @@ export class DeliveryWorker {
   private async claimAndSend(limit: number): Promise<number> {
     const now = this.ctx.clock.now();
     // The lease covers the wait for a slot (a batch behind `concurrency` slots starts within
-    // ceil(batchSize / concurrency) request timeouts) and the attempt itself, plus 30 s.
-    const { timeoutMs, batchSize, concurrency, perEndpointConcurrency } = this.ctx.config.webhooks;
-    const lease = new Date(now.getTime() + timeoutMs * (Math.ceil(batchSize / concurrency) + 1) + 30_000);
+    // ceil(batchSize / concurrency) request timeouts, a delivery claimed ahead for its endpoint's
+    // slot within ceil(perEndpointClaimAhead / perEndpointConcurrency) more) and the attempt itself, plus 30 s.
+    const { timeoutMs, batchSize, concurrency, perEndpointConcurrency, perEndpointClaimAhead } = this.ctx.config.webhooks;
+    const lease = new Date(now.getTime() + timeoutMs * (Math.ceil(batchSize / concurrency) + Math.ceil(perEndpointClaimAhead / perEndpointConcurrency) + 1) + 30_000);
     const due = "d2.status = 'pending' AND d2.next_attempt_at <= $1 AND (d2.claimed_until IS NULL OR d2.claimed_until <= $1)";
     const rows = await inScope(this.ctx.db.app, { kind: "appliance" }, async (tx) => {
       const locked = tx.exec(
@@ -229,18 +242,21 @@ export class DeliveryWorker {
         [now],
       );
       const claimed = tx.rows<Claimed>(
-        `UPDATE webhook_deliveries d SET claimed_until = $2
+        `UPDATE webhook_deliveries d SET claimed_until = $2, claimed_by = $5
              FROM (SELECT c.id FROM unnest(current_setting('wardkeep.claim_endpoints')::uuid[]) AS ep(id)
-                     CROSS JOIN LATERAL (SELECT count(*)::int AS n FROM webhook_deliveries x
+                     CROSS JOIN LATERAL (SELECT count(*) FILTER (WHERE x.claimed_by = $5)::int AS mine,
+                                                count(*) FILTER (WHERE x.claimed_by IS DISTINCT FROM $5)::int AS others
+                                           FROM webhook_deliveries x
                                           WHERE x.endpoint_id = ep.id AND x.status = 'pending' AND x.claimed_until > $1) busy
                      CROSS JOIN LATERAL (SELECT d2.id, d2.next_attempt_at FROM webhook_deliveries d2 WHERE d2.endpoint_id = ep.id AND ${due}
-                                          ORDER BY d2.next_attempt_at LIMIT greatest($4::int - busy.n, 0)) c
+                                          ORDER BY d2.next_attempt_at
+                                          LIMIT greatest(CASE WHEN busy.others = 0 THEN $4::int + $6::int ELSE $4::int - busy.others END - busy.mine, 0)) c
                     ORDER BY c.next_attempt_at LIMIT $3) c,
                   webhook_messages m, webhook_endpoints e
             WHERE d.id = c.id AND d.status = 'pending' AND (d.claimed_until IS NULL OR d.claimed_until <= $1) AND m.id = d.message_id AND e.id = d.endpoint_id
           RETURNING d.id, d.attempts, d.tenant_id, m.id AS message_id, m.body, e.id AS endpoint_id, e.url, e.secret, e.secret_version,
                     e.signature_scheme, e.previous_secret, e.previous_secret_version, e.previous_secret_expires_at, e.previous_signature_scheme`,
-        [now, lease, limit, perEndpointConcurrency],
+        [now, lease, limit, perEndpointConcurrency, this.workerId, perEndpointClaimAhead],
       );
       // Both are in flight already (pipelined); the first one's failure is the one reported.
       return (await Promise.all([locked, claimed]))[1];
@@ -252,12 +268,23 @@ export class DeliveryWorker {
     return rows.length;
   }
 
-  /** Starts waiting deliveries while a slot is free. */
+  /**
+   * Starts waiting deliveries, oldest first, while a slot is free: at most `webhooks.concurrency`
+   * in all and `webhooks.perEndpointConcurrency` per endpoint (a delivery claimed ahead waits for
+   * its endpoint's slot; those of other endpoints go past it).
+   */
   private pump(): void {
-    const { concurrency } = this.ctx.config.webhooks;
-    while (this.inFlight < concurrency && this.ready.length > 0) {
-      const { row, allowList } = this.ready.shift()!;
+    const { concurrency, perEndpointConcurrency } = this.ctx.config.webhooks;
+    for (let i = 0; this.inFlight < concurrency && i < this.ready.length;) {
+      const { row, allowList } = this.ready[i]!;
+      const busy = this.endpointInFlight.get(row.endpoint_id) ?? 0;
+      if (busy >= perEndpointConcurrency) {
+        i++;
+        continue;
+      }
+      this.ready.splice(i, 1);
       this.inFlight++;
+      this.endpointInFlight.set(row.endpoint_id, busy + 1);
       void this.attempt(row, allowList).then((result) => this.finished(result));
     }
   }
@@ -388,6 +415,9 @@ export class DeliveryWorker {
 
   private finished(result: AttemptResult): void {
     this.inFlight--;
+    const busy = (this.endpointInFlight.get(result.endpointId) ?? 1) - 1;
+    if (busy > 0) this.endpointInFlight.set(result.endpointId, busy);
+    else this.endpointInFlight.delete(result.endpointId);
     this.results.push(result);
     this.pump();
     // The next claim follows the flush (see `flush`): before the attempt is recorded its claim
@@ -475,6 +505,7 @@ export class DeliveryWorker {
              status = CASE WHEN r.outcome = 'delivered' THEN 'delivered' WHEN r.next_at IS NULL THEN 'dead' ELSE 'pending' END,
              next_attempt_at = r.next_at,
              claimed_until = NULL,
+             claimed_by = NULL,
              last_status_code = r.status_code,
              last_error = r.error,
              dead_reason = CASE WHEN r.outcome = 'delivered' OR r.next_at IS NOT NULL THEN NULL

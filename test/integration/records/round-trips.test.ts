@@ -281,6 +281,53 @@ describe("a note write's data key, locked and read with the patient check", () =
     }
   });
 
+  it("sends a request that finds a grouped transaction out at once while the daemon has CPU to spare, and makes it wait for a group while the event loop is busy", async () => {
+    const [locked, free] = [(await registerPatient(bigClinic, { name: "Dorothy Levitt" })).id, (await registerPatient(bigClinic, { name: "Violette Cordery" })).id];
+    await Promise.all([assignCareTeam(bigClinic, locked), assignCareTeam(bigClinic, free)]);
+    const doctor: Actor = { userId: bigClinic.doctor.user.id, role: "practitioner", tenantId: bigClinic.tenant.id, via: "session", mfaVerifiedAt: new Date() };
+    await createNote(big.ctx, doctor, locked, { kind: "note", body: "key cached" }, meta);
+    const pool = big.ctx.db.app;
+    const configured = pool.options.groupCommit;
+    // No stall bound to speak of: only the busy rule can let the read past the held write.
+    pool.setGroupCommit({ maxMembers: 16, maxInFlight: 1, stallMs: 60_000, busyThreshold: 0.5 });
+    const keyHolder = new pg.Client({ connectionString: big.db.superuserUrl });
+    await keyHolder.connect();
+    const outcome = <T>(p: Promise<T>, ms: number) => Promise.race([p, new Promise<"still waiting">((r) => setTimeout(() => r("still waiting"), ms))]);
+    try {
+      await keyHolder.query("BEGIN");
+      await keyHolder.query("SELECT pg_advisory_xact_lock($1, hashtext($2))", [LOCKS.dataKey, `patient/${locked}`]);
+      const before = pool.groupCommitStats();
+      const write = createNote(big.ctx, doctor, locked, { kind: "note", body: "held by a key lock" }, meta);
+      await new Promise((r) => setTimeout(r, 100));
+      // An idle event loop: the read goes out alone, past the grouped transaction that is out.
+      expect(
+        await outcome(
+          getPatient(big.ctx, doctor, free, meta).then((p) => p.name),
+          2_000,
+        ),
+      ).toBe("Violette Cordery");
+      // A busy one (half a second of work on it): the next read waits for the write's transaction to end.
+      const until = performance.now() + 500;
+      while (performance.now() < until);
+      const waiting = getPatient(big.ctx, doctor, free, meta).then((p) => p.name);
+      expect(await outcome(waiting, 300)).toBe("still waiting");
+      await keyHolder.query("COMMIT");
+      expect(await waiting).toBe("Violette Cordery");
+      expect((await getNote(big.ctx, doctor, locked, (await write).id, meta)).body).toBe("held by a key lock");
+      const after = pool.groupCommitStats();
+      // Three requests, three transactions: none was grouped, and none ran twice.
+      expect({ transactions: after.transactions - before.transactions, members: after.members - before.members, retried: after.retried - before.retried }).toEqual({
+        transactions: 3,
+        members: 3,
+        retried: 0,
+      });
+    } finally {
+      pool.setGroupCommit(configured);
+      await keyHolder.query("COMMIT").catch(() => undefined);
+      await keyHolder.end();
+    }
+  });
+
   it("writes a note that waited behind a rotation of the patient's key under the version the rotation made", async () => {
     const app = big;
     const patientId = (await registerPatient(bigClinic, { name: "Adeline Van Buren" })).id;

@@ -55,10 +55,12 @@ async function until<T>(what: string, read: () => Promise<T>, ok: (v: T) => bool
 describe("retention purge killed with SIGKILL", () => {
   it("resumes the same run after a restart: no row lost or counted twice, the certificate equals the audit events", async () => {
     db = await createTestDatabase();
-    // The purge fires every second; small batches so the kill lands between many commits.
+    // The purge fires every second; small batches so the kill lands between many commits; two
+    // connections of its own, so two batches run at once on disjoint rows.
     const env = testEnv(db, dir, {
       WARDKEEP_JOBS_SCHEDULES_RETENTION_PURGE: "* * * * * *",
       WARDKEEP_RETENTION_BATCH_SIZE: String(BATCH),
+      WARDKEEP_RETENTION_PURGE_CONNECTIONS: "2",
       WARDKEEP_BACKUP_SCHEDULER_ENABLED: "false",
     });
     daemon = spawnDaemon(env);
@@ -129,5 +131,13 @@ describe("retention purge killed with SIGKILL", () => {
     // No id range overlaps another: no batch was counted twice.
     const ranges = noteBatches.map((b) => [b.firstId, b.lastId]).sort((a, b) => a[0]!.localeCompare(b[0]!));
     for (let i = 1; i < ranges.length; i++) expect(ranges[i]![0]! > ranges[i - 1]![1]!).toBe(true);
+    // The certificate's range spans every batch's, whichever of the two workers committed last.
+    expect([cert.destroyed.note.firstId, cert.destroyed.note.lastId]).toEqual([
+      ranges[0]![0],
+      ranges
+        .map((r) => r[1]!)
+        .sort()
+        .at(-1),
+    ]);
   }, 240_000);
 });

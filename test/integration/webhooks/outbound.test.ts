@@ -1,6 +1,8 @@
 import { generateKeyPairSync } from "node:crypto";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { Webhook } from "standardwebhooks";
+import { inScope } from "../../../daemon/db/sql.js";
+import { DeliveryWorker } from "../../../daemon/webhooks/delivery.js";
 import { publishWebhookEventAlone } from "../../../daemon/webhooks/index.js";
 import { createTenant, signIn, type SignedIn, type TenantRef } from "../../helpers/actors.js";
 import { startTestAppliance, type TestAppliance } from "../../helpers/appliance.js";
@@ -337,7 +339,9 @@ describe("outbound webhooks", () => {
     expect(new Set(r.received.map((x) => x.body)).size).toBe(1);
   });
 
-  it("holds a slow endpoint to perEndpointConcurrency requests at once, the rest in order, without delaying a fast one", async () => {
+  it("holds a slow endpoint to perEndpointConcurrency requests at once over two replicas' workers, the rest in order, without delaying a fast one", async () => {
+    // A second replica's delivery worker on the same database: the limit holds over both.
+    const replica = new DeliveryWorker(app.ctx).start();
     const slow = await receiver();
     const fast = await receiver();
     await allow("127.0.0.1", slow.port);
@@ -361,6 +365,18 @@ describe("outbound webhooks", () => {
     await new Promise((r) => setTimeout(r, 300));
     expect([slow.received.length, slow.inFlight]).toEqual([3, 3]);
     expect(new Set(slow.received.map((r) => r.id))).toEqual(new Set(published.slice(0, 3)));
+    // The claims behind it: one worker alone may hold perEndpointClaimAhead (4) more (7); split between workers, 3 in all.
+    const claims = await inScope(app.ctx.db.app, { kind: "appliance" }, (tx) =>
+      tx.rows<{ worker: string; n: number }>(
+        `SELECT d.claimed_by::text AS worker, count(*)::int AS n FROM webhook_deliveries d JOIN webhook_endpoints e ON e.id = d.endpoint_id
+          WHERE e.url LIKE $1 AND d.status = 'pending' AND d.claimed_until > now() GROUP BY d.claimed_by`,
+        [`%:${slow.port}/slow`],
+      ),
+    );
+    const held = claims.reduce((sum, c) => sum + c.n, 0);
+    const { perEndpointConcurrency, perEndpointClaimAhead } = app.ctx.config.webhooks;
+    expect([perEndpointConcurrency, perEndpointClaimAhead]).toEqual([3, 4]);
+    expect(claims.length === 1 ? held <= 7 && held >= 3 : held === 3, JSON.stringify(claims)).toBe(true);
 
     release();
     await until(
@@ -378,6 +394,7 @@ describe("outbound webhooks", () => {
       (s) => s.length === 18 && s.every((x) => x !== "pending"),
     );
     expect(statuses).toEqual(Array(18).fill("delivered"));
+    await replica.stop();
   });
 
   it("signs a v1a endpoint's deliveries with Ed25519, verified with its whpk_ public key alone", async () => {

@@ -27,8 +27,8 @@ function headerBinding(refusals: string[]): RouteBinding {
   };
 }
 
-const errors: ErrorRequestHandler = (err: Error, _req, res, _next) => {
-  res.status(err instanceof z.ZodError ? 400 : 500).json({ error: err instanceof z.ZodError ? "invalid" : err.message });
+const errors: ErrorRequestHandler = (err: Error & { status?: number }, _req, res, _next) => {
+  res.status(err instanceof z.ZodError ? 400 : (err.status ?? 500)).json({ error: err instanceof z.ZodError ? "invalid" : err.message });
 };
 
 function appWith(routes: Route[], refusals: string[] = []) {
@@ -154,5 +154,72 @@ describe("defineRoute", () => {
     expect(op.security).toEqual([{ sessionCookie: [], csrfToken: [] }, { apiToken: [] }]);
     expect(Object.keys(op.responses as object).sort()).toEqual(["201", "400", "401", "403", "404", "415"]);
     expect(op["x-wardkeep-action"]).toBe("patient:create");
+  });
+});
+
+describe("mountRoutes: one table for the routes in place of Express's router stack", () => {
+  /** Routes that answer with what they matched; `use` records which routes' middleware ran. */
+  const ran: string[] = [];
+  const echo = (method: "get" | "post", path: string) =>
+    defineRoute(
+      {
+        method,
+        path,
+        action: "public",
+        tag: "records",
+        summary: `Echo ${method} ${path}`,
+        response: { mediaType: "text/plain", description: "what matched" },
+        use: () => [
+          (req, _res, next) => {
+            ran.push(`${method} ${path} ${req.originalUrl}`);
+            next();
+          },
+        ],
+      },
+      ({ req, res }) => {
+        res.type("text/plain").send(`${method} ${path} ${JSON.stringify(req.params)} ${(req.route as { path: string }).path}`);
+      },
+    );
+  const routes = [echo("get", "/dispatch-test/fixed"), echo("get", "/dispatch-test/:id"), echo("post", "/dispatch-test/:id"), echo("get", "/dispatch-test/:id/items/:itemId")];
+  const app = express();
+  app.use("/api/v1", mountRoutes(ctx, routes, headerBinding([])));
+  app.use("/api/v1", (_req, res) => void res.status(404).send("after the table"));
+  app.use(errors);
+
+  it("matches as Express's routes did: fixed segments before a parameter, case-insensitively, a trailing slash, decoded parameters, HEAD by GET", async () => {
+    ran.length = 0;
+    expect((await request(app).get("/api/v1/dispatch-test/fixed")).text).toBe("get /dispatch-test/fixed {} /dispatch-test/fixed");
+    expect((await request(app).get("/api/v1/DISPATCH-TEST/Fixed/")).text).toBe("get /dispatch-test/fixed {} /dispatch-test/fixed");
+    expect((await request(app).get("/api/v1/dispatch-test/A%20b")).text).toBe('get /dispatch-test/:id {"id":"A b"} /dispatch-test/:id');
+    expect((await request(app).post("/api/v1/dispatch-test/7")).text).toBe('post /dispatch-test/:id {"id":"7"} /dispatch-test/:id');
+    expect((await request(app).get("/api/v1/dispatch-test/7/items/x%2Fy")).text).toBe(
+      'get /dispatch-test/:id/items/:itemId {"id":"7","itemId":"x/y"} /dispatch-test/:id/items/:itemId',
+    );
+    const head = await request(app).head("/api/v1/dispatch-test/7");
+    expect(head.status).toBe(200);
+    expect(head.headers["content-type"]).toMatch(/^text\/plain/);
+    // Only the matched route's own middleware ran, once per request.
+    expect(ran).toEqual([
+      "get /dispatch-test/fixed /api/v1/dispatch-test/fixed",
+      "get /dispatch-test/fixed /api/v1/DISPATCH-TEST/Fixed/",
+      "get /dispatch-test/:id /api/v1/dispatch-test/A%20b",
+      "post /dispatch-test/:id /api/v1/dispatch-test/7",
+      "get /dispatch-test/:id/items/:itemId /api/v1/dispatch-test/7/items/x%2Fy",
+      "get /dispatch-test/:id /api/v1/dispatch-test/7",
+    ]);
+  });
+
+  it("passes on what no route matches, answers OPTIONS with the path's methods, and refuses a parameter that does not decode (400)", async () => {
+    ran.length = 0;
+    for (const path of ["/api/v1/dispatch-test", "/api/v1/dispatch-test/7/items", "/api/v1/dispatch-test//x", "/api/v1/other/7", "/api/v1/"]) {
+      const res = await request(app).get(path);
+      expect([path, res.status, res.text]).toEqual([path, 404, "after the table"]);
+    }
+    expect((await request(app).delete("/api/v1/dispatch-test/7")).text).toBe("after the table");
+    const options = await request(app).options("/api/v1/dispatch-test/7");
+    expect([options.status, options.headers.allow, options.text]).toEqual([200, "GET, HEAD, POST", "GET, HEAD, POST"]);
+    expect((await request(app).options("/api/v1/elsewhere")).status).toBe(404);
+    expect((await request(app).get("/api/v1/dispatch-test/%E0%A4%A")).status).toBe(400);
+    expect(ran).toEqual([]);
   });
 });
