@@ -135,7 +135,7 @@ export const savedRules = ruleList.extend({
 export type SavedRulesRes = z.infer<typeof savedRules>;
 
 export const dryRunResult = z.object({
-  /** One line per linked account, with what the proposed rules would make of it. */
+  /** One line per account the rules decide (linked, or provisioned by SCIM), with what the proposed rules would make of it. */
   users: z.array(
     z.object({
       /** Account id. */

@@ -228,7 +228,9 @@ export function registerIdp(program: Command) {
 
   idp
     .command("rules")
-    .description("the ordered claim/group -> role rules (first match wins); with --dry-run-file, what a proposed table would change for every linked account (nothing is saved)")
+    .description(
+      "the ordered claim/group -> role rules (first match wins); with --dry-run-file, what a proposed table would change for every account it decides, linked or provisioned by SCIM (nothing is saved)",
+    )
     .requiredOption("--tenant <tenant>", "the tenant's id or slug")
     .option("--dry-run-file <file>", 'a proposed table as JSON: {"rules": [{"source": "group", "match": "equals", "value": "…", "role": "…"}, …]}')
     .action(async (opts: { tenant: string; dryRunFile?: string }, cmd: Command) => {
@@ -248,7 +250,7 @@ export function registerIdp(program: Command) {
         );
         const changed = dry.users.filter((u) => u.change !== "unchanged");
         printResult(global, { dryRun: dry }, [
-          `${dry.users.length} linked accounts, ${changed.length} would change:`,
+          `${dry.users.length} ${dry.users.length === 1 ? "account" : "accounts"} under the rules (linked or provisioned by SCIM), ${changed.length} would change:`,
           ...changed.map((u) => `  ${u.email ?? u.userId}  ${u.currentRole} -> ${u.proposedRole ?? "no access"}  (${u.change.replace("_", " ")}, via ${u.providerName})`),
         ]);
         return;

@@ -232,7 +232,9 @@ describe("wardkeep idp", () => {
         runCli(["idp", "rules", ...T(), "--dry-run-file", path.join(dir, "broken.json")], env),
       ]);
       expect(rules.stdout).toBe('  1. group equals "harbor-nurses" -> practitioner\n  2. claim department prefix "IT" -> admin  [pending a second admin\'s approval]\n');
-      expect(dry.stdout).toBe("1 linked accounts, 1 would change:\n  rowan.lee@harbor.example  practitioner -> front_desk  (role change, via Harbor Entra ID)\n");
+      expect(dry.stdout).toBe(
+        "1 account under the rules (linked or provisioned by SCIM), 1 would change:\n  rowan.lee@harbor.example  practitioner -> front_desk  (role change, via Harbor Entra ID)\n",
+      );
       expect(broken.code).toBe(1);
       expect(broken.stderr).toMatch(/^wardkeep: --dry-run-file: rules\.0\.role: .+\n$/);
       // Nothing was saved by the dry run.

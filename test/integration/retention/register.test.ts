@@ -113,6 +113,7 @@ describe("the purge, years later", () => {
     expect(await notesLeft()).toEqual([...noteIds.held].sort());
 
     const runs = await clinic.auditor.agent.get("/api/v1/retention/runs");
+    expect(runs.status, JSON.stringify(runs.body)).toBe(200);
     const run = runs.body.runs.find((r: { id: string }) => r.id === partial.runId);
     expect(run).toMatchObject({ status: "finished", certified: true, counts: { note: { count: 3, batches: 2 } } });
 
@@ -139,7 +140,7 @@ describe("the purge, years later", () => {
 
   it("asks for the count first, and step-up, when a rule change would purge on the next run; the change is audited with before and after", async () => {
     const res = await clinic.doctor.agent.post(`/api/v1/patients/${patients.kept}/notes`).send({ body: "New visit" });
-    expect(res.status).toBe(201);
+    expect(res.status, JSON.stringify(res.body)).toBe(201);
     clock.advance(3 * 86_400_000);
     await freshOwner();
     const unconfirmed = await owner.agent.put("/api/v1/retention/rules/note").send({ periodDays: 1, legalMinimumDays: null });
