@@ -13,5 +13,8 @@ export default defineConfig({
     // a 2-core run). Safe because nothing per appliance lives at module level: such state is keyed by the
     // appliance's context (WeakMap), and every file makes its own database, clock and appliance.
     isolate: false,
+    // A screen polled for what the user sees gets 10 s, not vitest's 1 s: on a busy 2-core runner a page's
+    // first fetch alone can take longer than a second. A poll that never matches still fails.
+    expect: { poll: { timeout: 10_000 } },
   },
 });
