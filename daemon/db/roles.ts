@@ -78,8 +78,8 @@ async function withClient<T>(url: string, fn: (c: pg.Client) => Promise<T>): Pro
   }
 }
 
-/** Creates the role, or resets its password so it matches the secret file; never grants BYPASSRLS. */
-async function ensureLoginRole(client: pg.Client, role: string, password: string): Promise<boolean> {
+/** Creates the role, or resets its password so it matches the secret file; never grants BYPASSRLS. Also the benches' and tests' way to make the two roles. */
+export async function ensureLoginRole(client: pg.Client, role: string, password: string): Promise<boolean> {
   const exists = await client.query("SELECT 1 FROM pg_roles WHERE rolname = $1", [role]);
   const ident = client.escapeIdentifier(role);
   const literal = client.escapeLiteral(password);

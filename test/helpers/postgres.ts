@@ -6,7 +6,7 @@ import path from "node:path";
 import pg from "pg";
 import { inject } from "vitest";
 import { startEmbeddedPostgres } from "../../daemon/db/embedded.js";
-import { APP_ROLE, OWNER_ROLE } from "../../daemon/db/roles.js";
+import { APP_ROLE, ensureLoginRole, OWNER_ROLE } from "../../daemon/db/roles.js";
 
 /** What the global setup shares with every test file. */
 export type TestCluster = { superuserUrl: string; ownerPassword: string; appPassword: string; port: number; dir: string };
@@ -38,8 +38,8 @@ export async function startTestCluster() {
   const appPassword = randomBytes(12).toString("hex");
   const client = new pg.Client({ connectionString: embedded.superuserUrl });
   await client.connect();
-  await client.query(`CREATE ROLE ${OWNER_ROLE} LOGIN NOSUPERUSER NOBYPASSRLS PASSWORD '${ownerPassword}'`);
-  await client.query(`CREATE ROLE ${APP_ROLE} LOGIN NOSUPERUSER NOBYPASSRLS PASSWORD '${appPassword}'`);
+  await ensureLoginRole(client, OWNER_ROLE, ownerPassword);
+  await ensureLoginRole(client, APP_ROLE, appPassword);
   await client.end();
   const cluster: TestCluster = { superuserUrl: embedded.superuserUrl, ownerPassword, appPassword, port, dir };
   return {
