@@ -1,3 +1,4 @@
+import { OpenAPIRegistry } from "@asteasolutions/zod-to-openapi";
 import type { NextFunction, Request, RequestHandler, Response } from "express";
 import { z } from "zod";
 import type { ApplianceContext } from "../context.js";
@@ -123,8 +124,34 @@ export type RouteBinding = {
   refused(ctx: ApplianceContext, req: Request, res: Response, action: string, err: unknown): Promise<void>;
 };
 
-const defined: Route[] = [];
-const undocumented: string[] = [];
+/**
+ * Where defined routes land: their OpenAPI operations, the list `mountRoutes` is given and the
+ * coverage test walks, and the successes sent with an undocumented status. The appliance has one
+ * (`defineRoute`); a test of the kernel itself makes its own, so its routes never join the
+ * appliance's (test files share a worker's modules).
+ */
+export type RouteBook = {
+  readonly openApi: OpenAPIRegistry;
+  readonly routes: Route[];
+  readonly undocumented: string[];
+  readonly define: DefineRoute;
+};
+type DefineRoute = <
+  P extends ObjectSchema | undefined = undefined,
+  Q extends ObjectSchema | undefined = undefined,
+  B extends Schema | RawContent | undefined = undefined,
+  R extends Schema | RawContent | undefined = undefined,
+>(
+  spec: RouteSpec<P, Q, B, R>,
+  handler: RouteHandler<P, Q, B, R>,
+) => Route;
+
+export function createRouteBook(openApi: OpenAPIRegistry = new OpenAPIRegistry()): RouteBook {
+  const book: RouteBook = { openApi, routes: [], undocumented: [], define: (spec, handler) => defineIn(book, spec, handler) };
+  return book;
+}
+
+const APPLIANCE = createRouteBook(openApiRegistry);
 
 /**
  * Successes a route sent with a status its OpenAPI operation does not declare ("POST /tenants
@@ -132,12 +159,12 @@ const undocumented: string[] = [];
  * the test appliance fails its test when this is not empty.
  */
 export function undocumentedSuccesses(): readonly string[] {
-  return undocumented;
+  return APPLIANCE.undocumented;
 }
 
 /** Every route defined so far (all of them once the capabilities' route modules are loaded). */
 export function definedRoutes(): readonly Route[] {
-  return defined;
+  return APPLIANCE.routes;
 }
 
 export const isPolicyAction = (access: RouteAccess): boolean => access.includes(":");
@@ -161,6 +188,7 @@ export function operationIdOf(method: Method, path: string): string {
 const REASON: Record<number, string> = { 200: "OK", 201: "Created", 202: "Accepted", 204: "No Content", 303: "See Other" };
 
 function documentOperation(
+  registry: OpenAPIRegistry,
   spec: RouteSpec<ObjectSchema | undefined, ObjectSchema | undefined, Schema | RawContent | undefined, Schema | RawContent | undefined>,
   fullPath: string,
   operationId: string,
@@ -182,7 +210,7 @@ function documentOperation(
   };
   const response = spec.response;
   const description = spec.responseDescription ?? REASON[status] ?? spec.summary;
-  openApiRegistry.registerPath({
+  registry.registerPath({
     method: spec.method,
     path: fullPath.replace(/:(\w+)/g, "{$1}"),
     operationId,
@@ -220,18 +248,20 @@ function documentOperation(
  * the response body, which is sent as JSON with the route's status; a handler that sends or
  * streams its own answer returns nothing.
  */
-export function defineRoute<
-  P extends ObjectSchema | undefined = undefined,
-  Q extends ObjectSchema | undefined = undefined,
-  B extends Schema | RawContent | undefined = undefined,
-  R extends Schema | RawContent | undefined = undefined,
->(spec: RouteSpec<P, Q, B, R>, handler: RouteHandler<P, Q, B, R>): Route {
+export const defineRoute: DefineRoute = (spec, handler) => defineIn(APPLIANCE, spec, handler);
+
+function defineIn<
+  P extends ObjectSchema | undefined,
+  Q extends ObjectSchema | undefined,
+  B extends Schema | RawContent | undefined,
+  R extends Schema | RawContent | undefined,
+>(book: RouteBook, spec: RouteSpec<P, Q, B, R>, handler: RouteHandler<P, Q, B, R>): Route {
   const root = spec.root === true;
   const fullPath = `${root ? "" : API_BASE}${spec.path}`;
   const operationId = operationIdOf(spec.method, spec.path);
   const status = spec.status ?? (spec.response === undefined ? 204 : 200);
-  if (defined.some((r) => r.method === spec.method && r.path === fullPath)) throw new Error(`route defined twice: ${spec.method.toUpperCase()} ${fullPath}`);
-  documentOperation(spec, fullPath, operationId, status);
+  if (book.routes.some((r) => r.method === spec.method && r.path === fullPath)) throw new Error(`route defined twice: ${spec.method.toUpperCase()} ${fullPath}`);
+  documentOperation(book.openApi, spec, fullPath, operationId, status);
 
   const run = async (ctx: ApplianceContext, req: Request, res: Response) => {
     try {
@@ -262,7 +292,7 @@ export function defineRoute<
     res.status(status);
     res.once("finish", () => {
       if (res.statusCode >= 200 && res.statusCode < 300 && res.statusCode !== status) {
-        if (undocumented.length < 100) undocumented.push(`${spec.method.toUpperCase()} ${fullPath} sent ${res.statusCode}, documents ${status}`);
+        if (book.undocumented.length < 100) book.undocumented.push(`${spec.method.toUpperCase()} ${fullPath} sent ${res.statusCode}, documents ${status}`);
       }
     });
     const reply = await handler(input);
@@ -298,7 +328,7 @@ export function defineRoute<
       ];
     },
   };
-  defined.push(route);
+  book.routes.push(route);
   return route;
 }
 

@@ -77,8 +77,8 @@ export const TAGS = [
 ] as const;
 export type Tag = (typeof TAGS)[number]["name"];
 
-export function buildOpenApiDocument(version: string) {
-  return new OpenApiGeneratorV31(openApiRegistry.definitions).generateDocument({
+export function buildOpenApiDocument(version: string, registry: OpenAPIRegistry = openApiRegistry) {
+  return new OpenApiGeneratorV31(registry.definitions).generateDocument({
     openapi: "3.1.0",
     info: {
       title: "Wardkeep API",

@@ -3,7 +3,7 @@ import request from "supertest";
 import { describe, expect, it } from "vitest";
 import { z } from "zod";
 import type { ApplianceContext } from "../../../daemon/context.js";
-import { defineRoute, mountRoutes, operationIdOf, undocumentedSuccesses, type Route, type RouteBinding } from "../../../daemon/kernel/define-route.js";
+import { createRouteBook, mountRoutes, operationIdOf, type Route, type RouteBinding } from "../../../daemon/kernel/define-route.js";
 import { buildOpenApiDocument } from "../../../daemon/kernel/openapi.js";
 
 /**
@@ -12,6 +12,9 @@ import { buildOpenApiDocument } from "../../../daemon/kernel/openapi.js";
  * routes are covered end to end by the integration suites and test/integration/http/openapi.test.ts.
  */
 const ctx = {} as ApplianceContext;
+/** The routes of this file, apart from the appliance's (files share a worker's modules). */
+const book = createRouteBook();
+const defineRoute = book.define;
 
 /** A binding like access/guard.ts: lets a request through only with `x-allow: <action>`. */
 function headerBinding(refusals: string[]): RouteBinding {
@@ -134,9 +137,9 @@ describe("defineRoute", () => {
     const app = appWith([streamed, liar]);
     const first = await request(app).post("/api/v1/kernel-test/reports").expect(201);
     expect(first.text).toBe("made");
-    expect(undocumentedSuccesses()).toEqual([]);
+    expect(book.undocumented).toEqual([]);
     await request(app).post("/api/v1/kernel-test/liar").expect(200);
-    expect(undocumentedSuccesses()).toEqual(["POST /api/v1/kernel-test/liar sent 200, documents 201"]);
+    expect(book.undocumented).toEqual(["POST /api/v1/kernel-test/liar sent 200, documents 201"]);
   });
 
   it("refuses a second definition of the same method and path, and an action the policy does not know", () => {
@@ -149,7 +152,7 @@ describe("defineRoute", () => {
     expect(operationIdOf("post", "/patients/:id/notes")).toBe("postPatientsNotesById");
     expect(operationIdOf("get", "/patients/:id/notes/:itemId")).toBe("getPatientsNotesByIdAndItemId");
     expect(operationIdOf("get", "/audit/public-key")).toBe("getAuditPublicKey");
-    const op = (buildOpenApiDocument("test").paths as Record<string, Record<string, Record<string, unknown>>>)["/api/v1/kernel-test/things/{id}"]!.post!;
+    const op = (buildOpenApiDocument("test", book.openApi).paths as Record<string, Record<string, Record<string, unknown>>>)["/api/v1/kernel-test/things/{id}"]!.post!;
     expect(op.operationId).toBe("postKernelTestThingsById");
     expect(op.security).toEqual([{ sessionCookie: [], csrfToken: [] }, { apiToken: [] }]);
     expect(Object.keys(op.responses as object).sort()).toEqual(["201", "400", "401", "403", "404", "415"]);
