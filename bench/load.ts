@@ -73,7 +73,7 @@ export function driveFromChild(target: Target, opts: { connections: number; seco
     args.push(target.url);
   }
   return new Promise((resolve, reject) => {
-    // The generator runs with node's defaults whatever flags the process measured was given (bench/records-node-flags.ts).
+    // The generator runs with node's defaults whatever flags the process measured was given (bench/records-processes.ts).
     const env: NodeJS.ProcessEnv = { ...process.env, ...(generator === "autocannon" ? { NODE_TLS_REJECT_UNAUTHORIZED: "0" } : {}) };
     delete env.NODE_OPTIONS;
     const child = spawn(command, args, { env, stdio: ["ignore", "pipe", generator === "lean" ? "inherit" : "ignore"] });
