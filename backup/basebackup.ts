@@ -17,7 +17,7 @@ import { extract as tarExtract, pack as tarPack, type Pack } from "tar-stream";
 import { zeroize } from "../daemon/keys/index.js";
 import { SnapshotIntegrityError } from "./errors.js";
 import { manifestSigner, newSnapshotKey, type SnapshotOpener } from "./keys.js";
-import { STREAM_ALG } from "./manifest.js";
+import { signerEntry, STREAM_ALG } from "./manifest.js";
 import { newSnapshotId } from "./snapshot.js";
 import { SegmentDecryptStream, SegmentEncryptStream, snapshotKeyId } from "./stream-aead.js";
 import { DigestStream, fanOut } from "./streams.js";
@@ -227,7 +227,7 @@ export async function takeBaseBackup(opts: TakeBaseBackupOptions): Promise<BaseB
       compression: { alg: "brotli", level: COMPRESSION_LEVEL },
       keyWraps: baseBackupKeyWraps(key, opts.applianceSecret, opts.recoveryPublicKey),
       object: { path: "base.wkd", files, plainBytes, storedBytes: stored.bytes, sha256: stored.sha256 },
-      signer: { alg: "Ed25519", keyId: signer.keyId, publicKey: signer.publicKeyRaw.toString("base64") },
+      signer: signerEntry(signer),
     };
     const manifest = sealBaseBackupManifest(body, key, opts.applianceSecret);
     const results: BaseBackupTargetOutcome[] = [];

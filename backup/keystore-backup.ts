@@ -44,7 +44,7 @@ import {
   wrapForRecoveryKey,
   type SnapshotOpener,
 } from "./keys.js";
-import { SNAPSHOT_ID, STREAM_ALG } from "./manifest.js";
+import { SNAPSHOT_ID, STREAM_ALG, sealedFileSchema, signerEntry, signerEntrySchema } from "./manifest.js";
 import { snapshotTime } from "./retention.js";
 import { SegmentDecryptStream, SegmentEncryptStream, snapshotKeyId } from "./stream-aead.js";
 import type { SnapshotTarget } from "./targets/target.js";
@@ -79,19 +79,13 @@ export const keyStoreManifestBodySchema = z
     keyWraps: z.array(z.object({ type: z.enum(["appliance", "recovery"]), alg: z.string(), keyId: z.string(), wrapped: z.string() }).strict()).min(1),
     object: z.object({ path: z.literal("keystore.wkd"), plainBytes: z.number().int(), plainSha256: hex(64), storedBytes: z.number().int(), sha256: hex(64) }).strict(),
     counts: z.object({ kekVersions: z.number().int(), dataKeys: z.number().int(), shredded: z.number().int(), scheduled: z.number().int() }).strict(),
-    signer: z.object({ alg: z.literal("Ed25519"), keyId: hex(16), publicKey: z.string() }).strict(),
+    signer: signerEntrySchema,
   })
   .strict();
 
 export type KeyStoreManifestBody = z.infer<typeof keyStoreManifestBodySchema>;
 
-const keyStoreManifestFileSchema = z
-  .object({
-    body: keyStoreManifestBodySchema,
-    mac: z.object({ alg: z.literal("HMAC-SHA256"), value: z.string() }).strict(),
-    signature: z.object({ alg: z.literal("Ed25519"), value: z.string() }).strict(),
-  })
-  .strict();
+const keyStoreManifestFileSchema = sealedFileSchema(keyStoreManifestBodySchema);
 
 /** The key-store backup named is not (completely) on the target. */
 export class KeyStoreBackupMissing extends SnapshotNotFound {}
@@ -155,7 +149,7 @@ export async function writeKeyStoreBackup(opts: WriteKeyStoreOptions): Promise<{
         shredded: opts.contents.shredded.length,
         scheduled: opts.contents.shredSchedule.length,
       },
-      signer: { alg: "Ed25519", keyId: signer.keyId, publicKey: signer.publicKeyRaw.toString("base64") },
+      signer: signerEntry(signer),
     };
     const bytes = Buffer.from(canonicalJson(keyStoreManifestBodySchema.parse(body)), "utf8");
     const macKey = manifestMacKey(key);

@@ -18,6 +18,14 @@ export const STREAM_ALG = "AES-256-GCM-HKDF-SHA256-STREAM/v1";
 /** Snapshot ids sort by time: 20250101T120000Z-1a2b3c4d. */
 export const SNAPSHOT_ID = /^\d{8}T\d{6}Z-[0-9a-f]{8}$/;
 const hex = (n: number) => z.string().regex(new RegExp(`^[0-9a-f]{${n}}$`));
+
+/** Who signed a manifest, as its body records it. */
+export const signerEntrySchema = z.object({ alg: z.literal("Ed25519"), keyId: hex(16), publicKey: z.string() }).strict();
+export const signerEntry = (signer: ManifestSigner): z.infer<typeof signerEntrySchema> => ({
+  alg: "Ed25519",
+  keyId: signer.keyId,
+  publicKey: signer.publicKeyRaw.toString("base64"),
+});
 const ident = z.string().min(1).max(63);
 
 export const snapshotObjectSchema = z
@@ -77,7 +85,7 @@ export const manifestBodySchema = z
         .strict(),
     ),
     sequences: z.array(z.object({ schema: ident, name: ident, lastValue: z.string().regex(/^-?\d+$/), isCalled: z.boolean() }).strict()),
-    signer: z.object({ alg: z.literal("Ed25519"), keyId: hex(16), publicKey: z.string() }).strict(),
+    signer: signerEntrySchema,
     /** Attachment files copied or referenced by this snapshot (backup/attachments.ts); absent in older snapshots. */
     attachments: attachmentsSectionSchema.optional(),
   })
@@ -86,13 +94,17 @@ export const manifestBodySchema = z
 export type ManifestBody = z.infer<typeof manifestBodySchema>;
 export type SnapshotObject = z.infer<typeof snapshotObjectSchema>;
 
-export const manifestFileSchema = z
-  .object({
-    body: manifestBodySchema,
-    mac: z.object({ alg: z.literal("HMAC-SHA256"), value: z.string() }).strict(),
-    signature: z.object({ alg: z.literal("Ed25519"), value: z.string() }).strict(),
-  })
-  .strict();
+/** A manifest file of any object type: its body, the body's MAC under the object's key, and the appliance's signature. */
+export const sealedFileSchema = <B extends z.ZodType>(body: B) =>
+  z
+    .object({
+      body,
+      mac: z.object({ alg: z.literal("HMAC-SHA256"), value: z.string() }).strict(),
+      signature: z.object({ alg: z.literal("Ed25519"), value: z.string() }).strict(),
+    })
+    .strict();
+
+export const manifestFileSchema = sealedFileSchema(manifestBodySchema);
 
 export type ManifestFile = z.infer<typeof manifestFileSchema>;
 

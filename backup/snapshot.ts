@@ -22,7 +22,7 @@ import { zeroize } from "../daemon/keys/index.js";
 import { copyAttachments, listAttachmentRows, type AttachmentCopyStats, type AttachmentEntry, type AttachmentsSection } from "./attachments.js";
 import { TargetError } from "./errors.js";
 import { manifestSigner, newSnapshotKey, wrapForAppliance, wrapForRecoveryKey } from "./keys.js";
-import { layout, MANIFEST_FORMAT, MANIFEST_VERSION, objectAssociatedData, sealManifest, STREAM_ALG, type ManifestBody, type SnapshotObject } from "./manifest.js";
+import { layout, MANIFEST_FORMAT, MANIFEST_VERSION, objectAssociatedData, sealManifest, signerEntry, STREAM_ALG, type ManifestBody, type SnapshotObject } from "./manifest.js";
 import { quoteIdent, readDatabaseLayout, type DatabaseLayout } from "./pg-layout.js";
 import { DEFAULT_SEGMENT_BYTES, SegmentEncryptStream, snapshotKeyId } from "./stream-aead.js";
 import { DigestStream, fanOut } from "./streams.js";
@@ -311,7 +311,7 @@ async function publishManifest(run: SnapshotRun, read: ConsistentRead): Promise<
     objects: run.objects,
     partitions: read.db.partitions,
     sequences: read.db.sequences,
-    signer: { alg: "Ed25519", keyId: signer.keyId, publicKey: signer.publicKeyRaw.toString("base64") },
+    signer: signerEntry(signer),
     ...(run.attachments ? { attachments: run.attachments.section } : {}),
   };
   const manifest = sealManifest(body, snapshotKey, signer);

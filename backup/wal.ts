@@ -32,7 +32,7 @@ import {
   wrapForRecoveryKey,
   type SnapshotOpener,
 } from "./keys.js";
-import { SNAPSHOT_ID, STREAM_ALG } from "./manifest.js";
+import { SNAPSHOT_ID, STREAM_ALG, sealedFileSchema, signerEntry, signerEntrySchema } from "./manifest.js";
 import { SegmentDecryptStream, SegmentEncryptStream, snapshotKeyId } from "./stream-aead.js";
 import type { SnapshotTarget } from "./targets/target.js";
 
@@ -68,7 +68,6 @@ export class WalObjectMissing extends SnapshotNotFound {}
 
 const hex = (n: number) => z.string().regex(new RegExp(`^[0-9a-f]{${n}}$`));
 const keyWrap = z.object({ type: z.enum(["appliance", "recovery"]), alg: z.string(), keyId: z.string(), wrapped: z.string() }).strict();
-const signerSchema = z.object({ alg: z.literal("Ed25519"), keyId: hex(16), publicKey: z.string() }).strict();
 
 export const walHeaderSchema = z
   .object({
@@ -83,7 +82,7 @@ export const walHeaderSchema = z
     compression: z.object({ alg: z.enum(["brotli", "none"]), level: z.number().int() }).strict(),
     encryption: z.object({ alg: z.literal(STREAM_ALG), segmentBytes: z.number().int(), keyId: hex(16) }).strict(),
     keyWraps: z.array(keyWrap).min(1),
-    signer: signerSchema,
+    signer: signerEntrySchema,
   })
   .strict();
 export type WalHeader = z.infer<typeof walHeaderSchema>;
@@ -116,7 +115,7 @@ export async function sealWalFile(input: WalSealInput): Promise<{ object: Buffer
       compression: { alg: "brotli", level },
       encryption: { alg: STREAM_ALG, segmentBytes: WAL_SEGMENT_BYTES, keyId: snapshotKeyId(key).toString("hex") },
       keyWraps: [wrapForAppliance(input.applianceSecret, key), wrapForRecoveryKey(input.recoveryPublicKey, key)],
-      signer: { alg: "Ed25519", keyId: signer.keyId, publicKey: signer.publicKeyRaw.toString("base64") },
+      signer: signerEntry(signer),
     };
     const headerBytes = Buffer.from(canonicalJson(header), "utf8");
     const len = Buffer.alloc(4);
@@ -281,18 +280,12 @@ export const baseBackupBodySchema = z
     compression: z.object({ alg: z.literal("brotli"), level: z.number().int() }).strict(),
     keyWraps: z.array(keyWrap).min(1),
     object: z.object({ path: z.literal("base.wkd"), files: z.number().int(), plainBytes: z.number().int(), storedBytes: z.number().int(), sha256: hex(64) }).strict(),
-    signer: signerSchema,
+    signer: signerEntrySchema,
   })
   .strict();
 export type BaseBackupBody = z.infer<typeof baseBackupBodySchema>;
 
-const manifestFileSchema = z
-  .object({
-    body: baseBackupBodySchema,
-    mac: z.object({ alg: z.literal("HMAC-SHA256"), value: z.string() }).strict(),
-    signature: z.object({ alg: z.literal("Ed25519"), value: z.string() }).strict(),
-  })
-  .strict();
+const manifestFileSchema = sealedFileSchema(baseBackupBodySchema);
 
 /** The manifest file's bytes: the body MACed under the backup key and signed by the appliance. */
 export function sealBaseBackupManifest(body: BaseBackupBody, key: Buffer, applianceSecret: Buffer): Buffer {

@@ -1,8 +1,7 @@
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { randomBytes, randomUUID } from "node:crypto";
-import pg from "pg";
+import { randomUUID } from "node:crypto";
 import { Registry } from "prom-client";
 import { appendAuditEvent, type AuditEventInput } from "../daemon/audit/append.js";
 import { chainHash } from "../daemon/audit/canonical.js";
@@ -11,13 +10,14 @@ import { verifyAuditChain } from "../daemon/audit/verify.js";
 import { loadConfig } from "../daemon/config/load.js";
 import type { ApplianceContext } from "../daemon/context.js";
 import { openDatabase } from "../daemon/db/connection.js";
-import { embeddedDatabaseUrl, startEmbeddedPostgres } from "../daemon/db/embedded.js";
+import { startEmbeddedPostgres } from "../daemon/db/embedded.js";
 import { applyMigrations } from "../daemon/db/migrate.js";
-import { APP_ROLE, OWNER_ROLE } from "../daemon/db/roles.js";
+import { APP_ROLE } from "../daemon/db/roles.js";
 import { inScope } from "../daemon/db/sql.js";
 import { RootKey } from "../daemon/keys/root-key.js";
 import { randomKey } from "../daemon/keys/primitives.js";
 import { silentLogger } from "../daemon/log/logger.js";
+import { createBenchDatabase } from "./cluster.js";
 import type { BenchRow } from "./run.js";
 
 /**
@@ -62,24 +62,16 @@ export async function run(): Promise<BenchRow[]> {
   fs.chmodSync(dir, 0o711);
   const port = 20_000 + Math.floor(Math.random() * 20_000);
   const embedded = await startEmbeddedPostgres({ dataDir: path.join(dir, "data"), port, passwordFile: path.join(dir, "su-password") });
-  const ownerPw = randomBytes(12).toString("hex");
-  const appPw = randomBytes(12).toString("hex");
-  const su = new pg.Client({ connectionString: embedded.superuserUrl });
-  await su.connect();
-  await su.query(`CREATE ROLE ${OWNER_ROLE} LOGIN PASSWORD '${ownerPw}'`);
-  await su.query(`CREATE ROLE ${APP_ROLE} LOGIN PASSWORD '${appPw}'`);
-  await su.query(`CREATE DATABASE wk_bench OWNER ${OWNER_ROLE}`);
-  await su.end();
+  const { ownerUrl, appUrl } = await createBenchDatabase(embedded, "wk_bench");
   // As the daemon connects to its embedded server: through the private Unix socket (both sides).
-  const url = (user: string, password: string) => embeddedDatabaseUrl(embedded, "wk_bench", { user, password });
-  const config = loadConfig({ env: { WARDKEEP_DATA_DIR: dir, WARDKEEP_DATABASE_POOL_MAX: String(WRITERS), WARDKEEP_DATABASE_URL: url(OWNER_ROLE, ownerPw) } });
-  const db = openDatabase({ ownerUrl: url(OWNER_ROLE, ownerPw), appUrl: url(APP_ROLE, appPw), appRole: APP_ROLE, created: [] }, config);
+  const config = loadConfig({ env: { WARDKEEP_DATA_DIR: dir, WARDKEEP_DATABASE_POOL_MAX: String(WRITERS), WARDKEEP_DATABASE_URL: ownerUrl } });
+  const db = openDatabase({ ownerUrl, appUrl, appRole: APP_ROLE, created: [] }, config);
   const rootKey = new RootKey("keyfile");
   rootKey.open({ mode: "keyfile", unsealKey: randomKey(), generation: 1, keks: new Map(), internalKey: randomKey() });
   const ctx: ApplianceContext = { config, log: silentLogger(), db, rootKey, metrics: new Registry(), clock: { now: () => new Date() } };
   const rows: BenchRow[] = [];
   try {
-    await applyMigrations(db.owner, url(OWNER_ROLE, ownerPw), APP_ROLE);
+    await applyMigrations(db.owner, ownerUrl, APP_ROLE);
     // The unchained baseline: the same event fields and the same search indexes, written
     // directly with a sequence number from an identity column, no hashes, no chain.
     await db.owner.exec(`

@@ -47,7 +47,7 @@ import { recoverAppliance, type RecoveryOutcome } from "../daemon/cli/commands/r
 import { loadConfig } from "../daemon/config/load.js";
 import { embeddedDatabaseUrl, startEmbeddedPostgres, type EmbeddedPostgres } from "../daemon/db/embedded.js";
 import { migrations } from "../daemon/db/migrations/index.js";
-import { APP_ROLE, OWNER_ROLE } from "../daemon/db/roles.js";
+import { APP_ROLE, ensureLoginRole, OWNER_ROLE } from "../daemon/db/roles.js";
 import { inScope } from "../daemon/db/sql.js";
 import type { Actor } from "../daemon/kernel/actor.js";
 import { SYSTEM_META } from "../daemon/kernel/request-meta.js";
@@ -393,8 +393,8 @@ export async function run(): Promise<BenchRow[]> {
   try {
     let serverMajor = 0;
     await withClient(embedded.superuserUrl, async (su) => {
-      await su.query(`CREATE ROLE ${OWNER_ROLE} LOGIN NOSUPERUSER NOBYPASSRLS PASSWORD '${cluster.ownerPw}'`);
-      await su.query(`CREATE ROLE ${APP_ROLE} LOGIN NOSUPERUSER NOBYPASSRLS PASSWORD '${cluster.appPw}'`);
+      await ensureLoginRole(su, OWNER_ROLE, cluster.ownerPw);
+      await ensureLoginRole(su, APP_ROLE, cluster.appPw);
       serverMajor = Math.floor(Number((await su.query("SHOW server_version_num")).rows[0].server_version_num) / 10000);
     });
 

@@ -3,16 +3,15 @@ import http from "node:http";
 import os from "node:os";
 import path from "node:path";
 import type { AddressInfo } from "node:net";
-import { randomBytes, randomUUID } from "node:crypto";
-import pg from "pg";
+import { randomUUID } from "node:crypto";
 import { Registry } from "prom-client";
 import { Webhook } from "standardwebhooks";
 import { loadConfig } from "../daemon/config/load.js";
 import type { ApplianceContext } from "../daemon/context.js";
 import { openDatabase } from "../daemon/db/connection.js";
-import { embeddedDatabaseUrl, startEmbeddedPostgres } from "../daemon/db/embedded.js";
+import { startEmbeddedPostgres } from "../daemon/db/embedded.js";
 import { applyMigrations } from "../daemon/db/migrate.js";
-import { APP_ROLE, OWNER_ROLE } from "../daemon/db/roles.js";
+import { APP_ROLE } from "../daemon/db/roles.js";
 import { inScope } from "../daemon/db/sql.js";
 import { HOST_OPERATOR, type Actor } from "../daemon/kernel/actor.js";
 import { SYSTEM_META } from "../daemon/kernel/request-meta.js";
@@ -23,6 +22,7 @@ import { verifyV1a } from "../test/helpers/webhook-receiver.js";
 import { DeliveryWorker } from "../daemon/webhooks/delivery.js";
 import { publishWebhookEvent } from "../daemon/webhooks/index.js";
 import { approveHost, createEndpoint } from "../daemon/webhooks/service.js";
+import { createBenchDatabase } from "./cluster.js";
 import type { BenchRow } from "./run.js";
 
 /**
@@ -117,25 +117,17 @@ export async function run(): Promise<BenchRow[]> {
   fs.chmodSync(dir, 0o711);
   const port = 20_000 + Math.floor(Math.random() * 20_000);
   const embedded = await startEmbeddedPostgres({ dataDir: path.join(dir, "data"), port, passwordFile: path.join(dir, "su-password") });
-  const ownerPw = randomBytes(12).toString("hex");
-  const appPw = randomBytes(12).toString("hex");
-  const su = new pg.Client({ connectionString: embedded.superuserUrl });
-  await su.connect();
-  await su.query(`CREATE ROLE ${OWNER_ROLE} LOGIN PASSWORD '${ownerPw}'`);
-  await su.query(`CREATE ROLE ${APP_ROLE} LOGIN PASSWORD '${appPw}'`);
-  await su.query(`CREATE DATABASE wk_bench OWNER ${OWNER_ROLE}`);
-  await su.end();
-  const url = (user: string, password: string) => embeddedDatabaseUrl(embedded, "wk_bench", { user, password });
+  const { ownerUrl, appUrl } = await createBenchDatabase(embedded, "wk_bench");
   const config = loadConfig({
     env: {
       WARDKEEP_DATA_DIR: dir,
-      WARDKEEP_DATABASE_URL: url(OWNER_ROLE, ownerPw),
+      WARDKEEP_DATABASE_URL: ownerUrl,
       WARDKEEP_WEBHOOKS_ALLOW_PLAIN_HTTP: "true",
       WARDKEEP_WEBHOOKS_CONCURRENCY: String(CONCURRENCY),
       WARDKEEP_WEBHOOKS_POLL_INTERVAL_MS: "50",
     },
   });
-  const db = openDatabase({ ownerUrl: url(OWNER_ROLE, ownerPw), appUrl: url(APP_ROLE, appPw), appRole: APP_ROLE, created: [] }, config);
+  const db = openDatabase({ ownerUrl, appUrl, appRole: APP_ROLE, created: [] }, config);
   const rootKey = new RootKey("keyfile");
   rootKey.open({ mode: "keyfile", unsealKey: randomKey(), generation: 1, keks: new Map(), internalKey: randomKey() });
   const ctx: ApplianceContext = { config, log: silentLogger(), db, rootKey, metrics: new Registry(), clock: { now: () => new Date() } };
@@ -144,7 +136,7 @@ export async function run(): Promise<BenchRow[]> {
   const receiverPort = await receiver.listen();
   const rows: BenchRow[] = [];
   try {
-    await applyMigrations(db.owner, url(OWNER_ROLE, ownerPw), APP_ROLE);
+    await applyMigrations(db.owner, ownerUrl, APP_ROLE);
     const tenantId = await inScope(
       db.app,
       { kind: "appliance" },

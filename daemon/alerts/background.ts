@@ -164,7 +164,7 @@ export function startAlertServices(ctx: ApplianceContext): { stop(): Promise<voi
   };
   const timer = setInterval(() => void check(), ctx.config.alerts.checkIntervalMs);
   timer.unref();
-  const first = setTimeout(() => void check(), 1000);
+  const first = setTimeout(() => void check(), ctx.config.alerts.firstCheckDelayMs);
   first.unref();
   return {
     async stop() {

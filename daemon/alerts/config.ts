@@ -28,6 +28,7 @@ export const alertsSchema = z
       .max(86_400_000)
       .default(300_000)
       .describe("How often each replica checks its data directory's free space (system.disk_low). The certificate check is the tls-expiry job (jobs.schedules.tlsExpiry)."),
+    firstCheckDelayMs: z.number().int().min(0).max(86_400_000).default(1000).describe("How long after start each replica runs its first disk check (then every checkIntervalMs)."),
     certificateWarnDays: z.number().int().min(1).max(365).default(30).describe("Raise tls.certificate_expiring (warning) this many days before the server certificate expires."),
     certificateCriticalDays: z.number().int().min(0).max(365).default(7).describe("Make it critical this many days before."),
     diskWarnPercent: z.number().min(1).max(100).default(85).describe("Raise system.disk_low (warning) when the data directory's file system is this full."),

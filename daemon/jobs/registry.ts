@@ -48,6 +48,11 @@ export function registerJobs(specs: JobSpec[]): void {
   for (const spec of specs) known.set(spec.name, spec);
 }
 
+/** Forgets jobs a test registered, so other test files sharing the process never list them. */
+export function unregisterJobs(names: string[]): void {
+  for (const name of names) known.delete(name);
+}
+
 export function jobSpec(name: string): JobSpec | undefined {
   return known.get(name);
 }

@@ -250,12 +250,11 @@ function documentOperation(
  */
 export const defineRoute: DefineRoute = (spec, handler) => defineIn(APPLIANCE, spec, handler);
 
-function defineIn<
-  P extends ObjectSchema | undefined,
-  Q extends ObjectSchema | undefined,
-  B extends Schema | RawContent | undefined,
-  R extends Schema | RawContent | undefined,
->(book: RouteBook, spec: RouteSpec<P, Q, B, R>, handler: RouteHandler<P, Q, B, R>): Route {
+function defineIn<P extends ObjectSchema | undefined, Q extends ObjectSchema | undefined, B extends Schema | RawContent | undefined, R extends Schema | RawContent | undefined>(
+  book: RouteBook,
+  spec: RouteSpec<P, Q, B, R>,
+  handler: RouteHandler<P, Q, B, R>,
+): Route {
   const root = spec.root === true;
   const fullPath = `${root ? "" : API_BASE}${spec.path}`;
   const operationId = operationIdOf(spec.method, spec.path);

@@ -39,6 +39,11 @@ export function registerProviderKind<C, S>(kind: string, spec: ProviderKind<C, S
   kinds.set(kind, spec as ProviderKind);
 }
 
+/** Forgets a kind a test registered, so other test files sharing the process never see it. */
+export function unregisterProviderKind(kind: string): void {
+  kinds.delete(kind);
+}
+
 export function providerKind(kind: string): ProviderKind | undefined {
   return kinds.get(kind);
 }

@@ -38,19 +38,23 @@ export function loader<T>(read: () => Promise<T>): Loader<T> {
 
 /**
  * A form's submission: `busy` while it runs (the button says so and is disabled), the server's
- * message in `error` when it fails. The same lines every form on a page would otherwise repeat.
+ * message in `error` when it fails, and the form's own line in `notice` when it succeeded. The
+ * same lines every form on a page would otherwise repeat.
  */
 export class Task {
   busy = $state(false);
   error = $state<string>();
+  notice = $state<string>();
 
-  /** Runs `work` unless it is already running; true when it finished without an error. */
-  async run(work: () => Promise<unknown>): Promise<boolean> {
+  /** Runs `work` unless it is already running; true when it finished without an error (then `notice` is `done`). */
+  async run(work: () => Promise<unknown>, done?: string): Promise<boolean> {
     if (this.busy) return false;
     this.busy = true;
     this.error = undefined;
+    this.notice = undefined;
     try {
       await work();
+      this.notice = done;
       return true;
     } catch (err) {
       this.error = errorMessage(err);

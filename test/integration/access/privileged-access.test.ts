@@ -3,7 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { z } from "zod";
 import { expirePrivilegedAccess } from "../../../daemon/access/privileged-access.js";
 import { SYSTEM_META } from "../../../daemon/kernel/request-meta.js";
-import { createProvider, registerProviderKind, updateProvider } from "../../../daemon/sso/providers.js";
+import { createProvider, registerProviderKind, unregisterProviderKind, updateProvider } from "../../../daemon/sso/providers.js";
 import { createTenant, signIn, type SignedIn } from "../../helpers/actors.js";
 import { startTestAppliance, type TestAppliance } from "../../helpers/appliance.js";
 import { TestClock } from "../../helpers/clock.js";
@@ -25,6 +25,7 @@ beforeAll(async () => {
 }, 60_000);
 
 afterAll(async () => {
+  unregisterProviderKind("test-directory");
   await app?.close();
 });
 

@@ -1,7 +1,7 @@
 import request from "supertest";
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { checkOverdueJobs, claimAndRun, type JobSpec } from "../../../daemon/jobs/index.js";
-import { registerJobs } from "../../../daemon/jobs/registry.js";
+import { registerJobs, unregisterJobs } from "../../../daemon/jobs/registry.js";
 import { signIn, type SignedIn } from "../../helpers/actors.js";
 import { startTestAppliance, type TestAppliance } from "../../helpers/appliance.js";
 import { TestClock } from "../../helpers/clock.js";
@@ -16,6 +16,7 @@ beforeAll(async () => {
   admin = await signIn(app, { role: "super_admin" });
 });
 afterAll(async () => {
+  unregisterJobs(["test-slow", "test-failing"]);
   await app?.close();
 });
 

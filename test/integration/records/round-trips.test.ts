@@ -26,9 +26,6 @@ beforeAll(async () => {
   app = await startTestAppliance({
     env: { WARDKEEP_DATABASE_POOL_MAX: "1", ...QUIET_BACKGROUND },
   });
-  // Every replica checks its disk once 1 s after start (alerts/background.ts), on the application pool; a window
-  // measured before that could count its statements (it did, once files stopped being isolated and starts got faster).
-  await new Promise((resolve) => setTimeout(resolve, 1_200));
   clinic = await openClinic(app, "Round Trip Clinic");
   patientId = (await registerPatient(clinic, { name: "Bessie Stringfield" })).id;
   await assignCareTeam(clinic, patientId);
