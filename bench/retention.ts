@@ -37,14 +37,17 @@ const WARMUP = 2;
  * BENCH_RETENTION_COMPARE: variants measured in the same process, each round alternating them with
  * the quiet window, e.g. `purgeConnections=0;purgeConnections=1;purgeConnections=1,dutyCycle=0.7`.
  * A variant is comma-separated `key=value` retention settings (batchSize, dutyCycle,
- * purgeConnections). Empty: the product's settings alone. ROWS is per variant.
+ * purgeConnections, victimOrder), and `fk=noaction`: the foreign key from note versions to notes
+ * as it was before migration 0290 (NO ACTION), for that variant's purge only. Empty: the product's
+ * settings alone. ROWS is per variant.
  */
 const VARIANTS = (process.env.BENCH_RETENTION_COMPARE ?? "").split(";").map((v) => v.trim());
 /** BENCH_RETENTION_SAMPLE=1: wait events, WAL and CPU of each window on stderr (bench/retention-sampler.ts). */
 const SAMPLE = process.env.BENCH_RETENTION_SAMPLE === "1";
-const SETTINGS = ["batchSize", "dutyCycle", "purgeConnections"] as const;
+const SETTINGS = ["batchSize", "dutyCycle", "purgeConnections", "victimOrder", "fk"] as const;
+const FK_ACTIONS = { noaction: "NO ACTION", restrict: "RESTRICT" } as const;
 
-function variantOf(base: ApplianceContext, spec: string): { ctx: ApplianceContext } {
+function variantOf(base: ApplianceContext, spec: string): { ctx: ApplianceContext; fk: keyof typeof FK_ACTIONS } {
   const settings = Object.fromEntries(
     spec
       .split(",")
@@ -52,11 +55,18 @@ function variantOf(base: ApplianceContext, spec: string): { ctx: ApplianceContex
       .map((kv) => kv.split("=").map((x) => x.trim()) as [string, string]),
   );
   const retention = { ...base.config.retention };
+  let fk: keyof typeof FK_ACTIONS = "restrict";
   for (const [k, v] of Object.entries(settings)) {
     if (!(SETTINGS as readonly string[]).includes(k)) throw new Error(`BENCH_RETENTION_COMPARE: unknown setting ${k} (one of ${SETTINGS.join(", ")})`);
-    retention[k as (typeof SETTINGS)[number]] = Number(v);
+    if (k === "fk") {
+      if (!(v in FK_ACTIONS)) throw new Error(`BENCH_RETENTION_COMPARE: fk=${v} (one of ${Object.keys(FK_ACTIONS).join(", ")})`);
+      fk = v as keyof typeof FK_ACTIONS;
+    } else if (k === "victimOrder") {
+      if (v !== "creation" && v !== "id") throw new Error(`BENCH_RETENTION_COMPARE: victimOrder=${v} (creation or id)`);
+      retention.victimOrder = v;
+    } else retention[k as "batchSize" | "dutyCycle" | "purgeConnections"] = Number(v);
   }
-  return { ctx: { ...base, config: { ...base.config, retention } } };
+  return { ctx: { ...base, config: { ...base.config, retention } }, fk };
 }
 
 export async function run(): Promise<BenchRow[]> {
@@ -72,19 +82,24 @@ export async function run(): Promise<BenchRow[]> {
     ]);
     const body = Buffer.alloc(700, 0xab); // a note's size; never decrypted by the purge
     const perRound = Math.floor(ROWS / ROUNDS);
+    // As a clinic writes them: one note after another (a second apart, ten years ago), each with its version.
     const seed = async () => {
       const old = new Date(Date.now() - 10 * 365 * 86_400_000);
       for (let done = 0; done < perRound; done += 100_000) {
         await su.query(
           `WITH made AS (INSERT INTO notes (tenant_id, patient_id, kind, created_at, created_by, updated_at)
-                         SELECT $1, $2, 'note', $4, $5, $4 FROM generate_series(1, $3) RETURNING id)
+                         SELECT $1, $2, 'note', $4::timestamptz + ($7 + g) * interval '1 second', $5, $4 FROM generate_series(1, $3) g RETURNING id, created_at)
            INSERT INTO note_versions (tenant_id, patient_id, note_id, version, change, body_enc, created_at, created_by)
-           SELECT $1, $2, id, 1, 'original', $6, $4, $5 FROM made`,
-          [env.tenantId, retired.id, Math.min(100_000, perRound - done), old, env.practitioner.userId, body],
+           SELECT $1, $2, id, 1, 'original', $6, created_at, $5 FROM made`,
+          [env.tenantId, retired.id, Math.min(100_000, perRound - done), old, env.practitioner.userId, body, done],
         );
       }
       await su.query("VACUUM ANALYZE notes, note_versions");
     };
+    // The foreign key from note versions to notes, as migration 0290 leaves it (restrict) or as it was (noaction).
+    const setFk = (fk: keyof typeof FK_ACTIONS) =>
+      su.query(`ALTER TABLE note_versions DROP CONSTRAINT note_versions_tenant_id_note_id_fkey,
+        ADD CONSTRAINT note_versions_tenant_id_note_id_fkey FOREIGN KEY (tenant_id, note_id) REFERENCES notes (tenant_id, id) ON DELETE ${FK_ACTIONS[fk]}`);
     const read = (seconds: number) => openLoop(env.product.read, { rate: RATE, seconds, connections: 32, warmupSeconds: WARMUP });
 
     const variants = VARIANTS.map((spec) => ({ spec, ...variantOf(env.ctx, spec) }));
@@ -99,6 +114,7 @@ export async function run(): Promise<BenchRow[]> {
           process.stderr.write(describe(`round ${i + 1} quiet`, sample));
         },
         ...variants.map((v, k) => async () => {
+          if (v.fk !== "restrict") await setFk(v.fk);
           await seed();
           const reading = read(READ_SECONDS);
           await new Promise((r) => setTimeout(r, WARMUP * 1000)); // the purge starts as the measured window opens
@@ -110,6 +126,7 @@ export async function run(): Promise<BenchRow[]> {
           if (sample) process.stderr.write(describe(`round ${i + 1} ${v.spec || "product"} purge`, sample));
           const seconds = (performance.now() - start) / 1000;
           const during = await reading;
+          if (v.fk !== "restrict") await setFk("restrict");
           const [{ n }] = (await su.query<{ n: string }>("SELECT count(*) AS n FROM notes WHERE patient_id = $1 AND created_at < now() - interval '1 year'", [retired.id]))
             .rows as [{ n: string }];
           if (Number(n) !== 0 || result.destroyed < perRound) throw new Error(`the purge left ${n} expired notes (destroyed ${result.destroyed} of ${perRound})`);
@@ -137,7 +154,7 @@ export async function run(): Promise<BenchRow[]> {
       const p99During = Math.max(...during.map((r) => r.p99));
       rows.push(
         {
-          name: `purge rate${label} (a row: an expired note with its version row; ${perRound} per round, batch ${r.batchSize}, duty cycle ${r.dutyCycle}, purge connections ${r.purgeConnections})`,
+          name: `purge rate${label} (a row: an expired note with its version row; ${perRound} per round, batch ${r.batchSize}, duty cycle ${r.dutyCycle}, purge connections ${r.purgeConnections}, ${r.victimOrder} order, fk ${v.fk})`,
           value: rate,
           unit: "rows/s",
           target: "≥ 20000",

@@ -47,7 +47,13 @@ export const retentionSchema = z
       .max(8)
       .default(1)
       .describe(
-        "Database connections of the purge's own, opened for a run and closed after it (0: it borrows the request pool's). More than 1 purges notes, attachments, appointments and consents with that many workers at once, each on its own range of ids; docs/retention.md, The purge's connections.",
+        "Database connections of the purge's own, opened for a run and closed after it (0: it borrows the request pool's). More than 1 purges notes, attachments, appointments and consents with that many workers at once, each on its own range (notes: of creation order; the others: of ids); docs/retention.md, The purge's connections.",
+      ),
+    victimOrder: z
+      .enum(["creation", "id"])
+      .default("creation")
+      .describe(
+        "The order in which the purge takes expired notes: creation (oldest first, by the creation-order index: a batch touches about a tenth of the table pages that id order does) or id (random UUIDs, the order before session 7); a run keeps the order it started with. docs/retention.md, The purge.",
       ),
   })
   .strict();

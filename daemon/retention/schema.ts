@@ -87,13 +87,21 @@ export const retentionHoldPlace = z.object({ recordClass: z.enum(RECORD_CLASSES)
 export const retentionHoldRelease = z.object({ reason: z.string().trim().min(1).max(500) }).strict();
 export const holdParams = z.object({ id: z.uuid() });
 
-const classCounts = z.object({ count: z.number(), batches: z.number(), firstId: z.string().nullable(), lastId: z.string().nullable() });
+const classCounts = z.object({
+  count: z.number(),
+  batches: z.number(),
+  firstId: z.string().nullable(),
+  lastId: z.string().nullable(),
+  /** In creation order (notes): the creation times of the first and last row destroyed (UTC, microseconds). */
+  firstAt: z.string().optional(),
+  lastAt: z.string().optional(),
+});
 export const retentionRunView = z.object({
   id: z.string(),
   status: z.enum(["running", "finished"]),
   startedAt: z.string(),
   finishedAt: z.string().nullable(),
-  /** Per class: rows destroyed, batches, and the first and last id destroyed. */
+  /** Per class: rows destroyed, batches, and the range destroyed (first and last id; in creation order with their creation times). */
   counts: z.record(z.string(), classCounts),
   /** Whether the signed disposition certificate is ready to download. */
   certified: z.boolean(),

@@ -58,6 +58,11 @@ type ClassDef = {
   /** The column (or expression) a trigger counts from; a trigger without one purges nothing (`NO_DATE`). */
   anchor: Partial<Record<Trigger, string>>;
   extra?: string;
+  /**
+   * The column holding the row's creation time, when an index on (tenant_id, that column, id)
+   * lets the purge take the class in creation order (retention.victimOrder).
+   */
+  creationOrder?: string;
   /** The class's default period from config. */
   defaultDays: (ctx: ApplianceContext) => number;
   /** Why this class is never purged by the register whatever its rule. */
@@ -87,6 +92,7 @@ const CLASSES: Record<RecordClass, ClassDef> = {
     patientCol: "n.patient_id",
     triggers: PATIENT_TRIGGERS,
     anchor: patientAnchors("n.created_at", "n.patient_id"),
+    creationOrder: "created_at", // notes_retention_idx
     defaultDays: days("noteDays"),
   },
   audio: {
@@ -472,10 +478,25 @@ export async function releaseHold(ctx: ApplianceContext, actor: Actor, id: strin
 
 // ---- the purge --------------------------------------------------------------------------------
 
-type ClassCounts = { count: number; batches: number; firstId: string | null; lastId: string | null };
+/**
+ * A class's counts in a run (and one batch's, in its audit event): rows destroyed, batches, and
+ * the range they came from — in id order the least and greatest id; in creation order (the run's
+ * `rules.<class>.order` is "creation") the first and the last row in (creation time, id) order,
+ * `firstAt`/`lastAt` being their creation times.
+ */
+type ClassCounts = { count: number; batches: number; firstId: string | null; lastId: string | null; firstAt?: string; lastAt?: string };
+/**
+ * A row's place in creation order: its creation time as text (UTC, microseconds, fixed width, so
+ * the text sorts as the time does and reads back exactly) and its id.
+ */
+type Key = { at: string; id: string };
+const atText = (col: string) => `to_char(${col} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')`;
+/** A worker's share of a class: ids in [lo, hi) (id order), or keys in [lo, hi) (creation order); null: unbounded. */
+type Span = { lo: string | null; hi: string | null } | { lo: Key | null; hi: Key | null };
 /** A class's counts, or `shredded`: the patients whose data keys the run saw destroyed. */
 type CountKey = RecordClass | "shredded";
-type RunRule = { periodDays: number; trigger: Trigger; cutoff: string; legalBasis: string | null; source: string; never?: string | null };
+/** `order`: "creation" when the run takes the class in creation order; absent: id order. */
+type RunRule = { periodDays: number; trigger: Trigger; cutoff: string; legalBasis: string | null; source: string; never?: string | null; order?: "creation" | "id" };
 type RunRow = {
   id: string;
   tenant_id: string;
@@ -485,6 +506,8 @@ type RunRow = {
   /** A run opened before a class existed has no rule for it: that class waits for the next run. */
   rules: Partial<Record<RecordClass, RunRule>>;
   counts: Partial<Record<CountKey, ClassCounts>>;
+  /** Per class purged by several workers in creation order: the first key of each range after the first (migration 0290). */
+  splits: Partial<Record<RecordClass, Key[]>>;
   certificate: string | null;
 };
 const NONE: ClassCounts = { count: 0, batches: 0, firstId: null, lastId: null };
@@ -510,21 +533,41 @@ export async function purgeTenant(
     const rule = run.rules[cls];
     if (!rule || rule.never) continue;
     const adults = await inScope(db, { kind: "tenant", tenantId }, (t) => adultsFor(ctx, t, tenantId, rule.trigger, new Date(rule.cutoff)));
-    // Several workers on one class each take a range of the id space of its own; a patient batch runs alone.
-    const workers = PARALLEL_CLASSES.has(cls) ? Math.max(1, ctx.config.retention.purgeConnections) : 1;
-    const worker = async (_: unknown, k: number) => {
-      const range = workers > 1 ? idRange(k, workers) : undefined;
-      for (;;) {
-        if (stopped) return;
-        if (opts.maxBatches !== undefined && begun >= opts.maxBatches) return void (stopped = true);
-        begun++;
-        const started = performance.now();
-        const n = cls === "patient" ? await purgePatientBatch(ctx, db, run, rule, adults) : await purgeBatch(ctx, db, run, cls, rule, adults, range);
-        if (n === 0) return void begun--;
-        await pace(ctx, performance.now() - started);
+    // Several workers on one class each take ranges of their own (of ids, or of creation order); a patient batch runs alone.
+    const parallel = PARALLEL_CLASSES.has(cls) ? Math.max(1, ctx.config.retention.purgeConnections) : 1;
+    const spans: (Span | undefined)[] =
+      parallel === 1
+        ? [undefined]
+        : rule.order === "creation"
+          ? await creationSpans(db, run, cls, rule, adults, parallel)
+          : Array.from({ length: parallel }, (_, k) => idRange(k, parallel));
+    let nextSpan = 0;
+    const worker = async () => {
+      for (let k = nextSpan++; k < spans.length; k = nextSpan++) {
+        // In creation order each batch starts after the last key of the one before (the index walk
+        // does not cross the entries the earlier batches deleted); when that reaches the end, one
+        // more pass from the span's start takes the rows SKIP LOCKED passed over, until a pass
+        // from the start finds nothing.
+        let after: Key | null = null;
+        for (;;) {
+          if (stopped) return;
+          if (opts.maxBatches !== undefined && begun >= opts.maxBatches) return void (stopped = true);
+          begun++;
+          const started = performance.now();
+          const r: { n: number; last: Key | null } =
+            cls === "patient" ? { n: await purgePatientBatch(ctx, db, run, rule, adults), last: null } : await purgeBatch(ctx, db, run, cls, rule, adults, spans[k], after);
+          if (r.n === 0) {
+            begun--;
+            if (!after) break;
+            after = null;
+            continue;
+          }
+          after = r.last;
+          await pace(ctx, performance.now() - started);
+        }
       }
     };
-    await Promise.all(Array.from({ length: workers }, worker));
+    await Promise.all(Array.from({ length: Math.min(parallel, spans.length) }, worker));
     if (stopped) return { runId: run.id, destroyed: 0, finished: false };
   }
   await shredDue(ctx, db, run);
@@ -547,6 +590,35 @@ function idRange(k: number, n: number): { lo: string | null; hi: string | null }
           .toString(16)
           .padStart(8, "0")}-0000-0000-0000-000000000000`;
   return { lo: at(k), hi: at(k + 1) };
+}
+
+/**
+ * Worker ranges of a class in creation order: the expired, unheld rows split into `n` ranges of
+ * about equal count by (creation time, id). Recorded in the run the first time it reaches the
+ * class and reused when it resumes, so a resumed run's batches never overlap those before the kill.
+ */
+async function creationSpans(db: SqlPool, run: RunRow, cls: RecordClass, rule: RunRule, adults: string[], n: number): Promise<Span[]> {
+  const c = CLASSES[cls];
+  const bounds =
+    run.splits[cls] ??
+    (await inScope(db, { kind: "tenant", tenantId: run.tenant_id }, async (t) => {
+      const params = withAdults([run.tenant_id, new Date(rule.cutoff), n], rule.trigger, adults);
+      const rows = await t.rows<Key>(
+        `SELECT ${atText("s.at")} AS at, s.id::text AS id
+           FROM (SELECT ${c.alias}.${c.creationOrder} AS at, ${c.alias}.id, row_number() OVER (ORDER BY ${c.alias}.${c.creationOrder}, ${c.alias}.id) AS rn, count(*) OVER () AS total
+                   FROM ${c.table} ${c.alias} WHERE ${expiredBase(cls, rule.trigger, "$4")} AND ${unheld(cls)}) s
+          WHERE s.rn > 1 AND (s.rn - 1) % greatest(1, ceil(s.total::numeric / $3))::bigint = 0 ORDER BY s.rn`,
+        params,
+      );
+      const [saved] = await t.rows<{ b: Key[] }>(
+        "UPDATE retention_runs SET splits = jsonb_set(splits, ARRAY[$2::text], coalesce(splits -> $2, $3::jsonb)) WHERE id = $1 RETURNING splits -> $2 AS b",
+        [run.id, cls, JSON.stringify(rows)],
+      );
+      return saved!.b;
+    }));
+  run.splits[cls] = bounds;
+  const edges: (Key | null)[] = [null, ...bounds, null];
+  return Array.from({ length: bounds.length + 1 }, (_, i) => ({ lo: edges[i]!, hi: edges[i + 1]! }));
 }
 
 /**
@@ -592,6 +664,7 @@ async function openRun(ctx: ApplianceContext, db: SqlPool, tenantId: string, job
           legalBasis: r.legalBasis,
           source: r.source,
           never: neverOf(r.recordClass, r.trigger),
+          ...(CLASSES[r.recordClass].creationOrder ? { order: ctx.config.retention.victimOrder } : {}),
         } satisfies RunRule,
       ]),
     );
@@ -605,20 +678,35 @@ async function openRun(ctx: ApplianceContext, db: SqlPool, tenantId: string, job
   });
 }
 
+type BatchRange = { n: number; first: string | null; last: string | null; firstAt?: string | null; lastAt?: string | null };
+
+/** The batch's range as its audit event and the run's counts name it (creation times only in creation order). */
+function rangeOf(r: BatchRange): Omit<ClassCounts, "count" | "batches"> {
+  return { firstId: r.first, lastId: r.last, ...(r.firstAt && r.lastAt ? { firstAt: r.firstAt, lastAt: r.lastAt } : {}) };
+}
+
+/** A range's end as text that sorts in the class's order: the creation time (fixed width) before the id. */
+const sortKey = (at: string | undefined, id: string | null) => `${at ?? ""} ${id ?? ""}`;
+
 /**
  * Adds one committed batch to the run's counts and writes its audit event, in the batch's
- * transaction. The class's id range is the least first and greatest last id of its batches
- * (parallel workers commit in any order).
+ * transaction. The class's range is the first and last end of its batches' ranges in the class's
+ * order (parallel workers commit in any order; the run's row lock orders their updates).
  */
-async function countBatch(ctx: ApplianceContext, t: Tx, run: RunRow, key: CountKey, r: { n: number; first: string | null; last: string | null }): Promise<void> {
-  await t.exec(
-    `UPDATE retention_runs SET counts = jsonb_set(counts, ARRAY[$2::text], jsonb_build_object(
-        'count', coalesce((counts -> $2 ->> 'count')::int, 0) + $3,
-        'batches', coalesce((counts -> $2 ->> 'batches')::int, 0) + 1,
-        'firstId', least(counts -> $2 ->> 'firstId', $4::text),
-        'lastId', greatest(counts -> $2 ->> 'lastId', $5::text))) WHERE id = $1`,
-    [run.id, key, r.n, r.first, r.last],
-  );
+async function countBatch(ctx: ApplianceContext, t: Tx, run: RunRow, key: CountKey, r: BatchRange): Promise<void> {
+  const [row] = await t.rows<{ c: ClassCounts | null }>("SELECT counts -> $2 AS c FROM retention_runs WHERE id = $1 FOR UPDATE", [run.id, key]);
+  const was = row?.c ?? null;
+  const batch = rangeOf(r);
+  const firstOf = !was || sortKey(batch.firstAt, batch.firstId) < sortKey(was.firstAt, was.firstId) ? batch : was;
+  const lastOf = !was || sortKey(batch.lastAt, batch.lastId) > sortKey(was.lastAt, was.lastId) ? batch : was;
+  const merged: ClassCounts = {
+    count: (was?.count ?? 0) + r.n,
+    batches: (was?.batches ?? 0) + 1,
+    firstId: firstOf.firstId,
+    lastId: lastOf.lastId,
+    ...(firstOf.firstAt && lastOf.lastAt ? { firstAt: firstOf.firstAt, lastAt: lastOf.lastAt } : {}),
+  };
+  await t.exec("UPDATE retention_runs SET counts = jsonb_set(counts, ARRAY[$2::text], $3::jsonb) WHERE id = $1", [run.id, key, JSON.stringify(merged)]);
   await recordEvent(
     ctx,
     t,
@@ -629,21 +717,30 @@ async function countBatch(ctx: ApplianceContext, t: Tx, run: RunRow, key: CountK
       resourceType: "retention_run",
       resourceId: run.id,
       outcome: "success",
-      reason: JSON.stringify({ class: key, count: r.n, firstId: r.first, lastId: r.last }),
+      reason: JSON.stringify({ class: key, count: r.n, ...batch }),
     },
     null,
   );
 }
 
-/** The statement that deletes the selected rows of a class (with what hangs off them) and sums them up. */
-function deleteStatement(cls: RecordClass, victims: string): string {
+/**
+ * The statement that deletes the selected rows of a class (with what hangs off them) and sums them
+ * up: the count and the range (in creation order, its first and last row by (creation time, id)).
+ */
+function deleteStatement(cls: RecordClass, victims: string, byCreation: boolean): string {
   const summary = "count(*)::int AS n, min(id::text) AS first, max(id::text) AS last";
   switch (cls) {
     case "note":
+      // The versions go first: the foreign key from them to the note is ON DELETE RESTRICT (migration 0290).
       return `WITH victims AS (${victims}),
               versions AS (DELETE FROM note_versions WHERE note_id = ANY (ARRAY(SELECT id FROM victims)) RETURNING 1),
-              gone AS (DELETE FROM notes WHERE id = ANY (ARRAY(SELECT id FROM victims)) RETURNING id)
-           SELECT ${summary}, '{}'::text[] AS files, (SELECT count(*) FROM versions)::int AS versions FROM gone`;
+              gone AS (DELETE FROM notes WHERE id = ANY (ARRAY(SELECT id FROM victims)) RETURNING id, created_at)
+           SELECT ${
+             byCreation
+               ? `count(*)::int AS n, (array_agg(id::text ORDER BY created_at, id))[1] AS first, (array_agg(id::text ORDER BY created_at DESC, id DESC))[1] AS last,
+                  ${atText("min(created_at)")} AS first_at, ${atText("max(created_at)")} AS last_at`
+               : summary
+           }, '{}'::text[] AS files, (SELECT count(*) FROM versions)::int AS versions FROM gone`;
     case "consent":
       return `WITH victims AS (${victims}),
               revocations AS (DELETE FROM consent_revocations WHERE consent_id = ANY (ARRAY(SELECT id FROM victims)) RETURNING 1),
@@ -684,26 +781,42 @@ async function purgeBatch(
   cls: RecordClass,
   rule: RunRule,
   adults: string[],
-  range?: { lo: string | null; hi: string | null },
-): Promise<number> {
+  span: Span | undefined,
+  after: Key | null,
+): Promise<{ n: number; last: Key | null }> {
   const c = CLASSES[cls];
-  const { n, files } = await inScope(db, { kind: "tenant", tenantId: run.tenant_id }, async (t) => {
+  const byCreation = rule.order === "creation" && c.creationOrder !== undefined;
+  const { n, files, last } = await inScope(db, { kind: "tenant", tenantId: run.tenant_id }, async (t) => {
     // The records history guard lets a purge transaction that names its tenant delete note versions and consents.
     await t.exec("SELECT set_config('wardkeep.purge_tenant', $1, true)", [run.tenant_id]);
-    // A worker's range is a constant of the text (hex digits made by idRange), so each worker's statement is prepared once.
-    const within = [range?.lo ? `${c.alias}.id >= '${range.lo}'::uuid` : "", range?.hi ? `${c.alias}.id < '${range.hi}'::uuid` : ""].filter(Boolean);
-    const victims = `SELECT ${c.alias}.id FROM ${c.table} ${c.alias} WHERE ${[expiredBase(cls, rule.trigger, "$4"), unheld(cls), ...within].join(" AND ")} ORDER BY ${c.alias}.id LIMIT $3 FOR UPDATE OF ${c.alias} SKIP LOCKED`;
-    const [r] = await t.rows<{ n: number; first: string | null; last: string | null; files: string[] }>(
-      deleteStatement(cls, victims),
-      withAdults([run.tenant_id, new Date(rule.cutoff), ctx.config.retention.batchSize], rule.trigger, adults),
-    );
-    if (!r || r.n === 0) return { n: 0, files: [] };
-    await countBatch(ctx, t, run, cls, r);
-    return r;
+    const params = withAdults([run.tenant_id, new Date(rule.cutoff), ctx.config.retention.batchSize], rule.trigger, adults);
+    const within: string[] = [];
+    let order = `${c.alias}.id`;
+    if (byCreation) {
+      // (creation time, id) against a key, answered by the creation-order index as a range.
+      const row = `(${c.alias}.${c.creationOrder}, ${c.alias}.id)`;
+      const key = (k: Key) => (params.push(k.at, k.id), `($${params.length - 1}::timestamptz, $${params.length}::uuid)`);
+      const s = span as { lo: Key | null; hi: Key | null } | undefined;
+      if (s?.lo) within.push(`${row} >= ${key(s.lo)}`);
+      if (s?.hi) within.push(`${row} < ${key(s.hi)}`);
+      if (after) within.push(`${row} > ${key(after)}`);
+      order = `${c.alias}.${c.creationOrder}, ${c.alias}.id`;
+    } else {
+      // A worker's id range is a constant of the text (hex digits made by idRange), so each worker's statement is prepared once.
+      const s = span as { lo: string | null; hi: string | null } | undefined;
+      if (s?.lo) within.push(`${c.alias}.id >= '${s.lo}'::uuid`);
+      if (s?.hi) within.push(`${c.alias}.id < '${s.hi}'::uuid`);
+    }
+    const victims = `SELECT ${c.alias}.id FROM ${c.table} ${c.alias} WHERE ${[expiredBase(cls, rule.trigger, "$4"), unheld(cls), ...within].join(" AND ")} ORDER BY ${order} LIMIT $3 FOR UPDATE OF ${c.alias} SKIP LOCKED`;
+    const [r] = await t.rows<BatchRange & { n: number; files: string[]; first_at?: string | null; last_at?: string | null }>(deleteStatement(cls, victims, byCreation), params);
+    if (!r || r.n === 0) return { n: 0, files: [], last: null };
+    const batch: BatchRange = { n: r.n, first: r.first, last: r.last, firstAt: r.first_at, lastAt: r.last_at };
+    await countBatch(ctx, t, run, cls, batch);
+    return { n: r.n, files: r.files, last: byCreation ? { at: r.last_at!, id: r.last! } : null };
   });
   // The file's key was in the deleted row: the file is unreadable already; removing it frees the space.
   for (const f of files) await (cls === "export_file" ? removeExportPack(ctx, f) : removeAttachmentFile(ctx, f)).catch(() => undefined);
-  return n;
+  return { n, last };
 }
 
 /**
@@ -768,7 +881,7 @@ async function shredDue(ctx: ApplianceContext, db: SqlPool, run: RunRow): Promis
 function certificateText(run: RunRow, finishedAt: string, signedBy: string): string {
   const destroyed = Object.fromEntries(RECORD_CLASSES.map((cls) => [cls, run.counts[cls] ?? NONE]));
   return JSON.stringify({
-    format: "wardkeep-disposition-certificate/1",
+    format: "wardkeep-disposition-certificate/2",
     runId: run.id,
     tenantId: run.tenant_id,
     startedAt: run.started_at.toISOString(),

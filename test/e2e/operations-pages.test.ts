@@ -26,6 +26,7 @@ let owner: SignedIn;
 let receiver: WebhookReceiver;
 const clock = new TestClock();
 let noteId = "";
+let noteCreatedAt = "";
 
 beforeAll(async () => {
   await ensureAdminUiBuilt();
@@ -46,6 +47,7 @@ beforeAll(async () => {
   const note = await clinic.doctor.agent.post(`/api/v1/patients/${patient.id}/notes`).send({ body: "Discharge summary" });
   expect(note.status, JSON.stringify(note.body)).toBe(201);
   noteId = note.body.id;
+  noteCreatedAt = note.body.createdAt;
   // Three days on: the note is older than a one-day rule would allow. Everyone signs in again (sessions have an absolute lifetime).
   clock.advance(3 * DAY);
   owner = await signIn(app, { role: "owner", tenantId: clinic.tenant.id });
@@ -154,7 +156,10 @@ describe("operations screens", () => {
     const key = createPublicKey({ key: Buffer.from(cert.publicKeySpki, "base64"), format: "der", type: "spki" });
     expect(verify(null, Buffer.from(cert.certificate, "utf8"), key, Buffer.from(cert.signature, "base64"))).toBe(true);
     const body = JSON.parse(cert.certificate);
-    expect(body.destroyed.note).toEqual({ count: 1, batches: 1, firstId: noteId, lastId: noteId });
+    // Notes go in creation order: the range names the first and last note destroyed with their creation times (microseconds).
+    const at = noteCreatedAt.replace(/Z$/, "000Z");
+    expect(body.destroyed.note).toEqual({ count: 1, batches: 1, firstId: noteId, lastId: noteId, firstAt: at, lastAt: at });
+    expect(body.rules.note.order).toBe("creation");
     expect(body.rules.note).toMatchObject({ periodDays: 1, legalBasis: "Hospital policy HP-12 (test tenant)" });
     expect(again.violations).toEqual([]);
     await again.context.close();

@@ -39,6 +39,7 @@ import * as m0251 from "./0251_sso_mfa_step_up.js";
 import * as m0260 from "./0260_host_operator_data_rights.js";
 import * as m0261 from "./0261_pre_restore_snapshots.js";
 import * as m0270 from "./0270_webhook_claim_ahead.js";
+import * as m0290 from "./0290_purge_in_creation_order.js";
 
 export type Migration = { name: string; sql: string };
 
@@ -85,4 +86,5 @@ export const migrations: Migration[] = [
   { name: "0260_host_operator_data_rights", sql: m0260.sql },
   { name: "0261_pre_restore_snapshots", sql: m0261.sql },
   { name: "0270_webhook_claim_ahead", sql: m0270.sql },
+  { name: "0290_purge_in_creation_order", sql: m0290.sql },
 ];

@@ -82,16 +82,17 @@ describe("retention purge killed with SIGKILL", () => {
     await su.query("INSERT INTO legal_holds (tenant_id, patient_id, reason_enc, placed_at, placed_by) VALUES ($1, $2, '\\x00', now(), $3)", [tenant, held, doctor]);
     // The patients themselves stay: this test is about the notes.
     await su.query("INSERT INTO retention_rules (tenant_id, record_class, trigger, period_days, updated_at) VALUES ($1, 'patient', 'last_encounter', 36500, now())", [tenant]);
-    for (const [patient, n] of [
-      [gone, NOTES],
-      [held, HELD],
+    // A note a second, from `old` on (the held patient's the day before), so creation order is not id order.
+    for (const [patient, n, from] of [
+      [gone, NOTES, old],
+      [held, HELD, new Date(old.getTime() - 86_400_000)],
     ] as const) {
       await su.query(
         `WITH made AS (INSERT INTO notes (tenant_id, patient_id, kind, created_at, created_by, updated_at)
-                       SELECT $1, $2, 'note', $4, $5, $4 FROM generate_series(1, $3) RETURNING id)
+                       SELECT $1, $2, 'note', $4::timestamptz + g * interval '1 second', $5, $4 FROM generate_series(0, $3 - 1) g RETURNING id, created_at)
          INSERT INTO note_versions (tenant_id, patient_id, note_id, version, change, body_enc, created_at, created_by)
-         SELECT $1, $2, id, 1, 'original', '\\x00', $4, $5 FROM made`,
-        [tenant, patient, n, old, doctor],
+         SELECT $1, $2, id, 1, 'original', '\\x00', created_at, $5 FROM made`,
+        [tenant, patient, n, from, doctor],
       );
     }
 
@@ -117,27 +118,44 @@ describe("retention purge killed with SIGKILL", () => {
     const run = finished[0]!;
     expect(await notesOf(gone)).toBe(0);
     expect(await notesOf(held)).toBe(HELD);
-    const key = createPublicKey({ key: run.public_key!, format: "der", type: "spki" });
-    expect(verify(null, Buffer.from(run.certificate!, "utf8"), key, run.signature!)).toBe(true);
+    const publicKey = createPublicKey({ key: run.public_key!, format: "der", type: "spki" });
+    expect(verify(null, Buffer.from(run.certificate!, "utf8"), publicKey, run.signature!)).toBe(true);
     const cert = JSON.parse(run.certificate!);
     expect(cert.destroyed.note.count).toBe(NOTES);
     const batches = (await auditEvents({ db } as TestAppliance, { action: "retention.purge.batch" }))
       .filter((e) => e.resource_id === run.id)
-      .map((e) => JSON.parse(e.reason!) as { class: string; count: number; firstId: string; lastId: string });
+      .map((e) => JSON.parse(e.reason!) as { class: string; count: number; firstId: string; lastId: string; firstAt: string; lastAt: string });
     const noteBatches = batches.filter((b) => b.class === "note");
     expect(noteBatches.reduce((s, b) => s + b.count, 0)).toBe(NOTES);
     expect(noteBatches).toHaveLength(cert.destroyed.note.batches);
     expect(noteBatches.every((b) => b.count <= BATCH)).toBe(true);
-    // No id range overlaps another: no batch was counted twice.
-    const ranges = noteBatches.map((b) => [b.firstId, b.lastId]).sort((a, b) => a[0]!.localeCompare(b[0]!));
-    for (let i = 1; i < ranges.length; i++) expect(ranges[i]![0]! > ranges[i - 1]![1]!).toBe(true);
+    // Notes go in creation order: each batch's range runs from its first to its last note by
+    // (creation time, id), and no range overlaps another: no batch was counted twice. The two
+    // workers' ranges were recorded before the kill and kept after it.
+    expect(cert.rules.note.order).toBe("creation");
+    const key = (at: string, id: string) => `${at} ${id}`;
+    const ranges = noteBatches.map((b) => [key(b.firstAt, b.firstId), key(b.lastAt, b.lastId)] as const).sort((a, b) => a[0].localeCompare(b[0]));
+    // A batch is a run of consecutive notes in creation order: one a second, so its last is count − 1 seconds after its first.
+    expect(noteBatches.filter((b) => Date.parse(b.lastAt) - Date.parse(b.firstAt) !== (b.count - 1) * 1000)).toEqual([]);
+    expect(noteBatches.map((b) => b.firstAt).sort()[0]).toBe(old.toISOString().replace("Z", "000Z"));
+    for (let i = 1; i < ranges.length; i++) expect(ranges[i]![0] > ranges[i - 1]![1]).toBe(true);
     // The certificate's range spans every batch's, whichever of the two workers committed last.
-    expect([cert.destroyed.note.firstId, cert.destroyed.note.lastId]).toEqual([
+    expect([key(cert.destroyed.note.firstAt, cert.destroyed.note.firstId), key(cert.destroyed.note.lastAt, cert.destroyed.note.lastId)]).toEqual([
       ranges[0]![0],
       ranges
-        .map((r) => r[1]!)
+        .map((r) => r[1])
         .sort()
         .at(-1),
     ]);
+    expect((await su!.query<{ splits: Record<string, unknown[]> }>("SELECT splits FROM retention_runs WHERE id = $1", [run.id])).rows[0]!.splits.note).toHaveLength(1);
+
+    // The database still refuses a note whose versions are left, even inside a purge transaction
+    // that the history guard lets through: restrict_violation, the foreign key is ON DELETE RESTRICT (migration 0290).
+    await su.query("BEGIN");
+    await su.query("SELECT set_config('wardkeep.purge_tenant', $1, true)", [tenant]);
+    const refused = await su.query("DELETE FROM notes WHERE patient_id = $1", [held]).catch((e: pg.DatabaseError) => e);
+    await su.query("ROLLBACK");
+    expect(refused).toMatchObject({ code: "23001", constraint: "note_versions_tenant_id_note_id_fkey" });
+    expect(await notesOf(held)).toBe(HELD);
   }, 240_000);
 });

@@ -129,7 +129,7 @@ describe("the purge, years later", () => {
     const tampered = cert.body.certificate.replace('"count":3', '"count":2');
     expect(verify(null, Buffer.from(tampered, "utf8"), key, Buffer.from(cert.body.signature, "base64"))).toBe(false);
     const body = JSON.parse(cert.body.certificate);
-    expect(body).toMatchObject({ format: "wardkeep-disposition-certificate/1", runId: partial.runId, tenantId: clinic.tenant.id, destroyed: { note: { count: 3, batches: 2 } } });
+    expect(body).toMatchObject({ format: "wardkeep-disposition-certificate/2", runId: partial.runId, tenantId: clinic.tenant.id, destroyed: { note: { count: 3, batches: 2 } } });
     const batches = (await auditEvents(app, { action: "retention.purge.batch" })).filter((e) => e.resource_id === partial.runId) as { reason: string }[];
     const perClass: Record<string, number> = {};
     for (const b of batches.map((e) => JSON.parse(e.reason) as { class: string; count: number })) perClass[b.class] = (perClass[b.class] ?? 0) + b.count;
