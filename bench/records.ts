@@ -2,7 +2,6 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { randomBytes } from "node:crypto";
-import autocannon from "autocannon";
 import pg from "pg";
 import type { Actor } from "../daemon/kernel/actor.js";
 import { createTenant } from "../daemon/access/tenants.js";
@@ -19,18 +18,19 @@ import { createPatient } from "../daemon/records/patients/service.js";
 import { startBaseline } from "./records-baseline.js";
 import { checkPeer, startPeer } from "./records-peer.js";
 import { openLoop } from "./open-loop.js";
+import { drive, type Measure, type Target } from "./load.js";
 import type { BenchRow } from "./run.js";
 
 /**
  * Records API under concurrency (issue 6): an audited, field-decrypted patient read
  * (`GET /api/v1/patients/{id}`: API token, policy and care-team check, six fields decrypted, an
  * audit event in the same transaction) and a note write (`POST /api/v1/patients/{id}/notes`:
- * encrypted body, version row, audit event), driven by autocannon over HTTPS against a running
+ * encrypted body, version row, audit event), driven over HTTPS (bench/load.ts) against a running
  * appliance, and the same two requests against a bare Express baseline on the same PostgreSQL
  * (bench/records-baseline.ts) in the same run.
  *
  * Two measurements each: latency at a fixed 200 requests/s, open-loop (bench/open-loop.ts; target
- * p99 < 50 ms), and the highest throughput with CONNECTIONS concurrent clients through autocannon
+ * p99 < 50 ms), and the highest throughput with CONNECTIONS concurrent keep-alive clients
  * (target ≥ 50 % of the baseline's).
  * A last row measures authentication alone (identity's API-token check, on every request of
  * both paths) so the report can say how much of the gap is the records capability's.
@@ -55,26 +55,12 @@ const NOTE_BODY = JSON.stringify({
   ),
 });
 
-type Target = { url: string; method: "GET" | "POST"; headers: Record<string, string>; body?: string };
-type Measure = { p50: number; p99: number; rps: number; non2xx: number; errors: number };
+export { drive };
 
-export async function drive(target: Target, opts: { connections: number; seconds: number }): Promise<Measure> {
-  const result = await autocannon({
-    url: target.url,
-    method: target.method,
-    headers: target.headers,
-    ...(target.body ? { body: target.body } : {}),
-    connections: opts.connections,
-    duration: opts.seconds,
-    // Load is generated in a worker thread, so the event loop measured is the server's alone.
-    workers: 1,
-  });
-  return { p50: result.latency.p50, p99: result.latency.p99, rps: result.requests.average, non2xx: result.non2xx, errors: result.errors + result.timeouts };
-}
-
-export async function setUp(dir: string, extraEnv: Record<string, string> = {}) {
+/** `pgSettings`: extra server settings for the bench's PostgreSQL (`-c name=value`), such as a preloaded pg_stat_statements. */
+export async function setUp(dir: string, extraEnv: Record<string, string> = {}, pgSettings: Record<string, string> = {}) {
   const port = 20_000 + Math.floor(Math.random() * 20_000);
-  const embedded = await startEmbeddedPostgres({ dataDir: path.join(dir, "pg"), port, passwordFile: path.join(dir, "su-password") });
+  const embedded = await startEmbeddedPostgres({ dataDir: path.join(dir, "pg"), port, passwordFile: path.join(dir, "su-password"), settings: pgSettings });
   const { ownerUrl, appUrl } = await createBenchDatabase(embedded, "wk_bench");
   // The peer decrypts in SQL with pgcrypto: the embedded server ships it (fails here if not).
   const suBench = new pg.Client({ connectionString: embedded.superuserUrl.replace(/\/postgres$/, "/wk_bench") });

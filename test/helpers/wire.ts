@@ -6,9 +6,10 @@ import { SqlPool } from "../../daemon/db/sql.js";
  * proxy between the pool and the server: a round trip is a flight of client messages sent after
  * the server last answered (pipelined statements written together are one flight, however many
  * ReadyForQuery they get back). `statements` are the texts of Query and Parse messages in the
- * order they were written.
+ * order they were written; `columns` the names of the columns the server's answers described
+ * (RowDescription), in the order they came.
  */
-export type Wire = { statements: string[]; roundTrips: number; reset(): void };
+export type Wire = { statements: string[]; columns: string[]; roundTrips: number; reset(): void };
 
 type Proxy = { port: number; wire: Wire; close(): Promise<void> };
 
@@ -44,12 +45,37 @@ function frontendParser(onText: (text: string) => void): (chunk: Buffer) => void
   };
 }
 
+/** Backend messages (type byte + int32 length): the field names of each RowDescription. */
+function backendParser(onColumn: (name: string) => void): (chunk: Buffer) => void {
+  let buf = Buffer.alloc(0);
+  return (chunk) => {
+    buf = Buffer.concat([buf, chunk]);
+    for (;;) {
+      if (buf.length < 5) return;
+      const len = buf.readInt32BE(1);
+      if (buf.length < 1 + len) return;
+      if (buf[0] === 0x54 /* T */) {
+        const body = buf.subarray(5, 1 + len);
+        let at = 2;
+        for (let i = body.readInt16BE(0); i > 0; i--) {
+          const end = body.indexOf(0, at);
+          onColumn(body.subarray(at, end).toString("utf8"));
+          at = end + 1 + 18; // table oid, column number, type oid, size, modifier, format
+        }
+      }
+      buf = buf.subarray(1 + len);
+    }
+  };
+}
+
 export async function startWireProxy(target: { host: string; port: number }): Promise<Proxy> {
   const wire: Wire = {
     statements: [],
+    columns: [],
     roundTrips: 0,
     reset() {
       wire.statements = [];
+      wire.columns = [];
       wire.roundTrips = 0;
     },
   };
@@ -60,6 +86,8 @@ export async function startWireProxy(target: { host: string; port: number }): Pr
     // Per connection: did the server answer since the client last wrote?
     let answered = true;
     const parse = frontendParser((text) => wire.statements.push(text));
+    // The pools connect without TLS (no SSLRequest), so the server's first byte starts a message.
+    const parseAnswers = backendParser((name) => wire.columns.push(name));
     client.on("data", (chunk) => {
       if (answered) wire.roundTrips += 1;
       answered = false;
@@ -68,6 +96,7 @@ export async function startWireProxy(target: { host: string; port: number }): Pr
     });
     upstream.on("data", (chunk) => {
       answered = true;
+      parseAnswers(chunk);
       client.write(chunk);
     });
     const end = () => {

@@ -47,21 +47,31 @@ export async function findActivePatient(ctx: ApplianceContext, t: Tx, tenantId: 
  * `patientAccessFor` in daemon/access/care-team.ts. `more`: the patient's data key locked and read
  * for a write (`lockedWriteKeySql`).
  */
-function patientWithFacts(f: { patientId: string; tenantId: string; actorId: string; now: Date }, more?: { columns: SqlFragment; join: SqlFragment }): SqlFragment {
-  return sql`SELECT p.*,
+function patientWithFacts(
+  f: { patientId: string; tenantId: string; actorId: string; now: Date },
+  more?: { columns: SqlFragment; join: SqlFragment },
+  patientColumns: "p.*" | "p.id" = "p.*",
+): SqlFragment {
+  return sql`SELECT ${sql.raw(patientColumns)},
        EXISTS (SELECT 1 FROM care_team_assignments c WHERE c.tenant_id = ${f.tenantId} AND c.patient_id = ${f.patientId} AND c.user_id = ${f.actorId}) AS assigned,
        EXISTS (SELECT 1 FROM break_glass_grants g WHERE g.tenant_id = ${f.tenantId} AND g.patient_id = ${f.patientId} AND g.user_id = ${f.actorId} AND g.ended_at IS NULL AND g.expires_at > ${f.now}) AS break_glass${more ? sql`, ${more.columns}` : sql``}
      FROM patients p ${more?.join ?? sql``} WHERE p.id = ${f.patientId} AND p.tenant_id = ${f.tenantId} AND p.status = 'active'`;
 }
 
-type PatientWithFacts = PatientRow & { assigned: boolean; break_glass: boolean };
+type Facts = { assigned: boolean; break_glass: boolean };
+type PatientWithFacts = PatientRow & Facts;
 
-/** The policy's decision on the facts that came back with the row (404 before any 403). */
+/** The policy's decision on the facts that came back with the row (404 before any 403): whether it is a break-glass access. */
+function decideOnFacts(actor: Actor, action: Action, tenantId: string, facts: Facts | undefined): boolean {
+  if (!facts) throw new NotFound("no such patient");
+  authorize(actor, action, { tenantId, patient: { assigned: facts.assigned, breakGlass: facts.break_glass } });
+  return !facts.assigned && facts.break_glass;
+}
+
 function decide(actor: Actor, action: Action, tenantId: string, row: PatientWithFacts | undefined): { patient: PatientRow; breakGlass: boolean } {
-  if (!row) throw new NotFound("no such patient");
-  const { assigned, break_glass, ...patient } = row;
-  authorize(actor, action, { tenantId, patient: { assigned, breakGlass: break_glass } });
-  return { patient, breakGlass: !assigned && break_glass };
+  const breakGlass = decideOnFacts(actor, action, tenantId, row);
+  const { assigned: _assigned, break_glass: _breakGlass, ...patient } = row!;
+  return { patient, breakGlass };
 }
 
 /**
@@ -141,7 +151,7 @@ export async function writePatientInOneTrip(
   event: Omit<PhiEvent, "tenantId" | "patientId" | "breakGlass">,
   meta: RequestMeta,
   write: (key: WriteKey, allowed: SqlFragment) => SqlFragment,
-): Promise<{ patient: PatientRow; breakGlass: boolean } | undefined> {
+): Promise<{ breakGlass: boolean } | undefined> {
   const tenantId = tenantOf(actor);
   const subject = { kind: "patient", tenantId, patientId } as const;
   const key = hintedWriteKey(ctx, subject);
@@ -149,10 +159,12 @@ export async function writePatientInOneTrip(
   const allowed = sql`${allowedByPolicy(actor, action, tenantId)} AND ${hintedKeyHolds("p", key)}`;
   const statement = write(key, allowed); // encrypts; zeroes the key
   const audit = auditIntakeFrom(ctx, phiAuditEvent(actor, { ...event, tenantId, patientId }, meta), { from: "p, written", where: sql`true`, expressions: BREAK_GLASS_OF_ROW });
-  const facts = patientWithFacts({ patientId, tenantId, actorId: actor.userId, now: ctx.clock.now() }, lockedWriteKeySql(subject));
-  let row: (PatientWithFacts & { written: boolean } & Record<string, unknown>) | undefined;
+  // The patient's id and the facts, not its encrypted fields: a write does not need them, so they
+  // neither leave the database nor cost a decoding here.
+  const facts = patientWithFacts({ patientId, tenantId, actorId: actor.userId, now: ctx.clock.now() }, lockedWriteKeySql(subject), "p.id");
+  let row: ({ id: string; written: boolean } & Facts & Record<string, unknown>) | undefined;
   try {
-    [row] = await ctx.db.app.groupedStatementInScope<PatientWithFacts & { written: boolean }>(
+    [row] = await ctx.db.app.groupedStatementInScope<{ id: string; written: boolean } & Facts>(
       { kind: "tenant", tenantId },
       sql`WITH p AS (${facts}), ${statement}, audited AS (${audit}) SELECT p.*, EXISTS (SELECT 1 FROM written) AS written FROM p`,
     );
@@ -164,14 +176,14 @@ export async function writePatientInOneTrip(
     if (sqlState(err)) return undefined;
     throw err;
   }
-  if (!row) return decide(actor, action, tenantId, undefined);
+  if (!row) return { breakGlass: decideOnFacts(actor, action, tenantId, undefined) };
   const { key: locked, rest } = lockedWriteKeyOf(subject, row);
-  const { written, ...patientFacts } = rest;
-  const decided = decide(actor, action, tenantId, patientFacts);
+  const breakGlass = decideOnFacts(actor, action, tenantId, rest);
+  const { written } = rest;
   if (!written) return undefined;
   settleHintedWrite(ctx, locked);
   notifyAuditIntake(ctx);
-  return decided;
+  return { breakGlass };
 }
 
 export async function readPatient(

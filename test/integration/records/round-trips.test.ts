@@ -53,6 +53,9 @@ describe("round trips of the records hot paths", () => {
       const note = await createNote(app.ctx, doctor, patientId, { kind: "note", body: "One round trip" }, meta);
       // The check, the key's lock and version, the note, its audit event: one statement, with BEGIN and COMMIT.
       expect(wire.roundTrips, wire.statements.join(" | ")).toBe(1);
+      // It asks for the patient's id and the policy's facts, not the patient's encrypted fields.
+      expect(wire.columns).toContain("assigned");
+      expect(wire.columns.filter((c) => c.endsWith("_enc") || c.endsWith("_bidx"))).toEqual([]);
       expect((await getNote(app.ctx, doctor, patientId, note.id, meta)).body).toBe("One round trip");
 
       // A patient whose key is not in this process's cache: two, the key read under its lock.
