@@ -37,14 +37,14 @@ const WARMUP = 2;
  * BENCH_RETENTION_COMPARE: variants measured in the same process, each round alternating them with
  * the quiet window, e.g. `purgeConnections=0;purgeConnections=1;purgeConnections=1,dutyCycle=0.7`.
  * A variant is comma-separated `key=value` retention settings (batchSize, dutyCycle,
- * purgeConnections, victimOrder), and `fk=noaction`: the foreign key from note versions to notes
+ * purgeConnections, purgeNice, victimOrder), and `fk=noaction`: the foreign key from note versions to notes
  * as it was before migration 0290 (NO ACTION), for that variant's purge only. Empty: the product's
  * settings alone. ROWS is per variant.
  */
 const VARIANTS = (process.env.BENCH_RETENTION_COMPARE ?? "").split(";").map((v) => v.trim());
 /** BENCH_RETENTION_SAMPLE=1: wait events, WAL and CPU of each window on stderr (bench/retention-sampler.ts). */
 const SAMPLE = process.env.BENCH_RETENTION_SAMPLE === "1";
-const SETTINGS = ["batchSize", "dutyCycle", "purgeConnections", "victimOrder", "fk"] as const;
+const SETTINGS = ["batchSize", "dutyCycle", "purgeConnections", "purgeNice", "victimOrder", "fk"] as const;
 const FK_ACTIONS = { noaction: "NO ACTION", restrict: "RESTRICT" } as const;
 
 function variantOf(base: ApplianceContext, spec: string): { ctx: ApplianceContext; fk: keyof typeof FK_ACTIONS } {
@@ -64,7 +64,7 @@ function variantOf(base: ApplianceContext, spec: string): { ctx: ApplianceContex
     } else if (k === "victimOrder") {
       if (v !== "creation" && v !== "id") throw new Error(`BENCH_RETENTION_COMPARE: victimOrder=${v} (creation or id)`);
       retention.victimOrder = v;
-    } else retention[k as "batchSize" | "dutyCycle" | "purgeConnections"] = Number(v);
+    } else retention[k as "batchSize" | "dutyCycle" | "purgeConnections" | "purgeNice"] = Number(v);
   }
   return { ctx: { ...base, config: { ...base.config, retention } }, fk };
 }

@@ -49,6 +49,15 @@ export const retentionSchema = z
       .describe(
         "Database connections of the purge's own, opened for a run and closed after it (0: it borrows the request pool's). More than 1 purges notes, attachments, appointments and consents with that many workers at once, each on its own range (notes: of creation order; the others: of ids); docs/retention.md, The purge's connections.",
       ),
+    purgeNice: z
+      .number()
+      .int()
+      .min(0)
+      .max(19)
+      .default(0)
+      .describe(
+        "OS scheduling priority (nice) of the purge's own database backends where PostgreSQL runs on this host (0: unchanged). Needs retention.purgeConnections ≥ 1; skipped with one log line when the backend is not on this host or the system refuses. docs/retention.md, The purge's connections.",
+      ),
     victimOrder: z
       .enum(["creation", "id"])
       .default("creation")

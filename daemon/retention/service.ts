@@ -3,6 +3,8 @@
  * preview of what the next run purges, the batched purge and its signed disposition certificate.
  */
 import { sign } from "node:crypto";
+import fs from "node:fs";
+import os from "node:os";
 import { recordEvent, SYSTEM_ACTOR } from "../audit/append.js";
 import { requireRecentMfa } from "../auth/index.js";
 import type { ApplianceContext } from "../context.js";
@@ -631,11 +633,61 @@ export async function withPurgePool<T>(ctx: ApplianceContext, work: (db: SqlPool
   const n = ctx.config.retention.purgeConnections;
   if (n === 0) return work(ctx.db.app);
   const own = new SqlPool({ ...ctx.db.app.options, applicationName: "wardkeep-purge", max: n, groupCommit: undefined });
+  const nice = ctx.config.retention.purgeNice;
+  if (nice > 0) {
+    let told = false;
+    // Each new connection asks for its backend first (the query goes out before the purge's own).
+    own.pool.on("connect", (client) => {
+      client
+        .query<{ pid: number; started: Date }>("SELECT pid, backend_start AS started FROM pg_stat_activity WHERE pid = pg_backend_pid()")
+        .then(({ rows: [b] }) => {
+          const r = b ? lowerBackendPriority(b.pid, b.started, nice) : { ok: false as const, why: "PostgreSQL did not name the backend" };
+          if (!r.ok && !told) {
+            told = true;
+            ctx.log.info(`retention purge: its database backend keeps its priority (retention.purgeNice ${nice} not applied): ${r.why}`, { purgeNice: nice });
+          }
+        })
+        .catch(() => undefined); // a connection that fails is the purge's own error to report
+    });
+  }
   try {
     return await work(own);
   } finally {
     await own.close();
   }
+}
+
+/**
+ * Sets the OS scheduling priority of a PostgreSQL backend of this host to `nice`
+ * (retention.purgeNice): the purge costs the reads CPU on a small machine (docs/retention.md,
+ * "Session 6: why reads slow down"), so at a lower priority the requests' backends and the
+ * daemon preempt it while it still uses the CPU they leave idle. Only a process that is that
+ * backend is touched: one of this host named `postgres` that started when PostgreSQL says the
+ * backend did (in a container beside its database, as in the compose deployment, the pid names
+ * another process or none). Linux only (/proc); elsewhere, or when the system refuses, it says why.
+ */
+export function lowerBackendPriority(pid: number, backendStart: Date, nice: number): { ok: true } | { ok: false; why: string } {
+  let stat: string;
+  let boot: number;
+  try {
+    stat = fs.readFileSync(`/proc/${pid}/stat`, "utf8");
+    boot = Number(/^btime (\d+)$/m.exec(fs.readFileSync("/proc/stat", "utf8"))?.[1]);
+  } catch {
+    return { ok: false, why: `no process ${pid} on this host: PostgreSQL runs on another host or in another container` };
+  }
+  const comm = stat.slice(stat.indexOf("(") + 1, stat.lastIndexOf(")"));
+  // Field 22 of /proc/<pid>/stat: the start time in clock ticks after boot (USER_HZ, 100 on Linux).
+  const startTicks = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[19]);
+  const started = (boot + startTicks / 100) * 1000;
+  if (comm !== "postgres" || !(Math.abs(started - backendStart.getTime()) < 2000)) {
+    return { ok: false, why: `process ${pid} on this host is not the purge's backend: PostgreSQL runs on another host or in another container` };
+  }
+  try {
+    os.setPriority(pid, nice);
+  } catch (err) {
+    return { ok: false, why: `the system refused to change the priority of process ${pid} (${(err as NodeJS.ErrnoException).code ?? "error"})` };
+  }
+  return { ok: true };
 }
 
 /**

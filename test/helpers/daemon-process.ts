@@ -44,9 +44,14 @@ export type DaemonProcess = {
   exited: Promise<number | null>;
 };
 
-/** `wardkeep start` as a separate process: for restart, signal and multi-replica tests. */
-export function spawnDaemon(env: Record<string, string>): DaemonProcess {
-  const child = spawn(process.execPath, wardkeepArgs(["start"]), { cwd: PROJECT_ROOT, env: baseEnv(env), stdio: ["ignore", "pipe", "pipe"] });
+/**
+ * `wardkeep start` as a separate process: for restart, signal and multi-replica tests. `prefix`: a
+ * command that runs it (e.g. `unshare --pid --fork --kill-child --mount-proc`: a PID namespace of
+ * its own, as in a container).
+ */
+export function spawnDaemon(env: Record<string, string>, opts: { prefix?: string[] } = {}): DaemonProcess {
+  const [command, ...args] = [...(opts.prefix ?? []), process.execPath, ...wardkeepArgs(["start"])];
+  const child = spawn(command!, args, { cwd: PROJECT_ROOT, env: baseEnv(env), stdio: ["ignore", "pipe", "pipe"] });
   let out = "";
   let err = "";
   const waiters = new Set<() => void>();

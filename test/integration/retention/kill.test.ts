@@ -40,6 +40,17 @@ type Run = {
 /** The runs that purged notes (the job also runs, and certifies, empty runs every second). */
 const runs = async () =>
   (await su!.query<Run>("SELECT id::text, status, counts, certificate, signature, public_key FROM retention_runs WHERE counts ? 'note' ORDER BY started_at")).rows;
+/** The nice values of the purge's backends now (application_name wardkeep-purge), read from the kernel. */
+const purgeBackendNice = async () =>
+  (await su!.query<{ pid: number }>("SELECT pid FROM pg_stat_activity WHERE application_name = 'wardkeep-purge'")).rows
+    .map((r) => {
+      try {
+        return Number(fs.readFileSync(`/proc/${r.pid}/stat`, "utf8").split(") ")[1]!.split(" ")[16]);
+      } catch {
+        return null; // gone between the query and the read
+      }
+    })
+    .filter((n): n is number => n !== null);
 const notesOf = async (patient: string) => Number((await su!.query<{ n: string }>("SELECT count(*) AS n FROM notes WHERE patient_id = $1", [patient])).rows[0]!.n);
 
 async function until<T>(what: string, read: () => Promise<T>, ok: (v: T) => boolean, timeoutMs: number, everyMs = 20): Promise<T> {
@@ -61,6 +72,8 @@ describe("retention purge killed with SIGKILL", () => {
       WARDKEEP_JOBS_SCHEDULES_RETENTION_PURGE: "* * * * * *",
       WARDKEEP_RETENTION_BATCH_SIZE: String(BATCH),
       WARDKEEP_RETENTION_PURGE_CONNECTIONS: "2",
+      WARDKEEP_RETENTION_PURGE_NICE: "19",
+      WARDKEEP_LOG_LEVEL: "info",
       WARDKEEP_BACKUP_SCHEDULER_ENABLED: "false",
     });
     daemon = spawnDaemon(env);
@@ -98,8 +111,11 @@ describe("retention purge killed with SIGKILL", () => {
 
     await su.query("COMMIT");
 
-    // Some batches committed, far from all: kill -9.
+    // Some batches committed, far from all: kill -9. Meanwhile the purge's two backends run at
+    // retention.purgeNice (the daemon and PostgreSQL share this host).
     await until("a few committed batches", runs, (r) => (r[0]?.counts.note?.count ?? 0) >= 5 * BATCH, 90_000);
+    expect(await purgeBackendNice()).toEqual([19, 19]);
+    expect(daemon.stdout()).not.toContain("keeps its priority");
     daemon.child.kill("SIGKILL");
     expect(await daemon.exited).toBeNull();
     const [atKill] = await runs();
@@ -110,14 +126,31 @@ describe("retention purge killed with SIGKILL", () => {
     expect(atKill!.counts.note!.count).toBe(NOTES - left);
     expect(Number((await su.query<{ n: string }>("SELECT count(*) AS n FROM note_versions WHERE patient_id = $1", [gone])).rows[0]!.n)).toBe(left);
 
-    daemon = spawnDaemon(env);
+    // Restarted in a PID namespace of its own, as in a container beside its database: the backend's
+    // pid names no process the daemon can see, so the purge's backends keep their priority and the
+    // daemon says why in one log line.
+    const restartedAt = new Date();
+    daemon = spawnDaemon(env, { prefix: ["unshare", "--pid", "--fork", "--kill-child", "--mount-proc"] });
     await daemon.port();
+    await until("the resumed purge's backends", purgeBackendNice, (n) => n.length > 0, 60_000);
+    expect(await purgeBackendNice()).not.toContain(19);
+    await daemon.waitFor(/keeps its priority/);
     const finished = await until("the resumed run to finish", runs, (r) => r[0]?.status === "finished", 120_000, 200);
     // The same run resumed (its cutoffs and counts), not a new one that would count from zero.
     expect(finished.map((r) => r.id)).toEqual([atKill!.id]);
     const run = finished[0]!;
     expect(await notesOf(gone)).toBe(0);
     expect(await notesOf(held)).toBe(HELD);
+    const told = daemon.logs().filter((l) => /keeps its priority/.test(String(l.message)));
+    expect(told[0]!.message).toMatch(
+      /^retention purge: its database backend keeps its priority \(retention\.purgeNice 19 not applied\): (no process \d+ on this host|process \d+ on this host is not the purge's backend): PostgreSQL runs on another host or in another container$/,
+    );
+    // One line per run of the purge (the job fires every second), not one per connection or batch.
+    const purgeRuns = await su.query<{ n: number }>("SELECT count(*)::int AS n FROM job_runs WHERE job = 'retention-purge' AND started_at >= $1", [restartedAt]);
+    expect(told.length).toBeGreaterThan(0);
+    expect(told.length).toBeLessThanOrEqual(purgeRuns.rows[0]!.n);
+    // unshare ignores SIGTERM while its child runs; killing it takes the daemon along (--kill-child).
+    await daemon.stop("SIGKILL");
     const publicKey = createPublicKey({ key: run.public_key!, format: "der", type: "spki" });
     expect(verify(null, Buffer.from(run.certificate!, "utf8"), publicKey, run.signature!)).toBe(true);
     const cert = JSON.parse(run.certificate!);

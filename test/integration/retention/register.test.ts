@@ -1,6 +1,10 @@
 import { createPublicKey, verify } from "node:crypto";
+import fs from "node:fs";
+import os from "node:os";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { inScope } from "../../../daemon/db/sql.js";
 import { purgeTenant } from "../../../daemon/retention/index.js";
+import { lowerBackendPriority, withPurgePool } from "../../../daemon/retention/service.js";
 import { signIn, signInWithPassword, type SignedIn } from "../../helpers/actors.js";
 import { auditEvents } from "../auth/identity-helpers.js";
 import { startTestAppliance, type TestAppliance } from "../../helpers/appliance.js";
@@ -158,5 +162,49 @@ describe("the purge, years later", () => {
       after: { trigger: "creation", periodDays: 1, legalMinimumDays: null, source: "tenant", legalBasisSet: true },
       wouldPurge: 1,
     });
+  });
+});
+
+describe("the purge's scheduling priority (retention.purgeNice)", () => {
+  /** A process's nice value as the kernel reports it: field 19 of /proc/<pid>/stat. */
+  const niceOf = (pid: number) => Number(fs.readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]!.split(" ")[16]);
+  const backendOf = (t: { rows: <T>(q: string) => Promise<T[]> }) =>
+    t.rows<{ pid: number; started: Date }>("SELECT pid, backend_start AS started FROM pg_stat_activity WHERE pid = pg_backend_pid()").then((r) => r[0]!);
+
+  it("runs the purge's own backends at that priority, and leaves the requests' backends alone", async () => {
+    const ctx = { ...app.ctx, config: { ...app.ctx.config, retention: { ...app.ctx.config.retention, purgeNice: 7, purgeConnections: 2 } } };
+    const scope = { kind: "tenant" as const, tenantId: clinic.tenant.id };
+    // Two transactions at once on the purge's pool of two: each on its own connection, each backend read while it lives.
+    const purge = await withPurgePool(ctx, (db) =>
+      Promise.all(
+        [0, 1].map(() =>
+          inScope(db, scope, async (t) => {
+            const [b] = await Promise.all([backendOf(t), t.rows("SELECT pg_sleep(0.1)")]);
+            return { pid: b.pid, nice: os.getPriority(b.pid), stat: niceOf(b.pid) };
+          }),
+        ),
+      ),
+    );
+    const request = await inScope(app.ctx.db.app, scope, backendOf);
+    expect(new Set(purge.map((b) => b.pid)).size).toBe(2);
+    expect(purge.map(({ nice, stat }) => ({ nice, stat }))).toEqual([
+      { nice: 7, stat: 7 },
+      { nice: 7, stat: 7 },
+    ]);
+    expect([os.getPriority(request.pid), niceOf(request.pid)]).toEqual([0, 0]);
+  });
+
+  it("touches no process that is not the backend: another program, or a postgres process that started at another time", async () => {
+    const backend = await inScope(app.ctx.db.app, { kind: "tenant", tenantId: clinic.tenant.id }, backendOf);
+    expect(lowerBackendPriority(process.pid, backend.started, 19)).toEqual({
+      ok: false,
+      why: `process ${process.pid} on this host is not the purge's backend: PostgreSQL runs on another host or in another container`,
+    });
+    expect(lowerBackendPriority(backend.pid, new Date(backend.started.getTime() - 60_000), 19)).toMatchObject({
+      ok: false,
+      why: expect.stringMatching(/is not the purge's backend/),
+    });
+    expect(lowerBackendPriority(2 ** 22 + 1, backend.started, 19)).toMatchObject({ ok: false, why: expect.stringMatching(/^no process \d+ on this host/) });
+    expect([os.getPriority(process.pid), os.getPriority(backend.pid)]).toEqual([0, 0]);
   });
 });
