@@ -298,7 +298,7 @@ function defineIn<P extends ObjectSchema | undefined, Q extends ObjectSchema | u
     if (res.headersSent || res.writableEnded) return;
     if (reply === undefined && spec.response !== undefined && !isRaw(spec.response)) throw new Error(`${spec.method.toUpperCase()} ${fullPath}: the handler sent no response`);
     if (reply === undefined) res.status(status).end();
-    else res.status(status).json(reply);
+    else sendJson(req, res, status, reply);
   };
 
   const route: Route = {
@@ -329,6 +329,26 @@ function defineIn<P extends ObjectSchema | undefined, Q extends ObjectSchema | u
   };
   book.routes.push(route);
   return route;
+}
+
+/**
+ * A JSON answer as Express's `res.json` writes it (the same body, `application/json;
+ * charset=utf-8`, Content-Length), without its general machinery (settings look-ups, charset
+ * parsing, the freshness check) on every answer. Where that machinery decides something, Express
+ * answers: a Content-Type the handler chose, or a GET or HEAD whose answer carries a validator
+ * (a conditional request may be answered 304).
+ */
+export function sendJson(req: Request, res: Response, status: number, reply: unknown): void {
+  res.status(status);
+  const conditional = (req.method === "GET" || req.method === "HEAD") && (res.hasHeader("etag") || res.hasHeader("last-modified"));
+  if (conditional || res.hasHeader("content-type")) {
+    res.json(reply);
+    return;
+  }
+  const body = JSON.stringify(reply);
+  res.setHeader("Content-Type", "application/json; charset=utf-8");
+  res.setHeader("Content-Length", Buffer.byteLength(body));
+  res.end(body);
 }
 
 // ---- dispatch --------------------------------------------------------------------------------

@@ -71,6 +71,41 @@ describe("defineRoute", () => {
     expect(res.body).toEqual({ id: ID, name: "a", at: "2025-01-01T00:00:00.000Z" });
   });
 
+  it("sends JSON as Express does: its type with charset, its length, HEAD without a body, 304 to a conditional GET of an answer with an ETag, the handler's own type kept", async () => {
+    const tagged = defineRoute(
+      { method: "get", path: "/kernel-test/tagged", action: "public", tag: "records", summary: "With an ETag", response: z.object({ word: z.string() }) },
+      ({ res }) => {
+        res.setHeader("ETag", '"v7"');
+        return { word: "café" };
+      },
+    );
+    const typed = defineRoute(
+      { method: "get", path: "/kernel-test/typed", action: "public", tag: "records", summary: "Its own type", response: z.object({ word: z.string() }) },
+      ({ res }) => {
+        res.type("application/fhir+json");
+        return { word: "typed" };
+      },
+    );
+    const app = appWith([made, tagged, typed]);
+    const made201 = await request(app).post(`/api/v1/kernel-test/things/${ID}`).set("x-allow", "patient:create").send({ name: "é" });
+    expect(made201.headers["content-type"]).toBe("application/json; charset=utf-8");
+    expect(made201.text).toBe(JSON.stringify({ id: ID, name: "é", at: "2025-01-01T00:00:00.000Z" }));
+    expect(Number(made201.headers["content-length"])).toBe(Buffer.byteLength(made201.text));
+    const plain = await request(app).get("/api/v1/kernel-test/tagged");
+    expect(plain.status).toBe(200);
+    expect(plain.body).toEqual({ word: "café" });
+    const head = await request(app).head("/api/v1/kernel-test/tagged");
+    expect(head.status).toBe(200);
+    expect(head.text ?? "").toBe("");
+    const cached = await request(app).get("/api/v1/kernel-test/tagged").set("if-none-match", '"v7"');
+    expect(cached.status).toBe(304);
+    expect(cached.text ?? "").toBe("");
+    expect((await request(app).get("/api/v1/kernel-test/tagged").set("if-none-match", '"v6"')).body).toEqual({ word: "café" });
+    const own = await request(app).get("/api/v1/kernel-test/typed");
+    expect(own.headers["content-type"]).toBe("application/fhir+json; charset=utf-8");
+    expect(JSON.parse(own.text)).toEqual({ word: "typed" });
+  });
+
   it("checks the policy before parsing anything, and parses params and body before the handler", async () => {
     const app = appWith([made]);
     expect((await request(app).post("/api/v1/kernel-test/things/not-a-uuid").send({ name: "a" })).status).toBe(403);
