@@ -335,12 +335,13 @@ function defineIn<P extends ObjectSchema | undefined, Q extends ObjectSchema | u
  * A JSON answer as Express's `res.json` writes it (the same body, `application/json;
  * charset=utf-8`, Content-Length), without its general machinery (settings look-ups, charset
  * parsing, the freshness check) on every answer. Where that machinery decides something, Express
- * answers: a Content-Type the handler chose, or a GET or HEAD whose answer carries a validator
- * (a conditional request may be answered 304).
+ * answers: a Content-Type the handler chose, or a conditional GET or HEAD (`If-None-Match`,
+ * `If-Modified-Since`), which may be answered 304.
  */
 export function sendJson(req: Request, res: Response, status: number, reply: unknown): void {
   res.status(status);
-  const conditional = (req.method === "GET" || req.method === "HEAD") && (res.hasHeader("etag") || res.hasHeader("last-modified"));
+  // Express answers 304 only to a GET or HEAD that asks whether the client's copy is current.
+  const conditional = (req.method === "GET" || req.method === "HEAD") && (req.headers["if-none-match"] !== undefined || req.headers["if-modified-since"] !== undefined);
   if (conditional || res.hasHeader("content-type")) {
     res.json(reply);
     return;
