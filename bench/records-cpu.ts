@@ -134,7 +134,11 @@ async function statementCounter(superuserUrl: string) {
 
 export async function run(): Promise<BenchRow[]> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "wardkeep-bench-cpu-"));
-  const s = await setUp(dir, {}, STATEMENTS ? { shared_preload_libraries: "pg_stat_statements", "pg_stat_statements.track": "all" } : {});
+  const s = await setUp(
+    dir,
+    {},
+    STATEMENTS ? { shared_preload_libraries: "pg_stat_statements", "pg_stat_statements.track": "all", "pg_stat_statements.track_planning": "on" } : {},
+  );
   const statements = STATEMENTS ? await statementCounter(s.superuserUrl) : undefined;
   const variants = variantsOf(process.env.BENCH_CPU_AB);
   const rows: BenchRow[] = [];
