@@ -45,7 +45,7 @@ export const retentionSchema = z
       .int()
       .min(0)
       .max(8)
-      .default(2)
+      .default(1)
       .describe(
         "Database connections of the purge's own, opened for a run and closed after it (0: it borrows the request pool's). More than 1 purges notes, attachments, appointments and consents with that many workers at once, each on its own range (notes: of creation order; the others: of ids); docs/retention.md, The purge's connections.",
       ),
