@@ -19,7 +19,9 @@ let app: TestAppliance;
 const clock = new TestClock(new Date("2026-12-07T08:00:00Z"));
 
 beforeAll(async () => {
-  app = await startTestAppliance({ clock, env: { WARDKEEP_AUTH_IDLE_TIMEOUT_MINUTES: "60" } });
+  // No job runner: the expiry job (every minute, by the wall clock) could mark the grant between the
+  // clock's move and the checks of what the role is before any job has run; the test runs it itself.
+  app = await startTestAppliance({ clock, env: { WARDKEEP_AUTH_IDLE_TIMEOUT_MINUTES: "60", WARDKEEP_JOBS_ENABLED: "false" } });
   // A provider kind with nothing to configure: enough for a tenant to have an enabled provider.
   registerProviderKind("test-directory", { configSchema: z.object({}).strict() });
 }, 60_000);
