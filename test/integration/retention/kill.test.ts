@@ -1,3 +1,4 @@
+import { spawnSync } from "node:child_process";
 import fs from "node:fs";
 import { createPublicKey, verify } from "node:crypto";
 import pg from "pg";
@@ -6,6 +7,10 @@ import { tempDir, testEnv, type TestAppliance } from "../../helpers/appliance.js
 import { spawnDaemon, type DaemonProcess } from "../../helpers/daemon-process.js";
 import { createTestDatabase, type TestDatabase } from "../../helpers/postgres.js";
 import { auditEvents } from "../auth/identity-helpers.js";
+
+/** Whether this machine lets the test start a process in a PID namespace of its own (root or CAP_SYS_ADMIN). */
+const PID_NAMESPACES = spawnSync("unshare", ["--pid", "--fork", "--mount-proc", "true"], { stdio: "ignore" }).status === 0;
+if (!PID_NAMESPACES) console.warn("retention kill test: PID namespaces are refused here, so the restart beside a database in another namespace is not checked");
 
 /**
  * A purge killed with SIGKILL in the middle resumes after a restart: the daemon runs as its own
@@ -128,27 +133,32 @@ describe("retention purge killed with SIGKILL", () => {
 
     // Restarted in a PID namespace of its own, as in a container beside its database: the backend's
     // pid names no process the daemon can see, so the purge's backends keep their priority and the
-    // daemon says why in one log line.
+    // daemon says why in one log line. Where namespaces are refused, the restart is a plain one and
+    // only the resume is checked (register.test.ts covers the refusals without a namespace).
     const restartedAt = new Date();
-    daemon = spawnDaemon(env, { prefix: ["unshare", "--pid", "--fork", "--kill-child", "--mount-proc"] });
+    daemon = spawnDaemon(env, PID_NAMESPACES ? { prefix: ["unshare", "--pid", "--fork", "--kill-child", "--mount-proc"] } : {});
     await daemon.port();
     await until("the resumed purge's backends", purgeBackendNice, (n) => n.length > 0, 60_000);
-    expect(await purgeBackendNice()).not.toContain(19);
-    await daemon.waitFor(/keeps its priority/);
+    if (PID_NAMESPACES) {
+      expect(await purgeBackendNice()).not.toContain(19);
+      await daemon.waitFor(/keeps its priority/);
+    }
     const finished = await until("the resumed run to finish", runs, (r) => r[0]?.status === "finished", 120_000, 200);
     // The same run resumed (its cutoffs and counts), not a new one that would count from zero.
     expect(finished.map((r) => r.id)).toEqual([atKill!.id]);
     const run = finished[0]!;
     expect(await notesOf(gone)).toBe(0);
     expect(await notesOf(held)).toBe(HELD);
-    const told = daemon.logs().filter((l) => /keeps its priority/.test(String(l.message)));
-    expect(told[0]!.message).toMatch(
-      /^retention purge: its database backend keeps its priority \(retention\.purgeNice 19 not applied\): (no process \d+ on this host|process \d+ on this host is not the purge's backend): PostgreSQL runs on another host or in another container$/,
-    );
-    // One line per run of the purge (the job fires every second), not one per connection or batch.
-    const purgeRuns = await su.query<{ n: number }>("SELECT count(*)::int AS n FROM job_runs WHERE job = 'retention-purge' AND started_at >= $1", [restartedAt]);
-    expect(told.length).toBeGreaterThan(0);
-    expect(told.length).toBeLessThanOrEqual(purgeRuns.rows[0]!.n);
+    if (PID_NAMESPACES) {
+      const told = daemon.logs().filter((l) => /keeps its priority/.test(String(l.message)));
+      expect(told[0]!.message).toMatch(
+        /^retention purge: its database backend keeps its priority \(retention\.purgeNice 19 not applied\): (no process \d+ on this host|process \d+ on this host is not the purge's backend): PostgreSQL runs on another host or in another container$/,
+      );
+      // One line per run of the purge (the job fires every second), not one per connection or batch.
+      const purgeRuns = await su.query<{ n: number }>("SELECT count(*)::int AS n FROM job_runs WHERE job = 'retention-purge' AND started_at >= $1", [restartedAt]);
+      expect(told.length).toBeGreaterThan(0);
+      expect(told.length).toBeLessThanOrEqual(purgeRuns.rows[0]!.n);
+    }
     // unshare ignores SIGTERM while its child runs; killing it takes the daemon along (--kill-child).
     await daemon.stop("SIGKILL");
     const publicKey = createPublicKey({ key: run.public_key!, format: "der", type: "spki" });
