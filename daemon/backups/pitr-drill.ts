@@ -322,7 +322,9 @@ async function drill(ctx: ApplianceContext, target: SnapshotTarget, secret: Buff
           await client.connect();
           try {
             const replayed = await client.query<{ at: Date | null }>("SELECT pg_last_xact_replay_timestamp() AS at");
-            out.achievedTime = replayed.rows[0]?.at ?? null;
+            // A time drawn just after the base backup may come before any commit after it: nothing
+            // is replayed, and the data is as of the base backup's consistent point.
+            out.achievedTime = replayed.rows[0]?.at ?? new Date(base.reachesFrom);
             out.checks.push(...(await verifyChain(ctx, client, url, point)));
             out.checks.push(await decryptSample(ctx, client, target, opener, trusted));
           } finally {
