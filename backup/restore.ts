@@ -406,6 +406,12 @@ async function verifyAndCommit(client: pg.Client, opts: RestoreOptions, manifest
     const c = await client.query<{ n: string }>(`SELECT count(*)::text AS n FROM ONLY ${quoteIdent(obj.schema)}.${quoteIdent(obj.table)}`);
     if (Number(c.rows[0]!.n) !== obj.rows) throw new SnapshotIntegrityError(`${obj.name}: ${c.rows[0]!.n} rows loaded, the manifest says ${obj.rows}`);
   }
+  // References the schema keeps by triggers rather than foreign keys (their triggers were paused for the load).
+  const kept = await client.query<{ f: string | null }>("SELECT to_regprocedure('reference_violations()')::text AS f");
+  if (kept.rows[0]!.f) {
+    const broken = await client.query<{ reference: string; rows: string }>("SELECT reference, rows::text FROM reference_violations()");
+    if (broken.rowCount) throw new SnapshotIntegrityError(`rows that break a reference: ${broken.rows.map((r) => `${r.reference} (${r.rows})`).join(", ")}`);
+  }
   const hookStart = performance.now();
   const hooked = (await opts.beforeCommit?.(client)) ?? null;
   phases.beforeCommitMs = performance.now() - hookStart;

@@ -37,15 +37,37 @@ const WARMUP = 2;
  * BENCH_RETENTION_COMPARE: variants measured in the same process, each round alternating them with
  * the quiet window, e.g. `purgeConnections=0;purgeConnections=1;purgeConnections=1,dutyCycle=0.7`.
  * A variant is comma-separated `key=value` retention settings (batchSize, dutyCycle,
- * purgeConnections, purgeNice, victimOrder), and `fk=noaction`: the foreign key from note versions to notes
- * as it was before migration 0290 (NO ACTION), for that variant's purge only. Empty: the product's
+ * purgeConnections, purgeNice, victimOrder), and `fk=restrict` or `fk=noaction`: a foreign key from note
+ * versions to notes as before migration 0291 (RESTRICT, 0290) or 0290 (NO ACTION), with the history
+ * guard as it was, for that variant's purge only (default `fk=triggers`, the product's). Empty: the product's
  * settings alone. ROWS is per variant.
  */
 const VARIANTS = (process.env.BENCH_RETENTION_COMPARE ?? "").split(";").map((v) => v.trim());
 /** BENCH_RETENTION_SAMPLE=1: wait events, WAL and CPU of each window on stderr (bench/retention-sampler.ts). */
 const SAMPLE = process.env.BENCH_RETENTION_SAMPLE === "1";
 const SETTINGS = ["batchSize", "dutyCycle", "purgeConnections", "purgeNice", "victimOrder", "fk"] as const;
-const FK_ACTIONS = { noaction: "NO ACTION", restrict: "RESTRICT" } as const;
+/** How note versions refer to their note: the product's statement-level triggers (migration 0291), or a foreign key as before it. */
+const FK_ACTIONS = { triggers: null, restrict: "RESTRICT", noaction: "NO ACTION" } as const;
+const HISTORY_GUARD = (on: string, when = "") =>
+  `DROP TRIGGER IF EXISTS note_versions_history ON note_versions; DROP TRIGGER IF EXISTS note_versions_history_delete ON note_versions;
+   CREATE TRIGGER note_versions_history BEFORE ${on} ON note_versions FOR EACH ROW EXECUTE FUNCTION records_history_guard();${when}`;
+/** The schema as the variant wants it (the triggers of 0291, or the foreign key and history guard of 0290 and before). */
+function referencesSql(fk: keyof typeof FK_ACTIONS): string {
+  const action = FK_ACTIONS[fk];
+  if (action === null)
+    return `ALTER TABLE note_versions DROP CONSTRAINT IF EXISTS note_versions_tenant_id_note_id_fkey, ENABLE TRIGGER note_versions_have_notes;
+      ALTER TABLE notes ENABLE TRIGGER notes_keep_versions;
+      ${HISTORY_GUARD(
+        "UPDATE",
+        ` CREATE TRIGGER note_versions_history_delete BEFORE DELETE ON note_versions FOR EACH ROW
+        WHEN (coalesce(current_setting('wardkeep.purge_patient', true), '') <> OLD.patient_id::text AND coalesce(current_setting('wardkeep.purge_tenant', true), '') <> OLD.tenant_id::text)
+        EXECUTE FUNCTION records_history_guard();`,
+      )}`;
+  return `ALTER TABLE note_versions DISABLE TRIGGER note_versions_have_notes, DROP CONSTRAINT IF EXISTS note_versions_tenant_id_note_id_fkey,
+      ADD CONSTRAINT note_versions_tenant_id_note_id_fkey FOREIGN KEY (tenant_id, note_id) REFERENCES notes (tenant_id, id) ON DELETE ${action};
+    ALTER TABLE notes DISABLE TRIGGER notes_keep_versions;
+    ${HISTORY_GUARD("UPDATE OR DELETE")}`;
+}
 
 function variantOf(base: ApplianceContext, spec: string): { ctx: ApplianceContext; fk: keyof typeof FK_ACTIONS } {
   const settings = Object.fromEntries(
@@ -55,7 +77,7 @@ function variantOf(base: ApplianceContext, spec: string): { ctx: ApplianceContex
       .map((kv) => kv.split("=").map((x) => x.trim()) as [string, string]),
   );
   const retention = { ...base.config.retention };
-  let fk: keyof typeof FK_ACTIONS = "restrict";
+  let fk: keyof typeof FK_ACTIONS = "triggers";
   for (const [k, v] of Object.entries(settings)) {
     if (!(SETTINGS as readonly string[]).includes(k)) throw new Error(`BENCH_RETENTION_COMPARE: unknown setting ${k} (one of ${SETTINGS.join(", ")})`);
     if (k === "fk") {
@@ -81,6 +103,9 @@ export async function run(): Promise<BenchRow[]> {
       env.tenantId,
     ]);
     const body = Buffer.alloc(700, 0xab); // a note's size; never decrypted by the purge
+    // Every window starts from a checkpoint: the seeding's hundreds of MiB of dirty pages and WAL are
+    // the bench's, not the purge's, and would otherwise be written out during whichever window follows.
+    const settle = () => su.query("CHECKPOINT");
     const perRound = Math.floor(ROWS / ROUNDS);
     // As a clinic writes them: one note after another (a second apart, ten years ago), each with its version.
     const seed = async () => {
@@ -95,11 +120,9 @@ export async function run(): Promise<BenchRow[]> {
         );
       }
       await su.query("VACUUM ANALYZE notes, note_versions");
+      await settle();
     };
-    // The foreign key from note versions to notes, as migration 0290 leaves it (restrict) or as it was (noaction).
-    const setFk = (fk: keyof typeof FK_ACTIONS) =>
-      su.query(`ALTER TABLE note_versions DROP CONSTRAINT note_versions_tenant_id_note_id_fkey,
-        ADD CONSTRAINT note_versions_tenant_id_note_id_fkey FOREIGN KEY (tenant_id, note_id) REFERENCES notes (tenant_id, id) ON DELETE ${FK_ACTIONS[fk]}`);
+    const setFk = (fk: keyof typeof FK_ACTIONS) => su.query(`BEGIN; ${referencesSql(fk)} COMMIT;`);
     const read = (seconds: number) => openLoop(env.product.read, { rate: RATE, seconds, connections: 32, warmupSeconds: WARMUP });
 
     const variants = VARIANTS.map((spec) => ({ spec, ...variantOf(env.ctx, spec) }));
@@ -108,13 +131,14 @@ export async function run(): Promise<BenchRow[]> {
     for (let i = 0; i < ROUNDS; i++) {
       const steps = [
         async () => {
+          await settle();
           if (!SAMPLE) return void quiet.push(await read(READ_SECONDS));
           const { result, sample } = await sampleWhile(env.superuserUrl, null, () => read(READ_SECONDS));
           quiet.push(result);
           process.stderr.write(describe(`round ${i + 1} quiet`, sample));
         },
         ...variants.map((v, k) => async () => {
-          if (v.fk !== "restrict") await setFk(v.fk);
+          if (v.fk !== "triggers") await setFk(v.fk);
           await seed();
           const reading = read(READ_SECONDS);
           await new Promise((r) => setTimeout(r, WARMUP * 1000)); // the purge starts as the measured window opens
@@ -126,7 +150,7 @@ export async function run(): Promise<BenchRow[]> {
           if (sample) process.stderr.write(describe(`round ${i + 1} ${v.spec || "product"} purge`, sample));
           const seconds = (performance.now() - start) / 1000;
           const during = await reading;
-          if (v.fk !== "restrict") await setFk("restrict");
+          if (v.fk !== "triggers") await setFk("triggers");
           const [{ n }] = (await su.query<{ n: string }>("SELECT count(*) AS n FROM notes WHERE patient_id = $1 AND created_at < now() - interval '1 year'", [retired.id]))
             .rows as [{ n: string }];
           if (Number(n) !== 0 || result.destroyed < perRound) throw new Error(`the purge left ${n} expired notes (destroyed ${result.destroyed} of ${perRound})`);

@@ -40,6 +40,7 @@ import * as m0260 from "./0260_host_operator_data_rights.js";
 import * as m0261 from "./0261_pre_restore_snapshots.js";
 import * as m0270 from "./0270_webhook_claim_ahead.js";
 import * as m0290 from "./0290_purge_in_creation_order.js";
+import * as m0291 from "./0291_note_versions_set_checks.js";
 
 export type Migration = { name: string; sql: string };
 
@@ -87,4 +88,5 @@ export const migrations: Migration[] = [
   { name: "0261_pre_restore_snapshots", sql: m0261.sql },
   { name: "0270_webhook_claim_ahead", sql: m0270.sql },
   { name: "0290_purge_in_creation_order", sql: m0290.sql },
+  { name: "0291_note_versions_set_checks", sql: m0291.sql },
 ];

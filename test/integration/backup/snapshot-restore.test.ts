@@ -129,6 +129,29 @@ describe("snapshot and restore on a directory target", () => {
       }),
     ).rejects.toThrow(/not a trusted signer/);
   });
+
+  it("refuses a snapshot whose rows break a reference the schema keeps by triggers (a note version without its note)", async () => {
+    // Made as the superuser in replication mode, the one way past the triggers; removed again after the snapshot.
+    const orphan = (sql: string) =>
+      withClient(seeded.db.superuserUrl, async (c) => {
+        await c.query("SET session_replication_role = replica");
+        return c.query(sql);
+      });
+    await orphan(`WITH p AS (INSERT INTO patients (id, tenant_id, status, created_at, updated_at, purged_at)
+                    SELECT 'a0000000-0000-4000-8000-000000000001', id, 'purged', now(), now(), now() FROM tenants ORDER BY id LIMIT 1 RETURNING id, tenant_id)
+                  INSERT INTO note_versions (tenant_id, patient_id, note_id, version, change, body_enc, created_at, created_by)
+                  SELECT p.tenant_id, p.id, gen_random_uuid(), 1, 'original', '\\x00', now(), (SELECT id FROM users ORDER BY id LIMIT 1) FROM p`);
+    const t = tempDir();
+    try {
+      const broken = await takeSnapshot(snapshotOptions(seeded.db, { targets: [fsTarget(t)], applianceSecret: secret, recoveryPublicKey: recovery.publicRaw }));
+      await orphan("DELETE FROM note_versions WHERE patient_id = 'a0000000-0000-4000-8000-000000000001'; DELETE FROM patients WHERE id = 'a0000000-0000-4000-8000-000000000001'");
+      const err = await restoreInto(fsTarget(t), broken.snapshotId, { applianceSecret: secret }).catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(SnapshotIntegrityError);
+      expect((err as Error).message).toBe("rows that break a reference: note_versions -> notes (1)");
+    } finally {
+      fs.rmSync(t, { recursive: true, force: true });
+    }
+  });
 });
 
 describe("tampering is detected", () => {

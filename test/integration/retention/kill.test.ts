@@ -193,12 +193,12 @@ describe("retention purge killed with SIGKILL", () => {
     expect((await su!.query<{ splits: Record<string, unknown[]> }>("SELECT splits FROM retention_runs WHERE id = $1", [run.id])).rows[0]!.splits.note).toHaveLength(1);
 
     // The database still refuses a note whose versions are left, even inside a purge transaction
-    // that the history guard lets through: restrict_violation, the foreign key is ON DELETE RESTRICT (migration 0290).
+    // that the history guard lets through (the statement-level check of migration 0291).
     await su.query("BEGIN");
     await su.query("SELECT set_config('wardkeep.purge_tenant', $1, true)", [tenant]);
     const refused = await su.query("DELETE FROM notes WHERE patient_id = $1", [held]).catch((e: pg.DatabaseError) => e);
     await su.query("ROLLBACK");
-    expect(refused).toMatchObject({ code: "23001", constraint: "note_versions_tenant_id_note_id_fkey" });
+    expect(refused).toMatchObject({ code: "23503", message: expect.stringMatching(/without their note/) });
     expect(await notesOf(held)).toBe(HELD);
   }, 240_000);
 });
