@@ -182,7 +182,7 @@ export function openLoop(target, { rate, seconds, connections, warmupSeconds = 2
       for (const c of all) c.close();
       const elapsed = (performance.now() - start) / 1000 - warmupSeconds;
       latencies.sort((a, b) => a - b);
-      resolve({ p50: percentile(latencies, 0.5), p99: percentile(latencies, 0.99), rps: latencies.length / elapsed, non2xx, errors: errors + (total - done) });
+      resolve({ p50: percentile(latencies, 0.5), p99: percentile(latencies, 0.99), rps: latencies.length / elapsed, non2xx, errors: errors + (total - done), latencies });
     };
     const send = (conn, i) => {
       conn.send((status) => {

@@ -14,7 +14,7 @@ import autocannon from "autocannon";
  */
 export type Generator = "lean" | "autocannon";
 export type Target = { url: string; method: "GET" | "POST"; headers: Record<string, string>; body?: string };
-export type Measure = { p50: number; p99: number; rps: number; non2xx: number; errors: number };
+export type Measure = { p50: number; p99: number; rps: number; non2xx: number; errors: number; latencies?: number[] };
 
 export function generatorOf(name: string | undefined): Generator {
   const g = name ?? "lean";
