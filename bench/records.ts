@@ -17,7 +17,7 @@ import { silentLogger } from "../daemon/log/logger.js";
 import { createPatient } from "../daemon/records/patients/service.js";
 import { startBaseline } from "./records-baseline.js";
 import { checkPeer, startPeer } from "./records-peer.js";
-import { openLoop } from "./open-loop.js";
+import { openLoop, pooledPercentile } from "./open-loop.js";
 import { drive, type Measure, type Target } from "./load.js";
 import type { BenchRow } from "./run.js";
 
@@ -226,8 +226,9 @@ async function alternatingThroughput(targets: Record<Side, Target>, kind: string
 
 /**
  * Latency at RATE requests/s, open-loop, in FIXED_ROUNDS alternating rounds: each side's p50 and
- * p99 the median of its rounds (one stall of this machine lands in one round of one side; the
- * median keeps it from deciding the comparison, and stderr shows every round).
+ * p99 over all its rounds' requests taken together (with the lean load generator; autocannon's open
+ * loop gives no per-request latencies, and then the median of the rounds). A window's own p99 is
+ * its 20th-slowest request, so one stall of this machine decides it; stderr shows every round.
  */
 async function alternatingFixedRate(targets: Record<Side, Target>, kind: string, hooks: Hooks): Promise<Record<Side, Measure>> {
   const rounds: Record<Side, Measure>[] = [];
@@ -247,9 +248,10 @@ async function alternatingFixedRate(targets: Record<Side, Target>, kind: string,
   const out = {} as Record<Side, Measure>;
   for (const side of SIDES) {
     const ms = rounds.map((r) => r[side]!);
+    const pooled = ms.every((m) => m.latencies);
     out[side] = {
-      p50: median(ms.map((m) => m.p50)),
-      p99: median(ms.map((m) => m.p99)),
+      p50: pooled ? pooledPercentile(ms, 0.5) : median(ms.map((m) => m.p50)),
+      p99: pooled ? pooledPercentile(ms, 0.99) : median(ms.map((m) => m.p99)),
       rps: median(ms.map((m) => m.rps)),
       non2xx: ms.reduce((n, m) => n + m.non2xx, 0),
       errors: ms.reduce((n, m) => n + m.errors, 0),

@@ -22,13 +22,13 @@ import type { BenchRow } from "./run.js";
  * A "row" is one expired record as the disposition certificate counts it: here a note, deleted with
  * its version row (two table rows; the table-row rate is printed beside it).
  * Targets: ≥ 20,000 rows/s purged, read p99 during the purge ≤ 2x the p99 without it.
- * Environment: BENCH_RETENTION_ROWS (expired notes purged over all rounds, default 1,000,000),
- * BENCH_RETENTION_ROUNDS (2), BENCH_RETENTION_READ_SECONDS (the read window, 10),
+ * Environment: BENCH_RETENTION_ROWS (expired notes purged over all rounds, default 1,500,000: 500,000 a round),
+ * BENCH_RETENTION_ROUNDS (3), BENCH_RETENTION_READ_SECONDS (the read window, 10),
  * BENCH_RETENTION_BATCH (retention.batchSize, default the product's 2000), BENCH_RETENTION_READ_RATE
  * (reads/s, 200 as in the records benchmark; lower it on a machine the reads alone saturate).
  */
-const ROWS = Number(process.env.BENCH_RETENTION_ROWS ?? 1_000_000);
-const ROUNDS = Number(process.env.BENCH_RETENTION_ROUNDS ?? 2);
+const ROWS = Number(process.env.BENCH_RETENTION_ROWS ?? 1_500_000);
+const ROUNDS = Number(process.env.BENCH_RETENTION_ROUNDS ?? 3);
 const READ_SECONDS = Number(process.env.BENCH_RETENTION_READ_SECONDS ?? 10);
 const BATCH = process.env.BENCH_RETENTION_BATCH;
 const RATE = Number(process.env.BENCH_RETENTION_READ_RATE ?? 200);
@@ -39,13 +39,14 @@ const WARMUP = 2;
  * A variant is comma-separated `key=value` retention settings (batchSize, dutyCycle,
  * purgeConnections, purgeNice, victimOrder), and `fk=restrict` or `fk=noaction`: a foreign key from note
  * versions to notes as before migration 0291 (RESTRICT, 0290) or 0290 (NO ACTION), with the history
- * guard as it was, for that variant's purge only (default `fk=triggers`, the product's). Empty: the product's
+ * guard as it was, for that variant's purge only (default `fk=triggers`, the product's), and
+ * `walWriterDelay=10ms`: the server's wal_writer_delay for that variant's purge. Empty: the product's
  * settings alone. ROWS is per variant.
  */
 const VARIANTS = (process.env.BENCH_RETENTION_COMPARE ?? "").split(";").map((v) => v.trim());
 /** BENCH_RETENTION_SAMPLE=1: wait events, WAL and CPU of each window on stderr (bench/retention-sampler.ts). */
 const SAMPLE = process.env.BENCH_RETENTION_SAMPLE === "1";
-const SETTINGS = ["batchSize", "dutyCycle", "purgeConnections", "purgeNice", "victimOrder", "fk"] as const;
+const SETTINGS = ["batchSize", "dutyCycle", "purgeConnections", "purgeNice", "victimOrder", "fk", "walWriterDelay"] as const;
 /** How note versions refer to their note: the product's statement-level triggers (migration 0291), or a foreign key as before it. */
 const FK_ACTIONS = { triggers: null, restrict: "RESTRICT", noaction: "NO ACTION" } as const;
 const HISTORY_GUARD = (on: string, when = "") =>
@@ -69,7 +70,7 @@ function referencesSql(fk: keyof typeof FK_ACTIONS): string {
     ${HISTORY_GUARD("UPDATE OR DELETE")}`;
 }
 
-function variantOf(base: ApplianceContext, spec: string): { ctx: ApplianceContext; fk: keyof typeof FK_ACTIONS } {
+function variantOf(base: ApplianceContext, spec: string): { ctx: ApplianceContext; fk: keyof typeof FK_ACTIONS; walWriterDelay: string | null } {
   const settings = Object.fromEntries(
     spec
       .split(",")
@@ -78,17 +79,21 @@ function variantOf(base: ApplianceContext, spec: string): { ctx: ApplianceContex
   );
   const retention = { ...base.config.retention };
   let fk: keyof typeof FK_ACTIONS = "triggers";
+  let walWriterDelay: string | null = null;
   for (const [k, v] of Object.entries(settings)) {
     if (!(SETTINGS as readonly string[]).includes(k)) throw new Error(`BENCH_RETENTION_COMPARE: unknown setting ${k} (one of ${SETTINGS.join(", ")})`);
     if (k === "fk") {
       if (!(v in FK_ACTIONS)) throw new Error(`BENCH_RETENTION_COMPARE: fk=${v} (one of ${Object.keys(FK_ACTIONS).join(", ")})`);
       fk = v as keyof typeof FK_ACTIONS;
+    } else if (k === "walWriterDelay") {
+      if (!/^\d+ms$/.test(v)) throw new Error(`BENCH_RETENTION_COMPARE: walWriterDelay=${v} (e.g. 10ms)`);
+      walWriterDelay = v;
     } else if (k === "victimOrder") {
       if (v !== "creation" && v !== "id") throw new Error(`BENCH_RETENTION_COMPARE: victimOrder=${v} (creation or id)`);
       retention.victimOrder = v;
     } else retention[k as "batchSize" | "dutyCycle" | "purgeConnections" | "purgeNice"] = Number(v);
   }
-  return { ctx: { ...base, config: { ...base.config, retention } }, fk };
+  return { ctx: { ...base, config: { ...base.config, retention } }, fk, walWriterDelay };
 }
 
 export async function run(): Promise<BenchRow[]> {
@@ -139,6 +144,10 @@ export async function run(): Promise<BenchRow[]> {
         },
         ...variants.map((v, k) => async () => {
           if (v.fk !== "triggers") await setFk(v.fk);
+          // The server's WAL writer wakes this often (PostgreSQL's 200ms by default) for this variant's purge only.
+          const walWriter = (delay: string | null) =>
+            su.query(delay ? `ALTER SYSTEM SET wal_writer_delay = '${delay}'` : "ALTER SYSTEM RESET wal_writer_delay").then(() => su.query("SELECT pg_reload_conf()"));
+          if (v.walWriterDelay) await walWriter(v.walWriterDelay);
           await seed();
           const reading = read(READ_SECONDS);
           await new Promise((r) => setTimeout(r, WARMUP * 1000)); // the purge starts as the measured window opens
@@ -151,6 +160,7 @@ export async function run(): Promise<BenchRow[]> {
           const seconds = (performance.now() - start) / 1000;
           const during = await reading;
           if (v.fk !== "triggers") await setFk("triggers");
+          if (v.walWriterDelay) await walWriter(null);
           const [{ n }] = (await su.query<{ n: string }>("SELECT count(*) AS n FROM notes WHERE patient_id = $1 AND created_at < now() - interval '1 year'", [retired.id]))
             .rows as [{ n: string }];
           if (Number(n) !== 0 || result.destroyed < perRound) throw new Error(`the purge left ${n} expired notes (destroyed ${result.destroyed} of ${perRound})`);
