@@ -24,7 +24,7 @@ import type { BenchRow } from "./run.js";
  * Targets: ≥ 20,000 rows/s purged, read p99 during the purge ≤ 2x the p99 without it.
  * Environment: BENCH_RETENTION_ROWS (expired notes purged over all rounds, default 1,500,000: 500,000 a round),
  * BENCH_RETENTION_ROUNDS (3), BENCH_RETENTION_READ_SECONDS (the read window, 10),
- * BENCH_RETENTION_BATCH (retention.batchSize, default the product's 2000), BENCH_RETENTION_READ_RATE
+ * BENCH_RETENTION_BATCH (retention.batchSize, default the product's 500), BENCH_RETENTION_READ_RATE
  * (reads/s, 200 as in the records benchmark; lower it on a machine the reads alone saturate).
  */
 const ROWS = Number(process.env.BENCH_RETENTION_ROWS ?? 1_500_000);
