@@ -52,11 +52,16 @@ function answerEnd(buf) {
   throw new Error(`load client: an answer (${status}) with neither Content-Length nor chunked encoding`);
 }
 
+/** Below the daemon's keepAliveTimeout (5 s), with a margin for the scheduling of two processes. */
+const IDLE_REUSE_MS = 4000;
+
 /**
  * One keep-alive connection. `send(done)` writes the request; `done(status)` is called when the
  * whole answer has arrived (status 0: the connection failed, and is opened again for the next send).
  */
 class Connection {
+  idleSince = 0;
+
   constructor(target, bytes) {
     this.target = target;
     this.bytes = bytes;
@@ -84,6 +89,12 @@ class Connection {
   }
 
   send(done) {
+    // A connection idle for nearly the server's keep-alive timeout (5 s, `Keep-Alive: timeout=5`)
+    // may be closing as the request goes out; HTTP clients open a new one instead (docs/hardening.md).
+    if (this.socket && performance.now() - this.idleSince > IDLE_REUSE_MS) {
+      this.socket.destroy();
+      this.socket = undefined;
+    }
     if (!this.socket) this.open();
     this.pending = done;
     this.socket.write(this.bytes);
@@ -101,6 +112,7 @@ class Connection {
     }
     const done = this.pending;
     this.pending = undefined;
+    this.idleSince = performance.now();
     if (done) done(status);
   }
 

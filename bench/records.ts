@@ -364,7 +364,7 @@ export async function run(): Promise<BenchRow[]> {
             ratio: p.rps / baseline.rps,
           });
           table.push(
-            `| ${what}${tag} | p50 / p99 at ${RATE} req/s (ms) [achieved req/s] | ${f(p.p50)} / ${f(p.p99)} [${f(p.rps)}] | ${f(baseline.p50)} / ${f(baseline.p99)} [${f(baseline.rps)}] | ${f(peer.p50)} / ${f(peer.p99)} [${f(peer.rps)}] | ${(p.p99 / baseline.p99).toFixed(2)} | ${p99VsPeer.toFixed(2)} | p99 < 50 ms: ${verdict(p.p99 < 50)}; p99 ≤ 0.5x peer: ${verdict(p99VsPeer <= 0.5)} |`,
+            `| ${what}${tag} | p50 / p99 at ${RATE} req/s (ms) [achieved req/s] | ${f(p.p50)} / ${f(p.p99)} [${f(p.rps)}] | ${f(baseline.p50)} / ${f(baseline.p99)} [${f(baseline.rps)}] | ${f(peer.p50)} / ${f(peer.p99)} [${f(peer.rps)}] | ${(p.p99 / baseline.p99).toFixed(2)} | ${p99VsPeer.toFixed(2)} | p99 < 50 ms: ${verdict(p.p99 < 50 && clean(p))}; p99 ≤ 0.5x peer: ${verdict(p99VsPeer <= 0.5 && clean(p))} |`,
           );
         }
       }
