@@ -49,25 +49,21 @@ const SAMPLE = process.env.BENCH_RETENTION_SAMPLE === "1";
 const SETTINGS = ["batchSize", "dutyCycle", "purgeConnections", "purgeNice", "victimOrder", "fk", "walWriterDelay"] as const;
 /** How note versions refer to their note: the product's statement-level triggers (migration 0291), or a foreign key as before it. */
 const FK_ACTIONS = { triggers: null, restrict: "RESTRICT", noaction: "NO ACTION" } as const;
-const HISTORY_GUARD = (on: string, when = "") =>
-  `DROP TRIGGER IF EXISTS note_versions_history ON note_versions; DROP TRIGGER IF EXISTS note_versions_history_delete ON note_versions;
-   CREATE TRIGGER note_versions_history BEFORE ${on} ON note_versions FOR EACH ROW EXECUTE FUNCTION records_history_guard();${when}`;
-/** The schema as the variant wants it (the triggers of 0291, or the foreign key and history guard of 0290 and before). */
+/**
+ * The schema as the variant wants it: migration 0291's triggers (the product's), or a foreign key
+ * and a history guard that runs on every delete, as before 0291 (0291's own triggers disabled).
+ */
 function referencesSql(fk: keyof typeof FK_ACTIONS): string {
   const action = FK_ACTIONS[fk];
   if (action === null)
-    return `ALTER TABLE note_versions DROP CONSTRAINT IF EXISTS note_versions_tenant_id_note_id_fkey, ENABLE TRIGGER note_versions_have_notes;
-      ALTER TABLE notes ENABLE TRIGGER notes_keep_versions;
-      ${HISTORY_GUARD(
-        "UPDATE",
-        ` CREATE TRIGGER note_versions_history_delete BEFORE DELETE ON note_versions FOR EACH ROW
-        WHEN (coalesce(current_setting('wardkeep.purge_patient', true), '') <> OLD.patient_id::text AND coalesce(current_setting('wardkeep.purge_tenant', true), '') <> OLD.tenant_id::text)
-        EXECUTE FUNCTION records_history_guard();`,
-      )}`;
-  return `ALTER TABLE note_versions DISABLE TRIGGER note_versions_have_notes, DROP CONSTRAINT IF EXISTS note_versions_tenant_id_note_id_fkey,
+    return `ALTER TABLE note_versions DROP CONSTRAINT IF EXISTS note_versions_tenant_id_note_id_fkey,
+        ENABLE TRIGGER note_versions_have_notes, ENABLE TRIGGER note_versions_history_delete;
+      DROP TRIGGER IF EXISTS bench_history_before_0291 ON note_versions;
+      ALTER TABLE notes ENABLE TRIGGER notes_keep_versions;`;
+  return `ALTER TABLE note_versions DISABLE TRIGGER note_versions_have_notes, DISABLE TRIGGER note_versions_history_delete,
       ADD CONSTRAINT note_versions_tenant_id_note_id_fkey FOREIGN KEY (tenant_id, note_id) REFERENCES notes (tenant_id, id) ON DELETE ${action};
-    ALTER TABLE notes DISABLE TRIGGER notes_keep_versions;
-    ${HISTORY_GUARD("UPDATE OR DELETE")}`;
+    CREATE TRIGGER bench_history_before_0291 BEFORE DELETE ON note_versions FOR EACH ROW EXECUTE FUNCTION records_history_guard();
+    ALTER TABLE notes DISABLE TRIGGER notes_keep_versions;`;
 }
 
 function variantOf(base: ApplianceContext, spec: string): { ctx: ApplianceContext; fk: keyof typeof FK_ACTIONS; walWriterDelay: string | null } {
