@@ -35,8 +35,8 @@ afterAll(async () => {
   await app?.close();
 });
 
-async function note(client: pg.Client = su): Promise<string> {
-  const r = await client.query<{ id: string }>(
+async function note(): Promise<string> {
+  const r = await su.query<{ id: string }>(
     "INSERT INTO notes (tenant_id, patient_id, kind, created_at, created_by, updated_at) VALUES ($1, $2, 'note', now(), $3, now()) RETURNING id",
     [tenant, patient, author],
   );
